@@ -1,0 +1,23 @@
+"""mmcurate: GPU-accelerated curation of image-text pairs for multimodal LLM training.
+
+`import mmcurate` imports neither torch nor CUDA: the native module is loaded on first use,
+and the device is resolved when a kernel is called.
+"""
+__version__ = "0.1.0"
+
+__all__ = ["__version__", "build_info", "ops"]
+
+
+def build_info() -> dict:
+    """What this build of the native core contains: version, CUDA, archs, nvJPEG, SIMD, codec versions."""
+    from mmcurate._native import build_info as _build_info
+
+    return _build_info()
+
+
+def __getattr__(name):
+    if name == "ops":
+        import importlib
+
+        return importlib.import_module("mmcurate.ops")
+    raise AttributeError(f"module 'mmcurate' has no attribute {name!r}")

@@ -1,0 +1,84 @@
+"""Build driver: setup.py runs CMake, which builds the pybind11 module mmcurate._C.
+
+Environment knobs:
+  MMCURATE_CUDA=0        build without the CUDA kernels (default: on when nvcc is found)
+  MMCURATE_ARCH=...      -march for the CPU kernels (default: native; use x86-64-v3 for portable wheels)
+  MMCURATE_CUDA_ARCHS    CUDA architectures (default: "80;90")
+  MMCURATE_BUILD_JOBS    parallel compile jobs (default: number of CPUs)
+  MMCURATE_BUILD_TYPE    CMake build type (default: Release)
+"""
+import glob
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from setuptools import Extension, find_packages, setup
+from setuptools.command.build_ext import build_ext
+
+ROOT = Path(__file__).resolve().parent
+VERSION = "0.1.0"
+
+
+def _nvjpeg_include_dir():
+    """nvjpeg.h from the nvidia-nvjpeg wheel (the system CUDA toolkit may lack it)."""
+    explicit = os.environ.get("NVJPEG_INCLUDE_DIR")
+    if explicit:
+        return explicit
+    for entry in sys.path:
+        for cand in glob.glob(os.path.join(entry, "nvidia", "*", "include", "nvjpeg.h")) + glob.glob(
+            os.path.join(entry, "nvidia", "nvjpeg", "include", "nvjpeg.h")
+        ):
+            return os.path.dirname(cand)
+    for cand in ("/usr/local/cuda/include/nvjpeg.h", "/usr/include/nvjpeg.h"):
+        if os.path.exists(cand):
+            return os.path.dirname(cand)
+    return ""
+
+
+class CMakeExtension(Extension):
+    def __init__(self, name):
+        super().__init__(name, sources=[])
+
+
+class CMakeBuild(build_ext):
+    def build_extension(self, ext):
+        out_dir = Path(self.get_ext_fullpath(ext.name)).resolve().parent
+        build_temp = Path(self.build_temp).resolve() / ext.name
+        build_temp.mkdir(parents=True, exist_ok=True)
+        cuda = os.environ.get("MMCURATE_CUDA", "1") not in ("0", "OFF", "off", "false")
+        args = [
+            f"-DCMAKE_LIBRARY_OUTPUT_DIRECTORY={out_dir}",
+            f"-DPython_EXECUTABLE={sys.executable}",
+            f"-DCMAKE_BUILD_TYPE={os.environ.get('MMCURATE_BUILD_TYPE', 'Release')}",
+            f"-DMMCURATE_VERSION={VERSION}",
+            f"-DMMCURATE_CUDA={'ON' if cuda else 'OFF'}",
+            f"-DMMCURATE_ARCH={os.environ.get('MMCURATE_ARCH', 'native')}",
+            f"-DMMCURATE_CUDA_ARCHS={os.environ.get('MMCURATE_CUDA_ARCHS', '80;90')}",
+            f"-DNVJPEG_INCLUDE_DIR={_nvjpeg_include_dir()}",
+        ]
+        if cuda and shutil.which("nvcc") is None and os.path.exists("/usr/local/cuda/bin/nvcc"):
+            args.append("-DCMAKE_CUDA_COMPILER=/usr/local/cuda/bin/nvcc")
+        jobs = os.environ.get("MMCURATE_BUILD_JOBS", str(os.cpu_count() or 2))
+        subprocess.check_call(["cmake", str(ROOT), *args], cwd=build_temp)
+        subprocess.check_call(["cmake", "--build", ".", "-j", jobs], cwd=build_temp)
+
+
+setup(
+    name="mmcurate",
+    version=VERSION,
+    description="GPU-accelerated curation engine for multimodal image-text training data",
+    packages=find_packages(include=["mmcurate", "mmcurate.*"]),
+    ext_modules=[CMakeExtension("mmcurate._C")],
+    cmdclass={"build_ext": CMakeBuild},
+    python_requires=">=3.9",
+    install_requires=["numpy>=1.24"],
+    extras_require={
+        "test": ["pytest", "pillow", "imagehash", "scipy", "PyWavelets", "scikit-image"],
+        "bench": ["pillow", "imagehash", "scipy", "PyWavelets", "scikit-image", "faiss-cpu", "torch", "torchvision"],
+        "cuda": ["nvidia-nvjpeg"],
+    },
+    entry_points={"console_scripts": ["mmcurate=mmcurate.cli:main"]},
+    zip_safe=False,
+)
