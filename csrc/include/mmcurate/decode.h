@@ -33,6 +33,9 @@ struct DecodeOptions {
   int min_width = 0;
   int min_height = 0;
   bool apply_exif_orientation = true;  // JPEG APP1 / PNG eXIf / WebP EXIF orientation tag
+  // JPEG only: JDCT_IFAST and plain (non-fancy) chroma upsampling. Faster, no longer Pillow-exact;
+  // used by the throughput ("fast") hashing path.
+  bool fast_dct = false;
 };
 
 struct DecodeResult {
