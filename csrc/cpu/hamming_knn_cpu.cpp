@@ -8,7 +8,7 @@
 #include <stdexcept>
 #include <vector>
 
-#include "kernels/popcount.h"
+#include "cpu/hamming_scan.h"
 #include "mmcurate/hamming.h"
 #include "mmcurate/parallel.h"
 
@@ -98,10 +98,9 @@ void hamming_knn_cpu(const uint64_t* database, int64_t n, const uint64_t* querie
         TopKByDistance& t = top[q - q0];
         const uint64_t cq = queries[q];
         const int64_t self = exclude_self ? q : -1;
-        for (int64_t j = j0; j < j1; ++j) {
-          const int d = kernels::hamming64(cq, database[j]);
-          if (d < t.bound() && j != self) t.push(d, j);
-        }
+        cpu::scan_below(database, j0, j1, cq, [&t] { return t.bound(); }, [&t, self](int64_t j, int d) {
+          if (j != self) t.push(d, j);
+        });
       }
     }
     for (int64_t q = q0; q < q1; ++q) top[q - q0].finish(out_distances + q * k, out_indices + q * k);

@@ -13,7 +13,9 @@
 #include <numeric>
 #include <stdexcept>
 #include <string>
+#include <utility>
 
+#include "cpu/hamming_scan.h"
 #include "kernels/popcount.h"
 #include "mmcurate/hamming.h"
 #include "mmcurate/parallel.h"
@@ -33,14 +35,30 @@ struct DistinctCodes {
   std::vector<uint32_t> member_id;   // original ids, ascending within a group
 };
 
-DistinctCodes collapse_duplicates(const uint64_t* codes, int64_t n) {
-  std::vector<uint32_t> order(n);
+// Ids ordered by (code, id): an LSD radix sort on 16-bit digits (stable, so ids stay ascending within
+// equal codes); digits on which all codes agree are skipped.
+std::vector<uint32_t> order_by_code(const uint64_t* codes, int64_t n) {
+  std::vector<uint32_t> order(n), scratch(n);
   std::iota(order.begin(), order.end(), 0u);
-  std::sort(order.begin(), order.end(), [codes](uint32_t a, uint32_t b) {
-    return codes[a] != codes[b] ? codes[a] < codes[b] : a < b;
-  });
+  std::vector<uint32_t> count(1 << 16);
+  for (int shift = 0; shift < 64; shift += 16) {
+    std::fill(count.begin(), count.end(), 0u);
+    for (int64_t p = 0; p < n; ++p) ++count[(codes[p] >> shift) & 0xffff];
+    if (count[(codes[0] >> shift) & 0xffff] == uint32_t(n)) continue;  // every code has this digit
+    uint32_t sum = 0;
+    for (auto& c : count) sum += std::exchange(c, sum);
+    for (int64_t p = 0; p < n; ++p) {
+      const uint32_t id = order[p];
+      scratch[count[(codes[id] >> shift) & 0xffff]++] = id;
+    }
+    order.swap(scratch);
+  }
+  return order;
+}
+
+DistinctCodes collapse_duplicates(const uint64_t* codes, int64_t n) {
   DistinctCodes d;
-  d.member_id = std::move(order);
+  d.member_id = order_by_code(codes, n);
   for (int64_t p = 0; p < n; ++p) {
     const uint64_t c = codes[d.member_id[p]];
     if (p == 0 || c != d.code.back()) {
@@ -67,11 +85,9 @@ void brute_force_join(const std::vector<uint64_t>& code, int r, int num_threads,
     const int64_t i0 = b * kRows, i1 = std::min(n, i0 + kRows);
     for (int64_t j0 = i0 + 1; j0 < n; j0 += kCols) {
       const int64_t j1 = std::min(n, j0 + kCols);
-      for (int64_t i = i0; i < i1; ++i) {
-        const uint64_t ci = c[i];
-        for (int64_t j = std::max(j0, i + 1); j < j1; ++j)
-          if (hamming64(ci, c[j]) <= r) found.push_back(pack(uint64_t(i), uint64_t(j)));
-      }
+      for (int64_t i = i0; i < i1; ++i)
+        cpu::scan_below(c, std::max(j0, i + 1), j1, c[i], [r] { return r + 1; },
+                        [&found, i](int64_t j, int) { found.push_back(pack(uint64_t(i), uint64_t(j))); });
     }
   });
 }
@@ -155,12 +171,10 @@ void multi_index_join(const std::vector<uint64_t>& code, const HammingJoinPlan& 
       for (int64_t bucket = ch * chunk; bucket < b_end; ++bucket) {
         const uint32_t p0 = begin[bucket], p1 = begin[bucket + 1];
         if (p0 == p1) continue;
+        auto bound = [r] { return r + 1; };
         for (uint32_t p = p0; p < p1; ++p) {  // pairs inside the bucket
           const uint64_t cp = bcode[p];
-          for (uint32_t q = p + 1; q < p1; ++q) {
-            const uint64_t x = cp ^ bcode[q];
-            if (popcount64(x) <= r) emit(x, bid[p], bid[q]);
-          }
+          cpu::scan_below(bcode, p + 1, p1, cp, bound, [&](int64_t q, int) { emit(cp ^ bcode[q], bid[p], bid[q]); });
         }
         for (uint32_t mask : masks) {  // neighbouring buckets, each unordered pair once
           const uint64_t other = uint64_t(bucket) ^ mask;
@@ -168,10 +182,7 @@ void multi_index_join(const std::vector<uint64_t>& code, const HammingJoinPlan& 
           const uint32_t q0 = begin[other], q1 = begin[other + 1];
           for (uint32_t p = p0; p < p1; ++p) {
             const uint64_t cp = bcode[p];
-            for (uint32_t q = q0; q < q1; ++q) {
-              const uint64_t x = cp ^ bcode[q];
-              if (popcount64(x) <= r) emit(x, bid[p], bid[q]);
-            }
+            cpu::scan_below(bcode, q0, q1, cp, bound, [&](int64_t q, int) { emit(cp ^ bcode[q], bid[p], bid[q]); });
           }
         }
       }

@@ -12,12 +12,12 @@
 namespace mmcurate {
 namespace {
 
-// Single-thread costs in seconds, measured on the join loops themselves (x86-64, AVX2 + POPCNT, 1M codes).
-constexpr double kBruteForcePair = 0.45e-9;  // one XOR+POPCNT+compare in the streaming triangle loop
-constexpr double kVerifyPair = 0.9e-9;       // one candidate in the bucket-vs-bucket block loop
-constexpr double kProbe = 4.0e-9;            // one neighbouring-bucket lookup (a random offsets read)
-constexpr double kIndexCode = 6.0e-9;        // counting-sort one code into a substring's CSR index
-constexpr double kIndexBucket = 0.5e-9;      // clearing/scanning one bucket offset
+// Single-thread costs in seconds, measured on the join loops themselves (x86-64 AVX2, 1M codes, 1 thread).
+constexpr double kBruteForcePair = 0.28e-9;  // one distance in the streaming triangle loop (4 per AVX2 step)
+constexpr double kVerifyPair = 0.55e-9;      // one candidate in the bucket-vs-bucket block loop
+constexpr double kProbe = 10.0e-9;           // one neighbouring-bucket lookup (a random offsets read)
+constexpr double kIndexCode = 10.0e-9;       // counting-sort one code into a substring's CSR index
+constexpr double kIndexBucket = 1.0e-9;      // clearing/scanning one bucket offset
 
 // Offsets arrays are 4 bytes per bucket; keep them O(n) (and at most 64 MiB) so memory stays O(n + output).
 int max_substring_width(int64_t n_unique) {
