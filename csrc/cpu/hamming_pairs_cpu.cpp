@@ -174,15 +174,18 @@ void multi_index_join(const std::vector<uint64_t>& code, const HammingJoinPlan& 
         auto bound = [r] { return r + 1; };
         for (uint32_t p = p0; p < p1; ++p) {  // pairs inside the bucket
           const uint64_t cp = bcode[p];
-          cpu::scan_below(bcode, p + 1, p1, cp, bound, [&](int64_t q, int) { emit(cp ^ bcode[q], bid[p], bid[q]); });
+          cpu::scan_below(bcode, p + 1, p1, cp, bound,
+                          [&](int64_t q, int) { emit(cp ^ bcode[q], bid[p], bid[q]); });
         }
         for (uint32_t mask : masks) {  // neighbouring buckets, each unordered pair once
           const uint64_t other = uint64_t(bucket) ^ mask;
           if (other < uint64_t(bucket)) continue;
           const uint32_t q0 = begin[other], q1 = begin[other + 1];
+          if (q0 == q1) continue;
           for (uint32_t p = p0; p < p1; ++p) {
             const uint64_t cp = bcode[p];
-            cpu::scan_below(bcode, q0, q1, cp, bound, [&](int64_t q, int) { emit(cp ^ bcode[q], bid[p], bid[q]); });
+            cpu::scan_below(bcode, q0, q1, cp, bound,
+                            [&](int64_t q, int) { emit(cp ^ bcode[q], bid[p], bid[q]); });
           }
         }
       }
