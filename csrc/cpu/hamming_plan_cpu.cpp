@@ -1,0 +1,128 @@
+// Chooses how the Hamming self-join runs: multi-index hashing (Norouzi, Punjani & Fleet, "Fast exact
+// search in Hamming space with multi-index hashing", TPAMI 2014) or a tiled brute force, from a cost
+// model of uniformly distributed codes.
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <sstream>
+#include <stdexcept>
+
+#include "mmcurate/hamming.h"
+
+namespace mmcurate {
+namespace {
+
+// Single-thread costs in seconds, measured on the join loops themselves (x86-64 AVX2, 1M codes, 1 thread).
+constexpr double kBruteForcePair = 0.28e-9;  // one distance in the streaming triangle loop (4 per AVX2 step)
+constexpr double kVerifyPair = 0.55e-9;      // one candidate in the bucket-vs-bucket block loop
+constexpr double kProbe = 10.0e-9;           // one neighbouring-bucket lookup (a random offsets read)
+constexpr double kIndexCode = 10.0e-9;       // counting-sort one code into a substring's CSR index
+constexpr double kIndexBucket = 1.0e-9;      // clearing/scanning one bucket offset
+
+// Offsets arrays are 4 bytes per bucket; keep them O(n) (and at most 64 MiB) so memory stays O(n + output).
+int max_substring_width(int64_t n_unique) {
+  int w = 16;
+  while (w < 24 && (int64_t(1) << (w + 1)) <= 8 * n_unique) ++w;
+  return w;
+}
+
+double ball_size(int width, int radius) {  // sum_{t=0..radius} C(width, t)
+  double total = 0.0, term = 1.0;
+  for (int t = 0; t <= radius && t <= width; ++t) {
+    total += term;
+    term = term * double(width - t) / double(t + 1);
+  }
+  return total;
+}
+
+// Cost of probing one substring of `width` bits within `radius` over n codes (radius -1: not probed).
+double substring_cost(double n, int width, int radius) {
+  if (radius < 0) return 0.0;
+  const double buckets = std::ldexp(1.0, width);
+  const double occupied = buckets * -std::expm1(-n / buckets);
+  const double ball = ball_size(width, radius);
+  const double probes = occupied * ball / 2.0;           // each unordered bucket pair is visited once
+  const double candidates = n * n / 2.0 * ball / buckets;  // uniform codes: a ball/buckets share of all pairs
+  return kIndexCode * n + kIndexBucket * buckets + kProbe * probes + kVerifyPair * candidates;
+}
+
+// Best radius allocation for fixed widths: minimise the summed cost subject to sum(radius + 1) == r + 1
+// (the generalised pigeonhole split; radii may differ between substrings, and -1 drops one).
+bool allocate_radii(double n, const std::vector<int>& widths, int r, std::vector<int>& radii, double& cost) {
+  const int m = int(widths.size()), budget = r + 1;
+  const double inf = std::numeric_limits<double>::infinity();
+  std::vector<std::vector<double>> best(m + 1, std::vector<double>(budget + 1, inf));
+  std::vector<std::vector<int>> choice(m + 1, std::vector<int>(budget + 1, -1));
+  best[0][0] = 0.0;
+  for (int t = 0; t < m; ++t) {
+    for (int used = 0; used <= budget; ++used) {
+      if (best[t][used] == inf) continue;
+      for (int s = -1; s <= widths[t] && used + s + 1 <= budget; ++s) {
+        const double c = best[t][used] + substring_cost(n, widths[t], s);
+        if (c < best[t + 1][used + s + 1]) {
+          best[t + 1][used + s + 1] = c;
+          choice[t + 1][used + s + 1] = s;
+        }
+      }
+    }
+  }
+  if (best[m][budget] == inf) return false;
+  radii.assign(m, -1);
+  for (int t = m, used = budget; t > 0; --t) {
+    radii[t - 1] = choice[t][used];
+    used -= radii[t - 1] + 1;
+  }
+  cost = best[m][budget];
+  return true;
+}
+
+}  // namespace
+
+std::string HammingJoinPlan::describe() const {
+  std::ostringstream os;
+  if (method == HammingPairsMethod::kBruteForce) {
+    os << "brute_force";
+  } else {
+    os << "multi_index m=" << width.size() << " widths=";
+    for (size_t t = 0; t < width.size(); ++t) os << (t ? "," : "") << width[t];
+    os << " radii=";
+    for (size_t t = 0; t < radius.size(); ++t) os << (t ? "," : "") << radius[t];
+  }
+  os << " est=" << estimated_seconds << "s";
+  return os.str();
+}
+
+HammingJoinPlan plan_hamming_join(int64_t n_unique, int max_distance, HammingPairsMethod method) {
+  if (max_distance < 0 || max_distance > 64)
+    throw std::invalid_argument("max_distance must be in 0..64, got " + std::to_string(max_distance));
+  const double n = double(std::max<int64_t>(n_unique, 0));
+  HammingJoinPlan brute;
+  brute.method = HammingPairsMethod::kBruteForce;
+  brute.estimated_seconds = kBruteForcePair * n * (n - 1) / 2.0;
+  if (method == HammingPairsMethod::kBruteForce) return brute;
+
+  HammingJoinPlan best;
+  best.estimated_seconds = std::numeric_limits<double>::infinity();
+  const int max_width = max_substring_width(n_unique);
+  for (int m = 2; m <= 16; ++m) {
+    std::vector<int> widths(m, 64 / m);
+    for (int t = 0; t < 64 % m; ++t) widths[t] += 1;  // unequal widths when m does not divide 64
+    if (widths[0] > max_width) continue;
+    std::vector<int> radii;
+    double cost;
+    if (!allocate_radii(n, widths, max_distance, radii, cost) || cost >= best.estimated_seconds) continue;
+    best.method = HammingPairsMethod::kMultiIndex;
+    best.width = widths;
+    best.radius = radii;
+    best.offset.assign(m, 0);
+    for (int t = 1; t < m; ++t) best.offset[t] = best.offset[t - 1] + widths[t - 1];
+    best.estimated_seconds = cost;
+  }
+  if (method == HammingPairsMethod::kMultiIndex) {
+    if (best.width.empty()) throw std::logic_error("no multi-index plan found");  // unreachable: m=16 fits
+    return best;
+  }
+  return best.estimated_seconds < brute.estimated_seconds ? best : brute;
+}
+
+}  // namespace mmcurate

@@ -1,0 +1,98 @@
+// Python bindings for the Hamming search (mmcurate.ops.hamming validates inputs before calling these).
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "mmcurate/hamming.h"
+#include "python/registry.h"
+
+namespace py = pybind11;
+
+namespace {
+
+using mmcurate::HammingPairsMethod;
+
+// A numpy array that owns `v` (moved to the heap, freed by a capsule): no copy of the result.
+template <typename T>
+py::array_t<T> adopt(std::vector<T>&& v, std::vector<py::ssize_t> shape) {
+  auto* owned = new std::vector<T>(std::move(v));
+  py::capsule free_when_done(owned, [](void* p) { delete static_cast<std::vector<T>*>(p); });
+  return py::array_t<T>(shape, owned->data(), free_when_done);
+}
+
+HammingPairsMethod parse_method(const std::string& method) {
+  if (method == "auto") return HammingPairsMethod::kAuto;
+  if (method == "mih") return HammingPairsMethod::kMultiIndex;
+  if (method == "brute_force") return HammingPairsMethod::kBruteForce;
+  throw std::invalid_argument("method must be 'auto', 'mih' or 'brute_force', got '" + method + "'");
+}
+
+py::dict plan_dict(const mmcurate::HammingJoinPlan& plan) {
+  py::dict d;
+  d["method"] = plan.method == HammingPairsMethod::kMultiIndex ? "mih" : "brute_force";
+  d["widths"] = py::cast(plan.width);
+  d["offsets"] = py::cast(plan.offset);
+  d["radii"] = py::cast(plan.radius);
+  d["estimated_seconds"] = plan.estimated_seconds;
+  d["description"] = plan.describe();
+  return d;
+}
+
+using Codes = py::array_t<uint64_t, py::array::c_style>;
+
+}  // namespace
+
+MMCURATE_BINDING(hamming) {
+  m.def(
+      "hamming_pairs",
+      [](Codes codes, int max_distance, int num_threads, const std::string& method) {
+        if (codes.ndim() != 1) throw std::invalid_argument("codes must be 1-D uint64");
+        const HammingPairsMethod how = parse_method(method);
+        mmcurate::HammingPairsResult r;
+        {
+          py::gil_scoped_release release;
+          r = mmcurate::hamming_pairs_cpu(codes.data(), codes.shape(0), max_distance, num_threads, how);
+        }
+        const py::ssize_t m = py::ssize_t(r.distances.size());
+        py::dict info = plan_dict(r.plan);
+        info["n_unique"] = r.n_unique;
+        return py::make_tuple(adopt(std::move(r.pairs), {m, 2}), adopt(std::move(r.distances), {m}), info);
+      },
+      py::arg("codes"), py::arg("max_distance"), py::arg("num_threads") = 0, py::arg("method") = "auto",
+      "All pairs i < j within max_distance, sorted by (i, j): (pairs int64[m,2], distances uint8[m], plan info).");
+
+  m.def(
+      "hamming_join_plan",
+      [](int64_t n_unique, int max_distance, const std::string& method) {
+        return plan_dict(mmcurate::plan_hamming_join(n_unique, max_distance, parse_method(method)));
+      },
+      py::arg("n_unique"), py::arg("max_distance"), py::arg("method") = "auto",
+      "The self-join plan (multi-index substrings and radii, or brute force) for n_unique distinct codes.");
+
+  m.def(
+      "hamming_knn",
+      [](Codes database, int k, py::object queries, int num_threads) {
+        if (database.ndim() != 1) throw std::invalid_argument("codes must be 1-D uint64");
+        const bool self_search = queries.is_none();
+        Codes q = self_search ? database : queries.cast<Codes>();
+        if (q.ndim() != 1) throw std::invalid_argument("queries must be 1-D uint64");
+        if (k <= 0) throw std::invalid_argument("k must be >= 1, got " + std::to_string(k));
+        const py::ssize_t nq = q.shape(0);
+        std::vector<int32_t> dist(size_t(nq) * size_t(k));
+        std::vector<int64_t> idx(size_t(nq) * size_t(k));
+        {
+          py::gil_scoped_release release;
+          mmcurate::hamming_knn_cpu(database.data(), database.shape(0), q.data(), nq, k, self_search,
+                                    num_threads, dist.data(), idx.data());
+        }
+        return py::make_tuple(adopt(std::move(dist), {nq, py::ssize_t(k)}),
+                              adopt(std::move(idx), {nq, py::ssize_t(k)}));
+      },
+      py::arg("codes"), py::arg("k"), py::arg("queries") = py::none(), py::arg("num_threads") = 0,
+      "Exact top-k by (distance, index): (distances int32[nq,k], indices int64[nq,k]), padded with -1.");
+}
