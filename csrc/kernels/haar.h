@@ -23,64 +23,48 @@ MMCURATE_HD inline double haar_syn_even(double a, double d) { return (0.0 + kHaa
 MMCURATE_HD inline double haar_syn_odd(double a, double d) { return (0.0 + kHaarS * a) + (0.0 + -kHaarS * d); }
 
 // One dwt2 level of an n x n row-major block (n even). Outputs are (n/2) x (n/2), named by pywt's
-// dwtn keys: aa (approximation), ad, da, dd. col_a / col_d: (n/2) x n scratch each.
-// Pass nullptr for ad/da/dd (and col_d) when only the approximation is needed.
-MMCURATE_HD inline void haar_dwt2(const double* in, int n, double* col_a, double* col_d, double* aa, double* ad,
+// dwtn keys: aa (approximation), ad, da, dd. row_a / row_d: n doubles of scratch each (one row of the
+// axis-0 pass at a time, so memory stays O(n)). Pass nullptr for ad, da, dd and row_d when only the
+// approximation is needed.
+MMCURATE_HD inline void haar_dwt2(const double* in, int n, double* row_a, double* row_d, double* aa, double* ad,
                                   double* da, double* dd) {
   const int h = n / 2;
   for (int o = 0; o < h; ++o) {
     const double* r0 = in + int64_t(2 * o) * n;
     const double* r1 = r0 + n;
-    double* ca = col_a + int64_t(o) * n;
-    for (int x = 0; x < n; ++x) ca[x] = haar_lo(r0[x], r1[x]);
-    if (col_d) {
-      double* cd = col_d + int64_t(o) * n;
-      for (int x = 0; x < n; ++x) cd[x] = haar_hi(r0[x], r1[x]);
-    }
-  }
-  for (int o = 0; o < h; ++o) {
-    const double* ca = col_a + int64_t(o) * n;
+    for (int x = 0; x < n; ++x) row_a[x] = haar_lo(r0[x], r1[x]);  // axis 0
     double* aa_row = aa + int64_t(o) * h;
-    for (int p = 0; p < h; ++p) aa_row[p] = haar_lo(ca[2 * p], ca[2 * p + 1]);
-    if (ad) {
-      double* ad_row = ad + int64_t(o) * h;
-      for (int p = 0; p < h; ++p) ad_row[p] = haar_hi(ca[2 * p], ca[2 * p + 1]);
-    }
-    if (col_d) {
-      const double* cd = col_d + int64_t(o) * n;
-      double* da_row = da + int64_t(o) * h;
-      double* dd_row = dd + int64_t(o) * h;
-      for (int p = 0; p < h; ++p) {
-        da_row[p] = haar_lo(cd[2 * p], cd[2 * p + 1]);
-        dd_row[p] = haar_hi(cd[2 * p], cd[2 * p + 1]);
-      }
+    for (int p = 0; p < h; ++p) aa_row[p] = haar_lo(row_a[2 * p], row_a[2 * p + 1]);  // axis 1
+    if (!row_d) continue;
+    for (int x = 0; x < n; ++x) row_d[x] = haar_hi(r0[x], r1[x]);
+    double* ad_row = ad + int64_t(o) * h;
+    double* da_row = da + int64_t(o) * h;
+    double* dd_row = dd + int64_t(o) * h;
+    for (int p = 0; p < h; ++p) {
+      ad_row[p] = haar_hi(row_a[2 * p], row_a[2 * p + 1]);
+      da_row[p] = haar_lo(row_d[2 * p], row_d[2 * p + 1]);
+      dd_row[p] = haar_hi(row_d[2 * p], row_d[2 * p + 1]);
     }
   }
 }
 
-// One idwt2 level: (aa, ad, da, dd), each h x h, -> out (2h x 2h). row_a / row_d: h x 2h scratch each.
+// One idwt2 level: (aa, ad, da, dd), each h x h, -> out (2h x 2h). row_a / row_d: 2h doubles each.
 MMCURATE_HD inline void haar_idwt2(const double* aa, const double* ad, const double* da, const double* dd, int h,
                                    double* row_a, double* row_d, double* out) {
   const int n = 2 * h;
   for (int r = 0; r < h; ++r) {
     const int64_t s = int64_t(r) * h;
-    double* ra = row_a + int64_t(r) * n;
-    double* rd = row_d + int64_t(r) * n;
-    for (int i = 0; i < h; ++i) {
-      ra[2 * i] = haar_syn_even(aa[s + i], ad[s + i]);
-      ra[2 * i + 1] = haar_syn_odd(aa[s + i], ad[s + i]);
-      rd[2 * i] = haar_syn_even(da[s + i], dd[s + i]);
-      rd[2 * i + 1] = haar_syn_odd(da[s + i], dd[s + i]);
+    for (int i = 0; i < h; ++i) {  // axis 1 first
+      row_a[2 * i] = haar_syn_even(aa[s + i], ad[s + i]);
+      row_a[2 * i + 1] = haar_syn_odd(aa[s + i], ad[s + i]);
+      row_d[2 * i] = haar_syn_even(da[s + i], dd[s + i]);
+      row_d[2 * i + 1] = haar_syn_odd(da[s + i], dd[s + i]);
     }
-  }
-  for (int i = 0; i < h; ++i) {
-    const double* ra = row_a + int64_t(i) * n;
-    const double* rd = row_d + int64_t(i) * n;
-    double* o0 = out + int64_t(2 * i) * n;
+    double* o0 = out + int64_t(2 * r) * n;  // then axis 0
     double* o1 = o0 + n;
     for (int x = 0; x < n; ++x) {
-      o0[x] = haar_syn_even(ra[x], rd[x]);
-      o1[x] = haar_syn_odd(ra[x], rd[x]);
+      o0[x] = haar_syn_even(row_a[x], row_d[x]);
+      o1[x] = haar_syn_odd(row_a[x], row_d[x]);
     }
   }
 }

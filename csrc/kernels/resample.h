@@ -153,6 +153,14 @@ MMCURATE_HD inline uint8_t resample_dot_u8(const uint8_t* src, int64_t pixel_str
   return resample_clip8(acc);
 }
 
+// Pillow 13's pass order (ImagingResampleInner). Each pass rounds to uint8, so the order is part of
+// the result: the vertical pass runs first when the height loses more than twice as many pixels as
+// the width does; otherwise the horizontal pass runs first, over only the source rows the vertical
+// pass reads.
+MMCURATE_HD inline bool resample_horizontal_first(int in_h, int in_w, int out_h, int out_w) {
+  return !((in_h - out_h) > 0 && (in_h - out_h) > (in_w - out_w) * 2);
+}
+
 // NEAREST, as Pillow's resize does it (ImagingScaleAffine): source index of output sample i is
 // COORD(a*0.5 + i*a) with a = in/out, accumulated by repeated addition in double exactly as Pillow
 // does; -1 marks "outside" (Pillow fills it with 0). Writes out_size entries.
