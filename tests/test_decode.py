@@ -267,6 +267,18 @@ def test_bad_inputs_get_statuses():
     assert tuple(res.source_sizes[list(cases).index("jpeg_huge")]) == (60000, 60000)
 
 
+def test_oversized_header_is_refused_before_allocating():
+    import resource
+
+    jpeg = small_blobs()["jpeg"]
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    res = decode([g.with_declared_size(jpeg, 65000, 65000)] * 4, max_pixels=89478485)
+    grown_mib = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    assert (res.status == Status.too_large).all()
+    assert all("exceeds max_pixels" in e for e in res.errors)  # the header check, not an allocation failure
+    assert grown_mib < 200, f"peak RSS grew by {grown_mib:.0f} MiB for a 65000x65000 declared size"
+
+
 def test_max_pixels_limit():
     blob = small_blobs()["png"]  # 40 x 52 = 2080 pixels
     assert decode([blob], max_pixels=2080).status[0] == Status.ok
@@ -274,6 +286,12 @@ def test_max_pixels_limit():
     assert res.status[0] == Status.too_large and tuple(res.source_sizes[0]) == (40, 52)
     huge = g.with_declared_size(small_blobs()["jpeg"], 20000, 20000)  # 4e8 > default limit
     assert decode([huge]).status[0] == Status.too_large
+    # No limit: the declared size is believed. The entropy data ends at a real EOI, so libjpeg (and Pillow)
+    # return the image with the rest filled in; only a stream that runs out of bytes counts as truncated.
+    bigger = g.with_declared_size(small_blobs()["jpeg"], 400, 520)
+    res = decode([bigger], max_pixels=None)
+    assert res.status[0] == Status.ok
+    np.testing.assert_array_equal(res.images[0], pillow(bigger))
 
 
 def test_format_is_sniffed_not_taken_from_the_name(tmp_path):

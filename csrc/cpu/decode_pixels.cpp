@@ -86,11 +86,22 @@ void cmyk_inverted_row_to(const uint8_t* src, uint8_t* dst, int dst_channels, in
 
 namespace {
 
-// Output pixel (y, x) of an image transposed for `orientation` reads source pixel (sy, sx).
+// Output pixel (y, x) of an image transposed for orientation O reads source pixel (sy, sx).
 // Pillow's names: 2 FLIP_LEFT_RIGHT, 3 ROTATE_180, 4 FLIP_TOP_BOTTOM, 5 TRANSPOSE, 6 ROTATE_270,
 // 7 TRANSVERSE, 8 ROTATE_90 (counter-clockwise).
-template <int C>
-void transpose_pixels(const ImageU8& src, ImageU8& dst, int orientation) {
+template <int O>
+inline void source_of(int y, int x, int H, int W, int& sy, int& sx) {
+  if constexpr (O == 2) { sy = y; sx = W - 1 - x; }
+  else if constexpr (O == 3) { sy = H - 1 - y; sx = W - 1 - x; }
+  else if constexpr (O == 4) { sy = H - 1 - y; sx = x; }
+  else if constexpr (O == 5) { sy = x; sx = y; }
+  else if constexpr (O == 6) { sy = H - 1 - x; sx = y; }
+  else if constexpr (O == 7) { sy = H - 1 - x; sx = W - 1 - y; }
+  else { sy = x; sx = W - 1 - y; }  // 8
+}
+
+template <int C, int O>
+void transpose_pixels(const ImageU8& src, ImageU8& dst) {
   const int H = src.height, W = src.width;
   const int oh = dst.height, ow = dst.width;
   constexpr int kTile = 32;  // tiles keep the column-wise reads of the side-swapping cases in cache
@@ -101,20 +112,25 @@ void transpose_pixels(const ImageU8& src, ImageU8& dst, int orientation) {
         uint8_t* drow = dst.row(y);
         for (int x = tx; x < xe; ++x) {
           int sy, sx;
-          switch (orientation) {
-            case 2: sy = y; sx = W - 1 - x; break;
-            case 3: sy = H - 1 - y; sx = W - 1 - x; break;
-            case 4: sy = H - 1 - y; sx = x; break;
-            case 5: sy = x; sx = y; break;
-            case 6: sy = H - 1 - x; sx = y; break;
-            case 7: sy = H - 1 - x; sx = W - 1 - y; break;
-            default: sy = x; sx = W - 1 - y; break;  // 8
-          }
+          source_of<O>(y, x, H, W, sy, sx);
           const uint8_t* s = src.row(sy) + size_t(sx) * C;
           for (int c = 0; c < C; ++c) drow[size_t(x) * C + c] = s[c];
         }
       }
     }
+  }
+}
+
+template <int C>
+void transpose_for(const ImageU8& src, ImageU8& dst, int orientation) {
+  switch (orientation) {
+    case 2: transpose_pixels<C, 2>(src, dst); break;
+    case 3: transpose_pixels<C, 3>(src, dst); break;
+    case 4: transpose_pixels<C, 4>(src, dst); break;
+    case 5: transpose_pixels<C, 5>(src, dst); break;
+    case 6: transpose_pixels<C, 6>(src, dst); break;
+    case 7: transpose_pixels<C, 7>(src, dst); break;
+    default: transpose_pixels<C, 8>(src, dst); break;
   }
 }
 
@@ -125,9 +141,9 @@ ImageU8 apply_orientation(ImageU8&& image, int orientation) {
   const bool swap = orientation_swaps_sides(orientation);
   ImageU8 out(swap ? image.width : image.height, swap ? image.height : image.width, image.channels);
   if (image.channels == 3) {
-    transpose_pixels<3>(image, out, orientation);
+    transpose_for<3>(image, out, orientation);
   } else {
-    transpose_pixels<1>(image, out, orientation);
+    transpose_for<1>(image, out, orientation);
   }
   return out;
 }

@@ -28,7 +28,7 @@ constexpr int64_t kDefaultMaxPixels = 89478485;
 
 struct DecodeOptions {
   ColorMode mode = ColorMode::rgb;
-  int64_t max_pixels = kDefaultMaxPixels;
+  int64_t max_pixels = kDefaultMaxPixels;  // <= 0: no limit
   // DCT-domain scaled JPEG decode: when min_width/min_height > 0, a JPEG is decoded at the smallest
   // libjpeg scale M/8 whose output is still >= (min_width, min_height) (before EXIF rotation is
   // applied, sides are matched to the rotated orientation). Other formats decode at full size.
@@ -51,7 +51,9 @@ struct DecodeResult {
   ImageU8 image;                // empty unless status == ok
 };
 
-// One image. Never throws on bad data: the status and error say what went wrong.
+// One image. Never throws on bad data: the status and error say what went wrong (truncated: the stream
+// ran out of bytes, as Pillow's "image file is truncated"; corrupt: the library's message). Throws
+// std::invalid_argument only for invalid options. Thread-safe: each call owns its decoder state.
 DecodeResult decode_image(const uint8_t* data, size_t size, const DecodeOptions& opts);
 
 struct ByteSpan {
