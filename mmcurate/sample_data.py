@@ -78,7 +78,10 @@ def build_sample(max_photos: int | None = None, seed: int = 0) -> list[Sample]:
             "bright": (_encode(ImageEnhance.Brightness(img).enhance(1.1), "PNG"), "brightness +10%, PNG"),
         }
         for suffix, (data, detail) in variants.items():
-            samples.append(Sample(f"{stem}_{suffix}", data, "near_duplicate", source=stem, detail=detail))
+            # A crop shifts the whole frequency picture: pHash often moves > 10 bits (textures most),
+            # which is what semantic (embedding) dedup is for. Marked so reports can tell them apart.
+            meta = {"hard_for_phash": suffix == "crop"}
+            samples.append(Sample(f"{stem}_{suffix}", data, "near_duplicate", source=stem, detail=detail, meta=meta))
         samples.append(Sample(f"{stem}_copy", original, "exact_duplicate", source=stem, detail="same bytes"))
     # EXIF orientation 6 (rotate 90 CW on display): stored sideways, shown upright.
     first_stem, first = next(iter(photos.items()))
