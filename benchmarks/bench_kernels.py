@@ -68,18 +68,21 @@ def _imagehash_phash_array(a: np.ndarray) -> str:
     return str(imagehash.phash(Image.fromarray(a)))
 
 
-def _pil_decode_resize(b: bytes, size: int = 224) -> np.ndarray:
+def _pil_shortest_center_crop(im, size: int) -> np.ndarray:
+    """torchvision Resize(size, BICUBIC) + CenterCrop(size) on a PIL image, written out in Pillow."""
     from PIL import Image
 
-    im = Image.open(io.BytesIO(b)).convert("RGB")
     w, h = im.size
-    if w <= h:
-        nw, nh = size, int(size * h / w)
-    else:
-        nw, nh = int(size * w / h), size
+    nw, nh = (size, int(size * h / w)) if w <= h else (int(size * w / h), size)
     im = im.resize((nw, nh), Image.BICUBIC)
     left, top = int(round((nw - size) / 2.0)), int(round((nh - size) / 2.0))
     return np.asarray(im.crop((left, top, left + size, top + size)))
+
+
+def _pil_decode_resize(b: bytes, size: int = 224) -> np.ndarray:
+    from PIL import Image
+
+    return _pil_shortest_center_crop(Image.open(io.BytesIO(b)).convert("RGB"), size)
 
 
 def _pil_draft_decode_resize(b: bytes, size: int = 224) -> np.ndarray:
@@ -88,15 +91,7 @@ def _pil_draft_decode_resize(b: bytes, size: int = 224) -> np.ndarray:
 
     im = Image.open(io.BytesIO(b))
     im.draft("RGB", (size, size))
-    im = im.convert("RGB")
-    w, h = im.size
-    if w <= h:
-        nw, nh = size, int(size * h / w)
-    else:
-        nw, nh = int(size * w / h), size
-    im = im.resize((nw, nh), Image.BICUBIC)
-    left, top = int(round((nw - size) / 2.0)), int(round((nh - size) / 2.0))
-    return np.asarray(im.crop((left, top, left + size, top + size)))
+    return _pil_shortest_center_crop(im.convert("RGB"), size)
 
 
 class _Pool:
