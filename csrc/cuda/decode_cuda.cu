@@ -117,6 +117,18 @@ struct NvjpegDevice {
   }
 };
 
+// Chroma upsampling by interpolation, as libjpeg's "fancy" upsampling that Pillow uses, keeps 4:2:0 and
+// 4:2:2 output close to the CPU decode; library versions without the flag get the default handle.
+bool create_handle(const NvjpegApi& api, nvjpegBackend_t backend, nvjpegHandle_t* handle) {
+  *handle = nullptr;
+  if (NVJPEG_OK(api.CreateEx(backend, nullptr, nullptr, NVJPEG_FLAGS_UPSAMPLING_WITH_INTERPOLATION, handle)))
+    return true;
+  *handle = nullptr;
+  if (NVJPEG_OK(api.CreateEx(backend, nullptr, nullptr, NVJPEG_FLAGS_DEFAULT, handle))) return true;
+  *handle = nullptr;
+  return false;
+}
+
 // One NvjpegDevice per CUDA device, created on first use. The registry is leaked on purpose: tearing
 // nvJPEG down from a static destructor could run after the CUDA runtime has shut down.
 NvjpegDevice* nvjpeg_device(int device) {
@@ -129,16 +141,13 @@ NvjpegDevice* nvjpeg_device(int device) {
   if (!api) return nullptr;
   auto d = std::make_unique<NvjpegDevice>();
   d->api = api;  // from here on, d's destructor releases whatever was created
-  if (!NVJPEG_OK(api->CreateEx(NVJPEG_BACKEND_DEFAULT, nullptr, nullptr, NVJPEG_FLAGS_DEFAULT, &d->hybrid))) {
-    d->hybrid = nullptr;
-    return nullptr;
-  }
+  if (!create_handle(*api, NVJPEG_BACKEND_DEFAULT, &d->hybrid)) return nullptr;
   if (!NVJPEG_OK(api->JpegStateCreate(d->hybrid, &d->hybrid_state))) {
     d->hybrid_state = nullptr;
     return nullptr;
   }
   // The hardware JPEG engine (A100, H100, ...) is optional: without it every sample takes the hybrid path.
-  if (!NVJPEG_OK(api->CreateEx(NVJPEG_BACKEND_HARDWARE, nullptr, nullptr, NVJPEG_FLAGS_DEFAULT, &d->hardware))) {
+  if (!create_handle(*api, NVJPEG_BACKEND_HARDWARE, &d->hardware)) {
     d->hardware = nullptr;
   } else if (!NVJPEG_OK(api->JpegStateCreate(d->hardware, &d->hardware_state)) ||
              !NVJPEG_OK(api->JpegStreamCreate(d->hardware, &d->parser))) {
