@@ -1,0 +1,43 @@
+// 64-bit perceptual hashes, bit-exact with imagehash 4.3.2 (hash_size 8) on the same decoded pixels:
+// each takes Pillow's convert("L") of the image, resizes it with LANCZOS, and thresholds.
+//   phash: 32x32, DCT-II (axis 0 then 1), top-left 8x8 > median
+//   dhash: 9 wide x 8 high, right > left
+//   ahash: 8x8, > mean
+//   whash: s x s with s = max(2**floor(log2(min(w, h))), 8); Haar wavedec2 to 1x1, LL zeroed,
+//          waverec2, wavedec2 down to 8x8, > median
+// Codes read like str(imagehash.xhash(img)): the first matrix element is the most significant bit.
+// pHash caveat: scipy's DCT (pocketfft) and ours differ by ~1e-13, so a bit can differ only where a
+// coefficient ties the median in exact arithmetic (flat or exactly symmetric images); our output is
+// deterministic there.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "mmcurate/image.h"
+#include "mmcurate/status.h"
+
+namespace mmcurate {
+
+enum class HashKind : int8_t { phash = 0, dhash = 1, ahash = 2, whash = 3 };
+
+// Parses "phash" | "dhash" | "ahash" | "whash"; throws std::invalid_argument otherwise.
+HashKind parse_hash_kind(const std::string& name);
+
+// One image (1 L, 2 LA, 3 RGB or 4 RGBA channels). Uses per-thread scratch: no heap work once warm.
+uint64_t hash_image(const ImageViewU8& image, HashKind kind);
+
+// A batch, parallel over images.
+void hash_batch(const std::vector<ImageViewU8>& images, HashKind kind, uint64_t* out, int num_threads = 0);
+
+// The hash step alone, on an already resized L image (row-major, packed):
+uint64_t phash_from_32x32(const uint8_t* px);          // 32 x 32
+uint64_t dhash_from_9x8(const uint8_t* px);            // 8 rows of 9
+uint64_t ahash_from_8x8(const uint8_t* px);            // 8 x 8
+uint64_t whash_from_square(const uint8_t* px, int n);  // n x n, n a power of two >= 8
+
+// The 8 x 32 cosine basis phash uses (2 cos(pi k (2i+1) / 64)), built once on the host; a GPU twin
+// copies this table instead of calling its own cos().
+const double* phash_dct_basis();
+
+}  // namespace mmcurate

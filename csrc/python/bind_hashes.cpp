@@ -1,0 +1,56 @@
+// Python bindings: perceptual hashes of decoded images (mmcurate.ops.hashes wraps these).
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+
+#include <string>
+
+#include "mmcurate/hashes.h"
+#include "python/image_views.h"
+#include "python/registry.h"
+
+namespace py = pybind11;
+using namespace mmcurate;
+
+MMCURATE_BINDING(hashes) {
+  m.def(
+      "hash_images",
+      [](py::sequence images, const std::string& kind, int num_threads) {
+        const HashKind k = parse_hash_kind(kind);
+        std::vector<py::array> keep;
+        auto views = py_bridge::image_views_of(images, keep);
+        py::array_t<uint64_t> out(py::ssize_t(views.size()));
+        uint64_t* dst = out.mutable_data();
+        {
+          py::gil_scoped_release release;
+          hash_batch(views, k, dst, num_threads);
+        }
+        return out;
+      },
+      py::arg("images"), py::arg("kind"), py::arg("num_threads") = 0,
+      "imagehash-exact 64-bit codes of uint8 (H, W[, C]) arrays; kind: phash, dhash, ahash or whash.");
+
+  m.def(
+      "hash_gray_small",
+      [](py::array_t<uint8_t, py::array::c_style | py::array::forcecast> px, const std::string& kind) {
+        const HashKind k = parse_hash_kind(kind);
+        const auto h = px.ndim() == 2 ? px.shape(0) : -1, w = px.ndim() == 2 ? px.shape(1) : -1;
+        const uint8_t* d = px.data();
+        switch (k) {
+          case HashKind::phash:
+            if (h != 32 || w != 32) throw py::value_error("phash step needs a 32x32 array");
+            return phash_from_32x32(d);
+          case HashKind::dhash:
+            if (h != 8 || w != 9) throw py::value_error("dhash step needs an 8x9 (rows x cols) array");
+            return dhash_from_9x8(d);
+          case HashKind::ahash:
+            if (h != 8 || w != 8) throw py::value_error("ahash step needs an 8x8 array");
+            return ahash_from_8x8(d);
+          case HashKind::whash:
+            if (h != w) throw py::value_error("whash step needs a square array");
+            return whash_from_square(d, int(h));
+        }
+        throw py::value_error("unknown hash kind");
+      },
+      py::arg("pixels"), py::arg("kind"),
+      "The threshold step alone on an already resized L image (tests and GPU parity checks).");
+}
