@@ -40,7 +40,8 @@ def test_no_gpu_reports_zero_devices_and_auto_resolves_to_cpu():
 
 
 @pytest.mark.skipif(CUDA_AVAILABLE, reason="a GPU is visible")
-@pytest.mark.parametrize("call", ["to_device", "hamming_pairs", "hamming_knn", "decode_images"])
+@pytest.mark.parametrize("call", ["to_device", "hamming_pairs", "hamming_knn", "decode_images", "resize_images",
+                                  "hash_images", "phash_bytes"])
 def test_gpu_entry_points_say_what_to_do_without_gpu(call):
     from mmcurate.ops import _cuda
 
@@ -50,6 +51,9 @@ def test_gpu_entry_points_say_what_to_do_without_gpu(call):
         "hamming_pairs": lambda: _cuda.hamming_pairs(codes, 3),
         "hamming_knn": lambda: _cuda.hamming_knn(codes, 2, None),
         "decode_images": lambda: _cuda.decode_images([b"\xff\xd8"], "RGB", None, 0, True),
+        "resize_images": lambda: _cuda.resize_images([np.zeros((4, 4, 3), np.uint8)], 2, "bicubic", "squash"),
+        "hash_images": lambda: _cuda.hash_images([np.zeros((4, 4, 3), np.uint8)], "phash"),
+        "phash_bytes": lambda: _cuda.phash_bytes([b"\xff\xd8"], True),
     }
     expected = "no CUDA device" if _built_with_cuda() else "rebuild with nvcc on PATH and MMCURATE_CUDA=1"
     with pytest.raises(RuntimeError, match=expected):
@@ -59,7 +63,8 @@ def test_gpu_entry_points_say_what_to_do_without_gpu(call):
 def test_every_build_exposes_the_gpu_symbols():
     C = native()
     for name in ("DeviceArray", "cuda_device_count", "cuda_hamming_pairs", "cuda_hamming_knn",
-                 "cuda_decode_images", "cuda_nvjpeg_load"):
+                 "cuda_decode_images", "cuda_nvjpeg_load", "cuda_resize_images", "cuda_hash_images",
+                 "cuda_phash_bytes"):
         assert hasattr(C, name), name
     info = C.cuda_nvjpeg_load([])
     assert set(info) == {"compiled", "loaded", "path", "error", "version", "hardware_backend"}
@@ -205,6 +210,96 @@ def test_hamming_knn_takes_torch_int64_codes():
     d, i = _cuda.hamming_knn(t, 5, None)
     np.testing.assert_array_equal(d, ref_d)
     np.testing.assert_array_equal(i, ref_i)
+
+
+# ------------------------------------------------------------------------------------------ resize, hashes
+INTERPOLATIONS = ["nearest", "area", "bilinear", "hamming", "bicubic", "lanczos"]
+
+
+def _with_alpha(rgb: np.ndarray) -> np.ndarray:
+    h, w, _ = rgb.shape
+    alpha = ((np.add.outer(np.arange(h), np.arange(w)) * 255) // max(h + w - 2, 1)).astype(np.uint8)
+    alpha[: h // 4, : w // 4] = 0  # fully transparent corner: colour must not bleed out of it
+    return np.dstack([rgb, alpha])
+
+
+@needs_cuda
+@pytest.mark.parametrize("interpolation", INTERPOLATIONS)
+def test_resize_matches_cpu_bit_exact(photos_rgb, interpolation):
+    from mmcurate.ops import _cuda, resize_images
+
+    ragged = photos_rgb[:6]
+    for mode, size in [("shortest", 224), ("shortest", 37), ("squash", (96, 160)), ("squash", (600, 700))]:
+        ref = resize_images(ragged, size, interpolation, mode, device="cpu")
+        out = _cuda.resize_images(ragged, size, interpolation, mode)
+        assert isinstance(out, np.ndarray) and out.dtype == np.uint8
+        np.testing.assert_array_equal(out, ref, err_msg=f"{interpolation} {mode} {size}")
+
+
+@needs_cuda
+@pytest.mark.parametrize("channels", [1, 2, 4])
+def test_resize_gray_and_alpha_match_cpu(photos_rgb, channels):
+    from mmcurate.ops import _cuda, resize_images, to_gray
+
+    rgb = photos_rgb[:4]
+    if channels == 4:
+        images = [_with_alpha(a) for a in rgb]
+    else:
+        gray = to_gray(rgb)
+        images = gray if channels == 1 else [np.dstack([g_, _with_alpha(a)[..., 3]]) for g_, a in zip(gray, rgb)]
+    for interpolation in ("bicubic", "lanczos", "nearest"):
+        ref = resize_images(images, 64, interpolation, "shortest", device="cpu")
+        np.testing.assert_array_equal(_cuda.resize_images(images, 64, interpolation, "shortest"), ref)
+
+
+@needs_cuda
+def test_resize_batch_array_and_device_inputs():
+    from mmcurate.ops import _cuda, resize_images
+
+    batch = np.stack([g.photo_like(120, 90, seed=s) for s in range(5)])  # (N, H, W, C)
+    ref = resize_images(batch, 48, "bicubic", "shortest", device="cpu")
+    np.testing.assert_array_equal(_cuda.resize_images(batch, 48, "bicubic", "shortest"), ref)
+    dev = _cuda.resize_images(_cuda.to_device(batch), 48, "bicubic", "shortest")
+    assert not isinstance(dev, np.ndarray) and dev.shape == ref.shape  # GPU in, GPU out
+    np.testing.assert_array_equal(dev.numpy(), ref)
+    dev_list = _cuda.resize_images([_cuda.to_device(b) for b in batch], 48, "bicubic", "shortest")
+    np.testing.assert_array_equal(dev_list.numpy(), ref)
+
+
+@needs_cuda
+@pytest.mark.parametrize("kind", ["phash", "dhash", "ahash", "whash"])
+def test_hashes_match_cpu_bit_exact(photos_rgb, kind):
+    import mmcurate.ops as ops
+    from mmcurate.ops import _cuda
+
+    cpu_hash = getattr(ops, kind)
+    rng = np.random.default_rng(11)
+    ragged = list(photos_rgb) + [rng.integers(0, 256, (33, 47, 3), dtype=np.uint8),
+                                 rng.integers(0, 256, (300, 20), dtype=np.uint8),
+                                 _with_alpha(photos_rgb[0][:100, :140])]
+    np.testing.assert_array_equal(_cuda.hash_images(ragged, kind), cpu_hash(ragged, device="cpu"))
+    batch = np.stack([g.photo_like(96, 128, seed=s) for s in range(6)])
+    np.testing.assert_array_equal(_cuda.hash_images(batch, kind), cpu_hash(batch, device="cpu"))
+    np.testing.assert_array_equal(_cuda.hash_images(_cuda.to_device(batch), kind), cpu_hash(batch, device="cpu"))
+
+
+@needs_cuda
+def test_phash_bytes_close_to_cpu_with_equal_statuses(photos_rgb):
+    from mmcurate.ops import hamming_distance, phash_bytes
+    from mmcurate.ops import _cuda
+
+    blobs = [encode(p, "JPEG", quality=90) for p in photos_rgb]
+    blobs += [encode(photos_rgb[0], "PNG"), b"", b"garbage" * 20, blobs[0][: len(blobs[0]) // 3]]
+    for exact, bound in ((True, 4), (False, 8)):
+        ref_codes, ref_status = phash_bytes(blobs, exact=exact, device="cpu")
+        codes, status = _cuda.phash_bytes(blobs, exact)
+        np.testing.assert_array_equal(status, ref_status)
+        ok = status == 0
+        assert np.all(codes[~ok] == 0)
+        dist = hamming_distance(codes[ok], ref_codes[ok])
+        assert dist.max() <= bound, f"exact={exact}: distances {dist.tolist()}"
+        png = len(photos_rgb)  # decoded by the CPU fallback: the same pixels, the same code
+        assert codes[png] == ref_codes[png]
 
 
 # ------------------------------------------------------------------------------------------ decode

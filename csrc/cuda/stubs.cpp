@@ -43,6 +43,11 @@ void hamming_knn(const uint64_t*, int64_t, const uint64_t*, int64_t, int, int, S
   not_built();
 }
 
+void resize_batch(const std::vector<DeviceImageRef>&, ResizeMode, int, int, ResampleFilter, uint8_t*, StreamHandle) {
+  not_built();
+}
+void hash_batch(const std::vector<DeviceImageRef>&, HashKind, uint64_t*, StreamHandle) { not_built(); }
+
 NvjpegInfo nvjpeg_load(const std::vector<std::string>&) {
   NvjpegInfo info;
   info.error = "mmcurate was built without CUDA";
@@ -52,5 +57,7 @@ NvjpegInfo nvjpeg_load(const std::vector<std::string>&) {
 std::vector<GpuDecodeResult> decode_batch(const std::vector<ByteSpan>&, const DecodeOptions&, StreamHandle, int) {
   not_built();
 }
+
+GpuHashBytesResult phash_bytes(const std::vector<ByteSpan>&, bool, bool, StreamHandle, int) { not_built(); }
 
 }  // namespace mmcurate::cuda

@@ -431,6 +431,97 @@ py::tuple hamming_knn(py::object codes, int k, py::object queries, OptStream str
                         to_numpy(std::move(idx), {py::ssize_t(nq), py::ssize_t(k)}));
 }
 
+// ------------------------------------------------------------------ images (resize, hashes)
+// Decoded images on the device: one (N, H, W[, C]) array, or a sequence of (H, W[, C]) arrays of any sizes.
+struct ImageSet {
+  std::vector<DeviceInput> inputs;  // keep the sources alive
+  std::vector<cuda::DeviceImageRef> refs;
+  bool all_host = true;
+};
+
+cuda::DeviceImageRef image_ref(const uint8_t* data, const std::vector<int64_t>& dims, const std::string& where) {
+  const size_t nd = dims.size();
+  if (nd != 2 && nd != 3) throw py::value_error(where + ": expected shape (H, W) or (H, W, C)");
+  cuda::DeviceImageRef r{data, int(dims[0]), int(dims[1]), nd == 3 ? int(dims[2]) : 1};
+  if (r.height < 1 || r.width < 1) throw py::value_error(where + ": empty image");
+  if (r.channels < 1 || r.channels > 4) throw py::value_error(where + ": channels must be 1, 2, 3 or 4");
+  return r;
+}
+
+ImageSet gather_images(py::handle images, const cuda::StreamScope& scope) {
+  ImageSet set;
+  if (py::isinstance<py::list>(images) || py::isinstance<py::tuple>(images)) {
+    auto seq = py::reinterpret_borrow<py::sequence>(images);
+    for (size_t i = 0; i < seq.size(); ++i) {
+      const std::string where = "images[" + std::to_string(i) + "]";
+      DeviceInput in = to_device_input(seq[i], where.c_str(), scope);
+      if (!(in.dtype == kU8)) throw py::type_error(where + ": expected uint8 pixels, got " + in.dtype.name());
+      set.refs.push_back(image_ref(static_cast<const uint8_t*>(in.data), in.shape, where));
+      set.all_host = set.all_host && in.was_host;
+      set.inputs.push_back(std::move(in));
+    }
+    return set;
+  }
+  DeviceInput in = to_device_input(images, "images", scope);
+  if (!(in.dtype == kU8)) throw py::type_error("images: expected uint8 pixels, got " + in.dtype.name());
+  if (in.shape.size() != 3 && in.shape.size() != 4)
+    throw py::value_error("images: a batch array must have shape (N, H, W) or (N, H, W, C)");
+  const std::vector<int64_t> dims(in.shape.begin() + 1, in.shape.end());
+  const int64_t per_image = numel(dims);
+  for (int64_t i = 0; i < in.shape[0]; ++i)
+    set.refs.push_back(image_ref(static_cast<const uint8_t*>(in.data) + i * per_image, dims,
+                                 "images[" + std::to_string(i) + "]"));
+  set.all_host = in.was_host;
+  set.inputs.push_back(std::move(in));
+  return set;
+}
+
+int device_of_images(py::handle images) {
+  if (py::isinstance<py::list>(images) || py::isinstance<py::tuple>(images)) {
+    auto seq = py::reinterpret_borrow<py::sequence>(images);
+    return seq.size() ? device_of(seq[0]) : -1;
+  }
+  return device_of(images);
+}
+
+// Returns (DeviceArray (n, oh, ow, C), inputs_were_host).
+py::tuple resize_images(py::object images, int size_h, int size_w, int filter, int mode, OptStream stream) {
+  DeviceScope device(device_of_images(images));
+  cuda::StreamScope scope(stream.has_value(), stream.value_or(0));
+  if (filter < 0 || filter > 5) throw py::value_error("filter must be a Pillow resampling id 0..5");
+  if (mode != 0 && mode != 1) throw py::value_error("mode must be 0 (shortest) or 1 (squash)");
+  ImageSet set = gather_images(images, scope);
+  const auto rmode = ResizeMode(mode);
+  int oh = size_h, ow = size_w, channels = 3;
+  if (!set.refs.empty()) {
+    const ResizeGeometry g = resize_geometry(set.refs[0].height, set.refs[0].width, rmode, size_h, size_w);
+    oh = g.window.height;
+    ow = g.window.width;
+    channels = set.refs[0].channels;
+  }
+  const int64_t n = int64_t(set.refs.size());
+  auto out = std::make_shared<cuda::DeviceBuffer>(size_t(n) * oh * ow * channels);
+  {
+    py::gil_scoped_release nogil;
+    cuda::resize_batch(set.refs, rmode, size_h, size_w, ResampleFilter(filter), out->as<uint8_t>(), scope.get());
+  }
+  return py::make_tuple(make_device_array(std::move(out), {n, oh, ow, channels}, kU8, scope), set.all_host);
+}
+
+py::array_t<uint64_t> hash_images(py::object images, const std::string& kind, OptStream stream) {
+  const HashKind hk = parse_hash_kind(kind);
+  DeviceScope device(device_of_images(images));
+  cuda::StreamScope scope(stream.has_value(), stream.value_or(0));
+  ImageSet set = gather_images(images, scope);
+  std::vector<uint64_t> codes(set.refs.size());
+  {
+    py::gil_scoped_release nogil;
+    cuda::hash_batch(set.refs, hk, codes.data(), scope.get());
+  }
+  const py::ssize_t n = py::ssize_t(codes.size());
+  return to_numpy(std::move(codes), {n});
+}
+
 // ------------------------------------------------------------------ decode
 struct BlobList {
   std::vector<py::buffer_info> views;  // keep the Python buffers pinned while the GIL is released
@@ -493,6 +584,24 @@ py::tuple decode_images(py::sequence blobs, int mode, int min_width, int min_hei
                         to_numpy(std::move(sizes), {py::ssize_t(n), 2}),  // (h, w)
                         to_numpy(std::move(orientation), {py::ssize_t(n)}),
                         to_numpy(std::move(on_gpu), {py::ssize_t(n)}).attr("astype")("bool"));
+}
+
+// Returns (codes uint64[n], status int8[n], errors list[str]).
+py::tuple phash_bytes(py::sequence blobs, bool exact, bool exif, OptStream stream, int num_threads) {
+  DeviceScope device(-1);
+  cuda::StreamScope scope(stream.has_value(), stream.value_or(0));
+  BlobList list = blob_spans(blobs);
+  cuda::GpuHashBytesResult r;
+  {
+    py::gil_scoped_release nogil;
+    r = cuda::phash_bytes(list.spans, exact, exif, scope.get(), num_threads);
+  }
+  const py::ssize_t n = py::ssize_t(r.codes.size());
+  std::vector<int8_t> status(r.status.size());
+  for (size_t i = 0; i < status.size(); ++i) status[i] = int8_t(r.status[i]);
+  py::list errors;
+  for (auto& e : r.errors) errors.append(e);
+  return py::make_tuple(to_numpy(std::move(r.codes), {n}), to_numpy(std::move(status), {n}), errors);
 }
 
 py::dict nvjpeg_load(const std::vector<std::string>& dirs) {
@@ -581,6 +690,15 @@ MMCURATE_BINDING(cuda) {
         py::arg("stream") = py::none(),
         "GPU exact top-k by Hamming distance, ordered by (distance, index), padded with -1. "
         "queries=None searches the codes themselves, excluding each from its own list.");
+  m.def("cuda_resize_images", &resize_images, py::arg("images"), py::arg("size_h"), py::arg("size_w"),
+        py::arg("filter"), py::arg("mode"), py::arg("stream") = py::none(),
+        "Pillow-exact GPU resize (filter: Pillow id, mode: 0 shortest / 1 squash). images: one (N, H, W[, C]) "
+        "array or a list of (H, W[, C]) arrays, host or CUDA. Returns (DeviceArray (n, h, w, c), inputs_were_host).");
+  m.def("cuda_hash_images", &hash_images, py::arg("images"), py::arg("kind"), py::arg("stream") = py::none(),
+        "imagehash-exact phash/dhash/ahash/whash on the GPU; images as for cuda_resize_images. Returns uint64[n].");
+  m.def("cuda_phash_bytes", &phash_bytes, py::arg("blobs"), py::arg("exact"), py::arg("exif") = true,
+        py::arg("stream") = py::none(), py::arg("num_threads") = 0,
+        "GPU decode + pHash of encoded images. Returns (codes uint64[n], status int8[n], errors).");
   m.def("cuda_nvjpeg_load", &nvjpeg_load, py::arg("search_dirs"),
         "Opens libnvjpeg (dlopen) from the first of search_dirs that has it, else the default loader path.");
   m.def("cuda_decode_images", &decode_images, py::arg("blobs"), py::arg("mode"), py::arg("min_width"),

@@ -27,8 +27,15 @@ __all__ = [
     "hamming_pairs",
     "hamming_knn",
     "decode_images",
+    "resize_images",
+    "hash_images",
+    "phash_bytes",
 ]
 
+# Pillow's resampling ids and the resize modes, by the names the CPU resize op uses.
+_INTERPOLATIONS = {"nearest": 0, "lanczos": 1, "bilinear": 2, "bicubic": 3, "area": 4, "hamming": 5}
+_RESIZE_MODES = {"shortest": 0, "squash": 1}
+_HASH_KINDS = ("phash", "dhash", "ahash", "whash")
 # Native codes (csrc/include/mmcurate/decode.h) <-> the names the CPU decode op uses.
 _DECODE_MODES = {"RGB": 0, "L": 1, "luma": 2}
 _FORMAT_NAMES = (None, "jpeg", "png", "webp")
@@ -118,3 +125,54 @@ def decode_images(blobs, mode: str, target_size, max_pixels: int, exif: bool, *,
         sizes,
         orientation,
     )
+
+
+def _size_hw(size) -> tuple[int, int]:
+    if isinstance(size, (tuple, list)):
+        if len(size) != 2:
+            raise TypeError(f"size must be an int or an (h, w) pair, got {size!r}")
+        return int(size[0]), int(size[1])
+    return int(size), int(size)
+
+
+def resize_images(images, size, interpolation: str = "bicubic", mode: str = "shortest", *,
+                  stream: int | None = None):
+    """GPU twin of ops.resize_images, bit-exact with it: uint8 (n, h, w, c).
+
+    images: one (N, H, W[, C]) array or a list of (H, W[, C]) arrays of any sizes, on the host or the GPU.
+    Returns a DeviceArray when the input was on the GPU, a numpy array when it was host data."""
+    if interpolation not in _INTERPOLATIONS:
+        raise ValueError(f"interpolation must be one of {sorted(_INTERPOLATIONS)}, got {interpolation!r}")
+    if mode not in _RESIZE_MODES:
+        raise ValueError(f"mode must be one of {sorted(_RESIZE_MODES)}, got {mode!r}")
+    h, w = _size_hw(size)
+    if isinstance(images, (list, tuple)) and len(images) == 0:
+        return np.empty((0, h, w, 3), dtype=np.uint8)
+    out, inputs_were_host = native().cuda_resize_images(images, h, w, _INTERPOLATIONS[interpolation],
+                                                        _RESIZE_MODES[mode], stream)
+    return out.numpy() if inputs_were_host else out
+
+
+def hash_images(images, kind: str, *, stream: int | None = None) -> np.ndarray:
+    """GPU twin of the ops' phash/dhash/ahash/whash: np.uint64[n], bit-exact with the CPU on the same pixels."""
+    if kind not in _HASH_KINDS:
+        raise ValueError(f"kind must be one of {_HASH_KINDS}, got {kind!r}")
+    if isinstance(images, (list, tuple)) and len(images) == 0:
+        return np.zeros(0, dtype=np.uint64)
+    return native().cuda_hash_images(images, kind, stream)
+
+
+def phash_bytes(blobs, exact: bool = True, *, exif: bool = True, stream: int | None = None,
+                num_threads: int | None = None, with_errors: bool = False):
+    """GPU twin of ops.phash_bytes: (codes np.uint64[n], status np.int8[n]), plus the decoder's error
+    messages (None where ok) with with_errors=True.
+
+    Images are decoded on the GPU (nvJPEG; CPU fallback per sample) and hashed there. Statuses are the CPU
+    decoder's; codes of nvJPEG-decoded JPEGs are within a few bits of the CPU's (nvJPEG's IDCT and colour
+    conversion are not libjpeg's), codes of CPU-decoded samples (PNG, WebP, CMYK JPEG, ...) are equal."""
+    nvjpeg_info()
+    codes, status, errors = native().cuda_phash_bytes(blobs, bool(exact), bool(exif), stream,
+                                                      0 if num_threads is None else int(num_threads))
+    if with_errors:
+        return codes, status, [e if s != 0 else None for e, s in zip(errors, status)]
+    return codes, status

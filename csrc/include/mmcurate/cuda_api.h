@@ -13,6 +13,8 @@
 #include <vector>
 
 #include "mmcurate/decode.h"
+#include "mmcurate/hashes.h"
+#include "mmcurate/resize.h"
 #include "mmcurate/status.h"
 
 namespace mmcurate::cuda {
@@ -95,6 +97,26 @@ void hamming_pairs(const uint64_t* codes, int64_t n, int words, int max_distance
 void hamming_knn(const uint64_t* codes, int64_t n, const uint64_t* queries, int64_t nq, int words, int k,
                  StreamHandle stream, int32_t* out_distances, int64_t* out_indices);
 
+// ---------------------------------------------------------------- resize and perceptual hashes
+// One image in device memory: packed HWC uint8 rows.
+struct DeviceImageRef {
+  const uint8_t* data = nullptr;
+  int height = 0;
+  int width = 0;
+  int channels = 0;  // 1 (L), 2 (LA), 3 (RGB) or 4 (RGBA)
+};
+
+// Pillow-exact resize of each image, as mmcurate::resize_batch: geometry from resize_geometry(mode,
+// size_h, size_w); every image must have the same channel count. The integer passes run on the GPU with
+// coefficient tables computed on the host by the CPU's own functions. out (device): n x oh x ow x C, where
+// (oh, ow) is the common output window. Runs on `stream` and returns when done.
+void resize_batch(const std::vector<DeviceImageRef>& images, ResizeMode mode, int size_h, int size_w,
+                  ResampleFilter filter, uint8_t* out, StreamHandle stream);
+
+// imagehash-exact hashes, as mmcurate::hash_batch: Pillow's L, LANCZOS resize, then the hash, the same
+// integer and double operations in the same order as the CPU twin. out: host array of n codes (synchronises).
+void hash_batch(const std::vector<DeviceImageRef>& images, HashKind kind, uint64_t* out, StreamHandle stream);
+
 // ---------------------------------------------------------------- decode (nvJPEG with CPU fallback)
 // An image in device memory, HWC uint8, rows packed.
 struct DeviceImage {
@@ -135,5 +157,17 @@ NvjpegInfo nvjpeg_load(const std::vector<std::string>& search_dirs);
 // DCT-domain scaling does (same output size; the GPU reduces a full decode by area averaging).
 std::vector<GpuDecodeResult> decode_batch(const std::vector<ByteSpan>& blobs, const DecodeOptions& opts,
                                           StreamHandle stream, int num_cpu_threads = 0);
+
+// Decode on the GPU (as decode_batch, to Pillow's L when exact, else the JPEG Y plane at the smallest DCT
+// scale keeping both sides >= kPhashFastMinSide), then the GPU pHash. Failed samples get code 0 and the
+// decoder's status and error. Codes of GPU-decoded JPEGs can differ from the CPU's by a few bits (nvJPEG's
+// IDCT and colour conversion are not libjpeg's); CPU-decoded samples give the CPU's codes exactly.
+struct GpuHashBytesResult {
+  std::vector<uint64_t> codes;
+  std::vector<Status> status;
+  std::vector<std::string> errors;
+};
+GpuHashBytesResult phash_bytes(const std::vector<ByteSpan>& blobs, bool exact, bool exif, StreamHandle stream,
+                               int num_cpu_threads = 0);
 
 }  // namespace mmcurate::cuda
