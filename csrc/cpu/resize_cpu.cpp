@@ -125,8 +125,16 @@ void resize_u8(const ImageViewU8& src, int out_h, int out_w, ResampleFilter filt
 
 void to_gray_u8(const ImageViewU8& src, uint8_t* dst) {
   cpu::check_view(src);
-  for (int y = 0; y < src.height; ++y)
-    kernels::row_to_gray(src.row(y), src.width, src.channels, src.pixel_stride, dst + int64_t(y) * src.width);
+  const bool packed = src.pixel_stride == src.channels;
+  for (int y = 0; y < src.height; ++y) {
+    uint8_t* out = dst + int64_t(y) * src.width;
+    if (packed && src.channels == 3)
+      kernels::packed_row_to_gray<3>(src.row(y), src.width, out);
+    else if (packed && src.channels == 4)
+      kernels::packed_row_to_gray<4>(src.row(y), src.width, out);
+    else
+      kernels::row_to_gray(src.row(y), src.width, src.channels, src.pixel_stride, out);
+  }
 }
 
 void gray_resize_u8(const ImageViewU8& src, int out_h, int out_w, ResampleFilter filter, uint8_t* dst) {
@@ -142,9 +150,15 @@ void gray_resize_u8(const ImageViewU8& src, int out_h, int out_w, ResampleFilter
         s);
     return;
   }
+  const bool packed = src.pixel_stride == src.channels;
   auto gray_row = [&](int y) {
     uint8_t* row = cpu::grow(s.row_in, size_t(src.width));
-    kernels::row_to_gray(src.row(y), src.width, src.channels, src.pixel_stride, row);
+    if (packed && src.channels == 3)
+      kernels::packed_row_to_gray<3>(src.row(y), src.width, row);
+    else if (packed && src.channels == 4)
+      kernels::packed_row_to_gray<4>(src.row(y), src.width, row);
+    else
+      kernels::row_to_gray(src.row(y), src.width, src.channels, src.pixel_stride, row);
     return static_cast<const uint8_t*>(row);
   };
   cpu::resample_two_pass<1>(src.height, src.width, 1, gray_row, out_h, out_w, filter, win, dst, s);

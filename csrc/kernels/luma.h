@@ -25,6 +25,20 @@ MMCURATE_HD inline void row_to_gray(const uint8_t* src, int width, int channels,
   }
 }
 
+// The same for packed pixels with a compile-time channel count: constant strides let the compiler
+// vectorise the interleaved loads on the host.
+template <int C>
+MMCURATE_HD inline void packed_row_to_gray(const uint8_t* src, int width, uint8_t* dst) {
+  for (int x = 0; x < width; ++x) {
+    if (C >= 3) {
+      dst[x] = uint8_t((uint32_t(src[x * C]) * 19595u + uint32_t(src[x * C + 1]) * 38470u +
+                        uint32_t(src[x * C + 2]) * 7471u + 0x8000u) >> 16);
+    } else {
+      dst[x] = src[x * C];
+    }
+  }
+}
+
 // Pillow's premultiplication (RGBA -> RGBa, LA -> La): MULDIV255, a rounded c*a/255.
 MMCURATE_HD inline uint8_t premultiply(uint8_t c, uint8_t a) {
   uint32_t t = uint32_t(c) * a + 128u;

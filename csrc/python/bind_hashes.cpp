@@ -30,6 +30,38 @@ MMCURATE_BINDING(hashes) {
       "imagehash-exact 64-bit codes of uint8 (H, W[, C]) arrays; kind: phash, dhash, ahash or whash.");
 
   m.def(
+      "phash_bytes",
+      [](py::sequence blobs, bool exact, bool exif, int num_threads, int fast_min_side) {
+        // Blobs are bytes-like (mmcurate.ops._inputs.as_blob_list); hold buffer views across the GIL release.
+        std::vector<py::buffer_info> buffers;
+        std::vector<ByteSpan> spans;
+        buffers.reserve(py::len(blobs));
+        for (size_t i = 0; i < py::len(blobs); ++i) {
+          buffers.push_back(py::reinterpret_borrow<py::buffer>(blobs[i]).request());
+          const auto& b = buffers.back();
+          spans.push_back(ByteSpan{static_cast<const uint8_t*>(b.ptr), size_t(b.size * b.itemsize)});
+        }
+        HashBytesResult r;
+        {
+          py::gil_scoped_release release;
+          r = phash_bytes(spans, exact, exif, num_threads, fast_min_side);
+        }
+        const auto n = py::ssize_t(spans.size());
+        py::array_t<uint64_t> codes(n);
+        py::array_t<int8_t> status(n);
+        py::list errors;
+        for (py::ssize_t i = 0; i < n; ++i) {
+          codes.mutable_at(i) = r.codes[i];
+          status.mutable_at(i) = int8_t(r.status[i]);
+          errors.append(r.errors[i].empty() ? py::object(py::none()) : py::object(py::str(r.errors[i])));
+        }
+        return py::make_tuple(codes, status, errors);
+      },
+      py::arg("blobs"), py::arg("exact"), py::arg("exif"), py::arg("num_threads") = 0,
+      py::arg("fast_min_side") = int(kPhashFastMinSide),
+      "Decode + pHash of bytes-like blobs: (uint64 codes, int8 statuses, errors list).");
+
+  m.def(
       "hash_gray_small",
       [](py::array_t<uint8_t, py::array::c_style | py::array::forcecast> px, const std::string& kind) {
         const HashKind k = parse_hash_kind(kind);

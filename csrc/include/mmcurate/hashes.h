@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "mmcurate/decode.h"
 #include "mmcurate/image.h"
 #include "mmcurate/status.h"
 
@@ -29,6 +30,23 @@ uint64_t hash_image(const ImageViewU8& image, HashKind kind);
 
 // A batch, parallel over images.
 void hash_batch(const std::vector<ImageViewU8>& images, HashKind kind, uint64_t* out, int num_threads = 0);
+
+// Fused decode -> pHash of encoded images (JPEG, PNG, WebP), parallel over blobs. A failed sample gets
+// code 0, its decode status and the decoder's error message; the others are unaffected.
+//   exact: Pillow-exact decode to L (decode mode gray), so the code equals imagehash.phash of the image
+//          Pillow opens (after ImageOps.exif_transpose when exif is set).
+//   fast:  JPEGs decoded from the Y plane only, with the fast IDCT, at the smallest DCT scale that keeps
+//          both sides >= fast_min_side; other formats as exact. Close to, not equal to, the exact code.
+constexpr int kPhashFastMinSide = 64;
+
+struct HashBytesResult {
+  std::vector<uint64_t> codes;
+  std::vector<Status> status;
+  std::vector<std::string> errors;  // empty where ok
+};
+
+HashBytesResult phash_bytes(const std::vector<ByteSpan>& blobs, bool exact, bool exif, int num_threads = 0,
+                            int fast_min_side = kPhashFastMinSide);
 
 // The hash step alone, on an already resized L image (row-major, packed):
 uint64_t phash_from_32x32(const uint8_t* px);          // 32 x 32
