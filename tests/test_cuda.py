@@ -365,7 +365,7 @@ def test_mixed_batch_keeps_per_sample_statuses():
         b"",                                          # empty
         b"not an image at all" * 10,                  # unknown format
         good[: len(good) // 2],                       # truncated JPEG
-        good[:200] + bytes(300) + good[500:],         # corrupt scan data
+        good[:2] + bytes(100) + good[102:],           # corrupt header (markers overwritten)
         encode(rgb, "PNG"),                           # PNG: CPU fallback
         g.jpeg_variants(rgb)["cmyk"],                 # CMYK JPEG: CPU fallback
         g.with_precision(good, 12),                   # 12-bit JPEG

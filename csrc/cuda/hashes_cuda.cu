@@ -147,17 +147,17 @@ void hash_batch(const std::vector<DeviceImageRef>& images, HashKind kind, uint64
   const size_t n = images.size();
   if (n == 0) return;
   cudaStream_t s = to_cuda(stream);
-  std::vector<size_t> offset(n + 1, 0);
-  std::vector<int> side(n);
-  std::vector<ResampleJob> jobs(n);
+  std::vector<size_t> offset(1, 0);
+  std::vector<int> side;
+  std::vector<ResampleJob> jobs(images.size());
   for (size_t i = 0; i < n; ++i) {
     const DeviceImageRef& im = images[i];
     if (im.height < 1 || im.width < 1 || im.channels < 1 || im.channels > 4)
       throw std::invalid_argument("hash: image " + std::to_string(i) + " is empty or has 0 or >4 channels");
     int h = 0, w = 0;
     small_size(kind, im, &h, &w);
-    side[i] = h;
-    offset[i + 1] = offset[i] + size_t(h) * w;
+    side.push_back(h);
+    offset.push_back(offset[i] + size_t(h) * w);
     jobs[i].src = im;
     jobs[i].out_h = h;
     jobs[i].out_w = w;
