@@ -109,7 +109,7 @@ def decode_images(blobs, mode: str, target_size, max_pixels: int, exif: bool, *,
         raise ValueError(f"mode must be one of {sorted(_DECODE_MODES)}, got {mode!r}")
     min_h, min_w = (0, 0) if target_size is None else (int(target_size[0]), int(target_size[1]))
     info = nvjpeg_info()
-    if not info["loaded"] and not _warned_no_nvjpeg:
+    if not info["loaded"] and not _warned_no_nvjpeg and native().cuda_device_count() > 0:
         _warned_no_nvjpeg = True
         warnings.warn(f"nvJPEG unavailable ({info['error'].splitlines()[0]}): device='cuda' decodes on the CPU "
                       "and uploads the pixels", RuntimeWarning, stacklevel=3)
