@@ -1,0 +1,1 @@
+"""Readers and writers: WebDataset shards, image folders with captions, LLaVA JSON; atomic writes."""

@@ -1,0 +1,142 @@
+"""The stage contract.
+
+MapStage: per batch, no knowledge of other batches. `process(batch)` returns the kept rows (with any
+columns it adds) and the rejected rows' reasons. Every input row is in exactly one of the two.
+
+GlobalStage: runs once over the metadata of every sample that survived the map stages before it
+(never the image bytes), e.g. dedup. It returns which keys it rejects (with reasons) and duplicate
+links; the executor applies that decision when it writes the output.
+
+Parameters are declared as a dataclass `Params` on the stage; a recipe's keys are checked against
+it, so an unknown key is an error naming the bad key and the valid ones.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+import pyarrow as pa
+
+from mmcurate.pipeline.schema import DUPLICATES_SCHEMA, REJECTS_SCHEMA
+
+
+class StageError(ValueError):
+    """A recipe or stage configuration error (misuse, not a data error)."""
+
+
+@dataclass(frozen=True)
+class Resources:
+    """What one worker of the stage needs; the Ray executor maps these to num_cpus/num_gpus."""
+    cpus: float = 1.0
+    gpus: float = 0.0
+
+
+@dataclass
+class StageResult:
+    kept: pa.Table
+    rejected: pa.Table = field(default_factory=REJECTS_SCHEMA.empty_table)
+
+
+@dataclass
+class GlobalResult:
+    rejected: pa.Table = field(default_factory=REJECTS_SCHEMA.empty_table)   # key, source, stage, reason, detail
+    duplicates: pa.Table = field(default_factory=DUPLICATES_SCHEMA.empty_table)
+    # Per-key columns to add to the kept samples' rows (e.g. a duplicate-group id): key + columns.
+    columns: pa.Table | None = None
+    stats: dict = field(default_factory=dict)
+
+
+@dataclass
+class NoParams:
+    pass
+
+
+class _StageBase:
+    name: ClassVar[str] = ""
+    Params: ClassVar[type] = NoParams
+    resources: ClassVar[Resources] = Resources()
+
+    def __init__(self, **params):
+        self.params = make_params(self.name, self.Params, params)
+
+    def setup(self) -> None:
+        """Load what the stage needs once per worker (models, tables). Called before the first batch."""
+
+    def describe(self) -> dict:
+        return {"name": self.name, "params": dataclasses.asdict(self.params),
+                "resources": dataclasses.asdict(self.resources)}
+
+
+class MapStage(_StageBase):
+    batch_size: ClassVar[int] = 256
+    # Columns the stage reads; the executor checks they exist before the first batch.
+    requires: ClassVar[tuple[str, ...]] = ("key", "source")
+
+    def process(self, batch: pa.Table) -> StageResult:
+        raise NotImplementedError
+
+
+class GlobalStage(_StageBase):
+    # Metadata columns the global step needs from every surviving sample (never "image").
+    requires: ClassVar[tuple[str, ...]] = ("key", "source")
+
+    def run(self, table: pa.Table) -> GlobalResult:
+        raise NotImplementedError
+
+
+def make_params(stage_name: str, params_cls: type, given: dict):
+    """Build a stage's Params from recipe keys; unknown keys and wrong types are errors that say what is valid."""
+    valid = {f.name: f for f in dataclasses.fields(params_cls)}
+    unknown = sorted(set(given) - set(valid))
+    if unknown:
+        raise StageError(f"stage '{stage_name}': unknown parameter(s) {', '.join(map(repr, unknown))}; "
+                         f"valid: {', '.join(sorted(valid)) or '(none)'}")
+    try:
+        params = params_cls(**given)
+    except TypeError as exc:
+        raise StageError(f"stage '{stage_name}': {exc}") from exc
+    check = getattr(params, "validate", None)
+    if check is not None:
+        try:
+            check()
+        except (TypeError, ValueError) as exc:
+            raise StageError(f"stage '{stage_name}': {exc}") from exc
+    return params
+
+
+class _Registry:
+    """Recipe name -> stage class. Stages register with @registry.register."""
+
+    def __init__(self):
+        self._stages: dict[str, type] = {}
+
+    def register(self, cls):
+        if not cls.name:
+            raise TypeError(f"{cls.__name__} has no recipe name")
+        if cls.name in self._stages and self._stages[cls.name] is not cls:
+            raise TypeError(f"stage name {cls.name!r} registered twice")
+        self._stages[cls.name] = cls
+        return cls
+
+    def names(self) -> list[str]:
+        self._load_builtin()
+        return sorted(self._stages)
+
+    def create(self, name: str, params: dict | None):
+        self._load_builtin()
+        cls = self._stages.get(name)
+        if cls is None:
+            raise StageError(f"unknown stage {name!r}; valid stages: {', '.join(self.names())}")
+        if params is None:
+            params = {}
+        if not isinstance(params, dict):
+            raise StageError(f"stage '{name}': parameters must be a mapping, got {type(params).__name__}")
+        return cls(**params)
+
+    def _load_builtin(self):
+        # Importing the stage modules registers them; done lazily so `import mmcurate` stays light.
+        import mmcurate.stages  # noqa: F401
+
+
+registry = _Registry()

@@ -1,0 +1,9 @@
+"""Built-in stages, registered with mmcurate.pipeline.registry on import.
+
+image: integrity, image_filter, exact_dedup, phash_dedup
+text:  caption_clean, caption_filter, pii_redact
+"""
+import importlib
+
+for _module in ("image", "text"):
+    importlib.import_module(f"mmcurate.stages.{_module}")

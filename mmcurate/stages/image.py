@@ -1,0 +1,1 @@
+"""Image stages: integrity, image_filter, exact_dedup, phash_dedup."""

@@ -1,0 +1,1 @@
+"""Caption stages: caption_clean, caption_filter, pii_redact."""
