@@ -1,0 +1,537 @@
+"""The local executor: streams shards through the map stages, runs the global steps, writes the output.
+
+Three phases, each resumable:
+  1. map     per input shard (in parallel worker processes when workers > 1): read batches, run the map
+             stages (and the map parts of global stages) in recipe order, write the survivors' metadata
+             (no image bytes) and the rejects to _work/, atomically, then a per-shard done record.
+  2. global  the global stages, in recipe order, over the survivors' metadata of all shards.
+  3. write   re-read the input shards and copy the kept samples' original bytes into output shards
+             (deterministic: the same input gives byte-identical shards), then samples/rejects/
+             duplicates parquet, thumbnails, manifest and report.
+Memory is bounded by one batch per worker plus the metadata of the survivors (never the images).
+A run killed at any point and re-run with resume=True skips finished shards and ends with the same
+outputs as an uninterrupted run. Accounting (kept + rejected == read) is checked per shard and per run.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import resource
+import shutil
+import sys
+import time
+from collections import Counter, defaultdict
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from multiprocessing import get_context
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+import mmcurate
+from mmcurate.pipeline.recipe import Recipe, parse_recipe
+from mmcurate.pipeline.schema import DUPLICATES_SCHEMA, REJECTS_SCHEMA
+from mmcurate.pipeline.stage import GlobalStage, MapStage, StageError
+
+WORK = "_work"
+MANIFEST_VERSION = 1
+
+
+class AccountingError(RuntimeError):
+    """kept + rejected != read: a sample was lost or counted twice. Never expected; always fatal."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Stage plan
+# ---------------------------------------------------------------------------------------------
+@dataclasses.dataclass
+class StagePlan:
+    map_steps: list          # (stats name, MapStage) in recipe order; global stages contribute their map part
+    global_steps: list       # GlobalStage in recipe order
+
+    @classmethod
+    def from_stages(cls, stages) -> "StagePlan":
+        map_steps, global_steps = [], []
+        for st in stages:
+            if isinstance(st, GlobalStage):
+                part = getattr(st, "map_part", None)
+                if part is not None:
+                    map_steps.append((f"{st.name}.map", part))
+                global_steps.append(st)
+            elif isinstance(st, MapStage):
+                map_steps.append((st.name, st))
+            else:
+                raise StageError(f"{st!r} is not a stage")
+        return cls(map_steps, global_steps)
+
+
+def _new_stat():
+    return {"in": 0, "kept": 0, "rejected": 0, "seconds": 0.0, "reasons": Counter()}
+
+
+# ---------------------------------------------------------------------------------------------
+# Phase 1: map (runs in worker processes or in-process)
+# ---------------------------------------------------------------------------------------------
+_WORKER = {}
+
+
+def _worker_init(recipe_dict: dict, threads: int | None):
+    if threads:
+        os.environ["MMCURATE_NUM_THREADS"] = str(threads)
+    recipe = parse_recipe(recipe_dict)
+    _WORKER["recipe"] = recipe
+    _WORKER["plan"] = _setup_plan(recipe)
+
+
+def _setup_plan(recipe: Recipe) -> StagePlan:
+    plan = StagePlan.from_stages(recipe.build_stages())
+    for _, st in plan.map_steps:
+        st.setup()
+    return plan
+
+
+def _worker_run_shard(shard_index: int, shard: str, work_dir: str) -> dict:
+    return run_map_shard(_WORKER["recipe"], _WORKER["plan"], shard_index, shard, Path(work_dir))
+
+
+def run_map_shard(recipe: Recipe, plan: StagePlan, shard_index: int, shard: str, work: Path) -> dict:
+    """Runs the map steps over one input shard and writes its survivors and rejects to work/."""
+    from mmcurate.io import open_reader, write_parquet_atomic
+
+    reader = open_reader(recipe.input_path, format=recipe.input_format, **recipe.input_options)
+    stats = {name: _new_stat() for name, _ in plan.map_steps}
+    kept_parts, reject_parts = [], []
+    n_read = 0
+    t_read = 0.0
+    t0 = time.perf_counter()
+    for batch in reader.read(shard, batch_size=recipe.batch_size):
+        t_read += time.perf_counter() - t0
+        n_read += batch.num_rows
+        for name, stage in plan.map_steps:
+            if batch.num_rows == 0:
+                break
+            st = stats[name]
+            st["in"] += batch.num_rows
+            t = time.perf_counter()
+            res = stage.process(batch)
+            st["seconds"] += time.perf_counter() - t
+            if res.kept.num_rows + res.rejected.num_rows != batch.num_rows:
+                raise AccountingError(f"stage {name} on shard {shard}: {batch.num_rows} in, "
+                                      f"{res.kept.num_rows} kept + {res.rejected.num_rows} rejected")
+            st["kept"] += res.kept.num_rows
+            st["rejected"] += res.rejected.num_rows
+            if res.rejected.num_rows:
+                st["reasons"].update(res.rejected.column("reason").to_pylist())
+                reject_parts.append(res.rejected.cast(REJECTS_SCHEMA))
+            batch = res.kept
+        if batch.num_rows:
+            kept_parts.append(batch.drop_columns(["image"]) if "image" in batch.column_names else batch)
+        t0 = time.perf_counter()
+    survivors = _concat(kept_parts)
+    rejects = pa.concat_tables(reject_parts) if reject_parts else REJECTS_SCHEMA.empty_table()
+    if (survivors.num_rows if survivors is not None else 0) + rejects.num_rows != n_read:
+        raise AccountingError(f"shard {shard}: read {n_read}, survivors {survivors.num_rows if survivors else 0}, "
+                              f"rejected {rejects.num_rows}")
+    name = f"{shard_index:05d}"
+    if survivors is not None:
+        write_parquet_atomic(survivors, work / "meta" / f"{name}.parquet")
+    write_parquet_atomic(rejects, work / "rejects" / f"{name}.parquet")
+    record = {"shard": shard, "index": shard_index, "read": n_read,
+              "survivors": survivors.num_rows if survivors is not None else 0,
+              "rejected": rejects.num_rows, "read_seconds": t_read,
+              "stages": {k: {**v, "reasons": dict(v["reasons"])} for k, v in stats.items()}}
+    _atomic_json(work / "done" / f"{name}.json", record)  # last: its presence means the shard is complete
+    return record
+
+
+def _sample_ids(table: pa.Table) -> pa.Array:
+    """(source, key) as one string: keys are only unique within a shard."""
+    return pc.binary_join_element_wise(table.column("source"), table.column("key"), "\x00")
+
+
+def _concat(parts: list) -> pa.Table | None:
+    if not parts:
+        return None
+    return pa.concat_tables(parts, promote_options="permissive")
+
+
+def _atomic_json(path: Path, obj):
+    from mmcurate.io import atomic_write_text
+
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=_json_default))
+
+
+def _json_default(o):
+    if isinstance(o, Counter):
+        return dict(o)
+    if hasattr(o, "item"):
+        return o.item()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+# ---------------------------------------------------------------------------------------------
+# The executor
+# ---------------------------------------------------------------------------------------------
+class LocalExecutor:
+    def __init__(self, recipe: Recipe, resume: bool = False, overwrite: bool = False,
+                 progress: bool = True, keep_work: bool = False):
+        self.recipe = recipe
+        self.out = Path(recipe.output_path)
+        self.work = self.out / WORK
+        self.resume = resume
+        self.overwrite = overwrite
+        self.progress = progress and sys.stderr.isatty() or progress == "always"
+        self.keep_work = keep_work
+
+    # -- phase control --------------------------------------------------------------------------
+    def run(self) -> dict:
+        from mmcurate.io import open_reader
+
+        started = time.time()
+        t_start = time.perf_counter()
+        self._prepare_output_dir()
+        reader = open_reader(self.recipe.input_path, format=self.recipe.input_format, **self.recipe.input_options)
+        shards = reader.shards()
+        if not shards:
+            raise StageError(f"no input shards found at {self.recipe.input_path!r}")
+        self._check_or_write_run_record(shards)
+        timings = {}
+
+        t = time.perf_counter()
+        records = self._map_phase(reader, shards)
+        timings["map"] = time.perf_counter() - t
+
+        t = time.perf_counter()
+        plan = StagePlan.from_stages(self.recipe.build_stages())
+        survivors, global_stats, global_rejects, duplicates, extra_cols = self._global_phase(plan, len(shards))
+        timings["global"] = time.perf_counter() - t
+
+        t = time.perf_counter()
+        manifest = self._write_phase(reader, shards, records, plan, survivors, global_stats, global_rejects,
+                                     duplicates, extra_cols, timings, started, t_start)
+        return manifest
+
+    def _prepare_output_dir(self):
+        if self.out.exists() and any(self.out.iterdir()):
+            if self.overwrite:
+                shutil.rmtree(self.out)
+            elif not self.resume:
+                raise StageError(f"output directory {self.out} is not empty: pass --resume to finish an earlier "
+                                 f"run of the same recipe, or --overwrite to start again")
+        (self.work / "meta").mkdir(parents=True, exist_ok=True)
+        (self.work / "rejects").mkdir(parents=True, exist_ok=True)
+        (self.work / "done").mkdir(parents=True, exist_ok=True)
+
+    def _check_or_write_run_record(self, shards: list[str]):
+        """A resumed run must be the same run: same recipe (minus run-time knobs) and the same shard list."""
+        record = {"recipe": self._recipe_identity(), "shards": shards}
+        path = self.work / "run.json"
+        if path.exists():
+            old = json.loads(path.read_text())
+            if old != json.loads(json.dumps(record)):
+                raise StageError(f"{self.out} holds an unfinished run of a different recipe or input; "
+                                 f"use --overwrite to discard it")
+        else:
+            _atomic_json(path, record)
+
+    def _recipe_identity(self) -> dict:
+        d = self.recipe.to_dict()
+        d.pop("run", None)  # workers / batch size do not change results
+        d["output"].pop("report", None)
+        return d
+
+    # -- phase 1 --------------------------------------------------------------------------------
+    def _map_phase(self, reader, shards: list[str]) -> list[dict]:
+        done_dir = self.work / "done"
+        records: dict[int, dict] = {}
+        todo = []
+        for i, shard in enumerate(shards):
+            f = done_dir / f"{i:05d}.json"
+            if f.exists():
+                records[i] = json.loads(f.read_text())
+            else:
+                todo.append((i, shard))
+        total = sum((reader.count(s) or 0) for _, s in todo) or None
+        bar = self._bar(total, "map", initial=0)
+        workers = min(self.recipe.workers, len(todo)) if todo else 0
+        if workers <= 1:
+            plan = _setup_plan(self.recipe) if todo else None
+            for i, shard in todo:
+                rec = run_map_shard(self.recipe, plan, i, shard, self.work)
+                records[i] = rec
+                self._bar_update(bar, rec)
+        else:
+            threads = self.recipe.threads_per_worker or max(1, (os.cpu_count() or 1) // workers)
+            ctx = get_context("spawn")
+            with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init,
+                                     initargs=(self.recipe.to_dict(), threads)) as pool:
+                pending = {pool.submit(_worker_run_shard, i, shard, str(self.work)) for i, shard in todo}
+                while pending:
+                    finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+                    for fut in finished:
+                        rec = fut.result()
+                        records[rec["index"]] = rec
+                        self._bar_update(bar, rec)
+        if bar is not None:
+            bar.close()
+        return [records[i] for i in range(len(shards))]
+
+    def _bar(self, total, desc, initial=0):
+        if not self.progress:
+            return None
+        from tqdm import tqdm
+
+        return tqdm(total=total, desc=desc, unit="sample", initial=initial, dynamic_ncols=True, file=sys.stderr)
+
+    def _bar_update(self, bar, rec):
+        if bar is None:
+            return
+        bar.update(rec["read"])
+        rates = {k: (v["in"] / v["seconds"] if v["seconds"] else 0.0) for k, v in rec["stages"].items()}
+        bar.set_postfix_str(" ".join(f"{k}={r:,.0f}/s" for k, r in rates.items()), refresh=False)
+
+    # -- phase 2 --------------------------------------------------------------------------------
+    def _global_phase(self, plan: StagePlan, n_shards: int):
+        meta_files = [self.work / "meta" / f"{i:05d}.parquet" for i in range(n_shards)]
+        parts = [pq.read_table(f) for f in meta_files if f.exists()]
+        survivors = _concat(parts)
+        global_stats, rejects, dups = {}, [], []
+        extra_cols = []
+        for stage in plan.global_steps:
+            st = _new_stat()
+            n_in = survivors.num_rows if survivors is not None else 0
+            st["in"] = n_in
+            t = time.perf_counter()
+            if n_in:
+                missing = [c for c in stage.requires if c not in survivors.column_names]
+                if missing:
+                    raise StageError(f"global stage {stage.name!r} needs column(s) {missing}, which no earlier "
+                                     f"stage produced")
+                res = stage.run(survivors.select(list(dict.fromkeys(["key", "source", *stage.requires]))))
+                if res.rejected.num_rows:
+                    gone = pc.is_in(_sample_ids(survivors), value_set=_sample_ids(res.rejected))
+                    survivors = survivors.filter(pc.invert(gone))
+                    rejects.append(res.rejected.cast(REJECTS_SCHEMA))
+                    st["reasons"].update(res.rejected.column("reason").to_pylist())
+                if res.duplicates.num_rows:
+                    dups.append(res.duplicates.cast(DUPLICATES_SCHEMA))
+                if res.columns is not None and res.columns.num_rows:
+                    extra_cols.append(res.columns)
+                st["stats"] = res.stats
+                st["rejected"] = res.rejected.num_rows
+            st["kept"] = n_in - st["rejected"]
+            st["seconds"] = time.perf_counter() - t
+            if survivors is not None and st["kept"] != survivors.num_rows:
+                raise AccountingError(f"global stage {stage.name}: {n_in} in, {st['rejected']} rejected, "
+                                      f"but {survivors.num_rows} survivors remain")
+            global_stats[stage.name] = st
+        global_rejects = pa.concat_tables(rejects) if rejects else REJECTS_SCHEMA.empty_table()
+        duplicates = pa.concat_tables(dups) if dups else DUPLICATES_SCHEMA.empty_table()
+        return survivors, global_stats, global_rejects, duplicates, extra_cols
+
+    # -- phase 3 --------------------------------------------------------------------------------
+    def _write_phase(self, reader, shards, records, plan, survivors, global_stats, global_rejects, duplicates,
+                     extra_cols, timings, started, t_start) -> dict:
+        from mmcurate.io import ShardWriter, sha256_file, write_parquet_atomic
+
+        t = time.perf_counter()
+        samples = survivors
+        if samples is not None and extra_cols:
+            # Joins do not keep row order; the row order decides the output shards, so restore it.
+            samples = samples.append_column("__row", pa.array(range(samples.num_rows), pa.int64()))
+            for cols in extra_cols:
+                samples = samples.join(cols, keys="key", join_type="left outer")
+            samples = samples.sort_by("__row").drop_columns(["__row"])
+        # Kept samples, matched by (source, key): keys are only unique within a shard.
+        kept_by_shard: dict[str, dict[str, int]] = defaultdict(dict)
+        if samples is not None:
+            for row, (key, src) in enumerate(zip(samples.column("key").to_pylist(),
+                                                 samples.column("source").to_pylist())):
+                kept_by_shard[src][key] = row
+        rows_meta = _rows_for_output(samples) if samples is not None else {}
+
+        collector = _make_thumbnail_collector()
+        wanted_dup_keys = collector.wanted_keys(duplicates) if collector is not None else set()
+        shard_rejects = []
+        writer = ShardWriter(self.out / "shards", self.recipe.shard_size)
+        written_rows = []  # sample row of each written sample, in write order
+        for i, shard in enumerate(shards):
+            rej_path = self.work / "rejects" / f"{i:05d}.parquet"
+            rej = pq.read_table(rej_path) if rej_path.exists() else REJECTS_SCHEMA.empty_table()
+            shard_rejects.append(rej)
+            for batch in reader.read(shard, batch_size=self.recipe.batch_size):
+                keys = batch.column("key").to_pylist()
+                srcs = batch.column("source").to_pylist()
+                rows = [kept_by_shard.get(s, {}).get(k) for k, s in zip(keys, srcs)]
+                idx = [j for j, r in enumerate(rows) if r is not None]
+                if collector is not None and (rej.num_rows or wanted_dup_keys):
+                    images = dict(zip(keys, batch.column("image").to_pylist()))
+                    if rej.num_rows:
+                        collector.offer_rejects(rej, images)
+                    if wanted_dup_keys:
+                        collector.offer_group_members(wanted_dup_keys, batch.select(["key", "image"]))
+                if idx:
+                    sub_rows = [rows[j] for j in idx]
+                    writer.write(_output_table(batch.take(idx), rows_meta, sub_rows))
+                    written_rows += sub_rows
+        shard_files = writer.close()
+        out_names = [None] * len(written_rows)
+        pos = 0
+        for path, n, _ in shard_files:
+            for r in written_rows[pos:pos + n]:
+                out_names[r] = Path(path).name
+            pos += n
+        if samples is not None and len(written_rows) != samples.num_rows:
+            raise AccountingError(f"{samples.num_rows} samples kept but {len(written_rows)} found again in the input "
+                                  f"(was the input changed during the run?)")
+        timings["write_shards"] = time.perf_counter() - t
+
+        t = time.perf_counter()
+        all_rejects = pa.concat_tables([*shard_rejects, global_rejects])
+        samples_out = _samples_table(samples, out_names)
+        write_parquet_atomic(samples_out, self.out / "samples.parquet")
+        write_parquet_atomic(all_rejects, self.out / "rejects.parquet")
+        write_parquet_atomic(duplicates, self.out / "duplicates.parquet")
+        if collector is not None:
+            collector.write(self.out / "thumbs.parquet")
+
+        read = sum(r["read"] for r in records)
+        kept_n = samples_out.num_rows
+        rejected_n = all_rejects.num_rows
+        stage_stats = self._merge_stage_stats(records, plan, global_stats)
+        manifest = {
+            "manifest_version": MANIFEST_VERSION,
+            "run": {
+                "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+                "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "duration_s": round(time.perf_counter() - t_start, 3),
+                "mmcurate_version": mmcurate.__version__,
+                "recipe": self.recipe.to_dict(),
+                "build_info": mmcurate.build_info(),
+                "peak_rss_mb": _peak_rss_mb(),
+                "python": sys.version.split()[0],
+            },
+            "counts": {"read": read, "kept": kept_n, "rejected": rejected_n,
+                       "accounting_ok": read == kept_n + rejected_n},
+            "stages": stage_stats,
+            "timings_s": {k: round(v, 3) for k, v in timings.items()},
+            "inputs": [{"shard": s, "samples": r["read"],
+                        "sha256": sha256_file(s) if os.path.isfile(s) else None} for s, r in zip(shards, records)],
+            "outputs": [{"path": os.path.relpath(p, self.out), "samples": n, "sha256": h} for p, n, h in shard_files]
+                       + [{"path": name, "sha256": sha256_file(self.out / name)}
+                          for name in ("samples.parquet", "rejects.parquet", "duplicates.parquet")],
+        }
+        if read != kept_n + rejected_n:
+            _atomic_json(self.out / "manifest.json", manifest)
+            raise AccountingError(f"read {read} != kept {kept_n} + rejected {rejected_n}")
+        timings["write_tables"] = time.perf_counter() - t
+        manifest["timings_s"] = {k: round(v, 3) for k, v in timings.items()}
+        _atomic_json(self.out / "manifest.json", manifest)
+        if self.recipe.report:
+            t = time.perf_counter()
+            from mmcurate.report import write_report
+
+            write_report(self.out)
+            manifest["timings_s"]["report"] = round(time.perf_counter() - t, 3)
+            _atomic_json(self.out / "manifest.json", manifest)
+        if not self.keep_work:
+            shutil.rmtree(self.work, ignore_errors=True)
+        return manifest
+
+    def _merge_stage_stats(self, records, plan: StagePlan, global_stats) -> list[dict]:
+        merged = {name: _new_stat() for name, _ in plan.map_steps}
+        for rec in records:
+            for name, st in rec["stages"].items():
+                m = merged.setdefault(name, _new_stat())
+                for k in ("in", "kept", "rejected", "seconds"):
+                    m[k] += st[k]
+                m["reasons"].update(st["reasons"])
+        out = []
+        for name, _ in plan.map_steps:
+            m = merged[name]
+            out.append({"name": name, "kind": "map", **{k: m[k] for k in ("in", "kept", "rejected")},
+                        "seconds": round(m["seconds"], 4), "reasons": dict(m["reasons"]),
+                        "samples_per_s": round(m["in"] / m["seconds"], 1) if m["seconds"] else None})
+        for name, g in global_stats.items():
+            out.append({"name": name, "kind": "global", **{k: g[k] for k in ("in", "kept", "rejected")},
+                        "seconds": round(g["seconds"], 4), "reasons": dict(g["reasons"]),
+                        "stats": g.get("stats", {}),
+                        "samples_per_s": round(g["in"] / g["seconds"], 1) if g["seconds"] else None})
+        return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Output rows
+# ---------------------------------------------------------------------------------------------
+_INPUT_COLUMNS = ("key", "source", "image", "image_ext", "caption", "meta")
+
+
+def _rows_for_output(samples: pa.Table) -> dict:
+    """Per kept row: the cleaned caption and the JSON metadata written next to the image."""
+    derived = [c for c in samples.column_names if c not in _INPUT_COLUMNS]
+    cols = {c: samples.column(c).to_pylist() for c in derived}
+    captions = samples.column("caption").to_pylist() if "caption" in samples.column_names else [None] * samples.num_rows
+    metas = samples.column("meta").to_pylist() if "meta" in samples.column_names else [None] * samples.num_rows
+    out = {"caption": captions, "meta": []}
+    for r in range(samples.num_rows):
+        try:
+            meta = json.loads(metas[r]) if metas[r] else {}
+        except (TypeError, ValueError):
+            meta = {"meta_raw": metas[r]}
+        if not isinstance(meta, dict):
+            meta = {"meta": meta}
+        fields = {}
+        for c in derived:
+            v = cols[c][r]
+            if c == "phash" and v is not None:
+                v = f"{int(v):016x}"
+            if isinstance(v, bytes):
+                continue
+            fields[c] = v
+        meta["mmcurate"] = fields
+        out["meta"].append(json.dumps(meta, ensure_ascii=False, sort_keys=True, default=_json_default))
+    return out
+
+
+def _output_table(batch: pa.Table, rows_meta: dict, rows: list[int]) -> pa.Table:
+    return pa.table({
+        "key": batch.column("key"),
+        "image": batch.column("image"),
+        "image_ext": batch.column("image_ext"),
+        "caption": pa.array([rows_meta["caption"][r] for r in rows], pa.string()),
+        "meta": pa.array([rows_meta["meta"][r] for r in rows], pa.string()),
+    })
+
+
+def _samples_table(samples: pa.Table | None, out_names: list[str]) -> pa.Table:
+    if samples is None:
+        return pa.table({"key": pa.array([], pa.string()), "source": pa.array([], pa.string()),
+                         "shard": pa.array([], pa.string())})
+    cols = {}
+    for name in samples.column_names:
+        if name == "image":
+            continue
+        col = samples.column(name)
+        if name == "phash":
+            col = pa.array([None if v is None else f"{int(v):016x}" for v in col.to_pylist()], pa.string())
+        cols[name] = col
+    cols["shard"] = pa.array(out_names, pa.string())
+    return pa.table(cols)
+
+
+def _make_thumbnail_collector():
+    try:
+        from mmcurate.report.thumbnails import ThumbnailCollector
+    except ImportError:
+        return None
+    return ThumbnailCollector()
+
+
+def _peak_rss_mb() -> dict:
+    self_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    child_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return {"driver": round(self_kb / 1024, 1), "largest_worker": round(child_kb / 1024, 1)}

@@ -1,0 +1,156 @@
+"""YAML recipes: what to read, which stages to run with which parameters, where to write.
+
+    input:  {path: "shards/*.tar", format: auto}          # webdataset | folder | llava | auto
+    output: {path: out/, shard_size: 1000}
+    run:    {workers: 1, batch_size: 256}                 # optional
+    stages:
+      - integrity: {}
+      - image_filter: {min_side: 200}
+
+Every key is checked: an unknown key is an error that names it and lists the valid ones.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from mmcurate.pipeline.stage import GlobalStage, MapStage, StageError, registry
+
+TOP_KEYS = {"input", "output", "run", "stages"}
+INPUT_KEYS = {"path", "format", "options"}
+OUTPUT_KEYS = {"path", "shard_size", "report"}
+RUN_KEYS = {"workers", "batch_size", "threads_per_worker"}
+
+DEFAULT_RECIPE_YAML = """\
+# mmcurate default recipe: DataComp-style basic filtering plus exact and perceptual dedup.
+input:
+  path: data/shards        # a directory of WebDataset .tar shards, a glob, a folder of images, or a LLaVA .json
+  format: auto
+output:
+  path: curated
+  shard_size: 1000         # samples per output WebDataset shard
+run:
+  workers: 1               # processes for the map stages (native kernels use all cores inside each)
+  batch_size: 256
+stages:
+  - integrity: {}                         # full decode; corrupt/truncated/unsupported/too-large rejected
+  - image_filter: {preset: datacomp}      # min side 200, aspect ratio <= 3 (preset cogvlm: 1/6..6)
+  - caption_clean: {}                     # HTML, entities, mojibake, control characters, whitespace
+  - caption_filter: {min_words: 3, min_chars: 6}
+  - pii_redact: {}                        # e-mails, phones, national IDs, cards, IPs, URL credentials
+  - exact_dedup: {}                       # sha256 of the original bytes
+  - phash_dedup: {}                       # perceptual near-duplicates (default radius from measurement)
+"""
+
+
+@dataclass
+class Recipe:
+    input_path: str
+    input_format: str = "auto"
+    input_options: dict = field(default_factory=dict)
+    output_path: str = "curated"
+    shard_size: int = 1000
+    report: bool = True
+    workers: int = 1
+    batch_size: int = 256
+    threads_per_worker: int | None = None
+    stages: list[tuple[str, dict]] = field(default_factory=list)
+
+    def build_stages(self) -> list:
+        return [registry.create(name, params) for name, params in self.stages]
+
+    def to_dict(self) -> dict:
+        return {
+            "input": {"path": self.input_path, "format": self.input_format, "options": self.input_options},
+            "output": {"path": self.output_path, "shard_size": self.shard_size, "report": self.report},
+            "run": {"workers": self.workers, "batch_size": self.batch_size,
+                    "threads_per_worker": self.threads_per_worker},
+            "stages": [{name: params} for name, params in self.stages],
+        }
+
+
+def _check_keys(section: str, given: dict, valid: set):
+    if not isinstance(given, dict):
+        raise StageError(f"recipe '{section}' must be a mapping, got {type(given).__name__}")
+    unknown = sorted(set(given) - valid)
+    if unknown:
+        raise StageError(f"recipe '{section}': unknown key(s) {', '.join(map(repr, unknown))}; "
+                         f"valid: {', '.join(sorted(valid))}")
+
+
+def _positive_int(section: str, key: str, value, allow_none=False):
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise StageError(f"recipe '{section}.{key}' must be a positive integer, got {value!r}")
+    return value
+
+
+def parse_recipe(data: dict, input_path: str | None = None, output_path: str | None = None,
+                 workers: int | None = None) -> Recipe:
+    """Validate a recipe mapping (command-line overrides win) and check every stage's parameters."""
+    if not isinstance(data, dict):
+        raise StageError("a recipe must be a mapping with keys: " + ", ".join(sorted(TOP_KEYS)))
+    data = copy.deepcopy(data)
+    _check_keys("recipe", data, TOP_KEYS)
+    inp = data.get("input") or {}
+    out = data.get("output") or {}
+    run = data.get("run") or {}
+    _check_keys("input", inp, INPUT_KEYS)
+    _check_keys("output", out, OUTPUT_KEYS)
+    _check_keys("run", run, RUN_KEYS)
+    path = input_path or inp.get("path")
+    if not path:
+        raise StageError("recipe 'input.path' is required (or pass --input)")
+    stages_raw = data.get("stages")
+    if not isinstance(stages_raw, list) or not stages_raw:
+        raise StageError("recipe 'stages' must be a non-empty list like [{integrity: {}}, {image_filter: {...}}]")
+    stages = []
+    for i, entry in enumerate(stages_raw):
+        if isinstance(entry, str):
+            name, params = entry, {}
+        elif isinstance(entry, dict) and len(entry) == 1:
+            (name, params), = entry.items()
+            params = params or {}
+        else:
+            raise StageError(f"recipe 'stages[{i}]' must be a stage name or a one-key mapping "
+                             f"{{name: {{params}}}}, got {entry!r}")
+        stages.append((str(name), params))
+    recipe = Recipe(
+        input_path=str(path),
+        input_format=str(inp.get("format", "auto")),
+        input_options=dict(inp.get("options") or {}),
+        output_path=str(output_path or out.get("path", "curated")),
+        shard_size=_positive_int("output", "shard_size", out.get("shard_size", 1000)),
+        report=bool(out.get("report", True)),
+        workers=_positive_int("run", "workers", workers if workers is not None else run.get("workers", 1)),
+        batch_size=_positive_int("run", "batch_size", run.get("batch_size", 256)),
+        threads_per_worker=_positive_int("run", "threads_per_worker", run.get("threads_per_worker"), allow_none=True),
+        stages=stages,
+    )
+    names = [n for n, _ in stages]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise StageError(f"recipe lists stage(s) more than once: {', '.join(dupes)}")
+    for stage in recipe.build_stages():  # validates names and parameters now, not mid-run
+        if not isinstance(stage, (MapStage, GlobalStage)):
+            raise StageError(f"stage {stage.name!r} is neither a map nor a global stage")
+    return recipe
+
+
+def load_recipe(path: str | Path, **overrides) -> Recipe:
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"recipe file not found: {p}")
+    try:
+        data = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as exc:
+        raise StageError(f"recipe {p} is not valid YAML: {exc}") from exc
+    return parse_recipe(data, **overrides)
+
+
+def default_recipe_dict() -> dict:
+    return yaml.safe_load(DEFAULT_RECIPE_YAML)
