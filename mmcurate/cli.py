@@ -1,4 +1,12 @@
-"""Command line: `mmcurate info`, `mmcurate demo`."""
+"""Command line.
+
+  mmcurate run RECIPE [--input PATH] [--output DIR] [--resume] [--overwrite] [--workers N]
+  mmcurate recipe default           print the default recipe
+  mmcurate demo [--out DIR]         build the built-in sample dataset and run the default recipe on it
+  mmcurate inspect OUTPUT           print the manifest summary of a finished run
+  mmcurate kernels-demo             the native kernels alone on the built-in sample
+  mmcurate info                     what this build contains (CUDA, nvJPEG, SIMD, codecs)
+"""
 from __future__ import annotations
 
 import argparse
@@ -35,7 +43,7 @@ def _components(n: int, pairs) -> list[list[int]]:
     return [g for g in groups.values() if len(g) > 1]
 
 
-def _cmd_demo(args) -> int:
+def _cmd_kernels_demo(args) -> int:
     """Kernel-level demo on the built-in sample: decode every blob, hash, find near-duplicate groups."""
     import numpy as np
 
@@ -108,19 +116,121 @@ def _cmd_demo(args) -> int:
     return 0 if not missed_easy and not mixed else 1
 
 
+
+def _print_summary(manifest: dict, out=sys.stdout) -> None:
+    c = manifest["counts"]
+    run = manifest["run"]
+    print(f"read {c['read']:,}  kept {c['kept']:,}  rejected {c['rejected']:,}  "
+          f"(accounting {'ok' if c['accounting_ok'] else 'BROKEN'})  in {run['duration_s']:.1f} s", file=out)
+    w = max([len(s["name"]) for s in manifest["stages"]] + [5])
+    print(f"{'stage':<{w}}  {'kind':<6} {'in':>9} {'kept':>9} {'rejected':>9} {'seconds':>8} {'samples/s':>10}  reasons",
+          file=out)
+    for s in manifest["stages"]:
+        rate = f"{s['samples_per_s']:,.0f}" if s.get("samples_per_s") else "-"
+        reasons = ", ".join(f"{k}={v}" for k, v in sorted(s["reasons"].items(), key=lambda kv: -kv[1]))
+        print(f"{s['name']:<{w}}  {s['kind']:<6} {s['in']:>9,} {s['kept']:>9,} {s['rejected']:>9,} "
+              f"{s['seconds']:>8.2f} {rate:>10}  {reasons}", file=out)
+
+
+def _run_recipe(recipe, args) -> int:
+    from mmcurate.pipeline.executor import LocalExecutor
+
+    progress = "always" if getattr(args, "progress", False) else True
+    manifest = LocalExecutor(recipe, resume=args.resume, overwrite=args.overwrite, progress=progress,
+                             keep_work=getattr(args, "keep_work", False)).run()
+    _print_summary(manifest)
+    print(f"outputs in {recipe.output_path}/ (shards/, samples.parquet, rejects.parquet, duplicates.parquet, "
+          f"manifest.json{', report.html' if recipe.report else ''})")
+    return 0
+
+
+def _cmd_run(args) -> int:
+    from mmcurate.pipeline.recipe import load_recipe
+
+    recipe = load_recipe(args.recipe, input_path=args.input, output_path=args.output, workers=args.workers)
+    return _run_recipe(recipe, args)
+
+
+def _cmd_recipe(args) -> int:
+    from mmcurate.pipeline.recipe import DEFAULT_RECIPE_YAML
+
+    sys.stdout.write(DEFAULT_RECIPE_YAML)
+    return 0
+
+
+def _cmd_inspect(args) -> int:
+    path = Path(args.output) / "manifest.json"
+    if not path.exists():
+        print(f"no manifest.json in {args.output} (is it a finished mmcurate run?)", file=sys.stderr)
+        return 2
+    manifest = json.loads(path.read_text())
+    _print_summary(manifest)
+    return 0
+
+
+def _cmd_demo(args) -> int:
+    """Build the built-in sample as img2dataset-style shards and run the default recipe on it."""
+    from mmcurate.io.demo_dataset import build_demo_dataset
+    from mmcurate.pipeline.recipe import default_recipe_dict, parse_recipe
+
+    out = Path(args.out)
+    data_dir = out / "input"
+    if not (data_dir / "truth.jsonl").exists() or args.overwrite:
+        info = build_demo_dataset(data_dir, n_samples=args.samples, shard_size=args.shard_size, seed=0)
+        print(f"[demo] built {info.get('samples', '?')} samples in {data_dir}")
+    recipe_dict = default_recipe_dict()
+    recipe_dict["output"]["shard_size"] = args.shard_size
+    recipe = parse_recipe(recipe_dict, input_path=str(data_dir), output_path=str(out / "curated"),
+                          workers=args.workers)
+    args.overwrite = True  # the demo's curated/ output is always rebuilt
+    return _run_recipe(recipe, args)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="mmcurate", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("info", help="print what this build contains (CUDA, nvJPEG, SIMD, codecs)")
     p.set_defaults(fn=_cmd_info)
-    p = sub.add_parser("demo", help="run the kernels on the built-in sample and report duplicate groups")
+    p = sub.add_parser("kernels-demo", help="run the native kernels on the built-in sample, report duplicate groups")
     p.add_argument("--out", default="demo_out", help="output directory (default: demo_out)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--max-distance", type=int, default=10, help="pHash Hamming radius for near-duplicates")
     p.add_argument("--max-photos", type=int, default=None, help="use only the first N photos")
+    p.set_defaults(fn=_cmd_kernels_demo)
+
+    def add_run_flags(p):
+        p.add_argument("--resume", action="store_true", help="finish an interrupted run of the same recipe")
+        p.add_argument("--overwrite", action="store_true", help="discard an existing output directory")
+        p.add_argument("--workers", type=int, default=None, help="worker processes for the map stages")
+        p.add_argument("--progress", action="store_true", help="show the progress bar even when not on a terminal")
+        p.add_argument("--keep-work", action="store_true", help="keep the _work/ intermediate files")
+
+    p = sub.add_parser("run", help="run a recipe")
+    p.add_argument("recipe", help="YAML recipe (see `mmcurate recipe default`)")
+    p.add_argument("--input", default=None, help="override input.path")
+    p.add_argument("--output", default=None, help="override output.path")
+    add_run_flags(p)
+    p.set_defaults(fn=_cmd_run)
+    p = sub.add_parser("recipe", help="print a recipe")
+    p.add_argument("which", choices=["default"])
+    p.set_defaults(fn=_cmd_recipe)
+    p = sub.add_parser("inspect", help="print the summary of a finished run")
+    p.add_argument("output", help="output directory of a run")
+    p.set_defaults(fn=_cmd_inspect)
+    p = sub.add_parser("demo", help="build the built-in sample dataset and run the default recipe on it")
+    p.add_argument("--out", default="demo_out", help="directory for the sample input and the curated output")
+    p.add_argument("--samples", type=int, default=None, help="grow the sample to N samples (default: base set)")
+    p.add_argument("--shard-size", type=int, default=100)
+    add_run_flags(p)
     p.set_defaults(fn=_cmd_demo)
     args = parser.parse_args(argv)
-    return args.fn(args)
+    from mmcurate.pipeline.stage import StageError
+
+    try:
+        return args.fn(args)
+    except (StageError, FileNotFoundError) as exc:
+        print(f"mmcurate: error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":
