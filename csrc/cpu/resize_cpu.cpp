@@ -161,7 +161,12 @@ void gray_resize_u8(const ImageViewU8& src, int out_h, int out_w, ResampleFilter
       kernels::row_to_gray(src.row(y), src.width, src.channels, src.pixel_stride, row);
     return static_cast<const uint8_t*>(row);
   };
-  cpu::resample_two_pass<1>(src.height, src.width, 1, gray_row, out_h, out_w, filter, win, dst, s);
+  // The horizontal pass converts straight into its int16 plane (the L value still rounded to uint8
+  // first, as convert("L") stores it), so the gray row is never written out as bytes.
+  auto gray_plane = [&](int y, int x0, int n, int16_t* const* planes) {
+    cpu::gray_to_plane(src.row(y), src.channels, src.pixel_stride, x0, n, planes[0]);
+  };
+  cpu::resample_two_pass<1>(src.height, src.width, 1, gray_row, gray_plane, out_h, out_w, filter, win, dst, s);
 }
 
 void resize_batch(const std::vector<ImageViewU8>& images, ResizeMode mode, int size_h, int size_w,
