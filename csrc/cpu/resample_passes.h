@@ -20,7 +20,6 @@
 #endif
 
 #include "cpu/resample_plan.h"
-#include "kernels/luma.h"
 #include "kernels/resample.h"
 
 namespace mmcurate::cpu {
@@ -89,19 +88,42 @@ inline void horizontal_planes_avx2(const int16_t* const* planes, int origin, con
   for (int i = 0; i < n; ++i) {
     const int16_t* kc = p.hk.data() + p.hoff[i];
     const int x0 = p.first(i) - origin;
-    __m256i acc_hi[R], acc_lo[R];
-    for (int r = 0; r < R; ++r) acc_hi[r] = acc_lo[r] = _mm256_setzero_si256();
-    for (int c = 0; c < p.hchunks[i]; ++c, kc += 2 * kChunkTaps) {
+    // Named accumulators (not arrays): gcc then keeps them in registers without copies.
+    const __m256i zero = _mm256_setzero_si256();
+    __m256i h0 = zero, h1 = zero, h2 = zero, h3 = zero, l0 = zero, l1 = zero, l2 = zero, l3 = zero;
+    const int16_t* p0 = planes[0] + x0;
+    const int16_t* p1 = planes[R > 1 ? 1 : 0] + x0;
+    const int16_t* p2 = planes[R > 2 ? 2 : 0] + x0;
+    const int16_t* p3 = planes[R > 3 ? 3 : 0] + x0;
+    const int nc = p.hchunks[i];
+    for (int c = 0; c < nc; ++c, kc += 2 * kChunkTaps) {
       const __m256i kh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(kc));
       const __m256i kl = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(kc + kChunkTaps));
-      for (int r = 0; r < R; ++r) {
-        const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(planes[r] + x0 + c * kChunkTaps));
-        acc_hi[r] = _mm256_add_epi32(acc_hi[r], _mm256_madd_epi16(v, kh));
-        acc_lo[r] = _mm256_add_epi32(acc_lo[r], _mm256_madd_epi16(v, kl));
+      const int off = c * kChunkTaps;
+      const __m256i v0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p0 + off));
+      h0 = _mm256_add_epi32(h0, _mm256_madd_epi16(v0, kh));
+      l0 = _mm256_add_epi32(l0, _mm256_madd_epi16(v0, kl));
+      if constexpr (R > 1) {
+        const __m256i v1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p1 + off));
+        h1 = _mm256_add_epi32(h1, _mm256_madd_epi16(v1, kh));
+        l1 = _mm256_add_epi32(l1, _mm256_madd_epi16(v1, kl));
+      }
+      if constexpr (R > 2) {
+        const __m256i v2 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p2 + off));
+        h2 = _mm256_add_epi32(h2, _mm256_madd_epi16(v2, kh));
+        l2 = _mm256_add_epi32(l2, _mm256_madd_epi16(v2, kl));
+      }
+      if constexpr (R > 3) {
+        const __m256i v3 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p3 + off));
+        h3 = _mm256_add_epi32(h3, _mm256_madd_epi16(v3, kh));
+        l3 = _mm256_add_epi32(l3, _mm256_madd_epi16(v3, kl));
       }
     }
-    __m256i s[4] = {_mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256()};
-    for (int r = 0; r < R; ++r) s[r] = _mm256_add_epi32(_mm256_slli_epi32(acc_hi[r], kSplitShift), acc_lo[r]);
+    // Unused planes hold zero sums.
+    __m256i s[4] = {_mm256_add_epi32(_mm256_slli_epi32(h0, kSplitShift), l0),
+                    _mm256_add_epi32(_mm256_slli_epi32(h1, kSplitShift), l1),
+                    _mm256_add_epi32(_mm256_slli_epi32(h2, kSplitShift), l2),
+                    _mm256_add_epi32(_mm256_slli_epi32(h3, kSplitShift), l3)};
     // Lane sums of the four planes: [s0, s1, s2, s3] in each 128-bit half, then the halves added.
     const __m256i h = _mm256_hadd_epi32(_mm256_hadd_epi32(s[0], s[1]), _mm256_hadd_epi32(s[2], s[3]));
     __m128i sum = _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));
@@ -217,65 +239,6 @@ inline void deinterleave_to_planes(const uint8_t* row, int64_t ps, int x0, int n
 #endif
   for (; x < n; ++x)
     for (int c = 0; c < C; ++c) planes[c][x] = src[x * ps + c];
-}
-
-#if defined(__AVX2__)
-// Pillow's L24 of 8 packed RGB (C=3) or RGBX (C=4) pixels as 8 int32. With A = R + G * 2^16 (an int16
-// pair) and B' = B + 2 * 2^16: R*19595 + G*38470 + B*7471 + 0x8000 = madd(A, (19594, -27066)) + A +
-// madd(B', (7471, 16384)), every weight fitting int16; the total is below 2^24.
-template <int C>
-inline __m256i luma8_avx2(const uint8_t* p) {
-  static_assert(C == 3 || C == 4, "RGB or RGBX");
-  __m256i v;
-  __m256i rg_mask, b_mask;
-  if constexpr (C == 3) {
-    v = _mm256_set_m128i(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 8)),
-                         _mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
-    rg_mask = _mm256_setr_epi8(0, -1, 1, -1, 3, -1, 4, -1, 6, -1, 7, -1, 9, -1, 10, -1,  //
-                               4, -1, 5, -1, 7, -1, 8, -1, 10, -1, 11, -1, 13, -1, 14, -1);
-    b_mask = _mm256_setr_epi8(2, -1, -1, -1, 5, -1, -1, -1, 8, -1, -1, -1, 11, -1, -1, -1,  //
-                              6, -1, -1, -1, 9, -1, -1, -1, 12, -1, -1, -1, 15, -1, -1, -1);
-  } else {
-    v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
-    rg_mask = _mm256_setr_epi8(0, -1, 1, -1, 4, -1, 5, -1, 8, -1, 9, -1, 12, -1, 13, -1,  //
-                               0, -1, 1, -1, 4, -1, 5, -1, 8, -1, 9, -1, 12, -1, 13, -1);
-    b_mask = _mm256_setr_epi8(2, -1, -1, -1, 6, -1, -1, -1, 10, -1, -1, -1, 14, -1, -1, -1,  //
-                              2, -1, -1, -1, 6, -1, -1, -1, 10, -1, -1, -1, 14, -1, -1, -1);
-  }
-  const __m256i rg = _mm256_shuffle_epi8(v, rg_mask);
-  const __m256i b2 = _mm256_or_si256(_mm256_shuffle_epi8(v, b_mask), _mm256_set1_epi32(2 << 16));
-  const __m256i w_rg = _mm256_set1_epi32(int32_t(uint32_t(uint16_t(19594)) | (uint32_t(uint16_t(-27066)) << 16)));
-  const __m256i w_b = _mm256_set1_epi32(int32_t(uint32_t(7471) | (uint32_t(16384) << 16)));
-  const __m256i sum = _mm256_add_epi32(_mm256_add_epi32(_mm256_madd_epi16(rg, w_rg), rg), _mm256_madd_epi16(b2, w_b));
-  return _mm256_srli_epi32(sum, 16);
-}
-#endif
-
-// Columns [x0, x0 + n) of a row converted to Pillow's L (rounded to uint8, as convert("L") stores it),
-// zero-extended into an int16 plane. channels 1..4 with pixels `ps` bytes apart.
-inline void gray_to_plane(const uint8_t* row, int channels, int64_t ps, int x0, int n, int16_t* plane) {
-  const uint8_t* src = row + int64_t(x0) * ps;
-  if (channels < 3) {
-    int16_t* planes[1] = {plane};
-    if (ps == 1) return deinterleave_to_planes<1>(src, 1, 0, n, planes);
-    for (int x = 0; x < n; ++x) plane[x] = src[x * ps];
-    return;
-  }
-  int x = 0;
-#if defined(__AVX2__)
-  if (ps == 3 || ps == 4) {
-    for (; x + 16 <= n; x += 16) {
-      const __m256i g0 = ps == 3 ? luma8_avx2<3>(src + x * 3) : luma8_avx2<4>(src + x * 4);
-      const __m256i g1 = ps == 3 ? luma8_avx2<3>(src + (x + 8) * 3) : luma8_avx2<4>(src + (x + 8) * 4);
-      const __m256i g = _mm256_permute4x64_epi64(_mm256_packs_epi32(g0, g1), 0xD8);
-      _mm256_storeu_si256(reinterpret_cast<__m256i*>(plane + x), g);
-    }
-  }
-#endif
-  for (; x < n; ++x) {
-    const uint8_t* p = src + x * ps;
-    plane[x] = kernels::luma_l24(p[0], p[1], p[2]);
-  }
 }
 
 }  // namespace mmcurate::cpu
