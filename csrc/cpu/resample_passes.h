@@ -88,42 +88,32 @@ inline void horizontal_planes_avx2(const int16_t* const* planes, int origin, con
   for (int i = 0; i < n; ++i) {
     const int16_t* kc = p.hk.data() + p.hoff[i];
     const int x0 = p.first(i) - origin;
-    // Named accumulators (not arrays): gcc then keeps them in registers without copies.
+    // One accumulator per plane, (madd(v, hi) << 15) + madd(v, lo) added per chunk: separate hi and
+    // lo sums would need eight vector registers and gcc spills them. Named variables, not arrays, so
+    // they stay in registers.
     const __m256i zero = _mm256_setzero_si256();
-    __m256i h0 = zero, h1 = zero, h2 = zero, h3 = zero, l0 = zero, l1 = zero, l2 = zero, l3 = zero;
+    __m256i a0 = zero, a1 = zero, a2 = zero, a3 = zero;
     const int16_t* p0 = planes[0] + x0;
     const int16_t* p1 = planes[R > 1 ? 1 : 0] + x0;
     const int16_t* p2 = planes[R > 2 ? 2 : 0] + x0;
     const int16_t* p3 = planes[R > 3 ? 3 : 0] + x0;
     const int nc = p.hchunks[i];
+    auto add_chunk = [](__m256i acc, const int16_t* px, __m256i kh, __m256i kl) {
+      const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(px));
+      const __m256i hi = _mm256_slli_epi32(_mm256_madd_epi16(v, kh), kSplitShift);
+      return _mm256_add_epi32(acc, _mm256_add_epi32(hi, _mm256_madd_epi16(v, kl)));
+    };
     for (int c = 0; c < nc; ++c, kc += 2 * kChunkTaps) {
       const __m256i kh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(kc));
       const __m256i kl = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(kc + kChunkTaps));
       const int off = c * kChunkTaps;
-      const __m256i v0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p0 + off));
-      h0 = _mm256_add_epi32(h0, _mm256_madd_epi16(v0, kh));
-      l0 = _mm256_add_epi32(l0, _mm256_madd_epi16(v0, kl));
-      if constexpr (R > 1) {
-        const __m256i v1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p1 + off));
-        h1 = _mm256_add_epi32(h1, _mm256_madd_epi16(v1, kh));
-        l1 = _mm256_add_epi32(l1, _mm256_madd_epi16(v1, kl));
-      }
-      if constexpr (R > 2) {
-        const __m256i v2 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p2 + off));
-        h2 = _mm256_add_epi32(h2, _mm256_madd_epi16(v2, kh));
-        l2 = _mm256_add_epi32(l2, _mm256_madd_epi16(v2, kl));
-      }
-      if constexpr (R > 3) {
-        const __m256i v3 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p3 + off));
-        h3 = _mm256_add_epi32(h3, _mm256_madd_epi16(v3, kh));
-        l3 = _mm256_add_epi32(l3, _mm256_madd_epi16(v3, kl));
-      }
+      a0 = add_chunk(a0, p0 + off, kh, kl);
+      if constexpr (R > 1) a1 = add_chunk(a1, p1 + off, kh, kl);
+      if constexpr (R > 2) a2 = add_chunk(a2, p2 + off, kh, kl);
+      if constexpr (R > 3) a3 = add_chunk(a3, p3 + off, kh, kl);
     }
     // Unused planes hold zero sums.
-    __m256i s[4] = {_mm256_add_epi32(_mm256_slli_epi32(h0, kSplitShift), l0),
-                    _mm256_add_epi32(_mm256_slli_epi32(h1, kSplitShift), l1),
-                    _mm256_add_epi32(_mm256_slli_epi32(h2, kSplitShift), l2),
-                    _mm256_add_epi32(_mm256_slli_epi32(h3, kSplitShift), l3)};
+    const __m256i s[4] = {a0, a1, a2, a3};
     // Lane sums of the four planes: [s0, s1, s2, s3] in each 128-bit half, then the halves added.
     const __m256i h = _mm256_hadd_epi32(_mm256_hadd_epi32(s[0], s[1]), _mm256_hadd_epi32(s[2], s[3]));
     __m128i sum = _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));
@@ -201,16 +191,16 @@ inline void deinterleave_to_planes(const uint8_t* row, int64_t ps, int x0, int n
   const uint8_t* src = row + int64_t(x0) * ps;
   int x = 0;
 #if defined(__AVX2__)
-  if (C == 1 && ps == 1) {
-    for (; x + 16 <= n; x += 16)
+  if constexpr (C == 1) {
+    for (; ps == 1 && x + 16 <= n; x += 16)
       _mm256_storeu_si256(reinterpret_cast<__m256i*>(planes[0] + x),
                           _mm256_cvtepu8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src + x))));
-  } else if (C == 4 && ps == 4) {
+  } else if constexpr (C == 4) {
     // 8 pixels: bytes regrouped to [c0 x4, c1 x4, c2 x4, c3 x4] per half, then dwords to channel order.
     const __m256i by_channel = _mm256_setr_epi8(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15,  //
                                                 0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
     const __m256i dwords = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
-    for (; x + 8 <= n; x += 8) {
+    for (; ps == 4 && x + 8 <= n; x += 8) {
       __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + x * 4));
       v = _mm256_permutevar8x32_epi32(_mm256_shuffle_epi8(v, by_channel), dwords);
       const __m128i c01 = _mm256_castsi256_si128(v), c23 = _mm256_extracti128_si256(v, 1);
@@ -219,13 +209,13 @@ inline void deinterleave_to_planes(const uint8_t* row, int64_t ps, int x0, int n
       _mm_storeu_si128(reinterpret_cast<__m128i*>(planes[2] + x), _mm_cvtepu8_epi16(c23));
       _mm_storeu_si128(reinterpret_cast<__m128i*>(planes[3] + x), _mm_cvtepu8_epi16(_mm_srli_si128(c23, 8)));
     }
-  } else if (C == 3 && ps == 3) {
+  } else if constexpr (C == 3) {
     // 8 pixels (24 bytes) as two overlapping 16-byte loads at +0 and +8: pixels 0-3 sit at bytes 0-11
     // of the low half and pixels 4-7 at bytes 4-15 of the high half; no byte past the 24 is read.
     const __m256i by_channel = _mm256_setr_epi8(0, 3, 6, 9, 1, 4, 7, 10, 2, 5, 8, 11, -1, -1, -1, -1,  //
                                                 4, 7, 10, 13, 5, 8, 11, 14, 6, 9, 12, 15, -1, -1, -1, -1);
     const __m256i dwords = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
-    for (; x + 8 <= n; x += 8) {
+    for (; ps == 3 && x + 8 <= n; x += 8) {
       const uint8_t* p = src + x * 3;
       __m256i v = _mm256_set_m128i(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 8)),
                                    _mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
