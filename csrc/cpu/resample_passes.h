@@ -5,7 +5,8 @@
 // uint8 x int32 coefficient, rounding half, >> 22, clip): they run for plans whose coefficients the
 // split cannot carry (AxisPlan::simd_exact false), for tails, and when SIMD is switched off for tests.
 // The AVX2 passes multiply 16-bit pixels by the 16-bit halves of each coefficient with vpmaddwd and
-// recombine (sum_hi << 15) + sum_lo; the exactness argument is on AxisPlan::simd_exact.
+// recombine (hi products << 15) + lo products in int32 lanes; the exactness argument is on
+// AxisPlan::simd_exact.
 //
 // Layouts: the horizontal pass reads int16 planes (one per gray row or per channel), zero-extended from
 // uint8 and readable kChunkTaps elements past their last column (the tail of a chunk has coefficient 0).

@@ -14,7 +14,8 @@ namespace mmcurate::cpu {
 
 // Split of a coefficient c = hi * 2^kSplitShift + lo with hi signed and lo in [0, 2^kSplitShift), both
 // fitting int16, so the SIMD passes multiply uint8 pixels by 16-bit halves (vpmaddwd) and recombine
-// (sum_hi << kSplitShift) + sum_lo. See AxisPlan::simd_exact for why that equals Pillow's int32 sum.
+// (p*hi << kSplitShift) + p*lo in wrapping int32 lanes. See AxisPlan::simd_exact for why the total
+// equals Pillow's int32 sum.
 constexpr int kSplitShift = 15;
 constexpr int kChunkTaps = 16;  // taps per horizontal SIMD step (one 256-bit vector of int16)
 
