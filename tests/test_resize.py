@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from mmcurate._native import native
 from mmcurate.ops.resize import INTERPOLATIONS, resize_images, to_gray
 
 PIL_FILTERS = {
@@ -110,6 +111,91 @@ def test_strided_views_match_contiguous():
     chw_view = np.ascontiguousarray(rgba[..., :3].transpose(2, 0, 1)).transpose(1, 2, 0)  # channel stride != 1
     np.testing.assert_array_equal(resize_images([chw_view], 16, device="cpu"),
                                   resize_images([np.ascontiguousarray(chw_view)], 16, device="cpu"))
+
+
+# ---------------------------------------------------------------- vector-pass edges (AVX2 and scalar paths)
+# Shapes aimed at the AVX2 passes: rows not a multiple of the 16-tap chunks or the 32-column vertical
+# step (scalar tails), 1 to ~1000 taps per output, negative coefficients (upscaling), extreme aspect
+# ratios, single pixels, both pass orders and single-pass resizes.
+EDGE_RESIZES = [
+    ((1, 1), (5, 7)),        # one pixel, upscaled
+    ((5, 7), (1, 1)),        # to one pixel
+    ((1, 1000), (1, 7)),     # one long row: ~430 LANCZOS taps per output, horizontal pass only
+    ((1000, 1), (3, 1)),     # one long column: vertical pass only
+    ((3, 997), (2, 13)),
+    ((17, 33), (31, 15)),    # sizes off the 16/32 multiples
+    ((15, 31), (15, 47)),    # horizontal upscale only: negative lobes, clipping
+    ((40, 9), (130, 9)),     # vertical upscale only
+    ((97, 100), (3, 99)),    # vertical pass first
+    ((64, 513), (64, 32)),   # the pHash-like 16x downscale on a ragged row
+    ((48, 40), (33, 32)),    # 32 output columns exactly, mild downscale
+    ((7, 3), (200, 150)),    # strong upscale in both axes
+]
+
+
+def edge_images(rng, h, w, c):
+    """Noise, and a 0/255 checkerboard: the largest overshoot of negative lobes, so clipping is hit."""
+    board = ((np.indices((h, w)).sum(0) % 2) * 255).astype(np.uint8)
+    board = board if c == 1 else np.repeat(board[..., None], c, axis=2)
+    return [random_image(rng, h, w, c), board]
+
+
+@pytest.fixture(params=[True, False], ids=["simd", "scalar"])
+def resample_path(request):
+    """Runs a test on the AVX2 passes (where built) and on the scalar reference passes."""
+    C = native()
+    previous = C.set_resample_simd(request.param)
+    yield request.param
+    C.set_resample_simd(previous)
+
+
+@pytest.mark.parametrize("interpolation", [f for f in sorted(PIL_FILTERS) if f != "nearest"])
+def test_pass_edges_match_pillow(interpolation, resample_path):
+    rng = np.random.default_rng(11)
+    for (h, w), (oh, ow) in EDGE_RESIZES:
+        for c in (1, 3, 4):
+            for k, a in enumerate(edge_images(rng, h, w, c)):
+                if c == 4:
+                    a[..., 3] = rng.integers(0, 256, (h, w), dtype=np.uint8)
+                assert_same(squash(a, oh, ow, interpolation), pil_resize(a, oh, ow, interpolation),
+                            f"{interpolation} c={c} image {k} {h}x{w} -> {oh}x{ow}")
+
+
+@pytest.mark.parametrize("interpolation", [f for f in sorted(PIL_FILTERS) if f != "nearest"])
+def test_fused_gray_resize_matches_pillow(interpolation, resample_path):
+    """The hashes' fused convert("L") + resize, on every channel count and the edge shapes."""
+    rng = np.random.default_rng(12)
+    f = PIL_FILTERS[interpolation]
+    for (h, w), (oh, ow) in EDGE_RESIZES + [((512, 512), (32, 32)), ((341, 512), (8, 9))]:
+        for c in (1, 2, 3, 4):
+            a = random_image(rng, h, w, c)
+            ref = np.asarray(Image.fromarray(a if c > 1 else a.reshape(h, w), PIL_MODES[c]).convert("L")
+                             .resize((ow, oh), f))
+            assert_same(native().gray_resize([a], oh, ow, int(f))[0], ref, f"{interpolation} c={c} {h}x{w} -> {oh}x{ow}")
+    view = random_image(rng, 90, 120, 4)[3::2, 5::3, :3]  # strided pixels and rows
+    ref = np.asarray(Image.fromarray(np.ascontiguousarray(view)).convert("L").resize((17, 16), f))
+    assert_same(native().gray_resize([view], 16, 17, int(f))[0], ref, f"{interpolation} strided view")
+
+
+def test_many_sizes_in_one_thread_use_the_right_tables():
+    """More distinct axes than the per-thread table cache holds, revisited in a different order."""
+    rng = np.random.default_rng(13)
+    a = random_image(rng, 70, 90, 3)
+    sizes = [(int(h), int(w)) for h, w in rng.integers(1, 60, (40, 2))]
+    for oh, ow in sizes + sizes[::-1]:
+        assert_same(squash(a, oh, ow, "lanczos"), pil_resize(a, oh, ow, "lanczos"), f"-> {oh}x{ow}")
+
+
+def test_simd_switch_reports_the_previous_setting():
+    C = native()
+    previous = C.set_resample_simd(False)
+    try:
+        assert C.set_resample_simd(False) is False
+        assert C.set_resample_simd(True) is False
+        assert C.set_resample_simd(True) is True
+    finally:
+        C.set_resample_simd(previous)
+    assert isinstance(C.resample_simd_built(), bool)
 
 
 # ------------------------------------------------------------------------------- CLIP geometry (torchvision)

@@ -2,6 +2,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "cpu/luma_simd.h"
 #include "cpu/resample_engine.h"
 #include "kernels/luma.h"
 #include "mmcurate/parallel.h"
@@ -125,16 +126,8 @@ void resize_u8(const ImageViewU8& src, int out_h, int out_w, ResampleFilter filt
 
 void to_gray_u8(const ImageViewU8& src, uint8_t* dst) {
   cpu::check_view(src);
-  const bool packed = src.pixel_stride == src.channels;
-  for (int y = 0; y < src.height; ++y) {
-    uint8_t* out = dst + int64_t(y) * src.width;
-    if (packed && src.channels == 3)
-      kernels::packed_row_to_gray<3>(src.row(y), src.width, out);
-    else if (packed && src.channels == 4)
-      kernels::packed_row_to_gray<4>(src.row(y), src.width, out);
-    else
-      kernels::row_to_gray(src.row(y), src.width, src.channels, src.pixel_stride, out);
-  }
+  for (int y = 0; y < src.height; ++y)
+    cpu::gray_to_row(src.row(y), src.channels, src.pixel_stride, src.width, dst + int64_t(y) * src.width);
 }
 
 void gray_resize_u8(const ImageViewU8& src, int out_h, int out_w, ResampleFilter filter, uint8_t* dst) {
@@ -150,19 +143,22 @@ void gray_resize_u8(const ImageViewU8& src, int out_h, int out_w, ResampleFilter
         s);
     return;
   }
-  const bool packed = src.pixel_stride == src.channels;
   auto gray_row = [&](int y) {
     uint8_t* row = cpu::grow(s.row_in, size_t(src.width));
-    if (packed && src.channels == 3)
-      kernels::packed_row_to_gray<3>(src.row(y), src.width, row);
-    else if (packed && src.channels == 4)
-      kernels::packed_row_to_gray<4>(src.row(y), src.width, row);
-    else
-      kernels::row_to_gray(src.row(y), src.width, src.channels, src.pixel_stride, row);
+    cpu::gray_to_row(src.row(y), src.channels, src.pixel_stride, src.width, row);
     return static_cast<const uint8_t*>(row);
   };
-  cpu::resample_two_pass<1>(src.height, src.width, 1, gray_row, out_h, out_w, filter, win, dst, s);
+  // The horizontal pass converts straight into its int16 plane (the L value still rounded to uint8
+  // first, as convert("L") stores it), so the gray row is never written out as bytes.
+  auto gray_plane = [&](int y, int x0, int n, int16_t* const* planes) {
+    cpu::gray_to_plane(src.row(y), src.channels, src.pixel_stride, x0, n, planes[0]);
+  };
+  cpu::resample_two_pass<1>(src.height, src.width, 1, gray_row, gray_plane, out_h, out_w, filter, win, dst, s);
 }
+
+bool resample_simd_built() { return cpu::resample_simd_compiled(); }
+
+bool set_resample_simd(bool enabled) { return cpu::resample_simd_enabled().exchange(enabled); }
 
 void resize_batch(const std::vector<ImageViewU8>& images, ResizeMode mode, int size_h, int size_w,
                   ResampleFilter filter, uint8_t* dst, int num_threads) {

@@ -55,4 +55,28 @@ MMCURATE_BINDING(resize) {
         return out;
       },
       py::arg("images"), "Pillow's convert('L') of each uint8 (H, W[, C]) array; returns a list of (H, W) arrays.");
+
+  m.def(
+      "gray_resize",
+      [](py::sequence images, int size_h, int size_w, int filter) {
+        if (filter < 1 || filter > 5) throw py::value_error("gray_resize: filter must be a resampling filter id 1..5");
+        if (size_h < 1 || size_w < 1) throw py::value_error("gray_resize: size must be >= 1");
+        std::vector<py::array> keep;
+        auto views = py_bridge::image_views_of(images, keep);
+        py::array_t<uint8_t> out({py::ssize_t(views.size()), py::ssize_t(size_h), py::ssize_t(size_w)});
+        uint8_t* dst = out.mutable_data();
+        {
+          py::gil_scoped_release release;
+          for (size_t i = 0; i < views.size(); ++i)
+            gray_resize_u8(views[i], size_h, size_w, ResampleFilter(filter), dst + i * size_t(size_h) * size_w);
+        }
+        return out;
+      },
+      py::arg("images"), py::arg("size_h"), py::arg("size_w"), py::arg("filter"),
+      "convert('L').resize((size_w, size_h), filter) of each image, fused as the hashes run it. (N, h, w) uint8.");
+
+  m.def("resample_simd_built", &resample_simd_built, "Whether the AVX2 resampling passes were compiled in.");
+  m.def("set_resample_simd", &set_resample_simd, py::arg("enabled"),
+        "Use (True) or bypass (False) the AVX2 resampling passes, for every thread; returns the previous "
+        "setting. For tests of the scalar reference path.");
 }

@@ -57,4 +57,11 @@ void gray_resize_u8(const ImageViewU8& src, int out_h, int out_w, ResampleFilter
 void resize_batch(const std::vector<ImageViewU8>& images, ResizeMode mode, int size_h, int size_w,
                   ResampleFilter filter, uint8_t* dst, int num_threads = 0);
 
+// The resampling passes have an AVX2 form (built when the compiler targets AVX2) and a scalar
+// reference form; both give Pillow's result. resample_simd_built() says whether the AVX2 form exists;
+// set_resample_simd(false) makes every thread use the scalar form (for tests), returning the previous
+// setting.
+bool resample_simd_built();
+bool set_resample_simd(bool enabled);
+
 }  // namespace mmcurate
