@@ -98,8 +98,8 @@ def phash_bytes(blobs, exact: bool = True, device: str = "auto", exif: bool = Tr
     if resolve_device(device) == "cuda":
         from mmcurate.ops import _cuda
 
-        codes, status = _cuda.phash_bytes(items, bool(exact))
-        errors = [None if s == 0 else f"decode failed (status {int(s)})" for s in status]
+        codes, status, errors = _cuda.phash_bytes(items, bool(exact), exif=bool(exif), num_threads=num_threads,
+                                                  with_errors=True)
         return PhashBytesResult(codes, status, errors)
     codes, status, errors = native().phash_bytes(items, bool(exact), bool(exif), threads)
     return PhashBytesResult(codes, status, [e if e else None for e in errors])
