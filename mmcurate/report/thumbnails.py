@@ -36,9 +36,12 @@ THUMBS_SCHEMA = pa.schema([
     pa.field("distance", pa.float64()),                # member's distance (null for the representative, rejects)
     pa.field("decoded", pa.bool_(), nullable=False),   # False: jpeg is a placeholder tile
     pa.field("note", pa.string()),                     # why a placeholder was drawn ("corrupt", "no image", ...)
+    pa.field("caption", pa.string()),                  # the sample's caption, shortened (null if not offered)
     pa.field("jpeg", pa.binary(), nullable=False),     # the thumbnail, JPEG
 ])
 
+#: Captions stored with a thumbnail are cut to this length (the report shows a line or two).
+MAX_CAPTION_CHARS = 300
 KIND_REJECT = "reject"
 KIND_DUPLICATE = "duplicate"
 # Near duplicates are what a person should look at when tuning a threshold; exact copies are obvious.
@@ -50,6 +53,12 @@ class Thumbnail:
     jpeg: bytes
     decoded: bool      # False when jpeg is a placeholder tile
     note: str = ""     # the decoder's status for a placeholder
+    caption: Optional[str] = None
+
+    def with_caption(self, caption: Optional[str]) -> "Thumbnail":
+        if caption is not None and len(caption) > MAX_CAPTION_CHARS:
+            caption = caption[: MAX_CAPTION_CHARS - 1] + "…"
+        return Thumbnail(self.jpeg, self.decoded, self.note, caption)
 
 
 def _encode_jpeg(img, quality: int) -> bytes:
@@ -116,14 +125,21 @@ def make_thumbnails(blobs: list, size: int = 128, quality: int = 80) -> list[Thu
     except Exception as exc:  # defensive: a thumbnail must never fail a run
         return [Thumbnail(placeholder_tile(size, type(exc).__name__, quality=quality), False, "error")] * len(blobs)
     out: list[Thumbnail] = []
-    for img, status in zip(result.images, result.status):
+    for img, status, (src_h, src_w), orientation in zip(result.images, result.status, result.source_sizes,
+                                                        result.orientation):
         if img is None or int(status) != Status.ok:
             note = Status(int(status)).name if int(status) in Status._value2member_map_ else "error"
             out.append(Thumbnail(placeholder_tile(size, note.replace("_", " "), quality=quality), False, note))
             continue
         try:
             h, w = img.shape[:2]
-            th, tw = _fit(h, w, size)
+            # The aspect comes from the stored size: a JPEG decoded at a reduced DCT scale has rounded sides.
+            if src_h > 0 and src_w > 0:
+                src_h, src_w = (src_w, src_h) if int(orientation) >= 5 else (src_h, src_w)
+                th, tw = _fit(int(src_h), int(src_w), size)
+                th, tw = min(th, h), min(tw, w)
+            else:
+                th, tw = _fit(h, w, size)
             if (th, tw) != (h, w):
                 img = resize_images([img], (th, tw), interpolation="bicubic", mode="squash", device="cpu")[0]
             out.append(Thumbnail(_encode_jpeg(Image.fromarray(img), quality), True))
@@ -196,8 +212,10 @@ class ThumbnailCollector:
         self._group_thumbs: dict[str, Thumbnail] = {}
 
     # -- rejected samples ---------------------------------------------------------------------------
-    def offer_rejects(self, rejects: pa.Table, images_by_key: Mapping[str, Optional[bytes]]) -> int:
-        """Offer one batch's rejects (REJECTS_SCHEMA columns key, stage, reason) and their image bytes.
+    def offer_rejects(self, rejects: pa.Table, images_by_key: Mapping[str, Optional[bytes]],
+                      captions_by_key: Optional[Mapping[str, Optional[str]]] = None) -> int:
+        """Offer one batch's rejects (REJECTS_SCHEMA columns key, stage, reason) and their image bytes,
+        optionally with their captions (shown under the thumbnails; text stages reject for the caption).
 
         Rows whose key is not in `images_by_key` are skipped (e.g. global-stage rejects, whose bytes are
         not at hand; their pictures come through the duplicate groups). A key mapped to None or b""
@@ -223,7 +241,8 @@ class ThumbnailCollector:
         for (bucket_id, key), thumb in zip(todo, thumbs):
             bucket = self._buckets[bucket_id]
             if bucket.would_take(key):
-                bucket.add(key, thumb)
+                caption = captions_by_key.get(key) if captions_by_key is not None else None
+                bucket.add(key, thumb.with_caption(caption))
                 taken += 1
         return taken
 
@@ -268,8 +287,8 @@ class ThumbnailCollector:
         return list(self._groups)
 
     def offer_group_members(self, keys_needed: Iterable[str], table: pa.Table) -> int:
-        """Offer a batch (columns key and image) of the second pass; the rows in `keys_needed` that the
-        chosen groups show become thumbnails. Returns how many thumbnails were taken."""
+        """Offer a batch (columns key and image, optionally caption) of the second pass; the rows in
+        `keys_needed` that the chosen groups show become thumbnails. Returns how many were taken."""
         needed = set(keys_needed) & self._wanted()
         if not needed or table.num_rows == 0:
             return 0
@@ -280,8 +299,9 @@ class ThumbnailCollector:
         if not rows:
             return 0
         blobs = [images[i].as_py() for i in rows]
+        captions = table.column("caption") if "caption" in table.column_names else None
         for i, thumb in zip(rows, make_thumbnails(blobs, self.size, self.quality)):
-            self._group_thumbs[keys[i]] = thumb
+            self._group_thumbs[keys[i]] = thumb.with_caption(captions[i].as_py() if captions is not None else None)
         return len(rows)
 
     # -- combining and storing ------------------------------------------------------------------------
@@ -316,12 +336,13 @@ class ThumbnailCollector:
             bucket = self._buckets[(stage, reason)]
             for key in sorted(bucket.thumbs):
                 t = bucket.thumbs[key]
-                rows.append((key, KIND_REJECT, stage, reason, None, None, t.decoded, t.note or None, t.jpeg))
+                rows.append((key, KIND_REJECT, stage, reason, None, None, t.decoded, t.note or None, t.caption,
+                             t.jpeg))
         for g in self._groups:
             for key, dist in [(g.representative, None), *g.members]:
                 t = self._group_thumb(key)
                 rows.append((key, KIND_DUPLICATE, None, g.kind, g.representative, dist, t.decoded,
-                             t.note or None, t.jpeg))
+                             t.note or None, t.caption, t.jpeg))
         columns = list(zip(*rows)) if rows else [[] for _ in THUMBS_SCHEMA]
         return pa.table({f.name: pa.array(list(col), f.type) for f, col in zip(THUMBS_SCHEMA, columns)},
                         schema=THUMBS_SCHEMA)
@@ -351,7 +372,7 @@ class ThumbnailCollector:
         table = pq.read_table(path)
         group_members: dict[tuple[str, str], list[tuple[str, Optional[float]]]] = {}
         for row in table.to_pylist():
-            thumb = Thumbnail(row["jpeg"], row["decoded"], row["note"] or "")
+            thumb = Thumbnail(row["jpeg"], row["decoded"], row["note"] or "", row.get("caption"))
             if row["kind"] == KIND_REJECT:
                 bucket = collector._buckets.setdefault((row["stage"], row["reason"]), _Bucket(collector.max_per_reason))
                 if bucket.would_take(row["key"]):
