@@ -152,7 +152,7 @@ def _data_uri(jpeg: bytes) -> str:
 
 
 def _section(sid: str, title: str, intro: str, content: str) -> str:
-    intro_html = f'<p class="intro">{intro}</p>' if intro else ""
+    intro_html = f'<p class="intro">{e(intro)}</p>' if intro else ""
     return f'<section id="{sid}"><h2>{e(title)}</h2>{intro_html}{content}</section>'
 
 
@@ -403,7 +403,7 @@ def _section_distributions(data: RunData) -> str:
                                 color=PALETTE["rejected"]))
     intro = "Kept samples (samples.parquet); the last chart shows detected near-duplicates (duplicates.parquet)."
     content = f'<div class="grid">{"".join(cards)}</div>' if cards else _empty("samples.parquet is missing")
-    return _section("distributions", "Distributions", e(intro), content)
+    return _section("distributions", "Distributions", intro, content)
 
 
 def _phash_distances(data: RunData) -> Optional[np.ndarray]:
