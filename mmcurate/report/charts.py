@@ -1,0 +1,268 @@
+"""Inline SVG charts for the report: histograms and horizontal bar charts.
+
+No JavaScript and no external resources: each chart is a self-contained ``<svg>`` element with its
+colours as attributes, tooltips as ``<title>`` children, and every label HTML-escaped. Binning lives
+here too (:class:`Histogram`), so a chart and its numbers cannot disagree.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from html import escape
+from typing import Callable, Optional, Sequence
+
+import numpy as np
+
+__all__ = ["Histogram", "Segment", "BarRow", "histogram_svg", "bar_chart_svg", "nice_step", "format_number",
+           "PALETTE"]
+
+PALETTE = {
+    "primary": "#3b6ea8",
+    "kept": "#2f9e6b",
+    "rejected": "#d9534f",
+    "muted": "#adb5bd",
+    "grid": "#e9ecef",
+    "axis": "#6c757d",
+    "text": "#343a40",
+}
+_FONT = "font-family=\"system-ui,-apple-system,'Segoe UI',Roboto,'Helvetica Neue',Arial,sans-serif\""
+
+
+def nice_step(raw: float) -> float:
+    """The smallest 1, 2, 2.5 or 5 x 10^k that is >= raw (raw > 0)."""
+    if raw <= 0 or not math.isfinite(raw):
+        return 1.0
+    exp = math.floor(math.log10(raw))
+    for m in (1, 2, 2.5, 5, 10):
+        step = m * 10.0 ** exp
+        if step >= raw * (1 - 1e-9):
+            return step
+    return 10.0 ** (exp + 1)
+
+
+def format_number(v: float) -> str:
+    """Compact human number: 1234 -> "1,234", 12345678 -> "12.3M", 0.25 -> "0.25"."""
+    if v is None or not math.isfinite(v):
+        return "–"
+    a = abs(v)
+    if a >= 10_000_000:
+        return f"{v / 1e6:.1f}M"
+    if a >= 100_000:
+        return f"{v / 1e3:.0f}k"
+    if float(v).is_integer():
+        return f"{int(v):,}"
+    if a >= 100:
+        return f"{v:,.0f}"
+    if a >= 1:
+        return f"{v:.3g}"
+    return f"{v:.2g}"
+
+
+@dataclass
+class Histogram:
+    """Bin counts with their edges: counts[i] counts edges[i] <= v < edges[i+1].
+
+    `overflow` means the last bin also holds everything above its upper edge (a long tail is folded in
+    so that one outlier does not squeeze the rest into a single bar)."""
+    edges: np.ndarray
+    counts: np.ndarray
+    total: int
+    overflow: bool = False
+    integer: bool = False            # bins are single integers (labels at bin centres)
+    log2: bool = False               # edges are log2 of the value (aspect ratios)
+
+    @classmethod
+    def linear(cls, values, max_bins: int = 30, tail_quantile: float = 0.995) -> "Histogram":
+        v = _finite(values)
+        if v.size == 0:
+            return cls(np.array([0.0, 1.0]), np.zeros(1, np.int64), 0)
+        lo, top = float(v.min()), float(v.max())
+        hi = float(np.quantile(v, tail_quantile))
+        overflow = top > hi * 1.5 and hi > lo
+        if not overflow:
+            hi = top
+        step = nice_step((hi - lo) / max_bins) if hi > lo else 1.0
+        start = math.floor(lo / step) * step
+        n = max(1, math.ceil((hi - start) / step + 1e-9))
+        if start + n * step <= hi:   # hi must fall inside the last bin
+            n += 1
+        edges = start + step * np.arange(n + 1)
+        counts = np.histogram(np.clip(v, start, edges[-1] - step * 1e-6), bins=edges)[0]
+        return cls(edges, counts, int(v.size), overflow=overflow)
+
+    @classmethod
+    def integers(cls, values, max_bins: int = 40) -> "Histogram":
+        """One bin per integer from the minimum (or 0) up; above max_bins bins the tail is folded."""
+        v = _finite(values)
+        if v.size == 0:
+            return cls(np.array([0.0, 1.0]), np.zeros(1, np.int64), 0, integer=True)
+        v = np.rint(v).astype(np.int64)
+        lo = min(0, int(v.min()))
+        hi = int(v.max())
+        overflow = hi - lo + 1 > max_bins
+        if overflow:
+            hi = lo + max_bins - 1
+        edges = np.arange(lo, hi + 2, dtype=np.float64)
+        counts = np.bincount(np.clip(v, lo, hi) - lo, minlength=hi - lo + 1)
+        return cls(edges, counts, int(v.size), overflow=overflow, integer=True)
+
+    @classmethod
+    def aspect(cls, ratios, max_ratio: float = 8.0, bins_per_octave: int = 4) -> "Histogram":
+        """Aspect ratios (width / height) on a log2 axis from 1/max_ratio to max_ratio; the extremes are
+        folded into the end bins (counted, never dropped)."""
+        v = _finite(ratios)
+        v = v[v > 0]
+        lim = math.log2(max_ratio)
+        edges = np.linspace(-lim, lim, int(2 * lim * bins_per_octave) + 1)
+        if v.size == 0:
+            return cls(edges, np.zeros(len(edges) - 1, np.int64), 0, log2=True)
+        lv = np.clip(np.log2(v), -lim, lim - 1e-9)
+        counts = np.histogram(lv, bins=edges)[0]
+        return cls(edges, counts, int(v.size), log2=True)
+
+    def label(self, i: int) -> str:
+        """Range label of bin i, e.g. "200–300", "7", "≥ 1,000", "1:2–1:1.7"."""
+        lo, hi = self.edges[i], self.edges[i + 1]
+        last = i == len(self.counts) - 1
+        if self.integer:
+            return f"≥ {format_number(lo)}" if last and self.overflow else format_number(lo)
+        if self.log2:
+            return f"{_ratio_label(lo)} – {_ratio_label(hi)}"
+        if last and self.overflow:
+            return f"≥ {format_number(lo)}"
+        return f"{format_number(lo)} – {format_number(hi)}"
+
+
+def _finite(values) -> np.ndarray:
+    v = np.asarray(values if values is not None else [], dtype=np.float64).ravel()
+    return v[np.isfinite(v)]
+
+
+def _ratio_label(log2_value: float) -> str:
+    r = 2.0 ** log2_value
+    if abs(r - 1) < 1e-9:
+        return "1:1"
+    if r > 1:
+        return f"{r:.3g}:1"
+    return f"1:{1 / r:.3g}"
+
+
+def _svg_open(width: int, height: int, label: str) -> str:
+    return (f'<svg viewBox="0 0 {width} {height}" width="100%" '
+            f'preserveAspectRatio="xMinYMin meet" role="img" aria-label="{escape(label)}" {_FONT} font-size="11">')
+
+
+def _text(x: float, y: float, s: str, anchor: str = "start", fill: str = PALETTE["text"], extra: str = "") -> str:
+    return (f'<text x="{x:.1f}" y="{y:.1f}" text-anchor="{anchor}" fill="{fill}"{(" " + extra) if extra else ""}>'
+            f"{escape(s)}</text>")
+
+
+def _y_ticks(vmax: float, n: int = 4) -> list[float]:
+    step = nice_step(vmax / n) if vmax > 0 else 1.0
+    if step < 1:
+        step = 1.0  # counts are integers
+    return [step * i for i in range(int(math.floor(vmax / step + 1e-9)) + 1)]
+
+
+def histogram_svg(hist: Histogram, title: str, x_label: str, color: str = PALETTE["primary"],
+                  width: int = 400, height: int = 210) -> str:
+    """A vertical-bar histogram: y = count, x = the binned value, a tooltip per bar."""
+    if hist.total == 0:
+        return (_svg_open(width, 60, title) + _text(width / 2, 34, "no data", "middle", PALETTE["axis"]) + "</svg>")
+    left, right, top, bottom = 44, 14, 10, 40
+    pw, ph = width - left - right, height - top - bottom
+    n = len(hist.counts)
+    ymax = max(1, int(hist.counts.max()))
+    ticks = _y_ticks(ymax)
+    ytop = max(ymax, ticks[-1])
+    parts = [_svg_open(width, height, title)]
+    for t in ticks:
+        y = top + ph - ph * t / ytop
+        parts.append(f'<line x1="{left}" x2="{left + pw}" y1="{y:.1f}" y2="{y:.1f}" stroke="{PALETTE["grid"]}"/>')
+        parts.append(_text(left - 6, y + 3.5, format_number(t), "end", PALETTE["axis"]))
+    bw = pw / n
+    gap = min(2.0, bw * 0.15)
+    for i, c in enumerate(hist.counts):
+        h = ph * int(c) / ytop
+        x = left + i * bw
+        parts.append(f'<rect x="{x + gap / 2:.1f}" y="{top + ph - h:.1f}" width="{max(0.5, bw - gap):.1f}" '
+                     f'height="{h:.1f}" fill="{color}"><title>{escape(hist.label(i))}: {int(c):,}</title></rect>')
+    parts.append(f'<line x1="{left}" x2="{left + pw}" y1="{top + ph}" y2="{top + ph}" stroke="{PALETTE["axis"]}"/>')
+    parts.extend(_x_labels(hist, left, top + ph, bw))
+    parts.append(_text(left + pw / 2, height - 6, x_label, "middle", PALETTE["axis"]))
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def _x_labels(hist: Histogram, left: float, y0: float, bw: float) -> list[str]:
+    n = len(hist.counts)
+    every = max(1, math.ceil(n / 7))
+    out = []
+    if hist.integer:
+        for i in range(0, n, every):
+            lbl = format_number(hist.edges[i]) + ("+" if hist.overflow and i == n - 1 else "")
+            out.append(_text(left + (i + 0.5) * bw, y0 + 14, lbl, "middle", PALETTE["axis"]))
+        return out
+    if hist.log2:  # label whole octaves (1:4, 1:2, 1:1, 2:1, ...), not the bin edges between them
+        marks = [i for i in range(n + 1) if abs(hist.edges[i] - round(hist.edges[i])) < 1e-9]
+    else:
+        marks = list(range(0, n + 1, every))
+    for i in marks:
+        v = hist.edges[i]
+        lbl = _ratio_label(v) if hist.log2 else format_number(v)
+        if hist.overflow and i == n:
+            lbl += "+"
+        out.append(f'<line x1="{left + i * bw:.1f}" x2="{left + i * bw:.1f}" y1="{y0}" y2="{y0 + 4}" '
+                   f'stroke="{PALETTE["axis"]}"/>')
+        out.append(_text(left + i * bw, y0 + 15, lbl, "middle", PALETTE["axis"]))
+    return out
+
+
+@dataclass
+class Segment:
+    value: float
+    color: str
+    tooltip: str
+
+
+@dataclass
+class BarRow:
+    label: str
+    segments: Sequence[Segment]
+    annotation: str = ""             # text right of the bar (e.g. "1,234 → 1,100")
+
+
+def bar_chart_svg(rows: Sequence[BarRow], title: str, scale_max: Optional[float] = None,
+                  value_format: Callable[[float], str] = format_number, width: int = 760,
+                  label_width: int = 150, annotation_width: int = 170, row_height: int = 26) -> str:
+    """Horizontal stacked bars, one row per entry, on a shared linear scale with gridlines."""
+    if not rows:
+        return _svg_open(width, 40, title) + _text(width / 2, 24, "no data", "middle", PALETTE["axis"]) + "</svg>"
+    top, bottom = 8, 22
+    height = top + bottom + row_height * len(rows)
+    left = label_width
+    pw = width - left - annotation_width - 8
+    vmax = scale_max if scale_max else max((sum(s.value for s in r.segments) for r in rows), default=0.0)
+    vmax = vmax if vmax > 0 else 1.0
+    step = nice_step(vmax / 5)
+    ticks = [step * i for i in range(int(math.floor(vmax / step + 1e-9)) + 1)]
+    parts = [_svg_open(width, height, title)]
+    for t in ticks:
+        x = left + pw * t / vmax
+        parts.append(f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{top}" y2="{height - bottom}" stroke="{PALETTE["grid"]}"/>')
+        parts.append(_text(x, height - 6, value_format(t), "middle", PALETTE["axis"]))
+    for j, row in enumerate(rows):
+        y = top + j * row_height
+        label = row.label if len(row.label) <= 24 else row.label[:23] + "…"
+        parts.append(_text(left - 8, y + row_height / 2 + 4, label, "end", extra=""))
+        x = float(left)
+        for seg in row.segments:
+            w = pw * max(0.0, seg.value) / vmax
+            if w > 0:
+                parts.append(f'<rect x="{x:.1f}" y="{y + 4}" width="{w:.1f}" height="{row_height - 8}" '
+                             f'fill="{seg.color}" rx="2"><title>{escape(seg.tooltip)}</title></rect>')
+            x += w
+        if row.annotation:
+            parts.append(_text(x + 6, y + row_height / 2 + 4, row.annotation, "start", PALETTE["axis"]))
+    parts.append("</svg>")
+    return "".join(parts)

@@ -1,0 +1,85 @@
+"""Reads what the report needs from an mmcurate output directory, and nothing more.
+
+Only the columns the report uses are read (samples.parquet can be large: its captions are the biggest
+part), and optional parts may be missing: a run without dedup has no duplicates.parquet, a run that
+collected no thumbnails has no thumbs.parquet. Only manifest.json is required.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+__all__ = ["RunData", "load_run", "MANIFEST", "SAMPLES", "REJECTS", "DUPLICATES", "THUMBS"]
+
+MANIFEST = "manifest.json"
+SAMPLES = "samples.parquet"
+REJECTS = "rejects.parquet"
+DUPLICATES = "duplicates.parquet"
+THUMBS = "thumbs.parquet"
+
+_SAMPLE_COLUMNS = ("width", "height", "caption")
+_REJECT_COLUMNS = ("key", "stage", "reason", "detail")
+_DUPLICATE_COLUMNS = ("key", "duplicate_of", "kind", "distance")
+
+
+@dataclass
+class RunData:
+    out_dir: Path
+    manifest: dict
+    samples: Optional[pa.Table] = None       # width, height, caption of kept samples (those present)
+    rejects: Optional[pa.Table] = None       # key, stage, reason, detail
+    duplicates: Optional[pa.Table] = None    # key, duplicate_of, kind, distance
+    thumbs: Optional[pa.Table] = None        # THUMBS_SCHEMA
+    missing: list[str] = field(default_factory=list)   # optional files that were not there
+
+    @property
+    def run(self) -> dict:
+        return _dict(self.manifest.get("run"))
+
+    @property
+    def counts(self) -> dict:
+        return _dict(self.manifest.get("counts"))
+
+    @property
+    def stages(self) -> list[dict]:
+        return [s for s in (self.manifest.get("stages") or []) if isinstance(s, dict)]
+
+
+def _dict(v) -> dict:
+    return v if isinstance(v, dict) else {}
+
+
+def _read(path: Path, wanted: tuple[str, ...], missing: list[str]) -> Optional[pa.Table]:
+    if not path.exists():
+        missing.append(path.name)
+        return None
+    names = set(pq.read_schema(path).names)
+    return pq.read_table(path, columns=[c for c in wanted if c in names])
+
+
+def load_run(out_dir) -> RunData:
+    """Load an output directory. Raises FileNotFoundError when manifest.json is absent and ValueError
+    when it is not a JSON object."""
+    out_dir = Path(out_dir)
+    manifest_path = out_dir / MANIFEST
+    if not manifest_path.is_file():
+        raise FileNotFoundError(f"{manifest_path} not found: the report needs the manifest of a finished run "
+                                f"(is {out_dir} an mmcurate output directory?)")
+    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    if not isinstance(manifest, dict):
+        raise ValueError(f"{manifest_path}: expected a JSON object, got {type(manifest).__name__}")
+    missing: list[str] = []
+    data = RunData(out_dir, manifest, missing=missing)
+    data.samples = _read(out_dir / SAMPLES, _SAMPLE_COLUMNS, missing)
+    data.rejects = _read(out_dir / REJECTS, _REJECT_COLUMNS, missing)
+    data.duplicates = _read(out_dir / DUPLICATES, _DUPLICATE_COLUMNS, missing)
+    thumbs = out_dir / THUMBS
+    data.thumbs = pq.read_table(thumbs) if thumbs.exists() else None
+    if data.thumbs is None:
+        missing.append(THUMBS)
+    return data
