@@ -47,6 +47,8 @@ fi
 # 4. Peers for tests / benchmarks (before the build, so one resolver pass sees everything).
 if [ -n "$extra" ]; then
   "$VPY" -m pip install -q -r "$extra"
+  # The report is tested in a real headless browser (Debian's chromium).
+  scripts/install_browser.sh
 fi
 
 # 5. Build and install mmcurate itself (editable; the CMake build lives in ./build).
