@@ -356,6 +356,10 @@ class LocalExecutor:
 
         collector = _make_thumbnail_collector()
         wanted_dup_keys = collector.wanted_keys(duplicates) if collector is not None else set()
+        global_rejects_by_source = {}
+        if collector is not None and global_rejects.num_rows:
+            for src in set(global_rejects.column("source").to_pylist()):
+                global_rejects_by_source[src] = global_rejects.filter(pc.equal(global_rejects.column("source"), src))
         shard_rejects = []
         writer = ShardWriter(self.out / "shards", self.recipe.shard_size)
         written_rows = []  # sample row of each written sample, in write order
@@ -368,10 +372,14 @@ class LocalExecutor:
                 srcs = batch.column("source").to_pylist()
                 rows = [kept_by_shard.get(s, {}).get(k) for k, s in zip(keys, srcs)]
                 idx = [j for j, r in enumerate(rows) if r is not None]
-                if collector is not None and (rej.num_rows or wanted_dup_keys):
+                if collector is not None:
                     images = dict(zip(keys, batch.column("image").to_pylist()))
+                    captions = dict(zip(keys, batch.column("caption").to_pylist()))
+                    for src in set(srcs):
+                        if src in global_rejects_by_source:
+                            collector.offer_rejects(global_rejects_by_source[src], images, captions)
                     if rej.num_rows:
-                        collector.offer_rejects(rej, images)
+                        collector.offer_rejects(rej, images, captions)
                     if wanted_dup_keys:
                         collector.offer_group_members(wanted_dup_keys, batch.select(["key", "image"]))
                 if idx:
