@@ -371,7 +371,8 @@ def print_report(res: dict):
         cells = []
         for m, rec in res["transform_recall"].items():
             r = rec[kind]["recall"]
-            cells.append(" / ".join(f"{r[x]:.2f}" for x in (4, 8, 10, 12)) + f" (median {rec[kind]['median_distance']:g})")
+            median = rec[kind]["median_distance"]
+            cells.append(" / ".join(f"{r[x]:.2f}" for x in (4, 8, 10, 12)) + f" (median {median:g})")
         print(f"| {kind} | " + " | ".join(cells) + " |")
     print("\nbest thresholds:", json.dumps(res["best_threshold"]))
     print("fast vs exact pHash bits:", res["fast_vs_exact_bits"])
