@@ -1,0 +1,169 @@
+"""Dedup grouping (mmcurate.curate.dedup) against brute-force definitions over dense distance matrices."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mmcurate.curate import dedup
+
+
+def planted_codes(n: int, rng, families: int = 30, max_flips: int = 12) -> np.ndarray:
+    """Random codes where many are variants (a few bits flipped) of a few family heads, so every radius
+    forms non-trivial groups and chains."""
+    codes = rng.integers(0, 2**64, size=n, dtype=np.uint64)
+    heads = codes[:families]
+    for i in range(families, n):
+        if rng.random() < 0.6:
+            flips = rng.choice(64, size=int(rng.integers(0, max_flips + 1)), replace=False)
+            mask = np.bitwise_or.reduce((np.uint64(1) << flips.astype(np.uint64)), initial=np.uint64(0))
+            codes[i] = heads[rng.integers(0, families)] ^ mask
+    return codes
+
+
+def dense_distances(codes: np.ndarray) -> np.ndarray:
+    return np.bitwise_count(codes[:, None] ^ codes[None, :]).astype(np.int32)
+
+
+def reference_components(adjacency: np.ndarray) -> np.ndarray:
+    """Label = smallest node of the component, by breadth-first search."""
+    n = len(adjacency)
+    labels = np.full(n, -1)
+    for start in range(n):
+        if labels[start] >= 0:
+            continue
+        frontier = [start]
+        labels[start] = start
+        while frontier:
+            node = frontier.pop()
+            for nb in np.flatnonzero(adjacency[node]):
+                if labels[nb] < 0:
+                    labels[nb] = start
+                    frontier.append(nb)
+    return labels
+
+
+def reference_connected(codes, r, rank):
+    d = dense_distances(codes)
+    labels = reference_components(d <= r)
+    rep = np.array([min(np.flatnonzero(labels == labels[i]), key=lambda j: rank[j]) for i in range(len(codes))])
+    return rep, d[np.arange(len(codes)), rep]
+
+
+def reference_star(codes, r, rank):
+    d = dense_distances(codes)
+    n = len(codes)
+    rep = np.full(n, -1)
+    for node in np.argsort(rank):
+        if rep[node] >= 0:
+            continue
+        rep[node] = node
+        for other in range(n):
+            if rep[other] < 0 and d[node, other] <= r:
+                rep[other] = node
+    return rep, d[np.arange(n), rep]
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize("r", [0, 4, 10])
+def test_near_groups_equal_brute_force(seed, r):
+    rng = np.random.default_rng(seed)
+    codes = planted_codes(240, rng)
+    rank = rng.permutation(len(codes))
+    for linkage, reference in (("connected", reference_connected), ("star", reference_star)):
+        got = dedup.near_groups(codes, r, rank, linkage=linkage, device="cpu")
+        rep, dist = reference(codes, r, rank)
+        np.testing.assert_array_equal(got.representative, rep, err_msg=linkage)
+        np.testing.assert_array_equal(got.distance, dist, err_msg=linkage)
+
+
+def test_star_never_links_beyond_radius_connected_can():
+    rng = np.random.default_rng(3)
+    codes = planted_codes(400, rng, families=10)
+    rank = np.arange(len(codes))
+    star = dedup.near_groups(codes, 8, rank, linkage="star", device="cpu")
+    assert star.distance.max() <= 8
+    connected = dedup.near_groups(codes, 8, rank, linkage="connected", device="cpu")
+    assert connected.distance.max() > 8          # chaining through intermediate variants
+    assert connected.n_duplicates >= star.n_duplicates
+
+
+def test_chain_connected_vs_star():
+    a = np.uint64(0)
+    b = np.uint64((1 << 6) - 1)                 # 6 bits from a
+    c = np.uint64(((1 << 12) - 1))              # 6 bits from b, 12 from a
+    codes = np.array([a, b, c], dtype=np.uint64)
+    rank = np.arange(3)
+    connected = dedup.near_groups(codes, 6, rank, linkage="connected", device="cpu")
+    assert connected.representative.tolist() == [0, 0, 0]
+    assert connected.distance.tolist() == [0, 6, 12]    # c is reported with its distance to a, beyond r
+    star = dedup.near_groups(codes, 6, rank, linkage="star", device="cpu")
+    assert star.representative.tolist() == [0, 0, 2]    # c is not within 6 of the kept a: it stays
+    assert star.distance.tolist() == [0, 6, 0]
+    # Preferring b (the middle) makes one star that covers both ends.
+    star_b = dedup.near_groups(codes, 6, np.array([1, 0, 2]), linkage="star", device="cpu")
+    assert star_b.representative.tolist() == [1, 1, 1]
+
+
+def test_components_numpy_equals_scipy_and_bfs():
+    rng = np.random.default_rng(5)
+    n = 500
+    pairs = rng.integers(0, n, size=(400, 2))
+    adjacency = np.zeros((n, n), bool)
+    adjacency[pairs[:, 0], pairs[:, 1]] = adjacency[pairs[:, 1], pairs[:, 0]] = True
+    expected = reference_components(adjacency)
+    np.testing.assert_array_equal(dedup._components_numpy(n, pairs), expected)
+    np.testing.assert_array_equal(dedup.connected_components(n, pairs), expected)
+    # A long path (worst case for naive label propagation) in shuffled order.
+    path = np.stack([np.arange(n - 1), np.arange(1, n)], axis=1)[rng.permutation(n - 1)]
+    np.testing.assert_array_equal(dedup._components_numpy(n, path), np.zeros(n, np.int64))
+    assert dedup.connected_components(0, np.zeros((0, 2))).size == 0
+    np.testing.assert_array_equal(dedup.connected_components(4, np.zeros((0, 2))), np.arange(4))
+
+
+def test_preference_rank_keys_scores_and_ties():
+    keys = ["b", "a", "c", "d"]
+    np.testing.assert_array_equal(dedup.preference_rank(keys), [1, 0, 2, 3])
+    scores = [0.5, 0.9, 0.9, np.nan]
+    np.testing.assert_array_equal(dedup.preference_rank(keys, scores, "max"), [2, 0, 1, 3])  # tie: a < c
+    np.testing.assert_array_equal(dedup.preference_rank(keys, scores, "min"), [0, 1, 2, 3])  # NaN last
+    with pytest.raises(ValueError, match="prefer"):
+        dedup.preference_rank(keys, scores, "best")
+    with pytest.raises(ValueError, match="shape"):
+        dedup.preference_rank(keys, [1.0])
+
+
+def test_exact_groups_representative_is_best_ranked():
+    digests = np.array(["x", "y", "x", "z", "y", "x"])
+    rank = np.array([5, 1, 0, 2, 3, 4])
+    g = dedup.exact_groups(digests, rank)
+    assert g.representative.tolist() == [2, 1, 2, 3, 1, 2]
+    assert g.distance.tolist() == [0] * 6
+    assert g.n_duplicates == 3 and g.n_groups == 2
+    assert dedup.exact_groups(np.array([], dtype=str), np.array([], dtype=np.int64)).representative.size == 0
+
+
+@pytest.mark.parametrize("linkage", ["connected", "star"])
+def test_kept_keys_do_not_depend_on_input_order(linkage):
+    rng = np.random.default_rng(7)
+    codes = planted_codes(300, rng)
+    keys = np.array([f"k{i:05d}" for i in rng.permutation(300)])
+
+    def kept(order):
+        g = dedup.near_groups(codes[order], 8, dedup.preference_rank(keys[order]), linkage=linkage, device="cpu")
+        return set(keys[order][~g.is_duplicate]), {keys[order][i]: keys[order][g.representative[i]]
+                                                   for i in range(len(order))}
+
+    base = kept(np.arange(300))
+    for _ in range(3):
+        assert kept(rng.permutation(300)) == base
+
+
+def test_near_groups_rejects_bad_arguments():
+    codes = np.arange(4, dtype=np.uint64)
+    with pytest.raises(ValueError, match="linkage"):
+        dedup.near_groups(codes, 4, np.arange(4), linkage="single")
+    with pytest.raises(ValueError, match="rank"):
+        dedup.near_groups(codes, 4, np.arange(3))
+    with pytest.raises(ValueError, match="max_distance"):
+        dedup.near_groups(codes, 65, np.arange(4))
+    assert dedup.near_groups(np.zeros(0, np.uint64), 4, np.zeros(0, np.int64)).representative.size == 0
