@@ -80,6 +80,9 @@ class MapStage(_StageBase):
 class GlobalStage(_StageBase):
     # Metadata columns the global step needs from every surviving sample (never "image").
     requires: ClassVar[tuple[str, ...]] = ("key", "source")
+    # The per-batch half of a global step (e.g. computing sha256 / pHash), run by the executor in the
+    # map phase at this stage's recipe position; its added columns reach run() through `requires`.
+    map_part: "MapStage | None" = None
 
     def run(self, table: pa.Table) -> GlobalResult:
         raise NotImplementedError
