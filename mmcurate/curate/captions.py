@@ -20,9 +20,18 @@ from functools import lru_cache
 _HIDDEN_ELEMENTS = re.compile(r"<(script|style|noscript|template|head)\b[^>]*>.*?</\1\s*>", re.I | re.S)
 _COMMENT = re.compile(r"<!--.*?(?:-->|\Z)", re.S)
 _DECLARATION = re.compile(r"<[!?][^>]*>")
-# A real tag starts with a letter right after "<" (so "a < b > c" survives); quoted attribute values
-# may contain ">".
-_TAG = re.compile(r"</?([A-Za-z][A-Za-z0-9:-]*)(?:\s(?:[^<>\"']|\"[^\"]*\"|'[^']*')*)?/?>")
+# A tag is "<name ...>" with a known HTML element name, a custom element ("my-widget") or a
+# namespaced one ("o:p", from word processors), so plain-text comparisons ("x<y and 3>2", "a < b")
+# survive; quoted attribute values may contain ">".
+_TAG = re.compile(r"</?([A-Za-z][A-Za-z0-9]*(?:[:-][A-Za-z0-9:-]+)?)(?:\s(?:[^<>\"']|\"[^\"]*\"|'[^']*')*)?/?>")
+_HTML_ELEMENTS = frozenset(
+    "a abbr acronym address area article aside audio b base basefont bdi bdo big blink blockquote body br "
+    "button canvas caption center cite code col colgroup data datalist dd del details dfn dialog dir div dl "
+    "dt em embed fieldset figcaption figure font footer form frame frameset h1 h2 h3 h4 h5 h6 head header "
+    "hgroup hr html i iframe img input ins kbd label legend li link main map mark marquee menu meta meter nav "
+    "nobr noembed noframes noscript object ol optgroup option output p param picture plaintext pre progress q "
+    "rp rt ruby s samp script search section select slot small source span strike strong style sub summary sup "
+    "svg table tbody td template textarea tfoot th thead time title tr track tt u ul var video wbr xmp".split())
 # Tags that a browser renders as a break: replaced by a space, the rest (b, i, span, a) by nothing.
 _BREAKING_TAGS = frozenset(
     "br p div li ul ol dl dt dd tr td th table thead tbody tfoot caption h1 h2 h3 h4 h5 h6 hr section "
@@ -33,7 +42,12 @@ _ENTITY = re.compile(r"&(?:#[0-9]{1,7}|#[xX][0-9a-fA-F]{1,6}|[A-Za-z][A-Za-z0-9]
 
 
 def _tag_replacement(match: re.Match) -> str:
-    return " " if match.group(1).lower() in _BREAKING_TAGS else ""
+    name = match.group(1).lower()
+    if name in _BREAKING_TAGS:
+        return " "
+    if name in _HTML_ELEMENTS or ":" in name or "-" in name:
+        return ""
+    return match.group(0)
 
 
 def _remove_tags(text: str) -> str:
@@ -205,7 +219,8 @@ BOILERPLATE_PATTERNS: dict[str, str] = {
         rf"|{_IMAGE_WORD} not (?:available|found)"
     ),
     "untitled": (
-        r"(?:untitled|no title|no caption|no description|no alt(?: text)?|without title|sans titre|ohne titel|sin t[ií]tulo)"
+        r"(?:untitled|no title|no caption|no description|no alt(?: text)?|without title"
+        r"|sans titre|ohne titel|sin t[ií]tulo)"
         rf"(?: (?:available|provided|{_IMAGE_WORD}|document|design|artwork|project))?(?: ?[#(-]?\d+\)?)*"
     ),
     "camera_filename": (
@@ -226,8 +241,13 @@ BOILERPLATE_PATTERNS: dict[str, str] = {
         r"|(?:enlarge|zoom|zoom in|expand|read more|learn more|more info|more information|download|download now|"
         rf"buy now|shop now|order now|loading|please wait|play video|watch video|subscribe)(?: {_IMAGE_WORD})?"
     ),
+    "numbered_image": (
+        rf"(?:{_IMAGE_WORD}|slide|figure|fig|gallery image|product image|attachment|item)s? ?[#:.-]? ?\d+"
+        r"(?: (?:of|/) \d+)?"
+    ),
     "stock_photo": (
-        rf"(?:stock|royalty[- ]free|free|premium|editorial) (?:{_IMAGE_WORD}|vector|footage|clipart|clip art)s?(?: ?[#-]? ?\d+)?"
+        rf"(?:stock|royalty[- ]free|free|premium|editorial) (?:{_IMAGE_WORD}|vector|footage|clipart|clip art)s?"
+        r"(?: ?[#-]? ?\d+)?"
         rf"|(?:stock )?(?:{_IMAGE_WORD}|vector)s? (?:id|no\.?|number|#) ?[:#]? ?\d+"
     ),
     "placeholder": (
@@ -235,10 +255,6 @@ BOILERPLATE_PATTERNS: dict[str, str] = {
         r"cover|post|article|profile|user|site|company) )?"
         rf"(?:placeholder|place holder|{_IMAGE_WORD}|spacer|transparent pixel|pixel|blank|logo|icon|"
         r"banner|avatar|headshot|profile picture|profile photo|gravatar)(?: image| photo| gif| png)?"
-    ),
-    "numbered_image": (
-        rf"(?:{_IMAGE_WORD}|slide|figure|fig|gallery image|product image|attachment|item)s? ?[#:.-]? ?\d+"
-        r"(?: (?:of|/) \d+)?"
     ),
     "template_or_null": (
         r"(?:alt|alt text|alt tag|image alt|caption|description|title|image title|image description|"

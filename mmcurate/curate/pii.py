@@ -24,6 +24,8 @@ import json
 import re
 from dataclasses import dataclass, field
 
+# Detector patterns are compiled with re.ASCII: their \w and \d are ASCII, so that a number written right
+# after CJK text ("手机13800138000") still has a word boundary.
 KINDS = ("url_credentials", "email", "credit_card", "national_id", "ip", "phone")
 DEFAULT_TOKENS = {"url_credentials": "<URL_CREDENTIALS>", "email": "<EMAIL>", "credit_card": "<CREDIT_CARD>",
                   "national_id": "<ID>", "ip": "<IP>", "phone": "<PHONE>"}
@@ -33,7 +35,8 @@ DEFAULT_TOKENS = {"url_credentials": "<URL_CREDENTIALS>", "email": "<EMAIL>", "c
 # --------------------------------------------------------------------------------------------------
 
 # Only user:password is a credential; "ssh://git@host" (a user name alone) is left alone.
-_URL_CREDENTIALS = re.compile(r"\b([A-Za-z][A-Za-z0-9+.-]{1,15}://)([^\s:/@?#\[\]]+:[^\s/@?#]*)@(?=[^\s@/?#]*[A-Za-z0-9])")
+_URL_CREDENTIALS = re.compile(
+    r"\b([A-Za-z][A-Za-z0-9+.-]{1,15}://)([^\s:/@?#\[\]]+:[^\s/@?#]*)@(?=[^\s@/?#]*[A-Za-z0-9])", re.ASCII)
 
 
 def redact_url_credentials(text: str, token: str) -> tuple[str, int]:
@@ -46,7 +49,7 @@ def redact_url_credentials(text: str, token: str) -> tuple[str, int]:
 
 _EMAIL = re.compile(
     r"(?<![\w.+%/-])[A-Za-z0-9](?:[A-Za-z0-9._%+-]{0,62}[A-Za-z0-9_%+-])?"
-    r"@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,24}(?![\w-])")
+    r"@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,24}(?![\w-])", re.ASCII)
 # "logo@2x.png" is an asset name, not an address: these endings are file types, not top-level domains.
 _FILE_EXTENSIONS = frozenset("png jpg jpeg gif webp svg bmp tif tiff heic avif ico pdf psd".split())
 
@@ -66,7 +69,7 @@ def redact_email(text: str, token: str) -> tuple[str, int]:
 # --------------------------------------------------------------------------------------------------
 
 # 13-19 digits, either contiguous or in groups joined by one kind of separator.
-_CARD_CANDIDATE = re.compile(r"(?<![\w.,/-])\d{4}(?:[ -]?\d{2,7}){1,4}(?![\w]|[.,/-]\d)")
+_CARD_CANDIDATE = re.compile(r"(?<![\w.,/-])\d{4}(?:[ -]?\d{2,7}){1,4}(?![\w]|[.,/-]\d)", re.ASCII)
 
 
 def luhn_valid(digits: str) -> bool:
@@ -155,7 +158,7 @@ def redact_credit_cards(text: str, token: str) -> tuple[str, int]:
 # National IDs
 # --------------------------------------------------------------------------------------------------
 
-_CN_ID_CANDIDATE = re.compile(r"(?<![0-9A-Za-z])[1-9]\d{16}[\dXx](?![0-9A-Za-z])")
+_CN_ID_CANDIDATE = re.compile(r"(?<![0-9A-Za-z])[1-9]\d{16}[\dXx](?![0-9A-Za-z])", re.ASCII)
 _CN_ID_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)   # 2^(17-i) mod 11
 _CN_ID_CHECK = "10X98765432"                                              # index: weighted sum mod 11
 # Province-level codes (GB/T 2260) that the first two digits must name.
@@ -181,7 +184,7 @@ def is_cn_resident_id(candidate: str, today: datetime.date | None = None) -> boo
     return cn_id_check_digit(candidate[:17]) == candidate[17].upper()
 
 
-_SSN_CANDIDATE = re.compile(r"(?<![\w.-])(\d{3})([- ])(\d{2})\2(\d{4})(?![\w]|[.-]\d)")
+_SSN_CANDIDATE = re.compile(r"(?<![\w.-])(\d{3})([- ])(\d{2})\2(\d{4})(?![\w]|[.-]\d)", re.ASCII)
 
 
 def is_us_ssn(area: str, group: str, serial: str) -> bool:
@@ -209,9 +212,10 @@ def redact_national_ids(text: str, token: str) -> tuple[str, int]:
 
 _OCTET = r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
 # Exactly four dotted parts: "v1.2.3", "1.2.3" and "1.2.3.4.5" are versions, not addresses.
-_IPV4_CANDIDATE = re.compile(rf"(?<![\w.]){_OCTET}(?:\.{_OCTET}){{3}}(?![\w]|\.\d)")
+_IPV4_CANDIDATE = re.compile(rf"(?<![\w.]){_OCTET}(?:\.{_OCTET}){{3}}(?![\w]|\.\d)", re.ASCII)
 _IPV6_CANDIDATE = re.compile(
-    r"(?<![\w:.])(?:[0-9A-Fa-f]{0,4}:){2,7}(?:[0-9A-Fa-f]{1,4}|(?:\d{1,3}\.){3}\d{1,3})?(?:%[\w.]+)?(?![\w:]|\.\w)")
+    r"(?<![\w:.])(?:[0-9A-Fa-f]{0,4}:){2,7}(?:[0-9A-Fa-f]{1,4}|(?:\d{1,3}\.){3}\d{1,3})?(?:%[\w.]+)?"
+    r"(?![\w:]|\.\w)", re.ASCII)
 
 
 def _public_ip(addr) -> bool:
@@ -255,12 +259,12 @@ def redact_ips(text: str, token: str) -> tuple[str, int]:
 
 # "+CC" then digit groups: the plus sign is the signal, so 8-15 digits (E.164) suffice.
 _PHONE_INTL = re.compile(
-    r"(?<![\w+])\+\d{1,3}(?:[ .-]?\(\d{1,4}\))?(?:[ .-]?\d{1,5}){1,6}(?![\w]|[.,-]\d)")
+    r"(?<![\w+])\+\d{1,3}(?:[ .-]?\(\d{1,4}\))?(?:[ .-]?\d{1,5}){1,6}(?![\w]|[.,-]\d)", re.ASCII)
 # NANP: area code and exchange start with 2-9; "(555) 123-4567", "555-123-4567", "555.123.4567".
 _PHONE_NANP = re.compile(
-    r"(?<![\w.+-])(?:\(([2-9]\d\d)\)[ .-]?|([2-9]\d\d)([-. ]))([2-9]\d\d)([-. ])(\d{4})(?![\w]|[.-]\d)")
+    r"(?<![\w.+-])(?:\(([2-9]\d\d)\)[ .-]?|([2-9]\d\d)([-. ]))([2-9]\d\d)([-. ])(\d{4})(?![\w]|[.-]\d)", re.ASCII)
 # Chinese mobile: 11 digits 1[3-9]..., contiguous or 3-4-4 with one separator.
-_PHONE_CN_MOBILE = re.compile(r"(?<![\w.+-])1[3-9]\d(?:(\d{8})|([ -])\d{4}\2\d{4})(?![\w]|[.-]\d)")
+_PHONE_CN_MOBILE = re.compile(r"(?<![\w.+-])1[3-9]\d(?:(\d{8})|([ -])\d{4}\2\d{4})(?![\w]|[.-]\d)", re.ASCII)
 
 
 def _phone_intl_ok(candidate: str) -> bool:
