@@ -113,6 +113,8 @@ def test_ssn_ranges(area, group, serial, ok):
     ("tel (415) 555-2671", "tel <PHONE>", {"phone": 1}),
     ("tel 415-555-2671", "tel <PHONE>", {"phone": 1}),
     ("tel 415.555.2671", "tel <PHONE>", {"phone": 1}),
+    ("toll-free 1-800-555-0199", "toll-free <PHONE>", {"phone": 1}),
+    ("call 1 (800) 555-0199", "call <PHONE>", {"phone": 1}),
     ("手机13800138000", "手机<PHONE>", {"phone": 1}),
     ("手机 138-0013-8000", "手机 <PHONE>", {"phone": 1}),
 ])
@@ -170,6 +172,18 @@ def test_mixed_caption_counts_every_kind():
     "the year 2020 in 4K",
     "room 101, floor 3",
     "lat 40.7128, lon -74.0060",
+    "Canon EOS 5D Mark III 24-105mm f/4",
+    "Intel Core i7-10700K 3.8 GHz",
+    "Model No. 1234-567-8901",
+    "Part number 555-1234",
+    "Serial 2023-0001-1234",
+    "Photo 1 of 12 (2048 x 1536)",
+    "Population 1,403,500,365",
+    "Windows 10.0.19041.1",
+    "Lottery numbers 4 8 15 16 23 42",
+    "1234 5678 9012 3456 7890",
+    "UPC 036000291452",
+    "ISBN-13: 978-0-596-52068-7",
 ])
 def test_false_positive_traps(text):
     if text.startswith("https://example.com/img/"):

@@ -81,6 +81,7 @@ def strip_html(text: str) -> str:
 # Unicode
 # --------------------------------------------------------------------------------------------------
 
+@lru_cache(maxsize=1)
 def _ftfy_config():
     from ftfy import TextFixerConfig
 
@@ -89,23 +90,17 @@ def _ftfy_config():
     return TextFixerConfig(unescape_html=False, fix_character_width=False, normalization=None, explain=False)
 
 
-_FTFY_CONFIG = None
-
-
 def fix_unicode(text: str) -> str:
     """Repair mojibake ("cafÃ©" -> "café"), ligatures, curly quotes and terminal escapes with ftfy.
 
     Pure-ASCII text cannot hold mojibake, so it skips ftfy (which costs ~100 µs per caption) unless
     it carries an ANSI escape sequence.
     """
-    global _FTFY_CONFIG
     if text.isascii() and "\x1b" not in text:
         return text
     import ftfy
 
-    if _FTFY_CONFIG is None:
-        _FTFY_CONFIG = _ftfy_config()
-    return ftfy.fix_text(text, _FTFY_CONFIG)
+    return ftfy.fix_text(text, _ftfy_config())
 
 
 # Characters that carry no visible text. Tab/newline/VT/FF/FS..US and NEL are not listed: str.split()

@@ -10,11 +10,14 @@ Kinds and their default tokens:
     url_credentials  scheme://user:password@host  ->  scheme://<URL_CREDENTIALS>@host  (host and path kept)
     email            name@example.org             ->  <EMAIL>
     credit_card      14-19 digits, Luhn-valid, known IIN prefix and length, optional space/dash groups
+                                                  ->  <CREDIT_CARD>
     national_id      18-digit Chinese resident ID (region, birth date, ISO 7064 MOD 11-2 check digit),
                      US SSN ddd-dd-dddd outside the never-issued ranges               ->  <ID>
                      (15-digit first-generation Chinese IDs have no check digit and are not detected)
     ip               IPv4 / IPv6 except loopback, unspecified and 255.x masks         ->  <IP>
-    phone            +CC international, NANP (xxx) xxx-xxxx, Chinese mobile 1[3-9]x{9} ->  <PHONE>
+    phone            +CC international, NANP [1-](xxx) xxx-xxxx, Chinese mobile 1[3-9]x{9} ->  <PHONE>
+                     (national formats of other countries without "+CC", e.g. UK "020 7946 0958", are
+                     not detected: too close to other numbers without a country's numbering plan)
 """
 from __future__ import annotations
 
@@ -260,9 +263,10 @@ def redact_ips(text: str, token: str) -> tuple[str, int]:
 # "+CC" then digit groups: the plus sign is the signal, so 8-15 digits (E.164) suffice.
 _PHONE_INTL = re.compile(
     r"(?<![\w+])\+\d{1,3}(?:[ .-]?\(\d{1,4}\))?(?:[ .-]?\d{1,5}){1,6}(?![\w]|[.,-]\d)", re.ASCII)
-# NANP: area code and exchange start with 2-9; "(555) 123-4567", "555-123-4567", "555.123.4567".
+# NANP: area code and exchange start with 2-9; "(555) 123-4567", "555-123-4567", "555.123.4567",
+# optionally after the trunk prefix "1-" / "1 " ("1234-567-8901" is a part number, not 1-234-...).
 _PHONE_NANP = re.compile(
-    r"(?<![\w.+-])(?:\(([2-9]\d\d)\)[ .-]?|([2-9]\d\d)([-. ]))([2-9]\d\d)([-. ])(\d{4})(?![\w]|[.-]\d)", re.ASCII)
+    r"(?<![\w.+-])(?:1[-. ]|1(?=\())?(?:\(([2-9]\d\d)\)[ .-]?|([2-9]\d\d)([-. ]))([2-9]\d\d)([-. ])(\d{4})(?![\w]|[.-]\d)", re.ASCII)
 # Chinese mobile: 11 digits 1[3-9]..., contiguous or 3-4-4 with one separator.
 _PHONE_CN_MOBILE = re.compile(r"(?<![\w.+-])1[3-9]\d(?:(\d{8})|([ -])\d{4}\2\d{4})(?![\w]|[.-]\d)", re.ASCII)
 
