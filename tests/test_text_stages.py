@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 
 from mmcurate.pipeline.schema import REJECTS_SCHEMA, SAMPLE_SCHEMA
@@ -143,7 +144,7 @@ def test_caption_filter_language_whitelist():
     assert set(kept["language"]) == {"en"}
     assert all(0.0 < s <= 1.0 for s in kept["language_score"])
     assert res.kept.schema.field("language_score").type == pa.float32()
-    detail = res.rejected.filter(pa.compute.equal(res.rejected.column("key"), "00004")).column("detail")[0].as_py()
+    detail = res.rejected.filter(pc.equal(res.rejected.column("key"), "00004")).column("detail")[0].as_py()
     assert detail.startswith("de (")
 
     _, res = run("caption_filter", batch, languages=["en", "zh", "de"])

@@ -270,11 +270,9 @@ _BUILTIN_BOILERPLATE = _compile_boilerplate()
 
 
 def boilerplate_key(text: str) -> str:
-    """The form boilerplate patterns see: lowercased, whitespace normalised, outer punctuation stripped.
-
-    The template pattern needs its brackets, so they are stripped only when something is inside
-    that is not a template.
-    """
+    """The form boilerplate patterns see: lowercased, whitespace normalised, outer punctuation stripped
+    (kept when nothing else is left). match_boilerplate also tries the unstripped form, for templates
+    such as "{{title}}"."""
     key = " ".join(text.lower().split())
     stripped = key.strip(_BOILERPLATE_STRIP)
     return stripped if stripped else key
