@@ -1,1 +1,307 @@
-"""Caption stages: caption_clean, caption_filter, pii_redact."""
+"""Caption stages: caption_clean, caption_filter, pii_redact.
+
+Thin wrappers around the pure functions of mmcurate.curate.captions and mmcurate.curate.pii: they
+read the `caption` (and `meta`) column, write results back as columns, and turn failed rules into
+rejects. Input columns are never dropped or renamed; `caption` (and `meta`, on request) are
+rewritten in place because producing the cleaned text is what these stages are for.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+import pyarrow as pa
+
+from mmcurate.curate import captions as cap
+from mmcurate.curate import pii
+from mmcurate.pipeline.schema import rejects_table
+from mmcurate.pipeline.stage import MapStage, Resources, StageError, StageResult, registry
+
+
+def _check_int(name: str, value, minimum: int = 0, optional: bool = False):
+    if value is None and optional:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        kind = f"an integer >= {minimum}" + (" or null" if optional else "")
+        raise ValueError(f"{name} must be {kind}, got {value!r}")
+
+
+def _check_bool(name: str, value):
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be true or false, got {value!r}")
+
+
+def _replace_column(batch: pa.Table, name: str, values: list) -> pa.Table:
+    i = batch.schema.get_field_index(name)
+    f = batch.schema.field(i)
+    return batch.set_column(i, f, pa.array(values, f.type))
+
+
+def _append_column(batch: pa.Table, name: str, values: list, type_: pa.DataType) -> pa.Table:
+    if name in batch.column_names:
+        return _replace_column(batch, name, values)
+    return batch.append_column(pa.field(name, type_), pa.array(values, type_))
+
+
+# --------------------------------------------------------------------------------------------------
+# caption_clean
+# --------------------------------------------------------------------------------------------------
+
+@registry.register
+class CaptionClean(MapStage):
+    """Cleans `caption` in place and keeps the text it received in `caption_original`.
+
+    Removes markup (scripts/styles dropped, <br>/<p> become spaces) and decodes entities, repairs
+    mojibake with ftfy, normalises to NFC, drops control/zero-width/bidi/private-use/replacement
+    characters, shortens punctuation runs and collapses whitespace. Rejects nothing: a caption that
+    becomes empty is left for caption_filter. Running it twice keeps the first `caption_original`.
+    """
+    name = "caption_clean"
+    batch_size = 1024
+    requires = ("key", "source", "caption")
+    resources = Resources(cpus=1.0)
+
+    @dataclass
+    class Params:
+        strip_html: bool = True              # remove tags, decode &entities;
+        fix_unicode: bool = True             # ftfy: mojibake, ligatures, curly quotes, terminal escapes
+        lowercase: bool = False
+        max_repeat_punct: int | None = 3     # "!!!!!!" -> "!!!"; null keeps runs as they are
+
+        def validate(self):
+            for key in ("strip_html", "fix_unicode", "lowercase"):
+                _check_bool(key, getattr(self, key))
+            _check_int("max_repeat_punct", self.max_repeat_punct, minimum=1, optional=True)
+
+    def __init__(self, **params):
+        super().__init__(**params)
+        p = self.params
+        self._cleaner = cap.CaptionCleaner(strip_html=p.strip_html, fix_unicode=p.fix_unicode,
+                                           lowercase=p.lowercase, max_repeat_punct=p.max_repeat_punct)
+
+    def process(self, batch: pa.Table) -> StageResult:
+        original = batch.column("caption").to_pylist()
+        cleaned = self._cleaner.clean_all(original)
+        out = _replace_column(batch, "caption", cleaned)
+        if "caption_original" not in out.column_names:
+            out = out.append_column(pa.field("caption_original", pa.string()), pa.array(original, pa.string()))
+        return StageResult(kept=out)
+
+
+# --------------------------------------------------------------------------------------------------
+# caption_filter
+# --------------------------------------------------------------------------------------------------
+
+@registry.register
+class CaptionFilter(MapStage):
+    """Rejects captions that are missing, too short, too long, boilerplate or in the wrong language.
+
+    Reasons, checked in this order (cheapest first, language identification only for captions that
+    passed everything else): caption_missing, too_few_words, too_few_chars, too_long, boilerplate,
+    language. Words are whitespace tokens holding a letter or digit; Han/kana count one word per
+    character. With `languages` (or `detect_language`) the kept rows get `language` (ISO 639 code
+    of the most likely language, regional varieties folded: yue/wuu -> zh) and `language_score`
+    (its probability).
+    """
+    name = "caption_filter"
+    batch_size = 1024
+    requires = ("key", "source", "caption")
+    resources = Resources(cpus=1.0)
+
+    @dataclass
+    class Params:
+        min_words: int = 3                       # DataComp: more than 2 words ...
+        min_chars: int = 6                       # ... and more than 5 characters
+        max_chars: int | None = None             # e.g. 1000 for alt-text corpora; null: no limit
+        languages: list | None = None            # whitelist of ISO 639 codes, e.g. ["en"]; null: any
+        min_language_confidence: float = 0.0     # extra margin: P(caption in `languages`) needed besides top-1
+        detect_language: bool = False            # add language columns even without a whitelist
+        boilerplate: bool = True                 # built-in patterns (mmcurate.curate.captions.BOILERPLATE_PATTERNS)
+        extra_boilerplate: list = field(default_factory=list)   # more regexes, each matched against the whole caption
+
+        def validate(self):
+            _check_int("min_words", self.min_words)
+            _check_int("min_chars", self.min_chars)
+            _check_int("max_chars", self.max_chars, minimum=1, optional=True)
+            if self.max_chars is not None and self.max_chars < self.min_chars:
+                raise ValueError(f"max_chars ({self.max_chars}) must be >= min_chars ({self.min_chars})")
+            if self.languages is not None:
+                cap.check_language_codes(self.languages)
+            c = self.min_language_confidence
+            if isinstance(c, bool) or not isinstance(c, (int, float)) or not 0.0 <= c <= 1.0:
+                raise ValueError(f"min_language_confidence must be a number in [0, 1], got {c!r}")
+            _check_bool("detect_language", self.detect_language)
+            _check_bool("boilerplate", self.boilerplate)
+            if isinstance(self.extra_boilerplate, str) or not isinstance(self.extra_boilerplate, (list, tuple)):
+                raise ValueError(f"extra_boilerplate must be a list of regexes, got {self.extra_boilerplate!r}")
+            cap.compile_extra_boilerplate(self.extra_boilerplate)
+
+    def __init__(self, **params):
+        super().__init__(**params)
+        p = self.params
+        self._rules = cap.CaptionRules(min_words=p.min_words, min_chars=p.min_chars, max_chars=p.max_chars,
+                                       boilerplate=p.boilerplate,
+                                       extra_boilerplate=tuple(cap.compile_extra_boilerplate(p.extra_boilerplate)))
+        self._languages = tuple(p.languages) if p.languages else None
+        self._identifier = None
+
+    @property
+    def uses_language(self) -> bool:
+        return self._languages is not None or self.params.detect_language
+
+    def setup(self) -> None:
+        # py3langid is imported here, not at module import: recipes without a whitelist never load it.
+        if self.uses_language and self._identifier is None:
+            identifier = cap.LanguageIdentifier()
+            unknown = identifier.unknown(self._languages or ())
+            if unknown:
+                raise StageError(f"stage '{self.name}': languages {unknown} are not known to the language "
+                                 f"identifier; valid: {', '.join(sorted(identifier.labels))}")
+            self._identifier = identifier
+
+    def __getstate__(self):
+        # The model is reloaded by setup() on the worker rather than shipped with the stage.
+        state = self.__dict__.copy()
+        state["_identifier"] = None
+        return state
+
+    def process(self, batch: pa.Table) -> StageResult:
+        if self.uses_language and self._identifier is None:
+            self.setup()
+        captions = batch.column("caption").to_pylist()
+        keep = [True] * len(captions)
+        reasons, details, rejected_rows = [], [], []
+        langs, scores = [], []
+        for i, text in enumerate(captions):
+            verdict = self._rules.check(text)
+            if verdict is None and self.uses_language:
+                if self._languages is None:
+                    lang, score, _ = self._identifier.identify(text)
+                else:
+                    lang, score, why = self._identifier.check(text, self._languages,
+                                                              self.params.min_language_confidence)
+                    if why is not None:
+                        verdict = ("language", why)
+                langs.append(lang)
+                scores.append(score)
+            elif self.uses_language:
+                langs.append(None)
+                scores.append(None)
+            if verdict is not None:
+                keep[i] = False
+                rejected_rows.append(i)
+                reasons.append(verdict[0])
+                details.append(verdict[1])
+        if self.uses_language:
+            batch = _append_column(batch, "language", langs, pa.string())
+            batch = _append_column(batch, "language_score", scores, pa.float32())
+        return _split(batch, keep, rejected_rows, self.name, reasons, details)
+
+
+def _split(batch: pa.Table, keep: list[bool], rejected_rows: list[int], stage: str, reasons, details) -> StageResult:
+    if not rejected_rows:
+        return StageResult(kept=batch)
+    rejected = batch.take(pa.array(rejected_rows, pa.int64())).select(["key", "source"])
+    return StageResult(
+        kept=batch.filter(pa.array(keep, pa.bool_())),
+        rejected=rejects_table(rejected.column("key").to_pylist(), rejected.column("source").to_pylist(),
+                               stage, reasons, details))
+
+
+# --------------------------------------------------------------------------------------------------
+# pii_redact
+# --------------------------------------------------------------------------------------------------
+
+@registry.register
+class PiiRedact(MapStage):
+    """Replaces personal data in `caption` with tokens and counts it per kind in `pii_redactions`
+    (JSON {kind: count}, "{}" when nothing was found; the manifest sums the column).
+
+    `caption_original` (written by caption_clean) is redacted too, so that the unredacted text does
+    not reach the output through it; its finds are not counted twice. With `redact_meta` the string
+    values of the `meta` JSON are redacted as well (values that are a URL only lose credentials, so
+    url/key fields of img2dataset and LAION stay intact); `meta` is rewritten only where something
+    was found. With `reject_if_found`, samples holding any PII are rejected (reason `pii`) instead.
+    """
+    name = "pii_redact"
+    batch_size = 1024
+    requires = ("key", "source", "caption")
+    resources = Resources(cpus=1.0)
+
+    @dataclass
+    class Params:
+        kinds: list = field(default_factory=lambda: list(pii.KINDS))   # which detectors run
+        tokens: dict = field(default_factory=dict)   # overrides of the replacement tokens, by kind
+        reject_if_found: bool = False                # reject the sample (reason "pii") instead of redacting
+        redact_meta: bool = False                    # also redact string values of the meta JSON
+
+        def validate(self):
+            if isinstance(self.kinds, str) or not isinstance(self.kinds, (list, tuple)) or not self.kinds:
+                raise ValueError(f"kinds must be a non-empty list drawn from {list(pii.KINDS)}, got {self.kinds!r}")
+            bad = [k for k in self.kinds if k not in pii.KINDS]
+            if bad:
+                raise ValueError(f"kinds: unknown {bad}; valid: {', '.join(pii.KINDS)}")
+            if not isinstance(self.tokens, dict):
+                raise ValueError(f"tokens must be a mapping kind -> replacement, got {self.tokens!r}")
+            bad = [k for k in self.tokens if k not in pii.KINDS]
+            if bad:
+                raise ValueError(f"tokens: unknown kind(s) {bad}; valid: {', '.join(pii.KINDS)}")
+            for kind, token in self.tokens.items():
+                if not isinstance(token, str) or any(c.isdigit() or c == "@" for c in token):
+                    # a token with digits or "@" could be matched again by a later detector
+                    raise ValueError(f"tokens.{kind} must be a string without digits or '@', got {token!r}")
+            _check_bool("reject_if_found", self.reject_if_found)
+            _check_bool("redact_meta", self.redact_meta)
+
+    def __init__(self, **params):
+        super().__init__(**params)
+        p = self.params
+        self._redactor = pii.Redactor(kinds=tuple(k for k in pii.KINDS if k in p.kinds),
+                                      tokens={**pii.DEFAULT_TOKENS, **p.tokens})
+
+    def process(self, batch: pa.Table) -> StageResult:
+        redactor = self._redactor
+        captions = batch.column("caption").to_pylist()
+        originals = (batch.column("caption_original").to_pylist()
+                     if "caption_original" in batch.column_names else None)
+        metas = batch.column("meta").to_pylist() if self.params.redact_meta and "meta" in batch.column_names else None
+        new_captions, new_originals, new_metas, found = [], [], [], []
+        for i, text in enumerate(captions):
+            counts: dict[str, int] = {}
+            if text is not None:
+                text, counts = redactor.redact(text)
+            new_captions.append(text)
+            if originals is not None:
+                orig = originals[i]
+                new_originals.append(orig if orig is None else redactor.redact(orig)[0])
+            if metas is not None:
+                meta, meta_counts = redactor.redact_json(metas[i])
+                new_metas.append(meta)
+                pii.merge_counts(counts, meta_counts)
+            found.append(counts)
+
+        if self.params.reject_if_found:
+            rows = [i for i, c in enumerate(found) if c]
+            keep = [not c for c in found]
+            details = [", ".join(f"{k}={n}" for k, n in found[i].items()) for i in rows]
+            batch = _append_column(batch, "pii_redactions", ["{}"] * len(found), pa.string())
+            return _split(batch, keep, rows, self.name, "pii", details)
+
+        batch = _replace_column(batch, "caption", new_captions)
+        if originals is not None:
+            batch = _replace_column(batch, "caption_original", new_originals)
+        if metas is not None:
+            batch = _replace_column(batch, "meta", new_metas)
+        batch = _append_column(batch, "pii_redactions",
+                               [json.dumps(c, sort_keys=True) for c in found], pa.string())
+        return StageResult(kept=batch)
+
+
+def summarize_redactions(column) -> dict[str, int]:
+    """Sum a `pii_redactions` column (list of JSON strings or an Arrow array) into {kind: count}."""
+    values = column.to_pylist() if hasattr(column, "to_pylist") else column
+    total: dict[str, int] = {}
+    for v in values:
+        if v:
+            pii.merge_counts(total, json.loads(v))
+    return dict(sorted(total.items()))
