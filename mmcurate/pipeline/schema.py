@@ -25,6 +25,7 @@ DERIVED_FIELDS = {
     "phash": pa.uint64(),                                               # phash_dedup
     "caption_original": pa.string(),                                    # caption_clean
     "pii_redactions": pa.string(),                                      # pii_redact: JSON {kind: count}
+    "language": pa.string(), "language_score": pa.float32(),            # caption_filter (when asked)
 }
 
 REJECTS_SCHEMA = pa.schema([
