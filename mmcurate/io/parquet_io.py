@@ -20,7 +20,7 @@ def write_parquet_atomic(table: pa.Table, path: str | os.PathLike, **write_optio
 def read_columns(path: str | os.PathLike) -> dict[str, list]:
     """A JSONL, CSV/TSV or Parquet file as {column: values}, chosen by extension.
 
-    CSV columns are all read as text, so keys like `0001` keep their leading zeros. JSONL rows may
+    CSV columns are all read as text, so keys like `0001` keep their leading zeros; empty cells are null. JSONL rows may
     disagree on a column's type (an int here, a string there) or leave columns out (None there).
     """
     p = os.fspath(path)
@@ -41,7 +41,7 @@ def read_columns(path: str | os.PathLike) -> dict[str, list]:
             return {}
         names = pacsv.read_csv(pa.py_buffer(header), parse_options=parse).column_names
         return pacsv.read_csv(p, parse_options=parse, convert_options=pacsv.ConvertOptions(
-            column_types={n: pa.string() for n in names})).to_pydict()
+            column_types={n: pa.string() for n in names}, strings_can_be_null=True)).to_pydict()
     raise ValueError(f"caption file {p!r}: unsupported extension; use .jsonl, .csv, .tsv or .parquet")
 
 

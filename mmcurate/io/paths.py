@@ -95,7 +95,7 @@ def _list_one(item: str, suffixes) -> list[str]:
                 raise FileNotFoundError(f"no {'/'.join(suffixes)} files in {item!r}")
             return hits
         if not fs.exists(path):
-            raise FileNotFoundError(f"no such file: {item!r}")
+            raise FileNotFoundError(f"{item!r} does not exist")
         return [item]
     item = _strip_file_scheme(item)
     if _GLOB_CHARS & set(item):
@@ -110,7 +110,7 @@ def _list_one(item: str, suffixes) -> list[str]:
             raise FileNotFoundError(f"no {'/'.join(suffixes)} files in directory {item!r}")
         return hits
     if not os.path.exists(item):
-        raise FileNotFoundError(f"no such file or directory: {item!r}")
+        raise FileNotFoundError(f"{item!r} does not exist")
     return [item]
 
 

@@ -37,8 +37,13 @@ class _HashingFile:
         self.sha256 = hashlib.sha256()
 
     def write(self, data) -> int:
+        if self._f is None:     # detached by abort(): tarfile may still flush on close/garbage collection
+            return len(data)
         self.sha256.update(data)
         return self._f.write(data)
+
+    def detach(self) -> None:
+        self._f = None
 
     def tell(self) -> int:
         return self._f.tell()
@@ -130,6 +135,8 @@ class ShardWriter:
     def abort(self) -> None:
         """Discard the shard in progress; shards already published stay."""
         if self._output is not None:
+            self._hasher.detach()
+            self._tar.close()
             self._output.discard()
         self._output = self._tar = self._hasher = None
         self._closed = True
