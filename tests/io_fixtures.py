@@ -42,7 +42,8 @@ def img2dataset_members(keys: list[str], seed: int = 0) -> list[tuple[str, bytes
     for i, key in enumerate(keys):
         out.append((f"{key}.jpg", image_bytes(seed * 1000 + i)))
         out.append((f"{key}.txt", f"caption of {key}".encode()))
-        out.append((f"{key}.json", json.dumps({"key": key, "url": f"http://x/{key}.jpg", "status": "success"}).encode()))
+        meta = {"key": key, "url": f"http://x/{key}.jpg", "status": "success"}
+        out.append((f"{key}.json", json.dumps(meta).encode()))
     return out
 
 
