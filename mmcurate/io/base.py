@@ -1,0 +1,90 @@
+"""What every reader is: a list of shards and a way to stream one shard as SAMPLE_SCHEMA batches."""
+from __future__ import annotations
+
+import abc
+from typing import Iterator
+
+import pyarrow as pa
+
+from mmcurate.pipeline.schema import SAMPLE_SCHEMA
+
+# A batch is also cut when its image bytes pass this size: a binary column holds at most 2 GiB, and a
+# batch of 256 large scans would pass it.
+DEFAULT_MAX_BATCH_BYTES = 256 << 20
+
+
+class Reader(abc.ABC):
+    """A dataset split into shards, the unit of parallelism, progress and resume.
+
+    Readers are picklable and cheap to send to workers: anything loaded lazily (a directory listing, a
+    caption table) is cached per process and dropped when pickled.
+    """
+
+    format: str = ""
+    _CACHE_ATTRS: tuple[str, ...] = ()
+
+    @abc.abstractmethod
+    def shards(self) -> list[str]:
+        """Stable, sorted shard ids; `read` accepts exactly these."""
+
+    @abc.abstractmethod
+    def read(self, shard: str, batch_size: int = 256,
+             max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES) -> Iterator[pa.Table]:
+        """The shard's samples, in a stable order, as SAMPLE_SCHEMA tables of at most batch_size rows."""
+
+    def count(self, shard: str) -> int | None:
+        """The shard's sample count when known without reading it (for progress bars), else None."""
+        return None
+
+    @abc.abstractmethod
+    def describe(self) -> dict:
+        """What the manifest records about the input: format, path, shard count, options."""
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        for name in self._CACHE_ATTRS:
+            state[name] = None
+        return state
+
+
+def check_batch_size(batch_size: int, max_batch_bytes: int) -> None:
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    if not isinstance(max_batch_bytes, int) or max_batch_bytes < 1:
+        raise ValueError(f"max_batch_bytes must be a positive integer, got {max_batch_bytes!r}")
+
+
+class Batcher:
+    """Collects sample rows; hands out SAMPLE_SCHEMA tables by row count or image bytes."""
+
+    def __init__(self, batch_size: int, max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES):
+        check_batch_size(batch_size, max_batch_bytes)
+        self.batch_size = batch_size
+        self.max_batch_bytes = max_batch_bytes
+        self._reset()
+
+    def _reset(self):
+        self._cols = {f.name: [] for f in SAMPLE_SCHEMA}
+        self._bytes = 0
+
+    def add(self, key: str, source: str, image: bytes | None, image_ext: str | None,
+            caption: str | None, meta: str) -> pa.Table | None:
+        """Add one row; returns a full batch when this row completes one."""
+        c = self._cols
+        c["key"].append(key)
+        c["source"].append(source)
+        c["image"].append(image)
+        c["image_ext"].append(image_ext)
+        c["caption"].append(caption)
+        c["meta"].append(meta)
+        self._bytes += len(image) if image is not None else 0
+        if len(c["key"]) >= self.batch_size or self._bytes >= self.max_batch_bytes:
+            return self.flush()
+        return None
+
+    def flush(self) -> pa.Table | None:
+        if not self._cols["key"]:
+            return None
+        table = pa.table(self._cols, schema=SAMPLE_SCHEMA)
+        self._reset()
+        return table
