@@ -32,7 +32,7 @@ import pyarrow.parquet as pq
 
 import mmcurate
 from mmcurate.pipeline.recipe import Recipe, parse_recipe
-from mmcurate.pipeline.schema import DUPLICATES_SCHEMA, REJECTS_SCHEMA
+from mmcurate.pipeline.schema import DUPLICATES_OUTPUT_SCHEMA, DUPLICATES_SCHEMA, REJECTS_SCHEMA
 from mmcurate.pipeline.stage import GlobalStage, MapStage, StageError
 
 WORK = "_work"
@@ -144,6 +144,36 @@ def run_map_shard(recipe: Recipe, plan: StagePlan, shard_index: int, shard: str,
               "stages": {k: {**v, "reasons": dict(v["reasons"])} for k, v in stats.items()}}
     _atomic_json(work / "done" / f"{name}.json", record)  # last: its presence means the shard is complete
     return record
+
+
+def _check_unique_keys(table: pa.Table):
+    """Global steps name samples by key, so keys must be unique across shards."""
+    keys = table.column("key")
+    if pc.count_distinct(keys).as_py() != len(keys):
+        counts = pc.value_counts(keys)
+        repeated = [v["values"] for v in counts.to_pylist() if v["counts"] > 1][:5]
+        raise StageError(f"sample keys repeat across input shards (e.g. {repeated}); keys must be unique for "
+                         f"dedup to name its representatives. Rename the samples or curate the shards separately.")
+
+
+def _resolve_representatives(dups: pa.Table) -> pa.Table:
+    """Point every duplicate at a kept sample: follow duplicate_of while the target was itself removed."""
+    link = dict(zip(dups.column("key").to_pylist(), dups.column("duplicate_of").to_pylist()))
+
+    def final(k):
+        seen = set()
+        while k in link and k not in seen:
+            seen.add(k)
+            k = link[k]
+        return k
+
+    direct = dups.column("duplicate_of").to_pylist()
+    resolved = [final(d) for d in direct]
+    return pa.table({
+        "key": dups.column("key"), "duplicate_of": pa.array(resolved, pa.string()),
+        "kind": dups.column("kind"), "distance": dups.column("distance"),
+        "via": pa.array([d if d != r else None for d, r in zip(direct, resolved)], pa.string()),
+    }, schema=DUPLICATES_OUTPUT_SCHEMA)
 
 
 def _sample_ids(table: pa.Table) -> pa.Array:
@@ -301,6 +331,8 @@ class LocalExecutor:
         survivors = _concat(parts)
         global_stats, rejects, dups = {}, [], []
         extra_cols = []
+        if survivors is not None and survivors.num_rows:
+            _check_unique_keys(survivors)
         for stage in plan.global_steps:
             st = _new_stat()
             n_in = survivors.num_rows if survivors is not None else 0
@@ -318,7 +350,7 @@ class LocalExecutor:
                     rejects.append(res.rejected.cast(REJECTS_SCHEMA))
                     st["reasons"].update(res.rejected.column("reason").to_pylist())
                 if res.duplicates.num_rows:
-                    dups.append(res.duplicates.cast(DUPLICATES_SCHEMA))
+                    dups.append(res.duplicates.select(DUPLICATES_SCHEMA.names).cast(DUPLICATES_SCHEMA))
                 if res.columns is not None and res.columns.num_rows:
                     extra_cols.append(res.columns)
                 st["stats"] = res.stats
@@ -330,7 +362,8 @@ class LocalExecutor:
                                       f"but {survivors.num_rows} survivors remain")
             global_stats[stage.name] = st
         global_rejects = pa.concat_tables(rejects) if rejects else REJECTS_SCHEMA.empty_table()
-        duplicates = pa.concat_tables(dups) if dups else DUPLICATES_SCHEMA.empty_table()
+        duplicates = (_resolve_representatives(pa.concat_tables(dups)) if dups
+                      else DUPLICATES_OUTPUT_SCHEMA.empty_table())
         return survivors, global_stats, global_rejects, duplicates, extra_cols
 
     # -- phase 3 --------------------------------------------------------------------------------
@@ -361,7 +394,7 @@ class LocalExecutor:
             for src in set(global_rejects.column("source").to_pylist()):
                 global_rejects_by_source[src] = global_rejects.filter(pc.equal(global_rejects.column("source"), src))
         shard_rejects = []
-        writer = ShardWriter(self.out / "shards", self.recipe.shard_size)
+        writer = ShardWriter(self.out, self.recipe.shard_size)  # writes out/shards/NNNNN.tar
         written_rows = []  # sample row of each written sample, in write order
         for i, shard in enumerate(shards):
             rej_path = self.work / "rejects" / f"{i:05d}.parquet"

@@ -40,8 +40,11 @@ DUPLICATES_SCHEMA = pa.schema([
     pa.field("key", pa.string(), nullable=False),
     pa.field("duplicate_of", pa.string(), nullable=False),  # the kept representative's key
     pa.field("kind", pa.string(), nullable=False),          # "exact" | "phash" | later "semantic"
-    pa.field("distance", pa.float64()),                     # 0 for exact, Hamming bits for phash
+    pa.field("distance", pa.float64()),                     # 0 for exact, Hamming bits for phash (to `via`)
 ])
+# duplicates.parquet adds the direct link where it differs from duplicate_of: a representative that a
+# later global step found to be a duplicate itself is replaced by that step's representative.
+DUPLICATES_OUTPUT_SCHEMA = DUPLICATES_SCHEMA.append(pa.field("via", pa.string()))
 
 
 def empty_rejects() -> pa.Table:
