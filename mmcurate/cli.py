@@ -177,7 +177,7 @@ def _cmd_demo(args) -> int:
     data_dir = out / "input"
     if not (data_dir / "truth.jsonl").exists() or args.overwrite:
         info = build_demo_dataset(data_dir, n_samples=args.samples, shard_size=args.shard_size, seed=0)
-        print(f"[demo] built {info.get('samples', '?')} samples in {data_dir}")
+        print(f"[demo] built {info['n_samples']} samples ({', '.join(f'{k} {v}' for k, v in info['labels'].items())}) in {data_dir}")
     recipe_dict = default_recipe_dict()
     recipe_dict["output"]["shard_size"] = args.shard_size
     recipe = parse_recipe(recipe_dict, input_path=str(data_dir), output_path=str(out / "curated"),
