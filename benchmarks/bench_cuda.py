@@ -18,19 +18,11 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from _timing import best_rate  # noqa: E402
 from mmcurate import build_info, ops  # noqa: E402
 from mmcurate.ops import _cuda  # noqa: E402
-
-
-def best_rate(fn, n_items: int, repeats: int) -> float:
-    fn()
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return n_items / best
 
 
 def near_duplicate_codes(n: int, seed: int = 0) -> np.ndarray:

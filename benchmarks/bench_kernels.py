@@ -22,7 +22,9 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from _timing import best_rate  # noqa: E402
 from mmcurate import build_info, ops  # noqa: E402
 from mmcurate.sample_data import load_photos  # noqa: E402
 
@@ -41,16 +43,6 @@ def make_blobs(n: int, side: int = 512, quality: int = 95) -> list[bytes]:
         im.save(buf, format="JPEG", quality=quality)
         base.append(buf.getvalue())
     return [base[i % len(base)] for i in range(n)]
-
-
-def best_rate(fn, n_items: int, repeats: int) -> float:
-    fn()  # warm-up: caches, lazy imports, first-touch allocations
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return n_items / best
 
 
 # ---- peers (module-level so process pools can pickle them) -------------------------------------
