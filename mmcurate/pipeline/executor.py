@@ -21,7 +21,7 @@ import resource
 import shutil
 import sys
 import time
-from collections import Counter, defaultdict
+from collections import Counter
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from multiprocessing import get_context
 from pathlib import Path
@@ -237,11 +237,11 @@ class LocalExecutor:
 
         t = time.perf_counter()
         plan = StagePlan.from_stages(self.recipe.build_stages())
-        survivors, global_stats, global_rejects, duplicates, extra_cols = self._global_phase(plan, len(shards))
+        n_kept, global_stats, global_rejects, duplicates, extra_cols = self._global_phase(plan, len(shards))
         timings["global"] = time.perf_counter() - t
 
         t = time.perf_counter()
-        manifest = self._write_phase(reader, shards, records, plan, survivors, global_stats, global_rejects,
+        manifest = self._write_phase(reader, shards, records, plan, n_kept, global_stats, global_rejects,
                                      duplicates, extra_cols, timings, started, t_start)
         return manifest
 
@@ -326,8 +326,15 @@ class LocalExecutor:
 
     # -- phase 2 --------------------------------------------------------------------------------
     def _global_phase(self, plan: StagePlan, n_shards: int):
-        meta_files = [self.work / "meta" / f"{i:05d}.parquet" for i in range(n_shards)]
-        parts = [pq.read_table(f) for f in meta_files if f.exists()]
+        """Runs the global steps over the survivors' metadata, reading only the columns they need
+        (a few dozen bytes per sample), never the captions or JSON of every sample."""
+        needed = list(dict.fromkeys(["key", "source", *(c for st in plan.global_steps for c in st.requires)]))
+        parts = []
+        for i in range(n_shards):
+            f = self.work / "meta" / f"{i:05d}.parquet"
+            if f.exists():
+                have = set(pq.read_schema(f).names)
+                parts.append(pq.read_table(f, columns=[c for c in needed if c in have]))
         survivors = _concat(parts)
         global_stats, rejects, dups = {}, [], []
         extra_cols = []
@@ -364,28 +371,22 @@ class LocalExecutor:
         global_rejects = pa.concat_tables(rejects) if rejects else REJECTS_SCHEMA.empty_table()
         duplicates = (_resolve_representatives(pa.concat_tables(dups)) if dups
                       else DUPLICATES_OUTPUT_SCHEMA.empty_table())
-        return survivors, global_stats, global_rejects, duplicates, extra_cols
+        n_kept = survivors.num_rows if survivors is not None else 0
+        return n_kept, global_stats, global_rejects, duplicates, extra_cols
 
     # -- phase 3 --------------------------------------------------------------------------------
-    def _write_phase(self, reader, shards, records, plan, survivors, global_stats, global_rejects, duplicates,
+    def _write_phase(self, reader, shards, records, plan, n_kept, global_stats, global_rejects, duplicates,
                      extra_cols, timings, started, t_start) -> dict:
-        from mmcurate.io import ShardWriter, sha256_file, write_parquet_atomic
+        """Shard by shard: the survivors' metadata from _work/, minus the global rejects, joined with the
+        global columns; the input shard re-read for the original bytes. Memory holds one shard."""
+        from mmcurate.io import ShardWriter, sha256_file
+        from mmcurate.io.atomic import atomic_output
 
         t = time.perf_counter()
-        samples = survivors
-        if samples is not None and extra_cols:
-            # Joins do not keep row order; the row order decides the output shards, so restore it.
-            samples = samples.append_column("__row", pa.array(range(samples.num_rows), pa.int64()))
-            for cols in extra_cols:
-                samples = samples.join(cols, keys="key", join_type="left outer")
-            samples = samples.sort_by("__row").drop_columns(["__row"])
-        # Kept samples, matched by (source, key): keys are only unique within a shard.
-        kept_by_shard: dict[str, dict[str, int]] = defaultdict(dict)
-        if samples is not None:
-            for row, (key, src) in enumerate(zip(samples.column("key").to_pylist(),
-                                                 samples.column("source").to_pylist())):
-                kept_by_shard[src][key] = row
-        rows_meta = _rows_for_output(samples) if samples is not None else {}
+        meta_files = [self.work / "meta" / f"{i:05d}.parquet" for i in range(len(shards))]
+        extra = _concat(extra_cols) if extra_cols else None
+        out_schema = _samples_schema([pq.read_schema(f) for f in meta_files if f.exists()], extra)
+        gone_ids = _sample_ids(global_rejects) if global_rejects.num_rows else None
 
         collector = _make_thumbnail_collector()
         wanted_dup_keys = collector.wanted_keys(duplicates) if collector is not None else set()
@@ -393,56 +394,77 @@ class LocalExecutor:
         if collector is not None and global_rejects.num_rows:
             for src in set(global_rejects.column("source").to_pylist()):
                 global_rejects_by_source[src] = global_rejects.filter(pc.equal(global_rejects.column("source"), src))
-        shard_rejects = []
+
         writer = ShardWriter(self.out, self.recipe.shard_size)  # writes out/shards/NNNNN.tar
-        written_rows = []  # sample row of each written sample, in write order
-        for i, shard in enumerate(shards):
-            rej_path = self.work / "rejects" / f"{i:05d}.parquet"
-            rej = pq.read_table(rej_path) if rej_path.exists() else REJECTS_SCHEMA.empty_table()
-            shard_rejects.append(rej)
-            for batch in reader.read(shard, batch_size=self.recipe.batch_size):
-                keys = batch.column("key").to_pylist()
-                srcs = batch.column("source").to_pylist()
-                rows = [kept_by_shard.get(s, {}).get(k) for k, s in zip(keys, srcs)]
-                idx = [j for j, r in enumerate(rows) if r is not None]
-                if collector is not None:
-                    images = dict(zip(keys, batch.column("image").to_pylist()))
-                    captions = dict(zip(keys, batch.column("caption").to_pylist()))
-                    for src in set(srcs):
-                        if src in global_rejects_by_source:
-                            collector.offer_rejects(global_rejects_by_source[src], images, captions)
-                    if rej.num_rows:
-                        collector.offer_rejects(rej, images, captions)
-                    if wanted_dup_keys:
-                        collector.offer_group_members(wanted_dup_keys, batch.select(["key", "image"]))
-                if idx:
-                    sub_rows = [rows[j] for j in idx]
-                    writer.write(_output_table(batch.take(idx), rows_meta, sub_rows))
-                    written_rows += sub_rows
+        n_written = 0
+        n_rejected = 0
+        with atomic_output(self.out / "samples.parquet") as samples_f, \
+                atomic_output(self.out / "rejects.parquet") as rejects_f:
+            samples_pw = pq.ParquetWriter(samples_f, out_schema)
+            rejects_pw = pq.ParquetWriter(rejects_f, REJECTS_SCHEMA)
+            for i, shard in enumerate(shards):
+                rej_path = self.work / "rejects" / f"{i:05d}.parquet"
+                rej = pq.read_table(rej_path) if rej_path.exists() else REJECTS_SCHEMA.empty_table()
+                if rej.num_rows:
+                    rejects_pw.write_table(rej.cast(REJECTS_SCHEMA))
+                    n_rejected += rej.num_rows
+                meta = pq.read_table(meta_files[i]) if meta_files[i].exists() else None
+                if meta is not None and gone_ids is not None:
+                    meta = meta.filter(pc.invert(pc.is_in(_sample_ids(meta), value_set=gone_ids)))
+                if meta is not None and extra is not None:
+                    meta = _join_in_order(meta, extra)
+                kept_rows = {}
+                if meta is not None:
+                    kept_rows = {(s_, k): r for r, (k, s_) in enumerate(zip(meta.column("key").to_pylist(),
+                                                                          meta.column("source").to_pylist()))}
+                rows_meta = _rows_for_output(meta) if meta is not None and meta.num_rows else {}
+                written = []  # this shard's kept rows, in write order
+                for batch in reader.read(shard, batch_size=self.recipe.batch_size):
+                    keys = batch.column("key").to_pylist()
+                    srcs = batch.column("source").to_pylist()
+                    rows = [kept_rows.get((s_, k)) for k, s_ in zip(keys, srcs)]
+                    idx = [j for j, r in enumerate(rows) if r is not None]
+                    if collector is not None:
+                        images = dict(zip(keys, batch.column("image").to_pylist()))
+                        captions = dict(zip(keys, batch.column("caption").to_pylist()))
+                        for src in set(srcs):
+                            if src in global_rejects_by_source:
+                                collector.offer_rejects(global_rejects_by_source[src], images, captions)
+                        if rej.num_rows:
+                            collector.offer_rejects(rej, images, captions)
+                        if wanted_dup_keys:
+                            collector.offer_group_members(wanted_dup_keys, batch.select(["key", "image"]))
+                    if idx:
+                        sub_rows = [rows[j] for j in idx]
+                        writer.write(_output_table(batch.take(idx), rows_meta, sub_rows))
+                        written += sub_rows
+                n_meta = meta.num_rows if meta is not None else 0
+                if len(written) != n_meta:
+                    raise AccountingError(f"shard {shard}: {n_meta} samples kept but {len(written)} found again "
+                                          f"in the input (was the input changed during the run?)")
+                if written:
+                    names = [writer.shard_path(j // self.recipe.shard_size).name
+                             for j in range(n_written, n_written + len(written))]
+                    samples_pw.write_table(_samples_table(meta.take(written), names, out_schema))
+                    n_written += len(written)
+            if global_rejects.num_rows:
+                rejects_pw.write_table(global_rejects)
+                n_rejected += global_rejects.num_rows
+            samples_pw.close()
+            rejects_pw.close()
         shard_files = writer.close()
-        out_names = [None] * len(written_rows)
-        pos = 0
-        for path, n, _ in shard_files:
-            for r in written_rows[pos:pos + n]:
-                out_names[r] = Path(path).name
-            pos += n
-        if samples is not None and len(written_rows) != samples.num_rows:
-            raise AccountingError(f"{samples.num_rows} samples kept but {len(written_rows)} found again in the input "
-                                  f"(was the input changed during the run?)")
+        if n_written != n_kept:
+            raise AccountingError(f"{n_kept} samples survived the global steps but {n_written} were written")
         timings["write_shards"] = time.perf_counter() - t
 
         t = time.perf_counter()
-        all_rejects = pa.concat_tables([*shard_rejects, global_rejects])
-        samples_out = _samples_table(samples, out_names)
-        write_parquet_atomic(samples_out, self.out / "samples.parquet")
-        write_parquet_atomic(all_rejects, self.out / "rejects.parquet")
+        from mmcurate.io import write_parquet_atomic
+
         write_parquet_atomic(duplicates, self.out / "duplicates.parquet")
         if collector is not None:
             collector.write(self.out / "thumbs.parquet")
 
         read = sum(r["read"] for r in records)
-        kept_n = samples_out.num_rows
-        rejected_n = all_rejects.num_rows
         stage_stats = self._merge_stage_stats(records, plan, global_stats)
         manifest = {
             "manifest_version": MANIFEST_VERSION,
@@ -456,19 +478,19 @@ class LocalExecutor:
                 "peak_rss_mb": _peak_rss_mb(),
                 "python": sys.version.split()[0],
             },
-            "counts": {"read": read, "kept": kept_n, "rejected": rejected_n,
-                       "accounting_ok": read == kept_n + rejected_n},
+            "counts": {"read": read, "kept": n_written, "rejected": n_rejected,
+                       "accounting_ok": read == n_written + n_rejected},
             "stages": stage_stats,
             "timings_s": {k: round(v, 3) for k, v in timings.items()},
-            "inputs": [{"shard": s, "samples": r["read"],
-                        "sha256": sha256_file(s) if os.path.isfile(s) else None} for s, r in zip(shards, records)],
+            "inputs": [{"shard": s_, "samples": r["read"],
+                        "sha256": sha256_file(s_) if os.path.isfile(s_) else None} for s_, r in zip(shards, records)],
             "outputs": [{"path": os.path.relpath(p, self.out), "samples": n, "sha256": h} for p, n, h in shard_files]
                        + [{"path": name, "sha256": sha256_file(self.out / name)}
                           for name in ("samples.parquet", "rejects.parquet", "duplicates.parquet")],
         }
-        if read != kept_n + rejected_n:
+        if read != n_written + n_rejected:
             _atomic_json(self.out / "manifest.json", manifest)
-            raise AccountingError(f"read {read} != kept {kept_n} + rejected {rejected_n}")
+            raise AccountingError(f"read {read} != kept {n_written} + rejected {n_rejected}")
         timings["write_tables"] = time.perf_counter() - t
         manifest["timings_s"] = {k: round(v, 3) for k, v in timings.items()}
         _atomic_json(self.out / "manifest.json", manifest)
@@ -478,6 +500,7 @@ class LocalExecutor:
 
             write_report(self.out)
             manifest["timings_s"]["report"] = round(time.perf_counter() - t, 3)
+            manifest["run"]["peak_rss_mb"] = _peak_rss_mb()
             _atomic_json(self.out / "manifest.json", manifest)
         if not self.keep_work:
             shutil.rmtree(self.work, ignore_errors=True)
@@ -548,20 +571,43 @@ def _output_table(batch: pa.Table, rows_meta: dict, rows: list[int]) -> pa.Table
     })
 
 
-def _samples_table(samples: pa.Table | None, out_names: list[str]) -> pa.Table:
-    if samples is None:
-        return pa.table({"key": pa.array([], pa.string()), "source": pa.array([], pa.string()),
-                         "shard": pa.array([], pa.string())})
-    cols = {}
-    for name in samples.column_names:
-        if name == "image":
+def _samples_schema(meta_schemas: list, extra: pa.Table | None) -> pa.Schema:
+    """samples.parquet's schema, fixed before the first shard is written: every shard's metadata columns
+    (unified), the global steps' columns, pHash as 16-hex text, and the output shard."""
+    base = (pa.unify_schemas(meta_schemas, promote_options="permissive") if meta_schemas
+            else pa.schema([("key", pa.string()), ("source", pa.string())]))
+    fields = []
+    for f in base:
+        if f.name == "image":
             continue
-        col = samples.column(name)
-        if name == "phash":
-            col = pa.array([None if v is None else f"{int(v):016x}" for v in col.to_pylist()], pa.string())
-        cols[name] = col
-    cols["shard"] = pa.array(out_names, pa.string())
-    return pa.table(cols)
+        fields.append(pa.field(f.name, pa.string()) if f.name == "phash" else f.with_nullable(True))
+    if extra is not None:
+        names = {f.name for f in fields}
+        fields += [f.with_nullable(True) for f in extra.schema if f.name != "key" and f.name not in names]
+    return pa.schema(fields + [pa.field("shard", pa.string())])
+
+
+def _join_in_order(meta: pa.Table, extra: pa.Table) -> pa.Table:
+    """Left-join per-key global columns onto a shard's rows; Arrow joins reorder rows, so restore the order."""
+    meta = meta.append_column("__row", pa.array(range(meta.num_rows), pa.int64()))
+    sub = extra.filter(pc.is_in(extra.column("key"), value_set=meta.column("key")))
+    joined = meta.join(sub, keys="key", join_type="left outer")
+    return joined.sort_by("__row").drop_columns(["__row"])
+
+
+def _samples_table(meta: pa.Table, shard_names: list[str], schema: pa.Schema) -> pa.Table:
+    cols = {}
+    for f in schema:
+        if f.name == "shard":
+            cols["shard"] = pa.array(shard_names, pa.string())
+        elif f.name not in meta.column_names:
+            cols[f.name] = pa.nulls(meta.num_rows, f.type)
+        elif f.name == "phash":
+            cols["phash"] = pa.array([None if v is None else f"{int(v):016x}"
+                                      for v in meta.column("phash").to_pylist()], pa.string())
+        else:
+            cols[f.name] = meta.column(f.name).cast(f.type)
+    return pa.table(cols, schema=schema)
 
 
 def _make_thumbnail_collector():
