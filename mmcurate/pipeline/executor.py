@@ -405,6 +405,7 @@ class LocalExecutor:
             for i, shard in enumerate(shards):
                 rej_path = self.work / "rejects" / f"{i:05d}.parquet"
                 rej = pq.read_table(rej_path) if rej_path.exists() else REJECTS_SCHEMA.empty_table()
+                rej_keys = rej.column("key").to_pylist()
                 if rej.num_rows:
                     rejects_pw.write_table(rej.cast(REJECTS_SCHEMA))
                     n_rejected += rej.num_rows
@@ -425,15 +426,23 @@ class LocalExecutor:
                     rows = [kept_rows.get((s_, k)) for k, s_ in zip(keys, srcs)]
                     idx = [j for j, r in enumerate(rows) if r is not None]
                     if collector is not None:
-                        images = dict(zip(keys, batch.column("image").to_pylist()))
-                        captions = dict(zip(keys, batch.column("caption").to_pylist()))
-                        for src in set(srcs):
-                            if src in global_rejects_by_source:
-                                collector.offer_rejects(global_rejects_by_source[src], images, captions)
-                        if rej.num_rows:
-                            collector.offer_rejects(rej, images, captions)
-                        if wanted_dup_keys:
-                            collector.offer_group_members(wanted_dup_keys, batch.select(["key", "image"]))
+                        # Only the rows the collector can use: rejects of this shard and wanted group members.
+                        shard_global = [global_rejects_by_source[x] for x in set(srcs) if x in global_rejects_by_source]
+                        interesting = set(rej_keys) | wanted_dup_keys
+                        for g in shard_global:
+                            interesting.update(g.column("key").to_pylist())
+                        pick = [j for j, k in enumerate(keys) if k in interesting]
+                        if pick:
+                            sub = batch.take(pick).select(["key", "image", "caption"])
+                            sub_keys = sub.column("key").to_pylist()
+                            images = dict(zip(sub_keys, sub.column("image").to_pylist()))
+                            captions = dict(zip(sub_keys, sub.column("caption").to_pylist()))
+                            for g in shard_global:
+                                collector.offer_rejects(g, images, captions)
+                            if rej.num_rows:
+                                collector.offer_rejects(rej, images, captions)
+                            if wanted_dup_keys:
+                                collector.offer_group_members(wanted_dup_keys, sub.select(["key", "image"]))
                     if idx:
                         sub_rows = [rows[j] for j in idx]
                         writer.write(_output_table(batch.take(idx), rows_meta, sub_rows))
