@@ -101,11 +101,14 @@ def _iter_chunks(x, chunk_size: int):
 # ----------------------------------------------------------------------------------------- k-means
 
 def kmeans(x, k: int, niter: int = 20, spherical: bool = True, seed: int = 0, device: str = "auto",
-           max_points_per_centroid: int = 256, chunk_size: int = DEFAULT_CHUNK):
+           max_points_per_centroid: int = 256, chunk_size: int = DEFAULT_CHUNK, init: str = "random"):
     """k-means with ``faiss.Kmeans``. Returns ``(centroids float32[k, d], assign int64[n])``.
 
     Training uses at most ``k * max_points_per_centroid`` rows, drawn by ``seed`` and gathered here, so a
     memmap larger than memory is never loaded whole; every row is then assigned by streaming over chunks.
+    ``init="random"`` is faiss's own (k distinct training rows); ``"kmeans++"`` seeds by D^2 sampling on
+    the training rows (O(n_train * k * d) in numpy: use it for small levels, e.g. clustering centroids,
+    where random init often leaves several centroids in one dense group).
     ``spherical=True`` renormalises the centroids each iteration and assigns by inner product (use it on
     L2-normalised embeddings); otherwise assignment is by L2 distance.
     """
@@ -126,11 +129,34 @@ def kmeans(x, k: int, niter: int = 20, spherical: bool = True, seed: int = 0, de
     km = faiss.Kmeans(train.shape[1], k, niter=int(niter), spherical=bool(spherical), seed=int(seed),
                       gpu=(dev == "cuda"), max_points_per_centroid=int(max_points_per_centroid),
                       verbose=False)
-    km.train(train)
+    if init == "kmeans++":
+        km.train(train, init_centroids=kmeans_plusplus(train, k, seed))
+    elif init == "random":
+        km.train(train)
+    else:
+        raise ValueError(f"init must be 'random' or 'kmeans++', got {init!r}")
     centroids = np.ascontiguousarray(km.centroids, dtype=np.float32)
     labels, _ = assign(x, centroids, metric="ip" if spherical else "l2", device=dev,
                        chunk_size=chunk_size)
     return centroids, labels
+
+
+def kmeans_plusplus(x: np.ndarray, k: int, seed: int = 0) -> np.ndarray:
+    """k-means++ seeding (Arthur & Vassilvitskii 2007): each next centroid drawn with probability
+    proportional to the squared distance to the nearest centroid chosen so far."""
+    rng = np.random.default_rng(seed)
+    x64 = x.astype(np.float64)
+    sq = np.einsum("ij,ij->i", x64, x64)
+    centers = np.empty((k, x.shape[1]), np.float32)
+    i = int(rng.integers(x.shape[0]))
+    centers[0] = x[i]
+    d2 = np.maximum(sq - 2 * x64 @ x64[i] + sq[i], 0)
+    for j in range(1, k):
+        tot = d2.sum()
+        i = int(rng.choice(x.shape[0], p=d2 / tot)) if tot > 0 else int(rng.integers(x.shape[0]))
+        centers[j] = x[i]
+        d2 = np.minimum(d2, np.maximum(sq - 2 * x64 @ x64[i] + sq[i], 0))
+    return centers
 
 
 def assign(x, centroids, metric: str = "ip", device: str = "auto", chunk_size: int = DEFAULT_CHUNK):
