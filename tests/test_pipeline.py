@@ -219,3 +219,28 @@ def test_cli_reports_recipe_errors_without_traceback(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "mmcurate.cli", "run", str(bad)], capture_output=True,
                           text=True, cwd=ROOT)
     assert proc.returncode == 2 and "unknown stage 'nope'" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_split_stage_writes_one_shard_directory_per_split(demo_input, tmp_path):
+    out = tmp_path / "split"
+    recipe = _recipe(demo_input, out)
+    recipe["stages"].append({"split": {"ratios": [0.6, 0.2, 0.2], "phash_radius": 16}})
+    _run(recipe)
+    samples = pq.read_table(out / "samples.parquet").to_pylist()
+    assert {s["split"] for s in samples} == {"train", "val", "test"}
+    for s in samples:
+        assert s["shard"].startswith(s["split"] + "/")
+    written = {}
+    for split in ("train", "val", "test"):
+        for tar in sorted((out / "shards" / split).glob("*.tar")):
+            with tarfile.open(tar) as tf:
+                for m in tf.getmembers():
+                    written[m.name.split(".", 1)[0]] = split
+    assert written == {s["key"]: s["split"] for s in samples}
+    # kept samples within the radius never straddle splits
+    codes = {s["key"]: int(s["phash"], 16) for s in samples}
+    keys = sorted(codes)
+    for i, a in enumerate(keys):
+        for b in keys[i + 1:]:
+            if bin(codes[a] ^ codes[b]).count("1") <= 16:
+                assert written[a] == written[b], (a, b)

@@ -395,7 +395,18 @@ class LocalExecutor:
             for src in set(global_rejects.column("source").to_pylist()):
                 global_rejects_by_source[src] = global_rejects.filter(pc.equal(global_rejects.column("source"), src))
 
-        writer = ShardWriter(self.out, self.recipe.shard_size)  # writes out/shards/NNNNN.tar
+        # out/shards/NNNNN.tar, or out/shards/<split>/NNNNN.tar when a split stage assigned splits.
+        by_split = "split" in out_schema.names
+        writers: dict = {}
+        split_counts: dict = {}
+
+        def writer_for(split):
+            if split not in writers:
+                writers[split] = ShardWriter(self.out, self.recipe.shard_size,
+                                             subdir=f"shards/{split}" if by_split else "shards")
+                split_counts[split] = 0
+            return writers[split]
+
         n_written = 0
         n_rejected = 0
         with atomic_output(self.out / "samples.parquet") as samples_f, \
@@ -419,41 +430,34 @@ class LocalExecutor:
                     kept_rows = {(s_, k): r for r, (k, s_) in enumerate(zip(meta.column("key").to_pylist(),
                                                                           meta.column("source").to_pylist()))}
                 rows_meta = _rows_for_output(meta) if meta is not None and meta.num_rows else {}
-                written = []  # this shard's kept rows, in write order
+                written, names = [], []  # this shard's kept rows and their output shards, in write order
+                splits = meta.column("split").to_pylist() if by_split and meta is not None else None
                 for batch in reader.read(shard, batch_size=self.recipe.batch_size):
                     keys = batch.column("key").to_pylist()
                     srcs = batch.column("source").to_pylist()
                     rows = [kept_rows.get((s_, k)) for k, s_ in zip(keys, srcs)]
                     idx = [j for j, r in enumerate(rows) if r is not None]
                     if collector is not None:
-                        # Only the rows the collector can use: rejects of this shard and wanted group members.
-                        shard_global = [global_rejects_by_source[x] for x in set(srcs) if x in global_rejects_by_source]
-                        interesting = set(rej_keys) | wanted_dup_keys
-                        for g in shard_global:
-                            interesting.update(g.column("key").to_pylist())
-                        pick = [j for j, k in enumerate(keys) if k in interesting]
-                        if pick:
-                            sub = batch.take(pick).select(["key", "image", "caption"])
-                            sub_keys = sub.column("key").to_pylist()
-                            images = dict(zip(sub_keys, sub.column("image").to_pylist()))
-                            captions = dict(zip(sub_keys, sub.column("caption").to_pylist()))
-                            for g in shard_global:
-                                collector.offer_rejects(g, images, captions)
-                            if rej.num_rows:
-                                collector.offer_rejects(rej, images, captions)
-                            if wanted_dup_keys:
-                                collector.offer_group_members(wanted_dup_keys, sub.select(["key", "image"]))
-                    if idx:
-                        sub_rows = [rows[j] for j in idx]
-                        writer.write(_output_table(batch.take(idx), rows_meta, sub_rows))
+                        self._offer_thumbnails(collector, batch, keys, srcs, rej, rej_keys, wanted_dup_keys,
+                                               global_rejects_by_source)
+                    groups: dict = {}
+                    for j in idx:  # per split, keeping input order within each
+                        groups.setdefault(splits[rows[j]] if splits else None, []).append(j)
+                    for split, js in groups.items():
+                        w = writer_for(split)
+                        sub_rows = [rows[j] for j in js]
+                        w.write(_output_table(batch.take(js), rows_meta, sub_rows))
+                        base = split_counts[split]
+                        prefix = f"{split}/" if by_split else ""
+                        names += [prefix + w.shard_path(c // self.recipe.shard_size).name
+                                  for c in range(base, base + len(js))]
+                        split_counts[split] = base + len(js)
                         written += sub_rows
                 n_meta = meta.num_rows if meta is not None else 0
                 if len(written) != n_meta:
                     raise AccountingError(f"shard {shard}: {n_meta} samples kept but {len(written)} found again "
                                           f"in the input (was the input changed during the run?)")
                 if written:
-                    names = [writer.shard_path(j // self.recipe.shard_size).name
-                             for j in range(n_written, n_written + len(written))]
                     samples_pw.write_table(_samples_table(meta.take(written), names, out_schema))
                     n_written += len(written)
             if global_rejects.num_rows:
@@ -461,7 +465,9 @@ class LocalExecutor:
                 n_rejected += global_rejects.num_rows
             samples_pw.close()
             rejects_pw.close()
-        shard_files = writer.close()
+        shard_files = [f for split in sorted(writers, key=str) for f in writers[split].close()]
+        if not writers:  # nothing kept: still leave an (empty) shards/ directory
+            (self.out / "shards").mkdir(parents=True, exist_ok=True)
         if n_written != n_kept:
             raise AccountingError(f"{n_kept} samples survived the global steps but {n_written} were written")
         timings["write_shards"] = time.perf_counter() - t
@@ -514,6 +520,28 @@ class LocalExecutor:
         if not self.keep_work:
             shutil.rmtree(self.work, ignore_errors=True)
         return manifest
+
+    @staticmethod
+    def _offer_thumbnails(collector, batch, keys, srcs, rej, rej_keys, wanted_dup_keys, global_rejects_by_source):
+        """Hand the report's thumbnail collector the rows it can use: this shard's rejects (map and global)
+        and members of the duplicate groups it will show."""
+        shard_global = [global_rejects_by_source[x] for x in set(srcs) if x in global_rejects_by_source]
+        interesting = set(rej_keys) | wanted_dup_keys
+        for g in shard_global:
+            interesting.update(g.column("key").to_pylist())
+        pick = [j for j, k in enumerate(keys) if k in interesting]
+        if not pick:
+            return
+        sub = batch.take(pick).select(["key", "image", "caption"])
+        sub_keys = sub.column("key").to_pylist()
+        images = dict(zip(sub_keys, sub.column("image").to_pylist()))
+        captions = dict(zip(sub_keys, sub.column("caption").to_pylist()))
+        for g in shard_global:
+            collector.offer_rejects(g, images, captions)
+        if rej.num_rows:
+            collector.offer_rejects(rej, images, captions)
+        if wanted_dup_keys:
+            collector.offer_group_members(wanted_dup_keys, sub.select(["key", "image"]))
 
     def _merge_stage_stats(self, records, plan: StagePlan, global_stats) -> list[dict]:
         merged = {name: _new_stat() for name, _ in plan.map_steps}

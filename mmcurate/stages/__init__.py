@@ -2,8 +2,9 @@
 
 image: integrity, image_filter, exact_dedup, phash_dedup
 text:  caption_clean, caption_filter, pii_redact
+split: split (leakage-free train/val/test)
 """
 import importlib
 
-for _module in ("image", "text"):
+for _module in ("image", "text", "split"):
     importlib.import_module(f"mmcurate.stages.{_module}")

@@ -1,0 +1,70 @@
+"""The split stage: near-duplicates and grouped samples never straddle splits; ratios and strata hold."""
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from mmcurate.pipeline.stage import StageError, registry
+
+
+def _table(n=3000, seed=0):
+    rng = np.random.default_rng(seed)
+    codes = rng.integers(0, 2**63, size=n, dtype=np.uint64) * np.uint64(2) + rng.integers(0, 2, n).astype(np.uint64)
+    # plant near-duplicate chains: every 10th sample is 1-3 bits from the previous one
+    for i in range(1, n, 10):
+        flips = rng.choice(64, size=rng.integers(1, 4), replace=False)
+        codes[i] = codes[i - 1] ^ np.bitwise_or.reduce(np.uint64(1) << flips.astype(np.uint64))
+    return pa.table({
+        "key": [f"k{i:05d}" for i in range(n)],
+        "source": ["s"] * n,
+        "phash": pa.array(codes, pa.uint64()),
+        "doc": [f"d{i // 7}" for i in range(n)],        # 7 samples per document
+        "cluster": rng.integers(0, 12, n).astype(np.int32),
+    })
+
+
+def _splits(res):
+    return dict(zip(res.columns.column("key").to_pylist(), res.columns.column("split").to_pylist()))
+
+
+def test_near_duplicates_and_groups_share_a_split():
+    t = _table()
+    stage = registry.create("split", {"phash_radius": 4, "group_columns": ["doc"], "stratify_by": "cluster"})
+    res = stage.run(t)
+    split = _splits(res)
+    keys = t.column("key").to_pylist()
+    codes = t.column("phash").to_numpy()
+    for i in range(1, len(keys), 10):
+        assert split[keys[i]] == split[keys[i - 1]]
+    docs = t.column("doc").to_pylist()
+    by_doc = {}
+    for k, d in zip(keys, docs):
+        by_doc.setdefault(d, set()).add(split[k])
+    assert all(len(s) == 1 for s in by_doc.values())
+    # brute force: no pair within the radius across splits
+    d = np.bitwise_count(codes[:, None] ^ codes[None, :])
+    i, j = np.nonzero(np.triu(d <= 4, 1))
+    assert all(split[keys[a]] == split[keys[b]] for a, b in zip(i, j))
+    counts = res.stats["counts"]
+    assert sum(counts.values()) == t.num_rows
+    assert abs(counts["train"] / t.num_rows - 0.8) < 0.02 and abs(counts["test"] / t.num_rows - 0.1) < 0.02
+
+
+def test_stratified_and_deterministic():
+    t = _table(seed=1)
+    a = _splits(registry.create("split", {"stratify_by": "cluster", "seed": 3}).run(t))
+    b = _splits(registry.create("split", {"stratify_by": "cluster", "seed": 3}).run(t.take(np.arange(t.num_rows)[::-1])))
+    assert a == b
+    clusters = t.column("cluster").to_pylist()
+    keys = t.column("key").to_pylist()
+    for c in range(12):
+        members = [a[k] for k, cl in zip(keys, clusters) if cl == c]
+        assert abs(members.count("train") / len(members) - 0.8) < 0.06
+
+
+def test_params_are_checked():
+    with pytest.raises(StageError, match="ratios"):
+        registry.create("split", {"ratios": [0.5, 0.5]})
+    with pytest.raises(StageError, match="ratios must sum to 1"):
+        registry.create("split", {"ratios": [0.5, 0.4, 0.4]})
+    with pytest.raises(StageError, match="unknown parameter.*'ratio'.*valid:.*ratios"):
+        registry.create("split", {"ratio": [0.8, 0.1, 0.1]})
