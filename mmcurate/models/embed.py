@@ -1,0 +1,149 @@
+"""ClipModel: a loaded CLIP model with the preprocessing bound to its weights, embedding uint8 pixels and
+captions into L2-normalised vectors."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Sequence
+
+import numpy as np
+
+from mmcurate.models.preprocess import Preprocess
+from mmcurate.models.registry import ModelEntry
+
+__all__ = ["ClipModel", "EmbedResult", "embed_encoded_images"]
+
+
+class ClipModel:
+    """Made by :func:`mmcurate.models.load_clip`. Embeddings come back in the model's dtype (fp16 on a GPU,
+    fp32 on the CPU) as numpy for numpy input and as torch tensors on the model's device for torch input."""
+
+    def __init__(self, model, entry: ModelEntry, device: str, dtype, weights=None):
+        self.model = model
+        self.entry = entry
+        self.device = device
+        self.dtype = dtype
+        self.weights = weights  # the checkpoint path, None for a random init
+        self._tokenizer = None
+
+    @property
+    def name(self) -> str:
+        return self.entry.name
+
+    @property
+    def preprocess(self) -> Preprocess:
+        return self.entry.preprocess
+
+    @property
+    def embed_dim(self) -> int:
+        return self.entry.embed_dim
+
+    @property
+    def tokenizer(self):
+        if self._tokenizer is None:
+            import open_clip
+
+            from mmcurate.models.registry import ensure_open_clip_config
+
+            self._tokenizer = open_clip.get_tokenizer(ensure_open_clip_config(self.entry))
+        return self._tokenizer
+
+    def __repr__(self) -> str:
+        src = self.weights or "random init"
+        return f"ClipModel({self.name!r}, device={self.device!r}, dtype={self.dtype}, weights={str(src)!r})"
+
+    def _finish(self, feats):
+        import torch
+
+        f = torch.nn.functional.normalize(feats.float(), dim=-1)  # normalise in fp32, then store in model dtype
+        return f.to(self.dtype)
+
+    def embed_images(self, pixels, batch_size: int = 256):
+        """uint8 [n, S, S, 3] (S = preprocess.image_size, already resized and cropped) -> [n, d] L2-normalised.
+
+        Normalisation runs on the model's device, so only bytes cross the host-device link."""
+        import torch
+
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        as_numpy = isinstance(pixels, np.ndarray)
+        if as_numpy:
+            if pixels.dtype != np.uint8:
+                raise TypeError(f"pixels must be uint8 (normalisation happens on the device), got {pixels.dtype}")
+            src = torch.from_numpy(np.ascontiguousarray(pixels))
+        elif isinstance(pixels, torch.Tensor):
+            src = pixels
+        else:
+            raise TypeError(f"pixels must be a numpy array or torch tensor, got {type(pixels).__name__}")
+        s = self.preprocess.image_size
+        if src.dtype != torch.uint8 or src.ndim != 4 or tuple(src.shape[1:]) != (s, s, 3):
+            raise ValueError(f"{self.name}: pixels must be uint8 [n, {s}, {s}, 3], got {src.dtype} "
+                             f"{tuple(src.shape)}; resize them with the model's preprocess "
+                             f"({self.preprocess.resize_mode}, {self.preprocess.interpolation}) first")
+        outs = []
+        pin = as_numpy and self.device.startswith("cuda")
+        with torch.inference_mode():
+            for i in range(0, src.shape[0], batch_size):
+                chunk = src[i:i + batch_size]
+                if pin:
+                    chunk = chunk.pin_memory()
+                chunk = chunk.to(self.device, non_blocking=True)
+                x = self.preprocess.normalize(chunk, dtype=self.dtype)
+                outs.append(self._finish(self.model.encode_image(x)))
+            out = torch.cat(outs) if outs else torch.empty((0, self.embed_dim), dtype=self.dtype,
+                                                           device=self.device)
+        return _to_numpy(out) if as_numpy else out
+
+    def embed_texts(self, texts: Sequence[str], batch_size: int = 1024) -> np.ndarray:
+        """Captions -> [n, d] L2-normalised (open_clip's tokenizer; long captions are truncated by it)."""
+        import torch
+
+        if isinstance(texts, str):
+            raise TypeError("texts must be a list of strings; wrap a single caption as [text]")
+        texts = list(texts)
+        for i, t in enumerate(texts):
+            if not isinstance(t, str):
+                raise TypeError(f"texts[{i}] must be a str, got {type(t).__name__}")
+        outs = []
+        with torch.inference_mode():
+            for i in range(0, len(texts), batch_size):
+                tokens = self.tokenizer(texts[i:i + batch_size]).to(self.device, non_blocking=True)
+                outs.append(self._finish(self.model.encode_text(tokens)))
+            out = torch.cat(outs) if outs else torch.empty((0, self.embed_dim), dtype=self.dtype)
+        return _to_numpy(out)
+
+
+def _to_numpy(t) -> np.ndarray:
+    import torch
+
+    if t.dtype == torch.bfloat16:  # numpy has no bfloat16
+        t = t.float()
+    return t.cpu().numpy()
+
+
+@dataclass
+class EmbedResult:
+    """embeddings[j] belongs to input indices[j]; inputs that failed to decode are in rejected."""
+
+    embeddings: np.ndarray
+    indices: np.ndarray
+    rejected: list
+
+
+def embed_encoded_images(clip: ClipModel, blobs, loader=None, batch_size: Optional[int] = None) -> EmbedResult:
+    """Encoded images -> embeddings through the native CPU loader (decode and resize overlap the forward)."""
+    from mmcurate.models.cpu_loader import NativeImageLoader
+
+    if loader is None:
+        loader = NativeImageLoader(clip.preprocess, batch_size=batch_size or 256)
+    elif loader.preprocess != clip.preprocess:
+        raise ValueError(f"loader preprocessing {loader.preprocess} differs from {clip.name}'s "
+                         f"{clip.preprocess}: the embeddings would not match the weights")
+    embs, idx, rejected = [], [], []
+    for b in loader.iter_batches(blobs):
+        if len(b.indices):
+            embs.append(clip.embed_images(b.pixels))
+            idx.append(b.indices)
+        rejected.extend(b.rejected)
+    dtype = np.float16 if str(clip.dtype) == "torch.float16" else np.float32
+    emb = np.concatenate(embs) if embs else np.empty((0, clip.embed_dim), dtype=dtype)
+    return EmbedResult(emb, np.concatenate(idx) if idx else np.empty(0, np.int64), rejected)
