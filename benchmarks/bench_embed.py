@@ -25,23 +25,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from _data import photo_jpeg_blobs  # noqa: E402
 from _timing import best_rate  # noqa: E402
-
-
-def make_blobs(n: int, side: int, quality: int = 95) -> list[bytes]:
-    from PIL import Image
-
-    from mmcurate.sample_data import load_photos
-
-    base = []
-    for img in load_photos().values():
-        w, h = img.size
-        s = side / max(w, h)
-        im = img.resize((max(1, round(w * s)), max(1, round(h * s))), Image.LANCZOS)
-        buf = io.BytesIO()
-        im.save(buf, format="JPEG", quality=quality)
-        base.append(buf.getvalue())
-    return [base[i % len(base)] for i in range(n)]
 
 
 def bench_model(name: str, blobs: list[bytes], batch: int, repeats: int) -> dict:
@@ -111,7 +96,7 @@ def main():
 
     from mmcurate import build_info
 
-    blobs = make_blobs(args.n, args.side)
+    blobs = photo_jpeg_blobs(args.n, args.side)
     result = {
         "benchmark": "clip_embed_cpu",
         "unit": "images/s",

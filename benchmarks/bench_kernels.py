@@ -15,7 +15,6 @@ import json
 import os
 import platform
 import sys
-import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -24,25 +23,11 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from _data import photo_jpeg_blobs  # noqa: E402
 from _timing import best_rate  # noqa: E402
 from mmcurate import build_info, ops  # noqa: E402
-from mmcurate.sample_data import load_photos  # noqa: E402
 
 CPUS = os.cpu_count() or 1
-
-
-def make_blobs(n: int, side: int = 512, quality: int = 95) -> list[bytes]:
-    from PIL import Image
-
-    base = []
-    for img in load_photos().values():
-        w, h = img.size
-        s = side / max(w, h)
-        im = img.resize((max(1, round(w * s)), max(1, round(h * s))), Image.LANCZOS)
-        buf = io.BytesIO()
-        im.save(buf, format="JPEG", quality=quality)
-        base.append(buf.getvalue())
-    return [base[i % len(base)] for i in range(n)]
 
 
 # ---- peers (module-level so process pools can pickle them) -------------------------------------
@@ -121,7 +106,7 @@ def torchvision_decode_resize_fn(blobs, size=224):
 
 # ---- cases ----------------------------------------------------------------------------------------
 def run(args) -> dict:
-    blobs = make_blobs(args.n)
+    blobs = photo_jpeg_blobs(args.n)
     n = len(blobs)
     mb = sum(map(len, blobs)) / n / 1024
     dev = args.device
