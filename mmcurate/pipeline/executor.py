@@ -573,7 +573,10 @@ _INPUT_COLUMNS = ("key", "source", "image", "image_ext", "caption", "meta")
 
 def _rows_for_output(samples: pa.Table) -> dict:
     """Per kept row: the cleaned caption and the JSON metadata written next to the image."""
-    derived = [c for c in samples.column_names if c not in _INPUT_COLUMNS]
+    # Vectors (embeddings) stay in samples.parquet; the per-sample JSON gets scalars only.
+    derived = [c for c, t in zip(samples.column_names, samples.schema.types)
+               if c not in _INPUT_COLUMNS and not pa.types.is_list(t) and not pa.types.is_fixed_size_list(t)
+               and not pa.types.is_large_list(t)]
     cols = {c: samples.column(c).to_pylist() for c in derived}
     captions = samples.column("caption").to_pylist() if "caption" in samples.column_names else [None] * samples.num_rows
     metas = samples.column("meta").to_pylist() if "meta" in samples.column_names else [None] * samples.num_rows

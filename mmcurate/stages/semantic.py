@@ -1,0 +1,1 @@
+"""Semantic global steps: semantic_dedup (SemDeDup), balance (semantic-balance sampling)."""
