@@ -1,1 +1,324 @@
-"""CLIP stages: clip_embed (image and caption embeddings, CLIP score), clip_score_filter."""
+"""CLIP stages: clip_embed (image and caption embeddings, CLIP score), clip_score_filter.
+
+clip_embed
+----------
+A MapStage. ``setup()`` loads the model once per worker (:func:`mmcurate.models.load_clip`, whose explicit
+weight rules apply: ``weights`` = a file or directory, ``"random"`` (tests), or None = the local caches, then
+the hub only with ``allow_download: true``) and builds a :class:`mmcurate.models.NativeImageLoader` from the
+preprocessing bound to the loaded weights (never another one). ``process(batch)`` decodes and preprocesses the
+``image`` bytes; a sample that does not decode is rejected with the decoder's status as reason (``corrupt``,
+``truncated``, ``empty``...; ``missing_image`` for a null image) and its message as detail. The rest get
+
+* ``image_embedding``: ``fixed_size_list<float16, d>``, L2-normalised (fp16 halves the storage);
+* ``text_embedding``: the same for ``caption`` (``text: true``); null for a null/blank caption (kept);
+* ``clip_score``: float32 cosine(image, text), computed from the full-precision embeddings; null with no text.
+
+The loaded model is not pickled (``__getstate__`` drops it); a worker calls ``setup()`` itself.
+
+clip_score_filter
+-----------------
+A GlobalStage over ``clip_score``: ``threshold`` (keep score >= threshold; LAION used 0.28 with ViT-B/32) or
+``keep_fraction`` (keep the top fraction of the scored samples over the whole run, ``round(f * n)`` of them,
+half up; DataComp's best single filter keeps the top 30% by ViT-L/14 score). Ties at the cut go to the smaller
+key, so the result is deterministic and independent of the row order. Samples without a score (null/NaN) are
+rejected ``no_clip_score``; the others below the cut ``clip_score``.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from mmcurate.pipeline.schema import rejects_table
+from mmcurate.pipeline.stage import (GlobalResult, GlobalStage, MapStage, Resources, StageError,
+                                     StageResult, registry)
+from mmcurate.stages.image import _check_threads, _cpu_resources, blob_views, split
+
+_DEVICES_HELP = "device must be 'auto', 'cpu', 'cuda' or 'cuda:N'"
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def embedding_array(emb: np.ndarray, valid: np.ndarray | None = None) -> pa.FixedSizeListArray:
+    """float [n, d] -> fixed_size_list<float16, d>; rows where valid is False are null."""
+    emb = np.ascontiguousarray(emb, dtype=np.float16)
+    n, d = emb.shape
+    values = pa.array(emb.reshape(-1), type=pa.float16())
+    mask = None if valid is None or valid.all() else pa.array(~np.asarray(valid, dtype=bool))
+    return pa.FixedSizeListArray.from_arrays(values, d, mask=mask)
+
+
+def embeddings_to_numpy(column, dtype=np.float32) -> np.ndarray:
+    """A fixed_size_list embedding column -> [n, d] (null rows -> NaN)."""
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks() if column.num_chunks != 1 else column.chunk(0)
+    d = column.type.list_size
+    n = len(column)
+    out = np.full((n, d), np.nan, dtype=dtype)
+    valid = column.is_valid().to_numpy(zero_copy_only=False)
+    if valid.any():
+        flat = column.filter(pa.array(valid)).flatten().to_numpy(zero_copy_only=False)
+        out[valid] = flat.reshape(-1, d).astype(dtype)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------
+# clip_embed
+
+
+@registry.register
+class ClipEmbed(MapStage):
+    """Image (and caption) embeddings with a registry CLIP model, plus clip_score. See the module docstring."""
+
+    name = "clip_embed"
+    requires = ("key", "source", "image")
+    batch_size = 256
+
+    @dataclass
+    class Params:
+        model: str = "ViT-B-32"
+        pretrained: str | None = None
+        weights: str | None = None
+        allow_download: bool = False
+        device: str = "auto"
+        scaled_decode: bool = True
+        text: bool = True
+        num_threads: int | None = None
+        seed: int = 0
+
+        def validate(self):
+            from mmcurate.models.registry import get_entry
+
+            if not isinstance(self.model, str) or not self.model:
+                raise ValueError(f"model must be a registry name, got {self.model!r}")
+            if self.pretrained is not None and (not isinstance(self.pretrained, str) or not self.pretrained):
+                raise ValueError(f"pretrained must be a tag or null, got {self.pretrained!r}")
+            if self.pretrained is not None and "/" in self.model:
+                raise ValueError(f"model {self.model!r} already names a tag; drop pretrained={self.pretrained!r}")
+            try:
+                get_entry(self.model_name())
+            except KeyError as exc:
+                raise ValueError(f"model: {exc.args[0]}") from None
+            if self.weights is not None and (not isinstance(self.weights, str) or not self.weights):
+                raise ValueError(f"weights must be a path, 'random' or null, got {self.weights!r}")
+            for key in ("allow_download", "scaled_decode", "text"):
+                if not isinstance(getattr(self, key), bool):
+                    raise ValueError(f"{key} must be true or false, got {getattr(self, key)!r}")
+            if not isinstance(self.device, str) or not (self.device in ("auto", "cpu", "cuda")
+                                                        or self.device.startswith("cuda:")):
+                raise ValueError(f"{_DEVICES_HELP}, got {self.device!r}")
+            _check_threads(self.num_threads)
+            if not _is_int(self.seed):
+                raise ValueError(f"seed must be an integer, got {self.seed!r}")
+
+        def model_name(self) -> str:
+            return f"{self.model}/{self.pretrained}" if self.pretrained else self.model
+
+    def __init__(self, **params):
+        super().__init__(**params)
+        self._clip = None
+        self._loader = None
+        self.resources = self._resources(self.params.device)
+
+    def _resources(self, device: str) -> Resources:
+        if device.startswith("cuda"):
+            return Resources(cpus=1.0, gpus=1.0)
+        return _cpu_resources(self.params.num_threads)
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state["_clip"] = None      # loaded again by setup() in the worker
+        state["_loader"] = None
+        return state
+
+    def setup(self) -> None:
+        if self._clip is not None:
+            return
+        from mmcurate.models import NativeImageLoader, load_clip
+        from mmcurate.models.loader import WeightsMismatchError, WeightsNotFoundError
+
+        p = self.params
+        if p.num_threads:
+            import torch
+
+            torch.set_num_threads(p.num_threads)
+        try:
+            clip = load_clip(p.model_name(), weights=p.weights, allow_download=p.allow_download,
+                             device=p.device, seed=p.seed)
+        except (WeightsNotFoundError, WeightsMismatchError) as exc:
+            raise StageError(f"stage '{self.name}': cannot load weights for {p.model_name()!r}: {exc}") from exc
+        except (RuntimeError, ValueError, KeyError) as exc:
+            raise StageError(f"stage '{self.name}': cannot load {p.model_name()!r}: {exc}") from exc
+        self._clip = clip
+        self.resources = self._resources(clip.device)
+        # The preprocessing bound to the loaded weights, never another one.
+        self._loader = NativeImageLoader(clip.preprocess, batch_size=self.batch_size, num_threads=p.num_threads,
+                                         scaled_decode=p.scaled_decode, prefetch=False)
+
+    @property
+    def clip(self):
+        return self._clip
+
+    @property
+    def loader(self):
+        return self._loader
+
+    def process(self, batch: pa.Table) -> StageResult:
+        if self._clip is None:
+            self.setup()
+        clip, n = self._clip, batch.num_rows
+        blobs = blob_views(batch.column("image"))
+        missing = np.array([b is None for b in blobs], dtype=bool)
+        loaded = self._loader.load([b"" if b is None else b for b in blobs])
+        rejected = np.ones(n, dtype=bool)
+        rejected[loaded.indices] = False
+        reasons, details = [None] * n, [None] * n
+        for r in loaded.rejected:
+            reasons[r.index], details[r.index] = r.status, r.reason or r.status
+        for i in np.flatnonzero(missing):
+            rejected[i] = True
+            reasons[i], details[i] = "missing_image", "the sample has no image member"
+        for i in np.flatnonzero(rejected):
+            if reasons[i] is None:   # defensive: the loader reported neither success nor failure
+                reasons[i], details[i] = "corrupt", "the image did not decode"
+
+        d = clip.embed_dim
+        img = np.zeros((n, d), dtype=np.float32)
+        ok = loaded.indices[~missing[loaded.indices]]
+        if len(loaded.indices):
+            e = np.asarray(clip.embed_images(loaded.pixels, batch_size=self.batch_size), dtype=np.float32)
+            img[loaded.indices] = e
+        batch = _set_column(batch, "image_embedding", embedding_array(img))
+        if self.params.text:
+            txt = np.zeros((n, d), dtype=np.float32)
+            has_text = np.zeros(n, dtype=bool)
+            if "caption" in batch.column_names:
+                captions = batch.column("caption").to_pylist()
+                rows = [i for i in ok if isinstance(captions[i], str) and captions[i].strip()]
+                if rows:
+                    t = clip.embed_texts([captions[i] for i in rows])
+                    txt[rows] = np.asarray(t, dtype=np.float32)
+                    has_text[rows] = True
+            score = np.einsum("nd,nd->n", img, txt).astype(np.float32)
+            batch = _set_column(batch, "text_embedding", embedding_array(txt, has_text))
+            batch = _set_column(batch, "clip_score", pa.array(score, pa.float32(), mask=~has_text))
+        return split(batch, self.name, rejected, reasons, details)
+
+
+def _set_column(table: pa.Table, name: str, array) -> pa.Table:
+    i = table.schema.get_field_index(name)
+    return table.set_column(i, name, array) if i >= 0 else table.append_column(name, array)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# clip_score_filter
+
+
+def _percentiles(scores: np.ndarray) -> dict:
+    if scores.size == 0:
+        return {}
+    qs = (1, 5, 25, 50, 75, 95, 99)
+    vals = np.percentile(scores.astype(np.float64), qs)
+    out = {f"p{q}": round(float(v), 6) for q, v in zip(qs, vals)}
+    out.update(min=round(float(scores.min()), 6), max=round(float(scores.max()), 6),
+               mean=round(float(scores.astype(np.float64).mean()), 6))
+    return out
+
+
+@registry.register
+class ClipScoreFilter(GlobalStage):
+    """Keep samples by CLIP score: ``threshold`` or the run-wide top ``keep_fraction`` (exactly one).
+    See the module docstring."""
+
+    name = "clip_score_filter"
+    requires = ("key", "source", "clip_score")
+
+    @dataclass
+    class Params:
+        threshold: float | None = None
+        keep_fraction: float | None = None
+
+        def validate(self):
+            if (self.threshold is None) == (self.keep_fraction is None):
+                raise ValueError("give exactly one of threshold (e.g. 0.28) or keep_fraction (e.g. 0.3), got "
+                                 f"threshold={self.threshold!r}, keep_fraction={self.keep_fraction!r}")
+            if self.threshold is not None and (not _is_number(self.threshold) or
+                                               not math.isfinite(self.threshold) or
+                                               not -1.0 <= self.threshold <= 1.0):
+                raise ValueError(f"threshold must be a number in [-1, 1], got {self.threshold!r}")
+            if self.keep_fraction is not None and (not _is_number(self.keep_fraction) or
+                                                   not 0.0 < self.keep_fraction <= 1.0):
+                raise ValueError(f"keep_fraction must be a number in (0, 1], got {self.keep_fraction!r}")
+
+    def run(self, table: pa.Table) -> GlobalResult:
+        missing_cols = [c for c in self.requires if c not in table.column_names]
+        if missing_cols:
+            raise StageError(f"stage '{self.name}': input lacks column(s) {', '.join(missing_cols)} "
+                             "(run clip_embed with text: true before it)")
+        t0 = time.perf_counter()
+        p = self.params
+        n = table.num_rows
+        scores = pc.cast(table.column("clip_score"), pa.float64()).to_numpy(zero_copy_only=False)
+        scores = np.asarray(scores, dtype=np.float64)   # nulls -> NaN
+        scored = ~np.isnan(scores)
+        keep = np.zeros(n, dtype=bool)
+        n_scored = int(scored.sum())
+        if p.threshold is not None:
+            cut = float(p.threshold)
+            keep = scored & (scores >= cut)
+            label = None
+        else:
+            n_keep = int(math.floor(p.keep_fraction * n_scored + 0.5))
+            idx = np.flatnonzero(scored)
+            if n_keep and idx.size:
+                # score descending, then key ascending: Arrow's stable multi-key sort
+                sub = pa.table({"s": pa.array(scores[idx]), "k": table.column("key").take(pa.array(idx)),
+                                "i": pa.array(idx)})
+                order = pc.sort_indices(sub, sort_keys=[("s", "descending"), ("k", "ascending")])
+                chosen = sub.column("i").take(order).to_numpy()[:n_keep]
+                keep[chosen] = True
+                cut = float(scores[chosen[-1]])
+            else:
+                cut = None
+            label = f"top-{p.keep_fraction * 100:g}%"
+        reject = ~keep
+        idx = np.flatnonzero(reject)
+        reasons, details = [], []
+        for i in idx:
+            if not scored[i]:
+                reasons.append("no_clip_score")
+                details.append("clip_score is null (no caption to score)")
+            else:
+                reasons.append("clip_score")
+                if label is None:
+                    details.append(f"{scores[i]:.3f} < {cut:.3f}")
+                elif cut is None:
+                    details.append(f"{scores[i]:.3f}: the {label} keeps no sample")
+                else:
+                    tie = " (tie at the cut, later key)" if scores[i] == cut else ""
+                    details.append(f"{scores[i]:.3f} below the {label} cut {cut:.3f}{tie}")
+        rejected = rejects_table(table.column("key").take(pa.array(idx)).to_pylist(),
+                                 table.column("source").take(pa.array(idx)).to_pylist(),
+                                 self.name, reasons, details)
+        stats = {
+            "mode": "threshold" if p.threshold is not None else "keep_fraction",
+            "cut": None if cut is None else round(float(cut), 6),
+            "kept": int(keep.sum()), "rejected": int(reject.sum()),
+            "rejected_below_cut": int((reject & scored).sum()), "no_clip_score": int((~scored).sum()),
+            "scores": _percentiles(scores[scored]),
+            "kept_scores": _percentiles(scores[keep]),
+            "seconds": round(time.perf_counter() - t0, 6),
+        }
+        if p.keep_fraction is not None:
+            stats["keep_fraction"] = p.keep_fraction
+        return GlobalResult(rejected=rejected, stats=stats)
