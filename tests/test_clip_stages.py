@@ -30,6 +30,13 @@ def _jpeg(w, h, seed):
     return buf.getvalue()
 
 
+def _corrupt(data: bytes) -> bytes:
+    out = bytearray(data)
+    mid = len(out) // 2
+    out[mid:mid + 1024] = np.random.default_rng(3).integers(0, 256, 1024, dtype=np.uint8).tobytes()
+    return bytes(out[:len(data)])
+
+
 def _batch():
     good = [_jpeg(64 + 8 * i, 48 + 4 * i, i) for i in range(6)]
     png = io.BytesIO()
@@ -37,7 +44,7 @@ def _batch():
     rows = [
         ("g0", good[0], "a red car on a road"),
         ("g1", good[1], None),                     # no caption: kept, null text embedding
-        ("bad", b"\xff\xd8\xff\xe0garbage" * 10, "corrupt bytes"),
+        ("bad", b"<html><body>403 Forbidden</body></html>", "not an image"),
         ("g2", good[2], "   "),                     # blank caption: kept, null text
         ("empty", b"", "empty file"),
         ("g3", good[3], "two dogs playing"),
@@ -45,6 +52,7 @@ def _batch():
         ("png", png.getvalue(), "a grey square"),
         ("trunc", good[4][: len(good[4]) // 3], "truncated jpeg"),
         ("g5", good[5], "a cat"),
+        ("cor", _corrupt(_jpeg(96, 96, 7)), "scrambled scan data"),
     ]
     return pa.table({
         "key": [r[0] for r in rows], "source": ["s0"] * len(rows), "image": [r[1] for r in rows],
@@ -73,8 +81,9 @@ def test_every_row_kept_or_rejected(result):
     assert kept == ["g0", "g1", "g2", "g3", "png", "g5"]
     assert rej["null"] == "missing_image"
     assert rej["empty"] == "empty"
-    assert rej["bad"] in ("corrupt", "unsupported")
+    assert rej["bad"] == "unsupported"
     assert rej["trunc"] in ("truncated", "corrupt")
+    assert rej["cor"] in ("corrupt", "truncated")
     assert set(result.rejected.column("stage").to_pylist()) == {"clip_embed"}
     assert all(d for d in result.rejected.column("detail").to_pylist())
 
@@ -129,7 +138,7 @@ def test_text_false_and_pickling():
     res = clone.process(_batch())
     assert "image_embedding" in res.kept.column_names
     assert "text_embedding" not in res.kept.column_names and "clip_score" not in res.kept.column_names
-    assert res.kept.num_rows + res.rejected.num_rows == 10
+    assert res.kept.num_rows + res.rejected.num_rows == 11
     assert clone.resources.gpus == 0
 
 
