@@ -1,1 +1,332 @@
-"""Semantic global steps: semantic_dedup (SemDeDup), balance (semantic-balance sampling)."""
+"""Semantic global steps over image embeddings: semantic_dedup (SemDeDup), balance (semantic-balance sampling).
+
+Both read an embedding column (``embedding_column``, default ``image_embedding`` as written by
+``clip_embed``): a fixed_size_list or list of float16/float32 per sample. Rows are converted to one
+float32 [n, d] matrix (flatten + reshape, no per-row Python) and re-normalised (fp16 storage loses a
+little of the unit norm). A null, wrong-length, non-finite or zero-norm embedding is a per-sample
+reject with reason ``no_embedding``; a column of the wrong type is a StageError.
+
+semantic_dedup
+    ``mmcurate.curate.semantic_dedup`` (spherical k-means, then within each cluster every sample with
+    cosine >= 1 - eps to a more keepable member is a duplicate). Duplicates are rejected
+    (``duplicate_semantic``, detail ``cosine 0.973 to <key>``) and listed in duplicates.parquet (kind
+    ``semantic``, distance 1 - cosine) pointing at their *kept* representative (the witness chain of the
+    curate result followed to the sample this stage keeps). Adds ``semantic_cluster`` (int32).
+balance
+    ``mmcurate.curate.balanced_sample`` (hierarchical k-means with resampling, balanced sampling down
+    the hierarchy, or a flat per-cluster cap) to ``target`` samples or ``fraction`` of them. Samples not
+    selected are rejected (``balance``, detail naming their top-level cluster). Adds ``balance_cluster``
+    (the top-level cluster id). Stats: ``cluster_balance_stats`` (Gini, entropy, size percentiles) of the
+    top-level cluster sizes before and after.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from mmcurate.pipeline.schema import DUPLICATES_SCHEMA, REJECTS_SCHEMA, rejects_table
+from mmcurate.pipeline.stage import GlobalResult, GlobalStage, StageError, registry
+
+DEFAULT_EMBEDDING_COLUMN = "image_embedding"
+POINTS_PER_CLUSTER = 1000        # semantic_dedup's default cluster size: n_clusters = round(n / 1000)
+MAX_DEFAULT_CLUSTERS = 50_000    # cap on that default (an explicit n_clusters is only capped at n)
+MIN_POINTS_PER_BALANCE_CLUSTER = 4   # balance levels are clipped so a cluster has at least this many inputs
+_MIN_NORM = 1e-6
+_DEVICES = ("auto", "cpu", "cuda")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# helpers
+
+
+def embedding_matrix(column, name: str = DEFAULT_EMBEDDING_COLUMN, stage: str = ""):
+    """An Arrow list/fixed_size_list<float16|float32|float64> column -> (x float32[m, d] unit rows,
+    ok bool[n], details list[n]) where x holds the rows with ok True (in order) and details says why the
+    others are unusable. Raises StageError when the column is not a list of floats."""
+    arr = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    t = arr.type
+    if not (pa.types.is_fixed_size_list(t) or pa.types.is_list(t) or pa.types.is_large_list(t)) \
+            or not pa.types.is_floating(t.value_type):
+        raise StageError(f"stage '{stage}': column '{name}' must be a list or fixed_size_list of floats "
+                         f"(an embedding), got {t}")
+    n = len(arr)
+    valid = arr.is_valid().to_numpy(zero_copy_only=False)
+    if pa.types.is_fixed_size_list(t):
+        d = int(t.list_size)
+        lengths = np.where(valid, d, -1)
+    else:
+        lengths = pc.list_value_length(arr).fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
+        present = lengths[valid & (lengths > 0)]
+        d = int(np.bincount(present).argmax()) if present.size else 0  # the common length
+    ok = valid & (lengths == d) & (d > 0)
+    flat = pc.list_flatten(arr.filter(pa.array(ok))).to_numpy(zero_copy_only=False)  # nulls -> NaN
+    x = np.asarray(flat, dtype=np.float32).reshape(-1, max(d, 1))[:, :d] if d else np.zeros((0, 0), np.float32)
+    with np.errstate(over="ignore", invalid="ignore"):
+        norms = np.linalg.norm(x, axis=1) if x.size else np.zeros(x.shape[0], np.float32)
+    good = np.isfinite(norms) & (norms > _MIN_NORM)
+    x = x[good] / norms[good, None]
+    rows = np.flatnonzero(ok)
+    details = [None] * n
+    for i in np.flatnonzero(~valid):
+        details[i] = f"no {name} value"
+    for i in np.flatnonzero(valid & ~ok):
+        details[i] = f"{name} has length {int(lengths[i])}, expected {d}"
+    for j in np.flatnonzero(~good):
+        details[rows[j]] = f"{name} is {'all zeros' if np.isfinite(norms[j]) else 'not finite'}"
+    ok[rows[~good]] = False
+    return np.ascontiguousarray(x, dtype=np.float32), ok, details
+
+
+def _no_embedding_rejects(table: pa.Table, ok: np.ndarray, details: list, stage: str) -> pa.Table:
+    idx = np.flatnonzero(~ok)
+    if not idx.size:
+        return REJECTS_SCHEMA.empty_table()
+    return rejects_table(table.column("key").take(idx).to_pylist(), table.column("source").take(idx).to_pylist(),
+                         stage, "no_embedding", [details[i] for i in idx])
+
+
+def _check_device(value):
+    if value not in _DEVICES:
+        raise ValueError(f"device must be one of {_DEVICES}, got {value!r}")
+
+
+def _check_seed(value):
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"seed must be an integer, got {value!r}")
+
+
+def _check_column(value, what="embedding_column"):
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"{what} must be a column name, got {value!r}")
+
+
+def _percentiles(sizes: np.ndarray) -> dict:
+    if not sizes.size:
+        return {}
+    out = {f"p{q}": float(np.percentile(sizes, q)) for q in (0, 50, 90, 99, 100)}
+    out["mean"] = float(sizes.mean())
+    return out
+
+
+def _concat_rejects(parts) -> pa.Table:
+    parts = [p for p in parts if p.num_rows]
+    return pa.concat_tables(parts) if parts else REJECTS_SCHEMA.empty_table()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# semantic_dedup
+
+
+@registry.register
+class SemanticDedup(GlobalStage):
+    name = "semantic_dedup"
+
+    @dataclass
+    class Params:
+        eps: float = 0.05
+        n_clusters: int | None = None     # None: about POINTS_PER_CLUSTER samples per cluster
+        keep: object = "hard"             # "hard" | "easy" | "random" | {"max": column} | {"min": column}
+        device: str = "auto"
+        seed: int = 0
+        embedding_column: str = DEFAULT_EMBEDDING_COLUMN
+
+        def validate(self):
+            if isinstance(self.eps, bool) or not isinstance(self.eps, (int, float)) or not 0 < self.eps < 1:
+                raise ValueError(f"eps must be a number in (0, 1), got {self.eps!r}")
+            if self.n_clusters is not None and (isinstance(self.n_clusters, bool)
+                                                or not isinstance(self.n_clusters, int) or self.n_clusters < 1):
+                raise ValueError(f"n_clusters must be null or a positive integer, got {self.n_clusters!r}")
+            if isinstance(self.keep, dict):
+                if len(self.keep) != 1 or next(iter(self.keep)) not in ("max", "min") \
+                        or not isinstance(next(iter(self.keep.values())), str):
+                    raise ValueError(f"keep by score must be {{max: column}} or {{min: column}}, got {self.keep!r}")
+            elif self.keep not in ("hard", "easy", "random"):
+                raise ValueError(f"keep must be hard, easy, random or {{max: column}}, got {self.keep!r}")
+            _check_device(self.device)
+            _check_seed(self.seed)
+            _check_column(self.embedding_column)
+
+    def __init__(self, **params):
+        super().__init__(**params)
+        cols = ["key", "source", self.params.embedding_column]
+        if isinstance(self.params.keep, dict):
+            cols.append(next(iter(self.params.keep.values())))
+        self.requires = tuple(dict.fromkeys(cols))
+
+    def n_clusters_for(self, n: int) -> int:
+        k = self.params.n_clusters
+        if k is None:
+            k = min(MAX_DEFAULT_CLUSTERS, max(1, round(n / POINTS_PER_CLUSTER)))
+        return max(1, min(int(k), n))
+
+    def run(self, table: pa.Table) -> GlobalResult:
+        from mmcurate.curate import semantic_dedup
+
+        t0 = time.perf_counter()
+        p = self.params
+        x, ok, details = embedding_matrix(table.column(p.embedding_column), p.embedding_column, self.name)
+        rejected = [_no_embedding_rejects(table, ok, details, self.name)]
+        rows = np.flatnonzero(ok)
+        m = rows.size
+        stats = {"no_embedding": int(table.num_rows - m), "eps": float(p.eps),
+                 "keep": p.keep if isinstance(p.keep, str) else dict(p.keep)}
+        if m == 0:
+            stats.update(clusters=0, duplicates=0, seconds=round(time.perf_counter() - t0, 4))
+            return GlobalResult(rejected=_concat_rejects(rejected), stats=stats)
+        keep = p.keep
+        if isinstance(keep, dict):
+            direction, col = next(iter(keep.items()))
+            c = table.column(col)
+            if not (pa.types.is_floating(c.type) or pa.types.is_integer(c.type)):
+                raise StageError(f"stage '{self.name}': keep column '{col}' must be numeric, got {c.type}")
+            scores = np.asarray(c.take(pa.array(rows)).to_numpy(zero_copy_only=False), np.float64)
+            keep = scores if direction == "max" else -scores
+        k = self.n_clusters_for(m)
+        r = semantic_dedup(x, eps=float(p.eps), n_clusters=k, keep=keep, device=p.device, seed=p.seed)
+        rep = r.representative
+        dup = np.flatnonzero(~r.keep)
+        keys = table.column("key").take(pa.array(rows))
+        dup_rows = rows[dup]
+        cos = np.einsum("ij,ij->i", x[dup].astype(np.float64), x[rep[dup]].astype(np.float64))
+        rep_keys = keys.take(pa.array(rep[dup])).to_pylist() if dup.size else []
+        if dup.size:
+            dkeys = table.column("key").take(pa.array(dup_rows)).to_pylist()
+            rejected.append(rejects_table(dkeys, table.column("source").take(pa.array(dup_rows)).to_pylist(),
+                                          self.name, "duplicate_semantic",
+                                          [f"cosine {c_:.3f} to {k_}" for c_, k_ in zip(cos, rep_keys)]))
+            duplicates = pa.table({"key": pa.array(dkeys, pa.string()), "duplicate_of": pa.array(rep_keys, pa.string()),
+                                   "kind": pa.array(["semantic"] * dup.size, pa.string()),
+                                   "distance": pa.array(np.clip(1.0 - cos, 0.0, 2.0), pa.float64())},
+                                  schema=DUPLICATES_SCHEMA)
+        else:
+            duplicates = DUPLICATES_SCHEMA.empty_table()
+        kept = np.flatnonzero(r.keep)
+        columns = pa.table({"key": keys.take(pa.array(kept)),
+                            "semantic_cluster": pa.array(r.cluster[kept].astype(np.int32), pa.int32())})
+        sizes = np.bincount(r.cluster, minlength=r.centroids.shape[0])
+        stats.update(clusters=int(r.centroids.shape[0]), duplicates=int(dup.size), kept=int(kept.size),
+                     cluster_size_percentiles=_percentiles(sizes),
+                     seconds=round(time.perf_counter() - t0, 4))
+        return GlobalResult(rejected=_concat_rejects(rejected), duplicates=duplicates, columns=columns,
+                            stats=stats)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# balance
+
+
+def clip_levels(levels, n: int) -> list[int]:
+    """Cluster counts per level, clipped so each cluster has >= MIN_POINTS_PER_BALANCE_CLUSTER inputs
+    (level i's inputs are level i-1's centroids); levels that no longer shrink are dropped."""
+    out: list[int] = []
+    n_in = n
+    for k in levels:
+        k = max(1, min(int(k), n_in // MIN_POINTS_PER_BALANCE_CLUSTER))
+        if out and (k >= out[-1] or k == 1):
+            break
+        out.append(k)
+        n_in = k
+    return out
+
+
+@registry.register
+class Balance(GlobalStage):
+    name = "balance"
+
+    @dataclass
+    class Params:
+        target: int | None = None
+        fraction: float | None = None
+        levels: list = field(default_factory=lambda: [1000, 100])
+        method: str = "hierarchical"
+        strategy: str = "random"
+        seed: int = 0
+        device: str = "auto"
+        embedding_column: str = DEFAULT_EMBEDDING_COLUMN
+
+        def validate(self):
+            from mmcurate.curate.balance import METHODS, STRATEGIES
+
+            if (self.target is None) == (self.fraction is None):
+                raise ValueError("give exactly one of target (a sample count) or fraction (0 < f <= 1)")
+            if self.target is not None and (isinstance(self.target, bool) or not isinstance(self.target, int)
+                                            or self.target < 0):
+                raise ValueError(f"target must be an integer >= 0, got {self.target!r}")
+            if self.fraction is not None and (isinstance(self.fraction, bool)
+                                              or not isinstance(self.fraction, (int, float))
+                                              or not 0 < self.fraction <= 1):
+                raise ValueError(f"fraction must be a number in (0, 1], got {self.fraction!r}")
+            if not isinstance(self.levels, (list, tuple)) or not self.levels or not all(
+                    isinstance(k, int) and not isinstance(k, bool) and k >= 1 for k in self.levels):
+                raise ValueError(f"levels must be a non-empty list of positive cluster counts, got {self.levels!r}")
+            if self.method not in METHODS:
+                raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
+            if self.strategy not in STRATEGIES:
+                raise ValueError(f"strategy must be one of {STRATEGIES}, got {self.strategy!r}")
+            _check_seed(self.seed)
+            _check_device(self.device)
+            _check_column(self.embedding_column)
+
+    def __init__(self, **params):
+        super().__init__(**params)
+        self.requires = tuple(dict.fromkeys(["key", "source", self.params.embedding_column]))
+
+    def target_for(self, n: int) -> int:
+        p = self.params
+        return min(n, int(p.target) if p.target is not None else int(round(p.fraction * n)))
+
+    def run(self, table: pa.Table) -> GlobalResult:
+        from mmcurate import index as mindex
+        from mmcurate.curate.balance import balanced_sample, cluster_balance_stats, hierarchical_kmeans
+
+        t0 = time.perf_counter()
+        p = self.params
+        x, ok, details = embedding_matrix(table.column(p.embedding_column), p.embedding_column, self.name)
+        rejected = [_no_embedding_rejects(table, ok, details, self.name)]
+        rows = np.flatnonzero(ok)
+        m = rows.size
+        target = self.target_for(m)
+        stats = {"no_embedding": int(table.num_rows - m), "n": int(m), "target": int(target),
+                 "method": p.method, "strategy": p.strategy}
+        if m == 0:
+            stats.update(selected=0, seconds=round(time.perf_counter() - t0, 4))
+            return GlobalResult(rejected=_concat_rejects(rejected), stats=stats)
+        levels = clip_levels(p.levels if p.method == "hierarchical" else p.levels[:1], m)
+        dev = mindex.resolve_device(p.device)
+        if target < m:
+            picked = balanced_sample(x, target=target, levels=tuple(levels), device=dev, seed=p.seed,
+                                     method=p.method, strategy=p.strategy)
+        else:
+            picked = np.arange(m, dtype=np.int64)
+        # The top-level clusters, recomputed with balanced_sample's own arguments (deterministic under the
+        # seed); balanced_sample does not return its hierarchy.
+        if p.method == "cap":
+            k = min(levels[0], m)
+            init = "kmeans++" if min(m, 256 * k) * k <= 50_000_000 else "random"
+            _, top = mindex.kmeans(x, k, niter=20, spherical=False, seed=p.seed, device=dev, init=init)
+            n_top = k
+        else:
+            hier = hierarchical_kmeans(x, levels, 3, None, dev, p.seed, 20)
+            top = hier[0][1]
+            for _, lab in hier[1:]:
+                top = lab[top]
+            n_top = hier[-1][0].shape[0]
+        top = np.asarray(top, np.int64)
+        selected = np.zeros(m, bool)
+        selected[picked] = True
+        out = np.flatnonzero(~selected)
+        if out.size:
+            orow = rows[out]
+            rejected.append(rejects_table(table.column("key").take(pa.array(orow)).to_pylist(),
+                                          table.column("source").take(pa.array(orow)).to_pylist(), self.name,
+                                          "balance", [f"cluster {int(c)} over its share" for c in top[out]]))
+        keys = table.column("key").take(pa.array(rows[picked]))
+        columns = pa.table({"key": keys, "balance_cluster": pa.array(top[picked].astype(np.int32), pa.int32())})
+        stats.update(selected=int(picked.size), levels=[int(k) for k in levels],
+                     before=cluster_balance_stats(top, n_top), after=cluster_balance_stats(top[picked], n_top),
+                     seconds=round(time.perf_counter() - t0, 4))
+        return GlobalResult(rejected=_concat_rejects(rejected), columns=columns, stats=stats)
