@@ -139,7 +139,7 @@ def test_duplicates_and_rejects_match_the_sample_truth(default_run, demo_input):
     # duplicates are rejected by their stage, and their representative is kept
     for d in dups:
         assert rejects[d["key"]]["stage"] == f"{d['kind']}_dedup"
-        assert d["duplicate_of"] in kept
+        assert d["duplicate_of"] in kept and d["representative_kept"]
 
 
 def test_report_and_manifest_written(default_run):
@@ -244,3 +244,35 @@ def test_split_stage_writes_one_shard_directory_per_split(demo_input, tmp_path):
         for b in keys[i + 1:]:
             if bin(codes[a] ^ codes[b]).count("1") <= 16:
                 assert written[a] == written[b], (a, b)
+
+
+def test_semantic_recipe_end_to_end(demo_input, tmp_path):
+    """CLIP embeddings -> CLIP-score filter -> SemDeDup -> split stratified by the semantic clusters."""
+    out = tmp_path / "semantic"
+    recipe = _recipe(demo_input, out)
+    # filters before dedup steps, so every duplicate group keeps its representative
+    at = next(i for i, st in enumerate(recipe["stages"]) if "exact_dedup" in st)
+    recipe["stages"][at:at] = [{"clip_embed": {"model": "mmcurate-tiny", "weights": "random"}},
+                               {"clip_score_filter": {"keep_fraction": 0.9}}]
+    recipe["stages"] += [{"semantic_dedup": {"eps": 0.02, "n_clusters": 4}},
+                         {"split": {"stratify_by": "semantic_cluster", "group_columns": []}}]
+    _run(recipe)
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["counts"]["accounting_ok"]
+    names = [s["name"] for s in m["stages"]]
+    assert names[-5:] == ["clip_score_filter", "exact_dedup", "phash_dedup", "semantic_dedup", "split"]
+    samples = pq.read_table(out / "samples.parquet")
+    for col in ("image_embedding", "clip_score", "semantic_cluster", "split"):
+        assert col in samples.column_names and samples.column(col).null_count == 0, col
+    assert samples.schema.field("image_embedding").type.list_size == 64
+    kept = set(samples.column("key").to_pylist())
+    dups = pq.read_table(out / "duplicates.parquet").to_pylist()
+    assert all(d["duplicate_of"] in kept and d["representative_kept"] for d in dups)
+    # the per-sample JSON in the shards carries scalars, not vectors
+    for split in ("train", "val", "test"):
+        for tar in (out / "shards" / split).glob("*.tar"):
+            with tarfile.open(tar) as tf:
+                for mem in tf.getmembers():
+                    if mem.name.endswith(".json"):
+                        meta = json.loads(tf.extractfile(mem).read())
+                        assert "image_embedding" not in meta["mmcurate"] and "clip_score" in meta["mmcurate"]

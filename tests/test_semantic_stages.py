@@ -220,27 +220,7 @@ class _FakeEmbed(MapStage):
         return StageResult(batch.append_column("image_embedding", col))
 
 
-def _join_in_order_fixed(meta: pa.Table, extra: pa.Table) -> pa.Table:
-    """The executor change this test needs (proposed replacement of executor._join_in_order):
-    * extra is the concatenation of every global step's ``columns`` (key + that step's columns, the
-      others null), so with two steps returning columns a key has two rows: look each column up among
-      the rows where it is set, instead of a join that duplicates meta rows;
-    * Arrow hash joins reject list columns (an embedding) among the non-key fields: use index_in + take,
-      which also keeps the shard's row order."""
-    import pyarrow.compute as pc
-
-    out = meta
-    for name in extra.column_names:
-        if name == "key":
-            continue
-        sub = extra.filter(pc.is_valid(extra.column(name)))
-        values = sub.column(name).take(pc.index_in(meta.column("key"), value_set=sub.column("key")))
-        i = out.schema.get_field_index(name)
-        out = out.set_column(i, name, values) if i >= 0 else out.append_column(name, values)
-    return out
-
-
-def test_end_to_end_executor(tmp_path, monkeypatch):
+def test_end_to_end_executor(tmp_path):
     from mmcurate.io.demo_dataset import build_demo_dataset
     from mmcurate.pipeline.executor import LocalExecutor
     from mmcurate.pipeline.recipe import default_recipe_dict, parse_recipe
@@ -252,9 +232,6 @@ def test_end_to_end_executor(tmp_path, monkeypatch):
                        {"balance": {"fraction": 0.5}}]
     data["output"]["report"] = False
     recipe = parse_recipe(data, input_path=str(src), output_path=str(tmp_path / "out"))
-    import mmcurate.pipeline.executor as executor
-
-    monkeypatch.setattr(executor, "_join_in_order", _join_in_order_fixed)  # until the executor adopts it
     manifest = LocalExecutor(recipe, progress=False).run()
     assert manifest["counts"]["accounting_ok"]
     out = tmp_path / "out"

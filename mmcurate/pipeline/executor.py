@@ -156,7 +156,7 @@ def _check_unique_keys(table: pa.Table):
                          f"dedup to name its representatives. Rename the samples or curate the shards separately.")
 
 
-def _resolve_representatives(dups: pa.Table) -> pa.Table:
+def _resolve_representatives(dups: pa.Table, kept_keys) -> pa.Table:
     """Point every duplicate at a kept sample: follow duplicate_of while the target was itself removed."""
     link = dict(zip(dups.column("key").to_pylist(), dups.column("duplicate_of").to_pylist()))
 
@@ -173,6 +173,7 @@ def _resolve_representatives(dups: pa.Table) -> pa.Table:
         "key": dups.column("key"), "duplicate_of": pa.array(resolved, pa.string()),
         "kind": dups.column("kind"), "distance": dups.column("distance"),
         "via": pa.array([d if d != r else None for d, r in zip(direct, resolved)], pa.string()),
+        "representative_kept": pc.is_in(pa.array(resolved, pa.string()), value_set=kept_keys),
     }, schema=DUPLICATES_OUTPUT_SCHEMA)
 
 
@@ -360,6 +361,8 @@ class LocalExecutor:
                     dups.append(res.duplicates.select(DUPLICATES_SCHEMA.names).cast(DUPLICATES_SCHEMA))
                 if res.columns is not None and res.columns.num_rows:
                     extra_cols.append(res.columns)
+                    # later global steps may use these (e.g. split stratified by semantic_cluster)
+                    survivors = _join_in_order(survivors, [res.columns])
                 st["stats"] = res.stats
                 st["rejected"] = res.rejected.num_rows
             st["kept"] = n_in - st["rejected"]
@@ -369,7 +372,8 @@ class LocalExecutor:
                                       f"but {survivors.num_rows} survivors remain")
             global_stats[stage.name] = st
         global_rejects = pa.concat_tables(rejects) if rejects else REJECTS_SCHEMA.empty_table()
-        duplicates = (_resolve_representatives(pa.concat_tables(dups)) if dups
+        kept_keys = survivors.column("key") if survivors is not None else pa.array([], pa.string())
+        duplicates = (_resolve_representatives(pa.concat_tables(dups), kept_keys) if dups
                       else DUPLICATES_OUTPUT_SCHEMA.empty_table())
         n_kept = survivors.num_rows if survivors is not None else 0
         return n_kept, global_stats, global_rejects, duplicates, extra_cols
@@ -384,8 +388,7 @@ class LocalExecutor:
 
         t = time.perf_counter()
         meta_files = [self.work / "meta" / f"{i:05d}.parquet" for i in range(len(shards))]
-        extra = _concat(extra_cols) if extra_cols else None
-        out_schema = _samples_schema([pq.read_schema(f) for f in meta_files if f.exists()], extra)
+        out_schema = _samples_schema([pq.read_schema(f) for f in meta_files if f.exists()], extra_cols)
         gone_ids = _sample_ids(global_rejects) if global_rejects.num_rows else None
 
         collector = _make_thumbnail_collector()
@@ -423,8 +426,8 @@ class LocalExecutor:
                 meta = pq.read_table(meta_files[i]) if meta_files[i].exists() else None
                 if meta is not None and gone_ids is not None:
                     meta = meta.filter(pc.invert(pc.is_in(_sample_ids(meta), value_set=gone_ids)))
-                if meta is not None and extra is not None:
-                    meta = _join_in_order(meta, extra)
+                if meta is not None and extra_cols:
+                    meta = _join_in_order(meta, extra_cols)
                 kept_rows = {}
                 if meta is not None:
                     kept_rows = {(s_, k): r for r, (k, s_) in enumerate(zip(meta.column("key").to_pylist(),
@@ -611,7 +614,7 @@ def _output_table(batch: pa.Table, rows_meta: dict, rows: list[int]) -> pa.Table
     })
 
 
-def _samples_schema(meta_schemas: list, extra: pa.Table | None) -> pa.Schema:
+def _samples_schema(meta_schemas: list, extras: list) -> pa.Schema:
     """samples.parquet's schema, fixed before the first shard is written: every shard's metadata columns
     (unified), the global steps' columns, pHash as 16-hex text, and the output shard."""
     base = (pa.unify_schemas(meta_schemas, promote_options="permissive") if meta_schemas
@@ -621,18 +624,23 @@ def _samples_schema(meta_schemas: list, extra: pa.Table | None) -> pa.Schema:
         if f.name == "image":
             continue
         fields.append(pa.field(f.name, pa.string()) if f.name == "phash" else f.with_nullable(True))
-    if extra is not None:
+    for extra in extras:
         names = {f.name for f in fields}
         fields += [f.with_nullable(True) for f in extra.schema if f.name != "key" and f.name not in names]
     return pa.schema(fields + [pa.field("shard", pa.string())])
 
 
-def _join_in_order(meta: pa.Table, extra: pa.Table) -> pa.Table:
-    """Left-join per-key global columns onto a shard's rows; Arrow joins reorder rows, so restore the order."""
-    meta = meta.append_column("__row", pa.array(range(meta.num_rows), pa.int64()))
-    sub = extra.filter(pc.is_in(extra.column("key"), value_set=meta.column("key")))
-    joined = meta.join(sub, keys="key", join_type="left outer")
-    return joined.sort_by("__row").drop_columns(["__row"])
+def _join_in_order(meta: pa.Table, extras: list[pa.Table]) -> pa.Table:
+    """Add each global step's per-key columns to a shard's rows, keeping the row order. A lookup by key
+    (index_in + take) rather than a join: Arrow joins reorder rows and cannot carry list columns
+    (embeddings), and several global steps each contribute their own columns."""
+    keys = meta.column("key")
+    for ex in extras:
+        idx = pc.index_in(keys, value_set=ex.column("key"))
+        for name in ex.column_names:
+            if name != "key" and name not in meta.column_names:
+                meta = meta.append_column(name, ex.column(name).take(idx))
+    return meta
 
 
 def _samples_table(meta: pa.Table, shard_names: list[str], schema: pa.Schema) -> pa.Table:

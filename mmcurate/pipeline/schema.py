@@ -44,7 +44,10 @@ DUPLICATES_SCHEMA = pa.schema([
 ])
 # duplicates.parquet adds the direct link where it differs from duplicate_of: a representative that a
 # later global step found to be a duplicate itself is replaced by that step's representative.
-DUPLICATES_OUTPUT_SCHEMA = DUPLICATES_SCHEMA.append(pa.field("via", pa.string()))
+# representative_kept is false when a later non-dedup step (e.g. a filter listed after the dedup steps)
+# removed the representative: list filters before dedup steps to keep every group represented.
+DUPLICATES_OUTPUT_SCHEMA = DUPLICATES_SCHEMA.append(pa.field("via", pa.string())).append(
+    pa.field("representative_kept", pa.bool_()))
 
 
 def empty_rejects() -> pa.Table:
