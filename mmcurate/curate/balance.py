@@ -125,9 +125,11 @@ def _pick(members, count, dist, strategy, rng):
 
 def balanced_sample(emb, target: int, levels=(1000, 100), device: str = "auto", seed: int = 0,
                     method: str = "hierarchical", strategy: str = "random", n_resamples: int = 3,
-                    sample_size=None, niter: int = 20) -> np.ndarray:
+                    sample_size=None, niter: int = 20, return_clusters: bool = False):
     """Sorted unique int64 indices of ``min(target, n)`` samples, balanced over semantic clusters
-    (see the module docstring). ``strategy`` picks points within leaf clusters: "random" or "closest"."""
+    (see the module docstring). ``strategy`` picks points within leaf clusters: "random" or "closest".
+    With ``return_clusters`` also returns each sample's top-level cluster and the number of top-level
+    clusters, ``(indices, top_labels int64[n], n_top)``, so callers need not cluster again for stats."""
     from mmcurate import index as mindex
     from mmcurate.index.faiss_index import as_matrix
 
@@ -143,10 +145,11 @@ def balanced_sample(emb, target: int, levels=(1000, 100), device: str = "auto", 
         raise ValueError(f"target must be >= 0, got {target}")
     x = as_matrix(emb, "emb")
     n = x.shape[0]
-    if target >= n:
-        return np.arange(n, dtype=np.int64)
-    if target == 0:
-        return np.zeros(0, np.int64)
+    if not return_clusters:
+        if target >= n:
+            return np.arange(n, dtype=np.int64)
+        if target == 0:
+            return np.zeros(0, np.int64)
     dev = mindex.resolve_device(device)
     rng = np.random.default_rng(seed)
     if method == "cap":
@@ -162,6 +165,10 @@ def balanced_sample(emb, target: int, levels=(1000, 100), device: str = "auto", 
     for _, lab in hier[1:]:
         data_labels.append(lab[data_labels[-1]])
     flat = [np.bincount(dl, minlength=c.shape[0]) for (c, _), dl in zip(hier, data_labels)]
+    top_labels, n_top = data_labels[-1].astype(np.int64), int(hier[-1][0].shape[0])
+    if target >= n or target == 0:
+        out = np.arange(n, dtype=np.int64) if target >= n else np.zeros(0, np.int64)
+        return out, top_labels, n_top
 
     top = len(hier) - 1
     alloc = water_fill(flat[top], target, rng)
@@ -183,4 +190,4 @@ def balanced_sample(emb, target: int, levels=(1000, 100), device: str = "auto", 
               for c in np.flatnonzero(alloc)]
     out = np.sort(np.concatenate(picked)).astype(np.int64)
     assert out.size == target, (out.size, target)  # water_fill allocations never exceed a cluster
-    return out
+    return (out, top_labels, n_top) if return_clusters else out

@@ -281,7 +281,7 @@ class Balance(GlobalStage):
 
     def run(self, table: pa.Table) -> GlobalResult:
         from mmcurate import index as mindex
-        from mmcurate.curate.balance import balanced_sample, cluster_balance_stats, hierarchical_kmeans
+        from mmcurate.curate.balance import balanced_sample, cluster_balance_stats
 
         t0 = time.perf_counter()
         p = self.params
@@ -297,24 +297,8 @@ class Balance(GlobalStage):
             return GlobalResult(rejected=_concat_rejects(rejected), stats=stats)
         levels = clip_levels(p.levels if p.method == "hierarchical" else p.levels[:1], m)
         dev = mindex.resolve_device(p.device)
-        if target < m:
-            picked = balanced_sample(x, target=target, levels=tuple(levels), device=dev, seed=p.seed,
-                                     method=p.method, strategy=p.strategy)
-        else:
-            picked = np.arange(m, dtype=np.int64)
-        # The top-level clusters, recomputed with balanced_sample's own arguments (deterministic under the
-        # seed); balanced_sample does not return its hierarchy.
-        if p.method == "cap":
-            k = min(levels[0], m)
-            init = "kmeans++" if min(m, 256 * k) * k <= 50_000_000 else "random"
-            _, top = mindex.kmeans(x, k, niter=20, spherical=False, seed=p.seed, device=dev, init=init)
-            n_top = k
-        else:
-            hier = hierarchical_kmeans(x, levels, 3, None, dev, p.seed, 20)
-            top = hier[0][1]
-            for _, lab in hier[1:]:
-                top = lab[top]
-            n_top = hier[-1][0].shape[0]
+        picked, top, n_top = balanced_sample(x, target=target, levels=tuple(levels), device=dev, seed=p.seed,
+                                             method=p.method, strategy=p.strategy, return_clusters=True)
         top = np.asarray(top, np.int64)
         selected = np.zeros(m, bool)
         selected[picked] = True
