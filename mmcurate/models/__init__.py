@@ -5,7 +5,7 @@ Importing this package imports neither torch nor open_clip; they load when a mod
 """
 from __future__ import annotations
 
-import importlib
+from mmcurate._lazy import lazy_exports
 
 _EXPORTS = {
     "Preprocess": "mmcurate.models.preprocess",
@@ -25,17 +25,4 @@ _EXPORTS = {
     "Rejected": "mmcurate.models.cpu_loader",
 }
 
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name):
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'mmcurate.models' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__():
-    return __all__
+__getattr__, __dir__, __all__ = lazy_exports('mmcurate.models', globals(), _EXPORTS)

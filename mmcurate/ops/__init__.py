@@ -4,7 +4,7 @@ Names resolve lazily to their area module, so importing mmcurate.ops loads no na
 """
 from __future__ import annotations
 
-import importlib
+from mmcurate._lazy import lazy_exports
 
 _EXPORTS = {
     # decode
@@ -26,21 +26,9 @@ _EXPORTS = {
     "hamming_pairs": "mmcurate.ops.hamming",
     "hamming_knn": "mmcurate.ops.hamming",
     "hamming_distance": "mmcurate.ops.hamming",
+    "hamming_join_plan": "mmcurate.ops.hamming",
     # device
     "resolve_device": "mmcurate.ops._device",
 }
 
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name):
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'mmcurate.ops' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__():
-    return __all__
+__getattr__, __dir__, __all__ = lazy_exports('mmcurate.ops', globals(), _EXPORTS)

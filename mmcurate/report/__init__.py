@@ -6,7 +6,7 @@ Names resolve lazily, so the executor can import the collector without loading t
 """
 from __future__ import annotations
 
-import importlib
+from mmcurate._lazy import lazy_exports
 
 _EXPORTS = {
     "write_report": "mmcurate.report.html_report",
@@ -17,17 +17,4 @@ _EXPORTS = {
     "load_run": "mmcurate.report.run_data",
 }
 
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name):
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'mmcurate.report' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__():
-    return __all__
+__getattr__, __dir__, __all__ = lazy_exports('mmcurate.report', globals(), _EXPORTS)
