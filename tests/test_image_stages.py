@@ -369,3 +369,54 @@ def test_stages_are_registered_and_picklable():
         if isinstance(stage, GlobalStage):
             assert clone.map_part.describe() == stage.map_part.describe()
             assert stage.map_part.resources.cpus >= 1
+
+
+# ---- one decode per image: integrity's fused decode -> pHash feeds phash_dedup ------------------------------
+def _sample_batch():
+    from mmcurate.sample_data import build_sample
+
+    samples = build_sample(max_photos=3)
+    return pa.table({"key": [s.key for s in samples], "source": ["s"] * len(samples),
+                     "image": pa.array([s.data for s in samples], pa.binary()),
+                     "image_ext": ["jpg"] * len(samples), "caption": ["a photo of a thing"] * len(samples),
+                     "meta": ["{}"] * len(samples)})
+
+
+def test_integrity_keeps_the_fast_phash_of_its_decode():
+    from mmcurate.ops import phash_bytes
+
+    batch = _sample_batch()
+    res = registry.create("integrity", {}).process(batch)
+    kept = res.kept
+    expected = phash_bytes(kept.column("image").to_pylist(), exact=False, device="cpu")
+    assert np.array_equal(kept.column("phash").to_numpy(), expected.codes)
+    assert res.rejected.num_rows + kept.num_rows == batch.num_rows and res.rejected.num_rows == 4
+
+
+def test_phash_dedup_does_not_decode_again_after_integrity(monkeypatch):
+    import mmcurate.ops
+
+    kept = registry.create("integrity", {}).process(_sample_batch()).kept
+    fast = registry.create("phash_dedup", {}).map_part
+
+    def no_second_decode(*a, **k):
+        raise AssertionError("phash_dedup decoded bytes that integrity had already decoded")
+
+    with monkeypatch.context() as m:
+        m.setattr(mmcurate.ops, "phash_bytes", no_second_decode)
+        out = fast.process(kept)
+    assert out.kept.column("phash").equals(kept.column("phash")) and out.rejected.num_rows == 0
+    # exact mode is a different hash: it recomputes (and equals the exact kernel)
+    exact = registry.create("phash_dedup", {"mode": "exact"}).map_part.process(kept).kept
+    expected = mmcurate.ops.phash_bytes(kept.column("image").to_pylist(), exact=True, device="cpu").codes
+    assert np.array_equal(exact.column("phash").to_numpy(), expected)
+
+
+def test_phash_bytes_max_pixels():
+    from mmcurate.ops import Status, phash_bytes
+
+    blobs = _sample_batch().column("image").to_pylist()[:2]
+    assert (phash_bytes(blobs, exact=False, max_pixels=1000).status == Status.too_large).all()
+    assert (phash_bytes(blobs, exact=False, max_pixels=None).status == Status.ok).all()
+    with pytest.raises(ValueError, match="max_pixels"):
+        phash_bytes(blobs, max_pixels=-1)

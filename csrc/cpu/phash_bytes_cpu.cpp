@@ -8,10 +8,11 @@
 namespace mmcurate {
 
 HashBytesResult phash_bytes(const std::vector<ByteSpan>& blobs, bool exact, bool exif, int num_threads,
-                            int fast_min_side) {
+                            int fast_min_side, int64_t max_pixels) {
   if (fast_min_side < 32) throw std::invalid_argument("phash_bytes: fast_min_side must be >= 32 (the hash side)");
   DecodeOptions opts;
   opts.apply_exif_orientation = exif;
+  opts.max_pixels = max_pixels;
   if (exact) {
     opts.mode = ColorMode::gray;
   } else {

@@ -31,7 +31,7 @@ MMCURATE_BINDING(hashes) {
 
   m.def(
       "phash_bytes",
-      [](py::sequence blobs, bool exact, bool exif, int num_threads, int fast_min_side) {
+      [](py::sequence blobs, bool exact, bool exif, int num_threads, int fast_min_side, int64_t max_pixels) {
         // Blobs are bytes-like (mmcurate.ops._inputs.as_blob_list); hold buffer views across the GIL release.
         std::vector<py::buffer_info> buffers;
         std::vector<ByteSpan> spans;
@@ -44,7 +44,7 @@ MMCURATE_BINDING(hashes) {
         HashBytesResult r;
         {
           py::gil_scoped_release release;
-          r = phash_bytes(spans, exact, exif, num_threads, fast_min_side);
+          r = phash_bytes(spans, exact, exif, num_threads, fast_min_side, max_pixels);
         }
         const auto n = py::ssize_t(spans.size());
         py::array_t<uint64_t> codes(n);
@@ -58,7 +58,7 @@ MMCURATE_BINDING(hashes) {
         return py::make_tuple(codes, status, errors);
       },
       py::arg("blobs"), py::arg("exact"), py::arg("exif"), py::arg("num_threads") = 0,
-      py::arg("fast_min_side") = int(kPhashFastMinSide),
+      py::arg("fast_min_side") = int(kPhashFastMinSide), py::arg("max_pixels") = int64_t(kDefaultMaxPixels),
       "Decode + pHash of bytes-like blobs: (uint64 codes, int8 statuses, errors list).");
 
   m.def(

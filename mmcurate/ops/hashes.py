@@ -81,7 +81,7 @@ class PhashBytesResult:
 
 
 def phash_bytes(blobs, exact: bool = True, device: str = "auto", exif: bool = True,
-                num_threads=None) -> PhashBytesResult:
+                num_threads=None, max_pixels: int | None = 89478485) -> PhashBytesResult:
     """Decode and pHash encoded images (JPEG, PNG, WebP) in one pass; pixels never reach Python.
 
     exact=True: full Pillow-exact decode to L, so codes equal
@@ -90,16 +90,25 @@ def phash_bytes(blobs, exact: bool = True, device: str = "auto", exif: bool = Tr
     exact=False: throughput mode. JPEGs are decoded at a reduced DCT scale (>= 64 px per side), from the Y
         plane only, with the fast IDCT; codes are then close to, not equal to, the exact ones (see tests for
         the measured Hamming distances).
+    max_pixels: images declaring more pixels in their header are rejected (too_large) before any pixel
+        allocation; None or 0: no limit. Because the decode is complete (every entropy-coded coefficient),
+        the statuses are those of a full decode: the pipeline's integrity stage validates through this call.
     """
     from mmcurate.ops._inputs import as_blob_list
 
     threads = _parse_threads(num_threads)
     items = as_blob_list(blobs)
+    limit = int(max_pixels or 0)
+    if isinstance(max_pixels, bool) or limit < 0:
+        raise ValueError(f"max_pixels must be None or an integer >= 0, got {max_pixels!r}")
     if resolve_device(device) == "cuda":
         from mmcurate.ops import _cuda
 
+        if limit != 89478485:
+            raise ValueError("phash_bytes(device='cuda') uses the decoder's default max_pixels; "
+                             "pass device='cpu' for another limit")
         codes, status, errors = _cuda.phash_bytes(items, bool(exact), exif=bool(exif), num_threads=num_threads,
                                                   with_errors=True)
         return PhashBytesResult(codes, status, errors)
-    codes, status, errors = native().phash_bytes(items, bool(exact), bool(exif), threads)
+    codes, status, errors = native().phash_bytes(items, bool(exact), bool(exif), threads, max_pixels=limit)
     return PhashBytesResult(codes, status, [e if e else None for e in errors])

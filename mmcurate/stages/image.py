@@ -111,10 +111,12 @@ class Integrity(MapStage):
     """Decode check with the native decoder; adds width, height (as displayed, EXIF applied), format and
     file_size. Undecodable rows are rejected with the decoder's status as reason and its message as detail.
 
-    A full decode of a JPEG runs in luma mode at the 1/8 DCT scale: every entropy-coded coefficient of
-    every component is still decoded (that is where truncation and corruption show), only the IDCT and
-    colour conversion are skipped (measured ~2x faster than an RGB decode, same statuses).
-    ``full_decode: false`` reads headers only (much faster; a file truncated after its header passes)."""
+    The full decode goes through the fused decode -> pHash kernel in fast mode (``phash_bytes(exact=False)``):
+    JPEGs decode from the luma plane at a reduced DCT scale, yet every entropy-coded coefficient is still
+    decoded (that is where truncation and corruption show). The fast pHash it yields, a pure function of the
+    bytes, is kept in the ``phash`` column, so ``phash_dedup`` (fast mode) does not decode the same bytes a
+    second time. ``full_decode: false`` reads headers only (much faster; a file truncated after its header
+    passes)."""
 
     name = "integrity"
     requires = ("key", "source", "image")
@@ -138,20 +140,20 @@ class Integrity(MapStage):
         self.resources = _cpu_resources(self.params.num_threads)
 
     def process(self, batch: pa.Table) -> StageResult:
-        from mmcurate.ops import decode_images, probe_images
+        from mmcurate.ops import phash_bytes, probe_images
 
         blobs = blob_views(batch.column("image"))
         missing = np.array([b is None for b in blobs], dtype=bool)
         items = [b"" if b is None else b for b in blobs]
         max_pixels = self.params.max_pixels or 0
+        header_status, formats, sizes, orientation = probe_images(items)
+        codes = None
         if self.params.full_decode:
-            result = decode_images(items, mode="luma", device="cpu", target_size=1, max_pixels=max_pixels,
-                                   exif=False, num_threads=self.params.num_threads)
-            status, errors, formats = result.status, result.errors, result.formats
-            sizes, orientation = result.source_sizes, result.orientation
+            result = phash_bytes(items, exact=False, device="cpu", exif=True, max_pixels=max_pixels,
+                                 num_threads=self.params.num_threads)
+            status, errors, codes = np.asarray(result.status), result.errors, np.asarray(result.codes)
         else:
-            status, formats, sizes, orientation = probe_images(items)
-            status = status.copy()
+            status = header_status.copy()
             area = sizes[:, 0].astype(np.int64) * sizes[:, 1]
             if max_pixels:
                 status[(status == 0) & (area > max_pixels)] = 4
@@ -170,6 +172,8 @@ class Integrity(MapStage):
         batch = with_column(batch, "height", height)
         batch = with_column(batch, "format", formats)
         batch = with_column(batch, "file_size", pc.cast(file_size, pa.int64()))
+        if codes is not None:
+            batch = with_column(batch, "phash", codes.astype(np.uint64))
         return split(batch, self.name, rejected, reasons, details)
 
 
@@ -439,9 +443,12 @@ class PerceptualHash(MapStage):
     def process(self, batch: pa.Table) -> StageResult:
         from mmcurate.ops import phash_bytes
 
+        p = self.params
+        if not p.exact and "phash" in batch.column_names and batch.column("phash").null_count == 0:
+            # integrity already ran the same fast decode -> pHash on these bytes; do not decode them again
+            return StageResult(batch)
         blobs = blob_views(batch.column("image"))
         missing = np.array([b is None for b in blobs], dtype=bool)
-        p = self.params
         result = phash_bytes([b"" if b is None else b for b in blobs], exact=p.exact, device=p.device,
                              num_threads=p.num_threads)
         status = np.asarray(result.status)

@@ -45,8 +45,9 @@ struct HashBytesResult {
   std::vector<std::string> errors;  // empty where ok
 };
 
+// max_pixels as in DecodeOptions (checked from the header before any allocation; <= 0: no limit).
 HashBytesResult phash_bytes(const std::vector<ByteSpan>& blobs, bool exact, bool exif, int num_threads = 0,
-                            int fast_min_side = kPhashFastMinSide);
+                            int fast_min_side = kPhashFastMinSide, int64_t max_pixels = kDefaultMaxPixels);
 
 // The hash step alone, on an already resized L image (row-major, packed):
 uint64_t phash_from_32x32(const uint8_t* px);          // 32 x 32
