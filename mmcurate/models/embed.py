@@ -130,7 +130,8 @@ class EmbedResult:
 
 
 def embed_encoded_images(clip: ClipModel, blobs, loader=None, batch_size: Optional[int] = None) -> EmbedResult:
-    """Encoded images -> embeddings through the native CPU loader (decode and resize overlap the forward)."""
+    """Encoded images -> embeddings through a loader (default: the native CPU loader; a
+    :class:`~mmcurate.models.DaliImageLoader` works too); decode and resize overlap the forward."""
     from mmcurate.models.cpu_loader import NativeImageLoader
 
     if loader is None:
@@ -141,7 +142,8 @@ def embed_encoded_images(clip: ClipModel, blobs, loader=None, batch_size: Option
     embs, idx, rejected = [], [], []
     for b in loader.iter_batches(blobs):
         if len(b.indices):
-            embs.append(clip.embed_images(b.pixels))
+            e = clip.embed_images(b.pixels)   # a device tensor when the loader (DALI) left pixels there
+            embs.append(e if isinstance(e, np.ndarray) else _to_numpy(e))
             idx.append(b.indices)
         rejected.extend(b.rejected)
     dtype = np.float16 if str(clip.dtype) == "torch.float16" else np.float32

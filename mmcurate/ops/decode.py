@@ -129,10 +129,13 @@ def decode_images(
     return DecodeResult(list(images), status, list(errors), list(formats), sizes, orientation)
 
 
-def probe_images(blobs) -> tuple[np.ndarray, list, np.ndarray, np.ndarray]:
-    """Header-only probe: (status int8[n], formats list, sizes int32[n, 2] as (h, w), orientation int8[n]).
+def probe_images(blobs, with_errors: bool = False) -> tuple:
+    """Header-only probe: (status int8[n], formats list, sizes int32[n, 2] as (h, w), orientation int8[n]);
+    with_errors=True returns (status, errors, formats, sizes, orientation), errors holding each failure's reason.
 
     Reads no pixel data, so a file that is truncated after its header probes ok."""
     items = as_blob_list(blobs)
-    status, _errors, formats, sizes, orientation = native().probe_images(items)
+    status, errors, formats, sizes, orientation = native().probe_images(items)
+    if with_errors:
+        return status, list(errors), list(formats), sizes, orientation
     return status, list(formats), sizes, orientation

@@ -5,7 +5,12 @@ clip_embed
 A MapStage. ``setup()`` loads the model once per worker (:func:`mmcurate.models.load_clip`, whose explicit
 weight rules apply: ``weights`` = a file or directory, ``"random"`` (tests), or None = the local caches, then
 the hub only with ``allow_download: true``) and builds a :class:`mmcurate.models.NativeImageLoader` from the
-preprocessing bound to the loaded weights (never another one). ``process(batch)`` decodes and preprocesses the
+preprocessing bound to the loaded weights (never another one). ``loader``: ``native`` (our CPU decode + resize),
+``dali`` (:class:`mmcurate.models.DaliImageLoader`: nvJPEG decode, resize and crop on the model's GPU, so pixels
+never cross back to the host; on a CPU device it runs DALI's CPU operators) or ``auto`` (DALI when the model is
+on a GPU and DALI is installed, native otherwise). DALI is screened with our header probe; ``dali_validate:
+full`` also runs our full decode to catch truncated files, which DALI decodes silently; with ``integrity``
+earlier in the recipe that has been done, hence the default ``header``. ``process(batch)`` decodes and preprocesses the
 ``image`` bytes; a sample that does not decode is rejected with the decoder's status as reason (``corrupt``,
 ``truncated``, ``empty``...; ``missing_image`` for a null image) and its message as detail. The rest get
 
@@ -39,6 +44,8 @@ from mmcurate.pipeline.stage import (GlobalResult, GlobalStage, MapStage, Resour
 from mmcurate.stages.image import _check_threads, _cpu_resources, blob_views, split
 
 _DEVICES_HELP = "device must be 'auto', 'cpu', 'cuda' or 'cuda:N'"
+#: Image loaders for clip_embed: "auto" = DALI on a GPU when DALI is installed, the native loader otherwise.
+LOADERS = ("auto", "native", "dali")
 
 
 def _is_int(v) -> bool:
@@ -92,6 +99,8 @@ class ClipEmbed(MapStage):
         allow_download: bool = False
         device: str = "auto"
         scaled_decode: bool = True
+        loader: str = "auto"
+        dali_validate: str = "header"
         text: bool = True
         num_threads: int | None = None
         seed: int = 0
@@ -117,6 +126,12 @@ class ClipEmbed(MapStage):
             if not isinstance(self.device, str) or not (self.device in ("auto", "cpu", "cuda")
                                                         or self.device.startswith("cuda:")):
                 raise ValueError(f"{_DEVICES_HELP}, got {self.device!r}")
+            if self.loader not in LOADERS:
+                raise ValueError(f"loader must be one of {LOADERS}, got {self.loader!r}")
+            from mmcurate.models.dali_loader import VALIDATE_MODES
+
+            if self.dali_validate not in VALIDATE_MODES:
+                raise ValueError(f"dali_validate must be one of {VALIDATE_MODES}, got {self.dali_validate!r}")
             _check_threads(self.num_threads)
             if not _is_int(self.seed):
                 raise ValueError(f"seed must be an integer, got {self.seed!r}")
@@ -144,7 +159,7 @@ class ClipEmbed(MapStage):
     def setup(self) -> None:
         if self._clip is not None:
             return
-        from mmcurate.models import NativeImageLoader, load_clip
+        from mmcurate.models import load_clip
         from mmcurate.models.loader import WeightsMismatchError, WeightsNotFoundError
 
         p = self.params
@@ -162,8 +177,24 @@ class ClipEmbed(MapStage):
         self._clip = clip
         self.resources = self._resources(clip.device)
         # The preprocessing bound to the loaded weights, never another one.
-        self._loader = NativeImageLoader(clip.preprocess, batch_size=self.batch_size, num_threads=p.num_threads,
-                                         scaled_decode=p.scaled_decode, prefetch=False)
+        self._loader = self._make_loader(clip)
+
+    def _make_loader(self, clip):
+        from mmcurate.models import NativeImageLoader
+        from mmcurate.models.dali_loader import DaliImageLoader, DaliUnavailableError, dali_available
+
+        p = self.params
+        use_dali = p.loader == "dali" or (p.loader == "auto" and clip.device.startswith("cuda")
+                                          and dali_available())
+        if use_dali:
+            # On a GPU, DALI decodes into the model's device memory: the pixels never visit the host.
+            try:
+                return DaliImageLoader(clip.preprocess, batch_size=self.batch_size, device=clip.device,
+                                       num_threads=p.num_threads, validate=p.dali_validate, prefetch=False)
+            except DaliUnavailableError as exc:
+                raise StageError(f"stage '{self.name}': loader: dali: {exc}") from exc
+        return NativeImageLoader(clip.preprocess, batch_size=self.batch_size, num_threads=p.num_threads,
+                                 scaled_decode=p.scaled_decode, prefetch=False)
 
     @property
     def clip(self):
@@ -196,7 +227,7 @@ class ClipEmbed(MapStage):
         img = np.zeros((n, d), dtype=np.float32)
         ok = loaded.indices[~missing[loaded.indices]]
         if len(loaded.indices):
-            e = np.asarray(clip.embed_images(loaded.pixels, batch_size=self.batch_size), dtype=np.float32)
+            e = _host_float32(clip.embed_images(loaded.pixels, batch_size=self.batch_size))
             img[loaded.indices] = e
         batch = _set_column(batch, "image_embedding", embedding_array(img))
         if self.params.text:
@@ -213,6 +244,13 @@ class ClipEmbed(MapStage):
             batch = _set_column(batch, "text_embedding", embedding_array(txt, has_text))
             batch = _set_column(batch, "clip_score", pa.array(score, pa.float32(), mask=~has_text))
         return split(batch, self.name, rejected, reasons, details)
+
+
+def _host_float32(emb) -> np.ndarray:
+    """Embeddings (numpy, or a torch tensor on the model's device from the DALI loader) -> float32 numpy."""
+    if isinstance(emb, np.ndarray):
+        return emb.astype(np.float32, copy=False)
+    return emb.float().cpu().numpy()
 
 
 def _set_column(table: pa.Table, name: str, array) -> pa.Table:
