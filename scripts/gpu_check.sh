@@ -19,7 +19,9 @@
 # scikit-image (+ networkx, imageio, tifffile, lazy-loader, packaging), pytest (+ iniconfig, pluggy,
 # pygments), nvidia-nvjpeg (nvjpeg.h and libnvjpeg.so.13; no dependencies), cmake (only if the machine has
 # none >= 3.24). Optional: torch + torchvision wheels built for the machine's CUDA (and their nvidia-*
-# dependencies) enable the torch DLPack/CAI interop tests, which otherwise skip.
+# dependencies) enable the torch DLPack/CAI interop tests, which otherwise skip; with open_clip_torch (+ ftfy,
+# regex, timm) as well, benchmarks/bench_cuda_embed.py measures fp16 ViT-B-32 / ViT-L-14 embedding throughput
+# (model alone, native loader, and DALI when nvidia-dali-cuda130 is installed: its wheel is ~500 MB).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
