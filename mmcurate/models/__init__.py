@@ -1,5 +1,6 @@
 """CLIP models: the registry (architecture + pretrained tag + the preprocessing bound to those weights),
-weight loading from explicit sources, embedding, and the native CPU image loader.
+weight loading from explicit sources, embedding, the native CPU image loader, and scoring heads on the
+embeddings (NSFW / watermark / aesthetic).
 
 Importing this package imports neither torch nor open_clip; they load when a model is built.
 """
@@ -24,6 +25,10 @@ _EXPORTS = {
     "DaliImageLoader": "mmcurate.models.dali_loader",
     "LoadedBatch": "mmcurate.models.cpu_loader",
     "Rejected": "mmcurate.models.cpu_loader",
+    "load_head": "mmcurate.models.heads",
+    "EmbeddingHead": "mmcurate.models.heads",
+    "HeadFormatError": "mmcurate.models.heads",
+    "HeadWeightsNotFoundError": "mmcurate.models.heads",
 }
 
 __getattr__, __dir__, __all__ = lazy_exports('mmcurate.models', globals(), _EXPORTS)

@@ -4,9 +4,10 @@ image: integrity, image_filter, exact_dedup, phash_dedup
 text:  caption_clean, caption_filter, pii_redact
 split: split (leakage-free train/val/test)
 clip:  clip_embed, clip_score_filter
+heads: clip_heads (NSFW / watermark / aesthetic heads on the CLIP image embeddings)
 semantic: semantic_dedup, balance
 """
 import importlib
 
-for _module in ("image", "text", "split", "clip", "semantic"):
+for _module in ("image", "text", "split", "clip", "heads", "semantic"):
     importlib.import_module(f"mmcurate.stages.{_module}")
