@@ -18,12 +18,13 @@ Formats (``format=``):
     ``nn.Sequential`` keyed ``layers.{0,2,4,6,7}``, Linear d->1024->128->64->16->1 with Dropouts between and
     no activations; raw output (a 1-10 rating).
 ``nsfw-h14``
-    LAION CLIP-based-NSFW-Detector ``h14_nsfw.pth`` (ViT-H-14, as clip-retrieval runs it): ``nn.Sequential``
+    LAION CLIP-based-NSFW-Detector ``h14_nsfw.pth`` (ViT-H-14; clip-retrieval and NeMo Curator's
+    ``NsfwClassifier`` load this file): ``nn.Sequential``
     keyed ``layers.{0,3,6,9,12,15,16}``, Linear d->1024->2048->1024->256->128->16->1, ReLU after the first
     five (Dropouts between); raw output, used directly as the NSFW probability.
 ``nsfw-autokeras``
     The PyTorch port of LAION's autokeras detectors (``clip_ViT-L-14_openai_binary_nsfw_head.pth``: d->64->
-    512->256->1, the architecture NeMo Curator's NSFW classifier runs; ``clip_ViT-B-32_openai_binary_nsfw_
+    512->256->1; ``clip_ViT-B-32_openai_binary_nsfw_
     head.pth``: 512->32->32->1): ``norm.mean``, ``norm.variance`` ``[d]`` and ``linear_1..linear_K``;
     ``x = (x - mean) / sqrt(variance)``, ReLU after every Linear but the last, sigmoid at the end. The
     original ``clip_autokeras_*.zip`` is a Keras SavedModel that cannot be read without TensorFlow; it is
