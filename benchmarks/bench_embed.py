@@ -1,4 +1,5 @@
-"""CPU embedding throughput: our native loader vs open_clip's PIL preprocess, feeding the same CLIP model.
+"""CPU embedding throughput: our native loader vs open_clip's PIL preprocess (and DALI's CPU operators when
+DALI is installed), feeding the same CLIP model.
 
   python benchmarks/bench_embed.py [--n 64] [--side 512] [--models mmcurate-tiny ViT-B-32]
                                    [--out benchmarks/results/embed.json]
@@ -41,6 +42,10 @@ def bench_model(name: str, blobs: list[bytes], batch: int, repeats: int) -> dict
     n = len(blobs)
     loaders = {"native_scaled": NativeImageLoader(pp, batch_size=batch, scaled_decode=True),
                "native_full": NativeImageLoader(pp, batch_size=batch, scaled_decode=False)}
+    from mmcurate.models.dali_loader import DaliImageLoader, dali_available
+
+    if dali_available():  # DALI's CPU operators (its GPU path is benchmarks/bench_cuda_embed.py)
+        loaders["dali_cpu"] = DaliImageLoader(pp, batch_size=batch, device="cpu")
 
     def native_loader_only(loader):
         def run():
@@ -78,6 +83,8 @@ def bench_model(name: str, blobs: list[bytes], batch: int, repeats: int) -> dict
     for case in ("loader_only", "end_to_end"):
         r = out[case]
         r["speedup_native_scaled_vs_pil"] = r["native_scaled"] / r["open_clip_pil"]
+        if "dali_cpu" in r:
+            r["speedup_native_scaled_vs_dali_cpu"] = r["native_scaled"] / r["dali_cpu"]
     return out
 
 
