@@ -67,3 +67,27 @@ def test_balance_stats():
     assert s["n_clusters"] == 4 and s["size_percentiles"]["p100"] == 97
     s = cluster_balance_stats(np.array([0, 0]), n_clusters=3)
     assert s["n_clusters"] == 3 and s["size_percentiles"]["p0"] == 0
+
+
+def test_balance_stats_list_cluster_sizes_up_to_the_cap():
+    import json
+
+    from mmcurate.curate.balance import MAX_LISTED_CLUSTER_SIZES
+
+    summary_keys = {"n_clusters", "n_samples", "gini", "entropy", "normalized_entropy", "size_percentiles"}
+    s = cluster_balance_stats(np.array([3, 3, 7, 1, 3]))
+    assert s["sizes"] == [1, 3, 1]                        # labels present, in id order: 1, 3, 7
+    s = cluster_balance_stats(np.array([2, 0, 2]), n_clusters=4)
+    assert s["sizes"] == [1, 0, 2, 0] and all(type(v) is int for v in s["sizes"])
+    assert json.loads(json.dumps(s)) == s and set(s) == summary_keys | {"sizes"}
+    assert cluster_balance_stats(np.array([], np.int64), n_clusters=3)["sizes"] == [0, 0, 0]
+    assert cluster_balance_stats(np.array([], np.int64))["sizes"] == []
+    rng = np.random.default_rng(0)
+    for k, listed in ((MAX_LISTED_CLUSTER_SIZES, True), (MAX_LISTED_CLUSTER_SIZES + 1, False)):
+        labels = rng.integers(0, k, 20_000) ** 2 // k     # skewed towards the small ids
+        s = cluster_balance_stats(labels, n_clusters=k)
+        assert set(s) == summary_keys | ({"sizes"} if listed else set())
+        if listed:
+            assert s["sizes"] == np.bincount(labels, minlength=k).tolist()
+            assert len(s["sizes"]) == s["n_clusters"] and sum(s["sizes"]) == s["n_samples"]
+            assert max(s["sizes"]) == s["size_percentiles"]["p100"]

@@ -26,9 +26,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from mmcurate.pipeline.schema import DUPLICATES_SCHEMA, REJECTS_SCHEMA
-from mmcurate.report.charts import Histogram, bar_chart_svg, BarRow, Segment, histogram_svg
+from mmcurate.curate.balance import MAX_LISTED_CLUSTER_SIZES, cluster_balance_stats
+from mmcurate.report.charts import (Histogram, bar_chart_svg, BarRow, Segment, Series, histogram_svg,
+                                    rank_size_svg)
 from mmcurate.report.html_report import render_report, write_report
-from mmcurate.report.run_data import load_run
+from mmcurate.report.run_data import RunData, load_run
 from mmcurate.report.thumbnails import THUMBS_SCHEMA, ThumbnailCollector, make_thumbnails
 from mmcurate.sample_data import Sample, build_sample
 
@@ -373,6 +375,39 @@ def test_histograms_count_every_value_including_the_tail():
     assert "&lt;b&gt;" in bars and "<b>" not in bars
 
 
+def _polyline_points(node) -> list[tuple[float, float]]:
+    return [tuple(map(float, p.split(","))) for p in node.attrs["points"].split()]
+
+
+def test_rank_size_chart_sorts_switches_to_log_and_keeps_long_series_exact():
+    dom = parse(rank_size_svg([Series("a<b", [1, 5, 3], "#000")], "t&")).root
+    svg = dom.find_all("svg")[0]
+    assert svg.attrs["aria-label"] == "t&" and "a<b" in svg.all_text() and "log scale" not in svg.all_text()
+    (line,) = dom.find_all("polyline")
+    ys = [y for _, y in _polyline_points(line)]
+    assert len(ys) == 3 and ys[0] < ys[1] < ys[2]                 # largest first: highest on the page
+    assert len(dom.find_all("circle")) == 3 and dom.find_all("g")[0].attrs["data-series"] == "a<b"
+    # a wide range goes on a log axis; zeros cannot, so the line stops and the legend counts them
+    dom = parse(rank_size_svg([Series("wide", [0, 1000, 10, 0, 1, 100], "#000")], "w")).root
+    assert "log scale" in dom.all_text() and "2 empty" in dom.all_text()
+    (line,) = dom.find_all("polyline")
+    pts = _polyline_points(line)
+    steps = np.diff([y for _, y in pts])
+    assert len(pts) == 4 and steps.min() > 0 and np.ptp(steps) < 0.2   # 1000, 100, 10, 1: one decade per step
+    assert "log scale" not in rank_size_svg([Series("wide", [1000, 1], "#000")], "w", log_y=False)
+    # 4096 values: the polyline keeps each pixel column's extremes, so the first and last points are exact
+    values = np.arange(1, 4097)[::-1] ** 2
+    dom = parse(rank_size_svg([Series("long", values, "#000"), Series("flat", np.full(4096, 50), "#111")], "l")).root
+    lines = dom.find_all("polyline")
+    assert len(lines) == 2 and not dom.find_all("circle")
+    pts = _polyline_points(lines[0])
+    assert 100 < len(pts) < 4096 // 2
+    ref = parse(rank_size_svg([Series("long", [values[0], values[-1]], "#000"),
+                               Series("flat", [50, 50], "#111")], "l")).root.find_all("polyline")[0]
+    assert [pts[0], pts[-1]] == _polyline_points(ref)             # same axes: first and last points agree
+    assert "no data" in rank_size_svg([Series("empty", [], "#000")], "x")
+
+
 # ------------------------------------------------------------------------------------------------
 # the report
 
@@ -383,7 +418,7 @@ def test_report_shows_the_run(run_dir):
     dom = parse(html).root
     manifest = truth["manifest"]
     sections = [n.attrs["id"] for n in dom.find_all("section")]
-    assert sections == ["run", "funnel", "distributions", "duplicates", "rejects", "timing"]
+    assert sections == ["run", "funnel", "distributions", "duplicates", "clusters", "rejects", "timing"]
     # KPIs and the accounting check
     kpi = {n.attrs["data-kpi"]: n.find_all("div", **{"class": "kpi-value"})[0].all_text() for n in dom.find_all("div")
            if "data-kpi" in n.attrs}
@@ -481,7 +516,7 @@ def test_report_without_optional_parts(tmp_path, run_dir):
     html = render_report(load_run(tmp_path))
     dom = parse(html).root
     assert [n.attrs["id"] for n in dom.find_all("section")] == ["run", "funnel", "distributions", "duplicates",
-                                                                 "rejects", "timing"]
+                                                                 "clusters", "rejects", "timing"]
     assert "no duplicates.parquet" in html and "samples.parquet is missing" in html
     # reasons fall back to the manifest when rejects.parquet is absent
     cards = [n for n in dom.find_all("div") if "data-reason" in n.attrs]
@@ -494,6 +529,168 @@ def test_report_without_optional_parts(tmp_path, run_dir):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["manifest.json", "report.html"]   # no temp files
     with pytest.raises(FileNotFoundError, match="manifest.json"):
         write_report(tmp_path / "nowhere")
+
+
+# ------------------------------------------------------------------------------------------------
+# semantic clusters: the balance and semantic_dedup stages' stats in the manifest
+
+HOSTILE_STAT = "<img src=x onerror=alert('stat')></td><script>alert(1)</script>"
+
+
+def _blobs(n: int, seed: int = 0, d: int = 16) -> np.ndarray:
+    """Unit vectors in Gaussian blobs of very different sizes; every 10th row has a near copy after it."""
+    rng = np.random.default_rng(seed)
+    weights = 0.8 ** np.arange(24)
+    sizes = np.maximum(3, np.round(n * weights / weights.sum())).astype(int)
+    centers = rng.standard_normal((sizes.size, d))
+    x = np.concatenate([c + 0.25 * rng.standard_normal((s, d)) for c, s in zip(centers, sizes)])
+    x = x[rng.permutation(len(x))]
+    copies = x[1::10]
+    x[1::10] = x[0::10][:len(copies)] + 1e-4 * rng.standard_normal(copies.shape)
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def semantic_stage_entries() -> list[dict]:
+    """semantic_dedup then balance, run for real on generated embeddings; their manifest entries as the
+    executor writes them (through JSON)."""
+    import mmcurate.stages.semantic  # noqa: F401  (registers the stages)
+    from mmcurate.pipeline.stage import registry
+
+    x = _blobs(1500)
+    n = len(x)
+    table = pa.table({"key": [f"s{i:05d}" for i in range(n)], "source": ["shard-00000.tar"] * n,
+                      "image_embedding": pa.FixedSizeListArray.from_arrays(pa.array(x.reshape(-1)), x.shape[1])})
+    entries = []
+    for name, params in (("semantic_dedup", {"eps": 0.01, "n_clusters": 12, "device": "cpu"}),
+                         ("balance", {"target": n // 4, "levels": [60, 15], "device": "cpu"})):
+        res = registry.create(name, params).run(table)
+        reasons: dict[str, int] = {}
+        for r in res.rejected.column("reason").to_pylist():
+            reasons[r] = reasons.get(r, 0) + 1
+        entries.append({"name": name, "kind": "global", "in": table.num_rows,
+                        "kept": table.num_rows - res.rejected.num_rows, "rejected": res.rejected.num_rows,
+                        "seconds": res.stats["seconds"], "reasons": reasons,
+                        "stats": res.stats})
+        gone = set(res.rejected.column("key").to_pylist())
+        table = table.filter(pa.array([k not in gone for k in table.column("key").to_pylist()]))
+    return json.loads(json.dumps(entries))
+
+
+def _semantic_manifest(stages: list[dict]) -> dict:
+    read, kept = stages[0]["in"], stages[-1]["kept"]
+    return {"run": {"duration_s": 2.0}, "counts": {"read": read, "kept": kept, "rejected": read - kept},
+            "stages": stages}
+
+
+def _clusters_section(html: str) -> Node:
+    (section,) = parse(html).root.find_all("section", id="clusters")
+    return section
+
+
+def _metric_cells(section: Node) -> dict[str, tuple[str, str]]:
+    out = {}
+    for row in section.find_all("tr"):
+        if "data-metric" in row.attrs:
+            cells = {td.attrs["data-side"]: td.all_text() for td in row.find_all("td") if "data-side" in td.attrs}
+            out[row.attrs["data-metric"]] = (cells["before"], cells["after"])
+    return out
+
+
+def test_report_shows_cluster_sizes_before_and_after_balance(tmp_path, semantic_stage_entries):
+    dedup, balance = semantic_stage_entries
+    before, after = balance["stats"]["before"], balance["stats"]["after"]
+    k = before["n_clusters"]
+    assert 2 <= k <= 64 and len(before["sizes"]) == len(after["sizes"]) == k
+    assert dedup["stats"]["duplicates"] > 0 and after["gini"] < before["gini"]
+    (tmp_path / "manifest.json").write_text(json.dumps(_semantic_manifest(semantic_stage_entries)))
+    html = write_report(tmp_path).read_text(encoding="utf-8")
+    dom = parse(html).root
+    assert [a.all_text() for a in dom.find_all("a", href="#clusters")] == ["Semantic clusters"]
+    section = _clusters_section(html)
+    (card,) = section.find_all("div", data_stage="balance")
+    # two series, each a point per cluster, largest first
+    series = {g.attrs["data-series"]: g for g in card.find_all("g") if "data-series" in g.attrs}
+    assert sorted(series) == ["after", "before"]
+    for name, side in (("before", before), ("after", after)):
+        g = series[name]
+        assert int(g.attrs["data-n"]) == k and len(g.find_all("circle")) == sum(v > 0 for v in side["sizes"])
+        (line,) = g.find_all("polyline")
+        ys = [y for _, y in _polyline_points(line)]
+        assert ys == sorted(ys)
+    # the largest cluster shrinks: its point sits lower after (larger y)
+    assert _polyline_points(series["after"].find_all("polyline")[0])[0][1] > \
+           _polyline_points(series["before"].find_all("polyline")[0])[0][1]
+    cells = _metric_cells(card)
+    assert cells["gini"] == (f"{before['gini']:.3f}", f"{after['gini']:.3f}")
+    assert cells["normalized_entropy"] == (f"{before['normalized_entropy']:.3f}", f"{after['normalized_entropy']:.3f}")
+    assert cells["clusters"] == (f"{k:,}", f"{k:,}")
+    assert cells["samples"] == (f"{balance['in']:,}", f"{balance['kept']:,}")
+    assert cells["largest"] == (f"{max(before['sizes']):,}", f"{max(after['sizes']):,}")
+    # semantic_dedup: clusters, duplicates, eps and its cluster-size percentiles
+    (sd,) = section.find_all("div", data_stage="semantic_dedup")
+    facts = {tr.find_all("th")[0].all_text(): tr.find_all("td")[0].all_text() for tr in sd.find_all("tr")
+             if tr.find_all("th") and tr.find_all("td")}
+    assert facts["clusters"] == "12"
+    assert facts["duplicates removed"].startswith(f"{dedup['stats']['duplicates']:,} (")
+    assert facts["eps (cosine ≥ 1 − eps is a duplicate)"] == "0.010"
+    pct = {td.attrs["data-percentile"]: td.all_text() for td in sd.find_all("td") if "data-percentile" in td.attrs}
+    assert list(pct) == list(dedup["stats"]["cluster_size_percentiles"])
+    assert pct["p100"] == f"{dedup['stats']['cluster_size_percentiles']['p100']:,.0f}"
+
+
+def test_report_summarises_balance_beyond_the_listed_sizes():
+    rng = np.random.default_rng(0)
+    k = MAX_LISTED_CLUSTER_SIZES + 500
+    labels = rng.zipf(1.3, 40_000) % k
+    before = cluster_balance_stats(labels, k)
+    after = cluster_balance_stats(labels[np.isin(labels, np.arange(0, k, 2))], k)
+    assert "sizes" not in before and "sizes" not in after
+    stats = {"n": 40_000, "target": 10_000, "selected": 10_000, "method": "hierarchical", "strategy": "random",
+             "levels": [k, 50], "before": before, "after": after}
+    stage = {"name": "balance", "kind": "global", "in": 40_000, "kept": 10_000, "rejected": 30_000, "stats": stats}
+    section = _clusters_section(render_report(RunData(Path("run"), _semantic_manifest([stage]))))
+    (card,) = section.find_all("div", data_stage="balance")
+    assert not card.find_all("svg")
+    assert f"up to {MAX_LISTED_CLUSTER_SIZES:,} clusters" in card.all_text() and f"{k:,}" in card.all_text()
+    cells = _metric_cells(card)
+    assert cells["gini"] == (f"{before['gini']:.3f}", f"{after['gini']:.3f}")
+    assert cells["clusters"] == (f"{k:,}", f"{k:,}")
+    assert cells["largest"] == (f"{before['size_percentiles']['p100']:,.0f}",
+                                f"{after['size_percentiles']['p100']:,.0f}")
+
+
+def test_report_without_semantic_stages_says_so(run_dir):
+    out, _ = run_dir
+    section = _clusters_section((out / "report.html").read_text(encoding="utf-8"))
+    assert not section.find_all("svg") and not section.find_all("table")
+    notes = [p.all_text() for p in section.find_all("p") if p.attrs.get("class") == "empty"]
+    assert notes == ["no semantic stage ran (semantic_dedup, balance): no clusters to show"]
+    # the stages ran but nothing had an embedding: no cluster stats, said per stage
+    stages = [{"name": "semantic_dedup", "kind": "global", "in": 3, "kept": 0, "rejected": 3,
+               "stats": {"no_embedding": 3, "eps": 0.05, "keep": "hard", "clusters": 0, "duplicates": 0}},
+              {"name": "balance", "kind": "global", "in": 0, "kept": 0, "rejected": 0,
+               "stats": {"no_embedding": 0, "n": 0, "target": 0, "selected": 0}}]
+    section = _clusters_section(render_report(RunData(Path("run"), _semantic_manifest(stages))))
+    text = section.all_text()
+    assert "nothing was clustered" in text and "no cluster-size percentiles" in text and not section.find_all("svg")
+
+
+def test_cluster_section_escapes_manifest_values(semantic_stage_entries):
+    dedup, balance = json.loads(json.dumps(semantic_stage_entries))
+    balance["stats"]["method"] = HOSTILE_STAT
+    balance["stats"]["after"]["sizes"] = balance["stats"]["after"]["sizes"][:-1] + [HOSTILE_STAT]
+    dedup["stats"]["keep"] = {"max": HOSTILE_STAT}
+    dedup["stats"]["cluster_size_percentiles"][HOSTILE_STAT] = HOSTILE_STAT
+    html = render_report(RunData(Path("run"), _semantic_manifest([dedup, balance])))
+    assert HOSTILE_STAT not in html and "<script" not in html.lower()
+    parsed = parse(html)
+    assert "script" not in parsed.tags and "img" not in parsed.tags
+    section = _clusters_section(html)
+    assert section.all_text().count(HOSTILE_STAT) >= 3          # shown, as text
+    (card,) = section.find_all("div", data_stage="balance")
+    assert not card.find_all("svg")                              # sizes that are not numbers are not drawn
+    assert _metric_cells(card)["gini"][1] == f"{balance['stats']['after']['gini']:.3f}"
 
 
 # ------------------------------------------------------------------------------------------------
@@ -595,15 +792,9 @@ _DOM_FACTS = """JSON.stringify({
 })"""
 
 
-@pytest.mark.browser
-def test_report_renders_in_headless_chromium_without_errors(run_dir, tmp_path):
-    chromium = _chromium()
-    if chromium is None:
-        pytest.skip("chromium not installed (scripts/install_browser.sh installs Debian's chromium)")
-    from PIL import Image
-
-    out, truth = run_dir
-    report = (out / "report.html").resolve()
+def _open_in_chromium(chromium: str, report: Path, tmp_path: Path) -> tuple[dict, list, list[str], bytes, bytes]:
+    """Load `report` in headless chromium: (DOM facts, errors logged, URLs requested, viewport PNG,
+    full-page PNG at half scale)."""
     browser = DevTools(chromium, tmp_path / "profile", tmp_path / "chromium.log")
     try:
         target = browser.call("Target.createTarget", url="about:blank")["targetId"]
@@ -625,13 +816,6 @@ def test_report_renders_in_headless_chromium_without_errors(run_dir, tmp_path):
 
     import base64
 
-    png = tmp_path / "report.png"
-    png.write_bytes(base64.b64decode(shot))
-    (tmp_path / "report_full.png").write_bytes(base64.b64decode(full))
-    if os.environ.get("MMCURATE_SCREENSHOT_DIR"):   # to look at them
-        for name in ("report.png", "report_full.png"):
-            shutil.copy(tmp_path / name, Path(os.environ["MMCURATE_SCREENSHOT_DIR"]) / name)
-
     errors = []
     for ev in browser.events:
         method, params = ev.get("method"), ev.get("params", {})
@@ -641,11 +825,32 @@ def test_report_renders_in_headless_chromium_without_errors(run_dir, tmp_path):
             errors.append(params.get("args"))
         elif method == "Log.entryAdded" and params["entry"].get("level") in ("error", "warning"):
             errors.append(params["entry"].get("text"))
-    assert errors == [], errors
     requested = [ev["params"]["request"]["url"] for ev in browser.events if ev.get("method") == "Network.requestWillBeSent"]
+    return facts, errors, requested, base64.b64decode(shot), base64.b64decode(full)
+
+
+@pytest.mark.browser
+def test_report_renders_in_headless_chromium_without_errors(run_dir, tmp_path):
+    chromium = _chromium()
+    if chromium is None:
+        pytest.skip("chromium not installed (scripts/install_browser.sh installs Debian's chromium)")
+    from PIL import Image
+
+    out, truth = run_dir
+    report = (out / "report.html").resolve()
+    facts, errors, requested, shot, full = _open_in_chromium(chromium, report, tmp_path)
+
+    png = tmp_path / "report.png"
+    png.write_bytes(shot)
+    (tmp_path / "report_full.png").write_bytes(full)
+    if os.environ.get("MMCURATE_SCREENSHOT_DIR"):   # to look at them
+        for name in ("report.png", "report_full.png"):
+            shutil.copy(tmp_path / name, Path(os.environ["MMCURATE_SCREENSHOT_DIR"]) / name)
+
+    assert errors == [], errors
     assert requested and all(u == report.as_uri() or u.startswith("data:") for u in requested), requested
 
-    assert facts["sections"] == ["run", "funnel", "distributions", "duplicates", "rejects", "timing"]
+    assert facts["sections"] == ["run", "funnel", "distributions", "duplicates", "clusters", "rejects", "timing"]
     assert facts["kpiRead"] == f"{truth['manifest']['counts']['read']:,}"
     assert facts["images"] >= 10 and facts["imagesBroken"] == 0     # every data: thumbnail decoded
     assert facts["svgs"] >= 8 and facts["svgsRendered"] == facts["svgs"]
@@ -655,3 +860,22 @@ def test_report_renders_in_headless_chromium_without_errors(run_dir, tmp_path):
     img = np.asarray(Image.open(png).convert("RGB"))
     assert img.shape == (2000, 1280, 3)
     assert img.std() > 20 and len(np.unique(img.reshape(-1, 3), axis=0)) > 500, "screenshot looks blank"
+
+
+@pytest.mark.browser
+def test_cluster_section_renders_in_headless_chromium(tmp_path, semantic_stage_entries):
+    chromium = _chromium()
+    if chromium is None:
+        pytest.skip("chromium not installed (scripts/install_browser.sh installs Debian's chromium)")
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "manifest.json").write_text(json.dumps(_semantic_manifest(semantic_stage_entries)))
+    report = write_report(out).resolve()
+    facts, errors, requested, _, full = _open_in_chromium(chromium, report, tmp_path)
+    if os.environ.get("MMCURATE_SCREENSHOT_DIR"):
+        (Path(os.environ["MMCURATE_SCREENSHOT_DIR"]) / "report_clusters_full.png").write_bytes(full)
+    assert errors == [], errors
+    assert requested and all(u == report.as_uri() or u.startswith("data:") for u in requested), requested
+    assert "clusters" in facts["sections"]
+    assert facts["svgs"] >= 3 and facts["svgsRendered"] == facts["svgs"]   # funnel, rank-size, timing
+    assert facts["scripts"] == 0

@@ -26,10 +26,19 @@ METHODS = ("hierarchical", "cap")
 STRATEGIES = ("random", "closest")
 
 
+# Per-cluster sizes go into the stats (and so the manifest) up to this many clusters; beyond it the
+# summary alone keeps the manifest small.
+MAX_LISTED_CLUSTER_SIZES = 4096
+
+
 def cluster_balance_stats(labels, n_clusters: int | None = None) -> dict:
     """Balance of cluster sizes for the manifest: Gini (0 = equal sizes), entropy (nats), entropy
     normalised by log(#clusters) (1 = equal), #clusters and size percentiles. Clusters are the labels
-    present, or 0..n_clusters-1 (empty ones count) when ``n_clusters`` is given."""
+    present, or 0..n_clusters-1 (empty ones count) when ``n_clusters`` is given.
+
+    With at most ``MAX_LISTED_CLUSTER_SIZES`` (4096) clusters the dict also has ``sizes``: every
+    cluster's size (ints, in cluster-id order: sorted labels present, or 0..n_clusters-1), so the report
+    can draw the whole distribution from the manifest; with more clusters only the summary."""
     lab = np.asarray(labels)
     if lab.ndim != 1:
         raise ValueError("labels must be 1-D")
@@ -39,9 +48,10 @@ def cluster_balance_stats(labels, n_clusters: int | None = None) -> dict:
         sizes = np.unique(lab, return_counts=True)[1].astype(np.float64)
     k = sizes.size
     total = sizes.sum()
+    listed = {"sizes": sizes.astype(np.int64).tolist()} if k <= MAX_LISTED_CLUSTER_SIZES else {}
     if k == 0 or total == 0:
         return {"n_clusters": int(k), "n_samples": 0, "gini": 0.0, "entropy": 0.0, "normalized_entropy": 1.0,
-                "size_percentiles": {}}
+                "size_percentiles": {}, **listed}
     s = np.sort(sizes)
     gini = float((2.0 * np.sum(np.arange(1, k + 1) * s)) / (k * total) - (k + 1.0) / k)
     p = sizes[sizes > 0] / total
@@ -49,7 +59,7 @@ def cluster_balance_stats(labels, n_clusters: int | None = None) -> dict:
     pct = {f"p{q}": float(np.percentile(sizes, q)) for q in (0, 10, 25, 50, 75, 90, 99, 100)}
     pct["mean"] = float(sizes.mean())
     return {"n_clusters": int(k), "n_samples": int(total), "gini": max(gini, 0.0), "entropy": ent,
-            "normalized_entropy": float(ent / np.log(k)) if k > 1 else 1.0, "size_percentiles": pct}
+            "normalized_entropy": float(ent / np.log(k)) if k > 1 else 1.0, "size_percentiles": pct, **listed}
 
 
 def water_fill(sizes, budget: int, rng: np.random.Generator) -> np.ndarray:

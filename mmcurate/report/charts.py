@@ -1,4 +1,4 @@
-"""Inline SVG charts for the report: histograms and horizontal bar charts.
+"""Inline SVG charts for the report: histograms, horizontal bar charts and rank-size line charts.
 
 No JavaScript and no external resources: each chart is a self-contained ``<svg>`` element with its
 colours as attributes, tooltips as ``<title>`` children, and every label HTML-escaped. Binning lives
@@ -13,8 +13,8 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
-__all__ = ["Histogram", "Segment", "BarRow", "histogram_svg", "bar_chart_svg", "nice_step", "format_number",
-           "PALETTE"]
+__all__ = ["Histogram", "Segment", "BarRow", "Series", "histogram_svg", "bar_chart_svg", "rank_size_svg",
+           "nice_step", "format_number", "PALETTE", "LOG_Y_MIN_RANGE"]
 
 PALETTE = {
     "primary": "#3b6ea8",
@@ -24,7 +24,11 @@ PALETTE = {
     "grid": "#e9ecef",
     "axis": "#6c757d",
     "text": "#343a40",
+    "before": "#d9822b",
 }
+# rank_size_svg switches to a log y axis when the largest value is at least this many times the smallest
+# positive one (a linear axis would flatten everything but the head).
+LOG_Y_MIN_RANGE = 30.0
 _FONT = "font-family=\"system-ui,-apple-system,'Segoe UI',Roboto,'Helvetica Neue',Arial,sans-serif\""
 
 
@@ -264,5 +268,124 @@ def bar_chart_svg(rows: Sequence[BarRow], title: str, scale_max: Optional[float]
             x += w
         if row.annotation:
             parts.append(_text(x + 6, y + row_height / 2 + 4, row.annotation, "start", PALETTE["axis"]))
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+@dataclass
+class Series:
+    label: str
+    values: Sequence[float]
+    color: str
+
+
+def _nice_floor(v: float) -> float:
+    """The largest 1, 2 or 5 x 10^k that is <= v (v > 0)."""
+    k = math.floor(math.log10(v))
+    return next(m * 10.0 ** k for m in (5, 2, 1) if m * 10.0 ** k <= v * (1 + 1e-9))
+
+
+def _nice_ceil(v: float) -> float:
+    """The smallest 1, 2 or 5 x 10^k that is >= v (v > 0)."""
+    k = math.floor(math.log10(v))
+    return next(m * 10.0 ** k for m in (1, 2, 5, 10) if m * 10.0 ** k >= v * (1 - 1e-9))
+
+
+def _log_ticks(lo: float, hi: float) -> list[float]:
+    # few decades: 1, 2 and 5 x 10^k, so the axis has enough labels; many: powers of ten only
+    mults = (1, 2, 5) if math.log10(hi / lo) <= 3 else (1,)
+    ticks = [m * 10.0 ** k for k in range(math.floor(math.log10(lo)), math.ceil(math.log10(hi)) + 1) for m in mults]
+    return [t for t in ticks if lo * (1 - 1e-9) <= t <= hi * (1 + 1e-9)]
+
+
+def _envelope(n: int, pw: float) -> np.ndarray:
+    """Indices of a monotone series of n points worth drawing on pw pixels: the first and last point of
+    every pixel column (they are its extremes), so a long series keeps its exact shape in few points."""
+    idx = np.arange(n)
+    if n <= 2 * pw:
+        return idx
+    cols = (idx * int(pw)) // max(1, n - 1)
+    change = cols[1:] != cols[:-1]
+    return idx[np.r_[True, change] | np.r_[change, True]]
+
+
+def rank_size_svg(series: Sequence[Series], title: str, y_label: str = "samples per cluster",
+                  x_label: str = "cluster rank (largest first)", log_y: Optional[bool] = None,
+                  width: int = 760, height: int = 270, marker_limit: int = 64) -> str:
+    """A rank-size plot: each series' values sorted descending, drawn as a line over rank 1..n, all on
+    one y axis (log when the values span at least LOG_Y_MIN_RANGE, unless `log_y` says). Zeros (empty
+    clusters) cannot sit on a log axis: a series' line ends at its last positive value and the legend
+    counts the zeros. Series of at most `marker_limit` points also get a dot (with a tooltip) per point."""
+    data = []
+    for s in series:
+        v = np.sort(_finite(s.values))[::-1]
+        if v.size:
+            data.append((s, v))
+    if not data:
+        return _svg_open(width, 60, title) + _text(width / 2, 34, "no data", "middle", PALETTE["axis"]) + "</svg>"
+    n = max(v.size for _, v in data)
+    vmax = max(float(v[0]) for _, v in data)
+    positive = [float(v[v > 0].min()) for _, v in data if (v > 0).any()]
+    vmin_pos = min(positive) if positive else 1.0
+    if log_y is None:
+        log_y = vmax > 0 and vmax / vmin_pos >= LOG_Y_MIN_RANGE
+    left, right, top, bottom = 56, 16, 30, 40
+    pw, ph = width - left - right, height - top - bottom
+    if log_y:
+        lo, hi = _nice_floor(vmin_pos), _nice_ceil(max(vmax, vmin_pos))
+        if hi <= lo:
+            hi = lo * 10
+        ticks = _log_ticks(lo, hi)
+
+        def ypos(val: float) -> float:
+            return top + ph - ph * math.log10(val / lo) / math.log10(hi / lo)
+    else:
+        ticks = _y_ticks(max(vmax, 0.0))
+        ytop = max(vmax, ticks[-1], 1.0)
+
+        def ypos(val: float) -> float:
+            return top + ph - ph * val / ytop
+
+    def xpos(rank: int) -> float:   # rank counts from 0 here
+        return left + (pw / 2 if n == 1 else pw * rank / (n - 1))
+
+    parts = [_svg_open(width, height, title)]
+    for t in ticks:
+        y = ypos(t)
+        parts.append(f'<line x1="{left}" x2="{left + pw}" y1="{y:.1f}" y2="{y:.1f}" stroke="{PALETTE["grid"]}"/>')
+        parts.append(_text(left - 6, y + 3.5, format_number(t), "end", PALETTE["axis"]))
+    step = max(1, int(nice_step(n / 6)))
+    for r in sorted({1, *range(step, n + 1, step)}):
+        x = xpos(r - 1)
+        parts.append(f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{top + ph}" y2="{top + ph + 4}" '
+                     f'stroke="{PALETTE["axis"]}"/>')
+        parts.append(_text(x, top + ph + 15, format_number(r), "middle", PALETTE["axis"]))
+    parts.append(f'<line x1="{left}" x2="{left + pw}" y1="{top + ph}" y2="{top + ph}" stroke="{PALETTE["axis"]}"/>')
+    parts.append(_text(left + pw / 2, height - 6, x_label, "middle", PALETTE["axis"]))
+    parts.append(_text(12, top + ph / 2, y_label + (" (log scale)" if log_y else ""), "middle", PALETTE["axis"],
+                       f'transform="rotate(-90 12 {top + ph / 2:.1f})"'))
+    legend_x = left + 8
+    for s, v in data:
+        drawn = v[v > 0] if log_y else v
+        zeros = int(v.size - drawn.size)
+        summary = (f"{s.label}: {v.size:,} values, largest {format_number(float(v[0]))}, median "
+                   f"{format_number(float(np.median(v)))}, smallest {format_number(float(v[-1]))}")
+        label = s.label + (f" ({zeros:,} empty, not drawn on the log axis)" if zeros else "")
+        parts.append(f'<g data-series="{escape(s.label)}" data-n="{v.size}">')
+        if drawn.size:
+            keep = _envelope(drawn.size, pw)
+            pts = " ".join(f"{xpos(int(i)):.1f},{ypos(float(drawn[i])):.1f}" for i in keep)
+            parts.append(f'<polyline points="{pts}" fill="none" stroke="{s.color}" stroke-width="2" '
+                         f'stroke-linejoin="round"><title>{escape(summary)}</title></polyline>')
+            if v.size <= marker_limit:
+                for i, val in enumerate(drawn):
+                    parts.append(f'<circle cx="{xpos(i):.1f}" cy="{ypos(float(val)):.1f}" r="2.5" fill="{s.color}">'
+                                 f'<title>{escape(f"{s.label} #{i + 1}: {format_number(float(val))}")}</title>'
+                                 f'</circle>')
+        parts.append(f'<line x1="{legend_x}" x2="{legend_x + 18}" y1="{top - 14}" y2="{top - 14}" stroke="{s.color}" '
+                     f'stroke-width="3"/>')
+        parts.append(_text(legend_x + 24, top - 10, label))
+        parts.append("</g>")
+        legend_x += 24 + 7 * len(label) + 22
     parts.append("</svg>")
     return "".join(parts)

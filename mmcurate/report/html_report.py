@@ -6,7 +6,9 @@ captions, reasons, decoder messages, recipe values, paths) goes through :func:`h
 
 Sections: run facts, the funnel (samples in/out per stage with reasons), distributions of the kept
 samples (width, height, aspect ratio, caption length) and of pHash distances between duplicates, a
-gallery of duplicate groups, a gallery of rejected samples per reason, and the timing per stage.
+gallery of duplicate groups, semantic clusters (cluster sizes before/after balance, SemDeDup's
+clusters; from the manifest's stage stats), a gallery of rejected samples per reason, and the timing
+per stage.
 """
 from __future__ import annotations
 
@@ -24,8 +26,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from mmcurate.report.charts import (PALETTE, BarRow, Histogram, Segment, bar_chart_svg, format_number,
-                                    histogram_svg)
+from mmcurate.curate.balance import MAX_LISTED_CLUSTER_SIZES
+from mmcurate.report.charts import (PALETTE, BarRow, Histogram, Segment, Series, bar_chart_svg, format_number,
+                                    histogram_svg, rank_size_svg)
 from mmcurate.report.run_data import RunData, load_run
 
 __all__ = ["write_report", "render_report", "REPORT_NAME"]
@@ -38,7 +41,8 @@ MAX_TILES_PER_GROUP = 12
 MAX_LISTED_FILES = 50
 
 SECTIONS = [("run", "Run"), ("funnel", "Funnel"), ("distributions", "Distributions"),
-            ("duplicates", "Duplicates"), ("rejects", "Rejects"), ("timing", "Timing")]
+            ("duplicates", "Duplicates"), ("clusters", "Semantic clusters"), ("rejects", "Rejects"),
+            ("timing", "Timing")]
 
 
 def e(value) -> str:
@@ -79,6 +83,7 @@ def render_report(data: RunData) -> str:
         _section_funnel(data),
         _section_distributions(data),
         _section_duplicates(data),
+        _section_clusters(data),
         _section_rejects(data),
         _section_timing(data),
         _footer(data),
@@ -537,6 +542,115 @@ def _section_rejects(data: RunData) -> str:
 
 
 # ---------------------------------------------------------------------------------------------------
+# semantic clusters (from the stage stats of balance and semantic_dedup in the manifest)
+
+BALANCE_STAGE = "balance"
+SEMANTIC_DEDUP_STAGE = "semantic_dedup"
+_PERCENTILE_NAMES = {"p0": "smallest", "p50": "median", "p100": "largest"}
+
+
+def _num(v) -> str:
+    f = _float(v)
+    return "–" if f is None else format_number(f)
+
+
+def _fixed(v, digits: int = 3) -> str:
+    f = _float(v)
+    return "–" if f is None else f"{f:.{digits}f}"
+
+
+def _cluster_sizes(side: dict) -> Optional[list[float]]:
+    """The per-cluster sizes cluster_balance_stats lists (only up to MAX_LISTED_CLUSTER_SIZES clusters),
+    or None when absent or not all numbers (a hand-edited manifest)."""
+    sizes = side.get("sizes")
+    if not isinstance(sizes, list) or not sizes:
+        return None
+    values = [_float(v) for v in sizes]
+    return None if any(v is None for v in values) else values
+
+
+def _largest_median(side: dict) -> tuple[Optional[float], Optional[float]]:
+    sizes = _cluster_sizes(side)
+    if sizes is not None:
+        return max(sizes), float(np.median(sizes))
+    pct = side.get("size_percentiles") if isinstance(side.get("size_percentiles"), dict) else {}
+    return _float(pct.get("p100")), _float(pct.get("p50"))
+
+
+def _balance_card(stage: dict) -> str:
+    stats = stage["stats"]
+    levels = stats.get("levels")
+    facts = [f"method {stats.get('method', '–')}", f"strategy {stats.get('strategy', '–')}"]
+    if isinstance(levels, list) and levels:
+        facts.append("levels " + " → ".join(_num(k) for k in levels))
+    facts.append(f"selected {_num(stats.get('selected'))} of {_num(stats.get('n'))} "
+                 f"(target {_num(stats.get('target'))})")
+    head = f'<h3>balance</h3><div class="stats">{e(" · ".join(facts))}</div>'
+    sides = [(name, stats.get(name)) for name in ("before", "after")]
+    if not all(isinstance(side, dict) for _, side in sides):
+        return (f'<div class="card clusters" data-stage="{e(BALANCE_STAGE)}">{head}'
+                f'{_empty("no cluster statistics: no sample had an embedding, so nothing was clustered")}</div>')
+    metrics = [("clusters", "clusters", lambda s: _num(s.get("n_clusters"))),
+               ("samples", "samples", lambda s: _num(s.get("n_samples"))),
+               ("gini", "Gini (0 = equal sizes)", lambda s: _fixed(s.get("gini"))),
+               ("normalized_entropy", "normalised entropy (1 = equal sizes)",
+                lambda s: _fixed(s.get("normalized_entropy"))),
+               ("largest", "largest cluster", lambda s: _num(_largest_median(s)[0])),
+               ("median", "median cluster", lambda s: _num(_largest_median(s)[1]))]
+    rows = [f'<tr data-metric="{key}"><td class="name">{e(label)}</td>'
+            + "".join(f'<td class="num" data-side="{name}">{e(fmt(side))}</td>' for name, side in sides) + "</tr>"
+            for key, label, fmt in metrics]
+    table = _table(["", "before", "after"], rows, "balance")
+    sizes = {name: _cluster_sizes(side) for name, side in sides}
+    if all(v is not None for v in sizes.values()):
+        chart = rank_size_svg([Series("before", sizes["before"], PALETTE["before"]),
+                               Series("after", sizes["after"], PALETTE["primary"])],
+                              "top-level cluster sizes before and after balance")
+        chart_html = f'<div class="chart">{chart}</div>'
+    else:
+        chart_html = (f'<p class="note">The manifest lists per-cluster sizes only for up to '
+                      f'{MAX_LISTED_CLUSTER_SIZES:,} clusters (this run has {e(_num(sides[0][1].get("n_clusters")))}),'
+                      f' so only the summary is shown.</p>')
+    return f'<div class="card clusters" data-stage="{e(BALANCE_STAGE)}">{head}{chart_html}{table}</div>'
+
+
+def _semantic_dedup_card(stage: dict) -> str:
+    stats = stage["stats"]
+    dups, n_in = _float(stats.get("duplicates")), _float(stage.get("in"))
+    keep = stats.get("keep")
+    if isinstance(keep, dict):
+        keep = ", ".join(f"{k} {v}" for k, v in keep.items())
+    facts = {"clusters": _num(stats.get("clusters")),
+             "duplicates removed": _num(dups) + (f" ({_pct(dups, n_in)} of {_num(n_in)})" if dups and n_in else ""),
+             "eps (cosine ≥ 1 − eps is a duplicate)": _fixed(stats.get("eps"), 3),
+             "keeps": keep if keep not in (None, "") else "–",
+             "without an embedding": _num(stats.get("no_embedding"))}
+    pct = stats.get("cluster_size_percentiles")
+    if isinstance(pct, dict) and pct:
+        cells = "".join(f'<td class="num" data-percentile="{e(k)}">{e(_num(v))}</td>' for k, v in pct.items())
+        row = f"<tr>{cells}</tr>"
+        sizes = ('<div class="note">cluster sizes (samples per cluster)</div>'
+                 + _table([_PERCENTILE_NAMES.get(str(k), str(k)) for k in pct], [row], "percentiles"))
+    else:
+        sizes = _empty("no cluster-size percentiles (nothing was clustered)")
+    return (f'<div class="card clusters" data-stage="{e(SEMANTIC_DEDUP_STAGE)}"><h3>semantic_dedup</h3>'
+            f'{_kv_table(facts)}{sizes}</div>')
+
+
+def _section_clusters(data: RunData) -> str:
+    cards = ([_balance_card(s) for s in data.stages_with_stats(BALANCE_STAGE)]
+             + [_semantic_dedup_card(s) for s in data.stages_with_stats(SEMANTIC_DEDUP_STAGE)])
+    if not cards:
+        return _section("clusters", "Semantic clusters", "",
+                        _empty("no semantic stage ran (semantic_dedup, balance): no clusters to show"))
+    return _section("clusters", "Semantic clusters",
+                    "Cluster sizes from the stages' statistics in the manifest. balance: its top-level clusters "
+                    "before and after sampling, largest first (Gini 0 and normalised entropy 1 mean equal sizes). "
+                    "semantic_dedup: the k-means clusters it searched for duplicates within.",
+                    "".join(cards))
+
+
+# ---------------------------------------------------------------------------------------------------
 # timing
 
 
@@ -615,6 +729,9 @@ td.name{font-weight:600}
 table.kv th{width:170px;color:#495057;font-weight:600;background:#fafbfc}
 table.kv td{word-break:break-word}
 table.files td{word-break:break-all}
+table.balance,table.percentiles{max-width:720px}
+table.balance thead th+th,table.percentiles th{text-align:right}
+.clusters .chart{margin:6px 0 10px}
 .kind{display:inline-block;font-size:11px;padding:1px 7px;border-radius:999px;background:#e9ecef;color:#495057}
 .chip{display:inline-block;margin:1px 4px 1px 0;padding:1px 8px;border-radius:999px;background:#fbe9e8;color:#8a2a27;font-size:12px}
 details{background:var(--card);border:1px solid var(--line);border-radius:8px;margin:8px 0;padding:6px 12px}

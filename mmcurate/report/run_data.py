@@ -49,6 +49,11 @@ class RunData:
     def stages(self) -> list[dict]:
         return [s for s in (self.manifest.get("stages") or []) if isinstance(s, dict)]
 
+    def stages_with_stats(self, name: str) -> list[dict]:
+        """The manifest entries of the stages called `name` that report ``stats`` (a dict; global stages
+        do), in recipe order."""
+        return [s for s in self.stages if s.get("name") == name and isinstance(s.get("stats"), dict)]
+
 
 def _dict(v) -> dict:
     return v if isinstance(v, dict) else {}
