@@ -1,0 +1,231 @@
+"""Exact Hamming self-join over 64-bit codes that are never all on one worker: pigeonhole partitioning.
+
+Split the 64 bits into ``m = r + 1`` disjoint chunks. If ``popcount(a ^ b) <= r``, the r differing bits cannot
+touch all r + 1 chunks, so a and b are equal on at least one chunk. Every code is therefore sent to m buckets,
+``(j, chunk_j(code))`` for each chunk j, and every pair within r meets in at least one bucket. A pair is
+reported only by the bucket of the *first* chunk on which it agrees, so exactly once. Buckets are hashed into
+P partitions; a partition is a self-contained task (its entries, grouped by bucket, joined per bucket: small
+buckets by vectorised brute force, large ones by the native multi-index-hashing join ``ops.hamming_pairs``).
+
+Result: the same pairs (by sample id) as ``ops.hamming_pairs`` on all codes at once.
+
+Cost model (per sample): m = r + 1 entries of 18 bytes (code 8, id 8, chunk 1, partition routing 1) are
+written in pass 1 and read once in pass 2; a task holds ~ m * n / P entries. For r = 10 and uniformly spread
+codes (pHash is median-thresholded, so close to that) a chunk has 5-6 bits, so a bucket holds ~ n / 64 codes:
+the per-bucket joins are what costs time, and they are independent. The driver holds only the pairs.
+
+Pass 1 (``partition_codes``) runs per input shard, pass 2 (``partition_pairs``) per partition; both go
+through ``map_fn`` (builtin ``map`` by default; a process pool's or Ray's map for scale-out).
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Optional
+
+import numpy as np
+
+__all__ = ["chunk_layout", "partition_codes", "partition_pairs", "partitioned_hamming_pairs", "PartitionedPairs"]
+
+#: Groups up to this size are joined by vectorised brute force (s * (s - 1) / 2 pairs), larger ones natively.
+SMALL_GROUP = 48
+
+_ENTRY = np.dtype([("code", "<u8"), ("id", "<i8"), ("chunk", "u1")])
+
+
+def chunk_layout(max_distance: int) -> list[tuple[int, int]]:
+    """The r + 1 chunks as (bit offset, width), contiguous from bit 0, widths as equal as 64 bits allow."""
+    r = int(max_distance)
+    if not 0 <= r <= 63:
+        raise ValueError(f"max_distance must be in 0..63 for pigeonhole partitioning, got {max_distance!r}")
+    m = r + 1
+    widths = [64 // m + (1 if j < 64 % m else 0) for j in range(m)]
+    offsets = np.concatenate([[0], np.cumsum(widths)[:-1]]).tolist()
+    return list(zip((int(o) for o in offsets), widths))
+
+
+def _chunk_values(codes: np.ndarray, offset: int, width: int) -> np.ndarray:
+    mask = np.uint64((1 << width) - 1) if width < 64 else np.uint64(0xFFFFFFFFFFFFFFFF)
+    return (codes >> np.uint64(offset)) & mask
+
+
+def _route(chunk: int, values: np.ndarray, n_partitions: int) -> np.ndarray:
+    """Partition of each bucket (chunk, value): a splitmix64 mix, the same on every machine."""
+    x = values ^ np.uint64((chunk * 0x9E3779B97F4A7C15) & 0xFFFFFFFFFFFFFFFF)
+    with np.errstate(over="ignore"):
+        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        x = x ^ (x >> np.uint64(31))
+    return (x % np.uint64(n_partitions)).astype(np.int64)
+
+
+def _as_codes_ids(ids, codes) -> tuple[np.ndarray, np.ndarray]:
+    from mmcurate.ops.hamming import as_codes
+
+    codes = as_codes(codes)
+    ids = np.asarray(ids)
+    if ids.shape != codes.shape or not np.issubdtype(ids.dtype, np.integer):
+        raise ValueError(f"ids must be integers shaped like codes {codes.shape}, got {ids.dtype} {ids.shape}")
+    return ids.astype(np.int64, copy=False), codes
+
+
+def partition_codes(ids, codes, max_distance: int, n_partitions: int, out_dir, name: str) -> list[int]:
+    """Pass 1 for one shard: write its m entries per code to ``out_dir/p{P:05d}/{name}.npy`` (one file per
+    partition that receives entries). Returns the entry count per partition. Files are written atomically,
+    so a retried task overwrites the same names."""
+    ids, codes = _as_codes_ids(ids, codes)
+    out_dir = Path(out_dir)
+    layout = chunk_layout(max_distance)
+    parts, routes = [], []
+    for j, (off, w) in enumerate(layout):
+        e = np.empty(codes.size, _ENTRY)
+        e["code"], e["id"], e["chunk"] = codes, ids, j
+        parts.append(e)
+        routes.append(_route(j, _chunk_values(codes, off, w), n_partitions))
+    entries = np.concatenate(parts) if parts else np.empty(0, _ENTRY)
+    route = np.concatenate(routes) if routes else np.empty(0, np.int64)
+    order = np.argsort(route, kind="stable")
+    entries, route = entries[order], route[order]
+    bounds = np.searchsorted(route, np.arange(n_partitions + 1))
+    counts = np.diff(bounds).tolist()
+    for p in np.flatnonzero(np.diff(bounds)):
+        d = out_dir / f"p{p:05d}"
+        d.mkdir(parents=True, exist_ok=True)
+        tmp = d / f".{name}.npy.tmp"
+        with open(tmp, "wb") as f:
+            np.save(f, entries[bounds[p]:bounds[p + 1]])
+        os.replace(tmp, d / f"{name}.npy")
+    return counts
+
+
+def _first_equal_chunk_is(x: np.ndarray, j: np.ndarray, layout) -> np.ndarray:
+    """For XORs x of pairs found in buckets of chunk j: True where no chunk before j is equal (zero)."""
+    ok = np.ones(x.size, bool)
+    for jj, (off, w) in enumerate(layout[:-1]):
+        before = j > jj
+        if not before.any():
+            break
+        ok &= ~(before & (_chunk_values(x, off, w) == 0))
+    return ok
+
+
+def _join_entries(entries: np.ndarray, max_distance: int, layout) -> tuple[np.ndarray, np.ndarray]:
+    """All reportable pairs among one partition's entries: (id pairs int64[m, 2] with id_a < id_b, dist)."""
+    from mmcurate.ops.hamming import hamming_pairs
+
+    if entries.size < 2:
+        return np.empty((0, 2), np.int64), np.empty(0, np.uint8)
+    chunk = entries["chunk"].astype(np.int64)
+    vals = np.empty(entries.size, np.uint64)
+    for j, (off, w) in enumerate(layout):
+        sel = chunk == j
+        vals[sel] = _chunk_values(entries["code"][sel], off, w)
+    order = np.lexsort((entries["id"], vals, chunk))
+    e, vals, chunk = entries[order], vals[order], chunk[order]
+    new = np.ones(e.size, bool)
+    new[1:] = (vals[1:] != vals[:-1]) | (chunk[1:] != chunk[:-1])
+    starts = np.flatnonzero(new)
+    sizes = np.diff(np.append(starts, e.size))
+    a_parts, b_parts = [], []
+    # small buckets: every pair of members, for all buckets of one size at once
+    for s in np.unique(sizes[(sizes >= 2) & (sizes <= SMALL_GROUP)]):
+        st = starts[sizes == s]
+        ia, ib = np.triu_indices(int(s), 1)
+        a_parts.append((st[:, None] + ia[None, :]).ravel())
+        b_parts.append((st[:, None] + ib[None, :]).ravel())
+    a = np.concatenate(a_parts) if a_parts else np.empty(0, np.int64)
+    b = np.concatenate(b_parts) if b_parts else np.empty(0, np.int64)
+    if a.size:
+        d = np.bitwise_count(e["code"][a] ^ e["code"][b])
+        keep = d <= max_distance
+        a, b = a[keep], b[keep]
+    # large buckets: the native multi-index-hashing join
+    big_a, big_b = [a], [b]
+    for st, s in zip(starts[sizes > SMALL_GROUP], sizes[sizes > SMALL_GROUP]):
+        pairs, _ = hamming_pairs(e["code"][st:st + s], max_distance, device="cpu")
+        pairs = np.asarray(pairs, np.int64).reshape(-1, 2)
+        big_a.append(pairs[:, 0] + st)
+        big_b.append(pairs[:, 1] + st)
+    a, b = np.concatenate(big_a), np.concatenate(big_b)
+    x = e["code"][a] ^ e["code"][b]
+    first = _first_equal_chunk_is(x, chunk[a], layout)
+    a, b, x = a[first], b[first], x[first]
+    ida, idb = e["id"][a], e["id"][b]
+    pairs = np.stack([np.minimum(ida, idb), np.maximum(ida, idb)], axis=1)
+    return pairs, np.bitwise_count(x).astype(np.uint8)
+
+
+def partition_pairs(part_dir, max_distance: int) -> tuple[np.ndarray, np.ndarray]:
+    """Pass 2 for one partition: read every shard's entries for it and return its pairs (by id) and distances."""
+    files = sorted(Path(part_dir).glob("*.npy"))
+    if not files:
+        return np.empty((0, 2), np.int64), np.empty(0, np.uint8)
+    entries = np.concatenate([np.load(f) for f in files])
+    return _join_entries(entries, int(max_distance), chunk_layout(max_distance))
+
+
+@dataclass
+class PartitionedPairs:
+    """pairs: int64[m, 2] sample ids (a < b), sorted; distances: uint8[m]; stats: the partitioning's figures."""
+
+    pairs: np.ndarray
+    distances: np.ndarray
+    stats: dict = field(default_factory=dict)
+
+
+def _pass1(task):
+    i, shard, r, n_partitions, spill = task
+    ids, codes = shard() if callable(shard) else shard
+    ids, codes = _as_codes_ids(ids, codes)
+    if np.unique(ids).size != ids.size:
+        raise ValueError(f"shard {i}: sample ids repeat; they must be unique")
+    return partition_codes(ids, codes, r, n_partitions, spill, f"s{i:06d}"), int(codes.size)
+
+
+def _pass2(task):
+    part_dir, r = task
+    return partition_pairs(part_dir, r)
+
+
+def partitioned_hamming_pairs(shards: Iterable, max_distance: int, n_partitions: int = 64,
+                              spill_dir: Optional[str] = None, map_fn: Callable = map) -> PartitionedPairs:
+    """All pairs of sample ids whose codes are within ``max_distance`` bits, over ``shards``: each an
+    ``(ids, codes)`` pair of arrays or a picklable zero-argument callable returning one (so a task loads its
+    own shard, e.g. ``functools.partial(read_phashes, path)``). Ids are int64 and must be unique across all
+    shards (checked within each shard; across shards it is the caller's contract, as every id is a sample's
+    position in the run). Exactly the pairs ``ops.hamming_pairs`` finds on all codes at once, mapped to ids.
+    ``map_fn(f, tasks)`` runs the per-shard and per-partition tasks (each task is a picklable tuple; f is a
+    module-level function). ``spill_dir`` receives the partitioned entries (a temporary directory, removed
+    afterwards, when None)."""
+    if not isinstance(n_partitions, int) or isinstance(n_partitions, bool) or n_partitions < 1:
+        raise ValueError(f"n_partitions must be a positive int, got {n_partitions!r}")
+    layout = chunk_layout(max_distance)
+    own = spill_dir is None
+    spill = Path(tempfile.mkdtemp(prefix="mmcurate-hamming-")) if own else Path(spill_dir)
+    spill.mkdir(parents=True, exist_ok=True)
+    try:
+        tasks = [(i, shard, int(max_distance), n_partitions, str(spill)) for i, shard in enumerate(shards)]
+        counts = np.zeros(n_partitions, np.int64)
+        n_codes = 0
+        for c, n in map_fn(_pass1, tasks):
+            counts += np.asarray(c, np.int64)
+            n_codes += n
+        dirs = [(str(spill / f"p{p:05d}"), int(max_distance)) for p in np.flatnonzero(counts)]
+        pair_parts, dist_parts = [], []
+        for pairs, dists in map_fn(_pass2, dirs):
+            pair_parts.append(pairs)
+            dist_parts.append(dists)
+        pairs = np.concatenate(pair_parts) if pair_parts else np.empty((0, 2), np.int64)
+        dists = np.concatenate(dist_parts) if dist_parts else np.empty(0, np.uint8)
+        order = np.lexsort((pairs[:, 1], pairs[:, 0])) if pairs.size else np.empty(0, np.int64)
+        stats = {"n_codes": int(n_codes), "max_distance": int(max_distance), "chunks": len(layout),
+                 "chunk_widths": [w for _, w in layout], "n_partitions": n_partitions,
+                 "entries": int(counts.sum()), "max_entries_per_partition": int(counts.max(initial=0)),
+                 "pairs": int(pairs.shape[0])}
+        return PartitionedPairs(pairs[order], dists[order], stats)
+    finally:
+        if own:
+            shutil.rmtree(spill, ignore_errors=True)
