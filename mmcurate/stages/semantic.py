@@ -16,8 +16,9 @@ balance
     ``mmcurate.curate.balanced_sample`` (hierarchical k-means with resampling, balanced sampling down
     the hierarchy, or a flat per-cluster cap) to ``target`` samples or ``fraction`` of them. Samples not
     selected are rejected (``balance``, detail naming their top-level cluster). Adds ``balance_cluster``
-    (the top-level cluster id). Stats: ``cluster_balance_stats`` (Gini, entropy, size percentiles) of the
-    top-level cluster sizes before and after.
+    (the top-level cluster id). Stats: ``cluster_balance_stats`` (Gini, entropy, size percentiles, and the
+    per-cluster ``sizes`` up to 4096 clusters, which the report draws) of the top-level cluster sizes before
+    and after.
 """
 from __future__ import annotations
 
