@@ -42,7 +42,6 @@ most; it is deleted when the call returns.
 from __future__ import annotations
 
 import io
-import math
 import os
 import shutil
 import tempfile
