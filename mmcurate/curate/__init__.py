@@ -7,6 +7,9 @@ _LAZY = {
     "semantic_dedup": "semantic", "SemDedupResult": "semantic",
     "assign_splits": "splits", "union_groups": "splits",
     "balanced_sample": "balance", "cluster_balance_stats": "balance",
+    # scale-out: the same results computed over shards, with per-shard / per-partition tasks
+    "semantic_dedup_streaming": "semantic_stream", "EmbeddingShard": "semantic_stream",
+    "partitioned_hamming_pairs": "hamming_partition",
 }
 
 

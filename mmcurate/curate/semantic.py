@@ -103,10 +103,11 @@ def keep_order(emb, cluster: np.ndarray, centroids: np.ndarray, keep="hard", see
             key = np.random.default_rng(seed).permutation(n).astype(np.float64)
         else:
             # cosine to own centroid in float64, row by row, so the order does not depend on BLAS blocking
+            # (4096-row pieces: the float64 copies stay a few MB; the values do not depend on the piece size)
             cos = np.empty(n, np.float64)
-            for s in range(0, n, 65536):
-                e = np.asarray(emb[s:s + 65536], dtype=np.float64)
-                cos[s:s + 65536] = np.einsum("ij,ij->i", e, centroids[cluster[s:s + 65536]].astype(np.float64))
+            for s in range(0, n, 4096):
+                e = np.asarray(emb[s:s + 4096], dtype=np.float64)
+                cos[s:s + 4096] = np.einsum("ij,ij->i", e, centroids[cluster[s:s + 4096]].astype(np.float64))
             key = cos if keep == "hard" else -cos
     else:
         scores = np.asarray(keep, dtype=np.float64)
