@@ -80,6 +80,7 @@ setup(
         "cuda": ["nvidia-nvjpeg"],
         "semantic": ["torch", "torchvision", "open_clip_torch>=3.0", "safetensors>=0.4", "faiss-cpu>=1.8"],
         "dali": ["nvidia-dali-cuda130>=2.0"],
+        "ray": ["ray[data]>=2.9"],
     },
     entry_points={"console_scripts": ["mmcurate=mmcurate.cli:main"]},
     zip_safe=False,

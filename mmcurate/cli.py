@@ -1,6 +1,7 @@
 """Command line.
 
   mmcurate run RECIPE [--input PATH] [--output DIR] [--resume] [--overwrite] [--workers N]
+               [--executor local|ray] [--address auto|ray://HOST:PORT]
   mmcurate recipe default           print the default recipe
   mmcurate demo [--out DIR]         build the built-in sample dataset and run the default recipe on it
   mmcurate inspect OUTPUT           print the manifest summary of a finished run
@@ -132,12 +133,27 @@ def _print_summary(manifest: dict, out=sys.stdout) -> None:
               f"{s['seconds']:>8.2f} {rate:>10}  {reasons}", file=out)
 
 
-def _run_recipe(recipe, args) -> int:
+def _make_executor(recipe, args):
+    options = dict(resume=args.resume, overwrite=args.overwrite,
+                   progress="always" if getattr(args, "progress", False) else True,
+                   keep_work=getattr(args, "keep_work", False))
+    executor = getattr(args, "executor", "local")
+    address = getattr(args, "address", None)
+    if executor == "ray":
+        from mmcurate.pipeline.ray_executor import RayExecutor
+
+        return RayExecutor(recipe, address=address, **options)
+    if address is not None:
+        from mmcurate.pipeline.stage import StageError
+
+        raise StageError("--address is for --executor ray")
     from mmcurate.pipeline.executor import LocalExecutor
 
-    progress = "always" if getattr(args, "progress", False) else True
-    manifest = LocalExecutor(recipe, resume=args.resume, overwrite=args.overwrite, progress=progress,
-                             keep_work=getattr(args, "keep_work", False)).run()
+    return LocalExecutor(recipe, **options)
+
+
+def _run_recipe(recipe, args) -> int:
+    manifest = _make_executor(recipe, args).run()
     _print_summary(manifest)
     print(f"outputs in {recipe.output_path}/ (shards/, samples.parquet, rejects.parquet, duplicates.parquet, "
           f"manifest.json{', report.html' if recipe.report else ''})")
@@ -204,6 +220,12 @@ def main(argv=None) -> int:
         p.add_argument("--workers", type=int, default=None, help="worker processes for the map stages")
         p.add_argument("--progress", action="store_true", help="show the progress bar even when not on a terminal")
         p.add_argument("--keep-work", action="store_true", help="keep the _work/ intermediate files")
+        p.add_argument("--executor", choices=["local", "ray"], default="local",
+                       help="local: worker processes on this machine; ray: Ray Data on a Ray instance or cluster "
+                            "(pip install 'mmcurate[ray]')")
+        p.add_argument("--address", default=None,
+                       help="with --executor ray: 'auto' or 'ray://HOST:PORT' to join a cluster "
+                            "(default: start a local Ray instance)")
 
     p = sub.add_parser("run", help="run a recipe")
     p.add_argument("recipe", help="YAML recipe (see `mmcurate recipe default`)")

@@ -98,7 +98,7 @@ def _worker_run_shard(shard_index: int, shard: str, work_dir: str) -> dict:
 
 def run_map_shard(recipe: Recipe, plan: StagePlan, shard_index: int, shard: str, work: Path) -> dict:
     """Runs the map steps over one input shard and writes its survivors and rejects to work/."""
-    from mmcurate.io import open_reader, write_parquet_atomic
+    from mmcurate.io import open_reader
 
     reader = open_reader(recipe.input_path, format=recipe.input_format, **recipe.input_options)
     stats = {name: _new_stat() for name, _ in plan.map_steps}
@@ -129,6 +129,16 @@ def run_map_shard(recipe: Recipe, plan: StagePlan, shard_index: int, shard: str,
         if batch.num_rows:
             kept_parts.append(batch.drop_columns(["image"]) if "image" in batch.column_names else batch)
         t0 = time.perf_counter()
+    return write_map_shard(work, shard_index, shard, kept_parts, reject_parts, n_read, t_read, stats)
+
+
+def write_map_shard(work: Path, shard_index: int, shard: str, kept_parts: list, reject_parts: list, n_read: int,
+                    t_read: float, stats: dict) -> dict:
+    """A shard's map-phase files: survivors' metadata (per-batch kept tables, in batch order), rejects (per batch,
+    per step, in that order) and, last, the done record with the per-step counters. Shared by the executors, so
+    what they leave in work/ is the same."""
+    from mmcurate.io import write_parquet_atomic
+
     survivors = _concat(kept_parts)
     rejects = pa.concat_tables(reject_parts) if reject_parts else REJECTS_SCHEMA.empty_table()
     if (survivors.num_rows if survivors is not None else 0) + rejects.num_rows != n_read:
@@ -144,6 +154,59 @@ def run_map_shard(recipe: Recipe, plan: StagePlan, shard_index: int, shard: str,
               "stages": {k: {**v, "reasons": dict(v["reasons"])} for k, v in stats.items()}}
     _atomic_json(work / "done" / f"{name}.json", record)  # last: its presence means the shard is complete
     return record
+
+
+def run_global_phase(work: Path, plan: StagePlan, n_shards: int):
+    """Runs the global steps over the survivors' metadata, reading only the columns they need
+    (a few dozen bytes per sample), never the captions or JSON of every sample."""
+    needed = list(dict.fromkeys(["key", "source", *(c for st in plan.global_steps for c in st.requires)]))
+    parts = []
+    for i in range(n_shards):
+        f = work / "meta" / f"{i:05d}.parquet"
+        if f.exists():
+            have = set(pq.read_schema(f).names)
+            parts.append(pq.read_table(f, columns=[c for c in needed if c in have]))
+    survivors = _concat(parts)
+    global_stats, rejects, dups = {}, [], []
+    extra_cols = []
+    if survivors is not None and survivors.num_rows:
+        _check_unique_keys(survivors)
+    for stage in plan.global_steps:
+        st = _new_stat()
+        n_in = survivors.num_rows if survivors is not None else 0
+        st["in"] = n_in
+        t = time.perf_counter()
+        if n_in:
+            missing = [c for c in stage.requires if c not in survivors.column_names]
+            if missing:
+                raise StageError(f"global stage {stage.name!r} needs column(s) {missing}, which no earlier "
+                                 f"stage produced")
+            res = stage.run(survivors.select(list(dict.fromkeys(["key", "source", *stage.requires]))))
+            if res.rejected.num_rows:
+                gone = pc.is_in(_sample_ids(survivors), value_set=_sample_ids(res.rejected))
+                survivors = survivors.filter(pc.invert(gone))
+                rejects.append(res.rejected.cast(REJECTS_SCHEMA))
+                st["reasons"].update(res.rejected.column("reason").to_pylist())
+            if res.duplicates.num_rows:
+                dups.append(res.duplicates.select(DUPLICATES_SCHEMA.names).cast(DUPLICATES_SCHEMA))
+            if res.columns is not None and res.columns.num_rows:
+                extra_cols.append(res.columns)
+                # later global steps may use these (e.g. split stratified by semantic_cluster)
+                survivors = _join_in_order(survivors, [res.columns])
+            st["stats"] = res.stats
+            st["rejected"] = res.rejected.num_rows
+        st["kept"] = n_in - st["rejected"]
+        st["seconds"] = time.perf_counter() - t
+        if survivors is not None and st["kept"] != survivors.num_rows:
+            raise AccountingError(f"global stage {stage.name}: {n_in} in, {st['rejected']} rejected, "
+                                  f"but {survivors.num_rows} survivors remain")
+        global_stats[stage.name] = st
+    global_rejects = pa.concat_tables(rejects) if rejects else REJECTS_SCHEMA.empty_table()
+    kept_keys = survivors.column("key") if survivors is not None else pa.array([], pa.string())
+    duplicates = (_resolve_representatives(pa.concat_tables(dups), kept_keys) if dups
+                  else DUPLICATES_OUTPUT_SCHEMA.empty_table())
+    n_kept = survivors.num_rows if survivors is not None else 0
+    return n_kept, global_stats, global_rejects, duplicates, extra_cols
 
 
 def _check_unique_keys(table: pa.Table):
@@ -218,6 +281,10 @@ class LocalExecutor:
         self.progress = progress and sys.stderr.isatty() or progress == "always"
         self.keep_work = keep_work
 
+    def _run_info(self) -> dict:
+        """What the manifest's `run` records about the executor."""
+        return {"executor": "local"}
+
     # -- phase control --------------------------------------------------------------------------
     def run(self) -> dict:
         from mmcurate.io import open_reader
@@ -276,7 +343,8 @@ class LocalExecutor:
         return d
 
     # -- phase 1 --------------------------------------------------------------------------------
-    def _map_phase(self, reader, shards: list[str]) -> list[dict]:
+    def _done_and_todo(self, shards: list[str]) -> tuple[dict, list]:
+        """The done records of shards an earlier run finished (resume), and the (index, shard) still to map."""
         done_dir = self.work / "done"
         records: dict[int, dict] = {}
         todo = []
@@ -286,6 +354,10 @@ class LocalExecutor:
                 records[i] = json.loads(f.read_text())
             else:
                 todo.append((i, shard))
+        return records, todo
+
+    def _map_phase(self, reader, shards: list[str]) -> list[dict]:
+        records, todo = self._done_and_todo(shards)
         total = sum((reader.count(s) or 0) for _, s in todo) or None
         bar = self._bar(total, "map", initial=0)
         workers = min(self.recipe.workers, len(todo)) if todo else 0
@@ -327,56 +399,7 @@ class LocalExecutor:
 
     # -- phase 2 --------------------------------------------------------------------------------
     def _global_phase(self, plan: StagePlan, n_shards: int):
-        """Runs the global steps over the survivors' metadata, reading only the columns they need
-        (a few dozen bytes per sample), never the captions or JSON of every sample."""
-        needed = list(dict.fromkeys(["key", "source", *(c for st in plan.global_steps for c in st.requires)]))
-        parts = []
-        for i in range(n_shards):
-            f = self.work / "meta" / f"{i:05d}.parquet"
-            if f.exists():
-                have = set(pq.read_schema(f).names)
-                parts.append(pq.read_table(f, columns=[c for c in needed if c in have]))
-        survivors = _concat(parts)
-        global_stats, rejects, dups = {}, [], []
-        extra_cols = []
-        if survivors is not None and survivors.num_rows:
-            _check_unique_keys(survivors)
-        for stage in plan.global_steps:
-            st = _new_stat()
-            n_in = survivors.num_rows if survivors is not None else 0
-            st["in"] = n_in
-            t = time.perf_counter()
-            if n_in:
-                missing = [c for c in stage.requires if c not in survivors.column_names]
-                if missing:
-                    raise StageError(f"global stage {stage.name!r} needs column(s) {missing}, which no earlier "
-                                     f"stage produced")
-                res = stage.run(survivors.select(list(dict.fromkeys(["key", "source", *stage.requires]))))
-                if res.rejected.num_rows:
-                    gone = pc.is_in(_sample_ids(survivors), value_set=_sample_ids(res.rejected))
-                    survivors = survivors.filter(pc.invert(gone))
-                    rejects.append(res.rejected.cast(REJECTS_SCHEMA))
-                    st["reasons"].update(res.rejected.column("reason").to_pylist())
-                if res.duplicates.num_rows:
-                    dups.append(res.duplicates.select(DUPLICATES_SCHEMA.names).cast(DUPLICATES_SCHEMA))
-                if res.columns is not None and res.columns.num_rows:
-                    extra_cols.append(res.columns)
-                    # later global steps may use these (e.g. split stratified by semantic_cluster)
-                    survivors = _join_in_order(survivors, [res.columns])
-                st["stats"] = res.stats
-                st["rejected"] = res.rejected.num_rows
-            st["kept"] = n_in - st["rejected"]
-            st["seconds"] = time.perf_counter() - t
-            if survivors is not None and st["kept"] != survivors.num_rows:
-                raise AccountingError(f"global stage {stage.name}: {n_in} in, {st['rejected']} rejected, "
-                                      f"but {survivors.num_rows} survivors remain")
-            global_stats[stage.name] = st
-        global_rejects = pa.concat_tables(rejects) if rejects else REJECTS_SCHEMA.empty_table()
-        kept_keys = survivors.column("key") if survivors is not None else pa.array([], pa.string())
-        duplicates = (_resolve_representatives(pa.concat_tables(dups), kept_keys) if dups
-                      else DUPLICATES_OUTPUT_SCHEMA.empty_table())
-        n_kept = survivors.num_rows if survivors is not None else 0
-        return n_kept, global_stats, global_rejects, duplicates, extra_cols
+        return run_global_phase(self.work, plan, n_shards)
 
     # -- phase 3 --------------------------------------------------------------------------------
     def _write_phase(self, reader, shards, records, plan, n_kept, global_stats, global_rejects, duplicates,
@@ -495,6 +518,7 @@ class LocalExecutor:
                 "build_info": mmcurate.build_info(),
                 "peak_rss_mb": _peak_rss_mb(),
                 "python": sys.version.split()[0],
+                **self._run_info(),
             },
             "counts": {"read": read, "kept": n_written, "rejected": n_rejected,
                        "accounting_ok": read == n_written + n_rejected},

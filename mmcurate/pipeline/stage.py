@@ -1,7 +1,8 @@
 """The stage contract.
 
 MapStage: per batch, no knowledge of other batches. `process(batch)` returns the kept rows (with any
-columns it adds) and the rejected rows' reasons. Every input row is in exactly one of the two.
+columns it adds, and every input column, including ones it does not know) in input order, and the rejected
+rows' reasons. Every input row is in exactly one of the two.
 
 GlobalStage: runs once over the metadata of every sample that survived the map stages before it
 (never the image bytes), e.g. dedup. It returns which keys it rejects (with reasons) and duplicate
