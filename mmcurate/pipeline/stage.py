@@ -64,6 +64,13 @@ class _StageBase:
     def setup(self) -> None:
         """Load what the stage needs once per worker (models, tables). Called before the first batch."""
 
+    @property
+    def loads_state(self) -> bool:
+        """Whether setup() loads something worth keeping per worker (the Ray executor then runs the stage in an
+        actor pool rather than as tasks). True when a subclass overrides setup(); a stage whose setup() only
+        sometimes loads anything says so by overriding this."""
+        return type(self).setup is not _StageBase.setup
+
     def describe(self) -> dict:
         return {"name": self.name, "params": dataclasses.asdict(self.params),
                 "resources": dataclasses.asdict(self.resources)}

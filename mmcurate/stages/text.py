@@ -149,6 +149,10 @@ class CaptionFilter(MapStage):
     def uses_language(self) -> bool:
         return self._languages is not None or self.params.detect_language
 
+    @property
+    def loads_state(self) -> bool:
+        return self.uses_language   # the language model; without a whitelist setup() loads nothing
+
     def setup(self) -> None:
         # py3langid is imported here, not at module import: recipes without a whitelist never load it.
         if self.uses_language and self._identifier is None:
