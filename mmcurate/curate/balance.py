@@ -84,8 +84,10 @@ def water_fill(sizes, budget: int, rng: np.random.Generator) -> np.ndarray:
 
 
 def _init_for(n: int, k: int) -> str:
-    # k-means++ (as the paper's code) where it is cheap; faiss's random init on huge levels
-    return "kmeans++" if min(n, 256 * k) * k <= 50_000_000 else "random"
+    # k-means++ (as the paper's code) where it is cheap: it is sequential, one pass over the training rows per
+    # centroid (n * k * d * 8 bytes of memory traffic), so it serves the small upper levels (clustering
+    # centroids, where random init often puts several seeds in one dense group); faiss's random init elsewhere.
+    return "kmeans++" if min(n, 256 * k) * k <= 4_000_000 else "random"
 
 
 def _kmeans_resampled(x, k, n_resamples, sample_size, device, seed, niter):

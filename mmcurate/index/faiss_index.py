@@ -150,12 +150,13 @@ def kmeans_plusplus(x: np.ndarray, k: int, seed: int = 0) -> np.ndarray:
     centers = np.empty((k, x.shape[1]), np.float32)
     i = int(rng.integers(x.shape[0]))
     centers[0] = x[i]
-    d2 = np.maximum(sq - 2 * x64 @ x64[i] + sq[i], 0)
+    # 2 * (x @ c), not (2 * x) @ c: the latter copies the whole matrix every step (x2 is exact either way)
+    d2 = np.maximum(sq - 2 * (x64 @ x64[i]) + sq[i], 0)
     for j in range(1, k):
         tot = d2.sum()
         i = int(rng.choice(x.shape[0], p=d2 / tot)) if tot > 0 else int(rng.integers(x.shape[0]))
         centers[j] = x[i]
-        d2 = np.minimum(d2, np.maximum(sq - 2 * x64 @ x64[i] + sq[i], 0))
+        d2 = np.minimum(d2, np.maximum(sq - 2 * (x64 @ x64[i]) + sq[i], 0))
     return centers
 
 
