@@ -12,7 +12,7 @@ duplicates each:
   semantic_dedup  fp16 unit embeddings, d=512, clustered (benchmarks/bench_semantic.py's generator)
   balance         the same embeddings, fraction 0.5, levels (1000, 100)
   split           8:1:1 with pHash grouping (radius 16) and stratified by a 100-way cluster column
-The fit (time and bytes per sample against n) feeds docs/scaling.md.
+The fit (a power law in n for time, bytes per sample for memory) feeds docs/scaling.md.
 """
 from __future__ import annotations
 
@@ -109,21 +109,23 @@ def run_one(step: str, n: int) -> dict:
 
 
 def fit(rows: list[dict]) -> dict:
-    """Least squares of seconds = a + b * n and of peak MB = c + e * n per step (n large enough to matter)."""
+    """Per step: the power law seconds = c * n^alpha fitted on log-log (alpha 1 = linear), its largest
+    relative error over the sizes, the cost per sample at the largest n, and the memory per sample (the
+    peak's growth between the smallest and largest n)."""
     out = {}
     for step in sorted({r["step"] for r in rows}):
         rs = sorted((r for r in rows if r["step"] == step), key=lambda r: r["n"])
         if len(rs) < 2:
             continue
         n = np.array([r["n"] for r in rs], float)
-        A = np.stack([np.ones_like(n), n], 1)
-        (a, b), *_ = np.linalg.lstsq(A, np.array([r["seconds"] for r in rs]), rcond=None)
-        (c, e), *_ = np.linalg.lstsq(A, np.array([r["peak_rss_mb"] for r in rs]), rcond=None)
-        pred = a + b * n
-        out[step] = {"seconds_fixed": round(float(a), 3), "us_per_sample": round(float(b) * 1e6, 3),
-                     "rss_fixed_mb": round(float(c), 1), "bytes_per_sample": round(float(e) * 2 ** 20, 1),
-                     "time_fit_max_rel_err": round(float(np.max(np.abs(pred - [r["seconds"] for r in rs])
-                                                               / np.maximum([r["seconds"] for r in rs], 1e-9))), 3)}
+        t = np.maximum(np.array([r["seconds"] for r in rs], float), 1e-6)
+        alpha, logc = np.polyfit(np.log(n), np.log(t), 1)
+        pred = np.exp(logc) * n ** alpha
+        out[step] = {"time_exponent": round(float(alpha), 3),
+                     "time_fit_max_rel_err": round(float(np.max(np.abs(pred - t) / t)), 3),
+                     "us_per_sample_at_max_n": round(float(t[-1] / n[-1] * 1e6), 3),
+                     "bytes_per_sample": round(float((rs[-1]["peak_rss_mb"] - rs[0]["peak_rss_mb"]) * 2 ** 20
+                                                     / (n[-1] - n[0])), 1)}
     return out
 
 

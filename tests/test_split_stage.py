@@ -68,3 +68,27 @@ def test_params_are_checked():
         registry.create("split", {"ratios": [0.5, 0.4, 0.4]})
     with pytest.raises(StageError, match="unknown parameter.*'ratio'.*valid:.*ratios"):
         registry.create("split", {"ratio": [0.8, 0.1, 0.1]})
+
+
+def test_auto_radius_keeps_chance_links_below_percolation():
+    from mmcurate.stages.split import auto_phash_radius, chance_link_probability
+
+    assert [auto_phash_radius(n) for n in (1000, 10 ** 5, 10 ** 6, 10 ** 9)] == [12, 11, 10, 6]
+    for n in (1000, 10 ** 5, 10 ** 6, 10 ** 9):
+        r = auto_phash_radius(n)
+        assert n * chance_link_probability(r) <= 0.01 and (r == 12 or n * chance_link_probability(r + 1) > 0.01)
+    assert chance_link_probability(64) == 1.0 and chance_link_probability(0) == 2.0 ** -64
+
+    # 60k unrelated codes: a fixed 16-bit radius links ~2.3 chance pairs per sample, so one group swallows
+    # most samples and the ratios fail (the stats warn); the automatic radius keeps groups to planted ones.
+    t = _table(n=60000, seed=5)
+    fixed = registry.create("split", {"phash_radius": 16}).run(t)
+    auto = registry.create("split", {}).run(t)
+    assert fixed.stats["largest_group"] > 0.5 * t.num_rows and "warning" in fixed.stats
+    assert abs(fixed.stats["ratios_achieved"]["train"] - 0.8) > 0.05
+    assert auto.stats["phash_radius"] == 11 and auto.stats["largest_group"] <= 10 and "warning" not in auto.stats
+    assert abs(auto.stats["ratios_achieved"]["train"] - 0.8) < 0.01
+    s = _splits(auto)
+    keys = t.column("key").to_pylist()
+    for i in range(1, 60000, 10):   # the planted 1-3 bit near-duplicates still share a split
+        assert s[keys[i]] == s[keys[i - 1]]
