@@ -144,6 +144,14 @@ def near_groups(codes, max_distance: int, rank, linkage: str = "connected", devi
     return Grouping(representative, distance)
 
 
+def chance_link_probability(radius: int, bits: int = 64) -> float:
+    """P(popcount(a ^ b) <= radius) for two independent uniform codes of ``bits`` bits. Times n, the chance
+    (unrelated) neighbours each sample has at that radius: what makes a fixed radius unsafe as n grows."""
+    from math import comb
+
+    return sum(comb(bits, k) for k in range(int(radius) + 1)) / 2.0 ** bits
+
+
 def _check_rank(rank, n: int) -> np.ndarray:
     rank = np.asarray(rank, dtype=np.int64)
     if rank.shape != (n,):

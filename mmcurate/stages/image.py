@@ -530,7 +530,11 @@ class PhashDedup(GlobalStage):
         grouping = dedup.near_groups(codes, p.max_distance, _rank(sub, p.keep), linkage=p.linkage,
                                      device=p.device, num_threads=p.num_threads)
         stats = {"seconds": round(time.perf_counter() - t0, 6), "max_distance": p.max_distance,
-                 "linkage": p.linkage, "mode": p.mode}
+                 "linkage": p.linkage, "mode": p.mode,
+                 # unrelated codes within the radius by chance, per sample: ~0.01 at 1M with radius 10,
+                 # ~9 at 1B (docs/scaling.md: lower the radius as n grows)
+                 "expected_chance_links_per_sample": float(
+                     f"{codes.size * dedup.chance_link_probability(p.max_distance):.3g}")}
         if grouping.n_duplicates:
             stats["max_distance_to_representative"] = int(grouping.distance.max())
         return _dedup_result(table, valid, grouping, self.name, "phash", "duplicate_phash", stats)

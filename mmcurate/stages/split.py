@@ -24,6 +24,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from mmcurate.curate.dedup import chance_link_probability
 from mmcurate.pipeline.stage import GlobalResult, GlobalStage, registry
 
 SPLIT_NAMES = ("train", "val", "test")
@@ -119,13 +120,6 @@ class Split(GlobalStage):
 #: Chance links per sample the automatic radius allows (far below the percolation threshold of 1).
 CHANCE_LINK_BUDGET = 0.01
 AUTO_MAX_RADIUS = 12
-
-
-def chance_link_probability(radius: int) -> float:
-    """P(popcount(a ^ b) <= radius) for two independent uniform 64-bit codes."""
-    from math import comb
-
-    return sum(comb(64, k) for k in range(int(radius) + 1)) / 2.0 ** 64
 
 
 def auto_phash_radius(n: int, budget: float = CHANCE_LINK_BUDGET, max_radius: int = AUTO_MAX_RADIUS) -> int:
