@@ -199,13 +199,18 @@ def test_phash_max_distance_64_falls_back_to_memory(tmp_path):
 # semantic_dedup
 
 
-@pytest.mark.parametrize("params", [
-    {"keep": "hard"},
-    {"keep": "random", "seed": 3},
-    {"keep": {"max": "clip_score"}, "sample_size": 200},
-    {"keep": "easy", "sample_size": 60, "n_clusters": 9},
+@pytest.mark.parametrize("params, chunk_rows", [
+    ({"keep": "hard"}, None),
+    ({"keep": "hard"}, 37),          # several assignment chunks per shard, some under faiss's BLAS threshold
+    ({"keep": "random", "seed": 3}, None),
+    ({"keep": {"max": "clip_score"}, "sample_size": 200}, 37),
+    ({"keep": "easy", "sample_size": 60, "n_clusters": 9}, None),
 ])
-def test_sharded_semantic_dedup_equals_memory(tmp_path, params):
+def test_sharded_semantic_dedup_equals_memory(tmp_path, monkeypatch, params, chunk_rows):
+    if chunk_rows:
+        import mmcurate.curate.semantic_stream as ss
+
+        monkeypatch.setattr(ss, "DEFAULT_CHUNK_ROWS", chunk_rows)
     shards, ctx, removed = _setup(tmp_path, _reversed_map)
     stage = registry.create("semantic_dedup", {"eps": 0.05, "n_clusters": 6, "device": "cpu", **params})
     table = _memory_table(shards, list(stage.requires), removed)
