@@ -1,7 +1,7 @@
 """Command line.
 
   mmcurate run RECIPE [--input PATH] [--output DIR] [--resume] [--overwrite] [--workers N]
-               [--executor local|ray] [--address auto|ray://HOST:PORT]
+               [--executor local|ray] [--address auto|ray://HOST:PORT] [--global-mode memory|sharded]
   mmcurate recipe default           print the default recipe
   mmcurate demo [--out DIR]         build the built-in sample dataset and run the default recipe on it
   mmcurate inspect OUTPUT           print the manifest summary of a finished run
@@ -163,7 +163,8 @@ def _run_recipe(recipe, args) -> int:
 def _cmd_run(args) -> int:
     from mmcurate.pipeline.recipe import load_recipe
 
-    recipe = load_recipe(args.recipe, input_path=args.input, output_path=args.output, workers=args.workers)
+    recipe = load_recipe(args.recipe, input_path=args.input, output_path=args.output, workers=args.workers,
+                         global_mode=args.global_mode)
     return _run_recipe(recipe, args)
 
 
@@ -197,7 +198,7 @@ def _cmd_demo(args) -> int:
     recipe_dict = default_recipe_dict()
     recipe_dict["output"]["shard_size"] = args.shard_size
     recipe = parse_recipe(recipe_dict, input_path=str(data_dir), output_path=str(out / "curated"),
-                          workers=args.workers)
+                          workers=args.workers, global_mode=args.global_mode)
     args.overwrite = True  # the demo's curated/ output is always rebuilt
     return _run_recipe(recipe, args)
 
@@ -223,6 +224,10 @@ def main(argv=None) -> int:
         p.add_argument("--executor", choices=["local", "ray"], default="local",
                        help="local: worker processes on this machine; ray: Ray Data on a Ray instance or cluster "
                             "(pip install 'mmcurate[ray]')")
+        p.add_argument("--global-mode", choices=["memory", "sharded"], default=None,
+                       help="global steps (dedup, balance, split) over one in-memory table (memory, the default) or "
+                            "as per-shard / per-partition tasks that never hold the whole dataset (sharded); "
+                            "same outputs. Overrides the recipe's run.global_mode")
         p.add_argument("--address", default=None,
                        help="with --executor ray: 'auto' or 'ray://HOST:PORT' to join a cluster "
                             "(default: start a local Ray instance)")

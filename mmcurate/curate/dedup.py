@@ -135,11 +135,7 @@ def near_groups(codes, max_distance: int, rank, linkage: str = "connected", devi
     if n == 0:
         return Grouping(np.zeros(0, np.int64), np.zeros(0, np.int32))
     pairs, _dist = hamming_pairs(codes, max_distance, device=device, num_threads=num_threads)
-    pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
-    if linkage == "connected":
-        representative = _best_of_groups(connected_components(n, pairs), rank)
-    else:
-        representative = _star(n, pairs, rank)
+    representative = link_groups(n, pairs, rank, linkage)
     distance = np.bitwise_count(codes ^ codes[representative]).astype(np.int32)
     return Grouping(representative, distance)
 
@@ -150,6 +146,20 @@ def chance_link_probability(radius: int, bits: int = 64) -> float:
     from math import comb
 
     return sum(comb(bits, k) for k in range(int(radius) + 1)) / 2.0 ** bits
+
+
+def link_groups(n: int, pairs, rank, linkage: str = "connected") -> np.ndarray:
+    """Representative of each of n samples given the linked pairs (int[m, 2]) and ranks, by ``linkage``.
+    Samples in no pair represent themselves, and the result for the linked ones depends only on the pairs and
+    on how their ranks order them, so it can be computed on the linked samples alone (renumbered, with ranks
+    that order them the same way), as the sharded phash_dedup does."""
+    if linkage not in LINKAGES:
+        raise ValueError(f"linkage must be one of {LINKAGES}, got {linkage!r}")
+    pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
+    rank = _check_rank(rank, n)
+    if linkage == "connected":
+        return _best_of_groups(connected_components(n, pairs), rank)
+    return _star(n, pairs, rank)
 
 
 def _check_rank(rank, n: int) -> np.ndarray:

@@ -117,6 +117,12 @@ def keep_order(emb, cluster: np.ndarray, centroids: np.ndarray, keep="hard", see
     return np.lexsort((idx, key, cluster))
 
 
+def pair_cosine64(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """float64 dot product of each row of ``a`` with the same row of ``b`` (unit rows: the cosine), row by row,
+    so a row's value does not depend on which other rows are in the call."""
+    return np.einsum("ij,ij->i", np.asarray(a, np.float64), np.asarray(b, np.float64))
+
+
 _MASK: list = [np.zeros((0, 0), np.float32)]
 
 

@@ -53,7 +53,7 @@ from typing import Callable, Iterable, Iterator, Sequence
 import numpy as np
 
 from mmcurate.curate.semantic import (DEFAULT_BLOCK, KEEP_POLICIES, NORM_TOL, _check_eps, _torch_cuda_ok,
-                                      block_max_similarity, block_max_similarity_torch)
+                                      block_max_similarity, block_max_similarity_torch, pair_cosine64)
 
 DEFAULT_CHUNK_ROWS = 16384                # rows per pass-2 read (64 MiB at d=1024)
 DEFAULT_POINTS_PER_CENTROID = 256        # default sample: faiss's own cap on training points per centroid
@@ -464,6 +464,28 @@ def draw_sample(shards, sample_size: int, seed: int = 0) -> tuple[np.ndarray, np
     return sel, rows
 
 
+def fit_centroids(sample: np.ndarray, k: int, seed: int = 0, niter: int = 20, device: str = "auto") -> np.ndarray:
+    """Pass 1's clustering: spherical k-means (:func:`mmcurate.index.kmeans`) trained on every row of
+    ``sample`` (float32 [s, d], unit rows, in id order), returned as unit rows (:func:`_unit_rows`). The
+    in-memory semantic_dedup stage calls this too, so both fit identical centroids on the same sample."""
+    from mmcurate import index as mindex
+
+    s = int(sample.shape[0])
+    centroids, _ = mindex.kmeans(sample, int(k), niter=niter, spherical=True, seed=seed, device=device,
+                                 max_points_per_centroid=-(-s // int(k)))
+    return _unit_rows(centroids)
+
+
+def assign_chunk(x: np.ndarray, centroids: np.ndarray, device: str) -> np.ndarray:
+    """int64 nearest unit centroid (inner product) of every row of one chunk, in one faiss call. faiss picks
+    its kernel by the number of rows (a plain loop below 20 rows, BLAS above), which can move a near-tie by
+    a rounding step, so a caller that wants pass 2's labels calls this on the same chunks."""
+    from mmcurate import index as mindex
+
+    labels, _ = mindex.assign(x, centroids, metric="ip", device=device, chunk_size=max(int(x.shape[0]), 1))
+    return labels
+
+
 def _unit_rows(c: np.ndarray) -> np.ndarray:
     """Unit rows by semantic_dedup's own formula, repeated to a fixed point, so that semantic_dedup given
     these centroids (which it renormalises) computes bit-identical cosines."""
@@ -491,6 +513,9 @@ class SemDedupStreamResult:
     centroids: np.ndarray       # float32[k, d], unit rows
     eps: float
     stats: dict = field(default_factory=dict)
+    # with representatives=True: (duplicate ids ascending, their kept representatives' ids, float64 cosine
+    # between the two by semantic.pair_cosine64), computed in the partition tasks; else None
+    representatives: tuple | None = None
 
     @property
     def n_duplicates(self) -> int:
@@ -545,8 +570,6 @@ def _assign_shard(task) -> np.ndarray:
     """Pass-2 task: stream one shard, assign, append to the per-(shard, partition) spill files.
     Returns int64[k] rows per cluster."""
     si, shard, centroids, keys, policy, root, n_part, chunk_rows, device = task
-    from mmcurate import index as mindex
-
     k = centroids.shape[0]
     c64 = centroids.astype(np.float64)
     counts = np.zeros(k, np.int64)
@@ -555,7 +578,7 @@ def _assign_shard(task) -> np.ndarray:
         m = x.shape[0]
         cid = ids[start:start + m]
         _check_rows(x, shard, start, cid)
-        labels, _ = mindex.assign(x, centroids, metric="ip", device=device, chunk_size=max(m, 1))
+        labels = assign_chunk(x, centroids, device)
         if policy in ("hard", "easy"):
             cos = _cosine64(x, c64, labels)
             key = cos if policy == "hard" else -cos
@@ -610,10 +633,24 @@ class _RowReader:
         self._open.clear()
 
 
+def _representatives(best: np.ndarray, arg: np.ndarray, eps: float) -> np.ndarray:
+    """Within one cluster in keep order: each row's kept representative (the end of its witness chain;
+    itself when kept), as semantic.SemDedupResult.representative computes it."""
+    dup = best >= np.float32(1.0 - eps)
+    rep = np.arange(best.size)
+    rep[dup] = arg[dup]
+    while True:  # each hop goes to an earlier row in keep order
+        nxt = rep[rep]
+        if np.array_equal(nxt, rep):
+            return rep
+        rep = nxt
+
+
 def _dedup_partition(task):
     """Pass-3 task: keep order and block max similarity for every cluster of one partition.
-    Returns (ids, max_similarity, partner id, cluster, largest cluster rows held)."""
-    root, p, d, block, use_torch = task
+    Returns (ids, max_similarity, partner id, cluster, largest cluster rows held, representatives), the last
+    being (duplicate ids, their kept representatives' ids, cosine to it) when eps is given, else None."""
+    root, p, d, block, use_torch, eps = task
     pdir = _part_dir(root, p)
     names = sorted(f[:-5] for f in os.listdir(pdir) if f.endswith(".meta"))
     metas = [np.fromfile(os.path.join(pdir, n + ".meta"), META_DTYPE) for n in names]
@@ -630,6 +667,7 @@ def _dedup_partition(task):
     partner = np.full(ids.size, -1, np.int64)
     reader = _RowReader([os.path.join(pdir, n + ".emb") for n in names], starts, d)
     peak = 0
+    rep_dup, rep_id, rep_cos = [], [], []
     try:
         for a, b in zip(edges[:-1], edges[1:]):
             members = order[a:b]  # partition rows in keep order
@@ -650,9 +688,21 @@ def _dedup_partition(task):
                 v, arg = block_max_similarity(x, block)
             best[members] = v
             partner[members] = np.where(arg >= 0, ids[members[np.maximum(arg, 0)]], -1)
+            if eps is not None:
+                rep = _representatives(np.asarray(v), np.asarray(arg), eps)
+                dl = np.flatnonzero(rep != np.arange(rep.size))
+                if dl.size:
+                    rep_dup.append(ids[members[dl]])
+                    rep_id.append(ids[members[rep[dl]]])
+                    rep_cos.append(pair_cosine64(x[dl], x[rep[dl]]))
     finally:
         reader.close()
-    return ids, best, partner, cluster, peak
+    reps = None
+    if eps is not None:
+        reps = (np.concatenate(rep_dup) if rep_dup else np.zeros(0, np.int64),
+                np.concatenate(rep_id) if rep_id else np.zeros(0, np.int64),
+                np.concatenate(rep_cos) if rep_cos else np.zeros(0, np.float64))
+    return ids, best, partner, cluster, peak, reps
 
 
 # -------------------------------------------------------------------------------------------- driver
@@ -668,8 +718,8 @@ def semantic_dedup_streaming(shards: Sequence[EmbeddingShard] | EmbeddingShard, 
                              n_clusters: int = 100, keep="hard", sample_size: int | None = None, seed: int = 0,
                              niter: int = 20, device: str = "auto", spill_dir: str | None = None,
                              n_partitions: int | None = None, map_fn: Callable = map,
-                             chunk_rows: int = DEFAULT_CHUNK_ROWS,
-                             block: int = DEFAULT_BLOCK) -> SemDedupStreamResult:
+                             chunk_rows: int = DEFAULT_CHUNK_ROWS, block: int = DEFAULT_BLOCK,
+                             representatives: bool = False) -> SemDedupStreamResult:
     """SemDeDup over embedding shards without holding the embedding matrix (see the module docstring).
 
     ``shards``: :class:`EmbeddingShard` s with unique global ids (>= 0) and L2-normalised rows.
@@ -679,6 +729,9 @@ def semantic_dedup_streaming(shards: Sequence[EmbeddingShard] | EmbeddingShard, 
     pass-2 files go (a fresh subdirectory, removed at the end; default the system temp dir). ``n_partitions``
     (default: ~4M rows each, at least 16, at most n_clusters) sets the pass-3 task count. ``map_fn`` runs
     the shard tasks of pass 2 and the partition tasks of pass 3; results do not depend on it.
+    ``representatives``: also return, per duplicate, its kept representative and the cosine to it
+    (``result.representatives``), found inside the partition tasks where the cluster's rows are at hand, so the
+    driver never gathers embeddings for them.
     """
     _check_eps(eps)
     shards = _check_shards(shards)
@@ -719,9 +772,7 @@ def semantic_dedup_streaming(shards: Sequence[EmbeddingShard] | EmbeddingShard, 
     _, sample = draw_sample(shards, s, seed)
     times["sample_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    centroids, _ = mindex.kmeans(sample, k, niter=niter, spherical=True, seed=seed, device=dev,
-                                 max_points_per_centroid=-(-s // k))
-    centroids = _unit_rows(centroids)
+    centroids = fit_centroids(sample, k, seed=seed, niter=niter, device=dev)
     del sample
     times["kmeans_s"] = time.perf_counter() - t0
 
@@ -758,8 +809,12 @@ def semantic_dedup_streaming(shards: Sequence[EmbeddingShard] | EmbeddingShard, 
         dup_of = np.full(n, -1, np.int64)
         cluster = np.full(n, -1, np.int32)
         peak = 0
-        tasks3 = ((root, int(p), d, int(block), use_torch) for p in np.flatnonzero(part_sizes))
-        for ids_p, best_p, partner_p, cluster_p, peak_p in map_fn(_dedup_partition, tasks3):
+        tasks3 = ((root, int(p), d, int(block), use_torch, float(eps) if representatives else None)
+                  for p in np.flatnonzero(part_sizes))
+        rep_parts = []
+        for ids_p, best_p, partner_p, cluster_p, peak_p, reps_p in map_fn(_dedup_partition, tasks3):
+            if reps_p is not None:
+                rep_parts.append(reps_p)
             pos = np.searchsorted(all_ids, ids_p)
             dup = best_p >= np.float32(1.0 - eps)
             best[pos] = best_p
@@ -779,5 +834,13 @@ def semantic_dedup_streaming(shards: Sequence[EmbeddingShard] | EmbeddingShard, 
              "peak_task_rows": int(max(peak, min(chunk_rows, max(sh.count for sh in shards)))),
              "largest_cluster_rows": int(sizes.max()), "spill_bytes": int(spill_bytes),
              "driver_bytes_per_sample": 25, "seconds": {k_: round(v, 4) for k_, v in times.items()}}
+    reps = None
+    if representatives:
+        dup_ids = np.concatenate([r[0] for r in rep_parts]) if rep_parts else np.zeros(0, np.int64)
+        o = np.argsort(dup_ids, kind="stable")
+        reps = (dup_ids[o],
+                (np.concatenate([r[1] for r in rep_parts]) if rep_parts else np.zeros(0, np.int64))[o],
+                (np.concatenate([r[2] for r in rep_parts]) if rep_parts else np.zeros(0, np.float64))[o])
     return SemDedupStreamResult(ids=all_ids, keep=keep_mask, duplicate_of=dup_of, cluster=cluster,
-                                max_similarity=best, centroids=centroids, eps=float(eps), stats=stats)
+                                max_similarity=best, centroids=centroids, eps=float(eps), stats=stats,
+                                representatives=reps)

@@ -4,7 +4,9 @@ Three phases, each resumable:
   1. map     per input shard (in parallel worker processes when workers > 1): read batches, run the map
              stages (and the map parts of global stages) in recipe order, write the survivors' metadata
              (no image bytes) and the rejects to _work/, atomically, then a per-shard done record.
-  2. global  the global stages, in recipe order, over the survivors' metadata of all shards.
+  2. global  the global stages, in recipe order, over the survivors' metadata of all shards: in memory (the
+             columns they need for all survivors in one table) or, with run: {global_mode: sharded}, through
+             per-shard and per-partition tasks that never hold it (pipeline.global_sharded); same outputs.
   3. write   re-read the input shards and copy the kept samples' original bytes into output shards
              (deterministic: the same input gives byte-identical shards), then samples/rejects/
              duplicates parquet, thumbnails, manifest and report.
@@ -26,6 +28,7 @@ from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from multiprocessing import get_context
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -33,7 +36,7 @@ import pyarrow.parquet as pq
 import mmcurate
 from mmcurate.pipeline.recipe import Recipe, parse_recipe
 from mmcurate.pipeline.schema import DUPLICATES_OUTPUT_SCHEMA, DUPLICATES_SCHEMA, REJECTS_SCHEMA
-from mmcurate.pipeline.stage import GlobalStage, MapStage, StageError
+from mmcurate.pipeline.stage import SAMPLE_ID, SHARD_SHIFT, GlobalStage, MapStage, StageError
 
 WORK = "_work"
 MANIFEST_VERSION = 1
@@ -160,12 +163,17 @@ def run_global_phase(work: Path, plan: StagePlan, n_shards: int):
     """Runs the global steps over the survivors' metadata, reading only the columns they need
     (a few dozen bytes per sample), never the captions or JSON of every sample."""
     needed = list(dict.fromkeys(["key", "source", *(c for st in plan.global_steps for c in st.requires)]))
+    with_ids = any(getattr(st, "uses_sample_ids", False) for st in plan.global_steps)
     parts = []
     for i in range(n_shards):
         f = work / "meta" / f"{i:05d}.parquet"
         if f.exists():
             have = set(pq.read_schema(f).names)
-            parts.append(pq.read_table(f, columns=[c for c in needed if c in have]))
+            part = pq.read_table(f, columns=[c for c in needed if c in have])
+            if with_ids:   # the sharded mode's sample ids, for the stages whose results follow them
+                part = part.append_column(SAMPLE_ID, pa.array(
+                    (np.int64(i) << np.int64(SHARD_SHIFT)) | np.arange(part.num_rows, dtype=np.int64)))
+            parts.append(part)
     survivors = _concat(parts)
     global_stats, rejects, dups = {}, [], []
     extra_cols = []
@@ -175,13 +183,15 @@ def run_global_phase(work: Path, plan: StagePlan, n_shards: int):
         st = _new_stat()
         n_in = survivors.num_rows if survivors is not None else 0
         st["in"] = n_in
+        st["mode"] = "memory"
         t = time.perf_counter()
         if n_in:
             missing = [c for c in stage.requires if c not in survivors.column_names]
             if missing:
                 raise StageError(f"global stage {stage.name!r} needs column(s) {missing}, which no earlier "
                                  f"stage produced")
-            res = stage.run(survivors.select(list(dict.fromkeys(["key", "source", *stage.requires]))))
+            ids = [SAMPLE_ID] if getattr(stage, "uses_sample_ids", False) else []
+            res = stage.run(survivors.select(list(dict.fromkeys(["key", "source", *stage.requires, *ids]))))
             if res.rejected.num_rows:
                 gone = pc.is_in(_sample_ids(survivors), value_set=_sample_ids(res.rejected))
                 survivors = survivors.filter(pc.invert(gone))
@@ -219,8 +229,10 @@ def _check_unique_keys(table: pa.Table):
                          f"dedup to name its representatives. Rename the samples or curate the shards separately.")
 
 
-def _resolve_representatives(dups: pa.Table, kept_keys) -> pa.Table:
-    """Point every duplicate at a kept sample: follow duplicate_of while the target was itself removed."""
+def _resolve_representatives(dups: pa.Table, kept_keys=None, gone_keys=None) -> pa.Table:
+    """Point every duplicate at a kept sample: follow duplicate_of while the target was itself removed.
+    representative_kept: the final target is among kept_keys or, given gone_keys instead (the global
+    rejects' keys; the same answer, as every target was a survivor when its step ran), not among them."""
     link = dict(zip(dups.column("key").to_pylist(), dups.column("duplicate_of").to_pylist()))
 
     def final(k):
@@ -236,7 +248,9 @@ def _resolve_representatives(dups: pa.Table, kept_keys) -> pa.Table:
         "key": dups.column("key"), "duplicate_of": pa.array(resolved, pa.string()),
         "kind": dups.column("kind"), "distance": dups.column("distance"),
         "via": pa.array([d if d != r else None for d, r in zip(direct, resolved)], pa.string()),
-        "representative_kept": pc.is_in(pa.array(resolved, pa.string()), value_set=kept_keys),
+        "representative_kept": (pc.is_in(pa.array(resolved, pa.string()), value_set=kept_keys)
+                                if kept_keys is not None else
+                                pc.invert(pc.is_in(pa.array(resolved, pa.string()), value_set=gone_keys))),
     }, schema=DUPLICATES_OUTPUT_SCHEMA)
 
 
@@ -399,6 +413,13 @@ class LocalExecutor:
 
     # -- phase 2 --------------------------------------------------------------------------------
     def _global_phase(self, plan: StagePlan, n_shards: int):
+        if self.recipe.global_mode == "sharded":
+            from mmcurate.pipeline.global_sharded import local_map, run_sharded_global_phase
+
+            workers = self.recipe.workers
+            threads = self.recipe.threads_per_worker or max(1, (os.cpu_count() or 1) // workers)
+            with local_map(workers, threads) as map_fn:
+                return run_sharded_global_phase(self.work, plan, n_shards, map_fn=map_fn, parallelism=workers)
         return run_global_phase(self.work, plan, n_shards)
 
     # -- phase 3 --------------------------------------------------------------------------------
@@ -411,7 +432,9 @@ class LocalExecutor:
 
         t = time.perf_counter()
         meta_files = [self.work / "meta" / f"{i:05d}.parquet" for i in range(len(shards))]
-        out_schema = _samples_schema([pq.read_schema(f) for f in meta_files if f.exists()], extra_cols)
+        sharded = not isinstance(extra_cols, list)   # global_sharded.ShardedColumns: per-shard column files
+        out_schema = _samples_schema([pq.read_schema(f) for f in meta_files if f.exists()],
+                                     extra_cols.schema_tables() if sharded else extra_cols)
         gone_ids = _sample_ids(global_rejects) if global_rejects.num_rows else None
 
         collector = _make_thumbnail_collector()
@@ -447,9 +470,14 @@ class LocalExecutor:
                     rejects_pw.write_table(rej.cast(REJECTS_SCHEMA))
                     n_rejected += rej.num_rows
                 meta = pq.read_table(meta_files[i]) if meta_files[i].exists() else None
+                rows = np.arange(meta.num_rows) if meta is not None else None
                 if meta is not None and gone_ids is not None:
-                    meta = meta.filter(pc.invert(pc.is_in(_sample_ids(meta), value_set=gone_ids)))
-                if meta is not None and extra_cols:
+                    alive = pc.invert(pc.is_in(_sample_ids(meta), value_set=gone_ids))
+                    meta = meta.filter(alive)
+                    rows = rows[alive.to_numpy(zero_copy_only=False)]
+                if meta is not None and sharded:
+                    meta = extra_cols.join(i, meta, rows)
+                elif meta is not None and extra_cols:
                     meta = _join_in_order(meta, extra_cols)
                 kept_rows = {}
                 if meta is not None:
@@ -585,7 +613,8 @@ class LocalExecutor:
                         "seconds": round(m["seconds"], 4), "reasons": dict(m["reasons"]),
                         "samples_per_s": round(m["in"] / m["seconds"], 1) if m["seconds"] else None})
         for name, g in global_stats.items():
-            out.append({"name": name, "kind": "global", **{k: g[k] for k in ("in", "kept", "rejected")},
+            out.append({"name": name, "kind": "global", "mode": g.get("mode", "memory"),
+                        **{k: g[k] for k in ("in", "kept", "rejected")},
                         "seconds": round(g["seconds"], 4), "reasons": dict(g["reasons"]),
                         "stats": g.get("stats", {}),
                         "samples_per_s": round(g["in"] / g["seconds"], 1) if g["seconds"] else None})

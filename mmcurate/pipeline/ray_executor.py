@@ -12,9 +12,11 @@ byte for byte those of :class:`LocalExecutor` on the same input. Only the map ph
           from ``stage.resources``. The driver consumes the dataset and, as each shard completes, writes
           exactly the files the local map phase writes (_work/meta, rejects, done), so the global and write
           phases below are the local ones.
-  global  LocalExecutor's global phase inside one Ray task (resources from the global stages), reading
-          _work/ from the shared filesystem. One task holds all survivors' metadata (a few dozen bytes per
-          sample, as locally); partitioning the global steps for billion-sample runs is a later piece.
+  global  memory mode: LocalExecutor's global phase inside one Ray task (resources from the global stages),
+          reading _work/ from the shared filesystem; one task holds all survivors' metadata (a few dozen bytes
+          per sample, as locally). Sharded mode (run: {global_mode: sharded}): the driver runs the global
+          steps (pipeline.global_sharded) and each step's per-shard and per-partition work runs as Ray tasks
+          (one CPU each, no GPU), so no process holds the whole dataset; same outputs.
   write   on the driver, as locally (it re-reads the input for the original bytes).
 
 How rows travel. Ray Data may merge small blocks (a task's outputs up to target_max_block_size) and split
@@ -381,6 +383,10 @@ class RayExecutor(LocalExecutor):
     def _run_info(self) -> dict:
         return {"executor": "ray", "ray": self._ray_info}
 
+    def _task_map(self, fn, tasks):
+        """map_fn for the sharded global phase: one CPU per task (the tasks do not use a GPU)."""
+        return ray_task_map(fn, tasks, max_retries=3 if self.max_retries is None else self.max_retries)
+
     # -- resources --------------------------------------------------------------------------------
     def _cluster(self) -> tuple[float, float, float]:
         """(CPUs, GPUs, CPUs of the largest node)."""
@@ -492,8 +498,16 @@ class RayExecutor(LocalExecutor):
 
     # -- phase 2 --------------------------------------------------------------------------------
     def _global_phase(self, plan: StagePlan, n_shards: int):
-        """LocalExecutor's global phase in one Ray task (the first piece of a distributed global phase)."""
+        """Memory mode: LocalExecutor's global phase in one Ray task. Sharded mode: the driver runs the global
+        steps itself and each step fans its per-shard and per-partition work out as Ray tasks."""
         import ray
+
+        if self.recipe.global_mode == "sharded":
+            from mmcurate.pipeline.global_sharded import run_sharded_global_phase
+
+            cpus, _, _ = self._cluster()
+            return run_sharded_global_phase(self.work, plan, n_shards, map_fn=self._task_map,
+                                            parallelism=max(1, int(cpus)), tasks_see_gpu=False)
 
         _, gpus_total, node_cpus = self._cluster()
         cpus = min(max([float(st.resources.cpus) for st in plan.global_steps] + [1.0]), node_cpus)
@@ -503,6 +517,17 @@ class RayExecutor(LocalExecutor):
         retries = 3 if self.max_retries is None else self.max_retries
         task = ray.remote(num_cpus=cpus, num_gpus=gpus, max_retries=retries)(run_global_phase)
         return ray.get(task.remote(self.work, plan, n_shards))
+
+
+def ray_task_map(fn, tasks, num_cpus: float = 1.0, max_retries: int = 3):
+    """The builtin map's contract over Ray tasks: every task submitted at once, results yielded in task order
+    (each fetched when the caller gets to it). fn is a module-level function (workers import it)."""
+    import ray
+
+    remote = ray.remote(num_cpus=num_cpus, max_retries=max_retries)(fn)
+    refs = [remote.remote(t) for t in tasks]
+    for ref in refs:
+        yield ray.get(ref)
 
 
 def _named(name: str) -> type:

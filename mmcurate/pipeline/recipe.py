@@ -2,7 +2,7 @@
 
     input:  {path: "shards/*.tar", format: auto}          # webdataset | folder | llava | auto
     output: {path: out/, shard_size: 1000}
-    run:    {workers: 1, batch_size: 256}                 # optional
+    run:    {workers: 1, batch_size: 256}                 # optional; global_mode: memory | sharded
     stages:
       - integrity: {}
       - image_filter: {min_side: 200}
@@ -22,7 +22,8 @@ from mmcurate.pipeline.stage import GlobalStage, MapStage, StageError, registry
 TOP_KEYS = {"input", "output", "run", "stages"}
 INPUT_KEYS = {"path", "format", "options"}
 OUTPUT_KEYS = {"path", "shard_size", "report"}
-RUN_KEYS = {"workers", "batch_size", "threads_per_worker"}
+RUN_KEYS = {"workers", "batch_size", "threads_per_worker", "global_mode"}
+GLOBAL_MODES = ("memory", "sharded")
 
 DEFAULT_RECIPE_YAML = """\
 # mmcurate default recipe: DataComp-style basic filtering plus exact and perceptual dedup.
@@ -57,6 +58,9 @@ class Recipe:
     workers: int = 1
     batch_size: int = 256
     threads_per_worker: int | None = None
+    # memory: the global steps over one in-memory table of the survivors' columns; sharded: through per-shard
+    # and per-partition tasks (pipeline.global_sharded), same outputs, no worker holding the whole dataset
+    global_mode: str = "memory"
     stages: list[tuple[str, dict]] = field(default_factory=list)
 
     def build_stages(self) -> list:
@@ -67,7 +71,7 @@ class Recipe:
             "input": {"path": self.input_path, "format": self.input_format, "options": self.input_options},
             "output": {"path": self.output_path, "shard_size": self.shard_size, "report": self.report},
             "run": {"workers": self.workers, "batch_size": self.batch_size,
-                    "threads_per_worker": self.threads_per_worker},
+                    "threads_per_worker": self.threads_per_worker, "global_mode": self.global_mode},
             "stages": [{name: params} for name, params in self.stages],
         }
 
@@ -90,7 +94,7 @@ def _positive_int(section: str, key: str, value, allow_none=False):
 
 
 def parse_recipe(data: dict, input_path: str | None = None, output_path: str | None = None,
-                 workers: int | None = None) -> Recipe:
+                 workers: int | None = None, global_mode: str | None = None) -> Recipe:
     """Validate a recipe mapping (command-line overrides win) and check every stage's parameters."""
     if not isinstance(data, dict):
         raise StageError("a recipe must be a mapping with keys: " + ", ".join(sorted(TOP_KEYS)))
@@ -105,6 +109,9 @@ def parse_recipe(data: dict, input_path: str | None = None, output_path: str | N
     path = input_path or inp.get("path")
     if not path:
         raise StageError("recipe 'input.path' is required (or pass --input)")
+    mode = global_mode if global_mode is not None else run.get("global_mode", "memory")
+    if mode not in GLOBAL_MODES:
+        raise StageError(f"recipe 'run.global_mode' must be one of {', '.join(GLOBAL_MODES)}, got {mode!r}")
     stages_raw = data.get("stages")
     if not isinstance(stages_raw, list) or not stages_raw:
         raise StageError("recipe 'stages' must be a non-empty list like [{integrity: {}}, {image_filter: {...}}]")
@@ -129,6 +136,7 @@ def parse_recipe(data: dict, input_path: str | None = None, output_path: str | N
         workers=_positive_int("run", "workers", workers if workers is not None else run.get("workers", 1)),
         batch_size=_positive_int("run", "batch_size", run.get("batch_size", 256)),
         threads_per_worker=_positive_int("run", "threads_per_worker", run.get("threads_per_worker"), allow_none=True),
+        global_mode=mode,
         stages=stages,
     )
     names = [n for n, _ in stages]

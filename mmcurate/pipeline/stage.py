@@ -22,6 +22,13 @@ import pyarrow as pa
 from mmcurate.pipeline.schema import DUPLICATES_SCHEMA, REJECTS_SCHEMA
 
 
+#: A global step's table may carry each sample's run-wide id: (survivor shard index << SHARD_SHIFT) | the row
+#: in that shard's metadata file. Stable for the whole global phase, ascending in the table's row order, the
+#: same in memory and sharded global mode.
+SAMPLE_ID = "_sample_id"
+SHARD_SHIFT = 32
+
+
 class StageError(ValueError):
     """A recipe or stage configuration error (misuse, not a data error)."""
 
@@ -88,12 +95,19 @@ class MapStage(_StageBase):
 class GlobalStage(_StageBase):
     # Metadata columns the global step needs from every surviving sample (never "image").
     requires: ClassVar[tuple[str, ...]] = ("key", "source")
+    # Whether run() gets the SAMPLE_ID column too (ids a result may depend on, e.g. a sample drawn by id).
+    uses_sample_ids: ClassVar[bool] = False
     # The per-batch half of a global step (e.g. computing sha256 / pHash), run by the executor in the
     # map phase at this stage's recipe position; its added columns reach run() through `requires`.
     map_part: "MapStage | None" = None
 
     def run(self, table: pa.Table) -> GlobalResult:
         raise NotImplementedError
+
+    # A stage may also define run_sharded(ctx) -> GlobalResult | None for run: {global_mode: sharded}: the
+    # same result computed over the survivor shards through ctx (pipeline.global_sharded.ShardedGlobalContext),
+    # with the rejects' SAMPLE_ID column and per-sample columns keyed by SAMPLE_ID instead of key. None
+    # (or no such method) runs the step in memory over its columns.
 
 
 def make_params(stage_name: str, params_cls: type, given: dict):

@@ -305,21 +305,51 @@ def _dedup_requires(base: tuple, keep) -> tuple:
     return base + ((column,) if column else ())
 
 
-def _rank(table: pa.Table, keep) -> np.ndarray:
-    """Preference rank of each row (0 = kept first): the best score (NaN/null last), then key order.
-    The same order as dedup.preference_rank, computed by Arrow's sort (much faster on millions of keys)."""
+def keep_primary(table: pa.Table, keep) -> np.ndarray | None:
+    """The score part of the preference order (lower first; NaN/null scores as +inf), None for keep "first"."""
     column, prefer = parse_keep(keep)
+    if column is None:
+        return None
+    scores = pc.cast(table.column(column), pa.float64()).to_numpy(zero_copy_only=False)
+    primary = -scores if prefer == "max" else scores.copy()
+    primary[np.isnan(primary)] = np.inf       # NaN and null (NaN after to_numpy) rank last
+    return primary
+
+
+def rank_of(keys, primary: np.ndarray | None) -> np.ndarray:
+    """Preference rank (0 = kept first) of rows with these keys and keep_primary values: the primary, then
+    key order. A total order over unique keys, so ranks computed over any subset of the samples order that
+    subset as the ranks over all of them do (what the sharded grouping relies on)."""
     sort_keys = [("key", "ascending")]
-    if column is not None:
-        scores = pc.cast(table.column(column), pa.float64()).to_numpy(zero_copy_only=False)
-        primary = -scores if prefer == "max" else scores.copy()
-        primary[np.isnan(primary)] = np.inf       # NaN and null (NaN after to_numpy) rank last
-        table = pa.table({"key": table.column("key"), "primary": primary})
+    table = pa.table({"key": keys})
+    if primary is not None:
+        table = table.append_column("primary", pa.array(primary, pa.float64()))
         sort_keys = [("primary", "ascending")] + sort_keys
     order = pc.sort_indices(table, sort_keys=sort_keys).to_numpy()
     rank = np.empty(len(order), dtype=np.int64)
     rank[order] = np.arange(len(order), dtype=np.int64)
     return rank
+
+
+def _rank(table: pa.Table, keep) -> np.ndarray:
+    """Preference rank of each row (0 = kept first): the best score (NaN/null last), then key order.
+    The same order as dedup.preference_rank, computed by Arrow's sort (much faster on millions of keys)."""
+    return rank_of(table.column("key"), keep_primary(table, keep))
+
+
+def duplicate_tables(stage: str, kind: str, reason: str, dup_keys: list, dup_sources: list, rep_keys: list,
+                     distance: np.ndarray) -> tuple[pa.Table, pa.Table]:
+    """(rejects, duplicate links) of exact/phash duplicates, in the order given."""
+    if kind == "exact":
+        details = [f"duplicate of {r}" for r in rep_keys]
+    else:
+        details = [f"duplicate of {r} (distance {int(d)})" for r, d in zip(rep_keys, distance)]
+    rejected = rejects_table(dup_keys, dup_sources, stage, reason, details)
+    duplicates = pa.table({"key": pa.array(dup_keys, pa.string()),
+                           "duplicate_of": pa.array(rep_keys, pa.string()),
+                           "kind": pa.array([kind] * len(dup_keys), pa.string()),
+                           "distance": pa.array(np.asarray(distance).astype(np.float64))}, schema=DUPLICATES_SCHEMA)
+    return rejected, duplicates
 
 
 def _dedup_result(table: pa.Table, valid: np.ndarray, grouping: dedup.Grouping, stage: str, kind: str,
@@ -330,18 +360,9 @@ def _dedup_result(table: pa.Table, valid: np.ndarray, grouping: dedup.Grouping, 
     dup_rows, rep_rows = rows[dup], rows[grouping.representative[dup]]
     keys = table.column("key").to_pylist()
     sources = table.column("source").to_pylist()
-    dup_keys = [keys[i] for i in dup_rows]
-    rep_keys = [keys[i] for i in rep_rows]
-    distance = grouping.distance[dup]
-    if kind == "exact":
-        details = [f"duplicate of {r}" for r in rep_keys]
-    else:
-        details = [f"duplicate of {r} (distance {int(d)})" for r, d in zip(rep_keys, distance)]
-    rejected = rejects_table(dup_keys, [sources[i] for i in dup_rows], stage, reason, details)
-    duplicates = pa.table({"key": pa.array(dup_keys, pa.string()),
-                           "duplicate_of": pa.array(rep_keys, pa.string()),
-                           "kind": pa.array([kind] * len(dup_keys), pa.string()),
-                           "distance": pa.array(distance.astype(np.float64))}, schema=DUPLICATES_SCHEMA)
+    rejected, duplicates = duplicate_tables(stage, kind, reason, [keys[i] for i in dup_rows],
+                                            [sources[i] for i in dup_rows], [keys[i] for i in rep_rows],
+                                            grouping.distance[dup])
     stats = dict(stats, samples=int(table.num_rows), duplicates=grouping.n_duplicates,
                  groups=grouping.n_groups, without_hash=int(np.count_nonzero(~valid)))
     return GlobalResult(rejected=rejected, duplicates=duplicates, stats=stats)
@@ -418,6 +439,12 @@ class ExactDedup(GlobalStage):
         grouping = dedup.exact_groups(digests, _rank(sub, self.params.keep))
         return _dedup_result(table, valid, grouping, self.name, "exact", "duplicate_exact",
                              {"seconds": round(time.perf_counter() - t0, 6)})
+
+    def run_sharded(self, ctx) -> GlobalResult:
+        """Digests shuffled into partitions by hash, grouped per partition: see stages.sharded_steps."""
+        from mmcurate.stages.sharded_steps import exact_dedup_sharded
+
+        return exact_dedup_sharded(self, ctx)
 
 
 class PerceptualHash(MapStage):
@@ -538,3 +565,9 @@ class PhashDedup(GlobalStage):
         if grouping.n_duplicates:
             stats["max_distance_to_representative"] = int(grouping.distance.max())
         return _dedup_result(table, valid, grouping, self.name, "phash", "duplicate_phash", stats)
+
+    def run_sharded(self, ctx) -> GlobalResult | None:
+        """Pigeonhole-partitioned pairs, then grouping over the linked samples: see stages.sharded_steps."""
+        from mmcurate.stages.sharded_steps import phash_dedup_sharded
+
+        return phash_dedup_sharded(self, ctx)

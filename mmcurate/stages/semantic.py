@@ -8,7 +8,11 @@ reject with reason ``no_embedding``; a column of the wrong type is a StageError.
 
 semantic_dedup
     ``mmcurate.curate.semantic_dedup`` (spherical k-means, then within each cluster every sample with
-    cosine >= 1 - eps to a more keepable member is a duplicate). Duplicates are rejected
+    cosine >= 1 - eps to a more keepable member is a duplicate). k-means trains on ``sample_size`` samples
+    (null: all), drawn by ``curate.semantic_stream``'s id-hash rule; every sample then goes to its nearest
+    centroid. ``run: {global_mode: sharded}`` runs the same computation as ``semantic_dedup_streaming``
+    (embeddings streamed from the survivor shards, per-cluster work as tasks) with identical results; there
+    the sample is held in memory, so set ``sample_size`` (e.g. 256 per cluster) at scale. Duplicates are rejected
     (``duplicate_semantic``, detail ``cosine 0.973 to <key>``) and listed in duplicates.parquet (kind
     ``semantic``, distance 1 - cosine) pointing at their *kept* representative (the witness chain of the
     curate result followed to the sample this stage keeps). Adds ``semantic_cluster`` (int32).
@@ -30,7 +34,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from mmcurate.pipeline.schema import DUPLICATES_SCHEMA, REJECTS_SCHEMA, rejects_table
-from mmcurate.pipeline.stage import GlobalResult, GlobalStage, StageError, registry
+from mmcurate.pipeline.stage import SAMPLE_ID, SHARD_SHIFT, GlobalResult, GlobalStage, StageError, registry
 
 DEFAULT_EMBEDDING_COLUMN = "image_embedding"
 POINTS_PER_CLUSTER = 1000        # semantic_dedup's default cluster size: n_clusters = round(n / 1000)
@@ -44,23 +48,47 @@ _DEVICES = ("auto", "cpu", "cuda")
 # helpers
 
 
-def embedding_matrix(column, name: str = DEFAULT_EMBEDDING_COLUMN, stage: str = ""):
-    """An Arrow list/fixed_size_list<float16|float32|float64> column -> (x float32[m, d] unit rows,
-    ok bool[n], details list[n]) where x holds the rows with ok True (in order) and details says why the
-    others are unusable. Raises StageError when the column is not a list of floats."""
+def _embedding_array(column, name: str, stage: str):
     arr = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
     t = arr.type
     if not (pa.types.is_fixed_size_list(t) or pa.types.is_list(t) or pa.types.is_large_list(t)) \
             or not pa.types.is_floating(t.value_type):
         raise StageError(f"stage '{stage}': column '{name}' must be a list or fixed_size_list of floats "
                          f"(an embedding), got {t}")
-    n = len(arr)
+    return arr
+
+
+def _lengths(arr) -> tuple[np.ndarray, np.ndarray]:
+    """(valid bool[n], length int64[n], -1 for nulls) of an embedding array."""
     valid = arr.is_valid().to_numpy(zero_copy_only=False)
-    if pa.types.is_fixed_size_list(t):
+    if pa.types.is_fixed_size_list(arr.type):
+        return valid, np.where(valid, int(arr.type.list_size), -1).astype(np.int64)
+    lengths = pc.list_value_length(arr).fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
+    return valid, lengths
+
+
+def embedding_length_counts(column, name: str = DEFAULT_EMBEDDING_COLUMN, stage: str = "") -> np.ndarray:
+    """bincount of the lengths of the present, non-empty embeddings (index = length). Summed over shards and
+    argmax'd, it gives the common length that embedding_matrix picks over all of them."""
+    valid, lengths = _lengths(_embedding_array(column, name, stage))
+    return np.bincount(lengths[valid & (lengths > 0)]).astype(np.int64)
+
+
+def embedding_matrix(column, name: str = DEFAULT_EMBEDDING_COLUMN, stage: str = "", dim: int | None = None):
+    """An Arrow list/fixed_size_list<float16|float32|float64> column -> (x float32[m, d] unit rows,
+    ok bool[n], details list[n]) where x holds the rows with ok True (in order) and details says why the
+    others are unusable. d is the common length of the column's embeddings, or ``dim`` when given (a shard of
+    a larger set uses the set's). Raises StageError when the column is not a list of floats. Row by row:
+    a row's output does not depend on the other rows (beyond d)."""
+    arr = _embedding_array(column, name, stage)
+    t = arr.type
+    n = len(arr)
+    valid, lengths = _lengths(arr)
+    if dim is not None:
+        d = int(dim)
+    elif pa.types.is_fixed_size_list(t):
         d = int(t.list_size)
-        lengths = np.where(valid, d, -1)
     else:
-        lengths = pc.list_value_length(arr).fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
         present = lengths[valid & (lengths > 0)]
         d = int(np.bincount(present).argmax()) if present.size else 0  # the common length
     ok = valid & (lengths == d) & (d > 0)
@@ -134,6 +162,7 @@ def _concat_rejects(parts) -> pa.Table:
 @registry.register
 class SemanticDedup(GlobalStage):
     name = "semantic_dedup"
+    uses_sample_ids = True   # the k-means sample and the assignment chunks follow the run's sample ids
 
     @dataclass
     class Params:
@@ -143,8 +172,13 @@ class SemanticDedup(GlobalStage):
         device: str = "auto"
         seed: int = 0
         embedding_column: str = DEFAULT_EMBEDDING_COLUMN
+        sample_size: int | None = None    # rows k-means trains on; None: all
 
         def validate(self):
+            if self.sample_size is not None and (isinstance(self.sample_size, bool)
+                                                 or not isinstance(self.sample_size, int) or self.sample_size < 1):
+                raise ValueError(f"sample_size must be null (all samples) or a positive integer, "
+                                 f"got {self.sample_size!r}")
             if isinstance(self.eps, bool) or not isinstance(self.eps, (int, float)) or not 0 < self.eps < 1:
                 raise ValueError(f"eps must be a number in (0, 1), got {self.eps!r}")
             if self.n_clusters is not None and (isinstance(self.n_clusters, bool)
@@ -173,8 +207,33 @@ class SemanticDedup(GlobalStage):
             k = min(MAX_DEFAULT_CLUSTERS, max(1, round(n / POINTS_PER_CLUSTER)))
         return max(1, min(int(k), n))
 
+    def sizes_for(self, m: int) -> tuple[int, int]:
+        """(clusters, k-means sample size) for m usable embeddings: sample_size (all m when null) capped at m,
+        n_clusters (or its default) capped at the sample."""
+        s = m if self.params.sample_size is None else min(int(self.params.sample_size), m)
+        return min(self.n_clusters_for(m), s), s
+
+    def keep_policy(self, column: pa.ChunkedArray | None = None):
+        """The curate keep argument: the policy name, or (for keep by score) the signed float64 scores of
+        ``column`` (higher kept first; null/NaN last)."""
+        keep = self.params.keep
+        if not isinstance(keep, dict):
+            return keep
+        direction, col = next(iter(keep.items()))
+        if not (pa.types.is_floating(column.type) or pa.types.is_integer(column.type)):
+            raise StageError(f"stage '{self.name}': keep column '{col}' must be numeric, got {column.type}")
+        scores = np.asarray(column.to_numpy(zero_copy_only=False), np.float64)
+        return scores if direction == "max" else -scores
+
     def run(self, table: pa.Table) -> GlobalResult:
+        """In memory: k-means on ``sample_size`` rows (all when null; the streaming version's id-hash sample
+        otherwise, by the table's ``_sample_id`` when the executor passes it, else the row number), every row
+        assigned to its nearest centroid in the streaming version's chunks, then curate.semantic_dedup on
+        those clusters: the sharded run (run_sharded) gives the same result."""
+        from mmcurate import index as mindex
         from mmcurate.curate import semantic_dedup
+        from mmcurate.curate.semantic import pair_cosine64
+        from mmcurate.curate.semantic_stream import assign_chunk, fit_centroids
 
         t0 = time.perf_counter()
         p = self.params
@@ -187,42 +246,74 @@ class SemanticDedup(GlobalStage):
         if m == 0:
             stats.update(clusters=0, duplicates=0, seconds=round(time.perf_counter() - t0, 4))
             return GlobalResult(rejected=_concat_rejects(rejected), stats=stats)
-        keep = p.keep
-        if isinstance(keep, dict):
-            direction, col = next(iter(keep.items()))
-            c = table.column(col)
-            if not (pa.types.is_floating(c.type) or pa.types.is_integer(c.type)):
-                raise StageError(f"stage '{self.name}': keep column '{col}' must be numeric, got {c.type}")
-            scores = np.asarray(c.take(pa.array(rows)).to_numpy(zero_copy_only=False), np.float64)
-            keep = scores if direction == "max" else -scores
-        k = self.n_clusters_for(m)
-        r = semantic_dedup(x, eps=float(p.eps), n_clusters=k, keep=keep, device=p.device, seed=p.seed)
+        keep = self.keep_policy(table.column(next(iter(p.keep.values()))).take(pa.array(rows))
+                                if isinstance(p.keep, dict) else None)
+        ids = (table.column(SAMPLE_ID).to_numpy().astype(np.int64)[rows] if SAMPLE_ID in table.column_names
+               else rows.astype(np.int64))
+        k, s = self.sizes_for(m)
+        dev = mindex.resolve_device(p.device)
+        centroids = fit_centroids(_kmeans_sample(x, ids, s, p.seed), k, seed=p.seed, device=dev)
+        labels = np.concatenate([assign_chunk(x[a:b], centroids, dev) for a, b in _assign_chunks(ids)])
+        r = semantic_dedup(x, eps=float(p.eps), keep=keep, device=dev, seed=p.seed, clusters=(centroids, labels))
         rep = r.representative
         dup = np.flatnonzero(~r.keep)
         keys = table.column("key").take(pa.array(rows))
         dup_rows = rows[dup]
-        cos = np.einsum("ij,ij->i", x[dup].astype(np.float64), x[rep[dup]].astype(np.float64))
-        rep_keys = keys.take(pa.array(rep[dup])).to_pylist() if dup.size else []
-        if dup.size:
-            dkeys = table.column("key").take(pa.array(dup_rows)).to_pylist()
-            rejected.append(rejects_table(dkeys, table.column("source").take(pa.array(dup_rows)).to_pylist(),
-                                          self.name, "duplicate_semantic",
-                                          [f"cosine {c_:.3f} to {k_}" for c_, k_ in zip(cos, rep_keys)]))
-            duplicates = pa.table({"key": pa.array(dkeys, pa.string()), "duplicate_of": pa.array(rep_keys, pa.string()),
-                                   "kind": pa.array(["semantic"] * dup.size, pa.string()),
-                                   "distance": pa.array(np.clip(1.0 - cos, 0.0, 2.0), pa.float64())},
-                                  schema=DUPLICATES_SCHEMA)
-        else:
-            duplicates = DUPLICATES_SCHEMA.empty_table()
+        cos = pair_cosine64(x[dup], x[rep[dup]])
+        dup_rej, duplicates = semantic_duplicate_tables(
+            self.name, table.column("key").take(pa.array(dup_rows)).to_pylist(),
+            table.column("source").take(pa.array(dup_rows)).to_pylist(),
+            keys.take(pa.array(rep[dup])).to_pylist() if dup.size else [], cos)
+        rejected.append(dup_rej)
         kept = np.flatnonzero(r.keep)
         columns = pa.table({"key": keys.take(pa.array(kept)),
                             "semantic_cluster": pa.array(r.cluster[kept].astype(np.int32), pa.int32())})
         sizes = np.bincount(r.cluster, minlength=r.centroids.shape[0])
-        stats.update(clusters=int(r.centroids.shape[0]), duplicates=int(dup.size), kept=int(kept.size),
-                     cluster_size_percentiles=_percentiles(sizes),
+        stats.update(clusters=int(r.centroids.shape[0]), sample_size=int(s), duplicates=int(dup.size),
+                     kept=int(kept.size), cluster_size_percentiles=_percentiles(sizes),
                      seconds=round(time.perf_counter() - t0, 4))
         return GlobalResult(rejected=_concat_rejects(rejected), duplicates=duplicates, columns=columns,
                             stats=stats)
+
+    def run_sharded(self, ctx) -> GlobalResult:
+        """Over the survivor shards without the embedding matrix: see stages.sharded_steps."""
+        from mmcurate.stages.sharded_steps import semantic_dedup_sharded
+
+        return semantic_dedup_sharded(self, ctx)
+
+
+def semantic_duplicate_tables(stage: str, dup_keys: list, dup_sources: list, rep_keys: list, cos: np.ndarray):
+    """(rejects, duplicates) for semantic duplicates and the cosine to their kept representative."""
+    if not len(dup_keys):
+        return REJECTS_SCHEMA.empty_table(), DUPLICATES_SCHEMA.empty_table()
+    rejected = rejects_table(dup_keys, dup_sources, stage, "duplicate_semantic",
+                             [f"cosine {c_:.3f} to {k_}" for c_, k_ in zip(cos, rep_keys)])
+    duplicates = pa.table({"key": pa.array(dup_keys, pa.string()), "duplicate_of": pa.array(rep_keys, pa.string()),
+                           "kind": pa.array(["semantic"] * len(dup_keys), pa.string()),
+                           "distance": pa.array(np.clip(1.0 - np.asarray(cos), 0.0, 2.0), pa.float64())},
+                          schema=DUPLICATES_SCHEMA)
+    return rejected, duplicates
+
+
+def _kmeans_sample(x: np.ndarray, ids: np.ndarray, s: int, seed: int) -> np.ndarray:
+    """The rows k-means trains on, in id order: all of them, or the streaming version's id-hash sample."""
+    from mmcurate.curate.semantic_stream import EmbeddingShard, draw_sample
+
+    if s >= x.shape[0]:
+        return x if np.all(ids[1:] > ids[:-1]) else x[np.argsort(ids, kind="stable")]
+    return draw_sample([EmbeddingShard.from_array(x, ids)], s, seed)[1]
+
+
+def _assign_chunks(ids: np.ndarray):
+    """(start, stop) row ranges in which the streaming version assigns: per survivor shard (the shard part of
+    the sample id), DEFAULT_CHUNK_ROWS rows at a time."""
+    from mmcurate.curate.semantic_stream import DEFAULT_CHUNK_ROWS
+
+    shard = ids >> SHARD_SHIFT
+    cuts = np.r_[0, np.flatnonzero(shard[1:] != shard[:-1]) + 1, ids.size]
+    for a, b in zip(cuts[:-1], cuts[1:]):
+        for c in range(int(a), int(b), DEFAULT_CHUNK_ROWS):
+            yield c, min(c + DEFAULT_CHUNK_ROWS, int(b))
 
 
 # ---------------------------------------------------------------------------------------------------------

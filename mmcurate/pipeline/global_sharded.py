@@ -1,0 +1,517 @@
+"""The sharded global phase (``run: {global_mode: sharded}``): global steps without the whole dataset on one worker.
+
+Memory mode (the default) loads the columns every global step needs, for all survivors of the map phase, into
+one table. Sharded mode leaves them in the map phase's survivor shards (``_work/meta/NNNNN.parquet``) and hands
+each global stage a :class:`ShardedGlobalContext`; a stage with ``run_sharded(ctx)`` computes its result with
+per-shard and per-partition tasks through ``ctx.map_fn`` (builtin ``map``, a process pool's map for
+``run.workers`` > 1, Ray tasks under the Ray executor). Stages without it (balance, split, clip_score_filter)
+run in memory for their step, over their own columns only; the manifest records per global step which mode ran.
+The outputs are byte for byte those of memory mode.
+
+Sample ids. A sample is named by ``SAMPLE_ID`` = (survivor shard index << 32) | its row in that shard's metadata
+file: stable for the whole global phase and ascending in memory mode's row order, so a tie broken by row in
+memory mode is broken the same way by id here.
+
+State between steps, on disk and in the driver:
+  * removed rows: per shard, the rows earlier global steps rejected (driver: 8 bytes per *rejected* sample);
+  * added columns (e.g. ``semantic_cluster``, ``split``): written per shard under ``_work/global/columns/<step>/``
+    as (row, columns); a later step's reader and the write phase join them by row, shard by shard;
+  * the global rejects and duplicate links as tables (their size: duplicates and filtered samples only);
+  * spill files of a step's tasks under ``_work/global/spill/<step>/`` (deleted after the step).
+The driver never holds a column of all samples except where a stage says so: at most a few bytes per sample
+(ids of linked or kept samples, cluster labels; see each stage's run_sharded), never embeddings or all hashes.
+A step that falls back to memory holds its columns for all survivors, as memory mode does.
+"""
+from __future__ import annotations
+
+import math
+import os
+import shutil
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from mmcurate.pipeline.stage import SAMPLE_ID, SHARD_SHIFT, StageError
+
+GLOBAL_DIR = "global"
+ROW = "_row"                        # row in the shard's metadata file, in added-column files
+KEY_ROWS_PER_PARTITION = 1 << 22    # unique-key check: keys per partition task
+MAX_PARTITIONS = 1 << 14
+_ROW_MASK = (1 << SHARD_SHIFT) - 1
+
+
+# ---------------------------------------------------------------------------------------------
+# Sample ids and hashing
+# ---------------------------------------------------------------------------------------------
+def make_ids(shard_index: int, rows) -> np.ndarray:
+    """int64 sample ids of rows of one survivor shard."""
+    return (np.int64(shard_index) << np.int64(SHARD_SHIFT)) | np.asarray(rows, np.int64)
+
+
+def id_shards(ids) -> np.ndarray:
+    return np.asarray(ids, np.int64) >> np.int64(SHARD_SHIFT)
+
+
+def id_rows(ids) -> np.ndarray:
+    return np.asarray(ids, np.int64) & np.int64(_ROW_MASK)
+
+
+def _mix64(z: np.ndarray) -> np.ndarray:
+    """splitmix64's finaliser (uint64 arithmetic wraps)."""
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
+_HASH_PIECE = 1 << 16
+
+
+def string_hash64(values) -> np.ndarray:
+    """A uint64 hash of every string (or binary) value, the same in every process and on every machine (for
+    routing values to partitions; equal values, equal hashes). Vectorised over Arrow's buffers: each byte,
+    weighted by a mix of its position, summed per value, then mixed with the length. Nulls hash as ""."""
+    arr = values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
+    t = arr.type
+    if pa.types.is_large_string(t) or pa.types.is_large_binary(t):
+        off_type = np.int64
+    elif pa.types.is_string(t) or pa.types.is_binary(t):
+        off_type = np.int32
+    else:
+        raise TypeError(f"string_hash64 needs string or binary values, got {t}")
+    out = np.empty(len(arr), np.uint64)
+    with np.errstate(over="ignore"):
+        for s in range(0, len(arr), _HASH_PIECE):
+            piece = arr.slice(s, _HASH_PIECE)
+            n = len(piece)
+            bufs = piece.buffers()
+            item = np.dtype(off_type).itemsize
+            off = np.frombuffer(bufs[1], off_type, count=n + 1, offset=piece.offset * item).astype(np.int64)
+            data = np.frombuffer(bufs[2], np.uint8) if bufs[2] is not None else np.zeros(0, np.uint8)
+            data = data[off[0]:off[-1]]
+            lengths = np.diff(off)
+            pos = np.arange(data.size, dtype=np.uint64) - np.repeat((off[:-1] - off[0]).astype(np.uint64), lengths)
+            contrib = (data.astype(np.uint64) + np.uint64(1)) * _mix64(pos + np.uint64(0x9E3779B97F4A7C15))
+            cs = np.concatenate([np.zeros(1, np.uint64), np.cumsum(contrib, dtype=np.uint64)])
+            h = cs[off[1:] - off[0]] - cs[off[:-1] - off[0]]
+            out[s:s + n] = _mix64(h ^ _mix64(lengths.astype(np.uint64) + np.uint64(0xD1B54A32D192ED03)))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Partition files (a shuffle through the filesystem)
+# ---------------------------------------------------------------------------------------------
+def partition_dir(root, p: int) -> Path:
+    return Path(root) / f"p{int(p):05d}"
+
+
+def write_partitions(table: pa.Table, part: np.ndarray, n_partitions: int, root, name: str) -> np.ndarray:
+    """Write the rows of ``table`` going to partition ``part[i]`` to ``root/pNNNNN/<name>.parquet`` (rows in
+    table order; only non-empty partitions get a file; atomic, so a retried task rewrites the same files).
+    Returns the row count per partition."""
+    from mmcurate.io import write_parquet_atomic
+
+    part = np.asarray(part, np.int64)
+    order = np.argsort(part, kind="stable")
+    bounds = np.searchsorted(part[order], np.arange(n_partitions + 1))
+    counts = np.diff(bounds)
+    for p in np.flatnonzero(counts):
+        write_parquet_atomic(table.take(pa.array(order[bounds[p]:bounds[p + 1]])),
+                             partition_dir(root, p) / f"{name}.parquet")
+    return counts
+
+
+def read_partition(part_dir) -> pa.Table | None:
+    """Every shard's rows of one partition, in shard-name order (None when empty)."""
+    files = sorted(Path(part_dir).glob("*.parquet"))
+    if not files:
+        return None
+    return pa.concat_tables([pq.read_table(f) for f in files], promote_options="permissive")
+
+
+# ---------------------------------------------------------------------------------------------
+# One survivor shard, as the tasks see it
+# ---------------------------------------------------------------------------------------------
+class ShardView:
+    """A picklable handle on one survivor shard for tasks: its metadata file, the rows earlier global steps
+    removed, the column files they added, and the run's column types. Holds no open files."""
+
+    def __init__(self, index: int, path: str, n_rows: int, removed: np.ndarray, added: tuple, schema: pa.Schema):
+        self.index, self.path, self.n_rows = int(index), str(path), int(n_rows)
+        self.removed = np.asarray(removed, np.int64)      # sorted rows
+        self.added = added                                # ((file, column names), ...) in step order
+        self.schema = schema
+
+    @property
+    def n_alive(self) -> int:
+        return self.n_rows - int(self.removed.size)
+
+    def alive_rows(self) -> np.ndarray:
+        rows = np.arange(self.n_rows, dtype=np.int64)
+        return rows[~np.isin(rows, self.removed, assume_unique=True)] if self.removed.size else rows
+
+    def read(self, columns: Iterable[str]) -> pa.Table:
+        """The shard's surviving rows (in row order): the columns asked for, in that order, then SAMPLE_ID.
+        A column comes from the metadata file, else from the earliest step that added it (joined by row;
+        null for rows it gave no value), else it is all null (another shard has it), as memory mode's
+        concatenated and joined table has it."""
+        names = [c for c in dict.fromkeys(columns) if c != SAMPLE_ID]
+        have = set(pq.read_schema(self.path).names)
+        from_meta = [c for c in names if c in have]
+        rows = self.alive_rows()
+        meta = pq.read_table(self.path, columns=from_meta) if from_meta else None
+        if meta is not None and self.removed.size:
+            meta = meta.take(pa.array(rows))
+        cols = {}
+        for c in names:
+            if c in have:
+                arr = meta.column(c)
+            else:
+                arr = self._added_column(c, rows)
+            want = self.schema.field(c).type if c in self.schema.names else arr.type
+            cols[c] = arr if arr.type == want else arr.cast(want)
+        cols[SAMPLE_ID] = pa.array(make_ids(self.index, rows), pa.int64())
+        return pa.table(cols)
+
+    def _added_column(self, name: str, rows: np.ndarray):
+        for path, cols in self.added:
+            if name in cols:
+                t = pq.read_table(path, columns=[ROW, name])
+                idx = pc.index_in(pa.array(rows, pa.int64()), value_set=t.column(ROW).combine_chunks())
+                return t.column(name).take(idx)
+        if name in self.schema.names:
+            return pa.nulls(rows.size, self.schema.field(name).type)
+        raise StageError(f"no column {name!r} in survivor shard {self.index} or any global step's output")
+
+
+# ---------------------------------------------------------------------------------------------
+# Tasks (module level: they travel to worker processes and Ray workers by reference)
+# ---------------------------------------------------------------------------------------------
+def _read_task(task) -> pa.Table:
+    view, columns = task
+    return view.read(columns)
+
+
+def _fetch_task(task) -> pa.Table:
+    view, columns, rows = task
+    t = view.read(columns)
+    alive = view.alive_rows()
+    pos = np.searchsorted(alive, rows)
+    if pos.size and (pos.max() >= alive.size or not np.array_equal(alive[pos], rows)):
+        raise StageError(f"survivor shard {view.index}: asked for rows that are not (or no longer) there")
+    return t.take(pa.array(pos))
+
+
+def _key_partition_task(task) -> np.ndarray:
+    view, n_partitions, root = task
+    keys = view.read(["key"]).select(["key"])
+    part = (string_hash64(keys.column("key")) % np.uint64(n_partitions)).astype(np.int64)
+    return write_partitions(keys, part, n_partitions, root, f"s{view.index:05d}")
+
+
+def _repeated_keys_task(part_dir) -> tuple[int, list]:
+    t = read_partition(part_dir)
+    if t is None:
+        return 0, []
+    counts = pc.value_counts(t.column("key"))
+    repeated = counts.filter(pc.greater(counts.field("counts"), 1))
+    return len(repeated), repeated.field("values").to_pylist()[:5]
+
+
+# ---------------------------------------------------------------------------------------------
+# The context handed to run_sharded
+# ---------------------------------------------------------------------------------------------
+class ShardedGlobalContext:
+    """What a stage's run_sharded(ctx) works with.
+
+    ``views()``: the survivor shards as :class:`ShardView` s (only those with samples left), each with
+    ``read(columns)`` (surviving rows, earlier steps' columns joined, SAMPLE_ID added). ``map_fn(fn, tasks)``:
+    the executor's map (results in task order). ``spill_dir(step)``: a fresh directory under _work/ visible to
+    every task. ``fetch(ids, columns)``: the columns of a few samples by id. ``load(columns)``: all survivors'
+    columns in one table (the in-memory fallback). ``n_partitions(rows_per_partition)``: a partition count
+    for a shuffle of all survivors. ``tasks_see_gpu``: whether tasks may use a GPU the driver sees.
+    """
+
+    def __init__(self, work, n_shards: int, map_fn: Callable = map, parallelism: int = 1,
+                 tasks_see_gpu: bool = True):
+        self.work = Path(work)
+        self.root = self.work / GLOBAL_DIR
+        shutil.rmtree(self.root, ignore_errors=True)   # a resumed run recomputes the global phase
+        self.root.mkdir(parents=True)
+        self.map_fn = map_fn
+        self.parallelism = max(1, int(parallelism))
+        self.tasks_see_gpu = bool(tasks_see_gpu)
+        self._paths: dict[int, str] = {}
+        self._n_rows: dict[int, int] = {}
+        schemas = []
+        for i in range(n_shards):
+            f = self.work / "meta" / f"{i:05d}.parquet"
+            if f.exists():
+                md = pq.read_metadata(f)
+                self._paths[i], self._n_rows[i] = str(f), int(md.num_rows)
+                schemas.append(md.schema.to_arrow_schema())
+                if md.num_rows > _ROW_MASK:
+                    raise StageError(f"survivor shard {f} has {md.num_rows} rows; sharded mode allows 2^32 - 1")
+        self.schema = (pa.unify_schemas(schemas, promote_options="permissive") if schemas
+                       else pa.schema([("key", pa.string()), ("source", pa.string())]))
+        self._removed = {i: np.zeros(0, np.int64) for i in self._paths}
+        self._added: list[tuple[str, pa.Schema, dict]] = []     # (step, column fields, {shard: file})
+
+    # -- what is there ------------------------------------------------------------------------------
+    @property
+    def n_alive(self) -> int:
+        return sum(self._n_rows[i] - self._removed[i].size for i in self._paths)
+
+    @property
+    def column_names(self) -> list[str]:
+        return self.schema.names
+
+    def views(self) -> list[ShardView]:
+        out = []
+        for i, path in self._paths.items():
+            if self._n_rows[i] - self._removed[i].size > 0:
+                added = tuple((str(files[i]), tuple(schema.names)) for _, schema, files in self._added if i in files)
+                out.append(ShardView(i, path, self._n_rows[i], self._removed[i], added, self.schema))
+        return out
+
+    def n_partitions(self, rows_per_partition: int) -> int:
+        """Enough partitions for the workers, and for ~rows_per_partition survivors each."""
+        need = math.ceil(self.n_alive / max(1, int(rows_per_partition)))
+        return int(min(MAX_PARTITIONS, max(1, self.parallelism, need)))
+
+    def spill_dir(self, step: str) -> Path:
+        d = self.root / "spill" / step
+        shutil.rmtree(d, ignore_errors=True)
+        d.mkdir(parents=True)
+        return d
+
+    def drop_spill(self, step: str) -> None:
+        shutil.rmtree(self.root / "spill" / step, ignore_errors=True)
+
+    # -- reading ------------------------------------------------------------------------------------
+    def load(self, columns: list[str]) -> pa.Table:
+        """Every survivor's columns (and SAMPLE_ID) in one table, in shard and row order: memory mode's table."""
+        parts = list(self.map_fn(_read_task, [(v, list(columns)) for v in self.views()]))
+        if not parts:
+            return pa.table({c: pa.nulls(0, self.schema.field(c).type) for c in columns}
+                            | {SAMPLE_ID: pa.array([], pa.int64())})
+        return pa.concat_tables(parts, promote_options="permissive")
+
+    def fetch(self, ids, columns: list[str]) -> pa.Table:
+        """The columns (and SAMPLE_ID) of the samples ``ids`` (unique), one row per id in ascending id order.
+        One task per shard holding any of them; the driver holds just these rows."""
+        ids = np.unique(np.asarray(ids, np.int64))
+        shard = id_shards(ids)
+        views = {v.index: v for v in self.views()}
+        tasks = []
+        for s in np.unique(shard):
+            if int(s) not in views:
+                raise StageError(f"sample ids of shard {int(s)}, which has no survivors")
+            tasks.append((views[int(s)], list(columns), id_rows(ids[shard == s])))
+        parts = list(self.map_fn(_fetch_task, tasks))
+        if not parts:
+            return self.load(columns).slice(0, 0)
+        return pa.concat_tables(parts, promote_options="permissive")
+
+    def check_unique_keys(self) -> None:
+        """Keys must be unique across shards (global steps name samples by key): keys shuffled by hash into
+        partitions, counted per partition; the driver holds nothing per sample."""
+        n_part = self.n_partitions(KEY_ROWS_PER_PARTITION)
+        root = self.spill_dir("_keys")
+        try:
+            counts = np.zeros(n_part, np.int64)
+            for c in self.map_fn(_key_partition_task, [(v, n_part, str(root)) for v in self.views()]):
+                counts += c
+            repeated, examples = 0, []
+            for n, ex in self.map_fn(_repeated_keys_task, [str(partition_dir(root, p))
+                                                           for p in np.flatnonzero(counts)]):
+                repeated += n
+                examples += ex
+        finally:
+            self.drop_spill("_keys")
+        if repeated:
+            raise StageError(f"sample keys repeat across input shards (e.g. {examples[:5]}); keys must be unique "
+                             f"for dedup to name its representatives. Rename the samples or curate the shards "
+                             f"separately.")
+
+    # -- a step's outcome ---------------------------------------------------------------------------
+    def remove(self, ids) -> None:
+        """Drop these samples from the survivors (they were rejected by the current step)."""
+        from mmcurate.pipeline.executor import AccountingError
+
+        ids = np.asarray(ids, np.int64)
+        if np.unique(ids).size != ids.size:
+            raise AccountingError("a global step rejected a sample twice")
+        shard, rows = id_shards(ids), id_rows(ids)
+        for s in np.unique(shard):
+            s = int(s)
+            r = rows[shard == s]
+            if s not in self._paths or r.max() >= self._n_rows[s] or np.isin(r, self._removed[s]).any():
+                raise AccountingError(f"a global step rejected samples of shard {s} that were not survivors")
+            self._removed[s] = np.union1d(self._removed[s], r)
+
+    def add_columns(self, step: str, columns: pa.Table) -> None:
+        """Per-sample columns of a step (SAMPLE_ID + columns), written per shard for later steps and the
+        write phase; the in-memory table is released by the caller."""
+        from mmcurate.io import write_parquet_atomic
+
+        ids = columns.column(SAMPLE_ID).to_numpy().astype(np.int64)
+        values = columns.drop_columns([SAMPLE_ID])
+        order = np.argsort(ids, kind="stable")
+        ids = ids[order]
+        values = values.take(pa.array(order))
+        shard = id_shards(ids)
+        files = {}
+        d = self.root / "columns" / step
+        for s in np.unique(shard):
+            sel = np.flatnonzero(shard == s)
+            t = pa.table({ROW: pa.array(id_rows(ids[sel]), pa.int64())})
+            piece = values.take(pa.array(sel))
+            for name in piece.column_names:
+                t = t.append_column(name, piece.column(name))
+            files[int(s)] = d / f"{int(s):05d}.parquet"
+            write_parquet_atomic(t, files[int(s)])
+        fields = [f for f in values.schema if f.name not in self.schema.names]
+        self._added.append((step, pa.schema(fields), files))
+        self.schema = pa.schema(list(self.schema) + fields)
+
+    def added_columns(self) -> "ShardedColumns":
+        return ShardedColumns([(schema, files) for _, schema, files in self._added if len(schema)])
+
+
+class ShardedColumns:
+    """The global steps' added columns for the write phase: their schemas (for samples.parquet) and, per
+    shard, a join by row onto that shard's surviving metadata rows."""
+
+    def __init__(self, steps: list[tuple[pa.Schema, dict]]):
+        self.steps = steps
+
+    def schema_tables(self) -> list[pa.Table]:
+        return [schema.empty_table() for schema, _ in self.steps]
+
+    def join(self, shard_index: int, meta: pa.Table, rows: np.ndarray) -> pa.Table:
+        """meta (the shard's surviving rows, which are rows ``rows`` of its file) with every added column not
+        already there, in step order; null where a step gave the row no value."""
+        for schema, files in self.steps:
+            names = [n for n in schema.names if n not in meta.column_names]
+            if not names:
+                continue
+            f = files.get(shard_index)
+            if f is None:
+                for n in names:
+                    meta = meta.append_column(n, pa.nulls(meta.num_rows, schema.field(n).type))
+                continue
+            t = pq.read_table(f, columns=[ROW, *names])
+            idx = pc.index_in(pa.array(rows, pa.int64()), value_set=t.column(ROW).combine_chunks())
+            for n in names:
+                meta = meta.append_column(n, t.column(n).take(idx))
+        return meta
+
+
+# ---------------------------------------------------------------------------------------------
+# The phase
+# ---------------------------------------------------------------------------------------------
+def run_sharded_global_phase(work, plan, n_shards: int, map_fn: Callable = map, parallelism: int = 1,
+                             tasks_see_gpu: bool = True):
+    """The global steps in recipe order over the survivor shards; returns what run_global_phase returns
+    (n_kept, per-step stats, global rejects, duplicates), with the added columns as :class:`ShardedColumns`."""
+    import time
+
+    from mmcurate.pipeline.executor import (AccountingError, _new_stat, _resolve_representatives)
+    from mmcurate.pipeline.schema import DUPLICATES_OUTPUT_SCHEMA, DUPLICATES_SCHEMA, REJECTS_SCHEMA
+
+    ctx = ShardedGlobalContext(work, n_shards, map_fn=map_fn, parallelism=parallelism, tasks_see_gpu=tasks_see_gpu)
+    if ctx.n_alive:
+        ctx.check_unique_keys()
+    global_stats, rejects, dups = {}, [], []
+    for stage in plan.global_steps:
+        st = _new_stat()
+        n_in = ctx.n_alive
+        st["in"] = n_in
+        st["mode"] = "memory"
+        t = time.perf_counter()
+        if n_in:
+            missing = [c for c in stage.requires if c not in ctx.column_names]
+            if missing:
+                raise StageError(f"global stage {stage.name!r} needs column(s) {missing}, which no earlier "
+                                 f"stage produced")
+            res = stage.run_sharded(ctx) if hasattr(stage, "run_sharded") else None
+            if res is not None:
+                st["mode"] = "sharded"
+                gone = res.rejected.column(SAMPLE_ID).to_numpy().astype(np.int64)
+                rejected = res.rejected.drop_columns([SAMPLE_ID])
+                columns = res.columns
+            else:
+                res, gone, rejected, columns = _run_in_memory(stage, ctx)
+            ctx.remove(gone)
+            if rejected.num_rows:
+                rejects.append(rejected.cast(REJECTS_SCHEMA))
+                st["reasons"].update(rejected.column("reason").to_pylist())
+            if res.duplicates.num_rows:
+                dups.append(res.duplicates.select(DUPLICATES_SCHEMA.names).cast(DUPLICATES_SCHEMA))
+            if columns is not None and columns.num_rows:
+                ctx.add_columns(stage.name, columns)
+            st["stats"] = res.stats
+            st["rejected"] = rejected.num_rows
+        ctx.drop_spill(stage.name)
+        st["kept"] = n_in - st["rejected"]
+        st["seconds"] = time.perf_counter() - t
+        if st["kept"] != ctx.n_alive:
+            raise AccountingError(f"global stage {stage.name}: {n_in} in, {st['rejected']} rejected, "
+                                  f"but {ctx.n_alive} survivors remain")
+        global_stats[stage.name] = st
+    global_rejects = pa.concat_tables(rejects) if rejects else REJECTS_SCHEMA.empty_table()
+    duplicates = (_resolve_representatives(pa.concat_tables(dups), gone_keys=global_rejects.column("key")) if dups
+                  else DUPLICATES_OUTPUT_SCHEMA.empty_table())
+    shutil.rmtree(ctx.root / "spill", ignore_errors=True)
+    return ctx.n_alive, global_stats, global_rejects, duplicates, ctx.added_columns()
+
+
+def _run_in_memory(stage, ctx: ShardedGlobalContext):
+    """A stage without run_sharded: its columns for all survivors in one table (memory mode's, restricted to
+    what it requires), stage.run, and its rejects and columns mapped from keys to sample ids."""
+    cols = list(dict.fromkeys(["key", "source", *stage.requires]))
+    table = ctx.load(cols)
+    res = stage.run(table.select(cols + ([SAMPLE_ID] if getattr(stage, "uses_sample_ids", False) else [])))
+    keys = table.column("key").combine_chunks()
+    ids = table.column(SAMPLE_ID).combine_chunks()
+
+    def ids_of(k, what):
+        idx = pc.index_in(k, value_set=keys)
+        if idx.null_count:
+            raise StageError(f"global stage {stage.name!r} {what} keys it was not given")
+        return ids.take(idx)
+
+    gone = ids_of(res.rejected.column("key"), "rejected").to_numpy().astype(np.int64)
+    columns = None
+    if res.columns is not None and res.columns.num_rows:
+        columns = res.columns.drop_columns(["key"])
+        columns = columns.append_column(SAMPLE_ID, ids_of(res.columns.column("key"), "added columns for"))
+    return res, gone, res.rejected, columns
+
+
+# ---------------------------------------------------------------------------------------------
+# The local executor's map
+# ---------------------------------------------------------------------------------------------
+def _pool_init(threads: int | None):
+    if threads:
+        os.environ["MMCURATE_NUM_THREADS"] = str(threads)
+        os.environ.setdefault("OMP_NUM_THREADS", str(threads))
+
+
+@contextmanager
+def local_map(workers: int, threads: int | None = None):
+    """builtin map (workers <= 1) or a spawned process pool's ordered map for the sharded global tasks."""
+    if workers <= 1:
+        yield map
+        return
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+
+    with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_pool_init,
+                             initargs=(threads,)) as pool:
+        yield lambda fn, tasks: pool.map(fn, list(tasks))

@@ -1,0 +1,275 @@
+"""The sharded global steps (``run: {global_mode: sharded}``) of exact_dedup, phash_dedup and semantic_dedup.
+
+Each returns what the stage's ``run()`` returns on memory mode's table, row for row (rejects and duplicate links
+in sample order, i.e. by sample id), plus the rejects' SAMPLE_ID column; per-sample columns come keyed by
+SAMPLE_ID (see pipeline.global_sharded). Every task is a module-level function of a picklable tuple, run
+through ``ctx.map_fn``.
+
+Why the results are equal. Exact and near-duplicate grouping only ever compare the preference ranks of
+samples in one group (exact) or one linked component (phash): ``rank_of`` is a total order (score, then the
+unique key), so ranks computed over a partition or over the linked samples order them exactly as ranks over
+all samples do. Semantic dedup runs ``semantic_dedup_streaming`` on the same normalised rows, sample and
+assignment chunks the in-memory stage uses (see SemanticDedup.run).
+
+Driver memory per step:
+  exact_dedup     the duplicates (ids, keys) only; per partition task: its rows' id, key, source, digest, score.
+  phash_dedup     the pairs within max_distance (16 bytes each) and the linked samples' key, source, pHash and
+                  score; no hash of an unlinked sample.
+  semantic_dedup  the k-means sample (sample_size rows: all when null, so set it at scale), then 12 bytes per
+                  sample for the result (ids, cluster; keep, max_similarity and witness inside the streaming
+                  call: 25 bytes), 16 more for scores when keep is by score; the duplicates' keys.
+"""
+from __future__ import annotations
+
+import functools
+import time
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from mmcurate.curate import dedup
+from mmcurate.pipeline.global_sharded import (partition_dir, read_partition, string_hash64, write_partitions)
+from mmcurate.pipeline.schema import REJECTS_SCHEMA
+from mmcurate.pipeline.stage import SAMPLE_ID, GlobalResult
+
+EXACT_ROWS_PER_PARTITION = 1 << 20          # rows of (id, key, source, digest, score) per grouping task
+HAMMING_ENTRIES_PER_PARTITION = 1 << 23     # 17-byte entries per pigeonhole join task
+
+
+def _with_ids(rejected: pa.Table, ids) -> pa.Table:
+    return rejected.append_column(SAMPLE_ID, pa.array(np.asarray(ids, np.int64), pa.int64()))
+
+
+def _empty_rejects() -> pa.Table:
+    return _with_ids(REJECTS_SCHEMA.empty_table(), [])
+
+
+# ---------------------------------------------------------------------------------------------------------
+# exact_dedup: shuffle by digest, group per partition
+
+
+def _exact_shuffle_task(task):
+    view, keep, n_part, root = task
+    from mmcurate.stages.image import keep_primary, parse_keep
+
+    column, _ = parse_keep(keep)
+    t = view.read(["key", "source", "sha256", *([column] if column else [])])
+    valid = t.column("sha256").is_valid().to_numpy(zero_copy_only=False)
+    sub = t.filter(pa.array(valid)) if not valid.all() else t
+    out = sub.select([SAMPLE_ID, "key", "source", "sha256"])
+    primary = keep_primary(sub, keep)
+    if primary is not None:
+        out = out.append_column("_primary", pa.array(primary, pa.float64()))
+    part = (string_hash64(sub.column("sha256")) % np.uint64(n_part)).astype(np.int64)
+    counts = write_partitions(out, part, n_part, root, f"s{view.index:05d}")
+    return counts, t.num_rows, int(np.count_nonzero(~valid))
+
+
+def _exact_group_task(part_dir):
+    from mmcurate.stages.image import rank_of
+
+    t = read_partition(part_dir)
+    codes = pc.dictionary_encode(t.column("sha256").combine_chunks()).indices.to_numpy()
+    primary = t.column("_primary").to_numpy() if "_primary" in t.column_names else None
+    g = dedup.exact_groups(codes, rank_of(t.column("key"), primary))
+    d = np.flatnonzero(g.is_duplicate)
+    r = pa.array(g.representative[d])
+    d = pa.array(d)
+    return pa.table({SAMPLE_ID: t.column(SAMPLE_ID).take(d), "key": t.column("key").take(d),
+                     "source": t.column("source").take(d), "duplicate_of": t.column("key").take(r)}), g.n_groups
+
+
+def exact_dedup_sharded(stage, ctx) -> GlobalResult:
+    """Pass 1 per shard: (id, key, source, digest, score) of the samples with a digest, routed by a hash of the
+    digest into partitions (equal digests meet in one). Pass 2 per partition: exact_groups with ranks over the
+    partition. The driver gets the duplicates only."""
+    from mmcurate.stages.image import duplicate_tables
+
+    t0 = time.perf_counter()
+    n_part = ctx.n_partitions(EXACT_ROWS_PER_PARTITION)
+    root = ctx.spill_dir(stage.name)
+    counts = np.zeros(n_part, np.int64)
+    n_rows = n_without = 0
+    for c, n, w in ctx.map_fn(_exact_shuffle_task, [(v, stage.params.keep, n_part, str(root)) for v in ctx.views()]):
+        counts += c
+        n_rows += n
+        n_without += w
+    parts, groups = [], 0
+    for t, g in ctx.map_fn(_exact_group_task, [str(partition_dir(root, p)) for p in np.flatnonzero(counts)]):
+        parts.append(t)
+        groups += g
+    dups = pa.concat_tables(parts).sort_by(SAMPLE_ID) if parts else None
+    if dups is None or not dups.num_rows:
+        rejected, duplicates = duplicate_tables(stage.name, "exact", "duplicate_exact", [], [], [], np.zeros(0))
+        rejected = _with_ids(rejected, [])
+    else:
+        rejected, duplicates = duplicate_tables(stage.name, "exact", "duplicate_exact", dups.column("key").to_pylist(),
+                                                dups.column("source").to_pylist(),
+                                                dups.column("duplicate_of").to_pylist(), np.zeros(dups.num_rows))
+        rejected = _with_ids(rejected, dups.column(SAMPLE_ID).to_numpy())
+    stats = {"seconds": round(time.perf_counter() - t0, 6), "samples": int(n_rows),
+             "duplicates": int(rejected.num_rows), "groups": int(groups), "without_hash": int(n_without),
+             "partitions": int(n_part)}
+    return GlobalResult(rejected=rejected, duplicates=duplicates, stats=stats)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# phash_dedup: pigeonhole-partitioned pairs, grouping over the linked samples
+
+
+def _phash_codes(view):
+    """(ids, uint64 codes) of one shard's samples with a pHash: partitioned_hamming_pairs' shard."""
+    t = view.read(["phash"])
+    valid = t.column("phash").is_valid().to_numpy(zero_copy_only=False)
+    sub = t.filter(pa.array(valid)) if not valid.all() else t
+    codes = pc.cast(sub.column("phash"), pa.uint64()).to_numpy(zero_copy_only=False).astype(np.uint64)
+    return sub.column(SAMPLE_ID).to_numpy().astype(np.int64), codes
+
+
+def phash_dedup_sharded(stage, ctx) -> GlobalResult | None:
+    """All pairs within max_distance by curate.partitioned_hamming_pairs (per-shard and per-partition tasks),
+    then dedup.link_groups over the linked samples only, with their keys, scores and pHashes fetched: the same
+    groups as near_groups over all samples. None (memory fallback) for max_distance 64, which pigeonhole
+    partitioning cannot split (every pair is within 64 bits)."""
+    from mmcurate.curate.hamming_partition import partitioned_hamming_pairs
+    from mmcurate.stages.image import duplicate_tables, keep_primary, parse_keep, rank_of
+
+    p = stage.params
+    if p.max_distance > 63:
+        return None
+    t0 = time.perf_counter()
+    n_in = ctx.n_alive
+    root = ctx.spill_dir(stage.name)
+    n_part = ctx.n_partitions(max(1, HAMMING_ENTRIES_PER_PARTITION // (p.max_distance + 1)))
+    found = partitioned_hamming_pairs([functools.partial(_phash_codes, v) for v in ctx.views()], p.max_distance,
+                                      n_partitions=n_part, spill_dir=str(root), map_fn=ctx.map_fn)
+    linked = np.unique(found.pairs)
+    column, _ = parse_keep(p.keep)
+    stats = {"seconds": 0.0, "max_distance": p.max_distance, "linkage": p.linkage, "mode": p.mode}
+    dup_keys, dup_sources, rep_keys, dup_ids = [], [], [], np.zeros(0, np.int64)
+    distance = np.zeros(0, np.int32)
+    groups = 0
+    if linked.size:
+        t = ctx.fetch(linked, ["key", "source", "phash", *([column] if column else [])])
+        rank = rank_of(t.column("key"), keep_primary(t, p.keep))
+        rep = dedup.link_groups(linked.size, np.searchsorted(linked, found.pairs), rank, p.linkage)
+        codes = pc.cast(t.column("phash"), pa.uint64()).to_numpy(zero_copy_only=False).astype(np.uint64)
+        dist = np.bitwise_count(codes ^ codes[rep]).astype(np.int32)
+        d = np.flatnonzero(rep != np.arange(linked.size))
+        keys = t.column("key")
+        dup_keys = keys.take(pa.array(d)).to_pylist()
+        dup_sources = t.column("source").take(pa.array(d)).to_pylist()
+        rep_keys = keys.take(pa.array(rep[d])).to_pylist()
+        dup_ids, distance = linked[d], dist[d]
+        groups = int(np.unique(rep[d]).size)
+    rejected, duplicates = duplicate_tables(stage.name, "phash", "duplicate_phash", dup_keys, dup_sources,
+                                            rep_keys, distance)
+    stats["seconds"] = round(time.perf_counter() - t0, 6)
+    if distance.size:
+        stats["max_distance_to_representative"] = int(distance.max())
+    stats.update(samples=int(n_in), duplicates=int(distance.size), groups=groups,
+                 without_hash=int(n_in - found.stats["n_codes"]),
+                 partitions={k: found.stats[k] for k in ("n_partitions", "entries", "max_entries_per_partition",
+                                                         "pairs")},
+                 linked=int(linked.size))
+    return GlobalResult(rejected=_with_ids(rejected, dup_ids), duplicates=duplicates, stats=stats)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# semantic_dedup: semantic_dedup_streaming over the survivors' embeddings
+
+
+def _semantic_prepare_task(task):
+    """One shard: its usable embeddings, normalised (embedding_matrix, with the run's common length when
+    given), written with their ids as a Parquet shard for semantic_dedup_streaming; its no_embedding rejects;
+    the length counts; the signed keep scores of its usable rows."""
+    from mmcurate.curate.semantic_stream import DEFAULT_CHUNK_ROWS
+    from mmcurate.io import write_parquet_atomic
+    from mmcurate.stages.semantic import _no_embedding_rejects, embedding_length_counts, embedding_matrix
+
+    view, stage, dim, path = task
+    p = stage.params
+    score_col = next(iter(p.keep.values())) if isinstance(p.keep, dict) else None
+    t = view.read(["key", "source", p.embedding_column, *([score_col] if score_col else [])])
+    col = t.column(p.embedding_column)
+    counts = embedding_length_counts(col, p.embedding_column, stage.name)
+    x, ok, details = embedding_matrix(col, p.embedding_column, stage.name, dim=dim)
+    ids = t.column(SAMPLE_ID).to_numpy().astype(np.int64)
+    rows = np.flatnonzero(ok)
+    rejects = _with_ids(_no_embedding_rejects(t, ok, details, stage.name), ids[~ok])
+    d = int(x.shape[1])
+    if rows.size:
+        emb = pa.FixedSizeListArray.from_arrays(pa.array(x.reshape(-1), pa.float32()), d)
+        # row groups a multiple of the streaming chunk, so its chunks are the in-memory stage's assign chunks
+        write_parquet_atomic(pa.table({"_id": pa.array(ids[rows], pa.int64()), "emb": emb}), path,
+                             compression="none", row_group_size=DEFAULT_CHUNK_ROWS * 16)
+    scores = stage.keep_policy(t.column(score_col).take(pa.array(rows))) if score_col else None
+    return {"counts": counts, "d": d, "n_ok": int(rows.size), "rejects": rejects, "ids": ids[rows],
+            "scores": scores, "path": path if rows.size else None}
+
+
+def semantic_dedup_sharded(stage, ctx) -> GlobalResult:
+    """Embeddings of the survivors copied per shard (normalised, usable rows only, with their sample ids) into
+    Parquet spill shards, then curate.semantic_dedup_streaming over them (k-means on the id-hash sample,
+    streaming assignment, per-partition pairwise tasks, each duplicate's representative and cosine found in
+    its partition task); keys fetched for the duplicates only."""
+    from mmcurate import index as mindex
+    from mmcurate.curate.semantic_stream import DEFAULT_CHUNK_ROWS, EmbeddingShard, semantic_dedup_streaming
+    from mmcurate.stages.semantic import _percentiles, semantic_duplicate_tables
+
+    t0 = time.perf_counter()
+    p = stage.params
+    root = ctx.spill_dir(stage.name)
+    views = ctx.views()
+    paths = [str(root / "embeddings" / f"{v.index:05d}.parquet") for v in views]
+    outs = list(ctx.map_fn(_semantic_prepare_task, [(v, stage, None, f) for v, f in zip(views, paths)]))
+    # the common embedding length over all shards, as embedding_matrix picks it over memory mode's table
+    width = max((o["counts"].size for o in outs), default=0)
+    total = sum((np.pad(o["counts"], (0, width - o["counts"].size)) for o in outs), np.zeros(width, np.int64))
+    if total.sum():
+        d = int(total.argmax())
+        redo = [i for i, o in enumerate(outs) if o["d"] != d]
+        for i, o in zip(redo, ctx.map_fn(_semantic_prepare_task, [(views[i], stage, d, paths[i]) for i in redo])):
+            outs[i] = o
+    no_embedding = pa.concat_tables([o["rejects"] for o in outs]) if outs else _empty_rejects()
+    m = sum(o["n_ok"] for o in outs)
+    stats = {"no_embedding": int(no_embedding.num_rows), "eps": float(p.eps),
+             "keep": p.keep if isinstance(p.keep, str) else dict(p.keep)}
+    if m == 0:
+        stats.update(clusters=0, duplicates=0, seconds=round(time.perf_counter() - t0, 4))
+        return GlobalResult(rejected=no_embedding, stats=stats)
+    keep = p.keep
+    if isinstance(keep, dict):
+        keep = (np.concatenate([o["ids"] for o in outs]), np.concatenate([o["scores"] for o in outs]))
+    for o in outs:
+        o.pop("ids"), o.pop("scores")
+    k, s = stage.sizes_for(m)
+    dev = mindex.resolve_device(p.device)
+    if dev == "cuda" and not ctx.tasks_see_gpu:
+        dev = "cpu"   # the assignment and pairwise tasks would not see the GPU (e.g. Ray tasks without one)
+    shards = [EmbeddingShard.from_parquet(o["path"], "emb", id_column="_id") for o in outs if o["n_ok"]]
+    r = semantic_dedup_streaming(shards, eps=float(p.eps), n_clusters=k, keep=keep, sample_size=s, seed=p.seed,
+                                 device=dev, spill_dir=str(root), map_fn=ctx.map_fn, chunk_rows=DEFAULT_CHUNK_ROWS,
+                                 representatives=True)
+    del keep
+    dup_ids, rep_ids, cos = r.representatives
+    dup_keys, dup_sources, rep_keys = [], [], []
+    if dup_ids.size:
+        info = ctx.fetch(np.union1d(dup_ids, rep_ids), ["key", "source"])
+        fid = info.column(SAMPLE_ID).to_numpy()
+        at_d, at_r = pa.array(np.searchsorted(fid, dup_ids)), pa.array(np.searchsorted(fid, rep_ids))
+        dup_keys = info.column("key").take(at_d).to_pylist()
+        dup_sources = info.column("source").take(at_d).to_pylist()
+        rep_keys = info.column("key").take(at_r).to_pylist()
+    dup_rej, duplicates = semantic_duplicate_tables(stage.name, dup_keys, dup_sources, rep_keys, cos)
+    rejected = pa.concat_tables([no_embedding, _with_ids(dup_rej, dup_ids)])
+    columns = pa.table({"semantic_cluster": pa.array(r.cluster[r.keep].astype(np.int32), pa.int32()),
+                        SAMPLE_ID: pa.array(r.ids[r.keep], pa.int64())})
+    sizes = np.bincount(r.cluster, minlength=r.centroids.shape[0])
+    stats.update(clusters=int(r.centroids.shape[0]), sample_size=int(s), duplicates=int(dup_ids.size),
+                 kept=int(np.count_nonzero(r.keep)), cluster_size_percentiles=_percentiles(sizes),
+                 seconds=round(time.perf_counter() - t0, 4),
+                 sharded={k_: r.stats[k_] for k_ in ("n_partitions", "peak_task_rows", "largest_cluster_rows",
+                                                     "spill_bytes", "seconds")})
+    return GlobalResult(rejected=rejected, duplicates=duplicates, columns=columns, stats=stats)

@@ -1,0 +1,439 @@
+"""Sharded global mode (issue 5, scale-out): run: {global_mode: sharded} gives memory mode's outputs byte for
+byte, through per-shard / per-partition tasks.
+
+Unit level: the sharded exact/phash/semantic steps on random survivor shards with planted duplicates (some
+samples removed by an "earlier step", nulls, scores with NaN) equal the in-memory steps table for table and
+group like dedup.exact_groups / near_groups with an independent rank; the shard reader, the string hash and
+the key check. Recipe level: CLIP (tiny, random weights) embeddings, exact + pHash (+ score keep) + semantic
+dedup, clip_score_filter, balance and split, local executor with 1 and 2 workers, and the Ray executor
+(marked ray), against memory mode's shards, samples/rejects/duplicates parquet.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import pytest
+
+from mmcurate.curate import dedup
+from mmcurate.pipeline.global_sharded import (ShardedGlobalContext, id_rows, id_shards, make_ids, string_hash64)
+from mmcurate.pipeline.stage import SAMPLE_ID, StageError, registry
+
+TINY_CLIP = {"model": "mmcurate-tiny", "weights": "random", "device": "cpu"}
+D = 24
+
+
+# ---------------------------------------------------------------------------------------------------------
+# random survivor shards
+
+
+def _flip(code: int, bits: int, rng) -> int:
+    for b in rng.choice(64, bits, replace=False):
+        code ^= 1 << int(b)
+    return code
+
+
+def _unit(x):
+    return (x / np.linalg.norm(x, axis=-1, keepdims=True)).astype(np.float32)
+
+
+def _survivors(n=900, n_shards=5, seed=0):
+    """One table of n samples with planted exact (sha256), near (pHash within 0..12 bits, chains) and semantic
+    (embedding noise) duplicates, nulls and NaN scores, cut into n_shards uneven pieces."""
+    rng = np.random.default_rng(seed)
+    keys = [f"k{int(v):06d}" for v in rng.permutation(10 * n)[:n]]      # unique, not in row order
+    codes, digests, emb = [], [], []
+    for i in range(n):
+        j = int(rng.integers(i)) if i else 0
+        r = rng.random()
+        codes.append(_flip(codes[j], int(rng.integers(0, 13)), rng) if i and r < 0.35
+                      else int(rng.integers(0, 2**63)) * 2 + int(rng.integers(2)))
+        digests.append(digests[j] if i and rng.random() < 0.2 and digests[j] else hashlib.sha256(
+            rng.bytes(8)).hexdigest())
+        emb.append(_unit(emb[j] + 0.03 * rng.standard_normal(D)) if i and rng.random() < 0.3
+                   else _unit(rng.standard_normal(D)))
+    phash = pa.array(codes, pa.uint64()).to_pylist()
+    for i in rng.choice(n, 20, replace=False):
+        phash[i] = None
+    for i in rng.choice(n, 15, replace=False):
+        digests[i] = None
+    score = rng.random(n)
+    score[rng.choice(n, 30, replace=False)] = np.nan
+    vecs = [e.astype(np.float16).tolist() for e in emb]
+    for i in rng.choice(n, 10, replace=False):
+        vecs[i] = None
+    for i in rng.choice(n, 4, replace=False):
+        vecs[i] = vecs[i][:7] if vecs[i] else None               # wrong length
+    table = pa.table({"key": keys, "source": [f"src{i % 3}" for i in range(n)],
+                      "sha256": pa.array(digests, pa.string()), "phash": pa.array(phash, pa.uint64()),
+                      "clip_score": pa.array(score, pa.float64()).cast(pa.float32()),
+                      "image_embedding": pa.array(vecs, pa.list_(pa.float16()))})
+    cuts = np.sort(rng.choice(np.arange(1, n), n_shards - 1, replace=False))
+    bounds = [0, *cuts.tolist(), n]
+    return [table.slice(a, b - a) for a, b in zip(bounds[:-1], bounds[1:])]
+
+
+def _work(tmp_path, shards, missing_shard: int | None = None) -> Path:
+    work = tmp_path / "_work"
+    (work / "meta").mkdir(parents=True)
+    for i, t in enumerate(shards):
+        if i != missing_shard:   # a shard whose samples were all rejected in the map phase has no file
+            pq.write_table(t, work / "meta" / f"{i:05d}.parquet")
+    return work
+
+
+def _reversed_map(fn, tasks):
+    """Runs the tasks last to first, returns results in task order: nothing may depend on execution order."""
+    tasks = list(tasks)
+    return reversed([fn(t) for t in reversed(tasks)])
+
+
+def _memory_table(shards, columns, removed_ids=(), missing_shard=None):
+    """Memory mode's table: shards concatenated (with their sample ids), minus removed samples."""
+    parts = []
+    for i, t in enumerate(shards):
+        if i == missing_shard:
+            continue
+        parts.append(t.select(columns).append_column(SAMPLE_ID, pa.array(make_ids(i, np.arange(t.num_rows)))))
+    table = pa.concat_tables(parts)
+    if len(removed_ids):
+        table = table.filter(pc.invert(pc.is_in(table.column(SAMPLE_ID), pa.array(list(removed_ids), pa.int64()))))
+    return table
+
+
+def _check_ids(res, table):
+    """The sharded rejects' SAMPLE_ID names the rejected key's sample."""
+    ids = table.column(SAMPLE_ID).to_numpy()
+    by_key = dict(zip(table.column("key").to_pylist(), ids))
+    got = res.rejected.column(SAMPLE_ID).to_numpy()
+    assert [by_key[k] for k in res.rejected.column("key").to_pylist()] == got.tolist()
+
+
+def _setup(tmp_path, map_fn, remove=True, missing_shard=None, seed=0):
+    shards = _survivors(seed=seed)
+    work = _work(tmp_path, shards, missing_shard)
+    ctx = ShardedGlobalContext(work, len(shards), map_fn=map_fn, parallelism=3)
+    removed = []
+    if remove:   # samples an earlier global step rejected
+        rng = np.random.default_rng(1)
+        for v in ctx.views():
+            removed += make_ids(v.index, rng.choice(v.n_rows, v.n_rows // 10, replace=False)).tolist()
+        ctx.remove(np.array(removed))
+    return shards, ctx, removed
+
+
+# ---------------------------------------------------------------------------------------------------------
+# exact_dedup / phash_dedup
+
+
+@pytest.mark.parametrize("keep", ["first", {"max": "clip_score"}, {"min": "clip_score"}])
+@pytest.mark.parametrize("map_fn", [map, _reversed_map], ids=["map", "reversed"])
+def test_sharded_exact_dedup_equals_memory(tmp_path, keep, map_fn):
+    shards, ctx, removed = _setup(tmp_path, map_fn, missing_shard=2)
+    stage = registry.create("exact_dedup", {"keep": keep})
+    table = _memory_table(shards, list(stage.requires), removed, missing_shard=2)
+    mem = stage.run(table.select(list(stage.requires)))
+    sh = stage.run_sharded(ctx)
+    assert sh.rejected.drop_columns([SAMPLE_ID]).equals(mem.rejected)
+    assert sh.duplicates.equals(mem.duplicates)
+    assert mem.rejected.num_rows >= 50                       # planted exact copies found
+    _check_ids(sh, table)
+    for k in ("samples", "duplicates", "groups", "without_hash"):
+        assert sh.stats[k] == mem.stats[k], k
+    # the grouping is exact_groups' with dedup.preference_rank (an independent rank implementation)
+    valid = table.column("sha256").is_valid().to_numpy(zero_copy_only=False)
+    sub = table.filter(pa.array(valid))
+    keys = sub.column("key").to_pylist()
+    col = keep if keep == "first" else next(iter(keep.values()))
+    rank = dedup.preference_rank(keys, None if keep == "first" else sub.column(col).to_numpy(zero_copy_only=False),
+                                 prefer="max" if keep == "first" else next(iter(keep)))
+    g = dedup.exact_groups(np.array(sub.column("sha256").to_pylist()), rank)
+    d = np.flatnonzero(g.is_duplicate)
+    expect = {keys[i]: keys[g.representative[i]] for i in d}
+    got = sh.duplicates.to_pydict()
+    assert dict(zip(got["key"], got["duplicate_of"])) == expect
+
+
+@pytest.mark.parametrize("linkage", ["star", "connected"])
+@pytest.mark.parametrize("keep", ["first", {"max": "clip_score"}])
+@pytest.mark.parametrize("map_fn", [map, _reversed_map], ids=["map", "reversed"])
+def test_sharded_phash_dedup_equals_memory(tmp_path, linkage, keep, map_fn):
+    shards, ctx, removed = _setup(tmp_path, map_fn)
+    stage = registry.create("phash_dedup", {"keep": keep, "linkage": linkage, "max_distance": 10})
+    table = _memory_table(shards, list(stage.requires), removed)
+    mem = stage.run(table.select(list(stage.requires)))
+    sh = stage.run_sharded(ctx)
+    assert sh.rejected.drop_columns([SAMPLE_ID]).equals(mem.rejected)
+    assert sh.duplicates.equals(mem.duplicates)
+    assert mem.rejected.num_rows >= 100
+    _check_ids(sh, table)
+    for k in ("samples", "duplicates", "groups", "without_hash", "max_distance_to_representative"):
+        assert sh.stats[k] == mem.stats[k], k
+    assert sh.stats["linked"] < table.num_rows                  # the driver fetched the linked samples only
+    # near_groups over all codes with dedup.preference_rank
+    valid = table.column("phash").is_valid().to_numpy(zero_copy_only=False)
+    sub = table.filter(pa.array(valid))
+    keys = sub.column("key").to_pylist()
+    rank = dedup.preference_rank(keys, None if keep == "first" else sub.column("clip_score").to_numpy(
+        zero_copy_only=False))
+    g = dedup.near_groups(sub.column("phash").to_numpy(), 10, rank, linkage=linkage, device="cpu")
+    d = np.flatnonzero(g.is_duplicate)
+    got = dict(zip(sh.duplicates.column("key").to_pylist(),
+                   zip(sh.duplicates.column("duplicate_of").to_pylist(), sh.duplicates.column("distance").to_pylist())))
+    assert got == {keys[i]: (keys[g.representative[i]], float(g.distance[i])) for i in d}
+    if linkage == "connected":
+        assert max(g.distance) > 10                            # chains were planted
+
+
+def test_phash_max_distance_64_falls_back_to_memory(tmp_path):
+    _, ctx, _ = _setup(tmp_path, map, remove=False)
+    assert registry.create("phash_dedup", {"max_distance": 64}).run_sharded(ctx) is None
+
+
+# ---------------------------------------------------------------------------------------------------------
+# semantic_dedup
+
+
+@pytest.mark.parametrize("params, chunk_rows", [
+    ({"keep": "hard"}, None),
+    ({"keep": "hard"}, 37),          # several assignment chunks per shard, some under faiss's BLAS threshold
+    ({"keep": "random", "seed": 3}, None),
+    ({"keep": {"max": "clip_score"}, "sample_size": 200}, 37),
+    ({"keep": "easy", "sample_size": 60, "n_clusters": 9}, None),
+])
+def test_sharded_semantic_dedup_equals_memory(tmp_path, monkeypatch, params, chunk_rows):
+    if chunk_rows:
+        import mmcurate.curate.semantic_stream as ss
+
+        monkeypatch.setattr(ss, "DEFAULT_CHUNK_ROWS", chunk_rows)
+    shards, ctx, removed = _setup(tmp_path, _reversed_map)
+    stage = registry.create("semantic_dedup", {"eps": 0.05, "n_clusters": 6, "device": "cpu", **params})
+    table = _memory_table(shards, list(stage.requires), removed)
+    mem = stage.run(table)
+    sh = stage.run_sharded(ctx)
+    assert sh.rejected.drop_columns([SAMPLE_ID]).equals(mem.rejected)
+    assert sh.duplicates.equals(mem.duplicates)
+    reasons = pc.value_counts(mem.rejected.column("reason")).to_pylist()
+    assert {r["values"] for r in reasons} == {"no_embedding", "duplicate_semantic"}
+    assert mem.rejected.num_rows >= 100
+    _check_ids(sh, table)
+    # the cluster column: keyed by key in memory, by sample id when sharded
+    key_of = dict(zip(table.column(SAMPLE_ID).to_pylist(), table.column("key").to_pylist()))
+    got = {key_of[i]: c for i, c in zip(sh.columns.column(SAMPLE_ID).to_pylist(),
+                                         sh.columns.column("semantic_cluster").to_pylist())}
+    assert got == dict(zip(mem.columns.column("key").to_pylist(), mem.columns.column("semantic_cluster").to_pylist()))
+    for k in ("no_embedding", "clusters", "sample_size", "duplicates", "kept", "cluster_size_percentiles"):
+        assert sh.stats[k] == mem.stats[k], k
+
+
+def test_semantic_sample_size_validation():
+    with pytest.raises(StageError, match="sample_size"):
+        registry.create("semantic_dedup", {"sample_size": 0})
+    st = registry.create("semantic_dedup", {"sample_size": 50, "n_clusters": 80})
+    assert st.sizes_for(1000) == (50, 50) and st.sizes_for(30) == (30, 30)
+    assert registry.create("semantic_dedup", {}).sizes_for(12_000) == (12, 12_000)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the context
+
+
+def test_shard_view_reads_survivors_added_columns_and_nulls(tmp_path):
+    a = pa.table({"key": ["a0", "a1", "a2", "a3"], "source": ["s"] * 4, "x": pa.array([1, 2, 3, 4], pa.int32())})
+    b = pa.table({"key": ["b0", "b1"], "source": ["t"] * 2})                   # no column x
+    work = _work(tmp_path, [a, b])
+    ctx = ShardedGlobalContext(work, 2)
+    ctx.remove(make_ids(0, [1]))
+    ctx.add_columns("step1", pa.table({"c": pa.array([10, 30], pa.int64()), SAMPLE_ID: make_ids(0, [2, 0])}))
+    views = {v.index: v for v in ctx.views()}
+    t = views[0].read(["c", "key", "x"])
+    assert t.column_names == ["c", "key", "x", SAMPLE_ID]
+    assert t.to_pydict() == {"c": [30, 10, None], "key": ["a0", "a2", "a3"], "x": [1, 3, 4],
+                             SAMPLE_ID: make_ids(0, [0, 2, 3]).tolist()}
+    t = views[1].read(["x", "c"])
+    assert t.column("x").type == pa.int32() and t.column("x").null_count == 2 and t.column("c").null_count == 2
+    assert ctx.n_alive == 5 and "c" in ctx.column_names
+    got = ctx.fetch(make_ids(1, [1]).tolist() + make_ids(0, [3]).tolist(), ["key"])
+    assert got.column("key").to_pylist() == ["a3", "b1"]
+    with pytest.raises(Exception, match="not survivors"):
+        ctx.remove(make_ids(0, [1]))                                        # already removed
+    with pytest.raises(StageError, match="not"):
+        ctx.fetch(make_ids(0, [1]), ["key"])
+    # the write phase's join of the added columns, by row
+    meta = pq.read_table(work / "meta" / "00000.parquet").take([0, 3])
+    joined = ctx.added_columns().join(0, meta, np.array([0, 3]))
+    assert joined.column("c").to_pylist() == [30, None]
+    assert id_shards(make_ids(7, [5])).tolist() == [7] and id_rows(make_ids(7, [5])).tolist() == [5]
+
+
+def test_repeated_keys_across_shards_are_an_error(tmp_path):
+    shards = [pa.table({"key": ["a", "b"], "source": ["s1"] * 2}), pa.table({"key": ["c", "a"], "source": ["s2"] * 2})]
+    ctx = ShardedGlobalContext(_work(tmp_path, shards), 2, parallelism=4)
+    with pytest.raises(StageError, match=r"keys repeat.*'a'"):
+        ctx.check_unique_keys()
+    ShardedGlobalContext(_work(tmp_path / "ok", shards[:1]), 1).check_unique_keys()
+
+
+def test_string_hash64_is_by_value():
+    values = ["", "a", "b", "ab", "ba", "a" * 100, "k000001", "k000010", "ü", None]
+    h = string_hash64(pa.array(values))
+    assert len(set(h[:-1].tolist())) == len(values) - 1                      # distinct values, distinct hashes
+    assert h[-1] == h[0]                                                     # null hashes as ""
+    chunked = pa.chunked_array([pa.array(values[:3]), pa.array(values[3:])])
+    np.testing.assert_array_equal(string_hash64(chunked), h)
+    np.testing.assert_array_equal(string_hash64(pa.array(values, pa.large_string())), h)
+    np.testing.assert_array_equal(string_hash64(pa.array(values).slice(4, 3)), h[4:7])
+    many = string_hash64(pa.array([f"key{i}" for i in range(200_000)]))     # several internal pieces
+    assert np.unique(many).size == many.size
+    assert np.bincount((many % np.uint64(16)).astype(int)).min() > 200_000 / 16 * 0.9
+
+
+def test_recipe_global_mode(tmp_path):
+    from mmcurate.pipeline.recipe import default_recipe_dict, parse_recipe
+
+    r = default_recipe_dict()
+    r["input"]["path"] = "x"
+    assert parse_recipe(r).global_mode == "memory"
+    r["run"]["global_mode"] = "sharded"
+    rec = parse_recipe(r)
+    assert rec.global_mode == "sharded" and rec.to_dict()["run"]["global_mode"] == "sharded"
+    assert parse_recipe(r, global_mode="memory").global_mode == "memory"
+    r["run"]["global_mode"] = "distributed"
+    with pytest.raises(StageError, match="global_mode.*memory, sharded"):
+        parse_recipe(r)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# recipes end to end
+
+
+@pytest.fixture(scope="module")
+def demo_input(tmp_path_factory) -> Path:
+    from mmcurate.io.demo_dataset import build_demo_dataset
+
+    d = tmp_path_factory.mktemp("sharded_input")
+    build_demo_dataset(d, n_samples=None, shard_size=20, seed=0)   # 111 samples in 6 shards
+    return d
+
+
+RECIPES = {
+    # score keep policies, star linkage, semantic over every sample, split stratified by its clusters
+    "scores": [{"clip_embed": TINY_CLIP}, {"exact_dedup": {"keep": {"max": "clip_score"}}},
+               {"phash_dedup": {"keep": {"max": "clip_score"}, "max_distance": 12}},
+               {"semantic_dedup": {"eps": 0.2, "n_clusters": 3}},
+               {"split": {"ratios": [0.6, 0.2, 0.2], "stratify_by": "semantic_cluster"}}],
+    # connected linkage, a score filter and balance (in memory) between, semantic keep by score on a sample
+    "mixed": [{"clip_embed": TINY_CLIP}, {"exact_dedup": {}},
+              {"phash_dedup": {"linkage": "connected", "keep": {"min": "file_size"}}},
+              {"clip_score_filter": {"keep_fraction": 0.95}},
+              {"semantic_dedup": {"eps": 0.15, "n_clusters": 4, "keep": {"max": "clip_score"}, "sample_size": 30}},
+              {"balance": {"fraction": 0.8, "levels": [4]}},
+              {"split": {"ratios": [0.6, 0.2, 0.2], "group_columns": ["balance_cluster"]}}],
+}
+
+
+def _recipe(demo_input: Path, out: Path, stages: str, mode: str, workers: int = 1) -> dict:
+    from mmcurate.pipeline.recipe import default_recipe_dict
+
+    r = default_recipe_dict()
+    r["input"]["path"] = str(demo_input)
+    r["output"].update(path=str(out), shard_size=25, report=False)
+    r["run"].update(batch_size=16, workers=workers, global_mode=mode)
+    r["stages"] = [s for s in r["stages"] if not {"exact_dedup", "phash_dedup"} & set(s)] + RECIPES[stages]
+    return r
+
+
+def _run(recipe: dict) -> dict:
+    from mmcurate.pipeline.executor import LocalExecutor
+    from mmcurate.pipeline.recipe import parse_recipe
+
+    return LocalExecutor(parse_recipe(recipe), progress=False).run()
+
+
+def _digests(out: Path) -> dict:
+    return {str(p.relative_to(out)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(out.rglob("*")) if p.is_file() and p.name != "manifest.json"}
+
+
+@pytest.fixture(scope="module")
+def memory_runs(demo_input, tmp_path_factory) -> dict:
+    outs = {}
+    for name in RECIPES:
+        out = tmp_path_factory.mktemp("memory") / name
+        _run(_recipe(demo_input, out, name, "memory"))
+        outs[name] = out
+    return outs
+
+
+def _same_outputs(out: Path, ref: Path, manifest: dict):
+    files, ref_files = _digests(out), _digests(ref)
+    assert {"samples.parquet", "rejects.parquet", "duplicates.parquet"} <= set(files)
+    assert any(f.startswith("shards/train/") for f in files)
+    assert files == ref_files
+    ref_manifest = json.loads((ref / "manifest.json").read_text())
+    assert manifest["counts"] == ref_manifest["counts"] and manifest["counts"]["accounting_ok"]
+    assert manifest["outputs"] == ref_manifest["outputs"]
+    for a, b in zip(manifest["stages"], ref_manifest["stages"]):
+        assert {k: a[k] for k in ("name", "in", "kept", "rejected", "reasons")} == \
+               {k: b[k] for k in ("name", "in", "kept", "rejected", "reasons")}
+    assert not (out / "_work").exists()
+
+
+@pytest.mark.parametrize("name, workers", [("scores", 1), ("scores", 2), ("mixed", 1)])
+def test_recipe_sharded_equals_memory(demo_input, memory_runs, tmp_path, name, workers):
+    out = tmp_path / "sharded"
+    manifest = _run(_recipe(demo_input, out, name, "sharded", workers))
+    _same_outputs(out, memory_runs[name], manifest)
+    modes = {s["name"]: s["mode"] for s in manifest["stages"] if s["kind"] == "global"}
+    assert modes == {"exact_dedup": "sharded", "phash_dedup": "sharded", "semantic_dedup": "sharded",
+                     "split": "memory", **({"clip_score_filter": "memory", "balance": "memory"}
+                                           if name == "mixed" else {})}
+    ref = json.loads((memory_runs[name] / "manifest.json").read_text())
+    assert {s["mode"] for s in ref["stages"] if s["kind"] == "global"} == {"memory"}
+    stages = {s["name"]: s for s in manifest["stages"]}
+    assert stages["semantic_dedup"]["reasons"].get("duplicate_semantic", 0) > 0
+    assert stages["phash_dedup"]["rejected"] > 0 and stages["exact_dedup"]["rejected"] > 0
+    assert stages["semantic_dedup"]["stats"]["sharded"]["n_partitions"] >= 1
+
+
+def test_cli_global_mode_flag(demo_input, tmp_path):
+    import yaml
+
+    from mmcurate.cli import main
+
+    r = _recipe(demo_input, tmp_path / "out", "scores", "memory")
+    r["stages"] = [s for s in r["stages"] if "clip_embed" not in s and "semantic_dedup" not in s and "split" not in s]
+    r["stages"][-2:] = [{"exact_dedup": {}}, {"phash_dedup": {}}]
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(r))
+    assert main(["run", str(path), "--global-mode", "sharded"]) == 0
+    m = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert m["run"]["recipe"]["run"]["global_mode"] == "sharded"
+    assert {s["name"]: s["mode"] for s in m["stages"] if s["kind"] == "global"} == \
+           {"exact_dedup": "sharded", "phash_dedup": "sharded"}
+
+
+@pytest.mark.ray
+def test_ray_sharded_equals_local_memory(demo_input, memory_runs, tmp_path):
+    pytest.importorskip("ray")
+    pytest.importorskip("ray.data")
+    import ray
+
+    from mmcurate.pipeline.ray_executor import RayExecutor, init_ray
+    from mmcurate.pipeline.recipe import parse_recipe
+
+    started = init_ray(num_cpus=2)
+    try:
+        out = tmp_path / "ray"
+        manifest = RayExecutor(parse_recipe(_recipe(demo_input, out, "scores", "sharded")), progress=False).run()
+    finally:
+        if started:
+            ray.shutdown()
+    _same_outputs(out, memory_runs["scores"], manifest)
+    assert manifest["run"]["executor"] == "ray"
+    assert {s["name"]: s["mode"] for s in manifest["stages"] if s["kind"] == "global"}["semantic_dedup"] == "sharded"
