@@ -236,7 +236,9 @@ def test_semantic_sample_size_validation():
         registry.create("semantic_dedup", {"sample_size": 0})
     st = registry.create("semantic_dedup", {"sample_size": 50, "n_clusters": 80})
     assert st.sizes_for(1000) == (50, 50) and st.sizes_for(30) == (30, 30)
-    assert registry.create("semantic_dedup", {}).sizes_for(12_000) == (12, 12_000)
+    # default: 256 training points per cluster (faiss's cap), all of them when there are fewer
+    assert registry.create("semantic_dedup", {}).sizes_for(12_000) == (12, 3072)
+    assert registry.create("semantic_dedup", {"n_clusters": 100}).sizes_for(12_000) == (100, 12_000)
 
 
 # ---------------------------------------------------------------------------------------------------------

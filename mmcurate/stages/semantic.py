@@ -9,10 +9,11 @@ reject with reason ``no_embedding``; a column of the wrong type is a StageError.
 semantic_dedup
     ``mmcurate.curate.semantic_dedup`` (spherical k-means, then within each cluster every sample with
     cosine >= 1 - eps to a more keepable member is a duplicate). k-means trains on ``sample_size`` samples
-    (null: all), drawn by ``curate.semantic_stream``'s id-hash rule; every sample then goes to its nearest
-    centroid. ``run: {global_mode: sharded}`` runs the same computation as ``semantic_dedup_streaming``
-    (embeddings streamed from the survivor shards, per-cluster work as tasks) with identical results; there
-    the sample is held in memory, so set ``sample_size`` (e.g. 256 per cluster) at scale. Duplicates are rejected
+    (null: 256 per cluster, faiss's own cap, or all when there are fewer), drawn by ``curate.semantic_stream``'s
+    id-hash rule; every sample then goes to its nearest centroid. ``run: {global_mode: sharded}`` runs the
+    same computation as ``semantic_dedup_streaming`` (embeddings streamed from the survivor shards,
+    per-cluster work as tasks) with identical results; there the sample is held in memory (at most 50,000
+    clusters x 256 x d x 4 bytes by default). Duplicates are rejected
     (``duplicate_semantic``, detail ``cosine 0.973 to <key>``) and listed in duplicates.parquet (kind
     ``semantic``, distance 1 - cosine) pointing at their *kept* representative (the witness chain of the
     curate result followed to the sample this stage keeps). Adds ``semantic_cluster`` (int32).
@@ -39,6 +40,7 @@ from mmcurate.pipeline.stage import SAMPLE_ID, SHARD_SHIFT, GlobalResult, Global
 DEFAULT_EMBEDDING_COLUMN = "image_embedding"
 POINTS_PER_CLUSTER = 1000        # semantic_dedup's default cluster size: n_clusters = round(n / 1000)
 MAX_DEFAULT_CLUSTERS = 50_000    # cap on that default (an explicit n_clusters is only capped at n)
+TRAIN_POINTS_PER_CLUSTER = 256   # default k-means sample: 256 per cluster (faiss's max_points_per_centroid)
 MIN_POINTS_PER_BALANCE_CLUSTER = 4   # balance levels are clipped so a cluster has at least this many inputs
 _MIN_NORM = 1e-6
 _DEVICES = ("auto", "cpu", "cuda")
@@ -172,7 +174,7 @@ class SemanticDedup(GlobalStage):
         device: str = "auto"
         seed: int = 0
         embedding_column: str = DEFAULT_EMBEDDING_COLUMN
-        sample_size: int | None = None    # rows k-means trains on; None: all
+        sample_size: int | None = None    # rows k-means trains on; None: 256 per cluster (all when fewer)
 
         def validate(self):
             if self.sample_size is not None and (isinstance(self.sample_size, bool)
@@ -208,9 +210,12 @@ class SemanticDedup(GlobalStage):
         return max(1, min(int(k), n))
 
     def sizes_for(self, m: int) -> tuple[int, int]:
-        """(clusters, k-means sample size) for m usable embeddings: sample_size (all m when null) capped at m,
-        n_clusters (or its default) capped at the sample."""
-        s = m if self.params.sample_size is None else min(int(self.params.sample_size), m)
+        """(clusters, k-means sample size) for m usable embeddings: sample_size (null: 256 per cluster) capped
+        at m, n_clusters (or its default) capped at the sample."""
+        if self.params.sample_size is None:   # faiss's own rule: at most 256 training points per centroid
+            s = min(m, TRAIN_POINTS_PER_CLUSTER * self.n_clusters_for(m))
+        else:
+            s = min(int(self.params.sample_size), m)
         return min(self.n_clusters_for(m), s), s
 
     def keep_policy(self, column: pa.ChunkedArray | None = None):
@@ -226,7 +231,7 @@ class SemanticDedup(GlobalStage):
         return scores if direction == "max" else -scores
 
     def run(self, table: pa.Table) -> GlobalResult:
-        """In memory: k-means on ``sample_size`` rows (all when null; the streaming version's id-hash sample
+        """In memory: k-means on ``sample_size`` rows (256 per cluster when null; the streaming version's id-hash sample
         otherwise, by the table's ``_sample_id`` when the executor passes it, else the row number), every row
         assigned to its nearest centroid in the streaming version's chunks, then curate.semantic_dedup on
         those clusters: the sharded run (run_sharded) gives the same result."""

@@ -15,7 +15,7 @@ Driver memory per step:
   exact_dedup     the duplicates (ids, keys) only; per partition task: its rows' id, key, source, digest, score.
   phash_dedup     the pairs within max_distance (16 bytes each) and the linked samples' key, source, pHash and
                   score; no hash of an unlinked sample.
-  semantic_dedup  the k-means sample (sample_size rows: all when null, so set it at scale), then 12 bytes per
+  semantic_dedup  the k-means sample (sample_size rows; null: 256 per cluster), then 12 bytes per
                   sample for the result (ids, cluster; keep, max_similarity and witness inside the streaming
                   call: 25 bytes), 16 more for scores when keep is by score; the duplicates' keys.
 """
