@@ -81,27 +81,34 @@ class NativeImageLoader:
     def iter_batches(self, blobs: Iterable) -> Iterator[LoadedBatch]:
         """Batches of batch_size inputs (the last may be shorter), in order; with prefetch the next batch is
         prepared while the caller works on the current one."""
-        it = iter(blobs)
+        return prefetched_batches(self.load, blobs, self.batch_size, self.prefetch, "mmcurate-loader")
 
-        def chunks():
-            offset = 0
-            while True:
-                chunk = list(itertools.islice(it, self.batch_size))
-                if not chunk:
-                    return
-                yield chunk, offset
-                offset += len(chunk)
 
-        if not self.prefetch:
-            for chunk, offset in chunks():
-                yield self.load(chunk, offset)
-            return
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="mmcurate-loader") as pool:
-            pending = None
-            for chunk, offset in chunks():
-                fut = pool.submit(self.load, chunk, offset)
-                if pending is not None:
-                    yield pending.result()
-                pending = fut
+def prefetched_batches(load, blobs: Iterable, batch_size: int, prefetch: bool, thread_name: str) -> Iterator:
+    """``load(chunk, offset)`` over consecutive chunks of ``batch_size`` inputs, in order. With prefetch one
+    background thread loads the next chunk while the caller uses the current one (the loaders release the
+    GIL in native code, so the two overlap)."""
+    it = iter(blobs)
+
+    def chunks():
+        offset = 0
+        while True:
+            chunk = list(itertools.islice(it, batch_size))
+            if not chunk:
+                return
+            yield chunk, offset
+            offset += len(chunk)
+
+    if not prefetch:
+        for chunk, offset in chunks():
+            yield load(chunk, offset)
+        return
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix=thread_name) as pool:
+        pending = None
+        for chunk, offset in chunks():
+            fut = pool.submit(load, chunk, offset)
             if pending is not None:
                 yield pending.result()
+            pending = fut
+        if pending is not None:
+            yield pending.result()

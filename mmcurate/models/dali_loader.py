@@ -27,15 +27,13 @@ own preprocess to cosine >= 0.995 (tests/test_dali_loader.py). Normalisation sta
 """
 from __future__ import annotations
 
-import itertools
 import logging
 import os
-from concurrent.futures import ThreadPoolExecutor
 from typing import Iterable, Iterator, Optional
 
 import numpy as np
 
-from mmcurate.models.cpu_loader import LoadedBatch, NativeImageLoader, Rejected
+from mmcurate.models.cpu_loader import LoadedBatch, NativeImageLoader, Rejected, prefetched_batches
 from mmcurate.models.preprocess import Preprocess
 
 __all__ = ["DaliImageLoader", "dali_available", "DaliUnavailableError", "VALIDATE_MODES"]
@@ -298,30 +296,8 @@ class DaliImageLoader:
     def iter_batches(self, blobs: Iterable) -> Iterator[LoadedBatch]:
         """Batches of batch_size inputs in order; with prefetch the next batch is decoded while the caller
         works on the current one."""
-        it = iter(blobs)
-
-        def chunks():
-            offset = 0
-            while True:
-                chunk = list(itertools.islice(it, self.batch_size))
-                if not chunk:
-                    return
-                yield chunk, offset
-                offset += len(chunk)
-
-        if not self.prefetch:
-            for chunk, offset in chunks():
-                yield self.load(chunk, offset)
-            return
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="mmcurate-dali") as pool:
-            pending = None
-            for chunk, offset in chunks():
-                fut = pool.submit(self._load_synced, chunk, offset)
-                if pending is not None:
-                    yield pending.result()
-                pending = fut
-            if pending is not None:
-                yield pending.result()
+        load = self._load_synced if self.prefetch else self.load
+        return prefetched_batches(load, blobs, self.batch_size, self.prefetch, "mmcurate-dali")
 
     def _load_synced(self, chunk, offset):
         b = self.load(chunk, offset)
