@@ -336,6 +336,14 @@ RECIPES = {
               {"semantic_dedup": {"eps": 0.15, "n_clusters": 4, "keep": {"max": "clip_score"}, "sample_size": 30}},
               {"balance": {"fraction": 0.8, "levels": [4]}},
               {"split": {"ratios": [0.6, 0.2, 0.2], "group_columns": ["balance_cluster"]}}],
+    # balance by target, closest to the centroids, two levels with a small k-means sample
+    "balance_closest": [{"clip_embed": TINY_CLIP},
+                        {"balance": {"target": 40, "levels": [8, 3], "strategy": "closest", "sample_size": 30}},
+                        {"split": {"ratios": [0.8, 0.1, 0.1], "stratify_by": "balance_cluster"}}],
+    # a flat per-cluster cap by fraction
+    "balance_cap": [{"clip_embed": TINY_CLIP}, {"exact_dedup": {}},
+                    {"balance": {"fraction": 0.6, "levels": [6], "method": "cap", "seed": 3}},
+                    {"split": {"ratios": [0.7, 0.2, 0.1], "group_columns": ["balance_cluster"]}}],
 }
 
 
@@ -393,7 +401,7 @@ def test_recipe_sharded_equals_memory(demo_input, memory_runs, tmp_path, name, w
     _same_outputs(out, memory_runs[name], manifest)
     modes = {s["name"]: s["mode"] for s in manifest["stages"] if s["kind"] == "global"}
     assert modes == {"exact_dedup": "sharded", "phash_dedup": "sharded", "semantic_dedup": "sharded",
-                     "split": "memory", **({"clip_score_filter": "memory", "balance": "memory"}
+                     "split": "memory", **({"clip_score_filter": "memory", "balance": "sharded"}
                                            if name == "mixed" else {})}
     ref = json.loads((memory_runs[name] / "manifest.json").read_text())
     assert {s["mode"] for s in ref["stages"] if s["kind"] == "global"} == {"memory"}
@@ -401,6 +409,18 @@ def test_recipe_sharded_equals_memory(demo_input, memory_runs, tmp_path, name, w
     assert stages["semantic_dedup"]["reasons"].get("duplicate_semantic", 0) > 0
     assert stages["phash_dedup"]["rejected"] > 0 and stages["exact_dedup"]["rejected"] > 0
     assert stages["semantic_dedup"]["stats"]["sharded"]["n_partitions"] >= 1
+
+
+@pytest.mark.parametrize("name, workers", [("balance_closest", 1), ("balance_closest", 2), ("balance_cap", 2)])
+def test_recipe_sharded_balance_equals_memory(demo_input, memory_runs, tmp_path, name, workers):
+    out = tmp_path / "sharded"
+    manifest = _run(_recipe(demo_input, out, name, "sharded", workers))
+    _same_outputs(out, memory_runs[name], manifest)
+    stages = {s["name"]: s for s in manifest["stages"]}
+    assert stages["balance"]["mode"] == "sharded" and stages["balance"]["reasons"].get("balance", 0) > 0
+    ref = {s["name"]: s for s in json.loads((memory_runs[name] / "manifest.json").read_text())["stages"]}
+    for k in ("selected", "levels", "sample_size", "before", "after"):
+        assert stages["balance"]["stats"][k] == ref["balance"]["stats"][k], k
 
 
 def test_cli_global_mode_flag(demo_input, tmp_path):
