@@ -19,7 +19,11 @@ semantic_dedup
     curate result followed to the sample this stage keeps). Adds ``semantic_cluster`` (int32).
 balance
     ``mmcurate.curate.balanced_sample`` (hierarchical k-means with resampling, balanced sampling down
-    the hierarchy, or a flat per-cluster cap) to ``target`` samples or ``fraction`` of them. Samples not
+    the hierarchy, or a flat per-cluster cap) to ``target`` samples or ``fraction`` of them. The data level's
+    k-means trains on ``sample_size`` samples (null: 256 per cluster, or all when fewer) drawn by the id-hash
+    rule, every sample is assigned in the streaming chunks, and its resampling refits gather at most
+    ``sample_size`` rows; ``run: {global_mode: sharded}`` runs the same computation over the survivor shards
+    (stages.sharded_steps.balance_sharded) with identical results. Samples not
     selected are rejected (``balance``, detail naming their top-level cluster). Adds ``balance_cluster``
     (the top-level cluster id). Stats: ``cluster_balance_stats`` (Gini, entropy, size percentiles, and the
     per-cluster ``sizes`` up to 4096 clusters, which the report draws) of the top-level cluster sizes before
