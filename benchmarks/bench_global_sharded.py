@@ -1,13 +1,14 @@
 """The global phase in memory vs sharded mode on synthetic survivor shards: wall time, peak RSS, same results.
 
   python benchmarks/bench_global_sharded.py [--n 200000] [--shards 20] [--dim 256] [--workers 1 2]
-                                            [--out benchmarks/results/global_sharded.json]
+                                            [--steps dedup|balance] [--out benchmarks/results/global_sharded.json]
 
 Writes ``n`` survivors in ``shards`` metadata files as the map phase leaves them (_work/meta/NNNNN.parquet: key,
 source, sha256 with 10% exact copies, pHash with 10% near copies at 0-12 bits, fp16 unit embeddings with 10%
 near copies, clip_score), then runs the global steps exact_dedup, phash_dedup (keep by clip_score) and
 semantic_dedup (k-means on a 50k sample) through ``run_global_phase`` (memory) and ``run_sharded_global_phase``
-(sharded, workers 1 and 2: builtin map / process pool), each in its own process. Reports per run: wall time,
+(sharded, workers 1 and 2: builtin map / process pool), each in its own process. ``--steps balance`` runs the
+balance step alone instead (fraction 0.5, default levels [1000, 100], k-means sample 256 per cluster). Reports per run: wall time,
 per-step seconds, the driver's peak RSS and the largest worker's, and a digest of the rejects and duplicates
 (equal across runs: the modes give the same results).
 """
@@ -30,8 +31,12 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-STAGES = [("exact_dedup", {"keep": {"max": "clip_score"}}), ("phash_dedup", {"keep": {"max": "clip_score"}}),
-          ("semantic_dedup", {"sample_size": 50_000, "eps": 0.05})]
+STEP_SETS = {
+    "dedup": [("exact_dedup", {"keep": {"max": "clip_score"}}), ("phash_dedup", {"keep": {"max": "clip_score"}}),
+              ("semantic_dedup", {"sample_size": 50_000, "eps": 0.05})],
+    "balance": [("balance", {"fraction": 0.5})],
+}
+STAGES = STEP_SETS["dedup"]
 
 
 def build(work: Path, n: int, n_shards: int, dim: int) -> None:
@@ -92,7 +97,7 @@ def run_one(work: Path, n_shards: int, mode: str, workers: int) -> dict:
     return {"mode": mode, "workers": workers, "wall_s": round(wall, 2), "kept": n_kept,
             "steps": {k: {"seconds": round(v["seconds"], 2), "rejected": v["rejected"], "mode": v["mode"]}
                       for k, v in stats.items()},
-            "semantic_stream_seconds": stats["semantic_dedup"].get("stats", {}).get("sharded", {}).get("seconds"),
+            "semantic_stream_seconds": stats.get("semantic_dedup", {}).get("stats", {}).get("sharded", {}).get("seconds"),
             "driver_peak_rss_mb": _vm_hwm_mb(),
             "largest_worker_peak_rss_mb": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1),
             "results_sha256": digest.hexdigest()[:16]}
@@ -104,10 +109,13 @@ def main():
     ap.add_argument("--shards", type=int, default=20)
     ap.add_argument("--dim", type=int, default=256)
     ap.add_argument("--workers", nargs="+", type=int, default=[1, 2])
+    ap.add_argument("--steps", choices=sorted(STEP_SETS), default="dedup")
     ap.add_argument("--dir", default="/tmp/mmcurate_bench_global_sharded")
     ap.add_argument("--one", nargs=2, help=argparse.SUPPRESS)
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "global_sharded.json"))
     args = ap.parse_args()
+    global STAGES
+    STAGES = STEP_SETS[args.steps]
     work = Path(args.dir) / f"n{args.n}_s{args.shards}_d{args.dim}" / "_work"
     if args.one:
         print(json.dumps(run_one(work, args.shards, args.one[0], int(args.one[1]))))
@@ -120,14 +128,14 @@ def main():
     rows = []
     for mode, workers in [("memory", 1)] + [("sharded", w) for w in args.workers]:
         proc = subprocess.run([sys.executable, __file__, "--n", str(args.n), "--shards", str(args.shards), "--dim",
-                               str(args.dim), "--dir", args.dir, "--one", mode, str(workers)],
+                               str(args.dim), "--dir", args.dir, "--steps", args.steps, "--one", mode, str(workers)],
                               capture_output=True, text=True)
         if proc.returncode != 0:
             raise SystemExit(f"{mode} workers={workers} failed:\n{proc.stderr[-3000:]}")
         row = json.loads(proc.stdout.strip().splitlines()[-1])
         print(json.dumps(row), flush=True)
         rows.append(row)
-    result = {"benchmark": "global_phase_memory_vs_sharded", "n": args.n, "shards": args.shards, "dim": args.dim,
+    result = {"benchmark": "global_phase_memory_vs_sharded", "steps": args.steps, "n": args.n, "shards": args.shards, "dim": args.dim,
               "stages": [{name: p} for name, p in STAGES],
               "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
               "same_results": len({r["results_sha256"] for r in rows}) == 1,

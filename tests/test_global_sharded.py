@@ -336,6 +336,14 @@ RECIPES = {
               {"semantic_dedup": {"eps": 0.15, "n_clusters": 4, "keep": {"max": "clip_score"}, "sample_size": 30}},
               {"balance": {"fraction": 0.8, "levels": [4]}},
               {"split": {"ratios": [0.6, 0.2, 0.2], "group_columns": ["balance_cluster"]}}],
+    # balance by target, closest to the centroids, two levels with a small k-means sample
+    "balance_closest": [{"clip_embed": TINY_CLIP},
+                        {"balance": {"target": 40, "levels": [8, 3], "strategy": "closest", "sample_size": 30}},
+                        {"split": {"ratios": [0.8, 0.1, 0.1], "stratify_by": "balance_cluster"}}],
+    # a flat per-cluster cap by fraction
+    "balance_cap": [{"clip_embed": TINY_CLIP}, {"exact_dedup": {}},
+                    {"balance": {"fraction": 0.6, "levels": [6], "method": "cap", "seed": 3}},
+                    {"split": {"ratios": [0.7, 0.2, 0.1], "group_columns": ["balance_cluster"]}}],
 }
 
 
@@ -393,7 +401,7 @@ def test_recipe_sharded_equals_memory(demo_input, memory_runs, tmp_path, name, w
     _same_outputs(out, memory_runs[name], manifest)
     modes = {s["name"]: s["mode"] for s in manifest["stages"] if s["kind"] == "global"}
     assert modes == {"exact_dedup": "sharded", "phash_dedup": "sharded", "semantic_dedup": "sharded",
-                     "split": "memory", **({"clip_score_filter": "memory", "balance": "memory"}
+                     "split": "memory", **({"clip_score_filter": "memory", "balance": "sharded"}
                                            if name == "mixed" else {})}
     ref = json.loads((memory_runs[name] / "manifest.json").read_text())
     assert {s["mode"] for s in ref["stages"] if s["kind"] == "global"} == {"memory"}
@@ -401,6 +409,18 @@ def test_recipe_sharded_equals_memory(demo_input, memory_runs, tmp_path, name, w
     assert stages["semantic_dedup"]["reasons"].get("duplicate_semantic", 0) > 0
     assert stages["phash_dedup"]["rejected"] > 0 and stages["exact_dedup"]["rejected"] > 0
     assert stages["semantic_dedup"]["stats"]["sharded"]["n_partitions"] >= 1
+
+
+@pytest.mark.parametrize("name, workers", [("balance_closest", 1), ("balance_closest", 2), ("balance_cap", 2)])
+def test_recipe_sharded_balance_equals_memory(demo_input, memory_runs, tmp_path, name, workers):
+    out = tmp_path / "sharded"
+    manifest = _run(_recipe(demo_input, out, name, "sharded", workers))
+    _same_outputs(out, memory_runs[name], manifest)
+    stages = {s["name"]: s for s in manifest["stages"]}
+    assert stages["balance"]["mode"] == "sharded" and stages["balance"]["reasons"].get("balance", 0) > 0
+    ref = {s["name"]: s for s in json.loads((memory_runs[name] / "manifest.json").read_text())["stages"]}
+    for k in ("selected", "levels", "sample_size", "before", "after"):
+        assert stages["balance"]["stats"][k] == ref["balance"]["stats"][k], k
 
 
 def test_cli_global_mode_flag(demo_input, tmp_path):
@@ -439,3 +459,104 @@ def test_ray_sharded_equals_local_memory(demo_input, memory_runs, tmp_path):
     _same_outputs(out, memory_runs["scores"], manifest)
     assert manifest["run"]["executor"] == "ray"
     assert {s["name"]: s["mode"] for s in manifest["stages"] if s["kind"] == "global"}["semantic_dedup"] == "sharded"
+
+
+# ---------------------------------------------------------------------------------------------------------
+# balance
+
+
+@pytest.mark.parametrize("params, chunk_rows", [
+    ({"fraction": 0.5, "levels": [12, 4]}, None),
+    ({"fraction": 0.3, "levels": [12, 4], "strategy": "closest", "seed": 2}, 37),   # several chunks per shard
+    ({"target": 300, "levels": [10], "method": "cap"}, None),
+    ({"target": 200, "levels": [10], "method": "cap", "strategy": "closest"}, 37),
+    ({"target": 250, "levels": [16, 5], "sample_size": 60}, None),        # refits capped at 60 rows
+])
+def test_sharded_balance_equals_memory(tmp_path, monkeypatch, params, chunk_rows):
+    if chunk_rows:
+        import mmcurate.curate.semantic_stream as ss
+
+        monkeypatch.setattr(ss, "DEFAULT_CHUNK_ROWS", chunk_rows)
+    shards, ctx, removed = _setup(tmp_path, _reversed_map)
+    stage = registry.create("balance", {"device": "cpu", **params})
+    table = _memory_table(shards, list(stage.requires), removed)
+    mem = stage.run(table)
+    sh = stage.run_sharded(ctx)
+    assert sh.rejected.drop_columns([SAMPLE_ID]).equals(mem.rejected)
+    assert {r["values"] for r in pc.value_counts(mem.rejected.column("reason")).to_pylist()} == \
+        {"no_embedding", "balance"}
+    _check_ids(sh, table)
+    key_of = dict(zip(table.column(SAMPLE_ID).to_pylist(), table.column("key").to_pylist()))
+    assert [key_of[i] for i in sh.columns.column(SAMPLE_ID).to_pylist()] == mem.columns.column("key").to_pylist()
+    assert sh.columns.column("balance_cluster").equals(mem.columns.column("balance_cluster"))
+    assert mem.columns.num_rows == mem.stats["target"] > 0
+    for k in ("no_embedding", "n", "target", "selected", "levels", "sample_size", "before", "after"):
+        assert sh.stats[k] == mem.stats[k], k
+    if "sample_size" in params:
+        assert sh.stats["sharded"]["largest_gather_rows"] <= params["sample_size"]
+
+
+def test_balance_data_level_same_over_memory_and_shards(tmp_path):
+    """data_level_kmeans over InMemoryEmbeddings (ids and the per-shard chunks) and over the .npy shards of the
+    same rows: identical centroids, labels and distances; the sharded source gathers at most sample_size rows
+    at a time and never holds more on the driver."""
+    from mmcurate.curate.balance import InMemoryEmbeddings, data_level_kmeans
+    from mmcurate.curate.semantic_stream import EmbeddingShard
+    from mmcurate.pipeline.global_sharded import make_ids
+    from mmcurate.stages.semantic import _assign_chunks
+    from mmcurate.stages.sharded_steps import ShardedEmbeddings
+
+    rng = np.random.default_rng(5)
+    centers = _unit(rng.standard_normal((9, D)))
+    sizes = [700, 300, 150, 90, 60, 40, 30, 20, 10]
+    x = _unit(np.concatenate([c + 0.2 * rng.standard_normal((s, D)) for c, s in zip(centers, sizes)]))
+    x = x[rng.permutation(len(x))]
+    cuts = [0, 333, 334, 900, 1400]
+    ids = np.concatenate([make_ids(i, np.sort(rng.choice(10_000, b - a, replace=False)))
+                          for i, (a, b) in enumerate(zip(cuts[:-1], cuts[1:]))])
+    mem = InMemoryEmbeddings(x, ids, list(_assign_chunks(ids)))
+    shards = []
+    for i, (a, b) in enumerate(zip(cuts[:-1], cuts[1:])):
+        np.save(tmp_path / f"{i}.npy", x[a:b])
+        shards.append(EmbeddingShard.from_npy(tmp_path / f"{i}.npy", ids[a:b]))
+    sharded = ShardedEmbeddings(shards, ids, _reversed_map, 16384)
+    for kw, most in (({"k": 12, "n_resamples": 3, "sample_size": 96}, 96),
+                     ({"k": 7, "n_resamples": 2, "sample_size": None}, 1400),   # 256 per cluster: all rows
+                     ({"k": 12, "n_resamples": 0, "sample_size": 500}, 500)):
+        sharded.gathered_rows = 0
+        a = data_level_kmeans(mem, device="cpu", seed=3, **kw)
+        b = data_level_kmeans(sharded, device="cpu", seed=3, **kw)
+        for u, v in zip(a, b):
+            np.testing.assert_array_equal(u, v)
+        assert np.bincount(a[1]).size == kw["k"] and sharded.gathered_rows == most
+
+
+def test_sharded_balance_never_builds_the_embedding_matrix(tmp_path, monkeypatch):
+    """The driver's k-means trains on at most sample_size rows and every embedding_matrix call (in the per-shard
+    tasks) converts one shard, never all survivors at once."""
+    import mmcurate.index as mindex
+    import mmcurate.stages.semantic as sem
+
+    shards, ctx, removed = _setup(tmp_path, map)
+    trained, converted = [], []
+    real_kmeans, real_matrix = mindex.kmeans, sem.embedding_matrix
+
+    def kmeans_spy(x, k, *a, **kw):
+        trained.append(int(x.shape[0]))
+        return real_kmeans(x, k, *a, **kw)
+
+    def matrix_spy(column, *a, **kw):
+        out = real_matrix(column, *a, **kw)
+        converted.append(int(out[0].shape[0]))
+        return out
+
+    monkeypatch.setattr(mindex, "kmeans", kmeans_spy)
+    monkeypatch.setattr(sem, "embedding_matrix", matrix_spy)
+    stage = registry.create("balance", {"fraction": 0.5, "levels": [10, 3], "sample_size": 40, "device": "cpu"})
+    res = stage.run_sharded(ctx)
+    n = res.stats["n"]
+    assert n > 600 and res.columns.num_rows == round(0.5 * n)
+    # data level: the sample and the refits (<= 40 rows); upper levels: the 10 centroids and their subsets
+    assert trained and max(trained) <= 40 and trained.count(40) >= 1
+    assert converted and max(converted) <= max(v.n_alive for v in ctx.views()) < n
+    assert res.stats["sharded"]["largest_gather_rows"] <= 40

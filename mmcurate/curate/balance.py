@@ -3,12 +3,20 @@ Clustering-Based Approach", arXiv:2405.15613) and cluster-size balance statistic
 
 Hierarchical k-means with resampling (our reading of the paper's Algorithm 1 and its reference code):
   level 1 clusters the data, level i > 1 clusters the centroids of level i-1 (L2 k-means, faiss). After the
-  initial k-means of a level, ``n_resamples`` times: take from every cluster the ``sample_size`` points
-  closest to its centroid (all of them if fewer), re-run k-means on that union (which over-represents
-  small clusters relative to big ones, pulling centroids out of dense regions towards uniform coverage of
-  the data's concepts) and re-assign every point of the level to the new centroids.
-  Default ``sample_size``: the mean cluster size of the level, so large clusters are subsampled to it and
-  small ones contribute all of their points.
+  initial k-means of a level, ``n_resamples`` times: take from every cluster the ``r`` points closest to its
+  centroid (all of them if fewer), re-run k-means on that union (which over-represents small clusters
+  relative to big ones, pulling centroids out of dense regions towards uniform coverage of the data's
+  concepts) and re-assign every point of the level to the new centroids. ``r``: the mean cluster size of the
+  level, so large clusters are subsampled to it and small ones contribute all of their points.
+
+The data level (level 1, :func:`data_level_kmeans`) is the only one that touches embeddings, and it does so
+through an :class:`EmbeddingSource`, so that it runs the same over a matrix in memory and over shards
+(stages.sharded_steps): its first k-means trains on ``sample_size`` rows (default 256 per cluster, faiss's
+own cap; all when fewer) drawn by semantic_stream's id-hash rule; every row is then assigned (nearest
+centroid, squared L2) in fixed chunks (faiss's result can depend on how many rows one call gets), and each
+resampling step needs only the per-sample (label, distance) arrays plus the embeddings of the selected rows,
+gathered by position, with ``r`` capped at ``sample_size // k`` so a refit never trains on more than
+``sample_size`` rows. Upper levels cluster centroids (small) in memory.
 
 Balanced sampling down the hierarchy: the target is split across the top-level clusters by water-filling
 (every cluster gets the same cap c, the largest with sum(min(c, size)) <= target; clusters smaller than
@@ -16,7 +24,8 @@ c give all their points, so their unused share goes to the larger ones; the rema
 go one each to clusters larger than c, chosen by the seed). Each cluster's budget is split the same way
 over its children, down to level-1 clusters, where points are picked at random or closest to the centroid.
 
-``method="cap"``: one flat k-means (``levels[0]`` clusters) and the same water-filling cap.
+``method="cap"``: one flat k-means (``levels[0]`` clusters: the data level without resampling) and the same
+water-filling cap.
 """
 from __future__ import annotations
 
@@ -90,7 +99,29 @@ def _init_for(n: int, k: int) -> str:
     return "kmeans++" if min(n, 256 * k) * k <= 4_000_000 else "random"
 
 
+DEFAULT_POINTS_PER_CLUSTER = 256   # default data-level k-means sample per cluster (faiss's max_points_per_centroid)
+
+
+def _fit_l2(rows: np.ndarray, k: int, seed: int, niter: int, device: str) -> np.ndarray:
+    """L2 k-means trained on every one of ``rows`` (no further subsampling by faiss or mindex)."""
+    from mmcurate import index as mindex
+
+    s = int(rows.shape[0])
+    centroids, _ = mindex.kmeans(rows, k, niter=niter, spherical=False, seed=seed, device=device,
+                                 init=_init_for(s, k), max_points_per_centroid=-(-s // k))
+    return centroids
+
+
+def _closest_per_cluster(labels: np.ndarray, dist: np.ndarray, k: int, r: int) -> np.ndarray:
+    """Ascending positions of the ``r`` points of every cluster closest to its centroid (ties: lower position)."""
+    order = np.lexsort((dist, labels))  # by cluster, then closest to the centroid first, then position
+    starts = np.searchsorted(labels[order], np.arange(k))
+    rank = np.arange(order.size) - np.repeat(starts, np.bincount(labels, minlength=k))
+    return np.sort(order[rank < r])
+
+
 def _kmeans_resampled(x, k, n_resamples, sample_size, device, seed, niter):
+    """An upper level (x: the level below's centroids, small): k-means with resampling, all in memory."""
     from mmcurate import index as mindex
 
     centroids, labels = mindex.kmeans(x, k, niter=niter, spherical=False, seed=seed, device=device,
@@ -98,10 +129,7 @@ def _kmeans_resampled(x, k, n_resamples, sample_size, device, seed, niter):
     for t in range(n_resamples):
         _, dist = mindex.assign(x, centroids, metric="l2", device=device)
         r = sample_size if sample_size is not None else max(1, x.shape[0] // k)
-        order = np.lexsort((dist, labels))  # by cluster, then closest to the centroid first
-        starts = np.searchsorted(labels[order], np.arange(k))
-        rank = np.arange(order.size) - np.repeat(starts, np.bincount(labels, minlength=k))
-        sample = np.sort(order[rank < r])
+        sample = _closest_per_cluster(labels, dist, k, r)
         if sample.size < k:
             break
         centroids, _ = mindex.kmeans(x[sample], k, niter=niter, spherical=False, seed=seed + t + 1,
@@ -110,22 +138,130 @@ def _kmeans_resampled(x, k, n_resamples, sample_size, device, seed, niter):
     return centroids, labels
 
 
+# ------------------------------------------------------------------------------------------ the data level
+
+class EmbeddingSource:
+    """What the data level needs of the embeddings: ``n`` rows at positions 0..n-1 with unique sample ``ids``
+    (int64[n]); ``gather(positions)`` their rows (float32, in the order given); ``assign(centroids, device)``
+    the nearest centroid by squared L2 of every row, ``(labels int32[n], dist float32[n])``, computed in the
+    chunks the implementation fixes (the in-memory and the sharded source use the same ones)."""
+
+    n: int
+    ids: np.ndarray
+
+    def gather(self, positions: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def assign(self, centroids: np.ndarray, device: str) -> tuple[np.ndarray, np.ndarray]:
+        raise NotImplementedError
+
+
+def assign_l2_chunk(x: np.ndarray, centroids: np.ndarray, device: str) -> tuple[np.ndarray, np.ndarray]:
+    """(labels int32, squared L2 float32) of one chunk in one faiss call (its kernel depends on the row count,
+    so both sources call this on the same chunks)."""
+    from mmcurate import index as mindex
+
+    labels, dist = mindex.assign(x, centroids, metric="l2", device=device, chunk_size=max(int(x.shape[0]), 1))
+    return labels.astype(np.int32), dist
+
+
+class InMemoryEmbeddings(EmbeddingSource):
+    """A float [n, d] matrix in memory. ``ids``: the rows' sample ids (default 0..n-1); ``chunks``: the
+    (start, stop) row ranges assignment works in (default DEFAULT_CHUNK_ROWS rows at a time; the balance
+    stage passes the sharded form's per-shard chunks)."""
+
+    def __init__(self, x, ids=None, chunks=None):
+        from mmcurate.curate.semantic_stream import DEFAULT_CHUNK_ROWS
+
+        self.x = x
+        self.n = int(x.shape[0])
+        self.ids = np.arange(self.n, dtype=np.int64) if ids is None else np.asarray(ids, np.int64)
+        if self.ids.shape != (self.n,):
+            raise ValueError(f"ids must be int[{self.n}], got shape {self.ids.shape}")
+        self.chunks = ([(a, min(a + DEFAULT_CHUNK_ROWS, self.n)) for a in range(0, self.n, DEFAULT_CHUNK_ROWS)]
+                       if chunks is None else [(int(a), int(b)) for a, b in chunks])
+
+    def gather(self, positions):
+        return np.asarray(self.x[np.asarray(positions, np.int64)], np.float32)
+
+    def assign(self, centroids, device):
+        parts = [assign_l2_chunk(self.x[a:b], centroids, device) for a, b in self.chunks]
+        if not parts:
+            return np.zeros(0, np.int32), np.zeros(0, np.float32)
+        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+
+def hash_sample_positions(ids: np.ndarray, s: int, seed: int) -> np.ndarray:
+    """Positions of the ``s`` ids with the smallest semantic_stream.id_hash, in ascending id order: the same
+    sample as semantic_stream.sample_ids, whichever way the rows are split or ordered."""
+    from mmcurate.curate.semantic_stream import id_hash
+
+    ids = np.asarray(ids, np.int64)
+    if s >= ids.size:
+        pos = np.arange(ids.size)
+    else:
+        h = id_hash(ids, seed)
+        pos = np.flatnonzero(h <= np.partition(h, s - 1)[s - 1])
+    return pos[np.argsort(ids[pos], kind="stable")]
+
+
+def data_sample_size(n: int, k: int, sample_size: int | None) -> int:
+    """Rows the data level's k-means trains on: ``sample_size`` (null: 256 per cluster), at most n, at least k."""
+    s = DEFAULT_POINTS_PER_CLUSTER * k if sample_size is None else int(sample_size)
+    return int(min(n, max(s, k)))
+
+
+def data_level_kmeans(source: EmbeddingSource, k: int, n_resamples: int = 3, sample_size: int | None = None,
+                      device: str = "cpu", seed: int = 0, niter: int = 20):
+    """Level 1 of the hierarchy over ``source``: ``(centroids float32[k, d], labels int32[n], dist float32[n])``
+    (dist: squared L2 to the row's centroid). k-means on the id-hash sample, every row assigned; then
+    ``n_resamples`` times: the ``r`` closest rows of every cluster (r = mean cluster size, at most
+    sample_size // k) gathered, k-means refit on them (seed + t + 1), every row reassigned. Holds the sample
+    (at most ``sample_size`` rows) and 8 bytes per row (label, distance) besides what the source holds."""
+    n = int(source.n)
+    k = max(1, min(int(k), n))
+    s = data_sample_size(n, k, sample_size)
+    centroids = _fit_l2(source.gather(hash_sample_positions(source.ids, s, seed)), k, seed, niter, device)
+    labels, dist = source.assign(centroids, device)
+    r = max(1, min(n // k, s // k))
+    for t in range(int(n_resamples)):
+        chosen = _closest_per_cluster(labels, dist, k, r)
+        if chosen.size < k:
+            break
+        centroids = _fit_l2(source.gather(chosen), k, seed + t + 1, niter, device)
+        del chosen
+        labels, dist = source.assign(centroids, device)
+    return centroids, labels, dist
+
+
 def hierarchical_kmeans(emb, levels=(1000, 100), n_resamples: int = 3, sample_size=None, device="auto",
-                        seed: int = 0, niter: int = 20):
+                        seed: int = 0, niter: int = 20, ids=None, chunks=None):
     """List of per-level ``(centroids, labels)``; level 0's labels index the data rows, level i's labels
-    index level i-1's centroids. Each level's k is capped at the number of its input points."""
+    index level i-1's centroids. Each level's k is capped at the number of its input points. Level 0 is
+    :func:`data_level_kmeans` (``sample_size``: its k-means sample, null for 256 per cluster; ``ids`` and
+    ``chunks`` as :class:`InMemoryEmbeddings`)."""
+    from mmcurate import index as mindex
     from mmcurate.index.faiss_index import as_matrix
 
-    x = as_matrix(emb, "emb")
+    dev = mindex.resolve_device(device)
+    c, lab, _ = data_level_kmeans(InMemoryEmbeddings(as_matrix(emb, "emb"), ids, chunks), levels[0],
+                                  n_resamples, sample_size, dev, seed, niter)
+    return [(c, lab)] + upper_levels(c, levels[1:], n_resamples, dev, seed, niter)
+
+
+def upper_levels(centroids, levels, n_resamples: int, device: str, seed: int, niter: int):
+    """Levels 2.. (``levels``: their cluster counts) over the data level's centroids, as (centroids, labels)."""
     out = []
-    for i, k in enumerate(levels):
+    x = centroids
+    for i, k in enumerate(levels, start=1):
         k = max(1, min(int(k), x.shape[0]))
-        ss = sample_size[i] if isinstance(sample_size, (list, tuple)) else sample_size
-        c, lab = _kmeans_resampled(x, k, int(n_resamples), ss, device, seed + 1000 * i, niter)
+        c, lab = _kmeans_resampled(x, k, int(n_resamples), None, device, seed + 1000 * i, niter)
         out.append((c, lab))
         x = c
     return out
 
+
+# ------------------------------------------------------------------------------------------ selection
 
 def _pick(members, count, dist, strategy, rng):
     if count >= members.size:
@@ -135,16 +271,7 @@ def _pick(members, count, dist, strategy, rng):
     return members[np.lexsort((members, dist[members]))[:count]]
 
 
-def balanced_sample(emb, target: int, levels=(1000, 100), device: str = "auto", seed: int = 0,
-                    method: str = "hierarchical", strategy: str = "random", n_resamples: int = 3,
-                    sample_size=None, niter: int = 20, return_clusters: bool = False):
-    """Sorted unique int64 indices of ``min(target, n)`` samples, balanced over semantic clusters
-    (see the module docstring). ``strategy`` picks points within leaf clusters: "random" or "closest".
-    With ``return_clusters`` also returns each sample's top-level cluster and the number of top-level
-    clusters, ``(indices, top_labels int64[n], n_top)``, so callers need not cluster again for stats."""
-    from mmcurate import index as mindex
-    from mmcurate.index.faiss_index import as_matrix
-
+def _check_args(method, strategy, levels, target):
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     if strategy not in STRATEGIES:
@@ -155,29 +282,31 @@ def balanced_sample(emb, target: int, levels=(1000, 100), device: str = "auto", 
     target = int(target)
     if target < 0:
         raise ValueError(f"target must be >= 0, got {target}")
-    x = as_matrix(emb, "emb")
-    n = x.shape[0]
-    if not return_clusters:
-        if target >= n:
-            return np.arange(n, dtype=np.int64)
-        if target == 0:
-            return np.zeros(0, np.int64)
-    dev = mindex.resolve_device(device)
+    return levels, target
+
+
+def balanced_sample_from(source: EmbeddingSource, target: int, levels=(1000, 100), device: str = "cpu",
+                         seed: int = 0, method: str = "hierarchical", strategy: str = "random",
+                         n_resamples: int = 3, sample_size: int | None = None, niter: int = 20):
+    """:func:`balanced_sample` over an :class:`EmbeddingSource` (``device`` already resolved):
+    ``(positions int64 sorted, top_labels int64[n], n_top)``. Only the data level reads embeddings (through
+    the source); everything after it uses the per-row leaf labels (and distances for "closest")."""
+    levels, target = _check_args(method, strategy, levels, target)
+    n = int(source.n)
     rng = np.random.default_rng(seed)
-    if method == "cap":
-        k = min(levels[0], n)
-        centroids, labels = mindex.kmeans(x, k, niter=niter, spherical=False, seed=seed, device=dev,
-                                          init=_init_for(n, k))
-        hier = [(centroids, labels)]
-    else:
-        hier = hierarchical_kmeans(x, levels, n_resamples, sample_size, dev, seed, niter)
+    leaf_c, leaf, dist = data_level_kmeans(source, levels[0], int(n_resamples) if method == "hierarchical" else 0,
+                                           sample_size, device, seed, niter)
+    hier = [(leaf_c, leaf)]
+    if method == "hierarchical":
+        hier += upper_levels(leaf_c, levels[1:], n_resamples, device, seed, niter)
 
     # flat sizes: number of data points under each cluster of each level
-    data_labels = [hier[0][1]]
+    data_labels = [leaf]
     for _, lab in hier[1:]:
         data_labels.append(lab[data_labels[-1]])
     flat = [np.bincount(dl, minlength=c.shape[0]) for (c, _), dl in zip(hier, data_labels)]
     top_labels, n_top = data_labels[-1].astype(np.int64), int(hier[-1][0].shape[0])
+    del data_labels
     if target >= n or target == 0:
         out = np.arange(n, dtype=np.int64) if target >= n else np.zeros(0, np.int64)
         return out, top_labels, n_top
@@ -194,12 +323,35 @@ def balanced_sample(emb, target: int, levels=(1000, 100), device: str = "auto", 
             child_alloc[kids] = water_fill(flat[lvl][kids], alloc[p], rng)
         alloc = child_alloc
 
-    leaf_c, leaf = hier[0]
-    dist = mindex.assign(x, leaf_c, metric="l2", device=dev)[1] if strategy == "closest" else None
     order = np.argsort(leaf, kind="stable")
     bounds = np.searchsorted(leaf[order], np.arange(leaf_c.shape[0] + 1))
     picked = [_pick(order[bounds[c]:bounds[c + 1]], int(alloc[c]), dist, strategy, rng)
               for c in np.flatnonzero(alloc)]
     out = np.sort(np.concatenate(picked)).astype(np.int64)
     assert out.size == target, (out.size, target)  # water_fill allocations never exceed a cluster
-    return (out, top_labels, n_top) if return_clusters else out
+    return out, top_labels, n_top
+
+
+def balanced_sample(emb, target: int, levels=(1000, 100), device: str = "auto", seed: int = 0,
+                    method: str = "hierarchical", strategy: str = "random", n_resamples: int = 3,
+                    sample_size=None, niter: int = 20, return_clusters: bool = False, ids=None, chunks=None):
+    """Sorted unique int64 indices of ``min(target, n)`` samples, balanced over semantic clusters
+    (see the module docstring). ``strategy`` picks points within leaf clusters: "random" or "closest".
+    ``sample_size``: rows the data level's k-means trains on (null: 256 per cluster); ``ids`` / ``chunks``: the
+    rows' sample ids (for the id-hash sample) and assignment chunks (see :class:`InMemoryEmbeddings`).
+    With ``return_clusters`` also returns each sample's top-level cluster and the number of top-level
+    clusters, ``(indices, top_labels int64[n], n_top)``, so callers need not cluster again for stats."""
+    from mmcurate import index as mindex
+    from mmcurate.index.faiss_index import as_matrix
+
+    levels, target = _check_args(method, strategy, levels, target)
+    x = as_matrix(emb, "emb")
+    n = x.shape[0]
+    if not return_clusters:
+        if target >= n:
+            return np.arange(n, dtype=np.int64)
+        if target == 0:
+            return np.zeros(0, np.int64)
+    out = balanced_sample_from(InMemoryEmbeddings(x, ids, chunks), target, levels, mindex.resolve_device(device),
+                               seed, method, strategy, n_resamples, sample_size, niter)
+    return out if return_clusters else out[0]

@@ -19,7 +19,11 @@ semantic_dedup
     curate result followed to the sample this stage keeps). Adds ``semantic_cluster`` (int32).
 balance
     ``mmcurate.curate.balanced_sample`` (hierarchical k-means with resampling, balanced sampling down
-    the hierarchy, or a flat per-cluster cap) to ``target`` samples or ``fraction`` of them. Samples not
+    the hierarchy, or a flat per-cluster cap) to ``target`` samples or ``fraction`` of them. The data level's
+    k-means trains on ``sample_size`` samples (null: 256 per cluster, or all when fewer) drawn by the id-hash
+    rule, every sample is assigned in the streaming chunks, and its resampling refits gather at most
+    ``sample_size`` rows; ``run: {global_mode: sharded}`` runs the same computation over the survivor shards
+    (stages.sharded_steps.balance_sharded) with identical results. Samples not
     selected are rejected (``balance``, detail naming their top-level cluster). Adds ``balance_cluster``
     (the top-level cluster id). Stats: ``cluster_balance_stats`` (Gini, entropy, size percentiles, and the
     per-cluster ``sizes`` up to 4096 clusters, which the report draws) of the top-level cluster sizes before
@@ -342,6 +346,7 @@ def clip_levels(levels, n: int) -> list[int]:
 @registry.register
 class Balance(GlobalStage):
     name = "balance"
+    uses_sample_ids = True   # the data level's k-means sample and assignment chunks follow the run's sample ids
 
     @dataclass
     class Params:
@@ -353,9 +358,15 @@ class Balance(GlobalStage):
         seed: int = 0
         device: str = "auto"
         embedding_column: str = DEFAULT_EMBEDDING_COLUMN
+        sample_size: int | None = None    # rows the data level's k-means trains on; None: 256 per cluster
 
         def validate(self):
             from mmcurate.curate.balance import METHODS, STRATEGIES
+
+            if self.sample_size is not None and (isinstance(self.sample_size, bool)
+                                                 or not isinstance(self.sample_size, int) or self.sample_size < 1):
+                raise ValueError(f"sample_size must be null (256 per cluster) or a positive integer, "
+                                 f"got {self.sample_size!r}")
 
             if (self.target is None) == (self.fraction is None):
                 raise ValueError("give exactly one of target (a sample count) or fraction (0 < f <= 1)")
@@ -385,9 +396,16 @@ class Balance(GlobalStage):
         p = self.params
         return min(n, int(p.target) if p.target is not None else int(round(p.fraction * n)))
 
+    def levels_for(self, m: int) -> list[int]:
+        p = self.params
+        return clip_levels(p.levels if p.method == "hierarchical" else p.levels[:1], m)
+
     def run(self, table: pa.Table) -> GlobalResult:
+        """In memory: balanced_sample with the data level's k-means sample drawn by the table's ``_sample_id``
+        (the row number without it) and assignment in the sharded form's chunks, so run_sharded gives the
+        same result."""
         from mmcurate import index as mindex
-        from mmcurate.curate.balance import balanced_sample, cluster_balance_stats
+        from mmcurate.curate.balance import balanced_sample
 
         t0 = time.perf_counter()
         p = self.params
@@ -396,27 +414,51 @@ class Balance(GlobalStage):
         rows = np.flatnonzero(ok)
         m = rows.size
         target = self.target_for(m)
-        stats = {"no_embedding": int(table.num_rows - m), "n": int(m), "target": int(target),
-                 "method": p.method, "strategy": p.strategy}
+        stats = self.base_stats(table.num_rows - m, m)
         if m == 0:
             stats.update(selected=0, seconds=round(time.perf_counter() - t0, 4))
             return GlobalResult(rejected=_concat_rejects(rejected), stats=stats)
-        levels = clip_levels(p.levels if p.method == "hierarchical" else p.levels[:1], m)
+        ids = (table.column(SAMPLE_ID).to_numpy().astype(np.int64)[rows] if SAMPLE_ID in table.column_names
+               else rows.astype(np.int64))
+        levels = self.levels_for(m)
         dev = mindex.resolve_device(p.device)
         picked, top, n_top = balanced_sample(x, target=target, levels=tuple(levels), device=dev, seed=p.seed,
-                                             method=p.method, strategy=p.strategy, return_clusters=True)
+                                             method=p.method, strategy=p.strategy, sample_size=p.sample_size,
+                                             return_clusters=True, ids=ids, chunks=list(_assign_chunks(ids)))
+        del x
         top = np.asarray(top, np.int64)
         selected = np.zeros(m, bool)
         selected[picked] = True
         out = np.flatnonzero(~selected)
         if out.size:
             orow = rows[out]
-            rejected.append(rejects_table(table.column("key").take(pa.array(orow)).to_pylist(),
-                                          table.column("source").take(pa.array(orow)).to_pylist(), self.name,
-                                          "balance", [f"cluster {int(c)} over its share" for c in top[out]]))
+            rejected.append(balance_rejects(self.name, table.column("key").take(pa.array(orow)).to_pylist(),
+                                            table.column("source").take(pa.array(orow)).to_pylist(), top[out]))
         keys = table.column("key").take(pa.array(rows[picked]))
         columns = pa.table({"key": keys, "balance_cluster": pa.array(top[picked].astype(np.int32), pa.int32())})
-        stats.update(selected=int(picked.size), levels=[int(k) for k in levels],
-                     before=cluster_balance_stats(top, n_top), after=cluster_balance_stats(top[picked], n_top),
+        stats.update(self.result_stats(picked, top, n_top, levels, m),
                      seconds=round(time.perf_counter() - t0, 4))
         return GlobalResult(rejected=_concat_rejects(rejected), columns=columns, stats=stats)
+
+    def base_stats(self, no_embedding: int, m: int) -> dict:
+        p = self.params
+        return {"no_embedding": int(no_embedding), "n": int(m), "target": int(self.target_for(m)),
+                "method": p.method, "strategy": p.strategy}
+
+    def result_stats(self, picked: np.ndarray, top: np.ndarray, n_top: int, levels: list, m: int) -> dict:
+        from mmcurate.curate.balance import cluster_balance_stats, data_sample_size
+
+        return {"selected": int(picked.size), "levels": [int(k) for k in levels],
+                "sample_size": data_sample_size(m, max(1, min(levels[0], m)), self.params.sample_size),
+                "before": cluster_balance_stats(top, n_top), "after": cluster_balance_stats(top[picked], n_top)}
+
+    def run_sharded(self, ctx) -> GlobalResult:
+        """Over the survivor shards without the embedding matrix: see stages.sharded_steps."""
+        from mmcurate.stages.sharded_steps import balance_sharded
+
+        return balance_sharded(self, ctx)
+
+
+def balance_rejects(stage: str, keys: list, sources: list, top: np.ndarray) -> pa.Table:
+    """Rejects for the samples balance did not select, naming their top-level cluster."""
+    return rejects_table(keys, sources, stage, "balance", [f"cluster {int(c)} over its share" for c in top])
