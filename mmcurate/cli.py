@@ -1,7 +1,7 @@
 """Command line.
 
   mmcurate run RECIPE [--input PATH] [--output DIR] [--resume] [--overwrite] [--workers N]
-               [--executor local|ray] [--address auto|ray://HOST:PORT] [--global-mode memory|sharded]
+               [--executor local|ray] [--address auto|ray://HOST:PORT] [--global-mode auto|memory|sharded]
   mmcurate recipe default           print the default recipe
   mmcurate demo [--out DIR]         build the built-in sample dataset and run the default recipe on it
   mmcurate inspect OUTPUT           print the manifest summary of a finished run
@@ -224,10 +224,10 @@ def main(argv=None) -> int:
         p.add_argument("--executor", choices=["local", "ray"], default="local",
                        help="local: worker processes on this machine; ray: Ray Data on a Ray instance or cluster "
                             "(pip install 'mmcurate[ray]')")
-        p.add_argument("--global-mode", choices=["memory", "sharded"], default=None,
-                       help="global steps (dedup, balance, split) over one in-memory table (memory, the default) or "
+        p.add_argument("--global-mode", choices=["auto", "memory", "sharded"], default=None,
+                       help="global steps (dedup, balance, split) over one in-memory table (memory) or "
                             "as per-shard / per-partition tasks that never hold the whole dataset (sharded); "
-                            "same outputs. Overrides the recipe's run.global_mode")
+                            "same outputs; auto (default): memory locally, sharded on Ray. Overrides run.global_mode")
         p.add_argument("--address", default=None,
                        help="with --executor ray: 'auto' or 'ray://HOST:PORT' to join a cluster "
                             "(default: start a local Ray instance)")

@@ -300,13 +300,18 @@ def test_recipe_global_mode(tmp_path):
 
     r = default_recipe_dict()
     r["input"]["path"] = "x"
-    assert parse_recipe(r).global_mode == "memory"
+    assert parse_recipe(r).global_mode == "auto"     # each executor decides: local memory, Ray sharded
+    from mmcurate.pipeline.executor import LocalExecutor
+    from mmcurate.pipeline.ray_executor import RayExecutor
+
+    assert LocalExecutor.AUTO_GLOBAL_MODE == "memory" and RayExecutor.AUTO_GLOBAL_MODE == "sharded"
+    assert LocalExecutor(parse_recipe(r)).global_mode == "memory"
     r["run"]["global_mode"] = "sharded"
     rec = parse_recipe(r)
     assert rec.global_mode == "sharded" and rec.to_dict()["run"]["global_mode"] == "sharded"
     assert parse_recipe(r, global_mode="memory").global_mode == "memory"
     r["run"]["global_mode"] = "distributed"
-    with pytest.raises(StageError, match="global_mode.*memory, sharded"):
+    with pytest.raises(StageError, match="global_mode.*auto, memory, sharded"):
         parse_recipe(r)
 
 

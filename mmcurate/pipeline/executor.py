@@ -412,8 +412,16 @@ class LocalExecutor:
         bar.set_postfix_str(" ".join(f"{k}={r:,.0f}/s" for k, r in rates.items()), refresh=False)
 
     # -- phase 2 --------------------------------------------------------------------------------
+    #: what run.global_mode "auto" means for this executor: one process holds the survivors' columns
+    AUTO_GLOBAL_MODE = "memory"
+
+    @property
+    def global_mode(self) -> str:
+        mode = self.recipe.global_mode
+        return self.AUTO_GLOBAL_MODE if mode == "auto" else mode
+
     def _global_phase(self, plan: StagePlan, n_shards: int):
-        if self.recipe.global_mode == "sharded":
+        if self.global_mode == "sharded":
             from mmcurate.pipeline.global_sharded import local_map, run_sharded_global_phase
 
             workers = self.recipe.workers

@@ -497,12 +497,15 @@ class RayExecutor(LocalExecutor):
         return ds
 
     # -- phase 2 --------------------------------------------------------------------------------
+    #: on a cluster, "auto" partitions the global steps over Ray tasks
+    AUTO_GLOBAL_MODE = "sharded"
+
     def _global_phase(self, plan: StagePlan, n_shards: int):
         """Memory mode: LocalExecutor's global phase in one Ray task. Sharded mode: the driver runs the global
         steps itself and each step fans its per-shard and per-partition work out as Ray tasks."""
         import ray
 
-        if self.recipe.global_mode == "sharded":
+        if self.global_mode == "sharded":
             from mmcurate.pipeline.global_sharded import run_sharded_global_phase
 
             cpus, _, _ = self._cluster()

@@ -2,7 +2,7 @@
 
     input:  {path: "shards/*.tar", format: auto}          # webdataset | folder | llava | auto
     output: {path: out/, shard_size: 1000}
-    run:    {workers: 1, batch_size: 256}                 # optional; global_mode: memory | sharded
+    run:    {workers: 1, batch_size: 256}                 # optional; global_mode: auto | memory | sharded
     stages:
       - integrity: {}
       - image_filter: {min_side: 200}
@@ -23,7 +23,8 @@ TOP_KEYS = {"input", "output", "run", "stages"}
 INPUT_KEYS = {"path", "format", "options"}
 OUTPUT_KEYS = {"path", "shard_size", "report"}
 RUN_KEYS = {"workers", "batch_size", "threads_per_worker", "global_mode"}
-GLOBAL_MODES = ("memory", "sharded")
+# "auto": the executor picks (local: memory; Ray: sharded). The outputs are the same in every mode.
+GLOBAL_MODES = ("auto", "memory", "sharded")
 
 DEFAULT_RECIPE_YAML = """\
 # mmcurate default recipe: DataComp-style basic filtering plus exact and perceptual dedup.
@@ -60,7 +61,7 @@ class Recipe:
     threads_per_worker: int | None = None
     # memory: the global steps over one in-memory table of the survivors' columns; sharded: through per-shard
     # and per-partition tasks (pipeline.global_sharded), same outputs, no worker holding the whole dataset
-    global_mode: str = "memory"
+    global_mode: str = "auto"
     stages: list[tuple[str, dict]] = field(default_factory=list)
 
     def build_stages(self) -> list:
@@ -109,7 +110,7 @@ def parse_recipe(data: dict, input_path: str | None = None, output_path: str | N
     path = input_path or inp.get("path")
     if not path:
         raise StageError("recipe 'input.path' is required (or pass --input)")
-    mode = global_mode if global_mode is not None else run.get("global_mode", "memory")
+    mode = global_mode if global_mode is not None else run.get("global_mode", "auto")
     if mode not in GLOBAL_MODES:
         raise StageError(f"recipe 'run.global_mode' must be one of {', '.join(GLOBAL_MODES)}, got {mode!r}")
     stages_raw = data.get("stages")
