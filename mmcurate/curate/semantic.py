@@ -37,14 +37,11 @@ NORM_TOL = 1e-3
 DEFAULT_BLOCK = 4096
 
 
-@dataclass
-class SemDedupResult:
-    keep: np.ndarray            # bool[n]
-    duplicate_of: np.ndarray    # int64[n], -1 where kept
-    cluster: np.ndarray         # int32[n]
-    max_similarity: np.ndarray  # float32[n], -inf for the first member of each cluster's keep order
-    centroids: np.ndarray       # float32[k, d], unit rows
-    eps: float
+class ThresholdedSimilarity:
+    """What SemDeDup results share: ``keep`` and ``max_similarity`` arrays thresholded at 1 - eps."""
+
+    keep: np.ndarray
+    max_similarity: np.ndarray
 
     @property
     def n_duplicates(self) -> int:
@@ -54,6 +51,16 @@ class SemDedupResult:
         """The keep mask for another eps on the same clusters and keep order."""
         _check_eps(eps)
         return ~(self.max_similarity >= np.float32(1.0 - eps))
+
+
+@dataclass
+class SemDedupResult(ThresholdedSimilarity):
+    keep: np.ndarray            # bool[n]
+    duplicate_of: np.ndarray    # int64[n], -1 where kept
+    cluster: np.ndarray         # int32[n]
+    max_similarity: np.ndarray  # float32[n], -inf for the first member of each cluster's keep order
+    centroids: np.ndarray       # float32[k, d], unit rows
+    eps: float
 
     @property
     def representative(self) -> np.ndarray:

@@ -52,8 +52,9 @@ from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from mmcurate.curate.semantic import (DEFAULT_BLOCK, KEEP_POLICIES, NORM_TOL, _check_eps, _torch_cuda_ok,
-                                      block_max_similarity, block_max_similarity_torch, pair_cosine64)
+from mmcurate.curate.semantic import (DEFAULT_BLOCK, KEEP_POLICIES, NORM_TOL, ThresholdedSimilarity, _check_eps,
+                                      _torch_cuda_ok, block_max_similarity, block_max_similarity_torch,
+                                      pair_cosine64)
 
 DEFAULT_CHUNK_ROWS = 16384                # rows per pass-2 read (64 MiB at d=1024)
 DEFAULT_POINTS_PER_CENTROID = 256        # default sample: faiss's own cap on training points per centroid
@@ -501,7 +502,7 @@ def _unit_rows(c: np.ndarray) -> np.ndarray:
 # ------------------------------------------------------------------------------------------- result
 
 @dataclass
-class SemDedupStreamResult:
+class SemDedupStreamResult(ThresholdedSimilarity):
     """Like :class:`~mmcurate.curate.semantic.SemDedupResult`, keyed by sample id: every per-sample array
     is aligned with ``ids`` (ascending)."""
 
@@ -516,15 +517,6 @@ class SemDedupStreamResult:
     # with representatives=True: (duplicate ids ascending, their kept representatives' ids, float64 cosine
     # between the two by semantic.pair_cosine64), computed in the partition tasks; else None
     representatives: tuple | None = None
-
-    @property
-    def n_duplicates(self) -> int:
-        return int(np.count_nonzero(~self.keep))
-
-    def keep_at(self, eps: float) -> np.ndarray:
-        """The keep mask for another eps on the same clusters and keep order."""
-        _check_eps(eps)
-        return ~(self.max_similarity >= np.float32(1.0 - eps))
 
     def positions(self, ids) -> np.ndarray:
         """Positions in the result arrays of the given ids (KeyError for an unknown id)."""

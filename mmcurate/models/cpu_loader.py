@@ -47,12 +47,7 @@ class NativeImageLoader:
                  prefetch: bool = True):
         from mmcurate.ops.decode import DEFAULT_MAX_PIXELS
 
-        if not isinstance(preprocess, Preprocess):
-            raise TypeError(f"preprocess must be a mmcurate.models.Preprocess, got {type(preprocess).__name__}")
-        if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-        if num_threads is not None and (not isinstance(num_threads, int) or num_threads < 1):
-            raise ValueError(f"num_threads must be None or a positive int, got {num_threads!r}")
+        check_loader_args(preprocess, batch_size, num_threads)
         self.preprocess = preprocess
         self.batch_size = batch_size
         self.num_threads = num_threads
@@ -82,6 +77,16 @@ class NativeImageLoader:
         """Batches of batch_size inputs (the last may be shorter), in order; with prefetch the next batch is
         prepared while the caller works on the current one."""
         return prefetched_batches(self.load, blobs, self.batch_size, self.prefetch, "mmcurate-loader")
+
+
+def check_loader_args(preprocess, batch_size, num_threads) -> None:
+    """The arguments every loader takes, checked the same way."""
+    if not isinstance(preprocess, Preprocess):
+        raise TypeError(f"preprocess must be a mmcurate.models.Preprocess, got {type(preprocess).__name__}")
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    if num_threads is not None and (not isinstance(num_threads, int) or num_threads < 1):
+        raise ValueError(f"num_threads must be None or a positive int, got {num_threads!r}")
 
 
 def prefetched_batches(load, blobs: Iterable, batch_size: int, prefetch: bool, thread_name: str) -> Iterator:

@@ -33,7 +33,8 @@ from typing import Iterable, Iterator, Optional
 
 import numpy as np
 
-from mmcurate.models.cpu_loader import LoadedBatch, NativeImageLoader, Rejected, prefetched_batches
+from mmcurate.models.cpu_loader import (LoadedBatch, NativeImageLoader, Rejected, check_loader_args,
+                                       prefetched_batches)
 from mmcurate.models.preprocess import Preprocess
 
 __all__ = ["DaliImageLoader", "dali_available", "DaliUnavailableError", "VALIDATE_MODES"]
@@ -90,12 +91,7 @@ class DaliImageLoader:
                  validate: str = "header", prefetch: bool = True, hw_decoder_load: float = 0.65):
         from mmcurate.ops.decode import DEFAULT_MAX_PIXELS
 
-        if not isinstance(preprocess, Preprocess):
-            raise TypeError(f"preprocess must be a mmcurate.models.Preprocess, got {type(preprocess).__name__}")
-        if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-        if num_threads is not None and (not isinstance(num_threads, int) or num_threads < 1):
-            raise ValueError(f"num_threads must be None or a positive int, got {num_threads!r}")
+        check_loader_args(preprocess, batch_size, num_threads)
         if validate not in VALIDATE_MODES:
             raise ValueError(f"validate must be one of {VALIDATE_MODES}, got {validate!r}")
         if not 0.0 <= float(hw_decoder_load) <= 1.0:
