@@ -7,7 +7,6 @@ from __future__ import annotations
 import logging
 import warnings
 from dataclasses import dataclass
-from typing import Iterable
 
 import numpy as np
 

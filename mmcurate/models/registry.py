@@ -3,7 +3,7 @@ embedding size, where the weights live, and the preprocessing those weights were
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Optional
