@@ -406,7 +406,7 @@ def test_recipe_sharded_equals_memory(demo_input, memory_runs, tmp_path, name, w
     _same_outputs(out, memory_runs[name], manifest)
     modes = {s["name"]: s["mode"] for s in manifest["stages"] if s["kind"] == "global"}
     assert modes == {"exact_dedup": "sharded", "phash_dedup": "sharded", "semantic_dedup": "sharded",
-                     "split": "memory", **({"clip_score_filter": "memory", "balance": "sharded"}
+                     "split": "memory", **({"clip_score_filter": "sharded", "balance": "sharded"}
                                            if name == "mixed" else {})}
     ref = json.loads((memory_runs[name] / "manifest.json").read_text())
     assert {s["mode"] for s in ref["stages"] if s["kind"] == "global"} == {"memory"}
@@ -565,3 +565,65 @@ def test_sharded_balance_never_builds_the_embedding_matrix(tmp_path, monkeypatch
     assert trained and max(trained) <= 40 and trained.count(40) >= 1
     assert converted and max(converted) <= max(v.n_alive for v in ctx.views()) < n
     assert res.stats["sharded"]["largest_gather_rows"] <= 40
+
+
+# ---------------------------------------------------------------------------------------------------------
+# clip_score_filter
+
+
+def _tied_scores(shards, seed=0):
+    """Scores with many ties (a few distinct values), NaN and nulls, so a keep_fraction cut falls in a tie."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for t in shards:
+        s = rng.choice([0.1, 0.25, 0.3, 0.3001, -0.0, 0.0], t.num_rows).astype(np.float32)
+        s[rng.random(t.num_rows) < 0.05] = np.nan
+        arr = pa.array(s, pa.float32(), mask=rng.random(t.num_rows) < 0.05)
+        out.append(t.set_column(t.schema.get_field_index("clip_score"), "clip_score", arr))
+    return out
+
+
+@pytest.mark.parametrize("params", [{"threshold": 0.25}, {"threshold": -1.0}, {"keep_fraction": 0.37},
+                                    {"keep_fraction": 0.5}, {"keep_fraction": 1.0}, {"keep_fraction": 0.001}])
+@pytest.mark.parametrize("ties", [False, True])
+def test_sharded_clip_score_filter_equals_memory(tmp_path, params, ties):
+    shards = _survivors()
+    if ties:
+        shards = _tied_scores(shards)
+    work = _work(tmp_path, shards, missing_shard=1)
+    ctx = ShardedGlobalContext(work, len(shards), map_fn=_reversed_map, parallelism=3)
+    rng = np.random.default_rng(2)
+    removed = []
+    for v in ctx.views():
+        removed += make_ids(v.index, rng.choice(v.n_rows, v.n_rows // 10, replace=False)).tolist()
+    ctx.remove(np.array(removed))
+    stage = registry.create("clip_score_filter", params)
+    table = _memory_table(shards, list(stage.requires), removed, missing_shard=1)
+    mem = stage.run(table.select(list(stage.requires)))
+    res = stage.run_sharded(ctx)
+    assert res.rejected.drop_columns([SAMPLE_ID]).equals(mem.rejected)
+    _check_ids(res, table)
+    strip = lambda s: {k: v for k, v in s.items() if k != "seconds"}   # noqa: E731
+    assert strip(res.stats) == strip(mem.stats)
+    if ties and "keep_fraction" in params and params["keep_fraction"] < 1:
+        details = res.rejected.column("detail").to_pylist()
+        assert params["keep_fraction"] == 0.001 or any("tie at the cut" in d for d in details)
+
+
+def test_keep_fraction_cut_fetches_only_tied_keys():
+    from mmcurate.stages.sharded_steps import keep_fraction_cut
+
+    ids = np.array([3, 5, 8, 13, 21, 34], np.int64)
+    scores = np.array([0.5, 0.9, 0.5, 0.1, 0.5, 0.9])
+    keys = {3: "é", 5: "b", 8: "a", 13: "z", 21: "ab", 34: "c"}
+    asked = []
+
+    def fetch(some):
+        asked.append(some.tolist())
+        return pa.array([keys[i] for i in some.tolist()])
+
+    kept, cut = keep_fraction_cut(ids, scores, 4, fetch)
+    assert asked == [[3, 8, 21]]                     # only the samples at the cut score
+    assert kept.tolist() == [5, 8, 21, 34] and cut == 0.5   # ties by key: "a", "ab" before "é"
+    none, cut = keep_fraction_cut(ids, scores, 0, fetch)
+    assert none.size == 0 and cut is None

@@ -4,7 +4,7 @@ Memory mode (the default) loads the columns every global step needs, for all sur
 one table. Sharded mode leaves them in the map phase's survivor shards (``_work/meta/NNNNN.parquet``) and hands
 each global stage a :class:`ShardedGlobalContext`; a stage with ``run_sharded(ctx)`` computes its result with
 per-shard and per-partition tasks through ``ctx.map_fn`` (builtin ``map``, a process pool's map for
-``run.workers`` > 1, Ray tasks under the Ray executor). Stages without it (split, clip_score_filter)
+``run.workers`` > 1, Ray tasks under the Ray executor). Stages without it (split)
 run in memory for their step, over their own columns only; the manifest records per global step which mode ran.
 The outputs are byte for byte those of memory mode.
 

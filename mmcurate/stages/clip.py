@@ -328,35 +328,61 @@ class ClipScoreFilter(GlobalStage):
                 cut = float(scores[chosen[-1]])
             else:
                 cut = None
-            label = f"top-{p.keep_fraction * 100:g}%"
+            label = self.cut_label()
         reject = ~keep
         idx = np.flatnonzero(reject)
-        reasons, details = [], []
-        for i in idx:
-            if not scored[i]:
-                reasons.append("no_clip_score")
-                details.append("clip_score is null (no caption to score)")
-            else:
-                reasons.append("clip_score")
-                if label is None:
-                    details.append(f"{scores[i]:.3f} < {cut:.3f}")
-                elif cut is None:
-                    details.append(f"{scores[i]:.3f}: the {label} keeps no sample")
-                else:
-                    tie = " (tie at the cut, later key)" if scores[i] == cut else ""
-                    details.append(f"{scores[i]:.3f} below the {label} cut {cut:.3f}{tie}")
-        rejected = rejects_table(table.column("key").take(pa.array(idx)).to_pylist(),
-                                 table.column("source").take(pa.array(idx)).to_pylist(),
-                                 self.name, reasons, details)
+        rejected = clip_score_rejects(self.name, table.column("key").take(pa.array(idx)),
+                                      table.column("source").take(pa.array(idx)), scores[idx], cut, label)
+        stats = self.result_stats(cut, n, scores[scored], scores[keep], t0)
+        return GlobalResult(rejected=rejected, stats=stats)
+
+    def cut_label(self) -> str | None:
+        """The keep_fraction cut's name in reject details (None in threshold mode)."""
+        p = self.params
+        return None if p.keep_fraction is None else f"top-{p.keep_fraction * 100:g}%"
+
+    def result_stats(self, cut, n: int, scored_scores: np.ndarray, kept_scores: np.ndarray, t0: float) -> dict:
+        """The step's stats from the scores of the scored and of the kept samples (float64, in sample order)."""
+        p = self.params
+        n_kept, n_scored = int(kept_scores.size), int(scored_scores.size)
         stats = {
             "mode": "threshold" if p.threshold is not None else "keep_fraction",
             "cut": None if cut is None else round(float(cut), 6),
-            "kept": int(keep.sum()), "rejected": int(reject.sum()),
-            "rejected_below_cut": int((reject & scored).sum()), "no_clip_score": int((~scored).sum()),
-            "scores": _percentiles(scores[scored]),
-            "kept_scores": _percentiles(scores[keep]),
+            "kept": n_kept, "rejected": n - n_kept,
+            "rejected_below_cut": n_scored - n_kept, "no_clip_score": n - n_scored,
+            "scores": _percentiles(scored_scores),
+            "kept_scores": _percentiles(kept_scores),
             "seconds": round(time.perf_counter() - t0, 6),
         }
         if p.keep_fraction is not None:
             stats["keep_fraction"] = p.keep_fraction
-        return GlobalResult(rejected=rejected, stats=stats)
+        return stats
+
+    def run_sharded(self, ctx) -> GlobalResult:
+        """Per-shard tasks; the driver holds (sample id, score) of the scored samples and the keys of the samples
+        tied at a keep_fraction cut only: see stages.sharded_steps."""
+        from mmcurate.stages.sharded_steps import clip_score_filter_sharded
+
+        return clip_score_filter_sharded(self, ctx)
+
+
+def clip_score_rejects(stage_name: str, keys, sources, scores: np.ndarray, cut, label) -> pa.Table:
+    """clip_score_filter's rejects for the rejected samples (keys, sources, float64 scores, NaN: unscored); the
+    cut and label as run() has them (label None: threshold mode)."""
+    reasons, details = [], []
+    for s in scores.tolist():
+        if math.isnan(s):
+            reasons.append("no_clip_score")
+            details.append("clip_score is null (no caption to score)")
+        else:
+            reasons.append("clip_score")
+            if label is None:
+                details.append(f"{s:.3f} < {cut:.3f}")
+            elif cut is None:
+                details.append(f"{s:.3f}: the {label} keeps no sample")
+            else:
+                tie = " (tie at the cut, later key)" if s == cut else ""
+                details.append(f"{s:.3f} below the {label} cut {cut:.3f}{tie}")
+    keys = keys.to_pylist() if hasattr(keys, "to_pylist") else list(keys)
+    sources = sources.to_pylist() if hasattr(sources, "to_pylist") else list(sources)
+    return rejects_table(keys, sources, stage_name, reasons, details)
