@@ -349,6 +349,13 @@ RECIPES = {
     "balance_cap": [{"clip_embed": TINY_CLIP}, {"exact_dedup": {}},
                     {"balance": {"fraction": 0.6, "levels": [6], "method": "cap", "seed": 3}},
                     {"split": {"ratios": [0.7, 0.2, 0.1], "group_columns": ["balance_cluster"]}}],
+    # no dedup before the score cut, so duplicates' equal scores tie at it (0.26: a cut inside a tie);
+    # split with a fixed radius, a group column and strata
+    "clip_ties": [{"clip_embed": TINY_CLIP}, {"clip_score_filter": {"keep_fraction": 0.26}},
+                  {"split": {"ratios": [0.6, 0.2, 0.2], "phash_radius": 20, "group_columns": ["source"],
+                             "stratify_by": "source", "seed": 2}}],
+    "clip_threshold": [{"clip_embed": TINY_CLIP}, {"clip_score_filter": {"threshold": 0.0}},
+                       {"split": {"ratios": [0.5, 0.3, 0.2], "phash_radius": 8, "stratify_by": "source"}}],
 }
 
 
@@ -406,7 +413,7 @@ def test_recipe_sharded_equals_memory(demo_input, memory_runs, tmp_path, name, w
     _same_outputs(out, memory_runs[name], manifest)
     modes = {s["name"]: s["mode"] for s in manifest["stages"] if s["kind"] == "global"}
     assert modes == {"exact_dedup": "sharded", "phash_dedup": "sharded", "semantic_dedup": "sharded",
-                     "split": "memory", **({"clip_score_filter": "sharded", "balance": "sharded"}
+                     "split": "sharded", **({"clip_score_filter": "sharded", "balance": "sharded"}
                                            if name == "mixed" else {})}
     ref = json.loads((memory_runs[name] / "manifest.json").read_text())
     assert {s["mode"] for s in ref["stages"] if s["kind"] == "global"} == {"memory"}
@@ -426,6 +433,29 @@ def test_recipe_sharded_balance_equals_memory(demo_input, memory_runs, tmp_path,
     ref = {s["name"]: s for s in json.loads((memory_runs[name] / "manifest.json").read_text())["stages"]}
     for k in ("selected", "levels", "sample_size", "before", "after"):
         assert stages["balance"]["stats"][k] == ref["balance"]["stats"][k], k
+
+
+def _without_seconds(stats):
+    return {k: v for k, v in stats.items() if k != "seconds"}
+
+
+@pytest.mark.parametrize("name, workers", [("clip_ties", 1), ("clip_ties", 2), ("clip_threshold", 1),
+                                           ("clip_threshold", 2)])
+def test_recipe_sharded_clip_filter_and_split_equal_memory(demo_input, memory_runs, tmp_path, name, workers):
+    out = tmp_path / "sharded"
+    manifest = _run(_recipe(demo_input, out, name, "sharded", workers))
+    _same_outputs(out, memory_runs[name], manifest)
+    stages = {s["name"]: s for s in manifest["stages"]}
+    ref = {s["name"]: s for s in json.loads((memory_runs[name] / "manifest.json").read_text())["stages"]}
+    for step in ("clip_score_filter", "split"):
+        assert stages[step]["mode"] == "sharded" and ref[step]["mode"] == "memory"
+        assert _without_seconds(stages[step]["stats"]) == _without_seconds(ref[step]["stats"]), step
+    clip = stages["clip_score_filter"]
+    assert 0 < clip["rejected"] < clip["in"]
+    assert stages["split"]["stats"]["phash_links"] > 0 or name == "clip_threshold"
+    if name == "clip_ties":   # equal scores (duplicates: no dedup ran) straddle the keep_fraction cut
+        details = pq.read_table(out / "rejects.parquet").column("detail").to_pylist()
+        assert any("tie at the cut" in (d or "") for d in details)
 
 
 def test_cli_global_mode_flag(demo_input, tmp_path):
@@ -627,3 +657,60 @@ def test_keep_fraction_cut_fetches_only_tied_keys():
     assert kept.tolist() == [5, 8, 21, 34] and cut == 0.5   # ties by key: "a", "ab" before "é"
     none, cut = keep_fraction_cut(ids, scores, 0, fetch)
     assert none.size == 0 and cut is None
+
+
+# ---------------------------------------------------------------------------------------------------------
+# split
+
+
+@pytest.mark.parametrize("params", [
+    {},                                                          # phash_radius auto
+    {"phash_radius": 12, "stratify_by": "source", "seed": 3},
+    {"phash_radius": None, "group_columns": ["sha256"], "stratify_by": "sha256"},
+    {"phash_radius": 4, "group_columns": ["source", "phash"], "ratios": [0.5, 0.5, 0.0]},
+    {"phash_radius": 0, "group_columns": ["sha256", "phash"], "stratify_by": "phash"},
+])
+@pytest.mark.parametrize("map_fn", [map, _reversed_map], ids=["map", "reversed"])
+def test_sharded_split_equals_memory(tmp_path, params, map_fn):
+    shards, ctx, removed = _setup(tmp_path, map_fn, missing_shard=3)
+    stage = registry.create("split", params)
+    table = _memory_table(shards, list(stage.requires), removed, missing_shard=3)
+    mem = stage.run(table.select(list(stage.requires)))
+    res = stage.run_sharded(ctx)
+    by_id = dict(zip(res.columns.column(SAMPLE_ID).to_pylist(), res.columns.column("split").to_pylist()))
+    assert res.columns.column(SAMPLE_ID).to_pylist() == table.column(SAMPLE_ID).to_pylist()
+    assert [by_id[i] for i in table.column(SAMPLE_ID).to_pylist()] == mem.columns.column("split").to_pylist()
+    strip = lambda s: {k: v for k, v in s.items() if k != "seconds"}   # noqa: E731
+    assert strip(res.stats) == strip(mem.stats)
+    assert res.rejected.num_rows == 0
+
+
+def test_split_phash_radius_64_falls_back_to_memory(tmp_path):
+    shards, ctx, _ = _setup(tmp_path, map)
+    assert registry.create("split", {"phash_radius": 64}).run_sharded(ctx) is None
+
+
+@pytest.mark.parametrize("parallelism", [1, 3, 40])
+def test_sharded_key_ranks_equal_a_full_sort(tmp_path, parallelism, monkeypatch):
+    import mmcurate.stages.sharded_steps as ss
+
+    rng = np.random.default_rng(5)
+    alphabet = list("abcAZ09_-é€😀ßñ\u00a0\u4e2d")
+    keys = list({"".join(rng.choice(alphabet, int(rng.integers(1, 6)))) for _ in range(3000)})
+    keys = [keys[i] for i in rng.permutation(len(keys))]
+    n = len(keys)
+    cuts = [0, n // 7, n // 2, n // 2 + 3, n]
+    shards = [pa.table({"key": keys[a:b], "source": ["s"] * (b - a)}) for a, b in zip(cuts[:-1], cuts[1:])]
+    work = _work(tmp_path, shards)
+    ctx = ShardedGlobalContext(work, len(shards), map_fn=_reversed_map, parallelism=parallelism)
+    ctx.remove(make_ids(1, [0, 5, 9]))
+    monkeypatch.setattr(ss, "KEY_ROWS_PER_PARTITION", 100)       # many range partitions
+    monkeypatch.setattr(ss, "KEY_SAMPLE_PER_PARTITION", 3)       # a coarse boundary sample
+    table = _memory_table(shards, ["key"], make_ids(1, [0, 5, 9]).tolist())
+    ids, ranks = ss.sharded_key_ranks(ctx, tmp_path / "keys")
+    assert ids.tolist() == table.column(SAMPLE_ID).to_pylist()
+    expect = np.empty(table.num_rows, np.int64)
+    expect[np.asarray(pc.sort_indices(table.column("key")))] = np.arange(table.num_rows)
+    assert ranks.tolist() == expect.tolist()
+    assert sorted(table.column("key").to_pylist(), key=lambda k: k.encode()) == \
+        [table.column("key")[int(i)].as_py() for i in np.argsort(ranks)]

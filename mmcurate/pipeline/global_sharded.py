@@ -4,8 +4,9 @@ Memory mode (the default) loads the columns every global step needs, for all sur
 one table. Sharded mode leaves them in the map phase's survivor shards (``_work/meta/NNNNN.parquet``) and hands
 each global stage a :class:`ShardedGlobalContext`; a stage with ``run_sharded(ctx)`` computes its result with
 per-shard and per-partition tasks through ``ctx.map_fn`` (builtin ``map``, a process pool's map for
-``run.workers`` > 1, Ray tasks under the Ray executor). Stages without it (split)
-run in memory for their step, over their own columns only; the manifest records per global step which mode ran.
+``run.workers`` > 1, Ray tasks under the Ray executor). Stages without it, or whose run_sharded returns None
+(phash_dedup at max_distance 64, split at phash_radius 64), run in memory for their step, over their own
+columns only; the manifest records per global step which mode ran.
 The outputs are byte for byte those of memory mode.
 
 Sample ids. A sample is named by ``SAMPLE_ID`` = (survivor shard index << 32) | its row in that shard's metadata

@@ -26,6 +26,9 @@ Driver memory per step:
                   label 8 B (+ transient sorts); the rejected samples' keys (the rejects themselves).
   clip_score_filter  (id, score) of the scored samples: 16 bytes each; keep_fraction: the kept ids and the
                   keys of the samples tied at the cut score; the rejects.
+  split           per sample: id 8 B, component and group ids, key rank, stratum (8 B each, int64) and the
+                  split (+ transient sorts); the pHash and group-column links (16 bytes each); the distinct
+                  stratify values; a sample of keys for the sort's range boundaries. Never all keys.
 """
 from __future__ import annotations
 
@@ -39,7 +42,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from mmcurate.curate import dedup
-from mmcurate.pipeline.global_sharded import (id_shards, partition_dir, read_partition, string_hash64, write_partitions)
+from mmcurate.pipeline.global_sharded import (KEY_ROWS_PER_PARTITION, id_shards, partition_dir, read_partition,
+                                              string_hash64, write_partitions)
 from mmcurate.pipeline.schema import REJECTS_SCHEMA
 from mmcurate.pipeline.stage import SAMPLE_ID, GlobalResult
 
@@ -507,3 +511,179 @@ def clip_score_filter_sharded(stage, ctx) -> GlobalResult:
         kept_scores = scores[np.isin(ids, kept)]
     rejected = pa.concat_tables(rejected) if rejected else _empty_rejects()
     return GlobalResult(rejected=rejected, stats=stage.result_stats(cut, n, scores, kept_scores, t0))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the survivors' key ranks: a distributed sort
+
+KEY_SAMPLE_PER_PARTITION = 256     # keys sampled per range partition, for the boundaries
+
+
+def _key_sample_task(task):
+    """Evenly spaced keys of one shard (about ``k`` of them): the sample the range boundaries come from."""
+    view, k = task
+    keys = view.read(["key"]).column("key")
+    if k <= 0 or len(keys) == 0:
+        return []
+    at = np.unique(np.linspace(0, len(keys) - 1, min(int(k), len(keys))).round().astype(np.int64))
+    return keys.take(pa.array(at)).to_pylist()
+
+
+def _key_range_task(task):
+    """One shard's (key, id) rows written to the range partition their key falls in: partition p holds the keys
+    in [bounds[p - 1], bounds[p]). Python str order is code point order, i.e. UTF-8 byte order: Arrow's."""
+    view, bounds, root = task
+    t = view.read(["key"]).select(["key", SAMPLE_ID])
+    keys = np.array(t.column("key").to_pylist(), dtype=object)
+    part = np.searchsorted(np.array(bounds, dtype=object), keys, side="right").astype(np.int64) if len(bounds) \
+        else np.zeros(len(keys), np.int64)
+    return write_partitions(t, part, len(bounds) + 1, root, f"s{view.index:05d}")
+
+
+def _key_sort_task(part_dir):
+    """The ids of one range partition in key order (Arrow's sort, as memory mode's pc.sort_indices)."""
+    t = read_partition(part_dir)
+    return t.column(SAMPLE_ID).take(pc.sort_indices(t.column("key"))).to_numpy().astype(np.int64)
+
+
+def sharded_key_ranks(ctx, root) -> tuple[np.ndarray, np.ndarray]:
+    """(ids ascending, rank of each id's key among all survivors' keys in Arrow's sort order): the rank memory
+    mode gets from pc.sort_indices over all keys. Keys sampled per shard for range boundaries, range-partitioned
+    per shard, sorted per partition; rank = the partition's offset + the rank within it. Only the boundary
+    sample and int64 ids come back to the driver."""
+    n_part = ctx.n_partitions(KEY_ROWS_PER_PARTITION)
+    views = ctx.views()
+    total = max(1, ctx.n_alive)
+    want = KEY_SAMPLE_PER_PARTITION * n_part
+    sample = [k for ks in ctx.map_fn(_key_sample_task, [(v, math.ceil(want * v.n_alive / total)) for v in views])
+              for k in ks]
+    sample = sorted(set(sample))
+    bounds = [sample[int(len(sample) * (p + 1) / n_part)] for p in range(n_part - 1)] if len(sample) > 1 else []
+    bounds = sorted(set(bounds))
+    counts = np.zeros(len(bounds) + 1, np.int64)
+    for c in ctx.map_fn(_key_range_task, [(v, bounds, str(root)) for v in views]):
+        counts += c
+    sorted_ids = [np.zeros(0, np.int64)] * counts.size
+    for p, ids in zip(np.flatnonzero(counts), ctx.map_fn(_key_sort_task, [str(partition_dir(root, p))
+                                                                          for p in np.flatnonzero(counts)])):
+        sorted_ids[p] = ids
+    by_rank = np.concatenate(sorted_ids)
+    order = np.argsort(by_rank, kind="stable")
+    return by_rank[order], order.astype(np.int64)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# split: links (pHash pairs, equal group values) -> components -> canonical ids by key rank -> assign_splits
+
+GROUP_ROWS_PER_PARTITION = 1 << 22
+
+
+def _value_hash(values) -> np.ndarray:
+    """A by-value uint64 hash of a column for routing equal values to one partition."""
+    from mmcurate.pipeline.global_sharded import _mix64
+
+    arr = values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
+    t = arr.type
+    if pa.types.is_dictionary(t):
+        arr = arr.cast(t.value_type)
+        t = arr.type
+    if pa.types.is_string(t) or pa.types.is_binary(t) or pa.types.is_large_string(t) or pa.types.is_large_binary(t):
+        return string_hash64(arr)
+    if pa.types.is_integer(t) or pa.types.is_boolean(t):
+        wide = pa.uint64() if pa.types.is_unsigned_integer(t) else pa.int64()
+        v = np.asarray(pc.cast(arr, wide).to_numpy(zero_copy_only=False)).view(np.uint64)
+        return _mix64(v + np.uint64(0x9E3779B97F4A7C15))
+    return string_hash64(pc.cast(arr, pa.string()))
+
+
+def _split_scan_task(task):
+    """One shard: its ids, its count of valid pHashes, the distinct stratify values, and its (value, id) rows
+    of every group column routed by value hash to partitions under root/g<j>/."""
+    view, p, n_part, root = task
+    t = view.read([*p.group_columns, *([p.stratify_by] if p.stratify_by else []),
+                   *(["phash"] if p.phash_radius is not None else [])])
+    ids = t.column(SAMPLE_ID)
+    n_phash = int(t.column("phash").is_valid().to_numpy(zero_copy_only=False).sum()) if p.phash_radius is not None \
+        else 0
+    strata = pc.unique(t.column(p.stratify_by).drop_null()) if p.stratify_by else None
+    counts = []
+    for j, col in enumerate(p.group_columns):
+        g = pa.table({"v": t.column(col), "id": ids})
+        g = g.filter(g.column("v").is_valid())
+        part = (_value_hash(g.column("v")) % np.uint64(n_part)).astype(np.int64)
+        counts.append(write_partitions(g, part, n_part, f"{root}/g{j}", f"s{view.index:05d}"))
+    return ids.to_numpy().astype(np.int64), n_phash, strata, counts
+
+
+def _group_links_task(part_dir):
+    """Links of one partition of a group column: every member to its value's smallest id."""
+    t = read_partition(part_dir)
+    ids = t.column("id").to_numpy().astype(np.int64)
+    values = pc.unique(t.column("v"))
+    codes = np.asarray(pc.index_in(t.column("v"), value_set=values).to_numpy(zero_copy_only=False), np.int64)
+    first = np.full(len(values), np.iinfo(np.int64).max, np.int64)
+    np.minimum.at(first, codes, ids)
+    return np.stack([ids, first[codes]], axis=1)
+
+
+def _strata_task(task):
+    view, column, values = task
+    t = view.read([column])
+    return np.asarray(pc.index_in(t.column(column), value_set=values).fill_null(-1).to_numpy(zero_copy_only=False),
+                      np.int64)
+
+
+def split_sharded(stage, ctx) -> GlobalResult | None:
+    """The same groups, strata and assignment as Split.run, from per-shard and per-partition tasks: pHash pairs
+    by curate.partitioned_hamming_pairs, group-column links by a shuffle of (value, id), connected components
+    over the union on the driver (int arrays per sample), groups renumbered by their smallest key's rank from a
+    distributed sort, strata from the distinct values. None (memory fallback) for phash_radius 64."""
+    from mmcurate.curate.hamming_partition import partitioned_hamming_pairs
+    from mmcurate.curate.splits import assign_splits
+    from mmcurate.stages.split import SPLIT_NAMES, auto_phash_radius
+
+    p = stage.params
+    if p.phash_radius is not None and p.phash_radius != "auto" and int(p.phash_radius) > 63:
+        return None
+    t0 = time.perf_counter()
+    root = ctx.spill_dir(stage.name)
+    views = ctx.views()
+    n_part = ctx.n_partitions(GROUP_ROWS_PER_PARTITION)
+    scans = list(ctx.map_fn(_split_scan_task, [(v, p, n_part, str(root / "groups")) for v in views]))
+    ids = np.concatenate([s[0] for s in scans])
+    n = ids.size
+    links = [np.zeros((0, 2), np.int64)]
+    radius, n_phash_links = None, 0
+    n_phash = sum(s[1] for s in scans)
+    if p.phash_radius is not None and n_phash:
+        radius = auto_phash_radius(n_phash) if p.phash_radius == "auto" else int(p.phash_radius)
+        if radius > 63:
+            return None
+        hp = ctx.n_partitions(max(1, HAMMING_ENTRIES_PER_PARTITION // (radius + 1)))
+        found = partitioned_hamming_pairs([functools.partial(_phash_codes, v) for v in views], radius,
+                                          n_partitions=hp, spill_dir=str(root / "phash"), map_fn=ctx.map_fn)
+        n_phash_links = int(found.pairs.shape[0])
+        links.append(found.pairs)
+    for j in range(len(p.group_columns)):
+        counts = sum(s[3][j] for s in scans)
+        dirs = [str(partition_dir(root / "groups" / f"g{j}", q)) for q in np.flatnonzero(counts)]
+        links += list(ctx.map_fn(_group_links_task, dirs))
+    pairs = np.searchsorted(ids, np.concatenate(links))
+    comp = np.unique(dedup.connected_components(n, pairs), return_inverse=True)[1].reshape(-1)
+    key_ids, key_rank = sharded_key_ranks(ctx, root / "keys")
+    if not np.array_equal(key_ids, ids):
+        raise RuntimeError("split: the key sort did not return every survivor once")
+    first = np.full(int(comp.max()) + 1, np.iinfo(np.int64).max)
+    np.minimum.at(first, comp, key_rank)
+    groups = np.argsort(np.argsort(first))[comp]
+    del key_rank, comp, first
+    strata = None
+    if p.stratify_by:
+        values = pc.unique(pa.chunked_array([s[2] for s in scans], type=ctx.schema.field(p.stratify_by).type))
+        values = values.take(pc.sort_indices(values))
+        strata = np.concatenate(list(ctx.map_fn(_strata_task, [(v, p.stratify_by, values) for v in views])))
+    split = assign_splits(groups, ratios=tuple(p.ratios), strata=strata, seed=p.seed)
+    stats = stage.result_stats(split, groups, n_phash_links, radius, t0)
+    names = np.array(SPLIT_NAMES, dtype=object)[split]
+    columns = pa.table({"split": pa.array(names.tolist(), pa.string()), SAMPLE_ID: pa.array(ids, pa.int64())})
+    return GlobalResult(rejected=_empty_rejects(), columns=columns, stats=stats)

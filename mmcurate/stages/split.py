@@ -98,7 +98,22 @@ class Split(GlobalStage):
         groups = _canonical_ids(union_groups(*labelings), table.column("key"))
         strata = _factorize(table.column(p.stratify_by)) if p.stratify_by else None
         split = assign_splits(groups, ratios=tuple(p.ratios), strata=strata, seed=p.seed)
+        stats = self.result_stats(split, groups, n_phash_links, radius, t0)
         names = np.array(SPLIT_NAMES, dtype=object)[split]
+        cols = pa.table({"key": table.column("key"), "split": pa.array(names.tolist(), pa.string())})
+        return GlobalResult(columns=cols, stats=stats)
+
+    def run_sharded(self, ctx) -> GlobalResult | None:
+        """The same split from per-shard and per-partition tasks, without all keys in one process: see
+        stages.sharded_steps.split_sharded."""
+        from mmcurate.stages.sharded_steps import split_sharded
+
+        return split_sharded(self, ctx)
+
+    @staticmethod
+    def result_stats(split: np.ndarray, groups: np.ndarray, n_phash_links: int, radius, t0: float) -> dict:
+        """The step's stats from the split and canonical group id of every sample."""
+        n = int(split.size)
         counts = {name: int((split == i).sum()) for i, name in enumerate(SPLIT_NAMES)}
         sizes = np.bincount(groups) if n else np.zeros(0, np.int64)
         stats = {
@@ -113,8 +128,7 @@ class Split(GlobalStage):
         if n and sizes.max() > max(0.05 * n, 1):
             stats["warning"] = (f"the largest group holds {sizes.max() / n:.0%} of the samples, so the split "
                                 "ratios cannot be met; lower phash_radius or drop coarse group_columns")
-        cols = pa.table({"key": table.column("key"), "split": pa.array(names.tolist(), pa.string())})
-        return GlobalResult(columns=cols, stats=stats)
+        return stats
 
 
 #: Chance links per sample the automatic radius allows (far below the percolation threshold of 1).
