@@ -601,6 +601,10 @@ def test_sharded_balance_never_builds_the_embedding_matrix(tmp_path, monkeypatch
 # clip_score_filter
 
 
+def _no_whole_columns(*args, **kwargs):
+    raise AssertionError("the sharded step gathered a column of the survivors on the driver")
+
+
 def _tied_scores(shards, seed=0):
     """Scores with many ties (a few distinct values), NaN and nulls, so a keep_fraction cut falls in a tie."""
     rng = np.random.default_rng(seed)
@@ -630,7 +634,13 @@ def test_sharded_clip_score_filter_equals_memory(tmp_path, params, ties):
     stage = registry.create("clip_score_filter", params)
     table = _memory_table(shards, list(stage.requires), removed, missing_shard=1)
     mem = stage.run(table.select(list(stage.requires)))
+    fetched = []
+    fetch = ctx.fetch
+    ctx.fetch = lambda ids, columns: fetched.append((len(ids), columns)) or fetch(ids, columns)
+    ctx.load = _no_whole_columns
     res = stage.run_sharded(ctx)
+    assert all(columns == ["key"] for _, columns in fetched)
+    assert sum(n for n, _ in fetched) < len(table) // 3    # keys of the samples tied at the cut only
     assert res.rejected.drop_columns([SAMPLE_ID]).equals(mem.rejected)
     _check_ids(res, table)
     strip = lambda s: {k: v for k, v in s.items() if k != "seconds"}   # noqa: E731
@@ -669,6 +679,7 @@ def test_keep_fraction_cut_fetches_only_tied_keys():
     {"phash_radius": None, "group_columns": ["sha256"], "stratify_by": "sha256"},
     {"phash_radius": 4, "group_columns": ["source", "phash"], "ratios": [0.5, 0.5, 0.0]},
     {"phash_radius": 0, "group_columns": ["sha256", "phash"], "stratify_by": "phash"},
+    {"phash_radius": None, "group_columns": ["clip_score"], "stratify_by": "clip_score"},   # floats, NaN
 ])
 @pytest.mark.parametrize("map_fn", [map, _reversed_map], ids=["map", "reversed"])
 def test_sharded_split_equals_memory(tmp_path, params, map_fn):
@@ -676,6 +687,7 @@ def test_sharded_split_equals_memory(tmp_path, params, map_fn):
     stage = registry.create("split", params)
     table = _memory_table(shards, list(stage.requires), removed, missing_shard=3)
     mem = stage.run(table.select(list(stage.requires)))
+    ctx.load = ctx.fetch = _no_whole_columns   # the driver never gathers keys (or any column) of samples
     res = stage.run_sharded(ctx)
     by_id = dict(zip(res.columns.column(SAMPLE_ID).to_pylist(), res.columns.column("split").to_pylist()))
     assert res.columns.column(SAMPLE_ID).to_pylist() == table.column(SAMPLE_ID).to_pylist()
