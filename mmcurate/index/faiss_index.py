@@ -61,8 +61,14 @@ def _gpu_resources():
 
 
 def _to_device(index, device: str):
+    """A search index on the GPU(s). With several GPUs the index is replicated on all of them and queries are
+    split between them (faiss.index_cpu_to_all_gpus), matching faiss.Kmeans(gpu=True), which trains on every
+    GPU it sees: multi-GPU k-means and assignment need nothing more than more GPUs."""
     if device == "cuda":
-        return _faiss().index_cpu_to_gpu(_gpu_resources(), 0, index)
+        faiss = _faiss()
+        if faiss.get_num_gpus() > 1:
+            return faiss.index_cpu_to_all_gpus(index)
+        return faiss.index_cpu_to_gpu(_gpu_resources(), 0, index)
     return index
 
 
@@ -126,6 +132,7 @@ def kmeans(x, k: int, niter: int = 20, spherical: bool = True, seed: int = 0, de
     train = as_matrix(x[idx] if idx is not None else x[:], "x")
     faiss = _faiss()
     km = faiss.Kmeans(train.shape[1], k, niter=int(niter), spherical=bool(spherical), seed=int(seed),
+                      # gpu=True: faiss trains on every visible GPU (index_cpu_to_all_gpus)
                       gpu=(dev == "cuda"), max_points_per_centroid=int(max_points_per_centroid),
                       verbose=False)
     if init == "kmeans++":
