@@ -1,14 +1,15 @@
 """The global phase in memory vs sharded mode on synthetic survivor shards: wall time, peak RSS, same results.
 
   python benchmarks/bench_global_sharded.py [--n 200000] [--shards 20] [--dim 256] [--workers 1 2]
-                                            [--steps dedup|balance] [--out benchmarks/results/global_sharded.json]
+                                            [--steps dedup|balance|split] [--out benchmarks/results/global_sharded.json]
 
 Writes ``n`` survivors in ``shards`` metadata files as the map phase leaves them (_work/meta/NNNNN.parquet: key,
 source, sha256 with 10% exact copies, pHash with 10% near copies at 0-12 bits, fp16 unit embeddings with 10%
 near copies, clip_score), then runs the global steps exact_dedup, phash_dedup (keep by clip_score) and
 semantic_dedup (k-means on a 50k sample) through ``run_global_phase`` (memory) and ``run_sharded_global_phase``
 (sharded, workers 1 and 2: builtin map / process pool), each in its own process. ``--steps balance`` runs the
-balance step alone instead (fraction 0.5, default levels [1000, 100], k-means sample 256 per cluster). Reports per run: wall time,
+balance step alone instead (fraction 0.5, default levels [1000, 100], k-means sample 256 per cluster);
+``--steps split`` runs clip_score_filter (keep_fraction 0.7) then split (8:1:1, pHash radius auto). Reports per run: wall time,
 per-step seconds, the driver's peak RSS and the largest worker's, and a digest of the rejects and duplicates
 (equal across runs: the modes give the same results).
 """
@@ -35,6 +36,7 @@ STEP_SETS = {
     "dedup": [("exact_dedup", {"keep": {"max": "clip_score"}}), ("phash_dedup", {"keep": {"max": "clip_score"}}),
               ("semantic_dedup", {"sample_size": 50_000, "eps": 0.05})],
     "balance": [("balance", {"fraction": 0.5})],
+    "split": [("clip_score_filter", {"keep_fraction": 0.7}), ("split", {})],
 }
 STAGES = STEP_SETS["dedup"]
 
