@@ -421,6 +421,9 @@ def test_recipe_sharded_equals_memory(demo_input, memory_runs, tmp_path, name, w
     assert stages["semantic_dedup"]["reasons"].get("duplicate_semantic", 0) > 0
     assert stages["phash_dedup"]["rejected"] > 0 and stages["exact_dedup"]["rejected"] > 0
     assert stages["semantic_dedup"]["stats"]["sharded"]["n_partitions"] >= 1
+    ref_stages = {s["name"]: s for s in ref["stages"]}
+    for k in ("max_distance", "linkage", "mode", "expected_chance_links_per_sample"):   # same settings stats
+        assert stages["phash_dedup"]["stats"][k] == ref_stages["phash_dedup"]["stats"][k], k
 
 
 @pytest.mark.parametrize("name, workers", [("balance_closest", 1), ("balance_closest", 2), ("balance_cap", 2)])

@@ -347,7 +347,7 @@ def _as_schema(rows: pa.Table, serialized: bytes) -> pa.Table:
 # The executor
 # ---------------------------------------------------------------------------------------------
 def _has_setup(stage) -> bool:
-    return bool(getattr(stage, "loads_state", type(stage).setup is not MapStage.setup))
+    return bool(stage.loads_state)
 
 
 class RayExecutor(LocalExecutor):

@@ -547,6 +547,15 @@ class PhashDedup(GlobalStage):
         self.requires = _dedup_requires(("key", "source", "phash"), p.keep)
         self.map_part = PerceptualHash(exact=p.mode == "exact", device=p.device, num_threads=p.num_threads)
 
+    def settings_stats(self, n_codes: int) -> dict:
+        """The stats both global modes report about the settings, for n_codes hashed samples."""
+        p = self.params
+        # unrelated codes within the radius by chance, per sample: ~0.01 at 1M with radius 10, ~9 at 1B
+        # (docs/scaling.md: lower the radius as n grows)
+        chance = float(f"{n_codes * dedup.chance_link_probability(p.max_distance):.3g}")
+        return {"max_distance": p.max_distance, "linkage": p.linkage, "mode": p.mode,
+                "expected_chance_links_per_sample": chance}
+
     def run(self, table: pa.Table) -> GlobalResult:
         _require_columns(table, self.name, self.requires)
         p = self.params
@@ -556,12 +565,7 @@ class PhashDedup(GlobalStage):
         codes = pc.cast(sub.column("phash"), pa.uint64()).to_numpy(zero_copy_only=False).astype(np.uint64)
         grouping = dedup.near_groups(codes, p.max_distance, _rank(sub, p.keep), linkage=p.linkage,
                                      device=p.device, num_threads=p.num_threads)
-        stats = {"seconds": round(time.perf_counter() - t0, 6), "max_distance": p.max_distance,
-                 "linkage": p.linkage, "mode": p.mode,
-                 # unrelated codes within the radius by chance, per sample: ~0.01 at 1M with radius 10,
-                 # ~9 at 1B (docs/scaling.md: lower the radius as n grows)
-                 "expected_chance_links_per_sample": float(
-                     f"{codes.size * dedup.chance_link_probability(p.max_distance):.3g}")}
+        stats = {"seconds": round(time.perf_counter() - t0, 6), **self.settings_stats(codes.size)}
         if grouping.n_duplicates:
             stats["max_distance_to_representative"] = int(grouping.distance.max())
         return _dedup_result(table, valid, grouping, self.name, "phash", "duplicate_phash", stats)

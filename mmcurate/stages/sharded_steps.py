@@ -160,7 +160,7 @@ def phash_dedup_sharded(stage, ctx) -> GlobalResult | None:
                                       n_partitions=n_part, spill_dir=str(root), map_fn=ctx.map_fn)
     linked = np.unique(found.pairs)
     column, _ = parse_keep(p.keep)
-    stats = {"seconds": 0.0, "max_distance": p.max_distance, "linkage": p.linkage, "mode": p.mode}
+    stats = {"seconds": 0.0, **stage.settings_stats(found.stats["n_codes"])}
     dup_keys, dup_sources, rep_keys, dup_ids = [], [], [], np.zeros(0, np.int64)
     distance = np.zeros(0, np.int32)
     groups = 0
