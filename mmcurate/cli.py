@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -155,6 +156,8 @@ def _make_executor(recipe, args):
 def _run_recipe(recipe, args) -> int:
     manifest = _make_executor(recipe, args).run()
     _print_summary(manifest)
+    for line in manifest.get("warnings", []):
+        print(f"mmcurate: warning: {line}", file=sys.stderr)
     print(f"outputs in {recipe.output_path}/ (shards/, samples.parquet, rejects.parquet, duplicates.parquet, "
           f"manifest.json{', report.html' if recipe.report else ''})")
     return 0
@@ -204,7 +207,10 @@ def _cmd_demo(args) -> int:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="mmcurate", description=__doc__)
+    parser = argparse.ArgumentParser(prog="mmcurate", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--debug", action="store_true",
+                        help="show Python tracebacks instead of one-line errors (or MMCURATE_DEBUG=1)")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("info", help="print what this build contains (CUDA, nvJPEG, SIMD, codecs)")
     p.set_defaults(fn=_cmd_info)
@@ -250,14 +256,43 @@ def main(argv=None) -> int:
     p.add_argument("--shard-size", type=int, default=100)
     add_run_flags(p)
     p.set_defaults(fn=_cmd_demo)
+    for p in sub.choices.values():   # --debug is accepted after the command too
+        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    from mmcurate.pipeline.stage import StageError
-
+    if args.debug or os.environ.get("MMCURATE_DEBUG") == "1":
+        return args.fn(args)   # tracebacks as Python prints them
     try:
         return args.fn(args)
-    except (StageError, FileNotFoundError) as exc:
-        print(f"mmcurate: error: {exc}", file=sys.stderr)
-        return 2
+    except KeyboardInterrupt:
+        print("mmcurate: interrupted (finish the run with --resume)", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - every failure becomes one line; --debug shows the traceback
+        code, line = error_line(exc)
+        print(f"mmcurate: error: {line}", file=sys.stderr)
+        return code
+
+
+def error_line(exc: BaseException) -> tuple[int, str]:
+    """(exit code, one line) for an exception that ends a command. Errors of input, recipe, weights or set-up
+    (which the user fixes) exit 2 with their own message; anything else is an internal error (exit 1) that
+    says how to get the traceback."""
+    import errno
+
+    from mmcurate.pipeline.stage import StageError
+
+    msg = " ".join(str(exc).split()) or type(exc).__name__
+    if len(msg) > 600:   # an error quoting input must not flood the terminal
+        msg = msg[:600] + "..."
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        where = f" writing {exc.filename}" if exc.filename else ""
+        return 2, (f"no space left on device (ENOSPC){where}: free space, then finish the run with --resume"
+                   if "ENOSPC" not in msg else msg)
+    if isinstance(exc, (StageError, OSError, ValueError, LookupError, ImportError)):
+        return 2, msg
+    if type(exc).__module__.split(".")[0] in ("yaml", "safetensors", "json"):
+        return 2, f"{type(exc).__name__}: {msg}"
+    return 1, (f"internal error ({type(exc).__name__}: {msg}); rerun with --debug for the traceback and "
+               f"please report it")
 
 
 if __name__ == "__main__":

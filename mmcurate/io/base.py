@@ -6,7 +6,13 @@ from typing import Iterator
 
 import pyarrow as pa
 
-from mmcurate.pipeline.schema import SAMPLE_SCHEMA
+import pyarrow.compute as pc
+
+from mmcurate.pipeline.schema import REJECTS_SCHEMA, SAMPLE_SCHEMA
+
+#: read_reason values meaning "the rest of this shard could not be read": the row stands for the damage, the
+#: samples before it were yielded normally.
+SHARD_ERROR_REASONS = frozenset({"shard_truncated", "shard_unreadable"})
 
 # A batch is also cut when its image bytes pass this size: a binary column holds at most 2 GiB, and a
 # batch of 256 large scans would pass it.
@@ -68,9 +74,13 @@ class Batcher:
         self._bytes = 0
 
     def add(self, key: str, source: str, image: bytes | None, image_ext: str | None,
-            caption: str | None, meta: str) -> pa.Table | None:
-        """Add one row; returns a full batch when this row completes one."""
+            caption: str | None, meta: str, *, read_reason: str | None = None,
+            read_detail: str | None = None) -> pa.Table | None:
+        """Add one row; returns a full batch when this row completes one. A row the reader could not read
+        carries read_reason/read_detail (see split_read_rejects)."""
         c = self._cols
+        c["read_reason"].append(read_reason)
+        c["read_detail"].append(read_detail)
         c["key"].append(key)
         c["source"].append(source)
         c["image"].append(image)
@@ -88,3 +98,19 @@ class Batcher:
         table = pa.table(self._cols, schema=SAMPLE_SCHEMA)
         self._reset()
         return table
+
+
+def split_read_rejects(batch: pa.Table) -> tuple[pa.Table, pa.Table]:
+    """(the rows that read fine, with exactly the INPUT_SCHEMA columns; the rows a reader marked unreadable as
+    REJECTS_SCHEMA rejects of stage "read"). Batches without the read_* columns pass through unchanged."""
+    if "read_reason" not in batch.column_names:
+        return batch, REJECTS_SCHEMA.empty_table()
+    bad = pc.is_valid(batch.column("read_reason"))
+    clean = batch.drop_columns([c for c in ("read_reason", "read_detail") if c in batch.column_names])
+    if not pc.any(bad).as_py():
+        return clean, REJECTS_SCHEMA.empty_table()
+    failed = batch.filter(bad)
+    rejects = pa.table({"key": failed.column("key"), "source": failed.column("source"),
+                        "stage": pa.array(["read"] * failed.num_rows, pa.string()),
+                        "reason": failed.column("read_reason"), "detail": failed.column("read_detail")})
+    return clean.filter(pc.invert(bad)), rejects.cast(REJECTS_SCHEMA)

@@ -34,6 +34,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 import mmcurate
+from mmcurate.pipeline.diagnosis import run_warnings
+from mmcurate.pipeline.read_step import READ_STEP, ReadRejects, shard_errors
 from mmcurate.pipeline.recipe import Recipe, parse_recipe
 from mmcurate.pipeline.schema import DUPLICATES_OUTPUT_SCHEMA, DUPLICATES_SCHEMA, REJECTS_SCHEMA
 from mmcurate.pipeline.stage import SAMPLE_ID, SHARD_SHIFT, GlobalStage, MapStage, StageError
@@ -56,7 +58,8 @@ class StagePlan:
 
     @classmethod
     def from_stages(cls, stages) -> "StagePlan":
-        map_steps, global_steps = [], []
+        # The reader's verdicts (unreadable samples, damaged shard tails) are rejected first, as stage "read".
+        map_steps, global_steps = [(READ_STEP, ReadRejects())], []
         for st in stages:
             if isinstance(st, GlobalStage):
                 part = getattr(st, "map_part", None)
@@ -153,7 +156,7 @@ def write_map_shard(work: Path, shard_index: int, shard: str, kept_parts: list, 
     write_parquet_atomic(rejects, work / "rejects" / f"{name}.parquet")
     record = {"shard": shard, "index": shard_index, "read": n_read,
               "survivors": survivors.num_rows if survivors is not None else 0,
-              "rejected": rejects.num_rows, "read_seconds": t_read,
+              "rejected": rejects.num_rows, "read_seconds": t_read, "shard_errors": shard_errors(rejects),
               "stages": {k: {**v, "reasons": dict(v["reasons"])} for k, v in stats.items()}}
     _atomic_json(work / "done" / f"{name}.json", record)  # last: its presence means the shard is complete
     return record
@@ -217,6 +220,15 @@ def run_global_phase(work: Path, plan: StagePlan, n_shards: int):
                   else DUPLICATES_OUTPUT_SCHEMA.empty_table())
     n_kept = survivors.num_rows if survivors is not None else 0
     return n_kept, global_stats, global_rejects, duplicates, extra_cols
+
+
+def _check_shard_errors(records: list[dict], policy: str):
+    """run.on_shard_error: fail stops a run whose input had a shard that could not be read to its end."""
+    errors = [e for r in records for e in r.get("shard_errors", [])]
+    if errors and policy == "fail":
+        raise StageError(f"{len(errors)} input shard(s) could not be read to the end (run.on_shard_error: fail), "
+                         f"first: {errors[0]['detail']}; fix or remove the shard, or set run.on_shard_error: warn "
+                         f"to curate what can be read")
 
 
 def _check_unique_keys(table: pa.Table):
@@ -316,6 +328,7 @@ class LocalExecutor:
         t = time.perf_counter()
         records = self._map_phase(reader, shards)
         timings["map"] = time.perf_counter() - t
+        _check_shard_errors(records, self.recipe.on_shard_error)
 
         t = time.perf_counter()
         plan = StagePlan.from_stages(self.recipe.build_stages())
@@ -565,7 +578,9 @@ class LocalExecutor:
             "outputs": [{"path": os.path.relpath(p, self.out), "samples": n, "sha256": h} for p, n, h in shard_files]
                        + [{"path": name, "sha256": sha256_file(self.out / name)}
                           for name in ("samples.parquet", "rejects.parquet", "duplicates.parquet")],
+            "shard_errors": [e for r in records for e in r.get("shard_errors", [])],
         }
+        manifest["warnings"] = run_warnings(manifest)
         if read != n_written + n_rejected:
             _atomic_json(self.out / "manifest.json", manifest)
             raise AccountingError(f"read {read} != kept {n_written} + rejected {n_rejected}")

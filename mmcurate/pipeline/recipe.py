@@ -22,7 +22,10 @@ from mmcurate.pipeline.stage import GlobalStage, MapStage, StageError, registry
 TOP_KEYS = {"input", "output", "run", "stages"}
 INPUT_KEYS = {"path", "format", "options"}
 OUTPUT_KEYS = {"path", "shard_size", "report"}
-RUN_KEYS = {"workers", "batch_size", "threads_per_worker", "global_mode"}
+RUN_KEYS = {"workers", "batch_size", "threads_per_worker", "global_mode", "on_shard_error"}
+# warn: a shard that cannot be read to its end contributes the samples before the damage, and the run warns and
+# lists it in manifest.json shard_errors (webdataset's warn_and_continue); fail: the run stops with an error.
+SHARD_ERROR_POLICIES = ("warn", "fail")
 # "auto": the executor picks (local: memory; Ray: sharded). The outputs are the same in every mode.
 GLOBAL_MODES = ("auto", "memory", "sharded")
 
@@ -37,6 +40,7 @@ output:
 run:
   workers: 1               # processes for the map stages (native kernels use all cores inside each)
   batch_size: 256
+  on_shard_error: warn     # a truncated/unreadable shard: curate the samples before the damage and warn; fail: stop
 stages:
   - integrity: {}                         # full decode; corrupt/truncated/unsupported/too-large rejected
   - image_filter: {preset: datacomp}      # min side 200, aspect ratio <= 3 (preset cogvlm: 1/6..6)
@@ -62,6 +66,7 @@ class Recipe:
     # memory: the global steps over one in-memory table of the survivors' columns; sharded: through per-shard
     # and per-partition tasks (pipeline.global_sharded), same outputs, no worker holding the whole dataset
     global_mode: str = "auto"
+    on_shard_error: str = "warn"
     stages: list[tuple[str, dict]] = field(default_factory=list)
 
     def build_stages(self) -> list:
@@ -72,7 +77,8 @@ class Recipe:
             "input": {"path": self.input_path, "format": self.input_format, "options": self.input_options},
             "output": {"path": self.output_path, "shard_size": self.shard_size, "report": self.report},
             "run": {"workers": self.workers, "batch_size": self.batch_size,
-                    "threads_per_worker": self.threads_per_worker, "global_mode": self.global_mode},
+                    "threads_per_worker": self.threads_per_worker, "global_mode": self.global_mode,
+                    "on_shard_error": self.on_shard_error},
             "stages": [{name: params} for name, params in self.stages],
         }
 
@@ -113,6 +119,10 @@ def parse_recipe(data: dict, input_path: str | None = None, output_path: str | N
     mode = global_mode if global_mode is not None else run.get("global_mode", "auto")
     if mode not in GLOBAL_MODES:
         raise StageError(f"recipe 'run.global_mode' must be one of {', '.join(GLOBAL_MODES)}, got {mode!r}")
+    on_shard_error = run.get("on_shard_error", "warn")
+    if on_shard_error not in SHARD_ERROR_POLICIES:
+        raise StageError(f"recipe 'run.on_shard_error' must be one of {', '.join(SHARD_ERROR_POLICIES)}, "
+                         f"got {on_shard_error!r}")
     stages_raw = data.get("stages")
     if not isinstance(stages_raw, list) or not stages_raw:
         raise StageError("recipe 'stages' must be a non-empty list like [{integrity: {}}, {image_filter: {...}}]")
@@ -138,6 +148,7 @@ def parse_recipe(data: dict, input_path: str | None = None, output_path: str | N
         batch_size=_positive_int("run", "batch_size", run.get("batch_size", 256)),
         threads_per_worker=_positive_int("run", "threads_per_worker", run.get("threads_per_worker"), allow_none=True),
         global_mode=mode,
+        on_shard_error=on_shard_error,
         stages=stages,
     )
     names = [n for n, _ in stages]

@@ -15,7 +15,11 @@ INPUT_FIELDS = [
     pa.field("caption", pa.string()),                  # caption text (null if none)
     pa.field("meta", pa.string()),                     # original per-sample JSON metadata, as text ("{}" if none)
 ]
-SAMPLE_SCHEMA = pa.schema(INPUT_FIELDS)
+# Set by a reader on a row it could not read (reason, one-line detail); null when the sample read fine. The map
+# phase's first step (pipeline.read_step) turns such rows into rejects of stage "read" and drops these columns.
+READ_ERROR_FIELDS = [pa.field("read_reason", pa.string()), pa.field("read_detail", pa.string())]
+SAMPLE_SCHEMA = pa.schema(INPUT_FIELDS + READ_ERROR_FIELDS)
+INPUT_SCHEMA = pa.schema(INPUT_FIELDS)
 
 # Columns stages add (a stage may add others; these are the shared names).
 DERIVED_FIELDS = {

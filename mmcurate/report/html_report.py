@@ -281,7 +281,24 @@ def _section_run(data: RunData) -> str:
                    f'{_files_table(data.manifest.get("inputs"))}</details>')
     details.append(f'<details data-detail="outputs"><summary>Output files</summary>'
                    f'{_files_table(data.manifest.get("outputs"))}</details>')
-    return _section("run", "Run", "", _kv_table(facts) + "".join(details))
+    return _section("run", "Run", "", _kv_table(facts) + _run_warnings(data.manifest) + "".join(details))
+
+
+def _run_warnings(manifest: dict) -> str:
+    """The run's warnings (shards read only in part, a reason rejecting most samples) and every shard error."""
+    warnings = manifest.get("warnings") or []
+    errors = manifest.get("shard_errors") or []
+    if not warnings and not errors:
+        return ""
+    items = "".join(f"<li>{e(w)}</li>" for w in warnings)
+    html = f'<div class="warnings" data-detail="warnings"><strong>Warnings</strong><ul>{items}</ul></div>'
+    if errors:
+        rows = "".join(f"<tr><td>{e(str(x.get('shard')))}</td><td>{e(str(x.get('reason')))}</td>"
+                       f"<td>{e(str(x.get('detail')))}</td></tr>" for x in errors)
+        html += (f'<details open data-detail="shard-errors"><summary>Shards read only in part ({len(errors)})'
+                 f'</summary><table><thead><tr><th>shard</th><th>reason</th><th>detail</th></tr></thead>'
+                 f'<tbody>{rows}</tbody></table></details>')
+    return html
 
 
 # ---------------------------------------------------------------------------------------------------
