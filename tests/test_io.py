@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import pickle
 import signal
 import subprocess
@@ -15,7 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import io_fixtures as fx
-from mmcurate.io import (DuplicateKeyError, ShardReadError, ShardWriter, atomic_write_bytes, atomic_write_text,
+from mmcurate.io import (DuplicateKeyError, ShardWriter, atomic_write_bytes, atomic_write_text,
                          open_reader, remove_stale_temp_files, sha256_file, write_parquet_atomic)
 from mmcurate.io.keys import INVALID_JSON_FIELD, key_to_member_base, member_base_to_key
 from mmcurate.io.paths import expand_braces
@@ -258,19 +259,19 @@ def test_webdataset_duplicate_keys_raise_or_get_suffixes(tmp_path):
         open_reader(path, on_duplicate_key="ignore")
 
 
-def test_truncated_shard_yields_what_it_has_then_names_the_shard(tmp_path):
+def test_truncated_shard_yields_what_it_has_then_one_damage_row(tmp_path):
     path = fx.write_tar(tmp_path / "t.tar", fx.img2dataset_members([f"{i:09d}" for i in range(6)]))
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
-    reader = open_reader(path)
-    got = []
-    with pytest.raises(ShardReadError, match=r"t\.tar.*unreadable"):
-        for batch in reader.read(reader.shards()[0], batch_size=1):
-            got.extend(batch.column("key").to_pylist())
-    assert 0 < len(got) < 6 and got == [f"{i:09d}" for i in range(len(got))]
+    rows = fx.read_all(open_reader(path), batch_size=1)
+    good, damage = rows[:-1], rows[-1]
+    assert 0 < len(good) < 6 and [r["key"] for r in good] == [f"{i:09d}" for i in range(len(good))]
+    assert all(r["read_reason"] is None for r in good)
+    assert damage["read_reason"] == "shard_truncated" and damage["image"] is None
+    assert re.search(r"t\.tar.*unreadable at member .* after \d+ samples", damage["read_detail"])
     (tmp_path / "x.tar").write_bytes(b"this is not a tar file at all" * 40)
-    with pytest.raises(ShardReadError):
-        fx.read_all(open_reader(tmp_path / "x.tar"))
+    (row,) = fx.read_all(open_reader(tmp_path / "x.tar"))
+    assert row["read_reason"] == "shard_unreadable" and row["key"] == "__shard_error__"
 
 
 def test_webdataset_path_specs(tmp_path):

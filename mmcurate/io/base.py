@@ -12,7 +12,14 @@ from mmcurate.pipeline.schema import REJECTS_SCHEMA, SAMPLE_SCHEMA
 
 #: read_reason values meaning "the rest of this shard could not be read": the row stands for the damage, the
 #: samples before it were yielded normally.
-SHARD_ERROR_REASONS = frozenset({"shard_truncated", "shard_unreadable"})
+SHARD_ERROR_REASONS = frozenset({"shard_truncated", "shard_unreadable", "shard_unrecognised"})
+
+# Per-read byte caps (reader options max_image_bytes / max_member_bytes). 64 MiB is several times the largest
+# image a web crawl or photo dataset legitimately holds (a 100 MP JPEG is ~30 MB; decoders refuse more pixels
+# than that by default), yet keeps one hostile file from taking the process's memory; a 256-row batch is cut
+# at max_batch_bytes anyway. Captions and meta are text: 16 MiB is far past any real one.
+DEFAULT_MAX_IMAGE_BYTES = 64 << 20
+DEFAULT_MAX_MEMBER_BYTES = 16 << 20
 
 # A batch is also cut when its image bytes pass this size: a binary column holds at most 2 GiB, and a
 # batch of 256 large scans would pass it.
@@ -53,6 +60,25 @@ class Reader(abc.ABC):
         return state
 
 
+def check_byte_limit(name: str, value) -> int:
+    """A reader's byte-limit option: a positive int (bool is refused, though Python calls it an int)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive integer number of bytes, got {value!r}")
+    return value
+
+
+def check_flag(name: str, value) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be true or false, got {value!r}")
+    return value
+
+
+def one_line(text: str, limit: int = 500) -> str:
+    """A message for a rejects row: one line, bounded (messages quote untrusted names and library errors)."""
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def check_batch_size(batch_size: int, max_batch_bytes: int) -> None:
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
@@ -91,6 +117,11 @@ class Batcher:
         if len(c["key"]) >= self.batch_size or self._bytes >= self.max_batch_bytes:
             return self.flush()
         return None
+
+    def add_reject(self, key: str, source: str, reason: str, detail: str,
+                   image_ext: str | None = None) -> pa.Table | None:
+        """A row for a sample that could not be read: no image, caption or meta of it travels on."""
+        return self.add(key, source, None, image_ext, None, "{}", read_reason=reason, read_detail=one_line(detail))
 
     def flush(self) -> pa.Table | None:
         if not self._cols["key"]:

@@ -16,6 +16,12 @@
 - Shards are fixed chunks of the samples sorted by key: `ROOT@00000` covers samples [0, shard_size).
 - Duplicate keys (`a.jpg` and `a.png`, or one image listed twice in the caption table, e.g. two captions
   of one COCO image) raise DuplicateKeyError, or with on_duplicate_key="suffix" become `a~1`, ...
+- Only files inside root are read. Symlinked directories are not descended into; a symlinked image or
+  sidecar that resolves outside root is a `path_outside_root` reject (`allow_outside_root=True` reads it).
+  A listed name that is not a regular file (a FIFO, a device, a directory named `x.jpg`) is `not_a_file`,
+  checked before opening; an image over max_image_bytes or a sidecar over max_member_bytes is `too_large`
+  (never read past the limit); a file name or caption-table key that cannot be a key (control characters,
+  `..`) is `bad_key`; a sidecar `.json` or table row nested deeper than keys.MAX_META_DEPTH is `bad_meta`.
 """
 from __future__ import annotations
 
@@ -26,8 +32,10 @@ from typing import Iterator
 
 import pyarrow as pa
 
-from mmcurate.io.base import DEFAULT_MAX_BATCH_BYTES, Batcher, Reader
-from mmcurate.io.keys import IMAGE_EXTS, KeyRegistry, normalize_meta
+from mmcurate.io import paths
+from mmcurate.io.base import (DEFAULT_MAX_BATCH_BYTES, DEFAULT_MAX_IMAGE_BYTES, DEFAULT_MAX_MEMBER_BYTES, Batcher,
+                              Reader, check_byte_limit, check_flag)
+from mmcurate.io.keys import IMAGE_EXTS, KeyRegistry, check_meta, json_problem
 from mmcurate.io.parquet_io import read_columns
 
 KEY_COLUMNS = ("file_name", "image", "path")
@@ -41,6 +49,8 @@ class _Entry:
     rel_path: str | None      # image path relative to root; None when a caption row names no file on disk
     image_ext: str | None
     row: int | None           # caption-table row, if any
+    reason: str | None = None  # set for a sample known unreadable at listing time (bad_key)
+    detail: str | None = None
 
 
 def _split_ext(rel: str, image_exts) -> tuple[str, str | None]:
@@ -63,7 +73,9 @@ class FolderReader(Reader):
 
     def __init__(self, path, *, captions: str | os.PathLike | None = None, key_column: str | None = None,
                  caption_column: str | None = None, shard_size: int = 1000,
-                 image_exts: tuple[str, ...] = IMAGE_EXTS, on_duplicate_key: str = "error"):
+                 image_exts: tuple[str, ...] = IMAGE_EXTS, on_duplicate_key: str = "error",
+                 max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES, max_member_bytes: int = DEFAULT_MAX_MEMBER_BYTES,
+                 allow_outside_root: bool = False):
         self.root = os.fspath(path)
         if not os.path.isdir(self.root):
             raise FileNotFoundError(f"image folder {self.root!r} does not exist or is not a directory")
@@ -81,6 +93,9 @@ class FolderReader(Reader):
         self.image_exts = tuple(e.lower().lstrip(".") for e in image_exts)
         KeyRegistry(on_duplicate_key, "")  # validates the policy
         self.on_duplicate_key = on_duplicate_key
+        self.max_image_bytes = check_byte_limit("max_image_bytes", max_image_bytes)
+        self.max_member_bytes = check_byte_limit("max_member_bytes", max_member_bytes)
+        self.allow_outside_root = check_flag("allow_outside_root", allow_outside_root)
         self._entries: list[_Entry] | None = None
         self._table: dict[str, list] | None = None
         self._entries_and_table()   # list now: errors surface when the reader is opened, not mid-run
@@ -129,7 +144,10 @@ class FolderReader(Reader):
         key_of_file: dict[str, str] = {}
         for rel in self._list_images():
             stem, ext = _split_ext(rel, self.image_exts)
-            key = keys.claim(stem, f"file {rel!r}")
+            key, reason, detail = keys.claim_or_reject(stem, f"file {rel!r}")
+            if reason is not None:   # a name the output cannot carry: a reject, never read
+                by_key[key] = _Entry(key, None, ext, None, reason, detail)
+                continue
             by_key[key] = _Entry(key, rel, ext, None)
             key_of_file[rel] = key
         if table is None:
@@ -146,8 +164,10 @@ class FolderReader(Reader):
                 by_key[target] = _Entry(target, by_key[target].rel_path, by_key[target].image_ext, row)
                 continue
             # A second caption row for an image, or a row naming a file that is not on disk.
-            key = keys.claim(stem, f"caption row {row} ({value!r})")
-            if target is not None:
+            key, reason, detail = keys.claim_or_reject(stem, f"caption row {row}")
+            if reason is not None:
+                by_key[key] = _Entry(key, None, ext, row, reason, detail)
+            elif target is not None:
                 by_key[key] = _Entry(key, by_key[target].rel_path, by_key[target].image_ext, row)
             else:
                 by_key[key] = _Entry(key, None, ext, row)
@@ -181,7 +201,9 @@ class FolderReader(Reader):
                 "samples": len(self._entries_and_table()[0]),
                 "options": {"captions": self.captions, "key_column": self.key_column,
                             "caption_column": self.caption_column, "shard_size": self.shard_size,
-                            "image_exts": list(self.image_exts), "on_duplicate_key": self.on_duplicate_key}}
+                            "image_exts": list(self.image_exts), "on_duplicate_key": self.on_duplicate_key,
+                            "max_image_bytes": self.max_image_bytes, "max_member_bytes": self.max_member_bytes,
+                            "allow_outside_root": self.allow_outside_root}}
 
     # -- reading -------------------------------------------------------------------------------------
     def read(self, shard: str, batch_size: int = 256,
@@ -189,39 +211,59 @@ class FolderReader(Reader):
         start, stop = self._shard_range(shard)
         entries, table = self._entries_and_table()
         batcher = Batcher(batch_size, max_batch_bytes)
+        root_real = os.path.realpath(self.root)
         for entry in entries[start:stop]:
-            image = self._read_file(entry.rel_path) if entry.rel_path is not None else None
-            if table is not None:
-                caption, meta = self._caption_row(table, entry.row)
-            else:
-                caption, meta = self._sidecars(entry)
-            batch = batcher.add(entry.key, shard, image, entry.image_ext, caption, meta)
+            batch = self._row(batcher, shard, root_real, entry, table)
             if batch is not None:
                 yield batch
         batch = batcher.flush()
         if batch is not None:
             yield batch
 
-    def _read_file(self, rel: str) -> bytes | None:
-        try:
-            with open(os.path.join(self.root, rel), "rb") as f:
-                return f.read()
-        except FileNotFoundError:   # deleted since the listing: a missing image, like an unlisted one
-            return None
+    def _row(self, batcher: Batcher, shard: str, root_real: str, entry: _Entry, table) -> pa.Table | None:
+        if entry.reason is not None:
+            return batcher.add_reject(entry.key, shard, entry.reason, entry.detail, entry.image_ext)
+        image = None
+        if entry.rel_path is not None:
+            image, reason, detail = self._read_file(root_real, entry.rel_path, self.max_image_bytes)
+            if reason is not None:
+                return batcher.add_reject(entry.key, shard, reason, detail, entry.image_ext)
+        if table is not None:
+            caption, meta, reason, detail = self._caption_row(table, entry.row)
+        else:
+            caption, meta, reason, detail = self._sidecars(root_real, entry)
+        if reason is not None:
+            return batcher.add_reject(entry.key, shard, reason, detail, entry.image_ext)
+        return batcher.add(entry.key, shard, image, entry.image_ext, caption, meta)
 
-    def _caption_row(self, table, row: int | None) -> tuple[str | None, str]:
+    def _read_file(self, root_real: str, rel: str, max_bytes: int, limit_name: str = "max_image_bytes"):
+        """(bytes or None when missing: deleted since the listing, like an unlisted image; reason; detail)."""
+        return paths.read_inside_root(root_real, rel, max_bytes, self.allow_outside_root, limit_name)
+
+    def _caption_row(self, table, row: int | None) -> tuple[str | None, str, str | None, str | None]:
         if row is None:
-            return None, "{}"
+            return None, "{}", None, None
         caption = table[self.caption_column][row]
         extra = {name: values[row] for name, values in table.items()
                  if name not in (self.key_column, self.caption_column) and values[row] is not None}
-        return (None if caption is None else str(caption)), json.dumps(extra, ensure_ascii=False, default=str)
+        problem = json_problem(extra)
+        if problem:
+            return None, "{}", "bad_meta", f"caption file row {row}: {problem}"
+        return (None if caption is None else str(caption)), json.dumps(extra, ensure_ascii=False, default=str), \
+            None, None
 
-    def _sidecars(self, entry: _Entry) -> tuple[str | None, str]:
+    def _sidecars(self, root_real: str, entry: _Entry) -> tuple[str | None, str, str | None, str | None]:
         if entry.rel_path is None:
-            return None, "{}"
-        stem = os.path.join(self.root, _split_ext(entry.rel_path, self.image_exts)[0])
-        caption = self._read_file(stem + ".txt")
-        meta = self._read_file(stem + ".json")
-        return (caption.decode("utf-8", errors="replace") if caption is not None else None,
-                normalize_meta(meta.decode("utf-8", errors="replace") if meta is not None else None))
+            return None, "{}", None, None
+        stem = _split_ext(entry.rel_path, self.image_exts)[0]
+        texts = []
+        for ext in ("txt", "json"):
+            data, reason, detail = self._read_file(root_real, f"{stem}.{ext}", self.max_member_bytes,
+                                                   "max_member_bytes")
+            if reason is not None:
+                return None, "{}", reason, detail
+            texts.append(data.decode("utf-8", errors="replace") if data is not None else None)
+        meta, reason, detail = check_meta(texts[1])
+        if reason is not None:
+            return None, "{}", reason, f"{stem}.json: {detail}"
+        return texts[0], meta, None, None

@@ -10,6 +10,7 @@ the tar.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 
@@ -69,7 +70,17 @@ def check_key(key) -> str:
         raise ValueError(f"invalid sample key {key!r}: empty, '.' or '..' path component")
     if any(ord(c) < 32 or ord(c) == 127 for c in key):
         raise ValueError(f"invalid sample key {key!r}: contains control characters")
+    try:
+        key.encode("utf-8")
+    except UnicodeEncodeError:   # a tar name that was not UTF-8 comes back with surrogates: Arrow can't store it
+        raise ValueError(f"invalid sample key {key!r}: not valid UTF-8") from None
     return key
+
+
+def short_repr(text, limit: int = 120) -> str:
+    """repr() of untrusted text for a one-line message: control characters escaped, long values cut."""
+    r = repr(text)
+    return r if len(r) <= limit else r[: limit - 5] + "...'" + f"({len(text)} chars)"
 
 
 class KeyRegistry:
@@ -92,6 +103,32 @@ class KeyRegistry:
             check_key(key)
         except ValueError as exc:
             raise ValueError(f"{self.where}: {exc}{' (' + detail + ')' if detail else ''}") from None
+        return self._claim_valid(key, detail)
+
+    def claim_or_reject(self, key, detail: str = "") -> tuple[str, str | None, str | None]:
+        """(key, None, None) for a usable key (duplicates follow the policy, as in claim); for a key that
+        cannot name tar members (`..`, a leading '/', control characters, ...): (a substitute key, "bad_key",
+        a one-line detail), so the sample becomes a reject instead of aborting the run."""
+        try:
+            check_key(key)
+        except ValueError:
+            digest = hashlib.sha256(str(key).encode("utf-8", "surrogatepass")).hexdigest()[:16]
+            return (self.substitute(f"__bad_key__{digest}"), "bad_key",
+                    f"invalid sample key {short_repr(key)}: must be a relative POSIX path without '.'/'..' "
+                    f"components or control characters{' (' + detail + ')' if detail else ''}")
+        return self._claim_valid(key, detail), None, None
+
+    def substitute(self, base: str) -> str:
+        """A key for a row that stands for something unreadable (a bad key, a shard's damaged tail): `base`,
+        or `base~N` when taken; deterministic and unique in this registry whatever the policy."""
+        key, n = base, 0
+        while key in self._seen:
+            n += 1
+            key = f"{base}~{n}"
+        self._seen.add(key)
+        return key
+
+    def _claim_valid(self, key: str, detail: str) -> str:
         if key not in self._seen:
             self._seen.add(key)
             return key
@@ -108,6 +145,58 @@ class KeyRegistry:
 
 
 INVALID_JSON_FIELD = "__invalid_json__"
+# Deeper meta is a `bad_meta` reject: stages walk meta recursively (redact_meta), Python's json stops near
+# 1,000 levels with RecursionError, and real per-sample metadata is a few levels deep.
+MAX_META_DEPTH = 64
+
+
+def _deeper_than(value, limit: int) -> bool:
+    stack = [(value, 1)]
+    while stack:   # iterative: the check itself must not recurse
+        v, depth = stack.pop()
+        if depth > limit:
+            return True
+        if isinstance(v, dict):
+            stack.extend((c, depth + 1) for c in v.values() if isinstance(c, (dict, list)))
+        elif isinstance(v, list):
+            stack.extend((c, depth + 1) for c in v if isinstance(c, (dict, list)))
+    return False
+
+
+def json_problem(value, text: str | None = None) -> str | None:
+    """Why parsed JSON is unusable as sample metadata (nested deeper than MAX_META_DEPTH), else None. `text`
+    (the source) lets shallow documents skip the walk."""
+    if text is not None and text.count("{") + text.count("[") <= MAX_META_DEPTH:
+        return None
+    if _deeper_than(value, MAX_META_DEPTH):
+        return f"JSON nested deeper than {MAX_META_DEPTH} levels"
+    return None
+
+
+def loads_untrusted(text: str):
+    """json.loads for input data: ValueError (with a one-line reason) instead of RecursionError, and for
+    documents nested deeper than MAX_META_DEPTH."""
+    try:
+        value = json.loads(text)
+    except RecursionError:
+        raise ValueError(f"JSON nested deeper than {MAX_META_DEPTH} levels") from None
+    problem = json_problem(value, text)
+    if problem:
+        raise ValueError(problem)
+    return value
+
+
+def check_meta(text: str | None) -> tuple[str, str | None, str | None]:
+    """(meta JSON-object text as normalize_meta gives it, reject reason, detail): a `.json` member nested
+    deeper than MAX_META_DEPTH is rejected as "bad_meta" (with meta "{}"), not wrapped, so no stage has to
+    walk it."""
+    if text is not None and text.count("{") + text.count("[") > MAX_META_DEPTH:
+        try:
+            loads_untrusted(text)
+        except ValueError as exc:
+            if "nested deeper" in str(exc):
+                return "{}", "bad_meta", f"meta {exc} ({len(text)} chars)"
+    return normalize_meta(text), None, None
 
 
 def normalize_meta(text: str | None) -> str:
@@ -120,8 +209,8 @@ def normalize_meta(text: str | None) -> str:
     if text is None or not text.strip():
         return "{}"
     try:
-        value = json.loads(text)
-    except ValueError:
+        value = loads_untrusted(text)
+    except ValueError:   # includes too deep (see check_meta for the readers' reject)
         value = None
     if isinstance(value, dict):
         return text

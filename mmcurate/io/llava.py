@@ -7,6 +7,13 @@
   images (multi-image entries) uses the first; the record in meta keeps them all. A missing file, or
   a text-only entry without "image", gives a row with image null, which the integrity stage rejects
   (text-only rows also have image_ext null and no "image" in meta).
+- Only files inside image_root are read: an absolute path, `..` or a symlink that resolves outside it is a
+  `path_outside_root` reject, never opened (`allow_outside_root=True` lifts this). Anything but a regular file
+  (a directory, FIFO, device) is `not_a_file`, checked before opening; a file over max_image_bytes is
+  `too_large` (never read past the limit); a NUL in the path is `bad_path`; another OSError (permissions,
+  a symlink loop) is `unreadable`. An entry that is not a JSON object, or one nested deeper than
+  keys.MAX_META_DEPTH, is `bad_meta`; a JSONL line that does not parse is `bad_meta` too (its key
+  `line_<N>`); an id that cannot be a key (`..`, control characters) is `bad_key`.
 - caption: the first answer (`from` "gpt" or "assistant"); null if there is none.
 - meta: the whole record as JSON, so the conversations reach the output unchanged.
 - Shards are fixed chunks of the entries in file order: `FILE@00000` covers entries [0, shard_size).
@@ -18,12 +25,14 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Iterator
+from typing import Iterator, NamedTuple
 
 import pyarrow as pa
 
-from mmcurate.io.base import DEFAULT_MAX_BATCH_BYTES, Batcher, Reader
-from mmcurate.io.keys import IMAGE_EXTS, KeyRegistry, sniff_image_ext
+from mmcurate.io import paths
+from mmcurate.io.base import (DEFAULT_MAX_BATCH_BYTES, DEFAULT_MAX_IMAGE_BYTES, Batcher, Reader, check_byte_limit,
+                              check_flag, one_line)
+from mmcurate.io.keys import IMAGE_EXTS, KeyRegistry, json_problem, loads_untrusted, sniff_image_ext
 
 ANSWER_ROLES = ("gpt", "assistant")
 
@@ -44,12 +53,22 @@ def _image_path(record: dict) -> str | None:
     return str(image).replace("\\", "/")
 
 
+class _Entry(NamedTuple):
+    key: str
+    image: str | None
+    caption: str | None
+    meta: str
+    reason: str | None = None
+    detail: str | None = None
+
+
 class LlavaReader(Reader):
     format = "llava"
     _CACHE_ATTRS = ("_entries",)
 
     def __init__(self, path, *, image_root: str | os.PathLike | None = None, shard_size: int = 1000,
-                 on_duplicate_key: str = "error"):
+                 on_duplicate_key: str = "error", max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES,
+                 allow_outside_root: bool = False):
         self.path = os.fspath(path)
         if not os.path.isfile(self.path):
             raise FileNotFoundError(f"LLaVA file {self.path!r} does not exist")
@@ -61,35 +80,48 @@ class LlavaReader(Reader):
         self.shard_size = shard_size
         KeyRegistry(on_duplicate_key, "")  # validates the policy
         self.on_duplicate_key = on_duplicate_key
-        self._entries: list[tuple[str, str | None, str | None, str]] | None = None
+        self.max_image_bytes = check_byte_limit("max_image_bytes", max_image_bytes)
+        self.allow_outside_root = check_flag("allow_outside_root", allow_outside_root)
+        self._entries: list[_Entry] | None = None
         self._load()   # parse now: a malformed file fails when the reader is opened, not mid-run
 
-    def _records(self) -> Iterator[dict]:
+    def _records(self) -> Iterator[tuple[object, str | None]]:
+        """(record, None), or (None, why) for a JSONL line that cannot be an entry."""
         if self.path.lower().endswith((".jsonl", ".ndjson")):
-            with open(self.path, encoding="utf-8") as f:
+            with open(self.path, encoding="utf-8", errors="replace") as f:
                 for lineno, line in enumerate(f, 1):
                     if line.strip():
                         try:
-                            yield json.loads(line)
-                        except json.JSONDecodeError as exc:
-                            raise ValueError(f"{self.path}:{lineno}: invalid JSON ({exc.msg})") from None
+                            yield loads_untrusted(line), None
+                        except ValueError as exc:   # one bad line is one reject, not a failed run
+                            yield None, f"line {lineno}: invalid JSON ({one_line(exc, 200)})"
             return
-        with open(self.path, encoding="utf-8") as f:
+        with open(self.path, encoding="utf-8", errors="replace") as f:
             try:
                 data = json.load(f)
             except json.JSONDecodeError as exc:
                 raise ValueError(f"{self.path}: invalid JSON at line {exc.lineno} ({exc.msg})") from None
+            except RecursionError:
+                raise ValueError(f"{self.path}: JSON nested too deep to parse; fix the file or write it as JSONL "
+                                 f"(one entry per line), where such an entry is one reject") from None
         if not isinstance(data, list):
             raise ValueError(f"{self.path}: expected a JSON list of entries, got {type(data).__name__}")
-        yield from data
+        for record in data:
+            yield record, None
 
-    def _load(self) -> list[tuple[str, str | None, str | None, str]]:
+    def _load(self) -> list[_Entry]:
         if self._entries is None:
             keys = KeyRegistry(self.on_duplicate_key, f"LLaVA file {self.path!r}")
             entries = []
-            for index, record in enumerate(self._records()):
-                if not isinstance(record, dict):
-                    raise ValueError(f"{self.path}: entry {index} is a {type(record).__name__}, not an object")
+            for index, (record, why) in enumerate(self._records()):
+                if why is None and not isinstance(record, dict):
+                    why = f"entry {index} is a {type(record).__name__}, not an object"
+                if why is None:
+                    why = json_problem(record)
+                    why = why and f"entry {index}: {why}"
+                if why is not None:
+                    entries.append(_Entry(keys.substitute(f"entry_{index}"), None, None, "{}", "bad_meta", why))
+                    continue
                 image = _image_path(record)
                 if record.get("id") not in (None, ""):
                     key = str(record["id"])
@@ -97,9 +129,12 @@ class LlavaReader(Reader):
                     key = image.rsplit(".", 1)[0] if "." in image.rsplit("/", 1)[-1] else image
                 else:
                     key = f"entry_{index}"
-                key = keys.claim(key, f"entry {index}")
-                entries.append((key, image, _first_answer(record),
-                                json.dumps(record, ensure_ascii=False, separators=(",", ":"))))
+                key, reason, detail = keys.claim_or_reject(key, f"entry {index}")
+                if reason is not None:
+                    entries.append(_Entry(key, None, None, "{}", reason, detail))
+                    continue
+                entries.append(_Entry(key, image, _first_answer(record),
+                                      json.dumps(record, ensure_ascii=False, separators=(",", ":"))))
             self._entries = entries
         return self._entries
 
@@ -125,25 +160,27 @@ class LlavaReader(Reader):
         return {"format": self.format, "path": self.path, "shards": len(self.shards()),
                 "samples": len(self._load()),
                 "options": {"image_root": self.image_root, "shard_size": self.shard_size,
-                            "on_duplicate_key": self.on_duplicate_key}}
+                            "on_duplicate_key": self.on_duplicate_key, "max_image_bytes": self.max_image_bytes,
+                            "allow_outside_root": self.allow_outside_root}}
 
     def read(self, shard: str, batch_size: int = 256,
              max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES) -> Iterator[pa.Table]:
         start, stop = self._shard_range(shard)
         batcher = Batcher(batch_size, max_batch_bytes)
-        for key, image_path, caption, meta in self._load()[start:stop]:
+        root_real = os.path.realpath(self.image_root)
+        for key, image_path, caption, meta, reason, detail in self._load()[start:stop]:
             image = image_ext = None
-            if image_path is not None:
+            if image_path is not None and reason is None:
                 name = image_path.rsplit("/", 1)[-1]
                 image_ext = name.rsplit(".", 1)[1].lower() if "." in name else None
-                try:
-                    with open(os.path.join(self.image_root, image_path), "rb") as f:
-                        image = f.read()
-                except FileNotFoundError:
-                    image = None
+                image, reason, detail = paths.read_inside_root(root_real, image_path, self.max_image_bytes,
+                                                          self.allow_outside_root)
                 if image is not None and (image_ext is None or image_ext not in IMAGE_EXTS):
                     image_ext = sniff_image_ext(image) or image_ext
-            batch = batcher.add(key, shard, image, image_ext, caption, meta)
+            if reason is not None:
+                batch = batcher.add_reject(key, shard, reason, f"entry {key!r}: {detail}", image_ext)
+            else:
+                batch = batcher.add(key, shard, image, image_ext, caption, meta)
             if batch is not None:
                 yield batch
         batch = batcher.flush()

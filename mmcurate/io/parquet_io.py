@@ -50,7 +50,7 @@ def _read_jsonl(path: str) -> dict[str, list]:
 
     columns: dict[str, list] = {}
     n = 0
-    with open(path, encoding="utf-8") as f:
+    with open(path, encoding="utf-8", errors="replace") as f:
         for lineno, line in enumerate(f, 1):
             if not line.strip():
                 continue
@@ -58,6 +58,8 @@ def _read_jsonl(path: str) -> dict[str, list]:
                 row = json.loads(line)
             except json.JSONDecodeError as exc:
                 raise ValueError(f"{path}:{lineno}: invalid JSON ({exc.msg})") from None
+            except RecursionError:
+                raise ValueError(f"{path}:{lineno}: JSON nested too deep to parse") from None
             if not isinstance(row, dict):
                 raise ValueError(f"{path}:{lineno}: expected a JSON object per line, got {type(row).__name__}")
             for name in row:
