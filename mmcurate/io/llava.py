@@ -32,7 +32,7 @@ import pyarrow as pa
 from mmcurate.io import paths
 from mmcurate.io.base import (DEFAULT_MAX_BATCH_BYTES, DEFAULT_MAX_IMAGE_BYTES, Batcher, Reader, check_byte_limit,
                               check_flag, one_line)
-from mmcurate.io.keys import IMAGE_EXTS, KeyRegistry, json_problem, loads_untrusted, sniff_image_ext
+from mmcurate.io.keys import IMAGE_EXTS, KeyRegistry, json_problem, sniff_image_ext
 
 ANSWER_ROLES = ("gpt", "assistant")
 
@@ -92,9 +92,11 @@ class LlavaReader(Reader):
                 for lineno, line in enumerate(f, 1):
                     if line.strip():
                         try:
-                            yield loads_untrusted(line), None
+                            yield json.loads(line), None
                         except ValueError as exc:   # one bad line is one reject, not a failed run
                             yield None, f"line {lineno}: invalid JSON ({one_line(exc, 200)})"
+                        except RecursionError:
+                            yield None, f"line {lineno}: JSON nested too deep to parse"
             return
         with open(self.path, encoding="utf-8", errors="replace") as f:
             try:
@@ -116,9 +118,6 @@ class LlavaReader(Reader):
             for index, (record, why) in enumerate(self._records()):
                 if why is None and not isinstance(record, dict):
                     why = f"entry {index} is a {type(record).__name__}, not an object"
-                if why is None:
-                    why = json_problem(record)
-                    why = why and f"entry {index}: {why}"
                 if why is not None:
                     entries.append(_Entry(keys.substitute(f"entry_{index}"), None, None, "{}", "bad_meta", why))
                     continue
@@ -130,6 +129,9 @@ class LlavaReader(Reader):
                 else:
                     key = f"entry_{index}"
                 key, reason, detail = keys.claim_or_reject(key, f"entry {index}")
+                if reason is None:
+                    problem = json_problem(record)   # stages walk the meta: no deeper than they can
+                    reason, detail = ("bad_meta", f"entry {index}: {problem}") if problem else (None, None)
                 if reason is not None:
                     entries.append(_Entry(key, None, None, "{}", reason, detail))
                     continue
@@ -174,11 +176,12 @@ class LlavaReader(Reader):
                 name = image_path.rsplit("/", 1)[-1]
                 image_ext = name.rsplit(".", 1)[1].lower() if "." in name else None
                 image, reason, detail = paths.read_inside_root(root_real, image_path, self.max_image_bytes,
-                                                          self.allow_outside_root)
+                                                               self.allow_outside_root)
+                detail = detail and f"entry {key!r}: image {detail}"
                 if image is not None and (image_ext is None or image_ext not in IMAGE_EXTS):
                     image_ext = sniff_image_ext(image) or image_ext
             if reason is not None:
-                batch = batcher.add_reject(key, shard, reason, f"entry {key!r}: {detail}", image_ext)
+                batch = batcher.add_reject(key, shard, reason, detail, image_ext)
             else:
                 batch = batcher.add(key, shard, image, image_ext, caption, meta)
             if batch is not None:

@@ -164,23 +164,27 @@ class WebDatasetReader(Reader):
             return
         with f:
             try:
-                tar = tarfile.open(fileobj=f, mode="r|*")
+                tar = tarfile.open(fileobj=f, mode="r|*", tarinfo=_CheckedTarInfo)
             except Exception as exc:   # noqa: BLE001 - whatever tarfile raises on hostile bytes ends the shard
                 yield damage(exc, None)
                 return
             members = iter(tar)
+            last_in_cur = False   # whether the member before the next header belongs to `cur`
             while True:
                 try:
                     member = next(members)
+                    exc = None
                 except StopIteration:
-                    exc = _missing_end(tar)
+                    exc = getattr(tar, _BAD_END, None)
                     if exc is None:
                         break
-                except Exception as exc:   # noqa: BLE001 - a bad header: samples so far are whole
-                    pass
-                else:
-                    exc = None
+                except Exception as err:   # noqa: BLE001 - a bad header or stream: what came before is whole
+                    exc = err
                 if exc is not None:
+                    # Cut inside the data of the member before (skipped unread): that member's sample broke.
+                    if cur is not None and cur.reason is None and last_in_cur and _ended_in_data(tar):
+                        yield damage(exc, cur)
+                        return
                     if cur is not None:
                         yield cur
                         n_yielded += 1
@@ -188,6 +192,7 @@ class WebDatasetReader(Reader):
                     return
                 n_members += 1
                 member_name = member.name
+                last_in_cur = False
                 if not member.isreg() or _SKIP_META.match(member.name):
                     continue
                 raw, suffix = split_member_name(member.name)
@@ -204,6 +209,7 @@ class WebDatasetReader(Reader):
                     if reason is not None:
                         cur.reject(reason, why)
                 cur.suffixes.add(suffix)
+                last_in_cur = True
                 if cur.reason is not None or suffix not in wanted or \
                         (suffix in self.image_exts and any(s in self.image_exts for s in cur.fields)):
                     continue   # unread: the stream skips its data
@@ -215,8 +221,8 @@ class WebDatasetReader(Reader):
                     continue
                 try:
                     data = tar.extractfile(member).read()
-                except Exception as exc:   # noqa: BLE001 - the data ends or is corrupt: this sample broke
-                    yield damage(exc, cur)
+                except Exception as err:   # noqa: BLE001 - the data ends or is corrupt: this sample broke
+                    yield damage(err, cur)
                     return
                 cur.fields[suffix] = data
             if cur is not None:
@@ -229,12 +235,28 @@ class WebDatasetReader(Reader):
                 yield row
 
 
-def _missing_end(tar: tarfile.TarFile) -> Exception | None:
-    """tarfile ends a stream quietly where a header is cut short (not only at the end-of-archive block), so a
-    shard truncated between members or inside a skipped member reads as complete. A whole tar has a zero block
-    where the next header would be: report a stream that ran out before one."""
-    stream = tar.fileobj
-    pos = getattr(stream, "pos", None)
-    if pos is None or pos - tar.offset >= tarfile.BLOCKSIZE:
-        return None
-    return EOFError(f"the stream ends at byte {pos:,} without the tar end-of-archive block (truncated)")
+def _ended_in_data(tar: tarfile.TarFile) -> bool:
+    """Whether the stream stopped before the next header's offset, i.e. inside the last member's data."""
+    pos = getattr(tar.fileobj, "pos", None)
+    return pos is not None and pos < tar.offset
+
+
+_BAD_END = "_mmcurate_bad_end"
+
+
+class _CheckedTarInfo(tarfile.TarInfo):
+    """tarfile ends a stream quietly where a header after the first is cut short, empty or fails its checksum,
+    so a truncated or corrupt shard would read as complete. A whole tar ends with a zero block
+    (EOFHeaderError): any other header error that ends the iteration is recorded on the TarFile."""
+
+    @classmethod
+    def fromtarfile(cls, tarfile_):
+        try:
+            return super().fromtarfile(tarfile_)
+        except tarfile.EOFHeaderError:
+            raise
+        except tarfile.HeaderError as exc:
+            pos = getattr(tarfile_.fileobj, "pos", None)
+            where = f"at byte {pos:,}" if pos is not None else ""
+            setattr(tarfile_, _BAD_END, tarfile.ReadError(f"no end-of-archive block: {exc} {where}".strip()))
+            raise
