@@ -3,10 +3,15 @@
 A reader never sees a half-written file: until the rename, the data lives under a hidden temp name
 (`.NAME.tmp-PID-RANDOM`) that no shard listing matches; after it, the complete file is there. A crash
 leaves at most a stale temp file, which `remove_stale_temp_files` clears on the next run.
+
+A write that fails for want of space (ENOSPC, EDQUOT) raises an OSError naming the destination path, and
+the temp file is removed. After `discard()` the file a writer holds swallows writes and close, so a writer
+that flushes on garbage collection (ParquetWriter, tarfile) cannot raise a second, unrelated error.
 """
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
 import secrets
@@ -14,6 +19,7 @@ from pathlib import Path
 from typing import BinaryIO, Iterator
 
 TEMP_MARKER = ".tmp-"
+_NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 
 
 def temp_path_for(path: str | os.PathLike) -> Path:
@@ -40,6 +46,59 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+def _with_path(exc: OSError, path: Path) -> OSError:
+    """The same OSError naming `path` when it names none (a write through a file object names no file)."""
+    if exc.filename is None and exc.errno is not None:
+        return OSError(exc.errno, exc.strerror or os.strerror(exc.errno), str(path))
+    return exc
+
+
+class _TempFile:
+    """The temp file as writers see it: a binary file whose errors name the destination, and which does
+    nothing once detached (the AtomicFile was discarded)."""
+
+    def __init__(self, f: BinaryIO, path: Path):
+        self._f = f
+        self._path = path
+
+    def write(self, data) -> int:
+        if self._f is None:
+            return len(data)
+        try:
+            return self._f.write(data)
+        except OSError as exc:
+            raise _with_path(exc, self._path) from None
+
+    def flush(self) -> None:
+        if self._f is not None:
+            try:
+                self._f.flush()
+            except OSError as exc:
+                raise _with_path(exc, self._path) from None
+
+    def tell(self) -> int:
+        return self._f.tell() if self._f is not None else 0
+
+    def fileno(self) -> int:
+        return self._f.fileno()
+
+    def close(self) -> None:   # the AtomicFile closes the real file, on commit or discard
+        pass
+
+    @property
+    def closed(self) -> bool:
+        return False
+
+    def writable(self) -> bool:
+        return True
+
+    def readable(self) -> bool:
+        return False
+
+    def seekable(self) -> bool:
+        return False
+
+
 class AtomicFile:
     """A binary file written under a temp name; `commit()` renames it to `path`, `discard()` deletes it.
 
@@ -51,19 +110,28 @@ class AtomicFile:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.temp_path = temp_path_for(self.path)
         self._fsync = fsync
-        self.file: BinaryIO = open(self.temp_path, "xb")
+        self._raw: BinaryIO = open(self.temp_path, "xb")
+        self.file = _TempFile(self._raw, self.path)
 
     def commit(self) -> None:
-        self.file.flush()
-        if self._fsync:
-            os.fsync(self.file.fileno())
-        self.file.close()
+        try:
+            self._raw.flush()
+            if self._fsync:
+                os.fsync(self._raw.fileno())
+            self._raw.close()
+        except OSError as exc:
+            self.discard()
+            raise _with_path(exc, self.path) from None
         os.replace(self.temp_path, self.path)
         if self._fsync:
             _fsync_dir(self.path.parent)
 
     def discard(self) -> None:
-        self.file.close()
+        self.file._f = None
+        try:
+            self._raw.close()   # flushes what is buffered: fails again on a full disk, and does not matter
+        except OSError:
+            pass
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.temp_path)
 
@@ -74,6 +142,11 @@ def atomic_output(path: str | os.PathLike, fsync: bool = True) -> Iterator[Binar
     out = AtomicFile(path, fsync)
     try:
         yield out.file
+    except OSError as exc:
+        out.discard()
+        if exc.errno in _NO_SPACE:   # say which file could not be written
+            raise _with_path(exc, out.path) from None
+        raise
     except BaseException:
         out.discard()
         raise

@@ -115,20 +115,28 @@ class ShardWriter:
             raise ValueError(f"sample key {key!r} written twice into {self.shard_path(self._index)}")
         self._keys.add(key)
         base = key_to_member_base(key)
-        if image is not None:
-            self._add_member(f"{base}.{image_ext}", image)
-        if caption is not None:
-            self._add_member(f"{base}.txt", caption.encode("utf-8"))
-        self._add_member(f"{base}.json", (meta if meta is not None else "{}").encode("utf-8"))
-        self._n += 1
-        if self._n >= self.shard_size:
-            self._publish_shard()
+        try:
+            if image is not None:
+                self._add_member(f"{base}.{image_ext}", image)
+            if caption is not None:
+                self._add_member(f"{base}.txt", caption.encode("utf-8"))
+            self._add_member(f"{base}.json", (meta if meta is not None else "{}").encode("utf-8"))
+            self._n += 1
+            if self._n >= self.shard_size:
+                self._publish_shard()
+        except OSError:   # e.g. a full disk: drop the shard in progress (no temp file, no flush at exit)
+            self.abort()
+            raise
 
     def close(self) -> list[tuple[str, int, str]]:
         """Publish the shard in progress (if it has samples); returns every shard this writer published."""
         if not self._closed:
             if self._tar is not None:
-                self._publish_shard()
+                try:
+                    self._publish_shard()
+                except OSError:
+                    self.abort()
+                    raise
             self._closed = True
         return list(self._written)
 

@@ -35,6 +35,9 @@ import pyarrow.parquet as pq
 
 import mmcurate
 from mmcurate.pipeline.diagnosis import run_warnings
+from mmcurate.pipeline.output_dir import (check_apart_from_input, check_done_record, file_record, forget_shard,
+                                          input_paths, log, preflight_stages, read_done_record, recipe_identity)
+from mmcurate.pipeline.output_dir import prepare as prepare_output
 from mmcurate.pipeline.read_step import READ_STEP, ReadRejects, shard_errors
 from mmcurate.pipeline.recipe import Recipe, parse_recipe
 from mmcurate.pipeline.schema import DUPLICATES_OUTPUT_SCHEMA, DUPLICATES_SCHEMA, REJECTS_SCHEMA
@@ -151,10 +154,13 @@ def write_map_shard(work: Path, shard_index: int, shard: str, kept_parts: list, 
         raise AccountingError(f"shard {shard}: read {n_read}, survivors {survivors.num_rows if survivors else 0}, "
                               f"rejected {rejects.num_rows}")
     name = f"{shard_index:05d}"
+    files = {"meta": None}   # each file's size and rows, for resume to check (output_dir.check_done_record)
     if survivors is not None:
         write_parquet_atomic(survivors, work / "meta" / f"{name}.parquet")
+        files["meta"] = file_record(work / "meta" / f"{name}.parquet", survivors.num_rows)
     write_parquet_atomic(rejects, work / "rejects" / f"{name}.parquet")
-    record = {"shard": shard, "index": shard_index, "read": n_read,
+    files["rejects"] = file_record(work / "rejects" / f"{name}.parquet", rejects.num_rows)
+    record = {"shard": shard, "index": shard_index, "read": n_read, "files": files,
               "survivors": survivors.num_rows if survivors is not None else 0,
               "rejected": rejects.num_rows, "read_seconds": t_read, "shard_errors": shard_errors(rejects),
               "stages": {k: {**v, "reasons": dict(v["reasons"])} for k, v in stats.items()}}
@@ -306,6 +312,7 @@ class LocalExecutor:
         self.overwrite = overwrite
         self.progress = progress and sys.stderr.isatty() or progress == "always"
         self.keep_work = keep_work
+        self._lock = None   # output_dir.RunLock, held from before the first write to the end of the run
 
     def _run_info(self) -> dict:
         """What the manifest's `run` records about the executor."""
@@ -317,11 +324,22 @@ class LocalExecutor:
 
         started = time.time()
         t_start = time.perf_counter()
-        self._prepare_output_dir()
+        # A bad input, reader option or stage set-up fails here, before the output is touched.
         reader = open_reader(self.recipe.input_path, format=self.recipe.input_format, **self.recipe.input_options)
         shards = reader.shards()
         if not shards:
             raise StageError(f"no input shards found at {self.recipe.input_path!r}")
+        preflight_stages(self.recipe.build_stages())
+        check_apart_from_input(self.out, input_paths(self.recipe.input_path, reader, shards))
+        finished = self._prepare_output_dir(shards)
+        if finished is not None:
+            return finished
+        try:
+            return self._run_locked(reader, shards, started, t_start)
+        finally:
+            self._lock.release()
+
+    def _run_locked(self, reader, shards: list[str], started: float, t_start: float) -> dict:
         self._check_or_write_run_record(shards)
         timings = {}
 
@@ -340,16 +358,12 @@ class LocalExecutor:
                                      duplicates, extra_cols, timings, started, t_start)
         return manifest
 
-    def _prepare_output_dir(self):
-        if self.out.exists() and any(self.out.iterdir()):
-            if self.overwrite:
-                shutil.rmtree(self.out)
-            elif not self.resume:
-                raise StageError(f"output directory {self.out} is not empty: pass --resume to finish an earlier "
-                                 f"run of the same recipe, or --overwrite to start again")
-        (self.work / "meta").mkdir(parents=True, exist_ok=True)
-        (self.work / "rejects").mkdir(parents=True, exist_ok=True)
-        (self.work / "done").mkdir(parents=True, exist_ok=True)
+    def _prepare_output_dir(self, shards: list[str]) -> dict | None:
+        """Lock the output and make it ready (see pipeline.output_dir); the finished run's manifest when
+        --resume finds this run already finished."""
+        self._lock, finished = prepare_output(self.out, resume=self.resume, overwrite=self.overwrite,
+                                              identity=self._recipe_identity(), shards=shards)
+        return finished
 
     def _check_or_write_run_record(self, shards: list[str]):
         """A resumed run must be the same run: same recipe (minus run-time knobs) and the same shard list."""
@@ -364,10 +378,7 @@ class LocalExecutor:
             _atomic_json(path, record)
 
     def _recipe_identity(self) -> dict:
-        d = self.recipe.to_dict()
-        d.pop("run", None)  # workers / batch size do not change results
-        d["output"].pop("report", None)
-        return d
+        return recipe_identity(self.recipe.to_dict())
 
     # -- phase 1 --------------------------------------------------------------------------------
     def _done_and_todo(self, shards: list[str]) -> tuple[dict, list]:
@@ -378,9 +389,14 @@ class LocalExecutor:
         for i, shard in enumerate(shards):
             f = done_dir / f"{i:05d}.json"
             if f.exists():
-                records[i] = json.loads(f.read_text())
-            else:
-                todo.append((i, shard))
+                rec = read_done_record(f)
+                why = check_done_record(self.work, rec, shard)
+                if why is None:
+                    records[i] = rec
+                    continue
+                log(f"resume: mapping shard {i} ({shard}) again: {why}")
+            forget_shard(self.work, i)   # no stale files of an earlier try
+            todo.append((i, shard))
         return records, todo
 
     def _map_phase(self, reader, shards: list[str]) -> list[dict]:

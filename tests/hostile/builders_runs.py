@@ -1,0 +1,161 @@
+"""Helpers for the output-safety and fault-injection tests: demo inputs, recipes, runs of the real CLI (also
+killed with SIGKILL at a chosen point of a phase), and comparisons of output directories."""
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from mmcurate.io.atomic import is_temp_file
+from mmcurate.pipeline.recipe import default_recipe_dict
+
+ROOT = Path(__file__).resolve().parents[2]
+
+#: Outputs that record times or the machine (manifest, report) are compared by their counts, not their bytes.
+VOLATILE = {"manifest.json", "report.html"}
+
+
+def build_input(d: Path, shard_size: int = 20) -> Path:
+    """The demo dataset (111 samples, 6 webdataset shards)."""
+    from mmcurate.io.demo_dataset import build_demo_dataset
+
+    build_demo_dataset(d, n_samples=None, shard_size=shard_size, seed=0)
+    return d
+
+
+def recipe(input_path, out: Path, **run) -> dict:
+    r = default_recipe_dict()
+    r["input"]["path"] = input_path if isinstance(input_path, list) else str(input_path)
+    r["output"]["path"] = str(out)
+    r["output"]["shard_size"] = 25
+    r["run"].update(run)
+    return r
+
+
+def write_recipe(r: dict, path: Path) -> Path:
+    path.write_text(yaml.safe_dump(r))
+    return path
+
+
+def cli(*args, timeout: float = 300, env: dict | None = None) -> subprocess.CompletedProcess:
+    """`mmcurate ARGS` as a user runs it."""
+    return subprocess.run([sys.executable, "-m", "mmcurate.cli", *map(str, args)], capture_output=True, text=True,
+                          cwd=ROOT, timeout=timeout, env=env)
+
+
+def run(r: dict, *flags, tmp: Path | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    where = tmp or Path(r["output"]["path"]).parent
+    path = write_recipe(r, where / (Path(r["output"]["path"]).name + ".yaml"))
+    return cli("run", path, *flags, timeout=timeout)
+
+
+def error_lines(proc: subprocess.CompletedProcess) -> list[str]:
+    return [ln for ln in proc.stderr.splitlines() if ln.strip()]
+
+
+# A driver that runs the CLI in a process that kills itself (SIGKILL: no cleanup, no finally, no atexit) at a
+# chosen point. The points wrap the real functions; nothing else changes.
+_DRIVER = r'''
+import os, signal, sys, time
+from pathlib import Path
+point, n = sys.argv[1], int(sys.argv[2])
+calls = [0]
+
+def die():
+    os.kill(os.getpid(), signal.SIGKILL)
+
+def after(mod, name, *, before=False, when=None):
+    orig = getattr(mod, name)
+    def wrapped(*a, **k):
+        if when is None or when(*a, **k):
+            calls[0] += 1
+            if before and calls[0] == n:
+                die()
+        res = orig(*a, **k)
+        if not before and calls[0] == n and (when is None or when(*a, **k)):
+            die()
+        return res
+    setattr(mod, name, wrapped)
+
+import mmcurate.pipeline.executor as ex
+from mmcurate.io.shard_writer import ShardWriter
+if point == "map":              # after the n-th shard's done record
+    after(ex, "write_map_shard")
+elif point == "map_before_done":  # the n-th shard's meta and rejects written, its done record not yet
+    after(ex, "_atomic_json", before=True, when=lambda path, obj: Path(path).parent.name == "done")
+elif point == "global":         # the global phase computed, nothing written yet
+    after(ex.LocalExecutor, "_global_phase")
+elif point == "write":          # in the middle of the n-th output tar member (a shard in progress)
+    after(ShardWriter, "_add_member", before=True)
+elif point == "report":         # outputs and manifest written, report not yet, _work/ still there
+    import mmcurate.report.html_report as hr
+    import mmcurate.report as rep
+    after(hr, "write_report", before=True)
+    rep.write_report = hr.write_report
+elif point == "pause":          # wait in the global phase until the file argv[3] exists
+    flag = Path(sys.argv[3])
+    orig = ex.LocalExecutor._global_phase
+    def paused(self, *a, **k):
+        Path(str(flag) + ".waiting").write_text(str(os.getpid()))
+        while not flag.exists():
+            time.sleep(0.02)
+        return orig(self, *a, **k)
+    ex.LocalExecutor._global_phase = paused
+    sys.argv[3:4] = []
+from mmcurate.cli import main
+sys.exit(main(sys.argv[3:]))
+'''
+
+
+def killed_run(r: dict, point: str, n: int = 1, *flags, tmp: Path) -> subprocess.CompletedProcess:
+    """Run the recipe, SIGKILLed at `point` (see _DRIVER) the n-th time it is reached."""
+    path = write_recipe(r, tmp / (Path(r["output"]["path"]).name + ".yaml"))
+    return subprocess.run([sys.executable, "-c", _DRIVER, point, str(n), "run", str(path), *flags],
+                          capture_output=True, text=True, cwd=ROOT, timeout=300)
+
+
+def paused_run(r: dict, flag: Path, *flags, tmp: Path) -> subprocess.Popen:
+    """Start the recipe in the background; it stops at the start of the global phase until `flag` exists
+    (and writes FLAG.waiting with its pid once it is there)."""
+    path = write_recipe(r, tmp / (Path(r["output"]["path"]).name + ".yaml"))
+    return subprocess.Popen([sys.executable, "-c", _DRIVER, "pause", "0", str(flag), "run", str(path), *flags],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+
+
+def tree(d: Path, skip=VOLATILE) -> dict[str, str]:
+    """relative path -> sha256 of every file under d (except `skip` at the top)."""
+    out = {}
+    for p in sorted(d.rglob("*")):
+        rel = p.relative_to(d).as_posix()
+        if p.is_file() and rel not in skip:
+            out[rel] = hashlib.sha256(p.read_bytes()).hexdigest()
+    return out
+
+
+def temp_files(d: Path) -> list[str]:
+    return [str(p) for p in d.rglob("*") if is_temp_file(p.name)]
+
+
+def snapshot(d: Path) -> dict[str, tuple]:
+    """Every entry under d with its type, size and content hash: to show that d was left untouched."""
+    out = {}
+    for root, dirs, files in os.walk(d):
+        for name in dirs + files:
+            p = Path(root) / name
+            rel = p.relative_to(d).as_posix()
+            if p.is_symlink():
+                out[rel] = ("link", os.readlink(p))
+            elif p.is_dir():
+                out[rel] = ("dir",)
+            else:
+                out[rel] = ("file", hashlib.sha256(p.read_bytes()).hexdigest())
+    return out
+
+
+def was_killed(proc: subprocess.CompletedProcess) -> bool:
+    return proc.returncode == -signal.SIGKILL
