@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from mmcurate.pipeline.schema import SAMPLE_SCHEMA
+from mmcurate.pipeline.schema import INPUT_SCHEMA
 from mmcurate.pipeline.stage import StageError, registry
 from mmcurate.stages.clip import embeddings_to_numpy
 
@@ -57,7 +57,7 @@ def _batch():
     return pa.table({
         "key": [r[0] for r in rows], "source": ["s0"] * len(rows), "image": [r[1] for r in rows],
         "image_ext": ["jpg"] * len(rows), "caption": [r[2] for r in rows], "meta": ["{}"] * len(rows),
-    }, schema=SAMPLE_SCHEMA)
+    }, schema=INPUT_SCHEMA)
 
 
 @pytest.fixture(scope="module")

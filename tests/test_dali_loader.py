@@ -188,7 +188,7 @@ def test_all_bad_batch_and_misuse():
 def test_clip_embed_stage_with_the_dali_loader_matches_the_native_loader():
     import pyarrow as pa
 
-    from mmcurate.pipeline.schema import SAMPLE_SCHEMA
+    from mmcurate.pipeline.schema import INPUT_SCHEMA
     from mmcurate.pipeline.stage import registry
     from mmcurate.stages.clip import embeddings_to_numpy
 
@@ -198,7 +198,7 @@ def test_clip_embed_stage_with_the_dali_loader_matches_the_native_loader():
             ("e", imgs[2], None), ("f", imgs[3][:300], "z"), ("g", imgs[4], "a car")]
     batch = pa.table({"key": [r[0] for r in rows], "source": ["s"] * len(rows), "image": [r[1] for r in rows],
                       "image_ext": ["jpg"] * len(rows), "caption": [r[2] for r in rows],
-                      "meta": ["{}"] * len(rows)}, schema=SAMPLE_SCHEMA)
+                      "meta": ["{}"] * len(rows)}, schema=INPUT_SCHEMA)
     out = {}
     for loader in ("native", "dali"):
         stage = registry.create("clip_embed", {"model": "mmcurate-tiny", "weights": "random", "device": "cpu",

@@ -10,17 +10,17 @@ import pyarrow as pa
 import pytest
 from PIL import Image
 
-from mmcurate.pipeline.schema import DUPLICATES_SCHEMA, REJECTS_SCHEMA, SAMPLE_SCHEMA
+from mmcurate.pipeline.schema import DUPLICATES_SCHEMA, REJECTS_SCHEMA, INPUT_SCHEMA
 from mmcurate.pipeline.stage import GlobalStage, MapStage, StageError, registry
 from mmcurate.sample_data import build_sample
 
 
 def sample_table(rows) -> pa.Table:
-    """rows: (key, image bytes or None) pairs -> a table following SAMPLE_SCHEMA."""
+    """rows: (key, image bytes or None) pairs -> a table following INPUT_SCHEMA."""
     keys = [k for k, _ in rows]
     return pa.table({"key": keys, "source": ["shard-0.tar"] * len(rows), "image": [b for _, b in rows],
                      "image_ext": ["jpg"] * len(rows), "caption": [f"caption of {k}" for k in keys],
-                     "meta": ["{}"] * len(rows)}, schema=SAMPLE_SCHEMA)
+                     "meta": ["{}"] * len(rows)}, schema=INPUT_SCHEMA)
 
 
 def jpeg(w: int, h: int, seed: int = 0, quality: int = 90) -> bytes:
@@ -49,7 +49,7 @@ def assert_accounted(batch: pa.Table, result, stage: str):
     assert not set(kept) & set(rejected)
     assert result.rejected.schema.equals(REJECTS_SCHEMA)
     assert set(result.rejected.column("stage").to_pylist()) <= {stage}
-    assert result.kept.column_names[:len(SAMPLE_SCHEMA)] == SAMPLE_SCHEMA.names
+    assert result.kept.column_names[:len(INPUT_SCHEMA)] == INPUT_SCHEMA.names
     original = {k: b for k, b in zip(batch.column("key").to_pylist(), batch.column("image").to_pylist())}
     for k, b in zip(kept, result.kept.column("image").to_pylist()):
         assert b == original[k]                      # bytes never re-encoded

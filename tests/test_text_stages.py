@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-from mmcurate.pipeline.schema import REJECTS_SCHEMA, SAMPLE_SCHEMA
+from mmcurate.pipeline.schema import REJECTS_SCHEMA, INPUT_SCHEMA
 from mmcurate.pipeline.stage import MapStage, StageError, registry
 from mmcurate.stages.text import summarize_redactions
 
@@ -39,7 +39,7 @@ def make_batch(captions=CAPTIONS, meta=None) -> pa.Table:
         "image_ext": ["jpg"] * n,
         "caption": captions,
         "meta": meta if meta is not None else ['{"url": "https://example.com/%d.jpg"}' % i for i in range(n)],
-    }, schema=SAMPLE_SCHEMA)
+    }, schema=INPUT_SCHEMA)
 
 
 def run(stage_name, batch, **params):
