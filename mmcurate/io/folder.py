@@ -85,6 +85,8 @@ class FolderReader(Reader):
             captions = next((os.path.join(self.root, n) for n in METADATA_FILES
                              if os.path.isfile(os.path.join(self.root, n))), None)
         elif not os.path.isfile(captions):
+            if os.path.exists(captions):   # a FIFO or device: reading it could block or never end
+                raise ValueError(f"caption file {os.fspath(captions)!r} is not a regular file")
             raise FileNotFoundError(f"caption file {os.fspath(captions)!r} does not exist")
         self.captions = os.fspath(captions) if captions is not None else None
         self.key_column = key_column

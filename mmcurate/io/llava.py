@@ -71,6 +71,8 @@ class LlavaReader(Reader):
                  allow_outside_root: bool = False):
         self.path = os.fspath(path)
         if not os.path.isfile(self.path):
+            if os.path.exists(self.path):   # a FIFO or device: reading it could block or never end
+                raise ValueError(f"LLaVA file {self.path!r} is not a regular file; give a .json or .jsonl file")
             raise FileNotFoundError(f"LLaVA file {self.path!r} does not exist")
         self.image_root = os.fspath(image_root) if image_root is not None else os.path.dirname(self.path) or "."
         if not os.path.isdir(self.image_root):

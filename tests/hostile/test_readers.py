@@ -131,6 +131,11 @@ def test_fifo_or_device_given_as_a_shard_is_a_one_line_error(tmp_path):
         open_reader(str(fifo))
     with pytest.raises(ValueError, match="not a regular file"):
         open_reader("/dev/zero", format="webdataset")
+    with pytest.raises(ValueError, match="is not a regular file"):
+        open_reader(str(B.make_fifo(tmp_path / "llava.jsonl")))
+    (tmp_path / "imgs").mkdir()
+    with pytest.raises(ValueError, match="caption file .* is not a regular file"):
+        open_reader(tmp_path / "imgs", format="folder", captions=str(B.make_fifo(tmp_path / "caps.jsonl")))
     # a FIFO in a directory of shards is not listed (directory listings keep regular files only)
     B.four_shards_one_truncated(tmp_path / "ds", cut="at_header")
     B.make_fifo(tmp_path / "ds" / "zz.tar")
