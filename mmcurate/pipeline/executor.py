@@ -337,7 +337,7 @@ class LocalExecutor:
         try:
             return self._run_locked(reader, shards, started, t_start)
         finally:
-            self._lock.release()
+            self._lock.release(cleanup=True)   # the lock file goes too (it stays only after a kill)
 
     def _run_locked(self, reader, shards: list[str], started: float, t_start: float) -> dict:
         self._check_or_write_run_record(shards)

@@ -202,10 +202,11 @@ class RunLock:
 # ---------------------------------------------------------------------------------------------
 def recipe_identity(recipe_dict: dict) -> dict:
     """What must not change between a run and its resume: the recipe minus run-time knobs (workers, batch size
-    do not change results) and the report switch."""
+    do not change results), the report switch and the output path (a moved output directory resumes)."""
     d = json.loads(json.dumps(recipe_dict))
     d.pop("run", None)
     d.get("output", {}).pop("report", None)
+    d.get("output", {}).pop("path", None)
     return d
 
 

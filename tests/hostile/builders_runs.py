@@ -3,6 +3,7 @@ killed with SIGKILL at a chosen point of a phase), and comparisons of output dir
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import signal
 import subprocess
@@ -159,3 +160,32 @@ def snapshot(d: Path) -> dict[str, tuple]:
 
 def was_killed(proc: subprocess.CompletedProcess) -> bool:
     return proc.returncode == -signal.SIGKILL
+
+
+def folder_input(d: Path, n: int = 4) -> Path:
+    """An image folder with a captions.jsonl (the folder reader's input)."""
+    from tests.io_fixtures import image_bytes
+
+    d.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for i in range(n):
+        (d / f"img{i}.jpg").write_bytes(image_bytes(i, size=(64, 48)))
+        rows.append(json.dumps({"file_name": f"img{i}.jpg", "caption": f"a small test picture number {i}"}))
+    (d / "captions.jsonl").write_text("\n".join(rows) + "\n")
+    return d
+
+
+def llava_input(d: Path, n: int = 4) -> Path:
+    """A LLaVA JSON file in d with its images in d/images (image_root)."""
+    from tests.io_fixtures import image_bytes
+
+    (d / "images").mkdir(parents=True, exist_ok=True)
+    entries = []
+    for i in range(n):
+        (d / "images" / f"{i}.jpg").write_bytes(image_bytes(i, size=(64, 48)))
+        entries.append({"id": f"s{i}", "image": f"{i}.jpg", "conversations": [
+            {"from": "human", "value": "<image>\nWhat is shown?"},
+            {"from": "gpt", "value": f"a small test picture number {i}"}]})
+    path = d / "llava.json"
+    path.write_text(json.dumps(entries))
+    return path
