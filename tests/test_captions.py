@@ -175,7 +175,7 @@ def test_rules_defaults_follow_datacomp(text, reason):
 def test_rules_max_chars_and_details():
     rules = cap.CaptionRules(max_chars=20)
     reason, detail = rules.check("a dog running on the beach at sunset")
-    assert reason == "too_long" and "max_chars 20" in detail
+    assert reason == "text_too_long" and "max_chars 20" in detail
     assert rules.check("a dog on a beach") is None
     reason, detail = cap.CaptionRules(min_words=5).check("a dog on sand")
     assert reason == "too_few_words" and "4 word(s)" in detail

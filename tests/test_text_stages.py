@@ -162,7 +162,7 @@ def test_caption_filter_bounds_and_extra_boilerplate():
     batch = make_batch(["a short caption", "a much longer caption that goes on and on", "Photo by Jane Doe",
                         "Image not available"])
     _, res = run("caption_filter", batch, max_chars=20, extra_boilerplate=["photo by .*"], boilerplate=False)
-    assert reasons_by_key(res) == {"00001": "too_long", "00002": "boilerplate"}
+    assert reasons_by_key(res) == {"00001": "text_too_long", "00002": "boilerplate"}
     _, res = run("caption_filter", batch, min_words=0, min_chars=0, boilerplate=False)
     assert res.rejected.num_rows == 0
 
@@ -211,7 +211,7 @@ def test_pii_redact_caption_and_original():
     assert counts[5] == {"email": 1, "phone": 1} and counts[11] == {"credit_card": 1}
     assert counts[0] == {} and counts[1] == {}
     assert summarize_redactions(res.kept.column("pii_redactions")) == {"credit_card": 1, "email": 1, "phone": 1}
-    assert kept["meta"] == batch.column("meta").to_pylist()                 # redact_meta is off by default
+    assert kept["meta"] == batch.column("meta").to_pylist()                 # nothing to redact in meta: untouched
 
 
 def test_pii_redact_meta():

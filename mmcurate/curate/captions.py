@@ -16,14 +16,22 @@ from functools import lru_cache
 # HTML
 # --------------------------------------------------------------------------------------------------
 
-# Elements whose content is never caption text.
-_HIDDEN_ELEMENTS = re.compile(r"<(script|style|noscript|template|head)\b[^>]*>.*?</\1\s*>", re.I | re.S)
+# Every pattern below is matched in time linear in the text: a caption is attacker-controlled, and a
+# backtracking regex that rescans the rest of the text from each "<" is quadratic (a 1 MB caption of
+# "<script>" took 579 s). Where a regex alone cannot be linear, a scanner drives it (see below).
+
+# Elements whose content is never caption text: "<name ...>" up to the first "</name>" after it.
+_HIDDEN_OPEN = re.compile(r"<(script|style|noscript|template|head)\b", re.I)
+_HIDDEN_CLOSE = {name: re.compile(rf"</{name}\s*+>", re.I)
+                 for name in ("script", "style", "noscript", "template", "head")}
 _COMMENT = re.compile(r"<!--.*?(?:-->|\Z)", re.S)
-_DECLARATION = re.compile(r"<[!?][^>]*>")
+_DECLARATION = re.compile(r"<[!?][^>]*+>")
 # A tag is "<name ...>" with a known HTML element name, a custom element ("my-widget") or a
 # namespaced one ("o:p", from word processors), so plain-text comparisons ("x<y and 3>2", "a < b")
-# survive; quoted attribute values may contain ">".
-_TAG = re.compile(r"</?([A-Za-z][A-Za-z0-9]*(?:[:-][A-Za-z0-9:-]+)?)(?:\s(?:[^<>\"']|\"[^\"]*\"|'[^']*')*)?/?>")
+# survive; quoted attribute values may contain ">". The groups are possessive: each attribute item is
+# decided by its first character, so giving items back can never lead to a match.
+_TAG = re.compile(
+    r"</?([A-Za-z][A-Za-z0-9]*+(?:[:-][A-Za-z0-9:-]++)?+)(?:\s(?:[^<>\"']++|\"[^\"]*+\"|'[^']*+')*+)?+/?>")
 _HTML_ELEMENTS = frozenset(
     "a abbr acronym address area article aside audio b base basefont bdi bdo big blink blockquote body br "
     "button canvas caption center cite code col colgroup data datalist dd del details dfn dialog dir div dl "
@@ -50,11 +58,49 @@ def _tag_replacement(match: re.Match) -> str:
     return match.group(0)
 
 
+def _remove_hidden_elements(text: str) -> str:
+    """`<(script|...)\\b[^>]*>.*?</\\1\\s*>` replaced by " ", in linear time: the regex rescans the rest of
+    the text from every opening tag whose closing tag is missing. Here a closing-tag search that failed
+    from some position is remembered (it fails from any later position too)."""
+    out, pos, start = [], 0, 0
+    no_close_from: dict[str, int] = {}
+    while True:
+        m = _HIDDEN_OPEN.search(text, start)
+        if m is None:
+            break
+        gt = text.find(">", m.end())
+        if gt < 0:
+            break                       # no ">" left: no later element can open either
+        name = m.group(1).lower()
+        close = None if no_close_from.get(name, len(text) + 1) <= gt else _HIDDEN_CLOSE[name].search(text, gt + 1)
+        if close is None:
+            no_close_from[name] = min(no_close_from.get(name, gt), gt)
+            start = m.start() + 1
+            continue
+        out.append(text[pos:m.start()])
+        out.append(" ")
+        pos = start = close.end()
+    if not out:
+        return text
+    out.append(text[pos:])
+    return "".join(out)
+
+
+def _sub_up_to_last(rx: re.Pattern, repl, text: str, last: str) -> str:
+    """rx.sub on the part of the text up to the last `last` character, for patterns whose every match
+    ends with it: after that character every attempt would fail only after scanning to the end (one
+    scan per candidate start, quadratic), and before it every attempt either matches or stops early."""
+    end = text.rfind(last) + 1
+    if end == 0:
+        return text
+    return rx.sub(repl, text[:end]) + text[end:]
+
+
 def _remove_tags(text: str) -> str:
-    text = _HIDDEN_ELEMENTS.sub(" ", text)
+    text = _remove_hidden_elements(text)
     text = _COMMENT.sub(" ", text)
-    text = _DECLARATION.sub(" ", text)
-    return _TAG.sub(_tag_replacement, text)
+    text = _sub_up_to_last(_DECLARATION, " ", text, ">")
+    return _sub_up_to_last(_TAG, _tag_replacement, text, ">")
 
 
 def strip_html(text: str) -> str:
@@ -90,17 +136,31 @@ def _ftfy_config():
     return TextFixerConfig(unescape_html=False, fix_character_width=False, normalization=None, explain=False)
 
 
+# ftfy fixes a text line by line, at ~5 µs per call: 1 MB of "é\n" would take seconds. A caption with
+# more lines than this is fixed in chunks of whole lines of at least _FTFY_CHUNK characters instead.
+_FTFY_MAX_LINES = 64
+_FTFY_CHUNK = 16384
+
+
 def fix_unicode(text: str) -> str:
     """Repair mojibake ("cafÃ©" -> "café"), ligatures, curly quotes and terminal escapes with ftfy.
 
     Pure-ASCII text cannot hold mojibake, so it skips ftfy (which costs ~100 µs per caption) unless
-    it carries an ANSI escape sequence.
+    it carries an ANSI escape sequence. ftfy works per line; a caption of more than 64 lines is fixed
+    in chunks of whole lines (~16K characters) so that the time stays linear in its length.
     """
     if text.isascii() and "\x1b" not in text:
         return text
     import ftfy
 
-    return ftfy.fix_text(text, _ftfy_config())
+    if text.count("\n") <= _FTFY_MAX_LINES:
+        return ftfy.fix_text(text, _ftfy_config())
+    out, pos = [], 0
+    while pos < len(text):
+        end = text.find("\n", pos + _FTFY_CHUNK) + 1 or len(text)
+        out.append(ftfy.fix_and_explain(text[pos:end], _ftfy_config())[0])
+        pos = end
+    return "".join(out)
 
 
 # Characters that carry no visible text. Tab/newline/VT/FF/FS..US and NEL are not listed: str.split()
@@ -184,7 +244,9 @@ class CaptionCleaner:
 _HAN_KANA = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0003134f"
 _SOUTHEAST_ASIAN = "\u0e00-\u0eff\u1000-\u109f\u1780-\u17ff"
 _SEGMENT = re.compile(f"[{_HAN_KANA}]|[{_SOUTHEAST_ASIAN}]{{1,4}}|[^\\s{_HAN_KANA}{_SOUTHEAST_ASIAN}]+")
-_ASCII_WORD = re.compile(r"[^\sA-Za-z0-9]*[A-Za-z0-9]\S*")
+# A match may only start at a token's first character: started anywhere, a token of punctuation alone
+# is rescanned from each of its characters (quadratic: 100 KB of "!?" took 90 s).
+_ASCII_WORD = re.compile(r"(?<!\S)[^\sA-Za-z0-9]*+[A-Za-z0-9]\S*+")
 
 
 def count_words(text: str) -> int:
@@ -216,13 +278,13 @@ BOILERPLATE_PATTERNS: dict[str, str] = {
     "untitled": (
         r"(?:untitled|no title|no caption|no description|no alt(?: text)?|without title"
         r"|sans titre|ohne titel|sin t[ií]tulo)"
-        rf"(?: (?:available|provided|{_IMAGE_WORD}|document|design|artwork|project))?(?: ?[#(-]?\d+\)?)*"
+        rf"(?: (?:available|provided|{_IMAGE_WORD}|document|design|artwork|project))?(?: ?[#(-]?\d++\)?)*+"
     ),
     "camera_filename": (
         r"(?:img|dsc|dscn|dscf|dcp|dcim|pxl|mvimg|gopr|gp|dji|sam|imag|pict?|wp|p|vid|mov"
         r"|screenshot|screen ?shot|screen capture|whatsapp image|fb_img|received|photo|image)"
         r"[ _-]?\d[\d _.:-]*(?: at [\d .:]+(?:am|pm)?)?"
-        r"(?:[ _-]?(?:edited|edit|hdr|copy|mp|cover|portrait|burst\w*|original))*(?: ?\(\d+\))?"
+        r"(?:[ _-]?(?:edited|edit|hdr|copy|mp|cover|portrait|burst\w*+|original))*(?: ?\(\d+\))?"
         rf"(?:\.{_IMAGE_EXT})?"
     ),
     # One file name or path (no spaces: "beach sunset.jpg" is still a description).
@@ -325,14 +387,15 @@ class CaptionRules:
         """(reason, detail) for the first rule the caption fails, cheapest first; None if it passes."""
         if text is None or not text.strip():
             return "caption_missing", "no caption" if text is None else "caption is empty"
+        # The length check comes before any pattern runs: it bounds the work of one caption.
+        chars = len(text.strip())
+        if self.max_chars is not None and chars > self.max_chars:
+            return "text_too_long", f"{chars} characters > max_chars {self.max_chars}"
         words = count_words(text)
         if words < self.min_words:
             return "too_few_words", f"{words} word(s) < min_words {self.min_words}"
-        chars = len(text.strip())
         if chars < self.min_chars:
             return "too_few_chars", f"{chars} character(s) < min_chars {self.min_chars}"
-        if self.max_chars is not None and chars > self.max_chars:
-            return "too_long", f"{chars} characters > max_chars {self.max_chars}"
         if self.boilerplate or self.extra_boilerplate:
             name = match_boilerplate(text, self.boilerplate, self.extra_boilerplate)
             if name is not None:

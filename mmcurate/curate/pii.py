@@ -120,13 +120,16 @@ def card_scheme(digits: str) -> str | None:
     return None
 
 
+_CARD_GROUP_END = re.compile(r"(?<=\d)(?=[ -])")
+
+
 def _card_grouping_ok(candidate: str) -> bool:
-    seps = set(re.findall(r"[ -]", candidate))
-    if not seps:
+    has_space, has_dash = " " in candidate, "-" in candidate
+    if not has_space and not has_dash:
         return True
-    if len(seps) > 1:
+    if has_space and has_dash:
         return False
-    groups = [len(g) for g in re.split(r"[ -]", candidate)]
+    groups = [len(g) for g in candidate.split(" " if has_space else "-")]
     # 4-4-4-4(-3), 4-6-5 (Amex), 4-6-4 (Diners), 4-4-4-x; a last group may be shorter.
     if groups[:2] == [4, 6] and len(groups) == 3:
         return groups[2] in (4, 5)
@@ -134,7 +137,7 @@ def _card_grouping_ok(candidate: str) -> bool:
 
 
 def is_credit_card(candidate: str) -> bool:
-    digits = re.sub(r"[ -]", "", candidate)
+    digits = candidate.replace(" ", "").replace("-", "")
     return (13 <= len(digits) <= 19 and _card_grouping_ok(candidate) and len(set(digits)) > 1
             and card_scheme(digits) is not None and luhn_valid(digits))
 
@@ -147,7 +150,7 @@ def redact_credit_cards(text: str, token: str) -> tuple[str, int]:
         # the longest group prefix that is a card and keep the rest.
         nonlocal count
         candidate = m.group(0)
-        groups = re.split(r"(?<=\d)(?=[ -])", candidate)
+        groups = _CARD_GROUP_END.split(candidate)
         for end in range(len(groups), 0, -1):
             head = "".join(groups[:end])
             if is_credit_card(head):
@@ -319,6 +322,20 @@ _MAY_HOLD_PII = re.compile(r"[0-9@:]")
 _URL_VALUE = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://\S*")
 
 
+# Deeper meta is rejected (meta_too_deep): real metadata nests a few levels, and Python's json module
+# (used here and when the output JSON is written) fails near 1,000 levels.
+MAX_META_DEPTH = 256
+
+
+class Unredactable(ValueError):
+    """A text the redactor refuses to process; `reason` is the reject reason (text_too_long,
+    meta_too_deep), `detail` says why without quoting the text."""
+
+    def __init__(self, reason: str, detail: str):
+        super().__init__(detail)
+        self.reason, self.detail = reason, detail
+
+
 @dataclass(frozen=True)
 class Redactor:
     """Redacts the selected kinds, in the order of KINDS, with the given replacement tokens."""
@@ -344,32 +361,59 @@ class Redactor:
         url, n = redact_url_credentials(url, self.tokens["url_credentials"])
         return url, ({"url_credentials": n} if n else {})
 
-    def redact_json(self, meta: str | None) -> tuple[str | None, dict[str, int]]:
-        """Redact the string values of a JSON document (keys, numbers and URL-only strings' paths are
-        left alone). The original text is returned unchanged, byte for byte, when nothing was found or
-        when it is not JSON."""
-        if not meta or not _MAY_HOLD_PII.search(meta):
+    def redact_json(self, meta: str | None, max_chars: int | None = None,
+                    max_depth: int = MAX_META_DEPTH) -> tuple[str | None, dict[str, int]]:
+        """Redact the string values of a JSON document: every string at any depth, conversation turns
+        included (keys, numbers and URL-only strings' paths are left alone: keys name fields, and a
+        number is not text). A meta that is not JSON is redacted as one text. The original text is
+        returned unchanged, byte for byte, when nothing was found.
+
+        Raises Unredactable("meta_too_deep") for documents nested deeper than `max_depth` (they cannot
+        be checked within bounds, and the JSON written next to the image could not be read back), and
+        Unredactable("text_too_long") for a string value longer than `max_chars`, before any regex."""
+        if not meta:
             return meta, {}
+        if (not _MAY_HOLD_PII.search(meta) and (max_chars is None or len(meta) <= max_chars)
+                and meta.count("[") + meta.count("{") <= max_depth):
+            return meta, {}   # nothing to redact, no string too long, not too deep
         try:
             doc = json.loads(meta)
-        except (ValueError, RecursionError):
-            return meta, {}
+        except RecursionError:
+            raise Unredactable("meta_too_deep", f"meta JSON nested deeper than {max_depth} levels") from None
+        except ValueError:
+            if max_chars is not None and len(meta) > max_chars:
+                raise Unredactable("text_too_long", f"meta (not JSON) has {len(meta)} characters > max_chars "
+                                                    f"{max_chars}") from None
+            return self.redact(meta)
         counts: dict[str, int] = {}
-        doc = self._walk(doc, counts)
+        doc = self._walk(doc, counts, max_chars, max_depth)
         if not counts:
             return meta, counts
         return json.dumps(doc, ensure_ascii=False, separators=(",", ":")), counts
 
-    def _walk(self, value, counts):
-        if isinstance(value, str):
-            new, found = (self.redact_url(value) if _URL_VALUE.fullmatch(value) else self.redact(value))
-            merge_counts(counts, found)
-            return new
-        if isinstance(value, list):
-            return [self._walk(v, counts) for v in value]
-        if isinstance(value, dict):
-            return {k: self._walk(v, counts) for k, v in value.items()}
-        return value
+    def _redact_value(self, value: str, counts, max_chars):
+        if max_chars is not None and len(value) > max_chars:
+            raise Unredactable("text_too_long", f"a meta string value has {len(value)} characters > max_chars "
+                                                f"{max_chars}")
+        new, found = (self.redact_url(value) if _URL_VALUE.fullmatch(value) else self.redact(value))
+        merge_counts(counts, found)
+        return new
+
+    def _walk(self, doc, counts, max_chars=None, max_depth=MAX_META_DEPTH):
+        """Redacts in place, iteratively: no recursion limit, whatever the depth."""
+        if isinstance(doc, str):
+            return self._redact_value(doc, counts, max_chars)
+        stack = [(doc, 1)] if isinstance(doc, (list, dict)) else []
+        while stack:
+            node, depth = stack.pop()
+            if depth > max_depth:
+                raise Unredactable("meta_too_deep", f"meta JSON nested deeper than {max_depth} levels")
+            for k, v in (node.items() if isinstance(node, dict) else enumerate(node)):
+                if isinstance(v, str):
+                    node[k] = self._redact_value(v, counts, max_chars)
+                elif isinstance(v, (list, dict)):
+                    stack.append((v, depth + 1))
+        return doc
 
 
 def merge_counts(into: dict[str, int], more: dict[str, int]) -> dict[str, int]:

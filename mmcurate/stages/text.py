@@ -2,8 +2,12 @@
 
 Thin wrappers around the pure functions of mmcurate.curate.captions and mmcurate.curate.pii: they
 read the `caption` (and `meta`) column, write results back as columns, and turn failed rules into
-rejects. Input columns are never dropped or renamed; `caption` (and `meta`, on request) are
+rejects. Input columns are never dropped or renamed; `caption` (and `meta`, for pii_redact) are
 rewritten in place because producing the cleaned text is what these stages are for.
+
+Every stage rejects a text longer than `max_chars` (reason `text_too_long`) before any pattern runs,
+and every pattern is linear in the text length, so one caption bounds the work of its sample. Reject
+details never quote the text.
 """
 from __future__ import annotations
 
@@ -16,6 +20,18 @@ from mmcurate.curate import captions as cap
 from mmcurate.curate import pii
 from mmcurate.pipeline.schema import rejects_table
 from mmcurate.pipeline.stage import MapStage, Resources, StageError, StageResult, registry
+
+
+# Default `max_chars` of all three stages: ~50x the longest real captions (dense/long-caption sets reach
+# a few thousand characters, LLaVA answers rarely 10,000), and a cap on the work of one sample
+# (~0.1-0.3 s for the worst text the patterns can be given at this length).
+MAX_CHARS_DEFAULT = 100_000
+
+
+def _too_long(text, max_chars) -> tuple[str, str] | None:
+    if text is not None and max_chars is not None and len(text) > max_chars:
+        return "text_too_long", f"{len(text)} characters > max_chars {max_chars}"
+    return None
 
 
 def _check_int(name: str, value, minimum: int = 0, optional: bool = False):
@@ -53,8 +69,10 @@ class CaptionClean(MapStage):
 
     Removes markup (scripts/styles dropped, <br>/<p> become spaces) and decodes entities, repairs
     mojibake with ftfy, normalises to NFC, drops control/zero-width/bidi/private-use/replacement
-    characters, shortens punctuation runs and collapses whitespace. Rejects nothing: a caption that
-    becomes empty is left for caption_filter. Running it twice keeps the first `caption_original`.
+    characters, shortens punctuation runs and collapses whitespace. Rejects only captions longer than
+    `max_chars` (`text_too_long`, before any pattern runs): a caption that becomes empty is left for
+    caption_filter. Running it twice keeps the first `caption_original`. `caption_original` holds the raw
+    text: pii_redact redacts it too (unless `keep_original_text`).
     """
     name = "caption_clean"
     batch_size = 1024
@@ -67,11 +85,13 @@ class CaptionClean(MapStage):
         fix_unicode: bool = True             # ftfy: mojibake, ligatures, curly quotes, terminal escapes
         lowercase: bool = False
         max_repeat_punct: int | None = 3     # "!!!!!!" -> "!!!"; null keeps runs as they are
+        max_chars: int | None = MAX_CHARS_DEFAULT   # longer captions: text_too_long; null: no limit
 
         def validate(self):
             for key in ("strip_html", "fix_unicode", "lowercase"):
                 _check_bool(key, getattr(self, key))
             _check_int("max_repeat_punct", self.max_repeat_punct, minimum=1, optional=True)
+            _check_int("max_chars", self.max_chars, minimum=1, optional=True)
 
     def __init__(self, **params):
         super().__init__(**params)
@@ -81,11 +101,14 @@ class CaptionClean(MapStage):
 
     def process(self, batch: pa.Table) -> StageResult:
         original = batch.column("caption").to_pylist()
-        cleaned = self._cleaner.clean_all(original)
+        verdicts = [_too_long(t, self.params.max_chars) for t in original]
+        cleaned = [None if v is not None else self._cleaner(t) for t, v in zip(original, verdicts)]
         out = _replace_column(batch, "caption", cleaned)
         if "caption_original" not in out.column_names:
             out = out.append_column(pa.field("caption_original", pa.string()), pa.array(original, pa.string()))
-        return StageResult(kept=out)
+        rows = [i for i, v in enumerate(verdicts) if v is not None]
+        return _split(out, [v is None for v in verdicts], rows, self.name, [verdicts[i][0] for i in rows],
+                      [verdicts[i][1] for i in rows])
 
 
 # --------------------------------------------------------------------------------------------------
@@ -97,8 +120,8 @@ class CaptionFilter(MapStage):
     """Rejects captions that are missing, too short, too long, boilerplate or in the wrong language.
 
     Reasons, checked in this order (cheapest first, language identification only for captions that
-    passed everything else): caption_missing, too_few_words, too_few_chars, too_long, boilerplate,
-    language. Words are whitespace tokens holding a letter or digit; Han/kana count one word per
+    passed everything else): caption_missing, text_too_long (more than `max_chars` characters, before
+    any pattern runs), too_few_words, too_few_chars, boilerplate, language. Words are whitespace tokens holding a letter or digit; Han/kana count one word per
     character. With `languages` (or `detect_language`) the kept rows get `language` (ISO 639 code
     of the most likely language, regional varieties folded: yue/wuu -> zh) and `language_score`
     (its probability).
@@ -112,7 +135,7 @@ class CaptionFilter(MapStage):
     class Params:
         min_words: int = 3                       # DataComp: more than 2 words ...
         min_chars: int = 6                       # ... and more than 5 characters
-        max_chars: int | None = None             # e.g. 1000 for alt-text corpora; null: no limit
+        max_chars: int | None = MAX_CHARS_DEFAULT   # e.g. 1000 for alt-text corpora; null: no limit
         languages: list | None = None            # whitelist of ISO 639 codes, e.g. ["en"]; null: any
         min_language_confidence: float = 0.0     # extra margin: P(caption in `languages`) needed besides top-1
         detect_language: bool = False            # add language columns even without a whitelist
@@ -218,14 +241,21 @@ def _split(batch: pa.Table, keep: list[bool], rejected_rows: list[int], stage: s
 
 @registry.register
 class PiiRedact(MapStage):
-    """Replaces personal data in `caption` with tokens and counts it per kind in `pii_redactions`
-    (JSON {kind: count}, "{}" when nothing was found; the manifest sums the column).
+    """Replaces personal data with tokens in every text that reaches the output, and counts it per kind
+    in `pii_redactions` (JSON {kind: count}, "{}" when nothing was found; the manifest sums the column).
 
-    `caption_original` (written by caption_clean) is redacted too, so that the unredacted text does
-    not reach the output through it; its finds are not counted twice. With `redact_meta` the string
-    values of the `meta` JSON are redacted as well (values that are a URL only lose credentials, so
-    url/key fields of img2dataset and LAION stay intact); `meta` is rewritten only where something
-    was found. With `reject_if_found`, samples holding any PII are rejected (reason `pii`) instead.
+    Redacted by default: `caption`; `caption_original` (the raw caption caption_clean keeps; its finds
+    are not counted twice); and every string value of the `meta` JSON at any depth: LLaVA conversation
+    turns, img2dataset/LAION text fields (values that are a URL only lose credentials, so url/key fields
+    stay intact). Keys and numbers are not redacted (keys name fields; a number is not text). `meta` is
+    rewritten only where something was found. `keep_original_text: true` is the explicit opt-out: it
+    keeps `caption_original` and `meta` as received (the raw text then reaches the output shard's .json
+    and samples.parquet); `redact_meta: false` keeps only `meta` as received.
+    With `reject_if_found`, samples holding any PII are rejected (reason `pii`) instead.
+
+    Rejects, before any pattern runs: `text_too_long` (the caption, its original or one meta string
+    longer than `max_chars`), and `meta_too_deep` (meta JSON nested deeper than 256 levels, or too deep
+    for Python's json module), which cannot be checked within bounds and is never written out unchecked.
     """
     name = "pii_redact"
     batch_size = 1024
@@ -237,7 +267,9 @@ class PiiRedact(MapStage):
         kinds: list = field(default_factory=lambda: list(pii.KINDS))   # which detectors run
         tokens: dict = field(default_factory=dict)   # overrides of the replacement tokens, by kind
         reject_if_found: bool = False                # reject the sample (reason "pii") instead of redacting
-        redact_meta: bool = False                    # also redact string values of the meta JSON
+        keep_original_text: bool = False             # keep caption_original and meta unredacted (opt-out)
+        redact_meta: bool | None = None              # string values of the meta JSON; null: unless keep_original_text
+        max_chars: int | None = MAX_CHARS_DEFAULT    # per text (caption, meta string): text_too_long; null: no limit
 
         def validate(self):
             if isinstance(self.kinds, str) or not isinstance(self.kinds, (list, tuple)) or not self.kinds:
@@ -255,50 +287,73 @@ class PiiRedact(MapStage):
                     # a token with digits or "@" could be matched again by a later detector
                     raise ValueError(f"tokens.{kind} must be a string without digits or '@', got {token!r}")
             _check_bool("reject_if_found", self.reject_if_found)
-            _check_bool("redact_meta", self.redact_meta)
+            _check_bool("keep_original_text", self.keep_original_text)
+            if self.redact_meta is not None:
+                _check_bool("redact_meta", self.redact_meta)
+            _check_int("max_chars", self.max_chars, minimum=1, optional=True)
 
     def __init__(self, **params):
         super().__init__(**params)
         p = self.params
         self._redactor = pii.Redactor(kinds=tuple(k for k in pii.KINDS if k in p.kinds),
                                       tokens={**pii.DEFAULT_TOKENS, **p.tokens})
+        self._redact_meta = (not p.keep_original_text) if p.redact_meta is None else p.redact_meta
 
     def process(self, batch: pa.Table) -> StageResult:
-        redactor = self._redactor
+        redactor, max_chars = self._redactor, self.params.max_chars
         captions = batch.column("caption").to_pylist()
         originals = (batch.column("caption_original").to_pylist()
                      if "caption_original" in batch.column_names else None)
-        metas = batch.column("meta").to_pylist() if self.params.redact_meta and "meta" in batch.column_names else None
+        redact_originals = originals is not None and not self.params.keep_original_text
+        metas = batch.column("meta").to_pylist() if self._redact_meta and "meta" in batch.column_names else None
         new_captions, new_originals, new_metas, found = [], [], [], []
+        unredactable: dict[int, tuple[str, str]] = {}
         for i, text in enumerate(captions):
             counts: dict[str, int] = {}
-            if text is not None:
-                text, counts = redactor.redact(text)
+            orig = originals[i] if originals is not None else None
+            meta = metas[i] if metas is not None else None
+            verdict = _too_long(text, max_chars) or (_too_long(orig, max_chars) if redact_originals else None)
+            if verdict is None:
+                try:
+                    if metas is not None:
+                        meta, meta_counts = redactor.redact_json(meta, max_chars=max_chars)
+                        pii.merge_counts(counts, meta_counts)
+                except pii.Unredactable as exc:
+                    verdict = (exc.reason, exc.detail)
+            if verdict is not None:
+                # rejected: nothing of it is written; the columns keep a placeholder
+                unredactable[i] = verdict
+                text, orig, meta, counts = None, None, None, {}
+            else:
+                if text is not None:
+                    text, caption_counts = redactor.redact(text)
+                    pii.merge_counts(counts, caption_counts)
+                if redact_originals and orig is not None:
+                    orig = redactor.redact(orig)[0]
             new_captions.append(text)
-            if originals is not None:
-                orig = originals[i]
-                new_originals.append(orig if orig is None else redactor.redact(orig)[0])
-            if metas is not None:
-                meta, meta_counts = redactor.redact_json(metas[i])
-                new_metas.append(meta)
-                pii.merge_counts(counts, meta_counts)
+            new_originals.append(orig)
+            new_metas.append(meta)
             found.append(counts)
 
         if self.params.reject_if_found:
-            rows = [i for i, c in enumerate(found) if c]
-            keep = [not c for c in found]
-            details = [", ".join(f"{k}={n}" for k, n in found[i].items()) for i in rows]
+            rows = sorted(set(unredactable) | {i for i, c in enumerate(found) if c})
+            reasons = [unredactable[i][0] if i in unredactable else "pii" for i in rows]
+            details = [unredactable[i][1] if i in unredactable else ", ".join(f"{k}={n}" for k, n in found[i].items())
+                       for i in rows]
+            keep = [i not in set(rows) for i in range(len(found))]
             batch = _append_column(batch, "pii_redactions", ["{}"] * len(found), pa.string())
-            return _split(batch, keep, rows, self.name, "pii", details)
+            return _split(batch, keep, rows, self.name, reasons, details)
 
         batch = _replace_column(batch, "caption", new_captions)
-        if originals is not None:
+        if redact_originals:
             batch = _replace_column(batch, "caption_original", new_originals)
         if metas is not None:
             batch = _replace_column(batch, "meta", new_metas)
         batch = _append_column(batch, "pii_redactions",
                                [json.dumps(c, sort_keys=True) for c in found], pa.string())
-        return StageResult(kept=batch)
+        rows = sorted(unredactable)
+        return _split(batch, [i not in unredactable for i in range(len(found))], rows, self.name,
+                      [unredactable[i][0] for i in rows], [unredactable[i][1] for i in rows])
 
 
 def summarize_redactions(column) -> dict[str, int]:
