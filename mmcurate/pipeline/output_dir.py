@@ -130,7 +130,6 @@ class RunLock:
         self.path = self.out / WORK / LOCK
         self.fd: int | None = None
         self.created_out = False
-        self.created_work = False
 
     def acquire(self) -> "RunLock":
         self.created_out = not self.out.exists()
@@ -138,7 +137,6 @@ class RunLock:
             self.out.mkdir(parents=True, exist_ok=True)
         except FileExistsError:
             raise StageError(f"output {self.out} exists and is not a directory") from None
-        self.created_work = not (self.out / WORK).exists()
         (self.out / WORK).mkdir(exist_ok=True)
         for _ in range(10):
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
@@ -175,8 +173,9 @@ class RunLock:
             return "another process (pid unknown)"
 
     def release(self, cleanup: bool = False) -> None:
-        """Drop the lock. cleanup: first remove the lock file, and _work/ and the output directory when this run
-        created them and they hold nothing else (a run that ends before writing anything leaves no trace)."""
+        """Drop the lock. cleanup: first remove the lock file, a _work/ that holds no result (see _entries), and
+        the output directory when this run created it and it is empty: a run that ends before its first result
+        (refused, or failed in set-up) leaves no trace."""
         if self.fd is None:
             return
         try:
@@ -186,12 +185,14 @@ class RunLock:
                         os.unlink(self.path)   # while locked: nobody can be using it
                 except FileNotFoundError:
                     pass
-                for d, created in ((self.out / WORK, self.created_work), (self.out, self.created_out)):
-                    if created:
-                        try:
-                            d.rmdir()
-                        except OSError:   # not empty, or gone
-                            pass
+                work = self.out / WORK
+                if work.is_dir() and not work.is_symlink() and _work_is_empty(work):
+                    shutil.rmtree(work, ignore_errors=True)
+                if self.created_out:
+                    try:
+                        self.out.rmdir()
+                    except OSError:   # not empty, or gone
+                        pass
         finally:
             os.close(self.fd)
             self.fd = None
@@ -231,8 +232,9 @@ def _our_run_record(out: Path) -> dict | None:
 
 
 def _entries(out: Path) -> list[str]:
-    """The directory's entries, not counting a _work/ that holds nothing but a lock file and empty work folders
-    (what a run killed before its first result leaves, or the lock this run has just taken)."""
+    """The directory's entries, not counting a _work/ that holds nothing but a lock file, a run record and empty
+    work folders: a run that failed or was killed before its first result (say, a weight file that did not
+    load), or the lock this run has just taken. Nothing is lost by starting afresh over it."""
     if not out.is_dir():
         return []
     names = sorted(os.listdir(out))
@@ -244,7 +246,7 @@ def _entries(out: Path) -> list[str]:
 def _work_is_empty(work: Path) -> bool:
     try:
         for name in os.listdir(work):
-            if name == LOCK:
+            if name in (LOCK, RUN_RECORD):
                 continue
             p = work / name
             if not (p.is_dir() and not p.is_symlink() and not os.listdir(p)):
@@ -322,8 +324,8 @@ def prepare(out: Path, *, resume: bool, overwrite: bool, identity: dict, shards:
                 f"to run it again)")
             lock.release(cleanup=True)
             return None, decision.manifest
-        if overwrite:
-            clear_own_entries(out)
+        if decision.action == "fresh":
+            clear_own_entries(out)    # --overwrite, or leftovers of a run that never got to a result
         else:
             remove_stale_temp_files(out)
         for sub in ("meta", "rejects", "done"):

@@ -209,3 +209,17 @@ def test_corrected_rerun_needs_no_overwrite(demo, reference, tmp_path):
     assert tree(out) == tree(reference)
     m = json.loads((out / "manifest.json").read_text())
     assert m["counts"]["accounting_ok"]
+
+
+def test_set_up_failure_in_the_map_phase_leaves_nothing(demo, reference, tmp_path):
+    """A weight file that exists passes the pre-flight; its load fails in the map phase, before any result:
+    that run leaves nothing either, and the corrected recipe runs without --overwrite."""
+    out = tmp_path / "out"
+    (tmp_path / "head.pth").write_bytes(b"not a state dict")
+    r = recipe(demo, out)
+    r["stages"].insert(1, {"clip_embed": {"model": "mmcurate-tiny", "weights": "random"}})
+    r["stages"].insert(2, {"clip_heads": {"nsfw_weights": str(tmp_path / "head.pth")}})
+    _refused(run(r, tmp=tmp_path), "nsfw_weights")
+    assert not out.exists()
+    assert run(recipe(demo, out), tmp=tmp_path).returncode == 0
+    assert tree(out) == tree(reference)
