@@ -27,6 +27,27 @@ struct JpegErrorManager {
   char message[JMSG_LENGTH_MAX] = {0};
 };
 
+// Scan floods (libjpeg-turbo's "LJT-01-003"): a progressive JPEG may repeat scans, and one EOB run
+// covers 32,767 blocks, so each scan of a large image costs a pass over every block for a few dozen
+// bytes: a 436 KB file held libjpeg for 51 s. Real encoders write ~10 scans (libjpeg's simple
+// progression: 10 for color, 6 for gray; mozjpeg about as many), each component in a few of them.
+// We refuse a file with more than kMaxJpegScans scans (libjpeg-turbo's TJPARAM_SCANLIMIT value in
+// its fuzzers and DALI's default), and one whose scans together cover the image more than
+// kMaxJpegScanPasses times (counted in blocks, so the work stays linear in the pixels, whatever the
+// scan count); below kFreeJpegScanBlocks block decodes (~0.1 s) only the scan count applies.
+constexpr int kMaxJpegScans = 500;
+constexpr int64_t kMaxJpegScanPasses = 16;
+constexpr int64_t kFreeJpegScanBlocks = int64_t(1) << 22;
+// Our own error code for a refused scan flood (libjpeg's codes are small positive ints).
+constexpr int kScanFloodError = -1000;
+
+struct JpegScanGuard {
+  jpeg_progress_mgr pub;  // first member: libjpeg sees a jpeg_progress_mgr*
+  int last_scan = 0;
+  int64_t frame_blocks = 0;    // blocks of all components, one full pass over the image
+  int64_t scanned_blocks = 0;  // blocks covered by the scans started so far
+};
+
 void on_error_exit(j_common_ptr cinfo) {
   auto* err = reinterpret_cast<JpegErrorManager*>(cinfo->err);
   err->error_code = err->pub.msg_code;
@@ -45,9 +66,45 @@ void on_emit_message(j_common_ptr cinfo, int msg_level) {
 
 void on_output_message(j_common_ptr) {}
 
+[[noreturn]] void scan_flood_exit(j_common_ptr cinfo, const char* what) {
+  auto* err = reinterpret_cast<JpegErrorManager*>(cinfo->err);
+  err->error_code = kScanFloodError;
+  std::snprintf(err->message, sizeof(err->message), "%s", what);
+  std::longjmp(err->jump, 1);
+}
+
+// Called by libjpeg before each unit of input work (a marker segment or an iMCU row of a scan), so a
+// new scan is seen before any of its data is decoded.
+void on_progress(j_common_ptr cinfo) {
+  if (!cinfo->is_decompressor) return;
+  auto* d = reinterpret_cast<j_decompress_ptr>(cinfo);
+  auto* guard = reinterpret_cast<JpegScanGuard*>(cinfo->progress);
+  if (d->input_scan_number == guard->last_scan) return;
+  guard->last_scan = d->input_scan_number;
+  if (d->input_scan_number > kMaxJpegScans) {
+    char msg[JMSG_LENGTH_MAX];
+    std::snprintf(msg, sizeof(msg), "progressive JPEG has more than %d scans (a scan flood)", kMaxJpegScans);
+    scan_flood_exit(cinfo, msg);
+  }
+  if (guard->frame_blocks == 0) {
+    for (int c = 0; c < d->num_components; ++c)
+      guard->frame_blocks += int64_t(d->comp_info[c].width_in_blocks) * d->comp_info[c].height_in_blocks;
+  }
+  for (int i = 0; i < d->comps_in_scan; ++i)
+    guard->scanned_blocks += int64_t(d->cur_comp_info[i]->width_in_blocks) * d->cur_comp_info[i]->height_in_blocks;
+  if (guard->scanned_blocks > std::max(kMaxJpegScanPasses * guard->frame_blocks, kFreeJpegScanBlocks)) {
+    char msg[JMSG_LENGTH_MAX];
+    std::snprintf(msg, sizeof(msg),
+                  "progressive JPEG scans cover the image more than %d times (%d scans so far; a scan flood)",
+                  int(kMaxJpegScanPasses), d->input_scan_number);
+    scan_flood_exit(cinfo, msg);
+  }
+}
+
 struct JpegSession {
   jpeg_decompress_struct cinfo;
   JpegErrorManager err;
+  JpegScanGuard scans;
   std::vector<uint8_t> row_buffer;      // decoder-layout row when the output needs converting
   std::vector<JSAMPROW> row_pointers;
   ImageU8 image;
@@ -59,6 +116,8 @@ struct JpegSession {
     err.pub.error_exit = on_error_exit;
     err.pub.emit_message = on_emit_message;
     err.pub.output_message = on_output_message;
+    std::memset(&scans.pub, 0, sizeof(scans.pub));
+    scans.pub.progress_monitor = on_progress;
   }
   ~JpegSession() {
     if (created) jpeg_destroy_decompress(&cinfo);
@@ -120,6 +179,7 @@ Status status_for_error(const JpegErrorManager& err) {
 bool read_header(JpegSession& s, const uint8_t* data, size_t size, DecodeResult& out) {
   jpeg_create_decompress(&s.cinfo);
   s.created = true;
+  s.cinfo.progress = &s.scans.pub;  // after create: jpeg_create_decompress zeroes the struct
   jpeg_mem_src(&s.cinfo, data, static_cast<unsigned long>(size));
   jpeg_save_markers(&s.cinfo, JPEG_APP0 + 1, 0xffff);
   if (jpeg_read_header(&s.cinfo, TRUE) != JPEG_HEADER_OK) {

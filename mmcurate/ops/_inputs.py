@@ -1,9 +1,54 @@
 """Input normalisation shared by the ops: misuse raises here, with a message naming the argument."""
 from __future__ import annotations
 
+import numbers
 from typing import Sequence
 
 import numpy as np
+
+#: Most threads one kernel call may ask for (csrc/include/mmcurate/parallel.h kMaxThreads).
+MAX_THREADS = 1024
+#: Largest value of the native int / int64_t parameters.
+INT32_MAX = 2 ** 31 - 1
+INT64_MAX = 2 ** 63 - 1
+
+
+def check_int(value, name: str, lo: int, hi: int) -> int:
+    """An integer (not a bool, not a float) in lo..hi, as a Python int; raises with a message naming `name`.
+
+    Kernel parameters are checked here, where they are given: a value that does not fit the native type
+    would otherwise fail inside pybind11, whose message echoes every argument (input bytes included)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer, got {type(value).__name__}")
+    value = int(value)
+    if not lo <= value <= hi:
+        raise ValueError(f"{name} must be in {lo}..{hi}, got {value}")
+    return value
+
+
+def check_threads(num_threads) -> int:
+    """num_threads: None (0: all cores, or MMCURATE_NUM_THREADS) or an int in 1..MAX_THREADS."""
+    return 0 if num_threads is None else check_int(num_threads, "num_threads", 1, MAX_THREADS)
+
+
+def check_max_pixels(max_pixels) -> int:
+    """max_pixels: None or 0 (no limit) or a positive int that fits the native int64."""
+    return 0 if max_pixels is None else check_int(max_pixels, "max_pixels", 0, INT64_MAX)
+
+
+def call_native(fn, *args, **kwargs):
+    """Calls a native binding; an argument-conversion failure keeps pybind11's first line only.
+
+    pybind11's "incompatible function arguments" message goes on to list the repr of every argument it
+    was invoked with, i.e. whole input images; that must not reach logs or reject files."""
+    try:
+        return fn(*args, **kwargs)
+    except TypeError as exc:
+        msg = str(exc)
+        if "incompatible function arguments" not in msg:
+            raise
+        types = ", ".join(type(a).__name__ for a in args)
+        raise TypeError(f"{msg.splitlines()[0]} (argument types: {types}; values not shown)") from None
 
 
 def as_blob_list(blobs, arg: str = "blobs") -> list:

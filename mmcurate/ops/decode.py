@@ -14,7 +14,7 @@ import numpy as np
 
 from mmcurate._native import native
 from mmcurate.ops._device import resolve_device
-from mmcurate.ops._inputs import as_blob_list
+from mmcurate.ops._inputs import INT32_MAX, as_blob_list, call_native, check_int, check_max_pixels, check_threads
 
 __all__ = ["DecodeResult", "decode_images", "probe_images", "DEFAULT_MAX_PIXELS", "MODES"]
 
@@ -60,7 +60,7 @@ def _parse_mode(mode: str) -> int:
 
 
 def _parse_target_size(target_size) -> tuple[int, int]:
-    """None -> (0, 0); int s -> (s, s); (h, w) -> (h, w). Sizes must be positive ints."""
+    """None -> (0, 0); int s -> (s, s); (h, w) -> (h, w). Sizes must be positive ints that fit the native int."""
     if target_size is None:
         return 0, 0
     if isinstance(target_size, (int, np.integer)) and not isinstance(target_size, bool):
@@ -73,15 +73,13 @@ def _parse_target_size(target_size) -> tuple[int, int]:
         raise TypeError(f"target_size must be None, an int or an (h, w) pair of ints, got {target_size!r}")
     if h <= 0 or w <= 0:
         raise ValueError(f"target_size must be positive, got {target_size!r}")
+    check_int(h, "target_size height", 1, INT32_MAX)
+    check_int(w, "target_size width", 1, INT32_MAX)
     return h, w
 
 
 def _parse_threads(num_threads) -> int:
-    if num_threads is None:
-        return 0
-    if not isinstance(num_threads, (int, np.integer)) or isinstance(num_threads, bool) or num_threads < 1:
-        raise ValueError(f"num_threads must be None or a positive int, got {num_threads!r}")
-    return int(num_threads)
+    return check_threads(num_threads)
 
 
 def decode_images(
@@ -108,14 +106,11 @@ def decode_images(
             pixel memory is allocated. None or 0 disables the limit.
         exif: apply the EXIF orientation (as ImageOps.exif_transpose does). The tag is reported either way.
         fast: JPEG only: faster integer IDCT and plain chroma upsampling (no longer Pillow-exact).
-        num_threads: CPU threads (None: all cores, or MMCURATE_NUM_THREADS).
+        num_threads: CPU threads, 1..1024 (None: all cores, or MMCURATE_NUM_THREADS).
     """
     code = _parse_mode(mode)
     min_h, min_w = _parse_target_size(target_size)
-    if max_pixels is None:
-        max_pixels = 0
-    if not isinstance(max_pixels, (int, np.integer)) or isinstance(max_pixels, bool) or max_pixels < 0:
-        raise ValueError(f"max_pixels must be None or a non-negative int, got {max_pixels!r}")
+    max_pixels = check_max_pixels(max_pixels)
     threads = _parse_threads(num_threads)
     items = as_blob_list(blobs)
     if resolve_device(device) == "cuda":
@@ -123,8 +118,8 @@ def decode_images(
 
         size = None if target_size is None else (min_h, min_w)
         return _cuda.decode_images(items, mode, size, int(max_pixels), bool(exif))
-    images, (status, errors, formats, sizes, orientation), _scales = native().decode_images(
-        items, code, min_h, min_w, int(max_pixels), bool(exif), bool(fast), threads
+    images, (status, errors, formats, sizes, orientation), _scales = call_native(
+        native().decode_images, items, code, min_h, min_w, max_pixels, bool(exif), bool(fast), threads
     )
     return DecodeResult(list(images), status, list(errors), list(formats), sizes, orientation)
 
@@ -135,7 +130,7 @@ def probe_images(blobs, with_errors: bool = False) -> tuple:
 
     Reads no pixel data, so a file that is truncated after its header probes ok."""
     items = as_blob_list(blobs)
-    status, errors, formats, sizes, orientation = native().probe_images(items)
+    status, errors, formats, sizes, orientation = call_native(native().probe_images, items)
     if with_errors:
         return status, list(errors), list(formats), sizes, orientation
     return status, list(formats), sizes, orientation

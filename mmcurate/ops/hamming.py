@@ -17,6 +17,7 @@ import numpy as np
 
 from mmcurate._native import native
 from mmcurate.ops._device import resolve_device
+from mmcurate.ops._inputs import INT32_MAX, INT64_MAX, MAX_THREADS
 
 _PAIR_METHODS = ("auto", "mih", "brute_force")
 
@@ -52,7 +53,7 @@ def _check_int(value, name: str, lo: int, hi: int | None = None) -> int:
 
 
 def _threads(num_threads) -> int:
-    return 0 if num_threads is None else _check_int(num_threads, "num_threads", 1)
+    return 0 if num_threads is None else _check_int(num_threads, "num_threads", 1, MAX_THREADS)
 
 
 def hamming_distance(a, b) -> np.ndarray:
@@ -99,7 +100,7 @@ def hamming_pairs(codes, max_distance: int, device: str = "auto", num_threads: i
 def hamming_join_plan(n_unique: int, max_distance: int, method: str = "auto") -> dict:
     """The CPU self-join plan for ``n_unique`` distinct codes: method, substring widths/offsets/radii
     (multi-index hashing) and the cost model's single-thread time estimate. For logs and benchmarks."""
-    n = _check_int(n_unique, "n_unique", 0)
+    n = _check_int(n_unique, "n_unique", 0, INT64_MAX)
     r = _check_int(max_distance, "max_distance", 0, 64)
     if method not in _PAIR_METHODS:
         raise ValueError(f"method must be one of {_PAIR_METHODS}, got {method!r}")
@@ -116,7 +117,7 @@ def hamming_knn(codes, k: int, queries=None, device: str = "auto",
     and results are deterministic. When fewer than k candidates exist (k >= len(codes) in self-search, or
     k > len(codes) with queries) the tail is padded with distance -1 and index -1, as faiss does.
     """
-    k = _check_int(k, "k", 1)
+    k = _check_int(k, "k", 1, INT32_MAX)
     threads = _threads(num_threads)
     if resolve_device(device, codes) == "cuda":
         from mmcurate.ops import _cuda

@@ -13,7 +13,7 @@ import numpy as np
 
 from mmcurate._native import native
 from mmcurate.ops._device import resolve_device
-from mmcurate.ops._inputs import as_image_list
+from mmcurate.ops._inputs import as_image_list, call_native
 from mmcurate.ops.resize import _native_ready, _parse_threads
 
 __all__ = ["phash", "dhash", "ahash", "whash", "hash_to_hex", "phash_bytes", "PhashBytesResult", "KINDS"]
@@ -28,7 +28,7 @@ def _hash(images, kind: str, device: str, num_threads) -> np.ndarray:
 
         return _cuda.hash_images(images, kind)
     imgs = [_native_ready(a) for a in as_image_list(images)]
-    return native().hash_images(imgs, kind, threads)
+    return call_native(native().hash_images, imgs, kind, threads)
 
 
 def phash(images, device: str = "auto", num_threads=None) -> np.ndarray:
@@ -94,13 +94,11 @@ def phash_bytes(blobs, exact: bool = True, device: str = "auto", exif: bool = Tr
         allocation; None or 0: no limit. Because the decode is complete (every entropy-coded coefficient),
         the statuses are those of a full decode: the pipeline's integrity stage validates through this call.
     """
-    from mmcurate.ops._inputs import as_blob_list
+    from mmcurate.ops._inputs import as_blob_list, call_native, check_max_pixels
 
     threads = _parse_threads(num_threads)
     items = as_blob_list(blobs)
-    limit = int(max_pixels or 0)
-    if isinstance(max_pixels, bool) or limit < 0:
-        raise ValueError(f"max_pixels must be None or an integer >= 0, got {max_pixels!r}")
+    limit = check_max_pixels(max_pixels)
     if resolve_device(device) == "cuda":
         from mmcurate.ops import _cuda
 
@@ -110,5 +108,6 @@ def phash_bytes(blobs, exact: bool = True, device: str = "auto", exif: bool = Tr
         codes, status, errors = _cuda.phash_bytes(items, bool(exact), exif=bool(exif), num_threads=num_threads,
                                                   with_errors=True)
         return PhashBytesResult(codes, status, errors)
-    codes, status, errors = native().phash_bytes(items, bool(exact), bool(exif), threads, max_pixels=limit)
+    codes, status, errors = call_native(native().phash_bytes, items, bool(exact), bool(exif), threads,
+                                        max_pixels=limit)
     return PhashBytesResult(codes, status, [e if e else None for e in errors])

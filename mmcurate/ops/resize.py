@@ -12,7 +12,10 @@ import numpy as np
 
 from mmcurate._native import native
 from mmcurate.ops._device import resolve_device
-from mmcurate.ops._inputs import as_image_list
+from mmcurate.ops._inputs import MAX_THREADS, as_image_list, call_native, check_int
+
+#: Largest output side resize_images accepts (JPEG's limit; n x side x side x c bytes are allocated).
+MAX_SIDE = 65535
 
 __all__ = ["resize_images", "to_gray", "INTERPOLATIONS", "MODES"]
 
@@ -35,6 +38,8 @@ def _parse_size(size, mode: str) -> tuple[int, int]:
         raise TypeError(f"size must be an int or an (h, w) pair of ints, got {size!r}")
     if h <= 0 or w <= 0:
         raise ValueError(f"size must be positive, got {size!r}")
+    if h > MAX_SIDE or w > MAX_SIDE:
+        raise ValueError(f"size must be at most {MAX_SIDE} per side, got {size!r}")
     if mode == "shortest" and h != w:
         raise ValueError(f"mode='shortest' resizes the shorter side to one size and crops a square; got size={size!r}")
     return h, w
@@ -43,9 +48,8 @@ def _parse_size(size, mode: str) -> tuple[int, int]:
 def _parse_threads(num_threads) -> int:
     if num_threads is None:
         return 0
-    if not _is_int(num_threads) or num_threads < 0:
-        raise ValueError(f"num_threads must be None or a non-negative int, got {num_threads!r}")
-    return int(num_threads)
+    # 0 is accepted here as "all cores" (as None), for callers that pass the native default through.
+    return check_int(num_threads, "num_threads", 0, MAX_THREADS)
 
 
 def _channels(a: np.ndarray) -> int:
@@ -85,7 +89,8 @@ def resize_images(images, size, interpolation: str = "bicubic", mode: str = "sho
     if len(channels) > 1:
         raise ValueError(f"images must all have the same number of channels, got {sorted(channels)}; "
                          "convert them first (e.g. to_gray, or drop alpha)")
-    return native().resize_images(imgs, size_h, size_w, INTERPOLATIONS[interpolation], MODES[mode], threads)
+    return call_native(native().resize_images, imgs, size_h, size_w, INTERPOLATIONS[interpolation], MODES[mode],
+                       threads)
 
 
 def to_gray(images):
