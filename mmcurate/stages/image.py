@@ -80,8 +80,10 @@ def split(batch: pa.Table, stage: str, rejected: np.ndarray, reasons: list, deta
 
 
 def _check_threads(value, name: str = "num_threads"):
-    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-        raise ValueError(f"{name} must be null or a positive integer, got {value!r}")
+    from mmcurate.ops._inputs import MAX_THREADS
+
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_THREADS):
+        raise ValueError(f"{name} must be null or an integer in 1..{MAX_THREADS}, got {value!r}")
 
 
 def _cpu_resources(num_threads) -> Resources:
@@ -128,9 +130,13 @@ class Integrity(MapStage):
         num_threads: int | None = None
 
         def validate(self):
+            from mmcurate.ops._inputs import INT64_MAX
+
+            # The decoder's limit is an int64: a larger value would fail mid-run, inside the native call.
             if self.max_pixels is not None and (isinstance(self.max_pixels, bool) or
-                                                not isinstance(self.max_pixels, int) or self.max_pixels < 0):
-                raise ValueError(f"max_pixels must be null or an integer >= 0, got {self.max_pixels!r}")
+                                                not isinstance(self.max_pixels, int) or
+                                                not 0 <= self.max_pixels <= INT64_MAX):
+                raise ValueError(f"max_pixels must be null or an integer in 0..{INT64_MAX}, got {self.max_pixels!r}")
             if not isinstance(self.full_decode, bool):
                 raise ValueError(f"full_decode must be true or false, got {self.full_decode!r}")
             _check_threads(self.num_threads)
