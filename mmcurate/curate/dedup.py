@@ -124,8 +124,11 @@ def exact_groups(digests, rank) -> Grouping:
 def near_groups(codes, max_distance: int, rank, linkage: str = "connected", device: str = "auto",
                 num_threads: int | None = None) -> Grouping:
     """Group 64-bit codes (uint64) within ``max_distance`` Hamming bits; see the module docstring for
-    ``linkage``. ``distance[i]`` is the Hamming distance from i's code to its representative's."""
-    from mmcurate.ops.hamming import as_codes, hamming_pairs
+    ``linkage``. ``distance[i]`` is the Hamming distance from i's code to its representative's.
+
+    Works on the distinct codes (:func:`code_graph`), so memory does not grow with the square of a group of
+    copies or near-copies; the result is the same as linking every pair of samples within the radius."""
+    from mmcurate.ops.hamming import as_codes
 
     if linkage not in LINKAGES:
         raise ValueError(f"linkage must be one of {LINKAGES}, got {linkage!r}")
@@ -134,10 +137,261 @@ def near_groups(codes, max_distance: int, rank, linkage: str = "connected", devi
     rank = _check_rank(rank, n)
     if n == 0:
         return Grouping(np.zeros(0, np.int64), np.zeros(0, np.int32))
-    pairs, _dist = hamming_pairs(codes, max_distance, device=device, num_threads=num_threads)
-    representative = link_groups(n, pairs, rank, linkage)
+    ucodes, inv, counts = np.unique(codes, return_inverse=True, return_counts=True)
+    inv = inv.reshape(-1)
+    graph = code_graph(ucodes, counts, max_distance, device=device, num_threads=num_threads)
+    if linkage == "connected":
+        representative = _best_of_groups(code_components(graph)[inv], rank)
+    else:
+        # Star over samples == star over distinct codes ranked by their best member: that member is reached
+        # first, so it is a centre exactly when its code is, and then takes every copy at distance 0.
+        order = np.lexsort((rank, inv))
+        best_member = order[np.concatenate([[0], np.cumsum(counts)[:-1]])]
+        representative = best_member[_star_codes(graph, rank[best_member])][inv]
     distance = np.bitwise_count(codes ^ codes[representative]).astype(np.int32)
     return Grouping(representative, distance)
+
+
+def near_components(codes, max_distance: int, device: str = "auto",
+                    num_threads: int | None = None) -> tuple[np.ndarray, int]:
+    """Connected components of the samples whose codes lie within ``max_distance`` bits (labels: any int per
+    component) and the number of linked sample pairs, computed on the distinct codes (:func:`code_graph`)
+    without listing the pairs."""
+    from mmcurate.ops.hamming import as_codes
+
+    codes = as_codes(codes)
+    if codes.size == 0:
+        return np.zeros(0, np.int64), 0
+    ucodes, inv, counts = np.unique(codes, return_inverse=True, return_counts=True)
+    graph = code_graph(ucodes, counts, max_distance, device=device, num_threads=num_threads)
+    links, n_pairs = spanning_links(graph)
+    return connected_components(ucodes.size, links)[inv.reshape(-1)], n_pairs
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the radius graph over distinct codes, with dense near-copy clusters kept implicit
+
+#: Pairs of distinct codes (16 bytes each) the plain join may return before dense clusters are looked for.
+DENSE_PAIR_BUDGET = 1 << 22
+#: Distinct codes sampled to estimate the join's pairs and to find dense clusters, per round.
+DENSE_SAMPLE = 4096
+#: A sampled code with this many sampled neighbours is taken as a ball pivot.
+DENSE_MIN_DEGREE = 4
+DENSE_MAX_PIVOTS = 64
+DENSE_ROUNDS = 4
+_CROSS_TILE = 1 << 22     # code comparisons per tile when two balls are compared
+
+
+@dataclass
+class CodeGraph:
+    """The radius-``radius`` graph over distinct ``codes`` (ascending, ``counts`` samples each).
+
+    Codes in a *ball* (all within ``radius // 2`` of the ball's pivot, so pairwise within ``radius``: a clique)
+    are never joined pairwise; every other pair of codes within the radius is in ``pairs``. A code outside the
+    balls can only be linked to a ball's member if it is within ``radius + radius // 2`` of the pivot
+    (``ball_cands`` rows (ball, code)), two balls only if their pivots are within ``radius + 2 * (radius // 2)``
+    (``ball_near`` rows (ball i, ball j), i < j). Balls exist only where the sampled join found dense
+    clusters of near-copies (re-encodings of one image): memory is then O(distinct codes + pairs among the
+    codes outside balls), not the square of a cluster's size."""
+
+    codes: np.ndarray       # uint64[m]
+    counts: np.ndarray      # int64[m]
+    radius: int
+    pairs: np.ndarray       # int64[p, 2], i < j, codes outside balls
+    ball: np.ndarray        # int64[m], -1 outside every ball
+    pivots: np.ndarray      # uint64[b]
+    ball_cands: np.ndarray  # int64[c, 2]
+    ball_near: np.ndarray   # int64[d, 2]
+
+
+def code_graph(ucodes, counts, max_distance: int, device: str = "auto", num_threads: int | None = None,
+               seed: int = 0) -> CodeGraph:
+    """The :class:`CodeGraph` of distinct codes. ``seed`` only steers the sampling that looks for dense
+    clusters: the graph it describes (and every grouping from it) does not depend on it."""
+    from mmcurate.ops.hamming import _check_int, hamming_pairs
+
+    r = _check_int(max_distance, "max_distance", 0, 64)
+    ucodes = np.asarray(ucodes, np.uint64)
+    counts = np.asarray(counts, np.int64)
+    m = ucodes.size
+    ball = np.full(m, -1, np.int64)
+    pivots = _find_balls(ucodes, r, ball, np.random.default_rng(seed))
+    rest = np.flatnonzero(ball < 0)
+    pairs = np.zeros((0, 2), np.int64)
+    if rest.size > 1:
+        found, _ = hamming_pairs(ucodes[rest], r, device=device, num_threads=num_threads)
+        pairs = rest[np.asarray(found, np.int64).reshape(-1, 2)]
+    cands, near = np.zeros((0, 2), np.int64), np.zeros((0, 2), np.int64)
+    if pivots.size:
+        t = r // 2
+        rows = []
+        for b, p in enumerate(pivots):
+            close = rest[np.bitwise_count(ucodes[rest] ^ p) <= r + t]
+            rows.append(np.stack([np.full(close.size, b), close], axis=1))
+        cands = np.concatenate(rows)
+        pd = np.bitwise_count(pivots[:, None] ^ pivots[None, :])
+        i, j = np.nonzero(np.triu(pd <= r + 2 * t, 1))
+        near = np.stack([i, j], axis=1).astype(np.int64)
+    return CodeGraph(ucodes, counts, r, pairs, ball, pivots, cands, near)
+
+
+def _find_balls(ucodes: np.ndarray, r: int, ball: np.ndarray, rng) -> np.ndarray:
+    """Estimate the plain join's pairs from a sample of the codes not yet in a ball (pairs scale with the
+    square of the sampled fraction); while over DENSE_PAIR_BUDGET, take the best-connected sampled codes as
+    pivots (pairwise beyond r // 2) and put every free code within r // 2 of one into its first one's ball.
+    Fills ``ball`` in place, returns the pivots."""
+    from mmcurate.ops.hamming import hamming_pairs
+
+    t = r // 2
+    pivots: list = []
+    if t == 0:
+        return np.zeros(0, np.uint64)   # balls of radius 0 are single codes: nothing to gain
+    for _ in range(DENSE_ROUNDS):
+        free = np.flatnonzero(ball < 0)
+        if free.size <= DENSE_SAMPLE:
+            break
+        sample = np.sort(rng.choice(free, DENSE_SAMPLE, replace=False))
+        found, _ = hamming_pairs(ucodes[sample], r, device="cpu")
+        found = np.asarray(found, np.int64).reshape(-1, 2)
+        if found.shape[0] * (free.size / DENSE_SAMPLE) ** 2 <= DENSE_PAIR_BUDGET:
+            break
+        degree = np.bincount(found.ravel(), minlength=DENSE_SAMPLE)
+        new: list = []
+        for k in np.argsort(-degree, kind="stable"):
+            if degree[k] < DENSE_MIN_DEGREE or len(new) == DENSE_MAX_PIVOTS:
+                break
+            c = ucodes[sample[k]]
+            taken = np.asarray(pivots + new, np.uint64)
+            if taken.size and np.bitwise_count(taken ^ c).min() <= t:
+                continue
+            new.append(c)
+        if not new:
+            break
+        for c in new:
+            free = np.flatnonzero(ball < 0)
+            ball[free[np.bitwise_count(ucodes[free] ^ c) <= t]] = len(pivots)
+            pivots.append(c)
+    return np.asarray(pivots, np.uint64)
+
+
+def _ball_members(g: CodeGraph) -> list:
+    order = np.argsort(g.ball, kind="stable")
+    bounds = np.searchsorted(g.ball[order], np.arange(g.pivots.size + 1))
+    return [order[bounds[b]:bounds[b + 1]] for b in range(g.pivots.size)]
+
+
+def _cross(g: CodeGraph, a: np.ndarray, b: np.ndarray):
+    """Sample pairs within the radius between code sets a and b (weighted by counts) and one linking code
+    pair (or None), tile by tile so memory stays bounded."""
+    ca, cb, wb = g.codes[a], g.codes[b], g.counts[b]
+    step = max(1, _CROSS_TILE // max(1, b.size))
+    total, link = 0, None
+    for s in range(0, a.size, step):
+        within = np.bitwise_count(ca[s:s + step, None] ^ cb[None, :]) <= g.radius
+        if link is None and within.any():
+            i, j = np.unravel_index(int(np.argmax(within)), within.shape)
+            link = (int(a[s + i]), int(b[j]))
+        total += int(within.astype(np.int64) @ wb @ g.counts[a[s:s + step]])
+    return total, link
+
+
+def spanning_links(g: CodeGraph) -> tuple[np.ndarray, int]:
+    """Links over code indices whose connected components are the graph's (the explicit pairs, each ball's
+    members to its first, one link per linked (ball, code) and (ball, ball)), and the number of sample pairs
+    within the radius (copies of one code included)."""
+    c = g.counts
+    n_pairs = int((c * (c - 1) // 2).sum())
+    if g.pairs.size:
+        n_pairs += int((c[g.pairs[:, 0]] * c[g.pairs[:, 1]]).sum())
+    links = [g.pairs]
+    members = _ball_members(g)
+    for mem in members:
+        links.append(np.stack([mem[1:], np.full(mem.size - 1, mem[0])], axis=1))
+        w = c[mem]
+        n_pairs += int((w.sum() ** 2 - (w * w).sum()) // 2)
+    for b, s in g.ball_cands.tolist():
+        total, link = _cross(g, np.array([s]), members[b])
+        n_pairs += total
+        if link is not None:
+            links.append(np.array([link], np.int64))
+    for i, j in g.ball_near.tolist():
+        total, link = _cross(g, members[i], members[j])
+        n_pairs += total
+        if link is not None:
+            links.append(np.array([link], np.int64))
+    return np.concatenate(links).astype(np.int64, copy=False), n_pairs
+
+
+def code_components(g: CodeGraph) -> np.ndarray:
+    """Connected component label of each distinct code."""
+    return connected_components(g.codes.size, spanning_links(g)[0])
+
+
+def _star_codes(g: CodeGraph, crank: np.ndarray) -> np.ndarray:
+    """Greedy star clustering of the distinct codes in ``crank`` order (see the module docstring): each code's
+    representative code. Explicit pairs are handled as in _star (a centre claims its free neighbours). Codes
+    in or near a ball instead look, when reached, for the best centre among those that can be within the
+    radius: its ball's centre (a ball has at most one: it is within the radius of all its members), the
+    centres near its ball, or the centres of the balls it is a candidate of; whichever ranks first wins."""
+    m = g.codes.size
+    representative = np.arange(m, dtype=np.int64)
+    involved = g.ball >= 0
+    involved[g.ball_cands[:, 1]] = True
+    linked = involved.copy()
+    linked[g.pairs.ravel()] = True
+    if not linked.any():
+        return representative
+    src = np.concatenate([g.pairs[:, 0], g.pairs[:, 1]])
+    dst = np.concatenate([g.pairs[:, 1], g.pairs[:, 0]])
+    order = np.argsort(src, kind="stable")
+    src, dst = src[order], dst[order]
+    start = np.searchsorted(src, np.arange(m + 1))
+    n_balls = g.pivots.size
+    cand_balls: dict = {}
+    for b, s in g.ball_cands.tolist():
+        cand_balls.setdefault(s, []).append(b)
+    near = [[] for _ in range(n_balls)]
+    for i, j in g.ball_near.tolist():
+        near[i].append(j)
+        near[j].append(i)
+    ball_centre = [-1] * n_balls
+    cand_centres = [[] for _ in range(n_balls)]
+    code, ball, cr, inv_l = g.codes.tolist(), g.ball.tolist(), crank.tolist(), involved.tolist()
+    r = g.radius
+    assigned = np.zeros(m, dtype=bool)
+    nodes = np.flatnonzero(linked)
+    for u in nodes[np.argsort(crank[nodes], kind="stable")].tolist():
+        if inv_l[u]:
+            best = int(representative[u]) if assigned[u] else -1
+            cu, b = code[u], ball[u]
+            if b >= 0:
+                found = [ball_centre[b]] + [c for c in cand_centres[b] if (cu ^ code[c]).bit_count() <= r]
+                found += [ball_centre[o] for o in near[b]
+                          if ball_centre[o] >= 0 and (cu ^ code[ball_centre[o]]).bit_count() <= r]
+            else:
+                found = [ball_centre[o] for o in cand_balls.get(u, ())
+                         if ball_centre[o] >= 0 and (cu ^ code[ball_centre[o]]).bit_count() <= r]
+            for c in found:
+                if c >= 0 and (best < 0 or cr[c] < cr[best]):
+                    best = c
+            if best >= 0:
+                representative[u] = best
+                assigned[u] = True
+                continue
+        elif assigned[u]:
+            continue
+        assigned[u] = True      # u is a centre
+        neighbours = dst[start[u]:start[u + 1]]
+        free = neighbours[~assigned[neighbours]]
+        representative[free] = u
+        assigned[free] = True
+        if inv_l[u]:
+            if ball[u] >= 0:
+                ball_centre[ball[u]] = u
+            else:
+                for o in cand_balls.get(u, ()):
+                    cand_centres[o].append(u)
+    return representative
 
 
 def chance_link_probability(radius: int, bits: int = 64) -> float:
