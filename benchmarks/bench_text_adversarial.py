@@ -100,8 +100,15 @@ def main() -> None:
             versions = {"before": _source_dir(args.before, Path(tmp)), **versions}
         for family in args.families:
             for stage in args.stages:
-                for size in args.sizes:
-                    row = {v: _measure(src, family, stage, size, args.timeout) for v, src in versions.items()}
+                timed_out = set()
+                for size in sorted(args.sizes):
+                    row = {}
+                    for v, src in versions.items():
+                        # a version that timed out at a smaller size is not run again on more text
+                        row[v] = (f">{args.timeout:g} s" if v in timed_out
+                                  else _measure(src, family, stage, size, args.timeout))
+                        if isinstance(row[v], str) and row[v].startswith(">"):
+                            timed_out.add(v)
                     results.setdefault(family, {}).setdefault(stage, {})[str(size)] = row
                     print(f"{family:22s} {stage:15s} {size:>8d}  " +
                           "  ".join(f"{v}={t}" for v, t in row.items()), flush=True)

@@ -30,6 +30,7 @@ from mmcurate.curate.balance import MAX_LISTED_CLUSTER_SIZES
 from mmcurate.report.charts import (PALETTE, BarRow, Histogram, Segment, Series, bar_chart_svg, format_number,
                                     histogram_svg, rank_size_svg)
 from mmcurate.report.run_data import RunData, load_run
+from mmcurate.report.thumbnails import display_text
 
 __all__ = ["write_report", "render_report", "REPORT_NAME"]
 
@@ -445,6 +446,10 @@ def _tile(jpeg: Optional[bytes], key: str, lines: list[tuple[str, str]], badge: 
     img = (f'<img src="{_data_uri(jpeg)}" alt="{e(key)}">' if jpeg else
            '<span class="noimg">no thumbnail</span>')
     badge_html = f'<span class="badge-tile {e(badge_cls)}">{e(badge)}</span>' if badge else ""
+    # Text of samples passes the PII redactor again: thumbs.parquet / rejects.parquet of an older run
+    # may hold it in clear.
+    lines = [(c, display_text(t, 1000)) for c, t in lines]
+    caption = display_text(caption)
     meta = "".join(f'<div class="{e(c)}" title="{e(t)}">{e(t)}</div>' for c, t in lines if t)
     cap = f'<div class="caption" title="{e(caption)}">{e(caption)}</div>' if caption else ""
     return (f'<figure class="tile {e(cls)}{"" if decoded else " placeholder"}" data-key="{e(key)}">'

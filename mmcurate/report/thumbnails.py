@@ -25,7 +25,7 @@ from typing import Iterable, Mapping, Optional
 
 import pyarrow as pa
 
-__all__ = ["THUMBS_SCHEMA", "Thumbnail", "ThumbnailCollector", "make_thumbnails", "placeholder_tile"]
+__all__ = ["THUMBS_SCHEMA", "Thumbnail", "ThumbnailCollector", "display_text", "make_thumbnails", "placeholder_tile"]
 
 THUMBS_SCHEMA = pa.schema([
     pa.field("key", pa.string(), nullable=False),
@@ -36,7 +36,7 @@ THUMBS_SCHEMA = pa.schema([
     pa.field("distance", pa.float64()),                # member's distance (null for the representative, rejects)
     pa.field("decoded", pa.bool_(), nullable=False),   # False: jpeg is a placeholder tile
     pa.field("note", pa.string()),                     # why a placeholder was drawn ("corrupt", "no image", ...)
-    pa.field("caption", pa.string()),                  # the sample's caption, shortened (null if not offered)
+    pa.field("caption", pa.string()),                  # the sample's caption, PII redacted, shortened (null if not offered)
     pa.field("jpeg", pa.binary(), nullable=False),     # the thumbnail, JPEG
 ])
 
@@ -56,9 +56,27 @@ class Thumbnail:
     caption: Optional[str] = None
 
     def with_caption(self, caption: Optional[str]) -> "Thumbnail":
-        if caption is not None and len(caption) > MAX_CAPTION_CHARS:
-            caption = caption[: MAX_CAPTION_CHARS - 1] + "…"
-        return Thumbnail(self.jpeg, self.decoded, self.note, caption)
+        return Thumbnail(self.jpeg, self.decoded, self.note, display_text(caption, MAX_CAPTION_CHARS))
+
+
+# Room past the cut for the longest value a detector matches, so that a value straddling the cut is
+# still recognised whole (and then falls off the cut, redacted).
+_REDACT_MARGIN = 512
+
+
+def display_text(text: Optional[str], limit: int = MAX_CAPTION_CHARS) -> Optional[str]:
+    """Text as the report shows it: personal data redacted (always: the thumbnails come from the raw
+    input, rejected samples included, whether or not the recipe redacts) and cut to `limit` characters.
+    Only the first `limit` + 512 characters are looked at, so the work is bounded whatever the text."""
+    if text is None:
+        return None
+    from mmcurate.curate.pii import Redactor
+
+    head = text[: limit + _REDACT_MARGIN]
+    head = Redactor().redact(head)[0]
+    if len(head) > limit or len(text) > limit + _REDACT_MARGIN:
+        head = head[: limit - 1] + "…"
+    return head
 
 
 def _encode_jpeg(img, quality: int) -> bytes:
