@@ -29,6 +29,7 @@ class Grouping:
 
     representative: np.ndarray  # int64[n]
     distance: np.ndarray        # int32[n]
+    n_pairs: int | None = None  # sample pairs within the radius, when near_groups was asked to count them
 
     @property
     def is_duplicate(self) -> np.ndarray:
@@ -122,12 +123,13 @@ def exact_groups(digests, rank) -> Grouping:
 
 
 def near_groups(codes, max_distance: int, rank, linkage: str = "connected", device: str = "auto",
-                num_threads: int | None = None) -> Grouping:
+                num_threads: int | None = None, count_pairs: bool = False) -> Grouping:
     """Group 64-bit codes (uint64) within ``max_distance`` Hamming bits; see the module docstring for
     ``linkage``. ``distance[i]`` is the Hamming distance from i's code to its representative's.
 
     Works on the distinct codes (:func:`code_graph`), so memory does not grow with the square of a group of
-    copies or near-copies; the result is the same as linking every pair of samples within the radius."""
+    copies or near-copies; the result is the same as linking every pair of samples within the radius.
+    ``count_pairs`` also counts those pairs (``Grouping.n_pairs``) without listing them."""
     from mmcurate.ops.hamming import as_codes
 
     if linkage not in LINKAGES:
@@ -136,12 +138,13 @@ def near_groups(codes, max_distance: int, rank, linkage: str = "connected", devi
     n = codes.size
     rank = _check_rank(rank, n)
     if n == 0:
-        return Grouping(np.zeros(0, np.int64), np.zeros(0, np.int32))
+        return Grouping(np.zeros(0, np.int64), np.zeros(0, np.int32), 0 if count_pairs else None)
     ucodes, inv, counts = np.unique(codes, return_inverse=True, return_counts=True)
     inv = inv.reshape(-1)
     graph = code_graph(ucodes, counts, max_distance, device=device, num_threads=num_threads)
+    links, n_pairs = spanning_links(graph) if (count_pairs or linkage == "connected") else (None, None)
     if linkage == "connected":
-        representative = _best_of_groups(code_components(graph)[inv], rank)
+        representative = _best_of_groups(connected_components(ucodes.size, links)[inv], rank)
     else:
         # Star over samples == star over distinct codes ranked by their best member: that member is reached
         # first, so it is a centre exactly when its code is, and then takes every copy at distance 0.
@@ -149,14 +152,15 @@ def near_groups(codes, max_distance: int, rank, linkage: str = "connected", devi
         best_member = order[np.concatenate([[0], np.cumsum(counts)[:-1]])]
         representative = best_member[_star_codes(graph, rank[best_member])][inv]
     distance = np.bitwise_count(codes ^ codes[representative]).astype(np.int32)
-    return Grouping(representative, distance)
+    return Grouping(representative, distance, n_pairs if count_pairs else None)
 
 
-def near_components(codes, max_distance: int, device: str = "auto",
-                    num_threads: int | None = None) -> tuple[np.ndarray, int]:
+def near_components(codes, max_distance: int, device: str = "auto", num_threads: int | None = None,
+                    count_filter=None) -> tuple[np.ndarray, int]:
     """Connected components of the samples whose codes lie within ``max_distance`` bits (labels: any int per
     component) and the number of linked sample pairs, computed on the distinct codes (:func:`code_graph`)
-    without listing the pairs."""
+    without listing the pairs. ``count_filter(xor)`` (uint64 array -> bool mask), when given, restricts the
+    count to the pairs whose codes' XOR it accepts (the pigeonhole join counts each pair in one bucket)."""
     from mmcurate.ops.hamming import as_codes
 
     codes = as_codes(codes)
@@ -164,7 +168,7 @@ def near_components(codes, max_distance: int, device: str = "auto",
         return np.zeros(0, np.int64), 0
     ucodes, inv, counts = np.unique(codes, return_inverse=True, return_counts=True)
     graph = code_graph(ucodes, counts, max_distance, device=device, num_threads=num_threads)
-    links, n_pairs = spanning_links(graph)
+    links, n_pairs = spanning_links(graph, count_filter)
     return connected_components(ucodes.size, links)[inv.reshape(-1)], n_pairs
 
 
@@ -280,42 +284,54 @@ def _ball_members(g: CodeGraph) -> list:
     return [order[bounds[b]:bounds[b + 1]] for b in range(g.pivots.size)]
 
 
-def _cross(g: CodeGraph, a: np.ndarray, b: np.ndarray):
-    """Sample pairs within the radius between code sets a and b (weighted by counts) and one linking code
-    pair (or None), tile by tile so memory stays bounded."""
+def _cross(g: CodeGraph, a: np.ndarray, b: np.ndarray, count_filter=None):
+    """Ordered sample pairs within the radius between code sets a and b (weighted by counts; only those
+    count_filter accepts, when given) and one linking code pair (or None), tile by tile so memory stays
+    bounded."""
     ca, cb, wb = g.codes[a], g.codes[b], g.counts[b]
     step = max(1, _CROSS_TILE // max(1, b.size))
     total, link = 0, None
     for s in range(0, a.size, step):
-        within = np.bitwise_count(ca[s:s + step, None] ^ cb[None, :]) <= g.radius
+        x = ca[s:s + step, None] ^ cb[None, :]
+        within = np.bitwise_count(x) <= g.radius
         if link is None and within.any():
             i, j = np.unravel_index(int(np.argmax(within)), within.shape)
             link = (int(a[s + i]), int(b[j]))
+        if count_filter is not None:
+            within &= count_filter(x.reshape(-1)).reshape(x.shape)
         total += int(within.astype(np.int64) @ wb @ g.counts[a[s:s + step]])
     return total, link
 
 
-def spanning_links(g: CodeGraph) -> tuple[np.ndarray, int]:
+def spanning_links(g: CodeGraph, count_filter=None) -> tuple[np.ndarray, int]:
     """Links over code indices whose connected components are the graph's (the explicit pairs, each ball's
     members to its first, one link per linked (ball, code) and (ball, ball)), and the number of sample pairs
-    within the radius (copies of one code included)."""
+    within the radius (copies of one code included; only those whose XOR ``count_filter`` accepts, when
+    given)."""
     c = g.counts
-    n_pairs = int((c * (c - 1) // 2).sum())
+    keep = (lambda x: np.ones(x.size, bool)) if count_filter is None else count_filter
+    n_pairs = int((c * (c - 1) // 2).sum()) if keep(np.zeros(1, np.uint64))[0] else 0
     if g.pairs.size:
-        n_pairs += int((c[g.pairs[:, 0]] * c[g.pairs[:, 1]]).sum())
+        ok = keep(g.codes[g.pairs[:, 0]] ^ g.codes[g.pairs[:, 1]])
+        n_pairs += int((c[g.pairs[ok, 0]] * c[g.pairs[ok, 1]]).sum())
     links = [g.pairs]
     members = _ball_members(g)
     for mem in members:
         links.append(np.stack([mem[1:], np.full(mem.size - 1, mem[0])], axis=1))
-        w = c[mem]
-        n_pairs += int((w.sum() ** 2 - (w * w).sum()) // 2)
+        if count_filter is None:
+            w = c[mem]
+            n_pairs += int((w.sum() ** 2 - (w * w).sum()) // 2)
+        else:   # ordered pairs of distinct codes, halved (a ^ b == b ^ a)
+            total, _ = _cross(g, mem, mem, count_filter)
+            same = int((c[mem] ** 2).sum()) if keep(np.zeros(1, np.uint64))[0] else 0
+            n_pairs += (total - same) // 2
     for b, s in g.ball_cands.tolist():
-        total, link = _cross(g, np.array([s]), members[b])
+        total, link = _cross(g, np.array([s]), members[b], count_filter)
         n_pairs += total
         if link is not None:
             links.append(np.array([link], np.int64))
     for i, j in g.ball_near.tolist():
-        total, link = _cross(g, members[i], members[j])
+        total, link = _cross(g, members[i], members[j], count_filter)
         n_pairs += total
         if link is not None:
             links.append(np.array([link], np.int64))

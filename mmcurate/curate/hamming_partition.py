@@ -14,7 +14,8 @@ written in pass 1 and read once in pass 2; a task holds ~ m * n / P entries. For
 codes (pHash is median-thresholded, so close to that) a chunk has 5-6 bits, so a bucket holds ~ n / 64 codes:
 the per-bucket joins are what costs time, and they are independent. The driver holds only the pairs.
 
-Pass 1 (``partition_codes``) runs per input shard, pass 2 (``partition_pairs``) per partition; both go
+Pass 1 (``partition_codes``) runs per input shard, pass 2 (``partition_pairs``, or ``partition_linked`` for
+only the ids that have a neighbour, which stays linear in a bucket of copies) per partition; both go
 through ``map_fn`` (builtin ``map`` by default; a process pool's or Ray's map for scale-out).
 """
 from __future__ import annotations
@@ -28,7 +29,8 @@ from typing import Callable, Iterable, Optional
 
 import numpy as np
 
-__all__ = ["chunk_layout", "partition_codes", "partition_pairs", "partitioned_hamming_pairs", "PartitionedPairs"]
+__all__ = ["chunk_layout", "partition_codes", "partition_pairs", "partitioned_hamming_pairs", "PartitionedPairs",
+           "partition_linked", "partitioned_linked_ids", "PartitionedLinked"]
 
 #: Groups up to this size are joined by vectorised brute force (s * (s - 1) / 2 pairs), larger ones natively.
 SMALL_GROUP = 48
@@ -165,6 +167,105 @@ def partition_pairs(part_dir, max_distance: int) -> tuple[np.ndarray, np.ndarray
         return np.empty((0, 2), np.int64), np.empty(0, np.uint8)
     entries = np.concatenate([np.load(f) for f in files])
     return _join_entries(entries, int(max_distance), chunk_layout(max_distance))
+
+
+def partition_linked(part_dir, max_distance: int) -> tuple[np.ndarray, int]:
+    """Pass 2 for one partition, without listing all pairs: (links int64[k, 2] of ids whose union over all
+    partitions has the same connected components as all pairs within max_distance, the number of pairs this
+    partition reports, each pair counted by the bucket of its first equal chunk only). Every pair meets in
+    some bucket. Small buckets link their pairs; a large one links each member of a component of two or more
+    samples to the component's first (dedup.near_components: copies collapsed, dense near-copy clusters
+    never joined pairwise), so a bucket of 100k copies of one image costs its size, not its 5e9 pairs."""
+    from mmcurate.curate.dedup import near_components
+
+    files = sorted(Path(part_dir).glob("*.npy"))
+    if not files:
+        return np.zeros((0, 2), np.int64), 0
+    e = np.concatenate([np.load(f) for f in files])
+    layout = chunk_layout(max_distance)
+    chunk = e["chunk"].astype(np.int64)
+    vals = np.empty(e.size, np.uint64)
+    for j, (off, w) in enumerate(layout):
+        sel = chunk == j
+        vals[sel] = _chunk_values(e["code"][sel], off, w)
+    order = np.lexsort((vals, chunk))
+    e, vals, chunk = e[order], vals[order], chunk[order]
+    new = np.ones(e.size, bool)
+    new[1:] = (vals[1:] != vals[:-1]) | (chunk[1:] != chunk[:-1])
+    starts = np.flatnonzero(new)
+    sizes = np.diff(np.append(starts, e.size))
+    links, n_pairs = [np.zeros((0, 2), np.int64)], 0
+    for s in np.unique(sizes[(sizes >= 2) & (sizes <= SMALL_GROUP)]):   # small buckets: brute force
+        st = starts[sizes == s]
+        ia, ib = np.triu_indices(int(s), 1)
+        a, b = (st[:, None] + ia[None, :]).ravel(), (st[:, None] + ib[None, :]).ravel()
+        x = e["code"][a] ^ e["code"][b]
+        keep = np.bitwise_count(x) <= max_distance
+        a, b, x = a[keep], b[keep], x[keep]
+        n_pairs += int(np.count_nonzero(_first_equal_chunk_is(x, chunk[a], layout)))
+        links.append(np.stack([e["id"][a], e["id"][b]], axis=1))
+    for st, s in zip(starts[sizes > SMALL_GROUP], sizes[sizes > SMALL_GROUP]):
+        j = int(chunk[st])
+        labels, n = near_components(e["code"][st:st + s], max_distance, device="cpu",
+                                    count_filter=lambda x: _first_equal_chunk_is(x, np.full(x.size, j), layout))
+        n_pairs += n
+        _, first, inv, cnt = np.unique(labels, return_index=True, return_inverse=True, return_counts=True)
+        inv = inv.reshape(-1)
+        ids = e["id"][st:st + s]
+        on = cnt[inv] > 1
+        links.append(np.stack([ids[on], ids[first[inv[on]]]], axis=1))
+    return np.concatenate(links), n_pairs
+
+
+@dataclass
+class PartitionedLinked:
+    """ids: int64 sample ids with a neighbour within max_distance, sorted; links: int64[k, 2] id links with the
+    connected components of all the pairs; stats: the partitioning's figures, ``pairs`` the number of pairs."""
+
+    ids: np.ndarray
+    links: np.ndarray
+    stats: dict = field(default_factory=dict)
+
+
+def _pass2_linked(task):
+    part_dir, r = task
+    return partition_linked(part_dir, r)
+
+
+def partitioned_linked_ids(shards: Iterable, max_distance: int, n_partitions: int = 64,
+                           spill_dir: Optional[str] = None, map_fn: Callable = map) -> PartitionedLinked:
+    """The ids of ``partitioned_hamming_pairs``' pairs (``np.unique(pairs)``), links with the same connected
+    components as those pairs and their number, without materialising the pairs: memory per task is
+    O(entries) and on the driver O(links), at most one per linked entry (r + 1 per linked sample) besides the
+    pairs of buckets of <= SMALL_GROUP, whatever the size of a group of copies.
+    Arguments as for :func:`partitioned_hamming_pairs`; the caller groups the linked samples itself
+    (dedup.near_groups / near_components over their codes gives the same groups as all the pairs)."""
+    if not isinstance(n_partitions, int) or isinstance(n_partitions, bool) or n_partitions < 1:
+        raise ValueError(f"n_partitions must be a positive int, got {n_partitions!r}")
+    layout = chunk_layout(max_distance)
+    own = spill_dir is None
+    spill = Path(tempfile.mkdtemp(prefix="mmcurate-hamming-")) if own else Path(spill_dir)
+    spill.mkdir(parents=True, exist_ok=True)
+    try:
+        tasks = [(i, shard, int(max_distance), n_partitions, str(spill)) for i, shard in enumerate(shards)]
+        counts = np.zeros(n_partitions, np.int64)
+        n_codes = 0
+        for c, n in map_fn(_pass1, tasks):
+            counts += np.asarray(c, np.int64)
+            n_codes += n
+        dirs = [(str(spill / f"p{p:05d}"), int(max_distance)) for p in np.flatnonzero(counts)]
+        parts = list(map_fn(_pass2_linked, dirs))
+        links = np.concatenate([lk for lk, _ in parts]) if parts else np.zeros((0, 2), np.int64)
+        n_pairs = sum(n for _, n in parts)
+        ids = np.unique(links)
+        stats = {"n_codes": int(n_codes), "max_distance": int(max_distance), "chunks": len(layout),
+                 "chunk_widths": [w for _, w in layout], "n_partitions": n_partitions,
+                 "entries": int(counts.sum()), "max_entries_per_partition": int(counts.max(initial=0)),
+                 "pairs": int(n_pairs), "linked": int(ids.size)}
+        return PartitionedLinked(ids, links, stats)
+    finally:
+        if own:
+            shutil.rmtree(spill, ignore_errors=True)
 
 
 @dataclass

@@ -16,8 +16,9 @@ faiss calls), the same per-sample arrays after the data level.
 
 Driver memory per step:
   exact_dedup     the duplicates (ids, keys) only; per partition task: its rows' id, key, source, digest, score.
-  phash_dedup     the pairs within max_distance (16 bytes each) and the linked samples' key, source, pHash and
-                  score; no hash of an unlinked sample.
+  phash_dedup     the ids of the linked samples (those with a neighbour within max_distance) and their key,
+                  source, pHash and score; no hash of an unlinked sample, no list of pairs (a group of 100k
+                  copies costs its members, not its 5e9 pairs).
   semantic_dedup  the k-means sample (sample_size rows; null: 256 per cluster), then 12 bytes per
                   sample for the result (ids, cluster; keep, max_similarity and witness inside the streaming
                   call: 25 bytes), 16 more for scores when keep is by score; the duplicates' keys.
@@ -27,7 +28,8 @@ Driver memory per step:
   clip_score_filter  (id, score) of the scored samples: 16 bytes each; keep_fraction: the kept ids and the
                   keys of the samples tied at the cut score; the rejects.
   split           per sample: id 8 B, component and group ids, key rank, stratum (8 B each, int64) and the
-                  split (+ transient sorts); the pHash and group-column links (16 bytes each); the distinct
+                  split (+ transient sorts); the pHash links (16 bytes each, at most r + 1 per linked sample
+                  besides small buckets' pairs), the group-column links (16 bytes each); the distinct
                   stratify values; a sample of keys for the sort's range boundaries. Never all keys.
 """
 from __future__ import annotations
@@ -142,11 +144,12 @@ def _phash_codes(view):
 
 
 def phash_dedup_sharded(stage, ctx) -> GlobalResult | None:
-    """All pairs within max_distance by curate.partitioned_hamming_pairs (per-shard and per-partition tasks),
-    then dedup.link_groups over the linked samples only, with their keys, scores and pHashes fetched: the same
-    groups as near_groups over all samples. None (memory fallback) for max_distance 64, which pigeonhole
-    partitioning cannot split (every pair is within 64 bits)."""
-    from mmcurate.curate.hamming_partition import partitioned_hamming_pairs
+    """The ids of the samples with a neighbour within max_distance by curate.partitioned_linked_ids (per-shard
+    and per-partition tasks, never listing pairs), then dedup.near_groups over the linked samples only, with
+    their keys, scores and pHashes fetched: the same groups as near_groups over all samples (an unlinked
+    sample represents itself), in memory linear in a group of copies. None (memory fallback) for
+    max_distance 64, which pigeonhole partitioning cannot split (every pair is within 64 bits)."""
+    from mmcurate.curate.hamming_partition import partitioned_linked_ids
     from mmcurate.stages.image import duplicate_tables, keep_primary, parse_keep, rank_of
 
     p = stage.params
@@ -156,9 +159,9 @@ def phash_dedup_sharded(stage, ctx) -> GlobalResult | None:
     n_in = ctx.n_alive
     root = ctx.spill_dir(stage.name)
     n_part = ctx.n_partitions(max(1, HAMMING_ENTRIES_PER_PARTITION // (p.max_distance + 1)))
-    found = partitioned_hamming_pairs([functools.partial(_phash_codes, v) for v in ctx.views()], p.max_distance,
-                                      n_partitions=n_part, spill_dir=str(root), map_fn=ctx.map_fn)
-    linked = np.unique(found.pairs)
+    found = partitioned_linked_ids([functools.partial(_phash_codes, v) for v in ctx.views()], p.max_distance,
+                                   n_partitions=n_part, spill_dir=str(root), map_fn=ctx.map_fn)
+    linked = found.ids
     column, _ = parse_keep(p.keep)
     stats = {"seconds": 0.0, **stage.settings_stats(found.stats["n_codes"])}
     dup_keys, dup_sources, rep_keys, dup_ids = [], [], [], np.zeros(0, np.int64)
@@ -167,16 +170,17 @@ def phash_dedup_sharded(stage, ctx) -> GlobalResult | None:
     if linked.size:
         t = ctx.fetch(linked, ["key", "source", "phash", *([column] if column else [])])
         rank = rank_of(t.column("key"), keep_primary(t, p.keep))
-        rep = dedup.link_groups(linked.size, np.searchsorted(linked, found.pairs), rank, p.linkage)
         codes = pc.cast(t.column("phash"), pa.uint64()).to_numpy(zero_copy_only=False).astype(np.uint64)
-        dist = np.bitwise_count(codes ^ codes[rep]).astype(np.int32)
-        d = np.flatnonzero(rep != np.arange(linked.size))
+        g = dedup.near_groups(codes, p.max_distance, rank, linkage=p.linkage, device=p.device,
+                              num_threads=p.num_threads)
+        rep = g.representative
+        d = np.flatnonzero(g.is_duplicate)
         keys = t.column("key")
         dup_keys = keys.take(pa.array(d)).to_pylist()
         dup_sources = t.column("source").take(pa.array(d)).to_pylist()
         rep_keys = keys.take(pa.array(rep[d])).to_pylist()
-        dup_ids, distance = linked[d], dist[d]
-        groups = int(np.unique(rep[d]).size)
+        dup_ids, distance = linked[d], g.distance[d]
+        groups = g.n_groups
     rejected, duplicates = duplicate_tables(stage.name, "phash", "duplicate_phash", dup_keys, dup_sources,
                                             rep_keys, distance)
     stats["seconds"] = round(time.perf_counter() - t0, 6)
@@ -634,11 +638,12 @@ def _strata_task(task):
 
 
 def split_sharded(stage, ctx) -> GlobalResult | None:
-    """The same groups, strata and assignment as Split.run, from per-shard and per-partition tasks: pHash pairs
-    by curate.partitioned_hamming_pairs, group-column links by a shuffle of (value, id), connected components
+    """The same groups, strata and assignment as Split.run, from per-shard and per-partition tasks: pHash links
+    as below, group-column links by a shuffle of (value, id), connected components
     over the union on the driver (int arrays per sample), groups renumbered by their smallest key's rank from a
-    distributed sort, strata from the distinct values. None (memory fallback) for phash_radius 64."""
-    from mmcurate.curate.hamming_partition import partitioned_hamming_pairs
+    distributed sort, strata from the distinct values. pHash links from curate.partitioned_linked_ids
+    (the components of all the pairs, never a list of them). None (memory fallback) for phash_radius 64."""
+    from mmcurate.curate.hamming_partition import partitioned_linked_ids
     from mmcurate.curate.splits import assign_splits
     from mmcurate.stages.split import SPLIT_NAMES, auto_phash_radius
 
@@ -660,10 +665,10 @@ def split_sharded(stage, ctx) -> GlobalResult | None:
         if radius > 63:
             return None
         hp = ctx.n_partitions(max(1, HAMMING_ENTRIES_PER_PARTITION // (radius + 1)))
-        found = partitioned_hamming_pairs([functools.partial(_phash_codes, v) for v in views], radius,
-                                          n_partitions=hp, spill_dir=str(root / "phash"), map_fn=ctx.map_fn)
-        n_phash_links = int(found.pairs.shape[0])
-        links.append(found.pairs)
+        found = partitioned_linked_ids([functools.partial(_phash_codes, v) for v in views], radius,
+                                       n_partitions=hp, spill_dir=str(root / "phash"), map_fn=ctx.map_fn)
+        n_phash_links = int(found.stats["pairs"])
+        links.append(found.links)
     for j in range(len(p.group_columns)):
         counts = sum(s[3][j] for s in scans)
         dirs = [str(partition_dir(root / "groups" / f"g{j}", q)) for q in np.flatnonzero(counts)]

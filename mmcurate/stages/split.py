@@ -84,14 +84,12 @@ class Split(GlobalStage):
             labels = np.full(n, -1, np.int64)
             idx = np.flatnonzero(valid)
             if idx.size:
-                from mmcurate.curate.dedup import connected_components
-                from mmcurate.ops import hamming_pairs
+                from mmcurate.curate.dedup import near_components
 
                 c = np.asarray(codes.filter(pa.array(valid)).to_numpy(zero_copy_only=False), dtype=np.uint64)
                 radius = auto_phash_radius(idx.size) if p.phash_radius == "auto" else int(p.phash_radius)
-                pairs, _ = hamming_pairs(c, radius)
-                n_phash_links = int(len(pairs))
-                labels[idx] = connected_components(idx.size, np.asarray(pairs, np.int64).reshape(-1, 2))
+                # components from the distinct codes: a group of 100k copies is not 5e9 listed pairs
+                labels[idx], n_phash_links = near_components(c, radius)
             labelings.append(labels)
         for col in p.group_columns:
             labelings.append(_factorize(table.column(col)))
