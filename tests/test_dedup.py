@@ -167,3 +167,33 @@ def test_near_groups_rejects_bad_arguments():
     with pytest.raises(ValueError, match="max_distance"):
         dedup.near_groups(codes, 65, np.arange(4))
     assert dedup.near_groups(np.zeros(0, np.uint64), 4, np.zeros(0, np.int64)).representative.size == 0
+
+
+def _flipped(rng, head, k):
+    mask = np.bitwise_or.reduce(np.uint64(1) << rng.choice(64, k, replace=False).astype(np.uint64),
+                                initial=np.uint64(0))
+    return head ^ mask
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("r", [3, 6, 10, 11])
+def test_dense_clusters_as_balls_equal_brute_force(seed, r, monkeypatch):
+    """Dense near-copy clusters (made implicit balls by small sampling constants) give the pairwise result:
+    representatives, distances and the pair count."""
+    monkeypatch.setattr(dedup, "DENSE_SAMPLE", 64)
+    monkeypatch.setattr(dedup, "DENSE_PAIR_BUDGET", 10)
+    rng = np.random.default_rng(seed)
+    heads = rng.integers(0, 2**64, 4, dtype=np.uint64)
+    heads[1] = _flipped(rng, heads[0], int(rng.integers(3, 14)))      # a second cluster nearby
+    codes = [_flipped(rng, heads[rng.integers(0, 4)], int(rng.integers(0, rng.integers(1, 8)))) for _ in range(500)]
+    codes += list(rng.integers(0, 2**64, 200, dtype=np.uint64))
+    codes = np.array(codes + [codes[i] for i in rng.integers(0, len(codes), 100)], np.uint64)
+    rank = rng.permutation(len(codes))
+    u, c = np.unique(codes, return_counts=True)
+    assert dedup.code_graph(u, c, r).pivots.size > 0
+    for linkage, reference in (("connected", reference_connected), ("star", reference_star)):
+        got = dedup.near_groups(codes, r, rank, linkage=linkage, device="cpu", count_pairs=True)
+        rep, dist = reference(codes, r, rank)
+        np.testing.assert_array_equal(got.representative, rep, err_msg=linkage)
+        np.testing.assert_array_equal(got.distance, dist, err_msg=linkage)
+        assert got.n_pairs == int(((dense_distances(codes) <= r).sum() - len(codes)) // 2)

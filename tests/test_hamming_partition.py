@@ -7,7 +7,7 @@ from concurrent.futures import ProcessPoolExecutor
 import numpy as np
 import pytest
 
-from mmcurate.curate.hamming_partition import chunk_layout, partitioned_hamming_pairs
+from mmcurate.curate.hamming_partition import SMALL_GROUP, chunk_layout, partitioned_hamming_pairs
 from mmcurate.ops import hamming_pairs
 
 
@@ -97,3 +97,38 @@ def test_layout_and_misuse():
         partitioned_hamming_pairs([(np.array([1.0]), np.array([3], np.uint64))], 4)
     empty = partitioned_hamming_pairs([], 4)
     assert empty.pairs.shape == (0, 2) and empty.stats["pairs"] == 0
+
+
+def _cluster_codes(seed: int) -> np.ndarray:
+    """Hundreds of near-copies (0..6 bits) of two nearby heads, exact copies and unrelated codes."""
+    rng = np.random.default_rng(seed)
+    heads = rng.integers(0, 2**64, 2, dtype=np.uint64)
+    heads[1] = heads[0] ^ np.uint64(0xFF)
+    near = np.repeat(heads, 600)
+    for i in range(near.size):
+        for b in rng.choice(64, int(rng.integers(0, 7)), replace=False):
+            near[i] ^= np.uint64(1) << np.uint64(b)
+    codes = np.concatenate([near, np.full(500, near[3]), rng.integers(0, 2**64, 800, dtype=np.uint64)])
+    return codes[rng.permutation(codes.size)]
+
+
+@pytest.mark.parametrize("r", [4, 10])
+def test_linked_ids_links_and_count_equal_the_pairs(r, monkeypatch):
+    from mmcurate.curate import dedup
+    from mmcurate.curate.hamming_partition import partitioned_linked_ids
+
+    # small sampling constants so the dense clusters become implicit balls in the big buckets
+    monkeypatch.setattr(dedup, "DENSE_SAMPLE", 128)
+    monkeypatch.setattr(dedup, "DENSE_PAIR_BUDGET", 100)
+    codes = _cluster_codes(r)
+    pairs, _ = hamming_pairs(codes, r, device="cpu")
+    res = partitioned_linked_ids(_shards(codes, [700, 1000, 800]), r, n_partitions=5)
+    assert res.ids.tolist() == np.unique(pairs).tolist()
+    assert res.stats["pairs"] == len(pairs)
+    n = codes.size
+    want = dedup.connected_components(n, pairs)
+    got = dedup.connected_components(n, res.links)
+    assert np.array_equal(np.unique(want, return_inverse=True)[1], np.unique(got, return_inverse=True)[1])
+    # a bounded number of links per linked sample and bucket (small buckets link their pairs), not all pairs
+    assert res.links.shape[0] <= (r + 1) * res.ids.size * SMALL_GROUP // 2
+    assert len(pairs) > 20 * res.links.shape[0]
