@@ -38,7 +38,10 @@ ANSWER_ROLES = ("gpt", "assistant")
 
 
 def _first_answer(record: dict) -> str | None:
-    for turn in record.get("conversations") or ():
+    turns = record.get("conversations")
+    if not isinstance(turns, list):  # a number or object there (found by fuzzing): no answer, not a crash
+        return None
+    for turn in turns:
         if isinstance(turn, dict) and turn.get("from") in ANSWER_ROLES and turn.get("value") is not None:
             return str(turn["value"])
     return None
