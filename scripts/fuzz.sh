@@ -69,7 +69,7 @@ fuzz_decode() {
   ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=1:allocator_may_return_null=1}" \
   UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}" \
     run_loop decode "$SECONDS_PER_TARGET" "$BUILD/decode_fuzzer" \
-      -timeout=10 -rss_limit_mb=3072 -max_len=131072 -dict="$ROOT/fuzz/decode.dict"
+      -timeout=10 -rss_limit_mb=3072 -max_len=65536 -dict="$ROOT/fuzz/decode.dict"
 }
 
 fuzz_readers() {

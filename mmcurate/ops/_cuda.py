@@ -19,6 +19,7 @@ import warnings
 import numpy as np
 
 from mmcurate._native import native
+from mmcurate.ops._inputs import call_native, check_max_pixels, check_threads
 
 __all__ = [
     "DeviceArray",
@@ -113,9 +114,9 @@ def decode_images(blobs, mode: str, target_size, max_pixels: int, exif: bool, *,
         _warned_no_nvjpeg = True
         warnings.warn(f"nvJPEG unavailable ({info['error'].splitlines()[0]}): device='cuda' decodes on the CPU "
                       "and uploads the pixels", RuntimeWarning, stacklevel=3)
-    images, status, errors, formats, sizes, orientation, _on_gpu = native().cuda_decode_images(
-        blobs, _DECODE_MODES[mode], min_w, min_h, int(max_pixels), bool(exif), False, stream,
-        0 if num_threads is None else int(num_threads))
+    images, status, errors, formats, sizes, orientation, _on_gpu = call_native(
+        native().cuda_decode_images, blobs, _DECODE_MODES[mode], min_w, min_h, check_max_pixels(max_pixels),
+        bool(exif), False, stream, check_threads(num_threads))
     ok = status == 0
     return DecodeResult(
         list(images),
@@ -171,8 +172,8 @@ def phash_bytes(blobs, exact: bool = True, *, exif: bool = True, stream: int | N
     decoder's; codes of nvJPEG-decoded JPEGs are within a few bits of the CPU's (nvJPEG's IDCT and colour
     conversion are not libjpeg's), codes of CPU-decoded samples (PNG, WebP, CMYK JPEG, ...) are equal."""
     nvjpeg_info()
-    codes, status, errors = native().cuda_phash_bytes(blobs, bool(exact), bool(exif), stream,
-                                                      0 if num_threads is None else int(num_threads))
+    codes, status, errors = call_native(native().cuda_phash_bytes, blobs, bool(exact), bool(exif), stream,
+                                        check_threads(num_threads))
     if with_errors:
         return codes, status, [e if s != 0 else None for e, s in zip(errors, status)]
     return codes, status
