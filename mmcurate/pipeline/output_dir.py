@@ -158,8 +158,12 @@ class RunLock:
                 self.fd = fd
                 info = {"pid": os.getpid(), "host": socket.gethostname(),
                         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-                os.ftruncate(fd, 0)
-                os.write(fd, json.dumps(info).encode())
+                try:
+                    os.ftruncate(fd, 0)
+                    os.write(fd, json.dumps(info).encode())
+                except OSError as exc:   # a full disk: say where
+                    self.release(cleanup=True)
+                    raise OSError(exc.errno, exc.strerror, str(self.path)) from None
                 return self
             os.close(fd)
             (self.out / WORK).mkdir(parents=True, exist_ok=True)
