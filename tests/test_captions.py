@@ -1,6 +1,7 @@
 """Caption cleaning, filter rules, boilerplate and language identification (mmcurate.curate.captions)."""
 from __future__ import annotations
 
+import re
 import time
 import unicodedata
 
@@ -378,3 +379,42 @@ def test_language_speed(identifier):
 def test_language_code_shape(bad):
     with pytest.raises(ValueError, match="languages"):
         cap.check_language_codes(bad)
+
+
+# ----------------------------------------------------------------------------------------------
+# Linear-time rewrites match the patterns they replace
+# ----------------------------------------------------------------------------------------------
+
+# The original definitions (backtracking, quadratic or exponential on hostile text): the rewrites must
+# give the same results on ordinary text.
+_REF_HIDDEN = re.compile(r"<(script|style|noscript|template|head)\b[^>]*>.*?</\1\s*>", re.I | re.S)
+_REF_ASCII_WORD = re.compile(r"[^\sA-Za-z0-9]*[A-Za-z0-9]\S*")
+
+
+@pytest.mark.parametrize("text", [
+    "<script>a</script>b", "<script>a<script>b</script>c</script>d", "<SCRIPT src=x>a</script >b", "<script>x",
+    "<script", "<style>a</STYLE>b<style>c", "<head><title>t</title></head>body", "<header>kept</header>",
+    "<script>a</style>b</script>c", "<noscript>a</noscript><template>b</template>c", "<scriptx>a</scriptx>",
+    "<script-x>a</script>b", "<script>a</script\n>b<script>c</script  >d", "a<style>b<script>c</script>d</style>e",
+])
+def test_hidden_element_scanner_equals_the_regex(text):
+    assert cap._remove_hidden_elements(text) == _REF_HIDDEN.sub(" ", text)
+
+
+@pytest.mark.parametrize("text", ["!? a1 !!", "-- -x- 3 ...", "", "   ", "a", "!!!!", "x\x1cy !\x1f?", "(1) [b] {}"])
+def test_ascii_word_count_equals_the_regex(text):
+    assert cap.count_words(text) == len(_REF_ASCII_WORD.findall(text))
+
+
+def test_boilerplate_nested_repeats_are_linear_and_unchanged():
+    # both took exponential time before ("untitled project 1111...x", "img_1burstburst...!a b c")
+    assert cap.match_boilerplate("untitled project " + "1" * 5000 + "x") is None
+    assert cap.match_boilerplate("img_1" + "burst" * 5000 + "!a b c") is None
+    assert cap.match_boilerplate("Untitled project 12 (3)") == "untitled"
+    assert cap.match_boilerplate("IMG_2024_burst01_edited.jpg") == "camera_filename"
+
+
+def test_fix_unicode_many_lines_in_chunks():
+    text = "cafÃ©\n" * 5000
+    assert cap.fix_unicode(text) == "café\n" * 5000
+    assert cap.fix_unicode("cafÃ©\nline two") == "café\nline two"

@@ -236,3 +236,28 @@ def test_redact_json_untouched_byte_for_byte(meta):
 
 def test_merge_counts():
     assert pii.merge_counts({"email": 1}, {"email": 2, "ip": 1}) == {"email": 3, "ip": 1}
+
+
+def test_redact_json_not_json_is_redacted_as_text():
+    out, counts = pii.Redactor().redact_json("contact a@example.com {not json")
+    assert out == "contact <EMAIL> {not json" and counts == {"email": 1}
+
+
+def test_redact_json_walks_any_depth_iteratively_up_to_the_bound():
+    doc = "mail a@example.com"
+    for _ in range(pii.MAX_META_DEPTH - 1):
+        doc = [doc]
+    out, counts = pii.Redactor().redact_json(json.dumps(doc))
+    assert counts == {"email": 1} and "<EMAIL>" in out
+    for meta in (json.dumps([[doc]]), "[" * 100_000 + "]" * 100_000, "[" * 300 + "]" * 300):
+        with pytest.raises(pii.Unredactable) as err:
+            pii.Redactor().redact_json(meta)
+        assert err.value.reason == "meta_too_deep"
+
+
+def test_redact_json_max_chars_per_string():
+    meta = json.dumps({"conversations": [{"from": "gpt", "value": "x" * 50}]})
+    with pytest.raises(pii.Unredactable) as err:
+        pii.Redactor().redact_json(meta, max_chars=40)
+    assert err.value.reason == "text_too_long" and "xxx" not in err.value.detail
+    assert pii.Redactor().redact_json(meta, max_chars=50) == (meta, {})

@@ -306,3 +306,45 @@ def test_stages_pickle():
         clone = pickle.loads(pickle.dumps(stage))
         a, b = stage.process(batch), clone.process(batch)
         assert a.kept.equals(b.kept) and a.rejected.equals(b.rejected)
+
+
+# ----------------------------------------------------------------------------------------------
+# Privacy by default, max_chars
+# ----------------------------------------------------------------------------------------------
+
+LLAVA_META = json.dumps({"id": "x1", "image": "a.jpg", "conversations": [
+    {"from": "human", "value": "<image>\nmy mail is jane@example.org"},
+    {"from": "gpt", "value": "A dog. Call +1 (415) 555-2671."}]})
+
+
+def test_pii_redact_meta_and_turns_by_default():
+    batch = run("caption_clean", make_batch(["a dog, mail jane@example.org"] * 2,
+                                            meta=[LLAVA_META, '{"url": "https://example.com/a.jpg"}']))[1].kept
+    _, res = run("pii_redact", batch)
+    kept = res.kept.to_pydict()
+    turns = json.loads(kept["meta"][0])["conversations"]
+    assert turns[0]["value"] == "<image>\nmy mail is <EMAIL>" and turns[1]["value"] == "A dog. Call <PHONE>."
+    assert kept["meta"][1] == '{"url": "https://example.com/a.jpg"}'
+    assert all("jane@" not in c for c in kept["caption_original"] + kept["caption"])
+    assert json.loads(kept["pii_redactions"][0]) == {"email": 2, "phone": 1}
+
+
+def test_pii_redact_opt_outs():
+    batch = run("caption_clean", make_batch(["a dog, mail jane@example.org"], meta=[LLAVA_META]))[1].kept
+    kept = run("pii_redact", batch, keep_original_text=True)[1].kept.to_pydict()
+    assert kept["caption"] == ["a dog, mail <EMAIL>"]
+    assert kept["caption_original"] == ["a dog, mail jane@example.org"] and kept["meta"] == [LLAVA_META]
+    kept = run("pii_redact", batch, redact_meta=False)[1].kept.to_pydict()
+    assert kept["meta"] == [LLAVA_META] and kept["caption_original"] == ["a dog, mail <EMAIL>"]
+    kept = run("pii_redact", batch, keep_original_text=True, redact_meta=True)[1].kept.to_pydict()
+    assert "jane@" not in kept["meta"][0] and kept["caption_original"] == ["a dog, mail jane@example.org"]
+
+
+def test_text_too_long_is_accounted_in_every_text_stage():
+    batch = make_batch(["a dog on the beach", "x " * 100, None])
+    for name in ("caption_clean", "caption_filter", "pii_redact"):
+        stage, res = run(name, batch, max_chars=50)
+        assert_accounted(batch, res, name)
+        assert reasons_by_key(res).get("00001") == "text_too_long", name
+        assert "x x" not in res.rejected.column("detail")[0].as_py()
+    assert registry.create("caption_clean", None).params.max_chars == 100_000

@@ -89,9 +89,9 @@ def adversarial(family: str, n: int) -> str:
     if family == "untitled_digits":
         return "untitled " + "1 " * (n // 2) + "x"
     if family == "untitled_digit_run":
-        return "untitled " + "1" * (n - 10) + "x"
+        return "untitled project " + "1" * (n - 20) + "x"      # 3 words: reaches the boilerplate patterns
     if family == "camera_burst":
-        return "img_1" + "burst" * (n // 5) + "!a"
+        return "img_1" + "burst" * (n // 5) + "!a b c"
     if family == "email_long_domain":
         return "x@" + "a." * (n // 2) + "1"
     if family == "email_many_domains":

@@ -175,3 +175,18 @@ def test_keep_original_text_is_the_documented_opt_out(tmp_path):
         assert PII_VALUES["email"] not in r["caption"]                 # the caption itself is still redacted
         assert PII_VALUES["card"] in r["caption_original"]             # the originals are kept on request
         assert json.loads(r["meta"])["uploader"]["contact"]["email"] == PII_VALUES["email"]
+
+
+def test_report_display_text_is_redacted_and_bounded():
+    from mmcurate.report.thumbnails import MAX_CAPTION_CHARS, display_text
+
+    card = PII_VALUES["card"]
+    # a value straddling the cut is recognised whole, then cut off redacted
+    text = "x " * ((MAX_CAPTION_CHARS - 8) // 2) + card + " more"
+    shown = display_text(text)
+    assert len(shown) <= MAX_CAPTION_CHARS and not any(c.isdigit() for c in shown), shown
+    for value in PII_VALUES.values():
+        assert value not in display_text(pii_sentence())
+    assert display_text(None) is None
+    huge = display_text("a" * 10_000_000)                      # bounded work, whatever the length
+    assert len(huge) == MAX_CAPTION_CHARS and huge.endswith("…")
