@@ -340,7 +340,8 @@ class PiiRedact(MapStage):
             reasons = [unredactable[i][0] if i in unredactable else "pii" for i in rows]
             details = [unredactable[i][1] if i in unredactable else ", ".join(f"{k}={n}" for k, n in found[i].items())
                        for i in rows]
-            keep = [i not in set(rows) for i in range(len(found))]
+            rejected = set(rows)
+            keep = [i not in rejected for i in range(len(found))]
             batch = _append_column(batch, "pii_redactions", ["{}"] * len(found), pa.string())
             return _split(batch, keep, rows, self.name, reasons, details)
 
