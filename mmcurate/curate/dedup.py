@@ -155,12 +155,11 @@ def near_groups(codes, max_distance: int, rank, linkage: str = "connected", devi
     return Grouping(representative, distance, n_pairs if count_pairs else None)
 
 
-def near_components(codes, max_distance: int, device: str = "auto", num_threads: int | None = None,
-                    count_filter=None) -> tuple[np.ndarray, int]:
+def near_components(codes, max_distance: int, device: str = "auto",
+                    num_threads: int | None = None) -> tuple[np.ndarray, int]:
     """Connected components of the samples whose codes lie within ``max_distance`` bits (labels: any int per
     component) and the number of linked sample pairs, computed on the distinct codes (:func:`code_graph`)
-    without listing the pairs. ``count_filter(xor)`` (uint64 array -> bool mask), when given, restricts the
-    count to the pairs whose codes' XOR it accepts (the pigeonhole join counts each pair in one bucket)."""
+    without listing the pairs."""
     from mmcurate.ops.hamming import as_codes
 
     codes = as_codes(codes)
@@ -168,7 +167,7 @@ def near_components(codes, max_distance: int, device: str = "auto", num_threads:
         return np.zeros(0, np.int64), 0
     ucodes, inv, counts = np.unique(codes, return_inverse=True, return_counts=True)
     graph = code_graph(ucodes, counts, max_distance, device=device, num_threads=num_threads)
-    links, n_pairs = spanning_links(graph, count_filter)
+    links, n_pairs = spanning_links(graph)
     return connected_components(ucodes.size, links)[inv.reshape(-1)], n_pairs
 
 
@@ -178,7 +177,7 @@ def near_components(codes, max_distance: int, device: str = "auto", num_threads:
 #: Pairs of distinct codes (16 bytes each) the plain join may return before dense clusters are looked for.
 DENSE_PAIR_BUDGET = 1 << 22
 #: Distinct codes sampled to estimate the join's pairs and to find dense clusters, per round.
-DENSE_SAMPLE = 4096
+DENSE_SAMPLE = 2048
 #: A sampled code with this many sampled neighbours is taken as a ball pivot.
 DENSE_MIN_DEGREE = 4
 DENSE_MAX_PIVOTS = 64
@@ -260,11 +259,18 @@ def _find_balls(ucodes: np.ndarray, r: int, ball: np.ndarray, rng) -> np.ndarray
         if found.shape[0] * (free.size / DENSE_SAMPLE) ** 2 <= DENSE_PAIR_BUDGET:
             break
         degree = np.bincount(found.ravel(), minlength=DENSE_SAMPLE)
+        src = np.concatenate([found[:, 0], found[:, 1]])
+        dst = np.concatenate([found[:, 1], found[:, 0]])
+        order = np.argsort(src, kind="stable")
+        src, dst = src[order], dst[order]
+        start = np.searchsorted(src, np.arange(DENSE_SAMPLE + 1))
         new: list = []
         for k in np.argsort(-degree, kind="stable"):
             if degree[k] < DENSE_MIN_DEGREE or len(new) == DENSE_MAX_PIVOTS:
                 break
-            c = ucodes[sample[k]]
+            # the pivot is the bitwise majority of the code and its sampled neighbours: near the cluster's
+            # centre, so its ball takes most of the cluster (a pivot need not be a code of the input)
+            c = _majority(ucodes[sample[np.append(dst[start[k]:start[k + 1]], k)]])
             taken = np.asarray(pivots + new, np.uint64)
             if taken.size and np.bitwise_count(taken ^ c).min() <= t:
                 continue
@@ -278,63 +284,59 @@ def _find_balls(ucodes: np.ndarray, r: int, ball: np.ndarray, rng) -> np.ndarray
     return np.asarray(pivots, np.uint64)
 
 
+def _majority(codes: np.ndarray) -> np.uint64:
+    """The code whose every bit is the majority bit of ``codes`` (ties: 0)."""
+    bits = np.unpackbits(codes.astype("<u8").view(np.uint8).reshape(-1, 8), axis=1, bitorder="little")
+    return (np.packbits(bits.sum(axis=0) * 2 > codes.size, bitorder="little").view("<u8")[0]).astype(np.uint64)
+
+
 def _ball_members(g: CodeGraph) -> list:
     order = np.argsort(g.ball, kind="stable")
     bounds = np.searchsorted(g.ball[order], np.arange(g.pivots.size + 1))
     return [order[bounds[b]:bounds[b + 1]] for b in range(g.pivots.size)]
 
 
-def _cross(g: CodeGraph, a: np.ndarray, b: np.ndarray, count_filter=None):
-    """Ordered sample pairs within the radius between code sets a and b (weighted by counts; only those
-    count_filter accepts, when given) and one linking code pair (or None), tile by tile so memory stays
-    bounded."""
+def _cross(g: CodeGraph, a: np.ndarray, b: np.ndarray):
+    """Sample pairs within the radius between code sets a and b (weighted by counts) and links (int64[k, 2]: each code of a within the radius of some code of
+    b, to the first such), tile by tile so memory stays bounded."""
     ca, cb, wb = g.codes[a], g.codes[b], g.counts[b]
     step = max(1, _CROSS_TILE // max(1, b.size))
-    total, link = 0, None
+    total, links = 0, [np.zeros((0, 2), np.int64)]
     for s in range(0, a.size, step):
         x = ca[s:s + step, None] ^ cb[None, :]
         within = np.bitwise_count(x) <= g.radius
-        if link is None and within.any():
-            i, j = np.unravel_index(int(np.argmax(within)), within.shape)
-            link = (int(a[s + i]), int(b[j]))
-        if count_filter is not None:
-            within &= count_filter(x.reshape(-1)).reshape(x.shape)
-        total += int(within.astype(np.int64) @ wb @ g.counts[a[s:s + step]])
-    return total, link
+        rows = np.flatnonzero(within.any(axis=1))
+        if rows.size:
+            links.append(np.stack([a[s + rows], b[np.argmax(within[rows], axis=1)]], axis=1))
+            total += int(within.astype(np.int64) @ wb @ g.counts[a[s:s + step]])
+    return total, np.concatenate(links)
 
 
-def spanning_links(g: CodeGraph, count_filter=None) -> tuple[np.ndarray, int]:
+def spanning_links(g: CodeGraph) -> tuple[np.ndarray, int]:
     """Links over code indices whose connected components are the graph's (the explicit pairs, each ball's
     members to its first, one link per linked (ball, code) and (ball, ball)), and the number of sample pairs
-    within the radius (copies of one code included; only those whose XOR ``count_filter`` accepts, when
-    given)."""
+    within the radius (copies of one code included): a ball's pairs in closed form, since all are linked."""
     c = g.counts
-    keep = (lambda x: np.ones(x.size, bool)) if count_filter is None else count_filter
-    n_pairs = int((c * (c - 1) // 2).sum()) if keep(np.zeros(1, np.uint64))[0] else 0
+    n_pairs = int((c * (c - 1) // 2).sum())
     if g.pairs.size:
-        ok = keep(g.codes[g.pairs[:, 0]] ^ g.codes[g.pairs[:, 1]])
-        n_pairs += int((c[g.pairs[ok, 0]] * c[g.pairs[ok, 1]]).sum())
+        n_pairs += int((c[g.pairs[:, 0]] * c[g.pairs[:, 1]]).sum())
     links = [g.pairs]
     members = _ball_members(g)
     for mem in members:
         links.append(np.stack([mem[1:], np.full(mem.size - 1, mem[0])], axis=1))
-        if count_filter is None:
-            w = c[mem]
-            n_pairs += int((w.sum() ** 2 - (w * w).sum()) // 2)
-        else:   # ordered pairs of distinct codes, halved (a ^ b == b ^ a)
-            total, _ = _cross(g, mem, mem, count_filter)
-            same = int((c[mem] ** 2).sum()) if keep(np.zeros(1, np.uint64))[0] else 0
-            n_pairs += (total - same) // 2
-    for b, s in g.ball_cands.tolist():
-        total, link = _cross(g, np.array([s]), members[b], count_filter)
+        w = c[mem]
+        n_pairs += int((w.sum() ** 2 - (w * w).sum()) // 2)
+    cands = g.ball_cands[np.argsort(g.ball_cands[:, 0], kind="stable")]
+    bounds = np.searchsorted(cands[:, 0], np.arange(g.pivots.size + 1))
+    for b in range(g.pivots.size):
+        total, found = _cross(g, cands[bounds[b]:bounds[b + 1], 1], members[b])
         n_pairs += total
-        if link is not None:
-            links.append(np.array([link], np.int64))
+        links.append(found)
     for i, j in g.ball_near.tolist():
-        total, link = _cross(g, members[i], members[j], count_filter)
+        a, b = (members[i], members[j]) if members[i].size <= members[j].size else (members[j], members[i])
+        total, found = _cross(g, a, b)
         n_pairs += total
-        if link is not None:
-            links.append(np.array([link], np.int64))
+        links.append(found[:1])     # one link joins two balls (each is one component already)
     return np.concatenate(links).astype(np.int64, copy=False), n_pairs
 
 

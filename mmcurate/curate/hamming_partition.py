@@ -169,18 +169,17 @@ def partition_pairs(part_dir, max_distance: int) -> tuple[np.ndarray, np.ndarray
     return _join_entries(entries, int(max_distance), chunk_layout(max_distance))
 
 
-def partition_linked(part_dir, max_distance: int) -> tuple[np.ndarray, int]:
-    """Pass 2 for one partition, without listing all pairs: (links int64[k, 2] of ids whose union over all
-    partitions has the same connected components as all pairs within max_distance, the number of pairs this
-    partition reports, each pair counted by the bucket of its first equal chunk only). Every pair meets in
-    some bucket. Small buckets link their pairs; a large one links each member of a component of two or more
+def partition_linked(part_dir, max_distance: int) -> np.ndarray:
+    """Pass 2 for one partition, without listing all pairs: links int64[k, 2] of ids whose union over all
+    partitions has the same connected components as all pairs within max_distance (every pair meets in
+    some bucket). Small buckets link their pairs; a large one links each member of a component of two or more
     samples to the component's first (dedup.near_components: copies collapsed, dense near-copy clusters
     never joined pairwise), so a bucket of 100k copies of one image costs its size, not its 5e9 pairs."""
     from mmcurate.curate.dedup import near_components
 
     files = sorted(Path(part_dir).glob("*.npy"))
     if not files:
-        return np.zeros((0, 2), np.int64), 0
+        return np.zeros((0, 2), np.int64)
     e = np.concatenate([np.load(f) for f in files])
     layout = chunk_layout(max_distance)
     chunk = e["chunk"].astype(np.int64)
@@ -194,33 +193,28 @@ def partition_linked(part_dir, max_distance: int) -> tuple[np.ndarray, int]:
     new[1:] = (vals[1:] != vals[:-1]) | (chunk[1:] != chunk[:-1])
     starts = np.flatnonzero(new)
     sizes = np.diff(np.append(starts, e.size))
-    links, n_pairs = [np.zeros((0, 2), np.int64)], 0
+    links = [np.zeros((0, 2), np.int64)]
     for s in np.unique(sizes[(sizes >= 2) & (sizes <= SMALL_GROUP)]):   # small buckets: brute force
         st = starts[sizes == s]
         ia, ib = np.triu_indices(int(s), 1)
         a, b = (st[:, None] + ia[None, :]).ravel(), (st[:, None] + ib[None, :]).ravel()
-        x = e["code"][a] ^ e["code"][b]
-        keep = np.bitwise_count(x) <= max_distance
-        a, b, x = a[keep], b[keep], x[keep]
-        n_pairs += int(np.count_nonzero(_first_equal_chunk_is(x, chunk[a], layout)))
+        keep = np.bitwise_count(e["code"][a] ^ e["code"][b]) <= max_distance
+        a, b = a[keep], b[keep]
         links.append(np.stack([e["id"][a], e["id"][b]], axis=1))
     for st, s in zip(starts[sizes > SMALL_GROUP], sizes[sizes > SMALL_GROUP]):
-        j = int(chunk[st])
-        labels, n = near_components(e["code"][st:st + s], max_distance, device="cpu",
-                                    count_filter=lambda x: _first_equal_chunk_is(x, np.full(x.size, j), layout))
-        n_pairs += n
+        labels, _ = near_components(e["code"][st:st + s], max_distance, device="cpu")
         _, first, inv, cnt = np.unique(labels, return_index=True, return_inverse=True, return_counts=True)
         inv = inv.reshape(-1)
         ids = e["id"][st:st + s]
         on = cnt[inv] > 1
         links.append(np.stack([ids[on], ids[first[inv[on]]]], axis=1))
-    return np.concatenate(links), n_pairs
+    return np.concatenate(links)
 
 
 @dataclass
 class PartitionedLinked:
     """ids: int64 sample ids with a neighbour within max_distance, sorted; links: int64[k, 2] id links with the
-    connected components of all the pairs; stats: the partitioning's figures, ``pairs`` the number of pairs."""
+    connected components of all the pairs; stats: the partitioning's figures."""
 
     ids: np.ndarray
     links: np.ndarray
@@ -234,8 +228,8 @@ def _pass2_linked(task):
 
 def partitioned_linked_ids(shards: Iterable, max_distance: int, n_partitions: int = 64,
                            spill_dir: Optional[str] = None, map_fn: Callable = map) -> PartitionedLinked:
-    """The ids of ``partitioned_hamming_pairs``' pairs (``np.unique(pairs)``), links with the same connected
-    components as those pairs and their number, without materialising the pairs: memory per task is
+    """The ids of ``partitioned_hamming_pairs``' pairs (``np.unique(pairs)``) and links with the same connected
+    components as those pairs, without materialising the pairs: memory per task is
     O(entries) and on the driver O(links), at most one per linked entry (r + 1 per linked sample) besides the
     pairs of buckets of <= SMALL_GROUP, whatever the size of a group of copies.
     Arguments as for :func:`partitioned_hamming_pairs`; the caller groups the linked samples itself
@@ -255,13 +249,12 @@ def partitioned_linked_ids(shards: Iterable, max_distance: int, n_partitions: in
             n_codes += n
         dirs = [(str(spill / f"p{p:05d}"), int(max_distance)) for p in np.flatnonzero(counts)]
         parts = list(map_fn(_pass2_linked, dirs))
-        links = np.concatenate([lk for lk, _ in parts]) if parts else np.zeros((0, 2), np.int64)
-        n_pairs = sum(n for _, n in parts)
+        links = np.concatenate(parts) if parts else np.zeros((0, 2), np.int64)
         ids = np.unique(links)
         stats = {"n_codes": int(n_codes), "max_distance": int(max_distance), "chunks": len(layout),
                  "chunk_widths": [w for _, w in layout], "n_partitions": n_partitions,
                  "entries": int(counts.sum()), "max_entries_per_partition": int(counts.max(initial=0)),
-                 "pairs": int(n_pairs), "linked": int(ids.size)}
+                 "linked": int(ids.size)}
         return PartitionedLinked(ids, links, stats)
     finally:
         if own:

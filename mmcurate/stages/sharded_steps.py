@@ -166,14 +166,14 @@ def phash_dedup_sharded(stage, ctx) -> GlobalResult | None:
     stats = {"seconds": 0.0, **stage.settings_stats(found.stats["n_codes"])}
     dup_keys, dup_sources, rep_keys, dup_ids = [], [], [], np.zeros(0, np.int64)
     distance = np.zeros(0, np.int32)
-    groups = 0
+    groups = n_pairs = 0
     if linked.size:
         t = ctx.fetch(linked, ["key", "source", "phash", *([column] if column else [])])
         rank = rank_of(t.column("key"), keep_primary(t, p.keep))
         codes = pc.cast(t.column("phash"), pa.uint64()).to_numpy(zero_copy_only=False).astype(np.uint64)
         g = dedup.near_groups(codes, p.max_distance, rank, linkage=p.linkage, device=p.device,
-                              num_threads=p.num_threads)
-        rep = g.representative
+                              num_threads=p.num_threads, count_pairs=True)
+        rep, n_pairs = g.representative, g.n_pairs
         d = np.flatnonzero(g.is_duplicate)
         keys = t.column("key")
         dup_keys = keys.take(pa.array(d)).to_pylist()
@@ -188,8 +188,8 @@ def phash_dedup_sharded(stage, ctx) -> GlobalResult | None:
         stats["max_distance_to_representative"] = int(distance.max())
     stats.update(samples=int(n_in), duplicates=int(distance.size), groups=groups,
                  without_hash=int(n_in - found.stats["n_codes"]),
-                 partitions={k: found.stats[k] for k in ("n_partitions", "entries", "max_entries_per_partition",
-                                                         "pairs")},
+                 partitions={**{k: found.stats[k] for k in ("n_partitions", "entries", "max_entries_per_partition")},
+                             "pairs": int(n_pairs)},
                  linked=int(linked.size))
     return GlobalResult(rejected=_with_ids(rejected, dup_ids), duplicates=duplicates, stats=stats)
 
@@ -637,6 +637,40 @@ def _strata_task(task):
                       np.int64)
 
 
+def _phash_by_component_task(task):
+    """One shard's linked samples' pHash, routed by their component to partitions."""
+    from mmcurate.pipeline.global_sharded import _mix64
+
+    view, linked, comp, n_part, root = task
+    t = view.read(["phash"])
+    t = t.filter(t.column("phash").is_valid())
+    ids = t.column(SAMPLE_ID).to_numpy().astype(np.int64)
+    pos = np.minimum(np.searchsorted(linked, ids), linked.size - 1)
+    on = linked[pos] == ids
+    out = pa.table({"phash": t.column("phash").filter(pa.array(on))})
+    part = (_mix64(comp[pos[on]].astype(np.uint64) + np.uint64(0x9E3779B97F4A7C15)) % np.uint64(n_part))
+    return write_partitions(out, part.astype(np.int64), n_part, root, f"s{view.index:05d}")
+
+
+def _phash_pairs_task(task):
+    part_dir, radius = task
+    t = read_partition(part_dir)
+    codes = pc.cast(t.column("phash"), pa.uint64()).to_numpy(zero_copy_only=False).astype(np.uint64)
+    return dedup.near_components(codes, radius, device="cpu")[1]
+
+
+def _count_phash_pairs(ctx, linked, comp, radius, root) -> int:
+    """The number of sample pairs within radius (memory mode's ``phash_links``): the linked samples' codes
+    routed by component (every pair lies inside one), counted per partition by dedup.near_components, which
+    counts a group of copies in closed form instead of listing its pairs."""
+    n_part = ctx.n_partitions(HAMMING_ENTRIES_PER_PARTITION)
+    counts = np.zeros(n_part, np.int64)
+    for c in ctx.map_fn(_phash_by_component_task, [(v, linked, comp, n_part, str(root)) for v in ctx.views()]):
+        counts += c
+    return int(sum(ctx.map_fn(_phash_pairs_task, [(str(partition_dir(root, q)), radius)
+                                                  for q in np.flatnonzero(counts)])))
+
+
 def split_sharded(stage, ctx) -> GlobalResult | None:
     """The same groups, strata and assignment as Split.run, from per-shard and per-partition tasks: pHash links
     as below, group-column links by a shuffle of (value, id), connected components
@@ -667,14 +701,17 @@ def split_sharded(stage, ctx) -> GlobalResult | None:
         hp = ctx.n_partitions(max(1, HAMMING_ENTRIES_PER_PARTITION // (radius + 1)))
         found = partitioned_linked_ids([functools.partial(_phash_codes, v) for v in views], radius,
                                        n_partitions=hp, spill_dir=str(root / "phash"), map_fn=ctx.map_fn)
-        n_phash_links = int(found.stats["pairs"])
         links.append(found.links)
     for j in range(len(p.group_columns)):
         counts = sum(s[3][j] for s in scans)
         dirs = [str(partition_dir(root / "groups" / f"g{j}", q)) for q in np.flatnonzero(counts)]
         links += list(ctx.map_fn(_group_links_task, dirs))
     pairs = np.searchsorted(ids, np.concatenate(links))
+    del links
     comp = np.unique(dedup.connected_components(n, pairs), return_inverse=True)[1].reshape(-1)
+    if radius is not None and found.ids.size:
+        n_phash_links = _count_phash_pairs(ctx, found.ids, comp[np.searchsorted(ids, found.ids)], radius,
+                                           root / "phash_count")
     key_ids, key_rank = sharded_key_ranks(ctx, root / "keys")
     if not np.array_equal(key_ids, ids):
         raise RuntimeError("split: the key sort did not return every survivor once")

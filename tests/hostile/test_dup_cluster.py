@@ -1,0 +1,190 @@
+"""Hostile input: a huge cluster of duplicates (a placeholder image repeated tens of thousands of times, plain and
+re-encoded) through phash_dedup and split, in both global modes (issue 11, "bounded work per sample").
+
+Before the fix both listed every pair of a group: 20k copies of one image peaked at 17 GB in memory mode and
+22.3 GB sharded. Now the grouping works on distinct codes and keeps dense near-copy clusters implicit, so memory
+is linear in the group. The big runs happen in a child process with an address-space limit (the old code dies
+there instead of taking the machine down) and report their VmHWM; the small runs check the result against the
+pairwise definition.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from mmcurate.curate import dedup
+from mmcurate.pipeline.global_sharded import ShardedGlobalContext, make_ids
+from mmcurate.pipeline.stage import SAMPLE_ID, registry
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def cluster_codes(n_same: int, n_near: int, n_distinct: int, max_flips: int = 4, seed: int = 0) -> np.ndarray:
+    """n_same copies of one pHash, n_near re-encodings of it (0..max_flips bits flipped) and n_distinct
+    unrelated codes, shuffled."""
+    rng = np.random.default_rng(seed)
+    head = rng.integers(0, 2**64, dtype=np.uint64)
+    nf = rng.integers(0, max_flips + 1, n_near)
+    bits = rng.integers(0, 64, (n_near, max_flips)).astype(np.uint64)
+    masks = np.where(np.arange(max_flips)[None, :] < nf[:, None], np.uint64(1) << bits, np.uint64(0))
+    near = head ^ np.bitwise_or.reduce(masks, axis=1)
+    codes = np.concatenate([np.full(n_same, head), near, rng.integers(0, 2**64, n_distinct, dtype=np.uint64)])
+    return codes[rng.permutation(codes.size)]
+
+
+def write_survivors(work: Path, codes: np.ndarray, n_shards: int) -> list[pa.Table]:
+    """The map phase's metadata shards (key, source, phash, clip_score) under work/meta/."""
+    (work / "meta").mkdir(parents=True)
+    n = codes.size
+    rng = np.random.default_rng(1)
+    table = pa.table({"key": [f"k{i:07d}" for i in rng.permutation(n)], "source": [f"s{i % 7}" for i in range(n)],
+                      "phash": pa.array(codes, pa.uint64()), "clip_score": pa.array(rng.random(n), pa.float32())})
+    bounds = np.linspace(0, n, n_shards + 1).astype(int)
+    shards = [table.slice(a, b - a) for a, b in zip(bounds[:-1], bounds[1:])]
+    for i, t in enumerate(shards):
+        pq.write_table(t, work / "meta" / f"{i:05d}.parquet")
+    return shards
+
+
+def memory_table(shards, columns) -> pa.Table:
+    return pa.concat_tables([t.select(columns).append_column(SAMPLE_ID, pa.array(make_ids(i, np.arange(t.num_rows))))
+                             for i, t in enumerate(shards)])
+
+
+def run_both(work: Path, shards, stage_name: str, params: dict):
+    """(memory result, sharded result) of one global stage on the survivors."""
+    stage = registry.create(stage_name, params)
+    mem = stage.run(memory_table(shards, list(stage.requires)))
+    ctx = ShardedGlobalContext(work, len(shards), map_fn=map, parallelism=4)
+    return mem, stage.run_sharded(ctx)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# peak memory, in a child process
+
+_CHILD = r"""
+import json, resource, sys
+from pathlib import Path
+sys.path.insert(0, sys.argv[1])
+resource.setrlimit(resource.RLIMIT_AS, (int(sys.argv[5]), int(sys.argv[5])))
+from tests.hostile.test_dup_cluster import cluster_codes, write_survivors, run_both
+mode, stage, n = sys.argv[2], sys.argv[3], int(sys.argv[4])
+work = Path(sys.argv[6])
+shards = write_survivors(work, cluster_codes(n, n, n // 2), 4)
+params = {"max_distance": 10} if stage == "phash_dedup" else {"phash_radius": 10}
+from mmcurate.pipeline.stage import registry
+st = registry.create(stage, params)
+if mode == "memory":
+    from tests.hostile.test_dup_cluster import memory_table
+    res = st.run(memory_table(shards, list(st.requires)))
+else:
+    from mmcurate.pipeline.global_sharded import ShardedGlobalContext
+    res = st.run_sharded(ShardedGlobalContext(work, len(shards), map_fn=map, parallelism=4))
+hwm = [int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM")][0]
+print(json.dumps({"hwm_mb": hwm / 1024, "stats": res.stats}, default=str))
+"""
+
+#: 20k copies (+ 20k re-encodings) needed ~17 GB before the fix; a few hundred MB after.
+PEAK_LIMIT_MB = 1000
+ADDRESS_SPACE = 6 << 30
+
+
+@pytest.mark.parametrize("stage", ["phash_dedup", "split"])
+@pytest.mark.parametrize("mode", ["memory", "sharded"])
+def test_big_group_peak_memory_is_bounded(tmp_path, mode, stage):
+    out = subprocess.run([sys.executable, "-c", _CHILD, str(ROOT), mode, stage, "20000", str(ADDRESS_SPACE),
+                          str(tmp_path / "_work")], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert out.returncode == 0, out.stderr[-2000:]
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    assert got["hwm_mb"] < PEAK_LIMIT_MB, got
+    if stage == "phash_dedup":
+        # the 40k copies and re-encodings collapse to about one kept sample (the group), the 10k others stay (a few chance links aside)
+        assert 39_990 <= got["stats"]["duplicates"] <= 40_010
+    else:
+        assert got["stats"]["largest_group"] >= 40_000
+
+
+# ---------------------------------------------------------------------------------------------------------
+# same result as the pairwise definition
+
+
+@pytest.fixture
+def dense_balls(monkeypatch):
+    """Small sampling constants, so the clusters of these small inputs become implicit balls as big ones do."""
+    monkeypatch.setattr(dedup, "DENSE_SAMPLE", 128)
+    monkeypatch.setattr(dedup, "DENSE_PAIR_BUDGET", 50)
+
+
+def _pairwise_star(codes, r, rank):
+    d = np.bitwise_count(codes[:, None] ^ codes[None, :])
+    rep = np.full(codes.size, -1)
+    for node in np.argsort(rank):
+        if rep[node] < 0:
+            rep[node] = node
+            rep[(rep < 0) & (d[node] <= r)] = node
+    return rep, d[np.arange(codes.size), rep]
+
+
+@pytest.mark.parametrize("linkage", ["star", "connected"])
+def test_big_group_duplicates_equal_the_pairwise_definition(tmp_path, dense_balls, linkage):
+    codes = cluster_codes(400, 600, 300, max_flips=6)
+    shards = write_survivors(tmp_path / "_work", codes, 3)
+    u, c = np.unique(codes, return_counts=True)
+    assert dedup.code_graph(u, c, 10).pivots.size > 0             # the cluster went the implicit way
+    params = {"max_distance": 10, "linkage": linkage, "keep": {"max": "clip_score"}}
+    mem, sh = run_both(tmp_path / "_work", shards, "phash_dedup", params)
+    for a, b in ((mem.duplicates, sh.duplicates), (mem.rejected.select(["key", "detail"]),
+                                                   sh.rejected.select(["key", "detail"]))):
+        assert a.equals(b)
+    table = memory_table(shards, ["key", "phash", "clip_score"])
+    from mmcurate.stages.image import _rank
+    rank = _rank(table, {"max": "clip_score"})
+    codes = table.column("phash").to_numpy()
+    if linkage == "star":
+        rep, dist = _pairwise_star(codes, 10, rank)
+    else:
+        d = np.bitwise_count(codes[:, None] ^ codes[None, :])
+        from scipy.sparse.csgraph import connected_components
+        _, lab = connected_components(d <= 10, directed=False)
+        best = {}
+        for i in np.argsort(rank):
+            best.setdefault(lab[i], i)
+        rep = np.array([best[lab[i]] for i in range(codes.size)])
+        dist = d[np.arange(codes.size), rep]
+    keys = np.array(table.column("key").to_pylist(), dtype=object)
+    dup = np.flatnonzero(rep != np.arange(codes.size))
+    want = sorted(zip(keys[dup], keys[rep[dup]], dist[dup].astype(float)))
+    got = sorted(zip(*(mem.duplicates.column(c).to_pylist() for c in ("key", "duplicate_of", "distance"))))
+    assert got == want
+    n_pairs = int(((np.bitwise_count(codes[:, None] ^ codes[None, :]) <= 10).sum() - codes.size) // 2)
+    assert sh.stats["partitions"]["pairs"] == n_pairs
+
+
+def test_split_keeps_a_big_group_in_one_split(tmp_path, dense_balls):
+    codes = cluster_codes(3000, 3000, 2000, max_flips=4)
+    shards = write_survivors(tmp_path / "_work", codes, 4)
+    mem, sh = run_both(tmp_path / "_work", shards, "split", {"phash_radius": 10, "ratios": [0.8, 0.1, 0.1]})
+    table = memory_table(shards, ["key", "phash"])
+    head = np.bincount(np.unique(table.column("phash").to_numpy(), return_inverse=True)[1]).argmax()
+    head = np.unique(table.column("phash").to_numpy())[head]
+    in_group = np.bitwise_count(table.column("phash").to_numpy() ^ head) <= 4
+    split = np.array(mem.columns.column("split").to_pylist())
+    assert np.unique(split[in_group]).size == 1 and in_group.sum() == 6000
+    by_id = dict(zip(sh.columns.column(SAMPLE_ID).to_pylist(), sh.columns.column("split").to_pylist()))
+    assert [by_id[i] for i in table.column(SAMPLE_ID).to_pylist()] == split.tolist()
+    strip = lambda s: {k: v for k, v in s.items() if k != "seconds"}   # noqa: E731
+    assert strip(sh.stats) == strip(mem.stats)
+    n_pairs = 0
+    pc_codes = table.column("phash").to_numpy()
+    for s in range(0, pc_codes.size, 1000):
+        n_pairs += int((np.bitwise_count(pc_codes[s:s + 1000, None] ^ pc_codes[None, :]) <= 10).sum())
+    assert mem.stats["phash_links"] == (n_pairs - pc_codes.size) // 2
