@@ -313,3 +313,40 @@ void probe_jpeg(const uint8_t* data, size_t size, DecodeResult& out) {
 }
 
 }  // namespace mmcurate::detail
+
+namespace mmcurate {
+
+int jpeg_scan_count(const uint8_t* data, size_t size, int stop_after) {
+  if (data == nullptr) return 0;
+  int scans = 0;
+  size_t pos = 2;  // after SOI
+  while (pos + 1 < size && scans < stop_after) {
+    if (data[pos] != 0xFF) {  // entropy-coded data (or garbage): skip to the next 0xFF
+      const void* next = std::memchr(data + pos, 0xFF, size - pos);
+      if (next == nullptr) break;
+      pos = size_t(static_cast<const uint8_t*>(next) - data);
+      continue;
+    }
+    const uint8_t m = data[pos + 1];
+    if (m == 0xFF) {  // fill byte
+      pos += 1;
+      continue;
+    }
+    if (m == 0x00 || m == 0x01 || (m >= 0xD0 && m <= 0xD7)) {  // stuffed 0xFF, TEM, RSTn: no length
+      pos += 2;
+      continue;
+    }
+    if (m == 0xD9) break;  // EOI
+    if (m == 0xD8) {       // a second SOI: no length field
+      pos += 2;
+      continue;
+    }
+    if (pos + 4 > size) break;
+    const size_t length = (size_t(data[pos + 2]) << 8) | data[pos + 3];
+    if (m == 0xDA) ++scans;
+    pos += 2 + std::max<size_t>(length, 2);
+  }
+  return scans;
+}
+
+}  // namespace mmcurate

@@ -90,6 +90,9 @@ __global__ void finish_kernel(const uint8_t* __restrict__ src, int h, int w, int
   }
 }
 
+// Real encoders write about 10 scans (libjpeg's simple progression), mozjpeg and jpegtran scripts a few more.
+constexpr int kMaxGpuJpegScans = 32;
+
 bool ends_with_eoi(const ByteSpan& b) { return b.size >= 4 && b.data[b.size - 2] == 0xFF && b.data[b.size - 1] == 0xD9; }
 
 #ifdef MMCURATE_WITH_NVJPEG
@@ -249,6 +252,10 @@ std::vector<GpuDecodeResult> decode_batch(const std::vector<ByteSpan>& blobs, co
     for (size_t i = 0; i < n; ++i) {
       const DecodeResult& p = probes[i];
       if (p.status != Status::ok || p.format != ImageFormat::jpeg || !ends_with_eoi(blobs[i])) continue;
+      // nvJPEG has no scan limit: a scan flood (thousands of repeated progressive scans) would hold its
+      // CPU-side Huffman decode for minutes. Streams with more scans than any encoder writes go to the CPU
+      // decoder, which decodes them or refuses the flood (corrupt) within its work bound.
+      if (jpeg_scan_count(blobs[i].data, blobs[i].size, kMaxGpuJpegScans + 1) > kMaxGpuJpegScans) continue;
       if (opts.max_pixels > 0 && int64_t(p.source_width) * p.source_height > opts.max_pixels)
         continue;  // the CPU decoder reports too_large, with its message
       int components = 0;

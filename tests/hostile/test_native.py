@@ -55,6 +55,18 @@ def test_scan_flood_is_corrupt_within_a_second(color):
     assert probe_images([flood])[0][0] == Status.ok
 
 
+@pytest.mark.needs_cuda
+def test_gpu_decode_routes_a_scan_flood_to_the_cpu_limit():
+    # nvJPEG has no scan limit: the flood must be screened (marker walk) and refused by the CPU decoder.
+    flood = scan_flood_of_size(436_000)
+    t0 = time.perf_counter()
+    res = decode_images([flood], device="cuda", mode="RGB")
+    r = phash_bytes([flood], device="cuda")
+    assert time.perf_counter() - t0 < 2 * FLOOD_SECONDS
+    assert res.status[0] == Status.corrupt and "scan flood" in res.errors[0]
+    assert r.status[0] == Status.corrupt and "scan flood" in r.errors[0]
+
+
 def test_integrity_rejects_a_scan_flood_as_corrupt():
     good = io.BytesIO()
     Image.fromarray(np.full((32, 48, 3), 77, np.uint8)).save(good, "JPEG", progressive=True)

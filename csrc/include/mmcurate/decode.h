@@ -68,6 +68,11 @@ std::vector<DecodeResult> decode_batch(const std::vector<ByteSpan>& blobs, const
 // Header-only probe: format, size, orientation; status ok when the header parses.
 DecodeResult probe_image(const uint8_t* data, size_t size);
 
+// Number of scans (SOS markers) in a JPEG stream, by walking its markers without decoding; stops counting
+// at `stop_after` (> 0). Linear in the size, bounds-checked. Routing aid for decoders without a scan limit
+// (nvJPEG): a stream with many scans goes to decode_image, which refuses scan floods.
+int jpeg_scan_count(const uint8_t* data, size_t size, int stop_after);
+
 // Library versions for build_info().
 std::string jpeg_library_version();
 std::string png_library_version();
