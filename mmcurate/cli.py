@@ -223,7 +223,9 @@ def main(argv=None) -> int:
 
     def add_run_flags(p):
         p.add_argument("--resume", action="store_true", help="finish an interrupted run of the same recipe")
-        p.add_argument("--overwrite", action="store_true", help="discard an existing output directory")
+        p.add_argument("--overwrite", action="store_true", 
+                       help="start again: delete what an earlier run wrote in the output (never a directory "
+                            "mmcurate did not create, unless it is empty)")
         p.add_argument("--workers", type=int, default=None, help="worker processes for the map stages")
         p.add_argument("--progress", action="store_true", help="show the progress bar even when not on a terminal")
         p.add_argument("--keep-work", action="store_true", help="keep the _work/ intermediate files")

@@ -679,7 +679,7 @@ def _rows_for_output(samples: pa.Table) -> dict:
     for r in range(samples.num_rows):
         try:
             meta = json.loads(metas[r]) if metas[r] else {}
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, RecursionError):  # readers cap depth; a custom reader may not
             meta = {"meta_raw": metas[r]}
         if not isinstance(meta, dict):
             meta = {"meta": meta}

@@ -1,0 +1,181 @@
+"""One huge duplicate cluster through phash_dedup and split, in both global modes: wall time and peak RSS.
+
+  python benchmarks/bench_dup_cluster.py [--n 100000] [--distinct 100000] [--cases same near3 near5]
+                                         [--stages phash_dedup split] [--before COMMIT --before-n 10000]
+                                         [--out benchmarks/results/dup_cluster.json]
+
+Web crawls hold placeholder images repeated tens of thousands of times. The survivors are written as the map
+phase leaves them (_work/meta/NNNNN.parquet: key, source, pHash, clip_score; 20 shards) with one cluster of
+``n`` samples and ``distinct`` unrelated codes, shuffled over the shards:
+
+- ``same``: n copies of one pHash (byte copies of one image),
+- ``near3`` / ``near5``: n re-encodings of it, each 0..3 / 0..5 bits away from it.
+
+Each (case, mode, stage) runs in its own process under an address-space limit (a run that would take the
+machine down fails instead); reported: wall time of the global phase, the process's VmHWM (ru_maxrss would
+count the parent's peak over fork + exec), the largest group and the duplicate count. ``--before COMMIT``
+also runs the code of that commit (a git worktree sharing this checkout's native build) at ``--before-n``.
+Target (issue 11): 100k copies + 100k distinct under 1.5 GB and 60 s, in both modes.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+CASES = {"same": 0, "near3": 3, "near5": 5}
+N_SHARDS = 20
+ADDRESS_SPACE = 10 << 30
+
+
+def cluster_codes(n: int, n_distinct: int, max_flips: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    head = rng.integers(0, 2**64, dtype=np.uint64)
+    codes = np.full(n, head)
+    if max_flips:
+        n_flips = rng.integers(0, max_flips + 1, n)
+        for k in range(1, max_flips + 1):  # distinct bits: a re-encoding k flips away is k bits away
+            sel = np.flatnonzero(n_flips >= k)
+            bit = (rng.integers(0, 64 - k + 1, sel.size) + k - 1).astype(np.uint64)
+            codes[sel] ^= np.uint64(1) << bit
+    codes = np.concatenate([codes, rng.integers(0, 2**64, n_distinct, dtype=np.uint64)])
+    return codes[rng.permutation(codes.size)]
+
+
+def build(work: Path, codes: np.ndarray) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(1)
+    n = codes.size
+    table = pa.table({"key": pa.array([f"{i:010d}" for i in range(n)]),
+                      "source": pa.array([f"shard{i * N_SHARDS // n:05d}" for i in range(n)]),
+                      "phash": pa.array(codes, pa.uint64()),
+                      "clip_score": pa.array(rng.random(n).astype(np.float32))})
+    (work / "meta").mkdir(parents=True)
+    bounds = np.linspace(0, n, N_SHARDS + 1).astype(int)
+    for i, (a, b) in enumerate(zip(bounds[:-1], bounds[1:])):
+        pq.write_table(table.slice(a, b - a), work / "meta" / f"{i:05d}.parquet")
+
+
+def _vm_hwm_mb() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    return float("nan")
+
+
+def run_one(work: Path, mode: str, stage: str) -> dict:
+    """In the child process: one global step over the survivors."""
+    import mmcurate
+    from mmcurate.pipeline.executor import StagePlan, run_global_phase
+    from mmcurate.pipeline.stage import registry
+
+    params = {"keep": {"max": "clip_score"}} if stage == "phash_dedup" else {}
+    plan = StagePlan.from_stages([registry.create(stage, params)])
+    t = time.perf_counter()
+    if mode == "memory":
+        n_kept, stats, _, dups, _ = run_global_phase(work, plan, N_SHARDS)
+    else:
+        from mmcurate.pipeline.global_sharded import run_sharded_global_phase
+        n_kept, stats, _, dups, _ = run_sharded_global_phase(work, plan, N_SHARDS, map_fn=map, parallelism=1)
+    wall = time.perf_counter() - t
+    step = stats[stage]
+    inner = step.get("stats", {})
+    return {"mode": mode, "stage": stage, "wall_s": round(wall, 2), "peak_rss_mb": _vm_hwm_mb(), "kept": n_kept,
+            "duplicates": inner.get("duplicates"), "largest_group": inner.get("largest_group"),
+            "rejected": step.get("rejected"), "code_path": str(Path(mmcurate.__file__).parent.parent)}
+
+
+def _child(code_dir: Path, work: Path, mode: str, stage: str) -> dict:
+    cmd = [sys.executable, str(code_dir / "benchmarks" / "bench_dup_cluster.py"), "--one", str(work), mode, stage]
+    if not (code_dir / "benchmarks" / "bench_dup_cluster.py").exists():  # an old commit: this file, its code
+        cmd = [sys.executable, __file__, "--one", str(work), mode, stage]
+    t = time.perf_counter()
+    proc = subprocess.run(["prlimit", f"--as={ADDRESS_SPACE}", *cmd], capture_output=True, text=True, timeout=1800,
+                          env={**os.environ, "PYTHONPATH": str(code_dir), "OMP_NUM_THREADS": "2"})
+    if proc.returncode != 0:
+        tail = proc.stderr.strip().splitlines()[-1:] or [f"exit {proc.returncode}"]
+        return {"mode": mode, "stage": stage, "failed": tail[0][-300:], "process_s": round(time.perf_counter() - t, 1),
+                "address_space_limit_gb": ADDRESS_SPACE >> 30}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--n", type=int, default=100_000)
+    ap.add_argument("--distinct", type=int, default=100_000)
+    ap.add_argument("--cases", nargs="+", choices=sorted(CASES), default=["same", "near3", "near5"])
+    ap.add_argument("--stages", nargs="+", choices=["phash_dedup", "split"], default=["phash_dedup", "split"])
+    ap.add_argument("--modes", nargs="+", choices=["memory", "sharded"], default=["memory", "sharded"])
+    ap.add_argument("--before", help="also run this commit's code (git worktree) at --before-n")
+    ap.add_argument("--before-n", type=int, default=10_000)
+    ap.add_argument("--dir", default="/tmp/mmcurate_bench_dup_cluster")
+    ap.add_argument("--one", nargs=3, help=argparse.SUPPRESS)
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "dup_cluster.json"))
+    args = ap.parse_args()
+    if args.one:
+        print(json.dumps(run_one(Path(args.one[0]), args.one[1], args.one[2])))
+        return
+
+    def work_for(case: str, n: int) -> Path:
+        work = Path(args.dir) / f"{case}_n{n}_d{args.distinct}" / "_work"
+        if not (work / "meta").exists():
+            shutil.rmtree(work.parent, ignore_errors=True)
+            build(work, cluster_codes(n, args.distinct, CASES[case]))
+        return work
+
+    def clean(work: Path) -> None:  # what a global run leaves (partitions, rejects) goes; the survivors stay
+        for p in work.iterdir():
+            if p.name != "meta":
+                shutil.rmtree(p) if p.is_dir() else p.unlink()
+
+    rows = []
+    runs = [("after", ROOT, args.n)]
+    if args.before:
+        old = Path(args.dir) / f"code_{args.before[:12]}"
+        if not old.exists():
+            subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(old), args.before], check=True,
+                           capture_output=True)
+            for so in (ROOT / "mmcurate").glob("_C*.so"):
+                shutil.copy2(so, old / "mmcurate" / so.name)
+        runs.insert(0, ("before", old, args.before_n))
+    for code, code_dir, n in runs:
+        for case in args.cases:
+            work = work_for(case, n)
+            for stage in args.stages:
+                for mode in args.modes:
+                    clean(work)
+                    row = {"code": code, "case": case, "cluster": n, "distinct": args.distinct,
+                           **_child(code_dir, work, mode, stage)}
+                    print(json.dumps(row), flush=True)
+                    rows.append(row)
+    after = [r for r in rows if r["code"] == "after" and r["case"] == "same"]
+    result = {"benchmark": "dup_cluster", "target": "100k copies + 100k distinct: < 1500 MB peak RSS and < 60 s, "
+                                                    "both global modes",
+              "target_met": bool(after) and all("failed" not in r and r["peak_rss_mb"] < 1500 and r["wall_s"] < 60
+                                                for r in after),
+              "before_commit": args.before, "shards": N_SHARDS,
+              "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
+              "note": "each run its own process under prlimit --as; peak RSS is the process's VmHWM; wall_s is the "
+                      "global phase alone (reading the survivors included). sharded runs use builtin map "
+                      "(tasks in the driver), so its peak is the whole run's. Shared 2-core machine.",
+              "results": rows}
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"target met: {result['target_met']}; wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
