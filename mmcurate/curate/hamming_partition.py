@@ -20,6 +20,8 @@ through ``map_fn`` (builtin ``map`` by default; a process pool's or Ray's map fo
 """
 from __future__ import annotations
 
+import contextlib
+
 import os
 import shutil
 import tempfile
@@ -234,6 +236,19 @@ def partitioned_linked_ids(shards: Iterable, max_distance: int, n_partitions: in
     pairs of buckets of <= SMALL_GROUP, whatever the size of a group of copies.
     Arguments as for :func:`partitioned_hamming_pairs`; the caller groups the linked samples itself
     (dedup.near_groups / near_components over their codes gives the same groups as all the pairs)."""
+    with _partitioned(shards, max_distance, n_partitions, spill_dir, map_fn) as (dirs, stats):
+        parts = list(map_fn(_pass2_linked, dirs))
+        links = np.concatenate(parts) if parts else np.zeros((0, 2), np.int64)
+        ids = np.unique(links)
+        return PartitionedLinked(ids, links, {**stats, "linked": int(ids.size)})
+
+
+@contextlib.contextmanager
+def _partitioned(shards: Iterable, max_distance: int, n_partitions: int, spill_dir: Optional[str],
+                 map_fn: Callable):
+    """Pass 1 of the pigeonhole join: every shard's entries spilled into partitions under ``spill_dir`` (a
+    temporary directory, removed on exit, when None). Yields the non-empty partitions as pass-2 tasks and
+    the partitioning's figures."""
     if not isinstance(n_partitions, int) or isinstance(n_partitions, bool) or n_partitions < 1:
         raise ValueError(f"n_partitions must be a positive int, got {n_partitions!r}")
     layout = chunk_layout(max_distance)
@@ -248,14 +263,10 @@ def partitioned_linked_ids(shards: Iterable, max_distance: int, n_partitions: in
             counts += np.asarray(c, np.int64)
             n_codes += n
         dirs = [(str(spill / f"p{p:05d}"), int(max_distance)) for p in np.flatnonzero(counts)]
-        parts = list(map_fn(_pass2_linked, dirs))
-        links = np.concatenate(parts) if parts else np.zeros((0, 2), np.int64)
-        ids = np.unique(links)
         stats = {"n_codes": int(n_codes), "max_distance": int(max_distance), "chunks": len(layout),
                  "chunk_widths": [w for _, w in layout], "n_partitions": n_partitions,
-                 "entries": int(counts.sum()), "max_entries_per_partition": int(counts.max(initial=0)),
-                 "linked": int(ids.size)}
-        return PartitionedLinked(ids, links, stats)
+                 "entries": int(counts.sum()), "max_entries_per_partition": int(counts.max(initial=0))}
+        yield dirs, stats
     finally:
         if own:
             shutil.rmtree(spill, ignore_errors=True)
@@ -294,20 +305,7 @@ def partitioned_hamming_pairs(shards: Iterable, max_distance: int, n_partitions:
     ``map_fn(f, tasks)`` runs the per-shard and per-partition tasks (each task is a picklable tuple; f is a
     module-level function). ``spill_dir`` receives the partitioned entries (a temporary directory, removed
     afterwards, when None)."""
-    if not isinstance(n_partitions, int) or isinstance(n_partitions, bool) or n_partitions < 1:
-        raise ValueError(f"n_partitions must be a positive int, got {n_partitions!r}")
-    layout = chunk_layout(max_distance)
-    own = spill_dir is None
-    spill = Path(tempfile.mkdtemp(prefix="mmcurate-hamming-")) if own else Path(spill_dir)
-    spill.mkdir(parents=True, exist_ok=True)
-    try:
-        tasks = [(i, shard, int(max_distance), n_partitions, str(spill)) for i, shard in enumerate(shards)]
-        counts = np.zeros(n_partitions, np.int64)
-        n_codes = 0
-        for c, n in map_fn(_pass1, tasks):
-            counts += np.asarray(c, np.int64)
-            n_codes += n
-        dirs = [(str(spill / f"p{p:05d}"), int(max_distance)) for p in np.flatnonzero(counts)]
+    with _partitioned(shards, max_distance, n_partitions, spill_dir, map_fn) as (dirs, stats):
         pair_parts, dist_parts = [], []
         for pairs, dists in map_fn(_pass2, dirs):
             pair_parts.append(pairs)
@@ -315,11 +313,4 @@ def partitioned_hamming_pairs(shards: Iterable, max_distance: int, n_partitions:
         pairs = np.concatenate(pair_parts) if pair_parts else np.empty((0, 2), np.int64)
         dists = np.concatenate(dist_parts) if dist_parts else np.empty(0, np.uint8)
         order = np.lexsort((pairs[:, 1], pairs[:, 0])) if pairs.size else np.empty(0, np.int64)
-        stats = {"n_codes": int(n_codes), "max_distance": int(max_distance), "chunks": len(layout),
-                 "chunk_widths": [w for _, w in layout], "n_partitions": n_partitions,
-                 "entries": int(counts.sum()), "max_entries_per_partition": int(counts.max(initial=0)),
-                 "pairs": int(pairs.shape[0])}
-        return PartitionedPairs(pairs[order], dists[order], stats)
-    finally:
-        if own:
-            shutil.rmtree(spill, ignore_errors=True)
+        return PartitionedPairs(pairs[order], dists[order], {**stats, "pairs": int(pairs.shape[0])})

@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from tests.io_fixtures import image_bytes, img2dataset_shards, write_tar
+from tests.io_fixtures import image_bytes, img2dataset_shards
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -13,21 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.hostile.builders_runs import (build_input, error_lines, killed_run, paused_run, recipe, run,
+from tests.hostile.builders_runs import (error_lines, killed_run, paused_run, recipe, run,
                                          temp_files, tree, was_killed)
-
-
-@pytest.fixture(scope="module")
-def demo(tmp_path_factory) -> Path:
-    return build_input(tmp_path_factory.mktemp("fi_input"))
-
-
-@pytest.fixture(scope="module")
-def reference(demo, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("fi_ref") / "out"
-    proc = run(recipe(demo, out))
-    assert proc.returncode == 0, proc.stderr
-    return out
 
 
 def _assert_same_outputs(out: Path, reference: Path):

@@ -10,22 +10,9 @@ from pathlib import Path
 import pytest
 
 from mmcurate.pipeline.output_dir import OutputInUse, RunLock
-from tests.hostile.builders_runs import (build_input, error_lines, folder_input, llava_input, recipe, run, snapshot,
+from tests.hostile.builders_runs import (error_lines, folder_input, llava_input, recipe, run, snapshot,
                                          tree)
 from tests.io_fixtures import img2dataset_shards
-
-
-@pytest.fixture(scope="module")
-def demo(tmp_path_factory) -> Path:
-    return build_input(tmp_path_factory.mktemp("os_input") / "in")
-
-
-@pytest.fixture(scope="module")
-def reference(demo, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("os_ref") / "out"
-    proc = run(recipe(demo, out))
-    assert proc.returncode == 0, proc.stderr
-    return out
 
 
 def _refused(proc, *words):
