@@ -9,6 +9,7 @@ Environment knobs:
 """
 import glob
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -18,7 +19,18 @@ from setuptools import Extension, find_packages, setup
 from setuptools.command.build_ext import build_ext
 
 ROOT = Path(__file__).resolve().parent
-VERSION = "0.1.0"
+
+
+def _read_version() -> str:
+    """mmcurate/_version.py's __version__, read without importing the package (not built yet)."""
+    text = (ROOT / "mmcurate" / "_version.py").read_text(encoding="utf-8")
+    match = re.search(r'^__version__ = "([^"]+)"$', text, re.M)
+    if match is None:
+        raise RuntimeError("mmcurate/_version.py: no __version__ = \"...\" line")
+    return match.group(1)
+
+
+VERSION = _read_version()
 
 
 def _nvjpeg_include_dir():
