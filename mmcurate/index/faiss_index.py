@@ -10,11 +10,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from mmcurate.device import check_device, choose_device
+
 log = logging.getLogger(__name__)
 
 # faiss-GPU's block select supports k (and nprobe) up to 2048 (GPU_MAX_SELECTION_K in faiss/gpu/utils).
 GPU_MAX_SELECTION_K = 2048
-DEVICES = ("auto", "cpu", "cuda")
 METRICS = ("ip", "l2")
 DEFAULT_CHUNK = 65536
 
@@ -30,16 +31,13 @@ def _faiss():
 
 
 def resolve_device(device: str = "auto") -> str:
-    """"auto" -> "cuda" when faiss sees a GPU, else "cpu". "cuda" without a GPU build/GPU is an error."""
-    if device not in DEVICES:
-        raise ValueError(f"device must be one of {DEVICES}, got {device!r}")
-    n_gpu = _faiss().get_num_gpus()
-    if device == "auto":
-        return "cuda" if n_gpu > 0 else "cpu"
-    if device == "cuda" and n_gpu == 0:
-        raise RuntimeError("device='cuda' but faiss sees no GPU: install faiss-gpu (instead of faiss-cpu) "
-                           "on a machine with a CUDA GPU, or pass device='cpu'/'auto'")
-    return device
+    """"auto" -> "cuda" when faiss sees a GPU, else "cpu". "cuda" without a GPU build/GPU is an error (the
+    rule is mmcurate.device's). A valid device loads faiss, "cpu" included (benchmarks call it for that)."""
+    check_device(device)
+    faiss = _faiss()
+    return choose_device(device, lambda: faiss.get_num_gpus() > 0,
+                         lambda: "device='cuda' but faiss sees no GPU: install faiss-gpu (instead of faiss-cpu) "
+                                 "on a machine with a CUDA GPU, or pass device='cpu'/'auto'")
 
 
 def _fallback(reason: str) -> str:

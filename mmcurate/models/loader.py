@@ -14,6 +14,7 @@ import os
 from pathlib import Path
 from typing import Optional, Union
 
+from mmcurate.device import choose_device
 from mmcurate.models.preprocess import Preprocess
 from mmcurate.models.registry import ModelEntry, ensure_open_clip_config, entries, get_entry
 
@@ -37,15 +38,13 @@ class WeightsMismatchError(ValueError):
 
 # -- device and precision --------------------------------------------------------------------------------
 def resolve_torch_device(device: str = "auto") -> str:
+    """"auto" -> "cuda" when torch sees a GPU, else "cpu"; "cuda" / "cuda:N" as given, an error without a GPU
+    (the rule is mmcurate.device's)."""
     import torch
 
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if not isinstance(device, str) or not (device == "cpu" or device == "cuda" or device.startswith("cuda:")):
-        raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(f"device={device!r} but torch sees no CUDA device; use device='cpu' or 'auto'")
-    return device
+    return choose_device(device, torch.cuda.is_available,
+                         lambda: f"device={device!r} but torch sees no CUDA device; use device='cpu' or 'auto'",
+                         allow_index=True)
 
 
 def resolve_precision(precision: str, device: str) -> str:
