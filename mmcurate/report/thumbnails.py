@@ -136,6 +136,7 @@ def make_thumbnails(blobs: list, size: int = 128, quality: int = 80) -> list[Thu
     from PIL import Image
 
     from mmcurate.ops import Status, decode_images, resize_images
+    from mmcurate.ops.status import status_name
 
     blobs = [b if b else None for b in blobs]
     try:
@@ -146,7 +147,7 @@ def make_thumbnails(blobs: list, size: int = 128, quality: int = 80) -> list[Thu
     for img, status, (src_h, src_w), orientation in zip(result.images, result.status, result.source_sizes,
                                                         result.orientation):
         if img is None or int(status) != Status.ok:
-            note = Status(int(status)).name if int(status) in Status._value2member_map_ else "error"
+            note = status_name(status, default="error")
             out.append(Thumbnail(placeholder_tile(size, note.replace("_", " "), quality=quality), False, note))
             continue
         try:

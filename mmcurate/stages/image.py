@@ -30,13 +30,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from mmcurate.curate import dedup, image_rules
+from mmcurate.ops.status import status_name
 from mmcurate.pipeline.schema import DERIVED_FIELDS, DUPLICATES_SCHEMA, rejects_table
 from mmcurate.pipeline.stage import (GlobalResult, GlobalStage, MapStage, Resources, StageError,
                                      StageResult, registry)
 
 # Pillow's Image.MAX_IMAGE_PIXELS (decompression-bomb limit).
 DEFAULT_MAX_PIXELS = 89478485
-_STATUS_NAMES = {0: "ok", 1: "truncated", 2: "corrupt", 3: "unsupported", 4: "too_large", 5: "empty"}
 _SWAPS_SIDES = (5, 6, 7, 8)  # EXIF orientations that transpose the image
 
 
@@ -171,7 +171,7 @@ class Integrity(MapStage):
             if missing[i]:
                 reasons[i], details[i] = "missing_image", "the sample has no image member"
             else:
-                reasons[i] = _STATUS_NAMES.get(int(status[i]), "corrupt")
+                reasons[i] = status_name(status[i])
                 details[i] = errors[i] or _probe_detail(reasons[i], sizes[i], max_pixels)
         file_size = pc.binary_length(batch.column("image"))
         batch = with_column(batch, "width", width)
@@ -271,7 +271,7 @@ class ImageFilter(MapStage):
             if blobs[i] is None:
                 reasons[i], details[i] = "missing_image", "the sample has no image member"
             elif status[k] != 0:
-                reasons[i] = _STATUS_NAMES.get(int(status[k]), "corrupt")
+                reasons[i] = status_name(status[k])
                 details[i] = f"header probe: {reasons[i]}"
             else:
                 continue
@@ -491,7 +491,7 @@ class PerceptualHash(MapStage):
             if missing[i]:
                 reasons[i], details[i] = "missing_image", "the sample has no image member"
             else:
-                reasons[i] = _STATUS_NAMES.get(int(status[i]), "corrupt")
+                reasons[i] = status_name(status[i])
                 details[i] = result.errors[i] or reasons[i]
         batch = with_column(batch, "phash", np.asarray(result.codes, dtype=np.uint64))
         return split(batch, self.name, rejected, reasons, details)
