@@ -14,6 +14,7 @@ import numpy as np
 from mmcurate._native import native
 from mmcurate.ops._device import resolve_device
 from mmcurate.ops._inputs import as_image_list, call_native
+from mmcurate.ops.decode import DEFAULT_MAX_PIXELS
 from mmcurate.ops.resize import _native_ready, _parse_threads
 
 __all__ = ["phash", "dhash", "ahash", "whash", "hash_to_hex", "phash_bytes", "PhashBytesResult", "KINDS"]
@@ -81,7 +82,7 @@ class PhashBytesResult:
 
 
 def phash_bytes(blobs, exact: bool = True, device: str = "auto", exif: bool = True,
-                num_threads=None, max_pixels: int | None = 89478485) -> PhashBytesResult:
+                num_threads=None, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> PhashBytesResult:
     """Decode and pHash encoded images (JPEG, PNG, WebP) in one pass; pixels never reach Python.
 
     exact=True: full Pillow-exact decode to L, so codes equal
@@ -102,7 +103,7 @@ def phash_bytes(blobs, exact: bool = True, device: str = "auto", exif: bool = Tr
     if resolve_device(device) == "cuda":
         from mmcurate.ops import _cuda
 
-        if limit != 89478485:
+        if limit != DEFAULT_MAX_PIXELS:
             raise ValueError("phash_bytes(device='cuda') uses the decoder's default max_pixels; "
                              "pass device='cpu' for another limit")
         codes, status, errors = _cuda.phash_bytes(items, bool(exact), exif=bool(exif), num_threads=num_threads,

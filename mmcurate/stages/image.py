@@ -30,13 +30,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from mmcurate.curate import dedup, image_rules
+from mmcurate.ops.decode import DEFAULT_MAX_PIXELS
 from mmcurate.ops.status import status_name
 from mmcurate.pipeline.schema import DERIVED_FIELDS, DUPLICATES_SCHEMA, rejects_table
 from mmcurate.pipeline.stage import (GlobalResult, GlobalStage, MapStage, Resources, StageError,
                                      StageResult, registry)
 
-# Pillow's Image.MAX_IMAGE_PIXELS (decompression-bomb limit).
-DEFAULT_MAX_PIXELS = 89478485
 _SWAPS_SIDES = (5, 6, 7, 8)  # EXIF orientations that transpose the image
 
 
