@@ -20,6 +20,11 @@ import numpy as np
 
 from mmcurate._native import native
 from mmcurate.ops._inputs import call_native, check_max_pixels, check_threads
+# The names and native codes of the decode modes, resize filters and modes and hash kinds: the CPU ops' tables.
+from mmcurate.ops.decode import MODES as _DECODE_MODES
+from mmcurate.ops.hashes import KINDS as _HASH_KINDS
+from mmcurate.ops.resize import INTERPOLATIONS as _INTERPOLATIONS
+from mmcurate.ops.resize import MODES as _RESIZE_MODES
 
 __all__ = [
     "DeviceArray",
@@ -33,12 +38,6 @@ __all__ = [
     "phash_bytes",
 ]
 
-# Pillow's resampling ids and the resize modes, by the names the CPU resize op uses.
-_INTERPOLATIONS = {"nearest": 0, "lanczos": 1, "bilinear": 2, "bicubic": 3, "area": 4, "hamming": 5}
-_RESIZE_MODES = {"shortest": 0, "squash": 1}
-_HASH_KINDS = ("phash", "dhash", "ahash", "whash")
-# Native codes (csrc/include/mmcurate/decode.h) <-> the names the CPU decode op uses.
-_DECODE_MODES = {"RGB": 0, "L": 1, "luma": 2}
 _FORMAT_NAMES = (None, "jpeg", "png", "webp")
 
 
