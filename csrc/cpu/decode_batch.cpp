@@ -4,8 +4,7 @@
 
 namespace mmcurate {
 
-std::vector<DecodeResult> decode_batch(const std::vector<ByteSpan>& blobs, const DecodeOptions& opts,
-                                       int num_threads) {
+std::vector<DecodeResult> decode_batch(const std::vector<ByteSpan>& blobs, const DecodeOptions& opts, int num_threads) {
   std::vector<DecodeResult> results(blobs.size());
   // decode_image turns every data error into a status; it throws only for invalid options, which
   // parallel_for rethrows here after stopping the workers.

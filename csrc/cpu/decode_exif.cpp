@@ -14,8 +14,7 @@ struct TiffReader {
   bool little_endian;
   bool has(size_t off, size_t len) const { return off <= n && len <= n - off; }
   uint32_t u16(size_t off) const {
-    return little_endian ? uint32_t(d[off]) | uint32_t(d[off + 1]) << 8
-                         : uint32_t(d[off]) << 8 | uint32_t(d[off + 1]);
+    return little_endian ? uint32_t(d[off]) | uint32_t(d[off + 1]) << 8 : uint32_t(d[off]) << 8 | uint32_t(d[off + 1]);
   }
   uint32_t u32(size_t off) const {
     return little_endian ? u16(off) | u16(off + 2) << 16 : u16(off) << 16 | u16(off + 2);
@@ -61,8 +60,7 @@ int exif_orientation_tag(const uint8_t* data, size_t size) {
       case 4:  // LONG
       case 9:  // SLONG
         return int(r.u32(e + 8) & 0x7fffffff);
-      default:
-        return -1;
+      default: return -1;
     }
   }
   return -1;

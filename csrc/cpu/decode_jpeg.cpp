@@ -10,8 +10,8 @@
 #include <cstring>
 #include <vector>
 
-#include <jpeglib.h>  // after <cstdio>: jpeglib.h needs FILE and size_t
 #include <jerror.h>
+#include <jpeglib.h>  // after <cstdio>: jpeglib.h needs FILE and size_t
 
 #include "cpu/decode_internal.h"
 
@@ -165,13 +165,10 @@ Status status_for_error(const JpegErrorManager& err) {
     case JERR_NOT_COMPILED:
     case JERR_ARITH_NOTIMPL:
     case JERR_CONVERSION_NOTIMPL:
-    case JERR_COMPONENT_COUNT:
-      return Status::unsupported;
+    case JERR_COMPONENT_COUNT: return Status::unsupported;
     case JERR_OUT_OF_MEMORY:
-    case JERR_IMAGE_TOO_BIG:
-      return Status::too_large;
-    default:
-      return Status::corrupt;
+    case JERR_IMAGE_TOO_BIG: return Status::too_large;
+    default: return Status::corrupt;
   }
 }
 
@@ -194,8 +191,7 @@ bool read_header(JpegSession& s, const uint8_t* data, size_t size, DecodeResult&
 
 // The whole decode; returns normally on success or a handled failure, longjmps to the caller's
 // setjmp on a libjpeg error. No locals with destructors: they would be skipped by the jump.
-void decode_steps(JpegSession& s, const uint8_t* data, size_t size, const DecodeOptions& opts,
-                  DecodeResult& out) {
+void decode_steps(JpegSession& s, const uint8_t* data, size_t size, const DecodeOptions& opts, DecodeResult& out) {
   if (!read_header(s, data, size, out)) return;
   jpeg_decompress_struct& ci = s.cinfo;
   if (!check_pixel_limit(ci.image_width, ci.image_height, opts, out)) return;

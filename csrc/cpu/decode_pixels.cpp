@@ -9,14 +9,14 @@ namespace mmcurate::detail {
 
 bool check_pixel_limit(int64_t width, int64_t height, const DecodeOptions& opts, DecodeResult& out) {
   if (width <= 0 || height <= 0) {
-    fail(out, Status::corrupt, "header declares an empty image (" + std::to_string(width) + "x" +
-                                   std::to_string(height) + ")");
+    fail(out, Status::corrupt,
+         "header declares an empty image (" + std::to_string(width) + "x" + std::to_string(height) + ")");
     return false;
   }
   if (opts.max_pixels > 0 && width * height > opts.max_pixels) {
-    fail(out, Status::too_large, "image of " + std::to_string(width) + "x" + std::to_string(height) + " = " +
-                                     std::to_string(width * height) + " pixels exceeds max_pixels=" +
-                                     std::to_string(opts.max_pixels));
+    fail(out, Status::too_large,
+         "image of " + std::to_string(width) + "x" + std::to_string(height) + " = " + std::to_string(width * height) +
+             " pixels exceeds max_pixels=" + std::to_string(opts.max_pixels));
     return false;
   }
   return true;
@@ -91,6 +91,7 @@ namespace {
 // 7 TRANSVERSE, 8 ROTATE_90 (counter-clockwise).
 template <int O>
 inline void source_of(int y, int x, int H, int W, int& sy, int& sx) {
+  // clang-format off
   if constexpr (O == 2) { sy = y; sx = W - 1 - x; }
   else if constexpr (O == 3) { sy = H - 1 - y; sx = W - 1 - x; }
   else if constexpr (O == 4) { sy = H - 1 - y; sx = x; }
@@ -98,6 +99,7 @@ inline void source_of(int y, int x, int H, int W, int& sy, int& sx) {
   else if constexpr (O == 6) { sy = H - 1 - x; sx = y; }
   else if constexpr (O == 7) { sy = H - 1 - x; sx = W - 1 - y; }
   else { sy = x; sx = W - 1 - y; }  // 8
+  // clang-format on
 }
 
 template <int C, int O>

@@ -79,12 +79,8 @@ enum class RowKind { direct, channels, palette, gray16 };
 void convert_png_row(RowKind kind, const uint8_t* src, int src_channels, uint8_t* dst, int dst_channels, int width,
                      const std::array<uint8_t, 256 * 3>& palette_rgb) {
   switch (kind) {
-    case RowKind::direct:
-      std::memcpy(dst, src, size_t(width) * dst_channels);
-      return;
-    case RowKind::channels:
-      convert_row(src, src_channels, dst, dst_channels, width);
-      return;
+    case RowKind::direct: std::memcpy(dst, src, size_t(width) * dst_channels); return;
+    case RowKind::channels: convert_row(src, src_channels, dst, dst_channels, width); return;
     case RowKind::palette:
       for (int x = 0; x < width; ++x) {
         const uint8_t* c = &palette_rgb[size_t(src[x]) * 3];

@@ -167,8 +167,8 @@ void decode_webp(const uint8_t* data, size_t size, const DecodeOptions& opts, De
       return;
     }
     // The canvas starts transparent black (zeros); the frame lands at its offset.
-    st = decode_rgb_into(frame.bits, frame.size, frame.width, frame.height,
-                         rgb.row(frame.y) + size_t(frame.x) * 3, size_t(w) * 3);
+    st = decode_rgb_into(frame.bits, frame.size, frame.width, frame.height, rgb.row(frame.y) + size_t(frame.x) * 3,
+                         size_t(w) * 3);
     if (st != VP8_STATUS_OK) {
       fail_webp(out, st, "cannot decode the first animation frame");
       return;

@@ -82,8 +82,8 @@ class TopKByDistance {
 
 }  // namespace
 
-void hamming_knn_cpu(const uint64_t* database, int64_t n, const uint64_t* queries, int64_t nq, int k,
-                     bool exclude_self, int num_threads, int32_t* out_distances, int64_t* out_indices) {
+void hamming_knn_cpu(const uint64_t* database, int64_t n, const uint64_t* queries, int64_t nq, int k, bool exclude_self,
+                     int num_threads, int32_t* out_distances, int64_t* out_indices) {
   if (k <= 0) throw std::invalid_argument("k must be >= 1, got " + std::to_string(k));
   if (n < 0 || nq < 0) throw std::invalid_argument("sizes must be >= 0");
   if (exclude_self && nq != n) throw std::invalid_argument("exclude_self needs queries == database");
@@ -98,9 +98,11 @@ void hamming_knn_cpu(const uint64_t* database, int64_t n, const uint64_t* querie
         TopKByDistance& t = top[q - q0];
         const uint64_t cq = queries[q];
         const int64_t self = exclude_self ? q : -1;
-        cpu::scan_below(database, j0, j1, cq, [&t] { return t.bound(); }, [&t, self](int64_t j, int d) {
-          if (j != self) t.push(d, j);
-        });
+        cpu::scan_below(
+            database, j0, j1, cq, [&t] { return t.bound(); },
+            [&t, self](int64_t j, int d) {
+              if (j != self) t.push(d, j);
+            });
       }
     }
     for (int64_t q = q0; q < q1; ++q) top[q - q0].finish(out_distances + q * k, out_indices + q * k);

@@ -86,8 +86,9 @@ void brute_force_join(const std::vector<uint64_t>& code, int r, int num_threads,
     for (int64_t j0 = i0 + 1; j0 < n; j0 += kCols) {
       const int64_t j1 = std::min(n, j0 + kCols);
       for (int64_t i = i0; i < i1; ++i)
-        cpu::scan_below(c, std::max(j0, i + 1), j1, c[i], [r] { return r + 1; },
-                        [&found, i](int64_t j, int) { found.push_back(pack(uint64_t(i), uint64_t(j))); });
+        cpu::scan_below(
+            c, std::max(j0, i + 1), j1, c[i], [r] { return r + 1; },
+            [&found, i](int64_t j, int) { found.push_back(pack(uint64_t(i), uint64_t(j))); });
     }
   });
 }
@@ -174,8 +175,7 @@ void multi_index_join(const std::vector<uint64_t>& code, const HammingJoinPlan& 
         auto bound = [r] { return r + 1; };
         for (uint32_t p = p0; p < p1; ++p) {  // pairs inside the bucket
           const uint64_t cp = bcode[p];
-          cpu::scan_below(bcode, p + 1, p1, cp, bound,
-                          [&](int64_t q, int) { emit(cp ^ bcode[q], bid[p], bid[q]); });
+          cpu::scan_below(bcode, p + 1, p1, cp, bound, [&](int64_t q, int) { emit(cp ^ bcode[q], bid[p], bid[q]); });
         }
         for (uint32_t mask : masks) {  // neighbouring buckets, each unordered pair once
           const uint64_t other = uint64_t(bucket) ^ mask;
@@ -184,8 +184,7 @@ void multi_index_join(const std::vector<uint64_t>& code, const HammingJoinPlan& 
           if (q0 == q1) continue;
           for (uint32_t p = p0; p < p1; ++p) {
             const uint64_t cp = bcode[p];
-            cpu::scan_below(bcode, q0, q1, cp, bound,
-                            [&](int64_t q, int) { emit(cp ^ bcode[q], bid[p], bid[q]); });
+            cpu::scan_below(bcode, q0, q1, cp, bound, [&](int64_t q, int) { emit(cp ^ bcode[q], bid[p], bid[q]); });
           }
         }
       }
@@ -261,12 +260,15 @@ HammingPairsResult hamming_pairs_cpu(const uint64_t* codes, int64_t n, int max_d
 
   result.pairs.resize(2 * total);
   result.distances.resize(total);
-  parallel_for(total, num_threads, [&](int64_t p) {
-    const uint64_t i = keys[p] >> 32, j = keys[p] & 0xffffffffu;
-    result.pairs[2 * p] = int64_t(i);
-    result.pairs[2 * p + 1] = int64_t(j);
-    result.distances[p] = uint8_t(hamming64(codes[i], codes[j]));
-  }, 1 << 16);
+  parallel_for(
+      total, num_threads,
+      [&](int64_t p) {
+        const uint64_t i = keys[p] >> 32, j = keys[p] & 0xffffffffu;
+        result.pairs[2 * p] = int64_t(i);
+        result.pairs[2 * p + 1] = int64_t(j);
+        result.distances[p] = uint8_t(hamming64(codes[i], codes[j]));
+      },
+      1 << 16);
   return result;
 }
 

@@ -15,8 +15,7 @@ namespace mmcurate::cpu {
 // Calls on_hit(j, d) for each j in [begin, end), in order, with d = popcount(query ^ codes[j]) < bound().
 // bound() is re-read after every hit, so a caller may tighten it while scanning (the kNN selection does).
 template <typename Bound, typename OnHit>
-inline void scan_below(const uint64_t* codes, int64_t begin, int64_t end, uint64_t query, Bound bound,
-                       OnHit on_hit) {
+inline void scan_below(const uint64_t* codes, int64_t begin, int64_t end, uint64_t query, Bound bound, OnHit on_hit) {
   int64_t j = begin;
 #if defined(__AVX2__)
   const __m256i nibble_counts = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4,  //
@@ -28,8 +27,8 @@ inline void scan_below(const uint64_t* codes, int64_t begin, int64_t end, uint64
     const __m256i x = _mm256_xor_si256(q, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(codes + j)));
     const __m256i lo = _mm256_and_si256(x, low_nibbles);
     const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(x, 4), low_nibbles);
-    const __m256i bytes = _mm256_add_epi8(_mm256_shuffle_epi8(nibble_counts, lo),
-                                          _mm256_shuffle_epi8(nibble_counts, hi));
+    const __m256i bytes =
+        _mm256_add_epi8(_mm256_shuffle_epi8(nibble_counts, lo), _mm256_shuffle_epi8(nibble_counts, hi));
     const __m256i dist = _mm256_sad_epu8(bytes, _mm256_setzero_si256());  // one count per 64-bit lane
     int hits = _mm256_movemask_pd(_mm256_castsi256_pd(_mm256_cmpgt_epi64(limit, dist)));
     if (__builtin_expect(hits != 0, 0)) {

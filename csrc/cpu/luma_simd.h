@@ -74,7 +74,6 @@ inline void gray_to_plane(const uint8_t* row, int channels, int64_t ps, int x0, 
   }
 }
 
-
 // Row of n pixels to Pillow's L as bytes (convert("L")). channels 1..4, pixels `ps` bytes apart.
 inline void gray_to_row(const uint8_t* src, int channels, int64_t ps, int n, uint8_t* dst) {
   int x = 0;

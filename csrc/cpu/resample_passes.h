@@ -48,8 +48,8 @@ inline bool use_simd(const AxisPlan& p) {
 // Horizontal pass of R planes sharing one plan: out[r][i * step] for outputs i of the plan. Plane
 // column 0 is input index `origin`.
 template <int R>
-inline void horizontal_planes_scalar(const int16_t* const* planes, int origin, const AxisPlan& p,
-                                     uint8_t* const* out, int64_t step) {
+inline void horizontal_planes_scalar(const int16_t* const* planes, int origin, const AxisPlan& p, uint8_t* const* out,
+                                     int64_t step) {
   const int n = p.end - p.begin;
   for (int i = 0; i < n; ++i) {
     const int32_t* k = p.coeffs(i);
@@ -81,8 +81,8 @@ inline void vertical_row_scalar(const uint8_t* rows, int64_t stride, const AxisP
 
 // R planes (1..4) at once: each chunk's coefficient halves are loaded once and used for every plane.
 template <int R>
-inline void horizontal_planes_avx2(const int16_t* const* planes, int origin, const AxisPlan& p,
-                                   uint8_t* const* out, int64_t step) {
+inline void horizontal_planes_avx2(const int16_t* const* planes, int origin, const AxisPlan& p, uint8_t* const* out,
+                                   int64_t step) {
   static_assert(R >= 1 && R <= 4, "1..4 planes per call");
   const int n = p.end - p.begin;
   const __m128i round = _mm_set1_epi32(kernels::kResampleRoundHalf);

@@ -38,8 +38,7 @@ void resize_nearest(const ImageViewU8& src, int out_h, int out_w, const ResizeWi
     const int y = yi[win.top + i];
     for (int j = 0; j < win.width; ++j) {
       const int x = xi[win.left + j];
-      for (int c = 0; c < C; ++c)
-        out[j * C + c] = (y < 0 || x < 0) ? 0 : src.row(y)[x * src.pixel_stride + c];
+      for (int c = 0; c < C; ++c) out[j * C + c] = (y < 0 || x < 0) ? 0 : src.row(y)[x * src.pixel_stride + c];
     }
   }
 }
@@ -139,8 +138,7 @@ void gray_resize_u8(const ImageViewU8& src, int out_h, int out_w, ResampleFilter
   const ResizeWindow win{0, 0, out_h, out_w};
   if (src.channels == 1) {
     cpu::resample_two_pass<1>(
-        src.height, src.width, src.pixel_stride, [&](int y) { return src.row(y); }, out_h, out_w, filter, win, dst,
-        s);
+        src.height, src.width, src.pixel_stride, [&](int y) { return src.row(y); }, out_h, out_w, filter, win, dst, s);
     return;
   }
   auto gray_row = [&](int y) {
@@ -168,8 +166,8 @@ void resize_batch(const std::vector<ImageViewU8>& images, ResizeMode mode, int s
   for (size_t i = 0; i < images.size(); ++i) {
     if (images[i].channels != C)
       throw std::invalid_argument("resize: all images must have the same channel count (image " + std::to_string(i) +
-                                  " has " + std::to_string(images[i].channels) + ", image 0 has " +
-                                  std::to_string(C) + ")");
+                                  " has " + std::to_string(images[i].channels) + ", image 0 has " + std::to_string(C) +
+                                  ")");
     geo[i] = resize_geometry(images[i].height, images[i].width, mode, size_h, size_w);
   }
   const int64_t per_image = int64_t(geo[0].window.height) * geo[0].window.width * C;

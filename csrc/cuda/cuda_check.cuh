@@ -18,17 +18,16 @@ inline int ceil_div(int64_t a, int64_t b) { return int((a + b - 1) / b); }
 
 }  // namespace mmcurate::cuda
 
-#define MMCURATE_CUDA_CHECK(expr)                                                      \
-  do {                                                                                 \
-    cudaError_t mmcurate_err_ = (expr);                                                \
-    if (mmcurate_err_ != cudaSuccess)                                                  \
-      ::mmcurate::cuda::throw_cuda_error(mmcurate_err_, #expr, __FILE__, __LINE__);    \
+#define MMCURATE_CUDA_CHECK(expr)                                                                                   \
+  do {                                                                                                              \
+    cudaError_t mmcurate_err_ = (expr);                                                                             \
+    if (mmcurate_err_ != cudaSuccess) ::mmcurate::cuda::throw_cuda_error(mmcurate_err_, #expr, __FILE__, __LINE__); \
   } while (0)
 
 // After a <<<...>>> launch: catches bad configurations at once (execution errors surface at the next sync).
-#define MMCURATE_CUDA_CHECK_LAUNCH(name)                                                 \
-  do {                                                                                   \
-    cudaError_t mmcurate_err_ = cudaGetLastError();                                      \
-    if (mmcurate_err_ != cudaSuccess)                                                    \
+#define MMCURATE_CUDA_CHECK_LAUNCH(name)                                                        \
+  do {                                                                                          \
+    cudaError_t mmcurate_err_ = cudaGetLastError();                                             \
+    if (mmcurate_err_ != cudaSuccess)                                                           \
       ::mmcurate::cuda::throw_cuda_error(mmcurate_err_, "launch of " name, __FILE__, __LINE__); \
   } while (0)

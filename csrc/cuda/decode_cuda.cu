@@ -51,6 +51,7 @@ Size2 scaled_size(int w, int h, const DecodeOptions& opts, int orientation) {
 // Source pixel (in the un-rotated image of size w x h) shown at displayed pixel (x, y), as Pillow's
 // ImageOps.exif_transpose maps orientations 2..8.
 __device__ __forceinline__ void oriented_source(int orientation, int x, int y, int w, int h, int* sx, int* sy) {
+  // clang-format off
   switch (orientation) {
     case 2: *sx = w - 1 - x; *sy = y; break;              // mirror horizontal
     case 3: *sx = w - 1 - x; *sy = h - 1 - y; break;      // rotate 180
@@ -61,6 +62,7 @@ __device__ __forceinline__ void oriented_source(int orientation, int x, int y, i
     case 8: *sx = w - 1 - y; *sy = x; break;              // rotate 90 counter-clockwise
     default: *sx = x; *sy = y; break;
   }
+  // clang-format on
 }
 
 // One pass from the raw nvJPEG output (h x w x c) to the final image: reduce to rw x rh by box averaging,
@@ -93,7 +95,9 @@ __global__ void finish_kernel(const uint8_t* __restrict__ src, int h, int w, int
 // Real encoders write about 10 scans (libjpeg's simple progression), mozjpeg and jpegtran scripts a few more.
 constexpr int kMaxGpuJpegScans = 32;
 
-bool ends_with_eoi(const ByteSpan& b) { return b.size >= 4 && b.data[b.size - 2] == 0xFF && b.data[b.size - 1] == 0xD9; }
+bool ends_with_eoi(const ByteSpan& b) {
+  return b.size >= 4 && b.data[b.size - 2] == 0xFF && b.data[b.size - 1] == 0xD9;
+}
 
 #ifdef MMCURATE_WITH_NVJPEG
 
@@ -205,9 +209,10 @@ void run_nvjpeg(NvjpegDevice& dev, const std::vector<ByteSpan>& blobs, std::vect
         lengths.push_back(blobs[j->index].size);
         dests.push_back(dest_of(*j));
       }
-      bool ok = NVJPEG_OK(api.DecodeBatchedInitialize(dev.hardware, dev.hardware_state, int(hw_jobs.size()), 1, format)) &&
-                NVJPEG_OK(api.DecodeBatched(dev.hardware, dev.hardware_state, data.data(), lengths.data(),
-                                            dests.data(), stream));
+      bool ok =
+          NVJPEG_OK(api.DecodeBatchedInitialize(dev.hardware, dev.hardware_state, int(hw_jobs.size()), 1, format)) &&
+          NVJPEG_OK(
+              api.DecodeBatched(dev.hardware, dev.hardware_state, data.data(), lengths.data(), dests.data(), stream));
       if (ok) ok = cudaStreamSynchronize(stream) == cudaSuccess;
       if (ok) {
         for (GpuJob* j : hw_jobs) j->decoded = true;

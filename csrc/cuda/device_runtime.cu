@@ -13,8 +13,8 @@ namespace mmcurate::cuda {
 
 void throw_cuda_error(cudaError_t err, const char* what, const char* file, int line) {
   cudaGetLastError();  // clear a sticky-free error so the next call starts clean
-  std::string msg = std::string("CUDA error ") + cudaGetErrorName(err) + " (" + cudaGetErrorString(err) +
-                    ") in " + what + " at " + file + ":" + std::to_string(line);
+  std::string msg = std::string("CUDA error ") + cudaGetErrorName(err) + " (" + cudaGetErrorString(err) + ") in " +
+                    what + " at " + file + ":" + std::to_string(line);
   if (err == cudaErrorNoDevice || err == cudaErrorInsufficientDriver) {
     msg = "no CUDA device is available: " + msg + " (check nvidia-smi and CUDA_VISIBLE_DEVICES)";
   } else if (err == cudaErrorMemoryAllocation) {
@@ -38,13 +38,14 @@ int require_device() {
   cudaError_t err = cudaGetDeviceCount(&n);
   if (err != cudaSuccess) {
     cudaGetLastError();
-    throw std::runtime_error(std::string("no CUDA device is available (cudaGetDeviceCount: ") +
-                             cudaGetErrorName(err) + ": " + cudaGetErrorString(err) +
+    throw std::runtime_error(std::string("no CUDA device is available (cudaGetDeviceCount: ") + cudaGetErrorName(err) +
+                             ": " + cudaGetErrorString(err) +
                              "); check nvidia-smi and CUDA_VISIBLE_DEVICES, or use device='cpu'");
   }
   if (n == 0) {
-    throw std::runtime_error("no CUDA device is available (0 devices visible); check CUDA_VISIBLE_DEVICES, "
-                             "or use device='cpu'");
+    throw std::runtime_error(
+        "no CUDA device is available (0 devices visible); check CUDA_VISIBLE_DEVICES, "
+        "or use device='cpu'");
   }
   int dev = 0;
   MMCURATE_CUDA_CHECK(cudaGetDevice(&dev));
@@ -180,7 +181,7 @@ void gather_strided(void* dst, const void* src, int ndim, const int64_t* shape, 
   if (count == 0) return;
   int blocks = int(std::min<int64_t>((count + 255) / 256, 65535));
   gather_strided_kernel<<<blocks, 256, 0, to_cuda(stream)>>>(static_cast<uint8_t*>(dst),
-                                                              static_cast<const uint8_t*>(src), count, layout);
+                                                             static_cast<const uint8_t*>(src), count, layout);
   MMCURATE_CUDA_CHECK_LAUNCH("gather_strided_kernel");
 }
 

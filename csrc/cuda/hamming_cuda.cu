@@ -1,8 +1,8 @@
 // Hamming search over packed binary codes on the GPU: radius all-pairs and exact top-k.
 // Both reproduce the CPU contract exactly: pairs i < j sorted by (i, j) with uint8 distances; top-k ordered
 // by (distance, index) with -1 padding.
-#include <cub/device/device_radix_sort.cuh>
 #include <cuda_runtime.h>
+#include <cub/device/device_radix_sort.cuh>
 
 #include <algorithm>
 #include <stdexcept>
@@ -96,8 +96,8 @@ constexpr int kKnnWarps = kKnnThreads / 32;
 // its bin, the rank counted across chunks (cursor), warps (per-warp counts) and lanes (match_any), which
 // yields the (distance, index) order without any sort.
 template <int W>
-__global__ void knn_kernel(const uint64_t* __restrict__ codes, int64_t n, const uint64_t* __restrict__ queries,
-                           int k, bool exclude_self, int32_t* __restrict__ out_dist, int64_t* __restrict__ out_idx) {
+__global__ void knn_kernel(const uint64_t* __restrict__ codes, int64_t n, const uint64_t* __restrict__ queries, int k,
+                           bool exclude_self, int32_t* __restrict__ out_dist, int64_t* __restrict__ out_idx) {
   constexpr int kBins = 64 * W + 1;
   __shared__ int hist[kBins];
   __shared__ long long base[kBins];
@@ -196,8 +196,8 @@ unsigned long long launch_pairs(const uint64_t* codes, int64_t n, int max_distan
   MMCURATE_CUDA_CHECK(cudaMemsetAsync(counter.data(), 0, sizeof(unsigned long long), s));
   dim3 grid(ceil_div(n, kPairRows), ceil_div(n, kPairCols));
   if (grid.y > 65535) throw std::invalid_argument("hamming_pairs: at most 67M codes per call on the GPU");
-  pairs_kernel<W><<<grid, kPairRows, 0, s>>>(codes, n, max_distance, keys.as<unsigned long long>(),
-                                             dist.as<uint8_t>(), capacity, counter.as<unsigned long long>());
+  pairs_kernel<W><<<grid, kPairRows, 0, s>>>(codes, n, max_distance, keys.as<unsigned long long>(), dist.as<uint8_t>(),
+                                             capacity, counter.as<unsigned long long>());
   MMCURATE_CUDA_CHECK_LAUNCH("pairs_kernel");
   unsigned long long found = 0;
   copy_to_host(&found, counter.data(), sizeof(found), reinterpret_cast<StreamHandle>(s));
@@ -238,13 +238,13 @@ void hamming_pairs(const uint64_t* codes, int64_t n, int words, int max_distance
     DeviceBuffer keys_sorted(found * sizeof(unsigned long long));
     DeviceBuffer dist_sorted(found);
     size_t temp_bytes = 0;
-    MMCURATE_CUDA_CHECK(cub::DeviceRadixSort::SortPairs(
-        nullptr, temp_bytes, keys.as<unsigned long long>(), keys_sorted.as<unsigned long long>(),
-        dist.as<uint8_t>(), dist_sorted.as<uint8_t>(), (int64_t)found, 0, end_bit, s));
+    MMCURATE_CUDA_CHECK(cub::DeviceRadixSort::SortPairs(nullptr, temp_bytes, keys.as<unsigned long long>(),
+                                                        keys_sorted.as<unsigned long long>(), dist.as<uint8_t>(),
+                                                        dist_sorted.as<uint8_t>(), (int64_t)found, 0, end_bit, s));
     DeviceBuffer temp(std::max<size_t>(temp_bytes, 1));
-    MMCURATE_CUDA_CHECK(cub::DeviceRadixSort::SortPairs(
-        temp.data(), temp_bytes, keys.as<unsigned long long>(), keys_sorted.as<unsigned long long>(),
-        dist.as<uint8_t>(), dist_sorted.as<uint8_t>(), (int64_t)found, 0, end_bit, s));
+    MMCURATE_CUDA_CHECK(cub::DeviceRadixSort::SortPairs(temp.data(), temp_bytes, keys.as<unsigned long long>(),
+                                                        keys_sorted.as<unsigned long long>(), dist.as<uint8_t>(),
+                                                        dist_sorted.as<uint8_t>(), (int64_t)found, 0, end_bit, s));
     std::vector<unsigned long long> host_keys(found);
     distances->resize(found);
     copy_to_host(host_keys.data(), keys_sorted.data(), found * sizeof(unsigned long long), stream);
@@ -270,9 +270,18 @@ void hamming_knn(const uint64_t* codes, int64_t n, const uint64_t* queries, int6
   DeviceBuffer d_dist(size_t(nq) * k * sizeof(int32_t));
   DeviceBuffer d_idx(size_t(nq) * k * sizeof(int64_t));
   switch (words) {
-    case 1: knn_kernel<1><<<unsigned(nq), kKnnThreads, 0, s>>>(codes, n, q, k, exclude_self, d_dist.as<int32_t>(), d_idx.as<int64_t>()); break;
-    case 2: knn_kernel<2><<<unsigned(nq), kKnnThreads, 0, s>>>(codes, n, q, k, exclude_self, d_dist.as<int32_t>(), d_idx.as<int64_t>()); break;
-    default: knn_kernel<3><<<unsigned(nq), kKnnThreads, 0, s>>>(codes, n, q, k, exclude_self, d_dist.as<int32_t>(), d_idx.as<int64_t>()); break;
+    case 1:
+      knn_kernel<1><<<unsigned(nq), kKnnThreads, 0, s>>>(codes, n, q, k, exclude_self, d_dist.as<int32_t>(),
+                                                         d_idx.as<int64_t>());
+      break;
+    case 2:
+      knn_kernel<2><<<unsigned(nq), kKnnThreads, 0, s>>>(codes, n, q, k, exclude_self, d_dist.as<int32_t>(),
+                                                         d_idx.as<int64_t>());
+      break;
+    default:
+      knn_kernel<3><<<unsigned(nq), kKnnThreads, 0, s>>>(codes, n, q, k, exclude_self, d_dist.as<int32_t>(),
+                                                         d_idx.as<int64_t>());
+      break;
   }
   MMCURATE_CUDA_CHECK_LAUNCH("knn_kernel");
   copy_to_host(out_distances, d_dist.data(), size_t(nq) * k * sizeof(int32_t), stream);

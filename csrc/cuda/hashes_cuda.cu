@@ -128,12 +128,14 @@ __global__ void whash_kernel(const WhashJob* __restrict__ jobs, uint64_t* __rest
 
 // Side (h, w) of the small L image each hash works on.
 void small_size(HashKind kind, const DeviceImageRef& im, int* h, int* w) {
+  // clang-format off
   switch (kind) {
     case HashKind::phash: *h = *w = kernels::kPhashSide; return;
     case HashKind::dhash: *h = 8; *w = 9; return;
     case HashKind::ahash: *h = *w = 8; return;
     case HashKind::whash: *h = *w = kernels::whash_image_scale(im.width, im.height); return;
   }
+  // clang-format on
   throw std::invalid_argument("hash: unknown kind");
 }
 

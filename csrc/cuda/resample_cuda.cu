@@ -255,8 +255,8 @@ void resample_jobs(const std::vector<ResampleJob>& jobs, ResampleFilter filter, 
       d.c1 = 0;
       for (int c = 0; c < w.width; ++c) d.c1 = std::max(d.c1, b[2 * c] + b[2 * c + 1]);
     }
-    d.horizontal_first = !(d.need_h && d.need_v) ||
-                         kernels::resample_horizontal_first(d.in_h, d.in_w, job.out_h, job.out_w);
+    d.horizontal_first =
+        !(d.need_h && d.need_v) || kernels::resample_horizontal_first(d.in_h, d.in_w, job.out_h, job.out_w);
     if (d.horizontal_first) {
       d.pass1_pixels = (long long)(d.r1 - d.r0) * w.width;
       d.pass2_pixels = d.need_v ? (long long)w.height * w.width : 0;
@@ -319,8 +319,8 @@ void resize_batch(const std::vector<DeviceImageRef>& images, ResizeMode mode, in
   for (size_t i = 0; i < images.size(); ++i) {
     if (images[i].channels != C)
       throw std::invalid_argument("resize: all images must have the same channel count (image " + std::to_string(i) +
-                                  " has " + std::to_string(images[i].channels) + ", image 0 has " +
-                                  std::to_string(C) + ")");
+                                  " has " + std::to_string(images[i].channels) + ", image 0 has " + std::to_string(C) +
+                                  ")");
     const ResizeGeometry g = resize_geometry(images[i].height, images[i].width, mode, size_h, size_w);
     if (i == 0) per_image = int64_t(g.window.height) * g.window.width * C;
     jobs[i].src = images[i];

@@ -13,8 +13,7 @@ MMCURATE_HD inline uint8_t luma_l24(uint8_t r, uint8_t g, uint8_t b) {
 
 // One row of `width` pixels with `channels` interleaved bytes per pixel (pixel_stride bytes apart) to L.
 // channels: 1 (L: copied), 2 (LA: the L byte), 3 (RGB), 4 (RGBA: alpha ignored, as Pillow).
-MMCURATE_HD inline void row_to_gray(const uint8_t* src, int width, int channels, int64_t pixel_stride,
-                                    uint8_t* dst) {
+MMCURATE_HD inline void row_to_gray(const uint8_t* src, int width, int channels, int64_t pixel_stride, uint8_t* dst) {
   if (channels >= 3) {
     for (int x = 0; x < width; ++x) {
       const uint8_t* p = src + x * pixel_stride;
@@ -31,8 +30,9 @@ template <int C>
 MMCURATE_HD inline void packed_row_to_gray(const uint8_t* src, int width, uint8_t* dst) {
   for (int x = 0; x < width; ++x) {
     if (C >= 3) {
-      dst[x] = uint8_t((uint32_t(src[x * C]) * 19595u + uint32_t(src[x * C + 1]) * 38470u +
-                        uint32_t(src[x * C + 2]) * 7471u + 0x8000u) >> 16);
+      const uint32_t l24 = uint32_t(src[x * C]) * 19595u + uint32_t(src[x * C + 1]) * 38470u +
+                           uint32_t(src[x * C + 2]) * 7471u + 0x8000u;
+      dst[x] = uint8_t(l24 >> 16);
     } else {
       dst[x] = src[x * C];
     }

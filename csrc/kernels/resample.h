@@ -81,9 +81,7 @@ MMCURATE_HD inline double filter_eval(ResampleFilter f, double x) {
 }
 
 // Pillow computes the scale from the float box (0, 0, in_size, ...): (double)(float(in1) - float(in0)).
-MMCURATE_HD inline double resample_scale(int in_size, int out_size) {
-  return double(float(in_size) - 0.0f) / out_size;
-}
+MMCURATE_HD inline double resample_scale(int in_size, int out_size) { return double(float(in_size) - 0.0f) / out_size; }
 
 // Taps per output sample (Pillow's ksize): the row length of the coefficient table.
 MMCURATE_HD inline int resample_ksize(int in_size, int out_size, ResampleFilter f) {
@@ -97,8 +95,8 @@ MMCURATE_HD inline int resample_ksize(int in_size, int out_size, ResampleFilter 
 // Writes bounds[2*i] = first input index, bounds[2*i+1] = tap count, and kk[i*ksize + t] (double,
 // normalised to sum 1, zero-padded to ksize), for i = xx - out_begin. Each output sample depends on its
 // own index only, so computing a window (a center crop) gives the same numbers as the full axis.
-MMCURATE_HD inline void resample_precompute(int in_size, int out_size, ResampleFilter f, int out_begin,
-                                            int out_end, int ksize, int* bounds, double* kk) {
+MMCURATE_HD inline void resample_precompute(int in_size, int out_size, ResampleFilter f, int out_begin, int out_end,
+                                            int ksize, int* bounds, double* kk) {
   const float in0 = 0.0f;
   double scale = resample_scale(in_size, out_size);
   double filterscale = scale < 1.0 ? 1.0 : scale;

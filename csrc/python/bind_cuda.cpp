@@ -55,15 +55,22 @@ DType parse_typestr(const std::string& s, const char* arg) {
 }
 
 DType from_dlpack_dtype(const dlpack::DataType& t, const char* arg) {
-  if (t.lanes != 1 || t.bits % 8 != 0) throw py::type_error(std::string(arg) + ": vector DLPack dtypes are not supported");
-  char kind = t.code == dlpack::kUInt ? 'u' : t.code == dlpack::kInt ? 'i' : t.code == dlpack::kFloat ? 'f'
-              : t.code == dlpack::kBool ? 'b' : '?';
+  if (t.lanes != 1 || t.bits % 8 != 0)
+    throw py::type_error(std::string(arg) + ": vector DLPack dtypes are not supported");
+  char kind = t.code == dlpack::kUInt    ? 'u'
+              : t.code == dlpack::kInt   ? 'i'
+              : t.code == dlpack::kFloat ? 'f'
+              : t.code == dlpack::kBool  ? 'b'
+                                         : '?';
   if (kind == '?') throw py::type_error(std::string(arg) + ": unsupported DLPack dtype code " + std::to_string(t.code));
   return DType{kind, t.bits / 8};
 }
 
 dlpack::DataType to_dlpack_dtype(const DType& t) {
-  uint8_t code = t.kind == 'u' ? dlpack::kUInt : t.kind == 'i' ? dlpack::kInt : t.kind == 'f' ? dlpack::kFloat : dlpack::kBool;
+  uint8_t code = t.kind == 'u'   ? dlpack::kUInt
+                 : t.kind == 'i' ? dlpack::kInt
+                 : t.kind == 'f' ? dlpack::kFloat
+                                 : dlpack::kBool;
   return dlpack::DataType{code, uint8_t(8 * t.itemsize), 1};
 }
 
@@ -203,8 +210,9 @@ py::capsule to_dlpack(DeviceArray& a, py::object stream, py::object max_version,
 
 DeviceArray upload_host(py::handle obj, const char* arg, const cuda::StreamScope& scope) {
   auto arr = py::array::ensure(obj, py::array::c_style);
-  if (!arr) throw py::type_error(std::string(arg) + ": expected an array (host or CUDA), got " +
-                                 std::string(py::str(py::type::of(obj))));
+  if (!arr)
+    throw py::type_error(std::string(arg) + ": expected an array (host or CUDA), got " +
+                         std::string(py::str(py::type::of(obj))));
   DType dt = parse_typestr(py::str(arr.dtype().attr("str")), arg);
   std::vector<int64_t> shape(arr.shape(), arr.shape() + arr.ndim());
   auto buf = std::make_shared<cuda::DeviceBuffer>(size_t(arr.nbytes()));
@@ -381,7 +389,8 @@ py::array_t<T> to_numpy(std::vector<T>&& v, std::vector<py::ssize_t> shape) {
 int code_words(const DeviceInput& in, const char* arg) {
   if (in.dtype == kU8 && in.shape.size() == 2 && in.shape[1] == 8) return 1;
   if (!(in.dtype == kU64) && !(in.dtype == DType{'i', 8}))
-    throw py::type_error(std::string(arg) + ": expected uint64 or int64 codes (or (n, 8) uint8), got " + in.dtype.name());
+    throw py::type_error(std::string(arg) + ": expected uint64 or int64 codes (or (n, 8) uint8), got " +
+                         in.dtype.name());
   if (in.shape.size() == 1) return 1;
   if (in.shape.size() == 2) return int(in.shape[1]);
   throw py::value_error(std::string(arg) + ": expected shape (n,) or (n, words), got ndim " +
@@ -397,8 +406,8 @@ py::tuple hamming_pairs(py::object codes, int max_distance, OptStream stream) {
   std::vector<uint8_t> dist;
   {
     py::gil_scoped_release nogil;
-    cuda::hamming_pairs(static_cast<const uint64_t*>(in.data), in.shape[0], words, max_distance, scope.get(),
-                        &pairs, &dist);
+    cuda::hamming_pairs(static_cast<const uint64_t*>(in.data), in.shape[0], words, max_distance, scope.get(), &pairs,
+                        &dist);
   }
   py::ssize_t m = py::ssize_t(dist.size());
   return py::make_tuple(to_numpy(std::move(pairs), {m, 2}), to_numpy(std::move(dist), {m}));
@@ -414,8 +423,7 @@ py::tuple hamming_knn(py::object codes, int k, py::object queries, OptStream str
   DeviceInput qin;
   if (!queries.is_none()) {
     qin = to_device_input(queries, "queries", scope);
-    if (code_words(qin, "queries") != words)
-      throw py::value_error("queries must have as many words per code as codes");
+    if (code_words(qin, "queries") != words) throw py::value_error("queries must have as many words per code as codes");
     q = static_cast<const uint64_t*>(qin.data);
     nq = qin.shape[0];
   }
@@ -424,8 +432,8 @@ py::tuple hamming_knn(py::object codes, int k, py::object queries, OptStream str
   std::vector<int64_t> idx(size_t(nq) * k);
   {
     py::gil_scoped_release nogil;
-    cuda::hamming_knn(static_cast<const uint64_t*>(in.data), in.shape[0], q, nq, words, k, scope.get(),
-                      dist.data(), idx.data());
+    cuda::hamming_knn(static_cast<const uint64_t*>(in.data), in.shape[0], q, nq, words, k, scope.get(), dist.data(),
+                      idx.data());
   }
   return py::make_tuple(to_numpy(std::move(dist), {py::ssize_t(nq), py::ssize_t(k)}),
                         to_numpy(std::move(idx), {py::ssize_t(nq), py::ssize_t(k)}));
@@ -469,8 +477,8 @@ ImageSet gather_images(py::handle images, const cuda::StreamScope& scope) {
   const std::vector<int64_t> dims(in.shape.begin() + 1, in.shape.end());
   const int64_t per_image = numel(dims);
   for (int64_t i = 0; i < in.shape[0]; ++i)
-    set.refs.push_back(image_ref(static_cast<const uint8_t*>(in.data) + i * per_image, dims,
-                                 "images[" + std::to_string(i) + "]"));
+    set.refs.push_back(
+        image_ref(static_cast<const uint8_t*>(in.data) + i * per_image, dims, "images[" + std::to_string(i) + "]"));
   set.all_host = in.was_host;
   set.inputs.push_back(std::move(in));
   return set;
@@ -541,8 +549,8 @@ BlobList blob_spans(const py::sequence& blobs) {
   return out;
 }
 
-py::tuple decode_images(py::sequence blobs, int mode, int min_width, int min_height, int64_t max_pixels,
-                        bool exif, bool fast_dct, OptStream stream, int num_threads) {
+py::tuple decode_images(py::sequence blobs, int mode, int min_width, int min_height, int64_t max_pixels, bool exif,
+                        bool fast_dct, OptStream stream, int num_threads) {
   DeviceScope device(-1);
   cuda::StreamScope scope(stream.has_value(), stream.value_or(0));
   BlobList list = blob_spans(blobs);
@@ -660,30 +668,33 @@ MMCURATE_BINDING(cuda) {
       .def_property_readonly("device", [](const DeviceArray& a) { return a.device; })
       .def_property_readonly("ptr", [](const DeviceArray& a) { return reinterpret_cast<uintptr_t>(a.data()); })
       .def_property_readonly("__cuda_array_interface__", &DeviceArray::cuda_array_interface)
-      .def("__dlpack__", &to_dlpack, py::kw_only(), py::arg("stream") = py::none(),
-           py::arg("max_version") = py::none(), py::arg("dl_device") = py::none(), py::arg("copy") = py::none())
-      .def("__dlpack_device__", [](const DeviceArray& a) { return py::make_tuple(int(mmcurate::dlpack::kCUDA), a.device); })
+      .def("__dlpack__", &to_dlpack, py::kw_only(), py::arg("stream") = py::none(), py::arg("max_version") = py::none(),
+           py::arg("dl_device") = py::none(), py::arg("copy") = py::none())
+      .def("__dlpack_device__",
+           [](const DeviceArray& a) { return py::make_tuple(int(mmcurate::dlpack::kCUDA), a.device); })
       .def("numpy", &DeviceArray::numpy, "Copies to a new host numpy array (waits for pending work).")
-      .def("__array__",
-           [](DeviceArray& a, py::object dtype, py::object copy) {
-             (void)copy;
-             py::array h = a.numpy();
-             return dtype.is_none() ? h : py::array(h.attr("astype")(dtype));
-           },
-           py::arg("dtype") = py::none(), py::arg("copy") = py::none())
+      .def(
+          "__array__",
+          [](DeviceArray& a, py::object dtype, py::object copy) {
+            (void)copy;
+            py::array h = a.numpy();
+            return dtype.is_none() ? h : py::array(h.attr("astype")(dtype));
+          },
+          py::arg("dtype") = py::none(), py::arg("copy") = py::none())
       .def("synchronize", &DeviceArray::wait_ready, "Blocks until the work producing this array has finished.")
-      .def("__len__", [](const DeviceArray& a) {
-        if (a.shape.empty()) throw py::type_error("len() of a 0-d DeviceArray");
-        return a.shape[0];
-      })
+      .def("__len__",
+           [](const DeviceArray& a) {
+             if (a.shape.empty()) throw py::type_error("len() of a 0-d DeviceArray");
+             return a.shape[0];
+           })
       .def("__repr__", [](const DeviceArray& a) {
         std::string s = "DeviceArray(shape=(";
-        for (size_t i = 0; i < a.shape.size(); ++i) s += std::to_string(a.shape[i]) + (a.shape.size() == 1 || i + 1 < a.shape.size() ? "," : "");
+        for (size_t i = 0; i < a.shape.size(); ++i)
+          s += std::to_string(a.shape[i]) + (a.shape.size() == 1 || i + 1 < a.shape.size() ? "," : "");
         return s + "), dtype=" + a.dtype.name() + ", device=cuda:" + std::to_string(a.device) + ")";
       });
 
-  m.def("cuda_hamming_pairs", &hamming_pairs, py::arg("codes"), py::arg("max_distance"),
-        py::arg("stream") = py::none(),
+  m.def("cuda_hamming_pairs", &hamming_pairs, py::arg("codes"), py::arg("max_distance"), py::arg("stream") = py::none(),
         "GPU radius search: pairs (i < j) with Hamming distance <= max_distance, sorted by (i, j). "
         "Returns (pairs int64[m, 2], distances uint8[m]).");
   m.def("cuda_hamming_knn", &hamming_knn, py::arg("codes"), py::arg("k"), py::arg("queries") = py::none(),

@@ -87,8 +87,8 @@ MMCURATE_BINDING(hamming) {
         std::vector<int64_t> idx(size_t(nq) * size_t(k));
         {
           py::gil_scoped_release release;
-          mmcurate::hamming_knn_cpu(database.data(), database.shape(0), q.data(), nq, k, self_search,
-                                    num_threads, dist.data(), idx.data());
+          mmcurate::hamming_knn_cpu(database.data(), database.shape(0), q.data(), nq, k, self_search, num_threads,
+                                    dist.data(), idx.data());
         }
         return py::make_tuple(adopt(std::move(dist), {nq, py::ssize_t(k)}),
                               adopt(std::move(idx), {nq, py::ssize_t(k)}));

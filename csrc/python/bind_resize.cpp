@@ -23,8 +23,8 @@ MMCURATE_BINDING(resize) {
           out_h = g.window.height;
           out_w = g.window.width;
         }
-        py::array_t<uint8_t> out({py::ssize_t(views.size()), py::ssize_t(out_h), py::ssize_t(out_w),
-                                  py::ssize_t(channels)});
+        py::array_t<uint8_t> out(
+            {py::ssize_t(views.size()), py::ssize_t(out_h), py::ssize_t(out_w), py::ssize_t(channels)});
         uint8_t* dst = out.mutable_data();
         {
           py::gil_scoped_release release;

@@ -21,8 +21,7 @@ int register_binding(const char* name, BindFn fn);
 }  // namespace mmcurate::py_bridge
 
 // Usage (in a .cpp under csrc/python/):  MMCURATE_BINDING(hamming) { m.def(...); }
-#define MMCURATE_BINDING(area)                                                                   \
-  static void mmcurate_bind_##area(pybind11::module_& m);                                        \
-  static const int mmcurate_registered_##area =                                                  \
-      ::mmcurate::py_bridge::register_binding(#area, &mmcurate_bind_##area);                     \
+#define MMCURATE_BINDING(area)                                                                                         \
+  static void mmcurate_bind_##area(pybind11::module_& m);                                                              \
+  static const int mmcurate_registered_##area = ::mmcurate::py_bridge::register_binding(#area, &mmcurate_bind_##area); \
   static void mmcurate_bind_##area(pybind11::module_& m)

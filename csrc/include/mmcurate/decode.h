@@ -17,7 +17,7 @@ ImageFormat sniff_format(const uint8_t* data, size_t size);  // by magic bytes, 
 enum class ColorMode : int8_t {
   rgb = 0,        // 3 channels; gray sources replicated, CMYK converted as Pillow does, alpha dropped
   gray = 1,       // 1 channel, Pillow's "L": (R*19595 + G*38470 + B*7471 + 0x8000) >> 16 from RGB,
-                  // gray sources as stored (16-bit gray PNGs are clipped to 255, as Pillow's I;16 -> L does)
+             // gray sources as stored (16-bit gray PNGs are clipped to 255, as Pillow's I;16 -> L does)
   gray_luma = 2,  // 1 channel; for YCbCr JPEGs the decoder's Y plane (no chroma decode: fast, not Pillow-exact);
                   // for every other source the same as gray
 };
@@ -42,13 +42,13 @@ struct DecodeOptions {
 
 struct DecodeResult {
   Status status = Status::empty;
-  std::string error;            // empty when ok
+  std::string error;  // empty when ok
   ImageFormat format = ImageFormat::unknown;
-  int source_width = 0;         // as stored in the file header (0 if unreadable)
+  int source_width = 0;  // as stored in the file header (0 if unreadable)
   int source_height = 0;
-  int exif_orientation = 1;     // 1..8, 1 when absent (reported whether or not it was applied)
-  int dct_scale = 8;            // JPEG decoded at dct_scale/8 of the source size (8: full size)
-  ImageU8 image;                // empty unless status == ok
+  int exif_orientation = 1;  // 1..8, 1 when absent (reported whether or not it was applied)
+  int dct_scale = 8;  // JPEG decoded at dct_scale/8 of the source size (8: full size)
+  ImageU8 image;  // empty unless status == ok
 };
 
 // One image. Never throws on bad data: the status and error say what went wrong (truncated: the stream

@@ -41,7 +41,7 @@ HammingPairsResult hamming_pairs_cpu(const uint64_t* codes, int64_t n, int max_d
 
 // Top-k of each query over `database`. With exclude_self, query q is database entry q (queries == database,
 // nq == n) and never its own neighbour. Writes out_distances/out_indices, both [nq, k] row-major.
-void hamming_knn_cpu(const uint64_t* database, int64_t n, const uint64_t* queries, int64_t nq, int k,
-                     bool exclude_self, int num_threads, int32_t* out_distances, int64_t* out_indices);
+void hamming_knn_cpu(const uint64_t* database, int64_t n, const uint64_t* queries, int64_t nq, int k, bool exclude_self,
+                     int num_threads, int32_t* out_distances, int64_t* out_indices);
 
 }  // namespace mmcurate

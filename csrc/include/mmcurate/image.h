@@ -30,8 +30,8 @@ struct ImageViewU8 {
 };
 
 inline ImageViewU8 view_of(const ImageU8& im) {
-  return ImageViewU8{im.data.data(), im.height, im.width, im.channels,
-                     int64_t(im.width) * im.channels, int64_t(im.channels)};
+  return ImageViewU8{im.data.data(),      im.height, im.width, im.channels, int64_t(im.width) * im.channels,
+                     int64_t(im.channels)};
 }
 
 }  // namespace mmcurate
