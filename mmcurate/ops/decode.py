@@ -78,10 +78,6 @@ def _parse_target_size(target_size) -> tuple[int, int]:
     return h, w
 
 
-def _parse_threads(num_threads) -> int:
-    return check_threads(num_threads)
-
-
 def decode_images(
     blobs: Sequence[Union[bytes, bytearray, memoryview, np.ndarray, None]],
     mode: str = "RGB",
@@ -111,7 +107,7 @@ def decode_images(
     code = _parse_mode(mode)
     min_h, min_w = _parse_target_size(target_size)
     max_pixels = check_max_pixels(max_pixels)
-    threads = _parse_threads(num_threads)
+    threads = check_threads(num_threads)
     items = as_blob_list(blobs)
     if resolve_device(device) == "cuda":
         from mmcurate.ops import _cuda

@@ -17,7 +17,7 @@ import numpy as np
 
 from mmcurate._native import native
 from mmcurate.ops._device import resolve_device
-from mmcurate.ops._inputs import INT32_MAX, INT64_MAX, MAX_THREADS
+from mmcurate.ops._inputs import INT32_MAX, INT64_MAX, check_threads
 
 _PAIR_METHODS = ("auto", "mih", "brute_force")
 
@@ -52,10 +52,6 @@ def _check_int(value, name: str, lo: int, hi: int | None = None) -> int:
     return value
 
 
-def _threads(num_threads) -> int:
-    return 0 if num_threads is None else _check_int(num_threads, "num_threads", 1, MAX_THREADS)
-
-
 def hamming_distance(a, b) -> np.ndarray:
     """Elementwise Hamming distance of two code arrays (numpy broadcasting) as ``np.uint8``.
 
@@ -86,7 +82,7 @@ def hamming_pairs(codes, max_distance: int, device: str = "auto", num_threads: i
     r = _check_int(max_distance, "max_distance", 0, 64)
     if method not in _PAIR_METHODS:
         raise ValueError(f"method must be one of {_PAIR_METHODS}, got {method!r}")
-    threads = _threads(num_threads)
+    threads = check_threads(num_threads)
     if resolve_device(device, codes) == "cuda":
         if method != "auto":
             raise ValueError(f"method={method!r} selects a CPU algorithm; use device='cpu' with it")
@@ -118,7 +114,7 @@ def hamming_knn(codes, k: int, queries=None, device: str = "auto",
     k > len(codes) with queries) the tail is padded with distance -1 and index -1, as faiss does.
     """
     k = _check_int(k, "k", 1, INT32_MAX)
-    threads = _threads(num_threads)
+    threads = check_threads(num_threads)
     if resolve_device(device, codes) == "cuda":
         from mmcurate.ops import _cuda
 

@@ -13,9 +13,9 @@ import numpy as np
 
 from mmcurate._native import native
 from mmcurate.ops._device import resolve_device
-from mmcurate.ops._inputs import as_image_list, call_native
+from mmcurate.ops._inputs import as_image_list, call_native, check_threads
 from mmcurate.ops.decode import DEFAULT_MAX_PIXELS
-from mmcurate.ops.resize import _native_ready, _parse_threads
+from mmcurate.ops.resize import _native_ready
 
 __all__ = ["phash", "dhash", "ahash", "whash", "hash_to_hex", "phash_bytes", "PhashBytesResult", "KINDS"]
 
@@ -23,7 +23,7 @@ KINDS = ("phash", "dhash", "ahash", "whash")
 
 
 def _hash(images, kind: str, device: str, num_threads) -> np.ndarray:
-    threads = _parse_threads(num_threads)
+    threads = check_threads(num_threads)
     if resolve_device(device, data=images) == "cuda":
         from mmcurate.ops import _cuda
 
@@ -97,7 +97,7 @@ def phash_bytes(blobs, exact: bool = True, device: str = "auto", exif: bool = Tr
     """
     from mmcurate.ops._inputs import as_blob_list, call_native, check_max_pixels
 
-    threads = _parse_threads(num_threads)
+    threads = check_threads(num_threads)
     items = as_blob_list(blobs)
     limit = check_max_pixels(max_pixels)
     if resolve_device(device) == "cuda":

@@ -12,7 +12,7 @@ import numpy as np
 
 from mmcurate._native import native
 from mmcurate.ops._device import resolve_device
-from mmcurate.ops._inputs import MAX_THREADS, as_image_list, call_native, check_int
+from mmcurate.ops._inputs import as_image_list, call_native, check_threads
 
 #: Largest output side resize_images accepts (JPEG's limit; n x side x side x c bytes are allocated).
 MAX_SIDE = 65535
@@ -45,13 +45,6 @@ def _parse_size(size, mode: str) -> tuple[int, int]:
     return h, w
 
 
-def _parse_threads(num_threads) -> int:
-    if num_threads is None:
-        return 0
-    # 0 is accepted here as "all cores" (as None), for callers that pass the native default through.
-    return check_int(num_threads, "num_threads", 0, MAX_THREADS)
-
-
 def _channels(a: np.ndarray) -> int:
     return 1 if a.ndim == 2 else a.shape[2]
 
@@ -77,7 +70,10 @@ def resize_images(images, size, interpolation: str = "bicubic", mode: str = "sho
     if mode not in MODES:
         raise ValueError(f"mode must be one of {sorted(MODES)}, got {mode!r}")
     size_h, size_w = _parse_size(size, mode)
-    threads = _parse_threads(num_threads)
+    # One rule for every op (ops._inputs.check_threads): None = all cores, else 1..MAX_THREADS. resize, the
+    # hashes and phash_bytes on the CPU used to take 0 as "all cores" too; decode, the GPU ops and hamming
+    # refused it, and their tests expect that, so 0 is refused here as well (pass None for all cores).
+    threads = check_threads(num_threads)
     if resolve_device(device, data=images) == "cuda":
         from mmcurate.ops import _cuda
 
