@@ -31,6 +31,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from mmcurate.curate.percentiles import percentile_summary
+
 METHODS = ("hierarchical", "cap")
 STRATEGIES = ("random", "closest")
 
@@ -38,6 +40,8 @@ STRATEGIES = ("random", "closest")
 # Per-cluster sizes go into the stats (and so the manifest) up to this many clusters; beyond it the
 # summary alone keeps the manifest small.
 MAX_LISTED_CLUSTER_SIZES = 4096
+#: Percentiles of the cluster sizes in cluster_balance_stats (with the mean).
+SIZE_PERCENTILES = (0, 10, 25, 50, 75, 90, 99, 100)
 
 
 def cluster_balance_stats(labels, n_clusters: int | None = None) -> dict:
@@ -65,8 +69,7 @@ def cluster_balance_stats(labels, n_clusters: int | None = None) -> dict:
     gini = float((2.0 * np.sum(np.arange(1, k + 1) * s)) / (k * total) - (k + 1.0) / k)
     p = sizes[sizes > 0] / total
     ent = float(-np.sum(p * np.log(p)))
-    pct = {f"p{q}": float(np.percentile(sizes, q)) for q in (0, 10, 25, 50, 75, 90, 99, 100)}
-    pct["mean"] = float(sizes.mean())
+    pct = percentile_summary(sizes, SIZE_PERCENTILES)
     return {"n_clusters": int(k), "n_samples": int(total), "gini": max(gini, 0.0), "entropy": ent,
             "normalized_entropy": float(ent / np.log(k)) if k > 1 else 1.0, "size_percentiles": pct, **listed}
 

@@ -38,6 +38,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from mmcurate.curate.percentiles import percentile_summary
 from mmcurate.pipeline.schema import rejects_table
 from mmcurate.pipeline.stage import (GlobalResult, GlobalStage, MapStage, Resources, StageError,
                                      StageResult, registry)
@@ -262,15 +263,12 @@ def _set_column(table: pa.Table, name: str, array) -> pa.Table:
 # clip_score_filter
 
 
-def _percentiles(scores: np.ndarray) -> dict:
-    if scores.size == 0:
-        return {}
-    qs = (1, 5, 25, 50, 75, 95, 99)
-    vals = np.percentile(scores.astype(np.float64), qs)
-    out = {f"p{q}": round(float(v), 6) for q, v in zip(qs, vals)}
-    out.update(min=round(float(scores.min()), 6), max=round(float(scores.max()), 6),
-               mean=round(float(scores.astype(np.float64).mean()), 6))
-    return out
+#: Percentiles of the scores in clip_score_filter's stats (with min, max and mean, 6 decimals).
+SCORE_PERCENTILES = (1, 5, 25, 50, 75, 95, 99)
+
+
+def _score_percentiles(scores: np.ndarray) -> dict:
+    return percentile_summary(scores, SCORE_PERCENTILES, digits=6, min_max=True)
 
 
 @registry.register
@@ -350,8 +348,8 @@ class ClipScoreFilter(GlobalStage):
             "cut": None if cut is None else round(float(cut), 6),
             "kept": n_kept, "rejected": n - n_kept,
             "rejected_below_cut": n_scored - n_kept, "no_clip_score": n - n_scored,
-            "scores": _percentiles(scored_scores),
-            "kept_scores": _percentiles(kept_scores),
+            "scores": _score_percentiles(scored_scores),
+            "kept_scores": _score_percentiles(kept_scores),
             "seconds": round(time.perf_counter() - t0, 6),
         }
         if p.keep_fraction is not None:

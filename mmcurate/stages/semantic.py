@@ -38,6 +38,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from mmcurate.curate.percentiles import percentile_summary
 from mmcurate.pipeline.schema import DUPLICATES_SCHEMA, REJECTS_SCHEMA, rejects_table
 from mmcurate.pipeline.stage import SAMPLE_ID, SHARD_SHIFT, GlobalResult, GlobalStage, StageError, registry
 
@@ -48,6 +49,8 @@ TRAIN_POINTS_PER_CLUSTER = 256   # default k-means sample: 256 per cluster (fais
 MIN_POINTS_PER_BALANCE_CLUSTER = 4   # balance levels are clipped so a cluster has at least this many inputs
 _MIN_NORM = 1e-6
 _DEVICES = ("auto", "cpu", "cuda")
+#: Percentiles of the cluster sizes in semantic_dedup's stats (with the mean).
+CLUSTER_SIZE_PERCENTILES = (0, 50, 90, 99, 100)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -149,11 +152,9 @@ def _check_column(value, what="embedding_column"):
 
 
 def _percentiles(sizes: np.ndarray) -> dict:
-    if not sizes.size:
-        return {}
-    out = {f"p{q}": float(np.percentile(sizes, q)) for q in (0, 50, 90, 99, 100)}
-    out["mean"] = float(sizes.mean())
-    return out
+    """semantic_dedup's cluster_size_percentiles (kept under this name for SemanticDedup.run and
+    stages.sharded_steps, which call it)."""
+    return percentile_summary(sizes, CLUSTER_SIZE_PERCENTILES)
 
 
 def _concat_rejects(parts) -> pa.Table:
