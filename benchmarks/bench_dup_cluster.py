@@ -78,16 +78,16 @@ def _vm_hwm_mb() -> float:
 def run_one(work: Path, mode: str, stage: str) -> dict:
     """In the child process: one global step over the survivors."""
     import mmcurate
-    from mmcurate.pipeline.executor import StagePlan, run_global_phase
+    from mmcurate.pipeline.executor import StagePlan
+    from mmcurate.pipeline.global_phase import run_memory_global_phase, run_sharded_global_phase
     from mmcurate.pipeline.stage import registry
 
     params = {"keep": {"max": "clip_score"}} if stage == "phash_dedup" else {}
     plan = StagePlan.from_stages([registry.create(stage, params)])
     t = time.perf_counter()
     if mode == "memory":
-        n_kept, stats, _, dups, _ = run_global_phase(work, plan, N_SHARDS)
+        n_kept, stats, _, dups, _ = run_memory_global_phase(work, plan, N_SHARDS)
     else:
-        from mmcurate.pipeline.global_sharded import run_sharded_global_phase
         n_kept, stats, _, dups, _ = run_sharded_global_phase(work, plan, N_SHARDS, map_fn=map, parallelism=1)
     wall = time.perf_counter() - t
     step = stats[stage]

@@ -78,15 +78,16 @@ def _vm_hwm_mb() -> float:
 
 
 def run_one(work: Path, n_shards: int, mode: str, workers: int) -> dict:
-    from mmcurate.pipeline.executor import StagePlan, run_global_phase
+    from mmcurate.pipeline.executor import StagePlan
+    from mmcurate.pipeline.global_phase import run_memory_global_phase, run_sharded_global_phase
     from mmcurate.pipeline.stage import registry
 
     plan = StagePlan.from_stages([registry.create(name, dict(p)) for name, p in STAGES])
     t = time.perf_counter()
     if mode == "memory":
-        n_kept, stats, rejects, dups, _ = run_global_phase(work, plan, n_shards)
+        n_kept, stats, rejects, dups, _ = run_memory_global_phase(work, plan, n_shards)
     else:
-        from mmcurate.pipeline.global_sharded import local_map, run_sharded_global_phase
+        from mmcurate.pipeline.global_sharded import local_map
 
         with local_map(workers, max(1, (os.cpu_count() or 1) // workers)) as map_fn:
             n_kept, stats, rejects, dups, _ = run_sharded_global_phase(work, plan, n_shards, map_fn=map_fn,

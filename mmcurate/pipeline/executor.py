@@ -4,9 +4,10 @@ Three phases, each resumable:
   1. map     per input shard (in parallel worker processes when workers > 1): read batches, run the map
              stages (and the map parts of global stages) in recipe order, write the survivors' metadata
              (no image bytes) and the rejects to _work/, atomically, then a per-shard done record.
-  2. global  the global stages, in recipe order, over the survivors' metadata of all shards: in memory (the
-             columns they need for all survivors in one table) or, with run: {global_mode: sharded}, through
-             per-shard and per-partition tasks that never hold it (pipeline.global_sharded); same outputs.
+  2. global  the global stages, in recipe order, over the survivors' metadata of all shards (pipeline.global_phase):
+             in memory (the columns they need for all survivors in one table) or, with run: {global_mode:
+             sharded}, through per-shard and per-partition tasks that never hold it (pipeline.global_sharded);
+             same outputs.
   3. write   re-read the input shards and copy the kept samples' original bytes into output shards
              (deterministic: the same input gives byte-identical shards), then samples/rejects/
              duplicates parquet, thumbnails, manifest and report.
@@ -40,15 +41,12 @@ from mmcurate.pipeline.output_dir import (check_apart_from_input, check_done_rec
 from mmcurate.pipeline.output_dir import prepare as prepare_output
 from mmcurate.pipeline.read_step import READ_STEP, ReadRejects, shard_errors
 from mmcurate.pipeline.recipe import Recipe, parse_recipe
-from mmcurate.pipeline.schema import DUPLICATES_OUTPUT_SCHEMA, DUPLICATES_SCHEMA, REJECTS_SCHEMA
-from mmcurate.pipeline.stage import SAMPLE_ID, SHARD_SHIFT, GlobalStage, MapStage, StageError
+from mmcurate.pipeline.schema import REJECTS_SCHEMA
+from mmcurate.pipeline.global_phase import new_stat, run_memory_global_phase, run_sharded_global_phase
+from mmcurate.pipeline.stage import AccountingError, GlobalStage, MapStage, StageError
 
 WORK = "_work"
 MANIFEST_VERSION = 1
-
-
-class AccountingError(RuntimeError):
-    """kept + rejected != read: a sample was lost or counted twice. Never expected; always fatal."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -74,10 +72,6 @@ class StagePlan:
             else:
                 raise StageError(f"{st!r} is not a stage")
         return cls(map_steps, global_steps)
-
-
-def _new_stat():
-    return {"in": 0, "kept": 0, "rejected": 0, "seconds": 0.0, "reasons": Counter()}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -110,7 +104,7 @@ def run_map_shard(recipe: Recipe, plan: StagePlan, shard_index: int, shard: str,
     from mmcurate.io import open_reader
 
     reader = open_reader(recipe.input_path, format=recipe.input_format, **recipe.input_options)
-    stats = {name: _new_stat() for name, _ in plan.map_steps}
+    stats = {name: new_stat() for name, _ in plan.map_steps}
     kept_parts, reject_parts = [], []
     n_read = 0
     t_read = 0.0
@@ -168,66 +162,6 @@ def write_map_shard(work: Path, shard_index: int, shard: str, kept_parts: list, 
     return record
 
 
-def run_global_phase(work: Path, plan: StagePlan, n_shards: int):
-    """Runs the global steps over the survivors' metadata, reading only the columns they need
-    (a few dozen bytes per sample), never the captions or JSON of every sample."""
-    needed = list(dict.fromkeys(["key", "source", *(c for st in plan.global_steps for c in st.requires)]))
-    with_ids = any(getattr(st, "uses_sample_ids", False) for st in plan.global_steps)
-    parts = []
-    for i in range(n_shards):
-        f = work / "meta" / f"{i:05d}.parquet"
-        if f.exists():
-            have = set(pq.read_schema(f).names)
-            part = pq.read_table(f, columns=[c for c in needed if c in have])
-            if with_ids:   # the sharded mode's sample ids, for the stages whose results follow them
-                part = part.append_column(SAMPLE_ID, pa.array(
-                    (np.int64(i) << np.int64(SHARD_SHIFT)) | np.arange(part.num_rows, dtype=np.int64)))
-            parts.append(part)
-    survivors = _concat(parts)
-    global_stats, rejects, dups = {}, [], []
-    extra_cols = []
-    if survivors is not None and survivors.num_rows:
-        _check_unique_keys(survivors)
-    for stage in plan.global_steps:
-        st = _new_stat()
-        n_in = survivors.num_rows if survivors is not None else 0
-        st["in"] = n_in
-        st["mode"] = "memory"
-        t = time.perf_counter()
-        if n_in:
-            missing = [c for c in stage.requires if c not in survivors.column_names]
-            if missing:
-                raise StageError(f"global stage {stage.name!r} needs column(s) {missing}, which no earlier "
-                                 f"stage produced")
-            ids = [SAMPLE_ID] if getattr(stage, "uses_sample_ids", False) else []
-            res = stage.run(survivors.select(list(dict.fromkeys(["key", "source", *stage.requires, *ids]))))
-            if res.rejected.num_rows:
-                gone = pc.is_in(_sample_ids(survivors), value_set=_sample_ids(res.rejected))
-                survivors = survivors.filter(pc.invert(gone))
-                rejects.append(res.rejected.cast(REJECTS_SCHEMA))
-                st["reasons"].update(res.rejected.column("reason").to_pylist())
-            if res.duplicates.num_rows:
-                dups.append(res.duplicates.select(DUPLICATES_SCHEMA.names).cast(DUPLICATES_SCHEMA))
-            if res.columns is not None and res.columns.num_rows:
-                extra_cols.append(res.columns)
-                # later global steps may use these (e.g. split stratified by semantic_cluster)
-                survivors = _join_in_order(survivors, [res.columns])
-            st["stats"] = res.stats
-            st["rejected"] = res.rejected.num_rows
-        st["kept"] = n_in - st["rejected"]
-        st["seconds"] = time.perf_counter() - t
-        if survivors is not None and st["kept"] != survivors.num_rows:
-            raise AccountingError(f"global stage {stage.name}: {n_in} in, {st['rejected']} rejected, "
-                                  f"but {survivors.num_rows} survivors remain")
-        global_stats[stage.name] = st
-    global_rejects = pa.concat_tables(rejects) if rejects else REJECTS_SCHEMA.empty_table()
-    kept_keys = survivors.column("key") if survivors is not None else pa.array([], pa.string())
-    duplicates = (_resolve_representatives(pa.concat_tables(dups), kept_keys) if dups
-                  else DUPLICATES_OUTPUT_SCHEMA.empty_table())
-    n_kept = survivors.num_rows if survivors is not None else 0
-    return n_kept, global_stats, global_rejects, duplicates, extra_cols
-
-
 def _check_shard_errors(records: list[dict], policy: str):
     """run.on_shard_error: fail stops a run whose input had a shard that could not be read to its end."""
     errors = [e for r in records for e in r.get("shard_errors", [])]
@@ -235,41 +169,6 @@ def _check_shard_errors(records: list[dict], policy: str):
         raise StageError(f"{len(errors)} input shard(s) could not be read to the end (run.on_shard_error: fail), "
                          f"first: {errors[0]['detail']}; fix or remove the shard, or set run.on_shard_error: warn "
                          f"to curate what can be read")
-
-
-def _check_unique_keys(table: pa.Table):
-    """Global steps name samples by key, so keys must be unique across shards."""
-    keys = table.column("key")
-    if pc.count_distinct(keys).as_py() != len(keys):
-        counts = pc.value_counts(keys)
-        repeated = [v["values"] for v in counts.to_pylist() if v["counts"] > 1][:5]
-        raise StageError(f"sample keys repeat across input shards (e.g. {repeated}); keys must be unique for "
-                         f"dedup to name its representatives. Rename the samples or curate the shards separately.")
-
-
-def _resolve_representatives(dups: pa.Table, kept_keys=None, gone_keys=None) -> pa.Table:
-    """Point every duplicate at a kept sample: follow duplicate_of while the target was itself removed.
-    representative_kept: the final target is among kept_keys or, given gone_keys instead (the global
-    rejects' keys; the same answer, as every target was a survivor when its step ran), not among them."""
-    link = dict(zip(dups.column("key").to_pylist(), dups.column("duplicate_of").to_pylist()))
-
-    def final(k):
-        seen = set()
-        while k in link and k not in seen:
-            seen.add(k)
-            k = link[k]
-        return k
-
-    direct = dups.column("duplicate_of").to_pylist()
-    resolved = [final(d) for d in direct]
-    return pa.table({
-        "key": dups.column("key"), "duplicate_of": pa.array(resolved, pa.string()),
-        "kind": dups.column("kind"), "distance": dups.column("distance"),
-        "via": pa.array([d if d != r else None for d, r in zip(direct, resolved)], pa.string()),
-        "representative_kept": (pc.is_in(pa.array(resolved, pa.string()), value_set=kept_keys)
-                                if kept_keys is not None else
-                                pc.invert(pc.is_in(pa.array(resolved, pa.string()), value_set=gone_keys))),
-    }, schema=DUPLICATES_OUTPUT_SCHEMA)
 
 
 def _sample_ids(table: pa.Table) -> pa.Array:
@@ -451,13 +350,13 @@ class LocalExecutor:
 
     def _global_phase(self, plan: StagePlan, n_shards: int):
         if self.global_mode == "sharded":
-            from mmcurate.pipeline.global_sharded import local_map, run_sharded_global_phase
+            from mmcurate.pipeline.global_sharded import local_map
 
             workers = self.recipe.workers
             threads = self.recipe.threads_per_worker or max(1, (os.cpu_count() or 1) // workers)
             with local_map(workers, threads) as map_fn:
                 return run_sharded_global_phase(self.work, plan, n_shards, map_fn=map_fn, parallelism=workers)
-        return run_global_phase(self.work, plan, n_shards)
+        return run_memory_global_phase(self.work, plan, n_shards)
 
     # -- phase 3 --------------------------------------------------------------------------------
     def _write_phase(self, reader, shards, records, plan, n_kept, global_stats, global_rejects, duplicates,
@@ -469,9 +368,8 @@ class LocalExecutor:
 
         t = time.perf_counter()
         meta_files = [self.work / "meta" / f"{i:05d}.parquet" for i in range(len(shards))]
-        sharded = not isinstance(extra_cols, list)   # global_sharded.ShardedColumns: per-shard column files
         out_schema = _samples_schema([pq.read_schema(f) for f in meta_files if f.exists()],
-                                     extra_cols.schema_tables() if sharded else extra_cols)
+                                     extra_cols.schema_tables())
         gone_ids = _sample_ids(global_rejects) if global_rejects.num_rows else None
 
         collector = _make_thumbnail_collector()
@@ -512,10 +410,8 @@ class LocalExecutor:
                     alive = pc.invert(pc.is_in(_sample_ids(meta), value_set=gone_ids))
                     meta = meta.filter(alive)
                     rows = rows[alive.to_numpy(zero_copy_only=False)]
-                if meta is not None and sharded:
+                if meta is not None:
                     meta = extra_cols.join(i, meta, rows)
-                elif meta is not None and extra_cols:
-                    meta = _join_in_order(meta, extra_cols)
                 kept_rows = {}
                 if meta is not None:
                     kept_rows = {(s_, k): r for r, (k, s_) in enumerate(zip(meta.column("key").to_pylist(),
@@ -638,10 +534,10 @@ class LocalExecutor:
             collector.offer_group_members(wanted_dup_keys, sub.select(["key", "image"]))
 
     def _merge_stage_stats(self, records, plan: StagePlan, global_stats) -> list[dict]:
-        merged = {name: _new_stat() for name, _ in plan.map_steps}
+        merged = {name: new_stat() for name, _ in plan.map_steps}
         for rec in records:
             for name, st in rec["stages"].items():
-                m = merged.setdefault(name, _new_stat())
+                m = merged.setdefault(name, new_stat())
                 for k in ("in", "kept", "rejected", "seconds"):
                     m[k] += st[k]
                 m["reasons"].update(st["reasons"])
@@ -720,19 +616,6 @@ def _samples_schema(meta_schemas: list, extras: list) -> pa.Schema:
         names = {f.name for f in fields}
         fields += [f.with_nullable(True) for f in extra.schema if f.name != "key" and f.name not in names]
     return pa.schema(fields + [pa.field("shard", pa.string())])
-
-
-def _join_in_order(meta: pa.Table, extras: list[pa.Table]) -> pa.Table:
-    """Add each global step's per-key columns to a shard's rows, keeping the row order. A lookup by key
-    (index_in + take) rather than a join: Arrow joins reorder rows and cannot carry list columns
-    (embeddings), and several global steps each contribute their own columns."""
-    keys = meta.column("key")
-    for ex in extras:
-        idx = pc.index_in(keys, value_set=ex.column("key"))
-        for name in ex.column_names:
-            if name != "key" and name not in meta.column_names:
-                meta = meta.append_column(name, ex.column(name).take(idx))
-    return meta
 
 
 def _samples_table(meta: pa.Table, shard_names: list[str], schema: pa.Schema) -> pa.Table:

@@ -1,13 +1,12 @@
-"""The sharded global phase (``run: {global_mode: sharded}``): global steps without the whole dataset on one worker.
+"""The sharded global context (``run: {global_mode: sharded}``): global steps without the whole dataset on one worker.
 
-Memory mode (the default) loads the columns every global step needs, for all survivors of the map phase, into
-one table. Sharded mode leaves them in the map phase's survivor shards (``_work/meta/NNNNN.parquet``) and hands
-each global stage a :class:`ShardedGlobalContext`; a stage with ``run_sharded(ctx)`` computes its result with
-per-shard and per-partition tasks through ``ctx.map_fn`` (builtin ``map``, a process pool's map for
-``run.workers`` > 1, Ray tasks under the Ray executor). Stages without it, or whose run_sharded returns None
-(phash_dedup at max_distance 64, split at phash_radius 64), run in memory for their step, over their own
-columns only; the manifest records per global step which mode ran.
-The outputs are byte for byte those of memory mode.
+``pipeline.global_phase`` runs the global steps over a context. Memory mode's holds the columns every step
+needs, for all survivors, in one table. This one leaves them in the map phase's survivor shards
+(``_work/meta/NNNNN.parquet``); a stage with ``run_sharded(ctx)`` computes its result with per-shard and
+per-partition tasks through ``ctx.map_fn`` (builtin ``map``, a process pool's map for ``run.workers`` > 1, Ray
+tasks under the Ray executor). Stages without it, or whose run_sharded returns None (phash_dedup at
+max_distance 64, split at phash_radius 64), get one table of their own columns (``ctx.load``); the manifest
+records per global step which mode ran. The outputs are byte for byte those of memory mode.
 
 Sample ids. A sample is named by ``SAMPLE_ID`` = (survivor shard index << 32) | its row in that shard's metadata
 file: stable for the whole global phase and ascending in memory mode's row order, so a tie broken by row in
@@ -37,7 +36,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from mmcurate.pipeline.stage import SAMPLE_ID, SHARD_SHIFT, StageError
+from mmcurate.pipeline.stage import SAMPLE_ID, SHARD_SHIFT, AccountingError, StageError
 
 GLOBAL_DIR = "global"
 ROW = "_row"                        # row in the shard's metadata file, in added-column files
@@ -237,6 +236,8 @@ class ShardedGlobalContext:
     for a shuffle of all survivors. ``tasks_see_gpu``: whether tasks may use a GPU the driver sees.
     """
 
+    sharded = True
+
     def __init__(self, work, n_shards: int, map_fn: Callable = map, parallelism: int = 1,
                  tasks_see_gpu: bool = True):
         self.work = Path(work)
@@ -293,6 +294,10 @@ class ShardedGlobalContext:
     def drop_spill(self, step: str) -> None:
         shutil.rmtree(self.root / "spill" / step, ignore_errors=True)
 
+    def close(self) -> None:
+        """The phase is over: its spill files go; the added columns stay for the write phase."""
+        shutil.rmtree(self.root / "spill", ignore_errors=True)
+
     # -- reading ------------------------------------------------------------------------------------
     def load(self, columns: list[str]) -> pa.Table:
         """Every survivor's columns (and SAMPLE_ID) in one table, in shard and row order: memory mode's table."""
@@ -342,8 +347,6 @@ class ShardedGlobalContext:
     # -- a step's outcome ---------------------------------------------------------------------------
     def remove(self, ids) -> None:
         """Drop these samples from the survivors (they were rejected by the current step)."""
-        from mmcurate.pipeline.executor import AccountingError
-
         ids = np.asarray(ids, np.int64)
         if np.unique(ids).size != ids.size:
             raise AccountingError("a global step rejected a sample twice")
@@ -411,88 +414,6 @@ class ShardedColumns:
             for n in names:
                 meta = meta.append_column(n, t.column(n).take(idx))
         return meta
-
-
-# ---------------------------------------------------------------------------------------------
-# The phase
-# ---------------------------------------------------------------------------------------------
-def run_sharded_global_phase(work, plan, n_shards: int, map_fn: Callable = map, parallelism: int = 1,
-                             tasks_see_gpu: bool = True):
-    """The global steps in recipe order over the survivor shards; returns what run_global_phase returns
-    (n_kept, per-step stats, global rejects, duplicates), with the added columns as :class:`ShardedColumns`."""
-    import time
-
-    from mmcurate.pipeline.executor import (AccountingError, _new_stat, _resolve_representatives)
-    from mmcurate.pipeline.schema import DUPLICATES_OUTPUT_SCHEMA, DUPLICATES_SCHEMA, REJECTS_SCHEMA
-
-    ctx = ShardedGlobalContext(work, n_shards, map_fn=map_fn, parallelism=parallelism, tasks_see_gpu=tasks_see_gpu)
-    if ctx.n_alive:
-        ctx.check_unique_keys()
-    global_stats, rejects, dups = {}, [], []
-    for stage in plan.global_steps:
-        st = _new_stat()
-        n_in = ctx.n_alive
-        st["in"] = n_in
-        st["mode"] = "memory"
-        t = time.perf_counter()
-        if n_in:
-            missing = [c for c in stage.requires if c not in ctx.column_names]
-            if missing:
-                raise StageError(f"global stage {stage.name!r} needs column(s) {missing}, which no earlier "
-                                 f"stage produced")
-            res = stage.run_sharded(ctx) if hasattr(stage, "run_sharded") else None
-            if res is not None:
-                st["mode"] = "sharded"
-                gone = res.rejected.column(SAMPLE_ID).to_numpy().astype(np.int64)
-                rejected = res.rejected.drop_columns([SAMPLE_ID])
-                columns = res.columns
-            else:
-                res, gone, rejected, columns = _run_in_memory(stage, ctx)
-            ctx.remove(gone)
-            if rejected.num_rows:
-                rejects.append(rejected.cast(REJECTS_SCHEMA))
-                st["reasons"].update(rejected.column("reason").to_pylist())
-            if res.duplicates.num_rows:
-                dups.append(res.duplicates.select(DUPLICATES_SCHEMA.names).cast(DUPLICATES_SCHEMA))
-            if columns is not None and columns.num_rows:
-                ctx.add_columns(stage.name, columns)
-            st["stats"] = res.stats
-            st["rejected"] = rejected.num_rows
-        ctx.drop_spill(stage.name)
-        st["kept"] = n_in - st["rejected"]
-        st["seconds"] = time.perf_counter() - t
-        if st["kept"] != ctx.n_alive:
-            raise AccountingError(f"global stage {stage.name}: {n_in} in, {st['rejected']} rejected, "
-                                  f"but {ctx.n_alive} survivors remain")
-        global_stats[stage.name] = st
-    global_rejects = pa.concat_tables(rejects) if rejects else REJECTS_SCHEMA.empty_table()
-    duplicates = (_resolve_representatives(pa.concat_tables(dups), gone_keys=global_rejects.column("key")) if dups
-                  else DUPLICATES_OUTPUT_SCHEMA.empty_table())
-    shutil.rmtree(ctx.root / "spill", ignore_errors=True)
-    return ctx.n_alive, global_stats, global_rejects, duplicates, ctx.added_columns()
-
-
-def _run_in_memory(stage, ctx: ShardedGlobalContext):
-    """A stage without run_sharded: its columns for all survivors in one table (memory mode's, restricted to
-    what it requires), stage.run, and its rejects and columns mapped from keys to sample ids."""
-    cols = list(dict.fromkeys(["key", "source", *stage.requires]))
-    table = ctx.load(cols)
-    res = stage.run(table.select(cols + ([SAMPLE_ID] if getattr(stage, "uses_sample_ids", False) else [])))
-    keys = table.column("key").combine_chunks()
-    ids = table.column(SAMPLE_ID).combine_chunks()
-
-    def ids_of(k, what):
-        idx = pc.index_in(k, value_set=keys)
-        if idx.null_count:
-            raise StageError(f"global stage {stage.name!r} {what} keys it was not given")
-        return ids.take(idx)
-
-    gone = ids_of(res.rejected.column("key"), "rejected").to_numpy().astype(np.int64)
-    columns = None
-    if res.columns is not None and res.columns.num_rows:
-        columns = res.columns.drop_columns(["key"])
-        columns = columns.append_column(SAMPLE_ID, ids_of(res.columns.column("key"), "added columns for"))
-    return res, gone, res.rejected, columns
 
 
 # ---------------------------------------------------------------------------------------------

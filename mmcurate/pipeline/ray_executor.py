@@ -56,10 +56,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from mmcurate.pipeline.executor import (AccountingError, LocalExecutor, StagePlan, run_global_phase,
-                                        write_map_shard)
+from mmcurate.pipeline.executor import LocalExecutor, StagePlan, write_map_shard
+from mmcurate.pipeline.global_phase import run_memory_global_phase, run_sharded_global_phase
 from mmcurate.pipeline.schema import REJECTS_SCHEMA
-from mmcurate.pipeline.stage import MapStage, Resources, StageError
+from mmcurate.pipeline.stage import AccountingError, MapStage, Resources, StageError
 
 RAY_INSTALL_HINT = "the Ray executor needs Ray Data: pip install 'mmcurate[ray]'"
 
@@ -506,8 +506,6 @@ class RayExecutor(LocalExecutor):
         import ray
 
         if self.global_mode == "sharded":
-            from mmcurate.pipeline.global_sharded import run_sharded_global_phase
-
             cpus, _, _ = self._cluster()
             return run_sharded_global_phase(self.work, plan, n_shards, map_fn=self._task_map,
                                             parallelism=max(1, int(cpus)), tasks_see_gpu=False)
@@ -518,7 +516,7 @@ class RayExecutor(LocalExecutor):
         if gpus > gpus_total:
             raise StageError(f"a global stage needs {gpus:g} GPU(s); the Ray cluster has {gpus_total:g}")
         retries = 3 if self.max_retries is None else self.max_retries
-        task = ray.remote(num_cpus=cpus, num_gpus=gpus, max_retries=retries)(run_global_phase)
+        task = ray.remote(num_cpus=cpus, num_gpus=gpus, max_retries=retries)(run_memory_global_phase)
         return ray.get(task.remote(self.work, plan, n_shards))
 
 

@@ -33,6 +33,10 @@ class StageError(ValueError):
     """A recipe or stage configuration error (misuse, not a data error)."""
 
 
+class AccountingError(RuntimeError):
+    """kept + rejected != read: a sample was lost or counted twice. Never expected; always fatal."""
+
+
 @dataclass(frozen=True)
 class Resources:
     """What one worker of the stage needs; the Ray executor maps these to num_cpus/num_gpus."""

@@ -1,0 +1,252 @@
+"""Phase 2, the global steps: one driver over a global context, whichever way the survivors are held.
+
+A context (``MemoryGlobalContext`` here, ``global_sharded.ShardedGlobalContext`` for ``run: {global_mode:
+sharded}``) holds the survivors of the map phase and what earlier global steps did to them: the samples they
+removed and the columns they added. The driver runs the global steps in recipe order over it and keeps the
+accounting; every result is keyed by the run-wide sample id (``SAMPLE_ID``) while the phase runs, and by
+``key`` only in the outputs it returns. Both contexts give the write phase the added columns through the same
+``join(shard, meta, rows)``, so nothing after this phase knows which mode ran.
+
+A step computes its result either over the context's shards (``run_sharded(ctx)``, used by the sharded
+context) or over one table of its columns for all survivors (``run(table)``, which ``run_in_memory`` calls
+and maps from keys to sample ids).
+"""
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from mmcurate.pipeline.schema import DUPLICATES_OUTPUT_SCHEMA, DUPLICATES_SCHEMA, REJECTS_SCHEMA
+from mmcurate.pipeline.stage import SAMPLE_ID, AccountingError, StageError
+from mmcurate.pipeline.global_sharded import ShardedGlobalContext, make_ids
+
+
+def new_stat() -> dict:
+    return {"in": 0, "kept": 0, "rejected": 0, "seconds": 0.0, "reasons": Counter()}
+
+
+@dataclass
+class GlobalPhaseResult:
+    n_kept: int
+    stats: dict            # per global step: in, kept, rejected, seconds, reasons, mode, stats
+    rejects: pa.Table      # REJECTS_SCHEMA
+    duplicates: pa.Table   # DUPLICATES_OUTPUT_SCHEMA, representatives resolved
+    columns: object        # the added columns: schema_tables() and join(shard, meta, rows)
+
+    def __iter__(self):    # n_kept, stats, rejects, duplicates, columns = result
+        return iter((self.n_kept, self.stats, self.rejects, self.duplicates, self.columns))
+
+
+def run_global_phase(ctx, plan) -> GlobalPhaseResult:
+    """The global steps of ``plan`` in recipe order over the survivors ``ctx`` holds."""
+    if ctx.n_alive:
+        ctx.check_unique_keys()
+    global_stats, rejects, dups = {}, [], []
+    for stage in plan.global_steps:
+        st = new_stat()
+        n_in = ctx.n_alive
+        st["in"] = n_in
+        st["mode"] = "memory"
+        t = time.perf_counter()
+        if n_in:
+            missing = [c for c in stage.requires if c not in ctx.column_names]
+            if missing:
+                raise StageError(f"global stage {stage.name!r} needs column(s) {missing}, which no earlier "
+                                 f"stage produced")
+            res = stage.run_sharded(ctx) if ctx.sharded and hasattr(stage, "run_sharded") else None
+            if res is not None:
+                st["mode"] = "sharded"
+                gone = res.rejected.column(SAMPLE_ID).to_numpy().astype(np.int64)
+                rejected = res.rejected.drop_columns([SAMPLE_ID])
+                columns = res.columns
+            else:
+                res, gone, rejected, columns = run_in_memory(stage, ctx)
+            ctx.remove(gone)
+            if rejected.num_rows:
+                rejects.append(rejected.cast(REJECTS_SCHEMA))
+                st["reasons"].update(rejected.column("reason").to_pylist())
+            if res.duplicates.num_rows:
+                dups.append(res.duplicates.select(DUPLICATES_SCHEMA.names).cast(DUPLICATES_SCHEMA))
+            if columns is not None and columns.num_rows:
+                ctx.add_columns(stage.name, columns)
+            st["stats"] = res.stats
+            st["rejected"] = rejected.num_rows
+        ctx.drop_spill(stage.name)
+        st["kept"] = n_in - st["rejected"]
+        st["seconds"] = time.perf_counter() - t
+        if st["kept"] != ctx.n_alive:
+            raise AccountingError(f"global stage {stage.name}: {n_in} in, {st['rejected']} rejected, "
+                                  f"but {ctx.n_alive} survivors remain")
+        global_stats[stage.name] = st
+    global_rejects = pa.concat_tables(rejects) if rejects else REJECTS_SCHEMA.empty_table()
+    duplicates = (resolve_representatives(pa.concat_tables(dups), gone_keys=global_rejects.column("key")) if dups
+                  else DUPLICATES_OUTPUT_SCHEMA.empty_table())
+    ctx.close()
+    return GlobalPhaseResult(ctx.n_alive, global_stats, global_rejects, duplicates, ctx.added_columns())
+
+
+def run_memory_global_phase(work, plan, n_shards: int) -> GlobalPhaseResult:
+    """Memory mode (a module-level function: the Ray executor runs it as one task)."""
+    return run_global_phase(MemoryGlobalContext.for_plan(work, n_shards, plan), plan)
+
+
+def run_sharded_global_phase(work, plan, n_shards: int, map_fn=map, parallelism: int = 1,
+                             tasks_see_gpu: bool = True) -> GlobalPhaseResult:
+    """Sharded mode: tasks through ``map_fn`` (builtin map, a process pool's or Ray tasks)."""
+    ctx = ShardedGlobalContext(work, n_shards, map_fn=map_fn, parallelism=parallelism, tasks_see_gpu=tasks_see_gpu)
+    return run_global_phase(ctx, plan)
+
+
+def run_in_memory(stage, ctx):
+    """A step over one table of its columns for all survivors (``stage.run(table)``), its rejects and columns
+    mapped from keys to sample ids: (result, rejected ids, rejects, columns keyed by SAMPLE_ID)."""
+    cols = list(dict.fromkeys(["key", "source", *stage.requires]))
+    table = ctx.load(cols)
+    res = stage.run(table.select(cols + ([SAMPLE_ID] if getattr(stage, "uses_sample_ids", False) else [])))
+    keys = table.column("key").combine_chunks()
+    ids = table.column(SAMPLE_ID).combine_chunks()
+
+    def ids_of(k, what):
+        idx = pc.index_in(k, value_set=keys)
+        if idx.null_count:
+            raise StageError(f"global stage {stage.name!r} {what} keys it was not given")
+        return ids.take(idx)
+
+    gone = ids_of(res.rejected.column("key"), "rejected").to_numpy().astype(np.int64)
+    columns = None
+    if res.columns is not None and res.columns.num_rows:
+        columns = res.columns.drop_columns(["key"])
+        columns = columns.append_column(SAMPLE_ID, ids_of(res.columns.column("key"), "added columns for"))
+    return res, gone, res.rejected, columns
+
+
+def resolve_representatives(dups: pa.Table, gone_keys) -> pa.Table:
+    """Point every duplicate at a kept sample: follow duplicate_of while the target was itself removed.
+    representative_kept: the final target is not among ``gone_keys`` (the global rejects' keys; every target
+    was a survivor when its step ran, so that is the same as being kept)."""
+    link = dict(zip(dups.column("key").to_pylist(), dups.column("duplicate_of").to_pylist()))
+
+    def final(k):
+        seen = set()
+        while k in link and k not in seen:
+            seen.add(k)
+            k = link[k]
+        return k
+
+    direct = dups.column("duplicate_of").to_pylist()
+    resolved = pa.array([final(d) for d in direct], pa.string())
+    return pa.table({
+        "key": dups.column("key"), "duplicate_of": resolved,
+        "kind": dups.column("kind"), "distance": dups.column("distance"),
+        "via": pa.array([d if d != r else None for d, r in zip(direct, resolved.to_pylist())], pa.string()),
+        "representative_kept": pc.invert(pc.is_in(resolved, value_set=gone_keys)),
+    }, schema=DUPLICATES_OUTPUT_SCHEMA)
+
+
+# ---------------------------------------------------------------------------------------------
+# Memory mode's context
+# ---------------------------------------------------------------------------------------------
+class MemoryGlobalContext:
+    """Every survivor's columns that some global step needs, in one table in shard and row order with their
+    sample ids; a step's removals filter it and its added columns are joined onto it (later steps may read
+    them, e.g. split stratified by semantic_cluster). Nothing is written to disk."""
+
+    sharded = False
+
+    def __init__(self, work, n_shards: int, columns):
+        needed = list(dict.fromkeys(["key", "source", *columns]))
+        parts = []
+        for i in range(n_shards):
+            f = Path(work) / "meta" / f"{i:05d}.parquet"
+            if f.exists():
+                have = set(pq.read_schema(f).names)
+                part = pq.read_table(f, columns=[c for c in needed if c in have])
+                parts.append(part.append_column(SAMPLE_ID, pa.array(make_ids(i, np.arange(part.num_rows)))))
+        self.table = (pa.concat_tables(parts, promote_options="permissive") if parts else
+                      pa.table({"key": pa.array([], pa.string()), "source": pa.array([], pa.string()),
+                                SAMPLE_ID: pa.array([], pa.int64())}))
+        self._added: list[pa.Table] = []
+
+    @classmethod
+    def for_plan(cls, work, n_shards: int, plan) -> "MemoryGlobalContext":
+        return cls(work, n_shards, [c for st in plan.global_steps for c in st.requires])
+
+    @property
+    def n_alive(self) -> int:
+        return self.table.num_rows
+
+    @property
+    def column_names(self) -> list[str]:
+        return [c for c in self.table.column_names if c != SAMPLE_ID]
+
+    def check_unique_keys(self) -> None:
+        keys = self.table.column("key")
+        if pc.count_distinct(keys).as_py() != len(keys):
+            counts = pc.value_counts(keys)
+            repeated = [v["values"] for v in counts.to_pylist() if v["counts"] > 1][:5]
+            raise StageError(f"sample keys repeat across input shards (e.g. {repeated}); keys must be unique for "
+                             f"dedup to name its representatives. Rename the samples or curate the shards "
+                             f"separately.")
+
+    def load(self, columns) -> pa.Table:
+        return self.table.select([*dict.fromkeys(c for c in columns if c != SAMPLE_ID), SAMPLE_ID])
+
+    def remove(self, ids) -> None:
+        ids = np.asarray(ids, np.int64)
+        if not ids.size:
+            return
+        if np.unique(ids).size != ids.size:
+            raise AccountingError("a global step rejected a sample twice")
+        gone = pc.is_in(self.table.column(SAMPLE_ID), value_set=pa.array(ids, pa.int64()))
+        if pc.sum(gone).as_py() != ids.size:
+            raise AccountingError("a global step rejected samples that were not survivors")
+        self.table = self.table.filter(pc.invert(gone))
+
+    def add_columns(self, step: str, columns: pa.Table) -> None:
+        self._added.append(columns)
+        self.table = _join_by_id(self.table, self.table.column(SAMPLE_ID), columns)
+
+    def drop_spill(self, step: str) -> None:
+        """Nothing spilled."""
+
+    def close(self) -> None:
+        """Nothing to clean up."""
+
+    def added_columns(self) -> "MemoryColumns":
+        return MemoryColumns(self._added)
+
+
+class MemoryColumns:
+    """The global steps' added columns (SAMPLE_ID + columns, per step) for the write phase."""
+
+    def __init__(self, steps: list[pa.Table]):
+        self.steps = steps
+
+    def schema_tables(self) -> list[pa.Table]:
+        return [t.drop_columns([SAMPLE_ID]).schema.empty_table() for t in self.steps]
+
+    def join(self, shard_index: int, meta: pa.Table, rows: np.ndarray) -> pa.Table:
+        """meta (rows ``rows`` of the shard's metadata file) with every added column not already there, in step
+        order; null where a step gave the row no value."""
+        ids = pa.array(make_ids(shard_index, rows), pa.int64())
+        for t in self.steps:
+            meta = _join_by_id(meta, ids, t)
+        return meta
+
+
+def _join_by_id(table: pa.Table, ids, columns: pa.Table) -> pa.Table:
+    """``table`` (whose rows have sample ids ``ids``) with each column of ``columns`` (SAMPLE_ID + columns)
+    it lacks, by id, in row order: a lookup (index_in + take), since Arrow joins reorder rows and cannot
+    carry list columns."""
+    idx = pc.index_in(ids, value_set=columns.column(SAMPLE_ID))
+    for name in columns.column_names:
+        if name != SAMPLE_ID and name not in table.column_names:
+            table = table.append_column(name, columns.column(name).take(idx))
+    return table
