@@ -21,13 +21,13 @@ through ``map_fn`` (builtin ``map`` by default; a process pool's or Ray's map fo
 from __future__ import annotations
 
 import contextlib
-
 import os
 import shutil
 import tempfile
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Optional
+from typing import Callable
 
 import numpy as np
 
@@ -229,7 +229,7 @@ def _pass2_linked(task):
 
 
 def partitioned_linked_ids(shards: Iterable, max_distance: int, n_partitions: int = 64,
-                           spill_dir: Optional[str] = None, map_fn: Callable = map) -> PartitionedLinked:
+                           spill_dir: str | None = None, map_fn: Callable = map) -> PartitionedLinked:
     """The ids of ``partitioned_hamming_pairs``' pairs (``np.unique(pairs)``) and links with the same connected
     components as those pairs, without materialising the pairs: memory per task is
     O(entries) and on the driver O(links), at most one per linked entry (r + 1 per linked sample) besides the
@@ -244,16 +244,17 @@ def partitioned_linked_ids(shards: Iterable, max_distance: int, n_partitions: in
 
 
 @contextlib.contextmanager
-def _partitioned(shards: Iterable, max_distance: int, n_partitions: int, spill_dir: Optional[str],
+def _partitioned(shards: Iterable, max_distance: int, n_partitions: int, spill_dir: str | None,
                  map_fn: Callable):
     """Pass 1 of the pigeonhole join: every shard's entries spilled into partitions under ``spill_dir`` (a
     temporary directory, removed on exit, when None). Yields the non-empty partitions as pass-2 tasks and
     the partitioning's figures."""
-    if not isinstance(n_partitions, int) or isinstance(n_partitions, bool) or n_partitions < 1:
-        raise ValueError(f"n_partitions must be a positive int, got {n_partitions!r}")
+    from mmcurate.pipeline.params import check_int
+
+    check_int("n_partitions", n_partitions, 1)
     layout = chunk_layout(max_distance)
     own = spill_dir is None
-    spill = Path(tempfile.mkdtemp(prefix="mmcurate-hamming-")) if own else Path(spill_dir)
+    spill = Path(tempfile.mkdtemp(prefix="mmcurate-hamming-")) if spill_dir is None else Path(spill_dir)
     spill.mkdir(parents=True, exist_ok=True)
     try:
         tasks = [(i, shard, int(max_distance), n_partitions, str(spill)) for i, shard in enumerate(shards)]
@@ -296,7 +297,7 @@ def _pass2(task):
 
 
 def partitioned_hamming_pairs(shards: Iterable, max_distance: int, n_partitions: int = 64,
-                              spill_dir: Optional[str] = None, map_fn: Callable = map) -> PartitionedPairs:
+                              spill_dir: str | None = None, map_fn: Callable = map) -> PartitionedPairs:
     """All pairs of sample ids whose codes are within ``max_distance`` bits, over ``shards``: each an
     ``(ids, codes)`` pair of arrays or a picklable zero-argument callable returning one (so a task loads its
     own shard, e.g. ``functools.partial(read_phashes, path)``). Ids are int64 and must be unique across all

@@ -2,12 +2,12 @@
 from __future__ import annotations
 
 import abc
-from typing import Iterator
+from collections.abc import Iterator
 
 import pyarrow as pa
-
 import pyarrow.compute as pc
 
+from mmcurate.pipeline.params import check_bool, check_int
 from mmcurate.pipeline.schema import REJECTS_SCHEMA, SAMPLE_SCHEMA
 
 #: read_reason values meaning "the rest of this shard could not be read": the row stands for the damage, the
@@ -61,16 +61,13 @@ class Reader(abc.ABC):
 
 
 def check_byte_limit(name: str, value) -> int:
-    """A reader's byte-limit option: a positive int (bool is refused, though Python calls it an int)."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive integer number of bytes, got {value!r}")
-    return value
+    """A reader's byte-limit option: a positive integer number of bytes (pipeline.params.check_int: a bool is
+    refused, though Python calls it an int)."""
+    return check_int(name, value, 1)
 
 
-def check_flag(name: str, value) -> bool:
-    if not isinstance(value, bool):
-        raise ValueError(f"{name} must be true or false, got {value!r}")
-    return value
+#: A reader's true/false option.
+check_flag = check_bool
 
 
 def one_line(text: str, limit: int = 500) -> str:

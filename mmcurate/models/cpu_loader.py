@@ -8,9 +8,9 @@ status and reason and left out of its batch; the batch itself always completes.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Iterable, Iterator, Optional
 
 import numpy as np
 
@@ -42,8 +42,8 @@ class NativeImageLoader:
     """scaled_decode: let JPEG decoding downscale in the DCT domain to >= image_size (much faster on large
     photos; pixels then differ slightly from a full decode + resize, see tests/test_cpu_loader.py)."""
 
-    def __init__(self, preprocess: Preprocess, batch_size: int = 256, num_threads: Optional[int] = None,
-                 scaled_decode: bool = True, max_pixels: Optional[int] = None, exif: bool = True,
+    def __init__(self, preprocess: Preprocess, batch_size: int = 256, num_threads: int | None = None,
+                 scaled_decode: bool = True, max_pixels: int | None = None, exif: bool = True,
                  prefetch: bool = True):
         from mmcurate.ops.decode import DEFAULT_MAX_PIXELS
 
@@ -83,10 +83,12 @@ def check_loader_args(preprocess, batch_size, num_threads) -> None:
     """The arguments every loader takes, checked the same way."""
     if not isinstance(preprocess, Preprocess):
         raise TypeError(f"preprocess must be a mmcurate.models.Preprocess, got {type(preprocess).__name__}")
-    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-    if num_threads is not None and (not isinstance(num_threads, int) or num_threads < 1):
-        raise ValueError(f"num_threads must be None or a positive int, got {num_threads!r}")
+    from mmcurate.pipeline.params import check_int, check_threads
+
+    check_int("batch_size", batch_size, 1)
+    # The stages' num_threads rule (null or 1..MAX_THREADS, the ops' range): True or 2000 used to pass here and
+    # fail in the first load() instead.
+    check_threads(num_threads)
 
 
 def prefetched_batches(load, blobs: Iterable, batch_size: int, prefetch: bool, thread_name: str) -> Iterator:

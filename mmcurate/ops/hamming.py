@@ -11,13 +11,11 @@ Anything else (floats, other integer widths, object arrays) raises ``TypeError``
 """
 from __future__ import annotations
 
-import numbers
-
 import numpy as np
 
 from mmcurate._native import native
 from mmcurate.ops._device import resolve_device
-from mmcurate.ops._inputs import INT32_MAX, INT64_MAX, check_threads
+from mmcurate.ops._inputs import INT32_MAX, INT64_MAX, check_int, check_threads
 
 _PAIR_METHODS = ("auto", "mih", "brute_force")
 
@@ -42,14 +40,8 @@ def as_codes(codes, arg: str = "codes") -> np.ndarray:
     raise TypeError(f"{arg} must hold 64-bit codes as uint64 or int64 (or (n, 8) uint8), got {a.dtype}")
 
 
-def _check_int(value, name: str, lo: int, hi: int | None = None) -> int:
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an integer, got {type(value).__name__}")
-    value = int(value)
-    if value < lo or (hi is not None and value > hi):
-        bounds = f"in {lo}..{hi}" if hi is not None else f">= {lo}"
-        raise ValueError(f"{name} must be {bounds}, got {value}")
-    return value
+# The ops' argument check (ops._inputs); the name stays for curate.dedup, which imports it.
+_check_int = check_int
 
 
 def hamming_distance(a, b) -> np.ndarray:
@@ -79,7 +71,7 @@ def hamming_pairs(codes, max_distance: int, device: str = "auto", num_threads: i
     ``method`` (CPU only) forces the algorithm: "mih" (multi-index hashing), "brute_force", or "auto"
     (a cost model picks; see :func:`hamming_join_plan`). ``num_threads`` None means all cores.
     """
-    r = _check_int(max_distance, "max_distance", 0, 64)
+    r = check_int(max_distance, "max_distance", 0, 64)
     if method not in _PAIR_METHODS:
         raise ValueError(f"method must be one of {_PAIR_METHODS}, got {method!r}")
     threads = check_threads(num_threads)
@@ -96,8 +88,8 @@ def hamming_pairs(codes, max_distance: int, device: str = "auto", num_threads: i
 def hamming_join_plan(n_unique: int, max_distance: int, method: str = "auto") -> dict:
     """The CPU self-join plan for ``n_unique`` distinct codes: method, substring widths/offsets/radii
     (multi-index hashing) and the cost model's single-thread time estimate. For logs and benchmarks."""
-    n = _check_int(n_unique, "n_unique", 0, INT64_MAX)
-    r = _check_int(max_distance, "max_distance", 0, 64)
+    n = check_int(n_unique, "n_unique", 0, INT64_MAX)
+    r = check_int(max_distance, "max_distance", 0, 64)
     if method not in _PAIR_METHODS:
         raise ValueError(f"method must be one of {_PAIR_METHODS}, got {method!r}")
     return dict(native().hamming_join_plan(n, r, method))
@@ -113,7 +105,7 @@ def hamming_knn(codes, k: int, queries=None, device: str = "auto",
     and results are deterministic. When fewer than k candidates exist (k >= len(codes) in self-search, or
     k > len(codes) with queries) the tail is padded with distance -1 and index -1, as faiss does.
     """
-    k = _check_int(k, "k", 1, INT32_MAX)
+    k = check_int(k, "k", 1, INT32_MAX)
     threads = check_threads(num_threads)
     if resolve_device(device, codes) == "cuda":
         from mmcurate.ops import _cuda

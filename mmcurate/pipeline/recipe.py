@@ -17,6 +17,7 @@ from pathlib import Path
 
 import yaml
 
+from mmcurate.pipeline.params import check_int
 from mmcurate.pipeline.stage import GlobalStage, MapStage, StageError, registry
 
 TOP_KEYS = {"input", "output", "run", "stages"}
@@ -93,11 +94,10 @@ def _check_keys(section: str, given: dict, valid: set):
 
 
 def _positive_int(section: str, key: str, value, allow_none=False):
-    if value is None and allow_none:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise StageError(f"recipe '{section}.{key}' must be a positive integer, got {value!r}")
-    return value
+    try:
+        return check_int(f"recipe '{section}.{key}'", value, 1, optional=allow_none)
+    except ValueError as exc:
+        raise StageError(str(exc)) from None
 
 
 def parse_recipe(data: dict, input_path: str | None = None, output_path: str | None = None,

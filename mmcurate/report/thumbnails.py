@@ -19,11 +19,13 @@ from __future__ import annotations
 import io
 import os
 import tempfile
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Mapping, Optional
 
 import pyarrow as pa
+
+from mmcurate.pipeline.params import check_int
 
 __all__ = ["THUMBS_SCHEMA", "Thumbnail", "ThumbnailCollector", "display_text", "make_thumbnails", "placeholder_tile"]
 
@@ -36,7 +38,7 @@ THUMBS_SCHEMA = pa.schema([
     pa.field("distance", pa.float64()),                # member's distance (null for the representative, rejects)
     pa.field("decoded", pa.bool_(), nullable=False),   # False: jpeg is a placeholder tile
     pa.field("note", pa.string()),                     # why a placeholder was drawn ("corrupt", "no image", ...)
-    pa.field("caption", pa.string()),                  # the sample's caption, PII redacted, shortened (null if not offered)
+    pa.field("caption", pa.string()),                  # the caption, PII redacted, shortened (null if not offered)
     pa.field("jpeg", pa.binary(), nullable=False),     # the thumbnail, JPEG
 ])
 
@@ -53,9 +55,9 @@ class Thumbnail:
     jpeg: bytes
     decoded: bool      # False when jpeg is a placeholder tile
     note: str = ""     # the decoder's status for a placeholder
-    caption: Optional[str] = None
+    caption: str | None = None
 
-    def with_caption(self, caption: Optional[str]) -> "Thumbnail":
+    def with_caption(self, caption: str | None) -> Thumbnail:
         return Thumbnail(self.jpeg, self.decoded, self.note, display_text(caption, MAX_CAPTION_CHARS))
 
 
@@ -64,7 +66,7 @@ class Thumbnail:
 _REDACT_MARGIN = 512
 
 
-def display_text(text: Optional[str], limit: int = MAX_CAPTION_CHARS) -> Optional[str]:
+def display_text(text: str | None, limit: int = MAX_CAPTION_CHARS) -> str | None:
     """Text as the report shows it: personal data redacted (always: the thumbnails come from the raw
     input, rejected samples included, whether or not the recipe redacts) and cut to `limit` characters.
     Only the first `limit` + 512 characters are looked at, so the work is bounded whatever the text."""
@@ -141,7 +143,7 @@ def make_thumbnails(blobs: list, size: int = 128, quality: int = 80) -> list[Thu
     blobs = [b if b else None for b in blobs]
     try:
         result = decode_images(blobs, mode="RGB", device="cpu", target_size=size)
-    except Exception as exc:  # defensive: a thumbnail must never fail a run
+    except Exception as exc:  # noqa: BLE001 - defensive: a thumbnail must never fail a run
         return [Thumbnail(placeholder_tile(size, type(exc).__name__, quality=quality), False, "error")] * len(blobs)
     out: list[Thumbnail] = []
     for img, status, (src_h, src_w), orientation in zip(result.images, result.status, result.source_sizes,
@@ -162,7 +164,7 @@ def make_thumbnails(blobs: list, size: int = 128, quality: int = 80) -> list[Thu
             if (th, tw) != (h, w):
                 img = resize_images([img], (th, tw), interpolation="bicubic", mode="squash", device="cpu")[0]
             out.append(Thumbnail(_encode_jpeg(Image.fromarray(img), quality), True))
-        except Exception as exc:  # defensive, as above
+        except Exception as exc:  # noqa: BLE001 - defensive, as above
             out.append(Thumbnail(placeholder_tile(size, type(exc).__name__, quality=quality), False, "error"))
     return out
 
@@ -172,7 +174,7 @@ class DuplicateGroup:
     """One duplicate group chosen for the gallery: the representative and the members shown."""
     kind: str
     representative: str
-    members: list[tuple[str, Optional[float]]]   # (key, distance), at most max_per_group - 1
+    members: list[tuple[str, float | None]]   # (key, distance), at most max_per_group - 1
     size: int                                    # all members of the group, shown or not
 
 
@@ -215,12 +217,10 @@ class ThumbnailCollector:
 
     def __init__(self, max_per_reason: int = 8, max_groups: int = 12, max_per_group: int = 6, size: int = 128,
                  quality: int = 80):
-        for name, value, low in (("max_per_reason", max_per_reason, 0), ("max_groups", max_groups, 0),
-                                 ("max_per_group", max_per_group, 1), ("size", size, 8), ("quality", quality, 1)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < low:
-                raise ValueError(f"ThumbnailCollector: {name} must be an int >= {low}, got {value!r}")
-        if quality > 95:
-            raise ValueError(f"ThumbnailCollector: quality must be <= 95, got {quality!r}")
+        for name, value, low, high in (("max_per_reason", max_per_reason, 0, None), ("max_groups", max_groups, 0, None),
+                                       ("max_per_group", max_per_group, 1, None), ("size", size, 8, None),
+                                       ("quality", quality, 1, 95)):
+            check_int(f"ThumbnailCollector: {name}", value, low, high)
         self.max_per_reason = max_per_reason
         self.max_groups = max_groups
         self.max_per_group = max_per_group
@@ -231,8 +231,8 @@ class ThumbnailCollector:
         self._group_thumbs: dict[str, Thumbnail] = {}
 
     # -- rejected samples ---------------------------------------------------------------------------
-    def offer_rejects(self, rejects: pa.Table, images_by_key: Mapping[str, Optional[bytes]],
-                      captions_by_key: Optional[Mapping[str, Optional[str]]] = None) -> int:
+    def offer_rejects(self, rejects: pa.Table, images_by_key: Mapping[str, bytes | None],
+                      captions_by_key: Mapping[str, str | None] | None = None) -> int:
         """Offer one batch's rejects (REJECTS_SCHEMA columns key, stage, reason) and their image bytes,
         optionally with their captions (shown under the thumbnails; text stages reject for the caption).
 
@@ -275,13 +275,13 @@ class ThumbnailCollector:
         keys, reps, kinds = _column(duplicates, "key"), _column(duplicates, "duplicate_of"), _column(duplicates, "kind")
         distances = (duplicates.column("distance").to_pylist() if "distance" in duplicates.column_names
                      else [None] * len(keys))
-        members: dict[tuple[str, str], list[tuple[str, Optional[float]]]] = {}
+        members: dict[tuple[str, str], list[tuple[str, float | None]]] = {}
         for key, rep, kind, dist in zip(keys, reps, kinds, distances):
             members.setdefault((kind, rep), []).append((key, dist))
         by_kind: dict[str, list[tuple[str, str]]] = {}
         for group_id in members:
             by_kind.setdefault(group_id[0], []).append(group_id)
-        for kind, ids in by_kind.items():
+        for ids in by_kind.values():
             ids.sort(key=lambda g: (-len(members[g]), g[1]))
         kind_order = sorted(by_kind, key=lambda k: (_DUPLICATE_KIND_ORDER.get(k, len(_DUPLICATE_KIND_ORDER)), k))
         chosen: list[tuple[str, str]] = []
@@ -324,7 +324,7 @@ class ThumbnailCollector:
         return len(rows)
 
     # -- combining and storing ------------------------------------------------------------------------
-    def merge(self, other: "ThumbnailCollector") -> "ThumbnailCollector":
+    def merge(self, other: ThumbnailCollector) -> ThumbnailCollector:
         """Fold another collector's thumbnails into this one (same limits); the result does not depend on
         the order of merging."""
         for bucket_id, bucket in other._buckets.items():
@@ -383,13 +383,13 @@ class ThumbnailCollector:
         return path
 
     @classmethod
-    def read(cls, path, **limits) -> "ThumbnailCollector":
+    def read(cls, path, **limits) -> ThumbnailCollector:
         """A collector holding what `path` (a thumbs.parquet) holds, e.g. to continue a resumed run."""
         import pyarrow.parquet as pq
 
         collector = cls(**limits)
         table = pq.read_table(path)
-        group_members: dict[tuple[str, str], list[tuple[str, Optional[float]]]] = {}
+        group_members: dict[tuple[str, str], list[tuple[str, float | None]]] = {}
         for row in table.to_pylist():
             thumb = Thumbnail(row["jpeg"], row["decoded"], row["note"] or "", row.get("caption"))
             if row["kind"] == KIND_REJECT:

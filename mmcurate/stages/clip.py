@@ -39,22 +39,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from mmcurate.curate.percentiles import percentile_summary
+from mmcurate.pipeline.params import (check_bool, check_choice, check_device, check_number, check_seed, check_text,
+                                      check_threads)
 from mmcurate.pipeline.schema import rejects_table
 from mmcurate.pipeline.stage import (GlobalResult, GlobalStage, MapStage, Resources, StageError,
                                      StageResult, registry)
-from mmcurate.stages.image import _check_threads, _cpu_resources, blob_views, split
+from mmcurate.stages.image import _cpu_resources, blob_views, split
 
-_DEVICES_HELP = "device must be 'auto', 'cpu', 'cuda' or 'cuda:N'"
 #: Image loaders for clip_embed: "auto" = DALI on a GPU when DALI is installed, the native loader otherwise.
 LOADERS = ("auto", "native", "dali")
-
-
-def _is_int(v) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _is_number(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
 def embedding_array(emb: np.ndarray, valid: np.ndarray | None = None) -> pa.FixedSizeListArray:
@@ -109,33 +102,24 @@ class ClipEmbed(MapStage):
         def validate(self):
             from mmcurate.models.registry import get_entry
 
-            if not isinstance(self.model, str) or not self.model:
-                raise ValueError(f"model must be a registry name, got {self.model!r}")
-            if self.pretrained is not None and (not isinstance(self.pretrained, str) or not self.pretrained):
-                raise ValueError(f"pretrained must be a tag or null, got {self.pretrained!r}")
+            check_text("model", self.model, "a registry name")
+            check_text("pretrained", self.pretrained, "a tag", optional=True)
             if self.pretrained is not None and "/" in self.model:
                 raise ValueError(f"model {self.model!r} already names a tag; drop pretrained={self.pretrained!r}")
             try:
                 get_entry(self.model_name())
             except KeyError as exc:
                 raise ValueError(f"model: {exc.args[0]}") from None
-            if self.weights is not None and (not isinstance(self.weights, str) or not self.weights):
-                raise ValueError(f"weights must be a path, 'random' or null, got {self.weights!r}")
+            check_text("weights", self.weights, "a path or 'random'", optional=True)
             for key in ("allow_download", "scaled_decode", "text"):
-                if not isinstance(getattr(self, key), bool):
-                    raise ValueError(f"{key} must be true or false, got {getattr(self, key)!r}")
-            if not isinstance(self.device, str) or not (self.device in ("auto", "cpu", "cuda")
-                                                        or self.device.startswith("cuda:")):
-                raise ValueError(f"{_DEVICES_HELP}, got {self.device!r}")
-            if self.loader not in LOADERS:
-                raise ValueError(f"loader must be one of {LOADERS}, got {self.loader!r}")
+                check_bool(key, getattr(self, key))
+            check_device(self.device, allow_index=True)
+            check_choice("loader", self.loader, LOADERS)
             from mmcurate.models.dali_loader import VALIDATE_MODES
 
-            if self.dali_validate not in VALIDATE_MODES:
-                raise ValueError(f"dali_validate must be one of {VALIDATE_MODES}, got {self.dali_validate!r}")
-            _check_threads(self.num_threads)
-            if not _is_int(self.seed):
-                raise ValueError(f"seed must be an integer, got {self.seed!r}")
+            check_choice("dali_validate", self.dali_validate, VALIDATE_MODES)
+            check_threads(self.num_threads)
+            check_seed(self.seed)
 
         def model_name(self) -> str:
             return f"{self.model}/{self.pretrained}" if self.pretrained else self.model
@@ -288,13 +272,10 @@ class ClipScoreFilter(GlobalStage):
             if (self.threshold is None) == (self.keep_fraction is None):
                 raise ValueError("give exactly one of threshold (e.g. 0.28) or keep_fraction (e.g. 0.3), got "
                                  f"threshold={self.threshold!r}, keep_fraction={self.keep_fraction!r}")
-            if self.threshold is not None and (not _is_number(self.threshold) or
-                                               not math.isfinite(self.threshold) or
-                                               not -1.0 <= self.threshold <= 1.0):
-                raise ValueError(f"threshold must be a number in [-1, 1], got {self.threshold!r}")
-            if self.keep_fraction is not None and (not _is_number(self.keep_fraction) or
-                                                   not 0.0 < self.keep_fraction <= 1.0):
-                raise ValueError(f"keep_fraction must be a number in (0, 1], got {self.keep_fraction!r}")
+            if self.threshold is not None:
+                check_number("threshold", self.threshold, -1.0, 1.0)
+            if self.keep_fraction is not None:
+                check_number("keep_fraction", self.keep_fraction, 0.0, 1.0, lo_open=True)
 
     def run(self, table: pa.Table) -> GlobalResult:
         missing_cols = [c for c in self.requires if c not in table.column_names]

@@ -24,14 +24,14 @@ The heads load in ``setup()`` on ``device`` (``auto``: CUDA when torch sees one)
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
 
+from mmcurate.pipeline.params import check_device, check_number, check_text
 from mmcurate.pipeline.stage import MapStage, Resources, StageError, StageResult, registry
-from mmcurate.stages.clip import _DEVICES_HELP, _is_number, _set_column, embeddings_to_numpy
+from mmcurate.stages.clip import _set_column, embeddings_to_numpy
 from mmcurate.stages.image import split
 
 EMBEDDING_COLUMN = "image_embedding"
@@ -70,20 +70,14 @@ class ClipHeads(MapStage):
             from mmcurate.models.heads import check_format
 
             for head in HEADS:
-                w = getattr(self, f"{head}_weights")
-                if w is not None and (not isinstance(w, str) or not w):
-                    raise ValueError(f"{head}_weights must be a path or null, got {w!r}")
+                check_text(f"{head}_weights", getattr(self, f"{head}_weights"), "a path", optional=True)
                 try:
                     check_format(getattr(self, f"{head}_format"))
                 except ValueError as exc:
                     raise ValueError(f"{head}_format: {exc}") from None
             for key in ("nsfw_max", "watermark_max"):
-                v = getattr(self, key)
-                if not _is_number(v) or not math.isfinite(v):
-                    raise ValueError(f"{key} must be a number, got {v!r}")
-            if self.aesthetic_min is not None and (not _is_number(self.aesthetic_min)
-                                                   or not math.isfinite(self.aesthetic_min)):
-                raise ValueError(f"aesthetic_min must be a number or null, got {self.aesthetic_min!r}")
+                check_number(key, getattr(self, key))
+            check_number("aesthetic_min", self.aesthetic_min, optional=True)
             if not self.heads():
                 raise ValueError(f"no head weights given; pass at least one of {_WHAT_TO_PASS}")
             # A threshold or format for a head that is not there is a recipe mistake, not a no-op.
@@ -94,9 +88,7 @@ class ClipHeads(MapStage):
                 if getattr(self, f"{head}_weights") is None and (threshold_set or format_set):
                     what = f"{head}_{'min' if head == 'aesthetic' else 'max'}" if threshold_set else f"{head}_format"
                     raise ValueError(f"{what} is set but {head}_weights is not; give the {head} head's weight file")
-            if not isinstance(self.device, str) or not (self.device in ("auto", "cpu", "cuda")
-                                                        or self.device.startswith("cuda:")):
-                raise ValueError(f"{_DEVICES_HELP}, got {self.device!r}")
+            check_device(self.device, allow_index=True)
 
         def heads(self) -> list[str]:
             return [h for h in HEADS if getattr(self, f"{h}_weights") is not None]

@@ -32,6 +32,7 @@ import pyarrow.compute as pc
 from mmcurate.curate import dedup, image_rules
 from mmcurate.ops.decode import DEFAULT_MAX_PIXELS
 from mmcurate.ops.status import status_name
+from mmcurate.pipeline.params import check_bool, check_choice, check_device, check_int, check_threads
 from mmcurate.pipeline.schema import DERIVED_FIELDS, DUPLICATES_SCHEMA, rejects_table
 from mmcurate.pipeline.stage import (GlobalResult, GlobalStage, MapStage, Resources, StageError,
                                      StageResult, registry)
@@ -76,13 +77,6 @@ def split(batch: pa.Table, stage: str, rejected: np.ndarray, reasons: list, deta
     sources = batch.column("source").take(idx).to_pylist()
     return StageResult(kept, rejects_table(keys, sources, stage, [reasons[i] for i in idx],
                                            [details[i] for i in idx]))
-
-
-def _check_threads(value, name: str = "num_threads"):
-    from mmcurate.ops._inputs import MAX_THREADS
-
-    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_THREADS):
-        raise ValueError(f"{name} must be null or an integer in 1..{MAX_THREADS}, got {value!r}")
 
 
 def _cpu_resources(num_threads) -> Resources:
@@ -132,13 +126,9 @@ class Integrity(MapStage):
             from mmcurate.ops._inputs import INT64_MAX
 
             # The decoder's limit is an int64: a larger value would fail mid-run, inside the native call.
-            if self.max_pixels is not None and (isinstance(self.max_pixels, bool) or
-                                                not isinstance(self.max_pixels, int) or
-                                                not 0 <= self.max_pixels <= INT64_MAX):
-                raise ValueError(f"max_pixels must be null or an integer in 0..{INT64_MAX}, got {self.max_pixels!r}")
-            if not isinstance(self.full_decode, bool):
-                raise ValueError(f"full_decode must be true or false, got {self.full_decode!r}")
-            _check_threads(self.num_threads)
+            check_int("max_pixels", self.max_pixels, 0, INT64_MAX, optional=True)
+            check_bool("full_decode", self.full_decode)
+            check_threads(self.num_threads)
 
     def __init__(self, **params):
         super().__init__(**params)
@@ -386,7 +376,7 @@ class Sha256(MapStage):
         num_threads: int | None = None
 
         def validate(self):
-            _check_threads(self.num_threads)
+            check_threads(self.num_threads)
 
     def __init__(self, **params):
         super().__init__(**params)
@@ -427,7 +417,7 @@ class ExactDedup(GlobalStage):
 
         def validate(self):
             parse_keep(self.keep)
-            _check_threads(self.num_threads)
+            check_threads(self.num_threads)
 
     def __init__(self, **params):
         super().__init__(**params)
@@ -466,7 +456,7 @@ class PerceptualHash(MapStage):
         num_threads: int | None = None
 
         def validate(self):
-            _check_threads(self.num_threads)
+            check_threads(self.num_threads)
 
     def __init__(self, **params):
         super().__init__(**params)
@@ -532,19 +522,14 @@ class PhashDedup(GlobalStage):
         num_threads: int | None = None
 
         def validate(self):
-            if isinstance(self.max_distance, bool) or not isinstance(self.max_distance, int) or \
-                    not 0 <= self.max_distance <= 64:
-                raise ValueError(f"max_distance must be an integer in 0..64, got {self.max_distance!r}")
-            if self.mode not in PHASH_MODES:
-                raise ValueError(f"mode must be one of {', '.join(PHASH_MODES)}, got {self.mode!r}")
-            if self.linkage not in dedup.LINKAGES:
-                raise ValueError(f"linkage must be one of {', '.join(dedup.LINKAGES)}, got {self.linkage!r}")
+            check_int("max_distance", self.max_distance, 0, 64)
+            check_choice("mode", self.mode, PHASH_MODES)
+            check_choice("linkage", self.linkage, dedup.LINKAGES)
             if self.hash != "phash":
                 raise ValueError(f"hash must be 'phash' (the only perceptual hash supported), got {self.hash!r}")
-            if self.device not in ("auto", "cpu", "cuda"):
-                raise ValueError(f"device must be auto, cpu or cuda, got {self.device!r}")
+            check_device(self.device)
             parse_keep(self.keep)
-            _check_threads(self.num_threads)
+            check_threads(self.num_threads)
 
     def __init__(self, **params):
         super().__init__(**params)

@@ -39,6 +39,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from mmcurate.curate.percentiles import percentile_summary
+from mmcurate.pipeline.params import check_choice, check_device, check_int, check_number, check_seed, check_text, is_int
 from mmcurate.pipeline.schema import DUPLICATES_SCHEMA, REJECTS_SCHEMA, rejects_table
 from mmcurate.pipeline.stage import SAMPLE_ID, SHARD_SHIFT, GlobalResult, GlobalStage, StageError, registry
 
@@ -48,7 +49,6 @@ MAX_DEFAULT_CLUSTERS = 50_000    # cap on that default (an explicit n_clusters i
 TRAIN_POINTS_PER_CLUSTER = 256   # default k-means sample: 256 per cluster (faiss's max_points_per_centroid)
 MIN_POINTS_PER_BALANCE_CLUSTER = 4   # balance levels are clipped so a cluster has at least this many inputs
 _MIN_NORM = 1e-6
-_DEVICES = ("auto", "cpu", "cuda")
 #: Percentiles of the cluster sizes in semantic_dedup's stats (with the mean).
 CLUSTER_SIZE_PERCENTILES = (0, 50, 90, 99, 100)
 
@@ -136,21 +136,6 @@ def _no_embedding_rejects(table: pa.Table, ok: np.ndarray, details: list, stage:
                          stage, "no_embedding", [details[i] for i in idx])
 
 
-def _check_device(value):
-    if value not in _DEVICES:
-        raise ValueError(f"device must be one of {_DEVICES}, got {value!r}")
-
-
-def _check_seed(value):
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"seed must be an integer, got {value!r}")
-
-
-def _check_column(value, what="embedding_column"):
-    if not isinstance(value, str) or not value:
-        raise ValueError(f"{what} must be a column name, got {value!r}")
-
-
 def _percentiles(sizes: np.ndarray) -> dict:
     """semantic_dedup's cluster_size_percentiles (kept under this name for SemanticDedup.run and
     stages.sharded_steps, which call it)."""
@@ -182,24 +167,18 @@ class SemanticDedup(GlobalStage):
         sample_size: int | None = None    # rows k-means trains on; None: 256 per cluster (all when fewer)
 
         def validate(self):
-            if self.sample_size is not None and (isinstance(self.sample_size, bool)
-                                                 or not isinstance(self.sample_size, int) or self.sample_size < 1):
-                raise ValueError(f"sample_size must be null (all samples) or a positive integer, "
-                                 f"got {self.sample_size!r}")
-            if isinstance(self.eps, bool) or not isinstance(self.eps, (int, float)) or not 0 < self.eps < 1:
-                raise ValueError(f"eps must be a number in (0, 1), got {self.eps!r}")
-            if self.n_clusters is not None and (isinstance(self.n_clusters, bool)
-                                                or not isinstance(self.n_clusters, int) or self.n_clusters < 1):
-                raise ValueError(f"n_clusters must be null or a positive integer, got {self.n_clusters!r}")
+            check_int("sample_size", self.sample_size, 1, optional="all samples")
+            check_number("eps", self.eps, 0, 1, lo_open=True, hi_open=True)
+            check_int("n_clusters", self.n_clusters, 1, optional=True)
             if isinstance(self.keep, dict):
                 if len(self.keep) != 1 or next(iter(self.keep)) not in ("max", "min") \
                         or not isinstance(next(iter(self.keep.values())), str):
                     raise ValueError(f"keep by score must be {{max: column}} or {{min: column}}, got {self.keep!r}")
             elif self.keep not in ("hard", "easy", "random"):
                 raise ValueError(f"keep must be hard, easy, random or {{max: column}}, got {self.keep!r}")
-            _check_device(self.device)
-            _check_seed(self.seed)
-            _check_column(self.embedding_column)
+            check_device(self.device)
+            check_seed(self.seed)
+            check_text("embedding_column", self.embedding_column, "a column name")
 
     def __init__(self, **params):
         super().__init__(**params)
@@ -364,30 +343,21 @@ class Balance(GlobalStage):
         def validate(self):
             from mmcurate.curate.balance import METHODS, STRATEGIES
 
-            if self.sample_size is not None and (isinstance(self.sample_size, bool)
-                                                 or not isinstance(self.sample_size, int) or self.sample_size < 1):
-                raise ValueError(f"sample_size must be null (256 per cluster) or a positive integer, "
-                                 f"got {self.sample_size!r}")
-
+            check_int("sample_size", self.sample_size, 1, optional="256 per cluster")
             if (self.target is None) == (self.fraction is None):
                 raise ValueError("give exactly one of target (a sample count) or fraction (0 < f <= 1)")
-            if self.target is not None and (isinstance(self.target, bool) or not isinstance(self.target, int)
-                                            or self.target < 0):
-                raise ValueError(f"target must be an integer >= 0, got {self.target!r}")
-            if self.fraction is not None and (isinstance(self.fraction, bool)
-                                              or not isinstance(self.fraction, (int, float))
-                                              or not 0 < self.fraction <= 1):
-                raise ValueError(f"fraction must be a number in (0, 1], got {self.fraction!r}")
+            if self.target is not None:
+                check_int("target", self.target, 0)
+            if self.fraction is not None:
+                check_number("fraction", self.fraction, 0, 1, lo_open=True)
             if not isinstance(self.levels, (list, tuple)) or not self.levels or not all(
-                    isinstance(k, int) and not isinstance(k, bool) and k >= 1 for k in self.levels):
+                    is_int(k) and k >= 1 for k in self.levels):
                 raise ValueError(f"levels must be a non-empty list of positive cluster counts, got {self.levels!r}")
-            if self.method not in METHODS:
-                raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
-            if self.strategy not in STRATEGIES:
-                raise ValueError(f"strategy must be one of {STRATEGIES}, got {self.strategy!r}")
-            _check_seed(self.seed)
-            _check_device(self.device)
-            _check_column(self.embedding_column)
+            check_choice("method", self.method, METHODS)
+            check_choice("strategy", self.strategy, STRATEGIES)
+            check_seed(self.seed)
+            check_device(self.device)
+            check_text("embedding_column", self.embedding_column, "a column name")
 
     def __init__(self, **params):
         super().__init__(**params)

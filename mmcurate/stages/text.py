@@ -18,6 +18,7 @@ import pyarrow as pa
 
 from mmcurate.curate import captions as cap
 from mmcurate.curate import pii
+from mmcurate.pipeline.params import check_bool, check_int, check_number
 from mmcurate.pipeline.schema import rejects_table
 from mmcurate.pipeline.stage import MapStage, Resources, StageError, StageResult, registry
 
@@ -32,19 +33,6 @@ def _too_long(text, max_chars) -> tuple[str, str] | None:
     if text is not None and max_chars is not None and len(text) > max_chars:
         return "text_too_long", f"{len(text)} characters > max_chars {max_chars}"
     return None
-
-
-def _check_int(name: str, value, minimum: int = 0, optional: bool = False):
-    if value is None and optional:
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        kind = f"an integer >= {minimum}" + (" or null" if optional else "")
-        raise ValueError(f"{name} must be {kind}, got {value!r}")
-
-
-def _check_bool(name: str, value):
-    if not isinstance(value, bool):
-        raise ValueError(f"{name} must be true or false, got {value!r}")
 
 
 def _replace_column(batch: pa.Table, name: str, values: list) -> pa.Table:
@@ -89,9 +77,9 @@ class CaptionClean(MapStage):
 
         def validate(self):
             for key in ("strip_html", "fix_unicode", "lowercase"):
-                _check_bool(key, getattr(self, key))
-            _check_int("max_repeat_punct", self.max_repeat_punct, minimum=1, optional=True)
-            _check_int("max_chars", self.max_chars, minimum=1, optional=True)
+                check_bool(key, getattr(self, key))
+            check_int("max_repeat_punct", self.max_repeat_punct, 1, optional=True)
+            check_int("max_chars", self.max_chars, 1, optional=True)
 
     def __init__(self, **params):
         super().__init__(**params)
@@ -143,18 +131,16 @@ class CaptionFilter(MapStage):
         extra_boilerplate: list = field(default_factory=list)   # more regexes, each matched against the whole caption
 
         def validate(self):
-            _check_int("min_words", self.min_words)
-            _check_int("min_chars", self.min_chars)
-            _check_int("max_chars", self.max_chars, minimum=1, optional=True)
+            check_int("min_words", self.min_words, 0)
+            check_int("min_chars", self.min_chars, 0)
+            check_int("max_chars", self.max_chars, 1, optional=True)
             if self.max_chars is not None and self.max_chars < self.min_chars:
                 raise ValueError(f"max_chars ({self.max_chars}) must be >= min_chars ({self.min_chars})")
             if self.languages is not None:
                 cap.check_language_codes(self.languages)
-            c = self.min_language_confidence
-            if isinstance(c, bool) or not isinstance(c, (int, float)) or not 0.0 <= c <= 1.0:
-                raise ValueError(f"min_language_confidence must be a number in [0, 1], got {c!r}")
-            _check_bool("detect_language", self.detect_language)
-            _check_bool("boilerplate", self.boilerplate)
+            check_number("min_language_confidence", self.min_language_confidence, 0.0, 1.0)
+            check_bool("detect_language", self.detect_language)
+            check_bool("boilerplate", self.boilerplate)
             if isinstance(self.extra_boilerplate, str) or not isinstance(self.extra_boilerplate, (list, tuple)):
                 raise ValueError(f"extra_boilerplate must be a list of regexes, got {self.extra_boilerplate!r}")
             cap.compile_extra_boilerplate(self.extra_boilerplate)
@@ -286,11 +272,10 @@ class PiiRedact(MapStage):
                 if not isinstance(token, str) or any(c.isdigit() or c == "@" for c in token):
                     # a token with digits or "@" could be matched again by a later detector
                     raise ValueError(f"tokens.{kind} must be a string without digits or '@', got {token!r}")
-            _check_bool("reject_if_found", self.reject_if_found)
-            _check_bool("keep_original_text", self.keep_original_text)
-            if self.redact_meta is not None:
-                _check_bool("redact_meta", self.redact_meta)
-            _check_int("max_chars", self.max_chars, minimum=1, optional=True)
+            check_bool("reject_if_found", self.reject_if_found)
+            check_bool("keep_original_text", self.keep_original_text)
+            check_bool("redact_meta", self.redact_meta, optional=True)
+            check_int("max_chars", self.max_chars, 1, optional=True)
 
     def __init__(self, **params):
         super().__init__(**params)
