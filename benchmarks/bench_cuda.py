@@ -19,9 +19,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _timing import best_rate  # noqa: E402
-from mmcurate import build_info, ops  # noqa: E402
-from mmcurate.ops import _cuda  # noqa: E402
+from _timing import best_rate
+from mmcurate import build_info, ops
+from mmcurate.ops import _cuda
 
 
 def near_duplicate_codes(n: int, seed: int = 0) -> np.ndarray:
@@ -61,8 +61,8 @@ def main() -> None:
 
     for n in (100_000, 1_000_000):
         codes = near_duplicate_codes(n)
-        case(f"hamming_pairs r=4, n={n:,} (codes/s)", n, lambda: ops.hamming_pairs(codes, 4, device="cpu"),
-             lambda: _cuda.hamming_pairs(codes, 4))
+        case(f"hamming_pairs r=4, n={n:,} (codes/s)", n, lambda codes=codes: ops.hamming_pairs(codes, 4, device="cpu"),
+             lambda codes=codes: _cuda.hamming_pairs(codes, 4))
     codes = near_duplicate_codes(100_000, 1)
     case("hamming_knn k=10, n=100,000 (queries/s)", 100_000, lambda: ops.hamming_knn(codes, 10, device="cpu"),
          lambda: _cuda.hamming_knn(codes, 10, None))

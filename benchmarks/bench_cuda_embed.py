@@ -30,8 +30,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _data import photo_jpeg_blobs  # noqa: E402
-from _timing import best_rate  # noqa: E402
+from _data import photo_jpeg_blobs
+from _timing import best_rate
 
 
 class GpuUtilisation:
@@ -46,7 +46,7 @@ class GpuUtilisation:
             pynvml.nvmlInit()
             self._handle = pynvml.nvmlDeviceGetHandleByIndex(index)
             self._nvml = pynvml
-        except Exception:  # no nvidia-ml-py, or no driver: utilisation is simply not reported
+        except Exception:  # noqa: BLE001 - no nvidia-ml-py, or no driver: utilisation is simply not reported
             self._nvml = None
 
     def __enter__(self):

@@ -26,8 +26,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _data import photo_jpeg_blobs  # noqa: E402
-from _timing import best_rate  # noqa: E402
+from _data import photo_jpeg_blobs
+from _timing import best_rate
 
 
 def bench_model(name: str, blobs: list[bytes], batch: int, repeats: int) -> dict:

@@ -26,7 +26,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mmcurate.ops.hamming import hamming_join_plan, hamming_knn, hamming_pairs  # noqa: E402
+from mmcurate.ops.hamming import hamming_join_plan, hamming_knn, hamming_pairs
 
 
 def uniform_codes(n: int, rng: np.random.Generator) -> np.ndarray:
@@ -127,7 +127,7 @@ def main(argv=None):
 
     faiss = None
     if not args.no_faiss:
-        import faiss  # noqa: F811
+        import faiss
 
     rng = np.random.default_rng(args.seed)
     results = {"machine": {"platform": platform.platform(), "cpus": os.cpu_count(),

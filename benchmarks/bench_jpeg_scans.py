@@ -59,7 +59,7 @@ def run_case(path: str, call: str, timeout: float) -> dict:
         return {"seconds": f">{timeout:g}", "status": None, "error": "TIMEOUT"}
     if proc.returncode != 0:
         return {"seconds": None, "status": None, "error": proc.stderr.strip().splitlines()[-1]}
-    seconds, status, err, package = eval(proc.stdout.strip().splitlines()[-1])  # noqa: S307 - our child's repr
+    seconds, status, err, package = eval(proc.stdout.strip().splitlines()[-1])  # our own child's repr()
     return {"seconds": round(seconds, 3), "status": status, "error": err, "package": os.path.dirname(package)}
 
 

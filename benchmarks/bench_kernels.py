@@ -23,9 +23,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _data import photo_jpeg_blobs  # noqa: E402
-from _timing import best_rate  # noqa: E402
-from mmcurate import build_info, ops  # noqa: E402
+from _data import photo_jpeg_blobs
+from _timing import best_rate
+from mmcurate import build_info, ops
 
 CPUS = os.cpu_count() or 1
 
@@ -123,7 +123,8 @@ def run(args) -> dict:
             row["target"]["met"] = row["target"]["ratio"] >= ratio
         results["cases"][name] = row
         print(f"\n== {name}")
-        for k, v in {**{f'ours: {k}': v for k, v in ours.items()}, **{f'peer: {k}': v for k, v in peers.items()}}.items():
+        labelled = {**{f"ours: {k}": v for k, v in ours.items()}, **{f"peer: {k}": v for k, v in peers.items()}}
+        for k, v in labelled.items():
             print(f"   {k:<48} {v:10.1f} img/s")
         if target:
             t = row["target"]
@@ -132,14 +133,19 @@ def run(args) -> dict:
 
     # 1. decode + pHash from JPEG bytes
     ours = {
-        "phash_bytes fast, all threads": best_rate(lambda: ops.phash_bytes(blobs, exact=False, device=dev), n, args.repeats),
-        "phash_bytes fast, 1 thread": best_rate(lambda: ops.phash_bytes(blobs, exact=False, device=dev, num_threads=1), n, args.repeats),
-        "phash_bytes exact, all threads": best_rate(lambda: ops.phash_bytes(blobs, exact=True, device=dev), n, args.repeats),
+        "phash_bytes fast, all threads": best_rate(
+            lambda: ops.phash_bytes(blobs, exact=False, device=dev), n, args.repeats),
+        "phash_bytes fast, 1 thread": best_rate(
+            lambda: ops.phash_bytes(blobs, exact=False, device=dev, num_threads=1), n, args.repeats),
+        "phash_bytes exact, all threads": best_rate(
+            lambda: ops.phash_bytes(blobs, exact=True, device=dev), n, args.repeats),
     }
     sub = blobs[: max(50, n // 4)]
-    peers = {"imagehash.phash(Image.open), 1 process": best_rate(lambda: [_imagehash_phash_bytes(b) for b in sub], len(sub), args.repeats)}
+    peers = {"imagehash.phash(Image.open), 1 process": best_rate(
+        lambda: [_imagehash_phash_bytes(b) for b in sub], len(sub), args.repeats)}
     if pool:
-        peers[f"imagehash.phash(Image.open), {CPUS} processes"] = best_rate(lambda: pool.map(_imagehash_phash_bytes, sub), len(sub), args.repeats)
+        peers[f"imagehash.phash(Image.open), {CPUS} processes"] = best_rate(
+            lambda: pool.map(_imagehash_phash_bytes, sub), len(sub), args.repeats)
     case("decode+phash_jpeg_bytes", ours, peers, ("imagehash.phash(Image.open), 1 process", 4.0))
     # exactness on this data, for the record
     ref = [_imagehash_phash_bytes(b) for b in blobs[:14]]
@@ -148,16 +154,18 @@ def run(args) -> dict:
         f"{sum(r == f'{int(c):016x}' for r, c in zip(ref, codes))}/{len(ref)}"
 
     # 2. pHash of decoded arrays (exact mode)
-    arrays = [a for a in ops.decode_images(blobs[:14], mode="RGB").images]
+    arrays = list(ops.decode_images(blobs[:14], mode="RGB").images)
     arrays = [arrays[i % len(arrays)] for i in range(n)]
     ours = {
         "phash(arrays), all threads": best_rate(lambda: ops.phash(arrays, device=dev), n, args.repeats),
         "phash(arrays), 1 thread": best_rate(lambda: ops.phash(arrays, device=dev, num_threads=1), n, args.repeats),
     }
     sub = arrays[: max(50, n // 4)]
-    peers = {"imagehash.phash(Image.fromarray), 1 process": best_rate(lambda: [_imagehash_phash_array(a) for a in sub], len(sub), args.repeats)}
+    peers = {"imagehash.phash(Image.fromarray), 1 process": best_rate(
+        lambda: [_imagehash_phash_array(a) for a in sub], len(sub), args.repeats)}
     if pool:
-        peers[f"imagehash.phash(Image.fromarray), {CPUS} processes"] = best_rate(lambda: pool.map(_imagehash_phash_array, sub), len(sub), args.repeats)
+        peers[f"imagehash.phash(Image.fromarray), {CPUS} processes"] = best_rate(
+            lambda: pool.map(_imagehash_phash_array, sub), len(sub), args.repeats)
     case("phash_decoded_arrays", ours, peers, ("imagehash.phash(Image.fromarray), 1 process", 15.0))
     ref = [_imagehash_phash_array(a) for a in arrays[:14]]
     codes = ops.phash(arrays[:14])
@@ -167,22 +175,27 @@ def run(args) -> dict:
     # 3. decode + resize to 224 (CLIP-style shortest side + center crop)
     def ours_decode_resize(threads=None):
         res = ops.decode_images(blobs, mode="RGB", target_size=224, device=dev, num_threads=threads)
-        return ops.resize_images(res.images, 224, interpolation="bicubic", mode="shortest", device=dev, num_threads=threads)
+        return ops.resize_images(res.images, 224, interpolation="bicubic", mode="shortest", device=dev,
+                                 num_threads=threads)
 
     ours = {
         "decode(target_size=224)+resize bicubic, all threads": best_rate(ours_decode_resize, n, args.repeats),
         "decode(target_size=224)+resize bicubic, 1 thread": best_rate(lambda: ours_decode_resize(1), n, args.repeats),
     }
     sub = blobs[: max(50, n // 4)]
-    peers = {"Pillow open+convert+resize bicubic, 1 process": best_rate(lambda: [_pil_decode_resize(b) for b in sub], len(sub), args.repeats),
-             "Pillow draft+convert+resize bicubic, 1 process": best_rate(lambda: [_pil_draft_decode_resize(b) for b in sub], len(sub), args.repeats)}
+    peers = {"Pillow open+convert+resize bicubic, 1 process": best_rate(
+                 lambda: [_pil_decode_resize(b) for b in sub], len(sub), args.repeats),
+             "Pillow draft+convert+resize bicubic, 1 process": best_rate(
+                 lambda: [_pil_draft_decode_resize(b) for b in sub], len(sub), args.repeats)}
     if pool:
-        peers[f"Pillow open+convert+resize bicubic, {CPUS} processes"] = best_rate(lambda: pool.map(_pil_decode_resize, sub), len(sub), args.repeats)
+        peers[f"Pillow open+convert+resize bicubic, {CPUS} processes"] = best_rate(
+            lambda: pool.map(_pil_decode_resize, sub), len(sub), args.repeats)
     tv = torchvision_decode_resize_fn(sub)
     if tv is not None:
         import torch
 
-        peers[f"torchvision decode_jpeg+resize, {torch.get_num_threads()} threads"] = best_rate(tv, len(sub), args.repeats)
+        peers[f"torchvision decode_jpeg+resize, {torch.get_num_threads()} threads"] = best_rate(
+            tv, len(sub), args.repeats)
     case("decode+resize_224", ours, peers, ("Pillow open+convert+resize bicubic, 1 process", 2.5))
     if pool:
         pool.close()

@@ -59,7 +59,8 @@ def run(data: Path, out: Path, *flags: str, workers: int = 1) -> dict:
         raise RuntimeError(f"run failed:\n{proc.stdout}\n{proc.stderr[-4000:]}")
     m = json.loads((out / "manifest.json").read_text())
     return {"wall_s": round(wall, 2), "run_duration_s": m["run"]["duration_s"], "timings_s": m["timings_s"],
-            "counts": m["counts"], "executor": m["run"].get("executor"), "samples_per_s": round(m["counts"]["read"] / wall, 1)}
+            "counts": m["counts"], "executor": m["run"].get("executor"),
+            "samples_per_s": round(m["counts"]["read"] / wall, 1)}
 
 
 def main(argv=None):

@@ -8,9 +8,9 @@ the generator never holds more than one shard. Each method runs in its own subpr
 loads every shard into one [n, d] array, runs k-means on it and then ``semantic_dedup``. Both use
 ``n_clusters = n / --points-per-cluster`` and train k-means on the same number of rows (``--sample-size``,
 fixed in n), so the streaming run's resident set should stay roughly constant in n apart from its
-per-sample result arrays (~25 bytes per sample), while the in-memory run grows by 4 * d bytes per sample. The in-memory child
-also reruns ``semantic_dedup`` on the streaming run's centroids and labels and checks that the keep masks
-and witnesses are identical. JSON to benchmarks/results/semantic_stream.json.
+per-sample result arrays (~25 bytes per sample), while the in-memory run grows by 4 * d bytes per sample.
+The in-memory child also reruns ``semantic_dedup`` on the streaming run's centroids and labels and checks
+that the keep masks and witnesses are identical. JSON to benchmarks/results/semantic_stream.json.
 
     python benchmarks/bench_semantic_stream.py --sizes 100000,1000000
 """
@@ -68,8 +68,8 @@ def _rss_mb() -> float:
 
 
 def child_stream(args, paths):
-    from mmcurate.curate.semantic_stream import npy_shards, semantic_dedup_streaming
     from mmcurate import index as mindex
+    from mmcurate.curate.semantic_stream import npy_shards, semantic_dedup_streaming
 
     mindex.resolve_device("cpu")  # load faiss before the baseline
     base = _rss_mb()

@@ -116,7 +116,9 @@ def main() -> None:
                           "  ".join(f"{v}={t}" for v, t in row.items()), flush=True)
 
     def seconds(t):
-        return float(t[1:].split()[0]) if isinstance(t, str) and t.startswith(">") else (t if isinstance(t, float) else 0)
+        if isinstance(t, str) and t.startswith(">"):
+            return float(t[1:].split()[0])
+        return t if isinstance(t, float) else 0
 
     # at each size: the slowest case per version (the "before" 1 MB cases that were not run count as 0)
 

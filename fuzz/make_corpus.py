@@ -44,7 +44,7 @@ def images() -> dict[str, bytes]:
     save("rgb.png", rgb, "PNG")
     save("rgba_interlaced.png", rgb.convert("RGBA"), "PNG", interlace=1)
     save("palette.png", coffee.convert("P"), "PNG")
-    save("gray16.png", Image.fromarray((np.asarray(gray, np.uint16) * 257)), "PNG")
+    save("gray16.png", Image.fromarray(np.asarray(gray, np.uint16) * 257), "PNG")
     save("la_exif8.png", gray.convert("LA"), "PNG", exif=_exif(8))
     save("lossy.webp", rgb, "WEBP", quality=50)
     save("lossless.webp", coffee, "WEBP", lossless=True)
@@ -84,7 +84,8 @@ def main():
                                       ("000000001.png", png), ("000000001.txt", b"caption two"),
                                       ("000000001.json", b"[1, 2]")]),
         "dirs_escaped.tar": tar_bytes([("cats/a%2Ev2.jpg", jpg), ("cats/a%2Ev2.txt", "caf\u00e9".encode()),
-                                       ("__meta__.json", b"{}"), ("dogs/b.cls", b"3"), ("dogs/b.webp", imgs["lossy.webp"])]),
+                                       ("__meta__.json", b"{}"), ("dogs/b.cls", b"3"),
+                                       ("dogs/b.webp", imgs["lossy.webp"])]),
         "gzip.tar.gz": tar_bytes([("k1.jpg", jpg), ("k1.txt", b"x"), ("k2.txt", b"no image")], "gz"),
         "repeat.tar": tar_bytes([("a.jpg", jpg), ("b.txt", b"b"), ("a.txt", b"again")]),
     }

@@ -4,7 +4,7 @@ from __future__ import annotations
 import functools
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def native():
     try:
         from mmcurate import _C

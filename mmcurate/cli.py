@@ -125,8 +125,8 @@ def _print_summary(manifest: dict, out=sys.stdout) -> None:
     print(f"read {c['read']:,}  kept {c['kept']:,}  rejected {c['rejected']:,}  "
           f"(accounting {'ok' if c['accounting_ok'] else 'BROKEN'})  in {run['duration_s']:.1f} s", file=out)
     w = max([len(s["name"]) for s in manifest["stages"]] + [5])
-    print(f"{'stage':<{w}}  {'kind':<6} {'in':>9} {'kept':>9} {'rejected':>9} {'seconds':>8} {'samples/s':>10}  reasons",
-          file=out)
+    print(f"{'stage':<{w}}  {'kind':<6} {'in':>9} {'kept':>9} {'rejected':>9} {'seconds':>8} "
+          f"{'samples/s':>10}  reasons", file=out)
     for s in manifest["stages"]:
         rate = f"{s['samples_per_s']:,.0f}" if s.get("samples_per_s") else "-"
         reasons = ", ".join(f"{k}={v}" for k, v in sorted(s["reasons"].items(), key=lambda kv: -kv[1]))
@@ -135,9 +135,9 @@ def _print_summary(manifest: dict, out=sys.stdout) -> None:
 
 
 def _make_executor(recipe, args):
-    options = dict(resume=args.resume, overwrite=args.overwrite,
-                   progress="always" if getattr(args, "progress", False) else True,
-                   keep_work=getattr(args, "keep_work", False))
+    options = {"resume": args.resume, "overwrite": args.overwrite,
+               "progress": "always" if getattr(args, "progress", False) else True,
+               "keep_work": getattr(args, "keep_work", False)}
     executor = getattr(args, "executor", "local")
     address = getattr(args, "address", None)
     if executor == "ray":
@@ -197,7 +197,8 @@ def _cmd_demo(args) -> int:
     data_dir = out / "input"
     if not (data_dir / "truth.jsonl").exists() or args.overwrite:
         info = build_demo_dataset(data_dir, n_samples=args.samples, shard_size=args.shard_size, seed=0)
-        print(f"[demo] built {info['n_samples']} samples ({', '.join(f'{k} {v}' for k, v in info['labels'].items())}) in {data_dir}")
+        labels = ", ".join(f"{k} {v}" for k, v in info["labels"].items())
+        print(f"[demo] built {info['n_samples']} samples ({labels}) in {data_dir}")
     recipe_dict = default_recipe_dict()
     recipe_dict["output"]["shard_size"] = args.shard_size
     recipe = parse_recipe(recipe_dict, input_path=str(data_dir), output_path=str(out / "curated"),
@@ -223,7 +224,7 @@ def main(argv=None) -> int:
 
     def add_run_flags(p):
         p.add_argument("--resume", action="store_true", help="finish an interrupted run of the same recipe")
-        p.add_argument("--overwrite", action="store_true", 
+        p.add_argument("--overwrite", action="store_true",
                        help="start again: delete what an earlier run wrote in the output (never a directory "
                             "mmcurate did not create, unless it is empty)")
         p.add_argument("--workers", type=int, default=None, help="worker processes for the map stages")

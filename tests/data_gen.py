@@ -70,7 +70,8 @@ def png_variants(rgb: np.ndarray) -> dict[str, bytes]:
         "gray16_wide": save(Image.fromarray(gray16_wide), "PNG"),
         "rgb16": write_png(rgb16, color_type=2, bit_depth=16),
         "rgba16": write_png(np.dstack([rgb16, alpha.astype(np.uint16) * 257]), color_type=6, bit_depth=16),
-        "la16": write_png(np.dstack([gray16_wide, (alpha.astype(np.uint32) * 300 % 65536).astype(np.uint16)]), color_type=4, bit_depth=16),
+        "la16": write_png(np.dstack([gray16_wide, (alpha.astype(np.uint32) * 300 % 65536).astype(np.uint16)]),
+                          color_type=4, bit_depth=16),
         "gray2": write_png(gray >> 6, color_type=0, bit_depth=2),
         "gray4": write_png(gray >> 4, color_type=0, bit_depth=4),
         "rgb_interlaced": write_png(rgb, color_type=2, bit_depth=8, interlace=True),
@@ -173,7 +174,8 @@ def _raw_rows(img: np.ndarray, bit_depth: int) -> bytes:
     elif bit_depth == 8:
         rows = [img[i].astype(np.uint8).tobytes() for i in range(h)]
     else:
-        rows = [np.packbits(np.unpackbits(img[i].reshape(-1).astype(np.uint8)[:, None], axis=1)[:, 8 - bit_depth :].ravel()).tobytes()
+        rows = [np.packbits(np.unpackbits(img[i].reshape(-1).astype(np.uint8)[:, None], axis=1)[:, 8 - bit_depth :]
+                            .ravel()).tobytes()
                 for i in range(h)]
     return b"".join(b"\x00" + r for r in rows)
 

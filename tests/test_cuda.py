@@ -285,8 +285,7 @@ def test_hashes_match_cpu_bit_exact(photos_rgb, kind):
 
 @needs_cuda
 def test_phash_bytes_close_to_cpu_with_equal_statuses(photos_rgb):
-    from mmcurate.ops import hamming_distance, phash_bytes
-    from mmcurate.ops import _cuda
+    from mmcurate.ops import _cuda, hamming_distance, phash_bytes
 
     blobs = [encode(p, "JPEG", quality=90) for p in photos_rgb]
     blobs += [encode(photos_rgb[0], "PNG"), b"", b"garbage" * 20, blobs[0][: len(blobs[0]) // 3]]

@@ -16,8 +16,7 @@ pytest.importorskip("nvidia.dali")
 
 from conftest import encode  # noqa: E402
 from data_gen import with_orientation  # noqa: E402
-from mmcurate.models import (DaliImageLoader, NativeImageLoader, Preprocess, embed_encoded_images,  # noqa: E402
-                             get_entry, load_clip)
+from mmcurate.models import DaliImageLoader, NativeImageLoader, Preprocess, embed_encoded_images, get_entry, load_clip  # noqa: E402
 
 # DALI's antialiased filters are not Pillow's bit for bit: measured mean |diff| 0.07-0.19 levels, max 6.
 PIXEL_MEAN_ABS = 0.5

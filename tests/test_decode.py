@@ -339,7 +339,7 @@ def test_fuzzed_streams_never_crash():
         res = decode(samples, mode=mode, max_pixels=4_000_000)
         assert len(res) == len(samples)
         for im, st, err in zip(res.images, res.status, res.errors):
-            assert st in set(int(s) for s in Status)
+            assert st in {int(s) for s in Status}
             if st == Status.ok:
                 assert im is not None and im.ndim == 3 and im.dtype == np.uint8 and err is None
             else:

@@ -90,7 +90,7 @@ def test_star_never_links_beyond_radius_connected_can():
 def test_chain_connected_vs_star():
     a = np.uint64(0)
     b = np.uint64((1 << 6) - 1)                 # 6 bits from a
-    c = np.uint64(((1 << 12) - 1))              # 6 bits from b, 12 from a
+    c = np.uint64((1 << 12) - 1)              # 6 bits from b, 12 from a
     codes = np.array([a, b, c], dtype=np.uint64)
     rank = np.arange(3)
     connected = dedup.near_groups(codes, 6, rank, linkage="connected", device="cpu")

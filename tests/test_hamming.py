@@ -4,9 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mmcurate.ops.hamming import hamming_distance, hamming_join_plan, hamming_knn, hamming_pairs
-
 from conftest import cpu_and_cuda
+from mmcurate.ops.hamming import hamming_distance, hamming_join_plan, hamming_knn, hamming_pairs
 
 METHODS = ["auto", "mih", "brute_force"]
 

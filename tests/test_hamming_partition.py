@@ -53,7 +53,8 @@ def test_equals_the_single_node_join(r, n_partitions):
 def test_large_buckets_use_the_native_join_and_agree():
     # few distinct chunk values -> buckets far above the brute-force size
     rng = np.random.default_rng(3)
-    codes = (rng.integers(0, 2 ** 16, 4000).astype(np.uint64) << np.uint64(8)) ^ rng.integers(0, 4, 4000).astype(np.uint64)
+    codes = ((rng.integers(0, 2 ** 16, 4000).astype(np.uint64) << np.uint64(8))
+             ^ rng.integers(0, 4, 4000).astype(np.uint64))
     for r in (2, 6):
         ref, d = hamming_pairs(codes, r)
         res = partitioned_hamming_pairs(_shards(codes, [2000, 2000]), r, n_partitions=3)

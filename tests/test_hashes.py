@@ -38,7 +38,8 @@ def assert_exact(kind: str, images, what: str):
     got = hash_to_hex(OURS[kind](images, device="cpu"))
     ref = reference_hex(kind, images)
     bad = [i for i, (x, y) in enumerate(zip(got, ref)) if x != y]
-    assert not bad, f"{kind} {what}: {len(bad)}/{len(images)} differ, first {bad[:5]}: {[(got[i], ref[i]) for i in bad[:3]]}"
+    assert not bad, (f"{kind} {what}: {len(bad)}/{len(images)} differ, first {bad[:5]}: "
+                     f"{[(got[i], ref[i]) for i in bad[:3]]}")
 
 
 def photo_like_gray(rng, h, w):
@@ -79,14 +80,17 @@ def test_random_and_textured_images_exact(kind):
 def test_hash_steps_on_small_gray_match_the_full_pipeline(photos_rgb):
     """The hash-only entry (for GPU parity) on imagehash's own resized pixels gives the same code."""
     C = native()
+
+    def small(im, size, kind):
+        return f"{C.hash_gray_small(np.asarray(im.resize(size, Image.Resampling.LANCZOS)), kind):016x}"
+
     for rgb in photos_rgb[:4]:
         im = Image.fromarray(rgb).convert("L")
-        lanczos = Image.Resampling.LANCZOS
-        assert f"{C.hash_gray_small(np.asarray(im.resize((32, 32), lanczos)), 'phash'):016x}" == str(imagehash.phash(im))
-        assert f"{C.hash_gray_small(np.asarray(im.resize((9, 8), lanczos)), 'dhash'):016x}" == str(imagehash.dhash(im))
-        assert f"{C.hash_gray_small(np.asarray(im.resize((8, 8), lanczos)), 'ahash'):016x}" == str(imagehash.average_hash(im))
+        assert small(im, (32, 32), "phash") == str(imagehash.phash(im))
+        assert small(im, (9, 8), "dhash") == str(imagehash.dhash(im))
+        assert small(im, (8, 8), "ahash") == str(imagehash.average_hash(im))
         n = max(2 ** int(np.log2(min(im.size))), 8)
-        assert f"{C.hash_gray_small(np.asarray(im.resize((n, n), lanczos)), 'whash'):016x}" == str(imagehash.whash(im))
+        assert small(im, (n, n), "whash") == str(imagehash.whash(im))
 
 
 # ------------------------------------------------------------------------------------------------ ties

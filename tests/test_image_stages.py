@@ -10,7 +10,7 @@ import pyarrow as pa
 import pytest
 from PIL import Image
 
-from mmcurate.pipeline.schema import DUPLICATES_SCHEMA, REJECTS_SCHEMA, INPUT_SCHEMA
+from mmcurate.pipeline.schema import DUPLICATES_SCHEMA, INPUT_SCHEMA, REJECTS_SCHEMA
 from mmcurate.pipeline.stage import GlobalStage, MapStage, StageError, registry
 from mmcurate.sample_data import build_sample
 
@@ -50,7 +50,7 @@ def assert_accounted(batch: pa.Table, result, stage: str):
     assert result.rejected.schema.equals(REJECTS_SCHEMA)
     assert set(result.rejected.column("stage").to_pylist()) <= {stage}
     assert result.kept.column_names[:len(INPUT_SCHEMA)] == INPUT_SCHEMA.names
-    original = {k: b for k, b in zip(batch.column("key").to_pylist(), batch.column("image").to_pylist())}
+    original = dict(zip(batch.column("key").to_pylist(), batch.column("image").to_pylist()))
     for k, b in zip(kept, result.kept.column("image").to_pylist()):
         assert b == original[k]                      # bytes never re-encoded
 

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import pickle
+import re
 import signal
 import subprocess
 import sys
@@ -16,8 +16,16 @@ import pyarrow.parquet as pq
 import pytest
 
 import io_fixtures as fx
-from mmcurate.io import (DuplicateKeyError, ShardWriter, atomic_write_bytes, atomic_write_text,
-                         open_reader, remove_stale_temp_files, sha256_file, write_parquet_atomic)
+from mmcurate.io import (
+    DuplicateKeyError,
+    ShardWriter,
+    atomic_write_bytes,
+    atomic_write_text,
+    open_reader,
+    remove_stale_temp_files,
+    sha256_file,
+    write_parquet_atomic,
+)
 from mmcurate.io.keys import INVALID_JSON_FIELD, key_to_member_base, member_base_to_key
 from mmcurate.io.paths import expand_braces
 from mmcurate.pipeline.schema import SAMPLE_SCHEMA

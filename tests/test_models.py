@@ -16,8 +16,16 @@ import pytest
 torch = pytest.importorskip("torch")
 open_clip = pytest.importorskip("open_clip")
 
-from mmcurate.models import (ClipModel, Preprocess, WeightsMismatchError, WeightsNotFoundError,  # noqa: E402
-                             get_entry, list_models, load_clip, resolve_weights, save_weights)
+from mmcurate.models import (  # noqa: E402
+    Preprocess,
+    WeightsMismatchError,
+    WeightsNotFoundError,
+    get_entry,
+    list_models,
+    load_clip,
+    resolve_weights,
+    save_weights,
+)
 from mmcurate.models.loader import META_TAG, check_provenance  # noqa: E402
 from mmcurate.models.registry import entries  # noqa: E402
 

@@ -2,9 +2,9 @@
 from __future__ import annotations
 
 import hashlib
-import re
 import json
 import os
+import re
 import signal
 import subprocess
 import sys

@@ -25,10 +25,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from mmcurate.pipeline.schema import DUPLICATES_SCHEMA, REJECTS_SCHEMA
 from mmcurate.curate.balance import MAX_LISTED_CLUSTER_SIZES, cluster_balance_stats
-from mmcurate.report.charts import (Histogram, bar_chart_svg, BarRow, Segment, Series, histogram_svg,
-                                    rank_size_svg)
+from mmcurate.pipeline.schema import DUPLICATES_SCHEMA, REJECTS_SCHEMA
+from mmcurate.report.charts import BarRow, Histogram, Segment, Series, bar_chart_svg, histogram_svg, rank_size_svg
 from mmcurate.report.html_report import render_report, write_report
 from mmcurate.report.run_data import RunData, load_run
 from mmcurate.report.thumbnails import THUMBS_SCHEMA, ThumbnailCollector, make_thumbnails
@@ -170,7 +169,8 @@ def build_output_dir(out: Path, with_thumbs: bool = True) -> dict:
                 "recipe": {"input": {"path": "/data/shards/{00000..00001}.tar", "format": "webdataset"},
                            "output": {"path": str(out), "shard_size": 1000},
                            "stages": [{"integrity": {}}, {"image_filter": {"min_side": MIN_SIDE}},
-                                      {"caption_filter": {"min_words": MIN_WORDS, "boilerplate": [HOSTILE_RECIPE_VALUE]}},
+                                      {"caption_filter": {"min_words": MIN_WORDS,
+                                                          "boilerplate": [HOSTILE_RECIPE_VALUE]}},
                                       {"exact_dedup": {}}, {"phash_dedup": {"max_distance": PHASH_MAX_DISTANCE}}]},
                 "build_info": mmcurate.build_info()},
         "counts": {"read": len(keys), "kept": len(alive), "rejected": len(rejects)},
@@ -278,8 +278,8 @@ def test_thumbnails_fit_the_box_and_broken_images_get_placeholders():
 
 
 def _rejects(rows):
-    return pa.Table.from_pylist([{"key": k, "source": "s", "stage": st, "reason": r, "detail": ""} for k, st, r in rows],
-                                schema=REJECTS_SCHEMA)
+    return pa.Table.from_pylist([{"key": k, "source": "s", "stage": st, "reason": r, "detail": ""}
+                                 for k, st, r in rows], schema=REJECTS_SCHEMA)
 
 
 def test_collector_keeps_the_smallest_keys_per_reason_whatever_the_order():
@@ -455,7 +455,8 @@ def test_report_shows_the_run(run_dir):
         assert tiles[0] == g.attrs["data-group"]
         assert set(tiles[1:]) <= {d["key"] for d in members} and len(tiles) <= 4
     # reject cards: one per (stage, reason) with its count; thumbnails at most 3 each
-    cards = {(n.attrs["data-stage"], n.attrs["data-reason"]): n for n in dom.find_all("div") if "data-reason" in n.attrs}
+    cards = {(n.attrs["data-stage"], n.attrs["data-reason"]): n
+             for n in dom.find_all("div") if "data-reason" in n.attrs}
     expected: dict = {}
     for r in truth["rejects"]:
         expected[(r["stage"], r["reason"])] = expected.get((r["stage"], r["reason"]), 0) + 1
@@ -767,7 +768,7 @@ class DevTools:
     def close(self):
         try:
             self.call("Browser.close")
-        except Exception:
+        except Exception:  # noqa: BLE001 - best effort: the browser may already be gone
             pass
         try:
             self.proc.wait(timeout=10)
@@ -809,7 +810,8 @@ def _open_in_chromium(chromium: str, report: Path, tmp_path: Path) -> tuple[dict
                                         returnByValue=True)["result"]["value"])
         shot = browser.call("Page.captureScreenshot", session, format="png")["data"]
         full = browser.call("Page.captureScreenshot", session, format="png", captureBeyondViewport=True,
-                            clip={"x": 0, "y": 0, "width": 1280, "height": min(facts["height"], 12000), "scale": 0.5})["data"]
+                            clip={"x": 0, "y": 0, "width": 1280, "height": min(facts["height"], 12000),
+                                  "scale": 0.5})["data"]
         browser.call("Runtime.evaluate", session, expression="1")   # drains late console/log events
     finally:
         browser.close()
@@ -825,7 +827,8 @@ def _open_in_chromium(chromium: str, report: Path, tmp_path: Path) -> tuple[dict
             errors.append(params.get("args"))
         elif method == "Log.entryAdded" and params["entry"].get("level") in ("error", "warning"):
             errors.append(params["entry"].get("text"))
-    requested = [ev["params"]["request"]["url"] for ev in browser.events if ev.get("method") == "Network.requestWillBeSent"]
+    requested = [ev["params"]["request"]["url"] for ev in browser.events
+                 if ev.get("method") == "Network.requestWillBeSent"]
     return facts, errors, requested, base64.b64decode(shot), base64.b64decode(full)
 
 

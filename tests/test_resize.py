@@ -89,7 +89,7 @@ def test_pass_order_and_skipped_passes_match_pillow(size_in, size_out):
 @pytest.mark.parametrize("channels", [2, 4])
 def test_alpha_is_premultiplied_like_pillow(channels):
     rng = np.random.default_rng(channels)
-    for trial in range(12):
+    for _ in range(12):
         h, w = (int(v) for v in rng.integers(2, 70, 2))
         a = random_image(rng, h, w, channels)
         a[..., -1][rng.random((h, w)) < 0.3] = 0  # fully transparent pixels carry colour Pillow must not bleed
@@ -171,7 +171,8 @@ def test_fused_gray_resize_matches_pillow(interpolation, resample_path):
             a = random_image(rng, h, w, c)
             ref = np.asarray(Image.fromarray(a if c > 1 else a.reshape(h, w), PIL_MODES[c]).convert("L")
                              .resize((ow, oh), f))
-            assert_same(native().gray_resize([a], oh, ow, int(f))[0], ref, f"{interpolation} c={c} {h}x{w} -> {oh}x{ow}")
+            assert_same(native().gray_resize([a], oh, ow, int(f))[0], ref,
+                        f"{interpolation} c={c} {h}x{w} -> {oh}x{ow}")
     view = random_image(rng, 90, 120, 4)[3::2, 5::3, :3]  # strided pixels and rows
     ref = np.asarray(Image.fromarray(np.ascontiguousarray(view)).convert("L").resize((17, 16), f))
     assert_same(native().gray_resize([view], 16, 17, int(f))[0], ref, f"{interpolation} strided view")
@@ -205,7 +206,7 @@ def test_shortest_matches_torchvision_resize_centercrop(photos_rgb):
     from torchvision import transforms as T
 
     rng = np.random.default_rng(11)
-    images = [p for p in photos_rgb]
+    images = list(photos_rgb)
     # Aspect ratios on both sides of square, and long-side excesses of both parities (round half to even).
     for h, w in [(300, 401), (401, 300), (225, 226), (227, 224), (230, 233), (97, 120), (500, 97), (224, 224),
                  (150, 151), (151, 150)]:

@@ -209,7 +209,7 @@ class _FakeEmbed(MapStage):
     def process(self, batch: pa.Table) -> StageResult:
         d = self.params.dim
         vecs = []
-        for k, b in zip(batch.column("key").to_pylist(), batch.column("image").to_pylist()):
+        for _key, b in zip(batch.column("key").to_pylist(), batch.column("image").to_pylist()):
             h = hashlib.sha256(b or b"").digest()
             if int.from_bytes(h[:1], "little") % 7 == 0:
                 vecs.append(None)
@@ -251,4 +251,4 @@ def test_end_to_end_executor(tmp_path):
     assert samples.column("balance_cluster").null_count == 0
     dups = pq.read_table(out / "duplicates.parquet").to_pydict()
     sem = [k for k, kind in zip(dups["key"], dups["kind"]) if kind == "semantic"]
-    assert set(sem) <= set(k for k, st in zip(rejects["key"], rejects["stage"]) if st == "semantic_dedup")
+    assert set(sem) <= {k for k, st in zip(rejects["key"], rejects["stage"]) if st == "semantic_dedup"}

@@ -10,14 +10,22 @@ import pyarrow.parquet as pq
 import pytest
 
 from mmcurate.curate.semantic import semantic_dedup
-from mmcurate.curate.semantic_stream import (EmbeddingShard, array_shards, draw_sample, id_hash, npy_shards,
-                                             parquet_shards, sample_ids, semantic_dedup_streaming)
+from mmcurate.curate.semantic_stream import (
+    EmbeddingShard,
+    array_shards,
+    draw_sample,
+    id_hash,
+    npy_shards,
+    parquet_shards,
+    sample_ids,
+    semantic_dedup_streaming,
+)
 
 SIZES = (400, 1300, 17, 1283)  # unequal shards, one tiny
 N_CLUSTERS = 8
 
 
-def clustered(n=sum(SIZES), d=32, dup_frac=0.25, seed=0):
+def clustered(n=sum(SIZES), d=32, dup_frac=0.25, seed=0):  # noqa: B008 - a sum of constants
     """Unit vectors around a few centres plus planted near-duplicates at a spread of noise levels
     (some inside eps, some outside), like benchmarks/bench_semantic.py's ``synthetic``."""
     rng = np.random.default_rng(seed)
@@ -198,8 +206,8 @@ def test_exact_copies_keep_the_smallest_id(keep):
 def test_process_pool_map_gives_the_same_result(tmp_path):
     x = clustered(seed=6)
     shards = npy_shards(write_npy(tmp_path, split(x)))
-    kw = dict(n_clusters=N_CLUSTERS, keep="random", sample_size=1500, device="cpu", n_partitions=4, seed=2,
-              chunk_rows=500)
+    kw = {"n_clusters": N_CLUSTERS, "keep": "random", "sample_size": 1500, "device": "cpu", "n_partitions": 4,
+          "seed": 2, "chunk_rows": 500}
     r1 = semantic_dedup_streaming(shards, **kw)
     # spawn: a forked child of a process that has run OpenMP (faiss) can hang
     with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as ex:
@@ -212,7 +220,7 @@ def test_process_pool_map_gives_the_same_result(tmp_path):
 
 def test_errors(tmp_path):
     x = clustered(n=600)
-    ok = dict(n_clusters=4, sample_size=200, device="cpu", spill_dir=str(tmp_path))
+    ok = {"n_clusters": 4, "sample_size": 200, "device": "cpu", "spill_dir": str(tmp_path)}
     sampled = sample_ids(array_shards([x]), 200, seed=0)
     for row in (int(sampled[-1]), int(np.setdiff1d(np.arange(300, 600), sampled)[-1])):
         # a bad row in the sample fails in pass 1, one outside it in pass 2 (after the spill started)

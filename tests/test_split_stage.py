@@ -52,7 +52,8 @@ def test_near_duplicates_and_groups_share_a_split():
 def test_stratified_and_deterministic():
     t = _table(seed=1)
     a = _splits(registry.create("split", {"stratify_by": "cluster", "seed": 3}).run(t))
-    b = _splits(registry.create("split", {"stratify_by": "cluster", "seed": 3}).run(t.take(np.arange(t.num_rows)[::-1])))
+    reversed_rows = t.take(np.arange(t.num_rows)[::-1])
+    b = _splits(registry.create("split", {"stratify_by": "cluster", "seed": 3}).run(reversed_rows))
     assert a == b
     clusters = t.column("cluster").to_pylist()
     keys = t.column("key").to_pylist()

@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-from mmcurate.pipeline.schema import REJECTS_SCHEMA, INPUT_SCHEMA
+from mmcurate.pipeline.schema import INPUT_SCHEMA, REJECTS_SCHEMA
 from mmcurate.pipeline.stage import MapStage, StageError, registry
 from mmcurate.stages.text import summarize_redactions
 
@@ -38,7 +38,7 @@ def make_batch(captions=CAPTIONS, meta=None) -> pa.Table:
         "image": [bytes([i % 256]) * 3 for i in range(n)],
         "image_ext": ["jpg"] * n,
         "caption": captions,
-        "meta": meta if meta is not None else ['{"url": "https://example.com/%d.jpg"}' % i for i in range(n)],
+        "meta": meta if meta is not None else ['{"url": "https://example.com/%d.jpg"}' % i for i in range(n)],  # noqa: UP031 - JSON braces
     }, schema=INPUT_SCHEMA)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import html
 import re
 import unicodedata
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -185,7 +186,7 @@ def remove_junk_chars(text: str) -> str:
 
 @lru_cache(maxsize=16)
 def _repeat_pattern(max_repeat: int) -> re.Pattern:
-    return re.compile(r"([^\w\s]|_)\1{%d,}" % max_repeat)
+    return re.compile(r"([^\w\s]|_)\1{%d,}" % max_repeat)  # noqa: UP031 - {} are the regex's own
 
 
 def limit_repeated_punctuation(text: str, max_repeat: int) -> str:
@@ -354,7 +355,7 @@ def compile_extra_boilerplate(patterns) -> list[tuple[str, re.Pattern]]:
     return compiled
 
 
-def match_boilerplate(text: str, builtin: bool = True, extra: list[tuple[str, re.Pattern]] = ()) -> str | None:
+def match_boilerplate(text: str, builtin: bool = True, extra: Sequence[tuple[str, re.Pattern]] = ()) -> str | None:
     """Name of the boilerplate pattern the whole caption matches ("url", "camera_filename", ... or
     "extra:<regex>"), or None."""
     key = boilerplate_key(text)
@@ -440,7 +441,7 @@ class LanguageIdentifier:
     def identify(self, text: str, languages=None) -> tuple[str, float, float]:
         """(most likely language, its probability, summed probability of `languages`)."""
         dist = self.distribution(text)
-        best = max(dist, key=dist.get)
+        best = max(dist, key=dist.__getitem__)
         in_set = sum(dist.get(lang, 0.0) for lang in languages) if languages else dist[best]
         return best, dist[best], in_set
 

@@ -297,8 +297,9 @@ def _ball_members(g: CodeGraph) -> list:
 
 
 def _cross(g: CodeGraph, a: np.ndarray, b: np.ndarray):
-    """Sample pairs within the radius between code sets a and b (weighted by counts) and links (int64[k, 2]: each code of a within the radius of some code of
-    b, to the first such), tile by tile so memory stays bounded."""
+    """Sample pairs within the radius between code sets a and b (weighted by counts) and links
+    (int64[k, 2]: each code of a within the radius of some code of b, to the first such), tile by tile so
+    memory stays bounded."""
     ca, cb, wb = g.codes[a], g.codes[b], g.counts[b]
     step = max(1, _CROSS_TILE // max(1, b.size))
     total, links = 0, [np.zeros((0, 2), np.int64)]
@@ -368,12 +369,12 @@ def _star_codes(g: CodeGraph, crank: np.ndarray) -> np.ndarray:
     cand_balls: dict = {}
     for b, s in g.ball_cands.tolist():
         cand_balls.setdefault(s, []).append(b)
-    near = [[] for _ in range(n_balls)]
+    near: list[list[int]] = [[] for _ in range(n_balls)]
     for i, j in g.ball_near.tolist():
         near[i].append(j)
         near[j].append(i)
     ball_centre = [-1] * n_balls
-    cand_centres = [[] for _ in range(n_balls)]
+    cand_centres: list[list[int]] = [[] for _ in range(n_balls)]
     code, ball, cr, inv_l = g.codes.tolist(), g.ball.tolist(), crank.tolist(), involved.tolist()
     r = g.radius
     assigned = np.zeros(m, dtype=bool)

@@ -8,6 +8,7 @@ Rules are checked in the order of :data:`RULE_ORDER`; a sample is reported under
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+from typing import Any
 
 import numpy as np
 
@@ -65,7 +66,7 @@ def resolve_rules(preset: str, overrides: dict) -> SizeRules:
     """The preset's bounds with the explicitly given keys (not None) on top."""
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; valid: {', '.join(sorted(PRESETS))}")
-    merged = dict(PRESETS[preset])
+    merged: dict[str, Any] = dict(PRESETS[preset])
     merged.update({k: v for k, v in overrides.items() if v is not None})
     return SizeRules(**merged)
 
@@ -101,6 +102,7 @@ def check_sizes(rules: SizeRules, width, height, file_size=None) -> tuple[np.nda
         hi = rules.max_aspect if rules.max_aspect is not None else np.inf
         apply(3, (aspect < lo) | (aspect > hi))
     if rules.needs_file_size:
+        assert fs is not None  # checked above
         lo = rules.min_file_size if rules.min_file_size is not None else 0
         hi = rules.max_file_size if rules.max_file_size is not None else np.iinfo(np.int64).max
         apply(4, (fs < lo) | (fs > hi))
@@ -125,6 +127,7 @@ def _detail(rules: SizeRules, rule: str, w: int, h: int, aspect: float, fs: int 
         if rules.min_aspect is not None and aspect < rules.min_aspect:
             return f"aspect ratio {aspect:.3g} ({w}x{h}) < min_aspect {rules.min_aspect:g}"
         return f"aspect ratio {aspect:.3g} ({w}x{h}) > max_aspect {rules.max_aspect:g}"
+    assert fs is not None  # a file-size rule failed, so the sizes were given
     if rules.min_file_size is not None and fs < rules.min_file_size:
         return f"file size {fs} B < min_file_size {rules.min_file_size}"
     return f"file size {fs} B > max_file_size {rules.max_file_size}"

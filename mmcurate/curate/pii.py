@@ -269,7 +269,8 @@ _PHONE_INTL = re.compile(
 # NANP: area code and exchange start with 2-9; "(555) 123-4567", "555-123-4567", "555.123.4567",
 # optionally after the trunk prefix "1-" / "1 " ("1234-567-8901" is a part number, not 1-234-...).
 _PHONE_NANP = re.compile(
-    r"(?<![\w.+-])(?:1[-. ]|1(?=\())?(?:\(([2-9]\d\d)\)[ .-]?|([2-9]\d\d)([-. ]))([2-9]\d\d)([-. ])(\d{4})(?![\w]|[.-]\d)", re.ASCII)
+    r"(?<![\w.+-])(?:1[-. ]|1(?=\())?(?:\(([2-9]\d\d)\)[ .-]?|([2-9]\d\d)([-. ]))"
+    r"([2-9]\d\d)([-. ])(\d{4})(?![\w]|[.-]\d)", re.ASCII)
 # Chinese mobile: 11 digits 1[3-9]..., contiguous or 3-4-4 with one separator.
 _PHONE_CN_MOBILE = re.compile(r"(?<![\w.+-])1[3-9]\d(?:(\d{8})|([ -])\d{4}\2\d{4})(?![\w]|[.-]\d)", re.ASCII)
 

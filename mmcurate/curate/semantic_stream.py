@@ -46,15 +46,23 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Iterator, Sequence
+from typing import Callable
 
 import numpy as np
 
-from mmcurate.curate.semantic import (DEFAULT_BLOCK, KEEP_POLICIES, NORM_TOL, ThresholdedSimilarity, _check_eps,
-                                      _torch_cuda_ok, block_max_similarity, block_max_similarity_torch,
-                                      pair_cosine64)
+from mmcurate.curate.semantic import (
+    DEFAULT_BLOCK,
+    KEEP_POLICIES,
+    NORM_TOL,
+    ThresholdedSimilarity,
+    _check_eps,
+    _torch_cuda_ok,
+    block_max_similarity,
+    block_max_similarity_torch,
+    pair_cosine64,
+)
 
 DEFAULT_CHUNK_ROWS = 16384                # rows per pass-2 read (64 MiB at d=1024)
 DEFAULT_POINTS_PER_CENTROID = 256        # default sample: faiss's own cap on training points per centroid
@@ -102,12 +110,12 @@ class EmbeddingShard:
     # constructors -------------------------------------------------------------------------------
 
     @staticmethod
-    def from_array(x, ids=None, id_offset: int = 0, name: str = "array") -> "EmbeddingShard":
+    def from_array(x, ids=None, id_offset: int = 0, name: str = "array") -> EmbeddingShard:
         """An in-memory (or memmap) float array [n, d]. ``ids``: int[n], or None for id_offset + 0..n-1."""
         return _ArrayShard(x, ids, id_offset, name)
 
     @staticmethod
-    def from_npy(path, ids=None, id_offset: int = 0) -> "EmbeddingShard":
+    def from_npy(path, ids=None, id_offset: int = 0) -> EmbeddingShard:
         """A C-ordered .npy file of float [n, d]: ``np.load(mmap_mode="r")`` reads its layout, rows are read
         with plain file reads (only what is asked for). ``ids``: int[n], the path of a .npy of int[n], or
         None for id_offset + 0..n-1."""
@@ -115,7 +123,7 @@ class EmbeddingShard:
 
     @staticmethod
     def from_parquet(path, column: str = "image_embedding", id_column: str | None = None,
-                     id_offset: int = 0) -> "EmbeddingShard":
+                     id_offset: int = 0) -> EmbeddingShard:
         """A Parquet file whose ``column`` is ``fixed_size_list<float16|float32|float64, d>`` (as written by
         ``clip_embed``) or a list of floats of one length. Ids come from the integer ``id_column`` or are
         id_offset + 0..n-1. Reads go row group by row group (memory bounded by a row group)."""
@@ -229,7 +237,7 @@ def _read_row_runs(fh: io.FileIO, base: int, rows: np.ndarray, out: np.ndarray, 
     row_bytes = out.itemsize * out.shape[1]
     brk = np.flatnonzero(np.diff(rows) != 1) + 1
     for a, b in zip(np.r_[0, brk], np.r_[brk, rows.size]):
-        _readinto_at(fh, base + int(rows[a]) * row_bytes, memoryview(out[a:b]).cast("B"), what)
+        _readinto_at(fh, base + int(rows[a]) * row_bytes, out[a:b].data.cast("B"), what)
 
 
 def _readinto_at(fh: io.FileIO, offset: int, buf: memoryview, what: str) -> None:
@@ -352,8 +360,8 @@ def _check_rows(x: np.ndarray, shard: EmbeddingShard, rows, ids: np.ndarray) -> 
             raise ValueError(f"{where(int(r))} contains NaN or infinite values")
     bad = np.flatnonzero(~(np.abs(norms - 1.0) <= NORM_TOL))
     if bad.size:
-        r = int(bad[0])
-        raise ValueError(f"{where(r)} has norm {norms[r]:.6f}: embedding rows must be L2-normalised "
+        first = int(bad[0])
+        raise ValueError(f"{where(first)} has norm {norms[first]:.6f}: embedding rows must be L2-normalised "
                          f"(|norm - 1| <= {NORM_TOL}); normalise with x / np.linalg.norm(x, axis=1, keepdims=True)")
 
 
@@ -617,7 +625,7 @@ class _RowReader:
         for a, b in zip(np.r_[0, brk], np.r_[brk, q.size]):
             f = int(fi[a])
             _readinto_at(self._fh(f), int(q[a] - self.starts[f]) * self.row_bytes,
-                         memoryview(out[a:b]).cast("B"), f"spill file {self.paths[f]}")
+                         out[a:b].data.cast("B"), f"spill file {self.paths[f]}")
 
     def close(self):
         for fh in self._open.values():
@@ -770,6 +778,7 @@ def semantic_dedup_streaming(shards: Sequence[EmbeddingShard] | EmbeddingShard, 
 
     def shard_keys(sh: EmbeddingShard):
         if policy == "random":
+            assert perm is not None  # drawn below for "random", before any shard is keyed
             return perm[np.searchsorted(all_ids, sh.ids())].astype(np.float64)
         if policy == "scores":
             v = scores[1][np.searchsorted(scores[0], sh.ids())]

@@ -9,8 +9,13 @@
     with ShardWriter(out_dir, shard_size=1000) as w:   # out_dir/shards/00000.tar, ...
         w.write(table)                                  # original bytes, deterministic tars, atomic
 """
-from mmcurate.io.atomic import (atomic_output, atomic_write_bytes, atomic_write_text, remove_stale_temp_files,
-                                sha256_file)
+from mmcurate.io.atomic import (
+                                atomic_output,
+                                atomic_write_bytes,
+                                atomic_write_text,
+                                remove_stale_temp_files,
+                                sha256_file,
+)
 from mmcurate.io.base import Reader
 from mmcurate.io.folder import FolderReader
 from mmcurate.io.keys import DuplicateKeyError

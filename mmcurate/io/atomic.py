@@ -15,8 +15,9 @@ import errno
 import hashlib
 import os
 import secrets
+from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import BinaryIO
 
 TEMP_MARKER = ".tmp-"
 _NO_SPACE = (errno.ENOSPC, errno.EDQUOT)

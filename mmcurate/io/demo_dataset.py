@@ -219,7 +219,7 @@ def _image_size(data: bytes) -> tuple[int | None, int | None]:
     try:
         with Image.open(io.BytesIO(data)) as im:
             return im.size
-    except Exception:   # broken on purpose; img2dataset would not know the size either
+    except Exception:   # noqa: BLE001 - broken on purpose; img2dataset would not know the size either
         return None, None
 
 
@@ -398,9 +398,9 @@ def build_demo_dataset(out_dir, n_samples: int | None = None, shard_size: int = 
     else:
         results = [_write_shard(*job) for job in jobs]
 
-    index_key = {idx: key for idx, key in key_of.items()}
+    index_key = dict(key_of.items())
     lines = []
-    for (s, entries), result in zip(enumerate(shards), results):
+    for entries, result in zip(shards, results):
         for (key, item), record in zip(entries, result["truth"]):
             record["group"] = index_key[item.group] if item.group is not None else key
             lines.append(json.dumps(record, ensure_ascii=False))

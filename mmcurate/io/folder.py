@@ -27,14 +27,21 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 import pyarrow as pa
 
 from mmcurate.io import paths
-from mmcurate.io.base import (DEFAULT_MAX_BATCH_BYTES, DEFAULT_MAX_IMAGE_BYTES, DEFAULT_MAX_MEMBER_BYTES, Batcher,
-                              Reader, check_byte_limit, check_flag)
+from mmcurate.io.base import (
+    DEFAULT_MAX_BATCH_BYTES,
+    DEFAULT_MAX_IMAGE_BYTES,
+    DEFAULT_MAX_MEMBER_BYTES,
+    Batcher,
+    Reader,
+    check_byte_limit,
+    check_flag,
+)
 from mmcurate.io.keys import IMAGE_EXTS, KeyRegistry, check_meta, json_problem
 from mmcurate.io.parquet_io import read_columns
 

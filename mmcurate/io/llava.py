@@ -25,13 +25,21 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Iterator, NamedTuple
+from collections.abc import Iterator
+from typing import NamedTuple
 
 import pyarrow as pa
 
 from mmcurate.io import paths
-from mmcurate.io.base import (DEFAULT_MAX_BATCH_BYTES, DEFAULT_MAX_IMAGE_BYTES, Batcher, Reader, check_byte_limit,
-                              check_flag, one_line)
+from mmcurate.io.base import (
+    DEFAULT_MAX_BATCH_BYTES,
+    DEFAULT_MAX_IMAGE_BYTES,
+    Batcher,
+    Reader,
+    check_byte_limit,
+    check_flag,
+    one_line,
+)
 from mmcurate.io.keys import IMAGE_EXTS, KeyRegistry, json_problem, sniff_image_ext
 
 ANSWER_ROLES = ("gpt", "assistant")

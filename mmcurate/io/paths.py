@@ -10,7 +10,8 @@ import glob as _glob
 import os
 import re
 import stat
-from typing import BinaryIO, Iterable
+from collections.abc import Iterable
+from typing import BinaryIO
 
 from mmcurate.io.keys import short_repr
 

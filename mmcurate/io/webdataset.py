@@ -30,21 +30,32 @@ kept as `KEY~N` with on_duplicate_key="suffix". Keys repeated across shards are 
 """
 from __future__ import annotations
 
-import json
 import os
 import re
 import tarfile
-from typing import Iterator
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 
 import pyarrow as pa
 
-from dataclasses import dataclass, field
-
 from mmcurate.io import paths
-from mmcurate.io.base import (DEFAULT_MAX_BATCH_BYTES, DEFAULT_MAX_IMAGE_BYTES, DEFAULT_MAX_MEMBER_BYTES, Batcher,
-                              Reader, check_byte_limit)
-from mmcurate.io.keys import (IMAGE_EXTS, KeyRegistry, check_meta, loads_untrusted, member_base_to_key,
-                              short_repr, split_member_name)
+from mmcurate.io.base import (
+    DEFAULT_MAX_BATCH_BYTES,
+    DEFAULT_MAX_IMAGE_BYTES,
+    DEFAULT_MAX_MEMBER_BYTES,
+    Batcher,
+    Reader,
+    check_byte_limit,
+)
+from mmcurate.io.keys import (
+    IMAGE_EXTS,
+    KeyRegistry,
+    check_meta,
+    loads_untrusted,
+    member_base_to_key,
+    short_repr,
+    split_member_name,
+)
 
 TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
 # webdataset skips members named like `__meta__` (tariterators.tar_file_iterator's skip_meta).

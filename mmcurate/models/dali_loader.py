@@ -29,12 +29,11 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Iterable, Iterator, Optional
+from collections.abc import Iterable, Iterator
 
 import numpy as np
 
-from mmcurate.models.cpu_loader import (LoadedBatch, NativeImageLoader, Rejected, check_loader_args,
-                                       prefetched_batches)
+from mmcurate.models.cpu_loader import LoadedBatch, NativeImageLoader, Rejected, check_loader_args, prefetched_batches
 from mmcurate.models.preprocess import Preprocess
 
 __all__ = ["DaliImageLoader", "dali_available", "DaliUnavailableError", "VALIDATE_MODES"]
@@ -69,7 +68,7 @@ def _import_dali():
     return dali, fn, types
 
 
-def _parse_device(device: str) -> Optional[int]:
+def _parse_device(device: str) -> int | None:
     """'cpu' -> None (DALI's CPU-only mode); 'cuda' / 'cuda:N' -> N."""
     if device == "cpu":
         return None
@@ -87,7 +86,7 @@ class DaliImageLoader:
     """
 
     def __init__(self, preprocess: Preprocess, batch_size: int = 256, device: str = "cuda",
-                 num_threads: Optional[int] = None, max_pixels: Optional[int] = None, exif: bool = True,
+                 num_threads: int | None = None, max_pixels: int | None = None, exif: bool = True,
                  validate: str = "header", prefetch: bool = True, hw_decoder_load: float = 0.65):
         from mmcurate.ops.decode import DEFAULT_MAX_PIXELS
 
@@ -142,7 +141,7 @@ class DaliImageLoader:
             # sizes and crop offsets, not DALI's own rounding of resize_shorter / crop_pos.
             size = fn.external_source(name="size", dtype=types.FLOAT, ndim=1)      # [h, w] after resize
             start = fn.external_source(name="start", dtype=types.INT32, ndim=1)    # [y, x] of the crop
-            kw = dict(hw_decoder_load=self.hw_decoder_load) if gpu else {}
+            kw = {"hw_decoder_load": self.hw_decoder_load} if gpu else {}
             img = fn.decoders.image(enc, device="mixed" if gpu else "cpu", output_type=types.RGB,
                                     adjust_orientation=self.exif, **kw)
             img = fn.resize(img, resize_y=size[0], resize_x=size[1], interp_type=interp, antialias=True)
@@ -271,7 +270,7 @@ class DaliImageLoader:
         try:
             pixels = self._run_dali([blobs[i] for i in ok], hw[ok])
             return LoadedBatch(pixels, (ok + offset).astype(np.int64), rejected)
-        except Exception as exc:  # DALI raises RuntimeError/IndexError; any failure takes the same way out
+        except Exception as exc:  # noqa: BLE001 - DALI raises RuntimeError/IndexError; any failure takes the same way out
             self.stats["dali_failures"] += 1
             log.warning("DALI failed on a batch (%s); quarantining per sample with the native decoder",
                         str(exc).strip().splitlines()[-1][:200] if str(exc).strip() else type(exc).__name__)
@@ -283,7 +282,7 @@ class DaliImageLoader:
         rejected.sort(key=lambda r: r.index)
         try:
             pixels = self._run_dali([blobs[i] for i in good], hw[good])
-        except Exception:
+        except Exception:  # noqa: BLE001 - whatever DALI raises, the native loader's pixels stand in
             self.stats["native_fallback_batches"] += 1
             log.warning("DALI refused bytes the native decoder accepts; this batch uses the native loader's pixels")
             pixels = self._upload(native.pixels)

@@ -2,8 +2,8 @@
 captions into L2-normalised vectors."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Optional, Sequence
 
 import numpy as np
 
@@ -129,7 +129,7 @@ class EmbedResult:
     rejected: list
 
 
-def embed_encoded_images(clip: ClipModel, blobs, loader=None, batch_size: Optional[int] = None) -> EmbedResult:
+def embed_encoded_images(clip: ClipModel, blobs, loader=None, batch_size: int | None = None) -> EmbedResult:
     """Encoded images -> embeddings through a loader (default: the native CPU loader; a
     :class:`~mmcurate.models.DaliImageLoader` works too); decode and resize overlap the forward."""
     from mmcurate.models.cpu_loader import NativeImageLoader

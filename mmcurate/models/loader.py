@@ -12,7 +12,6 @@ import json
 import logging
 import os
 from pathlib import Path
-from typing import Optional, Union
 
 from mmcurate.device import choose_device
 from mmcurate.models.preprocess import Preprocess
@@ -61,7 +60,7 @@ def _default_clip_cache() -> Path:
     return Path(os.path.expanduser("~/.cache/clip"))
 
 
-def _hf_cached(repo: str, filename: str, cache_dir) -> Optional[Path]:
+def _hf_cached(repo: str, filename: str, cache_dir) -> Path | None:
     try:
         from huggingface_hub import try_to_load_from_cache
     except ImportError:  # no hub client: look in the standard layout ourselves
@@ -104,8 +103,8 @@ def _find_in_dir(entry: ModelEntry, d: Path) -> Path:
                                f"{entry.weight_file_names()}: pass the file itself as weights=")
 
 
-def resolve_weights(entry: Union[str, ModelEntry], weights=None, cache_dir=None,
-                    allow_download: bool = False) -> Optional[Path]:
+def resolve_weights(entry: str | ModelEntry, weights=None, cache_dir=None,
+                    allow_download: bool = False) -> Path | None:
     """The checkpoint file to load, or None for weights="random"."""
     entry = get_entry(entry)
     if isinstance(weights, str) and weights == RANDOM:
@@ -225,7 +224,7 @@ def _build(entry: ModelEntry, device: str, precision: str, seed: int):
     return model
 
 
-def load_clip(name: Union[str, ModelEntry], weights=None, cache_dir=None, allow_download: bool = False,
+def load_clip(name: str | ModelEntry, weights=None, cache_dir=None, allow_download: bool = False,
               device: str = "auto", precision: str = "auto", seed: int = 0):
     """Build the registry model `name` and load its weights -> :class:`mmcurate.models.ClipModel`.
 

@@ -7,7 +7,6 @@ torch is imported only inside the functions that need it.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Tuple
 
 import numpy as np
 
@@ -19,7 +18,7 @@ INTERPOLATIONS = ("bicubic", "bilinear")
 RESIZE_MODES = ("shortest", "squash")
 
 
-def _triple(name: str, v) -> Tuple[float, float, float]:
+def _triple(name: str, v) -> tuple[float, float, float]:
     if isinstance(v, (int, float)):
         v = (v, v, v)
     t = tuple(float(x) for x in v)
@@ -34,8 +33,8 @@ class Preprocess:
     shorter side + CenterCrop(size) (CLIP), "squash" = resize straight to size x size."""
 
     image_size: int = 224
-    mean: Tuple[float, float, float] = (0.48145466, 0.4578275, 0.40821073)
-    std: Tuple[float, float, float] = (0.26862954, 0.26130258, 0.27577711)
+    mean: tuple[float, float, float] = (0.48145466, 0.4578275, 0.40821073)
+    std: tuple[float, float, float] = (0.26862954, 0.26130258, 0.27577711)
     interpolation: str = "bicubic"
     resize_mode: str = "shortest"
 
@@ -55,7 +54,7 @@ class Preprocess:
 
     # -- conversions ---------------------------------------------------------------------------------------
     @classmethod
-    def from_dict(cls, d: dict) -> "Preprocess":
+    def from_dict(cls, d: dict) -> Preprocess:
         unknown = set(d) - {"image_size", "mean", "std", "interpolation", "resize_mode"}
         if unknown:
             raise ValueError(f"unknown preprocess keys {sorted(unknown)}")
@@ -67,7 +66,7 @@ class Preprocess:
         return d
 
     @classmethod
-    def from_open_clip(cls, cfg: dict) -> "Preprocess":
+    def from_open_clip(cls, cfg: dict) -> Preprocess:
         """From open_clip's preprocess_cfg (keys size, mean, std, interpolation, resize_mode)."""
         size = cfg.get("size", 224)
         if isinstance(size, (tuple, list)):
@@ -81,7 +80,7 @@ class Preprocess:
         return {"size": self.image_size, "mean": self.mean, "std": self.std,
                 "interpolation": self.interpolation, "resize_mode": self.resize_mode}
 
-    def differences(self, other: "Preprocess", atol: float = 1e-6) -> list[str]:
+    def differences(self, other: Preprocess, atol: float = 1e-6) -> list[str]:
         """Human-readable list of the fields where two configs disagree (empty when they match)."""
         out = []
         for f in ("image_size", "interpolation", "resize_mode"):

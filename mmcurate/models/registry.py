@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
-from typing import Optional
 
 from mmcurate.models.preprocess import Preprocess
 
@@ -19,18 +18,18 @@ REGISTRY_PATH = Path(__file__).with_name("registry.json")
 class ModelEntry:
     name: str                      # "arch/tag", or the arch for a config without released weights
     arch: str                      # open_clip architecture (model config name)
-    pretrained: Optional[str]      # open_clip pretrained tag; None for architectures without released weights
+    pretrained: str | None      # open_clip pretrained tag; None for architectures without released weights
     embed_dim: int
     preprocess: Preprocess
     quick_gelu: bool = False       # OpenAI-trained weights need QuickGELU (open_clip's "-quickgelu" configs)
-    hf_hub: Optional[str] = None   # "org/repo" on the Hugging Face hub
-    url: Optional[str] = None      # direct download URL (open_clip caches these under ~/.cache/clip)
+    hf_hub: str | None = None   # "org/repo" on the Hugging Face hub
+    url: str | None = None      # direct download URL (open_clip caches these under ~/.cache/clip)
     files: tuple = ()              # weight file names in preference order
-    config: Optional[Path] = None  # our own open_clip JSON model config (custom architectures)
+    config: Path | None = None  # our own open_clip JSON model config (custom architectures)
     default: bool = False
 
     @property
-    def url_file(self) -> Optional[str]:
+    def url_file(self) -> str | None:
         return self.url.rsplit("/", 1)[-1] if self.url else None
 
     def weight_file_names(self) -> list[str]:
@@ -58,7 +57,7 @@ def _parse(raw: dict, base: Path) -> ModelEntry:
     )
 
 
-@lru_cache(maxsize=None)
+@cache
 def _load(path: str = str(REGISTRY_PATH)) -> tuple[ModelEntry, ...]:
     p = Path(path)
     with open(p, encoding="utf-8") as f:

@@ -20,6 +20,7 @@ import numpy as np
 
 from mmcurate._native import native
 from mmcurate.ops._inputs import call_native, check_max_pixels, check_threads
+
 # The names and native codes of the decode modes, resize filters and modes and hash kinds: the CPU ops' tables.
 from mmcurate.ops.decode import MODES as _DECODE_MODES
 from mmcurate.ops.hashes import KINDS as _HASH_KINDS
@@ -27,7 +28,7 @@ from mmcurate.ops.resize import INTERPOLATIONS as _INTERPOLATIONS
 from mmcurate.ops.resize import MODES as _RESIZE_MODES
 
 __all__ = [
-    "DeviceArray",
+    "DeviceArray",  # noqa: F822 - served by the module's __getattr__ (it needs the native module)
     "to_device",
     "nvjpeg_info",
     "hamming_pairs",
@@ -73,7 +74,7 @@ def _nvjpeg_search_dirs() -> list[str]:
     return dirs
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def nvjpeg_info() -> dict:
     """Opens libnvjpeg once (dlopen; the wheel's folder first, then the default loader path) and says
     what was found: {'compiled', 'loaded', 'path', 'error', 'version', 'hardware_backend'}."""

@@ -9,7 +9,8 @@ from mmcurate.device import choose_device
 def _no_cuda() -> str:
     if not native().native_build_info()["cuda"]:
         return ("device='cuda' requested but mmcurate._C was built without CUDA kernels. Rebuild with nvcc on PATH "
-                "and MMCURATE_CUDA=1 (the default): `pip install nvidia-nvjpeg && pip install -e . --no-build-isolation`.")
+                "and MMCURATE_CUDA=1 (the default): "
+                "`pip install nvidia-nvjpeg && pip install -e . --no-build-isolation`.")
     return "device='cuda' requested but no CUDA GPU is visible (check nvidia-smi / CUDA_VISIBLE_DEVICES)"
 
 

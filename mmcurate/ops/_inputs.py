@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import numbers
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -58,7 +58,7 @@ def as_blob_list(blobs, arg: str = "blobs") -> list:
     (a common mistake: pass [data])."""
     if isinstance(blobs, (bytes, bytearray, memoryview, str)):
         raise TypeError(f"{arg} must be a sequence of encoded images; wrap a single image as [{arg}]")
-    out = []
+    out: list[bytes | bytearray | memoryview | np.ndarray] = []
     for i, b in enumerate(blobs):
         if isinstance(b, (bytes, bytearray)):
             out.append(b)

@@ -7,8 +7,8 @@ the magic bytes, never from a file name.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Optional, Sequence, Union
 
 import numpy as np
 
@@ -79,14 +79,14 @@ def _parse_target_size(target_size) -> tuple[int, int]:
 
 
 def decode_images(
-    blobs: Sequence[Union[bytes, bytearray, memoryview, np.ndarray, None]],
+    blobs: Sequence[bytes | bytearray | memoryview | np.ndarray | None],
     mode: str = "RGB",
     device: str = "auto",
-    target_size: Optional[Union[int, tuple[int, int]]] = None,
-    max_pixels: Optional[int] = DEFAULT_MAX_PIXELS,
+    target_size: int | tuple[int, int] | None = None,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
     exif: bool = True,
     fast: bool = False,
-    num_threads: Optional[int] = None,
+    num_threads: int | None = None,
 ) -> DecodeResult:
     """Decode a batch of encoded images. One bad sample never fails the batch: its status says why.
 

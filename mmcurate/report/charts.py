@@ -7,9 +7,10 @@ here too (:class:`Histogram`), so a chart and its numbers cannot disagree.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from html import escape
-from typing import Callable, Optional, Sequence
+from typing import Callable
 
 import numpy as np
 
@@ -76,7 +77,7 @@ class Histogram:
     log2: bool = False               # edges are log2 of the value (aspect ratios)
 
     @classmethod
-    def linear(cls, values, max_bins: int = 30, tail_quantile: float = 0.995) -> "Histogram":
+    def linear(cls, values, max_bins: int = 30, tail_quantile: float = 0.995) -> Histogram:
         v = _finite(values)
         if v.size == 0:
             return cls(np.array([0.0, 1.0]), np.zeros(1, np.int64), 0)
@@ -95,7 +96,7 @@ class Histogram:
         return cls(edges, counts, int(v.size), overflow=overflow)
 
     @classmethod
-    def integers(cls, values, max_bins: int = 40) -> "Histogram":
+    def integers(cls, values, max_bins: int = 40) -> Histogram:
         """One bin per integer from the minimum (or 0) up; above max_bins bins the tail is folded."""
         v = _finite(values)
         if v.size == 0:
@@ -111,7 +112,7 @@ class Histogram:
         return cls(edges, counts, int(v.size), overflow=overflow, integer=True)
 
     @classmethod
-    def aspect(cls, ratios, max_ratio: float = 8.0, bins_per_octave: int = 4) -> "Histogram":
+    def aspect(cls, ratios, max_ratio: float = 8.0, bins_per_octave: int = 4) -> Histogram:
         """Aspect ratios (width / height) on a log2 axis from 1/max_ratio to max_ratio; the extremes are
         folded into the end bins (counted, never dropped)."""
         v = _finite(ratios)
@@ -236,7 +237,7 @@ class BarRow:
     annotation: str = ""             # text right of the bar (e.g. "1,234 → 1,100")
 
 
-def bar_chart_svg(rows: Sequence[BarRow], title: str, scale_max: Optional[float] = None,
+def bar_chart_svg(rows: Sequence[BarRow], title: str, scale_max: float | None = None,
                   value_format: Callable[[float], str] = format_number, width: int = 760,
                   label_width: int = 150, annotation_width: int = 170, row_height: int = 26) -> str:
     """Horizontal stacked bars, one row per entry, on a shared linear scale with gridlines."""
@@ -310,7 +311,7 @@ def _envelope(n: int, pw: float) -> np.ndarray:
 
 
 def rank_size_svg(series: Sequence[Series], title: str, y_label: str = "samples per cluster",
-                  x_label: str = "cluster rank (largest first)", log_y: Optional[bool] = None,
+                  x_label: str = "cluster rank (largest first)", log_y: bool | None = None,
                   width: int = 760, height: int = 270, marker_limit: int = 64) -> str:
     """A rank-size plot: each series' values sorted descending, drawn as a line over rank 1..n, all on
     one y axis (log when the values span at least LOG_Y_MIN_RANGE, unless `log_y` says). Zeros (empty

@@ -18,17 +18,26 @@ import json
 import math
 import os
 import tempfile
+from collections.abc import Iterable
 from html import escape
 from pathlib import Path
-from typing import Iterable, Optional
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from mmcurate.curate.balance import MAX_LISTED_CLUSTER_SIZES
-from mmcurate.report.charts import (PALETTE, BarRow, Histogram, Segment, Series, bar_chart_svg, format_number,
-                                    histogram_svg, rank_size_svg)
+from mmcurate.report.charts import (
+    PALETTE,
+    BarRow,
+    Histogram,
+    Segment,
+    Series,
+    bar_chart_svg,
+    format_number,
+    histogram_svg,
+    rank_size_svg,
+)
 from mmcurate.report.run_data import RunData, load_run
 from mmcurate.report.thumbnails import display_text
 
@@ -109,7 +118,7 @@ def _int(v, default: int = 0) -> int:
         return default
 
 
-def _float(v) -> Optional[float]:
+def _float(v) -> float | None:
     try:
         f = float(v)
     except (TypeError, ValueError):
@@ -117,7 +126,7 @@ def _float(v) -> Optional[float]:
     return f if math.isfinite(f) else None
 
 
-def _duration(seconds: Optional[float]) -> str:
+def _duration(seconds: float | None) -> str:
     if seconds is None:
         return "–"
     if seconds < 1:
@@ -144,7 +153,7 @@ def _pct(part: float, whole: float) -> str:
     return f"{100.0 * part / whole:.1f}%" if whole else "–"
 
 
-def _rate(n: float, seconds: Optional[float]) -> str:
+def _rate(n: float, seconds: float | None) -> str:
     return f"{format_number(n / seconds)}/s" if seconds and seconds > 0 else "–"
 
 
@@ -221,7 +230,7 @@ def _recipe_text(recipe) -> str:
         import yaml
 
         return yaml.safe_dump(recipe, sort_keys=False, allow_unicode=True, default_flow_style=False)
-    except Exception:  # no PyYAML, or a value YAML cannot represent: JSON says the same
+    except Exception:  # noqa: BLE001 - no PyYAML, or a value YAML cannot represent: JSON says the same
         return json.dumps(recipe, indent=2, ensure_ascii=False, default=str)
 
 
@@ -388,7 +397,7 @@ def _ratio_stats(values: np.ndarray) -> str:
             f'{format_number(float(v.max()))}</div>')
 
 
-def _column(table: Optional[pa.Table], name: str) -> Optional[pa.ChunkedArray]:
+def _column(table: pa.Table | None, name: str) -> pa.ChunkedArray | None:
     if table is None or name not in table.column_names:
         return None
     return table.column(name)
@@ -429,7 +438,7 @@ def _section_distributions(data: RunData) -> str:
     return _section("distributions", "Distributions", intro, content)
 
 
-def _phash_distances(data: RunData) -> Optional[np.ndarray]:
+def _phash_distances(data: RunData) -> np.ndarray | None:
     kind, dist = _column(data.duplicates, "kind"), _column(data.duplicates, "distance")
     if kind is None or dist is None:
         return None
@@ -441,8 +450,8 @@ def _phash_distances(data: RunData) -> Optional[np.ndarray]:
 # thumbnails and galleries
 
 
-def _tile(jpeg: Optional[bytes], key: str, lines: list[tuple[str, str]], badge: str = "", badge_cls: str = "",
-          decoded: bool = True, caption: Optional[str] = None, cls: str = "") -> str:
+def _tile(jpeg: bytes | None, key: str, lines: list[tuple[str, str]], badge: str = "", badge_cls: str = "",
+          decoded: bool = True, caption: str | None = None, cls: str = "") -> str:
     img = (f'<img src="{_data_uri(jpeg)}" alt="{e(key)}">' if jpeg else
            '<span class="noimg">no thumbnail</span>')
     badge_html = f'<span class="badge-tile {e(badge_cls)}">{e(badge)}</span>' if badge else ""
@@ -581,7 +590,7 @@ def _fixed(v, digits: int = 3) -> str:
     return "–" if f is None else f"{f:.{digits}f}"
 
 
-def _cluster_sizes(side: dict) -> Optional[list[float]]:
+def _cluster_sizes(side: dict) -> list[float] | None:
     """The per-cluster sizes cluster_balance_stats lists (only up to MAX_LISTED_CLUSTER_SIZES clusters),
     or None when absent or not all numbers (a hand-edited manifest)."""
     sizes = side.get("sizes")
@@ -591,7 +600,7 @@ def _cluster_sizes(side: dict) -> Optional[list[float]]:
     return None if any(v is None for v in values) else values
 
 
-def _largest_median(side: dict) -> tuple[Optional[float], Optional[float]]:
+def _largest_median(side: dict) -> tuple[float | None, float | None]:
     sizes = _cluster_sizes(side)
     if sizes is not None:
         return max(sizes), float(np.median(sizes))

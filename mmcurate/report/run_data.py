@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -31,10 +30,10 @@ _DUPLICATE_COLUMNS = ("key", "duplicate_of", "kind", "distance")
 class RunData:
     out_dir: Path
     manifest: dict
-    samples: Optional[pa.Table] = None       # width, height, caption of kept samples (those present)
-    rejects: Optional[pa.Table] = None       # key, stage, reason, detail
-    duplicates: Optional[pa.Table] = None    # key, duplicate_of, kind, distance
-    thumbs: Optional[pa.Table] = None        # THUMBS_SCHEMA
+    samples: pa.Table | None = None       # width, height, caption of kept samples (those present)
+    rejects: pa.Table | None = None       # key, stage, reason, detail
+    duplicates: pa.Table | None = None    # key, duplicate_of, kind, distance
+    thumbs: pa.Table | None = None        # THUMBS_SCHEMA
     missing: list[str] = field(default_factory=list)   # optional files that were not there
 
     @property
@@ -59,7 +58,7 @@ def _dict(v) -> dict:
     return v if isinstance(v, dict) else {}
 
 
-def _read(path: Path, wanted: tuple[str, ...], missing: list[str]) -> Optional[pa.Table]:
+def _read(path: Path, wanted: tuple[str, ...], missing: list[str]) -> pa.Table | None:
     if not path.exists():
         missing.append(path.name)
         return None

@@ -72,7 +72,8 @@ def unrecognised_shards(root: Path) -> dict[str, Path]:
            "directories_only": write_tar(root / "dirs.tar", [("a", None), ("a/b", None), ("c.jpg", None)])}
     links = root / "links.tar"
     with tarfile.open(links, "w") as tar:
-        for name, kind, target in (("x.jpg", tarfile.SYMTYPE, "/etc/passwd"), ("y.jpg", tarfile.LNKTYPE, "/etc/passwd")):
+        for name, kind, target in (("x.jpg", tarfile.SYMTYPE, "/etc/passwd"),
+                                   ("y.jpg", tarfile.LNKTYPE, "/etc/passwd")):
             info = tarfile.TarInfo(name)
             info.type, info.linkname = kind, target
             tar.addfile(info)

@@ -107,7 +107,8 @@ def test_big_group_peak_memory_is_bounded(tmp_path, mode, stage):
     got = json.loads(out.stdout.strip().splitlines()[-1])
     assert got["hwm_mb"] < PEAK_LIMIT_MB, got
     if stage == "phash_dedup":
-        # the 40k copies and re-encodings collapse to about one kept sample (the group), the 10k others stay (a few chance links aside)
+        # the 40k copies and re-encodings collapse to about one kept sample (the group), the 10k others stay
+        # (a few chance links aside)
         assert 39_990 <= got["stats"]["duplicates"] <= 40_010
     else:
         assert got["stats"]["largest_group"] >= 40_000

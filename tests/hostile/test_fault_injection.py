@@ -13,8 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.hostile.builders_runs import (error_lines, killed_run, paused_run, recipe, run,
-                                         temp_files, tree, was_killed)
+from tests.hostile.builders_runs import error_lines, killed_run, paused_run, recipe, run, temp_files, tree, was_killed
 
 
 def _assert_same_outputs(out: Path, reference: Path):

@@ -14,8 +14,7 @@ import pyarrow as pa
 import pytest
 from PIL import Image
 
-from mmcurate.ops import Status, decode_images, phash_bytes, probe_images
-from mmcurate.ops import _inputs
+from mmcurate.ops import Status, _inputs, decode_images, phash_bytes, probe_images
 from mmcurate.ops.hamming import hamming_knn, hamming_pairs
 from mmcurate.ops.hashes import phash
 from mmcurate.ops.resize import resize_images

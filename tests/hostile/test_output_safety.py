@@ -10,8 +10,7 @@ from pathlib import Path
 import pytest
 
 from mmcurate.pipeline.output_dir import OutputInUse, RunLock
-from tests.hostile.builders_runs import (error_lines, folder_input, llava_input, recipe, run, snapshot,
-                                         tree)
+from tests.hostile.builders_runs import error_lines, folder_input, llava_input, recipe, run, snapshot, tree
 from tests.io_fixtures import img2dataset_shards
 
 
