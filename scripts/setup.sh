@@ -3,6 +3,7 @@
 # missing), a virtualenv, the Python build deps, then builds and installs mmcurate (editable).
 #   scripts/setup.sh            runtime install, with the demo sample's needs (Pillow, scikit-image)
 #   scripts/setup.sh --test     plus the test peers (Pillow, imagehash, scipy, pywt, scikit-image, torchvision)
+#                               and the pinned lint tools scripts/lint.sh runs (ruff, clang-format, mypy)
 #   scripts/setup.sh --bench    plus the benchmark peers (faiss-cpu, ...)
 # Env: MMCURATE_CUDA=0 skips the CUDA kernels even when nvcc is present; PYTHON picks the interpreter.
 set -euo pipefail
