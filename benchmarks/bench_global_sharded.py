@@ -9,9 +9,9 @@ near copies, clip_score), then runs the global steps exact_dedup, phash_dedup (k
 semantic_dedup (k-means on a 50k sample) through ``run_global_phase`` (memory) and ``run_sharded_global_phase``
 (sharded, workers 1 and 2: builtin map / process pool), each in its own process. ``--steps balance`` runs the
 balance step alone instead (fraction 0.5, default levels [1000, 100], k-means sample 256 per cluster);
-``--steps split`` runs clip_score_filter (keep_fraction 0.7) then split (8:1:1, pHash radius auto). Reports per run: wall time,
-per-step seconds, the driver's peak RSS and the largest worker's, and a digest of the rejects and duplicates
-(equal across runs: the modes give the same results).
+``--steps split`` runs clip_score_filter (keep_fraction 0.7) then split (8:1:1, pHash radius auto). Reports
+per run: wall time, per-step seconds, the driver's peak RSS and the largest worker's, and a digest of the
+rejects and duplicates (equal across runs: the modes give the same results).
 """
 from __future__ import annotations
 
@@ -44,9 +44,9 @@ STAGES = STEP_SETS["dedup"]
 def build(work: Path, n: int, n_shards: int, dim: int) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
+
     from bench_global_scale import _near_codes
     from bench_semantic import synthetic
-
     from mmcurate.stages.clip import embedding_array
 
     rng = np.random.default_rng(0)
@@ -100,7 +100,8 @@ def run_one(work: Path, n_shards: int, mode: str, workers: int) -> dict:
     return {"mode": mode, "workers": workers, "wall_s": round(wall, 2), "kept": n_kept,
             "steps": {k: {"seconds": round(v["seconds"], 2), "rejected": v["rejected"], "mode": v["mode"]}
                       for k, v in stats.items()},
-            "semantic_stream_seconds": stats.get("semantic_dedup", {}).get("stats", {}).get("sharded", {}).get("seconds"),
+            "semantic_stream_seconds":
+                stats.get("semantic_dedup", {}).get("stats", {}).get("sharded", {}).get("seconds"),
             "driver_peak_rss_mb": _vm_hwm_mb(),
             "largest_worker_peak_rss_mb": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1),
             "results_sha256": digest.hexdigest()[:16]}
@@ -138,7 +139,8 @@ def main():
         row = json.loads(proc.stdout.strip().splitlines()[-1])
         print(json.dumps(row), flush=True)
         rows.append(row)
-    result = {"benchmark": "global_phase_memory_vs_sharded", "steps": args.steps, "n": args.n, "shards": args.shards, "dim": args.dim,
+    result = {"benchmark": "global_phase_memory_vs_sharded", "steps": args.steps, "n": args.n, "shards": args.shards,
+              "dim": args.dim,
               "stages": [{name: p} for name, p in STAGES],
               "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
               "same_results": len({r["results_sha256"] for r in rows}) == 1,
