@@ -14,6 +14,7 @@ import pytest
 from PIL import Image
 
 from mmcurate.pipeline.schema import INPUT_SCHEMA
+from mmcurate.pipeline.global_phase import run_on_table
 from mmcurate.pipeline.stage import StageError, registry
 from mmcurate.stages.clip import embeddings_to_numpy
 
@@ -191,7 +192,7 @@ def _reasons(res):
 
 def test_threshold_exact():
     t = _scores_table()
-    res = registry.create("clip_score_filter", {"threshold": 0.28}).run(t)
+    res = run_on_table(registry.create("clip_score_filter", {"threshold": 0.28}), t)
     rows = t.to_pylist()
     expect = sorted(r["key"] for r in rows if r["clip_score"] is not None and r["clip_score"] >= 0.28)
     assert sorted(_kept(res, t)) == expect
@@ -210,7 +211,7 @@ def test_threshold_exact():
 @pytest.mark.parametrize("fraction", [0.3, 0.5, 0.01, 1.0])
 def test_keep_fraction_exact_and_ties(fraction):
     t = _scores_table()
-    res = registry.create("clip_score_filter", {"keep_fraction": fraction}).run(t)
+    res = run_on_table(registry.create("clip_score_filter", {"keep_fraction": fraction}), t)
     scored = [r for r in t.to_pylist() if r["clip_score"] is not None]
     n_keep = math.floor(fraction * len(scored) + 0.5)
     brute = sorted(scored, key=lambda r: (-r["clip_score"], r["key"]))[:n_keep]
@@ -219,7 +220,7 @@ def test_keep_fraction_exact_and_ties(fraction):
     assert res.stats["cut"] == pytest.approx(brute[-1]["clip_score"])
     # order independence: the same decision on a shuffled table
     perm = np.random.default_rng(1).permutation(t.num_rows)
-    res2 = registry.create("clip_score_filter", {"keep_fraction": fraction}).run(t.take(perm))
+    res2 = run_on_table(registry.create("clip_score_filter", {"keep_fraction": fraction}), t.take(perm))
     assert sorted(_kept(res2, t.take(perm))) == sorted(_kept(res, t))
     if fraction < 1.0:
         d = res.rejected.filter(pa.compute.equal(res.rejected.column("reason"), "clip_score"))["detail"][0]
@@ -229,7 +230,7 @@ def test_keep_fraction_exact_and_ties(fraction):
 def test_keep_fraction_ties_go_to_smaller_key():
     t = pa.table({"key": ["d", "b", "a", "c", "e"], "source": ["s"] * 5,
                   "clip_score": pa.array([0.3, 0.2, 0.2, 0.2, 0.1], pa.float32())})
-    res = registry.create("clip_score_filter", {"keep_fraction": 0.4}).run(t)  # 2 of 5
+    res = run_on_table(registry.create("clip_score_filter", {"keep_fraction": 0.4}), t)  # 2 of 5
     assert sorted(_kept(res, t)) == ["a", "d"]
 
 
@@ -239,7 +240,7 @@ def test_clip_score_filter_param_errors():
         with pytest.raises(StageError, match="clip_score_filter"):
             registry.create("clip_score_filter", params)
     with pytest.raises(StageError, match="clip_score"):
-        registry.create("clip_score_filter", {"threshold": 0.2}).run(pa.table({"key": ["a"], "source": ["s"]}))
+        run_on_table(registry.create("clip_score_filter", {"threshold": 0.2}), pa.table({"key": ["a"], "source": ["s"]}))
 
 
 # ---------------------------------------------------------------------------------------------------------

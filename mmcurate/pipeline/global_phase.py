@@ -24,8 +24,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from mmcurate.pipeline.schema import DUPLICATES_OUTPUT_SCHEMA, DUPLICATES_SCHEMA, REJECTS_SCHEMA
-from mmcurate.pipeline.stage import SAMPLE_ID, AccountingError, StageError
-from mmcurate.pipeline.global_sharded import ShardedGlobalContext, make_ids
+from mmcurate.pipeline.stage import SAMPLE_ID, AccountingError, StageError, id_shards, make_ids
+from mmcurate.pipeline.global_sharded import ShardedGlobalContext
 
 
 def new_stat() -> dict:
@@ -60,9 +60,12 @@ def run_global_phase(ctx, plan) -> GlobalPhaseResult:
             if missing:
                 raise StageError(f"global stage {stage.name!r} needs column(s) {missing}, which no earlier "
                                  f"stage produced")
-            res = stage.run_sharded(ctx) if ctx.sharded and hasattr(stage, "run_sharded") else None
+            if stage.runs_on_context:
+                res = stage.run(ctx)
+            else:   # a step not yet written over the context: run_sharded, else run(table) via run_in_memory
+                res = stage.run_sharded(ctx) if ctx.sharded and hasattr(stage, "run_sharded") else None
             if res is not None:
-                st["mode"] = "sharded"
+                st["mode"] = "sharded" if ctx.sharded else "memory"
                 gone = res.rejected.column(SAMPLE_ID).to_numpy().astype(np.int64)
                 rejected = res.rejected.drop_columns([SAMPLE_ID])
                 columns = res.columns
@@ -102,6 +105,15 @@ def run_sharded_global_phase(work, plan, n_shards: int, map_fn=map, parallelism:
     """Sharded mode: tasks through ``map_fn`` (builtin map, a process pool's or Ray tasks)."""
     ctx = ShardedGlobalContext(work, n_shards, map_fn=map_fn, parallelism=parallelism, tasks_see_gpu=tasks_see_gpu)
     return run_global_phase(ctx, plan)
+
+
+def run_on_table(stage, table: pa.Table):
+    """One global step over a table of survivors (notebooks, tests): its GlobalResult as the driver gets it. A
+    step written over the context gets a MemoryGlobalContext (its rejects carry SAMPLE_ID: the table's, else
+    the row numbers); the others get the table."""
+    if stage.runs_on_context:
+        return stage.run(MemoryGlobalContext.from_table(table))
+    return stage.run(table)
 
 
 def run_in_memory(stage, ctx):
@@ -173,6 +185,20 @@ class MemoryGlobalContext:
                       pa.table({"key": pa.array([], pa.string()), "source": pa.array([], pa.string()),
                                 SAMPLE_ID: pa.array([], pa.int64())}))
         self._added: list[pa.Table] = []
+        # what the steps' tasks get: in-process map, one partition
+        self.map_fn = map
+        self.parallelism = 1
+        self.tasks_see_gpu = True
+
+    @classmethod
+    def from_table(cls, table: pa.Table) -> "MemoryGlobalContext":
+        """A context over one table of survivors (tests, notebooks): sample ids are the rows unless it has them."""
+        ctx = cls.__new__(cls)
+        if SAMPLE_ID not in table.column_names:
+            table = table.append_column(SAMPLE_ID, pa.array(np.arange(table.num_rows, dtype=np.int64)))
+        ctx.table, ctx._added = table, []
+        ctx.map_fn, ctx.parallelism, ctx.tasks_see_gpu = map, 1, True
+        return ctx
 
     @classmethod
     def for_plan(cls, work, n_shards: int, plan) -> "MemoryGlobalContext":
@@ -198,6 +224,29 @@ class MemoryGlobalContext:
     def load(self, columns) -> pa.Table:
         return self.table.select([*dict.fromkeys(c for c in columns if c != SAMPLE_ID), SAMPLE_ID])
 
+    def views(self) -> list["TableShardView"]:
+        """The survivors per survivor shard (ids ascend, so each shard is one slice of the table)."""
+        if not self.table.num_rows:
+            return []
+        shard = id_shards(self.table.column(SAMPLE_ID).to_numpy())
+        bounds = np.flatnonzero(np.diff(shard)) + 1
+        starts = np.concatenate([[0], bounds]).astype(int)
+        ends = np.concatenate([bounds, [shard.size]]).astype(int)
+        return [TableShardView(int(shard[a]), self.table.slice(a, b - a)) for a, b in zip(starts, ends)]
+
+    def fetch(self, ids, columns) -> pa.Table:
+        """The columns (and SAMPLE_ID) of the samples ``ids``, one row per id in ascending id order."""
+        ids = np.unique(np.asarray(ids, np.int64))
+        have = self.table.column(SAMPLE_ID).to_numpy()
+        pos = np.searchsorted(have, ids)
+        if pos.size and (pos.max() >= have.size or not np.array_equal(have[pos], ids)):
+            raise StageError("asked for samples that are not (or no longer) survivors")
+        return self.load(columns).take(pa.array(pos))
+
+    def n_partitions(self, rows_per_partition: int) -> int:
+        """One partition: every sample meets every other in one task."""
+        return 1
+
     def remove(self, ids) -> None:
         ids = np.asarray(ids, np.int64)
         if not ids.size:
@@ -221,6 +270,21 @@ class MemoryGlobalContext:
 
     def added_columns(self) -> "MemoryColumns":
         return MemoryColumns(self._added)
+
+
+class TableShardView:
+    """One survivor shard's rows in memory, as a task sees a shard: ``index`` and ``read(columns)``."""
+
+    def __init__(self, index: int, table: pa.Table):
+        self.index, self.table = index, table
+
+    @property
+    def n_alive(self) -> int:
+        return self.table.num_rows
+
+    def read(self, columns) -> pa.Table:
+        """The columns asked for, in that order, then SAMPLE_ID."""
+        return self.table.select([*dict.fromkeys(c for c in columns if c != SAMPLE_ID), SAMPLE_ID])
 
 
 class MemoryColumns:

@@ -36,31 +36,19 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from mmcurate.pipeline.stage import SAMPLE_ID, SHARD_SHIFT, AccountingError, StageError
+from mmcurate.pipeline.stage import (SAMPLE_ID, SHARD_SHIFT, AccountingError, StageError, id_rows, id_shards,
+                                     make_ids)
 
 GLOBAL_DIR = "global"
 ROW = "_row"                        # row in the shard's metadata file, in added-column files
 KEY_ROWS_PER_PARTITION = 1 << 22    # unique-key check: keys per partition task
 MAX_PARTITIONS = 1 << 14
-_ROW_MASK = (1 << SHARD_SHIFT) - 1
+MAX_SHARD_ROWS = (1 << SHARD_SHIFT) - 1       # rows a survivor shard may have: the row part of a sample id
 
 
 # ---------------------------------------------------------------------------------------------
 # Sample ids and hashing
 # ---------------------------------------------------------------------------------------------
-def make_ids(shard_index: int, rows) -> np.ndarray:
-    """int64 sample ids of rows of one survivor shard."""
-    return (np.int64(shard_index) << np.int64(SHARD_SHIFT)) | np.asarray(rows, np.int64)
-
-
-def id_shards(ids) -> np.ndarray:
-    return np.asarray(ids, np.int64) >> np.int64(SHARD_SHIFT)
-
-
-def id_rows(ids) -> np.ndarray:
-    return np.asarray(ids, np.int64) & np.int64(_ROW_MASK)
-
-
 def _mix64(z: np.ndarray) -> np.ndarray:
     """splitmix64's finaliser (uint64 arithmetic wraps)."""
     z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
@@ -256,7 +244,7 @@ class ShardedGlobalContext:
                 md = pq.read_metadata(f)
                 self._paths[i], self._n_rows[i] = str(f), int(md.num_rows)
                 schemas.append(md.schema.to_arrow_schema())
-                if md.num_rows > _ROW_MASK:
+                if md.num_rows > MAX_SHARD_ROWS:
                     raise StageError(f"survivor shard {f} has {md.num_rows} rows; sharded mode allows 2^32 - 1")
         self.schema = (pa.unify_schemas(schemas, promote_options="permissive") if schemas
                        else pa.schema([("key", pa.string()), ("source", pa.string())]))

@@ -17,6 +17,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import ClassVar
 
+import numpy as np
 import pyarrow as pa
 
 from mmcurate.pipeline.schema import DUPLICATES_SCHEMA, REJECTS_SCHEMA
@@ -27,6 +28,27 @@ from mmcurate.pipeline.schema import DUPLICATES_SCHEMA, REJECTS_SCHEMA
 #: same in memory and sharded global mode.
 SAMPLE_ID = "_sample_id"
 SHARD_SHIFT = 32
+
+
+_ROW_MASK = (1 << SHARD_SHIFT) - 1
+
+
+def make_ids(shard_index: int, rows) -> np.ndarray:
+    """int64 sample ids of rows of one survivor shard."""
+    return (np.int64(shard_index) << np.int64(SHARD_SHIFT)) | np.asarray(rows, np.int64)
+
+
+def id_shards(ids) -> np.ndarray:
+    return np.asarray(ids, np.int64) >> np.int64(SHARD_SHIFT)
+
+
+def id_rows(ids) -> np.ndarray:
+    return np.asarray(ids, np.int64) & np.int64(_ROW_MASK)
+
+
+def with_sample_ids(table: pa.Table, ids) -> pa.Table:
+    """A result table (rejects, per-sample columns) with its rows' SAMPLE_ID column appended."""
+    return table.append_column(SAMPLE_ID, pa.array(np.asarray(ids, np.int64), pa.int64()))
 
 
 class StageError(ValueError):
@@ -105,7 +127,13 @@ class GlobalStage(_StageBase):
     # map phase at this stage's recipe position; its added columns reach run() through `requires`.
     map_part: "MapStage | None" = None
 
-    def run(self, table: pa.Table) -> GlobalResult:
+    # True for a step written once over the global context: run(ctx) gets a MemoryGlobalContext or a
+    # ShardedGlobalContext (pipeline.global_phase) and returns its rejects with their SAMPLE_ID column and its
+    # per-sample columns keyed by SAMPLE_ID. False (steps not yet moved): run(table) over one table of its
+    # columns, results keyed by key, and optionally run_sharded(ctx).
+    runs_on_context: ClassVar[bool] = False
+
+    def run(self, table_or_ctx) -> GlobalResult:
         raise NotImplementedError
 
     # A stage may also define run_sharded(ctx) -> GlobalResult | None for run: {global_mode: sharded}: the
