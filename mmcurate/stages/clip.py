@@ -39,12 +39,19 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from mmcurate.curate.percentiles import percentile_summary
-from mmcurate.pipeline.params import (check_bool, check_choice, check_device, check_number, check_seed, check_text,
-                                      check_threads)
+from mmcurate.pipeline.params import (
+    check_bool,
+    check_choice,
+    check_device,
+    check_number,
+    check_seed,
+    check_text,
+    check_threads,
+)
 from mmcurate.pipeline.schema import rejects_table
 from mmcurate.pipeline.stage import (GlobalResult, GlobalStage, MapStage, Resources, StageError,
                                      StageResult, registry)
-from mmcurate.stages.image import _cpu_resources, blob_views, split
+from mmcurate.stages.batch import MISSING_IMAGE, blob_views, cpu_resources, kept_and_rejected, with_column
 
 #: Image loaders for clip_embed: "auto" = DALI on a GPU when DALI is installed, the native loader otherwise.
 LOADERS = ("auto", "native", "dali")
@@ -133,7 +140,7 @@ class ClipEmbed(MapStage):
     def _resources(self, device: str) -> Resources:
         if device.startswith("cuda"):
             return Resources(cpus=1.0, gpus=1.0)
-        return _cpu_resources(self.params.num_threads)
+        return cpu_resources(self.params.num_threads)
 
     def __getstate__(self):
         state = self.__dict__.copy()
@@ -203,7 +210,7 @@ class ClipEmbed(MapStage):
             reasons[r.index], details[r.index] = r.status, r.reason or r.status
         for i in np.flatnonzero(missing):
             rejected[i] = True
-            reasons[i], details[i] = "missing_image", "the sample has no image member"
+            reasons[i], details[i] = MISSING_IMAGE
         for i in np.flatnonzero(rejected):
             if reasons[i] is None:   # defensive: the loader reported neither success nor failure
                 reasons[i], details[i] = "corrupt", "the image did not decode"
@@ -214,7 +221,7 @@ class ClipEmbed(MapStage):
         if len(loaded.indices):
             e = _host_float32(clip.embed_images(loaded.pixels, batch_size=self.batch_size))
             img[loaded.indices] = e
-        batch = _set_column(batch, "image_embedding", embedding_array(img))
+        batch = with_column(batch, "image_embedding", embedding_array(img))
         if self.params.text:
             txt = np.zeros((n, d), dtype=np.float32)
             has_text = np.zeros(n, dtype=bool)
@@ -226,9 +233,9 @@ class ClipEmbed(MapStage):
                     txt[rows] = np.asarray(t, dtype=np.float32)
                     has_text[rows] = True
             score = np.einsum("nd,nd->n", img, txt).astype(np.float32)
-            batch = _set_column(batch, "text_embedding", embedding_array(txt, has_text))
-            batch = _set_column(batch, "clip_score", pa.array(score, pa.float32(), mask=~has_text))
-        return split(batch, self.name, rejected, reasons, details)
+            batch = with_column(batch, "text_embedding", embedding_array(txt, has_text))
+            batch = with_column(batch, "clip_score", pa.array(score, pa.float32(), mask=~has_text))
+        return kept_and_rejected(batch, self.name, rejected, reasons, details)
 
 
 def _host_float32(emb) -> np.ndarray:
@@ -236,11 +243,6 @@ def _host_float32(emb) -> np.ndarray:
     if isinstance(emb, np.ndarray):
         return emb.astype(np.float32, copy=False)
     return emb.float().cpu().numpy()
-
-
-def _set_column(table: pa.Table, name: str, array) -> pa.Table:
-    i = table.schema.get_field_index(name)
-    return table.set_column(i, name, array) if i >= 0 else table.append_column(name, array)
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -31,8 +31,8 @@ import pyarrow as pa
 
 from mmcurate.pipeline.params import check_device, check_number, check_text
 from mmcurate.pipeline.stage import MapStage, Resources, StageError, StageResult, registry
-from mmcurate.stages.clip import _set_column, embeddings_to_numpy
-from mmcurate.stages.image import split
+from mmcurate.stages.batch import kept_and_rejected, with_column
+from mmcurate.stages.clip import embeddings_to_numpy
 
 EMBEDDING_COLUMN = "image_embedding"
 HEADS = ("nsfw", "watermark", "aesthetic")    # the order in which they are checked
@@ -176,7 +176,7 @@ class ClipHeads(MapStage):
                 continue
             scores = np.full(n, np.nan, dtype=np.float32)
             scores[ok] = model(x)
-            batch = _set_column(batch, f"{head}_score", pa.array(scores, pa.float32(), mask=~ok))
+            batch = with_column(batch, f"{head}_score", pa.array(scores, pa.float32(), mask=~ok))
             if head == "aesthetic":
                 if p.aesthetic_min is None:
                     continue
@@ -190,4 +190,4 @@ class ClipHeads(MapStage):
                 details[i] = (f"{head} score is NaN" if np.isnan(scores[i]) else
                               f"{scores[i]:.4g} {op} {cut:g}")
             rejected |= fails
-        return split(batch, self.name, rejected, reasons, details)
+        return kept_and_rejected(batch, self.name, rejected, reasons, details)

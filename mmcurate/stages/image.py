@@ -20,7 +20,6 @@ is ``num_threads`` (or the machine's core count), set per instance.
 from __future__ import annotations
 
 import hashlib
-import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, fields
@@ -33,54 +32,25 @@ from mmcurate.curate import dedup, image_rules
 from mmcurate.ops.decode import DEFAULT_MAX_PIXELS
 from mmcurate.ops.status import status_name
 from mmcurate.pipeline.params import check_bool, check_choice, check_device, check_int, check_threads
-from mmcurate.pipeline.schema import DERIVED_FIELDS, DUPLICATES_SCHEMA, rejects_table
-from mmcurate.pipeline.stage import (GlobalResult, GlobalStage, MapStage, Resources, StageError,
-                                     StageResult, registry)
+from mmcurate.pipeline.schema import DUPLICATES_SCHEMA, rejects_table
+from mmcurate.pipeline.stage import GlobalResult, GlobalStage, MapStage, StageResult, registry
+from mmcurate.stages.batch import (
+    MISSING_IMAGE,
+    blob_views,
+    cpu_resources,
+    cpu_threads,
+    kept_and_rejected,
+    require_columns,
+    with_column,
+)
 
+# ExactDedup.run and PhashDedup.run (off limits during the global-phase refactor) call it by this name.
+_require_columns = require_columns
 _SWAPS_SIDES = (5, 6, 7, 8)  # EXIF orientations that transpose the image
 
 
 # ---------------------------------------------------------------------------------------------------------
-# batch helpers
-
-
-def blob_views(column) -> list:
-    """An Arrow binary column as a list of zero-copy memoryviews (None for nulls)."""
-    chunks = column.chunks if isinstance(column, pa.ChunkedArray) else [column]
-    out: list = []
-    for chunk in chunks:
-        n = len(chunk)
-        if n == 0:
-            continue
-        offset_type = np.int64 if pa.types.is_large_binary(chunk.type) else np.int32
-        _validity, offsets_buf, data_buf = chunk.buffers()
-        offsets = np.frombuffer(offsets_buf, dtype=offset_type, count=n + 1, offset=chunk.offset *
-                                np.dtype(offset_type).itemsize)
-        data = memoryview(data_buf) if data_buf is not None else memoryview(b"")
-        valid = chunk.is_valid().to_numpy(zero_copy_only=False)
-        out.extend(data[offsets[k]:offsets[k + 1]] if valid[k] else None for k in range(n))
-    return out
-
-
-def with_column(table: pa.Table, name: str, values) -> pa.Table:
-    """Add a derived column (typed as DERIVED_FIELDS says), replacing an earlier one of the same name."""
-    array = pa.array(values, type=DERIVED_FIELDS.get(name))
-    i = table.schema.get_field_index(name)
-    return table.set_column(i, name, array) if i >= 0 else table.append_column(name, array)
-
-
-def split(batch: pa.Table, stage: str, rejected: np.ndarray, reasons: list, details: list) -> StageResult:
-    """Kept rows = ~rejected; reasons/details are per row (read where rejected)."""
-    idx = np.flatnonzero(rejected)
-    kept = batch.filter(pa.array(~rejected)) if len(idx) else batch
-    keys = batch.column("key").take(idx).to_pylist()
-    sources = batch.column("source").take(idx).to_pylist()
-    return StageResult(kept, rejects_table(keys, sources, stage, [reasons[i] for i in idx],
-                                           [details[i] for i in idx]))
-
-
-def _cpu_resources(num_threads) -> Resources:
-    return Resources(cpus=float(num_threads or os.cpu_count() or 1))
+# helpers
 
 
 def _oriented_sizes(sizes_hw: np.ndarray, orientation: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -88,13 +58,6 @@ def _oriented_sizes(sizes_hw: np.ndarray, orientation: np.ndarray) -> tuple[np.n
     h, w = sizes_hw[:, 0].astype(np.int32), sizes_hw[:, 1].astype(np.int32)
     swap = np.isin(orientation, _SWAPS_SIDES)
     return np.where(swap, h, w), np.where(swap, w, h)
-
-
-def _require_columns(table: pa.Table, stage: str, columns) -> None:
-    missing = [c for c in columns if c not in table.column_names]
-    if missing:
-        raise StageError(f"stage '{stage}': input lacks column(s) {', '.join(missing)}; "
-                         f"present: {', '.join(table.column_names)}")
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -132,7 +95,7 @@ class Integrity(MapStage):
 
     def __init__(self, **params):
         super().__init__(**params)
-        self.resources = _cpu_resources(self.params.num_threads)
+        self.resources = cpu_resources(self.params.num_threads)
 
     def process(self, batch: pa.Table) -> StageResult:
         from mmcurate.ops import phash_bytes, probe_images
@@ -158,7 +121,7 @@ class Integrity(MapStage):
         reasons, details = [None] * len(items), [None] * len(items)
         for i in np.flatnonzero(rejected):
             if missing[i]:
-                reasons[i], details[i] = "missing_image", "the sample has no image member"
+                reasons[i], details[i] = MISSING_IMAGE
             else:
                 reasons[i] = status_name(status[i])
                 details[i] = errors[i] or _probe_detail(reasons[i], sizes[i], max_pixels)
@@ -169,7 +132,7 @@ class Integrity(MapStage):
         batch = with_column(batch, "file_size", pc.cast(file_size, pa.int64()))
         if codes is not None:
             batch = with_column(batch, "phash", codes.astype(np.uint64))
-        return split(batch, self.name, rejected, reasons, details)
+        return kept_and_rejected(batch, self.name, rejected, reasons, details)
 
 
 def _probe_detail(reason: str, size_hw, max_pixels: int) -> str:
@@ -229,7 +192,7 @@ class ImageFilter(MapStage):
         if unknown.any():
             batch, width, height, unreadable = self._probe(batch, unknown, width, height, reasons, details)
         if self.rules.needs_file_size and "file_size" not in batch.column_names:
-            _require_columns(batch, self.name, ["image"])
+            require_columns(batch, self.name, ["image"])
             batch = with_column(batch, "file_size", pc.cast(pc.binary_length(batch.column("image")), pa.int64()))
         file_size = None
         if self.rules.needs_file_size:
@@ -240,14 +203,14 @@ class ImageFilter(MapStage):
         failed = (rule >= 0) & ~unreadable
         for i in np.flatnonzero(failed):
             reasons[i], details[i] = image_rules.RULE_ORDER[rule[i]], rule_details[i]
-        return split(batch, self.name, failed | unreadable, reasons, details)
+        return kept_and_rejected(batch, self.name, failed | unreadable, reasons, details)
 
     def _probe(self, batch, unknown, width, height, reasons, details):
         """Header-probe the rows without sizes; rows whose header is unreadable are rejected with the
         probe's status (or missing_image)."""
         from mmcurate.ops import probe_images
 
-        _require_columns(batch, self.name, ["image"])
+        require_columns(batch, self.name, ["image"])
         rows = np.flatnonzero(unknown)
         blobs = blob_views(batch.column("image"))
         status, formats, sizes, orientation = probe_images([blobs[i] or b"" for i in rows])
@@ -258,7 +221,7 @@ class ImageFilter(MapStage):
         unreadable = np.zeros(batch.num_rows, dtype=bool)
         for k, i in enumerate(rows):
             if blobs[i] is None:
-                reasons[i], details[i] = "missing_image", "the sample has no image member"
+                reasons[i], details[i] = MISSING_IMAGE
             elif status[k] != 0:
                 reasons[i] = status_name(status[k])
                 details[i] = f"header probe: {reasons[i]}"
@@ -380,7 +343,7 @@ class Sha256(MapStage):
 
     def __init__(self, **params):
         super().__init__(**params)
-        self.resources = _cpu_resources(self.params.num_threads)
+        self.resources = cpu_resources(self.params.num_threads)
 
     def process(self, batch: pa.Table) -> StageResult:
         blobs = blob_views(batch.column("image"))
@@ -389,7 +352,7 @@ class Sha256(MapStage):
         def digest(b):
             return None if b is None else hashlib.sha256(b).hexdigest()
 
-        threads = self.params.num_threads or os.cpu_count() or 1
+        threads = cpu_threads(self.params.num_threads)
         total = sum(len(b) for b in blobs if b is not None)
         if threads > 1 and total > self._THREADED_BYTES:
             with ThreadPoolExecutor(threads) as pool:
@@ -397,9 +360,9 @@ class Sha256(MapStage):
         else:
             digests = [digest(b) for b in blobs]
         batch = with_column(batch, "sha256", digests)
-        reasons = ["missing_image" if m else None for m in missing]
-        details = ["the sample has no image member" if m else None for m in missing]
-        return split(batch, self.name, missing, reasons, details)
+        reasons = [MISSING_IMAGE[0] if m else None for m in missing]
+        details = [MISSING_IMAGE[1] if m else None for m in missing]
+        return kept_and_rejected(batch, self.name, missing, reasons, details)
 
 
 @registry.register
@@ -460,7 +423,7 @@ class PerceptualHash(MapStage):
 
     def __init__(self, **params):
         super().__init__(**params)
-        self.resources = _cpu_resources(self.params.num_threads)
+        self.resources = cpu_resources(self.params.num_threads)
 
     def process(self, batch: pa.Table) -> StageResult:
         from mmcurate.ops import phash_bytes
@@ -478,12 +441,12 @@ class PerceptualHash(MapStage):
         reasons, details = [None] * len(blobs), [None] * len(blobs)
         for i in np.flatnonzero(rejected):
             if missing[i]:
-                reasons[i], details[i] = "missing_image", "the sample has no image member"
+                reasons[i], details[i] = MISSING_IMAGE
             else:
                 reasons[i] = status_name(status[i])
                 details[i] = result.errors[i] or reasons[i]
         batch = with_column(batch, "phash", np.asarray(result.codes, dtype=np.uint64))
-        return split(batch, self.name, rejected, reasons, details)
+        return kept_and_rejected(batch, self.name, rejected, reasons, details)
 
 
 #: Defaults chosen on the labelled near-duplicate benchmark (benchmarks/README_dedup.md): the largest radius

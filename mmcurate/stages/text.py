@@ -19,9 +19,8 @@ import pyarrow as pa
 from mmcurate.curate import captions as cap
 from mmcurate.curate import pii
 from mmcurate.pipeline.params import check_bool, check_int, check_number
-from mmcurate.pipeline.schema import rejects_table
 from mmcurate.pipeline.stage import MapStage, Resources, StageError, StageResult, registry
-
+from mmcurate.stages.batch import reject_rows, with_column
 
 # Default `max_chars` of all three stages: ~50x the longest real captions (dense/long-caption sets reach
 # a few thousand characters, LLaVA answers rarely 10,000), and a cap on the work of one sample
@@ -39,12 +38,6 @@ def _replace_column(batch: pa.Table, name: str, values: list) -> pa.Table:
     i = batch.schema.get_field_index(name)
     f = batch.schema.field(i)
     return batch.set_column(i, f, pa.array(values, f.type))
-
-
-def _append_column(batch: pa.Table, name: str, values: list, type_: pa.DataType) -> pa.Table:
-    if name in batch.column_names:
-        return _replace_column(batch, name, values)
-    return batch.append_column(pa.field(name, type_), pa.array(values, type_))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -95,8 +88,7 @@ class CaptionClean(MapStage):
         if "caption_original" not in out.column_names:
             out = out.append_column(pa.field("caption_original", pa.string()), pa.array(original, pa.string()))
         rows = [i for i, v in enumerate(verdicts) if v is not None]
-        return _split(out, [v is None for v in verdicts], rows, self.name, [verdicts[i][0] for i in rows],
-                      [verdicts[i][1] for i in rows])
+        return reject_rows(out, self.name, rows, [verdicts[i][0] for i in rows], [verdicts[i][1] for i in rows])
 
 
 # --------------------------------------------------------------------------------------------------
@@ -206,19 +198,9 @@ class CaptionFilter(MapStage):
                 reasons.append(verdict[0])
                 details.append(verdict[1])
         if self.uses_language:
-            batch = _append_column(batch, "language", langs, pa.string())
-            batch = _append_column(batch, "language_score", scores, pa.float32())
-        return _split(batch, keep, rejected_rows, self.name, reasons, details)
-
-
-def _split(batch: pa.Table, keep: list[bool], rejected_rows: list[int], stage: str, reasons, details) -> StageResult:
-    if not rejected_rows:
-        return StageResult(kept=batch)
-    rejected = batch.take(pa.array(rejected_rows, pa.int64())).select(["key", "source"])
-    return StageResult(
-        kept=batch.filter(pa.array(keep, pa.bool_())),
-        rejected=rejects_table(rejected.column("key").to_pylist(), rejected.column("source").to_pylist(),
-                               stage, reasons, details))
+            batch = with_column(batch, "language", langs, pa.string())
+            batch = with_column(batch, "language_score", scores, pa.float32())
+        return reject_rows(batch, self.name, rejected_rows, reasons, details)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -325,21 +307,18 @@ class PiiRedact(MapStage):
             reasons = [unredactable[i][0] if i in unredactable else "pii" for i in rows]
             details = [unredactable[i][1] if i in unredactable else ", ".join(f"{k}={n}" for k, n in found[i].items())
                        for i in rows]
-            rejected = set(rows)
-            keep = [i not in rejected for i in range(len(found))]
-            batch = _append_column(batch, "pii_redactions", ["{}"] * len(found), pa.string())
-            return _split(batch, keep, rows, self.name, reasons, details)
+            batch = with_column(batch, "pii_redactions", ["{}"] * len(found), pa.string())
+            return reject_rows(batch, self.name, rows, reasons, details)
 
         batch = _replace_column(batch, "caption", new_captions)
         if redact_originals:
             batch = _replace_column(batch, "caption_original", new_originals)
         if metas is not None:
             batch = _replace_column(batch, "meta", new_metas)
-        batch = _append_column(batch, "pii_redactions",
-                               [json.dumps(c, sort_keys=True) for c in found], pa.string())
+        batch = with_column(batch, "pii_redactions", [json.dumps(c, sort_keys=True) for c in found], pa.string())
         rows = sorted(unredactable)
-        return _split(batch, [i not in unredactable for i in range(len(found))], rows, self.name,
-                      [unredactable[i][0] for i in rows], [unredactable[i][1] for i in rows])
+        return reject_rows(batch, self.name, rows, [unredactable[i][0] for i in rows],
+                           [unredactable[i][1] for i in rows])
 
 
 def summarize_redactions(column) -> dict[str, int]:

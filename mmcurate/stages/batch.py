@@ -1,0 +1,78 @@
+"""Batch helpers every stage uses: reading the image bytes, adding columns, splitting a batch into kept and
+rejected rows, checking input columns, and the CPU threads / resources of a stage that uses all cores."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pyarrow as pa
+
+from mmcurate.pipeline.schema import DERIVED_FIELDS, rejects_table
+from mmcurate.pipeline.stage import Resources, StageError, StageResult
+
+#: The reject of a sample without an image member (reason, detail).
+MISSING_IMAGE = ("missing_image", "the sample has no image member")
+
+
+def blob_views(column) -> list:
+    """An Arrow binary column as a list of zero-copy memoryviews (None for nulls)."""
+    chunks = column.chunks if isinstance(column, pa.ChunkedArray) else [column]
+    out: list = []
+    for chunk in chunks:
+        n = len(chunk)
+        if n == 0:
+            continue
+        offset_type = np.int64 if pa.types.is_large_binary(chunk.type) else np.int32
+        _validity, offsets_buf, data_buf = chunk.buffers()
+        offsets = np.frombuffer(offsets_buf, dtype=offset_type, count=n + 1, offset=chunk.offset *
+                                np.dtype(offset_type).itemsize)
+        data = memoryview(data_buf) if data_buf is not None else memoryview(b"")
+        valid = chunk.is_valid().to_numpy(zero_copy_only=False)
+        out.extend(data[offsets[k]:offsets[k + 1]] if valid[k] else None for k in range(n))
+    return out
+
+
+def with_column(table: pa.Table, name: str, values, type: pa.DataType | None = None) -> pa.Table:
+    """Add a column, replacing an earlier one of the same name. ``values``: an Arrow array (used as it is) or
+    Python / numpy values, typed as ``type`` says, else as DERIVED_FIELDS says for the shared names, else as
+    Arrow infers."""
+    array = pa.array(values, type=type if type is not None else DERIVED_FIELDS.get(name))
+    i = table.schema.get_field_index(name)
+    return table.set_column(i, name, array) if i >= 0 else table.append_column(name, array)
+
+
+def reject_rows(batch: pa.Table, stage: str, rows, reasons, details) -> StageResult:
+    """Rows ``rows`` (ascending indices) rejected with ``reasons`` / ``details`` (one per rejected row, or one
+    reason for all of them); the other rows kept, in input order."""
+    rows = np.asarray(rows, dtype=np.int64)
+    if not rows.size:
+        return StageResult(batch)
+    rejected = np.zeros(batch.num_rows, dtype=bool)
+    rejected[rows] = True
+    keys = batch.column("key").take(rows).to_pylist()
+    sources = batch.column("source").take(rows).to_pylist()
+    return StageResult(batch.filter(pa.array(~rejected)), rejects_table(keys, sources, stage, reasons, details))
+
+
+def kept_and_rejected(batch: pa.Table, stage: str, rejected: np.ndarray, reasons: list, details: list) -> StageResult:
+    """Kept rows = ~rejected; reasons/details are per row (read where rejected)."""
+    idx = np.flatnonzero(rejected)
+    return reject_rows(batch, stage, idx, [reasons[i] for i in idx], [details[i] for i in idx])
+
+
+def require_columns(table: pa.Table, stage: str, columns) -> None:
+    """StageError naming the columns of ``columns`` the table lacks, and those it has."""
+    missing = [c for c in columns if c not in table.column_names]
+    if missing:
+        raise StageError(f"stage '{stage}': input lacks column(s) {', '.join(missing)}; "
+                         f"present: {', '.join(table.column_names)}")
+
+
+def cpu_threads(num_threads) -> int:
+    """The threads a stage's ``num_threads`` stands for: itself, or every core when null."""
+    return num_threads or os.cpu_count() or 1
+
+
+def cpu_resources(num_threads) -> Resources:
+    """The resources of a stage that runs on ``num_threads`` CPU threads (null: all cores)."""
+    return Resources(cpus=float(cpu_threads(num_threads)))
