@@ -80,7 +80,7 @@ def build_table(step: str, n: int):
             cols["semantic_cluster"] = pa.array(rng.integers(0, 100, n).astype(np.int32), pa.int32())
     else:
         from bench_semantic import synthetic
-        from mmcurate.stages.clip import embedding_array
+        from mmcurate.stages.embeddings import embedding_array
 
         cols["image_embedding"] = embedding_array(synthetic(n, 512, dup_frac=0.1))
     return pa.table(cols)

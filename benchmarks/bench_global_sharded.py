@@ -47,7 +47,7 @@ def build(work: Path, n: int, n_shards: int, dim: int) -> None:
 
     from bench_global_scale import _near_codes
     from bench_semantic import synthetic
-    from mmcurate.stages.clip import embedding_array
+    from mmcurate.stages.embeddings import embedding_array
 
     rng = np.random.default_rng(0)
     uniq = [hashlib.sha256(i.to_bytes(8, "little")).hexdigest() for i in range(n - n // 10)]

@@ -16,7 +16,7 @@ from PIL import Image
 from mmcurate.pipeline.schema import INPUT_SCHEMA
 from mmcurate.pipeline.global_phase import run_on_table
 from mmcurate.pipeline.stage import StageError, registry
-from mmcurate.stages.clip import embeddings_to_numpy
+from mmcurate.stages.embeddings import embeddings_to_numpy
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 

@@ -189,7 +189,7 @@ def test_clip_embed_stage_with_the_dali_loader_matches_the_native_loader():
 
     from mmcurate.pipeline.schema import INPUT_SCHEMA
     from mmcurate.pipeline.stage import registry
-    from mmcurate.stages.clip import embeddings_to_numpy
+    from mmcurate.stages.embeddings import embeddings_to_numpy
 
     rng = np.random.default_rng(5)
     imgs = [encode(rng.integers(0, 255, (60 + 7 * i, 80, 3), dtype=np.uint8), "JPEG") for i in range(5)]

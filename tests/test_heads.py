@@ -19,7 +19,7 @@ from torch import nn
 from mmcurate.models import EmbeddingHead, load_head
 from mmcurate.models.heads import HeadFormatError, HeadWeightsNotFoundError
 from mmcurate.pipeline.stage import StageError, registry
-from mmcurate.stages.clip import embedding_array
+from mmcurate.stages.embeddings import embedding_array
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -334,7 +334,7 @@ def _emb_batch(n=40, seed=5, null_rows=(3, 17)):
 
 def _stored(batch):
     """What the stage sees: the fp16 column back in float32, re-normalised."""
-    from mmcurate.stages.clip import embeddings_to_numpy
+    from mmcurate.stages.embeddings import embeddings_to_numpy
 
     x = embeddings_to_numpy(batch.column("image_embedding"))
     return x / np.linalg.norm(x, axis=1, keepdims=True)

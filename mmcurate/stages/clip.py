@@ -52,32 +52,10 @@ from mmcurate.pipeline.schema import rejects_table
 from mmcurate.pipeline.stage import (GlobalResult, GlobalStage, MapStage, Resources, StageError,
                                      StageResult, registry)
 from mmcurate.stages.batch import MISSING_IMAGE, blob_views, cpu_resources, kept_and_rejected, with_column
+from mmcurate.stages.embeddings import embedding_array
 
 #: Image loaders for clip_embed: "auto" = DALI on a GPU when DALI is installed, the native loader otherwise.
 LOADERS = ("auto", "native", "dali")
-
-
-def embedding_array(emb: np.ndarray, valid: np.ndarray | None = None) -> pa.FixedSizeListArray:
-    """float [n, d] -> fixed_size_list<float16, d>; rows where valid is False are null."""
-    emb = np.ascontiguousarray(emb, dtype=np.float16)
-    n, d = emb.shape
-    values = pa.array(emb.reshape(-1), type=pa.float16())
-    mask = None if valid is None or valid.all() else pa.array(~np.asarray(valid, dtype=bool))
-    return pa.FixedSizeListArray.from_arrays(values, d, mask=mask)
-
-
-def embeddings_to_numpy(column, dtype=np.float32) -> np.ndarray:
-    """A fixed_size_list embedding column -> [n, d] (null rows -> NaN)."""
-    if isinstance(column, pa.ChunkedArray):
-        column = column.combine_chunks() if column.num_chunks != 1 else column.chunk(0)
-    d = column.type.list_size
-    n = len(column)
-    out = np.full((n, d), np.nan, dtype=dtype)
-    valid = column.is_valid().to_numpy(zero_copy_only=False)
-    if valid.any():
-        flat = column.filter(pa.array(valid)).flatten().to_numpy(zero_copy_only=False)
-        out[valid] = flat.reshape(-1, d).astype(dtype)
-    return out
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -32,13 +32,12 @@ import pyarrow as pa
 from mmcurate.pipeline.params import check_device, check_number, check_text
 from mmcurate.pipeline.stage import MapStage, Resources, StageError, StageResult, registry
 from mmcurate.stages.batch import kept_and_rejected, with_column
-from mmcurate.stages.clip import embeddings_to_numpy
+from mmcurate.stages.embeddings import DEFAULT_EMBEDDING_COLUMN, embedding_matrix
 
-EMBEDDING_COLUMN = "image_embedding"
+EMBEDDING_COLUMN = DEFAULT_EMBEDDING_COLUMN   # what the heads read: clip_embed's image embeddings
 HEADS = ("nsfw", "watermark", "aesthetic")    # the order in which they are checked
 DEFAULT_NSFW_MAX = 0.5
 DEFAULT_WATERMARK_MAX = 0.8
-_MIN_NORM = 1e-6
 _WHAT_TO_PASS = ("nsfw_weights (LAION h14_nsfw.pth for ViT-H-14, or clip_ViT-L-14_openai_binary_nsfw_head.pth / "
                  "clip_ViT-B-32_openai_binary_nsfw_head.pth), aesthetic_weights (LAION "
                  "sac+logos+ava1-l14-linearMSE.pth, sa_0_4_vit_l_14_linear.pth or sa_0_4_vit_b_32_linear.pth), "
@@ -156,19 +155,11 @@ class ClipHeads(MapStage):
                 raise StageError(f"stage '{self.name}': {head}_weights: {exc}") from None
 
         n = batch.num_rows
-        emb = embeddings_to_numpy(column, np.float32)       # null rows -> NaN
-        valid = column.is_valid().to_numpy(zero_copy_only=False)
-        with np.errstate(over="ignore", invalid="ignore"):
-            norms = np.linalg.norm(emb, axis=1) if n else np.zeros(0, np.float32)
-        ok = valid & np.isfinite(norms) & (norms > _MIN_NORM)
-        x = emb[ok] / norms[ok, None]
+        # unit rows of the usable embeddings; details say why the others (null, non-finite, zero) are not
+        x, ok, details = embedding_matrix(column, EMBEDDING_COLUMN, self.name)
 
         rejected = ~ok
-        reasons, details = [None] * n, [None] * n
-        for i in np.flatnonzero(~ok):
-            reasons[i] = "no_embedding"
-            details[i] = (f"no {EMBEDDING_COLUMN} value" if not valid[i] else
-                          f"{EMBEDDING_COLUMN} is {'all zeros' if np.isfinite(norms[i]) else 'not finite'}")
+        reasons = ["no_embedding" if bad else None for bad in rejected]
         p = self.params
         for head in HEADS:
             model = self._heads.get(head)

@@ -36,96 +36,27 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from mmcurate.curate.percentiles import percentile_summary
 from mmcurate.pipeline.params import check_choice, check_device, check_int, check_number, check_seed, check_text, is_int
 from mmcurate.pipeline.schema import DUPLICATES_SCHEMA, REJECTS_SCHEMA, rejects_table
 from mmcurate.pipeline.stage import SAMPLE_ID, SHARD_SHIFT, GlobalResult, GlobalStage, StageError, registry
+from mmcurate.stages.embeddings import (
+    DEFAULT_EMBEDDING_COLUMN,
+    embedding_length_counts,  # noqa: F401 (stages.sharded_steps, off limits for now, imports it from here)
+    embedding_matrix,
+)
 
-DEFAULT_EMBEDDING_COLUMN = "image_embedding"
 POINTS_PER_CLUSTER = 1000        # semantic_dedup's default cluster size: n_clusters = round(n / 1000)
 MAX_DEFAULT_CLUSTERS = 50_000    # cap on that default (an explicit n_clusters is only capped at n)
 TRAIN_POINTS_PER_CLUSTER = 256   # default k-means sample: 256 per cluster (faiss's max_points_per_centroid)
 MIN_POINTS_PER_BALANCE_CLUSTER = 4   # balance levels are clipped so a cluster has at least this many inputs
-_MIN_NORM = 1e-6
 #: Percentiles of the cluster sizes in semantic_dedup's stats (with the mean).
 CLUSTER_SIZE_PERCENTILES = (0, 50, 90, 99, 100)
 
 
 # ---------------------------------------------------------------------------------------------------------
 # helpers
-
-
-def _embedding_array(column, name: str, stage: str):
-    arr = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
-    t = arr.type
-    if not (pa.types.is_fixed_size_list(t) or pa.types.is_list(t) or pa.types.is_large_list(t)) \
-            or not pa.types.is_floating(t.value_type):
-        raise StageError(f"stage '{stage}': column '{name}' must be a list or fixed_size_list of floats "
-                         f"(an embedding), got {t}")
-    return arr
-
-
-def _lengths(arr) -> tuple[np.ndarray, np.ndarray]:
-    """(valid bool[n], length int64[n], -1 for nulls) of an embedding array."""
-    valid = arr.is_valid().to_numpy(zero_copy_only=False)
-    if pa.types.is_fixed_size_list(arr.type):
-        return valid, np.where(valid, int(arr.type.list_size), -1).astype(np.int64)
-    lengths = pc.list_value_length(arr).fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
-    return valid, lengths
-
-
-def embedding_length_counts(column, name: str = DEFAULT_EMBEDDING_COLUMN, stage: str = "") -> np.ndarray:
-    """bincount of the lengths of the present, non-empty embeddings (index = length). Summed over shards and
-    argmax'd, it gives the common length that embedding_matrix picks over all of them."""
-    valid, lengths = _lengths(_embedding_array(column, name, stage))
-    return np.bincount(lengths[valid & (lengths > 0)]).astype(np.int64)
-
-
-def embedding_matrix(column, name: str = DEFAULT_EMBEDDING_COLUMN, stage: str = "", dim: int | None = None):
-    """An Arrow list/fixed_size_list<float16|float32|float64> column -> (x float32[m, d] unit rows,
-    ok bool[n], details list[n]) where x holds the rows with ok True (in order) and details says why the
-    others are unusable. d is the common length of the column's embeddings, or ``dim`` when given (a shard of
-    a larger set uses the set's). Raises StageError when the column is not a list of floats. Row by row:
-    a row's output does not depend on the other rows (beyond d)."""
-    arr = _embedding_array(column, name, stage)
-    t = arr.type
-    n = len(arr)
-    valid, lengths = _lengths(arr)
-    if dim is not None:
-        d = int(dim)
-    elif pa.types.is_fixed_size_list(t):
-        d = int(t.list_size)
-    else:
-        present = lengths[valid & (lengths > 0)]
-        d = int(np.bincount(present).argmax()) if present.size else 0  # the common length
-    ok = valid & (lengths == d) & (d > 0)
-    # Copies are what bound memory at scale (a 1M x 512 fp16 column is 1 GB): filter only when some rows
-    # are unusable, convert to float32 once, and normalise in place.
-    usable = arr if ok.all() else arr.filter(pa.array(ok))
-    flat = pc.list_flatten(usable).to_numpy(zero_copy_only=False)  # nulls -> NaN
-    own = flat.dtype == np.float32 and flat.flags.writeable   # else a float32 copy we may normalise in place
-    x = flat.astype(np.float32, copy=not own).reshape(-1, max(d, 1))[:, :d] if d else np.zeros((0, 0), np.float32)
-    del flat, usable
-    with np.errstate(over="ignore", invalid="ignore"):
-        norms = np.linalg.norm(x, axis=1) if x.size else np.zeros(x.shape[0], np.float32)
-    good = np.isfinite(norms) & (norms > _MIN_NORM)
-    if good.all():
-        x /= norms[:, None]
-    else:
-        x = x[good]
-        x /= norms[good, None]
-    rows = np.flatnonzero(ok)
-    details = [None] * n
-    for i in np.flatnonzero(~valid):
-        details[i] = f"no {name} value"
-    for i in np.flatnonzero(valid & ~ok):
-        details[i] = f"{name} has length {int(lengths[i])}, expected {d}"
-    for j in np.flatnonzero(~good):
-        details[rows[j]] = f"{name} is {'all zeros' if np.isfinite(norms[j]) else 'not finite'}"
-    ok[rows[~good]] = False
-    return np.ascontiguousarray(x, dtype=np.float32), ok, details
 
 
 def _no_embedding_rejects(table: pa.Table, ok: np.ndarray, details: list, stage: str) -> pa.Table:
