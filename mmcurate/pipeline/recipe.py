@@ -17,7 +17,7 @@ from pathlib import Path
 
 import yaml
 
-from mmcurate.pipeline.params import check_int
+from mmcurate.pipeline.params import check_choice, check_int
 from mmcurate.pipeline.stage import GlobalStage, MapStage, StageError, registry
 
 TOP_KEYS = {"input", "output", "run", "stages"}
@@ -100,6 +100,13 @@ def _positive_int(section: str, key: str, value, allow_none=False):
         raise StageError(str(exc)) from None
 
 
+def _choice(section: str, key: str, value, choices):
+    try:
+        return check_choice(f"recipe '{section}.{key}'", value, choices)
+    except ValueError as exc:
+        raise StageError(str(exc)) from None
+
+
 def parse_recipe(data: dict, input_path: str | None = None, output_path: str | None = None,
                  workers: int | None = None, global_mode: str | None = None) -> Recipe:
     """Validate a recipe mapping (command-line overrides win) and check every stage's parameters."""
@@ -117,12 +124,8 @@ def parse_recipe(data: dict, input_path: str | None = None, output_path: str | N
     if not path:
         raise StageError("recipe 'input.path' is required (or pass --input)")
     mode = global_mode if global_mode is not None else run.get("global_mode", "auto")
-    if mode not in GLOBAL_MODES:
-        raise StageError(f"recipe 'run.global_mode' must be one of {', '.join(GLOBAL_MODES)}, got {mode!r}")
-    on_shard_error = run.get("on_shard_error", "warn")
-    if on_shard_error not in SHARD_ERROR_POLICIES:
-        raise StageError(f"recipe 'run.on_shard_error' must be one of {', '.join(SHARD_ERROR_POLICIES)}, "
-                         f"got {on_shard_error!r}")
+    _choice("run", "global_mode", mode, GLOBAL_MODES)
+    on_shard_error = _choice("run", "on_shard_error", run.get("on_shard_error", "warn"), SHARD_ERROR_POLICIES)
     stages_raw = data.get("stages")
     if not isinstance(stages_raw, list) or not stages_raw:
         raise StageError("recipe 'stages' must be a non-empty list like [{integrity: {}}, {image_filter: {...}}]")
