@@ -60,7 +60,7 @@ run_check "ruff check" \
   "$BIN/ruff" check --output-format concise .
 run_check "ruff format" \
   "$BIN/ruff format . (or scripts/lint.sh --fix)" \
-  "$BIN/ruff" format --check .
+  "$BIN/ruff" format --check --output-format concise .
 run_check "clang-format" \
   "$BIN/clang-format -i <file> for each file named above (or scripts/lint.sh --fix)" \
   "$BIN/clang-format" --dry-run -Werror "${NATIVE[@]}"
