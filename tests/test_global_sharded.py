@@ -21,6 +21,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from mmcurate.curate import dedup
+from mmcurate.pipeline.global_phase import MemoryGlobalContext
 from mmcurate.pipeline.global_sharded import (ShardedGlobalContext, id_rows, id_shards, make_ids, string_hash64)
 from mmcurate.pipeline.stage import SAMPLE_ID, StageError, registry
 
@@ -636,15 +637,15 @@ def test_sharded_clip_score_filter_equals_memory(tmp_path, params, ties):
     ctx.remove(np.array(removed))
     stage = registry.create("clip_score_filter", params)
     table = _memory_table(shards, list(stage.requires), removed, missing_shard=1)
-    mem = stage.run(table.select(list(stage.requires)))
+    mem = stage.run(MemoryGlobalContext.from_table(table))   # one partition, in process
     fetched = []
     fetch = ctx.fetch
     ctx.fetch = lambda ids, columns: fetched.append((len(ids), columns)) or fetch(ids, columns)
     ctx.load = _no_whole_columns
-    res = stage.run_sharded(ctx)
+    res = stage.run(ctx)                     # N partitions, tasks in reverse order
     assert all(columns == ["key"] for _, columns in fetched)
     assert sum(n for n, _ in fetched) < len(table) // 3    # keys of the samples tied at the cut only
-    assert res.rejected.drop_columns([SAMPLE_ID]).equals(mem.rejected)
+    assert res.rejected.equals(mem.rejected)
     _check_ids(res, table)
     strip = lambda s: {k: v for k, v in s.items() if k != "seconds"}   # noqa: E731
     assert strip(res.stats) == strip(mem.stats)
@@ -654,7 +655,7 @@ def test_sharded_clip_score_filter_equals_memory(tmp_path, params, ties):
 
 
 def test_keep_fraction_cut_fetches_only_tied_keys():
-    from mmcurate.stages.sharded_steps import keep_fraction_cut
+    from mmcurate.stages.clip import keep_fraction_cut
 
     ids = np.array([3, 5, 8, 13, 21, 34], np.int64)
     scores = np.array([0.5, 0.9, 0.5, 0.1, 0.5, 0.9])

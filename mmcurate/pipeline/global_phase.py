@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 
 from mmcurate.pipeline.schema import DUPLICATES_OUTPUT_SCHEMA, DUPLICATES_SCHEMA, REJECTS_SCHEMA
 from mmcurate.pipeline.stage import SAMPLE_ID, AccountingError, StageError, id_shards, make_ids
-from mmcurate.pipeline.global_sharded import ShardedGlobalContext
+from mmcurate.pipeline.global_sharded import MemoryPartitions, ShardedGlobalContext
 
 
 def new_stat() -> dict:
@@ -246,6 +246,10 @@ class MemoryGlobalContext:
     def n_partitions(self, rows_per_partition: int) -> int:
         """One partition: every sample meets every other in one task."""
         return 1
+
+    def partitions(self, step: str) -> MemoryPartitions:
+        """A partition store in this process (tasks run here): memory mode spills nothing."""
+        return MemoryPartitions()
 
     def remove(self, ids) -> None:
         ids = np.asarray(ids, np.int64)

@@ -121,6 +121,58 @@ def read_partition(part_dir) -> pa.Table | None:
     return pa.concat_tables([pq.read_table(f) for f in files], promote_options="permissive")
 
 
+class DiskPartitions:
+    """A shuffle's partitions as files under ``root`` (picklable: tasks in other processes and on other nodes
+    write and read them); sharded mode's partition store."""
+
+    def __init__(self, root):
+        self.root = str(root)
+
+    def sub(self, name: str) -> "DiskPartitions":
+        """A second, independent shuffle of the same step."""
+        return DiskPartitions(Path(self.root) / name)
+
+    def write(self, table: pa.Table, part, n_partitions: int, name: str) -> np.ndarray:
+        """Rows going to partition part[i] (None: all to partition 0 of 1); the row count per partition."""
+        if part is None:
+            part = np.zeros(table.num_rows, np.int64)
+        return write_partitions(table, part, n_partitions, self.root, name)
+
+    def read(self, p: int) -> pa.Table | None:
+        return read_partition(partition_dir(self.root, p))
+
+
+class MemoryPartitions:
+    """The same partitions held in this process (memory mode: tasks run in process, nothing is spilled)."""
+
+    def __init__(self):
+        self._parts: dict[int, list] = {}
+        self._subs: dict[str, MemoryPartitions] = {}
+
+    def sub(self, name: str) -> "MemoryPartitions":
+        return self._subs.setdefault(name, MemoryPartitions())
+
+    def write(self, table: pa.Table, part, n_partitions: int, name: str) -> np.ndarray:
+        if n_partitions == 1:          # the one partition gets the table as it is
+            counts = np.array([table.num_rows], np.int64)
+            if table.num_rows:
+                self._parts.setdefault(0, []).append((name, table))
+            return counts
+        part = np.asarray(part, np.int64)
+        order = np.argsort(part, kind="stable")
+        bounds = np.searchsorted(part[order], np.arange(n_partitions + 1))
+        counts = np.diff(bounds)
+        for p in np.flatnonzero(counts):
+            self._parts.setdefault(int(p), []).append((name, table.take(pa.array(order[bounds[p]:bounds[p + 1]]))))
+        return counts
+
+    def read(self, p: int) -> pa.Table | None:
+        pieces = sorted(self._parts.get(int(p), []), key=lambda x: x[0])
+        if not pieces:
+            return None
+        return pa.concat_tables([t for _, t in pieces], promote_options="permissive")
+
+
 # ---------------------------------------------------------------------------------------------
 # One survivor shard, as the tasks see it
 # ---------------------------------------------------------------------------------------------
@@ -278,6 +330,10 @@ class ShardedGlobalContext:
         shutil.rmtree(d, ignore_errors=True)
         d.mkdir(parents=True)
         return d
+
+    def partitions(self, step: str) -> DiskPartitions:
+        """A fresh partition store for one of the step's shuffles, under its spill directory."""
+        return DiskPartitions(self.spill_dir(step))
 
     def drop_spill(self, step: str) -> None:
         shutil.rmtree(self.root / "spill" / step, ignore_errors=True)

@@ -49,8 +49,8 @@ from mmcurate.pipeline.params import (
     check_threads,
 )
 from mmcurate.pipeline.schema import rejects_table
-from mmcurate.pipeline.stage import (GlobalResult, GlobalStage, MapStage, Resources, StageError,
-                                     StageResult, registry)
+from mmcurate.pipeline.stage import (SAMPLE_ID, GlobalResult, GlobalStage, MapStage, Resources, StageError, StageResult,
+                                     id_shards, registry, with_sample_ids)
 from mmcurate.stages.batch import MISSING_IMAGE, blob_views, cpu_resources, kept_and_rejected, with_column
 from mmcurate.stages.embeddings import embedding_array
 
@@ -257,43 +257,36 @@ class ClipScoreFilter(GlobalStage):
             if self.keep_fraction is not None:
                 check_number("keep_fraction", self.keep_fraction, 0.0, 1.0, lo_open=True)
 
-    def run(self, table: pa.Table) -> GlobalResult:
-        missing_cols = [c for c in self.requires if c not in table.column_names]
-        if missing_cols:
-            raise StageError(f"stage '{self.name}': input lacks column(s) {', '.join(missing_cols)} "
-                             "(run clip_embed with text: true before it)")
+    runs_on_context = True
+
+    def run(self, ctx) -> GlobalResult:
+        """Pass 1 per shard: (id, score) of the scored samples (and the rejects, with a threshold). keep_fraction:
+        the cut on all scores, keys fetched only for the samples tied at the cut score; pass 2 per shard builds
+        the rejects from that shard's kept ids. The driver holds 16 bytes per scored sample."""
+        if "clip_score" not in ctx.column_names:
+            raise StageError(f"stage '{self.name}': input lacks column clip_score (run clip_embed with text: true "
+                             "before it)")
         t0 = time.perf_counter()
         p = self.params
-        n = table.num_rows
-        scores = pc.cast(table.column("clip_score"), pa.float64()).to_numpy(zero_copy_only=False)
-        scores = np.asarray(scores, dtype=np.float64)   # nulls -> NaN
-        scored = ~np.isnan(scores)
-        keep = np.zeros(n, dtype=bool)
-        n_scored = int(scored.sum())
+        views = ctx.views()
+        outs = list(ctx.map_fn(_clip_scan_task, [(v, self) for v in views]))
+        ids = np.concatenate([o[0] for o in outs]) if outs else np.zeros(0, np.int64)
+        scores = np.concatenate([o[1] for o in outs]) if outs else np.zeros(0, np.float64)
+        n = sum(o[2] for o in outs)
         if p.threshold is not None:
             cut = float(p.threshold)
-            keep = scored & (scores >= cut)
-            label = None
+            rejected = [o[3] for o in outs]
+            kept_scores = scores[scores >= cut]
         else:
-            n_keep = int(math.floor(p.keep_fraction * n_scored + 0.5))
-            idx = np.flatnonzero(scored)
-            if n_keep and idx.size:
-                # score descending, then key ascending: Arrow's stable multi-key sort
-                sub = pa.table({"s": pa.array(scores[idx]), "k": table.column("key").take(pa.array(idx)),
-                                "i": pa.array(idx)})
-                order = pc.sort_indices(sub, sort_keys=[("s", "descending"), ("k", "ascending")])
-                chosen = sub.column("i").take(order).to_numpy()[:n_keep]
-                keep[chosen] = True
-                cut = float(scores[chosen[-1]])
-            else:
-                cut = None
-            label = self.cut_label()
-        reject = ~keep
-        idx = np.flatnonzero(reject)
-        rejected = clip_score_rejects(self.name, table.column("key").take(pa.array(idx)),
-                                      table.column("source").take(pa.array(idx)), scores[idx], cut, label)
-        stats = self.result_stats(cut, n, scores[scored], scores[keep], t0)
-        return GlobalResult(rejected=rejected, stats=stats)
+            n_keep = int(math.floor(p.keep_fraction * ids.size + 0.5))
+            kept, cut = keep_fraction_cut(ids, scores, n_keep,
+                                          lambda some: ctx.fetch(some, ["key"]).column("key").combine_chunks())
+            shard = id_shards(kept)
+            rejected = list(ctx.map_fn(_clip_reject_task, [(v, self, kept[shard == v.index], cut) for v in views]))
+            kept_scores = scores[np.isin(ids, kept)]
+        rejected = (pa.concat_tables(rejected) if rejected else
+                    with_sample_ids(clip_score_rejects(self.name, [], [], np.zeros(0), cut, None), []))
+        return GlobalResult(rejected=rejected, stats=self.result_stats(cut, n, scores, kept_scores, t0))
 
     def cut_label(self) -> str | None:
         """The keep_fraction cut's name in reject details (None in threshold mode)."""
@@ -317,12 +310,57 @@ class ClipScoreFilter(GlobalStage):
             stats["keep_fraction"] = p.keep_fraction
         return stats
 
-    def run_sharded(self, ctx) -> GlobalResult:
-        """Per-shard tasks; the driver holds (sample id, score) of the scored samples and the keys of the samples
-        tied at a keep_fraction cut only: see stages.sharded_steps."""
-        from mmcurate.stages.sharded_steps import clip_score_filter_sharded
 
-        return clip_score_filter_sharded(self, ctx)
+# clip_score_filter's tasks (module level: they travel to worker processes and Ray workers by reference)
+def _clip_scores(view):
+    """One shard's (key, source, clip_score, SAMPLE_ID) and its scores as float64 (NaN: unscored)."""
+    t = view.read(["key", "source", "clip_score"])
+    scores = np.asarray(pc.cast(t.column("clip_score"), pa.float64()).to_numpy(zero_copy_only=False), np.float64)
+    return t, scores
+
+
+def _clip_rejects(stage, t, scores, keep, cut, label) -> pa.Table:
+    idx = pa.array(np.flatnonzero(~keep))
+    rejected = clip_score_rejects(stage.name, t.column("key").take(idx), t.column("source").take(idx),
+                                  scores[np.flatnonzero(~keep)], cut, label)
+    return with_sample_ids(rejected, t.column(SAMPLE_ID).take(idx).to_numpy())
+
+
+def _clip_scan_task(task):
+    """(ids, scores) of the shard's scored samples and its row count; with a threshold also its rejects."""
+    view, stage = task
+    t, scores = _clip_scores(view)
+    scored = ~np.isnan(scores)
+    rejects = None
+    if stage.params.threshold is not None:
+        cut = float(stage.params.threshold)
+        rejects = _clip_rejects(stage, t, scores, scored & (scores >= cut), cut, None)
+    ids = t.column(SAMPLE_ID).to_numpy().astype(np.int64)
+    return ids[scored], scores[scored], t.num_rows, rejects
+
+
+def _clip_reject_task(task):
+    view, stage, kept_ids, cut = task
+    t, scores = _clip_scores(view)
+    keep = np.isin(t.column(SAMPLE_ID).to_numpy().astype(np.int64), kept_ids)
+    return _clip_rejects(stage, t, scores, keep, cut, stage.cut_label())
+
+
+def keep_fraction_cut(ids: np.ndarray, scores: np.ndarray, n_keep: int, fetch_keys):
+    """The top n_keep samples (score descending, then key ascending) as a sorted id array, and the cut (the last
+    kept sample's score). ``fetch_keys(ids)`` -> the keys of those (ascending) ids, asked only for the samples
+    whose score equals the cut score: only they need the key tie-break."""
+    if n_keep <= 0 or ids.size == 0:
+        return np.zeros(0, np.int64), None
+    cut_score = np.sort(scores)[::-1][n_keep - 1]
+    above = ids[scores > cut_score]
+    tied = np.sort(ids[scores == cut_score])
+    need = n_keep - above.size
+    keys = fetch_keys(tied)
+    order = np.asarray(pc.sort_indices(keys))     # Arrow's string order
+    chosen = tied[order[:need]]
+    cut = float(scores[ids == chosen[-1]][0])
+    return np.sort(np.concatenate([above, chosen])), cut
 
 
 def clip_score_rejects(stage_name: str, keys, sources, scores: np.ndarray, cut, label) -> pa.Table:

@@ -44,17 +44,16 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from mmcurate.curate import dedup
-from mmcurate.pipeline.global_sharded import (KEY_ROWS_PER_PARTITION, id_shards, partition_dir, read_partition,
+from mmcurate.pipeline.global_sharded import (KEY_ROWS_PER_PARTITION, partition_dir, read_partition,
                                               string_hash64, write_partitions)
 from mmcurate.pipeline.schema import REJECTS_SCHEMA
-from mmcurate.pipeline.stage import SAMPLE_ID, GlobalResult
+from mmcurate.pipeline.stage import SAMPLE_ID, GlobalResult, with_sample_ids
 
 EXACT_ROWS_PER_PARTITION = 1 << 20          # rows of (id, key, source, digest, score) per grouping task
 HAMMING_ENTRIES_PER_PARTITION = 1 << 23     # 17-byte entries per pigeonhole join task
 
 
-def _with_ids(rejected: pa.Table, ids) -> pa.Table:
-    return rejected.append_column(SAMPLE_ID, pa.array(np.asarray(ids, np.int64), pa.int64()))
+_with_ids = with_sample_ids
 
 
 def _empty_rejects() -> pa.Table:
@@ -66,7 +65,7 @@ def _empty_rejects() -> pa.Table:
 
 
 def _exact_shuffle_task(task):
-    view, keep, n_part, root = task
+    view, keep, n_part, store = task
     from mmcurate.stages.image import keep_primary, parse_keep
 
     column, _ = parse_keep(keep)
@@ -77,15 +76,16 @@ def _exact_shuffle_task(task):
     primary = keep_primary(sub, keep)
     if primary is not None:
         out = out.append_column("_primary", pa.array(primary, pa.float64()))
-    part = (string_hash64(sub.column("sha256")) % np.uint64(n_part)).astype(np.int64)
-    counts = write_partitions(out, part, n_part, root, f"s{view.index:05d}")
+    part = (string_hash64(sub.column("sha256")) % np.uint64(n_part)).astype(np.int64) if n_part > 1 else None
+    counts = store.write(out, part, n_part, f"s{view.index:05d}")
     return counts, t.num_rows, int(np.count_nonzero(~valid))
 
 
-def _exact_group_task(part_dir):
+def _exact_group_task(task):
     from mmcurate.stages.image import rank_of
 
-    t = read_partition(part_dir)
+    store, p = task
+    t = store.read(p)
     codes = pc.dictionary_encode(t.column("sha256").combine_chunks()).indices.to_numpy()
     primary = t.column("_primary").to_numpy() if "_primary" in t.column_names else None
     g = dedup.exact_groups(codes, rank_of(t.column("key"), primary))
@@ -104,15 +104,15 @@ def exact_dedup_sharded(stage, ctx) -> GlobalResult:
 
     t0 = time.perf_counter()
     n_part = ctx.n_partitions(EXACT_ROWS_PER_PARTITION)
-    root = ctx.spill_dir(stage.name)
+    store = ctx.partitions(stage.name)
     counts = np.zeros(n_part, np.int64)
     n_rows = n_without = 0
-    for c, n, w in ctx.map_fn(_exact_shuffle_task, [(v, stage.params.keep, n_part, str(root)) for v in ctx.views()]):
+    for c, n, w in ctx.map_fn(_exact_shuffle_task, [(v, stage.params.keep, n_part, store) for v in ctx.views()]):
         counts += c
         n_rows += n
         n_without += w
     parts, groups = [], 0
-    for t, g in ctx.map_fn(_exact_group_task, [str(partition_dir(root, p)) for p in np.flatnonzero(counts)]):
+    for t, g in ctx.map_fn(_exact_group_task, [(store, p) for p in np.flatnonzero(counts)]):
         parts.append(t)
         groups += g
     dups = pa.concat_tables(parts).sort_by(SAMPLE_ID) if parts else None
@@ -431,90 +431,6 @@ def balance_sharded(stage, ctx) -> GlobalResult:
                  sharded={"shards": len(shards), "spill_bytes": int(spill_bytes),
                           "largest_gather_rows": int(source.gathered_rows)})
     return GlobalResult(rejected=pa.concat_tables(rejected), columns=columns, stats=stats)
-
-
-# ---------------------------------------------------------------------------------------------------------
-# clip_score_filter: per-shard scores, the keep_fraction cut on the driver
-
-
-def _clip_scores(view):
-    """One shard's (key, source, clip_score, SAMPLE_ID) and its scores as float64 (NaN: unscored), as
-    ClipScoreFilter.run casts them."""
-    t = view.read(["key", "source", "clip_score"])
-    scores = np.asarray(pc.cast(t.column("clip_score"), pa.float64()).to_numpy(zero_copy_only=False), np.float64)
-    return t, scores
-
-
-def _clip_rejects(stage, t, scores, keep, cut, label) -> pa.Table:
-    from mmcurate.stages.clip import clip_score_rejects
-
-    idx = pa.array(np.flatnonzero(~keep))
-    rejected = clip_score_rejects(stage.name, t.column("key").take(idx), t.column("source").take(idx),
-                                  scores[np.flatnonzero(~keep)], cut, label)
-    return _with_ids(rejected, t.column(SAMPLE_ID).take(idx).to_numpy())
-
-
-def _clip_scan_task(task):
-    """(ids, scores) of the shard's scored samples and its row count; with a threshold also its rejects."""
-    view, stage = task
-    t, scores = _clip_scores(view)
-    scored = ~np.isnan(scores)
-    rejects = None
-    if stage.params.threshold is not None:
-        cut = float(stage.params.threshold)
-        rejects = _clip_rejects(stage, t, scores, scored & (scores >= cut), cut, None)
-    ids = t.column(SAMPLE_ID).to_numpy().astype(np.int64)
-    return ids[scored], scores[scored], t.num_rows, rejects
-
-
-def _clip_reject_task(task):
-    view, stage, kept_ids, cut = task
-    t, scores = _clip_scores(view)
-    keep = np.isin(t.column(SAMPLE_ID).to_numpy().astype(np.int64), kept_ids)
-    return _clip_rejects(stage, t, scores, keep, cut, stage.cut_label())
-
-
-def keep_fraction_cut(ids: np.ndarray, scores: np.ndarray, n_keep: int, fetch_keys):
-    """The samples memory mode keeps for the top n_keep (score descending, then key ascending), as a sorted id
-    array, and the cut (the last kept sample's score). ``fetch_keys(ids)`` -> the keys of those (ascending)
-    ids, asked only for the samples whose score equals the cut score: only they need the key tie-break."""
-    if n_keep <= 0 or ids.size == 0:
-        return np.zeros(0, np.int64), None
-    cut_score = np.sort(scores)[::-1][n_keep - 1]
-    above = ids[scores > cut_score]
-    tied = np.sort(ids[scores == cut_score])
-    need = n_keep - above.size
-    keys = fetch_keys(tied)
-    order = np.asarray(pc.sort_indices(keys))     # Arrow's string order, as run()'s multi-key sort
-    chosen = tied[order[:need]]
-    cut = float(scores[ids == chosen[-1]][0])
-    return np.sort(np.concatenate([above, chosen])), cut
-
-
-def clip_score_filter_sharded(stage, ctx) -> GlobalResult:
-    """Pass 1 per shard: (id, score) of the scored samples (and the rejects, with a threshold). keep_fraction:
-    the driver picks the cut on the scores, fetching keys only for the samples tied at the cut score; pass 2 per
-    shard builds the rejects from the kept ids of that shard. Stats from the score array in sample order."""
-    t0 = time.perf_counter()
-    p = stage.params
-    views = ctx.views()
-    outs = list(ctx.map_fn(_clip_scan_task, [(v, stage) for v in views]))
-    ids = np.concatenate([o[0] for o in outs]) if outs else np.zeros(0, np.int64)
-    scores = np.concatenate([o[1] for o in outs]) if outs else np.zeros(0, np.float64)
-    n = sum(o[2] for o in outs)
-    if p.threshold is not None:
-        cut = float(p.threshold)
-        rejected = [o[3] for o in outs]
-        kept_scores = scores[scores >= cut]
-    else:
-        n_keep = int(math.floor(p.keep_fraction * ids.size + 0.5))
-        kept, cut = keep_fraction_cut(ids, scores, n_keep,
-                                      lambda some: ctx.fetch(some, ["key"]).column("key").combine_chunks())
-        shard = id_shards(kept)
-        rejected = list(ctx.map_fn(_clip_reject_task, [(v, stage, kept[shard == v.index], cut) for v in views]))
-        kept_scores = scores[np.isin(ids, kept)]
-    rejected = pa.concat_tables(rejected) if rejected else _empty_rejects()
-    return GlobalResult(rejected=rejected, stats=stage.result_stats(cut, n, scores, kept_scores, t0))
 
 
 # ---------------------------------------------------------------------------------------------------------
