@@ -13,8 +13,8 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from mmcurate.pipeline.schema import INPUT_SCHEMA
 from mmcurate.pipeline.global_phase import run_on_table
+from mmcurate.pipeline.schema import INPUT_SCHEMA
 from mmcurate.pipeline.stage import StageError, registry
 from mmcurate.stages.embeddings import embeddings_to_numpy
 
@@ -240,7 +240,8 @@ def test_clip_score_filter_param_errors():
         with pytest.raises(StageError, match="clip_score_filter"):
             registry.create("clip_score_filter", params)
     with pytest.raises(StageError, match="clip_score"):
-        run_on_table(registry.create("clip_score_filter", {"threshold": 0.2}), pa.table({"key": ["a"], "source": ["s"]}))
+        run_on_table(registry.create("clip_score_filter", {"threshold": 0.2}),
+                     pa.table({"key": ["a"], "source": ["s"]}))
 
 
 # ---------------------------------------------------------------------------------------------------------
