@@ -33,7 +33,9 @@ from mmcurate.ops.decode import DEFAULT_MAX_PIXELS
 from mmcurate.ops.status import status_name
 from mmcurate.pipeline.params import check_bool, check_choice, check_device, check_int, check_threads
 from mmcurate.pipeline.schema import DUPLICATES_SCHEMA, rejects_table
-from mmcurate.pipeline.stage import GlobalResult, GlobalStage, MapStage, StageResult, registry
+from mmcurate.pipeline.global_sharded import string_hash64
+from mmcurate.pipeline.stage import (SAMPLE_ID, GlobalResult, GlobalStage, MapStage, StageError, StageResult, registry,
+                                     with_sample_ids)
 from mmcurate.stages.batch import (
     MISSING_IMAGE,
     blob_views,
@@ -387,22 +389,75 @@ class ExactDedup(GlobalStage):
         self.requires = _dedup_requires(("key", "source", "sha256"), self.params.keep)
         self.map_part = Sha256(num_threads=self.params.num_threads)
 
-    def run(self, table: pa.Table) -> GlobalResult:
-        _require_columns(table, self.name, self.requires)
+    runs_on_context = True
+
+    def run(self, ctx) -> GlobalResult:
+        """Pass 1 per shard: (id, key, source, digest, score) of the samples with a digest, routed by a hash of
+        the digest into partitions (equal digests meet in one; memory mode: one partition). Pass 2 per
+        partition: exact_groups with ranks over the partition (a total order, so ranks over any subset order it
+        as over all samples). The driver gets the duplicates only."""
+        missing = [c for c in self.requires if c not in ctx.column_names]
+        if missing:
+            raise StageError(f"stage '{self.name}': input lacks column(s) {', '.join(missing)}")
         t0 = time.perf_counter()
-        valid = table.column("sha256").is_valid().to_numpy(zero_copy_only=False)
-        sub = table.filter(pa.array(valid)) if not valid.all() else table
-        # Dictionary codes stand for the digests: equal digests, equal codes (no Python strings).
-        digests = pc.dictionary_encode(sub.column("sha256")).combine_chunks().indices.to_numpy()
-        grouping = dedup.exact_groups(digests, _rank(sub, self.params.keep))
-        return _dedup_result(table, valid, grouping, self.name, "exact", "duplicate_exact",
-                             {"seconds": round(time.perf_counter() - t0, 6)})
+        n_part = ctx.n_partitions(EXACT_ROWS_PER_PARTITION)
+        store = ctx.partitions(self.name)
+        counts = np.zeros(n_part, np.int64)
+        n_rows = n_without = 0
+        for c, n, w in ctx.map_fn(_exact_shuffle_task, [(v, self.params.keep, n_part, store) for v in ctx.views()]):
+            counts += c
+            n_rows += n
+            n_without += w
+        parts, groups = [], 0
+        for t, g in ctx.map_fn(_exact_group_task, [(store, p) for p in np.flatnonzero(counts)]):
+            parts.append(t)
+            groups += g
+        dups = pa.concat_tables(parts).sort_by(SAMPLE_ID) if parts else None
+        if dups is None or not dups.num_rows:
+            rejected, duplicates = duplicate_tables(self.name, "exact", "duplicate_exact", [], [], [], np.zeros(0))
+            rejected = with_sample_ids(rejected, [])
+        else:
+            rejected, duplicates = duplicate_tables(self.name, "exact", "duplicate_exact",
+                                                    dups.column("key").to_pylist(), dups.column("source").to_pylist(),
+                                                    dups.column("duplicate_of").to_pylist(), np.zeros(dups.num_rows))
+            rejected = with_sample_ids(rejected, dups.column(SAMPLE_ID).to_numpy())
+        stats = {"seconds": round(time.perf_counter() - t0, 6), "samples": int(n_rows),
+                 "duplicates": int(rejected.num_rows), "groups": int(groups), "without_hash": int(n_without),
+                 "partitions": int(n_part)}
+        return GlobalResult(rejected=rejected, duplicates=duplicates, stats=stats)
 
-    def run_sharded(self, ctx) -> GlobalResult:
-        """Digests shuffled into partitions by hash, grouped per partition: see stages.sharded_steps."""
-        from mmcurate.stages.sharded_steps import exact_dedup_sharded
 
-        return exact_dedup_sharded(self, ctx)
+# exact_dedup's tasks (module level: they travel to worker processes and Ray workers by reference)
+EXACT_ROWS_PER_PARTITION = 1 << 20          # rows of (id, key, source, digest, score) per grouping task
+
+
+def _exact_shuffle_task(task):
+    view, keep, n_part, store = task
+    column, _ = parse_keep(keep)
+    t = view.read(["key", "source", "sha256", *([column] if column else [])])
+    valid = t.column("sha256").is_valid().to_numpy(zero_copy_only=False)
+    sub = t.filter(pa.array(valid)) if not valid.all() else t
+    out = sub.select([SAMPLE_ID, "key", "source", "sha256"])
+    primary = keep_primary(sub, keep)
+    if primary is not None:
+        out = out.append_column("_primary", pa.array(primary, pa.float64()))
+    part = (string_hash64(sub.column("sha256")) % np.uint64(n_part)).astype(np.int64) if n_part > 1 else None
+    counts = store.write(out, part, n_part, f"s{view.index:05d}")
+    return counts, t.num_rows, int(np.count_nonzero(~valid))
+
+
+def _exact_group_task(task):
+    store, p = task
+    t = store.read(p)
+    # Dictionary codes stand for the digests: equal digests, equal codes (no Python strings).
+    codes = pc.dictionary_encode(t.column("sha256").combine_chunks()).indices.to_numpy()
+    primary = t.column("_primary").to_numpy() if "_primary" in t.column_names else None
+    g = dedup.exact_groups(codes, rank_of(t.column("key"), primary))
+    d = np.flatnonzero(g.is_duplicate)
+    r = pa.array(g.representative[d])
+    d = pa.array(d)
+    return pa.table({SAMPLE_ID: t.column(SAMPLE_ID).take(d), "key": t.column("key").take(d),
+                     "source": t.column("source").take(d), "duplicate_of": t.column("key").take(r)}), g.n_groups
 
 
 class PerceptualHash(MapStage):

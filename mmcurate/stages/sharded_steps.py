@@ -49,7 +49,6 @@ from mmcurate.pipeline.global_sharded import (KEY_ROWS_PER_PARTITION, partition_
 from mmcurate.pipeline.schema import REJECTS_SCHEMA
 from mmcurate.pipeline.stage import SAMPLE_ID, GlobalResult, with_sample_ids
 
-EXACT_ROWS_PER_PARTITION = 1 << 20          # rows of (id, key, source, digest, score) per grouping task
 HAMMING_ENTRIES_PER_PARTITION = 1 << 23     # 17-byte entries per pigeonhole join task
 
 
@@ -58,76 +57,6 @@ _with_ids = with_sample_ids
 
 def _empty_rejects() -> pa.Table:
     return _with_ids(REJECTS_SCHEMA.empty_table(), [])
-
-
-# ---------------------------------------------------------------------------------------------------------
-# exact_dedup: shuffle by digest, group per partition
-
-
-def _exact_shuffle_task(task):
-    view, keep, n_part, store = task
-    from mmcurate.stages.image import keep_primary, parse_keep
-
-    column, _ = parse_keep(keep)
-    t = view.read(["key", "source", "sha256", *([column] if column else [])])
-    valid = t.column("sha256").is_valid().to_numpy(zero_copy_only=False)
-    sub = t.filter(pa.array(valid)) if not valid.all() else t
-    out = sub.select([SAMPLE_ID, "key", "source", "sha256"])
-    primary = keep_primary(sub, keep)
-    if primary is not None:
-        out = out.append_column("_primary", pa.array(primary, pa.float64()))
-    part = (string_hash64(sub.column("sha256")) % np.uint64(n_part)).astype(np.int64) if n_part > 1 else None
-    counts = store.write(out, part, n_part, f"s{view.index:05d}")
-    return counts, t.num_rows, int(np.count_nonzero(~valid))
-
-
-def _exact_group_task(task):
-    from mmcurate.stages.image import rank_of
-
-    store, p = task
-    t = store.read(p)
-    codes = pc.dictionary_encode(t.column("sha256").combine_chunks()).indices.to_numpy()
-    primary = t.column("_primary").to_numpy() if "_primary" in t.column_names else None
-    g = dedup.exact_groups(codes, rank_of(t.column("key"), primary))
-    d = np.flatnonzero(g.is_duplicate)
-    r = pa.array(g.representative[d])
-    d = pa.array(d)
-    return pa.table({SAMPLE_ID: t.column(SAMPLE_ID).take(d), "key": t.column("key").take(d),
-                     "source": t.column("source").take(d), "duplicate_of": t.column("key").take(r)}), g.n_groups
-
-
-def exact_dedup_sharded(stage, ctx) -> GlobalResult:
-    """Pass 1 per shard: (id, key, source, digest, score) of the samples with a digest, routed by a hash of the
-    digest into partitions (equal digests meet in one). Pass 2 per partition: exact_groups with ranks over the
-    partition. The driver gets the duplicates only."""
-    from mmcurate.stages.image import duplicate_tables
-
-    t0 = time.perf_counter()
-    n_part = ctx.n_partitions(EXACT_ROWS_PER_PARTITION)
-    store = ctx.partitions(stage.name)
-    counts = np.zeros(n_part, np.int64)
-    n_rows = n_without = 0
-    for c, n, w in ctx.map_fn(_exact_shuffle_task, [(v, stage.params.keep, n_part, store) for v in ctx.views()]):
-        counts += c
-        n_rows += n
-        n_without += w
-    parts, groups = [], 0
-    for t, g in ctx.map_fn(_exact_group_task, [(store, p) for p in np.flatnonzero(counts)]):
-        parts.append(t)
-        groups += g
-    dups = pa.concat_tables(parts).sort_by(SAMPLE_ID) if parts else None
-    if dups is None or not dups.num_rows:
-        rejected, duplicates = duplicate_tables(stage.name, "exact", "duplicate_exact", [], [], [], np.zeros(0))
-        rejected = _with_ids(rejected, [])
-    else:
-        rejected, duplicates = duplicate_tables(stage.name, "exact", "duplicate_exact", dups.column("key").to_pylist(),
-                                                dups.column("source").to_pylist(),
-                                                dups.column("duplicate_of").to_pylist(), np.zeros(dups.num_rows))
-        rejected = _with_ids(rejected, dups.column(SAMPLE_ID).to_numpy())
-    stats = {"seconds": round(time.perf_counter() - t0, 6), "samples": int(n_rows),
-             "duplicates": int(rejected.num_rows), "groups": int(groups), "without_hash": int(n_without),
-             "partitions": int(n_part)}
-    return GlobalResult(rejected=rejected, duplicates=duplicates, stats=stats)
 
 
 # ---------------------------------------------------------------------------------------------------------
