@@ -3,10 +3,10 @@
   python benchmarks/bench_global_scale.py [--sizes 10000 100000 1000000] [--steps exact_dedup phash_dedup ...]
                                           [--out benchmarks/results/global_scale.json]
 
-Each (step, n) runs in its own Python process, so its peak RSS is its own: the process builds the Arrow table the
-local executor's global phase would hand the step (key, source and the step's columns, as the map phase leaves
-them), records the RSS, runs ``stage.run(table)`` and records the time and the new peak. Inputs, with 10% planted
-duplicates each:
+Each (step, n) runs in its own Python process, so its peak RSS is its own: the process builds the Arrow table of
+survivors memory mode's global context would hold for the step (key, source and the step's columns, as the map
+phase leaves them), records the RSS, runs the step over it (``run_on_table``) and records the time and the new
+peak. Inputs, with 10% planted duplicates each:
   exact_dedup     sha256 hex digests
   phash_dedup     64-bit pHashes (near copies at 0-12 flipped bits), default radius 10, star linkage
   semantic_dedup  fp16 unit embeddings, d=512, clustered (benchmarks/bench_semantic.py's generator)
@@ -89,6 +89,12 @@ def build_table(step: str, n: int):
 def run_one(step: str, n: int) -> dict:
     from mmcurate.pipeline.stage import registry
 
+    try:
+        from mmcurate.pipeline.global_phase import run_on_table
+    except ImportError:   # code from before the global context (--before runs)
+        def run_on_table(stage, table):
+            return stage.run(table)
+
     t = time.perf_counter()
     table = build_table(step, n)
     build_s = time.perf_counter() - t
@@ -96,7 +102,7 @@ def run_one(step: str, n: int) -> dict:
     before = _rss_mb()
     peak_before = _peak_mb()
     t = time.perf_counter()
-    res = stage.run(table)
+    res = run_on_table(stage, table)
     seconds = time.perf_counter() - t
     peak = _peak_mb()
     return {"step": step, "n": n, "seconds": round(seconds, 3), "build_input_s": round(build_s, 2),

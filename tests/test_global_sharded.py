@@ -167,9 +167,9 @@ def test_sharded_phash_dedup_equals_memory(tmp_path, linkage, keep, map_fn):
     shards, ctx, removed = _setup(tmp_path, map_fn)
     stage = registry.create("phash_dedup", {"keep": keep, "linkage": linkage, "max_distance": 10})
     table = _memory_table(shards, list(stage.requires), removed)
-    mem = stage.run(table.select(list(stage.requires)))
-    sh = stage.run_sharded(ctx)
-    assert sh.rejected.drop_columns([SAMPLE_ID]).equals(mem.rejected)
+    mem = stage.run(MemoryGlobalContext.from_table(table))   # every sample a candidate, one grouping
+    sh = stage.run(ctx)                                      # linked samples from the pigeonhole join
+    assert sh.rejected.equals(mem.rejected)
     assert sh.duplicates.equals(mem.duplicates)
     assert mem.rejected.num_rows >= 100
     _check_ids(sh, table)
@@ -191,9 +191,15 @@ def test_sharded_phash_dedup_equals_memory(tmp_path, linkage, keep, map_fn):
         assert max(g.distance) > 10                            # chains were planted
 
 
-def test_phash_max_distance_64_falls_back_to_memory(tmp_path):
-    _, ctx, _ = _setup(tmp_path, map, remove=False)
-    assert registry.create("phash_dedup", {"max_distance": 64}).run_sharded(ctx) is None
+def test_phash_max_distance_64_links_every_sample(tmp_path):
+    """Pigeonhole partitioning cannot split a 64-bit radius (every pair is within it): every sample with a
+    pHash is a candidate, and the result is the one-partition result."""
+    shards, ctx, _ = _setup(tmp_path, map, remove=False)
+    stage = registry.create("phash_dedup", {"max_distance": 64})
+    sh = stage.run(ctx)
+    mem = stage.run(MemoryGlobalContext.from_table(_memory_table(shards, list(stage.requires))))
+    assert sh.rejected.equals(mem.rejected) and sh.duplicates.equals(mem.duplicates)
+    assert sh.stats["groups"] == 1 and sh.stats["duplicates"] == sh.stats["samples"] - sh.stats["without_hash"] - 1
 
 
 # ---------------------------------------------------------------------------------------------------------

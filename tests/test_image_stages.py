@@ -306,7 +306,7 @@ def test_phash_dedup_on_the_sample(table, sample, mode):
     assert not {"broken_truncated", "broken_empty", "broken_html", "no_image"} & set(kept)
     expected = phash_bytes([s.data for s in sample if s.key in kept], exact=mode == "exact").codes
     np.testing.assert_array_equal(meta.column("phash").to_numpy(), expected)
-    result = stage.run(meta)
+    result = run_on_table(stage, meta)
     check_global(result, meta)
     dups = {d["key"]: d for d in result.duplicates.to_pylist()}
     truth = {s.key: s.source for s in sample if s.label in ("near_duplicate", "exact_duplicate")}
@@ -322,11 +322,12 @@ def test_phash_dedup_on_the_sample(table, sample, mode):
 
 def test_phash_dedup_chain_connected_vs_star():
     codes = {"a": 0, "b": (1 << 6) - 1, "c": (1 << 12) - 1, "z": 2**64 - 1}
-    connected = registry.create("phash_dedup", {"max_distance": 6, "linkage": "connected"}).run(phash_meta(codes))
+    connected = run_on_table(registry.create("phash_dedup", {"max_distance": 6, "linkage": "connected"}),
+                             phash_meta(codes))
     assert {d["key"]: (d["duplicate_of"], d["distance"]) for d in connected.duplicates.to_pylist()} == {
         "b": ("a", 6.0), "c": ("a", 12.0)}
     assert connected.stats["max_distance_to_representative"] == 12
-    star = registry.create("phash_dedup", {"max_distance": 6}).run(phash_meta(codes))   # star by default
+    star = run_on_table(registry.create("phash_dedup", {"max_distance": 6}), phash_meta(codes))   # star by default
     assert reasons_of(star) == {"b": ("duplicate_phash", "duplicate of a (distance 6)")}
 
 
@@ -340,12 +341,12 @@ def test_phash_dedup_deterministic_and_keep_by_score():
     meta = meta.append_column("aesthetic", pa.array(rng.random(len(codes))))
     for params in ({}, {"linkage": "connected"}, {"keep": {"max": "aesthetic"}}):
         stage = registry.create("phash_dedup", params)
-        expected = sorted(stage.run(meta).rejected.column("key").to_pylist())
+        expected = sorted(run_on_table(stage, meta).rejected.column("key").to_pylist())
         assert len(expected) >= 100
         for _ in range(3):
             shuffled = meta.take(rng.permutation(meta.num_rows))
-            assert sorted(stage.run(shuffled).rejected.column("key").to_pylist()) == expected
-    scored = registry.create("phash_dedup", {"keep": {"max": "aesthetic"}}).run(meta)
+            assert sorted(run_on_table(stage, shuffled).rejected.column("key").to_pylist()) == expected
+    scored = run_on_table(registry.create("phash_dedup", {"keep": {"max": "aesthetic"}}), meta)
     score = dict(zip(meta.column("key").to_pylist(), meta.column("aesthetic").to_pylist()))
     for d in scored.duplicates.to_pylist():
         assert score[d["duplicate_of"]] >= score[d["key"]]

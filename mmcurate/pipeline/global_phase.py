@@ -247,6 +247,14 @@ class MemoryGlobalContext:
         """One partition: every sample meets every other in one task."""
         return 1
 
+    def near_candidates(self, step: str, shards, max_distance: int):
+        """Hamming search primitive: every sample with a code is a candidate (a superset of the linked ones is
+        all the grouping needs, and on one node it finds the pairs itself, once): (ascending ids, the number of
+        codes, None: no partitioning)."""
+        parts = [shard() for shard in shards]
+        ids = np.concatenate([i for i, _ in parts]) if parts else np.zeros(0, np.int64)
+        return ids, int(ids.size), None
+
     def partitions(self, step: str) -> MemoryPartitions:
         """A partition store in this process (tasks run here): memory mode spills nothing."""
         return MemoryPartitions()

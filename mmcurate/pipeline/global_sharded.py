@@ -42,6 +42,7 @@ from mmcurate.pipeline.stage import (SAMPLE_ID, SHARD_SHIFT, AccountingError, St
 GLOBAL_DIR = "global"
 ROW = "_row"                        # row in the shard's metadata file, in added-column files
 KEY_ROWS_PER_PARTITION = 1 << 22    # unique-key check: keys per partition task
+HAMMING_ENTRIES_PER_PARTITION = 1 << 23     # 17-byte entries per pigeonhole join task
 MAX_PARTITIONS = 1 << 14
 MAX_SHARD_ROWS = (1 << SHARD_SHIFT) - 1       # rows a survivor shard may have: the row part of a sample id
 
@@ -231,6 +232,10 @@ class ShardView:
 # ---------------------------------------------------------------------------------------------
 # Tasks (module level: they travel to worker processes and Ray workers by reference)
 # ---------------------------------------------------------------------------------------------
+def _call(fn):
+    return fn()
+
+
 def _read_task(task) -> pa.Table:
     view, columns = task
     return view.read(columns)
@@ -330,6 +335,23 @@ class ShardedGlobalContext:
         shutil.rmtree(d, ignore_errors=True)
         d.mkdir(parents=True)
         return d
+
+    def near_candidates(self, step: str, shards, max_distance: int):
+        """Hamming search primitive: (ascending ids of the samples with a code within ``max_distance`` bits of
+        another one, the number of codes, the partitioning's figures). ``shards``: picklable callables, each
+        returning one shard's (ids, uint64 codes). The pigeonhole join (curate.partitioned_linked_ids) in
+        per-shard and per-partition tasks, never listing pairs; at 64 bits every pair is linked."""
+        from mmcurate.curate.hamming_partition import partitioned_linked_ids
+
+        if max_distance > 63:
+            parts = list(self.map_fn(_call, shards))
+            ids = np.sort(np.concatenate([i for i, _ in parts])) if parts else np.zeros(0, np.int64)
+            return ids, int(ids.size), None
+        n_part = self.n_partitions(max(1, HAMMING_ENTRIES_PER_PARTITION // (max_distance + 1)))
+        found = partitioned_linked_ids(shards, max_distance, n_partitions=n_part, spill_dir=str(self.spill_dir(step)),
+                                       map_fn=self.map_fn)
+        figures = {k: found.stats[k] for k in ("n_partitions", "entries", "max_entries_per_partition")}
+        return found.ids, int(found.stats["n_codes"]), figures
 
     def partitions(self, step: str) -> DiskPartitions:
         """A fresh partition store for one of the step's shuffles, under its spill directory."""

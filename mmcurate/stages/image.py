@@ -19,6 +19,7 @@ is ``num_threads`` (or the machine's core count), set per instance.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -291,12 +292,6 @@ def rank_of(keys, primary: np.ndarray | None) -> np.ndarray:
     return rank
 
 
-def _rank(table: pa.Table, keep) -> np.ndarray:
-    """Preference rank of each row (0 = kept first): the best score (NaN/null last), then key order.
-    The same order as dedup.preference_rank, computed by Arrow's sort (much faster on millions of keys)."""
-    return rank_of(table.column("key"), keep_primary(table, keep))
-
-
 def duplicate_tables(stage: str, kind: str, reason: str, dup_keys: list, dup_sources: list, rep_keys: list,
                      distance: np.ndarray) -> tuple[pa.Table, pa.Table]:
     """(rejects, duplicate links) of exact/phash duplicates, in the order given."""
@@ -310,22 +305,6 @@ def duplicate_tables(stage: str, kind: str, reason: str, dup_keys: list, dup_sou
                            "kind": pa.array([kind] * len(dup_keys), pa.string()),
                            "distance": pa.array(np.asarray(distance).astype(np.float64))}, schema=DUPLICATES_SCHEMA)
     return rejected, duplicates
-
-
-def _dedup_result(table: pa.Table, valid: np.ndarray, grouping: dedup.Grouping, stage: str, kind: str,
-                  reason: str, stats: dict) -> GlobalResult:
-    """Rejects and duplicate links for the duplicates of `grouping` (indices into table rows `valid`)."""
-    rows = np.flatnonzero(valid)
-    dup = grouping.is_duplicate
-    dup_rows, rep_rows = rows[dup], rows[grouping.representative[dup]]
-    keys = table.column("key").to_pylist()
-    sources = table.column("source").to_pylist()
-    rejected, duplicates = duplicate_tables(stage, kind, reason, [keys[i] for i in dup_rows],
-                                            [sources[i] for i in dup_rows], [keys[i] for i in rep_rows],
-                                            grouping.distance[dup])
-    stats = dict(stats, samples=int(table.num_rows), duplicates=grouping.n_duplicates,
-                 groups=grouping.n_groups, without_hash=int(np.count_nonzero(~valid)))
-    return GlobalResult(rejected=rejected, duplicates=duplicates, stats=stats)
 
 
 class Sha256(MapStage):
@@ -564,22 +543,55 @@ class PhashDedup(GlobalStage):
         return {"max_distance": p.max_distance, "linkage": p.linkage, "mode": p.mode,
                 "expected_chance_links_per_sample": chance}
 
-    def run(self, table: pa.Table) -> GlobalResult:
-        _require_columns(table, self.name, self.requires)
+    runs_on_context = True
+
+    def run(self, ctx) -> GlobalResult:
+        """The candidates from the context's Hamming primitive (memory mode: every sample with a pHash; sharded:
+        the samples linked by the pigeonhole join, never listing pairs), then dedup.near_groups over them with
+        their keys, scores and pHashes fetched: the same groups as over all samples (an unlinked sample
+        represents itself), in memory linear in a group of copies."""
+        missing = [c for c in self.requires if c not in ctx.column_names]
+        if missing:
+            raise StageError(f"stage '{self.name}': input lacks column(s) {', '.join(missing)}")
         p = self.params
         t0 = time.perf_counter()
-        valid = table.column("phash").is_valid().to_numpy(zero_copy_only=False)
-        sub = table.filter(pa.array(valid)) if not valid.all() else table
-        codes = pc.cast(sub.column("phash"), pa.uint64()).to_numpy(zero_copy_only=False).astype(np.uint64)
-        grouping = dedup.near_groups(codes, p.max_distance, _rank(sub, p.keep), linkage=p.linkage,
-                                     device=p.device, num_threads=p.num_threads)
-        stats = {"seconds": round(time.perf_counter() - t0, 6), **self.settings_stats(codes.size)}
-        if grouping.n_duplicates:
-            stats["max_distance_to_representative"] = int(grouping.distance.max())
-        return _dedup_result(table, valid, grouping, self.name, "phash", "duplicate_phash", stats)
+        n_in = ctx.n_alive
+        linked, n_codes, figures = ctx.near_candidates(
+            self.name, [functools.partial(phash_codes, v) for v in ctx.views()], p.max_distance)
+        column, _ = parse_keep(p.keep)
+        stats = {"seconds": 0.0, **self.settings_stats(n_codes)}
+        dup_keys, dup_sources, rep_keys, dup_ids = [], [], [], np.zeros(0, np.int64)
+        distance = np.zeros(0, np.int32)
+        groups = n_pairs = 0
+        if linked.size:
+            t = ctx.fetch(linked, ["key", "source", "phash", *([column] if column else [])])
+            rank = rank_of(t.column("key"), keep_primary(t, p.keep))
+            codes = pc.cast(t.column("phash"), pa.uint64()).to_numpy(zero_copy_only=False).astype(np.uint64)
+            g = dedup.near_groups(codes, p.max_distance, rank, linkage=p.linkage, device=p.device,
+                                  num_threads=p.num_threads, count_pairs=figures is not None)
+            rep, n_pairs = g.representative, g.n_pairs
+            d = np.flatnonzero(g.is_duplicate)
+            keys = t.column("key")
+            dup_keys = keys.take(pa.array(d)).to_pylist()
+            dup_sources = t.column("source").take(pa.array(d)).to_pylist()
+            rep_keys = keys.take(pa.array(rep[d])).to_pylist()
+            dup_ids, distance = linked[d], g.distance[d]
+            groups = g.n_groups
+        rejected, duplicates = duplicate_tables(self.name, "phash", "duplicate_phash", dup_keys, dup_sources,
+                                                rep_keys, distance)
+        stats["seconds"] = round(time.perf_counter() - t0, 6)
+        if distance.size:
+            stats["max_distance_to_representative"] = int(distance.max())
+        stats.update(samples=int(n_in), duplicates=int(distance.size), groups=groups, without_hash=int(n_in - n_codes))
+        if figures is not None:
+            stats.update(partitions={**figures, "pairs": int(n_pairs)}, linked=int(linked.size))
+        return GlobalResult(rejected=with_sample_ids(rejected, dup_ids), duplicates=duplicates, stats=stats)
 
-    def run_sharded(self, ctx) -> GlobalResult | None:
-        """Pigeonhole-partitioned pairs, then grouping over the linked samples: see stages.sharded_steps."""
-        from mmcurate.stages.sharded_steps import phash_dedup_sharded
 
-        return phash_dedup_sharded(self, ctx)
+def phash_codes(view):
+    """(ids, uint64 codes) of one shard's samples with a pHash: the Hamming primitive's shard (a task)."""
+    t = view.read(["phash"])
+    valid = t.column("phash").is_valid().to_numpy(zero_copy_only=False)
+    sub = t.filter(pa.array(valid)) if not valid.all() else t
+    codes = pc.cast(sub.column("phash"), pa.uint64()).to_numpy(zero_copy_only=False).astype(np.uint64)
+    return sub.column(SAMPLE_ID).to_numpy().astype(np.int64), codes

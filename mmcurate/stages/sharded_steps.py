@@ -44,12 +44,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from mmcurate.curate import dedup
-from mmcurate.pipeline.global_sharded import (KEY_ROWS_PER_PARTITION, partition_dir, read_partition,
-                                              string_hash64, write_partitions)
+from mmcurate.pipeline.global_sharded import (HAMMING_ENTRIES_PER_PARTITION, KEY_ROWS_PER_PARTITION, partition_dir,
+                                              read_partition, string_hash64, write_partitions)
 from mmcurate.pipeline.schema import REJECTS_SCHEMA
 from mmcurate.pipeline.stage import SAMPLE_ID, GlobalResult, with_sample_ids
+from mmcurate.stages.image import phash_codes
 
-HAMMING_ENTRIES_PER_PARTITION = 1 << 23     # 17-byte entries per pigeonhole join task
 
 
 _with_ids = with_sample_ids
@@ -57,70 +57,6 @@ _with_ids = with_sample_ids
 
 def _empty_rejects() -> pa.Table:
     return _with_ids(REJECTS_SCHEMA.empty_table(), [])
-
-
-# ---------------------------------------------------------------------------------------------------------
-# phash_dedup: pigeonhole-partitioned pairs, grouping over the linked samples
-
-
-def _phash_codes(view):
-    """(ids, uint64 codes) of one shard's samples with a pHash: partitioned_hamming_pairs' shard."""
-    t = view.read(["phash"])
-    valid = t.column("phash").is_valid().to_numpy(zero_copy_only=False)
-    sub = t.filter(pa.array(valid)) if not valid.all() else t
-    codes = pc.cast(sub.column("phash"), pa.uint64()).to_numpy(zero_copy_only=False).astype(np.uint64)
-    return sub.column(SAMPLE_ID).to_numpy().astype(np.int64), codes
-
-
-def phash_dedup_sharded(stage, ctx) -> GlobalResult | None:
-    """The ids of the samples with a neighbour within max_distance by curate.partitioned_linked_ids (per-shard
-    and per-partition tasks, never listing pairs), then dedup.near_groups over the linked samples only, with
-    their keys, scores and pHashes fetched: the same groups as near_groups over all samples (an unlinked
-    sample represents itself), in memory linear in a group of copies. None (memory fallback) for
-    max_distance 64, which pigeonhole partitioning cannot split (every pair is within 64 bits)."""
-    from mmcurate.curate.hamming_partition import partitioned_linked_ids
-    from mmcurate.stages.image import duplicate_tables, keep_primary, parse_keep, rank_of
-
-    p = stage.params
-    if p.max_distance > 63:
-        return None
-    t0 = time.perf_counter()
-    n_in = ctx.n_alive
-    root = ctx.spill_dir(stage.name)
-    n_part = ctx.n_partitions(max(1, HAMMING_ENTRIES_PER_PARTITION // (p.max_distance + 1)))
-    found = partitioned_linked_ids([functools.partial(_phash_codes, v) for v in ctx.views()], p.max_distance,
-                                   n_partitions=n_part, spill_dir=str(root), map_fn=ctx.map_fn)
-    linked = found.ids
-    column, _ = parse_keep(p.keep)
-    stats = {"seconds": 0.0, **stage.settings_stats(found.stats["n_codes"])}
-    dup_keys, dup_sources, rep_keys, dup_ids = [], [], [], np.zeros(0, np.int64)
-    distance = np.zeros(0, np.int32)
-    groups = n_pairs = 0
-    if linked.size:
-        t = ctx.fetch(linked, ["key", "source", "phash", *([column] if column else [])])
-        rank = rank_of(t.column("key"), keep_primary(t, p.keep))
-        codes = pc.cast(t.column("phash"), pa.uint64()).to_numpy(zero_copy_only=False).astype(np.uint64)
-        g = dedup.near_groups(codes, p.max_distance, rank, linkage=p.linkage, device=p.device,
-                              num_threads=p.num_threads, count_pairs=True)
-        rep, n_pairs = g.representative, g.n_pairs
-        d = np.flatnonzero(g.is_duplicate)
-        keys = t.column("key")
-        dup_keys = keys.take(pa.array(d)).to_pylist()
-        dup_sources = t.column("source").take(pa.array(d)).to_pylist()
-        rep_keys = keys.take(pa.array(rep[d])).to_pylist()
-        dup_ids, distance = linked[d], g.distance[d]
-        groups = g.n_groups
-    rejected, duplicates = duplicate_tables(stage.name, "phash", "duplicate_phash", dup_keys, dup_sources,
-                                            rep_keys, distance)
-    stats["seconds"] = round(time.perf_counter() - t0, 6)
-    if distance.size:
-        stats["max_distance_to_representative"] = int(distance.max())
-    stats.update(samples=int(n_in), duplicates=int(distance.size), groups=groups,
-                 without_hash=int(n_in - found.stats["n_codes"]),
-                 partitions={**{k: found.stats[k] for k in ("n_partitions", "entries", "max_entries_per_partition")},
-                             "pairs": int(n_pairs)},
-                 linked=int(linked.size))
-    return GlobalResult(rejected=_with_ids(rejected, dup_ids), duplicates=duplicates, stats=stats)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -544,7 +480,7 @@ def split_sharded(stage, ctx) -> GlobalResult | None:
         if radius > 63:
             return None
         hp = ctx.n_partitions(max(1, HAMMING_ENTRIES_PER_PARTITION // (radius + 1)))
-        found = partitioned_linked_ids([functools.partial(_phash_codes, v) for v in views], radius,
+        found = partitioned_linked_ids([functools.partial(phash_codes, v) for v in views], radius,
                                        n_partitions=hp, spill_dir=str(root / "phash"), map_fn=ctx.map_fn)
         links.append(found.links)
     for j in range(len(p.group_columns)):

@@ -22,6 +22,7 @@ import pytest
 
 from mmcurate.curate import dedup
 from mmcurate.pipeline.global_sharded import ShardedGlobalContext, make_ids
+from mmcurate.pipeline.global_phase import run_on_table
 from mmcurate.pipeline.stage import SAMPLE_ID, registry
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -62,9 +63,9 @@ def memory_table(shards, columns) -> pa.Table:
 def run_both(work: Path, shards, stage_name: str, params: dict):
     """(memory result, sharded result) of one global stage on the survivors."""
     stage = registry.create(stage_name, params)
-    mem = stage.run(memory_table(shards, list(stage.requires)))
+    mem = run_on_table(stage, memory_table(shards, list(stage.requires)))
     ctx = ShardedGlobalContext(work, len(shards), map_fn=map, parallelism=4)
-    return mem, stage.run_sharded(ctx)
+    return mem, stage.run(ctx) if stage.runs_on_context else stage.run_sharded(ctx)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -83,11 +84,13 @@ params = {"max_distance": 10} if stage == "phash_dedup" else {"phash_radius": 10
 from mmcurate.pipeline.stage import registry
 st = registry.create(stage, params)
 if mode == "memory":
+    from mmcurate.pipeline.global_phase import run_on_table
     from tests.hostile.test_dup_cluster import memory_table
-    res = st.run(memory_table(shards, list(st.requires)))
+    res = run_on_table(st, memory_table(shards, list(st.requires)))
 else:
     from mmcurate.pipeline.global_sharded import ShardedGlobalContext
-    res = st.run_sharded(ShardedGlobalContext(work, len(shards), map_fn=map, parallelism=4))
+    ctx = ShardedGlobalContext(work, len(shards), map_fn=map, parallelism=4)
+    res = st.run(ctx) if st.runs_on_context else st.run_sharded(ctx)
 hwm = [int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM")][0]
 print(json.dumps({"hwm_mb": hwm / 1024, "stats": res.stats}, default=str))
 """
@@ -147,8 +150,8 @@ def test_big_group_duplicates_equal_the_pairwise_definition(tmp_path, dense_ball
                                                    sh.rejected.select(["key", "detail"]))):
         assert a.equals(b)
     table = memory_table(shards, ["key", "phash", "clip_score"])
-    from mmcurate.stages.image import _rank
-    rank = _rank(table, {"max": "clip_score"})
+    from mmcurate.stages.image import keep_primary, rank_of
+    rank = rank_of(table.column("key"), keep_primary(table, {"max": "clip_score"}))
     codes = table.column("phash").to_numpy()
     if linkage == "star":
         rep, dist = _pairwise_star(codes, 10, rank)
