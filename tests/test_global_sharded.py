@@ -696,25 +696,27 @@ def test_sharded_split_equals_memory(tmp_path, params, map_fn):
     shards, ctx, removed = _setup(tmp_path, map_fn, missing_shard=3)
     stage = registry.create("split", params)
     table = _memory_table(shards, list(stage.requires), removed, missing_shard=3)
-    mem = stage.run(table.select(list(stage.requires)))
+    mem = stage.run(MemoryGlobalContext.from_table(table))   # one partition, in process
     ctx.load = ctx.fetch = _no_whole_columns   # the driver never gathers keys (or any column) of samples
-    res = stage.run_sharded(ctx)
-    by_id = dict(zip(res.columns.column(SAMPLE_ID).to_pylist(), res.columns.column("split").to_pylist()))
+    res = stage.run(ctx)
     assert res.columns.column(SAMPLE_ID).to_pylist() == table.column(SAMPLE_ID).to_pylist()
-    assert [by_id[i] for i in table.column(SAMPLE_ID).to_pylist()] == mem.columns.column("split").to_pylist()
+    assert res.columns.equals(mem.columns)
     strip = lambda s: {k: v for k, v in s.items() if k != "seconds"}   # noqa: E731
     assert strip(res.stats) == strip(mem.stats)
     assert res.rejected.num_rows == 0
 
 
-def test_split_phash_radius_64_falls_back_to_memory(tmp_path):
-    shards, ctx, _ = _setup(tmp_path, map)
-    assert registry.create("split", {"phash_radius": 64}).run_sharded(ctx) is None
+def test_split_phash_radius_64_links_every_sample(tmp_path):
+    shards, ctx, _ = _setup(tmp_path, map, remove=False)
+    stage = registry.create("split", {"phash_radius": 64})
+    res = stage.run(ctx)
+    mem = stage.run(MemoryGlobalContext.from_table(_memory_table(shards, list(stage.requires))))
+    assert res.columns.equals(mem.columns) and res.stats["phash_links"] == mem.stats["phash_links"]
 
 
 @pytest.mark.parametrize("parallelism", [1, 3, 40])
 def test_sharded_key_ranks_equal_a_full_sort(tmp_path, parallelism, monkeypatch):
-    import mmcurate.stages.sharded_steps as ss
+    import mmcurate.pipeline.global_sharded as gs
 
     rng = np.random.default_rng(5)
     alphabet = list("abcAZ09_-é€😀ßñ\u00a0\u4e2d")
@@ -726,10 +728,10 @@ def test_sharded_key_ranks_equal_a_full_sort(tmp_path, parallelism, monkeypatch)
     work = _work(tmp_path, shards)
     ctx = ShardedGlobalContext(work, len(shards), map_fn=_reversed_map, parallelism=parallelism)
     ctx.remove(make_ids(1, [0, 5, 9]))
-    monkeypatch.setattr(ss, "KEY_ROWS_PER_PARTITION", 100)       # many range partitions
-    monkeypatch.setattr(ss, "KEY_SAMPLE_PER_PARTITION", 3)       # a coarse boundary sample
+    monkeypatch.setattr(gs, "KEY_ROWS_PER_PARTITION", 100)       # many range partitions
+    monkeypatch.setattr(gs, "KEY_SAMPLE_PER_PARTITION", 3)       # a coarse boundary sample
     table = _memory_table(shards, ["key"], make_ids(1, [0, 5, 9]).tolist())
-    ids, ranks = ss.sharded_key_ranks(ctx, tmp_path / "keys")
+    ids, ranks = ctx.key_ranks("split")
     assert ids.tolist() == table.column(SAMPLE_ID).to_pylist()
     expect = np.empty(table.num_rows, np.int64)
     expect[np.asarray(pc.sort_indices(table.column("key")))] = np.arange(table.num_rows)

@@ -3,7 +3,8 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from mmcurate.pipeline.stage import StageError, registry
+from mmcurate.pipeline.global_phase import run_on_table
+from mmcurate.pipeline.stage import SAMPLE_ID, StageError, registry
 
 
 def _table(n=3000, seed=0):
@@ -22,15 +23,17 @@ def _table(n=3000, seed=0):
     })
 
 
-def _splits(res):
-    return dict(zip(res.columns.column("key").to_pylist(), res.columns.column("split").to_pylist()))
+def _splits(res, table):
+    """key -> split; the step's columns are keyed by sample id (here the table's row number)."""
+    keys = table.column("key").to_pylist()
+    return {keys[i]: s for i, s in zip(res.columns.column(SAMPLE_ID).to_pylist(), res.columns.column("split").to_pylist())}
 
 
 def test_near_duplicates_and_groups_share_a_split():
     t = _table()
     stage = registry.create("split", {"phash_radius": 4, "group_columns": ["doc"], "stratify_by": "cluster"})
-    res = stage.run(t)
-    split = _splits(res)
+    res = run_on_table(stage, t)
+    split = _splits(res, t)
     keys = t.column("key").to_pylist()
     codes = t.column("phash").to_numpy()
     for i in range(1, len(keys), 10):
@@ -51,9 +54,10 @@ def test_near_duplicates_and_groups_share_a_split():
 
 def test_stratified_and_deterministic():
     t = _table(seed=1)
-    a = _splits(registry.create("split", {"stratify_by": "cluster", "seed": 3}).run(t))
+    a = _splits(run_on_table(registry.create("split", {"stratify_by": "cluster", "seed": 3}), t), t)
     reversed_rows = t.take(np.arange(t.num_rows)[::-1])
-    b = _splits(registry.create("split", {"stratify_by": "cluster", "seed": 3}).run(reversed_rows))
+    b = _splits(run_on_table(registry.create("split", {"stratify_by": "cluster", "seed": 3}), reversed_rows),
+                reversed_rows)
     assert a == b
     clusters = t.column("cluster").to_pylist()
     keys = t.column("key").to_pylist()
@@ -83,13 +87,13 @@ def test_auto_radius_keeps_chance_links_below_percolation():
     # 60k unrelated codes: a fixed 16-bit radius links ~2.3 chance pairs per sample, so one group swallows
     # most samples and the ratios fail (the stats warn); the automatic radius keeps groups to planted ones.
     t = _table(n=60000, seed=5)
-    fixed = registry.create("split", {"phash_radius": 16}).run(t)
-    auto = registry.create("split", {}).run(t)
+    fixed = run_on_table(registry.create("split", {"phash_radius": 16}), t)
+    auto = run_on_table(registry.create("split", {}), t)
     assert fixed.stats["largest_group"] > 0.5 * t.num_rows and "warning" in fixed.stats
     assert abs(fixed.stats["ratios_achieved"]["train"] - 0.8) > 0.05
     assert auto.stats["phash_radius"] == 11 and auto.stats["largest_group"] <= 10 and "warning" not in auto.stats
     assert abs(auto.stats["ratios_achieved"]["train"] - 0.8) < 0.01
-    s = _splits(auto)
+    s = _splits(auto, t)
     keys = t.column("key").to_pylist()
     for i in range(1, 60000, 10):   # the planted 1-3 bit near-duplicates still share a split
         assert s[keys[i]] == s[keys[i - 1]]

@@ -31,6 +31,8 @@ from typing import Callable
 
 import numpy as np
 
+from mmcurate.curate.hashing import GOLDEN, mix64
+
 __all__ = ["chunk_layout", "partition_codes", "partition_pairs", "partitioned_hamming_pairs", "PartitionedPairs",
            "partition_linked", "partitioned_linked_ids", "PartitionedLinked"]
 
@@ -58,11 +60,7 @@ def _chunk_values(codes: np.ndarray, offset: int, width: int) -> np.ndarray:
 
 def _route(chunk: int, values: np.ndarray, n_partitions: int) -> np.ndarray:
     """Partition of each bucket (chunk, value): a splitmix64 mix, the same on every machine."""
-    x = values ^ np.uint64((chunk * 0x9E3779B97F4A7C15) & 0xFFFFFFFFFFFFFFFF)
-    with np.errstate(over="ignore"):
-        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-        x = x ^ (x >> np.uint64(31))
+    x = mix64(values ^ np.uint64((chunk * GOLDEN) & 0xFFFFFFFFFFFFFFFF))
     return (x % np.uint64(n_partitions)).astype(np.int64)
 
 

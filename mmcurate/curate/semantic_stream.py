@@ -52,6 +52,7 @@ from typing import Callable
 
 import numpy as np
 
+from mmcurate.curate.hashing import mix64
 from mmcurate.curate.semantic import (
     DEFAULT_BLOCK,
     KEEP_POLICIES,
@@ -425,18 +426,11 @@ _GOLDEN = 0x9E3779B97F4A7C15
 _M64 = (1 << 64) - 1
 
 
-def _mix64(z: np.ndarray) -> np.ndarray:
-    """splitmix64's finaliser: a bijection on uint64 (numpy wraps uint64 arithmetic)."""
-    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    return z ^ (z >> np.uint64(31))
-
-
 def id_hash(ids: np.ndarray, seed: int = 0) -> np.ndarray:
     """uint64 seeded hash of every id; distinct ids get distinct hashes (a bijection for each seed)."""
-    salt = int(_mix64(np.array([(int(seed) + _GOLDEN) & _M64], np.uint64))[0])
+    salt = int(mix64(np.array([(int(seed) + _GOLDEN) & _M64], np.uint64))[0])
     with np.errstate(over="ignore"):
-        return _mix64(np.asarray(ids, np.int64).view(np.uint64) + np.uint64(salt))
+        return mix64(np.asarray(ids, np.int64).view(np.uint64) + np.uint64(salt))
 
 
 def sample_ids(shards, sample_size: int, seed: int = 0) -> np.ndarray:

@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 
 from mmcurate.pipeline.schema import DUPLICATES_OUTPUT_SCHEMA, DUPLICATES_SCHEMA, REJECTS_SCHEMA
 from mmcurate.pipeline.stage import SAMPLE_ID, AccountingError, StageError, id_shards, make_ids
-from mmcurate.pipeline.global_sharded import MemoryPartitions, ShardedGlobalContext
+from mmcurate.pipeline.global_sharded import MemoryPartitions, ShardedGlobalContext, links_to_first
 
 
 def new_stat() -> dict:
@@ -212,6 +212,10 @@ class MemoryGlobalContext:
     def column_names(self) -> list[str]:
         return [c for c in self.table.column_names if c != SAMPLE_ID]
 
+    @property
+    def schema(self) -> pa.Schema:
+        return self.table.schema
+
     def check_unique_keys(self) -> None:
         keys = self.table.column("key")
         if pc.count_distinct(keys).as_py() != len(keys):
@@ -254,6 +258,27 @@ class MemoryGlobalContext:
         parts = [shard() for shard in shards]
         ids = np.concatenate([i for i, _ in parts]) if parts else np.zeros(0, np.int64)
         return ids, int(ids.size), None
+
+    def near_links(self, step: str, shards, max_distance: int):
+        """Hamming search primitive for grouping: (links int64[m, 2] of sample ids with the connected components
+        of all pairs within ``max_distance``, the number of those pairs), computed once over all codes on the
+        distinct codes (dedup.near_components), never listing a group's pairs."""
+        from mmcurate.curate.dedup import near_components
+
+        parts = [shard() for shard in shards]
+        ids = np.concatenate([i for i, _ in parts]) if parts else np.zeros(0, np.int64)
+        if not ids.size:
+            return np.zeros((0, 2), np.int64), 0
+        labels, n_pairs = near_components(np.concatenate([c for _, c in parts]), max_distance)
+        return links_to_first(ids, labels), int(n_pairs)
+
+    def key_ranks(self, step: str):
+        """(the survivors' ids ascending, the rank of each one's key among all keys in Arrow's sort order): one
+        sort."""
+        ids = self.table.column(SAMPLE_ID).to_numpy()
+        rank = np.empty(ids.size, np.int64)
+        rank[np.asarray(pc.sort_indices(self.table.column("key")))] = np.arange(ids.size)
+        return ids, rank
 
     def partitions(self, step: str) -> MemoryPartitions:
         """A partition store in this process (tasks run here): memory mode spills nothing."""

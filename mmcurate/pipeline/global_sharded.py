@@ -36,8 +36,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from mmcurate.pipeline.stage import (SAMPLE_ID, SHARD_SHIFT, AccountingError, StageError, id_rows, id_shards,
-                                     make_ids)
+from mmcurate.curate.hashing import mix64
+from mmcurate.pipeline.stage import SAMPLE_ID, SHARD_SHIFT, AccountingError, StageError, id_rows, id_shards, make_ids
 
 GLOBAL_DIR = "global"
 ROW = "_row"                        # row in the shard's metadata file, in added-column files
@@ -50,13 +50,6 @@ MAX_SHARD_ROWS = (1 << SHARD_SHIFT) - 1       # rows a survivor shard may have: 
 # ---------------------------------------------------------------------------------------------
 # Sample ids and hashing
 # ---------------------------------------------------------------------------------------------
-def _mix64(z: np.ndarray) -> np.ndarray:
-    """splitmix64's finaliser (uint64 arithmetic wraps)."""
-    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    return z ^ (z >> np.uint64(31))
-
-
 _HASH_PIECE = 1 << 16
 
 
@@ -84,10 +77,10 @@ def string_hash64(values) -> np.ndarray:
             data = data[off[0]:off[-1]]
             lengths = np.diff(off)
             pos = np.arange(data.size, dtype=np.uint64) - np.repeat((off[:-1] - off[0]).astype(np.uint64), lengths)
-            contrib = (data.astype(np.uint64) + np.uint64(1)) * _mix64(pos + np.uint64(0x9E3779B97F4A7C15))
+            contrib = (data.astype(np.uint64) + np.uint64(1)) * mix64(pos + np.uint64(0x9E3779B97F4A7C15))
             cs = np.concatenate([np.zeros(1, np.uint64), np.cumsum(contrib, dtype=np.uint64)])
             h = cs[off[1:] - off[0]] - cs[off[:-1] - off[0]]
-            out[s:s + n] = _mix64(h ^ _mix64(lengths.astype(np.uint64) + np.uint64(0xD1B54A32D192ED03)))
+            out[s:s + n] = mix64(h ^ mix64(lengths.astype(np.uint64) + np.uint64(0xD1B54A32D192ED03)))
     return out
 
 
@@ -236,6 +229,64 @@ def _call(fn):
     return fn()
 
 
+def links_to_first(ids: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Links (int64[n, 2]) joining every sample ``ids[i]`` to the first sample of its component ``labels[i]``:
+    the same connected components with one link per sample."""
+    _, first_pos, inverse = np.unique(labels, return_index=True, return_inverse=True)
+    firsts = np.asarray(ids, np.int64)[first_pos][inverse.reshape(-1)]
+    return np.stack([np.asarray(ids, np.int64), firsts], axis=1)
+
+
+def _codes_by_component_task(task):
+    """One shard's linked samples' codes, routed by their component to partitions (every pair lies inside one)."""
+    shard, linked, comp, n_part, store, i = task
+    ids, codes = shard()
+    pos = np.minimum(np.searchsorted(linked, ids), max(linked.size - 1, 0))
+    on = linked[pos] == ids
+    out = pa.table({"code": pa.array(np.asarray(codes, np.uint64)[on], pa.uint64())})
+    part = (mix64(comp[pos[on]].astype(np.uint64) + np.uint64(0x9E3779B97F4A7C15)) % np.uint64(n_part))
+    return store.write(out, part.astype(np.int64), n_part, f"s{i:06d}")
+
+
+def _component_pairs_task(task):
+    from mmcurate.curate.dedup import near_components
+
+    store, q, radius = task
+    codes = store.read(q).column("code").to_numpy(zero_copy_only=False).astype(np.uint64)
+    return near_components(codes, radius, device="cpu")[1]
+
+
+KEY_SAMPLE_PER_PARTITION = 256     # keys sampled per range partition, for the key sort's boundaries
+
+
+def _key_sample_task(task):
+    """Evenly spaced keys of one shard (about ``k`` of them): the sample the range boundaries come from."""
+    view, k = task
+    keys = view.read(["key"]).column("key")
+    if k <= 0 or len(keys) == 0:
+        return []
+    at = np.unique(np.linspace(0, len(keys) - 1, min(int(k), len(keys))).round().astype(np.int64))
+    return keys.take(pa.array(at)).to_pylist()
+
+
+def _key_range_task(task):
+    """One shard's (key, id) rows written to the range partition their key falls in: partition p holds the keys
+    in [bounds[p - 1], bounds[p]). Python str order is code point order, i.e. UTF-8 byte order: Arrow's."""
+    view, bounds, store = task
+    t = view.read(["key"]).select(["key", SAMPLE_ID])
+    keys = np.array(t.column("key").to_pylist(), dtype=object)
+    part = np.searchsorted(np.array(bounds, dtype=object), keys, side="right").astype(np.int64) if len(bounds) \
+        else np.zeros(len(keys), np.int64)
+    return store.write(t, part, len(bounds) + 1, f"s{view.index:05d}")
+
+
+def _key_sort_task(task):
+    """The ids of one range partition in key order (Arrow's sort)."""
+    store, p = task
+    t = store.read(p)
+    return t.column(SAMPLE_ID).take(pc.sort_indices(t.column("key"))).to_numpy().astype(np.int64)
+
+
 def _read_task(task) -> pa.Table:
     view, columns = task
     return view.read(columns)
@@ -330,8 +381,12 @@ class ShardedGlobalContext:
         need = math.ceil(self.n_alive / max(1, int(rows_per_partition)))
         return int(min(MAX_PARTITIONS, max(1, self.parallelism, need)))
 
-    def spill_dir(self, step: str) -> Path:
+    def spill_dir(self, step: str, use: str | None = None) -> Path:
+        """A fresh directory under _work/ for the step's spill files (``use``: one of its own, so several
+        primitives of one step never clear each other's files); removed when the step ends."""
         d = self.root / "spill" / step
+        if use is not None:
+            d = d / use
         shutil.rmtree(d, ignore_errors=True)
         d.mkdir(parents=True)
         return d
@@ -348,14 +403,68 @@ class ShardedGlobalContext:
             ids = np.sort(np.concatenate([i for i, _ in parts])) if parts else np.zeros(0, np.int64)
             return ids, int(ids.size), None
         n_part = self.n_partitions(max(1, HAMMING_ENTRIES_PER_PARTITION // (max_distance + 1)))
-        found = partitioned_linked_ids(shards, max_distance, n_partitions=n_part, spill_dir=str(self.spill_dir(step)),
-                                       map_fn=self.map_fn)
+        found = partitioned_linked_ids(shards, max_distance, n_partitions=n_part,
+                                       spill_dir=str(self.spill_dir(step, "near")), map_fn=self.map_fn)
         figures = {k: found.stats[k] for k in ("n_partitions", "entries", "max_entries_per_partition")}
         return found.ids, int(found.stats["n_codes"]), figures
 
+    def near_links(self, step: str, shards, max_distance: int):
+        """Hamming search primitive for grouping: (links int64[m, 2] of sample ids with the connected components
+        of all pairs within ``max_distance``, the number of those pairs). The pigeonhole join's links
+        (curate.partitioned_linked_ids), then the pairs counted per component in per-partition tasks
+        (dedup.near_components counts a group of copies in closed form); at 64 bits every pair is linked."""
+        from mmcurate.curate.dedup import connected_components
+        from mmcurate.curate.hamming_partition import partitioned_linked_ids
+
+        if max_distance > 63:
+            parts = list(self.map_fn(_call, shards))
+            ids = np.sort(np.concatenate([i for i, _ in parts])) if parts else np.zeros(0, np.int64)
+            return links_to_first(ids, np.zeros(ids.size, np.int64)), ids.size * (ids.size - 1) // 2
+        n_part = self.n_partitions(max(1, HAMMING_ENTRIES_PER_PARTITION // (max_distance + 1)))
+        spill = self.spill_dir(step, "links")
+        found = partitioned_linked_ids(shards, max_distance, n_partitions=n_part, spill_dir=str(spill / "join"),
+                                       map_fn=self.map_fn)
+        if not found.ids.size:
+            return found.links, 0
+        comp = connected_components(found.ids.size, np.searchsorted(found.ids, found.links))
+        store = DiskPartitions(spill / "count")
+        n_count = self.n_partitions(HAMMING_ENTRIES_PER_PARTITION)
+        counts = np.zeros(n_count, np.int64)
+        for c in self.map_fn(_codes_by_component_task, [(shard, found.ids, comp, n_count, store, i)
+                                                        for i, shard in enumerate(shards)]):
+            counts += c
+        n_pairs = sum(self.map_fn(_component_pairs_task, [(store, q, max_distance) for q in np.flatnonzero(counts)]))
+        return found.links, int(n_pairs)
+
+    def key_ranks(self, step: str):
+        """(the survivors' ids ascending, the rank of each one's key among all keys in Arrow's sort order): a
+        distributed sort. Keys sampled per shard for range boundaries, range-partitioned per shard, sorted per
+        partition; rank = the partition's offset + the rank within it. Only the boundary sample and int64 ids
+        come back to the driver."""
+        store = DiskPartitions(self.spill_dir(step, "keys"))
+        n_part = self.n_partitions(KEY_ROWS_PER_PARTITION)
+        views = self.views()
+        total = max(1, self.n_alive)
+        want = KEY_SAMPLE_PER_PARTITION * n_part
+        sample = [k for ks in self.map_fn(_key_sample_task, [(v, math.ceil(want * v.n_alive / total))
+                                                              for v in views]) for k in ks]
+        sample = sorted(set(sample))
+        bounds = [sample[int(len(sample) * (p + 1) / n_part)] for p in range(n_part - 1)] if len(sample) > 1 else []
+        bounds = sorted(set(bounds))
+        counts = np.zeros(len(bounds) + 1, np.int64)
+        for c in self.map_fn(_key_range_task, [(v, bounds, store) for v in views]):
+            counts += c
+        sorted_ids = [np.zeros(0, np.int64)] * counts.size
+        nonempty = np.flatnonzero(counts)
+        for p, ids in zip(nonempty, self.map_fn(_key_sort_task, [(store, p) for p in nonempty])):
+            sorted_ids[p] = ids
+        by_rank = np.concatenate(sorted_ids)
+        order = np.argsort(by_rank, kind="stable")
+        return by_rank[order], order.astype(np.int64)
+
     def partitions(self, step: str) -> DiskPartitions:
         """A fresh partition store for one of the step's shuffles, under its spill directory."""
-        return DiskPartitions(self.spill_dir(step))
+        return DiskPartitions(self.spill_dir(step, "partitions"))
 
     def drop_spill(self, step: str) -> None:
         shutil.rmtree(self.root / "spill" / step, ignore_errors=True)

@@ -2,8 +2,8 @@
 
 Samples that must not be separated share a group: near-duplicates that survived dedup (pHash within
 `phash_radius`, looser than phash_dedup's removal radius where the run is small enough, so the "almost
-duplicates" it kept stay together), and equal values of any `group_columns` (e.g. a semantic `cluster` for cluster-exclusive
-splits, or a source/document id). Groups are merged into connected components and assigned whole with
+duplicates" it kept stay together), and equal values of any `group_columns` (e.g. a semantic `cluster` for
+cluster-exclusive splits, or a source/document id). Groups are merged into connected components and assigned whole with
 `mmcurate.curate.assign_splits`, stratified by `stratify_by` (e.g. `cluster`) so every split covers the
 same distribution. Deterministic under `seed`. The executor writes one shard directory per split.
 
@@ -17,6 +17,7 @@ stats report the radius used, the expected chance links and the largest group.
 """
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass, field
 
@@ -25,7 +26,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from mmcurate.curate.dedup import chance_link_probability
-from mmcurate.pipeline.stage import GlobalResult, GlobalStage, registry
+from mmcurate.curate.hashing import mix64
+from mmcurate.pipeline.global_sharded import string_hash64
+from mmcurate.pipeline.schema import REJECTS_SCHEMA
+from mmcurate.pipeline.stage import SAMPLE_ID, GlobalResult, GlobalStage, StageError, registry, with_sample_ids
+from mmcurate.stages.image import phash_codes
 
 SPLIT_NAMES = ("train", "val", "test")
 
@@ -69,44 +74,59 @@ class Split(GlobalStage):
             cols.append(p.stratify_by)
         self.requires = tuple(dict.fromkeys(cols))
 
-    def run(self, table: pa.Table) -> GlobalResult:
-        from mmcurate.curate.splits import assign_splits, union_groups
+    runs_on_context = True
 
+    def run(self, ctx) -> GlobalResult:
+        """Links (pHash pairs from the context's Hamming primitive, equal group-column values from a shuffle of
+        (value, id)), connected components over their union (int arrays per sample), groups renumbered by their
+        smallest key's rank (the context's key ranks: one sort, or a distributed sort), strata from the distinct
+        values, then assign_splits. Memory mode is the same with one partition in process."""
+        from mmcurate.curate.dedup import connected_components
+        from mmcurate.curate.splits import assign_splits
+
+        missing = [c for c in self.requires if c not in ctx.column_names]
+        if missing:
+            raise StageError(f"stage '{self.name}': input lacks column(s) {', '.join(missing)}")
         t0 = time.perf_counter()
         p = self.params
-        n = table.num_rows
-        labelings = [np.arange(n, dtype=np.int64)]  # every sample is at least its own group
-        n_phash_links = 0
-        radius = None
-        if p.phash_radius is not None:
-            codes = table.column("phash")
-            valid = codes.is_valid().to_numpy(zero_copy_only=False)
-            labels = np.full(n, -1, np.int64)
-            idx = np.flatnonzero(valid)
-            if idx.size:
-                from mmcurate.curate.dedup import near_components
-
-                c = np.asarray(codes.filter(pa.array(valid)).to_numpy(zero_copy_only=False), dtype=np.uint64)
-                radius = auto_phash_radius(idx.size) if p.phash_radius == "auto" else int(p.phash_radius)
-                # components from the distinct codes: a group of 100k copies is not 5e9 listed pairs
-                labels[idx], n_phash_links = near_components(c, radius)
-            labelings.append(labels)
-        for col in p.group_columns:
-            labelings.append(_factorize(table.column(col)))
-        groups = _canonical_ids(union_groups(*labelings), table.column("key"))
-        strata = _factorize(table.column(p.stratify_by)) if p.stratify_by else None
+        views = ctx.views()
+        n_part = ctx.n_partitions(GROUP_ROWS_PER_PARTITION)
+        store = ctx.partitions(self.name)
+        scans = list(ctx.map_fn(_split_scan_task, [(v, p, n_part, store) for v in views]))
+        ids = np.concatenate([s[0] for s in scans]) if scans else np.zeros(0, np.int64)
+        n = ids.size
+        links = [np.zeros((0, 2), np.int64)]
+        radius, n_phash_links = None, 0
+        n_phash = sum(s[1] for s in scans)
+        if p.phash_radius is not None and n_phash:
+            radius = auto_phash_radius(n_phash) if p.phash_radius == "auto" else int(p.phash_radius)
+            phash_links, n_phash_links = ctx.near_links(
+                self.name, [functools.partial(phash_codes, v) for v in views], radius)
+            links.append(phash_links)
+        for j in range(len(p.group_columns)):
+            counts = sum(s[3][j] for s in scans)
+            group_store = store.sub(f"g{j}")
+            links += list(ctx.map_fn(_group_links_task, [(group_store, q) for q in np.flatnonzero(counts)]))
+        pairs = np.searchsorted(ids, np.concatenate(links))
+        del links
+        comp = np.unique(connected_components(n, pairs), return_inverse=True)[1].reshape(-1)
+        key_ids, key_rank = ctx.key_ranks(self.name)
+        if not np.array_equal(key_ids, ids):
+            raise RuntimeError("split: the key sort did not return every survivor once")
+        first = np.full(int(comp.max()) + 1 if n else 0, np.iinfo(np.int64).max)
+        np.minimum.at(first, comp, key_rank)
+        groups = np.argsort(np.argsort(first))[comp]
+        del key_rank, comp, first
+        strata = None
+        if p.stratify_by:
+            values = pc.unique(pa.chunked_array([s[2] for s in scans], type=ctx.schema.field(p.stratify_by).type))
+            values = values.take(pc.sort_indices(values))
+            strata = np.concatenate(list(ctx.map_fn(_strata_task, [(v, p.stratify_by, values) for v in views])))
         split = assign_splits(groups, ratios=tuple(p.ratios), strata=strata, seed=p.seed)
         stats = self.result_stats(split, groups, n_phash_links, radius, t0)
         names = np.array(SPLIT_NAMES, dtype=object)[split]
-        cols = pa.table({"key": table.column("key"), "split": pa.array(names.tolist(), pa.string())})
-        return GlobalResult(columns=cols, stats=stats)
-
-    def run_sharded(self, ctx) -> GlobalResult | None:
-        """The same split from per-shard and per-partition tasks, without all keys in one process: see
-        stages.sharded_steps.split_sharded."""
-        from mmcurate.stages.sharded_steps import split_sharded
-
-        return split_sharded(self, ctx)
+        columns = pa.table({"split": pa.array(names.tolist(), pa.string()), SAMPLE_ID: pa.array(ids, pa.int64())})
+        return GlobalResult(rejected=with_sample_ids(REJECTS_SCHEMA.empty_table(), []), columns=columns, stats=stats)
 
     @staticmethod
     def result_stats(split: np.ndarray, groups: np.ndarray, n_phash_links: int, radius, t0: float) -> dict:
@@ -143,21 +163,59 @@ def auto_phash_radius(n: int, budget: float = CHANCE_LINK_BUDGET, max_radius: in
     return r
 
 
-def _canonical_ids(groups: np.ndarray, keys: pa.ChunkedArray) -> np.ndarray:
-    """Renumber groups by their smallest key, so the assignment does not depend on the row order."""
-    if groups.size == 0:
-        return groups
-    key_rank = np.empty(groups.size, np.int64)
-    key_rank[np.asarray(pc.sort_indices(keys))] = np.arange(groups.size)
-    first = np.full(int(groups.max()) + 1, np.iinfo(np.int64).max)
-    np.minimum.at(first, groups, key_rank)
-    return np.argsort(np.argsort(first))[groups]
+# split's tasks (module level: they travel to worker processes and Ray workers by reference)
+GROUP_ROWS_PER_PARTITION = 1 << 22
 
 
-def _factorize(column: pa.ChunkedArray) -> np.ndarray:
-    """Equal values -> equal non-negative ids numbered in sorted value order (not row order, so results
-    do not depend on the input order); nulls -> -1 (no group)."""
-    values = pc.unique(column.drop_null())
-    values = values.take(pc.sort_indices(values))
-    ids = pc.index_in(column, value_set=values)
-    return ids.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
+def _value_hash(values) -> np.ndarray:
+    """A by-value uint64 hash of a column for routing equal values to one partition."""
+    arr = values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
+    t = arr.type
+    if pa.types.is_dictionary(t):
+        arr = arr.cast(t.value_type)
+        t = arr.type
+    if pa.types.is_string(t) or pa.types.is_binary(t) or pa.types.is_large_string(t) or pa.types.is_large_binary(t):
+        return string_hash64(arr)
+    if pa.types.is_integer(t) or pa.types.is_boolean(t):
+        wide = pa.uint64() if pa.types.is_unsigned_integer(t) else pa.int64()
+        v = np.asarray(pc.cast(arr, wide).to_numpy(zero_copy_only=False)).view(np.uint64)
+        return mix64(v + np.uint64(0x9E3779B97F4A7C15))
+    return string_hash64(pc.cast(arr, pa.string()))
+
+
+def _split_scan_task(task):
+    """One shard: its ids, its count of valid pHashes, the distinct stratify values, and its (value, id) rows
+    of every group column routed by value hash to the partitions of store.sub("g<j>")."""
+    view, p, n_part, store = task
+    t = view.read([*p.group_columns, *([p.stratify_by] if p.stratify_by else []),
+                   *(["phash"] if p.phash_radius is not None else [])])
+    ids = t.column(SAMPLE_ID)
+    n_phash = int(t.column("phash").is_valid().to_numpy(zero_copy_only=False).sum()) if p.phash_radius is not None \
+        else 0
+    strata = pc.unique(t.column(p.stratify_by).drop_null()) if p.stratify_by else None
+    counts = []
+    for j, col in enumerate(p.group_columns):
+        g = pa.table({"v": t.column(col), "id": ids})
+        g = g.filter(g.column("v").is_valid())
+        part = (_value_hash(g.column("v")) % np.uint64(n_part)).astype(np.int64) if n_part > 1 else None
+        counts.append(store.sub(f"g{j}").write(g, part, n_part, f"s{view.index:05d}"))
+    return ids.to_numpy().astype(np.int64), n_phash, strata, counts
+
+
+def _group_links_task(task):
+    """Links of one partition of a group column: every member to its value's smallest id."""
+    store, q = task
+    t = store.read(q)
+    ids = t.column("id").to_numpy().astype(np.int64)
+    values = pc.unique(t.column("v"))
+    codes = np.asarray(pc.index_in(t.column("v"), value_set=values).to_numpy(zero_copy_only=False), np.int64)
+    first = np.full(len(values), np.iinfo(np.int64).max, np.int64)
+    np.minimum.at(first, codes, ids)
+    return np.stack([ids, first[codes]], axis=1)
+
+
+def _strata_task(task):
+    view, column, values = task
+    t = view.read([column])
+    return np.asarray(pc.index_in(t.column(column), value_set=values).fill_null(-1).to_numpy(zero_copy_only=False),
+                      np.int64)
