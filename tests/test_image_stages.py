@@ -10,8 +10,8 @@ import pyarrow as pa
 import pytest
 from PIL import Image
 
-from mmcurate.pipeline.schema import DUPLICATES_SCHEMA, INPUT_SCHEMA, REJECTS_SCHEMA
 from mmcurate.pipeline.global_phase import run_on_table
+from mmcurate.pipeline.schema import DUPLICATES_SCHEMA, INPUT_SCHEMA, REJECTS_SCHEMA
 from mmcurate.pipeline.stage import SAMPLE_ID, GlobalStage, MapStage, StageError, registry
 from mmcurate.sample_data import build_sample
 

@@ -26,7 +26,8 @@ def _table(n=3000, seed=0):
 def _splits(res, table):
     """key -> split; the step's columns are keyed by sample id (here the table's row number)."""
     keys = table.column("key").to_pylist()
-    return {keys[i]: s for i, s in zip(res.columns.column(SAMPLE_ID).to_pylist(), res.columns.column("split").to_pylist())}
+    ids, splits = res.columns.column(SAMPLE_ID).to_pylist(), res.columns.column("split").to_pylist()
+    return {keys[i]: s for i, s in zip(ids, splits)}
 
 
 def test_near_duplicates_and_groups_share_a_split():

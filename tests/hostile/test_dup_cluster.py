@@ -21,8 +21,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from mmcurate.curate import dedup
-from mmcurate.pipeline.global_sharded import ShardedGlobalContext, make_ids
 from mmcurate.pipeline.global_phase import run_on_table
+from mmcurate.pipeline.global_sharded import ShardedGlobalContext, make_ids
 from mmcurate.pipeline.stage import SAMPLE_ID, registry
 
 ROOT = Path(__file__).resolve().parents[2]
