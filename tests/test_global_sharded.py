@@ -22,7 +22,7 @@ import pytest
 
 from mmcurate.curate import dedup
 from mmcurate.pipeline.global_phase import MemoryGlobalContext
-from mmcurate.pipeline.global_sharded import (ShardedGlobalContext, id_rows, id_shards, make_ids, string_hash64)
+from mmcurate.pipeline.global_sharded import ShardedGlobalContext, id_rows, id_shards, make_ids, string_hash64
 from mmcurate.pipeline.stage import SAMPLE_ID, StageError, registry
 
 TINY_CLIP = {"model": "mmcurate-tiny", "weights": "random", "device": "cpu"}

@@ -36,13 +36,22 @@ import pyarrow.parquet as pq
 
 import mmcurate
 from mmcurate.pipeline.diagnosis import run_warnings
-from mmcurate.pipeline.output_dir import (check_apart_from_input, check_done_record, file_record, forget_shard,
-                                          input_paths, log, preflight_stages, read_done_record, recipe_identity)
+from mmcurate.pipeline.global_phase import new_stat, run_memory_global_phase, run_sharded_global_phase
+from mmcurate.pipeline.output_dir import (
+    check_apart_from_input,
+    check_done_record,
+    file_record,
+    forget_shard,
+    input_paths,
+    log,
+    preflight_stages,
+    read_done_record,
+    recipe_identity,
+)
 from mmcurate.pipeline.output_dir import prepare as prepare_output
 from mmcurate.pipeline.read_step import READ_STEP, ReadRejects, shard_errors
 from mmcurate.pipeline.recipe import Recipe, parse_recipe
 from mmcurate.pipeline.schema import REJECTS_SCHEMA
-from mmcurate.pipeline.global_phase import new_stat, run_memory_global_phase, run_sharded_global_phase
 from mmcurate.pipeline.stage import AccountingError, GlobalStage, MapStage, StageError
 
 WORK = "_work"
@@ -58,7 +67,7 @@ class StagePlan:
     global_steps: list       # GlobalStage in recipe order
 
     @classmethod
-    def from_stages(cls, stages) -> "StagePlan":
+    def from_stages(cls, stages) -> StagePlan:
         # The reader's verdicts (unreadable samples, damaged shard tails) are rejected first, as stage "read".
         map_steps, global_steps = [(READ_STEP, ReadRejects())], []
         for st in stages:

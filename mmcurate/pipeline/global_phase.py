@@ -23,9 +23,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from mmcurate.pipeline.global_sharded import MemoryPartitions, ShardedGlobalContext, links_to_first
 from mmcurate.pipeline.schema import DUPLICATES_OUTPUT_SCHEMA, DUPLICATES_SCHEMA, REJECTS_SCHEMA
 from mmcurate.pipeline.stage import SAMPLE_ID, AccountingError, StageError, id_shards, make_ids
-from mmcurate.pipeline.global_sharded import MemoryPartitions, ShardedGlobalContext, links_to_first
 
 
 def new_stat() -> dict:
@@ -191,7 +191,7 @@ class MemoryGlobalContext:
         self.tasks_see_gpu = True
 
     @classmethod
-    def from_table(cls, table: pa.Table) -> "MemoryGlobalContext":
+    def from_table(cls, table: pa.Table) -> MemoryGlobalContext:
         """A context over one table of survivors (tests, notebooks): sample ids are the rows unless it has them."""
         ctx = cls.__new__(cls)
         if SAMPLE_ID not in table.column_names:
@@ -201,7 +201,7 @@ class MemoryGlobalContext:
         return ctx
 
     @classmethod
-    def for_plan(cls, work, n_shards: int, plan) -> "MemoryGlobalContext":
+    def for_plan(cls, work, n_shards: int, plan) -> MemoryGlobalContext:
         return cls(work, n_shards, [c for st in plan.global_steps for c in st.requires])
 
     @property
@@ -228,7 +228,7 @@ class MemoryGlobalContext:
     def load(self, columns) -> pa.Table:
         return self.table.select([*dict.fromkeys(c for c in columns if c != SAMPLE_ID), SAMPLE_ID])
 
-    def views(self) -> list["TableShardView"]:
+    def views(self) -> list[TableShardView]:
         """The survivors per survivor shard (ids ascend, so each shard is one slice of the table)."""
         if not self.table.num_rows:
             return []
@@ -305,7 +305,7 @@ class MemoryGlobalContext:
     def close(self) -> None:
         """Nothing to clean up."""
 
-    def added_columns(self) -> "MemoryColumns":
+    def added_columns(self) -> MemoryColumns:
         return MemoryColumns(self._added)
 
 

@@ -27,9 +27,10 @@ from __future__ import annotations
 import math
 import os
 import shutil
+from collections.abc import Iterable
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable
 
 import numpy as np
 import pyarrow as pa
@@ -122,7 +123,7 @@ class DiskPartitions:
     def __init__(self, root):
         self.root = str(root)
 
-    def sub(self, name: str) -> "DiskPartitions":
+    def sub(self, name: str) -> DiskPartitions:
         """A second, independent shuffle of the same step."""
         return DiskPartitions(Path(self.root) / name)
 
@@ -143,7 +144,7 @@ class MemoryPartitions:
         self._parts: dict[int, list] = {}
         self._subs: dict[str, MemoryPartitions] = {}
 
-    def sub(self, name: str) -> "MemoryPartitions":
+    def sub(self, name: str) -> MemoryPartitions:
         return self._subs.setdefault(name, MemoryPartitions())
 
     def write(self, table: pa.Table, part, n_partitions: int, name: str) -> np.ndarray:
@@ -558,7 +559,7 @@ class ShardedGlobalContext:
         self._added.append((step, pa.schema(fields), files))
         self.schema = pa.schema(list(self.schema) + fields)
 
-    def added_columns(self) -> "ShardedColumns":
+    def added_columns(self) -> ShardedColumns:
         return ShardedColumns([(schema, files) for _, schema, files in self._added if len(schema)])
 
 

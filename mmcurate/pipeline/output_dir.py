@@ -131,7 +131,7 @@ class RunLock:
         self.fd: int | None = None
         self.created_out = False
 
-    def acquire(self) -> "RunLock":
+    def acquire(self) -> RunLock:
         self.created_out = not self.out.exists()
         try:
             self.out.mkdir(parents=True, exist_ok=True)

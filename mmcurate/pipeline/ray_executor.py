@@ -86,7 +86,7 @@ def _is_share(column: str) -> bool:
 def import_ray():
     try:
         import ray
-        import ray.data  # noqa: F401
+        import ray.data
     except ImportError as exc:
         raise StageError(f"{RAY_INSTALL_HINT} ({exc})") from None
     return ray
@@ -477,8 +477,8 @@ class RayExecutor(LocalExecutor):
                                       **common)
             for k, s in enumerate(specs):
                 step = _named(s["name"])
-                args = dict(name=s["name"], stage=s["stage"], position=k, last=k == len(specs) - 1,
-                            threads=s["threads"])
+                args = {"name": s["name"], "stage": s["stage"], "position": k, "last": k == len(specs) - 1,
+                        "threads": s["threads"]}
                 if not s["actor"]:
                     ds = ds.map_batches(step(**args), num_cpus=s["cpus"], **task_args, **common)
                     continue

@@ -22,7 +22,6 @@ import pyarrow as pa
 
 from mmcurate.pipeline.schema import DUPLICATES_SCHEMA, REJECTS_SCHEMA
 
-
 #: A global step's table may carry each sample's run-wide id: (survivor shard index << SHARD_SHIFT) | the row
 #: in that shard's metadata file. Stable for the whole global phase, ascending in the table's row order, the
 #: same in memory and sharded global mode.
@@ -125,7 +124,7 @@ class GlobalStage(_StageBase):
     uses_sample_ids: ClassVar[bool] = False
     # The per-batch half of a global step (e.g. computing sha256 / pHash), run by the executor in the
     # map phase at this stage's recipe position; its added columns reach run() through `requires`.
-    map_part: "MapStage | None" = None
+    map_part: MapStage | None = None
 
     # True for a step written once over the global context: run(ctx) gets a MemoryGlobalContext or a
     # ShardedGlobalContext (pipeline.global_phase) and returns its rejects with their SAMPLE_ID column and its

@@ -49,8 +49,18 @@ from mmcurate.pipeline.params import (
     check_threads,
 )
 from mmcurate.pipeline.schema import rejects_table
-from mmcurate.pipeline.stage import (SAMPLE_ID, GlobalResult, GlobalStage, MapStage, Resources, StageError, StageResult,
-                                     id_shards, registry, with_sample_ids)
+from mmcurate.pipeline.stage import (
+    SAMPLE_ID,
+    GlobalResult,
+    GlobalStage,
+    MapStage,
+    Resources,
+    StageError,
+    StageResult,
+    id_shards,
+    registry,
+    with_sample_ids,
+)
 from mmcurate.stages.batch import MISSING_IMAGE, blob_views, cpu_resources, kept_and_rejected, with_column
 from mmcurate.stages.embeddings import embedding_array
 

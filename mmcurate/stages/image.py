@@ -32,11 +32,19 @@ import pyarrow.compute as pc
 from mmcurate.curate import dedup, image_rules
 from mmcurate.ops.decode import DEFAULT_MAX_PIXELS
 from mmcurate.ops.status import status_name
+from mmcurate.pipeline.global_sharded import string_hash64
 from mmcurate.pipeline.params import check_bool, check_choice, check_device, check_int, check_threads
 from mmcurate.pipeline.schema import DUPLICATES_SCHEMA, rejects_table
-from mmcurate.pipeline.global_sharded import string_hash64
-from mmcurate.pipeline.stage import (SAMPLE_ID, GlobalResult, GlobalStage, MapStage, StageError, StageResult, registry,
-                                     with_sample_ids)
+from mmcurate.pipeline.stage import (
+    SAMPLE_ID,
+    GlobalResult,
+    GlobalStage,
+    MapStage,
+    StageError,
+    StageResult,
+    registry,
+    with_sample_ids,
+)
 from mmcurate.stages.batch import (
     MISSING_IMAGE,
     blob_views,

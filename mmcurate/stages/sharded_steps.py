@@ -43,8 +43,6 @@ import pyarrow as pa
 from mmcurate.pipeline.schema import REJECTS_SCHEMA
 from mmcurate.pipeline.stage import SAMPLE_ID, GlobalResult, with_sample_ids
 
-
-
 _with_ids = with_sample_ids
 
 

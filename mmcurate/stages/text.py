@@ -101,10 +101,10 @@ class CaptionFilter(MapStage):
 
     Reasons, checked in this order (cheapest first, language identification only for captions that
     passed everything else): caption_missing, text_too_long (more than `max_chars` characters, before
-    any pattern runs), too_few_words, too_few_chars, boilerplate, language. Words are whitespace tokens holding a letter or digit; Han/kana count one word per
-    character. With `languages` (or `detect_language`) the kept rows get `language` (ISO 639 code
-    of the most likely language, regional varieties folded: yue/wuu -> zh) and `language_score`
-    (its probability).
+    any pattern runs), too_few_words, too_few_chars, boilerplate, language. Words are whitespace tokens
+    holding a letter or digit; Han/kana count one word per character. With `languages` (or
+    `detect_language`) the kept rows get `language` (ISO 639 code of the most likely language, regional
+    varieties folded: yue/wuu -> zh) and `language_score` (its probability).
     """
     name = "caption_filter"
     batch_size = 1024
