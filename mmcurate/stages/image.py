@@ -55,8 +55,6 @@ from mmcurate.stages.batch import (
     with_column,
 )
 
-# ExactDedup.run and PhashDedup.run (off limits during the global-phase refactor) call it by this name.
-_require_columns = require_columns
 _SWAPS_SIDES = (5, 6, 7, 8)  # EXIF orientations that transpose the image
 
 
