@@ -293,7 +293,7 @@ class ClipScoreFilter(GlobalStage):
                                           lambda some: ctx.fetch(some, ["key"]).column("key").combine_chunks())
             shard = id_shards(kept)
             rejected = list(ctx.map_fn(_clip_reject_task, [(v, self, kept[shard == v.index], cut) for v in views]))
-            kept_scores = scores[np.isin(ids, kept)]
+            kept_scores = scores[_in_sorted(kept, ids)]
         rejected = (pa.concat_tables(rejected) if rejected else
                     with_sample_ids(clip_score_rejects(self.name, [], [], np.zeros(0), cut, None), []))
         return GlobalResult(rejected=rejected, stats=self.result_stats(cut, n, scores, kept_scores, t0))
@@ -352,8 +352,16 @@ def _clip_scan_task(task):
 def _clip_reject_task(task):
     view, stage, kept_ids, cut = task
     t, scores = _clip_scores(view)
-    keep = np.isin(t.column(SAMPLE_ID).to_numpy().astype(np.int64), kept_ids)
+    keep = _in_sorted(kept_ids, t.column(SAMPLE_ID).to_numpy().astype(np.int64))
     return _clip_rejects(stage, t, scores, keep, cut, stage.cut_label())
+
+
+def _in_sorted(sorted_ids: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """ids' membership in an ascending id array by binary search (np.isin hashes or sorts both sides)."""
+    if not sorted_ids.size:
+        return np.zeros(ids.size, bool)
+    pos = np.minimum(np.searchsorted(sorted_ids, ids), sorted_ids.size - 1)
+    return sorted_ids[pos] == ids
 
 
 def keep_fraction_cut(ids: np.ndarray, scores: np.ndarray, n_keep: int, fetch_keys):

@@ -435,7 +435,7 @@ def _exact_group_task(task):
     store, p = task
     t = store.read(p)
     # Dictionary codes stand for the digests: equal digests, equal codes (no Python strings).
-    codes = pc.dictionary_encode(t.column("sha256").combine_chunks()).indices.to_numpy()
+    codes = pc.dictionary_encode(t.column("sha256")).combine_chunks().indices.to_numpy()
     primary = t.column("_primary").to_numpy() if "_primary" in t.column_names else None
     g = dedup.exact_groups(codes, rank_of(t.column("key"), primary))
     d = np.flatnonzero(g.is_duplicate)
