@@ -7,6 +7,7 @@ Environment knobs:
   MMCURATE_BUILD_JOBS    parallel compile jobs (default: number of CPUs)
   MMCURATE_BUILD_TYPE    CMake build type (default: Release)
 """
+
 import glob
 import os
 import re
@@ -26,7 +27,7 @@ def _read_version() -> str:
     text = (ROOT / "mmcurate" / "_version.py").read_text(encoding="utf-8")
     match = re.search(r'^__version__ = "([^"]+)"$', text, re.M)
     if match is None:
-        raise RuntimeError("mmcurate/_version.py: no __version__ = \"...\" line")
+        raise RuntimeError('mmcurate/_version.py: no __version__ = "..." line')
     return match.group(1)
 
 

@@ -1,4 +1,5 @@
 """Benchmark inputs shared by the scripts."""
+
 import io
 
 

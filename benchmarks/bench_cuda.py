@@ -6,6 +6,7 @@ Cases: Hamming radius self-join and top-k over 64-bit codes (host codes in, host
 pHash of a batch already on the GPU (device in), and decode -> pHash from encoded JPEG bytes. Each reports
 items/s (best of --repeats, after a warm-up run) for cuda and cpu.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -56,31 +57,55 @@ def main() -> None:
     def case(name, n, cpu_fn, cuda_fn):
         results[name] = {"cuda": best_rate(cuda_fn, n, r), "cpu": best_rate(cpu_fn, n, r)}
         row = results[name]
-        print(f"{name:45s} cuda {row['cuda']:14,.0f}/s   cpu {row['cpu']:14,.0f}/s   x{row['cuda'] / row['cpu']:.1f}",
-              flush=True)
+        print(
+            f"{name:45s} cuda {row['cuda']:14,.0f}/s   cpu {row['cpu']:14,.0f}/s   x{row['cuda'] / row['cpu']:.1f}",
+            flush=True,
+        )
 
     for n in (100_000, 1_000_000):
         codes = near_duplicate_codes(n)
-        case(f"hamming_pairs r=4, n={n:,} (codes/s)", n, lambda codes=codes: ops.hamming_pairs(codes, 4, device="cpu"),
-             lambda codes=codes: _cuda.hamming_pairs(codes, 4))
+        case(
+            f"hamming_pairs r=4, n={n:,} (codes/s)",
+            n,
+            lambda codes=codes: ops.hamming_pairs(codes, 4, device="cpu"),
+            lambda codes=codes: _cuda.hamming_pairs(codes, 4),
+        )
     codes = near_duplicate_codes(100_000, 1)
-    case("hamming_knn k=10, n=100,000 (queries/s)", 100_000, lambda: ops.hamming_knn(codes, 10, device="cpu"),
-         lambda: _cuda.hamming_knn(codes, 10, None))
+    case(
+        "hamming_knn k=10, n=100,000 (queries/s)",
+        100_000,
+        lambda: ops.hamming_knn(codes, 10, device="cpu"),
+        lambda: _cuda.hamming_knn(codes, 10, None),
+    )
 
     rng = np.random.default_rng(0)
     batch = rng.integers(0, 256, size=(256, 480, 640, 3), dtype=np.uint8)
     dev_batch = _cuda.to_device(batch)
-    case("resize 480x640 -> 224 bicubic (images/s)", len(batch),
-         lambda: ops.resize_images(batch, 224, "bicubic", "shortest", device="cpu"),
-         lambda: _cuda.resize_images(dev_batch, 224, "bicubic", "shortest").synchronize())
-    case("phash 480x640, device-resident (images/s)", len(batch), lambda: ops.phash(batch, device="cpu"),
-         lambda: _cuda.hash_images(dev_batch, "phash"))
+    case(
+        "resize 480x640 -> 224 bicubic (images/s)",
+        len(batch),
+        lambda: ops.resize_images(batch, 224, "bicubic", "shortest", device="cpu"),
+        lambda: _cuda.resize_images(dev_batch, 224, "bicubic", "shortest").synchronize(),
+    )
+    case(
+        "phash 480x640, device-resident (images/s)",
+        len(batch),
+        lambda: ops.phash(batch, device="cpu"),
+        lambda: _cuda.hash_images(dev_batch, "phash"),
+    )
     blobs = jpeg_blobs(512)
-    case("decode RGB, 512x512 JPEG (images/s)", len(blobs),
-         lambda: ops.decode_images(blobs, device="cpu"),
-         lambda: _cuda.decode_images(blobs, "RGB", None, 89478485, True))
-    case("phash_bytes exact, 512x512 JPEG (images/s)", len(blobs),
-         lambda: ops.phash_bytes(blobs, exact=True, device="cpu"), lambda: _cuda.phash_bytes(blobs, True))
+    case(
+        "decode RGB, 512x512 JPEG (images/s)",
+        len(blobs),
+        lambda: ops.decode_images(blobs, device="cpu"),
+        lambda: _cuda.decode_images(blobs, "RGB", None, 89478485, True),
+    )
+    case(
+        "phash_bytes exact, 512x512 JPEG (images/s)",
+        len(blobs),
+        lambda: ops.phash_bytes(blobs, exact=True, device="cpu"),
+        lambda: _cuda.phash_bytes(blobs, True),
+    )
 
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -16,6 +16,7 @@ GPU utilisation (mean of NVML samples every 20 ms during the end-to-end runs) is
 is installed. Targets on an H100 (issue 4): ViT-B-32 >= 5000 images/s, ViT-L-14 >= 1000 images/s.
 Without a GPU the script writes {"skipped": reason} and exits 0.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -99,6 +100,7 @@ def bench_model(name: str, blobs: list[bytes], batch: int, repeats: int, precisi
             for b in loader.iter_batches(blobs):
                 clip.embed_images(b.pixels, batch_size=batch)
             torch.cuda.synchronize()
+
         return run
 
     def loader_only(loader):
@@ -106,6 +108,7 @@ def bench_model(name: str, blobs: list[bytes], batch: int, repeats: int, precisi
             for _ in loader.iter_batches(blobs):
                 pass
             torch.cuda.synchronize()
+
         return run
 
     with GpuUtilisation() as u:
@@ -146,11 +149,19 @@ def main():
         return
 
     blobs = photo_jpeg_blobs(args.n, args.side)
-    result = {"benchmark": "clip_embed_gpu", "unit": "images/s",
-              "images": {"n": args.n, "side": args.side, "format": "JPEG q95"},
-              "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__,
-                          "gpu": torch.cuda.get_device_name(0)},
-              "targets_h100": {"ViT-B-32": 5000, "ViT-L-14": 1000}, "models": []}
+    result = {
+        "benchmark": "clip_embed_gpu",
+        "unit": "images/s",
+        "images": {"n": args.n, "side": args.side, "format": "JPEG q95"},
+        "machine": {
+            "platform": platform.platform(),
+            "cpus": os.cpu_count(),
+            "torch": torch.__version__,
+            "gpu": torch.cuda.get_device_name(0),
+        },
+        "targets_h100": {"ViT-B-32": 5000, "ViT-L-14": 1000},
+        "models": [],
+    }
     for name in args.models:
         r = bench_model(name, blobs, args.batch, args.repeats, args.precision)
         result["models"].append(r)

@@ -19,6 +19,7 @@ Measured:
 
 Usage: python benchmarks/bench_dedup.py [--bases 400] [--threshold 10] [--work /tmp/mmcurate_dedup_bench]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -42,10 +43,28 @@ from mmcurate.ops.hamming import hamming_pairs
 MAIN_KINDS = ("jpeg", "resize", "crop", "bright")
 APART_KINDS = ("rotate", "flip")
 THRESHOLDS = list(range(0, 17))
-SOURCE_PHOTOS = ("astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg", "hubble_deep_field.jpg",
-                 "retina.jpg", "camera.png", "motorcycle_left.png", "motorcycle_right.png", "brick.png",
-                 "coins.png", "grass.png", "gravel.png", "ihc.png", "moon.png", "page.png", "cell.png",
-                 "microaneurysms.png", "text.png", "color.png")
+SOURCE_PHOTOS = (
+    "astronaut.png",
+    "chelsea.png",
+    "coffee.png",
+    "rocket.jpg",
+    "hubble_deep_field.jpg",
+    "retina.jpg",
+    "camera.png",
+    "motorcycle_left.png",
+    "motorcycle_right.png",
+    "brick.png",
+    "coins.png",
+    "grass.png",
+    "gravel.png",
+    "ihc.png",
+    "moon.png",
+    "page.png",
+    "cell.png",
+    "microaneurysms.png",
+    "text.png",
+    "color.png",
+)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -63,8 +82,7 @@ def _tiles(img, base_side: int):
             continue
         for y in range(0, h - side + 1, side):
             for x in range(0, w - side + 1, side):
-                yield (parts, x, y), img.crop((x, y, x + side, y + side)).resize((base_side, base_side),
-                                                                                  Image.BICUBIC)
+                yield (parts, x, y), img.crop((x, y, x + side, y + side)).resize((base_side, base_side), Image.BICUBIC)
 
 
 def _save_jpeg(img, quality: int) -> bytes:
@@ -85,7 +103,7 @@ def _variant(img, kind: str, rng: np.random.Generator):
         f = float(rng.uniform(0.5, 0.9))
         return _save_jpeg(img.resize((round(w * f), round(h * f)), Image.BICUBIC), 90), f"resize {f:.2f}"
     if kind == "crop":
-        f = float(rng.uniform(0.02, 0.08))                    # fraction of each side removed in total
+        f = float(rng.uniform(0.02, 0.08))  # fraction of each side removed in total
         dx, dy = round(w * f), round(h * f)
         x0, y0 = int(rng.integers(0, dx + 1)), int(rng.integers(0, dy + 1))
         return _save_jpeg(img.crop((x0, y0, x0 + w - dx, y0 + h - dy)), 90), f"crop {100 * f:.1f}%"
@@ -95,7 +113,7 @@ def _variant(img, kind: str, rng: np.random.Generator):
     if kind == "rotate":
         a = float(rng.uniform(2, 5)) * (1 if rng.random() < 0.5 else -1)
         r = img.rotate(a, resample=Image.BICUBIC)
-        m = int(np.ceil(w * np.sin(np.radians(abs(a))))) + 1    # cut the filled corners away
+        m = int(np.ceil(w * np.sin(np.radians(abs(a))))) + 1  # cut the filled corners away
         return _save_jpeg(r.crop((m, m, w - m, h - m)), 90), f"rotate {a:+.1f} deg"
     if kind == "flip":
         return _save_jpeg(img.transpose(Image.Transpose.FLIP_LEFT_RIGHT), 90), "horizontal flip"
@@ -169,8 +187,14 @@ def _prf(tp: int, predicted: int, positives: int) -> dict:
     p = tp / predicted if predicted else 1.0
     r = tp / positives if positives else 1.0
     f1 = 2 * p * r / (p + r) if p + r else 0.0
-    return {"precision": round(p, 5), "recall": round(r, 5), "f1": round(f1, 5), "tp": tp,
-            "predicted": predicted, "positives": positives}
+    return {
+        "precision": round(p, 5),
+        "recall": round(r, 5),
+        "f1": round(f1, 5),
+        "tp": tp,
+        "predicted": predicted,
+        "positives": positives,
+    }
 
 
 def hex_codes(hexes) -> np.ndarray:
@@ -198,8 +222,11 @@ def transform_recall(codes: np.ndarray, records: list[dict]) -> dict:
         idx = np.array([i for i, r in enumerate(records) if r["kind"] == kind])
         bases = np.array([base_of[records[i]["group"]] for i in idx])
         d = np.bitwise_count(codes[idx] ^ codes[bases])
-        out[kind] = {"recall": {t: round(float(np.mean(d <= t)), 4) for t in THRESHOLDS},
-                     "median_distance": float(np.median(d)), "p90_distance": float(np.percentile(d, 90))}
+        out[kind] = {
+            "recall": {t: round(float(np.mean(d <= t)), 4) for t in THRESHOLDS},
+            "median_distance": float(np.median(d)),
+            "p90_distance": float(np.percentile(d, 90)),
+        }
     return out
 
 
@@ -240,21 +267,29 @@ def integrity_modes(folder: Path, files: list[str], seed: int) -> dict:
     damaged = []
     for b in blobs[:300]:
         cut = int(rng.integers(len(b) // 4, len(b) - 2))
-        damaged.append(b[:cut])                               # truncated
+        damaged.append(b[:cut])  # truncated
         flipped = bytearray(b)
         for p in rng.integers(len(b) // 5, len(b) - 2, size=16):
             flipped[p] ^= 0xFF
-        damaged.append(bytes(flipped))                        # flipped bytes in the entropy data
-    modes = {"rgb": {"mode": "RGB"}, "L": {"mode": "L"}, "luma": {"mode": "luma"},
-             "luma_dct1/8": {"mode": "luma", "target_size": 1}}
+        damaged.append(bytes(flipped))  # flipped bytes in the entropy data
+    modes = {
+        "rgb": {"mode": "RGB"},
+        "L": {"mode": "L"},
+        "luma": {"mode": "luma"},
+        "luma_dct1/8": {"mode": "luma", "target_size": 1},
+    }
     ref = decode_images(damaged, mode="RGB", device="cpu").status
     out = {}
     for name, kw in modes.items():
         best = min(_timed(lambda kw=kw: decode_images(blobs, device="cpu", exif=False, **kw)) for _ in range(2))
         st = decode_images(damaged, device="cpu", exif=False, **kw).status
-        out[name] = {"seconds": round(best, 4), "images_per_s": round(len(blobs) / best, 1),
-                     "status_agreement": round(float(np.mean(st == ref)), 5),
-                     "damaged_rejected": int(np.count_nonzero(st != 0)), "damaged": len(damaged)}
+        out[name] = {
+            "seconds": round(best, 4),
+            "images_per_s": round(len(blobs) / best, 1),
+            "status_agreement": round(float(np.mean(st == ref)), 5),
+            "damaged_rejected": int(np.count_nonzero(st != 0)),
+            "damaged": len(damaged),
+        }
     return out
 
 
@@ -294,7 +329,7 @@ def main():
     main_keys = [files[i] for i in main_idx]
 
     # Side by side, same folder, same threshold. imagededup first so the page cache is warm for both.
-    run_imagededup(folder, args.threshold)        # warm-up (imports, worker pool, page cache)
+    run_imagededup(folder, args.threshold)  # warm-up (imports, worker pool, page cache)
     theirs = run_imagededup(folder, args.threshold)
     ours = {m: run_ours(folder, files, args.threshold, exact=(m == "exact")) for m in ("fast", "exact")}
     their_codes = hex_codes([theirs["encodings"][f] for f in files])
@@ -309,35 +344,63 @@ def main():
     in_main[main_idx] = True
     n = len(files)
     side_by_side = {}
-    for name, seconds, codes in (("mmcurate_fast", ours["fast"]["seconds"], ours["fast"]["codes"]),
-                                 ("mmcurate_exact", ours["exact"]["seconds"], ours["exact"]["codes"]),
-                                 ("imagededup", theirs["seconds"], their_codes)):
+    for name, seconds, codes in (
+        ("mmcurate_fast", ours["fast"]["seconds"], ours["fast"]["codes"]),
+        ("mmcurate_exact", ours["exact"]["seconds"], ours["exact"]["codes"]),
+        ("imagededup", theirs["seconds"], their_codes),
+    ):
         pairs, _ = hamming_pairs(codes[main_idx], args.threshold)
-        side_by_side[name] = {"seconds": round(seconds, 4), "images_per_s": round(n / seconds, 1),
-                              **pair_scores(pairs, truth)}
+        side_by_side[name] = {
+            "seconds": round(seconds, 4),
+            "images_per_s": round(n / seconds, 1),
+            **pair_scores(pairs, truth),
+        }
     side_by_side["mmcurate_fast"].update({k: round(ours["fast"][k], 4) for k in ("read_s", "hash_s", "group_s")})
     side_by_side["mmcurate_exact"].update({k: round(ours["exact"][k], 4) for k in ("read_s", "hash_s", "group_s")})
     side_by_side["imagededup"].update({k: round(theirs[k], 4) for k in ("hash_s", "search_s")})
 
-    sweeps = {name: sweep(codes[main_idx], truth, main_keys)
-              for name, codes in (("fast", ours["fast"]["codes"]), ("exact", ours["exact"]["codes"]),
-                                  ("imagededup", their_codes))}
-    recalls = {name: transform_recall(codes, records)
-               for name, codes in (("fast", ours["fast"]["codes"]), ("exact", ours["exact"]["codes"]),
-                                   ("imagededup", their_codes))}
+    sweeps = {
+        name: sweep(codes[main_idx], truth, main_keys)
+        for name, codes in (
+            ("fast", ours["fast"]["codes"]),
+            ("exact", ours["exact"]["codes"]),
+            ("imagededup", their_codes),
+        )
+    }
+    recalls = {
+        name: transform_recall(codes, records)
+        for name, codes in (
+            ("fast", ours["fast"]["codes"]),
+            ("exact", ours["exact"]["codes"]),
+            ("imagededup", their_codes),
+        )
+    }
     fast_vs_exact = np.bitwise_count(ours["fast"]["codes"] ^ ours["exact"]["codes"])
-    choice = {name: {key: best_threshold(table, key) for key in ("pairs", "connected", "star")}
-              for name, table in sweeps.items()}
+    choice = {
+        name: {key: best_threshold(table, key) for key in ("pairs", "connected", "star")}
+        for name, table in sweeps.items()
+    }
     integrity = integrity_modes(folder, files, args.seed)
 
     result = {
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
-        "set": {"images": n, "bases": args.bases, "main_images": int(len(main_idx)),
-                "positive_pairs": _choose2(np.bincount(truth)), "kinds": list(MAIN_KINDS + APART_KINDS)},
-        "threshold": args.threshold, "side_by_side": side_by_side, "sweep": sweeps,
-        "transform_recall": recalls, "best_threshold": choice,
-        "fast_vs_exact_bits": {"mean": float(fast_vs_exact.mean()), "max": int(fast_vs_exact.max()),
-                               "equal": float(np.mean(fast_vs_exact == 0))},
+        "set": {
+            "images": n,
+            "bases": args.bases,
+            "main_images": int(len(main_idx)),
+            "positive_pairs": _choose2(np.bincount(truth)),
+            "kinds": list(MAIN_KINDS + APART_KINDS),
+        },
+        "threshold": args.threshold,
+        "side_by_side": side_by_side,
+        "sweep": sweeps,
+        "transform_recall": recalls,
+        "best_threshold": choice,
+        "fast_vs_exact_bits": {
+            "mean": float(fast_vs_exact.mean()),
+            "max": int(fast_vs_exact.max()),
+            "equal": float(np.mean(fast_vs_exact == 0)),
+        },
         "integrity_modes": integrity,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -352,8 +415,10 @@ def print_report(res: dict):
     print("| method | wall s | images/s | precision | recall | F1 |")
     print("|---|---:|---:|---:|---:|---:|")
     for name, r in res["side_by_side"].items():
-        print(f"| {name} | {r['seconds']:.2f} | {r['images_per_s']:.0f} | {r['precision']:.4f} | "
-              f"{r['recall']:.4f} | {r['f1']:.4f} |")
+        print(
+            f"| {name} | {r['seconds']:.2f} | {r['images_per_s']:.0f} | {r['precision']:.4f} | "
+            f"{r['recall']:.4f} | {r['f1']:.4f} |"
+        )
     for key in ("pairs", "connected", "star"):
         print(f"\n## {key}: precision / recall / F1 per max_distance")
         print("| t | " + " | ".join(f"{m} P | {m} R | {m} F1" for m in res["sweep"]) + " |")
@@ -378,8 +443,10 @@ def print_report(res: dict):
     print("fast vs exact pHash bits:", res["fast_vs_exact_bits"])
     print("\n## integrity decode modes")
     for name, r in res["integrity_modes"].items():
-        print(f"  {name:12s} {r['images_per_s']:8.0f} img/s  status agreement with RGB {r['status_agreement']:.4f}  "
-              f"damaged rejected {r['damaged_rejected']}/{r['damaged']}")
+        print(
+            f"  {name:12s} {r['images_per_s']:8.0f} img/s  status agreement with RGB {r['status_agreement']:.4f}  "
+            f"damaged rejected {r['damaged_rejected']}/{r['damaged']}"
+        )
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ count the parent's peak over fork + exec), the largest group and the duplicate c
 also runs the code of that commit (a git worktree sharing this checkout's native build) at ``--before-n``.
 Target (issue 11): 100k copies + 100k distinct under 1.5 GB and 60 s, in both modes.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -57,10 +58,14 @@ def build(work: Path, codes: np.ndarray) -> None:
 
     rng = np.random.default_rng(1)
     n = codes.size
-    table = pa.table({"key": pa.array([f"{i:010d}" for i in range(n)]),
-                      "source": pa.array([f"shard{i * N_SHARDS // n:05d}" for i in range(n)]),
-                      "phash": pa.array(codes, pa.uint64()),
-                      "clip_score": pa.array(rng.random(n).astype(np.float32))})
+    table = pa.table(
+        {
+            "key": pa.array([f"{i:010d}" for i in range(n)]),
+            "source": pa.array([f"shard{i * N_SHARDS // n:05d}" for i in range(n)]),
+            "phash": pa.array(codes, pa.uint64()),
+            "clip_score": pa.array(rng.random(n).astype(np.float32)),
+        }
+    )
     (work / "meta").mkdir(parents=True)
     bounds = np.linspace(0, n, N_SHARDS + 1).astype(int)
     for i, (a, b) in enumerate(zip(bounds[:-1], bounds[1:])):
@@ -92,9 +97,17 @@ def run_one(work: Path, mode: str, stage: str) -> dict:
     wall = time.perf_counter() - t
     step = stats[stage]
     inner = step.get("stats", {})
-    return {"mode": mode, "stage": stage, "wall_s": round(wall, 2), "peak_rss_mb": _vm_hwm_mb(), "kept": n_kept,
-            "duplicates": inner.get("duplicates"), "largest_group": inner.get("largest_group"),
-            "rejected": step.get("rejected"), "code_path": str(Path(mmcurate.__file__).parent.parent)}
+    return {
+        "mode": mode,
+        "stage": stage,
+        "wall_s": round(wall, 2),
+        "peak_rss_mb": _vm_hwm_mb(),
+        "kept": n_kept,
+        "duplicates": inner.get("duplicates"),
+        "largest_group": inner.get("largest_group"),
+        "rejected": step.get("rejected"),
+        "code_path": str(Path(mmcurate.__file__).parent.parent),
+    }
 
 
 def _child(code_dir: Path, work: Path, mode: str, stage: str) -> dict:
@@ -102,12 +115,22 @@ def _child(code_dir: Path, work: Path, mode: str, stage: str) -> dict:
     if not (code_dir / "benchmarks" / "bench_dup_cluster.py").exists():  # an old commit: this file, its code
         cmd = [sys.executable, __file__, "--one", str(work), mode, stage]
     t = time.perf_counter()
-    proc = subprocess.run(["prlimit", f"--as={ADDRESS_SPACE}", *cmd], capture_output=True, text=True, timeout=1800,
-                          env={**os.environ, "PYTHONPATH": str(code_dir), "OMP_NUM_THREADS": "2"})
+    proc = subprocess.run(
+        ["prlimit", f"--as={ADDRESS_SPACE}", *cmd],
+        capture_output=True,
+        text=True,
+        timeout=1800,
+        env={**os.environ, "PYTHONPATH": str(code_dir), "OMP_NUM_THREADS": "2"},
+    )
     if proc.returncode != 0:
         tail = proc.stderr.strip().splitlines()[-1:] or [f"exit {proc.returncode}"]
-        return {"mode": mode, "stage": stage, "failed": tail[0][-300:], "process_s": round(time.perf_counter() - t, 1),
-                "address_space_limit_gb": ADDRESS_SPACE >> 30}
+        return {
+            "mode": mode,
+            "stage": stage,
+            "failed": tail[0][-300:],
+            "process_s": round(time.perf_counter() - t, 1),
+            "address_space_limit_gb": ADDRESS_SPACE >> 30,
+        }
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
@@ -145,8 +168,11 @@ def main():
     if args.before:
         old = Path(args.dir) / f"code_{args.before[:12]}"
         if not old.exists():
-            subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(old), args.before], check=True,
-                           capture_output=True)
+            subprocess.run(
+                ["git", "-C", str(ROOT), "worktree", "add", "--detach", str(old), args.before],
+                check=True,
+                capture_output=True,
+            )
             for so in (ROOT / "mmcurate").glob("_C*.so"):
                 shutil.copy2(so, old / "mmcurate" / so.name)
         runs.insert(0, ("before", old, args.before_n))
@@ -156,21 +182,29 @@ def main():
             for stage in args.stages:
                 for mode in args.modes:
                     clean(work)
-                    row = {"code": code, "case": case, "cluster": n, "distinct": args.distinct,
-                           **_child(code_dir, work, mode, stage)}
+                    row = {
+                        "code": code,
+                        "case": case,
+                        "cluster": n,
+                        "distinct": args.distinct,
+                        **_child(code_dir, work, mode, stage),
+                    }
                     print(json.dumps(row), flush=True)
                     rows.append(row)
     after = [r for r in rows if r["code"] == "after" and r["case"] == "same"]
-    result = {"benchmark": "dup_cluster", "target": "100k copies + 100k distinct: < 1500 MB peak RSS and < 60 s, "
-                                                    "both global modes",
-              "target_met": bool(after) and all("failed" not in r and r["peak_rss_mb"] < 1500 and r["wall_s"] < 60
-                                                for r in after),
-              "before_commit": args.before, "shards": N_SHARDS,
-              "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
-              "note": "each run its own process under prlimit --as; peak RSS is the process's VmHWM; wall_s is the "
-                      "global phase alone (reading the survivors included). sharded runs use builtin map "
-                      "(tasks in the driver), so its peak is the whole run's. Shared 2-core machine.",
-              "results": rows}
+    result = {
+        "benchmark": "dup_cluster",
+        "target": "100k copies + 100k distinct: < 1500 MB peak RSS and < 60 s, both global modes",
+        "target_met": bool(after)
+        and all("failed" not in r and r["peak_rss_mb"] < 1500 and r["wall_s"] < 60 for r in after),
+        "before_commit": args.before,
+        "shards": N_SHARDS,
+        "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
+        "note": "each run its own process under prlimit --as; peak RSS is the process's VmHWM; wall_s is the "
+        "global phase alone (reading the survivors included). sharded runs use builtin map "
+        "(tasks in the driver), so its peak is the whole run's. Shared 2-core machine.",
+        "results": rows,
+    }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")

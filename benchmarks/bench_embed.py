@@ -11,6 +11,7 @@ Cases, each in images/s (best of --repeats):
                 normalise; open_clip = PIL open + preprocess_val (Resize, CenterCrop, ToTensor, Normalize)
   end_to_end    the same followed by encode_image in batches of --batch, L2-normalised
 """
+
 from __future__ import annotations
 
 import argparse
@@ -40,8 +41,10 @@ def bench_model(name: str, blobs: list[bytes], batch: int, repeats: int) -> dict
     pp = clip.preprocess
     tf = pp.open_clip_transform()
     n = len(blobs)
-    loaders = {"native_scaled": NativeImageLoader(pp, batch_size=batch, scaled_decode=True),
-               "native_full": NativeImageLoader(pp, batch_size=batch, scaled_decode=False)}
+    loaders = {
+        "native_scaled": NativeImageLoader(pp, batch_size=batch, scaled_decode=True),
+        "native_full": NativeImageLoader(pp, batch_size=batch, scaled_decode=False),
+    }
     from mmcurate.models.dali_loader import DaliImageLoader, dali_available
 
     if dali_available():  # DALI's CPU operators (its GPU path is benchmarks/bench_cuda_embed.py)
@@ -51,17 +54,19 @@ def bench_model(name: str, blobs: list[bytes], batch: int, repeats: int) -> dict
         def run():
             for b in loader.iter_batches(blobs):
                 pp.normalize(torch.from_numpy(b.pixels))
+
         return run
 
     def native_end_to_end(loader):
         def run():
             for b in loader.iter_batches(blobs):
                 clip.embed_images(b.pixels, batch_size=batch)
+
         return run
 
     def pil_batches():
         for i in range(0, n, batch):
-            yield torch.stack([tf(Image.open(io.BytesIO(b))) for b in blobs[i:i + batch]])
+            yield torch.stack([tf(Image.open(io.BytesIO(b))) for b in blobs[i : i + batch]])
 
     def pil_loader_only():
         for _ in pil_batches():
@@ -72,8 +77,14 @@ def bench_model(name: str, blobs: list[bytes], batch: int, repeats: int) -> dict
             for x in pil_batches():
                 torch.nn.functional.normalize(clip.model.encode_image(x), dim=-1)
 
-    out = {"model": clip.name, "embed_dim": clip.embed_dim, "dtype": str(clip.dtype), "batch": batch,
-           "loader_only": {}, "end_to_end": {}}
+    out = {
+        "model": clip.name,
+        "embed_dim": clip.embed_dim,
+        "dtype": str(clip.dtype),
+        "batch": batch,
+        "loader_only": {},
+        "end_to_end": {},
+    }
     for key, loader in loaders.items():
         out["loader_only"][key] = best_rate(native_loader_only(loader), n, repeats)
     out["loader_only"]["open_clip_pil"] = best_rate(pil_loader_only, n, repeats)
@@ -107,10 +118,18 @@ def main():
     result = {
         "benchmark": "clip_embed_cpu",
         "unit": "images/s",
-        "images": {"n": args.n, "side": args.side, "format": "JPEG q95",
-                   "mean_bytes": int(np.mean([len(b) for b in blobs]))},
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__,
-                    "torch_threads": torch.get_num_threads()},
+        "images": {
+            "n": args.n,
+            "side": args.side,
+            "format": "JPEG q95",
+            "mean_bytes": int(np.mean([len(b) for b in blobs])),
+        },
+        "machine": {
+            "platform": platform.platform(),
+            "cpus": os.cpu_count(),
+            "torch": torch.__version__,
+            "torch_threads": torch.get_num_threads(),
+        },
         "build_info": build_info(),
         "models": [],
     }

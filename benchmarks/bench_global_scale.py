@@ -14,6 +14,7 @@ peak. Inputs, with 10% planted duplicates each:
   split           8:1:1 with pHash grouping (radius 16) and stratified by a 100-way cluster column
 The fit (a power law in n for time, bytes per sample for memory) feeds docs/scaling.md.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -91,7 +92,8 @@ def run_one(step: str, n: int) -> dict:
 
     try:
         from mmcurate.pipeline.global_phase import run_on_table
-    except ImportError:   # code from before the global context (--before runs)
+    except ImportError:  # code from before the global context (--before runs)
+
         def run_on_table(stage, table):
             return stage.run(table)
 
@@ -105,12 +107,19 @@ def run_one(step: str, n: int) -> dict:
     res = run_on_table(stage, table)
     seconds = time.perf_counter() - t
     peak = _peak_mb()
-    return {"step": step, "n": n, "seconds": round(seconds, 3), "build_input_s": round(build_s, 2),
-            "input_rss_mb": round(before, 1), "peak_rss_mb": round(peak, 1),
-            "step_extra_peak_mb": round(max(peak - max(before, 0.0), 0.0), 1),
-            "peak_before_run_mb": round(peak_before, 1),
-            "input_table_mb": round(table.nbytes / 2 ** 20, 1),
-            "rejected": res.rejected.num_rows, "duplicates": res.duplicates.num_rows}
+    return {
+        "step": step,
+        "n": n,
+        "seconds": round(seconds, 3),
+        "build_input_s": round(build_s, 2),
+        "input_rss_mb": round(before, 1),
+        "peak_rss_mb": round(peak, 1),
+        "step_extra_peak_mb": round(max(peak - max(before, 0.0), 0.0), 1),
+        "peak_before_run_mb": round(peak_before, 1),
+        "input_table_mb": round(table.nbytes / 2**20, 1),
+        "rejected": res.rejected.num_rows,
+        "duplicates": res.duplicates.num_rows,
+    }
 
 
 def fit(rows: list[dict]) -> dict:
@@ -125,12 +134,15 @@ def fit(rows: list[dict]) -> dict:
         n = np.array([r["n"] for r in rs], float)
         t = np.maximum(np.array([r["seconds"] for r in rs], float), 1e-6)
         alpha, logc = np.polyfit(np.log(n), np.log(t), 1)
-        pred = np.exp(logc) * n ** alpha
-        out[step] = {"time_exponent": round(float(alpha), 3),
-                     "time_fit_max_rel_err": round(float(np.max(np.abs(pred - t) / t)), 3),
-                     "us_per_sample_at_max_n": round(float(t[-1] / n[-1] * 1e6), 3),
-                     "bytes_per_sample": round(float((rs[-1]["peak_rss_mb"] - rs[0]["peak_rss_mb"]) * 2 ** 20
-                                                     / (n[-1] - n[0])), 1)}
+        pred = np.exp(logc) * n**alpha
+        out[step] = {
+            "time_exponent": round(float(alpha), 3),
+            "time_fit_max_rel_err": round(float(np.max(np.abs(pred - t) / t)), 3),
+            "us_per_sample_at_max_n": round(float(t[-1] / n[-1] * 1e6), 3),
+            "bytes_per_sample": round(
+                float((rs[-1]["peak_rss_mb"] - rs[0]["peak_rss_mb"]) * 2**20 / (n[-1] - n[0])), 1
+            ),
+        }
     return out
 
 
@@ -155,10 +167,13 @@ def main():
             rows.append(row)
     import faiss
 
-    result = {"benchmark": "global_steps_scale",
-              "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "faiss": faiss.__version__},
-              "note": "each row is its own process; peak_rss_mb includes the input table the executor would hold",
-              "results": rows, "fit": fit(rows)}
+    result = {
+        "benchmark": "global_steps_scale",
+        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "faiss": faiss.__version__},
+        "note": "each row is its own process; peak_rss_mb includes the input table the executor would hold",
+        "results": rows,
+        "fit": fit(rows),
+    }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")

@@ -13,6 +13,7 @@ balance step alone instead (fraction 0.5, default levels [1000, 100], k-means sa
 per run: wall time, per-step seconds, the driver's peak RSS and the largest worker's, and a digest of the
 rejects and duplicates (equal across runs: the modes give the same results).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,8 +34,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 STEP_SETS = {
-    "dedup": [("exact_dedup", {"keep": {"max": "clip_score"}}), ("phash_dedup", {"keep": {"max": "clip_score"}}),
-              ("semantic_dedup", {"sample_size": 50_000, "eps": 0.05})],
+    "dedup": [
+        ("exact_dedup", {"keep": {"max": "clip_score"}}),
+        ("phash_dedup", {"keep": {"max": "clip_score"}}),
+        ("semantic_dedup", {"sample_size": 50_000, "eps": 0.05}),
+    ],
     "balance": [("balance", {"fraction": 0.5})],
     "split": [("clip_score_filter", {"keep_fraction": 0.7}), ("split", {})],
 }
@@ -52,15 +56,19 @@ def build(work: Path, n: int, n_shards: int, dim: int) -> None:
     rng = np.random.default_rng(0)
     uniq = [hashlib.sha256(i.to_bytes(8, "little")).hexdigest() for i in range(n - n // 10)]
     digests = uniq + [uniq[j] for j in rng.integers(0, len(uniq), n // 10)]
-    order = rng.permutation(n)   # copies spread over the shards
+    order = rng.permutation(n)  # copies spread over the shards
     codes = _near_codes(n, rng)[order]
     emb = synthetic(n, dim, dup_frac=0.1)[order]
-    table = pa.table({"key": pa.array([f"{i:010d}" for i in range(n)]),
-                      "source": pa.array([f"shard{i * n_shards // n:05d}" for i in range(n)]),
-                      "sha256": pa.array([digests[i] for i in order], pa.string()),
-                      "phash": pa.array(codes, pa.uint64()),
-                      "clip_score": pa.array(rng.random(n).astype(np.float32)),
-                      "image_embedding": embedding_array(emb)})
+    table = pa.table(
+        {
+            "key": pa.array([f"{i:010d}" for i in range(n)]),
+            "source": pa.array([f"shard{i * n_shards // n:05d}" for i in range(n)]),
+            "sha256": pa.array([digests[i] for i in order], pa.string()),
+            "phash": pa.array(codes, pa.uint64()),
+            "clip_score": pa.array(rng.random(n).astype(np.float32)),
+            "image_embedding": embedding_array(emb),
+        }
+    )
     (work / "meta").mkdir(parents=True)
     bounds = np.linspace(0, n, n_shards + 1).astype(int)
     for i, (a, b) in enumerate(zip(bounds[:-1], bounds[1:])):
@@ -90,21 +98,28 @@ def run_one(work: Path, n_shards: int, mode: str, workers: int) -> dict:
         from mmcurate.pipeline.global_sharded import local_map
 
         with local_map(workers, max(1, (os.cpu_count() or 1) // workers)) as map_fn:
-            n_kept, stats, rejects, dups, _ = run_sharded_global_phase(work, plan, n_shards, map_fn=map_fn,
-                                                                       parallelism=workers)
+            n_kept, stats, rejects, dups, _ = run_sharded_global_phase(
+                work, plan, n_shards, map_fn=map_fn, parallelism=workers
+            )
     wall = time.perf_counter() - t
     digest = hashlib.sha256()
     for tbl in (rejects, dups):
         for c in tbl.columns:
             digest.update(json.dumps(c.to_pylist(), default=str).encode())
-    return {"mode": mode, "workers": workers, "wall_s": round(wall, 2), "kept": n_kept,
-            "steps": {k: {"seconds": round(v["seconds"], 2), "rejected": v["rejected"], "mode": v["mode"]}
-                      for k, v in stats.items()},
-            "semantic_stream_seconds":
-                stats.get("semantic_dedup", {}).get("stats", {}).get("sharded", {}).get("seconds"),
-            "driver_peak_rss_mb": _vm_hwm_mb(),
-            "largest_worker_peak_rss_mb": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1),
-            "results_sha256": digest.hexdigest()[:16]}
+    return {
+        "mode": mode,
+        "workers": workers,
+        "wall_s": round(wall, 2),
+        "kept": n_kept,
+        "steps": {
+            k: {"seconds": round(v["seconds"], 2), "rejected": v["rejected"], "mode": v["mode"]}
+            for k, v in stats.items()
+        },
+        "semantic_stream_seconds": stats.get("semantic_dedup", {}).get("stats", {}).get("sharded", {}).get("seconds"),
+        "driver_peak_rss_mb": _vm_hwm_mb(),
+        "largest_worker_peak_rss_mb": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1),
+        "results_sha256": digest.hexdigest()[:16],
+    }
 
 
 def main():
@@ -131,22 +146,45 @@ def main():
         print(f"built {args.n} survivors in {time.perf_counter() - t:.1f} s", flush=True)
     rows = []
     for mode, workers in [("memory", 1)] + [("sharded", w) for w in args.workers]:
-        proc = subprocess.run([sys.executable, __file__, "--n", str(args.n), "--shards", str(args.shards), "--dim",
-                               str(args.dim), "--dir", args.dir, "--steps", args.steps, "--one", mode, str(workers)],
-                              capture_output=True, text=True)
+        proc = subprocess.run(
+            [
+                sys.executable,
+                __file__,
+                "--n",
+                str(args.n),
+                "--shards",
+                str(args.shards),
+                "--dim",
+                str(args.dim),
+                "--dir",
+                args.dir,
+                "--steps",
+                args.steps,
+                "--one",
+                mode,
+                str(workers),
+            ],
+            capture_output=True,
+            text=True,
+        )
         if proc.returncode != 0:
             raise SystemExit(f"{mode} workers={workers} failed:\n{proc.stderr[-3000:]}")
         row = json.loads(proc.stdout.strip().splitlines()[-1])
         print(json.dumps(row), flush=True)
         rows.append(row)
-    result = {"benchmark": "global_phase_memory_vs_sharded", "steps": args.steps, "n": args.n, "shards": args.shards,
-              "dim": args.dim,
-              "stages": [{name: p} for name, p in STAGES],
-              "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
-              "same_results": len({r["results_sha256"] for r in rows}) == 1,
-              "note": "each run its own process; driver peak RSS is its VmHWM, the largest worker's by getrusage "
-                      "(RUSAGE_CHILDREN); with workers=1 the tasks run in the driver. Shared 2-core machine.",
-              "results": rows}
+    result = {
+        "benchmark": "global_phase_memory_vs_sharded",
+        "steps": args.steps,
+        "n": args.n,
+        "shards": args.shards,
+        "dim": args.dim,
+        "stages": [{name: p} for name, p in STAGES],
+        "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
+        "same_results": len({r["results_sha256"] for r in rows}) == 1,
+        "note": "each run its own process; driver peak RSS is its VmHWM, the largest worker's by getrusage "
+        "(RUSAGE_CHILDREN); with workers=1 the tasks run in the driver. Shared 2-core machine.",
+        "results": rows,
+    }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")

@@ -12,6 +12,7 @@ range_search(x, r + 1); the script checks that no returned distance exceeds r.
 
 Usage: python benchmarks/bench_hamming.py [--n 1000000] [--radii 8 10] [--out benchmarks/results/hamming.json]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -75,23 +76,31 @@ def faiss_range_keys(index, x: np.ndarray, queries: np.ndarray, r: int, n: int):
 def bench_join(name, codes, r, faiss_index, x, args, rng):
     n = len(codes)
     (pairs, distances), seconds = timed(hamming_pairs, codes, r, device="cpu")
-    row = {"distribution": name, "n": n, "r": r, "seconds": round(seconds, 4), "pairs": int(len(pairs)),
-           "n_unique": int(len(np.unique(codes))),
-           "plan": hamming_join_plan(int(len(np.unique(codes))), r)["description"]}
+    row = {
+        "distribution": name,
+        "n": n,
+        "r": r,
+        "seconds": round(seconds, 4),
+        "pairs": int(len(pairs)),
+        "n_unique": int(len(np.unique(codes))),
+        "plan": hamming_join_plan(int(len(np.unique(codes))), r)["description"],
+    }
     if faiss_index is None:
         return row
     nq = n if args.full else min(args.faiss_queries, n)
     queries = np.arange(n) if args.full else np.sort(rng.choice(n, nq, replace=False))
     want, faiss_seconds = timed(faiss_range_keys, faiss_index, x, queries, r, n)
     got = pair_keys_for_queries(pairs, queries, n)
-    row.update({
-        "faiss_queries": int(nq),
-        "faiss_seconds_measured": round(faiss_seconds, 4),
-        "faiss_seconds": round(faiss_seconds * n / nq, 2),
-        "faiss_extrapolated": not args.full,
-        "faiss_equal": bool(np.array_equal(got, want)),
-        "faiss_directed_pairs_checked": int(len(want)),
-    })
+    row.update(
+        {
+            "faiss_queries": int(nq),
+            "faiss_seconds_measured": round(faiss_seconds, 4),
+            "faiss_seconds": round(faiss_seconds * n / nq, 2),
+            "faiss_extrapolated": not args.full,
+            "faiss_equal": bool(np.array_equal(got, want)),
+            "faiss_directed_pairs_checked": int(len(want)),
+        }
+    )
     row["speedup_vs_faiss"] = round(row["faiss_seconds"] / seconds, 1)
     return row
 
@@ -102,13 +111,15 @@ def bench_knn(name, codes, k, nq, faiss_index, x, rng):
     row = {"distribution": name, "n": len(codes), "queries": nq, "k": k, "seconds": round(seconds, 4)}
     if faiss_index is not None:
         (fd, fi), faiss_seconds = timed(faiss_index.search, x[queries], k)
-        row.update({
-            "faiss_seconds": round(faiss_seconds, 4),
-            "speedup_vs_faiss": round(faiss_seconds / seconds, 2),
-            "faiss_distances_equal": bool(np.array_equal(fd, dist)),
-            # faiss does not promise an order among equal distances; ours is (distance, index)
-            "faiss_indices_equal_fraction": float((fi == idx).mean()),
-        })
+        row.update(
+            {
+                "faiss_seconds": round(faiss_seconds, 4),
+                "speedup_vs_faiss": round(faiss_seconds / seconds, 2),
+                "faiss_distances_equal": bool(np.array_equal(fd, dist)),
+                # faiss does not promise an order among equal distances; ours is (distance, index)
+                "faiss_indices_equal_fraction": float((fi == idx).mean()),
+            }
+        )
     return row
 
 
@@ -130,10 +141,16 @@ def main(argv=None):
         import faiss
 
     rng = np.random.default_rng(args.seed)
-    results = {"machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
-                           "faiss": getattr(faiss, "__version__", None),
-                           "faiss_threads": faiss.omp_get_max_threads() if faiss else None},
-               "join": [], "knn": []}
+    results = {
+        "machine": {
+            "platform": platform.platform(),
+            "cpus": os.cpu_count(),
+            "faiss": getattr(faiss, "__version__", None),
+            "faiss_threads": faiss.omp_get_max_threads() if faiss else None,
+        },
+        "join": [],
+        "knn": [],
+    }
     for name, make in [("uniform", uniform_codes), ("phash_like", phash_like_codes)]:
         codes = make(args.n, rng)
         x = codes.view(np.uint8).reshape(-1, 8)  # faiss's packed layout of the same bits
@@ -155,15 +172,22 @@ def main(argv=None):
 
     print(f"\n{'join':<11} {'n':>9} {'r':>3} {'ours s':>8} {'pairs':>9} {'faiss s':>9} {'speedup':>8} {'equal':>6}")
     for row in results["join"]:
-        faiss_s = f"{row['faiss_seconds']:.1f}" + ("*" if row.get("faiss_extrapolated") else "") \
-            if "faiss_seconds" in row else "-"
-        print(f"{row['distribution']:<11} {row['n']:>9} {row['r']:>3} {row['seconds']:>8.3f} {row['pairs']:>9} "
-              f"{faiss_s:>9} {row.get('speedup_vs_faiss', '-'):>8} {str(row.get('faiss_equal', '-')):>6}")
+        faiss_s = (
+            f"{row['faiss_seconds']:.1f}" + ("*" if row.get("faiss_extrapolated") else "")
+            if "faiss_seconds" in row
+            else "-"
+        )
+        print(
+            f"{row['distribution']:<11} {row['n']:>9} {row['r']:>3} {row['seconds']:>8.3f} {row['pairs']:>9} "
+            f"{faiss_s:>9} {row.get('speedup_vs_faiss', '-'):>8} {str(row.get('faiss_equal', '-')):>6}"
+        )
     print(f"\n{'knn':<11} {'n':>9} {'nq':>6} {'k':>3} {'ours s':>8} {'faiss s':>9} {'speedup':>8} {'dist eq':>7}")
     for row in results["knn"]:
-        print(f"{row['distribution']:<11} {row['n']:>9} {row['queries']:>6} {row['k']:>3} {row['seconds']:>8.3f} "
-              f"{row.get('faiss_seconds', '-'):>9} {row.get('speedup_vs_faiss', '-'):>8} "
-              f"{str(row.get('faiss_distances_equal', '-')):>7}")
+        print(
+            f"{row['distribution']:<11} {row['n']:>9} {row['queries']:>6} {row['k']:>3} {row['seconds']:>8.3f} "
+            f"{row.get('faiss_seconds', '-'):>9} {row.get('speedup_vs_faiss', '-'):>8} "
+            f"{str(row.get('faiss_distances_equal', '-')):>7}"
+        )
     print("* faiss time extrapolated linearly from a query subset (see faiss_queries)")
     print(f"wrote {out}")
 

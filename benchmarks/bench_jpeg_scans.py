@@ -11,6 +11,7 @@ The package under test is the one Python imports: run once with the old build on
 Usage: python benchmarks/bench_jpeg_scans.py --label after [--timeout 120] [--cases ...]
        [--out benchmarks/results/jpeg_scans.json]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,11 +28,11 @@ ROOT = Path(__file__).resolve().parents[1]
 # name -> (bytes budget, side, color)
 CASES = {
     "flood_436KB_gray_2048": (436_000, 2048, False),
-    "flood_436KB_gray_4096": (436_000, 4096, False),          # the issue's size; the slowest before
+    "flood_436KB_gray_4096": (436_000, 4096, False),  # the issue's size; the slowest before
     "flood_436KB_ycbcr444_4096": (436_000, 4096, True),
-    "flood_600KB_gray_9459": (600_000, 9459, False),          # the largest image max_pixels lets through
+    "flood_600KB_gray_9459": (600_000, 9459, False),  # the largest image max_pixels lets through
     "flood_2MB_ycbcr444_9459": (2_000_000, 9459, True),
-    "flood_20KB_gray_64": (20_000, 64, False),                # > 500 scans of a tiny image
+    "flood_20KB_gray_64": (20_000, 64, False),  # > 500 scans of a tiny image
 }
 
 _CHILD = """
@@ -53,8 +54,13 @@ print(repr((time.perf_counter() - t0, status, err, mmcurate.__file__)))
 def run_case(path: str, call: str, timeout: float) -> dict:
     try:
         # cwd: the temp dir, so that PYTHONPATH (not the checkout) decides which build is imported.
-        proc = subprocess.run([sys.executable, "-c", _CHILD, path, call], capture_output=True, text=True,
-                              timeout=timeout, cwd=os.path.dirname(path))
+        proc = subprocess.run(
+            [sys.executable, "-c", _CHILD, path, call],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            cwd=os.path.dirname(path),
+        )
     except subprocess.TimeoutExpired:
         return {"seconds": f">{timeout:g}", "status": None, "error": "TIMEOUT"}
     if proc.returncode != 0:

@@ -7,6 +7,7 @@ Images: the photographs scikit-image ships, scaled so the long side is 512 px an
 Peers run as users run them: one Python process (imagehash, Pillow, torchvision), and for the
 single-threaded peers also a process pool over all cores, so the ratio is not just our thread count.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -118,8 +119,7 @@ def run(args) -> dict:
         if target:
             ref_name, ratio = target
             best_ours = max(ours.values())
-            row["target"] = {"vs": ref_name, "ratio_required": ratio,
-                             "ratio": round(best_ours / peers[ref_name], 2)}
+            row["target"] = {"vs": ref_name, "ratio_required": ratio, "ratio": round(best_ours / peers[ref_name], 2)}
             row["target"]["met"] = row["target"]["ratio"] >= ratio
         results["cases"][name] = row
         print(f"\n== {name}")
@@ -128,30 +128,40 @@ def run(args) -> dict:
             print(f"   {k:<48} {v:10.1f} img/s")
         if target:
             t = row["target"]
-            print(f"   ratio vs {t['vs']}: {t['ratio']}x (target >= {t['ratio_required']}x: "
-                  f"{'met' if t['met'] else 'MISSED'})")
+            print(
+                f"   ratio vs {t['vs']}: {t['ratio']}x (target >= {t['ratio_required']}x: "
+                f"{'met' if t['met'] else 'MISSED'})"
+            )
 
     # 1. decode + pHash from JPEG bytes
     ours = {
         "phash_bytes fast, all threads": best_rate(
-            lambda: ops.phash_bytes(blobs, exact=False, device=dev), n, args.repeats),
+            lambda: ops.phash_bytes(blobs, exact=False, device=dev), n, args.repeats
+        ),
         "phash_bytes fast, 1 thread": best_rate(
-            lambda: ops.phash_bytes(blobs, exact=False, device=dev, num_threads=1), n, args.repeats),
+            lambda: ops.phash_bytes(blobs, exact=False, device=dev, num_threads=1), n, args.repeats
+        ),
         "phash_bytes exact, all threads": best_rate(
-            lambda: ops.phash_bytes(blobs, exact=True, device=dev), n, args.repeats),
+            lambda: ops.phash_bytes(blobs, exact=True, device=dev), n, args.repeats
+        ),
     }
     sub = blobs[: max(50, n // 4)]
-    peers = {"imagehash.phash(Image.open), 1 process": best_rate(
-        lambda: [_imagehash_phash_bytes(b) for b in sub], len(sub), args.repeats)}
+    peers = {
+        "imagehash.phash(Image.open), 1 process": best_rate(
+            lambda: [_imagehash_phash_bytes(b) for b in sub], len(sub), args.repeats
+        )
+    }
     if pool:
         peers[f"imagehash.phash(Image.open), {CPUS} processes"] = best_rate(
-            lambda: pool.map(_imagehash_phash_bytes, sub), len(sub), args.repeats)
+            lambda: pool.map(_imagehash_phash_bytes, sub), len(sub), args.repeats
+        )
     case("decode+phash_jpeg_bytes", ours, peers, ("imagehash.phash(Image.open), 1 process", 4.0))
     # exactness on this data, for the record
     ref = [_imagehash_phash_bytes(b) for b in blobs[:14]]
     codes, st = ops.phash_bytes(blobs[:14], exact=True, device=dev)
-    results["cases"]["decode+phash_jpeg_bytes"]["exact_mode_equal_to_imagehash"] = \
+    results["cases"]["decode+phash_jpeg_bytes"]["exact_mode_equal_to_imagehash"] = (
         f"{sum(r == f'{int(c):016x}' for r, c in zip(ref, codes))}/{len(ref)}"
+    )
 
     # 2. pHash of decoded arrays (exact mode)
     arrays = list(ops.decode_images(blobs[:14], mode="RGB").images)
@@ -161,41 +171,53 @@ def run(args) -> dict:
         "phash(arrays), 1 thread": best_rate(lambda: ops.phash(arrays, device=dev, num_threads=1), n, args.repeats),
     }
     sub = arrays[: max(50, n // 4)]
-    peers = {"imagehash.phash(Image.fromarray), 1 process": best_rate(
-        lambda: [_imagehash_phash_array(a) for a in sub], len(sub), args.repeats)}
+    peers = {
+        "imagehash.phash(Image.fromarray), 1 process": best_rate(
+            lambda: [_imagehash_phash_array(a) for a in sub], len(sub), args.repeats
+        )
+    }
     if pool:
         peers[f"imagehash.phash(Image.fromarray), {CPUS} processes"] = best_rate(
-            lambda: pool.map(_imagehash_phash_array, sub), len(sub), args.repeats)
+            lambda: pool.map(_imagehash_phash_array, sub), len(sub), args.repeats
+        )
     case("phash_decoded_arrays", ours, peers, ("imagehash.phash(Image.fromarray), 1 process", 15.0))
     ref = [_imagehash_phash_array(a) for a in arrays[:14]]
     codes = ops.phash(arrays[:14])
-    results["cases"]["phash_decoded_arrays"]["equal_to_imagehash"] = \
+    results["cases"]["phash_decoded_arrays"]["equal_to_imagehash"] = (
         f"{sum(r == f'{int(c):016x}' for r, c in zip(ref, codes))}/{len(ref)}"
+    )
 
     # 3. decode + resize to 224 (CLIP-style shortest side + center crop)
     def ours_decode_resize(threads=None):
         res = ops.decode_images(blobs, mode="RGB", target_size=224, device=dev, num_threads=threads)
-        return ops.resize_images(res.images, 224, interpolation="bicubic", mode="shortest", device=dev,
-                                 num_threads=threads)
+        return ops.resize_images(
+            res.images, 224, interpolation="bicubic", mode="shortest", device=dev, num_threads=threads
+        )
 
     ours = {
         "decode(target_size=224)+resize bicubic, all threads": best_rate(ours_decode_resize, n, args.repeats),
         "decode(target_size=224)+resize bicubic, 1 thread": best_rate(lambda: ours_decode_resize(1), n, args.repeats),
     }
     sub = blobs[: max(50, n // 4)]
-    peers = {"Pillow open+convert+resize bicubic, 1 process": best_rate(
-                 lambda: [_pil_decode_resize(b) for b in sub], len(sub), args.repeats),
-             "Pillow draft+convert+resize bicubic, 1 process": best_rate(
-                 lambda: [_pil_draft_decode_resize(b) for b in sub], len(sub), args.repeats)}
+    peers = {
+        "Pillow open+convert+resize bicubic, 1 process": best_rate(
+            lambda: [_pil_decode_resize(b) for b in sub], len(sub), args.repeats
+        ),
+        "Pillow draft+convert+resize bicubic, 1 process": best_rate(
+            lambda: [_pil_draft_decode_resize(b) for b in sub], len(sub), args.repeats
+        ),
+    }
     if pool:
         peers[f"Pillow open+convert+resize bicubic, {CPUS} processes"] = best_rate(
-            lambda: pool.map(_pil_decode_resize, sub), len(sub), args.repeats)
+            lambda: pool.map(_pil_decode_resize, sub), len(sub), args.repeats
+        )
     tv = torchvision_decode_resize_fn(sub)
     if tv is not None:
         import torch
 
         peers[f"torchvision decode_jpeg+resize, {torch.get_num_threads()} threads"] = best_rate(
-            tv, len(sub), args.repeats)
+            tv, len(sub), args.repeats
+        )
     case("decode+resize_224", ours, peers, ("Pillow open+convert+resize bicubic, 1 process", 2.5))
     if pool:
         pool.close()
@@ -212,8 +234,12 @@ def main(argv=None):
     results = {
         "benchmark": "kernels",
         "device": args.device,
-        "machine": {"cpus": CPUS, "platform": platform.platform(), "processor": platform.processor(),
-                    "python": platform.python_version()},
+        "machine": {
+            "cpus": CPUS,
+            "platform": platform.platform(),
+            "processor": platform.processor(),
+            "python": platform.python_version(),
+        },
         "build_info": build_info(),
         **run(args),
     }

@@ -8,6 +8,7 @@ real photos, their near/exact duplicates, broken files and generated distinct im
 per-stage seconds and the peak RSS (the run's own figure from its manifest), so memory growth with
 dataset size is visible.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -45,19 +46,30 @@ def run_once(data: Path, out: Path, workers: int) -> dict:
     recipe_path = out.parent / f"{out.name}.yaml"
     recipe_path.write_text(yaml.safe_dump(recipe))
     t = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "mmcurate.cli", "run", str(recipe_path), "--overwrite"],
-                          capture_output=True, text=True, cwd=ROOT)
+    proc = subprocess.run(
+        [sys.executable, "-m", "mmcurate.cli", "run", str(recipe_path), "--overwrite"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
     wall = time.perf_counter() - t
     if proc.returncode != 0:
         raise RuntimeError(f"run failed:\n{proc.stdout}\n{proc.stderr}")
     manifest = json.loads((out / "manifest.json").read_text())
     c = manifest["counts"]
     return {
-        "samples": c["read"], "kept": c["kept"], "rejected": c["rejected"], "accounting_ok": c["accounting_ok"],
-        "wall_s": round(wall, 2), "samples_per_s": round(c["read"] / wall, 1),
-        "peak_rss_mb": manifest["run"]["peak_rss_mb"], "timings_s": manifest["timings_s"],
-        "stages": [{k: s[k] for k in ("name", "kind", "in", "kept", "rejected", "seconds", "samples_per_s")}
-                   for s in manifest["stages"]],
+        "samples": c["read"],
+        "kept": c["kept"],
+        "rejected": c["rejected"],
+        "accounting_ok": c["accounting_ok"],
+        "wall_s": round(wall, 2),
+        "samples_per_s": round(c["read"] / wall, 1),
+        "peak_rss_mb": manifest["run"]["peak_rss_mb"],
+        "timings_s": manifest["timings_s"],
+        "stages": [
+            {k: s[k] for k in ("name", "kind", "in", "kept", "rejected", "seconds", "samples_per_s")}
+            for s in manifest["stages"]
+        ],
         "summary": proc.stdout,
     }
 
@@ -74,9 +86,13 @@ def main(argv=None):
 
     data_dir = Path(args.data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
-    results = {"benchmark": "pipeline_default_recipe_cpu", "workers": args.workers,
-               "machine": {"platform": platform.platform(), "cpus": __import__("os").cpu_count()},
-               "build_info": mmcurate.build_info(), "runs": []}
+    results = {
+        "benchmark": "pipeline_default_recipe_cpu",
+        "workers": args.workers,
+        "machine": {"platform": platform.platform(), "cpus": __import__("os").cpu_count()},
+        "build_info": mmcurate.build_info(),
+        "runs": [],
+    }
     for n in args.sizes:
         data = build_dataset(data_dir, n, args.shard_size)
         r = run_once(data, data_dir / f"out_{n}", args.workers)

@@ -8,6 +8,7 @@ processes, and `--executor ray` (a local Ray instance started by the run: its st
 and reported apart from the run's own duration). Every output file except manifest.json and report.html
 (timings) is compared byte for byte with the local run's.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,8 +38,11 @@ def build_dataset(data_dir: Path, n: int, shard_size: int) -> Path:
 
 
 def digests(out: Path) -> dict:
-    return {str(p.relative_to(out)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(out.rglob("*")) if p.is_file() and p.name not in TIMED_FILES}
+    return {
+        str(p.relative_to(out)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(out.rglob("*"))
+        if p.is_file() and p.name not in TIMED_FILES
+    }
 
 
 def run(data: Path, out: Path, *flags: str, workers: int = 1) -> dict:
@@ -52,15 +56,25 @@ def run(data: Path, out: Path, *flags: str, workers: int = 1) -> dict:
     path = out.parent / f"{out.name}.yaml"
     path.write_text(yaml.safe_dump(recipe))
     t = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "mmcurate.cli", "run", str(path), "--overwrite", *flags],
-                          capture_output=True, text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    proc = subprocess.run(
+        [sys.executable, "-m", "mmcurate.cli", "run", str(path), "--overwrite", *flags],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     wall = time.perf_counter() - t
     if proc.returncode != 0:
         raise RuntimeError(f"run failed:\n{proc.stdout}\n{proc.stderr[-4000:]}")
     m = json.loads((out / "manifest.json").read_text())
-    return {"wall_s": round(wall, 2), "run_duration_s": m["run"]["duration_s"], "timings_s": m["timings_s"],
-            "counts": m["counts"], "executor": m["run"].get("executor"),
-            "samples_per_s": round(m["counts"]["read"] / wall, 1)}
+    return {
+        "wall_s": round(wall, 2),
+        "run_duration_s": m["run"]["duration_s"],
+        "timings_s": m["timings_s"],
+        "counts": m["counts"],
+        "executor": m["run"].get("executor"),
+        "samples_per_s": round(m["counts"]["read"] / wall, 1),
+    }
 
 
 def main(argv=None):
@@ -83,12 +97,20 @@ def main(argv=None):
     for name, r in runs.items():
         out = data_dir / f"out_{name}"
         r["identical_to_local_1"] = digests(out) == reference
-        print(f"{name:>10}: wall {r['wall_s']:6.2f} s (run {r['run_duration_s']:.2f} s), "
-              f"{r['samples_per_s']:7.1f} samples/s, identical outputs: {r['identical_to_local_1']}, "
-              f"map {r['timings_s']['map']:.2f} s")
-    results = {"benchmark": "local_vs_ray_executor", "size": args.size, "shard_size": args.shard_size,
-               "files_compared": len(reference), "ray_version": ray.__version__,
-               "machine": {"platform": platform.platform(), "cpus": os.cpu_count()}, "runs": runs}
+        print(
+            f"{name:>10}: wall {r['wall_s']:6.2f} s (run {r['run_duration_s']:.2f} s), "
+            f"{r['samples_per_s']:7.1f} samples/s, identical outputs: {r['identical_to_local_1']}, "
+            f"map {r['timings_s']['map']:.2f} s"
+        )
+    results = {
+        "benchmark": "local_vs_ray_executor",
+        "size": args.size,
+        "shard_size": args.shard_size,
+        "files_compared": len(reference),
+        "ray_version": ray.__version__,
+        "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
+        "runs": runs,
+    }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2))

@@ -5,6 +5,7 @@ reference (as in the SemDeDup repo): per cluster, full cosine matrix by torch.mm
 max over dim 0, duplicate iff >= 1 - eps; run on the same clusters and keep order as ours, and the
 duplicate sets are checked equal. JSON to benchmarks/results/semantic.json.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -22,8 +23,7 @@ def synthetic(n: int, d: int = 512, dup_frac: float = 0.2, seed: int = 0) -> np.
     n_base = n - n_dup
     centers = rng.standard_normal((max(10, n // 2000), d)).astype(np.float32)
     x = np.empty((n, d), np.float32)
-    x[:n_base] = centers[rng.integers(0, len(centers), n_base)] * 0.15 + rng.standard_normal((n_base, d),
-                                                                                             np.float32)
+    x[:n_base] = centers[rng.integers(0, len(centers), n_base)] * 0.15 + rng.standard_normal((n_base, d), np.float32)
     x[:n_base] /= np.linalg.norm(x[:n_base], axis=1, keepdims=True)
     src = rng.integers(0, n_base, n_dup)
     scale = rng.uniform(0.0, 0.5, n_dup).astype(np.float32)[:, None] / np.sqrt(d)
@@ -38,7 +38,7 @@ def reference_torch(x: np.ndarray, order: np.ndarray, labels: np.ndarray, k: int
     keep = np.ones(len(x), bool)
     bounds = np.searchsorted(labels[order], np.arange(k + 1))
     for c in range(k):
-        m = order[bounds[c]:bounds[c + 1]]
+        m = order[bounds[c] : bounds[c + 1]]
         if m.size < 2:
             continue
         e = torch.from_numpy(x[m])
@@ -76,24 +76,40 @@ def main():
         order = keep_order(x, labels, r.centroids, keep="hard")
         ref_keep = reference_torch(x, order, labels, k, args.eps)
         t_ref = time.perf_counter() - t0
-        row = {"n": n, "d": x.shape[1], "n_clusters": k, "eps": args.eps,
-               "largest_cluster": int(np.bincount(labels).max()),
-               "kmeans_s": round(t_kmeans, 3), "dedup_ours_s": round(t_ours, 3),
-               "dedup_reference_torch_s": round(t_ref, 3), "speedup": round(t_ref / t_ours, 2),
-               "n_duplicates": r.n_duplicates, "same_duplicates": bool(np.array_equal(ref_keep, r.keep)),
-               "n_disagree": int(np.count_nonzero(ref_keep != r.keep)),
-               # float32 GEMMs from two BLAS libraries differ in the last bits: any disagreement must sit
-               # at the threshold (this is the largest |max cosine - (1 - eps)| among them)
-               "disagree_max_margin": float(np.max(np.abs(r.max_similarity[ref_keep != r.keep]
-                                                          - (1 - args.eps)), initial=0.0))}
+        row = {
+            "n": n,
+            "d": x.shape[1],
+            "n_clusters": k,
+            "eps": args.eps,
+            "largest_cluster": int(np.bincount(labels).max()),
+            "kmeans_s": round(t_kmeans, 3),
+            "dedup_ours_s": round(t_ours, 3),
+            "dedup_reference_torch_s": round(t_ref, 3),
+            "speedup": round(t_ref / t_ours, 2),
+            "n_duplicates": r.n_duplicates,
+            "same_duplicates": bool(np.array_equal(ref_keep, r.keep)),
+            "n_disagree": int(np.count_nonzero(ref_keep != r.keep)),
+            # float32 GEMMs from two BLAS libraries differ in the last bits: any disagreement must sit
+            # at the threshold (this is the largest |max cosine - (1 - eps)| among them)
+            "disagree_max_margin": float(
+                np.max(np.abs(r.max_similarity[ref_keep != r.keep] - (1 - args.eps)), initial=0.0)
+            ),
+        }
         print(json.dumps(row), flush=True)
         rows.append(row)
-    out = {"machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
-                       "faiss": faiss.__version__, "faiss_gpus": faiss.get_num_gpus(), "torch": torch.__version__,
-                       "torch_threads": torch.get_num_threads()},
-           "note": "times in seconds; dedup_* exclude k-means (same clusters given to both); the reference "
-                   "is SemDeDup's per-cluster torch.mm + triu + max, keep order computed by the same function",
-           "results": rows}
+    out = {
+        "machine": {
+            "platform": platform.platform(),
+            "cpus": os.cpu_count(),
+            "faiss": faiss.__version__,
+            "faiss_gpus": faiss.get_num_gpus(),
+            "torch": torch.__version__,
+            "torch_threads": torch.get_num_threads(),
+        },
+        "note": "times in seconds; dedup_* exclude k-means (same clusters given to both); the reference "
+        "is SemDeDup's per-cluster torch.mm + triu + max, keep order computed by the same function",
+        "results": rows,
+    }
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     with open(args.out, "w") as f:
         json.dump(out, f, indent=1)

@@ -14,6 +14,7 @@ loaded by file path, so nothing else of the package is involved.
 Usage: python benchmarks/bench_text_adversarial.py [--sizes 100000 1000000] [--before REV] [--timeout 60]
        [--families ...] [--skip-before] [--out benchmarks/results/text_adversarial.json]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,13 +34,13 @@ sys.path.insert(0, str(ROOT))
 from tests.hostile.builders_text import FAMILIES, adversarial  # noqa: E402
 
 STAGES = ("caption_clean", "caption_filter", "pii_redact")
-BEFORE_REV = "4d8354c"   # last commit with the original regexes
+BEFORE_REV = "4d8354c"  # last commit with the original regexes
 
 
 def _load(path: Path, name: str):
     spec = importlib.util.spec_from_file_location(name, path)
     mod = importlib.util.module_from_spec(spec)
-    sys.modules[name] = mod   # dataclasses look their module up
+    sys.modules[name] = mod  # dataclasses look their module up
     spec.loader.exec_module(mod)
     return mod
 
@@ -53,7 +54,7 @@ def _worker(src: str, family: str, stage: str, size: int) -> None:
     else:
         cap = _load(src / "captions.py", "_captions")
         fn = cap.CaptionCleaner() if stage == "caption_clean" else cap.CaptionRules(max_chars=None).check
-    fn("warm up: a caption <b>with</b> 1 2 3 and a@b.org")   # lazy imports (ftfy) are not timed
+    fn("warm up: a caption <b>with</b> 1 2 3 and a@b.org")  # lazy imports (ftfy) are not timed
     t0 = time.perf_counter()
     fn(text)
     print(json.dumps({"seconds": time.perf_counter() - t0, "chars": len(text)}))
@@ -76,8 +77,9 @@ def _source_dir(rev: str | None, tmp: Path) -> Path:
     d = tmp / rev
     d.mkdir()
     for name in ("captions.py", "pii.py"):
-        text = subprocess.run(["git", "show", f"{rev}:mmcurate/curate/{name}"], cwd=ROOT, check=True,
-                              capture_output=True, text=True).stdout
+        text = subprocess.run(
+            ["git", "show", f"{rev}:mmcurate/curate/{name}"], cwd=ROOT, check=True, capture_output=True, text=True
+        ).stdout
         (d / name).write_text(text)
     return d
 
@@ -112,8 +114,10 @@ def main() -> None:
                         elif isinstance(row[v], float) and row[v] * 10 > args.timeout:
                             skip[v] = f"not run: {row[v]:.1f} s on {size:,} chars"
                     results.setdefault(family, {}).setdefault(stage, {})[str(size)] = row
-                    print(f"{family:22s} {stage:15s} {size:>8d}  " +
-                          "  ".join(f"{v}={t}" for v, t in row.items()), flush=True)
+                    print(
+                        f"{family:22s} {stage:15s} {size:>8d}  " + "  ".join(f"{v}={t}" for v, t in row.items()),
+                        flush=True,
+                    )
 
     def seconds(t):
         if isinstance(t, str) and t.startswith(">"):
@@ -125,16 +129,28 @@ def main() -> None:
     slowest = {}
     for v in ("before", "after"):
         for size in map(str, args.sizes):
-            cands = [(seconds(by[size].get(v)), f, s) for f, st in results.items() for s, by in st.items()
-                     if v in by.get(size, {})]
+            cands = [
+                (seconds(by[size].get(v)), f, s)
+                for f, st in results.items()
+                for s, by in st.items()
+                if v in by.get(size, {})
+            ]
             if cands:
                 t, f, s = max(cands)
                 slowest.setdefault(v, {})[size] = {"family": f, "stage": s, "time": results[f][s][size][v]}
-    doc = {"benchmark": "text_adversarial", "before_rev": None if args.skip_before else args.before,
-           "timeout_s": args.timeout, "sizes": args.sizes,
-           "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-                       "python": platform.python_version()},
-           "slowest": slowest, "results": results}
+    doc = {
+        "benchmark": "text_adversarial",
+        "before_rev": None if args.skip_before else args.before,
+        "timeout_s": args.timeout,
+        "sizes": args.sizes,
+        "machine": {
+            "cpu": platform.processor() or platform.machine(),
+            "cores": os.cpu_count(),
+            "python": platform.python_version(),
+        },
+        "slowest": slowest,
+        "results": results,
+    }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(doc, indent=1) + "\n")
     print(json.dumps(slowest, indent=1))

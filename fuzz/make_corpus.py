@@ -6,6 +6,7 @@ decode/: byte 0 is the fuzzer's option selector (see decode_fuzzer.cpp), the res
 from scikit-image's sample photos, resized small, in the encodings the decoders branch on.
 readers/: byte 0 picks the reader (see readers_fuzzer.py), the rest a shard, a meta text or a LLaVA file.
 """
+
 import io
 import json
 import os
@@ -79,26 +80,51 @@ def main():
 
     jpg, png = imgs["baseline.jpg"], imgs["rgb.png"]
     shards = {
-        "img2dataset.tar": tar_bytes([("000000000.jpg", jpg), ("000000000.txt", b"a photo of an astronaut"),
-                                      ("000000000.json", b'{"url": "http://x/a.jpg", "width": 40}'),
-                                      ("000000001.png", png), ("000000001.txt", b"caption two"),
-                                      ("000000001.json", b"[1, 2]")]),
-        "dirs_escaped.tar": tar_bytes([("cats/a%2Ev2.jpg", jpg), ("cats/a%2Ev2.txt", "caf\u00e9".encode()),
-                                       ("__meta__.json", b"{}"), ("dogs/b.cls", b"3"),
-                                       ("dogs/b.webp", imgs["lossy.webp"])]),
+        "img2dataset.tar": tar_bytes(
+            [
+                ("000000000.jpg", jpg),
+                ("000000000.txt", b"a photo of an astronaut"),
+                ("000000000.json", b'{"url": "http://x/a.jpg", "width": 40}'),
+                ("000000001.png", png),
+                ("000000001.txt", b"caption two"),
+                ("000000001.json", b"[1, 2]"),
+            ]
+        ),
+        "dirs_escaped.tar": tar_bytes(
+            [
+                ("cats/a%2Ev2.jpg", jpg),
+                ("cats/a%2Ev2.txt", "caf\u00e9".encode()),
+                ("__meta__.json", b"{}"),
+                ("dogs/b.cls", b"3"),
+                ("dogs/b.webp", imgs["lossy.webp"]),
+            ]
+        ),
         "gzip.tar.gz": tar_bytes([("k1.jpg", jpg), ("k1.txt", b"x"), ("k2.txt", b"no image")], "gz"),
         "repeat.tar": tar_bytes([("a.jpg", jpg), ("b.txt", b"b"), ("a.txt", b"again")]),
     }
     for name, payload in shards.items():
         write("readers", "0_" + name, b"\x00" + payload)
-    for i, meta in enumerate([b'{"a": 1, "b": [true, null, "s"]}', b'{"nested": {"x": {"y": []}}}', b"not json",
-                              b'"a string"', b"", "{\"u\": \"\u00e9\\ud800\"}".encode()]):
+    for i, meta in enumerate(
+        [
+            b'{"a": 1, "b": [true, null, "s"]}',
+            b'{"nested": {"x": {"y": []}}}',
+            b"not json",
+            b'"a string"',
+            b"",
+            '{"u": "\u00e9\\ud800"}'.encode(),
+        ]
+    ):
         write("readers", f"1_meta{i}", b"\x01" + meta)
-    entries = [{"id": "1", "image": "a.jpg", "conversations": [{"from": "human", "value": "<image>\nWhat?"},
-                                                              {"from": "gpt", "value": "A photo."}]},
-               {"image": ["a.jpg", "b.png"], "conversations": [{"from": "gpt", "value": "two"}]},
-               {"conversations": [{"from": "human", "value": "text only"}]},
-               {"id": "4", "image": "missing.png"}]
+    entries = [
+        {
+            "id": "1",
+            "image": "a.jpg",
+            "conversations": [{"from": "human", "value": "<image>\nWhat?"}, {"from": "gpt", "value": "A photo."}],
+        },
+        {"image": ["a.jpg", "b.png"], "conversations": [{"from": "gpt", "value": "two"}]},
+        {"conversations": [{"from": "human", "value": "text only"}]},
+        {"id": "4", "image": "missing.png"},
+    ]
     write("readers", "2_llava.json", b"\x02" + json.dumps(entries).encode())
     write("readers", "3_llava.jsonl", b"\x03" + "\n".join(json.dumps(e) for e in entries).encode())
 

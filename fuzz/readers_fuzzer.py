@@ -5,6 +5,7 @@ ignored, so one campaign reports every distinct bug instead of the first only.
 
 Run: scripts/fuzz.sh readers [seconds]
 """
+
 import os
 import sys
 import tempfile

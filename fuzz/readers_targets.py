@@ -11,6 +11,7 @@ Documented outcomes: rows (kept or rejected downstream), ShardReadError for an u
 DuplicateKeyError for a repeated key, and ValueError for a LLaVA file that is not valid JSON / not a list
 of objects (raised when the reader is opened, naming the file). run_one raises anything else.
 """
+
 from __future__ import annotations
 
 import json
@@ -71,8 +72,9 @@ def _meta(data: bytes) -> int:
 def _llava(work: Workdir, data: bytes, suffix: str) -> int:
     path = work.write("data" + suffix, data)
     try:
-        reader = LlavaReader(path, image_root=work.root, shard_size=3,
-                             on_duplicate_key="suffix" if len(data) % 2 else "error")
+        reader = LlavaReader(
+            path, image_root=work.root, shard_size=3, on_duplicate_key="suffix" if len(data) % 2 else "error"
+        )
     except ValueError as exc:
         # Documented: a malformed file fails when the reader is opened, naming the file.
         if isinstance(exc, keys.DuplicateKeyError) or path in str(exc):

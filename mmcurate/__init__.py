@@ -3,6 +3,7 @@
 `import mmcurate` imports neither torch nor CUDA: the native module is loaded on first use,
 and the device is resolved when a kernel is called.
 """
+
 from mmcurate._version import __version__
 
 __all__ = ["__version__", "build_info", "ops"]

@@ -1,5 +1,6 @@
 """Lazy package exports: a name resolves to its module's attribute on first access, so importing a
 package loads none of its heavy dependencies (torch, open_clip, faiss, the native module)."""
+
 from __future__ import annotations
 
 import importlib

@@ -1,4 +1,5 @@
 """Loads the compiled module mmcurate._C, with an error that says how to build it."""
+
 from __future__ import annotations
 
 import functools

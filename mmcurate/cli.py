@@ -1,13 +1,14 @@
 """Command line.
 
-  mmcurate run RECIPE [--input PATH] [--output DIR] [--resume] [--overwrite] [--workers N]
-               [--executor local|ray] [--address auto|ray://HOST:PORT] [--global-mode auto|memory|sharded]
-  mmcurate recipe default           print the default recipe
-  mmcurate demo [--out DIR]         build the built-in sample dataset and run the default recipe on it
-  mmcurate inspect OUTPUT           print the manifest summary of a finished run
-  mmcurate kernels-demo             the native kernels alone on the built-in sample
-  mmcurate info                     what this build contains (CUDA, nvJPEG, SIMD, codecs)
+mmcurate run RECIPE [--input PATH] [--output DIR] [--resume] [--overwrite] [--workers N]
+             [--executor local|ray] [--address auto|ray://HOST:PORT] [--global-mode auto|memory|sharded]
+mmcurate recipe default           print the default recipe
+mmcurate demo [--out DIR]         build the built-in sample dataset and run the default recipe on it
+mmcurate inspect OUTPUT           print the manifest summary of a finished run
+mmcurate kernels-demo             the native kernels alone on the built-in sample
+mmcurate info                     what this build contains (CUDA, nvJPEG, SIMD, codecs)
 """
+
 from __future__ import annotations
 
 import argparse
@@ -57,8 +58,10 @@ def _cmd_kernels_demo(args) -> int:
     samples = build_sample(max_photos=args.max_photos)
     blobs = [s.data for s in samples]
     n = len(samples)
-    print(f"[demo] built-in sample: {n} blobs from scikit-image photos "
-          f"({sum(s.label == 'original' for s in samples)} originals + variants + broken files)")
+    print(
+        f"[demo] built-in sample: {n} blobs from scikit-image photos "
+        f"({sum(s.label == 'original' for s in samples)} originals + variants + broken files)"
+    )
 
     t0 = time.perf_counter()
     dec = ops.decode_images(blobs, mode="RGB", device=args.device)
@@ -77,8 +80,10 @@ def _cmd_kernels_demo(args) -> int:
     t_search = time.perf_counter() - t0
     groups = [[int(good[i]) for i in g] for g in _components(len(good), pairs)]
 
-    print(f"[demo] decode {t_decode*1e3:.1f} ms, decode+pHash {t_hash*1e3:.1f} ms, "
-          f"Hamming search (r={args.max_distance}) {t_search*1e3:.2f} ms")
+    print(
+        f"[demo] decode {t_decode * 1e3:.1f} ms, decode+pHash {t_hash * 1e3:.1f} ms, "
+        f"Hamming search (r={args.max_distance}) {t_search * 1e3:.2f} ms"
+    )
     print(f"[demo] {len(groups)} near-duplicate groups:")
     for g in groups:
         keys = [samples[i].key for i in g]
@@ -87,23 +92,41 @@ def _cmd_kernels_demo(args) -> int:
     truth_source = {i: (samples[i].source or samples[i].key) for i in good}
     index_of = {s.key: i for i, s in enumerate(samples)}
     group_of = {i: gi for gi, g in enumerate(groups) for i in g}
-    missed = [samples[i].key for i in good if samples[i].source is not None
-              and (i not in group_of or group_of[i] != group_of.get(index_of[samples[i].source]))]
+    missed = [
+        samples[i].key
+        for i in good
+        if samples[i].source is not None
+        and (i not in group_of or group_of[i] != group_of.get(index_of[samples[i].source]))
+    ]
     missed_easy = [k for k in missed if not samples[index_of[k]].meta.get("hard_for_phash")]
     mixed = [gi for gi, g in enumerate(groups) if len({truth_source[i] for i in g}) > 1]
     n_derived = sum(samples[i].source is not None for i in good)
-    print(f"[demo] check against the sample's truth: {n_derived - len(missed)}/{n_derived} derived images grouped "
-          f"with their original; {len(mixed)} groups mixing different photos")
+    print(
+        f"[demo] check against the sample's truth: {n_derived - len(missed)}/{n_derived} derived images grouped "
+        f"with their original; {len(mixed)} groups mixing different photos"
+    )
     if missed:
-        print(f"[demo]   not grouped (pHash distance > {args.max_distance}): {', '.join(missed)}"
-              + ("  -- all 3%-per-side crops, a known pHash blind spot that semantic dedup covers"
-                 if not missed_easy else ""))
+        print(
+            f"[demo]   not grouped (pHash distance > {args.max_distance}): {', '.join(missed)}"
+            + (
+                "  -- all 3%-per-side crops, a known pHash blind spot that semantic dedup covers"
+                if not missed_easy
+                else ""
+            )
+        )
 
     report = {
         "build_info": build_info(),
         "samples": [
-            {"key": s.key, "label": s.label, "source": s.source, "detail": s.detail, "status": st,
-             "error": err, "phash": f"{int(c):016x}" if st_ == 0 else None}
+            {
+                "key": s.key,
+                "label": s.label,
+                "source": s.source,
+                "detail": s.detail,
+                "status": st,
+                "error": err,
+                "phash": f"{int(c):016x}" if st_ == 0 else None,
+            }
             for s, st, err, c, st_ in zip(samples, statuses, dec.errors, codes, status)
         ],
         "groups": [[samples[i].key for i in g] for g in groups],
@@ -118,26 +141,36 @@ def _cmd_kernels_demo(args) -> int:
     return 0 if not missed_easy and not mixed else 1
 
 
-
 def _print_summary(manifest: dict, out=sys.stdout) -> None:
     c = manifest["counts"]
     run = manifest["run"]
-    print(f"read {c['read']:,}  kept {c['kept']:,}  rejected {c['rejected']:,}  "
-          f"(accounting {'ok' if c['accounting_ok'] else 'BROKEN'})  in {run['duration_s']:.1f} s", file=out)
+    print(
+        f"read {c['read']:,}  kept {c['kept']:,}  rejected {c['rejected']:,}  "
+        f"(accounting {'ok' if c['accounting_ok'] else 'BROKEN'})  in {run['duration_s']:.1f} s",
+        file=out,
+    )
     w = max([len(s["name"]) for s in manifest["stages"]] + [5])
-    print(f"{'stage':<{w}}  {'kind':<6} {'in':>9} {'kept':>9} {'rejected':>9} {'seconds':>8} "
-          f"{'samples/s':>10}  reasons", file=out)
+    print(
+        f"{'stage':<{w}}  {'kind':<6} {'in':>9} {'kept':>9} {'rejected':>9} {'seconds':>8} {'samples/s':>10}  reasons",
+        file=out,
+    )
     for s in manifest["stages"]:
         rate = f"{s['samples_per_s']:,.0f}" if s.get("samples_per_s") else "-"
         reasons = ", ".join(f"{k}={v}" for k, v in sorted(s["reasons"].items(), key=lambda kv: -kv[1]))
-        print(f"{s['name']:<{w}}  {s['kind']:<6} {s['in']:>9,} {s['kept']:>9,} {s['rejected']:>9,} "
-              f"{s['seconds']:>8.2f} {rate:>10}  {reasons}", file=out)
+        print(
+            f"{s['name']:<{w}}  {s['kind']:<6} {s['in']:>9,} {s['kept']:>9,} {s['rejected']:>9,} "
+            f"{s['seconds']:>8.2f} {rate:>10}  {reasons}",
+            file=out,
+        )
 
 
 def _make_executor(recipe, args):
-    options = {"resume": args.resume, "overwrite": args.overwrite,
-               "progress": "always" if getattr(args, "progress", False) else True,
-               "keep_work": getattr(args, "keep_work", False)}
+    options = {
+        "resume": args.resume,
+        "overwrite": args.overwrite,
+        "progress": "always" if getattr(args, "progress", False) else True,
+        "keep_work": getattr(args, "keep_work", False),
+    }
     executor = getattr(args, "executor", "local")
     address = getattr(args, "address", None)
     if executor == "ray":
@@ -158,16 +191,19 @@ def _run_recipe(recipe, args) -> int:
     _print_summary(manifest)
     for line in manifest.get("warnings", []):
         print(f"mmcurate: warning: {line}", file=sys.stderr)
-    print(f"outputs in {recipe.output_path}/ (shards/, samples.parquet, rejects.parquet, duplicates.parquet, "
-          f"manifest.json{', report.html' if recipe.report else ''})")
+    print(
+        f"outputs in {recipe.output_path}/ (shards/, samples.parquet, rejects.parquet, duplicates.parquet, "
+        f"manifest.json{', report.html' if recipe.report else ''})"
+    )
     return 0
 
 
 def _cmd_run(args) -> int:
     from mmcurate.pipeline.recipe import load_recipe
 
-    recipe = load_recipe(args.recipe, input_path=args.input, output_path=args.output, workers=args.workers,
-                         global_mode=args.global_mode)
+    recipe = load_recipe(
+        args.recipe, input_path=args.input, output_path=args.output, workers=args.workers, global_mode=args.global_mode
+    )
     return _run_recipe(recipe, args)
 
 
@@ -201,17 +237,24 @@ def _cmd_demo(args) -> int:
         print(f"[demo] built {info['n_samples']} samples ({labels}) in {data_dir}")
     recipe_dict = default_recipe_dict()
     recipe_dict["output"]["shard_size"] = args.shard_size
-    recipe = parse_recipe(recipe_dict, input_path=str(data_dir), output_path=str(out / "curated"),
-                          workers=args.workers, global_mode=args.global_mode)
+    recipe = parse_recipe(
+        recipe_dict,
+        input_path=str(data_dir),
+        output_path=str(out / "curated"),
+        workers=args.workers,
+        global_mode=args.global_mode,
+    )
     args.overwrite = True  # the demo's curated/ output is always rebuilt
     return _run_recipe(recipe, args)
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="mmcurate", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--debug", action="store_true",
-                        help="show Python tracebacks instead of one-line errors (or MMCURATE_DEBUG=1)")
+    parser = argparse.ArgumentParser(
+        prog="mmcurate", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--debug", action="store_true", help="show Python tracebacks instead of one-line errors (or MMCURATE_DEBUG=1)"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("info", help="print what this build contains (CUDA, nvJPEG, SIMD, codecs)")
     p.set_defaults(fn=_cmd_info)
@@ -224,22 +267,36 @@ def main(argv=None) -> int:
 
     def add_run_flags(p):
         p.add_argument("--resume", action="store_true", help="finish an interrupted run of the same recipe")
-        p.add_argument("--overwrite", action="store_true",
-                       help="start again: delete what an earlier run wrote in the output (never a directory "
-                            "mmcurate did not create, unless it is empty)")
+        p.add_argument(
+            "--overwrite",
+            action="store_true",
+            help="start again: delete what an earlier run wrote in the output (never a directory "
+            "mmcurate did not create, unless it is empty)",
+        )
         p.add_argument("--workers", type=int, default=None, help="worker processes for the map stages")
         p.add_argument("--progress", action="store_true", help="show the progress bar even when not on a terminal")
         p.add_argument("--keep-work", action="store_true", help="keep the _work/ intermediate files")
-        p.add_argument("--executor", choices=["local", "ray"], default="local",
-                       help="local: worker processes on this machine; ray: Ray Data on a Ray instance or cluster "
-                            "(pip install 'mmcurate[ray]')")
-        p.add_argument("--global-mode", choices=["auto", "memory", "sharded"], default=None,
-                       help="global steps (dedup, balance, split) over one in-memory table (memory) or "
-                            "as per-shard / per-partition tasks that never hold the whole dataset (sharded); "
-                            "same outputs; auto (default): memory locally, sharded on Ray. Overrides run.global_mode")
-        p.add_argument("--address", default=None,
-                       help="with --executor ray: 'auto' or 'ray://HOST:PORT' to join a cluster "
-                            "(default: start a local Ray instance)")
+        p.add_argument(
+            "--executor",
+            choices=["local", "ray"],
+            default="local",
+            help="local: worker processes on this machine; ray: Ray Data on a Ray instance or cluster "
+            "(pip install 'mmcurate[ray]')",
+        )
+        p.add_argument(
+            "--global-mode",
+            choices=["auto", "memory", "sharded"],
+            default=None,
+            help="global steps (dedup, balance, split) over one in-memory table (memory) or "
+            "as per-shard / per-partition tasks that never hold the whole dataset (sharded); "
+            "same outputs; auto (default): memory locally, sharded on Ray. Overrides run.global_mode",
+        )
+        p.add_argument(
+            "--address",
+            default=None,
+            help="with --executor ray: 'auto' or 'ray://HOST:PORT' to join a cluster "
+            "(default: start a local Ray instance)",
+        )
 
     p = sub.add_parser("run", help="run a recipe")
     p.add_argument("recipe", help="YAML recipe (see `mmcurate recipe default`)")
@@ -259,11 +316,11 @@ def main(argv=None) -> int:
     p.add_argument("--shard-size", type=int, default=100)
     add_run_flags(p)
     p.set_defaults(fn=_cmd_demo)
-    for p in sub.choices.values():   # --debug is accepted after the command too
+    for p in sub.choices.values():  # --debug is accepted after the command too
         p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.debug or os.environ.get("MMCURATE_DEBUG") == "1":
-        return args.fn(args)   # tracebacks as Python prints them
+        return args.fn(args)  # tracebacks as Python prints them
     try:
         return args.fn(args)
     except KeyboardInterrupt:
@@ -284,18 +341,22 @@ def error_line(exc: BaseException) -> tuple[int, str]:
     from mmcurate.pipeline.stage import StageError
 
     msg = " ".join(str(exc).split()) or type(exc).__name__
-    if len(msg) > 600:   # an error quoting input must not flood the terminal
+    if len(msg) > 600:  # an error quoting input must not flood the terminal
         msg = msg[:600] + "..."
     if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
         where = f" writing {exc.filename}" if exc.filename else ""
-        return 2, (f"no space left on device (ENOSPC){where}: free space, then finish the run with --resume"
-                   if "ENOSPC" not in msg else msg)
+        return 2, (
+            f"no space left on device (ENOSPC){where}: free space, then finish the run with --resume"
+            if "ENOSPC" not in msg
+            else msg
+        )
     if isinstance(exc, (StageError, OSError, ValueError, LookupError, ImportError)):
         return 2, msg
     if type(exc).__module__.split(".")[0] in ("yaml", "safetensors", "json"):
         return 2, f"{type(exc).__name__}: {msg}"
-    return 1, (f"internal error ({type(exc).__name__}: {msg}); rerun with --debug for the traceback and "
-               f"please report it")
+    return 1, (
+        f"internal error ({type(exc).__name__}: {msg}); rerun with --debug for the traceback and please report it"
+    )
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ A backend says how it counts GPUs and what to do when it has none; the rule is t
 backend takes an index) -> itself when the backend sees a GPU, else a RuntimeError saying what to do.
 Nothing is imported or initialised here: a backend's GPU check runs only when the choice needs it.
 """
+
 from __future__ import annotations
 
 from typing import Callable
@@ -20,8 +21,9 @@ def check_device(device, allow_index: bool = False) -> str:
     raise ValueError(f"device must be one of {', '.join(DEVICES)}{extra}, got {device!r}")
 
 
-def choose_device(device: str, has_gpu: Callable[[], bool], no_gpu: Callable[[], str],
-                  allow_index: bool = False) -> str:
+def choose_device(
+    device: str, has_gpu: Callable[[], bool], no_gpu: Callable[[], str], allow_index: bool = False
+) -> str:
     """The device a backend runs on: see the module doc. ``has_gpu()`` is asked only for "auto" and "cuda";
     ``no_gpu()`` is the RuntimeError's message when "cuda" was asked for and there is none."""
     device = check_device(device, allow_index)

@@ -1,4 +1,5 @@
 """Shared fixtures and markers. CUDA tests are skipped at collection when no GPU build/GPU is present."""
+
 from __future__ import annotations
 
 import io
@@ -32,14 +33,23 @@ def pytest_collection_modifyitems(config, items):
 
 def cpu_and_cuda():
     """Parametrise a test over both devices; the CUDA case is skipped where it cannot run."""
-    return pytest.mark.parametrize(
-        "device", ["cpu", pytest.param("cuda", marks=pytest.mark.needs_cuda)]
-    )
+    return pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.needs_cuda)])
 
 
 # Real photographs shipped by scikit-image (no download needed).
-PHOTO_NAMES = ["astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg", "hubble_deep_field.jpg",
-               "retina.jpg", "camera.png", "motorcycle_left.png", "brick.png", "coins.png", "page.png"]
+PHOTO_NAMES = [
+    "astronaut.png",
+    "chelsea.png",
+    "coffee.png",
+    "rocket.jpg",
+    "hubble_deep_field.jpg",
+    "retina.jpg",
+    "camera.png",
+    "motorcycle_left.png",
+    "brick.png",
+    "coins.png",
+    "page.png",
+]
 
 
 def skimage_data_dir() -> Path:

@@ -3,6 +3,7 @@
 Pillow writes most variants; the PNG layouts Pillow cannot write (16-bit RGB/RGBA/LA, Adam7 interlacing,
 2/4-bit gray) come from the small reference PNG writer below, whose output Pillow and libpng both read.
 """
+
 from __future__ import annotations
 
 import io
@@ -52,7 +53,7 @@ def png_variants(rgb: np.ndarray) -> dict[str, bytes]:
     pal_trns.info["transparency"] = 3
     # 16-bit samples whose low byte differs from the high byte, so taking the wrong byte shows.
     rgb16 = rgb.astype(np.uint16) * 257 + (xx % 251)[..., None].astype(np.uint16) % 200
-    gray16_small = (gray.astype(np.uint16) * 3 + (yy % 7).astype(np.uint16))  # mostly < 256 and > 255
+    gray16_small = gray.astype(np.uint16) * 3 + (yy % 7).astype(np.uint16)  # mostly < 256 and > 255
     gray16_wide = gray.astype(np.uint16) * 257
     pal_idx = np.asarray(pal_img)
     palette = np.array(pal_img.getpalette()[: 3 * 256], dtype=np.uint8).reshape(-1, 3)
@@ -70,16 +71,20 @@ def png_variants(rgb: np.ndarray) -> dict[str, bytes]:
         "gray16_wide": save(Image.fromarray(gray16_wide), "PNG"),
         "rgb16": write_png(rgb16, color_type=2, bit_depth=16),
         "rgba16": write_png(np.dstack([rgb16, alpha.astype(np.uint16) * 257]), color_type=6, bit_depth=16),
-        "la16": write_png(np.dstack([gray16_wide, (alpha.astype(np.uint32) * 300 % 65536).astype(np.uint16)]),
-                          color_type=4, bit_depth=16),
+        "la16": write_png(
+            np.dstack([gray16_wide, (alpha.astype(np.uint32) * 300 % 65536).astype(np.uint16)]),
+            color_type=4,
+            bit_depth=16,
+        ),
         "gray2": write_png(gray >> 6, color_type=0, bit_depth=2),
         "gray4": write_png(gray >> 4, color_type=0, bit_depth=4),
         "rgb_interlaced": write_png(rgb, color_type=2, bit_depth=8, interlace=True),
         "rgba_interlaced": write_png(rgba, color_type=6, bit_depth=8, interlace=True),
         "gray_interlaced": write_png(gray, color_type=0, bit_depth=8, interlace=True),
         "gray4_interlaced": write_png(gray >> 4, color_type=0, bit_depth=4, interlace=True),
-        "palette_interlaced": write_png(pal_idx, color_type=3, bit_depth=8, interlace=True, palette=palette,
-                                        trns=bytes([255, 0, 128])),
+        "palette_interlaced": write_png(
+            pal_idx, color_type=3, bit_depth=8, interlace=True, palette=palette, trns=bytes([255, 0, 128])
+        ),
         "rgb16_interlaced": write_png(rgb16, color_type=2, bit_depth=16, interlace=True),
     }
 
@@ -174,14 +179,23 @@ def _raw_rows(img: np.ndarray, bit_depth: int) -> bytes:
     elif bit_depth == 8:
         rows = [img[i].astype(np.uint8).tobytes() for i in range(h)]
     else:
-        rows = [np.packbits(np.unpackbits(img[i].reshape(-1).astype(np.uint8)[:, None], axis=1)[:, 8 - bit_depth :]
-                            .ravel()).tobytes()
-                for i in range(h)]
+        rows = [
+            np.packbits(
+                np.unpackbits(img[i].reshape(-1).astype(np.uint8)[:, None], axis=1)[:, 8 - bit_depth :].ravel()
+            ).tobytes()
+            for i in range(h)
+        ]
     return b"".join(b"\x00" + r for r in rows)
 
 
-def write_png(img: np.ndarray, color_type: int, bit_depth: int, interlace: bool = False,
-              palette: np.ndarray | None = None, trns: bytes | None = None) -> bytes:
+def write_png(
+    img: np.ndarray,
+    color_type: int,
+    bit_depth: int,
+    interlace: bool = False,
+    palette: np.ndarray | None = None,
+    trns: bytes | None = None,
+) -> bytes:
     h, w = img.shape[:2]
     if img.ndim == 2:
         img = img[..., None]

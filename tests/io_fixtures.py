@@ -1,4 +1,5 @@
 """Helpers that build input datasets by hand for the io tests (independent of mmcurate's writer)."""
+
 from __future__ import annotations
 
 import io

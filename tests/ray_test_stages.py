@@ -3,6 +3,7 @@
 Registered on import; tests/test_ray_executor.py ships this module to Ray workers by value (cloudpickle),
 so workers need not import it.
 """
+
 from __future__ import annotations
 
 import os
@@ -62,8 +63,10 @@ class FailWhileFlagged(MapStage):
         shard_suffix: str = ""
 
     def process(self, batch: pa.Table) -> StageResult:
-        if os.path.exists(self.params.flag) and pc.any(
-                pc.ends_with(batch.column("source"), self.params.shard_suffix)).as_py():
+        if (
+            os.path.exists(self.params.flag)
+            and pc.any(pc.ends_with(batch.column("source"), self.params.shard_suffix)).as_py()
+        ):
             raise RuntimeError("injected failure")
         return StageResult(batch)
 

@@ -1,4 +1,5 @@
 """balanced_sample and cluster_balance_stats on blobs with very unequal sizes."""
+
 import numpy as np
 import pytest
 
@@ -16,13 +17,15 @@ def unequal_blobs(seed=0, d=16):
     return x.astype(np.float32), labels
 
 
-@pytest.mark.parametrize("method,strategy", [("hierarchical", "random"), ("hierarchical", "closest"),
-                                             ("cap", "random")])
+@pytest.mark.parametrize(
+    "method,strategy", [("hierarchical", "random"), ("hierarchical", "closest"), ("cap", "random")]
+)
 def test_exact_size_unique_and_more_balanced(method, strategy):
     x, labels = unequal_blobs()
     target = 1200
-    idx = balanced_sample(x, target, levels=(60, 12), device="cpu", seed=0, method=method,
-                          strategy=strategy, n_resamples=2)
+    idx = balanced_sample(
+        x, target, levels=(60, 12), device="cpu", seed=0, method=method, strategy=strategy, n_resamples=2
+    )
     assert idx.dtype == np.int64 and idx.size == target
     assert np.unique(idx).size == target and (np.diff(idx) > 0).all()
     before = cluster_balance_stats(labels)
@@ -36,8 +39,7 @@ def test_exact_size_unique_and_more_balanced(method, strategy):
 def test_deterministic_and_target_ge_n():
     x, _ = unequal_blobs(seed=1)
     a = balanced_sample(x, 500, levels=(30, 6), device="cpu", seed=4, n_resamples=1)
-    np.testing.assert_array_equal(a, balanced_sample(x, 500, levels=(30, 6), device="cpu", seed=4,
-                                                     n_resamples=1))
+    np.testing.assert_array_equal(a, balanced_sample(x, 500, levels=(30, 6), device="cpu", seed=4, n_resamples=1))
     np.testing.assert_array_equal(balanced_sample(x, len(x) + 5, device="cpu"), np.arange(len(x)))
     assert balanced_sample(x, 0, device="cpu").size == 0
     with pytest.raises(ValueError):
@@ -76,7 +78,7 @@ def test_balance_stats_list_cluster_sizes_up_to_the_cap():
 
     summary_keys = {"n_clusters", "n_samples", "gini", "entropy", "normalized_entropy", "size_percentiles"}
     s = cluster_balance_stats(np.array([3, 3, 7, 1, 3]))
-    assert s["sizes"] == [1, 3, 1]                        # labels present, in id order: 1, 3, 7
+    assert s["sizes"] == [1, 3, 1]  # labels present, in id order: 1, 3, 7
     s = cluster_balance_stats(np.array([2, 0, 2]), n_clusters=4)
     assert s["sizes"] == [1, 0, 2, 0] and all(type(v) is int for v in s["sizes"])
     assert json.loads(json.dumps(s)) == s and set(s) == summary_keys | {"sizes"}
@@ -84,7 +86,7 @@ def test_balance_stats_list_cluster_sizes_up_to_the_cap():
     assert cluster_balance_stats(np.array([], np.int64))["sizes"] == []
     rng = np.random.default_rng(0)
     for k, listed in ((MAX_LISTED_CLUSTER_SIZES, True), (MAX_LISTED_CLUSTER_SIZES + 1, False)):
-        labels = rng.integers(0, k, 20_000) ** 2 // k     # skewed towards the small ids
+        labels = rng.integers(0, k, 20_000) ** 2 // k  # skewed towards the small ids
         s = cluster_balance_stats(labels, n_clusters=k)
         assert set(s) == summary_keys | ({"sizes"} if listed else set())
         if listed:

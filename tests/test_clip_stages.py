@@ -1,5 +1,6 @@
 """clip_embed and clip_score_filter: embedding columns, bookkeeping, parity with load_clip, the score filter's
 exactness against brute force, and a recipe run through the real executor. Random weights, tiny model."""
+
 from __future__ import annotations
 
 import io
@@ -34,8 +35,8 @@ def _jpeg(w, h, seed):
 def _corrupt(data: bytes) -> bytes:
     out = bytearray(data)
     mid = len(out) // 2
-    out[mid:mid + 1024] = np.random.default_rng(3).integers(0, 256, 1024, dtype=np.uint8).tobytes()
-    return bytes(out[:len(data)])
+    out[mid : mid + 1024] = np.random.default_rng(3).integers(0, 256, 1024, dtype=np.uint8).tobytes()
+    return bytes(out[: len(data)])
 
 
 def _batch():
@@ -44,9 +45,9 @@ def _batch():
     Image.fromarray(np.full((30, 40, 3), 120, np.uint8)).save(png, "PNG")
     rows = [
         ("g0", good[0], "a red car on a road"),
-        ("g1", good[1], None),                     # no caption: kept, null text embedding
+        ("g1", good[1], None),  # no caption: kept, null text embedding
         ("bad", b"<html><body>403 Forbidden</body></html>", "not an image"),
-        ("g2", good[2], "   "),                     # blank caption: kept, null text
+        ("g2", good[2], "   "),  # blank caption: kept, null text
         ("empty", b"", "empty file"),
         ("g3", good[3], "two dogs playing"),
         ("null", None, "no image member"),
@@ -55,10 +56,17 @@ def _batch():
         ("g5", good[5], "a cat"),
         ("cor", _corrupt(_jpeg(96, 96, 7)), "scrambled scan data"),
     ]
-    return pa.table({
-        "key": [r[0] for r in rows], "source": ["s0"] * len(rows), "image": [r[1] for r in rows],
-        "image_ext": ["jpg"] * len(rows), "caption": [r[2] for r in rows], "meta": ["{}"] * len(rows),
-    }, schema=INPUT_SCHEMA)
+    return pa.table(
+        {
+            "key": [r[0] for r in rows],
+            "source": ["s0"] * len(rows),
+            "image": [r[1] for r in rows],
+            "image_ext": ["jpg"] * len(rows),
+            "caption": [r[2] for r in rows],
+            "meta": ["{}"] * len(rows),
+        },
+        schema=INPUT_SCHEMA,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -105,8 +113,9 @@ def test_embedding_columns(result):
     assert np.allclose(np.linalg.norm(txt[has_text], axis=1), 1.0, atol=2e-3)
     score = t.column("clip_score").to_numpy(zero_copy_only=False)
     assert np.isnan(score[~has_text]).all()
-    cos = (img[has_text] * txt[has_text]).sum(1) / (np.linalg.norm(img[has_text], axis=1) *
-                                                     np.linalg.norm(txt[has_text], axis=1))
+    cos = (img[has_text] * txt[has_text]).sum(1) / (
+        np.linalg.norm(img[has_text], axis=1) * np.linalg.norm(txt[has_text], axis=1)
+    )
     np.testing.assert_allclose(score[has_text], cos, atol=3e-3)
 
 
@@ -132,7 +141,7 @@ def test_parity_with_load_clip(stage, result):
 
 def test_text_false_and_pickling():
     st = registry.create("clip_embed", dict(TINY, text=False))
-    clone = pickle.loads(pickle.dumps(st))     # before setup
+    clone = pickle.loads(pickle.dumps(st))  # before setup
     clone.setup()
     after = pickle.loads(pickle.dumps(clone))  # after setup: the model is dropped, not pickled
     assert after.clip is None and clone.clip is not None
@@ -160,8 +169,9 @@ def test_missing_weights_is_a_clear_setup_error(tmp_path, monkeypatch):
     st = registry.create("clip_embed", {"model": "mmcurate-tiny", "device": "cpu"})
     with pytest.raises(StageError, match="weights"):
         st.setup()
-    st = registry.create("clip_embed", {"model": "mmcurate-tiny", "device": "cpu",
-                                        "weights": str(tmp_path / "nope.safetensors")})
+    st = registry.create(
+        "clip_embed", {"model": "mmcurate-tiny", "device": "cpu", "weights": str(tmp_path / "nope.safetensors")}
+    )
     with pytest.raises(StageError, match="nope.safetensors"):
         st.setup()
 
@@ -174,11 +184,10 @@ def _scores_table(n=400, seed=0, ties=True):
     rng = np.random.default_rng(seed)
     scores = rng.normal(0.25, 0.05, n).astype(np.float32)
     if ties:
-        scores = np.round(scores, 2).astype(np.float32)   # many exact ties
+        scores = np.round(scores, 2).astype(np.float32)  # many exact ties
     valid = rng.random(n) > 0.05
     keys = [f"k{i:04d}" for i in rng.permutation(n)]
-    return pa.table({"key": keys, "source": ["s"] * n,
-                     "clip_score": pa.array(scores, pa.float32(), mask=~valid)})
+    return pa.table({"key": keys, "source": ["s"] * n, "clip_score": pa.array(scores, pa.float32(), mask=~valid)})
 
 
 def _kept(res, table):
@@ -228,20 +237,32 @@ def test_keep_fraction_exact_and_ties(fraction):
 
 
 def test_keep_fraction_ties_go_to_smaller_key():
-    t = pa.table({"key": ["d", "b", "a", "c", "e"], "source": ["s"] * 5,
-                  "clip_score": pa.array([0.3, 0.2, 0.2, 0.2, 0.1], pa.float32())})
+    t = pa.table(
+        {
+            "key": ["d", "b", "a", "c", "e"],
+            "source": ["s"] * 5,
+            "clip_score": pa.array([0.3, 0.2, 0.2, 0.2, 0.1], pa.float32()),
+        }
+    )
     res = run_on_table(registry.create("clip_score_filter", {"keep_fraction": 0.4}), t)  # 2 of 5
     assert sorted(_kept(res, t)) == ["a", "d"]
 
 
 def test_clip_score_filter_param_errors():
-    for params in ({}, {"threshold": 0.2, "keep_fraction": 0.3}, {"keep_fraction": 0},
-                   {"keep_fraction": 1.5}, {"threshold": "high"}, {"threshold": True}):
+    for params in (
+        {},
+        {"threshold": 0.2, "keep_fraction": 0.3},
+        {"keep_fraction": 0},
+        {"keep_fraction": 1.5},
+        {"threshold": "high"},
+        {"threshold": True},
+    ):
         with pytest.raises(StageError, match="clip_score_filter"):
             registry.create("clip_score_filter", params)
     with pytest.raises(StageError, match="clip_score"):
-        run_on_table(registry.create("clip_score_filter", {"threshold": 0.2}),
-                     pa.table({"key": ["a"], "source": ["s"]}))
+        run_on_table(
+            registry.create("clip_score_filter", {"threshold": 0.2}), pa.table({"key": ["a"], "source": ["s"]})
+        )
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -275,5 +296,8 @@ def test_recipe_end_to_end(tmp_path):
     # the filter kept the top half of the scored survivors of the map phase
     n_scored = samples.num_rows + mine.filter(pa.compute.equal(mine.column("reason"), "clip_score")).num_rows
     assert samples.num_rows == math.floor(0.5 * n_scored + 0.5)
-    assert score.min() >= max(float(x.split(" ")[0]) for x in mine.column("detail").to_pylist()
-                              if x[0].isdigit() or x[0] == "-") - 1e-3
+    assert (
+        score.min()
+        >= max(float(x.split(" ")[0]) for x in mine.column("detail").to_pylist() if x[0].isdigit() or x[0] == "-")
+        - 1e-3
+    )

@@ -4,6 +4,7 @@ Parity (a): normalised tensors, ours vs open_clip preprocess_val, with and witho
 Parity (b): embeddings through our loader vs open_clip preprocess -> the same model (cosine >= 0.995,
 DESIGN.md), tiny random and ViT-B-32 random weights. (c): bad blobs are reported, the rest embed the same.
 """
+
 from __future__ import annotations
 
 import io
@@ -17,8 +18,8 @@ open_clip = pytest.importorskip("open_clip")
 from conftest import encode  # noqa: E402
 from mmcurate.models import NativeImageLoader, Preprocess, embed_encoded_images, get_entry, load_clip  # noqa: E402
 
-PIXEL_MAX_ABS_FULL = 1e-5      # full decode: Pillow-exact decode + resize, only float rounding remains
-PIXEL_MEAN_ABS_SCALED = 0.05   # DCT-scaled decode: in normalised units (1/255/std ~ 0.015 per uint8 level)
+PIXEL_MAX_ABS_FULL = 1e-5  # full decode: Pillow-exact decode + resize, only float rounding remains
+PIXEL_MEAN_ABS_SCALED = 0.05  # DCT-scaled decode: in normalised units (1/255/std ~ 0.015 per uint8 level)
 COSINE_MIN = 0.995
 
 
@@ -35,8 +36,10 @@ def open_clip_val(entry):
     from open_clip.transform import PreprocessCfg, image_transform_v2, merge_preprocess_dict
 
     model_cfg = open_clip.get_model_config(entry.arch)
-    cfg = merge_preprocess_dict(PreprocessCfg(size=model_cfg["vision_cfg"]["image_size"]),
-                                open_clip.get_pretrained_cfg(entry.arch, entry.pretrained) if entry.pretrained else {})
+    cfg = merge_preprocess_dict(
+        PreprocessCfg(size=model_cfg["vision_cfg"]["image_size"]),
+        open_clip.get_pretrained_cfg(entry.arch, entry.pretrained) if entry.pretrained else {},
+    )
     return image_transform_v2(PreprocessCfg(**cfg), is_train=False)
 
 
@@ -88,8 +91,10 @@ def test_pixels_match_open_clip_preprocess(blobs, scaled, capsys):
     diff = (ours - ref).abs()
     d8 = np.abs(b.pixels.astype(np.int16) - reference_uint8(entry, blobs))
     with capsys.disabled():
-        print(f"\n[parity a] scaled_decode={scaled}: normalised max abs diff {diff.max().item():.3g}, "
-              f"mean {diff.mean().item():.3g}; uint8 max {d8.max()}, mean {d8.mean():.3f} ({len(blobs)} photos)")
+        print(
+            f"\n[parity a] scaled_decode={scaled}: normalised max abs diff {diff.max().item():.3g}, "
+            f"mean {diff.mean().item():.3g}; uint8 max {d8.max()}, mean {d8.mean():.3f} ({len(blobs)} photos)"
+        )
     if scaled:
         assert diff.mean().item() <= PIXEL_MEAN_ABS_SCALED
     else:
@@ -103,8 +108,7 @@ def test_embeddings_match_open_clip_pipeline(request, blobs, model_fixture, scal
     ref_x = reference_tensors(clip.entry, blobs)
     with torch.inference_mode():
         ref = torch.nn.functional.normalize(clip.model.encode_image(ref_x), dim=-1).numpy()
-    r = embed_encoded_images(clip, blobs, loader=NativeImageLoader(clip.preprocess, batch_size=8,
-                                                                   scaled_decode=scaled))
+    r = embed_encoded_images(clip, blobs, loader=NativeImageLoader(clip.preprocess, batch_size=8, scaled_decode=scaled))
     assert r.rejected == [] and np.array_equal(r.indices, np.arange(len(blobs)))
     cos = (r.embeddings * ref).sum(1)
     with capsys.disabled():
@@ -125,8 +129,19 @@ def _bad_blobs(good_jpeg):
 def test_bad_samples_are_quarantined_and_the_rest_embed_identically(blobs, tiny):
     good = blobs[:6]
     bad = _bad_blobs(blobs[-1])
-    mixed = [good[0], bad["truncated"], good[1], bad["corrupt"], good[2], bad["empty"], good[3], bad["none"],
-             good[4], bad["header_only"], good[5]]
+    mixed = [
+        good[0],
+        bad["truncated"],
+        good[1],
+        bad["corrupt"],
+        good[2],
+        bad["empty"],
+        good[3],
+        bad["none"],
+        good[4],
+        bad["header_only"],
+        good[5],
+    ]
     loader = NativeImageLoader(tiny.preprocess, batch_size=len(mixed))
     b = loader.load(mixed)
     assert b.indices.tolist() == [0, 2, 4, 6, 8, 10]

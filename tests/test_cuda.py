@@ -4,6 +4,7 @@ Tests marked needs_cuda run only with a CUDA build and a visible GPU (conftest s
 others check what a machine without one must do: report 0 devices, resolve "auto" to the CPU, and raise an
 error that says what to do when a GPU entry point is called anyway.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -40,8 +41,10 @@ def test_no_gpu_reports_zero_devices_and_auto_resolves_to_cpu():
 
 
 @pytest.mark.skipif(CUDA_AVAILABLE, reason="a GPU is visible")
-@pytest.mark.parametrize("call", ["to_device", "hamming_pairs", "hamming_knn", "decode_images", "resize_images",
-                                  "hash_images", "phash_bytes"])
+@pytest.mark.parametrize(
+    "call",
+    ["to_device", "hamming_pairs", "hamming_knn", "decode_images", "resize_images", "hash_images", "phash_bytes"],
+)
 def test_gpu_entry_points_say_what_to_do_without_gpu(call):
     from mmcurate.ops import _cuda
 
@@ -62,9 +65,17 @@ def test_gpu_entry_points_say_what_to_do_without_gpu(call):
 
 def test_every_build_exposes_the_gpu_symbols():
     C = native()
-    for name in ("DeviceArray", "cuda_device_count", "cuda_hamming_pairs", "cuda_hamming_knn",
-                 "cuda_decode_images", "cuda_nvjpeg_load", "cuda_resize_images", "cuda_hash_images",
-                 "cuda_phash_bytes"):
+    for name in (
+        "DeviceArray",
+        "cuda_device_count",
+        "cuda_hamming_pairs",
+        "cuda_hamming_knn",
+        "cuda_decode_images",
+        "cuda_nvjpeg_load",
+        "cuda_resize_images",
+        "cuda_hash_images",
+        "cuda_phash_bytes",
+    ):
         assert hasattr(C, name), name
     info = C.cuda_nvjpeg_load([])
     assert set(info) == {"compiled", "loaded", "path", "error", "version", "hardware_backend"}
@@ -274,9 +285,11 @@ def test_hashes_match_cpu_bit_exact(photos_rgb, kind):
 
     cpu_hash = getattr(ops, kind)
     rng = np.random.default_rng(11)
-    ragged = list(photos_rgb) + [rng.integers(0, 256, (33, 47, 3), dtype=np.uint8),
-                                 rng.integers(0, 256, (300, 20), dtype=np.uint8),
-                                 _with_alpha(photos_rgb[0][:100, :140])]
+    ragged = list(photos_rgb) + [
+        rng.integers(0, 256, (33, 47, 3), dtype=np.uint8),
+        rng.integers(0, 256, (300, 20), dtype=np.uint8),
+        _with_alpha(photos_rgb[0][:100, :140]),
+    ]
     np.testing.assert_array_equal(_cuda.hash_images(ragged, kind), cpu_hash(ragged, device="cpu"))
     batch = np.stack([g.photo_like(96, 128, seed=s) for s in range(6)])
     np.testing.assert_array_equal(_cuda.hash_images(batch, kind), cpu_hash(batch, device="cpu"))
@@ -361,14 +374,14 @@ def test_mixed_batch_keeps_per_sample_statuses():
     good = encode(rgb, "JPEG", quality=90)
     blobs = [
         good,
-        b"",                                          # empty
-        b"not an image at all" * 10,                  # unknown format
-        good[: len(good) // 2],                       # truncated JPEG
-        good[:2] + bytes(100) + good[102:],           # corrupt header (markers overwritten)
-        encode(rgb, "PNG"),                           # PNG: CPU fallback
-        g.jpeg_variants(rgb)["cmyk"],                 # CMYK JPEG: CPU fallback
-        g.with_precision(good, 12),                   # 12-bit JPEG
-        g.with_declared_size(good, 40000, 40000),     # too_large from the header
+        b"",  # empty
+        b"not an image at all" * 10,  # unknown format
+        good[: len(good) // 2],  # truncated JPEG
+        good[:2] + bytes(100) + good[102:],  # corrupt header (markers overwritten)
+        encode(rgb, "PNG"),  # PNG: CPU fallback
+        g.jpeg_variants(rgb)["cmyk"],  # CMYK JPEG: CPU fallback
+        g.with_precision(good, 12),  # 12-bit JPEG
+        g.with_declared_size(good, 40000, 40000),  # too_large from the header
         None,
         good,
     ]

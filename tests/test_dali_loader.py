@@ -5,6 +5,7 @@ preprocess, per-sample quarantine where DALI itself would fail the whole batch, 
 On this CPU-only machine the graph runs with DALI's CPU operators (device_id=None); the GPU (``mixed``) decoder
 is exercised by the needs_cuda tests at the bottom on a GPU machine.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -62,8 +63,10 @@ def test_pixels_match_the_native_loader(blobs, capsys):
     diff = np.abs(d.pixels.astype(np.int16) - n.pixels)
     per_image = diff.reshape(len(blobs), -1).mean(1)
     with capsys.disabled():
-        print(f"\n[dali pixels] vs Pillow-exact native: mean |diff| per image max {per_image.max():.3f}, "
-              f"overall {diff.mean():.3f}, max {diff.max()} ({len(blobs)} images)")
+        print(
+            f"\n[dali pixels] vs Pillow-exact native: mean |diff| per image max {per_image.max():.3f}, "
+            f"overall {diff.mean():.3f}, max {diff.max()} ({len(blobs)} images)"
+        )
     # a misplaced crop or a wrong orientation shows up as a mean difference of tens of levels
     assert per_image.max() <= PIXEL_MEAN_ABS and diff.max() <= PIXEL_MAX_ABS
 
@@ -108,8 +111,10 @@ def test_embeddings_match_open_clip_preprocess_and_the_native_loader(blobs, tiny
     # DALI embedding's nearest reference embedding is its own image's.
     nearest = np.argmax(r.embeddings @ ref.T, axis=1)
     with capsys.disabled():
-        print(f"\n[dali embeddings] {tiny.name}: min cosine vs open_clip preprocess {cos_ref.min():.6f}, "
-              f"vs native loader {cos_nat.min():.6f}")
+        print(
+            f"\n[dali embeddings] {tiny.name}: min cosine vs open_clip preprocess {cos_ref.min():.6f}, "
+            f"vs native loader {cos_nat.min():.6f}"
+        )
     assert cos_ref.min() >= COSINE_MIN and cos_nat.min() >= COSINE_MIN
     assert np.array_equal(nearest, np.arange(len(blobs)))
 
@@ -118,8 +123,20 @@ def test_bad_samples_are_quarantined_not_the_batch(blobs):
     pp = Preprocess(image_size=64)
     good = blobs[:6]
     bad = _bad_blobs(encode(np.random.default_rng(1).integers(0, 255, (300, 400, 3), dtype=np.uint8), "JPEG"))
-    mixed = [good[0], bad["truncated"], good[1], bad["corrupt"], good[2], bad["empty"], good[3], bad["none"],
-             good[4], bad["header_only"], good[5], bad["html"]]
+    mixed = [
+        good[0],
+        bad["truncated"],
+        good[1],
+        bad["corrupt"],
+        good[2],
+        bad["empty"],
+        good[3],
+        bad["none"],
+        good[4],
+        bad["header_only"],
+        good[5],
+        bad["html"],
+    ]
     loader = DaliImageLoader(pp, batch_size=len(mixed), device="cpu")
     b = loader.load(mixed, offset=100)
     assert b.indices.tolist() == [100, 102, 104, 106, 108, 110]
@@ -161,7 +178,7 @@ def test_too_large_images_are_refused_from_the_header(photos_rgb):
 def test_iter_batches_and_long_loads_keep_order(blobs, prefetch):
     pp = Preprocess(image_size=48, interpolation="bilinear")
     loader = DaliImageLoader(pp, batch_size=4, device="cpu", prefetch=prefetch)
-    whole = loader.load(blobs[:3] + [b"bad"] + blobs[3:])      # longer than batch_size: chunked inside
+    whole = loader.load(blobs[:3] + [b"bad"] + blobs[3:])  # longer than batch_size: chunked inside
     stream = (b for b in blobs[:3] + [b"bad"] + blobs[3:])
     batches = list(loader.iter_batches(stream))
     idx = np.concatenate([b.indices for b in batches])
@@ -193,15 +210,32 @@ def test_clip_embed_stage_with_the_dali_loader_matches_the_native_loader():
 
     rng = np.random.default_rng(5)
     imgs = [encode(rng.integers(0, 255, (60 + 7 * i, 80, 3), dtype=np.uint8), "JPEG") for i in range(5)]
-    rows = [("a", imgs[0], "a cat"), ("b", b"junk", "x"), ("c", imgs[1], "a dog"), ("d", None, "y"),
-            ("e", imgs[2], None), ("f", imgs[3][:300], "z"), ("g", imgs[4], "a car")]
-    batch = pa.table({"key": [r[0] for r in rows], "source": ["s"] * len(rows), "image": [r[1] for r in rows],
-                      "image_ext": ["jpg"] * len(rows), "caption": [r[2] for r in rows],
-                      "meta": ["{}"] * len(rows)}, schema=INPUT_SCHEMA)
+    rows = [
+        ("a", imgs[0], "a cat"),
+        ("b", b"junk", "x"),
+        ("c", imgs[1], "a dog"),
+        ("d", None, "y"),
+        ("e", imgs[2], None),
+        ("f", imgs[3][:300], "z"),
+        ("g", imgs[4], "a car"),
+    ]
+    batch = pa.table(
+        {
+            "key": [r[0] for r in rows],
+            "source": ["s"] * len(rows),
+            "image": [r[1] for r in rows],
+            "image_ext": ["jpg"] * len(rows),
+            "caption": [r[2] for r in rows],
+            "meta": ["{}"] * len(rows),
+        },
+        schema=INPUT_SCHEMA,
+    )
     out = {}
     for loader in ("native", "dali"):
-        stage = registry.create("clip_embed", {"model": "mmcurate-tiny", "weights": "random", "device": "cpu",
-                                               "loader": loader, "scaled_decode": False})
+        stage = registry.create(
+            "clip_embed",
+            {"model": "mmcurate-tiny", "weights": "random", "device": "cpu", "loader": loader, "scaled_decode": False},
+        )
         stage.setup()
         assert type(stage.loader).__name__ == ("DaliImageLoader" if loader == "dali" else "NativeImageLoader")
         out[loader] = stage.process(batch)

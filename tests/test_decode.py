@@ -1,4 +1,5 @@
 """CPU decode: bit-exactness against Pillow, EXIF orientation, DCT scaling, statuses, robustness, API contract."""
+
 from __future__ import annotations
 
 import io
@@ -65,7 +66,7 @@ def test_png_matches_pillow_every_layout(photos_rgb):
 
 def test_png_16bit_gray_is_clipped_like_pillow():
     # Pillow opens 16-bit gray as "I;16" and converts to L/RGB by clipping at 255 (not by the high byte).
-    a = (np.arange(40 * 30, dtype=np.uint16).reshape(40, 30) * 7)
+    a = np.arange(40 * 30, dtype=np.uint16).reshape(40, 30) * 7
     blob = g.save(Image.fromarray(a), "PNG")
     res = decode([blob], mode="L")
     np.testing.assert_array_equal(res.images[0][..., 0], np.minimum(a, 255).astype(np.uint8))
@@ -132,7 +133,7 @@ def test_luma_mode():
     d = np.abs(res.images[0].astype(int) - pillow(ycc, "L"))
     assert d.max() <= 8 and d.mean() < 1.0
     np.testing.assert_array_equal(res.images[1], pillow(gray, "L"))  # gray JPEG: identical
-    np.testing.assert_array_equal(res.images[2], pillow(png, "L"))   # non-JPEG: same as "L"
+    np.testing.assert_array_equal(res.images[2], pillow(png, "L"))  # non-JPEG: same as "L"
 
 
 def test_fast_mode_is_close_to_pillow(photos_rgb):
@@ -183,8 +184,17 @@ def test_xmp_orientation_fallback_and_invalid_tags():
 def test_dct_scaled_sizes_and_pillow_draft(photos_rgb):
     rgb = photos_rgb[0]  # 512 x 512
     blob = g.save(Image.fromarray(rgb), "JPEG", quality=90)
-    for target, expect in [(64, 64), (100, 128), (128, 128), (129, 192), (256, 256), (300, 320), (512, 512),
-                           (1000, 512), ((50, 200), 256)]:
+    for target, expect in [
+        (64, 64),
+        (100, 128),
+        (128, 128),
+        (129, 192),
+        (256, 256),
+        (300, 320),
+        (512, 512),
+        (1000, 512),
+        ((50, 200), 256),
+    ]:
         res = decode([blob], target_size=target)
         im = res.images[0]
         assert im.shape == (expect, expect, 3), target
@@ -207,7 +217,7 @@ def test_dct_scaling_matches_sides_after_rotation():
     rgb = g.photo_like(48, 64)  # stored 64 wide, 48 tall; orientation 6 shows 48 wide, 64 tall
     blob = g.with_orientation(rgb, "JPEG", 6, quality=95)
     res = decode([blob], target_size=(32, 24))  # (h, w) in the displayed orientation
-    assert res.images[0].shape == (32, 24, 3)   # scale 4/8 of the stored 64x48, then rotated
+    assert res.images[0].shape == (32, 24, 3)  # scale 4/8 of the stored 64x48, then rotated
     ref = Image.open(io.BytesIO(blob))
     ref.draft("RGB", (32, 24))
     np.testing.assert_array_equal(res.images[0], np.asarray(ImageOps.exif_transpose(ref).convert("RGB")))
@@ -384,13 +394,31 @@ def test_threads_do_not_change_results():
 def test_probe_reads_headers_only():
     b = small_blobs()
     cut_after_sos = b["jpeg"][: b["jpeg"].index(b"\xff\xda") + 40]  # header complete, pixels missing
-    blobs = [b["jpeg"], b["png"], b["webp"], b["webp_anim"], cut_after_sos, b"", b"nope",
-             g.with_orientation(g.photo_like(10, 12), "JPEG", 8), g.with_declared_size(b["jpeg"], 60000, 60000)]
+    blobs = [
+        b["jpeg"],
+        b["png"],
+        b["webp"],
+        b["webp_anim"],
+        cut_after_sos,
+        b"",
+        b"nope",
+        g.with_orientation(g.photo_like(10, 12), "JPEG", 8),
+        g.with_declared_size(b["jpeg"], 60000, 60000),
+    ]
     status, formats, sizes, orient = probe_images(blobs)
     assert list(status) == [0, 0, 0, 0, 0, Status.empty, Status.unsupported, 0, 0]
     assert formats == ["jpeg", "png", "webp", "webp", "jpeg", None, None, "jpeg", "jpeg"]
     assert sizes.dtype == np.int32 and [tuple(s) for s in sizes] == [
-        (40, 52), (40, 52), (40, 52), (40, 52), (40, 52), (0, 0), (0, 0), (10, 12), (60000, 60000)]
+        (40, 52),
+        (40, 52),
+        (40, 52),
+        (40, 52),
+        (40, 52),
+        (0, 0),
+        (0, 0),
+        (10, 12),
+        (60000, 60000),
+    ]
     assert list(orient) == [1, 1, 1, 1, 1, 1, 1, 8, 1]
 
 

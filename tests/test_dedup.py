@@ -1,4 +1,5 @@
 """Dedup grouping (mmcurate.curate.dedup) against brute-force definitions over dense distance matrices."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -83,21 +84,21 @@ def test_star_never_links_beyond_radius_connected_can():
     star = dedup.near_groups(codes, 8, rank, linkage="star", device="cpu")
     assert star.distance.max() <= 8
     connected = dedup.near_groups(codes, 8, rank, linkage="connected", device="cpu")
-    assert connected.distance.max() > 8          # chaining through intermediate variants
+    assert connected.distance.max() > 8  # chaining through intermediate variants
     assert connected.n_duplicates >= star.n_duplicates
 
 
 def test_chain_connected_vs_star():
     a = np.uint64(0)
-    b = np.uint64((1 << 6) - 1)                 # 6 bits from a
-    c = np.uint64((1 << 12) - 1)              # 6 bits from b, 12 from a
+    b = np.uint64((1 << 6) - 1)  # 6 bits from a
+    c = np.uint64((1 << 12) - 1)  # 6 bits from b, 12 from a
     codes = np.array([a, b, c], dtype=np.uint64)
     rank = np.arange(3)
     connected = dedup.near_groups(codes, 6, rank, linkage="connected", device="cpu")
     assert connected.representative.tolist() == [0, 0, 0]
-    assert connected.distance.tolist() == [0, 6, 12]    # c is reported with its distance to a, beyond r
+    assert connected.distance.tolist() == [0, 6, 12]  # c is reported with its distance to a, beyond r
     star = dedup.near_groups(codes, 6, rank, linkage="star", device="cpu")
-    assert star.representative.tolist() == [0, 0, 2]    # c is not within 6 of the kept a: it stays
+    assert star.representative.tolist() == [0, 0, 2]  # c is not within 6 of the kept a: it stays
     assert star.distance.tolist() == [0, 6, 0]
     # Preferring b (the middle) makes one star that covers both ends.
     star_b = dedup.near_groups(codes, 6, np.array([1, 0, 2]), linkage="star", device="cpu")
@@ -150,8 +151,9 @@ def test_kept_keys_do_not_depend_on_input_order(linkage):
 
     def kept(order):
         g = dedup.near_groups(codes[order], 8, dedup.preference_rank(keys[order]), linkage=linkage, device="cpu")
-        return set(keys[order][~g.is_duplicate]), {keys[order][i]: keys[order][g.representative[i]]
-                                                   for i in range(len(order))}
+        return set(keys[order][~g.is_duplicate]), {
+            keys[order][i]: keys[order][g.representative[i]] for i in range(len(order))
+        }
 
     base = kept(np.arange(300))
     for _ in range(3):
@@ -170,8 +172,9 @@ def test_near_groups_rejects_bad_arguments():
 
 
 def _flipped(rng, head, k):
-    mask = np.bitwise_or.reduce(np.uint64(1) << rng.choice(64, k, replace=False).astype(np.uint64),
-                                initial=np.uint64(0))
+    mask = np.bitwise_or.reduce(
+        np.uint64(1) << rng.choice(64, k, replace=False).astype(np.uint64), initial=np.uint64(0)
+    )
     return head ^ mask
 
 
@@ -184,7 +187,7 @@ def test_dense_clusters_as_balls_equal_brute_force(seed, r, monkeypatch):
     monkeypatch.setattr(dedup, "DENSE_PAIR_BUDGET", 10)
     rng = np.random.default_rng(seed)
     heads = rng.integers(0, 2**64, 4, dtype=np.uint64)
-    heads[1] = _flipped(rng, heads[0], int(rng.integers(3, 14)))      # a second cluster nearby
+    heads[1] = _flipped(rng, heads[0], int(rng.integers(3, 14)))  # a second cluster nearby
     codes = [_flipped(rng, heads[rng.integers(0, 4)], int(rng.integers(0, rng.integers(1, 8)))) for _ in range(500)]
     codes += list(rng.integers(0, 2**64, 200, dtype=np.uint64))
     codes = np.array(codes + [codes[i] for i in rng.integers(0, len(codes), 100)], np.uint64)

@@ -8,6 +8,7 @@ the key check. Recipe level: CLIP (tiny, random weights) embeddings, exact + pHa
 dedup, clip_score_filter, balance and split, local executor with 1 and 2 workers, and the Ray executor
 (marked ray), against memory mode's shards, samples/rejects/duplicates parquet.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -47,17 +48,22 @@ def _survivors(n=900, n_shards=5, seed=0):
     """One table of n samples with planted exact (sha256), near (pHash within 0..12 bits, chains) and semantic
     (embedding noise) duplicates, nulls and NaN scores, cut into n_shards uneven pieces."""
     rng = np.random.default_rng(seed)
-    keys = [f"k{int(v):06d}" for v in rng.permutation(10 * n)[:n]]      # unique, not in row order
+    keys = [f"k{int(v):06d}" for v in rng.permutation(10 * n)[:n]]  # unique, not in row order
     codes, digests, emb = [], [], []
     for i in range(n):
         j = int(rng.integers(i)) if i else 0
         r = rng.random()
-        codes.append(_flip(codes[j], int(rng.integers(0, 13)), rng) if i and r < 0.35
-                      else int(rng.integers(0, 2**63)) * 2 + int(rng.integers(2)))
-        digests.append(digests[j] if i and rng.random() < 0.2 and digests[j] else hashlib.sha256(
-            rng.bytes(8)).hexdigest())
-        emb.append(_unit(emb[j] + 0.03 * rng.standard_normal(D)) if i and rng.random() < 0.3
-                   else _unit(rng.standard_normal(D)))
+        codes.append(
+            _flip(codes[j], int(rng.integers(0, 13)), rng)
+            if i and r < 0.35
+            else int(rng.integers(0, 2**63)) * 2 + int(rng.integers(2))
+        )
+        digests.append(
+            digests[j] if i and rng.random() < 0.2 and digests[j] else hashlib.sha256(rng.bytes(8)).hexdigest()
+        )
+        emb.append(
+            _unit(emb[j] + 0.03 * rng.standard_normal(D)) if i and rng.random() < 0.3 else _unit(rng.standard_normal(D))
+        )
     phash = pa.array(codes, pa.uint64()).to_pylist()
     for i in rng.choice(n, 20, replace=False):
         phash[i] = None
@@ -69,11 +75,17 @@ def _survivors(n=900, n_shards=5, seed=0):
     for i in rng.choice(n, 10, replace=False):
         vecs[i] = None
     for i in rng.choice(n, 4, replace=False):
-        vecs[i] = vecs[i][:7] if vecs[i] else None               # wrong length
-    table = pa.table({"key": keys, "source": [f"src{i % 3}" for i in range(n)],
-                      "sha256": pa.array(digests, pa.string()), "phash": pa.array(phash, pa.uint64()),
-                      "clip_score": pa.array(score, pa.float64()).cast(pa.float32()),
-                      "image_embedding": pa.array(vecs, pa.list_(pa.float16()))})
+        vecs[i] = vecs[i][:7] if vecs[i] else None  # wrong length
+    table = pa.table(
+        {
+            "key": keys,
+            "source": [f"src{i % 3}" for i in range(n)],
+            "sha256": pa.array(digests, pa.string()),
+            "phash": pa.array(phash, pa.uint64()),
+            "clip_score": pa.array(score, pa.float64()).cast(pa.float32()),
+            "image_embedding": pa.array(vecs, pa.list_(pa.float16())),
+        }
+    )
     cuts = np.sort(rng.choice(np.arange(1, n), n_shards - 1, replace=False))
     bounds = [0, *cuts.tolist(), n]
     return [table.slice(a, b - a) for a, b in zip(bounds[:-1], bounds[1:])]
@@ -83,7 +95,7 @@ def _work(tmp_path, shards, missing_shard: int | None = None) -> Path:
     work = tmp_path / "_work"
     (work / "meta").mkdir(parents=True)
     for i, t in enumerate(shards):
-        if i != missing_shard:   # a shard whose samples were all rejected in the map phase has no file
+        if i != missing_shard:  # a shard whose samples were all rejected in the map phase has no file
             pq.write_table(t, work / "meta" / f"{i:05d}.parquet")
     return work
 
@@ -120,7 +132,7 @@ def _setup(tmp_path, map_fn, remove=True, missing_shard=None, seed=0):
     work = _work(tmp_path, shards, missing_shard)
     ctx = ShardedGlobalContext(work, len(shards), map_fn=map_fn, parallelism=3)
     removed = []
-    if remove:   # samples an earlier global step rejected
+    if remove:  # samples an earlier global step rejected
         rng = np.random.default_rng(1)
         for v in ctx.views():
             removed += make_ids(v.index, rng.choice(v.n_rows, v.n_rows // 10, replace=False)).tolist()
@@ -138,11 +150,11 @@ def test_sharded_exact_dedup_equals_memory(tmp_path, keep, map_fn):
     shards, ctx, removed = _setup(tmp_path, map_fn, missing_shard=2)
     stage = registry.create("exact_dedup", {"keep": keep})
     table = _memory_table(shards, list(stage.requires), removed, missing_shard=2)
-    mem = stage.run(MemoryGlobalContext.from_table(table))   # one partition, in process
-    sh = stage.run(ctx)                                      # N partitions, tasks in any order
+    mem = stage.run(MemoryGlobalContext.from_table(table))  # one partition, in process
+    sh = stage.run(ctx)  # N partitions, tasks in any order
     assert sh.rejected.equals(mem.rejected)
     assert sh.duplicates.equals(mem.duplicates)
-    assert mem.rejected.num_rows >= 50                       # planted exact copies found
+    assert mem.rejected.num_rows >= 50  # planted exact copies found
     _check_ids(sh, table)
     for k in ("samples", "duplicates", "groups", "without_hash"):
         assert sh.stats[k] == mem.stats[k], k
@@ -151,8 +163,11 @@ def test_sharded_exact_dedup_equals_memory(tmp_path, keep, map_fn):
     sub = table.filter(pa.array(valid))
     keys = sub.column("key").to_pylist()
     col = keep if keep == "first" else next(iter(keep.values()))
-    rank = dedup.preference_rank(keys, None if keep == "first" else sub.column(col).to_numpy(zero_copy_only=False),
-                                 prefer="max" if keep == "first" else next(iter(keep)))
+    rank = dedup.preference_rank(
+        keys,
+        None if keep == "first" else sub.column(col).to_numpy(zero_copy_only=False),
+        prefer="max" if keep == "first" else next(iter(keep)),
+    )
     g = dedup.exact_groups(np.array(sub.column("sha256").to_pylist()), rank)
     d = np.flatnonzero(g.is_duplicate)
     expect = {keys[i]: keys[g.representative[i]] for i in d}
@@ -167,28 +182,33 @@ def test_sharded_phash_dedup_equals_memory(tmp_path, linkage, keep, map_fn):
     shards, ctx, removed = _setup(tmp_path, map_fn)
     stage = registry.create("phash_dedup", {"keep": keep, "linkage": linkage, "max_distance": 10})
     table = _memory_table(shards, list(stage.requires), removed)
-    mem = stage.run(MemoryGlobalContext.from_table(table))   # every sample a candidate, one grouping
-    sh = stage.run(ctx)                                      # linked samples from the pigeonhole join
+    mem = stage.run(MemoryGlobalContext.from_table(table))  # every sample a candidate, one grouping
+    sh = stage.run(ctx)  # linked samples from the pigeonhole join
     assert sh.rejected.equals(mem.rejected)
     assert sh.duplicates.equals(mem.duplicates)
     assert mem.rejected.num_rows >= 100
     _check_ids(sh, table)
     for k in ("samples", "duplicates", "groups", "without_hash", "max_distance_to_representative"):
         assert sh.stats[k] == mem.stats[k], k
-    assert sh.stats["linked"] < table.num_rows                  # the driver fetched the linked samples only
+    assert sh.stats["linked"] < table.num_rows  # the driver fetched the linked samples only
     # near_groups over all codes with dedup.preference_rank
     valid = table.column("phash").is_valid().to_numpy(zero_copy_only=False)
     sub = table.filter(pa.array(valid))
     keys = sub.column("key").to_pylist()
-    rank = dedup.preference_rank(keys, None if keep == "first" else sub.column("clip_score").to_numpy(
-        zero_copy_only=False))
+    rank = dedup.preference_rank(
+        keys, None if keep == "first" else sub.column("clip_score").to_numpy(zero_copy_only=False)
+    )
     g = dedup.near_groups(sub.column("phash").to_numpy(), 10, rank, linkage=linkage, device="cpu")
     d = np.flatnonzero(g.is_duplicate)
-    got = dict(zip(sh.duplicates.column("key").to_pylist(),
-                   zip(sh.duplicates.column("duplicate_of").to_pylist(), sh.duplicates.column("distance").to_pylist())))
+    got = dict(
+        zip(
+            sh.duplicates.column("key").to_pylist(),
+            zip(sh.duplicates.column("duplicate_of").to_pylist(), sh.duplicates.column("distance").to_pylist()),
+        )
+    )
     assert got == {keys[i]: (keys[g.representative[i]], float(g.distance[i])) for i in d}
     if linkage == "connected":
-        assert max(g.distance) > 10                            # chains were planted
+        assert max(g.distance) > 10  # chains were planted
 
 
 def test_phash_max_distance_64_links_every_sample(tmp_path):
@@ -206,13 +226,16 @@ def test_phash_max_distance_64_links_every_sample(tmp_path):
 # semantic_dedup
 
 
-@pytest.mark.parametrize("params, chunk_rows", [
-    ({"keep": "hard"}, None),
-    ({"keep": "hard"}, 37),          # several assignment chunks per shard, some under faiss's BLAS threshold
-    ({"keep": "random", "seed": 3}, None),
-    ({"keep": {"max": "clip_score"}, "sample_size": 200}, 37),
-    ({"keep": "easy", "sample_size": 60, "n_clusters": 9}, None),
-])
+@pytest.mark.parametrize(
+    "params, chunk_rows",
+    [
+        ({"keep": "hard"}, None),
+        ({"keep": "hard"}, 37),  # several assignment chunks per shard, some under faiss's BLAS threshold
+        ({"keep": "random", "seed": 3}, None),
+        ({"keep": {"max": "clip_score"}, "sample_size": 200}, 37),
+        ({"keep": "easy", "sample_size": 60, "n_clusters": 9}, None),
+    ],
+)
 def test_sharded_semantic_dedup_equals_memory(tmp_path, monkeypatch, params, chunk_rows):
     if chunk_rows:
         import mmcurate.curate.semantic_stream as ss
@@ -231,8 +254,10 @@ def test_sharded_semantic_dedup_equals_memory(tmp_path, monkeypatch, params, chu
     _check_ids(sh, table)
     # the cluster column: keyed by key in memory, by sample id when sharded
     key_of = dict(zip(table.column(SAMPLE_ID).to_pylist(), table.column("key").to_pylist()))
-    got = {key_of[i]: c for i, c in zip(sh.columns.column(SAMPLE_ID).to_pylist(),
-                                         sh.columns.column("semantic_cluster").to_pylist())}
+    got = {
+        key_of[i]: c
+        for i, c in zip(sh.columns.column(SAMPLE_ID).to_pylist(), sh.columns.column("semantic_cluster").to_pylist())
+    }
     assert got == dict(zip(mem.columns.column("key").to_pylist(), mem.columns.column("semantic_cluster").to_pylist()))
     for k in ("no_embedding", "clusters", "sample_size", "duplicates", "kept", "cluster_size_percentiles"):
         assert sh.stats[k] == mem.stats[k], k
@@ -254,7 +279,7 @@ def test_semantic_sample_size_validation():
 
 def test_shard_view_reads_survivors_added_columns_and_nulls(tmp_path):
     a = pa.table({"key": ["a0", "a1", "a2", "a3"], "source": ["s"] * 4, "x": pa.array([1, 2, 3, 4], pa.int32())})
-    b = pa.table({"key": ["b0", "b1"], "source": ["t"] * 2})                   # no column x
+    b = pa.table({"key": ["b0", "b1"], "source": ["t"] * 2})  # no column x
     work = _work(tmp_path, [a, b])
     ctx = ShardedGlobalContext(work, 2)
     ctx.remove(make_ids(0, [1]))
@@ -262,15 +287,19 @@ def test_shard_view_reads_survivors_added_columns_and_nulls(tmp_path):
     views = {v.index: v for v in ctx.views()}
     t = views[0].read(["c", "key", "x"])
     assert t.column_names == ["c", "key", "x", SAMPLE_ID]
-    assert t.to_pydict() == {"c": [30, 10, None], "key": ["a0", "a2", "a3"], "x": [1, 3, 4],
-                             SAMPLE_ID: make_ids(0, [0, 2, 3]).tolist()}
+    assert t.to_pydict() == {
+        "c": [30, 10, None],
+        "key": ["a0", "a2", "a3"],
+        "x": [1, 3, 4],
+        SAMPLE_ID: make_ids(0, [0, 2, 3]).tolist(),
+    }
     t = views[1].read(["x", "c"])
     assert t.column("x").type == pa.int32() and t.column("x").null_count == 2 and t.column("c").null_count == 2
     assert ctx.n_alive == 5 and "c" in ctx.column_names
     got = ctx.fetch(make_ids(1, [1]).tolist() + make_ids(0, [3]).tolist(), ["key"])
     assert got.column("key").to_pylist() == ["a3", "b1"]
     with pytest.raises(Exception, match="not survivors"):
-        ctx.remove(make_ids(0, [1]))                                        # already removed
+        ctx.remove(make_ids(0, [1]))  # already removed
     with pytest.raises(StageError, match="not"):
         ctx.fetch(make_ids(0, [1]), ["key"])
     # the write phase's join of the added columns, by row
@@ -291,13 +320,13 @@ def test_repeated_keys_across_shards_are_an_error(tmp_path):
 def test_string_hash64_is_by_value():
     values = ["", "a", "b", "ab", "ba", "a" * 100, "k000001", "k000010", "ü", None]
     h = string_hash64(pa.array(values))
-    assert len(set(h[:-1].tolist())) == len(values) - 1                      # distinct values, distinct hashes
-    assert h[-1] == h[0]                                                     # null hashes as ""
+    assert len(set(h[:-1].tolist())) == len(values) - 1  # distinct values, distinct hashes
+    assert h[-1] == h[0]  # null hashes as ""
     chunked = pa.chunked_array([pa.array(values[:3]), pa.array(values[3:])])
     np.testing.assert_array_equal(string_hash64(chunked), h)
     np.testing.assert_array_equal(string_hash64(pa.array(values, pa.large_string())), h)
     np.testing.assert_array_equal(string_hash64(pa.array(values).slice(4, 3)), h[4:7])
-    many = string_hash64(pa.array([f"key{i}" for i in range(200_000)]))     # several internal pieces
+    many = string_hash64(pa.array([f"key{i}" for i in range(200_000)]))  # several internal pieces
     assert np.unique(many).size == many.size
     assert np.bincount((many % np.uint64(16)).astype(int)).min() > 200_000 / 16 * 0.9
 
@@ -307,7 +336,7 @@ def test_recipe_global_mode(tmp_path):
 
     r = default_recipe_dict()
     r["input"]["path"] = "x"
-    assert parse_recipe(r).global_mode == "auto"     # each executor decides: local memory, Ray sharded
+    assert parse_recipe(r).global_mode == "auto"  # each executor decides: local memory, Ray sharded
     from mmcurate.pipeline.executor import LocalExecutor
     from mmcurate.pipeline.ray_executor import RayExecutor
 
@@ -331,38 +360,62 @@ def demo_input(tmp_path_factory) -> Path:
     from mmcurate.io.demo_dataset import build_demo_dataset
 
     d = tmp_path_factory.mktemp("sharded_input")
-    build_demo_dataset(d, n_samples=None, shard_size=20, seed=0)   # 111 samples in 6 shards
+    build_demo_dataset(d, n_samples=None, shard_size=20, seed=0)  # 111 samples in 6 shards
     return d
 
 
 RECIPES = {
     # score keep policies, star linkage, semantic over every sample, split stratified by its clusters
-    "scores": [{"clip_embed": TINY_CLIP}, {"exact_dedup": {"keep": {"max": "clip_score"}}},
-               {"phash_dedup": {"keep": {"max": "clip_score"}, "max_distance": 12}},
-               {"semantic_dedup": {"eps": 0.2, "n_clusters": 3}},
-               {"split": {"ratios": [0.6, 0.2, 0.2], "stratify_by": "semantic_cluster"}}],
+    "scores": [
+        {"clip_embed": TINY_CLIP},
+        {"exact_dedup": {"keep": {"max": "clip_score"}}},
+        {"phash_dedup": {"keep": {"max": "clip_score"}, "max_distance": 12}},
+        {"semantic_dedup": {"eps": 0.2, "n_clusters": 3}},
+        {"split": {"ratios": [0.6, 0.2, 0.2], "stratify_by": "semantic_cluster"}},
+    ],
     # connected linkage, a score filter and balance (in memory) between, semantic keep by score on a sample
-    "mixed": [{"clip_embed": TINY_CLIP}, {"exact_dedup": {}},
-              {"phash_dedup": {"linkage": "connected", "keep": {"min": "file_size"}}},
-              {"clip_score_filter": {"keep_fraction": 0.95}},
-              {"semantic_dedup": {"eps": 0.15, "n_clusters": 4, "keep": {"max": "clip_score"}, "sample_size": 30}},
-              {"balance": {"fraction": 0.8, "levels": [4]}},
-              {"split": {"ratios": [0.6, 0.2, 0.2], "group_columns": ["balance_cluster"]}}],
+    "mixed": [
+        {"clip_embed": TINY_CLIP},
+        {"exact_dedup": {}},
+        {"phash_dedup": {"linkage": "connected", "keep": {"min": "file_size"}}},
+        {"clip_score_filter": {"keep_fraction": 0.95}},
+        {"semantic_dedup": {"eps": 0.15, "n_clusters": 4, "keep": {"max": "clip_score"}, "sample_size": 30}},
+        {"balance": {"fraction": 0.8, "levels": [4]}},
+        {"split": {"ratios": [0.6, 0.2, 0.2], "group_columns": ["balance_cluster"]}},
+    ],
     # balance by target, closest to the centroids, two levels with a small k-means sample
-    "balance_closest": [{"clip_embed": TINY_CLIP},
-                        {"balance": {"target": 40, "levels": [8, 3], "strategy": "closest", "sample_size": 30}},
-                        {"split": {"ratios": [0.8, 0.1, 0.1], "stratify_by": "balance_cluster"}}],
+    "balance_closest": [
+        {"clip_embed": TINY_CLIP},
+        {"balance": {"target": 40, "levels": [8, 3], "strategy": "closest", "sample_size": 30}},
+        {"split": {"ratios": [0.8, 0.1, 0.1], "stratify_by": "balance_cluster"}},
+    ],
     # a flat per-cluster cap by fraction
-    "balance_cap": [{"clip_embed": TINY_CLIP}, {"exact_dedup": {}},
-                    {"balance": {"fraction": 0.6, "levels": [6], "method": "cap", "seed": 3}},
-                    {"split": {"ratios": [0.7, 0.2, 0.1], "group_columns": ["balance_cluster"]}}],
+    "balance_cap": [
+        {"clip_embed": TINY_CLIP},
+        {"exact_dedup": {}},
+        {"balance": {"fraction": 0.6, "levels": [6], "method": "cap", "seed": 3}},
+        {"split": {"ratios": [0.7, 0.2, 0.1], "group_columns": ["balance_cluster"]}},
+    ],
     # no dedup before the score cut, so duplicates' equal scores tie at it (0.26: a cut inside a tie);
     # split with a fixed radius, a group column and strata
-    "clip_ties": [{"clip_embed": TINY_CLIP}, {"clip_score_filter": {"keep_fraction": 0.26}},
-                  {"split": {"ratios": [0.6, 0.2, 0.2], "phash_radius": 20, "group_columns": ["source"],
-                             "stratify_by": "source", "seed": 2}}],
-    "clip_threshold": [{"clip_embed": TINY_CLIP}, {"clip_score_filter": {"threshold": 0.0}},
-                       {"split": {"ratios": [0.5, 0.3, 0.2], "phash_radius": 8, "stratify_by": "source"}}],
+    "clip_ties": [
+        {"clip_embed": TINY_CLIP},
+        {"clip_score_filter": {"keep_fraction": 0.26}},
+        {
+            "split": {
+                "ratios": [0.6, 0.2, 0.2],
+                "phash_radius": 20,
+                "group_columns": ["source"],
+                "stratify_by": "source",
+                "seed": 2,
+            }
+        },
+    ],
+    "clip_threshold": [
+        {"clip_embed": TINY_CLIP},
+        {"clip_score_filter": {"threshold": 0.0}},
+        {"split": {"ratios": [0.5, 0.3, 0.2], "phash_radius": 8, "stratify_by": "source"}},
+    ],
 }
 
 
@@ -385,8 +438,11 @@ def _run(recipe: dict) -> dict:
 
 
 def _digests(out: Path) -> dict:
-    return {str(p.relative_to(out)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(out.rglob("*")) if p.is_file() and p.name != "manifest.json"}
+    return {
+        str(p.relative_to(out)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(out.rglob("*"))
+        if p.is_file() and p.name != "manifest.json"
+    }
 
 
 @pytest.fixture(scope="module")
@@ -408,8 +464,9 @@ def _same_outputs(out: Path, ref: Path, manifest: dict):
     assert manifest["counts"] == ref_manifest["counts"] and manifest["counts"]["accounting_ok"]
     assert manifest["outputs"] == ref_manifest["outputs"]
     for a, b in zip(manifest["stages"], ref_manifest["stages"]):
-        assert {k: a[k] for k in ("name", "in", "kept", "rejected", "reasons")} == \
-               {k: b[k] for k in ("name", "in", "kept", "rejected", "reasons")}
+        assert {k: a[k] for k in ("name", "in", "kept", "rejected", "reasons")} == {
+            k: b[k] for k in ("name", "in", "kept", "rejected", "reasons")
+        }
     assert not (out / "_work").exists()
 
 
@@ -419,9 +476,13 @@ def test_recipe_sharded_equals_memory(demo_input, memory_runs, tmp_path, name, w
     manifest = _run(_recipe(demo_input, out, name, "sharded", workers))
     _same_outputs(out, memory_runs[name], manifest)
     modes = {s["name"]: s["mode"] for s in manifest["stages"] if s["kind"] == "global"}
-    assert modes == {"exact_dedup": "sharded", "phash_dedup": "sharded", "semantic_dedup": "sharded",
-                     "split": "sharded", **({"clip_score_filter": "sharded", "balance": "sharded"}
-                                           if name == "mixed" else {})}
+    assert modes == {
+        "exact_dedup": "sharded",
+        "phash_dedup": "sharded",
+        "semantic_dedup": "sharded",
+        "split": "sharded",
+        **({"clip_score_filter": "sharded", "balance": "sharded"} if name == "mixed" else {}),
+    }
     ref = json.loads((memory_runs[name] / "manifest.json").read_text())
     assert {s["mode"] for s in ref["stages"] if s["kind"] == "global"} == {"memory"}
     stages = {s["name"]: s for s in manifest["stages"]}
@@ -429,7 +490,7 @@ def test_recipe_sharded_equals_memory(demo_input, memory_runs, tmp_path, name, w
     assert stages["phash_dedup"]["rejected"] > 0 and stages["exact_dedup"]["rejected"] > 0
     assert stages["semantic_dedup"]["stats"]["sharded"]["n_partitions"] >= 1
     ref_stages = {s["name"]: s for s in ref["stages"]}
-    for k in ("max_distance", "linkage", "mode", "expected_chance_links_per_sample"):   # same settings stats
+    for k in ("max_distance", "linkage", "mode", "expected_chance_links_per_sample"):  # same settings stats
         assert stages["phash_dedup"]["stats"][k] == ref_stages["phash_dedup"]["stats"][k], k
 
 
@@ -449,8 +510,9 @@ def _without_seconds(stats):
     return {k: v for k, v in stats.items() if k != "seconds"}
 
 
-@pytest.mark.parametrize("name, workers", [("clip_ties", 1), ("clip_ties", 2), ("clip_threshold", 1),
-                                           ("clip_threshold", 2)])
+@pytest.mark.parametrize(
+    "name, workers", [("clip_ties", 1), ("clip_ties", 2), ("clip_threshold", 1), ("clip_threshold", 2)]
+)
 def test_recipe_sharded_clip_filter_and_split_equal_memory(demo_input, memory_runs, tmp_path, name, workers):
     out = tmp_path / "sharded"
     manifest = _run(_recipe(demo_input, out, name, "sharded", workers))
@@ -463,7 +525,7 @@ def test_recipe_sharded_clip_filter_and_split_equal_memory(demo_input, memory_ru
     clip = stages["clip_score_filter"]
     assert 0 < clip["rejected"] < clip["in"]
     assert stages["split"]["stats"]["phash_links"] > 0 or name == "clip_threshold"
-    if name == "clip_ties":   # equal scores (duplicates: no dedup ran) straddle the keep_fraction cut
+    if name == "clip_ties":  # equal scores (duplicates: no dedup ran) straddle the keep_fraction cut
         details = pq.read_table(out / "rejects.parquet").column("detail").to_pylist()
         assert any("tie at the cut" in (d or "") for d in details)
 
@@ -481,8 +543,10 @@ def test_cli_global_mode_flag(demo_input, tmp_path):
     assert main(["run", str(path), "--global-mode", "sharded"]) == 0
     m = json.loads((tmp_path / "out" / "manifest.json").read_text())
     assert m["run"]["recipe"]["run"]["global_mode"] == "sharded"
-    assert {s["name"]: s["mode"] for s in m["stages"] if s["kind"] == "global"} == \
-           {"exact_dedup": "sharded", "phash_dedup": "sharded"}
+    assert {s["name"]: s["mode"] for s in m["stages"] if s["kind"] == "global"} == {
+        "exact_dedup": "sharded",
+        "phash_dedup": "sharded",
+    }
 
 
 @pytest.mark.ray
@@ -510,13 +574,16 @@ def test_ray_sharded_equals_local_memory(demo_input, memory_runs, tmp_path):
 # balance
 
 
-@pytest.mark.parametrize("params, chunk_rows", [
-    ({"fraction": 0.5, "levels": [12, 4]}, None),
-    ({"fraction": 0.3, "levels": [12, 4], "strategy": "closest", "seed": 2}, 37),   # several chunks per shard
-    ({"target": 300, "levels": [10], "method": "cap"}, None),
-    ({"target": 200, "levels": [10], "method": "cap", "strategy": "closest"}, 37),
-    ({"target": 250, "levels": [16, 5], "sample_size": 60}, None),        # refits capped at 60 rows
-])
+@pytest.mark.parametrize(
+    "params, chunk_rows",
+    [
+        ({"fraction": 0.5, "levels": [12, 4]}, None),
+        ({"fraction": 0.3, "levels": [12, 4], "strategy": "closest", "seed": 2}, 37),  # several chunks per shard
+        ({"target": 300, "levels": [10], "method": "cap"}, None),
+        ({"target": 200, "levels": [10], "method": "cap", "strategy": "closest"}, 37),
+        ({"target": 250, "levels": [16, 5], "sample_size": 60}, None),  # refits capped at 60 rows
+    ],
+)
 def test_sharded_balance_equals_memory(tmp_path, monkeypatch, params, chunk_rows):
     if chunk_rows:
         import mmcurate.curate.semantic_stream as ss
@@ -528,8 +595,10 @@ def test_sharded_balance_equals_memory(tmp_path, monkeypatch, params, chunk_rows
     mem = stage.run(table)
     sh = stage.run_sharded(ctx)
     assert sh.rejected.drop_columns([SAMPLE_ID]).equals(mem.rejected)
-    assert {r["values"] for r in pc.value_counts(mem.rejected.column("reason")).to_pylist()} == \
-        {"no_embedding", "balance"}
+    assert {r["values"] for r in pc.value_counts(mem.rejected.column("reason")).to_pylist()} == {
+        "no_embedding",
+        "balance",
+    }
     _check_ids(sh, table)
     key_of = dict(zip(table.column(SAMPLE_ID).to_pylist(), table.column("key").to_pylist()))
     assert [key_of[i] for i in sh.columns.column(SAMPLE_ID).to_pylist()] == mem.columns.column("key").to_pylist()
@@ -557,17 +626,23 @@ def test_balance_data_level_same_over_memory_and_shards(tmp_path):
     x = _unit(np.concatenate([c + 0.2 * rng.standard_normal((s, D)) for c, s in zip(centers, sizes)]))
     x = x[rng.permutation(len(x))]
     cuts = [0, 333, 334, 900, 1400]
-    ids = np.concatenate([make_ids(i, np.sort(rng.choice(10_000, b - a, replace=False)))
-                          for i, (a, b) in enumerate(zip(cuts[:-1], cuts[1:]))])
+    ids = np.concatenate(
+        [
+            make_ids(i, np.sort(rng.choice(10_000, b - a, replace=False)))
+            for i, (a, b) in enumerate(zip(cuts[:-1], cuts[1:]))
+        ]
+    )
     mem = InMemoryEmbeddings(x, ids, list(_assign_chunks(ids)))
     shards = []
     for i, (a, b) in enumerate(zip(cuts[:-1], cuts[1:])):
         np.save(tmp_path / f"{i}.npy", x[a:b])
         shards.append(EmbeddingShard.from_npy(tmp_path / f"{i}.npy", ids[a:b]))
     sharded = ShardedEmbeddings(shards, ids, _reversed_map, 16384)
-    for kw, most in (({"k": 12, "n_resamples": 3, "sample_size": 96}, 96),
-                     ({"k": 7, "n_resamples": 2, "sample_size": None}, 1400),   # 256 per cluster: all rows
-                     ({"k": 12, "n_resamples": 0, "sample_size": 500}, 500)):
+    for kw, most in (
+        ({"k": 12, "n_resamples": 3, "sample_size": 96}, 96),
+        ({"k": 7, "n_resamples": 2, "sample_size": None}, 1400),  # 256 per cluster: all rows
+        ({"k": 12, "n_resamples": 0, "sample_size": 500}, 500),
+    ):
         sharded.gathered_rows = 0
         a = data_level_kmeans(mem, device="cpu", seed=3, **kw)
         b = data_level_kmeans(sharded, device="cpu", seed=3, **kw)
@@ -627,8 +702,17 @@ def _tied_scores(shards, seed=0):
     return out
 
 
-@pytest.mark.parametrize("params", [{"threshold": 0.25}, {"threshold": -1.0}, {"keep_fraction": 0.37},
-                                    {"keep_fraction": 0.5}, {"keep_fraction": 1.0}, {"keep_fraction": 0.001}])
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"threshold": 0.25},
+        {"threshold": -1.0},
+        {"keep_fraction": 0.37},
+        {"keep_fraction": 0.5},
+        {"keep_fraction": 1.0},
+        {"keep_fraction": 0.001},
+    ],
+)
 @pytest.mark.parametrize("ties", [False, True])
 def test_sharded_clip_score_filter_equals_memory(tmp_path, params, ties):
     shards = _survivors()
@@ -643,17 +727,17 @@ def test_sharded_clip_score_filter_equals_memory(tmp_path, params, ties):
     ctx.remove(np.array(removed))
     stage = registry.create("clip_score_filter", params)
     table = _memory_table(shards, list(stage.requires), removed, missing_shard=1)
-    mem = stage.run(MemoryGlobalContext.from_table(table))   # one partition, in process
+    mem = stage.run(MemoryGlobalContext.from_table(table))  # one partition, in process
     fetched = []
     fetch = ctx.fetch
     ctx.fetch = lambda ids, columns: fetched.append((len(ids), columns)) or fetch(ids, columns)
     ctx.load = _no_whole_columns
-    res = stage.run(ctx)                     # N partitions, tasks in reverse order
+    res = stage.run(ctx)  # N partitions, tasks in reverse order
     assert all(columns == ["key"] for _, columns in fetched)
-    assert sum(n for n, _ in fetched) < len(table) // 3    # keys of the samples tied at the cut only
+    assert sum(n for n, _ in fetched) < len(table) // 3  # keys of the samples tied at the cut only
     assert res.rejected.equals(mem.rejected)
     _check_ids(res, table)
-    strip = lambda s: {k: v for k, v in s.items() if k != "seconds"}   # noqa: E731
+    strip = lambda s: {k: v for k, v in s.items() if k != "seconds"}  # noqa: E731
     assert strip(res.stats) == strip(mem.stats)
     if ties and "keep_fraction" in params and params["keep_fraction"] < 1:
         details = res.rejected.column("detail").to_pylist()
@@ -673,8 +757,8 @@ def test_keep_fraction_cut_fetches_only_tied_keys():
         return pa.array([keys[i] for i in some.tolist()])
 
     kept, cut = keep_fraction_cut(ids, scores, 4, fetch)
-    assert asked == [[3, 8, 21]]                     # only the samples at the cut score
-    assert kept.tolist() == [5, 8, 21, 34] and cut == 0.5   # ties by key: "a", "ab" before "é"
+    assert asked == [[3, 8, 21]]  # only the samples at the cut score
+    assert kept.tolist() == [5, 8, 21, 34] and cut == 0.5  # ties by key: "a", "ab" before "é"
     none, cut = keep_fraction_cut(ids, scores, 0, fetch)
     assert none.size == 0 and cut is None
 
@@ -683,25 +767,28 @@ def test_keep_fraction_cut_fetches_only_tied_keys():
 # split
 
 
-@pytest.mark.parametrize("params", [
-    {},                                                          # phash_radius auto
-    {"phash_radius": 12, "stratify_by": "source", "seed": 3},
-    {"phash_radius": None, "group_columns": ["sha256"], "stratify_by": "sha256"},
-    {"phash_radius": 4, "group_columns": ["source", "phash"], "ratios": [0.5, 0.5, 0.0]},
-    {"phash_radius": 0, "group_columns": ["sha256", "phash"], "stratify_by": "phash"},
-    {"phash_radius": None, "group_columns": ["clip_score"], "stratify_by": "clip_score"},   # floats, NaN
-])
+@pytest.mark.parametrize(
+    "params",
+    [
+        {},  # phash_radius auto
+        {"phash_radius": 12, "stratify_by": "source", "seed": 3},
+        {"phash_radius": None, "group_columns": ["sha256"], "stratify_by": "sha256"},
+        {"phash_radius": 4, "group_columns": ["source", "phash"], "ratios": [0.5, 0.5, 0.0]},
+        {"phash_radius": 0, "group_columns": ["sha256", "phash"], "stratify_by": "phash"},
+        {"phash_radius": None, "group_columns": ["clip_score"], "stratify_by": "clip_score"},  # floats, NaN
+    ],
+)
 @pytest.mark.parametrize("map_fn", [map, _reversed_map], ids=["map", "reversed"])
 def test_sharded_split_equals_memory(tmp_path, params, map_fn):
     shards, ctx, removed = _setup(tmp_path, map_fn, missing_shard=3)
     stage = registry.create("split", params)
     table = _memory_table(shards, list(stage.requires), removed, missing_shard=3)
-    mem = stage.run(MemoryGlobalContext.from_table(table))   # one partition, in process
-    ctx.load = ctx.fetch = _no_whole_columns   # the driver never gathers keys (or any column) of samples
+    mem = stage.run(MemoryGlobalContext.from_table(table))  # one partition, in process
+    ctx.load = ctx.fetch = _no_whole_columns  # the driver never gathers keys (or any column) of samples
     res = stage.run(ctx)
     assert res.columns.column(SAMPLE_ID).to_pylist() == table.column(SAMPLE_ID).to_pylist()
     assert res.columns.equals(mem.columns)
-    strip = lambda s: {k: v for k, v in s.items() if k != "seconds"}   # noqa: E731
+    strip = lambda s: {k: v for k, v in s.items() if k != "seconds"}  # noqa: E731
     assert strip(res.stats) == strip(mem.stats)
     assert res.rejected.num_rows == 0
 
@@ -728,13 +815,14 @@ def test_sharded_key_ranks_equal_a_full_sort(tmp_path, parallelism, monkeypatch)
     work = _work(tmp_path, shards)
     ctx = ShardedGlobalContext(work, len(shards), map_fn=_reversed_map, parallelism=parallelism)
     ctx.remove(make_ids(1, [0, 5, 9]))
-    monkeypatch.setattr(gs, "KEY_ROWS_PER_PARTITION", 100)       # many range partitions
-    monkeypatch.setattr(gs, "KEY_SAMPLE_PER_PARTITION", 3)       # a coarse boundary sample
+    monkeypatch.setattr(gs, "KEY_ROWS_PER_PARTITION", 100)  # many range partitions
+    monkeypatch.setattr(gs, "KEY_SAMPLE_PER_PARTITION", 3)  # a coarse boundary sample
     table = _memory_table(shards, ["key"], make_ids(1, [0, 5, 9]).tolist())
     ids, ranks = ctx.key_ranks("split")
     assert ids.tolist() == table.column(SAMPLE_ID).to_pylist()
     expect = np.empty(table.num_rows, np.int64)
     expect[np.asarray(pc.sort_indices(table.column("key")))] = np.arange(table.num_rows)
     assert ranks.tolist() == expect.tolist()
-    assert sorted(table.column("key").to_pylist(), key=lambda k: k.encode()) == \
-        [table.column("key")[int(i)].as_py() for i in np.argsort(ranks)]
+    assert sorted(table.column("key").to_pylist(), key=lambda k: k.encode()) == [
+        table.column("key")[int(i)].as_py() for i in np.argsort(ranks)
+    ]

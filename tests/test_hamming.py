@@ -1,4 +1,5 @@
 """Hamming search: exact equality with a numpy brute force, output contracts, misuse errors."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -97,7 +98,7 @@ def test_pairs_20000_random_codes_match_brute_force_in_blocks():
     pairs, distances = hamming_pairs(codes, r, device="cpu", method="mih")
     want_pairs, want_dist = [], []
     for lo in range(0, len(codes), 2000):  # the reference in row blocks keeps memory small
-        d = np.bitwise_count(codes[lo:lo + 2000, None] ^ codes[None, :])  # numpy's popcount, not ours
+        d = np.bitwise_count(codes[lo : lo + 2000, None] ^ codes[None, :])  # numpy's popcount, not ours
         i, j = np.nonzero(d <= r)
         keep = (i + lo) < j
         want_pairs.append(np.stack([i[keep] + lo, j[keep]], 1))
@@ -113,8 +114,9 @@ def test_pairs_20000_random_codes_match_brute_force_in_blocks():
 @pytest.mark.parametrize("method", METHODS)
 def test_pairs_many_identical_codes(method):
     rng = np.random.default_rng(3)
-    codes = np.concatenate([np.full(300, 0xDEADBEEFCAFEF00D, np.uint64), random_codes(200, 4),
-                            np.full(50, 2**64 - 1, np.uint64)])
+    codes = np.concatenate(
+        [np.full(300, 0xDEADBEEFCAFEF00D, np.uint64), random_codes(200, 4), np.full(50, 2**64 - 1, np.uint64)]
+    )
     codes = codes[rng.permutation(len(codes))]
     pairs, distances = assert_pairs_equal(codes, 2, device="cpu", method=method)
     assert (distances == 0).sum() >= 300 * 299 // 2 + 50 * 49 // 2
@@ -143,8 +145,12 @@ def test_pairs_sorted_and_unique_contract():
 def test_pairs_input_layouts_agree():
     codes = clustered_codes(400, seed=2) | np.uint64(1 << 63)
     want = hamming_pairs(codes, 5, device="cpu")
-    for layout in (codes.view(np.int64), codes.view(np.uint8).reshape(-1, 8), list(codes.view(np.int64)),
-                   codes[::-1].copy()[::-1]):
+    for layout in (
+        codes.view(np.int64),
+        codes.view(np.uint8).reshape(-1, 8),
+        list(codes.view(np.int64)),
+        codes[::-1].copy()[::-1],
+    ):
         got = hamming_pairs(layout, 5, device="cpu")
         np.testing.assert_array_equal(got[0], want[0])
         np.testing.assert_array_equal(got[1], want[1])
@@ -242,8 +248,16 @@ def test_hamming_distance_broadcasts():
 
 
 # ---------------------------------------------------------------- misuse
-@pytest.mark.parametrize("bad", [np.zeros(3, np.float64), np.zeros(3, np.uint32), np.zeros((3, 2), np.uint64),
-                                 np.zeros((3, 4), np.uint8), ["a", "b"]])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        np.zeros(3, np.float64),
+        np.zeros(3, np.uint32),
+        np.zeros((3, 2), np.uint64),
+        np.zeros((3, 4), np.uint8),
+        ["a", "b"],
+    ],
+)
 def test_bad_codes_raise(bad):
     with pytest.raises((TypeError, ValueError)):
         hamming_pairs(bad, 3, device="cpu")

@@ -1,4 +1,5 @@
 """Pigeonhole-partitioned Hamming self-join: exactly ops.hamming_pairs' pairs, whatever the shards and partitions."""
+
 from __future__ import annotations
 
 import functools
@@ -29,13 +30,13 @@ def _codes(n: int, seed: int = 0, max_flips: int = 14) -> np.ndarray:
 def _shards(codes, sizes):
     out, s = [], 0
     for size in sizes:
-        out.append((np.arange(s, s + size, dtype=np.int64), codes[s:s + size]))
+        out.append((np.arange(s, s + size, dtype=np.int64), codes[s : s + size]))
         s += size
     assert s == codes.size
     return out
 
 
-def _shard_from(codes, start, stop):   # module level: picklable for process pools
+def _shard_from(codes, start, stop):  # module level: picklable for process pools
     return np.arange(start, stop, dtype=np.int64), codes[start:stop]
 
 
@@ -53,8 +54,9 @@ def test_equals_the_single_node_join(r, n_partitions):
 def test_large_buckets_use_the_native_join_and_agree():
     # few distinct chunk values -> buckets far above the brute-force size
     rng = np.random.default_rng(3)
-    codes = ((rng.integers(0, 2 ** 16, 4000).astype(np.uint64) << np.uint64(8))
-             ^ rng.integers(0, 4, 4000).astype(np.uint64))
+    codes = (rng.integers(0, 2**16, 4000).astype(np.uint64) << np.uint64(8)) ^ rng.integers(0, 4, 4000).astype(
+        np.uint64
+    )
     for r in (2, 6):
         ref, d = hamming_pairs(codes, r)
         res = partitioned_hamming_pairs(_shards(codes, [2000, 2000]), r, n_partitions=3)
@@ -63,7 +65,7 @@ def test_large_buckets_use_the_native_join_and_agree():
 
 def test_ids_need_not_be_positions():
     codes = _codes(800, seed=9)
-    ids = np.unique(np.random.default_rng(0).integers(0, 10 ** 12, 900))[:800]
+    ids = np.unique(np.random.default_rng(0).integers(0, 10**12, 900))[:800]
     ids = np.random.default_rng(1).permutation(ids).astype(np.int64)
     ref, _ = hamming_pairs(codes, 6)
     want = np.stack([np.minimum(ids[ref[:, 0]], ids[ref[:, 1]]), np.maximum(ids[ref[:, 0]], ids[ref[:, 1]])], 1)
@@ -80,7 +82,7 @@ def test_process_pool_and_lazy_shards_give_the_same_pairs(tmp_path):
     with ProcessPoolExecutor(2) as pool:
         res = partitioned_hamming_pairs(lazy, 10, n_partitions=8, spill_dir=tmp_path / "spill", map_fn=pool.map)
     assert np.array_equal(res.pairs, ref) and np.array_equal(res.distances, d)
-    assert (tmp_path / "spill").exists()   # a given spill_dir is left for the caller
+    assert (tmp_path / "spill").exists()  # a given spill_dir is left for the caller
 
 
 def test_layout_and_misuse():

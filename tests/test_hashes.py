@@ -1,5 +1,6 @@
 """Perceptual hashes: bit-exact against imagehash 4.3.2 on the same pixels (and on the same bytes for the
 fused decode path), tie behaviour, fast-path agreement, API contract and misuse."""
+
 from __future__ import annotations
 
 import io
@@ -16,8 +17,12 @@ from mmcurate.ops import Status
 from mmcurate.ops.hashes import PhashBytesResult, ahash, dhash, hash_to_hex, phash, phash_bytes, whash
 
 OURS = {"phash": phash, "dhash": dhash, "ahash": ahash, "whash": whash}
-REFERENCE = {"phash": imagehash.phash, "dhash": imagehash.dhash, "ahash": imagehash.average_hash,
-             "whash": imagehash.whash}
+REFERENCE = {
+    "phash": imagehash.phash,
+    "dhash": imagehash.dhash,
+    "ahash": imagehash.average_hash,
+    "whash": imagehash.whash,
+}
 PIL_MODES = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}
 
 # Fast (DCT-scaled, luma-only, fast-IDCT) vs exact pHash on the sample photos as JPEG q50..q95, measured:
@@ -38,8 +43,9 @@ def assert_exact(kind: str, images, what: str):
     got = hash_to_hex(OURS[kind](images, device="cpu"))
     ref = reference_hex(kind, images)
     bad = [i for i, (x, y) in enumerate(zip(got, ref)) if x != y]
-    assert not bad, (f"{kind} {what}: {len(bad)}/{len(images)} differ, first {bad[:5]}: "
-                     f"{[(got[i], ref[i]) for i in bad[:3]]}")
+    assert not bad, (
+        f"{kind} {what}: {len(bad)}/{len(images)} differ, first {bad[:5]}: {[(got[i], ref[i]) for i in bad[:3]]}"
+    )
 
 
 def photo_like_gray(rng, h, w):
@@ -55,9 +61,12 @@ def photo_like_gray(rng, h, w):
 def test_photos_exact(photos_rgb, kind):
     images = []
     for rgb in photos_rgb:
-        images += [rgb, np.asarray(Image.fromarray(rgb).convert("L")),
-                   np.dstack([rgb, np.full(rgb.shape[:2], 200, np.uint8)]),  # RGBA: alpha ignored by convert("L")
-                   np.ascontiguousarray(rgb[7:-3:2, 5:])]                    # odd-size crop, strided rows
+        images += [
+            rgb,
+            np.asarray(Image.fromarray(rgb).convert("L")),
+            np.dstack([rgb, np.full(rgb.shape[:2], 200, np.uint8)]),  # RGBA: alpha ignored by convert("L")
+            np.ascontiguousarray(rgb[7:-3:2, 5:]),
+        ]  # odd-size crop, strided rows
     assert_exact(kind, images, "photos")
 
 
@@ -68,11 +77,11 @@ def test_random_and_textured_images_exact(kind):
     for i in range(150):
         h, w = (int(v) for v in rng.integers(3, 200, 2))
         if i % 3 == 0:
-            images.append(rng.integers(0, 256, (h, w, 3), dtype=np.uint8))      # noise
+            images.append(rng.integers(0, 256, (h, w, 3), dtype=np.uint8))  # noise
         elif i % 3 == 1:
-            images.append(photo_like_gray(rng, h, w))                           # smooth texture
+            images.append(photo_like_gray(rng, h, w))  # smooth texture
         else:
-            images.append(g.photo_like(h, w, seed=i))                           # gradients + noise, RGB
+            images.append(g.photo_like(h, w, seed=i))  # gradients + noise, RGB
     images += [rng.integers(0, 256, (h, w, 2), dtype=np.uint8) for h, w in [(17, 40), (64, 9)]]  # LA
     assert_exact(kind, images, "random/textured")
 
@@ -100,8 +109,13 @@ def tie_prone_images() -> list[np.ndarray]:
     x = np.linspace(0, 255, 96).astype(np.uint8)
     sym = (np.abs(np.arange(-40, 41))[None, :] * 3 + np.abs(np.arange(-30, 31))[:, None] * 2).astype(np.uint8)
     images = [np.full((64, 80), v, np.uint8) for v in (0, 1, 37, 128, 254, 255)]
-    images += [np.full((33, 47, 3), (10, 200, 30), np.uint8), np.tile(x, (64, 1)), sym,
-               np.tile(np.concatenate([x, x[::-1]]), (70, 1)), np.tile(x, (64, 1)).T.copy()]
+    images += [
+        np.full((33, 47, 3), (10, 200, 30), np.uint8),
+        np.tile(x, (64, 1)),
+        sym,
+        np.tile(np.concatenate([x, x[::-1]]), (70, 1)),
+        np.tile(x, (64, 1)).T.copy(),
+    ]
     return images
 
 
@@ -145,8 +159,11 @@ def photo_blobs(photos_rgb) -> list[bytes]:
 def test_phash_bytes_exact_matches_imagehash_on_jpeg_and_png(photos_rgb):
     blobs = photo_blobs(photos_rgb)
     for rgb in photos_rgb:
-        blobs += [g.save(Image.fromarray(rgb), "PNG"), g.save(Image.fromarray(rgb).convert("L"), "JPEG", quality=85),
-                  g.save(Image.fromarray(np.dstack([rgb, rgb[..., 1]])), "PNG")]
+        blobs += [
+            g.save(Image.fromarray(rgb), "PNG"),
+            g.save(Image.fromarray(rgb).convert("L"), "JPEG", quality=85),
+            g.save(Image.fromarray(np.dstack([rgb, rgb[..., 1]])), "PNG"),
+        ]
     codes, status = phash_bytes(blobs, exact=True, exif=False, device="cpu")
     assert (status == Status.ok).all()
     ref = [str(imagehash.phash(Image.open(io.BytesIO(b)))) for b in blobs]
@@ -172,8 +189,9 @@ def test_phash_bytes_fast_is_close_to_exact(photos_rgb):
     assert dist.mean() <= FAST_MEAN_BOUND and dist.max() <= FAST_MAX_BOUND, np.bincount(dist)
     # PNG (no DCT scaling) is hashed exactly in fast mode too
     png = [g.save(Image.fromarray(p), "PNG") for p in photos_rgb[:3]]
-    np.testing.assert_array_equal(phash_bytes(png, exact=False, device="cpu").codes,
-                                  phash_bytes(png, exact=True, device="cpu").codes)
+    np.testing.assert_array_equal(
+        phash_bytes(png, exact=False, device="cpu").codes, phash_bytes(png, exact=True, device="cpu").codes
+    )
 
 
 def test_phash_bytes_bad_samples_get_statuses(photos_rgb):
@@ -203,8 +221,11 @@ def test_contract():
         assert out.dtype == np.uint64 and out.shape == (5,)
         np.testing.assert_array_equal(out, fn(list(batch), device="cpu", num_threads=1))
         assert fn([], device="cpu").shape == (0,)
-    assert hash_to_hex(np.array([0, 1, 2**64 - 1], np.uint64)) == ["0000000000000000", "0000000000000001",
-                                                                    "ffffffffffffffff"]
+    assert hash_to_hex(np.array([0, 1, 2**64 - 1], np.uint64)) == [
+        "0000000000000000",
+        "0000000000000001",
+        "ffffffffffffffff",
+    ]
 
 
 def test_misuse_raises():

@@ -1,6 +1,7 @@
 """Scoring heads (mmcurate.models.heads) and the clip_heads stage: every format against an independent
 nn.Module written here the way LAION defines it, auto-detection, clear errors, the stage's thresholds and
 bookkeeping, and a recipe run clip_embed -> clip_heads through the real executor. Random weights throughout."""
+
 from __future__ import annotations
 
 import os
@@ -23,14 +24,14 @@ from mmcurate.stages.embeddings import embedding_array
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-D = 64   # mmcurate-tiny's embed_dim
+D = 64  # mmcurate-tiny's embed_dim
 
 
 # ---------------------------------------------------------------------------------------------------------
 # Reference modules, written from the published definitions (not from mmcurate's specs)
 
 
-class AestheticV1(nn.Module):            # LAION aesthetic predictor v1: a bare nn.Linear(d, 1)
+class AestheticV1(nn.Module):  # LAION aesthetic predictor v1: a bare nn.Linear(d, 1)
     def __init__(self, d):
         super().__init__()
         self.lin = nn.Linear(d, 1)
@@ -42,24 +43,46 @@ class AestheticV1(nn.Module):            # LAION aesthetic predictor v1: a bare 
         return self.lin.state_dict()
 
 
-class AestheticV2(nn.Module):            # improved-aesthetic-predictor's MLP
+class AestheticV2(nn.Module):  # improved-aesthetic-predictor's MLP
     def __init__(self, d):
         super().__init__()
         self.layers = nn.Sequential(
-            nn.Linear(d, 1024), nn.Dropout(0.2), nn.Linear(1024, 128), nn.Dropout(0.2),
-            nn.Linear(128, 64), nn.Dropout(0.1), nn.Linear(64, 16), nn.Linear(16, 1))
+            nn.Linear(d, 1024),
+            nn.Dropout(0.2),
+            nn.Linear(1024, 128),
+            nn.Dropout(0.2),
+            nn.Linear(128, 64),
+            nn.Dropout(0.1),
+            nn.Linear(64, 16),
+            nn.Linear(16, 1),
+        )
 
     def forward(self, x):
         return self.layers(x)
 
 
-class NsfwH14(nn.Module):                # CLIP-based-NSFW-Detector H14_NSFW_Detector
+class NsfwH14(nn.Module):  # CLIP-based-NSFW-Detector H14_NSFW_Detector
     def __init__(self, d):
         super().__init__()
         self.layers = nn.Sequential(
-            nn.Linear(d, 1024), nn.ReLU(), nn.Dropout(0.2), nn.Linear(1024, 2048), nn.ReLU(), nn.Dropout(0.2),
-            nn.Linear(2048, 1024), nn.ReLU(), nn.Dropout(0.2), nn.Linear(1024, 256), nn.ReLU(), nn.Dropout(0.2),
-            nn.Linear(256, 128), nn.ReLU(), nn.Dropout(0.2), nn.Linear(128, 16), nn.Linear(16, 1))
+            nn.Linear(d, 1024),
+            nn.ReLU(),
+            nn.Dropout(0.2),
+            nn.Linear(1024, 2048),
+            nn.ReLU(),
+            nn.Dropout(0.2),
+            nn.Linear(2048, 1024),
+            nn.ReLU(),
+            nn.Dropout(0.2),
+            nn.Linear(1024, 256),
+            nn.ReLU(),
+            nn.Dropout(0.2),
+            nn.Linear(256, 128),
+            nn.ReLU(),
+            nn.Dropout(0.2),
+            nn.Linear(128, 16),
+            nn.Linear(16, 1),
+        )
 
     def forward(self, x):
         return self.layers(x)
@@ -75,7 +98,7 @@ class Normalization(nn.Module):
         return (x - self.mean) / self.variance.sqrt()
 
 
-class NsfwAutokeras(nn.Module):          # the PyTorch port of the autokeras detectors (L14 and B32 widths)
+class NsfwAutokeras(nn.Module):  # the PyTorch port of the autokeras detectors (L14 and B32 widths)
     def __init__(self, d, widths=(64, 512, 256)):
         super().__init__()
         self.norm = Normalization(d)
@@ -91,7 +114,7 @@ class NsfwAutokeras(nn.Module):          # the PyTorch port of the autokeras det
         return torch.sigmoid(getattr(self, f"linear_{self.n}")(x))
 
 
-class GenericMlp(nn.Module):             # a user-trained head: Linear, act, Dropout, Linear, act, Linear
+class GenericMlp(nn.Module):  # a user-trained head: Linear, act, Dropout, Linear, act, Linear
     def __init__(self, d, activation, output):
         super().__init__()
         act = nn.ReLU() if activation == "relu" else nn.Identity()
@@ -146,7 +169,7 @@ CASES = [
     ("aesthetic-mlp", lambda: AestheticV2(D)),
     ("nsfw-h14", lambda: NsfwH14(D)),
     ("nsfw-autokeras", lambda: NsfwAutokeras(D)),
-    ("nsfw-autokeras", lambda: NsfwAutokeras(D, widths=(32, 32))),   # the B32 port's shape
+    ("nsfw-autokeras", lambda: NsfwAutokeras(D, widths=(32, 32))),  # the B32 port's shape
     ("mlp:relu:sigmoid", lambda: GenericMlp(D, "relu", "sigmoid")),
     ("mlp:relu:raw", lambda: GenericMlp(D, "relu", "raw")),
     ("mlp:none:sigmoid", lambda: GenericMlp(D, "none", "sigmoid")),
@@ -164,12 +187,12 @@ def test_every_format_matches_its_reference(tmp_path, case, suffix):
     head = load_head(path, format=fmt)
     assert isinstance(head, EmbeddingHead) and head.format == fmt and head.in_dim == D
     for x in (x16, x32):
-        got = head(x, batch_size=8)            # several batches
+        got = head(x, batch_size=8)  # several batches
         assert got.dtype == np.float32 and got.shape == (len(x),)
         np.testing.assert_allclose(got, _reference(model, x), atol=1e-5, rtol=1e-5)
-    assert np.std(head(x32)) > 1e-3            # the weights make scores that differ
+    assert np.std(head(x32)) > 1e-3  # the weights make scores that differ
     if not fmt.startswith("mlp"):
-        auto = load_head(path)                 # recognised from the keys
+        auto = load_head(path)  # recognised from the keys
         assert auto.format == fmt
         np.testing.assert_array_equal(auto(x32), head(x32))
     assert head(np.zeros((0, D), np.float32)).shape == (0,)
@@ -181,9 +204,16 @@ def test_roles_and_repr(tmp_path):
         path = _save(_randomize(make(), 0), tmp_path / "h.pth")
         h = load_head(path, format=fmt)
         roles[fmt] = h.role
-    assert roles == {"linear": "aesthetic", "aesthetic-mlp": "aesthetic", "nsfw-h14": "nsfw",
-                     "nsfw-autokeras": "nsfw", "mlp:relu:sigmoid": None, "mlp:relu:raw": None,
-                     "mlp:none:sigmoid": None, "mlp:none:raw": None}
+    assert roles == {
+        "linear": "aesthetic",
+        "aesthetic-mlp": "aesthetic",
+        "nsfw-h14": "nsfw",
+        "nsfw-autokeras": "nsfw",
+        "mlp:relu:sigmoid": None,
+        "mlp:relu:raw": None,
+        "mlp:none:sigmoid": None,
+        "mlp:none:raw": None,
+    }
     h = load_head(_save(_randomize(AestheticV2(D), 0), tmp_path / "a.pth"))
     assert h.widths == [D, 1024, 128, 64, 16, 1] and "aesthetic-mlp" in repr(h)
 
@@ -298,7 +328,7 @@ def test_unreadable_and_unsafe_files(tmp_path):
     (tmp_path / "junk.safetensors").write_bytes(b"garbage!")
     with pytest.raises(HeadFormatError, match="safetensors"):
         load_head(tmp_path / "junk.safetensors")
-    torch.save(nn.Linear(D, 1), tmp_path / "module.pth")       # a pickled module, not a state dict
+    torch.save(nn.Linear(D, 1), tmp_path / "module.pth")  # a pickled module, not a state dict
     with pytest.raises(HeadFormatError, match="state_dict"):
         load_head(tmp_path / "module.pth")
     torch.save({"state_dict": AestheticV1(D).state(), "epoch": 3}, tmp_path / "ckpt.pth")
@@ -316,11 +346,16 @@ def test_unreadable_and_unsafe_files(tmp_path):
 @pytest.fixture(scope="module")
 def head_files(tmp_path_factory):
     d = tmp_path_factory.mktemp("heads")
-    models = {"nsfw": _randomize(NsfwAutokeras(D), 1), "watermark": _randomize(GenericMlp(D, "relu", "sigmoid"), 2),
-              "aesthetic": _randomize(AestheticV2(D), 3)}
-    paths = {"nsfw": _save(models["nsfw"], d / "nsfw.pth"),
-             "watermark": _save(models["watermark"], d / "watermark.safetensors"),
-             "aesthetic": _save(models["aesthetic"], d / "aesthetic.pth")}
+    models = {
+        "nsfw": _randomize(NsfwAutokeras(D), 1),
+        "watermark": _randomize(GenericMlp(D, "relu", "sigmoid"), 2),
+        "aesthetic": _randomize(AestheticV2(D), 3),
+    }
+    paths = {
+        "nsfw": _save(models["nsfw"], d / "nsfw.pth"),
+        "watermark": _save(models["watermark"], d / "watermark.safetensors"),
+        "aesthetic": _save(models["aesthetic"], d / "aesthetic.pth"),
+    }
     return models, paths
 
 
@@ -328,8 +363,9 @@ def _emb_batch(n=40, seed=5, null_rows=(3, 17)):
     x = _embeddings(n, D, seed=seed, dtype=np.float32)
     valid = np.ones(n, bool)
     valid[list(null_rows)] = False
-    return pa.table({"key": [f"k{i:03d}" for i in range(n)], "source": ["s0"] * n,
-                     "image_embedding": embedding_array(x, valid)}), valid
+    return pa.table(
+        {"key": [f"k{i:03d}" for i in range(n)], "source": ["s0"] * n, "image_embedding": embedding_array(x, valid)}
+    ), valid
 
 
 def _stored(batch):
@@ -349,12 +385,20 @@ def test_stage_scores_thresholds_and_reasons(head_files):
     nsfw_max = float(np.quantile(ref["nsfw"][valid], 0.8))
     wm_max = float(np.quantile(ref["watermark"][valid], 0.85))
     aes_min = float(np.quantile(ref["aesthetic"][valid], 0.2))
-    st = registry.create("clip_heads", {"nsfw_weights": str(paths["nsfw"]), "nsfw_max": nsfw_max,
-                                        "watermark_weights": str(paths["watermark"]),
-                                        "watermark_format": "mlp:relu:sigmoid", "watermark_max": wm_max,
-                                        "aesthetic_weights": str(paths["aesthetic"]), "aesthetic_min": aes_min,
-                                        "device": "cpu"})
-    res = st.process(batch)            # sets itself up
+    st = registry.create(
+        "clip_heads",
+        {
+            "nsfw_weights": str(paths["nsfw"]),
+            "nsfw_max": nsfw_max,
+            "watermark_weights": str(paths["watermark"]),
+            "watermark_format": "mlp:relu:sigmoid",
+            "watermark_max": wm_max,
+            "aesthetic_weights": str(paths["aesthetic"]),
+            "aesthetic_min": aes_min,
+            "device": "cpu",
+        },
+    )
+    res = st.process(batch)  # sets itself up
     n = batch.num_rows
     assert res.kept.num_rows + res.rejected.num_rows == n
 
@@ -399,7 +443,7 @@ def test_stage_defaults_and_only_given_heads(head_files):
     batch, valid = _emb_batch(null_rows=())
     st = registry.create("clip_heads", {"aesthetic_weights": str(paths["aesthetic"]), "device": "cpu"})
     res = st.process(batch)
-    assert res.rejected.num_rows == 0                 # no aesthetic_min: scored, not filtered
+    assert res.rejected.num_rows == 0  # no aesthetic_min: scored, not filtered
     assert [c for c in res.kept.column_names if c.endswith("_score")] == ["aesthetic_score"]
     st = registry.create("clip_heads", {"nsfw_weights": str(paths["nsfw"]), "device": "cpu"})
     assert st.params.nsfw_max == 0.5 and st.params.watermark_max == 0.8
@@ -411,14 +455,16 @@ def test_stage_defaults_and_only_given_heads(head_files):
 def test_stage_pickling_and_setup(head_files):
     _, paths = head_files
     st = registry.create("clip_heads", {"nsfw_weights": str(paths["nsfw"]), "device": "cpu"})
-    clone = pickle.loads(pickle.dumps(st))       # before setup
+    clone = pickle.loads(pickle.dumps(st))  # before setup
     clone.setup()
     assert set(clone.heads) == {"nsfw"} and clone.heads["nsfw"].format == "nsfw-autokeras"
-    after = pickle.loads(pickle.dumps(clone))    # after setup: the heads are not pickled
+    after = pickle.loads(pickle.dumps(clone))  # after setup: the heads are not pickled
     assert after.heads is None and clone.heads is not None
     batch, _ = _emb_batch()
-    np.testing.assert_array_equal(after.process(batch).kept.column("nsfw_score").to_numpy(),
-                                  clone.process(batch).kept.column("nsfw_score").to_numpy())
+    np.testing.assert_array_equal(
+        after.process(batch).kept.column("nsfw_score").to_numpy(),
+        clone.process(batch).kept.column("nsfw_score").to_numpy(),
+    )
     assert clone.resources.gpus == 0
 
 
@@ -469,8 +515,10 @@ def test_stage_rejects_unusable_embeddings(head_files):
     res = st.process(batch)
     assert res.kept.column("key").to_pylist() == ["a", "d"]
     assert res.rejected.column("reason").to_pylist() == ["no_embedding", "no_embedding"]
-    assert res.rejected.column("detail").to_pylist() == ["image_embedding is all zeros",
-                                                         "image_embedding is not finite"]
+    assert res.rejected.column("detail").to_pylist() == [
+        "image_embedding is all zeros",
+        "image_embedding is not finite",
+    ]
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -488,8 +536,10 @@ def _run(tmp_path, name, heads_params):
     r["input"]["path"] = str(tmp_path / "in")
     r["output"]["path"] = str(tmp_path / name)
     r["output"]["report"] = False
-    r["stages"] += [{"clip_embed": {"model": "mmcurate-tiny", "weights": "random", "device": "cpu", "text": False}},
-                    {"clip_heads": heads_params}]
+    r["stages"] += [
+        {"clip_embed": {"model": "mmcurate-tiny", "weights": "random", "device": "cpu", "text": False}},
+        {"clip_heads": heads_params},
+    ]
     manifest = LocalExecutor(parse_recipe(r), progress=False).run()
     out = tmp_path / name
     return manifest, pq.read_table(out / "samples.parquet"), pq.read_table(out / "rejects.parquet")
@@ -497,9 +547,13 @@ def _run(tmp_path, name, heads_params):
 
 def test_recipe_end_to_end(tmp_path, head_files):
     _, paths = head_files
-    base = {"nsfw_weights": str(paths["nsfw"]), "watermark_weights": str(paths["watermark"]),
-            "watermark_format": "mlp:relu:sigmoid", "aesthetic_weights": str(paths["aesthetic"]),
-            "device": "cpu"}
+    base = {
+        "nsfw_weights": str(paths["nsfw"]),
+        "watermark_weights": str(paths["watermark"]),
+        "watermark_format": "mlp:relu:sigmoid",
+        "aesthetic_weights": str(paths["aesthetic"]),
+        "device": "cpu",
+    }
     # first pass: nothing filtered (thresholds above any sigmoid), to learn the score distribution
     m1, s1, _ = _run(tmp_path, "out1", dict(base, nsfw_max=2.0, watermark_max=2.0))
     assert m1["counts"]["accounting_ok"]
@@ -507,9 +561,11 @@ def test_recipe_end_to_end(tmp_path, head_files):
     for h, v in scores.items():
         assert s1.column(f"{h}_score").type == pa.float32() and not np.isnan(v).any()
     # second pass: thresholds inside the distribution
-    cuts = {"nsfw_max": float(np.quantile(scores["nsfw"], 0.75)),
-            "watermark_max": float(np.quantile(scores["watermark"], 0.8)),
-            "aesthetic_min": float(np.quantile(scores["aesthetic"], 0.25))}
+    cuts = {
+        "nsfw_max": float(np.quantile(scores["nsfw"], 0.75)),
+        "watermark_max": float(np.quantile(scores["watermark"], 0.8)),
+        "aesthetic_min": float(np.quantile(scores["aesthetic"], 0.25)),
+    }
     m2, s2, rejects = _run(tmp_path, "out2", dict(base, **cuts))
     counts = m2["counts"]
     assert counts["accounting_ok"]
@@ -517,8 +573,9 @@ def test_recipe_end_to_end(tmp_path, head_files):
     mine = rejects.filter(pc.equal(rejects.column("stage"), "clip_heads"))
     reasons = mine.column("reason").to_pylist()
     assert {"nsfw", "watermark", "aesthetic"} <= set(reasons)
+
     # exactly the first pass's survivors that fail a threshold, in check order
-    def ids(t):   # a sample is (source, key): demo shards reuse keys
+    def ids(t):  # a sample is (source, key): demo shards reuse keys
         return list(zip(t.column("source").to_pylist(), t.column("key").to_pylist()))
 
     s1_scores = dict(zip(ids(s1), zip(scores["nsfw"], scores["watermark"], scores["aesthetic"])))

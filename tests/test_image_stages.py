@@ -1,4 +1,5 @@
 """Image stages: integrity, image_filter, exact_dedup, phash_dedup (the map parts and the global runs)."""
+
 from __future__ import annotations
 
 import hashlib
@@ -19,9 +20,17 @@ from mmcurate.sample_data import build_sample
 def sample_table(rows) -> pa.Table:
     """rows: (key, image bytes or None) pairs -> a table following INPUT_SCHEMA."""
     keys = [k for k, _ in rows]
-    return pa.table({"key": keys, "source": ["shard-0.tar"] * len(rows), "image": [b for _, b in rows],
-                     "image_ext": ["jpg"] * len(rows), "caption": [f"caption of {k}" for k in keys],
-                     "meta": ["{}"] * len(rows)}, schema=INPUT_SCHEMA)
+    return pa.table(
+        {
+            "key": keys,
+            "source": ["shard-0.tar"] * len(rows),
+            "image": [b for _, b in rows],
+            "image_ext": ["jpg"] * len(rows),
+            "caption": [f"caption of {k}" for k in keys],
+            "meta": ["{}"] * len(rows),
+        },
+        schema=INPUT_SCHEMA,
+    )
 
 
 def jpeg(w: int, h: int, seed: int = 0, quality: int = 90) -> bytes:
@@ -50,10 +59,10 @@ def assert_accounted(batch: pa.Table, result, stage: str):
     assert not set(kept) & set(rejected)
     assert result.rejected.schema.equals(REJECTS_SCHEMA)
     assert set(result.rejected.column("stage").to_pylist()) <= {stage}
-    assert result.kept.column_names[:len(INPUT_SCHEMA)] == INPUT_SCHEMA.names
+    assert result.kept.column_names[: len(INPUT_SCHEMA)] == INPUT_SCHEMA.names
     original = dict(zip(batch.column("key").to_pylist(), batch.column("image").to_pylist()))
     for k, b in zip(kept, result.kept.column("image").to_pylist()):
-        assert b == original[k]                      # bytes never re-encoded
+        assert b == original[k]  # bytes never re-encoded
 
 
 def reasons_of(result) -> dict:
@@ -70,8 +79,12 @@ def test_integrity_statuses_and_columns(table):
     assert_accounted(table, result, "integrity")
     got = reasons_of(result)
     assert {k: v[0] for k, v in got.items()} == {
-        "broken_truncated": "truncated", "broken_corrupt": "corrupt", "broken_empty": "empty",
-        "broken_html": "unsupported", "no_image": "missing_image"}
+        "broken_truncated": "truncated",
+        "broken_corrupt": "corrupt",
+        "broken_empty": "empty",
+        "broken_html": "unsupported",
+        "no_image": "missing_image",
+    }
     assert "truncated" in got["broken_truncated"][1] and "format" in got["broken_html"][1]
     kept = result.kept.to_pydict()
     by_key = {k: i for i, k in enumerate(kept["key"])}
@@ -86,7 +99,7 @@ def test_integrity_statuses_and_columns(table):
 
 def test_integrity_reports_displayed_size_of_exif_rotated_images(sample):
     rotated = next(s for s in sample if s.key.endswith("_exif6"))
-    stored = Image.open(io.BytesIO(rotated.data)).size                    # (w, h) as stored
+    stored = Image.open(io.BytesIO(rotated.data)).size  # (w, h) as stored
     result = registry.create("integrity", {}).process(sample_table([(rotated.key, rotated.data)]))
     row = result.kept.to_pylist()[0]
     assert (row["width"], row["height"]) == (stored[1], stored[0])
@@ -117,7 +130,7 @@ def test_integrity_header_only_and_max_pixels(table):
     probe = registry.create("integrity", {"full_decode": False}).process(table)
     assert_accounted(table, probe, "integrity")
     reasons = {k: v[0] for k, v in reasons_of(probe).items()}
-    assert "broken_truncated" not in reasons          # its header is intact: only a full decode sees it
+    assert "broken_truncated" not in reasons  # its header is intact: only a full decode sees it
     assert reasons["broken_html"] == "unsupported" and reasons["broken_empty"] == "empty"
     for full in (True, False):
         small = registry.create("integrity", {"max_pixels": 300 * 300, "full_decode": full}).process(table)
@@ -141,9 +154,15 @@ def test_integrity_params_errors_name_the_key():
 
 @pytest.fixture(scope="module")
 def sized():
-    rows = [("ok_square", jpeg(400, 400)), ("narrow", jpeg(120, 300)), ("wide_3_5", jpeg(700, 200)),
-            ("wide_5", jpeg(1000, 200)), ("wide_7", jpeg(1400, 200)), ("tall_5", jpeg(200, 1000)),
-            ("big", jpeg(900, 600))]
+    rows = [
+        ("ok_square", jpeg(400, 400)),
+        ("narrow", jpeg(120, 300)),
+        ("wide_3_5", jpeg(700, 200)),
+        ("wide_5", jpeg(1000, 200)),
+        ("wide_7", jpeg(1400, 200)),
+        ("tall_5", jpeg(200, 1000)),
+        ("big", jpeg(900, 600)),
+    ]
     return sample_table(rows)
 
 
@@ -165,14 +184,14 @@ def test_image_filter_datacomp_default(sized):
 
 def test_image_filter_cogvlm_preset_and_overrides(sized):
     got = reasons_of(filtered(sized, {"preset": "cogvlm"}))
-    assert set(got) == {"wide_7"}                      # 1/6 .. 6: 5:1 portrait and landscape pass
+    assert set(got) == {"wide_7"}  # 1/6 .. 6: 5:1 portrait and landscape pass
     got = reasons_of(filtered(sized, {"preset": "cogvlm", "min_side": 150, "max_side": 1000}))
     assert got["narrow"][0] == "min_side" and got["wide_7"] == ("max_side", "width 1400 > max_side 1000")
-    got = reasons_of(filtered(sized, {"max_aspect": 5.0}))   # datacomp min_side kept, aspect overridden
+    got = reasons_of(filtered(sized, {"max_aspect": 5.0}))  # datacomp min_side kept, aspect overridden
     assert set(got) == {"narrow", "wide_7"}
     got = reasons_of(filtered(sized, {"preset": "none", "min_area": 200_000}))
     assert got["ok_square"] == ("min_area", "area 400x400 = 160000 < min_area 200000")
-    assert "wide_7" not in got                          # 1400x200 = 280000
+    assert "wide_7" not in got  # 1400x200 = 280000
     got = reasons_of(filtered(sized, {"preset": "none", "min_aspect": 2.0}))
     assert got["ok_square"][0] == "aspect_ratio" and "< min_aspect 2" in got["ok_square"][1]
 
@@ -224,7 +243,7 @@ def metadata_after(stage: GlobalStage, batch: pa.Table) -> pa.Table:
 
 def check_global(result, table: pa.Table):
     rejected_schema = result.rejected.schema
-    if SAMPLE_ID in rejected_schema.names:     # a step written over the context names its rejects' samples
+    if SAMPLE_ID in rejected_schema.names:  # a step written over the context names its rejects' samples
         rejected_schema = rejected_schema.remove(rejected_schema.get_field_index(SAMPLE_ID))
     assert rejected_schema.equals(REJECTS_SCHEMA) and result.duplicates.schema.equals(DUPLICATES_SCHEMA)
     keys = set(table.column("key").to_pylist())
@@ -252,7 +271,7 @@ def test_exact_dedup(table, sample):
 
 
 def test_exact_dedup_threaded_hashing_matches_serial():
-    blobs = [bytes([i]) * (600_000 + i) for i in range(10)] * 2     # > 4 MiB: hashed on threads
+    blobs = [bytes([i]) * (600_000 + i) for i in range(10)] * 2  # > 4 MiB: hashed on threads
     batch = sample_table([(f"k{i}", b) for i, b in enumerate(blobs)])
     meta = registry.create("exact_dedup", {"num_threads": 2}).map_part.process(batch).kept
     assert meta.column("sha256").to_pylist() == [hashlib.sha256(b).hexdigest() for b in blobs]
@@ -264,12 +283,12 @@ def test_exact_dedup_keep_by_score_and_order_independence():
     meta = registry.create("exact_dedup", {}).map_part.process(sample_table([(k, data) for k in keys])).kept
     meta = meta.append_column("clip_score", pa.array([0.3, 0.1, 0.3, None], pa.float64()))
     first = run_on_table(registry.create("exact_dedup", {}), meta)
-    assert sorted(first.rejected.column("key").to_pylist()) == ["b", "c", "d"]      # "a" is first by key
+    assert sorted(first.rejected.column("key").to_pylist()) == ["b", "c", "d"]  # "a" is first by key
     best = registry.create("exact_dedup", {"keep": {"max": "clip_score"}})
     assert best.requires[-1] == "clip_score"
-    assert set(run_on_table(best, meta).duplicates.column("duplicate_of").to_pylist()) == {"b"}   # tie 0.3: b < c
+    assert set(run_on_table(best, meta).duplicates.column("duplicate_of").to_pylist()) == {"b"}  # tie 0.3: b < c
     lowest = run_on_table(registry.create("exact_dedup", {"keep": {"min": "clip_score"}}), meta)
-    assert set(lowest.duplicates.column("duplicate_of").to_pylist()) == {"a"}           # null ranks last
+    assert set(lowest.duplicates.column("duplicate_of").to_pylist()) == {"a"}  # null ranks last
     rng = np.random.default_rng(0)
     for _ in range(3):
         shuffled = meta.take(rng.permutation(meta.num_rows))
@@ -292,8 +311,9 @@ def test_exact_dedup_params_errors():
 
 
 def phash_meta(codes: dict) -> pa.Table:
-    return pa.table({"key": list(codes), "source": ["s"] * len(codes),
-                     "phash": pa.array(list(codes.values()), pa.uint64())})
+    return pa.table(
+        {"key": list(codes), "source": ["s"] * len(codes), "phash": pa.array(list(codes.values()), pa.uint64())}
+    )
 
 
 @pytest.mark.parametrize("mode", ["fast", "exact"])
@@ -310,10 +330,10 @@ def test_phash_dedup_on_the_sample(table, sample, mode):
     check_global(result, meta)
     dups = {d["key"]: d for d in result.duplicates.to_pylist()}
     truth = {s.key: s.source for s in sample if s.label in ("near_duplicate", "exact_duplicate")}
-    for key, d in dups.items():                       # every link found is a true one ...
+    for key, d in dups.items():  # every link found is a true one ...
         assert truth.get(key) == d["duplicate_of"] and d["kind"] == "phash" and d["distance"] <= 10
     easy = [s.key for s in sample if s.label == "exact_duplicate" or s.key.endswith(("_requal", "_exif6"))]
-    assert set(easy) <= set(dups)                      # ... and the easy variants are all found
+    assert set(easy) <= set(dups)  # ... and the easy variants are all found
     for r in result.rejected.to_pylist():
         d = dups[r["key"]]
         assert r["reason"] == "duplicate_phash"
@@ -322,12 +342,15 @@ def test_phash_dedup_on_the_sample(table, sample, mode):
 
 def test_phash_dedup_chain_connected_vs_star():
     codes = {"a": 0, "b": (1 << 6) - 1, "c": (1 << 12) - 1, "z": 2**64 - 1}
-    connected = run_on_table(registry.create("phash_dedup", {"max_distance": 6, "linkage": "connected"}),
-                             phash_meta(codes))
+    connected = run_on_table(
+        registry.create("phash_dedup", {"max_distance": 6, "linkage": "connected"}), phash_meta(codes)
+    )
     assert {d["key"]: (d["duplicate_of"], d["distance"]) for d in connected.duplicates.to_pylist()} == {
-        "b": ("a", 6.0), "c": ("a", 12.0)}
+        "b": ("a", 6.0),
+        "c": ("a", 12.0),
+    }
     assert connected.stats["max_distance_to_representative"] == 12
-    star = run_on_table(registry.create("phash_dedup", {"max_distance": 6}), phash_meta(codes))   # star by default
+    star = run_on_table(registry.create("phash_dedup", {"max_distance": 6}), phash_meta(codes))  # star by default
     assert reasons_of(star) == {"b": ("duplicate_phash", "duplicate of a (distance 6)")}
 
 
@@ -353,14 +376,16 @@ def test_phash_dedup_deterministic_and_keep_by_score():
 
 
 def test_phash_dedup_params_errors():
-    for params, pattern in (({"max_distance": 65}, "max_distance must be an integer in 0..64"),
-                            ({"max_distance": True}, "max_distance"),
-                            ({"mode": "slow"}, "mode must be one of fast, exact"),
-                            ({"linkage": "single"}, "linkage must be one of connected, star"),
-                            ({"hash": "dhash"}, "hash must be 'phash'"),
-                            ({"device": "tpu"}, "device"),
-                            ({"keep": "newest"}, "keep must be"),
-                            ({"threshold": 8}, "'threshold'.*valid: device, hash, keep, linkage, max_distance")):
+    for params, pattern in (
+        ({"max_distance": 65}, "max_distance must be an integer in 0..64"),
+        ({"max_distance": True}, "max_distance"),
+        ({"mode": "slow"}, "mode must be one of fast, exact"),
+        ({"linkage": "single"}, "linkage must be one of connected, star"),
+        ({"hash": "dhash"}, "hash must be 'phash'"),
+        ({"device": "tpu"}, "device"),
+        ({"keep": "newest"}, "keep must be"),
+        ({"threshold": 8}, "'threshold'.*valid: device, hash, keep, linkage, max_distance"),
+    ):
         with pytest.raises(StageError, match=pattern):
             registry.create("phash_dedup", params)
 
@@ -381,10 +406,16 @@ def _sample_batch():
     from mmcurate.sample_data import build_sample
 
     samples = build_sample(max_photos=3)
-    return pa.table({"key": [s.key for s in samples], "source": ["s"] * len(samples),
-                     "image": pa.array([s.data for s in samples], pa.binary()),
-                     "image_ext": ["jpg"] * len(samples), "caption": ["a photo of a thing"] * len(samples),
-                     "meta": ["{}"] * len(samples)})
+    return pa.table(
+        {
+            "key": [s.key for s in samples],
+            "source": ["s"] * len(samples),
+            "image": pa.array([s.data for s in samples], pa.binary()),
+            "image_ext": ["jpg"] * len(samples),
+            "caption": ["a photo of a thing"] * len(samples),
+            "meta": ["{}"] * len(samples),
+        }
+    )
 
 
 def test_integrity_keeps_the_fast_phash_of_its_decode():

@@ -1,4 +1,5 @@
 """mmcurate.index against numpy brute force; IVF recall vs flat; validation and device resolution."""
+
 import warnings
 
 import numpy as np
@@ -69,7 +70,7 @@ def test_range_search():
     s = x[:50] @ x.T
     assert lims.size == 51
     for i in range(50):
-        got = set(I[lims[i]:lims[i + 1]].tolist())
+        got = set(I[lims[i] : lims[i + 1]].tolist())
         assert set(np.flatnonzero(s[i] > 0.9 + 1e-5)) <= got <= set(np.flatnonzero(s[i] > 0.9 - 1e-5))
     assert (D > 0.9 - 1e-5).all()
 

@@ -1,4 +1,5 @@
 """Readers (WebDataset, image folder, LLaVA), the shard writer and atomic writes."""
+
 from __future__ import annotations
 
 import json
@@ -40,16 +41,21 @@ def written_rows(n: int = 7) -> list[dict]:
     keys = ["000000001", "cats/001", "cats/img.v2", "a/b.c/d.e.f", "100%", "naïve/日本", ".hidden"]
     rows = []
     for i in range(n):
-        rows.append({"key": keys[i % len(keys)] + ("" if i < len(keys) else f"_{i}"),
-                     "image": fx.image_bytes(i, "PNG" if i % 3 == 1 else "JPEG"),
-                     "image_ext": "png" if i % 3 == 1 else "jpg",
-                     "caption": None if i == 2 else f"caption {i}: café <b>x</b>\n",
-                     "meta": json.dumps({"i": i, "note": "über"}, ensure_ascii=False)})
+        rows.append(
+            {
+                "key": keys[i % len(keys)] + ("" if i < len(keys) else f"_{i}"),
+                "image": fx.image_bytes(i, "PNG" if i % 3 == 1 else "JPEG"),
+                "image_ext": "png" if i % 3 == 1 else "jpg",
+                "caption": None if i == 2 else f"caption {i}: café <b>x</b>\n",
+                "meta": json.dumps({"i": i, "note": "über"}, ensure_ascii=False),
+            }
+        )
     return rows
 
 
 # ------------------------------------------------------------------------------------------------------
 # ShardWriter <-> WebDataset reader
+
 
 def test_writer_round_trip_keeps_keys_bytes_captions_and_meta(tmp_path):
     rows = written_rows(9)
@@ -66,7 +72,7 @@ def test_writer_round_trip_keeps_keys_bytes_captions_and_meta(tmp_path):
     back = fx.read_all(reader)
     assert [r["key"] for r in back] == [r["key"] for r in rows]
     for got, want in zip(back, rows):
-        assert got["image"] == want["image"]            # original bytes, not re-encoded
+        assert got["image"] == want["image"]  # original bytes, not re-encoded
         assert got["image_ext"] == want["image_ext"]
         assert got["caption"] == want["caption"]
         assert got["meta"] == want["meta"]
@@ -82,10 +88,10 @@ def test_writer_keeps_directories_and_escapes_dots_in_member_names(tmp_path):
         names = tar.getnames()
         info = tar.getmember("000000001.jpg")
     assert names[:3] == ["000000001.jpg", "000000001.txt", "000000001.json"]
-    assert "cats/001.png" in names                  # directories kept, as webdataset's key rule expects
-    assert "cats/img%2Ev2.json" in names            # no caption member for a null caption
+    assert "cats/001.png" in names  # directories kept, as webdataset's key rule expects
+    assert "cats/img%2Ev2.json" in names  # no caption member for a null caption
     assert "cats/img%2Ev2.txt" not in names
-    assert "a/b.c/d%2Ee%2Ef.jpg" in names          # only the last component is escaped
+    assert "a/b.c/d%2Ee%2Ef.jpg" in names  # only the last component is escaped
     assert "100%25.png" in names
     assert (info.mtime, info.uid, info.gid, info.uname, info.mode) == (0, 0, 0, "", 0o644)
 
@@ -103,7 +109,7 @@ def test_writer_output_is_byte_identical_across_runs(tmp_path):
     for run in ("a", "b"):
         with ShardWriter(tmp_path / run, shard_size=3) as w:
             w.write(sample_table(rows[:2]))
-            w.write(sample_table(rows[2:]))       # batch boundaries must not matter
+            w.write(sample_table(rows[2:]))  # batch boundaries must not matter
         digests.append([(Path(p).name, n, h) for p, n, h in w.written])
     assert digests[0] == digests[1]
     for name, _, _ in digests[0]:
@@ -120,9 +126,14 @@ def test_writer_start_index_prefix_and_subdir(tmp_path):
 def test_writer_rejects_misuse(tmp_path):
     w = ShardWriter(tmp_path, shard_size=10)
     good = written_rows(1)[0]
-    for bad, message in [({"key": "/abs"}, "relative"), ({"key": "a/../b"}, "'..'"), ({"key": ""}, "non-empty"),
-                         ({"image_ext": "JPG"}, "image_ext"), ({"image_ext": "txt"}, "image_ext"),
-                         ({"image_ext": None}, "image_ext")]:
+    for bad, message in [
+        ({"key": "/abs"}, "relative"),
+        ({"key": "a/../b"}, "'..'"),
+        ({"key": ""}, "non-empty"),
+        ({"image_ext": "JPG"}, "image_ext"),
+        ({"image_ext": "txt"}, "image_ext"),
+        ({"image_ext": None}, "image_ext"),
+    ]:
         with pytest.raises(ValueError, match=message):
             w.write(sample_table([{**good, **bad}]))
     w.write(sample_table([good]))
@@ -137,13 +148,14 @@ def test_writer_rejects_misuse(tmp_path):
 # ------------------------------------------------------------------------------------------------------
 # Atomicity
 
+
 def test_exception_inside_writer_publishes_nothing_partial(tmp_path):
     rows = written_rows(5)
     with pytest.raises(RuntimeError):
         with ShardWriter(tmp_path, shard_size=3) as w:
-            w.write(sample_table(rows))           # shard 0 complete (3), shard 1 in progress (2)
+            w.write(sample_table(rows))  # shard 0 complete (3), shard 1 in progress (2)
             raise RuntimeError("crash")
-    assert sorted(os.listdir(tmp_path / "shards")) == ["00000.tar"]   # temp file of shard 1 removed
+    assert sorted(os.listdir(tmp_path / "shards")) == ["00000.tar"]  # temp file of shard 1 removed
 
 
 def test_leftover_temp_file_is_not_a_shard_and_is_cleaned(tmp_path):
@@ -174,8 +186,9 @@ def test_writer_killed_mid_shard_leaves_no_partial_shard(tmp_path):
         print("wrote", flush=True)
         time.sleep(60)
     """)
-    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True,
-                            cwd=Path(__file__).parent.parent)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, cwd=Path(__file__).parent.parent
+    )
     try:
         assert proc.stdout.readline().strip() == "wrote"
         proc.send_signal(signal.SIGKILL)
@@ -185,7 +198,7 @@ def test_writer_killed_mid_shard_leaves_no_partial_shard(tmp_path):
             proc.kill()
     names = sorted(os.listdir(tmp_path / "shards"))
     assert len(names) == 2 and names[1] == "00000.tar"
-    assert names[0].startswith(".00001.tar.tmp-")     # the abandoned temp file, hidden, not a shard
+    assert names[0].startswith(".00001.tar.tmp-")  # the abandoned temp file, hidden, not a shard
     reader = open_reader(tmp_path / "shards")
     assert [Path(s).name for s in reader.shards()] == ["00000.tar"]
     assert len(fx.read_all(reader)) == 10
@@ -200,29 +213,39 @@ def test_atomic_helpers(tmp_path):
     write_parquet_atomic(table, tmp_path / "t.parquet")
     assert pq.read_table(tmp_path / "t.parquet").equals(table)
     import hashlib
+
     assert sha256_file(tmp_path / "t.parquet") == hashlib.sha256((tmp_path / "t.parquet").read_bytes()).hexdigest()
-    assert sorted(os.listdir(tmp_path)) == ["d", "t.parquet"]     # no temp files left behind
+    assert sorted(os.listdir(tmp_path)) == ["d", "t.parquet"]  # no temp files left behind
 
 
 # ------------------------------------------------------------------------------------------------------
 # WebDataset reader on hand-made img2dataset-like tars
 
+
 def handmade_members():
     j = lambda d: json.dumps(d).encode()  # noqa: E731
     return [
-        ("./", None),                                           # directory entries are skipped
-        ("./000000001.jpg", fx.image_bytes(1)), ("./000000001.txt", b"a cat"), ("./000000001.json", j({"k": 1})),
-        ("000000001.cls", b"3"),                                 # extra member, same sample, ignored
-        ("000000002.png", fx.image_bytes(2, "PNG")), ("000000002.json", j({"k": 2})),     # no caption
-        ("000000003.txt", "ein Hund, größer".encode()), ("000000003.json", j({"k": 3})),  # no image
+        ("./", None),  # directory entries are skipped
+        ("./000000001.jpg", fx.image_bytes(1)),
+        ("./000000001.txt", b"a cat"),
+        ("./000000001.json", j({"k": 1})),
+        ("000000001.cls", b"3"),  # extra member, same sample, ignored
+        ("000000002.png", fx.image_bytes(2, "PNG")),
+        ("000000002.json", j({"k": 2})),  # no caption
+        ("000000003.txt", "ein Hund, größer".encode()),
+        ("000000003.json", j({"k": 3})),  # no image
         ("sub", None),
-        ("sub/000000004.WEBP", fx.image_bytes(4, "WEBP")), ("sub/000000004.txt", b"nested"),
-        ("__index__", b"skipped"),                               # webdataset skips __*__ members
-        ("__meta__.json", j({"shard": 0})),                     # ... but this one is a sample (key __meta__)
+        ("sub/000000004.WEBP", fx.image_bytes(4, "WEBP")),
+        ("sub/000000004.txt", b"nested"),
+        ("__index__", b"skipped"),  # webdataset skips __*__ members
+        ("__meta__.json", j({"shard": 0})),  # ... but this one is a sample (key __meta__)
         ("README", b"no suffix: not a sample member"),
-        ("000000005.seg.png", fx.image_bytes(5, "PNG")), ("000000005.txt", b"only a segmentation mask"),
-        ("000000006.jpg", fx.image_bytes(6)), ("000000006.json", b"{not json"),
-        ("000000007.gif", fx.image_bytes(7, "GIF")), ("000000007.json", b"[1, 2]"),
+        ("000000005.seg.png", fx.image_bytes(5, "PNG")),
+        ("000000005.txt", b"only a segmentation mask"),
+        ("000000006.jpg", fx.image_bytes(6)),
+        ("000000006.json", b"{not json"),
+        ("000000007.gif", fx.image_bytes(7, "GIF")),
+        ("000000007.json", b"[1, 2]"),
         ("000000008.txt", b"\xff\xfe bad utf-8"),
     ]
 
@@ -236,33 +259,54 @@ def test_webdataset_reads_img2dataset_like_tar(tmp_path, compression):
     assert reader.format == "webdataset" and reader.shards() == [str(path)]
     rows = {r["key"]: r for r in fx.read_all(reader)}
     data = dict(m for m in members if m[1] is not None)
-    assert list(rows) == ["000000001", "000000002", "000000003", "sub/000000004", "__meta__", "000000005",
-                          "000000006", "000000007", "000000008"]
+    assert list(rows) == [
+        "000000001",
+        "000000002",
+        "000000003",
+        "sub/000000004",
+        "__meta__",
+        "000000005",
+        "000000006",
+        "000000007",
+        "000000008",
+    ]
     assert rows["__meta__"]["image"] is None and json.loads(rows["__meta__"]["meta"]) == {"shard": 0}
     assert rows["000000001"]["image"] == data["./000000001.jpg"] and rows["000000001"]["image_ext"] == "jpg"
     assert rows["000000001"]["caption"] == "a cat" and json.loads(rows["000000001"]["meta"]) == {"k": 1}
     assert rows["000000002"]["caption"] is None and rows["000000002"]["image_ext"] == "png"
     assert rows["000000003"]["image"] is None and rows["000000003"]["image_ext"] is None
     assert rows["000000003"]["caption"] == "ein Hund, größer"
-    assert rows["sub/000000004"]["image_ext"] == "webp"     # suffixes compared in lower case
+    assert rows["sub/000000004"]["image_ext"] == "webp"  # suffixes compared in lower case
     assert rows["sub/000000004"]["image"] == data["sub/000000004.WEBP"]
-    assert rows["000000005"]["image"] is None                # "seg.png" is not the sample's image
+    assert rows["000000005"]["image"] is None  # "seg.png" is not the sample's image
     assert json.loads(rows["000000006"]["meta"]) == {INVALID_JSON_FIELD: "{not json"}
     assert json.loads(rows["000000007"]["meta"]) == {INVALID_JSON_FIELD: "[1, 2]"}
-    assert rows["000000007"]["image_ext"] == "gif"            # unsupported formats still count as images
+    assert rows["000000007"]["image_ext"] == "gif"  # unsupported formats still count as images
     assert rows["000000008"]["caption"] == "\ufffd\ufffd bad utf-8" and rows["000000008"]["meta"] == "{}"
     assert all(r["source"] == str(path) for r in rows.values())
 
 
 def test_webdataset_duplicate_keys_raise_or_get_suffixes(tmp_path):
-    members = [("a.jpg", b"1"), ("a.txt", b"first"), ("b.jpg", b"2"), ("a.jpg", b"3"), ("a.txt", b"again"),
-               ("c.jpg", b"4"), ("c.jpg", b"5")]
+    members = [
+        ("a.jpg", b"1"),
+        ("a.txt", b"first"),
+        ("b.jpg", b"2"),
+        ("a.jpg", b"3"),
+        ("a.txt", b"again"),
+        ("c.jpg", b"4"),
+        ("c.jpg", b"5"),
+    ]
     path = fx.write_tar(tmp_path / "dup.tar", members)
     with pytest.raises(DuplicateKeyError, match=r"duplicate sample key 'a'.*on_duplicate_key='suffix'"):
         fx.read_all(open_reader(path))
     rows = fx.read_all(open_reader(path, on_duplicate_key="suffix"))
     assert [(r["key"], r["image"], r["caption"]) for r in rows] == [
-        ("a", b"1", "first"), ("b", b"2", None), ("a~1", b"3", "again"), ("c", b"4", None), ("c~1", b"5", None)]
+        ("a", b"1", "first"),
+        ("b", b"2", None),
+        ("a~1", b"3", "again"),
+        ("c", b"4", None),
+        ("c~1", b"5", None),
+    ]
     with pytest.raises(ValueError, match="on_duplicate_key"):
         open_reader(path, on_duplicate_key="ignore")
 
@@ -285,9 +329,9 @@ def test_truncated_shard_yields_what_it_has_then_one_damage_row(tmp_path):
 def test_webdataset_path_specs(tmp_path):
     paths = fx.img2dataset_shards(tmp_path / "ds", n_shards=4, per_shard=3)
     expected = [str(p) for p in paths]
-    assert open_reader(tmp_path / "ds").shards() == expected                          # directory
-    assert open_reader(str(tmp_path / "ds" / "*.tar")).shards() == expected           # glob
-    assert open_reader(str(tmp_path / "ds" / "{00000..00003}.tar")).shards() == expected   # brace range
+    assert open_reader(tmp_path / "ds").shards() == expected  # directory
+    assert open_reader(str(tmp_path / "ds" / "*.tar")).shards() == expected  # glob
+    assert open_reader(str(tmp_path / "ds" / "{00000..00003}.tar")).shards() == expected  # brace range
     assert open_reader(str(tmp_path / "ds" / "{00003,00001}.tar")).shards() == [expected[1], expected[3]]
     assert open_reader([paths[2], paths[0], paths[2]]).shards() == [expected[0], expected[2]]  # list, sorted
     assert open_reader("file://" + str(paths[0])).shards() == [expected[0]]
@@ -342,10 +386,13 @@ def test_fsspec_urls(tmp_path):
 # ------------------------------------------------------------------------------------------------------
 # Image folder
 
+
 def make_folder(root: Path) -> dict[str, bytes]:
     files = {
-        "cats/001.jpg": fx.image_bytes(1), "cats/002.PNG": fx.image_bytes(2, "PNG"),
-        "dogs/puppy.v2.jpeg": fx.image_bytes(3), "top.webp": fx.image_bytes(4, "WEBP"),
+        "cats/001.jpg": fx.image_bytes(1),
+        "cats/002.PNG": fx.image_bytes(2, "PNG"),
+        "dogs/puppy.v2.jpeg": fx.image_bytes(3),
+        "top.webp": fx.image_bytes(4, "WEBP"),
         "deep/a/b/c.jpg": fx.image_bytes(5),
     }
     for rel, data in files.items():
@@ -392,15 +439,14 @@ def test_folder_with_caption_file(tmp_path, fmt):
     assert reader.shards() == [f"{root}@00000", f"{root}@00001"]
     assert [reader.count(s) for s in reader.shards()] == [4, 2]
     rows = {r["key"]: r for r in fx.read_all(reader)}
-    assert list(rows) == sorted(rows) == ["cats/001", "cats/002", "deep/a/b/c", "dogs/puppy.v2",
-                                          "gone/missing", "top"]
+    assert list(rows) == sorted(rows) == ["cats/001", "cats/002", "deep/a/b/c", "dogs/puppy.v2", "gone/missing", "top"]
     assert rows["cats/001"]["image"] == files["cats/001.jpg"] and rows["cats/001"]["caption"] == "a tabby cat"
     meta = json.loads(rows["cats/001"]["meta"])
     assert meta["source_url"] == "http://a" and float(meta["score"]) == 0.5 and "caption" not in meta
-    assert rows["cats/002"]["caption"] is None and rows["cats/002"]["image_ext"] == "png"   # unlisted image
+    assert rows["cats/002"]["caption"] is None and rows["cats/002"]["image_ext"] == "png"  # unlisted image
     assert rows["dogs/puppy.v2"]["caption"] == "a puppy" and rows["dogs/puppy.v2"]["image_ext"] == "jpeg"
     assert rows["top"]["caption"] == "named by key, not file" and rows["top"]["image"] == files["top.webp"]
-    assert "source_url" not in json.loads(rows["top"]["meta"])                # nulls are left out
+    assert "source_url" not in json.loads(rows["top"]["meta"])  # nulls are left out
     assert rows["gone/missing"]["image"] is None and rows["gone/missing"]["image_ext"] == "jpg"
     assert rows["gone/missing"]["caption"] == "listed but not on disk"
     assert rows["cats/001"]["source"] == f"{root}@00000" and rows["top"]["source"] == f"{root}@00001"
@@ -428,15 +474,17 @@ def test_folder_columns_and_duplicates(tmp_path):
     write_caption_file(tmp_path / "c.jsonl", "jsonl", rows)
     with pytest.raises(DuplicateKeyError, match="cats/001"):
         open_reader(tmp_path, captions=tmp_path / "c.jsonl")
-    got = {r["key"]: r for r in fx.read_all(open_reader(tmp_path, captions=tmp_path / "c.jsonl",
-                                                        on_duplicate_key="suffix"))}
+    got = {
+        r["key"]: r
+        for r in fx.read_all(open_reader(tmp_path, captions=tmp_path / "c.jsonl", on_duplicate_key="suffix"))
+    }
     assert got["cats/001"]["caption"] == "t1" and json.loads(got["cats/001"]["meta"]) == {"extra": [1, 2]}
     assert got["cats/001~1"]["caption"] == "t2" and got["cats/001~1"]["image"] == got["cats/001"]["image"]
     with pytest.raises(ValueError, match=r"no caption column 'caption'; columns: image, text, extra"):
         open_reader(tmp_path, captions=tmp_path / "c.jsonl", caption_column="caption")
     with pytest.raises(ValueError, match="no key column 'fn'"):
         open_reader(tmp_path, captions=tmp_path / "c.jsonl", key_column="fn")
-    (tmp_path / "cats" / "001.png").write_bytes(fx.image_bytes(9, "PNG"))   # same key as 001.jpg
+    (tmp_path / "cats" / "001.png").write_bytes(fx.image_bytes(9, "PNG"))  # same key as 001.jpg
     with pytest.raises(DuplicateKeyError, match="cats/001.png"):
         open_reader(tmp_path, captions=tmp_path / "c.jsonl", key_column="image", caption_column="text")
     with pytest.raises(FileNotFoundError, match="caption file"):
@@ -470,32 +518,43 @@ def test_folder_round_trip_through_writer(tmp_path):
 # ------------------------------------------------------------------------------------------------------
 # LLaVA
 
+
 def llava_records():
     conv = lambda q, a: [{"from": "human", "value": f"<image>\n{q}"}, {"from": "gpt", "value": a}]  # noqa: E731
     return [
-        {"id": "000000033471", "image": "coco/train2017/000000033471.jpg",
-         "conversations": conv("What are the colors of the bus?", "The bus is white and red.")
-         + [{"from": "human", "value": "more?"}, {"from": "gpt", "value": "second answer"}]},
+        {
+            "id": "000000033471",
+            "image": "coco/train2017/000000033471.jpg",
+            "conversations": conv("What are the colors of the bus?", "The bus is white and red.")
+            + [{"from": "human", "value": "more?"}, {"from": "gpt", "value": "second answer"}],
+        },
         {"id": "text_only_1", "conversations": [{"from": "human", "value": "Hi"}, {"from": "gpt", "value": "Hello"}]},
-        {"image": "vg/VG_100K/2.png", "conversations": conv("Describe.", "A street.")},   # no id: key = path
+        {"image": "vg/VG_100K/2.png", "conversations": conv("Describe.", "A street.")},  # no id: key = path
         {"id": 17, "image": "missing/not_here.jpg", "conversations": conv("?", "gone")},
-        {"id": "multi", "image": ["coco/train2017/000000033471.jpg", "vg/VG_100K/2.png"],
-         "conversations": [{"from": "human", "value": "<image><image> compare"}]},          # no answer
+        {
+            "id": "multi",
+            "image": ["coco/train2017/000000033471.jpg", "vg/VG_100K/2.png"],
+            "conversations": [{"from": "human", "value": "<image><image> compare"}],
+        },  # no answer
         {"id": "noext", "image": "blobs/raw", "conversations": conv("?", "a PNG without extension")},
     ]
 
 
 def make_llava(tmp_path, fmt="json"):
     images = tmp_path / "imgs"
-    files = {"coco/train2017/000000033471.jpg": fx.image_bytes(1), "vg/VG_100K/2.png": fx.image_bytes(2, "PNG"),
-             "blobs/raw": fx.image_bytes(3, "PNG")}
+    files = {
+        "coco/train2017/000000033471.jpg": fx.image_bytes(1),
+        "vg/VG_100K/2.png": fx.image_bytes(2, "PNG"),
+        "blobs/raw": fx.image_bytes(3, "PNG"),
+    }
     for rel, data in files.items():
         (images / rel).parent.mkdir(parents=True, exist_ok=True)
         (images / rel).write_bytes(data)
     path = tmp_path / f"llava.{fmt}"
     records = llava_records()
-    path.write_text(json.dumps(records, ensure_ascii=False) if fmt == "json"
-                    else "".join(json.dumps(r) + "\n" for r in records))
+    path.write_text(
+        json.dumps(records, ensure_ascii=False) if fmt == "json" else "".join(json.dumps(r) + "\n" for r in records)
+    )
     return path, images
 
 
@@ -511,14 +570,14 @@ def test_llava_reader(tmp_path, fmt):
     first = by_key["000000033471"]
     assert first["image"] == (images / "coco/train2017/000000033471.jpg").read_bytes()
     assert first["caption"] == "The bus is white and red." and first["image_ext"] == "jpg"
-    assert json.loads(first["meta"]) == llava_records()[0]          # conversations survive whole
+    assert json.loads(first["meta"]) == llava_records()[0]  # conversations survive whole
     text_only = by_key["text_only_1"]
     assert text_only["image"] is None and text_only["image_ext"] is None
     assert "image" not in json.loads(text_only["meta"])
     assert by_key["vg/VG_100K/2"]["image_ext"] == "png" and by_key["vg/VG_100K/2"]["caption"] == "A street."
     assert by_key["17"]["image"] is None and by_key["17"]["image_ext"] == "jpg"
     assert by_key["multi"]["image"] == first["image"] and by_key["multi"]["caption"] is None
-    assert by_key["noext"]["image_ext"] == "png"                     # sniffed from the bytes
+    assert by_key["noext"]["image_ext"] == "png"  # sniffed from the bytes
     assert rows[0]["source"] == f"{path}@00000"
 
 
@@ -543,6 +602,7 @@ def test_llava_errors_and_default_root(tmp_path):
 
 # ------------------------------------------------------------------------------------------------------
 # Factory
+
 
 def test_open_reader_errors_and_detection(tmp_path):
     with pytest.raises(ValueError, match=r"unknown input format 'tfrecord'; valid: auto, webdataset, folder, llava"):
@@ -569,11 +629,12 @@ def test_readers_pickle_without_their_caches(tmp_path):
         clone = pickle.loads(blob)
         assert clone.shards() == reader.shards()
         assert fx.read_all(clone) == fx.read_all(reader)
-        assert json.dumps(reader.describe())           # manifest-ready
+        assert json.dumps(reader.describe())  # manifest-ready
 
 
 # ------------------------------------------------------------------------------------------------------
 # Demo / benchmark dataset
+
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
@@ -591,13 +652,28 @@ def test_demo_dataset_layout_and_truth(demo):
     out, summary, truth, rows = demo
     assert summary["n_samples"] == 400 and len(summary["shards"]) == 4
     assert sorted(rows) == sorted(truth) and len(rows) == 400
-    assert all(len(k) == 9 and k.isdigit() for k in rows)          # img2dataset-style keys
+    assert all(len(k) == 9 and k.isdigit() for k in rows)  # img2dataset-style keys
     reader = open_reader(out)
-    assert [reader.count(s) for s in reader.shards()] == [100] * 4   # from NNNNN_stats.json
+    assert [reader.count(s) for s in reader.shards()] == [100] * 4  # from NNNNN_stats.json
     labels = summary["labels"]
-    for label in ("original", "distinct", "near_duplicate", "exact_duplicate", "corrupt", "truncated", "empty",
-                  "unsupported", "tiny", "extreme_aspect", "caption_html", "caption_mojibake", "caption_pii",
-                  "caption_boilerplate", "caption_short", "caption_lang"):
+    for label in (
+        "original",
+        "distinct",
+        "near_duplicate",
+        "exact_duplicate",
+        "corrupt",
+        "truncated",
+        "empty",
+        "unsupported",
+        "tiny",
+        "extreme_aspect",
+        "caption_html",
+        "caption_mojibake",
+        "caption_pii",
+        "caption_boilerplate",
+        "caption_short",
+        "caption_lang",
+    ):
         assert labels.get(label, 0) >= 1, label
     assert sum(labels.values()) == 400
     for key, row in rows.items():
@@ -613,7 +689,7 @@ def test_demo_dataset_layout_and_truth(demo):
 def test_demo_dataset_pii_numbers_are_valid():
     from mmcurate.io.demo_dataset import CAPTION_DEFECTS, chinese_id, luhn_number
 
-    assert chinese_id("11010519491231002") == "11010519491231002X"      # the textbook example
+    assert chinese_id("11010519491231002") == "11010519491231002X"  # the textbook example
     assert luhn_number("411111111111111") == "4111111111111111"
     digits = lambda s: [int(c) for c in s]  # noqa: E731
     caption = next(c for label, c, x in CAPTION_DEFECTS if x.get("pii") == "credit_card")
@@ -651,8 +727,12 @@ def test_demo_dataset_images_match_their_labels(demo):
             assert row["image"] != rows[t["group"]]["image"] and dist(key, t["group"]) <= 12, (key, t)
     # Images of different groups do not look like near-duplicates to pHash.
     valid = [k for k in keys if ok[k]]
-    close = [(a, b, dist(a, b)) for i, a in enumerate(valid) for b in valid[i + 1:]
-             if truth[a]["group"] != truth[b]["group"] and dist(a, b) <= 8]
+    close = [
+        (a, b, dist(a, b))
+        for i, a in enumerate(valid)
+        for b in valid[i + 1 :]
+        if truth[a]["group"] != truth[b]["group"] and dist(a, b) <= 8
+    ]
     assert close == []
 
 

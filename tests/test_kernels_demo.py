@@ -1,13 +1,17 @@
 """The main job on the built-in sample: every derived image is grouped with its original, broken files
 are rejected with a reason, and nothing distinct is merged."""
+
 import json
 import subprocess
 import sys
 
 
 def test_demo_groups_the_sample_correctly(tmp_path):
-    out = subprocess.run([sys.executable, "-m", "mmcurate.cli", "kernels-demo", "--out", str(tmp_path),
-                          "--device", "cpu"], capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "mmcurate.cli", "kernels-demo", "--out", str(tmp_path), "--device", "cpu"],
+        capture_output=True,
+        text=True,
+    )
     assert out.returncode == 0, out.stdout + out.stderr
     report = json.loads((tmp_path / "kernel_demo.json").read_text())
     by_key = {s["key"]: s for s in report["samples"]}

@@ -2,6 +2,7 @@
 
 Models are randomly initialised (HF_HUB_OFFLINE=1, nothing is downloaded); the tiny architecture keeps it fast.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -219,8 +220,9 @@ def test_load_from_flat_cache_dir(tmp_path, tiny, tiny_file):
 
 def test_load_from_hf_hub_cache_layout(tmp_path, tiny, tiny_file):
     """A hub snapshot already in the cache is used without any network access."""
-    entry = dataclasses.replace(get_entry(TINY), name="tiny-hub", hf_hub="someorg/tiny-clip",
-                                files=("open_clip_model.safetensors",))
+    entry = dataclasses.replace(
+        get_entry(TINY), name="tiny-hub", hf_hub="someorg/tiny-clip", files=("open_clip_model.safetensors",)
+    )
     repo = tmp_path / "models--someorg--tiny-clip"
     snap = repo / "snapshots" / "0123abcd"
     snap.mkdir(parents=True)
@@ -280,8 +282,16 @@ def test_open_clip_config_beside_checkpoint_is_checked(tmp_path, tiny_file):
     d = tmp_path / "export"
     d.mkdir()
     (d / "open_clip_model.safetensors").write_bytes(tiny_file.read_bytes())
-    cfg = {"model_cfg": {"embed_dim": 64}, "preprocess_cfg": {"size": 224, "mean": [0.5] * 3, "std": [0.5] * 3,
-                                                               "interpolation": "bicubic", "resize_mode": "shortest"}}
+    cfg = {
+        "model_cfg": {"embed_dim": 64},
+        "preprocess_cfg": {
+            "size": 224,
+            "mean": [0.5] * 3,
+            "std": [0.5] * 3,
+            "interpolation": "bicubic",
+            "resize_mode": "shortest",
+        },
+    }
     (d / "open_clip_config.json").write_text(json.dumps(cfg))
     with pytest.raises(WeightsMismatchError, match="preprocessing"):
         load_clip(TINY, weights=d, device="cpu")
@@ -290,10 +300,13 @@ def test_open_clip_config_beside_checkpoint_is_checked(tmp_path, tiny_file):
     assert load_clip(TINY, weights=d, device="cpu").weights == d / "open_clip_model.safetensors"
 
 
-@pytest.mark.parametrize("entry,stored_as", [
-    ("ViT-L-14/datacomp_xl_s13b_b90k", "models--laion--CLIP-ViT-L-14-laion2B-s32B-b82K"),
-    ("ViT-B-32/laion2b_s34b_b79k", "models--timm--vit_base_patch32_clip_224.openai"),
-])
+@pytest.mark.parametrize(
+    "entry,stored_as",
+    [
+        ("ViT-L-14/datacomp_xl_s13b_b90k", "models--laion--CLIP-ViT-L-14-laion2B-s32B-b82K"),
+        ("ViT-B-32/laion2b_s34b_b79k", "models--timm--vit_base_patch32_clip_224.openai"),
+    ],
+)
 def test_checkpoint_stored_under_another_entrys_name_is_refused(tmp_path, entry, stored_as):
     p = tmp_path / stored_as / "snapshots" / "abc" / "open_clip_pytorch_model.bin"
     p.parent.mkdir(parents=True)
@@ -314,10 +327,17 @@ def test_checkpoint_of_another_architecture_is_refused(tmp_path, tiny):
 
 
 def test_import_models_loads_no_torch():
-    code = ("import sys, mmcurate.models, mmcurate.models.registry, mmcurate.models.cpu_loader; "
-            "mmcurate.models.get_entry('ViT-B-32'); print('torch' in sys.modules, 'open_clip' in sys.modules)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         env={**os.environ, "PYTHONPATH": os.getcwd()})
+    code = (
+        "import sys, mmcurate.models, mmcurate.models.registry, mmcurate.models.cpu_loader; "
+        "mmcurate.models.get_entry('ViT-B-32'); print('torch' in sys.modules, 'open_clip' in sys.modules)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "PYTHONPATH": os.getcwd()},
+    )
     assert out.stdout.split() == ["False", "False"]
 
 

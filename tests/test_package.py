@@ -1,4 +1,5 @@
 """Package-level contract: what was built is reported, and importing initialises no framework or GPU."""
+
 import json
 import subprocess
 import sys

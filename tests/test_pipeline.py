@@ -1,4 +1,5 @@
 """The main job end to end: default recipe on the built-in sample, accounting, outputs, resume, workers."""
+
 from __future__ import annotations
 
 import hashlib
@@ -43,8 +44,13 @@ def _recipe(input_dir: Path, out: Path, **run) -> dict:
 def _run(recipe: dict, *flags, check=True, timeout=600) -> subprocess.CompletedProcess:
     path = Path(recipe["output"]["path"]).parent / (Path(recipe["output"]["path"]).name + ".yaml")
     path.write_text(yaml.safe_dump(recipe))
-    proc = subprocess.run([sys.executable, "-m", "mmcurate.cli", "run", str(path), *flags],
-                          capture_output=True, text=True, cwd=ROOT, timeout=timeout)
+    proc = subprocess.run(
+        [sys.executable, "-m", "mmcurate.cli", "run", str(path), *flags],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=timeout,
+    )
     if check:
         assert proc.returncode == 0, proc.stdout + proc.stderr
     return proc
@@ -152,8 +158,13 @@ def test_report_and_manifest_written(default_run):
 
 
 def test_inspect_prints_the_summary(default_run):
-    out = subprocess.run([sys.executable, "-m", "mmcurate.cli", "inspect", str(default_run)],
-                         capture_output=True, text=True, cwd=ROOT, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "mmcurate.cli", "inspect", str(default_run)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        check=True,
+    ).stdout
     assert "accounting ok" in out and "integrity" in out
 
 
@@ -171,8 +182,12 @@ def test_resume_after_kill_equals_uninterrupted_run(default_run, demo_input, tmp
     recipe = _recipe(demo_input, out)
     path = tmp_path / "killed.yaml"
     path.write_text(yaml.safe_dump(recipe))
-    proc = subprocess.Popen([sys.executable, "-m", "mmcurate.cli", "run", str(path)], cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mmcurate.cli", "run", str(path)],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     # kill -9 once the first shard is done but before the run finishes
     deadline = time.time() + 120
     while time.time() < deadline and proc.poll() is None:
@@ -216,8 +231,9 @@ def test_recipe_errors_name_the_bad_key(tmp_path):
 def test_cli_reports_recipe_errors_without_traceback(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("input: {path: x}\nstages: [{nope: {}}]\n")
-    proc = subprocess.run([sys.executable, "-m", "mmcurate.cli", "run", str(bad)], capture_output=True,
-                          text=True, cwd=ROOT)
+    proc = subprocess.run(
+        [sys.executable, "-m", "mmcurate.cli", "run", str(bad)], capture_output=True, text=True, cwd=ROOT
+    )
     assert proc.returncode == 2 and "unknown stage 'nope'" in proc.stderr and "Traceback" not in proc.stderr
 
 
@@ -241,7 +257,7 @@ def test_split_stage_writes_one_shard_directory_per_split(demo_input, tmp_path):
     codes = {s["key"]: int(s["phash"], 16) for s in samples}
     keys = sorted(codes)
     for i, a in enumerate(keys):
-        for b in keys[i + 1:]:
+        for b in keys[i + 1 :]:
             if bin(codes[a] ^ codes[b]).count("1") <= 16:
                 assert written[a] == written[b], (a, b)
 
@@ -252,10 +268,14 @@ def test_semantic_recipe_end_to_end(demo_input, tmp_path):
     recipe = _recipe(demo_input, out)
     # filters before dedup steps, so every duplicate group keeps its representative
     at = next(i for i, st in enumerate(recipe["stages"]) if "exact_dedup" in st)
-    recipe["stages"][at:at] = [{"clip_embed": {"model": "mmcurate-tiny", "weights": "random"}},
-                               {"clip_score_filter": {"keep_fraction": 0.9}}]
-    recipe["stages"] += [{"semantic_dedup": {"eps": 0.02, "n_clusters": 4}},
-                         {"split": {"stratify_by": "semantic_cluster", "group_columns": []}}]
+    recipe["stages"][at:at] = [
+        {"clip_embed": {"model": "mmcurate-tiny", "weights": "random"}},
+        {"clip_score_filter": {"keep_fraction": 0.9}},
+    ]
+    recipe["stages"] += [
+        {"semantic_dedup": {"eps": 0.02, "n_clusters": 4}},
+        {"split": {"stratify_by": "semantic_cluster", "group_columns": []}},
+    ]
     _run(recipe)
     m = json.loads((out / "manifest.json").read_text())
     assert m["counts"]["accounting_ok"]

@@ -5,6 +5,7 @@ One local Ray instance (2 CPUs) serves the module. The failure-injecting stages 
 and are shipped to Ray workers by value. The map-step plumbing is also checked without Ray, against the
 local map phase, with blocks merged and split at random the way Ray Data may.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -29,7 +30,7 @@ from mmcurate.pipeline.stage import StageError
 pytestmark = pytest.mark.ray
 ROOT = Path(__file__).resolve().parents[1]
 TESTS = Path(__file__).resolve().parent
-TIMED = {"manifest.json", "report.html"}   # hold timings; everything else must be identical
+TIMED = {"manifest.json", "report.html"}  # hold timings; everything else must be identical
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +38,7 @@ def demo_input(tmp_path_factory) -> Path:
     from mmcurate.io.demo_dataset import build_demo_dataset
 
     d = tmp_path_factory.mktemp("ray_input")
-    build_demo_dataset(d, n_samples=None, shard_size=20, seed=0)   # 111 samples in 6 shards
+    build_demo_dataset(d, n_samples=None, shard_size=20, seed=0)  # 111 samples in 6 shards
     return d
 
 
@@ -82,7 +83,7 @@ def _digests(out: Path, work: bool = False) -> dict:
         if not p.is_file() or p.name in TIMED or rel.parts[:2] == ("_work", "done") or rel.name == "run.json":
             continue
         if rel.parts[0] == "_work" and (not work or rel.parts[1:2] == ("global",)):
-            continue   # _work/global: the sharded global phase's scratch (Ray's default), not a map output
+            continue  # _work/global: the sharded global phase's scratch (Ray's default), not a map output
         res[str(rel)] = hashlib.sha256(p.read_bytes()).hexdigest()
     return res
 
@@ -120,8 +121,9 @@ def test_ray_outputs_are_byte_identical_to_local(ray_session, demo_input, local_
     # the same per-stage counters; the global steps ran sharded on Ray (global_mode auto) and in memory
     # locally, so their stats differ by the partitioning figures only
     counters = ("name", "kind", "in", "kept", "rejected", "reasons")
-    assert [{k: st[k] for k in counters} for st in manifest["stages"]] == \
-        [{k: st[k] for k in counters} for st in local["stages"]]
+    assert [{k: st[k] for k in counters} for st in manifest["stages"]] == [
+        {k: st[k] for k in counters} for st in local["stages"]
+    ]
     assert {st["mode"] for st in manifest["stages"] if st["kind"] == "global"} >= {"sharded"}
     assert {st["mode"] for st in local["stages"] if st["kind"] == "global"} == {"memory"}
     assert manifest["outputs"] == local["outputs"]
@@ -169,8 +171,9 @@ def test_map_steps_give_the_local_map_output_however_blocks_are_cut(demo_input, 
         for f in sorted((tmp_path / "local" / sub).iterdir()):
             assert (tmp_path / "ray" / sub / f.name).read_bytes() == f.read_bytes(), f"{sub}/{f.name}"
     for f in sorted((tmp_path / "local" / "done").iterdir()):
-        assert _untimed(json.loads((tmp_path / "ray" / "done" / f.name).read_text())) == \
-            _untimed(json.loads(f.read_text()))
+        assert _untimed(json.loads((tmp_path / "ray" / "done" / f.name).read_text())) == _untimed(
+            json.loads(f.read_text())
+        )
 
 
 def test_a_stage_that_drops_unknown_columns_is_named(demo_input):
@@ -190,8 +193,17 @@ def test_a_stage_that_drops_unknown_columns_is_named(demo_input):
 def test_killed_task_and_actor_workers_are_retried(ray_session, demo_input, local_run, tmp_path):
     task_marker, actor_marker = tmp_path / "task.killed", tmp_path / "actor.killed"
     out = tmp_path / "killed"
-    _ray_run(_recipe(demo_input, out, [{"test_kill_worker_once": {"marker": str(task_marker)}},
-                                       {"test_kill_actor_once": {"marker": str(actor_marker)}}]), max_retries=2)
+    _ray_run(
+        _recipe(
+            demo_input,
+            out,
+            [
+                {"test_kill_worker_once": {"marker": str(task_marker)}},
+                {"test_kill_actor_once": {"marker": str(actor_marker)}},
+            ],
+        ),
+        max_retries=2,
+    )
     assert task_marker.exists() and actor_marker.exists(), "no worker was killed"
     assert _digests(out) == _digests(local_run)
 
@@ -207,10 +219,10 @@ def test_failed_ray_run_resumes_shard_by_shard(ray_session, demo_input, local_ru
     assert not (done / "00005.json").exists() and not (out / "manifest.json").exists()
     before = {p.name: p.read_bytes() for p in done.glob("*.json")}
     flag.unlink()
-    if before:   # shards finished before the failure (Ray's scheduling decides): a plain rerun must not redo them
+    if before:  # shards finished before the failure (Ray's scheduling decides): a plain rerun must not redo them
         with pytest.raises(StageError, match="--resume"):
             _ray_run(recipe)
-    else:        # nothing finished: the failed run left nothing behind to resume
+    else:  # nothing finished: the failed run left nothing behind to resume
         assert not (out / "_work").exists()
     _ray_run(recipe, resume=True, keep_work=True)
     assert {name: (done / name).read_bytes() for name in before} == before, "finished shards were mapped again"
@@ -236,9 +248,11 @@ def test_ray_resumes_a_local_run(ray_session, demo_input, local_run, tmp_path):
 # Command line
 # ---------------------------------------------------------------------------------------------
 # The CLI with the test stages registered (and shipped to its Ray workers by value).
-_CLI = ("import sys; sys.path.insert(0, {tests!r}); import ray_test_stages; "
-        "import ray.cloudpickle; ray.cloudpickle.register_pickle_by_value(ray_test_stages); "
-        "from mmcurate.cli import main; sys.exit(main(sys.argv[1:]))")
+_CLI = (
+    "import sys; sys.path.insert(0, {tests!r}); import ray_test_stages; "
+    "import ray.cloudpickle; ray.cloudpickle.register_pickle_by_value(ray_test_stages); "
+    "from mmcurate.cli import main; sys.exit(main(sys.argv[1:]))"
+)
 
 
 def _cli(recipe: dict, *flags, popen=False):
@@ -284,9 +298,19 @@ def test_cli_without_ray_says_how_to_install(tmp_path, demo_input):
     path = tmp_path / "r.yaml"
     path.write_text(yaml.safe_dump(_recipe(demo_input, tmp_path / "out")))
     code = "import sys; sys.modules['ray'] = None; from mmcurate.cli import main; sys.exit(main(sys.argv[1:]))"
-    proc = subprocess.run([sys.executable, "-c", code, "run", str(path), "--executor", "ray"], cwd=ROOT,
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-c", code, "run", str(path), "--executor", "ray"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2 and "pip install 'mmcurate[ray]'" in proc.stderr and "Traceback" not in proc.stderr
-    proc = subprocess.run([sys.executable, "-m", "mmcurate.cli", "run", str(path), "--address", "auto"], cwd=ROOT,
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "mmcurate.cli", "run", str(path), "--address", "auto"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2 and "--address is for --executor ray" in proc.stderr

@@ -6,6 +6,7 @@ sha256, pHash distances), plus samples with hostile keys and captions. The repor
 parsing it, and in a real headless chromium (DevTools protocol over a pipe): it renders, loads nothing
 from outside, and logs no errors.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -95,8 +96,9 @@ def build_output_dir(out: Path, with_thumbs: bool = True) -> dict:
             if verdict is None:
                 kept.append(k)
             else:
-                batch_rejects.append({"key": k, "source": "shard-00000.tar", "stage": name,
-                                      "reason": verdict[0], "detail": verdict[1]})
+                batch_rejects.append(
+                    {"key": k, "source": "shard-00000.tar", "stage": name, "reason": verdict[0], "detail": verdict[1]}
+                )
         table = pa.Table.from_pylist(batch_rejects, schema=REJECTS_SCHEMA)
         if with_thumbs:  # offered in two batches, the later one first: selection must not depend on order
             half = table.num_rows // 2
@@ -107,19 +109,43 @@ def build_output_dir(out: Path, with_thumbs: bool = True) -> dict:
         reasons: dict[str, int] = {}
         for r in batch_rejects:
             reasons[r["reason"]] = reasons.get(r["reason"], 0) + 1
-        stages.append({"name": name, "kind": "map", "in": len(alive), "kept": len(kept), "rejected": len(batch_rejects),
-                       "seconds": time.perf_counter() - t0, "reasons": reasons})
+        stages.append(
+            {
+                "name": name,
+                "kind": "map",
+                "in": len(alive),
+                "kept": len(kept),
+                "rejected": len(batch_rejects),
+                "seconds": time.perf_counter() - t0,
+                "reasons": reasons,
+            }
+        )
         return kept
 
     decoded = decode_images([by_key[k].data for k in keys], device="cpu")
-    info = {k: (int(st), err, img.shape[:2] if img is not None else None)
-            for k, st, err, img in zip(keys, decoded.status, decoded.errors, decoded.images)}
-    alive = map_stage("integrity", keys, lambda k: None if info[k][0] == 0 else
-                      (Status(info[k][0]).name, info[k][1] or "decode failed"))
-    alive = map_stage("image_filter", alive, lambda k: None if min(info[k][2]) >= MIN_SIDE else
-                      ("min_side", f"min side {min(info[k][2])} < {MIN_SIDE}"))
-    alive = map_stage("caption_filter", alive, lambda k: None if len(captions[k].split()) >= MIN_WORDS else
-                      ("min_words", HOSTILE_DETAIL if k == HOSTILE_KEY else "too few words"))
+    info = {
+        k: (int(st), err, img.shape[:2] if img is not None else None)
+        for k, st, err, img in zip(keys, decoded.status, decoded.errors, decoded.images)
+    }
+    alive = map_stage(
+        "integrity",
+        keys,
+        lambda k: None if info[k][0] == 0 else (Status(info[k][0]).name, info[k][1] or "decode failed"),
+    )
+    alive = map_stage(
+        "image_filter",
+        alive,
+        lambda k: None if min(info[k][2]) >= MIN_SIDE else ("min_side", f"min side {min(info[k][2])} < {MIN_SIDE}"),
+    )
+    alive = map_stage(
+        "caption_filter",
+        alive,
+        lambda k: (
+            None
+            if len(captions[k].split()) >= MIN_WORDS
+            else ("min_words", HOSTILE_DETAIL if k == HOSTILE_KEY else "too few words")
+        ),
+    )
 
     def global_stage(name, alive, groups, kind, reason, distance):
         t0 = time.perf_counter()
@@ -129,28 +155,61 @@ def build_output_dir(out: Path, with_thumbs: bool = True) -> dict:
                 if m != rep:
                     removed.add(m)
                     duplicates.append({"key": m, "duplicate_of": rep, "kind": kind, "distance": distance(m, rep)})
-                    rejects.append({"key": m, "source": "shard-00000.tar", "stage": name, "reason": reason,
-                                    "detail": f"duplicate of {rep}"})
+                    rejects.append(
+                        {
+                            "key": m,
+                            "source": "shard-00000.tar",
+                            "stage": name,
+                            "reason": reason,
+                            "detail": f"duplicate of {rep}",
+                        }
+                    )
         kept = [k for k in alive if k not in removed]
-        stages.append({"name": name, "kind": "global", "in": len(alive), "kept": len(kept), "rejected": len(removed),
-                       "seconds": time.perf_counter() - t0, "reasons": {reason: len(removed)} if removed else {}})
+        stages.append(
+            {
+                "name": name,
+                "kind": "global",
+                "in": len(alive),
+                "kept": len(kept),
+                "rejected": len(removed),
+                "seconds": time.perf_counter() - t0,
+                "reasons": {reason: len(removed)} if removed else {},
+            }
+        )
         return kept
 
     sha = {k: hashlib.sha256(by_key[k].data).hexdigest() for k in keys}
     exact_groups: dict[str, list[str]] = {}
     for k in sorted(alive):
         exact_groups.setdefault(sha[k], []).append(k)
-    alive = global_stage("exact_dedup", alive, {g[0]: g for g in exact_groups.values()}, "exact", "exact_duplicate",
-                         lambda m, rep: 0.0)
+    alive = global_stage(
+        "exact_dedup", alive, {g[0]: g for g in exact_groups.values()}, "exact", "exact_duplicate", lambda m, rep: 0.0
+    )
     codes_all = phash_bytes([by_key[k].data for k in alive], device="cpu").codes
     code = dict(zip(alive, codes_all))
     groups = _components(alive, np.asarray(codes_all, dtype=np.uint64), PHASH_MAX_DISTANCE)
-    alive = global_stage("phash_dedup", alive, groups, "phash", "near_duplicate",
-                         lambda m, rep: float(int(code[m] ^ code[rep]).bit_count()))
+    alive = global_stage(
+        "phash_dedup",
+        alive,
+        groups,
+        "phash",
+        "near_duplicate",
+        lambda m, rep: float(int(code[m] ^ code[rep]).bit_count()),
+    )
 
-    kept_rows = [{"key": k, "source": "shard-00000.tar", "sha256": sha[k], "width": int(info[k][2][1]),
-                  "height": int(info[k][2][0]), "format": decoded.formats[keys.index(k)],
-                  "phash": f"{int(code[k]):016x}", "caption": captions[k]} for k in alive]
+    kept_rows = [
+        {
+            "key": k,
+            "source": "shard-00000.tar",
+            "sha256": sha[k],
+            "width": int(info[k][2][1]),
+            "height": int(info[k][2][0]),
+            "format": decoded.formats[keys.index(k)],
+            "phash": f"{int(code[k]):016x}",
+            "caption": captions[k],
+        }
+        for k in alive
+    ]
     pq.write_table(pa.Table.from_pylist(kept_rows), out / "samples.parquet")
     pq.write_table(pa.Table.from_pylist(rejects, schema=REJECTS_SCHEMA), out / "rejects.parquet")
     dup_table = pa.Table.from_pylist(duplicates, schema=DUPLICATES_SCHEMA)
@@ -158,29 +217,46 @@ def build_output_dir(out: Path, with_thumbs: bool = True) -> dict:
     if with_thumbs:
         wanted = collector.wanted_keys(dup_table)
         table = pa.table({"key": keys, "image": [by_key[k].data for k in keys], "caption": [captions[k] for k in keys]})
-        for part in (table.slice(0, 20), table.slice(20)):   # the executor's second pass, batch by batch
+        for part in (table.slice(0, 20), table.slice(20)):  # the executor's second pass, batch by batch
             collector.offer_group_members(wanted, part)
         collector.write(out / "thumbs.parquet")
     import mmcurate
 
     manifest = {
-        "run": {"started": t_start, "finished": time.time(), "duration_s": 3.2 + sum(s["seconds"] for s in stages),
-                "mmcurate_version": mmcurate.__version__,
-                "recipe": {"input": {"path": "/data/shards/{00000..00001}.tar", "format": "webdataset"},
-                           "output": {"path": str(out), "shard_size": 1000},
-                           "stages": [{"integrity": {}}, {"image_filter": {"min_side": MIN_SIDE}},
-                                      {"caption_filter": {"min_words": MIN_WORDS,
-                                                          "boilerplate": [HOSTILE_RECIPE_VALUE]}},
-                                      {"exact_dedup": {}}, {"phash_dedup": {"max_distance": PHASH_MAX_DISTANCE}}]},
-                "build_info": mmcurate.build_info()},
+        "run": {
+            "started": t_start,
+            "finished": time.time(),
+            "duration_s": 3.2 + sum(s["seconds"] for s in stages),
+            "mmcurate_version": mmcurate.__version__,
+            "recipe": {
+                "input": {"path": "/data/shards/{00000..00001}.tar", "format": "webdataset"},
+                "output": {"path": str(out), "shard_size": 1000},
+                "stages": [
+                    {"integrity": {}},
+                    {"image_filter": {"min_side": MIN_SIDE}},
+                    {"caption_filter": {"min_words": MIN_WORDS, "boilerplate": [HOSTILE_RECIPE_VALUE]}},
+                    {"exact_dedup": {}},
+                    {"phash_dedup": {"max_distance": PHASH_MAX_DISTANCE}},
+                ],
+            },
+            "build_info": mmcurate.build_info(),
+        },
         "counts": {"read": len(keys), "kept": len(alive), "rejected": len(rejects)},
         "stages": stages,
         "inputs": [{"path": "/data/shards/00000.tar", "sha256": "ab" * 32, "bytes": 123456}],
         "outputs": [{"path": "shards/00000.tar", "sha256": "cd" * 32, "bytes": 65432}, "samples.parquet"],
     }
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2))
-    return {"keys": keys, "kept": alive, "rejects": rejects, "duplicates": duplicates, "stages": stages,
-            "manifest": manifest, "collector": collector, "samples": by_key}
+    return {
+        "keys": keys,
+        "kept": alive,
+        "rejects": rejects,
+        "duplicates": duplicates,
+        "stages": stages,
+        "manifest": manifest,
+        "collector": collector,
+        "samples": by_key,
+    }
 
 
 @pytest.fixture(scope="module")
@@ -208,8 +284,11 @@ class Node:
             yield from c.iter()
 
     def find_all(self, tag=None, **attrs):
-        return [n for n in self.iter() if (tag is None or n.tag == tag)
-                and all(n.attrs.get(k.replace("_", "-")) == v for k, v in attrs.items())]
+        return [
+            n
+            for n in self.iter()
+            if (tag is None or n.tag == tag) and all(n.attrs.get(k.replace("_", "-")) == v for k, v in attrs.items())
+        ]
 
 
 class DomBuilder(HTMLParser):
@@ -265,10 +344,10 @@ def test_thumbnails_fit_the_box_and_broken_images_get_placeholders():
         assert img.format == "JPEG" and max(img.size) <= 64
         if s.label in ("truncated", "corrupt", "empty", "unsupported"):
             assert not t.decoded and t.note, s.key
-            assert img.size == (64, 64)                       # the placeholder tile
+            assert img.size == (64, 64)  # the placeholder tile
         else:
             assert t.decoded, s.key
-            assert max(img.size) == 64                         # aspect kept: the long side fills the box
+            assert max(img.size) == 64  # aspect kept: the long side fills the box
     # aspect ratio survives (chelsea is 451 x 300)
     chelsea = next(t for s, t in zip(samples, thumbs) if s.key == "chelsea")
     w, h = Image.open(io.BytesIO(chelsea.jpeg)).size
@@ -278,8 +357,9 @@ def test_thumbnails_fit_the_box_and_broken_images_get_placeholders():
 
 
 def _rejects(rows):
-    return pa.Table.from_pylist([{"key": k, "source": "s", "stage": st, "reason": r, "detail": ""}
-                                 for k, st, r in rows], schema=REJECTS_SCHEMA)
+    return pa.Table.from_pylist(
+        [{"key": k, "source": "s", "stage": st, "reason": r, "detail": ""} for k, st, r in rows], schema=REJECTS_SCHEMA
+    )
 
 
 def test_collector_keeps_the_smallest_keys_per_reason_whatever_the_order():
@@ -288,7 +368,7 @@ def test_collector_keeps_the_smallest_keys_per_reason_whatever_the_order():
     forward = ThumbnailCollector(max_per_reason=2, size=32)
     forward.offer_rejects(_rejects(rows), samples)
     backward = ThumbnailCollector(max_per_reason=2, size=32)
-    for row in reversed(rows):                                  # one sample at a time, reversed
+    for row in reversed(rows):  # one sample at a time, reversed
         backward.offer_rejects(_rejects([row]), samples)
     split_a, split_b = ThumbnailCollector(max_per_reason=2, size=32), ThumbnailCollector(max_per_reason=2, size=32)
     split_a.offer_rejects(_rejects(rows[1::2]), samples)
@@ -298,8 +378,10 @@ def test_collector_keeps_the_smallest_keys_per_reason_whatever_the_order():
     for c in (forward, backward, merged):
         t = c.to_table()
         assert t.schema == THUMBS_SCHEMA
-        got = {reason: [k for k, r in zip(t["key"].to_pylist(), t["reason"].to_pylist()) if r == reason]
-               for reason in expected}
+        got = {
+            reason: [k for k, r in zip(t["key"].to_pylist(), t["reason"].to_pylist()) if r == reason]
+            for reason in expected
+        }
         assert got == expected
         assert t.equals(forward.to_table())
     # keys without bytes at hand are skipped, not drawn
@@ -312,23 +394,38 @@ def test_collector_chooses_duplicate_groups_deterministically_and_round_trips(tm
     samples = {s.key: s.data for s in build_sample(max_photos=3)}
     dup = pa.Table.from_pylist(
         [{"key": "astronaut_copy", "duplicate_of": "astronaut", "kind": "exact", "distance": 0.0}]
-        + [{"key": f"{p}_{v}", "duplicate_of": p, "kind": "phash", "distance": float(d)}
-           for p in ("chelsea", "coffee") for v, d in (("requal", 1), ("small", 2), ("bright", 4))]
+        + [
+            {"key": f"{p}_{v}", "duplicate_of": p, "kind": "phash", "distance": float(d)}
+            for p in ("chelsea", "coffee")
+            for v, d in (("requal", 1), ("small", 2), ("bright", 4))
+        ]
         + [{"key": "astronaut_small", "duplicate_of": "astronaut", "kind": "phash", "distance": 3.0}],
-        schema=DUPLICATES_SCHEMA)
+        schema=DUPLICATES_SCHEMA,
+    )
     c = ThumbnailCollector(max_groups=3, max_per_group=3, size=32)
     wanted = c.wanted_keys(dup)
     # near duplicates first, kinds alternate, larger groups first, then by representative key
-    assert [(g.kind, g.representative) for g in c.groups] == [("phash", "chelsea"), ("exact", "astronaut"),
-                                                              ("phash", "coffee")]
+    assert [(g.kind, g.representative) for g in c.groups] == [
+        ("phash", "chelsea"),
+        ("exact", "astronaut"),
+        ("phash", "coffee"),
+    ]
     # members with the largest distance are the ones shown (representative + 2)
     assert [m for m, _ in c.groups[0].members] == ["chelsea_bright", "chelsea_small"]
     assert c.groups[0].size == 3
-    assert wanted == {"chelsea", "chelsea_bright", "chelsea_small", "astronaut", "astronaut_copy",
-                      "coffee", "coffee_bright", "coffee_small"}
+    assert wanted == {
+        "chelsea",
+        "chelsea_bright",
+        "chelsea_small",
+        "astronaut",
+        "astronaut_copy",
+        "coffee",
+        "coffee_bright",
+        "coffee_small",
+    }
     table = pa.table({"key": list(samples), "image": list(samples.values())})
     assert c.offer_group_members(wanted, table) == len(wanted)
-    assert c.offer_group_members(wanted, table) == 0             # already have them
+    assert c.offer_group_members(wanted, table) == 0  # already have them
     t = c.to_table()
     assert t["kind"].to_pylist() == ["duplicate"] * 8
     assert t["key"].to_pylist()[:3] == ["chelsea", "chelsea_bright", "chelsea_small"]
@@ -338,7 +435,7 @@ def test_collector_chooses_duplicate_groups_deterministically_and_round_trips(tm
     assert [p.name for p in tmp_path.iterdir()] == ["thumbs.parquet"]  # no temporary file left behind
     again = ThumbnailCollector.read(path, max_groups=3, max_per_group=3, size=32)
     assert again.to_table().equals(t)
-    assert pickle.loads(pickle.dumps(c)).to_table().equals(t)   # executors ship stages and collectors around
+    assert pickle.loads(pickle.dumps(c)).to_table().equals(t)  # executors ship stages and collectors around
 
 
 def test_collector_rejects_bad_limits_by_name():
@@ -348,8 +445,11 @@ def test_collector_rejects_bad_limits_by_name():
         ThumbnailCollector(size=2)
     with pytest.raises(ValueError, match="'image' column"):
         c = ThumbnailCollector()
-        c.wanted_keys(pa.Table.from_pylist([{"key": "b", "duplicate_of": "a", "kind": "exact", "distance": 0.0}],
-                                           schema=DUPLICATES_SCHEMA))
+        c.wanted_keys(
+            pa.Table.from_pylist(
+                [{"key": "b", "duplicate_of": "a", "kind": "exact", "distance": 0.0}], schema=DUPLICATES_SCHEMA
+            )
+        )
         c.offer_group_members({"a"}, pa.table({"key": ["a"]}))
 
 
@@ -359,10 +459,10 @@ def test_collector_rejects_bad_limits_by_name():
 
 def test_histograms_count_every_value_including_the_tail():
     rng = np.random.default_rng(0)
-    values = np.concatenate([rng.normal(500, 80, 2000), [50_000.0, np.nan]])   # one outlier, one NaN
+    values = np.concatenate([rng.normal(500, 80, 2000), [50_000.0, np.nan]])  # one outlier, one NaN
     h = Histogram.linear(values)
     assert h.total == 2001 and int(h.counts.sum()) == 2001
-    assert h.overflow and h.edges[-1] < 2000                                    # the outlier is folded in
+    assert h.overflow and h.edges[-1] < 2000  # the outlier is folded in
     assert h.label(len(h.counts) - 1).startswith("≥")
     a = Histogram.aspect([1.0, 2.0, 0.5, 100.0, 0.001])
     assert int(a.counts.sum()) == 5 and a.counts[0] == 1 and a.counts[-1] == 1
@@ -385,7 +485,7 @@ def test_rank_size_chart_sorts_switches_to_log_and_keeps_long_series_exact():
     assert svg.attrs["aria-label"] == "t&" and "a<b" in svg.all_text() and "log scale" not in svg.all_text()
     (line,) = dom.find_all("polyline")
     ys = [y for _, y in _polyline_points(line)]
-    assert len(ys) == 3 and ys[0] < ys[1] < ys[2]                 # largest first: highest on the page
+    assert len(ys) == 3 and ys[0] < ys[1] < ys[2]  # largest first: highest on the page
     assert len(dom.find_all("circle")) == 3 and dom.find_all("g")[0].attrs["data-series"] == "a<b"
     # a wide range goes on a log axis; zeros cannot, so the line stops and the legend counts them
     dom = parse(rank_size_svg([Series("wide", [0, 1000, 10, 0, 1, 100], "#000")], "w")).root
@@ -393,7 +493,7 @@ def test_rank_size_chart_sorts_switches_to_log_and_keeps_long_series_exact():
     (line,) = dom.find_all("polyline")
     pts = _polyline_points(line)
     steps = np.diff([y for _, y in pts])
-    assert len(pts) == 4 and steps.min() > 0 and np.ptp(steps) < 0.2   # 1000, 100, 10, 1: one decade per step
+    assert len(pts) == 4 and steps.min() > 0 and np.ptp(steps) < 0.2  # 1000, 100, 10, 1: one decade per step
     assert "log scale" not in rank_size_svg([Series("wide", [1000, 1], "#000")], "w", log_y=False)
     # 4096 values: the polyline keeps each pixel column's extremes, so the first and last points are exact
     values = np.arange(1, 4097)[::-1] ** 2
@@ -402,9 +502,10 @@ def test_rank_size_chart_sorts_switches_to_log_and_keeps_long_series_exact():
     assert len(lines) == 2 and not dom.find_all("circle")
     pts = _polyline_points(lines[0])
     assert 100 < len(pts) < 4096 // 2
-    ref = parse(rank_size_svg([Series("long", [values[0], values[-1]], "#000"),
-                               Series("flat", [50, 50], "#111")], "l")).root.find_all("polyline")[0]
-    assert [pts[0], pts[-1]] == _polyline_points(ref)             # same axes: first and last points agree
+    ref = parse(
+        rank_size_svg([Series("long", [values[0], values[-1]], "#000"), Series("flat", [50, 50], "#111")], "l")
+    ).root.find_all("polyline")[0]
+    assert [pts[0], pts[-1]] == _polyline_points(ref)  # same axes: first and last points agree
     assert "no data" in rank_size_svg([Series("empty", [], "#000")], "x")
 
 
@@ -420,8 +521,11 @@ def test_report_shows_the_run(run_dir):
     sections = [n.attrs["id"] for n in dom.find_all("section")]
     assert sections == ["run", "funnel", "distributions", "duplicates", "clusters", "rejects", "timing"]
     # KPIs and the accounting check
-    kpi = {n.attrs["data-kpi"]: n.find_all("div", **{"class": "kpi-value"})[0].all_text() for n in dom.find_all("div")
-           if "data-kpi" in n.attrs}
+    kpi = {
+        n.attrs["data-kpi"]: n.find_all("div", **{"class": "kpi-value"})[0].all_text()
+        for n in dom.find_all("div")
+        if "data-kpi" in n.attrs
+    }
     assert kpi["read"] == f"{manifest['counts']['read']:,}"
     assert kpi["kept"] == f"{manifest['counts']['kept']:,}"
     assert kpi["rejected"] == f"{manifest['counts']['rejected']:,}"
@@ -431,32 +535,47 @@ def test_report_shows_the_run(run_dir):
     rows = [n for n in dom.find_all("tr") if "data-stage" in n.attrs and n.attrs.get("data-in")]
     assert [r.attrs["data-stage"] for r in rows] == [s["name"] for s in truth["stages"]]
     for row, stage in zip(rows, truth["stages"]):
-        assert (int(row.attrs["data-in"]), int(row.attrs["data-kept"]), int(row.attrs["data-rejected"])) == \
-               (stage["in"], stage["kept"], stage["rejected"])
-        chips = {c.attrs["data-reason"]: int(c.find_all("b")[0].all_text().replace(",", ""))
-                 for c in row.find_all("span") if "data-reason" in c.attrs}
+        assert (int(row.attrs["data-in"]), int(row.attrs["data-kept"]), int(row.attrs["data-rejected"])) == (
+            stage["in"],
+            stage["kept"],
+            stage["rejected"],
+        )
+        chips = {
+            c.attrs["data-reason"]: int(c.find_all("b")[0].all_text().replace(",", ""))
+            for c in row.find_all("span")
+            if "data-reason" in c.attrs
+        }
         assert chips == stage["reasons"]
     integrity = truth["stages"][0]["reasons"]
     assert integrity == {"truncated": 1, "corrupt": 1, "empty": 1, "unsupported": 1}
     # histograms: every kept sample counted; pHash distances of every near duplicate
     hists = {n.attrs["data-hist"]: int(n.attrs["data-n"]) for n in dom.find_all("div") if "data-hist" in n.attrs}
     n_kept = len(truth["kept"])
-    assert hists == {"width": n_kept, "height": n_kept, "aspect": n_kept, "caption_chars": n_kept,
-                     "caption_words": n_kept,
-                     "phash_distance": sum(d["kind"] == "phash" for d in truth["duplicates"])}
+    assert hists == {
+        "width": n_kept,
+        "height": n_kept,
+        "aspect": n_kept,
+        "caption_chars": n_kept,
+        "caption_words": n_kept,
+        "phash_distance": sum(d["kind"] == "phash" for d in truth["duplicates"]),
+    }
     # duplicate groups: sizes from duplicates.parquet, tiles from thumbs.parquet
     groups = [n for n in dom.find_all("div") if "data-group" in n.attrs]
     assert 1 <= len(groups) <= 4
     for g in groups:
-        members = [d for d in truth["duplicates"] if d["duplicate_of"] == g.attrs["data-group"]
-                   and d["kind"] == g.attrs["data-kind"]]
+        members = [
+            d
+            for d in truth["duplicates"]
+            if d["duplicate_of"] == g.attrs["data-group"] and d["kind"] == g.attrs["data-kind"]
+        ]
         assert int(g.attrs["data-size"]) == len(members) + 1
         tiles = [t.attrs["data-key"] for t in g.find_all("figure")]
         assert tiles[0] == g.attrs["data-group"]
         assert set(tiles[1:]) <= {d["key"] for d in members} and len(tiles) <= 4
     # reject cards: one per (stage, reason) with its count; thumbnails at most 3 each
-    cards = {(n.attrs["data-stage"], n.attrs["data-reason"]): n
-             for n in dom.find_all("div") if "data-reason" in n.attrs}
+    cards = {
+        (n.attrs["data-stage"], n.attrs["data-reason"]): n for n in dom.find_all("div") if "data-reason" in n.attrs
+    }
     expected: dict = {}
     for r in truth["rejects"]:
         expected[(r["stage"], r["reason"])] = expected.get((r["stage"], r["reason"]), 0) + 1
@@ -479,8 +598,12 @@ def test_report_references_nothing_outside_itself(run_dir):
     out, _ = run_dir
     html = (out / "report.html").read_text(encoding="utf-8")
     parsed = parse(html)
-    refs = [(n.tag, k, v) for n in parsed.root.iter() for k, v in n.attrs.items()
-            if k in ("src", "href", "xlink:href", "srcset", "poster", "data", "action", "background")]
+    refs = [
+        (n.tag, k, v)
+        for n in parsed.root.iter()
+        for k, v in n.attrs.items()
+        if k in ("src", "href", "xlink:href", "srcset", "poster", "data", "action", "background")
+    ]
     assert refs, "expected in-page links and data: images"
     for tag, attr, value in refs:
         assert value.startswith("#") or value.startswith("data:image/"), (tag, attr, value[:80])
@@ -504,7 +627,7 @@ def test_report_escapes_hostile_keys_captions_and_details(run_dir):
     text = parsed.root.all_text()
     # the hostile strings are shown, as text
     assert HOSTILE_KEY in text and HOSTILE_DETAIL in text and HOSTILE_RECIPE_VALUE in text
-    assert HOSTILE_CAPTION in text     # chelsea's caption, under its duplicate-group tile
+    assert HOSTILE_CAPTION in text  # chelsea's caption, under its duplicate-group tile
     hostile_tiles = [n for n in parsed.root.iter() if n.attrs.get("data-key") == HOSTILE_KEY]
     assert len(hostile_tiles) == 1
     # only our own images: no <img src=x> smuggled in through a caption
@@ -516,8 +639,15 @@ def test_report_without_optional_parts(tmp_path, run_dir):
     shutil.copy(src / "manifest.json", tmp_path / "manifest.json")
     html = render_report(load_run(tmp_path))
     dom = parse(html).root
-    assert [n.attrs["id"] for n in dom.find_all("section")] == ["run", "funnel", "distributions", "duplicates",
-                                                                 "clusters", "rejects", "timing"]
+    assert [n.attrs["id"] for n in dom.find_all("section")] == [
+        "run",
+        "funnel",
+        "distributions",
+        "duplicates",
+        "clusters",
+        "rejects",
+        "timing",
+    ]
     assert "no duplicates.parquet" in html and "samples.parquet is missing" in html
     # reasons fall back to the manifest when rejects.parquet is absent
     cards = [n for n in dom.find_all("div") if "data-reason" in n.attrs]
@@ -527,7 +657,7 @@ def test_report_without_optional_parts(tmp_path, run_dir):
     path = write_report(tmp_path)
     html = path.read_text(encoding="utf-8")
     assert "accounting mismatch" in html and "the manifest lists no stages" in html
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["manifest.json", "report.html"]   # no temp files
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["manifest.json", "report.html"]  # no temp files
     with pytest.raises(FileNotFoundError, match="manifest.json"):
         write_report(tmp_path / "nowhere")
 
@@ -547,7 +677,7 @@ def _blobs(n: int, seed: int = 0, d: int = 16) -> np.ndarray:
     x = np.concatenate([c + 0.25 * rng.standard_normal((s, d)) for c, s in zip(centers, sizes)])
     x = x[rng.permutation(len(x))]
     copies = x[1::10]
-    x[1::10] = x[0::10][:len(copies)] + 1e-4 * rng.standard_normal(copies.shape)
+    x[1::10] = x[0::10][: len(copies)] + 1e-4 * rng.standard_normal(copies.shape)
     return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
 
 
@@ -560,19 +690,34 @@ def semantic_stage_entries() -> list[dict]:
 
     x = _blobs(1500)
     n = len(x)
-    table = pa.table({"key": [f"s{i:05d}" for i in range(n)], "source": ["shard-00000.tar"] * n,
-                      "image_embedding": pa.FixedSizeListArray.from_arrays(pa.array(x.reshape(-1)), x.shape[1])})
+    table = pa.table(
+        {
+            "key": [f"s{i:05d}" for i in range(n)],
+            "source": ["shard-00000.tar"] * n,
+            "image_embedding": pa.FixedSizeListArray.from_arrays(pa.array(x.reshape(-1)), x.shape[1]),
+        }
+    )
     entries = []
-    for name, params in (("semantic_dedup", {"eps": 0.01, "n_clusters": 12, "device": "cpu"}),
-                         ("balance", {"target": n // 4, "levels": [60, 15], "device": "cpu"})):
+    for name, params in (
+        ("semantic_dedup", {"eps": 0.01, "n_clusters": 12, "device": "cpu"}),
+        ("balance", {"target": n // 4, "levels": [60, 15], "device": "cpu"}),
+    ):
         res = registry.create(name, params).run(table)
         reasons: dict[str, int] = {}
         for r in res.rejected.column("reason").to_pylist():
             reasons[r] = reasons.get(r, 0) + 1
-        entries.append({"name": name, "kind": "global", "in": table.num_rows,
-                        "kept": table.num_rows - res.rejected.num_rows, "rejected": res.rejected.num_rows,
-                        "seconds": res.stats["seconds"], "reasons": reasons,
-                        "stats": res.stats})
+        entries.append(
+            {
+                "name": name,
+                "kind": "global",
+                "in": table.num_rows,
+                "kept": table.num_rows - res.rejected.num_rows,
+                "rejected": res.rejected.num_rows,
+                "seconds": res.stats["seconds"],
+                "reasons": reasons,
+                "stats": res.stats,
+            }
+        )
         gone = set(res.rejected.column("key").to_pylist())
         table = table.filter(pa.array([k not in gone for k in table.column("key").to_pylist()]))
     return json.loads(json.dumps(entries))
@@ -580,8 +725,11 @@ def semantic_stage_entries() -> list[dict]:
 
 def _semantic_manifest(stages: list[dict]) -> dict:
     read, kept = stages[0]["in"], stages[-1]["kept"]
-    return {"run": {"duration_s": 2.0}, "counts": {"read": read, "kept": kept, "rejected": read - kept},
-            "stages": stages}
+    return {
+        "run": {"duration_s": 2.0},
+        "counts": {"read": read, "kept": kept, "rejected": read - kept},
+        "stages": stages,
+    }
 
 
 def _clusters_section(html: str) -> Node:
@@ -620,8 +768,10 @@ def test_report_shows_cluster_sizes_before_and_after_balance(tmp_path, semantic_
         ys = [y for _, y in _polyline_points(line)]
         assert ys == sorted(ys)
     # the largest cluster shrinks: its point sits lower after (larger y)
-    assert _polyline_points(series["after"].find_all("polyline")[0])[0][1] > \
-           _polyline_points(series["before"].find_all("polyline")[0])[0][1]
+    assert (
+        _polyline_points(series["after"].find_all("polyline")[0])[0][1]
+        > _polyline_points(series["before"].find_all("polyline")[0])[0][1]
+    )
     cells = _metric_cells(card)
     assert cells["gini"] == (f"{before['gini']:.3f}", f"{after['gini']:.3f}")
     assert cells["normalized_entropy"] == (f"{before['normalized_entropy']:.3f}", f"{after['normalized_entropy']:.3f}")
@@ -630,8 +780,11 @@ def test_report_shows_cluster_sizes_before_and_after_balance(tmp_path, semantic_
     assert cells["largest"] == (f"{max(before['sizes']):,}", f"{max(after['sizes']):,}")
     # semantic_dedup: clusters, duplicates, eps and its cluster-size percentiles
     (sd,) = section.find_all("div", data_stage="semantic_dedup")
-    facts = {tr.find_all("th")[0].all_text(): tr.find_all("td")[0].all_text() for tr in sd.find_all("tr")
-             if tr.find_all("th") and tr.find_all("td")}
+    facts = {
+        tr.find_all("th")[0].all_text(): tr.find_all("td")[0].all_text()
+        for tr in sd.find_all("tr")
+        if tr.find_all("th") and tr.find_all("td")
+    }
     assert facts["clusters"] == "12"
     assert facts["duplicates removed"].startswith(f"{dedup['stats']['duplicates']:,} (")
     assert facts["eps (cosine ≥ 1 − eps is a duplicate)"] == "0.010"
@@ -647,8 +800,16 @@ def test_report_summarises_balance_beyond_the_listed_sizes():
     before = cluster_balance_stats(labels, k)
     after = cluster_balance_stats(labels[np.isin(labels, np.arange(0, k, 2))], k)
     assert "sizes" not in before and "sizes" not in after
-    stats = {"n": 40_000, "target": 10_000, "selected": 10_000, "method": "hierarchical", "strategy": "random",
-             "levels": [k, 50], "before": before, "after": after}
+    stats = {
+        "n": 40_000,
+        "target": 10_000,
+        "selected": 10_000,
+        "method": "hierarchical",
+        "strategy": "random",
+        "levels": [k, 50],
+        "before": before,
+        "after": after,
+    }
     stage = {"name": "balance", "kind": "global", "in": 40_000, "kept": 10_000, "rejected": 30_000, "stats": stats}
     section = _clusters_section(render_report(RunData(Path("run"), _semantic_manifest([stage]))))
     (card,) = section.find_all("div", data_stage="balance")
@@ -657,8 +818,10 @@ def test_report_summarises_balance_beyond_the_listed_sizes():
     cells = _metric_cells(card)
     assert cells["gini"] == (f"{before['gini']:.3f}", f"{after['gini']:.3f}")
     assert cells["clusters"] == (f"{k:,}", f"{k:,}")
-    assert cells["largest"] == (f"{before['size_percentiles']['p100']:,.0f}",
-                                f"{after['size_percentiles']['p100']:,.0f}")
+    assert cells["largest"] == (
+        f"{before['size_percentiles']['p100']:,.0f}",
+        f"{after['size_percentiles']['p100']:,.0f}",
+    )
 
 
 def test_report_without_semantic_stages_says_so(run_dir):
@@ -668,10 +831,24 @@ def test_report_without_semantic_stages_says_so(run_dir):
     notes = [p.all_text() for p in section.find_all("p") if p.attrs.get("class") == "empty"]
     assert notes == ["no semantic stage ran (semantic_dedup, balance): no clusters to show"]
     # the stages ran but nothing had an embedding: no cluster stats, said per stage
-    stages = [{"name": "semantic_dedup", "kind": "global", "in": 3, "kept": 0, "rejected": 3,
-               "stats": {"no_embedding": 3, "eps": 0.05, "keep": "hard", "clusters": 0, "duplicates": 0}},
-              {"name": "balance", "kind": "global", "in": 0, "kept": 0, "rejected": 0,
-               "stats": {"no_embedding": 0, "n": 0, "target": 0, "selected": 0}}]
+    stages = [
+        {
+            "name": "semantic_dedup",
+            "kind": "global",
+            "in": 3,
+            "kept": 0,
+            "rejected": 3,
+            "stats": {"no_embedding": 3, "eps": 0.05, "keep": "hard", "clusters": 0, "duplicates": 0},
+        },
+        {
+            "name": "balance",
+            "kind": "global",
+            "in": 0,
+            "kept": 0,
+            "rejected": 0,
+            "stats": {"no_embedding": 0, "n": 0, "target": 0, "selected": 0},
+        },
+    ]
     section = _clusters_section(render_report(RunData(Path("run"), _semantic_manifest(stages))))
     text = section.all_text()
     assert "nothing was clustered" in text and "no cluster-size percentiles" in text and not section.find_all("svg")
@@ -688,9 +865,9 @@ def test_cluster_section_escapes_manifest_values(semantic_stage_entries):
     parsed = parse(html)
     assert "script" not in parsed.tags and "img" not in parsed.tags
     section = _clusters_section(html)
-    assert section.all_text().count(HOSTILE_STAT) >= 3          # shown, as text
+    assert section.all_text().count(HOSTILE_STAT) >= 3  # shown, as text
     (card,) = section.find_all("div", data_stage="balance")
-    assert not card.find_all("svg")                              # sizes that are not numbers are not drawn
+    assert not card.find_all("svg")  # sizes that are not numbers are not drawn
     assert _metric_cells(card)["gini"][1] == f"{balance['stats']['after']['gini']:.3f}"
 
 
@@ -713,14 +890,32 @@ class DevTools:
         self.deadline = time.monotonic() + timeout
         cmd_r, self.cmd_w = os.pipe()
         self.evt_r, evt_w = os.pipe()
-        args = [binary, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                "--disable-dev-shm-usage", "--enable-logging=stderr", "--v=0", "--remote-debugging-pipe",
-                f"--user-data-dir={profile}", "--window-size=1280,2000", "about:blank"]
+        args = [
+            binary,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--disable-dev-shm-usage",
+            "--enable-logging=stderr",
+            "--v=0",
+            "--remote-debugging-pipe",
+            f"--user-data-dir={profile}",
+            "--window-size=1280,2000",
+            "about:blank",
+        ]
         # The shell moves our pipe ends to fds 3 and 4, where chromium expects them.
         self.log = open(log, "wb")
-        self.proc = subprocess.Popen(["sh", "-c", 'exec "$@" 3<&0 4>&1 0</dev/null 1>&2', "sh", *args],
-                                     stdin=cmd_r, stdout=evt_w, stderr=self.log)
+        self.proc = subprocess.Popen(
+            ["sh", "-c", 'exec "$@" 3<&0 4>&1 0</dev/null 1>&2', "sh", *args],
+            stdin=cmd_r,
+            stdout=evt_w,
+            stderr=self.log,
+        )
         os.close(cmd_r)
         os.close(evt_w)
         self.buf = b""
@@ -802,17 +997,23 @@ def _open_in_chromium(chromium: str, report: Path, tmp_path: Path) -> tuple[dict
         session = browser.call("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
         for domain in ("Page", "Runtime", "Log", "Network"):
             browser.call(f"{domain}.enable", session)
-        browser.call("Emulation.setDeviceMetricsOverride", session, width=1280, height=2000, deviceScaleFactor=1,
-                     mobile=False)
+        browser.call(
+            "Emulation.setDeviceMetricsOverride", session, width=1280, height=2000, deviceScaleFactor=1, mobile=False
+        )
         browser.call("Page.navigate", session, url=report.as_uri())
         browser.wait_for("Page.loadEventFired")
-        facts = json.loads(browser.call("Runtime.evaluate", session, expression=_DOM_FACTS,
-                                        returnByValue=True)["result"]["value"])
+        facts = json.loads(
+            browser.call("Runtime.evaluate", session, expression=_DOM_FACTS, returnByValue=True)["result"]["value"]
+        )
         shot = browser.call("Page.captureScreenshot", session, format="png")["data"]
-        full = browser.call("Page.captureScreenshot", session, format="png", captureBeyondViewport=True,
-                            clip={"x": 0, "y": 0, "width": 1280, "height": min(facts["height"], 12000),
-                                  "scale": 0.5})["data"]
-        browser.call("Runtime.evaluate", session, expression="1")   # drains late console/log events
+        full = browser.call(
+            "Page.captureScreenshot",
+            session,
+            format="png",
+            captureBeyondViewport=True,
+            clip={"x": 0, "y": 0, "width": 1280, "height": min(facts["height"], 12000), "scale": 0.5},
+        )["data"]
+        browser.call("Runtime.evaluate", session, expression="1")  # drains late console/log events
     finally:
         browser.close()
 
@@ -827,8 +1028,9 @@ def _open_in_chromium(chromium: str, report: Path, tmp_path: Path) -> tuple[dict
             errors.append(params.get("args"))
         elif method == "Log.entryAdded" and params["entry"].get("level") in ("error", "warning"):
             errors.append(params["entry"].get("text"))
-    requested = [ev["params"]["request"]["url"] for ev in browser.events
-                 if ev.get("method") == "Network.requestWillBeSent"]
+    requested = [
+        ev["params"]["request"]["url"] for ev in browser.events if ev.get("method") == "Network.requestWillBeSent"
+    ]
     return facts, errors, requested, base64.b64decode(shot), base64.b64decode(full)
 
 
@@ -846,7 +1048,7 @@ def test_report_renders_in_headless_chromium_without_errors(run_dir, tmp_path):
     png = tmp_path / "report.png"
     png.write_bytes(shot)
     (tmp_path / "report_full.png").write_bytes(full)
-    if os.environ.get("MMCURATE_SCREENSHOT_DIR"):   # to look at them
+    if os.environ.get("MMCURATE_SCREENSHOT_DIR"):  # to look at them
         for name in ("report.png", "report_full.png"):
             shutil.copy(tmp_path / name, Path(os.environ["MMCURATE_SCREENSHOT_DIR"]) / name)
 
@@ -855,7 +1057,7 @@ def test_report_renders_in_headless_chromium_without_errors(run_dir, tmp_path):
 
     assert facts["sections"] == ["run", "funnel", "distributions", "duplicates", "clusters", "rejects", "timing"]
     assert facts["kpiRead"] == f"{truth['manifest']['counts']['read']:,}"
-    assert facts["images"] >= 10 and facts["imagesBroken"] == 0     # every data: thumbnail decoded
+    assert facts["images"] >= 10 and facts["imagesBroken"] == 0  # every data: thumbnail decoded
     assert facts["svgs"] >= 8 and facts["svgsRendered"] == facts["svgs"]
     assert facts["scripts"] == 0
     assert facts["title"].startswith("mmcurate report")
@@ -880,5 +1082,5 @@ def test_cluster_section_renders_in_headless_chromium(tmp_path, semantic_stage_e
     assert errors == [], errors
     assert requested and all(u == report.as_uri() or u.startswith("data:") for u in requested), requested
     assert "clusters" in facts["sections"]
-    assert facts["svgs"] >= 3 and facts["svgsRendered"] == facts["svgs"]   # funnel, rank-size, timing
+    assert facts["svgs"] >= 3 and facts["svgsRendered"] == facts["svgs"]  # funnel, rank-size, timing
     assert facts["scripts"] == 0

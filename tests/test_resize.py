@@ -1,5 +1,6 @@
 """Resize and gray conversion: bit-exact against Pillow 13 (Image.resize / convert("L")) and against
 torchvision's Resize + CenterCrop on PIL images; API contract and misuse."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -53,8 +54,11 @@ def test_random_images_odd_sizes_match_pillow(interpolation):
         h, w = (int(v) for v in rng.integers(1, 97, 2))
         oh, ow = (int(v) for v in rng.integers(1, 131, 2))  # up, down and mixed in each axis
         a = random_image(rng, h, w, c)
-        assert_same(squash(a, oh, ow, interpolation), pil_resize(a, oh, ow, interpolation),
-                    f"{interpolation} c={c} {h}x{w} -> {oh}x{ow}")
+        assert_same(
+            squash(a, oh, ow, interpolation),
+            pil_resize(a, oh, ow, interpolation),
+            f"{interpolation} c={c} {h}x{w} -> {oh}x{ow}",
+        )
 
 
 @pytest.mark.parametrize("interpolation", sorted(PIL_FILTERS))
@@ -63,27 +67,36 @@ def test_photos_match_pillow(photos_rgb, interpolation):
         gray = np.asarray(Image.fromarray(rgb).convert("L"))
         h, w = rgb.shape[:2]
         for oh, ow in [(224, 224), (h // 3 + 1, w // 5 + 3), (h + 37, w * 2 - 1)]:
-            assert_same(squash(rgb, oh, ow, interpolation), pil_resize(rgb, oh, ow, interpolation),
-                        f"photo {i} RGB -> {oh}x{ow}")
+            assert_same(
+                squash(rgb, oh, ow, interpolation),
+                pil_resize(rgb, oh, ow, interpolation),
+                f"photo {i} RGB -> {oh}x{ow}",
+            )
         assert_same(squash(gray, 61, 47, interpolation), pil_resize(gray, 61, 47, interpolation), f"photo {i} L")
 
 
-@pytest.mark.parametrize("size_in,size_out", [
-    ((300, 40), (20, 60)),    # height shrinks > 2x the width's change: Pillow runs the vertical pass first
-    ((200, 120), (30, 100)),  # both shrink, height much more: vertical first
-    ((120, 200), (100, 30)),  # horizontal first
-    ((90, 90), (30, 30)),     # equal change: horizontal first
-    ((64, 50), (64, 17)),     # horizontal pass only
-    ((64, 50), (9, 50)),      # vertical pass only
-    ((64, 50), (64, 50)),     # same size: a copy
-])
+@pytest.mark.parametrize(
+    "size_in,size_out",
+    [
+        ((300, 40), (20, 60)),  # height shrinks > 2x the width's change: Pillow runs the vertical pass first
+        ((200, 120), (30, 100)),  # both shrink, height much more: vertical first
+        ((120, 200), (100, 30)),  # horizontal first
+        ((90, 90), (30, 30)),  # equal change: horizontal first
+        ((64, 50), (64, 17)),  # horizontal pass only
+        ((64, 50), (9, 50)),  # vertical pass only
+        ((64, 50), (64, 50)),  # same size: a copy
+    ],
+)
 def test_pass_order_and_skipped_passes_match_pillow(size_in, size_out):
     rng = np.random.default_rng(7)
     for c in (1, 3):
         a = random_image(rng, *size_in, c)
         for interpolation in ("bicubic", "lanczos", "area"):
-            assert_same(squash(a, *size_out, interpolation), pil_resize(a, *size_out, interpolation),
-                        f"{interpolation} c={c} {size_in} -> {size_out}")
+            assert_same(
+                squash(a, *size_out, interpolation),
+                pil_resize(a, *size_out, interpolation),
+                f"{interpolation} c={c} {size_in} -> {size_out}",
+            )
 
 
 @pytest.mark.parametrize("channels", [2, 4])
@@ -96,8 +109,11 @@ def test_alpha_is_premultiplied_like_pillow(channels):
         a[..., -1][rng.random((h, w)) < 0.3] = 255
         oh, ow = (int(v) for v in rng.integers(1, 90, 2))
         for interpolation in PIL_FILTERS:
-            assert_same(squash(a, oh, ow, interpolation), pil_resize(a, oh, ow, interpolation),
-                        f"{interpolation} c={channels} {h}x{w} -> {oh}x{ow}")
+            assert_same(
+                squash(a, oh, ow, interpolation),
+                pil_resize(a, oh, ow, interpolation),
+                f"{interpolation} c={channels} {h}x{w} -> {oh}x{ow}",
+            )
 
 
 def test_strided_views_match_contiguous():
@@ -109,8 +125,9 @@ def test_strided_views_match_contiguous():
         got = resize_images([v], (33, 21), "bicubic", "squash", device="cpu")
         np.testing.assert_array_equal(got, ref)
     chw_view = np.ascontiguousarray(rgba[..., :3].transpose(2, 0, 1)).transpose(1, 2, 0)  # channel stride != 1
-    np.testing.assert_array_equal(resize_images([chw_view], 16, device="cpu"),
-                                  resize_images([np.ascontiguousarray(chw_view)], 16, device="cpu"))
+    np.testing.assert_array_equal(
+        resize_images([chw_view], 16, device="cpu"), resize_images([np.ascontiguousarray(chw_view)], 16, device="cpu")
+    )
 
 
 # ---------------------------------------------------------------- vector-pass edges (AVX2 and scalar paths)
@@ -118,18 +135,18 @@ def test_strided_views_match_contiguous():
 # step (scalar tails), 1 to ~1000 taps per output, negative coefficients (upscaling), extreme aspect
 # ratios, single pixels, both pass orders and single-pass resizes.
 EDGE_RESIZES = [
-    ((1, 1), (5, 7)),        # one pixel, upscaled
-    ((5, 7), (1, 1)),        # to one pixel
-    ((1, 1000), (1, 7)),     # one long row: ~430 LANCZOS taps per output, horizontal pass only
-    ((1000, 1), (3, 1)),     # one long column: vertical pass only
+    ((1, 1), (5, 7)),  # one pixel, upscaled
+    ((5, 7), (1, 1)),  # to one pixel
+    ((1, 1000), (1, 7)),  # one long row: ~430 LANCZOS taps per output, horizontal pass only
+    ((1000, 1), (3, 1)),  # one long column: vertical pass only
     ((3, 997), (2, 13)),
-    ((17, 33), (31, 15)),    # sizes off the 16/32 multiples
-    ((15, 31), (15, 47)),    # horizontal upscale only: negative lobes, clipping
-    ((40, 9), (130, 9)),     # vertical upscale only
-    ((97, 100), (3, 99)),    # vertical pass first
-    ((64, 513), (64, 32)),   # the pHash-like 16x downscale on a ragged row
-    ((48, 40), (33, 32)),    # 32 output columns exactly, mild downscale
-    ((7, 3), (200, 150)),    # strong upscale in both axes
+    ((17, 33), (31, 15)),  # sizes off the 16/32 multiples
+    ((15, 31), (15, 47)),  # horizontal upscale only: negative lobes, clipping
+    ((40, 9), (130, 9)),  # vertical upscale only
+    ((97, 100), (3, 99)),  # vertical pass first
+    ((64, 513), (64, 32)),  # the pHash-like 16x downscale on a ragged row
+    ((48, 40), (33, 32)),  # 32 output columns exactly, mild downscale
+    ((7, 3), (200, 150)),  # strong upscale in both axes
 ]
 
 
@@ -157,8 +174,11 @@ def test_pass_edges_match_pillow(interpolation, resample_path):
             for k, a in enumerate(edge_images(rng, h, w, c)):
                 if c == 4:
                     a[..., 3] = rng.integers(0, 256, (h, w), dtype=np.uint8)
-                assert_same(squash(a, oh, ow, interpolation), pil_resize(a, oh, ow, interpolation),
-                            f"{interpolation} c={c} image {k} {h}x{w} -> {oh}x{ow}")
+                assert_same(
+                    squash(a, oh, ow, interpolation),
+                    pil_resize(a, oh, ow, interpolation),
+                    f"{interpolation} c={c} image {k} {h}x{w} -> {oh}x{ow}",
+                )
 
 
 @pytest.mark.parametrize("interpolation", [f for f in sorted(PIL_FILTERS) if f != "nearest"])
@@ -169,10 +189,12 @@ def test_fused_gray_resize_matches_pillow(interpolation, resample_path):
     for (h, w), (oh, ow) in EDGE_RESIZES + [((512, 512), (32, 32)), ((341, 512), (8, 9))]:
         for c in (1, 2, 3, 4):
             a = random_image(rng, h, w, c)
-            ref = np.asarray(Image.fromarray(a if c > 1 else a.reshape(h, w), PIL_MODES[c]).convert("L")
-                             .resize((ow, oh), f))
-            assert_same(native().gray_resize([a], oh, ow, int(f))[0], ref,
-                        f"{interpolation} c={c} {h}x{w} -> {oh}x{ow}")
+            ref = np.asarray(
+                Image.fromarray(a if c > 1 else a.reshape(h, w), PIL_MODES[c]).convert("L").resize((ow, oh), f)
+            )
+            assert_same(
+                native().gray_resize([a], oh, ow, int(f))[0], ref, f"{interpolation} c={c} {h}x{w} -> {oh}x{ow}"
+            )
     view = random_image(rng, 90, 120, 4)[3::2, 5::3, :3]  # strided pixels and rows
     ref = np.asarray(Image.fromarray(np.ascontiguousarray(view)).convert("L").resize((17, 16), f))
     assert_same(native().gray_resize([view], 16, 17, int(f))[0], ref, f"{interpolation} strided view")
@@ -208,8 +230,18 @@ def test_shortest_matches_torchvision_resize_centercrop(photos_rgb):
     rng = np.random.default_rng(11)
     images = list(photos_rgb)
     # Aspect ratios on both sides of square, and long-side excesses of both parities (round half to even).
-    for h, w in [(300, 401), (401, 300), (225, 226), (227, 224), (230, 233), (97, 120), (500, 97), (224, 224),
-                 (150, 151), (151, 150)]:
+    for h, w in [
+        (300, 401),
+        (401, 300),
+        (225, 226),
+        (227, 224),
+        (230, 233),
+        (97, 120),
+        (500, 97),
+        (224, 224),
+        (150, 151),
+        (151, 150),
+    ]:
         images.append(random_image(rng, h, w, 3))
     for size in (224, 97):
         ref_tf = T.Compose([T.Resize(size, interpolation=T.InterpolationMode.BICUBIC), T.CenterCrop(size)])
@@ -225,9 +257,13 @@ def test_shortest_other_interpolations_match_torchvision():
 
     rng = np.random.default_rng(5)
     a = random_image(rng, 173, 131, 3)
-    modes = {"bilinear": T.InterpolationMode.BILINEAR, "nearest": T.InterpolationMode.NEAREST,
-             "lanczos": T.InterpolationMode.LANCZOS, "area": T.InterpolationMode.BOX,
-             "hamming": T.InterpolationMode.HAMMING}
+    modes = {
+        "bilinear": T.InterpolationMode.BILINEAR,
+        "nearest": T.InterpolationMode.NEAREST,
+        "lanczos": T.InterpolationMode.LANCZOS,
+        "area": T.InterpolationMode.BOX,
+        "hamming": T.InterpolationMode.HAMMING,
+    }
     for name, mode in modes.items():
         ref = np.asarray(T.Compose([T.Resize(64, interpolation=mode), T.CenterCrop(64)])(Image.fromarray(a)))
         assert_same(resize_images([a], 64, interpolation=name, device="cpu")[0], ref, name)

@@ -1,4 +1,5 @@
 """semantic_dedup against an O(n^2) brute-force oracle of the same rule on the same clusters."""
+
 import sys
 
 import numpy as np
@@ -126,6 +127,8 @@ def test_validation():
 def test_lazy_exports_import_no_faiss_or_torch():
     import subprocess
 
-    code = ("import sys, mmcurate.curate as c; assert 'faiss' not in sys.modules and 'torch' not in sys.modules;"
-            "c.assign_splits; assert 'faiss' not in sys.modules")
+    code = (
+        "import sys, mmcurate.curate as c; assert 'faiss' not in sys.modules and 'torch' not in sys.modules;"
+        "c.assign_splits; assert 'faiss' not in sys.modules"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)

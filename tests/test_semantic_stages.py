@@ -1,5 +1,6 @@
 """semantic_dedup and balance stages: embedding column handling, equality with curate.semantic_dedup,
 representatives that are kept, balance targets and Gini, determinism, and a run through the executor."""
+
 import hashlib
 from dataclasses import dataclass
 
@@ -48,7 +49,7 @@ def test_embedding_matrix_types_and_bad_rows():
     rows = [list(map(float, r)) for r in x]
     rows[2] = None
     rows[3] = [0.0] * D
-    rows[4] = rows[4][:5]                       # wrong length
+    rows[4] = rows[4][:5]  # wrong length
     rows[5] = [float("nan")] + rows[5][1:]
     for typ in (pa.list_(pa.float32()), pa.large_list(pa.float16()), pa.list_(pa.float64())):
         m, ok, details = embedding_matrix(pa.chunked_array([pa.array(rows[:6], typ), pa.array(rows[6:], typ)]))
@@ -75,11 +76,11 @@ def test_semantic_dedup_equals_curate_and_points_at_kept():
     keys = np.array(t.column("key").to_pylist())
     rej = _rejected(res)
     assert set(rej) == set(keys[~ref.keep]) and set(rej.values()) == {"duplicate_semantic"}
-    assert len(rej) >= 100                                         # the planted pairs are found
+    assert len(rej) >= 100  # the planted pairs are found
     kept = set(keys) - set(rej)
     dups = res.duplicates.to_pydict()
     assert set(dups["key"]) == set(rej) and set(dups["kind"]) == {"semantic"}
-    assert set(dups["duplicate_of"]) <= kept                      # representatives are kept samples
+    assert set(dups["duplicate_of"]) <= kept  # representatives are kept samples
     index = {k: i for i, k in enumerate(keys)}
     for k, r, dist in zip(dups["key"], dups["duplicate_of"], dups["distance"]):
         assert dist == pytest.approx(1 - float(m[index[k]] @ m[index[r]]), abs=1e-5)
@@ -104,7 +105,7 @@ def test_semantic_dedup_nulls_keep_by_score_and_default_clusters():
     res = stage.run(t)
     rej = _rejected(res)
     assert rej["k00007"] == "no_embedding" and rej["k00008"] == "no_embedding"
-    assert len(rej) + res.columns.num_rows == t.num_rows          # every row kept or rejected
+    assert len(rej) + res.columns.num_rows == t.num_rows  # every row kept or rejected
     # by score: of each planted pair (both present), the higher-scored one survives
     for i in range(11, 300, 5):
         a, b = f"k{i - 1:05d}", f"k{i:05d}"
@@ -114,20 +115,35 @@ def test_semantic_dedup_nulls_keep_by_score_and_default_clusters():
             assert score[int(winner[1:])] >= score[int(loser[1:])]
 
 
-@pytest.mark.parametrize("params, bad", [
-    ({"eps": 1.5}, "eps"), ({"keep": "median"}, "keep"), ({"keep": {"avg": "s"}}, "keep"),
-    ({"n_clusters": 0}, "n_clusters"), ({"device": "tpu"}, "device"), ({"bogus": 1}, "bogus"),
-])
+@pytest.mark.parametrize(
+    "params, bad",
+    [
+        ({"eps": 1.5}, "eps"),
+        ({"keep": "median"}, "keep"),
+        ({"keep": {"avg": "s"}}, "keep"),
+        ({"n_clusters": 0}, "n_clusters"),
+        ({"device": "tpu"}, "device"),
+        ({"bogus": 1}, "bogus"),
+    ],
+)
 def test_semantic_dedup_param_errors(params, bad):
     with pytest.raises(StageError, match=bad):
         registry.create("semantic_dedup", params)
 
 
-@pytest.mark.parametrize("params, bad", [
-    ({}, "exactly one"), ({"target": 5, "fraction": 0.5}, "exactly one"), ({"fraction": 0}, "fraction"),
-    ({"target": -1}, "target"), ({"target": 5, "levels": []}, "levels"), ({"target": 5, "method": "x"}, "method"),
-    ({"target": 5, "strategy": "x"}, "strategy"), ({"target": 5, "levels": [10, 0]}, "levels"),
-])
+@pytest.mark.parametrize(
+    "params, bad",
+    [
+        ({}, "exactly one"),
+        ({"target": 5, "fraction": 0.5}, "exactly one"),
+        ({"fraction": 0}, "fraction"),
+        ({"target": -1}, "target"),
+        ({"target": 5, "levels": []}, "levels"),
+        ({"target": 5, "method": "x"}, "method"),
+        ({"target": 5, "strategy": "x"}, "strategy"),
+        ({"target": 5, "levels": [10, 0]}, "levels"),
+    ],
+)
 def test_balance_param_errors(params, bad):
     with pytest.raises(StageError, match=bad):
         registry.create("balance", params)
@@ -199,6 +215,7 @@ def test_balance_fraction_everything_and_nulls():
 class _FakeEmbed(MapStage):
     """A deterministic unit vector per image from the sha256 of its bytes (plumbing only); every 7th
     sample gets a null embedding so no_embedding rejects show up downstream."""
+
     name = "_test_fake_embed"
     requires = ("key", "source", "image")
 
@@ -228,8 +245,11 @@ def test_end_to_end_executor(tmp_path):
     src = tmp_path / "in"
     build_demo_dataset(src, shard_size=40)
     data = default_recipe_dict()
-    data["stages"] += [{"_test_fake_embed": {}}, {"semantic_dedup": {"embedding_column": "image_embedding"}},
-                       {"balance": {"fraction": 0.5}}]
+    data["stages"] += [
+        {"_test_fake_embed": {}},
+        {"semantic_dedup": {"embedding_column": "image_embedding"}},
+        {"balance": {"fraction": 0.5}},
+    ]
     data["output"]["report"] = False
     recipe = parse_recipe(data, input_path=str(src), output_path=str(tmp_path / "out"))
     manifest = LocalExecutor(recipe, progress=False).run()

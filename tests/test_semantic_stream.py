@@ -1,5 +1,6 @@
 """semantic_dedup_streaming: exactly semantic_dedup on the streaming run's own clusters, independent of how
 the rows are sharded, chunked and partitioned, keyed by (possibly non-contiguous) global ids."""
+
 import multiprocessing
 import sys
 from concurrent.futures import ProcessPoolExecutor
@@ -66,11 +67,14 @@ def write_parquet(tmp_path, parts, dtype, ids=None, list_type=False, row_group_s
     paths, off = [], 0
     for i, p in enumerate(parts):
         v = pa.array(p.astype(dtype).reshape(-1))
-        col = (pa.ListArray.from_arrays(pa.array(np.arange(0, p.size + 1, p.shape[1], dtype=np.int32)), v)
-               if list_type else pa.FixedSizeListArray.from_arrays(v, p.shape[1]))
+        col = (
+            pa.ListArray.from_arrays(pa.array(np.arange(0, p.size + 1, p.shape[1], dtype=np.int32)), v)
+            if list_type
+            else pa.FixedSizeListArray.from_arrays(v, p.shape[1])
+        )
         cols = {"image_embedding": col, "caption": pa.array([f"c{j}" for j in range(len(p))])}
         if ids is not None:
-            cols["sample_id"] = pa.array(ids[off:off + len(p)])
+            cols["sample_id"] = pa.array(ids[off : off + len(p)])
         off += len(p)
         paths.append(tmp_path / f"e{i}.parquet")
         pq.write_table(pa.table(cols), paths[-1], row_group_size=row_group_size)
@@ -110,6 +114,7 @@ def assert_results_equal(a, b):
 
 # ------------------------------------------------------------------------------------ (a) exactness
 
+
 @pytest.mark.parametrize("n_partitions", [1, 3])
 @pytest.mark.parametrize("kind", ["array", "npy", "parquet16"])
 @pytest.mark.parametrize("keep", ["hard", "easy", "random", "scores"])
@@ -117,11 +122,20 @@ def test_equals_semantic_dedup_on_its_clusters(tmp_path, keep, kind, n_partition
     x = clustered()
     shards, values = make_shards(kind, x, tmp_path)
     sk, rk = policy_args(keep, len(x))
-    r = semantic_dedup_streaming(shards, eps=0.05, n_clusters=N_CLUSTERS, keep=sk, sample_size=1500, seed=3,
-                                 device="cpu", n_partitions=n_partitions, chunk_rows=300,
-                                 spill_dir=str(tmp_path), block=64)
-    ref = semantic_dedup(values, eps=0.05, keep=rk, device="cpu", seed=3, block=64,
-                         clusters=(r.centroids, r.cluster))
+    r = semantic_dedup_streaming(
+        shards,
+        eps=0.05,
+        n_clusters=N_CLUSTERS,
+        keep=sk,
+        sample_size=1500,
+        seed=3,
+        device="cpu",
+        n_partitions=n_partitions,
+        chunk_rows=300,
+        spill_dir=str(tmp_path),
+        block=64,
+    )
+    ref = semantic_dedup(values, eps=0.05, keep=rk, device="cpu", seed=3, block=64, clusters=(r.centroids, r.cluster))
     assert 100 < r.n_duplicates < 1000  # the planted near-duplicates inside eps, not the far ones
     assert_same(r, ref)
     np.testing.assert_array_equal(r.keep_at(0.1), ref.keep_at(0.1))
@@ -136,9 +150,13 @@ def test_equals_semantic_dedup_on_its_clusters(tmp_path, keep, kind, n_partition
 def test_parquet_float32_list_column_and_id_column(tmp_path):
     x = clustered(seed=1)
     ids = np.arange(len(x)) * 3 + 10
-    r1 = semantic_dedup_streaming(parquet_shards(write_parquet(tmp_path, split(x), np.float32, ids=ids,
-                                                               list_type=True), id_column="sample_id"),
-                                  n_clusters=N_CLUSTERS, sample_size=1000, device="cpu", n_partitions=2)
+    r1 = semantic_dedup_streaming(
+        parquet_shards(write_parquet(tmp_path, split(x), np.float32, ids=ids, list_type=True), id_column="sample_id"),
+        n_clusters=N_CLUSTERS,
+        sample_size=1000,
+        device="cpu",
+        n_partitions=2,
+    )
     np.testing.assert_array_equal(r1.ids, ids)
     ref = semantic_dedup(x, keep="hard", device="cpu", clusters=(r1.centroids, r1.cluster))
     assert_same(r1, ref, ids)
@@ -146,15 +164,29 @@ def test_parquet_float32_list_column_and_id_column(tmp_path):
 
 # ------------------------------------------------------------------------ (b) layout independence
 
+
 @pytest.mark.parametrize("keep", ["hard", "random"])
 def test_independent_of_shards_partitions_and_chunks(tmp_path, keep):
     x = clustered(seed=2)
     runs = []
-    for sizes, n_part, chunk in [((len(x),), 1, 100000), (SIZES, 3, 64), ((1000, 1000, 1000), 8, 999),
-                                 ((1, 2, 2997), 5, 1)]:
-        runs.append(semantic_dedup_streaming(array_shards(split(x, sizes)), n_clusters=N_CLUSTERS, keep=keep,
-                                             sample_size=1200, device="cpu", n_partitions=n_part,
-                                             chunk_rows=chunk, seed=1))
+    for sizes, n_part, chunk in [
+        ((len(x),), 1, 100000),
+        (SIZES, 3, 64),
+        ((1000, 1000, 1000), 8, 999),
+        ((1, 2, 2997), 5, 1),
+    ]:
+        runs.append(
+            semantic_dedup_streaming(
+                array_shards(split(x, sizes)),
+                n_clusters=N_CLUSTERS,
+                keep=keep,
+                sample_size=1200,
+                device="cpu",
+                n_partitions=n_part,
+                chunk_rows=chunk,
+                seed=1,
+            )
+        )
     for r in runs[1:]:
         assert_results_equal(runs[0], r)
     assert runs[0].n_duplicates > 100
@@ -162,22 +194,31 @@ def test_independent_of_shards_partitions_and_chunks(tmp_path, keep):
 
 # ------------------------------------------------------------------------------ (c) arbitrary ids
 
+
 @pytest.mark.parametrize("keep", ["hard", "easy", "random", "scores"])
 def test_noncontiguous_ids_follow_id_order(keep):
     """Shuffled large ids == semantic_dedup on the rows put in ascending id order."""
     x = clustered(seed=4)
     rng = np.random.default_rng(9)
-    ids = rng.choice(10 ** 12, len(x), replace=False).astype(np.int64)
+    ids = rng.choice(10**12, len(x), replace=False).astype(np.int64)
     by_id = np.argsort(ids)
     sk, rk = policy_args(keep, len(x), ids=ids)
-    r = semantic_dedup_streaming(array_shards(split(x), ids=split(ids)), n_clusters=N_CLUSTERS, keep=sk,
-                                 sample_size=1500, device="cpu", n_partitions=3, seed=5)
-    ref = semantic_dedup(x[by_id], keep=rk if keep != "scores" else rk[by_id], device="cpu", seed=5,
-                         clusters=(r.centroids, r.cluster))
+    r = semantic_dedup_streaming(
+        array_shards(split(x), ids=split(ids)),
+        n_clusters=N_CLUSTERS,
+        keep=sk,
+        sample_size=1500,
+        device="cpu",
+        n_partitions=3,
+        seed=5,
+    )
+    ref = semantic_dedup(
+        x[by_id], keep=rk if keep != "scores" else rk[by_id], device="cpu", seed=5, clusters=(r.centroids, r.cluster)
+    )
     assert_same(r, ref, ids[by_id])
     np.testing.assert_array_equal(r.positions(ids[:5]), np.searchsorted(r.ids, ids[:5]))
     with pytest.raises(KeyError):
-        r.positions([10 ** 13])
+        r.positions([10**13])
 
 
 @pytest.mark.parametrize("keep", ["hard", "easy"])
@@ -187,10 +228,17 @@ def test_exact_copies_keep_the_smallest_id(keep):
     base = rng.standard_normal((60, 16))
     base /= np.linalg.norm(base, axis=1, keepdims=True)
     x = np.concatenate([base, base, base]).astype(np.float32)
-    ids = rng.choice(10 ** 9, len(x), replace=False).astype(np.int64)
+    ids = rng.choice(10**9, len(x), replace=False).astype(np.int64)
     perm = rng.permutation(len(x))  # rows and their ids spread over the shards in random order
-    r = semantic_dedup_streaming(array_shards(split(x[perm], (50, 70, 60)), ids=split(ids[perm], (50, 70, 60))),
-                                 eps=0.01, n_clusters=4, keep=keep, sample_size=100, device="cpu", n_partitions=2)
+    r = semantic_dedup_streaming(
+        array_shards(split(x[perm], (50, 70, 60)), ids=split(ids[perm], (50, 70, 60))),
+        eps=0.01,
+        n_clusters=4,
+        keep=keep,
+        sample_size=100,
+        device="cpu",
+        n_partitions=2,
+    )
     assert r.keep.sum() == 60
     groups = ids.reshape(3, 60)
     smallest = groups.min(axis=0)
@@ -203,11 +251,19 @@ def test_exact_copies_keep_the_smallest_id(keep):
 
 # ------------------------------------------------------------------------------- (d) process pool
 
+
 def test_process_pool_map_gives_the_same_result(tmp_path):
     x = clustered(seed=6)
     shards = npy_shards(write_npy(tmp_path, split(x)))
-    kw = {"n_clusters": N_CLUSTERS, "keep": "random", "sample_size": 1500, "device": "cpu", "n_partitions": 4,
-          "seed": 2, "chunk_rows": 500}
+    kw = {
+        "n_clusters": N_CLUSTERS,
+        "keep": "random",
+        "sample_size": 1500,
+        "device": "cpu",
+        "n_partitions": 4,
+        "seed": 2,
+        "chunk_rows": 500,
+    }
     r1 = semantic_dedup_streaming(shards, **kw)
     # spawn: a forked child of a process that has run OpenMP (faiss) can hang
     with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as ex:
@@ -217,6 +273,7 @@ def test_process_pool_map_gives_the_same_result(tmp_path):
 
 
 # ------------------------------------------------------------------------------------- (e) errors
+
 
 def test_errors(tmp_path):
     x = clustered(n=600)
@@ -236,8 +293,9 @@ def test_errors(tmp_path):
     with pytest.raises(ValueError, match="dimension differs"):
         semantic_dedup_streaming(array_shards([x[:300], x[300:, :16]]), **ok)
     with pytest.raises(ValueError, match="duplicate sample ids.*id 5"):
-        semantic_dedup_streaming([EmbeddingShard.from_array(x[:300]),
-                                  EmbeddingShard.from_array(x[300:], id_offset=5)], **ok)
+        semantic_dedup_streaming(
+            [EmbeddingShard.from_array(x[:300]), EmbeddingShard.from_array(x[300:], id_offset=5)], **ok
+        )
     with pytest.raises(ValueError, match=">= 0"):
         semantic_dedup_streaming([EmbeddingShard.from_array(x, id_offset=-1)], **ok)
     with pytest.raises(ValueError, match="no shards"):
@@ -273,19 +331,18 @@ def test_errors(tmp_path):
 
 def test_null_parquet_embedding_is_an_error(tmp_path):
     x = clustered(n=300)
-    col = pa.FixedSizeListArray.from_arrays(pa.array(x.reshape(-1)), x.shape[1],
-                                            mask=pa.array(np.arange(300) == 7))
+    col = pa.FixedSizeListArray.from_arrays(pa.array(x.reshape(-1)), x.shape[1], mask=pa.array(np.arange(300) == 7))
     pq.write_table(pa.table({"image_embedding": col}), tmp_path / "n.parquet")
     with pytest.raises(ValueError, match="1 null embeddings"):
-        semantic_dedup_streaming(parquet_shards([tmp_path / "n.parquet"]), n_clusters=2, sample_size=300,
-                                 device="cpu")
+        semantic_dedup_streaming(parquet_shards([tmp_path / "n.parquet"]), n_clusters=2, sample_size=300, device="cpu")
 
 
 # ----------------------------------------------------------------------------------- (f) sampling
 
+
 def test_sample_is_seeded_and_independent_of_layout(tmp_path):
     x = clustered(seed=8)
-    ids = np.random.default_rng(1).choice(10 ** 10, len(x), replace=False)
+    ids = np.random.default_rng(1).choice(10**10, len(x), replace=False)
     a = sample_ids(array_shards(split(x), ids=split(ids)), 500, seed=4)
     rev = [EmbeddingShard.from_array(p, ids=i) for p, i in zip(split(x[::-1], (7, 2993)), split(ids[::-1], (7, 2993)))]
     b = sample_ids(rev, 500, seed=4)
@@ -293,8 +350,13 @@ def test_sample_is_seeded_and_independent_of_layout(tmp_path):
     assert a.size == 500 and np.all(np.diff(a) > 0) and np.isin(a, ids).all()
     assert not np.array_equal(a, sample_ids(rev, 500, seed=5))
     # the rows come from the stored values, in id order, whatever the storage's chunking
-    sel, rows = draw_sample(parquet_shards(write_parquet(tmp_path, split(x), np.float32, ids=ids,
-                                                         row_group_size=37), id_column="sample_id"), 500, seed=4)
+    sel, rows = draw_sample(
+        parquet_shards(
+            write_parquet(tmp_path, split(x), np.float32, ids=ids, row_group_size=37), id_column="sample_id"
+        ),
+        500,
+        seed=4,
+    )
     np.testing.assert_array_equal(sel, a)
     row_of = dict(zip(ids.tolist(), range(len(ids))))
     np.testing.assert_array_equal(rows, x[[row_of[i] for i in a.tolist()]])
@@ -311,6 +373,7 @@ def test_sample_is_uniform():
 
 
 # --------------------------------------------------------------------------------------- shards
+
 
 def test_parquet_shard_reads_by_row_group(tmp_path):
     x = clustered(n=1000, seed=3)
@@ -339,6 +402,7 @@ def test_npy_shard_with_ids_file(tmp_path):
 def test_import_loads_no_faiss_or_torch():
     import subprocess
 
-    code = ("import sys, mmcurate.curate.semantic_stream; "
-            "assert 'faiss' not in sys.modules and 'torch' not in sys.modules")
+    code = (
+        "import sys, mmcurate.curate.semantic_stream; assert 'faiss' not in sys.modules and 'torch' not in sys.modules"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)

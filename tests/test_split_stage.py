@@ -1,4 +1,5 @@
 """The split stage: near-duplicates and grouped samples never straddle splits; ratios and strata hold."""
+
 import numpy as np
 import pyarrow as pa
 import pytest
@@ -14,13 +15,15 @@ def _table(n=3000, seed=0):
     for i in range(1, n, 10):
         flips = rng.choice(64, size=rng.integers(1, 4), replace=False)
         codes[i] = codes[i - 1] ^ np.bitwise_or.reduce(np.uint64(1) << flips.astype(np.uint64))
-    return pa.table({
-        "key": [f"k{i:05d}" for i in range(n)],
-        "source": ["s"] * n,
-        "phash": pa.array(codes, pa.uint64()),
-        "doc": [f"d{i // 7}" for i in range(n)],        # 7 samples per document
-        "cluster": rng.integers(0, 12, n).astype(np.int32),
-    })
+    return pa.table(
+        {
+            "key": [f"k{i:05d}" for i in range(n)],
+            "source": ["s"] * n,
+            "phash": pa.array(codes, pa.uint64()),
+            "doc": [f"d{i // 7}" for i in range(n)],  # 7 samples per document
+            "cluster": rng.integers(0, 12, n).astype(np.int32),
+        }
+    )
 
 
 def _splits(res, table):
@@ -57,8 +60,9 @@ def test_stratified_and_deterministic():
     t = _table(seed=1)
     a = _splits(run_on_table(registry.create("split", {"stratify_by": "cluster", "seed": 3}), t), t)
     reversed_rows = t.take(np.arange(t.num_rows)[::-1])
-    b = _splits(run_on_table(registry.create("split", {"stratify_by": "cluster", "seed": 3}), reversed_rows),
-                reversed_rows)
+    b = _splits(
+        run_on_table(registry.create("split", {"stratify_by": "cluster", "seed": 3}), reversed_rows), reversed_rows
+    )
     assert a == b
     clusters = t.column("cluster").to_pylist()
     keys = t.column("key").to_pylist()
@@ -79,11 +83,11 @@ def test_params_are_checked():
 def test_auto_radius_keeps_chance_links_below_percolation():
     from mmcurate.stages.split import auto_phash_radius, chance_link_probability
 
-    assert [auto_phash_radius(n) for n in (1000, 10 ** 5, 10 ** 6, 10 ** 9)] == [12, 11, 10, 6]
-    for n in (1000, 10 ** 5, 10 ** 6, 10 ** 9):
+    assert [auto_phash_radius(n) for n in (1000, 10**5, 10**6, 10**9)] == [12, 11, 10, 6]
+    for n in (1000, 10**5, 10**6, 10**9):
         r = auto_phash_radius(n)
         assert n * chance_link_probability(r) <= 0.01 and (r == 12 or n * chance_link_probability(r + 1) > 0.01)
-    assert chance_link_probability(64) == 1.0 and chance_link_probability(0) == 2.0 ** -64
+    assert chance_link_probability(64) == 1.0 and chance_link_probability(0) == 2.0**-64
 
     # 60k unrelated codes: a fixed 16-bit radius links ~2.3 chance pairs per sample, so one group swallows
     # most samples and the ratios fail (the stats warn); the automatic radius keeps groups to planted ones.
@@ -96,5 +100,5 @@ def test_auto_radius_keeps_chance_links_below_percolation():
     assert abs(auto.stats["ratios_achieved"]["train"] - 0.8) < 0.01
     s = _splits(auto, t)
     keys = t.column("key").to_pylist()
-    for i in range(1, 60000, 10):   # the planted 1-3 bit near-duplicates still share a split
+    for i in range(1, 60000, 10):  # the planted 1-3 bit near-duplicates still share a split
         assert s[keys[i]] == s[keys[i - 1]]

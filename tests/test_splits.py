@@ -1,4 +1,5 @@
 """assign_splits / union_groups: no group crosses splits, ratios and per-stratum shares, determinism."""
+
 import numpy as np
 import pytest
 

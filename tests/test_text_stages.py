@@ -1,4 +1,5 @@
 """The caption stages as pipeline stages: accounting, columns, params validation, pickling."""
+
 from __future__ import annotations
 
 import json
@@ -32,14 +33,17 @@ CAPTIONS = [
 
 def make_batch(captions=CAPTIONS, meta=None) -> pa.Table:
     n = len(captions)
-    return pa.table({
-        "key": [f"{i:05d}" for i in range(n)],
-        "source": ["shard-000.tar"] * n,
-        "image": [bytes([i % 256]) * 3 for i in range(n)],
-        "image_ext": ["jpg"] * n,
-        "caption": captions,
-        "meta": meta if meta is not None else ['{"url": "https://example.com/%d.jpg"}' % i for i in range(n)],  # noqa: UP031 - JSON braces
-    }, schema=INPUT_SCHEMA)
+    return pa.table(
+        {
+            "key": [f"{i:05d}" for i in range(n)],
+            "source": ["shard-000.tar"] * n,
+            "image": [bytes([i % 256]) * 3 for i in range(n)],
+            "image_ext": ["jpg"] * n,
+            "caption": captions,
+            "meta": meta if meta is not None else ['{"url": "https://example.com/%d.jpg"}' % i for i in range(n)],  # noqa: UP031 - JSON braces
+        },
+        schema=INPUT_SCHEMA,
+    )
 
 
 def run(stage_name, batch, **params):
@@ -55,7 +59,7 @@ def assert_accounted(batch, result, stage_name):
     assert sorted(kept_keys + rej_keys) == batch.column("key").to_pylist()
     assert result.rejected.schema.equals(REJECTS_SCHEMA)
     assert set(result.rejected.column("stage").to_pylist()) <= {stage_name}
-    assert batch.column_names == result.kept.column_names[:len(batch.column_names)]
+    assert batch.column_names == result.kept.column_names[: len(batch.column_names)]
     by_key = {k: i for i, k in enumerate(batch.column("key").to_pylist())}
     rows = [by_key[k] for k in kept_keys]
     for col in ("source", "image", "image_ext"):
@@ -92,7 +96,7 @@ def test_caption_clean():
     assert cleaned[0] == "A golden retriever & a cat on the sofa"
     assert cleaned[1] is None
     assert cleaned[7] == "café terrace at night!!!"
-    assert cleaned[8] == ""                                   # empty stays in the batch
+    assert cleaned[8] == ""  # empty stays in the batch
     assert kept.column("meta").to_pylist() == batch.column("meta").to_pylist()
     assert kept.schema.field("caption").type == pa.string()
 
@@ -127,9 +131,14 @@ def test_caption_filter_defaults():
     _, res = run("caption_filter", batch)
     assert_accounted(batch, res, "caption_filter")
     assert reasons_by_key(res) == {
-        "00001": "caption_missing", "00002": "too_few_words", "00003": "too_few_words",
-        "00006": "caption_missing", "00008": "caption_missing", "00009": "boilerplate"}
-    assert "language" not in res.kept.column_names                 # no whitelist: no language model
+        "00001": "caption_missing",
+        "00002": "too_few_words",
+        "00003": "too_few_words",
+        "00006": "caption_missing",
+        "00008": "caption_missing",
+        "00009": "boilerplate",
+    }
+    assert "language" not in res.kept.column_names  # no whitelist: no language model
     details = res.rejected.column("detail").to_pylist()
     assert all(details) and "not_available" in details[-1]
 
@@ -159,8 +168,9 @@ def test_caption_filter_detect_language_without_whitelist():
 
 
 def test_caption_filter_bounds_and_extra_boilerplate():
-    batch = make_batch(["a short caption", "a much longer caption that goes on and on", "Photo by Jane Doe",
-                        "Image not available"])
+    batch = make_batch(
+        ["a short caption", "a much longer caption that goes on and on", "Photo by Jane Doe", "Image not available"]
+    )
     _, res = run("caption_filter", batch, max_chars=20, extra_boilerplate=["photo by .*"], boilerplate=False)
     assert reasons_by_key(res) == {"00001": "text_too_long", "00002": "boilerplate"}
     _, res = run("caption_filter", batch, min_words=0, min_chars=0, boilerplate=False)
@@ -168,11 +178,13 @@ def test_caption_filter_bounds_and_extra_boilerplate():
 
 
 def test_caption_filter_never_imports_the_language_model_without_whitelist():
-    code = ("import sys, pyarrow as pa\n"
-            "from mmcurate.pipeline.stage import registry\n"
-            "s = registry.create('caption_filter', {}); s.setup()\n"
-            "s.process(pa.table({'key': ['a'], 'source': ['s'], 'caption': ['a dog on a beach']}))\n"
-            "assert 'py3langid' not in sys.modules, 'py3langid imported'\n")
+    code = (
+        "import sys, pyarrow as pa\n"
+        "from mmcurate.pipeline.stage import registry\n"
+        "s = registry.create('caption_filter', {}); s.setup()\n"
+        "s.process(pa.table({'key': ['a'], 'source': ['s'], 'caption': ['a dog on a beach']}))\n"
+        "assert 'py3langid' not in sys.modules, 'py3langid imported'\n"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
@@ -211,18 +223,23 @@ def test_pii_redact_caption_and_original():
     assert counts[5] == {"email": 1, "phone": 1} and counts[11] == {"credit_card": 1}
     assert counts[0] == {} and counts[1] == {}
     assert summarize_redactions(res.kept.column("pii_redactions")) == {"credit_card": 1, "email": 1, "phone": 1}
-    assert kept["meta"] == batch.column("meta").to_pylist()                 # nothing to redact in meta: untouched
+    assert kept["meta"] == batch.column("meta").to_pylist()  # nothing to redact in meta: untouched
 
 
 def test_pii_redact_meta():
-    meta = ['{"url": "https://u:pw@example.com/4111111111111111.jpg", "note": "by a@example.com"}',
-            '{"url": "https://example.com/1.jpg", "width": 1920}', "not json"]
+    meta = [
+        '{"url": "https://u:pw@example.com/4111111111111111.jpg", "note": "by a@example.com"}',
+        '{"url": "https://example.com/1.jpg", "width": 1920}',
+        "not json",
+    ]
     batch = make_batch(["a dog running on the beach"] * 3, meta=meta)
     _, res = run("pii_redact", batch, redact_meta=True)
     kept = res.kept.to_pydict()
-    assert json.loads(kept["meta"][0]) == {"url": "https://<URL_CREDENTIALS>@example.com/4111111111111111.jpg",
-                                           "note": "by <EMAIL>"}
-    assert kept["meta"][1:] == meta[1:]                                       # untouched byte for byte
+    assert json.loads(kept["meta"][0]) == {
+        "url": "https://<URL_CREDENTIALS>@example.com/4111111111111111.jpg",
+        "note": "by <EMAIL>",
+    }
+    assert kept["meta"][1:] == meta[1:]  # untouched byte for byte
     assert json.loads(kept["pii_redactions"][0]) == {"email": 1, "url_credentials": 1}
 
 
@@ -258,8 +275,9 @@ def test_clean_filter_redact_chain_accounts_for_every_row():
     all_rejected = pa.concat_tables(rejected)
     assert batch.num_rows + all_rejected.num_rows == len(CAPTIONS)
     assert set(batch.column_names) >= {"caption_original", "language", "language_score", "pii_redactions"}
-    assert sorted(batch.column("key").to_pylist() + all_rejected.column("key").to_pylist()) == \
-        [f"{i:05d}" for i in range(len(CAPTIONS))]
+    assert sorted(batch.column("key").to_pylist() + all_rejected.column("key").to_pylist()) == [
+        f"{i:05d}" for i in range(len(CAPTIONS))
+    ]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -267,25 +285,28 @@ def test_clean_filter_redact_chain_accounts_for_every_row():
 # ----------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("stage, params, key", [
-    ("caption_clean", {"strip_htm": True}, "strip_htm"),
-    ("caption_clean", {"lowercase": "yes"}, "lowercase"),
-    ("caption_clean", {"max_repeat_punct": 0}, "max_repeat_punct"),
-    ("caption_filter", {"min_words": -1}, "min_words"),
-    ("caption_filter", {"min_chars": 2.5}, "min_chars"),
-    ("caption_filter", {"max_chars": 3}, "max_chars"),
-    ("caption_filter", {"languages": "en"}, "languages"),
-    ("caption_filter", {"languages": ["English"]}, "languages"),
-    ("caption_filter", {"min_language_confidence": 1.5}, "min_language_confidence"),
-    ("caption_filter", {"extra_boilerplate": ["(unclosed"]}, "extra_boilerplate"),
-    ("caption_filter", {"extra_boilerplate": "foo"}, "extra_boilerplate"),
-    ("caption_filter", {"boilerplate": 1}, "boilerplate"),
-    ("pii_redact", {"kinds": ["email", "ssn"]}, "kinds"),
-    ("pii_redact", {"kinds": []}, "kinds"),
-    ("pii_redact", {"tokens": {"mail": "<M>"}}, "tokens"),
-    ("pii_redact", {"tokens": {"email": "<EMAIL1>"}}, "tokens.email"),
-    ("pii_redact", {"redact_meta": "no"}, "redact_meta"),
-])
+@pytest.mark.parametrize(
+    "stage, params, key",
+    [
+        ("caption_clean", {"strip_htm": True}, "strip_htm"),
+        ("caption_clean", {"lowercase": "yes"}, "lowercase"),
+        ("caption_clean", {"max_repeat_punct": 0}, "max_repeat_punct"),
+        ("caption_filter", {"min_words": -1}, "min_words"),
+        ("caption_filter", {"min_chars": 2.5}, "min_chars"),
+        ("caption_filter", {"max_chars": 3}, "max_chars"),
+        ("caption_filter", {"languages": "en"}, "languages"),
+        ("caption_filter", {"languages": ["English"]}, "languages"),
+        ("caption_filter", {"min_language_confidence": 1.5}, "min_language_confidence"),
+        ("caption_filter", {"extra_boilerplate": ["(unclosed"]}, "extra_boilerplate"),
+        ("caption_filter", {"extra_boilerplate": "foo"}, "extra_boilerplate"),
+        ("caption_filter", {"boilerplate": 1}, "boilerplate"),
+        ("pii_redact", {"kinds": ["email", "ssn"]}, "kinds"),
+        ("pii_redact", {"kinds": []}, "kinds"),
+        ("pii_redact", {"tokens": {"mail": "<M>"}}, "tokens"),
+        ("pii_redact", {"tokens": {"email": "<EMAIL1>"}}, "tokens.email"),
+        ("pii_redact", {"redact_meta": "no"}, "redact_meta"),
+    ],
+)
 def test_params_errors_name_the_key(stage, params, key):
     with pytest.raises(StageError) as err:
         registry.create(stage, params)
@@ -300,8 +321,11 @@ def test_unknown_key_lists_valid_ones():
 
 def test_stages_pickle():
     batch = make_batch()
-    for name, params in (("caption_clean", {"lowercase": True}), ("pii_redact", {"kinds": ["email"]}),
-                         ("caption_filter", {"extra_boilerplate": ["photo by .*"]})):
+    for name, params in (
+        ("caption_clean", {"lowercase": True}),
+        ("pii_redact", {"kinds": ["email"]}),
+        ("caption_filter", {"extra_boilerplate": ["photo by .*"]}),
+    ):
         stage = registry.create(name, params)
         clone = pickle.loads(pickle.dumps(stage))
         a, b = stage.process(batch), clone.process(batch)
@@ -312,14 +336,23 @@ def test_stages_pickle():
 # Privacy by default, max_chars
 # ----------------------------------------------------------------------------------------------
 
-LLAVA_META = json.dumps({"id": "x1", "image": "a.jpg", "conversations": [
-    {"from": "human", "value": "<image>\nmy mail is jane@example.org"},
-    {"from": "gpt", "value": "A dog. Call +1 (415) 555-2671."}]})
+LLAVA_META = json.dumps(
+    {
+        "id": "x1",
+        "image": "a.jpg",
+        "conversations": [
+            {"from": "human", "value": "<image>\nmy mail is jane@example.org"},
+            {"from": "gpt", "value": "A dog. Call +1 (415) 555-2671."},
+        ],
+    }
+)
 
 
 def test_pii_redact_meta_and_turns_by_default():
-    batch = run("caption_clean", make_batch(["a dog, mail jane@example.org"] * 2,
-                                            meta=[LLAVA_META, '{"url": "https://example.com/a.jpg"}']))[1].kept
+    batch = run(
+        "caption_clean",
+        make_batch(["a dog, mail jane@example.org"] * 2, meta=[LLAVA_META, '{"url": "https://example.com/a.jpg"}']),
+    )[1].kept
     _, res = run("pii_redact", batch)
     kept = res.kept.to_pydict()
     turns = json.loads(kept["meta"][0])["conversations"]

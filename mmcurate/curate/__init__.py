@@ -3,12 +3,17 @@ semantic dedup, leakage-free splits, semantic-balance sampling).
 
 The semantic functions are exported lazily so that importing this package loads neither faiss nor torch.
 """
+
 _LAZY = {
-    "semantic_dedup": "semantic", "SemDedupResult": "semantic",
-    "assign_splits": "splits", "union_groups": "splits",
-    "balanced_sample": "balance", "cluster_balance_stats": "balance",
+    "semantic_dedup": "semantic",
+    "SemDedupResult": "semantic",
+    "assign_splits": "splits",
+    "union_groups": "splits",
+    "balanced_sample": "balance",
+    "cluster_balance_stats": "balance",
     # scale-out: the same results computed over shards, with per-shard / per-partition tasks
-    "semantic_dedup_streaming": "semantic_stream", "EmbeddingShard": "semantic_stream",
+    "semantic_dedup_streaming": "semantic_stream",
+    "EmbeddingShard": "semantic_stream",
     "partitioned_hamming_pairs": "hamming_partition",
 }
 

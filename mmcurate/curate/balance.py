@@ -27,6 +27,7 @@ over its children, down to level-1 clusters, where points are picked at random o
 ``method="cap"``: one flat k-means (``levels[0]`` clusters: the data level without resampling) and the same
 water-filling cap.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -63,15 +64,29 @@ def cluster_balance_stats(labels, n_clusters: int | None = None) -> dict:
     total = sizes.sum()
     listed = {"sizes": sizes.astype(np.int64).tolist()} if k <= MAX_LISTED_CLUSTER_SIZES else {}
     if k == 0 or total == 0:
-        return {"n_clusters": int(k), "n_samples": 0, "gini": 0.0, "entropy": 0.0, "normalized_entropy": 1.0,
-                "size_percentiles": {}, **listed}
+        return {
+            "n_clusters": int(k),
+            "n_samples": 0,
+            "gini": 0.0,
+            "entropy": 0.0,
+            "normalized_entropy": 1.0,
+            "size_percentiles": {},
+            **listed,
+        }
     s = np.sort(sizes)
     gini = float((2.0 * np.sum(np.arange(1, k + 1) * s)) / (k * total) - (k + 1.0) / k)
     p = sizes[sizes > 0] / total
     ent = float(-np.sum(p * np.log(p)))
     pct = percentile_summary(sizes, SIZE_PERCENTILES)
-    return {"n_clusters": int(k), "n_samples": int(total), "gini": max(gini, 0.0), "entropy": ent,
-            "normalized_entropy": float(ent / np.log(k)) if k > 1 else 1.0, "size_percentiles": pct, **listed}
+    return {
+        "n_clusters": int(k),
+        "n_samples": int(total),
+        "gini": max(gini, 0.0),
+        "entropy": ent,
+        "normalized_entropy": float(ent / np.log(k)) if k > 1 else 1.0,
+        "size_percentiles": pct,
+        **listed,
+    }
 
 
 def water_fill(sizes, budget: int, rng: np.random.Generator) -> np.ndarray:
@@ -102,7 +117,7 @@ def _init_for(n: int, k: int) -> str:
     return "kmeans++" if min(n, 256 * k) * k <= 4_000_000 else "random"
 
 
-DEFAULT_POINTS_PER_CLUSTER = 256   # default data-level k-means sample per cluster (faiss's max_points_per_centroid)
+DEFAULT_POINTS_PER_CLUSTER = 256  # default data-level k-means sample per cluster (faiss's max_points_per_centroid)
 
 
 def _fit_l2(rows: np.ndarray, k: int, seed: int, niter: int, device: str) -> np.ndarray:
@@ -110,8 +125,16 @@ def _fit_l2(rows: np.ndarray, k: int, seed: int, niter: int, device: str) -> np.
     from mmcurate import index as mindex
 
     s = int(rows.shape[0])
-    centroids, _ = mindex.kmeans(rows, k, niter=niter, spherical=False, seed=seed, device=device,
-                                 init=_init_for(s, k), max_points_per_centroid=-(-s // k))
+    centroids, _ = mindex.kmeans(
+        rows,
+        k,
+        niter=niter,
+        spherical=False,
+        seed=seed,
+        device=device,
+        init=_init_for(s, k),
+        max_points_per_centroid=-(-s // k),
+    )
     return centroids
 
 
@@ -127,21 +150,24 @@ def _kmeans_resampled(x, k, n_resamples, sample_size, device, seed, niter):
     """An upper level (x: the level below's centroids, small): k-means with resampling, all in memory."""
     from mmcurate import index as mindex
 
-    centroids, labels = mindex.kmeans(x, k, niter=niter, spherical=False, seed=seed, device=device,
-                                      init=_init_for(x.shape[0], k))
+    centroids, labels = mindex.kmeans(
+        x, k, niter=niter, spherical=False, seed=seed, device=device, init=_init_for(x.shape[0], k)
+    )
     for t in range(n_resamples):
         _, dist = mindex.assign(x, centroids, metric="l2", device=device)
         r = sample_size if sample_size is not None else max(1, x.shape[0] // k)
         sample = _closest_per_cluster(labels, dist, k, r)
         if sample.size < k:
             break
-        centroids, _ = mindex.kmeans(x[sample], k, niter=niter, spherical=False, seed=seed + t + 1,
-                                     device=device, init=_init_for(sample.size, k))
+        centroids, _ = mindex.kmeans(
+            x[sample], k, niter=niter, spherical=False, seed=seed + t + 1, device=device, init=_init_for(sample.size, k)
+        )
         labels, _ = mindex.assign(x, centroids, metric="l2", device=device)
     return centroids, labels
 
 
 # ------------------------------------------------------------------------------------------ the data level
+
 
 class EmbeddingSource:
     """What the data level needs of the embeddings: ``n`` rows at positions 0..n-1 with unique sample ``ids``
@@ -181,8 +207,11 @@ class InMemoryEmbeddings(EmbeddingSource):
         self.ids = np.arange(self.n, dtype=np.int64) if ids is None else np.asarray(ids, np.int64)
         if self.ids.shape != (self.n,):
             raise ValueError(f"ids must be int[{self.n}], got shape {self.ids.shape}")
-        self.chunks = ([(a, min(a + DEFAULT_CHUNK_ROWS, self.n)) for a in range(0, self.n, DEFAULT_CHUNK_ROWS)]
-                       if chunks is None else [(int(a), int(b)) for a, b in chunks])
+        self.chunks = (
+            [(a, min(a + DEFAULT_CHUNK_ROWS, self.n)) for a in range(0, self.n, DEFAULT_CHUNK_ROWS)]
+            if chunks is None
+            else [(int(a), int(b)) for a, b in chunks]
+        )
 
     def gather(self, positions):
         return np.asarray(self.x[np.asarray(positions, np.int64)], np.float32)
@@ -214,8 +243,15 @@ def data_sample_size(n: int, k: int, sample_size: int | None) -> int:
     return int(min(n, max(s, k)))
 
 
-def data_level_kmeans(source: EmbeddingSource, k: int, n_resamples: int = 3, sample_size: int | None = None,
-                      device: str = "cpu", seed: int = 0, niter: int = 20):
+def data_level_kmeans(
+    source: EmbeddingSource,
+    k: int,
+    n_resamples: int = 3,
+    sample_size: int | None = None,
+    device: str = "cpu",
+    seed: int = 0,
+    niter: int = 20,
+):
     """Level 1 of the hierarchy over ``source``: ``(centroids float32[k, d], labels int32[n], dist float32[n])``
     (dist: squared L2 to the row's centroid). k-means on the id-hash sample, every row assigned; then
     ``n_resamples`` times: the ``r`` closest rows of every cluster (r = mean cluster size, at most
@@ -237,8 +273,17 @@ def data_level_kmeans(source: EmbeddingSource, k: int, n_resamples: int = 3, sam
     return centroids, labels, dist
 
 
-def hierarchical_kmeans(emb, levels=(1000, 100), n_resamples: int = 3, sample_size=None, device="auto",
-                        seed: int = 0, niter: int = 20, ids=None, chunks=None):
+def hierarchical_kmeans(
+    emb,
+    levels=(1000, 100),
+    n_resamples: int = 3,
+    sample_size=None,
+    device="auto",
+    seed: int = 0,
+    niter: int = 20,
+    ids=None,
+    chunks=None,
+):
     """List of per-level ``(centroids, labels)``; level 0's labels index the data rows, level i's labels
     index level i-1's centroids. Each level's k is capped at the number of its input points. Level 0 is
     :func:`data_level_kmeans` (``sample_size``: its k-means sample, null for 256 per cluster; ``ids`` and
@@ -247,8 +292,9 @@ def hierarchical_kmeans(emb, levels=(1000, 100), n_resamples: int = 3, sample_si
     from mmcurate.index.faiss_index import as_matrix
 
     dev = mindex.resolve_device(device)
-    c, lab, _ = data_level_kmeans(InMemoryEmbeddings(as_matrix(emb, "emb"), ids, chunks), levels[0],
-                                  n_resamples, sample_size, dev, seed, niter)
+    c, lab, _ = data_level_kmeans(
+        InMemoryEmbeddings(as_matrix(emb, "emb"), ids, chunks), levels[0], n_resamples, sample_size, dev, seed, niter
+    )
     return [(c, lab)] + upper_levels(c, levels[1:], n_resamples, dev, seed, niter)
 
 
@@ -265,6 +311,7 @@ def upper_levels(centroids, levels, n_resamples: int, device: str, seed: int, ni
 
 
 # ------------------------------------------------------------------------------------------ selection
+
 
 def _pick(members, count, dist, strategy, rng):
     if count >= members.size:
@@ -288,17 +335,27 @@ def _check_args(method, strategy, levels, target):
     return levels, target
 
 
-def balanced_sample_from(source: EmbeddingSource, target: int, levels=(1000, 100), device: str = "cpu",
-                         seed: int = 0, method: str = "hierarchical", strategy: str = "random",
-                         n_resamples: int = 3, sample_size: int | None = None, niter: int = 20):
+def balanced_sample_from(
+    source: EmbeddingSource,
+    target: int,
+    levels=(1000, 100),
+    device: str = "cpu",
+    seed: int = 0,
+    method: str = "hierarchical",
+    strategy: str = "random",
+    n_resamples: int = 3,
+    sample_size: int | None = None,
+    niter: int = 20,
+):
     """:func:`balanced_sample` over an :class:`EmbeddingSource` (``device`` already resolved):
     ``(positions int64 sorted, top_labels int64[n], n_top)``. Only the data level reads embeddings (through
     the source); everything after it uses the per-row leaf labels (and distances for "closest")."""
     levels, target = _check_args(method, strategy, levels, target)
     n = int(source.n)
     rng = np.random.default_rng(seed)
-    leaf_c, leaf, dist = data_level_kmeans(source, levels[0], int(n_resamples) if method == "hierarchical" else 0,
-                                           sample_size, device, seed, niter)
+    leaf_c, leaf, dist = data_level_kmeans(
+        source, levels[0], int(n_resamples) if method == "hierarchical" else 0, sample_size, device, seed, niter
+    )
     hier = [(leaf_c, leaf)]
     if method == "hierarchical":
         hier += upper_levels(leaf_c, levels[1:], n_resamples, device, seed, niter)
@@ -322,22 +379,35 @@ def balanced_sample_from(source: EmbeddingSource, target: int, levels=(1000, 100
         order = np.argsort(parent_of, kind="stable")
         bounds = np.searchsorted(parent_of[order], np.arange(flat[lvl + 1].size + 1))
         for p in np.flatnonzero(alloc):
-            kids = order[bounds[p]:bounds[p + 1]]
+            kids = order[bounds[p] : bounds[p + 1]]
             child_alloc[kids] = water_fill(flat[lvl][kids], alloc[p], rng)
         alloc = child_alloc
 
     order = np.argsort(leaf, kind="stable")
     bounds = np.searchsorted(leaf[order], np.arange(leaf_c.shape[0] + 1))
-    picked = [_pick(order[bounds[c]:bounds[c + 1]], int(alloc[c]), dist, strategy, rng)
-              for c in np.flatnonzero(alloc)]
+    picked = [
+        _pick(order[bounds[c] : bounds[c + 1]], int(alloc[c]), dist, strategy, rng) for c in np.flatnonzero(alloc)
+    ]
     out = np.sort(np.concatenate(picked)).astype(np.int64)
     assert out.size == target, (out.size, target)  # water_fill allocations never exceed a cluster
     return out, top_labels, n_top
 
 
-def balanced_sample(emb, target: int, levels=(1000, 100), device: str = "auto", seed: int = 0,
-                    method: str = "hierarchical", strategy: str = "random", n_resamples: int = 3,
-                    sample_size=None, niter: int = 20, return_clusters: bool = False, ids=None, chunks=None):
+def balanced_sample(
+    emb,
+    target: int,
+    levels=(1000, 100),
+    device: str = "auto",
+    seed: int = 0,
+    method: str = "hierarchical",
+    strategy: str = "random",
+    n_resamples: int = 3,
+    sample_size=None,
+    niter: int = 20,
+    return_clusters: bool = False,
+    ids=None,
+    chunks=None,
+):
     """Sorted unique int64 indices of ``min(target, n)`` samples, balanced over semantic clusters
     (see the module docstring). ``strategy`` picks points within leaf clusters: "random" or "closest".
     ``sample_size``: rows the data level's k-means trains on (null: 256 per cluster); ``ids`` / ``chunks``: the
@@ -355,6 +425,16 @@ def balanced_sample(emb, target: int, levels=(1000, 100), device: str = "auto", 
             return np.arange(n, dtype=np.int64)
         if target == 0:
             return np.zeros(0, np.int64)
-    out = balanced_sample_from(InMemoryEmbeddings(x, ids, chunks), target, levels, mindex.resolve_device(device),
-                               seed, method, strategy, n_resamples, sample_size, niter)
+    out = balanced_sample_from(
+        InMemoryEmbeddings(x, ids, chunks),
+        target,
+        levels,
+        mindex.resolve_device(device),
+        seed,
+        method,
+        strategy,
+        n_resamples,
+        sample_size,
+        niter,
+    )
     return out if return_clusters else out[0]

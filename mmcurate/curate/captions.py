@@ -4,6 +4,7 @@ Pure functions over Python strings with no pipeline knowledge; `mmcurate.stages.
 the `caption_clean` and `caption_filter` stages. Everything here is picklable and thread-safe; the
 language model is the only thing loaded, and only when a `LanguageIdentifier` is built.
 """
+
 from __future__ import annotations
 
 import html
@@ -23,8 +24,9 @@ from functools import lru_cache
 
 # Elements whose content is never caption text: "<name ...>" up to the first "</name>" after it.
 _HIDDEN_OPEN = re.compile(r"<(script|style|noscript|template|head)\b", re.I)
-_HIDDEN_CLOSE = {name: re.compile(rf"</{name}\s*+>", re.I)
-                 for name in ("script", "style", "noscript", "template", "head")}
+_HIDDEN_CLOSE = {
+    name: re.compile(rf"</{name}\s*+>", re.I) for name in ("script", "style", "noscript", "template", "head")
+}
 _COMMENT = re.compile(r"<!--.*?(?:-->|\Z)", re.S)
 _DECLARATION = re.compile(r"<[!?][^>]*+>")
 # A tag is "<name ...>" with a known HTML element name, a custom element ("my-widget") or a
@@ -32,7 +34,8 @@ _DECLARATION = re.compile(r"<[!?][^>]*+>")
 # survive; quoted attribute values may contain ">". The groups are possessive: each attribute item is
 # decided by its first character, so giving items back can never lead to a match.
 _TAG = re.compile(
-    r"</?([A-Za-z][A-Za-z0-9]*+(?:[:-][A-Za-z0-9:-]++)?+)(?:\s(?:[^<>\"']++|\"[^\"]*+\"|'[^']*+')*+)?+/?>")
+    r"</?([A-Za-z][A-Za-z0-9]*+(?:[:-][A-Za-z0-9:-]++)?+)(?:\s(?:[^<>\"']++|\"[^\"]*+\"|'[^']*+')*+)?+/?>"
+)
 _HTML_ELEMENTS = frozenset(
     "a abbr acronym address area article aside audio b base basefont bdi bdo big blink blockquote body br "
     "button canvas caption center cite code col colgroup data datalist dd del details dfn dialog dir div dl "
@@ -40,12 +43,14 @@ _HTML_ELEMENTS = frozenset(
     "hgroup hr html i iframe img input ins kbd label legend li link main map mark marquee menu meta meter nav "
     "nobr noembed noframes noscript object ol optgroup option output p param picture plaintext pre progress q "
     "rp rt ruby s samp script search section select slot small source span strike strong style sub summary sup "
-    "svg table tbody td template textarea tfoot th thead time title tr track tt u ul var video wbr xmp".split())
+    "svg table tbody td template textarea tfoot th thead time title tr track tt u ul var video wbr xmp".split()
+)
 # Tags that a browser renders as a break: replaced by a space, the rest (b, i, span, a) by nothing.
 _BREAKING_TAGS = frozenset(
     "br p div li ul ol dl dt dd tr td th table thead tbody tfoot caption h1 h2 h3 h4 h5 h6 hr section "
     "article header footer nav aside main blockquote pre figure figcaption img picture source video audio "
-    "iframe form input button select option textarea label title body html address center".split())
+    "iframe form input button select option textarea label title body html address center".split()
+)
 # Only entities terminated by ";" are decoded: "&param=1" in a URL must not become "¶m=1".
 _ENTITY = re.compile(r"&(?:#[0-9]{1,7}|#[xX][0-9a-fA-F]{1,6}|[A-Za-z][A-Za-z0-9]{1,31});")
 
@@ -71,14 +76,14 @@ def _remove_hidden_elements(text: str) -> str:
             break
         gt = text.find(">", m.end())
         if gt < 0:
-            break                       # no ">" left: no later element can open either
+            break  # no ">" left: no later element can open either
         name = m.group(1).lower()
         close = None if no_close_from.get(name, len(text) + 1) <= gt else _HIDDEN_CLOSE[name].search(text, gt + 1)
         if close is None:
             no_close_from[name] = min(no_close_from.get(name, gt), gt)
             start = m.start() + 1
             continue
-        out.append(text[pos:m.start()])
+        out.append(text[pos : m.start()])
         out.append(" ")
         pos = start = close.end()
     if not out:
@@ -128,6 +133,7 @@ def strip_html(text: str) -> str:
 # Unicode
 # --------------------------------------------------------------------------------------------------
 
+
 @lru_cache(maxsize=1)
 def _ftfy_config():
     from ftfy import TextFixerConfig
@@ -168,13 +174,13 @@ def fix_unicode(text: str) -> str:
 # treats them as whitespace, so they become single spaces. ZWJ/ZWNJ (U+200C/D) are kept: Persian,
 # Indic scripts and emoji sequences need them.
 _JUNK_CHARS = (
-    "\x00-\x08\x0e-\x1b\x7f-\x84\x86-\x9f"           # C0/C1 controls
-    "\u00ad\u061c\u180e\u200b\u200e\u200f"           # soft hyphen, bidi marks, zero-width space
+    "\x00-\x08\x0e-\x1b\x7f-\x84\x86-\x9f"  # C0/C1 controls
+    "\u00ad\u061c\u180e\u200b\u200e\u200f"  # soft hyphen, bidi marks, zero-width space
     "\u202a-\u202e\u2060-\u2064\u2066-\u206f\ufeff"  # bidi embeddings/isolates, word joiner, BOM
-    "\ufff9-\ufffd"                                  # interlinear annotations, object/replacement chars
-    "\ud800-\udfff"                                  # lone surrogates (not encodable as UTF-8)
-    "\ue000-\uf8ff\U000f0000-\U0010ffff"             # private use
-    "\U000e0000-\U000e007f"                          # tag characters
+    "\ufff9-\ufffd"  # interlinear annotations, object/replacement chars
+    "\ud800-\udfff"  # lone surrogates (not encodable as UTF-8)
+    "\ue000-\uf8ff\U000f0000-\U0010ffff"  # private use
+    "\U000e0000-\U000e007f"  # tag characters
 )
 _JUNK = re.compile(f"[{_JUNK_CHARS}]+")
 
@@ -206,6 +212,7 @@ class CaptionCleaner:
     Order: markup, mojibake (ftfy), NFC, junk characters, punctuation runs, whitespace, case.
     None stays None; a caption may become "" (the filter decides what to do with it).
     """
+
     strip_html: bool = True
     fix_unicode: bool = True
     lowercase: bool = False
@@ -375,14 +382,16 @@ def match_boilerplate(text: str, builtin: bool = True, extra: Sequence[tuple[str
 # Filter rules (everything but language, which needs a model)
 # --------------------------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class CaptionRules:
     """DataComp's text filter keeps captions with more than 2 words and more than 5 characters."""
+
     min_words: int = 3
     min_chars: int = 6
     max_chars: int | None = None
     boilerplate: bool = True
-    extra_boilerplate: tuple = ()   # compiled (source, pattern) pairs, see compile_extra_boilerplate
+    extra_boilerplate: tuple = ()  # compiled (source, pattern) pairs, see compile_extra_boilerplate
 
     def check(self, text: str | None) -> tuple[str, str] | None:
         """(reason, detail) for the first rule the caption fails, cheapest first; None if it passes."""
@@ -411,8 +420,7 @@ class CaptionRules:
 # py3langid also predicts regional varieties; a caption in Wu or Cantonese is "zh" for a whitelist, and
 # short English text loses much of its probability to Nigerian Pidgin. These labels are folded into
 # the language a user whitelists (measured: top-1 accuracy on short captions 96.5% -> 97.9%).
-MACROLANGUAGE = {"wuu": "zh", "yue": "zh", "ary": "ar", "arz": "ar", "nn": "no", "uzs": "uz",
-                 "sdh": "ku", "pcm": "en"}
+MACROLANGUAGE = {"wuu": "zh", "yue": "zh", "ary": "ar", "arz": "ar", "nn": "no", "uzs": "uz", "sdh": "ku", "pcm": "en"}
 
 _LANGUAGE_CODE = re.compile(r"[a-z]{2,3}")
 

@@ -13,6 +13,7 @@ Perceptual linkage:
     every unassigned sample within ``max_distance`` of it. Every duplicate is within ``max_distance`` of
     its representative; a sample only linked to duplicates stays a representative itself.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -28,7 +29,7 @@ class Grouping:
     representatives and singletons) and ``distance[i]`` its distance to it (0 for representatives)."""
 
     representative: np.ndarray  # int64[n]
-    distance: np.ndarray        # int32[n]
+    distance: np.ndarray  # int32[n]
     n_pairs: int | None = None  # sample pairs within the radius, when near_groups was asked to count them
 
     @property
@@ -62,8 +63,8 @@ def preference_rank(keys, scores=None, prefer: str = "max") -> np.ndarray:
         if s.shape != (n,):
             raise ValueError(f"scores must have shape ({n},), got {s.shape}")
         primary = -s if prefer == "max" else s.copy()
-        primary[np.isnan(primary)] = np.inf   # missing scores are the least preferred
-        order = np.lexsort((keys, primary))    # last key is the primary sort key
+        primary[np.isnan(primary)] = np.inf  # missing scores are the least preferred
+        order = np.lexsort((keys, primary))  # last key is the primary sort key
     rank = np.empty(n, dtype=np.int64)
     rank[order] = np.arange(n, dtype=np.int64)
     return rank
@@ -102,7 +103,7 @@ def _components_numpy(n: int, pairs: np.ndarray) -> np.ndarray:
         spanning = ri != rj
         if not spanning.any():
             return parent
-        i, j, ri, rj = i[spanning], j[spanning], ri[spanning], rj[spanning]   # settled edges never return
+        i, j, ri, rj = i[spanning], j[spanning], ri[spanning], rj[spanning]  # settled edges never return
         np.minimum.at(parent, np.maximum(ri, rj), np.minimum(ri, rj))
         while True:
             grand = parent[parent]
@@ -122,8 +123,15 @@ def exact_groups(digests, rank) -> Grouping:
     return Grouping(_best_of_groups(labels.reshape(-1), rank), np.zeros(digests.size, dtype=np.int32))
 
 
-def near_groups(codes, max_distance: int, rank, linkage: str = "connected", device: str = "auto",
-                num_threads: int | None = None, count_pairs: bool = False) -> Grouping:
+def near_groups(
+    codes,
+    max_distance: int,
+    rank,
+    linkage: str = "connected",
+    device: str = "auto",
+    num_threads: int | None = None,
+    count_pairs: bool = False,
+) -> Grouping:
     """Group 64-bit codes (uint64) within ``max_distance`` Hamming bits; see the module docstring for
     ``linkage``. ``distance[i]`` is the Hamming distance from i's code to its representative's.
 
@@ -155,8 +163,9 @@ def near_groups(codes, max_distance: int, rank, linkage: str = "connected", devi
     return Grouping(representative, distance, n_pairs if count_pairs else None)
 
 
-def near_components(codes, max_distance: int, device: str = "auto",
-                    num_threads: int | None = None) -> tuple[np.ndarray, int]:
+def near_components(
+    codes, max_distance: int, device: str = "auto", num_threads: int | None = None
+) -> tuple[np.ndarray, int]:
     """Connected components of the samples whose codes lie within ``max_distance`` bits (labels: any int per
     component) and the number of linked sample pairs, computed on the distinct codes (:func:`code_graph`)
     without listing the pairs."""
@@ -182,7 +191,7 @@ DENSE_SAMPLE = 2048
 DENSE_MIN_DEGREE = 4
 DENSE_MAX_PIVOTS = 64
 DENSE_ROUNDS = 4
-_CROSS_TILE = 1 << 22     # code comparisons per tile when two balls are compared
+_CROSS_TILE = 1 << 22  # code comparisons per tile when two balls are compared
 
 
 @dataclass
@@ -197,18 +206,19 @@ class CodeGraph:
     clusters of near-copies (re-encodings of one image): memory is then O(distinct codes + pairs among the
     codes outside balls), not the square of a cluster's size."""
 
-    codes: np.ndarray       # uint64[m]
-    counts: np.ndarray      # int64[m]
+    codes: np.ndarray  # uint64[m]
+    counts: np.ndarray  # int64[m]
     radius: int
-    pairs: np.ndarray       # int64[p, 2], i < j, codes outside balls
-    ball: np.ndarray        # int64[m], -1 outside every ball
-    pivots: np.ndarray      # uint64[b]
+    pairs: np.ndarray  # int64[p, 2], i < j, codes outside balls
+    ball: np.ndarray  # int64[m], -1 outside every ball
+    pivots: np.ndarray  # uint64[b]
     ball_cands: np.ndarray  # int64[c, 2]
-    ball_near: np.ndarray   # int64[d, 2]
+    ball_near: np.ndarray  # int64[d, 2]
 
 
-def code_graph(ucodes, counts, max_distance: int, device: str = "auto", num_threads: int | None = None,
-               seed: int = 0) -> CodeGraph:
+def code_graph(
+    ucodes, counts, max_distance: int, device: str = "auto", num_threads: int | None = None, seed: int = 0
+) -> CodeGraph:
     """The :class:`CodeGraph` of distinct codes. ``seed`` only steers the sampling that looks for dense
     clusters: the graph it describes (and every grouping from it) does not depend on it."""
     from mmcurate.ops.hamming import _check_int, hamming_pairs
@@ -248,7 +258,7 @@ def _find_balls(ucodes: np.ndarray, r: int, ball: np.ndarray, rng) -> np.ndarray
     t = r // 2
     pivots: list = []
     if t == 0:
-        return np.zeros(0, np.uint64)   # balls of radius 0 are single codes: nothing to gain
+        return np.zeros(0, np.uint64)  # balls of radius 0 are single codes: nothing to gain
     for _ in range(DENSE_ROUNDS):
         free = np.flatnonzero(ball < 0)
         if free.size <= DENSE_SAMPLE:
@@ -270,7 +280,7 @@ def _find_balls(ucodes: np.ndarray, r: int, ball: np.ndarray, rng) -> np.ndarray
                 break
             # the pivot is the bitwise majority of the code and its sampled neighbours: near the cluster's
             # centre, so its ball takes most of the cluster (a pivot need not be a code of the input)
-            c = _majority(ucodes[sample[np.append(dst[start[k]:start[k + 1]], k)]])
+            c = _majority(ucodes[sample[np.append(dst[start[k] : start[k + 1]], k)]])
             taken = np.asarray(pivots + new, np.uint64)
             if taken.size and np.bitwise_count(taken ^ c).min() <= t:
                 continue
@@ -293,7 +303,7 @@ def _majority(codes: np.ndarray) -> np.uint64:
 def _ball_members(g: CodeGraph) -> list:
     order = np.argsort(g.ball, kind="stable")
     bounds = np.searchsorted(g.ball[order], np.arange(g.pivots.size + 1))
-    return [order[bounds[b]:bounds[b + 1]] for b in range(g.pivots.size)]
+    return [order[bounds[b] : bounds[b + 1]] for b in range(g.pivots.size)]
 
 
 def _cross(g: CodeGraph, a: np.ndarray, b: np.ndarray):
@@ -304,12 +314,12 @@ def _cross(g: CodeGraph, a: np.ndarray, b: np.ndarray):
     step = max(1, _CROSS_TILE // max(1, b.size))
     total, links = 0, [np.zeros((0, 2), np.int64)]
     for s in range(0, a.size, step):
-        x = ca[s:s + step, None] ^ cb[None, :]
+        x = ca[s : s + step, None] ^ cb[None, :]
         within = np.bitwise_count(x) <= g.radius
         rows = np.flatnonzero(within.any(axis=1))
         if rows.size:
             links.append(np.stack([a[s + rows], b[np.argmax(within[rows], axis=1)]], axis=1))
-            total += int(within.astype(np.int64) @ wb @ g.counts[a[s:s + step]])
+            total += int(within.astype(np.int64) @ wb @ g.counts[a[s : s + step]])
     return total, np.concatenate(links)
 
 
@@ -330,14 +340,14 @@ def spanning_links(g: CodeGraph) -> tuple[np.ndarray, int]:
     cands = g.ball_cands[np.argsort(g.ball_cands[:, 0], kind="stable")]
     bounds = np.searchsorted(cands[:, 0], np.arange(g.pivots.size + 1))
     for b in range(g.pivots.size):
-        total, found = _cross(g, cands[bounds[b]:bounds[b + 1], 1], members[b])
+        total, found = _cross(g, cands[bounds[b] : bounds[b + 1], 1], members[b])
         n_pairs += total
         links.append(found)
     for i, j in g.ball_near.tolist():
         a, b = (members[i], members[j]) if members[i].size <= members[j].size else (members[j], members[i])
         total, found = _cross(g, a, b)
         n_pairs += total
-        links.append(found[:1])     # one link joins two balls (each is one component already)
+        links.append(found[:1])  # one link joins two balls (each is one component already)
     return np.concatenate(links).astype(np.int64, copy=False), n_pairs
 
 
@@ -385,11 +395,17 @@ def _star_codes(g: CodeGraph, crank: np.ndarray) -> np.ndarray:
             cu, b = code[u], ball[u]
             if b >= 0:
                 found = [ball_centre[b]] + [c for c in cand_centres[b] if (cu ^ code[c]).bit_count() <= r]
-                found += [ball_centre[o] for o in near[b]
-                          if ball_centre[o] >= 0 and (cu ^ code[ball_centre[o]]).bit_count() <= r]
+                found += [
+                    ball_centre[o]
+                    for o in near[b]
+                    if ball_centre[o] >= 0 and (cu ^ code[ball_centre[o]]).bit_count() <= r
+                ]
             else:
-                found = [ball_centre[o] for o in cand_balls.get(u, ())
-                         if ball_centre[o] >= 0 and (cu ^ code[ball_centre[o]]).bit_count() <= r]
+                found = [
+                    ball_centre[o]
+                    for o in cand_balls.get(u, ())
+                    if ball_centre[o] >= 0 and (cu ^ code[ball_centre[o]]).bit_count() <= r
+                ]
             for c in found:
                 if c >= 0 and (best < 0 or cr[c] < cr[best]):
                     best = c
@@ -399,8 +415,8 @@ def _star_codes(g: CodeGraph, crank: np.ndarray) -> np.ndarray:
                 continue
         elif assigned[u]:
             continue
-        assigned[u] = True      # u is a centre
-        neighbours = dst[start[u]:start[u + 1]]
+        assigned[u] = True  # u is a centre
+        neighbours = dst[start[u] : start[u + 1]]
         free = neighbours[~assigned[neighbours]]
         representative[free] = u
         assigned[free] = True
@@ -418,7 +434,7 @@ def chance_link_probability(radius: int, bits: int = 64) -> float:
     (unrelated) neighbours each sample has at that radius: what makes a fixed radius unsafe as n grows."""
     from math import comb
 
-    return sum(comb(bits, k) for k in range(int(radius) + 1)) / 2.0 ** bits
+    return sum(comb(bits, k) for k in range(int(radius) + 1)) / 2.0**bits
 
 
 def link_groups(n: int, pairs, rank, linkage: str = "connected") -> np.ndarray:
@@ -444,7 +460,7 @@ def _check_rank(rank, n: int) -> np.ndarray:
 
 def _best_of_groups(labels: np.ndarray, rank: np.ndarray) -> np.ndarray:
     """For group labels (any ints), the index of each sample's best-ranked group member."""
-    order = np.lexsort((rank, labels))            # by group, then by rank
+    order = np.lexsort((rank, labels))  # by group, then by rank
     sorted_labels = labels[order]
     first = np.ones(len(order), dtype=bool)
     first[1:] = sorted_labels[1:] != sorted_labels[:-1]
@@ -472,7 +488,7 @@ def _star(n: int, pairs: np.ndarray, rank: np.ndarray) -> np.ndarray:
         if assigned[node]:
             continue
         assigned[node] = True
-        neighbours = dst[start[node]:start[node + 1]]
+        neighbours = dst[start[node] : start[node + 1]]
         free = neighbours[~assigned[neighbours]]
         representative[free] = node
         assigned[free] = True

@@ -18,6 +18,7 @@ Pass 1 (``partition_codes``) runs per input shard, pass 2 (``partition_pairs``, 
 only the ids that have a neighbour, which stays linear in a bucket of copies) per partition; both go
 through ``map_fn`` (builtin ``map`` by default; a process pool's or Ray's map for scale-out).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -33,8 +34,16 @@ import numpy as np
 
 from mmcurate.curate.hashing import GOLDEN, mix64
 
-__all__ = ["chunk_layout", "partition_codes", "partition_pairs", "partitioned_hamming_pairs", "PartitionedPairs",
-           "partition_linked", "partitioned_linked_ids", "PartitionedLinked"]
+__all__ = [
+    "chunk_layout",
+    "partition_codes",
+    "partition_pairs",
+    "partitioned_hamming_pairs",
+    "PartitionedPairs",
+    "partition_linked",
+    "partitioned_linked_ids",
+    "PartitionedLinked",
+]
 
 #: Groups up to this size are joined by vectorised brute force (s * (s - 1) / 2 pairs), larger ones natively.
 SMALL_GROUP = 48
@@ -98,7 +107,7 @@ def partition_codes(ids, codes, max_distance: int, n_partitions: int, out_dir, n
         d.mkdir(parents=True, exist_ok=True)
         tmp = d / f".{name}.npy.tmp"
         with open(tmp, "wb") as f:
-            np.save(f, entries[bounds[p]:bounds[p + 1]])
+            np.save(f, entries[bounds[p] : bounds[p + 1]])
         os.replace(tmp, d / f"{name}.npy")
     return counts
 
@@ -147,7 +156,7 @@ def _join_entries(entries: np.ndarray, max_distance: int, layout) -> tuple[np.nd
     # large buckets: the native multi-index-hashing join
     big_a, big_b = [a], [b]
     for st, s in zip(starts[sizes > SMALL_GROUP], sizes[sizes > SMALL_GROUP]):
-        pairs, _ = hamming_pairs(e["code"][st:st + s], max_distance, device="cpu")
+        pairs, _ = hamming_pairs(e["code"][st : st + s], max_distance, device="cpu")
         pairs = np.asarray(pairs, np.int64).reshape(-1, 2)
         big_a.append(pairs[:, 0] + st)
         big_b.append(pairs[:, 1] + st)
@@ -194,7 +203,7 @@ def partition_linked(part_dir, max_distance: int) -> np.ndarray:
     starts = np.flatnonzero(new)
     sizes = np.diff(np.append(starts, e.size))
     links = [np.zeros((0, 2), np.int64)]
-    for s in np.unique(sizes[(sizes >= 2) & (sizes <= SMALL_GROUP)]):   # small buckets: brute force
+    for s in np.unique(sizes[(sizes >= 2) & (sizes <= SMALL_GROUP)]):  # small buckets: brute force
         st = starts[sizes == s]
         ia, ib = np.triu_indices(int(s), 1)
         a, b = (st[:, None] + ia[None, :]).ravel(), (st[:, None] + ib[None, :]).ravel()
@@ -202,10 +211,10 @@ def partition_linked(part_dir, max_distance: int) -> np.ndarray:
         a, b = a[keep], b[keep]
         links.append(np.stack([e["id"][a], e["id"][b]], axis=1))
     for st, s in zip(starts[sizes > SMALL_GROUP], sizes[sizes > SMALL_GROUP]):
-        labels, _ = near_components(e["code"][st:st + s], max_distance, device="cpu")
+        labels, _ = near_components(e["code"][st : st + s], max_distance, device="cpu")
         _, first, inv, cnt = np.unique(labels, return_index=True, return_inverse=True, return_counts=True)
         inv = inv.reshape(-1)
-        ids = e["id"][st:st + s]
+        ids = e["id"][st : st + s]
         on = cnt[inv] > 1
         links.append(np.stack([ids[on], ids[first[inv[on]]]], axis=1))
     return np.concatenate(links)
@@ -226,8 +235,9 @@ def _pass2_linked(task):
     return partition_linked(part_dir, r)
 
 
-def partitioned_linked_ids(shards: Iterable, max_distance: int, n_partitions: int = 64,
-                           spill_dir: str | None = None, map_fn: Callable = map) -> PartitionedLinked:
+def partitioned_linked_ids(
+    shards: Iterable, max_distance: int, n_partitions: int = 64, spill_dir: str | None = None, map_fn: Callable = map
+) -> PartitionedLinked:
     """The ids of ``partitioned_hamming_pairs``' pairs (``np.unique(pairs)``) and links with the same connected
     components as those pairs, without materialising the pairs: memory per task is
     O(entries) and on the driver O(links), at most one per linked entry (r + 1 per linked sample) besides the
@@ -242,8 +252,7 @@ def partitioned_linked_ids(shards: Iterable, max_distance: int, n_partitions: in
 
 
 @contextlib.contextmanager
-def _partitioned(shards: Iterable, max_distance: int, n_partitions: int, spill_dir: str | None,
-                 map_fn: Callable):
+def _partitioned(shards: Iterable, max_distance: int, n_partitions: int, spill_dir: str | None, map_fn: Callable):
     """Pass 1 of the pigeonhole join: every shard's entries spilled into partitions under ``spill_dir`` (a
     temporary directory, removed on exit, when None). Yields the non-empty partitions as pass-2 tasks and
     the partitioning's figures."""
@@ -262,9 +271,15 @@ def _partitioned(shards: Iterable, max_distance: int, n_partitions: int, spill_d
             counts += np.asarray(c, np.int64)
             n_codes += n
         dirs = [(str(spill / f"p{p:05d}"), int(max_distance)) for p in np.flatnonzero(counts)]
-        stats = {"n_codes": int(n_codes), "max_distance": int(max_distance), "chunks": len(layout),
-                 "chunk_widths": [w for _, w in layout], "n_partitions": n_partitions,
-                 "entries": int(counts.sum()), "max_entries_per_partition": int(counts.max(initial=0))}
+        stats = {
+            "n_codes": int(n_codes),
+            "max_distance": int(max_distance),
+            "chunks": len(layout),
+            "chunk_widths": [w for _, w in layout],
+            "n_partitions": n_partitions,
+            "entries": int(counts.sum()),
+            "max_entries_per_partition": int(counts.max(initial=0)),
+        }
         yield dirs, stats
     finally:
         if own:
@@ -294,8 +309,9 @@ def _pass2(task):
     return partition_pairs(part_dir, r)
 
 
-def partitioned_hamming_pairs(shards: Iterable, max_distance: int, n_partitions: int = 64,
-                              spill_dir: str | None = None, map_fn: Callable = map) -> PartitionedPairs:
+def partitioned_hamming_pairs(
+    shards: Iterable, max_distance: int, n_partitions: int = 64, spill_dir: str | None = None, map_fn: Callable = map
+) -> PartitionedPairs:
     """All pairs of sample ids whose codes are within ``max_distance`` bits, over ``shards``: each an
     ``(ids, codes)`` pair of arrays or a picklable zero-argument callable returning one (so a task loads its
     own shard, e.g. ``functools.partial(read_phashes, path)``). Ids are int64 and must be unique across all

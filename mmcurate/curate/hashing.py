@@ -1,10 +1,11 @@
 """splitmix64's finaliser: the one integer mix behind every deterministic routing and sampling hash (partition
 routing, id hashes for samples, value hashes for shuffles), the same in every process and on every machine."""
+
 from __future__ import annotations
 
 import numpy as np
 
-GOLDEN = 0x9E3779B97F4A7C15   # 2^64 / golden ratio: splitmix64's increment
+GOLDEN = 0x9E3779B97F4A7C15  # 2^64 / golden ratio: splitmix64's increment
 
 
 def mix64(z: np.ndarray) -> np.ndarray:

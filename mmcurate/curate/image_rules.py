@@ -5,6 +5,7 @@ is ``long side / short side`` (>= 1), so one bound covers portrait and landscape
 ``1/6 <= width/height <= 6`` is ``max_aspect = 6``, DataComp's "aspect ratio at most 3" is ``max_aspect = 3``.
 Rules are checked in the order of :data:`RULE_ORDER`; a sample is reported under the first rule it fails.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
@@ -29,10 +30,11 @@ PRESETS = {
 @dataclass(frozen=True)
 class SizeRules:
     """Inclusive bounds; None disables a bound."""
+
     min_side: int | None = None
     max_side: int | None = None
     min_area: int | None = None
-    min_aspect: float | None = None   # long/short side, >= 1
+    min_aspect: float | None = None  # long/short side, >= 1
     max_aspect: float | None = None
     min_file_size: int | None = None  # bytes
     max_file_size: int | None = None
@@ -46,16 +48,17 @@ class SizeRules:
                 raise TypeError(f"{f.name} must be a number or null, got {type(v).__name__}")
             if v < 0 or not np.isfinite(v):
                 raise ValueError(f"{f.name} must be a finite number >= 0, got {v}")
-        for lo, hi in (("min_side", "max_side"), ("min_aspect", "max_aspect"),
-                       ("min_file_size", "max_file_size")):
+        for lo, hi in (("min_side", "max_side"), ("min_aspect", "max_aspect"), ("min_file_size", "max_file_size")):
             a, b = getattr(self, lo), getattr(self, hi)
             if a is not None and b is not None and a > b:
                 raise ValueError(f"{lo} ({a}) is larger than {hi} ({b})")
         for name in ("min_aspect", "max_aspect"):
             v = getattr(self, name)
             if v is not None and v < 1:
-                raise ValueError(f"{name} is long side / short side, so it must be >= 1, got {v} "
-                                 f"(a width/height bound of 1/x..x is max_aspect: x)")
+                raise ValueError(
+                    f"{name} is long side / short side, so it must be >= 1, got {v} "
+                    f"(a width/height bound of 1/x..x is max_aspect: x)"
+                )
 
     @property
     def needs_file_size(self) -> bool:
@@ -109,8 +112,9 @@ def check_sizes(rules: SizeRules, width, height, file_size=None) -> tuple[np.nda
 
     details: list = [None] * n
     for i in np.flatnonzero(reason >= 0):
-        details[i] = _detail(rules, RULE_ORDER[reason[i]], int(w[i]), int(h[i]), float(aspect[i]),
-                             None if fs is None else int(fs[i]))
+        details[i] = _detail(
+            rules, RULE_ORDER[reason[i]], int(w[i]), int(h[i]), float(aspect[i]), None if fs is None else int(fs[i])
+        )
     return reason, details
 
 

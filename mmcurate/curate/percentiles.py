@@ -1,4 +1,5 @@
 """Percentile summaries of a set of numbers (scores, cluster sizes) for stage stats and the manifest, stated once."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -19,6 +19,7 @@ Kinds and their default tokens:
                      (national formats of other countries without "+CC", e.g. UK "020 7946 0958", are
                      not detected: too close to other numbers without a country's numbering plan)
 """
+
 from __future__ import annotations
 
 import datetime
@@ -30,8 +31,14 @@ from dataclasses import dataclass, field
 # Detector patterns are compiled with re.ASCII: their \w and \d are ASCII, so that a number written right
 # after CJK text ("手机13800138000") still has a word boundary.
 KINDS = ("url_credentials", "email", "credit_card", "national_id", "ip", "phone")
-DEFAULT_TOKENS = {"url_credentials": "<URL_CREDENTIALS>", "email": "<EMAIL>", "credit_card": "<CREDIT_CARD>",
-                  "national_id": "<ID>", "ip": "<IP>", "phone": "<PHONE>"}
+DEFAULT_TOKENS = {
+    "url_credentials": "<URL_CREDENTIALS>",
+    "email": "<EMAIL>",
+    "credit_card": "<CREDIT_CARD>",
+    "national_id": "<ID>",
+    "ip": "<IP>",
+    "phone": "<PHONE>",
+}
 
 # --------------------------------------------------------------------------------------------------
 # URL credentials
@@ -39,7 +46,8 @@ DEFAULT_TOKENS = {"url_credentials": "<URL_CREDENTIALS>", "email": "<EMAIL>", "c
 
 # Only user:password is a credential; "ssh://git@host" (a user name alone) is left alone.
 _URL_CREDENTIALS = re.compile(
-    r"\b([A-Za-z][A-Za-z0-9+.-]{1,15}://)([^\s:/@?#\[\]]+:[^\s/@?#]*)@(?=[^\s@/?#]*[A-Za-z0-9])", re.ASCII)
+    r"\b([A-Za-z][A-Za-z0-9+.-]{1,15}://)([^\s:/@?#\[\]]+:[^\s/@?#]*)@(?=[^\s@/?#]*[A-Za-z0-9])", re.ASCII
+)
 
 
 def redact_url_credentials(text: str, token: str) -> tuple[str, int]:
@@ -52,7 +60,9 @@ def redact_url_credentials(text: str, token: str) -> tuple[str, int]:
 
 _EMAIL = re.compile(
     r"(?<![\w.+%/-])[A-Za-z0-9](?:[A-Za-z0-9._%+-]{0,62}[A-Za-z0-9_%+-])?"
-    r"@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,24}(?![\w-])", re.ASCII)
+    r"@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,24}(?![\w-])",
+    re.ASCII,
+)
 # "logo@2x.png" is an asset name, not an address: these endings are file types, not top-level domains.
 _FILE_EXTENSIONS = frozenset("png jpg jpeg gif webp svg bmp tif tiff heic avif ico pdf psd".split())
 
@@ -106,8 +116,11 @@ _CARD_SCHEMES = (
     ("diners", ((300, 305), (36, 36), (38, 39)), (14, 15, 16, 17, 18, 19)),
     ("jcb", ((3528, 3589),), (16, 17, 18, 19)),
     ("unionpay", ((62, 62), (81, 81)), (16, 17, 18, 19)),
-    ("maestro", ((5018, 5018), (5020, 5020), (5038, 5038), (5893, 5893), (6304, 6304), (6759, 6759),
-                 (6761, 6763)), (16, 17, 18, 19)),
+    (
+        "maestro",
+        ((5018, 5018), (5020, 5020), (5038, 5038), (5893, 5893), (6304, 6304), (6759, 6759), (6761, 6763)),
+        (16, 17, 18, 19),
+    ),
     ("mir", ((2200, 2204),), (16, 17, 18, 19)),
 )
 
@@ -138,8 +151,13 @@ def _card_grouping_ok(candidate: str) -> bool:
 
 def is_credit_card(candidate: str) -> bool:
     digits = candidate.replace(" ", "").replace("-", "")
-    return (13 <= len(digits) <= 19 and _card_grouping_ok(candidate) and len(set(digits)) > 1
-            and card_scheme(digits) is not None and luhn_valid(digits))
+    return (
+        13 <= len(digits) <= 19
+        and _card_grouping_ok(candidate)
+        and len(set(digits)) > 1
+        and card_scheme(digits) is not None
+        and luhn_valid(digits)
+    )
 
 
 def redact_credit_cards(text: str, token: str) -> tuple[str, int]:
@@ -155,8 +173,9 @@ def redact_credit_cards(text: str, token: str) -> tuple[str, int]:
             head = "".join(groups[:end])
             if is_credit_card(head):
                 count += 1
-                return token + candidate[len(head):]
+                return token + candidate[len(head) :]
         return candidate
+
     return _CARD_CANDIDATE.sub(repl, text), count
 
 
@@ -165,11 +184,49 @@ def redact_credit_cards(text: str, token: str) -> tuple[str, int]:
 # --------------------------------------------------------------------------------------------------
 
 _CN_ID_CANDIDATE = re.compile(r"(?<![0-9A-Za-z])[1-9]\d{16}[\dXx](?![0-9A-Za-z])", re.ASCII)
-_CN_ID_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)   # 2^(17-i) mod 11
-_CN_ID_CHECK = "10X98765432"                                              # index: weighted sum mod 11
+_CN_ID_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)  # 2^(17-i) mod 11
+_CN_ID_CHECK = "10X98765432"  # index: weighted sum mod 11
 # Province-level codes (GB/T 2260) that the first two digits must name.
-_CN_PROVINCES = frozenset({11, 12, 13, 14, 15, 21, 22, 23, 31, 32, 33, 34, 35, 36, 37, 41, 42, 43, 44, 45, 46,
-                           50, 51, 52, 53, 54, 61, 62, 63, 64, 65, 71, 81, 82, 83, 91})
+_CN_PROVINCES = frozenset(
+    {
+        11,
+        12,
+        13,
+        14,
+        15,
+        21,
+        22,
+        23,
+        31,
+        32,
+        33,
+        34,
+        35,
+        36,
+        37,
+        41,
+        42,
+        43,
+        44,
+        45,
+        46,
+        50,
+        51,
+        52,
+        53,
+        54,
+        61,
+        62,
+        63,
+        64,
+        65,
+        71,
+        81,
+        82,
+        83,
+        91,
+    }
+)
 
 
 def cn_id_check_digit(first17: str) -> str:
@@ -209,6 +266,7 @@ def redact_national_ids(text: str, token: str) -> tuple[str, int]:
             count += 1
             return token
         return m.group(0)
+
     return _SSN_CANDIDATE.sub(ssn, text), n_cn + count
 
 
@@ -221,14 +279,16 @@ _OCTET = r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
 _IPV4_CANDIDATE = re.compile(rf"(?<![\w.]){_OCTET}(?:\.{_OCTET}){{3}}(?![\w]|\.\d)", re.ASCII)
 _IPV6_CANDIDATE = re.compile(
     r"(?<![\w:.])(?:[0-9A-Fa-f]{0,4}:){2,7}(?:[0-9A-Fa-f]{1,4}|(?:\d{1,3}\.){3}\d{1,3})?(?:%[\w.]+)?"
-    r"(?![\w:]|\.\w)", re.ASCII)
+    r"(?![\w:]|\.\w)",
+    re.ASCII,
+)
 
 
 def _public_ip(addr) -> bool:
     if addr.is_loopback or addr.is_unspecified:
         return False
     if addr.version == 4 and str(addr).startswith("255."):
-        return False   # netmasks and broadcast: they identify nobody
+        return False  # netmasks and broadcast: they identify nobody
     return True
 
 
@@ -264,13 +324,14 @@ def redact_ips(text: str, token: str) -> tuple[str, int]:
 # --------------------------------------------------------------------------------------------------
 
 # "+CC" then digit groups: the plus sign is the signal, so 8-15 digits (E.164) suffice.
-_PHONE_INTL = re.compile(
-    r"(?<![\w+])\+\d{1,3}(?:[ .-]?\(\d{1,4}\))?(?:[ .-]?\d{1,5}){1,6}(?![\w]|[.,-]\d)", re.ASCII)
+_PHONE_INTL = re.compile(r"(?<![\w+])\+\d{1,3}(?:[ .-]?\(\d{1,4}\))?(?:[ .-]?\d{1,5}){1,6}(?![\w]|[.,-]\d)", re.ASCII)
 # NANP: area code and exchange start with 2-9; "(555) 123-4567", "555-123-4567", "555.123.4567",
 # optionally after the trunk prefix "1-" / "1 " ("1234-567-8901" is a part number, not 1-234-...).
 _PHONE_NANP = re.compile(
     r"(?<![\w.+-])(?:1[-. ]|1(?=\())?(?:\(([2-9]\d\d)\)[ .-]?|([2-9]\d\d)([-. ]))"
-    r"([2-9]\d\d)([-. ])(\d{4})(?![\w]|[.-]\d)", re.ASCII)
+    r"([2-9]\d\d)([-. ])(\d{4})(?![\w]|[.-]\d)",
+    re.ASCII,
+)
 # Chinese mobile: 11 digits 1[3-9]..., contiguous or 3-4-4 with one separator.
 _PHONE_CN_MOBILE = re.compile(r"(?<![\w.+-])1[3-9]\d(?:(\d{8})|([ -])\d{4}\2\d{4})(?![\w]|[.-]\d)", re.ASCII)
 
@@ -294,6 +355,7 @@ def redact_phones(text: str, token: str) -> tuple[str, int]:
             count += 1
             return token
         return m.group(0)
+
     text = _PHONE_NANP.sub(nanp, text)
     text, n3 = _PHONE_CN_MOBILE.subn(token, text)
     return text, n1 + count + n3
@@ -302,6 +364,7 @@ def redact_phones(text: str, token: str) -> tuple[str, int]:
 # --------------------------------------------------------------------------------------------------
 # Redaction
 # --------------------------------------------------------------------------------------------------
+
 
 def _redact_validated(candidate: re.Pattern, valid, text: str, token: str) -> tuple[str, int]:
     count = 0
@@ -312,12 +375,18 @@ def _redact_validated(candidate: re.Pattern, valid, text: str, token: str) -> tu
             count += 1
             return token
         return m.group(0)
+
     return candidate.sub(repl, text), count
 
 
-_DETECTORS = {"url_credentials": redact_url_credentials, "email": redact_email,
-              "credit_card": redact_credit_cards, "national_id": redact_national_ids,
-              "ip": redact_ips, "phone": redact_phones}
+_DETECTORS = {
+    "url_credentials": redact_url_credentials,
+    "email": redact_email,
+    "credit_card": redact_credit_cards,
+    "national_id": redact_national_ids,
+    "ip": redact_ips,
+    "phone": redact_phones,
+}
 # Every kind needs a digit, "@" (e-mail, credentials) or ":" (IPv6): a cheap early exit.
 _MAY_HOLD_PII = re.compile(r"[0-9@:]")
 _URL_VALUE = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://\S*")
@@ -340,6 +409,7 @@ class Unredactable(ValueError):
 @dataclass(frozen=True)
 class Redactor:
     """Redacts the selected kinds, in the order of KINDS, with the given replacement tokens."""
+
     kinds: tuple[str, ...] = KINDS
     tokens: dict = field(default_factory=lambda: dict(DEFAULT_TOKENS))
 
@@ -362,8 +432,9 @@ class Redactor:
         url, n = redact_url_credentials(url, self.tokens["url_credentials"])
         return url, ({"url_credentials": n} if n else {})
 
-    def redact_json(self, meta: str | None, max_chars: int | None = None,
-                    max_depth: int = MAX_META_DEPTH) -> tuple[str | None, dict[str, int]]:
+    def redact_json(
+        self, meta: str | None, max_chars: int | None = None, max_depth: int = MAX_META_DEPTH
+    ) -> tuple[str | None, dict[str, int]]:
         """Redact the string values of a JSON document: every string at any depth, conversation turns
         included (keys, numbers and URL-only strings' paths are left alone: keys name fields, and a
         number is not text). A meta that is not JSON is redacted as one text. The original text is
@@ -374,17 +445,21 @@ class Redactor:
         Unredactable("text_too_long") for a string value longer than `max_chars`, before any regex."""
         if not meta:
             return meta, {}
-        if (not _MAY_HOLD_PII.search(meta) and (max_chars is None or len(meta) <= max_chars)
-                and meta.count("[") + meta.count("{") <= max_depth):
-            return meta, {}   # nothing to redact, no string too long, not too deep
+        if (
+            not _MAY_HOLD_PII.search(meta)
+            and (max_chars is None or len(meta) <= max_chars)
+            and meta.count("[") + meta.count("{") <= max_depth
+        ):
+            return meta, {}  # nothing to redact, no string too long, not too deep
         try:
             doc = json.loads(meta)
         except RecursionError:
             raise Unredactable("meta_too_deep", f"meta JSON nested deeper than {max_depth} levels") from None
         except ValueError:
             if max_chars is not None and len(meta) > max_chars:
-                raise Unredactable("text_too_long", f"meta (not JSON) has {len(meta)} characters > max_chars "
-                                                    f"{max_chars}") from None
+                raise Unredactable(
+                    "text_too_long", f"meta (not JSON) has {len(meta)} characters > max_chars {max_chars}"
+                ) from None
             return self.redact(meta)
         counts: dict[str, int] = {}
         doc = self._walk(doc, counts, max_chars, max_depth)
@@ -394,9 +469,10 @@ class Redactor:
 
     def _redact_value(self, value: str, counts, max_chars):
         if max_chars is not None and len(value) > max_chars:
-            raise Unredactable("text_too_long", f"a meta string value has {len(value)} characters > max_chars "
-                                                f"{max_chars}")
-        new, found = (self.redact_url(value) if _URL_VALUE.fullmatch(value) else self.redact(value))
+            raise Unredactable(
+                "text_too_long", f"a meta string value has {len(value)} characters > max_chars {max_chars}"
+            )
+        new, found = self.redact_url(value) if _URL_VALUE.fullmatch(value) else self.redact(value)
         merge_counts(counts, found)
         return new
 
@@ -409,7 +485,7 @@ class Redactor:
             node, depth = stack.pop()
             if depth > max_depth:
                 raise Unredactable("meta_too_deep", f"meta JSON nested deeper than {max_depth} levels")
-            for k, v in (node.items() if isinstance(node, dict) else enumerate(node)):
+            for k, v in node.items() if isinstance(node, dict) else enumerate(node):
                 if isinstance(v, str):
                     node[k] = self._redact_value(v, counts, max_chars)
                 elif isinstance(v, (list, dict)):

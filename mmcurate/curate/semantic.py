@@ -26,6 +26,7 @@ Clusters are independent and processed one at a time; within a cluster only the 
 the similarity matrix is computed, ``block x block`` at a time, so memory is bounded by the largest
 cluster's rows plus one block, and the work is about half of the reference's full matrix.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -55,11 +56,11 @@ class ThresholdedSimilarity:
 
 @dataclass
 class SemDedupResult(ThresholdedSimilarity):
-    keep: np.ndarray            # bool[n]
-    duplicate_of: np.ndarray    # int64[n], -1 where kept
-    cluster: np.ndarray         # int32[n]
+    keep: np.ndarray  # bool[n]
+    duplicate_of: np.ndarray  # int64[n], -1 where kept
+    cluster: np.ndarray  # int32[n]
     max_similarity: np.ndarray  # float32[n], -inf for the first member of each cluster's keep order
-    centroids: np.ndarray       # float32[k, d], unit rows
+    centroids: np.ndarray  # float32[k, d], unit rows
     eps: float
 
     @property
@@ -87,15 +88,17 @@ def _check_embeddings(emb) -> np.ndarray:
     if not np.issubdtype(a.dtype, np.floating):
         raise TypeError(f"emb must be float (float32 preferred), got {a.dtype}")
     for s in range(0, a.shape[0], 65536):  # chunked so a memmap is never loaded whole
-        c = np.asarray(a[s:s + 65536], dtype=np.float32)
+        c = np.asarray(a[s : s + 65536], dtype=np.float32)
         if not np.isfinite(c).all():
             raise ValueError("emb contains NaN or infinite values")
         norms = np.linalg.norm(c, axis=1)
         bad = np.flatnonzero(np.abs(norms - 1.0) > NORM_TOL)
         if bad.size:
-            raise ValueError(f"emb rows must be L2-normalised (|norm - 1| <= {NORM_TOL}); row {s + bad[0]} "
-                             f"has norm {norms[bad[0]]:.6f}. Normalise with x / np.linalg.norm(x, axis=1, "
-                             "keepdims=True)")
+            raise ValueError(
+                f"emb rows must be L2-normalised (|norm - 1| <= {NORM_TOL}); row {s + bad[0]} "
+                f"has norm {norms[bad[0]]:.6f}. Normalise with x / np.linalg.norm(x, axis=1, "
+                "keepdims=True)"
+            )
     return a
 
 
@@ -113,8 +116,8 @@ def keep_order(emb, cluster: np.ndarray, centroids: np.ndarray, keep="hard", see
             # (4096-row pieces: the float64 copies stay a few MB; the values do not depend on the piece size)
             cos = np.empty(n, np.float64)
             for s in range(0, n, 4096):
-                e = np.asarray(emb[s:s + 4096], dtype=np.float64)
-                cos[s:s + 4096] = np.einsum("ij,ij->i", e, centroids[cluster[s:s + 4096]].astype(np.float64))
+                e = np.asarray(emb[s : s + 4096], dtype=np.float64)
+                cos[s : s + 4096] = np.einsum("ij,ij->i", e, centroids[cluster[s : s + 4096]].astype(np.float64))
             key = cos if keep == "hard" else -cos
     else:
         scores = np.asarray(keep, dtype=np.float64)
@@ -155,12 +158,12 @@ def block_max_similarity(x: np.ndarray, block: int = DEFAULT_BLOCK):
         span = np.arange(ce - cb)
         for rb in range(0, ce, block):
             re = min(rb + block, ce)
-            s = cols @ x[rb:re].T                       # [later, earlier]
-            if re > cb:                                 # diagonal block (square): earlier means strictly before
+            s = cols @ x[rb:re].T  # [later, earlier]
+            if re > cb:  # diagonal block (square): earlier means strictly before
                 s += _strict_lower_mask(ce - cb)
-            a = np.argmax(s, axis=1)                    # first maximum -> earliest rank wins ties
+            a = np.argmax(s, axis=1)  # first maximum -> earliest rank wins ties
             v = s[span, a]
-            upd = v > best[cb:ce]                       # strict: earlier row blocks win ties
+            upd = v > best[cb:ce]  # strict: earlier row blocks win ties
             best[cb:ce][upd] = v[upd]
             arg[cb:ce][upd] = a[upd] + rb
     return best, arg
@@ -203,9 +206,17 @@ def _torch_cuda_ok() -> bool:
         return False
 
 
-def semantic_dedup(emb, eps: float = 0.05, n_clusters: int = 100, keep="hard", device: str = "auto",
-                   seed: int = 0, niter: int = 20, block: int = DEFAULT_BLOCK,
-                   clusters: tuple[np.ndarray, np.ndarray] | None = None) -> SemDedupResult:
+def semantic_dedup(
+    emb,
+    eps: float = 0.05,
+    n_clusters: int = 100,
+    keep="hard",
+    device: str = "auto",
+    seed: int = 0,
+    niter: int = 20,
+    block: int = DEFAULT_BLOCK,
+    clusters: tuple[np.ndarray, np.ndarray] | None = None,
+) -> SemDedupResult:
     """SemDeDup over ``emb`` (float[n, d], L2-normalised rows; an array or memmap). See the module doc.
 
     ``n_clusters`` is capped at n. ``device`` picks faiss's k-means device and, for the pairwise step,
@@ -235,7 +246,7 @@ def semantic_dedup(emb, eps: float = 0.05, n_clusters: int = 100, keep="hard", d
     best = np.full(n, -np.inf, np.float32)
     partner = np.full(n, -1, np.int64)
     for c in range(centroids.shape[0]):
-        members = order[bounds[c]:bounds[c + 1]]
+        members = order[bounds[c] : bounds[c + 1]]
         if members.size < 2:
             continue
         # gather in index order (sequential reads on a memmap), then permute into keep order
@@ -251,6 +262,11 @@ def semantic_dedup(emb, eps: float = 0.05, n_clusters: int = 100, keep="hard", d
         best[members] = v
         partner[members] = np.where(arg >= 0, members[np.maximum(arg, 0)], -1)
     dup = best >= np.float32(1.0 - eps)
-    return SemDedupResult(keep=~dup, duplicate_of=np.where(dup, partner, -1).astype(np.int64),
-                          cluster=labels.astype(np.int32), max_similarity=best,
-                          centroids=np.ascontiguousarray(centroids, np.float32), eps=float(eps))
+    return SemDedupResult(
+        keep=~dup,
+        duplicate_of=np.where(dup, partner, -1).astype(np.int64),
+        cluster=labels.astype(np.int32),
+        max_similarity=best,
+        centroids=np.ascontiguousarray(centroids, np.float32),
+        eps=float(eps),
+    )

@@ -39,6 +39,7 @@ Memory.
 Disk: the spill is every row once (``4 * d + 20`` bytes per sample) in ``2 * shards * partitions`` files at
 most; it is deleted when the call returns.
 """
+
 from __future__ import annotations
 
 import io
@@ -65,17 +66,18 @@ from mmcurate.curate.semantic import (
     pair_cosine64,
 )
 
-DEFAULT_CHUNK_ROWS = 16384                # rows per pass-2 read (64 MiB at d=1024)
-DEFAULT_POINTS_PER_CENTROID = 256        # default sample: faiss's own cap on training points per centroid
-DEFAULT_PARTITION_ROWS = 1 << 22         # default n_partitions keeps partitions near this many rows ...
-MIN_DEFAULT_PARTITIONS = 16              # ... but makes at least this many tasks (capped at n_clusters)
-_COS_ROWS = 4096                         # float64 rows per cosine sub-chunk (bounds the float64 copy)
+DEFAULT_CHUNK_ROWS = 16384  # rows per pass-2 read (64 MiB at d=1024)
+DEFAULT_POINTS_PER_CENTROID = 256  # default sample: faiss's own cap on training points per centroid
+DEFAULT_PARTITION_ROWS = 1 << 22  # default n_partitions keeps partitions near this many rows ...
+MIN_DEFAULT_PARTITIONS = 16  # ... but makes at least this many tasks (capped at n_clusters)
+_COS_ROWS = 4096  # float64 rows per cosine sub-chunk (bounds the float64 copy)
 _MAX_OPEN_FILES = 128
-_TAKE_ROWS = 16384                       # sampled rows gathered per take() call
+_TAKE_ROWS = 16384  # sampled rows gathered per take() call
 META_DTYPE = np.dtype([("id", "<i8"), ("key", "<f8"), ("cluster", "<i4")])  # 20 bytes, packed
 
 
 # ------------------------------------------------------------------------------------------ shards
+
 
 class EmbeddingShard:
     """``count`` rows of ``dim``-dimensional embeddings with global sample ids.
@@ -123,8 +125,9 @@ class EmbeddingShard:
         return _NpyShard(path, ids, id_offset)
 
     @staticmethod
-    def from_parquet(path, column: str = "image_embedding", id_column: str | None = None,
-                     id_offset: int = 0) -> EmbeddingShard:
+    def from_parquet(
+        path, column: str = "image_embedding", id_column: str | None = None, id_offset: int = 0
+    ) -> EmbeddingShard:
         """A Parquet file whose ``column`` is ``fixed_size_list<float16|float32|float64, d>`` (as written by
         ``clip_embed``) or a list of floats of one length. Ids come from the integer ``id_column`` or are
         id_offset + 0..n-1. Reads go row group by row group (memory bounded by a row group)."""
@@ -141,8 +144,9 @@ def npy_shards(paths: Iterable, ids: Iterable | None = None) -> list[EmbeddingSh
     return _running(paths, ids, EmbeddingShard.from_npy)
 
 
-def parquet_shards(paths: Iterable, column: str = "image_embedding",
-                   id_column: str | None = None) -> list[EmbeddingShard]:
+def parquet_shards(
+    paths: Iterable, column: str = "image_embedding", id_column: str | None = None
+) -> list[EmbeddingShard]:
     """Shards over Parquet files; without ``id_column`` the ids run on from one file to the next."""
     out, off = [], 0
     for p in paths:
@@ -189,7 +193,7 @@ class _ArrayShard(EmbeddingShard):
         return self._ids
 
     def read(self, start=0, stop=None):
-        return np.asarray(self._x[start:self.count if stop is None else stop], dtype=np.float32)
+        return np.asarray(self._x[start : self.count if stop is None else stop], dtype=np.float32)
 
     def take(self, rows):
         return np.asarray(self._x[np.asarray(rows, np.int64)], dtype=np.float32)
@@ -263,15 +267,18 @@ class _ParquetShard(EmbeddingShard):
         if column not in schema.names:
             raise ValueError(f"{self.path}: no column {column!r} (columns: {schema.names})")
         t = schema.field(column).type
-        if not ((pa.types.is_fixed_size_list(t) or pa.types.is_list(t) or pa.types.is_large_list(t))
-                and pa.types.is_floating(t.value_type)):
+        if not (
+            (pa.types.is_fixed_size_list(t) or pa.types.is_list(t) or pa.types.is_large_list(t))
+            and pa.types.is_floating(t.value_type)
+        ):
             raise TypeError(f"{self.name}: must be a fixed_size_list or list of floats (an embedding), got {t}")
         if id_column is not None:
             if id_column not in schema.names:
                 raise ValueError(f"{self.path}: no id column {id_column!r} (columns: {schema.names})")
             if not pa.types.is_integer(schema.field(id_column).type):
-                raise TypeError(f"{self.path}: id column {id_column!r} must be integer, "
-                                f"got {schema.field(id_column).type}")
+                raise TypeError(
+                    f"{self.path}: id column {id_column!r} must be integer, got {schema.field(id_column).type}"
+                )
         md = pf.metadata
         self.count = int(md.num_rows)
         self._rg_starts = np.cumsum([0] + [md.row_group(i).num_rows for i in range(md.num_row_groups)])
@@ -346,9 +353,11 @@ class _ParquetShard(EmbeddingShard):
 
 # --------------------------------------------------------------------------------------- validation
 
+
 def _check_rows(x: np.ndarray, shard: EmbeddingShard, rows, ids: np.ndarray) -> None:
     """The same checks as semantic_dedup's (finite, |norm - 1| <= NORM_TOL), naming shard, row and id.
     ``rows``: the shard row of x[0] (an int) or of every row of x (an array)."""
+
     def where(r):
         row = rows + r if isinstance(rows, (int, np.integer)) else rows[r]
         return f"{shard.name}: row {int(row)} (id {int(ids[r])})"
@@ -362,8 +371,10 @@ def _check_rows(x: np.ndarray, shard: EmbeddingShard, rows, ids: np.ndarray) -> 
     bad = np.flatnonzero(~(np.abs(norms - 1.0) <= NORM_TOL))
     if bad.size:
         first = int(bad[0])
-        raise ValueError(f"{where(first)} has norm {norms[first]:.6f}: embedding rows must be L2-normalised "
-                         f"(|norm - 1| <= {NORM_TOL}); normalise with x / np.linalg.norm(x, axis=1, keepdims=True)")
+        raise ValueError(
+            f"{where(first)} has norm {norms[first]:.6f}: embedding rows must be L2-normalised "
+            f"(|norm - 1| <= {NORM_TOL}); normalise with x / np.linalg.norm(x, axis=1, keepdims=True)"
+        )
 
 
 def _check_shards(shards) -> list[EmbeddingShard]:
@@ -372,16 +383,19 @@ def _check_shards(shards) -> list[EmbeddingShard]:
     shards = list(shards)
     for i, sh in enumerate(shards):
         if not isinstance(sh, EmbeddingShard):
-            raise TypeError(f"shards[{i}] is a {type(sh).__name__}, expected an EmbeddingShard (see "
-                            "EmbeddingShard.from_array / from_npy / from_parquet)")
+            raise TypeError(
+                f"shards[{i}] is a {type(sh).__name__}, expected an EmbeddingShard (see "
+                "EmbeddingShard.from_array / from_npy / from_parquet)"
+            )
     nonempty = [sh for sh in shards if sh.count > 0]
     if not nonempty:
         raise ValueError("no embeddings: the shards are empty" if shards else "no shards given")
     d = nonempty[0].dim
     for sh in nonempty:
         if sh.dim != d:
-            raise ValueError(f"embedding dimension differs between shards: {nonempty[0].name} has {d}, "
-                             f"{sh.name} has {sh.dim}")
+            raise ValueError(
+                f"embedding dimension differs between shards: {nonempty[0].name} has {d}, {sh.name} has {sh.dim}"
+            )
     return nonempty
 
 
@@ -400,8 +414,10 @@ def _keep_policy(keep):
     """-> ("hard"|"easy"|"random", None) or ("scores", (sorted score ids, their scores))."""
     if isinstance(keep, str):
         if keep not in KEEP_POLICIES:
-            raise ValueError(f"keep must be one of {KEEP_POLICIES} or scores by id ((ids, scores) or a "
-                             f"mapping id -> score), got {keep!r}")
+            raise ValueError(
+                f"keep must be one of {KEEP_POLICIES} or scores by id ((ids, scores) or a "
+                f"mapping id -> score), got {keep!r}"
+            )
         return keep, None
     if isinstance(keep, Mapping):
         sid = np.fromiter(keep.keys(), np.int64, len(keep))
@@ -411,8 +427,10 @@ def _keep_policy(keep):
         if sid.ndim != 1 or not np.issubdtype(sid.dtype, np.integer) or sc.shape != sid.shape:
             raise ValueError("keep=(ids, scores) needs int[m] ids and float[m] scores of the same length")
     else:
-        raise TypeError("keep must be 'hard', 'easy', 'random', or scores by id: (ids, scores) or a mapping "
-                        f"id -> score; got {type(keep).__name__} (a bare score array has no ids)")
+        raise TypeError(
+            "keep must be 'hard', 'easy', 'random', or scores by id: (ids, scores) or a mapping "
+            f"id -> score; got {type(keep).__name__} (a bare score array has no ids)"
+        )
     o = np.argsort(sid, kind="stable")
     sid, sc = sid[o].astype(np.int64), sc[o]
     if sid.size > 1 and (sid[1:] == sid[:-1]).any():
@@ -460,7 +478,7 @@ def draw_sample(shards, sample_size: int, seed: int = 0) -> tuple[np.ndarray, np
         ids = sh.ids()
         local = np.flatnonzero(np.isin(ids, sel, assume_unique=True))
         for a in range(0, local.size, _TAKE_ROWS):  # pieces: the copy next to ``rows`` stays small
-            part = local[a:a + _TAKE_ROWS]
+            part = local[a : a + _TAKE_ROWS]
             x = sh.take(part)
             _check_rows(x, sh, part, ids[part])
             rows[np.searchsorted(sel, ids[part])] = x
@@ -474,8 +492,9 @@ def fit_centroids(sample: np.ndarray, k: int, seed: int = 0, niter: int = 20, de
     from mmcurate import index as mindex
 
     s = int(sample.shape[0])
-    centroids, _ = mindex.kmeans(sample, int(k), niter=niter, spherical=True, seed=seed, device=device,
-                                 max_points_per_centroid=-(-s // int(k)))
+    centroids, _ = mindex.kmeans(
+        sample, int(k), niter=niter, spherical=True, seed=seed, device=device, max_points_per_centroid=-(-s // int(k))
+    )
     return _unit_rows(centroids)
 
 
@@ -503,17 +522,18 @@ def _unit_rows(c: np.ndarray) -> np.ndarray:
 
 # ------------------------------------------------------------------------------------------- result
 
+
 @dataclass
 class SemDedupStreamResult(ThresholdedSimilarity):
     """Like :class:`~mmcurate.curate.semantic.SemDedupResult`, keyed by sample id: every per-sample array
     is aligned with ``ids`` (ascending)."""
 
-    ids: np.ndarray             # int64[n], ascending
-    keep: np.ndarray            # bool[n]
-    duplicate_of: np.ndarray    # int64[n]: the witness's *id*, -1 where kept
-    cluster: np.ndarray         # int32[n]
+    ids: np.ndarray  # int64[n], ascending
+    keep: np.ndarray  # bool[n]
+    duplicate_of: np.ndarray  # int64[n]: the witness's *id*, -1 where kept
+    cluster: np.ndarray  # int32[n]
     max_similarity: np.ndarray  # float32[n], -inf for the first member of each cluster's keep order
-    centroids: np.ndarray       # float32[k, d], unit rows
+    centroids: np.ndarray  # float32[k, d], unit rows
     eps: float
     stats: dict = field(default_factory=dict)
     # with representatives=True: (duplicate ids ascending, their kept representatives' ids, float64 cosine
@@ -547,6 +567,7 @@ class SemDedupStreamResult(ThresholdedSimilarity):
 
 # ------------------------------------------------------------------------------------------- pass 2
 
+
 def _part_dir(root: str, p: int) -> str:
     return os.path.join(root, f"p{p:06d}")
 
@@ -555,8 +576,8 @@ def _cosine64(x: np.ndarray, c64: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """Cosine of each row to its centroid in float64, row by row as keep_order computes it."""
     out = np.empty(x.shape[0], np.float64)
     for s in range(0, x.shape[0], _COS_ROWS):
-        e = np.asarray(x[s:s + _COS_ROWS], dtype=np.float64)
-        out[s:s + _COS_ROWS] = np.einsum("ij,ij->i", e, c64[labels[s:s + _COS_ROWS]])
+        e = np.asarray(x[s : s + _COS_ROWS], dtype=np.float64)
+        out[s : s + _COS_ROWS] = np.einsum("ij,ij->i", e, c64[labels[s : s + _COS_ROWS]])
     return out
 
 
@@ -570,19 +591,19 @@ def _assign_shard(task) -> np.ndarray:
     ids = shard.ids()
     for start, x in shard.chunks(chunk_rows):
         m = x.shape[0]
-        cid = ids[start:start + m]
+        cid = ids[start : start + m]
         _check_rows(x, shard, start, cid)
         labels = assign_chunk(x, centroids, device)
         if policy in ("hard", "easy"):
             cos = _cosine64(x, c64, labels)
             key = cos if policy == "hard" else -cos
         else:
-            key = keys[start:start + m]
+            key = keys[start : start + m]
         part = labels % n_part
         order = np.lexsort((labels, part))  # by partition, then cluster: a cluster's rows stay contiguous
         bounds = np.searchsorted(part[order], np.arange(n_part + 1))
         for p in np.flatnonzero(np.diff(bounds)):
-            o = order[bounds[p]:bounds[p + 1]]
+            o = order[bounds[p] : bounds[p + 1]]
             meta = np.empty(o.size, META_DTYPE)
             meta["id"], meta["key"], meta["cluster"] = cid[o], key[o], labels[o]
             base = os.path.join(_part_dir(root, int(p)), f"s{si:06d}")
@@ -595,6 +616,7 @@ def _assign_shard(task) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------------------------- pass 3
+
 
 class _RowReader:
     """Reads rows of a partition's embedding files (concatenated in file order) by global row number, with
@@ -618,8 +640,12 @@ class _RowReader:
         brk = np.flatnonzero((np.diff(q) != 1) | (np.diff(fi) != 0)) + 1
         for a, b in zip(np.r_[0, brk], np.r_[brk, q.size]):
             f = int(fi[a])
-            _readinto_at(self._fh(f), int(q[a] - self.starts[f]) * self.row_bytes,
-                         out[a:b].data.cast("B"), f"spill file {self.paths[f]}")
+            _readinto_at(
+                self._fh(f),
+                int(q[a] - self.starts[f]) * self.row_bytes,
+                out[a:b].data.cast("B"),
+                f"spill file {self.paths[f]}",
+            )
 
     def close(self):
         for fh in self._open.values():
@@ -693,27 +719,46 @@ def _dedup_partition(task):
         reader.close()
     reps = None
     if eps is not None:
-        reps = (np.concatenate(rep_dup) if rep_dup else np.zeros(0, np.int64),
-                np.concatenate(rep_id) if rep_id else np.zeros(0, np.int64),
-                np.concatenate(rep_cos) if rep_cos else np.zeros(0, np.float64))
+        reps = (
+            np.concatenate(rep_dup) if rep_dup else np.zeros(0, np.int64),
+            np.concatenate(rep_id) if rep_id else np.zeros(0, np.int64),
+            np.concatenate(rep_cos) if rep_cos else np.zeros(0, np.float64),
+        )
     return ids, best, partner, cluster, peak, reps
 
 
 # -------------------------------------------------------------------------------------------- driver
 
+
 def _percentiles(sizes: np.ndarray) -> dict:
     q = np.percentile(sizes, [50, 90, 99]) if sizes.size else [0, 0, 0]
     lo, hi = (int(sizes.min()), int(sizes.max())) if sizes.size else (0, 0)
-    return {"min": lo, "p50": float(q[0]), "p90": float(q[1]), "p99": float(q[2]), "max": hi,
-            "n_empty": int(np.count_nonzero(sizes == 0))}
+    return {
+        "min": lo,
+        "p50": float(q[0]),
+        "p90": float(q[1]),
+        "p99": float(q[2]),
+        "max": hi,
+        "n_empty": int(np.count_nonzero(sizes == 0)),
+    }
 
 
-def semantic_dedup_streaming(shards: Sequence[EmbeddingShard] | EmbeddingShard, eps: float = 0.05,
-                             n_clusters: int = 100, keep="hard", sample_size: int | None = None, seed: int = 0,
-                             niter: int = 20, device: str = "auto", spill_dir: str | None = None,
-                             n_partitions: int | None = None, map_fn: Callable = map,
-                             chunk_rows: int = DEFAULT_CHUNK_ROWS, block: int = DEFAULT_BLOCK,
-                             representatives: bool = False) -> SemDedupStreamResult:
+def semantic_dedup_streaming(
+    shards: Sequence[EmbeddingShard] | EmbeddingShard,
+    eps: float = 0.05,
+    n_clusters: int = 100,
+    keep="hard",
+    sample_size: int | None = None,
+    seed: int = 0,
+    niter: int = 20,
+    device: str = "auto",
+    spill_dir: str | None = None,
+    n_partitions: int | None = None,
+    map_fn: Callable = map,
+    chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    block: int = DEFAULT_BLOCK,
+    representatives: bool = False,
+) -> SemDedupStreamResult:
     """SemDeDup over embedding shards without holding the embedding matrix (see the module docstring).
 
     ``shards``: :class:`EmbeddingShard` s with unique global ids (>= 0) and L2-normalised rows.
@@ -739,8 +784,10 @@ def semantic_dedup_streaming(shards: Sequence[EmbeddingShard] | EmbeddingShard, 
     k = max(1, min(int(n_clusters), n))
     s = min(n, DEFAULT_POINTS_PER_CENTROID * k) if sample_size is None else min(int(sample_size), n)
     if s < k:
-        raise ValueError(f"sample_size={sample_size} is smaller than n_clusters={k}: k-means needs at least "
-                         "one sample row per cluster (use several per cluster, e.g. 256)")
+        raise ValueError(
+            f"sample_size={sample_size} is smaller than n_clusters={k}: k-means needs at least "
+            "one sample row per cluster (use several per cluster, e.g. 256)"
+        )
     if n_partitions is None:
         n_part = min(k, max(MIN_DEFAULT_PARTITIONS, -(-n // DEFAULT_PARTITION_ROWS)))
     else:
@@ -753,8 +800,9 @@ def semantic_dedup_streaming(shards: Sequence[EmbeddingShard] | EmbeddingShard, 
         pos = np.minimum(np.searchsorted(sid, all_ids), max(sid.size - 1, 0))
         missing = (sid[pos] != all_ids) if sid.size else np.ones(n, bool)
         if missing.any():
-            raise ValueError(f"keep scores: {int(missing.sum())} sample ids have no score, e.g. id "
-                             f"{int(all_ids[missing][0])}")
+            raise ValueError(
+                f"keep scores: {int(missing.sum())} sample ids have no score, e.g. id {int(all_ids[missing][0])}"
+            )
         del pos
     from mmcurate import index as mindex  # deferred: faiss only when used
 
@@ -786,8 +834,9 @@ def semantic_dedup_streaming(shards: Sequence[EmbeddingShard] | EmbeddingShard, 
             os.mkdir(_part_dir(root, p))
         # pass 2: streaming assignment, spilled by partition
         t0 = time.perf_counter()
-        tasks = ((si, sh, centroids, shard_keys(sh), policy, root, n_part, chunk_rows, dev)
-                 for si, sh in enumerate(shards))
+        tasks = (
+            (si, sh, centroids, shard_keys(sh), policy, root, n_part, chunk_rows, dev) for si, sh in enumerate(shards)
+        )
         sizes = np.zeros(k, np.int64)
         for c in map_fn(_assign_shard, tasks):
             sizes += c
@@ -804,8 +853,10 @@ def semantic_dedup_streaming(shards: Sequence[EmbeddingShard] | EmbeddingShard, 
         dup_of = np.full(n, -1, np.int64)
         cluster = np.full(n, -1, np.int32)
         peak = 0
-        tasks3 = ((root, int(p), d, int(block), use_torch, float(eps) if representatives else None)
-                  for p in np.flatnonzero(part_sizes))
+        tasks3 = (
+            (root, int(p), d, int(block), use_torch, float(eps) if representatives else None)
+            for p in np.flatnonzero(part_sizes)
+        )
         rep_parts = []
         for ids_p, best_p, partner_p, cluster_p, peak_p, reps_p in map_fn(_dedup_partition, tasks3):
             if reps_p is not None:
@@ -823,19 +874,40 @@ def semantic_dedup_streaming(shards: Sequence[EmbeddingShard] | EmbeddingShard, 
     if (cluster < 0).any():  # every row was spilled and read back: a miss means a corrupted spill
         raise RuntimeError(f"{int((cluster < 0).sum())} samples were lost between passes 2 and 3")
     times["total_s"] = time.perf_counter() - t_start
-    stats = {"n": int(n), "d": int(d), "n_shards": len(shards), "n_clusters": int(k), "sample_size": int(s),
-             "n_partitions": int(n_part), "chunk_rows": chunk_rows, "device": dev,
-             "cluster_sizes": _percentiles(sizes), "partition_sizes": part_sizes.tolist(),
-             "peak_task_rows": int(max(peak, min(chunk_rows, max(sh.count for sh in shards)))),
-             "largest_cluster_rows": int(sizes.max()), "spill_bytes": int(spill_bytes),
-             "driver_bytes_per_sample": 25, "seconds": {k_: round(v, 4) for k_, v in times.items()}}
+    stats = {
+        "n": int(n),
+        "d": int(d),
+        "n_shards": len(shards),
+        "n_clusters": int(k),
+        "sample_size": int(s),
+        "n_partitions": int(n_part),
+        "chunk_rows": chunk_rows,
+        "device": dev,
+        "cluster_sizes": _percentiles(sizes),
+        "partition_sizes": part_sizes.tolist(),
+        "peak_task_rows": int(max(peak, min(chunk_rows, max(sh.count for sh in shards)))),
+        "largest_cluster_rows": int(sizes.max()),
+        "spill_bytes": int(spill_bytes),
+        "driver_bytes_per_sample": 25,
+        "seconds": {k_: round(v, 4) for k_, v in times.items()},
+    }
     reps = None
     if representatives:
         dup_ids = np.concatenate([r[0] for r in rep_parts]) if rep_parts else np.zeros(0, np.int64)
         o = np.argsort(dup_ids, kind="stable")
-        reps = (dup_ids[o],
-                (np.concatenate([r[1] for r in rep_parts]) if rep_parts else np.zeros(0, np.int64))[o],
-                (np.concatenate([r[2] for r in rep_parts]) if rep_parts else np.zeros(0, np.float64))[o])
-    return SemDedupStreamResult(ids=all_ids, keep=keep_mask, duplicate_of=dup_of, cluster=cluster,
-                                max_similarity=best, centroids=centroids, eps=float(eps), stats=stats,
-                                representatives=reps)
+        reps = (
+            dup_ids[o],
+            (np.concatenate([r[1] for r in rep_parts]) if rep_parts else np.zeros(0, np.int64))[o],
+            (np.concatenate([r[2] for r in rep_parts]) if rep_parts else np.zeros(0, np.float64))[o],
+        )
+    return SemDedupStreamResult(
+        ids=all_ids,
+        keep=keep_mask,
+        duplicate_of=dup_of,
+        cluster=cluster,
+        max_similarity=best,
+        centroids=centroids,
+        eps=float(eps),
+        stats=stats,
+        representatives=reps,
+    )

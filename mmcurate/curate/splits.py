@@ -17,6 +17,7 @@ connected components. :func:`assign_splits` then assigns whole groups to splits:
 Per-stratum share errors are bounded by roughly the largest group size in that stratum over its size;
 with one giant group the ratios cannot be met and the group simply goes to the largest split.
 """
+
 from __future__ import annotations
 
 import numpy as np

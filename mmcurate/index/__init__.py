@@ -5,6 +5,7 @@ with GPUs (``faiss.get_num_gpus() > 0``; faiss-gpu and faiss-cpu install the sam
 only one is ever required). Where faiss-GPU has hard limits (k or nprobe > 2048, range search) the call
 runs on the CPU and emits a :class:`GpuFallbackWarning`. Layout everywhere: row-major float32 ``[n, d]``.
 """
+
 from .faiss_index import (
     GPU_MAX_SELECTION_K,
     GpuFallbackWarning,
@@ -17,5 +18,14 @@ from .faiss_index import (
     resolve_device,
 )
 
-__all__ = ["GPU_MAX_SELECTION_K", "GpuFallbackWarning", "KnnResult", "assign", "default_ivf_params",
-           "kmeans", "knn", "range_search", "resolve_device"]
+__all__ = [
+    "GPU_MAX_SELECTION_K",
+    "GpuFallbackWarning",
+    "KnnResult",
+    "assign",
+    "default_ivf_params",
+    "kmeans",
+    "knn",
+    "range_search",
+    "resolve_device",
+]

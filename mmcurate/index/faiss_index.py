@@ -2,6 +2,7 @@
 
 faiss is imported on first use, so importing this module costs nothing and initialises no GPU.
 """
+
 from __future__ import annotations
 
 import logging
@@ -31,13 +32,18 @@ def _faiss():
 
 
 def resolve_device(device: str = "auto") -> str:
-    """"auto" -> "cuda" when faiss sees a GPU, else "cpu". "cuda" without a GPU build/GPU is an error (the
+    """ "auto" -> "cuda" when faiss sees a GPU, else "cpu". "cuda" without a GPU build/GPU is an error (the
     rule is mmcurate.device's). A valid device loads faiss, "cpu" included (benchmarks call it for that)."""
     check_device(device)
     faiss = _faiss()
-    return choose_device(device, lambda: faiss.get_num_gpus() > 0,
-                         lambda: "device='cuda' but faiss sees no GPU: install faiss-gpu (instead of faiss-cpu) "
-                                 "on a machine with a CUDA GPU, or pass device='cpu'/'auto'")
+    return choose_device(
+        device,
+        lambda: faiss.get_num_gpus() > 0,
+        lambda: (
+            "device='cuda' but faiss sees no GPU: install faiss-gpu (instead of faiss-cpu) "
+            "on a machine with a CUDA GPU, or pass device='cpu'/'auto'"
+        ),
+    )
 
 
 def _fallback(reason: str) -> str:
@@ -96,15 +102,25 @@ def _iter_chunks(x, chunk_size: int):
     """Rows of x in chunks: x is an array/memmap (sliced lazily) or an iterable of 2-D chunks."""
     if hasattr(x, "shape") and hasattr(x, "__getitem__"):
         for s in range(0, x.shape[0], chunk_size):
-            yield x[s:s + chunk_size]
+            yield x[s : s + chunk_size]
     else:
         yield from x
 
 
 # ----------------------------------------------------------------------------------------- k-means
 
-def kmeans(x, k: int, niter: int = 20, spherical: bool = True, seed: int = 0, device: str = "auto",
-           max_points_per_centroid: int = 256, chunk_size: int = DEFAULT_CHUNK, init: str = "random"):
+
+def kmeans(
+    x,
+    k: int,
+    niter: int = 20,
+    spherical: bool = True,
+    seed: int = 0,
+    device: str = "auto",
+    max_points_per_centroid: int = 256,
+    chunk_size: int = DEFAULT_CHUNK,
+    init: str = "random",
+):
     """k-means with ``faiss.Kmeans``. Returns ``(centroids float32[k, d], assign int64[n])``.
 
     Training uses at most ``k * max_points_per_centroid`` rows, drawn by ``seed`` and gathered here, so a
@@ -129,10 +145,17 @@ def kmeans(x, k: int, niter: int = 20, spherical: bool = True, seed: int = 0, de
     idx = np.sort(rng.choice(n, n_train, replace=False)) if n_train < n else None
     train = as_matrix(x[idx] if idx is not None else x[:], "x")
     faiss = _faiss()
-    km = faiss.Kmeans(train.shape[1], k, niter=int(niter), spherical=bool(spherical), seed=int(seed),
-                      # gpu=True: faiss trains on every visible GPU (index_cpu_to_all_gpus)
-                      gpu=(dev == "cuda"), max_points_per_centroid=int(max_points_per_centroid),
-                      verbose=False)
+    km = faiss.Kmeans(
+        train.shape[1],
+        k,
+        niter=int(niter),
+        spherical=bool(spherical),
+        seed=int(seed),
+        # gpu=True: faiss trains on every visible GPU (index_cpu_to_all_gpus)
+        gpu=(dev == "cuda"),
+        max_points_per_centroid=int(max_points_per_centroid),
+        verbose=False,
+    )
     if init == "kmeans++":
         km.train(train, init_centroids=kmeans_plusplus(train, k, seed))
     elif init == "random":
@@ -140,8 +163,7 @@ def kmeans(x, k: int, niter: int = 20, spherical: bool = True, seed: int = 0, de
     else:
         raise ValueError(f"init must be 'random' or 'kmeans++', got {init!r}")
     centroids = np.ascontiguousarray(km.centroids, dtype=np.float32)
-    labels, _ = assign(x, centroids, metric="ip" if spherical else "l2", device=dev,
-                       chunk_size=chunk_size)
+    labels, _ = assign(x, centroids, metric="ip" if spherical else "l2", device=dev, chunk_size=chunk_size)
     return centroids, labels
 
 
@@ -193,13 +215,14 @@ def assign(x, centroids, metric: str = "ip", device: str = "auto", chunk_size: i
 
 # --------------------------------------------------------------------------------------- kNN search
 
+
 @dataclass
 class KnnResult:
     """``distances[i, j]``: similarity (ip) or squared L2 distance (l2) of query i to its j-th neighbour
     ``indices[i, j]`` (-1 where fewer than k were found, e.g. IVF with few probed lists)."""
 
     distances: np.ndarray  # float32[nq, k]
-    indices: np.ndarray    # int64[nq, k]
+    indices: np.ndarray  # int64[nq, k]
 
 
 def default_ivf_params(n: int) -> tuple[int, int]:
@@ -236,9 +259,18 @@ def _build(xb: np.ndarray, metric: str, kind: str, nlist: int | None, nprobe: in
     return index, index.nprobe
 
 
-def knn(x, k: int, queries=None, metric: str = "ip", index: str = "flat", nlist: int | None = None,
-        nprobe: int | None = None, device: str = "auto", seed: int = 0,
-        chunk_size: int = DEFAULT_CHUNK) -> KnnResult:
+def knn(
+    x,
+    k: int,
+    queries=None,
+    metric: str = "ip",
+    index: str = "flat",
+    nlist: int | None = None,
+    nprobe: int | None = None,
+    device: str = "auto",
+    seed: int = 0,
+    chunk_size: int = DEFAULT_CHUNK,
+) -> KnnResult:
     """k nearest neighbours in ``x`` of every query row (``queries=None``: x itself, each row finding
     itself first). ``index="flat"`` is exact; ``"ivf"`` (IVF-Flat, see :func:`default_ivf_params`) is
     approximate and much faster for large n. Queries are searched ``chunk_size`` rows at a time."""
@@ -262,7 +294,7 @@ def knn(x, k: int, queries=None, metric: str = "ip", index: str = "flat", nlist:
     D = np.empty((q.shape[0], k), np.float32)
     I = np.empty((q.shape[0], k), np.int64)
     for s in range(0, q.shape[0], int(chunk_size)):
-        D[s:s + chunk_size], I[s:s + chunk_size] = idx.search(q[s:s + chunk_size], k)
+        D[s : s + chunk_size], I[s : s + chunk_size] = idx.search(q[s : s + chunk_size], k)
     return KnnResult(D, I)
 
 
@@ -279,4 +311,3 @@ def range_search(x, radius: float, queries=None, metric: str = "ip", device: str
     idx, _ = _build(xb, metric, "flat", None, None, 0)
     lims, D, I = idx.range_search(q, float(radius))
     return lims.astype(np.int64), D.astype(np.float32), I.astype(np.int64)
-

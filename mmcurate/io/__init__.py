@@ -1,20 +1,21 @@
 """Readers and writers: WebDataset shards, image folders with captions, LLaVA JSON; atomic writes.
 
-    reader = open_reader(path, format="auto" | "webdataset" | "folder" | "llava", **options)
-    reader.shards()               # stable, sorted shard ids
-    reader.read(shard, 256)       # -> SAMPLE_SCHEMA pa.Tables
-    reader.count(shard)           # sample count when cheap, else None
-    reader.describe()             # for the manifest
+reader = open_reader(path, format="auto" | "webdataset" | "folder" | "llava", **options)
+reader.shards()               # stable, sorted shard ids
+reader.read(shard, 256)       # -> SAMPLE_SCHEMA pa.Tables
+reader.count(shard)           # sample count when cheap, else None
+reader.describe()             # for the manifest
 
-    with ShardWriter(out_dir, shard_size=1000) as w:   # out_dir/shards/00000.tar, ...
-        w.write(table)                                  # original bytes, deterministic tars, atomic
+with ShardWriter(out_dir, shard_size=1000) as w:   # out_dir/shards/00000.tar, ...
+    w.write(table)                                  # original bytes, deterministic tars, atomic
 """
+
 from mmcurate.io.atomic import (
-                                atomic_output,
-                                atomic_write_bytes,
-                                atomic_write_text,
-                                remove_stale_temp_files,
-                                sha256_file,
+    atomic_output,
+    atomic_write_bytes,
+    atomic_write_text,
+    remove_stale_temp_files,
+    sha256_file,
 )
 from mmcurate.io.base import Reader
 from mmcurate.io.folder import FolderReader
@@ -25,7 +26,22 @@ from mmcurate.io.readers import FORMATS, detect_format, open_reader, reader_opti
 from mmcurate.io.shard_writer import ShardWriter
 from mmcurate.io.webdataset import ShardReadError, WebDatasetReader
 
-__all__ = ["open_reader", "detect_format", "reader_options", "FORMATS", "Reader", "WebDatasetReader",
-           "FolderReader", "LlavaReader", "ShardWriter", "ShardReadError", "DuplicateKeyError",
-           "atomic_output", "atomic_write_bytes", "atomic_write_text", "write_parquet_atomic", "sha256_file",
-           "remove_stale_temp_files"]
+__all__ = [
+    "open_reader",
+    "detect_format",
+    "reader_options",
+    "FORMATS",
+    "Reader",
+    "WebDatasetReader",
+    "FolderReader",
+    "LlavaReader",
+    "ShardWriter",
+    "ShardReadError",
+    "DuplicateKeyError",
+    "atomic_output",
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "write_parquet_atomic",
+    "sha256_file",
+    "remove_stale_temp_files",
+]

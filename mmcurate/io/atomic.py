@@ -8,6 +8,7 @@ A write that fails for want of space (ENOSPC, EDQUOT) raises an OSError naming t
 the temp file is removed. After `discard()` the file a writer holds swallows writes and close, so a writer
 that flushes on garbage collection (ParquetWriter, tarfile) cannot raise a second, unrelated error.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -83,7 +84,7 @@ class _TempFile:
     def fileno(self) -> int:
         return self._f.fileno()
 
-    def close(self) -> None:   # the AtomicFile closes the real file, on commit or discard
+    def close(self) -> None:  # the AtomicFile closes the real file, on commit or discard
         pass
 
     @property
@@ -130,7 +131,7 @@ class AtomicFile:
     def discard(self) -> None:
         self.file._f = None
         try:
-            self._raw.close()   # flushes what is buffered: fails again on a full disk, and does not matter
+            self._raw.close()  # flushes what is buffered: fails again on a full disk, and does not matter
         except OSError:
             pass
         with contextlib.suppress(FileNotFoundError):
@@ -145,7 +146,7 @@ def atomic_output(path: str | os.PathLike, fsync: bool = True) -> Iterator[Binar
         yield out.file
     except OSError as exc:
         out.discard()
-        if exc.errno in _NO_SPACE:   # say which file could not be written
+        if exc.errno in _NO_SPACE:  # say which file could not be written
             raise _with_path(exc, out.path) from None
         raise
     except BaseException:

@@ -1,4 +1,5 @@
 """What every reader is: a list of shards and a way to stream one shard as SAMPLE_SCHEMA batches."""
+
 from __future__ import annotations
 
 import abc
@@ -41,8 +42,9 @@ class Reader(abc.ABC):
         """Stable, sorted shard ids; `read` accepts exactly these."""
 
     @abc.abstractmethod
-    def read(self, shard: str, batch_size: int = 256,
-             max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES) -> Iterator[pa.Table]:
+    def read(
+        self, shard: str, batch_size: int = 256, max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES
+    ) -> Iterator[pa.Table]:
         """The shard's samples, in a stable order, as SAMPLE_SCHEMA tables of at most batch_size rows."""
 
     def count(self, shard: str) -> int | None:
@@ -96,9 +98,18 @@ class Batcher:
         self._cols = {f.name: [] for f in SAMPLE_SCHEMA}
         self._bytes = 0
 
-    def add(self, key: str, source: str, image: bytes | None, image_ext: str | None,
-            caption: str | None, meta: str, *, read_reason: str | None = None,
-            read_detail: str | None = None) -> pa.Table | None:
+    def add(
+        self,
+        key: str,
+        source: str,
+        image: bytes | None,
+        image_ext: str | None,
+        caption: str | None,
+        meta: str,
+        *,
+        read_reason: str | None = None,
+        read_detail: str | None = None,
+    ) -> pa.Table | None:
         """Add one row; returns a full batch when this row completes one. A row the reader could not read
         carries read_reason/read_detail (see split_read_rejects)."""
         c = self._cols
@@ -115,8 +126,9 @@ class Batcher:
             return self.flush()
         return None
 
-    def add_reject(self, key: str, source: str, reason: str, detail: str,
-                   image_ext: str | None = None) -> pa.Table | None:
+    def add_reject(
+        self, key: str, source: str, reason: str, detail: str, image_ext: str | None = None
+    ) -> pa.Table | None:
         """A row for a sample that could not be read: no image, caption or meta of it travels on."""
         return self.add(key, source, None, image_ext, None, "{}", read_reason=reason, read_detail=one_line(detail))
 
@@ -138,7 +150,13 @@ def split_read_rejects(batch: pa.Table) -> tuple[pa.Table, pa.Table]:
     if not pc.any(bad).as_py():
         return clean, REJECTS_SCHEMA.empty_table()
     failed = batch.filter(bad)
-    rejects = pa.table({"key": failed.column("key"), "source": failed.column("source"),
-                        "stage": pa.array(["read"] * failed.num_rows, pa.string()),
-                        "reason": failed.column("read_reason"), "detail": failed.column("read_detail")})
+    rejects = pa.table(
+        {
+            "key": failed.column("key"),
+            "source": failed.column("source"),
+            "stage": pa.array(["read"] * failed.num_rows, pa.string()),
+            "reason": failed.column("read_reason"),
+            "detail": failed.column("read_detail"),
+        }
+    )
     return clean.filter(pc.invert(bad)), rejects.cast(REJECTS_SCHEMA)

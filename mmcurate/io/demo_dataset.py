@@ -23,6 +23,7 @@ corrupt, truncated, empty, unsupported (broken files), tiny, extreme_aspect, cap
 caption_mojibake, caption_pii (field "pii": the kind), caption_boilerplate, caption_short, caption_lang
 (field "lang"). For a distinct image, group = its own key.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -58,8 +59,19 @@ PHOTO_CAPTIONS = {
 }
 # Photos whose quadrants are distinct enough from each other to serve as unrelated images (textures
 # like brick or grass look the same in every quadrant, so they are left out).
-TILE_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "camera", "motorcycle_left", "hubble_deep_field",
-               "retina", "ihc", "coins", "moon")
+TILE_PHOTOS = (
+    "astronaut",
+    "chelsea",
+    "coffee",
+    "rocket",
+    "camera",
+    "motorcycle_left",
+    "hubble_deep_field",
+    "retina",
+    "ihc",
+    "coins",
+    "moon",
+)
 
 
 def chinese_id(first17: str) -> str:
@@ -87,11 +99,17 @@ CAPTION_DEFECTS = [
     ("caption_pii", "Beach at sunset, prints available, email jane.doe@example.com", {"pii": "email"}),
     ("caption_pii", "Vintage bicycle for sale, call +1 (415) 555-0132 after 6pm", {"pii": "phone"}),
     ("caption_pii", f"Scan of an ID card, number {chinese_id('11010519491231002')}", {"pii": "cn_id"}),
-    ("caption_pii", f"Receipt for a new lamp paid with card {_CARD[:4]} {_CARD[4:8]} {_CARD[8:12]} {_CARD[12:]}",
-     {"pii": "credit_card"}),
+    (
+        "caption_pii",
+        f"Receipt for a new lamp paid with card {_CARD[:4]} {_CARD[4:8]} {_CARD[8:12]} {_CARD[12:]}",
+        {"pii": "credit_card"},
+    ),
     ("caption_pii", "Screenshot of the router page at 192.168.1.20 showing settings", {"pii": "ip"}),
-    ("caption_pii", "Mountain lake photo mirrored at https://admin:hunter2@files.example.com/lake.jpg",
-     {"pii": "url_credentials"}),
+    (
+        "caption_pii",
+        "Mountain lake photo mirrored at https://admin:hunter2@files.example.com/lake.jpg",
+        {"pii": "url_credentials"},
+    ),
     ("caption_boilerplate", "image not available", {}),
     ("caption_boilerplate", "No image available", {}),
     ("caption_short", "cat", {}),
@@ -112,14 +130,15 @@ _SHAPE = ("circles", "stripes", "rectangles", "ellipses", "lines", "blobs", "wav
 @dataclass
 class _Item:
     """One sample to render: either fixed bytes, or a generated image (by seed) with a transform."""
+
     label: str
     caption: str
     name: str
-    data: bytes | None = None                # fixed bytes (built-in sample, tiles)
-    gen_seed: int | None = None              # generated image
-    transform: str = "none"                  # none | requal | small | bright | crop | tiny | extreme | <broken kind>
-    size: tuple[int, int] | None = None      # target size for tiny / extreme
-    group: int | None = None                 # index of the item this one copies
+    data: bytes | None = None  # fixed bytes (built-in sample, tiles)
+    gen_seed: int | None = None  # generated image
+    transform: str = "none"  # none | requal | small | bright | crop | tiny | extreme | <broken kind>
+    size: tuple[int, int] | None = None  # target size for tiny / extreme
+    group: int | None = None  # index of the item this one copies
     extra: dict = field(default_factory=dict)
 
 
@@ -139,8 +158,11 @@ def generated_image(seed: int):
     rng = np.random.default_rng(seed)
     w, h = (int(v) for v in rng.integers(224, 321, size=2))
     acc = np.zeros((48, 48, 3), np.float32)
-    for cells, amplitude in ((int(rng.integers(2, 5)), 1.0), (int(rng.integers(6, 12)), 0.6),
-                             (int(rng.integers(16, 32)), 0.3)):
+    for cells, amplitude in (
+        (int(rng.integers(2, 5)), 1.0),
+        (int(rng.integers(6, 12)), 0.6),
+        (int(rng.integers(16, 32)), 0.3),
+    ):
         noise = rng.integers(0, 256, (cells, cells, 3), dtype=np.uint8)
         acc += amplitude * np.asarray(Image.fromarray(noise).resize((48, 48), Image.BICUBIC), np.float32)
     acc *= 255.0 / max(float(acc.max()), 1.0)
@@ -161,8 +183,10 @@ def generated_image(seed: int):
 
 
 def _caption_for(rng) -> str:
-    return (f"A {rng.choice(_ADJ)} {rng.choice(_NOUN)} of {rng.choice(_COLOR)} {rng.choice(_SHAPE)} "
-            f"on a {rng.choice(_COLOR)} background")
+    return (
+        f"A {rng.choice(_ADJ)} {rng.choice(_NOUN)} of {rng.choice(_COLOR)} {rng.choice(_SHAPE)} "
+        f"on a {rng.choice(_COLOR)} background"
+    )
 
 
 def _break(data: bytes, kind: str, seed: int) -> bytes:
@@ -173,7 +197,7 @@ def _break(data: bytes, kind: str, seed: int) -> bytes:
         out = bytearray(data)
         mid = len(out) // 2
         n = min(1024, len(out) - mid - 2)
-        out[mid: mid + n] = rng.integers(0, 256, size=n, dtype=np.uint8).tobytes()
+        out[mid : mid + n] = rng.integers(0, 256, size=n, dtype=np.uint8).tobytes()
         return bytes(out)
     if kind == "empty":
         return b""
@@ -219,7 +243,7 @@ def _image_size(data: bytes) -> tuple[int | None, int | None]:
     try:
         with Image.open(io.BytesIO(data)) as im:
             return im.size
-    except Exception:   # noqa: BLE001 - broken on purpose; img2dataset would not know the size either
+    except Exception:  # noqa: BLE001 - broken on purpose; img2dataset would not know the size either
         return None, None
 
 
@@ -257,22 +281,40 @@ def _base_items(seed: int) -> list[_Item]:
         stem = s.source or s.key
         caption = PHOTO_CAPTIONS.get(stem, "A photo") if not s.key.startswith("broken_") else "A photo of a street"
         label = s.label if s.label != "rotated" else "near_duplicate"
-        items.append(_Item(label, caption, s.key, data=s.data,
-                           group=index_of.get(s.source) if s.source else None,
-                           extra={"detail": s.detail, **s.meta}))
+        items.append(
+            _Item(
+                label,
+                caption,
+                s.key,
+                data=s.data,
+                group=index_of.get(s.source) if s.source else None,
+                extra={"detail": s.detail, **s.meta},
+            )
+        )
         index_of.setdefault(s.key, len(items) - 1)
     tiles = iter(_tiles(seed))
     for size in TINY_SIZES:
         name, tile = next(tiles)
-        items.append(_Item("tiny", f"A small thumbnail of {name.split('_q')[0]}", f"tiny_{size[0]}x{size[1]}",
-                           data=_encode(tile.resize(size, Image.BICUBIC), "JPEG", quality=90),
-                           extra={"detail": f"{size[0]}x{size[1]}"}))
+        items.append(
+            _Item(
+                "tiny",
+                f"A small thumbnail of {name.split('_q')[0]}",
+                f"tiny_{size[0]}x{size[1]}",
+                data=_encode(tile.resize(size, Image.BICUBIC), "JPEG", quality=90),
+                extra={"detail": f"{size[0]}x{size[1]}"},
+            )
+        )
     for size in EXTREME_SIZES:
         name, tile = next(tiles)
-        items.append(_Item("extreme_aspect", f"A panoramic banner made from {name.split('_q')[0]}",
-                           f"extreme_{size[0]}x{size[1]}",
-                           data=_encode(tile.resize(size, Image.BICUBIC), "JPEG", quality=90),
-                           extra={"detail": f"{size[0]}x{size[1]}"}))
+        items.append(
+            _Item(
+                "extreme_aspect",
+                f"A panoramic banner made from {name.split('_q')[0]}",
+                f"extreme_{size[0]}x{size[1]}",
+                data=_encode(tile.resize(size, Image.BICUBIC), "JPEG", quality=90),
+                extra={"detail": f"{size[0]}x{size[1]}"},
+            )
+        )
     for i, (label, caption, extra) in enumerate(CAPTION_DEFECTS):
         name, tile = next(tiles)
         items.append(_Item(label, caption, f"{label}_{i}", data=_encode(tile, "JPEG", quality=90), extra=dict(extra)))
@@ -284,7 +326,7 @@ def _fill_items(n: int, first_index: int, seed: int, duplicate_rate: float, defe
     rng = np.random.default_rng([seed, 1])
     items: list[_Item] = []
     distinct: list[int] = []
-    defect_kinds = (["tiny", "extreme"] + list(BROKEN_KINDS) + [f"caption:{i}" for i in range(len(CAPTION_DEFECTS))])
+    defect_kinds = ["tiny", "extreme"] + list(BROKEN_KINDS) + [f"caption:{i}" for i in range(len(CAPTION_DEFECTS))]
     for j in range(n):
         r = rng.random()
         gen_seed = int(seed) * 1_000_003 + j + 1
@@ -292,25 +334,59 @@ def _fill_items(n: int, first_index: int, seed: int, duplicate_rate: float, defe
             src = distinct[int(rng.integers(0, len(distinct)))]
             src_item = items[src - first_index]
             if rng.random() < 0.5:
-                items.append(_Item("exact_duplicate", src_item.caption, f"gen_{j}", gen_seed=src_item.gen_seed,
-                                   transform="exact", group=src))
+                items.append(
+                    _Item(
+                        "exact_duplicate",
+                        src_item.caption,
+                        f"gen_{j}",
+                        gen_seed=src_item.gen_seed,
+                        transform="exact",
+                        group=src,
+                    )
+                )
             else:
                 transform = str(rng.choice(["requal", "small", "bright", "crop"]))
-                items.append(_Item("near_duplicate", src_item.caption, f"gen_{j}", gen_seed=src_item.gen_seed,
-                                   transform=transform, group=src,
-                                   extra={"detail": transform, "hard_for_phash": transform == "crop"}))
+                items.append(
+                    _Item(
+                        "near_duplicate",
+                        src_item.caption,
+                        f"gen_{j}",
+                        gen_seed=src_item.gen_seed,
+                        transform=transform,
+                        group=src,
+                        extra={"detail": transform, "hard_for_phash": transform == "crop"},
+                    )
+                )
             continue
         caption = _caption_for(rng)
         if r < duplicate_rate + defect_rate:
             kind = defect_kinds[int(rng.integers(0, len(defect_kinds)))]
             if kind == "tiny":
                 size = TINY_SIZES[int(rng.integers(0, len(TINY_SIZES)))]
-                items.append(_Item("tiny", caption, f"gen_{j}", gen_seed=gen_seed, transform="tiny", size=size,
-                                   extra={"detail": f"{size[0]}x{size[1]}"}))
+                items.append(
+                    _Item(
+                        "tiny",
+                        caption,
+                        f"gen_{j}",
+                        gen_seed=gen_seed,
+                        transform="tiny",
+                        size=size,
+                        extra={"detail": f"{size[0]}x{size[1]}"},
+                    )
+                )
             elif kind == "extreme":
                 size = EXTREME_SIZES[int(rng.integers(0, len(EXTREME_SIZES)))]
-                items.append(_Item("extreme_aspect", caption, f"gen_{j}", gen_seed=gen_seed, transform="extreme",
-                                   size=size, extra={"detail": f"{size[0]}x{size[1]}"}))
+                items.append(
+                    _Item(
+                        "extreme_aspect",
+                        caption,
+                        f"gen_{j}",
+                        gen_seed=gen_seed,
+                        transform="extreme",
+                        size=size,
+                        extra={"detail": f"{size[0]}x{size[1]}"},
+                    )
+                )
             elif kind in BROKEN_KINDS:
                 items.append(_Item(kind, caption, f"gen_{j}", gen_seed=gen_seed, transform=kind))
             else:
@@ -339,23 +415,56 @@ def _write_shard(out_dir: str, shard: int, shard_size: int, entries: list[tuple[
         data = _render(item)
         width, height = _image_size(data)
         ext = "png" if data.startswith(b"\x89PNG") else "jpg"
-        meta = {"url": f"https://images.example.com/{item.name}.{ext}", "key": key, "status": "success",
-                "caption": item.caption, "width": width, "height": height,
-                "sha256": hashlib.sha256(data).hexdigest()}
-        rows.append({"key": key, "source": "", "image": data, "image_ext": ext, "caption": item.caption,
-                     "meta": json.dumps(meta, ensure_ascii=False)})
-        truth.append({"key": key, "label": item.label, "name": item.name, "width": width, "height": height,
-                      "caption": item.caption, **item.extra})
+        meta = {
+            "url": f"https://images.example.com/{item.name}.{ext}",
+            "key": key,
+            "status": "success",
+            "caption": item.caption,
+            "width": width,
+            "height": height,
+            "sha256": hashlib.sha256(data).hexdigest(),
+        }
+        rows.append(
+            {
+                "key": key,
+                "source": "",
+                "image": data,
+                "image_ext": ext,
+                "caption": item.caption,
+                "meta": json.dumps(meta, ensure_ascii=False),
+            }
+        )
+        truth.append(
+            {
+                "key": key,
+                "label": item.label,
+                "name": item.name,
+                "width": width,
+                "height": height,
+                "caption": item.caption,
+                **item.extra,
+            }
+        )
     with ShardWriter(out_dir, shard_size, start_index=shard, subdir="") as writer:
         writer.write(pa.Table.from_pylist(rows, schema=SAMPLE_SCHEMA))
-    (path, n, digest), = writer.written
-    atomic_write_text(Path(out_dir) / f"{shard:05d}_stats.json", json.dumps(
-        {"count": n, "successes": n, "failed_to_download": 0, "failed_to_resize": 0}, indent=2))
+    ((path, n, digest),) = writer.written
+    atomic_write_text(
+        Path(out_dir) / f"{shard:05d}_stats.json",
+        json.dumps({"count": n, "successes": n, "failed_to_download": 0, "failed_to_resize": 0}, indent=2),
+    )
     return {"path": path, "n": n, "sha256": digest, "truth": truth}
 
 
-def build_demo_dataset(out_dir, n_samples: int | None = None, shard_size: int = 100, seed: int = 0, *,
-                       duplicate_rate: float = 0.1, defect_rate: float = 0.05, workers: int | None = None) -> dict:
+def build_demo_dataset(
+    out_dir,
+    n_samples: int | None = None,
+    shard_size: int = 100,
+    seed: int = 0,
+    *,
+    duplicate_rate: float = 0.1,
+    defect_rate: float = 0.05,
+    workers: int | None = None,
+) -> dict:
     """Write the dataset (see the module docstring) and return a summary: path, shards, n_samples,
     label counts, truth path, seconds.
 
@@ -374,8 +483,9 @@ def build_demo_dataset(out_dir, n_samples: int | None = None, shard_size: int = 
     items = _base_items(seed)
     if n_samples is not None and n_samples <= len(items):
         items = items[:n_samples]
-        items = [it if it.group is None or it.group < n_samples else
-                 _Item(**{**it.__dict__, "group": None}) for it in items]
+        items = [
+            it if it.group is None or it.group < n_samples else _Item(**{**it.__dict__, "group": None}) for it in items
+        ]
     elif n_samples is not None:
         items += _fill_items(n_samples - len(items), len(items), seed, duplicate_rate, defect_rate)
 
@@ -406,9 +516,14 @@ def build_demo_dataset(out_dir, n_samples: int | None = None, shard_size: int = 
             lines.append(json.dumps(record, ensure_ascii=False))
     atomic_write_text(out / "truth.jsonl", "\n".join(lines) + "\n")
     labels = Counter(json.loads(line)["label"] for line in lines)
-    return {"path": str(out), "shards": [r["path"] for r in results], "n_samples": len(items),
-            "labels": dict(sorted(labels.items())), "truth": str(out / "truth.jsonl"),
-            "seconds": round(time.perf_counter() - t0, 2)}
+    return {
+        "path": str(out),
+        "shards": [r["path"] for r in results],
+        "n_samples": len(items),
+        "labels": dict(sorted(labels.items())),
+        "truth": str(out / "truth.jsonl"),
+        "seconds": round(time.perf_counter() - t0, 2),
+    }
 
 
 def load_truth(out_dir) -> dict[str, dict]:

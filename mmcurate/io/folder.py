@@ -23,6 +23,7 @@
   (never read past the limit); a file name or caption-table key that cannot be a key (control characters,
   `..`) is `bad_key`; a sidecar `.json` or table row nested deeper than keys.MAX_META_DEPTH is `bad_meta`.
 """
+
 from __future__ import annotations
 
 import json
@@ -53,9 +54,9 @@ METADATA_FILES = ("metadata.jsonl", "metadata.csv", "metadata.parquet")
 @dataclass(frozen=True)
 class _Entry:
     key: str
-    rel_path: str | None      # image path relative to root; None when a caption row names no file on disk
+    rel_path: str | None  # image path relative to root; None when a caption row names no file on disk
     image_ext: str | None
-    row: int | None           # caption-table row, if any
+    row: int | None  # caption-table row, if any
     reason: str | None = None  # set for a sample known unreadable at listing time (bad_key)
     detail: str | None = None
 
@@ -78,21 +79,31 @@ class FolderReader(Reader):
     format = "folder"
     _CACHE_ATTRS = ("_entries", "_table")
 
-    def __init__(self, path, *, captions: str | os.PathLike | None = None, key_column: str | None = None,
-                 caption_column: str | None = None, shard_size: int = 1000,
-                 image_exts: tuple[str, ...] = IMAGE_EXTS, on_duplicate_key: str = "error",
-                 max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES, max_member_bytes: int = DEFAULT_MAX_MEMBER_BYTES,
-                 allow_outside_root: bool = False):
+    def __init__(
+        self,
+        path,
+        *,
+        captions: str | os.PathLike | None = None,
+        key_column: str | None = None,
+        caption_column: str | None = None,
+        shard_size: int = 1000,
+        image_exts: tuple[str, ...] = IMAGE_EXTS,
+        on_duplicate_key: str = "error",
+        max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES,
+        max_member_bytes: int = DEFAULT_MAX_MEMBER_BYTES,
+        allow_outside_root: bool = False,
+    ):
         self.root = os.fspath(path)
         if not os.path.isdir(self.root):
             raise FileNotFoundError(f"image folder {self.root!r} does not exist or is not a directory")
         if not isinstance(shard_size, int) or shard_size < 1:
             raise ValueError(f"shard_size must be a positive integer, got {shard_size!r}")
         if captions is None:
-            captions = next((os.path.join(self.root, n) for n in METADATA_FILES
-                             if os.path.isfile(os.path.join(self.root, n))), None)
+            captions = next(
+                (os.path.join(self.root, n) for n in METADATA_FILES if os.path.isfile(os.path.join(self.root, n))), None
+            )
         elif not os.path.isfile(captions):
-            if os.path.exists(captions):   # a FIFO or device: reading it could block or never end
+            if os.path.exists(captions):  # a FIFO or device: reading it could block or never end
                 raise ValueError(f"caption file {os.fspath(captions)!r} is not a regular file")
             raise FileNotFoundError(f"caption file {os.fspath(captions)!r} does not exist")
         self.captions = os.fspath(captions) if captions is not None else None
@@ -107,7 +118,7 @@ class FolderReader(Reader):
         self.allow_outside_root = check_flag("allow_outside_root", allow_outside_root)
         self._entries: list[_Entry] | None = None
         self._table: dict[str, list] | None = None
-        self._entries_and_table()   # list now: errors surface when the reader is opened, not mid-run
+        self._entries_and_table()  # list now: errors surface when the reader is opened, not mid-run
 
     # -- listing -------------------------------------------------------------------------------------
     def _entries_and_table(self) -> tuple[list[_Entry], dict[str, list] | None]:
@@ -123,13 +134,17 @@ class FolderReader(Reader):
         def pick(given, defaults, what):
             if given is not None:
                 if given not in table:
-                    raise ValueError(f"caption file {self.captions!r} has no {what} column {given!r}; "
-                                     f"columns: {', '.join(names) or '(none)'}")
+                    raise ValueError(
+                        f"caption file {self.captions!r} has no {what} column {given!r}; "
+                        f"columns: {', '.join(names) or '(none)'}"
+                    )
                 return given
             found = next((c for c in defaults if c in table), None)
             if found is None:
-                raise ValueError(f"caption file {self.captions!r}: no {what} column among {list(defaults)}; "
-                                 f"columns: {', '.join(names) or '(none)'}; pass {what}_column=...")
+                raise ValueError(
+                    f"caption file {self.captions!r}: no {what} column among {list(defaults)}; "
+                    f"columns: {', '.join(names) or '(none)'}; pass {what}_column=..."
+                )
             return found
 
         self.key_column = pick(self.key_column, KEY_COLUMNS, "key")
@@ -154,7 +169,7 @@ class FolderReader(Reader):
         for rel in self._list_images():
             stem, ext = _split_ext(rel, self.image_exts)
             key, reason, detail = keys.claim_or_reject(stem, f"file {rel!r}")
-            if reason is not None:   # a name the output cannot carry: a reject, never read
+            if reason is not None:  # a name the output cannot carry: a reject, never read
                 by_key[key] = _Entry(key, None, ext, None, reason, detail)
                 continue
             by_key[key] = _Entry(key, rel, ext, None)
@@ -167,8 +182,11 @@ class FolderReader(Reader):
             rel = _normalize_rel(value)
             stem, ext = _split_ext(rel, self.image_exts)
             # "cats/001.jpg" names that file; "cats/001" names the image whose key it is.
-            target = key_of_file.get(rel) if ext is not None else \
-                (stem if stem in by_key and by_key[stem].rel_path is not None else None)
+            target = (
+                key_of_file.get(rel)
+                if ext is not None
+                else (stem if stem in by_key and by_key[stem].rel_path is not None else None)
+            )
             if target is not None and by_key[target].row is None:
                 by_key[target] = _Entry(target, by_key[target].rel_path, by_key[target].image_ext, row)
                 continue
@@ -196,8 +214,7 @@ class FolderReader(Reader):
         entries, _ = self._entries_and_table()
         root, at, index = shard.rpartition("@")
         if not at or root != self.root or not index.isdigit() or int(index) * self.shard_size >= len(entries):
-            raise ValueError(f"unknown shard {shard!r} for image folder {self.root!r} "
-                             f"({len(self.shards())} shards)")
+            raise ValueError(f"unknown shard {shard!r} for image folder {self.root!r} ({len(self.shards())} shards)")
         start = int(index) * self.shard_size
         return start, min(start + self.shard_size, len(entries))
 
@@ -206,17 +223,28 @@ class FolderReader(Reader):
         return stop - start
 
     def describe(self) -> dict:
-        return {"format": self.format, "path": self.root, "shards": len(self.shards()),
-                "samples": len(self._entries_and_table()[0]),
-                "options": {"captions": self.captions, "key_column": self.key_column,
-                            "caption_column": self.caption_column, "shard_size": self.shard_size,
-                            "image_exts": list(self.image_exts), "on_duplicate_key": self.on_duplicate_key,
-                            "max_image_bytes": self.max_image_bytes, "max_member_bytes": self.max_member_bytes,
-                            "allow_outside_root": self.allow_outside_root}}
+        return {
+            "format": self.format,
+            "path": self.root,
+            "shards": len(self.shards()),
+            "samples": len(self._entries_and_table()[0]),
+            "options": {
+                "captions": self.captions,
+                "key_column": self.key_column,
+                "caption_column": self.caption_column,
+                "shard_size": self.shard_size,
+                "image_exts": list(self.image_exts),
+                "on_duplicate_key": self.on_duplicate_key,
+                "max_image_bytes": self.max_image_bytes,
+                "max_member_bytes": self.max_member_bytes,
+                "allow_outside_root": self.allow_outside_root,
+            },
+        }
 
     # -- reading -------------------------------------------------------------------------------------
-    def read(self, shard: str, batch_size: int = 256,
-             max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES) -> Iterator[pa.Table]:
+    def read(
+        self, shard: str, batch_size: int = 256, max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES
+    ) -> Iterator[pa.Table]:
         start, stop = self._shard_range(shard)
         entries, table = self._entries_and_table()
         batcher = Batcher(batch_size, max_batch_bytes)
@@ -253,13 +281,20 @@ class FolderReader(Reader):
         if row is None:
             return None, "{}", None, None
         caption = table[self.caption_column][row]
-        extra = {name: values[row] for name, values in table.items()
-                 if name not in (self.key_column, self.caption_column) and values[row] is not None}
+        extra = {
+            name: values[row]
+            for name, values in table.items()
+            if name not in (self.key_column, self.caption_column) and values[row] is not None
+        }
         problem = json_problem(extra)
         if problem:
             return None, "{}", "bad_meta", f"caption file row {row}: {problem}"
-        return (None if caption is None else str(caption)), json.dumps(extra, ensure_ascii=False, default=str), \
-            None, None
+        return (
+            (None if caption is None else str(caption)),
+            json.dumps(extra, ensure_ascii=False, default=str),
+            None,
+            None,
+        )
 
     def _sidecars(self, root_real: str, entry: _Entry) -> tuple[str | None, str, str | None, str | None]:
         if entry.rel_path is None:
@@ -267,8 +302,9 @@ class FolderReader(Reader):
         stem = _split_ext(entry.rel_path, self.image_exts)[0]
         texts = []
         for ext in ("txt", "json"):
-            data, reason, detail = self._read_file(root_real, f"{stem}.{ext}", self.max_member_bytes,
-                                                   "max_member_bytes")
+            data, reason, detail = self._read_file(
+                root_real, f"{stem}.{ext}", self.max_member_bytes, "max_member_bytes"
+            )
             if reason is not None:
                 return None, "{}", reason, detail
             texts.append(data.decode("utf-8", errors="replace") if data is not None else None)

@@ -8,6 +8,7 @@ verbatim. The writer percent-escapes exactly the two characters that matter in t
 trip unchanged. Keys from img2dataset (digits) and most datasets contain neither and look the same in
 the tar.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -72,7 +73,7 @@ def check_key(key) -> str:
         raise ValueError(f"invalid sample key {key!r}: contains control characters")
     try:
         key.encode("utf-8")
-    except UnicodeEncodeError:   # a tar name that was not UTF-8 comes back with surrogates: Arrow can't store it
+    except UnicodeEncodeError:  # a tar name that was not UTF-8 comes back with surrogates: Arrow can't store it
         raise ValueError(f"invalid sample key {key!r}: not valid UTF-8") from None
     return key
 
@@ -113,9 +114,12 @@ class KeyRegistry:
             check_key(key)
         except ValueError:
             digest = hashlib.sha256(str(key).encode("utf-8", "surrogatepass")).hexdigest()[:16]
-            return (self.substitute(f"__bad_key__{digest}"), "bad_key",
-                    f"invalid sample key {short_repr(key)}: must be a relative POSIX path without '.'/'..' "
-                    f"components or control characters{' (' + detail + ')' if detail else ''}")
+            return (
+                self.substitute(f"__bad_key__{digest}"),
+                "bad_key",
+                f"invalid sample key {short_repr(key)}: must be a relative POSIX path without '.'/'..' "
+                f"components or control characters{' (' + detail + ')' if detail else ''}",
+            )
         return self._claim_valid(key, detail), None, None
 
     def substitute(self, base: str) -> str:
@@ -135,7 +139,8 @@ class KeyRegistry:
         if self.policy == "error":
             raise DuplicateKeyError(
                 f"{self.where}: duplicate sample key {key!r}{' (' + detail + ')' if detail else ''}; "
-                f"pass on_duplicate_key='suffix' to keep the repeats as {key}~1, {key}~2, ...")
+                f"pass on_duplicate_key='suffix' to keep the repeats as {key}~1, {key}~2, ..."
+            )
         n = 1
         while f"{key}~{n}" in self._seen:
             n += 1
@@ -152,7 +157,7 @@ MAX_META_DEPTH = 64
 
 def _deeper_than(value, limit: int) -> bool:
     stack = [(value, 1)]
-    while stack:   # iterative: the check itself must not recurse
+    while stack:  # iterative: the check itself must not recurse
         v, depth = stack.pop()
         if depth > limit:
             return True
@@ -210,15 +215,22 @@ def normalize_meta(text: str | None) -> str:
         return "{}"
     try:
         value = loads_untrusted(text)
-    except ValueError:   # includes too deep (see check_meta for the readers' reject)
+    except ValueError:  # includes too deep (see check_meta for the readers' reject)
         value = None
     if isinstance(value, dict):
         return text
     return json.dumps({INVALID_JSON_FIELD: text}, ensure_ascii=False)
 
 
-_MAGIC = ((b"\xff\xd8\xff", "jpg"), (b"\x89PNG\r\n\x1a\n", "png"), (b"GIF87a", "gif"), (b"GIF89a", "gif"),
-          (b"BM", "bmp"), (b"II*\x00", "tif"), (b"MM\x00*", "tif"))
+_MAGIC = (
+    (b"\xff\xd8\xff", "jpg"),
+    (b"\x89PNG\r\n\x1a\n", "png"),
+    (b"GIF87a", "gif"),
+    (b"GIF89a", "gif"),
+    (b"BM", "bmp"),
+    (b"II*\x00", "tif"),
+    (b"MM\x00*", "tif"),
+)
 
 
 def sniff_image_ext(data: bytes) -> str | None:

@@ -21,6 +21,7 @@
 The file is parsed once per process and each entry kept as its compact JSON text (memory about the
 size of the file); use JSONL for files too large for that.
 """
+
 from __future__ import annotations
 
 import json
@@ -77,12 +78,19 @@ class LlavaReader(Reader):
     format = "llava"
     _CACHE_ATTRS = ("_entries",)
 
-    def __init__(self, path, *, image_root: str | os.PathLike | None = None, shard_size: int = 1000,
-                 on_duplicate_key: str = "error", max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES,
-                 allow_outside_root: bool = False):
+    def __init__(
+        self,
+        path,
+        *,
+        image_root: str | os.PathLike | None = None,
+        shard_size: int = 1000,
+        on_duplicate_key: str = "error",
+        max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES,
+        allow_outside_root: bool = False,
+    ):
         self.path = os.fspath(path)
         if not os.path.isfile(self.path):
-            if os.path.exists(self.path):   # a FIFO or device: reading it could block or never end
+            if os.path.exists(self.path):  # a FIFO or device: reading it could block or never end
                 raise ValueError(f"LLaVA file {self.path!r} is not a regular file; give a .json or .jsonl file")
             raise FileNotFoundError(f"LLaVA file {self.path!r} does not exist")
         self.image_root = os.fspath(image_root) if image_root is not None else os.path.dirname(self.path) or "."
@@ -96,7 +104,7 @@ class LlavaReader(Reader):
         self.max_image_bytes = check_byte_limit("max_image_bytes", max_image_bytes)
         self.allow_outside_root = check_flag("allow_outside_root", allow_outside_root)
         self._entries: list[_Entry] | None = None
-        self._load()   # parse now: a malformed file fails when the reader is opened, not mid-run
+        self._load()  # parse now: a malformed file fails when the reader is opened, not mid-run
 
     def _records(self) -> Iterator[tuple[object, str | None]]:
         """(record, None), or (None, why) for a JSONL line that cannot be an entry."""
@@ -106,7 +114,7 @@ class LlavaReader(Reader):
                     if line.strip():
                         try:
                             yield json.loads(line), None
-                        except ValueError as exc:   # one bad line is one reject, not a failed run
+                        except ValueError as exc:  # one bad line is one reject, not a failed run
                             yield None, f"line {lineno}: invalid JSON ({one_line(exc, 200)})"
                         except RecursionError:
                             yield None, f"line {lineno}: JSON nested too deep to parse"
@@ -117,8 +125,10 @@ class LlavaReader(Reader):
             except json.JSONDecodeError as exc:
                 raise ValueError(f"{self.path}: invalid JSON at line {exc.lineno} ({exc.msg})") from None
             except RecursionError:
-                raise ValueError(f"{self.path}: JSON nested too deep to parse; fix the file or write it as JSONL "
-                                 f"(one entry per line), where such an entry is one reject") from None
+                raise ValueError(
+                    f"{self.path}: JSON nested too deep to parse; fix the file or write it as JSONL "
+                    f"(one entry per line), where such an entry is one reject"
+                ) from None
         if not isinstance(data, list):
             raise ValueError(f"{self.path}: expected a JSON list of entries, got {type(data).__name__}")
         for record in data:
@@ -143,13 +153,16 @@ class LlavaReader(Reader):
                     key = f"entry_{index}"
                 key, reason, detail = keys.claim_or_reject(key, f"entry {index}")
                 if reason is None:
-                    problem = json_problem(record)   # stages walk the meta: no deeper than they can
+                    problem = json_problem(record)  # stages walk the meta: no deeper than they can
                     reason, detail = ("bad_meta", f"entry {index}: {problem}") if problem else (None, None)
                 if reason is not None:
                     entries.append(_Entry(key, None, None, "{}", reason, detail))
                     continue
-                entries.append(_Entry(key, image, _first_answer(record),
-                                      json.dumps(record, ensure_ascii=False, separators=(",", ":"))))
+                entries.append(
+                    _Entry(
+                        key, image, _first_answer(record), json.dumps(record, ensure_ascii=False, separators=(",", ":"))
+                    )
+                )
             self._entries = entries
         return self._entries
 
@@ -172,14 +185,23 @@ class LlavaReader(Reader):
         return stop - start
 
     def describe(self) -> dict:
-        return {"format": self.format, "path": self.path, "shards": len(self.shards()),
-                "samples": len(self._load()),
-                "options": {"image_root": self.image_root, "shard_size": self.shard_size,
-                            "on_duplicate_key": self.on_duplicate_key, "max_image_bytes": self.max_image_bytes,
-                            "allow_outside_root": self.allow_outside_root}}
+        return {
+            "format": self.format,
+            "path": self.path,
+            "shards": len(self.shards()),
+            "samples": len(self._load()),
+            "options": {
+                "image_root": self.image_root,
+                "shard_size": self.shard_size,
+                "on_duplicate_key": self.on_duplicate_key,
+                "max_image_bytes": self.max_image_bytes,
+                "allow_outside_root": self.allow_outside_root,
+            },
+        }
 
-    def read(self, shard: str, batch_size: int = 256,
-             max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES) -> Iterator[pa.Table]:
+    def read(
+        self, shard: str, batch_size: int = 256, max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES
+    ) -> Iterator[pa.Table]:
         start, stop = self._shard_range(shard)
         batcher = Batcher(batch_size, max_batch_bytes)
         root_real = os.path.realpath(self.image_root)
@@ -188,8 +210,9 @@ class LlavaReader(Reader):
             if image_path is not None and reason is None:
                 name = image_path.rsplit("/", 1)[-1]
                 image_ext = name.rsplit(".", 1)[1].lower() if "." in name else None
-                image, reason, detail = paths.read_inside_root(root_real, image_path, self.max_image_bytes,
-                                                               self.allow_outside_root)
+                image, reason, detail = paths.read_inside_root(
+                    root_real, image_path, self.max_image_bytes, self.allow_outside_root
+                )
                 detail = detail and f"entry {key!r}: image {detail}"
                 if image is not None and (image_ext is None or image_ext not in IMAGE_EXTS):
                     image_ext = sniff_image_ext(image) or image_ext

@@ -1,4 +1,5 @@
 """Parquet written atomically, and the tabular caption files (JSONL, CSV, Parquet) the folder reader reads."""
+
 from __future__ import annotations
 
 import os
@@ -40,8 +41,13 @@ def read_columns(path: str | os.PathLike) -> dict[str, list]:
         if not header.strip():
             return {}
         names = pacsv.read_csv(pa.py_buffer(header), parse_options=parse).column_names
-        return pacsv.read_csv(p, parse_options=parse, convert_options=pacsv.ConvertOptions(
-            column_types={n: pa.string() for n in names}, strings_can_be_null=True)).to_pydict()
+        return pacsv.read_csv(
+            p,
+            parse_options=parse,
+            convert_options=pacsv.ConvertOptions(
+                column_types={n: pa.string() for n in names}, strings_can_be_null=True
+            ),
+        ).to_pydict()
     raise ValueError(f"caption file {p!r}: unsupported extension; use .jsonl, .csv, .tsv or .parquet")
 
 

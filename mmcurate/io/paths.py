@@ -4,6 +4,7 @@ Spec forms: a path, a glob (`data/*.tar`), a brace list as webdataset writes it
 (`shard-{00000..00009}.tar`, `{a,b}.tar`), a directory (its files with the wanted suffixes, not
 recursive), a URL (`s3://...`, opened through fsspec when installed), or a list of any of these.
 """
+
 from __future__ import annotations
 
 import glob as _glob
@@ -36,7 +37,7 @@ def is_url(path: str) -> bool:
 
 
 def _strip_file_scheme(path: str) -> str:
-    return path[len("file://"):] if path.startswith("file://") else path
+    return path[len("file://") :] if path.startswith("file://") else path
 
 
 def _brace_group(body: str):
@@ -45,7 +46,7 @@ def _brace_group(body: str):
     if rng:
         try:
             lo, hi, step = int(rng.group(1)), int(rng.group(2)), abs(int(rng.group(3) or 1)) or 1
-        except ValueError:   # more digits than Python converts
+        except ValueError:  # more digits than Python converts
             raise ValueError(f"brace range {{{body[:40]}}} has numbers too long to expand") from None
         padded = any(len(g.lstrip("-")) > 1 and g.lstrip("-").startswith("0") for g in rng.group(1, 2))
         width = max(len(rng.group(1)), len(rng.group(2))) if padded else 0
@@ -65,14 +66,14 @@ def _count_expansions(pattern: str, limit: int) -> int:
         return 1
     group = _brace_group(m.group(1))
     if group is None:
-        return _count_expansions(pattern[m.end():], limit)
+        return _count_expansions(pattern[m.end() :], limit)
     n, options = group
     if "{" not in pattern[: m.start()]:
         # Nothing before the group can combine with an option into a new group: count = n * the rest's.
-        return n * _count_expansions(pattern[m.end():], limit) if n else 0
-    total = 0   # nested: an option may complete an outer group; count each, stopping past the limit
+        return n * _count_expansions(pattern[m.end() :], limit) if n else 0
+    total = 0  # nested: an option may complete an outer group; count each, stopping past the limit
     for opt in options:
-        total += _count_expansions(pattern[: m.start()] + opt + pattern[m.end():], limit - total)
+        total += _count_expansions(pattern[: m.start()] + opt + pattern[m.end() :], limit - total)
         if total > limit:
             break
     return total
@@ -85,8 +86,9 @@ def expand_braces(pattern: str, limit: int = MAX_BRACE_EXPANSIONS) -> list[str]:
     n = _count_expansions(pattern, limit)
     if n > limit:
         shown = f"{n:,}" if n < 10**30 else f"about 10^{len(str(n)) - 1}"
-        raise ValueError(f"pattern {pattern[:200]!r} expands to {shown} paths (limit {limit:,}); "
-                         f"list the shards or use a glob")
+        raise ValueError(
+            f"pattern {pattern[:200]!r} expands to {shown} paths (limit {limit:,}); list the shards or use a glob"
+        )
     return _expand(pattern)
 
 
@@ -97,10 +99,10 @@ def _expand(pattern: str) -> list[str]:
     group = _brace_group(m.group(1))
     if group is None:
         # `{x}` without a range or comma is literal in bash; keep it and expand what follows.
-        return [pattern[: m.end()] + rest for rest in _expand(pattern[m.end():])]
+        return [pattern[: m.end()] + rest for rest in _expand(pattern[m.end() :])]
     out = []
     for opt in group[1]:
-        out.extend(_expand(pattern[: m.start()] + opt + pattern[m.end():]))
+        out.extend(_expand(pattern[: m.start()] + opt + pattern[m.end() :]))
     return out
 
 
@@ -108,8 +110,9 @@ def _fs_for(url: str):
     try:
         import fsspec
     except ImportError as exc:
-        raise RuntimeError(f"{url!r}: reading URLs needs fsspec (pip install fsspec and the protocol's "
-                           "package, e.g. s3fs)") from exc
+        raise RuntimeError(
+            f"{url!r}: reading URLs needs fsspec (pip install fsspec and the protocol's package, e.g. s3fs)"
+        ) from exc
     return fsspec.core.url_to_fs(url)
 
 
@@ -158,22 +161,32 @@ def _list_one(item: str, suffixes) -> list[str]:
             raise FileNotFoundError(f"no files match {item!r}")
         return hits
     if os.path.isdir(item):
-        hits = [os.path.join(item, n) for n in os.listdir(item)
-                if _wanted(n, suffixes) and os.path.isfile(os.path.join(item, n))]
+        hits = [
+            os.path.join(item, n)
+            for n in os.listdir(item)
+            if _wanted(n, suffixes) and os.path.isfile(os.path.join(item, n))
+        ]
         if not hits:
             raise FileNotFoundError(f"no {'/'.join(suffixes)} files in directory {item!r}")
         return hits
     if not os.path.exists(item):
         raise FileNotFoundError(f"{item!r} does not exist")
-    if not os.path.isfile(item):   # a FIFO would block the run forever, a device never end
-        raise ValueError(f"input {item!r} is not a regular file ({_kind(os.stat(item).st_mode)}); "
-                         f"give tar files, a directory of them or a pattern")
+    if not os.path.isfile(item):  # a FIFO would block the run forever, a device never end
+        raise ValueError(
+            f"input {item!r} is not a regular file ({_kind(os.stat(item).st_mode)}); "
+            f"give tar files, a directory of them or a pattern"
+        )
     return [item]
 
 
 def _kind(mode: int) -> str:
-    for test, name in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
-                       (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"), (stat.S_ISDIR, "a directory")):
+    for test, name in (
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISDIR, "a directory"),
+    ):
         if test(mode):
             return name
     return "not a regular file"
@@ -225,12 +238,13 @@ def is_inside(path: str, root_real: str) -> bool:
     """Whether `path` (already realpath'ed) lies inside the directory `root_real` (realpath'ed)."""
     try:
         return os.path.commonpath([path, root_real]) == root_real
-    except ValueError:   # different drives / a mix of absolute and relative
+    except ValueError:  # different drives / a mix of absolute and relative
         return False
 
 
-def read_inside_root(root_real: str, rel: str, max_bytes: int, allow_outside_root: bool,
-                     limit_name: str = "max_image_bytes") -> tuple[bytes | None, str | None, str | None]:
+def read_inside_root(
+    root_real: str, rel: str, max_bytes: int, allow_outside_root: bool, limit_name: str = "max_image_bytes"
+) -> tuple[bytes | None, str | None, str | None]:
     """(bytes, None, None) for `root_real / rel`, (None, None, None) when it does not exist, or (None, reason,
     detail) for a path a reader must not or cannot read: bad_path (a NUL), path_outside_root, not_a_file,
     too_large (over max_bytes; never read past it), unreadable (another OSError). `rel` may be absolute
@@ -239,8 +253,14 @@ def read_inside_root(root_real: str, rel: str, max_bytes: int, allow_outside_roo
         return None, "bad_path", f"path {short_repr(rel)} contains a NUL byte"
     real = os.path.realpath(os.path.join(root_real, rel))
     if not allow_outside_root and not is_inside(real, root_real):
-        return None, "path_outside_root", (f"{short_repr(rel)} resolves to {short_repr(real)}, outside "
-                                           f"{short_repr(root_real)}; set allow_outside_root to read it")
+        return (
+            None,
+            "path_outside_root",
+            (
+                f"{short_repr(rel)} resolves to {short_repr(real)}, outside "
+                f"{short_repr(root_real)}; set allow_outside_root to read it"
+            ),
+        )
     try:
         # realpath resolved every link: a link in the last component now means it was swapped since.
         return read_bounded(real, max_bytes, follow_symlinks=allow_outside_root), None, None

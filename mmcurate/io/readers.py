@@ -1,4 +1,5 @@
 """`open_reader(path, format="auto", **options)`: the one entry point from an input spec to a Reader."""
+
 from __future__ import annotations
 
 import inspect
@@ -36,8 +37,10 @@ def detect_format(path) -> str:
         return "webdataset" if has_tars else "folder"
     if not os.path.exists(p):
         raise FileNotFoundError(f"input {p!r} does not exist")
-    raise ValueError(f"cannot tell the format of {p!r} (not a tar, a directory or a .json/.jsonl file); "
-                     f"pass format= one of {', '.join(READERS)}")
+    raise ValueError(
+        f"cannot tell the format of {p!r} (not a tar, a directory or a .json/.jsonl file); "
+        f"pass format= one of {', '.join(READERS)}"
+    )
 
 
 def reader_options(fmt: str) -> list[str]:
@@ -54,6 +57,7 @@ def open_reader(path, format: str = "auto", **options) -> Reader:
     valid = reader_options(fmt)
     unknown = sorted(set(options) - set(valid))
     if unknown:
-        raise ValueError(f"unknown option(s) {', '.join(map(repr, unknown))} for input format {fmt!r}; "
-                         f"valid: {', '.join(valid)}")
+        raise ValueError(
+            f"unknown option(s) {', '.join(map(repr, unknown))} for input format {fmt!r}; valid: {', '.join(valid)}"
+        )
     return READERS[fmt](path, **options)

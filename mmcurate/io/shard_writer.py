@@ -10,6 +10,7 @@ partial `NNNNN.tar`, even if the process is killed mid-shard.
 Keys keep their directories as tar paths (`cats/001` -> `cats/001.jpg`); a dot in a key's last
 component is escaped (see mmcurate.io.keys), so our reader returns every key unchanged.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -37,7 +38,7 @@ class _HashingFile:
         self.sha256 = hashlib.sha256()
 
     def write(self, data) -> int:
-        if self._f is None:     # detached by abort(): tarfile may still flush on close/garbage collection
+        if self._f is None:  # detached by abort(): tarfile may still flush on close/garbage collection
             return len(data)
         self.sha256.update(data)
         return self._f.write(data)
@@ -57,8 +58,15 @@ class ShardWriter:
     through an exception (or `abort()`) publishes nothing more: the shard in progress is discarded.
     """
 
-    def __init__(self, out_dir: str | os.PathLike, shard_size: int, start_index: int = 0, prefix: str = "",
-                 *, subdir: str = "shards"):
+    def __init__(
+        self,
+        out_dir: str | os.PathLike,
+        shard_size: int,
+        start_index: int = 0,
+        prefix: str = "",
+        *,
+        subdir: str = "shards",
+    ):
         if not isinstance(shard_size, int) or shard_size < 1:
             raise ValueError(f"shard_size must be a positive integer, got {shard_size!r}")
         if not isinstance(start_index, int) or start_index < 0:
@@ -70,7 +78,7 @@ class ShardWriter:
         self.prefix = prefix
         self._index = start_index
         self._written: list[tuple[str, int, str]] = []
-        self._output: AtomicFile | None = None   # the shard in progress
+        self._output: AtomicFile | None = None  # the shard in progress
         self._tar = None
         self._hasher = None
         self._n = 0
@@ -102,13 +110,17 @@ class ShardWriter:
             for key, image, ext, caption, meta in zip(*(rows[c] for c in WRITE_COLUMNS)):
                 self.write_sample(key, image, ext, caption, meta)
 
-    def write_sample(self, key: str, image: bytes | None, image_ext: str | None, caption: str | None,
-                     meta: str | None) -> None:
+    def write_sample(
+        self, key: str, image: bytes | None, image_ext: str | None, caption: str | None, meta: str | None
+    ) -> None:
         check_key(key)
-        if image is not None and (not isinstance(image_ext, str) or not _EXT_RE.match(image_ext)
-                                  or image_ext in _RESERVED_EXTS):
-            raise ValueError(f"sample {key!r}: image_ext {image_ext!r} must be a lower-case alphanumeric "
-                             f"suffix other than {_RESERVED_EXTS}")
+        if image is not None and (
+            not isinstance(image_ext, str) or not _EXT_RE.match(image_ext) or image_ext in _RESERVED_EXTS
+        ):
+            raise ValueError(
+                f"sample {key!r}: image_ext {image_ext!r} must be a lower-case alphanumeric "
+                f"suffix other than {_RESERVED_EXTS}"
+            )
         if self._tar is None:
             self._open_shard()
         if key in self._keys:
@@ -124,7 +136,7 @@ class ShardWriter:
             self._n += 1
             if self._n >= self.shard_size:
                 self._publish_shard()
-        except OSError:   # e.g. a full disk: drop the shard in progress (no temp file, no flush at exit)
+        except OSError:  # e.g. a full disk: drop the shard in progress (no temp file, no flush at exit)
             self.abort()
             raise
 
@@ -170,9 +182,9 @@ class ShardWriter:
         self._tar.addfile(info, io.BytesIO(data))
 
     def _publish_shard(self):
-        self._tar.close()   # writes the end-of-archive blocks through the hashing file
+        self._tar.close()  # writes the end-of-archive blocks through the hashing file
         path = self.shard_path(self._index)
-        self._output.commit()   # fsync + rename into place
+        self._output.commit()  # fsync + rename into place
         self._written.append((str(path), self._n, self._hasher.sha256.hexdigest()))
         self._output = self._tar = self._hasher = None
         self._index += 1

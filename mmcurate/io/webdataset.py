@@ -28,6 +28,7 @@ repeats inside one sample (webdataset itself raises there), is a DuplicateKeyErr
 kept as `KEY~N` with on_duplicate_key="suffix". Keys repeated across shards are not detected here
 (that needs every key of the run; the executor can check it).
 """
+
 from __future__ import annotations
 
 import os
@@ -73,6 +74,7 @@ SHARD_ERROR_KEY = "__shard_error__"
 class Sample:
     """One sample as read from a shard: `fields` holds the members read ({suffix: bytes}); a sample with
     `reason` set is a reject row (reason, one-line detail) and carries no fields."""
+
     key: str
     raw: str | None = None
     fields: dict = field(default_factory=dict)
@@ -88,9 +90,17 @@ class Sample:
 class WebDatasetReader(Reader):
     format = "webdataset"
 
-    def __init__(self, path, *, caption_ext: str = "txt", meta_ext: str = "json",
-                 image_exts: tuple[str, ...] = IMAGE_EXTS, on_duplicate_key: str = "error",
-                 max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES, max_member_bytes: int = DEFAULT_MAX_MEMBER_BYTES):
+    def __init__(
+        self,
+        path,
+        *,
+        caption_ext: str = "txt",
+        meta_ext: str = "json",
+        image_exts: tuple[str, ...] = IMAGE_EXTS,
+        on_duplicate_key: str = "error",
+        max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES,
+        max_member_bytes: int = DEFAULT_MAX_MEMBER_BYTES,
+    ):
         self.path = os.fspath(path) if isinstance(path, (str, os.PathLike)) else [os.fspath(p) for p in path]
         self.caption_ext = caption_ext.lower().lstrip(".")
         self.meta_ext = meta_ext.lower().lstrip(".")
@@ -120,13 +130,23 @@ class WebDatasetReader(Reader):
         return n if isinstance(n, int) and n >= 0 else None
 
     def describe(self) -> dict:
-        return {"format": self.format, "path": self.path, "shards": len(self._shards),
-                "options": {"caption_ext": self.caption_ext, "meta_ext": self.meta_ext,
-                            "image_exts": list(self.image_exts), "on_duplicate_key": self.on_duplicate_key,
-                            "max_image_bytes": self.max_image_bytes, "max_member_bytes": self.max_member_bytes}}
+        return {
+            "format": self.format,
+            "path": self.path,
+            "shards": len(self._shards),
+            "options": {
+                "caption_ext": self.caption_ext,
+                "meta_ext": self.meta_ext,
+                "image_exts": list(self.image_exts),
+                "on_duplicate_key": self.on_duplicate_key,
+                "max_image_bytes": self.max_image_bytes,
+                "max_member_bytes": self.max_member_bytes,
+            },
+        }
 
-    def read(self, shard: str, batch_size: int = 256,
-             max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES) -> Iterator[pa.Table]:
+    def read(
+        self, shard: str, batch_size: int = 256, max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES
+    ) -> Iterator[pa.Table]:
         batcher = Batcher(batch_size, max_batch_bytes)
         for sample in self.iter_samples(shard):
             fields = sample.fields
@@ -135,14 +155,20 @@ class WebDatasetReader(Reader):
                 batch = batcher.add_reject(sample.key, shard, sample.reason, sample.detail, image_ext)
             else:
                 caption = fields.get(self.caption_ext)
-                meta, reason, detail = check_meta(fields[self.meta_ext].decode("utf-8", errors="replace")
-                                                  if self.meta_ext in fields else None)
+                meta, reason, detail = check_meta(
+                    fields[self.meta_ext].decode("utf-8", errors="replace") if self.meta_ext in fields else None
+                )
                 if reason is not None:
                     batch = batcher.add_reject(sample.key, shard, reason, f"member {self.meta_ext!r}: {detail}")
                 else:
                     batch = batcher.add(
-                        sample.key, shard, fields[image_ext] if image_ext else None, image_ext,
-                        caption.decode("utf-8", errors="replace") if caption is not None else None, meta)
+                        sample.key,
+                        shard,
+                        fields[image_ext] if image_ext else None,
+                        image_ext,
+                        caption.decode("utf-8", errors="replace") if caption is not None else None,
+                        meta,
+                    )
             if batch is not None:
                 yield batch
         batch = batcher.flush()
@@ -161,10 +187,8 @@ class WebDatasetReader(Reader):
         def damage(exc: BaseException, broken: Sample | None) -> Sample:
             reason = "shard_truncated" if n_members else "shard_unreadable"
             where = f" at member {short_repr(member_name)}" if member_name is not None else ""
-            detail = (f"shard {shard!r}: unreadable{where} after {n_yielded} samples: "
-                      f"{type(exc).__name__}: {exc}")
-            row = broken if broken is not None and broken.reason is None else \
-                Sample(keys.substitute(SHARD_ERROR_KEY))
+            detail = f"shard {shard!r}: unreadable{where} after {n_yielded} samples: {type(exc).__name__}: {exc}"
+            row = broken if broken is not None and broken.reason is None else Sample(keys.substitute(SHARD_ERROR_KEY))
             row.reject(reason, detail)
             return row
 
@@ -176,11 +200,11 @@ class WebDatasetReader(Reader):
         with f:
             try:
                 tar = tarfile.open(fileobj=f, mode="r|*", tarinfo=_CheckedTarInfo)
-            except Exception as exc:   # noqa: BLE001 - whatever tarfile raises on hostile bytes ends the shard
+            except Exception as exc:  # noqa: BLE001 - whatever tarfile raises on hostile bytes ends the shard
                 yield damage(exc, None)
                 return
             members = iter(tar)
-            last_in_cur = False   # whether the member before the next header belongs to `cur`
+            last_in_cur = False  # whether the member before the next header belongs to `cur`
             while True:
                 try:
                     member = next(members)
@@ -189,7 +213,7 @@ class WebDatasetReader(Reader):
                     exc = getattr(tar, _BAD_END, None)
                     if exc is None:
                         break
-                except Exception as err:   # noqa: BLE001 - a bad header or stream: what came before is whole
+                except Exception as err:  # noqa: BLE001 - a bad header or stream: what came before is whole
                     exc = err
                 if exc is not None:
                     # Cut inside the data of the member before (skipped unread): that member's sample broke.
@@ -214,25 +238,32 @@ class WebDatasetReader(Reader):
                         yield cur
                         n_yielded += 1
                     detail = f"member {short_repr(member.name)}" + (
-                        " repeats a suffix of the sample before it" if cur is not None and raw == cur.raw else "")
+                        " repeats a suffix of the sample before it" if cur is not None and raw == cur.raw else ""
+                    )
                     key, reason, why = keys.claim_or_reject(member_base_to_key(raw), detail)
                     cur = Sample(key, raw=raw)
                     if reason is not None:
                         cur.reject(reason, why)
                 cur.suffixes.add(suffix)
                 last_in_cur = True
-                if cur.reason is not None or suffix not in wanted or \
-                        (suffix in self.image_exts and any(s in self.image_exts for s in cur.fields)):
-                    continue   # unread: the stream skips its data
+                if (
+                    cur.reason is not None
+                    or suffix not in wanted
+                    or (suffix in self.image_exts and any(s in self.image_exts for s in cur.fields))
+                ):
+                    continue  # unread: the stream skips its data
                 is_image = suffix in self.image_exts
                 cap = self.max_image_bytes if is_image else self.max_member_bytes
                 if member.size > cap:
-                    cur.reject("too_large", f"member {short_repr(member.name)} is {member.size:,} bytes (limit "
-                                            f"{'max_image_bytes' if is_image else 'max_member_bytes'}={cap:,})")
+                    cur.reject(
+                        "too_large",
+                        f"member {short_repr(member.name)} is {member.size:,} bytes (limit "
+                        f"{'max_image_bytes' if is_image else 'max_member_bytes'}={cap:,})",
+                    )
                     continue
                 try:
                     data = tar.extractfile(member).read()
-                except Exception as err:   # noqa: BLE001 - the data ends or is corrupt: this sample broke
+                except Exception as err:  # noqa: BLE001 - the data ends or is corrupt: this sample broke
                     yield damage(err, cur)
                     return
                 cur.fields[suffix] = data
@@ -240,9 +271,12 @@ class WebDatasetReader(Reader):
                 yield cur
             elif n_members:
                 row = Sample(keys.substitute(SHARD_ERROR_KEY))
-                row.reject("shard_unrecognised", f"shard {shard!r}: {n_members} members but no sample: no member "
-                           f"is a regular file named KEY.SUFFIX (e.g. {short_repr(member_name)}); expected "
-                           f"WebDataset members like 000001.jpg, 000001.txt")
+                row.reject(
+                    "shard_unrecognised",
+                    f"shard {shard!r}: {n_members} members but no sample: no member "
+                    f"is a regular file named KEY.SUFFIX (e.g. {short_repr(member_name)}); expected "
+                    f"WebDataset members like 000001.jpg, 000001.txt",
+                )
                 yield row
 
 

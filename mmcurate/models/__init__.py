@@ -4,6 +4,7 @@ embeddings (NSFW / watermark / aesthetic).
 
 Importing this package imports neither torch nor open_clip; they load when a model is built.
 """
+
 from __future__ import annotations
 
 from mmcurate._lazy import lazy_exports
@@ -31,4 +32,4 @@ _EXPORTS = {
     "HeadWeightsNotFoundError": "mmcurate.models.heads",
 }
 
-__getattr__, __dir__, __all__ = lazy_exports('mmcurate.models', globals(), _EXPORTS)
+__getattr__, __dir__, __all__ = lazy_exports("mmcurate.models", globals(), _EXPORTS)

@@ -5,6 +5,7 @@ resize + center crop run in the native core with the GIL released, so a backgrou
 next batch while the model embeds the current one. A sample that does not decode is reported with its
 status and reason and left out of its batch; the batch itself always completes.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -21,8 +22,8 @@ __all__ = ["NativeImageLoader", "LoadedBatch", "Rejected"]
 
 @dataclass(frozen=True)
 class Rejected:
-    index: int      # position in the loader's input stream
-    status: str     # mmcurate.ops.Status name: truncated, corrupt, unsupported, too_large, empty
+    index: int  # position in the loader's input stream
+    status: str  # mmcurate.ops.Status name: truncated, corrupt, unsupported, too_large, empty
     reason: str
 
 
@@ -42,9 +43,16 @@ class NativeImageLoader:
     """scaled_decode: let JPEG decoding downscale in the DCT domain to >= image_size (much faster on large
     photos; pixels then differ slightly from a full decode + resize, see tests/test_cpu_loader.py)."""
 
-    def __init__(self, preprocess: Preprocess, batch_size: int = 256, num_threads: int | None = None,
-                 scaled_decode: bool = True, max_pixels: int | None = None, exif: bool = True,
-                 prefetch: bool = True):
+    def __init__(
+        self,
+        preprocess: Preprocess,
+        batch_size: int = 256,
+        num_threads: int | None = None,
+        scaled_decode: bool = True,
+        max_pixels: int | None = None,
+        exif: bool = True,
+        prefetch: bool = True,
+    ):
         from mmcurate.ops.decode import DEFAULT_MAX_PIXELS
 
         check_loader_args(preprocess, batch_size, num_threads)
@@ -61,14 +69,29 @@ class NativeImageLoader:
         from mmcurate.ops import Status, decode_images, resize_images
 
         s = self.preprocess.image_size
-        res = decode_images(blobs, mode="RGB", device="cpu", target_size=s if self.scaled_decode else None,
-                            max_pixels=self.max_pixels, exif=self.exif, num_threads=self.num_threads)
+        res = decode_images(
+            blobs,
+            mode="RGB",
+            device="cpu",
+            target_size=s if self.scaled_decode else None,
+            max_pixels=self.max_pixels,
+            exif=self.exif,
+            num_threads=self.num_threads,
+        )
         ok = np.flatnonzero(res.ok)
-        rejected = [Rejected(offset + int(i), Status(int(res.status[i])).name, res.errors[i] or "")
-                    for i in np.flatnonzero(~res.ok)]
+        rejected = [
+            Rejected(offset + int(i), Status(int(res.status[i])).name, res.errors[i] or "")
+            for i in np.flatnonzero(~res.ok)
+        ]
         if len(ok):
-            pixels = resize_images([res.images[i] for i in ok], size=s, interpolation=self.preprocess.interpolation,
-                                   mode=self.preprocess.resize_mode, device="cpu", num_threads=self.num_threads)
+            pixels = resize_images(
+                [res.images[i] for i in ok],
+                size=s,
+                interpolation=self.preprocess.interpolation,
+                mode=self.preprocess.resize_mode,
+                device="cpu",
+                num_threads=self.num_threads,
+            )
         else:
             pixels = np.empty((0, s, s, 3), dtype=np.uint8)
         return LoadedBatch(pixels, (ok + offset).astype(np.int64), rejected)

@@ -25,6 +25,7 @@ S x S. DALI's filters are not Pillow's bit for bit; embeddings agree with the na
 own preprocess to cosine >= 0.995 (tests/test_dali_loader.py). Normalisation stays on the model's device
 (:meth:`Preprocess.normalize`), as with the native loader.
 """
+
 from __future__ import annotations
 
 import logging
@@ -64,7 +65,8 @@ def _import_dali():
     except ImportError as exc:
         raise DaliUnavailableError(
             "the DALI loader needs NVIDIA DALI: pip install nvidia-dali-cuda130 (CUDA 13) or "
-            "pip install 'mmcurate[dali]'; the native loader (loader: native) needs nothing extra") from exc
+            "pip install 'mmcurate[dali]'; the native loader (loader: native) needs nothing extra"
+        ) from exc
     return dali, fn, types
 
 
@@ -85,9 +87,18 @@ class DaliImageLoader:
     ``pixels`` is a torch uint8 tensor on ``cuda:N`` for a GPU device, a numpy array for ``device="cpu"``.
     """
 
-    def __init__(self, preprocess: Preprocess, batch_size: int = 256, device: str = "cuda",
-                 num_threads: int | None = None, max_pixels: int | None = None, exif: bool = True,
-                 validate: str = "header", prefetch: bool = True, hw_decoder_load: float = 0.65):
+    def __init__(
+        self,
+        preprocess: Preprocess,
+        batch_size: int = 256,
+        device: str = "cuda",
+        num_threads: int | None = None,
+        max_pixels: int | None = None,
+        exif: bool = True,
+        validate: str = "header",
+        prefetch: bool = True,
+        hw_decoder_load: float = 0.65,
+    ):
         from mmcurate.ops.decode import DEFAULT_MAX_PIXELS
 
         check_loader_args(preprocess, batch_size, num_threads)
@@ -102,9 +113,11 @@ class DaliImageLoader:
             import torch
 
             if not torch.cuda.is_available() or self.device_id >= torch.cuda.device_count():
-                raise DaliUnavailableError(f"the DALI loader was asked for {self.device} but torch sees "
-                                           f"{torch.cuda.device_count() if torch.cuda.is_available() else 0} "
-                                           "GPU(s); use device='cpu' or the native loader")
+                raise DaliUnavailableError(
+                    f"the DALI loader was asked for {self.device} but torch sees "
+                    f"{torch.cuda.device_count() if torch.cuda.is_available() else 0} "
+                    "GPU(s); use device='cpu' or the native loader"
+                )
         self.preprocess = preprocess
         self.batch_size = batch_size
         self.num_threads = num_threads or min(8, os.cpu_count() or 1)
@@ -116,14 +129,22 @@ class DaliImageLoader:
         self._pipe = None
         # The fallback for batches DALI refuses: same preprocessing, full-size decode (no DCT scaling) so its
         # pixels are as close to DALI's as the filters allow.
-        self._native = NativeImageLoader(preprocess, batch_size=batch_size, num_threads=num_threads,
-                                         scaled_decode=False, max_pixels=self.max_pixels, exif=exif,
-                                         prefetch=False)
+        self._native = NativeImageLoader(
+            preprocess,
+            batch_size=batch_size,
+            num_threads=num_threads,
+            scaled_decode=False,
+            max_pixels=self.max_pixels,
+            exif=exif,
+            prefetch=False,
+        )
         self.stats = {"batches": 0, "dali_failures": 0, "native_fallback_batches": 0}
 
     def __repr__(self) -> str:
-        return (f"DaliImageLoader(device={self.device!r}, batch_size={self.batch_size}, "
-                f"validate={self.validate!r}, {self.preprocess})")
+        return (
+            f"DaliImageLoader(device={self.device!r}, batch_size={self.batch_size}, "
+            f"validate={self.validate!r}, {self.preprocess})"
+        )
 
     # -- the DALI graph --------------------------------------------------------------------------------------
     def _build(self):
@@ -133,17 +154,23 @@ class DaliImageLoader:
         gpu = self.device_id is not None
         interp = types.INTERP_CUBIC if p.interpolation == "bicubic" else types.INTERP_LINEAR
 
-        @dali.pipeline_def(batch_size=self.batch_size, num_threads=self.num_threads, device_id=self.device_id,
-                           prefetch_queue_depth=1, exec_dynamic=True)
+        @dali.pipeline_def(
+            batch_size=self.batch_size,
+            num_threads=self.num_threads,
+            device_id=self.device_id,
+            prefetch_queue_depth=1,
+            exec_dynamic=True,
+        )
         def graph():
             enc = fn.external_source(name="encoded", dtype=types.UINT8, ndim=1, no_copy=False)
             # Per-sample geometry computed on the host from the header (see _geometry): exact torchvision
             # sizes and crop offsets, not DALI's own rounding of resize_shorter / crop_pos.
-            size = fn.external_source(name="size", dtype=types.FLOAT, ndim=1)      # [h, w] after resize
-            start = fn.external_source(name="start", dtype=types.INT32, ndim=1)    # [y, x] of the crop
+            size = fn.external_source(name="size", dtype=types.FLOAT, ndim=1)  # [h, w] after resize
+            start = fn.external_source(name="start", dtype=types.INT32, ndim=1)  # [y, x] of the crop
             kw = {"hw_decoder_load": self.hw_decoder_load} if gpu else {}
-            img = fn.decoders.image(enc, device="mixed" if gpu else "cpu", output_type=types.RGB,
-                                    adjust_orientation=self.exif, **kw)
+            img = fn.decoders.image(
+                enc, device="mixed" if gpu else "cpu", output_type=types.RGB, adjust_orientation=self.exif, **kw
+            )
             img = fn.resize(img, resize_y=size[0], resize_x=size[1], interp_type=interp, antialias=True)
             return fn.slice(img, start=start, shape=[s, s], axis_names="HW")
 
@@ -160,9 +187,12 @@ class DaliImageLoader:
             size = np.full((len(hw), 2), s, np.int64)
         else:
             short, long = np.minimum(h, w), np.maximum(h, w)
-            new_long = (s * long) // short      # == int(s * long / short) for these magnitudes
-            size = np.where((w <= h)[:, None], np.stack([new_long, np.full_like(h, s)], 1),
-                            np.stack([np.full_like(h, s), new_long], 1))
+            new_long = (s * long) // short  # == int(s * long / short) for these magnitudes
+            size = np.where(
+                (w <= h)[:, None],
+                np.stack([new_long, np.full_like(h, s)], 1),
+                np.stack([np.full_like(h, s), new_long], 1),
+            )
         # Python's round() is half-to-even: the crop offset torchvision's CenterCrop uses.
         start = np.array([[round((a - s) / 2.0), round((b - s) / 2.0)] for a, b in size], np.int32).reshape(-1, 2)
         return size.astype(np.float32), start
@@ -228,20 +258,31 @@ class DaliImageLoader:
             big = (status == Status.ok) & (sizes[:, 0].astype(np.int64) * sizes[:, 1] > self.max_pixels)
             for i in np.flatnonzero(big):
                 status[i] = Status.too_large
-                reasons[i] = (f"{int(sizes[i, 1])}x{int(sizes[i, 0])} = {int(sizes[i, 0]) * int(sizes[i, 1]):,} "
-                              f"pixels > max_pixels {self.max_pixels:,}")
+                reasons[i] = (
+                    f"{int(sizes[i, 1])}x{int(sizes[i, 0])} = {int(sizes[i, 0]) * int(sizes[i, 1]):,} "
+                    f"pixels > max_pixels {self.max_pixels:,}"
+                )
         if self.validate == "full":
             cand = np.flatnonzero(status == Status.ok)
             if cand.size:
-                res = decode_images([blobs[i] for i in cand], mode="luma", device="cpu", target_size=1,
-                                    max_pixels=self.max_pixels, exif=False, fast=True,
-                                    num_threads=self.num_threads)
+                res = decode_images(
+                    [blobs[i] for i in cand],
+                    mode="luma",
+                    device="cpu",
+                    target_size=1,
+                    max_pixels=self.max_pixels,
+                    exif=False,
+                    fast=True,
+                    num_threads=self.num_threads,
+                )
                 for j in np.flatnonzero(~res.ok):
                     status[cand[j]] = int(res.status[j])
                     reasons[cand[j]] = res.errors[j]
         ok = np.flatnonzero(status == Status.ok)
-        rejected = [Rejected(offset + int(i), Status(int(status[i])).name, reasons[i] or Status(int(status[i])).name)
-                    for i in np.flatnonzero(status != Status.ok)]
+        rejected = [
+            Rejected(offset + int(i), Status(int(status[i])).name, reasons[i] or Status(int(status[i])).name)
+            for i in np.flatnonzero(status != Status.ok)
+        ]
         return ok, rejected, hw
 
     # -- public API ------------------------------------------------------------------------------------------
@@ -251,16 +292,16 @@ class DaliImageLoader:
         blobs = [b"" if b is None else b for b in blobs]
         if len(blobs) <= self.batch_size:
             return self._load_one(blobs, offset)
-        parts = [self._load_one(blobs[i:i + self.batch_size], offset + i)
-                 for i in range(0, len(blobs), self.batch_size)]
+        parts = [
+            self._load_one(blobs[i : i + self.batch_size], offset + i) for i in range(0, len(blobs), self.batch_size)
+        ]
         if self.device_id is None:
             pixels = np.concatenate([b.pixels for b in parts])
         else:
             import torch
 
             pixels = torch.cat([b.pixels for b in parts])
-        return LoadedBatch(pixels, np.concatenate([b.indices for b in parts]),
-                           [r for b in parts for r in b.rejected])
+        return LoadedBatch(pixels, np.concatenate([b.indices for b in parts]), [r for b in parts for r in b.rejected])
 
     def _load_one(self, blobs: list, offset: int) -> LoadedBatch:
         self.stats["batches"] += 1
@@ -272,8 +313,10 @@ class DaliImageLoader:
             return LoadedBatch(pixels, (ok + offset).astype(np.int64), rejected)
         except Exception as exc:  # noqa: BLE001 - DALI raises RuntimeError/IndexError; any failure takes the same way out
             self.stats["dali_failures"] += 1
-            log.warning("DALI failed on a batch (%s); quarantining per sample with the native decoder",
-                        str(exc).strip().splitlines()[-1][:200] if str(exc).strip() else type(exc).__name__)
+            log.warning(
+                "DALI failed on a batch (%s); quarantining per sample with the native decoder",
+                str(exc).strip().splitlines()[-1][:200] if str(exc).strip() else type(exc).__name__,
+            )
         native = self._native.load([blobs[i] for i in ok], 0)
         rejected += [Rejected(offset + int(ok[r.index]), r.status, r.reason) for r in native.rejected]
         good = ok[native.indices]

@@ -1,5 +1,6 @@
 """ClipModel: a loaded CLIP model with the preprocessing bound to its weights, embedding uint8 pixels and
 captions into L2-normalised vectors."""
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -76,21 +77,22 @@ class ClipModel:
             raise TypeError(f"pixels must be a numpy array or torch tensor, got {type(pixels).__name__}")
         s = self.preprocess.image_size
         if src.dtype != torch.uint8 or src.ndim != 4 or tuple(src.shape[1:]) != (s, s, 3):
-            raise ValueError(f"{self.name}: pixels must be uint8 [n, {s}, {s}, 3], got {src.dtype} "
-                             f"{tuple(src.shape)}; resize them with the model's preprocess "
-                             f"({self.preprocess.resize_mode}, {self.preprocess.interpolation}) first")
+            raise ValueError(
+                f"{self.name}: pixels must be uint8 [n, {s}, {s}, 3], got {src.dtype} "
+                f"{tuple(src.shape)}; resize them with the model's preprocess "
+                f"({self.preprocess.resize_mode}, {self.preprocess.interpolation}) first"
+            )
         outs = []
         pin = as_numpy and self.device.startswith("cuda")
         with torch.inference_mode():
             for i in range(0, src.shape[0], batch_size):
-                chunk = src[i:i + batch_size]
+                chunk = src[i : i + batch_size]
                 if pin:
                     chunk = chunk.pin_memory()
                 chunk = chunk.to(self.device, non_blocking=True)
                 x = self.preprocess.normalize(chunk, dtype=self.dtype)
                 outs.append(self._finish(self.model.encode_image(x)))
-            out = torch.cat(outs) if outs else torch.empty((0, self.embed_dim), dtype=self.dtype,
-                                                           device=self.device)
+            out = torch.cat(outs) if outs else torch.empty((0, self.embed_dim), dtype=self.dtype, device=self.device)
         return _to_numpy(out) if as_numpy else out
 
     def embed_texts(self, texts: Sequence[str], batch_size: int = 1024) -> np.ndarray:
@@ -106,7 +108,7 @@ class ClipModel:
         outs = []
         with torch.inference_mode():
             for i in range(0, len(texts), batch_size):
-                tokens = self.tokenizer(texts[i:i + batch_size]).to(self.device, non_blocking=True)
+                tokens = self.tokenizer(texts[i : i + batch_size]).to(self.device, non_blocking=True)
                 outs.append(self._finish(self.model.encode_text(tokens)))
             out = torch.cat(outs) if outs else torch.empty((0, self.embed_dim), dtype=self.dtype)
         return _to_numpy(out)
@@ -137,12 +139,14 @@ def embed_encoded_images(clip: ClipModel, blobs, loader=None, batch_size: int | 
     if loader is None:
         loader = NativeImageLoader(clip.preprocess, batch_size=batch_size or 256)
     elif loader.preprocess != clip.preprocess:
-        raise ValueError(f"loader preprocessing {loader.preprocess} differs from {clip.name}'s "
-                         f"{clip.preprocess}: the embeddings would not match the weights")
+        raise ValueError(
+            f"loader preprocessing {loader.preprocess} differs from {clip.name}'s "
+            f"{clip.preprocess}: the embeddings would not match the weights"
+        )
     embs, idx, rejected = [], [], []
     for b in loader.iter_batches(blobs):
         if len(b.indices):
-            e = clip.embed_images(b.pixels)   # a device tensor when the loader (DALI) left pixels there
+            e = clip.embed_images(b.pixels)  # a device tensor when the loader (DALI) left pixels there
             embs.append(e if isinstance(e, np.ndarray) else _to_numpy(e))
             idx.append(b.indices)
         rejected.extend(b.rejected)

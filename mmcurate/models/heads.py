@@ -42,6 +42,7 @@ its activation and output cannot be read from the keys.
 
 Importing this module does not import torch.
 """
+
 from __future__ import annotations
 
 import re
@@ -60,8 +61,7 @@ _GENERIC_FORMATS = tuple(f"mlp:{a}:{o}" for a in _ACTIVATIONS for o in _OUTPUTS)
 _KERAS_EPSILON = 1e-7
 
 # Which CLIP image towers produce an embedding of a given width (for dimension-mismatch messages).
-CLIP_MODELS_BY_DIM = {512: "ViT-B-32 / ViT-B-16", 768: "ViT-L-14", 1024: "ViT-H-14 / ViT-g-14",
-                      1280: "ViT-bigG-14"}
+CLIP_MODELS_BY_DIM = {512: "ViT-B-32 / ViT-B-16", 768: "ViT-L-14", 1024: "ViT-H-14 / ViT-g-14", 1280: "ViT-bigG-14"}
 
 
 class HeadFormatError(ValueError):
@@ -83,23 +83,36 @@ def models_for_dim(d: int) -> str:
 @dataclass(frozen=True)
 class _Format:
     name: str
-    role: str | None               # what the LAION file scores: "nsfw" | "aesthetic" | None (generic)
-    linears: tuple[str, ...]       # key prefixes of the Linear layers, in order ("" = top-level weight/bias)
+    role: str | None  # what the LAION file scores: "nsfw" | "aesthetic" | None (generic)
+    linears: tuple[str, ...]  # key prefixes of the Linear layers, in order ("" = top-level weight/bias)
     widths: tuple[int, ...] | None  # out width of each Linear (None: any, chained, last 1)
-    relu_after: tuple[bool, ...]   # ReLU after Linear k (never after the last)
-    output: str                    # "raw" | "sigmoid"
-    normalize: bool = False        # norm.mean / norm.variance applied first
+    relu_after: tuple[bool, ...]  # ReLU after Linear k (never after the last)
+    output: str  # "raw" | "sigmoid"
+    normalize: bool = False  # norm.mean / norm.variance applied first
     source: str = ""
 
 
-_LINEAR = _Format("linear", "aesthetic", ("",), (1,), (False,), "raw",
-                  source="LAION aesthetic predictor v1 (sa_0_4_vit_*_linear.pth)")
-_AESTHETIC_MLP = _Format("aesthetic-mlp", "aesthetic", tuple(f"layers.{i}" for i in (0, 2, 4, 6, 7)),
-                         (1024, 128, 64, 16, 1), (False,) * 5, "raw",
-                         source="LAION improved-aesthetic-predictor v2 (sac+logos+ava1-l14-linearMSE.pth)")
-_NSFW_H14 = _Format("nsfw-h14", "nsfw", tuple(f"layers.{i}" for i in (0, 3, 6, 9, 12, 15, 16)),
-                    (1024, 2048, 1024, 256, 128, 16, 1), (True,) * 5 + (False,) * 2, "raw",
-                    source="LAION CLIP-based-NSFW-Detector h14_nsfw.pth")
+_LINEAR = _Format(
+    "linear", "aesthetic", ("",), (1,), (False,), "raw", source="LAION aesthetic predictor v1 (sa_0_4_vit_*_linear.pth)"
+)
+_AESTHETIC_MLP = _Format(
+    "aesthetic-mlp",
+    "aesthetic",
+    tuple(f"layers.{i}" for i in (0, 2, 4, 6, 7)),
+    (1024, 128, 64, 16, 1),
+    (False,) * 5,
+    "raw",
+    source="LAION improved-aesthetic-predictor v2 (sac+logos+ava1-l14-linearMSE.pth)",
+)
+_NSFW_H14 = _Format(
+    "nsfw-h14",
+    "nsfw",
+    tuple(f"layers.{i}" for i in (0, 3, 6, 9, 12, 15, 16)),
+    (1024, 2048, 1024, 256, 128, 16, 1),
+    (True,) * 5 + (False,) * 2,
+    "raw",
+    source="LAION CLIP-based-NSFW-Detector h14_nsfw.pth",
+)
 _KNOWN = {f.name: f for f in (_LINEAR, _AESTHETIC_MLP, _NSFW_H14)}
 AUTOKERAS = "nsfw-autokeras"
 KNOWN_FORMATS = ("linear", "aesthetic-mlp", "nsfw-h14", AUTOKERAS, "mlp:<relu|none>:<raw|sigmoid>")
@@ -110,16 +123,24 @@ _AUTOKERAS_KEY = re.compile(r"^linear_(\d+)\.(weight|bias)$")
 
 
 def _autokeras_format(n_linears: int) -> _Format:
-    return _Format(AUTOKERAS, "nsfw", tuple(f"linear_{k}" for k in range(1, n_linears + 1)), None,
-                   (True,) * (n_linears - 1) + (False,), "sigmoid", normalize=True,
-                   source="LAION CLIP-based-NSFW-Detector autokeras port (clip_ViT-*_openai_binary_nsfw_head.pth)")
+    return _Format(
+        AUTOKERAS,
+        "nsfw",
+        tuple(f"linear_{k}" for k in range(1, n_linears + 1)),
+        None,
+        (True,) * (n_linears - 1) + (False,),
+        "sigmoid",
+        normalize=True,
+        source="LAION CLIP-based-NSFW-Detector autokeras port (clip_ViT-*_openai_binary_nsfw_head.pth)",
+    )
 
 
 def _generic_format(name: str, indices: list[int]) -> _Format:
     _, activation, output = name.split(":")
     n = len(indices)
-    return _Format(name, None, tuple(f"layers.{i}" for i in indices), None,
-                   (activation == "relu",) * (n - 1) + (False,), output)
+    return _Format(
+        name, None, tuple(f"layers.{i}" for i in indices), None, (activation == "relu",) * (n - 1) + (False,), output
+    )
 
 
 def check_format(format: str) -> str:
@@ -129,8 +150,9 @@ def check_format(format: str) -> str:
     if format == "auto" or format in _KNOWN or format == AUTOKERAS or format in _GENERIC_FORMATS:
         return format
     if format == "mlp" or format.startswith("mlp:"):
-        raise ValueError(f"format {format!r}: a generic MLP names its activation and output, one of "
-                         f"{', '.join(_GENERIC_FORMATS)}")
+        raise ValueError(
+            f"format {format!r}: a generic MLP names its activation and output, one of {', '.join(_GENERIC_FORMATS)}"
+        )
     raise ValueError(f"unknown head format {format!r}; valid: auto, {', '.join(KNOWN_FORMATS)}")
 
 
@@ -139,21 +161,26 @@ def check_format(format: str) -> str:
 
 
 def _keras_help(path: Path) -> str:
-    return (f"{path} is a Keras SavedModel (LAION's clip_autokeras_*.zip NSFW detector), which cannot be read "
-            "without TensorFlow. Convert it once to a PyTorch state dict (LAION ships the converted heads as "
-            "models/clip_ViT-L-14_openai_binary_nsfw_head.pth and clip_ViT-B-32_openai_binary_nsfw_head.pth, "
-            "made by its convert_heads_to_pytorch.py) and load that with format 'nsfw-autokeras'. The keys: "
-            "the Normalization layer's mean and variance -> norm.mean, norm.variance [d]; the k-th Dense "
-            "layer's kernel [in, out] transposed -> linear_k.weight [out, in], its bias -> linear_k.bias")
+    return (
+        f"{path} is a Keras SavedModel (LAION's clip_autokeras_*.zip NSFW detector), which cannot be read "
+        "without TensorFlow. Convert it once to a PyTorch state dict (LAION ships the converted heads as "
+        "models/clip_ViT-L-14_openai_binary_nsfw_head.pth and clip_ViT-B-32_openai_binary_nsfw_head.pth, "
+        "made by its convert_heads_to_pytorch.py) and load that with format 'nsfw-autokeras'. The keys: "
+        "the Normalization layer's mean and variance -> norm.mean, norm.variance [d]; the k-th Dense "
+        "layer's kernel [in, out] transposed -> linear_k.weight [out, in], its bias -> linear_k.bias"
+    )
 
 
 def _read_state_dict(path: Path) -> dict:
-    if path.suffix.lower() == ".zip" or (path.is_dir() and ((path / "saved_model.pb").exists()
-                                                             or (path / "keras_metadata.pb").exists())):
+    if path.suffix.lower() == ".zip" or (
+        path.is_dir() and ((path / "saved_model.pb").exists() or (path / "keras_metadata.pb").exists())
+    ):
         raise HeadFormatError(_keras_help(path))
     if path.is_dir():
-        raise HeadFormatError(f"head weights {path} is a directory; pass the weight file "
-                              f"({', '.join(_TORCH_SUFFIXES)} or {_SAFETENSORS_SUFFIX})")
+        raise HeadFormatError(
+            f"head weights {path} is a directory; pass the weight file "
+            f"({', '.join(_TORCH_SUFFIXES)} or {_SAFETENSORS_SUFFIX})"
+        )
     if not path.exists():
         raise HeadWeightsNotFoundError(f"head weights not found: {path}")
     suffix = path.suffix.lower()
@@ -173,24 +200,29 @@ def _read_state_dict(path: Path) -> dict:
         try:
             obj = torch.load(str(path), map_location="cpu", weights_only=True)
         except pickle.UnpicklingError as exc:
-            raise HeadFormatError(f"cannot read {path} as a torch state dict: torch.load(weights_only=True) "
-                                  "refuses it (a pickled nn.Module or other object, or not a torch file); "
-                                  "save model.state_dict() instead") from exc
+            raise HeadFormatError(
+                f"cannot read {path} as a torch state dict: torch.load(weights_only=True) "
+                "refuses it (a pickled nn.Module or other object, or not a torch file); "
+                "save model.state_dict() instead"
+            ) from exc
         except (RuntimeError, EOFError, OSError, ValueError) as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise HeadFormatError(f"cannot read {path} as a torch state dict: {first}") from exc
         if not isinstance(obj, dict):
-            raise HeadFormatError(f"{path} holds a {type(obj).__name__}, not a state dict "
-                                  "(save model.state_dict())")
+            raise HeadFormatError(f"{path} holds a {type(obj).__name__}, not a state dict (save model.state_dict())")
         if isinstance(obj.get("state_dict"), dict):
-            raise HeadFormatError(f"{path} is a training checkpoint with a nested 'state_dict'; save "
-                                  "checkpoint['state_dict'] (the head's own keys) as the weight file")
+            raise HeadFormatError(
+                f"{path} is a training checkpoint with a nested 'state_dict'; save "
+                "checkpoint['state_dict'] (the head's own keys) as the weight file"
+            )
         bad = sorted(str(k) for k, v in obj.items() if not isinstance(v, torch.Tensor))
         if bad:
             raise HeadFormatError(f"{path}: entries {bad[:8]} are not tensors; a head file is a state dict")
         return dict(obj)
-    raise HeadFormatError(f"head weights {path}: unsupported file type {path.suffix or '(none)'!r}; use "
-                          f"{', '.join(_TORCH_SUFFIXES)} (torch state dict) or {_SAFETENSORS_SUFFIX}")
+    raise HeadFormatError(
+        f"head weights {path}: unsupported file type {path.suffix or '(none)'!r}; use "
+        f"{', '.join(_TORCH_SUFFIXES)} (torch state dict) or {_SAFETENSORS_SUFFIX}"
+    )
 
 
 def _keys_text(keys) -> str:
@@ -232,15 +264,23 @@ def _spec_for(format: str, keys: set, path: Path) -> _Format:
         return _KNOWN[format]
     if format == AUTOKERAS:
         idx = _layer_indices(keys - {"norm.mean", "norm.variance"}, _AUTOKERAS_KEY)
-        if not {"norm.mean", "norm.variance"} <= keys or idx is None or idx != list(range(1, len(idx) + 1)) \
-                or len(idx) < 2:
-            raise HeadFormatError(f"{path} is not an nsfw-autokeras head: expected norm.mean, norm.variance and "
-                                  f"linear_1..linear_K (K >= 2) weight/bias, found keys {_keys_text(keys)}")
+        if (
+            not {"norm.mean", "norm.variance"} <= keys
+            or idx is None
+            or idx != list(range(1, len(idx) + 1))
+            or len(idx) < 2
+        ):
+            raise HeadFormatError(
+                f"{path} is not an nsfw-autokeras head: expected norm.mean, norm.variance and "
+                f"linear_1..linear_K (K >= 2) weight/bias, found keys {_keys_text(keys)}"
+            )
         return _autokeras_format(len(idx))
     idx = _layer_indices(keys, _LAYER_KEY)
     if idx is None:
-        raise HeadFormatError(f"{path} is not a {format} head: expected only layers.N.weight / layers.N.bias "
-                              f"(an nn.Sequential of Linear layers), found keys {_keys_text(keys)}")
+        raise HeadFormatError(
+            f"{path} is not a {format} head: expected only layers.N.weight / layers.N.bias "
+            f"(an nn.Sequential of Linear layers), found keys {_keys_text(keys)}"
+        )
     return _generic_format(format, idx)
 
 
@@ -259,10 +299,12 @@ def _build_layers(spec: _Format, sd: dict, path: Path):
     keys = set(sd)
     if keys != expected:
         missing, extra = sorted(expected - keys), sorted(keys - expected)
-        raise HeadFormatError(f"{path} does not match format {spec.name!r} ({spec.source or 'generic MLP'}): "
-                              + (f"missing {missing}" if missing else "")
-                              + ("; " if missing and extra else "")
-                              + (f"unexpected {_keys_text(extra)}" if extra else ""))
+        raise HeadFormatError(
+            f"{path} does not match format {spec.name!r} ({spec.source or 'generic MLP'}): "
+            + (f"missing {missing}" if missing else "")
+            + ("; " if missing and extra else "")
+            + (f"unexpected {_keys_text(extra)}" if extra else "")
+        )
     for k, v in sd.items():
         if not v.is_floating_point():
             raise HeadFormatError(f"{path}: {k} has dtype {v.dtype}; head weights are floating point")
@@ -276,15 +318,19 @@ def _build_layers(spec: _Format, sd: dict, path: Path):
             raise HeadFormatError(f"{path}: {wk} has shape {list(w.shape)}; a Linear weight is [out, in]")
         out_dim, in_dim = w.shape
         if tuple(b.shape) != (out_dim,):
-            raise HeadFormatError(f"{path}: {bk} has shape {list(b.shape)}, expected [{out_dim}] to match "
-                                  f"{wk} {list(w.shape)}")
+            raise HeadFormatError(
+                f"{path}: {bk} has shape {list(b.shape)}, expected [{out_dim}] to match {wk} {list(w.shape)}"
+            )
         if prev_out is not None and in_dim != prev_out:
-            raise HeadFormatError(f"{path}: {label} takes {in_dim} inputs but the layer before it gives "
-                                  f"{prev_out} ({wk} {list(w.shape)})")
+            raise HeadFormatError(
+                f"{path}: {label} takes {in_dim} inputs but the layer before it gives {prev_out} ({wk} {list(w.shape)})"
+            )
         if spec.widths is not None and out_dim != spec.widths[k]:
-            raise HeadFormatError(f"{path}: {label} gives {out_dim} outputs; format {spec.name!r} "
-                                  f"({spec.source}) has {spec.widths[k]} there ({wk} {list(w.shape)}); another "
-                                  "nn.Sequential of Linear layers is format 'mlp:<relu|none>:<raw|sigmoid>'")
+            raise HeadFormatError(
+                f"{path}: {label} gives {out_dim} outputs; format {spec.name!r} "
+                f"({spec.source}) has {spec.widths[k]} there ({wk} {list(w.shape)}); another "
+                "nn.Sequential of Linear layers is format 'mlp:<relu|none>:<raw|sigmoid>'"
+            )
         layers.append((label, w.contiguous(), b.contiguous()))
         prev_out = out_dim
     if prev_out != 1:
@@ -332,15 +378,19 @@ class EmbeddingHead:
         return [self.in_dim] + [int(w.shape[0]) for _, w, _ in self._layers]
 
     def __repr__(self) -> str:
-        return (f"EmbeddingHead({self.format}, {'->'.join(map(str, self.widths))}, output={self.output}, "
-                f"device={self.device!r}, path={str(self.path)!r})")
+        return (
+            f"EmbeddingHead({self.format}, {'->'.join(map(str, self.widths))}, output={self.output}, "
+            f"device={self.device!r}, path={str(self.path)!r})"
+        )
 
     def check_dim(self, d: int) -> None:
         """Raises ValueError when embeddings of width ``d`` cannot go through this head."""
         if int(d) != self.in_dim:
-            raise ValueError(f"head {self.path.name} ({self.format}) takes {self.in_dim}-d embeddings "
-                             f"({models_for_dim(self.in_dim)}), but the embeddings are {int(d)}-d "
-                             f"({models_for_dim(d)}); use the head trained for the CLIP model that made them")
+            raise ValueError(
+                f"head {self.path.name} ({self.format}) takes {self.in_dim}-d embeddings "
+                f"({models_for_dim(self.in_dim)}), but the embeddings are {int(d)}-d "
+                f"({models_for_dim(d)}); use the head trained for the CLIP model that made them"
+            )
 
     def __call__(self, embeddings, batch_size: int = 8192) -> np.ndarray:
         import torch
@@ -353,7 +403,7 @@ class EmbeddingHead:
         last = len(self._layers) - 1
         with torch.inference_mode():
             for start in range(0, x.shape[0], batch_size):
-                h = torch.from_numpy(np.ascontiguousarray(x[start:start + batch_size])).to(self.device)
+                h = torch.from_numpy(np.ascontiguousarray(x[start : start + batch_size])).to(self.device)
                 h = h.float()
                 if self._norm is not None:
                     h = (h - self._norm[0]) / self._norm[1]
@@ -363,7 +413,7 @@ class EmbeddingHead:
                         h = torch.relu(h)
                 if self.output == "sigmoid":
                     h = torch.sigmoid(h)
-                out[start:start + h.shape[0]] = h[:, 0].cpu().numpy()
+                out[start : start + h.shape[0]] = h[:, 0].cpu().numpy()
         return out
 
 
@@ -385,9 +435,11 @@ def load_head(path, format: str = "auto", device: str = "cpu") -> EmbeddingHead:
     if format == "auto":
         detected = _detect(keys)
         if detected is None:
-            raise HeadFormatError(f"cannot tell the head format of {path} from its keys {_keys_text(keys)}; "
-                                  f"known formats: {', '.join(KNOWN_FORMATS)} (a generic nn.Sequential of "
-                                  f"Linear layers keyed layers.N needs format 'mlp:<relu|none>:<raw|sigmoid>')")
+            raise HeadFormatError(
+                f"cannot tell the head format of {path} from its keys {_keys_text(keys)}; "
+                f"known formats: {', '.join(KNOWN_FORMATS)} (a generic nn.Sequential of "
+                f"Linear layers keyed layers.N needs format 'mlp:<relu|none>:<raw|sigmoid>')"
+            )
         format = detected
     spec = _spec_for(format, keys, path)
     layers, norm = _build_layers(spec, sd, path)

@@ -6,6 +6,7 @@ Checkpoints are read with safetensors or torch.load(weights_only=True) only. A c
 or preprocessing disagrees with the registry entry is refused (open_clip #1068: a checkpoint loaded by path
 silently took the default preprocessing).
 """
+
 from __future__ import annotations
 
 import json
@@ -17,8 +18,16 @@ from mmcurate.device import choose_device
 from mmcurate.models.preprocess import Preprocess
 from mmcurate.models.registry import ModelEntry, ensure_open_clip_config, entries, get_entry
 
-__all__ = ["load_clip", "resolve_weights", "save_weights", "WeightsNotFoundError", "WeightsMismatchError",
-           "resolve_torch_device", "resolve_precision", "RANDOM"]
+__all__ = [
+    "load_clip",
+    "resolve_weights",
+    "save_weights",
+    "WeightsNotFoundError",
+    "WeightsMismatchError",
+    "resolve_torch_device",
+    "resolve_precision",
+    "RANDOM",
+]
 
 RANDOM = "random"
 #: safetensors metadata keys that record what a checkpoint is (written by save_weights).
@@ -37,17 +46,20 @@ class WeightsMismatchError(ValueError):
 
 # -- device and precision --------------------------------------------------------------------------------
 def resolve_torch_device(device: str = "auto") -> str:
-    """"auto" -> "cuda" when torch sees a GPU, else "cpu"; "cuda" / "cuda:N" as given, an error without a GPU
+    """ "auto" -> "cuda" when torch sees a GPU, else "cpu"; "cuda" / "cuda:N" as given, an error without a GPU
     (the rule is mmcurate.device's)."""
     import torch
 
-    return choose_device(device, torch.cuda.is_available,
-                         lambda: f"device={device!r} but torch sees no CUDA device; use device='cpu' or 'auto'",
-                         allow_index=True)
+    return choose_device(
+        device,
+        torch.cuda.is_available,
+        lambda: f"device={device!r} but torch sees no CUDA device; use device='cpu' or 'auto'",
+        allow_index=True,
+    )
 
 
 def resolve_precision(precision: str, device: str) -> str:
-    """"auto": fp16 on a GPU (CLIP inference loses nothing measurable), fp32 on the CPU (fp16 is slow there)."""
+    """ "auto": fp16 on a GPU (CLIP inference loses nothing measurable), fp32 on the CPU (fp16 is slow there)."""
     if precision == "auto":
         return "fp16" if device.startswith("cuda") else "fp32"
     if precision not in _PRECISIONS:
@@ -64,8 +76,15 @@ def _hf_cached(repo: str, filename: str, cache_dir) -> Path | None:
     try:
         from huggingface_hub import try_to_load_from_cache
     except ImportError:  # no hub client: look in the standard layout ourselves
-        root = Path(cache_dir) if cache_dir else Path(os.environ.get(
-            "HF_HUB_CACHE", Path(os.environ.get("HF_HOME", "~/.cache/huggingface")).expanduser() / "hub"))
+        root = (
+            Path(cache_dir)
+            if cache_dir
+            else Path(
+                os.environ.get(
+                    "HF_HUB_CACHE", Path(os.environ.get("HF_HOME", "~/.cache/huggingface")).expanduser() / "hub"
+                )
+            )
+        )
         hits = sorted((root / f"models--{repo.replace('/', '--')}" / "snapshots").glob(f"*/{filename}"))
         return hits[-1] if hits else None
     hit = try_to_load_from_cache(repo, filename, cache_dir=str(cache_dir) if cache_dir else None)
@@ -78,8 +97,17 @@ def _cache_candidates(entry: ModelEntry, cache_dir) -> list[Path]:
     if entry.hf_hub:
         root = cache_dir or os.environ.get("HF_HUB_CACHE") or "~/.cache/huggingface/hub"
         for f in entry.files:
-            places.append(("hf", Path(os.path.expanduser(str(root))) /
-                           f"models--{entry.hf_hub.replace('/', '--')}" / "snapshots" / "*" / f, f))
+            places.append(
+                (
+                    "hf",
+                    Path(os.path.expanduser(str(root)))
+                    / f"models--{entry.hf_hub.replace('/', '--')}"
+                    / "snapshots"
+                    / "*"
+                    / f,
+                    f,
+                )
+            )
     flat = [Path(cache_dir)] if cache_dir else []
     if entry.url_file:
         flat.append(_default_clip_cache())
@@ -97,14 +125,17 @@ def _find_in_dir(entry: ModelEntry, d: Path) -> Path:
     if len(found) == 1:
         return found[0]
     if not found:
-        raise WeightsNotFoundError(f"no checkpoint in {d}: expected one of {entry.weight_file_names()} "
-                                   f"(or a single {'/'.join(_CHECKPOINT_SUFFIXES)} file)")
-    raise WeightsNotFoundError(f"several checkpoints in {d} ({[p.name for p in found]}) and none named "
-                               f"{entry.weight_file_names()}: pass the file itself as weights=")
+        raise WeightsNotFoundError(
+            f"no checkpoint in {d}: expected one of {entry.weight_file_names()} "
+            f"(or a single {'/'.join(_CHECKPOINT_SUFFIXES)} file)"
+        )
+    raise WeightsNotFoundError(
+        f"several checkpoints in {d} ({[p.name for p in found]}) and none named "
+        f"{entry.weight_file_names()}: pass the file itself as weights="
+    )
 
 
-def resolve_weights(entry: str | ModelEntry, weights=None, cache_dir=None,
-                    allow_download: bool = False) -> Path | None:
+def resolve_weights(entry: str | ModelEntry, weights=None, cache_dir=None, allow_download: bool = False) -> Path | None:
     """The checkpoint file to load, or None for weights="random"."""
     entry = get_entry(entry)
     if isinstance(weights, str) and weights == RANDOM:
@@ -125,15 +156,20 @@ def resolve_weights(entry: str | ModelEntry, weights=None, cache_dir=None,
             return pattern
     if allow_download:
         return _download(entry, cache_dir)
-    checked = sorted({str(p) for _, p, _ in _cache_candidates(entry, cache_dir)}) or ["(no cache location: "
-                                                                                       "pass cache_dir=)"]
+    checked = sorted({str(p) for _, p, _ in _cache_candidates(entry, cache_dir)}) or [
+        "(no cache location: pass cache_dir=)"
+    ]
     hub = f" from hf-hub {entry.hf_hub}" if entry.hf_hub else (f" from {entry.url}" if entry.url else "")
-    how = (f"pass allow_download=True to fetch them{hub}, " if (entry.hf_hub or entry.url) else
-           "this architecture has no released weights, ")
+    how = (
+        f"pass allow_download=True to fetch them{hub}, "
+        if (entry.hf_hub or entry.url)
+        else "this architecture has no released weights, "
+    )
     raise WeightsNotFoundError(
         f"no weights for CLIP model {entry.name!r}: expected a file named one of {entry.weight_file_names()}. "
         f"Checked: {checked}. Pass weights='/path/to/{entry.weight_file_names()[0]}' (or a directory holding it), "
-        f"or {how}or weights='random' for a randomly initialised model (tests only).")
+        f"or {how}or weights='random' for a randomly initialised model (tests only)."
+    )
 
 
 def _download(entry: ModelEntry, cache_dir) -> Path:
@@ -162,12 +198,14 @@ def check_provenance(entry: ModelEntry, path: Path) -> None:
     """Refuse a checkpoint that records (or is stored under the name of) other weights than the entry's."""
     meta = _safetensors_metadata(path)
     if META_ARCH in meta and meta[META_ARCH] != entry.arch:
-        raise WeightsMismatchError(f"{path} holds architecture {meta[META_ARCH]!r}, registry entry "
-                                   f"{entry.name!r} is {entry.arch!r}")
+        raise WeightsMismatchError(
+            f"{path} holds architecture {meta[META_ARCH]!r}, registry entry {entry.name!r} is {entry.arch!r}"
+        )
     if META_TAG in meta and (meta[META_TAG] or None) != entry.pretrained:
         raise WeightsMismatchError(
             f"{path} holds weights for tag {meta[META_TAG]!r} but registry entry {entry.name!r} is tag "
-            f"{entry.pretrained!r}, whose preprocessing may differ; load it as '{entry.arch}/{meta[META_TAG]}'")
+            f"{entry.pretrained!r}, whose preprocessing may differ; load it as '{entry.arch}/{meta[META_TAG]}'"
+        )
     if META_PREPROCESS in meta:
         diff = entry.preprocess.differences(Preprocess.from_dict(json.loads(meta[META_PREPROCESS])))
         if diff:
@@ -180,20 +218,24 @@ def check_provenance(entry: ModelEntry, path: Path) -> None:
         if pp:
             diff = entry.preprocess.differences(Preprocess.from_open_clip(pp))
             if diff:
-                raise WeightsMismatchError(f"{oc_cfg} states other preprocessing than registry entry "
-                                           f"{entry.name!r}: {diff}")
+                raise WeightsMismatchError(
+                    f"{oc_cfg} states other preprocessing than registry entry {entry.name!r}: {diff}"
+                )
         dim = cfg.get("model_cfg", {}).get("embed_dim")
         if dim is not None and int(dim) != entry.embed_dim:
-            raise WeightsMismatchError(f"{oc_cfg} has embed_dim {dim}, registry entry {entry.name!r} has "
-                                       f"{entry.embed_dim}")
+            raise WeightsMismatchError(
+                f"{oc_cfg} has embed_dim {dim}, registry entry {entry.name!r} has {entry.embed_dim}"
+            )
     where = str(path)
     for other in entries():
         if other.arch != entry.arch or other.pretrained == entry.pretrained:
             continue
         marks = [m for m in (other.hf_hub and f"models--{other.hf_hub.replace('/', '--')}", other.url_file) if m]
         if any(m in where for m in marks):
-            raise WeightsMismatchError(f"{path} is the checkpoint of {other.name!r}, not of {entry.name!r}; "
-                                       f"load it as {other.name!r} so its own preprocessing is used")
+            raise WeightsMismatchError(
+                f"{path} is the checkpoint of {other.name!r}, not of {entry.name!r}; "
+                f"load it as {other.name!r} so its own preprocessing is used"
+            )
 
 
 # -- building -----------------------------------------------------------------------------------------
@@ -214,18 +256,28 @@ def _build(entry: ModelEntry, device: str, precision: str, seed: int):
     model.eval()
     out_dim = model.visual.output_dim if hasattr(model.visual, "output_dim") else None
     if out_dim is not None and out_dim != entry.embed_dim:
-        raise ValueError(f"registry entry {entry.name!r} says embed_dim {entry.embed_dim}, the {arch} model "
-                         f"outputs {out_dim}")
+        raise ValueError(
+            f"registry entry {entry.name!r} says embed_dim {entry.embed_dim}, the {arch} model outputs {out_dim}"
+        )
     size = model.visual.image_size
     size = size[0] if isinstance(size, (tuple, list)) else size
     if size != entry.preprocess.image_size:
-        raise ValueError(f"registry entry {entry.name!r} preprocesses to {entry.preprocess.image_size}, "
-                         f"the {arch} model takes {size}")
+        raise ValueError(
+            f"registry entry {entry.name!r} preprocesses to {entry.preprocess.image_size}, "
+            f"the {arch} model takes {size}"
+        )
     return model
 
 
-def load_clip(name: str | ModelEntry, weights=None, cache_dir=None, allow_download: bool = False,
-              device: str = "auto", precision: str = "auto", seed: int = 0):
+def load_clip(
+    name: str | ModelEntry,
+    weights=None,
+    cache_dir=None,
+    allow_download: bool = False,
+    device: str = "auto",
+    precision: str = "auto",
+    seed: int = 0,
+):
     """Build the registry model `name` and load its weights -> :class:`mmcurate.models.ClipModel`.
 
     weights: a checkpoint file (.safetensors, .bin, .pt, .pth), a directory holding one, None (look in
@@ -247,8 +299,9 @@ def load_clip(name: str | ModelEntry, weights=None, cache_dir=None, allow_downlo
         try:
             open_clip.factory.load_checkpoint(model, str(path), strict=True, weights_only=True, device="cpu")
         except RuntimeError as e:
-            raise WeightsMismatchError(f"{path} does not fit {entry.name!r} ({entry.arch}"
-                                       f"{', QuickGELU' if entry.quick_gelu else ''}): {e}") from e
+            raise WeightsMismatchError(
+                f"{path} does not fit {entry.name!r} ({entry.arch}{', QuickGELU' if entry.quick_gelu else ''}): {e}"
+            ) from e
     dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[prec]
     return ClipModel(model, entry, device=dev, dtype=dtype, weights=path)
 
@@ -262,8 +315,11 @@ def save_weights(clip, path) -> Path:
     if path.suffix != ".safetensors":
         raise ValueError(f"save_weights writes .safetensors files, got {path.name!r}")
     state = {k: v.detach().to("cpu").contiguous() for k, v in clip.model.state_dict().items()}
-    meta = {META_ARCH: clip.entry.arch, META_TAG: clip.entry.pretrained or "",
-            META_PREPROCESS: json.dumps(clip.preprocess.to_dict())}
+    meta = {
+        META_ARCH: clip.entry.arch,
+        META_TAG: clip.entry.pretrained or "",
+        META_PREPROCESS: json.dumps(clip.preprocess.to_dict()),
+    }
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     save_file(state, str(tmp), metadata=meta)

@@ -4,6 +4,7 @@ Geometry (resize + crop) happens on the host or in the decoder on uint8 pixels; 
 ((x/255 - mean) / std) happens on the model's device, so pixels cross PCIe as bytes.
 torch is imported only inside the functions that need it.
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
@@ -39,8 +40,11 @@ class Preprocess:
     resize_mode: str = "shortest"
 
     def __post_init__(self):
-        if not isinstance(self.image_size, (int, np.integer)) or isinstance(self.image_size, bool) \
-                or self.image_size <= 0:
+        if (
+            not isinstance(self.image_size, (int, np.integer))
+            or isinstance(self.image_size, bool)
+            or self.image_size <= 0
+        ):
             raise ValueError(f"image_size must be a positive int, got {self.image_size!r}")
         object.__setattr__(self, "image_size", int(self.image_size))
         object.__setattr__(self, "mean", _triple("mean", self.mean))
@@ -73,12 +77,22 @@ class Preprocess:
             if len(size) != 2 or size[0] != size[1]:
                 raise ValueError(f"only square model inputs are supported, got size={size!r}")
             size = size[0]
-        return cls(image_size=int(size), mean=cfg.get("mean", cls.mean), std=cfg.get("std", cls.std),
-                   interpolation=cfg.get("interpolation", "bicubic"), resize_mode=cfg.get("resize_mode", "shortest"))
+        return cls(
+            image_size=int(size),
+            mean=cfg.get("mean", cls.mean),
+            std=cfg.get("std", cls.std),
+            interpolation=cfg.get("interpolation", "bicubic"),
+            resize_mode=cfg.get("resize_mode", "shortest"),
+        )
 
     def to_open_clip(self) -> dict:
-        return {"size": self.image_size, "mean": self.mean, "std": self.std,
-                "interpolation": self.interpolation, "resize_mode": self.resize_mode}
+        return {
+            "size": self.image_size,
+            "mean": self.mean,
+            "std": self.std,
+            "interpolation": self.interpolation,
+            "resize_mode": self.resize_mode,
+        }
 
     def differences(self, other: Preprocess, atol: float = 1e-6) -> list[str]:
         """Human-readable list of the fields where two configs disagree (empty when they match)."""
@@ -103,8 +117,10 @@ class Preprocess:
             raise TypeError(f"normalize takes a torch tensor, got {type(pixels).__name__}")
         s = self.image_size
         if pixels.dtype != torch.uint8 or pixels.ndim != 4 or tuple(pixels.shape[1:]) != (s, s, 3):
-            raise ValueError(f"pixels must be uint8 [n, {s}, {s}, 3] (resized and cropped to image_size), "
-                             f"got {pixels.dtype} {tuple(pixels.shape)}")
+            raise ValueError(
+                f"pixels must be uint8 [n, {s}, {s}, 3] (resized and cropped to image_size), "
+                f"got {pixels.dtype} {tuple(pixels.shape)}"
+            )
         mean = torch.tensor(self.mean, dtype=torch.float32, device=pixels.device).view(1, 3, 1, 1)
         std = torch.tensor(self.std, dtype=torch.float32, device=pixels.device).view(1, 3, 1, 1)
         x = pixels.permute(0, 3, 1, 2).to(torch.float32).div_(255.0).sub_(mean).div_(std)

@@ -1,5 +1,6 @@
 """The CLIP model registry: registry.json entries binding an open_clip architecture, a pretrained tag, the
 embedding size, where the weights live, and the preprocessing those weights were trained with."""
+
 from __future__ import annotations
 
 import json
@@ -16,15 +17,15 @@ REGISTRY_PATH = Path(__file__).with_name("registry.json")
 
 @dataclass(frozen=True)
 class ModelEntry:
-    name: str                      # "arch/tag", or the arch for a config without released weights
-    arch: str                      # open_clip architecture (model config name)
-    pretrained: str | None      # open_clip pretrained tag; None for architectures without released weights
+    name: str  # "arch/tag", or the arch for a config without released weights
+    arch: str  # open_clip architecture (model config name)
+    pretrained: str | None  # open_clip pretrained tag; None for architectures without released weights
     embed_dim: int
     preprocess: Preprocess
-    quick_gelu: bool = False       # OpenAI-trained weights need QuickGELU (open_clip's "-quickgelu" configs)
-    hf_hub: str | None = None   # "org/repo" on the Hugging Face hub
-    url: str | None = None      # direct download URL (open_clip caches these under ~/.cache/clip)
-    files: tuple = ()              # weight file names in preference order
+    quick_gelu: bool = False  # OpenAI-trained weights need QuickGELU (open_clip's "-quickgelu" configs)
+    hf_hub: str | None = None  # "org/repo" on the Hugging Face hub
+    url: str | None = None  # direct download URL (open_clip caches these under ~/.cache/clip)
+    files: tuple = ()  # weight file names in preference order
     config: Path | None = None  # our own open_clip JSON model config (custom architectures)
     default: bool = False
 
@@ -50,10 +51,17 @@ def _parse(raw: dict, base: Path) -> ModelEntry:
         raise ValueError(f"registry entry {raw['name']!r} has unknown keys {sorted(unknown)}")
     cfg = raw.get("config")
     return ModelEntry(
-        name=raw["name"], arch=raw["arch"], pretrained=raw["pretrained"], embed_dim=int(raw["embed_dim"]),
-        preprocess=Preprocess.from_dict(raw["preprocess"]), quick_gelu=bool(raw.get("quick_gelu", False)),
-        hf_hub=raw.get("hf_hub"), url=raw.get("url"), files=tuple(raw.get("files", ())),
-        config=(base / cfg) if cfg else None, default=bool(raw.get("default", False)),
+        name=raw["name"],
+        arch=raw["arch"],
+        pretrained=raw["pretrained"],
+        embed_dim=int(raw["embed_dim"]),
+        preprocess=Preprocess.from_dict(raw["preprocess"]),
+        quick_gelu=bool(raw.get("quick_gelu", False)),
+        hf_hub=raw.get("hf_hub"),
+        url=raw.get("url"),
+        files=tuple(raw.get("files", ())),
+        config=(base / cfg) if cfg else None,
+        default=bool(raw.get("default", False)),
     )
 
 
@@ -92,8 +100,9 @@ def get_entry(name: str) -> ModelEntry:
     for e in entries():
         if e.arch == name and e.default:
             return e
-    raise KeyError(f"unknown CLIP model {name!r}; known: {list_models()} (a bare architecture name selects its "
-                   "default entry)")
+    raise KeyError(
+        f"unknown CLIP model {name!r}; known: {list_models()} (a bare architecture name selects its default entry)"
+    )
 
 
 def ensure_open_clip_config(entry: ModelEntry) -> str:
@@ -103,8 +112,10 @@ def ensure_open_clip_config(entry: ModelEntry) -> str:
 
     if entry.config is not None and entry.arch not in open_clip.list_models():
         if entry.config.stem != entry.arch:
-            raise ValueError(f"config file {entry.config} must be named {entry.arch}.json (open_clip names "
-                             "architectures after their file)")
+            raise ValueError(
+                f"config file {entry.config} must be named {entry.arch}.json (open_clip names "
+                "architectures after their file)"
+            )
         open_clip.add_model_config(entry.config)
     arch = f"{entry.arch}-quickgelu" if entry.quick_gelu else entry.arch
     if arch not in open_clip.list_models():

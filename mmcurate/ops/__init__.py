@@ -2,6 +2,7 @@
 
 Names resolve lazily to their area module, so importing mmcurate.ops loads no native code.
 """
+
 from __future__ import annotations
 
 from mmcurate._lazy import lazy_exports
@@ -31,4 +32,4 @@ _EXPORTS = {
     "resolve_device": "mmcurate.ops._device",
 }
 
-__getattr__, __dir__, __all__ = lazy_exports('mmcurate.ops', globals(), _EXPORTS)
+__getattr__, __dir__, __all__ = lazy_exports("mmcurate.ops", globals(), _EXPORTS)

@@ -9,6 +9,7 @@ Inputs may be host arrays (uploaded), :class:`mmcurate._C.DeviceArray`, or any G
 GPU are ``DeviceArray`` objects, which torch/CuPy take without a copy (``torch.from_dlpack(a)``,
 ``cupy.asarray(a)``); ``.numpy()`` copies one to the host.
 """
+
 from __future__ import annotations
 
 import functools
@@ -95,8 +96,16 @@ def hamming_knn(codes, k: int, queries=None, *, stream: int | None = None):
 _warned_no_nvjpeg = False
 
 
-def decode_images(blobs, mode: str, target_size, max_pixels: int, exif: bool, *, stream: int | None = None,
-                  num_threads: int | None = None):
+def decode_images(
+    blobs,
+    mode: str,
+    target_size,
+    max_pixels: int,
+    exif: bool,
+    *,
+    stream: int | None = None,
+    num_threads: int | None = None,
+):
     """GPU twin of ops.decode_images: a DecodeResult whose images are DeviceArrays (H, W, C) uint8.
 
     JPEGs are decoded by nvJPEG; other formats, JPEGs nvJPEG does not support (CMYK, 12-bit, ...) and any
@@ -112,11 +121,24 @@ def decode_images(blobs, mode: str, target_size, max_pixels: int, exif: bool, *,
     info = nvjpeg_info()
     if not info["loaded"] and not _warned_no_nvjpeg and native().cuda_device_count() > 0:
         _warned_no_nvjpeg = True
-        warnings.warn(f"nvJPEG unavailable ({info['error'].splitlines()[0]}): device='cuda' decodes on the CPU "
-                      "and uploads the pixels", RuntimeWarning, stacklevel=3)
+        warnings.warn(
+            f"nvJPEG unavailable ({info['error'].splitlines()[0]}): device='cuda' decodes on the CPU "
+            "and uploads the pixels",
+            RuntimeWarning,
+            stacklevel=3,
+        )
     images, status, errors, formats, sizes, orientation, _on_gpu = call_native(
-        native().cuda_decode_images, blobs, _DECODE_MODES[mode], min_w, min_h, check_max_pixels(max_pixels),
-        bool(exif), False, stream, check_threads(num_threads))
+        native().cuda_decode_images,
+        blobs,
+        _DECODE_MODES[mode],
+        min_w,
+        min_h,
+        check_max_pixels(max_pixels),
+        bool(exif),
+        False,
+        stream,
+        check_threads(num_threads),
+    )
     ok = status == 0
     return DecodeResult(
         list(images),
@@ -136,8 +158,7 @@ def _size_hw(size) -> tuple[int, int]:
     return int(size), int(size)
 
 
-def resize_images(images, size, interpolation: str = "bicubic", mode: str = "shortest", *,
-                  stream: int | None = None):
+def resize_images(images, size, interpolation: str = "bicubic", mode: str = "shortest", *, stream: int | None = None):
     """GPU twin of ops.resize_images, bit-exact with it: uint8 (n, h, w, c).
 
     images: one (N, H, W[, C]) array or a list of (H, W[, C]) arrays of any sizes, on the host or the GPU.
@@ -149,8 +170,9 @@ def resize_images(images, size, interpolation: str = "bicubic", mode: str = "sho
     h, w = _size_hw(size)
     if isinstance(images, (list, tuple)) and len(images) == 0:
         return np.empty((0, h, w, 3), dtype=np.uint8)
-    out, inputs_were_host = native().cuda_resize_images(images, h, w, _INTERPOLATIONS[interpolation],
-                                                        _RESIZE_MODES[mode], stream)
+    out, inputs_were_host = native().cuda_resize_images(
+        images, h, w, _INTERPOLATIONS[interpolation], _RESIZE_MODES[mode], stream
+    )
     return out.numpy() if inputs_were_host else out
 
 
@@ -163,8 +185,15 @@ def hash_images(images, kind: str, *, stream: int | None = None) -> np.ndarray:
     return native().cuda_hash_images(images, kind, stream)
 
 
-def phash_bytes(blobs, exact: bool = True, *, exif: bool = True, stream: int | None = None,
-                num_threads: int | None = None, with_errors: bool = False):
+def phash_bytes(
+    blobs,
+    exact: bool = True,
+    *,
+    exif: bool = True,
+    stream: int | None = None,
+    num_threads: int | None = None,
+    with_errors: bool = False,
+):
     """GPU twin of ops.phash_bytes: (codes np.uint64[n], status np.int8[n]), plus the decoder's error
     messages (None where ok) with with_errors=True.
 
@@ -172,8 +201,9 @@ def phash_bytes(blobs, exact: bool = True, *, exif: bool = True, stream: int | N
     decoder's; codes of nvJPEG-decoded JPEGs are within a few bits of the CPU's (nvJPEG's IDCT and colour
     conversion are not libjpeg's), codes of CPU-decoded samples (PNG, WebP, CMYK JPEG, ...) are equal."""
     nvjpeg_info()
-    codes, status, errors = call_native(native().cuda_phash_bytes, blobs, bool(exact), bool(exif), stream,
-                                        check_threads(num_threads))
+    codes, status, errors = call_native(
+        native().cuda_phash_bytes, blobs, bool(exact), bool(exif), stream, check_threads(num_threads)
+    )
     if with_errors:
         return codes, status, [e if s != 0 else None for e, s in zip(errors, status)]
     return codes, status

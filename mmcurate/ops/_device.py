@@ -1,4 +1,5 @@
 """Device resolution for the native kernels, done at call time (never at import or construction)."""
+
 from __future__ import annotations
 
 from mmcurate._native import build_info, cuda_device_count, native
@@ -8,9 +9,11 @@ from mmcurate.device import choose_device
 
 def _no_cuda() -> str:
     if not native().native_build_info()["cuda"]:
-        return ("device='cuda' requested but mmcurate._C was built without CUDA kernels. Rebuild with nvcc on PATH "
-                "and MMCURATE_CUDA=1 (the default): "
-                "`pip install nvidia-nvjpeg && pip install -e . --no-build-isolation`.")
+        return (
+            "device='cuda' requested but mmcurate._C was built without CUDA kernels. Rebuild with nvcc on PATH "
+            "and MMCURATE_CUDA=1 (the default): "
+            "`pip install nvidia-nvjpeg && pip install -e . --no-build-isolation`."
+        )
     return "device='cuda' requested but no CUDA GPU is visible (check nvidia-smi / CUDA_VISIBLE_DEVICES)"
 
 

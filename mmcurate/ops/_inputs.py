@@ -1,4 +1,5 @@
 """Input normalisation shared by the ops: misuse raises here, with a message naming the argument."""
+
 from __future__ import annotations
 
 import numbers
@@ -9,8 +10,8 @@ import numpy as np
 #: Most threads one kernel call may ask for (csrc/include/mmcurate/parallel.h kMaxThreads).
 MAX_THREADS = 1024
 #: Largest value of the native int / int64_t parameters.
-INT32_MAX = 2 ** 31 - 1
-INT64_MAX = 2 ** 63 - 1
+INT32_MAX = 2**31 - 1
+INT64_MAX = 2**63 - 1
 
 
 def check_int(value, name: str, lo: int, hi: int) -> int:

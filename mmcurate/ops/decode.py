@@ -5,6 +5,7 @@ CPU decoding goes through libjpeg-turbo / libpng / libwebp in the native core an
 ``.convert("L")`` (after ``ImageOps.exif_transpose`` when ``exif=True``). The format is sniffed from
 the magic bytes, never from a file name.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -65,8 +66,10 @@ def _parse_target_size(target_size) -> tuple[int, int]:
         return 0, 0
     if isinstance(target_size, (int, np.integer)) and not isinstance(target_size, bool):
         h = w = int(target_size)
-    elif isinstance(target_size, (tuple, list)) and len(target_size) == 2 and all(
-        isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in target_size
+    elif (
+        isinstance(target_size, (tuple, list))
+        and len(target_size) == 2
+        and all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in target_size)
     ):
         h, w = (int(v) for v in target_size)
     else:

@@ -9,6 +9,7 @@ Codes are accepted as
     included) yields the same pairs and neighbours.
 Anything else (floats, other integer widths, object arrays) raises ``TypeError``.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -49,6 +50,7 @@ def hamming_distance(a, b) -> np.ndarray:
 
     Accepts uint64/int64 arrays or scalars of any shape (no (n, 8) byte form here: broadcasting would be
     ambiguous)."""
+
     def codes_of(x, name):
         x = np.asarray(x)
         if x.dtype == np.int64:
@@ -60,8 +62,9 @@ def hamming_distance(a, b) -> np.ndarray:
     return np.bitwise_count(codes_of(a, "a") ^ codes_of(b, "b")).astype(np.uint8, copy=False)
 
 
-def hamming_pairs(codes, max_distance: int, device: str = "auto", num_threads: int | None = None,
-                  method: str = "auto") -> tuple[np.ndarray, np.ndarray]:
+def hamming_pairs(
+    codes, max_distance: int, device: str = "auto", num_threads: int | None = None, method: str = "auto"
+) -> tuple[np.ndarray, np.ndarray]:
     """All pairs ``i < j`` with ``popcount(codes[i] ^ codes[j]) <= max_distance`` (0..64), exactly once.
 
     Returns ``(pairs, distances)``: ``pairs`` is ``np.int64[m, 2]`` sorted by (i, j) and ``distances`` is
@@ -95,8 +98,9 @@ def hamming_join_plan(n_unique: int, max_distance: int, method: str = "auto") ->
     return dict(native().hamming_join_plan(n, r, method))
 
 
-def hamming_knn(codes, k: int, queries=None, device: str = "auto",
-                num_threads: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+def hamming_knn(
+    codes, k: int, queries=None, device: str = "auto", num_threads: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Exact k nearest neighbours in Hamming distance.
 
     ``queries=None`` searches every code against the others (a code is never its own neighbour; an

@@ -7,6 +7,7 @@ significant bit. One documented exception for pHash: scipy's DCT (pocketfft) and
 (constant or exactly symmetric images). Our result is deterministic there. wHash replicates
 PyWavelets' floating-point operation order and has no such exception.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -81,8 +82,14 @@ class PhashBytesResult:
         return f"PhashBytesResult(n={len(self.codes)}, failed={int(np.count_nonzero(self.status))})"
 
 
-def phash_bytes(blobs, exact: bool = True, device: str = "auto", exif: bool = True,
-                num_threads=None, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> PhashBytesResult:
+def phash_bytes(
+    blobs,
+    exact: bool = True,
+    device: str = "auto",
+    exif: bool = True,
+    num_threads=None,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+) -> PhashBytesResult:
     """Decode and pHash encoded images (JPEG, PNG, WebP) in one pass; pixels never reach Python.
 
     exact=True: full Pillow-exact decode to L, so codes equal
@@ -104,11 +111,12 @@ def phash_bytes(blobs, exact: bool = True, device: str = "auto", exif: bool = Tr
         from mmcurate.ops import _cuda
 
         if limit != DEFAULT_MAX_PIXELS:
-            raise ValueError("phash_bytes(device='cuda') uses the decoder's default max_pixels; "
-                             "pass device='cpu' for another limit")
-        codes, status, errors = _cuda.phash_bytes(items, bool(exact), exif=bool(exif), num_threads=num_threads,
-                                                  with_errors=True)
+            raise ValueError(
+                "phash_bytes(device='cuda') uses the decoder's default max_pixels; pass device='cpu' for another limit"
+            )
+        codes, status, errors = _cuda.phash_bytes(
+            items, bool(exact), exif=bool(exif), num_threads=num_threads, with_errors=True
+        )
         return PhashBytesResult(codes, status, errors)
-    codes, status, errors = call_native(native().phash_bytes, items, bool(exact), bool(exif), threads,
-                                        max_pixels=limit)
+    codes, status, errors = call_native(native().phash_bytes, items, bool(exact), bool(exif), threads, max_pixels=limit)
     return PhashBytesResult(codes, status, [e if e else None for e in errors])

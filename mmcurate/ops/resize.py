@@ -6,6 +6,7 @@ followed by ``CenterCrop(size)``; only the cropped pixels are computed, and they
 the full resize followed by the crop. 2- and 4-channel inputs are LA / RGBA: like Pillow, colour is
 premultiplied by alpha while filtering (except for "nearest").
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -56,8 +57,9 @@ def _native_ready(a: np.ndarray) -> np.ndarray:
     return a
 
 
-def resize_images(images, size, interpolation: str = "bicubic", mode: str = "shortest", device: str = "auto",
-                  num_threads=None) -> np.ndarray:
+def resize_images(
+    images, size, interpolation: str = "bicubic", mode: str = "shortest", device: str = "auto", num_threads=None
+) -> np.ndarray:
     """Resize decoded images to one size; returns uint8 ``(n, h, w, c)``.
 
     images: a list of uint8 arrays (H, W) or (H, W, C), sizes may differ, or one (N, H, W, C) array.
@@ -83,10 +85,13 @@ def resize_images(images, size, interpolation: str = "bicubic", mode: str = "sho
         return np.empty((0, size_h, size_w, 3), dtype=np.uint8)
     channels = {_channels(a) for a in imgs}
     if len(channels) > 1:
-        raise ValueError(f"images must all have the same number of channels, got {sorted(channels)}; "
-                         "convert them first (e.g. to_gray, or drop alpha)")
-    return call_native(native().resize_images, imgs, size_h, size_w, INTERPOLATIONS[interpolation], MODES[mode],
-                       threads)
+        raise ValueError(
+            f"images must all have the same number of channels, got {sorted(channels)}; "
+            "convert them first (e.g. to_gray, or drop alpha)"
+        )
+    return call_native(
+        native().resize_images, imgs, size_h, size_w, INTERPOLATIONS[interpolation], MODES[mode], threads
+    )
 
 
 def to_gray(images):

@@ -1,4 +1,5 @@
 """Per-sample status codes shared by decode and hash ops (mirrors csrc/include/mmcurate/status.h)."""
+
 from enum import IntEnum
 
 

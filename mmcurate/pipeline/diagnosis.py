@@ -1,6 +1,7 @@
 """Warnings a finished run gives about itself: shards that could not be read to the end, and one reason that
 rejected most of the input — which nearly always means a setting, not the data (captions not found, images
 looked up in the wrong folder), so the warning names the setting that usually fixes it."""
+
 from __future__ import annotations
 
 #: A reason that rejects more than this share of the samples read gets a warning.
@@ -9,14 +10,14 @@ MAJORITY = 0.5
 #: reason -> what usually fixes it when it rejects most of a run.
 LIKELY_FIX = {
     "caption_missing": "the captions were not found: for an image folder pass input.options.captions (a "
-                       "CSV/JSONL of file names and captions), for shards check input.options.caption_ext",
+    "CSV/JSONL of file names and captions), for shards check input.options.caption_ext",
     "missing_image": "the images were not found: for LLaVA JSON set input.options.image_root to the folder the "
-                     "`image` paths are relative to; for shards check input.options.image_exts",
+    "`image` paths are relative to; for shards check input.options.image_exts",
     "path_outside_root": "the image paths point outside the input root: set input.options.image_root to their "
-                         "folder, or input.options.allow_outside_root: true if reading outside it is intended",
+    "folder, or input.options.allow_outside_root: true if reading outside it is intended",
     "not_a_file": "the image paths are not regular files: check input.path / input.options.image_root",
     "too_large": "raise input.options.max_image_bytes (reader) or the stage's max_pixels if these images are "
-                 "legitimate",
+    "legitimate",
     "corrupt": "most images do not decode: check that the input holds images (input.format, image_exts)",
     "unsupported": "most images are in a format the decoder does not read (JPEG, PNG, WebP are)",
     "bad_key": "most sample keys are unusable: check how the shards were written",
@@ -32,9 +33,11 @@ def run_warnings(manifest: dict) -> list[str]:
     errors = manifest.get("shard_errors") or []
     if errors:
         first = errors[0]
-        out.append(f"{len(errors)} input shard(s) could not be read to the end; the samples before the damage "
-                   f"were curated (e.g. {first['shard']}: {first['detail']}); see manifest.json shard_errors, "
-                   f"or set run.on_shard_error: fail to stop on them")
+        out.append(
+            f"{len(errors)} input shard(s) could not be read to the end; the samples before the damage "
+            f"were curated (e.g. {first['shard']}: {first['detail']}); see manifest.json shard_errors, "
+            f"or set run.on_shard_error: fail to stop on them"
+        )
     read = manifest.get("counts", {}).get("read", 0)
     if read:
         for stage in manifest.get("stages", []):

@@ -15,6 +15,7 @@ Memory is bounded by one batch per worker plus the metadata of the survivors (ne
 A run killed at any point and re-run with resume=True skips finished shards and ends with the same
 outputs as an uninterrupted run. Accounting (kept + rejected == read) is checked per shard and per run.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -63,8 +64,8 @@ MANIFEST_VERSION = 1
 # ---------------------------------------------------------------------------------------------
 @dataclasses.dataclass
 class StagePlan:
-    map_steps: list          # (stats name, MapStage) in recipe order; global stages contribute their map part
-    global_steps: list       # GlobalStage in recipe order
+    map_steps: list  # (stats name, MapStage) in recipe order; global stages contribute their map part
+    global_steps: list  # GlobalStage in recipe order
 
     @classmethod
     def from_stages(cls, stages) -> StagePlan:
@@ -130,8 +131,10 @@ def run_map_shard(recipe: Recipe, plan: StagePlan, shard_index: int, shard: str,
             res = stage.process(batch)
             st["seconds"] += time.perf_counter() - t
             if res.kept.num_rows + res.rejected.num_rows != batch.num_rows:
-                raise AccountingError(f"stage {name} on shard {shard}: {batch.num_rows} in, "
-                                      f"{res.kept.num_rows} kept + {res.rejected.num_rows} rejected")
+                raise AccountingError(
+                    f"stage {name} on shard {shard}: {batch.num_rows} in, "
+                    f"{res.kept.num_rows} kept + {res.rejected.num_rows} rejected"
+                )
             st["kept"] += res.kept.num_rows
             st["rejected"] += res.rejected.num_rows
             if res.rejected.num_rows:
@@ -144,8 +147,16 @@ def run_map_shard(recipe: Recipe, plan: StagePlan, shard_index: int, shard: str,
     return write_map_shard(work, shard_index, shard, kept_parts, reject_parts, n_read, t_read, stats)
 
 
-def write_map_shard(work: Path, shard_index: int, shard: str, kept_parts: list, reject_parts: list, n_read: int,
-                    t_read: float, stats: dict) -> dict:
+def write_map_shard(
+    work: Path,
+    shard_index: int,
+    shard: str,
+    kept_parts: list,
+    reject_parts: list,
+    n_read: int,
+    t_read: float,
+    stats: dict,
+) -> dict:
     """A shard's map-phase files: survivors' metadata (per-batch kept tables, in batch order), rejects (per batch,
     per step, in that order) and, last, the done record with the per-step counters. Shared by the executors, so
     what they leave in work/ is the same."""
@@ -154,19 +165,28 @@ def write_map_shard(work: Path, shard_index: int, shard: str, kept_parts: list, 
     survivors = _concat(kept_parts)
     rejects = pa.concat_tables(reject_parts) if reject_parts else REJECTS_SCHEMA.empty_table()
     if (survivors.num_rows if survivors is not None else 0) + rejects.num_rows != n_read:
-        raise AccountingError(f"shard {shard}: read {n_read}, survivors {survivors.num_rows if survivors else 0}, "
-                              f"rejected {rejects.num_rows}")
+        raise AccountingError(
+            f"shard {shard}: read {n_read}, survivors {survivors.num_rows if survivors else 0}, "
+            f"rejected {rejects.num_rows}"
+        )
     name = f"{shard_index:05d}"
-    files = {"meta": None}   # each file's size and rows, for resume to check (output_dir.check_done_record)
+    files = {"meta": None}  # each file's size and rows, for resume to check (output_dir.check_done_record)
     if survivors is not None:
         write_parquet_atomic(survivors, work / "meta" / f"{name}.parquet")
         files["meta"] = file_record(work / "meta" / f"{name}.parquet", survivors.num_rows)
     write_parquet_atomic(rejects, work / "rejects" / f"{name}.parquet")
     files["rejects"] = file_record(work / "rejects" / f"{name}.parquet", rejects.num_rows)
-    record = {"shard": shard, "index": shard_index, "read": n_read, "files": files,
-              "survivors": survivors.num_rows if survivors is not None else 0,
-              "rejected": rejects.num_rows, "read_seconds": t_read, "shard_errors": shard_errors(rejects),
-              "stages": {k: {**v, "reasons": dict(v["reasons"])} for k, v in stats.items()}}
+    record = {
+        "shard": shard,
+        "index": shard_index,
+        "read": n_read,
+        "files": files,
+        "survivors": survivors.num_rows if survivors is not None else 0,
+        "rejected": rejects.num_rows,
+        "read_seconds": t_read,
+        "shard_errors": shard_errors(rejects),
+        "stages": {k: {**v, "reasons": dict(v["reasons"])} for k, v in stats.items()},
+    }
     _atomic_json(work / "done" / f"{name}.json", record)  # last: its presence means the shard is complete
     return record
 
@@ -175,9 +195,11 @@ def _check_shard_errors(records: list[dict], policy: str):
     """run.on_shard_error: fail stops a run whose input had a shard that could not be read to its end."""
     errors = [e for r in records for e in r.get("shard_errors", [])]
     if errors and policy == "fail":
-        raise StageError(f"{len(errors)} input shard(s) could not be read to the end (run.on_shard_error: fail), "
-                         f"first: {errors[0]['detail']}; fix or remove the shard, or set run.on_shard_error: warn "
-                         f"to curate what can be read")
+        raise StageError(
+            f"{len(errors)} input shard(s) could not be read to the end (run.on_shard_error: fail), "
+            f"first: {errors[0]['detail']}; fix or remove the shard, or set run.on_shard_error: warn "
+            f"to curate what can be read"
+        )
 
 
 def _sample_ids(table: pa.Table) -> pa.Array:
@@ -211,8 +233,14 @@ def _json_default(o):
 # The executor
 # ---------------------------------------------------------------------------------------------
 class LocalExecutor:
-    def __init__(self, recipe: Recipe, resume: bool = False, overwrite: bool = False,
-                 progress: bool = True, keep_work: bool = False):
+    def __init__(
+        self,
+        recipe: Recipe,
+        resume: bool = False,
+        overwrite: bool = False,
+        progress: bool = True,
+        keep_work: bool = False,
+    ):
         self.recipe = recipe
         self.out = Path(recipe.output_path)
         self.work = self.out / WORK
@@ -220,7 +248,7 @@ class LocalExecutor:
         self.overwrite = overwrite
         self.progress = progress and sys.stderr.isatty() or progress == "always"
         self.keep_work = keep_work
-        self._lock = None   # output_dir.RunLock, held from before the first write to the end of the run
+        self._lock = None  # output_dir.RunLock, held from before the first write to the end of the run
 
     def _run_info(self) -> dict:
         """What the manifest's `run` records about the executor."""
@@ -245,7 +273,7 @@ class LocalExecutor:
         try:
             return self._run_locked(reader, shards, started, t_start)
         finally:
-            self._lock.release(cleanup=True)   # the lock file goes too (it stays only after a kill)
+            self._lock.release(cleanup=True)  # the lock file goes too (it stays only after a kill)
 
     def _run_locked(self, reader, shards: list[str], started: float, t_start: float) -> dict:
         self._check_or_write_run_record(shards)
@@ -262,15 +290,28 @@ class LocalExecutor:
         timings["global"] = time.perf_counter() - t
 
         t = time.perf_counter()
-        manifest = self._write_phase(reader, shards, records, plan, n_kept, global_stats, global_rejects,
-                                     duplicates, extra_cols, timings, started, t_start)
+        manifest = self._write_phase(
+            reader,
+            shards,
+            records,
+            plan,
+            n_kept,
+            global_stats,
+            global_rejects,
+            duplicates,
+            extra_cols,
+            timings,
+            started,
+            t_start,
+        )
         return manifest
 
     def _prepare_output_dir(self, shards: list[str]) -> dict | None:
         """Lock the output and make it ready (see pipeline.output_dir); the finished run's manifest when
         --resume finds this run already finished."""
-        self._lock, finished = prepare_output(self.out, resume=self.resume, overwrite=self.overwrite,
-                                              identity=self._recipe_identity(), shards=shards)
+        self._lock, finished = prepare_output(
+            self.out, resume=self.resume, overwrite=self.overwrite, identity=self._recipe_identity(), shards=shards
+        )
         return finished
 
     def _check_or_write_run_record(self, shards: list[str]):
@@ -280,8 +321,9 @@ class LocalExecutor:
         if path.exists():
             old = json.loads(path.read_text())
             if old != json.loads(json.dumps(record)):
-                raise StageError(f"{self.out} holds an unfinished run of a different recipe or input; "
-                                 f"use --overwrite to discard it")
+                raise StageError(
+                    f"{self.out} holds an unfinished run of a different recipe or input; use --overwrite to discard it"
+                )
         else:
             _atomic_json(path, record)
 
@@ -303,7 +345,7 @@ class LocalExecutor:
                     records[i] = rec
                     continue
                 log(f"resume: mapping shard {i} ({shard}) again: {why}")
-            forget_shard(self.work, i)   # no stale files of an earlier try
+            forget_shard(self.work, i)  # no stale files of an earlier try
             todo.append((i, shard))
         return records, todo
 
@@ -321,8 +363,9 @@ class LocalExecutor:
         else:
             threads = self.recipe.threads_per_worker or max(1, (os.cpu_count() or 1) // workers)
             ctx = get_context("spawn")
-            with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init,
-                                     initargs=(self.recipe.to_dict(), threads)) as pool:
+            with ProcessPoolExecutor(
+                workers, mp_context=ctx, initializer=_worker_init, initargs=(self.recipe.to_dict(), threads)
+            ) as pool:
                 pending = {pool.submit(_worker_run_shard, i, shard, str(self.work)) for i, shard in todo}
                 while pending:
                     finished, pending = wait(pending, return_when=FIRST_COMPLETED)
@@ -368,8 +411,21 @@ class LocalExecutor:
         return run_memory_global_phase(self.work, plan, n_shards)
 
     # -- phase 3 --------------------------------------------------------------------------------
-    def _write_phase(self, reader, shards, records, plan, n_kept, global_stats, global_rejects, duplicates,
-                     extra_cols, timings, started, t_start) -> dict:
+    def _write_phase(
+        self,
+        reader,
+        shards,
+        records,
+        plan,
+        n_kept,
+        global_stats,
+        global_rejects,
+        duplicates,
+        extra_cols,
+        timings,
+        started,
+        t_start,
+    ) -> dict:
         """Shard by shard: the survivors' metadata from _work/, minus the global rejects, joined with the
         global columns; the input shard re-read for the original bytes. Memory holds one shard."""
         from mmcurate.io import ShardWriter, sha256_file
@@ -377,8 +433,7 @@ class LocalExecutor:
 
         t = time.perf_counter()
         meta_files = [self.work / "meta" / f"{i:05d}.parquet" for i in range(len(shards))]
-        out_schema = _samples_schema([pq.read_schema(f) for f in meta_files if f.exists()],
-                                     extra_cols.schema_tables())
+        out_schema = _samples_schema([pq.read_schema(f) for f in meta_files if f.exists()], extra_cols.schema_tables())
         gone_ids = _sample_ids(global_rejects) if global_rejects.num_rows else None
 
         collector = _make_thumbnail_collector()
@@ -395,15 +450,18 @@ class LocalExecutor:
 
         def writer_for(split):
             if split not in writers:
-                writers[split] = ShardWriter(self.out, self.recipe.shard_size,
-                                             subdir=f"shards/{split}" if by_split else "shards")
+                writers[split] = ShardWriter(
+                    self.out, self.recipe.shard_size, subdir=f"shards/{split}" if by_split else "shards"
+                )
                 split_counts[split] = 0
             return writers[split]
 
         n_written = 0
         n_rejected = 0
-        with atomic_output(self.out / "samples.parquet") as samples_f, \
-                atomic_output(self.out / "rejects.parquet") as rejects_f:
+        with (
+            atomic_output(self.out / "samples.parquet") as samples_f,
+            atomic_output(self.out / "rejects.parquet") as rejects_f,
+        ):
             samples_pw = pq.ParquetWriter(samples_f, out_schema)
             rejects_pw = pq.ParquetWriter(rejects_f, REJECTS_SCHEMA)
             for i, shard in enumerate(shards):
@@ -423,8 +481,12 @@ class LocalExecutor:
                     meta = extra_cols.join(i, meta, rows)
                 kept_rows = {}
                 if meta is not None:
-                    kept_rows = {(s_, k): r for r, (k, s_) in enumerate(zip(meta.column("key").to_pylist(),
-                                                                          meta.column("source").to_pylist()))}
+                    kept_rows = {
+                        (s_, k): r
+                        for r, (k, s_) in enumerate(
+                            zip(meta.column("key").to_pylist(), meta.column("source").to_pylist())
+                        )
+                    }
                 rows_meta = _rows_for_output(meta) if meta is not None and meta.num_rows else {}
                 written, names = [], []  # this shard's kept rows and their output shards, in write order
                 splits = meta.column("split").to_pylist() if by_split and meta is not None else None
@@ -434,8 +496,9 @@ class LocalExecutor:
                     rows = [kept_rows.get((s_, k)) for k, s_ in zip(keys, srcs)]
                     idx = [j for j, r in enumerate(rows) if r is not None]
                     if collector is not None:
-                        self._offer_thumbnails(collector, batch, keys, srcs, rej, rej_keys, wanted_dup_keys,
-                                               global_rejects_by_source)
+                        self._offer_thumbnails(
+                            collector, batch, keys, srcs, rej, rej_keys, wanted_dup_keys, global_rejects_by_source
+                        )
                     groups: dict = {}
                     for j in idx:  # per split, keeping input order within each
                         groups.setdefault(splits[rows[j]] if splits else None, []).append(j)
@@ -445,14 +508,17 @@ class LocalExecutor:
                         w.write(_output_table(batch.take(js), rows_meta, sub_rows))
                         base = split_counts[split]
                         prefix = f"{split}/" if by_split else ""
-                        names += [prefix + w.shard_path(c // self.recipe.shard_size).name
-                                  for c in range(base, base + len(js))]
+                        names += [
+                            prefix + w.shard_path(c // self.recipe.shard_size).name for c in range(base, base + len(js))
+                        ]
                         split_counts[split] = base + len(js)
                         written += sub_rows
                 n_meta = meta.num_rows if meta is not None else 0
                 if len(written) != n_meta:
-                    raise AccountingError(f"shard {shard}: {n_meta} samples kept but {len(written)} found again "
-                                          f"in the input (was the input changed during the run?)")
+                    raise AccountingError(
+                        f"shard {shard}: {n_meta} samples kept but {len(written)} found again "
+                        f"in the input (was the input changed during the run?)"
+                    )
                 if written:
                     samples_pw.write_table(_samples_table(meta.take(written), names, out_schema))
                     n_written += len(written)
@@ -490,15 +556,23 @@ class LocalExecutor:
                 "python": sys.version.split()[0],
                 **self._run_info(),
             },
-            "counts": {"read": read, "kept": n_written, "rejected": n_rejected,
-                       "accounting_ok": read == n_written + n_rejected},
+            "counts": {
+                "read": read,
+                "kept": n_written,
+                "rejected": n_rejected,
+                "accounting_ok": read == n_written + n_rejected,
+            },
             "stages": stage_stats,
             "timings_s": {k: round(v, 3) for k, v in timings.items()},
-            "inputs": [{"shard": s_, "samples": r["read"],
-                        "sha256": sha256_file(s_) if os.path.isfile(s_) else None} for s_, r in zip(shards, records)],
+            "inputs": [
+                {"shard": s_, "samples": r["read"], "sha256": sha256_file(s_) if os.path.isfile(s_) else None}
+                for s_, r in zip(shards, records)
+            ],
             "outputs": [{"path": os.path.relpath(p, self.out), "samples": n, "sha256": h} for p, n, h in shard_files]
-                       + [{"path": name, "sha256": sha256_file(self.out / name)}
-                          for name in ("samples.parquet", "rejects.parquet", "duplicates.parquet")],
+            + [
+                {"path": name, "sha256": sha256_file(self.out / name)}
+                for name in ("samples.parquet", "rejects.parquet", "duplicates.parquet")
+            ],
             "shard_errors": [e for r in records for e in r.get("shard_errors", [])],
         }
         manifest["warnings"] = run_warnings(manifest)
@@ -553,15 +627,29 @@ class LocalExecutor:
         out = []
         for name, _ in plan.map_steps:
             m = merged[name]
-            out.append({"name": name, "kind": "map", **{k: m[k] for k in ("in", "kept", "rejected")},
-                        "seconds": round(m["seconds"], 4), "reasons": dict(m["reasons"]),
-                        "samples_per_s": round(m["in"] / m["seconds"], 1) if m["seconds"] else None})
+            out.append(
+                {
+                    "name": name,
+                    "kind": "map",
+                    **{k: m[k] for k in ("in", "kept", "rejected")},
+                    "seconds": round(m["seconds"], 4),
+                    "reasons": dict(m["reasons"]),
+                    "samples_per_s": round(m["in"] / m["seconds"], 1) if m["seconds"] else None,
+                }
+            )
         for name, g in global_stats.items():
-            out.append({"name": name, "kind": "global", "mode": g.get("mode", "memory"),
-                        **{k: g[k] for k in ("in", "kept", "rejected")},
-                        "seconds": round(g["seconds"], 4), "reasons": dict(g["reasons"]),
-                        "stats": g.get("stats", {}),
-                        "samples_per_s": round(g["in"] / g["seconds"], 1) if g["seconds"] else None})
+            out.append(
+                {
+                    "name": name,
+                    "kind": "global",
+                    "mode": g.get("mode", "memory"),
+                    **{k: g[k] for k in ("in", "kept", "rejected")},
+                    "seconds": round(g["seconds"], 4),
+                    "reasons": dict(g["reasons"]),
+                    "stats": g.get("stats", {}),
+                    "samples_per_s": round(g["in"] / g["seconds"], 1) if g["seconds"] else None,
+                }
+            )
         return out
 
 
@@ -574,9 +662,14 @@ _INPUT_COLUMNS = ("key", "source", "image", "image_ext", "caption", "meta")
 def _rows_for_output(samples: pa.Table) -> dict:
     """Per kept row: the cleaned caption and the JSON metadata written next to the image."""
     # Vectors (embeddings) stay in samples.parquet; the per-sample JSON gets scalars only.
-    derived = [c for c, t in zip(samples.column_names, samples.schema.types)
-               if c not in _INPUT_COLUMNS and not pa.types.is_list(t) and not pa.types.is_fixed_size_list(t)
-               and not pa.types.is_large_list(t)]
+    derived = [
+        c
+        for c, t in zip(samples.column_names, samples.schema.types)
+        if c not in _INPUT_COLUMNS
+        and not pa.types.is_list(t)
+        and not pa.types.is_fixed_size_list(t)
+        and not pa.types.is_large_list(t)
+    ]
     cols = {c: samples.column(c).to_pylist() for c in derived}
     captions = samples.column("caption").to_pylist() if "caption" in samples.column_names else [None] * samples.num_rows
     metas = samples.column("meta").to_pylist() if "meta" in samples.column_names else [None] * samples.num_rows
@@ -602,20 +695,25 @@ def _rows_for_output(samples: pa.Table) -> dict:
 
 
 def _output_table(batch: pa.Table, rows_meta: dict, rows: list[int]) -> pa.Table:
-    return pa.table({
-        "key": batch.column("key"),
-        "image": batch.column("image"),
-        "image_ext": batch.column("image_ext"),
-        "caption": pa.array([rows_meta["caption"][r] for r in rows], pa.string()),
-        "meta": pa.array([rows_meta["meta"][r] for r in rows], pa.string()),
-    })
+    return pa.table(
+        {
+            "key": batch.column("key"),
+            "image": batch.column("image"),
+            "image_ext": batch.column("image_ext"),
+            "caption": pa.array([rows_meta["caption"][r] for r in rows], pa.string()),
+            "meta": pa.array([rows_meta["meta"][r] for r in rows], pa.string()),
+        }
+    )
 
 
 def _samples_schema(meta_schemas: list, extras: list) -> pa.Schema:
     """samples.parquet's schema, fixed before the first shard is written: every shard's metadata columns
     (unified), the global steps' columns, pHash as 16-hex text, and the output shard."""
-    base = (pa.unify_schemas(meta_schemas, promote_options="permissive") if meta_schemas
-            else pa.schema([("key", pa.string()), ("source", pa.string())]))
+    base = (
+        pa.unify_schemas(meta_schemas, promote_options="permissive")
+        if meta_schemas
+        else pa.schema([("key", pa.string()), ("source", pa.string())])
+    )
     fields = []
     for f in base:
         if f.name == "image":
@@ -635,8 +733,9 @@ def _samples_table(meta: pa.Table, shard_names: list[str], schema: pa.Schema) ->
         elif f.name not in meta.column_names:
             cols[f.name] = pa.nulls(meta.num_rows, f.type)
         elif f.name == "phash":
-            cols["phash"] = pa.array([None if v is None else f"{int(v):016x}"
-                                      for v in meta.column("phash").to_pylist()], pa.string())
+            cols["phash"] = pa.array(
+                [None if v is None else f"{int(v):016x}" for v in meta.column("phash").to_pylist()], pa.string()
+            )
         else:
             cols[f.name] = meta.column(f.name).cast(f.type)
     return pa.table(cols, schema=schema)

@@ -11,6 +11,7 @@ A step computes its result either over the context's shards (``run_sharded(ctx)`
 context) or over one table of its columns for all survivors (``run(table)``, which ``run_in_memory`` calls
 and maps from keys to sample ids).
 """
+
 from __future__ import annotations
 
 import time
@@ -35,12 +36,12 @@ def new_stat() -> dict:
 @dataclass
 class GlobalPhaseResult:
     n_kept: int
-    stats: dict            # per global step: in, kept, rejected, seconds, reasons, mode, stats
-    rejects: pa.Table      # REJECTS_SCHEMA
-    duplicates: pa.Table   # DUPLICATES_OUTPUT_SCHEMA, representatives resolved
-    columns: object        # the added columns: schema_tables() and join(shard, meta, rows)
+    stats: dict  # per global step: in, kept, rejected, seconds, reasons, mode, stats
+    rejects: pa.Table  # REJECTS_SCHEMA
+    duplicates: pa.Table  # DUPLICATES_OUTPUT_SCHEMA, representatives resolved
+    columns: object  # the added columns: schema_tables() and join(shard, meta, rows)
 
-    def __iter__(self):    # n_kept, stats, rejects, duplicates, columns = result
+    def __iter__(self):  # n_kept, stats, rejects, duplicates, columns = result
         return iter((self.n_kept, self.stats, self.rejects, self.duplicates, self.columns))
 
 
@@ -58,11 +59,12 @@ def run_global_phase(ctx, plan) -> GlobalPhaseResult:
         if n_in:
             missing = [c for c in stage.requires if c not in ctx.column_names]
             if missing:
-                raise StageError(f"global stage {stage.name!r} needs column(s) {missing}, which no earlier "
-                                 f"stage produced")
+                raise StageError(
+                    f"global stage {stage.name!r} needs column(s) {missing}, which no earlier stage produced"
+                )
             if stage.runs_on_context:
                 res = stage.run(ctx)
-            else:   # a step not yet written over the context: run_sharded, else run(table) via run_in_memory
+            else:  # a step not yet written over the context: run_sharded, else run(table) via run_in_memory
                 res = stage.run_sharded(ctx) if ctx.sharded and hasattr(stage, "run_sharded") else None
             if res is not None:
                 st["mode"] = "sharded" if ctx.sharded else "memory"
@@ -85,12 +87,16 @@ def run_global_phase(ctx, plan) -> GlobalPhaseResult:
         st["kept"] = n_in - st["rejected"]
         st["seconds"] = time.perf_counter() - t
         if st["kept"] != ctx.n_alive:
-            raise AccountingError(f"global stage {stage.name}: {n_in} in, {st['rejected']} rejected, "
-                                  f"but {ctx.n_alive} survivors remain")
+            raise AccountingError(
+                f"global stage {stage.name}: {n_in} in, {st['rejected']} rejected, but {ctx.n_alive} survivors remain"
+            )
         global_stats[stage.name] = st
     global_rejects = pa.concat_tables(rejects) if rejects else REJECTS_SCHEMA.empty_table()
-    duplicates = (resolve_representatives(pa.concat_tables(dups), gone_keys=global_rejects.column("key")) if dups
-                  else DUPLICATES_OUTPUT_SCHEMA.empty_table())
+    duplicates = (
+        resolve_representatives(pa.concat_tables(dups), gone_keys=global_rejects.column("key"))
+        if dups
+        else DUPLICATES_OUTPUT_SCHEMA.empty_table()
+    )
     ctx.close()
     return GlobalPhaseResult(ctx.n_alive, global_stats, global_rejects, duplicates, ctx.added_columns())
 
@@ -100,8 +106,9 @@ def run_memory_global_phase(work, plan, n_shards: int) -> GlobalPhaseResult:
     return run_global_phase(MemoryGlobalContext.for_plan(work, n_shards, plan), plan)
 
 
-def run_sharded_global_phase(work, plan, n_shards: int, map_fn=map, parallelism: int = 1,
-                             tasks_see_gpu: bool = True) -> GlobalPhaseResult:
+def run_sharded_global_phase(
+    work, plan, n_shards: int, map_fn=map, parallelism: int = 1, tasks_see_gpu: bool = True
+) -> GlobalPhaseResult:
     """Sharded mode: tasks through ``map_fn`` (builtin map, a process pool's or Ray tasks)."""
     ctx = ShardedGlobalContext(work, n_shards, map_fn=map_fn, parallelism=parallelism, tasks_see_gpu=tasks_see_gpu)
     return run_global_phase(ctx, plan)
@@ -154,12 +161,17 @@ def resolve_representatives(dups: pa.Table, gone_keys) -> pa.Table:
 
     direct = dups.column("duplicate_of").to_pylist()
     resolved = pa.array([final(d) for d in direct], pa.string())
-    return pa.table({
-        "key": dups.column("key"), "duplicate_of": resolved,
-        "kind": dups.column("kind"), "distance": dups.column("distance"),
-        "via": pa.array([d if d != r else None for d, r in zip(direct, resolved.to_pylist())], pa.string()),
-        "representative_kept": pc.invert(pc.is_in(resolved, value_set=gone_keys)),
-    }, schema=DUPLICATES_OUTPUT_SCHEMA)
+    return pa.table(
+        {
+            "key": dups.column("key"),
+            "duplicate_of": resolved,
+            "kind": dups.column("kind"),
+            "distance": dups.column("distance"),
+            "via": pa.array([d if d != r else None for d, r in zip(direct, resolved.to_pylist())], pa.string()),
+            "representative_kept": pc.invert(pc.is_in(resolved, value_set=gone_keys)),
+        },
+        schema=DUPLICATES_OUTPUT_SCHEMA,
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -181,9 +193,17 @@ class MemoryGlobalContext:
                 have = set(pq.read_schema(f).names)
                 part = pq.read_table(f, columns=[c for c in needed if c in have])
                 parts.append(part.append_column(SAMPLE_ID, pa.array(make_ids(i, np.arange(part.num_rows)))))
-        self.table = (pa.concat_tables(parts, promote_options="permissive") if parts else
-                      pa.table({"key": pa.array([], pa.string()), "source": pa.array([], pa.string()),
-                                SAMPLE_ID: pa.array([], pa.int64())}))
+        self.table = (
+            pa.concat_tables(parts, promote_options="permissive")
+            if parts
+            else pa.table(
+                {
+                    "key": pa.array([], pa.string()),
+                    "source": pa.array([], pa.string()),
+                    SAMPLE_ID: pa.array([], pa.int64()),
+                }
+            )
+        )
         self._added: list[pa.Table] = []
         # what the steps' tasks get: in-process map, one partition
         self.map_fn = map
@@ -221,9 +241,11 @@ class MemoryGlobalContext:
         if pc.count_distinct(keys).as_py() != len(keys):
             counts = pc.value_counts(keys)
             repeated = [v["values"] for v in counts.to_pylist() if v["counts"] > 1][:5]
-            raise StageError(f"sample keys repeat across input shards (e.g. {repeated}); keys must be unique for "
-                             f"dedup to name its representatives. Rename the samples or curate the shards "
-                             f"separately.")
+            raise StageError(
+                f"sample keys repeat across input shards (e.g. {repeated}); keys must be unique for "
+                f"dedup to name its representatives. Rename the samples or curate the shards "
+                f"separately."
+            )
 
     def load(self, columns) -> pa.Table:
         return self.table.select([*dict.fromkeys(c for c in columns if c != SAMPLE_ID), SAMPLE_ID])
@@ -244,7 +266,7 @@ class MemoryGlobalContext:
         if ids.size > 1 and not (ids[1:] > ids[:-1]).all():
             ids = np.unique(ids)
         have = self.table.column(SAMPLE_ID).to_numpy()
-        if ids.size == have.size and np.array_equal(ids, have):   # every survivor (memory mode's candidates)
+        if ids.size == have.size and np.array_equal(ids, have):  # every survivor (memory mode's candidates)
             return self.load(columns)
         pos = np.searchsorted(have, ids)
         if pos.size and (pos.max() >= have.size or not np.array_equal(have[pos], ids)):

@@ -22,6 +22,7 @@ The driver never holds a column of all samples except where a stage says so: at 
 (ids of linked or kept samples, cluster labels; see each stage's run_sharded), never embeddings or all hashes.
 A step that falls back to memory holds its columns for all survivors, as memory mode does.
 """
+
 from __future__ import annotations
 
 import math
@@ -41,11 +42,11 @@ from mmcurate.curate.hashing import mix64
 from mmcurate.pipeline.stage import SAMPLE_ID, SHARD_SHIFT, AccountingError, StageError, id_rows, id_shards, make_ids
 
 GLOBAL_DIR = "global"
-ROW = "_row"                        # row in the shard's metadata file, in added-column files
-KEY_ROWS_PER_PARTITION = 1 << 22    # unique-key check: keys per partition task
-HAMMING_ENTRIES_PER_PARTITION = 1 << 23     # 17-byte entries per pigeonhole join task
+ROW = "_row"  # row in the shard's metadata file, in added-column files
+KEY_ROWS_PER_PARTITION = 1 << 22  # unique-key check: keys per partition task
+HAMMING_ENTRIES_PER_PARTITION = 1 << 23  # 17-byte entries per pigeonhole join task
 MAX_PARTITIONS = 1 << 14
-MAX_SHARD_ROWS = (1 << SHARD_SHIFT) - 1       # rows a survivor shard may have: the row part of a sample id
+MAX_SHARD_ROWS = (1 << SHARD_SHIFT) - 1  # rows a survivor shard may have: the row part of a sample id
 
 
 # ---------------------------------------------------------------------------------------------
@@ -75,13 +76,13 @@ def string_hash64(values) -> np.ndarray:
             item = np.dtype(off_type).itemsize
             off = np.frombuffer(bufs[1], off_type, count=n + 1, offset=piece.offset * item).astype(np.int64)
             data = np.frombuffer(bufs[2], np.uint8) if bufs[2] is not None else np.zeros(0, np.uint8)
-            data = data[off[0]:off[-1]]
+            data = data[off[0] : off[-1]]
             lengths = np.diff(off)
             pos = np.arange(data.size, dtype=np.uint64) - np.repeat((off[:-1] - off[0]).astype(np.uint64), lengths)
             contrib = (data.astype(np.uint64) + np.uint64(1)) * mix64(pos + np.uint64(0x9E3779B97F4A7C15))
             cs = np.concatenate([np.zeros(1, np.uint64), np.cumsum(contrib, dtype=np.uint64)])
             h = cs[off[1:] - off[0]] - cs[off[:-1] - off[0]]
-            out[s:s + n] = mix64(h ^ mix64(lengths.astype(np.uint64) + np.uint64(0xD1B54A32D192ED03)))
+            out[s : s + n] = mix64(h ^ mix64(lengths.astype(np.uint64) + np.uint64(0xD1B54A32D192ED03)))
     return out
 
 
@@ -103,8 +104,9 @@ def write_partitions(table: pa.Table, part: np.ndarray, n_partitions: int, root,
     bounds = np.searchsorted(part[order], np.arange(n_partitions + 1))
     counts = np.diff(bounds)
     for p in np.flatnonzero(counts):
-        write_parquet_atomic(table.take(pa.array(order[bounds[p]:bounds[p + 1]])),
-                             partition_dir(root, p) / f"{name}.parquet")
+        write_parquet_atomic(
+            table.take(pa.array(order[bounds[p] : bounds[p + 1]])), partition_dir(root, p) / f"{name}.parquet"
+        )
     return counts
 
 
@@ -148,7 +150,7 @@ class MemoryPartitions:
         return self._subs.setdefault(name, MemoryPartitions())
 
     def write(self, table: pa.Table, part, n_partitions: int, name: str) -> np.ndarray:
-        if n_partitions == 1:          # the one partition gets the table as it is
+        if n_partitions == 1:  # the one partition gets the table as it is
             counts = np.array([table.num_rows], np.int64)
             if table.num_rows:
                 self._parts.setdefault(0, []).append((name, table))
@@ -158,7 +160,7 @@ class MemoryPartitions:
         bounds = np.searchsorted(part[order], np.arange(n_partitions + 1))
         counts = np.diff(bounds)
         for p in np.flatnonzero(counts):
-            self._parts.setdefault(int(p), []).append((name, table.take(pa.array(order[bounds[p]:bounds[p + 1]]))))
+            self._parts.setdefault(int(p), []).append((name, table.take(pa.array(order[bounds[p] : bounds[p + 1]]))))
         return counts
 
     def read(self, p: int) -> pa.Table | None:
@@ -177,8 +179,8 @@ class ShardView:
 
     def __init__(self, index: int, path: str, n_rows: int, removed: np.ndarray, added: tuple, schema: pa.Schema):
         self.index, self.path, self.n_rows = int(index), str(path), int(n_rows)
-        self.removed = np.asarray(removed, np.int64)      # sorted rows
-        self.added = added                                # ((file, column names), ...) in step order
+        self.removed = np.asarray(removed, np.int64)  # sorted rows
+        self.added = added  # ((file, column names), ...) in step order
         self.schema = schema
 
     @property
@@ -245,7 +247,7 @@ def _codes_by_component_task(task):
     pos = np.minimum(np.searchsorted(linked, ids), max(linked.size - 1, 0))
     on = linked[pos] == ids
     out = pa.table({"code": pa.array(np.asarray(codes, np.uint64)[on], pa.uint64())})
-    part = (mix64(comp[pos[on]].astype(np.uint64) + np.uint64(0x9E3779B97F4A7C15)) % np.uint64(n_part))
+    part = mix64(comp[pos[on]].astype(np.uint64) + np.uint64(0x9E3779B97F4A7C15)) % np.uint64(n_part)
     return store.write(out, part.astype(np.int64), n_part, f"s{i:06d}")
 
 
@@ -257,7 +259,7 @@ def _component_pairs_task(task):
     return near_components(codes, radius, device="cpu")[1]
 
 
-KEY_SAMPLE_PER_PARTITION = 256     # keys sampled per range partition, for the key sort's boundaries
+KEY_SAMPLE_PER_PARTITION = 256  # keys sampled per range partition, for the key sort's boundaries
 
 
 def _key_sample_task(task):
@@ -276,8 +278,11 @@ def _key_range_task(task):
     view, bounds, store = task
     t = view.read(["key"]).select(["key", SAMPLE_ID])
     keys = np.array(t.column("key").to_pylist(), dtype=object)
-    part = np.searchsorted(np.array(bounds, dtype=object), keys, side="right").astype(np.int64) if len(bounds) \
+    part = (
+        np.searchsorted(np.array(bounds, dtype=object), keys, side="right").astype(np.int64)
+        if len(bounds)
         else np.zeros(len(keys), np.int64)
+    )
     return store.write(t, part, len(bounds) + 1, f"s{view.index:05d}")
 
 
@@ -335,11 +340,10 @@ class ShardedGlobalContext:
 
     sharded = True
 
-    def __init__(self, work, n_shards: int, map_fn: Callable = map, parallelism: int = 1,
-                 tasks_see_gpu: bool = True):
+    def __init__(self, work, n_shards: int, map_fn: Callable = map, parallelism: int = 1, tasks_see_gpu: bool = True):
         self.work = Path(work)
         self.root = self.work / GLOBAL_DIR
-        shutil.rmtree(self.root, ignore_errors=True)   # a resumed run recomputes the global phase
+        shutil.rmtree(self.root, ignore_errors=True)  # a resumed run recomputes the global phase
         self.root.mkdir(parents=True)
         self.map_fn = map_fn
         self.parallelism = max(1, int(parallelism))
@@ -355,10 +359,13 @@ class ShardedGlobalContext:
                 schemas.append(md.schema.to_arrow_schema())
                 if md.num_rows > MAX_SHARD_ROWS:
                     raise StageError(f"survivor shard {f} has {md.num_rows} rows; sharded mode allows 2^32 - 1")
-        self.schema = (pa.unify_schemas(schemas, promote_options="permissive") if schemas
-                       else pa.schema([("key", pa.string()), ("source", pa.string())]))
+        self.schema = (
+            pa.unify_schemas(schemas, promote_options="permissive")
+            if schemas
+            else pa.schema([("key", pa.string()), ("source", pa.string())])
+        )
         self._removed = {i: np.zeros(0, np.int64) for i in self._paths}
-        self._added: list[tuple[str, pa.Schema, dict]] = []     # (step, column fields, {shard: file})
+        self._added: list[tuple[str, pa.Schema, dict]] = []  # (step, column fields, {shard: file})
 
     # -- what is there ------------------------------------------------------------------------------
     @property
@@ -404,8 +411,9 @@ class ShardedGlobalContext:
             ids = np.sort(np.concatenate([i for i, _ in parts])) if parts else np.zeros(0, np.int64)
             return ids, int(ids.size), None
         n_part = self.n_partitions(max(1, HAMMING_ENTRIES_PER_PARTITION // (max_distance + 1)))
-        found = partitioned_linked_ids(shards, max_distance, n_partitions=n_part,
-                                       spill_dir=str(self.spill_dir(step, "near")), map_fn=self.map_fn)
+        found = partitioned_linked_ids(
+            shards, max_distance, n_partitions=n_part, spill_dir=str(self.spill_dir(step, "near")), map_fn=self.map_fn
+        )
         figures = {k: found.stats[k] for k in ("n_partitions", "entries", "max_entries_per_partition")}
         return found.ids, int(found.stats["n_codes"]), figures
 
@@ -423,16 +431,18 @@ class ShardedGlobalContext:
             return links_to_first(ids, np.zeros(ids.size, np.int64)), ids.size * (ids.size - 1) // 2
         n_part = self.n_partitions(max(1, HAMMING_ENTRIES_PER_PARTITION // (max_distance + 1)))
         spill = self.spill_dir(step, "links")
-        found = partitioned_linked_ids(shards, max_distance, n_partitions=n_part, spill_dir=str(spill / "join"),
-                                       map_fn=self.map_fn)
+        found = partitioned_linked_ids(
+            shards, max_distance, n_partitions=n_part, spill_dir=str(spill / "join"), map_fn=self.map_fn
+        )
         if not found.ids.size:
             return found.links, 0
         comp = connected_components(found.ids.size, np.searchsorted(found.ids, found.links))
         store = DiskPartitions(spill / "count")
         n_count = self.n_partitions(HAMMING_ENTRIES_PER_PARTITION)
         counts = np.zeros(n_count, np.int64)
-        for c in self.map_fn(_codes_by_component_task, [(shard, found.ids, comp, n_count, store, i)
-                                                        for i, shard in enumerate(shards)]):
+        for c in self.map_fn(
+            _codes_by_component_task, [(shard, found.ids, comp, n_count, store, i) for i, shard in enumerate(shards)]
+        ):
             counts += c
         n_pairs = sum(self.map_fn(_component_pairs_task, [(store, q, max_distance) for q in np.flatnonzero(counts)]))
         return found.links, int(n_pairs)
@@ -447,8 +457,11 @@ class ShardedGlobalContext:
         views = self.views()
         total = max(1, self.n_alive)
         want = KEY_SAMPLE_PER_PARTITION * n_part
-        sample = [k for ks in self.map_fn(_key_sample_task, [(v, math.ceil(want * v.n_alive / total))
-                                                              for v in views]) for k in ks]
+        sample = [
+            k
+            for ks in self.map_fn(_key_sample_task, [(v, math.ceil(want * v.n_alive / total)) for v in views])
+            for k in ks
+        ]
         sample = sorted(set(sample))
         bounds = [sample[int(len(sample) * (p + 1) / n_part)] for p in range(n_part - 1)] if len(sample) > 1 else []
         bounds = sorted(set(bounds))
@@ -479,8 +492,9 @@ class ShardedGlobalContext:
         """Every survivor's columns (and SAMPLE_ID) in one table, in shard and row order: memory mode's table."""
         parts = list(self.map_fn(_read_task, [(v, list(columns)) for v in self.views()]))
         if not parts:
-            return pa.table({c: pa.nulls(0, self.schema.field(c).type) for c in columns}
-                            | {SAMPLE_ID: pa.array([], pa.int64())})
+            return pa.table(
+                {c: pa.nulls(0, self.schema.field(c).type) for c in columns} | {SAMPLE_ID: pa.array([], pa.int64())}
+            )
         return pa.concat_tables(parts, promote_options="permissive")
 
     def fetch(self, ids, columns: list[str]) -> pa.Table:
@@ -509,16 +523,19 @@ class ShardedGlobalContext:
             for c in self.map_fn(_key_partition_task, [(v, n_part, str(root)) for v in self.views()]):
                 counts += c
             repeated, examples = 0, []
-            for n, ex in self.map_fn(_repeated_keys_task, [str(partition_dir(root, p))
-                                                           for p in np.flatnonzero(counts)]):
+            for n, ex in self.map_fn(
+                _repeated_keys_task, [str(partition_dir(root, p)) for p in np.flatnonzero(counts)]
+            ):
                 repeated += n
                 examples += ex
         finally:
             self.drop_spill("_keys")
         if repeated:
-            raise StageError(f"sample keys repeat across input shards (e.g. {examples[:5]}); keys must be unique "
-                             f"for dedup to name its representatives. Rename the samples or curate the shards "
-                             f"separately.")
+            raise StageError(
+                f"sample keys repeat across input shards (e.g. {examples[:5]}); keys must be unique "
+                f"for dedup to name its representatives. Rename the samples or curate the shards "
+                f"separately."
+            )
 
     # -- a step's outcome ---------------------------------------------------------------------------
     def remove(self, ids) -> None:
@@ -610,6 +627,7 @@ def local_map(workers: int, threads: int | None = None):
     from concurrent.futures import ProcessPoolExecutor
     from multiprocessing import get_context
 
-    with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_pool_init,
-                             initargs=(threads,)) as pool:
+    with ProcessPoolExecutor(
+        workers, mp_context=get_context("spawn"), initializer=_pool_init, initargs=(threads,)
+    ) as pool:
         yield lambda fn, tasks: pool.map(fn, list(tasks))

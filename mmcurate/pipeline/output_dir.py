@@ -1,23 +1,24 @@
 """The output directory's safety: what a run may write or delete there, the run lock, and what --resume trusts.
 
-  * apart from the input   An output directory that equals, contains or lies inside an input path (a shard,
-                           the input directory, a LLaVA image_root, a folder reader's root, a caption file),
-                           symlinks resolved, is refused before anything is written: an --overwrite there
-                           would delete the input, and a later run would read its own outputs.
-  * ours to delete         --overwrite replaces only a directory that is empty or holds an mmcurate run (a
-                           manifest.json of ours, or a _work/ with our run.json or lock). Even then it deletes
-                           only the entries mmcurate writes (OWN_ENTRIES); anything else a user put there stays.
-  * one run at a time      `RunLock`: flock on _work/lock, held from before the first write or deletion to the
-                           end of the run. The kernel releases it when the process dies (kill -9 + --resume
-                           works); a second run or resume on the same output fails at once naming the holder.
-  * trusted resume         each shard's done record lists its _work files with size and row count; --resume
-                           checks them (stat + Parquet footer, no data read) and redoes a shard that fails.
-                           --resume of a finished run (manifest.json, no _work/) compares its recipe and input:
-                           a different one is refused, the same one is reported as finished and left as it is.
-  * no stale temp files    hidden temp files of killed writers are removed when a run starts or resumes.
-  * nothing on a failed start   executors validate the input, the reader options and the stages (including a
-                           cheap check that weight files exist) before calling anything here that writes.
+* apart from the input   An output directory that equals, contains or lies inside an input path (a shard,
+                         the input directory, a LLaVA image_root, a folder reader's root, a caption file),
+                         symlinks resolved, is refused before anything is written: an --overwrite there
+                         would delete the input, and a later run would read its own outputs.
+* ours to delete         --overwrite replaces only a directory that is empty or holds an mmcurate run (a
+                         manifest.json of ours, or a _work/ with our run.json or lock). Even then it deletes
+                         only the entries mmcurate writes (OWN_ENTRIES); anything else a user put there stays.
+* one run at a time      `RunLock`: flock on _work/lock, held from before the first write or deletion to the
+                         end of the run. The kernel releases it when the process dies (kill -9 + --resume
+                         works); a second run or resume on the same output fails at once naming the holder.
+* trusted resume         each shard's done record lists its _work files with size and row count; --resume
+                         checks them (stat + Parquet footer, no data read) and redoes a shard that fails.
+                         --resume of a finished run (manifest.json, no _work/) compares its recipe and input:
+                         a different one is refused, the same one is reported as finished and left as it is.
+* no stale temp files    hidden temp files of killed writers are removed when a run starts or resumes.
+* nothing on a failed start   executors validate the input, the reader options and the stages (including a
+                         cheap check that weight files exist) before calling anything here that writes.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -39,8 +40,14 @@ LOCK = "lock"
 RUN_RECORD = "run.json"
 MANIFEST = "manifest.json"
 #: Everything a run writes at the top of its output directory; --overwrite deletes these and nothing else.
-OWN_FILES = ("manifest.json", "samples.parquet", "rejects.parquet", "duplicates.parquet", "thumbs.parquet",
-             "report.html")
+OWN_FILES = (
+    "manifest.json",
+    "samples.parquet",
+    "rejects.parquet",
+    "duplicates.parquet",
+    "thumbs.parquet",
+    "report.html",
+)
 OWN_DIRS = ("shards", WORK)
 OWN_ENTRIES = OWN_FILES + OWN_DIRS
 
@@ -62,7 +69,7 @@ def _local(p) -> str | None:
     s = os.fspath(p)
     if _is_url(s):
         return None
-    return s[len("file://"):] if s.startswith("file://") else s
+    return s[len("file://") :] if s.startswith("file://") else s
 
 
 def input_paths(input_path, reader, shards: list[str]) -> list[str]:
@@ -77,7 +84,7 @@ def input_paths(input_path, reader, shards: list[str]) -> list[str]:
             found.append(s)
     for attr in ("path", "root", "image_root", "captions"):
         v = getattr(reader, attr, None)
-        for item in (v if isinstance(v, (list, tuple)) else [v]):
+        for item in v if isinstance(v, (list, tuple)) else [v]:
             item = _local(item)
             if item and os.path.exists(item):
                 found.append(item)
@@ -109,8 +116,10 @@ def check_apart_from_input(out: Path, paths: list[str]) -> None:
         else:
             continue
         shown = p if os.path.realpath(p) == p else f"{p} (= {r})"
-        raise StageError(f"output directory {out} {how} the input {shown}; choose an output directory outside "
-                         f"the input (mmcurate never writes into or deletes its input)")
+        raise StageError(
+            f"output directory {out} {how} the input {shown}; choose an output directory outside "
+            f"the input (mmcurate never writes into or deletes its input)"
+        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -146,8 +155,10 @@ class RunLock:
                 os.close(fd)
                 if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
                     raise
-                raise OutputInUse(f"output {self.out} is in use by {self._holder()}; wait for that run to end "
-                                  f"(or stop it), then run again with --resume") from None
+                raise OutputInUse(
+                    f"output {self.out} is in use by {self._holder()}; wait for that run to end "
+                    f"(or stop it), then run again with --resume"
+                ) from None
             # The holder before us may have deleted the file (end of its run) after we opened it: then this
             # lock guards nothing, so take it again on the file now at the path.
             try:
@@ -156,12 +167,15 @@ class RunLock:
                 same = False
             if same:
                 self.fd = fd
-                info = {"pid": os.getpid(), "host": socket.gethostname(),
-                        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+                info = {
+                    "pid": os.getpid(),
+                    "host": socket.gethostname(),
+                    "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                }
                 try:
                     os.ftruncate(fd, 0)
                     os.write(fd, json.dumps(info).encode())
-                except OSError as exc:   # a full disk: say where
+                except OSError as exc:  # a full disk: say where
                     self.release(cleanup=True)
                     raise OSError(exc.errno, exc.strerror, str(self.path)) from None
                 return self
@@ -186,7 +200,7 @@ class RunLock:
             if cleanup:
                 try:
                     if os.path.samestat(os.fstat(self.fd), os.stat(self.path)):
-                        os.unlink(self.path)   # while locked: nobody can be using it
+                        os.unlink(self.path)  # while locked: nobody can be using it
                 except FileNotFoundError:
                     pass
                 work = self.out / WORK
@@ -195,7 +209,7 @@ class RunLock:
                 if self.created_out:
                     try:
                         self.out.rmdir()
-                    except OSError:   # not empty, or gone
+                    except OSError:  # not empty, or gone
                         pass
         finally:
             os.close(self.fd)
@@ -224,8 +238,12 @@ def _read_json(path: Path):
 
 def _our_manifest(out: Path) -> dict | None:
     m = _read_json(out / MANIFEST)
-    if isinstance(m, dict) and "manifest_version" in m and isinstance(m.get("run"), dict) \
-            and isinstance(m["run"].get("recipe"), dict):
+    if (
+        isinstance(m, dict)
+        and "manifest_version" in m
+        and isinstance(m.get("run"), dict)
+        and isinstance(m["run"].get("recipe"), dict)
+    ):
         return m
     return None
 
@@ -267,8 +285,8 @@ def is_ours(out: Path) -> bool:
 
 @dataclasses.dataclass
 class Decision:
-    action: str                    # "fresh" | "resume" | "finished"
-    manifest: dict | None = None   # for "finished": the finished run's manifest
+    action: str  # "fresh" | "resume" | "finished"
+    manifest: dict | None = None  # for "finished": the finished run's manifest
 
 
 def decide(out: Path, *, resume: bool, overwrite: bool, identity: dict, shards: list[str]) -> Decision:
@@ -279,39 +297,48 @@ def decide(out: Path, *, resume: bool, overwrite: bool, identity: dict, shards: 
         return Decision("fresh")
     if overwrite:
         if not is_ours(out):
-            raise StageError(f"output {out} is not empty and holds no mmcurate run (no manifest.json or "
-                             f"_work/{RUN_RECORD} of ours), so --overwrite will not delete it; choose another "
-                             f"output directory, or empty this one yourself")
+            raise StageError(
+                f"output {out} is not empty and holds no mmcurate run (no manifest.json or "
+                f"_work/{RUN_RECORD} of ours), so --overwrite will not delete it; choose another "
+                f"output directory, or empty this one yourself"
+            )
         return Decision("fresh")
     if not resume:
-        raise StageError(f"output directory {out} is not empty: pass --resume to finish an earlier run of the "
-                         f"same recipe, or --overwrite to start again")
+        raise StageError(
+            f"output directory {out} is not empty: pass --resume to finish an earlier run of the "
+            f"same recipe, or --overwrite to start again"
+        )
     record = _our_run_record(out)
     if record is not None:
         if record != json.loads(json.dumps({"recipe": identity, "shards": shards})):
-            raise StageError(f"{out} holds an unfinished run of a different recipe or input; use --overwrite to "
-                             f"discard it")
+            raise StageError(
+                f"{out} holds an unfinished run of a different recipe or input; use --overwrite to discard it"
+            )
         return Decision("resume")
     manifest = _our_manifest(out)
     if manifest is not None:
-        same = (recipe_identity(manifest["run"]["recipe"]) == json.loads(json.dumps(identity))
-                and [i.get("shard") for i in manifest.get("inputs", [])] == list(shards))
+        same = recipe_identity(manifest["run"]["recipe"]) == json.loads(json.dumps(identity)) and [
+            i.get("shard") for i in manifest.get("inputs", [])
+        ] == list(shards)
         if not same:
-            raise StageError(f"{out} holds a finished run of a different recipe or input; use --overwrite to "
-                             f"replace it")
+            raise StageError(
+                f"{out} holds a finished run of a different recipe or input; use --overwrite to replace it"
+            )
         missing = [o["path"] for o in manifest.get("outputs", []) if not (out / o["path"]).is_file()]
         if missing:
-            raise StageError(f"{out} holds a finished run of this recipe, but its output {missing[0]} is missing; "
-                             f"use --overwrite to run it again")
+            raise StageError(
+                f"{out} holds a finished run of this recipe, but its output {missing[0]} is missing; "
+                f"use --overwrite to run it again"
+            )
         return Decision("finished", manifest)
     if set(names) <= set(OWN_ENTRIES) | {n for n in names if is_temp_file(n)}:
-        return Decision("fresh")   # only our own leftovers of a run that never recorded itself
-    raise StageError(f"output {out} is not empty and holds no mmcurate run to resume; choose another output "
-                     f"directory")
+        return Decision("fresh")  # only our own leftovers of a run that never recorded itself
+    raise StageError(f"output {out} is not empty and holds no mmcurate run to resume; choose another output directory")
 
 
-def prepare(out: Path, *, resume: bool, overwrite: bool, identity: dict, shards: list[str]
-            ) -> tuple[RunLock | None, dict | None]:
+def prepare(
+    out: Path, *, resume: bool, overwrite: bool, identity: dict, shards: list[str]
+) -> tuple[RunLock | None, dict | None]:
     """Take the run lock and make the output directory ready: (lock, None) to run, or (None, manifest) when
     --resume finds this recipe's run already finished (nothing to do; the directory is left as it was).
     A refusal raises StageError and leaves nothing behind."""
@@ -324,12 +351,14 @@ def prepare(out: Path, *, resume: bool, overwrite: bool, identity: dict, shards:
         # Again under the lock, which makes it the answer: the directory cannot change under us any more.
         decision = decide(out, resume=resume, overwrite=overwrite, identity=identity, shards=shards)
         if decision.action == "finished":
-            log(f"{out} already holds a finished run of this recipe and input; nothing to do (use --overwrite "
-                f"to run it again)")
+            log(
+                f"{out} already holds a finished run of this recipe and input; nothing to do (use --overwrite "
+                f"to run it again)"
+            )
             lock.release(cleanup=True)
             return None, decision.manifest
         if decision.action == "fresh":
-            clear_own_entries(out)    # --overwrite, or leftovers of a run that never got to a result
+            clear_own_entries(out)  # --overwrite, or leftovers of a run that never got to a result
         else:
             remove_stale_temp_files(out)
         for sub in ("meta", "rejects", "done"):
@@ -353,8 +382,10 @@ def clear_own_entries(out: Path) -> None:
             _remove(p)
     kept = [n for n in os.listdir(out) if n != WORK]
     if kept:
-        log(f"--overwrite kept {len(kept)} entr{'y' if len(kept) == 1 else 'ies'} mmcurate did not write in "
-            f"{out}: {', '.join(sorted(kept)[:5])}{' ...' if len(kept) > 5 else ''}")
+        log(
+            f"--overwrite kept {len(kept)} entr{'y' if len(kept) == 1 else 'ies'} mmcurate did not write in "
+            f"{out}: {', '.join(sorted(kept)[:5])}{' ...' if len(kept) > 5 else ''}"
+        )
 
 
 def _remove(p: Path) -> None:
@@ -429,8 +460,7 @@ def read_done_record(path: Path) -> dict | None:
 def forget_shard(work: Path, index: int) -> None:
     """Remove what a shard left in work/ (its done record first), so that it is mapped again from scratch."""
     name = f"{index:05d}"
-    for p in (work / "done" / f"{name}.json", work / "meta" / f"{name}.parquet",
-              work / "rejects" / f"{name}.parquet"):
+    for p in (work / "done" / f"{name}.json", work / "meta" / f"{name}.parquet", work / "rejects" / f"{name}.parquet"):
         p.unlink(missing_ok=True)
 
 
@@ -455,8 +485,7 @@ def preflight_stages(stages) -> None:
                 continue
             v = getattr(p, f.name)
             if isinstance(v, str) and v != "random" and not os.path.exists(os.path.expanduser(v)):
-                raise StageError(f"stage '{st.name}': {f.name} {v!r} does not exist; give the path of the weight "
-                                 f"file")
+                raise StageError(f"stage '{st.name}': {f.name} {v!r} does not exist; give the path of the weight file")
         if hasattr(p, "model_name") and hasattr(p, "weights") and not getattr(p, "allow_download", False):
             try:
                 from mmcurate.models.loader import WeightsNotFoundError, resolve_weights
@@ -467,4 +496,4 @@ def preflight_stages(stages) -> None:
             except WeightsNotFoundError as exc:
                 raise StageError(f"stage '{st.name}': cannot load weights for {p.model_name()!r}: {exc}") from None
             except (KeyError, ValueError):
-                continue   # the stage's own checks report these
+                continue  # the stage's own checks report these

@@ -9,6 +9,7 @@ front. A bool is never an integer or a number here, though Python calls it one (
 The kernels' own arguments are checked by mmcurate.ops._inputs (TypeError for a wrong type, numpy integers
 accepted): that is the ops' contract, not a recipe's.
 """
+
 from __future__ import annotations
 
 import math
@@ -27,7 +28,7 @@ def is_number(value) -> bool:
 
 
 def _null(optional) -> str:
-    """"null or " / "null (what it means) or " for an optional parameter's message."""
+    """ "null or " / "null (what it means) or " for an optional parameter's message."""
     if not optional:
         return ""
     return "null or " if optional is True else f"null ({optional}) or "
@@ -53,14 +54,25 @@ def check_int(name: str, value, lo: int | None = None, hi: int | None = None, op
     raise ValueError(f"{name} must be {_null(optional)}{what}, got {value!r}")
 
 
-def check_number(name: str, value, lo: float | None = None, hi: float | None = None, lo_open: bool = False,
-                 hi_open: bool = False, optional=False):
+def check_number(
+    name: str,
+    value,
+    lo: float | None = None,
+    hi: float | None = None,
+    lo_open: bool = False,
+    hi_open: bool = False,
+    optional=False,
+):
     """A finite number (int or float) in the interval lo..hi: closed unless lo_open / hi_open; a bound of None
     is open-ended. ``optional`` as in check_int."""
     if value is None and optional:
         return None
-    if is_number(value) and math.isfinite(value) and (lo is None or (value > lo if lo_open else value >= lo)) \
-            and (hi is None or (value < hi if hi_open else value <= hi)):
+    if (
+        is_number(value)
+        and math.isfinite(value)
+        and (lo is None or (value > lo if lo_open else value >= lo))
+        and (hi is None or (value < hi if hi_open else value <= hi))
+    ):
         return value
     if lo is not None and hi is not None:
         what = f"a number in {'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}"

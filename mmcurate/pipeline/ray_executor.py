@@ -42,6 +42,7 @@ killed mid-run resumes with ``--resume`` at shard granularity, from the done rec
 Requires ``pip install 'mmcurate[ray]'``. On a cluster, every node needs mmcurate installed (or a
 runtime_env shipping it) and the input and output paths on a shared filesystem.
 """
+
 from __future__ import annotations
 
 import gc
@@ -66,11 +67,11 @@ RAY_INSTALL_HINT = "the Ray executor needs Ray Data: pip install 'mmcurate[ray]'
 # Tag columns. Data columns never start with the prefix (readers produce SAMPLE_SCHEMA plus what stages add).
 TAG = "__mmc_"
 SHARD, BATCH, ROW, KIND = TAG + "shard", TAG + "batch", TAG + "row", TAG + "kind"
-STEP, PART, SEQ = TAG + "step", TAG + "part", TAG + "seq"   # a reject's step, run and position in the run
-N_READ, T_READ = TAG + "n_read", TAG + "read_s"            # the end row of a shard
-SCHEMA = TAG + "schema"                                     # kept rows' schema, on the first row of a run
-REJ = TAG + "r_"                                            # REJECTS_SCHEMA columns of a reject row
-LIVE, REJECT, END = 0, 1, 2                                 # KIND values
+STEP, PART, SEQ = TAG + "step", TAG + "part", TAG + "seq"  # a reject's step, run and position in the run
+N_READ, T_READ = TAG + "n_read", TAG + "read_s"  # the end row of a shard
+SCHEMA = TAG + "schema"  # kept rows' schema, on the first row of a run
+REJ = TAG + "r_"  # REJECTS_SCHEMA columns of a reject row
+LIVE, REJECT, END = 0, 1, 2  # KIND values
 _LIVE_TAGS = (SHARD, BATCH, ROW, KIND)
 
 
@@ -133,16 +134,24 @@ class _ReadShards:
                 t_read += time.perf_counter() - t0
                 n = batch.num_rows
                 if n:
-                    yield (batch.append_column(SHARD, _const(index, n, pa.int32()))
-                           .append_column(BATCH, _const(n_batches, n, pa.int32()))
-                           .append_column(ROW, pa.array(np.arange(n, dtype=np.int32)))
-                           .append_column(KIND, _const(LIVE, n, pa.int8())))
+                    yield (
+                        batch.append_column(SHARD, _const(index, n, pa.int32()))
+                        .append_column(BATCH, _const(n_batches, n, pa.int32()))
+                        .append_column(ROW, pa.array(np.arange(n, dtype=np.int32)))
+                        .append_column(KIND, _const(LIVE, n, pa.int8()))
+                    )
                 n_read += n
                 n_batches += 1
                 t0 = time.perf_counter()
-            yield pa.table({SHARD: pa.array([index], pa.int32()), BATCH: pa.array([n_batches], pa.int32()),
-                            KIND: pa.array([END], pa.int8()), N_READ: pa.array([n_read], pa.int64()),
-                            T_READ: pa.array([t_read], pa.float64())})
+            yield pa.table(
+                {
+                    SHARD: pa.array([index], pa.int32()),
+                    BATCH: pa.array([n_batches], pa.int32()),
+                    KIND: pa.array([END], pa.int8()),
+                    N_READ: pa.array([n_read], pa.int64()),
+                    T_READ: pa.array([t_read], pa.float64()),
+                }
+            )
 
 
 class _MapStep:
@@ -152,8 +161,15 @@ class _MapStep:
     last step drops the image bytes and records the kept rows' schema, as the local map phase stores them.
     Used as a task's function (an instance) or as an actor pool's class (setup() once per actor)."""
 
-    def __init__(self, name: str | None, stage: MapStage | None, position: int, last: bool, threads: int | None,
-                 eager_setup: bool = False):
+    def __init__(
+        self,
+        name: str | None,
+        stage: MapStage | None,
+        position: int,
+        last: bool,
+        threads: int | None,
+        eager_setup: bool = False,
+    ):
         self.name, self.stage, self.position, self.last, self.threads = name, stage, position, last, threads
         self._ready = False
         if eager_setup:
@@ -202,12 +218,16 @@ class _MapStep:
         seconds = time.perf_counter() - t0
         kept, rejected = res.kept, res.rejected
         if kept.num_rows + rejected.num_rows != n_in:
-            raise AccountingError(f"stage {self.name} on shard index {shard}: {n_in} in, {kept.num_rows} kept + "
-                                  f"{rejected.num_rows} rejected")
+            raise AccountingError(
+                f"stage {self.name} on shard index {shard}: {n_in} in, {kept.num_rows} kept + "
+                f"{rejected.num_rows} rejected"
+            )
         share = seconds / n_in
         if ROW not in kept.column_names:
-            raise StageError(f"map stage {self.name!r} dropped the column {ROW!r}: map stages must keep the "
-                             f"columns they do not know (the Ray executor tags rows with them)")
+            raise StageError(
+                f"map stage {self.name!r} dropped the column {ROW!r}: map stages must keep the "
+                f"columns they do not know (the Ray executor tags rows with them)"
+            )
         at = pc.index_in(kept.column(ROW), value_set=run.column(ROW).combine_chunks())
         if at.null_count:
             raise StageError(f"map stage {self.name!r} returned rows it was not given")
@@ -219,10 +239,15 @@ class _MapStep:
             n = rejected.num_rows
             # the rejected rows' own tags (their time shares of earlier steps), found by key in this batch
             at = pc.index_in(rejected.column("key"), value_set=data.column("key").combine_chunks())
-            cols = {SHARD: _const(shard, n, pa.int32()), BATCH: _const(batch, n, pa.int32()),
-                    ROW: run.column(ROW).take(at), KIND: _const(REJECT, n, pa.int8()),
-                    STEP: _const(k, n, pa.int16()), PART: _const(part, n, pa.int32()),
-                    SEQ: pa.array(np.arange(n, dtype=np.int32))}
+            cols = {
+                SHARD: _const(shard, n, pa.int32()),
+                BATCH: _const(batch, n, pa.int32()),
+                ROW: run.column(ROW).take(at),
+                KIND: _const(REJECT, n, pa.int8()),
+                STEP: _const(k, n, pa.int16()),
+                PART: _const(part, n, pa.int32()),
+                SEQ: pa.array(np.arange(n, dtype=np.int32)),
+            }
             for c in tags.column_names:
                 if _is_share(c):
                     cols[c] = tags.column(c).take(at)
@@ -240,8 +265,11 @@ class _MapStep:
             kept = kept.drop_columns(["image"])
         n = kept.num_rows
         schema = [kept.schema.serialize().to_pybytes()] + [None] * (n - 1) if n else []
-        return _hstack(kept, tags).append_column(PART, _const(part, n, pa.int32())).append_column(
-            SCHEMA, pa.array(schema, pa.binary()))
+        return (
+            _hstack(kept, tags)
+            .append_column(PART, _const(part, n, pa.int32()))
+            .append_column(SCHEMA, pa.array(schema, pa.binary()))
+        )
 
 
 def _hstack(a: pa.Table, b: pa.Table) -> pa.Table:
@@ -257,8 +285,8 @@ class _ShardAssembler:
     def __init__(self, step_names: list[str]):
         self.step_names = step_names
         self.parts: dict[int, list] = defaultdict(list)
-        self.seen: Counter = Counter()        # kept + rejected rows so far, per shard
-        self.expected: dict[int, int] = {}    # samples read, from the shard's end row
+        self.seen: Counter = Counter()  # kept + rejected rows so far, per shard
+        self.expected: dict[int, int] = {}  # samples read, from the shard's end row
 
     def add(self, block: pa.Table) -> list[int]:
         """Takes a block of the map phase's output; returns the shards it completed."""
@@ -278,8 +306,10 @@ class _ShardAssembler:
                 self.expected[s] = sub.column(N_READ)[int(ends[0])].as_py()
             if s in self.expected:
                 if self.seen[s] > self.expected[s]:
-                    raise AccountingError(f"shard index {s}: read {self.expected[s]} samples but {self.seen[s]} "
-                                          f"came back from the map steps")
+                    raise AccountingError(
+                        f"shard index {s}: read {self.expected[s]} samples but {self.seen[s]} "
+                        f"came back from the map steps"
+                    )
                 if self.seen[s] == self.expected[s]:
                     complete.append(s)
         return complete
@@ -301,10 +331,12 @@ class _ShardAssembler:
         reject_parts = []
         if rejected.num_rows:
             # per batch, per step, per run, in the order the stage returned them: the local order
-            rejected = rejected.sort_by([(BATCH, "ascending"), (STEP, "ascending"), (PART, "ascending"),
-                                         (SEQ, "ascending")])
-            reject_parts.append(pa.table({f.name: rejected.column(REJ + f.name) for f in REJECTS_SCHEMA})
-                                .cast(REJECTS_SCHEMA))
+            rejected = rejected.sort_by(
+                [(BATCH, "ascending"), (STEP, "ascending"), (PART, "ascending"), (SEQ, "ascending")]
+            )
+            reject_parts.append(
+                pa.table({f.name: rejected.column(REJ + f.name) for f in REJECTS_SCHEMA}).cast(REJECTS_SCHEMA)
+            )
         kept_parts = []
         if live.num_rows:
             live = live.sort_by([(BATCH, "ascending"), (ROW, "ascending")])
@@ -317,11 +349,15 @@ class _ShardAssembler:
         n_rejected = [int(np.count_nonzero(steps == k)) for k in range(len(self.step_names))]
         stats = {}
         for k, name in enumerate(self.step_names):
-            n_in = live.num_rows + sum(n_rejected[k:])   # rows that reached step k
+            n_in = live.num_rows + sum(n_rejected[k:])  # rows that reached step k
             seconds = pc.sum(t.column(_t(k))).as_py() if _t(k) in t.column_names else None
-            stats[name] = {"in": n_in, "kept": n_in - n_rejected[k], "rejected": n_rejected[k],
-                           "seconds": seconds or 0.0,
-                           "reasons": Counter(r for r, st in zip(reasons, steps.tolist()) if st == k)}
+            stats[name] = {
+                "in": n_in,
+                "kept": n_in - n_rejected[k],
+                "rejected": n_rejected[k],
+                "seconds": seconds or 0.0,
+                "reasons": Counter(r for r, st in zip(reasons, steps.tolist()) if st == k),
+            }
         return write_map_shard(work, s, shard, kept_parts, reject_parts, n_read, t_read, stats)
 
 
@@ -358,23 +394,28 @@ class RayExecutor(LocalExecutor):
     call retried); None keeps Ray Data's defaults, which retry such system failures without limit. Errors a
     stage raises are never retried: they fail the run (resume it after fixing the cause)."""
 
-    def __init__(self, recipe, address: str | None = None, num_cpus: int | None = None,
-                 max_retries: int | None = None, **kwargs):
+    def __init__(
+        self, recipe, address: str | None = None, num_cpus: int | None = None, max_retries: int | None = None, **kwargs
+    ):
         super().__init__(recipe, **kwargs)
         import_ray()
         self.address = address
         self.num_cpus = num_cpus
         self.max_retries = max_retries
-        self.dataset = None   # the map phase's Ray Dataset, for ds.stats() after a run
+        self.dataset = None  # the map phase's Ray Dataset, for ds.stats() after a run
         self._ray_info: dict = {}
 
     def run(self) -> dict:
         ray = import_ray()
         started = init_ray(self.address, num_cpus=self.num_cpus)
         try:
-            self._ray_info = {"ray_version": ray.__version__, "address": self.address or "local",
-                              "cluster_resources": {k: v for k, v in ray.cluster_resources().items()
-                                                    if k in ("CPU", "GPU", "memory")}}
+            self._ray_info = {
+                "ray_version": ray.__version__,
+                "address": self.address or "local",
+                "cluster_resources": {
+                    k: v for k, v in ray.cluster_resources().items() if k in ("CPU", "GPU", "memory")
+                },
+            }
             return super().run()
         finally:
             if started:
@@ -409,12 +450,21 @@ class RayExecutor(LocalExecutor):
         for name, stage in plan.map_steps:
             r = getattr(stage, "resources", None) or Resources()
             if r.gpus > gpus_total:
-                raise StageError(f"stage {name!r} needs {r.gpus:g} GPU(s) per worker; the Ray cluster has "
-                                 f"{gpus_total:g}")
-            specs.append({"name": name, "stage": stage, "actor": _has_setup(stage) or r.gpus > 0,
-                          "cpus": min(max(float(r.cpus), 0.01), node_cpus), "gpus": float(r.gpus)})
-        need = sum(s["cpus"] for s in specs if s["actor"]) + max([s["cpus"] for s in specs if not s["actor"]],
-                                                                  default=0.0)
+                raise StageError(
+                    f"stage {name!r} needs {r.gpus:g} GPU(s) per worker; the Ray cluster has {gpus_total:g}"
+                )
+            specs.append(
+                {
+                    "name": name,
+                    "stage": stage,
+                    "actor": _has_setup(stage) or r.gpus > 0,
+                    "cpus": min(max(float(r.cpus), 0.01), node_cpus),
+                    "gpus": float(r.gpus),
+                }
+            )
+        need = sum(s["cpus"] for s in specs if s["actor"]) + max(
+            [s["cpus"] for s in specs if not s["actor"]], default=0.0
+        )
         scale = min(1.0, cpus_total / need) if need else 1.0
         for s in specs:
             s["cpus"] = round(s["cpus"] * scale, 4)
@@ -461,24 +511,29 @@ class RayExecutor(LocalExecutor):
             actor_args = {"max_restarts": self.max_retries, "max_task_retries": self.max_retries}
 
         items = [{"index": i, "shard": s} for i, s in todo]
-        try:   # one block per shard
+        try:  # one block per shard
             ds = ray.data.from_items(items, override_num_blocks=len(items))
-        except TypeError:   # Ray < 2.20
+        except TypeError:  # Ray < 2.20
             ds = ray.data.from_items(items, parallelism=len(items))
         # The read shares the first step's resources when that runs as tasks, so that Ray fuses the two.
         first = specs[0] if specs and not specs[0]["actor"] else {"cpus": 1.0}
         with warnings.catch_warnings():
             # Ray 2.60 deprecates retry limits given as ray_remote_args but has no named parameter yet.
             warnings.filterwarnings("ignore", message=".*ray_remote_args.*deprecated")
-            ds = ds.map_batches(_ReadShards(reader, self.recipe.batch_size), num_cpus=first["cpus"], **task_args,
-                                **common)
-            if not specs:   # no map steps: store what the local map phase stores
-                return ds.map_batches(_named("store")(None, None, -1, True, None), num_cpus=1.0, **task_args,
-                                      **common)
+            ds = ds.map_batches(
+                _ReadShards(reader, self.recipe.batch_size), num_cpus=first["cpus"], **task_args, **common
+            )
+            if not specs:  # no map steps: store what the local map phase stores
+                return ds.map_batches(_named("store")(None, None, -1, True, None), num_cpus=1.0, **task_args, **common)
             for k, s in enumerate(specs):
                 step = _named(s["name"])
-                args = {"name": s["name"], "stage": s["stage"], "position": k, "last": k == len(specs) - 1,
-                        "threads": s["threads"]}
+                args = {
+                    "name": s["name"],
+                    "stage": s["stage"],
+                    "position": k,
+                    "last": k == len(specs) - 1,
+                    "threads": s["threads"],
+                }
                 if not s["actor"]:
                     ds = ds.map_batches(step(**args), num_cpus=s["cpus"], **task_args, **common)
                     continue
@@ -491,9 +546,14 @@ class RayExecutor(LocalExecutor):
                     else:
                         kw["batch_size"] = self.recipe.batch_size
                     kw["num_gpus"] = s["gpus"]
-                ds = map_batches(step, fn_constructor_kwargs={**args, "eager_setup": True},
-                                 compute=ray.data.ActorPoolStrategy(min_size=1, max_size=s["pool"]),
-                                 num_cpus=s["cpus"], **actor_args, **kw)
+                ds = map_batches(
+                    step,
+                    fn_constructor_kwargs={**args, "eager_setup": True},
+                    compute=ray.data.ActorPoolStrategy(min_size=1, max_size=s["pool"]),
+                    num_cpus=s["cpus"],
+                    **actor_args,
+                    **kw,
+                )
         return ds
 
     # -- phase 2 --------------------------------------------------------------------------------
@@ -507,8 +567,9 @@ class RayExecutor(LocalExecutor):
 
         if self.global_mode == "sharded":
             cpus, _, _ = self._cluster()
-            return run_sharded_global_phase(self.work, plan, n_shards, map_fn=self._task_map,
-                                            parallelism=max(1, int(cpus)), tasks_see_gpu=False)
+            return run_sharded_global_phase(
+                self.work, plan, n_shards, map_fn=self._task_map, parallelism=max(1, int(cpus)), tasks_see_gpu=False
+            )
 
         _, gpus_total, node_cpus = self._cluster()
         cpus = min(max([float(st.resources.cpus) for st in plan.global_steps] + [1.0]), node_cpus)

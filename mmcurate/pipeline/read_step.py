@@ -10,6 +10,7 @@ Shard damage (a truncated or unreadable shard: io.base.SHARD_ERROR_REASONS) is o
 phase also lists it in the shard's done record (`shard_errors`), and `run.on_shard_error: fail` makes it
 fatal.
 """
+
 from __future__ import annotations
 
 import pyarrow as pa
@@ -35,5 +36,8 @@ def shard_errors(rejects: pa.Table) -> list[dict]:
     if rejects.num_rows == 0:
         return []
     rows = rejects.select(["key", "source", "stage", "reason", "detail"]).to_pylist()
-    return [{"shard": r["source"], "key": r["key"], "reason": r["reason"], "detail": r["detail"]}
-            for r in rows if r["stage"] == READ_STEP and r["reason"] in SHARD_ERROR_REASONS]
+    return [
+        {"shard": r["source"], "key": r["key"], "reason": r["reason"], "detail": r["detail"]}
+        for r in rows
+        if r["stage"] == READ_STEP and r["reason"] in SHARD_ERROR_REASONS
+    ]

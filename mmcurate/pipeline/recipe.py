@@ -9,6 +9,7 @@
 
 Every key is checked: an unknown key is an error that names it and lists the valid ones.
 """
+
 from __future__ import annotations
 
 import copy
@@ -77,9 +78,13 @@ class Recipe:
         return {
             "input": {"path": self.input_path, "format": self.input_format, "options": self.input_options},
             "output": {"path": self.output_path, "shard_size": self.shard_size, "report": self.report},
-            "run": {"workers": self.workers, "batch_size": self.batch_size,
-                    "threads_per_worker": self.threads_per_worker, "global_mode": self.global_mode,
-                    "on_shard_error": self.on_shard_error},
+            "run": {
+                "workers": self.workers,
+                "batch_size": self.batch_size,
+                "threads_per_worker": self.threads_per_worker,
+                "global_mode": self.global_mode,
+                "on_shard_error": self.on_shard_error,
+            },
             "stages": [{name: params} for name, params in self.stages],
         }
 
@@ -89,8 +94,9 @@ def _check_keys(section: str, given: dict, valid: set):
         raise StageError(f"recipe '{section}' must be a mapping, got {type(given).__name__}")
     unknown = sorted(set(given) - valid)
     if unknown:
-        raise StageError(f"recipe '{section}': unknown key(s) {', '.join(map(repr, unknown))}; "
-                         f"valid: {', '.join(sorted(valid))}")
+        raise StageError(
+            f"recipe '{section}': unknown key(s) {', '.join(map(repr, unknown))}; valid: {', '.join(sorted(valid))}"
+        )
 
 
 def _positive_int(section: str, key: str, value, allow_none=False):
@@ -107,8 +113,13 @@ def _choice(section: str, key: str, value, choices):
         raise StageError(str(exc)) from None
 
 
-def parse_recipe(data: dict, input_path: str | None = None, output_path: str | None = None,
-                 workers: int | None = None, global_mode: str | None = None) -> Recipe:
+def parse_recipe(
+    data: dict,
+    input_path: str | None = None,
+    output_path: str | None = None,
+    workers: int | None = None,
+    global_mode: str | None = None,
+) -> Recipe:
     """Validate a recipe mapping (command-line overrides win) and check every stage's parameters."""
     if not isinstance(data, dict):
         raise StageError("a recipe must be a mapping with keys: " + ", ".join(sorted(TOP_KEYS)))
@@ -134,11 +145,12 @@ def parse_recipe(data: dict, input_path: str | None = None, output_path: str | N
         if isinstance(entry, str):
             name, params = entry, {}
         elif isinstance(entry, dict) and len(entry) == 1:
-            (name, params), = entry.items()
+            ((name, params),) = entry.items()
             params = params or {}
         else:
-            raise StageError(f"recipe 'stages[{i}]' must be a stage name or a one-key mapping "
-                             f"{{name: {{params}}}}, got {entry!r}")
+            raise StageError(
+                f"recipe 'stages[{i}]' must be a stage name or a one-key mapping {{name: {{params}}}}, got {entry!r}"
+            )
         stages.append((str(name), params))
     recipe = Recipe(
         input_path=str(path),

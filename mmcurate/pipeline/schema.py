@@ -4,16 +4,17 @@ A batch is a `pyarrow.Table`. Readers produce the input columns; stages append c
 or drop the input ones). Pixels never appear in a batch: image bytes stay encoded, and only
 what stages derive from them (sizes, hashes, scores, embeddings) flows on.
 """
+
 import pyarrow as pa
 
 # What every reader yields, one row per sample.
 INPUT_FIELDS = [
-    pa.field("key", pa.string(), nullable=False),      # the shard's __key__ or the relative path: stable id
-    pa.field("source", pa.string(), nullable=False),   # shard / file the sample was read from
-    pa.field("image", pa.binary()),                    # original encoded bytes (null if the member is missing)
-    pa.field("image_ext", pa.string()),                # extension in the source ("jpg", "png", "webp", ...)
-    pa.field("caption", pa.string()),                  # caption text (null if none)
-    pa.field("meta", pa.string()),                     # original per-sample JSON metadata, as text ("{}" if none)
+    pa.field("key", pa.string(), nullable=False),  # the shard's __key__ or the relative path: stable id
+    pa.field("source", pa.string(), nullable=False),  # shard / file the sample was read from
+    pa.field("image", pa.binary()),  # original encoded bytes (null if the member is missing)
+    pa.field("image_ext", pa.string()),  # extension in the source ("jpg", "png", "webp", ...)
+    pa.field("caption", pa.string()),  # caption text (null if none)
+    pa.field("meta", pa.string()),  # original per-sample JSON metadata, as text ("{}" if none)
 ]
 # Set by a reader on a row it could not read (reason, one-line detail); null when the sample read fine. The map
 # phase's first step (pipeline.read_step) turns such rows into rejects of stage "read" and drops these columns.
@@ -23,35 +24,43 @@ INPUT_SCHEMA = pa.schema(INPUT_FIELDS)
 
 # Columns stages add (a stage may add others; these are the shared names).
 DERIVED_FIELDS = {
-    "width": pa.int32(), "height": pa.int32(), "format": pa.string(),   # integrity
+    "width": pa.int32(),
+    "height": pa.int32(),
+    "format": pa.string(),  # integrity
     "file_size": pa.int64(),
-    "sha256": pa.string(),                                              # exact_dedup
-    "phash": pa.uint64(),                                               # phash_dedup
-    "caption_original": pa.string(),                                    # caption_clean
-    "pii_redactions": pa.string(),                                      # pii_redact: JSON {kind: count}
-    "language": pa.string(), "language_score": pa.float32(),            # caption_filter (when asked)
+    "sha256": pa.string(),  # exact_dedup
+    "phash": pa.uint64(),  # phash_dedup
+    "caption_original": pa.string(),  # caption_clean
+    "pii_redactions": pa.string(),  # pii_redact: JSON {kind: count}
+    "language": pa.string(),
+    "language_score": pa.float32(),  # caption_filter (when asked)
 }
 
-REJECTS_SCHEMA = pa.schema([
-    pa.field("key", pa.string(), nullable=False),
-    pa.field("source", pa.string(), nullable=False),
-    pa.field("stage", pa.string(), nullable=False),
-    pa.field("reason", pa.string(), nullable=False),   # short machine-readable reason, e.g. "corrupt", "min_side"
-    pa.field("detail", pa.string()),                   # human-readable detail, e.g. the decoder's message
-])
+REJECTS_SCHEMA = pa.schema(
+    [
+        pa.field("key", pa.string(), nullable=False),
+        pa.field("source", pa.string(), nullable=False),
+        pa.field("stage", pa.string(), nullable=False),
+        pa.field("reason", pa.string(), nullable=False),  # short machine-readable reason, e.g. "corrupt", "min_side"
+        pa.field("detail", pa.string()),  # human-readable detail, e.g. the decoder's message
+    ]
+)
 
-DUPLICATES_SCHEMA = pa.schema([
-    pa.field("key", pa.string(), nullable=False),
-    pa.field("duplicate_of", pa.string(), nullable=False),  # the kept representative's key
-    pa.field("kind", pa.string(), nullable=False),          # "exact" | "phash" | later "semantic"
-    pa.field("distance", pa.float64()),                     # 0 for exact, Hamming bits for phash (to `via`)
-])
+DUPLICATES_SCHEMA = pa.schema(
+    [
+        pa.field("key", pa.string(), nullable=False),
+        pa.field("duplicate_of", pa.string(), nullable=False),  # the kept representative's key
+        pa.field("kind", pa.string(), nullable=False),  # "exact" | "phash" | later "semantic"
+        pa.field("distance", pa.float64()),  # 0 for exact, Hamming bits for phash (to `via`)
+    ]
+)
 # duplicates.parquet adds the direct link where it differs from duplicate_of: a representative that a
 # later global step found to be a duplicate itself is replaced by that step's representative.
 # representative_kept is false when a later non-dedup step (e.g. a filter listed after the dedup steps)
 # removed the representative: list filters before dedup steps to keep every group represented.
 DUPLICATES_OUTPUT_SCHEMA = DUPLICATES_SCHEMA.append(pa.field("via", pa.string())).append(
-    pa.field("representative_kept", pa.bool_()))
+    pa.field("representative_kept", pa.bool_())
+)
 
 
 def empty_rejects() -> pa.Table:
@@ -62,6 +71,13 @@ def rejects_table(keys, sources, stage: str, reasons, details) -> pa.Table:
     n = len(keys)
     if isinstance(reasons, str):
         reasons = [reasons] * n
-    return pa.table({"key": pa.array(keys, pa.string()), "source": pa.array(sources, pa.string()),
-                     "stage": pa.array([stage] * n, pa.string()), "reason": pa.array(reasons, pa.string()),
-                     "detail": pa.array(details, pa.string())}, schema=REJECTS_SCHEMA)
+    return pa.table(
+        {
+            "key": pa.array(keys, pa.string()),
+            "source": pa.array(sources, pa.string()),
+            "stage": pa.array([stage] * n, pa.string()),
+            "reason": pa.array(reasons, pa.string()),
+            "detail": pa.array(details, pa.string()),
+        },
+        schema=REJECTS_SCHEMA,
+    )

@@ -11,6 +11,7 @@ links; the executor applies that decision when it writes the output.
 Parameters are declared as a dataclass `Params` on the stage; a recipe's keys are checked against
 it, so an unknown key is an error naming the bad key and the valid ones.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -61,6 +62,7 @@ class AccountingError(RuntimeError):
 @dataclass(frozen=True)
 class Resources:
     """What one worker of the stage needs; the Ray executor maps these to num_cpus/num_gpus."""
+
     cpus: float = 1.0
     gpus: float = 0.0
 
@@ -73,7 +75,7 @@ class StageResult:
 
 @dataclass
 class GlobalResult:
-    rejected: pa.Table = field(default_factory=REJECTS_SCHEMA.empty_table)   # key, source, stage, reason, detail
+    rejected: pa.Table = field(default_factory=REJECTS_SCHEMA.empty_table)  # key, source, stage, reason, detail
     duplicates: pa.Table = field(default_factory=DUPLICATES_SCHEMA.empty_table)
     # Per-key columns to add to the kept samples' rows (e.g. a duplicate-group id): key + columns.
     columns: pa.Table | None = None
@@ -104,8 +106,11 @@ class _StageBase:
         return type(self).setup is not _StageBase.setup
 
     def describe(self) -> dict:
-        return {"name": self.name, "params": dataclasses.asdict(self.params),
-                "resources": dataclasses.asdict(self.resources)}
+        return {
+            "name": self.name,
+            "params": dataclasses.asdict(self.params),
+            "resources": dataclasses.asdict(self.resources),
+        }
 
 
 class MapStage(_StageBase):
@@ -146,8 +151,10 @@ def make_params(stage_name: str, params_cls: type, given: dict):
     valid = {f.name: f for f in dataclasses.fields(params_cls)}
     unknown = sorted(set(given) - set(valid))
     if unknown:
-        raise StageError(f"stage '{stage_name}': unknown parameter(s) {', '.join(map(repr, unknown))}; "
-                         f"valid: {', '.join(sorted(valid)) or '(none)'}")
+        raise StageError(
+            f"stage '{stage_name}': unknown parameter(s) {', '.join(map(repr, unknown))}; "
+            f"valid: {', '.join(sorted(valid)) or '(none)'}"
+        )
     try:
         params = params_cls(**given)
     except TypeError as exc:

@@ -4,6 +4,7 @@
 
 Names resolve lazily, so the executor can import the collector without loading the renderer.
 """
+
 from __future__ import annotations
 
 from mmcurate._lazy import lazy_exports
@@ -17,4 +18,4 @@ _EXPORTS = {
     "load_run": "mmcurate.report.run_data",
 }
 
-__getattr__, __dir__, __all__ = lazy_exports('mmcurate.report', globals(), _EXPORTS)
+__getattr__, __dir__, __all__ = lazy_exports("mmcurate.report", globals(), _EXPORTS)

@@ -4,6 +4,7 @@ No JavaScript and no external resources: each chart is a self-contained ``<svg>`
 colours as attributes, tooltips as ``<title>`` children, and every label HTML-escaped. Binning lives
 here too (:class:`Histogram`), so a chart and its numbers cannot disagree.
 """
+
 from __future__ import annotations
 
 import math
@@ -14,8 +15,19 @@ from typing import Callable
 
 import numpy as np
 
-__all__ = ["Histogram", "Segment", "BarRow", "Series", "histogram_svg", "bar_chart_svg", "rank_size_svg",
-           "nice_step", "format_number", "PALETTE", "LOG_Y_MIN_RANGE"]
+__all__ = [
+    "Histogram",
+    "Segment",
+    "BarRow",
+    "Series",
+    "histogram_svg",
+    "bar_chart_svg",
+    "rank_size_svg",
+    "nice_step",
+    "format_number",
+    "PALETTE",
+    "LOG_Y_MIN_RANGE",
+]
 
 PALETTE = {
     "primary": "#3b6ea8",
@@ -39,7 +51,7 @@ def nice_step(raw: float) -> float:
         return 1.0
     exp = math.floor(math.log10(raw))
     for m in (1, 2, 2.5, 5, 10):
-        step = m * 10.0 ** exp
+        step = m * 10.0**exp
         if step >= raw * (1 - 1e-9):
             return step
     return 10.0 ** (exp + 1)
@@ -69,12 +81,13 @@ class Histogram:
 
     `overflow` means the last bin also holds everything above its upper edge (a long tail is folded in
     so that one outlier does not squeeze the rest into a single bar)."""
+
     edges: np.ndarray
     counts: np.ndarray
     total: int
     overflow: bool = False
-    integer: bool = False            # bins are single integers (labels at bin centres)
-    log2: bool = False               # edges are log2 of the value (aspect ratios)
+    integer: bool = False  # bins are single integers (labels at bin centres)
+    log2: bool = False  # edges are log2 of the value (aspect ratios)
 
     @classmethod
     def linear(cls, values, max_bins: int = 30, tail_quantile: float = 0.995) -> Histogram:
@@ -89,7 +102,7 @@ class Histogram:
         step = nice_step((hi - lo) / max_bins) if hi > lo else 1.0
         start = math.floor(lo / step) * step
         n = max(1, math.ceil((hi - start) / step + 1e-9))
-        if start + n * step <= hi:   # hi must fall inside the last bin
+        if start + n * step <= hi:  # hi must fall inside the last bin
             n += 1
         edges = start + step * np.arange(n + 1)
         counts = np.histogram(np.clip(v, start, edges[-1] - step * 1e-6), bins=edges)[0]
@@ -144,7 +157,7 @@ def _finite(values) -> np.ndarray:
 
 
 def _ratio_label(log2_value: float) -> str:
-    r = 2.0 ** log2_value
+    r = 2.0**log2_value
     if abs(r - 1) < 1e-9:
         return "1:1"
     if r > 1:
@@ -153,13 +166,17 @@ def _ratio_label(log2_value: float) -> str:
 
 
 def _svg_open(width: int, height: int, label: str) -> str:
-    return (f'<svg viewBox="0 0 {width} {height}" width="100%" '
-            f'preserveAspectRatio="xMinYMin meet" role="img" aria-label="{escape(label)}" {_FONT} font-size="11">')
+    return (
+        f'<svg viewBox="0 0 {width} {height}" width="100%" '
+        f'preserveAspectRatio="xMinYMin meet" role="img" aria-label="{escape(label)}" {_FONT} font-size="11">'
+    )
 
 
 def _text(x: float, y: float, s: str, anchor: str = "start", fill: str = PALETTE["text"], extra: str = "") -> str:
-    return (f'<text x="{x:.1f}" y="{y:.1f}" text-anchor="{anchor}" fill="{fill}"{(" " + extra) if extra else ""}>'
-            f"{escape(s)}</text>")
+    return (
+        f'<text x="{x:.1f}" y="{y:.1f}" text-anchor="{anchor}" fill="{fill}"{(" " + extra) if extra else ""}>'
+        f"{escape(s)}</text>"
+    )
 
 
 def _y_ticks(vmax: float, n: int = 4) -> list[float]:
@@ -169,11 +186,12 @@ def _y_ticks(vmax: float, n: int = 4) -> list[float]:
     return [step * i for i in range(int(math.floor(vmax / step + 1e-9)) + 1)]
 
 
-def histogram_svg(hist: Histogram, title: str, x_label: str, color: str = PALETTE["primary"],
-                  width: int = 400, height: int = 210) -> str:
+def histogram_svg(
+    hist: Histogram, title: str, x_label: str, color: str = PALETTE["primary"], width: int = 400, height: int = 210
+) -> str:
     """A vertical-bar histogram: y = count, x = the binned value, a tooltip per bar."""
     if hist.total == 0:
-        return (_svg_open(width, 60, title) + _text(width / 2, 34, "no data", "middle", PALETTE["axis"]) + "</svg>")
+        return _svg_open(width, 60, title) + _text(width / 2, 34, "no data", "middle", PALETTE["axis"]) + "</svg>"
     left, right, top, bottom = 44, 14, 10, 40
     pw, ph = width - left - right, height - top - bottom
     n = len(hist.counts)
@@ -190,8 +208,10 @@ def histogram_svg(hist: Histogram, title: str, x_label: str, color: str = PALETT
     for i, c in enumerate(hist.counts):
         h = ph * int(c) / ytop
         x = left + i * bw
-        parts.append(f'<rect x="{x + gap / 2:.1f}" y="{top + ph - h:.1f}" width="{max(0.5, bw - gap):.1f}" '
-                     f'height="{h:.1f}" fill="{color}"><title>{escape(hist.label(i))}: {int(c):,}</title></rect>')
+        parts.append(
+            f'<rect x="{x + gap / 2:.1f}" y="{top + ph - h:.1f}" width="{max(0.5, bw - gap):.1f}" '
+            f'height="{h:.1f}" fill="{color}"><title>{escape(hist.label(i))}: {int(c):,}</title></rect>'
+        )
     parts.append(f'<line x1="{left}" x2="{left + pw}" y1="{top + ph}" y2="{top + ph}" stroke="{PALETTE["axis"]}"/>')
     parts.extend(_x_labels(hist, left, top + ph, bw))
     parts.append(_text(left + pw / 2, height - 6, x_label, "middle", PALETTE["axis"]))
@@ -217,8 +237,10 @@ def _x_labels(hist: Histogram, left: float, y0: float, bw: float) -> list[str]:
         lbl = _ratio_label(v) if hist.log2 else format_number(v)
         if hist.overflow and i == n:
             lbl += "+"
-        out.append(f'<line x1="{left + i * bw:.1f}" x2="{left + i * bw:.1f}" y1="{y0}" y2="{y0 + 4}" '
-                   f'stroke="{PALETTE["axis"]}"/>')
+        out.append(
+            f'<line x1="{left + i * bw:.1f}" x2="{left + i * bw:.1f}" y1="{y0}" y2="{y0 + 4}" '
+            f'stroke="{PALETTE["axis"]}"/>'
+        )
         out.append(_text(left + i * bw, y0 + 15, lbl, "middle", PALETTE["axis"]))
     return out
 
@@ -234,12 +256,19 @@ class Segment:
 class BarRow:
     label: str
     segments: Sequence[Segment]
-    annotation: str = ""             # text right of the bar (e.g. "1,234 → 1,100")
+    annotation: str = ""  # text right of the bar (e.g. "1,234 → 1,100")
 
 
-def bar_chart_svg(rows: Sequence[BarRow], title: str, scale_max: float | None = None,
-                  value_format: Callable[[float], str] = format_number, width: int = 760,
-                  label_width: int = 150, annotation_width: int = 170, row_height: int = 26) -> str:
+def bar_chart_svg(
+    rows: Sequence[BarRow],
+    title: str,
+    scale_max: float | None = None,
+    value_format: Callable[[float], str] = format_number,
+    width: int = 760,
+    label_width: int = 150,
+    annotation_width: int = 170,
+    row_height: int = 26,
+) -> str:
     """Horizontal stacked bars, one row per entry, on a shared linear scale with gridlines."""
     if not rows:
         return _svg_open(width, 40, title) + _text(width / 2, 24, "no data", "middle", PALETTE["axis"]) + "</svg>"
@@ -264,8 +293,10 @@ def bar_chart_svg(rows: Sequence[BarRow], title: str, scale_max: float | None = 
         for seg in row.segments:
             w = pw * max(0.0, seg.value) / vmax
             if w > 0:
-                parts.append(f'<rect x="{x:.1f}" y="{y + 4}" width="{w:.1f}" height="{row_height - 8}" '
-                             f'fill="{seg.color}" rx="2"><title>{escape(seg.tooltip)}</title></rect>')
+                parts.append(
+                    f'<rect x="{x:.1f}" y="{y + 4}" width="{w:.1f}" height="{row_height - 8}" '
+                    f'fill="{seg.color}" rx="2"><title>{escape(seg.tooltip)}</title></rect>'
+                )
             x += w
         if row.annotation:
             parts.append(_text(x + 6, y + row_height / 2 + 4, row.annotation, "start", PALETTE["axis"]))
@@ -283,19 +314,19 @@ class Series:
 def _nice_floor(v: float) -> float:
     """The largest 1, 2 or 5 x 10^k that is <= v (v > 0)."""
     k = math.floor(math.log10(v))
-    return next(m * 10.0 ** k for m in (5, 2, 1) if m * 10.0 ** k <= v * (1 + 1e-9))
+    return next(m * 10.0**k for m in (5, 2, 1) if m * 10.0**k <= v * (1 + 1e-9))
 
 
 def _nice_ceil(v: float) -> float:
     """The smallest 1, 2 or 5 x 10^k that is >= v (v > 0)."""
     k = math.floor(math.log10(v))
-    return next(m * 10.0 ** k for m in (1, 2, 5, 10) if m * 10.0 ** k >= v * (1 - 1e-9))
+    return next(m * 10.0**k for m in (1, 2, 5, 10) if m * 10.0**k >= v * (1 - 1e-9))
 
 
 def _log_ticks(lo: float, hi: float) -> list[float]:
     # few decades: 1, 2 and 5 x 10^k, so the axis has enough labels; many: powers of ten only
     mults = (1, 2, 5) if math.log10(hi / lo) <= 3 else (1,)
-    ticks = [m * 10.0 ** k for k in range(math.floor(math.log10(lo)), math.ceil(math.log10(hi)) + 1) for m in mults]
+    ticks = [m * 10.0**k for k in range(math.floor(math.log10(lo)), math.ceil(math.log10(hi)) + 1) for m in mults]
     return [t for t in ticks if lo * (1 - 1e-9) <= t <= hi * (1 + 1e-9)]
 
 
@@ -310,9 +341,16 @@ def _envelope(n: int, pw: float) -> np.ndarray:
     return idx[np.r_[True, change] | np.r_[change, True]]
 
 
-def rank_size_svg(series: Sequence[Series], title: str, y_label: str = "samples per cluster",
-                  x_label: str = "cluster rank (largest first)", log_y: bool | None = None,
-                  width: int = 760, height: int = 270, marker_limit: int = 64) -> str:
+def rank_size_svg(
+    series: Sequence[Series],
+    title: str,
+    y_label: str = "samples per cluster",
+    x_label: str = "cluster rank (largest first)",
+    log_y: bool | None = None,
+    width: int = 760,
+    height: int = 270,
+    marker_limit: int = 64,
+) -> str:
     """A rank-size plot: each series' values sorted descending, drawn as a line over rank 1..n, all on
     one y axis (log when the values span at least LOG_Y_MIN_RANGE, unless `log_y` says). Zeros (empty
     clusters) cannot sit on a log axis: a series' line ends at its last positive value and the legend
@@ -347,7 +385,7 @@ def rank_size_svg(series: Sequence[Series], title: str, y_label: str = "samples 
         def ypos(val: float) -> float:
             return top + ph - ph * val / ytop
 
-    def xpos(rank: int) -> float:   # rank counts from 0 here
+    def xpos(rank: int) -> float:  # rank counts from 0 here
         return left + (pw / 2 if n == 1 else pw * rank / (n - 1))
 
     parts = [_svg_open(width, height, title)]
@@ -358,33 +396,50 @@ def rank_size_svg(series: Sequence[Series], title: str, y_label: str = "samples 
     step = max(1, int(nice_step(n / 6)))
     for r in sorted({1, *range(step, n + 1, step)}):
         x = xpos(r - 1)
-        parts.append(f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{top + ph}" y2="{top + ph + 4}" '
-                     f'stroke="{PALETTE["axis"]}"/>')
+        parts.append(
+            f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{top + ph}" y2="{top + ph + 4}" stroke="{PALETTE["axis"]}"/>'
+        )
         parts.append(_text(x, top + ph + 15, format_number(r), "middle", PALETTE["axis"]))
     parts.append(f'<line x1="{left}" x2="{left + pw}" y1="{top + ph}" y2="{top + ph}" stroke="{PALETTE["axis"]}"/>')
     parts.append(_text(left + pw / 2, height - 6, x_label, "middle", PALETTE["axis"]))
-    parts.append(_text(12, top + ph / 2, y_label + (" (log scale)" if log_y else ""), "middle", PALETTE["axis"],
-                       f'transform="rotate(-90 12 {top + ph / 2:.1f})"'))
+    parts.append(
+        _text(
+            12,
+            top + ph / 2,
+            y_label + (" (log scale)" if log_y else ""),
+            "middle",
+            PALETTE["axis"],
+            f'transform="rotate(-90 12 {top + ph / 2:.1f})"',
+        )
+    )
     legend_x = left + 8
     for s, v in data:
         drawn = v[v > 0] if log_y else v
         zeros = int(v.size - drawn.size)
-        summary = (f"{s.label}: {v.size:,} values, largest {format_number(float(v[0]))}, median "
-                   f"{format_number(float(np.median(v)))}, smallest {format_number(float(v[-1]))}")
+        summary = (
+            f"{s.label}: {v.size:,} values, largest {format_number(float(v[0]))}, median "
+            f"{format_number(float(np.median(v)))}, smallest {format_number(float(v[-1]))}"
+        )
         label = s.label + (f" ({zeros:,} empty, not drawn on the log axis)" if zeros else "")
         parts.append(f'<g data-series="{escape(s.label)}" data-n="{v.size}">')
         if drawn.size:
             keep = _envelope(drawn.size, pw)
             pts = " ".join(f"{xpos(int(i)):.1f},{ypos(float(drawn[i])):.1f}" for i in keep)
-            parts.append(f'<polyline points="{pts}" fill="none" stroke="{s.color}" stroke-width="2" '
-                         f'stroke-linejoin="round"><title>{escape(summary)}</title></polyline>')
+            parts.append(
+                f'<polyline points="{pts}" fill="none" stroke="{s.color}" stroke-width="2" '
+                f'stroke-linejoin="round"><title>{escape(summary)}</title></polyline>'
+            )
             if v.size <= marker_limit:
                 for i, val in enumerate(drawn):
-                    parts.append(f'<circle cx="{xpos(i):.1f}" cy="{ypos(float(val)):.1f}" r="2.5" fill="{s.color}">'
-                                 f'<title>{escape(f"{s.label} #{i + 1}: {format_number(float(val))}")}</title>'
-                                 f'</circle>')
-        parts.append(f'<line x1="{legend_x}" x2="{legend_x + 18}" y1="{top - 14}" y2="{top - 14}" stroke="{s.color}" '
-                     f'stroke-width="3"/>')
+                    parts.append(
+                        f'<circle cx="{xpos(i):.1f}" cy="{ypos(float(val)):.1f}" r="2.5" fill="{s.color}">'
+                        f"<title>{escape(f'{s.label} #{i + 1}: {format_number(float(val))}')}</title>"
+                        f"</circle>"
+                    )
+        parts.append(
+            f'<line x1="{legend_x}" x2="{legend_x + 18}" y1="{top - 14}" y2="{top - 14}" stroke="{s.color}" '
+            f'stroke-width="3"/>'
+        )
         parts.append(_text(legend_x + 24, top - 10, label))
         parts.append("</g>")
         legend_x += 24 + 7 * len(label) + 22

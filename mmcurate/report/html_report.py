@@ -10,6 +10,7 @@ gallery of duplicate groups, semantic clusters (cluster sizes before/after balan
 clusters; from the manifest's stage stats), a gallery of rejected samples per reason, and the timing
 per stage.
 """
+
 from __future__ import annotations
 
 import base64
@@ -50,9 +51,15 @@ MAX_GROUPS = 24
 MAX_TILES_PER_GROUP = 12
 MAX_LISTED_FILES = 50
 
-SECTIONS = [("run", "Run"), ("funnel", "Funnel"), ("distributions", "Distributions"),
-            ("duplicates", "Duplicates"), ("clusters", "Semantic clusters"), ("rejects", "Rejects"),
-            ("timing", "Timing")]
+SECTIONS = [
+    ("run", "Run"),
+    ("funnel", "Funnel"),
+    ("distributions", "Distributions"),
+    ("duplicates", "Duplicates"),
+    ("clusters", "Semantic clusters"),
+    ("rejects", "Rejects"),
+    ("timing", "Timing"),
+]
 
 
 def e(value) -> str:
@@ -98,13 +105,16 @@ def render_report(data: RunData) -> str:
         _section_timing(data),
         _footer(data),
     ]
-    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-            "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
-            # Nothing may be fetched: the policy makes the browser refuse it, should a resource slip in.
-            "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; "
-            "img-src data:; style-src 'unsafe-inline'\">"
-            f"<title>{e(title)}</title><style>{_CSS}</style></head>\n<body><main>\n"
-            + "\n".join(body) + "\n</main></body></html>\n")
+    return (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        # Nothing may be fetched: the policy makes the browser refuse it, should a resource slip in.
+        '<meta http-equiv="Content-Security-Policy" content="default-src \'none\'; '
+        "img-src data:; style-src 'unsafe-inline'\">"
+        f"<title>{e(title)}</title><style>{_CSS}</style></head>\n<body><main>\n"
+        + "\n".join(body)
+        + "\n</main></body></html>\n"
+    )
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -189,22 +199,31 @@ def _header(data: RunData) -> str:
     duration = _float(run.get("duration_s"))
     n_dup = data.duplicates.num_rows if data.duplicates is not None else None
     balanced = kept + rejected == read
-    check = (f'<span class="badge ok" data-check="balanced">every sample accounted for: '
-             f'{kept:,} kept + {rejected:,} rejected = {read:,} read</span>' if balanced else
-             f'<span class="badge bad" data-check="unbalanced">accounting mismatch: {kept:,} kept + {rejected:,} '
-             f'rejected ≠ {read:,} read ({read - kept - rejected:+,} unaccounted)</span>')
-    kpis = [("read", "Read", f"{read:,}", "samples in"),
-            ("kept", "Kept", f"{kept:,}", _pct(kept, read)),
-            ("rejected", "Rejected", f"{rejected:,}", _pct(rejected, read)),
-            ("duplicates", "Duplicates", "–" if n_dup is None else f"{n_dup:,}", "exact + near"),
-            ("duration", "Duration", _duration(duration), _rate(read, duration).replace("/s", " samples/s"))]
-    cards = "".join(f'<div class="kpi" data-kpi="{k}"><div class="kpi-label">{e(label)}</div>'
-                    f'<div class="kpi-value">{e(value)}</div><div class="kpi-sub">{e(sub)}</div></div>'
-                    for k, label, value, sub in kpis)
+    check = (
+        f'<span class="badge ok" data-check="balanced">every sample accounted for: '
+        f"{kept:,} kept + {rejected:,} rejected = {read:,} read</span>"
+        if balanced
+        else f'<span class="badge bad" data-check="unbalanced">accounting mismatch: {kept:,} kept + {rejected:,} '
+        f"rejected ≠ {read:,} read ({read - kept - rejected:+,} unaccounted)</span>"
+    )
+    kpis = [
+        ("read", "Read", f"{read:,}", "samples in"),
+        ("kept", "Kept", f"{kept:,}", _pct(kept, read)),
+        ("rejected", "Rejected", f"{rejected:,}", _pct(rejected, read)),
+        ("duplicates", "Duplicates", "–" if n_dup is None else f"{n_dup:,}", "exact + near"),
+        ("duration", "Duration", _duration(duration), _rate(read, duration).replace("/s", " samples/s")),
+    ]
+    cards = "".join(
+        f'<div class="kpi" data-kpi="{k}"><div class="kpi-label">{e(label)}</div>'
+        f'<div class="kpi-value">{e(value)}</div><div class="kpi-sub">{e(sub)}</div></div>'
+        for k, label, value, sub in kpis
+    )
     started, finished = _timestamp(run.get("started")), _timestamp(run.get("finished"))
-    return (f'<header><div class="title"><h1>Curation report</h1>'
-            f'<div class="subtitle"><code>{e(data.out_dir.resolve())}</code> · {e(started)} → {e(finished)}</div>'
-            f'</div><div class="kpis">{cards}</div><div class="check">{check}</div></header>')
+    return (
+        f'<header><div class="title"><h1>Curation report</h1>'
+        f'<div class="subtitle"><code>{e(data.out_dir.resolve())}</code> · {e(started)} → {e(finished)}</div>'
+        f'</div><div class="kpis">{cards}</div><div class="check">{check}</div></header>'
+    )
 
 
 def _nav() -> str:
@@ -214,11 +233,13 @@ def _nav() -> str:
 
 def _footer(data: RunData) -> str:
     version = data.run.get("mmcurate_version") or "?"
-    missing = (f" Not in this output directory: {', '.join(e(m) for m in data.missing)}." if data.missing else "")
-    return (f'<footer>Generated by mmcurate {e(version)} on '
-            f'{e(_dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"))} from '
-            f'<code>{e(data.out_dir.resolve())}</code>.{missing} This page is self-contained and works offline.'
-            f'</footer>')
+    missing = f" Not in this output directory: {', '.join(e(m) for m in data.missing)}." if data.missing else ""
+    return (
+        f"<footer>Generated by mmcurate {e(version)} on "
+        f"{e(_dt.datetime.now(_dt.timezone.utc).strftime('%Y-%m-%d %H:%M UTC'))} from "
+        f"<code>{e(data.out_dir.resolve())}</code>.{missing} This page is self-contained and works offline."
+        f"</footer>"
+    )
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -262,8 +283,11 @@ def _files_table(items) -> str:
                 v = json.dumps(v, ensure_ascii=False, default=str)
             cells.append(f'<td class="{"mono" if c in ("sha256", "path", "hash") else ""}">{e(v)}</td>')
         rows.append(f"<tr>{''.join(cells)}</tr>")
-    more = (f'<p class="note">… and {len(dicts) - MAX_LISTED_FILES:,} more (see manifest.json)</p>'
-            if len(dicts) > MAX_LISTED_FILES else "")
+    more = (
+        f'<p class="note">… and {len(dicts) - MAX_LISTED_FILES:,} more (see manifest.json)</p>'
+        if len(dicts) > MAX_LISTED_FILES
+        else ""
+    )
     return _table(columns, rows, "files") + more
 
 
@@ -283,14 +307,20 @@ def _section_run(data: RunData) -> str:
     recipe = run.get("recipe")
     details = []
     if recipe is not None:
-        details.append(f'<details data-detail="recipe"><summary>Recipe (resolved)</summary>'
-                       f'<pre class="code">{e(_recipe_text(recipe))}</pre></details>')
+        details.append(
+            f'<details data-detail="recipe"><summary>Recipe (resolved)</summary>'
+            f'<pre class="code">{e(_recipe_text(recipe))}</pre></details>'
+        )
     if build:
         details.append(f'<details data-detail="build"><summary>Build information</summary>{_kv_table(build)}</details>')
-    details.append(f'<details data-detail="inputs"><summary>Input files</summary>'
-                   f'{_files_table(data.manifest.get("inputs"))}</details>')
-    details.append(f'<details data-detail="outputs"><summary>Output files</summary>'
-                   f'{_files_table(data.manifest.get("outputs"))}</details>')
+    details.append(
+        f'<details data-detail="inputs"><summary>Input files</summary>'
+        f"{_files_table(data.manifest.get('inputs'))}</details>"
+    )
+    details.append(
+        f'<details data-detail="outputs"><summary>Output files</summary>'
+        f"{_files_table(data.manifest.get('outputs'))}</details>"
+    )
     return _section("run", "Run", "", _kv_table(facts) + _run_warnings(data.manifest) + "".join(details))
 
 
@@ -303,11 +333,16 @@ def _run_warnings(manifest: dict) -> str:
     items = "".join(f"<li>{e(w)}</li>" for w in warnings)
     html = f'<div class="warnings" data-detail="warnings"><strong>Warnings</strong><ul>{items}</ul></div>'
     if errors:
-        rows = "".join(f"<tr><td>{e(str(x.get('shard')))}</td><td>{e(str(x.get('reason')))}</td>"
-                       f"<td>{e(str(x.get('detail')))}</td></tr>" for x in errors)
-        html += (f'<details open data-detail="shard-errors"><summary>Shards read only in part ({len(errors)})'
-                 f'</summary><table><thead><tr><th>shard</th><th>reason</th><th>detail</th></tr></thead>'
-                 f'<tbody>{rows}</tbody></table></details>')
+        rows = "".join(
+            f"<tr><td>{e(str(x.get('shard')))}</td><td>{e(str(x.get('reason')))}</td>"
+            f"<td>{e(str(x.get('detail')))}</td></tr>"
+            for x in errors
+        )
+        html += (
+            f'<details open data-detail="shard-errors"><summary>Shards read only in part ({len(errors)})'
+            f"</summary><table><thead><tr><th>shard</th><th>reason</th><th>detail</th></tr></thead>"
+            f"<tbody>{rows}</tbody></table></details>"
+        )
     return html
 
 
@@ -331,8 +366,10 @@ def _reasons_by_stage(data: RunData) -> dict[str, dict[str, int]]:
 
 
 def _reason_chips(reasons: dict[str, int]) -> str:
-    return " ".join(f'<span class="chip" data-reason="{e(r)}">{e(r)} <b>{n:,}</b></span>'
-                    for r, n in reasons.items()) or '<span class="muted">–</span>'
+    return (
+        " ".join(f'<span class="chip" data-reason="{e(r)}">{e(r)} <b>{n:,}</b></span>' for r, n in reasons.items())
+        or '<span class="muted">–</span>'
+    )
 
 
 def _section_funnel(data: RunData) -> str:
@@ -346,22 +383,42 @@ def _section_funnel(data: RunData) -> str:
     for s in stages:
         name = str(s.get("name", "?"))
         n_in, kept, rej = _int(s.get("in")), _int(s.get("kept")), _int(s.get("rejected"))
-        bars.append(BarRow(name, [Segment(kept, PALETTE["kept"], f"{name}: {kept:,} kept"),
-                                  Segment(rej, PALETTE["rejected"], f"{name}: {rej:,} rejected")],
-                           f"{n_in:,} → {kept:,}" + (f"  (−{rej:,})" if rej else "")))
-        rows.append(f'<tr data-stage="{e(name)}" data-in="{n_in}" data-kept="{kept}" data-rejected="{rej}">'
-                    f'<td class="name">{e(name)}</td><td>{_kind_chip(s.get("kind"))}</td>'
-                    f'<td class="num">{n_in:,}</td><td class="num">{kept:,}</td><td class="num">{rej:,}</td>'
-                    f'<td class="num">{_pct(rej, n_in)}</td><td>{_reason_chips(reasons.get(name, {}))}</td></tr>')
+        bars.append(
+            BarRow(
+                name,
+                [
+                    Segment(kept, PALETTE["kept"], f"{name}: {kept:,} kept"),
+                    Segment(rej, PALETTE["rejected"], f"{name}: {rej:,} rejected"),
+                ],
+                f"{n_in:,} → {kept:,}" + (f"  (−{rej:,})" if rej else ""),
+            )
+        )
+        rows.append(
+            f'<tr data-stage="{e(name)}" data-in="{n_in}" data-kept="{kept}" data-rejected="{rej}">'
+            f'<td class="name">{e(name)}</td><td>{_kind_chip(s.get("kind"))}</td>'
+            f'<td class="num">{n_in:,}</td><td class="num">{kept:,}</td><td class="num">{rej:,}</td>'
+            f'<td class="num">{_pct(rej, n_in)}</td><td>{_reason_chips(reasons.get(name, {}))}</td></tr>'
+        )
     kept_total = _int(data.counts.get("kept"))
-    bars.append(BarRow("kept", [Segment(kept_total, PALETTE["kept"], f"kept: {kept_total:,}")],
-                       f"{kept_total:,} ({_pct(kept_total, read)})"))
-    legend = (f'<div class="legend"><span><i style="background:{PALETTE["kept"]}"></i>kept by the stage</span>'
-              f'<span><i style="background:{PALETTE["rejected"]}"></i>rejected by the stage</span></div>')
+    bars.append(
+        BarRow(
+            "kept",
+            [Segment(kept_total, PALETTE["kept"], f"kept: {kept_total:,}")],
+            f"{kept_total:,} ({_pct(kept_total, read)})",
+        )
+    )
+    legend = (
+        f'<div class="legend"><span><i style="background:{PALETTE["kept"]}"></i>kept by the stage</span>'
+        f'<span><i style="background:{PALETTE["rejected"]}"></i>rejected by the stage</span></div>'
+    )
     chart = bar_chart_svg(bars, "samples in and out per stage", scale_max=read or None)
     table = _table(["stage", "kind", "in", "kept", "rejected", "% rejected", "reasons"], rows, "funnel")
-    return _section("funnel", "Funnel", "Samples entering each stage, in recipe order, and where they went.",
-                    f'<div class="card chart">{chart}{legend}</div>{table}')
+    return _section(
+        "funnel",
+        "Funnel",
+        "Samples entering each stage, in recipe order, and where they went.",
+        f'<div class="card chart">{chart}{legend}</div>{table}',
+    )
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -374,17 +431,29 @@ def _stats_line(values: np.ndarray, unit: str = "") -> str:
         return ""
     q = np.quantile(v, [0.05, 0.5, 0.95])
     u = f" {unit}" if unit else ""
-    return (f'<div class="stats">n {v.size:,} · min {format_number(float(v.min()))} · p5 {format_number(q[0])} · '
-            f'median {format_number(q[1])} · p95 {format_number(q[2])} · max {format_number(float(v.max()))}{e(u)}</div>')
+    return (
+        f'<div class="stats">n {v.size:,} · min {format_number(float(v.min()))} · p5 {format_number(q[0])} · '
+        f"median {format_number(q[1])} · p95 {format_number(q[2])} · max {format_number(float(v.max()))}{e(u)}</div>"
+    )
 
 
-def _hist_card(key: str, title: str, hist: Histogram, values: np.ndarray, x_label: str, note: str = "",
-               color: str = PALETTE["primary"], ratio_stats: bool = False) -> str:
+def _hist_card(
+    key: str,
+    title: str,
+    hist: Histogram,
+    values: np.ndarray,
+    x_label: str,
+    note: str = "",
+    color: str = PALETTE["primary"],
+    ratio_stats: bool = False,
+) -> str:
     svg = histogram_svg(hist, title, x_label, color=color)
     stats = _ratio_stats(values) if ratio_stats else _stats_line(values)
     note_html = f'<div class="note">{e(note)}</div>' if note else ""
-    return (f'<div class="card hist" data-hist="{e(key)}" data-n="{hist.total}"><h3>{e(title)}</h3>{svg}'
-            f'{stats}{note_html}</div>')
+    return (
+        f'<div class="card hist" data-hist="{e(key)}" data-n="{hist.total}"><h3>{e(title)}</h3>{svg}'
+        f"{stats}{note_html}</div>"
+    )
 
 
 def _ratio_stats(values: np.ndarray) -> str:
@@ -392,9 +461,11 @@ def _ratio_stats(values: np.ndarray) -> str:
     if v.size == 0:
         return ""
     wide, tall = int((v > 1.0001).sum()), int((v < 0.9999).sum())
-    return (f'<div class="stats">n {v.size:,} · median {format_number(float(np.median(v)))} · landscape {wide:,} · '
-            f'portrait {tall:,} · square {v.size - wide - tall:,} · extremes {format_number(float(v.min()))}–'
-            f'{format_number(float(v.max()))}</div>')
+    return (
+        f'<div class="stats">n {v.size:,} · median {format_number(float(np.median(v)))} · landscape {wide:,} · '
+        f"portrait {tall:,} · square {v.size - wide - tall:,} · extremes {format_number(float(v.min()))}–"
+        f"{format_number(float(v.max()))}</div>"
+    )
 
 
 def _column(table: pa.Table | None, name: str) -> pa.ChunkedArray | None:
@@ -414,25 +485,59 @@ def _section_distributions(data: RunData) -> str:
         cards.append(_hist_card("height", "Height", Histogram.linear(h), h, "pixels"))
         with np.errstate(divide="ignore", invalid="ignore"):
             ratio = np.where(h > 0, w / np.where(h > 0, h, 1), np.nan)
-        cards.append(_hist_card("aspect", "Aspect ratio (width : height)", Histogram.aspect(ratio), ratio,
-                                "log scale; ratios beyond 8:1 are counted in the end bins", ratio_stats=True))
+        cards.append(
+            _hist_card(
+                "aspect",
+                "Aspect ratio (width : height)",
+                Histogram.aspect(ratio),
+                ratio,
+                "log scale; ratios beyond 8:1 are counted in the end bins",
+                ratio_stats=True,
+            )
+        )
     caption = _column(data.samples, "caption")
     if caption is not None:
         caption = pc.filter(caption, pc.is_valid(caption))
         chars = pc.utf8_length(caption).to_numpy(zero_copy_only=False).astype(np.float64)
-        words = pc.list_value_length(pc.utf8_split_whitespace(caption)).to_numpy(zero_copy_only=False).astype(
-            np.float64)
+        words = (
+            pc.list_value_length(pc.utf8_split_whitespace(caption)).to_numpy(zero_copy_only=False).astype(np.float64)
+        )
         missing = data.samples.num_rows - len(caption)
         note = f"{missing:,} kept samples have no caption" if missing else ""
-        cards.append(_hist_card("caption_chars", "Caption length (characters)", Histogram.linear(chars), chars,
-                                "characters", note, color="#7b61a8"))
-        cards.append(_hist_card("caption_words", "Caption length (words)", Histogram.integers(words, 40), words,
-                                "words", note, color="#7b61a8"))
+        cards.append(
+            _hist_card(
+                "caption_chars",
+                "Caption length (characters)",
+                Histogram.linear(chars),
+                chars,
+                "characters",
+                note,
+                color="#7b61a8",
+            )
+        )
+        cards.append(
+            _hist_card(
+                "caption_words",
+                "Caption length (words)",
+                Histogram.integers(words, 40),
+                words,
+                "words",
+                note,
+                color="#7b61a8",
+            )
+        )
     phash = _phash_distances(data)
     if phash is not None:
-        cards.append(_hist_card("phash_distance", "pHash distance of near-duplicates", Histogram.integers(phash, 65),
-                                phash, "Hamming distance to the representative (bits of 64)",
-                                color=PALETTE["rejected"]))
+        cards.append(
+            _hist_card(
+                "phash_distance",
+                "pHash distance of near-duplicates",
+                Histogram.integers(phash, 65),
+                phash,
+                "Hamming distance to the representative (bits of 64)",
+                color=PALETTE["rejected"],
+            )
+        )
     intro = "Kept samples (samples.parquet); the last chart shows detected near-duplicates (duplicates.parquet)."
     content = f'<div class="grid">{"".join(cards)}</div>' if cards else _empty("samples.parquet is missing")
     return _section("distributions", "Distributions", intro, content)
@@ -450,10 +555,17 @@ def _phash_distances(data: RunData) -> np.ndarray | None:
 # thumbnails and galleries
 
 
-def _tile(jpeg: bytes | None, key: str, lines: list[tuple[str, str]], badge: str = "", badge_cls: str = "",
-          decoded: bool = True, caption: str | None = None, cls: str = "") -> str:
-    img = (f'<img src="{_data_uri(jpeg)}" alt="{e(key)}">' if jpeg else
-           '<span class="noimg">no thumbnail</span>')
+def _tile(
+    jpeg: bytes | None,
+    key: str,
+    lines: list[tuple[str, str]],
+    badge: str = "",
+    badge_cls: str = "",
+    decoded: bool = True,
+    caption: str | None = None,
+    cls: str = "",
+) -> str:
+    img = f'<img src="{_data_uri(jpeg)}" alt="{e(key)}">' if jpeg else '<span class="noimg">no thumbnail</span>'
     badge_html = f'<span class="badge-tile {e(badge_cls)}">{e(badge)}</span>' if badge else ""
     # Text of samples passes the PII redactor again: thumbs.parquet / rejects.parquet of an older run
     # may hold it in clear.
@@ -461,9 +573,11 @@ def _tile(jpeg: bytes | None, key: str, lines: list[tuple[str, str]], badge: str
     caption = display_text(caption)
     meta = "".join(f'<div class="{e(c)}" title="{e(t)}">{e(t)}</div>' for c, t in lines if t)
     cap = f'<div class="caption" title="{e(caption)}">{e(caption)}</div>' if caption else ""
-    return (f'<figure class="tile {e(cls)}{"" if decoded else " placeholder"}" data-key="{e(key)}">'
-            f'<div class="frame">{img}{badge_html}</div><figcaption>'
-            f'<div class="key" title="{e(key)}">{e(key)}</div>{meta}{cap}</figcaption></figure>')
+    return (
+        f'<figure class="tile {e(cls)}{"" if decoded else " placeholder"}" data-key="{e(key)}">'
+        f'<div class="frame">{img}{badge_html}</div><figcaption>'
+        f'<div class="key" title="{e(key)}">{e(key)}</div>{meta}{cap}</figcaption></figure>'
+    )
 
 
 def _thumb_rows(data: RunData, kind: str) -> list[dict]:
@@ -483,17 +597,24 @@ def _section_duplicates(data: RunData) -> str:
     sizes = dup.group_by(["kind", "duplicate_of"]).aggregate([([], "count_all")])
     per_kind = sizes.group_by("kind").aggregate([("count_all", "sum"), ("count_all", "count"), ("count_all", "max")])
     rows = []
-    for kind, n, groups, largest in zip(*(per_kind.column(c).to_pylist() for c in
-                                          ("kind", "count_all_sum", "count_all_count", "count_all_max"))):
-        rows.append(f'<tr data-kind="{e(kind)}" data-duplicates="{n}" data-groups="{groups}"><td>{e(kind)}</td>'
-                    f'<td class="num">{n:,}</td><td class="num">{groups:,}</td><td class="num">{largest + 1:,}</td></tr>')
+    for kind, n, groups, largest in zip(
+        *(per_kind.column(c).to_pylist() for c in ("kind", "count_all_sum", "count_all_count", "count_all_max"))
+    ):
+        rows.append(
+            f'<tr data-kind="{e(kind)}" data-duplicates="{n}" data-groups="{groups}"><td>{e(kind)}</td>'
+            f'<td class="num">{n:,}</td><td class="num">{groups:,}</td><td class="num">{largest + 1:,}</td></tr>'
+        )
     summary = _table(["kind", "duplicates removed", "groups", "largest group"], rows, "dups")
-    group_size = {(k, r): n for k, r, n in zip(*(sizes.column(c).to_pylist()
-                                                for c in ("kind", "duplicate_of", "count_all")))}
-    return _section("duplicates", "Duplicates",
-                    "Each group keeps one representative (green) and drops its duplicates; the distance is in "
-                    "pHash bits (0 for byte-identical copies). Members with the largest distance are shown first.",
-                    summary + _duplicate_gallery(data, group_size))
+    group_size = {
+        (k, r): n for k, r, n in zip(*(sizes.column(c).to_pylist() for c in ("kind", "duplicate_of", "count_all")))
+    }
+    return _section(
+        "duplicates",
+        "Duplicates",
+        "Each group keeps one representative (green) and drops its duplicates; the distance is in "
+        "pHash bits (0 for byte-identical copies). Members with the largest distance are shown first.",
+        summary + _duplicate_gallery(data, group_size),
+    )
 
 
 def _duplicate_gallery(data: RunData, group_size: dict) -> str:
@@ -518,15 +639,26 @@ def _duplicate_gallery(data: RunData, group_size: dict) -> str:
                 badge = "same bytes"
             else:
                 badge = f"d = {dist:g}" if dist is not None else kind
-            tiles.append(_tile(row["jpeg"], row["key"], [("note", row.get("note") or "")], badge,
-                               "kept" if is_rep else "dup", row.get("decoded", True), row.get("caption"),
-                               "rep" if is_rep else ""))
+            tiles.append(
+                _tile(
+                    row["jpeg"],
+                    row["key"],
+                    [("note", row.get("note") or "")],
+                    badge,
+                    "kept" if is_rep else "dup",
+                    row.get("decoded", True),
+                    row.get("caption"),
+                    "rep" if is_rep else "",
+                )
+            )
             shown += 0 if is_rep else 1
         total = group_size.get((kind, rep), shown)
         more = f'<div class="more">+{total - shown:,} more</div>' if total > shown else ""
-        out.append(f'<div class="group" data-group="{e(rep)}" data-kind="{e(kind)}" data-size="{total + 1}">'
-                   f'<div class="group-head"><span class="kind">{e(kind)}</span> group of {total + 1:,} · '
-                   f'representative <code>{e(rep)}</code></div><div class="tiles">{"".join(tiles)}{more}</div></div>')
+        out.append(
+            f'<div class="group" data-group="{e(rep)}" data-kind="{e(kind)}" data-size="{total + 1}">'
+            f'<div class="group-head"><span class="kind">{e(kind)}</span> group of {total + 1:,} · '
+            f'representative <code>{e(rep)}</code></div><div class="tiles">{"".join(tiles)}{more}</div></div>'
+        )
     return "".join(out)
 
 
@@ -535,8 +667,9 @@ def _details_for(data: RunData, keys: list[str]) -> dict[tuple[str, str, str], s
     if r is None or not keys or not {"key", "stage", "reason", "detail"} <= set(r.column_names):
         return {}
     sub = r.filter(pc.is_in(r.column("key"), value_set=pa.array(sorted(set(keys)), pa.string())))
-    return {(k, s, rs): d for k, s, rs, d in zip(*(sub.column(c).to_pylist()
-                                                   for c in ("key", "stage", "reason", "detail")))}
+    return {
+        (k, s, rs): d for k, s, rs, d in zip(*(sub.column(c).to_pylist() for c in ("key", "stage", "reason", "detail")))
+    }
 
 
 def _section_rejects(data: RunData) -> str:
@@ -554,10 +687,16 @@ def _section_rejects(data: RunData) -> str:
         for reason, n in reasons.get(stage, {}).items():
             rows = thumbs.get((stage, reason), [])[:MAX_TILES_PER_REASON]
             if rows:
-                tiles = "".join(_tile(row["jpeg"], row["key"],
-                                      [("detail", details.get((row["key"], stage, reason), ""))],
-                                      decoded=row.get("decoded", True), caption=row.get("caption"))
-                                for row in rows)
+                tiles = "".join(
+                    _tile(
+                        row["jpeg"],
+                        row["key"],
+                        [("detail", details.get((row["key"], stage, reason), ""))],
+                        decoded=row.get("decoded", True),
+                        caption=row.get("caption"),
+                    )
+                    for row in rows
+                )
                 body = f'<div class="tiles">{tiles}</div>'
                 if n > len(rows):
                     body += f'<p class="note">showing {len(rows):,} of {n:,} (the first by key)</p>'
@@ -565,11 +704,17 @@ def _section_rejects(data: RunData) -> str:
                 body = _empty("see the duplicate groups above for pictures of what this stage removed")
             else:
                 body = _empty("no thumbnails were collected for this reason")
-            cards.append(f'<div class="card reason" data-stage="{e(stage)}" data-reason="{e(reason)}" data-count="{n}">'
-                         f'<h3><span class="stage">{e(stage)}</span> · {e(reason)} <span class="count">{n:,}</span>'
-                         f'</h3>{body}</div>')
-    return _section("rejects", "Rejects", "Rejected samples per stage and reason, with the stage's detail.",
-                    f'<div class="reasons">{"".join(cards)}</div>')
+            cards.append(
+                f'<div class="card reason" data-stage="{e(stage)}" data-reason="{e(reason)}" data-count="{n}">'
+                f'<h3><span class="stage">{e(stage)}</span> · {e(reason)} <span class="count">{n:,}</span>'
+                f"</h3>{body}</div>"
+            )
+    return _section(
+        "rejects",
+        "Rejects",
+        "Rejected samples per stage and reason, with the stage's detail.",
+        f'<div class="reasons">{"".join(cards)}</div>',
+    )
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -614,34 +759,44 @@ def _balance_card(stage: dict) -> str:
     facts = [f"method {stats.get('method', '–')}", f"strategy {stats.get('strategy', '–')}"]
     if isinstance(levels, list) and levels:
         facts.append("levels " + " → ".join(_num(k) for k in levels))
-    facts.append(f"selected {_num(stats.get('selected'))} of {_num(stats.get('n'))} "
-                 f"(target {_num(stats.get('target'))})")
+    facts.append(
+        f"selected {_num(stats.get('selected'))} of {_num(stats.get('n'))} (target {_num(stats.get('target'))})"
+    )
     head = f'<h3>balance</h3><div class="stats">{e(" · ".join(facts))}</div>'
     sides = [(name, stats.get(name)) for name in ("before", "after")]
     if not all(isinstance(side, dict) for _, side in sides):
-        return (f'<div class="card clusters" data-stage="{e(BALANCE_STAGE)}">{head}'
-                f'{_empty("no cluster statistics: no sample had an embedding, so nothing was clustered")}</div>')
-    metrics = [("clusters", "clusters", lambda s: _num(s.get("n_clusters"))),
-               ("samples", "samples", lambda s: _num(s.get("n_samples"))),
-               ("gini", "Gini (0 = equal sizes)", lambda s: _fixed(s.get("gini"))),
-               ("normalized_entropy", "normalised entropy (1 = equal sizes)",
-                lambda s: _fixed(s.get("normalized_entropy"))),
-               ("largest", "largest cluster", lambda s: _num(_largest_median(s)[0])),
-               ("median", "median cluster", lambda s: _num(_largest_median(s)[1]))]
-    rows = [f'<tr data-metric="{key}"><td class="name">{e(label)}</td>'
-            + "".join(f'<td class="num" data-side="{name}">{e(fmt(side))}</td>' for name, side in sides) + "</tr>"
-            for key, label, fmt in metrics]
+        return (
+            f'<div class="card clusters" data-stage="{e(BALANCE_STAGE)}">{head}'
+            f"{_empty('no cluster statistics: no sample had an embedding, so nothing was clustered')}</div>"
+        )
+    metrics = [
+        ("clusters", "clusters", lambda s: _num(s.get("n_clusters"))),
+        ("samples", "samples", lambda s: _num(s.get("n_samples"))),
+        ("gini", "Gini (0 = equal sizes)", lambda s: _fixed(s.get("gini"))),
+        ("normalized_entropy", "normalised entropy (1 = equal sizes)", lambda s: _fixed(s.get("normalized_entropy"))),
+        ("largest", "largest cluster", lambda s: _num(_largest_median(s)[0])),
+        ("median", "median cluster", lambda s: _num(_largest_median(s)[1])),
+    ]
+    rows = [
+        f'<tr data-metric="{key}"><td class="name">{e(label)}</td>'
+        + "".join(f'<td class="num" data-side="{name}">{e(fmt(side))}</td>' for name, side in sides)
+        + "</tr>"
+        for key, label, fmt in metrics
+    ]
     table = _table(["", "before", "after"], rows, "balance")
     sizes = {name: _cluster_sizes(side) for name, side in sides}
     if all(v is not None for v in sizes.values()):
-        chart = rank_size_svg([Series("before", sizes["before"], PALETTE["before"]),
-                               Series("after", sizes["after"], PALETTE["primary"])],
-                              "top-level cluster sizes before and after balance")
+        chart = rank_size_svg(
+            [Series("before", sizes["before"], PALETTE["before"]), Series("after", sizes["after"], PALETTE["primary"])],
+            "top-level cluster sizes before and after balance",
+        )
         chart_html = f'<div class="chart">{chart}</div>'
     else:
-        chart_html = (f'<p class="note">The manifest lists per-cluster sizes only for up to '
-                      f'{MAX_LISTED_CLUSTER_SIZES:,} clusters (this run has {e(_num(sides[0][1].get("n_clusters")))}),'
-                      f' so only the summary is shown.</p>')
+        chart_html = (
+            f'<p class="note">The manifest lists per-cluster sizes only for up to '
+            f"{MAX_LISTED_CLUSTER_SIZES:,} clusters (this run has {e(_num(sides[0][1].get('n_clusters')))}),"
+            f" so only the summary is shown.</p>"
+        )
     return f'<div class="card clusters" data-stage="{e(BALANCE_STAGE)}">{head}{chart_html}{table}</div>'
 
 
@@ -651,34 +806,47 @@ def _semantic_dedup_card(stage: dict) -> str:
     keep = stats.get("keep")
     if isinstance(keep, dict):
         keep = ", ".join(f"{k} {v}" for k, v in keep.items())
-    facts = {"clusters": _num(stats.get("clusters")),
-             "duplicates removed": _num(dups) + (f" ({_pct(dups, n_in)} of {_num(n_in)})" if dups and n_in else ""),
-             "eps (cosine ≥ 1 − eps is a duplicate)": _fixed(stats.get("eps"), 3),
-             "keeps": keep if keep not in (None, "") else "–",
-             "without an embedding": _num(stats.get("no_embedding"))}
+    facts = {
+        "clusters": _num(stats.get("clusters")),
+        "duplicates removed": _num(dups) + (f" ({_pct(dups, n_in)} of {_num(n_in)})" if dups and n_in else ""),
+        "eps (cosine ≥ 1 − eps is a duplicate)": _fixed(stats.get("eps"), 3),
+        "keeps": keep if keep not in (None, "") else "–",
+        "without an embedding": _num(stats.get("no_embedding")),
+    }
     pct = stats.get("cluster_size_percentiles")
     if isinstance(pct, dict) and pct:
         cells = "".join(f'<td class="num" data-percentile="{e(k)}">{e(_num(v))}</td>' for k, v in pct.items())
         row = f"<tr>{cells}</tr>"
-        sizes = ('<div class="note">cluster sizes (samples per cluster)</div>'
-                 + _table([_PERCENTILE_NAMES.get(str(k), str(k)) for k in pct], [row], "percentiles"))
+        sizes = '<div class="note">cluster sizes (samples per cluster)</div>' + _table(
+            [_PERCENTILE_NAMES.get(str(k), str(k)) for k in pct], [row], "percentiles"
+        )
     else:
         sizes = _empty("no cluster-size percentiles (nothing was clustered)")
-    return (f'<div class="card clusters" data-stage="{e(SEMANTIC_DEDUP_STAGE)}"><h3>semantic_dedup</h3>'
-            f'{_kv_table(facts)}{sizes}</div>')
+    return (
+        f'<div class="card clusters" data-stage="{e(SEMANTIC_DEDUP_STAGE)}"><h3>semantic_dedup</h3>'
+        f"{_kv_table(facts)}{sizes}</div>"
+    )
 
 
 def _section_clusters(data: RunData) -> str:
-    cards = ([_balance_card(s) for s in data.stages_with_stats(BALANCE_STAGE)]
-             + [_semantic_dedup_card(s) for s in data.stages_with_stats(SEMANTIC_DEDUP_STAGE)])
+    cards = [_balance_card(s) for s in data.stages_with_stats(BALANCE_STAGE)] + [
+        _semantic_dedup_card(s) for s in data.stages_with_stats(SEMANTIC_DEDUP_STAGE)
+    ]
     if not cards:
-        return _section("clusters", "Semantic clusters", "",
-                        _empty("no semantic stage ran (semantic_dedup, balance): no clusters to show"))
-    return _section("clusters", "Semantic clusters",
-                    "Cluster sizes from the stages' statistics in the manifest. balance: its top-level clusters "
-                    "before and after sampling, largest first (Gini 0 and normalised entropy 1 mean equal sizes). "
-                    "semantic_dedup: the k-means clusters it searched for duplicates within.",
-                    "".join(cards))
+        return _section(
+            "clusters",
+            "Semantic clusters",
+            "",
+            _empty("no semantic stage ran (semantic_dedup, balance): no clusters to show"),
+        )
+    return _section(
+        "clusters",
+        "Semantic clusters",
+        "Cluster sizes from the stages' statistics in the manifest. balance: its top-level clusters "
+        "before and after sampling, largest first (Gini 0 and normalised entropy 1 mean equal sizes). "
+        "semantic_dedup: the k-means clusters it searched for duplicates within.",
+        "".join(cards),
+    )
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -691,27 +859,45 @@ def _section_timing(data: RunData) -> str:
         return _section("timing", "Timing", "", _empty("the manifest has no per-stage timings"))
     total = _float(data.run.get("duration_s"))
     staged = sum(_float(s.get("seconds")) for s in stages)
-    entries = [(str(s.get("name", "?")), _float(s.get("seconds")), _int(s.get("in")), s.get("kind", "")) for s in stages]
+    entries = [
+        (str(s.get("name", "?")), _float(s.get("seconds")), _int(s.get("in")), s.get("kind", "")) for s in stages
+    ]
     if total is not None and total > staged * 1.001:
         # Reading shards, writing outputs and scheduling are not any stage's time, but they are the run's.
         entries.append(("other (read, write, overhead)", total - staged, None, ""))
     denom = total if total else staged
     bars, rows = [], []
     for name, sec, n_in, kind in entries:
-        bars.append(BarRow(name, [Segment(sec, PALETTE["primary"] if n_in is not None else PALETTE["muted"],
-                                          f"{name}: {_duration(sec)}")],
-                           f"{_duration(sec)} · {_pct(sec, denom)}"))
-        rows.append(f'<tr data-stage="{e(name)}" data-seconds="{sec:.6g}"><td class="name">{e(name)}</td>'
-                    f'<td>{_kind_chip(kind)}</td><td class="num">{_duration(sec)}</td>'
-                    f'<td class="num">{_pct(sec, denom)}</td><td class="num">{"–" if n_in is None else f"{n_in:,}"}</td>'
-                    f'<td class="num">{"–" if n_in is None else _rate(n_in, sec)}</td></tr>')
+        bars.append(
+            BarRow(
+                name,
+                [
+                    Segment(
+                        sec, PALETTE["primary"] if n_in is not None else PALETTE["muted"], f"{name}: {_duration(sec)}"
+                    )
+                ],
+                f"{_duration(sec)} · {_pct(sec, denom)}",
+            )
+        )
+        rows.append(
+            f'<tr data-stage="{e(name)}" data-seconds="{sec:.6g}"><td class="name">{e(name)}</td>'
+            f'<td>{_kind_chip(kind)}</td><td class="num">{_duration(sec)}</td>'
+            f'<td class="num">{_pct(sec, denom)}</td><td class="num">{"–" if n_in is None else f"{n_in:,}"}</td>'
+            f'<td class="num">{"–" if n_in is None else _rate(n_in, sec)}</td></tr>'
+        )
     read = _int(data.counts.get("read"))
-    rows.append(f'<tr class="total"><td class="name">run</td><td></td><td class="num">{_duration(denom)}</td>'
-                f'<td class="num">100%</td><td class="num">{read:,}</td><td class="num">{_rate(read, denom)}</td></tr>')
+    rows.append(
+        f'<tr class="total"><td class="name">run</td><td></td><td class="num">{_duration(denom)}</td>'
+        f'<td class="num">100%</td><td class="num">{read:,}</td><td class="num">{_rate(read, denom)}</td></tr>'
+    )
     chart = bar_chart_svg(bars, "time per stage", value_format=lambda s: _duration(s) if s else "0")
     table = _table(["stage", "kind", "time", "share", "samples in", "samples/s"], rows, "timing")
-    return _section("timing", "Timing", "Wall time per stage; samples/s counts the samples entering the stage.",
-                    f'<div class="card chart">{chart}</div>{table}')
+    return _section(
+        "timing",
+        "Timing",
+        "Wall time per stage; samples/s counts the samples entering the stage.",
+        f'<div class="card chart">{chart}</div>{table}',
+    )
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -4,6 +4,7 @@ Only the columns the report uses are read (samples.parquet can be large: its cap
 part), and optional parts may be missing: a run without dedup has no duplicates.parquet, a run that
 collected no thumbnails has no thumbs.parquet. Only manifest.json is required.
 """
+
 from __future__ import annotations
 
 import json
@@ -30,11 +31,11 @@ _DUPLICATE_COLUMNS = ("key", "duplicate_of", "kind", "distance")
 class RunData:
     out_dir: Path
     manifest: dict
-    samples: pa.Table | None = None       # width, height, caption of kept samples (those present)
-    rejects: pa.Table | None = None       # key, stage, reason, detail
-    duplicates: pa.Table | None = None    # key, duplicate_of, kind, distance
-    thumbs: pa.Table | None = None        # THUMBS_SCHEMA
-    missing: list[str] = field(default_factory=list)   # optional files that were not there
+    samples: pa.Table | None = None  # width, height, caption of kept samples (those present)
+    rejects: pa.Table | None = None  # key, stage, reason, detail
+    duplicates: pa.Table | None = None  # key, duplicate_of, kind, distance
+    thumbs: pa.Table | None = None  # THUMBS_SCHEMA
+    missing: list[str] = field(default_factory=list)  # optional files that were not there
 
     @property
     def run(self) -> dict:
@@ -72,8 +73,10 @@ def load_run(out_dir) -> RunData:
     out_dir = Path(out_dir)
     manifest_path = out_dir / MANIFEST
     if not manifest_path.is_file():
-        raise FileNotFoundError(f"{manifest_path} not found: the report needs the manifest of a finished run "
-                                f"(is {out_dir} an mmcurate output directory?)")
+        raise FileNotFoundError(
+            f"{manifest_path} not found: the report needs the manifest of a finished run "
+            f"(is {out_dir} an mmcurate output directory?)"
+        )
     manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
     if not isinstance(manifest, dict):
         raise ValueError(f"{manifest_path}: expected a JSON object, got {type(manifest).__name__}")

@@ -14,6 +14,7 @@ thumbnails are the same.
 
 A bad image never raises: it becomes a placeholder tile that says "undecodable" and why.
 """
+
 from __future__ import annotations
 
 import io
@@ -29,18 +30,20 @@ from mmcurate.pipeline.params import check_int
 
 __all__ = ["THUMBS_SCHEMA", "Thumbnail", "ThumbnailCollector", "display_text", "make_thumbnails", "placeholder_tile"]
 
-THUMBS_SCHEMA = pa.schema([
-    pa.field("key", pa.string(), nullable=False),
-    pa.field("kind", pa.string(), nullable=False),     # "reject" | "duplicate"
-    pa.field("stage", pa.string()),                    # rejecting stage (null for duplicate-group tiles)
-    pa.field("reason", pa.string()),                   # reject reason, or the duplicate kind ("exact", "phash")
-    pa.field("group", pa.string()),                    # duplicate group's representative key (null for rejects)
-    pa.field("distance", pa.float64()),                # member's distance (null for the representative, rejects)
-    pa.field("decoded", pa.bool_(), nullable=False),   # False: jpeg is a placeholder tile
-    pa.field("note", pa.string()),                     # why a placeholder was drawn ("corrupt", "no image", ...)
-    pa.field("caption", pa.string()),                  # the caption, PII redacted, shortened (null if not offered)
-    pa.field("jpeg", pa.binary(), nullable=False),     # the thumbnail, JPEG
-])
+THUMBS_SCHEMA = pa.schema(
+    [
+        pa.field("key", pa.string(), nullable=False),
+        pa.field("kind", pa.string(), nullable=False),  # "reject" | "duplicate"
+        pa.field("stage", pa.string()),  # rejecting stage (null for duplicate-group tiles)
+        pa.field("reason", pa.string()),  # reject reason, or the duplicate kind ("exact", "phash")
+        pa.field("group", pa.string()),  # duplicate group's representative key (null for rejects)
+        pa.field("distance", pa.float64()),  # member's distance (null for the representative, rejects)
+        pa.field("decoded", pa.bool_(), nullable=False),  # False: jpeg is a placeholder tile
+        pa.field("note", pa.string()),  # why a placeholder was drawn ("corrupt", "no image", ...)
+        pa.field("caption", pa.string()),  # the caption, PII redacted, shortened (null if not offered)
+        pa.field("jpeg", pa.binary(), nullable=False),  # the thumbnail, JPEG
+    ]
+)
 
 #: Captions stored with a thumbnail are cut to this length (the report shows a line or two).
 MAX_CAPTION_CHARS = 300
@@ -53,8 +56,8 @@ _DUPLICATE_KIND_ORDER = {"phash": 0, "semantic": 1, "exact": 2}
 @dataclass(frozen=True)
 class Thumbnail:
     jpeg: bytes
-    decoded: bool      # False when jpeg is a placeholder tile
-    note: str = ""     # the decoder's status for a placeholder
+    decoded: bool  # False when jpeg is a placeholder tile
+    note: str = ""  # the decoder's status for a placeholder
     caption: str | None = None
 
     def with_caption(self, caption: str | None) -> Thumbnail:
@@ -146,8 +149,9 @@ def make_thumbnails(blobs: list, size: int = 128, quality: int = 80) -> list[Thu
     except Exception as exc:  # noqa: BLE001 - defensive: a thumbnail must never fail a run
         return [Thumbnail(placeholder_tile(size, type(exc).__name__, quality=quality), False, "error")] * len(blobs)
     out: list[Thumbnail] = []
-    for img, status, (src_h, src_w), orientation in zip(result.images, result.status, result.source_sizes,
-                                                        result.orientation):
+    for img, status, (src_h, src_w), orientation in zip(
+        result.images, result.status, result.source_sizes, result.orientation
+    ):
         if img is None or int(status) != Status.ok:
             note = status_name(status, default="error")
             out.append(Thumbnail(placeholder_tile(size, note.replace("_", " "), quality=quality), False, note))
@@ -172,15 +176,17 @@ def make_thumbnails(blobs: list, size: int = 128, quality: int = 80) -> list[Thu
 @dataclass
 class DuplicateGroup:
     """One duplicate group chosen for the gallery: the representative and the members shown."""
+
     kind: str
     representative: str
-    members: list[tuple[str, float | None]]   # (key, distance), at most max_per_group - 1
-    size: int                                    # all members of the group, shown or not
+    members: list[tuple[str, float | None]]  # (key, distance), at most max_per_group - 1
+    size: int  # all members of the group, shown or not
 
 
 @dataclass
 class _Bucket:
     """The thumbnails of one (stage, reason): the `limit` smallest keys offered."""
+
     limit: int
     thumbs: dict[str, Thumbnail] = field(default_factory=dict)
 
@@ -215,11 +221,16 @@ class ThumbnailCollector:
     collector is picklable, and two collectors that saw different parts of a run :meth:`merge`.
     """
 
-    def __init__(self, max_per_reason: int = 8, max_groups: int = 12, max_per_group: int = 6, size: int = 128,
-                 quality: int = 80):
-        for name, value, low, high in (("max_per_reason", max_per_reason, 0, None), ("max_groups", max_groups, 0, None),
-                                       ("max_per_group", max_per_group, 1, None), ("size", size, 8, None),
-                                       ("quality", quality, 1, 95)):
+    def __init__(
+        self, max_per_reason: int = 8, max_groups: int = 12, max_per_group: int = 6, size: int = 128, quality: int = 80
+    ):
+        for name, value, low, high in (
+            ("max_per_reason", max_per_reason, 0, None),
+            ("max_groups", max_groups, 0, None),
+            ("max_per_group", max_per_group, 1, None),
+            ("size", size, 8, None),
+            ("quality", quality, 1, 95),
+        ):
             check_int(f"ThumbnailCollector: {name}", value, low, high)
         self.max_per_reason = max_per_reason
         self.max_groups = max_groups
@@ -231,8 +242,12 @@ class ThumbnailCollector:
         self._group_thumbs: dict[str, Thumbnail] = {}
 
     # -- rejected samples ---------------------------------------------------------------------------
-    def offer_rejects(self, rejects: pa.Table, images_by_key: Mapping[str, bytes | None],
-                      captions_by_key: Mapping[str, str | None] | None = None) -> int:
+    def offer_rejects(
+        self,
+        rejects: pa.Table,
+        images_by_key: Mapping[str, bytes | None],
+        captions_by_key: Mapping[str, str | None] | None = None,
+    ) -> int:
         """Offer one batch's rejects (REJECTS_SCHEMA columns key, stage, reason) and their image bytes,
         optionally with their captions (shown under the thumbnails; text stages reject for the caption).
 
@@ -251,8 +266,9 @@ class ThumbnailCollector:
             bucket = self._buckets.setdefault(bucket_id, _Bucket(self.max_per_reason))
             if bucket.would_take(key):
                 candidates.setdefault(bucket_id, []).append(key)
-        todo = [(bucket_id, key) for bucket_id, ks in candidates.items()
-                for key in sorted(set(ks))[: self.max_per_reason]]
+        todo = [
+            (bucket_id, key) for bucket_id, ks in candidates.items() for key in sorted(set(ks))[: self.max_per_reason]
+        ]
         if not todo:
             return 0
         thumbs = make_thumbnails([images_by_key[key] for _, key in todo], self.size, self.quality)
@@ -273,8 +289,9 @@ class ThumbnailCollector:
         chosen deterministically: kinds take turns (near duplicates first), larger groups first, then
         by representative key; members with the largest distance are shown (the ones worth checking)."""
         keys, reps, kinds = _column(duplicates, "key"), _column(duplicates, "duplicate_of"), _column(duplicates, "kind")
-        distances = (duplicates.column("distance").to_pylist() if "distance" in duplicates.column_names
-                     else [None] * len(keys))
+        distances = (
+            duplicates.column("distance").to_pylist() if "distance" in duplicates.column_names else [None] * len(keys)
+        )
         members: dict[tuple[str, str], list[tuple[str, float | None]]] = {}
         for key, rep, kind, dist in zip(keys, reps, kinds, distances):
             members.setdefault((kind, rep), []).append((key, dist))
@@ -344,27 +361,40 @@ class ThumbnailCollector:
         for bucket in self._buckets.values():  # a global stage's reject may have been offered with bytes
             if key in bucket.thumbs:
                 return bucket.thumbs[key]
-        return Thumbnail(placeholder_tile(self.size, "not offered", title="no image", quality=self.quality),
-                         False, "no image")
+        return Thumbnail(
+            placeholder_tile(self.size, "not offered", title="no image", quality=self.quality), False, "no image"
+        )
 
     def to_table(self) -> pa.Table:
         """All thumbnails as a THUMBS_SCHEMA table: rejects by (stage, reason, key), then the groups in
         gallery order, each representative before its members."""
         rows: list[tuple] = []
-        for (stage, reason) in sorted(self._buckets):
+        for stage, reason in sorted(self._buckets):
             bucket = self._buckets[(stage, reason)]
             for key in sorted(bucket.thumbs):
                 t = bucket.thumbs[key]
-                rows.append((key, KIND_REJECT, stage, reason, None, None, t.decoded, t.note or None, t.caption,
-                             t.jpeg))
+                rows.append((key, KIND_REJECT, stage, reason, None, None, t.decoded, t.note or None, t.caption, t.jpeg))
         for g in self._groups:
             for key, dist in [(g.representative, None), *g.members]:
                 t = self._group_thumb(key)
-                rows.append((key, KIND_DUPLICATE, None, g.kind, g.representative, dist, t.decoded,
-                             t.note or None, t.caption, t.jpeg))
+                rows.append(
+                    (
+                        key,
+                        KIND_DUPLICATE,
+                        None,
+                        g.kind,
+                        g.representative,
+                        dist,
+                        t.decoded,
+                        t.note or None,
+                        t.caption,
+                        t.jpeg,
+                    )
+                )
         columns = list(zip(*rows)) if rows else [[] for _ in THUMBS_SCHEMA]
-        return pa.table({f.name: pa.array(list(col), f.type) for f, col in zip(THUMBS_SCHEMA, columns)},
-                        schema=THUMBS_SCHEMA)
+        return pa.table(
+            {f.name: pa.array(list(col), f.type) for f, col in zip(THUMBS_SCHEMA, columns)}, schema=THUMBS_SCHEMA
+        )
 
     def write(self, path) -> Path:
         """Write thumbs.parquet atomically (a temporary file in the same folder, then a rename)."""

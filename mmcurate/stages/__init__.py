@@ -7,6 +7,7 @@ clip:  clip_embed, clip_score_filter
 heads: clip_heads (NSFW / watermark / aesthetic heads on the CLIP image embeddings)
 semantic: semantic_dedup, balance
 """
+
 import importlib
 
 for _module in ("image", "text", "split", "clip", "heads", "semantic"):

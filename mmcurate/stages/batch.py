@@ -1,5 +1,6 @@
 """Batch helpers every stage uses: reading the image bytes, adding columns, splitting a batch into kept and
 rejected rows, checking input columns, and the CPU threads / resources of a stage that uses all cores."""
+
 from __future__ import annotations
 
 import os
@@ -24,11 +25,12 @@ def blob_views(column) -> list:
             continue
         offset_type = np.int64 if pa.types.is_large_binary(chunk.type) else np.int32
         _validity, offsets_buf, data_buf = chunk.buffers()
-        offsets = np.frombuffer(offsets_buf, dtype=offset_type, count=n + 1, offset=chunk.offset *
-                                np.dtype(offset_type).itemsize)
+        offsets = np.frombuffer(
+            offsets_buf, dtype=offset_type, count=n + 1, offset=chunk.offset * np.dtype(offset_type).itemsize
+        )
         data = memoryview(data_buf) if data_buf is not None else memoryview(b"")
         valid = chunk.is_valid().to_numpy(zero_copy_only=False)
-        out.extend(data[offsets[k]:offsets[k + 1]] if valid[k] else None for k in range(n))
+        out.extend(data[offsets[k] : offsets[k + 1]] if valid[k] else None for k in range(n))
     return out
 
 
@@ -64,8 +66,9 @@ def require_columns(table: pa.Table, stage: str, columns) -> None:
     """StageError naming the columns of ``columns`` the table lacks, and those it has."""
     missing = [c for c in columns if c not in table.column_names]
     if missing:
-        raise StageError(f"stage '{stage}': input lacks column(s) {', '.join(missing)}; "
-                         f"present: {', '.join(table.column_names)}")
+        raise StageError(
+            f"stage '{stage}': input lacks column(s) {', '.join(missing)}; present: {', '.join(table.column_names)}"
+        )
 
 
 def cpu_threads(num_threads) -> int:

@@ -28,6 +28,7 @@ half up; DataComp's best single filter keeps the top 30% by ViT-L/14 score). Tie
 key, so the result is deterministic and independent of the row order. Samples without a score (null/NaN) are
 rejected ``no_clip_score``; the others below the cut ``clip_score``.
 """
+
 from __future__ import annotations
 
 import math
@@ -132,7 +133,7 @@ class ClipEmbed(MapStage):
 
     def __getstate__(self):
         state = self.__dict__.copy()
-        state["_clip"] = None      # loaded again by setup() in the worker
+        state["_clip"] = None  # loaded again by setup() in the worker
         state["_loader"] = None
         return state
 
@@ -148,8 +149,9 @@ class ClipEmbed(MapStage):
 
             torch.set_num_threads(p.num_threads)
         try:
-            clip = load_clip(p.model_name(), weights=p.weights, allow_download=p.allow_download,
-                             device=p.device, seed=p.seed)
+            clip = load_clip(
+                p.model_name(), weights=p.weights, allow_download=p.allow_download, device=p.device, seed=p.seed
+            )
         except (WeightsNotFoundError, WeightsMismatchError) as exc:
             raise StageError(f"stage '{self.name}': cannot load weights for {p.model_name()!r}: {exc}") from exc
         except (RuntimeError, ValueError, KeyError) as exc:
@@ -164,17 +166,27 @@ class ClipEmbed(MapStage):
         from mmcurate.models.dali_loader import DaliImageLoader, DaliUnavailableError, dali_available
 
         p = self.params
-        use_dali = p.loader == "dali" or (p.loader == "auto" and clip.device.startswith("cuda")
-                                          and dali_available())
+        use_dali = p.loader == "dali" or (p.loader == "auto" and clip.device.startswith("cuda") and dali_available())
         if use_dali:
             # On a GPU, DALI decodes into the model's device memory: the pixels never visit the host.
             try:
-                return DaliImageLoader(clip.preprocess, batch_size=self.batch_size, device=clip.device,
-                                       num_threads=p.num_threads, validate=p.dali_validate, prefetch=False)
+                return DaliImageLoader(
+                    clip.preprocess,
+                    batch_size=self.batch_size,
+                    device=clip.device,
+                    num_threads=p.num_threads,
+                    validate=p.dali_validate,
+                    prefetch=False,
+                )
             except DaliUnavailableError as exc:
                 raise StageError(f"stage '{self.name}': loader: dali: {exc}") from exc
-        return NativeImageLoader(clip.preprocess, batch_size=self.batch_size, num_threads=p.num_threads,
-                                 scaled_decode=p.scaled_decode, prefetch=False)
+        return NativeImageLoader(
+            clip.preprocess,
+            batch_size=self.batch_size,
+            num_threads=p.num_threads,
+            scaled_decode=p.scaled_decode,
+            prefetch=False,
+        )
 
     @property
     def clip(self):
@@ -200,7 +212,7 @@ class ClipEmbed(MapStage):
             rejected[i] = True
             reasons[i], details[i] = MISSING_IMAGE
         for i in np.flatnonzero(rejected):
-            if reasons[i] is None:   # defensive: the loader reported neither success nor failure
+            if reasons[i] is None:  # defensive: the loader reported neither success nor failure
                 reasons[i], details[i] = "corrupt", "the image did not decode"
 
         d = clip.embed_dim
@@ -260,8 +272,10 @@ class ClipScoreFilter(GlobalStage):
 
         def validate(self):
             if (self.threshold is None) == (self.keep_fraction is None):
-                raise ValueError("give exactly one of threshold (e.g. 0.28) or keep_fraction (e.g. 0.3), got "
-                                 f"threshold={self.threshold!r}, keep_fraction={self.keep_fraction!r}")
+                raise ValueError(
+                    "give exactly one of threshold (e.g. 0.28) or keep_fraction (e.g. 0.3), got "
+                    f"threshold={self.threshold!r}, keep_fraction={self.keep_fraction!r}"
+                )
             if self.threshold is not None:
                 check_number("threshold", self.threshold, -1.0, 1.0)
             if self.keep_fraction is not None:
@@ -274,8 +288,9 @@ class ClipScoreFilter(GlobalStage):
         the cut on all scores, keys fetched only for the samples tied at the cut score; pass 2 per shard builds
         the rejects from that shard's kept ids. The driver holds 16 bytes per scored sample."""
         if "clip_score" not in ctx.column_names:
-            raise StageError(f"stage '{self.name}': input lacks column clip_score (run clip_embed with text: true "
-                             "before it)")
+            raise StageError(
+                f"stage '{self.name}': input lacks column clip_score (run clip_embed with text: true before it)"
+            )
         t0 = time.perf_counter()
         p = self.params
         views = ctx.views()
@@ -289,13 +304,17 @@ class ClipScoreFilter(GlobalStage):
             kept_scores = scores[scores >= cut]
         else:
             n_keep = int(math.floor(p.keep_fraction * ids.size + 0.5))
-            kept, cut = keep_fraction_cut(ids, scores, n_keep,
-                                          lambda some: ctx.fetch(some, ["key"]).column("key").combine_chunks())
+            kept, cut = keep_fraction_cut(
+                ids, scores, n_keep, lambda some: ctx.fetch(some, ["key"]).column("key").combine_chunks()
+            )
             shard = id_shards(kept)
             rejected = list(ctx.map_fn(_clip_reject_task, [(v, self, kept[shard == v.index], cut) for v in views]))
             kept_scores = scores[_in_sorted(kept, ids)]
-        rejected = (pa.concat_tables(rejected) if rejected else
-                    with_sample_ids(clip_score_rejects(self.name, [], [], np.zeros(0), cut, None), []))
+        rejected = (
+            pa.concat_tables(rejected)
+            if rejected
+            else with_sample_ids(clip_score_rejects(self.name, [], [], np.zeros(0), cut, None), [])
+        )
         return GlobalResult(rejected=rejected, stats=self.result_stats(cut, n, scores, kept_scores, t0))
 
     def cut_label(self) -> str | None:
@@ -310,8 +329,10 @@ class ClipScoreFilter(GlobalStage):
         stats = {
             "mode": "threshold" if p.threshold is not None else "keep_fraction",
             "cut": None if cut is None else round(float(cut), 6),
-            "kept": n_kept, "rejected": n - n_kept,
-            "rejected_below_cut": n_scored - n_kept, "no_clip_score": n - n_scored,
+            "kept": n_kept,
+            "rejected": n - n_kept,
+            "rejected_below_cut": n_scored - n_kept,
+            "no_clip_score": n - n_scored,
             "scores": _score_percentiles(scored_scores),
             "kept_scores": _score_percentiles(kept_scores),
             "seconds": round(time.perf_counter() - t0, 6),
@@ -331,8 +352,9 @@ def _clip_scores(view):
 
 def _clip_rejects(stage, t, scores, keep, cut, label) -> pa.Table:
     idx = pa.array(np.flatnonzero(~keep))
-    rejected = clip_score_rejects(stage.name, t.column("key").take(idx), t.column("source").take(idx),
-                                  scores[np.flatnonzero(~keep)], cut, label)
+    rejected = clip_score_rejects(
+        stage.name, t.column("key").take(idx), t.column("source").take(idx), scores[np.flatnonzero(~keep)], cut, label
+    )
     return with_sample_ids(rejected, t.column(SAMPLE_ID).take(idx).to_numpy())
 
 
@@ -375,7 +397,7 @@ def keep_fraction_cut(ids: np.ndarray, scores: np.ndarray, n_keep: int, fetch_ke
     tied = np.sort(ids[scores == cut_score])
     need = n_keep - above.size
     keys = fetch_keys(tied)
-    order = np.asarray(pc.sort_indices(keys))     # Arrow's string order
+    order = np.asarray(pc.sort_indices(keys))  # Arrow's string order
     chosen = tied[order[:need]]
     cut = float(scores[ids == chosen[-1]][0])
     return np.sort(np.concatenate([above, chosen])), cut

@@ -7,6 +7,7 @@ floats per sample. It becomes a float32 [n, d] matrix by one flatten + reshape o
 norm). A null, wrong-length, non-finite or zero-norm embedding is unusable; a column of another type is a
 StageError.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -35,7 +36,7 @@ def _rows(arr, ok: np.ndarray, d: int, dtype=np.float32) -> np.ndarray:
     # are unusable, and convert once (no copy when the values already are `dtype` and writeable).
     usable = arr if ok.all() else arr.filter(pa.array(ok))
     flat = pc.list_flatten(usable).to_numpy(zero_copy_only=False)  # nulls -> NaN
-    own = flat.dtype == dtype and flat.flags.writeable   # else a copy the caller may change in place
+    own = flat.dtype == dtype and flat.flags.writeable  # else a copy the caller may change in place
     return flat.astype(dtype, copy=not own).reshape(-1, max(d, 1))[:, :d] if d else np.zeros((0, 0), dtype)
 
 
@@ -55,10 +56,12 @@ def embeddings_to_numpy(column, dtype=np.float32) -> np.ndarray:
 def _embedding_array(column, name: str, stage: str):
     arr = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
     t = arr.type
-    if not (pa.types.is_fixed_size_list(t) or pa.types.is_list(t) or pa.types.is_large_list(t)) \
-            or not pa.types.is_floating(t.value_type):
-        raise StageError(f"stage '{stage}': column '{name}' must be a list or fixed_size_list of floats "
-                         f"(an embedding), got {t}")
+    if not (
+        pa.types.is_fixed_size_list(t) or pa.types.is_list(t) or pa.types.is_large_list(t)
+    ) or not pa.types.is_floating(t.value_type):
+        raise StageError(
+            f"stage '{stage}': column '{name}' must be a list or fixed_size_list of floats (an embedding), got {t}"
+        )
     return arr
 
 
@@ -96,7 +99,7 @@ def embedding_matrix(column, name: str = DEFAULT_EMBEDDING_COLUMN, stage: str = 
         present = lengths[valid & (lengths > 0)]
         d = int(np.bincount(present).argmax()) if present.size else 0  # the common length
     ok = valid & (lengths == d) & (d > 0)
-    x = _rows(arr, ok, d)   # float32, ours: normalised in place
+    x = _rows(arr, ok, d)  # float32, ours: normalised in place
     with np.errstate(over="ignore", invalid="ignore"):
         norms = np.linalg.norm(x, axis=1) if x.size else np.zeros(x.shape[0], np.float32)
     good = np.isfinite(norms) & (norms > MIN_NORM)

@@ -22,6 +22,7 @@ is a user-trained one whose format is named, e.g. ``watermark_format: mlp:relu:s
 
 The heads load in ``setup()`` on ``device`` (``auto``: CUDA when torch sees one) and are not pickled.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -34,15 +35,17 @@ from mmcurate.pipeline.stage import MapStage, Resources, StageError, StageResult
 from mmcurate.stages.batch import kept_and_rejected, with_column
 from mmcurate.stages.embeddings import DEFAULT_EMBEDDING_COLUMN, embedding_matrix
 
-EMBEDDING_COLUMN = DEFAULT_EMBEDDING_COLUMN   # what the heads read: clip_embed's image embeddings
-HEADS = ("nsfw", "watermark", "aesthetic")    # the order in which they are checked
+EMBEDDING_COLUMN = DEFAULT_EMBEDDING_COLUMN  # what the heads read: clip_embed's image embeddings
+HEADS = ("nsfw", "watermark", "aesthetic")  # the order in which they are checked
 DEFAULT_NSFW_MAX = 0.5
 DEFAULT_WATERMARK_MAX = 0.8
-_WHAT_TO_PASS = ("nsfw_weights (LAION h14_nsfw.pth for ViT-H-14, or clip_ViT-L-14_openai_binary_nsfw_head.pth / "
-                 "clip_ViT-B-32_openai_binary_nsfw_head.pth), aesthetic_weights (LAION "
-                 "sac+logos+ava1-l14-linearMSE.pth, sa_0_4_vit_l_14_linear.pth or sa_0_4_vit_b_32_linear.pth), "
-                 "or watermark_weights (a head you trained on CLIP image embeddings, with watermark_format "
-                 "e.g. mlp:relu:sigmoid)")
+_WHAT_TO_PASS = (
+    "nsfw_weights (LAION h14_nsfw.pth for ViT-H-14, or clip_ViT-L-14_openai_binary_nsfw_head.pth / "
+    "clip_ViT-B-32_openai_binary_nsfw_head.pth), aesthetic_weights (LAION "
+    "sac+logos+ava1-l14-linearMSE.pth, sa_0_4_vit_l_14_linear.pth or sa_0_4_vit_b_32_linear.pth), "
+    "or watermark_weights (a head you trained on CLIP image embeddings, with watermark_format "
+    "e.g. mlp:relu:sigmoid)"
+)
 
 
 @registry.register
@@ -80,9 +83,11 @@ class ClipHeads(MapStage):
             if not self.heads():
                 raise ValueError(f"no head weights given; pass at least one of {_WHAT_TO_PASS}")
             # A threshold or format for a head that is not there is a recipe mistake, not a no-op.
-            unused = {"nsfw": (self.nsfw_max != DEFAULT_NSFW_MAX, self.nsfw_format != "auto"),
-                      "watermark": (self.watermark_max != DEFAULT_WATERMARK_MAX, self.watermark_format != "auto"),
-                      "aesthetic": (self.aesthetic_min is not None, self.aesthetic_format != "auto")}
+            unused = {
+                "nsfw": (self.nsfw_max != DEFAULT_NSFW_MAX, self.nsfw_format != "auto"),
+                "watermark": (self.watermark_max != DEFAULT_WATERMARK_MAX, self.watermark_format != "auto"),
+                "aesthetic": (self.aesthetic_min is not None, self.aesthetic_format != "auto"),
+            }
             for head, (threshold_set, format_set) in unused.items():
                 if getattr(self, f"{head}_weights") is None and (threshold_set or format_set):
                     what = f"{head}_{'min' if head == 'aesthetic' else 'max'}" if threshold_set else f"{head}_format"
@@ -94,7 +99,7 @@ class ClipHeads(MapStage):
 
     def __init__(self, **params):
         super().__init__(**params)
-        self._heads = None       # {head: EmbeddingHead}, loaded by setup()
+        self._heads = None  # {head: EmbeddingHead}, loaded by setup()
         self.resources = self._resources(self.params.device)
 
     @staticmethod
@@ -103,7 +108,7 @@ class ClipHeads(MapStage):
 
     def __getstate__(self):
         state = self.__dict__.copy()
-        state["_heads"] = None   # loaded again by setup() in the worker
+        state["_heads"] = None  # loaded again by setup() in the worker
         return state
 
     @property
@@ -123,22 +128,29 @@ class ClipHeads(MapStage):
                 loaded = load_head(path, format=fmt, device=p.device)
             except (HeadWeightsNotFoundError, HeadFormatError) as exc:
                 raise StageError(f"stage '{self.name}': {head}_weights: {exc}") from exc
-            except (RuntimeError, ValueError) as exc:   # e.g. device='cuda' without a GPU
+            except (RuntimeError, ValueError) as exc:  # e.g. device='cuda' without a GPU
                 raise StageError(f"stage '{self.name}': cannot load {head}_weights {path!r}: {exc}") from exc
             if fmt == "auto" and loaded.role != head:
-                hint = (f"name {head}_format to use it anyway" if head != "watermark" else
-                        "a watermark head on CLIP embeddings is one you trained; name watermark_format "
-                        "(e.g. mlp:relu:sigmoid)")
-                raise StageError(f"stage '{self.name}': {head}_weights {path!r} was recognised as a "
-                                 f"{loaded.format} head, which scores {loaded.role}, not {head}; {hint}")
+                hint = (
+                    f"name {head}_format to use it anyway"
+                    if head != "watermark"
+                    else "a watermark head on CLIP embeddings is one you trained; name watermark_format "
+                    "(e.g. mlp:relu:sigmoid)"
+                )
+                raise StageError(
+                    f"stage '{self.name}': {head}_weights {path!r} was recognised as a "
+                    f"{loaded.format} head, which scores {loaded.role}, not {head}; {hint}"
+                )
             heads[head] = loaded
         self._heads = heads
         self.resources = self._resources(next(iter(heads.values())).device)
 
     def process(self, batch: pa.Table) -> StageResult:
         if EMBEDDING_COLUMN not in batch.column_names:
-            raise StageError(f"stage '{self.name}': the input has no '{EMBEDDING_COLUMN}' column; put clip_embed "
-                             f"before clip_heads in the recipe")
+            raise StageError(
+                f"stage '{self.name}': the input has no '{EMBEDDING_COLUMN}' column; put clip_embed "
+                f"before clip_heads in the recipe"
+            )
         if self._heads is None:
             self.setup()
         column = batch.column(EMBEDDING_COLUMN)
@@ -146,8 +158,10 @@ class ClipHeads(MapStage):
             column = column.combine_chunks()
         t = column.type
         if not pa.types.is_fixed_size_list(t) or not pa.types.is_floating(t.value_type):
-            raise StageError(f"stage '{self.name}': '{EMBEDDING_COLUMN}' must be a fixed_size_list of floats "
-                             f"(as clip_embed writes it), got {t}")
+            raise StageError(
+                f"stage '{self.name}': '{EMBEDDING_COLUMN}' must be a fixed_size_list of floats "
+                f"(as clip_embed writes it), got {t}"
+            )
         for head, model in self._heads.items():
             try:
                 model.check_dim(t.list_size)
@@ -175,10 +189,9 @@ class ClipHeads(MapStage):
             else:
                 cut = getattr(p, f"{head}_max")
                 passes, op = scores < cut, ">="
-            fails = ~rejected & ~passes          # NaN scores fail: neither comparison holds
+            fails = ~rejected & ~passes  # NaN scores fail: neither comparison holds
             for i in np.flatnonzero(fails):
                 reasons[i] = head
-                details[i] = (f"{head} score is NaN" if np.isnan(scores[i]) else
-                              f"{scores[i]:.4g} {op} {cut:g}")
+                details[i] = f"{head} score is NaN" if np.isnan(scores[i]) else f"{scores[i]:.4g} {op} {cut:g}"
             rejected |= fails
         return kept_and_rejected(batch, self.name, rejected, reasons, details)

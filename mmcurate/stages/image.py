@@ -17,6 +17,7 @@ never reach a global stage, so one recipe entry (``exact_dedup: {}``) has two pa
 Resources: the decode/hash stages use all cores through the native thread pool, so their ``resources.cpus``
 is ``num_threads`` (or the machine's core count), set per instance.
 """
+
 from __future__ import annotations
 
 import functools
@@ -116,8 +117,9 @@ class Integrity(MapStage):
         header_status, formats, sizes, orientation = probe_images(items)
         codes = None
         if self.params.full_decode:
-            result = phash_bytes(items, exact=False, device="cpu", exif=True, max_pixels=max_pixels,
-                                 num_threads=self.params.num_threads)
+            result = phash_bytes(
+                items, exact=False, device="cpu", exif=True, max_pixels=max_pixels, num_threads=self.params.num_threads
+            )
             status, errors, codes = np.asarray(result.status), result.errors, np.asarray(result.codes)
         else:
             status = header_status.copy()
@@ -247,8 +249,7 @@ class ImageFilter(MapStage):
             if "format" not in batch.column_names:
                 batch = with_column(batch, "format", all_formats)
             if "file_size" not in batch.column_names:
-                batch = with_column(batch, "file_size",
-                                    pc.cast(pc.binary_length(batch.column("image")), pa.int64()))
+                batch = with_column(batch, "file_size", pc.cast(pc.binary_length(batch.column("image")), pa.int64()))
         return batch, np.nan_to_num(width), np.nan_to_num(height), unreadable
 
 
@@ -261,10 +262,10 @@ def parse_keep(keep) -> tuple[str | None, str]:
     if keep == "first":
         return None, "max"
     if isinstance(keep, dict) and len(keep) == 1:
-        (prefer, column), = keep.items()
+        ((prefer, column),) = keep.items()
         if prefer in ("max", "min") and isinstance(column, str) and column:
             return column, prefer
-    raise ValueError(f"keep must be \"first\", {{max: <column>}} or {{min: <column>}}, got {keep!r}")
+    raise ValueError(f'keep must be "first", {{max: <column>}} or {{min: <column>}}, got {keep!r}')
 
 
 def _dedup_requires(base: tuple, keep) -> tuple:
@@ -279,7 +280,7 @@ def keep_primary(table: pa.Table, keep) -> np.ndarray | None:
         return None
     scores = pc.cast(table.column(column), pa.float64()).to_numpy(zero_copy_only=False)
     primary = -scores if prefer == "max" else scores.copy()
-    primary[np.isnan(primary)] = np.inf       # NaN and null (NaN after to_numpy) rank last
+    primary[np.isnan(primary)] = np.inf  # NaN and null (NaN after to_numpy) rank last
     return primary
 
 
@@ -298,18 +299,24 @@ def rank_of(keys, primary: np.ndarray | None) -> np.ndarray:
     return rank
 
 
-def duplicate_tables(stage: str, kind: str, reason: str, dup_keys: list, dup_sources: list, rep_keys: list,
-                     distance: np.ndarray) -> tuple[pa.Table, pa.Table]:
+def duplicate_tables(
+    stage: str, kind: str, reason: str, dup_keys: list, dup_sources: list, rep_keys: list, distance: np.ndarray
+) -> tuple[pa.Table, pa.Table]:
     """(rejects, duplicate links) of exact/phash duplicates, in the order given."""
     if kind == "exact":
         details = [f"duplicate of {r}" for r in rep_keys]
     else:
         details = [f"duplicate of {r} (distance {int(d)})" for r, d in zip(rep_keys, distance)]
     rejected = rejects_table(dup_keys, dup_sources, stage, reason, details)
-    duplicates = pa.table({"key": pa.array(dup_keys, pa.string()),
-                           "duplicate_of": pa.array(rep_keys, pa.string()),
-                           "kind": pa.array([kind] * len(dup_keys), pa.string()),
-                           "distance": pa.array(np.asarray(distance).astype(np.float64))}, schema=DUPLICATES_SCHEMA)
+    duplicates = pa.table(
+        {
+            "key": pa.array(dup_keys, pa.string()),
+            "duplicate_of": pa.array(rep_keys, pa.string()),
+            "kind": pa.array([kind] * len(dup_keys), pa.string()),
+            "distance": pa.array(np.asarray(distance).astype(np.float64)),
+        },
+        schema=DUPLICATES_SCHEMA,
+    )
     return rejected, duplicates
 
 
@@ -402,18 +409,29 @@ class ExactDedup(GlobalStage):
             rejected, duplicates = duplicate_tables(self.name, "exact", "duplicate_exact", [], [], [], np.zeros(0))
             rejected = with_sample_ids(rejected, [])
         else:
-            rejected, duplicates = duplicate_tables(self.name, "exact", "duplicate_exact",
-                                                    dups.column("key").to_pylist(), dups.column("source").to_pylist(),
-                                                    dups.column("duplicate_of").to_pylist(), np.zeros(dups.num_rows))
+            rejected, duplicates = duplicate_tables(
+                self.name,
+                "exact",
+                "duplicate_exact",
+                dups.column("key").to_pylist(),
+                dups.column("source").to_pylist(),
+                dups.column("duplicate_of").to_pylist(),
+                np.zeros(dups.num_rows),
+            )
             rejected = with_sample_ids(rejected, dups.column(SAMPLE_ID).to_numpy())
-        stats = {"seconds": round(time.perf_counter() - t0, 6), "samples": int(n_rows),
-                 "duplicates": int(rejected.num_rows), "groups": int(groups), "without_hash": int(n_without),
-                 "partitions": int(n_part)}
+        stats = {
+            "seconds": round(time.perf_counter() - t0, 6),
+            "samples": int(n_rows),
+            "duplicates": int(rejected.num_rows),
+            "groups": int(groups),
+            "without_hash": int(n_without),
+            "partitions": int(n_part),
+        }
         return GlobalResult(rejected=rejected, duplicates=duplicates, stats=stats)
 
 
 # exact_dedup's tasks (module level: they travel to worker processes and Ray workers by reference)
-EXACT_ROWS_PER_PARTITION = 1 << 20          # rows of (id, key, source, digest, score) per grouping task
+EXACT_ROWS_PER_PARTITION = 1 << 20  # rows of (id, key, source, digest, score) per grouping task
 
 
 def _exact_shuffle_task(task):
@@ -441,8 +459,14 @@ def _exact_group_task(task):
     d = np.flatnonzero(g.is_duplicate)
     r = pa.array(g.representative[d])
     d = pa.array(d)
-    return pa.table({SAMPLE_ID: t.column(SAMPLE_ID).take(d), "key": t.column("key").take(d),
-                     "source": t.column("source").take(d), "duplicate_of": t.column("key").take(r)}), g.n_groups
+    return pa.table(
+        {
+            SAMPLE_ID: t.column(SAMPLE_ID).take(d),
+            "key": t.column("key").take(d),
+            "source": t.column("source").take(d),
+            "duplicate_of": t.column("key").take(r),
+        }
+    ), g.n_groups
 
 
 class PerceptualHash(MapStage):
@@ -474,8 +498,9 @@ class PerceptualHash(MapStage):
             return StageResult(batch)
         blobs = blob_views(batch.column("image"))
         missing = np.array([b is None for b in blobs], dtype=bool)
-        result = phash_bytes([b"" if b is None else b for b in blobs], exact=p.exact, device=p.device,
-                             num_threads=p.num_threads)
+        result = phash_bytes(
+            [b"" if b is None else b for b in blobs], exact=p.exact, device=p.device, num_threads=p.num_threads
+        )
         status = np.asarray(result.status)
         rejected = missing | (status != 0)
         reasons, details = [None] * len(blobs), [None] * len(blobs)
@@ -546,8 +571,12 @@ class PhashDedup(GlobalStage):
         # unrelated codes within the radius by chance, per sample: ~0.01 at 1M with radius 10, ~9 at 1B
         # (docs/scaling.md: lower the radius as n grows)
         chance = float(f"{n_codes * dedup.chance_link_probability(p.max_distance):.3g}")
-        return {"max_distance": p.max_distance, "linkage": p.linkage, "mode": p.mode,
-                "expected_chance_links_per_sample": chance}
+        return {
+            "max_distance": p.max_distance,
+            "linkage": p.linkage,
+            "mode": p.mode,
+            "expected_chance_links_per_sample": chance,
+        }
 
     runs_on_context = True
 
@@ -563,7 +592,8 @@ class PhashDedup(GlobalStage):
         t0 = time.perf_counter()
         n_in = ctx.n_alive
         linked, n_codes, figures = ctx.near_candidates(
-            self.name, [functools.partial(phash_codes, v) for v in ctx.views()], p.max_distance)
+            self.name, [functools.partial(phash_codes, v) for v in ctx.views()], p.max_distance
+        )
         column, _ = parse_keep(p.keep)
         stats = {"seconds": 0.0, **self.settings_stats(n_codes)}
         dup_keys, dup_sources, rep_keys, dup_ids = [], [], [], np.zeros(0, np.int64)
@@ -573,8 +603,15 @@ class PhashDedup(GlobalStage):
             t = ctx.fetch(linked, ["key", "source", "phash", *([column] if column else [])])
             rank = rank_of(t.column("key"), keep_primary(t, p.keep))
             codes = pc.cast(t.column("phash"), pa.uint64()).to_numpy(zero_copy_only=False).astype(np.uint64)
-            g = dedup.near_groups(codes, p.max_distance, rank, linkage=p.linkage, device=p.device,
-                                  num_threads=p.num_threads, count_pairs=figures is not None)
+            g = dedup.near_groups(
+                codes,
+                p.max_distance,
+                rank,
+                linkage=p.linkage,
+                device=p.device,
+                num_threads=p.num_threads,
+                count_pairs=figures is not None,
+            )
             rep, n_pairs = g.representative, g.n_pairs
             d = np.flatnonzero(g.is_duplicate)
             keys = t.column("key")
@@ -583,8 +620,9 @@ class PhashDedup(GlobalStage):
             rep_keys = keys.take(pa.array(rep[d])).to_pylist()
             dup_ids, distance = linked[d], g.distance[d]
             groups = g.n_groups
-        rejected, duplicates = duplicate_tables(self.name, "phash", "duplicate_phash", dup_keys, dup_sources,
-                                                rep_keys, distance)
+        rejected, duplicates = duplicate_tables(
+            self.name, "phash", "duplicate_phash", dup_keys, dup_sources, rep_keys, distance
+        )
         stats["seconds"] = round(time.perf_counter() - t0, 6)
         if distance.size:
             stats["max_distance_to_representative"] = int(distance.max())

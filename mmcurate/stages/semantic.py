@@ -29,6 +29,7 @@ balance
     per-cluster ``sizes`` up to 4096 clusters, which the report draws) of the top-level cluster sizes before
     and after.
 """
+
 from __future__ import annotations
 
 import time
@@ -47,10 +48,10 @@ from mmcurate.stages.embeddings import (
     embedding_matrix,
 )
 
-POINTS_PER_CLUSTER = 1000        # semantic_dedup's default cluster size: n_clusters = round(n / 1000)
-MAX_DEFAULT_CLUSTERS = 50_000    # cap on that default (an explicit n_clusters is only capped at n)
-TRAIN_POINTS_PER_CLUSTER = 256   # default k-means sample: 256 per cluster (faiss's max_points_per_centroid)
-MIN_POINTS_PER_BALANCE_CLUSTER = 4   # balance levels are clipped so a cluster has at least this many inputs
+POINTS_PER_CLUSTER = 1000  # semantic_dedup's default cluster size: n_clusters = round(n / 1000)
+MAX_DEFAULT_CLUSTERS = 50_000  # cap on that default (an explicit n_clusters is only capped at n)
+TRAIN_POINTS_PER_CLUSTER = 256  # default k-means sample: 256 per cluster (faiss's max_points_per_centroid)
+MIN_POINTS_PER_BALANCE_CLUSTER = 4  # balance levels are clipped so a cluster has at least this many inputs
 #: Percentiles of the cluster sizes in semantic_dedup's stats (with the mean).
 CLUSTER_SIZE_PERCENTILES = (0, 50, 90, 99, 100)
 
@@ -63,8 +64,13 @@ def _no_embedding_rejects(table: pa.Table, ok: np.ndarray, details: list, stage:
     idx = np.flatnonzero(~ok)
     if not idx.size:
         return REJECTS_SCHEMA.empty_table()
-    return rejects_table(table.column("key").take(idx).to_pylist(), table.column("source").take(idx).to_pylist(),
-                         stage, "no_embedding", [details[i] for i in idx])
+    return rejects_table(
+        table.column("key").take(idx).to_pylist(),
+        table.column("source").take(idx).to_pylist(),
+        stage,
+        "no_embedding",
+        [details[i] for i in idx],
+    )
 
 
 def _percentiles(sizes: np.ndarray) -> dict:
@@ -85,25 +91,28 @@ def _concat_rejects(parts) -> pa.Table:
 @registry.register
 class SemanticDedup(GlobalStage):
     name = "semantic_dedup"
-    uses_sample_ids = True   # the k-means sample and the assignment chunks follow the run's sample ids
+    uses_sample_ids = True  # the k-means sample and the assignment chunks follow the run's sample ids
 
     @dataclass
     class Params:
         eps: float = 0.05
-        n_clusters: int | None = None     # None: about POINTS_PER_CLUSTER samples per cluster
-        keep: object = "hard"             # "hard" | "easy" | "random" | {"max": column} | {"min": column}
+        n_clusters: int | None = None  # None: about POINTS_PER_CLUSTER samples per cluster
+        keep: object = "hard"  # "hard" | "easy" | "random" | {"max": column} | {"min": column}
         device: str = "auto"
         seed: int = 0
         embedding_column: str = DEFAULT_EMBEDDING_COLUMN
-        sample_size: int | None = None    # rows k-means trains on; None: 256 per cluster (all when fewer)
+        sample_size: int | None = None  # rows k-means trains on; None: 256 per cluster (all when fewer)
 
         def validate(self):
             check_int("sample_size", self.sample_size, 1, optional="all samples")
             check_number("eps", self.eps, 0, 1, lo_open=True, hi_open=True)
             check_int("n_clusters", self.n_clusters, 1, optional=True)
             if isinstance(self.keep, dict):
-                if len(self.keep) != 1 or next(iter(self.keep)) not in ("max", "min") \
-                        or not isinstance(next(iter(self.keep.values())), str):
+                if (
+                    len(self.keep) != 1
+                    or next(iter(self.keep)) not in ("max", "min")
+                    or not isinstance(next(iter(self.keep.values())), str)
+                ):
                     raise ValueError(f"keep by score must be {{max: column}} or {{min: column}}, got {self.keep!r}")
             elif self.keep not in ("hard", "easy", "random"):
                 raise ValueError(f"keep must be hard, easy, random or {{max: column}}, got {self.keep!r}")
@@ -127,7 +136,7 @@ class SemanticDedup(GlobalStage):
     def sizes_for(self, m: int) -> tuple[int, int]:
         """(clusters, k-means sample size) for m usable embeddings: sample_size (null: 256 per cluster) capped
         at m, n_clusters (or its default) capped at the sample."""
-        if self.params.sample_size is None:   # faiss's own rule: at most 256 training points per centroid
+        if self.params.sample_size is None:  # faiss's own rule: at most 256 training points per centroid
             s = min(m, TRAIN_POINTS_PER_CLUSTER * self.n_clusters_for(m))
         else:
             s = min(int(self.params.sample_size), m)
@@ -161,15 +170,22 @@ class SemanticDedup(GlobalStage):
         rejected = [_no_embedding_rejects(table, ok, details, self.name)]
         rows = np.flatnonzero(ok)
         m = rows.size
-        stats = {"no_embedding": int(table.num_rows - m), "eps": float(p.eps),
-                 "keep": p.keep if isinstance(p.keep, str) else dict(p.keep)}
+        stats = {
+            "no_embedding": int(table.num_rows - m),
+            "eps": float(p.eps),
+            "keep": p.keep if isinstance(p.keep, str) else dict(p.keep),
+        }
         if m == 0:
             stats.update(clusters=0, duplicates=0, seconds=round(time.perf_counter() - t0, 4))
             return GlobalResult(rejected=_concat_rejects(rejected), stats=stats)
-        keep = self.keep_policy(table.column(next(iter(p.keep.values()))).take(pa.array(rows))
-                                if isinstance(p.keep, dict) else None)
-        ids = (table.column(SAMPLE_ID).to_numpy().astype(np.int64)[rows] if SAMPLE_ID in table.column_names
-               else rows.astype(np.int64))
+        keep = self.keep_policy(
+            table.column(next(iter(p.keep.values()))).take(pa.array(rows)) if isinstance(p.keep, dict) else None
+        )
+        ids = (
+            table.column(SAMPLE_ID).to_numpy().astype(np.int64)[rows]
+            if SAMPLE_ID in table.column_names
+            else rows.astype(np.int64)
+        )
         k, s = self.sizes_for(m)
         dev = mindex.resolve_device(p.device)
         centroids = fit_centroids(_kmeans_sample(x, ids, s, p.seed), k, seed=p.seed, device=dev)
@@ -181,19 +197,30 @@ class SemanticDedup(GlobalStage):
         dup_rows = rows[dup]
         cos = pair_cosine64(x[dup], x[rep[dup]])
         dup_rej, duplicates = semantic_duplicate_tables(
-            self.name, table.column("key").take(pa.array(dup_rows)).to_pylist(),
+            self.name,
+            table.column("key").take(pa.array(dup_rows)).to_pylist(),
             table.column("source").take(pa.array(dup_rows)).to_pylist(),
-            keys.take(pa.array(rep[dup])).to_pylist() if dup.size else [], cos)
+            keys.take(pa.array(rep[dup])).to_pylist() if dup.size else [],
+            cos,
+        )
         rejected.append(dup_rej)
         kept = np.flatnonzero(r.keep)
-        columns = pa.table({"key": keys.take(pa.array(kept)),
-                            "semantic_cluster": pa.array(r.cluster[kept].astype(np.int32), pa.int32())})
+        columns = pa.table(
+            {
+                "key": keys.take(pa.array(kept)),
+                "semantic_cluster": pa.array(r.cluster[kept].astype(np.int32), pa.int32()),
+            }
+        )
         sizes = np.bincount(r.cluster, minlength=r.centroids.shape[0])
-        stats.update(clusters=int(r.centroids.shape[0]), sample_size=int(s), duplicates=int(dup.size),
-                     kept=int(kept.size), cluster_size_percentiles=_percentiles(sizes),
-                     seconds=round(time.perf_counter() - t0, 4))
-        return GlobalResult(rejected=_concat_rejects(rejected), duplicates=duplicates, columns=columns,
-                            stats=stats)
+        stats.update(
+            clusters=int(r.centroids.shape[0]),
+            sample_size=int(s),
+            duplicates=int(dup.size),
+            kept=int(kept.size),
+            cluster_size_percentiles=_percentiles(sizes),
+            seconds=round(time.perf_counter() - t0, 4),
+        )
+        return GlobalResult(rejected=_concat_rejects(rejected), duplicates=duplicates, columns=columns, stats=stats)
 
     def run_sharded(self, ctx) -> GlobalResult:
         """Over the survivor shards without the embedding matrix: see stages.sharded_steps."""
@@ -206,12 +233,22 @@ def semantic_duplicate_tables(stage: str, dup_keys: list, dup_sources: list, rep
     """(rejects, duplicates) for semantic duplicates and the cosine to their kept representative."""
     if not len(dup_keys):
         return REJECTS_SCHEMA.empty_table(), DUPLICATES_SCHEMA.empty_table()
-    rejected = rejects_table(dup_keys, dup_sources, stage, "duplicate_semantic",
-                             [f"cosine {c_:.3f} to {k_}" for c_, k_ in zip(cos, rep_keys)])
-    duplicates = pa.table({"key": pa.array(dup_keys, pa.string()), "duplicate_of": pa.array(rep_keys, pa.string()),
-                           "kind": pa.array(["semantic"] * len(dup_keys), pa.string()),
-                           "distance": pa.array(np.clip(1.0 - np.asarray(cos), 0.0, 2.0), pa.float64())},
-                          schema=DUPLICATES_SCHEMA)
+    rejected = rejects_table(
+        dup_keys,
+        dup_sources,
+        stage,
+        "duplicate_semantic",
+        [f"cosine {c_:.3f} to {k_}" for c_, k_ in zip(cos, rep_keys)],
+    )
+    duplicates = pa.table(
+        {
+            "key": pa.array(dup_keys, pa.string()),
+            "duplicate_of": pa.array(rep_keys, pa.string()),
+            "kind": pa.array(["semantic"] * len(dup_keys), pa.string()),
+            "distance": pa.array(np.clip(1.0 - np.asarray(cos), 0.0, 2.0), pa.float64()),
+        },
+        schema=DUPLICATES_SCHEMA,
+    )
     return rejected, duplicates
 
 
@@ -257,7 +294,7 @@ def clip_levels(levels, n: int) -> list[int]:
 @registry.register
 class Balance(GlobalStage):
     name = "balance"
-    uses_sample_ids = True   # the data level's k-means sample and assignment chunks follow the run's sample ids
+    uses_sample_ids = True  # the data level's k-means sample and assignment chunks follow the run's sample ids
 
     @dataclass
     class Params:
@@ -269,7 +306,7 @@ class Balance(GlobalStage):
         seed: int = 0
         device: str = "auto"
         embedding_column: str = DEFAULT_EMBEDDING_COLUMN
-        sample_size: int | None = None    # rows the data level's k-means trains on; None: 256 per cluster
+        sample_size: int | None = None  # rows the data level's k-means trains on; None: 256 per cluster
 
         def validate(self):
             from mmcurate.curate.balance import METHODS, STRATEGIES
@@ -281,8 +318,11 @@ class Balance(GlobalStage):
                 check_int("target", self.target, 0)
             if self.fraction is not None:
                 check_number("fraction", self.fraction, 0, 1, lo_open=True)
-            if not isinstance(self.levels, (list, tuple)) or not self.levels or not all(
-                    is_int(k) and k >= 1 for k in self.levels):
+            if (
+                not isinstance(self.levels, (list, tuple))
+                or not self.levels
+                or not all(is_int(k) and k >= 1 for k in self.levels)
+            ):
                 raise ValueError(f"levels must be a non-empty list of positive cluster counts, got {self.levels!r}")
             check_choice("method", self.method, METHODS)
             check_choice("strategy", self.strategy, STRATEGIES)
@@ -320,13 +360,26 @@ class Balance(GlobalStage):
         if m == 0:
             stats.update(selected=0, seconds=round(time.perf_counter() - t0, 4))
             return GlobalResult(rejected=_concat_rejects(rejected), stats=stats)
-        ids = (table.column(SAMPLE_ID).to_numpy().astype(np.int64)[rows] if SAMPLE_ID in table.column_names
-               else rows.astype(np.int64))
+        ids = (
+            table.column(SAMPLE_ID).to_numpy().astype(np.int64)[rows]
+            if SAMPLE_ID in table.column_names
+            else rows.astype(np.int64)
+        )
         levels = self.levels_for(m)
         dev = mindex.resolve_device(p.device)
-        picked, top, n_top = balanced_sample(x, target=target, levels=tuple(levels), device=dev, seed=p.seed,
-                                             method=p.method, strategy=p.strategy, sample_size=p.sample_size,
-                                             return_clusters=True, ids=ids, chunks=list(_assign_chunks(ids)))
+        picked, top, n_top = balanced_sample(
+            x,
+            target=target,
+            levels=tuple(levels),
+            device=dev,
+            seed=p.seed,
+            method=p.method,
+            strategy=p.strategy,
+            sample_size=p.sample_size,
+            return_clusters=True,
+            ids=ids,
+            chunks=list(_assign_chunks(ids)),
+        )
         del x
         top = np.asarray(top, np.int64)
         selected = np.zeros(m, bool)
@@ -334,25 +387,39 @@ class Balance(GlobalStage):
         out = np.flatnonzero(~selected)
         if out.size:
             orow = rows[out]
-            rejected.append(balance_rejects(self.name, table.column("key").take(pa.array(orow)).to_pylist(),
-                                            table.column("source").take(pa.array(orow)).to_pylist(), top[out]))
+            rejected.append(
+                balance_rejects(
+                    self.name,
+                    table.column("key").take(pa.array(orow)).to_pylist(),
+                    table.column("source").take(pa.array(orow)).to_pylist(),
+                    top[out],
+                )
+            )
         keys = table.column("key").take(pa.array(rows[picked]))
         columns = pa.table({"key": keys, "balance_cluster": pa.array(top[picked].astype(np.int32), pa.int32())})
-        stats.update(self.result_stats(picked, top, n_top, levels, m),
-                     seconds=round(time.perf_counter() - t0, 4))
+        stats.update(self.result_stats(picked, top, n_top, levels, m), seconds=round(time.perf_counter() - t0, 4))
         return GlobalResult(rejected=_concat_rejects(rejected), columns=columns, stats=stats)
 
     def base_stats(self, no_embedding: int, m: int) -> dict:
         p = self.params
-        return {"no_embedding": int(no_embedding), "n": int(m), "target": int(self.target_for(m)),
-                "method": p.method, "strategy": p.strategy}
+        return {
+            "no_embedding": int(no_embedding),
+            "n": int(m),
+            "target": int(self.target_for(m)),
+            "method": p.method,
+            "strategy": p.strategy,
+        }
 
     def result_stats(self, picked: np.ndarray, top: np.ndarray, n_top: int, levels: list, m: int) -> dict:
         from mmcurate.curate.balance import cluster_balance_stats, data_sample_size
 
-        return {"selected": int(picked.size), "levels": [int(k) for k in levels],
-                "sample_size": data_sample_size(m, max(1, min(levels[0], m)), self.params.sample_size),
-                "before": cluster_balance_stats(top, n_top), "after": cluster_balance_stats(top[picked], n_top)}
+        return {
+            "selected": int(picked.size),
+            "levels": [int(k) for k in levels],
+            "sample_size": data_sample_size(m, max(1, min(levels[0], m)), self.params.sample_size),
+            "before": cluster_balance_stats(top, n_top),
+            "after": cluster_balance_stats(top[picked], n_top),
+        }
 
     def run_sharded(self, ctx) -> GlobalResult:
         """Over the survivor shards without the embedding matrix: see stages.sharded_steps."""

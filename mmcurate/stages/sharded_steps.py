@@ -32,6 +32,7 @@ Driver memory per step:
                   besides small buckets' pairs), the group-column links (16 bytes each); the distinct
                   stratify values; a sample of keys for the sort's range boundaries. Never all keys.
 """
+
 from __future__ import annotations
 
 import os
@@ -76,11 +77,22 @@ def _semantic_prepare_task(task):
     if rows.size:
         emb = pa.FixedSizeListArray.from_arrays(pa.array(x.reshape(-1), pa.float32()), d)
         # row groups a multiple of the streaming chunk, so its chunks are the in-memory stage's assign chunks
-        write_parquet_atomic(pa.table({"_id": pa.array(ids[rows], pa.int64()), "emb": emb}), path,
-                             compression="none", row_group_size=DEFAULT_CHUNK_ROWS * 16)
+        write_parquet_atomic(
+            pa.table({"_id": pa.array(ids[rows], pa.int64()), "emb": emb}),
+            path,
+            compression="none",
+            row_group_size=DEFAULT_CHUNK_ROWS * 16,
+        )
     scores = stage.keep_policy(t.column(score_col).take(pa.array(rows))) if score_col else None
-    return {"counts": counts, "d": d, "n_ok": int(rows.size), "rejects": rejects, "ids": ids[rows],
-            "scores": scores, "path": path if rows.size else None}
+    return {
+        "counts": counts,
+        "d": d,
+        "n_ok": int(rows.size),
+        "rejects": rejects,
+        "ids": ids[rows],
+        "scores": scores,
+        "path": path if rows.size else None,
+    }
 
 
 def _prepare_embeddings(ctx, task_fn, stage, views, paths) -> list[dict]:
@@ -114,8 +126,11 @@ def semantic_dedup_sharded(stage, ctx) -> GlobalResult:
     outs = _prepare_embeddings(ctx, _semantic_prepare_task, stage, views, paths)
     no_embedding = pa.concat_tables([o["rejects"] for o in outs]) if outs else _empty_rejects()
     m = sum(o["n_ok"] for o in outs)
-    stats = {"no_embedding": int(no_embedding.num_rows), "eps": float(p.eps),
-             "keep": p.keep if isinstance(p.keep, str) else dict(p.keep)}
+    stats = {
+        "no_embedding": int(no_embedding.num_rows),
+        "eps": float(p.eps),
+        "keep": p.keep if isinstance(p.keep, str) else dict(p.keep),
+    }
     if m == 0:
         stats.update(clusters=0, duplicates=0, seconds=round(time.perf_counter() - t0, 4))
         return GlobalResult(rejected=no_embedding, stats=stats)
@@ -127,11 +142,21 @@ def semantic_dedup_sharded(stage, ctx) -> GlobalResult:
     k, s = stage.sizes_for(m)
     dev = mindex.resolve_device(p.device)
     if dev == "cuda" and not ctx.tasks_see_gpu:
-        dev = "cpu"   # the assignment and pairwise tasks would not see the GPU (e.g. Ray tasks without one)
+        dev = "cpu"  # the assignment and pairwise tasks would not see the GPU (e.g. Ray tasks without one)
     shards = [EmbeddingShard.from_parquet(o["path"], "emb", id_column="_id") for o in outs if o["n_ok"]]
-    r = semantic_dedup_streaming(shards, eps=float(p.eps), n_clusters=k, keep=keep, sample_size=s, seed=p.seed,
-                                 device=dev, spill_dir=str(root), map_fn=ctx.map_fn, chunk_rows=DEFAULT_CHUNK_ROWS,
-                                 representatives=True)
+    r = semantic_dedup_streaming(
+        shards,
+        eps=float(p.eps),
+        n_clusters=k,
+        keep=keep,
+        sample_size=s,
+        seed=p.seed,
+        device=dev,
+        spill_dir=str(root),
+        map_fn=ctx.map_fn,
+        chunk_rows=DEFAULT_CHUNK_ROWS,
+        representatives=True,
+    )
     del keep
     dup_ids, rep_ids, cos = r.representatives
     dup_keys, dup_sources, rep_keys = [], [], []
@@ -144,14 +169,25 @@ def semantic_dedup_sharded(stage, ctx) -> GlobalResult:
         rep_keys = info.column("key").take(at_r).to_pylist()
     dup_rej, duplicates = semantic_duplicate_tables(stage.name, dup_keys, dup_sources, rep_keys, cos)
     rejected = pa.concat_tables([no_embedding, _with_ids(dup_rej, dup_ids)])
-    columns = pa.table({"semantic_cluster": pa.array(r.cluster[r.keep].astype(np.int32), pa.int32()),
-                        SAMPLE_ID: pa.array(r.ids[r.keep], pa.int64())})
+    columns = pa.table(
+        {
+            "semantic_cluster": pa.array(r.cluster[r.keep].astype(np.int32), pa.int32()),
+            SAMPLE_ID: pa.array(r.ids[r.keep], pa.int64()),
+        }
+    )
     sizes = np.bincount(r.cluster, minlength=r.centroids.shape[0])
-    stats.update(clusters=int(r.centroids.shape[0]), sample_size=int(s), duplicates=int(dup_ids.size),
-                 kept=int(np.count_nonzero(r.keep)), cluster_size_percentiles=_percentiles(sizes),
-                 seconds=round(time.perf_counter() - t0, 4),
-                 sharded={k_: r.stats[k_] for k_ in ("n_partitions", "peak_task_rows", "largest_cluster_rows",
-                                                     "spill_bytes", "seconds")})
+    stats.update(
+        clusters=int(r.centroids.shape[0]),
+        sample_size=int(s),
+        duplicates=int(dup_ids.size),
+        kept=int(np.count_nonzero(r.keep)),
+        cluster_size_percentiles=_percentiles(sizes),
+        seconds=round(time.perf_counter() - t0, 4),
+        sharded={
+            k_: r.stats[k_]
+            for k_ in ("n_partitions", "peak_task_rows", "largest_cluster_rows", "spill_bytes", "seconds")
+        },
+    )
     return GlobalResult(rejected=rejected, duplicates=duplicates, columns=columns, stats=stats)
 
 
@@ -177,9 +213,14 @@ def _balance_prepare_task(task):
         tmp = path + ".tmp.npy"
         np.save(tmp, np.ascontiguousarray(x, np.float32))
         os.replace(tmp, path)
-    return {"counts": counts, "d": int(x.shape[1]), "n_ok": int(rows.size), "ids": ids[rows],
-            "rejects": _with_ids(_no_embedding_rejects(t, ok, details, stage.name), ids[~ok]),
-            "path": path if rows.size else None}
+    return {
+        "counts": counts,
+        "d": int(x.shape[1]),
+        "n_ok": int(rows.size),
+        "ids": ids[rows],
+        "rejects": _with_ids(_no_embedding_rejects(t, ok, details, stage.name), ids[~ok]),
+        "path": path if rows.size else None,
+    }
 
 
 def _balance_assign_task(task):
@@ -210,7 +251,7 @@ class ShardedEmbeddings:
         if self.starts[-1] != self.n or (self.n > 1 and not (self.ids[1:] > self.ids[:-1]).all()):
             raise ValueError("ShardedEmbeddings: ids must be ascending, one per row of the shards in order")
         self.dim = self.shards[0].dim if self.shards else 0
-        self.gathered_rows = 0   # the most rows one gather held (reported; a test bounds it)
+        self.gathered_rows = 0  # the most rows one gather held (reported; a test bounds it)
 
     def gather(self, positions):
         positions = np.asarray(positions, np.int64)
@@ -228,8 +269,9 @@ class ShardedEmbeddings:
         return out
 
     def assign(self, centroids, device):
-        parts = list(self.map_fn(_balance_assign_task, [(sh, centroids, device, self.chunk_rows)
-                                                        for sh in self.shards]))
+        parts = list(
+            self.map_fn(_balance_assign_task, [(sh, centroids, device, self.chunk_rows) for sh in self.shards])
+        )
         if not parts:
             return np.zeros(0, np.int32), np.zeros(0, np.float32)
         return np.concatenate([a for a, _ in parts]), np.concatenate([b for _, b in parts])
@@ -269,21 +311,38 @@ def balance_sharded(stage, ctx) -> GlobalResult:
     levels = stage.levels_for(m)
     dev = mindex.resolve_device(p.device)
     if dev == "cuda" and not ctx.tasks_see_gpu:
-        dev = "cpu"   # the assignment tasks would not see the GPU (e.g. Ray tasks without one)
-    picked, top, n_top = balanced_sample_from(source, stage.target_for(m), tuple(levels), dev, p.seed, p.method,
-                                              p.strategy, sample_size=p.sample_size)
+        dev = "cpu"  # the assignment tasks would not see the GPU (e.g. Ray tasks without one)
+    picked, top, n_top = balanced_sample_from(
+        source, stage.target_for(m), tuple(levels), dev, p.seed, p.method, p.strategy, sample_size=p.sample_size
+    )
     selected = np.zeros(m, bool)
     selected[picked] = True
     out = np.flatnonzero(~selected)
     rejected = [no_embedding]
     if out.size:
-        info = ctx.fetch(ids[out], ["key", "source"])   # ascending ids: out's order
-        rejected.append(_with_ids(balance_rejects(stage.name, info.column("key").to_pylist(),
-                                                  info.column("source").to_pylist(), top[out]), ids[out]))
+        info = ctx.fetch(ids[out], ["key", "source"])  # ascending ids: out's order
+        rejected.append(
+            _with_ids(
+                balance_rejects(
+                    stage.name, info.column("key").to_pylist(), info.column("source").to_pylist(), top[out]
+                ),
+                ids[out],
+            )
+        )
         del info
-    columns = pa.table({"balance_cluster": pa.array(top[picked].astype(np.int32), pa.int32()),
-                        SAMPLE_ID: pa.array(ids[picked], pa.int64())})
-    stats.update(stage.result_stats(picked, top, n_top, levels, m), seconds=round(time.perf_counter() - t0, 4),
-                 sharded={"shards": len(shards), "spill_bytes": int(spill_bytes),
-                          "largest_gather_rows": int(source.gathered_rows)})
+    columns = pa.table(
+        {
+            "balance_cluster": pa.array(top[picked].astype(np.int32), pa.int32()),
+            SAMPLE_ID: pa.array(ids[picked], pa.int64()),
+        }
+    )
+    stats.update(
+        stage.result_stats(picked, top, n_top, levels, m),
+        seconds=round(time.perf_counter() - t0, 4),
+        sharded={
+            "shards": len(shards),
+            "spill_bytes": int(spill_bytes),
+            "largest_gather_rows": int(source.gathered_rows),
+        },
+    )
     return GlobalResult(rejected=pa.concat_tables(rejected), columns=columns, stats=stats)

@@ -15,6 +15,7 @@ samples and no split can meet its ratio (r = 16 gives 3.9 chance links per sampl
 n * P(r) <= 0.01: 12 up to 44k samples, 11 to 205k, 10 to 1M, 8 from 5.8M, 6 from 266M (so 6 at 1B). The
 stats report the radius used, the expected chance links and the largest group.
 """
+
 from __future__ import annotations
 
 import functools
@@ -41,9 +42,9 @@ class Split(GlobalStage):
 
     @dataclass
     class Params:
-        ratios: list = field(default_factory=lambda: [0.8, 0.1, 0.1])   # train, val, test
+        ratios: list = field(default_factory=lambda: [0.8, 0.1, 0.1])  # train, val, test
         seed: int = 0
-        phash_radius: int | str | None = "auto"   # int bits, "auto" (see the module doc), None: no pHash groups
+        phash_radius: int | str | None = "auto"  # int bits, "auto" (see the module doc), None: no pHash groups
         group_columns: list = field(default_factory=list)
         stratify_by: str | None = None
 
@@ -53,12 +54,19 @@ class Split(GlobalStage):
             if not isinstance(self.ratios, (list, tuple)) or len(self.ratios) != len(SPLIT_NAMES):
                 raise ValueError(f"ratios must be [train, val, test], got {self.ratios!r}")
             _check_ratios(self.ratios)
-            if self.phash_radius is not None and self.phash_radius != "auto" and (
-                    isinstance(self.phash_radius, bool) or not isinstance(self.phash_radius, int)
-                    or not 0 <= self.phash_radius <= 64):
+            if (
+                self.phash_radius is not None
+                and self.phash_radius != "auto"
+                and (
+                    isinstance(self.phash_radius, bool)
+                    or not isinstance(self.phash_radius, int)
+                    or not 0 <= self.phash_radius <= 64
+                )
+            ):
                 raise ValueError(f"phash_radius must be an integer 0..64, 'auto' or null, got {self.phash_radius!r}")
             if not isinstance(self.group_columns, (list, tuple)) or not all(
-                    isinstance(c, str) for c in self.group_columns):
+                isinstance(c, str) for c in self.group_columns
+            ):
                 raise ValueError(f"group_columns must be a list of column names, got {self.group_columns!r}")
             if not isinstance(self.seed, int) or isinstance(self.seed, bool):
                 raise ValueError(f"seed must be an integer, got {self.seed!r}")
@@ -101,7 +109,8 @@ class Split(GlobalStage):
         if p.phash_radius is not None and n_phash:
             radius = auto_phash_radius(n_phash) if p.phash_radius == "auto" else int(p.phash_radius)
             phash_links, n_phash_links = ctx.near_links(
-                self.name, [functools.partial(phash_codes, v) for v in views], radius)
+                self.name, [functools.partial(phash_codes, v) for v in views], radius
+            )
             links.append(phash_links)
         for j in range(len(p.group_columns)):
             counts = sum(s[3][j] for s in scans)
@@ -137,15 +146,20 @@ class Split(GlobalStage):
         stats = {
             "counts": counts,
             "ratios_achieved": {k: round(v / n, 4) for k, v in counts.items()} if n else {},
-            "groups": int(sizes.size), "largest_group": int(sizes.max()) if n else 0,
-            "phash_links": n_phash_links, "phash_radius": radius,
-            "expected_chance_links_per_sample": (float(f"{n * chance_link_probability(radius):.3g}")
-                                                 if radius is not None else None),
+            "groups": int(sizes.size),
+            "largest_group": int(sizes.max()) if n else 0,
+            "phash_links": n_phash_links,
+            "phash_radius": radius,
+            "expected_chance_links_per_sample": (
+                float(f"{n * chance_link_probability(radius):.3g}") if radius is not None else None
+            ),
             "seconds": round(time.perf_counter() - t0, 4),
         }
         if n and sizes.max() > max(0.05 * n, 1):
-            stats["warning"] = (f"the largest group holds {sizes.max() / n:.0%} of the samples, so the split "
-                                "ratios cannot be met; lower phash_radius or drop coarse group_columns")
+            stats["warning"] = (
+                f"the largest group holds {sizes.max() / n:.0%} of the samples, so the split "
+                "ratios cannot be met; lower phash_radius or drop coarse group_columns"
+            )
         return stats
 
 
@@ -187,11 +201,17 @@ def _split_scan_task(task):
     """One shard: its ids, its count of valid pHashes, the distinct stratify values, and its (value, id) rows
     of every group column routed by value hash to the partitions of store.sub("g<j>")."""
     view, p, n_part, store = task
-    t = view.read([*p.group_columns, *([p.stratify_by] if p.stratify_by else []),
-                   *(["phash"] if p.phash_radius is not None else [])])
+    t = view.read(
+        [
+            *p.group_columns,
+            *([p.stratify_by] if p.stratify_by else []),
+            *(["phash"] if p.phash_radius is not None else []),
+        ]
+    )
     ids = t.column(SAMPLE_ID)
-    n_phash = int(t.column("phash").is_valid().to_numpy(zero_copy_only=False).sum()) if p.phash_radius is not None \
-        else 0
+    n_phash = (
+        int(t.column("phash").is_valid().to_numpy(zero_copy_only=False).sum()) if p.phash_radius is not None else 0
+    )
     strata = pc.unique(t.column(p.stratify_by).drop_null()) if p.stratify_by else None
     counts = []
     for j, col in enumerate(p.group_columns):
@@ -217,5 +237,6 @@ def _group_links_task(task):
 def _strata_task(task):
     view, column, values = task
     t = view.read([column])
-    return np.asarray(pc.index_in(t.column(column), value_set=values).fill_null(-1).to_numpy(zero_copy_only=False),
-                      np.int64)
+    return np.asarray(
+        pc.index_in(t.column(column), value_set=values).fill_null(-1).to_numpy(zero_copy_only=False), np.int64
+    )

@@ -9,6 +9,7 @@ Every stage rejects a text longer than `max_chars` (reason `text_too_long`) befo
 and every pattern is linear in the text length, so one caption bounds the work of its sample. Reject
 details never quote the text.
 """
+
 from __future__ import annotations
 
 import json
@@ -44,6 +45,7 @@ def _replace_column(batch: pa.Table, name: str, values: list) -> pa.Table:
 # caption_clean
 # --------------------------------------------------------------------------------------------------
 
+
 @registry.register
 class CaptionClean(MapStage):
     """Cleans `caption` in place and keeps the text it received in `caption_original`.
@@ -55,6 +57,7 @@ class CaptionClean(MapStage):
     caption_filter. Running it twice keeps the first `caption_original`. `caption_original` holds the raw
     text: pii_redact redacts it too (unless `keep_original_text`).
     """
+
     name = "caption_clean"
     batch_size = 1024
     requires = ("key", "source", "caption")
@@ -62,11 +65,11 @@ class CaptionClean(MapStage):
 
     @dataclass
     class Params:
-        strip_html: bool = True              # remove tags, decode &entities;
-        fix_unicode: bool = True             # ftfy: mojibake, ligatures, curly quotes, terminal escapes
+        strip_html: bool = True  # remove tags, decode &entities;
+        fix_unicode: bool = True  # ftfy: mojibake, ligatures, curly quotes, terminal escapes
         lowercase: bool = False
-        max_repeat_punct: int | None = 3     # "!!!!!!" -> "!!!"; null keeps runs as they are
-        max_chars: int | None = MAX_CHARS_DEFAULT   # longer captions: text_too_long; null: no limit
+        max_repeat_punct: int | None = 3  # "!!!!!!" -> "!!!"; null keeps runs as they are
+        max_chars: int | None = MAX_CHARS_DEFAULT  # longer captions: text_too_long; null: no limit
 
         def validate(self):
             for key in ("strip_html", "fix_unicode", "lowercase"):
@@ -77,8 +80,12 @@ class CaptionClean(MapStage):
     def __init__(self, **params):
         super().__init__(**params)
         p = self.params
-        self._cleaner = cap.CaptionCleaner(strip_html=p.strip_html, fix_unicode=p.fix_unicode,
-                                           lowercase=p.lowercase, max_repeat_punct=p.max_repeat_punct)
+        self._cleaner = cap.CaptionCleaner(
+            strip_html=p.strip_html,
+            fix_unicode=p.fix_unicode,
+            lowercase=p.lowercase,
+            max_repeat_punct=p.max_repeat_punct,
+        )
 
     def process(self, batch: pa.Table) -> StageResult:
         original = batch.column("caption").to_pylist()
@@ -95,6 +102,7 @@ class CaptionClean(MapStage):
 # caption_filter
 # --------------------------------------------------------------------------------------------------
 
+
 @registry.register
 class CaptionFilter(MapStage):
     """Rejects captions that are missing, too short, too long, boilerplate or in the wrong language.
@@ -106,6 +114,7 @@ class CaptionFilter(MapStage):
     `detect_language`) the kept rows get `language` (ISO 639 code of the most likely language, regional
     varieties folded: yue/wuu -> zh) and `language_score` (its probability).
     """
+
     name = "caption_filter"
     batch_size = 1024
     requires = ("key", "source", "caption")
@@ -113,14 +122,14 @@ class CaptionFilter(MapStage):
 
     @dataclass
     class Params:
-        min_words: int = 3                       # DataComp: more than 2 words ...
-        min_chars: int = 6                       # ... and more than 5 characters
-        max_chars: int | None = MAX_CHARS_DEFAULT   # e.g. 1000 for alt-text corpora; null: no limit
-        languages: list | None = None            # whitelist of ISO 639 codes, e.g. ["en"]; null: any
-        min_language_confidence: float = 0.0     # extra margin: P(caption in `languages`) needed besides top-1
-        detect_language: bool = False            # add language columns even without a whitelist
-        boilerplate: bool = True                 # built-in patterns (mmcurate.curate.captions.BOILERPLATE_PATTERNS)
-        extra_boilerplate: list = field(default_factory=list)   # more regexes, each matched against the whole caption
+        min_words: int = 3  # DataComp: more than 2 words ...
+        min_chars: int = 6  # ... and more than 5 characters
+        max_chars: int | None = MAX_CHARS_DEFAULT  # e.g. 1000 for alt-text corpora; null: no limit
+        languages: list | None = None  # whitelist of ISO 639 codes, e.g. ["en"]; null: any
+        min_language_confidence: float = 0.0  # extra margin: P(caption in `languages`) needed besides top-1
+        detect_language: bool = False  # add language columns even without a whitelist
+        boilerplate: bool = True  # built-in patterns (mmcurate.curate.captions.BOILERPLATE_PATTERNS)
+        extra_boilerplate: list = field(default_factory=list)  # more regexes, each matched against the whole caption
 
         def validate(self):
             check_int("min_words", self.min_words, 0)
@@ -140,9 +149,13 @@ class CaptionFilter(MapStage):
     def __init__(self, **params):
         super().__init__(**params)
         p = self.params
-        self._rules = cap.CaptionRules(min_words=p.min_words, min_chars=p.min_chars, max_chars=p.max_chars,
-                                       boilerplate=p.boilerplate,
-                                       extra_boilerplate=tuple(cap.compile_extra_boilerplate(p.extra_boilerplate)))
+        self._rules = cap.CaptionRules(
+            min_words=p.min_words,
+            min_chars=p.min_chars,
+            max_chars=p.max_chars,
+            boilerplate=p.boilerplate,
+            extra_boilerplate=tuple(cap.compile_extra_boilerplate(p.extra_boilerplate)),
+        )
         self._languages = tuple(p.languages) if p.languages else None
         self._identifier = None
 
@@ -152,7 +165,7 @@ class CaptionFilter(MapStage):
 
     @property
     def loads_state(self) -> bool:
-        return self.uses_language   # the language model; without a whitelist setup() loads nothing
+        return self.uses_language  # the language model; without a whitelist setup() loads nothing
 
     def setup(self) -> None:
         # py3langid is imported here, not at module import: recipes without a whitelist never load it.
@@ -160,8 +173,10 @@ class CaptionFilter(MapStage):
             identifier = cap.LanguageIdentifier()
             unknown = identifier.unknown(self._languages or ())
             if unknown:
-                raise StageError(f"stage '{self.name}': languages {unknown} are not known to the language "
-                                 f"identifier; valid: {', '.join(sorted(identifier.labels))}")
+                raise StageError(
+                    f"stage '{self.name}': languages {unknown} are not known to the language "
+                    f"identifier; valid: {', '.join(sorted(identifier.labels))}"
+                )
             self._identifier = identifier
 
     def __getstate__(self):
@@ -183,8 +198,9 @@ class CaptionFilter(MapStage):
                 if self._languages is None:
                     lang, score, _ = self._identifier.identify(text)
                 else:
-                    lang, score, why = self._identifier.check(text, self._languages,
-                                                              self.params.min_language_confidence)
+                    lang, score, why = self._identifier.check(
+                        text, self._languages, self.params.min_language_confidence
+                    )
                     if why is not None:
                         verdict = ("language", why)
                 langs.append(lang)
@@ -207,6 +223,7 @@ class CaptionFilter(MapStage):
 # pii_redact
 # --------------------------------------------------------------------------------------------------
 
+
 @registry.register
 class PiiRedact(MapStage):
     """Replaces personal data with tokens in every text that reaches the output, and counts it per kind
@@ -225,6 +242,7 @@ class PiiRedact(MapStage):
     longer than `max_chars`), and `meta_too_deep` (meta JSON nested deeper than 256 levels, or too deep
     for Python's json module), which cannot be checked within bounds and is never written out unchecked.
     """
+
     name = "pii_redact"
     batch_size = 1024
     requires = ("key", "source", "caption")
@@ -232,12 +250,12 @@ class PiiRedact(MapStage):
 
     @dataclass
     class Params:
-        kinds: list = field(default_factory=lambda: list(pii.KINDS))   # which detectors run
-        tokens: dict = field(default_factory=dict)   # overrides of the replacement tokens, by kind
-        reject_if_found: bool = False                # reject the sample (reason "pii") instead of redacting
-        keep_original_text: bool = False             # keep caption_original and meta unredacted (opt-out)
-        redact_meta: bool | None = None              # string values of the meta JSON; null: unless keep_original_text
-        max_chars: int | None = MAX_CHARS_DEFAULT    # per text (caption, meta string): text_too_long; null: no limit
+        kinds: list = field(default_factory=lambda: list(pii.KINDS))  # which detectors run
+        tokens: dict = field(default_factory=dict)  # overrides of the replacement tokens, by kind
+        reject_if_found: bool = False  # reject the sample (reason "pii") instead of redacting
+        keep_original_text: bool = False  # keep caption_original and meta unredacted (opt-out)
+        redact_meta: bool | None = None  # string values of the meta JSON; null: unless keep_original_text
+        max_chars: int | None = MAX_CHARS_DEFAULT  # per text (caption, meta string): text_too_long; null: no limit
 
         def validate(self):
             if isinstance(self.kinds, str) or not isinstance(self.kinds, (list, tuple)) or not self.kinds:
@@ -262,15 +280,15 @@ class PiiRedact(MapStage):
     def __init__(self, **params):
         super().__init__(**params)
         p = self.params
-        self._redactor = pii.Redactor(kinds=tuple(k for k in pii.KINDS if k in p.kinds),
-                                      tokens={**pii.DEFAULT_TOKENS, **p.tokens})
+        self._redactor = pii.Redactor(
+            kinds=tuple(k for k in pii.KINDS if k in p.kinds), tokens={**pii.DEFAULT_TOKENS, **p.tokens}
+        )
         self._redact_meta = (not p.keep_original_text) if p.redact_meta is None else p.redact_meta
 
     def process(self, batch: pa.Table) -> StageResult:
         redactor, max_chars = self._redactor, self.params.max_chars
         captions = batch.column("caption").to_pylist()
-        originals = (batch.column("caption_original").to_pylist()
-                     if "caption_original" in batch.column_names else None)
+        originals = batch.column("caption_original").to_pylist() if "caption_original" in batch.column_names else None
         redact_originals = originals is not None and not self.params.keep_original_text
         metas = batch.column("meta").to_pylist() if self._redact_meta and "meta" in batch.column_names else None
         new_captions, new_originals, new_metas, found = [], [], [], []
@@ -305,8 +323,10 @@ class PiiRedact(MapStage):
         if self.params.reject_if_found:
             rows = sorted(set(unredactable) | {i for i, c in enumerate(found) if c})
             reasons = [unredactable[i][0] if i in unredactable else "pii" for i in rows]
-            details = [unredactable[i][1] if i in unredactable else ", ".join(f"{k}={n}" for k, n in found[i].items())
-                       for i in rows]
+            details = [
+                unredactable[i][1] if i in unredactable else ", ".join(f"{k}={n}" for k, n in found[i].items())
+                for i in rows
+            ]
             batch = with_column(batch, "pii_redactions", ["{}"] * len(found), pa.string())
             return reject_rows(batch, self.name, rows, reasons, details)
 
@@ -317,8 +337,9 @@ class PiiRedact(MapStage):
             batch = _replace_column(batch, "meta", new_metas)
         batch = with_column(batch, "pii_redactions", [json.dumps(c, sort_keys=True) for c in found], pa.string())
         rows = sorted(unredactable)
-        return reject_rows(batch, self.name, rows, [unredactable[i][0] for i in rows],
-                           [unredactable[i][1] for i in rows])
+        return reject_rows(
+            batch, self.name, rows, [unredactable[i][0] for i in rows], [unredactable[i][1] for i in rows]
+        )
 
 
 def summarize_redactions(column) -> dict[str, int]:

@@ -5,6 +5,7 @@ libjpeg accepts a repeated scan with a warning (JWRN_BOGUS_PROGRESSION) and deco
 scan of a large flat image costs a pass over every block while taking only a few dozen bytes (one EOB
 run covers 32,767 blocks), so a few hundred KB buy minutes of decode.
 """
+
 from __future__ import annotations
 
 import io
@@ -28,10 +29,10 @@ def jpeg_segments(blob: bytes) -> list[tuple[int, bytes]]:
             pos += 1
             continue
         if marker in _STANDALONE:
-            out.append((marker, blob[pos:pos + 2]))
+            out.append((marker, blob[pos : pos + 2]))
             pos += 2
             continue
-        (length,) = struct.unpack(">H", blob[pos + 2:pos + 4])
+        (length,) = struct.unpack(">H", blob[pos + 2 : pos + 4])
         end = pos + 2 + length
         if marker == SOS:  # entropy-coded data runs to the next marker that is not a stuffed 0 or an RST
             while end < len(blob) and not (blob[end] == 0xFF and blob[end + 1] not in (0x00, *range(0xD0, 0xD8))):
@@ -56,9 +57,9 @@ def progressive_scan_flood(n_scans: int, side: int = 4096, color: bool = False, 
     unit_start = last_sos
     while unit_start > 0 and segs[unit_start - 1][0] == 0xC4:  # DHT right before the scan belongs to it
         unit_start -= 1
-    unit = b"".join(s for _, s in segs[unit_start:last_sos + 1])
-    head = b"".join(s for _, s in segs[:last_sos + 1])
-    tail = b"".join(s for _, s in segs[last_sos + 1:])
+    unit = b"".join(s for _, s in segs[unit_start : last_sos + 1])
+    head = b"".join(s for _, s in segs[: last_sos + 1])
+    tail = b"".join(s for _, s in segs[last_sos + 1 :])
     return head + unit * n_scans + tail
 
 

@@ -1,5 +1,6 @@
 """Helpers for the output-safety and fault-injection tests: demo inputs, recipes, runs of the real CLI (also
 killed with SIGKILL at a chosen point of a phase), and comparisons of output directories."""
+
 from __future__ import annotations
 
 import hashlib
@@ -45,8 +46,14 @@ def write_recipe(r: dict, path: Path) -> Path:
 
 def cli(*args, timeout: float = 300, env: dict | None = None) -> subprocess.CompletedProcess:
     """`mmcurate ARGS` as a user runs it."""
-    return subprocess.run([sys.executable, "-m", "mmcurate.cli", *map(str, args)], capture_output=True, text=True,
-                          cwd=ROOT, timeout=timeout, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "mmcurate.cli", *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=timeout,
+        env=env,
+    )
 
 
 def run(r: dict, *flags, tmp: Path | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
@@ -61,7 +68,7 @@ def error_lines(proc: subprocess.CompletedProcess) -> list[str]:
 
 # A driver that runs the CLI in a process that kills itself (SIGKILL: no cleanup, no finally, no atexit) at a
 # chosen point. The points wrap the real functions; nothing else changes.
-_DRIVER = r'''
+_DRIVER = r"""
 import os, signal, sys, time
 from pathlib import Path
 point, n = sys.argv[1], int(sys.argv[2])
@@ -110,22 +117,32 @@ elif point == "pause":          # wait in the global phase until the file argv[3
     sys.argv[3:4] = []
 from mmcurate.cli import main
 sys.exit(main(sys.argv[3:]))
-'''
+"""
 
 
 def killed_run(r: dict, point: str, n: int = 1, *flags, tmp: Path) -> subprocess.CompletedProcess:
     """Run the recipe, SIGKILLed at `point` (see _DRIVER) the n-th time it is reached."""
     path = write_recipe(r, tmp / (Path(r["output"]["path"]).name + ".yaml"))
-    return subprocess.run([sys.executable, "-c", _DRIVER, point, str(n), "run", str(path), *flags],
-                          capture_output=True, text=True, cwd=ROOT, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-c", _DRIVER, point, str(n), "run", str(path), *flags],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
+    )
 
 
 def paused_run(r: dict, flag: Path, *flags, tmp: Path) -> subprocess.Popen:
     """Start the recipe in the background; it stops at the start of the global phase until `flag` exists
     (and writes FLAG.waiting with its pid once it is there)."""
     path = write_recipe(r, tmp / (Path(r["output"]["path"]).name + ".yaml"))
-    return subprocess.Popen([sys.executable, "-c", _DRIVER, "pause", "0", str(flag), "run", str(path), *flags],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    return subprocess.Popen(
+        [sys.executable, "-c", _DRIVER, "pause", "0", str(flag), "run", str(path), *flags],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
 
 
 def tree(d: Path, skip=VOLATILE) -> dict[str, str]:
@@ -183,9 +200,16 @@ def llava_input(d: Path, n: int = 4) -> Path:
     entries = []
     for i in range(n):
         (d / "images" / f"{i}.jpg").write_bytes(image_bytes(i, size=(64, 48)))
-        entries.append({"id": f"s{i}", "image": f"{i}.jpg", "conversations": [
-            {"from": "human", "value": "<image>\nWhat is shown?"},
-            {"from": "gpt", "value": f"a small test picture number {i}"}]})
+        entries.append(
+            {
+                "id": f"s{i}",
+                "image": f"{i}.jpg",
+                "conversations": [
+                    {"from": "human", "value": "<image>\nWhat is shown?"},
+                    {"from": "gpt", "value": f"a small test picture number {i}"},
+                ],
+            }
+        )
     path = d / "llava.json"
     path.write_text(json.dumps(entries))
     return path

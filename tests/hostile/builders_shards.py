@@ -4,6 +4,7 @@ Each builder writes one shape under a directory the test owns and returns what t
 and where it matters the expected keys). Used by tests/hostile/test_readers.py; reusable by the CLI and
 end-to-end hostile tests (every shape here must end kept or rejected, never abort a run).
 """
+
 from __future__ import annotations
 
 import gzip
@@ -30,11 +31,20 @@ def plant_secret(directory: Path, name: str = "secret.jpg") -> Path:
 
 # -- WebDataset shards -----------------------------------------------------------------------------
 
+
 def bad_key_shard(path: Path) -> tuple[Path, list[str], list[str]]:
     """Samples keyed with '..', a leading '/', a newline, a NUL, a tab, DEL and non-UTF-8 bytes, between good
     samples. Returns (path, good keys, bad raw keys) in tar order."""
-    bad = ["../../etc/evil", "/abs/evil", "new\nline", "nul\x00byte", "tab\tkey", "del\x7fkey", "a/../b",
-           "bad\udcffutf8"]
+    bad = [
+        "../../etc/evil",
+        "/abs/evil",
+        "new\nline",
+        "nul\x00byte",
+        "tab\tkey",
+        "del\x7fkey",
+        "a/../b",
+        "bad\udcffutf8",
+    ]
     good = ["000", "001", "002"]
     members = []
     for i, key in enumerate(good[:1] + bad[:4] + good[1:2] + bad[4:] + good[2:]):
@@ -45,7 +55,7 @@ def bad_key_shard(path: Path) -> tuple[Path, list[str], list[str]]:
             info = tarfile.TarInfo(name)
             info.size = len(data)
             info.mtime = 1_700_000_000
-            info.pax_headers = {"path": name}   # PAX carries NUL and newline verbatim (ustar would cut at NUL)
+            info.pax_headers = {"path": name}  # PAX carries NUL and newline verbatim (ustar would cut at NUL)
             tar.addfile(info, io.BytesIO(data))
     return path, good, bad
 
@@ -57,23 +67,36 @@ def deep_json(depth: int) -> bytes:
 def deep_meta_shard(path: Path, depth: int = 1_000) -> Path:
     """Sample "deep" carries a `.json` nested `depth` levels (json.loads raises RecursionError near 1,000);
     "ok" before and after it are ordinary."""
-    return write_tar(path, [("ok1.jpg", image_bytes(1)), ("ok1.json", b'{"k": 1}'),
-                            ("deep.jpg", image_bytes(2)), ("deep.json", deep_json(depth)),
-                            ("ok2.jpg", image_bytes(3)), ("ok2.json", b"\xff\xfe{not utf-8"),
-                            ("ok3.jpg", image_bytes(4)), ("ok3.txt", b"\xc3\x28 bad utf-8 caption")])
+    return write_tar(
+        path,
+        [
+            ("ok1.jpg", image_bytes(1)),
+            ("ok1.json", b'{"k": 1}'),
+            ("deep.jpg", image_bytes(2)),
+            ("deep.json", deep_json(depth)),
+            ("ok2.jpg", image_bytes(3)),
+            ("ok2.json", b"\xff\xfe{not utf-8"),
+            ("ok3.jpg", image_bytes(4)),
+            ("ok3.txt", b"\xc3\x28 bad utf-8 caption"),
+        ],
+    )
 
 
 def unrecognised_shards(root: Path) -> dict[str, Path]:
     """Layouts no WebDataset rule recognises: members without a suffix, only unknown suffixes, only
     directories, only symlinks/hardlinks to other places."""
     root.mkdir(parents=True, exist_ok=True)
-    out = {"no_suffix": write_tar(root / "no_suffix.tar", [("README", b"x"), ("LICENSE", b"y"), ("dir/file", b"z")]),
-           "unknown_suffixes": write_tar(root / "unknown.tar", [("a.foo", b"1"), ("a.bar", b"2"), ("b.baz", b"3")]),
-           "directories_only": write_tar(root / "dirs.tar", [("a", None), ("a/b", None), ("c.jpg", None)])}
+    out = {
+        "no_suffix": write_tar(root / "no_suffix.tar", [("README", b"x"), ("LICENSE", b"y"), ("dir/file", b"z")]),
+        "unknown_suffixes": write_tar(root / "unknown.tar", [("a.foo", b"1"), ("a.bar", b"2"), ("b.baz", b"3")]),
+        "directories_only": write_tar(root / "dirs.tar", [("a", None), ("a/b", None), ("c.jpg", None)]),
+    }
     links = root / "links.tar"
     with tarfile.open(links, "w") as tar:
-        for name, kind, target in (("x.jpg", tarfile.SYMTYPE, "/etc/passwd"),
-                                   ("y.jpg", tarfile.LNKTYPE, "/etc/passwd")):
+        for name, kind, target in (
+            ("x.jpg", tarfile.SYMTYPE, "/etc/passwd"),
+            ("y.jpg", tarfile.LNKTYPE, "/etc/passwd"),
+        ):
             info = tarfile.TarInfo(name)
             info.type, info.linkname = kind, target
             tar.addfile(info)
@@ -84,6 +107,7 @@ def unrecognised_shards(root: Path) -> dict[str, Path]:
 def big_member_tar_gz(path: Path, member_bytes: int = 1_500_000_000, compresslevel: int = 1) -> Path:
     """A small .tar.gz (zeros compress ~1000:1) holding "big.jpg" of `member_bytes` zero bytes between two
     ordinary samples. Streamed: building it never holds the member in memory."""
+
     class Zeros(io.RawIOBase):
         def __init__(self, n):
             self.left = n
@@ -126,7 +150,7 @@ def huge_header_tar(path: Path, declared: int = 3 << 30) -> Path:
         tar.offset += tarfile.BLOCKSIZE
         blocks, rem = divmod(declared, tarfile.BLOCKSIZE)
         skip = declared + (tarfile.BLOCKSIZE - rem if rem else 0)
-        tar.fileobj.seek(skip, os.SEEK_CUR)   # a hole: the data reads back as zeros
+        tar.fileobj.seek(skip, os.SEEK_CUR)  # a hole: the data reads back as zeros
         tar.offset += skip
         for name, data in (("c.jpg", image_bytes(3)), ("c.txt", b"after")):
             info = tarfile.TarInfo(name)
@@ -145,8 +169,9 @@ def not_a_tar_shard(path: Path) -> Path:
     return path
 
 
-def four_shards_one_truncated(root: Path, per_shard: int = 5, which: int = 2,
-                              cut: str = "mid_member") -> tuple[list[Path], int]:
+def four_shards_one_truncated(
+    root: Path, per_shard: int = 5, which: int = 2, cut: str = "mid_member"
+) -> tuple[list[Path], int]:
     """Four img2dataset shards; shard `which` cut short, as an interrupted download leaves it: `mid_member`
     (inside an image's data) or `at_header` (exactly after a member, with no end-of-archive blocks), or
     `in_skipped` (inside the data of a member the reader skips, an unknown suffix). Returns (paths, number
@@ -198,7 +223,7 @@ def corrupt_tar_gz(path: Path, n: int = 32) -> Path:
             tar.addfile(info, io.BytesIO(data))
     blob = bytearray(gzip.compress(raw.getvalue(), mtime=0))
     mid = len(blob) // 2
-    blob[mid: mid + 64] = bytes(range(64))
+    blob[mid : mid + 64] = bytes(range(64))
     path.write_bytes(bytes(blob))
     return path
 
@@ -214,6 +239,7 @@ def truncated_tar_gz(path: Path, n: int = 8) -> Path:
 
 # -- special files -----------------------------------------------------------------------------------
 
+
 def make_fifo(path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     os.mkfifo(path)
@@ -221,6 +247,7 @@ def make_fifo(path: Path) -> Path:
 
 
 # -- image folders --------------------------------------------------------------------------------------
+
 
 def hostile_folder(root: Path, outside: Path) -> dict[str, str]:
     """An image folder with one ordinary image and every hostile shape a listing can meet. Returns
@@ -231,11 +258,11 @@ def hostile_folder(root: Path, outside: Path) -> dict[str, str]:
     (outside / "private_dir" / "p.jpg").write_bytes(SECRET)
     (root / "ok.jpg").write_bytes(image_bytes(1))
     (root / "ok.txt").write_text("a fine caption")
-    (root / "inside_link.jpg").symlink_to(root / "ok.jpg")                 # a link inside the root is fine
-    (root / "escape.jpg").symlink_to(secret)                                # a file link out of the root
-    (root / "escape_dir").symlink_to(outside / "private_dir")               # a dir link: never descended
+    (root / "inside_link.jpg").symlink_to(root / "ok.jpg")  # a link inside the root is fine
+    (root / "escape.jpg").symlink_to(secret)  # a file link out of the root
+    (root / "escape_dir").symlink_to(outside / "private_dir")  # a dir link: never descended
     (root / "leak.jpg").write_bytes(image_bytes(2))
-    (root / "leak.txt").symlink_to(secret)                                  # a sidecar link out of the root
+    (root / "leak.txt").symlink_to(secret)  # a sidecar link out of the root
     make_fifo(root / "fifo.jpg")
     (root / "dir.jpg").mkdir()
     (root / "zero.jpg").symlink_to("/dev/zero")
@@ -243,12 +270,21 @@ def hostile_folder(root: Path, outside: Path) -> dict[str, str]:
     (root / "deep.jpg").write_bytes(image_bytes(4))
     (root / "deep.json").write_bytes(deep_json(1_000))
     (root / "new\nline.jpg").write_bytes(image_bytes(5))
-    return {"ok": None, "inside_link": None, "escape": "path_outside_root", "leak": "path_outside_root",
-            "fifo": "not_a_file", "zero": "path_outside_root", "big": "too_large",
-            "deep": "bad_meta", "__bad_key__": "bad_key"}   # dir.jpg is a directory: walked, not an image
+    return {
+        "ok": None,
+        "inside_link": None,
+        "escape": "path_outside_root",
+        "leak": "path_outside_root",
+        "fifo": "not_a_file",
+        "zero": "path_outside_root",
+        "big": "too_large",
+        "deep": "bad_meta",
+        "__bad_key__": "bad_key",
+    }  # dir.jpg is a directory: walked, not an image
 
 
 # -- LLaVA files ------------------------------------------------------------------------------------------
+
 
 def hostile_llava(root: Path, outside: Path, fmt: str = "json") -> tuple[Path, dict[str, str | None]]:
     """A LLaVA file under `root` (image_root) whose entries point outside it, at special files, with NUL
@@ -273,8 +309,8 @@ def hostile_llava(root: Path, outside: Path, fmt: str = "json") -> tuple[Path, d
         ({"id": "directory_slash", "image": "img/", "conversations": conv}, "not_a_file"),
         ({"id": "fifo", "image": "img/fifo.jpg", "conversations": conv}, "not_a_file"),
         ({"id": "dev_zero", "image": "/dev/zero", "conversations": conv}, "path_outside_root"),
-        ({"id": "big", "image": "img/big.jpg", "conversations": conv}, None),   # too_large at max_image_bytes=2000
-        ({"id": "missing", "image": "img/none.jpg", "conversations": conv}, None),   # image null: integrity rejects
+        ({"id": "big", "image": "img/big.jpg", "conversations": conv}, None),  # too_large at max_image_bytes=2000
+        ({"id": "missing", "image": "img/none.jpg", "conversations": conv}, None),  # image null: integrity rejects
         ({"id": "../../etc/passwd", "image": "img/ok.jpg", "conversations": conv}, "bad_key"),
         ({"id": "line\nbreak", "image": "img/ok.jpg", "conversations": conv}, "bad_key"),
         ({"id": "deep", "image": "img/ok.jpg", "x": json.loads(deep_json(200))}, "bad_meta"),
@@ -284,8 +320,8 @@ def hostile_llava(root: Path, outside: Path, fmt: str = "json") -> tuple[Path, d
         path.write_text(json.dumps([e for e, _ in entries]))
     else:
         lines = [json.dumps(e) for e, _ in entries]
-        lines.insert(3, '{"id": "broken", "image": ')                          # a line that does not parse
-        lines.insert(4, "[" * 5000 + "]" * 5000)                               # RecursionError in json.loads
+        lines.insert(3, '{"id": "broken", "image": ')  # a line that does not parse
+        lines.insert(4, "[" * 5000 + "]" * 5000)  # RecursionError in json.loads
         path.write_text("\n".join(lines) + "\n")
     expected = {e["id"]: r for e, r in entries}
     return path, expected

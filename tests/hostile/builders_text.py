@@ -7,6 +7,7 @@ can only reject after scanning far ahead (unclosed tags, unterminated quotes, di
 form a card or phone number, label chains without a top-level domain, ...), which is what makes a
 backtracking regex quadratic or worse.
 """
+
 from __future__ import annotations
 
 # family -> repeated unit (or a builder taking n). Units are ASCII unless the family targets non-ASCII
@@ -20,7 +21,7 @@ _UNITS: dict[str, str] = {
     "script_open_tags": "<script>",
     "style_open_tags": "<style x>",
     "tag_a_space": "<a ",
-    "tag_a_quote": "<a \"",
+    "tag_a_quote": '<a "',
     "tag_a_squote": "<a x='",
     "tag_name_dash": "<a-",
     "tag_close_slash": "</b ",
@@ -71,15 +72,15 @@ _UNITS: dict[str, str] = {
     "cjk_run": "一只狗",
     "thai_run": "สวัสดี",
     # boilerplate (full-match patterns)
-    "untitled_digits": None,        # "untitled " + digits
-    "untitled_digit_run": None,     # "untitled " + one digit run: exponential in the original pattern
-    "camera_burst": None,           # "img_1" + "burst" * k: exponential in the original pattern
-    "email_long_domain": None,      # "x@" + "a." * k without a top-level domain
-    "email_many_domains": None,     # many addresses sharing a long label chain
-    "camera_digits": None,          # "img_" + digits/separators
-    "template_braces": None,        # "{{" + "x" * n  (no closing "}}")
+    "untitled_digits": None,  # "untitled " + digits
+    "untitled_digit_run": None,  # "untitled " + one digit run: exponential in the original pattern
+    "camera_burst": None,  # "img_1" + "burst" * k: exponential in the original pattern
+    "email_long_domain": None,  # "x@" + "a." * k without a top-level domain
+    "email_many_domains": None,  # many addresses sharing a long label chain
+    "camera_digits": None,  # "img_" + digits/separators
+    "template_braces": None,  # "{{" + "x" * n  (no closing "}}")
     "lorem": None,
-    "file_name_chars": None,        # path characters without an image extension
+    "file_name_chars": None,  # path characters without an image extension
     "view_words": None,
 }
 
@@ -89,7 +90,7 @@ def adversarial(family: str, n: int) -> str:
     if family == "untitled_digits":
         return "untitled " + "1 " * (n // 2) + "x"
     if family == "untitled_digit_run":
-        return "untitled project " + "1" * (n - 20) + "x"      # 3 words: reaches the boilerplate patterns
+        return "untitled project " + "1" * (n - 20) + "x"  # 3 words: reaches the boilerplate patterns
     if family == "camera_burst":
         return "img_1" + "burst" * (n // 5) + "!a b c"
     if family == "email_long_domain":
@@ -117,12 +118,12 @@ FAMILIES: tuple[str, ...] = tuple(_UNITS)
 # ------------------------------------------------------------------------------------------------
 
 PII_VALUES: dict[str, str] = {
-    "card": "4539 1488 0343 6467",            # Visa, Luhn-valid
+    "card": "4539 1488 0343 6467",  # Visa, Luhn-valid
     "email": "jane.roe@example.org",
     "phone": "+1 (415) 555-2671",
     "ssn": "219-09-9999",
     "ip": "203.0.113.195",
-    "url_credentials": "alice:s3cretPw@",     # in https://alice:s3cretPw@example.com/x
+    "url_credentials": "alice:s3cretPw@",  # in https://alice:s3cretPw@example.com/x
     "cn_id": "11010519491231002X",
 }
 
@@ -130,8 +131,10 @@ PII_VALUES: dict[str, str] = {
 def pii_sentence(i: int = 0) -> str:
     """A caption that mentions every planted value (long enough to pass caption_filter)."""
     v = PII_VALUES
-    return (f"A red bicycle number {i} leaning on a wall, card {v['card']}, mail {v['email']}, call {v['phone']}, "
-            f"ssn {v['ssn']}, host {v['ip']}, see https://{v['url_credentials']}example.com/x and id {v['cn_id']}")
+    return (
+        f"A red bicycle number {i} leaning on a wall, card {v['card']}, mail {v['email']}, call {v['phone']}, "
+        f"ssn {v['ssn']}, host {v['ip']}, see https://{v['url_credentials']}example.com/x and id {v['cn_id']}"
+    )
 
 
 def pii_needles(value: str) -> list[str]:

@@ -1,4 +1,5 @@
 """Fixtures shared by the hostile-input suites that run whole jobs."""
+
 from __future__ import annotations
 
 from pathlib import Path

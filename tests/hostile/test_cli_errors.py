@@ -2,6 +2,7 @@
 `mmcurate: error: ...` with exit code 2 and no traceback (--debug shows it); a damaged shard is curated up to the
 damage with a warning (or stops the run with run.on_shard_error: fail); a reason that rejects most of a run ends
 with a warning naming the setting that usually fixes it."""
+
 from __future__ import annotations
 
 import errno
@@ -20,15 +21,23 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _cli(*args, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "mmcurate.cli", *map(str, args)], capture_output=True, text=True,
-                          cwd=cwd, timeout=300, env={**__import__("os").environ, "PYTHONPATH": str(ROOT)})
+    return subprocess.run(
+        [sys.executable, "-m", "mmcurate.cli", *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=300,
+        env={**__import__("os").environ, "PYTHONPATH": str(ROOT)},
+    )
 
 
 def _recipe(tmp: Path, input_path, stages=None, options=None, fmt="auto", run=None) -> Path:
-    r = {"input": {"path": str(input_path), "format": fmt, "options": options or {}},
-         "output": {"path": str(tmp / "out"), "shard_size": 50},
-         "run": run or {},
-         "stages": stages or [{"integrity": {}}, {"exact_dedup": {}}]}
+    r = {
+        "input": {"path": str(input_path), "format": fmt, "options": options or {}},
+        "output": {"path": str(tmp / "out"), "shard_size": 50},
+        "run": run or {},
+        "stages": stages or [{"integrity": {}}, {"exact_dedup": {}}],
+    }
     p = tmp / "recipe.yaml"
     p.write_text(yaml.safe_dump(r))
     return p
@@ -57,22 +66,26 @@ def _write(path: Path, text: str) -> Path:
 
 def _coco(tmp: Path) -> Path:
     p = tmp / "captions_train2017.json"
-    p.write_text(json.dumps({"images": [{"id": 1, "file_name": "a.jpg"}],
-                             "annotations": [{"image_id": 1, "id": 5, "caption": "a cat"}]}))
+    p.write_text(
+        json.dumps(
+            {"images": [{"id": 1, "file_name": "a.jpg"}], "annotations": [{"image_id": 1, "id": 5, "caption": "a cat"}]}
+        )
+    )
     return p
 
 
 CASES = {
     "missing recipe": lambda t, s: (["run", t / "nope.yaml"], ["recipe file not found"]),
     "invalid YAML": lambda t, s: (["run", _write(t / "r.yaml", "stages: [\n  - {integrity")], ["not valid YAML"]),
-    "unknown stage parameter": lambda t, s: (["run", _recipe(t, s, stages=[{"integrity": {"max_pixel": 3}}])],
-                                             ["max_pixel"]),
+    "unknown stage parameter": lambda t, s: (
+        ["run", _recipe(t, s, stages=[{"integrity": {"max_pixel": 3}}])],
+        ["max_pixel"],
+    ),
     "bad reader option": lambda t, s: (["run", _recipe(t, s, options={"captoins": "x.csv"})], ["captoins"]),
     "unknown input format": lambda t, s: (["run", _recipe(t, s, fmt="parquetz")], ["parquetz"]),
     "input path missing": lambda t, s: (["run", _recipe(t, t / "missing_dir")], ["missing_dir"]),
     "COCO captions JSON": lambda t, s: (["run", _recipe(t, _coco(t))], ["captions_train2017.json"]),
-    "bad on_shard_error": lambda t, s: (["run", _recipe(t, s, run={"on_shard_error": "ignore"})],
-                                        ["on_shard_error"]),
+    "bad on_shard_error": lambda t, s: (["run", _recipe(t, s, run={"on_shard_error": "ignore"})], ["on_shard_error"]),
 }
 
 
@@ -95,7 +108,7 @@ def test_error_line_classifies_failures():
     assert code == 2 and "ENOSPC" in line and "/data/out/samples.parquet" in line and "--resume" in line
     code, line = error_line(RuntimeError("boom"))
     assert code == 1 and "internal error" in line and "--debug" in line
-    code, line = error_line(ValueError("x" * 10_000 + "\n" + "y"))   # long or multi-line messages stay one line
+    code, line = error_line(ValueError("x" * 10_000 + "\n" + "y"))  # long or multi-line messages stay one line
     assert code == 2 and len(line) < 700 and "\n" not in line
 
 
@@ -105,7 +118,7 @@ def _truncate_mid_member(tar: Path) -> int:
 
     with tarfile.open(tar) as tf:
         members = tf.getmembers()
-    m = members[5]   # sample 1's .json (members: 0.jpg 0.txt 0.json 1.jpg 1.txt 1.json ...): sample 0 is whole
+    m = members[5]  # sample 1's .json (members: 0.jpg 0.txt 0.json 1.jpg 1.txt 1.json ...): sample 0 is whole
     data = tar.read_bytes()[: m.offset_data + max(1, m.size // 2)]
     tar.write_bytes(data)
     return 1
@@ -128,8 +141,8 @@ def test_truncated_shard_among_four_is_curated_up_to_the_damage(tmp_path, shards
     damaged = [r for r in rejects if r["source"].endswith("00002.tar")]
     assert len(damaged) >= 1 and all(r["stage"] == "read" for r in damaged), damaged
     kept_from_damaged = [s for s in samples.column("source").to_pylist() if s.endswith("00002.tar")]
-    assert len(kept_from_damaged) >= whole_before        # the samples before the damage were curated
-    assert samples.num_rows >= 30 + whole_before           # the three whole shards are all there
+    assert len(kept_from_damaged) >= whole_before  # the samples before the damage were curated
+    assert samples.num_rows >= 30 + whole_before  # the three whole shards are all there
     assert "Shards read only in part" in (out / "report.html").read_text()
 
 
@@ -154,8 +167,9 @@ def test_most_captions_missing_warns_naming_the_captions_option(tmp_path):
     for i in range(6):
         (folder / f"img{i}.jpg").write_bytes(image_bytes(i, size=(64, 64)))
     # the user's captions are beside the images under a name the reader does not look for
-    (folder / "my_captions.jsonl").write_text("".join(json.dumps({"file": f"img{i}.jpg", "text": f"cat {i}"}) + "\n"
-                                                      for i in range(6)))
+    (folder / "my_captions.jsonl").write_text(
+        "".join(json.dumps({"file": f"img{i}.jpg", "text": f"cat {i}"}) + "\n" for i in range(6))
+    )
     proc = _cli("run", _recipe(tmp_path, folder, stages=[{"integrity": {}}, {"caption_filter": {}}]), cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "mmcurate: warning:" in proc.stderr and "input.options.captions" in proc.stderr, proc.stderr
@@ -167,10 +181,21 @@ def test_llava_images_not_found_warns_naming_image_root(tmp_path):
         (tmp_path / "elsewhere" / f"{i}.jpg").write_bytes(image_bytes(i, size=(64, 64)))
     data = tmp_path / "llava"
     data.mkdir()
-    (data / "train.json").write_text(json.dumps([
-        {"id": str(i), "image": f"{i}.jpg",
-         "conversations": [{"from": "human", "value": "<image>\nWhat is it?"}, {"from": "gpt", "value": "A cat."}]}
-        for i in range(4)]))
+    (data / "train.json").write_text(
+        json.dumps(
+            [
+                {
+                    "id": str(i),
+                    "image": f"{i}.jpg",
+                    "conversations": [
+                        {"from": "human", "value": "<image>\nWhat is it?"},
+                        {"from": "gpt", "value": "A cat."},
+                    ],
+                }
+                for i in range(4)
+            ]
+        )
+    )
     proc = _cli("run", _recipe(tmp_path, data / "train.json", stages=[{"integrity": {}}]), cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "input.options.image_root" in proc.stderr, proc.stderr
@@ -182,8 +207,10 @@ def test_corrupt_safetensors_head_is_one_line(tmp_path, shards):
     pytest.importorskip("safetensors")
     bad = tmp_path / "nsfw.safetensors"
     bad.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json at all}" + b"\x00" * 64)
-    stages = [{"integrity": {}},
-              {"clip_embed": {"model": "mmcurate-tiny", "weights": "random", "device": "cpu", "text": False}},
-              {"clip_heads": {"nsfw_weights": str(bad), "nsfw_format": "mlp:relu:sigmoid"}}]
+    stages = [
+        {"integrity": {}},
+        {"clip_embed": {"model": "mmcurate-tiny", "weights": "random", "device": "cpu", "text": False}},
+        {"clip_heads": {"nsfw_weights": str(bad), "nsfw_format": "mlp:relu:sigmoid"}},
+    ]
     proc = _cli("run", _recipe(tmp_path, shards, stages=stages), cwd=tmp_path)
     _assert_one_line_error(proc, "nsfw.safetensors")

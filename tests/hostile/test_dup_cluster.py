@@ -7,6 +7,7 @@ is linear in the group. The big runs happen in a child process with an address-s
 there instead of taking the machine down) and report their VmHWM; the small runs check the result against the
 pairwise definition.
 """
+
 from __future__ import annotations
 
 import json
@@ -46,8 +47,14 @@ def write_survivors(work: Path, codes: np.ndarray, n_shards: int) -> list[pa.Tab
     (work / "meta").mkdir(parents=True)
     n = codes.size
     rng = np.random.default_rng(1)
-    table = pa.table({"key": [f"k{i:07d}" for i in rng.permutation(n)], "source": [f"s{i % 7}" for i in range(n)],
-                      "phash": pa.array(codes, pa.uint64()), "clip_score": pa.array(rng.random(n), pa.float32())})
+    table = pa.table(
+        {
+            "key": [f"k{i:07d}" for i in rng.permutation(n)],
+            "source": [f"s{i % 7}" for i in range(n)],
+            "phash": pa.array(codes, pa.uint64()),
+            "clip_score": pa.array(rng.random(n), pa.float32()),
+        }
+    )
     bounds = np.linspace(0, n, n_shards + 1).astype(int)
     shards = [table.slice(a, b - a) for a, b in zip(bounds[:-1], bounds[1:])]
     for i, t in enumerate(shards):
@@ -56,8 +63,12 @@ def write_survivors(work: Path, codes: np.ndarray, n_shards: int) -> list[pa.Tab
 
 
 def memory_table(shards, columns) -> pa.Table:
-    return pa.concat_tables([t.select(columns).append_column(SAMPLE_ID, pa.array(make_ids(i, np.arange(t.num_rows))))
-                             for i, t in enumerate(shards)])
+    return pa.concat_tables(
+        [
+            t.select(columns).append_column(SAMPLE_ID, pa.array(make_ids(i, np.arange(t.num_rows))))
+            for i, t in enumerate(shards)
+        ]
+    )
 
 
 def run_both(work: Path, shards, stage_name: str, params: dict):
@@ -103,9 +114,13 @@ ADDRESS_SPACE = 6 << 30
 @pytest.mark.parametrize("stage", ["phash_dedup", "split"])
 @pytest.mark.parametrize("mode", ["memory", "sharded"])
 def test_big_group_peak_memory_is_bounded(tmp_path, mode, stage):
-    out = subprocess.run([sys.executable, "-c", _CHILD, str(ROOT), mode, stage, "20000", str(ADDRESS_SPACE),
-                          str(tmp_path / "_work")], capture_output=True, text=True, timeout=120,
-                         env={**os.environ, "OMP_NUM_THREADS": "1"})
+    out = subprocess.run(
+        [sys.executable, "-c", _CHILD, str(ROOT), mode, stage, "20000", str(ADDRESS_SPACE), str(tmp_path / "_work")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     got = json.loads(out.stdout.strip().splitlines()[-1])
     assert got["hwm_mb"] < PEAK_LIMIT_MB, got
@@ -143,14 +158,17 @@ def test_big_group_duplicates_equal_the_pairwise_definition(tmp_path, dense_ball
     codes = cluster_codes(400, 600, 300, max_flips=6)
     shards = write_survivors(tmp_path / "_work", codes, 3)
     u, c = np.unique(codes, return_counts=True)
-    assert dedup.code_graph(u, c, 10).pivots.size > 0             # the cluster went the implicit way
+    assert dedup.code_graph(u, c, 10).pivots.size > 0  # the cluster went the implicit way
     params = {"max_distance": 10, "linkage": linkage, "keep": {"max": "clip_score"}}
     mem, sh = run_both(tmp_path / "_work", shards, "phash_dedup", params)
-    for a, b in ((mem.duplicates, sh.duplicates), (mem.rejected.select(["key", "detail"]),
-                                                   sh.rejected.select(["key", "detail"]))):
+    for a, b in (
+        (mem.duplicates, sh.duplicates),
+        (mem.rejected.select(["key", "detail"]), sh.rejected.select(["key", "detail"])),
+    ):
         assert a.equals(b)
     table = memory_table(shards, ["key", "phash", "clip_score"])
     from mmcurate.stages.image import keep_primary, rank_of
+
     rank = rank_of(table.column("key"), keep_primary(table, {"max": "clip_score"}))
     codes = table.column("phash").to_numpy()
     if linkage == "star":
@@ -158,6 +176,7 @@ def test_big_group_duplicates_equal_the_pairwise_definition(tmp_path, dense_ball
     else:
         d = np.bitwise_count(codes[:, None] ^ codes[None, :])
         from scipy.sparse.csgraph import connected_components
+
         _, lab = connected_components(d <= 10, directed=False)
         best = {}
         for i in np.argsort(rank):
@@ -185,10 +204,10 @@ def test_split_keeps_a_big_group_in_one_split(tmp_path, dense_balls):
     assert np.unique(split[in_group]).size == 1 and in_group.sum() == 6000
     by_id = dict(zip(sh.columns.column(SAMPLE_ID).to_pylist(), sh.columns.column("split").to_pylist()))
     assert [by_id[i] for i in table.column(SAMPLE_ID).to_pylist()] == split.tolist()
-    strip = lambda s: {k: v for k, v in s.items() if k != "seconds"}   # noqa: E731
+    strip = lambda s: {k: v for k, v in s.items() if k != "seconds"}  # noqa: E731
     assert strip(sh.stats) == strip(mem.stats)
     n_pairs = 0
     pc_codes = table.column("phash").to_numpy()
     for s in range(0, pc_codes.size, 1000):
-        n_pairs += int((np.bitwise_count(pc_codes[s:s + 1000, None] ^ pc_codes[None, :]) <= 10).sum())
+        n_pairs += int((np.bitwise_count(pc_codes[s : s + 1000, None] ^ pc_codes[None, :]) <= 10).sum())
     assert mem.stats["phash_links"] == (n_pairs - pc_codes.size) // 2

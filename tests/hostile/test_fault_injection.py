@@ -3,6 +3,7 @@
 Each run is the real CLI in its own process; a killed run kills itself with SIGKILL at a chosen point (see
 builders_runs._DRIVER), so nothing of it gets to clean up. Every resumed run must end byte-identical to an
 uninterrupted one, with no temp file left behind."""
+
 from __future__ import annotations
 
 import json
@@ -25,19 +26,22 @@ def _assert_same_outputs(out: Path, reference: Path):
     assert temp_files(out) == []
 
 
-@pytest.mark.parametrize("point,n", [
-    ("map", 2),                # two shards done
-    ("map_before_done", 3),    # a shard's files written but not its done record
-    ("global", 1),             # every shard mapped, global phase computed, nothing written
-    ("write", 80),             # first output shard published, the second in progress (temp files)
-    ("report", 1),             # outputs and manifest written, _work/ still there
-])
+@pytest.mark.parametrize(
+    "point,n",
+    [
+        ("map", 2),  # two shards done
+        ("map_before_done", 3),  # a shard's files written but not its done record
+        ("global", 1),  # every shard mapped, global phase computed, nothing written
+        ("write", 80),  # first output shard published, the second in progress (temp files)
+        ("report", 1),  # outputs and manifest written, _work/ still there
+    ],
+)
 def test_kill9_then_resume_is_byte_identical(demo, reference, tmp_path, point, n):
     out = tmp_path / "out"
     r = recipe(demo, out)
     killed = killed_run(r, point, n, tmp=tmp_path)
     assert was_killed(killed), f"not killed at {point}: rc={killed.returncode} {killed.stderr[-2000:]}"
-    assert (out / "_work" / "lock").exists()        # the dead run's lock file stays; its lock does not
+    assert (out / "_work" / "lock").exists()  # the dead run's lock file stays; its lock does not
     if point == "write":
         assert temp_files(out), "the kill should leave a shard in progress"
     proc = run(r, "--resume", tmp=tmp_path)
@@ -54,7 +58,7 @@ def test_resume_after_meta_lost_redoes_the_shards(demo, reference, tmp_path):
 
     shutil.rmtree(out / "_work" / "meta")
     rejects = sorted((out / "_work" / "rejects").iterdir())
-    rejects[1].write_bytes(rejects[1].read_bytes()[:-20])          # truncated
+    rejects[1].write_bytes(rejects[1].read_bytes()[:-20])  # truncated
     proc = run(r, "--resume", tmp=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "mapping shard 0" in proc.stderr and "meta/00000.parquet is missing" in proc.stderr
@@ -84,7 +88,7 @@ def test_two_runs_on_one_output(demo, reference, tmp_path):
             assert len(lines) == 1, second.stderr
             assert f"is in use by pid {first.pid} on host " in lines[0] and "started" in lines[0], lines
             assert time.perf_counter() - t < 30
-        assert tree(out) == before     # the refused runs touched nothing
+        assert tree(out) == before  # the refused runs touched nothing
     finally:
         flag.write_text("")
         _, err = first.communicate(timeout=300)
@@ -113,9 +117,9 @@ def test_full_disk_names_enospc_and_resume_finishes(demo, reference, tmp_path):
         proc = run(r, tmp=tmp_path)
         assert proc.returncode == 2, proc.stderr
         lines = error_lines(proc)
-        assert len(lines) == 1, proc.stderr      # no "Exception ignored", no traceback
+        assert len(lines) == 1, proc.stderr  # no "Exception ignored", no traceback
         assert "ENOSPC" in lines[0] and str(out) in lines[0] and "--resume" in lines[0], lines
-        assert temp_files(out) == []             # a failed write removes its temp file
+        assert temp_files(out) == []  # a failed write removes its temp file
         # free space, then finish
         subprocess.run(["mount", "-o", "remount,size=64m", str(disk)], check=True)
         proc = run(r, "--resume", tmp=tmp_path)

@@ -8,6 +8,7 @@ readers: the atheris target's input (byte 0 selects the reader, see fuzz/readers
 The seed corpora run through the same checks (cheap, and they prove the replay works when no crasher is
 present). New crashers become tests by being saved under fuzz/crashers/ (scripts/fuzz.sh does that).
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -51,8 +52,16 @@ def test_decoder_input_gives_a_status(path):
     mode = {0: "RGB", 1: "L", 2: "luma", 3: "RGB"}[sel & 3]
     target = 32 + (sel >> 6) * 16 if (sel >> 4) & 1 else None
     exif = bool((sel >> 2) & 1)
-    res = decode_images([blob], device="cpu", mode=mode, target_size=target, exif=exif, fast=bool((sel >> 3) & 1),
-                        max_pixels=1 << 20, num_threads=1)
+    res = decode_images(
+        [blob],
+        device="cpu",
+        mode=mode,
+        target_size=target,
+        exif=exif,
+        fast=bool((sel >> 3) & 1),
+        max_pixels=1 << 20,
+        num_threads=1,
+    )
     assert int(res.status[0]) in STATUSES
     assert (res.images[0] is None) == (res.status[0] != Status.ok)
     assert (res.errors[0] is None) == (res.status[0] == Status.ok)

@@ -1,6 +1,7 @@
 """Hostile input at the native core: JPEG scan floods, thread counts the OS cannot give, parameters that
 do not fit the native types. Each outcome is a per-sample status or a one-line Python error, never a
 process abort, a minute-long decode, or a message that echoes the input bytes."""
+
 from __future__ import annotations
 
 import io
@@ -29,8 +30,17 @@ FLOOD_SECONDS = 3.0
 
 def _table(blobs: list[bytes]) -> pa.Table:
     keys = [f"k{i}" for i in range(len(blobs))]
-    return pa.table({"key": keys, "source": ["s.tar"] * len(blobs), "image": blobs, "image_ext": ["jpg"] * len(blobs),
-                     "caption": ["c"] * len(blobs), "meta": ["{}"] * len(blobs)}, schema=INPUT_SCHEMA)
+    return pa.table(
+        {
+            "key": keys,
+            "source": ["s.tar"] * len(blobs),
+            "image": blobs,
+            "image_ext": ["jpg"] * len(blobs),
+            "caption": ["c"] * len(blobs),
+            "meta": ["{}"] * len(blobs),
+        },
+        schema=INPUT_SCHEMA,
+    )
 
 
 # ------------------------------------------------------------------------------------------ scan floods
@@ -134,8 +144,14 @@ _THREADS_CHILD = textwrap.dedent("""
 def test_thread_count_the_os_cannot_give_never_aborts(how):
     env = {"MMCURATE_NUM_THREADS": "1000000"} if how == "env" else {"MMCURATE_NUM_THREADS": "1000"}
     import os
-    proc = subprocess.run([sys.executable, "-c", _THREADS_CHILD, how], capture_output=True, text=True,
-                          timeout=300, env={**os.environ, **env})
+
+    proc = subprocess.run(
+        [sys.executable, "-c", _THREADS_CHILD, how],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, **env},
+    )
     # Never SIGABRT (std::terminate): it runs on the threads it got, or says so in a Python error.
     assert proc.returncode >= 0, f"killed by signal {-proc.returncode}: {proc.stderr[-2000:]}"
     if proc.returncode != 0:
@@ -145,10 +161,12 @@ def test_thread_count_the_os_cannot_give_never_aborts(how):
 
 
 def test_default_thread_count_is_capped():
-    proc = subprocess.run([sys.executable, "-c", "from mmcurate._native import build_info;"
-                           "print(build_info()['default_threads'])"],
-                          capture_output=True, text=True, env={**__import__("os").environ,
-                                                               "MMCURATE_NUM_THREADS": "99999999"})
+    proc = subprocess.run(
+        [sys.executable, "-c", "from mmcurate._native import build_info;print(build_info()['default_threads'])"],
+        capture_output=True,
+        text=True,
+        env={**__import__("os").environ, "MMCURATE_NUM_THREADS": "99999999"},
+    )
     assert proc.returncode == 0, proc.stderr
     assert 1 <= int(proc.stdout) <= _inputs.MAX_THREADS
 
@@ -165,25 +183,29 @@ def _short_error(excinfo) -> str:
     return msg
 
 
-@pytest.mark.parametrize("call", [
-    lambda: decode_images([SECRET], device="cpu", max_pixels=2 ** 70),
-    lambda: decode_images([SECRET], device="cpu", max_pixels=1.5),
-    lambda: decode_images([SECRET], device="cpu", target_size=2 ** 40),
-    lambda: decode_images([SECRET], device="cpu", target_size=(64, 2 ** 31)),
-    lambda: decode_images([SECRET], device="cpu", num_threads=2 ** 40),
-    lambda: decode_images([SECRET], device="cpu", num_threads=0),
-    lambda: phash_bytes([SECRET], device="cpu", max_pixels=2 ** 70),
-    lambda: phash_bytes([SECRET], device="cpu", max_pixels=1.5),
-    lambda: phash_bytes([SECRET], device="cpu", max_pixels=-1),
-    lambda: phash_bytes([SECRET], device="cpu", num_threads=100_000),
-    lambda: phash([np.zeros((8, 8), np.uint8)], device="cpu", num_threads=2 ** 40),
-    lambda: phash([np.zeros((8, 8), np.uint8)], device="cpu", num_threads=-3),
-    lambda: resize_images([np.zeros((8, 8), np.uint8)], 2 ** 40, device="cpu"),
-    lambda: resize_images([np.zeros((8, 8), np.uint8)], 2 ** 20, device="cpu"),
-    lambda: resize_images([np.zeros((8, 8), np.uint8)], 8, device="cpu", num_threads=2 ** 40),
-    lambda: hamming_pairs(np.arange(4, dtype=np.uint64), 3, device="cpu", num_threads=2 ** 40),
-    lambda: hamming_knn(np.arange(4, dtype=np.uint64), 2 ** 40, device="cpu"),
-], ids=lambda f: "")
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda: decode_images([SECRET], device="cpu", max_pixels=2**70),
+        lambda: decode_images([SECRET], device="cpu", max_pixels=1.5),
+        lambda: decode_images([SECRET], device="cpu", target_size=2**40),
+        lambda: decode_images([SECRET], device="cpu", target_size=(64, 2**31)),
+        lambda: decode_images([SECRET], device="cpu", num_threads=2**40),
+        lambda: decode_images([SECRET], device="cpu", num_threads=0),
+        lambda: phash_bytes([SECRET], device="cpu", max_pixels=2**70),
+        lambda: phash_bytes([SECRET], device="cpu", max_pixels=1.5),
+        lambda: phash_bytes([SECRET], device="cpu", max_pixels=-1),
+        lambda: phash_bytes([SECRET], device="cpu", num_threads=100_000),
+        lambda: phash([np.zeros((8, 8), np.uint8)], device="cpu", num_threads=2**40),
+        lambda: phash([np.zeros((8, 8), np.uint8)], device="cpu", num_threads=-3),
+        lambda: resize_images([np.zeros((8, 8), np.uint8)], 2**40, device="cpu"),
+        lambda: resize_images([np.zeros((8, 8), np.uint8)], 2**20, device="cpu"),
+        lambda: resize_images([np.zeros((8, 8), np.uint8)], 8, device="cpu", num_threads=2**40),
+        lambda: hamming_pairs(np.arange(4, dtype=np.uint64), 3, device="cpu", num_threads=2**40),
+        lambda: hamming_knn(np.arange(4, dtype=np.uint64), 2**40, device="cpu"),
+    ],
+    ids=lambda f: "",
+)
 def test_out_of_range_parameters_fail_at_the_call_in_one_line(call):
     with pytest.raises((ValueError, TypeError)) as excinfo:
         call()
@@ -191,8 +213,9 @@ def test_out_of_range_parameters_fail_at_the_call_in_one_line(call):
     assert "must" in msg
 
 
-@pytest.mark.parametrize("params", [{"max_pixels": 2 ** 70}, {"max_pixels": 1.5}, {"num_threads": 10 ** 6},
-                                    {"num_threads": 0}])
+@pytest.mark.parametrize(
+    "params", [{"max_pixels": 2**70}, {"max_pixels": 1.5}, {"num_threads": 10**6}, {"num_threads": 0}]
+)
 def test_integrity_params_are_validated_at_set_up(params):
     with pytest.raises(ValueError) as excinfo:
         registry.create("integrity", params)
@@ -201,6 +224,7 @@ def test_integrity_params_are_validated_at_set_up(params):
 
 def test_native_argument_errors_never_echo_the_input():
     from mmcurate._native import native
+
     with pytest.raises(TypeError) as excinfo:
         _inputs.call_native(native().decode_images, [SECRET], "not-a-mode", 0, 0, 0, True, False, 0)
     msg = _short_error(excinfo)
@@ -210,7 +234,7 @@ def test_native_argument_errors_never_echo_the_input():
 def test_largest_valid_parameters_still_work():
     blob = io.BytesIO()
     Image.fromarray(np.full((16, 16, 3), 9, np.uint8)).save(blob, "PNG")
-    res = decode_images([blob.getvalue()], device="cpu", max_pixels=2 ** 63 - 1, num_threads=_inputs.MAX_THREADS)
+    res = decode_images([blob.getvalue()], device="cpu", max_pixels=2**63 - 1, num_threads=_inputs.MAX_THREADS)
     assert res.status[0] == Status.ok
-    r = phash_bytes([blob.getvalue()], device="cpu", max_pixels=2 ** 63 - 1, num_threads=_inputs.MAX_THREADS)
+    r = phash_bytes([blob.getvalue()], device="cpu", max_pixels=2**63 - 1, num_threads=_inputs.MAX_THREADS)
     assert r.status[0] == Status.ok

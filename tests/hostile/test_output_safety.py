@@ -1,5 +1,6 @@
 """The output directory never costs the user data: never the input, never a directory mmcurate did not write,
 never a finished run of another recipe, never trusted blindly on resume; a failed start leaves nothing."""
+
 from __future__ import annotations
 
 import json
@@ -48,8 +49,9 @@ def _layout(kind: str, base: Path):
 
 
 @pytest.mark.parametrize("flags", [(), ("--overwrite",), ("--resume",)], ids=["plain", "overwrite", "resume"])
-@pytest.mark.parametrize("kind", ["same", "inside", "parent", "symlink", "glob", "braces", "llava_image_root",
-                                  "folder_root"])
+@pytest.mark.parametrize(
+    "kind", ["same", "inside", "parent", "symlink", "glob", "braces", "llava_image_root", "folder_root"]
+)
 def test_output_overlapping_the_input_is_refused(tmp_path, kind, flags):
     spec, out, opts, guarded = _layout(kind, tmp_path)
     r = recipe(spec, out)
@@ -69,7 +71,7 @@ def test_overwrite_refuses_a_directory_mmcurate_did_not_write(demo, tmp_path):
     out = tmp_path / "mine"
     (out / "notes").mkdir(parents=True)
     (out / "notes" / "thesis.txt").write_text("years of work")
-    (out / "shards").mkdir()                # a name we use is not proof the directory is ours
+    (out / "shards").mkdir()  # a name we use is not proof the directory is ours
     before = snapshot(out)
     _refused(run(recipe(demo, out), "--overwrite", tmp=tmp_path), "--overwrite will not delete it")
     assert snapshot(out) == before
@@ -107,7 +109,7 @@ def test_run_lock_is_exclusive_and_names_the_holder(tmp_path):
     finally:
         first.release(cleanup=True)
     assert not out.exists(), "a lock taken on a new output and released unused leaves nothing"
-    again = RunLock(out).acquire()       # released: free again
+    again = RunLock(out).acquire()  # released: free again
     again.release()
 
 
@@ -116,7 +118,7 @@ def test_lock_follows_the_file_not_a_deleted_one(tmp_path):
     the old file must not take a lock on it and think it holds the output."""
     out = tmp_path / "out"
     first = RunLock(out).acquire()
-    fd = os.open(first.path, os.O_RDWR)           # a second process got this far before the delete
+    fd = os.open(first.path, os.O_RDWR)  # a second process got this far before the delete
     shutil.rmtree(out / "_work")
     first.release()
     os.close(fd)
@@ -176,15 +178,25 @@ def _bad(kind: str, demo: Path, out: Path, tmp: Path) -> dict:
 
 
 @pytest.mark.parametrize("existing", [False, True], ids=["new_out", "empty_out"])
-@pytest.mark.parametrize("kind", ["wrong_input", "missing_captions", "bad_reader_option", "bad_stage_param",
-                                  "missing_head_weights", "missing_clip_weights"])
+@pytest.mark.parametrize(
+    "kind",
+    [
+        "wrong_input",
+        "missing_captions",
+        "bad_reader_option",
+        "bad_stage_param",
+        "missing_head_weights",
+        "missing_clip_weights",
+    ],
+)
 def test_failed_start_writes_nothing(demo, tmp_path, kind, existing):
     out = tmp_path / "out"
     if existing:
         out.mkdir()
     _refused(run(_bad(kind, demo, out, tmp_path), tmp=tmp_path))
-    assert (sorted(os.listdir(out)) == [] if existing else not out.exists()), \
+    assert sorted(os.listdir(out)) == [] if existing else not out.exists(), (
         f"the failed start left {sorted(os.listdir(out))}"
+    )
 
 
 def test_corrected_rerun_needs_no_overwrite(demo, reference, tmp_path):

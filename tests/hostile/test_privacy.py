@@ -7,6 +7,7 @@ samples that are kept as well as in samples rejected for their image or their ca
 the report shows). Before pii_redact redacted meta and the report's text, the raw caption (a full card
 number) stayed in the shard's .json, in samples.parquet and in report.html.
 """
+
 from __future__ import annotations
 
 import io
@@ -41,11 +42,17 @@ def _photo(seed: int, size: tuple[int, int]) -> bytes:
 
 def _meta(key: str, i: int) -> dict:
     v = PII_VALUES
-    return {"key": key, "status": "success", "url": f"https://{v['url_credentials']}example.com/{key}.jpg",
-            "caption": pii_sentence(i),
-            "uploader": {"contact": {"email": v["email"], "phone": v["phone"]},
-                         "notes": [f"ssn {v['ssn']}", {"ip": f"from {v['ip']}", "id": f"id {v['cn_id']}"}]},
-            "exif": {"UserComment": f"paid with {v['card']}"}}
+    return {
+        "key": key,
+        "status": "success",
+        "url": f"https://{v['url_credentials']}example.com/{key}.jpg",
+        "caption": pii_sentence(i),
+        "uploader": {
+            "contact": {"email": v["email"], "phone": v["phone"]},
+            "notes": [f"ssn {v['ssn']}", {"ip": f"from {v['ip']}", "id": f"id {v['cn_id']}"}],
+        },
+        "exif": {"UserComment": f"paid with {v['card']}"},
+    }
 
 
 def _webdataset_input(d: Path) -> Path:
@@ -56,11 +63,14 @@ def _webdataset_input(d: Path) -> Path:
         for i in range(6):
             key = f"{s:05d}{i:04d}"
             n = s * 6 + i
-            size = (24, 16) if i == 4 else (320, 240)            # i == 4: rejected by image_filter
+            size = (24, 16) if i == 4 else (320, 240)  # i == 4: rejected by image_filter
             card = PII_VALUES["card"].replace(" ", "")
-            caption = f"card {card}" if i == 5 else pii_sentence(n)   # i == 5: too few words
-            members += [(f"{key}.jpg", _photo(n, size)), (f"{key}.txt", caption.encode()),
-                        (f"{key}.json", json.dumps(_meta(key, n)).encode())]
+            caption = f"card {card}" if i == 5 else pii_sentence(n)  # i == 5: too few words
+            members += [
+                (f"{key}.jpg", _photo(n, size)),
+                (f"{key}.txt", caption.encode()),
+                (f"{key}.json", json.dumps(_meta(key, n)).encode()),
+            ]
         write_tar(d / f"{s:05d}.tar", members)
     return d
 
@@ -72,12 +82,19 @@ def _llava_input(d: Path) -> Path:
         rel = f"imgs/{n}.jpg"
         (d / rel).parent.mkdir(parents=True, exist_ok=True)
         (d / rel).write_bytes(_photo(100 + n, (24, 16) if n == 3 else (320, 240)))
-        records.append({"id": f"s{n}", "image": rel, "source_url": f"ftp://{v['url_credentials']}host.org/x",
-                        "conversations": [
-                            {"from": "human", "value": f"<image>\nMy card is {v['card']} and my id {v['cn_id']}"},
-                            {"from": "gpt", "value": pii_sentence(n)},
-                            {"from": "human", "value": f"write to {v['email']} or {v['phone']}"},
-                            {"from": "gpt", "value": f"ssn {v['ssn']} seen from {v['ip']}"}]})
+        records.append(
+            {
+                "id": f"s{n}",
+                "image": rel,
+                "source_url": f"ftp://{v['url_credentials']}host.org/x",
+                "conversations": [
+                    {"from": "human", "value": f"<image>\nMy card is {v['card']} and my id {v['cn_id']}"},
+                    {"from": "gpt", "value": pii_sentence(n)},
+                    {"from": "human", "value": f"write to {v['email']} or {v['phone']}"},
+                    {"from": "gpt", "value": f"ssn {v['ssn']} seen from {v['ip']}"},
+                ],
+            }
+        )
     path = d / "llava.json"
     path.write_text(json.dumps(records))
     return path
@@ -93,8 +110,9 @@ def _run(input_path: Path, out: Path, pii_params: dict | None = None) -> None:
     assert any("pii_redact" in s for s in recipe["stages"])
     path = out.parent / (out.name + ".yaml")
     path.write_text(yaml.safe_dump(recipe))
-    proc = subprocess.run([sys.executable, "-m", "mmcurate.cli", "run", str(path)], capture_output=True,
-                          text=True, cwd=ROOT, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-m", "mmcurate.cli", "run", str(path)], capture_output=True, text=True, cwd=ROOT, timeout=600
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
@@ -115,9 +133,13 @@ def _output_texts(out: Path) -> dict[str, str]:
                         texts[f"{rel}/{m.name}"] = tar.extractfile(m).read().decode("utf-8", "replace")
         elif p.suffix == ".parquet":
             table = pq.read_table(p)
-            texts[f"{rel} (values)"] = json.dumps(table.drop_columns(
-                [c for c, t in zip(table.column_names, table.schema.types) if str(t) == "binary"]).to_pylist(),
-                default=str, ensure_ascii=False)
+            texts[f"{rel} (values)"] = json.dumps(
+                table.drop_columns(
+                    [c for c, t in zip(table.column_names, table.schema.types) if str(t) == "binary"]
+                ).to_pylist(),
+                default=str,
+                ensure_ascii=False,
+            )
     return texts
 
 
@@ -172,8 +194,8 @@ def test_keep_original_text_is_the_documented_opt_out(tmp_path):
     samples = pq.read_table(tmp_path / "out" / "samples.parquet").to_pylist()
     assert samples
     for r in samples:
-        assert PII_VALUES["email"] not in r["caption"]                 # the caption itself is still redacted
-        assert PII_VALUES["card"] in r["caption_original"]             # the originals are kept on request
+        assert PII_VALUES["email"] not in r["caption"]  # the caption itself is still redacted
+        assert PII_VALUES["card"] in r["caption_original"]  # the originals are kept on request
         assert json.loads(r["meta"])["uploader"]["contact"]["email"] == PII_VALUES["email"]
 
 
@@ -188,5 +210,5 @@ def test_report_display_text_is_redacted_and_bounded():
     for value in PII_VALUES.values():
         assert value not in display_text(pii_sentence())
     assert display_text(None) is None
-    huge = display_text("a" * 10_000_000)                      # bounded work, whatever the length
+    huge = display_text("a" * 10_000_000)  # bounded work, whatever the length
     assert len(huge) == MAX_CAPTION_CHARS and huge.endswith("…")

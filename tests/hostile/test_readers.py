@@ -5,6 +5,7 @@ Each test asserts: no exception, the reject reasons, kept + rejected == read at 
 is either a clean sample or a reject of stage "read"), and for path escapes that the outside file's bytes
 never appear in any yielded row.
 """
+
 from __future__ import annotations
 
 import os
@@ -31,7 +32,7 @@ def read_rows(reader, batch_size: int = 3) -> list[dict]:
             assert batch.schema.equals(SAMPLE_SCHEMA)
             kept, rejected = split_read_rejects(batch)
             assert kept.schema.equals(INPUT_SCHEMA) and rejected.schema.equals(REJECTS_SCHEMA)
-            assert kept.num_rows + rejected.num_rows == batch.num_rows          # kept + rejected == read
+            assert kept.num_rows + rejected.num_rows == batch.num_rows  # kept + rejected == read
             assert set(rejected.column("stage").to_pylist()) <= {"read"}
             rows.extend(batch.to_pylist())
     keys = [(r["source"], r["key"]) for r in rows]
@@ -58,12 +59,13 @@ def assert_no_secret(rows):
 
 # -- paths: only what the user gave ------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("fmt", ["json", "jsonl"])
 def test_llava_never_reads_outside_image_root_or_special_files(tmp_path, fmt):
     path, expected = B.hostile_llava(tmp_path / "root", tmp_path / "outside", fmt)
     t = time.monotonic()
     rows = read_rows(open_reader(path))
-    assert time.monotonic() - t < 10          # the FIFO entry must not block
+    assert time.monotonic() - t < 10  # the FIFO entry must not block
     got = reasons(rows)
     for key, reason in expected.items():
         if reason == "bad_key":
@@ -79,7 +81,7 @@ def test_llava_never_reads_outside_image_root_or_special_files(tmp_path, fmt):
     assert by_key["missing"]["image"] is None and by_key["missing"]["read_reason"] is None
     n_entries = len(expected) + (2 if fmt == "jsonl" else 0)
     assert len(rows) == n_entries
-    if fmt == "jsonl":   # the unparsable and the too-deep lines are one reject each
+    if fmt == "jsonl":  # the unparsable and the too-deep lines are one reject each
         assert sorted(v for k, v in got.items() if k.startswith("entry_")) == ["bad_meta", "bad_meta"]
     assert_no_secret(rows)
 
@@ -88,7 +90,7 @@ def test_llava_allow_outside_root_opts_out_but_special_files_stay_rejected(tmp_p
     path, _ = B.hostile_llava(tmp_path / "root", tmp_path / "outside")
     got = {r["key"]: r for r in read_rows(open_reader(path, allow_outside_root=True))}
     assert got["absolute"]["image"] == B.SECRET and got["symlink"]["image"] == B.SECRET
-    assert got["dev_zero"]["read_reason"] == "not_a_file"      # /dev/zero: never an unbounded read
+    assert got["dev_zero"]["read_reason"] == "not_a_file"  # /dev/zero: never an unbounded read
     assert got["fifo"]["read_reason"] == "not_a_file"
     with pytest.raises(ValueError, match="allow_outside_root must be true or false"):
         open_reader(path, allow_outside_root="yes")
@@ -115,7 +117,7 @@ def test_folder_does_not_follow_links_out_of_root_nor_read_special_files(tmp_pat
             assert [v for k, v in got.items() if k.startswith("__bad_key__")] == ["bad_key"]
         else:
             assert got[key] == reason, (key, [r["read_detail"] for r in rows if r["key"] == key])
-    assert not any(k.startswith("escape_dir") for k in got)      # a linked directory is not descended
+    assert not any(k.startswith("escape_dir") for k in got)  # a linked directory is not descended
     by_key = {r["key"]: r for r in rows}
     assert by_key["ok"]["caption"] == "a fine caption" and by_key["inside_link"]["image"] == by_key["ok"]["image"]
     assert "leak.txt" in by_key["leak"]["read_detail"]
@@ -149,12 +151,13 @@ def test_brace_expansion_is_capped_before_expanding():
     with pytest.raises(ValueError, match="limit"):
         expand_braces("{" + ",".join("ab") + "}" * 1 + "{0..9}" * 7)
     with pytest.raises(ValueError, match="limit"):
-        expand_braces("{a,{b,c}}{0..999999}")                        # nested groups are counted too
+        expand_braces("{a,{b,c}}{0..999999}")  # nested groups are counted too
     assert time.monotonic() - t < 1
-    assert len(expand_braces("{0..999}{0..999}")) == 1_000_000       # at the limit: still expands
+    assert len(expand_braces("{0..999}{0..999}")) == 1_000_000  # at the limit: still expands
 
 
 # -- tar members -----------------------------------------------------------------------------------------------
+
 
 def test_bad_keys_are_rejected_with_unique_substitutes(tmp_path):
     path, good, bad = B.bad_key_shard(tmp_path / "keys.tar")
@@ -187,19 +190,25 @@ def test_unrecognised_layouts_give_one_clear_row(tmp_path):
         (row,) = read_rows(open_reader(shards[name]))
         assert row["read_reason"] == "shard_unrecognised" and row["key"] == "__shard_error__"
         assert "no sample" in row["read_detail"] and "shard_unrecognised" in SHARD_ERROR_REASONS
-    rows = read_rows(open_reader(shards["unknown_suffixes"]))   # samples with no image: integrity rejects them
+    rows = read_rows(open_reader(shards["unknown_suffixes"]))  # samples with no image: integrity rejects them
     assert [(r["key"], r["image"], r["read_reason"]) for r in rows] == [("a", None, None), ("b", None, None)]
 
 
 def test_over_cap_members_are_skipped_unread(tmp_path):
-    path = B.huge_header_tar(tmp_path / "huge.tar", declared=(2 << 30) + 12345)   # > 2 GiB member, sparse
+    path = B.huge_header_tar(tmp_path / "huge.tar", declared=(2 << 30) + 12345)  # > 2 GiB member, sparse
     rows = read_rows(open_reader(path))
     assert reasons(rows) == {"a": None, "huge": "too_large", "c": None}
     assert "2,147,495,993 bytes" in {r["key"]: r for r in rows}["huge"]["read_detail"]
     assert [r["caption"] for r in rows if r["read_reason"] is None] == ["before", "after"]
     # caption and meta members have their own cap
-    members = [("a.jpg", b"x"), ("a.txt", b"y" * 1000), ("b.jpg", b"x"), ("b.json", b"{}" + b" " * 1000),
-               ("c.jpg", b"x" * 100), ("c.txt", b"ok")]
+    members = [
+        ("a.jpg", b"x"),
+        ("a.txt", b"y" * 1000),
+        ("b.jpg", b"x"),
+        ("b.json", b"{}" + b" " * 1000),
+        ("c.jpg", b"x" * 100),
+        ("c.txt", b"ok"),
+    ]
     p = B.write_tar(tmp_path / "caps.tar", members)
     got = reasons(read_rows(open_reader(p, max_member_bytes=500, max_image_bytes=50)))
     assert got == {"a": "too_large", "b": "too_large", "c": "too_large"}
@@ -220,8 +229,13 @@ def test_big_member_in_small_tar_gz_stays_at_low_memory(tmp_path):
         print(json.dumps({{"rss_mb": hwm_kb / 1024,
                           "rows": [(x["key"], x["read_reason"]) for x in rows]}}))
     """)
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
-                         cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))))
+    out = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))),
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     res = __import__("json").loads(out.stdout.strip().splitlines()[-1])
     assert res["rows"] == [["a", None], ["big", "too_large"], ["c", None]]
@@ -229,6 +243,7 @@ def test_big_member_in_small_tar_gz_stays_at_low_memory(tmp_path):
 
 
 # -- damaged shards ------------------------------------------------------------------------------------------------
+
 
 def shard_rows(rows, path):
     return [r for r in rows if r["source"] == str(path)]
@@ -253,9 +268,12 @@ def test_one_truncated_shard_among_four(tmp_path, cut):
 
 
 def test_zero_byte_not_a_tar_and_corrupt_gzip_shards(tmp_path):
-    cases = {"zero": B.zero_byte_shard(tmp_path / "zero.tar"), "html": B.not_a_tar_shard(tmp_path / "html.tar"),
-             "corrupt": B.corrupt_tar_gz(tmp_path / "corrupt.tar.gz"),
-             "truncated_gz": B.truncated_tar_gz(tmp_path / "trunc.tar.gz")}
+    cases = {
+        "zero": B.zero_byte_shard(tmp_path / "zero.tar"),
+        "html": B.not_a_tar_shard(tmp_path / "html.tar"),
+        "corrupt": B.corrupt_tar_gz(tmp_path / "corrupt.tar.gz"),
+        "truncated_gz": B.truncated_tar_gz(tmp_path / "trunc.tar.gz"),
+    }
     for name, path in cases.items():
         rows = read_rows(open_reader(path))
         last = rows[-1]
@@ -278,23 +296,36 @@ def test_shard_deleted_after_listing_is_one_row(tmp_path):
 def test_shard_error_key_does_not_collide_with_a_real_key(tmp_path):
     members = [("__shard_error__.jpg", b"x"), ("__shard_error__.txt", b"a real sample"), ("b.jpg", b"y" * 2000)]
     path = B.write_tar(tmp_path / "c.tar", members)
-    path.write_bytes(path.read_bytes()[:3000])     # cut inside b.jpg's data (its header ends at 2560)
+    path.write_bytes(path.read_bytes()[:3000])  # cut inside b.jpg's data (its header ends at 2560)
     rows = read_rows(open_reader(path))
     assert [(r["key"], r["read_reason"]) for r in rows] == [("__shard_error__", None), ("b", "shard_truncated")]
-    path.write_bytes(path.read_bytes()[:2048])     # cut right after the first sample: header damage
+    path.write_bytes(path.read_bytes()[:2048])  # cut right after the first sample: header damage
     rows = read_rows(open_reader(path))
-    assert [(r["key"], r["read_reason"]) for r in rows] == [("__shard_error__", None),
-                                                            ("__shard_error__~1", "shard_truncated")]
+    assert [(r["key"], r["read_reason"]) for r in rows] == [
+        ("__shard_error__", None),
+        ("__shard_error__~1", "shard_truncated"),
+    ]
 
 
 def test_split_read_rejects_contract():
-    batch = pa.table({"key": ["a", "b"], "source": ["s", "s"], "image": [b"1", None], "image_ext": ["jpg", None],
-                      "caption": ["c", None], "meta": ["{}", "{}"], "read_reason": [None, "too_large"],
-                      "read_detail": [None, "big"]}, schema=SAMPLE_SCHEMA)
+    batch = pa.table(
+        {
+            "key": ["a", "b"],
+            "source": ["s", "s"],
+            "image": [b"1", None],
+            "image_ext": ["jpg", None],
+            "caption": ["c", None],
+            "meta": ["{}", "{}"],
+            "read_reason": [None, "too_large"],
+            "read_detail": [None, "big"],
+        },
+        schema=SAMPLE_SCHEMA,
+    )
     kept, rejected = split_read_rejects(batch)
     assert kept.column_names == INPUT_SCHEMA.names and kept.column("key").to_pylist() == ["a"]
-    assert rejected.to_pylist() == [{"key": "b", "source": "s", "stage": "read", "reason": "too_large",
-                                     "detail": "big"}]
+    assert rejected.to_pylist() == [
+        {"key": "b", "source": "s", "stage": "read", "reason": "too_large", "detail": "big"}
+    ]
     plain = batch.drop_columns(["read_reason", "read_detail"])
     kept, rejected = split_read_rejects(plain)
     assert kept.equals(plain) and rejected.num_rows == 0

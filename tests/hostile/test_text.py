@@ -6,6 +6,7 @@ subprocess with a generous timeout, so a quadratic or exponential pattern fails 
 hanging it, and growth from 100 KB to 1 MB must stay far below quadratic (x100), with slack for a
 loaded machine.
 """
+
 from __future__ import annotations
 
 import json
@@ -58,10 +59,16 @@ _TIMER = textwrap.dedent("""
 
 def _batch(captions, metas=None):
     n = len(captions)
-    return pa.table({"key": pa.array([f"{i:03d}" for i in range(n)], pa.string()),
-                     "source": pa.array(["s.tar"] * n, pa.string()), "image": pa.array([b"x"] * n, pa.binary()),
-                     "image_ext": pa.array(["jpg"] * n, pa.string()), "caption": pa.array(captions, pa.string()),
-                     "meta": pa.array(metas if metas is not None else [None] * n, pa.string())})
+    return pa.table(
+        {
+            "key": pa.array([f"{i:03d}" for i in range(n)], pa.string()),
+            "source": pa.array(["s.tar"] * n, pa.string()),
+            "image": pa.array([b"x"] * n, pa.binary()),
+            "image_ext": pa.array(["jpg"] * n, pa.string()),
+            "caption": pa.array(captions, pa.string()),
+            "meta": pa.array(metas if metas is not None else [None] * n, pa.string()),
+        }
+    )
 
 
 def _run(name, batch, **params):
@@ -74,8 +81,9 @@ def _run(name, batch, **params):
 def test_text_stages_are_linear_on_adversarial_captions(family):
     # 100 KB of "!?" took 90 s in caption_filter and 1 MB of "<script>" 579 s in caption_clean before.
     try:
-        out = subprocess.run([sys.executable, "-c", _TIMER, family], capture_output=True, text=True, timeout=120,
-                             check=True)
+        out = subprocess.run(
+            [sys.executable, "-c", _TIMER, family], capture_output=True, text=True, timeout=120, check=True
+        )
     except subprocess.TimeoutExpired:
         pytest.fail(f"{family}: the text stages did not finish 100 KB + 1 MB captions within 120 s")
     times = json.loads(out.stdout.strip().splitlines()[-1])
@@ -103,7 +111,7 @@ def test_max_chars_rejects_before_any_pattern(stage):
 
 
 def test_max_chars_bounds_and_null():
-    text = "a dog on the beach " * 10   # 190 characters
+    text = "a dog on the beach " * 10  # 190 characters
     for stage in TEXT_STAGES:
         res = _run(stage, _batch([text]), max_chars=100)
         assert res.rejected.column("reason").to_pylist() == ["text_too_long"], stage
@@ -133,7 +141,7 @@ def test_pii_redact_deep_meta_is_a_reject_not_a_crash(depth):
 def test_pii_redact_meta_within_depth_bound_is_redacted():
     doc = pii_sentence()
     for _ in range(120):
-        doc = {"x": [doc]}          # 240 levels: within the bound of 256
+        doc = {"x": [doc]}  # 240 levels: within the bound of 256
     res = _run("pii_redact", _batch(["a dog on the beach"], [json.dumps(doc)]))
     assert res.rejected.num_rows == 0
     meta = res.kept.column("meta")[0].as_py()
@@ -147,8 +155,9 @@ def test_max_chars_validated(stage, bad):
         registry.create(stage, {"max_chars": bad})
 
 
-@pytest.mark.parametrize("params, key", [({"keep_original_text": "yes"}, "keep_original_text"),
-                                         ({"redact_meta": 1}, "redact_meta")])
+@pytest.mark.parametrize(
+    "params, key", [({"keep_original_text": "yes"}, "keep_original_text"), ({"redact_meta": 1}, "redact_meta")]
+)
 def test_pii_privacy_params_validated(params, key):
     with pytest.raises(StageError, match=key):
         registry.create("pii_redact", params)
