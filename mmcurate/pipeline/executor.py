@@ -37,7 +37,12 @@ import pyarrow.parquet as pq
 
 import mmcurate
 from mmcurate.pipeline.diagnosis import run_warnings
-from mmcurate.pipeline.global_phase import new_stat, run_memory_global_phase, run_sharded_global_phase
+from mmcurate.pipeline.global_phase import (
+    GlobalPhaseResult,
+    new_stat,
+    run_memory_global_phase,
+    run_sharded_global_phase,
+)
 from mmcurate.pipeline.output_dir import (
     check_apart_from_input,
     check_done_record,
@@ -286,24 +291,11 @@ class LocalExecutor:
 
         t = time.perf_counter()
         plan = StagePlan.from_stages(self.recipe.build_stages())
-        n_kept, global_stats, global_rejects, duplicates, extra_cols = self._global_phase(plan, len(shards))
+        phase = self._global_phase(plan, len(shards))
         timings["global"] = time.perf_counter() - t
 
         t = time.perf_counter()
-        manifest = self._write_phase(
-            reader,
-            shards,
-            records,
-            plan,
-            n_kept,
-            global_stats,
-            global_rejects,
-            duplicates,
-            extra_cols,
-            timings,
-            started,
-            t_start,
-        )
+        manifest = self._write_phase(reader, shards, records, plan, phase, timings, started, t_start)
         return manifest
 
     def _prepare_output_dir(self, shards: list[str]) -> dict | None:
@@ -411,23 +403,10 @@ class LocalExecutor:
         return run_memory_global_phase(self.work, plan, n_shards)
 
     # -- phase 3 --------------------------------------------------------------------------------
-    def _write_phase(
-        self,
-        reader,
-        shards,
-        records,
-        plan,
-        n_kept,
-        global_stats,
-        global_rejects,
-        duplicates,
-        extra_cols,
-        timings,
-        started,
-        t_start,
-    ) -> dict:
+    def _write_phase(self, reader, shards, records, plan, phase: GlobalPhaseResult, timings, started, t_start) -> dict:
         """Shard by shard: the survivors' metadata from _work/, minus the global rejects, joined with the
         global columns; the input shard re-read for the original bytes. Memory holds one shard."""
+        n_kept, global_stats, global_rejects, duplicates, extra_cols = phase
         from mmcurate.io import ShardWriter, sha256_file
         from mmcurate.io.atomic import atomic_output
 
