@@ -655,7 +655,7 @@ def test_sharded_balance_never_builds_the_embedding_matrix(tmp_path, monkeypatch
     """The driver's k-means trains on at most sample_size rows and every embedding_matrix call (in the per-shard
     tasks) converts one shard, never all survivors at once."""
     import mmcurate.index as mindex
-    import mmcurate.stages.semantic as sem
+    import mmcurate.stages.embeddings as sem
 
     shards, ctx, removed = _setup(tmp_path, map)
     trained, converted = [], []

@@ -221,9 +221,10 @@ def code_graph(
 ) -> CodeGraph:
     """The :class:`CodeGraph` of distinct codes. ``seed`` only steers the sampling that looks for dense
     clusters: the graph it describes (and every grouping from it) does not depend on it."""
-    from mmcurate.ops.hamming import _check_int, hamming_pairs
+    from mmcurate.ops._inputs import check_int
+    from mmcurate.ops.hamming import hamming_pairs
 
-    r = _check_int(max_distance, "max_distance", 0, 64)
+    r = check_int(max_distance, "max_distance", 0, 64)
     ucodes = np.asarray(ucodes, np.uint64)
     counts = np.asarray(counts, np.int64)
     m = ucodes.size

@@ -65,7 +65,7 @@ def union_groups(*group_arrays) -> np.ndarray:
     return rank[comp]
 
 
-def _check_ratios(ratios) -> np.ndarray:
+def check_ratios(ratios) -> np.ndarray:
     r = np.asarray(ratios, dtype=np.float64)
     if r.ndim != 1 or not 1 <= r.size <= 127:
         raise ValueError(f"ratios must be a 1-D sequence of 1..127 values, got {ratios!r}")
@@ -98,7 +98,7 @@ def assign_splits(groups, ratios=(0.8, 0.1, 0.1), strata=None, seed: int = 0) ->
     """Split index per sample (int8[n]; 0 train, 1 val, 2 test for the default ratios). Samples with the
     same ``groups`` value always share a split; with ``strata`` every split gets about its ratio of every
     stratum. See the module docstring for the exact rule."""
-    r = _check_ratios(ratios)
+    r = check_ratios(ratios)
     g = np.asarray(groups)
     if g.ndim != 1:
         raise ValueError(f"groups must be 1-D, got shape {g.shape}")

@@ -42,7 +42,6 @@ def as_codes(codes, arg: str = "codes") -> np.ndarray:
 
 
 # The ops' argument check (ops._inputs); the name stays for curate.dedup, which imports it.
-_check_int = check_int
 
 
 def hamming_distance(a, b) -> np.ndarray:

@@ -44,7 +44,6 @@ from mmcurate.pipeline.schema import DUPLICATES_SCHEMA, REJECTS_SCHEMA, rejects_
 from mmcurate.pipeline.stage import SAMPLE_ID, SHARD_SHIFT, GlobalResult, GlobalStage, StageError, registry
 from mmcurate.stages.embeddings import (
     DEFAULT_EMBEDDING_COLUMN,
-    embedding_length_counts,  # noqa: F401 (stages.sharded_steps, off limits for now, imports it from here)
     embedding_matrix,
 )
 
@@ -60,7 +59,7 @@ CLUSTER_SIZE_PERCENTILES = (0, 50, 90, 99, 100)
 # helpers
 
 
-def _no_embedding_rejects(table: pa.Table, ok: np.ndarray, details: list, stage: str) -> pa.Table:
+def no_embedding_rejects(table: pa.Table, ok: np.ndarray, details: list, stage: str) -> pa.Table:
     idx = np.flatnonzero(~ok)
     if not idx.size:
         return REJECTS_SCHEMA.empty_table()
@@ -73,7 +72,7 @@ def _no_embedding_rejects(table: pa.Table, ok: np.ndarray, details: list, stage:
     )
 
 
-def _percentiles(sizes: np.ndarray) -> dict:
+def cluster_size_percentiles(sizes: np.ndarray) -> dict:
     """semantic_dedup's cluster_size_percentiles (kept under this name for SemanticDedup.run and
     stages.sharded_steps, which call it)."""
     return percentile_summary(sizes, CLUSTER_SIZE_PERCENTILES)
@@ -167,7 +166,7 @@ class SemanticDedup(GlobalStage):
         t0 = time.perf_counter()
         p = self.params
         x, ok, details = embedding_matrix(table.column(p.embedding_column), p.embedding_column, self.name)
-        rejected = [_no_embedding_rejects(table, ok, details, self.name)]
+        rejected = [no_embedding_rejects(table, ok, details, self.name)]
         rows = np.flatnonzero(ok)
         m = rows.size
         stats = {
@@ -217,7 +216,7 @@ class SemanticDedup(GlobalStage):
             sample_size=int(s),
             duplicates=int(dup.size),
             kept=int(kept.size),
-            cluster_size_percentiles=_percentiles(sizes),
+            cluster_size_percentiles=cluster_size_percentiles(sizes),
             seconds=round(time.perf_counter() - t0, 4),
         )
         return GlobalResult(rejected=_concat_rejects(rejected), duplicates=duplicates, columns=columns, stats=stats)
@@ -352,7 +351,7 @@ class Balance(GlobalStage):
         t0 = time.perf_counter()
         p = self.params
         x, ok, details = embedding_matrix(table.column(p.embedding_column), p.embedding_column, self.name)
-        rejected = [_no_embedding_rejects(table, ok, details, self.name)]
+        rejected = [no_embedding_rejects(table, ok, details, self.name)]
         rows = np.flatnonzero(ok)
         m = rows.size
         target = self.target_for(m)

@@ -61,7 +61,8 @@ def _semantic_prepare_task(task):
     the length counts; the signed keep scores of its usable rows."""
     from mmcurate.curate.semantic_stream import DEFAULT_CHUNK_ROWS
     from mmcurate.io import write_parquet_atomic
-    from mmcurate.stages.semantic import _no_embedding_rejects, embedding_length_counts, embedding_matrix
+    from mmcurate.stages.embeddings import embedding_length_counts, embedding_matrix
+    from mmcurate.stages.semantic import no_embedding_rejects
 
     view, stage, dim, path = task
     p = stage.params
@@ -72,7 +73,7 @@ def _semantic_prepare_task(task):
     x, ok, details = embedding_matrix(col, p.embedding_column, stage.name, dim=dim)
     ids = t.column(SAMPLE_ID).to_numpy().astype(np.int64)
     rows = np.flatnonzero(ok)
-    rejects = _with_ids(_no_embedding_rejects(t, ok, details, stage.name), ids[~ok])
+    rejects = _with_ids(no_embedding_rejects(t, ok, details, stage.name), ids[~ok])
     d = int(x.shape[1])
     if rows.size:
         emb = pa.FixedSizeListArray.from_arrays(pa.array(x.reshape(-1), pa.float32()), d)
@@ -116,7 +117,7 @@ def semantic_dedup_sharded(stage, ctx) -> GlobalResult:
     its partition task); keys fetched for the duplicates only."""
     from mmcurate import index as mindex
     from mmcurate.curate.semantic_stream import DEFAULT_CHUNK_ROWS, EmbeddingShard, semantic_dedup_streaming
-    from mmcurate.stages.semantic import _percentiles, semantic_duplicate_tables
+    from mmcurate.stages.semantic import cluster_size_percentiles, semantic_duplicate_tables
 
     t0 = time.perf_counter()
     p = stage.params
@@ -181,7 +182,7 @@ def semantic_dedup_sharded(stage, ctx) -> GlobalResult:
         sample_size=int(s),
         duplicates=int(dup_ids.size),
         kept=int(np.count_nonzero(r.keep)),
-        cluster_size_percentiles=_percentiles(sizes),
+        cluster_size_percentiles=cluster_size_percentiles(sizes),
         seconds=round(time.perf_counter() - t0, 4),
         sharded={
             k_: r.stats[k_]
@@ -199,7 +200,8 @@ def _balance_prepare_task(task):
     """One shard: its usable embeddings, normalised (embedding_matrix with the run's common length when given),
     saved as a C-ordered float32 .npy (read back by row ranges and by row, never whole); its no_embedding
     rejects; the length counts; the usable rows' sample ids."""
-    from mmcurate.stages.semantic import _no_embedding_rejects, embedding_length_counts, embedding_matrix
+    from mmcurate.stages.embeddings import embedding_length_counts, embedding_matrix
+    from mmcurate.stages.semantic import no_embedding_rejects
 
     view, stage, dim, path = task
     p = stage.params
@@ -218,7 +220,7 @@ def _balance_prepare_task(task):
         "d": int(x.shape[1]),
         "n_ok": int(rows.size),
         "ids": ids[rows],
-        "rejects": _with_ids(_no_embedding_rejects(t, ok, details, stage.name), ids[~ok]),
+        "rejects": _with_ids(no_embedding_rejects(t, ok, details, stage.name), ids[~ok]),
         "path": path if rows.size else None,
     }
 

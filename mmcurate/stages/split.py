@@ -29,6 +29,7 @@ import pyarrow.compute as pc
 from mmcurate.curate.dedup import chance_link_probability
 from mmcurate.curate.hashing import mix64
 from mmcurate.pipeline.global_sharded import string_hash64
+from mmcurate.pipeline.params import check_seed, is_int
 from mmcurate.pipeline.schema import REJECTS_SCHEMA
 from mmcurate.pipeline.stage import SAMPLE_ID, GlobalResult, GlobalStage, StageError, registry, with_sample_ids
 from mmcurate.stages.image import phash_codes
@@ -49,27 +50,20 @@ class Split(GlobalStage):
         stratify_by: str | None = None
 
         def validate(self):
-            from mmcurate.curate.splits import _check_ratios
+            from mmcurate.curate.splits import check_ratios
 
             if not isinstance(self.ratios, (list, tuple)) or len(self.ratios) != len(SPLIT_NAMES):
                 raise ValueError(f"ratios must be [train, val, test], got {self.ratios!r}")
-            _check_ratios(self.ratios)
-            if (
-                self.phash_radius is not None
-                and self.phash_radius != "auto"
-                and (
-                    isinstance(self.phash_radius, bool)
-                    or not isinstance(self.phash_radius, int)
-                    or not 0 <= self.phash_radius <= 64
-                )
+            check_ratios(self.ratios)
+            if self.phash_radius not in ("auto", None) and not (
+                is_int(self.phash_radius) and 0 <= self.phash_radius <= 64
             ):
                 raise ValueError(f"phash_radius must be an integer 0..64, 'auto' or null, got {self.phash_radius!r}")
             if not isinstance(self.group_columns, (list, tuple)) or not all(
                 isinstance(c, str) for c in self.group_columns
             ):
                 raise ValueError(f"group_columns must be a list of column names, got {self.group_columns!r}")
-            if not isinstance(self.seed, int) or isinstance(self.seed, bool):
-                raise ValueError(f"seed must be an integer, got {self.seed!r}")
+            check_seed(self.seed)
 
     def __init__(self, **params):
         super().__init__(**params)
