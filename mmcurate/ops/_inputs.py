@@ -76,6 +76,13 @@ def as_blob_list(blobs, arg: str = "blobs") -> list:
     return out
 
 
+def native_ready(a: np.ndarray) -> np.ndarray:
+    """Kernels take row and pixel strides but need the channels of a pixel adjacent."""
+    if a.ndim == 3 and a.shape[2] > 1 and a.strides[2] != 1:
+        return np.ascontiguousarray(a)
+    return a
+
+
 def as_image_list(images, arg: str = "images") -> list[np.ndarray]:
     """Decoded images -> list of uint8 arrays of shape (H, W) or (H, W, C) with C in {1, 2, 3, 4}.
 

@@ -14,9 +14,8 @@ import numpy as np
 
 from mmcurate._native import native
 from mmcurate.ops._device import resolve_device
-from mmcurate.ops._inputs import as_image_list, call_native, check_threads
+from mmcurate.ops._inputs import as_image_list, call_native, check_threads, native_ready
 from mmcurate.ops.decode import DEFAULT_MAX_PIXELS
-from mmcurate.ops.resize import _native_ready
 
 __all__ = ["phash", "dhash", "ahash", "whash", "hash_to_hex", "phash_bytes", "PhashBytesResult", "KINDS"]
 
@@ -29,7 +28,7 @@ def _hash(images, kind: str, device: str, num_threads) -> np.ndarray:
         from mmcurate.ops import _cuda
 
         return _cuda.hash_images(images, kind)
-    imgs = [_native_ready(a) for a in as_image_list(images)]
+    imgs = [native_ready(a) for a in as_image_list(images)]
     return call_native(native().hash_images, imgs, kind, threads)
 
 

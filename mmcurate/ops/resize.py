@@ -13,7 +13,7 @@ import numpy as np
 
 from mmcurate._native import native
 from mmcurate.ops._device import resolve_device
-from mmcurate.ops._inputs import as_image_list, call_native, check_threads
+from mmcurate.ops._inputs import as_image_list, call_native, check_threads, native_ready
 
 #: Largest output side resize_images accepts (JPEG's limit; n x side x side x c bytes are allocated).
 MAX_SIDE = 65535
@@ -50,13 +50,6 @@ def _channels(a: np.ndarray) -> int:
     return 1 if a.ndim == 2 else a.shape[2]
 
 
-def _native_ready(a: np.ndarray) -> np.ndarray:
-    """Kernels take row and pixel strides but need the channels of a pixel adjacent."""
-    if a.ndim == 3 and a.shape[2] > 1 and a.strides[2] != 1:
-        return np.ascontiguousarray(a)
-    return a
-
-
 def resize_images(
     images, size, interpolation: str = "bicubic", mode: str = "shortest", device: str = "auto", num_threads=None
 ) -> np.ndarray:
@@ -80,7 +73,7 @@ def resize_images(
         from mmcurate.ops import _cuda
 
         return _cuda.resize_images(images, size, interpolation, mode)
-    imgs = [_native_ready(a) for a in as_image_list(images)]
+    imgs = [native_ready(a) for a in as_image_list(images)]
     if not imgs:
         return np.empty((0, size_h, size_w, 3), dtype=np.uint8)
     channels = {_channels(a) for a in imgs}
@@ -97,7 +90,7 @@ def resize_images(
 def to_gray(images):
     """Pillow's ``convert("L")``: RGB / RGBA -> (R*19595 + G*38470 + B*7471 + 0x8000) >> 16, LA -> L,
     gray -> copy. A list gives a list of (H, W) arrays; an (N, H, W, C) array gives an (N, H, W) array."""
-    imgs = [_native_ready(a) for a in as_image_list(images)]
+    imgs = [native_ready(a) for a in as_image_list(images)]
     out = native().to_gray(imgs)
     if isinstance(images, np.ndarray):
         return np.stack(out) if out else np.empty((0,) + images.shape[1:3], dtype=np.uint8)
