@@ -23,10 +23,10 @@ from mmcurate._native import native
 from mmcurate.ops._inputs import call_native, check_max_pixels, check_threads
 
 # The names and native codes of the decode modes, resize filters and modes and hash kinds: the CPU ops' tables.
-from mmcurate.ops.decode import MODES as _DECODE_MODES
-from mmcurate.ops.hashes import KINDS as _HASH_KINDS
-from mmcurate.ops.resize import INTERPOLATIONS as _INTERPOLATIONS
-from mmcurate.ops.resize import MODES as _RESIZE_MODES
+from mmcurate.ops.codes import DECODE_MODES as _DECODE_MODES
+from mmcurate.ops.codes import HASH_KINDS as _HASH_KINDS
+from mmcurate.ops.codes import INTERPOLATIONS as _INTERPOLATIONS
+from mmcurate.ops.codes import RESIZE_MODES as _RESIZE_MODES
 
 __all__ = [
     "DeviceArray",  # noqa: F822 - served by the module's __getattr__ (it needs the native module)

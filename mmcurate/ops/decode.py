@@ -16,14 +16,11 @@ import numpy as np
 from mmcurate._native import native
 from mmcurate.ops._device import resolve_device
 from mmcurate.ops._inputs import INT32_MAX, as_blob_list, call_native, check_int, check_max_pixels, check_threads
+from mmcurate.ops.codes import DECODE_MODES, DEFAULT_MAX_PIXELS
 
 __all__ = ["DecodeResult", "decode_images", "probe_images", "DEFAULT_MAX_PIXELS", "MODES"]
 
-#: Pillow's decompression-bomb limit (Image.MAX_IMAGE_PIXELS).
-DEFAULT_MAX_PIXELS = 89478485
-
-#: Accepted ``mode`` values -> native mode codes (csrc/include/mmcurate/decode.h ColorMode).
-MODES = {"RGB": 0, "L": 1, "luma": 2}
+MODES = DECODE_MODES
 
 
 @dataclass

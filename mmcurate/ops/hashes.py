@@ -15,11 +15,11 @@ import numpy as np
 from mmcurate._native import native
 from mmcurate.ops._device import resolve_device
 from mmcurate.ops._inputs import as_image_list, call_native, check_threads, native_ready
-from mmcurate.ops.decode import DEFAULT_MAX_PIXELS
+from mmcurate.ops.codes import DEFAULT_MAX_PIXELS, HASH_KINDS
 
 __all__ = ["phash", "dhash", "ahash", "whash", "hash_to_hex", "phash_bytes", "PhashBytesResult", "KINDS"]
 
-KINDS = ("phash", "dhash", "ahash", "whash")
+KINDS = HASH_KINDS
 
 
 def _hash(images, kind: str, device: str, num_threads) -> np.ndarray:

@@ -14,16 +14,14 @@ import numpy as np
 from mmcurate._native import native
 from mmcurate.ops._device import resolve_device
 from mmcurate.ops._inputs import as_image_list, call_native, check_threads, native_ready
+from mmcurate.ops.codes import INTERPOLATIONS, RESIZE_MODES
 
 #: Largest output side resize_images accepts (JPEG's limit; n x side x side x c bytes are allocated).
 MAX_SIDE = 65535
 
 __all__ = ["resize_images", "to_gray", "INTERPOLATIONS", "MODES"]
 
-#: interpolation name -> Pillow's Resampling id ("area" is Pillow's BOX filter).
-INTERPOLATIONS = {"nearest": 0, "lanczos": 1, "bilinear": 2, "bicubic": 3, "area": 4, "hamming": 5}
-#: resize mode -> native mode id (csrc/include/mmcurate/resize.h ResizeMode).
-MODES = {"shortest": 0, "squash": 1}
+MODES = RESIZE_MODES
 
 
 def _is_int(v) -> bool:
