@@ -92,7 +92,7 @@ def run_one(step: str, n: int) -> dict:
 
     try:
         from mmcurate.pipeline.global_phase import run_on_table
-    except ImportError:  # code from before the global context (--before runs)
+    except ImportError:  # run against a checkout from before the global context (PYTHONPATH=old tree)
 
         def run_on_table(stage, table):
             return stage.run(table)

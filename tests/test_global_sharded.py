@@ -826,3 +826,17 @@ def test_sharded_key_ranks_equal_a_full_sort(tmp_path, parallelism, monkeypatch)
     assert sorted(table.column("key").to_pylist(), key=lambda k: k.encode()) == [
         table.column("key")[int(i)].as_py() for i in np.argsort(ranks)
     ]
+
+
+def test_memory_context_from_a_table_in_any_row_order(tmp_path):
+    """run_on_table's context puts rows in sample-id order (views and fetch rely on it): the same result
+    whatever the table's row order; repeated ids are refused."""
+    shards, _, _ = _setup(tmp_path, map, remove=False)
+    stage = registry.create("phash_dedup", {"keep": {"max": "clip_score"}})
+    table = _memory_table(shards, list(stage.requires))
+    shuffled = table.take(pa.array(np.random.default_rng(3).permutation(table.num_rows)))
+    a = stage.run(MemoryGlobalContext.from_table(table))
+    b = stage.run(MemoryGlobalContext.from_table(shuffled))
+    assert a.rejected.num_rows >= 100 and b.rejected.equals(a.rejected) and b.duplicates.equals(a.duplicates)
+    with pytest.raises(StageError, match="repeat"):
+        MemoryGlobalContext.from_table(pa.concat_tables([table.slice(0, 2), table.slice(0, 1)]))

@@ -184,7 +184,18 @@ class MemoryGlobalContext:
 
     sharded = False
 
-    def __init__(self, work, n_shards: int, columns):
+    def __init__(self, table: pa.Table):
+        """``table``: the survivors' columns with their SAMPLE_ID, in ascending id order."""
+        self.table = table
+        self._added: list[pa.Table] = []
+        # what the steps' tasks get: in-process map, one partition
+        self.map_fn = map
+        self.parallelism = 1
+        self.tasks_see_gpu = True
+
+    @classmethod
+    def from_work(cls, work, n_shards: int, columns) -> MemoryGlobalContext:
+        """The map phase's survivor shards (_work/meta/NNNNN.parquet), the given columns of each."""
         needed = list(dict.fromkeys(["key", "source", *columns]))
         parts = []
         for i in range(n_shards):
@@ -193,36 +204,27 @@ class MemoryGlobalContext:
                 have = set(pq.read_schema(f).names)
                 part = pq.read_table(f, columns=[c for c in needed if c in have])
                 parts.append(part.append_column(SAMPLE_ID, pa.array(make_ids(i, np.arange(part.num_rows)))))
-        self.table = (
-            pa.concat_tables(parts, promote_options="permissive")
-            if parts
-            else pa.table(
-                {
-                    "key": pa.array([], pa.string()),
-                    "source": pa.array([], pa.string()),
-                    SAMPLE_ID: pa.array([], pa.int64()),
-                }
-            )
-        )
-        self._added: list[pa.Table] = []
-        # what the steps' tasks get: in-process map, one partition
-        self.map_fn = map
-        self.parallelism = 1
-        self.tasks_see_gpu = True
+        if not parts:
+            empty = {"key": pa.array([], pa.string()), "source": pa.array([], pa.string())}
+            return cls(pa.table({**empty, SAMPLE_ID: pa.array([], pa.int64())}))
+        return cls(pa.concat_tables(parts, promote_options="permissive"))
 
     @classmethod
     def from_table(cls, table: pa.Table) -> MemoryGlobalContext:
-        """A context over one table of survivors (tests, notebooks): sample ids are the rows unless it has them."""
-        ctx = cls.__new__(cls)
+        """A context over one table of survivors (tests, notebooks): sample ids are the row numbers unless the
+        table has them (then its rows are put in id order, which views and fetch rely on)."""
         if SAMPLE_ID not in table.column_names:
-            table = table.append_column(SAMPLE_ID, pa.array(np.arange(table.num_rows, dtype=np.int64)))
-        ctx.table, ctx._added = table, []
-        ctx.map_fn, ctx.parallelism, ctx.tasks_see_gpu = map, 1, True
-        return ctx
+            return cls(table.append_column(SAMPLE_ID, pa.array(np.arange(table.num_rows, dtype=np.int64))))
+        ids = table.column(SAMPLE_ID).to_numpy()
+        if ids.size > 1 and not (ids[1:] > ids[:-1]).all():
+            if np.unique(ids).size != ids.size:
+                raise StageError(f"{SAMPLE_ID} values repeat")
+            table = table.take(pa.array(np.argsort(ids, kind="stable")))
+        return cls(table)
 
     @classmethod
     def for_plan(cls, work, n_shards: int, plan) -> MemoryGlobalContext:
-        return cls(work, n_shards, [c for st in plan.global_steps for c in st.requires])
+        return cls.from_work(work, n_shards, [c for st in plan.global_steps for c in st.requires])
 
     @property
     def n_alive(self) -> int:

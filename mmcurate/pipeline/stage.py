@@ -5,8 +5,9 @@ columns it adds, and every input column, including ones it does not know) in inp
 rows' reasons. Every input row is in exactly one of the two.
 
 GlobalStage: runs once over the metadata of every sample that survived the map stages before it
-(never the image bytes), e.g. dedup. It returns which keys it rejects (with reasons) and duplicate
-links; the executor applies that decision when it writes the output.
+(never the image bytes), e.g. dedup. It returns which samples it rejects (with reasons), duplicate links and
+per-sample columns; the executor applies that decision when it writes the output. A step written over the
+global context (``run(ctx)``, pipeline.global_phase) names samples by their run-wide SAMPLE_ID.
 
 Parameters are declared as a dataclass `Params` on the stage; a recipe's keys are checked against
 it, so an unknown key is an error naming the bad key and the valid ones.
