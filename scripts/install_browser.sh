@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs Debian's chromium for the report's headless-browser test (tests/test_report.py -m browser).
+# Installs Debian's chromium for the report's headless-browser test (tests/report/test_report.py -m browser).
 # Does nothing when a chromium is already on PATH (or MMCURATE_CHROMIUM points at one).
 set -euo pipefail
 

@@ -174,7 +174,7 @@ def test_writer_killed_mid_shard_leaves_no_partial_shard(tmp_path):
     # A child process writes shard 0 fully, then part of shard 1, signals, and is SIGKILLed.
     script = textwrap.dedent(f"""
         import sys, time
-        sys.path.insert(0, {str(Path(__file__).parent)!r})
+        sys.path.insert(0, {str(Path(__file__).parent.parent)!r})
         import pyarrow as pa
         import io_fixtures as fx
         from mmcurate.io import ShardWriter
@@ -187,7 +187,7 @@ def test_writer_killed_mid_shard_leaves_no_partial_shard(tmp_path):
         time.sleep(60)
     """)
     proc = subprocess.Popen(
-        [sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, cwd=Path(__file__).parent.parent
+        [sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, cwd=Path(__file__).parents[2]
     )
     try:
         assert proc.stdout.readline().strip() == "wrote"

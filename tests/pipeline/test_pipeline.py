@@ -20,7 +20,7 @@ import yaml
 from mmcurate.pipeline.recipe import default_recipe_dict, parse_recipe
 from mmcurate.pipeline.stage import StageError
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")

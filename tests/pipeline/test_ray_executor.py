@@ -28,8 +28,8 @@ from mmcurate.pipeline.recipe import default_recipe_dict, parse_recipe
 from mmcurate.pipeline.stage import StageError
 
 pytestmark = pytest.mark.ray
-ROOT = Path(__file__).resolve().parents[1]
-TESTS = Path(__file__).resolve().parent
+ROOT = Path(__file__).resolve().parents[2]
+TESTS = Path(__file__).resolve().parents[1]
 TIMED = {"manifest.json", "report.html"}  # hold timings; everything else must be identical
 
 
