@@ -10,8 +10,9 @@ Hierarchical k-means with resampling (our reading of the paper's Algorithm 1 and
   level, so large clusters are subsampled to it and small ones contribute all of their points.
 
 The data level (level 1, :func:`data_level_kmeans`) is the only one that touches embeddings, and it does so
-through an :class:`EmbeddingSource`, so that it runs the same over a matrix in memory and over shards
-(stages.sharded_steps): its first k-means trains on ``sample_size`` rows (default 256 per cluster, faiss's
+through an :class:`EmbeddingSource` (:class:`ShardEmbeddings`: embedding shards in memory or on disk, tasks
+through a ``map_fn``), so that it runs the same over a matrix in memory and over a run's shards (the balance
+stage): its first k-means trains on ``sample_size`` rows (default 256 per cluster, faiss's
 own cap; all when fewer) drawn by semantic_stream's id-hash rule; every row is then assigned (nearest
 centroid, squared L2) in fixed chunks (faiss's result can depend on how many rows one call gets), and each
 resampling step needs only the per-sample (label, distance) arrays plus the embeddings of the selected rows,
@@ -29,6 +30,8 @@ water-filling cap.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import numpy as np
 
@@ -173,7 +176,7 @@ class EmbeddingSource:
     """What the data level needs of the embeddings: ``n`` rows at positions 0..n-1 with unique sample ``ids``
     (int64[n]); ``gather(positions)`` their rows (float32, in the order given); ``assign(centroids, device)``
     the nearest centroid by squared L2 of every row, ``(labels int32[n], dist float32[n])``, computed in the
-    chunks the implementation fixes (the in-memory and the sharded source use the same ones)."""
+    chunks the implementation fixes (:class:`ShardEmbeddings`: per shard, ``chunk_rows`` at a time)."""
 
     n: int
     ids: np.ndarray
@@ -187,40 +190,77 @@ class EmbeddingSource:
 
 def assign_l2_chunk(x: np.ndarray, centroids: np.ndarray, device: str) -> tuple[np.ndarray, np.ndarray]:
     """(labels int32, squared L2 float32) of one chunk in one faiss call (its kernel depends on the row count,
-    so both sources call this on the same chunks)."""
+    so every source calls this on fixed chunks)."""
     from mmcurate import index as mindex
 
     labels, dist = mindex.assign(x, centroids, metric="l2", device=device, chunk_size=max(int(x.shape[0]), 1))
     return labels.astype(np.int32), dist
 
 
-class InMemoryEmbeddings(EmbeddingSource):
-    """A float [n, d] matrix in memory. ``ids``: the rows' sample ids (default 0..n-1); ``chunks``: the
-    (start, stop) row ranges assignment works in (default DEFAULT_CHUNK_ROWS rows at a time; the balance
-    stage passes the sharded form's per-shard chunks)."""
+class ShardEmbeddings(EmbeddingSource):
+    """The rows of :class:`~mmcurate.curate.semantic_stream.EmbeddingShard` s, positions running through the
+    shards in order, ``ids`` one per row. Assignment is one ``map_fn`` task per shard streaming ``chunk_rows``
+    rows at a time (the chunks fix faiss's result, so a source over the same shards gives the same labels
+    whatever runs the tasks); gather is one task per shard holding any of the rows asked for. The caller holds
+    the ids and what it asked to gather, never the embeddings of shards on disk."""
 
-    def __init__(self, x, ids=None, chunks=None):
+    def __init__(self, shards, ids, map_fn: Callable = map, chunk_rows: int | None = None):
         from mmcurate.curate.semantic_stream import DEFAULT_CHUNK_ROWS
 
-        self.x = x
-        self.n = int(x.shape[0])
-        self.ids = np.arange(self.n, dtype=np.int64) if ids is None else np.asarray(ids, np.int64)
-        if self.ids.shape != (self.n,):
-            raise ValueError(f"ids must be int[{self.n}], got shape {self.ids.shape}")
-        self.chunks = (
-            [(a, min(a + DEFAULT_CHUNK_ROWS, self.n)) for a in range(0, self.n, DEFAULT_CHUNK_ROWS)]
-            if chunks is None
-            else [(int(a), int(b)) for a, b in chunks]
-        )
+        self.shards, self.map_fn = list(shards), map_fn
+        self.chunk_rows = int(DEFAULT_CHUNK_ROWS if chunk_rows is None else chunk_rows)
+        self.ids = np.asarray(ids, np.int64)
+        self.n = int(self.ids.size)
+        self.starts = np.cumsum([0] + [sh.count for sh in self.shards])
+        if self.starts[-1] != self.n or self.ids.shape != (self.n,):
+            raise ValueError(
+                f"ids must be int[{int(self.starts[-1])}], one per row of the shards, got {self.ids.shape}"
+            )
+        self.dim = self.shards[0].dim if self.shards else 0
+        self.gathered_rows = 0  # the most rows one gather held (reported; a test bounds it)
 
     def gather(self, positions):
-        return np.asarray(self.x[np.asarray(positions, np.int64)], np.float32)
+        positions = np.asarray(positions, np.int64)
+        out = np.empty((positions.size, self.dim), np.float32)
+        shard = np.searchsorted(self.starts, positions, side="right") - 1
+        tasks, where = [], []
+        for j in np.unique(shard):
+            sel = np.flatnonzero(shard == j)
+            sel = sel[np.argsort(positions[sel], kind="stable")]
+            tasks.append((self.shards[int(j)], positions[sel] - self.starts[j]))
+            where.append(sel)
+        for sel, rows in zip(where, self.map_fn(_take_task, tasks)):
+            out[sel] = rows
+        self.gathered_rows = max(self.gathered_rows, int(positions.size))
+        return out
 
     def assign(self, centroids, device):
-        parts = [assign_l2_chunk(self.x[a:b], centroids, device) for a, b in self.chunks]
+        parts = list(self.map_fn(_assign_task, [(sh, centroids, device, self.chunk_rows) for sh in self.shards]))
         if not parts:
             return np.zeros(0, np.int32), np.zeros(0, np.float32)
-        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+        return np.concatenate([a for a, _ in parts]), np.concatenate([b for _, b in parts])
+
+
+def _assign_task(task):
+    """One shard's rows streamed chunk_rows at a time: (labels int32, squared L2 float32) to the centroids."""
+    shard, centroids, device, chunk_rows = task
+    parts = [assign_l2_chunk(x, centroids, device) for _, x in shard.chunks(chunk_rows)]
+    if not parts:
+        return np.zeros(0, np.int32), np.zeros(0, np.float32)
+    return np.concatenate([a for a, _ in parts]), np.concatenate([b for _, b in parts])
+
+
+def _take_task(task):
+    shard, rows = task
+    return shard.take(rows)
+
+
+def in_memory_embeddings(x, ids=None) -> ShardEmbeddings:
+    """A float [n, d] matrix in this process as one shard (``ids``: the rows' sample ids, default 0..n-1)."""
+    from mmcurate.curate.semantic_stream import EmbeddingShard
+
+    ids = np.arange(x.shape[0], dtype=np.int64) if ids is None else np.asarray(ids, np.int64)
+    return ShardEmbeddings([EmbeddingShard.from_array(x, ids)], ids)
 
 
 def hash_sample_positions(ids: np.ndarray, s: int, seed: int) -> np.ndarray:
@@ -282,18 +322,17 @@ def hierarchical_kmeans(
     seed: int = 0,
     niter: int = 20,
     ids=None,
-    chunks=None,
 ):
     """List of per-level ``(centroids, labels)``; level 0's labels index the data rows, level i's labels
     index level i-1's centroids. Each level's k is capped at the number of its input points. Level 0 is
-    :func:`data_level_kmeans` (``sample_size``: its k-means sample, null for 256 per cluster; ``ids`` and
-    ``chunks`` as :class:`InMemoryEmbeddings`)."""
+    :func:`data_level_kmeans` (``sample_size``: its k-means sample, null for 256 per cluster; ``ids``: the
+    rows' sample ids, for the id-hash sample)."""
     from mmcurate import index as mindex
     from mmcurate.index.faiss_index import as_matrix
 
     dev = mindex.resolve_device(device)
     c, lab, _ = data_level_kmeans(
-        InMemoryEmbeddings(as_matrix(emb, "emb"), ids, chunks), levels[0], n_resamples, sample_size, dev, seed, niter
+        in_memory_embeddings(as_matrix(emb, "emb"), ids), levels[0], n_resamples, sample_size, dev, seed, niter
     )
     return [(c, lab)] + upper_levels(c, levels[1:], n_resamples, dev, seed, niter)
 
@@ -406,12 +445,11 @@ def balanced_sample(
     niter: int = 20,
     return_clusters: bool = False,
     ids=None,
-    chunks=None,
 ):
     """Sorted unique int64 indices of ``min(target, n)`` samples, balanced over semantic clusters
     (see the module docstring). ``strategy`` picks points within leaf clusters: "random" or "closest".
-    ``sample_size``: rows the data level's k-means trains on (null: 256 per cluster); ``ids`` / ``chunks``: the
-    rows' sample ids (for the id-hash sample) and assignment chunks (see :class:`InMemoryEmbeddings`).
+    ``sample_size``: rows the data level's k-means trains on (null: 256 per cluster); ``ids``: the
+    rows' sample ids (for the id-hash sample).
     With ``return_clusters`` also returns each sample's top-level cluster and the number of top-level
     clusters, ``(indices, top_labels int64[n], n_top)``, so callers need not cluster again for stats."""
     from mmcurate import index as mindex
@@ -426,7 +464,7 @@ def balanced_sample(
         if target == 0:
             return np.zeros(0, np.int64)
     out = balanced_sample_from(
-        InMemoryEmbeddings(x, ids, chunks),
+        in_memory_embeddings(x, ids),
         target,
         levels,
         mindex.resolve_device(device),

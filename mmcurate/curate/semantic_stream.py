@@ -25,7 +25,8 @@ Three passes, each over shards, none holding the embedding matrix:
    :func:`~mmcurate.curate.semantic.block_max_similarity` (torch on CUDA when the device is a GPU).
 
 ``map_fn`` is anything with the builtin ``map``'s signature: a ``ProcessPoolExecutor``'s ``map`` or a Ray
-wrapper. Task functions and shards are picklable; the spill directory must be visible to every worker.
+wrapper. Task functions and shards are picklable; a :class:`FileSpill`'s directory must be visible to every
+worker (a :class:`MemorySpill` holds pass 2's rows in this process instead, for builtin ``map``).
 
 Memory.
     Driver: the sample (``sample_size * d * 4`` bytes) and centroids during pass 1, then per-sample arrays
@@ -36,8 +37,9 @@ Memory.
     Pass-3 task: 20 bytes per row of its partition (id, key, cluster) plus about 40 bytes per row for the
     sort and its outputs, and the embeddings of one cluster at a time plus one ``block x block`` tile.
     ``stats["peak_task_rows"]`` reports the most embedding rows any task held at once.
-Disk: the spill is every row once (``4 * d + 20`` bytes per sample) in ``2 * shards * partitions`` files at
-most; it is deleted when the call returns.
+Disk (a :class:`FileSpill`; a :class:`MemorySpill` holds the same in RAM): the spill is every row once
+(``4 * d + 20`` bytes per sample) in ``2 * shards * partitions`` files at most; it is deleted when the call
+returns.
 """
 
 from __future__ import annotations
@@ -582,9 +584,9 @@ def _cosine64(x: np.ndarray, c64: np.ndarray, labels: np.ndarray) -> np.ndarray:
 
 
 def _assign_shard(task) -> np.ndarray:
-    """Pass-2 task: stream one shard, assign, append to the per-(shard, partition) spill files.
+    """Pass-2 task: stream one shard, assign, append to its (shard, partition) pieces of the spill.
     Returns int64[k] rows per cluster."""
-    si, shard, centroids, keys, policy, root, n_part, chunk_rows, device = task
+    si, shard, centroids, keys, policy, spill, n_part, chunk_rows, device = task
     k = centroids.shape[0]
     c64 = centroids.astype(np.float64)
     counts = np.zeros(k, np.int64)
@@ -606,13 +608,86 @@ def _assign_shard(task) -> np.ndarray:
             o = order[bounds[p] : bounds[p + 1]]
             meta = np.empty(o.size, META_DTYPE)
             meta["id"], meta["key"], meta["cluster"] = cid[o], key[o], labels[o]
-            base = os.path.join(_part_dir(root, int(p)), f"s{si:06d}")
-            with open(base + ".meta", "ab") as f:
-                meta.tofile(f)
-            with open(base + ".emb", "ab") as f:
-                np.ascontiguousarray(x[o]).tofile(f)
+            spill.append(int(p), si, meta, np.ascontiguousarray(x[o]))
         counts += np.bincount(labels, minlength=k)
     return counts
+
+
+# ------------------------------------------------------------------------------------------- the spill
+
+
+class FileSpill:
+    """Pass 2's rows on disk under ``root`` (which every worker must see): per partition and shard, a file of
+    (id, key, cluster) records and one of embedding rows, appended chunk by chunk. Picklable: tasks in other
+    processes append to it; pass 3 reads one partition at a time, a cluster's rows by coalesced reads."""
+
+    def __init__(self, root):
+        self.root = str(root)
+
+    def create(self, n_partitions: int) -> None:
+        for p in range(n_partitions):
+            os.makedirs(_part_dir(self.root, p), exist_ok=True)
+
+    def append(self, p: int, si: int, meta: np.ndarray, x: np.ndarray) -> None:
+        base = os.path.join(_part_dir(self.root, p), f"s{si:06d}")
+        with open(base + ".meta", "ab") as f:
+            meta.tofile(f)
+        with open(base + ".emb", "ab") as f:
+            x.tofile(f)
+
+    def open_partition(self, p: int, d: int):
+        """(the partition's records in shard order, a reader of its rows by position in that order)."""
+        pdir = _part_dir(self.root, p)
+        names = sorted(f[:-5] for f in os.listdir(pdir) if f.endswith(".meta"))
+        metas = [np.fromfile(os.path.join(pdir, n + ".meta"), META_DTYPE) for n in names]
+        starts = np.cumsum([0] + [m.size for m in metas])
+        meta = np.concatenate(metas) if metas else np.zeros(0, META_DTYPE)
+        return meta, _RowReader([os.path.join(pdir, n + ".emb") for n in names], starts, d)
+
+    def disk_bytes(self, n_partitions: int) -> int:
+        return sum(e.stat().st_size for p in range(n_partitions) for e in os.scandir(_part_dir(self.root, p)))
+
+    def remove(self) -> None:
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+class MemorySpill:
+    """Pass 2's rows held in this process (tasks must run here, e.g. builtin ``map``): the same pieces as
+    :class:`FileSpill`, nothing written. A partition's pieces are released once pass 3 has opened it."""
+
+    def __init__(self):
+        self._pieces: dict[int, dict[int, list]] = {}
+
+    def create(self, n_partitions: int) -> None:
+        self._pieces = {p: {} for p in range(n_partitions)}
+
+    def append(self, p: int, si: int, meta: np.ndarray, x: np.ndarray) -> None:
+        self._pieces[p].setdefault(si, []).append((meta, x))
+
+    def open_partition(self, p: int, d: int):
+        pieces = [piece for _, shard in sorted(self._pieces.pop(p, {}).items()) for piece in shard]
+        meta = np.concatenate([m for m, _ in pieces]) if pieces else np.zeros(0, META_DTYPE)
+        rows = np.concatenate([x for _, x in pieces]) if pieces else np.zeros((0, d), np.float32)
+        return meta, _ArrayRows(rows)
+
+    def disk_bytes(self, n_partitions: int) -> int:
+        return 0
+
+    def remove(self) -> None:
+        self._pieces = {}
+
+
+class _ArrayRows:
+    """:class:`_RowReader`'s interface over rows in memory."""
+
+    def __init__(self, rows: np.ndarray):
+        self.rows = rows
+
+    def read_sorted(self, q: np.ndarray, out: np.ndarray) -> None:
+        np.take(self.rows, q, axis=0, out=out)
+
+    def close(self) -> None:
+        self.rows = None
 
 
 # ------------------------------------------------------------------------------------------- pass 3
@@ -670,13 +745,8 @@ def _dedup_partition(task):
     """Pass-3 task: keep order and block max similarity for every cluster of one partition.
     Returns (ids, max_similarity, partner id, cluster, largest cluster rows held, representatives), the last
     being (duplicate ids, their kept representatives' ids, cosine to it) when eps is given, else None."""
-    root, p, d, block, use_torch, eps = task
-    pdir = _part_dir(root, p)
-    names = sorted(f[:-5] for f in os.listdir(pdir) if f.endswith(".meta"))
-    metas = [np.fromfile(os.path.join(pdir, n + ".meta"), META_DTYPE) for n in names]
-    starts = np.cumsum([0] + [m.size for m in metas])
-    meta = np.concatenate(metas) if metas else np.zeros(0, META_DTYPE)
-    del metas
+    spill, p, d, block, use_torch, eps = task
+    meta, reader = spill.open_partition(p, d)
     ids, cluster = meta["id"].copy(), meta["cluster"].copy()
     # keep order: cluster, then key, then id (semantic.keep_order with the id where it uses the index)
     order = np.lexsort((ids, meta["key"], cluster))
@@ -685,7 +755,6 @@ def _dedup_partition(task):
     edges = np.r_[0, np.flatnonzero(cl[1:] != cl[:-1]) + 1, cl.size]
     best = np.full(ids.size, -np.inf, np.float32)
     partner = np.full(ids.size, -1, np.int64)
-    reader = _RowReader([os.path.join(pdir, n + ".emb") for n in names], starts, d)
     peak = 0
     rep_dup, rep_id, rep_cos = [], [], []
     try:
@@ -753,6 +822,7 @@ def semantic_dedup_streaming(
     niter: int = 20,
     device: str = "auto",
     spill_dir: str | None = None,
+    spill: FileSpill | MemorySpill | None = None,
     n_partitions: int | None = None,
     map_fn: Callable = map,
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
@@ -764,8 +834,10 @@ def semantic_dedup_streaming(
     ``shards``: :class:`EmbeddingShard` s with unique global ids (>= 0) and L2-normalised rows.
     ``keep``: "hard" | "easy" | "random" | scores by id, ``(ids, scores)`` or a mapping id -> score (every
     sample needs one; NaN ranks last). ``n_clusters`` is capped at n. ``sample_size`` rows train k-means
-    (default ``min(n, 256 * n_clusters)``; capped at n; must be >= n_clusters). ``spill_dir``: where the
-    pass-2 files go (a fresh subdirectory, removed at the end; default the system temp dir). ``n_partitions``
+    (default ``min(n, 256 * n_clusters)``; capped at n; must be >= n_clusters). ``spill``: where pass 2's
+    rows go, a :class:`FileSpill` (its directory removed at the end) or a :class:`MemorySpill` (builtin
+    ``map`` only: tasks must share this process); default a FileSpill in a fresh subdirectory of
+    ``spill_dir`` (default the system temp dir). ``n_partitions``
     (default: ~4M rows each, at least 16, at most n_clusters) sets the pass-3 task count. ``map_fn`` runs
     the shard tasks of pass 2 and the partition tasks of pass 3; results do not depend on it.
     ``representatives``: also return, per duplicate, its kept representative and the cosine to it
@@ -828,14 +900,14 @@ def semantic_dedup_streaming(
         return None
 
     perm = np.random.default_rng(seed).permutation(n) if policy == "random" else None
-    root = tempfile.mkdtemp(prefix="semstream-", dir=spill_dir)
+    if spill is None:
+        spill = FileSpill(tempfile.mkdtemp(prefix="semstream-", dir=spill_dir))
     try:
-        for p in range(n_part):
-            os.mkdir(_part_dir(root, p))
+        spill.create(n_part)
         # pass 2: streaming assignment, spilled by partition
         t0 = time.perf_counter()
         tasks = (
-            (si, sh, centroids, shard_keys(sh), policy, root, n_part, chunk_rows, dev) for si, sh in enumerate(shards)
+            (si, sh, centroids, shard_keys(sh), policy, spill, n_part, chunk_rows, dev) for si, sh in enumerate(shards)
         )
         sizes = np.zeros(k, np.int64)
         for c in map_fn(_assign_shard, tasks):
@@ -843,7 +915,7 @@ def semantic_dedup_streaming(
         perm = None
         times["assign_s"] = time.perf_counter() - t0
         part_sizes = np.bincount(np.arange(k) % n_part, weights=sizes, minlength=n_part).astype(np.int64)
-        spill_bytes = sum(e.stat().st_size for p in range(n_part) for e in os.scandir(_part_dir(root, p)))
+        spill_bytes = spill.disk_bytes(n_part)
 
         # pass 3: per partition, keep order and block max similarity per cluster
         t0 = time.perf_counter()
@@ -854,7 +926,7 @@ def semantic_dedup_streaming(
         cluster = np.full(n, -1, np.int32)
         peak = 0
         tasks3 = (
-            (root, int(p), d, int(block), use_torch, float(eps) if representatives else None)
+            (spill, int(p), d, int(block), use_torch, float(eps) if representatives else None)
             for p in np.flatnonzero(part_sizes)
         )
         rep_parts = []
@@ -870,7 +942,7 @@ def semantic_dedup_streaming(
             peak = max(peak, peak_p)
         times["pairwise_s"] = time.perf_counter() - t0
     finally:
-        shutil.rmtree(root, ignore_errors=True)
+        spill.remove()
     if (cluster < 0).any():  # every row was spilled and read back: a miss means a corrupted spill
         raise RuntimeError(f"{int((cluster < 0).sum())} samples were lost between passes 2 and 3")
     times["total_s"] = time.perf_counter() - t_start

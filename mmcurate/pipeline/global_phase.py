@@ -7,9 +7,8 @@ accounting; every result is keyed by the run-wide sample id (``SAMPLE_ID``) whil
 ``key`` only in the outputs it returns. Both contexts give the write phase the added columns through the same
 ``join(shard, meta, rows)``, so nothing after this phase knows which mode ran.
 
-A step computes its result either over the context's shards (``run_sharded(ctx)``, used by the sharded
-context) or over one table of its columns for all survivors (``run(table)``, which ``run_in_memory`` calls
-and maps from keys to sample ids).
+Every step is written once, as ``run(ctx)`` (pipeline.stage.GlobalStage): memory mode is the same algorithm
+over one partition in this process.
 """
 
 from __future__ import annotations
@@ -54,7 +53,7 @@ def run_global_phase(ctx, plan) -> GlobalPhaseResult:
         st = new_stat()
         n_in = ctx.n_alive
         st["in"] = n_in
-        st["mode"] = "memory"
+        st["mode"] = "sharded" if ctx.sharded else "memory"
         t = time.perf_counter()
         if n_in:
             missing = [c for c in stage.requires if c not in ctx.column_names]
@@ -62,17 +61,10 @@ def run_global_phase(ctx, plan) -> GlobalPhaseResult:
                 raise StageError(
                     f"global stage {stage.name!r} needs column(s) {missing}, which no earlier stage produced"
                 )
-            if stage.runs_on_context:
-                res = stage.run(ctx)
-            else:  # a step not yet written over the context: run_sharded, else run(table) via run_in_memory
-                res = stage.run_sharded(ctx) if ctx.sharded and hasattr(stage, "run_sharded") else None
-            if res is not None:
-                st["mode"] = "sharded" if ctx.sharded else "memory"
-                gone = res.rejected.column(SAMPLE_ID).to_numpy().astype(np.int64)
-                rejected = res.rejected.drop_columns([SAMPLE_ID])
-                columns = res.columns
-            else:
-                res, gone, rejected, columns = run_in_memory(stage, ctx)
+            res = stage.run(ctx)
+            gone = res.rejected.column(SAMPLE_ID).to_numpy().astype(np.int64)
+            rejected = res.rejected.drop_columns([SAMPLE_ID])
+            columns = res.columns
             ctx.remove(gone)
             if rejected.num_rows:
                 rejects.append(rejected.cast(REJECTS_SCHEMA))
@@ -115,35 +107,9 @@ def run_sharded_global_phase(
 
 
 def run_on_table(stage, table: pa.Table):
-    """One global step over a table of survivors (notebooks, tests): its GlobalResult as the driver gets it. A
-    step written over the context gets a MemoryGlobalContext (its rejects carry SAMPLE_ID: the table's, else
-    the row numbers); the others get the table."""
-    if stage.runs_on_context:
-        return stage.run(MemoryGlobalContext.from_table(table))
-    return stage.run(table)
-
-
-def run_in_memory(stage, ctx):
-    """A step over one table of its columns for all survivors (``stage.run(table)``), its rejects and columns
-    mapped from keys to sample ids: (result, rejected ids, rejects, columns keyed by SAMPLE_ID)."""
-    cols = list(dict.fromkeys(["key", "source", *stage.requires]))
-    table = ctx.load(cols)
-    res = stage.run(table.select(cols + ([SAMPLE_ID] if getattr(stage, "uses_sample_ids", False) else [])))
-    keys = table.column("key").combine_chunks()
-    ids = table.column(SAMPLE_ID).combine_chunks()
-
-    def ids_of(k, what):
-        idx = pc.index_in(k, value_set=keys)
-        if idx.null_count:
-            raise StageError(f"global stage {stage.name!r} {what} keys it was not given")
-        return ids.take(idx)
-
-    gone = ids_of(res.rejected.column("key"), "rejected").to_numpy().astype(np.int64)
-    columns = None
-    if res.columns is not None and res.columns.num_rows:
-        columns = res.columns.drop_columns(["key"])
-        columns = columns.append_column(SAMPLE_ID, ids_of(res.columns.column("key"), "added columns for"))
-    return res, gone, res.rejected, columns
+    """One global step over a table of survivors (notebooks, tests): its GlobalResult, samples named by the
+    table's SAMPLE_ID (else its row numbers)."""
+    return stage.run(MemoryGlobalContext.from_table(table))
 
 
 def resolve_representatives(dups: pa.Table, gone_keys) -> pa.Table:

@@ -1,12 +1,11 @@
 """The sharded global context (``run: {global_mode: sharded}``): global steps without the whole dataset on one worker.
 
-``pipeline.global_phase`` runs the global steps over a context. Memory mode's holds the columns every step
-needs, for all survivors, in one table. This one leaves them in the map phase's survivor shards
-(``_work/meta/NNNNN.parquet``); a stage with ``run_sharded(ctx)`` computes its result with per-shard and
-per-partition tasks through ``ctx.map_fn`` (builtin ``map``, a process pool's map for ``run.workers`` > 1, Ray
-tasks under the Ray executor). Stages without it, or whose run_sharded returns None (phash_dedup at
-max_distance 64, split at phash_radius 64), get one table of their own columns (``ctx.load``); the manifest
-records per global step which mode ran. The outputs are byte for byte those of memory mode.
+``pipeline.global_phase`` runs the global steps over a context; every step is one ``run(ctx)``. Memory mode's
+context holds the columns every step needs, for all survivors, in one table, and runs tasks in process. This
+one leaves them in the map phase's survivor shards (``_work/meta/NNNNN.parquet``), runs the steps' per-shard
+and per-partition tasks through ``ctx.map_fn`` (builtin ``map``, a process pool's map for ``run.workers`` > 1,
+Ray tasks under the Ray executor) and spills their partitions under ``_work/``. The outputs are byte for byte
+those of memory mode.
 
 Sample ids. A sample is named by ``SAMPLE_ID`` = (survivor shard index << 32) | its row in that shard's metadata
 file: stable for the whole global phase and ascending in memory mode's row order, so a tie broken by row in
@@ -19,8 +18,7 @@ State between steps, on disk and in the driver:
   * the global rejects and duplicate links as tables (their size: duplicates and filtered samples only);
   * spill files of a step's tasks under ``_work/global/spill/<step>/`` (deleted after the step).
 The driver never holds a column of all samples except where a stage says so: at most a few bytes per sample
-(ids of linked or kept samples, cluster labels; see each stage's run_sharded), never embeddings or all hashes.
-A step that falls back to memory holds its columns for all survivors, as memory mode does.
+(ids of linked or kept samples, cluster labels; see each step's run), never embeddings or all hashes.
 """
 
 from __future__ import annotations
@@ -39,6 +37,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from mmcurate.curate.hashing import mix64
+from mmcurate.curate.semantic_stream import EmbeddingShard, FileSpill, MemorySpill
 from mmcurate.pipeline.stage import SAMPLE_ID, SHARD_SHIFT, AccountingError, StageError, id_rows, id_shards, make_ids
 
 GLOBAL_DIR = "global"
@@ -138,6 +137,20 @@ class DiskPartitions:
     def read(self, p: int) -> pa.Table | None:
         return read_partition(partition_dir(self.root, p))
 
+    def embeddings(self, name: str, x: np.ndarray, ids: np.ndarray) -> EmbeddingShard:
+        """One shard's embedding rows kept for the step's later tasks: a float32 .npy file here (atomic, so a
+        retried task rewrites it), read back by row ranges and by row, never whole."""
+        path = Path(self.root) / "embeddings" / f"{name}.npy"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp.npy")
+        np.save(tmp, np.ascontiguousarray(x, np.float32))
+        os.replace(tmp, path)
+        return EmbeddingShard.from_npy(path, ids)
+
+    def row_spill(self) -> FileSpill:
+        """Where semantic dedup's assignment pass spills the rows by cluster partition."""
+        return FileSpill(Path(self.root) / "rows")
+
 
 class MemoryPartitions:
     """The same partitions held in this process (memory mode: tasks run in process, nothing is spilled)."""
@@ -168,6 +181,12 @@ class MemoryPartitions:
         if not pieces:
             return None
         return pa.concat_tables([t for _, t in pieces], promote_options="permissive")
+
+    def embeddings(self, name: str, x: np.ndarray, ids: np.ndarray) -> EmbeddingShard:
+        return EmbeddingShard.from_array(x, ids, name=name)
+
+    def row_spill(self) -> MemorySpill:
+        return MemorySpill()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -325,16 +344,16 @@ def _repeated_keys_task(part_dir) -> tuple[int, list]:
 
 
 # ---------------------------------------------------------------------------------------------
-# The context handed to run_sharded
+# The context
 # ---------------------------------------------------------------------------------------------
 class ShardedGlobalContext:
-    """What a stage's run_sharded(ctx) works with.
+    """The survivors as a global step's run(ctx) sees them when sharded.
 
     ``views()``: the survivor shards as :class:`ShardView` s (only those with samples left), each with
     ``read(columns)`` (surviving rows, earlier steps' columns joined, SAMPLE_ID added). ``map_fn(fn, tasks)``:
     the executor's map (results in task order). ``spill_dir(step)``: a fresh directory under _work/ visible to
     every task. ``fetch(ids, columns)``: the columns of a few samples by id. ``load(columns)``: all survivors'
-    columns in one table (the in-memory fallback). ``n_partitions(rows_per_partition)``: a partition count
+    columns in one table. ``n_partitions(rows_per_partition)``: a partition count
     for a shuffle of all survivors. ``tasks_see_gpu``: whether tasks may use a GPU the driver sees.
     """
 

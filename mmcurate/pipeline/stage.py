@@ -6,8 +6,8 @@ rows' reasons. Every input row is in exactly one of the two.
 
 GlobalStage: runs once over the metadata of every sample that survived the map stages before it
 (never the image bytes), e.g. dedup. It returns which samples it rejects (with reasons), duplicate links and
-per-sample columns; the executor applies that decision when it writes the output. A step written over the
-global context (``run(ctx)``, pipeline.global_phase) names samples by their run-wide SAMPLE_ID.
+per-sample columns, naming samples by their run-wide SAMPLE_ID; the executor applies that decision when it
+writes the output (see GlobalStage).
 
 Parameters are declared as a dataclass `Params` on the stage; a recipe's keys are checked against
 it, so an unknown key is an error naming the bad key and the valid ones.
@@ -76,9 +76,10 @@ class StageResult:
 
 @dataclass
 class GlobalResult:
-    rejected: pa.Table = field(default_factory=REJECTS_SCHEMA.empty_table)  # key, source, stage, reason, detail
+    # key, source, stage, reason, detail and the rejected samples' SAMPLE_ID
+    rejected: pa.Table = field(default_factory=lambda: with_sample_ids(REJECTS_SCHEMA.empty_table(), []))
     duplicates: pa.Table = field(default_factory=DUPLICATES_SCHEMA.empty_table)
-    # Per-key columns to add to the kept samples' rows (e.g. a duplicate-group id): key + columns.
+    # Per-sample columns to add to the kept samples' rows (e.g. a cluster id): SAMPLE_ID + columns.
     columns: pa.Table | None = None
     stats: dict = field(default_factory=dict)
 
@@ -91,10 +92,15 @@ class NoParams:
 class _StageBase:
     name: ClassVar[str] = ""
     Params: ClassVar[type] = NoParams
-    resources: ClassVar[Resources] = Resources()
+    # What one worker needs, and (``requires``) which columns the stage reads: class defaults that a stage's
+    # __init__ may set per instance from its parameters (e.g. a device or a score column).
+    resources: Resources = Resources()
+    requires: tuple[str, ...] = ("key", "source")
 
     def __init__(self, **params):
         self.params = make_params(self.name, self.Params, params)
+        self.requires = tuple(type(self).requires)
+        self.resources = type(self).resources
 
     def setup(self) -> None:
         """Load what the stage needs once per worker (models, tables). Called before the first batch."""
@@ -117,34 +123,30 @@ class _StageBase:
 class MapStage(_StageBase):
     batch_size: ClassVar[int] = 256
     # Columns the stage reads; the executor checks they exist before the first batch.
-    requires: ClassVar[tuple[str, ...]] = ("key", "source")
+    requires: tuple[str, ...] = ("key", "source")
 
     def process(self, batch: pa.Table) -> StageResult:
         raise NotImplementedError
 
 
 class GlobalStage(_StageBase):
+    """A step over every survivor at once. ``run(ctx)`` is its one method, whichever way the survivors are held:
+    ``ctx`` is a global context (pipeline.global_phase.MemoryGlobalContext, or
+    pipeline.global_sharded.ShardedGlobalContext for ``run: {global_mode: sharded}``) giving the survivors'
+    columns as shard views, ``map_fn`` for the step's tasks, ``fetch(ids, columns)``, a partition store
+    (``partitions(step)``: in RAM or spilled under _work/) and the primitives whose best form differs (Hamming
+    pairs, key ranks). The step's result names samples by SAMPLE_ID: its rejects carry a SAMPLE_ID column,
+    its per-sample columns are SAMPLE_ID + columns; ``key`` appears in outputs only. The result must not
+    depend on the context (tests run every step over one partition, N partitions and tasks in any order)."""
+
     # Metadata columns the global step needs from every surviving sample (never "image").
-    requires: ClassVar[tuple[str, ...]] = ("key", "source")
-    # Whether run() gets the SAMPLE_ID column too (ids a result may depend on, e.g. a sample drawn by id).
-    uses_sample_ids: ClassVar[bool] = False
+    requires: tuple[str, ...] = ("key", "source")
     # The per-batch half of a global step (e.g. computing sha256 / pHash), run by the executor in the
     # map phase at this stage's recipe position; its added columns reach run() through `requires`.
     map_part: MapStage | None = None
 
-    # True for a step written once over the global context: run(ctx) gets a MemoryGlobalContext or a
-    # ShardedGlobalContext (pipeline.global_phase) and returns its rejects with their SAMPLE_ID column and its
-    # per-sample columns keyed by SAMPLE_ID. False (steps not yet moved): run(table) over one table of its
-    # columns, results keyed by key, and optionally run_sharded(ctx).
-    runs_on_context: ClassVar[bool] = False
-
-    def run(self, table_or_ctx) -> GlobalResult:
+    def run(self, ctx) -> GlobalResult:
         raise NotImplementedError
-
-    # A stage may also define run_sharded(ctx) -> GlobalResult | None for run: {global_mode: sharded}: the
-    # same result computed over the survivor shards through ctx (pipeline.global_sharded.ShardedGlobalContext),
-    # with the rejects' SAMPLE_ID column and per-sample columns keyed by SAMPLE_ID instead of key. None
-    # (or no such method) runs the step in memory over its columns.
 
 
 def make_params(stage_name: str, params_cls: type, given: dict):

@@ -281,7 +281,6 @@ class ClipScoreFilter(GlobalStage):
             if self.keep_fraction is not None:
                 check_number("keep_fraction", self.keep_fraction, 0.0, 1.0, lo_open=True)
 
-    runs_on_context = True
 
     def run(self, ctx) -> GlobalResult:
         """Pass 1 per shard: (id, score) of the scored samples (and the rejects, with a threshold). keep_fraction:

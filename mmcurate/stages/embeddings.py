@@ -1,5 +1,5 @@
 """Embedding columns <-> numpy, stated once: clip_embed writes them, clip_heads, semantic_dedup and balance
-read them.
+read them; semantic_dedup and balance get theirs shard by shard through :func:`step_embeddings`.
 
 An embedding column is a fixed_size_list (as clip_embed writes it: float16, L2-normalised) or a list of
 floats per sample. It becomes a float32 [n, d] matrix by one flatten + reshape of the rows that have one
@@ -10,11 +10,14 @@ StageError.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from mmcurate.pipeline.stage import StageError
+from mmcurate.pipeline.schema import REJECTS_SCHEMA, rejects_table
+from mmcurate.pipeline.stage import SAMPLE_ID, StageError, with_sample_ids
 
 DEFAULT_EMBEDDING_COLUMN = "image_embedding"
 #: Embeddings with a smaller norm are "all zeros" (unusable: no direction).
@@ -118,3 +121,92 @@ def embedding_matrix(column, name: str = DEFAULT_EMBEDDING_COLUMN, stage: str = 
         details[rows[j]] = f"{name} is {'all zeros' if np.isfinite(norms[j]) else 'not finite'}"
     ok[rows[~good]] = False
     return np.ascontiguousarray(x, dtype=np.float32), ok, details
+
+
+# ---------------------------------------------------------------------------------------------------------
+# A global step's embeddings, shard by shard
+
+
+def no_embedding_rejects(table: pa.Table, ok: np.ndarray, details: list, stage: str) -> pa.Table:
+    """The rejects (reason ``no_embedding``) of ``table``'s rows whose embedding is unusable (``~ok``)."""
+    idx = np.flatnonzero(~ok)
+    if not idx.size:
+        return REJECTS_SCHEMA.empty_table()
+    return rejects_table(
+        table.column("key").take(idx).to_pylist(),
+        table.column("source").take(idx).to_pylist(),
+        stage,
+        "no_embedding",
+        [details[i] for i in idx],
+    )
+
+
+@dataclass
+class StepEmbeddings:
+    """The survivors' usable embeddings for one global step: ``shards`` (per survivor shard with any, unit
+    float32 rows in sample-id order, kept in the step's partition store), their sample ``ids`` (ascending,
+    one per row of the shards in order), the ``no_embedding`` rejects (with SAMPLE_ID) and, when asked for,
+    the ``scores`` column's values for the usable rows (in ``ids`` order)."""
+
+    shards: list
+    ids: np.ndarray
+    no_embedding: pa.Table
+    scores: pa.ChunkedArray | None
+
+    @property
+    def n(self) -> int:
+        return int(self.ids.size)
+
+
+def step_embeddings(ctx, store, stage: str, column: str, score_column: str | None = None) -> StepEmbeddings:
+    """One task per survivor shard (``ctx.map_fn``): its embeddings through :func:`embedding_matrix`, the
+    usable rows stored with ``store.embeddings``. The length is the one most embeddings of the whole step
+    have (as embedding_matrix picks it over one table): shards whose own common length differs are redone
+    with it, so the result does not depend on how the survivors are split into shards."""
+    views = ctx.views()
+    outs = list(ctx.map_fn(_embedding_task, [(v, store, stage, column, score_column, None) for v in views]))
+    width = max((o["counts"].size for o in outs), default=0)
+    total = sum((np.pad(o["counts"], (0, width - o["counts"].size)) for o in outs), np.zeros(width, np.int64))
+    if total.sum():
+        d = int(total.argmax())
+        redo = [i for i, o in enumerate(outs) if o["d"] != d]
+        again = ctx.map_fn(_embedding_task, [(views[i], store, stage, column, score_column, d) for i in redo])
+        for i, o in zip(redo, again):
+            outs[i] = o
+    used = [o for o in outs if o["shard"] is not None]
+    rejects = [o["rejects"] for o in outs if o["rejects"].num_rows]
+    return StepEmbeddings(
+        shards=[o["shard"] for o in used],
+        ids=np.concatenate([o["ids"] for o in used]) if used else np.zeros(0, np.int64),
+        no_embedding=pa.concat_tables(rejects) if rejects else with_sample_ids(REJECTS_SCHEMA.empty_table(), []),
+        scores=pa.chunked_array([o["scores"] for o in used]) if score_column and used else None,
+    )
+
+
+def _embedding_task(task) -> dict:
+    """One shard: its usable embeddings normalised (embedding_matrix, with the step's common length when
+    given) and stored; its no_embedding rejects; the length counts; the usable rows' ids and scores."""
+    view, store, stage, column, score_column, dim = task
+    t = view.read(["key", "source", column, *([score_column] if score_column else [])])
+    col = t.column(column)
+    counts = embedding_length_counts(col, column, stage)
+    x, ok, details = embedding_matrix(col, column, stage, dim=dim)
+    ids = t.column(SAMPLE_ID).to_numpy().astype(np.int64)
+    rows = np.flatnonzero(ok)
+    return {
+        "counts": counts,
+        "d": int(x.shape[1]),
+        "ids": ids[rows],
+        "shard": store.embeddings(f"{view.index:05d}", x, ids[rows]) if rows.size else None,
+        "rejects": with_sample_ids(no_embedding_rejects(t, ok, details, stage), ids[~ok]),
+        "scores": t.column(score_column).take(pa.array(rows)).combine_chunks() if score_column else None,
+    }
+
+
+def task_device(ctx, device: str) -> str:
+    """The faiss device a global step's tasks use: ``device`` resolved, but "cpu" where the context's tasks
+    would not see the GPU the driver sees (e.g. Ray tasks scheduled without one)."""
+    from mmcurate import index as mindex
+
+    dev = mindex.resolve_device(device)
+    return "cpu" if dev == "cuda" and not ctx.tasks_see_gpu else dev

@@ -381,7 +381,6 @@ class ExactDedup(GlobalStage):
         self.requires = _dedup_requires(("key", "source", "sha256"), self.params.keep)
         self.map_part = Sha256(num_threads=self.params.num_threads)
 
-    runs_on_context = True
 
     def run(self, ctx) -> GlobalResult:
         """Pass 1 per shard: (id, key, source, digest, score) of the samples with a digest, routed by a hash of
@@ -578,7 +577,6 @@ class PhashDedup(GlobalStage):
             "expected_chance_links_per_sample": chance,
         }
 
-    runs_on_context = True
 
     def run(self, ctx) -> GlobalResult:
         """The candidates from the context's Hamming primitive (memory mode: every sample with a pHash; sharded:

@@ -1,33 +1,31 @@
 """Semantic global steps over image embeddings: semantic_dedup (SemDeDup), balance (semantic-balance sampling).
 
 Both read an embedding column (``embedding_column``, default ``image_embedding`` as written by
-``clip_embed``): a fixed_size_list or list of float16/float32 per sample. Rows are converted to one
-float32 [n, d] matrix (flatten + reshape, no per-row Python) and re-normalised (fp16 storage loses a
-little of the unit norm). A null, wrong-length, non-finite or zero-norm embedding is a per-sample
-reject with reason ``no_embedding``; a column of the wrong type is a StageError.
+``clip_embed``): a fixed_size_list or list of float16/float32 per sample, shard by shard
+(``stages.embeddings.step_embeddings``: unit float32 rows kept in the context's partition store, in RAM in
+memory mode and as .npy files under ``_work/`` when sharded). A null, wrong-length, non-finite or zero-norm
+embedding is a per-sample reject with reason ``no_embedding``; a column of the wrong type is a StageError.
+One algorithm for both modes: the context decides where rows live and what runs the tasks; the results do not
+depend on it (the k-means sample is drawn by id hash, assignment runs per shard in fixed chunks).
 
 semantic_dedup
-    ``mmcurate.curate.semantic_dedup`` (spherical k-means, then within each cluster every sample with
-    cosine >= 1 - eps to a more keepable member is a duplicate). k-means trains on ``sample_size`` samples
-    (null: 256 per cluster, faiss's own cap, or all when there are fewer), drawn by ``curate.semantic_stream``'s
-    id-hash rule; every sample then goes to its nearest centroid. ``run: {global_mode: sharded}`` runs the
-    same computation as ``semantic_dedup_streaming`` (embeddings streamed from the survivor shards,
-    per-cluster work as tasks) with identical results; there the sample is held in memory (at most 50,000
-    clusters x 256 x d x 4 bytes by default). Duplicates are rejected
+    ``mmcurate.curate.semantic_dedup_streaming`` (SemDeDup: spherical k-means, then within each cluster every
+    sample with cosine >= 1 - eps to a more keepable member is a duplicate). k-means trains on ``sample_size``
+    samples (null: 256 per cluster, faiss's own cap, or all when there are fewer; at most 50,000 clusters x
+    256 x d x 4 bytes by default), drawn by the id-hash rule; every sample then goes to its nearest centroid,
+    and the pairwise pass runs per partition of clusters as tasks. Duplicates are rejected
     (``duplicate_semantic``, detail ``cosine 0.973 to <key>``) and listed in duplicates.parquet (kind
-    ``semantic``, distance 1 - cosine) pointing at their *kept* representative (the witness chain of the
-    curate result followed to the sample this stage keeps). Adds ``semantic_cluster`` (int32).
+    ``semantic``, distance 1 - cosine) pointing at their *kept* representative (the witness chain followed
+    to the sample this stage keeps). Adds ``semantic_cluster`` (int32).
 balance
-    ``mmcurate.curate.balanced_sample`` (hierarchical k-means with resampling, balanced sampling down
+    ``mmcurate.curate.balanced_sample_from`` (hierarchical k-means with resampling, balanced sampling down
     the hierarchy, or a flat per-cluster cap) to ``target`` samples or ``fraction`` of them. The data level's
     k-means trains on ``sample_size`` samples (null: 256 per cluster, or all when fewer) drawn by the id-hash
-    rule, every sample is assigned in the streaming chunks, and its resampling refits gather at most
-    ``sample_size`` rows; ``run: {global_mode: sharded}`` runs the same computation over the survivor shards
-    (stages.sharded_steps.balance_sharded) with identical results. Samples not
-    selected are rejected (``balance``, detail naming their top-level cluster). Adds ``balance_cluster``
-    (the top-level cluster id). Stats: ``cluster_balance_stats`` (Gini, entropy, size percentiles, and the
-    per-cluster ``sizes`` up to 4096 clusters, which the report draws) of the top-level cluster sizes before
-    and after.
+    rule, every sample is assigned per shard, and its resampling refits gather at most ``sample_size`` rows.
+    Samples not selected are rejected (``balance``, detail naming their top-level cluster). Adds
+    ``balance_cluster`` (the top-level cluster id). Stats: ``cluster_balance_stats`` (Gini, entropy, size
+    percentiles, and the per-cluster ``sizes`` up to 4096 clusters, which the report draws) of the top-level
+    cluster sizes before and after.
 """
 
 from __future__ import annotations
@@ -41,11 +39,8 @@ import pyarrow as pa
 from mmcurate.curate.percentiles import percentile_summary
 from mmcurate.pipeline.params import check_choice, check_device, check_int, check_number, check_seed, check_text, is_int
 from mmcurate.pipeline.schema import DUPLICATES_SCHEMA, REJECTS_SCHEMA, rejects_table
-from mmcurate.pipeline.stage import SAMPLE_ID, SHARD_SHIFT, GlobalResult, GlobalStage, StageError, registry
-from mmcurate.stages.embeddings import (
-    DEFAULT_EMBEDDING_COLUMN,
-    embedding_matrix,
-)
+from mmcurate.pipeline.stage import SAMPLE_ID, GlobalResult, GlobalStage, StageError, registry, with_sample_ids
+from mmcurate.stages.embeddings import DEFAULT_EMBEDDING_COLUMN, step_embeddings, task_device
 
 POINTS_PER_CLUSTER = 1000  # semantic_dedup's default cluster size: n_clusters = round(n / 1000)
 MAX_DEFAULT_CLUSTERS = 50_000  # cap on that default (an explicit n_clusters is only capped at n)
@@ -59,28 +54,9 @@ CLUSTER_SIZE_PERCENTILES = (0, 50, 90, 99, 100)
 # helpers
 
 
-def no_embedding_rejects(table: pa.Table, ok: np.ndarray, details: list, stage: str) -> pa.Table:
-    idx = np.flatnonzero(~ok)
-    if not idx.size:
-        return REJECTS_SCHEMA.empty_table()
-    return rejects_table(
-        table.column("key").take(idx).to_pylist(),
-        table.column("source").take(idx).to_pylist(),
-        stage,
-        "no_embedding",
-        [details[i] for i in idx],
-    )
-
-
 def cluster_size_percentiles(sizes: np.ndarray) -> dict:
-    """semantic_dedup's cluster_size_percentiles (kept under this name for SemanticDedup.run and
-    stages.sharded_steps, which call it)."""
+    """semantic_dedup's stats: percentiles of the cluster sizes."""
     return percentile_summary(sizes, CLUSTER_SIZE_PERCENTILES)
-
-
-def _concat_rejects(parts) -> pa.Table:
-    parts = [p for p in parts if p.num_rows]
-    return pa.concat_tables(parts) if parts else REJECTS_SCHEMA.empty_table()
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -90,7 +66,6 @@ def _concat_rejects(parts) -> pa.Table:
 @registry.register
 class SemanticDedup(GlobalStage):
     name = "semantic_dedup"
-    uses_sample_ids = True  # the k-means sample and the assignment chunks follow the run's sample ids
 
     @dataclass
     class Params:
@@ -153,79 +128,75 @@ class SemanticDedup(GlobalStage):
         scores = np.asarray(column.to_numpy(zero_copy_only=False), np.float64)
         return scores if direction == "max" else -scores
 
-    def run(self, table: pa.Table) -> GlobalResult:
-        """In memory: k-means on ``sample_size`` rows (256 per cluster when null; the streaming version's id-hash sample
-        otherwise, by the table's ``_sample_id`` when the executor passes it, else the row number), every row
-        assigned to its nearest centroid in the streaming version's chunks, then curate.semantic_dedup on
-        those clusters: the sharded run (run_sharded) gives the same result."""
-        from mmcurate import index as mindex
-        from mmcurate.curate import semantic_dedup
-        from mmcurate.curate.semantic import pair_cosine64
-        from mmcurate.curate.semantic_stream import assign_chunk, fit_centroids
+    def run(self, ctx) -> GlobalResult:
+        """The survivors' usable embeddings per shard (stages.embeddings.step_embeddings) into the context's
+        partition store, then curate.semantic_dedup_streaming over them: k-means on the id-hash sample,
+        assignment per shard, the pairwise pass per cluster partition (each duplicate's representative and
+        cosine found where its cluster's rows are at hand), pass 2's rows spilled into the store's row spill
+        (RAM in memory mode, _work/ when sharded). Keys fetched for the duplicates only."""
+        from mmcurate.curate.semantic_stream import DEFAULT_CHUNK_ROWS, semantic_dedup_streaming
 
         t0 = time.perf_counter()
         p = self.params
-        x, ok, details = embedding_matrix(table.column(p.embedding_column), p.embedding_column, self.name)
-        rejected = [no_embedding_rejects(table, ok, details, self.name)]
-        rows = np.flatnonzero(ok)
-        m = rows.size
+        store = ctx.partitions(self.name)
+        score_col = next(iter(p.keep.values())) if isinstance(p.keep, dict) else None
+        emb = step_embeddings(ctx, store, self.name, p.embedding_column, score_col)
         stats = {
-            "no_embedding": int(table.num_rows - m),
+            "no_embedding": int(emb.no_embedding.num_rows),
             "eps": float(p.eps),
             "keep": p.keep if isinstance(p.keep, str) else dict(p.keep),
         }
-        if m == 0:
+        if emb.n == 0:
             stats.update(clusters=0, duplicates=0, seconds=round(time.perf_counter() - t0, 4))
-            return GlobalResult(rejected=_concat_rejects(rejected), stats=stats)
-        keep = self.keep_policy(
-            table.column(next(iter(p.keep.values()))).take(pa.array(rows)) if isinstance(p.keep, dict) else None
+            return GlobalResult(rejected=emb.no_embedding, stats=stats)
+        keep = (emb.ids, self.keep_policy(emb.scores)) if score_col else p.keep
+        k, s = self.sizes_for(emb.n)
+        r = semantic_dedup_streaming(
+            emb.shards,
+            eps=float(p.eps),
+            n_clusters=k,
+            keep=keep,
+            sample_size=s,
+            seed=p.seed,
+            device=task_device(ctx, p.device),
+            spill=store.row_spill(),
+            map_fn=ctx.map_fn,
+            chunk_rows=DEFAULT_CHUNK_ROWS,
+            representatives=True,
         )
-        ids = (
-            table.column(SAMPLE_ID).to_numpy().astype(np.int64)[rows]
-            if SAMPLE_ID in table.column_names
-            else rows.astype(np.int64)
-        )
-        k, s = self.sizes_for(m)
-        dev = mindex.resolve_device(p.device)
-        centroids = fit_centroids(_kmeans_sample(x, ids, s, p.seed), k, seed=p.seed, device=dev)
-        labels = np.concatenate([assign_chunk(x[a:b], centroids, dev) for a, b in _assign_chunks(ids)])
-        r = semantic_dedup(x, eps=float(p.eps), keep=keep, device=dev, seed=p.seed, clusters=(centroids, labels))
-        rep = r.representative
-        dup = np.flatnonzero(~r.keep)
-        keys = table.column("key").take(pa.array(rows))
-        dup_rows = rows[dup]
-        cos = pair_cosine64(x[dup], x[rep[dup]])
-        dup_rej, duplicates = semantic_duplicate_tables(
-            self.name,
-            table.column("key").take(pa.array(dup_rows)).to_pylist(),
-            table.column("source").take(pa.array(dup_rows)).to_pylist(),
-            keys.take(pa.array(rep[dup])).to_pylist() if dup.size else [],
-            cos,
-        )
-        rejected.append(dup_rej)
-        kept = np.flatnonzero(r.keep)
+        no_embedding = emb.no_embedding
+        del keep, emb
+        dup_ids, rep_ids, cos = r.representatives
+        dup_keys, dup_sources, rep_keys = [], [], []
+        if dup_ids.size:
+            info = ctx.fetch(np.union1d(dup_ids, rep_ids), ["key", "source"])
+            fid = info.column(SAMPLE_ID).to_numpy()
+            at_d, at_r = pa.array(np.searchsorted(fid, dup_ids)), pa.array(np.searchsorted(fid, rep_ids))
+            dup_keys = info.column("key").take(at_d).to_pylist()
+            dup_sources = info.column("source").take(at_d).to_pylist()
+            rep_keys = info.column("key").take(at_r).to_pylist()
+        dup_rej, duplicates = semantic_duplicate_tables(self.name, dup_keys, dup_sources, rep_keys, cos)
         columns = pa.table(
             {
-                "key": keys.take(pa.array(kept)),
-                "semantic_cluster": pa.array(r.cluster[kept].astype(np.int32), pa.int32()),
+                "semantic_cluster": pa.array(r.cluster[r.keep].astype(np.int32), pa.int32()),
+                SAMPLE_ID: pa.array(r.ids[r.keep], pa.int64()),
             }
         )
         sizes = np.bincount(r.cluster, minlength=r.centroids.shape[0])
         stats.update(
             clusters=int(r.centroids.shape[0]),
             sample_size=int(s),
-            duplicates=int(dup.size),
-            kept=int(kept.size),
+            duplicates=int(dup_ids.size),
+            kept=int(np.count_nonzero(r.keep)),
             cluster_size_percentiles=cluster_size_percentiles(sizes),
             seconds=round(time.perf_counter() - t0, 4),
+            partitions={
+                k_: r.stats[k_]
+                for k_ in ("n_partitions", "peak_task_rows", "largest_cluster_rows", "spill_bytes", "seconds")
+            },
         )
-        return GlobalResult(rejected=_concat_rejects(rejected), duplicates=duplicates, columns=columns, stats=stats)
-
-    def run_sharded(self, ctx) -> GlobalResult:
-        """Over the survivor shards without the embedding matrix: see stages.sharded_steps."""
-        from mmcurate.stages.sharded_steps import semantic_dedup_sharded
-
-        return semantic_dedup_sharded(self, ctx)
+        rejected = pa.concat_tables([no_embedding, with_sample_ids(dup_rej, dup_ids)])
+        return GlobalResult(rejected=rejected, duplicates=duplicates, columns=columns, stats=stats)
 
 
 def semantic_duplicate_tables(stage: str, dup_keys: list, dup_sources: list, rep_keys: list, cos: np.ndarray):
@@ -251,27 +222,6 @@ def semantic_duplicate_tables(stage: str, dup_keys: list, dup_sources: list, rep
     return rejected, duplicates
 
 
-def _kmeans_sample(x: np.ndarray, ids: np.ndarray, s: int, seed: int) -> np.ndarray:
-    """The rows k-means trains on, in id order: all of them, or the streaming version's id-hash sample."""
-    from mmcurate.curate.semantic_stream import EmbeddingShard, draw_sample
-
-    if s >= x.shape[0]:
-        return x if np.all(ids[1:] > ids[:-1]) else x[np.argsort(ids, kind="stable")]
-    return draw_sample([EmbeddingShard.from_array(x, ids)], s, seed)[1]
-
-
-def _assign_chunks(ids: np.ndarray):
-    """(start, stop) row ranges in which the streaming version assigns: per survivor shard (the shard part of
-    the sample id), DEFAULT_CHUNK_ROWS rows at a time."""
-    from mmcurate.curate.semantic_stream import DEFAULT_CHUNK_ROWS
-
-    shard = ids >> SHARD_SHIFT
-    cuts = np.r_[0, np.flatnonzero(shard[1:] != shard[:-1]) + 1, ids.size]
-    for a, b in zip(cuts[:-1], cuts[1:]):
-        for c in range(int(a), int(b), DEFAULT_CHUNK_ROWS):
-            yield c, min(c + DEFAULT_CHUNK_ROWS, int(b))
-
-
 # ---------------------------------------------------------------------------------------------------------
 # balance
 
@@ -293,7 +243,6 @@ def clip_levels(levels, n: int) -> list[int]:
 @registry.register
 class Balance(GlobalStage):
     name = "balance"
-    uses_sample_ids = True  # the data level's k-means sample and assignment chunks follow the run's sample ids
 
     @dataclass
     class Params:
@@ -341,63 +290,56 @@ class Balance(GlobalStage):
         p = self.params
         return clip_levels(p.levels if p.method == "hierarchical" else p.levels[:1], m)
 
-    def run(self, table: pa.Table) -> GlobalResult:
-        """In memory: balanced_sample with the data level's k-means sample drawn by the table's ``_sample_id``
-        (the row number without it) and assignment in the sharded form's chunks, so run_sharded gives the
-        same result."""
-        from mmcurate import index as mindex
-        from mmcurate.curate.balance import balanced_sample
+    def run(self, ctx) -> GlobalResult:
+        """The survivors' usable embeddings per shard (stages.embeddings.step_embeddings) into the context's
+        partition store, then curate.balanced_sample_from over them (curate.balance.ShardEmbeddings): k-means
+        on the id-hash sample gathered from the shards, assignment and resampling steps as per-shard tasks
+        returning (label, distance), upper levels on the centroids, selection on the per-sample labels. Keys
+        fetched for the rejected samples only."""
+        from mmcurate.curate.balance import ShardEmbeddings, balanced_sample_from
+        from mmcurate.curate.semantic_stream import DEFAULT_CHUNK_ROWS
 
         t0 = time.perf_counter()
         p = self.params
-        x, ok, details = embedding_matrix(table.column(p.embedding_column), p.embedding_column, self.name)
-        rejected = [no_embedding_rejects(table, ok, details, self.name)]
-        rows = np.flatnonzero(ok)
-        m = rows.size
-        target = self.target_for(m)
-        stats = self.base_stats(table.num_rows - m, m)
+        emb = step_embeddings(ctx, ctx.partitions(self.name), self.name, p.embedding_column)
+        m = emb.n
+        stats = self.base_stats(emb.no_embedding.num_rows, m)
         if m == 0:
             stats.update(selected=0, seconds=round(time.perf_counter() - t0, 4))
-            return GlobalResult(rejected=_concat_rejects(rejected), stats=stats)
-        ids = (
-            table.column(SAMPLE_ID).to_numpy().astype(np.int64)[rows]
-            if SAMPLE_ID in table.column_names
-            else rows.astype(np.int64)
-        )
+            return GlobalResult(rejected=emb.no_embedding, stats=stats)
+        source = ShardEmbeddings(emb.shards, emb.ids, ctx.map_fn, DEFAULT_CHUNK_ROWS)
         levels = self.levels_for(m)
-        dev = mindex.resolve_device(p.device)
-        picked, top, n_top = balanced_sample(
-            x,
-            target=target,
-            levels=tuple(levels),
-            device=dev,
-            seed=p.seed,
-            method=p.method,
-            strategy=p.strategy,
+        picked, top, n_top = balanced_sample_from(
+            source,
+            self.target_for(m),
+            tuple(levels),
+            task_device(ctx, p.device),
+            p.seed,
+            p.method,
+            p.strategy,
             sample_size=p.sample_size,
-            return_clusters=True,
-            ids=ids,
-            chunks=list(_assign_chunks(ids)),
         )
-        del x
-        top = np.asarray(top, np.int64)
         selected = np.zeros(m, bool)
         selected[picked] = True
         out = np.flatnonzero(~selected)
+        rejected = [emb.no_embedding]
         if out.size:
-            orow = rows[out]
-            rejected.append(
-                balance_rejects(
-                    self.name,
-                    table.column("key").take(pa.array(orow)).to_pylist(),
-                    table.column("source").take(pa.array(orow)).to_pylist(),
-                    top[out],
-                )
-            )
-        keys = table.column("key").take(pa.array(rows[picked]))
-        columns = pa.table({"key": keys, "balance_cluster": pa.array(top[picked].astype(np.int32), pa.int32())})
-        stats.update(self.result_stats(picked, top, n_top, levels, m), seconds=round(time.perf_counter() - t0, 4))
-        return GlobalResult(rejected=_concat_rejects(rejected), columns=columns, stats=stats)
+            info = ctx.fetch(emb.ids[out], ["key", "source"])  # ascending ids: out's order
+            names = info.column("key").to_pylist(), info.column("source").to_pylist()
+            rejected.append(with_sample_ids(balance_rejects(self.name, *names, top[out]), emb.ids[out]))
+            del info, names
+        columns = pa.table(
+            {
+                "balance_cluster": pa.array(top[picked].astype(np.int32), pa.int32()),
+                SAMPLE_ID: pa.array(emb.ids[picked], pa.int64()),
+            }
+        )
+        stats.update(
+            self.result_stats(picked, top, n_top, levels, m),
+            seconds=round(time.perf_counter() - t0, 4),
+            partitions={"shards": len(emb.shards), "largest_gather_rows": int(source.gathered_rows)},
+        )
+        return GlobalResult(rejected=pa.concat_tables(rejected), columns=columns, stats=stats)
 
     def base_stats(self, no_embedding: int, m: int) -> dict:
         p = self.params
@@ -419,12 +361,6 @@ class Balance(GlobalStage):
             "before": cluster_balance_stats(top, n_top),
             "after": cluster_balance_stats(top[picked], n_top),
         }
-
-    def run_sharded(self, ctx) -> GlobalResult:
-        """Over the survivor shards without the embedding matrix: see stages.sharded_steps."""
-        from mmcurate.stages.sharded_steps import balance_sharded
-
-        return balance_sharded(self, ctx)
 
 
 def balance_rejects(stage: str, keys: list, sources: list, top: np.ndarray) -> pa.Table:

@@ -76,7 +76,6 @@ class Split(GlobalStage):
             cols.append(p.stratify_by)
         self.requires = tuple(dict.fromkeys(cols))
 
-    runs_on_context = True
 
     def run(self, ctx) -> GlobalResult:
         """Links (pHash pairs from the context's Hamming primitive, equal group-column values from a shuffle of
