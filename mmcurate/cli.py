@@ -165,11 +165,14 @@ def _print_summary(manifest: dict, out=sys.stdout) -> None:
 
 
 def _make_executor(recipe, args):
+    from mmcurate.report import ReportObserver
+
     options = {
         "resume": args.resume,
         "overwrite": args.overwrite,
         "progress": "always" if getattr(args, "progress", False) else True,
         "keep_work": getattr(args, "keep_work", False),
+        "observers": [ReportObserver()],  # thumbs.parquet, and report.html when the recipe asks for it
     }
     executor = getattr(args, "executor", "local")
     address = getattr(args, "address", None)

@@ -1,23 +1,24 @@
-"""The Ray executor: the local executor's phases and outputs, with the map phase on Ray Data.
+"""The Ray strategy: the executor's phases and outputs (pipeline.executor), with the work on Ray.
 
     RayExecutor(recipe, address=None | "auto" | "ray://head:10001", resume=..., overwrite=...).run()
 
-Same recipe, same outputs: the shards, samples/rejects/duplicates parquet and the manifest's counts are
-byte for byte those of :class:`LocalExecutor` on the same input. Only the map phase differs:
+RayExecutor is pipeline.executor.Executor with a RayStrategy. Same recipe, same outputs: the shards,
+samples/rejects/duplicates parquet and the manifest's counts are byte for byte those of :class:`LocalExecutor`
+on the same input. The strategy supplies what differs:
 
-  map     The shards not done yet (resume skips those with a done record) become a Ray Data dataset. A read
-          step streams each shard's batches (recipe.batch_size rows, the same reader), then each map step
-          (recipe order; global stages contribute their map part) is one ``map_batches``: Ray tasks, or an
-          actor pool when the stage loads something in ``setup()`` or needs a GPU, with num_cpus/num_gpus
-          from ``stage.resources``. The driver consumes the dataset and, as each shard completes, writes
-          exactly the files the local map phase writes (_work/meta, rejects, done), so the global and write
-          phases below are the local ones.
-  global  memory mode: LocalExecutor's global phase inside one Ray task (resources from the global stages),
+  map     the map runner. The shards not done yet (the shared map phase skips those with a done record)
+          become a Ray Data dataset. A read step streams each shard's batches (recipe.batch_size rows, the
+          same reader), then each map step (recipe order; global stages contribute their map part) is one
+          ``map_batches``: Ray tasks, or an actor pool when the stage loads something in ``setup()`` or needs
+          a GPU, with num_cpus/num_gpus from ``stage.resources``. The driver consumes the dataset and, as each
+          shard completes, writes exactly the files the local map runner writes (``write_map_shard``).
+  global  memory mode: ``run_memory_global_phase`` inside one Ray task (resources from the global stages),
           reading _work/ from the shared filesystem; one task holds all survivors' metadata (a few dozen bytes
-          per sample, as locally). Sharded mode (run: {global_mode: sharded}): the driver runs the global
-          steps (pipeline.global_sharded) and each step's per-shard and per-partition work runs as Ray tasks
-          (one CPU each, no GPU), so no process holds the whole dataset; same outputs.
-  write   on the driver, as locally (it re-reads the input for the original bytes).
+          per sample, as locally). Sharded mode (the default on Ray: ``auto_global_mode``): the driver runs
+          the global steps (pipeline.global_sharded) and each step's per-shard and per-partition work runs as
+          Ray tasks (one CPU each, no GPU), so no process holds the whole dataset; same outputs.
+  session a local Ray instance started for the run (or a cluster joined), and the manifest's ``run.ray``.
+The write phase runs on the driver, as locally (it re-reads the input for the original bytes).
 
 How rows travel. Ray Data may merge small blocks (a task's outputs up to target_max_block_size) and split
 large ones, so nothing relies on block boundaries: every row carries tag columns (``__mmc_*``: shard, input
@@ -51,14 +52,17 @@ import os
 import time
 import warnings
 from collections import Counter, defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from mmcurate.pipeline.executor import LocalExecutor, StagePlan, write_map_shard
-from mmcurate.pipeline.global_phase import run_memory_global_phase, run_sharded_global_phase
+from mmcurate.pipeline.executor import Executor, GlobalTasks, write_map_shard
+from mmcurate.pipeline.global_phase import GlobalPhaseResult, run_memory_global_phase
+from mmcurate.pipeline.map_phase import StagePlan
 from mmcurate.pipeline.schema import REJECTS_SCHEMA
 from mmcurate.pipeline.stage import AccountingError, MapStage, Resources, StageError
 
@@ -380,32 +384,29 @@ def _as_schema(rows: pa.Table, serialized: bytes) -> pa.Table:
 
 
 # ---------------------------------------------------------------------------------------------
-# The executor
+# The Ray strategy
 # ---------------------------------------------------------------------------------------------
-def _has_setup(stage) -> bool:
-    return bool(stage.loads_state)
+class RayStrategy:
+    """The map phase on Ray Data, the sharded global phase's tasks as Ray tasks, the memory global phase in one
+    Ray task (see the module docstring). address: None starts a local Ray instance (num_cpus: its size, default
+    all cores); "auto" or "ray://host:port" connects to a cluster. An already initialised Ray is used as it is.
+    max_retries: how often a map task whose worker died is retried and a dead actor restarted (with its call
+    retried); None keeps Ray Data's defaults, which retry such system failures without limit. Errors a stage
+    raises are never retried: they fail the run (resume it after fixing the cause)."""
 
+    auto_global_mode = "sharded"  # on a cluster, "auto" partitions the global steps over Ray tasks
 
-class RayExecutor(LocalExecutor):
-    """LocalExecutor with the map phase on Ray Data and the global phase in a Ray task (see the module
-    docstring). address: None starts a local Ray instance (num_cpus: its size, default all cores);
-    "auto" or "ray://host:port" connects to a cluster. An already initialised Ray is used as it is.
-    max_retries: how often a map task whose worker died is retried and a dead actor restarted (with its
-    call retried); None keeps Ray Data's defaults, which retry such system failures without limit. Errors a
-    stage raises are never retried: they fail the run (resume it after fixing the cause)."""
-
-    def __init__(
-        self, recipe, address: str | None = None, num_cpus: int | None = None, max_retries: int | None = None, **kwargs
-    ):
-        super().__init__(recipe, **kwargs)
+    def __init__(self, address: str | None = None, num_cpus: int | None = None, max_retries: int | None = None):
         import_ray()
         self.address = address
         self.num_cpus = num_cpus
         self.max_retries = max_retries
-        self.dataset = None  # the map phase's Ray Dataset, for ds.stats() after a run
+        self.dataset = None  # the last map phase's Ray Dataset, for ds.stats() after a run
         self._ray_info: dict = {}
 
-    def run(self) -> dict:
+    @contextmanager
+    def session(self) -> Iterator[None]:
+        """Ray for the whole run: started here (and shut down after) unless it already runs."""
         ray = import_ray()
         started = init_ray(self.address, num_cpus=self.num_cpus)
         try:
@@ -416,27 +417,97 @@ class RayExecutor(LocalExecutor):
                     k: v for k, v in ray.cluster_resources().items() if k in ("CPU", "GPU", "memory")
                 },
             }
-            return super().run()
+            yield
         finally:
             if started:
                 ray.shutdown()
 
-    def _run_info(self) -> dict:
+    def run_info(self) -> dict:
         return {"executor": "ray", "ray": self._ray_info}
 
-    def _task_map(self, fn, tasks):
-        """map_fn for the sharded global phase: one CPU per task (the tasks do not use a GPU)."""
-        return ray_task_map(fn, tasks, max_retries=3 if self.max_retries is None else self.max_retries)
+    def map_runner(self, recipe, reader, work: Path, progress: bool) -> RayMapRunner:
+        return RayMapRunner(self, recipe, reader, work, progress)
 
-    # -- resources --------------------------------------------------------------------------------
-    def _cluster(self) -> tuple[float, float, float]:
-        """(CPUs, GPUs, CPUs of the largest node)."""
+    @contextmanager
+    def global_tasks(self, recipe) -> Iterator[GlobalTasks]:
+        """One CPU per task; the tasks do not use a GPU."""
+        cpus, _, _ = cluster_resources()
+        yield GlobalTasks(self._task_map, parallelism=max(1, int(cpus)), tasks_see_gpu=False)
+
+    def _task_map(self, fn, tasks):
+        return ray_task_map(fn, tasks, max_retries=self._retries())
+
+    def run_memory_global_phase(self, work: Path, plan: StagePlan, n_shards: int) -> GlobalPhaseResult:
+        """In one Ray task with the largest resources a global stage asks for, reading _work/ from the shared
+        filesystem; the task holds all survivors' metadata (a few dozen bytes per sample, as locally)."""
         import ray
 
-        res = ray.cluster_resources()
-        cpus, gpus = float(res.get("CPU", 1.0)), float(res.get("GPU", 0.0))
-        node = max((n.get("Resources", {}).get("CPU", 0.0) for n in ray.nodes() if n.get("Alive")), default=cpus)
-        return cpus, gpus, float(node or cpus)
+        _, gpus_total, node_cpus = cluster_resources()
+        cpus = min(max([float(st.resources.cpus) for st in plan.global_steps] + [1.0]), node_cpus)
+        gpus = max([float(st.resources.gpus) for st in plan.global_steps] + [0.0])
+        if gpus > gpus_total:
+            raise StageError(f"a global stage needs {gpus:g} GPU(s); the Ray cluster has {gpus_total:g}")
+        task = ray.remote(num_cpus=cpus, num_gpus=gpus, max_retries=self._retries())(run_memory_global_phase)
+        return ray.get(task.remote(work, plan, n_shards))
+
+    def _retries(self) -> int:
+        return 3 if self.max_retries is None else self.max_retries
+
+
+class RayExecutor(Executor):
+    """The executor with RayStrategy (address, num_cpus, max_retries: its arguments). options: Executor's."""
+
+    AUTO_GLOBAL_MODE = RayStrategy.auto_global_mode
+
+    def __init__(
+        self,
+        recipe,
+        address: str | None = None,
+        num_cpus: int | None = None,
+        max_retries: int | None = None,
+        **options,
+    ):
+        ray_strategy = RayStrategy(address, num_cpus, max_retries)
+        super().__init__(recipe, ray_strategy, **options)
+        self.ray_strategy = ray_strategy
+
+    @property
+    def dataset(self):
+        """The map phase's Ray Dataset, for ds.stats() after a run (None when every shard was done already)."""
+        return self.ray_strategy.dataset
+
+
+def cluster_resources() -> tuple[float, float, float]:
+    """(CPUs, GPUs, CPUs of the largest node) of the Ray cluster."""
+    import ray
+
+    res = ray.cluster_resources()
+    cpus, gpus = float(res.get("CPU", 1.0)), float(res.get("GPU", 0.0))
+    node = max((n.get("Resources", {}).get("CPU", 0.0) for n in ray.nodes() if n.get("Alive")), default=cpus)
+    return cpus, gpus, float(node or cpus)
+
+
+class RayMapRunner:
+    """The shards to map as a Ray Data dataset: shards -> read -> one map_batches per map step. The driver
+    consumes it and writes each shard's work files as the shard completes."""
+
+    def __init__(self, strategy: RayStrategy, recipe, reader, work: Path, progress: bool):
+        self.strategy, self.recipe, self.reader, self.work, self.progress = strategy, recipe, reader, work, progress
+
+    def map_shards(self, todo: list[tuple[int, str]]) -> Iterator[dict]:
+        # An earlier failed run in this process can leave its actor pools alive (and holding CPUs)
+        # through reference cycles inside Ray Data until the garbage collector runs.
+        gc.collect()
+        plan = StagePlan.from_stages(self.recipe.build_stages())
+        shards = dict(todo)
+        assembler = _ShardAssembler([name for name, _ in plan.map_steps])
+        ds = self._dataset(todo, plan)
+        self.strategy.dataset = ds
+        for block in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
+            for s in assembler.add(block):
+                yield assembler.write(s, shards[s], self.work)
+        if assembler.pending():
+            raise AccountingError(f"shard(s) {assembler.pending()} did not come back complete from the map steps")
 
     def _step_specs(self, plan: StagePlan) -> list[dict]:
         """Per map step: actor pool or tasks, num_cpus, num_gpus, pool size, native threads.
@@ -445,7 +516,7 @@ class RayExecutor(LocalExecutor):
         the largest node. Every actor pool holds at least one actor, and its CPUs, for the whole map phase,
         so requests are scaled down together until one actor of each pool plus the largest task fit in the
         cluster; otherwise a small machine would wait forever for a task's CPUs."""
-        cpus_total, gpus_total, node_cpus = self._cluster()
+        cpus_total, gpus_total, node_cpus = cluster_resources()
         specs = []
         for name, stage in plan.map_steps:
             r = getattr(stage, "resources", None) or Resources()
@@ -457,7 +528,7 @@ class RayExecutor(LocalExecutor):
                 {
                     "name": name,
                     "stage": stage,
-                    "actor": _has_setup(stage) or r.gpus > 0,
+                    "actor": bool(stage.loads_state) or r.gpus > 0,
                     "cpus": min(max(float(r.cpus), 0.01), node_cpus),
                     "gpus": float(r.gpus),
                 }
@@ -475,30 +546,7 @@ class RayExecutor(LocalExecutor):
                 s["pool"] = max(1, min(by_cpu, by_gpu))
         return specs
 
-    # -- phase 1 --------------------------------------------------------------------------------
-    def _map_phase(self, reader, shards: list[str]) -> list[dict]:
-        records, todo = self._done_and_todo(shards)
-        if todo:
-            # An earlier failed run in this process can leave its actor pools alive (and holding CPUs)
-            # through reference cycles inside Ray Data until the garbage collector runs.
-            gc.collect()
-            plan = StagePlan.from_stages(self.recipe.build_stages())
-            names = [name for name, _ in plan.map_steps]
-            bar = self._bar(sum((reader.count(s) or 0) for _, s in todo) or None, "map")
-            assembler = _ShardAssembler(names)
-            ds = self._dataset(reader, todo, plan)
-            self.dataset = ds
-            for block in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
-                for s in assembler.add(block):
-                    records[s] = assembler.write(s, shards[s], self.work)
-                    self._bar_update(bar, records[s])
-            if bar is not None:
-                bar.close()
-            if assembler.pending():
-                raise AccountingError(f"shard(s) {assembler.pending()} did not come back complete from the map steps")
-        return [records[i] for i in range(len(shards))]
-
-    def _dataset(self, reader, todo: list, plan: StagePlan):
+    def _dataset(self, todo: list, plan: StagePlan):
         """The map phase as a Ray Data dataset: shards -> read -> one map_batches per map step."""
         import ray
 
@@ -506,9 +554,10 @@ class RayExecutor(LocalExecutor):
         specs = self._step_specs(plan)
         common = {"batch_size": None, "batch_format": "pyarrow", "zero_copy_batch": True}
         task_args, actor_args = {}, {}
-        if self.max_retries is not None:
-            task_args = {"max_retries": self.max_retries}
-            actor_args = {"max_restarts": self.max_retries, "max_task_retries": self.max_retries}
+        retries = self.strategy.max_retries
+        if retries is not None:
+            task_args = {"max_retries": retries}
+            actor_args = {"max_restarts": retries, "max_task_retries": retries}
 
         items = [{"index": i, "shard": s} for i, s in todo]
         try:  # one block per shard
@@ -521,7 +570,7 @@ class RayExecutor(LocalExecutor):
             # Ray 2.60 deprecates retry limits given as ray_remote_args but has no named parameter yet.
             warnings.filterwarnings("ignore", message=".*ray_remote_args.*deprecated")
             ds = ds.map_batches(
-                _ReadShards(reader, self.recipe.batch_size), num_cpus=first["cpus"], **task_args, **common
+                _ReadShards(self.reader, self.recipe.batch_size), num_cpus=first["cpus"], **task_args, **common
             )
             if not specs:  # no map steps: store what the local map phase stores
                 return ds.map_batches(_named("store")(None, None, -1, True, None), num_cpus=1.0, **task_args, **common)
@@ -555,30 +604,6 @@ class RayExecutor(LocalExecutor):
                     **kw,
                 )
         return ds
-
-    # -- phase 2 --------------------------------------------------------------------------------
-    #: on a cluster, "auto" partitions the global steps over Ray tasks
-    AUTO_GLOBAL_MODE = "sharded"
-
-    def _global_phase(self, plan: StagePlan, n_shards: int):
-        """Memory mode: LocalExecutor's global phase in one Ray task. Sharded mode: the driver runs the global
-        steps itself and each step fans its per-shard and per-partition work out as Ray tasks."""
-        import ray
-
-        if self.global_mode == "sharded":
-            cpus, _, _ = self._cluster()
-            return run_sharded_global_phase(
-                self.work, plan, n_shards, map_fn=self._task_map, parallelism=max(1, int(cpus)), tasks_see_gpu=False
-            )
-
-        _, gpus_total, node_cpus = self._cluster()
-        cpus = min(max([float(st.resources.cpus) for st in plan.global_steps] + [1.0]), node_cpus)
-        gpus = max([float(st.resources.gpus) for st in plan.global_steps] + [0.0])
-        if gpus > gpus_total:
-            raise StageError(f"a global stage needs {gpus:g} GPU(s); the Ray cluster has {gpus_total:g}")
-        retries = 3 if self.max_retries is None else self.max_retries
-        task = ray.remote(num_cpus=cpus, num_gpus=gpus, max_retries=retries)(run_memory_global_phase)
-        return ray.get(task.remote(self.work, plan, n_shards))
 
 
 def ray_task_map(fn, tasks, num_cpus: float = 1.0, max_retries: int = 3):

@@ -1,0 +1,236 @@
+"""Phase 3, the write phase: the kept samples' original bytes into output shards, and the samples and rejects
+tables.
+
+Shard by shard: the survivors' metadata from _work/meta, minus the global rejects, joined with the columns the
+global steps added (``GlobalPhaseResult.columns.join``, the same in either global mode); then the input shard
+is re-read for the original bytes of its kept samples, which are copied, never re-encoded, into
+out/shards/NNNNN.tar (out/shards/<split>/NNNNN.tar when a split stage assigned splits). The same input gives
+byte-identical shards. Memory holds one shard's metadata and one batch.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from mmcurate.pipeline.global_phase import GlobalPhaseResult
+from mmcurate.pipeline.manifest import json_default
+from mmcurate.pipeline.recipe import Recipe
+from mmcurate.pipeline.schema import REJECTS_SCHEMA
+from mmcurate.pipeline.stage import AccountingError
+
+#: The reader's columns; every other scalar column of a kept sample goes into its JSON under "mmcurate".
+INPUT_COLUMNS = ("key", "source", "image", "image_ext", "caption", "meta")
+
+
+@dataclass
+class WrittenShards:
+    kept: int  # rows of samples.parquet
+    rejected: int  # rows of rejects.parquet
+    shard_files: list[tuple]  # (path, samples, sha256) per output shard, splits in order
+
+
+def write_shards(
+    recipe: Recipe, out: Path, work: Path, reader, shards: list[str], phase: GlobalPhaseResult, observers=()
+) -> WrittenShards:
+    """out/shards/, samples.parquet and rejects.parquet. Each batch of the input's second read goes to the
+    observers' on_input_batch, with its shard's map rejects."""
+    from mmcurate.io.atomic import atomic_output
+
+    meta_files = [work / "meta" / f"{i:05d}.parquet" for i in range(len(shards))]
+    out_schema = samples_schema([pq.read_schema(f) for f in meta_files if f.exists()], phase.columns.schema_tables())
+    gone_ids = sample_ids(phase.rejects) if phase.rejects.num_rows else None
+    writers = _SplitWriters(out, recipe.shard_size, by_split="split" in out_schema.names)
+    n_written = 0
+    n_rejected = 0
+    with (
+        atomic_output(out / "samples.parquet") as samples_f,
+        atomic_output(out / "rejects.parquet") as rejects_f,
+    ):
+        samples_pw = pq.ParquetWriter(samples_f, out_schema)
+        rejects_pw = pq.ParquetWriter(rejects_f, REJECTS_SCHEMA)
+        for i, shard in enumerate(shards):
+            rej_path = work / "rejects" / f"{i:05d}.parquet"
+            rej = pq.read_table(rej_path) if rej_path.exists() else REJECTS_SCHEMA.empty_table()
+            if rej.num_rows:
+                rejects_pw.write_table(rej.cast(REJECTS_SCHEMA))
+                n_rejected += rej.num_rows
+            meta = _kept_meta(i, meta_files[i], gone_ids, phase.columns)
+            kept_rows = {}
+            if meta is not None:
+                kept_rows = {
+                    (s, k): r
+                    for r, (k, s) in enumerate(zip(meta.column("key").to_pylist(), meta.column("source").to_pylist()))
+                }
+            rows_meta = rows_for_output(meta) if meta is not None and meta.num_rows else {}
+            written, names = [], []  # this shard's kept rows and their output shards, in write order
+            splits = meta.column("split").to_pylist() if writers.by_split and meta is not None else None
+            for batch in reader.read(shard, batch_size=recipe.batch_size):
+                for observer in observers:
+                    observer.on_input_batch(batch, rej)
+                keys = batch.column("key").to_pylist()
+                srcs = batch.column("source").to_pylist()
+                rows = [kept_rows.get((s, k)) for k, s in zip(keys, srcs)]
+                groups: dict = {}
+                for j, r in enumerate(rows):  # per split, keeping input order within each
+                    if r is not None:
+                        groups.setdefault(splits[r] if splits else None, []).append(j)
+                for split, js in groups.items():
+                    sub_rows = [rows[j] for j in js]
+                    names += writers.write(split, output_table(batch.take(js), rows_meta, sub_rows))
+                    written += sub_rows
+            n_meta = meta.num_rows if meta is not None else 0
+            if len(written) != n_meta:
+                raise AccountingError(
+                    f"shard {shard}: {n_meta} samples kept but {len(written)} found again "
+                    f"in the input (was the input changed during the run?)"
+                )
+            if written:
+                samples_pw.write_table(samples_table(meta.take(written), names, out_schema))
+                n_written += len(written)
+        if phase.rejects.num_rows:
+            rejects_pw.write_table(phase.rejects)
+            n_rejected += phase.rejects.num_rows
+        samples_pw.close()
+        rejects_pw.close()
+    shard_files = writers.close()
+    if n_written != phase.n_kept:
+        raise AccountingError(f"{phase.n_kept} samples survived the global steps but {n_written} were written")
+    return WrittenShards(n_written, n_rejected, shard_files)
+
+
+def _kept_meta(index: int, meta_file: Path, gone_ids, columns) -> pa.Table | None:
+    """A shard's survivors of the global steps, with the columns those added; None when the map kept none."""
+    if not meta_file.exists():
+        return None
+    meta = pq.read_table(meta_file)
+    rows = np.arange(meta.num_rows)
+    if gone_ids is not None:
+        alive = pc.invert(pc.is_in(sample_ids(meta), value_set=gone_ids))
+        meta = meta.filter(alive)
+        rows = rows[alive.to_numpy(zero_copy_only=False)]
+    return columns.join(index, meta, rows)
+
+
+class _SplitWriters:
+    """One ShardWriter per split (or one for all when no split was assigned), opened on first use."""
+
+    def __init__(self, out: Path, shard_size: int, by_split: bool):
+        self.out, self.shard_size, self.by_split = out, shard_size, by_split
+        self.writers: dict = {}
+        self.counts: dict = {}  # samples written per split
+
+    def write(self, split, table: pa.Table) -> list[str]:
+        """Writes the rows; returns the output shard of each, relative to out/shards/."""
+        from mmcurate.io import ShardWriter
+
+        if split not in self.writers:
+            subdir = f"shards/{split}" if self.by_split else "shards"
+            self.writers[split] = ShardWriter(self.out, self.shard_size, subdir=subdir)
+            self.counts[split] = 0
+        w = self.writers[split]
+        w.write(table)
+        base = self.counts[split]
+        self.counts[split] = base + table.num_rows
+        prefix = f"{split}/" if self.by_split else ""
+        return [prefix + w.shard_path(c // self.shard_size).name for c in range(base, base + table.num_rows)]
+
+    def close(self) -> list[tuple]:
+        files = [f for split in sorted(self.writers, key=str) for f in self.writers[split].close()]
+        if not self.writers:  # nothing kept: still leave an (empty) shards/ directory
+            (self.out / "shards").mkdir(parents=True, exist_ok=True)
+        return files
+
+
+def sample_ids(table: pa.Table) -> pa.Array:
+    """(source, key) as one string: keys are only unique within a shard."""
+    return pc.binary_join_element_wise(table.column("source"), table.column("key"), "\x00")
+
+
+def rows_for_output(samples: pa.Table) -> dict:
+    """Per kept row: the cleaned caption and the JSON metadata written next to the image."""
+    # Vectors (embeddings) stay in samples.parquet; the per-sample JSON gets scalars only.
+    derived = [
+        c
+        for c, t in zip(samples.column_names, samples.schema.types)
+        if c not in INPUT_COLUMNS
+        and not pa.types.is_list(t)
+        and not pa.types.is_fixed_size_list(t)
+        and not pa.types.is_large_list(t)
+    ]
+    cols = {c: samples.column(c).to_pylist() for c in derived}
+    captions = samples.column("caption").to_pylist() if "caption" in samples.column_names else [None] * samples.num_rows
+    metas = samples.column("meta").to_pylist() if "meta" in samples.column_names else [None] * samples.num_rows
+    out: dict = {"caption": captions, "meta": []}
+    for r in range(samples.num_rows):
+        try:
+            meta = json.loads(metas[r]) if metas[r] else {}
+        except (TypeError, ValueError, RecursionError):  # readers cap depth; a custom reader may not
+            meta = {"meta_raw": metas[r]}
+        if not isinstance(meta, dict):
+            meta = {"meta": meta}
+        fields = {}
+        for c in derived:
+            v = cols[c][r]
+            if c == "phash" and v is not None:
+                v = f"{int(v):016x}"
+            if isinstance(v, bytes):
+                continue
+            fields[c] = v
+        meta["mmcurate"] = fields
+        out["meta"].append(json.dumps(meta, ensure_ascii=False, sort_keys=True, default=json_default))
+    return out
+
+
+def output_table(batch: pa.Table, rows_meta: dict, rows: list[int]) -> pa.Table:
+    """What a ShardWriter takes: the original bytes, and the caption and JSON of rows_for_output."""
+    return pa.table(
+        {
+            "key": batch.column("key"),
+            "image": batch.column("image"),
+            "image_ext": batch.column("image_ext"),
+            "caption": pa.array([rows_meta["caption"][r] for r in rows], pa.string()),
+            "meta": pa.array([rows_meta["meta"][r] for r in rows], pa.string()),
+        }
+    )
+
+
+def samples_schema(meta_schemas: list, extras: list) -> pa.Schema:
+    """samples.parquet's schema, fixed before the first shard is written: every shard's metadata columns
+    (unified), the global steps' columns, pHash as 16-hex text, and the output shard."""
+    base = (
+        pa.unify_schemas(meta_schemas, promote_options="permissive")
+        if meta_schemas
+        else pa.schema([("key", pa.string()), ("source", pa.string())])
+    )
+    fields = []
+    for f in base:
+        if f.name == "image":
+            continue
+        fields.append(pa.field(f.name, pa.string()) if f.name == "phash" else f.with_nullable(True))
+    for extra in extras:
+        names = {f.name for f in fields}
+        fields += [f.with_nullable(True) for f in extra.schema if f.name != "key" and f.name not in names]
+    return pa.schema(fields + [pa.field("shard", pa.string())])
+
+
+def samples_table(meta: pa.Table, shard_names: list[str], schema: pa.Schema) -> pa.Table:
+    cols = {}
+    for f in schema:
+        if f.name == "shard":
+            cols["shard"] = pa.array(shard_names, pa.string())
+        elif f.name not in meta.column_names:
+            cols[f.name] = pa.nulls(meta.num_rows, f.type)
+        elif f.name == "phash":
+            cols["phash"] = pa.array(
+                [None if v is None else f"{int(v):016x}" for v in meta.column("phash").to_pylist()], pa.string()
+            )
+        else:
+            cols[f.name] = meta.column(f.name).cast(f.type)
+    return pa.table(cols, schema=schema)
