@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import json
 import os
@@ -11,6 +12,7 @@ import subprocess
 import sys
 import tarfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -296,3 +298,182 @@ def test_semantic_recipe_end_to_end(demo_input, tmp_path):
                     if mem.name.endswith(".json"):
                         meta = json.loads(tf.extractfile(mem).read())
                         assert "image_embedding" not in meta["mmcurate"] and "clip_score" in meta["mmcurate"]
+
+
+# ---------------------------------------------------------------------------------------------
+# The executor's seams: the strategy that runs the work, the observers that watch it
+# ---------------------------------------------------------------------------------------------
+def _digests(out: Path) -> dict:
+    """sha256 of every output file but those that hold timings."""
+    return {
+        str(p.relative_to(out)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(out.rglob("*"))
+        if p.is_file() and p.name not in ("manifest.json", "report.html")
+    }
+
+
+class _CountingStrategy:
+    """LocalStrategy's work, counted: what the executor asks of a strategy, and nothing else."""
+
+    def __init__(self):
+        from mmcurate.pipeline.executor import LocalStrategy
+
+        self.local = LocalStrategy()
+        self.auto_global_mode = self.local.auto_global_mode
+        self.calls: dict[str, int] = {}
+        self.shards_mapped: list[int] = []
+
+    def _count(self, what: str):
+        self.calls[what] = self.calls.get(what, 0) + 1
+
+    def session(self):
+        self._count("session")
+        return self.local.session()
+
+    def run_info(self) -> dict:
+        return {"executor": "counting"}
+
+    def map_runner(self, recipe, reader, work, progress):
+        self._count("map_runner")
+        runner = self.local.map_runner(recipe, reader, work, progress)
+        strategy = self
+
+        class Runner:
+            def map_shards(self, todo):
+                strategy.shards_mapped += [i for i, _ in todo]
+                return runner.map_shards(todo)
+
+        return Runner()
+
+    @contextmanager
+    def global_tasks(self, recipe):
+        from mmcurate.pipeline.executor import GlobalTasks
+
+        self._count("global_tasks")
+        with self.local.global_tasks(recipe) as tasks:
+
+            def counted_map(fn, items):
+                self._count("global_task_batches")
+                return tasks.map_fn(fn, items)
+
+            yield GlobalTasks(counted_map, tasks.parallelism, tasks.tasks_see_gpu)
+
+    def run_memory_global_phase(self, work, plan, n_shards):
+        self._count("memory_global_phase")
+        return self.local.run_memory_global_phase(work, plan, n_shards)
+
+
+@pytest.mark.parametrize("mode", ["memory", "sharded"])
+def test_a_strategy_plugs_into_the_executor_and_changes_no_output(default_run, demo_input, tmp_path, mode):
+    from mmcurate.pipeline.executor import Executor
+    from mmcurate.report import ReportObserver
+
+    strategy = _CountingStrategy()
+    out = tmp_path / mode
+    recipe = parse_recipe(_recipe(demo_input, out, global_mode=mode))
+    manifest = Executor(recipe, strategy, progress=False, observers=[ReportObserver()]).run()
+    assert manifest["run"]["executor"] == "counting"
+    assert strategy.calls["session"] == 1 and strategy.calls["map_runner"] == 1
+    assert sorted(strategy.shards_mapped) == list(range(len(manifest["inputs"])))
+    if mode == "memory":
+        assert strategy.calls["memory_global_phase"] == 1 and "global_tasks" not in strategy.calls
+    else:
+        assert strategy.calls["global_tasks"] == 1 and strategy.calls["global_task_batches"] > 0
+        assert "memory_global_phase" not in strategy.calls
+    assert _digests(out) == _digests(default_run)  # the CLI's run: the local strategy, memory mode
+
+
+class _Recorder:
+    """A RunObserver that notes what it is told (duck-typed: the executor needs only the four hooks)."""
+
+    def __init__(self):
+        self.events: list[tuple] = []
+        self.rows_seen = 0
+        self.shard_rejects: set = set()
+
+    def on_global_phase(self, result):
+        self.events.append(("global", result.n_kept))
+
+    def on_input_batch(self, batch, shard_rejects):
+        if self.events[-1] != ("batches",):
+            self.events.append(("batches",))
+        assert {"key", "source", "image"} <= set(batch.column_names)
+        self.rows_seen += batch.num_rows
+        self.shard_rejects |= set(
+            zip(shard_rejects.column("source").to_pylist(), shard_rejects.column("key").to_pylist())
+        )
+
+    def on_outputs_written(self, out_dir):
+        self.events.append(("outputs", (out_dir / "duplicates.parquet").exists(), (out_dir / "manifest.json").exists()))
+
+    def on_run_finished(self, manifest, out_dir):
+        self.events.append(
+            ("finished", json.loads((out_dir / "manifest.json").read_text())["counts"] == manifest["counts"])
+        )
+        return {"recorder": 0.25}
+
+
+def test_observers_hear_the_run_in_order(demo_input, tmp_path):
+    from mmcurate.pipeline.executor import LocalExecutor
+
+    out = tmp_path / "observed"
+    recorder = _Recorder()
+    manifest = LocalExecutor(parse_recipe(_recipe(demo_input, out)), progress=False, observers=[recorder]).run()
+    assert recorder.events == [
+        ("global", manifest["counts"]["kept"]),
+        ("batches",),
+        ("outputs", True, False),  # the tables are written, the manifest not yet
+        ("finished", True),
+    ]
+    assert recorder.rows_seen == manifest["counts"]["read"]  # the whole input, kept and rejected samples
+    global_steps = {st["name"] for st in manifest["stages"] if st["kind"] == "global"}
+    rejects = pq.read_table(out / "rejects.parquet").to_pylist()
+    map_rejects = {(r["source"], r["key"]) for r in rejects if r["stage"] not in global_steps}
+    assert map_rejects and recorder.shard_rejects == map_rejects
+    # what on_run_finished reports goes into the manifest, on disk too
+    assert manifest["timings_s"]["recorder"] == 0.25
+    assert json.loads((out / "manifest.json").read_text())["timings_s"]["recorder"] == 0.25
+    # the pipeline itself writes no report: that is the report's observer's (the CLI attaches it)
+    assert not (out / "thumbs.parquet").exists() and not (out / "report.html").exists()
+
+
+def _module_imports(path: Path) -> tuple[set[str], set[str]]:
+    """The mmcurate modules (or packages) a file imports, at module level or inside functions, and the names it
+    takes from them with `from ... import`."""
+    modules, names = set(), set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            modules |= {a.name for a in node.names if a.name.startswith("mmcurate")}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").startswith("mmcurate"):
+            modules |= {f"{node.module}.{a.name}" for a in node.names} | {node.module}
+            names |= {a.name for a in node.names}
+    return modules, names
+
+
+def test_the_pipeline_imports_no_report_no_private_name_and_no_cycle():
+    pkg = ROOT / "mmcurate" / "pipeline"
+    modules = {f"mmcurate.pipeline.{p.stem}": p for p in pkg.glob("*.py") if p.stem != "__init__"}
+    found = {name: _module_imports(path) for name, path in modules.items()}
+    imports = {name: imported for name, (imported, _) in found.items()}
+    assert {n: sorted(i for i in imp if i.startswith("mmcurate.report")) for n, imp in imports.items()} == {
+        n: [] for n in modules
+    }
+    private = {
+        n: sorted(x for x in names if x.startswith("_") and not x.endswith("__")) for n, (_, names) in found.items()
+    }
+    assert private == {n: [] for n in modules}
+    graph = {n: {i for i in imp if i in modules and i != n} for n, imp in imports.items()}
+
+    def cycle_from(start, node, seen):
+        for nxt in graph[node]:
+            if nxt == start:
+                return [node, nxt]
+            if nxt not in seen:
+                seen.add(nxt)
+                rest = cycle_from(start, nxt, seen)
+                if rest:
+                    return [node, *rest]
+        return None
+
+    cycles = {n: cycle_from(n, n, {n}) for n in graph}
+    assert {n: c for n, c in cycles.items() if c} == {}

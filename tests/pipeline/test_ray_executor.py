@@ -70,8 +70,15 @@ def ray_session():
 @pytest.fixture(scope="module")
 def local_run(demo_input, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("ray_ref") / "local"
-    LocalExecutor(parse_recipe(_recipe(demo_input, out)), progress=False, keep_work=True).run()
+    LocalExecutor(parse_recipe(_recipe(demo_input, out)), progress=False, keep_work=True, observers=_report()).run()
     return out
+
+
+def _report() -> list:
+    """The report's observer, as the CLI attaches it: thumbs.parquet is compared like every output."""
+    from mmcurate.report import ReportObserver
+
+    return [ReportObserver()]
 
 
 def _digests(out: Path, work: bool = False) -> dict:
@@ -99,7 +106,7 @@ def _untimed(obj):
 def _ray_run(recipe: dict, **kw) -> dict:
     from mmcurate.pipeline.ray_executor import RayExecutor
 
-    return RayExecutor(parse_recipe(recipe), progress=False, **kw).run()
+    return RayExecutor(parse_recipe(recipe), progress=False, observers=_report(), **kw).run()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -129,6 +136,20 @@ def test_ray_outputs_are_byte_identical_to_local(ray_session, demo_input, local_
     assert manifest["outputs"] == local["outputs"]
     assert manifest["run"]["executor"] == "ray" and local["run"]["executor"] == "local"
     assert manifest["run"]["ray"]["cluster_resources"]["CPU"] == 2
+
+
+def test_ray_executor_is_the_executor_with_the_ray_strategy():
+    """Ray changes how the work runs, not the phases: RayExecutor only builds the executor with RayStrategy."""
+    from mmcurate.pipeline.executor import Executor
+    from mmcurate.pipeline.ray_executor import RayExecutor, RayStrategy
+
+    assert issubclass(RayExecutor, Executor) and issubclass(LocalExecutor, Executor)
+    phases = {name for name, value in vars(Executor).items() if callable(value) and name != "__init__"}
+    for cls in (RayExecutor, LocalExecutor):
+        assert phases.isdisjoint(vars(cls)), f"{cls.__name__} overrides {phases & set(vars(cls))}"
+    ex = RayExecutor(parse_recipe(_recipe(Path("in"), Path("out"))), address="auto", max_retries=1)
+    assert isinstance(ex.strategy, RayStrategy) and (ex.strategy.address, ex.strategy.max_retries) == ("auto", 1)
+    assert ex.global_mode == "sharded" and ex.dataset is None
 
 
 def test_map_steps_give_the_local_map_output_however_blocks_are_cut(demo_input, tmp_path):

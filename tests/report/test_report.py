@@ -663,6 +663,52 @@ def test_report_without_optional_parts(tmp_path, run_dir):
 
 
 # ------------------------------------------------------------------------------------------------
+# the report in a run: ReportObserver, as the CLI attaches it to the executor
+
+
+@pytest.fixture(scope="module")
+def demo_input(tmp_path_factory) -> Path:
+    from mmcurate.io.demo_dataset import build_demo_dataset
+
+    d = tmp_path_factory.mktemp("demo_input")
+    build_demo_dataset(d, n_samples=None, shard_size=40, seed=0)
+    return d
+
+
+@pytest.mark.parametrize("report", [True, False])
+def test_report_observer_collects_thumbnails_and_writes_the_report_the_recipe_asks_for(demo_input, tmp_path, report):
+    from mmcurate.pipeline.executor import LocalExecutor
+    from mmcurate.pipeline.recipe import default_recipe_dict, parse_recipe
+    from mmcurate.report import ReportObserver
+
+    out = tmp_path / "out"
+    r = default_recipe_dict()
+    r["input"]["path"] = str(demo_input)
+    r["output"].update(path=str(out), report=report)
+    manifest = LocalExecutor(parse_recipe(r), progress=False, observers=[ReportObserver(max_per_reason=2)]).run()
+    thumbs = pq.read_table(out / "thumbs.parquet").to_pylist()  # written whether or not the report is
+    rejects = pq.read_table(out / "rejects.parquet").to_pylist()
+    # a thumbnail per (stage, reason), up to the limit, for map and global rejects alike, all of rejected samples
+    by_reason: dict = {}
+    for row in rejects:
+        by_reason.setdefault((row["stage"], row["reason"]), set()).add(row["key"])
+    shown = [t for t in thumbs if t["kind"] == "reject"]
+    assert {(t["stage"], t["reason"]) for t in shown} == set(by_reason)
+    assert all(t["key"] in by_reason[(t["stage"], t["reason"])] for t in shown)
+    assert max(sum(1 for t in shown if t["reason"] == reason) for _, reason in by_reason) == 2
+    assert {"exact_dedup", "phash_dedup"} <= {t["stage"] for t in shown}
+    # the duplicate groups' tiles are decoded images from the second read of the input
+    dup_tiles = [t for t in thumbs if t["kind"] == "duplicate"]
+    assert dup_tiles and all(t["decoded"] for t in dup_tiles)
+    assert (out / "report.html").exists() == report
+    assert ("report" in manifest["timings_s"]) == report
+    assert json.loads((out / "manifest.json").read_text())["timings_s"] == manifest["timings_s"]
+    if report:
+        html = (out / "report.html").read_text(encoding="utf-8")
+        assert html.count("data:image/jpeg;base64,") >= len(shown)
+
+
+# ------------------------------------------------------------------------------------------------
 # semantic clusters: the balance and semantic_dedup stages' stats in the manifest
 
 HOSTILE_STAT = "<img src=x onerror=alert('stat')></td><script>alert(1)</script>"
