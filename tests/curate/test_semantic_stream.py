@@ -13,6 +13,8 @@ import pytest
 from mmcurate.curate.semantic import semantic_dedup
 from mmcurate.curate.semantic_stream import (
     EmbeddingShard,
+    FileSpill,
+    MemorySpill,
     array_shards,
     draw_sample,
     id_hash,
@@ -190,6 +192,29 @@ def test_independent_of_shards_partitions_and_chunks(tmp_path, keep):
     for r in runs[1:]:
         assert_results_equal(runs[0], r)
     assert runs[0].n_duplicates > 100
+
+
+@pytest.mark.parametrize("keep", ["hard", "random"])
+def test_memory_spill_equals_file_spill_and_writes_nothing(tmp_path, monkeypatch, keep):
+    """Pass 2's rows held in RAM (MemorySpill) give the FileSpill's result, and nothing is written anywhere
+    (the temp dir stays empty); the FileSpill's directory is gone afterwards."""
+    import tempfile
+
+    x = clustered(seed=4)
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp))
+    kw = dict(n_clusters=N_CLUSTERS, keep=keep, sample_size=1200, device="cpu", n_partitions=3, chunk_rows=257)
+    in_ram = semantic_dedup_streaming(array_shards(split(x, SIZES)), spill=MemorySpill(), representatives=True, **kw)
+    assert list(tmp.iterdir()) == [] and in_ram.stats["spill_bytes"] == 0
+    on_disk = semantic_dedup_streaming(
+        array_shards(split(x, SIZES)), spill=FileSpill(tmp_path / "rows"), representatives=True, **kw
+    )
+    assert on_disk.stats["spill_bytes"] > 0 and not (tmp_path / "rows").exists()
+    assert_results_equal(in_ram, on_disk)
+    for a, b in zip(in_ram.representatives, on_disk.representatives):
+        np.testing.assert_array_equal(a, b)
+    assert in_ram.n_duplicates > 100
 
 
 # ------------------------------------------------------------------------------ (c) arbitrary ids

@@ -76,7 +76,7 @@ def run_both(work: Path, shards, stage_name: str, params: dict):
     stage = registry.create(stage_name, params)
     mem = run_on_table(stage, memory_table(shards, list(stage.requires)))
     ctx = ShardedGlobalContext(work, len(shards), map_fn=map, parallelism=4)
-    return mem, stage.run(ctx) if stage.runs_on_context else stage.run_sharded(ctx)
+    return mem, stage.run(ctx)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -101,7 +101,7 @@ if mode == "memory":
 else:
     from mmcurate.pipeline.global_sharded import ShardedGlobalContext
     ctx = ShardedGlobalContext(work, len(shards), map_fn=map, parallelism=4)
-    res = st.run(ctx) if st.runs_on_context else st.run_sharded(ctx)
+    res = st.run(ctx)
 hwm = [int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM")][0]
 print(json.dumps({"hwm_mb": hwm / 1024, "stats": res.stats}, default=str))
 """

@@ -244,23 +244,18 @@ def test_sharded_semantic_dedup_equals_memory(tmp_path, monkeypatch, params, chu
     shards, ctx, removed = _setup(tmp_path, _reversed_map)
     stage = registry.create("semantic_dedup", {"eps": 0.05, "n_clusters": 6, "device": "cpu", **params})
     table = _memory_table(shards, list(stage.requires), removed)
-    mem = stage.run(table)
-    sh = stage.run_sharded(ctx)
-    assert sh.rejected.drop_columns([SAMPLE_ID]).equals(mem.rejected)
+    mem = stage.run(MemoryGlobalContext.from_table(table))  # one partition, rows in RAM, in process
+    sh = stage.run(ctx)  # shards spilled under _work/, tasks in reverse order
+    assert sh.rejected.equals(mem.rejected)
     assert sh.duplicates.equals(mem.duplicates)
+    assert sh.columns.equals(mem.columns)
     reasons = pc.value_counts(mem.rejected.column("reason")).to_pylist()
     assert {r["values"] for r in reasons} == {"no_embedding", "duplicate_semantic"}
     assert mem.rejected.num_rows >= 100
     _check_ids(sh, table)
-    # the cluster column: keyed by key in memory, by sample id when sharded
-    key_of = dict(zip(table.column(SAMPLE_ID).to_pylist(), table.column("key").to_pylist()))
-    got = {
-        key_of[i]: c
-        for i, c in zip(sh.columns.column(SAMPLE_ID).to_pylist(), sh.columns.column("semantic_cluster").to_pylist())
-    }
-    assert got == dict(zip(mem.columns.column("key").to_pylist(), mem.columns.column("semantic_cluster").to_pylist()))
     for k in ("no_embedding", "clusters", "sample_size", "duplicates", "kept", "cluster_size_percentiles"):
         assert sh.stats[k] == mem.stats[k], k
+    assert mem.stats["partitions"]["spill_bytes"] == 0 < sh.stats["partitions"]["spill_bytes"]
 
 
 def test_semantic_sample_size_validation():
@@ -488,7 +483,7 @@ def test_recipe_sharded_equals_memory(demo_input, memory_runs, tmp_path, name, w
     stages = {s["name"]: s for s in manifest["stages"]}
     assert stages["semantic_dedup"]["reasons"].get("duplicate_semantic", 0) > 0
     assert stages["phash_dedup"]["rejected"] > 0 and stages["exact_dedup"]["rejected"] > 0
-    assert stages["semantic_dedup"]["stats"]["sharded"]["n_partitions"] >= 1
+    assert stages["semantic_dedup"]["stats"]["partitions"]["n_partitions"] >= 1
     ref_stages = {s["name"]: s for s in ref["stages"]}
     for k in ("max_distance", "linkage", "mode", "expected_chance_links_per_sample"):  # same settings stats
         assert stages["phash_dedup"]["stats"][k] == ref_stages["phash_dedup"]["stats"][k], k
@@ -592,33 +587,29 @@ def test_sharded_balance_equals_memory(tmp_path, monkeypatch, params, chunk_rows
     shards, ctx, removed = _setup(tmp_path, _reversed_map)
     stage = registry.create("balance", {"device": "cpu", **params})
     table = _memory_table(shards, list(stage.requires), removed)
-    mem = stage.run(table)
-    sh = stage.run_sharded(ctx)
-    assert sh.rejected.drop_columns([SAMPLE_ID]).equals(mem.rejected)
+    mem = stage.run(MemoryGlobalContext.from_table(table))  # one partition, rows in RAM, in process
+    sh = stage.run(ctx)  # .npy shards under _work/, tasks in reverse order
+    assert sh.rejected.equals(mem.rejected)
     assert {r["values"] for r in pc.value_counts(mem.rejected.column("reason")).to_pylist()} == {
         "no_embedding",
         "balance",
     }
     _check_ids(sh, table)
-    key_of = dict(zip(table.column(SAMPLE_ID).to_pylist(), table.column("key").to_pylist()))
-    assert [key_of[i] for i in sh.columns.column(SAMPLE_ID).to_pylist()] == mem.columns.column("key").to_pylist()
-    assert sh.columns.column("balance_cluster").equals(mem.columns.column("balance_cluster"))
+    assert sh.columns.equals(mem.columns)
     assert mem.columns.num_rows == mem.stats["target"] > 0
     for k in ("no_embedding", "n", "target", "selected", "levels", "sample_size", "before", "after"):
         assert sh.stats[k] == mem.stats[k], k
     if "sample_size" in params:
-        assert sh.stats["sharded"]["largest_gather_rows"] <= params["sample_size"]
+        assert sh.stats["partitions"]["largest_gather_rows"] <= params["sample_size"]
 
 
 def test_balance_data_level_same_over_memory_and_shards(tmp_path):
-    """data_level_kmeans over InMemoryEmbeddings (ids and the per-shard chunks) and over the .npy shards of the
-    same rows: identical centroids, labels and distances; the sharded source gathers at most sample_size rows
-    at a time and never holds more on the driver."""
-    from mmcurate.curate.balance import InMemoryEmbeddings, data_level_kmeans
+    """data_level_kmeans over the rows as one array in memory and as .npy shards read by tasks in reverse order:
+    identical centroids, labels and distances when the shards' chunks are the same; the sharded source gathers
+    at most sample_size rows at a time."""
+    from mmcurate.curate.balance import ShardEmbeddings, data_level_kmeans
     from mmcurate.curate.semantic_stream import EmbeddingShard
     from mmcurate.pipeline.global_sharded import make_ids
-    from mmcurate.stages.semantic import _assign_chunks
-    from mmcurate.stages.sharded_steps import ShardedEmbeddings
 
     rng = np.random.default_rng(5)
     centers = _unit(rng.standard_normal((9, D)))
@@ -632,12 +623,13 @@ def test_balance_data_level_same_over_memory_and_shards(tmp_path):
             for i, (a, b) in enumerate(zip(cuts[:-1], cuts[1:]))
         ]
     )
-    mem = InMemoryEmbeddings(x, ids, list(_assign_chunks(ids)))
-    shards = []
+    in_ram, on_disk = [], []
     for i, (a, b) in enumerate(zip(cuts[:-1], cuts[1:])):
         np.save(tmp_path / f"{i}.npy", x[a:b])
-        shards.append(EmbeddingShard.from_npy(tmp_path / f"{i}.npy", ids[a:b]))
-    sharded = ShardedEmbeddings(shards, ids, _reversed_map, 16384)
+        on_disk.append(EmbeddingShard.from_npy(tmp_path / f"{i}.npy", ids[a:b]))
+        in_ram.append(EmbeddingShard.from_array(x[a:b], ids[a:b]))
+    mem = ShardEmbeddings(in_ram, ids)
+    sharded = ShardEmbeddings(on_disk, ids, _reversed_map, 16384)
     for kw, most in (
         ({"k": 12, "n_resamples": 3, "sample_size": 96}, 96),
         ({"k": 7, "n_resamples": 2, "sample_size": None}, 1400),  # 256 per cluster: all rows
@@ -673,13 +665,13 @@ def test_sharded_balance_never_builds_the_embedding_matrix(tmp_path, monkeypatch
     monkeypatch.setattr(mindex, "kmeans", kmeans_spy)
     monkeypatch.setattr(sem, "embedding_matrix", matrix_spy)
     stage = registry.create("balance", {"fraction": 0.5, "levels": [10, 3], "sample_size": 40, "device": "cpu"})
-    res = stage.run_sharded(ctx)
+    res = stage.run(ctx)
     n = res.stats["n"]
     assert n > 600 and res.columns.num_rows == round(0.5 * n)
     # data level: the sample and the refits (<= 40 rows); upper levels: the 10 centroids and their subsets
     assert trained and max(trained) <= 40 and trained.count(40) >= 1
     assert converted and max(converted) <= max(v.n_alive for v in ctx.views()) < n
-    assert res.stats["sharded"]["largest_gather_rows"] <= 40
+    assert res.stats["partitions"]["largest_gather_rows"] <= 40
 
 
 # ---------------------------------------------------------------------------------------------------------

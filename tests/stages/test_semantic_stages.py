@@ -9,8 +9,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from mmcurate.pipeline.stage import MapStage, StageError, StageResult, registry
-from mmcurate.stages.semantic import embedding_matrix
+from mmcurate.pipeline.global_phase import run_on_table
+from mmcurate.pipeline.stage import SAMPLE_ID, MapStage, StageError, StageResult, registry
+from mmcurate.stages.embeddings import embedding_matrix
 
 D = 32
 
@@ -38,6 +39,14 @@ def _table(x, fixed=True, dtype=pa.float16(), extra=None):
     cols = {"key": [f"k{i:05d}" for i in range(n)], "source": ["s"] * n, "image_embedding": col}
     cols.update(extra or {})
     return pa.table(cols)
+
+
+def _run(stage, table):
+    """The step over the table (samples named by row number), its per-sample columns given their key too."""
+    res = run_on_table(stage, table)
+    if res.columns is not None:
+        res.columns = res.columns.append_column("key", table.column("key").take(res.columns.column(SAMPLE_ID)))
+    return res
 
 
 def _rejected(res):
@@ -70,7 +79,7 @@ def test_semantic_dedup_equals_curate_and_points_at_kept():
 
     x = _planted()
     t = _table(x)
-    res = registry.create("semantic_dedup", {"n_clusters": 4, "eps": 0.05}).run(t)
+    res = _run(registry.create("semantic_dedup", {"n_clusters": 4, "eps": 0.05}), t)
     m, ok, _ = embedding_matrix(t.column("image_embedding"))
     ref = semantic_dedup(m, eps=0.05, n_clusters=4, keep="hard", device="auto", seed=0)
     keys = np.array(t.column("key").to_pylist())
@@ -102,7 +111,7 @@ def test_semantic_dedup_nulls_keep_by_score_and_default_clusters():
     t = t.set_column(2, "image_embedding", pa.array(rows, pa.list_(pa.float32())))
     stage = registry.create("semantic_dedup", {"keep": {"max": "clip_score"}})
     assert "clip_score" in stage.requires and stage.n_clusters_for(300) == 1 and stage.n_clusters_for(10_400) == 10
-    res = stage.run(t)
+    res = _run(stage, t)
     rej = _rejected(res)
     assert rej["k00007"] == "no_embedding" and rej["k00008"] == "no_embedding"
     assert len(rej) + res.columns.num_rows == t.num_rows  # every row kept or rejected
@@ -162,7 +171,7 @@ def _skewed(n=2000, seed=0):
 def test_balance_target_gini_and_determinism(method):
     t = _table(_skewed(1000))
     params = {"target": 250, "levels": [40, 7], "method": method}
-    res = registry.create("balance", params).run(t)
+    res = _run(registry.create("balance", params), t)
     assert res.columns.num_rows == 250 and res.rejected.num_rows == t.num_rows - 250
     assert set(res.rejected.column("reason").to_pylist()) == {"balance"}
     assert res.rejected.column("detail").to_pylist()[0].startswith("cluster ")
@@ -186,9 +195,9 @@ def test_balance_target_gini_and_determinism(method):
     assert before.sum() == t.num_rows and (before > 0).all()
     cap = after[after < before].min()
     assert ((after == before) | (after == cap) | (after == cap + 1)).all() and (after[after == before] <= cap + 1).all()
-    again = registry.create("balance", params).run(t)
+    again = _run(registry.create("balance", params), t)
     assert again.columns.equals(res.columns)
-    other = registry.create("balance", {**params, "seed": 1}).run(t)
+    other = _run(registry.create("balance", {**params, "seed": 1}), t)
     assert not other.columns.column("key").equals(res.columns.column("key"))
 
 
@@ -198,11 +207,11 @@ def test_balance_fraction_everything_and_nulls():
     rows = t.column("image_embedding").to_pylist()
     rows[0] = None
     t = t.set_column(2, "image_embedding", pa.array(rows, t.schema.field("image_embedding").type))
-    res = registry.create("balance", {"fraction": 0.25, "levels": [1000, 100]}).run(t)
+    res = _run(registry.create("balance", {"fraction": 0.25, "levels": [1000, 100]}), t)
     assert _rejected(res)["k00000"] == "no_embedding"
     assert res.columns.num_rows == round(0.25 * 399)
     assert res.stats["levels"][0] <= 399 // 4 and len(res.stats["levels"]) == 2
-    res = registry.create("balance", {"target": 10_000}).run(t)
+    res = _run(registry.create("balance", {"target": 10_000}), t)
     assert res.columns.num_rows == 399 and res.rejected.num_rows == 1
     assert res.stats["after"] == res.stats["before"]
 
