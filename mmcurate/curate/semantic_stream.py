@@ -55,7 +55,8 @@ from typing import Callable
 
 import numpy as np
 
-from mmcurate.curate.hashing import mix64
+from mmcurate.curate.hashing import GOLDEN, mix64
+from mmcurate.curate.percentiles import percentile_summary
 from mmcurate.curate.semantic import (
     DEFAULT_BLOCK,
     KEEP_POLICIES,
@@ -442,13 +443,12 @@ def _keep_policy(keep):
 
 # ------------------------------------------------------------------------------------------- sample
 
-_GOLDEN = 0x9E3779B97F4A7C15
 _M64 = (1 << 64) - 1
 
 
 def id_hash(ids: np.ndarray, seed: int = 0) -> np.ndarray:
     """uint64 seeded hash of every id; distinct ids get distinct hashes (a bijection for each seed)."""
-    salt = int(mix64(np.array([(int(seed) + _GOLDEN) & _M64], np.uint64))[0])
+    salt = int(mix64(np.array([(int(seed) + GOLDEN) & _M64], np.uint64))[0])
     with np.errstate(over="ignore"):
         return mix64(np.asarray(ids, np.int64).view(np.uint64) + np.uint64(salt))
 
@@ -799,19 +799,6 @@ def _dedup_partition(task):
 # -------------------------------------------------------------------------------------------- driver
 
 
-def _percentiles(sizes: np.ndarray) -> dict:
-    q = np.percentile(sizes, [50, 90, 99]) if sizes.size else [0, 0, 0]
-    lo, hi = (int(sizes.min()), int(sizes.max())) if sizes.size else (0, 0)
-    return {
-        "min": lo,
-        "p50": float(q[0]),
-        "p90": float(q[1]),
-        "p99": float(q[2]),
-        "max": hi,
-        "n_empty": int(np.count_nonzero(sizes == 0)),
-    }
-
-
 def semantic_dedup_streaming(
     shards: Sequence[EmbeddingShard] | EmbeddingShard,
     eps: float = 0.05,
@@ -955,7 +942,10 @@ def semantic_dedup_streaming(
         "n_partitions": int(n_part),
         "chunk_rows": chunk_rows,
         "device": dev,
-        "cluster_sizes": _percentiles(sizes),
+        "cluster_sizes": {
+            **percentile_summary(sizes, (50, 90, 99), min_max=True),
+            "n_empty": int(np.count_nonzero(sizes == 0)),
+        },
         "partition_sizes": part_sizes.tolist(),
         "peak_task_rows": int(max(peak, min(chunk_rows, max(sh.count for sh in shards)))),
         "largest_cluster_rows": int(sizes.max()),

@@ -36,7 +36,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from mmcurate.curate.hashing import mix64
+from mmcurate.curate.hashing import GOLDEN, mix64
 from mmcurate.curate.semantic_stream import EmbeddingShard, FileSpill, MemorySpill
 from mmcurate.pipeline.stage import SAMPLE_ID, SHARD_SHIFT, AccountingError, StageError, id_rows, id_shards, make_ids
 
@@ -78,7 +78,7 @@ def string_hash64(values) -> np.ndarray:
             data = data[off[0] : off[-1]]
             lengths = np.diff(off)
             pos = np.arange(data.size, dtype=np.uint64) - np.repeat((off[:-1] - off[0]).astype(np.uint64), lengths)
-            contrib = (data.astype(np.uint64) + np.uint64(1)) * mix64(pos + np.uint64(0x9E3779B97F4A7C15))
+            contrib = (data.astype(np.uint64) + np.uint64(1)) * mix64(pos + np.uint64(GOLDEN))
             cs = np.concatenate([np.zeros(1, np.uint64), np.cumsum(contrib, dtype=np.uint64)])
             h = cs[off[1:] - off[0]] - cs[off[:-1] - off[0]]
             out[s : s + n] = mix64(h ^ mix64(lengths.astype(np.uint64) + np.uint64(0xD1B54A32D192ED03)))
@@ -266,7 +266,7 @@ def _codes_by_component_task(task):
     pos = np.minimum(np.searchsorted(linked, ids), max(linked.size - 1, 0))
     on = linked[pos] == ids
     out = pa.table({"code": pa.array(np.asarray(codes, np.uint64)[on], pa.uint64())})
-    part = mix64(comp[pos[on]].astype(np.uint64) + np.uint64(0x9E3779B97F4A7C15)) % np.uint64(n_part)
+    part = mix64(comp[pos[on]].astype(np.uint64) + np.uint64(GOLDEN)) % np.uint64(n_part)
     return store.write(out, part.astype(np.int64), n_part, f"s{i:06d}")
 
 

@@ -27,14 +27,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from mmcurate.curate.dedup import chance_link_probability
-from mmcurate.curate.hashing import mix64
+from mmcurate.curate.hashing import GOLDEN, mix64
+from mmcurate.curate.splits import SPLIT_NAMES
 from mmcurate.pipeline.global_sharded import string_hash64
 from mmcurate.pipeline.params import check_seed, is_int
 from mmcurate.pipeline.schema import REJECTS_SCHEMA
 from mmcurate.pipeline.stage import SAMPLE_ID, GlobalResult, GlobalStage, StageError, registry, with_sample_ids
 from mmcurate.stages.image import phash_codes
-
-SPLIT_NAMES = ("train", "val", "test")
 
 
 @registry.register
@@ -186,7 +185,7 @@ def _value_hash(values) -> np.ndarray:
     if pa.types.is_integer(t) or pa.types.is_boolean(t):
         wide = pa.uint64() if pa.types.is_unsigned_integer(t) else pa.int64()
         v = np.asarray(pc.cast(arr, wide).to_numpy(zero_copy_only=False)).view(np.uint64)
-        return mix64(v + np.uint64(0x9E3779B97F4A7C15))
+        return mix64(v + np.uint64(GOLDEN))
     return string_hash64(pc.cast(arr, pa.string()))
 
 
