@@ -4,6 +4,7 @@
 #   2. ruff format --check .             ([tool.ruff.format])
 #   3. clang-format --dry-run -Werror    over csrc/ and fuzz/*.cpp (.clang-format)
 #   4. mypy                              over mmcurate/ops, mmcurate/curate, mmcurate/pipeline/stage.py ([tool.mypy])
+#   5. scripts/check_imports.py          no import circles and no private name imported across modules in mmcurate/
 # Every check runs even after one fails; the exit status is non-zero when any failed, and each failure
 # prints the command that fixes (or shows) it.
 #   scripts/lint.sh          check only
@@ -68,6 +69,9 @@ run_check "clang-format" \
 run_check "mypy" \
   "annotate or correct the lines named above ($BIN/mypy $MYPY_TARGETS)" \
   "$BIN/mypy" $MYPY_TARGETS
+run_check "imports" \
+  "break the circle named above (move the shared piece to a module both import) or make the name public" \
+  "$BIN/python" scripts/check_imports.py
 
 if [ ${#failed[@]} -gt 0 ]; then
   echo "[lint] FAILED: ${failed[*]}"

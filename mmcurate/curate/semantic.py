@@ -50,7 +50,7 @@ class ThresholdedSimilarity:
 
     def keep_at(self, eps: float) -> np.ndarray:
         """The keep mask for another eps on the same clusters and keep order."""
-        _check_eps(eps)
+        check_eps(eps)
         return ~(self.max_similarity >= np.float32(1.0 - eps))
 
 
@@ -76,7 +76,7 @@ class SemDedupResult(ThresholdedSimilarity):
             rep = nxt
 
 
-def _check_eps(eps: float) -> None:
+def check_eps(eps: float) -> None:
     if not (0.0 < float(eps) < 1.0):
         raise ValueError(f"eps must be in (0, 1), got {eps}")
 
@@ -197,7 +197,7 @@ def block_max_similarity_torch(x, block: int = DEFAULT_BLOCK):
     return best.cpu().numpy(), arg.cpu().numpy()
 
 
-def _torch_cuda_ok() -> bool:
+def torch_cuda_ok() -> bool:
     try:
         import torch
 
@@ -223,7 +223,7 @@ def semantic_dedup(
     torch on CUDA when available (numpy/BLAS otherwise). ``clusters=(centroids, labels)`` skips k-means
     and uses a given clustering (centroids unit-normalised here).
     """
-    _check_eps(eps)
+    check_eps(eps)
     a = _check_embeddings(emb)
     n = a.shape[0]
     from mmcurate import index as mindex  # deferred: faiss only when used
@@ -242,7 +242,7 @@ def semantic_dedup(
     order = keep_order(a, labels, centroids, keep=keep, seed=seed)
     bounds = np.searchsorted(labels[order], np.arange(centroids.shape[0] + 1))
 
-    use_torch = dev == "cuda" and _torch_cuda_ok()
+    use_torch = dev == "cuda" and torch_cuda_ok()
     best = np.full(n, -np.inf, np.float32)
     partner = np.full(n, -1, np.int64)
     for c in range(centroids.shape[0]):

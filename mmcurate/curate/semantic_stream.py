@@ -62,11 +62,11 @@ from mmcurate.curate.semantic import (
     KEEP_POLICIES,
     NORM_TOL,
     ThresholdedSimilarity,
-    _check_eps,
-    _torch_cuda_ok,
     block_max_similarity,
     block_max_similarity_torch,
+    check_eps,
     pair_cosine64,
+    torch_cuda_ok,
 )
 
 DEFAULT_CHUNK_ROWS = 16384  # rows per pass-2 read (64 MiB at d=1024)
@@ -681,9 +681,10 @@ class _ArrayRows:
     """:class:`_RowReader`'s interface over rows in memory."""
 
     def __init__(self, rows: np.ndarray):
-        self.rows = rows
+        self.rows: np.ndarray | None = rows
 
     def read_sorted(self, q: np.ndarray, out: np.ndarray) -> None:
+        assert self.rows is not None, "read after close"
         np.take(self.rows, q, axis=0, out=out)
 
     def close(self) -> None:
@@ -831,7 +832,7 @@ def semantic_dedup_streaming(
     (``result.representatives``), found inside the partition tasks where the cluster's rows are at hand, so the
     driver never gathers embeddings for them.
     """
-    _check_eps(eps)
+    check_eps(eps)
     shards = _check_shards(shards)
     policy, scores = _keep_policy(keep)
     chunk_rows = int(chunk_rows)
@@ -906,7 +907,7 @@ def semantic_dedup_streaming(
 
         # pass 3: per partition, keep order and block max similarity per cluster
         t0 = time.perf_counter()
-        use_torch = dev == "cuda" and _torch_cuda_ok()
+        use_torch = dev == "cuda" and torch_cuda_ok()
         keep_mask = np.ones(n, bool)
         best = np.full(n, -np.inf, np.float32)
         dup_of = np.full(n, -1, np.int64)

@@ -27,6 +27,7 @@ from mmcurate.ops.codes import DECODE_MODES as _DECODE_MODES
 from mmcurate.ops.codes import HASH_KINDS as _HASH_KINDS
 from mmcurate.ops.codes import INTERPOLATIONS as _INTERPOLATIONS
 from mmcurate.ops.codes import RESIZE_MODES as _RESIZE_MODES
+from mmcurate.ops.decode_result import DecodeResult
 
 __all__ = [
     "DeviceArray",  # noqa: F822 - served by the module's __getattr__ (it needs the native module)
@@ -113,8 +114,6 @@ def decode_images(
     nvJPEG's colour conversion differs slightly from libjpeg's: pixels match the CPU decode to a mean
     absolute difference <= 2 (max <= 4), not bit for bit."""
     global _warned_no_nvjpeg
-    from mmcurate.ops.decode import DecodeResult
-
     if mode not in _DECODE_MODES:
         raise ValueError(f"mode must be one of {sorted(_DECODE_MODES)}, got {mode!r}")
     min_h, min_w = (0, 0) if target_size is None else (int(target_size[0]), int(target_size[1]))

@@ -9,7 +9,6 @@ the magic bytes, never from a file name.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 
@@ -17,38 +16,11 @@ from mmcurate._native import native
 from mmcurate.ops._device import resolve_device
 from mmcurate.ops._inputs import INT32_MAX, as_blob_list, call_native, check_int, check_max_pixels, check_threads
 from mmcurate.ops.codes import DECODE_MODES, DEFAULT_MAX_PIXELS
+from mmcurate.ops.decode_result import DecodeResult
 
 __all__ = ["DecodeResult", "decode_images", "probe_images", "DEFAULT_MAX_PIXELS", "MODES"]
 
 MODES = DECODE_MODES
-
-
-@dataclass
-class DecodeResult:
-    """Columnar result of a batch decode; index i describes blobs[i].
-
-    images        list of HxWxC uint8 arrays (always 3-D; C=3 for "RGB", 1 for "L"/"luma"), None where failed
-    status        int8[n] of :class:`mmcurate.ops.Status` values
-    errors        the reason for each failure, None where ok
-    formats       "jpeg" / "png" / "webp", None where the bytes are not a known format
-    source_sizes  int32[n, 2], (height, width) as stored in the header (before orientation); 0 if unreadable
-    orientation   int8[n], the EXIF orientation 1..8 (1 when absent), whether or not it was applied
-    """
-
-    images: list
-    status: np.ndarray
-    errors: list
-    formats: list
-    source_sizes: np.ndarray
-    orientation: np.ndarray
-
-    @property
-    def ok(self) -> np.ndarray:
-        """Boolean mask of the samples that decoded."""
-        return self.status == 0
-
-    def __len__(self) -> int:
-        return len(self.images)
 
 
 def _parse_mode(mode: str) -> int:

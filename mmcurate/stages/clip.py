@@ -281,7 +281,6 @@ class ClipScoreFilter(GlobalStage):
             if self.keep_fraction is not None:
                 check_number("keep_fraction", self.keep_fraction, 0.0, 1.0, lo_open=True)
 
-
     def run(self, ctx) -> GlobalResult:
         """Pass 1 per shard: (id, score) of the scored samples (and the rejects, with a threshold). keep_fraction:
         the cut on all scores, keys fetched only for the samples tied at the cut score; pass 2 per shard builds

@@ -381,7 +381,6 @@ class ExactDedup(GlobalStage):
         self.requires = _dedup_requires(("key", "source", "sha256"), self.params.keep)
         self.map_part = Sha256(num_threads=self.params.num_threads)
 
-
     def run(self, ctx) -> GlobalResult:
         """Pass 1 per shard: (id, key, source, digest, score) of the samples with a digest, routed by a hash of
         the digest into partitions (equal digests meet in one; memory mode: one partition). Pass 2 per
@@ -576,7 +575,6 @@ class PhashDedup(GlobalStage):
             "mode": p.mode,
             "expected_chance_links_per_sample": chance,
         }
-
 
     def run(self, ctx) -> GlobalResult:
         """The candidates from the context's Hamming primitive (memory mode: every sample with a pHash; sharded:

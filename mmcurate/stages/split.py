@@ -75,7 +75,6 @@ class Split(GlobalStage):
             cols.append(p.stratify_by)
         self.requires = tuple(dict.fromkeys(cols))
 
-
     def run(self, ctx) -> GlobalResult:
         """Links (pHash pairs from the context's Hamming primitive, equal group-column values from a shuffle of
         (value, id)), connected components over their union (int arrays per sample), groups renumbered by their

@@ -204,7 +204,8 @@ def test_memory_spill_equals_file_spill_and_writes_nothing(tmp_path, monkeypatch
     tmp = tmp_path / "tmp"
     tmp.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(tmp))
-    kw = dict(n_clusters=N_CLUSTERS, keep=keep, sample_size=1200, device="cpu", n_partitions=3, chunk_rows=257)
+    kw = {"n_clusters": N_CLUSTERS, "keep": keep, "sample_size": 1200, "device": "cpu", "n_partitions": 3}
+    kw["chunk_rows"] = 257
     in_ram = semantic_dedup_streaming(array_shards(split(x, SIZES)), spill=MemorySpill(), representatives=True, **kw)
     assert list(tmp.iterdir()) == [] and in_ram.stats["spill_bytes"] == 0
     on_disk = semantic_dedup_streaming(
