@@ -732,6 +732,7 @@ def semantic_stage_entries() -> list[dict]:
     """semantic_dedup then balance, run for real on generated embeddings; their manifest entries as the
     executor writes them (through JSON)."""
     import mmcurate.stages.semantic  # noqa: F401  (registers the stages)
+    from mmcurate.pipeline.global_phase import run_on_table
     from mmcurate.pipeline.stage import registry
 
     x = _blobs(1500)
@@ -748,7 +749,7 @@ def semantic_stage_entries() -> list[dict]:
         ("semantic_dedup", {"eps": 0.01, "n_clusters": 12, "device": "cpu"}),
         ("balance", {"target": n // 4, "levels": [60, 15], "device": "cpu"}),
     ):
-        res = registry.create(name, params).run(table)
+        res = run_on_table(registry.create(name, params), table)
         reasons: dict[str, int] = {}
         for r in res.rejected.column("reason").to_pylist():
             reasons[r] = reasons.get(r, 0) + 1
