@@ -74,6 +74,22 @@ def photos_rgb(photo_paths) -> list[np.ndarray]:
     return [np.asarray(Image.open(p).convert("RGB")) for p in photo_paths]
 
 
+@pytest.fixture(scope="module")
+def demo_input(tmp_path_factory) -> Path:
+    """The demo dataset as a run's input (111 samples in 6 webdataset shards), built once per test module."""
+    from helpers import build_demo_input
+
+    return build_demo_input(tmp_path_factory.mktemp("demo_input"))
+
+
+@pytest.fixture(scope="module")
+def tiny_clip():
+    """The mmcurate-tiny CLIP model with random weights, on the CPU, loaded once per test module."""
+    from mmcurate.models import load_clip
+
+    return load_clip("mmcurate-tiny", weights="random", device="cpu")
+
+
 def encode(arr: np.ndarray, fmt: str = "JPEG", **kw) -> bytes:
     from PIL import Image
 

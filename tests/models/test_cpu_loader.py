@@ -16,6 +16,7 @@ torch = pytest.importorskip("torch")
 open_clip = pytest.importorskip("open_clip")
 
 from conftest import encode  # noqa: E402
+from helpers import bad_image_blobs  # noqa: E402
 from mmcurate.models import NativeImageLoader, Preprocess, embed_encoded_images, get_entry, load_clip  # noqa: E402
 
 PIXEL_MAX_ABS_FULL = 1e-5  # full decode: Pillow-exact decode + resize, only float rounding remains
@@ -24,7 +25,7 @@ COSINE_MIN = 0.995
 
 
 @pytest.fixture(scope="module")
-def blobs(photo_paths, photos_rgb):
+def photo_blobs(photo_paths, photos_rgb):
     """The scikit-image photos as stored (PNG and JPEG), plus JPEG re-encodes so DCT scaling is exercised."""
     files = [p.read_bytes() for p in photo_paths]
     jpegs = [encode(a, "JPEG", quality=90) for a in photos_rgb if min(a.shape[:2]) >= 300]
@@ -72,28 +73,23 @@ def reference_uint8(entry, blobs):
 
 
 @pytest.fixture(scope="module")
-def tiny():
-    return load_clip("mmcurate-tiny", weights="random", device="cpu")
-
-
-@pytest.fixture(scope="module")
 def vitb32():
     return load_clip("ViT-B-32", weights="random", device="cpu")
 
 
 @pytest.mark.parametrize("scaled", [False, True])
-def test_pixels_match_open_clip_preprocess(blobs, scaled, capsys):
+def test_pixels_match_open_clip_preprocess(photo_blobs, scaled, capsys):
     entry = get_entry("ViT-B-32")
-    ref = reference_tensors(entry, blobs)
-    b = NativeImageLoader(entry.preprocess, scaled_decode=scaled).load(blobs)
-    assert b.rejected == [] and b.pixels.shape == (len(blobs), 224, 224, 3) and b.pixels.dtype == np.uint8
+    ref = reference_tensors(entry, photo_blobs)
+    b = NativeImageLoader(entry.preprocess, scaled_decode=scaled).load(photo_blobs)
+    assert b.rejected == [] and b.pixels.shape == (len(photo_blobs), 224, 224, 3) and b.pixels.dtype == np.uint8
     ours = entry.preprocess.normalize(torch.from_numpy(b.pixels))
     diff = (ours - ref).abs()
-    d8 = np.abs(b.pixels.astype(np.int16) - reference_uint8(entry, blobs))
+    d8 = np.abs(b.pixels.astype(np.int16) - reference_uint8(entry, photo_blobs))
     with capsys.disabled():
         print(
             f"\n[parity a] scaled_decode={scaled}: normalised max abs diff {diff.max().item():.3g}, "
-            f"mean {diff.mean().item():.3g}; uint8 max {d8.max()}, mean {d8.mean():.3f} ({len(blobs)} photos)"
+            f"mean {diff.mean().item():.3g}; uint8 max {d8.max()}, mean {d8.mean():.3f} ({len(photo_blobs)} photos)"
         )
     if scaled:
         assert diff.mean().item() <= PIXEL_MEAN_ABS_SCALED
@@ -101,34 +97,26 @@ def test_pixels_match_open_clip_preprocess(blobs, scaled, capsys):
         assert diff.max().item() <= PIXEL_MAX_ABS_FULL
 
 
-@pytest.mark.parametrize("model_fixture", ["tiny", "vitb32"])
+@pytest.mark.parametrize("model_fixture", ["tiny_clip", "vitb32"])
 @pytest.mark.parametrize("scaled", [False, True])
-def test_embeddings_match_open_clip_pipeline(request, blobs, model_fixture, scaled, capsys):
+def test_embeddings_match_open_clip_pipeline(request, photo_blobs, model_fixture, scaled, capsys):
     clip = request.getfixturevalue(model_fixture)
-    ref_x = reference_tensors(clip.entry, blobs)
+    ref_x = reference_tensors(clip.entry, photo_blobs)
     with torch.inference_mode():
         ref = torch.nn.functional.normalize(clip.model.encode_image(ref_x), dim=-1).numpy()
-    r = embed_encoded_images(clip, blobs, loader=NativeImageLoader(clip.preprocess, batch_size=8, scaled_decode=scaled))
-    assert r.rejected == [] and np.array_equal(r.indices, np.arange(len(blobs)))
+    r = embed_encoded_images(
+        clip, photo_blobs, loader=NativeImageLoader(clip.preprocess, batch_size=8, scaled_decode=scaled)
+    )
+    assert r.rejected == [] and np.array_equal(r.indices, np.arange(len(photo_blobs)))
     cos = (r.embeddings * ref).sum(1)
     with capsys.disabled():
         print(f"\n[parity b] {clip.name} scaled_decode={scaled}: min cosine {cos.min():.6f}")
     assert cos.min() >= COSINE_MIN
 
 
-def _bad_blobs(good_jpeg):
-    return {
-        "truncated": good_jpeg[: len(good_jpeg) // 3],
-        "corrupt": np.random.default_rng(0).integers(0, 256, 5000, dtype=np.uint8).tobytes(),
-        "empty": b"",
-        "none": None,
-        "header_only": good_jpeg[:200],
-    }
-
-
-def test_bad_samples_are_quarantined_and_the_rest_embed_identically(blobs, tiny):
-    good = blobs[:6]
-    bad = _bad_blobs(blobs[-1])
+def test_bad_samples_are_quarantined_and_the_rest_embed_identically(photo_blobs, tiny_clip):
+    good = photo_blobs[:6]
+    bad = bad_image_blobs(photo_blobs[-1])
     mixed = [
         good[0],
         bad["truncated"],
@@ -142,7 +130,7 @@ def test_bad_samples_are_quarantined_and_the_rest_embed_identically(blobs, tiny)
         bad["header_only"],
         good[5],
     ]
-    loader = NativeImageLoader(tiny.preprocess, batch_size=len(mixed))
+    loader = NativeImageLoader(tiny_clip.preprocess, batch_size=len(mixed))
     b = loader.load(mixed)
     assert b.indices.tolist() == [0, 2, 4, 6, 8, 10]
     rejected = {r.index: r for r in b.rejected}
@@ -153,11 +141,11 @@ def test_bad_samples_are_quarantined_and_the_rest_embed_identically(blobs, tiny)
         assert rejected[i].status in ("truncated", "corrupt") and rejected[i].reason
     clean = loader.load(good)
     assert np.array_equal(b.pixels, clean.pixels)
-    assert np.allclose(tiny.embed_images(b.pixels), tiny.embed_images(clean.pixels), atol=0, rtol=0)
+    assert np.allclose(tiny_clip.embed_images(b.pixels), tiny_clip.embed_images(clean.pixels), atol=0, rtol=0)
     # through the embedding helper, over several batches
-    r = embed_encoded_images(tiny, mixed, loader=NativeImageLoader(tiny.preprocess, batch_size=4))
+    r = embed_encoded_images(tiny_clip, mixed, loader=NativeImageLoader(tiny_clip.preprocess, batch_size=4))
     assert r.indices.tolist() == [0, 2, 4, 6, 8, 10] and len(r.rejected) == 5
-    assert np.allclose(r.embeddings, tiny.embed_images(clean.pixels), atol=1e-6)
+    assert np.allclose(r.embeddings, tiny_clip.embed_images(clean.pixels), atol=1e-6)
 
 
 def test_all_bad_batch_yields_empty_pixels():
@@ -167,14 +155,14 @@ def test_all_bad_batch_yields_empty_pixels():
 
 
 @pytest.mark.parametrize("prefetch", [False, True])
-def test_iter_batches_covers_every_sample_in_order(blobs, prefetch):
+def test_iter_batches_covers_every_sample_in_order(photo_blobs, prefetch):
     pp = Preprocess(image_size=96, interpolation="bilinear")
-    whole = NativeImageLoader(pp).load(blobs)
-    stream = (b for b in blobs[:3] + [b"bad"] + blobs[3:])  # a generator works too
+    whole = NativeImageLoader(pp).load(photo_blobs)
+    stream = (b for b in photo_blobs[:3] + [b"bad"] + photo_blobs[3:])  # a generator works too
     batches = list(NativeImageLoader(pp, batch_size=4, prefetch=prefetch).iter_batches(stream))
     assert [len(b) + len(b.rejected) for b in batches][:-1] == [4] * (len(batches) - 1)
     idx = np.concatenate([b.indices for b in batches])
-    assert idx.tolist() == [i for i in range(len(blobs) + 1) if i != 3]
+    assert idx.tolist() == [i for i in range(len(photo_blobs) + 1) if i != 3]
     assert [r.index for b in batches for r in b.rejected] == [3]
     assert np.array_equal(np.concatenate([b.pixels for b in batches]), whole.pixels)
 
@@ -200,6 +188,6 @@ def test_loader_misuse():
         NativeImageLoader(Preprocess()).load(b"\xff\xd8")
 
 
-def test_embed_helper_refuses_a_loader_with_other_preprocessing(tiny):
+def test_embed_helper_refuses_a_loader_with_other_preprocessing(tiny_clip):
     with pytest.raises(ValueError, match="would not match the weights"):
-        embed_encoded_images(tiny, [], loader=NativeImageLoader(Preprocess(mean=0.5, std=0.5)))
+        embed_encoded_images(tiny_clip, [], loader=NativeImageLoader(Preprocess(mean=0.5, std=0.5)))

@@ -17,6 +17,7 @@ pytest.importorskip("nvidia.dali")
 
 from conftest import encode  # noqa: E402
 from data_gen import with_orientation  # noqa: E402
+from helpers import bad_image_blobs  # noqa: E402
 from mmcurate.models import DaliImageLoader, NativeImageLoader, Preprocess, embed_encoded_images, get_entry, load_clip  # noqa: E402
 
 # DALI's antialiased filters are not Pillow's bit for bit: measured mean |diff| 0.07-0.19 levels, max 6.
@@ -27,7 +28,7 @@ needs_cuda = pytest.mark.needs_cuda
 
 
 @pytest.fixture(scope="module")
-def blobs(photo_paths, photos_rgb):
+def mixed_blobs(photo_paths, photos_rgb):
     """The scikit-image photos as stored (PNG and JPEG, gray and colour, many aspect ratios), JPEG and WebP
     re-encodes, and EXIF-rotated JPEGs (orientations 3, 6 and 8 transpose or flip the displayed image)."""
     files = [p.read_bytes() for p in photo_paths]
@@ -37,35 +38,19 @@ def blobs(photo_paths, photos_rgb):
     return files + jpegs + webp + rotated
 
 
-@pytest.fixture(scope="module")
-def tiny():
-    return load_clip("mmcurate-tiny", weights="random", device="cpu")
-
-
-def _bad_blobs(good_jpeg):
-    return {
-        "truncated": good_jpeg[: len(good_jpeg) // 3],
-        "corrupt": np.random.default_rng(0).integers(0, 256, 5000, dtype=np.uint8).tobytes(),
-        "html": b"<html><body>403 Forbidden</body></html>",
-        "empty": b"",
-        "none": None,
-        "header_only": good_jpeg[:200],
-    }
-
-
-def test_pixels_match_the_native_loader(blobs, capsys):
+def test_pixels_match_the_native_loader(mixed_blobs, capsys):
     pp = get_entry("ViT-B-32").preprocess
-    d = DaliImageLoader(pp, batch_size=8, device="cpu").load(blobs)
-    n = NativeImageLoader(pp, scaled_decode=False).load(blobs)
-    assert d.rejected == [] and np.array_equal(d.indices, np.arange(len(blobs)))
+    d = DaliImageLoader(pp, batch_size=8, device="cpu").load(mixed_blobs)
+    n = NativeImageLoader(pp, scaled_decode=False).load(mixed_blobs)
+    assert d.rejected == [] and np.array_equal(d.indices, np.arange(len(mixed_blobs)))
     assert isinstance(d.pixels, np.ndarray) and d.pixels.dtype == np.uint8
-    assert d.pixels.shape == (len(blobs), 224, 224, 3)
+    assert d.pixels.shape == (len(mixed_blobs), 224, 224, 3)
     diff = np.abs(d.pixels.astype(np.int16) - n.pixels)
-    per_image = diff.reshape(len(blobs), -1).mean(1)
+    per_image = diff.reshape(len(mixed_blobs), -1).mean(1)
     with capsys.disabled():
         print(
             f"\n[dali pixels] vs Pillow-exact native: mean |diff| per image max {per_image.max():.3f}, "
-            f"overall {diff.mean():.3f}, max {diff.max()} ({len(blobs)} images)"
+            f"overall {diff.mean():.3f}, max {diff.max()} ({len(mixed_blobs)} images)"
         )
     # a misplaced crop or a wrong orientation shows up as a mean difference of tens of levels
     assert per_image.max() <= PIXEL_MEAN_ABS and diff.max() <= PIXEL_MAX_ABS
@@ -100,11 +85,13 @@ def _open_clip_reference(clip, blobs) -> np.ndarray:
         return torch.nn.functional.normalize(clip.model.encode_image(x), dim=-1).numpy()
 
 
-def test_embeddings_match_open_clip_preprocess_and_the_native_loader(blobs, tiny, capsys):
-    ref = _open_clip_reference(tiny, blobs)
-    r = embed_encoded_images(tiny, blobs, loader=DaliImageLoader(tiny.preprocess, batch_size=8, device="cpu"))
-    nat = embed_encoded_images(tiny, blobs, loader=NativeImageLoader(tiny.preprocess, batch_size=8))
-    assert r.rejected == [] and np.array_equal(r.indices, np.arange(len(blobs)))
+def test_embeddings_match_open_clip_preprocess_and_the_native_loader(mixed_blobs, tiny_clip, capsys):
+    ref = _open_clip_reference(tiny_clip, mixed_blobs)
+    r = embed_encoded_images(
+        tiny_clip, mixed_blobs, loader=DaliImageLoader(tiny_clip.preprocess, batch_size=8, device="cpu")
+    )
+    nat = embed_encoded_images(tiny_clip, mixed_blobs, loader=NativeImageLoader(tiny_clip.preprocess, batch_size=8))
+    assert r.rejected == [] and np.array_equal(r.indices, np.arange(len(mixed_blobs)))
     cos_ref = (r.embeddings * ref).sum(1)
     cos_nat = (r.embeddings * nat.embeddings).sum(1)
     # Random weights map different photos close together too (up to ~0.99 here), so also require that each
@@ -112,17 +99,17 @@ def test_embeddings_match_open_clip_preprocess_and_the_native_loader(blobs, tiny
     nearest = np.argmax(r.embeddings @ ref.T, axis=1)
     with capsys.disabled():
         print(
-            f"\n[dali embeddings] {tiny.name}: min cosine vs open_clip preprocess {cos_ref.min():.6f}, "
+            f"\n[dali embeddings] {tiny_clip.name}: min cosine vs open_clip preprocess {cos_ref.min():.6f}, "
             f"vs native loader {cos_nat.min():.6f}"
         )
     assert cos_ref.min() >= COSINE_MIN and cos_nat.min() >= COSINE_MIN
-    assert np.array_equal(nearest, np.arange(len(blobs)))
+    assert np.array_equal(nearest, np.arange(len(mixed_blobs)))
 
 
-def test_bad_samples_are_quarantined_not_the_batch(blobs):
+def test_bad_samples_are_quarantined_not_the_batch(mixed_blobs):
     pp = Preprocess(image_size=64)
-    good = blobs[:6]
-    bad = _bad_blobs(encode(np.random.default_rng(1).integers(0, 255, (300, 400, 3), dtype=np.uint8), "JPEG"))
+    good = mixed_blobs[:6]
+    bad = bad_image_blobs(encode(np.random.default_rng(1).integers(0, 255, (300, 400, 3), dtype=np.uint8), "JPEG"))
     mixed = [
         good[0],
         bad["truncated"],
@@ -157,12 +144,12 @@ def test_bad_samples_are_quarantined_not_the_batch(blobs):
     assert np.array_equal(again.pixels, clean.pixels)
 
 
-def test_full_validation_rejects_truncated_files_before_dali(blobs):
+def test_full_validation_rejects_truncated_files_before_dali(mixed_blobs):
     pp = Preprocess(image_size=64)
     good = encode(np.random.default_rng(2).integers(0, 255, (200, 300, 3), dtype=np.uint8), "JPEG")
     trunc = good[: len(good) // 2]
     loader = DaliImageLoader(pp, device="cpu", validate="full")
-    b = loader.load([blobs[0], trunc, blobs[1]])
+    b = loader.load([mixed_blobs[0], trunc, mixed_blobs[1]])
     assert b.indices.tolist() == [0, 2]
     assert [(r.index, r.status) for r in b.rejected] == [(1, "truncated")]
     assert loader.stats["dali_failures"] == 0
@@ -175,14 +162,14 @@ def test_too_large_images_are_refused_from_the_header(photos_rgb):
 
 
 @pytest.mark.parametrize("prefetch", [False, True])
-def test_iter_batches_and_long_loads_keep_order(blobs, prefetch):
+def test_iter_batches_and_long_loads_keep_order(mixed_blobs, prefetch):
     pp = Preprocess(image_size=48, interpolation="bilinear")
     loader = DaliImageLoader(pp, batch_size=4, device="cpu", prefetch=prefetch)
-    whole = loader.load(blobs[:3] + [b"bad"] + blobs[3:])  # longer than batch_size: chunked inside
-    stream = (b for b in blobs[:3] + [b"bad"] + blobs[3:])
+    whole = loader.load(mixed_blobs[:3] + [b"bad"] + mixed_blobs[3:])  # longer than batch_size: chunked inside
+    stream = (b for b in mixed_blobs[:3] + [b"bad"] + mixed_blobs[3:])
     batches = list(loader.iter_batches(stream))
     idx = np.concatenate([b.indices for b in batches])
-    assert idx.tolist() == [i for i in range(len(blobs) + 1) if i != 3] == whole.indices.tolist()
+    assert idx.tolist() == [i for i in range(len(mixed_blobs) + 1) if i != 3] == whole.indices.tolist()
     assert [r.index for b in batches for r in b.rejected] == [3] == [r.index for r in whole.rejected]
     assert np.array_equal(np.concatenate([b.pixels for b in batches]), whole.pixels)
 
@@ -260,10 +247,10 @@ def test_clip_embed_loader_param_is_validated():
 
 
 @needs_cuda
-def test_gpu_pixels_stay_on_the_device_and_match_the_cpu_graph(blobs):
+def test_gpu_pixels_stay_on_the_device_and_match_the_cpu_graph(mixed_blobs):
     pp = get_entry("ViT-B-32").preprocess
-    g = DaliImageLoader(pp, batch_size=8, device="cuda").load(blobs)
-    c = DaliImageLoader(pp, batch_size=8, device="cpu").load(blobs)
+    g = DaliImageLoader(pp, batch_size=8, device="cuda").load(mixed_blobs)
+    c = DaliImageLoader(pp, batch_size=8, device="cpu").load(mixed_blobs)
     assert isinstance(g.pixels, torch.Tensor) and g.pixels.is_cuda and g.pixels.dtype == torch.uint8
     assert np.array_equal(g.indices, c.indices)
     # nvJPEG's IDCT and chroma upsampling differ slightly from libjpeg-turbo's
@@ -272,11 +259,11 @@ def test_gpu_pixels_stay_on_the_device_and_match_the_cpu_graph(blobs):
 
 
 @needs_cuda
-def test_gpu_quarantine_and_embeddings(blobs):
+def test_gpu_quarantine_and_embeddings(mixed_blobs):
     clip = load_clip("mmcurate-tiny", weights="random", device="cuda")
-    bad = _bad_blobs(blobs[-1])
-    mixed = [blobs[0], bad["corrupt"], blobs[1], bad["header_only"], blobs[2], bad["empty"]]
+    bad = bad_image_blobs(mixed_blobs[-1])
+    mixed = [mixed_blobs[0], bad["corrupt"], mixed_blobs[1], bad["header_only"], mixed_blobs[2], bad["empty"]]
     r = embed_encoded_images(clip, mixed, loader=DaliImageLoader(clip.preprocess, batch_size=6, device="cuda"))
     assert r.indices.tolist() == [0, 2, 4] and len(r.rejected) == 3
-    nat = embed_encoded_images(clip, [blobs[0], blobs[1], blobs[2]])
+    nat = embed_encoded_images(clip, [mixed_blobs[0], mixed_blobs[1], mixed_blobs[2]])
     assert (r.embeddings.astype(np.float32) * nat.embeddings.astype(np.float32)).sum(1).min() >= 0.99

@@ -34,13 +34,8 @@ TINY = "mmcurate-tiny"
 
 
 @pytest.fixture(scope="module")
-def tiny():
-    return load_clip(TINY, weights="random", device="cpu")
-
-
-@pytest.fixture(scope="module")
-def tiny_file(tmp_path_factory, tiny):
-    return save_weights(tiny, tmp_path_factory.mktemp("w") / "mmcurate-tiny.safetensors")
+def tiny_file(tmp_path_factory, tiny_clip):
+    return save_weights(tiny_clip, tmp_path_factory.mktemp("w") / "mmcurate-tiny.safetensors")
 
 
 def _pixels(n=4, seed=0, s=224):
@@ -76,10 +71,10 @@ def test_registry_matches_open_clip_pretrained_cfg(name):
     assert (e.url or "") == pcfg.get("url", "")
 
 
-def test_tiny_config_is_registered_with_open_clip(tiny):
+def test_tiny_config_is_registered_with_open_clip(tiny_clip):
     assert TINY in open_clip.list_models()
-    assert tiny.embed_dim == 64 and tiny.preprocess == Preprocess()
-    n_params = sum(p.numel() for p in tiny.model.visual.parameters())
+    assert tiny_clip.embed_dim == 64 and tiny_clip.preprocess == Preprocess()
+    n_params = sum(p.numel() for p in tiny_clip.model.visual.parameters())
     assert n_params < 500_000  # a fast test model
 
 
@@ -113,50 +108,50 @@ def test_normalize_equals_totensor_normalize(name):
         pp.normalize(torch.from_numpy(px).float())
 
 
-def test_embed_images_normalised_batched_and_typed(tiny):
+def test_embed_images_normalised_batched_and_typed(tiny_clip):
     px = _pixels(5)
-    e = tiny.embed_images(px)
+    e = tiny_clip.embed_images(px)
     assert isinstance(e, np.ndarray) and e.shape == (5, 64) and e.dtype == np.float32
     assert np.allclose(np.linalg.norm(e, axis=1), 1, atol=1e-5)
     # batching does not change results; torch in -> torch out
-    assert np.allclose(tiny.embed_images(px, batch_size=2), e, atol=1e-5)
-    t = tiny.embed_images(torch.from_numpy(px))
+    assert np.allclose(tiny_clip.embed_images(px, batch_size=2), e, atol=1e-5)
+    t = tiny_clip.embed_images(torch.from_numpy(px))
     assert isinstance(t, torch.Tensor) and np.allclose(t.numpy(), e, atol=1e-6)
     # against open_clip's encode_image on ToTensor+Normalize input
-    x = tiny.preprocess.normalize(torch.from_numpy(px))
+    x = tiny_clip.preprocess.normalize(torch.from_numpy(px))
     with torch.no_grad():
-        ref = torch.nn.functional.normalize(tiny.model.encode_image(x), dim=-1).numpy()
+        ref = torch.nn.functional.normalize(tiny_clip.model.encode_image(x), dim=-1).numpy()
     assert np.allclose(e, ref, atol=1e-5)
-    assert tiny.embed_images(px[:0]).shape == (0, 64)
+    assert tiny_clip.embed_images(px[:0]).shape == (0, 64)
 
 
-def test_embed_images_misuse(tiny):
+def test_embed_images_misuse(tiny_clip):
     with pytest.raises(TypeError, match="uint8"):
-        tiny.embed_images(_pixels(1).astype(np.float32))
+        tiny_clip.embed_images(_pixels(1).astype(np.float32))
     with pytest.raises(ValueError, match=r"\[n, 224, 224, 3\]"):
-        tiny.embed_images(_pixels(1, s=200))
+        tiny_clip.embed_images(_pixels(1, s=200))
     with pytest.raises(TypeError):
-        tiny.embed_images([[0]])
+        tiny_clip.embed_images([[0]])
 
 
-def test_embed_texts(tiny):
-    e = tiny.embed_texts(["a photo of a cat", "a dog", "a photo of a cat"])
+def test_embed_texts(tiny_clip):
+    e = tiny_clip.embed_texts(["a photo of a cat", "a dog", "a photo of a cat"])
     assert e.shape == (3, 64) and e.dtype == np.float32
     assert np.allclose(np.linalg.norm(e, axis=1), 1, atol=1e-5)
     assert np.allclose(e[0], e[2]) and not np.allclose(e[0], e[1])
     tokens = open_clip.get_tokenizer(TINY)(["a dog"])
     with torch.no_grad():
-        ref = torch.nn.functional.normalize(tiny.model.encode_text(tokens), dim=-1).numpy()
+        ref = torch.nn.functional.normalize(tiny_clip.model.encode_text(tokens), dim=-1).numpy()
     assert np.allclose(e[1], ref[0], atol=1e-5)
-    assert np.allclose(tiny.embed_texts(["a photo of a cat", "a dog"], batch_size=1), e[:2], atol=1e-5)
-    assert tiny.embed_texts([]).shape == (0, 64)
+    assert np.allclose(tiny_clip.embed_texts(["a photo of a cat", "a dog"], batch_size=1), e[:2], atol=1e-5)
+    assert tiny_clip.embed_texts([]).shape == (0, 64)
     with pytest.raises(TypeError, match="list of strings"):
-        tiny.embed_texts("a dog")
+        tiny_clip.embed_texts("a dog")
     with pytest.raises(TypeError, match=r"texts\[1\]"):
-        tiny.embed_texts(["a", None])
+        tiny_clip.embed_texts(["a", None])
 
 
-def test_random_init_is_seeded_and_leaves_global_rng_alone(tiny):
+def test_random_init_is_seeded_and_leaves_global_rng_alone(tiny_clip):
     torch.manual_seed(123)
     before = torch.rand(1)
     torch.manual_seed(123)
@@ -164,9 +159,9 @@ def test_random_init_is_seeded_and_leaves_global_rng_alone(tiny):
     after = torch.rand(1)
     assert torch.equal(before, after)
     px = _pixels(2)
-    assert np.array_equal(again.embed_images(px), tiny.embed_images(px))
+    assert np.array_equal(again.embed_images(px), tiny_clip.embed_images(px))
     other = load_clip(TINY, weights="random", device="cpu", seed=1)
-    assert not np.allclose(other.embed_images(px), tiny.embed_images(px))
+    assert not np.allclose(other.embed_images(px), tiny_clip.embed_images(px))
 
 
 def test_precision_and_device_resolution():
@@ -185,9 +180,9 @@ def test_precision_and_device_resolution():
 
 
 # -- weight sources -----------------------------------------------------------------------------------
-def test_load_from_file_and_directory(tiny, tiny_file):
+def test_load_from_file_and_directory(tiny_clip, tiny_file):
     px = _pixels(3)
-    ref = tiny.embed_images(px)
+    ref = tiny_clip.embed_images(px)
     from_file = load_clip(TINY, weights=tiny_file, device="cpu", seed=7)  # seed irrelevant: weights loaded
     assert from_file.weights == tiny_file
     assert np.array_equal(from_file.embed_images(px), ref)
@@ -195,14 +190,14 @@ def test_load_from_file_and_directory(tiny, tiny_file):
     assert np.array_equal(from_dir.embed_images(px), ref)
 
 
-def test_load_torch_bin_with_weights_only(tmp_path, tiny):
+def test_load_torch_bin_with_weights_only(tmp_path, tiny_clip):
     path = tmp_path / "ckpt.bin"
-    torch.save({"state_dict": {"module." + k: v for k, v in tiny.model.state_dict().items()}}, path)
+    torch.save({"state_dict": {"module." + k: v for k, v in tiny_clip.model.state_dict().items()}}, path)
     m = load_clip(TINY, weights=path, device="cpu", seed=3)
-    assert np.array_equal(m.embed_images(_pixels(2)), tiny.embed_images(_pixels(2)))
+    assert np.array_equal(m.embed_images(_pixels(2)), tiny_clip.embed_images(_pixels(2)))
     # a pickle that is more than tensors is refused by weights_only=True
     evil = tmp_path / "evil.pt"
-    torch.save({"state_dict": tiny.model.state_dict(), "obj": _Pickled()}, evil)
+    torch.save({"state_dict": tiny_clip.model.state_dict(), "obj": _Pickled()}, evil)
     with pytest.raises(Exception, match="(?i)weights_only|unsupported|global"):
         load_clip(TINY, weights=evil, device="cpu")
 
@@ -211,14 +206,14 @@ class _Pickled:
     pass
 
 
-def test_load_from_flat_cache_dir(tmp_path, tiny, tiny_file):
+def test_load_from_flat_cache_dir(tmp_path, tiny_clip, tiny_file):
     (tmp_path / tiny_file.name).write_bytes(tiny_file.read_bytes())
     m = load_clip(TINY, cache_dir=tmp_path, device="cpu", seed=5)
     assert m.weights == tmp_path / tiny_file.name
-    assert np.array_equal(m.embed_images(_pixels(2)), tiny.embed_images(_pixels(2)))
+    assert np.array_equal(m.embed_images(_pixels(2)), tiny_clip.embed_images(_pixels(2)))
 
 
-def test_load_from_hf_hub_cache_layout(tmp_path, tiny, tiny_file):
+def test_load_from_hf_hub_cache_layout(tmp_path, tiny_clip, tiny_file):
     """A hub snapshot already in the cache is used without any network access."""
     entry = dataclasses.replace(
         get_entry(TINY), name="tiny-hub", hf_hub="someorg/tiny-clip", files=("open_clip_model.safetensors",)
@@ -231,7 +226,7 @@ def test_load_from_hf_hub_cache_layout(tmp_path, tiny, tiny_file):
     (snap / "open_clip_model.safetensors").write_bytes(tiny_file.read_bytes())
     assert resolve_weights(entry, cache_dir=tmp_path) == snap / "open_clip_model.safetensors"
     m = load_clip(entry, cache_dir=tmp_path, device="cpu", seed=9)
-    assert np.array_equal(m.embed_images(_pixels(2)), tiny.embed_images(_pixels(2)))
+    assert np.array_equal(m.embed_images(_pixels(2)), tiny_clip.embed_images(_pixels(2)))
 
 
 def test_missing_weights_error_says_what_to_pass(tmp_path):
@@ -317,8 +312,8 @@ def test_checkpoint_stored_under_another_entrys_name_is_refused(tmp_path, entry,
         load_clip(entry, weights=p, device="cpu")
 
 
-def test_checkpoint_of_another_architecture_is_refused(tmp_path, tiny):
-    sd = tiny.model.state_dict()
+def test_checkpoint_of_another_architecture_is_refused(tmp_path, tiny_clip):
+    sd = tiny_clip.model.state_dict()
     sd.pop("text_projection")
     path = tmp_path / "partial.bin"
     torch.save(sd, path)
@@ -342,7 +337,7 @@ def test_import_models_loads_no_torch():
 
 
 @pytest.mark.needs_cuda
-def test_cuda_fp16_matches_cpu(tiny):
+def test_cuda_fp16_matches_cpu(tiny_clip):
     if not torch.cuda.is_available():
         pytest.skip("torch sees no CUDA device")
     g = load_clip(TINY, weights="random", device="cuda")
@@ -350,7 +345,7 @@ def test_cuda_fp16_matches_cpu(tiny):
     px = _pixels(8)
     e = g.embed_images(px)
     assert e.dtype == np.float16
-    cos = (e.astype(np.float32) * tiny.embed_images(px)).sum(1)
+    cos = (e.astype(np.float32) * tiny_clip.embed_images(px)).sum(1)
     assert cos.min() >= 0.999
     t = g.embed_images(torch.from_numpy(px).cuda())
     assert t.device.type == "cuda"
