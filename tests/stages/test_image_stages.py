@@ -11,13 +11,14 @@ import pyarrow as pa
 import pytest
 from PIL import Image
 
+from helpers import assert_accounted
 from mmcurate.pipeline.global_phase import run_on_table
 from mmcurate.pipeline.schema import DUPLICATES_SCHEMA, INPUT_SCHEMA, REJECTS_SCHEMA
 from mmcurate.pipeline.stage import SAMPLE_ID, GlobalStage, MapStage, StageError, registry
 from mmcurate.sample_data import build_sample
 
 
-def sample_table(rows) -> pa.Table:
+def input_table(rows) -> pa.Table:
     """rows: (key, image bytes or None) pairs -> a table following INPUT_SCHEMA."""
     keys = [k for k, _ in rows]
     return pa.table(
@@ -48,21 +49,7 @@ def sample():
 
 @pytest.fixture(scope="module")
 def table(sample):
-    return sample_table([(s.key, s.data) for s in sample] + [("no_image", None)])
-
-
-def assert_accounted(batch: pa.Table, result, stage: str):
-    """Every input row is kept or rejected, exactly once, and input columns survive unchanged."""
-    kept = result.kept.column("key").to_pylist()
-    rejected = result.rejected.column("key").to_pylist()
-    assert sorted(kept + rejected) == sorted(batch.column("key").to_pylist())
-    assert not set(kept) & set(rejected)
-    assert result.rejected.schema.equals(REJECTS_SCHEMA)
-    assert set(result.rejected.column("stage").to_pylist()) <= {stage}
-    assert result.kept.column_names[: len(INPUT_SCHEMA)] == INPUT_SCHEMA.names
-    original = dict(zip(batch.column("key").to_pylist(), batch.column("image").to_pylist()))
-    for k, b in zip(kept, result.kept.column("image").to_pylist()):
-        assert b == original[k]  # bytes never re-encoded
+    return input_table([(s.key, s.data) for s in sample] + [("no_image", None)])
 
 
 def reasons_of(result) -> dict:
@@ -100,7 +87,7 @@ def test_integrity_statuses_and_columns(table):
 def test_integrity_reports_displayed_size_of_exif_rotated_images(sample):
     rotated = next(s for s in sample if s.key.endswith("_exif6"))
     stored = Image.open(io.BytesIO(rotated.data)).size  # (w, h) as stored
-    result = registry.create("integrity", {}).process(sample_table([(rotated.key, rotated.data)]))
+    result = registry.create("integrity", {}).process(input_table([(rotated.key, rotated.data)]))
     row = result.kept.to_pylist()[0]
     assert (row["width"], row["height"]) == (stored[1], stored[0])
 
@@ -119,7 +106,7 @@ def test_integrity_validation_mode_agrees_with_a_full_rgb_decode(sample):
             flipped[p] ^= 0xFF
         damaged.append(bytes(flipped))
     rows = [(f"d{i}", d) for i, d in enumerate(damaged)]
-    result = registry.create("integrity", {}).process(sample_table(rows))
+    result = registry.create("integrity", {}).process(input_table(rows))
     reference = decode_images(damaged, mode="RGB", device="cpu").status
     rejected = set(result.rejected.column("key").to_pylist())
     assert rejected == {f"d{i}" for i in np.flatnonzero(reference != 0)}
@@ -163,7 +150,7 @@ def sized():
         ("tall_5", jpeg(200, 1000)),
         ("big", jpeg(900, 600)),
     ]
-    return sample_table(rows)
+    return input_table(rows)
 
 
 def filtered(sized, params, integrity=True):
@@ -272,7 +259,7 @@ def test_exact_dedup(table, sample):
 
 def test_exact_dedup_threaded_hashing_matches_serial():
     blobs = [bytes([i]) * (600_000 + i) for i in range(10)] * 2  # > 4 MiB: hashed on threads
-    batch = sample_table([(f"k{i}", b) for i, b in enumerate(blobs)])
+    batch = input_table([(f"k{i}", b) for i, b in enumerate(blobs)])
     meta = registry.create("exact_dedup", {"num_threads": 2}).map_part.process(batch).kept
     assert meta.column("sha256").to_pylist() == [hashlib.sha256(b).hexdigest() for b in blobs]
 
@@ -280,7 +267,7 @@ def test_exact_dedup_threaded_hashing_matches_serial():
 def test_exact_dedup_keep_by_score_and_order_independence():
     data = jpeg(64, 64)
     keys = ["c", "a", "b", "d"]
-    meta = registry.create("exact_dedup", {}).map_part.process(sample_table([(k, data) for k in keys])).kept
+    meta = registry.create("exact_dedup", {}).map_part.process(input_table([(k, data) for k in keys])).kept
     meta = meta.append_column("clip_score", pa.array([0.3, 0.1, 0.3, None], pa.float64()))
     first = run_on_table(registry.create("exact_dedup", {}), meta)
     assert sorted(first.rejected.column("key").to_pylist()) == ["b", "c", "d"]  # "a" is first by key

@@ -11,7 +11,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-from mmcurate.pipeline.schema import INPUT_SCHEMA, REJECTS_SCHEMA
+from helpers import assert_accounted, run_stage
+from mmcurate.pipeline.schema import INPUT_SCHEMA
 from mmcurate.pipeline.stage import MapStage, StageError, registry
 from mmcurate.stages.text import summarize_redactions
 
@@ -46,26 +47,6 @@ def make_batch(captions=CAPTIONS, meta=None) -> pa.Table:
     )
 
 
-def run(stage_name, batch, **params):
-    stage = registry.create(stage_name, params)
-    stage.setup()
-    return stage, stage.process(batch)
-
-
-def assert_accounted(batch, result, stage_name):
-    """Every input row is kept or rejected exactly once; input columns are untouched in kept rows."""
-    kept_keys = result.kept.column("key").to_pylist()
-    rej_keys = result.rejected.column("key").to_pylist()
-    assert sorted(kept_keys + rej_keys) == batch.column("key").to_pylist()
-    assert result.rejected.schema.equals(REJECTS_SCHEMA)
-    assert set(result.rejected.column("stage").to_pylist()) <= {stage_name}
-    assert batch.column_names == result.kept.column_names[: len(batch.column_names)]
-    by_key = {k: i for i, k in enumerate(batch.column("key").to_pylist())}
-    rows = [by_key[k] for k in kept_keys]
-    for col in ("source", "image", "image_ext"):
-        assert result.kept.column(col).to_pylist() == [batch.column(col)[r].as_py() for r in rows]
-
-
 # ----------------------------------------------------------------------------------------------
 # Registry
 # ----------------------------------------------------------------------------------------------
@@ -87,7 +68,7 @@ def test_registered():
 
 def test_caption_clean():
     batch = make_batch()
-    _, res = run("caption_clean", batch)
+    _, res = run_stage("caption_clean", batch)
     assert_accounted(batch, res, "caption_clean")
     assert res.rejected.num_rows == 0
     kept = res.kept
@@ -103,17 +84,17 @@ def test_caption_clean():
 
 def test_caption_clean_twice_keeps_first_original():
     batch = make_batch()
-    _, first = run("caption_clean", batch)
-    _, second = run("caption_clean", first.kept, lowercase=True)
+    _, first = run_stage("caption_clean", batch)
+    _, second = run_stage("caption_clean", first.kept, lowercase=True)
     assert second.kept.column("caption_original").to_pylist() == CAPTIONS
     assert second.kept.column("caption").to_pylist()[0] == "a golden retriever & a cat on the sofa"
     assert second.kept.column_names.count("caption_original") == 1
 
 
 def test_caption_clean_empty_batch_and_all_null():
-    _, res = run("caption_clean", make_batch([]))
+    _, res = run_stage("caption_clean", make_batch([]))
     assert res.kept.num_rows == 0 and "caption_original" in res.kept.column_names
-    _, res = run("caption_clean", make_batch([None, None]))
+    _, res = run_stage("caption_clean", make_batch([None, None]))
     assert res.kept.column("caption").to_pylist() == [None, None]
 
 
@@ -127,8 +108,8 @@ def reasons_by_key(res):
 
 
 def test_caption_filter_defaults():
-    batch = run("caption_clean", make_batch())[1].kept
-    _, res = run("caption_filter", batch)
+    batch = run_stage("caption_clean", make_batch())[1].kept
+    _, res = run_stage("caption_filter", batch)
     assert_accounted(batch, res, "caption_filter")
     assert reasons_by_key(res) == {
         "00001": "caption_missing",
@@ -144,8 +125,8 @@ def test_caption_filter_defaults():
 
 
 def test_caption_filter_language_whitelist():
-    batch = run("caption_clean", make_batch())[1].kept
-    _, res = run("caption_filter", batch, languages=["en"])
+    batch = run_stage("caption_clean", make_batch())[1].kept
+    _, res = run_stage("caption_filter", batch, languages=["en"])
     assert_accounted(batch, res, "caption_filter")
     reasons = reasons_by_key(res)
     assert reasons["00004"] == "language" and reasons["00010"] == "language"
@@ -156,13 +137,13 @@ def test_caption_filter_language_whitelist():
     detail = res.rejected.filter(pc.equal(res.rejected.column("key"), "00004")).column("detail")[0].as_py()
     assert detail.startswith("de (")
 
-    _, res = run("caption_filter", batch, languages=["en", "zh", "de"])
+    _, res = run_stage("caption_filter", batch, languages=["en", "zh", "de"])
     assert "00004" not in reasons_by_key(res) and "00010" not in reasons_by_key(res)
 
 
 def test_caption_filter_detect_language_without_whitelist():
     batch = make_batch(["a dog running on the beach", "un chien qui court sur la plage", "x"])
-    _, res = run("caption_filter", batch, detect_language=True)
+    _, res = run_stage("caption_filter", batch, detect_language=True)
     assert res.kept.column("language").to_pylist() == ["en", "fr"]
     assert reasons_by_key(res) == {"00002": "too_few_words"}
 
@@ -171,9 +152,9 @@ def test_caption_filter_bounds_and_extra_boilerplate():
     batch = make_batch(
         ["a short caption", "a much longer caption that goes on and on", "Photo by Jane Doe", "Image not available"]
     )
-    _, res = run("caption_filter", batch, max_chars=20, extra_boilerplate=["photo by .*"], boilerplate=False)
+    _, res = run_stage("caption_filter", batch, max_chars=20, extra_boilerplate=["photo by .*"], boilerplate=False)
     assert reasons_by_key(res) == {"00001": "text_too_long", "00002": "boilerplate"}
-    _, res = run("caption_filter", batch, min_words=0, min_chars=0, boilerplate=False)
+    _, res = run_stage("caption_filter", batch, min_words=0, min_chars=0, boilerplate=False)
     assert res.rejected.num_rows == 0
 
 
@@ -210,8 +191,8 @@ def test_caption_filter_unknown_language_fails_at_setup():
 
 
 def test_pii_redact_caption_and_original():
-    batch = run("caption_clean", make_batch())[1].kept
-    _, res = run("pii_redact", batch)
+    batch = run_stage("caption_clean", make_batch())[1].kept
+    _, res = run_stage("pii_redact", batch)
     assert_accounted(batch, res, "pii_redact")
     kept = res.kept.to_pydict()
     assert kept["caption"][5] == "Contact <EMAIL> or <PHONE> for prints of this photo"
@@ -233,7 +214,7 @@ def test_pii_redact_meta():
         "not json",
     ]
     batch = make_batch(["a dog running on the beach"] * 3, meta=meta)
-    _, res = run("pii_redact", batch, redact_meta=True)
+    _, res = run_stage("pii_redact", batch, redact_meta=True)
     kept = res.kept.to_pydict()
     assert json.loads(kept["meta"][0]) == {
         "url": "https://<URL_CREDENTIALS>@example.com/4111111111111111.jpg",
@@ -245,7 +226,7 @@ def test_pii_redact_meta():
 
 def test_pii_reject_if_found():
     batch = make_batch()
-    _, res = run("pii_redact", batch, reject_if_found=True, kinds=["email", "credit_card"])
+    _, res = run_stage("pii_redact", batch, reject_if_found=True, kinds=["email", "credit_card"])
     assert_accounted(batch, res, "pii_redact")
     assert reasons_by_key(res) == {"00005": "pii", "00011": "pii"}
     details = dict(zip(res.rejected.column("key").to_pylist(), res.rejected.column("detail").to_pylist()))
@@ -255,7 +236,7 @@ def test_pii_reject_if_found():
 
 def test_pii_kinds_and_tokens():
     batch = make_batch(["mail a@example.com or call +44 20 7946 0958"])
-    _, res = run("pii_redact", batch, kinds=["phone"], tokens={"phone": "[tel]"})
+    _, res = run_stage("pii_redact", batch, kinds=["phone"], tokens={"phone": "[tel]"})
     assert res.kept.column("caption").to_pylist() == ["mail a@example.com or call [tel]"]
 
 
@@ -268,7 +249,7 @@ def test_clean_filter_redact_chain_accounts_for_every_row():
     batch = make_batch()
     rejected = []
     for name, params in (("caption_clean", {}), ("caption_filter", {"languages": ["en", "zh"]}), ("pii_redact", {})):
-        _, res = run(name, batch, **params)
+        _, res = run_stage(name, batch, **params)
         assert res.kept.num_rows + res.rejected.num_rows == batch.num_rows
         rejected.append(res.rejected)
         batch = res.kept
@@ -349,11 +330,11 @@ LLAVA_META = json.dumps(
 
 
 def test_pii_redact_meta_and_turns_by_default():
-    batch = run(
+    batch = run_stage(
         "caption_clean",
         make_batch(["a dog, mail jane@example.org"] * 2, meta=[LLAVA_META, '{"url": "https://example.com/a.jpg"}']),
     )[1].kept
-    _, res = run("pii_redact", batch)
+    _, res = run_stage("pii_redact", batch)
     kept = res.kept.to_pydict()
     turns = json.loads(kept["meta"][0])["conversations"]
     assert turns[0]["value"] == "<image>\nmy mail is <EMAIL>" and turns[1]["value"] == "A dog. Call <PHONE>."
@@ -363,20 +344,20 @@ def test_pii_redact_meta_and_turns_by_default():
 
 
 def test_pii_redact_opt_outs():
-    batch = run("caption_clean", make_batch(["a dog, mail jane@example.org"], meta=[LLAVA_META]))[1].kept
-    kept = run("pii_redact", batch, keep_original_text=True)[1].kept.to_pydict()
+    batch = run_stage("caption_clean", make_batch(["a dog, mail jane@example.org"], meta=[LLAVA_META]))[1].kept
+    kept = run_stage("pii_redact", batch, keep_original_text=True)[1].kept.to_pydict()
     assert kept["caption"] == ["a dog, mail <EMAIL>"]
     assert kept["caption_original"] == ["a dog, mail jane@example.org"] and kept["meta"] == [LLAVA_META]
-    kept = run("pii_redact", batch, redact_meta=False)[1].kept.to_pydict()
+    kept = run_stage("pii_redact", batch, redact_meta=False)[1].kept.to_pydict()
     assert kept["meta"] == [LLAVA_META] and kept["caption_original"] == ["a dog, mail <EMAIL>"]
-    kept = run("pii_redact", batch, keep_original_text=True, redact_meta=True)[1].kept.to_pydict()
+    kept = run_stage("pii_redact", batch, keep_original_text=True, redact_meta=True)[1].kept.to_pydict()
     assert "jane@" not in kept["meta"][0] and kept["caption_original"] == ["a dog, mail jane@example.org"]
 
 
 def test_text_too_long_is_accounted_in_every_text_stage():
     batch = make_batch(["a dog on the beach", "x " * 100, None])
     for name in ("caption_clean", "caption_filter", "pii_redact"):
-        stage, res = run(name, batch, max_chars=50)
+        stage, res = run_stage(name, batch, max_chars=50)
         assert_accounted(batch, res, name)
         assert reasons_by_key(res).get("00001") == "text_too_long", name
         assert "x x" not in res.rejected.column("detail")[0].as_py()
