@@ -18,6 +18,7 @@ import pyarrow as pa
 import pytest
 
 from mmcurate.pipeline.stage import StageError, registry
+from tests.helpers import run_stage
 from tests.hostile.builders_text import FAMILIES, PII_VALUES, pii_sentence
 
 TEXT_STAGES = ("caption_clean", "caption_filter", "pii_redact")
@@ -57,7 +58,8 @@ _TIMER = textwrap.dedent("""
 """)
 
 
-def _batch(captions, metas=None):
+def _caption_batch(captions, metas=None):
+    """One sample per caption (meta per sample, null by default), image bytes a placeholder."""
     n = len(captions)
     return pa.table(
         {
@@ -69,12 +71,6 @@ def _batch(captions, metas=None):
             "meta": pa.array(metas if metas is not None else [None] * n, pa.string()),
         }
     )
-
-
-def _run(name, batch, **params):
-    stage = registry.create(name, params)
-    stage.setup()
-    return stage.process(batch)
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -98,10 +94,11 @@ def test_max_chars_rejects_before_any_pattern(stage):
     # 5 MB of the worst families: with the default max_chars nothing but len() may run on it.
     code = textwrap.dedent(f"""
         import pyarrow as pa
-        from tests.hostile.test_text import _batch, _run
+        from tests.helpers import run_stage
+        from tests.hostile.test_text import _caption_batch
         from tests.hostile.builders_text import adversarial
         texts = [adversarial(f, 5_000_000) for f in ("punct_bang_question", "script_open_tags", "untitled_digit_run")]
-        res = _run({stage!r}, _batch(texts + ["a dog running on the beach"]))
+        _, res = run_stage({stage!r}, _caption_batch(texts + ["a dog running on the beach"]))
         assert res.rejected.column("reason").to_pylist() == ["text_too_long"] * 3, res.rejected.to_pydict()
         assert res.kept.column("key").to_pylist() == ["003"]
         detail = res.rejected.column("detail")[0].as_py()
@@ -113,15 +110,15 @@ def test_max_chars_rejects_before_any_pattern(stage):
 def test_max_chars_bounds_and_null():
     text = "a dog on the beach " * 10  # 190 characters
     for stage in TEXT_STAGES:
-        res = _run(stage, _batch([text]), max_chars=100)
+        _, res = run_stage(stage, _caption_batch([text]), max_chars=100)
         assert res.rejected.column("reason").to_pylist() == ["text_too_long"], stage
-        assert _run(stage, _batch([text]), max_chars=None).kept.num_rows == 1, stage
+        assert run_stage(stage, _caption_batch([text]), max_chars=None)[1].kept.num_rows == 1, stage
 
 
 def test_pii_redact_max_chars_applies_to_meta_strings_and_turns():
     turn = "word " * 30_000
     meta = json.dumps({"conversations": [{"from": "human", "value": "<image>\nhi"}, {"from": "gpt", "value": turn}]})
-    res = _run("pii_redact", _batch(["a dog on the beach"], [meta]))
+    _, res = run_stage("pii_redact", _caption_batch(["a dog on the beach"], [meta]))
     assert res.rejected.column("reason").to_pylist() == ["text_too_long"]
     assert "word" not in res.rejected.column("detail")[0].as_py()
 
@@ -131,7 +128,7 @@ def test_pii_redact_deep_meta_is_a_reject_not_a_crash(depth):
     # meta nested 600 deep with redact_meta aborted the run with RecursionError before.
     deep = "[" * depth + json.dumps(pii_sentence()) + "]" * depth
     ok = json.dumps({"a": [[{"b": pii_sentence()}]]})
-    res = _run("pii_redact", _batch(["a dog on the beach", "a cat on the sofa"], [deep, ok]))
+    _, res = run_stage("pii_redact", _caption_batch(["a dog on the beach", "a cat on the sofa"], [deep, ok]))
     assert res.rejected.column("reason").to_pylist() == ["meta_too_deep"]
     assert res.rejected.column("key").to_pylist() == ["000"]
     kept_meta = res.kept.column("meta")[0].as_py()
@@ -142,7 +139,7 @@ def test_pii_redact_meta_within_depth_bound_is_redacted():
     doc = pii_sentence()
     for _ in range(120):
         doc = {"x": [doc]}  # 240 levels: within the bound of 256
-    res = _run("pii_redact", _batch(["a dog on the beach"], [json.dumps(doc)]))
+    _, res = run_stage("pii_redact", _caption_batch(["a dog on the beach"], [json.dumps(doc)]))
     assert res.rejected.num_rows == 0
     meta = res.kept.column("meta")[0].as_py()
     assert PII_VALUES["card"] not in meta and "<CREDIT_CARD>" in meta

@@ -39,7 +39,7 @@ def _corrupt(data: bytes) -> bytes:
     return bytes(out[: len(data)])
 
 
-def _batch():
+def _mixed_image_batch():
     good = [_jpeg(64 + 8 * i, 48 + 4 * i, i) for i in range(6)]
     png = io.BytesIO()
     Image.fromarray(np.full((30, 40, 3), 120, np.uint8)).save(png, "PNG")
@@ -78,11 +78,11 @@ def stage():
 
 @pytest.fixture(scope="module")
 def result(stage):
-    return stage.process(_batch())
+    return stage.process(_mixed_image_batch())
 
 
 def test_every_row_kept_or_rejected(result):
-    batch = _batch()
+    batch = _mixed_image_batch()
     kept = result.kept.column("key").to_pylist()
     rej = dict(zip(result.rejected.column("key").to_pylist(), result.rejected.column("reason").to_pylist()))
     assert sorted(kept + list(rej)) == sorted(batch.column("key").to_pylist())
@@ -124,7 +124,7 @@ def test_parity_with_load_clip(stage, result):
 
     clip = load_clip("mmcurate-tiny", weights="random", device="cpu", seed=0)
     assert stage.loader.preprocess == clip.preprocess  # the model's own preprocessing
-    batch = _batch()
+    batch = _mixed_image_batch()
     blobs = [b or b"" for b in batch.column("image").to_pylist()]
     loaded = NativeImageLoader(clip.preprocess).load(blobs)
     ref = clip.embed_images(loaded.pixels).astype(np.float16).astype(np.float32)
@@ -145,7 +145,7 @@ def test_text_false_and_pickling():
     clone.setup()
     after = pickle.loads(pickle.dumps(clone))  # after setup: the model is dropped, not pickled
     assert after.clip is None and clone.clip is not None
-    res = clone.process(_batch())
+    res = clone.process(_mixed_image_batch())
     assert "image_embedding" in res.kept.column_names
     assert "text_embedding" not in res.kept.column_names and "clip_score" not in res.kept.column_names
     assert res.kept.num_rows + res.rejected.num_rows == 11
