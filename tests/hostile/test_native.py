@@ -28,7 +28,7 @@ from tests.hostile.builders_images import count_scans, progressive_scan_flood, s
 FLOOD_SECONDS = 3.0
 
 
-def _table(blobs: list[bytes]) -> pa.Table:
+def _blob_table(blobs: list[bytes]) -> pa.Table:
     keys = [f"k{i}" for i in range(len(blobs))]
     return pa.table(
         {
@@ -79,7 +79,7 @@ def test_gpu_decode_routes_a_scan_flood_to_the_cpu_limit():
 def test_integrity_rejects_a_scan_flood_as_corrupt():
     good = io.BytesIO()
     Image.fromarray(np.full((32, 48, 3), 77, np.uint8)).save(good, "JPEG", progressive=True)
-    table = _table([scan_flood_of_size(436_000), good.getvalue()])
+    table = _blob_table([scan_flood_of_size(436_000), good.getvalue()])
     t0 = time.perf_counter()
     result = registry.create("integrity", {}).process(table)
     assert time.perf_counter() - t0 < FLOOD_SECONDS

@@ -21,6 +21,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
+from helpers import unit_rows
 from mmcurate.curate import dedup
 from mmcurate.pipeline.global_phase import MemoryGlobalContext
 from mmcurate.pipeline.global_sharded import ShardedGlobalContext, id_rows, id_shards, make_ids, string_hash64
@@ -38,10 +39,6 @@ def _flip(code: int, bits: int, rng) -> int:
     for b in rng.choice(64, bits, replace=False):
         code ^= 1 << int(b)
     return code
-
-
-def _unit(x):
-    return (x / np.linalg.norm(x, axis=-1, keepdims=True)).astype(np.float32)
 
 
 def _survivors(n=900, n_shards=5, seed=0):
@@ -62,7 +59,9 @@ def _survivors(n=900, n_shards=5, seed=0):
             digests[j] if i and rng.random() < 0.2 and digests[j] else hashlib.sha256(rng.bytes(8)).hexdigest()
         )
         emb.append(
-            _unit(emb[j] + 0.03 * rng.standard_normal(D)) if i and rng.random() < 0.3 else _unit(rng.standard_normal(D))
+            unit_rows(emb[j] + 0.03 * rng.standard_normal(D))
+            if i and rng.random() < 0.3
+            else unit_rows(rng.standard_normal(D))
         )
     phash = pa.array(codes, pa.uint64()).to_pylist()
     for i in rng.choice(n, 20, replace=False):
@@ -612,9 +611,9 @@ def test_balance_data_level_same_over_memory_and_shards(tmp_path):
     from mmcurate.pipeline.global_sharded import make_ids
 
     rng = np.random.default_rng(5)
-    centers = _unit(rng.standard_normal((9, D)))
+    centers = unit_rows(rng.standard_normal((9, D)))
     sizes = [700, 300, 150, 90, 60, 40, 30, 20, 10]
-    x = _unit(np.concatenate([c + 0.2 * rng.standard_normal((s, D)) for c, s in zip(centers, sizes)]))
+    x = unit_rows(np.concatenate([c + 0.2 * rng.standard_normal((s, D)) for c, s in zip(centers, sizes)]))
     x = x[rng.permutation(len(x))]
     cuts = [0, 333, 334, 900, 1400]
     ids = np.concatenate(

@@ -9,6 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from helpers import unit_rows
 from mmcurate.pipeline.global_phase import run_on_table
 from mmcurate.pipeline.stage import SAMPLE_ID, MapStage, StageError, StageResult, registry
 from mmcurate.stages.embeddings import embedding_matrix
@@ -16,20 +17,16 @@ from mmcurate.stages.embeddings import embedding_matrix
 D = 32
 
 
-def _unit(x):
-    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
-
-
 def _planted(n=600, seed=0, dup_every=5, noise=0.02):
     """Random unit vectors; every dup_every-th row is a small perturbation of the row before it."""
     rng = np.random.default_rng(seed)
-    x = _unit(rng.standard_normal((n, D)))
+    x = unit_rows(rng.standard_normal((n, D)))
     for i in range(1, n, dup_every):
-        x[i] = _unit((x[i - 1] + noise * rng.standard_normal(D))[None])[0]
+        x[i] = unit_rows((x[i - 1] + noise * rng.standard_normal(D))[None])[0]
     return x
 
 
-def _table(x, fixed=True, dtype=pa.float16(), extra=None):
+def _embedding_table(x, fixed=True, dtype=pa.float16(), extra=None):
     n = len(x)
     values = pa.array(np.asarray(x).reshape(-1), type=dtype)
     if fixed:
@@ -41,7 +38,7 @@ def _table(x, fixed=True, dtype=pa.float16(), extra=None):
     return pa.table(cols)
 
 
-def _run(stage, table):
+def _run_keyed(stage, table):
     """The step over the table (samples named by row number), its per-sample columns given their key too."""
     res = run_on_table(stage, table)
     if res.columns is not None:
@@ -78,8 +75,8 @@ def test_semantic_dedup_equals_curate_and_points_at_kept():
     from mmcurate.curate import semantic_dedup
 
     x = _planted()
-    t = _table(x)
-    res = _run(registry.create("semantic_dedup", {"n_clusters": 4, "eps": 0.05}), t)
+    t = _embedding_table(x)
+    res = _run_keyed(registry.create("semantic_dedup", {"n_clusters": 4, "eps": 0.05}), t)
     m, ok, _ = embedding_matrix(t.column("image_embedding"))
     ref = semantic_dedup(m, eps=0.05, n_clusters=4, keep="hard", device="auto", seed=0)
     keys = np.array(t.column("key").to_pylist())
@@ -104,14 +101,14 @@ def test_semantic_dedup_equals_curate_and_points_at_kept():
 def test_semantic_dedup_nulls_keep_by_score_and_default_clusters():
     x = _planted(300)
     score = np.random.default_rng(1).random(300).astype(np.float32)
-    t = _table(x, fixed=False, dtype=pa.float32(), extra={"clip_score": score})
+    t = _embedding_table(x, fixed=False, dtype=pa.float32(), extra={"clip_score": score})
     rows = t.column("image_embedding").to_pylist()
     rows[7] = None
     rows[8] = [0.0] * D
     t = t.set_column(2, "image_embedding", pa.array(rows, pa.list_(pa.float32())))
     stage = registry.create("semantic_dedup", {"keep": {"max": "clip_score"}})
     assert "clip_score" in stage.requires and stage.n_clusters_for(300) == 1 and stage.n_clusters_for(10_400) == 10
-    res = _run(stage, t)
+    res = _run_keyed(stage, t)
     rej = _rejected(res)
     assert rej["k00007"] == "no_embedding" and rej["k00008"] == "no_embedding"
     assert len(rej) + res.columns.num_rows == t.num_rows  # every row kept or rejected
@@ -162,16 +159,16 @@ def _skewed(n=2000, seed=0):
     """Gaussian blobs of very different sizes."""
     rng = np.random.default_rng(seed)
     sizes = [max(2, round(s * n / 2000)) for s in (1200, 400, 200, 100, 50, 30, 20)]
-    centers = _unit(rng.standard_normal((len(sizes), D)))
+    centers = unit_rows(rng.standard_normal((len(sizes), D)))
     x = np.concatenate([c + 0.15 * rng.standard_normal((s, D)) for c, s in zip(centers, sizes)])
-    return _unit(x[rng.permutation(len(x))])
+    return unit_rows(x[rng.permutation(len(x))])
 
 
 @pytest.mark.parametrize("method", ["hierarchical", "cap"])
 def test_balance_target_gini_and_determinism(method):
-    t = _table(_skewed(1000))
+    t = _embedding_table(_skewed(1000))
     params = {"target": 250, "levels": [40, 7], "method": method}
-    res = _run(registry.create("balance", params), t)
+    res = _run_keyed(registry.create("balance", params), t)
     assert res.columns.num_rows == 250 and res.rejected.num_rows == t.num_rows - 250
     assert set(res.rejected.column("reason").to_pylist()) == {"balance"}
     assert res.rejected.column("detail").to_pylist()[0].startswith("cluster ")
@@ -195,23 +192,23 @@ def test_balance_target_gini_and_determinism(method):
     assert before.sum() == t.num_rows and (before > 0).all()
     cap = after[after < before].min()
     assert ((after == before) | (after == cap) | (after == cap + 1)).all() and (after[after == before] <= cap + 1).all()
-    again = _run(registry.create("balance", params), t)
+    again = _run_keyed(registry.create("balance", params), t)
     assert again.columns.equals(res.columns)
-    other = _run(registry.create("balance", {**params, "seed": 1}), t)
+    other = _run_keyed(registry.create("balance", {**params, "seed": 1}), t)
     assert not other.columns.column("key").equals(res.columns.column("key"))
 
 
 def test_balance_fraction_everything_and_nulls():
     x = _skewed(400)
-    t = _table(x)
+    t = _embedding_table(x)
     rows = t.column("image_embedding").to_pylist()
     rows[0] = None
     t = t.set_column(2, "image_embedding", pa.array(rows, t.schema.field("image_embedding").type))
-    res = _run(registry.create("balance", {"fraction": 0.25, "levels": [1000, 100]}), t)
+    res = _run_keyed(registry.create("balance", {"fraction": 0.25, "levels": [1000, 100]}), t)
     assert _rejected(res)["k00000"] == "no_embedding"
     assert res.columns.num_rows == round(0.25 * 399)
     assert res.stats["levels"][0] <= 399 // 4 and len(res.stats["levels"]) == 2
-    res = _run(registry.create("balance", {"target": 10_000}), t)
+    res = _run_keyed(registry.create("balance", {"target": 10_000}), t)
     assert res.columns.num_rows == 399 and res.rejected.num_rows == 1
     assert res.stats["after"] == res.stats["before"]
 

@@ -8,7 +8,7 @@ from mmcurate.pipeline.global_phase import run_on_table
 from mmcurate.pipeline.stage import SAMPLE_ID, StageError, registry
 
 
-def _table(n=3000, seed=0):
+def _phash_table(n=3000, seed=0):
     rng = np.random.default_rng(seed)
     codes = rng.integers(0, 2**63, size=n, dtype=np.uint64) * np.uint64(2) + rng.integers(0, 2, n).astype(np.uint64)
     # plant near-duplicate chains: every 10th sample is 1-3 bits from the previous one
@@ -34,7 +34,7 @@ def _splits(res, table):
 
 
 def test_near_duplicates_and_groups_share_a_split():
-    t = _table()
+    t = _phash_table()
     stage = registry.create("split", {"phash_radius": 4, "group_columns": ["doc"], "stratify_by": "cluster"})
     res = run_on_table(stage, t)
     split = _splits(res, t)
@@ -57,7 +57,7 @@ def test_near_duplicates_and_groups_share_a_split():
 
 
 def test_stratified_and_deterministic():
-    t = _table(seed=1)
+    t = _phash_table(seed=1)
     a = _splits(run_on_table(registry.create("split", {"stratify_by": "cluster", "seed": 3}), t), t)
     reversed_rows = t.take(np.arange(t.num_rows)[::-1])
     b = _splits(
@@ -91,7 +91,7 @@ def test_auto_radius_keeps_chance_links_below_percolation():
 
     # 60k unrelated codes: a fixed 16-bit radius links ~2.3 chance pairs per sample, so one group swallows
     # most samples and the ratios fail (the stats warn); the automatic radius keeps groups to planted ones.
-    t = _table(n=60000, seed=5)
+    t = _phash_table(n=60000, seed=5)
     fixed = run_on_table(registry.create("split", {"phash_radius": 16}), t)
     auto = run_on_table(registry.create("split", {}), t)
     assert fixed.stats["largest_group"] > 0.5 * t.num_rows and "warning" in fixed.stats
