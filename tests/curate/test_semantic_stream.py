@@ -28,7 +28,7 @@ SIZES = (400, 1300, 17, 1283)  # unequal shards, one tiny
 N_CLUSTERS = 8
 
 
-def clustered(n=sum(SIZES), d=32, dup_frac=0.25, seed=0):  # noqa: B008 - a sum of constants
+def clustered_with_near_duplicates(n=sum(SIZES), d=32, dup_frac=0.25, seed=0):  # noqa: B008 - a sum of constants
     """Unit vectors around a few centres plus planted near-duplicates at a spread of noise levels
     (some inside eps, some outside), like benchmarks/bench_semantic.py's ``synthetic``."""
     rng = np.random.default_rng(seed)
@@ -97,7 +97,7 @@ def make_shards(kind, x, tmp_path):
     raise AssertionError(kind)
 
 
-def assert_same(r, ref, ids=None):
+def assert_same_as_semantic_dedup(r, ref, ids=None):
     """Streaming result r equals semantic_dedup result ref, ref's indices mapped to ids."""
     ids = np.arange(ref.keep.size) if ids is None else ids
     np.testing.assert_array_equal(r.ids, ids)
@@ -121,7 +121,7 @@ def assert_results_equal(a, b):
 @pytest.mark.parametrize("kind", ["array", "npy", "parquet16"])
 @pytest.mark.parametrize("keep", ["hard", "easy", "random", "scores"])
 def test_equals_semantic_dedup_on_its_clusters(tmp_path, keep, kind, n_partitions):
-    x = clustered()
+    x = clustered_with_near_duplicates()
     shards, values = make_shards(kind, x, tmp_path)
     sk, rk = policy_args(keep, len(x))
     r = semantic_dedup_streaming(
@@ -139,7 +139,7 @@ def test_equals_semantic_dedup_on_its_clusters(tmp_path, keep, kind, n_partition
     )
     ref = semantic_dedup(values, eps=0.05, keep=rk, device="cpu", seed=3, block=64, clusters=(r.centroids, r.cluster))
     assert 100 < r.n_duplicates < 1000  # the planted near-duplicates inside eps, not the far ones
-    assert_same(r, ref)
+    assert_same_as_semantic_dedup(r, ref)
     np.testing.assert_array_equal(r.keep_at(0.1), ref.keep_at(0.1))
     assert list(tmp_path.glob("semstream-*")) == []  # the spill is removed
     st = r.stats
@@ -150,7 +150,7 @@ def test_equals_semantic_dedup_on_its_clusters(tmp_path, keep, kind, n_partition
 
 
 def test_parquet_float32_list_column_and_id_column(tmp_path):
-    x = clustered(seed=1)
+    x = clustered_with_near_duplicates(seed=1)
     ids = np.arange(len(x)) * 3 + 10
     r1 = semantic_dedup_streaming(
         parquet_shards(write_parquet(tmp_path, split(x), np.float32, ids=ids, list_type=True), id_column="sample_id"),
@@ -161,7 +161,7 @@ def test_parquet_float32_list_column_and_id_column(tmp_path):
     )
     np.testing.assert_array_equal(r1.ids, ids)
     ref = semantic_dedup(x, keep="hard", device="cpu", clusters=(r1.centroids, r1.cluster))
-    assert_same(r1, ref, ids)
+    assert_same_as_semantic_dedup(r1, ref, ids)
 
 
 # ------------------------------------------------------------------------ (b) layout independence
@@ -169,7 +169,7 @@ def test_parquet_float32_list_column_and_id_column(tmp_path):
 
 @pytest.mark.parametrize("keep", ["hard", "random"])
 def test_independent_of_shards_partitions_and_chunks(tmp_path, keep):
-    x = clustered(seed=2)
+    x = clustered_with_near_duplicates(seed=2)
     runs = []
     for sizes, n_part, chunk in [
         ((len(x),), 1, 100000),
@@ -200,7 +200,7 @@ def test_memory_spill_equals_file_spill_and_writes_nothing(tmp_path, monkeypatch
     (the temp dir stays empty); the FileSpill's directory is gone afterwards."""
     import tempfile
 
-    x = clustered(seed=4)
+    x = clustered_with_near_duplicates(seed=4)
     tmp = tmp_path / "tmp"
     tmp.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(tmp))
@@ -224,7 +224,7 @@ def test_memory_spill_equals_file_spill_and_writes_nothing(tmp_path, monkeypatch
 @pytest.mark.parametrize("keep", ["hard", "easy", "random", "scores"])
 def test_noncontiguous_ids_follow_id_order(keep):
     """Shuffled large ids == semantic_dedup on the rows put in ascending id order."""
-    x = clustered(seed=4)
+    x = clustered_with_near_duplicates(seed=4)
     rng = np.random.default_rng(9)
     ids = rng.choice(10**12, len(x), replace=False).astype(np.int64)
     by_id = np.argsort(ids)
@@ -241,7 +241,7 @@ def test_noncontiguous_ids_follow_id_order(keep):
     ref = semantic_dedup(
         x[by_id], keep=rk if keep != "scores" else rk[by_id], device="cpu", seed=5, clusters=(r.centroids, r.cluster)
     )
-    assert_same(r, ref, ids[by_id])
+    assert_same_as_semantic_dedup(r, ref, ids[by_id])
     np.testing.assert_array_equal(r.positions(ids[:5]), np.searchsorted(r.ids, ids[:5]))
     with pytest.raises(KeyError):
         r.positions([10**13])
@@ -279,7 +279,7 @@ def test_exact_copies_keep_the_smallest_id(keep):
 
 
 def test_process_pool_map_gives_the_same_result(tmp_path):
-    x = clustered(seed=6)
+    x = clustered_with_near_duplicates(seed=6)
     shards = npy_shards(write_npy(tmp_path, split(x)))
     kw = {
         "n_clusters": N_CLUSTERS,
@@ -302,7 +302,7 @@ def test_process_pool_map_gives_the_same_result(tmp_path):
 
 
 def test_errors(tmp_path):
-    x = clustered(n=600)
+    x = clustered_with_near_duplicates(n=600)
     ok = {"n_clusters": 4, "sample_size": 200, "device": "cpu", "spill_dir": str(tmp_path)}
     sampled = sample_ids(array_shards([x]), 200, seed=0)
     for row in (int(sampled[-1]), int(np.setdiff1d(np.arange(300, 600), sampled)[-1])):
@@ -356,7 +356,7 @@ def test_errors(tmp_path):
 
 
 def test_null_parquet_embedding_is_an_error(tmp_path):
-    x = clustered(n=300)
+    x = clustered_with_near_duplicates(n=300)
     col = pa.FixedSizeListArray.from_arrays(pa.array(x.reshape(-1)), x.shape[1], mask=pa.array(np.arange(300) == 7))
     pq.write_table(pa.table({"image_embedding": col}), tmp_path / "n.parquet")
     with pytest.raises(ValueError, match="1 null embeddings"):
@@ -367,7 +367,7 @@ def test_null_parquet_embedding_is_an_error(tmp_path):
 
 
 def test_sample_is_seeded_and_independent_of_layout(tmp_path):
-    x = clustered(seed=8)
+    x = clustered_with_near_duplicates(seed=8)
     ids = np.random.default_rng(1).choice(10**10, len(x), replace=False)
     a = sample_ids(array_shards(split(x), ids=split(ids)), 500, seed=4)
     rev = [EmbeddingShard.from_array(p, ids=i) for p, i in zip(split(x[::-1], (7, 2993)), split(ids[::-1], (7, 2993)))]
@@ -402,7 +402,7 @@ def test_sample_is_uniform():
 
 
 def test_parquet_shard_reads_by_row_group(tmp_path):
-    x = clustered(n=1000, seed=3)
+    x = clustered_with_near_duplicates(n=1000, seed=3)
     sh = EmbeddingShard.from_parquet(write_parquet(tmp_path, [x], np.float16, row_group_size=64)[0])
     x16 = x.astype(np.float16).astype(np.float32)
     assert (sh.count, sh.dim) == (1000, x.shape[1])
@@ -416,7 +416,7 @@ def test_parquet_shard_reads_by_row_group(tmp_path):
 
 
 def test_npy_shard_with_ids_file(tmp_path):
-    x = clustered(n=200)
+    x = clustered_with_near_duplicates(n=200)
     np.save(tmp_path / "x.npy", x)
     np.save(tmp_path / "ids.npy", np.arange(200) * 7)
     sh = EmbeddingShard.from_npy(tmp_path / "x.npy", ids=tmp_path / "ids.npy")
