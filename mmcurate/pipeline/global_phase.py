@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 
 from mmcurate.pipeline.global_sharded import MemoryPartitions, ShardedGlobalContext, links_to_first
 from mmcurate.pipeline.schema import DUPLICATES_OUTPUT_SCHEMA, DUPLICATES_SCHEMA, REJECTS_SCHEMA
-from mmcurate.pipeline.stage import SAMPLE_ID, AccountingError, StageError, id_shards, make_ids
+from mmcurate.pipeline.stage import SAMPLE_ID, AccountingError, StageError, id_shards, make_ids, stats_dict
 
 
 def new_stat() -> dict:
@@ -73,7 +73,7 @@ def run_global_phase(ctx, plan) -> GlobalPhaseResult:
                 dups.append(res.duplicates.select(DUPLICATES_SCHEMA.names).cast(DUPLICATES_SCHEMA))
             if columns is not None and columns.num_rows:
                 ctx.add_columns(stage.name, columns)
-            st["stats"] = res.stats
+            st["stats"] = stats_dict(res.stats)
             st["rejected"] = rejected.num_rows
         ctx.drop_spill(stage.name)
         st["kept"] = n_in - st["rejected"]

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import ClassVar, Self
 
 import numpy as np
 import pyarrow as pa
@@ -75,13 +75,38 @@ class StageResult:
 
 
 @dataclass
+class StepStats:
+    """A global step's figures for the manifest and the report, one dataclass per step (beside the step), read
+    by field. Every field defaults to None: a figure that does not apply stays None and is left out of the
+    manifest."""
+
+    seconds: float | None = None
+
+    def to_dict(self) -> dict:
+        """The manifest's form: the fields that apply, in declaration order."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if getattr(self, f.name) is not None}
+
+    @classmethod
+    def from_dict(cls, data) -> Self:
+        """From a manifest's stats: the fields it lacks are None. Values are not checked (a manifest may come from
+        anywhere): readers format them defensively."""
+        data = data if isinstance(data, dict) else {}
+        return cls(**{f.name: data.get(f.name) for f in dataclasses.fields(cls)})
+
+
+def stats_dict(stats) -> dict:
+    """A step's stats for the manifest: a StepStats' to_dict(), or a plain dict (a third-party step's) as it is."""
+    return stats.to_dict() if isinstance(stats, StepStats) else dict(stats or {})
+
+
+@dataclass
 class GlobalResult:
     # key, source, stage, reason, detail and the rejected samples' SAMPLE_ID
     rejected: pa.Table = field(default_factory=lambda: with_sample_ids(REJECTS_SCHEMA.empty_table(), []))
     duplicates: pa.Table = field(default_factory=DUPLICATES_SCHEMA.empty_table)
     # Per-sample columns to add to the kept samples' rows (e.g. a cluster id): SAMPLE_ID + columns.
     columns: pa.Table | None = None
-    stats: dict = field(default_factory=dict)
+    stats: StepStats | dict = field(default_factory=StepStats)
 
 
 @dataclass

@@ -41,6 +41,7 @@ from mmcurate.report.charts import (
 )
 from mmcurate.report.run_data import RunData, load_run
 from mmcurate.report.thumbnails import display_text
+from mmcurate.stages.semantic import BalanceStats, SemanticDedupStats
 
 __all__ = ["write_report", "render_report", "REPORT_NAME"]
 
@@ -754,16 +755,14 @@ def _largest_median(side: dict) -> tuple[float | None, float | None]:
 
 
 def _balance_card(stage: dict) -> str:
-    stats = stage["stats"]
-    levels = stats.get("levels")
-    facts = [f"method {stats.get('method', '–')}", f"strategy {stats.get('strategy', '–')}"]
+    stats = BalanceStats.from_dict(stage["stats"])
+    levels = stats.levels
+    facts = [f"method {stats.method or '–'}", f"strategy {stats.strategy or '–'}"]
     if isinstance(levels, list) and levels:
         facts.append("levels " + " → ".join(_num(k) for k in levels))
-    facts.append(
-        f"selected {_num(stats.get('selected'))} of {_num(stats.get('n'))} (target {_num(stats.get('target'))})"
-    )
+    facts.append(f"selected {_num(stats.selected)} of {_num(stats.n)} (target {_num(stats.target)})")
     head = f'<h3>balance</h3><div class="stats">{e(" · ".join(facts))}</div>'
-    sides = [(name, stats.get(name)) for name in ("before", "after")]
+    sides = [("before", stats.before), ("after", stats.after)]
     if not all(isinstance(side, dict) for _, side in sides):
         return (
             f'<div class="card clusters" data-stage="{e(BALANCE_STAGE)}">{head}'
@@ -801,19 +800,19 @@ def _balance_card(stage: dict) -> str:
 
 
 def _semantic_dedup_card(stage: dict) -> str:
-    stats = stage["stats"]
-    dups, n_in = _float(stats.get("duplicates")), _float(stage.get("in"))
-    keep = stats.get("keep")
+    stats = SemanticDedupStats.from_dict(stage["stats"])
+    dups, n_in = _float(stats.duplicates), _float(stage.get("in"))
+    keep = stats.keep
     if isinstance(keep, dict):
         keep = ", ".join(f"{k} {v}" for k, v in keep.items())
     facts = {
-        "clusters": _num(stats.get("clusters")),
+        "clusters": _num(stats.clusters),
         "duplicates removed": _num(dups) + (f" ({_pct(dups, n_in)} of {_num(n_in)})" if dups and n_in else ""),
-        "eps (cosine ≥ 1 − eps is a duplicate)": _fixed(stats.get("eps"), 3),
+        "eps (cosine ≥ 1 − eps is a duplicate)": _fixed(stats.eps, 3),
         "keeps": keep if keep not in (None, "") else "–",
-        "without an embedding": _num(stats.get("no_embedding")),
+        "without an embedding": _num(stats.no_embedding),
     }
-    pct = stats.get("cluster_size_percentiles")
+    pct = stats.cluster_size_percentiles
     if isinstance(pct, dict) and pct:
         cells = "".join(f'<td class="num" data-percentile="{e(k)}">{e(_num(v))}</td>' for k, v in pct.items())
         row = f"<tr>{cells}</tr>"

@@ -58,6 +58,7 @@ from mmcurate.pipeline.stage import (
     Resources,
     StageError,
     StageResult,
+    StepStats,
     id_shards,
     registry,
     with_sample_ids,
@@ -320,24 +321,37 @@ class ClipScoreFilter(GlobalStage):
         p = self.params
         return None if p.keep_fraction is None else f"top-{p.keep_fraction * 100:g}%"
 
-    def result_stats(self, cut, n: int, scored_scores: np.ndarray, kept_scores: np.ndarray, t0: float) -> dict:
+    def result_stats(
+        self, cut, n: int, scored_scores: np.ndarray, kept_scores: np.ndarray, t0: float
+    ) -> ClipScoreFilterStats:
         """The step's stats from the scores of the scored and of the kept samples (float64, in sample order)."""
         p = self.params
         n_kept, n_scored = int(kept_scores.size), int(scored_scores.size)
-        stats = {
-            "mode": "threshold" if p.threshold is not None else "keep_fraction",
-            "cut": None if cut is None else round(float(cut), 6),
-            "kept": n_kept,
-            "rejected": n - n_kept,
-            "rejected_below_cut": n_scored - n_kept,
-            "no_clip_score": n - n_scored,
-            "scores": _score_percentiles(scored_scores),
-            "kept_scores": _score_percentiles(kept_scores),
-            "seconds": round(time.perf_counter() - t0, 6),
-        }
-        if p.keep_fraction is not None:
-            stats["keep_fraction"] = p.keep_fraction
-        return stats
+        return ClipScoreFilterStats(
+            mode="threshold" if p.threshold is not None else "keep_fraction",
+            cut=None if cut is None else round(float(cut), 6),
+            kept=n_kept,
+            rejected=n - n_kept,
+            rejected_below_cut=n_scored - n_kept,
+            no_clip_score=n - n_scored,
+            scores=_score_percentiles(scored_scores),
+            kept_scores=_score_percentiles(kept_scores),
+            keep_fraction=p.keep_fraction,
+            seconds=round(time.perf_counter() - t0, 6),
+        )
+
+
+@dataclass
+class ClipScoreFilterStats(StepStats):
+    mode: str | None = None  # "threshold" or "keep_fraction"
+    cut: float | None = None  # the score a sample needed
+    kept: int | None = None
+    rejected: int | None = None
+    rejected_below_cut: int | None = None
+    no_clip_score: int | None = None
+    scores: dict | None = None  # percentiles of the scored samples' scores
+    kept_scores: dict | None = None  # and of the kept ones'
+    keep_fraction: float | None = None
 
 
 # clip_score_filter's tasks (module level: they travel to worker processes and Ray workers by reference)

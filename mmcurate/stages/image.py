@@ -43,6 +43,7 @@ from mmcurate.pipeline.stage import (
     MapStage,
     StageError,
     StageResult,
+    StepStats,
     registry,
     with_sample_ids,
 )
@@ -359,6 +360,15 @@ class Sha256(MapStage):
         return kept_and_rejected(batch, self.name, missing, reasons, details)
 
 
+@dataclass
+class ExactDedupStats(StepStats):
+    samples: int | None = None
+    duplicates: int | None = None
+    groups: int | None = None  # groups of identical bytes with more than one member
+    without_hash: int | None = None
+    partitions: int | None = None  # partitions of the digest shuffle
+
+
 @registry.register
 class ExactDedup(GlobalStage):
     """Byte-identical images (sha256). One representative per group: the first key in lexicographic order,
@@ -417,14 +427,14 @@ class ExactDedup(GlobalStage):
                 np.zeros(dups.num_rows),
             )
             rejected = with_sample_ids(rejected, dups.column(SAMPLE_ID).to_numpy())
-        stats = {
-            "seconds": round(time.perf_counter() - t0, 6),
-            "samples": int(n_rows),
-            "duplicates": int(rejected.num_rows),
-            "groups": int(groups),
-            "without_hash": int(n_without),
-            "partitions": int(n_part),
-        }
+        stats = ExactDedupStats(
+            samples=int(n_rows),
+            duplicates=int(rejected.num_rows),
+            groups=int(groups),
+            without_hash=int(n_without),
+            partitions=int(n_part),
+            seconds=round(time.perf_counter() - t0, 6),
+        )
         return GlobalResult(rejected=rejected, duplicates=duplicates, stats=stats)
 
 
@@ -522,6 +532,21 @@ DEFAULT_PHASH_LINKAGE = "star"
 PHASH_MODES = ("fast", "exact")
 
 
+@dataclass
+class PhashDedupStats(StepStats):
+    max_distance: int | None = None
+    linkage: str | None = None
+    mode: str | None = None
+    expected_chance_links_per_sample: float | None = None  # unrelated codes within the radius by chance
+    samples: int | None = None
+    duplicates: int | None = None
+    groups: int | None = None
+    without_hash: int | None = None
+    max_distance_to_representative: int | None = None
+    partitions: dict | None = None  # sharded: the pigeonhole join's figures and the pairs it linked
+    linked: int | None = None  # sharded: samples with a neighbour within max_distance
+
+
 @registry.register
 class PhashDedup(GlobalStage):
     """Perceptual near-duplicates: samples whose pHash differ by <= ``max_distance`` bits (default 10) are
@@ -563,19 +588,6 @@ class PhashDedup(GlobalStage):
         self.requires = _dedup_requires(("key", "source", "phash"), p.keep)
         self.map_part = PerceptualHash(exact=p.mode == "exact", device=p.device, num_threads=p.num_threads)
 
-    def settings_stats(self, n_codes: int) -> dict:
-        """The stats both global modes report about the settings, for n_codes hashed samples."""
-        p = self.params
-        # unrelated codes within the radius by chance, per sample: ~0.01 at 1M with radius 10, ~9 at 1B
-        # (docs/scaling.md: lower the radius as n grows)
-        chance = float(f"{n_codes * dedup.chance_link_probability(p.max_distance):.3g}")
-        return {
-            "max_distance": p.max_distance,
-            "linkage": p.linkage,
-            "mode": p.mode,
-            "expected_chance_links_per_sample": chance,
-        }
-
     def run(self, ctx) -> GlobalResult:
         """The candidates from the context's Hamming primitive (memory mode: every sample with a pHash; sharded:
         the samples linked by the pigeonhole join, never listing pairs), then dedup.near_groups over them with
@@ -591,7 +603,6 @@ class PhashDedup(GlobalStage):
             self.name, [functools.partial(phash_codes, v) for v in ctx.views()], p.max_distance
         )
         column, _ = parse_keep(p.keep)
-        stats = {"seconds": 0.0, **self.settings_stats(n_codes)}
         dup_keys, dup_sources, rep_keys, dup_ids = [], [], [], np.zeros(0, np.int64)
         distance = np.zeros(0, np.int32)
         groups = n_pairs = 0
@@ -619,12 +630,22 @@ class PhashDedup(GlobalStage):
         rejected, duplicates = duplicate_tables(
             self.name, "phash", "duplicate_phash", dup_keys, dup_sources, rep_keys, distance
         )
-        stats["seconds"] = round(time.perf_counter() - t0, 6)
-        if distance.size:
-            stats["max_distance_to_representative"] = int(distance.max())
-        stats.update(samples=int(n_in), duplicates=int(distance.size), groups=groups, without_hash=int(n_in - n_codes))
-        if figures is not None:
-            stats.update(partitions={**figures, "pairs": int(n_pairs)}, linked=int(linked.size))
+        stats = PhashDedupStats(
+            max_distance=p.max_distance,
+            linkage=p.linkage,
+            mode=p.mode,
+            # unrelated codes within the radius by chance, per sample: ~0.01 at 1M with radius 10, ~9 at 1B
+            # (docs/scaling.md: lower the radius as n grows)
+            expected_chance_links_per_sample=float(f"{n_codes * dedup.chance_link_probability(p.max_distance):.3g}"),
+            samples=int(n_in),
+            duplicates=int(distance.size),
+            groups=groups,
+            without_hash=int(n_in - n_codes),
+            max_distance_to_representative=int(distance.max()) if distance.size else None,
+            partitions=None if figures is None else {**figures, "pairs": int(n_pairs)},
+            linked=None if figures is None else int(linked.size),
+            seconds=round(time.perf_counter() - t0, 6),
+        )
         return GlobalResult(rejected=with_sample_ids(rejected, dup_ids), duplicates=duplicates, stats=stats)
 
 

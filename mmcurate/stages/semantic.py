@@ -39,7 +39,15 @@ import pyarrow as pa
 from mmcurate.curate.percentiles import percentile_summary
 from mmcurate.pipeline.params import check_choice, check_device, check_int, check_number, check_seed, check_text, is_int
 from mmcurate.pipeline.schema import DUPLICATES_SCHEMA, REJECTS_SCHEMA, rejects_table
-from mmcurate.pipeline.stage import SAMPLE_ID, GlobalResult, GlobalStage, StageError, registry, with_sample_ids
+from mmcurate.pipeline.stage import (
+    SAMPLE_ID,
+    GlobalResult,
+    GlobalStage,
+    StageError,
+    StepStats,
+    registry,
+    with_sample_ids,
+)
 from mmcurate.stages.embeddings import DEFAULT_EMBEDDING_COLUMN, step_embeddings, task_device
 
 POINTS_PER_CLUSTER = 1000  # semantic_dedup's default cluster size: n_clusters = round(n / 1000)
@@ -61,6 +69,19 @@ def cluster_size_percentiles(sizes: np.ndarray) -> dict:
 
 # ---------------------------------------------------------------------------------------------------------
 # semantic_dedup
+
+
+@dataclass
+class SemanticDedupStats(StepStats):
+    no_embedding: int | None = None  # samples without a usable embedding (rejected)
+    eps: float | None = None
+    keep: str | dict | None = None  # the keep policy
+    clusters: int | None = None
+    sample_size: int | None = None  # rows k-means trained on
+    duplicates: int | None = None
+    kept: int | None = None
+    cluster_size_percentiles: dict | None = None  # p0, p50, p90, p99, p100, mean of the cluster sizes
+    partitions: dict | None = None  # the pairwise pass: partitions, largest task, spilled bytes, pass times
 
 
 @registry.register
@@ -141,13 +162,15 @@ class SemanticDedup(GlobalStage):
         store = ctx.partitions(self.name)
         score_col = next(iter(p.keep.values())) if isinstance(p.keep, dict) else None
         emb = step_embeddings(ctx, store, self.name, p.embedding_column, score_col)
-        stats = {
-            "no_embedding": int(emb.no_embedding.num_rows),
-            "eps": float(p.eps),
-            "keep": p.keep if isinstance(p.keep, str) else dict(p.keep),
-        }
+        stats = SemanticDedupStats(
+            no_embedding=int(emb.no_embedding.num_rows),
+            eps=float(p.eps),
+            keep=p.keep if isinstance(p.keep, str) else dict(p.keep),
+            clusters=0,
+            duplicates=0,
+        )
         if emb.n == 0:
-            stats.update(clusters=0, duplicates=0, seconds=round(time.perf_counter() - t0, 4))
+            stats.seconds = round(time.perf_counter() - t0, 4)
             return GlobalResult(rejected=emb.no_embedding, stats=stats)
         keep = (emb.ids, self.keep_policy(emb.scores)) if score_col else p.keep
         k, s = self.sizes_for(emb.n)
@@ -183,18 +206,16 @@ class SemanticDedup(GlobalStage):
             }
         )
         sizes = np.bincount(r.cluster, minlength=r.centroids.shape[0])
-        stats.update(
-            clusters=int(r.centroids.shape[0]),
-            sample_size=int(s),
-            duplicates=int(dup_ids.size),
-            kept=int(np.count_nonzero(r.keep)),
-            cluster_size_percentiles=cluster_size_percentiles(sizes),
-            seconds=round(time.perf_counter() - t0, 4),
-            partitions={
-                k_: r.stats[k_]
-                for k_ in ("n_partitions", "peak_task_rows", "largest_cluster_rows", "spill_bytes", "seconds")
-            },
-        )
+        stats.clusters = int(r.centroids.shape[0])
+        stats.sample_size = int(s)
+        stats.duplicates = int(dup_ids.size)
+        stats.kept = int(np.count_nonzero(r.keep))
+        stats.cluster_size_percentiles = cluster_size_percentiles(sizes)
+        stats.partitions = {
+            k_: r.stats[k_]
+            for k_ in ("n_partitions", "peak_task_rows", "largest_cluster_rows", "spill_bytes", "seconds")
+        }
+        stats.seconds = round(time.perf_counter() - t0, 4)
         rejected = pa.concat_tables([no_embedding, with_sample_ids(dup_rej, dup_ids)])
         return GlobalResult(rejected=rejected, duplicates=duplicates, columns=columns, stats=stats)
 
@@ -224,6 +245,21 @@ def semantic_duplicate_tables(stage: str, dup_keys: list, dup_sources: list, rep
 
 # ---------------------------------------------------------------------------------------------------------
 # balance
+
+
+@dataclass
+class BalanceStats(StepStats):
+    no_embedding: int | None = None  # samples without a usable embedding (rejected)
+    n: int | None = None  # samples balanced (with an embedding)
+    target: int | None = None
+    method: str | None = None
+    strategy: str | None = None
+    selected: int | None = None
+    levels: list | None = None  # clusters per level, after clipping
+    sample_size: int | None = None  # rows the data level's k-means trained on
+    before: dict | None = None  # curate.balance.cluster_balance_stats of the top-level clusters
+    after: dict | None = None
+    partitions: dict | None = None  # shards, the most rows one gather held
 
 
 def clip_levels(levels, n: int) -> list[int]:
@@ -303,9 +339,16 @@ class Balance(GlobalStage):
         p = self.params
         emb = step_embeddings(ctx, ctx.partitions(self.name), self.name, p.embedding_column)
         m = emb.n
-        stats = self.base_stats(emb.no_embedding.num_rows, m)
+        stats = BalanceStats(
+            no_embedding=int(emb.no_embedding.num_rows),
+            n=int(m),
+            target=int(self.target_for(m)),
+            method=p.method,
+            strategy=p.strategy,
+            selected=0,
+        )
         if m == 0:
-            stats.update(selected=0, seconds=round(time.perf_counter() - t0, 4))
+            stats.seconds = round(time.perf_counter() - t0, 4)
             return GlobalResult(rejected=emb.no_embedding, stats=stats)
         source = ShardEmbeddings(emb.shards, emb.ids, ctx.map_fn, DEFAULT_CHUNK_ROWS)
         levels = self.levels_for(m)
@@ -334,33 +377,16 @@ class Balance(GlobalStage):
                 SAMPLE_ID: pa.array(emb.ids[picked], pa.int64()),
             }
         )
-        stats.update(
-            self.result_stats(picked, top, n_top, levels, m),
-            seconds=round(time.perf_counter() - t0, 4),
-            partitions={"shards": len(emb.shards), "largest_gather_rows": int(source.gathered_rows)},
-        )
-        return GlobalResult(rejected=pa.concat_tables(rejected), columns=columns, stats=stats)
-
-    def base_stats(self, no_embedding: int, m: int) -> dict:
-        p = self.params
-        return {
-            "no_embedding": int(no_embedding),
-            "n": int(m),
-            "target": int(self.target_for(m)),
-            "method": p.method,
-            "strategy": p.strategy,
-        }
-
-    def result_stats(self, picked: np.ndarray, top: np.ndarray, n_top: int, levels: list, m: int) -> dict:
         from mmcurate.curate.balance import cluster_balance_stats, data_sample_size
 
-        return {
-            "selected": int(picked.size),
-            "levels": [int(k) for k in levels],
-            "sample_size": data_sample_size(m, max(1, min(levels[0], m)), self.params.sample_size),
-            "before": cluster_balance_stats(top, n_top),
-            "after": cluster_balance_stats(top[picked], n_top),
-        }
+        stats.selected = int(picked.size)
+        stats.levels = [int(k) for k in levels]
+        stats.sample_size = data_sample_size(m, max(1, min(levels[0], m)), p.sample_size)
+        stats.before = cluster_balance_stats(top, n_top)
+        stats.after = cluster_balance_stats(top[picked], n_top)
+        stats.partitions = {"shards": len(emb.shards), "largest_gather_rows": int(source.gathered_rows)}
+        stats.seconds = round(time.perf_counter() - t0, 4)
+        return GlobalResult(rejected=pa.concat_tables(rejected), columns=columns, stats=stats)
 
 
 def balance_rejects(stage: str, keys: list, sources: list, top: np.ndarray) -> pa.Table:

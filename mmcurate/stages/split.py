@@ -32,7 +32,15 @@ from mmcurate.curate.splits import SPLIT_NAMES
 from mmcurate.pipeline.global_sharded import string_hash64
 from mmcurate.pipeline.params import check_seed, is_int
 from mmcurate.pipeline.schema import REJECTS_SCHEMA
-from mmcurate.pipeline.stage import SAMPLE_ID, GlobalResult, GlobalStage, StageError, registry, with_sample_ids
+from mmcurate.pipeline.stage import (
+    SAMPLE_ID,
+    GlobalResult,
+    GlobalStage,
+    StageError,
+    StepStats,
+    registry,
+    with_sample_ids,
+)
 from mmcurate.stages.image import phash_codes
 
 
@@ -129,29 +137,42 @@ class Split(GlobalStage):
         return GlobalResult(rejected=with_sample_ids(REJECTS_SCHEMA.empty_table(), []), columns=columns, stats=stats)
 
     @staticmethod
-    def result_stats(split: np.ndarray, groups: np.ndarray, n_phash_links: int, radius, t0: float) -> dict:
+    def result_stats(split: np.ndarray, groups: np.ndarray, n_phash_links: int, radius, t0: float) -> SplitStats:
         """The step's stats from the split and canonical group id of every sample."""
         n = int(split.size)
         counts = {name: int((split == i).sum()) for i, name in enumerate(SPLIT_NAMES)}
         sizes = np.bincount(groups) if n else np.zeros(0, np.int64)
-        stats = {
-            "counts": counts,
-            "ratios_achieved": {k: round(v / n, 4) for k, v in counts.items()} if n else {},
-            "groups": int(sizes.size),
-            "largest_group": int(sizes.max()) if n else 0,
-            "phash_links": n_phash_links,
-            "phash_radius": radius,
-            "expected_chance_links_per_sample": (
-                float(f"{n * chance_link_probability(radius):.3g}") if radius is not None else None
-            ),
-            "seconds": round(time.perf_counter() - t0, 4),
-        }
+        warning = None
         if n and sizes.max() > max(0.05 * n, 1):
-            stats["warning"] = (
+            warning = (
                 f"the largest group holds {sizes.max() / n:.0%} of the samples, so the split "
                 "ratios cannot be met; lower phash_radius or drop coarse group_columns"
             )
-        return stats
+        return SplitStats(
+            counts=counts,
+            ratios_achieved={k: round(v / n, 4) for k, v in counts.items()} if n else {},
+            groups=int(sizes.size),
+            largest_group=int(sizes.max()) if n else 0,
+            phash_links=n_phash_links,
+            phash_radius=radius,
+            expected_chance_links_per_sample=(
+                float(f"{n * chance_link_probability(radius):.3g}") if radius is not None else None
+            ),
+            warning=warning,
+            seconds=round(time.perf_counter() - t0, 4),
+        )
+
+
+@dataclass
+class SplitStats(StepStats):
+    counts: dict | None = None  # samples per split
+    ratios_achieved: dict | None = None
+    groups: int | None = None  # groups kept together (pHash neighbours, group_columns)
+    largest_group: int | None = None
+    phash_links: int | None = None
+    phash_radius: int | None = None
+    expected_chance_links_per_sample: float | None = None
+    warning: str | None = None  # why the ratios could not be met
 
 
 #: Chance links per sample the automatic radius allows (far below the percolation threshold of 1).

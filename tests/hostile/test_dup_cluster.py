@@ -103,7 +103,7 @@ else:
     ctx = ShardedGlobalContext(work, len(shards), map_fn=map, parallelism=4)
     res = st.run(ctx)
 hwm = [int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM")][0]
-print(json.dumps({"hwm_mb": hwm / 1024, "stats": res.stats}, default=str))
+print(json.dumps({"hwm_mb": hwm / 1024, "stats": res.stats.to_dict()}, default=str))
 """
 
 #: 20k copies (+ 20k re-encodings) needed ~17 GB before the fix; a few hundred MB after.
@@ -189,7 +189,7 @@ def test_big_group_duplicates_equal_the_pairwise_definition(tmp_path, dense_ball
     got = sorted(zip(*(mem.duplicates.column(c).to_pylist() for c in ("key", "duplicate_of", "distance"))))
     assert got == want
     n_pairs = int(((np.bitwise_count(codes[:, None] ^ codes[None, :]) <= 10).sum() - codes.size) // 2)
-    assert sh.stats["partitions"]["pairs"] == n_pairs
+    assert sh.stats.partitions["pairs"] == n_pairs
 
 
 def test_split_keeps_a_big_group_in_one_split(tmp_path, dense_balls):
@@ -204,10 +204,10 @@ def test_split_keeps_a_big_group_in_one_split(tmp_path, dense_balls):
     assert np.unique(split[in_group]).size == 1 and in_group.sum() == 6000
     by_id = dict(zip(sh.columns.column(SAMPLE_ID).to_pylist(), sh.columns.column("split").to_pylist()))
     assert [by_id[i] for i in table.column(SAMPLE_ID).to_pylist()] == split.tolist()
-    strip = lambda s: {k: v for k, v in s.items() if k != "seconds"}  # noqa: E731
+    strip = lambda s: {k: v for k, v in s.to_dict().items() if k != "seconds"}  # noqa: E731
     assert strip(sh.stats) == strip(mem.stats)
     n_pairs = 0
     pc_codes = table.column("phash").to_numpy()
     for s in range(0, pc_codes.size, 1000):
         n_pairs += int((np.bitwise_count(pc_codes[s : s + 1000, None] ^ pc_codes[None, :]) <= 10).sum())
-    assert mem.stats["phash_links"] == (n_pairs - pc_codes.size) // 2
+    assert mem.stats.phash_links == (n_pairs - pc_codes.size) // 2

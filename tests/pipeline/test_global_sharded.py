@@ -21,7 +21,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from helpers import unit_rows
+from helpers import default_recipe_for, output_digests, run_local, unit_rows
 from mmcurate.curate import dedup
 from mmcurate.pipeline.global_phase import MemoryGlobalContext
 from mmcurate.pipeline.global_sharded import ShardedGlobalContext, id_rows, id_shards, make_ids, string_hash64
@@ -156,7 +156,7 @@ def test_sharded_exact_dedup_equals_memory(tmp_path, keep, map_fn):
     assert mem.rejected.num_rows >= 50  # planted exact copies found
     _check_ids(sh, table)
     for k in ("samples", "duplicates", "groups", "without_hash"):
-        assert sh.stats[k] == mem.stats[k], k
+        assert getattr(sh.stats, k) == getattr(mem.stats, k), k
     # the grouping is exact_groups' with dedup.preference_rank (an independent rank implementation)
     valid = table.column("sha256").is_valid().to_numpy(zero_copy_only=False)
     sub = table.filter(pa.array(valid))
@@ -188,8 +188,8 @@ def test_sharded_phash_dedup_equals_memory(tmp_path, linkage, keep, map_fn):
     assert mem.rejected.num_rows >= 100
     _check_ids(sh, table)
     for k in ("samples", "duplicates", "groups", "without_hash", "max_distance_to_representative"):
-        assert sh.stats[k] == mem.stats[k], k
-    assert sh.stats["linked"] < table.num_rows  # the driver fetched the linked samples only
+        assert getattr(sh.stats, k) == getattr(mem.stats, k), k
+    assert sh.stats.linked < table.num_rows  # the driver fetched the linked samples only
     # near_groups over all codes with dedup.preference_rank
     valid = table.column("phash").is_valid().to_numpy(zero_copy_only=False)
     sub = table.filter(pa.array(valid))
@@ -218,7 +218,7 @@ def test_phash_max_distance_64_links_every_sample(tmp_path):
     sh = stage.run(ctx)
     mem = stage.run(MemoryGlobalContext.from_table(_memory_table(shards, list(stage.requires))))
     assert sh.rejected.equals(mem.rejected) and sh.duplicates.equals(mem.duplicates)
-    assert sh.stats["groups"] == 1 and sh.stats["duplicates"] == sh.stats["samples"] - sh.stats["without_hash"] - 1
+    assert sh.stats.groups == 1 and sh.stats.duplicates == sh.stats.samples - sh.stats.without_hash - 1
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -253,8 +253,8 @@ def test_sharded_semantic_dedup_equals_memory(tmp_path, monkeypatch, params, chu
     assert mem.rejected.num_rows >= 100
     _check_ids(sh, table)
     for k in ("no_embedding", "clusters", "sample_size", "duplicates", "kept", "cluster_size_percentiles"):
-        assert sh.stats[k] == mem.stats[k], k
-    assert mem.stats["partitions"]["spill_bytes"] == 0 < sh.stats["partitions"]["spill_bytes"]
+        assert getattr(sh.stats, k) == getattr(mem.stats, k), k
+    assert mem.stats.partitions["spill_bytes"] == 0 < sh.stats.partitions["spill_bytes"]
 
 
 def test_semantic_sample_size_validation():
@@ -349,15 +349,6 @@ def test_recipe_global_mode(tmp_path):
 # recipes end to end
 
 
-@pytest.fixture(scope="module")
-def demo_input(tmp_path_factory) -> Path:
-    from mmcurate.io.demo_dataset import build_demo_dataset
-
-    d = tmp_path_factory.mktemp("sharded_input")
-    build_demo_dataset(d, n_samples=None, shard_size=20, seed=0)  # 111 samples in 6 shards
-    return d
-
-
 RECIPES = {
     # score keep policies, star linkage, semantic over every sample, split stratified by its clusters
     "scores": [
@@ -413,30 +404,12 @@ RECIPES = {
 }
 
 
-def _recipe(demo_input: Path, out: Path, stages: str, mode: str, workers: int = 1) -> dict:
-    from mmcurate.pipeline.recipe import default_recipe_dict
-
-    r = default_recipe_dict()
-    r["input"]["path"] = str(demo_input)
-    r["output"].update(path=str(out), shard_size=25, report=False)
-    r["run"].update(batch_size=16, workers=workers, global_mode=mode)
+def _named_recipe(demo_input: Path, out: Path, stages: str, mode: str, workers: int = 1) -> dict:
+    """The default recipe less its exact and pHash dedup steps, plus RECIPES[stages]; global_mode mode, no report."""
+    r = default_recipe_for(demo_input, out, batch_size=16, workers=workers, global_mode=mode)
+    r["output"]["report"] = False
     r["stages"] = [s for s in r["stages"] if not {"exact_dedup", "phash_dedup"} & set(s)] + RECIPES[stages]
     return r
-
-
-def _run(recipe: dict) -> dict:
-    from mmcurate.pipeline.executor import LocalExecutor
-    from mmcurate.pipeline.recipe import parse_recipe
-
-    return LocalExecutor(parse_recipe(recipe), progress=False).run()
-
-
-def _digests(out: Path) -> dict:
-    return {
-        str(p.relative_to(out)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(out.rglob("*"))
-        if p.is_file() and p.name != "manifest.json"
-    }
 
 
 @pytest.fixture(scope="module")
@@ -444,13 +417,13 @@ def memory_runs(demo_input, tmp_path_factory) -> dict:
     outs = {}
     for name in RECIPES:
         out = tmp_path_factory.mktemp("memory") / name
-        _run(_recipe(demo_input, out, name, "memory"))
+        run_local(_named_recipe(demo_input, out, name, "memory"))
         outs[name] = out
     return outs
 
 
 def _same_outputs(out: Path, ref: Path, manifest: dict):
-    files, ref_files = _digests(out), _digests(ref)
+    files, ref_files = output_digests(out), output_digests(ref)
     assert {"samples.parquet", "rejects.parquet", "duplicates.parquet"} <= set(files)
     assert any(f.startswith("shards/train/") for f in files)
     assert files == ref_files
@@ -467,7 +440,7 @@ def _same_outputs(out: Path, ref: Path, manifest: dict):
 @pytest.mark.parametrize("name, workers", [("scores", 1), ("scores", 2), ("mixed", 1)])
 def test_recipe_sharded_equals_memory(demo_input, memory_runs, tmp_path, name, workers):
     out = tmp_path / "sharded"
-    manifest = _run(_recipe(demo_input, out, name, "sharded", workers))
+    manifest = run_local(_named_recipe(demo_input, out, name, "sharded", workers))
     _same_outputs(out, memory_runs[name], manifest)
     modes = {s["name"]: s["mode"] for s in manifest["stages"] if s["kind"] == "global"}
     assert modes == {
@@ -491,7 +464,7 @@ def test_recipe_sharded_equals_memory(demo_input, memory_runs, tmp_path, name, w
 @pytest.mark.parametrize("name, workers", [("balance_closest", 1), ("balance_closest", 2), ("balance_cap", 2)])
 def test_recipe_sharded_balance_equals_memory(demo_input, memory_runs, tmp_path, name, workers):
     out = tmp_path / "sharded"
-    manifest = _run(_recipe(demo_input, out, name, "sharded", workers))
+    manifest = run_local(_named_recipe(demo_input, out, name, "sharded", workers))
     _same_outputs(out, memory_runs[name], manifest)
     stages = {s["name"]: s for s in manifest["stages"]}
     assert stages["balance"]["mode"] == "sharded" and stages["balance"]["reasons"].get("balance", 0) > 0
@@ -509,7 +482,7 @@ def _without_seconds(stats):
 )
 def test_recipe_sharded_clip_filter_and_split_equal_memory(demo_input, memory_runs, tmp_path, name, workers):
     out = tmp_path / "sharded"
-    manifest = _run(_recipe(demo_input, out, name, "sharded", workers))
+    manifest = run_local(_named_recipe(demo_input, out, name, "sharded", workers))
     _same_outputs(out, memory_runs[name], manifest)
     stages = {s["name"]: s for s in manifest["stages"]}
     ref = {s["name"]: s for s in json.loads((memory_runs[name] / "manifest.json").read_text())["stages"]}
@@ -529,7 +502,7 @@ def test_cli_global_mode_flag(demo_input, tmp_path):
 
     from mmcurate.cli import main
 
-    r = _recipe(demo_input, tmp_path / "out", "scores", "memory")
+    r = _named_recipe(demo_input, tmp_path / "out", "scores", "memory")
     r["stages"] = [s for s in r["stages"] if "clip_embed" not in s and "semantic_dedup" not in s and "split" not in s]
     r["stages"][-2:] = [{"exact_dedup": {}}, {"phash_dedup": {}}]
     path = tmp_path / "recipe.yaml"
@@ -555,7 +528,7 @@ def test_ray_sharded_equals_local_memory(demo_input, memory_runs, tmp_path):
     started = init_ray(num_cpus=2)
     try:
         out = tmp_path / "ray"
-        manifest = RayExecutor(parse_recipe(_recipe(demo_input, out, "scores", "sharded")), progress=False).run()
+        manifest = RayExecutor(parse_recipe(_named_recipe(demo_input, out, "scores", "sharded")), progress=False).run()
     finally:
         if started:
             ray.shutdown()
@@ -595,11 +568,11 @@ def test_sharded_balance_equals_memory(tmp_path, monkeypatch, params, chunk_rows
     }
     _check_ids(sh, table)
     assert sh.columns.equals(mem.columns)
-    assert mem.columns.num_rows == mem.stats["target"] > 0
+    assert mem.columns.num_rows == mem.stats.target > 0
     for k in ("no_embedding", "n", "target", "selected", "levels", "sample_size", "before", "after"):
-        assert sh.stats[k] == mem.stats[k], k
+        assert getattr(sh.stats, k) == getattr(mem.stats, k), k
     if "sample_size" in params:
-        assert sh.stats["partitions"]["largest_gather_rows"] <= params["sample_size"]
+        assert sh.stats.partitions["largest_gather_rows"] <= params["sample_size"]
 
 
 def test_balance_data_level_same_over_memory_and_shards(tmp_path):
@@ -665,12 +638,12 @@ def test_sharded_balance_never_builds_the_embedding_matrix(tmp_path, monkeypatch
     monkeypatch.setattr(sem, "embedding_matrix", matrix_spy)
     stage = registry.create("balance", {"fraction": 0.5, "levels": [10, 3], "sample_size": 40, "device": "cpu"})
     res = stage.run(ctx)
-    n = res.stats["n"]
+    n = res.stats.n
     assert n > 600 and res.columns.num_rows == round(0.5 * n)
     # data level: the sample and the refits (<= 40 rows); upper levels: the 10 centroids and their subsets
     assert trained and max(trained) <= 40 and trained.count(40) >= 1
     assert converted and max(converted) <= max(v.n_alive for v in ctx.views()) < n
-    assert res.stats["partitions"]["largest_gather_rows"] <= 40
+    assert res.stats.partitions["largest_gather_rows"] <= 40
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -728,7 +701,7 @@ def test_sharded_clip_score_filter_equals_memory(tmp_path, params, ties):
     assert sum(n for n, _ in fetched) < len(table) // 3  # keys of the samples tied at the cut only
     assert res.rejected.equals(mem.rejected)
     _check_ids(res, table)
-    strip = lambda s: {k: v for k, v in s.items() if k != "seconds"}  # noqa: E731
+    strip = lambda s: {k: v for k, v in s.to_dict().items() if k != "seconds"}  # noqa: E731
     assert strip(res.stats) == strip(mem.stats)
     if ties and "keep_fraction" in params and params["keep_fraction"] < 1:
         details = res.rejected.column("detail").to_pylist()
@@ -779,7 +752,7 @@ def test_sharded_split_equals_memory(tmp_path, params, map_fn):
     res = stage.run(ctx)
     assert res.columns.column(SAMPLE_ID).to_pylist() == table.column(SAMPLE_ID).to_pylist()
     assert res.columns.equals(mem.columns)
-    strip = lambda s: {k: v for k, v in s.items() if k != "seconds"}  # noqa: E731
+    strip = lambda s: {k: v for k, v in s.to_dict().items() if k != "seconds"}  # noqa: E731
     assert strip(res.stats) == strip(mem.stats)
     assert res.rejected.num_rows == 0
 
@@ -789,7 +762,7 @@ def test_split_phash_radius_64_links_every_sample(tmp_path):
     stage = registry.create("split", {"phash_radius": 64})
     res = stage.run(ctx)
     mem = stage.run(MemoryGlobalContext.from_table(_memory_table(shards, list(stage.requires))))
-    assert res.columns.equals(mem.columns) and res.stats["phash_links"] == mem.stats["phash_links"]
+    assert res.columns.equals(mem.columns) and res.stats.phash_links == mem.stats.phash_links
 
 
 @pytest.mark.parametrize("parallelism", [1, 3, 40])

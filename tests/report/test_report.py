@@ -26,6 +26,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from helpers import build_demo_input
 from mmcurate.curate.balance import MAX_LISTED_CLUSTER_SIZES, cluster_balance_stats
 from mmcurate.pipeline.schema import DUPLICATES_SCHEMA, REJECTS_SCHEMA
 from mmcurate.report.charts import BarRow, Histogram, Segment, Series, bar_chart_svg, histogram_svg, rank_size_svg
@@ -667,23 +668,22 @@ def test_report_without_optional_parts(tmp_path, run_dir):
 
 
 @pytest.fixture(scope="module")
-def demo_input(tmp_path_factory) -> Path:
-    from mmcurate.io.demo_dataset import build_demo_dataset
-
-    d = tmp_path_factory.mktemp("demo_input")
-    build_demo_dataset(d, n_samples=None, shard_size=40, seed=0)
-    return d
+def demo_in_3_shards(tmp_path_factory) -> Path:
+    """The demo dataset in 3 shards (conftest's demo_input has 6)."""
+    return build_demo_input(tmp_path_factory.mktemp("demo_input"), shard_size=40)
 
 
 @pytest.mark.parametrize("report", [True, False])
-def test_report_observer_collects_thumbnails_and_writes_the_report_the_recipe_asks_for(demo_input, tmp_path, report):
+def test_report_observer_collects_thumbnails_and_writes_the_report_the_recipe_asks_for(
+    demo_in_3_shards, tmp_path, report
+):
     from mmcurate.pipeline.executor import LocalExecutor
     from mmcurate.pipeline.recipe import default_recipe_dict, parse_recipe
     from mmcurate.report import ReportObserver
 
     out = tmp_path / "out"
     r = default_recipe_dict()
-    r["input"]["path"] = str(demo_input)
+    r["input"]["path"] = str(demo_in_3_shards)
     r["output"].update(path=str(out), report=report)
     manifest = LocalExecutor(parse_recipe(r), progress=False, observers=[ReportObserver(max_per_reason=2)]).run()
     thumbs = pq.read_table(out / "thumbs.parquet").to_pylist()  # written whether or not the report is
@@ -760,9 +760,9 @@ def semantic_stage_entries() -> list[dict]:
                 "in": table.num_rows,
                 "kept": table.num_rows - res.rejected.num_rows,
                 "rejected": res.rejected.num_rows,
-                "seconds": res.stats["seconds"],
+                "seconds": res.stats.seconds,
                 "reasons": reasons,
-                "stats": res.stats,
+                "stats": res.stats.to_dict(),
             }
         )
         gone = set(res.rejected.column("key").to_pylist())

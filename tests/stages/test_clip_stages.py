@@ -213,8 +213,8 @@ def test_threshold_exact():
             assert reasons[r["key"]] == "clip_score"
     detail = res.rejected.filter(pa.compute.equal(res.rejected.column("reason"), "clip_score"))["detail"][0].as_py()
     assert detail.endswith("< 0.280")
-    assert res.stats["kept"] == len(expect) and res.stats["rejected"] == t.num_rows - len(expect)
-    assert res.stats["cut"] == 0.28 and "p50" in res.stats["scores"]
+    assert res.stats.kept == len(expect) and res.stats.rejected == t.num_rows - len(expect)
+    assert res.stats.cut == 0.28 and "p50" in res.stats.scores
 
 
 @pytest.mark.parametrize("fraction", [0.3, 0.5, 0.01, 1.0])
@@ -225,8 +225,8 @@ def test_keep_fraction_exact_and_ties(fraction):
     n_keep = math.floor(fraction * len(scored) + 0.5)
     brute = sorted(scored, key=lambda r: (-r["clip_score"], r["key"]))[:n_keep]
     assert sorted(_kept(res, t)) == sorted(r["key"] for r in brute)
-    assert res.stats["kept"] == n_keep
-    assert res.stats["cut"] == pytest.approx(brute[-1]["clip_score"])
+    assert res.stats.kept == n_keep
+    assert res.stats.cut == pytest.approx(brute[-1]["clip_score"])
     # order independence: the same decision on a shuffled table
     perm = np.random.default_rng(1).permutation(t.num_rows)
     res2 = run_on_table(registry.create("clip_score_filter", {"keep_fraction": fraction}), t.take(perm))

@@ -254,7 +254,7 @@ def test_exact_dedup(table, sample):
     assert got == {k: ("duplicate_exact", f"duplicate of {src}") for k, src in copies.items()}
     dup = result.duplicates.to_pylist()
     assert {(d["kind"], d["distance"]) for d in dup} == {("exact", 0.0)}
-    assert result.stats["duplicates"] == len(copies) and result.stats["groups"] == len(copies)
+    assert result.stats.duplicates == len(copies) and result.stats.groups == len(copies)
 
 
 def test_exact_dedup_threaded_hashing_matches_serial():
@@ -336,7 +336,7 @@ def test_phash_dedup_chain_connected_vs_star():
         "b": ("a", 6.0),
         "c": ("a", 12.0),
     }
-    assert connected.stats["max_distance_to_representative"] == 12
+    assert connected.stats.max_distance_to_representative == 12
     star = run_on_table(registry.create("phash_dedup", {"max_distance": 6}), phash_meta(codes))  # star by default
     assert reasons_of(star) == {"b": ("duplicate_phash", "duplicate of a (distance 6)")}
 

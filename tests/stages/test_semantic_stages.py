@@ -94,8 +94,8 @@ def test_semantic_dedup_equals_curate_and_points_at_kept():
     assert detail.startswith("cosine 0.9") and " to k" in detail
     cols = res.columns.to_pydict()
     assert set(cols["key"]) == kept and res.columns.schema.field("semantic_cluster").type == pa.int32()
-    assert res.stats["clusters"] == 4 and res.stats["duplicates"] == len(rej)
-    assert "p50" in res.stats["cluster_size_percentiles"]
+    assert res.stats.clusters == 4 and res.stats.duplicates == len(rej)
+    assert "p50" in res.stats.cluster_size_percentiles
 
 
 def test_semantic_dedup_nulls_keep_by_score_and_default_clusters():
@@ -174,18 +174,18 @@ def test_balance_target_gini_and_determinism(method):
     assert res.rejected.column("detail").to_pylist()[0].startswith("cluster ")
     assert set(res.columns.column("key").to_pylist()).isdisjoint(res.rejected.column("key").to_pylist())
     s = res.stats
-    assert s["after"]["gini"] < s["before"]["gini"] and s["after"]["n_samples"] == 250
-    assert s["after"]["normalized_entropy"] > s["before"]["normalized_entropy"]
+    assert s.after["gini"] < s.before["gini"] and s.after["n_samples"] == 250
+    assert s.after["normalized_entropy"] > s.before["normalized_entropy"]
     # the reported top-level clusters are the ones balanced_sample water-filled: every cluster is either
     # taken whole or gets the common cap (or one more)
     m, _, _ = embedding_matrix(t.column("image_embedding"))
     keys = t.column("key").to_pylist()
     chosen = set(res.columns.column("key").to_pylist())
-    after = np.bincount(res.columns.column("balance_cluster").to_numpy(), minlength=s["before"]["n_clusters"])
+    after = np.bincount(res.columns.column("balance_cluster").to_numpy(), minlength=s.before["n_clusters"])
     picked = np.array([k in chosen for k in keys])
     from mmcurate.curate import balanced_sample
 
-    ref = balanced_sample(m, 250, levels=tuple(s["levels"]), method=method, seed=0)
+    ref = balanced_sample(m, 250, levels=tuple(s.levels), method=method, seed=0)
     assert picked.nonzero()[0].tolist() == ref.tolist()
     dropped = [int(d.split()[1]) for d in res.rejected.column("detail").to_pylist()]
     before = after + np.bincount(dropped, minlength=after.size)
@@ -207,10 +207,10 @@ def test_balance_fraction_everything_and_nulls():
     res = _run_keyed(registry.create("balance", {"fraction": 0.25, "levels": [1000, 100]}), t)
     assert _rejected(res)["k00000"] == "no_embedding"
     assert res.columns.num_rows == round(0.25 * 399)
-    assert res.stats["levels"][0] <= 399 // 4 and len(res.stats["levels"]) == 2
+    assert res.stats.levels[0] <= 399 // 4 and len(res.stats.levels) == 2
     res = _run_keyed(registry.create("balance", {"target": 10_000}), t)
     assert res.columns.num_rows == 399 and res.rejected.num_rows == 1
-    assert res.stats["after"] == res.stats["before"]
+    assert res.stats.after == res.stats.before
 
 
 # ---------------------------------------------------------------------------------------------------------

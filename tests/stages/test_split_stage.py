@@ -51,7 +51,7 @@ def test_near_duplicates_and_groups_share_a_split():
     d = np.bitwise_count(codes[:, None] ^ codes[None, :])
     i, j = np.nonzero(np.triu(d <= 4, 1))
     assert all(split[keys[a]] == split[keys[b]] for a, b in zip(i, j))
-    counts = res.stats["counts"]
+    counts = res.stats.counts
     assert sum(counts.values()) == t.num_rows
     assert abs(counts["train"] / t.num_rows - 0.8) < 0.02 and abs(counts["test"] / t.num_rows - 0.1) < 0.02
 
@@ -94,10 +94,10 @@ def test_auto_radius_keeps_chance_links_below_percolation():
     t = _phash_table(n=60000, seed=5)
     fixed = run_on_table(registry.create("split", {"phash_radius": 16}), t)
     auto = run_on_table(registry.create("split", {}), t)
-    assert fixed.stats["largest_group"] > 0.5 * t.num_rows and "warning" in fixed.stats
-    assert abs(fixed.stats["ratios_achieved"]["train"] - 0.8) > 0.05
-    assert auto.stats["phash_radius"] == 11 and auto.stats["largest_group"] <= 10 and "warning" not in auto.stats
-    assert abs(auto.stats["ratios_achieved"]["train"] - 0.8) < 0.01
+    assert fixed.stats.largest_group > 0.5 * t.num_rows and fixed.stats.warning
+    assert abs(fixed.stats.ratios_achieved["train"] - 0.8) > 0.05
+    assert auto.stats.phash_radius == 11 and auto.stats.largest_group <= 10 and auto.stats.warning is None
+    assert abs(auto.stats.ratios_achieved["train"] - 0.8) < 0.01
     s = _splits(auto, t)
     keys = t.column("key").to_pylist()
     for i in range(1, 60000, 10):  # the planted 1-3 bit near-duplicates still share a split
