@@ -27,22 +27,13 @@ def _cmd_info(args) -> int:
 
 
 def _components(n: int, pairs) -> list[list[int]]:
-    """Connected components of the duplicate graph (union-find), each sorted, singletons dropped."""
-    parent = list(range(n))
+    """Connected components of the duplicate graph (curate.dedup's), each sorted, in order of their first
+    member, singletons dropped."""
+    from mmcurate.curate.dedup import connected_components
 
-    def find(x: int) -> int:
-        while parent[x] != x:
-            parent[x] = parent[parent[x]]
-            x = parent[x]
-        return x
-
-    for i, j in pairs:
-        ri, rj = find(int(i)), find(int(j))
-        if ri != rj:
-            parent[max(ri, rj)] = min(ri, rj)
     groups: dict[int, list[int]] = {}
-    for i in range(n):
-        groups.setdefault(find(i), []).append(i)
+    for i, label in enumerate(connected_components(n, pairs).tolist()):
+        groups.setdefault(label, []).append(i)
     return [g for g in groups.values() if len(g) > 1]
 
 
