@@ -1,5 +1,6 @@
-"""Helpers for the output-safety and fault-injection tests: demo inputs, recipes, runs of the real CLI (also
-killed with SIGKILL at a chosen point of a phase), and comparisons of output directories."""
+"""Helpers for the output-safety and fault-injection tests: runs of the real CLI killed with SIGKILL (or paused) at
+a chosen point of a phase, comparisons of output directories, image-folder and LLaVA inputs. The demo input, recipes and
+plain runs are tests/helpers.py's."""
 
 from __future__ import annotations
 
@@ -11,55 +12,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-import yaml
-
 from mmcurate.io.atomic import is_temp_file
-from mmcurate.pipeline.recipe import default_recipe_dict
+from tests.helpers import write_recipe
 
 ROOT = Path(__file__).resolve().parents[2]
 
 #: Outputs that record times or the machine (manifest, report) are compared by their counts, not their bytes.
 VOLATILE = {"manifest.json", "report.html"}
-
-
-def build_input(d: Path, shard_size: int = 20) -> Path:
-    """The demo dataset (111 samples, 6 webdataset shards)."""
-    from mmcurate.io.demo_dataset import build_demo_dataset
-
-    build_demo_dataset(d, n_samples=None, shard_size=shard_size, seed=0)
-    return d
-
-
-def recipe(input_path, out: Path, **run) -> dict:
-    r = default_recipe_dict()
-    r["input"]["path"] = input_path if isinstance(input_path, list) else str(input_path)
-    r["output"]["path"] = str(out)
-    r["output"]["shard_size"] = 25
-    r["run"].update(run)
-    return r
-
-
-def write_recipe(r: dict, path: Path) -> Path:
-    path.write_text(yaml.safe_dump(r))
-    return path
-
-
-def cli(*args, timeout: float = 300, env: dict | None = None) -> subprocess.CompletedProcess:
-    """`mmcurate ARGS` as a user runs it."""
-    return subprocess.run(
-        [sys.executable, "-m", "mmcurate.cli", *map(str, args)],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=timeout,
-        env=env,
-    )
-
-
-def run(r: dict, *flags, tmp: Path | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
-    where = tmp or Path(r["output"]["path"]).parent
-    path = write_recipe(r, where / (Path(r["output"]["path"]).name + ".yaml"))
-    return cli("run", path, *flags, timeout=timeout)
 
 
 def error_lines(proc: subprocess.CompletedProcess) -> list[str]:

@@ -6,19 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.hostile.builders_runs import build_input, recipe, run
+from tests.helpers import default_recipe_for, mmcurate_run
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory) -> Path:
-    """The demo dataset as input, built once per test module."""
-    return build_input(tmp_path_factory.mktemp("input") / "in")
-
-
-@pytest.fixture(scope="module")
-def reference(demo, tmp_path_factory) -> Path:
-    """An uninterrupted run of the test recipe on `demo`: what every interrupted or refused run is held to."""
+def reference(demo_input, tmp_path_factory) -> Path:
+    """An uninterrupted run of the test recipe on `demo_input` (tests/conftest.py): what every interrupted or
+    refused run is held to."""
     out = tmp_path_factory.mktemp("ref") / "out"
-    proc = run(recipe(demo, out))
+    proc = mmcurate_run(default_recipe_for(demo_input, out))
     assert proc.returncode == 0, proc.stderr
     return out

@@ -8,30 +8,18 @@ from __future__ import annotations
 import errno
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 import yaml
 
+from tests.helpers import mmcurate_cli
 from tests.io_fixtures import image_bytes, img2dataset_shards
 
-ROOT = Path(__file__).resolve().parents[2]
 
-
-def _cli(*args, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "mmcurate.cli", *map(str, args)],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        timeout=300,
-        env={**__import__("os").environ, "PYTHONPATH": str(ROOT)},
-    )
-
-
-def _recipe(tmp: Path, input_path, stages=None, options=None, fmt="auto", run=None) -> Path:
+def _recipe_file(tmp: Path, input_path, stages=None, options=None, fmt="auto", run=None) -> Path:
+    """tmp/recipe.yaml: a small recipe (integrity and exact dedup by default) reading input_path."""
     r = {
         "input": {"path": str(input_path), "format": fmt, "options": options or {}},
         "output": {"path": str(tmp / "out"), "shard_size": 50},
@@ -78,26 +66,29 @@ CASES = {
     "missing recipe": lambda t, s: (["run", t / "nope.yaml"], ["recipe file not found"]),
     "invalid YAML": lambda t, s: (["run", _write(t / "r.yaml", "stages: [\n  - {integrity")], ["not valid YAML"]),
     "unknown stage parameter": lambda t, s: (
-        ["run", _recipe(t, s, stages=[{"integrity": {"max_pixel": 3}}])],
+        ["run", _recipe_file(t, s, stages=[{"integrity": {"max_pixel": 3}}])],
         ["max_pixel"],
     ),
-    "bad reader option": lambda t, s: (["run", _recipe(t, s, options={"captoins": "x.csv"})], ["captoins"]),
-    "unknown input format": lambda t, s: (["run", _recipe(t, s, fmt="parquetz")], ["parquetz"]),
-    "input path missing": lambda t, s: (["run", _recipe(t, t / "missing_dir")], ["missing_dir"]),
-    "COCO captions JSON": lambda t, s: (["run", _recipe(t, _coco(t))], ["captions_train2017.json"]),
-    "bad on_shard_error": lambda t, s: (["run", _recipe(t, s, run={"on_shard_error": "ignore"})], ["on_shard_error"]),
+    "bad reader option": lambda t, s: (["run", _recipe_file(t, s, options={"captoins": "x.csv"})], ["captoins"]),
+    "unknown input format": lambda t, s: (["run", _recipe_file(t, s, fmt="parquetz")], ["parquetz"]),
+    "input path missing": lambda t, s: (["run", _recipe_file(t, t / "missing_dir")], ["missing_dir"]),
+    "COCO captions JSON": lambda t, s: (["run", _recipe_file(t, _coco(t))], ["captions_train2017.json"]),
+    "bad on_shard_error": lambda t, s: (
+        ["run", _recipe_file(t, s, run={"on_shard_error": "ignore"})],
+        ["on_shard_error"],
+    ),
 }
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_input_and_recipe_errors_are_one_actionable_line(case, tmp_path, shards):
     args, needles = CASES[case](tmp_path, shards)
-    proc = _cli(*args, cwd=tmp_path)
+    proc = mmcurate_cli(*args, cwd=tmp_path)
     _assert_one_line_error(proc, *needles)
 
 
 def test_debug_shows_the_traceback(tmp_path, shards):
-    proc = _cli("run", _recipe(tmp_path, shards, options={"captoins": "x"}), "--debug", cwd=tmp_path)
+    proc = mmcurate_cli("run", _recipe_file(tmp_path, shards, options={"captoins": "x"}), "--debug", cwd=tmp_path)
     assert proc.returncode != 0 and "Traceback" in proc.stderr
 
 
@@ -127,7 +118,7 @@ def _truncate_mid_member(tar: Path) -> int:
 @pytest.mark.parametrize("workers", [1, 2])
 def test_truncated_shard_among_four_is_curated_up_to_the_damage(tmp_path, shards, workers):
     whole_before = _truncate_mid_member(shards / "00002.tar")
-    proc = _cli("run", _recipe(tmp_path, shards, run={"workers": workers}), cwd=tmp_path)
+    proc = mmcurate_cli("run", _recipe_file(tmp_path, shards, run={"workers": workers}), cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "mmcurate: warning:" in proc.stderr and "00002.tar" in proc.stderr
     out = tmp_path / "out"
@@ -148,13 +139,13 @@ def test_truncated_shard_among_four_is_curated_up_to_the_damage(tmp_path, shards
 
 def test_on_shard_error_fail_stops_with_one_line(tmp_path, shards):
     _truncate_mid_member(shards / "00001.tar")
-    proc = _cli("run", _recipe(tmp_path, shards, run={"on_shard_error": "fail"}), cwd=tmp_path)
+    proc = mmcurate_cli("run", _recipe_file(tmp_path, shards, run={"on_shard_error": "fail"}), cwd=tmp_path)
     _assert_one_line_error(proc, "00001.tar", "on_shard_error")
 
 
 def test_zero_byte_shard_is_a_shard_error_not_an_abort(tmp_path, shards):
     (shards / "00003.tar").write_bytes(b"")
-    proc = _cli("run", _recipe(tmp_path, shards), cwd=tmp_path)
+    proc = mmcurate_cli("run", _recipe_file(tmp_path, shards), cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
     assert [e["shard"].endswith("00003.tar") for e in manifest["shard_errors"]] == [True]
@@ -170,7 +161,9 @@ def test_most_captions_missing_warns_naming_the_captions_option(tmp_path):
     (folder / "my_captions.jsonl").write_text(
         "".join(json.dumps({"file": f"img{i}.jpg", "text": f"cat {i}"}) + "\n" for i in range(6))
     )
-    proc = _cli("run", _recipe(tmp_path, folder, stages=[{"integrity": {}}, {"caption_filter": {}}]), cwd=tmp_path)
+    proc = mmcurate_cli(
+        "run", _recipe_file(tmp_path, folder, stages=[{"integrity": {}}, {"caption_filter": {}}]), cwd=tmp_path
+    )
     assert proc.returncode == 0, proc.stderr
     assert "mmcurate: warning:" in proc.stderr and "input.options.captions" in proc.stderr, proc.stderr
 
@@ -196,7 +189,7 @@ def test_llava_images_not_found_warns_naming_image_root(tmp_path):
             ]
         )
     )
-    proc = _cli("run", _recipe(tmp_path, data / "train.json", stages=[{"integrity": {}}]), cwd=tmp_path)
+    proc = mmcurate_cli("run", _recipe_file(tmp_path, data / "train.json", stages=[{"integrity": {}}]), cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "input.options.image_root" in proc.stderr, proc.stderr
 
@@ -212,5 +205,5 @@ def test_corrupt_safetensors_head_is_one_line(tmp_path, shards):
         {"clip_embed": {"model": "mmcurate-tiny", "weights": "random", "device": "cpu", "text": False}},
         {"clip_heads": {"nsfw_weights": str(bad), "nsfw_format": "mlp:relu:sigmoid"}},
     ]
-    proc = _cli("run", _recipe(tmp_path, shards, stages=stages), cwd=tmp_path)
+    proc = mmcurate_cli("run", _recipe_file(tmp_path, shards, stages=stages), cwd=tmp_path)
     _assert_one_line_error(proc, "nsfw.safetensors")

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.hostile.builders_runs import error_lines, killed_run, paused_run, recipe, run, temp_files, tree, was_killed
+from tests.helpers import default_recipe_for, mmcurate_run
+from tests.hostile.builders_runs import error_lines, killed_run, paused_run, temp_files, tree, was_killed
 
 
 def _assert_same_outputs(out: Path, reference: Path):
@@ -36,41 +37,41 @@ def _assert_same_outputs(out: Path, reference: Path):
         ("report", 1),  # outputs and manifest written, _work/ still there
     ],
 )
-def test_kill9_then_resume_is_byte_identical(demo, reference, tmp_path, point, n):
+def test_kill9_then_resume_is_byte_identical(demo_input, reference, tmp_path, point, n):
     out = tmp_path / "out"
-    r = recipe(demo, out)
+    r = default_recipe_for(demo_input, out)
     killed = killed_run(r, point, n, tmp=tmp_path)
     assert was_killed(killed), f"not killed at {point}: rc={killed.returncode} {killed.stderr[-2000:]}"
     assert (out / "_work" / "lock").exists()  # the dead run's lock file stays; its lock does not
     if point == "write":
         assert temp_files(out), "the kill should leave a shard in progress"
-    proc = run(r, "--resume", tmp=tmp_path)
+    proc = mmcurate_run(r, "--resume", tmp=tmp_path)
     assert proc.returncode == 0, proc.stderr
     _assert_same_outputs(out, reference)
 
 
-def test_resume_after_meta_lost_redoes_the_shards(demo, reference, tmp_path):
+def test_resume_after_meta_lost_redoes_the_shards(demo_input, reference, tmp_path):
     """A done record whose files are gone or damaged is not trusted: its shard is mapped again."""
     out = tmp_path / "out"
-    r = recipe(demo, out)
+    r = default_recipe_for(demo_input, out)
     assert was_killed(killed_run(r, "global", 1, tmp=tmp_path))
     import shutil
 
     shutil.rmtree(out / "_work" / "meta")
     rejects = sorted((out / "_work" / "rejects").iterdir())
     rejects[1].write_bytes(rejects[1].read_bytes()[:-20])  # truncated
-    proc = run(r, "--resume", tmp=tmp_path)
+    proc = mmcurate_run(r, "--resume", tmp=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "mapping shard 0" in proc.stderr and "meta/00000.parquet is missing" in proc.stderr
     assert "mapping shard 1" in proc.stderr
     _assert_same_outputs(out, reference)
 
 
-def test_two_runs_on_one_output(demo, reference, tmp_path):
+def test_two_runs_on_one_output(demo_input, reference, tmp_path):
     """A second run, resume or overwrite beside a live run fails at once naming the holder; the first run
     finishes intact."""
     out = tmp_path / "out"
-    r = recipe(demo, out)
+    r = default_recipe_for(demo_input, out)
     flag = tmp_path / "go"
     first = paused_run(r, flag, tmp=tmp_path)
     try:
@@ -82,7 +83,7 @@ def test_two_runs_on_one_output(demo, reference, tmp_path):
         before = tree(out)
         for flags in ((), ("--resume",), ("--overwrite",)):
             t = time.perf_counter()
-            second = run(r, *flags, tmp=tmp_path)
+            second = mmcurate_run(r, *flags, tmp=tmp_path)
             assert second.returncode == 2, second.stderr
             lines = error_lines(second)
             assert len(lines) == 1, second.stderr
@@ -95,7 +96,7 @@ def test_two_runs_on_one_output(demo, reference, tmp_path):
     assert first.returncode == 0, err
     _assert_same_outputs(out, reference)
     # the lock went with the finished run: the same output resumes (already finished) without complaint
-    again = run(r, "--resume", tmp=tmp_path)
+    again = mmcurate_run(r, "--resume", tmp=tmp_path)
     assert again.returncode == 0 and "already holds a finished run" in again.stderr, again.stderr
 
 
@@ -107,14 +108,14 @@ def _mount_tmpfs(path: Path, size: str) -> bool:
     return proc.returncode == 0
 
 
-def test_full_disk_names_enospc_and_resume_finishes(demo, reference, tmp_path):
+def test_full_disk_names_enospc_and_resume_finishes(demo_input, reference, tmp_path):
     disk = tmp_path / "disk"
     if not _mount_tmpfs(disk, "1500k"):
         pytest.skip("mounting a small tmpfs needs root (mount -t tmpfs)")
     try:
         out = disk / "out"
-        r = recipe(demo, out)
-        proc = run(r, tmp=tmp_path)
+        r = default_recipe_for(demo_input, out)
+        proc = mmcurate_run(r, tmp=tmp_path)
         assert proc.returncode == 2, proc.stderr
         lines = error_lines(proc)
         assert len(lines) == 1, proc.stderr  # no "Exception ignored", no traceback
@@ -122,7 +123,7 @@ def test_full_disk_names_enospc_and_resume_finishes(demo, reference, tmp_path):
         assert temp_files(out) == []  # a failed write removes its temp file
         # free space, then finish
         subprocess.run(["mount", "-o", "remount,size=64m", str(disk)], check=True)
-        proc = run(r, "--resume", tmp=tmp_path)
+        proc = mmcurate_run(r, "--resume", tmp=tmp_path)
         assert proc.returncode == 0, proc.stderr
         _assert_same_outputs(out, reference)
     finally:

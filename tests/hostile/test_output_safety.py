@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from mmcurate.pipeline.output_dir import OutputInUse, RunLock
-from tests.hostile.builders_runs import error_lines, folder_input, llava_input, recipe, run, snapshot, tree
+from tests.helpers import default_recipe_for, mmcurate_run
+from tests.hostile.builders_runs import error_lines, folder_input, llava_input, snapshot, tree
 from tests.io_fixtures import img2dataset_shards
 
 
@@ -54,12 +55,12 @@ def _layout(kind: str, base: Path):
 )
 def test_output_overlapping_the_input_is_refused(tmp_path, kind, flags):
     spec, out, opts, guarded = _layout(kind, tmp_path)
-    r = recipe(spec, out)
+    r = default_recipe_for(spec, out)
     r["input"].update(opts)
     yaml_dir = tmp_path.parent / (tmp_path.name + "_recipes")
     yaml_dir.mkdir(exist_ok=True)
     before = snapshot(guarded)
-    proc = run(r, *flags, tmp=yaml_dir)
+    proc = mmcurate_run(r, *flags, tmp=yaml_dir)
     _refused(proc, "outside the input")
     assert snapshot(guarded) == before, "the input (or a folder holding it) was changed"
 
@@ -67,33 +68,35 @@ def test_output_overlapping_the_input_is_refused(tmp_path, kind, flags):
 # ---------------------------------------------------------------------------------------------------------------
 # --overwrite deletes only what mmcurate wrote
 # ---------------------------------------------------------------------------------------------------------------
-def test_overwrite_refuses_a_directory_mmcurate_did_not_write(demo, tmp_path):
+def test_overwrite_refuses_a_directory_mmcurate_did_not_write(demo_input, tmp_path):
     out = tmp_path / "mine"
     (out / "notes").mkdir(parents=True)
     (out / "notes" / "thesis.txt").write_text("years of work")
     (out / "shards").mkdir()  # a name we use is not proof the directory is ours
     before = snapshot(out)
-    _refused(run(recipe(demo, out), "--overwrite", tmp=tmp_path), "--overwrite will not delete it")
+    _refused(
+        mmcurate_run(default_recipe_for(demo_input, out), "--overwrite", tmp=tmp_path), "--overwrite will not delete it"
+    )
     assert snapshot(out) == before
 
 
-def test_overwrite_replaces_our_outputs_and_keeps_the_rest(demo, reference, tmp_path):
+def test_overwrite_replaces_our_outputs_and_keeps_the_rest(demo_input, reference, tmp_path):
     out = tmp_path / "out"
     shutil.copytree(reference, out)
     (out / "shards" / "99999.tar").write_bytes(b"an output shard of an older, bigger run")
     (out / "README.txt").write_text("what this folder is")
-    r = recipe(demo, out)
-    proc = run(r, "--overwrite", tmp=tmp_path)
+    r = default_recipe_for(demo_input, out)
+    proc = mmcurate_run(r, "--overwrite", tmp=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert (out / "README.txt").read_text() == "what this folder is"
     assert "kept 1 entry mmcurate did not write" in proc.stderr and "README.txt" in proc.stderr
     assert tree(out, skip={"manifest.json", "report.html", "README.txt"}) == tree(reference)
 
 
-def test_overwrite_of_an_empty_directory_runs(demo, reference, tmp_path):
+def test_overwrite_of_an_empty_directory_runs(demo_input, reference, tmp_path):
     out = tmp_path / "empty"
     out.mkdir()
-    assert run(recipe(demo, out), "--overwrite", tmp=tmp_path).returncode == 0
+    assert mmcurate_run(default_recipe_for(demo_input, out), "--overwrite", tmp=tmp_path).returncode == 0
     assert tree(out) == tree(reference)
 
 
@@ -134,21 +137,21 @@ def test_lock_follows_the_file_not_a_deleted_one(tmp_path):
 # ---------------------------------------------------------------------------------------------------------------
 # --resume of a finished run
 # ---------------------------------------------------------------------------------------------------------------
-def test_resume_of_a_finished_run_of_another_recipe_is_refused(demo, reference, tmp_path):
+def test_resume_of_a_finished_run_of_another_recipe_is_refused(demo_input, reference, tmp_path):
     out = tmp_path / "out"
     shutil.copytree(reference, out)
     before = snapshot(out)
-    r = recipe(demo, out)
+    r = default_recipe_for(demo_input, out)
     r["stages"] = [s for s in r["stages"] if "phash_dedup" not in s]
-    _refused(run(r, "--resume", tmp=tmp_path), "finished run of a different recipe", "--overwrite")
+    _refused(mmcurate_run(r, "--resume", tmp=tmp_path), "finished run of a different recipe", "--overwrite")
     assert snapshot(out) == before
 
 
-def test_resume_of_a_finished_run_of_the_same_recipe_changes_nothing(demo, reference, tmp_path):
+def test_resume_of_a_finished_run_of_the_same_recipe_changes_nothing(demo_input, reference, tmp_path):
     out = tmp_path / "out"
     shutil.copytree(reference, out)
     before = snapshot(out)
-    proc = run(recipe(demo, out), "--resume", tmp=tmp_path)
+    proc = mmcurate_run(default_recipe_for(demo_input, out), "--resume", tmp=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "already holds a finished run" in proc.stderr and "read 111" in proc.stdout
     assert snapshot(out) == before
@@ -158,7 +161,7 @@ def test_resume_of_a_finished_run_of_the_same_recipe_changes_nothing(demo, refer
 # A failed start leaves nothing
 # ---------------------------------------------------------------------------------------------------------------
 def _bad(kind: str, demo: Path, out: Path, tmp: Path) -> dict:
-    r = recipe(demo, out)
+    r = default_recipe_for(demo, out)
     if kind == "wrong_input":
         r["input"]["path"] = str(tmp / "no_such_dir")
     elif kind == "missing_captions":
@@ -189,35 +192,35 @@ def _bad(kind: str, demo: Path, out: Path, tmp: Path) -> dict:
         "missing_clip_weights",
     ],
 )
-def test_failed_start_writes_nothing(demo, tmp_path, kind, existing):
+def test_failed_start_writes_nothing(demo_input, tmp_path, kind, existing):
     out = tmp_path / "out"
     if existing:
         out.mkdir()
-    _refused(run(_bad(kind, demo, out, tmp_path), tmp=tmp_path))
+    _refused(mmcurate_run(_bad(kind, demo_input, out, tmp_path), tmp=tmp_path))
     assert sorted(os.listdir(out)) == [] if existing else not out.exists(), (
         f"the failed start left {sorted(os.listdir(out))}"
     )
 
 
-def test_corrected_rerun_needs_no_overwrite(demo, reference, tmp_path):
+def test_corrected_rerun_needs_no_overwrite(demo_input, reference, tmp_path):
     out = tmp_path / "out"
-    _refused(run(_bad("wrong_input", demo, out, tmp_path), tmp=tmp_path), "does not exist")
-    proc = run(recipe(demo, out), tmp=tmp_path)
+    _refused(mmcurate_run(_bad("wrong_input", demo_input, out, tmp_path), tmp=tmp_path), "does not exist")
+    proc = mmcurate_run(default_recipe_for(demo_input, out), tmp=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert tree(out) == tree(reference)
     m = json.loads((out / "manifest.json").read_text())
     assert m["counts"]["accounting_ok"]
 
 
-def test_set_up_failure_in_the_map_phase_leaves_nothing(demo, reference, tmp_path):
+def test_set_up_failure_in_the_map_phase_leaves_nothing(demo_input, reference, tmp_path):
     """A weight file that exists passes the pre-flight; its load fails in the map phase, before any result:
     that run leaves nothing either, and the corrected recipe runs without --overwrite."""
     out = tmp_path / "out"
     (tmp_path / "head.pth").write_bytes(b"not a state dict")
-    r = recipe(demo, out)
+    r = default_recipe_for(demo_input, out)
     r["stages"].insert(1, {"clip_embed": {"model": "mmcurate-tiny", "weights": "random"}})
     r["stages"].insert(2, {"clip_heads": {"nsfw_weights": str(tmp_path / "head.pth")}})
-    _refused(run(r, tmp=tmp_path), "nsfw_weights")
+    _refused(mmcurate_run(r, tmp=tmp_path), "nsfw_weights")
     assert not out.exists()
-    assert run(recipe(demo, out), tmp=tmp_path).returncode == 0
+    assert mmcurate_run(default_recipe_for(demo_input, out), tmp=tmp_path).returncode == 0
     assert tree(out) == tree(reference)

@@ -12,22 +12,17 @@ from __future__ import annotations
 
 import io
 import json
-import subprocess
-import sys
 import tarfile
 from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-import yaml
 from PIL import Image
 
-from mmcurate.pipeline.recipe import default_recipe_dict
+from tests.helpers import default_recipe_for, mmcurate_run
 from tests.hostile.builders_text import PII_VALUES, pii_needles, pii_sentence
 from tests.io_fixtures import write_tar
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def _photo(seed: int, size: tuple[int, int]) -> bytes:
@@ -100,20 +95,14 @@ def _llava_input(d: Path) -> Path:
     return path
 
 
-def _run(input_path: Path, out: Path, pii_params: dict | None = None) -> None:
-    recipe = default_recipe_dict()
-    recipe["input"]["path"] = str(input_path)
-    recipe["output"]["path"] = str(out)
+def _curate(input_path: Path, out: Path, pii_params: dict | None = None) -> None:
+    """`mmcurate run` of the default recipe (its pii_redact step given pii_params) in shards of 5 samples."""
+    recipe = default_recipe_for(input_path, out)
     recipe["output"]["shard_size"] = 5
     if pii_params is not None:
         recipe["stages"] = [({"pii_redact": pii_params} if "pii_redact" in s else s) for s in recipe["stages"]]
     assert any("pii_redact" in s for s in recipe["stages"])
-    path = out.parent / (out.name + ".yaml")
-    path.write_text(yaml.safe_dump(recipe))
-    proc = subprocess.run(
-        [sys.executable, "-m", "mmcurate.cli", "run", str(path)], capture_output=True, text=True, cwd=ROOT, timeout=600
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    mmcurate_run(recipe, check=True, timeout=600)
 
 
 def _output_texts(out: Path) -> dict[str, str]:
@@ -158,7 +147,7 @@ def _leaks(out: Path) -> list[str]:
 def webdataset_run(tmp_path_factory):
     d = tmp_path_factory.mktemp("privacy_wds")
     inp = _webdataset_input(d / "in")
-    _run(inp, d / "out")
+    _curate(inp, d / "out")
     return d / "out"
 
 
@@ -179,7 +168,7 @@ def test_default_recipe_leaks_no_planted_value_webdataset(webdataset_run):
 
 def test_default_recipe_leaks_no_planted_value_llava(tmp_path):
     inp = _llava_input(tmp_path / "in")
-    _run(inp, tmp_path / "out")
+    _curate(inp, tmp_path / "out")
     assert _leaks(tmp_path / "out") == []
     samples = pq.read_table(tmp_path / "out" / "samples.parquet").to_pylist()
     assert samples
@@ -190,7 +179,7 @@ def test_default_recipe_leaks_no_planted_value_llava(tmp_path):
 
 def test_keep_original_text_is_the_documented_opt_out(tmp_path):
     inp = _webdataset_input(tmp_path / "in")
-    _run(inp, tmp_path / "out", {"keep_original_text": True})
+    _curate(inp, tmp_path / "out", {"keep_original_text": True})
     samples = pq.read_table(tmp_path / "out" / "samples.parquet").to_pylist()
     assert samples
     for r in samples:

@@ -25,7 +25,7 @@ COSINE_MIN = 0.995
 
 
 @pytest.fixture(scope="module")
-def photo_blobs(photo_paths, photos_rgb):
+def encoded_photos(photo_paths, photos_rgb):
     """The scikit-image photos as stored (PNG and JPEG), plus JPEG re-encodes so DCT scaling is exercised."""
     files = [p.read_bytes() for p in photo_paths]
     jpegs = [encode(a, "JPEG", quality=90) for a in photos_rgb if min(a.shape[:2]) >= 300]
@@ -78,18 +78,18 @@ def vitb32():
 
 
 @pytest.mark.parametrize("scaled", [False, True])
-def test_pixels_match_open_clip_preprocess(photo_blobs, scaled, capsys):
+def test_pixels_match_open_clip_preprocess(encoded_photos, scaled, capsys):
     entry = get_entry("ViT-B-32")
-    ref = reference_tensors(entry, photo_blobs)
-    b = NativeImageLoader(entry.preprocess, scaled_decode=scaled).load(photo_blobs)
-    assert b.rejected == [] and b.pixels.shape == (len(photo_blobs), 224, 224, 3) and b.pixels.dtype == np.uint8
+    ref = reference_tensors(entry, encoded_photos)
+    b = NativeImageLoader(entry.preprocess, scaled_decode=scaled).load(encoded_photos)
+    assert b.rejected == [] and b.pixels.shape == (len(encoded_photos), 224, 224, 3) and b.pixels.dtype == np.uint8
     ours = entry.preprocess.normalize(torch.from_numpy(b.pixels))
     diff = (ours - ref).abs()
-    d8 = np.abs(b.pixels.astype(np.int16) - reference_uint8(entry, photo_blobs))
+    d8 = np.abs(b.pixels.astype(np.int16) - reference_uint8(entry, encoded_photos))
     with capsys.disabled():
         print(
             f"\n[parity a] scaled_decode={scaled}: normalised max abs diff {diff.max().item():.3g}, "
-            f"mean {diff.mean().item():.3g}; uint8 max {d8.max()}, mean {d8.mean():.3f} ({len(photo_blobs)} photos)"
+            f"mean {diff.mean().item():.3g}; uint8 max {d8.max()}, mean {d8.mean():.3f} ({len(encoded_photos)} photos)"
         )
     if scaled:
         assert diff.mean().item() <= PIXEL_MEAN_ABS_SCALED
@@ -99,24 +99,24 @@ def test_pixels_match_open_clip_preprocess(photo_blobs, scaled, capsys):
 
 @pytest.mark.parametrize("model_fixture", ["tiny_clip", "vitb32"])
 @pytest.mark.parametrize("scaled", [False, True])
-def test_embeddings_match_open_clip_pipeline(request, photo_blobs, model_fixture, scaled, capsys):
+def test_embeddings_match_open_clip_pipeline(request, encoded_photos, model_fixture, scaled, capsys):
     clip = request.getfixturevalue(model_fixture)
-    ref_x = reference_tensors(clip.entry, photo_blobs)
+    ref_x = reference_tensors(clip.entry, encoded_photos)
     with torch.inference_mode():
         ref = torch.nn.functional.normalize(clip.model.encode_image(ref_x), dim=-1).numpy()
     r = embed_encoded_images(
-        clip, photo_blobs, loader=NativeImageLoader(clip.preprocess, batch_size=8, scaled_decode=scaled)
+        clip, encoded_photos, loader=NativeImageLoader(clip.preprocess, batch_size=8, scaled_decode=scaled)
     )
-    assert r.rejected == [] and np.array_equal(r.indices, np.arange(len(photo_blobs)))
+    assert r.rejected == [] and np.array_equal(r.indices, np.arange(len(encoded_photos)))
     cos = (r.embeddings * ref).sum(1)
     with capsys.disabled():
         print(f"\n[parity b] {clip.name} scaled_decode={scaled}: min cosine {cos.min():.6f}")
     assert cos.min() >= COSINE_MIN
 
 
-def test_bad_samples_are_quarantined_and_the_rest_embed_identically(photo_blobs, tiny_clip):
-    good = photo_blobs[:6]
-    bad = bad_image_blobs(photo_blobs[-1])
+def test_bad_samples_are_quarantined_and_the_rest_embed_identically(encoded_photos, tiny_clip):
+    good = encoded_photos[:6]
+    bad = bad_image_blobs(encoded_photos[-1])
     mixed = [
         good[0],
         bad["truncated"],
@@ -155,14 +155,14 @@ def test_all_bad_batch_yields_empty_pixels():
 
 
 @pytest.mark.parametrize("prefetch", [False, True])
-def test_iter_batches_covers_every_sample_in_order(photo_blobs, prefetch):
+def test_iter_batches_covers_every_sample_in_order(encoded_photos, prefetch):
     pp = Preprocess(image_size=96, interpolation="bilinear")
-    whole = NativeImageLoader(pp).load(photo_blobs)
-    stream = (b for b in photo_blobs[:3] + [b"bad"] + photo_blobs[3:])  # a generator works too
+    whole = NativeImageLoader(pp).load(encoded_photos)
+    stream = (b for b in encoded_photos[:3] + [b"bad"] + encoded_photos[3:])  # a generator works too
     batches = list(NativeImageLoader(pp, batch_size=4, prefetch=prefetch).iter_batches(stream))
     assert [len(b) + len(b.rejected) for b in batches][:-1] == [4] * (len(batches) - 1)
     idx = np.concatenate([b.indices for b in batches])
-    assert idx.tolist() == [i for i in range(len(photo_blobs) + 1) if i != 3]
+    assert idx.tolist() == [i for i in range(len(encoded_photos) + 1) if i != 3]
     assert [r.index for b in batches for r in b.rejected] == [3]
     assert np.array_equal(np.concatenate([b.pixels for b in batches]), whole.pixels)
 

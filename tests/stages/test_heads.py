@@ -17,6 +17,7 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
+from helpers import run_local
 from mmcurate.models import EmbeddingHead, load_head
 from mmcurate.models.heads import HeadFormatError, HeadWeightsNotFoundError
 from mmcurate.pipeline.stage import StageError, registry
@@ -525,10 +526,11 @@ def test_stage_rejects_unusable_embeddings(head_files):
 # end to end: clip_embed -> clip_heads through the executor
 
 
-def _run(tmp_path, name, heads_params):
+def _run_heads_recipe(tmp_path, name, heads_params):
+    """The default recipe plus clip_embed (tiny, random weights) and clip_heads(heads_params) on the demo dataset
+    (built in tmp_path/in on the first call), output in tmp_path/name: (manifest, samples, rejects)."""
     from mmcurate.io.demo_dataset import build_demo_dataset
-    from mmcurate.pipeline.executor import LocalExecutor
-    from mmcurate.pipeline.recipe import default_recipe_dict, parse_recipe
+    from mmcurate.pipeline.recipe import default_recipe_dict
 
     if not (tmp_path / "in").exists():
         build_demo_dataset(tmp_path / "in", shard_size=40)
@@ -540,7 +542,7 @@ def _run(tmp_path, name, heads_params):
         {"clip_embed": {"model": "mmcurate-tiny", "weights": "random", "device": "cpu", "text": False}},
         {"clip_heads": heads_params},
     ]
-    manifest = LocalExecutor(parse_recipe(r), progress=False).run()
+    manifest = run_local(r)
     out = tmp_path / name
     return manifest, pq.read_table(out / "samples.parquet"), pq.read_table(out / "rejects.parquet")
 
@@ -555,7 +557,7 @@ def test_recipe_end_to_end(tmp_path, head_files):
         "device": "cpu",
     }
     # first pass: nothing filtered (thresholds above any sigmoid), to learn the score distribution
-    m1, s1, _ = _run(tmp_path, "out1", dict(base, nsfw_max=2.0, watermark_max=2.0))
+    m1, s1, _ = _run_heads_recipe(tmp_path, "out1", dict(base, nsfw_max=2.0, watermark_max=2.0))
     assert m1["counts"]["accounting_ok"]
     scores = {h: s1.column(f"{h}_score").to_numpy(zero_copy_only=False) for h in ("nsfw", "watermark", "aesthetic")}
     for h, v in scores.items():
@@ -566,7 +568,7 @@ def test_recipe_end_to_end(tmp_path, head_files):
         "watermark_max": float(np.quantile(scores["watermark"], 0.8)),
         "aesthetic_min": float(np.quantile(scores["aesthetic"], 0.25)),
     }
-    m2, s2, rejects = _run(tmp_path, "out2", dict(base, **cuts))
+    m2, s2, rejects = _run_heads_recipe(tmp_path, "out2", dict(base, **cuts))
     counts = m2["counts"]
     assert counts["accounting_ok"]
     assert s2.num_rows + rejects.num_rows == counts["read"]
