@@ -36,6 +36,7 @@ from collections.abc import Callable
 import numpy as np
 
 from mmcurate.curate.percentiles import percentile_summary
+from mmcurate.index.faiss_index import TRAIN_POINTS_PER_CENTROID
 
 METHODS = ("hierarchical", "cap")
 STRATEGIES = ("random", "closest")
@@ -117,10 +118,7 @@ def _init_for(n: int, k: int) -> str:
     # k-means++ (as the paper's code) where it is cheap: it is sequential, one pass over the training rows per
     # centroid (n * k * d * 8 bytes of memory traffic), so it serves the small upper levels (clustering
     # centroids, where random init often puts several seeds in one dense group); faiss's random init elsewhere.
-    return "kmeans++" if min(n, 256 * k) * k <= 4_000_000 else "random"
-
-
-DEFAULT_POINTS_PER_CLUSTER = 256  # default data-level k-means sample per cluster (faiss's max_points_per_centroid)
+    return "kmeans++" if min(n, TRAIN_POINTS_PER_CENTROID * k) * k <= 4_000_000 else "random"
 
 
 def _fit_l2(rows: np.ndarray, k: int, seed: int, niter: int, device: str) -> np.ndarray:
@@ -279,7 +277,7 @@ def hash_sample_positions(ids: np.ndarray, s: int, seed: int) -> np.ndarray:
 
 def data_sample_size(n: int, k: int, sample_size: int | None) -> int:
     """Rows the data level's k-means trains on: ``sample_size`` (null: 256 per cluster), at most n, at least k."""
-    s = DEFAULT_POINTS_PER_CLUSTER * k if sample_size is None else int(sample_size)
+    s = TRAIN_POINTS_PER_CENTROID * k if sample_size is None else int(sample_size)
     return int(min(n, max(s, k)))
 
 

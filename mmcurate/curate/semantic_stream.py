@@ -68,9 +68,9 @@ from mmcurate.curate.semantic import (
     pair_cosine64,
     torch_cuda_ok,
 )
+from mmcurate.index.faiss_index import TRAIN_POINTS_PER_CENTROID
 
 DEFAULT_CHUNK_ROWS = 16384  # rows per pass-2 read (64 MiB at d=1024)
-DEFAULT_POINTS_PER_CENTROID = 256  # default sample: faiss's own cap on training points per centroid
 DEFAULT_PARTITION_ROWS = 1 << 22  # default n_partitions keeps partitions near this many rows ...
 MIN_DEFAULT_PARTITIONS = 16  # ... but makes at least this many tasks (capped at n_clusters)
 _COS_ROWS = 4096  # float64 rows per cosine sub-chunk (bounds the float64 copy)
@@ -842,7 +842,7 @@ def semantic_dedup_streaming(
     all_ids = _sorted_ids(shards)
     n, d = all_ids.size, shards[0].dim
     k = max(1, min(int(n_clusters), n))
-    s = min(n, DEFAULT_POINTS_PER_CENTROID * k) if sample_size is None else min(int(sample_size), n)
+    s = min(n, TRAIN_POINTS_PER_CENTROID * k) if sample_size is None else min(int(sample_size), n)
     if s < k:
         raise ValueError(
             f"sample_size={sample_size} is smaller than n_clusters={k}: k-means needs at least "

@@ -13,6 +13,10 @@ import numpy as np
 
 from mmcurate.device import check_device, choose_device
 
+#: faiss's cap on k-means training points per centroid: the default k-means sample of every step that clusters
+#: (kmeans, the IVF training sample, semantic_dedup, balance) is this many rows per cluster.
+TRAIN_POINTS_PER_CENTROID = 256
+
 log = logging.getLogger(__name__)
 
 # faiss-GPU's block select supports k (and nprobe) up to 2048 (GPU_MAX_SELECTION_K in faiss/gpu/utils).
@@ -117,7 +121,7 @@ def kmeans(
     spherical: bool = True,
     seed: int = 0,
     device: str = "auto",
-    max_points_per_centroid: int = 256,
+    max_points_per_centroid: int = TRAIN_POINTS_PER_CENTROID,
     chunk_size: int = DEFAULT_CHUNK,
     init: str = "random",
 ):
@@ -251,7 +255,7 @@ def _build(xb: np.ndarray, metric: str, kind: str, nlist: int | None, nprobe: in
     index = faiss.IndexIVFFlat(quantizer, d, nlist, mt)
     index.cp.seed = int(seed)
     rng = np.random.default_rng(seed)
-    n_train = min(xb.shape[0], 256 * nlist)  # faiss's own sampling cap, but drawn by our seed
+    n_train = min(xb.shape[0], TRAIN_POINTS_PER_CENTROID * nlist)  # faiss's own sampling cap, drawn by our seed
     train = xb if n_train == xb.shape[0] else xb[np.sort(rng.choice(xb.shape[0], n_train, replace=False))]
     index.train(train)
     index.add(xb)

@@ -37,6 +37,7 @@ import numpy as np
 import pyarrow as pa
 
 from mmcurate.curate.percentiles import percentile_summary
+from mmcurate.index.faiss_index import TRAIN_POINTS_PER_CENTROID
 from mmcurate.pipeline.params import check_choice, check_device, check_int, check_number, check_seed, check_text, is_int
 from mmcurate.pipeline.schema import DUPLICATES_SCHEMA, REJECTS_SCHEMA, rejects_table
 from mmcurate.pipeline.stage import (
@@ -52,7 +53,6 @@ from mmcurate.stages.embeddings import DEFAULT_EMBEDDING_COLUMN, step_embeddings
 
 POINTS_PER_CLUSTER = 1000  # semantic_dedup's default cluster size: n_clusters = round(n / 1000)
 MAX_DEFAULT_CLUSTERS = 50_000  # cap on that default (an explicit n_clusters is only capped at n)
-TRAIN_POINTS_PER_CLUSTER = 256  # default k-means sample: 256 per cluster (faiss's max_points_per_centroid)
 MIN_POINTS_PER_BALANCE_CLUSTER = 4  # balance levels are clipped so a cluster has at least this many inputs
 #: Percentiles of the cluster sizes in semantic_dedup's stats (with the mean).
 CLUSTER_SIZE_PERCENTILES = (0, 50, 90, 99, 100)
@@ -132,7 +132,7 @@ class SemanticDedup(GlobalStage):
         """(clusters, k-means sample size) for m usable embeddings: sample_size (null: 256 per cluster) capped
         at m, n_clusters (or its default) capped at the sample."""
         if self.params.sample_size is None:  # faiss's own rule: at most 256 training points per centroid
-            s = min(m, TRAIN_POINTS_PER_CLUSTER * self.n_clusters_for(m))
+            s = min(m, TRAIN_POINTS_PER_CENTROID * self.n_clusters_for(m))
         else:
             s = min(int(self.params.sample_size), m)
         return min(self.n_clusters_for(m), s), s
