@@ -14,12 +14,18 @@ INT32_MAX = 2**31 - 1
 INT64_MAX = 2**63 - 1
 
 
+def is_integer(value) -> bool:
+    """An integer (Python or numpy), not a bool: the one rule behind every integer parameter, kernels' and
+    recipes' (pipeline.params) alike."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
+
+
 def check_int(value, name: str, lo: int, hi: int) -> int:
     """An integer (not a bool, not a float) in lo..hi, as a Python int; raises with a message naming `name`.
 
     Kernel parameters are checked here, where they are given: a value that does not fit the native type
     would otherwise fail inside pybind11, whose message echoes every argument (input bytes included)."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+    if not is_integer(value):
         raise TypeError(f"{name} must be an integer, got {type(value).__name__}")
     value = int(value)
     if not lo <= value <= hi:

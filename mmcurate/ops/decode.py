@@ -14,7 +14,15 @@ import numpy as np
 
 from mmcurate._native import native
 from mmcurate.ops._device import resolve_device
-from mmcurate.ops._inputs import INT32_MAX, as_blob_list, call_native, check_int, check_max_pixels, check_threads
+from mmcurate.ops._inputs import (
+    INT32_MAX,
+    as_blob_list,
+    call_native,
+    check_int,
+    check_max_pixels,
+    check_threads,
+    is_integer,
+)
 from mmcurate.ops.codes import DECODE_MODES, DEFAULT_MAX_PIXELS
 from mmcurate.ops.decode_result import DecodeResult
 
@@ -33,13 +41,9 @@ def _parse_target_size(target_size) -> tuple[int, int]:
     """None -> (0, 0); int s -> (s, s); (h, w) -> (h, w). Sizes must be positive ints that fit the native int."""
     if target_size is None:
         return 0, 0
-    if isinstance(target_size, (int, np.integer)) and not isinstance(target_size, bool):
+    if is_integer(target_size):
         h = w = int(target_size)
-    elif (
-        isinstance(target_size, (tuple, list))
-        and len(target_size) == 2
-        and all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in target_size)
-    ):
+    elif isinstance(target_size, (tuple, list)) and len(target_size) == 2 and all(is_integer(v) for v in target_size):
         h, w = (int(v) for v in target_size)
     else:
         raise TypeError(f"target_size must be None, an int or an (h, w) pair of ints, got {target_size!r}")

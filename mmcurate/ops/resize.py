@@ -13,7 +13,7 @@ import numpy as np
 
 from mmcurate._native import native
 from mmcurate.ops._device import resolve_device
-from mmcurate.ops._inputs import as_image_list, call_native, check_threads, native_ready
+from mmcurate.ops._inputs import as_image_list, call_native, check_threads, is_integer, native_ready
 from mmcurate.ops.codes import INTERPOLATIONS, RESIZE_MODES
 
 #: Largest output side resize_images accepts (JPEG's limit; n x side x side x c bytes are allocated).
@@ -24,14 +24,10 @@ __all__ = ["resize_images", "to_gray", "INTERPOLATIONS", "MODES"]
 MODES = RESIZE_MODES
 
 
-def _is_int(v) -> bool:
-    return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
-
-
 def _parse_size(size, mode: str) -> tuple[int, int]:
-    if _is_int(size):
+    if is_integer(size):
         h = w = int(size)
-    elif isinstance(size, (tuple, list)) and len(size) == 2 and all(_is_int(v) for v in size):
+    elif isinstance(size, (tuple, list)) and len(size) == 2 and all(is_integer(v) for v in size):
         h, w = (int(v) for v in size)
     else:
         raise TypeError(f"size must be an int or an (h, w) pair of ints, got {size!r}")
