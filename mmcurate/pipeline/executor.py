@@ -172,8 +172,10 @@ class GlobalTasks:
 
 
 class ExecutionStrategy(Protocol):
-    #: what run.global_mode "auto" means with this strategy
-    auto_global_mode: str
+    """How an executor's work runs (LocalStrategy below, ray_executor.RayStrategy). The phases, resume,
+    accounting, outputs and manifest are the executor's and the same for every strategy."""
+
+    auto_global_mode: str  # what run.global_mode "auto" means with this strategy
 
     def session(self) -> AbstractContextManager:
         """Held for the whole run (e.g. a Ray instance)."""
