@@ -19,43 +19,11 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
+from helpers import default_recipe_for, mmcurate_run, output_digests, run_local
 from mmcurate.pipeline.recipe import default_recipe_dict, parse_recipe
 from mmcurate.pipeline.stage import StageError
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="module")
-def demo_input(tmp_path_factory) -> Path:
-    from mmcurate.io.demo_dataset import build_demo_dataset
-
-    d = tmp_path_factory.mktemp("demo_input")
-    build_demo_dataset(d, n_samples=None, shard_size=20, seed=0)
-    return d
-
-
-def _recipe(input_dir: Path, out: Path, **run) -> dict:
-    r = default_recipe_dict()
-    r["input"]["path"] = str(input_dir)
-    r["output"]["path"] = str(out)
-    r["output"]["shard_size"] = 25
-    r["run"].update(run)
-    return r
-
-
-def _run(recipe: dict, *flags, check=True, timeout=600) -> subprocess.CompletedProcess:
-    path = Path(recipe["output"]["path"]).parent / (Path(recipe["output"]["path"]).name + ".yaml")
-    path.write_text(yaml.safe_dump(recipe))
-    proc = subprocess.run(
-        [sys.executable, "-m", "mmcurate.cli", "run", str(path), *flags],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=timeout,
-    )
-    if check:
-        assert proc.returncode == 0, proc.stdout + proc.stderr
-    return proc
 
 
 def _truth(input_dir: Path) -> dict:
@@ -87,7 +55,7 @@ def _output_members(out: Path) -> dict:
 @pytest.fixture(scope="module")
 def default_run(demo_input, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("runs") / "default"
-    _run(_recipe(demo_input, out))
+    mmcurate_run(default_recipe_for(demo_input, out), check=True, timeout=600)
     return out
 
 
@@ -172,7 +140,7 @@ def test_inspect_prints_the_summary(default_run):
 
 def test_two_workers_give_identical_outputs(default_run, demo_input, tmp_path):
     out = tmp_path / "w2"
-    _run(_recipe(demo_input, out, workers=2))
+    mmcurate_run(default_recipe_for(demo_input, out, workers=2), check=True, timeout=600)
     a, b = _output_members(default_run), _output_members(out)
     assert a == b
     for name in sorted(p.name for p in (default_run / "shards").iterdir()):
@@ -181,7 +149,7 @@ def test_two_workers_give_identical_outputs(default_run, demo_input, tmp_path):
 
 def test_resume_after_kill_equals_uninterrupted_run(default_run, demo_input, tmp_path):
     out = tmp_path / "killed"
-    recipe = _recipe(demo_input, out)
+    recipe = default_recipe_for(demo_input, out)
     path = tmp_path / "killed.yaml"
     path.write_text(yaml.safe_dump(recipe))
     proc = subprocess.Popen(
@@ -202,9 +170,9 @@ def test_resume_after_kill_equals_uninterrupted_run(default_run, demo_input, tmp
     assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed mid-way"
     assert (out / "_work").exists() and not (out / "manifest.json").exists()
     # without --resume the half-done directory is refused with a clear message
-    refused = _run(recipe, check=False)
+    refused = mmcurate_run(recipe, timeout=600)
     assert refused.returncode != 0 and "--resume" in refused.stderr
-    _run(recipe, "--resume")
+    mmcurate_run(recipe, "--resume", check=True, timeout=600)
     assert _output_members(out) == _output_members(default_run)
     for name in ("samples.parquet", "duplicates.parquet"):
         assert pq.read_table(out / name).drop_columns([]).equals(pq.read_table(default_run / name)), name
@@ -241,9 +209,9 @@ def test_cli_reports_recipe_errors_without_traceback(tmp_path):
 
 def test_split_stage_writes_one_shard_directory_per_split(demo_input, tmp_path):
     out = tmp_path / "split"
-    recipe = _recipe(demo_input, out)
+    recipe = default_recipe_for(demo_input, out)
     recipe["stages"].append({"split": {"ratios": [0.6, 0.2, 0.2], "phash_radius": 16}})
-    _run(recipe)
+    mmcurate_run(recipe, check=True, timeout=600)
     samples = pq.read_table(out / "samples.parquet").to_pylist()
     assert {s["split"] for s in samples} == {"train", "val", "test"}
     for s in samples:
@@ -267,7 +235,7 @@ def test_split_stage_writes_one_shard_directory_per_split(demo_input, tmp_path):
 def test_semantic_recipe_end_to_end(demo_input, tmp_path):
     """CLIP embeddings -> CLIP-score filter -> SemDeDup -> split stratified by the semantic clusters."""
     out = tmp_path / "semantic"
-    recipe = _recipe(demo_input, out)
+    recipe = default_recipe_for(demo_input, out)
     # filters before dedup steps, so every duplicate group keeps its representative
     at = next(i for i, st in enumerate(recipe["stages"]) if "exact_dedup" in st)
     recipe["stages"][at:at] = [
@@ -278,7 +246,7 @@ def test_semantic_recipe_end_to_end(demo_input, tmp_path):
         {"semantic_dedup": {"eps": 0.02, "n_clusters": 4}},
         {"split": {"stratify_by": "semantic_cluster", "group_columns": []}},
     ]
-    _run(recipe)
+    mmcurate_run(recipe, check=True, timeout=600)
     m = json.loads((out / "manifest.json").read_text())
     assert m["counts"]["accounting_ok"]
     names = [s["name"] for s in m["stages"]]
@@ -303,15 +271,6 @@ def test_semantic_recipe_end_to_end(demo_input, tmp_path):
 # ---------------------------------------------------------------------------------------------
 # The executor's seams: the strategy that runs the work, the observers that watch it
 # ---------------------------------------------------------------------------------------------
-def _digests(out: Path) -> dict:
-    """sha256 of every output file but those that hold timings."""
-    return {
-        str(p.relative_to(out)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(out.rglob("*"))
-        if p.is_file() and p.name not in ("manifest.json", "report.html")
-    }
-
-
 class _CountingStrategy:
     """LocalStrategy's work, counted: what the executor asks of a strategy, and nothing else."""
 
@@ -370,7 +329,7 @@ def test_a_strategy_plugs_into_the_executor_and_changes_no_output(default_run, d
 
     strategy = _CountingStrategy()
     out = tmp_path / mode
-    recipe = parse_recipe(_recipe(demo_input, out, global_mode=mode))
+    recipe = parse_recipe(default_recipe_for(demo_input, out, global_mode=mode))
     manifest = Executor(recipe, strategy, progress=False, observers=[ReportObserver()]).run()
     assert manifest["run"]["executor"] == "counting"
     assert strategy.calls["session"] == 1 and strategy.calls["map_runner"] == 1
@@ -380,7 +339,7 @@ def test_a_strategy_plugs_into_the_executor_and_changes_no_output(default_run, d
     else:
         assert strategy.calls["global_tasks"] == 1 and strategy.calls["global_task_batches"] > 0
         assert "memory_global_phase" not in strategy.calls
-    assert _digests(out) == _digests(default_run)  # the CLI's run: the local strategy, memory mode
+    assert output_digests(out) == output_digests(default_run)  # the CLI's run: the local strategy, memory mode
 
 
 class _Recorder:
@@ -414,11 +373,9 @@ class _Recorder:
 
 
 def test_observers_hear_the_run_in_order(demo_input, tmp_path):
-    from mmcurate.pipeline.executor import LocalExecutor
-
     out = tmp_path / "observed"
     recorder = _Recorder()
-    manifest = LocalExecutor(parse_recipe(_recipe(demo_input, out)), progress=False, observers=[recorder]).run()
+    manifest = run_local(default_recipe_for(demo_input, out), observers=[recorder])
     assert recorder.events == [
         ("global", manifest["counts"]["kept"]),
         ("batches",),

@@ -8,7 +8,6 @@ local map phase, with blocks merged and split at random the way Ray Data may.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import signal
@@ -23,32 +22,19 @@ import pytest
 import yaml
 
 import ray_test_stages  # registers the test stages (and is used below)
+from helpers import default_recipe_for, output_digests, run_local
 from mmcurate.pipeline.executor import LocalExecutor, StagePlan, run_map_shard
-from mmcurate.pipeline.recipe import default_recipe_dict, parse_recipe
+from mmcurate.pipeline.recipe import parse_recipe
 from mmcurate.pipeline.stage import StageError
 
 pytestmark = pytest.mark.ray
 ROOT = Path(__file__).resolve().parents[2]
 TESTS = Path(__file__).resolve().parents[1]
-TIMED = {"manifest.json", "report.html"}  # hold timings; everything else must be identical
 
 
-@pytest.fixture(scope="module")
-def demo_input(tmp_path_factory) -> Path:
-    from mmcurate.io.demo_dataset import build_demo_dataset
-
-    d = tmp_path_factory.mktemp("ray_input")
-    build_demo_dataset(d, n_samples=None, shard_size=20, seed=0)  # 111 samples in 6 shards
-    return d
-
-
-def _recipe(input_dir: Path, out: Path, extra_stages=(), at: int = 1) -> dict:
+def _split_recipe(input_dir: Path, out: Path, extra_stages=(), at: int = 1) -> dict:
     """The default recipe plus a split stage; small batches, so a shard spans several of them."""
-    r = default_recipe_dict()
-    r["input"]["path"] = str(input_dir)
-    r["output"]["path"] = str(out)
-    r["output"]["shard_size"] = 25
-    r["run"]["batch_size"] = 8
+    r = default_recipe_for(input_dir, out, batch_size=8)
     r["stages"].append({"split": {"ratios": [0.6, 0.2, 0.2], "phash_radius": 16}})
     r["stages"][at:at] = list(extra_stages)
     return r
@@ -70,7 +56,7 @@ def ray_session():
 @pytest.fixture(scope="module")
 def local_run(demo_input, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("ray_ref") / "local"
-    LocalExecutor(parse_recipe(_recipe(demo_input, out)), progress=False, keep_work=True, observers=_report()).run()
+    run_local(_split_recipe(demo_input, out), keep_work=True, observers=_report())
     return out
 
 
@@ -79,20 +65,6 @@ def _report() -> list:
     from mmcurate.report import ReportObserver
 
     return [ReportObserver()]
-
-
-def _digests(out: Path, work: bool = False) -> dict:
-    """sha256 of every output file but the timed ones (and the done records, which hold timings, the run
-    record, which names the output directory, and the sharded global phase's scratch)."""
-    res = {}
-    for p in sorted(out.rglob("*")):
-        rel = p.relative_to(out)
-        if not p.is_file() or p.name in TIMED or rel.parts[:2] == ("_work", "done") or rel.name == "run.json":
-            continue
-        if rel.parts[0] == "_work" and (not work or rel.parts[1:2] == ("global",)):
-            continue  # _work/global: the sharded global phase's scratch (Ray's default), not a map output
-        res[str(rel)] = hashlib.sha256(p.read_bytes()).hexdigest()
-    return res
 
 
 def _untimed(obj):
@@ -114,10 +86,10 @@ def _ray_run(recipe: dict, **kw) -> dict:
 # ---------------------------------------------------------------------------------------------
 def test_ray_outputs_are_byte_identical_to_local(ray_session, demo_input, local_run, tmp_path):
     out = tmp_path / "ray"
-    manifest = _ray_run(_recipe(demo_input, out), keep_work=True)
+    manifest = _ray_run(_split_recipe(demo_input, out), keep_work=True)
     local = json.loads((local_run / "manifest.json").read_text())
     # shards (per split), samples/rejects/duplicates parquet, thumbnails, and the map phase's work files
-    ray_files, local_files = _digests(out, work=True), _digests(local_run, work=True)
+    ray_files, local_files = output_digests(out, work=True), output_digests(local_run, work=True)
     assert {f for f in local_files if f.startswith("shards/")} >= {"shards/train/00000.tar", "shards/val/00000.tar"}
     assert ray_files == local_files
     # the same per-shard and per-stage counters
@@ -147,7 +119,7 @@ def test_ray_executor_is_the_executor_with_the_ray_strategy():
     phases = {name for name, value in vars(Executor).items() if callable(value) and name != "__init__"}
     for cls in (RayExecutor, LocalExecutor):
         assert phases.isdisjoint(vars(cls)), f"{cls.__name__} overrides {phases & set(vars(cls))}"
-    ex = RayExecutor(parse_recipe(_recipe(Path("in"), Path("out"))), address="auto", max_retries=1)
+    ex = RayExecutor(parse_recipe(_split_recipe(Path("in"), Path("out"))), address="auto", max_retries=1)
     assert isinstance(ex.strategy, RayStrategy) and (ex.strategy.address, ex.strategy.max_retries) == ("auto", 1)
     assert ex.global_mode == "sharded" and ex.dataset is None
 
@@ -158,7 +130,7 @@ def test_map_steps_give_the_local_map_output_however_blocks_are_cut(demo_input, 
     from mmcurate.io import open_reader
     from mmcurate.pipeline.ray_executor import _MapStep, _ReadShards, _ShardAssembler
 
-    recipe = parse_recipe(_recipe(demo_input, tmp_path / "unused"))
+    recipe = parse_recipe(_split_recipe(demo_input, tmp_path / "unused"))
     plan = StagePlan.from_stages(recipe.build_stages())
     for _, st in plan.map_steps:
         st.setup()
@@ -215,7 +187,7 @@ def test_killed_task_and_actor_workers_are_retried(ray_session, demo_input, loca
     task_marker, actor_marker = tmp_path / "task.killed", tmp_path / "actor.killed"
     out = tmp_path / "killed"
     _ray_run(
-        _recipe(
+        _split_recipe(
             demo_input,
             out,
             [
@@ -226,14 +198,16 @@ def test_killed_task_and_actor_workers_are_retried(ray_session, demo_input, loca
         max_retries=2,
     )
     assert task_marker.exists() and actor_marker.exists(), "no worker was killed"
-    assert _digests(out) == _digests(local_run)
+    assert output_digests(out) == output_digests(local_run)
 
 
 def test_failed_ray_run_resumes_shard_by_shard(ray_session, demo_input, local_run, tmp_path):
     flag = tmp_path / "fail"
     flag.touch()
     out = tmp_path / "resumed"
-    recipe = _recipe(demo_input, out, [{"test_fail_while_flagged": {"flag": str(flag), "shard_suffix": "00005.tar"}}])
+    recipe = _split_recipe(
+        demo_input, out, [{"test_fail_while_flagged": {"flag": str(flag), "shard_suffix": "00005.tar"}}]
+    )
     with pytest.raises(Exception, match="injected failure"):
         _ray_run(recipe)
     done = out / "_work" / "done"
@@ -247,7 +221,7 @@ def test_failed_ray_run_resumes_shard_by_shard(ray_session, demo_input, local_ru
         assert not (out / "_work").exists()
     _ray_run(recipe, resume=True, keep_work=True)
     assert {name: (done / name).read_bytes() for name in before} == before, "finished shards were mapped again"
-    assert _digests(out) == _digests(local_run)
+    assert output_digests(out) == output_digests(local_run)
 
 
 def test_ray_resumes_a_local_run(ray_session, demo_input, local_run, tmp_path):
@@ -255,14 +229,16 @@ def test_ray_resumes_a_local_run(ray_session, demo_input, local_run, tmp_path):
     flag = tmp_path / "fail"
     flag.touch()
     out = tmp_path / "local_then_ray"
-    recipe = _recipe(demo_input, out, [{"test_fail_while_flagged": {"flag": str(flag), "shard_suffix": "00003.tar"}}])
+    recipe = _split_recipe(
+        demo_input, out, [{"test_fail_while_flagged": {"flag": str(flag), "shard_suffix": "00003.tar"}}]
+    )
     with pytest.raises(RuntimeError, match="injected failure"):
         LocalExecutor(parse_recipe(recipe), progress=False).run()
     assert sorted(p.name for p in (out / "_work" / "done").iterdir()) == ["00000.json", "00001.json", "00002.json"]
     flag.unlink()
     manifest = _ray_run(recipe, resume=True)
     assert manifest["run"]["executor"] == "ray"
-    assert _digests(out) == _digests(local_run)
+    assert output_digests(out) == output_digests(local_run)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -276,7 +252,7 @@ _CLI = (
 )
 
 
-def _cli(recipe: dict, *flags, popen=False):
+def _ray_cli(recipe: dict, *flags, popen=False):
     path = Path(recipe["output"]["path"]).with_suffix(".yaml")
     path.write_text(yaml.safe_dump(recipe))
     cmd = [sys.executable, "-c", _CLI.format(tests=str(TESTS)), "run", str(path), "--executor", "ray", *flags]
@@ -290,8 +266,8 @@ def test_cli_ray_run_killed_mid_run_resumes(ray_session, demo_input, local_run, 
     its driver is killed with SIGKILL after a shard is done, and --resume finishes the run."""
     address = ray_session.get_runtime_context().gcs_address
     out = tmp_path / "cli"
-    recipe = _recipe(demo_input, out, [{"test_sleep_per_batch": {"seconds": 0.15}}])
-    proc = _cli(recipe, "--address", address, popen=True)
+    recipe = _split_recipe(demo_input, out, [{"test_sleep_per_batch": {"seconds": 0.15}}])
+    proc = _ray_cli(recipe, "--address", address, popen=True)
     # kill -9 the driver once a shard is done, before the run finishes
     deadline = time.time() + 120
     while time.time() < deadline and proc.poll() is None:
@@ -306,18 +282,18 @@ def test_cli_ray_run_killed_mid_run_resumes(ray_session, demo_input, local_run, 
     done = out / "_work" / "done"
     before = {p.name: p.read_bytes() for p in done.glob("*.json")}
     assert 0 < len(before) < 6
-    finished = _cli(recipe, "--address", address, "--resume", "--keep-work")
+    finished = _ray_cli(recipe, "--address", address, "--resume", "--keep-work")
     assert finished.returncode == 0, finished.stdout + finished.stderr[-3000:]
     assert "accounting ok" in finished.stdout
     assert {name: (done / name).read_bytes() for name in before} == before, "finished shards were mapped again"
-    assert _digests(out) == _digests(local_run)
+    assert output_digests(out) == output_digests(local_run)
     assert json.loads((out / "manifest.json").read_text())["run"]["executor"] == "ray"
 
 
 def test_cli_without_ray_says_how_to_install(tmp_path, demo_input):
     """Runs whether or not Ray is installed: the import is made to fail."""
     path = tmp_path / "r.yaml"
-    path.write_text(yaml.safe_dump(_recipe(demo_input, tmp_path / "out")))
+    path.write_text(yaml.safe_dump(_split_recipe(demo_input, tmp_path / "out")))
     code = "import sys; sys.modules['ray'] = None; from mmcurate.cli import main; sys.exit(main(sys.argv[1:]))"
     proc = subprocess.run(
         [sys.executable, "-c", code, "run", str(path), "--executor", "ray"],
