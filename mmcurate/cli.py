@@ -5,6 +5,8 @@ mmcurate run RECIPE [--input PATH] [--output DIR] [--resume] [--overwrite] [--wo
 mmcurate recipe default           print the default recipe
 mmcurate demo [--out DIR]         build the built-in sample dataset and run the default recipe on it
 mmcurate inspect OUTPUT           print the manifest summary of a finished run
+mmcurate export RUN_DIR --format llava --out DIR [--link] [--overwrite]
+                                  a finished run in a training format (llava: <split>.json, images/, README.md)
 mmcurate kernels-demo             the native kernels alone on the built-in sample
 mmcurate info                     what this build contains (CUDA, nvJPEG, SIMD, codecs)
 """
@@ -218,6 +220,18 @@ def _cmd_inspect(args) -> int:
     return 0
 
 
+def _cmd_export(args) -> int:
+    from mmcurate.export.llava import export_llava
+
+    result = export_llava(args.run_dir, args.out, link=args.link, overwrite=args.overwrite)
+    files = ", ".join(f"{name} {n:,}" for name, n in sorted(result.files.items()))
+    print(
+        f"exported {result.conversations:,} conversations ({result.turns:,} turns; {files}) and "
+        f"{result.images:,} images{' (linked)' if args.link else ''} to {result.out}/ (README.md: the dataset card)"
+    )
+    return 0
+
+
 def _cmd_demo(args) -> int:
     """Build the built-in sample as img2dataset-style shards and run the default recipe on it."""
     from mmcurate.io.demo_dataset import build_demo_dataset
@@ -304,6 +318,13 @@ def main(argv=None) -> int:
     p = sub.add_parser("inspect", help="print the summary of a finished run")
     p.add_argument("output", help="output directory of a run")
     p.set_defaults(fn=_cmd_inspect)
+    p = sub.add_parser("export", help="write a finished run in a training format (llava)")
+    p.add_argument("run_dir", help="output directory of a finished run")
+    p.add_argument("--format", choices=["llava"], default="llava", help="llava: LLaVA conversation JSON per split")
+    p.add_argument("--out", required=True, help="a new or empty directory, outside the run and its input")
+    p.add_argument("--link", action="store_true", help="symlink the original images instead of copying their bytes")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier export in --out (nothing else there)")
+    p.set_defaults(fn=_cmd_export)
     p = sub.add_parser("demo", help="build the built-in sample dataset and run the default recipe on it")
     p.add_argument("--out", default="demo_out", help="directory for the sample input and the curated output")
     p.add_argument("--samples", type=int, default=None, help="grow the sample to N samples (default: base set)")

@@ -36,6 +36,9 @@ class Reader(abc.ABC):
 
     format: str = ""
     _CACHE_ATTRS: tuple[str, ...] = ()
+    #: The schema of the batches `read` yields: SAMPLE_SCHEMA, or SAMPLE_SCHEMA plus a reader's own columns after it
+    #: (the LLaVA reader's conversation columns), which flow through the stages to samples.parquet.
+    schema: pa.Schema = SAMPLE_SCHEMA
 
     @abc.abstractmethod
     def shards(self) -> list[str]:
@@ -86,16 +89,21 @@ def check_batch_size(batch_size: int, max_batch_bytes: int) -> None:
 
 
 class Batcher:
-    """Collects sample rows; hands out SAMPLE_SCHEMA tables by row count or image bytes."""
+    """Collects sample rows; hands out `schema` tables (SAMPLE_SCHEMA, or a reader's schema with its own columns
+    after SAMPLE_SCHEMA's) by row count or image bytes."""
 
-    def __init__(self, batch_size: int, max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES):
+    def __init__(
+        self, batch_size: int, max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES, schema: pa.Schema = SAMPLE_SCHEMA
+    ):
         check_batch_size(batch_size, max_batch_bytes)
         self.batch_size = batch_size
         self.max_batch_bytes = max_batch_bytes
+        self.schema = schema
+        self._extra = schema.names[len(SAMPLE_SCHEMA) :]
         self._reset()
 
     def _reset(self):
-        self._cols = {f.name: [] for f in SAMPLE_SCHEMA}
+        self._cols = {f.name: [] for f in self.schema}
         self._bytes = 0
 
     def add(
@@ -109,10 +117,14 @@ class Batcher:
         *,
         read_reason: str | None = None,
         read_detail: str | None = None,
+        extra: dict | None = None,
     ) -> pa.Table | None:
         """Add one row; returns a full batch when this row completes one. A row the reader could not read
-        carries read_reason/read_detail (see split_read_rejects)."""
+        carries read_reason/read_detail (see split_read_rejects). `extra`: the values of the schema's own
+        columns (null where left out)."""
         c = self._cols
+        for name in self._extra:
+            c[name].append(extra.get(name) if extra else None)
         c["read_reason"].append(read_reason)
         c["read_detail"].append(read_detail)
         c["key"].append(key)
@@ -135,14 +147,15 @@ class Batcher:
     def flush(self) -> pa.Table | None:
         if not self._cols["key"]:
             return None
-        table = pa.table(self._cols, schema=SAMPLE_SCHEMA)
+        table = pa.table(self._cols, schema=self.schema)
         self._reset()
         return table
 
 
 def split_read_rejects(batch: pa.Table) -> tuple[pa.Table, pa.Table]:
-    """(the rows that read fine, with exactly the INPUT_SCHEMA columns; the rows a reader marked unreadable as
-    REJECTS_SCHEMA rejects of stage "read"). Batches without the read_* columns pass through unchanged."""
+    """(the rows that read fine, with the INPUT_SCHEMA columns and a reader's own after them; the rows a reader
+    marked unreadable as REJECTS_SCHEMA rejects of stage "read"). Batches without the read_* columns pass through
+    unchanged."""
     if "read_reason" not in batch.column_names:
         return batch, REJECTS_SCHEMA.empty_table()
     bad = pc.is_valid(batch.column("read_reason"))

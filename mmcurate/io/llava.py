@@ -1,12 +1,25 @@
 """LLaVA-style instruction data: a JSON list (or JSONL) of
-`{"id", "image", "conversations": [{"from": "human", "value": "<image>\\n..."}, {"from": "gpt", "value": "..."}]}`.
+`{"id", "image", "conversations": [{"from": "human", "value": "<image>\\n..."}, {"from": "gpt", "value": "..."}]}`
+(LLaVA-1.5 mix665k, LLaVA-Pretrain 558k, ShareGPT4V, multi-image and interleaved entries, text-only entries).
 
-- key: the entry's `id`; without one, the image path without its extension; without either (a
+One row per entry, the whole conversation kept:
+- key: the entry's `id`; without one, the first image path without its extension; without either (a
   text-only entry with no id), `entry_<index>` — the only key tied to position, and said so here.
-- image: `image_root / entry["image"]` (image_root defaults to the JSON file's directory). A list of
-  images (multi-image entries) uses the first; the record in meta keeps them all. A missing file, or
-  a text-only entry without "image", gives a row with image null, which the integrity stage rejects
-  (text-only rows also have image_ext null and no "image" in meta).
+- image: the bytes of the entry's first image, `image_root / entry["image"]` (image_root defaults to the JSON
+  file's directory). `image` may be a string or a list (multi-image entries): `image_paths` lists them all.
+  The first image is the one the image stages check; every further one is read too (same rules below), and
+  one that is missing is a `missing_image` reject of the read step (its detail names which).
+- Text-only entries (no `image`, or null, "" or []) are valid samples: image and image_ext null,
+  `has_image` false, and the image stages pass them untouched. An entry naming a first image file that does
+  not exist has image null and `has_image` true: the integrity stage rejects it (`missing_image`).
+- caption: the first answer (role gpt/assistant), for the caption stages; null if there is none.
+- meta: the whole record as JSON, so the conversations reach the output unchanged except where a stage edits
+  them (a stage that edits `turns` writes them back into this record: stages/conversation.py `set_turns`).
+- The conversation columns (pipeline.schema.CONVERSATION_FIELDS; io/conversations.py derives them): `turns`
+  (list<struct<role, text>>, roles normalised: human/user -> "human", gpt/assistant -> "gpt"), `n_turns`,
+  `question` (the first human turn without <image>), `answer` (the first gpt turn), `image_paths`, `has_image`.
+  A malformed conversation (not a list, a turn that is not an object or whose value is not a string) is read
+  as it is: conversation_check rejects it with its reason.
 - Only files inside image_root are read: an absolute path, `..` or a symlink that resolves outside it is a
   `path_outside_root` reject, never opened (`allow_outside_root=True` lifts this). Anything but a regular file
   (a directory, FIFO, device) is `not_a_file`, checked before opening; a file over max_image_bytes is
@@ -14,12 +27,11 @@
   a symlink loop) is `unreadable`. An entry that is not a JSON object, or one nested deeper than
   keys.MAX_META_DEPTH, is `bad_meta`; a JSONL line that does not parse is `bad_meta` too (its key
   `line_<N>`); an id that cannot be a key (`..`, control characters) is `bad_key`.
-- caption: the first answer (`from` "gpt" or "assistant"); null if there is none.
-- meta: the whole record as JSON, so the conversations reach the output unchanged.
 - Shards are fixed chunks of the entries in file order: `FILE@00000` covers entries [0, shard_size).
 
 The file is parsed once per process and each entry kept as its compact JSON text (memory about the
-size of the file); use JSONL for files too large for that.
+size of the file); the conversation columns are derived from it when a shard is read. Use JSONL for files too
+large for that.
 """
 
 from __future__ import annotations
@@ -41,41 +53,37 @@ from mmcurate.io.base import (
     check_flag,
     one_line,
 )
+from mmcurate.io.conversations import conversation_columns, image_paths, turns_from_record
 from mmcurate.io.keys import IMAGE_EXTS, KeyRegistry, json_problem, sniff_image_ext
-
-ANSWER_ROLES = ("gpt", "assistant")
-
-
-def _first_answer(record: dict) -> str | None:
-    turns = record.get("conversations")
-    if not isinstance(turns, list):  # a number or object there (found by fuzzing): no answer, not a crash
-        return None
-    for turn in turns:
-        if isinstance(turn, dict) and turn.get("from") in ANSWER_ROLES and turn.get("value") is not None:
-            return str(turn["value"])
-    return None
-
-
-def _image_path(record: dict) -> str | None:
-    image = record.get("image")
-    if isinstance(image, list):
-        image = image[0] if image else None
-    if image is None or image == "":
-        return None
-    return str(image).replace("\\", "/")
+from mmcurate.pipeline.schema import CONVERSATION_SAMPLE_SCHEMA
 
 
 class _Entry(NamedTuple):
     key: str
-    image: str | None
-    caption: str | None
+    images: tuple[str, ...]  # the record's image paths ('/'-separated), in order
     meta: str
     reason: str | None = None
     detail: str | None = None
 
 
+def _conversation(meta: str, images: tuple[str, ...]) -> tuple[str | None, dict]:
+    """(caption, the conversation columns) of an entry's record."""
+    turns = turns_from_record(json.loads(meta))
+    n_turns, question, answer = conversation_columns(turns)
+    extra = {
+        "turns": turns,
+        "n_turns": n_turns,
+        "question": question,
+        "answer": answer,
+        "image_paths": list(images),
+        "has_image": bool(images),
+    }
+    return answer, extra
+
+
 class LlavaReader(Reader):
     format = "llava"
+    schema = CONVERSATION_SAMPLE_SCHEMA
     _CACHE_ATTRS = ("_entries",)
 
     def __init__(
@@ -142,9 +150,10 @@ class LlavaReader(Reader):
                 if why is None and not isinstance(record, dict):
                     why = f"entry {index} is a {type(record).__name__}, not an object"
                 if why is not None:
-                    entries.append(_Entry(keys.substitute(f"entry_{index}"), None, None, "{}", "bad_meta", why))
+                    entries.append(_Entry(keys.substitute(f"entry_{index}"), (), "{}", "bad_meta", why))
                     continue
-                image = _image_path(record)
+                images = tuple(image_paths(record))
+                image = images[0] if images else None
                 if record.get("id") not in (None, ""):
                     key = str(record["id"])
                 elif image is not None:
@@ -156,13 +165,9 @@ class LlavaReader(Reader):
                     problem = json_problem(record)  # stages walk the meta: no deeper than they can
                     reason, detail = ("bad_meta", f"entry {index}: {problem}") if problem else (None, None)
                 if reason is not None:
-                    entries.append(_Entry(key, None, None, "{}", reason, detail))
+                    entries.append(_Entry(key, (), "{}", reason, detail))
                     continue
-                entries.append(
-                    _Entry(
-                        key, image, _first_answer(record), json.dumps(record, ensure_ascii=False, separators=(",", ":"))
-                    )
-                )
+                entries.append(_Entry(key, images, json.dumps(record, ensure_ascii=False, separators=(",", ":"))))
             self._entries = entries
         return self._entries
 
@@ -203,25 +208,40 @@ class LlavaReader(Reader):
         self, shard: str, batch_size: int = 256, max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES
     ) -> Iterator[pa.Table]:
         start, stop = self._shard_range(shard)
-        batcher = Batcher(batch_size, max_batch_bytes)
+        batcher = Batcher(batch_size, max_batch_bytes, self.schema)
         root_real = os.path.realpath(self.image_root)
-        for key, image_path, caption, meta, reason, detail in self._load()[start:stop]:
+        for key, images, meta, reason, detail in self._load()[start:stop]:
             image = image_ext = None
-            if image_path is not None and reason is None:
-                name = image_path.rsplit("/", 1)[-1]
+            if images and reason is None:
+                name = images[0].rsplit("/", 1)[-1]
                 image_ext = name.rsplit(".", 1)[1].lower() if "." in name else None
-                image, reason, detail = paths.read_inside_root(
-                    root_real, image_path, self.max_image_bytes, self.allow_outside_root
-                )
-                detail = detail and f"entry {key!r}: image {detail}"
+                image, reason, detail = self._read_image(root_real, key, images, 0)
                 if image is not None and (image_ext is None or image_ext not in IMAGE_EXTS):
                     image_ext = sniff_image_ext(image) or image_ext
+                for i in range(1, len(images) if reason is None else 0):
+                    data, reason, detail = self._read_image(root_real, key, images, i)
+                    if reason is None and data is None:
+                        reason = "missing_image"
+                        detail = (
+                            f"entry {key!r}: image {i + 1} of {len(images)} {images[i]!r} not found under image_root"
+                        )
+                    if reason is not None:
+                        break
             if reason is not None:
                 batch = batcher.add_reject(key, shard, reason, detail, image_ext)
             else:
-                batch = batcher.add(key, shard, image, image_ext, caption, meta)
+                caption, extra = _conversation(meta, images)
+                batch = batcher.add(key, shard, image, image_ext, caption, meta, extra=extra)
             if batch is not None:
                 yield batch
         batch = batcher.flush()
         if batch is not None:
             yield batch
+
+    def _read_image(self, root_real: str, key: str, images: tuple[str, ...], i: int):
+        """(bytes or None when the file does not exist, reason, detail) of the entry's i-th image."""
+        data, reason, detail = paths.read_inside_root(
+            root_real, images[i], self.max_image_bytes, self.allow_outside_root
+        )
+        which = "image" if len(images) == 1 else f"image {i + 1} of {len(images)}"
+        return data, reason, detail and f"entry {key!r}: {which} {detail}"

@@ -22,6 +22,20 @@ READ_ERROR_FIELDS = [pa.field("read_reason", pa.string()), pa.field("read_detail
 SAMPLE_SCHEMA = pa.schema(INPUT_FIELDS + READ_ERROR_FIELDS)
 INPUT_SCHEMA = pa.schema(INPUT_FIELDS)
 
+# Conversation columns: what a reader of instruction data (io/llava.py) yields after SAMPLE_SCHEMA's columns, one
+# row per conversation (io/conversations.py says how they are derived from the record). Roles are normalised:
+# "human" (LLaVA's human, also user), "gpt" (gpt, also assistant), "system"; any other role string lower-cased.
+TURN_TYPE = pa.struct([pa.field("role", pa.string()), pa.field("text", pa.string())])
+CONVERSATION_FIELDS = [
+    pa.field("turns", pa.list_(TURN_TYPE)),  # every turn in order, <image> placeholders kept; null: no conversation
+    pa.field("n_turns", pa.int32()),
+    pa.field("question", pa.string()),  # the first human turn, <image> placeholders removed
+    pa.field("answer", pa.string()),  # the first gpt turn (also `caption`, for the caption stages)
+    pa.field("image_paths", pa.list_(pa.string())),  # every image the record names, in order ([] text-only)
+    pa.field("has_image", pa.bool_()),  # false: a text-only sample, which the image stages pass untouched
+]
+CONVERSATION_SAMPLE_SCHEMA = pa.schema(INPUT_FIELDS + READ_ERROR_FIELDS + CONVERSATION_FIELDS)
+
 # Columns stages add (a stage may add others; these are the shared names).
 DERIVED_FIELDS = {
     "width": pa.int32(),

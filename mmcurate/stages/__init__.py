@@ -2,6 +2,7 @@
 
 image: integrity, image_filter, exact_dedup, phash_dedup
 text:  caption_clean, caption_filter, pii_redact
+conversation: conversation_check, conversation_clean (instruction data read by the LLaVA reader)
 split: split (leakage-free train/val/test)
 clip:  clip_embed, clip_score_filter
 heads: clip_heads (NSFW / watermark / aesthetic heads on the CLIP image embeddings)
@@ -10,5 +11,5 @@ semantic: semantic_dedup, balance
 
 import importlib
 
-for _module in ("image", "text", "split", "clip", "heads", "semantic"):
+for _module in ("image", "text", "conversation", "split", "clip", "heads", "semantic"):
     importlib.import_module(f"mmcurate.stages.{_module}")

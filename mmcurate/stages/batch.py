@@ -3,16 +3,32 @@ rejected rows, checking input columns, and the CPU threads / resources of a stag
 
 from __future__ import annotations
 
+import json
 import os
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
-from mmcurate.pipeline.schema import DERIVED_FIELDS, rejects_table
+from mmcurate.pipeline.schema import DERIVED_FIELDS, TURN_TYPE, rejects_table
 from mmcurate.pipeline.stage import Resources, StageError, StageResult
 
 #: The reject of a sample without an image member (reason, detail).
 MISSING_IMAGE = ("missing_image", "the sample has no image member")
+
+
+def text_only_rows(batch: pa.Table) -> np.ndarray:
+    """True for the rows of text-only samples (`has_image` false: a conversation of instruction data without an
+    image), which the image stages pass untouched, adding null columns; all False without a `has_image` column
+    (every other input), where a null image is a missing image."""
+    if "has_image" not in batch.column_names:
+        return np.zeros(batch.num_rows, dtype=bool)
+    return ~pc.fill_null(batch.column("has_image"), True).to_numpy(zero_copy_only=False).astype(bool)
+
+
+def masked(values, mask: np.ndarray, type: pa.DataType | None = None) -> pa.Array:
+    """An Arrow array of ``values`` with null where ``mask`` (the text-only rows' derived columns)."""
+    return pa.array(np.asarray(values), type=type, mask=mask)
 
 
 def blob_views(column) -> list:
@@ -79,3 +95,50 @@ def cpu_threads(num_threads) -> int:
 def cpu_resources(num_threads) -> Resources:
     """The resources of a stage that runs on ``num_threads`` CPU threads (null: all cores)."""
     return Resources(cpus=float(cpu_threads(num_threads)))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# conversations (instruction data read by the LLaVA reader: pipeline.schema.CONVERSATION_FIELDS)
+
+
+def sync_meta(meta: str | None, turns: list[dict] | None) -> str | None:
+    """The record (meta JSON) with its conversations rewritten from `turns` (io.conversations.record_with_turns),
+    as compact JSON; the meta as it is when it already agrees, or is not a JSON object."""
+    from mmcurate.io.conversations import record_with_turns, turns_from_record
+
+    if turns is None or not meta:
+        return meta
+    try:
+        record = json.loads(meta)
+    except (ValueError, RecursionError):
+        return meta
+    if not isinstance(record, dict) or turns_from_record(record) == turns:
+        return meta
+    return json.dumps(record_with_turns(record, turns), ensure_ascii=False, separators=(",", ":"))
+
+
+def set_turns(batch: pa.Table, turns: list, *, sync_record: bool = True) -> pa.Table:
+    """The one way a stage edits conversations: `turns` (one list of {"role", "text"} per row, or None) replace the
+    `turns` column, and what derives from them follows: `n_turns`, `question`, `answer`; `caption` where it still
+    was the first answer (a caption stage's edit of it stays); and, with sync_record, the record in `meta`, so the
+    edit is what the output shard's JSON, samples.parquet and the export hold. A row whose turns did not change
+    keeps its meta byte for byte."""
+    from mmcurate.io.conversations import conversation_columns
+
+    old = batch.column("turns").to_pylist()
+    derived = [conversation_columns(t) for t in turns]
+    answers = [d[2] for d in derived]
+    out = with_column(batch, "turns", turns, pa.list_(TURN_TYPE))
+    old_answers = batch.column("answer").to_pylist() if "answer" in batch.column_names else [None] * len(turns)
+    out = with_column(out, "n_turns", [d[0] for d in derived], pa.int32())
+    out = with_column(out, "question", [d[1] for d in derived], pa.string())
+    out = with_column(out, "answer", answers, pa.string())
+    if "caption" in batch.column_names:
+        captions = batch.column("caption").to_pylist()
+        follows = [a if c == oa else c for c, oa, a in zip(captions, old_answers, answers)]
+        out = with_column(out, "caption", follows, pa.string())
+    if sync_record and "meta" in batch.column_names:
+        metas = batch.column("meta").to_pylist()
+        new = [m if t == o else sync_meta(m, t) for m, t, o in zip(metas, turns, old)]
+        out = with_column(out, "meta", new, pa.string())
+    return out

@@ -53,7 +53,9 @@ from mmcurate.stages.batch import (
     cpu_resources,
     cpu_threads,
     kept_and_rejected,
+    masked,
     require_columns,
+    text_only_rows,
     with_column,
 )
 
@@ -112,7 +114,8 @@ class Integrity(MapStage):
         from mmcurate.ops import phash_bytes, probe_images
 
         blobs = blob_views(batch.column("image"))
-        missing = np.array([b is None for b in blobs], dtype=bool)
+        text_only = text_only_rows(batch)  # passed untouched, their columns null
+        missing = np.array([b is None for b in blobs], dtype=bool) & ~text_only
         items = [b"" if b is None else b for b in blobs]
         max_pixels = self.params.max_pixels or 0
         header_status, formats, sizes, orientation = probe_images(items)
@@ -129,7 +132,7 @@ class Integrity(MapStage):
                 status[(status == 0) & (area > max_pixels)] = 4
             errors = [None] * len(items)
         width, height = _oriented_sizes(sizes, orientation)
-        rejected = missing | (status != 0)
+        rejected = missing | ((status != 0) & ~text_only)
         reasons, details = [None] * len(items), [None] * len(items)
         for i in np.flatnonzero(rejected):
             if missing[i]:
@@ -138,12 +141,16 @@ class Integrity(MapStage):
                 reasons[i] = status_name(status[i])
                 details[i] = errors[i] or _probe_detail(reasons[i], sizes[i], max_pixels)
         file_size = pc.binary_length(batch.column("image"))
+        if text_only.any():
+            width, height = masked(width, text_only, pa.int32()), masked(height, text_only, pa.int32())
+            formats = [None if t else f for f, t in zip(formats, text_only)]
+            codes = None if codes is None else masked(codes.astype(np.uint64), text_only, pa.uint64())
         batch = with_column(batch, "width", width)
         batch = with_column(batch, "height", height)
         batch = with_column(batch, "format", formats)
         batch = with_column(batch, "file_size", pc.cast(file_size, pa.int64()))
         if codes is not None:
-            batch = with_column(batch, "phash", codes.astype(np.uint64))
+            batch = with_column(batch, "phash", codes if isinstance(codes, pa.Array) else codes.astype(np.uint64))
         return kept_and_rejected(batch, self.name, rejected, reasons, details)
 
 
@@ -194,6 +201,7 @@ class ImageFilter(MapStage):
         reasons: list = [None] * n
         details: list = [None] * n
         unreadable = np.zeros(n, dtype=bool)
+        text_only = text_only_rows(batch)  # no image to measure: passed untouched
         if "width" in batch.column_names and "height" in batch.column_names:
             width = batch.column("width").to_numpy(zero_copy_only=False)
             height = batch.column("height").to_numpy(zero_copy_only=False)
@@ -201,8 +209,10 @@ class ImageFilter(MapStage):
         else:
             width, height = np.zeros(n), np.zeros(n)
             unknown = np.ones(n, dtype=bool)
-        if unknown.any():
-            batch, width, height, unreadable = self._probe(batch, unknown, width, height, reasons, details)
+        unknown &= ~text_only
+        if unknown.any() or ("width" not in batch.column_names and text_only.any()):
+            batch, width, height, unreadable = self._probe(batch, unknown, width, height, reasons, details, text_only)
+        width, height = np.nan_to_num(np.where(text_only, 0, width)), np.nan_to_num(np.where(text_only, 0, height))
         if self.rules.needs_file_size and "file_size" not in batch.column_names:
             require_columns(batch, self.name, ["image"])
             batch = with_column(batch, "file_size", pc.cast(pc.binary_length(batch.column("image")), pa.int64()))
@@ -212,14 +222,14 @@ class ImageFilter(MapStage):
         width = np.where(unreadable, 0, width).astype(np.int64)
         height = np.where(unreadable, 0, height).astype(np.int64)
         rule, rule_details = image_rules.check_sizes(self.rules, width, height, file_size)
-        failed = (rule >= 0) & ~unreadable
+        failed = (rule >= 0) & ~unreadable & ~text_only
         for i in np.flatnonzero(failed):
             reasons[i], details[i] = image_rules.RULE_ORDER[rule[i]], rule_details[i]
         return kept_and_rejected(batch, self.name, failed | unreadable, reasons, details)
 
-    def _probe(self, batch, unknown, width, height, reasons, details):
+    def _probe(self, batch, unknown, width, height, reasons, details, text_only):
         """Header-probe the rows without sizes; rows whose header is unreadable are rejected with the
-        probe's status (or missing_image)."""
+        probe's status (or missing_image). Text-only rows get null columns."""
         from mmcurate.ops import probe_images
 
         require_columns(batch, self.name, ["image"])
@@ -244,7 +254,7 @@ class ImageFilter(MapStage):
             all_formats: list = [None] * batch.num_rows
             for k, i in enumerate(rows):
                 all_formats[i] = formats[k]
-            valid = ~unreadable
+            valid = ~unreadable & ~text_only
             batch = with_column(batch, "width", pa.array(width.astype(np.int32), mask=~valid))
             batch = with_column(batch, "height", pa.array(height.astype(np.int32), mask=~valid))
             if "format" not in batch.column_names:
@@ -355,6 +365,7 @@ class Sha256(MapStage):
         else:
             digests = [digest(b) for b in blobs]
         batch = with_column(batch, "sha256", digests)
+        missing &= ~text_only_rows(batch)  # a text-only sample has no digest and stays
         reasons = [MISSING_IMAGE[0] if m else None for m in missing]
         details = [MISSING_IMAGE[1] if m else None for m in missing]
         return kept_and_rejected(batch, self.name, missing, reasons, details)
@@ -501,16 +512,21 @@ class PerceptualHash(MapStage):
         from mmcurate.ops import phash_bytes
 
         p = self.params
-        if not p.exact and "phash" in batch.column_names and batch.column("phash").null_count == 0:
+        text_only = text_only_rows(batch)  # no image: no pHash, kept
+        if (
+            not p.exact
+            and "phash" in batch.column_names
+            and np.array_equal(pc.is_null(batch.column("phash")).to_numpy(zero_copy_only=False), text_only)
+        ):
             # integrity already ran the same fast decode -> pHash on these bytes; do not decode them again
             return StageResult(batch)
         blobs = blob_views(batch.column("image"))
-        missing = np.array([b is None for b in blobs], dtype=bool)
+        missing = np.array([b is None for b in blobs], dtype=bool) & ~text_only
         result = phash_bytes(
             [b"" if b is None else b for b in blobs], exact=p.exact, device=p.device, num_threads=p.num_threads
         )
         status = np.asarray(result.status)
-        rejected = missing | (status != 0)
+        rejected = missing | ((status != 0) & ~text_only)
         reasons, details = [None] * len(blobs), [None] * len(blobs)
         for i in np.flatnonzero(rejected):
             if missing[i]:
@@ -518,7 +534,8 @@ class PerceptualHash(MapStage):
             else:
                 reasons[i] = status_name(status[i])
                 details[i] = result.errors[i] or reasons[i]
-        batch = with_column(batch, "phash", np.asarray(result.codes, dtype=np.uint64))
+        codes = np.asarray(result.codes, dtype=np.uint64)
+        batch = with_column(batch, "phash", masked(codes, text_only, pa.uint64()) if text_only.any() else codes)
         return kept_and_rejected(batch, self.name, rejected, reasons, details)
 
 

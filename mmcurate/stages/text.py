@@ -21,7 +21,7 @@ from mmcurate.curate import captions as cap
 from mmcurate.curate import pii
 from mmcurate.pipeline.params import check_bool, check_int, check_number
 from mmcurate.pipeline.stage import MapStage, Resources, StageError, StageResult, registry
-from mmcurate.stages.batch import reject_rows, with_column
+from mmcurate.stages.batch import reject_rows, set_turns, sync_meta, with_column
 
 # Default `max_chars` of all three stages: ~50x the longest real captions (dense/long-caption sets reach
 # a few thousand characters, LLaVA answers rarely 10,000), and a cap on the work of one sample
@@ -233,9 +233,13 @@ class PiiRedact(MapStage):
     are not counted twice); and every string value of the `meta` JSON at any depth: LLaVA conversation
     turns, img2dataset/LAION text fields (values that are a URL only lose credentials, so url/key fields
     stay intact). Keys and numbers are not redacted (keys name fields; a number is not text). `meta` is
-    rewritten only where something was found. `keep_original_text: true` is the explicit opt-out: it
+    rewritten only where something was found. Conversations (the LLaVA reader's `turns`): every turn is redacted,
+    and `question`/`answer` and the record's conversations follow them (stages.batch.set_turns), so the `turns`
+    column, samples.parquet and the output record agree; their finds are counted once (not again for `caption`,
+    a copy of the first answer). `keep_original_text: true` is the explicit opt-out: it
     keeps `caption_original` and `meta` as received (the raw text then reaches the output shard's .json
-    and samples.parquet); `redact_meta: false` keeps only `meta` as received.
+    and samples.parquet); `redact_meta: false` keeps only `meta` as received (the `turns`
+    column is redacted all the same).
     With `reject_if_found`, samples holding any PII are rejected (reason `pii`) instead.
 
     Rejects, before any pattern runs: `text_too_long` (the caption, its original or one meta string
@@ -285,21 +289,36 @@ class PiiRedact(MapStage):
         )
         self._redact_meta = (not p.keep_original_text) if p.redact_meta is None else p.redact_meta
 
+    def _redact_counted(self, text: str | None, counts: dict) -> str | None:
+        if text is None:
+            return None
+        text, n = self._redactor.redact(text)
+        pii.merge_counts(counts, n)
+        return text
+
     def process(self, batch: pa.Table) -> StageResult:
         redactor, max_chars = self._redactor, self.params.max_chars
         captions = batch.column("caption").to_pylist()
         originals = batch.column("caption_original").to_pylist() if "caption_original" in batch.column_names else None
         redact_originals = originals is not None and not self.params.keep_original_text
         metas = batch.column("meta").to_pylist() if self._redact_meta and "meta" in batch.column_names else None
-        new_captions, new_originals, new_metas, found = [], [], [], []
+        all_turns = batch.column("turns").to_pylist() if "turns" in batch.column_names else None
+        new_captions, new_originals, new_metas, new_turns, found = [], [], [], [], []
         unredactable: dict[int, tuple[str, str]] = {}
         for i, text in enumerate(captions):
             counts: dict[str, int] = {}
             orig = originals[i] if originals is not None else None
             meta = metas[i] if metas is not None else None
+            turns = all_turns[i] if all_turns is not None else None
             verdict = _too_long(text, max_chars) or (_too_long(orig, max_chars) if redact_originals else None)
+            for t in turns or ():
+                verdict = verdict or _too_long(t["text"], max_chars)
             if verdict is None:
                 try:
+                    if turns is not None:
+                        turns = [dict(t, text=self._redact_counted(t["text"], counts)) for t in turns]
+                        if metas is not None:
+                            meta = sync_meta(meta, turns)  # the record's conversations, now redacted
                     if metas is not None:
                         meta, meta_counts = redactor.redact_json(meta, max_chars=max_chars)
                         pii.merge_counts(counts, meta_counts)
@@ -308,16 +327,18 @@ class PiiRedact(MapStage):
             if verdict is not None:
                 # rejected: nothing of it is written; the columns keep a placeholder
                 unredactable[i] = verdict
-                text, orig, meta, counts = None, None, None, {}
+                text, orig, meta, turns, counts = None, None, None, None, {}
             else:
                 if text is not None:
                     text, caption_counts = redactor.redact(text)
-                    pii.merge_counts(counts, caption_counts)
+                    if turns is None:  # with a conversation, the caption is a copy of its first answer
+                        pii.merge_counts(counts, caption_counts)
                 if redact_originals and orig is not None:
                     orig = redactor.redact(orig)[0]
             new_captions.append(text)
             new_originals.append(orig)
             new_metas.append(meta)
+            new_turns.append(turns)
             found.append(counts)
 
         if self.params.reject_if_found:
@@ -330,6 +351,8 @@ class PiiRedact(MapStage):
             batch = with_column(batch, "pii_redactions", ["{}"] * len(found), pa.string())
             return reject_rows(batch, self.name, rows, reasons, details)
 
+        if all_turns is not None:  # before the caption: its redacted text stays whatever set_turns finds
+            batch = set_turns(batch, new_turns, sync_record=False)
         batch = _replace_column(batch, "caption", new_captions)
         if redact_originals:
             batch = _replace_column(batch, "caption_original", new_originals)

@@ -29,9 +29,13 @@ def read_rows(reader, batch_size: int = 3) -> list[dict]:
     rows = []
     for shard in reader.shards():
         for batch in reader.read(shard, batch_size=batch_size):
-            assert batch.schema.equals(SAMPLE_SCHEMA)
+            # SAMPLE_SCHEMA, then the reader's own columns (the LLaVA reader's conversation columns)
+            assert (
+                batch.schema.equals(reader.schema) and reader.schema.names[: len(SAMPLE_SCHEMA)] == SAMPLE_SCHEMA.names
+            )
             kept, rejected = split_read_rejects(batch)
-            assert kept.schema.equals(INPUT_SCHEMA) and rejected.schema.equals(REJECTS_SCHEMA)
+            own = [f for f in reader.schema if f.name not in SAMPLE_SCHEMA.names]
+            assert kept.schema.equals(pa.schema(list(INPUT_SCHEMA) + own)) and rejected.schema.equals(REJECTS_SCHEMA)
             assert kept.num_rows + rejected.num_rows == batch.num_rows  # kept + rejected == read
             assert set(rejected.column("stage").to_pylist()) <= {"read"}
             rows.extend(batch.to_pylist())
