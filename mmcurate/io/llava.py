@@ -26,7 +26,8 @@ One row per entry, the whole conversation kept:
   `too_large` (never read past the limit); a NUL in the path is `bad_path`; another OSError (permissions,
   a symlink loop) is `unreadable`. An entry that is not a JSON object, or one nested deeper than
   keys.MAX_META_DEPTH, is `bad_meta`; a JSONL line that does not parse is `bad_meta` too (its key
-  `line_<N>`); an id that cannot be a key (`..`, control characters) is `bad_key`.
+  `line_<N>`), and so is an entry whose text holds an unpaired surrogate escape ("\\ud800": Python parses it, UTF-8
+  and Arrow cannot hold it); an id that cannot be a key (`..`, control characters, a surrogate) is `bad_key`.
 - Shards are fixed chunks of the entries in file order: `FILE@00000` covers entries [0, shard_size).
 
 The file is parsed once per process and each entry kept as its compact JSON text (memory about the
@@ -56,6 +57,15 @@ from mmcurate.io.base import (
 from mmcurate.io.conversations import conversation_columns, image_paths, turns_from_record
 from mmcurate.io.keys import IMAGE_EXTS, KeyRegistry, json_problem, sniff_image_ext
 from mmcurate.pipeline.schema import CONVERSATION_SAMPLE_SCHEMA
+
+
+def _is_unicode(text: str) -> bool:
+    """Whether the text encodes as UTF-8 (no unpaired surrogate from a JSON escape such as "\\ud800")."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 class _Entry(NamedTuple):
@@ -160,14 +170,23 @@ class LlavaReader(Reader):
                     key = image.rsplit(".", 1)[0] if "." in image.rsplit("/", 1)[-1] else image
                 else:
                     key = f"entry_{index}"
+                if not _is_unicode(key):
+                    why = f"entry {index}: the id holds an unpaired surrogate"
+                    entries.append(_Entry(keys.substitute(f"entry_{index}"), (), "{}", "bad_key", why))
+                    continue
                 key, reason, detail = keys.claim_or_reject(key, f"entry {index}")
+                meta = "{}"
                 if reason is None:
                     problem = json_problem(record)  # stages walk the meta: no deeper than they can
                     reason, detail = ("bad_meta", f"entry {index}: {problem}") if problem else (None, None)
+                if reason is None:
+                    meta = json.dumps(record, ensure_ascii=False, separators=(",", ":"))
+                    if not _is_unicode(meta):  # a "\\ud800" escape: Python reads it, Arrow and UTF-8 cannot hold it
+                        reason, detail, meta = "bad_meta", f"entry {index}: text holds an unpaired surrogate", "{}"
                 if reason is not None:
                     entries.append(_Entry(key, (), "{}", reason, detail))
                     continue
-                entries.append(_Entry(key, images, json.dumps(record, ensure_ascii=False, separators=(",", ":"))))
+                entries.append(_Entry(key, images, meta))
             self._entries = entries
         return self._entries
 

@@ -190,3 +190,18 @@ def test_record_with_turns_keeps_what_was_not_edited():
     assert [c["from"] for c in out["conversations"]] == ["human", "gpt", "human", "gpt"]
     assert out["conversations"][0]["extra"] == 1
     assert record_with_turns(record, None) == record
+
+
+@pytest.mark.parametrize("fmt", ["json", "jsonl"])
+def test_unpaired_surrogates_are_rejects_not_a_crash(tmp_path, fmt):
+    # "\ud800" parses in Python but neither UTF-8 nor Arrow can hold it: the old reader crashed on it
+    records = [
+        '{"id": "s", "conversations": [{"from": "human", "value": "bad \\ud800 x"}, {"from": "gpt", "value": "Yes"}]}',
+        '{"id": "k\\udc00", "conversations": []}',
+        '{"id": "fine", "conversations": [{"from": "human", "value": "Q"}, {"from": "gpt", "value": "No"}]}',
+    ]
+    p = tmp_path / f"s.{fmt}"
+    p.write_text("[" + ",".join(records) + "]" if fmt == "json" else "\n".join(records) + "\n")
+    rows = fx.read_all(open_reader(p))
+    assert [(r["key"], r["read_reason"]) for r in rows] == [("s", "bad_meta"), ("entry_1", "bad_key"), ("fine", None)]
+    assert rows[2]["answer"] == "No"
