@@ -6,7 +6,7 @@ and the device is resolved when a kernel is called.
 
 from mmcurate._version import __version__
 
-__all__ = ["__version__", "build_info", "ops"]
+__all__ = ["__version__", "build_info", "ops", "run"]
 
 
 def build_info() -> dict:
@@ -14,6 +14,14 @@ def build_info() -> dict:
     from mmcurate._native import build_info as _build_info
 
     return _build_info()
+
+
+def run(recipe, **options) -> dict:
+    """Run a recipe (a YAML/JSON path, a mapping or a parsed Recipe) as ``mmcurate run`` does, the report
+    included; returns the manifest. Options: see :func:`mmcurate.api.make_executor`."""
+    from mmcurate.api import run as _run
+
+    return _run(recipe, **options)
 
 
 def __getattr__(name):

@@ -158,28 +158,21 @@ def _print_summary(manifest: dict, out=sys.stdout) -> None:
 
 
 def _make_executor(recipe, args):
-    from mmcurate.report import ReportObserver
+    from mmcurate.api import make_executor
 
-    options = {
-        "resume": args.resume,
-        "overwrite": args.overwrite,
-        "progress": "always" if getattr(args, "progress", False) else True,
-        "keep_work": getattr(args, "keep_work", False),
-        "observers": [ReportObserver()],  # thumbs.parquet, and report.html when the recipe asks for it
-    }
-    executor = getattr(args, "executor", "local")
-    address = getattr(args, "address", None)
-    if executor == "ray":
-        from mmcurate.pipeline.ray_executor import RayExecutor
-
-        return RayExecutor(recipe, address=address, **options)
-    if address is not None:
+    if getattr(args, "address", None) is not None and getattr(args, "executor", "local") != "ray":
         from mmcurate.pipeline.stage import StageError
 
         raise StageError("--address is for --executor ray")
-    from mmcurate.pipeline.executor import LocalExecutor
-
-    return LocalExecutor(recipe, **options)
+    return make_executor(
+        recipe,
+        executor=getattr(args, "executor", "local"),
+        address=getattr(args, "address", None),
+        resume=args.resume,
+        overwrite=args.overwrite,
+        progress="always" if getattr(args, "progress", False) else True,
+        keep_work=getattr(args, "keep_work", False),
+    )
 
 
 def _run_recipe(recipe, args) -> int:
