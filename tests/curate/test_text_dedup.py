@@ -7,6 +7,7 @@ import re
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -113,7 +114,7 @@ def test_hashes_stable_across_processes():
     outs = set()
     for seed in ("1", "2"):
         env = {"PYTHONHASHSEED": seed, "PATH": "/usr/bin:/bin"}
-        r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=".")
+        r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=Path(__file__).resolve().parents[2])
         assert r.returncode == 0, r.stderr
         outs.add(r.stdout)
     assert len(outs) == 1
