@@ -112,9 +112,10 @@ def test_hashes_stable_across_processes():
         "print(td.minhash_signatures(h, o, 16, 3)[0].tolist(), td.exact_keys(['x'])[0])"
     )
     outs = set()
+    root = Path(__file__).resolve().parents[2]
     for seed in ("1", "2"):
         env = {"PYTHONHASHSEED": seed, "PATH": "/usr/bin:/bin"}
-        r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=Path(__file__).resolve().parents[2])
+        r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=root)
         assert r.returncode == 0, r.stderr
         outs.add(r.stdout)
     assert len(outs) == 1
