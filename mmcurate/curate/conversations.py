@@ -1,8 +1,9 @@
 """LLaVA-style conversations as plain Python: turns, question/answer pairs, and one flat text per conversation.
 
-A conversation is a list of turns ``(role, text)`` (LLaVA's ``{"from": ..., "value": ...}`` dicts are accepted
-too). Roles: ``"human"`` (also ``"user"``) asks, ``"gpt"`` (also ``"assistant"``) answers. ``<image>``
-placeholders may appear in human text; they carry no wording and are removed before any text rule looks at it.
+A conversation is a list of turns ``(role, text)``; dicts are accepted too, as the reader's ``{"role": ...,
+"text": ...}`` structs or LLaVA's ``{"from": ..., "value": ...}``. Roles: ``"human"`` (also ``"user"``)
+asks, ``"gpt"`` (also ``"assistant"``) answers. ``<image>`` placeholders may appear in human text; they carry
+no wording and are removed before any text rule looks at it.
 """
 
 from __future__ import annotations
@@ -29,9 +30,11 @@ class QAPair(NamedTuple):
 
 
 def turn_role_text(turn: Any) -> tuple[str, str]:
-    """``(role, text)`` of one turn, given as a pair or as a LLaVA dict; the role lowercased."""
+    """``(role, text)`` of one turn, given as a pair or as a dict (role/text or LLaVA's from/value); the role
+    lowercased."""
     if isinstance(turn, dict):
-        role, text = turn.get("from", ""), turn.get("value", "")
+        role = turn["role"] if "role" in turn else turn.get("from", "")
+        text = turn["text"] if "text" in turn else turn.get("value", "")
     else:
         role, text = turn
     return str(role).lower(), "" if text is None else str(text)

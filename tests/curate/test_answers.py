@@ -113,6 +113,8 @@ def test_conversation_helpers():
     assert qa_pairs([("gpt", "hello"), ("human", "q")]) == []
     assert strip_image_tokens("Q?\n<image>") == "Q?"
     assert conversation_text(conv[:2]) == "Is there a dog?\nYes"
+    as_structs = [{"role": "human", "text": "Q?"}, {"role": "gpt", "text": "A"}]  # the reader's turns column
+    assert [tuple(p) for p in qa_pairs(as_structs)] == [("Q?", "A", 1)]
 
 
 # ----------------------------------------------------------------------------------------------
