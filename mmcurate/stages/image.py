@@ -1,5 +1,9 @@
 """Image stages: integrity, image_filter, exact_dedup, phash_dedup.
 
+A text-only sample of instruction data (`has_image` false: stages.batch.text_only_rows) passes every one of them
+untouched, its derived columns (width, height, format, sha256, phash) null; a null image on any other row is a
+missing image (`missing_image`), as before.
+
 Global stages with a per-batch part (the ``map_part`` convention)
 ----------------------------------------------------------------
 Dedup needs a value computed from the image bytes (sha256, pHash) but decides over every sample. The bytes
