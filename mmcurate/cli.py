@@ -2,8 +2,10 @@
 
 mmcurate run RECIPE [--input PATH] [--output DIR] [--resume] [--overwrite] [--workers N]
              [--executor local|ray] [--address auto|ray://HOST:PORT] [--global-mode auto|memory|sharded]
-mmcurate recipe default           print the default recipe
-mmcurate demo [--out DIR]         build the built-in sample dataset and run the default recipe on it
+mmcurate recipe default|llava     print the default recipe, or the instruction-data (LLaVA) one
+mmcurate demo [--out DIR] [--llava]
+                                  build the built-in sample dataset and run the default recipe on it (--llava: the
+                                  built-in instruction sample and the llava recipe)
 mmcurate inspect OUTPUT           print the manifest summary of a finished run
 mmcurate export RUN_DIR --format llava --out DIR [--link] [--overwrite]
                                   a finished run in a training format (llava: <split>.json, images/, README.md)
@@ -197,9 +199,9 @@ def _cmd_run(args) -> int:
 
 
 def _cmd_recipe(args) -> int:
-    from mmcurate.pipeline.recipe import DEFAULT_RECIPE_YAML
+    from mmcurate.pipeline.recipe import RECIPES
 
-    sys.stdout.write(DEFAULT_RECIPE_YAML)
+    sys.stdout.write(RECIPES[args.which])
     return 0
 
 
@@ -225,8 +227,40 @@ def _cmd_export(args) -> int:
     return 0
 
 
+def _cmd_demo_llava(args) -> int:
+    """Build the built-in instruction sample and run the llava recipe on it."""
+    from mmcurate.instruction_sample import build_instruction_sample
+    from mmcurate.pipeline.recipe import llava_recipe_dict, parse_recipe
+
+    out = Path(args.out)
+    data_dir = out / "llava_input"
+    if not (data_dir / "truth.jsonl").exists() or args.overwrite:
+        info = build_instruction_sample(data_dir, **({"n": args.samples} if args.samples else {}))
+        kinds = ", ".join(f"{k} {v}" for k, v in sorted(info["kinds"].items()))
+        print(
+            f"[demo] built {info['n_entries']} conversations ({kinds}; {info['copies']} planted copies, "
+            f"{info['broken']} broken) in {data_dir}"
+        )
+    recipe_dict = llava_recipe_dict()
+    recipe_dict["input"]["options"] = {"image_root": str(data_dir / "images")}
+    recipe_dict["output"]["shard_size"] = args.shard_size
+    recipe = parse_recipe(
+        recipe_dict,
+        input_path=str(data_dir / "llava.json"),
+        output_path=str(out / "curated_llava"),
+        workers=args.workers,
+        global_mode=args.global_mode,
+    )
+    args.overwrite = True  # the demo's output is always rebuilt
+    code = _run_recipe(recipe, args)
+    print(f"export it: mmcurate export {out / 'curated_llava'} --format llava --out {out / 'llava_export'}")
+    return code
+
+
 def _cmd_demo(args) -> int:
     """Build the built-in sample as img2dataset-style shards and run the default recipe on it."""
+    if args.llava:
+        return _cmd_demo_llava(args)
     from mmcurate.io.demo_dataset import build_demo_dataset
     from mmcurate.pipeline.recipe import default_recipe_dict, parse_recipe
 
@@ -306,7 +340,7 @@ def main(argv=None) -> int:
     add_run_flags(p)
     p.set_defaults(fn=_cmd_run)
     p = sub.add_parser("recipe", help="print a recipe")
-    p.add_argument("which", choices=["default"])
+    p.add_argument("which", choices=["default", "llava"])
     p.set_defaults(fn=_cmd_recipe)
     p = sub.add_parser("inspect", help="print the summary of a finished run")
     p.add_argument("output", help="output directory of a run")
@@ -322,6 +356,12 @@ def main(argv=None) -> int:
     p.add_argument("--out", default="demo_out", help="directory for the sample input and the curated output")
     p.add_argument("--samples", type=int, default=None, help="grow the sample to N samples (default: base set)")
     p.add_argument("--shard-size", type=int, default=100)
+    p.add_argument(
+        "--llava",
+        action="store_true",
+        help="instruction data: the built-in LLaVA-style conversations about the sample photos, curated by the "
+        "llava recipe (output in OUT/curated_llava)",
+    )
     add_run_flags(p)
     p.set_defaults(fn=_cmd_demo)
     for p in sub.choices.values():  # --debug is accepted after the command too

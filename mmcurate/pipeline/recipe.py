@@ -53,6 +53,37 @@ stages:
   - phash_dedup: {}                       # perceptual near-duplicates (default radius from measurement)
 """
 
+LLAVA_RECIPE_YAML = """\
+# mmcurate instruction recipe: LLaVA-style conversations (one image, or none, and many question/answer turns).
+# The unit is the conversation: short answers ("Yes", "No", "3", "Red", "B") are answers, never rejects; images
+# are checked, not deduplicated (different questions about one image are different samples).
+input:
+  path: data/llava.json    # a LLaVA .json list or .jsonl (mix665k, LLaVA-Pretrain, ShareGPT4V, text-only entries)
+  format: llava
+  options: {}              # image_root: where the images are (default: the JSON's directory)
+output:
+  path: curated
+  shard_size: 1000         # samples per output WebDataset shard; `mmcurate export RUN --format llava` gives JSON back
+run:
+  workers: 1               # processes for the map stages (native kernels use all cores inside each)
+  batch_size: 256
+  on_shard_error: warn
+stages:
+  - integrity: {}                         # every image decodes (text-only conversations pass untouched)
+  - conversation_check: {}                # roles alternate from the human turn, no empty turn, <image> per image
+  - conversation_clean: {}                # HTML, entities, mojibake, control characters in every turn
+  - pii_redact: {}                        # e-mails, phones, national IDs, cards, IPs in every turn
+  - instruction_dedup: {}                 # same image (sha256 / pHash) + same or near-copy conversation
+  - answer_balance: {yes_ratio: 0.5}      # remove the fewest yes (or no) pairs to reach 50% +- 2% yes
+  - option_order: {policy: shuffle}       # balance the correct letter of multiple choice (report: measure only)
+  - template_stats: {}                    # question skeletons; max_per_template: N caps samples per skeleton
+  - task_mix: {}                          # task type per conversation; target: {type: share} caps a type
+  - split: {ratios: [0.8, 0.1, 0.1]}      # train/val/test; an image group never spans two splits
+"""
+
+#: The recipes `mmcurate recipe NAME` prints.
+RECIPES = {"default": DEFAULT_RECIPE_YAML, "llava": LLAVA_RECIPE_YAML}
+
 
 @dataclass
 class Recipe:
@@ -189,3 +220,7 @@ def load_recipe(path: str | Path, **overrides) -> Recipe:
 
 def default_recipe_dict() -> dict:
     return yaml.safe_load(DEFAULT_RECIPE_YAML)
+
+
+def llava_recipe_dict() -> dict:
+    return yaml.safe_load(LLAVA_RECIPE_YAML)

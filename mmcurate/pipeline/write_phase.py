@@ -6,6 +6,17 @@ global steps added (``GlobalPhaseResult.columns.join``, the same in either globa
 is re-read for the original bytes of its kept samples, which are copied, never re-encoded, into
 out/shards/NNNNN.tar (out/shards/<split>/NNNNN.tar when a split stage assigned splits). The same input gives
 byte-identical shards. Memory holds one shard's metadata and one batch.
+
+Conversation edits of global steps (instruction data). A global step cannot change a column the map phase wrote
+(the added columns are joined only where absent), so a step that edits conversations (answer_balance removing
+question/answer pairs, option_order rewriting options) returns its edits as a per-sample column named
+``<step>_turn_edits`` (TURN_EDITS_TYPE: a list of ``{turn, text}``, text null removing that turn), null where it
+edits nothing. Turn indices always refer to the turns as the map phase left them, so the edits of several steps
+compose: they are applied in step order (a later text for one turn wins; a removal wins over any text), removals
+last. Later global steps see the edited conversation (``edited_turns``); the write phase applies every such column
+to the kept rows through stages.batch.set_turns (``apply_turn_edits``), so `turns`, `question`/`answer`, the
+caption and the record in `meta` (the output shard's JSON, samples.parquet, the LLaVA export) agree. The edit
+columns stay in samples.parquet: what each step changed remains visible. A run without them is written as before.
 """
 
 from __future__ import annotations
@@ -24,6 +35,11 @@ from mmcurate.pipeline.manifest import json_default
 from mmcurate.pipeline.recipe import Recipe
 from mmcurate.pipeline.schema import REJECTS_SCHEMA
 from mmcurate.pipeline.stage import AccountingError
+
+#: A global step's conversation edits (module docstring): a column named ``<step>_turn_edits`` of this type.
+TURN_EDITS_SUFFIX = "_turn_edits"
+TURN_EDIT_TYPE = pa.struct([pa.field("turn", pa.int32()), pa.field("text", pa.string())])
+TURN_EDITS_TYPE = pa.list_(TURN_EDIT_TYPE)
 
 #: The reader's columns; every other scalar column of a kept sample goes into its JSON under "mmcurate".
 INPUT_COLUMNS = ("key", "source", "image", "image_ext", "caption", "meta")
@@ -115,7 +131,52 @@ def _kept_meta(index: int, meta_file: Path, gone_ids, columns) -> pa.Table | Non
         alive = pc.invert(pc.is_in(sample_ids(meta), value_set=gone_ids))
         meta = meta.filter(alive)
         rows = rows[alive.to_numpy(zero_copy_only=False)]
-    return columns.join(index, meta, rows)
+    return apply_turn_edits(columns.join(index, meta, rows))
+
+
+def turn_edit_columns(names) -> list[str]:
+    """The conversation-edit columns among ``names``, in their order (the order the steps ran)."""
+    return [c for c in names if c.endswith(TURN_EDITS_SUFFIX)]
+
+
+def edited_turns(turns: list[dict] | None, edits, keep_removed: bool = False) -> list | None:
+    """``turns`` ({"role", "text"} dicts) with ``edits`` applied: an iterable of edit lists (each None or a list of
+    {"turn", "text"}), in step order. keep_removed: a removed turn stays as None, so that indices still refer to the
+    original turns (what a later step edits by); else removed turns are dropped. An index out of range is a
+    ValueError (a step's bug, never the data's)."""
+    if turns is None:
+        return None
+    out: list = [dict(t) for t in turns]
+    removed = set()
+    for edit_list in edits:
+        for e in edit_list or ():
+            k = e["turn"]
+            if k is None or not 0 <= k < len(out):
+                raise ValueError(f"a turn edit names turn {k} of a conversation of {len(out)} turns")
+            if e["text"] is None:
+                removed.add(k)
+            else:
+                out[k]["text"] = e["text"]
+    if keep_removed:
+        return [None if k in removed else t for k, t in enumerate(out)]
+    return [t for k, t in enumerate(out) if k not in removed]
+
+
+def apply_turn_edits(meta: pa.Table) -> pa.Table:
+    """The rows' conversations with every edit column applied (module docstring); the table as it is when it has no
+    edit column or no row is edited."""
+    cols = turn_edit_columns(meta.column_names)
+    if not cols or "turns" not in meta.column_names or not meta.num_rows:
+        return meta
+    lists = [meta.column(c).to_pylist() for c in cols]
+    edited = [any(e[r] for e in lists) for r in range(meta.num_rows)]
+    if not any(edited):
+        return meta
+    from mmcurate.stages.batch import set_turns
+
+    turns = meta.column("turns").to_pylist()
+    new = [edited_turns(t, [e[r] for e in lists]) if edited[r] else t for r, t in enumerate(turns)]
+    return set_turns(meta, new)
 
 
 class _SplitWriters:

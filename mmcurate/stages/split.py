@@ -5,7 +5,10 @@ Samples that must not be separated share a group: near-duplicates that survived 
 duplicates" it kept stay together), and equal values of any `group_columns` (e.g. a semantic `cluster` for
 cluster-exclusive splits, or a source/document id). Groups are merged into connected components and assigned whole with
 `mmcurate.curate.assign_splits`, stratified by `stratify_by` (e.g. `cluster`) so every split covers the
-same distribution. Deterministic under `seed`. The executor writes one shard directory per split.
+same distribution. On instruction data, samples of one `image_group` (instruction_dedup's column: the conversations
+about one image, or about exact or perceptual copies of it) are one group too whenever that column exists
+(`image_group: false` turns it off), so no image reaches two splits. Deterministic under `seed`. The executor
+writes one shard directory per split.
 
 Why `phash_radius: auto` (the default). Near-duplicate links are merged transitively, and two unrelated
 64-bit codes fall within r bits with probability P(r) = sum_{k<=r} C(64, k) / 2^64, so each sample gets
@@ -18,6 +21,7 @@ stats report the radius used, the expected chance links and the largest group.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import time
 from dataclasses import dataclass, field
@@ -30,7 +34,7 @@ from mmcurate.curate.dedup import chance_link_probability
 from mmcurate.curate.hashing import GOLDEN, mix64
 from mmcurate.curate.splits import SPLIT_NAMES
 from mmcurate.pipeline.global_sharded import string_hash64
-from mmcurate.pipeline.params import check_seed, is_int
+from mmcurate.pipeline.params import check_bool, check_seed, is_int
 from mmcurate.pipeline.schema import REJECTS_SCHEMA
 from mmcurate.pipeline.stage import (
     SAMPLE_ID,
@@ -55,6 +59,7 @@ class Split(GlobalStage):
         phash_radius: int | str | None = "auto"  # int bits, "auto" (see the module doc), None: no pHash groups
         group_columns: list = field(default_factory=list)
         stratify_by: str | None = None
+        image_group: bool = True  # also group by instruction_dedup's image_group column when there is one
 
         def validate(self):
             from mmcurate.curate.splits import check_ratios
@@ -71,6 +76,7 @@ class Split(GlobalStage):
             ):
                 raise ValueError(f"group_columns must be a list of column names, got {self.group_columns!r}")
             check_seed(self.seed)
+            check_bool("image_group", self.image_group)
 
     def __init__(self, **params):
         super().__init__(**params)
@@ -96,6 +102,8 @@ class Split(GlobalStage):
             raise StageError(f"stage '{self.name}': input lacks column(s) {', '.join(missing)}")
         t0 = time.perf_counter()
         p = self.params
+        if p.image_group and "image_group" in ctx.column_names and "image_group" not in p.group_columns:
+            p = dataclasses.replace(p, group_columns=[*p.group_columns, "image_group"])
         views = ctx.views()
         n_part = ctx.n_partitions(GROUP_ROWS_PER_PARTITION)
         store = ctx.partitions(self.name)
