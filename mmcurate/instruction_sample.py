@@ -200,8 +200,9 @@ class _Gen:
 
     def grounding(self, stem):
         present, _, _, _ = self.objects(stem)
-        box = np.sort(self.rng.random(4).round(2).reshape(2, 2), axis=0).T.reshape(-1)
-        return self.pick(GROUND_Q).format(o=self.pick(present)), "[" + ", ".join(f"{v:.2f}" for v in box) + "]"
+        (x1, x2), (y1, y2) = np.sort(self.rng.random(2).round(2)), np.sort(self.rng.random(2).round(2))
+        box = ", ".join(f"{v:.2f}" for v in (x1, y1, x2, y2))
+        return self.pick(GROUND_Q).format(o=self.pick(present)), f"[{box}]"
 
     def captioning(self, stem):
         _, _, _, caption = self.objects(stem)
@@ -280,7 +281,8 @@ def _too_close(bigrams: frozenset, others: list, limit: float = 0.6) -> bool:
 
 
 def _near_copy(turns, rng) -> list[dict]:
-    """A near copy: the longest answer with one word changed, or the whole text with other case and punctuation."""
+    """A near copy: the longest answer with one word changed, or (a short conversation) a space before the question's
+    last mark."""
     out = [dict(t) for t in turns]
     longest = max(range(len(out)), key=lambda i: len(out[i]["value"]) if out[i]["from"] == "gpt" else -1)
     words = out[longest]["value"].split(" ")
@@ -288,9 +290,9 @@ def _near_copy(turns, rng) -> list[dict]:
         i = int(rng.integers(1, len(words) - 1))
         words[i] = {"the": "a", "a": "the"}.get(words[i], words[i] + "s")
         out[longest]["value"] = " ".join(words)
-    else:
-        for t in out:
-            t["value"] = t["value"].replace("?", " ?").upper() if t["from"] == "human" else t["value"] + "!"
+    else:  # a space before the question's last mark: the same words, not the same text
+        q = out[0]["value"]
+        out[0]["value"] = q[:-1] + " " + q[-1] if q and q[-1] in "?.!" else q + " ?"
     return out
 
 
@@ -344,8 +346,9 @@ def synthetic_records(
         rec = {"id": rid, "conversations": turns} if text_only else {"id": rid, "image": image, "conversations": turns}
         out.append((rec, {"id": rid, "kind": kind, "image": rec.get("image"), "duplicate_of": None, "copy": None}))
     # planted copies: exact (the same conversation again) or near (long conversations only)
-    for j in range(n_planted):
-        src, truth = out[int(rng.integers(n_base))]
+    sources = rng.choice(n_base, n_planted, replace=n_planted > n_base) if n_planted else []
+    for j, source in enumerate(sources):  # distinct sources: no two copies of one conversation
+        src, truth = out[int(source)]
         rid = f"{id_prefix}{n_base + j:07d}"
         long_enough = sum(len(t["value"].split()) for t in src["conversations"]) >= 12
         near = long_enough and rng.random() < 0.5
