@@ -15,8 +15,10 @@ What DIR holds:
   under `images/external/<hash>/<name>` and the record's `image` says so. `link=True` (`--link`): symlinks to the
   originals under image_root instead of copies.
 - `DIR/README.md`: the dataset card: sources, recipe, counts and reject reasons, conversations and images, splits,
-  and the sections of CARD_SECTIONS (answer yes-ratio and task mix read the manifest's `answer_balance` and
-  `task_mix` steps when the recipe had them; register_card_section adds more).
+  and the sections of CARD_SECTIONS, read from the manifest's stats of the instruction steps when the recipe had
+  them: the yes-ratio before and after `answer_balance` (per task type and template), the task mix (`task_mix`),
+  the correct letters of multiple choice (`option_order`) and the question templates (`template_stats`);
+  register_card_section adds more.
 - `DIR/.mmcurate_export.json`: what this export wrote, so that `overwrite=True` (`--overwrite`) replaces an
   earlier export and deletes nothing else.
 
@@ -402,16 +404,207 @@ def _stats_section(ctx: CardContext, title: str, step: str, hint: str) -> str:
     return f"## {title}\n\nFrom the recipe step `{step}` ({s.get('rejected', 0):,} samples rejected).\n\n{body}\n"
 
 
+def _num(v, fmt: str = ",") -> str:
+    """A figure of the manifest for a table cell: numbers formatted, anything else as text, None as "-"."""
+    if isinstance(v, bool) or v is None:
+        return "-" if v is None else str(v)
+    if isinstance(v, int):
+        return format(v, fmt)
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v).replace("|", "\\|").replace("\n", " ")
+
+
+def _dict(v) -> dict:
+    return v if isinstance(v, dict) else {}
+
+
 @register_card_section
 def yes_ratio_section(ctx: CardContext) -> str:
-    return _stats_section(
-        ctx, "Answers: yes-ratio", "answer_balance", "add `answer_balance` to the recipe to measure and balance it."
-    )
+    """The yes-ratio among yes/no answers before and after `answer_balance`, answer classes, per task type and per
+    question template."""
+    s = ctx.stage("answer_balance")
+    if s is None:
+        return _stats_section(
+            ctx, "Answers: yes-ratio", "answer_balance", "add `answer_balance` to the recipe to measure and balance it."
+        )
+    st = _dict(s.get("stats"))
+    yes, no = st.get("yes"), st.get("no")
+    removed = st.get("pairs_removed") or 0
+    side = st.get("removed_class")
+    after_yes = yes - removed if side == "yes" and isinstance(yes, int) else yes
+    after_no = no - removed if side == "no" and isinstance(no, int) else no
+    target = st.get("target")
+    parts = [
+        "## Answers: yes-ratio\n",
+        'Share of "yes" among the yes/no answers (recipe step `answer_balance`'
+        + (f", target {_num(target)} ± {_num(st.get('tolerance'))}" if target is not None else ", measured only")
+        + "):\n",
+        _table(
+            ("", "yes", "no", "yes-ratio"),
+            [
+                ("before", _num(yes), _num(no), _num(st.get("yes_ratio_before"))),
+                ("after", _num(after_yes), _num(after_no), _num(st.get("yes_ratio_after"))),
+            ],
+        )
+        + "\n",
+    ]
+    if removed:
+        parts.append(
+            f"{removed:,} {side or ''} question/answer pairs were removed: {_num(st.get('conversations_edited'))} "
+            f"conversations lost pairs and stay, {_num(st.get('samples_rejected'))} samples whose every pair went "
+            "were rejected (`answer_balance`).\n"
+        )
+    if st.get("warning"):
+        parts.append(f"Warning: {_num(st['warning'])}\n")
+    classes = _dict(st.get("answer_classes"))
+    if classes:
+        parts.append(
+            "Answers by class (before):\n\n"
+            + _table(("class", "answers"), [(k, _num(v)) for k, v in classes.items()])
+            + "\n"
+        )
+    per_type = _dict(st.get("per_task_type"))
+    if per_type:
+        parts.append(
+            "Per task type:\n\n"
+            + _table(
+                ("task type", "yes", "no", "yes-ratio", "removed"),
+                [
+                    (t, _num(d.get("yes")), _num(d.get("no")), _num(d.get("yes_ratio")), _num(d.get("removed")))
+                    for t, d in per_type.items()
+                    if isinstance(d, dict)
+                ],
+            )
+            + "\n"
+        )
+    per_template = st.get("per_template")
+    if isinstance(per_template, list) and per_template:
+        parts.append(
+            "The largest yes/no question templates:\n\n"
+            + _table(
+                ("template", "yes", "no", "yes-ratio", "removed"),
+                [
+                    (
+                        f"`{_num(d.get('template'))}`",
+                        _num(d.get("yes")),
+                        _num(d.get("no")),
+                        _num(d.get("yes_ratio")),
+                        _num(d.get("removed")),
+                    )
+                    for d in per_template
+                    if isinstance(d, dict)
+                ],
+            )
+            + "\n"
+        )
+    return "\n".join(parts)
 
 
 @register_card_section
 def task_mix_section(ctx: CardContext) -> str:
-    return _stats_section(ctx, "Task mix", "task_mix", "add `task_mix` to the recipe to count the task types.")
+    """Conversations per task type (`task_mix`), and its caps when the recipe set a target mix."""
+    s = ctx.stage("task_mix")
+    if s is None:
+        return _stats_section(ctx, "Task mix", "task_mix", "add `task_mix` to the recipe to count the task types.")
+    st = _dict(s.get("stats"))
+    counts = _dict(st.get("counts"))
+    after = _dict(st.get("counts_after")) or counts
+    total = sum(v for v in after.values() if isinstance(v, int)) or 1
+    target = _dict(st.get("target"))
+    caps = _dict(st.get("caps"))
+    share = {t: f"{(after.get(t, 0) or 0) / total:.1%}" for t in counts}
+    if target:
+        header: tuple = ("task type", "conversations", "share", "target share", "before the cap")
+        rows = [(t, _num(after.get(t, 0)), share[t], _num(target.get(t)), _num(counts.get(t))) for t in counts]
+    else:
+        header, rows = ("task type", "conversations", "share"), [(t, _num(counts.get(t)), share[t]) for t in counts]
+    parts = [
+        "## Task mix\n",
+        "The task type of each kept conversation (recipe step `task_mix`, readable rules: curate/tasks.py), counted "
+        "after dedup and the edits of the balancing steps:\n",
+        _table(header, rows) + "\n",
+    ]
+    if caps:
+        parts.append(
+            f"Capped to the target: {', '.join(f'{t} at {_num(c)}' for t, c in caps.items())} "
+            f"({s.get('rejected', 0):,} samples rejected, `task_mix_cap`).\n"
+        )
+    return "\n".join(parts)
+
+
+@register_card_section
+def option_letters_section(ctx: CardContext) -> str | None:
+    """The correct letter of the multiple-choice questions before and after `option_order`."""
+    s = ctx.stage("option_order")
+    if s is None:
+        return None
+    st = _dict(s.get("stats"))
+    before, after = _dict(st.get("letters_before")), _dict(st.get("letters_after"))
+    if not before:
+        return "## Multiple choice\n\nNo multiple-choice question in the kept conversations.\n"
+    letters = sorted(set(before) | set(after))
+    return "\n".join(
+        [
+            "## Multiple choice\n",
+            f"{_num(st.get('multiple_choice'))} multiple-choice questions; correct letters (recipe step "
+            f"`option_order`, policy `{_num(st.get('policy'))}`; the chi-square test is against a uniform letter per "
+            "option count):\n",
+            _table(
+                ("", *letters, "chi-square", "p-value"),
+                [
+                    (
+                        "before",
+                        *(_num(before.get(k)) for k in letters),
+                        _num(st.get("chi2_before")),
+                        _num(st.get("p_value_before")),
+                    ),
+                    (
+                        "after",
+                        *(_num(after.get(k)) for k in letters),
+                        _num(st.get("chi2_after")),
+                        _num(st.get("p_value_after")),
+                    ),
+                ],
+            )
+            + "\n",
+        ]
+    )
+
+
+@register_card_section
+def templates_section(ctx: CardContext) -> str | None:
+    """How varied the questions are (`template_stats`)."""
+    s = ctx.stage("template_stats")
+    if s is None:
+        return None
+    st = _dict(s.get("stats"))
+    top = st.get("top") if isinstance(st.get("top"), list) else []
+    parts = [
+        "## Question templates\n",
+        f"{_num(st.get('questions'))} questions, {_num(st.get('distinct_skeletons'))} distinct skeletons (objects, "
+        f"numbers, colours and quotes masked); the 10 most used hold {_num(st.get('top10_share'))} of the questions; "
+        f"distinct-2 {_num(st.get('distinct_2'))}, compression ratio {_num(st.get('compression_ratio'))} (recipe step "
+        "`template_stats`, measured before its cap).\n",
+    ]
+    if top:
+        parts.append(
+            _table(
+                ("skeleton", "questions", "share"),
+                [
+                    (f"`{_num(d.get('skeleton'))}`", _num(d.get("questions")), _num(d.get("share")))
+                    for d in top
+                    if isinstance(d, dict)
+                ],
+            )
+            + "\n"
+        )
+    if st.get("samples_capped"):
+        parts.append(
+            f"max_per_template {_num(st.get('max_per_template'))}: {_num(st.get('samples_capped'))} samples of "
+            f"{_num(st.get('templates_capped'))} templates rejected (`template_cap`).\n"
+        )
+    return "\n".join(parts)
 
 
 def dataset_card(ctx: CardContext, link: bool, n_images: int) -> str:

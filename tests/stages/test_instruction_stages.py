@@ -463,5 +463,12 @@ def test_llava_demo_export_reads_back_as_the_kept_conversations(demo_run):
     assert set(exported) == set(samples)
     for k, (turns, split) in exported.items():
         assert turns == samples[k]["turns"] and split == samples[k]["split"]
+    # the dataset card's instruction sections, from the manifest's stats
     card = (d / "export" / "README.md").read_text()
-    assert "yes-ratio" in card.lower() and "Task mix" in card
+    stages = {s["name"]: s for s in json.loads((d / "curated_llava" / "manifest.json").read_text())["stages"]}
+    ab, mix = stages["answer_balance"]["stats"], stages["task_mix"]["stats"]
+    assert f"| before | {ab['yes']} | {ab['no']} | {ab['yes_ratio_before']:.4g} |" in card
+    assert f"| after | {ab['yes'] - ab['pairs_removed']} | {ab['no']} | {ab['yes_ratio_after']:.4g} |" in card
+    for t, n in mix["counts"].items():
+        assert f"| {t} | {n} | {n / sum(mix['counts'].values()):.1%} |" in card
+    assert "## Multiple choice" in card and "## Question templates" in card
