@@ -472,3 +472,45 @@ def test_llava_demo_export_reads_back_as_the_kept_conversations(demo_run):
     for t, n in mix["counts"].items():
         assert f"| {t} | {n} | {n / sum(mix['counts'].values()):.1%} |" in card
     assert "## Multiple choice" in card and "## Question templates" in card
+
+
+def test_recipe_llava_prints_the_commented_instruction_recipe():
+    import yaml
+
+    from mmcurate.pipeline.recipe import parse_recipe
+
+    proc = mmcurate_cli("recipe", "llava")
+    assert proc.returncode == 0, proc.stderr
+    r = yaml.safe_load(proc.stdout)
+    assert [next(iter(s)) for s in r["stages"]] == [
+        "integrity",
+        "conversation_check",
+        "conversation_clean",
+        "pii_redact",
+        "instruction_dedup",
+        "answer_balance",
+        "option_order",
+        "template_stats",
+        "task_mix",
+        "split",
+    ]
+    assert r["input"]["format"] == "llava" and proc.stdout.count("#") >= 10
+    parse_recipe(r)  # every stage and parameter valid
+
+
+def test_stats_are_step_stats_that_survive_the_manifest():
+    from mmcurate.pipeline.stage import StepStats
+    from mmcurate.stages import instruction as ins
+
+    t = _generated(n=400, yes_share=0.8)
+    for name, params, kind in [
+        ("instruction_dedup", {}, ins.InstructionDedupStats),
+        ("answer_balance", {"yes_ratio": 0.5}, ins.AnswerBalanceStats),
+        ("option_order", {"policy": "shuffle"}, ins.OptionOrderStats),
+        ("template_stats", {"max_per_template": 5}, ins.TemplateStepStats),
+        ("task_mix", {"target": {"yes_no": 0.2}}, ins.TaskMixStats),
+    ]:
+        res = run_on_table(registry.create(name, params), t)
+        assert type(res.stats) is kind and isinstance(res.stats, StepStats)
+        d = json.loads(json.dumps(res.stats.to_dict()))  # plain JSON: no NaN, no numpy values
+        assert kind.from_dict(d) == res.stats, name
