@@ -60,14 +60,15 @@ def build_data(data_dir: Path, n: int, images: str, seed: int = 0) -> Path:
     return path
 
 
-def run_once(path: Path, out: Path, workers: int, global_mode: str) -> dict:
+def run_once(path: Path, out: Path, workers: int, global_mode: str, reader_shard_size: int | None = None) -> dict:
     from mmcurate.pipeline.recipe import llava_recipe_dict
 
     recipe = llava_recipe_dict()
     recipe["input"]["path"] = str(path)
-    recipe["input"]["options"] = (
-        {"image_root": str(path.parent / "images")} if (path.parent / "images").is_dir() else {}
-    )
+    options = {"image_root": str(path.parent / "images")} if (path.parent / "images").is_dir() else {}
+    if reader_shard_size:
+        options["shard_size"] = reader_shard_size
+    recipe["input"]["options"] = options
     recipe["output"]["path"] = str(out)
     recipe["output"]["report"] = False
     recipe["run"]["workers"] = workers
@@ -116,17 +117,31 @@ def main() -> int:
     ap.add_argument("--images", choices=["tiny", "none"], default="tiny")
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--global-mode", choices=["memory", "sharded"], default="memory")
+    ap.add_argument(
+        "--reader-shard-size",
+        type=int,
+        default=None,
+        help="the LLaVA reader's entries per shard (default 1000; every map task parses the whole file once, so fewer "
+        "shards cost less at 100k)",
+    )
     ap.add_argument("--data-dir", default="/tmp/mmcurate_bench_instruction")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "instruction.json"))
     args = ap.parse_args()
     path = build_data(Path(args.data_dir), args.n, args.images)
-    result = run_once(path, Path(args.data_dir) / f"out_{args.images}_{args.n}", args.workers, args.global_mode)
+    result = run_once(
+        path,
+        Path(args.data_dir) / f"out_{args.images}_{args.n}",
+        args.workers,
+        args.global_mode,
+        args.reader_shard_size,
+    )
     record = {
         "benchmark": "llava recipe on synthetic instruction data (benchmarks/bench_instruction.py)",
         "n": args.n,
         "images": args.images,
         "workers": args.workers,
         "global_mode": args.global_mode,
+        "reader_shard_size": args.reader_shard_size or 1000,
         "machine": {
             "cpus": os.cpu_count(),
             "platform": platform.platform(),
@@ -147,6 +162,7 @@ def main() -> int:
                     and r["images"] == args.images
                     and r["workers"] == args.workers
                     and r["global_mode"] == args.global_mode
+                    and r.get("reader_shard_size", 1000) == (args.reader_shard_size or 1000)
                 )
             ]
         except (ValueError, KeyError, AttributeError):
