@@ -7,8 +7,8 @@ captions, reasons, decoder messages, recipe values, paths) goes through :func:`h
 Sections: run facts, the funnel (samples in/out per stage with reasons), distributions of the kept
 samples (width, height, aspect ratio, caption length) and of pHash distances between duplicates, a
 gallery of duplicate groups, semantic clusters (cluster sizes before/after balance, SemDeDup's
-clusters; from the manifest's stage stats), a gallery of rejected samples per reason, and the timing
-per stage.
+clusters; from the manifest's stage stats), instruction data (instruction_section.py; only for a run on
+conversations), a gallery of rejected samples per reason, and the timing per stage.
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ from mmcurate.report.charts import (
     histogram_svg,
     rank_size_svg,
 )
+from mmcurate.report.instruction_section import INSTRUCTION_CSS, INSTRUCTION_SECTION, instruction_section
 from mmcurate.report.run_data import RunData, load_run
 from mmcurate.report.thumbnails import display_text
 from mmcurate.stages.semantic import BalanceStats, SemanticDedupStats
@@ -94,14 +95,16 @@ def write_report(out_dir, path=None) -> Path:
 def render_report(data: RunData) -> str:
     """The report as one HTML string."""
     title = f"mmcurate report · {data.out_dir.resolve().name}"
+    instruction = instruction_section(data)  # "" for a run without instruction data
     body = [
         _header(data),
-        _nav(),
+        _nav(with_instruction=bool(instruction)),
         _section_run(data),
         _section_funnel(data),
         _section_distributions(data),
         _section_duplicates(data),
         _section_clusters(data),
+        instruction,
         _section_rejects(data),
         _section_timing(data),
         _footer(data),
@@ -112,7 +115,7 @@ def render_report(data: RunData) -> str:
         # Nothing may be fetched: the policy makes the browser refuse it, should a resource slip in.
         '<meta http-equiv="Content-Security-Policy" content="default-src \'none\'; '
         "img-src data:; style-src 'unsafe-inline'\">"
-        f"<title>{e(title)}</title><style>{_CSS}</style></head>\n<body><main>\n"
+        f"<title>{e(title)}</title><style>{_CSS}{INSTRUCTION_CSS}</style></head>\n<body><main>\n"
         + "\n".join(body)
         + "\n</main></body></html>\n"
     )
@@ -227,8 +230,11 @@ def _header(data: RunData) -> str:
     )
 
 
-def _nav() -> str:
-    links = "".join(f'<a href="#{sid}">{e(title)}</a>' for sid, title in SECTIONS)
+def _nav(with_instruction: bool = False) -> str:
+    sections = list(SECTIONS)
+    if with_instruction:
+        sections.insert(sections.index(("rejects", "Rejects")), INSTRUCTION_SECTION)
+    links = "".join(f'<a href="#{sid}">{e(title)}</a>' for sid, title in sections)
     return f'<nav aria-label="sections">{links}</nav>'
 
 
