@@ -17,6 +17,13 @@ last. Later global steps see the edited conversation (``edited_turns``); the wri
 to the kept rows through stages.batch.set_turns (``apply_turn_edits``), so `turns`, `question`/`answer`, the
 caption and the record in `meta` (the output shard's JSON, samples.parquet, the LLaVA export) agree. The edit
 columns stay in samples.parquet: what each step changed remains visible. A run without them is written as before.
+
+Appends (negative_synthesis adding question/answer pairs): an edit whose turn is APPEND_TURN (-1) appends its text as
+a new turn after the conversation; one step's appends are pairs, so they take the roles human, gpt, human, ... in
+order. Appended turns get the indices after the turns before them (the map phase's, then earlier steps' appends), so
+a later step can edit or remove them like any turn. An appended turn is synthetic: its element of the record's
+`conversations` carries ``"synthetic": true`` (stages.batch.sync_meta), in the output shards, samples.parquet and
+the LLaVA export.
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from mmcurate.io.conversations import GPT, HUMAN
 from mmcurate.pipeline.global_phase import GlobalPhaseResult
 from mmcurate.pipeline.manifest import json_default
 from mmcurate.pipeline.recipe import Recipe
@@ -40,6 +48,8 @@ from mmcurate.pipeline.stage import AccountingError
 TURN_EDITS_SUFFIX = "_turn_edits"
 TURN_EDIT_TYPE = pa.struct([pa.field("turn", pa.int32()), pa.field("text", pa.string())])
 TURN_EDITS_TYPE = pa.list_(TURN_EDIT_TYPE)
+#: An edit's turn that appends a turn instead of naming one (module docstring).
+APPEND_TURN = -1
 
 #: The reader's columns; every other scalar column of a kept sample goes into its JSON under "mmcurate".
 INPUT_COLUMNS = ("key", "source", "image", "image_ext", "caption", "meta")
@@ -143,14 +153,23 @@ def edited_turns(turns: list[dict] | None, edits, keep_removed: bool = False) ->
     """``turns`` ({"role", "text"} dicts) with ``edits`` applied: an iterable of edit lists (each None or a list of
     {"turn", "text"}), in step order. keep_removed: a removed turn stays as None, so that indices still refer to the
     original turns (what a later step edits by); else removed turns are dropped. An index out of range is a
-    ValueError (a step's bug, never the data's)."""
+    ValueError (a step's bug, never the data's). Turn APPEND_TURN (-1) appends a turn, marked {"synthetic": True};
+    one step's appends take the roles human, gpt, human, ... (question/answer pairs) and the indices after every
+    turn before them, which a later step's edits may name."""
     if turns is None:
         return None
     out: list = [dict(t) for t in turns]
     removed = set()
     for edit_list in edits:
+        appended = 0
         for e in edit_list or ():
             k = e["turn"]
+            if k == APPEND_TURN:  # an appended question/answer pair's turn (module docstring)
+                if e["text"] is None:
+                    raise ValueError("a turn edit appends a turn without text")
+                out.append({"role": HUMAN if appended % 2 == 0 else GPT, "text": e["text"], "synthetic": True})
+                appended += 1
+                continue
             if k is None or not 0 <= k < len(out):
                 raise ValueError(f"a turn edit names turn {k} of a conversation of {len(out)} turns")
             if e["text"] is None:

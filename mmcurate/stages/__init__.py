@@ -4,6 +4,7 @@ image: integrity, image_filter, exact_dedup, phash_dedup
 text:  caption_clean, caption_filter, pii_redact
 conversation: conversation_check, conversation_clean (instruction data read by the LLaVA reader)
 instruction: instruction_dedup, answer_balance, option_order, template_stats, task_mix (instruction data)
+negatives: negative_synthesis (POPE-style negative pairs appended to instruction data; optional)
 split: split (leakage-free train/val/test)
 clip:  clip_embed, clip_score_filter
 heads: clip_heads (NSFW / watermark / aesthetic heads on the CLIP image embeddings)
@@ -12,5 +13,5 @@ semantic: semantic_dedup, balance
 
 import importlib
 
-for _module in ("image", "text", "conversation", "instruction", "split", "clip", "heads", "semantic"):
+for _module in ("image", "text", "conversation", "instruction", "split", "clip", "heads", "semantic", "negatives"):
     importlib.import_module(f"mmcurate.stages.{_module}")

@@ -103,7 +103,8 @@ def cpu_resources(num_threads) -> Resources:
 
 def sync_meta(meta: str | None, turns: list[dict] | None) -> str | None:
     """The record (meta JSON) with its conversations rewritten from `turns` (io.conversations.record_with_turns),
-    as compact JSON; the meta as it is when it already agrees, or is not a JSON object."""
+    as compact JSON; the meta as it is when it already agrees, or is not a JSON object. A turn marked
+    {"synthetic": True} (appended by a global step: pipeline.write_phase) is marked so in the record."""
     from mmcurate.io.conversations import record_with_turns, turns_from_record
 
     if turns is None or not meta:
@@ -114,7 +115,13 @@ def sync_meta(meta: str | None, turns: list[dict] | None) -> str | None:
         return meta
     if not isinstance(record, dict) or turns_from_record(record) == turns:
         return meta
-    return json.dumps(record_with_turns(record, turns), ensure_ascii=False, separators=(",", ":"))
+    record = record_with_turns(record, turns)
+    if any(t.get("synthetic") for t in turns if isinstance(t, dict)):  # turns a global step appended
+        conv = record["conversations"]
+        for k, t in enumerate(turns):
+            if isinstance(t, dict) and t.get("synthetic") and isinstance(conv[k], dict):
+                conv[k] = {**conv[k], "synthetic": True}
+    return json.dumps(record, ensure_ascii=False, separators=(",", ":"))
 
 
 def set_turns(batch: pa.Table, turns: list, *, sync_record: bool = True) -> pa.Table:
