@@ -30,16 +30,23 @@ One row per entry, the whole conversation kept:
   and Arrow cannot hold it); an id that cannot be a key (`..`, control characters, a surrogate) is `bad_key`.
 - Shards are fixed chunks of the entries in file order: `FILE@00000` covers entries [0, shard_size).
 
-The file is parsed once per process and each entry kept as its compact JSON text (memory about the
-size of the file); the conversation columns are derived from it when a shard is read. Use JSONL for files too
-large for that.
+Opening the reader parses the whole file once (a malformed file fails then, not mid-run; repeated ids are found
+then), and what a map task needs survives pickling, so a task never parses the whole file again:
+- JSONL: the shards are byte ranges of the file (found by that pass), and a task reads and parses only its own
+  lines. Keys are derived from each entry alone, except where the whole-file pass gave another (a repeat renamed
+  `KEY~1` under on_duplicate_key="suffix", a substitute key already taken): those few are kept in the reader.
+- A JSON list: parsed once per process (a module cache keyed by the path, size and mtime, which the pickled
+  reader finds again), each entry kept as its compact JSON text (memory about the size of the file). Use JSONL
+  for files too large for that.
+A file that changed (size or mtime) since the reader was opened is an error when a shard is read.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import NamedTuple
 
 import pyarrow as pa
@@ -58,6 +65,8 @@ from mmcurate.io.conversations import conversation_columns, image_paths, turns_f
 from mmcurate.io.keys import IMAGE_EXTS, KeyRegistry, json_problem, sniff_image_ext
 from mmcurate.pipeline.schema import CONVERSATION_SAMPLE_SCHEMA
 
+_JSONL_SUFFIXES = (".jsonl", ".ndjson")
+
 
 def _is_unicode(text: str) -> bool:
     """Whether the text encodes as UTF-8 (no unpaired surrogate from a JSON escape such as "\\ud800")."""
@@ -74,6 +83,89 @@ class _Entry(NamedTuple):
     meta: str
     reason: str | None = None
     detail: str | None = None
+
+
+class _Span(NamedTuple):
+    """One JSONL shard: the bytes [start, stop) of the file, whose first entry is entry `index` on line `lineno`."""
+
+    start: int
+    stop: int
+    index: int
+    lineno: int
+
+
+def _file_stat(path: str) -> tuple[int, int, int]:
+    st = os.stat(path)
+    return st.st_size, st.st_mtime_ns, st.st_ino
+
+
+def _jsonl_lines(f: Iterable[bytes], offset: int = 0) -> Iterator[tuple[int, str]]:
+    """(byte offset, text) of each line of a binary file, as a text-mode file yields them: universal newlines
+    ("\\n", "\\r\\n" or a lone "\\r" ends a line, the ending read as "\\n") and invalid UTF-8 replaced. Decoding
+    line by line gives the same text as decoding the whole file: no UTF-8 sequence holds a "\\r" or "\\n" byte."""
+    for raw in f:  # split at b"\n": a "\r\n" stays in one piece
+        for part in raw.splitlines(keepends=True) if b"\r" in raw else (raw,):
+            text = part.decode("utf-8", "replace")
+            if text.endswith("\r\n"):
+                text = text[:-2] + "\n"
+            elif text.endswith("\r"):
+                text = text[:-1] + "\n"
+            yield offset, text
+            offset += len(part)
+
+
+def _parse_line(lineno: int, text: str) -> tuple[object, str | None]:
+    """(record, None), or (None, why) for a JSONL line that cannot be an entry."""
+    try:
+        return json.loads(text), None
+    except ValueError as exc:  # one bad line is one reject, not a failed run
+        return None, f"line {lineno}: invalid JSON ({one_line(exc, 200)})"
+    except RecursionError:
+        return None, f"line {lineno}: JSON nested too deep to parse"
+
+
+def _entry(index: int, record: object, why: str | None, *, meta: bool = True) -> tuple[_Entry, bool]:
+    """(the entry as if it were alone in the file, whether its key is a substitute). A substitute key (a row
+    standing for an unreadable entry or a bad key) is renamed `KEY~N` when taken, whatever the policy; a claimed
+    one follows on_duplicate_key. meta=False: the key and images only (the reasons that do not touch the key are
+    left out), for the pass that only finds the keys."""
+    if why is None and not isinstance(record, dict):
+        why = f"entry {index} is a {type(record).__name__}, not an object"
+    if why is not None:
+        return _Entry(f"entry_{index}", (), "{}", "bad_meta", why), True
+    assert isinstance(record, dict)
+    images = tuple(image_paths(record))
+    image = images[0] if images else None
+    if record.get("id") not in (None, ""):
+        key = str(record["id"])
+    elif image is not None:
+        key = image.rsplit(".", 1)[0] if "." in image.rsplit("/", 1)[-1] else image
+    else:
+        key = f"entry_{index}"
+    if not _is_unicode(key):
+        return _Entry(f"entry_{index}", (), "{}", "bad_key", f"entry {index}: the id holds an unpaired surrogate"), True
+    key, reason, detail = KeyRegistry("error", "").claim_or_reject(key, f"entry {index}")  # alone: never a repeat
+    if reason is not None:
+        return _Entry(key, (), "{}", reason, detail), True
+    if not meta:
+        return _Entry(key, images, "{}"), False
+    problem = json_problem(record)  # stages walk the meta: no deeper than they can
+    if problem:
+        return _Entry(key, (), "{}", "bad_meta", f"entry {index}: {problem}"), False
+    text = json.dumps(record, ensure_ascii=False, separators=(",", ":"))
+    if not _is_unicode(text):  # a "\\ud800" escape: Python reads it, Arrow and UTF-8 cannot hold it
+        return _Entry(key, (), "{}", "bad_meta", f"entry {index}: text holds an unpaired surrogate"), False
+    return _Entry(key, images, text), False
+
+
+def _claim(keys: KeyRegistry, index: int, entry: _Entry, substitute: bool) -> str:
+    """The entry's key in the whole file: its own, or `KEY~N` for a repeat (DuplicateKeyError under "error")."""
+    return keys.substitute(entry.key) if substitute else keys.claim(entry.key, f"entry {index}")
+
+
+#: A JSON list's entries, parsed once per process: {(path, size, mtime_ns, inode, on_duplicate_key): entries}, the
+#: last file only. A pickled reader (a map task's) finds them here instead of parsing the file again.
+_JSON_CACHE: dict[tuple, list[_Entry]] = {}
 
 
 def _conversation(meta: str, images: tuple[str, ...]) -> tuple[str | None, dict]:
@@ -121,22 +213,57 @@ class LlavaReader(Reader):
         self.on_duplicate_key = on_duplicate_key
         self.max_image_bytes = check_byte_limit("max_image_bytes", max_image_bytes)
         self.allow_outside_root = check_flag("allow_outside_root", allow_outside_root)
+        self._jsonl = self.path.lower().endswith(_JSONL_SUFFIXES)
         self._entries: list[_Entry] | None = None
-        self._load()  # parse now: a malformed file fails when the reader is opened, not mid-run
+        self._spans: list[_Span] = []  # JSONL: the shards' byte ranges
+        self._keys: dict[int, str] = {}  # JSONL: {entry index: its key} where the whole file renamed it
+        # parse now: a malformed file or a repeated id fails when the reader is opened, not mid-run
+        self._stat = _file_stat(self.path)
+        self._n = self._index_jsonl() if self._jsonl else len(self._load())
 
-    def _records(self) -> Iterator[tuple[object, str | None]]:
-        """(record, None), or (None, why) for a JSONL line that cannot be an entry."""
-        if self.path.lower().endswith((".jsonl", ".ndjson")):
-            with open(self.path, encoding="utf-8", errors="replace") as f:
-                for lineno, line in enumerate(f, 1):
-                    if line.strip():
-                        try:
-                            yield json.loads(line), None
-                        except ValueError as exc:  # one bad line is one reject, not a failed run
-                            yield None, f"line {lineno}: invalid JSON ({one_line(exc, 200)})"
-                        except RecursionError:
-                            yield None, f"line {lineno}: JSON nested too deep to parse"
-            return
+    def _check_unchanged(self) -> None:
+        if _file_stat(self.path) != self._stat:
+            raise ValueError(
+                f"LLaVA file {self.path!r} changed since the reader was opened (size or mtime); open it again"
+            )
+
+    def _index_jsonl(self) -> int:
+        """The one whole-file pass over a JSONL file: the shards' byte ranges and the renamed keys; the count."""
+        keys = KeyRegistry(self.on_duplicate_key, f"LLaVA file {self.path!r}")
+        firsts: list[tuple[int, int, int]] = []
+        index = 0
+        with open(self.path, "rb") as f:
+            for lineno, (offset, text) in enumerate(_jsonl_lines(f), 1):
+                if not text.strip():
+                    continue
+                if index % self.shard_size == 0:
+                    firsts.append((offset, index, lineno))
+                entry, substitute = _entry(index, *_parse_line(lineno, text), meta=False)
+                key = _claim(keys, index, entry, substitute)
+                if key != entry.key:
+                    self._keys[index] = key
+                index += 1
+        self._check_unchanged()
+        stops = [start for start, _, _ in firsts[1:]] + [self._stat[0]]
+        self._spans = [_Span(start, stop, i, ln) for (start, i, ln), stop in zip(firsts, stops)]
+        return index
+
+    def _jsonl_entries(self, span: _Span) -> Iterator[_Entry]:
+        """A JSONL shard's entries: its own bytes read and parsed, nothing else."""
+        with open(self.path, "rb") as f:
+            f.seek(span.start)
+            data = f.read(span.stop - span.start)
+        index = span.index
+        for lineno, (_, text) in enumerate(_jsonl_lines(io.BytesIO(data)), span.lineno):
+            if not text.strip():
+                continue
+            entry, _ = _entry(index, *_parse_line(lineno, text))
+            key = self._keys.get(index)
+            yield entry if key is None else entry._replace(key=key)
+            index += 1
+
+    def _records(self) -> Iterator[object]:
+        """A JSON list's records."""
         with open(self.path, encoding="utf-8", errors="replace") as f:
             try:
                 data = json.load(f)
@@ -149,71 +276,46 @@ class LlavaReader(Reader):
                 ) from None
         if not isinstance(data, list):
             raise ValueError(f"{self.path}: expected a JSON list of entries, got {type(data).__name__}")
-        for record in data:
-            yield record, None
+        yield from data
 
     def _load(self) -> list[_Entry]:
+        """A JSON list's entries, parsed once per process."""
         if self._entries is None:
-            keys = KeyRegistry(self.on_duplicate_key, f"LLaVA file {self.path!r}")
-            entries = []
-            for index, (record, why) in enumerate(self._records()):
-                if why is None and not isinstance(record, dict):
-                    why = f"entry {index} is a {type(record).__name__}, not an object"
-                if why is not None:
-                    entries.append(_Entry(keys.substitute(f"entry_{index}"), (), "{}", "bad_meta", why))
-                    continue
-                images = tuple(image_paths(record))
-                image = images[0] if images else None
-                if record.get("id") not in (None, ""):
-                    key = str(record["id"])
-                elif image is not None:
-                    key = image.rsplit(".", 1)[0] if "." in image.rsplit("/", 1)[-1] else image
-                else:
-                    key = f"entry_{index}"
-                if not _is_unicode(key):
-                    why = f"entry {index}: the id holds an unpaired surrogate"
-                    entries.append(_Entry(keys.substitute(f"entry_{index}"), (), "{}", "bad_key", why))
-                    continue
-                key, reason, detail = keys.claim_or_reject(key, f"entry {index}")
-                meta = "{}"
-                if reason is None:
-                    problem = json_problem(record)  # stages walk the meta: no deeper than they can
-                    reason, detail = ("bad_meta", f"entry {index}: {problem}") if problem else (None, None)
-                if reason is None:
-                    meta = json.dumps(record, ensure_ascii=False, separators=(",", ":"))
-                    if not _is_unicode(meta):  # a "\\ud800" escape: Python reads it, Arrow and UTF-8 cannot hold it
-                        reason, detail, meta = "bad_meta", f"entry {index}: text holds an unpaired surrogate", "{}"
-                if reason is not None:
-                    entries.append(_Entry(key, (), "{}", reason, detail))
-                    continue
-                entries.append(_Entry(key, images, meta))
+            cache_key = (self.path, *self._stat, self.on_duplicate_key)
+            entries = _JSON_CACHE.get(cache_key)
+            if entries is None:
+                keys = KeyRegistry(self.on_duplicate_key, f"LLaVA file {self.path!r}")
+                entries = []
+                for index, record in enumerate(self._records()):
+                    entry, substitute = _entry(index, record, None)
+                    entries.append(entry._replace(key=_claim(keys, index, entry, substitute)))
+                self._check_unchanged()
+                _JSON_CACHE.clear()
+                _JSON_CACHE[cache_key] = entries
             self._entries = entries
         return self._entries
 
     def shards(self) -> list[str]:
-        n = len(self._load())
-        n_shards = -(-n // self.shard_size)
+        n_shards = -(-self._n // self.shard_size)
         width = max(5, len(str(max(n_shards - 1, 0))))
         return [f"{self.path}@{i:0{width}d}" for i in range(n_shards)]
 
-    def _shard_range(self, shard: str) -> tuple[int, int]:
-        n = len(self._load())
+    def _shard_index(self, shard: str) -> int:
         path, at, index = shard.rpartition("@")
-        if not at or path != self.path or not index.isdigit() or int(index) * self.shard_size >= n:
+        if not at or path != self.path or not index.isdigit() or int(index) * self.shard_size >= self._n:
             raise ValueError(f"unknown shard {shard!r} for LLaVA file {self.path!r} ({len(self.shards())} shards)")
-        start = int(index) * self.shard_size
-        return start, min(start + self.shard_size, n)
+        return int(index)
 
     def count(self, shard: str) -> int | None:
-        start, stop = self._shard_range(shard)
-        return stop - start
+        start = self._shard_index(shard) * self.shard_size
+        return min(self.shard_size, self._n - start)
 
     def describe(self) -> dict:
         return {
             "format": self.format,
             "path": self.path,
             "shards": len(self.shards()),
-            "samples": len(self._load()),
+            "samples": self._n,
             "options": {
                 "image_root": self.image_root,
                 "shard_size": self.shard_size,
@@ -223,13 +325,21 @@ class LlavaReader(Reader):
             },
         }
 
+    def _shard_entries(self, shard: str) -> Iterator[_Entry]:
+        i = self._shard_index(shard)
+        self._check_unchanged()
+        if self._jsonl:
+            return self._jsonl_entries(self._spans[i])
+        start = i * self.shard_size
+        return iter(self._load()[start : start + self.shard_size])
+
     def read(
         self, shard: str, batch_size: int = 256, max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES
     ) -> Iterator[pa.Table]:
-        start, stop = self._shard_range(shard)
+        entries = self._shard_entries(shard)
         batcher = Batcher(batch_size, max_batch_bytes, self.schema)
         root_real = os.path.realpath(self.image_root)
-        for key, images, meta, reason, detail in self._load()[start:stop]:
+        for key, images, meta, reason, detail in entries:
             image = image_ext = None
             if images and reason is None:
                 name = images[0].rsplit("/", 1)[-1]
