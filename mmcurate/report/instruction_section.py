@@ -334,6 +334,26 @@ def _task_mix_card(stats_dict: dict, kept: dict[str, int]) -> str:
     )
 
 
+def _kept_types_card(kept: dict[str, int]) -> str:
+    """Without task_mix: the task types the kept samples carry (a `task_type` column; "all" without one)."""
+    names = sorted(kept, key=_type_key)[:MAX_LISTED]
+    total = sum(kept.values())
+    rows = [
+        f'<tr data-type="{_e(n)}"><td class="name">{_e(n)}</td><td class="num" data-side="kept">{_num(kept[n])}</td>'
+        f'<td class="num">{_share(kept[n] / total if total else None)}</td></tr>'
+        for n in names
+    ]
+    bars = [BarRow(n, [Segment(kept[n], PALETTE["primary"], f"{n}: {kept[n]:,}")], f"{kept[n]:,}") for n in names]
+    chart = bar_chart_svg(bars, "kept conversations per task type")
+    note = "task_mix did not run: the task types of the kept samples (samples.parquet)."
+    return _card(
+        "task_mix",
+        "Task mix",
+        f'<div class="chart">{chart}</div>{_table(["task type", "kept", "share"], rows, "mix")}'
+        f'<p class="note">{_e(note)}</p>',
+    )
+
+
 def _yes_after(entry: dict, removed_class) -> float | None:
     yes, no, removed = _float(entry.get("yes")), _float(entry.get("no")), _float(entry.get("removed")) or 0.0
     if yes is None or no is None:
@@ -656,7 +676,7 @@ def instruction_section(data: RunData) -> str:
     if mix is not None:
         cards.append(_task_mix_card(mix, kept))
     elif kept:
-        cards.append(_task_mix_card({"counts": kept}, {}))
+        cards.append(_kept_types_card(kept))
     balance = _last_stats(data, "answer_balance")
     if balance is not None:
         cards.append(_answer_balance_card(balance))
