@@ -212,6 +212,8 @@ def candidate_order(
     elif strategy == "popularity":
         order = popularity_order(vocab)
     elif strategy == "co_occurrence":
+        if cooc is None:
+            raise ValueError("the co_occurrence strategy needs the co-occurrence lists")
         score = np.zeros(n, np.int64)
         for i in own:
             k, c = cooc[i]
