@@ -240,6 +240,7 @@ def _scan_samples(data: RunData, wanted_keys: set[str]) -> tuple[dict[str, np.nd
     lengths: dict[str, list[np.ndarray]] = {}
     kept: dict[str, int] = {}
     found: dict[str, list] = {}
+    wanted = pa.array(sorted(wanted_keys), pa.string())
     try:
         batches = pq.ParquetFile(path).iter_batches(batch_size=BATCH_ROWS, columns=columns)
         for batch in batches:
@@ -264,7 +265,7 @@ def _scan_samples(data: RunData, wanted_keys: set[str]) -> tuple[dict[str, np.nd
                     lengths.setdefault(t, []).append(words_np[mask])
             if wanted_keys and "key" in columns:
                 keys = batch.column("key")
-                hit = pc.is_in(keys, value_set=pa.array(sorted(wanted_keys), pa.string()))
+                hit = pc.is_in(keys, value_set=wanted)
                 for k, conv in zip(pc.filter(keys, hit).to_pylist(), pc.filter(turns, hit).to_pylist()):
                     found[k] = conv
     except (OSError, pa.ArrowException, KeyError, TypeError):
