@@ -190,7 +190,9 @@ class MemoryGlobalContext:
 
     @classmethod
     def for_plan(cls, work, n_shards: int, plan) -> MemoryGlobalContext:
-        return cls.from_work(work, n_shards, [c for st in plan.global_steps for c in st.requires])
+        return cls.from_work(
+            work, n_shards, [c for st in plan.global_steps for c in (*st.requires, *st.reads_if_present)]
+        )
 
     @property
     def n_alive(self) -> int:

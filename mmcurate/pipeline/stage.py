@@ -166,6 +166,9 @@ class GlobalStage(_StageBase):
 
     # Metadata columns the global step needs from every surviving sample (never "image").
     requires: tuple[str, ...] = ("key", "source")
+    # Columns it reads when the input has them (e.g. "has_image", only instruction data has it): loaded with
+    # `requires` in memory mode too, so the step sees the same columns in either context; never an error.
+    reads_if_present: tuple[str, ...] = ()
     # The per-batch half of a global step (e.g. computing sha256 / pHash), run by the executor in the
     # map phase at this stage's recipe position; its added columns reach run() through `requires`.
     map_part: MapStage | None = None

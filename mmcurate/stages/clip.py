@@ -15,8 +15,15 @@ earlier in the recipe that has been done, hence the default ``header``. ``proces
 ``truncated``, ``empty``...; ``missing_image`` for a null image) and its message as detail. The rest get
 
 * ``image_embedding``: ``fixed_size_list<float16, d>``, L2-normalised (fp16 halves the storage);
-* ``text_embedding``: the same for ``caption`` (``text: true``); null for a null/blank caption (kept);
+* ``text_embedding``: the same for the text of ``text_field`` (``text: true``); null for a null/blank text (kept);
 * ``clip_score``: float32 cosine(image, text), computed from the full-precision embeddings; null with no text.
+
+``text_field`` picks the text: ``caption`` (default; on LLaVA data the first answer), or on instruction data
+(the llava reader's columns) ``question`` (the first question, without ``<image>``: relevance between the image
+and what is asked), ``answer`` (the first answer) or ``question_answer`` (both, joined by a space). A field whose
+column the input lacks is an error. Text-only samples of instruction data (``has_image`` false:
+stages.batch.text_only_rows) pass untouched: null ``image_embedding``, ``text_embedding`` and ``clip_score``, no
+reject (``clip_heads`` and ``clip_score_filter`` pass them too).
 
 The loaded model is not pickled (``__getstate__`` drops it); a worker calls ``setup()`` itself.
 
@@ -26,7 +33,8 @@ A GlobalStage over ``clip_score``: ``threshold`` (keep score >= threshold; LAION
 ``keep_fraction`` (keep the top fraction of the scored samples over the whole run, ``round(f * n)`` of them,
 half up; DataComp's best single filter keeps the top 30% by ViT-L/14 score). Ties at the cut go to the smaller
 key, so the result is deterministic and independent of the row order. Samples without a score (null/NaN) are
-rejected ``no_clip_score``; the others below the cut ``clip_score``.
+rejected ``no_clip_score``; the others below the cut ``clip_score``. Text-only samples (``has_image`` false) are
+kept and not counted among the scored (stats: ``text_only``).
 """
 
 from __future__ import annotations
@@ -63,11 +71,20 @@ from mmcurate.pipeline.stage import (
     registry,
     with_sample_ids,
 )
-from mmcurate.stages.batch import MISSING_IMAGE, blob_views, cpu_resources, kept_and_rejected, with_column
+from mmcurate.stages.batch import (
+    MISSING_IMAGE,
+    blob_views,
+    cpu_resources,
+    kept_and_rejected,
+    text_only_rows,
+    with_column,
+)
 from mmcurate.stages.embeddings import embedding_array
 
 #: Image loaders for clip_embed: "auto" = DALI on a GPU when DALI is installed, the native loader otherwise.
 LOADERS = ("auto", "native", "dali")
+#: What clip_embed's text embedding (and clip_score) is of: the caption, or instruction data's question/answer.
+TEXT_FIELDS = ("caption", "question", "answer", "question_answer")
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -93,6 +110,7 @@ class ClipEmbed(MapStage):
         loader: str = "auto"
         dali_validate: str = "header"
         text: bool = True
+        text_field: str = "caption"
         num_threads: int | None = None
         seed: int = 0
 
@@ -112,6 +130,7 @@ class ClipEmbed(MapStage):
                 check_bool(key, getattr(self, key))
             check_device(self.device, allow_index=True)
             check_choice("loader", self.loader, LOADERS)
+            check_choice("text_field", self.text_field, TEXT_FIELDS)
             from mmcurate.models.dali_loader import VALIDATE_MODES
 
             check_choice("dali_validate", self.dali_validate, VALIDATE_MODES)
@@ -201,14 +220,19 @@ class ClipEmbed(MapStage):
         if self._clip is None:
             self.setup()
         clip, n = self._clip, batch.num_rows
+        texts = self._texts(batch) if self.params.text else None
+        text_only = text_only_rows(batch)  # no image: passed untouched, with null columns
         blobs = blob_views(batch.column("image"))
-        missing = np.array([b is None for b in blobs], dtype=bool)
-        loaded = self._loader.load([b"" if b is None else b for b in blobs])
-        rejected = np.ones(n, dtype=bool)
-        rejected[loaded.indices] = False
+        missing = np.array([b is None for b in blobs], dtype=bool) & ~text_only
+        image_rows = np.flatnonzero(~text_only)
+        loaded = self._loader.load([b"" if blobs[i] is None else blobs[i] for i in image_rows])
+        indices = image_rows[np.asarray(loaded.indices, dtype=np.int64)]
+        rejected = ~text_only
+        rejected[indices] = False
         reasons, details = [None] * n, [None] * n
         for r in loaded.rejected:
-            reasons[r.index], details[r.index] = r.status, r.reason or r.status
+            i = int(image_rows[r.index])
+            reasons[i], details[i] = r.status, r.reason or r.status
         for i in np.flatnonzero(missing):
             rejected[i] = True
             reasons[i], details[i] = MISSING_IMAGE
@@ -218,25 +242,41 @@ class ClipEmbed(MapStage):
 
         d = clip.embed_dim
         img = np.zeros((n, d), dtype=np.float32)
-        ok = loaded.indices[~missing[loaded.indices]]
-        if len(loaded.indices):
+        ok = indices[~missing[indices]]
+        if len(indices):
             e = _host_float32(clip.embed_images(loaded.pixels, batch_size=self.batch_size))
-            img[loaded.indices] = e
-        batch = with_column(batch, "image_embedding", embedding_array(img))
+            img[indices] = e
+        batch = with_column(batch, "image_embedding", embedding_array(img, ~text_only))
         if self.params.text:
             txt = np.zeros((n, d), dtype=np.float32)
             has_text = np.zeros(n, dtype=bool)
-            if "caption" in batch.column_names:
-                captions = batch.column("caption").to_pylist()
-                rows = [i for i in ok if isinstance(captions[i], str) and captions[i].strip()]
+            if texts is not None:
+                rows = [i for i in ok if isinstance(texts[i], str) and texts[i].strip()]
                 if rows:
-                    t = clip.embed_texts([captions[i] for i in rows])
+                    t = clip.embed_texts([texts[i] for i in rows])
                     txt[rows] = np.asarray(t, dtype=np.float32)
                     has_text[rows] = True
             score = np.einsum("nd,nd->n", img, txt).astype(np.float32)
             batch = with_column(batch, "text_embedding", embedding_array(txt, has_text))
             batch = with_column(batch, "clip_score", pa.array(score, pa.float32(), mask=~has_text))
         return kept_and_rejected(batch, self.name, rejected, reasons, details)
+
+    def _texts(self, batch: pa.Table) -> list | None:
+        """Each row's text to embed (text_field), None for a row without one; None without a caption column."""
+        field = self.params.text_field
+        if field == "caption":
+            return batch.column("caption").to_pylist() if "caption" in batch.column_names else None
+        names = ("question", "answer") if field == "question_answer" else (field,)
+        lacking = [c for c in names if c not in batch.column_names]
+        if lacking:
+            raise StageError(
+                f"stage '{self.name}': text_field {field!r} needs the column(s) {', '.join(lacking)}, which only "
+                f"instruction data has (the llava reader); use text_field: caption for this input"
+            )
+        columns = [batch.column(c).to_pylist() for c in names]
+        if len(columns) == 1:
+            return columns[0]
+        return [" ".join(t for t in row if isinstance(t, str) and t.strip()) for row in zip(*columns)]
 
 
 def _host_float32(emb) -> np.ndarray:
@@ -265,6 +305,7 @@ class ClipScoreFilter(GlobalStage):
 
     name = "clip_score_filter"
     requires = ("key", "source", "clip_score")
+    reads_if_present = ("has_image",)  # instruction data: text-only samples pass
 
     @dataclass
     class Params:
@@ -293,7 +334,8 @@ class ClipScoreFilter(GlobalStage):
         t0 = time.perf_counter()
         p = self.params
         views = ctx.views()
-        outs = list(ctx.map_fn(_clip_scan_task, [(v, self) for v in views]))
+        text_only = "has_image" in ctx.column_names
+        outs = list(ctx.map_fn(_clip_scan_task, [(v, self, text_only) for v in views]))
         ids = np.concatenate([o[0] for o in outs]) if outs else np.zeros(0, np.int64)
         scores = np.concatenate([o[1] for o in outs]) if outs else np.zeros(0, np.float64)
         n = sum(o[2] for o in outs)
@@ -307,14 +349,19 @@ class ClipScoreFilter(GlobalStage):
                 ids, scores, n_keep, lambda some: ctx.fetch(some, ["key"]).column("key").combine_chunks()
             )
             shard = id_shards(kept)
-            rejected = list(ctx.map_fn(_clip_reject_task, [(v, self, kept[shard == v.index], cut) for v in views]))
+            rejected = list(
+                ctx.map_fn(_clip_reject_task, [(v, self, text_only, kept[shard == v.index], cut) for v in views])
+            )
             kept_scores = scores[_in_sorted(kept, ids)]
         rejected = (
             pa.concat_tables(rejected)
             if rejected
             else with_sample_ids(clip_score_rejects(self.name, [], [], np.zeros(0), cut, None), [])
         )
-        return GlobalResult(rejected=rejected, stats=self.result_stats(cut, n, scores, kept_scores, t0))
+        stats = self.result_stats(cut, n, scores, kept_scores, t0)
+        if text_only:
+            stats.text_only = sum(o[4] for o in outs)
+        return GlobalResult(rejected=rejected, stats=stats)
 
     def cut_label(self) -> str | None:
         """The keep_fraction cut's name in reject details (None in threshold mode)."""
@@ -352,14 +399,16 @@ class ClipScoreFilterStats(StepStats):
     scores: dict | None = None  # percentiles of the scored samples' scores
     kept_scores: dict | None = None  # and of the kept ones'
     keep_fraction: float | None = None
+    text_only: int | None = None  # instruction data: samples without an image, kept unscored
 
 
 # clip_score_filter's tasks (module level: they travel to worker processes and Ray workers by reference)
-def _clip_scores(view):
-    """One shard's (key, source, clip_score, SAMPLE_ID) and its scores as float64 (NaN: unscored)."""
-    t = view.read(["key", "source", "clip_score"])
+def _clip_scores(view, text_only: bool):
+    """One shard's (key, source, clip_score, SAMPLE_ID), its scores as float64 (NaN: unscored) and its text-only
+    rows (text_only: the input has `has_image`), which pass."""
+    t = view.read(["key", "source", "clip_score", *(["has_image"] if text_only else [])])
     scores = np.asarray(pc.cast(t.column("clip_score"), pa.float64()).to_numpy(zero_copy_only=False), np.float64)
-    return t, scores
+    return t, scores, text_only_rows(t)
 
 
 def _clip_rejects(stage, t, scores, keep, cut, label) -> pa.Table:
@@ -371,22 +420,24 @@ def _clip_rejects(stage, t, scores, keep, cut, label) -> pa.Table:
 
 
 def _clip_scan_task(task):
-    """(ids, scores) of the shard's scored samples and its row count; with a threshold also its rejects."""
-    view, stage = task
-    t, scores = _clip_scores(view)
-    scored = ~np.isnan(scores)
+    """(ids, scores) of the shard's scored samples, its row count (text-only rows left out); with a threshold also
+    its rejects; the count of its text-only rows."""
+    view, stage, text_only = task
+    t, scores, passing = _clip_scores(view, text_only)
+    scored = ~np.isnan(scores) & ~passing
     rejects = None
     if stage.params.threshold is not None:
         cut = float(stage.params.threshold)
-        rejects = _clip_rejects(stage, t, scores, scored & (scores >= cut), cut, None)
+        rejects = _clip_rejects(stage, t, scores, (scored & (scores >= cut)) | passing, cut, None)
     ids = t.column(SAMPLE_ID).to_numpy().astype(np.int64)
-    return ids[scored], scores[scored], t.num_rows, rejects
+    n_passing = int(passing.sum())
+    return ids[scored], scores[scored], t.num_rows - n_passing, rejects, n_passing
 
 
 def _clip_reject_task(task):
-    view, stage, kept_ids, cut = task
-    t, scores = _clip_scores(view)
-    keep = _in_sorted(kept_ids, t.column(SAMPLE_ID).to_numpy().astype(np.int64))
+    view, stage, text_only, kept_ids, cut = task
+    t, scores, passing = _clip_scores(view, text_only)
+    keep = _in_sorted(kept_ids, t.column(SAMPLE_ID).to_numpy().astype(np.int64)) | passing
     return _clip_rejects(stage, t, scores, keep, cut, stage.cut_label())
 
 

@@ -12,8 +12,9 @@ formats are described in :mod:`mmcurate.models.heads`):
 
 Only the heads given add a column (float32). A sample is rejected with reason ``nsfw``, ``watermark`` or
 ``aesthetic`` (the first that fails, in that order) and a detail such as ``0.83 >= 0.5``; a NaN score fails
-too. A row with a null, non-finite or all-zero embedding is rejected ``no_embedding``. Without any
-``*_weights`` the stage is a configuration error saying which files to pass.
+too. A row with a null, non-finite or all-zero embedding is rejected ``no_embedding``, except a text-only sample
+of instruction data (``has_image`` false: stages.batch.text_only_rows), which passes untouched (null scores).
+Without any ``*_weights`` the stage is a configuration error saying which files to pass.
 
 With ``*_format: auto`` the file's format is recognised from its keys, and a LAION file of the other kind
 (an aesthetic predictor given as ``nsfw_weights``) is an error; naming the format skips that check. There is
@@ -32,7 +33,7 @@ import pyarrow as pa
 
 from mmcurate.pipeline.params import check_device, check_number, check_text
 from mmcurate.pipeline.stage import MapStage, Resources, StageError, StageResult, registry
-from mmcurate.stages.batch import kept_and_rejected, with_column
+from mmcurate.stages.batch import kept_and_rejected, text_only_rows, with_column
 from mmcurate.stages.embeddings import DEFAULT_EMBEDDING_COLUMN, embedding_matrix
 
 EMBEDDING_COLUMN = DEFAULT_EMBEDDING_COLUMN  # what the heads read: clip_embed's image embeddings
@@ -171,9 +172,11 @@ class ClipHeads(MapStage):
         n = batch.num_rows
         # unit rows of the usable embeddings; details say why the others (null, non-finite, zero) are not
         x, ok, details = embedding_matrix(column, EMBEDDING_COLUMN, self.name)
-
-        rejected = ~ok
+        text_only = text_only_rows(batch)  # no image, no embedding: passed untouched
+        rejected = ~ok & ~text_only
         reasons = ["no_embedding" if bad else None for bad in rejected]
+        for i in np.flatnonzero(text_only):
+            details[i] = None
         p = self.params
         for head in HEADS:
             model = self._heads.get(head)
@@ -189,7 +192,7 @@ class ClipHeads(MapStage):
             else:
                 cut = getattr(p, f"{head}_max")
                 passes, op = scores < cut, ">="
-            fails = ~rejected & ~passes  # NaN scores fail: neither comparison holds
+            fails = ~rejected & ~text_only & ~passes  # NaN scores fail: neither comparison holds
             for i in np.flatnonzero(fails):
                 reasons[i] = head
                 details[i] = f"{head} score is NaN" if np.isnan(scores[i]) else f"{scores[i]:.4g} {op} {cut:g}"
