@@ -1,6 +1,7 @@
 """Conversations per second of the whole llava recipe (`mmcurate recipe llava`) on synthetic instruction data.
 
   python benchmarks/bench_instruction.py [--n 100000] [--images tiny|none] [--workers 1] [--global-mode memory]
+                                          [--reader-shard-size 1000] [--label TEXT]
                                           [--out benchmarks/results/instruction.json]
 
 The data: --n LLaVA-style conversations from mmcurate.instruction_sample.synthetic_records (yes/no with 75% yes,
@@ -121,8 +122,14 @@ def main() -> int:
         "--reader-shard-size",
         type=int,
         default=None,
-        help="the LLaVA reader's entries per shard (default 1000; every map task parses the whole file once, so fewer "
-        "shards cost less at 100k)",
+        help="the LLaVA reader's entries per shard (default 1000; a map task reads and parses only its own "
+        "shard's lines of the JSONL)",
+    )
+    ap.add_argument(
+        "--label",
+        default=None,
+        help="a name for this run kept in its record (e.g. 'before: whole-file parse per task'); runs are replaced "
+        "only by one with the same options and label",
     )
     ap.add_argument("--data-dir", default="/tmp/mmcurate_bench_instruction")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "instruction.json"))
@@ -142,6 +149,7 @@ def main() -> int:
         "workers": args.workers,
         "global_mode": args.global_mode,
         "reader_shard_size": args.reader_shard_size or 1000,
+        **({"label": args.label} if args.label else {}),
         "machine": {
             "cpus": os.cpu_count(),
             "platform": platform.platform(),
@@ -163,6 +171,7 @@ def main() -> int:
                     and r["workers"] == args.workers
                     and r["global_mode"] == args.global_mode
                     and r.get("reader_shard_size", 1000) == (args.reader_shard_size or 1000)
+                    and r.get("label") == args.label
                 )
             ]
         except (ValueError, KeyError, AttributeError):
