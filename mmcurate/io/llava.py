@@ -94,9 +94,11 @@ class _Span(NamedTuple):
     lineno: int
 
 
-def _file_stat(path: str) -> tuple[int, int, int]:
+def _file_stat(path: str) -> tuple[int, int]:
+    """(size, mtime): what says the file is the one the reader was opened on (the same on every node of a shared
+    filesystem, unlike the inode number)."""
     st = os.stat(path)
-    return st.st_size, st.st_mtime_ns, st.st_ino
+    return st.st_size, st.st_mtime_ns
 
 
 def _jsonl_lines(f: Iterable[bytes], offset: int = 0) -> Iterator[tuple[int, str]]:
@@ -163,7 +165,7 @@ def _claim(keys: KeyRegistry, index: int, entry: _Entry, substitute: bool) -> st
     return keys.substitute(entry.key) if substitute else keys.claim(entry.key, f"entry {index}")
 
 
-#: A JSON list's entries, parsed once per process: {(path, size, mtime_ns, inode, on_duplicate_key): entries}, the
+#: A JSON list's entries, parsed once per process: {(path, size, mtime_ns, on_duplicate_key): entries}, the
 #: last file only. A pickled reader (a map task's) finds them here instead of parsing the file again.
 _JSON_CACHE: dict[tuple, list[_Entry]] = {}
 
