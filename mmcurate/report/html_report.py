@@ -16,11 +16,8 @@ from __future__ import annotations
 import base64
 import datetime as _dt
 import json
-import math
 import os
 import tempfile
-from collections.abc import Iterable
-from html import escape
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +36,7 @@ from mmcurate.report.charts import (
     histogram_svg,
     rank_size_svg,
 )
+from mmcurate.report.html_parts import as_float, e, empty, fixed, html_table, num
 from mmcurate.report.instruction_section import INSTRUCTION_CSS, INSTRUCTION_SECTION, instruction_section
 from mmcurate.report.run_data import RunData, load_run
 from mmcurate.report.thumbnails import display_text
@@ -62,11 +60,6 @@ SECTIONS = [
     ("rejects", "Rejects"),
     ("timing", "Timing"),
 ]
-
-
-def e(value) -> str:
-    """HTML-escape anything for text or a quoted attribute."""
-    return escape("" if value is None else str(value), quote=True)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -132,14 +125,6 @@ def _int(v, default: int = 0) -> int:
         return default
 
 
-def _float(v) -> float | None:
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        return None
-    return f if math.isfinite(f) else None
-
-
 def _duration(seconds: float | None) -> str:
     if seconds is None:
         return "–"
@@ -157,7 +142,7 @@ def _duration(seconds: float | None) -> str:
 def _timestamp(v) -> str:
     if v is None or v == "":
         return "–"
-    f = _float(v)
+    f = as_float(v)
     if f is not None and not isinstance(v, str):
         return _dt.datetime.fromtimestamp(f, _dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
     return str(v)
@@ -169,11 +154,6 @@ def _pct(part: float, whole: float) -> str:
 
 def _rate(n: float, seconds: float | None) -> str:
     return f"{format_number(n / seconds)}/s" if seconds and seconds > 0 else "–"
-
-
-def _table(headers: list[str], rows: Iterable[str], cls: str = "") -> str:
-    head = "".join(f"<th>{e(h)}</th>" for h in headers)
-    return f'<table class="{e(cls)}"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
 
 
 def _data_uri(jpeg: bytes) -> str:
@@ -189,10 +169,6 @@ def _kind_chip(kind) -> str:
     return f'<span class="kind">{e(kind)}</span>' if kind else ""
 
 
-def _empty(text: str) -> str:
-    return f'<p class="empty">{e(text)}</p>'
-
-
 # ---------------------------------------------------------------------------------------------------
 # header
 
@@ -200,7 +176,7 @@ def _empty(text: str) -> str:
 def _header(data: RunData) -> str:
     run, counts = data.run, data.counts
     read, kept, rejected = _int(counts.get("read")), _int(counts.get("kept")), _int(counts.get("rejected"))
-    duration = _float(run.get("duration_s"))
+    duration = as_float(run.get("duration_s"))
     n_dup = data.duplicates.num_rows if data.duplicates is not None else None
     balanced = kept + rejected == read
     check = (
@@ -273,7 +249,7 @@ def _kv_table(d: dict) -> str:
 
 def _files_table(items) -> str:
     if not isinstance(items, list) or not items:
-        return _empty("none listed")
+        return empty("none listed")
     dicts = [i if isinstance(i, dict) else {"path": i} for i in items]
     columns: list[str] = []
     for d in dicts:
@@ -295,7 +271,7 @@ def _files_table(items) -> str:
         if len(dicts) > MAX_LISTED_FILES
         else ""
     )
-    return _table(columns, rows, "files") + more
+    return html_table(columns, rows, "files") + more
 
 
 def _section_run(data: RunData) -> str:
@@ -305,7 +281,7 @@ def _section_run(data: RunData) -> str:
     facts = {
         "Started": _timestamp(run.get("started")),
         "Finished": _timestamp(run.get("finished")),
-        "Duration": _duration(_float(run.get("duration_s"))),
+        "Duration": _duration(as_float(run.get("duration_s"))),
         "mmcurate": run.get("mmcurate_version") or build.get("version") or "–",
         "Native build": (f"{device}; {build.get('jpeg', '?')}; SIMD {build.get('simd', '?')}" if build else "–"),
         "Inputs": f"{len(data.manifest.get('inputs') or []):,} file(s)",
@@ -383,7 +359,7 @@ def _section_funnel(data: RunData) -> str:
     stages = data.stages
     read = _int(data.counts.get("read")) or (_int(stages[0].get("in")) if stages else 0)
     if not stages:
-        return _section("funnel", "Funnel", "", _empty("the manifest lists no stages"))
+        return _section("funnel", "Funnel", "", empty("the manifest lists no stages"))
     reasons = _reasons_by_stage(data)
     bars = [BarRow("read", [Segment(read, PALETTE["primary"], f"read: {read:,}")], f"{read:,}")]
     rows = []
@@ -419,7 +395,7 @@ def _section_funnel(data: RunData) -> str:
         f'<span><i style="background:{PALETTE["rejected"]}"></i>rejected by the stage</span></div>'
     )
     chart = bar_chart_svg(bars, "samples in and out per stage", scale_max=read or None)
-    table = _table(["stage", "kind", "in", "kept", "rejected", "% rejected", "reasons"], rows, "funnel")
+    table = html_table(["stage", "kind", "in", "kept", "rejected", "% rejected", "reasons"], rows, "funnel")
     return _section(
         "funnel",
         "Funnel",
@@ -546,7 +522,7 @@ def _section_distributions(data: RunData) -> str:
             )
         )
     intro = "Kept samples (samples.parquet); the last chart shows detected near-duplicates (duplicates.parquet)."
-    content = f'<div class="grid">{"".join(cards)}</div>' if cards else _empty("samples.parquet is missing")
+    content = f'<div class="grid">{"".join(cards)}</div>' if cards else empty("samples.parquet is missing")
     return _section("distributions", "Distributions", intro, content)
 
 
@@ -597,9 +573,9 @@ def _thumb_rows(data: RunData, kind: str) -> list[dict]:
 def _section_duplicates(data: RunData) -> str:
     dup = data.duplicates
     if dup is None:
-        return _section("duplicates", "Duplicates", "", _empty("no duplicates.parquet: the recipe ran no dedup stage"))
+        return _section("duplicates", "Duplicates", "", empty("no duplicates.parquet: the recipe ran no dedup stage"))
     if dup.num_rows == 0:
-        return _section("duplicates", "Duplicates", "", _empty("no duplicates were found"))
+        return _section("duplicates", "Duplicates", "", empty("no duplicates were found"))
     # summary per kind: duplicates, groups, largest group (members + representative)
     sizes = dup.group_by(["kind", "duplicate_of"]).aggregate([([], "count_all")])
     per_kind = sizes.group_by("kind").aggregate([("count_all", "sum"), ("count_all", "count"), ("count_all", "max")])
@@ -611,7 +587,7 @@ def _section_duplicates(data: RunData) -> str:
             f'<tr data-kind="{e(kind)}" data-duplicates="{n}" data-groups="{groups}"><td>{e(kind)}</td>'
             f'<td class="num">{n:,}</td><td class="num">{groups:,}</td><td class="num">{largest + 1:,}</td></tr>'
         )
-    summary = _table(["kind", "duplicates removed", "groups", "largest group"], rows, "dups")
+    summary = html_table(["kind", "duplicates removed", "groups", "largest group"], rows, "dups")
     group_size = {
         (k, r): n for k, r, n in zip(*(sizes.column(c).to_pylist() for c in ("kind", "duplicate_of", "count_all")))
     }
@@ -632,7 +608,7 @@ def _duplicate_gallery(data: RunData, group_size: dict) -> str:
             continue
         groups.setdefault(gid, []).append(row)
     if not groups:
-        return _empty("no thumbnails of duplicate groups were collected")
+        return empty("no thumbnails of duplicate groups were collected")
     out = []
     for (kind, rep), rows in groups.items():
         tiles = []
@@ -682,7 +658,7 @@ def _details_for(data: RunData, keys: list[str]) -> dict[tuple[str, str, str], s
 def _section_rejects(data: RunData) -> str:
     reasons = _reasons_by_stage(data)
     if not any(reasons.values()):
-        return _section("rejects", "Rejects", "", _empty("nothing was rejected"))
+        return _section("rejects", "Rejects", "", empty("nothing was rejected"))
     thumbs: dict[tuple[str, str], list[dict]] = {}
     for row in _thumb_rows(data, "reject"):
         thumbs.setdefault((row.get("stage") or "", row.get("reason") or ""), []).append(row)
@@ -708,9 +684,9 @@ def _section_rejects(data: RunData) -> str:
                 if n > len(rows):
                     body += f'<p class="note">showing {len(rows):,} of {n:,} (the first by key)</p>'
             elif kinds.get(stage) == "global":
-                body = _empty("see the duplicate groups above for pictures of what this stage removed")
+                body = empty("see the duplicate groups above for pictures of what this stage removed")
             else:
-                body = _empty("no thumbnails were collected for this reason")
+                body = empty("no thumbnails were collected for this reason")
             cards.append(
                 f'<div class="card reason" data-stage="{e(stage)}" data-reason="{e(reason)}" data-count="{n}">'
                 f'<h3><span class="stage">{e(stage)}</span> · {e(reason)} <span class="count">{n:,}</span>'
@@ -732,23 +708,13 @@ SEMANTIC_DEDUP_STAGE = "semantic_dedup"
 _PERCENTILE_NAMES = {"p0": "smallest", "p50": "median", "p100": "largest"}
 
 
-def _num(v) -> str:
-    f = _float(v)
-    return "–" if f is None else format_number(f)
-
-
-def _fixed(v, digits: int = 3) -> str:
-    f = _float(v)
-    return "–" if f is None else f"{f:.{digits}f}"
-
-
 def _cluster_sizes(side: dict) -> list[float] | None:
     """The per-cluster sizes cluster_balance_stats lists (only up to MAX_LISTED_CLUSTER_SIZES clusters),
     or None when absent or not all numbers (a hand-edited manifest)."""
     sizes = side.get("sizes")
     if not isinstance(sizes, list) or not sizes:
         return None
-    values = [_float(v) for v in sizes]
+    values = [as_float(v) for v in sizes]
     return None if any(v is None for v in values) else values
 
 
@@ -757,7 +723,7 @@ def _largest_median(side: dict) -> tuple[float | None, float | None]:
     if sizes is not None:
         return max(sizes), float(np.median(sizes))
     pct = side.get("size_percentiles") if isinstance(side.get("size_percentiles"), dict) else {}
-    return _float(pct.get("p100")), _float(pct.get("p50"))
+    return as_float(pct.get("p100")), as_float(pct.get("p50"))
 
 
 def _balance_card(stage: dict) -> str:
@@ -765,22 +731,22 @@ def _balance_card(stage: dict) -> str:
     levels = stats.levels
     facts = [f"method {stats.method or '–'}", f"strategy {stats.strategy or '–'}"]
     if isinstance(levels, list) and levels:
-        facts.append("levels " + " → ".join(_num(k) for k in levels))
-    facts.append(f"selected {_num(stats.selected)} of {_num(stats.n)} (target {_num(stats.target)})")
+        facts.append("levels " + " → ".join(num(k) for k in levels))
+    facts.append(f"selected {num(stats.selected)} of {num(stats.n)} (target {num(stats.target)})")
     head = f'<h3>balance</h3><div class="stats">{e(" · ".join(facts))}</div>'
     sides = [("before", stats.before), ("after", stats.after)]
     if not all(isinstance(side, dict) for _, side in sides):
         return (
             f'<div class="card clusters" data-stage="{e(BALANCE_STAGE)}">{head}'
-            f"{_empty('no cluster statistics: no sample had an embedding, so nothing was clustered')}</div>"
+            f"{empty('no cluster statistics: no sample had an embedding, so nothing was clustered')}</div>"
         )
     metrics = [
-        ("clusters", "clusters", lambda s: _num(s.get("n_clusters"))),
-        ("samples", "samples", lambda s: _num(s.get("n_samples"))),
-        ("gini", "Gini (0 = equal sizes)", lambda s: _fixed(s.get("gini"))),
-        ("normalized_entropy", "normalised entropy (1 = equal sizes)", lambda s: _fixed(s.get("normalized_entropy"))),
-        ("largest", "largest cluster", lambda s: _num(_largest_median(s)[0])),
-        ("median", "median cluster", lambda s: _num(_largest_median(s)[1])),
+        ("clusters", "clusters", lambda s: num(s.get("n_clusters"))),
+        ("samples", "samples", lambda s: num(s.get("n_samples"))),
+        ("gini", "Gini (0 = equal sizes)", lambda s: fixed(s.get("gini"))),
+        ("normalized_entropy", "normalised entropy (1 = equal sizes)", lambda s: fixed(s.get("normalized_entropy"))),
+        ("largest", "largest cluster", lambda s: num(_largest_median(s)[0])),
+        ("median", "median cluster", lambda s: num(_largest_median(s)[1])),
     ]
     rows = [
         f'<tr data-metric="{key}"><td class="name">{e(label)}</td>'
@@ -788,7 +754,7 @@ def _balance_card(stage: dict) -> str:
         + "</tr>"
         for key, label, fmt in metrics
     ]
-    table = _table(["", "before", "after"], rows, "balance")
+    table = html_table(["", "before", "after"], rows, "balance")
     sizes = {name: _cluster_sizes(side) for name, side in sides}
     if all(v is not None for v in sizes.values()):
         chart = rank_size_svg(
@@ -799,7 +765,7 @@ def _balance_card(stage: dict) -> str:
     else:
         chart_html = (
             f'<p class="note">The manifest lists per-cluster sizes only for up to '
-            f"{MAX_LISTED_CLUSTER_SIZES:,} clusters (this run has {e(_num(sides[0][1].get('n_clusters')))}),"
+            f"{MAX_LISTED_CLUSTER_SIZES:,} clusters (this run has {e(num(sides[0][1].get('n_clusters')))}),"
             f" so only the summary is shown.</p>"
         )
     return f'<div class="card clusters" data-stage="{e(BALANCE_STAGE)}">{head}{chart_html}{table}</div>'
@@ -807,26 +773,26 @@ def _balance_card(stage: dict) -> str:
 
 def _semantic_dedup_card(stage: dict) -> str:
     stats = SemanticDedupStats.from_dict(stage["stats"])
-    dups, n_in = _float(stats.duplicates), _float(stage.get("in"))
+    dups, n_in = as_float(stats.duplicates), as_float(stage.get("in"))
     keep = stats.keep
     if isinstance(keep, dict):
         keep = ", ".join(f"{k} {v}" for k, v in keep.items())
     facts = {
-        "clusters": _num(stats.clusters),
-        "duplicates removed": _num(dups) + (f" ({_pct(dups, n_in)} of {_num(n_in)})" if dups and n_in else ""),
-        "eps (cosine ≥ 1 − eps is a duplicate)": _fixed(stats.eps, 3),
+        "clusters": num(stats.clusters),
+        "duplicates removed": num(dups) + (f" ({_pct(dups, n_in)} of {num(n_in)})" if dups and n_in else ""),
+        "eps (cosine ≥ 1 − eps is a duplicate)": fixed(stats.eps, 3),
         "keeps": keep if keep not in (None, "") else "–",
-        "without an embedding": _num(stats.no_embedding),
+        "without an embedding": num(stats.no_embedding),
     }
     pct = stats.cluster_size_percentiles
     if isinstance(pct, dict) and pct:
-        cells = "".join(f'<td class="num" data-percentile="{e(k)}">{e(_num(v))}</td>' for k, v in pct.items())
+        cells = "".join(f'<td class="num" data-percentile="{e(k)}">{e(num(v))}</td>' for k, v in pct.items())
         row = f"<tr>{cells}</tr>"
-        sizes = '<div class="note">cluster sizes (samples per cluster)</div>' + _table(
+        sizes = '<div class="note">cluster sizes (samples per cluster)</div>' + html_table(
             [_PERCENTILE_NAMES.get(str(k), str(k)) for k in pct], [row], "percentiles"
         )
     else:
-        sizes = _empty("no cluster-size percentiles (nothing was clustered)")
+        sizes = empty("no cluster-size percentiles (nothing was clustered)")
     return (
         f'<div class="card clusters" data-stage="{e(SEMANTIC_DEDUP_STAGE)}"><h3>semantic_dedup</h3>'
         f"{_kv_table(facts)}{sizes}</div>"
@@ -842,7 +808,7 @@ def _section_clusters(data: RunData) -> str:
             "clusters",
             "Semantic clusters",
             "",
-            _empty("no semantic stage ran (semantic_dedup, balance): no clusters to show"),
+            empty("no semantic stage ran (semantic_dedup, balance): no clusters to show"),
         )
     return _section(
         "clusters",
@@ -859,13 +825,13 @@ def _section_clusters(data: RunData) -> str:
 
 
 def _section_timing(data: RunData) -> str:
-    stages = [s for s in data.stages if _float(s.get("seconds")) is not None]
+    stages = [s for s in data.stages if as_float(s.get("seconds")) is not None]
     if not stages:
-        return _section("timing", "Timing", "", _empty("the manifest has no per-stage timings"))
-    total = _float(data.run.get("duration_s"))
-    staged = sum(_float(s.get("seconds")) for s in stages)
+        return _section("timing", "Timing", "", empty("the manifest has no per-stage timings"))
+    total = as_float(data.run.get("duration_s"))
+    staged = sum(as_float(s.get("seconds")) for s in stages)
     entries = [
-        (str(s.get("name", "?")), _float(s.get("seconds")), _int(s.get("in")), s.get("kind", "")) for s in stages
+        (str(s.get("name", "?")), as_float(s.get("seconds")), _int(s.get("in")), s.get("kind", "")) for s in stages
     ]
     if total is not None and total > staged * 1.001:
         # Reading shards, writing outputs and scheduling are not any stage's time, but they are the run's.
@@ -896,7 +862,7 @@ def _section_timing(data: RunData) -> str:
         f'<td class="num">100%</td><td class="num">{read:,}</td><td class="num">{_rate(read, denom)}</td></tr>'
     )
     chart = bar_chart_svg(bars, "time per stage", value_format=lambda s: _duration(s) if s else "0")
-    table = _table(["stage", "kind", "time", "share", "samples in", "samples/s"], rows, "timing")
+    table = html_table(["stage", "kind", "time", "share", "samples in", "samples/s"], rows, "timing")
     return _section(
         "timing",
         "Timing",

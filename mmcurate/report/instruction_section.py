@@ -21,16 +21,14 @@ Every string from the data is HTML-escaped. This module depends on nothing of ht
 
 from __future__ import annotations
 
-import math
-from collections.abc import Iterable
-from html import escape
-
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from mmcurate.curate.tasks import TASK_TYPES
 from mmcurate.report.charts import PALETTE, BarRow, Histogram, Segment, bar_chart_svg, format_number, histogram_svg
+from mmcurate.report.html_parts import as_float, e, empty, fixed, html_table, num
 from mmcurate.report.run_data import SAMPLES, RunData
 from mmcurate.report.thumbnails import display_text
 from mmcurate.stages.instruction import (
@@ -71,20 +69,8 @@ MAX_EXAMPLE_TURNS = 6
 MAX_TURN_CHARS = 300
 MAX_KEY_CHARS = 120
 BATCH_ROWS = 4096
-# The order task types are listed in (curate.tasks.TASK_TYPES); others follow by name.
-_TYPE_ORDER = (
-    "grounding",
-    "multiple_choice",
-    "counting",
-    "ocr",
-    "yes_no",
-    "captioning",
-    "reasoning",
-    "short_vqa",
-    "open_vqa",
-    "dialogue",
-    "empty",
-)
+# The order task types are listed in.
+_TYPE_ORDER = TASK_TYPES
 
 INSTRUCTION_CSS = """
 #instruction .grid{margin-bottom:12px}
@@ -104,37 +90,13 @@ INSTRUCTION_CSS = """
 # small helpers (html_report has its own: it imports this module, so this one cannot import it)
 
 
-def _e(value) -> str:
-    return escape("" if value is None else str(value), quote=True)
-
-
-def _float(v) -> float | None:
-    if isinstance(v, bool):
-        return None
-    try:
-        f = float(v)
-    except (TypeError, ValueError, OverflowError):
-        return None
-    return f if math.isfinite(f) else None
-
-
-def _num(v) -> str:
-    f = _float(v)
-    return "–" if f is None else format_number(f)
-
-
-def _fixed(v, digits: int = 3) -> str:
-    f = _float(v)
-    return "–" if f is None else f"{f:.{digits}f}"
-
-
 def _share(v) -> str:
-    f = _float(v)
+    f = as_float(v)
     return "–" if f is None else f"{100.0 * f:.1f}%"
 
 
 def _p_value(v) -> str:
-    f = _float(v)
+    f = as_float(v)
     if f is None:
         return "–"
     return f"{f:.2e}" if 0 < f < 1e-3 else f"{f:.3f}"
@@ -146,7 +108,7 @@ def _counts(d) -> dict[str, float]:
         return {}
     out = {}
     for k, v in d.items():
-        f = _float(v)
+        f = as_float(v)
         if f is not None:
             out[str(k)] = f
     return out
@@ -156,32 +118,23 @@ def _type_key(name: str) -> tuple[int, str]:
     return (_TYPE_ORDER.index(name) if name in _TYPE_ORDER else len(_TYPE_ORDER), name)
 
 
-def _table(headers: list[str], rows: Iterable[str], cls: str = "") -> str:
-    head = "".join(f"<th>{_e(h)}</th>" for h in headers)
-    return f'<table class="{_e(cls)}"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
-
-
 def _kv(facts: list[tuple[str, str]]) -> str:
-    rows = "".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in facts)
+    rows = "".join(f"<tr><th>{e(k)}</th><td>{e(v)}</td></tr>" for k, v in facts)
     return f'<table class="kv">{rows}</table>'
 
 
-def _empty(text: str) -> str:
-    return f'<p class="empty">{_e(text)}</p>'
-
-
 def _card(key: str, title: str, body: str) -> str:
-    return f'<div class="card instruction" data-card="{_e(key)}"><h3>{_e(title)}</h3>{body}</div>'
+    return f'<div class="card instruction" data-card="{e(key)}"><h3>{e(title)}</h3>{body}</div>'
 
 
 def _legend(items: list[tuple[str, str]]) -> str:
-    spans = "".join(f'<span><i style="background:{c}"></i>{_e(t)}</span>' for t, c in items)
+    spans = "".join(f'<span><i style="background:{c}"></i>{e(t)}</span>' for t, c in items)
     return f'<div class="legend">{spans}</div>'
 
 
 def _text(v, limit: int) -> str:
     """Text from the data as the report shows it: redacted, cut, escaped."""
-    return _e(display_text(None if v is None else str(v), limit))
+    return e(display_text(None if v is None else str(v), limit))
 
 
 def _last_stats(data: RunData, name: str) -> dict | None:
@@ -302,22 +255,22 @@ def _task_mix_card(stats_dict: dict, kept: dict[str, int]) -> str:
     after_side = after if capped else before
     names = sorted(set(before) | set(after) | set(kept), key=_type_key)[:MAX_LISTED]
     if not names:
-        return _card("task_mix", "Task mix", _empty("task_mix reported no counts"))
+        return _card("task_mix", "Task mix", empty("task_mix reported no counts"))
     total_before = sum(before.values())
     total_after = sum(after_side.values())
     rows = []
     for n in names:
         b, a = before.get(n), after_side.get(n)
         rows.append(
-            f'<tr data-type="{_e(n)}"><td class="name">{_e(n)}</td>'
-            f'<td class="num" data-side="before">{_num(b)}</td>'
+            f'<tr data-type="{e(n)}"><td class="name">{e(n)}</td>'
+            f'<td class="num" data-side="before">{num(b)}</td>'
             f'<td class="num">{_share(b / total_before if b is not None and total_before else None)}</td>'
-            f'<td class="num">{_share(target.get(n))}</td><td class="num">{_num(caps.get(n))}</td>'
-            f'<td class="num" data-side="after">{_num(a)}</td>'
+            f'<td class="num">{_share(target.get(n))}</td><td class="num">{num(caps.get(n))}</td>'
+            f'<td class="num" data-side="after">{num(a)}</td>'
             f'<td class="num">{_share(a / total_after if a is not None and total_after else None)}</td>'
-            f'<td class="num" data-side="kept">{_num(kept.get(n)) if kept else "–"}</td></tr>'
+            f'<td class="num" data-side="kept">{num(kept.get(n)) if kept else "–"}</td></tr>'
         )
-    table = _table(
+    table = html_table(
         ["task type", "before", "share", "target", "cap", "after", "share", "kept"],
         rows,
         "mix",
@@ -331,7 +284,7 @@ def _task_mix_card(stats_dict: dict, kept: dict[str, int]) -> str:
     note += " kept: the task types of the samples written (samples.parquet), after every later stage."
     legend = _legend([("before", PALETTE["before"]), ("after", PALETTE["primary"])])
     return _card(
-        "task_mix", "Task mix", f'<div class="chart">{chart}{legend}</div>{table}<p class="note">{_e(note)}</p>'
+        "task_mix", "Task mix", f'<div class="chart">{chart}{legend}</div>{table}<p class="note">{e(note)}</p>'
     )
 
 
@@ -340,7 +293,7 @@ def _kept_types_card(kept: dict[str, int]) -> str:
     names = sorted(kept, key=_type_key)[:MAX_LISTED]
     total = sum(kept.values())
     rows = [
-        f'<tr data-type="{_e(n)}"><td class="name">{_e(n)}</td><td class="num" data-side="kept">{_num(kept[n])}</td>'
+        f'<tr data-type="{e(n)}"><td class="name">{e(n)}</td><td class="num" data-side="kept">{num(kept[n])}</td>'
         f'<td class="num">{_share(kept[n] / total if total else None)}</td></tr>'
         for n in names
     ]
@@ -350,13 +303,13 @@ def _kept_types_card(kept: dict[str, int]) -> str:
     return _card(
         "task_mix",
         "Task mix",
-        f'<div class="chart">{chart}</div>{_table(["task type", "kept", "share"], rows, "mix")}'
-        f'<p class="note">{_e(note)}</p>',
+        f'<div class="chart">{chart}</div>{html_table(["task type", "kept", "share"], rows, "mix")}'
+        f'<p class="note">{e(note)}</p>',
     )
 
 
 def _yes_after(entry: dict, removed_class) -> float | None:
-    yes, no, removed = _float(entry.get("yes")), _float(entry.get("no")), _float(entry.get("removed")) or 0.0
+    yes, no, removed = as_float(entry.get("yes")), as_float(entry.get("no")), as_float(entry.get("removed")) or 0.0
     if yes is None or no is None:
         return None
     if removed_class == "yes":
@@ -371,22 +324,22 @@ def _yes_after(entry: dict, removed_class) -> float | None:
 def _answer_balance_card(stats_dict: dict) -> str:
     stats = AnswerBalanceStats.from_dict(stats_dict)
     facts = [
-        ("yes-ratio before", _fixed(stats.yes_ratio_before)),
-        ("yes-ratio after", _fixed(stats.yes_ratio_after)),
+        ("yes-ratio before", fixed(stats.yes_ratio_before)),
+        ("yes-ratio after", fixed(stats.yes_ratio_after)),
         (
             "target",
             "report only (no rebalancing)"
-            if _float(stats.target) is None
-            else f"{_fixed(stats.target)} ± {_fixed(stats.tolerance)}",
+            if as_float(stats.target) is None
+            else f"{fixed(stats.target)} ± {fixed(stats.tolerance)}",
         ),
-        ("yes / no answers (before)", f"{_num(stats.yes)} / {_num(stats.no)}"),
-        ("question/answer pairs", _num(stats.pairs)),
+        ("yes / no answers (before)", f"{num(stats.yes)} / {num(stats.no)}"),
+        ("question/answer pairs", num(stats.pairs)),
         (
             "pairs removed",
-            _num(stats.pairs_removed) + (f" ({stats.removed_class})" if isinstance(stats.removed_class, str) else ""),
+            num(stats.pairs_removed) + (f" ({stats.removed_class})" if isinstance(stats.removed_class, str) else ""),
         ),
-        ("conversations edited", _num(stats.conversations_edited)),
-        ("samples rejected (no pair left)", _num(stats.samples_rejected)),
+        ("conversations edited", num(stats.conversations_edited)),
+        ("samples rejected (no pair left)", num(stats.samples_rejected)),
     ]
     classes = _counts(stats.answer_classes)
     if classes:
@@ -400,14 +353,14 @@ def _answer_balance_card(stats_dict: dict) -> str:
         entry = per_type.get(name)
         entry = entry if isinstance(entry, dict) else {}
         rows.append(
-            f'<tr data-type="{_e(name)}"><td class="name">{_e(name)}</td><td class="num">{_num(entry.get("yes"))}</td>'
-            f'<td class="num">{_num(entry.get("no"))}</td>'
-            f'<td class="num" data-side="before">{_fixed(entry.get("yes_ratio"))}</td>'
-            f'<td class="num">{_num(entry.get("removed"))}</td>'
-            f'<td class="num" data-side="after">{_fixed(_yes_after(entry, stats.removed_class))}</td></tr>'
+            f'<tr data-type="{e(name)}"><td class="name">{e(name)}</td><td class="num">{num(entry.get("yes"))}</td>'
+            f'<td class="num">{num(entry.get("no"))}</td>'
+            f'<td class="num" data-side="before">{fixed(entry.get("yes_ratio"))}</td>'
+            f'<td class="num">{num(entry.get("removed"))}</td>'
+            f'<td class="num" data-side="after">{fixed(_yes_after(entry, stats.removed_class))}</td></tr>'
         )
     if rows:
-        body += '<div class="note">per task type</div>' + _table(
+        body += '<div class="note">per task type</div>' + html_table(
             ["task type", "yes", "no", "yes-ratio before", "removed", "yes-ratio after"], rows, "yes"
         )
     per_template = stats.per_template if isinstance(stats.per_template, list) else []
@@ -417,16 +370,16 @@ def _answer_balance_card(stats_dict: dict) -> str:
             continue
         rows.append(
             f'<tr><td class="skeleton">{_text(entry.get("template"), 200)}</td>'
-            f'<td class="num">{_num(entry.get("yes"))}</td><td class="num">{_num(entry.get("no"))}</td>'
-            f'<td class="num">{_fixed(entry.get("yes_ratio"))}</td><td class="num">{_num(entry.get("removed"))}</td>'
-            f'<td class="num">{_fixed(_yes_after(entry, stats.removed_class))}</td></tr>'
+            f'<td class="num">{num(entry.get("yes"))}</td><td class="num">{num(entry.get("no"))}</td>'
+            f'<td class="num">{fixed(entry.get("yes_ratio"))}</td><td class="num">{num(entry.get("removed"))}</td>'
+            f'<td class="num">{fixed(_yes_after(entry, stats.removed_class))}</td></tr>'
         )
     if rows:
-        n_templates = _num(stats.templates)
+        n_templates = num(stats.templates)
         body += (
             f'<details data-detail="yes-templates"><summary>Yes/no question templates (largest of {n_templates})'
             f"</summary>"
-            + _table(["template", "yes", "no", "yes-ratio before", "removed", "yes-ratio after"], rows, "yes")
+            + html_table(["template", "yes", "no", "yes-ratio before", "removed", "yes-ratio after"], rows, "yes")
             + "</details>"
         )
     return _card("answer_balance", "Yes-ratio (answer_balance)", body)
@@ -441,55 +394,55 @@ def _option_order_card(stats_dict: dict) -> str:
     before, after = _counts(stats.letters_before), _counts(stats.letters_after)
     facts = [
         ("policy", str(stats.policy) if stats.policy is not None else "–"),
-        ("multiple-choice pairs", f"{_num(stats.multiple_choice)} ({_num(stats.with_answer)} with an answer)"),
-        ("χ² against uniform, before", f"{_fixed(stats.chi2_before, 2)} (p = {_p_value(stats.p_value_before)})"),
-        ("χ² against uniform, after", f"{_fixed(stats.chi2_after, 2)} (p = {_p_value(stats.p_value_after)})"),
-        ("questions reordered", _num(stats.reordered)),
-        ("answers remapped", _num(stats.answers_remapped)),
-        ("with a none / not-present option", _num(stats.negative_options)),
-        ("reorders left undone (unverified)", _num(stats.unverified)),
+        ("multiple-choice pairs", f"{num(stats.multiple_choice)} ({num(stats.with_answer)} with an answer)"),
+        ("χ² against uniform, before", f"{fixed(stats.chi2_before, 2)} (p = {_p_value(stats.p_value_before)})"),
+        ("χ² against uniform, after", f"{fixed(stats.chi2_after, 2)} (p = {_p_value(stats.p_value_after)})"),
+        ("questions reordered", num(stats.reordered)),
+        ("answers remapped", num(stats.answers_remapped)),
+        ("with a none / not-present option", num(stats.negative_options)),
+        ("reorders left undone (unverified)", num(stats.unverified)),
     ]
     options = _counts(stats.options)
     if options:
         facts.append(("options per question", ", ".join(f"{k}: {format_number(v)}" for k, v in options.items())))
     letters = sorted(set(before) | set(after), key=_letter_key)[:MAX_LISTED]
     if not letters:
-        return _card("option_order", "Correct letter (option_order)", _kv(facts) + _empty("no multiple-choice answer"))
+        return _card("option_order", "Correct letter (option_order)", _kv(facts) + empty("no multiple-choice answer"))
     tb, ta = sum(before.values()), sum(after.values())
     rows = [
-        f'<tr data-letter="{_e(k)}"><td class="name">{_e(k)}</td>'
-        f'<td class="num" data-side="before">{_num(before.get(k))}</td>'
+        f'<tr data-letter="{e(k)}"><td class="name">{e(k)}</td>'
+        f'<td class="num" data-side="before">{num(before.get(k))}</td>'
         f'<td class="num">{_share(before[k] / tb if k in before and tb else None)}</td>'
-        f'<td class="num" data-side="after">{_num(after.get(k))}</td>'
+        f'<td class="num" data-side="after">{num(after.get(k))}</td>'
         f'<td class="num">{_share(after[k] / ta if k in after and ta else None)}</td></tr>'
         for k in letters
     ]
     chart = _paired_bars(letters, before, after or None, "correct letter, before and after", "after")
     legend = _legend([("before", PALETTE["before"]), ("after", PALETTE["primary"])])
-    table = _table(["letter", "before", "share", "after", "share"], rows, "letters")
+    table = html_table(["letter", "before", "share", "after", "share"], rows, "letters")
     note = "A small p-value means the correct letter is far from uniform: a model can learn the position."
     return _card(
         "option_order",
         "Correct letter (option_order)",
-        f'<div class="chart">{chart}{legend}</div>{table}{_kv(facts)}<p class="note">{_e(note)}</p>',
+        f'<div class="chart">{chart}{legend}</div>{table}{_kv(facts)}<p class="note">{e(note)}</p>',
     )
 
 
 def _template_card(stats_dict: dict) -> str:
     stats = TemplateStepStats.from_dict(stats_dict)
     facts = [
-        ("questions", _num(stats.questions)),
-        ("distinct skeletons", _num(stats.distinct_skeletons)),
+        ("questions", num(stats.questions)),
+        ("distinct skeletons", num(stats.distinct_skeletons)),
         ("top-10 share", _share(stats.top10_share)),
-        ("distinct-2", _fixed(stats.distinct_2)),
-        ("compression ratio", _fixed(stats.compression_ratio)),
+        ("distinct-2", fixed(stats.distinct_2)),
+        ("compression ratio", fixed(stats.compression_ratio)),
     ]
     if stats.max_per_template is not None:
         facts.append(
             (
                 "max per template",
-                f"{_num(stats.max_per_template)} ({_num(stats.templates_capped)} templates capped, "
-                f"{_num(stats.samples_capped)} samples rejected)",
+                f"{num(stats.max_per_template)} ({num(stats.templates_capped)} templates capped, "
+                f"{num(stats.samples_capped)} samples rejected)",
             )
         )
     top = stats.top if isinstance(stats.top, list) else []
@@ -499,10 +452,10 @@ def _template_card(stats_dict: dict) -> str:
             break
         rows.append(
             f'<tr><td class="num">{i + 1}</td><td class="skeleton">{_text(entry.get("skeleton"), 300)}</td>'
-            f'<td class="num">{_num(entry.get("questions"))}</td>'
-            f'<td class="num" data-share="{_e(_fixed(entry.get("share"), 4))}">{_share(entry.get("share"))}</td></tr>'
+            f'<td class="num">{num(entry.get("questions"))}</td>'
+            f'<td class="num" data-share="{e(fixed(entry.get("share"), 4))}">{_share(entry.get("share"))}</td></tr>'
         )
-    table = _table(["#", "question skeleton", "questions", "share"], rows, "skeletons") if rows else ""
+    table = html_table(["#", "question skeleton", "questions", "share"], rows, "skeletons") if rows else ""
     note = (
         "Skeletons mask objects, numbers, colours and quoted text. A high top-10 share, a low distinct-2 (distinct "
         "word pairs per word pair) or a low compression ratio (compressed size / size) means few templates."
@@ -510,20 +463,20 @@ def _template_card(stats_dict: dict) -> str:
     return _card(
         "template_stats",
         "Question templates (template_stats)",
-        f'{_kv(facts)}{table}<p class="note">{_e(note)}</p>',
+        f'{_kv(facts)}{table}<p class="note">{e(note)}</p>',
     )
 
 
 def _dedup_card(stats_dict: dict) -> str:
     stats = InstructionDedupStats.from_dict(stats_dict)
     facts = [
-        ("conversations", _num(stats.samples)),
-        ("text-only", _num(stats.text_only)),
-        ("image groups", f"{_num(stats.image_groups)} ({_num(stats.shared_image_groups)} with several conversations)"),
-        ("largest image group", _num(stats.largest_image_group)),
-        ("exact duplicate conversations", _num(stats.duplicate_conversations)),
-        ("near-duplicate conversations", _num(stats.near_duplicate_conversations)),
-        ("near-duplicate threshold", f"Jaccard ≥ {_fixed(stats.threshold, 2)} over {stats.shingle or '–'}"),
+        ("conversations", num(stats.samples)),
+        ("text-only", num(stats.text_only)),
+        ("image groups", f"{num(stats.image_groups)} ({num(stats.shared_image_groups)} with several conversations)"),
+        ("largest image group", num(stats.largest_image_group)),
+        ("exact duplicate conversations", num(stats.duplicate_conversations)),
+        ("near-duplicate conversations", num(stats.near_duplicate_conversations)),
+        ("near-duplicate threshold", f"Jaccard ≥ {fixed(stats.threshold, 2)} over {stats.shingle or '–'}"),
     ]
     return _card("instruction_dedup", "Conversations and image groups (instruction_dedup)", _kv(facts))
 
@@ -547,8 +500,8 @@ def _answer_length_cards(lengths: dict[str, np.ndarray]) -> str:
         )
         svg = histogram_svg(hist, f"answer length, {name}", "words per answer", color="#7b61a8")
         cards.append(
-            f'<div class="card hist" data-hist="answer_words" data-type="{_e(name)}" data-n="{hist.total}">'
-            f"<h3>Answer length · {_e(name)}</h3>{svg}{stats}</div>"
+            f'<div class="card hist" data-hist="answer_words" data-type="{e(name)}" data-n="{hist.total}">'
+            f"<h3>Answer length · {e(name)}</h3>{svg}{stats}</div>"
         )
     if not cards:
         return ""
@@ -610,7 +563,7 @@ def _conversation_html(turns, heading: str) -> str:
         )
     if len(turns) > MAX_EXAMPLE_TURNS:
         parts.append(f'<div class="turn muted">… {len(turns) - MAX_EXAMPLE_TURNS:,} more turns</div>')
-    return f'<div class="conversation"><div class="from">{_e(heading)}</div>{"".join(parts)}</div>'
+    return f'<div class="conversation"><div class="from">{e(heading)}</div>{"".join(parts)}</div>'
 
 
 def _examples_html(
@@ -640,14 +593,14 @@ def _examples_html(
                     f"{_text(first_answers[key], MAX_TURN_CHARS)}</div></div>"
                 )
             items.append(
-                f'<div class="example" data-key="{_e(key)}"><div class="key">{_text(key, MAX_KEY_CHARS)}</div>'
+                f'<div class="example" data-key="{e(key)}"><div class="key">{_text(key, MAX_KEY_CHARS)}</div>'
                 f'<div class="detail">{_text(row.get("detail"), 500)}</div>{body}</div>'
             )
         n = int(rows[0].get("count") or len(rows)) if rows else 0
         more = f'<p class="note">showing {len(rows):,} of {n:,} (the first by key)</p>' if n > len(rows) else ""
         cards.append(
-            f'<div class="card reason" data-stage="{_e(stage)}" data-reason="{_e(reason)}" data-count="{n}">'
-            f'<h3><span class="stage">{_e(stage)}</span> · {_e(reason)} <span class="count">{n:,}</span></h3>'
+            f'<div class="card reason" data-stage="{e(stage)}" data-reason="{e(reason)}" data-count="{n}">'
+            f'<h3><span class="stage">{e(stage)}</span> · {e(reason)} <span class="count">{n:,}</span></h3>'
             f"{''.join(items)}{more}</div>"
         )
     return (
@@ -691,7 +644,7 @@ def instruction_section(data: RunData) -> str:
     if dedup is not None:
         cards.append(_dedup_card(dedup))
     if not cards:
-        cards.append(_empty("no instruction stage reported statistics"))
+        cards.append(empty("no instruction stage reported statistics"))
     stage_order = [str(s.get("name")) for s in data.stages]
     content = (
         "".join(cards)
@@ -703,4 +656,4 @@ def instruction_section(data: RunData) -> str:
         "Conversations (LLaVA-style instruction data): task mix, yes/no balance, multiple-choice letters and "
         "question templates from the stages' statistics in the manifest; answer lengths of the kept conversations."
     )
-    return f'<section id="{sid}"><h2>{_e(title)}</h2><p class="intro">{_e(intro)}</p>{content}</section>'
+    return f'<section id="{sid}"><h2>{e(title)}</h2><p class="intro">{e(intro)}</p>{content}</section>'
