@@ -31,7 +31,8 @@ One row per entry, the whole conversation kept:
 - Shards are fixed chunks of the entries in file order: `FILE@00000` covers entries [0, shard_size).
 
 Opening the reader parses the whole file once (a malformed file fails then, not mid-run; repeated ids are found
-then), and what a map task needs survives pickling, so a task never parses the whole file again:
+then), once per process (a map task opens the reader again: it finds that pass's result in a module cache keyed
+by the path, size and mtime), and what a task needs survives pickling, so a task never parses the whole file again:
 - JSONL: the shards are byte ranges of the file (found by that pass), and a task reads and parses only its own
   lines. Keys are derived from each entry alone, except where the whole-file pass gave another (a repeat renamed
   `KEY~1` under on_duplicate_key="suffix", a substitute key already taken): those few are kept in the reader.
@@ -101,6 +102,13 @@ def _file_stat(path: str) -> tuple[int, int]:
     return st.st_size, st.st_mtime_ns
 
 
+def _cache_key(path: str, *options) -> tuple:
+    """A module cache's key for a file: its path, size and mtime, and (valid in this process only) its inode and
+    ctime, so a file rewritten within one mtime tick, or replaced, is not taken for the one cached."""
+    st = os.stat(path)
+    return (path, st.st_size, st.st_mtime_ns, st.st_dev, st.st_ino, st.st_ctime_ns, *options)
+
+
 def _jsonl_lines(f: Iterable[bytes], offset: int = 0) -> Iterator[tuple[int, str]]:
     """(byte offset, text) of each line of a binary file, as a text-mode file yields them: universal newlines
     ("\\n", "\\r\\n" or a lone "\\r" ends a line, the ending read as "\\n") and invalid UTF-8 replaced. Decoding
@@ -165,7 +173,12 @@ def _claim(keys: KeyRegistry, index: int, entry: _Entry, substitute: bool) -> st
     return keys.substitute(entry.key) if substitute else keys.claim(entry.key, f"entry {index}")
 
 
-#: A JSON list's entries, parsed once per process: {(path, size, mtime_ns, on_duplicate_key): entries}, the
+#: A JSONL file's index (the whole-file pass), made once per process: {(path, size, mtime, inode, ..., shard_size,
+#: on_duplicate_key): (spans, renamed keys, count)}, the last file only. A map task opens the reader again
+#: (pipeline.executor.run_map_shard) and finds it here instead of parsing the file again.
+_JSONL_INDEX: dict[tuple, tuple[list[_Span], dict[int, str], int]] = {}
+
+#: A JSON list's entries, parsed once per process: {(path, size, mtime, inode, ..., on_duplicate_key): entries}, the
 #: last file only. A pickled reader (a map task's) finds them here instead of parsing the file again.
 _JSON_CACHE: dict[tuple, list[_Entry]] = {}
 
@@ -230,7 +243,19 @@ class LlavaReader(Reader):
             )
 
     def _index_jsonl(self) -> int:
-        """The one whole-file pass over a JSONL file: the shards' byte ranges and the renamed keys; the count."""
+        """The shards' byte ranges and the renamed keys of a JSONL file, found once per process; the count."""
+        cache_key = _cache_key(self.path, self.shard_size, self.on_duplicate_key)
+        index = _JSONL_INDEX.get(cache_key)
+        if index is None:
+            index = self._scan_jsonl()
+            _JSONL_INDEX.clear()
+            _JSONL_INDEX[cache_key] = index
+        self._spans, self._keys, n = index
+        return n
+
+    def _scan_jsonl(self) -> tuple[list[_Span], dict[int, str], int]:
+        """The whole-file pass over a JSONL file: every line parsed once, for the keys and where the shards start."""
+        renamed: dict[int, str] = {}
         keys = KeyRegistry(self.on_duplicate_key, f"LLaVA file {self.path!r}")
         firsts: list[tuple[int, int, int]] = []
         index = 0
@@ -243,12 +268,11 @@ class LlavaReader(Reader):
                 entry, substitute = _entry(index, *_parse_line(lineno, text), meta=False)
                 key = _claim(keys, index, entry, substitute)
                 if key != entry.key:
-                    self._keys[index] = key
+                    renamed[index] = key
                 index += 1
         self._check_unchanged()
         stops = [start for start, _, _ in firsts[1:]] + [self._stat[0]]
-        self._spans = [_Span(start, stop, i, ln) for (start, i, ln), stop in zip(firsts, stops)]
-        return index
+        return [_Span(start, stop, i, ln) for (start, i, ln), stop in zip(firsts, stops)], renamed, index
 
     def _jsonl_entries(self, span: _Span) -> Iterator[_Entry]:
         """A JSONL shard's entries: its own bytes read and parsed, nothing else."""
@@ -283,7 +307,7 @@ class LlavaReader(Reader):
     def _load(self) -> list[_Entry]:
         """A JSON list's entries, parsed once per process."""
         if self._entries is None:
-            cache_key = (self.path, *self._stat, self.on_duplicate_key)
+            cache_key = _cache_key(self.path, self.on_duplicate_key)
             entries = _JSON_CACHE.get(cache_key)
             if entries is None:
                 keys = KeyRegistry(self.on_duplicate_key, f"LLaVA file {self.path!r}")

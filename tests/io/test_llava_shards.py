@@ -1,5 +1,6 @@
-"""The LLaVA reader's shards: a map task (the reader pickled) parses only its own shard — JSONL shards are byte
-ranges of the file, a JSON list is parsed once per process — and what it reads is what reading the file whole
+"""The LLaVA reader's shards: a map task (the reader opened again in a worker, or pickled) parses only its own
+shard — JSONL shards are byte ranges of the file found once per process, a JSON list is parsed once per process —
+and what it reads is what reading the file whole
 gives: the same keys (repeats renamed across shards), rejects and line numbers, whatever the line endings."""
 
 from __future__ import annotations
@@ -71,12 +72,16 @@ def _count_parses(monkeypatch) -> list[int]:
     return calls
 
 
-def test_a_jsonl_task_reads_and_parses_only_its_shard(tmp_path, monkeypatch):
+@pytest.mark.parametrize("how", ["opened again", "pickled"])
+def test_a_jsonl_task_reads_and_parses_only_its_shard(tmp_path, monkeypatch, how):
     path = tmp_path / "llava.jsonl"
     n, shard_size = 1000, 100
     path.write_text("".join(json.dumps({"id": f"s{i}", "conversations": CONV}) + "\n" for i in range(n)))
     reader = LlavaReader(path, shard_size=shard_size)
-    task = pickle.loads(pickle.dumps(reader))
+    calls = _count_parses(monkeypatch)
+    # what pipeline.executor.run_map_shard does in each task: open the reader again (same process: no parse)
+    task = LlavaReader(path, shard_size=shard_size) if how == "opened again" else pickle.loads(pickle.dumps(reader))
+    assert calls[0] == 0
     read_bytes = [0]
     real_open = open
 
@@ -99,7 +104,6 @@ def test_a_jsonl_task_reads_and_parses_only_its_shard(tmp_path, monkeypatch):
             return data
 
     monkeypatch.setattr(llava, "open", lambda *a, **k: Counting(real_open(*a, **k)), raising=False)
-    calls = _count_parses(monkeypatch)
     rows = [r for b in task.read(task.shards()[5]) for r in b.to_pylist()]
     assert [r["key"] for r in rows] == [f"s{i}" for i in range(500, 600)]
     # one parse of each line and one of each kept record (its conversation columns): the shard's, no more
@@ -120,8 +124,20 @@ def test_a_json_list_is_parsed_once_per_process(tmp_path, monkeypatch):
 
     monkeypatch.setattr(json, "load", counting)
     rows = _read(reader)  # every shard through a pickled copy
+    assert LlavaReader(path, shard_size=10).count(reader.shards()[-1]) == 10  # opened again in this process
     assert parsed[0] == 0
     assert [r["key"] for r in rows] == [f"s{i}" for i in range(50)]
+
+
+def test_a_rewritten_file_is_parsed_again(tmp_path):
+    path = tmp_path / "llava.jsonl"
+    path.write_text(json.dumps({"id": "a", "conversations": CONV}) + "\n")
+    assert LlavaReader(path).count(LlavaReader(path).shards()[0]) == 1
+    tmp = tmp_path / "new.jsonl"
+    tmp.write_text("".join(json.dumps({"id": k, "conversations": CONV}) + "\n" for k in "bc"))
+    os.replace(tmp, path)
+    reader = LlavaReader(path)
+    assert [r["key"] for b in reader.read(reader.shards()[0]) for r in b.to_pylist()] == ["b", "c"]
 
 
 @pytest.mark.parametrize("name", ["llava.jsonl", "llava.json"])
