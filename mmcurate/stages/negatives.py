@@ -102,6 +102,7 @@ class NegativeSynthesis(GlobalStage):
 
     name = "negative_synthesis"
     requires = ("key", "source", "turns", IMAGE_EMBEDDING)
+    reads_if_present = ("caption", "has_image")  # vocabulary from captions too; text-only samples are left alone
 
     @dataclass
     class Params:

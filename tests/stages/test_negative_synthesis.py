@@ -215,7 +215,7 @@ def test_output_record_turns_and_export_hold_the_pairs_marked_synthetic(runs):
     with_pairs = [s for s in samples if s["negatives_added"]]
     assert (
         len(with_pairs) == stats["samples_edited"]
-        and sum(s["negatives_added"] for s in samples) == stats["pairs_added"]
+        and sum(s["negatives_added"] or 0 for s in samples) == stats["pairs_added"]
     )
     for s in samples:
         conv = json.loads(s["meta"])["conversations"]
