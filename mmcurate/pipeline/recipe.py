@@ -79,6 +79,10 @@ stages:
   - template_stats: {}                    # question skeletons; max_per_template: N caps samples per skeleton
   - task_mix: {}                          # task type per conversation; target: {type: share} caps a type
   - split: {ratios: [0.8, 0.1, 0.1]}      # train/val/test; an image group never spans two splits
+# Optional, with a CLIP model (clip_embed's model and weights parameters), before split:
+#  - clip_embed: {text_field: question}   # image-question relevance (caption | question | answer | question_answer)
+#  - clip_score_filter: {threshold: 0.2}  # text-only conversations pass
+#  - negative_synthesis: {per_sample: 1, strategy: popularity}   # POPE-style "Is there a ...?" -> "No", marked synthetic
 """
 
 #: The recipes `mmcurate recipe NAME` prints.
