@@ -82,7 +82,7 @@ stages:
 # Optional, with a CLIP model (clip_embed's model and weights parameters), before split:
 #  - clip_embed: {text_field: question}   # image-question relevance (caption | question | answer | question_answer)
 #  - clip_score_filter: {threshold: 0.2}  # text-only conversations pass
-#  - negative_synthesis: {per_sample: 1, strategy: popularity}   # POPE-style "Is there a ...?" -> "No", marked synthetic
+#  - negative_synthesis: {strategy: popularity}  # POPE-style "Is there a ...?" -> "No", marked synthetic
 """
 
 #: The recipes `mmcurate recipe NAME` prints.
