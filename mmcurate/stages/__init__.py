@@ -15,3 +15,4 @@ import importlib
 
 for _module in ("image", "text", "conversation", "instruction", "split", "clip", "heads", "semantic", "negatives"):
     importlib.import_module(f"mmcurate.stages.{_module}")
+importlib.import_module("mmcurate.stages.answers")  # answer_filter (answer-aware text filtering)
