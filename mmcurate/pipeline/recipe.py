@@ -72,6 +72,7 @@ stages:
   - integrity: {}                         # every image decodes (text-only conversations pass untouched)
   - conversation_check: {}                # roles alternate from the human turn, no empty turn, <image> per image
   - conversation_clean: {}                # HTML, entities, mojibake, control characters in every turn
+  - answer_filter: {}                     # answers by task type: refusals; too-short descriptions/reasons
   - pii_redact: {}                        # e-mails, phones, national IDs, cards, IPs in every turn
   - instruction_dedup: {}                 # same image (sha256 / pHash) + same or near-copy conversation
   - answer_balance: {yes_ratio: 0.5}      # remove the fewest yes (or no) pairs to reach 50% +- 2% yes

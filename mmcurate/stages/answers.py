@@ -11,7 +11,9 @@ order they are checked for each pair (the first failing pair's first failing rul
 2. answer_too_long, every task type: more than `max_words` words (default null: no limit).
 3. answer_too_short, by task type (MIN_WORDS_BY_TYPE): a captioning/description answer under
    `min_words_description` words (default 5), a reasoning (why / how / explain) answer under
-   `min_words_reasoning` words (default 3). No other task type has a minimum.
+   `min_words_reasoning` words (default 3). No other task type has a minimum, and neither has a question that
+   asks for brevity (BREVITY: "Describe the image briefly.", "Write a terse caption.", "A short image caption:",
+   "Summarize ...", "in a few words", "in one sentence": LLaVA-Pretrain's captions answer those in 2-4 words).
 4. answer_not_yes_no, only with `strict_yes_no: true`: a yes/no question answered with neither yes nor no.
 
 A sample is rejected when any pair fails; a sample without pairs is left to conversation_check. Text-only
@@ -55,6 +57,13 @@ ANSWER_BOILERPLATE: dict[str, str] = {
     ),
 }
 _BOILERPLATE = re.compile("|".join(f"(?:{rx})" for rx in ANSWER_BOILERPLATE.values()))
+#: A question that asks for a short answer: no minimum length applies to its answer.
+BREVITY = re.compile(
+    r"\b(?:brief(?:ly)?|short(?:ly)?|concise(?:ly)?|terse(?:ly)?|succinct(?:ly)?|compact|quick(?:ly)?"
+    r"|summar(?:y|ies|i[sz]e[sd]?|i[sz]ing)|in (?:a|one|two|three|a few|few) (?:words?|phrases?|sentences?|lines?)"
+    r"|(?:one|single|1)[- ](?:word|phrase|sentence|line)|one-liner)\b",
+    re.IGNORECASE,
+)
 _LEADING = " \t\r\n\"'`*_.,;:!?-()[]"
 
 
@@ -96,7 +105,7 @@ def check_pair(question: str, answer: str, rules: AnswerRules) -> tuple[str, str
     n_words = len(answer.split())
     if rules.max_words is not None and n_words > rules.max_words:
         return "answer_too_long", task, f"{n_words} words > max_words {rules.max_words}"
-    lo = rules.min_words(task)
+    lo = None if BREVITY.search(question) else rules.min_words(task)
     if lo is not None and n_words < lo:
         return "answer_too_short", task, f"{n_words} word(s) < {MIN_WORDS_BY_TYPE[task]} {lo}"
     if rules.strict_yes_no and task == "yes_no" and classify_answer(answer) not in ("yes", "no"):

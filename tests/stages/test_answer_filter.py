@@ -60,7 +60,17 @@ def test_description_and_reasoning_need_words_yes_no_does_not():
     rules = AnswerRules()
     reason, task, _ = check_pair("<image>\nDescribe the image in detail.", "A dog.", rules)
     assert (reason, task) == ("answer_too_short", "captioning")
-    assert check_pair("Write a short caption for this photo.", "Two dogs playing.", rules)[0] == "answer_too_short"
+    assert check_pair("Write a caption for this photo.", "Two dogs playing.", rules)[0] == "answer_too_short"
+    # a question that asks for brevity has no minimum (LLaVA-Pretrain's captions)
+    for question, answer in [
+        ("Describe the image briefly.", "An astronaut."),
+        ("Write a terse caption.\n<image>", "rocket on the pad"),
+        ("A short image caption:", "dog"),
+        ("<image>\nSummarize the visual content of the image.", "a red bus"),
+        ("Describe the image in one sentence.", "A beach."),
+        ("Explain briefly why the road is wet.", "Rain."),
+    ]:
+        assert check_pair(question, answer, rules) is None, question
     assert check_pair("<image>\nDescribe the image in detail.", "A brown dog runs across a grassy park.", rules) is None
     reason, task, _ = check_pair("Why is the man holding an umbrella?", "Rain.", rules)
     assert (reason, task) == ("answer_too_short", "reasoning")

@@ -486,6 +486,7 @@ def test_recipe_llava_prints_the_commented_instruction_recipe():
         "integrity",
         "conversation_check",
         "conversation_clean",
+        "answer_filter",
         "pii_redact",
         "instruction_dedup",
         "answer_balance",
