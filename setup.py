@@ -34,6 +34,49 @@ def _read_version() -> str:
 VERSION = _read_version()
 
 
+def _requirements(name: str, _seen=None) -> list:
+    """The requirement lines of requirements/<name>.txt (comments and blanks dropped, `-r other.txt`
+    followed), in order without repeats: the one source of truth for the dependencies, shared with
+    scripts/setup.sh (pip install -r requirements/...). MANIFEST.in ships requirements/ in the sdist."""
+    seen = set() if _seen is None else _seen
+    path = ROOT / "requirements" / f"{name}.txt"
+    out = []
+    for raw in path.read_text(encoding="utf-8").splitlines():
+        line = raw.split(" #", 1)[0].strip() if not raw.lstrip().startswith("#") else ""
+        if not line:
+            continue
+        if line.startswith(("-r ", "--requirement ")):
+            included = line.split(None, 1)[1].strip()
+            for req in _requirements(Path(included).stem, seen):
+                out.append(req)
+            continue
+        if line.startswith("-"):
+            raise RuntimeError(f"{path}: pip option {line!r} has no place in package metadata")
+        if line not in seen:
+            seen.add(line)
+            out.append(line)
+    return out
+
+
+def _extras() -> dict:
+    semantic = _requirements("semantic")
+    ray = _requirements("ray")
+    return {
+        # CLIP embeddings, semantic dedup and clustering on CPU (faiss-cpu).
+        "semantic": semantic,
+        # A CUDA node: torch + open_clip with faiss-gpu (never together with faiss-cpu), DALI, nvJPEG.
+        "gpu": _requirements("gpu"),
+        # The Ray executor: mmcurate run --executor ray.
+        "ray": ray,
+        # Everything that installs on any machine (faiss-cpu; a GPU node takes mmcurate[gpu,ray]).
+        "all": list(dict.fromkeys(semantic + ray)),
+        "dali": _requirements("dali"),
+        "cuda": _requirements("cuda"),
+        "test": _requirements("test"),
+        "bench": _requirements("bench"),
+    }
+
+
 def _nvjpeg_include_dir():
     """nvjpeg.h from the nvidia-nvjpeg wheel (the system CUDA toolkit may lack it)."""
     explicit = os.environ.get("NVJPEG_INCLUDE_DIR")
@@ -82,19 +125,21 @@ setup(
     name="mmcurate",
     version=VERSION,
     description="GPU-accelerated curation engine for multimodal image-text training data",
+    long_description=(ROOT / "README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    license_files=["LICENSE"],
     packages=find_packages(include=["mmcurate", "mmcurate.*"]),
+    # Files the package reads at run time (models/registry.py: registry.json and configs/), and the
+    # PEP 561 marker. MANIFEST.in puts the same files in the sdist.
+    package_data={"mmcurate": ["py.typed", "models/registry.json", "models/configs/*.json"]},
+    include_package_data=True,
+    exclude_package_data={"mmcurate": ["*.so", "*.pyd"]},
     ext_modules=[CMakeExtension("mmcurate._C")],
     cmdclass={"build_ext": CMakeBuild},
     python_requires=">=3.9",
-    install_requires=["numpy>=1.24"],
-    extras_require={
-        "test": ["pytest", "pillow", "imagehash", "scipy", "PyWavelets", "scikit-image"],
-        "bench": ["pillow", "imagehash", "scipy", "PyWavelets", "scikit-image", "faiss-cpu", "torch", "torchvision"],
-        "cuda": ["nvidia-nvjpeg"],
-        "semantic": ["torch", "torchvision", "open_clip_torch>=3.0", "safetensors>=0.4", "faiss-cpu>=1.8"],
-        "dali": ["nvidia-dali-cuda130>=2.0"],
-        "ray": ["ray[data]>=2.9"],
-    },
+    install_requires=_requirements("runtime"),
+    extras_require=_extras(),
     entry_points={"console_scripts": ["mmcurate=mmcurate.cli:main"]},
     zip_safe=False,
 )
