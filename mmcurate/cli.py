@@ -3,6 +3,8 @@
 mmcurate run RECIPE [--input PATH] [--output DIR] [--resume] [--overwrite] [--workers N]
              [--executor local|ray] [--address auto|ray://HOST:PORT] [--global-mode auto|memory|sharded]
 mmcurate recipe default|llava     print the default recipe, or the instruction-data (LLaVA) one
+mmcurate recipe list              the recipe templates, one a line with its description
+mmcurate stages [NAME] [--json]   every stage (or one) with its kind, description and parameters
 mmcurate demo [--out DIR] [--llava]
                                   build the built-in sample dataset and run the default recipe on it (--llava: the
                                   built-in instruction sample and the llava recipe)
@@ -201,7 +203,96 @@ def _cmd_run(args) -> int:
 def _cmd_recipe(args) -> int:
     from mmcurate.pipeline.recipe import RECIPES
 
+    if args.which == "list":
+        width = max(len(n) for n in RECIPES)
+        for name, text in RECIPES.items():
+            first = next((ln for ln in text.splitlines() if ln.startswith("#")), "")
+            desc = first.lstrip("#").strip()
+            print(f"{name:<{width}}  {desc}".rstrip())
+        return 0
     sys.stdout.write(RECIPES[args.which])
+    return 0
+
+
+def _shown(value):
+    """A parameter default as JSON can hold it (repr for anything else)."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, (list, tuple)):
+        return [_shown(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _shown(v) for k, v in value.items()}
+    return repr(value)
+
+
+def _first_sentence(doc: str) -> str:
+    """The first sentence of a docstring's first paragraph (its first line when that has no sentence end)."""
+    para = " ".join(doc.split("\n\n")[0].split())
+    end = para.find(". ")
+    return para[: end + 1] if end >= 0 else para
+
+
+def stage_info(name: str) -> dict:
+    """One registered stage: name, kind (map/global), doc (first line and full), parameters from its Params."""
+    import dataclasses
+    import inspect
+
+    from mmcurate.pipeline.stage import GlobalStage, registry
+
+    cls = registry.stage_class(name)
+    doc = inspect.cleandoc(cls.__doc__ or "") if "__doc__" in vars(cls) else ""
+    params = []
+    for f in dataclasses.fields(cls.Params):
+        if f.default is not dataclasses.MISSING:
+            default, required = _shown(f.default), False
+        elif f.default_factory is not dataclasses.MISSING:
+            default, required = _shown(f.default_factory()), False
+        else:
+            default, required = None, True
+        ann = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", repr(f.type))
+        params.append({"name": f.name, "type": ann, "default": default, "required": required})
+    return {
+        "name": name,
+        "kind": "global" if issubclass(cls, GlobalStage) else "map",
+        "summary": _first_sentence(doc),
+        "doc": doc,
+        "params": params,
+    }
+
+
+def _print_stage(info: dict, full: bool) -> None:
+    summary = info["summary"]
+    if not full and len(summary) > 100:  # the listing stays one line a stage; `stages NAME` shows all of it
+        summary = summary[:97].rstrip() + "..."
+    summary = f"  {summary}" if summary and not full else ""  # in full, the docstring follows
+    print(f"{info['name']}  [{info['kind']}]{summary}")
+    if full and info["doc"]:
+        print()
+        for line in info["doc"].splitlines():
+            print(f"    {line}".rstrip())
+        print()
+    if not info["params"]:
+        print("    (no parameters)")
+        return
+    nw = max(len(p["name"]) for p in info["params"])
+    tw = max(len(p["type"]) for p in info["params"])
+    for p in info["params"]:
+        default = "(required)" if p["required"] else f"= {json.dumps(p['default'])}"
+        print(f"    {p['name']:<{nw}}  {p['type']:<{tw}}  {default}")
+
+
+def _cmd_stages(args) -> int:
+    from mmcurate.pipeline.stage import registry
+
+    names = [args.name] if args.name else registry.names()
+    infos = [stage_info(n) for n in names]
+    if args.json:
+        print(json.dumps(infos[0] if args.name else infos, indent=2))
+        return 0
+    for i, info in enumerate(infos):
+        if i:
+            print()
+        _print_stage(info, full=bool(args.name))
     return 0
 
 
@@ -339,9 +430,13 @@ def main(argv=None) -> int:
     p.add_argument("--output", default=None, help="override output.path")
     add_run_flags(p)
     p.set_defaults(fn=_cmd_run)
-    p = sub.add_parser("recipe", help="print a recipe")
-    p.add_argument("which", choices=["default", "llava"])
+    p = sub.add_parser("recipe", help="print a recipe (list: the recipe templates)")
+    p.add_argument("which", choices=["default", "llava", "list"])
     p.set_defaults(fn=_cmd_recipe)
+    p = sub.add_parser("stages", help="list the stages with their kind, description and parameters")
+    p.add_argument("name", nargs="?", default=None, help="show one stage in full")
+    p.add_argument("--json", action="store_true", help="print the same as JSON")
+    p.set_defaults(fn=_cmd_stages)
     p = sub.add_parser("inspect", help="print the summary of a finished run")
     p.add_argument("output", help="output directory of a run")
     p.set_defaults(fn=_cmd_inspect)

@@ -217,11 +217,16 @@ class _Registry:
         self._load_builtin()
         return sorted(self._stages)
 
-    def create(self, name: str, params: dict | None):
+    def stage_class(self, name: str) -> type:
+        """The class registered as `name`; StageError naming the valid stages when there is none."""
         self._load_builtin()
         cls = self._stages.get(name)
         if cls is None:
             raise StageError(f"unknown stage {name!r}; valid stages: {', '.join(self.names())}")
+        return cls
+
+    def create(self, name: str, params: dict | None):
+        cls = self.stage_class(name)
         if params is None:
             params = {}
         if not isinstance(params, dict):
