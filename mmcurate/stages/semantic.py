@@ -86,6 +86,9 @@ class SemanticDedupStats(StepStats):
 
 @registry.register
 class SemanticDedup(GlobalStage):
+    """Semantic near-duplicates (SemDeDup): k-means on the image embeddings, then within each cluster a sample
+    within cosine 1 - eps of a more keepable member is rejected (module docstring)."""
+
     name = "semantic_dedup"
 
     @dataclass
@@ -278,6 +281,9 @@ def clip_levels(levels, n: int) -> list[int]:
 
 @registry.register
 class Balance(GlobalStage):
+    """Semantic-balance sampling: hierarchical k-means over the image embeddings, then a target number of samples
+    drawn evenly across clusters (module docstring)."""
+
     name = "balance"
 
     @dataclass

@@ -50,6 +50,9 @@ from mmcurate.stages.image import phash_codes
 
 @registry.register
 class Split(GlobalStage):
+    """Train/val/test assignment (8:1:1 by default) that keeps near-duplicate images (pHash), image groups and
+    group columns in one split, optionally stratified by a column (module docstring)."""
+
     name = "split"
 
     @dataclass
