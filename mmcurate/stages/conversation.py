@@ -17,13 +17,12 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
-from mmcurate.curate import captions as cap
 from mmcurate.io.conversations import GPT, HUMAN, IMAGE_TOKEN, KNOWN_ROLES, SYSTEM, count_placeholders
 from mmcurate.io.keys import short_repr
 from mmcurate.pipeline.params import check_bool, check_choice, check_int
 from mmcurate.pipeline.stage import MapStage, Resources, StageResult, registry
 from mmcurate.stages.batch import reject_rows, require_columns, set_turns
-from mmcurate.stages.text import MAX_CHARS_DEFAULT
+from mmcurate.stages.text import MAX_CHARS_DEFAULT, CaptionClean, caption_cleaner
 
 #: What conversation_check asks of the <image> placeholders (`placeholders`):
 #: exact: as many placeholders as images. exact_or_none (the default): that, or no placeholder at all with one or
@@ -218,29 +217,16 @@ class ConversationClean(MapStage):
     resources = Resources(cpus=1.0)
 
     @dataclass
-    class Params:
-        strip_html: bool = True
-        fix_unicode: bool = True
-        lowercase: bool = False
-        max_repeat_punct: int | None = 3
-        max_chars: int | None = MAX_CHARS_DEFAULT  # per turn; null: no limit
+    class Params(CaptionClean.Params):  # caption_clean's settings; max_chars is per turn
         reject_emptied: bool = True
 
         def validate(self):
-            for key in ("strip_html", "fix_unicode", "lowercase", "reject_emptied"):
-                check_bool(key, getattr(self, key))
-            check_int("max_repeat_punct", self.max_repeat_punct, 1, optional=True)
-            check_int("max_chars", self.max_chars, 1, optional=True)
+            super().validate()
+            check_bool("reject_emptied", self.reject_emptied)
 
     def __init__(self, **params):
         super().__init__(**params)
-        p = self.params
-        self._cleaner = cap.CaptionCleaner(
-            strip_html=p.strip_html,
-            fix_unicode=p.fix_unicode,
-            lowercase=p.lowercase,
-            max_repeat_punct=p.max_repeat_punct,
-        )
+        self._cleaner = caption_cleaner(self.params)
 
     def process(self, batch: pa.Table) -> StageResult:
         require_columns(batch, self.name, self.requires)

@@ -46,6 +46,13 @@ def _replace_column(batch: pa.Table, name: str, values: list) -> pa.Table:
 # --------------------------------------------------------------------------------------------------
 
 
+def caption_cleaner(p) -> cap.CaptionCleaner:
+    """The cleaner of caption_clean's parameters (conversation_clean's extend them)."""
+    return cap.CaptionCleaner(
+        strip_html=p.strip_html, fix_unicode=p.fix_unicode, lowercase=p.lowercase, max_repeat_punct=p.max_repeat_punct
+    )
+
+
 @registry.register
 class CaptionClean(MapStage):
     """Cleans `caption` in place and keeps the text it received in `caption_original`.
@@ -79,13 +86,7 @@ class CaptionClean(MapStage):
 
     def __init__(self, **params):
         super().__init__(**params)
-        p = self.params
-        self._cleaner = cap.CaptionCleaner(
-            strip_html=p.strip_html,
-            fix_unicode=p.fix_unicode,
-            lowercase=p.lowercase,
-            max_repeat_punct=p.max_repeat_punct,
-        )
+        self._cleaner = caption_cleaner(self.params)
 
     def process(self, batch: pa.Table) -> StageResult:
         original = batch.column("caption").to_pylist()
