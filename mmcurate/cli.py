@@ -307,14 +307,9 @@ def _cmd_inspect(args) -> int:
 
 
 def _cmd_export(args) -> int:
-    from mmcurate.export.llava import export_llava
+    from mmcurate.export import export_run
 
-    result = export_llava(args.run_dir, args.out, link=args.link, overwrite=args.overwrite)
-    files = ", ".join(f"{name} {n:,}" for name, n in sorted(result.files.items()))
-    print(
-        f"exported {result.conversations:,} conversations ({result.turns:,} turns; {files}) and "
-        f"{result.images:,} images{' (linked)' if args.link else ''} to {result.out}/ (README.md: the dataset card)"
-    )
+    print(export_run(args.run_dir, args.out, format=args.format, link=args.link, overwrite=args.overwrite))
     return 0
 
 
@@ -440,9 +435,11 @@ def main(argv=None) -> int:
     p = sub.add_parser("inspect", help="print the summary of a finished run")
     p.add_argument("output", help="output directory of a run")
     p.set_defaults(fn=_cmd_inspect)
-    p = sub.add_parser("export", help="write a finished run in a training format (llava)")
+    from mmcurate.export import FORMATS as EXPORT_FORMATS
+
+    p = sub.add_parser("export", help=f"write a finished run in a training format ({', '.join(EXPORT_FORMATS)})")
     p.add_argument("run_dir", help="output directory of a finished run")
-    p.add_argument("--format", choices=["llava"], default="llava", help="llava: LLaVA conversation JSON per split")
+    p.add_argument("--format", choices=EXPORT_FORMATS, required=True, help="the training format to write")
     p.add_argument("--out", required=True, help="a new or empty directory, outside the run and its input")
     p.add_argument("--link", action="store_true", help="symlink the original images instead of copying their bytes")
     p.add_argument("--overwrite", action="store_true", help="replace an earlier export in --out (nothing else there)")
