@@ -174,7 +174,7 @@ def test_cli_export_and_errors(runs, tmp_path):
     fake.mkdir()
     (fake / "manifest.json").write_text("{}")
     pq.write_table(pa.table({"key": ["a"], "caption": ["x"], "meta": ["{}"]}), fake / "samples.parquet")
-    proc = mmcurate_cli("export", fake, "--out", tmp_path / "e3")
+    proc = mmcurate_cli("export", fake, "--format", "llava", "--out", tmp_path / "e3")
     assert proc.returncode == 2 and "input.format: llava" in proc.stderr and proc.stderr.count("\n") == 1
     assert not (tmp_path / "e3").exists()
 
