@@ -4,9 +4,17 @@
 and the device is resolved when a kernel is called.
 """
 
+from typing import TYPE_CHECKING
+
 from mmcurate._version import __version__
 
-__all__ = ["__version__", "build_info", "ops", "run"]
+if TYPE_CHECKING:  # what editors and type checkers see; at run time these load on first use (below)
+    from mmcurate.api import CurateResult, Pipeline, curate
+
+__all__ = ["CurateResult", "Pipeline", "__version__", "build_info", "curate", "ops", "run"]
+
+# In-memory curation (mmcurate.api, docs/python_api.md), imported on first use so `import mmcurate` stays light.
+_API_NAMES = ("CurateResult", "Pipeline", "curate")
 
 
 def build_info() -> dict:
@@ -29,4 +37,8 @@ def __getattr__(name):
         import importlib
 
         return importlib.import_module("mmcurate.ops")
+    if name in _API_NAMES:
+        from mmcurate import api
+
+        return getattr(api, name)
     raise AttributeError(f"module 'mmcurate' has no attribute {name!r}")
