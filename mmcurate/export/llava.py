@@ -34,22 +34,30 @@ import hashlib
 import json
 import os
 import posixpath
-import shutil
-import tarfile
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import pyarrow.parquet as pq
-
+from mmcurate.export.common import (
+    CARD,
+    IMAGES,
+    MARKER,
+    Run,
+    ShardImages,
+    exported_by,
+    fail,
+    join_card,
+    load_run,
+    run_sections,
+    table,
+    write_export,
+)
+from mmcurate.export.common import num as _num
 from mmcurate.io.conversations import record_with_turns
-from mmcurate.io.keys import key_to_member_base
 from mmcurate.io.paths import is_inside, read_inside_root
 
-MARKER = ".mmcurate_export.json"
-IMAGES = "images"
-CARD = "README.md"
+__all__ = ["CARD", "CARD_SECTIONS", "MARKER", "CardContext", "ExportResult", "export_llava", "register_card_section"]
+
 NO_SPLIT_FILE = "data.json"
 _COLUMNS = ("key", "meta", "turns", "image_paths", "image_ext", "shard")
 
@@ -89,78 +97,6 @@ def register_card_section(fn: Callable[[CardContext], str | None]) -> Callable[[
 
 
 # ---------------------------------------------------------------------------------------------------------
-# checks
-
-
-def _fail(msg: str):
-    raise ValueError(msg)
-
-
-def _relation(a: str, b: str) -> str | None:
-    """How realpath a stands to realpath b: "is", "lies inside", "contains", or None."""
-    if a == b:
-        return "is"
-    if is_inside(a, b):
-        return "lies inside"
-    if is_inside(b, a):
-        return "contains"
-    return None
-
-
-def _input_info(manifest: dict) -> tuple[str | None, str | None, dict]:
-    """(the input's path, its image_root, the reader options) from the manifest's recipe."""
-    recipe = (manifest.get("run") or {}).get("recipe") or {}
-    inp = recipe.get("input") or {}
-    options = inp.get("options") or {}
-    path = inp.get("path") if isinstance(inp.get("path"), str) else None
-    root = options.get("image_root") or (os.path.dirname(path) or "." if path else None)
-    return path, root, options
-
-
-def check_export_dir(out: Path, run_dir: Path, input_paths: list[str], overwrite: bool) -> None:
-    """The export directory: apart from the run and its input, and new, empty or (overwrite) an earlier export."""
-    o = os.path.realpath(out)
-    how = _relation(o, os.path.realpath(run_dir))
-    if how:
-        _fail(f"export directory {out} {how} the run directory {run_dir}; choose a directory outside the run")
-    for p in input_paths:
-        if p and os.path.exists(p):
-            how = _relation(o, os.path.realpath(p))
-            if how:
-                _fail(
-                    f"export directory {out} {how} the input {p}; choose a directory outside the input "
-                    f"(mmcurate never writes into its input)"
-                )
-    if out.exists() and not out.is_dir():
-        _fail(f"export directory {out} exists and is not a directory")
-    if out.is_dir() and any(out.iterdir()):
-        if not (out / MARKER).is_file():
-            _fail(f"export directory {out} is not empty and holds no earlier export; choose a new or empty directory")
-        if not overwrite:
-            _fail(f"export directory {out} holds an earlier export; pass --overwrite to replace it")
-
-
-def _load_run(run_dir: Path) -> tuple[dict, Path]:
-    if not run_dir.is_dir():
-        raise FileNotFoundError(f"run directory {run_dir} does not exist")
-    manifest_path, samples = run_dir / "manifest.json", run_dir / "samples.parquet"
-    if not manifest_path.is_file() or not samples.is_file():
-        _fail(f"{run_dir} holds no manifest.json and samples.parquet: give the output directory of a finished run")
-    try:
-        manifest = json.loads(manifest_path.read_text())
-    except ValueError as exc:
-        raise ValueError(f"{manifest_path} is not valid JSON ({exc})") from None
-    names = pq.read_schema(samples).names
-    missing = [c for c in _COLUMNS if c not in names]
-    if missing:
-        _fail(
-            f"{samples} lacks the conversation column(s) {', '.join(missing)}: --format llava exports runs that "
-            f"read LLaVA instruction data (input.format: llava)"
-        )
-    return manifest, samples
-
-
-# ---------------------------------------------------------------------------------------------------------
 # images
 
 
@@ -189,19 +125,19 @@ class _Images:
 
     def _source(self, key: str, path: str) -> str:
         if self.root_real is None:
-            _fail(f"sample {key!r}: the run's manifest names no input to find image {path!r} in")
+            fail(f"sample {key!r}: the run's manifest names no input to find image {path!r} in")
         real = os.path.realpath(os.path.join(self.root_real, path))
         if not self.allow_outside and not is_inside(real, self.root_real):
-            _fail(f"sample {key!r}: image {path!r} resolves outside image_root {self.root_real}")
+            fail(f"sample {key!r}: image {path!r} resolves outside image_root {self.root_real}")
         return real
 
     def _read(self, key: str, path: str) -> bytes:
         if self.root_real is None:
-            _fail(f"sample {key!r}: the run's manifest names no input to find image {path!r} in")
+            fail(f"sample {key!r}: the run's manifest names no input to find image {path!r} in")
         data, reason, detail = read_inside_root(self.root_real, path, self.max_bytes, self.allow_outside)
         if data is None:
             why = f"{reason}: {detail}" if reason else "not found"
-            _fail(
+            fail(
                 f"sample {key!r}: image {path!r} under image_root {self.root_real} cannot be read ({why}); "
                 f"an export needs the run's input images for multi-image records and --link"
             )
@@ -215,9 +151,9 @@ class _Images:
         if self.link:
             source = self._source(key, path)
             if not os.path.isfile(source):
-                _fail(f"sample {key!r}: image {path!r} is not a file under image_root {self.root_real} (--link)")
+                fail(f"sample {key!r}: image {path!r} is not a file under image_root {self.root_real} (--link)")
             if self.written.setdefault(dest, source) != source:
-                _fail(f"images {dest!r}: two different originals would share this name")
+                fail(f"images {dest!r}: two different originals would share this name")
             if not target.is_symlink():
                 target.parent.mkdir(parents=True, exist_ok=True)
                 os.symlink(source, target)
@@ -227,38 +163,11 @@ class _Images:
         digest = hashlib.sha256(data).hexdigest()
         seen = self.written.setdefault(dest, digest)
         if seen != digest:
-            _fail(f"images {dest!r}: samples name two different images by this path (sample {key!r})")
+            fail(f"images {dest!r}: samples name two different images by this path (sample {key!r})")
         if not target.exists():
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(data)
         return dest
-
-
-class _ShardImages:
-    """The first image of each kept sample, from the run's output shards (original bytes, as written)."""
-
-    def __init__(self, run_dir: Path):
-        self.shards = run_dir / "shards"
-        self.open: dict[str, tarfile.TarFile] = {}
-
-    def get(self, key: str, shard: str | None, image_ext: str | None) -> bytes | None:
-        if not shard or not image_ext:
-            return None
-        tar = self.open.get(shard)
-        if tar is None:
-            for t in self.open.values():
-                t.close()
-            self.open = {shard: tarfile.open(self.shards / shard, "r:")}
-            tar = self.open[shard]
-        try:
-            member = tar.extractfile(f"{key_to_member_base(key)}.{image_ext}")
-        except KeyError:
-            return None
-        return member.read() if member is not None else None
-
-    def close(self):
-        for t in self.open.values():
-            t.close()
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -291,107 +200,67 @@ def llava_entry(key: str, meta: str | None, turns: list[dict] | None) -> dict:
 
 def export_llava(run_dir, out, *, link: bool = False, overwrite: bool = False) -> ExportResult:
     """Export a finished run (see the module docstring)."""
-    run_dir, out = Path(run_dir), Path(out)
-    manifest, samples = _load_run(run_dir)
-    input_path, image_root, options = _input_info(manifest)
-    check_export_dir(out, run_dir, [p for p in (input_path, image_root) if p], overwrite)
-    tmp = out.parent / f".{out.name}.export-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    try:
-        result = _write(run_dir, out, tmp, manifest, samples, image_root, options, link)
-        _publish(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return result
+    run = load_run(
+        run_dir,
+        need=_COLUMNS,
+        why="--format llava exports runs that read LLaVA instruction data (input.format: llava)",
+    )
+    input_path, image_root, options = run.input_info()
+    out = Path(out)
+    inputs = [p for p in (input_path, image_root) if p]
+    return write_export(
+        run, out, "llava", overwrite, lambda tmp: _write(run, out, tmp, image_root, options, link), inputs=inputs
+    )
 
 
-def _write(run_dir, out, tmp, manifest, samples, image_root, options, link) -> ExportResult:
-    pf = pq.ParquetFile(samples)
-    columns = list(_COLUMNS) + (["split"] if "split" in pf.schema_arrow.names else [])
+def _write(run: Run, out: Path, tmp: Path, image_root, options, link) -> tuple[ExportResult, list[str]]:
     images = _Images(tmp, out, image_root, options, link)
-    shard_images = _ShardImages(run_dir)
+    shard_images = ShardImages(run.dir)
     files: dict[str, dict] = {}
     handles: dict[str, object] = {}
     try:
-        for batch in pf.iter_batches(batch_size=1024, columns=columns):
-            rows = batch.to_pylist()
-            for r in rows:
-                split = r.get("split")
-                name = f"{split}.json" if split else NO_SPLIT_FILE
-                f = handles.get(name)
-                if f is None:
-                    f = handles[name] = open(tmp / name, "w", encoding="utf-8")
-                    f.write("[\n")
-                    files[name] = Counter()
-                stats = files[name]
-                entry = llava_entry(r["key"], r["meta"], r["turns"])
-                paths = list(r["image_paths"] or [])
-                dests = []
-                for i, p in enumerate(paths):
-                    data = None if link or i else shard_images.get(r["key"], r["shard"], r["image_ext"])
-                    dests.append(images.add(r["key"], p, data))
-                if paths:
-                    entry = _with_image_paths(entry, dests, paths)
-                f.write(("" if not stats["conversations"] else ",\n") + json.dumps(entry, ensure_ascii=False))
-                stats["conversations"] += 1
-                stats["turns"] += len(r["turns"] or [])
-                stats["images"] += len(paths)
-                stats["text_only"] += not paths
-                stats["multi_image"] += len(paths) > 1
+        for split, r in run.rows(list(_COLUMNS), batch_size=1024):
+            name = f"{split}.json" if split is not None else NO_SPLIT_FILE
+            f = handles.get(name)
+            if f is None:
+                f = handles[name] = open(tmp / name, "w", encoding="utf-8")
+                f.write("[\n")
+                files[name] = dict.fromkeys(("conversations", "turns", "images", "text_only", "multi_image"), 0)
+            stats = files[name]
+            entry = llava_entry(r["key"], r["meta"], r["turns"])
+            paths = list(r["image_paths"] or [])
+            dests = []
+            for i, p in enumerate(paths):
+                data = None if link or i else shard_images.get(r["key"], r["shard"], r["image_ext"])
+                dests.append(images.add(r["key"], p, data))
+            if paths:
+                entry = _with_image_paths(entry, dests, paths)
+            f.write(("" if not stats["conversations"] else ",\n") + json.dumps(entry, ensure_ascii=False))
+            stats["conversations"] += 1
+            stats["turns"] += len(r["turns"] or [])
+            stats["images"] += len(paths)
+            stats["text_only"] += not paths
+            stats["multi_image"] += len(paths) > 1
     finally:
         shard_images.close()
         for f in handles.values():
             f.write("\n]\n")
             f.close()
-    ctx = CardContext(run_dir, manifest, samples, {k: dict(v) for k, v in files.items()})
+    ctx = CardContext(run.dir, run.manifest, run.samples, {k: dict(v) for k, v in files.items()})
     (tmp / CARD).write_text(dataset_card(ctx, link, len(images.written)), encoding="utf-8")
     own = sorted(files) + [CARD] + ([IMAGES] if images.written else [])
-    (tmp / MARKER).write_text(json.dumps({"run": str(run_dir), "entries": own}, indent=1) + "\n")
-    return ExportResult(
+    result = ExportResult(
         out=out,
         files={k: v["conversations"] for k, v in files.items()},
         images=len(images.written),
         conversations=sum(v["conversations"] for v in files.values()),
         turns=sum(v["turns"] for v in files.values()),
     )
-
-
-def _publish(tmp: Path, out: Path) -> None:
-    """Move the finished export into place: a rename when `out` is new; else the earlier export's own entries
-    (its marker's list) are deleted and the new ones moved in."""
-    if not out.exists():
-        os.rename(tmp, out)
-        return
-    marker = out / MARKER
-    if marker.is_file():
-        try:
-            earlier = json.loads(marker.read_text()).get("entries", [])
-        except ValueError:
-            earlier = []
-        for name in [*earlier, MARKER]:
-            p = out / name
-            if "/" in name or name in ("", ".", ".."):
-                continue
-            if p.is_dir() and not p.is_symlink():
-                shutil.rmtree(p)
-            elif p.exists() or p.is_symlink():
-                p.unlink()
-    for p in sorted(tmp.iterdir()):
-        os.rename(p, out / p.name)
-    tmp.rmdir()
+    return result, own
 
 
 # ---------------------------------------------------------------------------------------------------------
 # the dataset card
-
-
-def _table(header: tuple, rows: list[tuple]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
-    return "\n".join(lines)
 
 
 def _stats_section(ctx: CardContext, title: str, step: str, hint: str) -> str:
@@ -400,19 +269,8 @@ def _stats_section(ctx: CardContext, title: str, step: str, hint: str) -> str:
         return f"## {title}\n\nNot computed: {hint}\n"
     stats = s.get("stats") or {}
     rows = [(k, json.dumps(v, ensure_ascii=False) if isinstance(v, (dict, list)) else v) for k, v in stats.items()]
-    body = _table(("figure", "value"), rows) if rows else "The step reported no figures."
+    body = table(("figure", "value"), rows) if rows else "The step reported no figures."
     return f"## {title}\n\nFrom the recipe step `{step}` ({s.get('rejected', 0):,} samples rejected).\n\n{body}\n"
-
-
-def _num(v, fmt: str = ",") -> str:
-    """A figure of the manifest for a table cell: numbers formatted, anything else as text, None as "-"."""
-    if isinstance(v, bool) or v is None:
-        return "-" if v is None else str(v)
-    if isinstance(v, int):
-        return format(v, fmt)
-    if isinstance(v, float):
-        return f"{v:.4g}"
-    return str(v).replace("|", "\\|").replace("\n", " ")
 
 
 def _dict(v) -> dict:
@@ -440,7 +298,7 @@ def yes_ratio_section(ctx: CardContext) -> str:
         'Share of "yes" among the yes/no answers (recipe step `answer_balance`'
         + (f", target {_num(target)} ± {_num(st.get('tolerance'))}" if target is not None else ", measured only")
         + "):\n",
-        _table(
+        table(
             ("", "yes", "no", "yes-ratio"),
             [
                 ("before", _num(yes), _num(no), _num(st.get("yes_ratio_before"))),
@@ -461,14 +319,14 @@ def yes_ratio_section(ctx: CardContext) -> str:
     if classes:
         parts.append(
             "Answers by class (before):\n\n"
-            + _table(("class", "answers"), [(k, _num(v)) for k, v in classes.items()])
+            + table(("class", "answers"), [(k, _num(v)) for k, v in classes.items()])
             + "\n"
         )
     per_type = _dict(st.get("per_task_type"))
     if per_type:
         parts.append(
             "Per task type:\n\n"
-            + _table(
+            + table(
                 ("task type", "yes", "no", "yes-ratio", "removed"),
                 [
                     (t, _num(d.get("yes")), _num(d.get("no")), _num(d.get("yes_ratio")), _num(d.get("removed")))
@@ -482,7 +340,7 @@ def yes_ratio_section(ctx: CardContext) -> str:
     if isinstance(per_template, list) and per_template:
         parts.append(
             "The largest yes/no question templates:\n\n"
-            + _table(
+            + table(
                 ("template", "yes", "no", "yes-ratio", "removed"),
                 [
                     (
@@ -523,7 +381,7 @@ def task_mix_section(ctx: CardContext) -> str:
         "## Task mix\n",
         "The task type of each kept conversation (recipe step `task_mix`, readable rules: curate/tasks.py), counted "
         "after dedup and the edits of the balancing steps:\n",
-        _table(header, rows) + "\n",
+        table(header, rows) + "\n",
     ]
     if caps:
         parts.append(
@@ -550,7 +408,7 @@ def option_letters_section(ctx: CardContext) -> str | None:
             f"{_num(st.get('multiple_choice'))} multiple-choice questions; correct letters (recipe step "
             f"`option_order`, policy `{_num(st.get('policy'))}`; the chi-square test is against a uniform letter per "
             "option count):\n",
-            _table(
+            table(
                 ("", *letters, "chi-square", "p-value"),
                 [
                     (
@@ -589,7 +447,7 @@ def templates_section(ctx: CardContext) -> str | None:
     ]
     if top:
         parts.append(
-            _table(
+            table(
                 ("skeleton", "questions", "share"),
                 [
                     (f"`{_num(d.get('skeleton'))}`", _num(d.get("questions")), _num(d.get("share")))
@@ -608,18 +466,12 @@ def templates_section(ctx: CardContext) -> str | None:
 
 
 def dataset_card(ctx: CardContext, link: bool, n_images: int) -> str:
-    m = ctx.manifest
-    run = m.get("run") or {}
-    recipe = run.get("recipe") or {}
-    inp = recipe.get("input") or {}
-    counts = m.get("counts") or {}
     total = {k: sum(v.get(k, 0) for v in ctx.splits.values()) for k in ("conversations", "turns", "images")}
     text_only = sum(v.get("text_only", 0) for v in ctx.splits.values())
     multi = sum(v.get("multi_image", 0) for v in ctx.splits.values())
     parts = [
         "# LLaVA instruction data curated by mmcurate\n",
-        f"Exported by `mmcurate export --format llava` from the run in `{ctx.run_dir}` (mmcurate "
-        f"{run.get('mmcurate_version', '?')}, finished {run.get('finished', '?')}).\n",
+        exported_by(ctx.run_dir, ctx.manifest, "llava"),
         "## Files\n",
         "\n".join(f"- `{name}`: {v['conversations']:,} conversations" for name, v in sorted(ctx.splits.items()))
         + f"\n- `{IMAGES}/`: {n_images:,} images, "
@@ -628,44 +480,12 @@ def dataset_card(ctx: CardContext, link: bool, n_images: int) -> str:
         'Each file is a JSON list of `{"id", "image", "conversations": [{"from": "human" | "gpt", "value"}]}` as '
         "LLaVA's trainers read it: `image` a path or a list of paths (multi-image), absent for text-only "
         "conversations; `<image>` placeholders stay in the text where the data had them.\n",
-        "## Sources\n",
-        f"- input: `{inp.get('path')}` (format {inp.get('format', 'auto')}"
-        + (f", options {json.dumps(inp.get('options'), sort_keys=True)}" if inp.get("options") else "")
-        + ")\n"
-        + "\n".join(
-            f"- `{i.get('shard')}`: {i.get('samples', 0):,} samples"
-            + (f", sha256 `{i['sha256']}`" if i.get("sha256") else "")
-            for i in m.get("inputs", [])
-        )
-        + "\n",
-        "## Recipe\n",
-        "```json\n" + json.dumps(recipe.get("stages", []), indent=1, ensure_ascii=False) + "\n```\n",
-        "## Counts\n",
-        _table(
-            ("", "samples"),
-            [
-                ("read", f"{counts.get('read', 0):,}"),
-                ("kept", f"{counts.get('kept', 0):,}"),
-                ("rejected", f"{counts.get('rejected', 0):,}"),
-            ],
-        )
-        + "\n",
-        "Rejected, by step and reason:\n\n"
-        + _table(
-            ("step", "reason", "samples"),
-            [
-                (s.get("name"), reason, f"{n:,}")
-                for s in m.get("stages", [])
-                for reason, n in sorted((s.get("reasons") or {}).items(), key=lambda kv: -kv[1])
-            ]
-            or [("-", "-", 0)],
-        )
-        + "\n",
+        *run_sections(ctx.manifest),
         f"Exported: {total['conversations']:,} conversations, {total['turns']:,} turns "
         f"({total['turns'] / max(total['conversations'], 1):.2f} per conversation), {total['images']:,} image "
         f"references ({multi:,} multi-image conversations), {text_only:,} text-only conversations.\n",
         "## Splits\n",
-        _table(
+        table(
             ("file", "conversations", "turns", "images", "text-only"),
             [
                 (
@@ -689,4 +509,4 @@ def dataset_card(ctx: CardContext, link: bool, n_images: int) -> str:
         text = section(ctx)
         if text:
             parts.append(text)
-    return "\n".join(p.rstrip("\n") + "\n" for p in parts)
+    return join_card(parts)
