@@ -58,6 +58,11 @@ class Reader(abc.ABC):
     def describe(self) -> dict:
         """What the manifest records about the input: format, path, shard count, options."""
 
+    def start_notes(self) -> list[str]:
+        """One-line notes worth showing before a run (images found but no captions, or the reverse; listed images
+        not on disk), each naming the option that fixes it. Cheap: the listing and at most the first rows."""
+        return []
+
     def __getstate__(self):
         state = self.__dict__.copy()
         for name in self._CACHE_ATTRS:
