@@ -9,12 +9,12 @@ from typing import TYPE_CHECKING
 from mmcurate._version import __version__
 
 if TYPE_CHECKING:  # what editors and type checkers see; at run time these load on first use (below)
-    from mmcurate.api import CurateResult, Pipeline, curate
+    from mmcurate.api import CurateResult, Pipeline, curate_table
 
-__all__ = ["CurateResult", "Pipeline", "__version__", "build_info", "curate", "ops", "run"]
+__all__ = ["CurateResult", "Pipeline", "__version__", "build_info", "curate_table", "ops", "run"]
 
 # In-memory curation (mmcurate.api, docs/python_api.md), imported on first use so `import mmcurate` stays light.
-_API_NAMES = ("CurateResult", "Pipeline", "curate")
+_API_NAMES = ("CurateResult", "Pipeline", "curate_table")
 
 
 def build_info() -> dict:

@@ -8,13 +8,13 @@ Recipes on disk, as the CLI runs them (``mmcurate run``), the report included::
 
 Stages over an in-memory table (notebooks; docs/python_api.md)::
 
-    result = mmcurate.curate(df, stages=["integrity", ("image_filter", {"min_side": 64}), "exact_dedup"])
+    result = mmcurate.curate_table(df, stages=["integrity", ("image_filter", {"min_side": 64}), "exact_dedup"])
     result.kept, result.rejected, result.duplicates, result.stats
 
     pipe = mmcurate.Pipeline().add_stage("integrity").add_stage("phash_dedup", max_distance=6)
     result = pipe.run(table)                                   # stages set up once, reused by later runs
 
-``curate`` runs the same stage objects as the executor: every map step over the table's batches in recipe
+``curate_table`` runs the same stage objects as the executor: every map step over the table's batches in recipe
 order (reader verdicts first, the map parts of global stages at their position), then the global steps through
 ``global_phase.run_global_phase`` over a ``MemoryGlobalContext`` (the executor's memory mode), and the kept rows
 get the global steps' columns through the same ``join`` the write phase uses. Nothing is written to disk.
@@ -44,11 +44,11 @@ if TYPE_CHECKING:
 
     from mmcurate.pipeline.recipe import Recipe
 
-__all__ = ["CurateResult", "DataLike", "Pipeline", "StageSpec", "curate", "make_executor", "run"]
+__all__ = ["CurateResult", "DataLike", "Pipeline", "StageSpec", "curate_table", "make_executor", "run"]
 
-#: A stage as ``curate``/``Pipeline`` take it: a name, (name, params), {name: params} or a stage object.
+#: A stage as ``curate_table``/``Pipeline`` take it: a name, (name, params), {name: params} or a stage object.
 StageSpec = Union[str, tuple[str, Mapping[str, Any]], Mapping[str, Mapping[str, Any]], MapStage, GlobalStage]
-#: The data ``curate`` takes: an Arrow table, a pandas DataFrame, a mapping of columns, a list of row dicts, a
+#: The data ``curate_table`` takes: an Arrow table, a pandas DataFrame, a mapping of columns, a list of row dicts, a
 #: list of (image_bytes, caption) pairs, or a list of image bytes.
 DataLike = Union[pa.Table, "pd.DataFrame", Mapping[str, Sequence[Any]], Sequence[Any]]
 
@@ -116,11 +116,11 @@ def run(recipe: str | Path | dict | Recipe, **options: Any) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------
-# In memory: curate() and Pipeline
+# In memory: curate_table() and Pipeline
 # ---------------------------------------------------------------------------------------------
 @dataclass
 class CurateResult:
-    """What :func:`curate` returns. Every input row is in exactly one of ``kept`` and ``rejected``.
+    """What :func:`curate_table` returns. Every input row is in exactly one of ``kept`` and ``rejected``.
 
     kept:       the kept rows in input order: the input's columns (image bytes included) and every column the
                 stages added (width, height, sha256, phash, image_embedding, split, ...).
@@ -185,7 +185,7 @@ class Pipeline:
         return self
 
     def run(self, data: DataLike) -> CurateResult:
-        """Run the stages over ``data`` (see :func:`curate`)."""
+        """Run the stages over ``data`` (see :func:`curate_table`)."""
         if not self.stages:
             raise StageError("the pipeline has no stages; add_stage() one first")
         table = as_input_table(data)
@@ -208,7 +208,7 @@ class Pipeline:
         return f"Pipeline([{', '.join(repr(s.name) for s in self.stages)}])"
 
 
-def curate(
+def curate_table(
     data: DataLike,
     stages: Iterable[StageSpec] | None = None,
     *,
@@ -531,6 +531,8 @@ def as_input_table(data: DataLike) -> pa.Table:
 
     if "key" in names:
         key = table.column("key")
+        if pa.types.is_null(key.type):
+            key = key.cast(pa.string())
         if not pa.types.is_string(key.type):
             if not (pa.types.is_integer(key.type) or pa.types.is_large_string(key.type)):
                 raise StageError(f"data: column 'key' must hold strings (or integers), got {key.type}")
