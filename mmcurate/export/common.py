@@ -46,6 +46,26 @@ SPLIT_NAME_RE = re.compile(r"^\w+(\.\w+)*$")
 T = TypeVar("T")
 
 
+@dataclass
+class Exported:
+    """What an export of the jsonl, hf or webdataset format wrote (export_run prints it in one line)."""
+
+    out: Path
+    format: str
+    splits: dict[str, int]  # split -> samples, in the run's order
+    images: int  # image files or image cells written (or linked)
+    files: list[str]  # the data files, relative to out
+    linked: bool = False
+
+    def summary(self) -> str:
+        n = sum(self.splits.values())
+        per = ", ".join(f"{s} {k:,}" for s, k in self.splits.items())
+        return (
+            f"exported {n:,} samples ({per}) as {self.format}: {len(self.files):,} data files, {self.images:,} "
+            f"images{' (linked)' if self.linked else ''}, to {self.out}/ (README.md: the dataset card)"
+        )
+
+
 def fail(msg: str):
     raise ValueError(msg)
 
@@ -387,6 +407,35 @@ def run_sections(m: dict) -> list[str]:
         )
         + "\n",
     ]
+
+
+def front_matter(data: dict) -> str:
+    """A dataset card's YAML front matter (the Hugging Face hub's metadata block)."""
+    import yaml
+
+    return "---\n" + yaml.safe_dump(data, sort_keys=False, allow_unicode=True) + "---\n"
+
+
+def hub_configs(data_files: dict[str, str]) -> list[dict]:
+    """The card's `configs`: one default config whose data_files name each split's files (split -> glob)."""
+    return [
+        {
+            "config_name": "default",
+            "data_files": [{"split": s, "path": p} for s, p in data_files.items()],
+        }
+    ]
+
+
+def splits_section(run: Run, exported: Exported, unit: str = "samples") -> str:
+    """The card's Splits section: samples per split, and what a run without splits became."""
+    rows = [(s, f"{n:,}") for s, n in exported.splits.items()]
+    text = "## Splits\n\n" + table(("split", unit), rows) + "\n"
+    if not run.has_splits:
+        text += (
+            f"\nThe run assigned no splits (add `split` to the recipe): every kept sample is in the one split "
+            f"`{next(iter(exported.splits), 'train')}`.\n"
+        )
+    return text
 
 
 def join_card(parts: list[str]) -> str:
