@@ -107,7 +107,13 @@ def make_executor(
         raise StageError("address is for executor='ray'")
     from mmcurate.pipeline.executor import LocalExecutor
 
-    return LocalExecutor(recipe, **options)
+    local = LocalExecutor(recipe, **options)
+    if progress is True and not local.progress:
+        # Not on a terminal: the map phase logs a progress line every MMCURATE_PROGRESS_INTERVAL seconds / 10%
+        # instead of drawing a bar (map_phase.progress_mode). TODO(issue 14): Executor.__init__ keeps `progress`
+        # as given and map_phase.progress_mode decides, then this goes.
+        local.progress = "log"
+    return local
 
 
 def run(recipe: str | Path | dict | Recipe, **options: Any) -> dict:

@@ -24,6 +24,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from mmcurate.pipeline.global_sharded import MemoryPartitions, ShardedGlobalContext, links_to_first
+from mmcurate.pipeline.output_dir import log
 from mmcurate.pipeline.schema import DUPLICATES_OUTPUT_SCHEMA, DUPLICATES_SCHEMA, REJECTS_SCHEMA
 from mmcurate.pipeline.stage import SAMPLE_ID, AccountingError, StageError, id_shards, make_ids, stats_dict
 
@@ -44,14 +45,18 @@ class GlobalPhaseResult:
         return iter((self.n_kept, self.stats, self.rejects, self.duplicates, self.columns))
 
 
-def run_global_phase(ctx, plan) -> GlobalPhaseResult:
-    """The global steps of ``plan`` in recipe order over the survivors ``ctx`` holds."""
+def run_global_phase(ctx, plan, progress: bool = False) -> GlobalPhaseResult:
+    """The global steps of ``plan`` in recipe order over the survivors ``ctx`` holds. progress: a log line
+    (output_dir.log) as each step starts and ends."""
     if ctx.n_alive:
         ctx.check_unique_keys()
     global_stats, rejects, dups = {}, [], []
-    for stage in plan.global_steps:
+    n_steps = len(plan.global_steps)
+    for step_no, stage in enumerate(plan.global_steps, 1):
         st = new_stat()
         n_in = ctx.n_alive
+        if progress:
+            log(f"global: {stage.name} ({step_no}/{n_steps}) started on {n_in:,} samples")
         st["in"] = n_in
         st["mode"] = "sharded" if ctx.sharded else "memory"
         t = time.perf_counter()
@@ -83,6 +88,11 @@ def run_global_phase(ctx, plan) -> GlobalPhaseResult:
                 f"global stage {stage.name}: {n_in} in, {st['rejected']} rejected, but {ctx.n_alive} survivors remain"
             )
         global_stats[stage.name] = st
+        if progress:
+            log(
+                f"global: {stage.name} ({step_no}/{n_steps}) done in {st['seconds']:.1f}s: "
+                f"{st['kept']:,} kept, {st['rejected']:,} rejected"
+            )
     global_rejects = pa.concat_tables(rejects) if rejects else REJECTS_SCHEMA.empty_table()
     duplicates = (
         resolve_representatives(pa.concat_tables(dups), gone_keys=global_rejects.column("key"))
@@ -93,17 +103,17 @@ def run_global_phase(ctx, plan) -> GlobalPhaseResult:
     return GlobalPhaseResult(ctx.n_alive, global_stats, global_rejects, duplicates, ctx.added_columns())
 
 
-def run_memory_global_phase(work, plan, n_shards: int) -> GlobalPhaseResult:
+def run_memory_global_phase(work, plan, n_shards: int, progress: bool = False) -> GlobalPhaseResult:
     """Memory mode (a module-level function: the Ray executor runs it as one task)."""
-    return run_global_phase(MemoryGlobalContext.for_plan(work, n_shards, plan), plan)
+    return run_global_phase(MemoryGlobalContext.for_plan(work, n_shards, plan), plan, progress=progress)
 
 
 def run_sharded_global_phase(
-    work, plan, n_shards: int, map_fn=map, parallelism: int = 1, tasks_see_gpu: bool = True
+    work, plan, n_shards: int, map_fn=map, parallelism: int = 1, tasks_see_gpu: bool = True, progress: bool = False
 ) -> GlobalPhaseResult:
     """Sharded mode: tasks through ``map_fn`` (builtin map, a process pool's or Ray tasks)."""
     ctx = ShardedGlobalContext(work, n_shards, map_fn=map_fn, parallelism=parallelism, tasks_see_gpu=tasks_see_gpu)
-    return run_global_phase(ctx, plan)
+    return run_global_phase(ctx, plan, progress=progress)
 
 
 def run_on_table(stage, table: pa.Table):

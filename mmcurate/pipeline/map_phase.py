@@ -7,7 +7,9 @@ its done record, which --resume trusts once ``output_dir.check_done_record`` has
 from __future__ import annotations
 
 import dataclasses
+import os
 import sys
+import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Protocol
@@ -56,17 +58,17 @@ class MapRunner(Protocol):
         ...
 
 
-def run_map_phase(runner: MapRunner, reader, shards: list[str], work: Path, progress: bool) -> list[dict]:
+def run_map_phase(runner: MapRunner, reader, shards: list[str], work: Path, progress: bool | str) -> list[dict]:
     """Every shard's done record, in shard order: those an earlier run left (resume), the rest from `runner`."""
     records, todo = done_and_todo(work, shards)
     if todo:
-        bar = _progress_bar(sum((reader.count(s) or 0) for _, s in todo) or None) if progress else None
+        shown = map_progress(progress, lambda: sum((reader.count(s) or 0) for _, s in todo) or None, len(todo))
         for record in runner.map_shards(todo):
             records[record["index"]] = record
-            if bar is not None:
-                _show_progress(bar, record)
-        if bar is not None:
-            bar.close()
+            if shown is not None:
+                shown.update(record)
+        if shown is not None:
+            shown.close()
     missing = [i for i, _ in todo if i not in records]
     if missing:
         raise AccountingError(f"shard(s) {missing} were not mapped")
@@ -100,6 +102,127 @@ def check_shard_errors(records: list[dict], policy: str) -> None:
             f"first: {errors[0]['detail']}; fix or remove the shard, or set run.on_shard_error: warn "
             f"to curate what can be read"
         )
+
+
+# ---------------------------------------------------------------------------------------------
+# Progress: a bar on a terminal, one-line log records elsewhere (a batch job's log)
+# ---------------------------------------------------------------------------------------------
+#: Seconds between two progress lines when stderr is not a terminal (also a line at every 10% of the samples).
+PROGRESS_INTERVAL_ENV = "MMCURATE_PROGRESS_INTERVAL"
+DEFAULT_PROGRESS_INTERVAL = 30.0
+
+
+def progress_mode(progress: bool | str | None, stream=None) -> str | None:
+    """How the map phase shows progress: "bar" (tqdm), "log" (periodic one-line records through
+    output_dir.log) or None. ``progress``: False/None: none; "always": the bar wherever stderr goes; "log": the
+    lines; True: the bar on a terminal, the lines elsewhere."""
+    if not progress:
+        return None
+    if progress in ("always", "bar"):
+        return "bar"
+    if progress == "log":
+        return "log"
+    stream = sys.stderr if stream is None else stream
+    isatty = getattr(stream, "isatty", None)
+    return "bar" if callable(isatty) and isatty() else "log"
+
+
+def progress_interval() -> float:
+    """MMCURATE_PROGRESS_INTERVAL (seconds, > 0), else 30; a bad value is an error that says what is valid."""
+    raw = os.environ.get(PROGRESS_INTERVAL_ENV, "").strip()
+    if not raw:
+        return DEFAULT_PROGRESS_INTERVAL
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise StageError(f"{PROGRESS_INTERVAL_ENV} must be a number of seconds > 0, got {raw!r}")
+    return value
+
+
+def map_progress(progress: bool | str | None, total, n_shards: int):
+    """The map phase's progress display (``update(done_record)``, ``close()``), or None. ``total``: the
+    samples to map, or a callable giving them (counted only when something is shown), None when unknown."""
+    mode = progress_mode(progress)
+    if mode is None:
+        return None
+    n = total() if callable(total) else total
+    if mode == "bar":
+        return _BarProgress(_progress_bar(n))
+    return LogProgress(n, n_shards, interval=progress_interval())
+
+
+class _BarProgress:
+    def __init__(self, bar):
+        self.bar = bar
+
+    def update(self, record: dict) -> None:
+        _show_progress(self.bar, record)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+class LogProgress:
+    """The map phase's progress as one-line records, for a stderr that is not a terminal::
+
+        mmcurate: map: 12,000/50,000 samples (24%), 5/20 shards, 410 samples/s, eta 1m33s
+
+    A line when the phase starts, then when ``interval`` seconds have passed since the last one or the samples
+    cross another 10% of ``total``, and one when it ends. Updates come per finished shard."""
+
+    def __init__(
+        self, total: int | None, n_shards: int, interval: float = DEFAULT_PROGRESS_INTERVAL, clock=None, emit=None
+    ):
+        self.total, self.n_shards, self.interval = total, n_shards, interval
+        self.clock = clock or time.monotonic
+        self.emit = emit or log
+        self.done = self.shards_done = 0
+        self.t0 = self.last = self.clock()
+        self.last_tenth = 0
+        of = f"{total:,} samples in " if total else ""
+        self.emit(f"map: started, {of}{n_shards:,} shard(s)")
+
+    def update(self, record: dict) -> None:
+        self.done += int(record.get("read") or 0)
+        self.shards_done += 1
+        now = self.clock()
+        tenth = int(10 * self.done / self.total) if self.total else 0
+        if now - self.last >= self.interval or tenth > self.last_tenth:
+            self.last, self.last_tenth = now, max(tenth, self.last_tenth)
+            if self.shards_done < self.n_shards:
+                self.emit(self.line(now))
+
+    def line(self, now: float) -> str:
+        elapsed = max(now - self.t0, 1e-9)
+        rate = self.done / elapsed
+        if self.total:
+            head = f"{self.done:,}/{self.total:,} samples ({min(100, 100 * self.done // self.total)}%)"
+        else:
+            head = f"{self.done:,} samples"
+        text = f"map: {head}, {self.shards_done:,}/{self.n_shards:,} shards, {rate:,.0f} samples/s"
+        if self.total and rate > 0 and self.done < self.total:
+            text += f", eta {format_duration((self.total - self.done) / rate)}"
+        return text
+
+    def close(self) -> None:
+        now = self.clock()
+        rate = self.done / max(now - self.t0, 1e-9)
+        self.emit(
+            f"map: done, {self.done:,} samples from {self.shards_done:,} shard(s) in "
+            f"{format_duration(now - self.t0)}, {rate:,.0f} samples/s"
+        )
+
+
+def format_duration(seconds: float) -> str:
+    """12s, 1m33s, 2h05m."""
+    s = int(round(max(seconds, 0.0)))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{(s % 3600) // 60:02d}m"
 
 
 def _progress_bar(total: int | None):
