@@ -1,10 +1,12 @@
-"""Readers and writers: WebDataset shards, image folders with captions, LLaVA JSON; atomic writes.
+"""Readers and writers: WebDataset shards, image folders with captions, LLaVA JSON, list files, Hugging Face
+Parquet/Arrow with embedded images, COCO captions (docs/inputs.md); atomic writes.
 
-reader = open_reader(path, format="auto" | "webdataset" | "folder" | "llava", **options)
+reader = open_reader(path, format="auto" | "webdataset" | "folder" | "llava" | "table" | "hf" | "coco", **options)
 reader.shards()               # stable, sorted shard ids
 reader.read(shard, 256)       # -> SAMPLE_SCHEMA pa.Tables
 reader.count(shard)           # sample count when cheap, else None
 reader.describe()             # for the manifest
+reader.start_notes()          # one-line notes for the start of a run (e.g. images found but no captions)
 
 with ShardWriter(out_dir, shard_size=1000) as w:   # out_dir/shards/00000.tar, ...
     w.write(table)                                  # original bytes, deterministic tars, atomic
@@ -18,12 +20,15 @@ from mmcurate.io.atomic import (
     sha256_file,
 )
 from mmcurate.io.base import Reader
+from mmcurate.io.coco import CocoReader
 from mmcurate.io.folder import FolderReader
+from mmcurate.io.hf_parquet import HfParquetReader
 from mmcurate.io.keys import DuplicateKeyError
 from mmcurate.io.llava import LlavaReader
 from mmcurate.io.parquet_io import write_parquet_atomic
 from mmcurate.io.readers import FORMATS, detect_format, open_reader, reader_options
 from mmcurate.io.shard_writer import ShardWriter
+from mmcurate.io.table import TableReader
 from mmcurate.io.webdataset import ShardReadError, WebDatasetReader
 
 __all__ = [
@@ -35,6 +40,9 @@ __all__ = [
     "WebDatasetReader",
     "FolderReader",
     "LlavaReader",
+    "TableReader",
+    "HfParquetReader",
+    "CocoReader",
     "ShardWriter",
     "ShardReadError",
     "DuplicateKeyError",
