@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -18,13 +19,19 @@ class ClipModel:
     """Made by :func:`mmcurate.models.load_clip`. Embeddings come back in the model's dtype (fp16 on a GPU,
     fp32 on the CPU) as numpy for numpy input and as torch tensors on the model's device for torch input."""
 
-    def __init__(self, model, entry: ModelEntry, device: str, dtype, weights=None):
+    def __init__(self, model, entry: ModelEntry, device: str, dtype, weights=None, allow_download: bool = False):
         self.model = model
         self.entry = entry
         self.device = device
         self.dtype = dtype
         self.weights = weights  # the checkpoint path, None for a random init
+        self.allow_download = allow_download  # whether a Hugging Face tokenizer may be fetched from the hub
         self._tokenizer = None
+
+    @property
+    def random_weights(self) -> bool:
+        """True for a random init (weights="random"): its embeddings and scores mean nothing."""
+        return self.weights is None
 
     @property
     def name(self) -> str:
@@ -40,12 +47,10 @@ class ClipModel:
 
     @property
     def tokenizer(self):
+        """open_clip's tokenizer for the architecture (:func:`make_tokenizer`: nothing is downloaded unless the
+        model was loaded with allow_download)."""
         if self._tokenizer is None:
-            import open_clip
-
-            from mmcurate.models.registry import ensure_open_clip_config
-
-            self._tokenizer = open_clip.get_tokenizer(ensure_open_clip_config(self.entry))
+            self._tokenizer = make_tokenizer(self.entry, self.weights, self.allow_download)
         return self._tokenizer
 
     def __repr__(self) -> str:
@@ -112,6 +117,59 @@ class ClipModel:
                 outs.append(self._finish(self.model.encode_text(tokens)))
             out = torch.cat(outs) if outs else torch.empty((0, self.embed_dim), dtype=self.dtype)
         return _to_numpy(out)
+
+
+#: Files of a Hugging Face tokenizer (a hub snapshot of a SigLIP model holds them beside the weights).
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "spiece.model", "tokenizer.model")
+
+
+def make_tokenizer(entry: ModelEntry, weights=None, allow_download: bool = False):
+    """The text tokenizer of the entry's architecture. CLIP-style towers use open_clip's bundled BPE vocabulary.
+    A tower whose config names a Hugging Face tokenizer (SigLIP, SigLIP2, multilingual models) reads it from the
+    weights' directory when it holds the tokenizer files, else from the Hugging Face cache, and from the hub only
+    with allow_download; it needs the ``transformers`` package. Errors say what to pass."""
+    import open_clip
+
+    from mmcurate.models.registry import ensure_open_clip_config
+
+    arch = ensure_open_clip_config(entry)
+    text_cfg = (open_clip.get_model_config(arch) or {}).get("text_cfg", {})
+    hf_name = text_cfg.get("hf_tokenizer_name")
+    if not hf_name:
+        if "siglip" in arch.lower():  # open_clip would download a sentencepiece vocabulary from Google storage
+            raise ValueError(
+                f"{entry.name}: its config names no Hugging Face tokenizer; mmcurate cannot tokenize its text"
+            )
+        return open_clip.get_tokenizer(arch)
+    source, local_only = hf_name, not allow_download
+    if weights is not None:
+        d = Path(weights).parent
+        if any((d / f).is_file() for f in TOKENIZER_FILES):
+            source, local_only = str(d), True
+    try:
+        import transformers  # noqa: F401
+    except ImportError:
+        raise RuntimeError(
+            f"{entry.name}'s text tokenizer is the Hugging Face tokenizer {hf_name!r}, which needs the transformers "
+            "package (pip install transformers); or embed images only (clip_embed text: false)"
+        ) from None
+    from open_clip.tokenizer import HFTokenizer
+
+    try:
+        return HFTokenizer(
+            source,
+            context_length=text_cfg.get("context_length", 77),
+            tokenizer_mode=text_cfg.get("tokenizer_mode"),
+            local_files_only=local_only,
+            **text_cfg.get("tokenizer_kwargs", {}),
+        )
+    except OSError as exc:
+        raise RuntimeError(
+            f"{entry.name}: the tokenizer {hf_name!r} is not in the Hugging Face cache"
+            + ("" if source == hf_name else f" nor in {source}")
+            + f"; put its files ({', '.join(TOKENIZER_FILES[:2])}...) beside the weights, or allow_download: true "
+            f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
+        ) from None
 
 
 def _to_numpy(t) -> np.ndarray:

@@ -5,6 +5,10 @@ hub cache, open_clip's ~/.cache/clip, a flat cache_dir), and a hub download only
 Checkpoints are read with safetensors or torch.load(weights_only=True) only. A checkpoint whose recorded tag
 or preprocessing disagrees with the registry entry is refused (open_clip #1068: a checkpoint loaded by path
 silently took the default preprocessing).
+
+The model is resolved together with its weights (:func:`entry_for`): an open_clip_config.json beside the checkpoint
+(a hub snapshot, an open_clip export) supplies the preprocessing when the name leaves it open (a bare architecture,
+a user mapping without ``preprocess``), and is checked against it when the name states it (ARCH/TAG).
 """
 
 from __future__ import annotations
@@ -16,10 +20,19 @@ from pathlib import Path
 
 from mmcurate.device import choose_device
 from mmcurate.models.preprocess import Preprocess
-from mmcurate.models.registry import ModelEntry, ensure_open_clip_config, entries, get_entry
+from mmcurate.models.registry import (
+    HF_FILES,
+    ModelEntry,
+    ensure_open_clip_config,
+    entries,
+    preprocess_from_open_clip,
+    resolve_model,
+)
 
 __all__ = [
     "load_clip",
+    "entry_for",
+    "weights_config",
     "resolve_weights",
     "save_weights",
     "WeightsNotFoundError",
@@ -30,6 +43,8 @@ __all__ = [
 ]
 
 RANDOM = "random"
+#: The open_clip export / hub snapshot config beside a checkpoint (model_cfg, preprocess_cfg).
+OPEN_CLIP_CONFIG = "open_clip_config.json"
 #: safetensors metadata keys that record what a checkpoint is (written by save_weights).
 META_ARCH, META_TAG, META_PREPROCESS = "mmcurate.arch", "mmcurate.pretrained", "mmcurate.preprocess"
 _CHECKPOINT_SUFFIXES = (".safetensors", ".bin", ".pth", ".pt")
@@ -135,10 +150,40 @@ def _find_in_dir(entry: ModelEntry, d: Path) -> Path:
     )
 
 
-def resolve_weights(entry: str | ModelEntry, weights=None, cache_dir=None, allow_download: bool = False) -> Path | None:
+def _is_random(weights) -> bool:
+    return isinstance(weights, str) and weights == RANDOM
+
+
+def weights_config(weights) -> tuple[dict | None, Path | None]:
+    """The parsed open_clip_config.json that comes with ``weights`` (in the directory, or beside the file) and its
+    path; (None, None) when there is none (or weights is None / "random")."""
+    if weights is None or _is_random(weights):
+        return None, None
+    p = Path(os.path.expanduser(str(weights)))
+    cfg_path = p / OPEN_CLIP_CONFIG if p.is_dir() else p.parent / OPEN_CLIP_CONFIG
+    if not cfg_path.is_file():
+        return None, None
+    try:
+        with open(cfg_path, encoding="utf-8") as f:
+            cfg = json.load(f)
+    except (OSError, ValueError) as exc:
+        raise WeightsMismatchError(f"{cfg_path} is not valid JSON: {exc}") from None
+    if not isinstance(cfg, dict):
+        raise WeightsMismatchError(f"{cfg_path} is not an open_clip config (a mapping with model_cfg, preprocess_cfg)")
+    return cfg, cfg_path
+
+
+def entry_for(model, weights=None) -> ModelEntry:
+    """The registry entry for ``model`` (a name, a user mapping, an entry) loaded with ``weights``: the weights'
+    open_clip_config.json decides the preprocessing where the name leaves it open (registry.resolve_model)."""
+    cfg, where = weights_config(weights)
+    return resolve_model(model, cfg, str(where) if where else OPEN_CLIP_CONFIG)
+
+
+def resolve_weights(entry, weights=None, cache_dir=None, allow_download: bool = False) -> Path | None:
     """The checkpoint file to load, or None for weights="random"."""
-    entry = get_entry(entry)
-    if isinstance(weights, str) and weights == RANDOM:
+    entry = entry_for(entry, weights)
+    if _is_random(weights):
         return None
     if weights is not None:
         p = Path(os.path.expanduser(str(weights)))
@@ -177,7 +222,9 @@ def _download(entry: ModelEntry, cache_dir) -> Path:
         raise WeightsNotFoundError(f"{entry.name!r} has no released weights to download; pass weights=")
     from open_clip.pretrained import download_pretrained
 
-    cfg = {"hf_hub": f"{entry.hf_hub}/" if entry.hf_hub else "", "url": entry.url or ""}
+    # open_clip's form: "org/repo/" (its standard files) or "org/repo/file"
+    one = entry.files[0] if len(entry.files) == 1 and tuple(entry.files) != HF_FILES else ""
+    cfg = {"hf_hub": f"{entry.hf_hub}/{one}" if entry.hf_hub else "", "url": entry.url or ""}
     path = download_pretrained(cfg, cache_dir=str(cache_dir) if cache_dir else None)
     if not path:
         raise WeightsNotFoundError(f"download of {entry.name!r} weights returned nothing")
@@ -215,16 +262,28 @@ def check_provenance(entry: ModelEntry, path: Path) -> None:
         with open(oc_cfg, encoding="utf-8") as f:
             cfg = json.load(f)
         pp = cfg.get("preprocess_cfg")
-        if pp:
-            diff = entry.preprocess.differences(Preprocess.from_open_clip(pp))
+        if pp:  # the keys it states (open_clip's hub configs often give mean and std only)
+            try:
+                stated = preprocess_from_open_clip(
+                    {**entry.preprocess.to_open_clip(), **pp}, entry.preprocess.image_size, str(oc_cfg)
+                )
+            except ValueError as exc:
+                raise WeightsMismatchError(str(exc)) from None
+            diff = entry.preprocess.differences(stated)
             if diff:
                 raise WeightsMismatchError(
                     f"{oc_cfg} states other preprocessing than registry entry {entry.name!r}: {diff}"
                 )
-        dim = cfg.get("model_cfg", {}).get("embed_dim")
+        model_cfg = cfg.get("model_cfg") or {}
+        dim = model_cfg.get("embed_dim")
         if dim is not None and int(dim) != entry.embed_dim:
             raise WeightsMismatchError(
                 f"{oc_cfg} has embed_dim {dim}, registry entry {entry.name!r} has {entry.embed_dim}"
+            )
+        if "quick_gelu" in model_cfg and bool(model_cfg["quick_gelu"]) != uses_quick_gelu(entry):
+            raise WeightsMismatchError(
+                f"{oc_cfg} says quick_gelu={bool(model_cfg['quick_gelu'])}, registry entry {entry.name!r} builds "
+                f"{'with' if uses_quick_gelu(entry) else 'without'} QuickGELU: the activations would be wrong"
             )
     where = str(path)
     for other in entries():
@@ -236,6 +295,19 @@ def check_provenance(entry: ModelEntry, path: Path) -> None:
                 f"{path} is the checkpoint of {other.name!r}, not of {entry.name!r}; "
                 f"load it as {other.name!r} so its own preprocessing is used"
             )
+
+
+def uses_quick_gelu(entry: ModelEntry) -> bool:
+    """Whether load_clip builds the entry with QuickGELU (the entry says so, or its architecture's config does)."""
+    if entry.quick_gelu:
+        return True
+    import open_clip
+
+    cfg = open_clip.get_model_config(entry.arch)
+    if cfg is None and entry.config is not None:
+        with open(entry.config, encoding="utf-8") as f:
+            cfg = json.load(f)
+    return bool((cfg or {}).get("quick_gelu", False))
 
 
 # -- building -----------------------------------------------------------------------------------------
@@ -250,7 +322,14 @@ def _build(entry: ModelEntry, device: str, precision: str, seed: int):
     try:
         with torch.random.fork_rng(devices=[]):  # seeded init without disturbing the caller's RNG
             torch.manual_seed(seed)
-            model = open_clip.create_model(arch, pretrained=None, precision=precision, device=device)
+            model = open_clip.create_model(
+                arch, pretrained=None, precision=precision, device=device, force_quick_gelu=entry.quick_gelu
+            )
+    except ImportError as exc:  # timm towers (EVA, SigLIP) need timm, Hugging Face text towers transformers
+        raise RuntimeError(
+            f"building {arch} needs the {exc.name or 'missing'} package, which is not installed "
+            f"(pip install {exc.name or '...'}): {exc}"
+        ) from exc
     finally:
         logging.disable(previous)
     model.eval()
@@ -270,7 +349,7 @@ def _build(entry: ModelEntry, device: str, precision: str, seed: int):
 
 
 def load_clip(
-    name: str | ModelEntry,
+    name,
     weights=None,
     cache_dir=None,
     allow_download: bool = False,
@@ -278,8 +357,11 @@ def load_clip(
     precision: str = "auto",
     seed: int = 0,
 ):
-    """Build the registry model `name` and load its weights -> :class:`mmcurate.models.ClipModel`.
+    """Build the model `name` and load its weights -> :class:`mmcurate.models.ClipModel`.
 
+    name: a registry name, any open_clip ARCH/TAG, a bare architecture (its curated default, or the preprocessing
+        of the weights' open_clip_config.json), a user mapping {arch, pretrained, embed_dim, preprocess, config}
+        or a ModelEntry.
     weights: a checkpoint file (.safetensors, .bin, .pt, .pth), a directory holding one, None (look in
         the caches, then download if allow_download) or "random" (seeded random init; for tests).
     """
@@ -288,7 +370,7 @@ def load_clip(
 
     from mmcurate.models.embed import ClipModel
 
-    entry = get_entry(name)
+    entry = entry_for(name, weights)
     dev = resolve_torch_device(device)
     prec = resolve_precision(precision, dev)
     path = resolve_weights(entry, weights, cache_dir, allow_download)
@@ -303,7 +385,7 @@ def load_clip(
                 f"{path} does not fit {entry.name!r} ({entry.arch}{', QuickGELU' if entry.quick_gelu else ''}): {e}"
             ) from e
     dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[prec]
-    return ClipModel(model, entry, device=dev, dtype=dtype, weights=path)
+    return ClipModel(model, entry, device=dev, dtype=dtype, weights=path, allow_download=allow_download)
 
 
 def save_weights(clip, path) -> Path:

@@ -25,6 +25,20 @@ column the input lacks is an error. Text-only samples of instruction data (``has
 stages.batch.text_only_rows) pass untouched: null ``image_embedding``, ``text_embedding`` and ``clip_score``, no
 reject (``clip_heads`` and ``clip_score_filter`` pass them too).
 
+``model`` is a registry name (``ViT-B-32``, ``ViT-H-14``: a curated default), any pair open_clip knows
+(``ViT-B-16-SigLIP2/webli``, ``EVA02-L-14/merged2b_s4b_b131k``, ``ViT-bigG-14/laion2b_s39b_b160k``), or a mapping
+``{arch, pretrained, embed_dim, preprocess: {image_size, mean, std, interpolation, resize_mode}, config}`` for a
+model of your own (:func:`mmcurate.models.registry.user_entry`). With ``weights`` a directory holding an
+open_clip_config.json (a hub snapshot, an open_clip export), its preprocess_cfg is used where the model name leaves
+the preprocessing open and checked where the name states it. SigLIP models: ``clip_score`` is the cosine of the
+embeddings, as for CLIP (SigLIP's sigmoid(scale * cosine + logit_bias) orders pairs the same way, so
+``keep_fraction`` cuts are unaffected, but thresholds are model-specific); their text tokenizer is a Hugging Face
+one, which needs the ``transformers`` package and its files (beside the weights, in the HF cache, or
+``allow_download``), or ``text: false``.
+
+``weights: random`` (tests only) is announced: a console line when the model loads, ``"weights": "random"`` in
+``describe()``, a run warning in manifest.json and a banner in the report (pipeline.diagnosis).
+
 The loaded model is not pickled (``__getstate__`` drops it); a worker calls ``setup()`` itself.
 
 clip_score_filter
@@ -101,7 +115,7 @@ class ClipEmbed(MapStage):
 
     @dataclass
     class Params:
-        model: str = "ViT-B-32"
+        model: str | dict = "ViT-B-32"
         pretrained: str | None = None
         weights: str | None = None
         allow_download: bool = False
@@ -115,17 +129,8 @@ class ClipEmbed(MapStage):
         seed: int = 0
 
         def validate(self):
-            from mmcurate.models.registry import get_entry
-
-            check_text("model", self.model, "a registry name")
-            check_text("pretrained", self.pretrained, "a tag", optional=True)
-            if self.pretrained is not None and "/" in self.model:
-                raise ValueError(f"model {self.model!r} already names a tag; drop pretrained={self.pretrained!r}")
-            try:
-                get_entry(self.model_name())
-            except KeyError as exc:
-                raise ValueError(f"model: {exc.args[0]}") from None
             check_text("weights", self.weights, "a path or 'random'", optional=True)
+            check_model(self.model, self.pretrained, self.weights)
             for key in ("allow_download", "scaled_decode", "text"):
                 check_bool(key, getattr(self, key))
             check_device(self.device, allow_index=True)
@@ -137,8 +142,9 @@ class ClipEmbed(MapStage):
             check_threads(self.num_threads)
             check_seed(self.seed)
 
-        def model_name(self) -> str:
-            return f"{self.model}/{self.pretrained}" if self.pretrained else self.model
+        def model_name(self) -> str | dict:
+            """The model as load_clip takes it: "ARCH/TAG" (or a name), or the user mapping."""
+            return model_spec(self.model, self.pretrained)
 
     def __init__(self, **params):
         super().__init__(**params)
@@ -176,6 +182,12 @@ class ClipEmbed(MapStage):
             raise StageError(f"stage '{self.name}': cannot load weights for {p.model_name()!r}: {exc}") from exc
         except (RuntimeError, ValueError, KeyError) as exc:
             raise StageError(f"stage '{self.name}': cannot load {p.model_name()!r}: {exc}") from exc
+        announce_model(self.name, clip)
+        if p.text:  # a tokenizer that cannot load (SigLIP without transformers) fails here, not mid-run
+            try:
+                clip.tokenizer  # noqa: B018
+            except (RuntimeError, ValueError, OSError) as exc:
+                raise StageError(f"stage '{self.name}': text: true but {exc}") from exc
         self._clip = clip
         self.resources = self._resources(clip.device)
         # The preprocessing bound to the loaded weights, never another one.
@@ -211,6 +223,18 @@ class ClipEmbed(MapStage):
     @property
     def clip(self):
         return self._clip
+
+    def describe(self) -> dict:
+        """The base description plus the model's name and ``weights``: "random" for a random init (its
+        embeddings and scores mean nothing), else the checkpoint loaded (or the parameter before setup())."""
+        d = super().describe()
+        p = self.params
+        d["model"] = self._clip.name if self._clip is not None else p.model_name()
+        if self._clip is not None:
+            d["weights"] = RANDOM_WEIGHTS if self._clip.random_weights else str(self._clip.weights)
+        else:
+            d["weights"] = p.weights
+        return d
 
     @property
     def loader(self):
@@ -277,6 +301,52 @@ class ClipEmbed(MapStage):
         if len(columns) == 1:
             return columns[0]
         return [" ".join(t for t in row if isinstance(t, str) and t.strip()) for row in zip(*columns)]
+
+
+RANDOM_WEIGHTS = "random"
+
+
+def model_spec(model, pretrained):
+    """A stage's ``model`` + ``pretrained`` parameters as load_clip takes them: "ARCH/TAG", a name, or the user
+    mapping (whose tag is its own ``pretrained`` key)."""
+    if isinstance(model, dict):
+        return model
+    return f"{model}/{pretrained}" if pretrained else model
+
+
+def check_model(model, pretrained, weights) -> None:
+    """The checks every stage that takes a CLIP ``model`` makes on it (one-line ValueErrors): a registry name,
+    any open_clip ARCH/TAG, or a mapping {arch, pretrained, embed_dim, preprocess, config}; resolved with the
+    weights' open_clip_config.json when ``weights`` is a directory holding one (a file only read, nothing built)."""
+    from mmcurate.models.loader import WeightsMismatchError, entry_for
+
+    if isinstance(model, dict):
+        if pretrained is not None:
+            raise ValueError(f"model is a mapping: give its tag as model.pretrained, not pretrained={pretrained!r}")
+    else:
+        check_text("model", model, "a registry name, an open_clip ARCH/TAG or a mapping {arch, preprocess, ...}")
+        check_text("pretrained", pretrained, "a tag", optional=True)
+        if pretrained is not None and "/" in model:
+            raise ValueError(f"model {model!r} already names a tag; drop pretrained={pretrained!r}")
+    try:
+        entry_for(model_spec(model, pretrained), weights)
+    except KeyError as exc:
+        raise ValueError(f"model: {exc.args[0]}") from None
+    except WeightsMismatchError as exc:
+        raise ValueError(f"weights: {exc}") from None
+    except ValueError as exc:
+        raise ValueError(f"model: {exc}") from None
+
+
+def announce_model(stage: str, clip) -> None:
+    """The console line a stage gives when its model loaded with random weights (nothing otherwise)."""
+    from mmcurate.pipeline.output_dir import log
+
+    if clip.random_weights:
+        log(
+            f"WARNING: stage {stage}: {clip.name} loaded with RANDOM weights (weights: random): its embeddings and "
+            "scores are meaningless; set weights: PATH for real results"
+        )
 
 
 def _host_float32(emb) -> np.ndarray:
