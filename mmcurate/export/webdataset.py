@@ -14,8 +14,9 @@ What DIR holds:
 
 Loading. The `webdataset` library (`webdataset.WebDataset(urls).decode("pil")`) returns each sample's image under
 its own extension. Hugging Face `datasets`' webdataset builder names columns by extension too, but without
-declared features it infers them from the first 5 samples and silently gives every later sample whose image has
-another extension a null image (and drops metadata fields those 5 lack). So the card declares the features:
+declared features it infers them from the first 5 samples of the first tar: it refuses the shards when those 5
+differ in extension, and otherwise silently gives every later sample whose image has another extension a null image
+(and drops metadata fields those 5 lack). So the card declares the features:
 `datasets.load_dataset(DIR)` reads them and returns every image (in the `jpg`, `png` or `webp` column, the others
 null); with `datasets.load_dataset("webdataset", data_files=...)` pass them as `features=` (the card shows how). When
 the samples' metadata differ in type (a field text in one sample and a list in another), no `json` column can hold
@@ -231,8 +232,9 @@ def card(run: Run, exported: Exported, yaml_data: dict, scan: _Scan, data_files:
         "```\n",
         "Hugging Face `datasets` names a column per extension"
         + (f" ({', '.join(f'`{e}`' for e in exts)}: each sample has its image in one, the others null)" if exts else "")
-        + ". Its webdataset builder, given no features, infers them from the first 5 samples and silently "
-        "loses the image of every later sample whose extension differs; the features above avoid that. "
+        + ". Its webdataset builder, given no features, infers them from the first 5 samples: it refuses the shards "
+        "when those differ in extension, and otherwise silently loses the image of every later sample whose "
+        "extension differs. The features in this card's metadata avoid both. "
         "`datasets.load_dataset(<this directory>)` reads them from this card; with data_files, pass them:\n",
         "```python\nimport datasets, yaml\n\n"
         'card = yaml.safe_load(open("README.md").read().split("---\\n")[1])\n'
