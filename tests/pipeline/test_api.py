@@ -32,3 +32,20 @@ def test_run_without_the_report_and_bad_arguments(demo_input, tmp_path):
         mmcurate.run(recipe, executor="spark")
     with pytest.raises(StageError, match="recipe must be"):
         mmcurate.run(42)
+
+
+def test_in_memory_api_is_exported_lazily():
+    """mmcurate.curate_table / Pipeline / CurateResult load mmcurate.api on first use, without torch; the name
+    survives the import of the mmcurate.curate subpackage (why it is not called `curate`)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, mmcurate; light = 'mmcurate.api' not in sys.modules; import mmcurate.curate.dedup; "
+        "from mmcurate.api import curate_table; "
+        "print(light, mmcurate.curate_table is curate_table, mmcurate.Pipeline.__module__, "
+        "mmcurate.CurateResult.__name__, 'torch' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["True", "True", "mmcurate.api", "CurateResult", "False"]
+    assert {"curate_table", "Pipeline", "CurateResult", "run"} <= set(mmcurate.__all__)
