@@ -1,4 +1,5 @@
-"""Warnings a finished run gives about itself: shards that could not be read to the end, and one reason that
+"""Warnings a finished run gives about itself: a stage that ran a model with random weights (``weights:
+random``: everything it computed is meaningless), shards that could not be read to the end, and one reason that
 rejected most of the input — which nearly always means a setting, not the data (captions not found, images
 looked up in the wrong folder), so the warning names the setting that usually fixes it."""
 
@@ -27,9 +28,35 @@ LIKELY_FIX = {
 }
 
 
+#: stage -> what its random weights make meaningless (the default: its outputs).
+RANDOM_WEIGHTS_EFFECT = {
+    "clip_embed": "its embeddings, scores and everything derived from them (semantic dedup, CLIP score filter, "
+    "balance) are meaningless",
+    "negative_synthesis": "its CLIP check that an object is absent is meaningless",
+}
+
+
+def random_weight_stages(manifest: dict) -> list[str]:
+    """The recipe's stages (as the manifest records the recipe) that load a model with ``weights: random``."""
+    stages = ((manifest.get("run") or {}).get("recipe") or {}).get("stages") or []
+    out = []
+    for step in stages:
+        if not isinstance(step, dict):
+            continue
+        for name, params in step.items():
+            if isinstance(params, dict) and params.get("weights") == "random":
+                out.append(name)
+    return out
+
+
+def random_weights_warning(stage: str) -> str:
+    effect = RANDOM_WEIGHTS_EFFECT.get(stage, "its outputs are meaningless")
+    return f"stage {stage} ran with random weights: {effect}; set weights: PATH"
+
+
 def run_warnings(manifest: dict) -> list[str]:
     """One line each, most important first."""
-    out = []
+    out = [random_weights_warning(stage) for stage in random_weight_stages(manifest)]
     errors = manifest.get("shard_errors") or []
     if errors:
         first = errors[0]

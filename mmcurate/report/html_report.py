@@ -202,7 +202,21 @@ def _header(data: RunData) -> str:
     return (
         f'<header><div class="title"><h1>Curation report</h1>'
         f'<div class="subtitle"><code>{e(data.out_dir.resolve())}</code> · {e(started)} → {e(finished)}</div>'
-        f'</div><div class="kpis">{cards}</div><div class="check">{check}</div></header>'
+        f'</div><div class="kpis">{cards}</div><div class="check">{check}</div>{_random_weights_banner(data)}</header>'
+    )
+
+
+def _random_weights_banner(data: RunData) -> str:
+    """A warning on top of the report when a stage ran a model with weights: random (its results mean nothing)."""
+    from mmcurate.pipeline.diagnosis import random_weight_stages, random_weights_warning
+
+    stages = random_weight_stages(data.manifest)
+    if not stages:
+        return ""
+    lines = "<br>".join(e(random_weights_warning(s)) for s in stages)
+    return (
+        f'<div class="check"><span class="badge bad" data-check="random-weights">RANDOM WEIGHTS: the results below '
+        f"are not real curation results.<br>{lines}</span></div>"
     )
 
 
