@@ -7,9 +7,10 @@ What DIR holds:
   `meta` (the sample's metadata as JSON text, so that records whose metadata differ in shape still load as one
   table). `pandas.read_json(path, lines=True)` and `datasets.load_dataset("json", data_files=...)` read it.
 - `DIR/images/<split>/<key>.<ext>` (`DIR/images/<key>.<ext>` without splits): each kept image's original bytes
-  from the run's output shards, never re-encoded; a name taken twice (keys are unique per input shard) gets `~1`,
-  ... `link=True` (`--link`): symlinks to the input's image files instead (a LLaVA input's image under its
-  image_root, an image folder's `<key>.<ext>`); a run that read tar or Parquet shards has no image files to link.
+  from the run's output shards, never re-encoded, once per split: samples of the same image (the conversations of
+  a LLaVA set) name one file; a name taken twice (keys are unique per input shard) gets `~1`, ...
+  `link=True` (`--link`): symlinks to the input's image files instead (a LLaVA input's image under its image_root,
+  an image folder's `<key>.<ext>`); a run that read tar or Parquet shards has no image files to link.
 - `DIR/README.md`: the dataset card (YAML front matter with each split's data file, then the files, the splits,
   sources, recipe, counts and reject reasons); `DIR/.mmcurate_export.json`: the marker (export/common.py).
 
@@ -18,6 +19,7 @@ Multi-image records (LLaVA) get their first image, the one the run's shards hold
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -95,6 +97,7 @@ def _write(run: Run, out: Path, tmp: Path, link: bool) -> tuple[Exported, list[s
     images = ShardImages(run.dir)
     originals = _Originals(run) if link else None
     names = UniqueNames()
+    written: dict[tuple, str] = {}  # (folder, ext or "link", sha256 or source) -> the file written
     handles: dict[str, object] = {}
     counts: dict[str, int] = {}
     n_images = 0
@@ -110,14 +113,22 @@ def _write(run: Run, out: Path, tmp: Path, link: bool) -> tuple[Exported, list[s
             ext = r.get("image_ext")
             if ext and r.get("shard"):
                 folder = f"{IMAGES}/{split}" if split is not None else IMAGES
-                image = names.name(folder, r["key"], ext)
-                target = tmp / image
-                target.parent.mkdir(parents=True, exist_ok=True)
                 if originals is not None:
-                    os.symlink(originals.find(r), target)
+                    source = originals.find(r)
+                    ident = (folder, "link", source)
                 else:
-                    target.write_bytes(images.require(r["key"], r["shard"], ext))
-                n_images += 1
+                    data = images.require(r["key"], r["shard"], ext)
+                    ident = (folder, ext, hashlib.sha256(data).digest())
+                image = written.get(ident)  # samples of one image (LLaVA conversations) share its file
+                if image is None:
+                    image = written[ident] = names.name(folder, r["key"], ext)
+                    target = tmp / image
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    if originals is not None:
+                        os.symlink(source, target)
+                    else:
+                        target.write_bytes(data)
+                    n_images += 1
             record = {
                 "key": r["key"],
                 "caption": r.get("caption"),

@@ -219,9 +219,14 @@ def test_hf_and_jsonl_of_a_llava_run(tmp_path):
             assert rec["image"] is None
         else:
             assert rec["image"]["bytes"] == (images / s["image_paths"][0]).read_bytes()
-    export_jsonl(tmp_path / "run", tmp_path / "jsonl")
+    res = export_jsonl(tmp_path / "run", tmp_path / "jsonl")
     df = pd.read_json(tmp_path / "jsonl" / "data.jsonl", lines=True, dtype=False)
     assert len(df) == len(samples) and df["image"].isna().sum() == sum(not s["image_paths"] for s in samples.values())
+    firsts = {s["image_paths"][0] for s in samples.values() if s["image_paths"]}
+    assert res.images == len(firsts) < len(df) - df["image"].isna().sum()  # one file per image, not per sample
+    for key, image in zip(df["key"], df["image"]):
+        if isinstance(image, str):
+            assert (tmp_path / "jsonl" / image).read_bytes() == (images / samples[key]["image_paths"][0]).read_bytes()
     export_webdataset(tmp_path / "run", tmp_path / "wds")
     wds_ds = _load(str(tmp_path / "wds"), tmp_path=tmp_path)["train"]
     assert len(wds_ds) == len(samples)
@@ -351,6 +356,25 @@ def test_refusals_and_overwrite(runs, tmp_path, fmt):
     EXPORT[other](run, out, overwrite=True)
     assert "notes.txt" in {p.name for p in out.iterdir()}
     assert json.loads((out / MARKER).read_text())["format"] == other
+
+
+def test_a_run_that_kept_nothing(runs, tmp_path):
+    run_local(_recipe(runs["dir"] / "in", tmp_path / "run", [{"caption_filter": {"min_words": 50}}]))
+    for fmt in NEW_FORMATS:
+        res = EXPORT[fmt](tmp_path / "run", tmp_path / fmt)
+        assert res.splits == {"train": 0} and res.images == 0
+        card = _card_yaml(tmp_path / fmt)
+        assert card["configs"][0]["data_files"][0]["split"] == "train"
+
+
+def test_overwrite_never_replaces_a_file_the_earlier_export_did_not_write(runs, tmp_path):
+    out = tmp_path / "exp"
+    export_hf(runs["dir"] / "plain", out)
+    (out / "data.jsonl").write_text("the user's own")
+    with pytest.raises(ValueError, match="data.jsonl is not the earlier export's"):
+        export_jsonl(runs["dir"] / "plain", out, overwrite=True)
+    assert (out / "data.jsonl").read_text() == "the user's own" and (out / "data").is_dir()
+    assert json.loads((out / MARKER).read_text())["format"] == "hf"
 
 
 def test_link(runs, tmp_path):
