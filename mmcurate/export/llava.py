@@ -25,7 +25,8 @@ What DIR holds:
 DIR must lie apart from the run directory and from the input (the JSON and its image_root), as
 pipeline/output_dir.py asks of a run's output; it must be new or empty, or an earlier export with overwrite. The
 export is written into a temporary sibling directory and moved into place at the end: a failed export leaves
-nothing behind. Errors are ValueError / FileNotFoundError with one line that names the fix.
+nothing behind. Errors are ValueError / FileNotFoundError with one line that names the fix. These rules, the shard
+images and the card's sources, recipe and counts are export/common.py's, shared by every format.
 """
 
 from __future__ import annotations
@@ -41,7 +42,6 @@ from pathlib import Path
 from mmcurate.export.common import (
     CARD,
     IMAGES,
-    MARKER,
     Run,
     ShardImages,
     exported_by,
@@ -52,11 +52,10 @@ from mmcurate.export.common import (
     table,
     write_export,
 )
+from mmcurate.export.common import MARKER as MARKER  # the marker file, named here for llava's callers
 from mmcurate.export.common import num as _num
 from mmcurate.io.conversations import record_with_turns
 from mmcurate.io.paths import is_inside, read_inside_root
-
-__all__ = ["CARD", "CARD_SECTIONS", "MARKER", "CardContext", "ExportResult", "export_llava", "register_card_section"]
 
 NO_SPLIT_FILE = "data.json"
 _COLUMNS = ("key", "meta", "turns", "image_paths", "image_ext", "shard")
