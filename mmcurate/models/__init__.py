@@ -1,4 +1,5 @@
-"""CLIP models: the registry (architecture + pretrained tag + the preprocessing bound to those weights),
+"""CLIP models: the registry (architecture + pretrained tag + the preprocessing bound to those weights: curated
+entries, any open_clip ARCH/TAG, user mappings),
 weight loading from explicit sources, embedding, the native CPU image loader, and scoring heads on the
 embeddings (NSFW / watermark / aesthetic).
 
@@ -14,6 +15,9 @@ _EXPORTS = {
     "ModelEntry": "mmcurate.models.registry",
     "get_entry": "mmcurate.models.registry",
     "list_models": "mmcurate.models.registry",
+    "describe_models": "mmcurate.models.registry",
+    "resolve_model": "mmcurate.models.registry",
+    "entry_for": "mmcurate.models.loader",
     "load_clip": "mmcurate.models.loader",
     "resolve_weights": "mmcurate.models.loader",
     "save_weights": "mmcurate.models.loader",

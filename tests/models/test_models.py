@@ -324,7 +324,8 @@ def test_checkpoint_of_another_architecture_is_refused(tmp_path, tiny_clip):
 def test_import_models_loads_no_torch():
     code = (
         "import sys, mmcurate.models, mmcurate.models.registry, mmcurate.models.cpu_loader; "
-        "mmcurate.models.get_entry('ViT-B-32'); print('torch' in sys.modules, 'open_clip' in sys.modules)"
+        "mmcurate.models.get_entry('ViT-B-32'); mmcurate.models.describe_models(); "
+        "print('torch' in sys.modules, 'open_clip' in sys.modules)"
     )
     out = subprocess.run(
         [sys.executable, "-c", code],
