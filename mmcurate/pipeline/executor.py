@@ -332,7 +332,7 @@ class Executor:
         check_shard_errors(records, self.recipe.on_shard_error)
 
         t = time.perf_counter()
-        plan = StagePlan.from_stages(self.recipe.build_stages())
+        plan = StagePlan.for_recipe(self.recipe)
         phase = self._global_phase(plan, len(shards))
         timings["global"] = time.perf_counter() - t
         for observer in self.observers:
@@ -399,6 +399,7 @@ class Executor:
             rejected=written.rejected,
             shard_files=written.shard_files,
             timings=timings,
+            reuse=plan.reuse,
         )
         counts = manifest["counts"]
         if not counts["accounting_ok"]:

@@ -21,6 +21,7 @@ import mmcurate
 from mmcurate.pipeline.diagnosis import run_warnings
 from mmcurate.pipeline.global_phase import GlobalPhaseResult, new_stat
 from mmcurate.pipeline.recipe import Recipe
+from mmcurate.pipeline.reuse import MANIFEST_COLUMNS
 
 MANIFEST_VERSION = 1
 MANIFEST = "manifest.json"
@@ -41,6 +42,7 @@ def build_manifest(
     rejected: int,
     shard_files: list[tuple],
     timings: dict,
+    reuse=None,
 ) -> dict:
     """The manifest of a run whose outputs are written. `started` is the wall clock and `t_start` the
     perf_counter at its start; `records` the shards' done records; `kept` and `rejected` the samples written
@@ -80,6 +82,14 @@ def build_manifest(
         ],
         "shard_errors": [e for r in records for e in r.get("shard_errors", [])],
     }
+    if reuse is not None:  # pipeline.reuse: what the next run from this output may reuse, and what this one did
+        import pyarrow.parquet as pq
+
+        stored = set(pq.read_schema(out / "samples.parquet").names)
+        manifest[MANIFEST_COLUMNS] = {c: v for c, v in sorted(reuse.columns.items()) if c in stored}
+        for entry in manifest["stages"]:
+            if entry["kind"] == "map" and entry["name"] in reuse.reused:
+                entry["reused"] = True
     manifest["warnings"] = run_warnings(manifest)
     return manifest
 

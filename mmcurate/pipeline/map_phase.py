@@ -17,6 +17,7 @@ from typing import Protocol
 from mmcurate.pipeline.output_dir import check_done_record, forget_shard, log, read_done_record
 from mmcurate.pipeline.read_step import READ_STEP, ReadRejects
 from mmcurate.pipeline.recipe import Recipe
+from mmcurate.pipeline.reuse import ReusePlan, plan_reuse, stored_fingerprints
 from mmcurate.pipeline.stage import AccountingError, GlobalStage, MapStage, StageError
 
 
@@ -24,6 +25,15 @@ from mmcurate.pipeline.stage import AccountingError, GlobalStage, MapStage, Stag
 class StagePlan:
     map_steps: list[tuple[str, MapStage]]  # (stats name, stage) in recipe order, global stages' map parts included
     global_steps: list[GlobalStage]  # in recipe order
+    reuse: ReusePlan | None = None  # which map steps reuse an earlier run's stored columns (pipeline.reuse)
+
+    @classmethod
+    def for_recipe(cls, recipe: Recipe) -> StagePlan:
+        """The recipe's plan, its map steps reusing what an input that is an earlier run stored."""
+        plan = cls.from_stages(recipe.build_stages())
+        plan.reuse = plan_reuse(plan.map_steps, stored_fingerprints(recipe.input_path, recipe.input_format))
+        plan.map_steps = plan.reuse.steps
+        return plan
 
     @classmethod
     def from_stages(cls, stages) -> StagePlan:
@@ -45,7 +55,7 @@ class StagePlan:
 
 def setup_plan(recipe: Recipe) -> StagePlan:
     """The recipe's plan with every map step set up (models loaded), ready to process batches."""
-    plan = StagePlan.from_stages(recipe.build_stages())
+    plan = StagePlan.for_recipe(recipe)
     for _, st in plan.map_steps:
         st.setup()
     return plan

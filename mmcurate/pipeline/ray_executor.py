@@ -498,7 +498,7 @@ class RayMapRunner:
         # An earlier failed run in this process can leave its actor pools alive (and holding CPUs)
         # through reference cycles inside Ray Data until the garbage collector runs.
         gc.collect()
-        plan = StagePlan.from_stages(self.recipe.build_stages())
+        plan = StagePlan.for_recipe(self.recipe)
         shards = dict(todo)
         assembler = _ShardAssembler([name for name, _ in plan.map_steps])
         ds = self._dataset(todo, plan)

@@ -153,6 +153,20 @@ class MapStage(_StageBase):
     def process(self, batch: pa.Table) -> StageResult:
         raise NotImplementedError
 
+    # Reuse (pipeline.reuse): a run whose input is an earlier run's output skips a stage whose columns that run
+    # stored, when they were computed the same way.
+    def column_fingerprints(self) -> dict[str, dict]:
+        """The columns this stage adds that a later run may reuse, each with what determines its values (the
+        function and the parameters and model it depends on, never a device or thread count). {} (the
+        default): nothing reusable."""
+        return {}
+
+    def reuse(self, batch: pa.Table) -> StageResult | None:
+        """The stage's verdict on a batch that already holds its columns from an identical computation
+        (column_fingerprints all equal): by default every row kept. A stage whose rule reads other inputs too
+        re-applies it here; None: compute after all (the stored columns are dropped first)."""
+        return StageResult(batch)
+
 
 class GlobalStage(_StageBase):
     """A step over every survivor at once. ``run(ctx)`` is its one method, whichever way the survivors are held:

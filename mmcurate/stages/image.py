@@ -39,6 +39,7 @@ from mmcurate.ops.decode import DEFAULT_MAX_PIXELS
 from mmcurate.ops.status import status_name
 from mmcurate.pipeline.global_sharded import string_hash64
 from mmcurate.pipeline.params import check_bool, check_choice, check_device, check_int, check_threads
+from mmcurate.pipeline.reuse import fingerprint
 from mmcurate.pipeline.schema import DUPLICATES_SCHEMA, rejects_table
 from mmcurate.pipeline.stage import (
     SAMPLE_ID,
@@ -81,6 +82,11 @@ def _oriented_sizes(sizes_hw: np.ndarray, orientation: np.ndarray) -> tuple[np.n
 # integrity
 
 
+#: The two pHash columns (pipeline.reuse): fast mode (integrity's fused decode) and exact (imagehash's).
+PHASH_FAST = fingerprint("phash", exact=False)
+PHASH_EXACT = fingerprint("phash", exact=True)
+
+
 @registry.register
 class Integrity(MapStage):
     """Decode check with the native decoder; adds width, height (as displayed, EXIF applied), format and
@@ -113,6 +119,28 @@ class Integrity(MapStage):
     def __init__(self, **params):
         super().__init__(**params)
         self.resources = cpu_resources(self.params.num_threads)
+
+    def column_fingerprints(self) -> dict[str, dict]:
+        # The sizes and format are the header probe's, pure functions of the bytes; a stored fast pHash proves
+        # that a full decode of the same bytes succeeded, so only full_decode needs it.
+        fps = {c: fingerprint("image_probe") for c in ("width", "height", "format", "file_size")}
+        if self.params.full_decode:
+            fps["phash"] = PHASH_FAST
+        return fps
+
+    def reuse(self, batch: pa.Table) -> StageResult:
+        """Stored rows decoded in the earlier run: only this run's pixel limit is applied again."""
+        max_pixels = self.params.max_pixels or 0
+        if not max_pixels:
+            return StageResult(batch)
+        area = pc.multiply(batch.column("width").cast(pa.int64()), batch.column("height").cast(pa.int64()))
+        over = pc.fill_null(pc.greater(area, max_pixels), False).to_numpy(zero_copy_only=False)
+        reasons = ["too_large" if o else None for o in over]
+        details = [
+            f"{w}x{h} exceeds max_pixels {max_pixels}" if o else None
+            for o, w, h in zip(over, batch.column("width").to_pylist(), batch.column("height").to_pylist())
+        ]
+        return kept_and_rejected(batch, self.name, over, reasons, details)
 
     def process(self, batch: pa.Table) -> StageResult:
         from mmcurate.ops import phash_bytes, probe_images
@@ -354,6 +382,9 @@ class Sha256(MapStage):
         super().__init__(**params)
         self.resources = cpu_resources(self.params.num_threads)
 
+    def column_fingerprints(self) -> dict[str, dict]:
+        return {"sha256": fingerprint("sha256")}
+
     def process(self, batch: pa.Table) -> StageResult:
         blobs = blob_views(batch.column("image"))
         missing = np.array([b is None for b in blobs], dtype=bool)
@@ -511,6 +542,9 @@ class PerceptualHash(MapStage):
     def __init__(self, **params):
         super().__init__(**params)
         self.resources = cpu_resources(self.params.num_threads)
+
+    def column_fingerprints(self) -> dict[str, dict]:
+        return {"phash": PHASH_EXACT if self.params.exact else PHASH_FAST}
 
     def process(self, batch: pa.Table) -> StageResult:
         from mmcurate.ops import phash_bytes

@@ -253,6 +253,9 @@ class ImageHashes(MapStage):
         self._phash = _ImagePhash(num_threads=p.num_threads) if p.phash else None
         self.resources = self._sha.resources
 
+    def column_fingerprints(self) -> dict[str, dict]:
+        return {**self._sha.column_fingerprints(), **(self._phash.column_fingerprints() if self._phash else {})}
+
     def process(self, batch: pa.Table) -> StageResult:
         res = StageResult(batch) if "sha256" in batch.column_names else self._sha.process(batch)
         if self._phash is None:
