@@ -7,6 +7,7 @@ Auto-detection (detect_format), in this order:
 - a .json/.jsonl/.ndjson file: llava when its first record has `conversations`; coco when a .json file's top level
   is an object naming "images" in its first MiB, or the file is named captions_*.json; table when its first
   record has an image-path column (table.IMAGE_PATH_COLUMNS) and no `conversations`; else llava;
+- a directory holding manifest.json and samples.parquet: mmcurate (an earlier run's output, io.run_reader);
 - a directory: webdataset when it holds tar files (img2dataset's .parquet and _stats.json beside them are ignored);
   hf when it holds dataset_dict.json, state.json with .arrow files, or .parquet files (at its top or under data/)
   with image bytes (img2dataset's `output_format: parquet`); else folder (an image folder, HF ImageFolder with
@@ -25,8 +26,10 @@ from mmcurate.io.coco import CocoReader
 from mmcurate.io.folder import CAPTION_FILES, FolderReader
 from mmcurate.io.hf_parquet import HfParquetReader, parquet_has_images
 from mmcurate.io.llava import LlavaReader
+from mmcurate.io.run_reader import RunReader
 from mmcurate.io.table import IMAGE_PATH_COLUMNS, TableReader
 from mmcurate.io.webdataset import TAR_SUFFIXES, WebDatasetReader
+from mmcurate.pipeline.reuse import is_run_dir
 
 READERS: dict[str, type[Reader]] = {
     "webdataset": WebDatasetReader,
@@ -35,6 +38,7 @@ READERS: dict[str, type[Reader]] = {
     "table": TableReader,
     "hf": HfParquetReader,
     "coco": CocoReader,
+    "mmcurate": RunReader,  # a finished run's output: its kept samples and stored columns (pipeline.reuse)
 }
 FORMATS = ("auto", *READERS)
 
@@ -101,6 +105,8 @@ def detect_format(path) -> str:
     if not isinstance(path, (str, os.PathLike)):
         return "webdataset"
     p = os.fspath(path)
+    if is_run_dir(p):
+        return RunReader.format
     lower = p.lower()
     if lower.endswith(TAR_SUFFIXES) or set("*?[{") & set(p):
         return "webdataset"

@@ -286,15 +286,38 @@ def check_provenance(entry: ModelEntry, path: Path) -> None:
                 f"{'with' if uses_quick_gelu(entry) else 'without'} QuickGELU: the activations would be wrong"
             )
     where = str(path)
-    for other in entries():
-        if other.arch != entry.arch or other.pretrained == entry.pretrained:
+    own = {m for m in _marks(entry) if m}
+    for other in _same_arch(entry):
+        if other.pretrained == entry.pretrained:
             continue
-        marks = [m for m in (other.hf_hub and f"models--{other.hf_hub.replace('/', '--')}", other.url_file) if m]
-        if any(m in where for m in marks):
+        if any(m in where for m in _marks(other) if m and m not in own):
             raise WeightsMismatchError(
                 f"{path} is the checkpoint of {other.name!r}, not of {entry.name!r}; "
                 f"load it as {other.name!r} so its own preprocessing is used"
             )
+
+
+def _marks(entry: ModelEntry) -> tuple:
+    """What a path holding the entry's checkpoint contains: its hub cache folder, its download's file name."""
+    return (entry.hf_hub and f"models--{entry.hf_hub.replace('/', '--')}", entry.url_file)
+
+
+def _same_arch(entry: ModelEntry) -> list[ModelEntry]:
+    """The curated entries of the entry's architecture, then the pairs open_clip knows for it."""
+    out = [e for e in entries() if e.arch == entry.arch]
+    if entry.config is None:  # an open_clip architecture
+        import open_clip
+
+        from mmcurate.models.registry import open_clip_entry
+
+        seen = {e.pretrained for e in out}
+        for arch, tag in open_clip.list_pretrained():
+            if arch == entry.arch and tag not in seen:
+                try:
+                    out.append(open_clip_entry(arch, tag))
+                except (KeyError, ValueError):
+                    continue
+    return out
 
 
 def uses_quick_gelu(entry: ModelEntry) -> bool:
@@ -311,11 +334,18 @@ def uses_quick_gelu(entry: ModelEntry) -> bool:
 
 
 # -- building -----------------------------------------------------------------------------------------
-def _build(entry: ModelEntry, device: str, precision: str, seed: int):
+def _build(entry: ModelEntry, device: str, precision: str, seed: int, allow_download: bool = False):
     import open_clip
     import torch
 
     arch = ensure_open_clip_config(entry)
+    hf_text = ((open_clip.get_model_config(arch) or {}).get("text_cfg") or {}).get("hf_model_name")
+    if hf_text and not allow_download and _hf_cached(hf_text, "config.json", None) is None:
+        # transformers would fetch the text tower's config from the hub to build it
+        raise WeightsNotFoundError(
+            f"{entry.name}'s text tower is the Hugging Face model {hf_text!r}, whose config.json is not in the "
+            "Hugging Face cache; allow_download=True fetches it"
+        )
     previous = logging.root.manager.disable
     # open_clip warns "initialized randomly" although the weights are loaded right after: silence it
     logging.disable(logging.WARNING)
@@ -376,7 +406,7 @@ def load_clip(
     path = resolve_weights(entry, weights, cache_dir, allow_download)
     if path is not None:
         check_provenance(entry, path)
-    model = _build(entry, dev, prec, seed)
+    model = _build(entry, dev, prec, seed, allow_download=allow_download)
     if path is not None:
         try:
             open_clip.factory.load_checkpoint(model, str(path), strict=True, weights_only=True, device="cpu")

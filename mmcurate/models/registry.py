@@ -367,8 +367,11 @@ def user_entry(raw: dict, oc_config: dict | None = None, where: str = "open_clip
             model_cfg = _json(config)
         except (OSError, ValueError) as exc:
             raise _user_error(f"config {str(config)!r} is not valid JSON: {exc}") from None
-        if not isinstance(model_cfg, dict) or "embed_dim" not in model_cfg or "vision_cfg" not in model_cfg:
-            raise _user_error(f"config {str(config)!r} is not an open_clip model config (needs embed_dim, vision_cfg)")
+        lacking = [
+            k for k in ("embed_dim", "vision_cfg", "text_cfg") if not isinstance(model_cfg, dict) or k not in model_cfg
+        ]
+        if lacking:
+            raise _user_error(f"config {str(config)!r} is not an open_clip model config (it lacks {lacking})")
         known = _open_clip().get_model_config(arch)
         if known is not None and known != model_cfg:
             raise _user_error(

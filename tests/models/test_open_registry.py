@@ -235,6 +235,22 @@ def test_named_model_disagreeing_with_the_directory_is_refused(tmp_path):
         entry_for({"arch": "ViT-B-32", "preprocess": {"mean": OPENAI_MEAN}}, d)
 
 
+def test_checkpoint_of_another_open_clip_tag_is_refused(tmp_path):
+    p = tmp_path / "models--apple--DFN5B-CLIP-ViT-H-14" / "snapshots" / "abc" / "open_clip_pytorch_model.bin"
+    p.parent.mkdir(parents=True)
+    p.write_bytes(b"\0")
+    with pytest.raises(WeightsMismatchError, match="load it as 'ViT-H-14/dfn5b'"):
+        check_provenance(get_entry("ViT-H-14/metaclip_fullcc"), p)
+    with pytest.raises(WeightsMismatchError, match="load it as 'ViT-H-14/dfn5b'"):
+        check_provenance(get_entry("ViT-H-14"), p)  # the curated default, laion2b_s32b_b79k
+
+
+def test_hugging_face_text_tower_is_not_fetched_unasked(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    with pytest.raises(Exception, match="xlm-roberta-base.*allow_download"):
+        load_clip("xlm-roberta-base-ViT-B-32/laion5b_s13b_b90k", weights="random", device="cpu")
+
+
 # -- user entries --------------------------------------------------------------------------------------
 def test_user_entry_takes_defaults_from_a_known_tag():
     e = get_entry({"arch": "ViT-B-16-SigLIP", "pretrained": "webli"})
@@ -278,6 +294,10 @@ def test_user_config_file_must_be_named_after_its_arch(tmp_path, tiny_configs):
     cfg.write_text((tiny_configs / "mmc-test-eva.json").read_text())
     with pytest.raises(KeyError, match="must be named my-eva.json"):
         get_entry({"arch": "my-eva", "config": str(cfg), "preprocess": SIGLIP_PP})
+    partial = tmp_path / "my-eva.json"
+    partial.write_text(json.dumps({"embed_dim": 64, "vision_cfg": {}}))
+    with pytest.raises(KeyError, match=r"it lacks \['text_cfg'\]"):
+        get_entry({"arch": "my-eva", "config": str(partial), "preprocess": SIGLIP_PP})
     with pytest.raises(KeyError, match="already an open_clip config"):
         get_entry(
             {"arch": "ViT-B-32", "config": str(_renamed(tmp_path, cfg, "ViT-B-32.json")), "preprocess": SIGLIP_PP}
