@@ -1,16 +1,23 @@
 """Command line.
 
-mmcurate run RECIPE [--input PATH] [--output DIR] [--resume] [--overwrite] [--workers N]
-             [--executor local|ray] [--address auto|ray://HOST:PORT] [--global-mode auto|memory|sharded]
-mmcurate recipe default|llava     print the default recipe, or the instruction-data (LLaVA) one
+mmcurate run RECIPE [--input PATH | --from RUN_DIR] [--output DIR] [--limit N] [--resume] [--overwrite]
+             [--workers N] [--executor local|ray] [--address auto|ray://HOST:PORT]
+             [--global-mode auto|memory|sharded]
+                                  run a recipe (--from: over an earlier run's output, reusing its stored
+                                  hashes, sizes and embeddings; --limit: the first N samples only)
+mmcurate validate RECIPE [--input PATH | --from RUN_DIR]
+                                  check the recipe, the input (format, captions, one image decoded) and the
+                                  model weights without running
+mmcurate recipe NAME              print a recipe template (default, cogvlm, datacomp-clip, semantic, llava)
 mmcurate recipe list              the recipe templates, one a line with its description
 mmcurate stages [NAME] [--json]   every stage (or one) with its kind, description and parameters
+mmcurate models [--json]          the CLIP models by name (any open_clip ARCH/TAG works too)
 mmcurate demo [--out DIR] [--llava]
                                   build the built-in sample dataset and run the default recipe on it (--llava: the
                                   built-in instruction sample and the llava recipe)
 mmcurate inspect OUTPUT           print the manifest summary of a finished run
-mmcurate export RUN_DIR --format llava --out DIR [--link] [--overwrite]
-                                  a finished run in a training format (llava: <split>.json, images/, README.md)
+mmcurate export RUN_DIR --format llava|jsonl|hf|webdataset --out DIR [--link] [--overwrite]
+                                  a finished run in a training format, per split, with a dataset card
 mmcurate kernels-demo             the native kernels alone on the built-in sample
 mmcurate info                     what this build contains (CUDA, nvJPEG, SIMD, codecs)
 """
@@ -195,9 +202,48 @@ def _cmd_run(args) -> int:
     from mmcurate.pipeline.recipe import load_recipe
 
     recipe = load_recipe(
-        args.recipe, input_path=args.input, output_path=args.output, workers=args.workers, global_mode=args.global_mode
+        args.recipe,
+        input_path=args.input,
+        output_path=args.output,
+        workers=args.workers,
+        global_mode=args.global_mode,
+        limit=args.limit,
+        from_run=args.from_run,
     )
     return _run_recipe(recipe, args)
+
+
+def _cmd_validate(args) -> int:
+    from mmcurate.pipeline.recipe import load_recipe
+    from mmcurate.validate import validate
+
+    recipe = load_recipe(args.recipe, input_path=args.input, from_run=args.from_run, limit=args.limit)
+    checks = validate(recipe)
+    for c in checks:
+        print(f"{'ok  ' if c.ok else 'FAIL'}  {c.name:<8}  {c.line}")
+    failed = [c for c in checks if not c.ok]
+    print(f"{len(failed)} problem(s) found" if failed else "the recipe is ready to run")
+    return 2 if failed else 0
+
+
+def _cmd_models(args) -> int:
+    from mmcurate.models.registry import describe_models
+
+    models = describe_models()
+    if args.json:
+        print(json.dumps(models, indent=2))
+        return 0
+    width = max(len(m["name"]) for m in models)
+    for m in models:
+        if "note" in m:
+            print(f"\n{m['name']:<{width}}  {m['note']}")
+            continue
+        pp = m["preprocess"]
+        print(
+            f"{m['name']:<{width}}  dim {m['embed_dim']:<5} {pp['image_size']}px {pp['interpolation']:<8}"
+            f"{'  (default for ' + m['arch'] + ')' if m['default'] else ''}"
+        )
+    return 0
 
 
 def _cmd_recipe(args) -> int:
@@ -419,15 +465,42 @@ def main(argv=None) -> int:
             "(default: start a local Ray instance)",
         )
 
-    p = sub.add_parser("run", help="run a recipe")
-    p.add_argument("recipe", help="YAML recipe (see `mmcurate recipe default`)")
-    p.add_argument("--input", default=None, help="override input.path")
+    def add_input_flags(p):
+        p.add_argument("recipe", help="YAML recipe (start from a template: `mmcurate recipe list`)")
+        where = p.add_mutually_exclusive_group()
+        where.add_argument("--input", default=None, metavar="PATH", help="override input.path")
+        where.add_argument(
+            "--from",
+            dest="from_run",
+            default=None,
+            metavar="RUN_DIR",
+            help="read an earlier run's output instead (input.format: mmcurate): its kept samples, reusing the "
+            "hashes, sizes and embeddings it stored when this recipe computes them the same way",
+        )
+        p.add_argument("--limit", type=int, default=None, metavar="N", help="the first N samples only (run.limit)")
+
+    p = sub.add_parser("run", help="run a recipe", description="Run a recipe: read, map, global steps, write.")
+    add_input_flags(p)
     p.add_argument("--output", default=None, help="override output.path")
     add_run_flags(p)
     p.set_defaults(fn=_cmd_run)
-    p = sub.add_parser("recipe", help="print a recipe (list: the recipe templates)")
-    p.add_argument("which", choices=["default", "llava", "list"])
+    p = sub.add_parser(
+        "validate",
+        help="check a recipe, its input and its weights without running",
+        description="Check the recipe's keys and stage parameters, the input (format, shards, captions found, one "
+        "image decoded) and the model weights (where they would load from), reading only the input's first "
+        "batch. Exit code 2 when something needs fixing.",
+    )
+    add_input_flags(p)
+    p.set_defaults(fn=_cmd_validate)
+    from mmcurate.pipeline.recipe import RECIPES
+
+    p = sub.add_parser("recipe", help="print a recipe template (list: the templates)")
+    p.add_argument("which", choices=[*RECIPES, "list"], metavar="NAME", help=f"{', '.join(RECIPES)} or list")
     p.set_defaults(fn=_cmd_recipe)
+    p = sub.add_parser("models", help="list the CLIP models by name")
+    p.add_argument("--json", action="store_true", help="print the same as JSON")
+    p.set_defaults(fn=_cmd_models)
     p = sub.add_parser("stages", help="list the stages with their kind, description and parameters")
     p.add_argument("name", nargs="?", default=None, help="show one stage in full")
     p.add_argument("--json", action="store_true", help="print the same as JSON")

@@ -49,12 +49,14 @@ from mmcurate.pipeline.global_phase import (
 )
 from mmcurate.pipeline.global_sharded import local_map
 from mmcurate.pipeline.manifest import MANIFEST, build_manifest, peak_rss_mb, rounded, write_json
+from mmcurate.pipeline.input import open_input
 from mmcurate.pipeline.map_phase import MapRunner, StagePlan, check_shard_errors, run_map_phase, setup_plan
 from mmcurate.pipeline.observers import RunObserver
 from mmcurate.pipeline.output_dir import (
     check_apart_from_input,
     file_record,
     input_paths,
+    log,
     preflight_stages,
     recipe_identity,
 )
@@ -79,9 +81,7 @@ _atomic_json = write_json
 # ---------------------------------------------------------------------------------------------
 def run_map_shard(recipe: Recipe, plan: StagePlan, shard_index: int, shard: str, work: Path) -> dict:
     """Runs the map steps over one input shard and writes its survivors and rejects to work/."""
-    from mmcurate.io import open_reader
-
-    reader = open_reader(recipe.input_path, format=recipe.input_format, **recipe.input_options)
+    reader = open_input(recipe)
     stats = {name: new_stat() for name, _ in plan.map_steps}
     kept_parts, reject_parts = [], []
     n_read = 0
@@ -299,13 +299,13 @@ class Executor:
 
     def run(self) -> dict:
         """The run's manifest (also in output_path/manifest.json)."""
-        from mmcurate.io import open_reader
-
         with self.strategy.session():
             started = time.time()
             t_start = time.perf_counter()
             # A bad input, reader option or stage set-up fails here, before the output is touched.
-            reader = open_reader(self.recipe.input_path, format=self.recipe.input_format, **self.recipe.input_options)
+            reader = open_input(self.recipe)
+            for note in reader.start_notes():  # e.g. images found but no captions, and the option that fixes it
+                log(f"input: {note}")
             shards = reader.shards()
             if not shards:
                 raise StageError(f"no input shards found at {self.recipe.input_path!r}")

@@ -24,7 +24,7 @@ from mmcurate.pipeline.stage import GlobalStage, MapStage, StageError, registry
 TOP_KEYS = {"input", "output", "run", "stages"}
 INPUT_KEYS = {"path", "format", "options"}
 OUTPUT_KEYS = {"path", "shard_size", "report"}
-RUN_KEYS = {"workers", "batch_size", "threads_per_worker", "global_mode", "on_shard_error"}
+RUN_KEYS = {"workers", "batch_size", "threads_per_worker", "global_mode", "on_shard_error", "limit"}
 # warn: a shard that cannot be read to its end contributes the samples before the damage, and the run warns and
 # lists it in manifest.json shard_errors (webdataset's warn_and_continue); fail: the run stops with an error.
 SHARD_ERROR_POLICIES = ("warn", "fail")
@@ -86,8 +86,84 @@ stages:
 #  - negative_synthesis: {strategy: popularity}  # POPE-style "Is there a ...?" -> "No", marked synthetic
 """
 
-#: The recipes `mmcurate recipe NAME` prints.
-RECIPES = {"default": DEFAULT_RECIPE_YAML, "llava": LLAVA_RECIPE_YAML}
+_RECIPE_HEAD = """\
+input:
+  path: data/shards        # tar shards, a glob, an image folder, a list file, HF Parquet, COCO JSON, an earlier run
+  format: auto
+output:
+  path: curated
+  shard_size: 1000
+run:
+  workers: 1
+  batch_size: 256
+  on_shard_error: warn
+"""
+
+# The CLIP stages' weights: a local checkpoint (file or Hugging Face style directory), the local caches, or a hub
+# download only with allow_download: true (`mmcurate models` lists the names).
+COGVLM_RECIPE_YAML = (
+    """\
+# CogVLM-style image-text filtering: wide aspect ratios (1/6..6), cleaned captions, PII redacted, exact and
+# perceptual duplicates removed.
+"""
+    + _RECIPE_HEAD
+    + """\
+stages:
+  - integrity: {}
+  - image_filter: {preset: cogvlm}        # aspect ratio 1/6..6, no size floor (add min_side: N for one)
+  - caption_clean: {}
+  - caption_filter: {min_words: 3, min_chars: 6}
+  - pii_redact: {}
+  - exact_dedup: {}
+  - phash_dedup: {}
+"""
+)
+
+DATACOMP_CLIP_RECIPE_YAML = (
+    """\
+# DataComp's CLIP-score baseline: basic filtering, then the top 30% of samples by image-caption CLIP score
+# (ViT-L-14 OpenAI in the paper).
+"""
+    + _RECIPE_HEAD
+    + """\
+stages:
+  - integrity: {}
+  - image_filter: {preset: datacomp}      # min side 200, aspect <= 3
+  - caption_clean: {}
+  - caption_filter: {min_words: 2, languages: [en], detect_language: true}
+  - exact_dedup: {}
+  - clip_embed: {model: ViT-L-14/openai, weights: null}   # weights: PATH of the checkpoint (or allow_download: true)
+  - clip_score_filter: {keep_fraction: 0.3}
+"""
+)
+
+SEMANTIC_RECIPE_YAML = (
+    """\
+# Semantic curation: CLIP image embeddings, SemDeDup near-duplicates, then cluster-balanced sampling.
+"""
+    + _RECIPE_HEAD
+    + """\
+stages:
+  - integrity: {}
+  - image_filter: {preset: datacomp}
+  - caption_clean: {}
+  - caption_filter: {}
+  - exact_dedup: {}
+  - phash_dedup: {}
+  - clip_embed: {model: ViT-B-32, weights: null}       # weights: PATH of the checkpoint (or allow_download: true)
+  - semantic_dedup: {eps: 0.05}
+  - balance: {fraction: 0.5}                          # or target: N samples
+"""
+)
+
+#: The recipes `mmcurate recipe NAME` prints (`mmcurate recipe list`: their first comment lines).
+RECIPES = {
+    "default": DEFAULT_RECIPE_YAML,
+    "cogvlm": COGVLM_RECIPE_YAML,
+    "datacomp-clip": DATACOMP_CLIP_RECIPE_YAML,
+    "semantic": SEMANTIC_RECIPE_YAML,
+    "llava": LLAVA_RECIPE_YAML,
+}
 
 
 @dataclass
@@ -105,6 +181,7 @@ class Recipe:
     # and per-partition tasks (pipeline.global_sharded), same outputs, no worker holding the whole dataset
     global_mode: str = "auto"
     on_shard_error: str = "warn"
+    limit: int | None = None  # the first N samples only (pipeline.input): a quick try on a slice
     stages: list[tuple[str, dict]] = field(default_factory=list)
 
     def build_stages(self) -> list:
@@ -120,6 +197,7 @@ class Recipe:
                 "threads_per_worker": self.threads_per_worker,
                 "global_mode": self.global_mode,
                 "on_shard_error": self.on_shard_error,
+                **({"limit": self.limit} if self.limit is not None else {}),
             },
             "stages": [{name: params} for name, params in self.stages],
         }
@@ -155,8 +233,12 @@ def parse_recipe(
     output_path: str | None = None,
     workers: int | None = None,
     global_mode: str | None = None,
+    limit: int | None = None,
+    from_run: str | None = None,
 ) -> Recipe:
-    """Validate a recipe mapping (command-line overrides win) and check every stage's parameters."""
+    """Validate a recipe mapping (command-line overrides win) and check every stage's parameters. from_run: an
+    earlier run's output directory as the input (format mmcurate, its own options dropped), so the stages reuse
+    the columns that run stored (pipeline.reuse)."""
     if not isinstance(data, dict):
         raise StageError("a recipe must be a mapping with keys: " + ", ".join(sorted(TOP_KEYS)))
     data = copy.deepcopy(data)
@@ -167,6 +249,10 @@ def parse_recipe(
     _check_keys("input", inp, INPUT_KEYS)
     _check_keys("output", out, OUTPUT_KEYS)
     _check_keys("run", run, RUN_KEYS)
+    if from_run is not None:
+        if input_path is not None:
+            raise StageError("give either --input or --from, not both")
+        inp = {"path": str(from_run), "format": "mmcurate"}
     path = input_path or inp.get("path")
     if not path:
         raise StageError("recipe 'input.path' is required (or pass --input)")
@@ -200,6 +286,7 @@ def parse_recipe(
         threads_per_worker=_positive_int("run", "threads_per_worker", run.get("threads_per_worker"), allow_none=True),
         global_mode=mode,
         on_shard_error=on_shard_error,
+        limit=_positive_int("run", "limit", limit if limit is not None else run.get("limit"), allow_none=True),
         stages=stages,
     )
     names = [n for n, _ in stages]
