@@ -246,7 +246,7 @@ def _weights_entry(arch: str, model_cfg: dict, oc_config: dict, where: str, base
         name=arch,
         arch=arch,
         pretrained=None,
-        embed_dim=int(oc_model.get("embed_dim", model_cfg["embed_dim"])),
+        embed_dim=int(model_cfg["embed_dim"]),  # what the build gives; check_provenance compares the file's
         preprocess=pp,
         quick_gelu=quick,
         files=HF_FILES,
@@ -273,7 +273,8 @@ def _lookup(name: str) -> tuple[ModelEntry | None, str | None]:
             raise KeyError(
                 f"open_clip knows no pretrained tag {tag!r} for {arch!r}; its tags: {tags or '(none)'}"
                 if tags
-                else f"{arch!r} has no released weights in open_clip; name it alone with weights: PATH"
+                else f"{arch!r} has no released weights in open_clip; give model as a mapping {{arch, preprocess}} "
+                "or name the architecture alone with weights: a directory holding open_clip_config.json"
             )
     elif name in _open_clip().list_models():
         return None, name
