@@ -61,7 +61,14 @@ _GENERIC_FORMATS = tuple(f"mlp:{a}:{o}" for a in _ACTIVATIONS for o in _OUTPUTS)
 _KERAS_EPSILON = 1e-7
 
 # Which CLIP image towers produce an embedding of a given width (for dimension-mismatch messages).
-CLIP_MODELS_BY_DIM = {512: "ViT-B-32 / ViT-B-16", 768: "ViT-L-14", 1024: "ViT-H-14 / ViT-g-14", 1280: "ViT-bigG-14"}
+CLIP_MODELS_BY_DIM = {
+    512: "ViT-B-32 / ViT-B-16 / EVA02-B-16",
+    768: "ViT-L-14 / EVA02-L-14 / ViT-B-16-SigLIP(2)",
+    1024: "ViT-H-14 / ViT-g-14 / EVA02-E-14 / ViT-L-16-SigLIP",
+    1152: "ViT-SO400M-14-SigLIP(2)",
+    1280: "ViT-bigG-14",
+    1536: "ViT-gopt-16-SigLIP2",
+}
 
 
 class HeadFormatError(ValueError):
