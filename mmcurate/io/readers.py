@@ -4,9 +4,10 @@ Auto-detection (detect_format), in this order:
 - a tar file, a glob or brace pattern, or a list of paths: webdataset;
 - a .parquet file: hf when it has an image-bytes column (binary, or the datasets Image struct), else table;
 - a .arrow file: hf; a .csv/.tsv file: table;
-- a .json/.jsonl/.ndjson file: llava when its first record has `conversations`; coco when a .json file's top level
-  is an object naming "images" in its first MiB, or the file is named captions_*.json; table when its first
-  record has an image-path column (table.IMAGE_PATH_COLUMNS) and no `conversations`; else llava;
+- a .json/.jsonl/.ndjson file: coco when it is named captions_*.json, or is a .json file whose top level is an
+  object naming "images" in its first MiB; table when its first record has an image-path column
+  (table.IMAGE_PATH_COLUMNS) and no `conversations`; else llava (conversation records, and anything else: the
+  LLaVA reader says what is wrong with it);
 - a directory holding manifest.json and samples.parquet: mmcurate (an earlier run's output, io.run_reader);
 - a directory: webdataset when it holds tar files (img2dataset's .parquet and _stats.json beside them are ignored);
   hf when it holds dataset_dict.json, state.json with .arrow files, or .parquet files (at its top or under data/)
@@ -68,9 +69,12 @@ def _first_record(path: str) -> tuple[str, object]:
 
 
 def _detect_json(path: str) -> str:
+    name = os.path.basename(path).lower()
+    if name.startswith("captions_") and name.endswith(".json"):
+        return "coco"
     kind, record = _first_record(path)
     if kind == "object":
-        return "coco" if record or os.path.basename(path).lower().startswith("captions_") else "llava"
+        return "coco" if record else "llava"
     if isinstance(record, dict) and "conversations" not in record and any(c in record for c in IMAGE_PATH_COLUMNS):
         return "table"
     return "llava"
