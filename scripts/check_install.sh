@@ -9,6 +9,7 @@
 #             nvidia-* wheels each brings, and the CUDA sonames loaded into the process
 #
 # Usage: scripts/check_install.sh [STEP...]        (default: wheel semantic gpu)
+#        MERGE=1 scripts/check_install.sh gpu       rerun one step, keeping the other steps' records in OUT_JSON
 # Env:   PYTHON        the interpreter for the venvs (default: python3.11, else python3)
 #        CHECK_DIR     scratch directory (default: a mktemp -d; removed at the end unless KEEP=1)
 #        OUT_JSON      the results (default: benchmarks/results/install_check.json)
@@ -132,8 +133,9 @@ gpu_check() {
     timed gpu.pip_install "$CHECK_DIR/gpu-pip.log" "$v/bin/pip" install "mmcurate[gpu] @ file://$WHEEL"
     note gpu.venv_facts "$(venv_facts "$v")"
     # Every libcudart / libcublas soname on disk in the venv, by wheel directory.
-    note gpu.sonames_on_disk "$(cd "$v" && find . -name 'libcudart.so*' -o -name 'libcublas.so*' -o -name 'libcublasLt.so*' \
-        -o -name 'libnvJitLink.so*' | sort | "$PYTHON" -c 'import json,sys; print(json.dumps([l.strip() for l in sys.stdin]))')"
+    note gpu.sonames_on_disk "$(cd "$v" && find . -path '*/nvidia/*' \( -name 'libcudart.so*' -o -name 'libcublas.so*' \
+        -o -name 'libcublasLt.so*' -o -name 'libnvJitLink.so*' -o -name 'libcurand.so*' -o -name 'libnvrtc.so*' \) \
+        | sort | "$PYTHON" -c 'import json,sys; print(json.dumps([l.strip() for l in sys.stdin]))')"
     (cd "$CHECK_DIR" && timed gpu.import_torch_faiss "$CHECK_DIR/gpu-tf.log" "$v/bin/python" -c "$IMPORT_CHECK" torch faiss)
     (cd "$CHECK_DIR" && timed gpu.import_faiss_torch "$CHECK_DIR/gpu-ft.log" "$v/bin/python" -c "$IMPORT_CHECK" faiss torch)
     (cd "$CHECK_DIR" && timed gpu.import_mmcurate "$CHECK_DIR/gpu-mm.log" "$v/bin/python" -c \
@@ -156,14 +158,52 @@ done
 import json, os, platform, subprocess, sys, time
 records_path, out, python = sys.argv[1:]
 records = [json.loads(l) for l in open(records_path) if l.strip()]
+if os.environ.get("MERGE") == "1" and os.path.exists(out):  # keep the earlier records of the steps not rerun
+    rerun = {r["step"].split(".")[0] for r in records}
+    old = [r for r in json.load(open(out))["steps"] if r["step"].split(".")[0] not in rerun]
+    order = {"wheel": 0, "base": 1, "semantic": 2, "gpu": 3}
+    records = sorted(old + records, key=lambda r: order.get(r["step"].split(".")[0], 9))
 py = subprocess.run([python, "--version"], capture_output=True, text=True).stdout.strip()
+
+
+def summary(records):
+    """Seconds per timed step, venv sizes, and for the gpu extra: the CUDA libraries loaded side by side under
+    different sonames, and those two wheels ship under one soname (only one copy loads: which)."""
+    out = {"seconds": {r["step"]: r["seconds"] for r in records if "seconds" in r}}
+    out["venv_mb"] = {r["step"].split(".")[0]: r["facts"]["venv_mb"] for r in records if r["step"].endswith("venv_facts")}
+    on_disk = next((r["facts"] for r in records if r["step"] == "gpu.sonames_on_disk"), [])
+    by_name = {}
+    for path in on_disk:
+        by_name.setdefault(os.path.basename(path), []).append(path.split("site-packages/", 1)[-1])
+    for r in records:
+        if not r["step"].startswith("gpu.import_") or r["step"] == "gpu.import_mmcurate":
+            continue
+        try:
+            loaded = json.loads(r["log_tail"][-1])["loaded_cuda_libs"]
+        except (ValueError, KeyError, IndexError):
+            continue
+        stems = {}
+        for soname in loaded:
+            stems.setdefault(soname.split(".so")[0], []).append(soname)
+        out[r["step"]] = {
+            "side_by_side": {k: sorted(v) for k, v in sorted(stems.items()) if len(v) > 1},
+            "shared_soname": {
+                name: {"on_disk": paths, "loaded": loaded.get(name, "").split("site-packages/", 1)[-1]}
+                for name, paths in sorted(by_name.items())
+                if len(paths) > 1
+            },
+        }
+    return out
+
+
 doc = {
     "what": "scripts/check_install.sh: wheel build, non-editable installs from the registry into fresh venvs, "
             "mmcurate demo outside the repo, and the gpu extra's torch + faiss-gpu imports on a CPU machine",
     "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     "machine": {"cpus": os.cpu_count(), "python": py, "platform": platform.platform()},
-    "steps": records,
     "ok": all(r.get("rc", 0) == 0 for r in records),
+    "summary": summary(records),
+    "steps": records,
 }
 os.makedirs(os.path.dirname(out), exist_ok=True)
 with open(out, "w") as f:
