@@ -235,7 +235,7 @@ def curate_table(
     """
     if (stages is None) == (recipe is None):
         raise StageError(
-            "give either stages=[...] or recipe=..., not both" if stages else "give stages=[...] or recipe"
+            "give either stages=[...] or recipe=..., not both" if stages is not None else "give stages=[...] or recipe"
         )
     if isinstance(stages, (str, Mapping)) or (
         isinstance(stages, tuple) and len(stages) == 2 and isinstance(stages[1], Mapping)
