@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import pickle
+import time
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -295,3 +297,26 @@ def test_list_file_pickles_without_its_table(tmp_path):
     assert len(blob) < 4096
     clone = pickle.loads(blob)
     assert fx.read_all(clone) == fx.read_all(reader) and json.dumps(reader.describe())
+
+
+def test_list_file_special_files_and_size_limit(tmp_path):
+    make_images(tmp_path, ["ok.jpg"])
+    (tmp_path / "big.jpg").write_bytes(fx.image_bytes(1) + bytes(5000))
+    os.mkfifo(tmp_path / "fifo.jpg")
+    (tmp_path / "zero.jpg").symlink_to("/dev/zero")
+    (tmp_path / "dir.jpg").mkdir()
+    names = ["ok.jpg", "big.jpg", "fifo.jpg", "zero.jpg", "dir.jpg"]
+    path = write_table(tmp_path / "l.csv", [{"image": n, "caption": n} for n in names])
+    t = time.monotonic()
+    rows = rows_of(open_reader(path, max_image_bytes=2000))
+    assert time.monotonic() - t < 10  # the FIFO must not block
+    got = {r["key"]: r["read_reason"] for r in rows}
+    assert got == {
+        "ok": None,
+        "big": "too_large",
+        "fifo": "not_a_file",
+        "zero": "path_outside_root",
+        "dir": "not_a_file",
+    }
+    with pytest.raises(ValueError, match="is not a regular file"):
+        open_reader(tmp_path / "fifo.jpg", format="table")
