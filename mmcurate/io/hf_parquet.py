@@ -48,7 +48,7 @@ from mmcurate.io.table import CAPTION_COLUMNS, caption_column_note, meta_text, p
 
 #: Image column names tried first (the `datasets` convention, then img2dataset's per-format columns).
 IMAGE_COLUMN_NAMES = ("image", "img", "jpg", "jpeg", "png", "webp")
-KEY_COLUMNS = ("key", "__key__")
+SAMPLE_KEY_COLUMNS = ("key", "__key__")
 SHARD_ERROR_KEY = "__shard_error__"
 
 
@@ -186,7 +186,7 @@ class HfParquetReader(Reader):
         self.caption_column = pick_column(
             first.names, caption_column, CAPTION_COLUMNS, "caption", where, required=False
         )
-        self.key_column = pick_column(first.names, key_column, KEY_COLUMNS, "key", where, required=False)
+        self.key_column = pick_column(first.names, key_column, SAMPLE_KEY_COLUMNS, "key", where, required=False)
         for f, schema in schemas.items():
             for col in (self.image_column, self.caption_column, self.key_column):
                 if col is not None and col not in schema.names:
