@@ -50,6 +50,8 @@ from mmcurate.io.table import CAPTION_COLUMNS, caption_column_note, meta_text, p
 IMAGE_COLUMN_NAMES = ("image", "img", "jpg", "jpeg", "png", "webp")
 SAMPLE_KEY_COLUMNS = ("key", "__key__")
 SHARD_ERROR_KEY = "__shard_error__"
+# How many rows start_notes looks at.
+NOTE_ROWS = 100
 
 
 class _Unit(NamedTuple):
@@ -337,6 +339,7 @@ class HfParquetReader(Reader):
         notes = []
         if self.caption_column is None:
             notes.append(caption_column_note(f"{self.path!r}", self._first_names))
+        notes.extend(self._path_only_note())
         if self._binary_columns:
             notes.append(
                 f"{self.path!r}: the binary columns {', '.join(self._binary_columns)} are left out of meta; "
@@ -344,14 +347,44 @@ class HfParquetReader(Reader):
             )
         return notes
 
+    def _path_only_note(self) -> list[str]:
+        """A note when the first rows' Image values hold a path instead of bytes and the paths are not readable."""
+        unit = next(iter(self._units.values()), None)
+        if unit is None:
+            return []
+        try:
+            batch = next(self._batches(unit, NOTE_ROWS, only=[self.image_column]), None)
+        except Exception:  # noqa: BLE001 - a damaged file: the read says so, row by row
+            return []
+        values = batch.column(0).to_pylist() if batch is not None else []
+        path_only = [v["path"] for v in values if isinstance(v, dict) and v.get("bytes") is None and v.get("path")]
+        if not path_only:
+            return []
+        root_real = os.path.realpath(self.root)
+        outside = [p for p in path_only if not paths.is_inside(os.path.realpath(os.path.join(root_real, p)), root_real)]
+        missing = [p for p in path_only if not os.path.exists(os.path.join(root_real, p))]
+        if outside and not self.allow_outside_root:
+            return [
+                f"{len(outside)} of the first {len(values)} images in {self.path!r} are paths outside the input "
+                f"folder, not bytes (e.g. {short_repr(outside[0])}): they will be rejected as path_outside_root; set "
+                f"input.options.allow_outside_root: true to read them, or save the dataset with its images embedded"
+            ]
+        if missing:
+            return [
+                f"{len(missing)} of the first {len(values)} images in {self.path!r} are paths, not bytes, and not "
+                f"found under {self.root!r} (e.g. {short_repr(missing[0])}): they will be rejected as missing_image"
+            ]
+        return []
+
     # -- reading ---------------------------------------------------------------------------------------
-    def _batches(self, unit: _Unit, batch_size: int) -> Iterator[pa.RecordBatch]:
+    def _batches(self, unit: _Unit, batch_size: int, only: list[str] | None = None) -> Iterator[pa.RecordBatch]:
+        """The unit's rows in batches: every column but the other binary ones, or the columns `only`."""
         if unit.kind == "parquet":
             import pyarrow.parquet as pq
 
             with paths.open_binary(unit.path) as f:
                 pf = pq.ParquetFile(f)
-                columns = [n for n in pf.schema_arrow.names if n not in self._binary_columns]
+                columns = only or [n for n in pf.schema_arrow.names if n not in self._binary_columns]
                 yield from pf.iter_batches(batch_size=batch_size, row_groups=[unit.index], columns=columns)
             return
         start, stop = unit.start, unit.start + unit.rows
@@ -361,7 +394,10 @@ class HfParquetReader(Reader):
                 lo, hi = max(start, offset), min(stop, offset + rb.num_rows)
                 for s in range(lo, hi, batch_size):
                     piece = rb.slice(s - offset, min(batch_size, hi - s))
-                    yield piece.drop_columns([n for n in self._binary_columns if n in piece.schema.names])
+                    if only is not None:
+                        yield piece.select(only)
+                    else:
+                        yield piece.drop_columns([n for n in self._binary_columns if n in piece.schema.names])
                 offset += rb.num_rows
                 if offset >= stop:
                     break
