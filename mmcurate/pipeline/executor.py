@@ -48,8 +48,8 @@ from mmcurate.pipeline.global_phase import (
     run_sharded_global_phase,
 )
 from mmcurate.pipeline.global_sharded import local_map
-from mmcurate.pipeline.manifest import MANIFEST, build_manifest, peak_rss_mb, rounded, write_json
 from mmcurate.pipeline.input import open_input
+from mmcurate.pipeline.manifest import MANIFEST, build_manifest, peak_rss_mb, rounded, write_json
 from mmcurate.pipeline.map_phase import MapRunner, StagePlan, check_shard_errors, run_map_phase, setup_plan
 from mmcurate.pipeline.observers import RunObserver
 from mmcurate.pipeline.output_dir import (
@@ -105,6 +105,7 @@ def run_map_shard(recipe: Recipe, plan: StagePlan, shard_index: int, shard: str,
                 )
             st["kept"] += res.kept.num_rows
             st["rejected"] += res.rejected.num_rows
+            st["reused"] += batch.num_rows if res.reused else 0
             if res.rejected.num_rows:
                 st["reasons"].update(res.rejected.column("reason").to_pylist())
                 reject_parts.append(res.rejected.cast(REJECTS_SCHEMA))

@@ -30,7 +30,7 @@ from mmcurate.pipeline.stage import SAMPLE_ID, AccountingError, StageError, id_s
 
 
 def new_stat() -> dict:
-    return {"in": 0, "kept": 0, "rejected": 0, "seconds": 0.0, "reasons": Counter()}
+    return {"in": 0, "kept": 0, "rejected": 0, "seconds": 0.0, "reasons": Counter(), "reused": 0}
 
 
 @dataclass

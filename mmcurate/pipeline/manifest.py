@@ -87,9 +87,6 @@ def build_manifest(
 
         stored = set(pq.read_schema(out / "samples.parquet").names)
         manifest[MANIFEST_COLUMNS] = {c: v for c, v in sorted(reuse.columns.items()) if c in stored}
-        for entry in manifest["stages"]:
-            if entry["kind"] == "map" and entry["name"] in reuse.reused:
-                entry["reused"] = True
     manifest["warnings"] = run_warnings(manifest)
     return manifest
 
@@ -101,8 +98,8 @@ def merge_stage_stats(records: list[dict], map_step_names: list[str], global_sta
     for rec in records:
         for name, st in rec["stages"].items():
             m = merged.setdefault(name, new_stat())
-            for k in ("in", "kept", "rejected", "seconds"):
-                m[k] += st[k]
+            for k in ("in", "kept", "rejected", "seconds", "reused"):
+                m[k] += st.get(k, 0)  # "reused": absent from the done records of runs before it
             m["reasons"].update(st["reasons"])
     out = []
     for name in map_step_names:
@@ -115,6 +112,7 @@ def merge_stage_stats(records: list[dict], map_step_names: list[str], global_sta
                 "seconds": round(m["seconds"], 4),
                 "reasons": dict(m["reasons"]),
                 "samples_per_s": round(m["in"] / m["seconds"], 1) if m["seconds"] else None,
+                **({"reused": m["reused"]} if m["reused"] else {}),  # rows decided on stored columns
             }
         )
     for name, g in global_stats.items():

@@ -84,8 +84,14 @@ def _t(k: int) -> str:
     return f"{TAG}sec{k}"
 
 
+def _u(k: int) -> str:
+    """The column marking (1) the rows map step k decided on stored columns (StageResult.reused)."""
+    return f"{TAG}reused{k}"
+
+
 def _is_share(column: str) -> bool:
-    return column.startswith(TAG + "sec")
+    """A per-row, per-step tag that travels with the row to the end (its time shares and reuse marks)."""
+    return column.startswith((TAG + "sec", TAG + "reused"))
 
 
 def import_ray():
@@ -236,6 +242,7 @@ class _MapStep:
         if at.null_count:
             raise StageError(f"map stage {self.name!r} returned rows it was not given")
         kept_tags = tags.take(at).append_column(_t(k), _const(share, kept.num_rows, pa.float64()))
+        kept_tags = kept_tags.append_column(_u(k), _const(int(res.reused), kept.num_rows, pa.int8()))
         kept = kept.drop_columns([c for c in kept.column_names if c.startswith(TAG)])
         outs = [self._finish(kept, kept_tags, part) if self.last else _hstack(kept, kept_tags)]
         if rejected.num_rows:
@@ -256,6 +263,7 @@ class _MapStep:
                 if _is_share(c):
                     cols[c] = tags.column(c).take(at)
             cols[_t(k)] = _const(share, n, pa.float64())
+            cols[_u(k)] = _const(int(res.reused), n, pa.int8())
             for f in REJECTS_SCHEMA:
                 cols[REJ + f.name] = rejected.column(f.name)
             outs.append(pa.table(cols))
@@ -355,12 +363,14 @@ class _ShardAssembler:
         for k, name in enumerate(self.step_names):
             n_in = live.num_rows + sum(n_rejected[k:])  # rows that reached step k
             seconds = pc.sum(t.column(_t(k))).as_py() if _t(k) in t.column_names else None
+            reused = pc.sum(t.column(_u(k))).as_py() if _u(k) in t.column_names else None
             stats[name] = {
                 "in": n_in,
                 "kept": n_in - n_rejected[k],
                 "rejected": n_rejected[k],
                 "seconds": seconds or 0.0,
                 "reasons": Counter(r for r, st in zip(reasons, steps.tolist()) if st == k),
+                "reused": reused or 0,
             }
         return write_map_shard(work, s, shard, kept_parts, reject_parts, n_read, t_read, stats)
 

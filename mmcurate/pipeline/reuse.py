@@ -21,6 +21,7 @@ looser (that needs the earlier run's input).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from dataclasses import dataclass
@@ -60,7 +61,7 @@ class ReusePlan:
     computed it in this run)."""
 
     steps: list[tuple[str, MapStage]]
-    reused: list[str]  # names of the steps that reused stored columns
+    reused: list[str]  # names of the steps offered stored columns (each batch's reuse() has the last word)
     columns: dict[str, dict]  # column -> {"fingerprint", "from"}
 
 
@@ -69,10 +70,13 @@ def plan_reuse(map_steps: list[tuple[str, MapStage]], stored: dict[str, dict]) -
     steps, reused = [], []
     for name, stage in map_steps:
         fps = stage.column_fingerprints()
-        if fps and all(known.get(c, {}).get("fingerprint") == fp for c, fp in fps.items()):
+        same = fps and all(known.get(c, {}).get("fingerprint") == fp for c, fp in fps.items())
+        if same and all(known[c]["from"] == "input" for c in fps):
             steps.append((name, ReusingStage(stage, stale=())))
-            if all(known[c]["from"] == "input" for c in fps):  # not a column an earlier step of this run made
-                reused.append(name)
+            reused.append(name)
+            continue
+        if same:  # made by an earlier step of this run: the stage's own business (phash_dedup takes integrity's)
+            steps.append((name, stage))
             continue
         stale = tuple(c for c in fps if c in known)
         steps.append((name, ReusingStage(stage, stale=stale, reuse=False) if stale else stage))
@@ -106,7 +110,9 @@ class ReusingStage(MapStage):
         return self.stage.loads_state
 
     def setup(self) -> None:
-        self.stage.setup()
+        # A reusing step loads its model only if a batch turns out to need it (process below).
+        if not self.reusing:
+            self.stage.setup()
 
     def describe(self) -> dict:
         return {**self.stage.describe(), "reused": self.reusing}
@@ -119,8 +125,9 @@ class ReusingStage(MapStage):
         if self.reusing and all(c in batch.column_names for c in cols):
             res = self.stage.reuse(batch)
             if res is not None:
-                return res
+                return dataclasses.replace(res, reused=True)
             batch = batch.drop_columns(list(cols))
+            self.stage.setup()  # once; a stage's setup() returns at once when it has run
         drop = [c for c in self.stale if c in batch.column_names]
         return self.stage.process(batch.drop_columns(drop) if drop else batch)
 

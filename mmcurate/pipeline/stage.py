@@ -72,6 +72,9 @@ class Resources:
 class StageResult:
     kept: pa.Table
     rejected: pa.Table = field(default_factory=REJECTS_SCHEMA.empty_table)
+    # True when the verdict came from columns an earlier run stored, nothing recomputed (pipeline.reuse); the
+    # manifest counts such rows per step ("reused").
+    reused: bool = False
 
 
 @dataclass

@@ -53,6 +53,7 @@ kept and not counted among the scored (stats: ``text_only``).
 
 from __future__ import annotations
 
+import hashlib
 import math
 import time
 from dataclasses import dataclass
@@ -71,6 +72,7 @@ from mmcurate.pipeline.params import (
     check_text,
     check_threads,
 )
+from mmcurate.pipeline.reuse import fingerprint
 from mmcurate.pipeline.schema import rejects_table
 from mmcurate.pipeline.stage import (
     SAMPLE_ID,
@@ -240,6 +242,28 @@ class ClipEmbed(MapStage):
     def loader(self):
         return self._loader
 
+    # -- reuse of stored embeddings (pipeline.reuse) --------------------------------------------------------
+    def column_fingerprints(self) -> dict[str, dict]:
+        """The embeddings depend on the model, its weights (a local file: its path, size and modification time;
+        random ones: the seed) and the decode; the text side on the text field too, and row by row on the text
+        itself, which ``clip_text_digest`` records (reuse checks it)."""
+        p = self.params
+        model = {"model": p.model_name(), "weights": _weights_identity(p.weights, p.seed)}
+        fps = {"image_embedding": fingerprint("clip_image", **model, scaled_decode=p.scaled_decode)}
+        if p.text:
+            text = fingerprint("clip_text", **model, scaled_decode=p.scaled_decode, text_field=p.text_field)
+            fps.update(dict.fromkeys(("text_embedding", "clip_score", TEXT_DIGEST), text))
+        return fps
+
+    def reuse(self, batch: pa.Table) -> StageResult | None:
+        """Stored embeddings hold when every row's text is the one they were computed from; else None (embed)."""
+        if self.params.text:
+            texts = self._texts(batch)
+            now = text_digests(texts) if texts is not None else [None] * batch.num_rows
+            if now != batch.column(TEXT_DIGEST).to_pylist():
+                return None
+        return StageResult(batch)
+
     def process(self, batch: pa.Table) -> StageResult:
         if self._clip is None:
             self.setup()
@@ -283,6 +307,8 @@ class ClipEmbed(MapStage):
             score = np.einsum("nd,nd->n", img, txt).astype(np.float32)
             batch = with_column(batch, "text_embedding", embedding_array(txt, has_text))
             batch = with_column(batch, "clip_score", pa.array(score, pa.float32(), mask=~has_text))
+            digests = text_digests(texts) if texts is not None else [None] * n
+            batch = with_column(batch, TEXT_DIGEST, pa.array(digests, pa.string()))
         return kept_and_rejected(batch, self.name, rejected, reasons, details)
 
     def _texts(self, batch: pa.Table) -> list | None:
@@ -304,6 +330,37 @@ class ClipEmbed(MapStage):
 
 
 RANDOM_WEIGHTS = "random"
+#: clip_embed's record of the text each row's text embedding is of (pipeline.reuse: stored embeddings are reused
+#: only for the same text, e.g. not after a changed caption_clean).
+TEXT_DIGEST = "clip_text_digest"
+
+
+def text_digests(texts: list) -> list[str | None]:
+    """A short digest (BLAKE2b, 64 bits, hex) per text; None where there is no text."""
+    return [
+        hashlib.blake2b(t.encode("utf-8", "surrogatepass"), digest_size=8).hexdigest()
+        if isinstance(t, str) and t.strip()
+        else None
+        for t in texts
+    ]
+
+
+def _weights_identity(weights, seed: int):
+    """What stands for the weights in a fingerprint: a local file or directory by path, size and modification
+    time (a changed checkpoint is another model); random weights by their seed; a cache lookup (None) by the
+    model name alone."""
+    import os
+
+    if weights == RANDOM_WEIGHTS:
+        return {"random_seed": seed}
+    if weights is None:
+        return None
+    path = os.path.abspath(os.path.expanduser(str(weights)))
+    try:
+        st = os.stat(path)
+    except OSError:
+        return {"path": path}
+    return {"path": path, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
 
 
 def model_spec(model, pretrained):

@@ -74,7 +74,7 @@ def test_a_stricter_threshold_reuses_the_stored_hashes_and_gives_what_recomputin
 
     reused = _rerun(first_run, tmp_path / "reused", stricter)
     for name in ("integrity", "exact_dedup.map", "phash_dedup.map"):
-        assert _stage(reused, name).get("reused") is True, name
+        assert _stage(reused, name).get("reused") == _stage(reused, name)["in"] > 0, name
     assert (
         reused["counts"]["accounting_ok"]
         and reused["counts"]["read"] == pq.read_metadata(first_run / "samples.parquet").num_rows
@@ -100,7 +100,7 @@ def test_other_parameters_recompute_and_replace_the_stored_column(first_run, tmp
         r["stages"] = [s if "phash_dedup" not in s else {"phash_dedup": {"mode": "exact"}} for s in r["stages"]]
 
     m = _rerun(first_run, tmp_path / "exact", exact)
-    assert _stage(m, "integrity").get("reused") is True
+    assert _stage(m, "integrity").get("reused") == _stage(m, "integrity")["in"]
     assert not _stage(m, "phash_dedup.map").get("reused")
     cols = json.loads((tmp_path / "exact" / "manifest.json").read_text())["columns"]
     assert cols["phash"] == {"fingerprint": {"fn": "phash", "exact": True}, "from": "phash_dedup.map"}
@@ -120,7 +120,7 @@ def test_a_stored_fingerprint_that_differs_is_not_trusted(first_run, tmp_path):
     (tampered / "manifest.json").write_text(json.dumps(m))
     rerun = _rerun(tampered, tmp_path / "out")
     assert not _stage(rerun, "exact_dedup.map").get("reused")
-    assert _stage(rerun, "integrity").get("reused") is True
+    assert _stage(rerun, "integrity").get("reused") == _stage(rerun, "integrity")["in"]
 
 
 def test_integrity_applies_its_pixel_limit_to_stored_sizes(first_run, tmp_path):
@@ -133,7 +133,7 @@ def test_integrity_applies_its_pixel_limit_to_stored_sizes(first_run, tmp_path):
 
     m = _rerun(first_run, tmp_path / "small", small)
     st = _stage(m, "integrity")
-    assert st.get("reused") is True
+    assert st.get("reused") == st["in"]
     assert st["rejected"] == int((area > limit).sum()) > 0 and set(st["reasons"]) == {"too_large"}
 
 
@@ -186,3 +186,49 @@ def test_limit_cuts_shards_of_unknown_size(demo_input, tmp_path):
     reader = open_input(r)
     got = [b.num_rows for s in reader.shards() for b in reader.read(s, batch_size=8)]
     assert sum(got) == 30 and sum(reader.count(s) for s in reader.shards()) == 30
+
+
+TINY = {"model": "mmcurate-tiny", "weights": "random", "device": "cpu"}
+
+
+def test_clip_embeddings_are_reused_for_the_same_model_and_text(first_run, tmp_path):
+    def with_clip(threshold=None, **clean):
+        def edit(r):
+            r["stages"] = [s if "caption_clean" not in s else {"caption_clean": clean} for s in r["stages"]]
+            r["stages"].append({"clip_embed": dict(TINY)})
+            if threshold is not None:
+                r["stages"].append({"clip_score_filter": {"threshold": threshold}})
+
+        return edit
+
+    embedded = _rerun(first_run, tmp_path / "embedded", with_clip())
+    assert not _stage(embedded, "clip_embed").get("reused")
+    scores = _samples(tmp_path / "embedded").column("clip_score").to_pylist()
+    cut = float(np.median(scores))
+
+    strict = _rerun(tmp_path / "embedded", tmp_path / "strict", with_clip(cut))
+    assert _stage(strict, "clip_embed").get("reused") == _stage(strict, "clip_embed")["in"] > 0
+    kept = _samples(tmp_path / "strict")
+    assert kept.num_rows == sum(s >= cut for s in scores) and min(kept.column("clip_score").to_pylist()) >= cut
+    cols = json.loads((tmp_path / "strict" / "manifest.json").read_text())["columns"]
+    assert cols["image_embedding"]["from"] == "input" and cols["clip_score"]["fingerprint"]["fn"] == "clip_text"
+
+    # Lower-cased captions are other texts: the rows are embedded again, and their scores are those of a fresh run
+    # (the same as before here: open_clip's tokenizer lower-cases anyway; the digests tell the texts apart).
+    lower = _rerun(tmp_path / "embedded", tmp_path / "lower", with_clip(None, lowercase=True))
+    assert not _stage(lower, "clip_embed").get("reused")
+    _rerun(first_run, tmp_path / "fresh", with_clip(None, lowercase=True))
+    a, b = _samples(tmp_path / "lower"), _samples(tmp_path / "fresh")
+    assert a.column("clip_text_digest").to_pylist() == b.column("clip_text_digest").to_pylist()
+    assert np.allclose(a.column("clip_score").to_pylist(), b.column("clip_score").to_pylist(), atol=1e-5)
+    assert (
+        a.column("clip_text_digest").to_pylist()
+        != _samples(tmp_path / "embedded").column("clip_text_digest").to_pylist()
+    )
+
+    # Another seed of random weights is another model.
+    def other_seed(r):
+        with_clip()(r)
+        r["stages"][-1]["clip_embed"]["seed"] = 1
+
+    assert not _stage(_rerun(tmp_path / "embedded", tmp_path / "seed1", other_seed), "clip_embed").get("reused")
