@@ -27,7 +27,6 @@ attached here, so the pipeline never imports the report.
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -107,13 +106,7 @@ def make_executor(
         raise StageError("address is for executor='ray'")
     from mmcurate.pipeline.executor import LocalExecutor
 
-    local = LocalExecutor(recipe, **options)
-    if progress is True and not local.progress:
-        # Not on a terminal: the map phase logs a progress line every MMCURATE_PROGRESS_INTERVAL seconds / 10%
-        # instead of drawing a bar (map_phase.progress_mode). TODO(issue 14): Executor.__init__ keeps `progress`
-        # as given and map_phase.progress_mode decides, then this goes.
-        local.progress = "log"
-    return local
+    return LocalExecutor(recipe, **options)
 
 
 def run(recipe: str | Path | dict | Recipe, **options: Any) -> dict:
@@ -252,15 +245,16 @@ def curate_table(
 # ---------------------------------------------------------------------------------------------
 def _curate_table(table: pa.Table, plan, batch_size: int) -> CurateResult:
     from mmcurate.pipeline.global_phase import MemoryGlobalContext, new_stat, run_global_phase
+    from mmcurate.pipeline.map_phase import map_batch
     from mmcurate.pipeline.schema import REJECTS_SCHEMA
     from mmcurate.pipeline.write_phase import apply_turn_edits
 
     n_input = table.num_rows
-    # Map phase: every batch through every map step, as executor.run_map_shard does.
+    # Map phase: every batch through every map step (map_batch, as every executor runs them).
     stats = {name: new_stat() for name, _ in plan.map_steps}
     kept_parts, reject_parts = [], []
     for start in range(0, n_input, batch_size):
-        kept, rejects = _map_batch(plan, table.slice(start, batch_size), stats)
+        kept, rejects = map_batch(plan, table.slice(start, batch_size), stats)
         if kept.num_rows:
             kept_parts.append(kept)
         reject_parts += rejects
@@ -307,33 +301,6 @@ def _curate_table(table: pa.Table, plan, batch_size: int) -> CurateResult:
         duplicates=duplicates,
         stats={"input": n_input, "kept": survivors.num_rows, "rejected": rejected.num_rows, "stages": all_stats},
     )
-
-
-def _map_batch(plan, batch: pa.Table, stats: dict) -> tuple[pa.Table, list[pa.Table]]:
-    """The map steps over one batch, with executor.run_map_shard's per-step accounting and counters.
-
-    TODO(issue 14): this is run_map_shard's inner loop; once executor.py exposes it as a function of
-    (plan, batch, stats) both call that one."""
-    rejects = []
-    for name, stage in plan.map_steps:
-        if batch.num_rows == 0:
-            break
-        st = stats[name]
-        st["in"] += batch.num_rows
-        t = time.perf_counter()
-        res = stage.process(batch)
-        st["seconds"] += time.perf_counter() - t
-        if res.kept.num_rows + res.rejected.num_rows != batch.num_rows:
-            raise AccountingError(
-                f"stage {name}: {batch.num_rows} in, {res.kept.num_rows} kept + {res.rejected.num_rows} rejected"
-            )
-        st["kept"] += res.kept.num_rows
-        st["rejected"] += res.rejected.num_rows
-        if res.rejected.num_rows:
-            st["reasons"].update(res.rejected.column("reason").to_pylist())
-            rejects.append(res.rejected)
-        batch = res.kept
-    return batch, rejects
 
 
 def _rejected_rows(table: pa.Table, rejects: pa.Table | None) -> pa.Table:

@@ -84,13 +84,20 @@ def test_recipe_list(capsys):
     code, out, _ = _run(capsys, "recipe", "list")
     assert code == 0
     lines = dict(line.split(None, 1) for line in out.strip().splitlines())
-    assert set(lines) == {"default", "llava"}
+    assert set(lines) == {"default", "cogvlm", "datacomp-clip", "semantic", "llava"}
     assert lines["default"].startswith("mmcurate default recipe")
-    assert "LLaVA" in lines["llava"]
+    assert "LLaVA" in lines["llava"] and "DataComp" in lines["datacomp-clip"] and "CogVLM" in lines["cogvlm"]
 
 
-@pytest.mark.parametrize("name", ["default", "llava"])
-def test_recipe_templates_unchanged(capsys, name):
+@pytest.mark.parametrize("name", ["default", "cogvlm", "datacomp-clip", "semantic", "llava"])
+def test_recipe_templates_print_and_parse(capsys, name):
+    """Each template prints as it is stored and is a valid recipe (every stage and parameter checked)."""
+    import yaml
+
+    from mmcurate.pipeline.recipe import parse_recipe
+
     code, out, _ = _run(capsys, "recipe", name)
     assert code == 0
     assert out == RECIPES[name]
+    recipe = parse_recipe(yaml.safe_load(out))
+    assert recipe.stages and recipe.input_format in ("auto", "llava")

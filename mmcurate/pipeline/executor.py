@@ -29,7 +29,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -50,7 +49,14 @@ from mmcurate.pipeline.global_phase import (
 from mmcurate.pipeline.global_sharded import local_map
 from mmcurate.pipeline.input import open_input
 from mmcurate.pipeline.manifest import MANIFEST, build_manifest, peak_rss_mb, rounded, write_json
-from mmcurate.pipeline.map_phase import MapRunner, StagePlan, check_shard_errors, run_map_phase, setup_plan
+from mmcurate.pipeline.map_phase import (
+    MapRunner,
+    StagePlan,
+    check_shard_errors,
+    map_batch,
+    run_map_phase,
+    setup_plan,
+)
 from mmcurate.pipeline.observers import RunObserver
 from mmcurate.pipeline.output_dir import (
     check_apart_from_input,
@@ -90,26 +96,8 @@ def run_map_shard(recipe: Recipe, plan: StagePlan, shard_index: int, shard: str,
     for batch in reader.read(shard, batch_size=recipe.batch_size):
         t_read += time.perf_counter() - t0
         n_read += batch.num_rows
-        for name, stage in plan.map_steps:
-            if batch.num_rows == 0:
-                break
-            st = stats[name]
-            st["in"] += batch.num_rows
-            t = time.perf_counter()
-            res = stage.process(batch)
-            st["seconds"] += time.perf_counter() - t
-            if res.kept.num_rows + res.rejected.num_rows != batch.num_rows:
-                raise AccountingError(
-                    f"stage {name} on shard {shard}: {batch.num_rows} in, "
-                    f"{res.kept.num_rows} kept + {res.rejected.num_rows} rejected"
-                )
-            st["kept"] += res.kept.num_rows
-            st["rejected"] += res.rejected.num_rows
-            st["reused"] += batch.num_rows if res.reused else 0
-            if res.rejected.num_rows:
-                st["reasons"].update(res.rejected.column("reason").to_pylist())
-                reject_parts.append(res.rejected.cast(REJECTS_SCHEMA))
-            batch = res.kept
+        batch, rejects = map_batch(plan, batch, stats, where=f" on shard {shard}")
+        reject_parts += rejects
         if batch.num_rows:
             kept_parts.append(batch.drop_columns(["image"]) if "image" in batch.column_names else batch)
         t0 = time.perf_counter()
@@ -190,9 +178,11 @@ class ExecutionStrategy(Protocol):
 
     def global_tasks(self, recipe: Recipe) -> AbstractContextManager[GlobalTasks]: ...
 
-    def run_memory_global_phase(self, work: Path, plan: StagePlan, n_shards: int) -> GlobalPhaseResult:
+    def run_memory_global_phase(
+        self, work: Path, plan: StagePlan, n_shards: int, progress: bool = False
+    ) -> GlobalPhaseResult:
         """global_phase.run_memory_global_phase, wherever the strategy runs one process that holds the
-        survivors' columns."""
+        survivors' columns (progress: a log line as each step starts and ends)."""
         ...
 
 
@@ -216,8 +206,10 @@ class LocalStrategy:
         with local_map(recipe.workers, threads_per_worker(recipe, recipe.workers)) as map_fn:
             yield GlobalTasks(map_fn, parallelism=recipe.workers)
 
-    def run_memory_global_phase(self, work: Path, plan: StagePlan, n_shards: int) -> GlobalPhaseResult:
-        return run_memory_global_phase(work, plan, n_shards)
+    def run_memory_global_phase(
+        self, work: Path, plan: StagePlan, n_shards: int, progress: bool = False
+    ) -> GlobalPhaseResult:
+        return run_memory_global_phase(work, plan, n_shards, progress=progress)
 
 
 def threads_per_worker(recipe: Recipe, workers: int) -> int:
@@ -270,8 +262,9 @@ def _worker_run_shard(shard_index: int, shard: str, work_dir: str) -> dict:
 # ---------------------------------------------------------------------------------------------
 class Executor:
     """Runs `recipe` with `strategy` (see the module docstring). resume: finish an interrupted run of the same
-    recipe; overwrite: start again in an output that holds a run; progress: True shows a bar on a terminal,
-    "always" everywhere; keep_work: keep _work/; observers: RunObservers told of the run's progress."""
+    recipe; overwrite: start again in an output that holds a run; progress: True shows a bar on a terminal and log
+    lines elsewhere, "always" the bar everywhere, "log" the lines, False nothing; keep_work: keep _work/;
+    observers: RunObservers told of the run's progress."""
 
     def __init__(
         self,
@@ -289,7 +282,7 @@ class Executor:
         self.work = self.out / WORK
         self.resume = resume
         self.overwrite = overwrite
-        self.progress = progress and sys.stderr.isatty() or progress == "always"
+        self.progress = progress  # map_phase.progress_mode: a bar on a terminal, log lines elsewhere
         self.keep_work = keep_work
         self.observers = list(observers)
 
@@ -371,8 +364,9 @@ class Executor:
                     map_fn=tasks.map_fn,
                     parallelism=tasks.parallelism,
                     tasks_see_gpu=tasks.tasks_see_gpu,
+                    progress=bool(self.progress),
                 )
-        return self.strategy.run_memory_global_phase(self.work, plan, n_shards)
+        return self.strategy.run_memory_global_phase(self.work, plan, n_shards, progress=bool(self.progress))
 
     def _write_phase(self, reader, shards, records, plan, phase: GlobalPhaseResult, timings, started, t_start) -> dict:
         """The outputs, the manifest (kept + rejected == read, or the run fails), then the observers' last word."""

@@ -18,6 +18,7 @@ from mmcurate.pipeline.output_dir import check_done_record, forget_shard, log, r
 from mmcurate.pipeline.read_step import READ_STEP, ReadRejects
 from mmcurate.pipeline.recipe import Recipe
 from mmcurate.pipeline.reuse import ReusePlan, plan_reuse, stored_fingerprints
+from mmcurate.pipeline.schema import REJECTS_SCHEMA
 from mmcurate.pipeline.stage import AccountingError, GlobalStage, MapStage, StageError
 
 
@@ -59,6 +60,33 @@ def setup_plan(recipe: Recipe) -> StagePlan:
     for _, st in plan.map_steps:
         st.setup()
     return plan
+
+
+def map_batch(plan: StagePlan, batch, stats: dict, where: str = "") -> tuple:
+    """The map steps of ``plan`` over one batch in recipe order: (the kept rows, each rejecting step's rejects as
+    REJECTS_SCHEMA tables), the per-step counters added to ``stats`` (global_phase.new_stat). Every executor's
+    local loop and mmcurate.api run batches through it; `where` names the batch in an accounting error."""
+    rejects = []
+    for name, stage in plan.map_steps:
+        if batch.num_rows == 0:
+            break
+        st = stats[name]
+        st["in"] += batch.num_rows
+        t = time.perf_counter()
+        res = stage.process(batch)
+        st["seconds"] += time.perf_counter() - t
+        if res.kept.num_rows + res.rejected.num_rows != batch.num_rows:
+            raise AccountingError(
+                f"stage {name}{where}: {batch.num_rows} in, {res.kept.num_rows} kept + {res.rejected.num_rows} rejected"
+            )
+        st["kept"] += res.kept.num_rows
+        st["rejected"] += res.rejected.num_rows
+        st["reused"] += batch.num_rows if res.reused else 0
+        if res.rejected.num_rows:
+            st["reasons"].update(res.rejected.column("reason").to_pylist())
+            rejects.append(res.rejected.cast(REJECTS_SCHEMA))
+        batch = res.kept
+    return batch, rejects
 
 
 class MapRunner(Protocol):

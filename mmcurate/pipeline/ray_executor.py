@@ -62,7 +62,7 @@ import pyarrow.compute as pc
 
 from mmcurate.pipeline.executor import Executor, GlobalTasks, write_map_shard
 from mmcurate.pipeline.global_phase import GlobalPhaseResult, run_memory_global_phase
-from mmcurate.pipeline.map_phase import StagePlan
+from mmcurate.pipeline.map_phase import StagePlan, progress_mode
 from mmcurate.pipeline.schema import REJECTS_SCHEMA
 from mmcurate.pipeline.stage import AccountingError, MapStage, Resources, StageError
 
@@ -447,7 +447,9 @@ class RayStrategy:
     def _task_map(self, fn, tasks):
         return ray_task_map(fn, tasks, max_retries=self._retries())
 
-    def run_memory_global_phase(self, work: Path, plan: StagePlan, n_shards: int) -> GlobalPhaseResult:
+    def run_memory_global_phase(
+        self, work: Path, plan: StagePlan, n_shards: int, progress: bool = False
+    ) -> GlobalPhaseResult:
         """In one Ray task with the largest resources a global stage asks for, reading _work/ from the shared
         filesystem; the task holds all survivors' metadata (a few dozen bytes per sample, as locally)."""
         import ray
@@ -458,7 +460,7 @@ class RayStrategy:
         if gpus > gpus_total:
             raise StageError(f"a global stage needs {gpus:g} GPU(s); the Ray cluster has {gpus_total:g}")
         task = ray.remote(num_cpus=cpus, num_gpus=gpus, max_retries=self._retries())(run_memory_global_phase)
-        return ray.get(task.remote(work, plan, n_shards))
+        return ray.get(task.remote(work, plan, n_shards, progress))
 
     def _retries(self) -> int:
         return 3 if self.max_retries is None else self.max_retries
@@ -560,7 +562,7 @@ class RayMapRunner:
         """The map phase as a Ray Data dataset: shards -> read -> one map_batches per map step."""
         import ray
 
-        ray.data.DataContext.get_current().enable_progress_bars = bool(self.progress)
+        ray.data.DataContext.get_current().enable_progress_bars = progress_mode(self.progress) == "bar"
         specs = self._step_specs(plan)
         common = {"batch_size": None, "batch_format": "pyarrow", "zero_copy_batch": True}
         task_args, actor_args = {}, {}

@@ -22,7 +22,13 @@ VOLATILE = {"manifest.json", "report.html"}
 
 
 def error_lines(proc: subprocess.CompletedProcess) -> list[str]:
-    return [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    """stderr without the run's log records (progress, input notes, warnings: `mmcurate: ...` lines that are not
+    `mmcurate: error: ...`): what is left must be the one error line, never a traceback or "Exception ignored"."""
+    return [
+        ln
+        for ln in proc.stderr.splitlines()
+        if ln.strip() and (ln.startswith("mmcurate: error: ") or not ln.startswith("mmcurate: "))
+    ]
 
 
 # A driver that runs the CLI in a process that kills itself (SIGKILL: no cleanup, no finally, no atexit) at a
