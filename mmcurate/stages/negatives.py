@@ -57,6 +57,7 @@ from mmcurate.pipeline.stage import (
     with_sample_ids,
 )
 from mmcurate.pipeline.write_phase import APPEND_TURN, TURN_EDITS_SUFFIX, TURN_EDITS_TYPE, turn_edit_columns
+from mmcurate.stages.clip import check_model, model_spec
 from mmcurate.stages.embeddings import embedding_matrix
 from mmcurate.stages.instruction import current_turns, present
 
@@ -114,15 +115,13 @@ class NegativeSynthesis(GlobalStage):
         seed: int = 0
         min_df: int = 3  # samples that must name an object for it to enter the vocabulary
         max_vocabulary: int = 2000
-        model: str = "ViT-B-32"
+        model: str | dict = "ViT-B-32"
         pretrained: str | None = None
         weights: str | None = None
         allow_download: bool = False
         device: str = "auto"
 
         def validate(self):
-            from mmcurate.models.registry import get_entry
-
             check_int("per_sample", self.per_sample, 1, 100)
             check_choice("strategy", self.strategy, neg.STRATEGIES)
             check_number("max_score", self.max_score, -1, 1)
@@ -132,18 +131,13 @@ class NegativeSynthesis(GlobalStage):
             check_seed(self.seed)
             check_int("min_df", self.min_df, 1)
             check_int("max_vocabulary", self.max_vocabulary, 1)
-            check_text("model", self.model, "a registry name")
-            check_text("pretrained", self.pretrained, "a tag", optional=True)
-            try:
-                get_entry(self.model_name())
-            except KeyError as exc:
-                raise ValueError(f"model: {exc.args[0]}") from None
             check_text("weights", self.weights, "a path or 'random'", optional=True)
+            check_model(self.model, self.pretrained, self.weights)  # clip_embed's rules: names, ARCH/TAG, mappings
             check_bool("allow_download", self.allow_download)
             check_device(self.device, allow_index=True)
 
-        def model_name(self) -> str:
-            return f"{self.model}/{self.pretrained}" if self.pretrained else self.model
+        def model_name(self) -> str | dict:
+            return model_spec(self.model, self.pretrained)
 
     def _check_columns(self, ctx) -> None:
         missing = [c for c in self.requires if c not in ctx.column_names]

@@ -243,3 +243,24 @@ def test_output_record_turns_and_export_hold_the_pairs_marked_synthetic(runs):
     marked = [c for e in entries for c in e["conversations"] if c.get("synthetic")]
     assert len(marked) == 2 * stats["pairs_added"]
     assert all(c["from"] in ("human", "gpt") for c in marked)
+
+
+def test_model_takes_clip_embeds_forms():
+    """negative_synthesis checks its model as clip_embed does: a name, an open_clip ARCH/TAG or a mapping."""
+    from mmcurate.pipeline.stage import StageError, registry
+
+    mapping = {
+        "arch": "mmcurate-tiny",
+        "preprocess": {
+            "image_size": 224,
+            "mean": [0.5, 0.5, 0.5],
+            "std": [0.5, 0.5, 0.5],
+            "interpolation": "bicubic",
+            "resize_mode": "shortest",
+        },
+    }
+    st = registry.create("negative_synthesis", {"model": mapping, "weights": "random"})
+    assert st.params.model_name() == mapping
+    assert registry.create("negative_synthesis", {"model": "ViT-B-32/laion400m_e32"}).params.model_name()
+    with pytest.raises(StageError, match="open_clip has no architecture 'nope'"):
+        registry.create("negative_synthesis", {"model": {"arch": "nope"}})
