@@ -1,4 +1,7 @@
-"""Command line.
+"""mmcurate: curate image-text pairs and instruction data into clean, deduplicated training sets.
+
+Start with `mmcurate demo`, then `mmcurate recipe list`, `mmcurate validate RECIPE` and `mmcurate run RECIPE`;
+`mmcurate COMMAND --help` for one command.
 
 mmcurate run RECIPE [--input PATH | --from RUN_DIR] [--output DIR] [--limit N] [--resume] [--overwrite]
              [--workers N] [--executor local|ray] [--address auto|ray://HOST:PORT]
