@@ -317,9 +317,9 @@ class _CountingStrategy:
 
             yield GlobalTasks(counted_map, tasks.parallelism, tasks.tasks_see_gpu)
 
-    def run_memory_global_phase(self, work, plan, n_shards):
+    def run_memory_global_phase(self, work, plan, n_shards, progress=False):
         self._count("memory_global_phase")
-        return self.local.run_memory_global_phase(work, plan, n_shards)
+        return self.local.run_memory_global_phase(work, plan, n_shards, progress=progress)
 
 
 @pytest.mark.parametrize("mode", ["memory", "sharded"])
