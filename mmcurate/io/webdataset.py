@@ -144,6 +144,28 @@ class WebDatasetReader(Reader):
             },
         }
 
+    def start_notes(self) -> list[str]:
+        """Captions or images missing from the whole first batch of the first shard: a caption under another
+        extension (`.caption`, `.text`) is the usual cause, and caption_ext / image_exts the fix."""
+        if not self._shards:
+            return []
+        first = next(iter(self.read(self._shards[0], batch_size=64)), None)
+        if first is None or first.num_rows == 0:
+            return []
+        n, where = first.num_rows, self._shards[0]
+        notes = []
+        if first.column("caption").null_count == n:
+            notes.append(
+                f"the first {n} samples of {where!r} have no caption (.{self.caption_ext} member): set "
+                f"input.options.caption_ext to the extension your captions use (e.g. caption_ext: caption)"
+            )
+        if first.column("image").null_count == n and first.column("read_reason").null_count == n:
+            notes.append(
+                f"the first {n} samples of {where!r} have no image member ({', '.join(self.image_exts)}): set "
+                f"input.options.image_exts to the extensions your images use"
+            )
+        return notes
+
     def read(
         self, shard: str, batch_size: int = 256, max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES
     ) -> Iterator[pa.Table]:

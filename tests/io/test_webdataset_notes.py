@@ -1,0 +1,36 @@
+"""WebDataset shards whose captions (or images) sit under extensions the reader is not told about: the run says so
+at its start and names the option, instead of ending with every sample rejected as caption_missing."""
+
+from __future__ import annotations
+
+import io
+import tarfile
+
+from mmcurate.io import open_reader
+
+
+def _tar(path, members):
+    with tarfile.open(path, "w") as t:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            t.addfile(info, io.BytesIO(data))
+    return path
+
+
+def test_captions_under_another_extension_are_named(tmp_path):
+    shard = _tar(tmp_path / "00000.tar", [(f"{i:03d}.{ext}", b"x") for i in range(3) for ext in ("jpg", "caption")])
+    notes = open_reader(shard).start_notes()
+    assert len(notes) == 1 and "no caption (.txt member)" in notes[0] and "caption_ext" in notes[0]
+    assert open_reader(shard, caption_ext="caption").start_notes() == []
+
+
+def test_images_under_other_extensions_are_named(tmp_path):
+    shard = _tar(tmp_path / "00000.tar", [(f"{i:03d}.{ext}", b"x") for i in range(3) for ext in ("image", "txt")])
+    notes = open_reader(shard).start_notes()
+    assert len(notes) == 1 and "no image member" in notes[0] and "image_exts" in notes[0]
+
+
+def test_a_normal_shard_has_no_notes(tmp_path):
+    shard = _tar(tmp_path / "00000.tar", [(f"{i:03d}.{ext}", b"x") for i in range(3) for ext in ("jpg", "txt")])
+    assert open_reader(shard).start_notes() == []
