@@ -359,6 +359,30 @@ class LlavaReader(Reader):
         start = i * self.shard_size
         return iter(self._load()[start : start + self.shard_size])
 
+    def start_notes(self) -> list[str]:
+        """Images the first records name but image_root does not hold (image_root the usual fix), found by a
+        stat of at most the first 100 records' first image."""
+        shards = self.shards()
+        if not shards:
+            return []
+        named = missing = 0
+        example = None
+        for _key, images, _meta, reason, _detail in self._shard_entries(shards[0]):
+            if named >= 100:
+                break
+            if not images or reason is not None:
+                continue
+            named += 1
+            if not os.path.isfile(os.path.join(self.image_root, images[0])):
+                missing += 1
+                example = example or images[0]
+        if not missing:
+            return []
+        return [
+            f"{missing} of the first {named} records name an image not found under image_root {self.image_root!r} "
+            f"(e.g. {example!r}): set input.options.image_root to the folder the image paths are relative to"
+        ]
+
     def read(
         self, shard: str, batch_size: int = 256, max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES
     ) -> Iterator[pa.Table]:
