@@ -7,6 +7,7 @@ takes minutes; CI installs the package into a fresh venv separately)."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -182,3 +183,56 @@ def test_sdist_can_rebuild_itself(tmp_path):
     missing = needed - names
     assert not missing, f"missing from the sdist (MANIFEST.in): {sorted(missing)}"
     assert not [n for n in names if n.endswith((".so", ".o"))]
+
+
+def test_wheel_installs_non_editable_and_runs_the_demo(tmp_path):
+    """The real thing, as `pip install mmcurate` leaves it: `pip wheel .` of a clean copy (the CMake build of
+    mmcurate._C included; CPU kernels only, to keep it short), installed non-editable into a fresh venv, then
+    `mmcurate demo` and the package data it needs, run from outside the source tree. The dependencies come from
+    this environment's site-packages (a .pth path line, so the checkout's own editable mmcurate stays invisible):
+    nothing is downloaded. scripts/check_install.sh does the same with the registry's dependencies, timed."""
+    import site
+    import sysconfig
+
+    src = _clean_copy(tmp_path / "src")
+    env = {**os.environ, "MMCURATE_CUDA": "0", "PYTHONPATH": ""}
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", ".", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path)],
+        cwd=src,
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    (wheel,) = tmp_path.glob("mmcurate-*.whl")
+    venv = tmp_path / "venv"
+    subprocess.run([sys._base_executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    py = venv / "bin" / "python"
+    purelib = subprocess.run(
+        [py, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], capture_output=True, text=True
+    ).stdout.strip()
+    deps = [p for p in (*site.getsitepackages(), sysconfig.get_paths()["purelib"]) if Path(p).is_dir()]
+    Path(purelib, "_mmcurate_test_deps.pth").write_text("\n".join(dict.fromkeys(deps)) + "\n")
+    subprocess.run([py, "-m", "pip", "install", "-q", "--no-deps", "--no-index", str(wheel)], check=True, env=env)
+
+    work = tmp_path / "elsewhere"
+    work.mkdir()
+
+    def run(*args):
+        return subprocess.run(
+            [venv / "bin" / "mmcurate", *args], cwd=work, env=env, capture_output=True, text=True, timeout=600
+        )
+
+    where = subprocess.run(
+        [py, "-c", "import mmcurate; print(mmcurate.__file__)"], cwd=work, env=env, capture_output=True, text=True
+    )
+    assert where.stdout.strip().startswith(purelib), where.stdout + where.stderr  # the wheel's, not the checkout's
+    demo = run("demo", "--out", "demo_out")
+    assert demo.returncode == 0, demo.stdout + demo.stderr
+    assert (work / "demo_out" / "curated" / "report.html").is_file()
+    assert "accounting ok" in demo.stdout
+    models = run("models")  # registry.json, shipped as package data
+    assert models.returncode == 0 and "ViT-B-32" in models.stdout, models.stderr
+    recipe = run("recipe", "llava")
+    assert recipe.returncode == 0 and "conversation_check" in recipe.stdout
