@@ -23,11 +23,9 @@ Usage: python benchmarks/bench_dedup.py [--bases 400] [--threshold 10] [--work /
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import platform
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -35,127 +33,16 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from mmcurate.curate.dedup import connected_components, near_groups, preference_rank
 from mmcurate.ops import decode_images, phash_bytes
 from mmcurate.ops.hamming import hamming_pairs
+from near_dup_set import build_set  # the shared builder (bench_near_dup_sweep.py builds its set there too)
 
 MAIN_KINDS = ("jpeg", "resize", "crop", "bright")
 APART_KINDS = ("rotate", "flip")
 THRESHOLDS = list(range(0, 17))
-SOURCE_PHOTOS = (
-    "astronaut.png",
-    "chelsea.png",
-    "coffee.png",
-    "rocket.jpg",
-    "hubble_deep_field.jpg",
-    "retina.jpg",
-    "camera.png",
-    "motorcycle_left.png",
-    "motorcycle_right.png",
-    "brick.png",
-    "coins.png",
-    "grass.png",
-    "gravel.png",
-    "ihc.png",
-    "moon.png",
-    "page.png",
-    "cell.png",
-    "microaneurysms.png",
-    "text.png",
-    "color.png",
-)
-
-
-# ---------------------------------------------------------------------------------------------------------
-# the labelled set
-
-
-def _tiles(img, base_side: int):
-    """Non-overlapping square tiles at 1/2, 1/3 and 1/4 of the short side, resized to base_side."""
-    from PIL import Image
-
-    w, h = img.size
-    for parts in (2, 3, 4):
-        side = min(w, h) // parts
-        if side < 64:
-            continue
-        for y in range(0, h - side + 1, side):
-            for x in range(0, w - side + 1, side):
-                yield (parts, x, y), img.crop((x, y, x + side, y + side)).resize((base_side, base_side), Image.BICUBIC)
-
-
-def _save_jpeg(img, quality: int) -> bytes:
-    buf = io.BytesIO()
-    img.save(buf, format="JPEG", quality=quality)
-    return buf.getvalue()
-
-
-def _variant(img, kind: str, rng: np.random.Generator):
-    """(image bytes, description) of one labelled transform."""
-    from PIL import Image, ImageEnhance
-
-    w, h = img.size
-    if kind == "jpeg":
-        q = int(rng.integers(30, 96))
-        return _save_jpeg(img, q), f"JPEG q{q}"
-    if kind == "resize":
-        f = float(rng.uniform(0.5, 0.9))
-        return _save_jpeg(img.resize((round(w * f), round(h * f)), Image.BICUBIC), 90), f"resize {f:.2f}"
-    if kind == "crop":
-        f = float(rng.uniform(0.02, 0.08))  # fraction of each side removed in total
-        dx, dy = round(w * f), round(h * f)
-        x0, y0 = int(rng.integers(0, dx + 1)), int(rng.integers(0, dy + 1))
-        return _save_jpeg(img.crop((x0, y0, x0 + w - dx, y0 + h - dy)), 90), f"crop {100 * f:.1f}%"
-    if kind == "bright":
-        f = float(rng.uniform(0.10, 0.20)) * (1 if rng.random() < 0.5 else -1)
-        return _save_jpeg(ImageEnhance.Brightness(img).enhance(1 + f), 90), f"brightness {100 * f:+.0f}%"
-    if kind == "rotate":
-        a = float(rng.uniform(2, 5)) * (1 if rng.random() < 0.5 else -1)
-        r = img.rotate(a, resample=Image.BICUBIC)
-        m = int(np.ceil(w * np.sin(np.radians(abs(a))))) + 1  # cut the filled corners away
-        return _save_jpeg(r.crop((m, m, w - m, h - m)), 90), f"rotate {a:+.1f} deg"
-    if kind == "flip":
-        return _save_jpeg(img.transpose(Image.Transpose.FLIP_LEFT_RIGHT), 90), "horizontal flip"
-    raise ValueError(kind)
-
-
-def build_set(folder: Path, n_bases: int, base_side: int, seed: int) -> list[dict]:
-    """Write the images into folder/images and return one record per file (cached by parameters)."""
-    import skimage
-    from PIL import Image
-
-    manifest = folder / "manifest.json"
-    params = {"n_bases": n_bases, "base_side": base_side, "seed": seed, "version": 2}
-    if manifest.exists():
-        cached = json.loads(manifest.read_text())
-        if cached.get("params") == params:
-            return cached["records"]
-    shutil.rmtree(folder, ignore_errors=True)
-    images = folder / "images"
-    images.mkdir(parents=True)
-    data = Path(skimage.__file__).parent / "data"
-    rng = np.random.default_rng(seed)
-    tiles = []
-    for name in SOURCE_PHOTOS:
-        if (data / name).exists():
-            img = Image.open(data / name).convert("RGB")
-            tiles += [(Path(name).stem, where, tile) for where, tile in _tiles(img, base_side)]
-    pick = rng.permutation(len(tiles))[:n_bases]
-    records = []
-    for group, t in enumerate(sorted(pick)):
-        photo, (parts, x, y), tile = tiles[t]
-        base = f"g{group:04d}"
-        files = {"base": (_save_jpeg(tile, 95), f"{photo} 1/{parts} tile at ({x},{y}), JPEG q95")}
-        for kind in MAIN_KINDS + APART_KINDS:
-            files[kind] = _variant(tile, kind, rng)
-        for kind, (blob, detail) in files.items():
-            fname = f"{base}_{kind}.jpg"
-            (images / fname).write_bytes(blob)
-            records.append({"file": fname, "group": group, "kind": kind, "detail": detail})
-    manifest.write_text(json.dumps({"params": params, "records": records}))
-    return records
-
 
 # ---------------------------------------------------------------------------------------------------------
 # metrics
