@@ -232,3 +232,18 @@ def test_clip_embeddings_are_reused_for_the_same_model_and_text(first_run, tmp_p
         r["stages"][-1]["clip_embed"]["seed"] = 1
 
     assert not _stage(_rerun(tmp_path / "embedded", tmp_path / "seed1", other_seed), "clip_embed").get("reused")
+
+
+def test_validate_fails_on_missing_captions_only_when_the_recipe_filters_them(tmp_path):
+    from PIL import Image
+
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for i in range(3):
+        Image.new("RGB", (300, 300), (40 * i, 90, 200)).save(folder / f"{i}.jpg")
+    r = default_recipe_for(folder, tmp_path / "o")
+    proc = mmcurate_cli("validate", write_recipe(r, tmp_path / "r.yaml"))
+    assert proc.returncode == 2 and "but no captions" in proc.stdout and "FAIL  captions" in proc.stdout
+    r["stages"] = [s for s in r["stages"] if "caption_filter" not in s]
+    proc = mmcurate_cli("validate", write_recipe(r, tmp_path / "r2.yaml"))
+    assert proc.returncode == 0 and "but no captions" in proc.stdout, proc.stdout
