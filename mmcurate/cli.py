@@ -358,7 +358,11 @@ def _cmd_inspect(args) -> int:
 def _cmd_export(args) -> int:
     from mmcurate.export import export_run
 
-    print(export_run(args.run_dir, args.out, format=args.format, link=args.link, overwrite=args.overwrite))
+    print(
+        export_run(
+            args.run_dir, args.out, format=args.format, link=args.link, overwrite=args.overwrite, license=args.license
+        )
+    )
     return 0
 
 
@@ -519,6 +523,7 @@ def main(argv=None) -> int:
     p.add_argument("--out", required=True, help="a new or empty directory, outside the run and its input")
     p.add_argument("--link", action="store_true", help="symlink the original images instead of copying their bytes")
     p.add_argument("--overwrite", action="store_true", help="replace an earlier export in --out (nothing else there)")
+    p.add_argument("--license", default=None, help="hf: the dataset card's license (a Hub license id, e.g. cc-by-4.0)")
     p.set_defaults(fn=_cmd_export)
     p = sub.add_parser("demo", help="build the built-in sample dataset and run the default recipe on it")
     p.add_argument("--out", default="demo_out", help="directory for the sample input and the curated output")

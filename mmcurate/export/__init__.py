@@ -16,11 +16,15 @@ from __future__ import annotations
 FORMATS = ("llava", "jsonl", "hf", "webdataset")
 
 
-def export_run(run_dir, out, *, format: str, link: bool = False, overwrite: bool = False) -> str:
+def export_run(
+    run_dir, out, *, format: str, link: bool = False, overwrite: bool = False, license: str | None = None
+) -> str:
     """Export the finished run in `run_dir` to `out` in `format` (one of FORMATS); returns the one-line summary
-    the command prints."""
+    the command prints. license: the dataset card's license (hf only: its YAML `license`, default unknown)."""
     if format not in FORMATS:
         raise ValueError(f"unknown export format {format!r}; valid: {', '.join(FORMATS)}")
+    if license is not None and format != "hf":
+        raise ValueError(f"--license is for --format hf (its dataset card's metadata), not {format}")
     if format == "llava":
         from mmcurate.export.llava import export_llava
 
@@ -33,7 +37,9 @@ def export_run(run_dir, out, *, format: str, link: bool = False, overwrite: bool
     if format == "jsonl":
         from mmcurate.export.jsonl import export_jsonl as export
     elif format == "hf":
-        from mmcurate.export.hf import export_hf as export
+        from mmcurate.export.hf import export_hf
+
+        return export_hf(run_dir, out, link=link, overwrite=overwrite, license=license).summary()
     else:
         from mmcurate.export.webdataset import export_webdataset as export
     return export(run_dir, out, link=link, overwrite=overwrite).summary()

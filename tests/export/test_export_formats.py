@@ -200,6 +200,15 @@ def test_hf_license_and_one_file_by_default(runs, tmp_path):
     res = export_hf(runs["dir"] / "plain", tmp_path / "exp", license="cc-by-4.0")
     assert res.files == ["data/train-00000-of-00001.parquet"]
     assert _card_yaml(tmp_path / "exp")["license"] == "cc-by-4.0"
+    proc = mmcurate_cli(
+        "export", runs["dir"] / "plain", "--format", "hf", "--out", tmp_path / "cli", "--license", "mit"
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert _card_yaml(tmp_path / "cli")["license"] == "mit"
+    proc = mmcurate_cli(
+        "export", runs["dir"] / "plain", "--format", "jsonl", "--out", tmp_path / "j", "--license", "mit"
+    )
+    assert proc.returncode == 2 and "--license is for --format hf" in proc.stderr
 
 
 def test_hf_and_jsonl_of_a_llava_run(tmp_path):
