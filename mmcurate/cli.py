@@ -15,6 +15,8 @@ mmcurate recipe NAME              print a recipe template (default, cogvlm, data
 mmcurate recipe list              the recipe templates, one a line with its description
 mmcurate stages [NAME] [--json]   every stage (or one) with its kind, description and parameters
 mmcurate models [--json]          the CLIP models by name (any open_clip ARCH/TAG works too)
+mmcurate reference build --set NAME=PATH [--set ...] --out DIR
+                                  index benchmark images once for the decontaminate stage
 mmcurate demo [--out DIR] [--llava]
                                   build the built-in sample dataset and run the default recipe on it (--llava: the
                                   built-in instruction sample and the llava recipe)
@@ -227,6 +229,28 @@ def _cmd_validate(args) -> int:
     failed = [c for c in checks if not c.ok]
     print(f"{len(failed)} problem(s) found" if failed else "the recipe is ready to run")
     return 2 if failed else 0
+
+
+def _cmd_reference(args) -> int:
+    from mmcurate.reference import build_reference
+
+    sets = {}
+    for spec in args.set:
+        name, sep, path = spec.partition("=")
+        if not sep or not name or not path:
+            raise ValueError(f"--set {spec!r}: give NAME=PATH (e.g. --set vqav2_test=data/vqav2/test_images)")
+        if name in sets:
+            raise ValueError(f"--set: the name {name!r} is given twice")
+        sets[name] = path
+    clip = None
+    if args.clip_model:
+        clip = {"model": args.clip_model, "weights": args.clip_weights, "device": args.device}
+    info = build_reference(
+        args.out, sets, clip=clip, overwrite=args.overwrite, log=lambda m: print(f"mmcurate: {m}", file=sys.stderr)
+    )
+    total = sum(s["images"] for s in info["sets"].values())
+    print(f"reference index {args.out}: {total:,} images in {len(info['sets'])} set(s)")
+    return 0
 
 
 def _cmd_models(args) -> int:
@@ -505,6 +529,20 @@ def main(argv=None) -> int:
     p = sub.add_parser("recipe", help="print a recipe template (list: the templates)")
     p.add_argument("which", choices=[*RECIPES, "list"], metavar="NAME", help=f"{', '.join(RECIPES)} or list")
     p.set_defaults(fn=_cmd_recipe)
+    p = sub.add_parser(
+        "reference",
+        help="build a reference index of benchmark images for the decontaminate stage",
+        description="Index benchmark images once (sha256, pHash, optionally CLIP embeddings) for `decontaminate: "
+        "{references: [DIR]}`; each PATH is read like a run's input (shards, folders, list files, HF Parquet, COCO).",
+    )
+    p.add_argument("action", choices=["build"])
+    p.add_argument("--set", action="append", required=True, metavar="NAME=PATH", help="a reference set (repeatable)")
+    p.add_argument("--out", required=True, help="the index directory (new or empty)")
+    p.add_argument("--overwrite", action="store_true", help="rebuild an existing index in --out")
+    p.add_argument("--clip-model", default=None, help="also store CLIP image embeddings with this model")
+    p.add_argument("--clip-weights", default=None, help="the CLIP weights (a file or directory; or random)")
+    p.add_argument("--device", default="auto", help="device for the CLIP model (auto, cpu, cuda)")
+    p.set_defaults(fn=_cmd_reference)
     p = sub.add_parser("models", help="list the CLIP models by name")
     p.add_argument("--json", action="store_true", help="print the same as JSON")
     p.set_defaults(fn=_cmd_models)

@@ -9,10 +9,22 @@ split: split (leakage-free train/val/test)
 clip:  clip_embed, clip_score_filter
 heads: clip_heads (NSFW / watermark / aesthetic heads on the CLIP image embeddings)
 semantic: semantic_dedup, balance
+decontaminate: decontaminate (benchmark overlap against reference indexes, mmcurate.reference)
 """
 
 import importlib
 
-for _module in ("image", "text", "conversation", "instruction", "split", "clip", "heads", "semantic", "negatives"):
+for _module in (
+    "image",
+    "text",
+    "conversation",
+    "instruction",
+    "split",
+    "clip",
+    "heads",
+    "semantic",
+    "negatives",
+    "decontaminate",
+):
     importlib.import_module(f"mmcurate.stages.{_module}")
 importlib.import_module("mmcurate.stages.answers")  # answer_filter (answer-aware text filtering)

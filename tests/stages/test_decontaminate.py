@@ -1,0 +1,155 @@
+"""decontaminate: training samples that copy a benchmark's images (same bytes, re-encoded, resized) are removed with
+reason benchmark_overlap and the matched set and id; nothing else is; the reference index is built once
+(`mmcurate reference build`) and reused."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+
+from helpers import mmcurate_cli, run_local
+from io_fixtures import write_tar
+
+
+def _tiles(n: int, size: int = 160) -> list[Image.Image]:
+    """n distinct photo tiles from the scikit-image photos."""
+    from skimage import data
+
+    out = []
+    for name in (
+        "astronaut",
+        "coffee",
+        "chelsea",
+        "rocket",
+        "immunohistochemistry",
+        "hubble_deep_field",
+        "coins",
+        "brick",
+    ):
+        img = Image.fromarray(getattr(data, name)()).convert("RGB")
+        w, h = img.size
+        for y in range(0, h - size + 1, size):
+            for x in range(0, w - size + 1, size):
+                out.append(img.crop((x, y, x + size, y + size)).resize((224, 224)))
+    rng = np.random.default_rng(0)
+    return [out[i] for i in rng.permutation(len(out))[:n]]
+
+
+def _jpeg(img: Image.Image, quality: int = 92) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, "JPEG", quality=quality)
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def planted(tmp_path_factory):
+    """refs/ (8 benchmark images), an index of them, and training shards holding 2 byte copies, 2 re-encodes and
+    2 resizes of reference images among 24 unrelated images."""
+    d = tmp_path_factory.mktemp("decon")
+    tiles = _tiles(32)
+    refs, others = tiles[:8], tiles[8:]
+    (d / "refs").mkdir()
+    ref_bytes = {}
+    for i, img in enumerate(refs):
+        ref_bytes[f"bench{i}"] = _jpeg(img)
+        (d / "refs" / f"bench{i}.jpg").write_bytes(ref_bytes[f"bench{i}"])
+    planted = {
+        "copy0": ref_bytes["bench0"],
+        "copy1": ref_bytes["bench1"],
+        "reenc2": _jpeg(refs[2], 60),
+        "reenc3": _jpeg(refs[3], 75),
+        "resize4": _jpeg(refs[4].resize((160, 160))),
+        "resize5": _jpeg(refs[5].resize((300, 300))),
+    }
+    members = []
+    for k, data in planted.items():
+        members += [(f"{k}.jpg", data), (f"{k}.txt", b"a photo of something nice")]
+    for i, img in enumerate(others):
+        members += [(f"other{i:02d}.jpg", _jpeg(img)), (f"other{i:02d}.txt", b"a photo of something nice")]
+    (d / "train").mkdir()
+    write_tar(d / "train" / "00000.tar", members)
+    proc = mmcurate_cli("reference", "build", "--set", f"bench={d / 'refs'}", "--out", d / "index")
+    assert proc.returncode == 0, proc.stderr
+    return d, planted
+
+
+def _recipe(d, out, **params):
+    return {
+        "input": {"path": str(d / "train")},
+        "output": {"path": str(out), "shard_size": 100},
+        "stages": [{"integrity": {}}, {"decontaminate": {"references": [str(d / "index")], **params}}],
+    }
+
+
+def test_planted_copies_are_removed_and_nothing_else(planted, tmp_path):
+    d, copies = planted
+    m = run_local(_recipe(d, tmp_path / "out"))
+    rejects = pq.read_table(tmp_path / "out" / "rejects.parquet").to_pylist()
+    removed = {r["key"]: r for r in rejects if r["reason"] == "benchmark_overlap"}
+    assert set(removed) == set(copies)  # recall 1 on copies, re-encodes and resizes; precision 1
+    assert removed["copy0"]["detail"] == "matches bench:bench0 (same bytes)"
+    assert removed["reenc2"]["detail"].startswith("matches bench:bench2 (pHash distance ")
+    st = next(s for s in m["stages"] if s["name"] == "decontaminate")
+    assert st["stats"]["by_set"] == {"bench": 6} and st["stats"]["references"] == {"bench": 8}
+    assert st["stats"]["by_kind"] == {"exact": 2, "perceptual": 4}
+    assert m["counts"]["kept"] == 24 and m["counts"]["accounting_ok"]
+
+
+def test_sharded_mode_gives_the_same_rejects(planted, tmp_path):
+    d, _ = planted
+    run_local(_recipe(d, tmp_path / "mem"))
+    r = _recipe(d, tmp_path / "sharded")
+    r["run"] = {"global_mode": "sharded"}
+    run_local(r)
+    a, b = (pq.read_table(tmp_path / x / "rejects.parquet").to_pylist() for x in ("mem", "sharded"))
+    assert a == b
+
+
+def test_no_perceptual_matching_keeps_the_edited_copies(planted, tmp_path):
+    d, _ = planted
+    run_local(_recipe(d, tmp_path / "out", max_distance=None))
+    removed = {r["key"] for r in pq.read_table(tmp_path / "out" / "rejects.parquet").to_pylist()}
+    assert removed == {"copy0", "copy1"}
+
+
+def test_bad_references_fail_before_the_run_with_one_line(planted, tmp_path):
+    d, _ = planted
+    r = _recipe(d, tmp_path / "out")
+    r["stages"][1]["decontaminate"]["references"] = [str(tmp_path / "nowhere")]
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps(r))
+    proc = mmcurate_cli("run", path)
+    assert proc.returncode == 2 and "is not a reference index" in proc.stderr and "reference build" in proc.stderr
+    assert not (tmp_path / "out").exists()
+    proc = mmcurate_cli("reference", "build", "--set", f"bench={d / 'refs'}", "--out", d / "index")
+    assert proc.returncode == 2 and "--overwrite" in proc.stderr
+
+
+def test_semantic_matching_uses_the_cosine():
+    import pyarrow as pa
+
+    from mmcurate.reference import ReferenceIndex
+
+    rng = np.random.default_rng(1)
+    refs = rng.normal(size=(5, 8)).astype(np.float32)
+    refs /= np.linalg.norm(refs, axis=1, keepdims=True)
+    table = pa.table(
+        {
+            "set": ["s"] * 5,
+            "id": [f"r{i}" for i in range(5)],
+            "sha256": [f"h{i}" for i in range(5)],
+            "phash": pa.array([0] * 5, pa.uint64()),
+            "embedding": pa.array(refs.tolist(), pa.list_(pa.float32())),
+        }
+    )
+    index = ReferenceIndex("mem", {"sets": {}}, table)
+    q = np.stack([refs[3], -refs[0], np.zeros(8, np.float32)])
+    out = index.match(["x", "y", "h1"], None, None, q, None, 0.99)
+    assert out[0].via == "semantic" and out[0].row == 3 and out[0].value >= 0.99
+    assert out[1] is None  # opposite direction
+    assert out[2].via == "exact" and out[2].row == 1  # exact first; a zero row is never a semantic match
