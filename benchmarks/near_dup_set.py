@@ -383,23 +383,29 @@ def _template(kind: str, content, text: str, side: int, style_rng_seed: int):
     from PIL import Image, ImageDraw
 
     srng = np.random.default_rng(style_rng_seed)  # the family's fixed style
-    if kind in ("banner_a", "banner_b"):
+    if kind == "banner_a":  # wide: header bar, round logo left, headline + subline, button bottom right
         w, h = side, side // 2
-        bg = _random_colour(srng)
-        img = Image.new("RGB", (w, h), bg)
+        img = Image.new("RGB", (w, h), _random_colour(srng))
         draw = ImageDraw.Draw(img)
         draw.rectangle((0, 0, w, h // 6), fill=_random_colour(srng))
         draw.ellipse((w // 20, h // 4, w // 20 + h // 3, h // 4 + h // 3), fill=_random_colour(srng))
-        font = _font(h // 7 if kind == "banner_a" else h // 6)
-        draw.text((w // 20 + h // 3 + w // 30, h // 4), text, font=font, fill=(255, 255, 255))
-        draw.text(
-            (w // 20 + h // 3 + w // 30, h // 4 + h // 5),
-            text.lower() + " - details inside",
-            font=_font(h // 14),
-            fill=(20, 20, 20),
-        )
+        x = w // 20 + h // 3 + w // 30
+        draw.text((x, h // 4), text, font=_font(h // 7), fill=(255, 255, 255))
+        draw.text((x, h // 4 + h // 5), text.lower() + " - details inside", font=_font(h // 14), fill=(20, 20, 20))
         draw.rounded_rectangle((w * 0.65, h * 0.7, w * 0.92, h * 0.88), radius=h // 20, fill=_random_colour(srng))
-        return img.resize((side, side // 2))
+        return img
+    if kind == "banner_b":  # square social card: diagonal stripes on top, text band at the bottom
+        img = Image.new("RGB", (side, side), _random_colour(srng))
+        draw = ImageDraw.Draw(img)
+        stripe = _random_colour(srng)
+        for k in range(-side, side, side // 6):
+            draw.polygon([(k, 0), (k + side // 12, 0), (k + side // 12 + side, side), (k + side, side)], fill=stripe)
+        band = _random_colour(srng)
+        draw.rectangle((0, side * 0.62, side, side), fill=band)
+        font = _font(side // 10)
+        tw = draw.textlength(text, font=font)
+        draw.text(((side - tw) / 2, side * 0.72), text, font=font, fill=(250, 250, 250))
+        return img
     bg = tuple(int(v) for v in srng.integers(200, 250, size=3))
     img = Image.new("RGB", (side, side), bg)
     draw = ImageDraw.Draw(img)
