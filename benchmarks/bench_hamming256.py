@@ -152,13 +152,13 @@ def main(argv=None):
     print(f"\n{'n':>9} {'r':>3} {'ours s':>8} {'pairs':>9} {'flat s':>9} {'x flat':>7} {'mh s':>8} {'x mh':>6} equal")
     for row in results["join"]:
         flat, mh = row.get("faiss_flat", {}), row.get("faiss_multihash", {})
-        flat_s = f"{flat['seconds']:.1f}" + ("*" if flat["extrapolated"] else "") if flat else "-"
+        flat_s, mh_s = (f"{f['seconds']:.1f}" + ("*" if f["extrapolated"] else "") if f else "-" for f in (flat, mh))
         print(
             f"{row['n']:>9} {row['r']:>3} {row['seconds']:>8.3f} {row['pairs']:>9} {flat_s:>9} "
-            f"{row.get('speedup_vs_faiss_flat', '-'):>7} {mh.get('seconds', '-'):>8} "
+            f"{row.get('speedup_vs_faiss_flat', '-'):>7} {mh_s:>8} "
             f"{row.get('speedup_vs_faiss_multihash', '-'):>6} {flat.get('equal', '-')}/{mh.get('equal', '-')}"
         )
-    print("* faiss flat time scaled from a query subset (see faiss_flat.queries)")
+    print("* faiss time scaled from a query subset (see faiss_flat.queries)")
     print(f"wrote {out}")
 
 
