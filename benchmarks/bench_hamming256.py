@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_hamming import faiss_range_keys, pair_keys_for_queries, timed
-from mmcurate.ops.hamming import hamming_join_plan, hamming_pairs
+from mmcurate.ops.hamming import DIHEDRAL, hamming_join_plan, hamming_pairs, hamming_range
 
 
 def pdq_like_codes(n: int, seed: int = 0, latent: int = 48, dup_fraction: float = 0.4, noise: float = 0.6):
@@ -98,6 +98,35 @@ def bench(n: int, r: int, args, faiss, rng) -> dict:
     return row
 
 
+def bench_dihedral(n: int, nq: int, r: int, args, faiss, rng) -> dict:
+    """Dihedral queries against the n codes: variant 0 of query q is code q, variants 1..7 are the codes of
+    other images (stand-ins for its rotations and flips), so a match may come through any variant. faiss
+    searches every variant code (8 * queries codes); its (query, code) set is the union over the variants."""
+    codes = pdq_like_codes(n, seed=args.seed)
+    others = pdq_like_codes(nq * (DIHEDRAL - 1), seed=args.seed + 7)
+    queries = np.concatenate([codes[:nq, None], others.reshape(nq, DIHEDRAL - 1, 4)], axis=1)
+    (pairs, dist), seconds = timed(hamming_range, codes, queries, r)
+    row = {"n": n, "queries": nq, "variants": DIHEDRAL, "r": r, "pairs": int(len(pairs)), "seconds": round(seconds, 3)}
+    if faiss is None:
+        return row
+    sub = min(args.faiss_queries // DIHEDRAL, nq)
+    index = _flat(faiss, np.ascontiguousarray(codes).view(np.uint8))
+    x = np.ascontiguousarray(queries[:sub].reshape(-1, 4)).view(np.uint8)
+    (lims, _, labels), faiss_seconds = timed(index.range_search, x, r + 1)
+    q = np.repeat(np.arange(len(x)) // DIHEDRAL, np.diff(lims).astype(np.int64))
+    want = np.unique(q * n + labels)
+    got = pairs[pairs[:, 0] < sub]
+    row["faiss_flat"] = {
+        "queries": int(sub),
+        "seconds_measured": round(faiss_seconds, 3),
+        "seconds": round(faiss_seconds * nq / sub, 1),
+        "extrapolated": sub < nq,
+        "equal": bool(np.array_equal(got[:, 0] * n + got[:, 1], want)),
+    }
+    row["speedup_vs_faiss_flat"] = round(row["faiss_flat"]["seconds"] / seconds, 1)
+    return row
+
+
 def _flat(faiss, x):
     """IndexBinaryFlat(256)"""
     index = faiss.IndexBinaryFlat(256)
@@ -120,6 +149,8 @@ def main(argv=None):
     ap.add_argument("--faiss-full-max", type=int, default=100_000, help="largest n faiss runs every query at")
     ap.add_argument("--faiss-queries", type=int, default=20_000, help="faiss's query subset above that")
     ap.add_argument("--brute-force-max", type=int, default=100_000, help="largest n our brute force runs at")
+    ap.add_argument("--dihedral-queries", type=int, default=10_000, help="dihedral queries at the largest size")
+    ap.add_argument("--only", choices=["all", "join", "dihedral"], default="all", help="keep the other part's results")
     ap.add_argument("--no-faiss", action="store_true")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / "hamming256.json"))
@@ -139,14 +170,24 @@ def main(argv=None):
         },
         "codes": "pdq_like_codes (see the module doc), 256-bit",
         "join": [],
+        "dihedral": [],
     }
-    for n in args.sizes:
-        row = bench(n, args.r, args, faiss, rng)
-        results["join"].append(row)
+    out = Path(args.out)
+    if args.only != "all" and out.exists():
+        previous = json.loads(out.read_text())
+        results["join"], results["dihedral"] = previous.get("join", []), previous.get("dihedral", [])
+    if args.only in ("all", "join"):
+        results["join"] = []
+        for n in args.sizes:
+            row = bench(n, args.r, args, faiss, rng)
+            results["join"].append(row)
+            print(json.dumps(row), flush=True)
+    if args.only in ("all", "dihedral"):
+        row = bench_dihedral(max(args.sizes), args.dihedral_queries, args.r, args, faiss, rng)
+        results["dihedral"] = [row]
         print(json.dumps(row), flush=True)
 
     results["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
-    out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2) + "\n")
     print(f"\n{'n':>9} {'r':>3} {'ours s':>8} {'pairs':>9} {'flat s':>9} {'x flat':>7} {'mh s':>8} {'x mh':>6} equal")

@@ -16,6 +16,7 @@
 #include <string>
 #include <utility>
 
+#include "cpu/hamming_index.h"
 #include "cpu/hamming_scan.h"
 #include "kernels/popcount.h"
 #include "mmcurate/hamming.h"
@@ -99,47 +100,6 @@ void brute_force_join(const std::vector<uint64_t>& code, int r, int num_threads,
   });
 }
 
-// All w-bit masks with 1..radius bits set, fewest bits first.
-std::vector<uint32_t> neighbour_masks(int width, int radius) {
-  std::vector<uint32_t> masks;
-  for (int bits = 1; bits <= radius; ++bits) {
-    // Gosper's hack: next integer with the same number of set bits.
-    uint64_t m = (uint64_t(1) << bits) - 1;
-    const uint64_t limit = uint64_t(1) << width;
-    while (m < limit) {
-      masks.push_back(uint32_t(m));
-      const uint64_t lowest = m & (~m + 1), ripple = m + lowest;
-      m = (((ripple ^ m) >> 2) / lowest) | ripple;
-    }
-  }
-  return masks;
-}
-
-// Counting-sort CSR of the distinct codes by one substring: bucket b holds entries [begin[b], begin[b+1]).
-struct SubstringIndex {
-  std::vector<uint32_t> begin;
-  std::vector<uint64_t> code;  // codes in bucket order, contiguous per bucket for the verification loop
-  std::vector<uint32_t> id;    // distinct-code index of each entry
-};
-
-template <int W>
-SubstringIndex build_index(const std::vector<uint64_t>& code, int offset, int width) {
-  const size_t buckets = size_t(1) << width, n = code.size() / W;
-  SubstringIndex ix;
-  ix.begin.assign(buckets + 1, 0);
-  for (size_t u = 0; u < n; ++u) ++ix.begin[kernels::bit_field(&code[u * W], offset, width) + 1];
-  for (size_t b = 0; b < buckets; ++b) ix.begin[b + 1] += ix.begin[b];
-  std::vector<uint32_t> fill(ix.begin.begin(), ix.begin.end() - 1);
-  ix.code.resize(code.size());
-  ix.id.resize(n);
-  for (size_t u = 0; u < n; ++u) {
-    const uint32_t slot = fill[kernels::bit_field(&code[u * W], offset, width)]++;
-    std::copy_n(&code[u * W], W, &ix.code[size_t(slot) * W]);
-    ix.id[slot] = uint32_t(u);
-  }
-  return ix;
-}
-
 // Whether a pair was already reported by an earlier substring (its first qualifying one).
 struct EarlierSubstrings {
   int offset[64], width[64], radius[64];
@@ -158,8 +118,8 @@ void multi_index_join(const std::vector<uint64_t>& code, const HammingJoinPlan& 
   for (size_t t = 0; t < plan.width.size(); ++t) {
     const int width = plan.width[t], offset = plan.offset[t], radius = plan.radius[t];
     if (radius < 0) continue;
-    const SubstringIndex ix = build_index<W>(code, offset, width);
-    const std::vector<uint32_t> masks = neighbour_masks(width, radius);
+    const cpu::SubstringIndex ix = cpu::build_index<W>(code.data(), code.size() / W, offset, width);
+    const std::vector<uint32_t> masks = cpu::neighbour_masks(width, radius);
     const int64_t buckets = int64_t(1) << width;
     const int64_t chunk = std::max<int64_t>(64, buckets / 4096);
     const int64_t chunks = (buckets + chunk - 1) / chunk;

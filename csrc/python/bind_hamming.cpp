@@ -113,18 +113,21 @@ MMCURATE_BINDING(hamming) {
 
   m.def(
       "hamming_range",
-      [](Codes database, Codes queries, int max_distance, int num_threads) {
+      [](Codes database, Codes queries, int max_distance, int num_threads, const std::string& method) {
         const int words = words_of(database, "codes");
         const int variants = variants_of(queries, words);
+        const HammingPairsMethod how = parse_method(method);
         mmcurate::HammingRangeResult r;
         {
           py::gil_scoped_release release;
           r = mmcurate::hamming_range_cpu(database.data(), database.shape(0), queries.data(), queries.shape(0), words,
-                                          variants, max_distance, num_threads);
+                                          variants, max_distance, num_threads, how);
         }
         const py::ssize_t m = py::ssize_t(r.distances.size());
-        return py::make_tuple(adopt(std::move(r.pairs), {m, 2}), adopt(std::move(r.distances), {m}));
+        return py::make_tuple(adopt(std::move(r.pairs), {m, 2}), adopt(std::move(r.distances), {m}), plan_dict(r.plan));
       },
       py::arg("codes"), py::arg("queries"), py::arg("max_distance"), py::arg("num_threads") = 0,
-      "Pairs (q, j) with min-over-variants distance <= max_distance, sorted: (pairs int64[m,2], distances uint8[m]).");
+      py::arg("method") = "auto",
+      "Pairs (q, j) with min-over-variants distance <= max_distance, sorted: (pairs int64[m,2], distances uint8[m], "
+      "plan info).");
 }

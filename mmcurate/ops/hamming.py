@@ -161,9 +161,13 @@ def hamming_join_plan(n_unique: int, max_distance: int, method: str = "auto", bi
     return dict(native().hamming_join_plan(n, r, method, bits // 64))
 
 
-def hamming_range(codes, queries, max_distance: int, num_threads: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+def hamming_range(
+    codes, queries, max_distance: int, num_threads: int | None = None, method: str = "auto"
+) -> tuple[np.ndarray, np.ndarray]:
     """Every (query q, code j) with distance <= ``max_distance``: ``(pairs np.int64[m, 2] sorted by (q, j),
-    distances np.uint8[m])``, exactly, on the CPU (a tiled brute force).
+    distances np.uint8[m])``, exactly, on the CPU. ``method`` as for :func:`hamming_pairs`: multi-index hashing
+    over ``codes`` (each query variant probes its substring balls; candidates are verified on the full code
+    and deduplicated) or a tiled brute force, picked by the same cost model for "auto".
 
     ``queries`` are codes of the database's width, or dihedral queries ``[nq, 8, W]`` (``[nq, 8, 8 * W]``
     packed bytes): the 8 hashes of a query image's rotations and flips (PDQ's dihedral hashes). The variants
@@ -176,7 +180,10 @@ def hamming_range(codes, queries, max_distance: int, num_threads: int | None = N
     words = _words(db)
     r = _check_radius(max_distance, words)
     q, _variants = _as_queries(queries, words)
-    return native().hamming_range(db, q, r, check_threads(num_threads))
+    if method not in _PAIR_METHODS:
+        raise ValueError(f"method must be one of {_PAIR_METHODS}, got {method!r}")
+    pairs, distances, _plan = native().hamming_range(db, q, r, check_threads(num_threads), method)
+    return pairs, distances
 
 
 def hamming_knn(

@@ -196,14 +196,18 @@ def dihedral_variants(codes: np.ndarray, seed: int) -> np.ndarray:
 
 
 @pytest.mark.parametrize("r", [0, 10, 31, 40])
-def test_dihedral_range_matches_min_over_variants(r):
+@pytest.mark.parametrize("method", METHODS)
+def test_dihedral_range_matches_min_over_variants(r, method):
     db = clustered_codes(500, seeds=10, max_flips=30, seed=11)
-    queries = dihedral_variants(clustered_codes(60, seeds=10, max_flips=30, seed=12), seed=13)
+    db[50:60] = db[3]  # duplicates in the database
+    queries = dihedral_variants(clustered_codes(300, seeds=10, max_flips=30, seed=12), seed=13)
     d = dihedral_distances(queries, db)
     q, j = np.nonzero(d <= r)
-    pairs, dist = hamming_range(db, queries, r)
+    pairs, dist = hamming_range(db, queries, r, method=method)
     np.testing.assert_array_equal(pairs, np.stack([q, j], 1))
     np.testing.assert_array_equal(dist, d[q, j])
+    if method != "auto":
+        return
     # packed bytes and the single-variant form agree with their own references
     p8, _ = hamming_range(db.view(np.uint8), queries.view(np.uint8), r)
     np.testing.assert_array_equal(p8, pairs)
@@ -230,14 +234,24 @@ def test_dihedral_knn():
     np.testing.assert_array_equal(dist, np.take_along_axis(d, order, 1))
 
 
-def test_range_with_64_bit_codes():
+@pytest.mark.parametrize("method", METHODS)
+def test_range_with_64_bit_codes(method):
     rng = np.random.default_rng(1)
     db = rng.integers(0, 2**64, 300, dtype=np.uint64)
     q = db[:40] ^ np.uint64(0b1011)
     d = np.bitwise_count(q[:, None] ^ db[None, :])
-    pairs, dist = hamming_range(db, q, 20)
-    np.testing.assert_array_equal(pairs, np.argwhere(d <= 20))
-    np.testing.assert_array_equal(dist, d[d <= 20])
+    for r in (0, 3, 12, 20):
+        pairs, dist = hamming_range(db, q, r, method=method)
+        np.testing.assert_array_equal(pairs, np.argwhere(d <= r))
+        np.testing.assert_array_equal(dist, d[d <= r])
+
+
+def test_range_plan_uses_multi_index_for_a_large_database():
+    from mmcurate._native import native
+
+    queries = random_codes(2000, seed=3)[:, None].repeat(DIHEDRAL, 1)
+    plan = native().hamming_range(random_codes(200_000, seed=2), queries, 31)[2]
+    assert plan["method"] == "mih" and sum(r + 1 for r in plan["radii"]) == 32
 
 
 # ---------------------------------------------------------------- GPU twin

@@ -47,13 +47,20 @@ HammingPairsResult hamming_pairs_cpu(const uint64_t* codes, int64_t n, int words
 
 // Query-vs-database radius search: every (q, j) with distance(q, database[j]) <= max_distance, sorted by
 // (q, j), as pairs [m, 2] and distances [m]. A query is `variants` codes in a row (1, or 8 for the dihedral
-// group of a PDQ hash): its distance to a code is the minimum over its variants. Tiled brute force.
+// group of a PDQ hash): its distance to a code is the minimum over its variants. A tiled brute force or
+// multi-index hashing over the database, chosen by the self-join's cost model.
 struct HammingRangeResult {
   std::vector<int64_t> pairs;
   std::vector<uint8_t> distances;
+  HammingJoinPlan plan;  // what was run
 };
 HammingRangeResult hamming_range_cpu(const uint64_t* database, int64_t n, const uint64_t* queries, int64_t nq,
-                                     int words, int variants, int max_distance, int num_threads);
+                                     int words, int variants, int max_distance, int num_threads,
+                                     HammingPairsMethod method = HammingPairsMethod::kAuto);
+
+// The plan hamming_range_cpu would use for n database codes searched by query_codes codes (nq * variants).
+HammingJoinPlan plan_hamming_range(int64_t n, int64_t query_codes, int max_distance,
+                                   HammingPairsMethod method = HammingPairsMethod::kAuto, int words = 1);
 
 // Top-k of each query (`variants` codes in a row, as above) over `database`. With exclude_self, query q is
 // database entry q (queries == database, nq == n, variants == 1) and never its own neighbour. Writes
