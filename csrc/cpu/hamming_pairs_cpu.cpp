@@ -1,4 +1,5 @@
-// Exact Hamming self-join over 64-bit codes: all pairs within max_distance, each exactly once, sorted.
+// Exact Hamming self-join over W-word codes (W = 1: 64-bit, W = 4: 256-bit): all pairs within max_distance,
+// each exactly once, sorted. One template serves both widths.
 //
 // 1. Identical codes are collapsed (a sort by code), so a group of g duplicates costs one code in the
 //    join and expands to g(g-1)/2 distance-0 pairs at the end instead of swamping one bucket.
@@ -15,6 +16,7 @@
 #include <string>
 #include <utility>
 
+#include "cpu/hamming_index.h"
 #include "cpu/hamming_scan.h"
 #include "kernels/popcount.h"
 #include "mmcurate/hamming.h"
@@ -23,46 +25,50 @@
 namespace mmcurate {
 namespace {
 
-using kernels::hamming64;
 using kernels::popcount64;
 
 // Pair of distinct-code indices (u < v) packed as u << 32 | v: sorts by (u, v) as one integer.
 inline uint64_t pack(uint64_t u, uint64_t v) { return (u << 32) | v; }
 
 struct DistinctCodes {
-  std::vector<uint64_t> code;        // ascending, one per distinct value
+  std::vector<uint64_t> code;        // W words per distinct value, in radix order
   std::vector<int64_t> group_begin;  // members of code[u]: member_id[group_begin[u] .. group_begin[u+1])
   std::vector<uint32_t> member_id;   // original ids, ascending within a group
 };
 
-// Ids ordered by (code, id): an LSD radix sort on 16-bit digits (stable, so ids stay ascending within
-// equal codes); digits on which all codes agree are skipped.
+// Ids ordered by code (word W-1 most significant), then id: an LSD radix sort on 16-bit digits (stable, so ids
+// stay ascending within equal codes); digits on which all codes agree are skipped.
+template <int W>
 std::vector<uint32_t> order_by_code(const uint64_t* codes, int64_t n) {
   std::vector<uint32_t> order(n), scratch(n);
   std::iota(order.begin(), order.end(), 0u);
   std::vector<uint32_t> count(1 << 16);
-  for (int shift = 0; shift < 64; shift += 16) {
-    std::fill(count.begin(), count.end(), 0u);
-    for (int64_t p = 0; p < n; ++p) ++count[(codes[p] >> shift) & 0xffff];
-    if (count[(codes[0] >> shift) & 0xffff] == uint32_t(n)) continue;  // every code has this digit
-    uint32_t sum = 0;
-    for (auto& c : count) sum += std::exchange(c, sum);
-    for (int64_t p = 0; p < n; ++p) {
-      const uint32_t id = order[p];
-      scratch[count[(codes[id] >> shift) & 0xffff]++] = id;
+  for (int word = 0; word < W; ++word) {
+    auto digit = [codes, word](int64_t id, int shift) { return (codes[id * W + word] >> shift) & 0xffff; };
+    for (int shift = 0; shift < 64; shift += 16) {
+      std::fill(count.begin(), count.end(), 0u);
+      for (int64_t p = 0; p < n; ++p) ++count[digit(p, shift)];
+      if (count[digit(0, shift)] == uint32_t(n)) continue;  // every code has this digit
+      uint32_t sum = 0;
+      for (auto& c : count) sum += std::exchange(c, sum);
+      for (int64_t p = 0; p < n; ++p) {
+        const uint32_t id = order[p];
+        scratch[count[digit(id, shift)]++] = id;
+      }
+      order.swap(scratch);
     }
-    order.swap(scratch);
   }
   return order;
 }
 
+template <int W>
 DistinctCodes collapse_duplicates(const uint64_t* codes, int64_t n) {
   DistinctCodes d;
-  d.member_id = order_by_code(codes, n);
+  d.member_id = order_by_code<W>(codes, n);
   for (int64_t p = 0; p < n; ++p) {
-    const uint64_t c = codes[d.member_id[p]];
-    if (p == 0 || c != d.code.back()) {
-      d.code.push_back(c);
+    const uint64_t* c = codes + int64_t(d.member_id[p]) * W;
+    if (p == 0 || !std::equal(c, c + W, d.code.end() - W)) {
+      d.code.insert(d.code.end(), c, c + W);
       d.group_begin.push_back(p);
     }
   }
@@ -73,9 +79,10 @@ DistinctCodes collapse_duplicates(const uint64_t* codes, int64_t n) {
 // Chunked outputs: one vector per work item, concatenated in item order (deterministic, no locks).
 using ChunkOutputs = std::vector<std::vector<uint64_t>>;
 
+template <int W>
 void brute_force_join(const std::vector<uint64_t>& code, int r, int num_threads, ChunkOutputs& out) {
-  const int64_t n = int64_t(code.size());
-  constexpr int64_t kRows = 64, kCols = 4096;  // a 32 KiB column tile stays in L1/L2 across the row block
+  const int64_t n = int64_t(code.size()) / W;
+  constexpr int64_t kRows = 64, kCols = 4096 / W;  // a 32 KiB column tile stays in L1/L2 across the row block
   const int64_t blocks = (n + kRows - 1) / kRows;
   out.assign(blocks, {});
   const uint64_t* c = code.data();
@@ -86,73 +93,33 @@ void brute_force_join(const std::vector<uint64_t>& code, int r, int num_threads,
     for (int64_t j0 = i0 + 1; j0 < n; j0 += kCols) {
       const int64_t j1 = std::min(n, j0 + kCols);
       for (int64_t i = i0; i < i1; ++i)
-        cpu::scan_below(
-            c, std::max(j0, i + 1), j1, c[i], [r] { return r + 1; },
+        cpu::scan_below<W>(
+            c, std::max(j0, i + 1), j1, c + i * W, [r] { return r + 1; },
             [&found, i](int64_t j, int) { found.push_back(pack(uint64_t(i), uint64_t(j))); });
     }
   });
 }
 
-// All w-bit masks with 1..radius bits set, fewest bits first.
-std::vector<uint32_t> neighbour_masks(int width, int radius) {
-  std::vector<uint32_t> masks;
-  for (int bits = 1; bits <= radius; ++bits) {
-    // Gosper's hack: next integer with the same number of set bits.
-    uint64_t m = (uint64_t(1) << bits) - 1;
-    const uint64_t limit = uint64_t(1) << width;
-    while (m < limit) {
-      masks.push_back(uint32_t(m));
-      const uint64_t lowest = m & (~m + 1), ripple = m + lowest;
-      m = (((ripple ^ m) >> 2) / lowest) | ripple;
-    }
-  }
-  return masks;
-}
-
-// Counting-sort CSR of the distinct codes by one substring: bucket b holds entries [begin[b], begin[b+1]).
-struct SubstringIndex {
-  std::vector<uint32_t> begin;
-  std::vector<uint64_t> code;  // codes in bucket order, contiguous per bucket for the verification loop
-  std::vector<uint32_t> id;    // distinct-code index of each entry
-};
-
-SubstringIndex build_index(const std::vector<uint64_t>& code, int offset, int width) {
-  const size_t buckets = size_t(1) << width;
-  SubstringIndex ix;
-  ix.begin.assign(buckets + 1, 0);
-  for (uint64_t c : code) ++ix.begin[kernels::bit_field(c, offset, width) + 1];
-  for (size_t b = 0; b < buckets; ++b) ix.begin[b + 1] += ix.begin[b];
-  std::vector<uint32_t> fill(ix.begin.begin(), ix.begin.end() - 1);
-  ix.code.resize(code.size());
-  ix.id.resize(code.size());
-  for (size_t u = 0; u < code.size(); ++u) {
-    const uint32_t slot = fill[kernels::bit_field(code[u], offset, width)]++;
-    ix.code[slot] = code[u];
-    ix.id[slot] = uint32_t(u);
-  }
-  return ix;
-}
-
-// Whether a pair with XOR `x` was already reported by an earlier substring (its first qualifying one).
+// Whether a pair was already reported by an earlier substring (its first qualifying one).
 struct EarlierSubstrings {
-  uint64_t field_mask[64];
-  int radius[64];
+  int offset[64], width[64], radius[64];
   int count = 0;
-  bool claim(uint64_t x) const {
+  bool claim(const uint64_t* a, const uint64_t* b) const {
     for (int t = 0; t < count; ++t)
-      if (popcount64(x & field_mask[t]) <= radius[t]) return true;
+      if (popcount64(kernels::xor_field(a, b, offset[t], width[t])) <= radius[t]) return true;
     return false;
   }
 };
 
+template <int W>
 void multi_index_join(const std::vector<uint64_t>& code, const HammingJoinPlan& plan, int r, int num_threads,
                       ChunkOutputs& out) {
   EarlierSubstrings earlier;
   for (size_t t = 0; t < plan.width.size(); ++t) {
     const int width = plan.width[t], offset = plan.offset[t], radius = plan.radius[t];
     if (radius < 0) continue;
-    const SubstringIndex ix = build_index(code, offset, width);
-    const std::vector<uint32_t> masks = neighbour_masks(width, radius);
+    const cpu::SubstringIndex ix = cpu::build_index<W>(code.data(), code.size() / W, offset, width);
+    const std::vector<uint32_t> masks = cpu::neighbour_masks(width, radius);
     const int64_t buckets = int64_t(1) << width;
     const int64_t chunk = std::max<int64_t>(64, buckets / 4096);
     const int64_t chunks = (buckets + chunk - 1) / chunk;
@@ -164,8 +131,9 @@ void multi_index_join(const std::vector<uint64_t>& code, const HammingJoinPlan& 
 
     parallel_for(chunks, num_threads, [&](int64_t ch) {
       auto& found = out[first_out + ch];
-      auto emit = [&](uint64_t x, uint32_t a, uint32_t b) {
-        if (earlier.claim(x)) return;
+      auto emit = [&](uint32_t p, int64_t q) {
+        if (earlier.claim(bcode + size_t(p) * W, bcode + q * W)) return;
+        const uint32_t a = bid[p], b = bid[q];
         found.push_back(a < b ? pack(a, b) : pack(b, a));
       };
       const int64_t b_end = std::min(buckets, (ch + 1) * chunk);
@@ -173,52 +141,44 @@ void multi_index_join(const std::vector<uint64_t>& code, const HammingJoinPlan& 
         const uint32_t p0 = begin[bucket], p1 = begin[bucket + 1];
         if (p0 == p1) continue;
         auto bound = [r] { return r + 1; };
-        for (uint32_t p = p0; p < p1; ++p) {  // pairs inside the bucket
-          const uint64_t cp = bcode[p];
-          cpu::scan_below(bcode, p + 1, p1, cp, bound, [&](int64_t q, int) { emit(cp ^ bcode[q], bid[p], bid[q]); });
-        }
+        for (uint32_t p = p0; p < p1; ++p)  // pairs inside the bucket
+          cpu::scan_below<W>(bcode, p + 1, p1, bcode + size_t(p) * W, bound, [&](int64_t q, int) { emit(p, q); });
         for (uint32_t mask : masks) {  // neighbouring buckets, each unordered pair once
           const uint64_t other = uint64_t(bucket) ^ mask;
           if (other < uint64_t(bucket)) continue;
           const uint32_t q0 = begin[other], q1 = begin[other + 1];
           if (q0 == q1) continue;
-          for (uint32_t p = p0; p < p1; ++p) {
-            const uint64_t cp = bcode[p];
-            cpu::scan_below(bcode, q0, q1, cp, bound, [&](int64_t q, int) { emit(cp ^ bcode[q], bid[p], bid[q]); });
-          }
+          for (uint32_t p = p0; p < p1; ++p)
+            cpu::scan_below<W>(bcode, q0, q1, bcode + size_t(p) * W, bound, [&](int64_t q, int) { emit(p, q); });
         }
       }
     });
-    earlier.field_mask[earlier.count] = kernels::bit_field(~uint64_t(0), 0, width) << offset;
+    earlier.offset[earlier.count] = offset;
+    earlier.width[earlier.count] = width;
     earlier.radius[earlier.count] = radius;
     ++earlier.count;
   }
 }
 
-}  // namespace
-
-HammingPairsResult hamming_pairs_cpu(const uint64_t* codes, int64_t n, int max_distance, int num_threads,
-                                     HammingPairsMethod method) {
-  if (max_distance < 0 || max_distance > 64)
-    throw std::invalid_argument("max_distance must be in 0..64, got " + std::to_string(max_distance));
-  if (n < 0) throw std::invalid_argument("n must be >= 0");
-  if (n >= (int64_t(1) << 32)) throw std::invalid_argument("hamming_pairs supports fewer than 2**32 codes");
+template <int W>
+HammingPairsResult pairs_of(const uint64_t* codes, int64_t n, int max_distance, int num_threads,
+                            HammingPairsMethod method) {
   HammingPairsResult result;
   if (n == 0) {
-    result.plan = plan_hamming_join(0, max_distance, method);
+    result.plan = plan_hamming_join(0, max_distance, method, W);
     return result;
   }
 
-  const DistinctCodes distinct = collapse_duplicates(codes, n);
-  const int64_t nu = int64_t(distinct.code.size());
+  const DistinctCodes distinct = collapse_duplicates<W>(codes, n);
+  const int64_t nu = int64_t(distinct.code.size()) / W;
   result.n_unique = nu;
-  result.plan = plan_hamming_join(nu, max_distance, method);
+  result.plan = plan_hamming_join(nu, max_distance, method, W);
 
   ChunkOutputs found;
   if (result.plan.method == HammingPairsMethod::kMultiIndex)
-    multi_index_join(distinct.code, result.plan, max_distance, num_threads, found);
+    multi_index_join<W>(distinct.code, result.plan, max_distance, num_threads, found);
   else
-    brute_force_join(distinct.code, max_distance, num_threads, found);
+    brute_force_join<W>(distinct.code, max_distance, num_threads, found);
 
   // Expand distinct-code pairs to original-id pairs: offsets first, then a parallel fill.
   const int64_t* gb = distinct.group_begin.data();
@@ -266,10 +226,21 @@ HammingPairsResult hamming_pairs_cpu(const uint64_t* codes, int64_t n, int max_d
         const uint64_t i = keys[p] >> 32, j = keys[p] & 0xffffffffu;
         result.pairs[2 * p] = int64_t(i);
         result.pairs[2 * p + 1] = int64_t(j);
-        result.distances[p] = uint8_t(hamming64(codes[i], codes[j]));
+        result.distances[p] = uint8_t(kernels::hamming<W>(codes + i * W, codes + j * W));
       },
       1 << 16);
   return result;
+}
+
+}  // namespace
+
+HammingPairsResult hamming_pairs_cpu(const uint64_t* codes, int64_t n, int words, int max_distance, int num_threads,
+                                     HammingPairsMethod method) {
+  check_hamming_args(words, max_distance);
+  if (n < 0) throw std::invalid_argument("n must be >= 0");
+  if (n >= (int64_t(1) << 32)) throw std::invalid_argument("hamming_pairs supports fewer than 2**32 codes");
+  return words == 1 ? pairs_of<1>(codes, n, max_distance, num_threads, method)
+                    : pairs_of<4>(codes, n, max_distance, num_threads, method);
 }
 
 }  // namespace mmcurate

@@ -13,11 +13,15 @@ namespace mmcurate {
 namespace {
 
 // Single-thread costs in seconds, measured on the join loops themselves (x86-64 AVX2, 1M codes, 1 thread).
-constexpr double kBruteForcePair = 0.28e-9;  // one distance in the streaming triangle loop (4 per AVX2 step)
-constexpr double kVerifyPair = 0.55e-9;      // one candidate in the bucket-vs-bucket block loop
-constexpr double kProbe = 10.0e-9;           // one neighbouring-bucket lookup (a random offsets read)
-constexpr double kIndexCode = 10.0e-9;       // counting-sort one code into a substring's CSR index
-constexpr double kIndexBucket = 1.0e-9;      // clearing/scanning one bucket offset
+// The two distance costs depend on the code width: [0] for 64-bit codes, [1] for 256-bit codes.
+struct Costs {
+  double brute_force_pair;  // one distance in the streaming triangle loop (4 per AVX2 step)
+  double verify_pair;       // one candidate in the bucket-vs-bucket block loop
+};
+constexpr Costs kCosts[2] = {{0.28e-9, 0.55e-9}, {1.2e-9, 1.1e-9}};
+constexpr double kProbe = 10.0e-9;      // one neighbouring-bucket lookup (a random offsets read)
+constexpr double kIndexCode = 10.0e-9;  // counting-sort one code into a substring's CSR index
+constexpr double kIndexBucket = 1.0e-9;  // clearing/scanning one bucket offset
 
 // Offsets arrays are 4 bytes per bucket; keep them O(n) (and at most 64 MiB) so memory stays O(n + output).
 int max_substring_width(int64_t n_unique) {
@@ -35,22 +39,37 @@ double ball_size(int width, int radius) {  // sum_{t=0..radius} C(width, t)
   return total;
 }
 
-// Cost of probing one substring of `width` bits within `radius` over n codes (radius -1: not probed).
-double substring_cost(double n, int width, int radius) {
+// What is searched: n indexed codes, probed either by themselves (the self-join) or by `queries` codes.
+struct SearchShape {
+  double n = 0, queries = 0;  // queries 0: the self-join
+  double pairs() const { return queries > 0 ? n * queries : n * (n - 1) / 2.0; }
+  // Bucket lookups per unit of ball: each occupied bucket probes its neighbours, each unordered bucket
+  // pair once (self-join), or every query probes its own ball.
+  double probing(double buckets) const { return queries > 0 ? queries : buckets * -std::expm1(-n / buckets) / 2.0; }
+};
+
+// Cost of probing one substring of `width` bits within `radius` (radius -1: not probed).
+double substring_cost(const SearchShape& shape, int width, int radius, double verify_pair) {
   if (radius < 0) return 0.0;
   const double buckets = std::ldexp(1.0, width);
-  const double occupied = buckets * -std::expm1(-n / buckets);
   const double ball = ball_size(width, radius);
-  const double probes = occupied * ball / 2.0;           // each unordered bucket pair is visited once
-  const double candidates = n * n / 2.0 * ball / buckets;  // uniform codes: a ball/buckets share of all pairs
-  return kIndexCode * n + kIndexBucket * buckets + kProbe * probes + kVerifyPair * candidates;
+  const double probes = shape.probing(buckets) * ball;
+  const double candidates = shape.pairs() * ball / buckets;  // uniform codes: a ball/buckets share of all pairs
+  return kIndexCode * shape.n + kIndexBucket * buckets + kProbe * probes + verify_pair * candidates;
 }
 
 // Best radius allocation for fixed widths: minimise the summed cost subject to sum(radius + 1) == r + 1
 // (the generalised pigeonhole split; radii may differ between substrings, and -1 drops one).
-bool allocate_radii(double n, const std::vector<int>& widths, int r, std::vector<int>& radii, double& cost) {
+bool allocate_radii(const SearchShape& shape, const std::vector<int>& widths, int r, double verify_pair,
+                    std::vector<int>& radii, double& cost) {
   const int m = int(widths.size()), budget = r + 1;
   const double inf = std::numeric_limits<double>::infinity();
+  // Widths take at most two values (w and w + 1): cost each (width, radius) once, not per DP cell.
+  std::vector<std::vector<double>> cost_of(65);
+  for (int w : widths)
+    if (cost_of[w].empty())
+      for (int s = -1; s <= std::min(w, budget - 1); ++s)
+        cost_of[w].push_back(substring_cost(shape, w, s, verify_pair));
   std::vector<std::vector<double>> best(m + 1, std::vector<double>(budget + 1, inf));
   std::vector<std::vector<int>> choice(m + 1, std::vector<int>(budget + 1, -1));
   best[0][0] = 0.0;
@@ -58,7 +77,7 @@ bool allocate_radii(double n, const std::vector<int>& widths, int r, std::vector
     for (int used = 0; used <= budget; ++used) {
       if (best[t][used] == inf) continue;
       for (int s = -1; s <= widths[t] && used + s + 1 <= budget; ++s) {
-        const double c = best[t][used] + substring_cost(n, widths[t], s);
+        const double c = best[t][used] + cost_of[widths[t]][s + 1];
         if (c < best[t + 1][used + s + 1]) {
           best[t + 1][used + s + 1] = c;
           choice[t + 1][used + s + 1] = s;
@@ -74,6 +93,41 @@ bool allocate_radii(double n, const std::vector<int>& widths, int r, std::vector
   }
   cost = best[m][budget];
   return true;
+}
+
+HammingJoinPlan plan_search(const SearchShape& shape, int64_t n_index, int max_distance, HammingPairsMethod method,
+                            int words) {
+  check_hamming_args(words, max_distance);
+  const Costs& costs = kCosts[words == 1 ? 0 : 1];
+  const int bits = 64 * words;
+  HammingJoinPlan brute;
+  brute.method = HammingPairsMethod::kBruteForce;
+  brute.estimated_seconds = costs.brute_force_pair * shape.pairs();
+  if (method == HammingPairsMethod::kBruteForce) return brute;
+
+  HammingJoinPlan best;
+  best.estimated_seconds = std::numeric_limits<double>::infinity();
+  const int max_width = max_substring_width(n_index);
+  for (int m = 2; m <= bits / 4; ++m) {  // substrings of at least 4 bits
+    std::vector<int> widths(m, bits / m);
+    for (int t = 0; t < bits % m; ++t) widths[t] += 1;  // unequal widths when m does not divide the bits
+    if (widths[0] > max_width) continue;
+    std::vector<int> radii;
+    double cost;
+    if (!allocate_radii(shape, widths, max_distance, costs.verify_pair, radii, cost) || cost >= best.estimated_seconds)
+      continue;
+    best.method = HammingPairsMethod::kMultiIndex;
+    best.width = widths;
+    best.radius = radii;
+    best.offset.assign(m, 0);
+    for (int t = 1; t < m; ++t) best.offset[t] = best.offset[t - 1] + widths[t - 1];
+    best.estimated_seconds = cost;
+  }
+  if (method == HammingPairsMethod::kMultiIndex) {
+    if (best.width.empty()) throw std::logic_error("no multi-index plan found");  // unreachable: 16-bit fits
+    return best;
+  }
+  return best.estimated_seconds < brute.estimated_seconds ? best : brute;
 }
 
 }  // namespace
@@ -92,37 +146,25 @@ std::string HammingJoinPlan::describe() const {
   return os.str();
 }
 
-HammingJoinPlan plan_hamming_join(int64_t n_unique, int max_distance, HammingPairsMethod method) {
-  if (max_distance < 0 || max_distance > 64)
-    throw std::invalid_argument("max_distance must be in 0..64, got " + std::to_string(max_distance));
-  const double n = double(std::max<int64_t>(n_unique, 0));
-  HammingJoinPlan brute;
-  brute.method = HammingPairsMethod::kBruteForce;
-  brute.estimated_seconds = kBruteForcePair * n * (n - 1) / 2.0;
-  if (method == HammingPairsMethod::kBruteForce) return brute;
+void check_hamming_args(int words, int max_distance) {
+  if (words != 1 && words != 4)
+    throw std::invalid_argument("codes must be 64- or 256-bit (1 or 4 uint64 words), got " + std::to_string(words) +
+                                " words");
+  const int limit = words == 1 ? 64 : 255;  // distances are uint8
+  if (max_distance < 0 || max_distance > limit)
+    throw std::invalid_argument("max_distance must be in 0.." + std::to_string(limit) + ", got " +
+                                std::to_string(max_distance));
+}
 
-  HammingJoinPlan best;
-  best.estimated_seconds = std::numeric_limits<double>::infinity();
-  const int max_width = max_substring_width(n_unique);
-  for (int m = 2; m <= 16; ++m) {
-    std::vector<int> widths(m, 64 / m);
-    for (int t = 0; t < 64 % m; ++t) widths[t] += 1;  // unequal widths when m does not divide 64
-    if (widths[0] > max_width) continue;
-    std::vector<int> radii;
-    double cost;
-    if (!allocate_radii(n, widths, max_distance, radii, cost) || cost >= best.estimated_seconds) continue;
-    best.method = HammingPairsMethod::kMultiIndex;
-    best.width = widths;
-    best.radius = radii;
-    best.offset.assign(m, 0);
-    for (int t = 1; t < m; ++t) best.offset[t] = best.offset[t - 1] + widths[t - 1];
-    best.estimated_seconds = cost;
-  }
-  if (method == HammingPairsMethod::kMultiIndex) {
-    if (best.width.empty()) throw std::logic_error("no multi-index plan found");  // unreachable: m=16 fits
-    return best;
-  }
-  return best.estimated_seconds < brute.estimated_seconds ? best : brute;
+HammingJoinPlan plan_hamming_join(int64_t n_unique, int max_distance, HammingPairsMethod method, int words) {
+  const double n = double(std::max<int64_t>(n_unique, 0));
+  return plan_search({n, 0.0}, n_unique, max_distance, method, words);
+}
+
+HammingJoinPlan plan_hamming_range(int64_t n, int64_t query_codes, int max_distance, HammingPairsMethod method,
+                                   int words) {
+  return plan_search({double(std::max<int64_t>(n, 0)), double(std::max<int64_t>(query_codes, 1))}, n, max_distance,
+                     method, words);
 }
 
 }  // namespace mmcurate

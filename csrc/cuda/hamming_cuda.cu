@@ -184,8 +184,8 @@ __global__ void knn_kernel(const uint64_t* __restrict__ codes, int64_t n, const 
 }
 
 void check_words(int words) {
-  if (words < 1 || words > 3)
-    throw std::invalid_argument("hamming: codes must be 64, 128 or 192 bits (1 to 3 uint64 words per row), got " +
+  if (words < 1 || words > 4)
+    throw std::invalid_argument("hamming: codes must be 64 to 256 bits (1 to 4 uint64 words per row), got " +
                                 std::to_string(words) + " words");
 }
 
@@ -224,7 +224,8 @@ void hamming_pairs(const uint64_t* codes, int64_t n, int words, int max_distance
     switch (words) {
       case 1: found = launch_pairs<1>(codes, n, max_distance, keys, dist, capacity, counter, s); break;
       case 2: found = launch_pairs<2>(codes, n, max_distance, keys, dist, capacity, counter, s); break;
-      default: found = launch_pairs<3>(codes, n, max_distance, keys, dist, capacity, counter, s); break;
+      case 3: found = launch_pairs<3>(codes, n, max_distance, keys, dist, capacity, counter, s); break;
+      default: found = launch_pairs<4>(codes, n, max_distance, keys, dist, capacity, counter, s); break;  // PDQ
     }
     if (found > capacity) {
       if (attempt > 0) throw std::runtime_error("hamming_pairs: output count changed between runs");
@@ -278,8 +279,12 @@ void hamming_knn(const uint64_t* codes, int64_t n, const uint64_t* queries, int6
       knn_kernel<2><<<unsigned(nq), kKnnThreads, 0, s>>>(codes, n, q, k, exclude_self, d_dist.as<int32_t>(),
                                                          d_idx.as<int64_t>());
       break;
-    default:
+    case 3:
       knn_kernel<3><<<unsigned(nq), kKnnThreads, 0, s>>>(codes, n, q, k, exclude_self, d_dist.as<int32_t>(),
+                                                         d_idx.as<int64_t>());
+      break;
+    default:  // 256-bit (PDQ)
+      knn_kernel<4><<<unsigned(nq), kKnnThreads, 0, s>>>(codes, n, q, k, exclude_self, d_dist.as<int32_t>(),
                                                          d_idx.as<int64_t>());
       break;
   }

@@ -1,4 +1,5 @@
-// Population count and 64-bit Hamming distance, shared by the CPU and CUDA kernels.
+// Population count and Hamming distance of 64-bit and multi-word codes, shared by the CPU and CUDA kernels.
+// A W-word code is W uint64 in a row; bit b of the code is bit b % 64 of word b / 64.
 // Header-only; every function is callable from host and device code.
 #pragma once
 #include <cstdint>
@@ -29,6 +30,26 @@ static MMCURATE_HD int hamming64(uint64_t a, uint64_t b) { return popcount64(a ^
 static MMCURATE_HD uint64_t bit_field(uint64_t code, int offset, int width) {
   const uint64_t mask = width >= 64 ? ~uint64_t(0) : ((uint64_t(1) << width) - 1);
   return (code >> offset) & mask;
+}
+
+template <int W>
+MMCURATE_HD int hamming(const uint64_t* a, const uint64_t* b) {
+  int d = 0;
+  for (int k = 0; k < W; ++k) d += popcount64(a[k] ^ b[k]);
+  return d;
+}
+
+// bit_field of a W-word code; a field may straddle two words (width <= 64).
+static MMCURATE_HD uint64_t bit_field(const uint64_t* code, int offset, int width) {
+  const int word = offset >> 6, shift = offset & 63;
+  uint64_t v = code[word] >> shift;
+  if (shift + width > 64) v |= code[word + 1] << (64 - shift);
+  return bit_field(v, 0, width);
+}
+
+// The same field of a ^ b: the substring distance of a pair is popcount of this.
+static MMCURATE_HD uint64_t xor_field(const uint64_t* a, const uint64_t* b, int offset, int width) {
+  return bit_field(a, offset, width) ^ bit_field(b, offset, width);
 }
 
 }  // namespace mmcurate::kernels

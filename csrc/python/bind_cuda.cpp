@@ -385,9 +385,9 @@ py::array_t<T> to_numpy(std::vector<T>&& v, std::vector<py::ssize_t> shape) {
 
 // ------------------------------------------------------------------ Hamming
 // Words of 64 bits per code. Accepted layouts, as the CPU op: uint64 or int64 (same bits) of shape (n,)
-// or (n, words), and packed bytes uint8 (n, 8) read as little-endian uint64.
+// or (n, words), and packed bytes uint8 (n, 8) or (n, 32) read as little-endian uint64.
 int code_words(const DeviceInput& in, const char* arg) {
-  if (in.dtype == kU8 && in.shape.size() == 2 && in.shape[1] == 8) return 1;
+  if (in.dtype == kU8 && in.shape.size() == 2 && (in.shape[1] == 8 || in.shape[1] == 32)) return int(in.shape[1] / 8);
   if (!(in.dtype == kU64) && !(in.dtype == DType{'i', 8}))
     throw py::type_error(std::string(arg) + ": expected uint64 or int64 codes (or (n, 8) uint8), got " +
                          in.dtype.name());

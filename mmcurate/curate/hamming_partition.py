@@ -1,13 +1,17 @@
-"""Exact Hamming self-join over 64-bit codes that are never all on one worker: pigeonhole partitioning.
+"""Exact Hamming self-join over 64- or 256-bit codes that are never all on one worker: pigeonhole partitioning.
 
-Split the 64 bits into ``m = r + 1`` disjoint chunks. If ``popcount(a ^ b) <= r``, the r differing bits cannot
-touch all r + 1 chunks, so a and b are equal on at least one chunk. Every code is therefore sent to m buckets,
+Split the code's bits into ``m = r + 1`` disjoint chunks (256-bit codes: at least 4, so a chunk value fits one
+uint64). If ``popcount(a ^ b) <= r``, the r differing bits cannot touch all m >= r + 1 chunks, so a and b are
+equal on at least one chunk. Every code is therefore sent to m buckets,
 ``(j, chunk_j(code))`` for each chunk j, and every pair within r meets in at least one bucket. A pair is
 reported only by the bucket of the *first* chunk on which it agrees, so exactly once. Buckets are hashed into
 P partitions; a partition is a self-contained task (its entries, grouped by bucket, joined per bucket: small
 buckets by vectorised brute force, large ones by the native multi-index-hashing join ``ops.hamming_pairs``).
 
 Result: the same pairs (by sample id) as ``ops.hamming_pairs`` on all codes at once.
+
+Codes are those of ``ops.hamming`` (``as_code_rows``): 64-bit ``uint64[n]`` or 256-bit ``uint64[n, 4]``; entries
+then carry a 32-byte code. For PDQ at r = 31 a chunk has 8 bits, so buckets are large and go to the native join.
 
 Cost model (per sample): m = r + 1 entries of 18 bytes (code 8, id 8, chunk 1, partition routing 1) are
 written in pass 1 and read once in pass 2; a task holds ~ m * n / P entries. For r = 10 and uniformly spread
@@ -48,23 +52,48 @@ __all__ = [
 #: Groups up to this size are joined by vectorised brute force (s * (s - 1) / 2 pairs), larger ones natively.
 SMALL_GROUP = 48
 
-_ENTRY = np.dtype([("code", "<u8"), ("id", "<i8"), ("chunk", "u1")])
+
+def _entry_dtype(words: int) -> np.dtype:
+    code = ("code", "<u8") if words == 1 else ("code", "<u8", (words,))
+    return np.dtype([code, ("id", "<i8"), ("chunk", "u1")])
 
 
-def chunk_layout(max_distance: int) -> list[tuple[int, int]]:
-    """The r + 1 chunks as (bit offset, width), contiguous from bit 0, widths as equal as 64 bits allow."""
+def _words(codes: np.ndarray) -> int:
+    return 1 if codes.ndim == 1 else codes.shape[1]
+
+
+def chunk_layout(max_distance: int, bits: int = 64) -> list[tuple[int, int]]:
+    """The chunks as (bit offset, width), contiguous from bit 0, widths as equal as the bits allow: r + 1 of
+    them, or bits / 64 if more (a chunk value must fit one uint64; more chunks keep the pigeonhole)."""
     r = int(max_distance)
-    if not 0 <= r <= 63:
-        raise ValueError(f"max_distance must be in 0..63 for pigeonhole partitioning, got {max_distance!r}")
-    m = r + 1
-    widths = [64 // m + (1 if j < 64 % m else 0) for j in range(m)]
+    if bits not in (64, 256):
+        raise ValueError(f"bits must be 64 or 256, got {bits!r}")
+    if not 0 <= r <= min(bits - 1, 255):
+        raise ValueError(
+            f"max_distance must be in 0..{min(bits - 1, 255)} for pigeonhole partitioning, got {max_distance!r}"
+        )
+    m = max(r + 1, bits // 64)
+    widths = [bits // m + (1 if j < bits % m else 0) for j in range(m)]
     offsets = np.concatenate([[0], np.cumsum(widths)[:-1]]).tolist()
     return list(zip((int(o) for o in offsets), widths))
 
 
 def _chunk_values(codes: np.ndarray, offset: int, width: int) -> np.ndarray:
+    """Bits [offset, offset + width) of each code (uint64[n] or uint64[n, W]; a chunk may straddle two words)."""
     mask = np.uint64((1 << width) - 1) if width < 64 else np.uint64(0xFFFFFFFFFFFFFFFF)
-    return (codes >> np.uint64(offset)) & mask
+    if codes.ndim == 1:
+        return (codes >> np.uint64(offset)) & mask
+    word, shift = divmod(offset, 64)
+    v = codes[:, word] >> np.uint64(shift)
+    if shift + width > 64:
+        v |= codes[:, word + 1] << np.uint64(64 - shift)
+    return v & mask
+
+
+def _distances(x: np.ndarray) -> np.ndarray:
+    """Popcount of each XOR row."""
+    d = np.bitwise_count(x)
+    return d if x.ndim == 1 else d.sum(axis=1, dtype=np.uint16)
 
 
 def _route(chunk: int, values: np.ndarray, n_partitions: int) -> np.ndarray:
@@ -74,12 +103,12 @@ def _route(chunk: int, values: np.ndarray, n_partitions: int) -> np.ndarray:
 
 
 def _as_codes_ids(ids, codes) -> tuple[np.ndarray, np.ndarray]:
-    from mmcurate.ops.hamming import as_codes
+    from mmcurate.ops.hamming import as_code_rows
 
-    codes = as_codes(codes)
+    codes = as_code_rows(codes)
     ids = np.asarray(ids)
-    if ids.shape != codes.shape or not np.issubdtype(ids.dtype, np.integer):
-        raise ValueError(f"ids must be integers shaped like codes {codes.shape}, got {ids.dtype} {ids.shape}")
+    if ids.shape != codes.shape[:1] or not np.issubdtype(ids.dtype, np.integer):
+        raise ValueError(f"ids must be integers, one per code {codes.shape[:1]}, got {ids.dtype} {ids.shape}")
     return ids.astype(np.int64, copy=False), codes
 
 
@@ -89,14 +118,14 @@ def partition_codes(ids, codes, max_distance: int, n_partitions: int, out_dir, n
     so a retried task overwrites the same names."""
     ids, codes = _as_codes_ids(ids, codes)
     out_dir = Path(out_dir)
-    layout = chunk_layout(max_distance)
+    layout = chunk_layout(max_distance, 64 * _words(codes))
     parts, routes = [], []
     for j, (off, w) in enumerate(layout):
-        e = np.empty(codes.size, _ENTRY)
+        e = np.empty(len(codes), _entry_dtype(_words(codes)))
         e["code"], e["id"], e["chunk"] = codes, ids, j
         parts.append(e)
         routes.append(_route(j, _chunk_values(codes, off, w), n_partitions))
-    entries = np.concatenate(parts) if parts else np.empty(0, _ENTRY)
+    entries = np.concatenate(parts) if parts else np.empty(0, _entry_dtype(_words(codes)))
     route = np.concatenate(routes) if routes else np.empty(0, np.int64)
     order = np.argsort(route, kind="stable")
     entries, route = entries[order], route[order]
@@ -114,7 +143,7 @@ def partition_codes(ids, codes, max_distance: int, n_partitions: int, out_dir, n
 
 def _first_equal_chunk_is(x: np.ndarray, j: np.ndarray, layout) -> np.ndarray:
     """For XORs x of pairs found in buckets of chunk j: True where no chunk before j is equal (zero)."""
-    ok = np.ones(x.size, bool)
+    ok = np.ones(len(x), bool)
     for jj, (off, w) in enumerate(layout[:-1]):
         before = j > jj
         if not before.any():
@@ -150,7 +179,7 @@ def _join_entries(entries: np.ndarray, max_distance: int, layout) -> tuple[np.nd
     a = np.concatenate(a_parts) if a_parts else np.empty(0, np.int64)
     b = np.concatenate(b_parts) if b_parts else np.empty(0, np.int64)
     if a.size:
-        d = np.bitwise_count(e["code"][a] ^ e["code"][b])
+        d = _distances(e["code"][a] ^ e["code"][b])
         keep = d <= max_distance
         a, b = a[keep], b[keep]
     # large buckets: the native multi-index-hashing join
@@ -166,7 +195,7 @@ def _join_entries(entries: np.ndarray, max_distance: int, layout) -> tuple[np.nd
     a, b, x = a[first], b[first], x[first]
     ida, idb = e["id"][a], e["id"][b]
     pairs = np.stack([np.minimum(ida, idb), np.maximum(ida, idb)], axis=1)
-    return pairs, np.bitwise_count(x).astype(np.uint8)
+    return pairs, _distances(x).astype(np.uint8)
 
 
 def partition_pairs(part_dir, max_distance: int) -> tuple[np.ndarray, np.ndarray]:
@@ -175,7 +204,7 @@ def partition_pairs(part_dir, max_distance: int) -> tuple[np.ndarray, np.ndarray
     if not files:
         return np.empty((0, 2), np.int64), np.empty(0, np.uint8)
     entries = np.concatenate([np.load(f) for f in files])
-    return _join_entries(entries, int(max_distance), chunk_layout(max_distance))
+    return _join_entries(entries, int(max_distance), chunk_layout(max_distance, 64 * _words(entries["code"])))
 
 
 def partition_linked(part_dir, max_distance: int) -> np.ndarray:
@@ -190,6 +219,8 @@ def partition_linked(part_dir, max_distance: int) -> np.ndarray:
     if not files:
         return np.zeros((0, 2), np.int64)
     e = np.concatenate([np.load(f) for f in files])
+    if _words(e["code"]) != 1:
+        raise NotImplementedError("partition_linked takes 64-bit codes (near_components is 64-bit)")
     layout = chunk_layout(max_distance)
     chunk = e["chunk"].astype(np.int64)
     vals = np.empty(e.size, np.uint64)
@@ -259,17 +290,21 @@ def _partitioned(shards: Iterable, max_distance: int, n_partitions: int, spill_d
     from mmcurate.pipeline.params import check_int
 
     check_int("n_partitions", n_partitions, 1)
-    layout = chunk_layout(max_distance)
+    chunk_layout(max_distance, 256)  # the radius check, before any shard is read
     own = spill_dir is None
     spill = Path(tempfile.mkdtemp(prefix="mmcurate-hamming-")) if spill_dir is None else Path(spill_dir)
     spill.mkdir(parents=True, exist_ok=True)
     try:
         tasks = [(i, shard, int(max_distance), n_partitions, str(spill)) for i, shard in enumerate(shards)]
         counts = np.zeros(n_partitions, np.int64)
-        n_codes = 0
-        for c, n in map_fn(_pass1, tasks):
+        n_codes, bits = 0, set()
+        for c, n, b in map_fn(_pass1, tasks):
             counts += np.asarray(c, np.int64)
             n_codes += n
+            bits.add(b)
+        if len(bits) > 1:
+            raise ValueError(f"shards mix code widths: {sorted(bits)} bits")
+        layout = chunk_layout(max_distance, bits.pop() if bits else 64)
         dirs = [(str(spill / f"p{p:05d}"), int(max_distance)) for p in np.flatnonzero(counts)]
         stats = {
             "n_codes": int(n_codes),
@@ -301,7 +336,8 @@ def _pass1(task):
     ids, codes = _as_codes_ids(ids, codes)
     if np.unique(ids).size != ids.size:
         raise ValueError(f"shard {i}: sample ids repeat; they must be unique")
-    return partition_codes(ids, codes, r, n_partitions, spill, f"s{i:06d}"), int(codes.size)
+    counts = partition_codes(ids, codes, r, n_partitions, spill, f"s{i:06d}")
+    return counts, len(codes), 64 * _words(codes)
 
 
 def _pass2(task):
@@ -313,8 +349,9 @@ def partitioned_hamming_pairs(
     shards: Iterable, max_distance: int, n_partitions: int = 64, spill_dir: str | None = None, map_fn: Callable = map
 ) -> PartitionedPairs:
     """All pairs of sample ids whose codes are within ``max_distance`` bits, over ``shards``: each an
-    ``(ids, codes)`` pair of arrays or a picklable zero-argument callable returning one (so a task loads its
-    own shard, e.g. ``functools.partial(read_phashes, path)``). Ids are int64 and must be unique across all
+    ``(ids, codes)`` pair of arrays (codes 64- or 256-bit, as ``ops.hamming`` takes them) or a picklable
+    zero-argument callable returning one (so a task loads its own shard, e.g.
+    ``functools.partial(read_phashes, path)``). Ids are int64 and must be unique across all
     shards (checked within each shard; across shards it is the caller's contract, as every id is a sample's
     position in the run). Exactly the pairs ``ops.hamming_pairs`` finds on all codes at once, mapped to ids.
     ``map_fn(f, tasks)`` runs the per-shard and per-partition tasks (each task is a picklable tuple; f is a

@@ -28,6 +28,7 @@ _EXPORTS = {
     "hamming_knn": "mmcurate.ops.hamming",
     "hamming_distance": "mmcurate.ops.hamming",
     "hamming_join_plan": "mmcurate.ops.hamming",
+    "hamming_range": "mmcurate.ops.hamming",
     # device
     "resolve_device": "mmcurate.ops._device",
 }

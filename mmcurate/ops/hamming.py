@@ -1,12 +1,16 @@
-"""Exact Hamming search over 64-bit codes (perceptual hashes): radius self-join, top-k, distances.
+"""Exact Hamming search over 64-bit codes (pHash, dHash, ...) and 256-bit codes (PDQ): radius self-join,
+query radius search (with dihedral variants), top-k, distances.
 
-Codes are accepted as
+64-bit codes are accepted as
   * ``np.uint64[n]`` (the canonical form),
   * ``np.int64[n]`` (reinterpreted bit for bit, so codes >= 2**63 survive a trip through signed storage),
   * ``np.uint8[n, 8]`` rows of packed bytes, as faiss ``IndexBinary*`` stores 64-bit codes: each row is read
     as one little-endian uint64 (``row.view('<u8')``), i.e. byte b holds bits 8b..8b+7. Hamming distance
     does not depend on which bit goes where, so any consistent packing (imagehash's big-endian hex
     included) yields the same pairs and neighbours.
+256-bit codes (PDQ) are accepted as ``np.uint64[n, 4]`` / ``np.int64[n, 4]`` (the canonical form: bit b in bit
+b % 64 of word b // 64) or ``np.uint8[n, 32]`` packed bytes (faiss's layout for d=256, read as four
+little-endian uint64 per row). ``uint64[n, 1]`` is the 64-bit form.
 Anything else (floats, other integer widths, object arrays) raises ``TypeError``.
 """
 
@@ -19,6 +23,11 @@ from mmcurate.ops._device import resolve_device
 from mmcurate.ops._inputs import INT32_MAX, INT64_MAX, check_int, check_threads
 
 _PAIR_METHODS = ("auto", "mih", "brute_force")
+#: Codes of 64 * W bits; distances are uint8, so 256-bit radii stop at 255.
+_WORDS = (1, 4)
+_MAX_DISTANCE = {1: 64, 4: 255}
+#: Variants per dihedral query: the 8 symmetries of the square (PDQ's dihedral hashes).
+DIHEDRAL = 8
 
 
 def as_codes(codes, arg: str = "codes") -> np.ndarray:
@@ -39,6 +48,55 @@ def as_codes(codes, arg: str = "codes") -> np.ndarray:
     if a.size == 0 and a.dtype == np.float64:  # np.asarray([]) is float64: an empty list is still valid
         return np.zeros(0, dtype=np.uint64)
     raise TypeError(f"{arg} must hold 64-bit codes as uint64 or int64 (or (n, 8) uint8), got {a.dtype}")
+
+
+def as_code_rows(codes, arg: str = "codes") -> np.ndarray:
+    """Normalise 64- or 256-bit codes: ``np.uint64[n]`` for 64-bit forms (as :func:`as_codes`), C-contiguous
+    ``np.uint64[n, 4]`` for 256-bit forms (``uint64/int64[n, 4]`` or packed ``uint8[n, 32]``)."""
+    if hasattr(codes, "__cuda_array_interface__") and not isinstance(codes, np.ndarray):
+        return as_codes(codes, arg)  # the same GPU-array message
+    a = np.asarray(codes)
+    if a.ndim == 2 and a.dtype == np.uint8 and a.shape[1] == 32:
+        return np.ascontiguousarray(a).view("<u8").astype(np.uint64, copy=False)
+    if a.ndim == 2 and a.dtype in (np.uint64, np.int64) and a.shape[1] in _WORDS:
+        rows = np.ascontiguousarray(a).view(np.uint64)
+        return rows.reshape(-1) if rows.shape[1] == 1 else rows
+    if a.ndim == 2 and a.dtype != np.uint8:
+        raise ValueError(f"{arg}: multi-word codes must have shape (n, 1) or (n, 4), got {a.shape}")
+    if a.ndim == 2 and a.shape[1] != 8:
+        raise ValueError(f"{arg}: packed uint8 codes must have shape (n, 8) or (n, 32), got {a.shape}")
+    return as_codes(a, arg)
+
+
+def _words(rows: np.ndarray) -> int:
+    return 1 if rows.ndim == 1 else rows.shape[1]
+
+
+def _as_queries(queries, words: int) -> tuple[np.ndarray, int]:
+    """Queries with the database's width: plain rows, or dihedral ``[nq, 8, W]`` (uint64/int64) /
+    ``[nq, 8, 8 * W]`` (packed uint8). Returns (uint64 array as the native call takes it, variants)."""
+    q = np.asarray(queries)
+    if q.ndim == 3:
+        if q.shape[1] != DIHEDRAL:
+            raise ValueError(f"dihedral queries must have shape (nq, 8, words), got {q.shape}")
+        if q.dtype == np.uint8 and q.shape[2] == 8 * words:
+            flat = np.ascontiguousarray(q).view("<u8").astype(np.uint64, copy=False)
+        elif q.dtype in (np.uint64, np.int64) and q.shape[2] == words:
+            flat = np.ascontiguousarray(q).view(np.uint64)
+        else:
+            raise TypeError(
+                f"dihedral queries must be uint64 (nq, 8, {words}) or uint8 (nq, 8, {8 * words}), "
+                f"got {q.dtype} {q.shape}"
+            )
+        return flat, DIHEDRAL
+    rows = as_code_rows(q, "queries")
+    if _words(rows) != words:
+        raise ValueError(f"queries are {64 * _words(rows)}-bit codes but the database holds {64 * words}-bit codes")
+    return rows, 1
+
+
+def _check_radius(max_distance, words: int) -> int:
+    return check_int(max_distance, "max_distance", 0, _MAX_DISTANCE[words])
 
 
 # The ops' argument check (ops._inputs); the name stays for curate.dedup, which imports it.
@@ -64,7 +122,8 @@ def hamming_distance(a, b) -> np.ndarray:
 def hamming_pairs(
     codes, max_distance: int, device: str = "auto", num_threads: int | None = None, method: str = "auto"
 ) -> tuple[np.ndarray, np.ndarray]:
-    """All pairs ``i < j`` with ``popcount(codes[i] ^ codes[j]) <= max_distance`` (0..64), exactly once.
+    """All pairs ``i < j`` with ``popcount(codes[i] ^ codes[j]) <= max_distance``, exactly once: 0..64 for
+    64-bit codes, 0..255 for 256-bit codes (see the module doc for the layouts).
 
     Returns ``(pairs, distances)``: ``pairs`` is ``np.int64[m, 2]`` sorted by (i, j) and ``distances`` is
     ``np.uint8[m]``, the same on every device. Identical codes are collapsed before the join, so large
@@ -73,7 +132,9 @@ def hamming_pairs(
     ``method`` (CPU only) forces the algorithm: "mih" (multi-index hashing), "brute_force", or "auto"
     (a cost model picks; see :func:`hamming_join_plan`). ``num_threads`` None means all cores.
     """
-    r = check_int(max_distance, "max_distance", 0, 64)
+    on_gpu = hasattr(codes, "__cuda_array_interface__")
+    rows = None if on_gpu else as_code_rows(codes)
+    r = check_int(max_distance, "max_distance", 0, 255) if on_gpu else _check_radius(max_distance, _words(rows))
     if method not in _PAIR_METHODS:
         raise ValueError(f"method must be one of {_PAIR_METHODS}, got {method!r}")
     threads = check_threads(num_threads)
@@ -82,19 +143,47 @@ def hamming_pairs(
             raise ValueError(f"method={method!r} selects a CPU algorithm; use device='cpu' with it")
         from mmcurate.ops import _cuda
 
-        return _cuda.hamming_pairs(codes if hasattr(codes, "__cuda_array_interface__") else as_codes(codes), r)
-    pairs, distances, _plan = native().hamming_pairs(as_codes(codes), r, threads, method)
+        return _cuda.hamming_pairs(codes if on_gpu else rows, r)
+    pairs, distances, _plan = native().hamming_pairs(rows, r, threads, method)
     return pairs, distances
 
 
-def hamming_join_plan(n_unique: int, max_distance: int, method: str = "auto") -> dict:
-    """The CPU self-join plan for ``n_unique`` distinct codes: method, substring widths/offsets/radii
-    (multi-index hashing) and the cost model's single-thread time estimate. For logs and benchmarks."""
+def hamming_join_plan(n_unique: int, max_distance: int, method: str = "auto", bits: int = 64) -> dict:
+    """The CPU self-join plan for ``n_unique`` distinct ``bits``-bit codes (64 or 256): method, substring
+    widths/offsets/radii (multi-index hashing) and the cost model's single-thread time estimate. For logs
+    and benchmarks."""
+    if bits not in (64, 256):
+        raise ValueError(f"bits must be 64 or 256, got {bits!r}")
     n = check_int(n_unique, "n_unique", 0, INT64_MAX)
-    r = check_int(max_distance, "max_distance", 0, 64)
+    r = _check_radius(max_distance, bits // 64)
     if method not in _PAIR_METHODS:
         raise ValueError(f"method must be one of {_PAIR_METHODS}, got {method!r}")
-    return dict(native().hamming_join_plan(n, r, method))
+    return dict(native().hamming_join_plan(n, r, method, bits // 64))
+
+
+def hamming_range(
+    codes, queries, max_distance: int, num_threads: int | None = None, method: str = "auto"
+) -> tuple[np.ndarray, np.ndarray]:
+    """Every (query q, code j) with distance <= ``max_distance``: ``(pairs np.int64[m, 2] sorted by (q, j),
+    distances np.uint8[m])``, exactly, on the CPU. ``method`` as for :func:`hamming_pairs`: multi-index hashing
+    over ``codes`` (each query variant probes its substring balls; candidates are verified on the full code
+    and deduplicated) or a tiled brute force, picked by the same cost model for "auto".
+
+    ``queries`` are codes of the database's width, or dihedral queries ``[nq, 8, W]`` (``[nq, 8, 8 * W]``
+    packed bytes): the 8 hashes of a query image's rotations and flips (PDQ's dihedral hashes). The variants
+    are the *query* side's: a query matches code j if any of its 8 variants is within the radius, and its
+    distance is the minimum over the variants. A dihedral self-join passes the codes as ``codes`` and their
+    variants as ``queries``; it lists (q, q) and both (q, j) and (j, q) where each is within the radius (a
+    variant of q against j and a variant of j against q are different comparisons).
+    """
+    db = as_code_rows(codes)
+    words = _words(db)
+    r = _check_radius(max_distance, words)
+    q, _variants = _as_queries(queries, words)
+    if method not in _PAIR_METHODS:
+        raise ValueError(f"method must be one of {_PAIR_METHODS}, got {method!r}")
+    pairs, distances, _plan = native().hamming_range(db, q, r, check_threads(num_threads), method)
+    return pairs, distances
 
 
 def hamming_knn(
@@ -102,6 +191,8 @@ def hamming_knn(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Exact k nearest neighbours in Hamming distance.
 
+    Codes are 64- or 256-bit (module doc); ``queries`` may be dihedral (``[nq, 8, W]``, see
+    :func:`hamming_range`; CPU only), ranking by the minimum distance over a query's variants.
     ``queries=None`` searches every code against the others (a code is never its own neighbour; an
     identical code at another index is, at distance 0). Returns ``(distances np.int32[nq, k],
     indices np.int64[nq, k])`` ordered by (distance, index) ascending, so ties go to the smaller index
@@ -110,16 +201,28 @@ def hamming_knn(
     """
     k = check_int(k, "k", 1, INT32_MAX)
     threads = check_threads(num_threads)
-    if resolve_device(device, codes) == "cuda":
+    dihedral = queries is not None and np.ndim(queries) == 3
+    if resolve_device("cpu" if dihedral and device == "auto" else device, codes) == "cuda":
+        if dihedral:
+            raise ValueError("dihedral queries are searched on the CPU; pass device='cpu'")
         from mmcurate.ops import _cuda
 
         def keep(x):
-            return x if hasattr(x, "__cuda_array_interface__") else as_codes(x)
+            return x if hasattr(x, "__cuda_array_interface__") else as_code_rows(x)
 
         return _cuda.hamming_knn(keep(codes), k, None if queries is None else keep(queries))
-    db = as_codes(codes)
-    q = None if queries is None else as_codes(queries, "queries")
+    db = as_code_rows(codes)
+    q = None if queries is None else _as_queries(queries, _words(db))[0]
     return native().hamming_knn(db, k, q, threads)
 
 
-__all__ = ["hamming_pairs", "hamming_knn", "hamming_distance", "hamming_join_plan", "as_codes"]
+__all__ = [
+    "hamming_pairs",
+    "hamming_knn",
+    "hamming_range",
+    "hamming_distance",
+    "hamming_join_plan",
+    "as_codes",
+    "as_code_rows",
+    "DIHEDRAL",
+]

@@ -88,7 +88,7 @@ void gather_strided(void* dst, const void* src, int ndim, const int64_t* shape, 
                     int itemsize, StreamHandle stream);
 
 // ---------------------------------------------------------------- Hamming search over packed codes
-// codes: device pointer to n rows of `words` uint64 (row-major), i.e. (64*words)-bit codes; words in [1, 3].
+// codes: device pointer to n rows of `words` uint64 (row-major), i.e. (64*words)-bit codes; words in [1, 4] (4: PDQ).
 // Pairs (i < j) with distance <= max_distance, sorted by (i, j): pairs_ij holds i0, j0, i1, j1, ...
 void hamming_pairs(const uint64_t* codes, int64_t n, int words, int max_distance, StreamHandle stream,
                    std::vector<int64_t>* pairs_ij, std::vector<uint8_t>* distances);

@@ -1,4 +1,8 @@
-// Exact Hamming search over 64-bit codes (perceptual hashes): the radius self-join and top-k.
+// Exact Hamming search over 64-bit codes (pHash, dHash, ...) and 256-bit codes (PDQ): the radius self-join,
+// the radius search of queries against a database (with dihedral variants) and top-k.
+//
+// Layout: a code is `words` uint64 in a row (words 1 or 4), bit b in bit b % 64 of word b / 64; n codes are
+// n such rows back to back. Distances fit uint8: max_distance is 0..64 for 64-bit codes, 0..255 for 256-bit.
 //
 // Contracts shared by the CPU and CUDA implementations, so their outputs compare with ==:
 //  * pairs: every (i, j) with i < j and popcount(codes[i] ^ codes[j]) <= max_distance, exactly once,
@@ -14,7 +18,10 @@ namespace mmcurate {
 
 enum class HammingPairsMethod { kAuto, kMultiIndex, kBruteForce };
 
-// How the self-join splits the 64 bits: substring t covers bits [offset[t], offset[t] + width[t]) and is
+// Throws std::invalid_argument unless words is 1 or 4 and 0 <= max_distance <= the limit above.
+void check_hamming_args(int words, int max_distance);
+
+// How the self-join splits the code's bits: substring t covers bits [offset[t], offset[t] + width[t]) and is
 // searched within radius[t] (radius -1: substring not probed). sum(radius[t] + 1) == max_distance + 1, so
 // by the pigeonhole principle every pair within max_distance agrees within radius[t] on some substring t.
 struct HammingJoinPlan {
@@ -24,9 +31,9 @@ struct HammingJoinPlan {
   std::string describe() const;
 };
 
-// The plan hamming_pairs_cpu would use for n distinct codes (uniform-code cost model).
+// The plan hamming_pairs_cpu would use for n distinct codes of `words` words (uniform-code cost model).
 HammingJoinPlan plan_hamming_join(int64_t n_unique, int max_distance,
-                                  HammingPairsMethod method = HammingPairsMethod::kAuto);
+                                  HammingPairsMethod method = HammingPairsMethod::kAuto, int words = 1);
 
 struct HammingPairsResult {
   std::vector<int64_t> pairs;     // row-major [m, 2]
@@ -35,13 +42,30 @@ struct HammingPairsResult {
   int64_t n_unique = 0;           // distinct codes after collapsing duplicates
 };
 
-// Throws std::invalid_argument for max_distance outside 0..64.
-HammingPairsResult hamming_pairs_cpu(const uint64_t* codes, int64_t n, int max_distance, int num_threads,
+HammingPairsResult hamming_pairs_cpu(const uint64_t* codes, int64_t n, int words, int max_distance, int num_threads,
                                      HammingPairsMethod method = HammingPairsMethod::kAuto);
 
-// Top-k of each query over `database`. With exclude_self, query q is database entry q (queries == database,
-// nq == n) and never its own neighbour. Writes out_distances/out_indices, both [nq, k] row-major.
-void hamming_knn_cpu(const uint64_t* database, int64_t n, const uint64_t* queries, int64_t nq, int k, bool exclude_self,
-                     int num_threads, int32_t* out_distances, int64_t* out_indices);
+// Query-vs-database radius search: every (q, j) with distance(q, database[j]) <= max_distance, sorted by
+// (q, j), as pairs [m, 2] and distances [m]. A query is `variants` codes in a row (1, or 8 for the dihedral
+// group of a PDQ hash): its distance to a code is the minimum over its variants. A tiled brute force or
+// multi-index hashing over the database, chosen by the self-join's cost model.
+struct HammingRangeResult {
+  std::vector<int64_t> pairs;
+  std::vector<uint8_t> distances;
+  HammingJoinPlan plan;  // what was run
+};
+HammingRangeResult hamming_range_cpu(const uint64_t* database, int64_t n, const uint64_t* queries, int64_t nq,
+                                     int words, int variants, int max_distance, int num_threads,
+                                     HammingPairsMethod method = HammingPairsMethod::kAuto);
+
+// The plan hamming_range_cpu would use for n database codes searched by query_codes codes (nq * variants).
+HammingJoinPlan plan_hamming_range(int64_t n, int64_t query_codes, int max_distance,
+                                   HammingPairsMethod method = HammingPairsMethod::kAuto, int words = 1);
+
+// Top-k of each query (`variants` codes in a row, as above) over `database`. With exclude_self, query q is
+// database entry q (queries == database, nq == n, variants == 1) and never its own neighbour. Writes
+// out_distances/out_indices, both [nq, k] row-major.
+void hamming_knn_cpu(const uint64_t* database, int64_t n, const uint64_t* queries, int64_t nq, int words, int variants,
+                     int k, bool exclude_self, int num_threads, int32_t* out_distances, int64_t* out_indices);
 
 }  // namespace mmcurate

@@ -1,0 +1,113 @@
+// Query-vs-database Hamming radius search, with optional dihedral variants per query: a tiled brute force,
+// or multi-index hashing over the database (hamming_plan_cpu.cpp picks). Both gather (q, j) keys per query
+// tile; one sort + unique per tile dedups the candidates found through several substrings or variants and
+// restores (q, j) order, and the distance is the minimum over the query's variants, recomputed once.
+#include <algorithm>
+#include <stdexcept>
+#include <vector>
+
+#include "cpu/hamming_index.h"
+#include "cpu/hamming_scan.h"
+#include "mmcurate/hamming.h"
+#include "mmcurate/parallel.h"
+
+namespace mmcurate {
+namespace {
+
+using TileKeys = std::vector<std::vector<uint64_t>>;  // (q - q0) << 32 | j, per tile of queries
+
+template <int W, int V>
+void brute_force(const uint64_t* database, int64_t n, const uint64_t* queries, int64_t nq, int64_t tile_size, int r,
+                 int num_threads, TileKeys& found) {
+  constexpr int64_t kColumns = 4096 / W;  // a 32 KiB database tile reused by the query tile
+  parallel_for(int64_t(found.size()), num_threads, [&](int64_t tile) {
+    const int64_t q0 = tile * tile_size, q1 = std::min(nq, q0 + tile_size);
+    auto& out = found[tile];
+    for (int64_t j0 = 0; j0 < n; j0 += kColumns) {
+      const int64_t j1 = std::min(n, j0 + kColumns);
+      for (int64_t q = q0; q < q1; ++q)
+        cpu::scan_below<W, V>(
+            database, j0, j1, queries + q * V * W, [r] { return r + 1; },
+            [&out, q, q0](int64_t j, int) { out.push_back(uint64_t(q - q0) << 32 | uint64_t(j)); });
+    }
+  });
+}
+
+// Each variant probes, per substring, the buckets within the substring's radius of its own key: a code within
+// r of the variant agrees with it within radius[t] on some substring t (pigeonhole), so it is found.
+template <int W, int V>
+void multi_index(const uint64_t* database, int64_t n, const uint64_t* queries, int64_t nq, int64_t tile_size,
+                 const HammingJoinPlan& plan, int r, int num_threads, TileKeys& found) {
+  for (size_t t = 0; t < plan.width.size(); ++t) {
+    const int width = plan.width[t], offset = plan.offset[t], radius = plan.radius[t];
+    if (radius < 0) continue;
+    const cpu::SubstringIndex ix = cpu::build_index<W>(database, size_t(n), offset, width);
+    std::vector<uint32_t> masks = cpu::neighbour_masks(width, radius);
+    masks.insert(masks.begin(), 0u);  // the query's own bucket
+    parallel_for(int64_t(found.size()), num_threads, [&](int64_t tile) {
+      const int64_t q0 = tile * tile_size, q1 = std::min(nq, q0 + tile_size);
+      auto& out = found[tile];
+      for (int64_t q = q0; q < q1; ++q)
+        for (int v = 0; v < V; ++v) {
+          const uint64_t* query = queries + (q * V + v) * W;
+          const uint64_t key = kernels::bit_field(query, offset, width);
+          for (uint32_t mask : masks) {
+            const uint64_t bucket = key ^ mask;
+            cpu::scan_below<W>(
+                ix.code.data(), ix.begin[bucket], ix.begin[bucket + 1], query, [r] { return r + 1; },
+                [&](int64_t p, int) { out.push_back(uint64_t(q - q0) << 32 | ix.id[p]); });
+          }
+        }
+    });
+  }
+}
+
+template <int W, int V>
+HammingRangeResult range_search(const uint64_t* database, int64_t n, const uint64_t* queries, int64_t nq, int r,
+                                int num_threads, HammingPairsMethod method) {
+  HammingRangeResult result;
+  result.plan = plan_hamming_range(n, nq * V, r, method, W);
+  const bool mih = result.plan.method == HammingPairsMethod::kMultiIndex;
+  const int64_t tile_size = mih ? 256 : 16;  // brute force: 16 queries share an L1 database tile
+  const int64_t tiles = (nq + tile_size - 1) / tile_size;
+  TileKeys found(tiles);
+  if (mih)
+    multi_index<W, V>(database, n, queries, nq, tile_size, result.plan, r, num_threads, found);
+  else
+    brute_force<W, V>(database, n, queries, nq, tile_size, r, num_threads, found);
+
+  parallel_for(tiles, num_threads, [&](int64_t t) {
+    std::sort(found[t].begin(), found[t].end());
+    found[t].erase(std::unique(found[t].begin(), found[t].end()), found[t].end());
+  });
+  std::vector<int64_t> offset(tiles + 1, 0);
+  for (int64_t t = 0; t < tiles; ++t) offset[t + 1] = offset[t] + int64_t(found[t].size());
+  result.pairs.resize(2 * offset[tiles]);
+  result.distances.resize(offset[tiles]);
+  parallel_for(tiles, num_threads, [&](int64_t t) {
+    for (size_t p = 0; p < found[t].size(); ++p) {
+      const int64_t q = t * tile_size + int64_t(found[t][p] >> 32), j = int64_t(found[t][p] & 0xffffffffu);
+      const int64_t slot = offset[t] + int64_t(p);
+      result.pairs[2 * slot] = q;
+      result.pairs[2 * slot + 1] = j;
+      result.distances[slot] = uint8_t(cpu::variant_distance<W, V>(queries + q * V * W, database + j * W));
+    }
+  });
+  return result;
+}
+
+}  // namespace
+
+HammingRangeResult hamming_range_cpu(const uint64_t* database, int64_t n, const uint64_t* queries, int64_t nq,
+                                     int words, int variants, int max_distance, int num_threads,
+                                     HammingPairsMethod method) {
+  check_hamming_args(words, max_distance);
+  if (n < 0 || nq < 0) throw std::invalid_argument("sizes must be >= 0");
+  if (n >= (int64_t(1) << 32)) throw std::invalid_argument("hamming_range supports fewer than 2**32 codes");
+  if (variants != 1 && variants != 8) throw std::invalid_argument("a query has 1 or 8 (dihedral) variants");
+  auto run = [&](auto search) { return search(database, n, queries, nq, max_distance, num_threads, method); };
+  if (words == 1) return variants == 1 ? run(range_search<1, 1>) : run(range_search<1, 8>);
+  return variants == 1 ? run(range_search<4, 1>) : run(range_search<4, 8>);
+}
+
+}  // namespace mmcurate
