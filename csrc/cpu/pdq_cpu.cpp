@@ -1,0 +1,178 @@
+// PDQ-256 on decoded pixels and fused from bytes. The float work is kernels/pdq.h's; this file runs its
+// lockstep helpers over many lanes (columns side by side, rows eight at a time) so the compiler can keep
+// independent lanes in flight, without changing any lane's sequence of operations.
+#include "mmcurate/pdq.h"
+
+#include <algorithm>
+#include <cstring>
+#include <stdexcept>
+#include <vector>
+
+#include "cpu/resample_engine.h"
+#include "kernels/pdq.h"
+#include "mmcurate/parallel.h"
+
+namespace mmcurate {
+
+namespace {
+
+using namespace kernels;
+
+struct PdqScratch {
+  std::vector<float> full1, full2;         // H x W: the first row pass's output, then the first column pass's
+  std::vector<float> cols1, cols2;         // H x 64: the second row pass at the 64 sampled columns
+  std::vector<float> block_in, block_out;  // kRowLanes rows, transposed (x * kRowLanes + lane)
+  std::vector<float> row, sums;
+};
+
+PdqScratch& pdq_scratch() {
+  thread_local PdqScratch s;
+  return s;
+}
+
+// Rows processed in lockstep by the row passes.
+constexpr int kRowLanes = 32;
+
+// pdq_luma of a row of packed pixels; a compile-time channel count lets the double math vectorise.
+template <int C>
+void luma_packed(const uint8_t* p, int w, float* o) {
+  for (int x = 0; x < w; ++x) {
+    const uint8_t* q = p + x * C;
+    o[x] = C >= 3 ? pdq_luma(q[0], q[1], q[2]) : pdq_luma(q[0], q[0], q[0]);
+  }
+}
+
+void luma_row(const ImageViewU8& im, int y, float* o) {
+  const uint8_t* p = im.row(y);
+  const int64_t ps = im.pixel_stride;
+  if (ps == im.channels) {
+    switch (im.channels) {
+      case 1: return luma_packed<1>(p, im.width, o);
+      case 2: return luma_packed<2>(p, im.width, o);
+      case 3: return luma_packed<3>(p, im.width, o);
+      default: return luma_packed<4>(p, im.width, o);
+    }
+  }
+  for (int x = 0; x < im.width; ++x) {
+    const uint8_t* q = p + x * ps;
+    o[x] = im.channels >= 3 ? pdq_luma(q[0], q[1], q[2]) : pdq_luma(q[0], q[0], q[0]);
+  }
+}
+
+// A box pass along the rows r .. r + lanes of a kRowLanes block: the rows are transposed into block_in
+// (row i's values by fill(i, row buffer)), filtered with the lanes side by side (contiguous, so the float
+// divides vectorise; each row's sequence of operations is unchanged), and left transposed in block_out.
+template <typename Fill>
+const float* box_row_block(int lanes, int w, int window, PdqScratch& s, Fill&& fill) {
+  float* tin = cpu::grow(s.block_in, size_t(w) * kRowLanes);
+  float* tout = cpu::grow(s.block_out, size_t(w) * kRowLanes);
+  float* row = cpu::grow(s.row, size_t(w));
+  for (int l = 0; l < lanes; ++l) {
+    const float* src = fill(l, row);
+    for (int x = 0; x < w; ++x) tin[x * kRowLanes + l] = src[x];
+  }
+  pdq_box_lanes(tin, tout, w, kRowLanes, lanes, 1, window, cpu::grow(s.sums, size_t(kRowLanes)));
+  return tout;
+}
+
+// jaroszFilterFloat (rows, columns, rows, columns), then decimateFloat, into A (64 x 64). Luma is made
+// block by block inside the first row pass; the second row pass keeps only the 64 columns the decimation
+// reads, and the last column pass runs on those: every column's running sum is independent of the others.
+void downsample(const ImageViewU8& im, float* A) {
+  auto& s = pdq_scratch();
+  const int h = im.height, w = im.width;
+  const int wr = pdq_window(w), wc = pdq_window(h);
+  float* b1 = cpu::grow(s.full1, size_t(h) * w);
+  float* b2 = cpu::grow(s.full2, size_t(h) * w);
+  float* c1 = cpu::grow(s.cols1, size_t(h) * kPdqSide);
+  float* c2 = cpu::grow(s.cols2, size_t(h) * kPdqSide);
+  int xs[kPdqSide];
+  for (int j = 0; j < kPdqSide; ++j) xs[j] = pdq_decimate_index(j, w);
+  for (int r = 0; r < h; r += kRowLanes) {
+    const int lanes = std::min(kRowLanes, h - r);
+    const float* t = box_row_block(lanes, w, wr, s, [&](int l, float* row) {
+      luma_row(im, r + l, row);
+      return row;
+    });
+    for (int l = 0; l < lanes; ++l)
+      for (int x = 0; x < w; ++x) b1[int64_t(r + l) * w + x] = t[x * kRowLanes + l];
+  }
+  pdq_box_lanes(b1, b2, h, w, w, 1, wc, cpu::grow(s.sums, size_t(w)));
+  for (int r = 0; r < h; r += kRowLanes) {
+    const int lanes = std::min(kRowLanes, h - r);
+    const float* t = box_row_block(lanes, w, wr, s, [&](int l, float*) { return b2 + int64_t(r + l) * w; });
+    for (int l = 0; l < lanes; ++l)
+      for (int j = 0; j < kPdqSide; ++j) c1[int64_t(r + l) * kPdqSide + j] = t[xs[j] * kRowLanes + l];
+  }
+  pdq_box_lanes(c1, c2, h, kPdqSide, kPdqSide, 1, wc, cpu::grow(s.sums, size_t(kPdqSide)));
+  for (int i = 0; i < kPdqSide; ++i)
+    std::memcpy(A + i * kPdqSide, c2 + int64_t(pdq_decimate_index(i, h)) * kPdqSide, kPdqSide * sizeof(float));
+}
+
+}  // namespace
+
+const float* pdq_dct_matrix() {
+  static const std::vector<float> D = [] {
+    std::vector<float> d(kPdqDct * kPdqSide);
+    kernels::pdq_dct_matrix(d.data());
+    return d;
+  }();
+  return D.data();
+}
+
+int pdq_image(const ImageViewU8& im, bool dihedral, uint8_t* codes) {
+  const int variants = dihedral ? kPdqVariants : 1;
+  if (im.height < kPdqMinSide || im.width < kPdqMinSide) {
+    std::memset(codes, 0, size_t(variants) * kPdqBytes);
+    return 0;
+  }
+  float A[kPdqSide * kPdqSide], t[kPdqDct * kPdqSide], b[kPdqDct * kPdqDct], aux[kPdqDct * kPdqDct];
+  if (im.height == kPdqSide && im.width == kPdqSide && !dihedral) {
+    for (int y = 0; y < kPdqSide; ++y)
+      luma_row(im, y,
+               A + y * kPdqSide);  // pdqhash.compute skips the filter at exactly 64 x 64 (compute_dihedral does not)
+  } else {
+    downsample(im, A);
+  }
+  return pdq_finish(A, pdq_dct_matrix(), variants, t, b, aux, codes);
+}
+
+void pdq_batch(const std::vector<ImageViewU8>& images, bool dihedral, uint8_t* codes, int32_t* quality,
+               int num_threads) {
+  const size_t stride = size_t(dihedral ? kPdqVariants : 1) * kPdqBytes;
+  parallel_for(int64_t(images.size()), num_threads,
+               [&](int64_t i) { quality[i] = pdq_image(images[i], dihedral, codes + i * stride); });
+}
+
+PdqBytesResult pdq_bytes(const std::vector<ByteSpan>& blobs, bool exact, bool dihedral, bool exif, int num_threads,
+                         int fast_min_side, int64_t max_pixels) {
+  if (fast_min_side < kPdqSide) throw std::invalid_argument("pdq_bytes: fast_min_side must be >= 64");
+  DecodeOptions full;  // Pillow-exact RGB, as pdqhash sees the image
+  full.mode = ColorMode::rgb;
+  full.apply_exif_orientation = exif;
+  full.max_pixels = max_pixels;
+  DecodeOptions fast = full;  // JPEG only: the Y plane at a reduced DCT scale
+  fast.mode = ColorMode::gray_luma;
+  fast.min_width = fast.min_height = fast_min_side;
+  fast.fast_dct = true;
+  const size_t n = blobs.size(), stride = size_t(dihedral ? kPdqVariants : 1) * kPdqBytes;
+  PdqBytesResult r;
+  r.codes.assign(n * stride, 0);
+  r.quality.assign(n, 0);
+  r.status.assign(n, Status::ok);
+  r.errors.assign(n, std::string());
+  parallel_for(int64_t(n), num_threads, [&](int64_t i) {
+    const ByteSpan& b = blobs[i];
+    const bool jpeg = sniff_format(b.data, b.size) == ImageFormat::jpeg;
+    DecodeResult d = decode_image(b.data, b.size, !exact && jpeg ? fast : full);
+    r.status[i] = d.status;
+    if (d.status != Status::ok) {
+      r.errors[i] = std::move(d.error);
+      return;
+    }
+    r.quality[i] = pdq_image(view_of(d.image), dihedral, r.codes.data() + i * stride);
+  });
+  return r;
+}
+
+}  // namespace mmcurate
