@@ -93,6 +93,7 @@ def main() -> None:
         "exact_codes_and_quality_equal_pdqhash": exact_equal,
         "fast_vs_exact_bits": {"mean": float(fast_bits.mean()), "max": int(fast_bits.max())},
         "cpus": CPUS,
+        "load_average_1min": round(os.getloadavg()[0], 2),  # other work on the machine skews every figure
         "machine": platform.processor() or platform.machine(),
         "build": {k: build_info()[k] for k in ("version", "march", "simd", "jpeg")},
     }

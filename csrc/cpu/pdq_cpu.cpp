@@ -8,6 +8,10 @@
 #include <stdexcept>
 #include <vector>
 
+#if defined(__AVX__)
+#include <immintrin.h>
+#endif
+
 #include "cpu/resample_engine.h"
 #include "kernels/pdq.h"
 #include "mmcurate/parallel.h"
@@ -22,7 +26,7 @@ struct PdqScratch {
   std::vector<float> full1, full2;         // H x W: the first row pass's output, then the first column pass's
   std::vector<float> cols1, cols2;         // H x 64: the second row pass at the 64 sampled columns
   std::vector<float> block_in, block_out;  // kRowLanes rows, transposed (x * kRowLanes + lane)
-  std::vector<float> row, sums;
+  std::vector<float> rows, sums;            // kRowLanes luma rows; running sums
 };
 
 PdqScratch& pdq_scratch() {
@@ -59,18 +63,46 @@ void luma_row(const ImageViewU8& im, int y, float* o) {
   }
 }
 
-// A box pass along the rows r .. r + lanes of a kRowLanes block: the rows are transposed into block_in
-// (row i's values by fill(i, row buffer)), filtered with the lanes side by side (contiguous, so the float
-// divides vectorise; each row's sequence of operations is unchanged), and left transposed in block_out.
-template <typename Fill>
-const float* box_row_block(int lanes, int w, int window, PdqScratch& s, Fill&& fill) {
+// dst[c * dst_stride + r] = src[r * src_stride + c] for r < rows, c < cols: plain data movement, so
+// exactness does not depend on it; 8 x 8 tiles in AVX registers where available.
+void transpose(const float* src, int64_t src_stride, int rows, int cols, float* dst, int64_t dst_stride) {
+  int r0 = 0;
+#if defined(__AVX__)
+  for (; r0 + 8 <= rows; r0 += 8) {
+    int c0 = 0;
+    for (; c0 + 8 <= cols; c0 += 8) {
+      __m256 v[8], t[8];
+      for (int i = 0; i < 8; ++i) v[i] = _mm256_loadu_ps(src + (r0 + i) * src_stride + c0);
+      for (int i = 0; i < 8; i += 2) {
+        t[i] = _mm256_unpacklo_ps(v[i], v[i + 1]);
+        t[i + 1] = _mm256_unpackhi_ps(v[i], v[i + 1]);
+      }
+      for (int i = 0; i < 8; i += 4) {
+        v[i] = _mm256_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(1, 0, 1, 0));
+        v[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(3, 2, 3, 2));
+        v[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(1, 0, 1, 0));
+        v[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(3, 2, 3, 2));
+      }
+      for (int i = 0; i < 4; ++i) {
+        _mm256_storeu_ps(dst + (c0 + i) * dst_stride + r0, _mm256_permute2f128_ps(v[i], v[i + 4], 0x20));
+        _mm256_storeu_ps(dst + (c0 + i + 4) * dst_stride + r0, _mm256_permute2f128_ps(v[i], v[i + 4], 0x31));
+      }
+    }
+    for (int r = r0; r < r0 + 8; ++r)
+      for (int c = c0; c < cols; ++c) dst[c * dst_stride + r] = src[r * src_stride + c];
+  }
+#endif
+  for (int r = r0; r < rows; ++r)
+    for (int c = 0; c < cols; ++c) dst[c * dst_stride + r] = src[r * src_stride + c];
+}
+
+// A box pass along `lanes` (<= kRowLanes) rows of `src` (row stride w): the rows are transposed so the
+// lanes sit side by side (the float divides vectorise; each row's sequence of operations is unchanged).
+// Returns the filtered rows, still transposed (x * kRowLanes + lane).
+const float* box_row_block(const float* src, int lanes, int w, int window, PdqScratch& s) {
   float* tin = cpu::grow(s.block_in, size_t(w) * kRowLanes);
   float* tout = cpu::grow(s.block_out, size_t(w) * kRowLanes);
-  float* row = cpu::grow(s.row, size_t(w));
-  for (int l = 0; l < lanes; ++l) {
-    const float* src = fill(l, row);
-    for (int x = 0; x < w; ++x) tin[x * kRowLanes + l] = src[x];
-  }
+  transpose(src, w, lanes, w, tin, kRowLanes);
   pdq_box_lanes(tin, tout, w, kRowLanes, lanes, 1, window, cpu::grow(s.sums, size_t(kRowLanes)));
   return tout;
 }
@@ -86,21 +118,18 @@ void downsample(const ImageViewU8& im, float* A) {
   float* b2 = cpu::grow(s.full2, size_t(h) * w);
   float* c1 = cpu::grow(s.cols1, size_t(h) * kPdqSide);
   float* c2 = cpu::grow(s.cols2, size_t(h) * kPdqSide);
+  float* luma = cpu::grow(s.rows, size_t(w) * kRowLanes);
   int xs[kPdqSide];
   for (int j = 0; j < kPdqSide; ++j) xs[j] = pdq_decimate_index(j, w);
   for (int r = 0; r < h; r += kRowLanes) {
     const int lanes = std::min(kRowLanes, h - r);
-    const float* t = box_row_block(lanes, w, wr, s, [&](int l, float* row) {
-      luma_row(im, r + l, row);
-      return row;
-    });
-    for (int l = 0; l < lanes; ++l)
-      for (int x = 0; x < w; ++x) b1[int64_t(r + l) * w + x] = t[x * kRowLanes + l];
+    for (int l = 0; l < lanes; ++l) luma_row(im, r + l, luma + int64_t(l) * w);
+    transpose(box_row_block(luma, lanes, w, wr, s), kRowLanes, w, lanes, b1 + int64_t(r) * w, w);
   }
   pdq_box_lanes(b1, b2, h, w, w, 1, wc, cpu::grow(s.sums, size_t(w)));
   for (int r = 0; r < h; r += kRowLanes) {
     const int lanes = std::min(kRowLanes, h - r);
-    const float* t = box_row_block(lanes, w, wr, s, [&](int l, float*) { return b2 + int64_t(r + l) * w; });
+    const float* t = box_row_block(b2 + int64_t(r) * w, lanes, w, wr, s);
     for (int l = 0; l < lanes; ++l)
       for (int j = 0; j < kPdqSide; ++j) c1[int64_t(r + l) * kPdqSide + j] = t[xs[j] * kRowLanes + l];
   }

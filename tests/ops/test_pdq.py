@@ -256,6 +256,9 @@ def test_misuse_raises():
         pdq_bytes([b""], device="cuda")
     with pytest.raises(TypeError):
         pdq_to_hex(np.zeros((2, 4), np.uint64))
+    for bad in ({"max_pixels": 2**70}, {"max_pixels": 1.5}, {"num_threads": 0}, {"fast_min_side": 2**40}):
+        with pytest.raises((ValueError, TypeError), match="must"):
+            pdq_bytes([b""], device="cpu", **bad)
 
 
 # ------------------------------------------------------------------------------------------------- GPU
