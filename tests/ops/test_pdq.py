@@ -11,7 +11,7 @@ import pytest
 from PIL import Image, ImageOps
 
 import data_gen as g
-from conftest import cpu_and_cuda
+from conftest import CUDA_AVAILABLE, cpu_and_cuda
 from mmcurate.ops import Status
 from mmcurate.ops.pdq256 import PdqBytesResult, PdqResult, pdq, pdq_bytes, pdq_to_hex
 
@@ -264,10 +264,15 @@ def test_misuse_raises():
 # ------------------------------------------------------------------------------------------------- GPU
 
 
-def test_gpu_entry_point_exists_and_says_what_to_do_without_gpu():
+@pytest.mark.skipif(CUDA_AVAILABLE, reason="a GPU is visible")
+def test_gpu_entry_point_says_what_to_do_without_gpu():
     from mmcurate._native import native
+    from mmcurate.ops import _cuda
 
-    assert hasattr(native(), "cuda_pdq_images")
+    built = bool(native().native_build_info()["cuda"])
+    expected = "no CUDA device" if built else "rebuild with nvcc on PATH and MMCURATE_CUDA=1"
+    with pytest.raises(RuntimeError, match=expected):
+        _cuda.pdq_images([np.zeros((8, 8, 3), np.uint8)])
 
 
 @cpu_and_cuda()
