@@ -28,8 +28,9 @@ constexpr int kPdqVariants = 8; // dihedral variants
 constexpr int kPdqMinSide = 5;  // reference's MIN_HASHABLE_DIM
 
 // pdqhash's numpy luma: (R * 0.299 + G * 0.587) + B * 0.114 in float64, cast to float32.
+constexpr double kPdqLumaR = 0.299, kPdqLumaG = 0.587, kPdqLumaB = 0.114;
 MMCURATE_HD inline float pdq_luma(uint8_t r, uint8_t g, uint8_t b) {
-  return float(double(r) * 0.299 + double(g) * 0.587 + double(b) * 0.114);
+  return float(double(r) * kPdqLumaR + double(g) * kPdqLumaG + double(b) * kPdqLumaB);
 }
 
 // computeJaroszFilterWindowSize(side, 64): half of a 64th of the side, rounded up (two passes per axis).
@@ -41,8 +42,8 @@ MMCURATE_HD inline int pdq_decimate_index(int o, int side) { return int(((o + 0.
 // box1DFloat on `lanes` independent vectors in lockstep: element e of lane l is at l * lane_stride +
 // e * stride in `in` and `out`. Each lane sees exactly the reference's sequence of float adds, subtracts
 // and divides. sums: `lanes` floats of scratch.
-MMCURATE_HD inline void pdq_box_lanes(const float* in, float* out, int length, int64_t stride, int lanes,
-                                      int64_t lane_stride, int window, float* sums) {
+MMCURATE_HD inline void pdq_box_lanes(const float* __restrict__ in, float* __restrict__ out, int length, int64_t stride,
+                                      int lanes, int64_t lane_stride, int window, float* __restrict__ sums) {
   const int half = (window + 2) / 2;
   const int phase1 = half - 1, phase2 = window - half + 1, phase3 = length - window, phase4 = half - 1;
   for (int l = 0; l < lanes; ++l) sums[l] = 0.0f;
