@@ -1,6 +1,6 @@
 // PDQ-256 on decoded pixels and fused from bytes. The float work is kernels/pdq.h's; this file runs its
-// lockstep helpers over many lanes (columns side by side, rows eight at a time) so the compiler can keep
-// independent lanes in flight, without changing any lane's sequence of operations.
+// lockstep helpers over many lanes (columns side by side; rows kRowLanes at a time, transposed) so the
+// float divides vectorise, without changing any lane's sequence of operations.
 #include "mmcurate/pdq.h"
 
 #include <algorithm>
@@ -8,7 +8,7 @@
 #include <stdexcept>
 #include <vector>
 
-#if defined(__AVX__) || defined(__AVX2__)
+#if defined(__AVX__)
 #include <immintrin.h>
 #endif
 
@@ -190,9 +190,8 @@ int pdq_image(const ImageViewU8& im, bool dihedral, uint8_t* codes) {
   }
   float A[kPdqSide * kPdqSide], t[kPdqDct * kPdqSide], b[kPdqDct * kPdqDct], aux[kPdqDct * kPdqDct];
   if (im.height == kPdqSide && im.width == kPdqSide && !dihedral) {
-    for (int y = 0; y < kPdqSide; ++y)
-      luma_row(im, y,
-               A + y * kPdqSide);  // pdqhash.compute skips the filter at exactly 64 x 64 (compute_dihedral does not)
+    // pdqhash.compute takes an exactly 64 x 64 image unfiltered (compute_dihedral filters it)
+    for (int y = 0; y < kPdqSide; ++y) luma_row(im, y, A + y * kPdqSide);
   } else {
     downsample(im, A);
   }

@@ -10,8 +10,12 @@ Pixels: RGB(A) as pdqhash sees them (alpha ignored); a gray image is hashed as R
 side < 5 get the zero code and quality 0, as in the reference. One reference quirk is reproduced, not
 fixed: pdqhash.compute takes an image of exactly 64 x 64 unfiltered while compute_dihedral filters it, so
 for such images ``pdq(x)`` and ``pdq(x, dihedral=True)[:, 0]`` can differ, each equal to its reference.
-Float rounding: every step repeats the reference's float32 operations in its order (no FMA), and the
-luma is pdqhash's numpy float64 expression cast to float32, so no bit is left to rounding differences.
+Float rounding: every step repeats the reference's float32 operations in its order, each product and sum
+rounded on its own (no FMA), and the luma is pdqhash's numpy float64 expression cast to float32, so no bit
+is left to rounding differences: none was found on the tests' images, ties included (flat images). Two
+caveats, both about the reference rather than this code: a pdqhash built with FMA contraction (some
+non-x86 compilers' default) rounds its sums differently, and Meta's C++ command-line tools compute luma
+with float32 coefficients, which can move a near-median bit against the Python package.
 """
 
 from __future__ import annotations
