@@ -14,6 +14,7 @@
 
 #include "cpu/resample_engine.h"
 #include "kernels/pdq.h"
+#include "mmcurate/hashes.h"
 #include "mmcurate/parallel.h"
 
 namespace mmcurate {
@@ -206,7 +207,7 @@ void pdq_batch(const std::vector<ImageViewU8>& images, bool dihedral, uint8_t* c
 }
 
 PdqBytesResult pdq_bytes(const std::vector<ByteSpan>& blobs, bool exact, bool dihedral, bool exif, int num_threads,
-                         int fast_min_side, int64_t max_pixels) {
+                         int fast_min_side, int64_t max_pixels, bool with_phash) {
   if (fast_min_side < kPdqSide) throw std::invalid_argument("pdq_bytes: fast_min_side must be >= 64");
   DecodeOptions full;  // Pillow-exact RGB, as pdqhash sees the image
   full.mode = ColorMode::rgb;
@@ -220,6 +221,7 @@ PdqBytesResult pdq_bytes(const std::vector<ByteSpan>& blobs, bool exact, bool di
   PdqBytesResult r;
   r.codes.assign(n * stride, 0);
   r.quality.assign(n, 0);
+  if (with_phash) r.phash.assign(n, 0);
   r.status.assign(n, Status::ok);
   r.errors.assign(n, std::string());
   parallel_for(int64_t(n), num_threads, [&](int64_t i) {
@@ -231,7 +233,9 @@ PdqBytesResult pdq_bytes(const std::vector<ByteSpan>& blobs, bool exact, bool di
       r.errors[i] = std::move(d.error);
       return;
     }
-    r.quality[i] = pdq_image(view_of(d.image), dihedral, r.codes.data() + i * stride);
+    const ImageViewU8 view = view_of(d.image);
+    r.quality[i] = pdq_image(view, dihedral, r.codes.data() + i * stride);
+    if (with_phash) r.phash[i] = hash_image(view, HashKind::phash);
   });
   return r;
 }

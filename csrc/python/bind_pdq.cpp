@@ -44,7 +44,7 @@ MMCURATE_BINDING(pdq) {
   m.def(
       "pdq_bytes",
       [](py::sequence blobs, bool exact, bool dihedral, bool exif, int num_threads, int fast_min_side,
-         int64_t max_pixels) {
+         int64_t max_pixels, bool with_phash) {
         // Blobs are bytes-like (mmcurate.ops._inputs.as_blob_list); hold buffer views across the GIL release.
         std::vector<py::buffer_info> buffers;
         std::vector<ByteSpan> spans;
@@ -57,7 +57,7 @@ MMCURATE_BINDING(pdq) {
         PdqBytesResult r;
         {
           py::gil_scoped_release release;
-          r = pdq_bytes(spans, exact, dihedral, exif, num_threads, fast_min_side, max_pixels);
+          r = pdq_bytes(spans, exact, dihedral, exif, num_threads, fast_min_side, max_pixels, with_phash);
         }
         const auto n = py::ssize_t(spans.size());
         auto codes = codes_array(n, dihedral);
@@ -70,9 +70,17 @@ MMCURATE_BINDING(pdq) {
           status.mutable_at(i) = int8_t(r.status[i]);
           errors.append(r.errors[i].empty() ? py::object(py::none()) : py::object(py::str(r.errors[i])));
         }
-        return py::make_tuple(codes, quality, status, errors);
+        py::object phash = py::none();
+        if (with_phash) {
+          py::array_t<uint64_t> p(n);
+          if (n) std::memcpy(p.mutable_data(), r.phash.data(), size_t(n) * sizeof(uint64_t));
+          phash = p;
+        }
+        return py::make_tuple(codes, quality, status, errors, phash);
       },
       py::arg("blobs"), py::arg("exact"), py::arg("dihedral"), py::arg("exif"), py::arg("num_threads") = 0,
       py::arg("fast_min_side") = int(kPdqFastMinSide), py::arg("max_pixels") = int64_t(kDefaultMaxPixels),
-      "Decode + PDQ of bytes-like blobs: (codes uint8, quality int32, status int8, errors list).");
+      py::arg("with_phash") = false,
+      "Decode + PDQ of bytes-like blobs: (codes uint8, quality int32, status int8, errors list, "
+      "pHash uint64 or None).");
 }

@@ -67,12 +67,13 @@ class PdqBytesResult:
     quality  int32[n], 0 where decoding failed
     status   int8[n] of :class:`mmcurate.ops.Status` values
     errors   the reason for each failure, None where ok
+    phash    uint64[n] pHash of the same decoded pixels with phash=True (0 where decoding failed), else None
     """
 
-    __slots__ = ("codes", "quality", "status", "errors")
+    __slots__ = ("codes", "quality", "status", "errors", "phash")
 
-    def __init__(self, codes: np.ndarray, quality: np.ndarray, status: np.ndarray, errors: list):
-        self.codes, self.quality, self.status, self.errors = codes, quality, status, errors
+    def __init__(self, codes: np.ndarray, quality: np.ndarray, status: np.ndarray, errors: list, phash=None):
+        self.codes, self.quality, self.status, self.errors, self.phash = codes, quality, status, errors, phash
 
     def __iter__(self):
         return iter((self.codes, self.quality, self.status))
@@ -104,6 +105,7 @@ def pdq_bytes(
     num_threads=None,
     fast_min_side: int = PDQ_FAST_MIN_SIDE,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    phash: bool = False,
 ) -> PdqBytesResult:
     """Decode and PDQ-hash encoded images (JPEG, PNG, WebP) in one pass: one decode per image, pixels never
     reach Python. The statuses are those of a full decode (as phash_bytes'), so one call serves integrity
@@ -115,6 +117,8 @@ def pdq_bytes(
     exact=False: throughput mode. JPEGs are decoded from the Y plane only (JPEG's Y is PDQ's luma up to
         rounding), with the fast IDCT, at the smallest DCT scale keeping both sides >= fast_min_side; other
         formats as exact. Codes are then close to, not equal to, the exact ones (tests measure the distance).
+    phash=True: also the 64-bit pHash of the same decoded pixels, so integrity, pHash and PDQ cost one decode;
+        in exact mode it equals ``ops.phash_bytes(exact=True)`` (imagehash.phash of the image Pillow opens).
     device: the fused path runs on the CPU ("auto" and "cpu"); decoded images can go to pdq(device="cuda").
     """
     if device not in ("auto", "cpu"):
@@ -123,10 +127,10 @@ def pdq_bytes(
     items = as_blob_list(blobs)
     limit = check_max_pixels(max_pixels)
     side = check_int(fast_min_side, "fast_min_side", 64, 2**31 - 1)
-    codes, quality, status, errors = call_native(
-        native().pdq_bytes, items, bool(exact), bool(dihedral), bool(exif), threads, side, limit
+    codes, quality, status, errors, phashes = call_native(
+        native().pdq_bytes, items, bool(exact), bool(dihedral), bool(exif), threads, side, limit, bool(phash)
     )
-    return PdqBytesResult(codes, quality, status, errors)
+    return PdqBytesResult(codes, quality, status, errors, phashes)
 
 
 def pdq_to_hex(codes) -> list[str]:

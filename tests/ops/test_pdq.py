@@ -177,6 +177,37 @@ def test_pdq_bytes_exact_matches_pdqhash_on_pillows_pixels(photos_rgb):
     assert_bytes_exact(blobs[:6], exif=False, dihedral=True)
 
 
+@pytest.mark.filterwarnings("ignore:Palette images with Transparency")
+def test_pdq_bytes_exact_on_every_png_and_jpeg_layout():
+    """16-bit, palette, bilevel, 2/4-bit gray, interlaced, LA/RGBA PNGs, CMYK and gray JPEGs: PDQ equals the
+    oracle on Pillow's convert("RGB"), and the fused pHash equals phash_bytes."""
+    from mmcurate.ops import phash_bytes
+
+    rgb = g.photo_like(120, 90, seed=1)
+    blobs = list({**g.png_variants(rgb), **g.jpeg_variants(rgb)}.values())
+    assert_bytes_exact(blobs, exif=False)
+    both = pdq_bytes(blobs, exif=False, phash=True, device="cpu")
+    np.testing.assert_array_equal(both.phash, phash_bytes(blobs, exif=False, device="cpu").codes)
+
+
+def test_one_decode_gives_phash_and_pdq(photos_rgb):
+    """phash=True: the pHash of the same decoded pixels, equal to phash_bytes' (and so imagehash's) in exact
+    mode; the PDQ codes are unchanged by asking for it."""
+    from mmcurate.ops import phash_bytes
+
+    blobs = [g.save(Image.fromarray(rgb), "JPEG", quality=85) for rgb in photos_rgb]
+    blobs += [g.save(Image.fromarray(photos_rgb[2]), "PNG"), g.save(Image.fromarray(photos_rgb[3]).convert("L"), "PNG")]
+    blobs += [g.with_orientation(photos_rgb[0][:200, :160].copy(), "JPEG", 6, quality=90), b"broken"]
+    both = pdq_bytes(blobs, phash=True, device="cpu")
+    alone = pdq_bytes(blobs, device="cpu")
+    ref = phash_bytes(blobs, exact=True, device="cpu")
+    assert alone.phash is None and both.phash.dtype == np.uint64
+    np.testing.assert_array_equal(both.phash, ref.codes)
+    np.testing.assert_array_equal(both.codes, alone.codes)
+    np.testing.assert_array_equal(both.status, ref.status)
+    assert both.status[-1] != Status.ok and both.phash[-1] == 0
+
+
 def test_pdq_bytes_applies_exif_orientation_like_exif_transpose(photos_rgb):
     rgb = np.ascontiguousarray(photos_rgb[0][:200, :160])
     blobs = [g.with_orientation(rgb, "JPEG", k, quality=90) for k in range(1, 9)]

@@ -30,18 +30,22 @@ void pdq_batch(const std::vector<ImageViewU8>& images, bool dihedral, uint8_t* c
 //          of the image Pillow opens (after ImageOps.exif_transpose when exif is set).
 //   fast:  JPEGs decoded from the Y plane only (JPEG's Y is PDQ's luma up to rounding), with the fast IDCT,
 //          at the smallest DCT scale keeping both sides >= fast_min_side; other formats as exact.
-// A failed sample gets a zero code, quality 0, its decode status and the decoder's error message.
+// with_phash: also the 64-bit pHash of the same decoded pixels (one decode for integrity, pHash and PDQ); in
+// exact mode it equals phash_bytes' exact code (imagehash.phash of the image Pillow opens).
+// A failed sample gets zero codes, quality 0, its decode status and the decoder's error message.
 constexpr int kPdqFastMinSide = 128;
 
 struct PdqBytesResult {
   std::vector<uint8_t> codes;  // n x (8 x) 32
   std::vector<int32_t> quality;
+  std::vector<uint64_t> phash;  // n when with_phash, else empty
   std::vector<Status> status;
   std::vector<std::string> errors;  // empty where ok
 };
 
 PdqBytesResult pdq_bytes(const std::vector<ByteSpan>& blobs, bool exact, bool dihedral, bool exif, int num_threads = 0,
-                         int fast_min_side = kPdqFastMinSide, int64_t max_pixels = kDefaultMaxPixels);
+                         int fast_min_side = kPdqFastMinSide, int64_t max_pixels = kDefaultMaxPixels,
+                         bool with_phash = false);
 
 // The reference's 16 x 64 DCT matrix, built once on the host; a GPU twin copies this table.
 const float* pdq_dct_matrix();
