@@ -59,10 +59,11 @@ __global__ void pdq_kernel(const PdqJob* __restrict__ jobs, const float* __restr
     for (int r = tid; r < h; r += blockDim.x)
       pdq_box_lanes(job.full1 + int64_t(r) * w, job.full2 + int64_t(r) * w, w, 1, 1, 0, wr, &sum);
     __syncthreads();
-    // The last column pass only on the 64 columns the decimation reads.
+    // The last column pass only on the 64 columns the decimation reads (each once: narrow images repeat them).
     if (tid < kPdqSide) {
       const int x = pdq_decimate_index(tid, w);
-      pdq_box_lanes(job.full2 + x, job.full1 + x, h, w, 1, 0, wc, &sum);
+      if (tid == 0 || pdq_decimate_index(tid - 1, w) != x)
+        pdq_box_lanes(job.full2 + x, job.full1 + x, h, w, 1, 0, wc, &sum);
     }
     __syncthreads();
     for (int e = tid; e < kPdqSide * kPdqSide; e += blockDim.x)
