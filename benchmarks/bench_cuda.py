@@ -93,6 +93,12 @@ def main() -> None:
         lambda: ops.phash(batch, device="cpu"),
         lambda: _cuda.hash_images(dev_batch, "phash"),
     )
+    case(
+        "pdq 480x640, device-resident (images/s)",
+        len(batch),
+        lambda: ops.pdq(batch, device="cpu"),
+        lambda: _cuda.pdq_images(dev_batch),
+    )
     blobs = jpeg_blobs(512)
     case(
         "decode RGB, 512x512 JPEG (images/s)",

@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "mmcurate/cuda_api.h"
+#include "mmcurate/pdq.h"
 #include "python/dlpack_abi.h"
 #include "python/registry.h"
 
@@ -530,6 +531,24 @@ py::array_t<uint64_t> hash_images(py::object images, const std::string& kind, Op
   return to_numpy(std::move(codes), {n});
 }
 
+// Returns (codes uint8[n, 32] or [n, 8, 32], quality int32[n]).
+py::tuple pdq_images(py::object images, bool dihedral, OptStream stream) {
+  DeviceScope device(device_of_images(images));
+  cuda::StreamScope scope(stream.has_value(), stream.value_or(0));
+  ImageSet set = gather_images(images, scope);
+  const int variants = dihedral ? kPdqDihedralVariants : 1;
+  std::vector<uint8_t> codes(set.refs.size() * variants * kPdqCodeBytes);
+  std::vector<int32_t> quality(set.refs.size());
+  {
+    py::gil_scoped_release nogil;
+    cuda::pdq_batch(set.refs, dihedral, codes.data(), quality.data(), scope.get());
+  }
+  const py::ssize_t n = py::ssize_t(quality.size());
+  std::vector<py::ssize_t> shape{n, py::ssize_t(kPdqCodeBytes)};
+  if (dihedral) shape = {n, py::ssize_t(variants), py::ssize_t(kPdqCodeBytes)};
+  return py::make_tuple(to_numpy(std::move(codes), shape), to_numpy(std::move(quality), {n}));
+}
+
 // ------------------------------------------------------------------ decode
 struct BlobList {
   std::vector<py::buffer_info> views;  // keep the Python buffers pinned while the GIL is released
@@ -707,6 +726,8 @@ MMCURATE_BINDING(cuda) {
         "array or a list of (H, W[, C]) arrays, host or CUDA. Returns (DeviceArray (n, h, w, c), inputs_were_host).");
   m.def("cuda_hash_images", &hash_images, py::arg("images"), py::arg("kind"), py::arg("stream") = py::none(),
         "imagehash-exact phash/dhash/ahash/whash on the GPU; images as for cuda_resize_images. Returns uint64[n].");
+  m.def("cuda_pdq_images", &pdq_images, py::arg("images"), py::arg("dihedral") = false, py::arg("stream") = py::none(),
+        "pdqhash-exact PDQ on the GPU; images as for cuda_resize_images. Returns (codes uint8, quality int32).");
   m.def("cuda_phash_bytes", &phash_bytes, py::arg("blobs"), py::arg("exact"), py::arg("exif") = true,
         py::arg("stream") = py::none(), py::arg("num_threads") = 0,
         "GPU decode + pHash of encoded images. Returns (codes uint64[n], status int8[n], errors).");

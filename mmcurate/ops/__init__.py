@@ -23,6 +23,10 @@ _EXPORTS = {
     "whash": "mmcurate.ops.hashes",
     "phash_bytes": "mmcurate.ops.hashes",
     "hash_to_hex": "mmcurate.ops.hashes",
+    # PDQ-256
+    "pdq": "mmcurate.ops.pdq256",
+    "pdq_bytes": "mmcurate.ops.pdq256",
+    "pdq_to_hex": "mmcurate.ops.pdq256",
     # Hamming search
     "hamming_pairs": "mmcurate.ops.hamming",
     "hamming_knn": "mmcurate.ops.hamming",

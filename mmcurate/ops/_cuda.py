@@ -184,6 +184,14 @@ def hash_images(images, kind: str, *, stream: int | None = None) -> np.ndarray:
     return native().cuda_hash_images(images, kind, stream)
 
 
+def pdq_images(images, dihedral: bool = False, *, stream: int | None = None):
+    """GPU twin of ops.pdq: (codes np.uint8[n, 32] or [n, 8, 32], quality np.int32[n]), equal to the CPU's."""
+    if isinstance(images, (list, tuple)) and len(images) == 0:
+        shape = (0, 8, 32) if dihedral else (0, 32)
+        return np.zeros(shape, dtype=np.uint8), np.zeros(0, dtype=np.int32)
+    return native().cuda_pdq_images(images, bool(dihedral), stream)
+
+
 def phash_bytes(
     blobs,
     exact: bool = True,

@@ -75,6 +75,7 @@ def test_every_build_exposes_the_gpu_symbols():
         "cuda_resize_images",
         "cuda_hash_images",
         "cuda_phash_bytes",
+        "cuda_pdq_images",
     ):
         assert hasattr(C, name), name
     info = C.cuda_nvjpeg_load([])

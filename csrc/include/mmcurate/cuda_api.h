@@ -119,6 +119,11 @@ void resize_batch(const std::vector<DeviceImageRef>& images, ResizeMode mode, in
 // integer and double operations in the same order as the CPU twin. out: host array of n codes (synchronises).
 void hash_batch(const std::vector<DeviceImageRef>& images, HashKind kind, uint64_t* out, StreamHandle stream);
 
+// pdqhash-exact PDQ-256, as mmcurate::pdq_batch (equal to the CPU twin by construction). codes: host array of
+// n x (8 x) 32 bytes, quality: host array of n (synchronises).
+void pdq_batch(const std::vector<DeviceImageRef>& images, bool dihedral, uint8_t* codes, int32_t* quality,
+               StreamHandle stream);
+
 // ---------------------------------------------------------------- decode (nvJPEG with CPU fallback)
 // An image in device memory, HWC uint8, rows packed.
 struct DeviceImage {

@@ -1,0 +1,243 @@
+// PDQ-256 on decoded pixels and fused from bytes. The float work is kernels/pdq.h's; this file runs its
+// lockstep helpers over many lanes (columns side by side; rows kRowLanes at a time, transposed) so the
+// float divides vectorise, without changing any lane's sequence of operations.
+#include "mmcurate/pdq.h"
+
+#include <algorithm>
+#include <cstring>
+#include <stdexcept>
+#include <vector>
+
+#if defined(__AVX__)
+#include <immintrin.h>
+#endif
+
+#include "cpu/resample_engine.h"
+#include "kernels/pdq.h"
+#include "mmcurate/hashes.h"
+#include "mmcurate/parallel.h"
+
+namespace mmcurate {
+
+namespace {
+
+using namespace kernels;
+
+struct PdqScratch {
+  std::vector<float> full1, full2;         // H x W: the first row pass's output, then the first column pass's
+  std::vector<float> cols1, cols2;         // H x 64: the second row pass at the 64 sampled columns
+  std::vector<float> block_in, block_out;  // kRowLanes rows, transposed (x * kRowLanes + lane)
+  std::vector<float> rows, sums;            // kRowLanes luma rows; running sums
+};
+
+PdqScratch& pdq_scratch() {
+  thread_local PdqScratch s;
+  return s;
+}
+
+// Rows processed in lockstep by the row passes.
+constexpr int kRowLanes = 32;
+
+#if defined(__AVX2__)
+// 8 packed RGB pixels -> 8 lumas with pdq_luma's double products and sums, 4 lanes at a time: decoded
+// rows are RGB, and the compiler's own vectorisation of the 3-byte stride is poor.
+inline void luma8_rgb(const uint8_t* q, float* o) {
+  const __m128i lo = _mm_loadu_si128(reinterpret_cast<const __m128i*>(q));       // bytes 0..15
+  const __m128i hi = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(q + 16));  // bytes 16..23
+  constexpr char Z = -128;  // a shuffle index that zeroes its byte
+  auto gather = [&](__m128i from_lo, __m128i from_hi) {
+    return _mm_or_si128(_mm_shuffle_epi8(lo, from_lo), _mm_shuffle_epi8(hi, from_hi));
+  };
+  const __m128i ch[3] = {gather(_mm_setr_epi8(0, 3, 6, 9, 12, 15, Z, Z, Z, Z, Z, Z, Z, Z, Z, Z),
+                                _mm_setr_epi8(Z, Z, Z, Z, Z, Z, 2, 5, Z, Z, Z, Z, Z, Z, Z, Z)),
+                         gather(_mm_setr_epi8(1, 4, 7, 10, 13, Z, Z, Z, Z, Z, Z, Z, Z, Z, Z, Z),
+                                _mm_setr_epi8(Z, Z, Z, Z, Z, 0, 3, 6, Z, Z, Z, Z, Z, Z, Z, Z)),
+                         gather(_mm_setr_epi8(2, 5, 8, 11, 14, Z, Z, Z, Z, Z, Z, Z, Z, Z, Z, Z),
+                                _mm_setr_epi8(Z, Z, Z, Z, Z, 1, 4, 7, Z, Z, Z, Z, Z, Z, Z, Z))};
+  const double k[3] = {kPdqLumaR, kPdqLumaG, kPdqLumaB};
+  for (int part = 0; part < 2; ++part) {  // pixels 0..3, then 4..7
+    __m256d term[3];
+    for (int c = 0; c < 3; ++c) {
+      const __m128i bytes = part ? _mm_srli_si128(ch[c], 4) : ch[c];
+      term[c] = _mm256_mul_pd(_mm256_cvtepi32_pd(_mm_cvtepu8_epi32(bytes)), _mm256_set1_pd(k[c]));
+    }
+    _mm_storeu_ps(o + 4 * part, _mm256_cvtpd_ps(_mm256_add_pd(_mm256_add_pd(term[0], term[1]), term[2])));
+  }
+}
+#endif
+
+// pdq_luma of a row of packed pixels; a compile-time channel count lets the double math vectorise.
+template <int C>
+void luma_packed(const uint8_t* p, int w, float* o) {
+  int x = 0;
+#if defined(__AVX2__)
+  if (C == 3)
+    for (; x + 8 <= w; x += 8) luma8_rgb(p + 3 * x, o + x);
+#endif
+  for (; x < w; ++x) {
+    const uint8_t* q = p + x * C;
+    o[x] = C >= 3 ? pdq_luma(q[0], q[1], q[2]) : pdq_luma(q[0], q[0], q[0]);
+  }
+}
+
+void luma_row(const ImageViewU8& im, int y, float* o) {
+  const uint8_t* p = im.row(y);
+  const int64_t ps = im.pixel_stride;
+  if (ps == im.channels) {
+    switch (im.channels) {
+      case 1: return luma_packed<1>(p, im.width, o);
+      case 2: return luma_packed<2>(p, im.width, o);
+      case 3: return luma_packed<3>(p, im.width, o);
+      default: return luma_packed<4>(p, im.width, o);
+    }
+  }
+  for (int x = 0; x < im.width; ++x) {
+    const uint8_t* q = p + x * ps;
+    o[x] = im.channels >= 3 ? pdq_luma(q[0], q[1], q[2]) : pdq_luma(q[0], q[0], q[0]);
+  }
+}
+
+// dst[c * dst_stride + r] = src[r * src_stride + c] for r < rows, c < cols: plain data movement, so
+// exactness does not depend on it; 8 x 8 tiles in AVX registers where available.
+void transpose(const float* src, int64_t src_stride, int rows, int cols, float* dst, int64_t dst_stride) {
+  int r0 = 0;
+#if defined(__AVX__)
+  for (; r0 + 8 <= rows; r0 += 8) {
+    int c0 = 0;
+    for (; c0 + 8 <= cols; c0 += 8) {
+      __m256 v[8], t[8];
+      for (int i = 0; i < 8; ++i) v[i] = _mm256_loadu_ps(src + (r0 + i) * src_stride + c0);
+      for (int i = 0; i < 8; i += 2) {
+        t[i] = _mm256_unpacklo_ps(v[i], v[i + 1]);
+        t[i + 1] = _mm256_unpackhi_ps(v[i], v[i + 1]);
+      }
+      for (int i = 0; i < 8; i += 4) {
+        v[i] = _mm256_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(1, 0, 1, 0));
+        v[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(3, 2, 3, 2));
+        v[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(1, 0, 1, 0));
+        v[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(3, 2, 3, 2));
+      }
+      for (int i = 0; i < 4; ++i) {
+        _mm256_storeu_ps(dst + (c0 + i) * dst_stride + r0, _mm256_permute2f128_ps(v[i], v[i + 4], 0x20));
+        _mm256_storeu_ps(dst + (c0 + i + 4) * dst_stride + r0, _mm256_permute2f128_ps(v[i], v[i + 4], 0x31));
+      }
+    }
+    for (int r = r0; r < r0 + 8; ++r)
+      for (int c = c0; c < cols; ++c) dst[c * dst_stride + r] = src[r * src_stride + c];
+  }
+#endif
+  for (int r = r0; r < rows; ++r)
+    for (int c = 0; c < cols; ++c) dst[c * dst_stride + r] = src[r * src_stride + c];
+}
+
+// A box pass along `lanes` (<= kRowLanes) rows of `src` (row stride w): the rows are transposed so the
+// lanes sit side by side (the float divides vectorise; each row's sequence of operations is unchanged).
+// Returns the filtered rows, still transposed (x * kRowLanes + lane).
+const float* box_row_block(const float* src, int lanes, int w, int window, PdqScratch& s) {
+  float* tin = cpu::grow(s.block_in, size_t(w) * kRowLanes);
+  float* tout = cpu::grow(s.block_out, size_t(w) * kRowLanes);
+  transpose(src, w, lanes, w, tin, kRowLanes);
+  pdq_box_lanes(tin, tout, w, kRowLanes, lanes, 1, window, cpu::grow(s.sums, size_t(kRowLanes)));
+  return tout;
+}
+
+// jaroszFilterFloat (rows, columns, rows, columns), then decimateFloat, into A (64 x 64). Luma is made
+// block by block inside the first row pass; the second row pass keeps only the 64 columns the decimation
+// reads, and the last column pass runs on those: every column's running sum is independent of the others.
+void downsample(const ImageViewU8& im, float* A) {
+  auto& s = pdq_scratch();
+  const int h = im.height, w = im.width;
+  const int wr = pdq_window(w), wc = pdq_window(h);
+  float* b1 = cpu::grow(s.full1, size_t(h) * w);
+  float* b2 = cpu::grow(s.full2, size_t(h) * w);
+  float* c1 = cpu::grow(s.cols1, size_t(h) * kPdqSide);
+  float* c2 = cpu::grow(s.cols2, size_t(h) * kPdqSide);
+  float* luma = cpu::grow(s.rows, size_t(w) * kRowLanes);
+  int xs[kPdqSide];
+  for (int j = 0; j < kPdqSide; ++j) xs[j] = pdq_decimate_index(j, w);
+  for (int r = 0; r < h; r += kRowLanes) {
+    const int lanes = std::min(kRowLanes, h - r);
+    for (int l = 0; l < lanes; ++l) luma_row(im, r + l, luma + int64_t(l) * w);
+    transpose(box_row_block(luma, lanes, w, wr, s), kRowLanes, w, lanes, b1 + int64_t(r) * w, w);
+  }
+  pdq_box_lanes(b1, b2, h, w, w, 1, wc, cpu::grow(s.sums, size_t(w)));
+  for (int r = 0; r < h; r += kRowLanes) {
+    const int lanes = std::min(kRowLanes, h - r);
+    const float* t = box_row_block(b2 + int64_t(r) * w, lanes, w, wr, s);
+    for (int l = 0; l < lanes; ++l)
+      for (int j = 0; j < kPdqSide; ++j) c1[int64_t(r + l) * kPdqSide + j] = t[xs[j] * kRowLanes + l];
+  }
+  pdq_box_lanes(c1, c2, h, kPdqSide, kPdqSide, 1, wc, cpu::grow(s.sums, size_t(kPdqSide)));
+  for (int i = 0; i < kPdqSide; ++i)
+    std::memcpy(A + i * kPdqSide, c2 + int64_t(pdq_decimate_index(i, h)) * kPdqSide, kPdqSide * sizeof(float));
+}
+
+}  // namespace
+
+const float* pdq_dct_matrix() {
+  static const std::vector<float> D = [] {
+    std::vector<float> d(kPdqDct * kPdqSide);
+    kernels::pdq_dct_matrix(d.data());
+    return d;
+  }();
+  return D.data();
+}
+
+int pdq_image(const ImageViewU8& im, bool dihedral, uint8_t* codes) {
+  const int variants = dihedral ? kPdqVariants : 1;
+  if (im.height < kPdqMinSide || im.width < kPdqMinSide) {
+    std::memset(codes, 0, size_t(variants) * kPdqBytes);
+    return 0;
+  }
+  float A[kPdqSide * kPdqSide], t[kPdqDct * kPdqSide], b[kPdqDct * kPdqDct], aux[kPdqDct * kPdqDct];
+  if (im.height == kPdqSide && im.width == kPdqSide && !dihedral) {
+    // pdqhash.compute takes an exactly 64 x 64 image unfiltered (compute_dihedral filters it)
+    for (int y = 0; y < kPdqSide; ++y) luma_row(im, y, A + y * kPdqSide);
+  } else {
+    downsample(im, A);
+  }
+  return pdq_finish(A, pdq_dct_matrix(), variants, t, b, aux, codes);
+}
+
+void pdq_batch(const std::vector<ImageViewU8>& images, bool dihedral, uint8_t* codes, int32_t* quality,
+               int num_threads) {
+  const size_t stride = size_t(dihedral ? kPdqVariants : 1) * kPdqBytes;
+  parallel_for(int64_t(images.size()), num_threads,
+               [&](int64_t i) { quality[i] = pdq_image(images[i], dihedral, codes + i * stride); });
+}
+
+PdqBytesResult pdq_bytes(const std::vector<ByteSpan>& blobs, bool exact, bool dihedral, bool exif, int num_threads,
+                         int fast_min_side, int64_t max_pixels, bool with_phash) {
+  if (fast_min_side < kPdqSide) throw std::invalid_argument("pdq_bytes: fast_min_side must be >= 64");
+  DecodeOptions full;  // Pillow-exact RGB, as pdqhash sees the image
+  full.mode = ColorMode::rgb;
+  full.apply_exif_orientation = exif;
+  full.max_pixels = max_pixels;
+  DecodeOptions fast = full;  // JPEG only: the Y plane at a reduced DCT scale
+  fast.mode = ColorMode::gray_luma;
+  fast.min_width = fast.min_height = fast_min_side;
+  fast.fast_dct = true;
+  const size_t n = blobs.size(), stride = size_t(dihedral ? kPdqVariants : 1) * kPdqBytes;
+  PdqBytesResult r;
+  r.codes.assign(n * stride, 0);
+  r.quality.assign(n, 0);
+  if (with_phash) r.phash.assign(n, 0);
+  r.status.assign(n, Status::ok);
+  r.errors.assign(n, std::string());
+  parallel_for(int64_t(n), num_threads, [&](int64_t i) {
+    const ByteSpan& b = blobs[i];
+    const bool jpeg = sniff_format(b.data, b.size) == ImageFormat::jpeg;
+    DecodeResult d = decode_image(b.data, b.size, !exact && jpeg ? fast : full);
+    r.status[i] = d.status;
+    if (d.status != Status::ok) {
+      r.errors[i] = std::move(d.error);
+      return;
+    }
+    const ImageViewU8 view = view_of(d.image);
+    r.quality[i] = pdq_image(view, dihedral, r.codes.data() + i * stride);
+    if (with_phash) r.phash[i] = hash_image(view, HashKind::phash);
+  });
+  return r;
+}
+
+}  // namespace mmcurate

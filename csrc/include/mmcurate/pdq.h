@@ -1,0 +1,53 @@
+// PDQ-256 perceptual hash, bit-exact with the `pdqhash` package on the same RGB pixels (see
+// csrc/kernels/pdq.h for the algorithm and the one documented reference quirk at 64 x 64).
+// Code layout: 32 bytes per code, the 256-bit big-endian integer whose bit k is DCT coefficient k, i.e.
+// code.hex() is Meta's hex string and np.unpackbits(code) is pdqhash.compute's bit vector.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "mmcurate/decode.h"
+#include "mmcurate/image.h"
+#include "mmcurate/status.h"
+
+namespace mmcurate {
+
+constexpr int kPdqCodeBytes = 32;
+constexpr int kPdqDihedralVariants = 8;
+
+// One image (1 L, 2 LA, 3 RGB or 4 RGBA channels; gray is taken as R = G = B, alpha is ignored).
+// codes: 32 bytes, or 8 x 32 with dihedral (original, rot90, rot180, rot270, flip x, flip y, flip +1,
+// flip -1, as pdqhash.compute_dihedral). Returns the quality, 0..100.
+int pdq_image(const ImageViewU8& image, bool dihedral, uint8_t* codes);
+
+// A batch, parallel over images. codes: n x (8 x) 32 bytes; quality: n.
+void pdq_batch(const std::vector<ImageViewU8>& images, bool dihedral, uint8_t* codes, int32_t* quality,
+               int num_threads = 0);
+
+// Fused decode -> PDQ of encoded images (JPEG, PNG, WebP), parallel over blobs: each image is decoded once.
+//   exact: Pillow-exact RGB decode at full size, so codes equal pdqhash.compute(np.asarray(im.convert("RGB")))
+//          of the image Pillow opens (after ImageOps.exif_transpose when exif is set).
+//   fast:  JPEGs decoded from the Y plane only (JPEG's Y is PDQ's luma up to rounding), with the fast IDCT,
+//          at the smallest DCT scale keeping both sides >= fast_min_side; other formats as exact.
+// with_phash: also the 64-bit pHash of the same decoded pixels (one decode for integrity, pHash and PDQ); in
+// exact mode it equals phash_bytes' exact code (imagehash.phash of the image Pillow opens).
+// A failed sample gets zero codes, quality 0, its decode status and the decoder's error message.
+constexpr int kPdqFastMinSide = 128;
+
+struct PdqBytesResult {
+  std::vector<uint8_t> codes;  // n x (8 x) 32
+  std::vector<int32_t> quality;
+  std::vector<uint64_t> phash;  // n when with_phash, else empty
+  std::vector<Status> status;
+  std::vector<std::string> errors;  // empty where ok
+};
+
+PdqBytesResult pdq_bytes(const std::vector<ByteSpan>& blobs, bool exact, bool dihedral, bool exif, int num_threads = 0,
+                         int fast_min_side = kPdqFastMinSide, int64_t max_pixels = kDefaultMaxPixels,
+                         bool with_phash = false);
+
+// The reference's 16 x 64 DCT matrix, built once on the host; a GPU twin copies this table.
+const float* pdq_dct_matrix();
+
+}  // namespace mmcurate
