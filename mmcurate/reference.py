@@ -5,12 +5,20 @@ An index is a directory:
 - `reference.json`: the sets (name -> source, images, unreadable), the hash each column holds (fingerprints, as
   pipeline.reuse records them) and, when embedded, the CLIP model;
 - `codes.parquet`: one row per readable reference image: set, id (its key in the source), sha256 of the original
-  bytes, the fast pHash (integrity's), and optionally the CLIP image embedding.
+  bytes, the fast pHash (integrity's), PDQ-256 of the image's 8 dihedral transforms (rotations and flips of the
+  decoded pixels, hashed each: closer to a flipped copy's own hash than PDQ's DCT-derived variants, which land
+  14-16 bits off) with the image's PDQ quality and the exact pHash of each transform (the verifying signal), and
+  optionally the CLIP image embedding.
 
-Matching a sample (ReferenceIndex.match): an equal sha256 (exact), a pHash within `max_distance` bits (perceptual;
-the nearest reference by brute-force Hamming search, mmcurate.ops.hamming_knn: about 0.1 s per 256 samples
-against 1M references on 2 cores), or a CLIP cosine >= `min_cosine` (semantic; only when the index and the run
-embed with the same model). The first kind that matches is reported, with its distance.
+Matching a sample (ReferenceIndex.match), the first kind that matches is reported, with its distance:
+- exact: an equal sha256;
+- pdq: the sample's PDQ within `pdq_threshold` bits of one of a reference's 8 transforms, both images' PDQ quality
+  at least `min_quality` (flat, blank and placeholder images hash unreliably), and, when `verify_phash` is set,
+  the sample's pHash within that many bits of the same transform's pHash;
+- perceptual: the fast pHash within `max_distance` bits;
+- semantic: a CLIP cosine >= `min_cosine` (only when the index and the run embed with the same model).
+The nearest codes are found by exact Hamming search (mmcurate.ops.hamming_knn; for pHash about 0.15 s per 256
+samples against 1M references on 2 cores).
 
 The sources are read with the run's readers (io.open_reader: tar shards, folders, list files, HF Parquet, COCO...),
 so anything a run can curate can be a reference set.
@@ -29,14 +37,50 @@ import numpy as np
 
 REFERENCE_FILE = "reference.json"
 CODES_FILE = "codes.parquet"
-INDEX_VERSION = 1
+INDEX_VERSION = 2
+
+
+#: The 8 dihedral transforms of a reference image, in pdqhash.compute_dihedral's order.
+TRANSFORMS = ("identity", "rot90", "rot180", "rot270", "flip_x", "flip_y", "transpose", "anti_transpose")
+
+
+def dihedral(img: np.ndarray) -> list[np.ndarray]:
+    """The 8 transforms of an HxWxC image (TRANSFORMS' order; flip_x mirrors about the x axis, as PDQ names it)."""
+    return [
+        np.ascontiguousarray(t)
+        for t in (
+            img,
+            np.rot90(img, 1),
+            np.rot90(img, 2),
+            np.rot90(img, 3),
+            img[::-1],
+            img[:, ::-1],
+            img.transpose(1, 0, 2),
+            np.rot90(img, 2).transpose(1, 0, 2),
+        )
+    ]
 
 
 @dataclass
 class Match:
     row: int  # the reference row
-    via: str  # "exact" | "perceptual" | "semantic"
+    via: str  # "exact" | "pdq" | "perceptual" | "semantic"
     value: float  # 0 (exact), the Hamming distance, or the cosine
+    transform: str | None = None  # pdq: the reference's transform that matched
+
+
+@dataclass
+class PdqQuery:
+    """The samples' side of PDQ matching: codes uint8[n, 32] and quality from one exact decode (ops.pdq_bytes with
+    phash=True gives the pHash of the same pixels), and the rule's settings."""
+
+    codes: np.ndarray
+    quality: np.ndarray
+    phash: np.ndarray
+    valid: np.ndarray
+    threshold: int
+    min_quality: int
+    verify_phash: int | None
 
 
 class ReferenceIndex:
@@ -52,6 +96,13 @@ class ReferenceIndex:
         for row, d in enumerate(digests):
             self._by_sha.setdefault(d, row)
         self.phash = np.asarray(table.column("phash").to_numpy(zero_copy_only=False), dtype=np.uint64)
+        n = len(self.ids)
+        # PDQ of the 8 transforms, as one database of 8n codes (row r's transform k at 8r + k); pHash likewise.
+        self.pdq = np.frombuffer(b"".join(table.column("pdq").to_pylist()), np.uint8).reshape(8 * n, 32)
+        self.pdq_quality = np.asarray(table.column("pdq_quality").to_numpy(zero_copy_only=False), dtype=np.int16)
+        self.pdq_phash = np.asarray(
+            np.frombuffer(b"".join(table.column("pdq_phash").to_pylist()), np.uint64), dtype=np.uint64
+        )
         self.embeddings = None
         if "embedding" in table.column_names:
             from mmcurate.stages.embeddings import embedding_matrix
@@ -60,6 +111,25 @@ class ReferenceIndex:
             if not ok.all():
                 raise ValueError(f"reference index {str(path)!r}: unusable embeddings; rebuild it")
             self.embeddings = x
+
+    def _match_pdq(self, out: list, q: PdqQuery, num_threads) -> None:
+        from mmcurate.ops import hamming_knn
+
+        todo = np.flatnonzero(np.array([m is None for m in out]) & q.valid & (q.quality >= q.min_quality))
+        usable = np.repeat(self.pdq_quality >= q.min_quality, 8)
+        if not len(todo) or not usable.any():
+            return
+        rows = np.flatnonzero(usable)
+        dist, idx = hamming_knn(self.pdq[rows], 1, queries=q.codes[todo], device="cpu", num_threads=num_threads)
+        for i, d, j in zip(todo.tolist(), dist[:, 0].tolist(), idx[:, 0].tolist()):
+            if not 0 <= d <= q.threshold:
+                continue
+            variant = int(rows[j])
+            if q.verify_phash is not None:
+                agree = int(np.bitwise_count(np.uint64(q.phash[i]) ^ self.pdq_phash[variant]))
+                if agree > q.verify_phash:
+                    continue
+            out[i] = Match(variant // 8, "pdq", float(d), transform=TRANSFORMS[variant % 8])
 
     @staticmethod
     def read_info(path) -> dict:
@@ -104,15 +174,19 @@ class ReferenceIndex:
         max_distance: int | None,
         min_cosine: float | None,
         num_threads: int | None = None,
+        pdq: PdqQuery | None = None,
     ) -> list[Match | None]:
-        """Per sample, its first match (exact, then perceptual, then semantic) or None. phash/embeddings: None
-        to skip that kind; rows whose phash_valid is False (or whose embedding is all zero) are not matched so."""
+        """Per sample, its first match (exact, pdq, perceptual, semantic: the module docstring) or None.
+        phash/embeddings/pdq: None to skip that kind; rows whose phash_valid is False (or whose embedding is all
+        zero) are not matched so."""
         n = len(sha256)
         out: list[Match | None] = [None] * n
         for i, d in enumerate(sha256):
             row = self._by_sha.get(d) if d is not None else None
             if row is not None:
                 out[i] = Match(row, "exact", 0.0)
+        if len(self) and pdq is not None:
+            self._match_pdq(out, pdq, num_threads)
         if len(self) and phash is not None and max_distance is not None:
             todo = np.flatnonzero(np.array([m is None for m in out]) & phash_valid)
             if len(todo):
@@ -150,7 +224,7 @@ def build_reference(
     import pyarrow.parquet as pq
 
     from mmcurate.io import open_reader
-    from mmcurate.ops import phash_bytes
+    from mmcurate.ops import decode_images, pdq, phash, phash_bytes
     from mmcurate.pipeline.reuse import fingerprint
     from mmcurate.stages.embeddings import embedding_matrix
 
@@ -169,7 +243,9 @@ def build_reference(
 
         embed = registry.create("clip_embed", {**clip, "text": False})
         embed.setup()
-    cols: dict[str, list] = {"set": [], "id": [], "sha256": [], "phash": [], "embedding": []}
+    cols: dict[str, list] = {
+        k: [] for k in ("set", "id", "sha256", "phash", "pdq", "pdq_quality", "pdq_phash", "embedding")
+    }
     info_sets = {}
     for name, path in sets.items():
         reader = open_reader(path)
@@ -189,10 +265,17 @@ def build_reference(
                     emb_keys = [k for k, u in zip(res.kept.column("key").to_pylist(), usable) if u]
                     emb = dict(zip(emb_keys, vectors))
                 keys = batch.column("key").to_pylist()
+                decoded = decode_images([images[i] for i in np.flatnonzero(ok)], mode="RGB") if ok.any() else None
+                pixels = dict(zip(np.flatnonzero(ok).tolist(), decoded.images)) if decoded is not None else {}
                 for i in np.flatnonzero(ok).tolist():
-                    if emb is not None and keys[i] not in emb:
+                    if (emb is not None and keys[i] not in emb) or pixels.get(i) is None:
                         n_bad += 1
                         continue
+                    variants = dihedral(pixels[i])
+                    hashed = pdq(variants)
+                    cols["pdq"].append(np.asarray(hashed.codes, np.uint8).tobytes())
+                    cols["pdq_quality"].append(int(np.asarray(hashed.quality)[0]))
+                    cols["pdq_phash"].append(np.asarray(phash(variants), np.uint64).tobytes())
                     cols["set"].append(name)
                     cols["id"].append(keys[i])
                     cols["sha256"].append(hashlib.sha256(images[i]).hexdigest())
@@ -207,6 +290,9 @@ def build_reference(
         "id": pa.array(cols["id"], pa.string()),
         "sha256": pa.array(cols["sha256"], pa.string()),
         "phash": pa.array(cols["phash"], pa.uint64()),
+        "pdq": pa.array(cols["pdq"], pa.binary(8 * 32)),
+        "pdq_quality": pa.array(cols["pdq_quality"], pa.int16()),
+        "pdq_phash": pa.array(cols["pdq_phash"], pa.binary(8 * 8)),
     }
     if embed is not None:
         table["embedding"] = pa.array(cols["embedding"], pa.list_(pa.float32()))
@@ -216,6 +302,8 @@ def build_reference(
         "columns": {
             "sha256": fingerprint("sha256"),
             "phash": fingerprint("phash", exact=False),
+            "pdq": fingerprint("pdq", exact=True, dihedral="transformed pixels"),
+            "pdq_phash": fingerprint("phash", exact=True),
         },
         "embedding_model": embed.column_fingerprints()["image_embedding"] if embed is not None else None,
     }

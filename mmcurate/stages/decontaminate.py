@@ -50,7 +50,10 @@ REASON = "benchmark_overlap"
 @dataclass
 class DecontaminateParams:
     references: list = field(default_factory=list)  # reference index directories
-    max_distance: int | None = 4  # pHash bits; null: no perceptual matching
+    pdq_threshold: int | None = 31  # PDQ-256 bits to the nearest of a reference's 8 transforms; null: no PDQ
+    min_quality: int = 1  # PDQ quality below which an image is never matched by PDQ (flat, blank: 0)
+    verify_phash: int | None = None  # also require the matched transform's pHash within this many bits
+    max_distance: int | None = 4  # fast pHash bits; null: no pHash matching
     min_cosine: float | None = None  # CLIP image cosine; null: no semantic matching
     num_threads: int | None = None
 
@@ -60,6 +63,9 @@ class DecontaminateParams:
         for r in self.references:
             if not isinstance(r, str) or not r:
                 raise ValueError(f"references: {r!r} is not a path")
+        check_int("pdq_threshold", self.pdq_threshold, 0, 255, optional=True)
+        check_int("min_quality", self.min_quality, 0, 100)
+        check_int("verify_phash", self.verify_phash, 0, 64, optional=True)
         check_int("max_distance", self.max_distance, 0, 64, optional=True)
         check_number("min_cosine", self.min_cosine, -1, 1, optional=True)
         check_threads(self.num_threads)
@@ -117,17 +123,38 @@ class ReferenceMatch(MapStage):
             else:
                 res = phash_bytes([b or b"" for b in blobs], exact=False, num_threads=p.num_threads)
                 codes, valid = np.asarray(res.codes, dtype=np.uint64), (np.asarray(res.status) == 0) & has_image
+        query = self._pdq_query(blobs, has_image) if p.pdq_threshold is not None else None
         matches: list = [None] * n
         for index in self._indexes:
             emb = self._embeddings(batch, index)
-            for i, m in enumerate(index.match(sha, codes, valid, emb, p.max_distance, p.min_cosine, p.num_threads)):
+            found = index.match(sha, codes, valid, emb, p.max_distance, p.min_cosine, p.num_threads, pdq=query)
+            for i, m in enumerate(found):
                 if m is not None and matches[i] is None and has_image[i]:
                     value = {"distance": int(m.value)} if m.via != "semantic" else {"cosine": m.value}
+                    if m.transform is not None:
+                        value["transform"] = m.transform
                     matches[i] = json.dumps(
                         {"set": index.set_names[m.row], "id": index.ids[m.row], "kind": m.via, **value},
                         sort_keys=True,
                     )
         return StageResult(with_column(batch, MATCH_COLUMN, pa.array(matches, pa.string())))
+
+    def _pdq_query(self, blobs: list, has_image: np.ndarray):
+        """PDQ, its quality and the pHash of one exact decode per image (the references were hashed so too)."""
+        from mmcurate.ops import pdq_bytes
+        from mmcurate.reference import PdqQuery
+
+        p = self.params
+        res = pdq_bytes([b or b"" for b in blobs], exact=True, phash=True, num_threads=p.num_threads)
+        return PdqQuery(
+            codes=np.asarray(res.codes, np.uint8),
+            quality=np.asarray(res.quality),
+            phash=np.asarray(res.phash, np.uint64),
+            valid=(np.asarray(res.status) == 0) & has_image,
+            threshold=p.pdq_threshold,
+            min_quality=p.min_quality,
+            verify_phash=p.verify_phash,
+        )
 
     def _embeddings(self, batch: pa.Table, index):
         """The batch's CLIP image embeddings (unit rows, zeros where unusable) when semantic matching applies."""
@@ -181,6 +208,7 @@ class Decontaminate(GlobalStage):
             f"matches {m['set']}:{m['id']} "
             + {
                 "exact": "(same bytes)",
+                "pdq": f"(PDQ distance {m.get('distance')} to its {m.get('transform')})",
                 "perceptual": f"(pHash distance {m.get('distance')})",
                 "semantic": f"(CLIP cosine {m.get('cosine')})",
             }[m["kind"]]

@@ -48,8 +48,8 @@ def _jpeg(img: Image.Image, quality: int = 92) -> bytes:
 
 @pytest.fixture(scope="module")
 def planted(tmp_path_factory):
-    """refs/ (8 benchmark images), an index of them, and training shards holding 2 byte copies, 2 re-encodes and
-    2 resizes of reference images among 24 unrelated images."""
+    """refs/ (8 benchmark images), an index of them, and training shards holding 2 byte copies, 2 re-encodes, 2
+    resizes, a mirrored and a rotated (and re-encoded) copy of reference images among 24 unrelated images."""
     d = tmp_path_factory.mktemp("decon")
     tiles = _tiles(32)
     refs, others = tiles[:8], tiles[8:]
@@ -65,6 +65,8 @@ def planted(tmp_path_factory):
         "reenc3": _jpeg(refs[3], 75),
         "resize4": _jpeg(refs[4].resize((160, 160))),
         "resize5": _jpeg(refs[5].resize((300, 300))),
+        "flip6": _jpeg(refs[6].transpose(Image.Transpose.FLIP_LEFT_RIGHT)),
+        "rot7": _jpeg(refs[7].transpose(Image.Transpose.ROTATE_90), 80),
     }
     members = []
     for k, data in planted.items():
@@ -93,11 +95,21 @@ def test_planted_copies_are_removed_and_nothing_else(planted, tmp_path):
     removed = {r["key"]: r for r in rejects if r["reason"] == "benchmark_overlap"}
     assert set(removed) == set(copies)  # recall 1 on copies, re-encodes and resizes; precision 1
     assert removed["copy0"]["detail"] == "matches bench:bench0 (same bytes)"
-    assert removed["reenc2"]["detail"].startswith("matches bench:bench2 (pHash distance ")
+    assert removed["reenc2"]["detail"].startswith("matches bench:bench2 (PDQ distance ")
+    assert removed["flip6"]["detail"].endswith("to its flip_y)") and "bench:bench6" in removed["flip6"]["detail"]
+    assert "bench:bench7" in removed["rot7"]["detail"] and "rot" in removed["rot7"]["detail"]
     st = next(s for s in m["stages"] if s["name"] == "decontaminate")
-    assert st["stats"]["by_set"] == {"bench": 6} and st["stats"]["references"] == {"bench": 8}
-    assert st["stats"]["by_kind"] == {"exact": 2, "perceptual": 4}
+    assert st["stats"]["by_set"] == {"bench": 8} and st["stats"]["references"] == {"bench": 8}
+    assert st["stats"]["by_kind"] == {"exact": 2, "pdq": 6}
     assert m["counts"]["kept"] == 24 and m["counts"]["accounting_ok"]
+
+
+def test_pdq_off_leaves_flips_to_the_phash_which_misses_them(planted, tmp_path):
+    d, _ = planted
+    run_local(_recipe(d, tmp_path / "out", pdq_threshold=None))
+    removed = {r["key"] for r in pq.read_table(tmp_path / "out" / "rejects.parquet").to_pylist()}
+    assert {"copy0", "copy1", "reenc2", "reenc3", "resize4", "resize5"} <= removed
+    assert "flip6" not in removed and "rot7" not in removed
 
 
 def test_sharded_mode_gives_the_same_rejects(planted, tmp_path):
@@ -112,7 +124,7 @@ def test_sharded_mode_gives_the_same_rejects(planted, tmp_path):
 
 def test_no_perceptual_matching_keeps_the_edited_copies(planted, tmp_path):
     d, _ = planted
-    run_local(_recipe(d, tmp_path / "out", max_distance=None))
+    run_local(_recipe(d, tmp_path / "out", max_distance=None, pdq_threshold=None))
     removed = {r["key"] for r in pq.read_table(tmp_path / "out" / "rejects.parquet").to_pylist()}
     assert removed == {"copy0", "copy1"}
 
@@ -144,6 +156,9 @@ def test_semantic_matching_uses_the_cosine():
             "id": [f"r{i}" for i in range(5)],
             "sha256": [f"h{i}" for i in range(5)],
             "phash": pa.array([0] * 5, pa.uint64()),
+            "pdq": pa.array([bytes(256)] * 5, pa.binary(256)),
+            "pdq_quality": pa.array([0] * 5, pa.int16()),
+            "pdq_phash": pa.array([bytes(64)] * 5, pa.binary(64)),
             "embedding": pa.array(refs.tolist(), pa.list_(pa.float32())),
         }
     )
