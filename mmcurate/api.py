@@ -375,29 +375,6 @@ def _short(value, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-_MAGIC = (
-    (b"\xff\xd8\xff", "jpg"),
-    (b"\x89PNG\r\n\x1a\n", "png"),
-    (b"GIF87a", "gif"),
-    (b"GIF89a", "gif"),
-    (b"BM", "bmp"),
-    (b"II*\x00", "tiff"),
-    (b"MM\x00*", "tiff"),
-)
-
-
-def _sniff_ext(data: bytes | None) -> str | None:
-    """The extension an image's bytes suggest (what a reader takes from the file name), None when unknown."""
-    if not data:
-        return None
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "webp"
-    for magic, ext in _MAGIC:
-        if data.startswith(magic):
-            return ext
-    return None
-
-
 def _image_value(value, where: str):
     """Encoded bytes for one image value: bytes as they are, a PIL image as PNG, None as None."""
     if value is None or isinstance(value, bytes):
@@ -531,7 +508,9 @@ def as_input_table(data: DataLike) -> pa.Table:
     if "image_ext" in names:
         cols["image_ext"] = table.column("image_ext").cast(pa.string())
     else:
-        cols["image_ext"] = pa.array([_sniff_ext(b) for b in image.to_pylist()], pa.string())
+        from mmcurate.io.keys import sniff_image_ext
+
+        cols["image_ext"] = pa.array([sniff_image_ext(b) if b else None for b in image.to_pylist()], pa.string())
 
     if "caption" in names:
         caption = table.column("caption")
