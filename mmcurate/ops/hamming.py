@@ -134,7 +134,10 @@ def hamming_pairs(
     """
     on_gpu = hasattr(codes, "__cuda_array_interface__")
     rows = None if on_gpu else as_code_rows(codes)
-    r = check_int(max_distance, "max_distance", 0, 255) if on_gpu else _check_radius(max_distance, _words(rows))
+    if rows is None:  # a device array: its width is checked by the CUDA entry
+        r = check_int(max_distance, "max_distance", 0, 255)
+    else:
+        r = _check_radius(max_distance, _words(rows))
     if method not in _PAIR_METHODS:
         raise ValueError(f"method must be one of {_PAIR_METHODS}, got {method!r}")
     threads = check_threads(num_threads)
