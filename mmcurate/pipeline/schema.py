@@ -65,7 +65,10 @@ DUPLICATES_SCHEMA = pa.schema(
         pa.field("key", pa.string(), nullable=False),
         pa.field("duplicate_of", pa.string(), nullable=False),  # the kept representative's key
         pa.field("kind", pa.string(), nullable=False),  # "exact" | "phash" | later "semantic"
-        pa.field("distance", pa.float64()),  # 0 for exact, Hamming bits for phash (to `via`)
+        pa.field("distance", pa.float64()),  # 0 for exact, Hamming bits for phash/pdq (to `via`)
+        # the second signal that verified the link: for kind "pdq" the exact-pHash Hamming distance between the
+        # duplicate and the sample it was linked to; null for every other kind
+        pa.field("verify_distance", pa.float64()),
     ]
 )
 # duplicates.parquet adds the direct link where it differs from duplicate_of: a representative that a
@@ -75,6 +78,15 @@ DUPLICATES_SCHEMA = pa.schema(
 DUPLICATES_OUTPUT_SCHEMA = DUPLICATES_SCHEMA.append(pa.field("via", pa.string())).append(
     pa.field("representative_kept", pa.bool_())
 )
+
+
+def conform_duplicates(table: pa.Table) -> pa.Table:
+    """A step's duplicate links in DUPLICATES_SCHEMA: the nullable columns a producer did not fill (e.g.
+    verify_distance) added as nulls, the others cast."""
+    for f in DUPLICATES_SCHEMA:
+        if f.name not in table.column_names:
+            table = table.append_column(f, pa.nulls(table.num_rows, f.type))
+    return table.select(DUPLICATES_SCHEMA.names).cast(DUPLICATES_SCHEMA)
 
 
 def empty_rejects() -> pa.Table:
