@@ -44,6 +44,9 @@ DERIVED_FIELDS = {
     "file_size": pa.int64(),
     "sha256": pa.string(),  # exact_dedup
     "phash": pa.uint64(),  # phash_dedup
+    "pdq": pa.binary(32),  # phash_dedup with hash: pdq (PDQ-256 code, Meta's byte order)
+    "pdq_quality": pa.int16(),
+    "pdq_phash": pa.uint64(),  # the exact pHash of the decode PDQ hashed (integrity's `phash` is the fast one)
     "caption_original": pa.string(),  # caption_clean
     "pii_redactions": pa.string(),  # pii_redact: JSON {kind: count}
     "language": pa.string(),

@@ -722,6 +722,13 @@ class PhashDedup(GlobalStage):
     ``exact`` equals imagehash.phash bit for bit. Duplicates are rejected (``duplicate_phash``, detail
     naming the representative and the Hamming distance to it) and linked (kind ``phash``).
 
+    ``hash: pdq`` (issue 16): the map part decodes each image once exactly (:class:`PdqHash`: ``pdq``,
+    ``pdq_quality``, ``pdq_phash``); pairs within ``pdq_threshold`` PDQ-256 bits (default 22) are linked only if
+    their exact pHashes lie within ``verify_phash`` bits (default 12; null: unverified), and images of PDQ
+    quality below ``min_quality`` (default 1: solid colours) never. Same linkage and keep; links are kind
+    ``pdq`` (reason ``duplicate_pdq``) with the PDQ distance in ``distance`` and the pHash one in
+    ``verify_distance``. ``max_distance`` and ``mode`` are pHash's and unused there; no dihedral matching yet.
+
     pHash is not flip-invariant and moves a lot under crops of more than a few %: those are semantic dedup's
     job. Rows exact_dedup removed earlier are not in the table (global stages run in recipe order)."""
 

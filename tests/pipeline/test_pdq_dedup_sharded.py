@@ -3,12 +3,16 @@ and both equal star/connected linkage over every verified PDQ pair (brute force)
 
 from __future__ import annotations
 
+import json
+import tarfile
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
+from helpers import default_recipe_for, output_digests, run_local
 from mmcurate.curate import dedup
 from mmcurate.pipeline.global_phase import MemoryGlobalContext
 from mmcurate.pipeline.global_sharded import ShardedGlobalContext, make_ids
@@ -159,3 +163,62 @@ def test_partitioned_linked_ids_256_bit_large_buckets():
     got = dedup.connected_components(len(codes), np.vectorize(pos.get)(found.links).reshape(-1, 2))
     want = dedup.connected_components(len(codes), np.stack([i[m], j[m]], axis=1))
     assert np.array_equal(np.unique(got, return_inverse=True)[1], np.unique(want, return_inverse=True)[1])
+
+
+def _pdq_recipe(demo_input, out, mode):
+    r = default_recipe_for(demo_input, out, batch_size=16, workers=1, global_mode=mode)
+    r["output"]["report"] = False
+    r["stages"] = [{"phash_dedup": {"hash": "pdq"}} if "phash_dedup" in s else s for s in r["stages"]]
+    return r
+
+
+def test_recipe_pdq_sharded_equals_memory(demo_input, tmp_path):
+    """A run with phash_dedup: {hash: pdq}: the sharded global phase writes memory mode's outputs byte for byte;
+    the PDQ columns reach samples.parquet, duplicates.parquet holds kind pdq with both distances."""
+    mem, sh = tmp_path / "memory", tmp_path / "sharded"
+    run_local(_pdq_recipe(demo_input, mem, "memory"))
+    manifest = run_local(_pdq_recipe(demo_input, sh, "sharded"))
+    assert output_digests(sh) == output_digests(mem)
+    stages = {s["name"]: s for s in manifest["stages"]}
+    assert stages["phash_dedup"]["mode"] == "sharded" and stages["phash_dedup"]["rejected"] > 0
+    assert stages["phash_dedup"]["stats"]["mode"] == "pdq"
+    dups = pq.read_table(sh / "duplicates.parquet").to_pylist()
+    pdq = [d for d in dups if d["kind"] == "pdq"]
+    assert pdq and all(d["distance"] <= 22 and d["verify_distance"] <= 12 for d in pdq)
+    assert all(d["verify_distance"] is None for d in dups if d["kind"] != "pdq")
+    samples = pq.read_table(sh / "samples.parquet")
+    assert samples.schema.field("pdq").type == pa.binary(32) and "pdq_phash" in samples.column_names
+    with tarfile.open(sorted((sh / "shards").rglob("*.tar"))[0]) as tar:
+        member = next(m for m in tar.getmembers() if m.name.endswith(".json"))
+        assert len(json.loads(tar.extractfile(member).read())["mmcurate"]["pdq"]) == 64  # Meta's hex form
+
+
+def test_stored_pdq_columns_are_reused(demo_input, tmp_path):
+    """A rerun over a hash: pdq run's output with other global settings reuses the stored PDQ columns (no decode)
+    and gives what recomputing from the shards gives."""
+    first = tmp_path / "first"
+    r = default_recipe_for(demo_input, first)
+    r["stages"] = [
+        {"phash_dedup": {"hash": "pdq", "pdq_threshold": 0}} if "phash_dedup" in s else s for s in r["stages"]
+    ]
+    run_local(r)
+    cols = json.loads((first / "manifest.json").read_text())["columns"]
+    assert cols["pdq"]["fingerprint"] == {"fn": "pdq", "exact": True}
+    assert cols["pdq_phash"]["fingerprint"] == {"fn": "phash", "exact": True}
+
+    def rerun(out, input_):
+        r = default_recipe_for(first, out)
+        r["input"] = input_
+        r["stages"] = [{"phash_dedup": {"hash": "pdq"}} if "phash_dedup" in s else s for s in r["stages"]]
+        return run_local(r)
+
+    reused = rerun(tmp_path / "reused", {"path": str(first), "format": "mmcurate"})
+    st = next(s for s in reused["stages"] if s["name"] == "phash_dedup.map")
+    assert st.get("reused") == st["in"] > 0
+    computed = rerun(tmp_path / "computed", {"path": str(first / "shards"), "format": "webdataset"})
+    assert not any(s.get("reused") for s in computed["stages"])
+    a, b = (pq.read_table(tmp_path / d / "samples.parquet") for d in ("reused", "computed"))
+    for c in ("key", "pdq", "pdq_quality", "pdq_phash"):
+        assert a.column(c).equals(b.column(c)), c
+    da, db = (pq.read_table(tmp_path / d / "duplicates.parquet") for d in ("reused", "computed"))
+    assert da.equals(db)
