@@ -67,7 +67,7 @@ DUPLICATES_SCHEMA = pa.schema(
     [
         pa.field("key", pa.string(), nullable=False),
         pa.field("duplicate_of", pa.string(), nullable=False),  # the kept representative's key
-        pa.field("kind", pa.string(), nullable=False),  # "exact" | "phash" | later "semantic"
+        pa.field("kind", pa.string(), nullable=False),  # "exact" | "phash" | "pdq" | "semantic" | ...
         pa.field("distance", pa.float64()),  # 0 for exact, Hamming bits for phash/pdq (to `via`)
         # the second signal that verified the link: for kind "pdq" the exact-pHash Hamming distance between the
         # duplicate and the sample it was linked to; null for every other kind
