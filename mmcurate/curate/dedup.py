@@ -180,6 +180,67 @@ def near_components(
     return connected_components(ucodes.size, links)[inv.reshape(-1)], n_pairs
 
 
+def verified_near_groups(
+    codes,
+    verify,
+    max_distance: int,
+    verify_distance: int | None,
+    rank,
+    linkage: str = "star",
+    device: str = "auto",
+    num_threads: int | None = None,
+) -> tuple[Grouping, np.ndarray]:
+    """Group 64- or 256-bit ``codes`` (as ``ops.hamming`` takes them: PDQ as ``uint64[n, 4]``) within
+    ``max_distance`` bits, a pair linked only when its ``verify`` codes (uint64[n], e.g. the exact pHash) also
+    lie within ``verify_distance`` bits (None: no verification). ``linkage`` and ``rank`` as :func:`near_groups`.
+    Returns the grouping (``distance``: code bits to the representative, ``n_pairs``: linked sample pairs) and
+    each sample's verify distance to its representative.
+
+    Works on the distinct (code, verify) tuples: samples sharing one are linked at distance 0 on both and
+    have the same neighbours, so star and connected linkage over tuples ranked by their best member give the
+    same groups as over samples. The pairs of distinct tuples are listed (``ops.hamming_pairs``), so memory
+    grows with the square of a cluster of distinct near-copies (not of exact copies)."""
+    from mmcurate.ops.hamming import as_code_rows, hamming_pairs
+
+    if linkage not in LINKAGES:
+        raise ValueError(f"linkage must be one of {LINKAGES}, got {linkage!r}")
+    codes = as_code_rows(codes)
+    rows = codes.reshape(len(codes), -1)
+    verify = np.asarray(verify, np.uint64).reshape(-1)
+    n = len(rows)
+    if verify.size != n:
+        raise ValueError(f"verify must have {n} codes, got {verify.size}")
+    rank = _check_rank(rank, n)
+    if n == 0:
+        return Grouping(np.zeros(0, np.int64), np.zeros(0, np.int32), 0), np.zeros(0, np.int32)
+    tuples, inv, counts = np.unique(
+        np.concatenate([rows, verify[:, None]], axis=1), axis=0, return_inverse=True, return_counts=True
+    )
+    inv = inv.reshape(-1)
+    m = len(tuples)
+    ucodes = np.ascontiguousarray(tuples[:, :-1])
+    if ucodes.shape[1] == 1:
+        ucodes = ucodes.reshape(-1)
+    uverify = tuples[:, -1]
+    pairs = np.zeros((0, 2), np.int64)
+    if m > 1:
+        found, _ = hamming_pairs(ucodes, max_distance, device=device, num_threads=num_threads)
+        pairs = np.asarray(found, np.int64).reshape(-1, 2)
+        if verify_distance is not None and pairs.size:
+            vd = np.bitwise_count(uverify[pairs[:, 0]] ^ uverify[pairs[:, 1]])
+            pairs = pairs[vd <= verify_distance]
+    n_pairs = int((counts[pairs[:, 0]] * counts[pairs[:, 1]]).sum() + (counts * (counts - 1) // 2).sum())
+    order = np.lexsort((rank, inv))
+    best_member = order[np.concatenate([[0], np.cumsum(counts)[:-1]])]
+    if linkage == "connected":
+        representative = _best_of_groups(connected_components(m, pairs)[inv], rank)
+    else:
+        representative = best_member[_star(m, pairs, rank[best_member])][inv]
+    distance = np.bitwise_count(rows ^ rows[representative]).sum(axis=1).astype(np.int32)
+    verify_d = np.bitwise_count(verify ^ verify[representative]).astype(np.int32)
+    return Grouping(representative, distance, n_pairs), verify_d
+
+
 # ---------------------------------------------------------------------------------------------------------
 # the radius graph over distinct codes, with dense near-copy clusters kept implicit
 

@@ -219,9 +219,8 @@ def partition_linked(part_dir, max_distance: int) -> np.ndarray:
     if not files:
         return np.zeros((0, 2), np.int64)
     e = np.concatenate([np.load(f) for f in files])
-    if _words(e["code"]) != 1:
-        raise NotImplementedError("partition_linked takes 64-bit codes (near_components is 64-bit)")
-    layout = chunk_layout(max_distance)
+    words = _words(e["code"])
+    layout = chunk_layout(max_distance, 64 * words)
     chunk = e["chunk"].astype(np.int64)
     vals = np.empty(e.size, np.uint64)
     for j, (off, w) in enumerate(layout):
@@ -238,17 +237,34 @@ def partition_linked(part_dir, max_distance: int) -> np.ndarray:
         st = starts[sizes == s]
         ia, ib = np.triu_indices(int(s), 1)
         a, b = (st[:, None] + ia[None, :]).ravel(), (st[:, None] + ib[None, :]).ravel()
-        keep = np.bitwise_count(e["code"][a] ^ e["code"][b]) <= max_distance
+        d = np.bitwise_count(e["code"][a] ^ e["code"][b])
+        keep = (d if words == 1 else d.sum(axis=1)) <= max_distance
         a, b = a[keep], b[keep]
         links.append(np.stack([e["id"][a], e["id"][b]], axis=1))
     for st, s in zip(starts[sizes > SMALL_GROUP], sizes[sizes > SMALL_GROUP]):
-        labels, _ = near_components(e["code"][st : st + s], max_distance, device="cpu")
+        codes = e["code"][st : st + s]
+        labels = (
+            near_components(codes, max_distance, device="cpu")[0]
+            if words == 1
+            else _components_wide(codes, max_distance)
+        )
         _, first, inv, cnt = np.unique(labels, return_index=True, return_inverse=True, return_counts=True)
         inv = inv.reshape(-1)
         ids = e["id"][st : st + s]
         on = cnt[inv] > 1
         links.append(np.stack([ids[on], ids[first[inv[on]]]], axis=1))
     return np.concatenate(links)
+
+
+def _components_wide(codes: np.ndarray, max_distance: int) -> np.ndarray:
+    """Connected-component labels of 256-bit codes within max_distance: copies collapsed, then the pairs of
+    distinct codes (ops.hamming_pairs; no dense-cluster balls as dedup.code_graph has for 64-bit codes)."""
+    from mmcurate.curate.dedup import connected_components
+    from mmcurate.ops.hamming import hamming_pairs
+
+    ucodes, inv = np.unique(codes, axis=0, return_inverse=True)
+    pairs, _ = hamming_pairs(np.ascontiguousarray(ucodes), max_distance, device="cpu")
+    return connected_components(len(ucodes), np.asarray(pairs, np.int64).reshape(-1, 2))[inv.reshape(-1)]
 
 
 @dataclass

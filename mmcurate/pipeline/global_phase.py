@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 
 from mmcurate.pipeline.global_sharded import MemoryPartitions, ShardedGlobalContext, links_to_first
 from mmcurate.pipeline.output_dir import log
-from mmcurate.pipeline.schema import DUPLICATES_OUTPUT_SCHEMA, DUPLICATES_SCHEMA, REJECTS_SCHEMA
+from mmcurate.pipeline.schema import DUPLICATES_OUTPUT_SCHEMA, REJECTS_SCHEMA, conform_duplicates
 from mmcurate.pipeline.stage import SAMPLE_ID, AccountingError, StageError, id_shards, make_ids, stats_dict
 
 
@@ -75,7 +75,7 @@ def run_global_phase(ctx, plan, progress: bool = False) -> GlobalPhaseResult:
                 rejects.append(rejected.cast(REJECTS_SCHEMA))
                 st["reasons"].update(rejected.column("reason").to_pylist())
             if res.duplicates.num_rows:
-                dups.append(res.duplicates.select(DUPLICATES_SCHEMA.names).cast(DUPLICATES_SCHEMA))
+                dups.append(conform_duplicates(res.duplicates))
             if columns is not None and columns.num_rows:
                 ctx.add_columns(stage.name, columns)
             st["stats"] = stats_dict(res.stats)
@@ -143,6 +143,7 @@ def resolve_representatives(dups: pa.Table, gone_keys) -> pa.Table:
             "duplicate_of": resolved,
             "kind": dups.column("kind"),
             "distance": dups.column("distance"),
+            "verify_distance": dups.column("verify_distance"),
             "via": pa.array([d if d != r else None for d, r in zip(direct, resolved.to_pylist())], pa.string()),
             "representative_kept": pc.invert(pc.is_in(resolved, value_set=gone_keys)),
         },

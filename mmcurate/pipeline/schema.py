@@ -44,6 +44,9 @@ DERIVED_FIELDS = {
     "file_size": pa.int64(),
     "sha256": pa.string(),  # exact_dedup
     "phash": pa.uint64(),  # phash_dedup
+    "pdq": pa.binary(32),  # phash_dedup with hash: pdq (PDQ-256 code, Meta's byte order)
+    "pdq_quality": pa.int16(),
+    "pdq_phash": pa.uint64(),  # the exact pHash of the decode PDQ hashed (integrity's `phash` is the fast one)
     "caption_original": pa.string(),  # caption_clean
     "pii_redactions": pa.string(),  # pii_redact: JSON {kind: count}
     "language": pa.string(),
@@ -64,8 +67,11 @@ DUPLICATES_SCHEMA = pa.schema(
     [
         pa.field("key", pa.string(), nullable=False),
         pa.field("duplicate_of", pa.string(), nullable=False),  # the kept representative's key
-        pa.field("kind", pa.string(), nullable=False),  # "exact" | "phash" | later "semantic"
-        pa.field("distance", pa.float64()),  # 0 for exact, Hamming bits for phash (to `via`)
+        pa.field("kind", pa.string(), nullable=False),  # "exact" | "phash" | "pdq" | "semantic" | ...
+        pa.field("distance", pa.float64()),  # 0 for exact, Hamming bits for phash/pdq (to `via`)
+        # the second signal that verified the link: for kind "pdq" the exact-pHash Hamming distance between the
+        # duplicate and the sample it was linked to; null for every other kind
+        pa.field("verify_distance", pa.float64()),
     ]
 )
 # duplicates.parquet adds the direct link where it differs from duplicate_of: a representative that a
@@ -75,6 +81,15 @@ DUPLICATES_SCHEMA = pa.schema(
 DUPLICATES_OUTPUT_SCHEMA = DUPLICATES_SCHEMA.append(pa.field("via", pa.string())).append(
     pa.field("representative_kept", pa.bool_())
 )
+
+
+def conform_duplicates(table: pa.Table) -> pa.Table:
+    """A step's duplicate links in DUPLICATES_SCHEMA: the nullable columns a producer did not fill (e.g.
+    verify_distance) added as nulls, the others cast."""
+    for f in DUPLICATES_SCHEMA:
+        if f.name not in table.column_names:
+            table = table.append_column(f, pa.nulls(table.num_rows, f.type))
+    return table.select(DUPLICATES_SCHEMA.names).cast(DUPLICATES_SCHEMA)
 
 
 def empty_rejects() -> pa.Table:

@@ -260,6 +260,8 @@ def rows_for_output(samples: pa.Table) -> dict:
             v = cols[c][r]
             if c == "phash" and v is not None:
                 v = f"{int(v):016x}"
+            elif c == "pdq" and v is not None:
+                v = v.hex()  # Meta's 64-digit hex form of the PDQ code
             if isinstance(v, bytes):
                 continue
             fields[c] = v

@@ -50,7 +50,7 @@ MAX_CAPTION_CHARS = 300
 KIND_REJECT = "reject"
 KIND_DUPLICATE = "duplicate"
 # Near duplicates are what a person should look at when tuning a threshold; exact copies are obvious.
-_DUPLICATE_KIND_ORDER = {"phash": 0, "semantic": 1, "exact": 2}
+_DUPLICATE_KIND_ORDER = {"phash": 0, "pdq": 1, "semantic": 2, "exact": 3}
 
 
 @dataclass(frozen=True)

@@ -343,11 +343,24 @@ def rank_of(keys, primary: np.ndarray | None) -> np.ndarray:
 
 
 def duplicate_tables(
-    stage: str, kind: str, reason: str, dup_keys: list, dup_sources: list, rep_keys: list, distance: np.ndarray
+    stage: str,
+    kind: str,
+    reason: str,
+    dup_keys: list,
+    dup_sources: list,
+    rep_keys: list,
+    distance: np.ndarray,
+    verify_distance: np.ndarray | None = None,
 ) -> tuple[pa.Table, pa.Table]:
-    """(rejects, duplicate links) of exact/phash duplicates, in the order given."""
+    """(rejects, duplicate links) of exact/phash/pdq duplicates, in the order given. ``verify_distance``: the
+    verifying signal's distance of each link (pdq: the exact pHash's), else null."""
     if kind == "exact":
         details = [f"duplicate of {r}" for r in rep_keys]
+    elif verify_distance is not None:
+        details = [
+            f"duplicate of {r} ({kind} distance {int(d)}, phash distance {int(v)})"
+            for r, d, v in zip(rep_keys, distance, verify_distance)
+        ]
     else:
         details = [f"duplicate of {r} (distance {int(d)})" for r, d in zip(rep_keys, distance)]
     rejected = rejects_table(dup_keys, dup_sources, stage, reason, details)
@@ -357,6 +370,11 @@ def duplicate_tables(
             "duplicate_of": pa.array(rep_keys, pa.string()),
             "kind": pa.array([kind] * len(dup_keys), pa.string()),
             "distance": pa.array(np.asarray(distance).astype(np.float64)),
+            "verify_distance": (
+                pa.nulls(len(dup_keys), pa.float64())
+                if verify_distance is None
+                else pa.array(np.asarray(verify_distance).astype(np.float64))
+            ),
         },
         schema=DUPLICATES_SCHEMA,
     )
@@ -577,6 +595,98 @@ class PerceptualHash(MapStage):
         return kept_and_rejected(batch, self.name, rejected, reasons, details)
 
 
+#: The PDQ columns (pipeline.reuse). ``pdq``: the 256-bit PDQ code as fixed_size_binary(32) (Meta's byte
+#: order, ``bytes.hex()`` is its hex form); ``pdq_quality`` (int16); ``pdq_phash``: the exact pHash of the same
+#: decode (imagehash.phash, so PHASH_EXACT; integrity's ``phash`` column is the fast one, a different function).
+PDQ_EXACT = fingerprint("pdq", exact=True)
+PDQ_TYPE = pa.binary(32)
+
+
+class PdqHash(MapStage):
+    """phash_dedup's map part with ``hash: pdq``: one exact decode per image (ops.pdq_bytes(exact=True,
+    phash=True)) adds ``pdq``, ``pdq_quality`` and ``pdq_phash``. Images it cannot decode are rejected with the
+    decoder's status (missing ones as missing_image); text-only rows keep null columns."""
+
+    name = "phash_dedup"
+    requires = ("key", "source", "image")
+
+    @dataclass
+    class Params:
+        num_threads: int | None = None
+
+        def validate(self):
+            check_threads(self.num_threads)
+
+    def __init__(self, **params):
+        super().__init__(**params)
+        self.resources = cpu_resources(self.params.num_threads)
+
+    def column_fingerprints(self) -> dict[str, dict]:
+        return {"pdq": PDQ_EXACT, "pdq_quality": PDQ_EXACT, "pdq_phash": PHASH_EXACT}
+
+    def process(self, batch: pa.Table) -> StageResult:
+        from mmcurate.ops import pdq_bytes
+
+        p = self.params
+        text_only = text_only_rows(batch)
+        blobs = blob_views(batch.column("image"))
+        missing = np.array([b is None for b in blobs], dtype=bool) & ~text_only
+        result = pdq_bytes(
+            [b"" if b is None else b for b in blobs], exact=True, phash=True, device="cpu", num_threads=p.num_threads
+        )
+        status = np.asarray(result.status)
+        rejected = missing | ((status != 0) & ~text_only)
+        reasons, details = [None] * len(blobs), [None] * len(blobs)
+        for i in np.flatnonzero(rejected):
+            if missing[i]:
+                reasons[i], details[i] = MISSING_IMAGE
+            else:
+                reasons[i] = status_name(status[i])
+                details[i] = result.errors[i] or reasons[i]
+        n = len(blobs)
+        codes = np.ascontiguousarray(np.asarray(result.codes, np.uint8).reshape(n, 32))
+        validity = None if not text_only.any() else pa.array(~text_only).buffers()[1]
+        pdq = pa.FixedSizeBinaryArray.from_buffers(
+            PDQ_TYPE, n, [validity, pa.py_buffer(codes.tobytes())], null_count=int(text_only.sum())
+        )
+        quality = np.asarray(result.quality).astype(np.int16)
+        phashes = np.asarray(result.phash, dtype=np.uint64)
+        batch = with_column(batch, "pdq", pdq)
+        batch = with_column(batch, "pdq_quality", masked(quality, text_only, pa.int16()))
+        batch = with_column(batch, "pdq_phash", masked(phashes, text_only, pa.uint64()))
+        return kept_and_rejected(batch, self.name, rejected, reasons, details)
+
+
+def pdq_rows(column) -> np.ndarray:
+    """A non-null fixed_size_binary(32) column (or array) as uint64[n, 4] codes (ops.hamming's 256-bit layout)."""
+    arr = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    if len(arr) == 0:
+        return np.zeros((0, 4), np.uint64)
+    buf = np.frombuffer(arr.buffers()[1], np.uint8)[arr.offset * 32 : (arr.offset + len(arr)) * 32]
+    return np.ascontiguousarray(buf).view("<u8").reshape(-1, 4).astype(np.uint64, copy=False)
+
+
+def pdq_codes(view, min_quality: int = 0):
+    """(ids, uint64[n, 4] PDQ codes) of one shard's samples with a PDQ of quality >= ``min_quality``: the
+    Hamming primitive's shard (a task). Lower-quality samples are never candidates."""
+    t = view.read(["pdq", "pdq_quality"])
+    ok = pc.and_(t.column("pdq").is_valid(), pc.greater_equal(pc.fill_null(t.column("pdq_quality"), -1), min_quality))
+    sub = t.filter(ok)
+    return sub.column(SAMPLE_ID).to_numpy().astype(np.int64), pdq_rows(sub.column("pdq"))
+
+
+#: PDQ defaults, measured on the labelled set (benchmarks/README_near_dup.md, "PDQ in phash_dedup"; seeds
+#: 0/1/2, 400 bases): candidates within 22 bits of PDQ-256 (identity codes only; dihedral matching is a
+#: follow-up), pair precision 0.9997/0.9957/0.9956 (26 bits: 0.9991/0.9938/0.9913), verified by the exact
+#: pHash of the same decode within 12 bits (keeps 99.9 % of the pairs PDQ links, drops 10-15 % of template
+#: links; 8 bits costs 1 % of the pairs for at most 1 false link), never linking an image of PDQ quality < 1
+#: (solid colours and gradients have quality 0).
+DEFAULT_PDQ_THRESHOLD = 22
+DEFAULT_PDQ_VERIFY_PHASH = 12
+DEFAULT_PDQ_MIN_QUALITY = 1
+HASHES = ("phash", "pdq")
+
+
 #: Defaults chosen on the labelled near-duplicate benchmark (benchmarks/README_dedup.md): the largest radius
 #: whose duplicate pairs keep precision >= 0.99 (10 bits: P 0.992, R 0.889 with star linkage, fast mode);
 #: 12 bits has the best F1 (0.946) but 3.9% of the pairs it groups are distinct images. Star linkage:
@@ -612,6 +722,13 @@ class PhashDedup(GlobalStage):
     ``exact`` equals imagehash.phash bit for bit. Duplicates are rejected (``duplicate_phash``, detail
     naming the representative and the Hamming distance to it) and linked (kind ``phash``).
 
+    ``hash: pdq`` (issue 16): the map part decodes each image once exactly (:class:`PdqHash`: ``pdq``,
+    ``pdq_quality``, ``pdq_phash``); pairs within ``pdq_threshold`` PDQ-256 bits (default 22) are linked only if
+    their exact pHashes lie within ``verify_phash`` bits (default 12; null: unverified), and images of PDQ
+    quality below ``min_quality`` (default 1: solid colours) never. Same linkage and keep; links are kind
+    ``pdq`` (reason ``duplicate_pdq``) with the PDQ distance in ``distance`` and the pHash one in
+    ``verify_distance``. ``max_distance`` and ``mode`` are pHash's and unused there; no dihedral matching yet.
+
     pHash is not flip-invariant and moves a lot under crops of more than a few %: those are semantic dedup's
     job. Rows exact_dedup removed earlier are not in the table (global stages run in recipe order)."""
 
@@ -624,6 +741,9 @@ class PhashDedup(GlobalStage):
         linkage: str = DEFAULT_PHASH_LINKAGE
         keep: object = "first"
         hash: str = "phash"
+        pdq_threshold: int = DEFAULT_PDQ_THRESHOLD
+        verify_phash: int | None = DEFAULT_PDQ_VERIFY_PHASH
+        min_quality: int = DEFAULT_PDQ_MIN_QUALITY
         device: str = "auto"
         num_threads: int | None = None
 
@@ -631,8 +751,12 @@ class PhashDedup(GlobalStage):
             check_int("max_distance", self.max_distance, 0, 64)
             check_choice("mode", self.mode, PHASH_MODES)
             check_choice("linkage", self.linkage, dedup.LINKAGES)
-            if self.hash != "phash":
-                raise ValueError(f"hash must be 'phash' (the only perceptual hash supported), got {self.hash!r}")
+            if self.hash not in HASHES:
+                raise ValueError(f"hash must be 'phash' or 'pdq', got {self.hash!r}")
+            check_int("pdq_threshold", self.pdq_threshold, 0, 128)
+            if self.verify_phash is not None:
+                check_int("verify_phash", self.verify_phash, 0, 64)
+            check_int("min_quality", self.min_quality, 0, 100)
             check_device(self.device)
             parse_keep(self.keep)
             check_threads(self.num_threads)
@@ -640,8 +764,12 @@ class PhashDedup(GlobalStage):
     def __init__(self, **params):
         super().__init__(**params)
         p = self.params
-        self.requires = _dedup_requires(("key", "source", "phash"), p.keep)
-        self.map_part = PerceptualHash(exact=p.mode == "exact", device=p.device, num_threads=p.num_threads)
+        if p.hash == "pdq":
+            self.requires = _dedup_requires(("key", "source", "pdq", "pdq_quality", "pdq_phash"), p.keep)
+            self.map_part = PdqHash(num_threads=p.num_threads)
+        else:
+            self.requires = _dedup_requires(("key", "source", "phash"), p.keep)
+            self.map_part = PerceptualHash(exact=p.mode == "exact", device=p.device, num_threads=p.num_threads)
 
     def run(self, ctx) -> GlobalResult:
         """The candidates from the context's Hamming primitive (memory mode: every sample with a pHash; sharded:
@@ -651,6 +779,8 @@ class PhashDedup(GlobalStage):
         missing = [c for c in self.requires if c not in ctx.column_names]
         if missing:
             raise StageError(f"stage '{self.name}': input lacks column(s) {', '.join(missing)}")
+        if self.params.hash == "pdq":
+            return self._run_pdq(ctx)
         p = self.params
         t0 = time.perf_counter()
         n_in = ctx.n_alive
@@ -692,6 +822,65 @@ class PhashDedup(GlobalStage):
             # unrelated codes within the radius by chance, per sample: ~0.01 at 1M with radius 10, ~9 at 1B
             # (docs/scaling.md: lower the radius as n grows)
             expected_chance_links_per_sample=float(f"{n_codes * dedup.chance_link_probability(p.max_distance):.3g}"),
+            samples=int(n_in),
+            duplicates=int(distance.size),
+            groups=groups,
+            without_hash=int(n_in - n_codes),
+            max_distance_to_representative=int(distance.max()) if distance.size else None,
+            partitions=None if figures is None else {**figures, "pairs": int(n_pairs)},
+            linked=None if figures is None else int(linked.size),
+            seconds=round(time.perf_counter() - t0, 6),
+        )
+        return GlobalResult(rejected=with_sample_ids(rejected, dup_ids), duplicates=duplicates, stats=stats)
+
+    def _run_pdq(self, ctx) -> GlobalResult:
+        """hash: pdq. Candidates: the samples of PDQ quality >= min_quality with another within pdq_threshold
+        bits (the context's Hamming primitive over 256-bit codes; memory mode: all of them), then
+        dedup.verified_near_groups over their PDQ codes, linking a pair only if its exact pHashes lie within
+        verify_phash bits too. The groups depend only on the verified pairs and the ranks, so memory and sharded
+        mode agree."""
+        p = self.params
+        t0 = time.perf_counter()
+        n_in = ctx.n_alive
+        linked, n_codes, figures = ctx.near_candidates(
+            self.name, [functools.partial(pdq_codes, v, p.min_quality) for v in ctx.views()], p.pdq_threshold
+        )
+        column, _ = parse_keep(p.keep)
+        dup_keys, dup_sources, rep_keys, dup_ids = [], [], [], np.zeros(0, np.int64)
+        distance, verify_d = np.zeros(0, np.int32), np.zeros(0, np.int32)
+        groups = n_pairs = 0
+        if linked.size:
+            t = ctx.fetch(linked, ["key", "source", "pdq", "pdq_phash", *([column] if column else [])])
+            rank = rank_of(t.column("key"), keep_primary(t, p.keep))
+            verify = pc.cast(t.column("pdq_phash"), pa.uint64()).to_numpy(zero_copy_only=False).astype(np.uint64)
+            g, vd = dedup.verified_near_groups(
+                pdq_rows(t.column("pdq")),
+                verify,
+                p.pdq_threshold,
+                p.verify_phash,
+                rank,
+                linkage=p.linkage,
+                device=p.device,
+                num_threads=p.num_threads,
+            )
+            n_pairs = g.n_pairs
+            d = np.flatnonzero(g.is_duplicate)
+            keys = t.column("key")
+            dup_keys = keys.take(pa.array(d)).to_pylist()
+            dup_sources = t.column("source").take(pa.array(d)).to_pylist()
+            rep_keys = keys.take(pa.array(g.representative[d])).to_pylist()
+            dup_ids, distance, verify_d = linked[d], g.distance[d], vd[d]
+            groups = g.n_groups
+        rejected, duplicates = duplicate_tables(
+            self.name, "pdq", "duplicate_pdq", dup_keys, dup_sources, rep_keys, distance, verify_d
+        )
+        stats = PhashDedupStats(
+            max_distance=p.pdq_threshold,
+            linkage=p.linkage,
+            mode="pdq",
+            expected_chance_links_per_sample=float(
+                f"{n_codes * dedup.chance_link_probability(p.pdq_threshold, bits=256):.3g}"
+            ),
             samples=int(n_in),
             duplicates=int(distance.size),
             groups=groups,

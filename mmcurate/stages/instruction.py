@@ -79,7 +79,7 @@ from mmcurate.pipeline.params import (
     check_threads,
     is_int,
 )
-from mmcurate.pipeline.schema import DUPLICATES_SCHEMA, REJECTS_SCHEMA, rejects_table
+from mmcurate.pipeline.schema import DUPLICATES_SCHEMA, REJECTS_SCHEMA, conform_duplicates, rejects_table
 from mmcurate.pipeline.stage import (
     SAMPLE_ID,
     GlobalResult,
@@ -410,7 +410,7 @@ class InstructionDedup(GlobalStage):
                 ),
                 dup_ids,
             )
-            duplicates = dups.select(["key", "duplicate_of", "kind", "distance"]).cast(DUPLICATES_SCHEMA)
+            duplicates = conform_duplicates(dups.select(["key", "duplicate_of", "kind", "distance"]))
             n_exact = kinds.count("conversation")
             n_near = len(kinds) - n_exact
         # image_group: the image components numbered in the order of their smallest key

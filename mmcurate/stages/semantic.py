@@ -240,6 +240,7 @@ def semantic_duplicate_tables(stage: str, dup_keys: list, dup_sources: list, rep
             "duplicate_of": pa.array(rep_keys, pa.string()),
             "kind": pa.array(["semantic"] * len(dup_keys), pa.string()),
             "distance": pa.array(np.clip(1.0 - np.asarray(cos), 0.0, 2.0), pa.float64()),
+            "verify_distance": pa.nulls(len(dup_keys), pa.float64()),
         },
         schema=DUPLICATES_SCHEMA,
     )

@@ -56,9 +56,15 @@ def test_shards_must_not_mix_widths(tmp_path):
         partitioned_hamming_pairs([(np.arange(20), a), (np.arange(20, 40), b)], 4, n_partitions=2)
 
 
-def test_linked_is_64_bit_only(tmp_path):
-    from mmcurate.curate.hamming_partition import partition_codes
+def test_linked_takes_256_bit_codes(tmp_path):
+    """partition_linked on 256-bit entries (phash_dedup's hash: pdq in sharded mode): links within the radius
+    whose ids are those of the partition's pairs (the large-bucket path: tests/pipeline/test_pdq_dedup_sharded)."""
+    from mmcurate.curate.hamming_partition import partition_codes, partition_pairs
 
-    partition_codes(np.arange(20), _codes(20), 4, 1, tmp_path, "s0")
-    with pytest.raises(NotImplementedError):
-        partition_linked(tmp_path / "p00000", 4)
+    codes = _codes(40)
+    codes[20:] = codes[:20] ^ np.uint64(3)  # each code 2 bits from another per word: 8 bits
+    partition_codes(np.arange(40), codes, 8, 1, tmp_path, "s0")
+    links = partition_linked(tmp_path / "p00000", 8)
+    pairs, _ = partition_pairs(tmp_path / "p00000", 8)
+    assert np.array_equal(np.unique(links), np.unique(pairs)) and np.unique(links).size == 40
+    assert (np.bitwise_count(codes[links[:, 0]] ^ codes[links[:, 1]]).sum(axis=1) <= 8).all()
