@@ -164,14 +164,9 @@ class Integrity(MapStage):
                 status[(status == 0) & (area > max_pixels)] = 4
             errors = [None] * len(items)
         width, height = _oriented_sizes(sizes, orientation)
-        rejected = missing | ((status != 0) & ~text_only)
-        reasons, details = [None] * len(items), [None] * len(items)
-        for i in np.flatnonzero(rejected):
-            if missing[i]:
-                reasons[i], details[i] = MISSING_IMAGE
-            else:
-                reasons[i] = status_name(status[i])
-                details[i] = errors[i] or _probe_detail(reasons[i], sizes[i], max_pixels)
+        rejected, reasons, details = decode_verdicts(
+            status, errors, missing, text_only, lambda i, reason: _probe_detail(reason, sizes[i], max_pixels)
+        )
         file_size = pc.binary_length(batch.column("image"))
         if text_only.any():
             width, height = masked(width, text_only, pa.int32()), masked(height, text_only, pa.int32())
@@ -184,6 +179,20 @@ class Integrity(MapStage):
         if codes is not None:
             batch = with_column(batch, "phash", codes if isinstance(codes, pa.Array) else codes.astype(np.uint64))
         return kept_and_rejected(batch, self.name, rejected, reasons, details)
+
+
+def decode_verdicts(status: np.ndarray, errors: list, missing: np.ndarray, text_only: np.ndarray, detail=None):
+    """(rejected, reasons, details) of a batch decode: a missing image is missing_image, a failed decode its
+    status name with the decoder's message (or ``detail(i, reason)`` when it gave none); text-only rows pass."""
+    rejected = missing | ((status != 0) & ~text_only)
+    reasons, details = [None] * len(status), [None] * len(status)
+    for i in np.flatnonzero(rejected):
+        if missing[i]:
+            reasons[i], details[i] = MISSING_IMAGE
+        else:
+            reasons[i] = status_name(status[i])
+            details[i] = errors[i] or (detail(i, reasons[i]) if detail else reasons[i])
+    return rejected, reasons, details
 
 
 def _probe_detail(reason: str, size_hw, max_pixels: int) -> str:
@@ -581,15 +590,7 @@ class PerceptualHash(MapStage):
         result = phash_bytes(
             [b"" if b is None else b for b in blobs], exact=p.exact, device=p.device, num_threads=p.num_threads
         )
-        status = np.asarray(result.status)
-        rejected = missing | ((status != 0) & ~text_only)
-        reasons, details = [None] * len(blobs), [None] * len(blobs)
-        for i in np.flatnonzero(rejected):
-            if missing[i]:
-                reasons[i], details[i] = MISSING_IMAGE
-            else:
-                reasons[i] = status_name(status[i])
-                details[i] = result.errors[i] or reasons[i]
+        rejected, reasons, details = decode_verdicts(np.asarray(result.status), result.errors, missing, text_only)
         codes = np.asarray(result.codes, dtype=np.uint64)
         batch = with_column(batch, "phash", masked(codes, text_only, pa.uint64()) if text_only.any() else codes)
         return kept_and_rejected(batch, self.name, rejected, reasons, details)
@@ -634,15 +635,7 @@ class PdqHash(MapStage):
         result = pdq_bytes(
             [b"" if b is None else b for b in blobs], exact=True, phash=True, device="cpu", num_threads=p.num_threads
         )
-        status = np.asarray(result.status)
-        rejected = missing | ((status != 0) & ~text_only)
-        reasons, details = [None] * len(blobs), [None] * len(blobs)
-        for i in np.flatnonzero(rejected):
-            if missing[i]:
-                reasons[i], details[i] = MISSING_IMAGE
-            else:
-                reasons[i] = status_name(status[i])
-                details[i] = result.errors[i] or reasons[i]
+        rejected, reasons, details = decode_verdicts(np.asarray(result.status), result.errors, missing, text_only)
         n = len(blobs)
         codes = np.ascontiguousarray(np.asarray(result.codes, np.uint8).reshape(n, 32))
         validity = None if not text_only.any() else pa.array(~text_only).buffers()[1]
