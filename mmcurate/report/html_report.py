@@ -523,28 +523,30 @@ def _section_distributions(data: RunData) -> str:
                 color="#7b61a8",
             )
         )
-    phash = _phash_distances(data)
-    if phash is not None:
-        cards.append(
-            _hist_card(
-                "phash_distance",
-                "pHash distance of near-duplicates",
-                Histogram.integers(phash, 65),
-                phash,
-                "Hamming distance to the representative (bits of 64)",
-                color=PALETTE["rejected"],
+    for kind, label, bits in (("phash", "pHash", 64), ("pdq", "PDQ", 256)):
+        distances = _near_distances(data, kind)
+        if distances is not None and (kind == "phash" or len(distances)):  # a PDQ card only when PDQ linked
+            cards.append(
+                _hist_card(
+                    f"{kind}_distance",
+                    f"{label} distance of near-duplicates",
+                    Histogram.integers(distances, bits + 1),
+                    distances,
+                    f"Hamming distance to the representative (bits of {bits})",
+                    color=PALETTE["rejected"],
+                )
             )
-        )
     intro = "Kept samples (samples.parquet); the last chart shows detected near-duplicates (duplicates.parquet)."
     content = f'<div class="grid">{"".join(cards)}</div>' if cards else empty("samples.parquet is missing")
     return _section("distributions", "Distributions", intro, content)
 
 
-def _phash_distances(data: RunData) -> np.ndarray | None:
+def _near_distances(data: RunData, link_kind: str) -> np.ndarray | None:
+    """The distances of the duplicate links of one kind (phash, pdq), None without duplicates.parquet."""
     kind, dist = _column(data.duplicates, "kind"), _column(data.duplicates, "distance")
     if kind is None or dist is None:
         return None
-    d = pc.filter(dist, pc.equal(kind, "phash"))
+    d = pc.filter(dist, pc.equal(kind, link_kind))
     return pc.filter(d, pc.is_valid(d)).to_numpy().astype(np.float64)
 
 

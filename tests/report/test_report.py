@@ -1131,3 +1131,17 @@ def test_cluster_section_renders_in_headless_chromium(tmp_path, semantic_stage_e
     assert "clusters" in facts["sections"]
     assert facts["svgs"] >= 3 and facts["svgsRendered"] == facts["svgs"]  # funnel, rank-size, timing
     assert facts["scripts"] == 0
+
+
+def test_pdq_links_get_their_own_distance_histogram(demo_input, tmp_path):
+    """A run deduplicating with hash: pdq: its links' distances (bits of 256) are charted apart from pHash's."""
+    from helpers import default_recipe_for, run_local
+
+    r = default_recipe_for(demo_input, tmp_path / "out")
+    r["stages"] = [s if "phash_dedup" not in s else {"phash_dedup": {"hash": "pdq"}} for s in r["stages"]]
+    run_local(r)
+    dom = parse(write_report(tmp_path / "out").read_text(encoding="utf-8")).root
+    hists = {n.attrs["data-hist"]: int(n.attrs["data-n"]) for n in dom.find_all("div") if "data-hist" in n.attrs}
+    links = pq.read_table(tmp_path / "out" / "duplicates.parquet").column("kind").to_pylist()
+    assert links.count("pdq") > 0 and hists["pdq_distance"] == links.count("pdq")
+    assert hists["phash_distance"] == 0  # no pHash links in this run; the card stays, empty
