@@ -100,9 +100,11 @@ class ReferenceIndex:
         # PDQ of the 8 transforms, as one database of 8n codes (row r's transform k at 8r + k); pHash likewise.
         self.pdq = np.frombuffer(b"".join(table.column("pdq").to_pylist()), np.uint8).reshape(8 * n, 32)
         self.pdq_quality = np.asarray(table.column("pdq_quality").to_numpy(zero_copy_only=False), dtype=np.int16)
+        self._pdq_db: tuple | None = None  # (min_quality, rows, codes): _pdq_database's cache
         self.pdq_phash = np.asarray(
             np.frombuffer(b"".join(table.column("pdq_phash").to_pylist()), np.uint64), dtype=np.uint64
         )
+        self.phash_exact = np.ascontiguousarray(self.pdq_phash[0::8])  # each image's own exact pHash
         self.embeddings = None
         if "embedding" in table.column_names:
             from mmcurate.stages.embeddings import embedding_matrix
@@ -112,15 +114,23 @@ class ReferenceIndex:
                 raise ValueError(f"reference index {str(path)!r}: unusable embeddings; rebuild it")
             self.embeddings = x
 
+    def _pdq_database(self, min_quality: int) -> tuple[np.ndarray, np.ndarray]:
+        """(rows into the 8n transform codes, their codes) of the references at or above min_quality: selected
+        once per quality floor, not per batch (a copy of 256 MB per batch at 1M references)."""
+        if self._pdq_db is None or self._pdq_db[0] != min_quality:
+            rows = np.flatnonzero(np.repeat(self.pdq_quality >= min_quality, 8))
+            codes = self.pdq if len(rows) == len(self.pdq) else np.ascontiguousarray(self.pdq[rows])
+            self._pdq_db = (min_quality, rows, codes)
+        return self._pdq_db[1], self._pdq_db[2]
+
     def _match_pdq(self, out: list, q: PdqQuery, num_threads) -> None:
         from mmcurate.ops import hamming_knn
 
         todo = np.flatnonzero(np.array([m is None for m in out]) & q.valid & (q.quality >= q.min_quality))
-        usable = np.repeat(self.pdq_quality >= q.min_quality, 8)
-        if not len(todo) or not usable.any():
+        rows, codes = self._pdq_database(q.min_quality)
+        if not len(todo) or not len(rows):
             return
-        rows = np.flatnonzero(usable)
-        dist, idx = hamming_knn(self.pdq[rows], 1, queries=q.codes[todo], device="cpu", num_threads=num_threads)
+        dist, idx = hamming_knn(codes, 1, queries=q.codes[todo], device="cpu", num_threads=num_threads)
         for i, d, j in zip(todo.tolist(), dist[:, 0].tolist(), idx[:, 0].tolist()):
             if not 0 <= d <= q.threshold:
                 continue
@@ -144,8 +154,6 @@ class ReferenceIndex:
         if info.get("version") != INDEX_VERSION:
             raise ValueError(f"reference index {str(p)!r} has version {info.get('version')}; rebuild it")
         return info
-
-    check = read_info  # what a run's pre-flight calls
 
     @classmethod
     def load(cls, path) -> ReferenceIndex:
@@ -175,10 +183,12 @@ class ReferenceIndex:
         min_cosine: float | None,
         num_threads: int | None = None,
         pdq: PdqQuery | None = None,
+        phash_exact: bool = False,
     ) -> list[Match | None]:
         """Per sample, its first match (exact, pdq, perceptual, semantic: the module docstring) or None.
         phash/embeddings/pdq: None to skip that kind; rows whose phash_valid is False (or whose embedding is all
-        zero) are not matched so."""
+        zero) are not matched so. phash_exact: the samples' pHashes are exact ones (imagehash's, as
+        ops.pdq_bytes(phash=True) gives), matched against the references' exact pHash; else integrity's fast ones."""
         n = len(sha256)
         out: list[Match | None] = [None] * n
         for i, d in enumerate(sha256):
@@ -192,7 +202,13 @@ class ReferenceIndex:
             if len(todo):
                 from mmcurate.ops import hamming_knn
 
-                dist, idx = hamming_knn(self.phash, 1, queries=phash[todo], device="cpu", num_threads=num_threads)
+                dist, idx = hamming_knn(
+                    self.phash_exact if phash_exact else self.phash,
+                    1,
+                    queries=phash[todo],
+                    device="cpu",
+                    num_threads=num_threads,
+                )
                 for i, d, r in zip(todo.tolist(), dist[:, 0].tolist(), idx[:, 0].tolist()):
                     if 0 <= d <= max_distance:
                         out[i] = Match(int(r), "perceptual", float(d))

@@ -92,7 +92,7 @@ class ReferenceMatch(MapStage):
 
         for r in self.params.references:
             try:
-                ReferenceIndex.check(r)
+                ReferenceIndex.read_info(r)
             except (FileNotFoundError, ValueError) as exc:
                 raise StageError(f"stage '{self.name}': {exc}") from None
 
@@ -114,20 +114,25 @@ class ReferenceMatch(MapStage):
             sha = batch.column("sha256").to_pylist()
         else:
             sha = [hashlib.sha256(b).hexdigest() if h else None for b, h in zip(blobs, has_image)]
+        query = self._pdq_query(blobs, has_image) if p.pdq_threshold is not None else None
         codes = valid = None
+        exact = False  # which pHash the samples carry: integrity's fast one, or the exact one of the PDQ decode
         if p.max_distance is not None:
             if "phash" in batch.column_names:
                 col = batch.column("phash")
                 valid = np.asarray(col.is_valid(), dtype=bool) & has_image
                 codes = np.asarray(pc.fill_null(col, 0).to_numpy(zero_copy_only=False), dtype=np.uint64)
+            elif query is not None:  # the PDQ decode gave an exact pHash already: no second decode
+                codes, valid, exact = query.phash, query.valid, True
             else:
                 res = phash_bytes([b or b"" for b in blobs], exact=False, num_threads=p.num_threads)
                 codes, valid = np.asarray(res.codes, dtype=np.uint64), (np.asarray(res.status) == 0) & has_image
-        query = self._pdq_query(blobs, has_image) if p.pdq_threshold is not None else None
         matches: list = [None] * n
         for index in self._indexes:
             emb = self._embeddings(batch, index)
-            found = index.match(sha, codes, valid, emb, p.max_distance, p.min_cosine, p.num_threads, pdq=query)
+            found = index.match(
+                sha, codes, valid, emb, p.max_distance, p.min_cosine, p.num_threads, pdq=query, phash_exact=exact
+            )
             for i, m in enumerate(found):
                 if m is not None and matches[i] is None and has_image[i]:
                     value = {"distance": int(m.value)} if m.via != "semantic" else {"cosine": m.value}

@@ -168,3 +168,18 @@ def test_semantic_matching_uses_the_cosine():
     assert out[0].via == "semantic" and out[0].row == 3 and out[0].value >= 0.99
     assert out[1] is None  # opposite direction
     assert out[2].via == "exact" and out[2].row == 1  # exact first; a zero row is never a semantic match
+
+
+def test_without_integrity_the_phash_comes_from_the_pdq_decode(planted, tmp_path):
+    """No `phash` column (no integrity before it): the exact pHash of the PDQ decode is matched against the
+    references' exact pHash, with no second decode; PDQ held to 0 bits leaves the edited copies to it."""
+    d, _ = planted
+    r = _recipe(d, tmp_path / "out", pdq_threshold=0, max_distance=8)
+    r["stages"] = r["stages"][1:]
+    run_local(r)
+    rejects = pq.read_table(tmp_path / "out" / "rejects.parquet").to_pylist()
+    kinds = {x["key"]: x["detail"] for x in rejects}
+    assert {"reenc2", "reenc3", "resize4", "resize5"} <= set(kinds)
+    via_phash = [k for k in ("reenc2", "reenc3", "resize4", "resize5") if "(pHash distance" in kinds[k]]
+    assert via_phash and all(f"bench:bench{k[-1]}" in kinds[k] for k in via_phash)  # resizes: PDQ > 0 bits
+    assert not any(k.startswith("other") for k in kinds)
