@@ -25,6 +25,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from mmcurate.curate.balance import MAX_LISTED_CLUSTER_SIZES
+from mmcurate.report.captions_section import CAPTIONS_CSS, CAPTIONS_SECTION, captions_section
 from mmcurate.report.charts import (
     PALETTE,
     BarRow,
@@ -36,8 +37,12 @@ from mmcurate.report.charts import (
     histogram_svg,
     rank_size_svg,
 )
+from mmcurate.report.duplicate_listing import DUPLICATE_LISTING_CSS, DuplicateListing
+from mmcurate.report.edits_section import EDITS_CSS, EDITS_SECTION, edits_section
 from mmcurate.report.html_parts import as_float, e, empty, fixed, html_table, num
 from mmcurate.report.instruction_section import INSTRUCTION_CSS, INSTRUCTION_SECTION, instruction_section
+from mmcurate.report.paging import PAGING_CSS
+from mmcurate.report.reject_listing import REJECT_LISTING_CSS, reject_listing, reject_listing_id
 from mmcurate.report.run_data import RunData, load_run
 from mmcurate.report.thumbnails import display_text
 from mmcurate.stages.semantic import BalanceStats, SemanticDedupStats
@@ -89,12 +94,16 @@ def render_report(data: RunData) -> str:
     """The report as one HTML string."""
     title = f"mmcurate report · {data.out_dir.resolve().name}"
     instruction = instruction_section(data)  # "" for a run without instruction data
+    captions = captions_section(data)  # "" without captions
+    edits = edits_section(data)  # "" for a run without caption_clean / pii_redact
     body = [
         _header(data),
-        _nav(with_instruction=bool(instruction)),
+        _nav(with_instruction=bool(instruction), with_captions=bool(captions), with_edits=bool(edits)),
         _section_run(data),
         _section_funnel(data),
         _section_distributions(data),
+        captions,
+        edits,
         _section_duplicates(data),
         _section_clusters(data),
         instruction,
@@ -108,7 +117,8 @@ def render_report(data: RunData) -> str:
         # Nothing may be fetched: the policy makes the browser refuse it, should a resource slip in.
         '<meta http-equiv="Content-Security-Policy" content="default-src \'none\'; '
         "img-src data:; style-src 'unsafe-inline'\">"
-        f"<title>{e(title)}</title><style>{_CSS}{INSTRUCTION_CSS}</style></head>\n<body><main>\n"
+        f"<title>{e(title)}</title><style>{_CSS}{INSTRUCTION_CSS}{PAGING_CSS}{CAPTIONS_CSS}{EDITS_CSS}"
+        f"{REJECT_LISTING_CSS}{DUPLICATE_LISTING_CSS}</style></head>\n<body><main>\n"
         + "\n".join(body)
         + "\n</main></body></html>\n"
     )
@@ -220,8 +230,11 @@ def _random_weights_banner(data: RunData) -> str:
     )
 
 
-def _nav(with_instruction: bool = False) -> str:
+def _nav(with_instruction: bool = False, with_captions: bool = False, with_edits: bool = False) -> str:
     sections = list(SECTIONS)
+    for present, section in ((with_captions, CAPTIONS_SECTION), (with_edits, EDITS_SECTION)):
+        if present:
+            sections.insert(sections.index(("duplicates", "Duplicates")), section)
     if with_instruction:
         sections.insert(sections.index(("rejects", "Rejects")), INSTRUCTION_SECTION)
     links = "".join(f'<a href="#{sid}">{e(title)}</a>' for sid, title in sections)
@@ -607,16 +620,17 @@ def _section_duplicates(data: RunData) -> str:
     group_size = {
         (k, r): n for k, r, n in zip(*(sizes.column(c).to_pylist() for c in ("kind", "duplicate_of", "count_all")))
     }
+    listing = DuplicateListing.from_run(data)
     return _section(
         "duplicates",
         "Duplicates",
         "Each group keeps one representative (green) and drops its duplicates; the distance is in "
         "pHash bits (0 for byte-identical copies). Members with the largest distance are shown first.",
-        summary + _duplicate_gallery(data, group_size),
+        summary + _duplicate_gallery(data, group_size, listing) + listing.html(),
     )
 
 
-def _duplicate_gallery(data: RunData, group_size: dict) -> str:
+def _duplicate_gallery(data: RunData, group_size: dict, listing: DuplicateListing) -> str:
     groups: dict[tuple[str, str], list[dict]] = {}
     for row in _thumb_rows(data, "duplicate"):
         gid = (row.get("reason") or "", row.get("group") or "")
@@ -652,7 +666,10 @@ def _duplicate_gallery(data: RunData, group_size: dict) -> str:
             )
             shown += 0 if is_rep else 1
         total = group_size.get((kind, rep), shown)
-        more = f'<div class="more">+{total - shown:,} more</div>' if total > shown else ""
+        href = listing.href(kind, rep)
+        more_text = f"+{total - shown:,} more" + (" · listed below" if href else " in duplicates.parquet")
+        more_html = f'<a href="{href}">{e(more_text)}</a>' if href else e(more_text)
+        more = f'<div class="more">{more_html}</div>' if total > shown else ""
         out.append(
             f'<div class="group" data-group="{e(rep)}" data-kind="{e(kind)}" data-size="{total + 1}">'
             f'<div class="group-head"><span class="kind">{e(kind)}</span> group of {total + 1:,} · '
@@ -698,7 +715,8 @@ def _section_rejects(data: RunData) -> str:
                 )
                 body = f'<div class="tiles">{tiles}</div>'
                 if n > len(rows):
-                    body += f'<p class="note">showing {len(rows):,} of {n:,} (the first by key)</p>'
+                    listed = f' · <a href="#{reject_listing_id(stage, reason)}">listed below</a>' if data.rejects is not None else ""
+                    body += f'<p class="note">showing {len(rows):,} of {n:,} (the first by key){listed}</p>'
             elif kinds.get(stage) == "global":
                 body = empty("see the duplicate groups above for pictures of what this stage removed")
             else:
@@ -712,7 +730,8 @@ def _section_rejects(data: RunData) -> str:
         "rejects",
         "Rejects",
         "Rejected samples per stage and reason, with the stage's detail.",
-        f'<div class="reasons">{"".join(cards)}</div>',
+        f'<div class="reasons">{"".join(cards)}</div>'
+        + reject_listing(data, [(stage, reason) for stage in order for reason in reasons.get(stage, {})]),
     )
 
 
