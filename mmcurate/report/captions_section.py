@@ -72,7 +72,7 @@ def captions_section(data: RunData) -> str:
     if caption is None or len(caption) == 0:
         return ""
     sample = _text_sample(caption)
-    cards = [_languages_card(data), _ngram_card(sample, len(caption)), _style_card(data, caption, sample)]
+    cards = [_languages_card(data), _style_card(data, caption, sample), _ngram_card(sample, len(caption))]
     sid, title = CAPTIONS_SECTION
     return (
         f'<section id="{sid}"><h2>{e(title)}</h2><p class="intro">The kept captions (samples.parquet): languages, '

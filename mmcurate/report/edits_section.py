@@ -234,17 +234,18 @@ def _pii_card(data: RunData, samples: pa.Table | None) -> str:
         body = empty("no personal data was found in the kept samples")
         return f'<div class="card edits" data-stage="{PII_REDACT}">{head}{body}</div>'
     tokens = _pii_tokens(data)
+    with_rejected = any(rejected.values())  # reject_if_found: the samples holding a value were rejected
     rows = [
         f'<tr data-kind="{e(k)}"><td class="name">{e(k)}</td><td><code>{e(tokens.get(k, ""))}</code></td>'
         f'<td class="num" data-n="occurrences">{occurrences.get(k, 0):,}</td>'
         f'<td class="num" data-n="samples">{per_sample.get(k, 0):,}</td>'
-        f'<td class="num" data-n="rejected">{rejected.get(k, 0):,}</td></tr>'
+        + (f'<td class="num" data-n="rejected">{rejected.get(k, 0):,}</td>' if with_rejected else "")
+        + "</tr>"
         for k in kinds
     ]
     n_kept = samples.num_rows if samples is not None else 0
-    table = html_table(
-        ["kind", "replaced by", "redacted (kept samples)", "kept samples", "in rejected samples"], rows, "pii"
-    )
+    headers = ["kind", "token", "values redacted", "kept samples"] + (["values in rejected samples"] if with_rejected else [])
+    table = html_table(headers, rows, "pii")
     summary = (
         f'<p data-samples-with-pii="{n_any}"><b>{n_any:,}</b> of {n_kept:,} kept samples had personal data '
         f"redacted (caption, caption_original, meta and conversation turns counted once).</p>"
