@@ -51,7 +51,8 @@ _STOPWORDS = frozenset(
 )
 
 CAPTIONS_CSS = """
-#captions table.ngrams td.gram{font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;font-size:12.5px;word-break:break-word}
+#captions table.ngrams td.gram{font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;font-size:12.5px;
+  word-break:break-word}
 #captions table.ngrams{max-width:1000px}
 #captions .grid .wide{grid-column:1/-1}
 """

@@ -59,9 +59,7 @@ class DuplicateListing:
         sizes = dup.group_by(["kind", "duplicate_of"]).aggregate([([], "count_all")])
         groups: dict[str, list[_Group]] = {}
         totals: dict[str, int] = {}
-        for kind in sorted(
-            set(sizes.column("kind").to_pylist()), key=lambda k: (DUPLICATE_KIND_ORDER.get(k, 99), k)
-        ):
+        for kind in sorted(set(sizes.column("kind").to_pylist()), key=lambda k: (DUPLICATE_KIND_ORDER.get(k, 99), k)):
             of_kind = sizes.filter(pc.equal(sizes.column("kind"), kind))
             totals[kind] = of_kind.num_rows
             counts = of_kind.column("count_all").to_numpy()

@@ -40,13 +40,17 @@ MAX_PII_EXAMPLES_PER_KIND = 3
 MAX_EXAMPLE_CHARS = 300
 
 EDITS_CSS = """
-.pair{display:grid;grid-template-columns:1fr auto 1fr;gap:8px;align-items:start;padding:6px 0;border-top:1px solid #eef0f2}
+.pair{display:grid;grid-template-columns:1fr auto 1fr;gap:8px;align-items:start;padding:6px 0;
+  border-top:1px solid #eef0f2}
 .pair .arrow{color:var(--muted);padding-top:2px}
 .pair .text{font-size:12.5px;word-break:break-word;white-space:pre-wrap}
-.pair .key{font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;font-size:11.5px;color:var(--muted);grid-column:1/-1}
+.pair .key{font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;font-size:11.5px;color:var(--muted);
+  grid-column:1/-1}
 .pair del{background:#fbe9e8;color:#8a2a27;text-decoration:line-through}
 .pair ins{background:#e6f4ec;color:#1e6e49;text-decoration:none}
-mark.pii{background:#fff3bf;color:#5c4a00;border-radius:3px;padding:0 2px;font-family:ui-monospace,Menlo,Consolas,monospace;font-size:11.5px}
+mark.pii{background:#fff3bf;color:#5c4a00;border-radius:3px;padding:0 2px;
+  font-family:ui-monospace,Menlo,Consolas,monospace;
+  font-size:11.5px}
 table.pii{max-width:720px}
 """
 
@@ -225,7 +229,9 @@ def _pii_card(data: RunData, samples: pa.Table | None) -> str:
     mode = "rejects samples with personal data" if params.get("reject_if_found") is True else "redacts"
     facts = f"{_count(st.get('in')):,} samples in · {mode} · {_count(st.get('rejected')):,} rejected"
     head = f'<h3>pii_redact</h3><div class="stats">{e(facts)}</div>'
-    column = samples.column("pii_redactions") if samples is not None and "pii_redactions" in samples.column_names else None
+    column = (
+        samples.column("pii_redactions") if samples is not None and "pii_redactions" in samples.column_names else None
+    )
     occurrences, per_sample, n_any, parsed = _kind_counts(column) if column is not None else ({}, {}, 0, [])
     rejected = _rejected_kinds(data)
     kinds = [k for k in pii.KINDS if occurrences.get(k) or rejected.get(k)]
@@ -244,7 +250,9 @@ def _pii_card(data: RunData, samples: pa.Table | None) -> str:
         for k in kinds
     ]
     n_kept = samples.num_rows if samples is not None else 0
-    headers = ["kind", "token", "values redacted", "kept samples"] + (["values in rejected samples"] if with_rejected else [])
+    headers = ["kind", "token", "values redacted", "kept samples"] + (
+        ["values in rejected samples"] if with_rejected else []
+    )
     table = html_table(headers, rows, "pii")
     summary = (
         f'<p data-samples-with-pii="{n_any}"><b>{n_any:,}</b> of {n_kept:,} kept samples had personal data '
@@ -279,7 +287,9 @@ def _pii_examples(samples, parsed, column, kinds, tokens) -> str:
         for i in picks.tolist():
             after = _mark_tokens(_shown(captions[i].as_py()), tokens)
             before_text = originals[i].as_py() if originals is not None else None
-            before = _mark_tokens(_shown(before_text), tokens) if before_text is not None else '<span class="muted">–</span>'
+            before = (
+                _mark_tokens(_shown(before_text), tokens) if before_text is not None else '<span class="muted">–</span>'
+            )
             blocks.append(_pair(keys[i].as_py() if keys is not None else "", before, after, kind))
     if not blocks:
         return ""

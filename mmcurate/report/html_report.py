@@ -715,7 +715,11 @@ def _section_rejects(data: RunData) -> str:
                 )
                 body = f'<div class="tiles">{tiles}</div>'
                 if n > len(rows):
-                    listed = f' · <a href="#{reject_listing_id(stage, reason)}">listed below</a>' if data.rejects is not None else ""
+                    listed = (
+                        f' · <a href="#{reject_listing_id(stage, reason)}">listed below</a>'
+                        if data.rejects is not None
+                        else ""
+                    )
                     body += f'<p class="note">showing {len(rows):,} of {n:,} (the first by key){listed}</p>'
             elif kinds.get(stage) == "global":
                 body = empty("see the duplicate groups above for pictures of what this stage removed")

@@ -1105,12 +1105,15 @@ def _visit(browser, session: str, url: str) -> dict:
     browser.call("Page.navigate", session, url=url)
     deadline = time.monotonic() + 20
     while True:
-        ready = browser.call("Runtime.evaluate", session, expression="document.readyState + ' ' + location.href",
-                             returnByValue=True)["result"]["value"]
+        ready = browser.call(
+            "Runtime.evaluate", session, expression="document.readyState + ' ' + location.href", returnByValue=True
+        )["result"]["value"]
         if ready == f"complete {url}" or time.monotonic() > deadline:
             break
         time.sleep(0.05)
-    return json.loads(browser.call("Runtime.evaluate", session, expression=_VISIT_FACTS, returnByValue=True)["result"]["value"])
+    return json.loads(
+        browser.call("Runtime.evaluate", session, expression=_VISIT_FACTS, returnByValue=True)["result"]["value"]
+    )
 
 
 @pytest.mark.browser
@@ -1119,10 +1122,10 @@ def test_report_renders_in_headless_chromium_without_errors(run_dir, tmp_path):
     if chromium is None:
         pytest.skip("chromium not installed (scripts/install_browser.sh installs Debian's chromium)")
     from PIL import Image
+    from test_report_views import write_listing_run
 
     from mmcurate.report.duplicate_listing import DuplicateListing
     from mmcurate.report.reject_listing import reject_listing_id
-    from test_report_views import write_listing_run
 
     out, truth = run_dir
     report = (out / "report.html").resolve()
@@ -1150,7 +1153,14 @@ def test_report_renders_in_headless_chromium_without_errors(run_dir, tmp_path):
     assert requested and all(u in pages or u.startswith("data:") for u in requested), requested
 
     assert facts["sections"] == [
-        "run", "funnel", "distributions", "captions", "duplicates", "clusters", "rejects", "timing"
+        "run",
+        "funnel",
+        "distributions",
+        "captions",
+        "duplicates",
+        "clusters",
+        "rejects",
+        "timing",
     ]
     listed, page3, group = facts["visits"]
     assert listed["target"] == reject_anchor and listed["targetVisible"] and listed["openDetails"] == 1

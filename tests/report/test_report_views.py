@@ -18,6 +18,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from test_report import parse
 
 from helpers import default_recipe_for, run_local
 from mmcurate.curate.pii import DEFAULT_TOKENS
@@ -27,7 +28,6 @@ from mmcurate.report import duplicate_listing, reject_listing
 from mmcurate.report.html_report import render_report
 from mmcurate.report.paging import anchor_id, evenly_spaced, paged
 from mmcurate.report.run_data import load_run
-from test_report import parse
 
 HOSTILE = "</td><script>alert('x')</script><b>"
 # personal data as the demo plants it in captions (mmcurate/io/demo_dataset.py)
@@ -89,7 +89,9 @@ def test_modifying_stages_count_what_changed_in_the_kept_samples(text_report):
         per_sample.update({k: 1 for k, v in counts.items() if v})
     pii = section.find_all("div", data_stage="pii_redact")[0]
     shown = {
-        tr.attrs["data-kind"]: {td.attrs["data-n"]: int(td.all_text().replace(",", "")) for td in tr.find_all("td") if "data-n" in td.attrs}
+        tr.attrs["data-kind"]: {
+            td.attrs["data-n"]: int(td.all_text().replace(",", "")) for td in tr.find_all("td") if "data-n" in td.attrs
+        }
         for tr in pii.find_all("tr")
         if "data-kind" in tr.attrs
     }
@@ -124,7 +126,9 @@ def test_captions_section_languages_ngrams_and_special_characters(text_report, t
     manifest = json.loads((text_run / "manifest.json").read_text())
     caption_filter = [s for s in manifest["stages"] if s["name"] == "caption_filter"][0]
     boiler = [n for n in section.iter() if n.attrs.get("data-card") == "style"][0]
-    assert f"rejected {caption_filter['reasons'].get('boilerplate', 0):,} of {caption_filter['in']:,}" in boiler.all_text()
+    assert (
+        f"rejected {caption_filter['reasons'].get('boilerplate', 0):,} of {caption_filter['in']:,}" in boiler.all_text()
+    )
     # n-grams: every kept caption looked at, the top bigram's share as counted here
     captions = [c for c in samples.column("caption").to_pylist() if c]
     ngrams = section.find_all("div", data_card="ngrams")[0]
@@ -142,7 +146,13 @@ def test_special_char_ratio_and_ngrams_on_known_text():
     r = captions_mod.special_char_ratio(pa.array(["ab, c!", "नमस्ते", "★★★★", "", None]))
     assert r[0] == pytest.approx(2 / 6) and r[1] == 0.0 and r[2] == 1.0 and np.isnan(r[3]) and np.isnan(r[4])
     texts = ["Stock photo of a dog", "stock photo of a cat", "a cat on a mat <EMAIL>"]
-    assert captions_mod.top_ngrams(texts, 2)[:5] == [("a cat", 2), ("of a", 2), ("photo of", 2), ("stock photo", 2), ("a dog", 1)]
+    assert captions_mod.top_ngrams(texts, 2)[:5] == [
+        ("a cat", 2),
+        ("of a", 2),
+        ("photo of", 2),
+        ("stock photo", 2),
+        ("a dog", 1),
+    ]
     words = dict(captions_mod.top_ngrams(texts, 1))
     assert words["cat"] == 2 and "a" not in words and words["<EMAIL>"] == 1  # the token stays one token
 
@@ -190,7 +200,9 @@ def test_pii_counts_of_reject_if_found_come_from_the_rejects(tmp_path):
     dom = parse(render_report(load_run(tmp_path))).root
     rows = {tr.attrs["data-kind"]: tr for tr in _section(dom, "edits").find_all("tr") if "data-kind" in tr.attrs}
     assert set(rows) == {"email", "phone"}
-    rejected = {k: [td.all_text() for td in tr.find_all("td") if td.attrs.get("data-n") == "rejected"] for k, tr in rows.items()}
+    rejected = {
+        k: [td.all_text() for td in tr.find_all("td") if td.attrs.get("data-n") == "rejected"] for k, tr in rows.items()
+    }
     assert rejected == {"email": ["6"], "phone": ["3"]}
 
 
@@ -223,15 +235,25 @@ def write_listing_run(out: Path, n_big: int = 1234, n_groups: int = 130) -> dict
     hostile reason, and `n_groups` phash groups of decreasing size plus one exact group."""
     out.mkdir(parents=True, exist_ok=True)
     rejects = [
-        {"key": f"r{i:06d}", "source": "s.tar", "stage": "image_filter", "reason": "min_side",
-         "detail": f"min side {i % 100} < 200 {HOSTILE} owner jane.roe@example.org"}
+        {
+            "key": f"r{i:06d}",
+            "source": "s.tar",
+            "stage": "image_filter",
+            "reason": "min_side",
+            "detail": f"min side {i % 100} < 200 {HOSTILE} owner jane.roe@example.org",
+        }
         for i in range(n_big)
     ]
-    rejects += [{"key": f"{HOSTILE}{i}", "source": "s.tar", "stage": HOSTILE, "reason": HOSTILE, "detail": None} for i in range(3)]
+    rejects += [
+        {"key": f"{HOSTILE}{i}", "source": "s.tar", "stage": HOSTILE, "reason": HOSTILE, "detail": None}
+        for i in range(3)
+    ]
     dups = []
     for g in range(n_groups):
         for m in range(n_groups + 1 - g):  # group g has n_groups + 1 - g members
-            dups.append({"key": f"g{g:04d}m{m:04d}", "duplicate_of": f"rep{g:04d}", "kind": "phash", "distance": float(m % 7)})
+            dups.append(
+                {"key": f"g{g:04d}m{m:04d}", "duplicate_of": f"rep{g:04d}", "kind": "phash", "distance": float(m % 7)}
+            )
     dups += [{"key": f"x{m:03d}", "duplicate_of": HOSTILE, "kind": "exact", "distance": 0.0} for m in range(30)]
     rng = np.random.default_rng(0)
     order = rng.permutation(len(rejects))  # file order must not matter
@@ -240,7 +262,14 @@ def write_listing_run(out: Path, n_big: int = 1234, n_groups: int = 130) -> dict
     manifest = {
         "counts": {"read": 10_000, "kept": 10_000 - len(rejects), "rejected": len(rejects)},
         "stages": [
-            {"name": "image_filter", "kind": "map", "in": 10_000, "kept": 10_000 - n_big, "rejected": n_big, "reasons": {"min_side": n_big}},
+            {
+                "name": "image_filter",
+                "kind": "map",
+                "in": 10_000,
+                "kept": 10_000 - n_big,
+                "rejected": n_big,
+                "reasons": {"min_side": n_big},
+            },
         ],
     }
     (out / "manifest.json").write_text(json.dumps(manifest))
@@ -287,9 +316,13 @@ def test_duplicate_groups_are_listed_largest_first_bounded_and_linked(listing_ru
     blocks = {d.attrs["data-kind"]: d for d in listing.find_all("details")}
     assert list(blocks) == ["phash", "exact"]  # near duplicates first, as in the gallery
     phash = blocks["phash"]
-    assert phash.attrs["data-groups"] == "130" and phash.attrs["data-listed"] == str(duplicate_listing.MAX_LISTED_GROUPS)
+    assert phash.attrs["data-groups"] == "130" and phash.attrs["data-listed"] == str(
+        duplicate_listing.MAX_LISTED_GROUPS
+    )
     rows = [tr for tr in phash.find_all("tr") if "data-group" in tr.attrs]
-    assert [tr.attrs["data-group"] for tr in rows] == [f"rep{g:04d}" for g in range(duplicate_listing.MAX_LISTED_GROUPS)]
+    assert [tr.attrs["data-group"] for tr in rows] == [
+        f"rep{g:04d}" for g in range(duplicate_listing.MAX_LISTED_GROUPS)
+    ]
     assert rows[0].attrs["data-size"] == str(130 + 2)
     members = [c.all_text() for c in rows[0].find_all("code")]
     assert len(members) == duplicate_listing.MAX_MEMBERS_SHOWN
@@ -325,6 +358,9 @@ def test_listings_stay_bounded_as_the_run_grows(tmp_path):
         write_listing_run(out, n_big=n, n_groups=200)
         data = load_run(out)
         pairs = [("image_filter", "min_side")]
-        sizes.append(len(reject_listing.reject_listing(data, pairs)) + len(duplicate_listing.DuplicateListing.from_run(data).html()))
+        sizes.append(
+            len(reject_listing.reject_listing(data, pairs))
+            + len(duplicate_listing.DuplicateListing.from_run(data).html())
+        )
     assert abs(sizes[1] - sizes[0]) < 0.02 * sizes[0], sizes  # the same rows, whatever the run's size
     assert sizes[1] < 250_000
