@@ -5,10 +5,12 @@ no scripts and no fonts or anything else fetched. Every string that comes from t
 captions, reasons, decoder messages, recipe values, paths) goes through :func:`html.escape`.
 
 Sections: run facts, the funnel (samples in/out per stage with reasons), distributions of the kept
-samples (width, height, aspect ratio, caption length) and of pHash distances between duplicates, a
-gallery of duplicate groups, semantic clusters (cluster sizes before/after balance, SemDeDup's
-clusters; from the manifest's stage stats), instruction data (instruction_section.py; only for a run on
-conversations), a gallery of rejected samples per reason, and the timing per stage.
+samples (width, height, aspect ratio, caption length) and of pHash distances between duplicates, the
+kept captions (captions_section.py), what caption_clean and pii_redact changed (edits_section.py; only
+when they ran), a gallery of duplicate groups and their paged listing (duplicate_listing.py), semantic
+clusters (cluster sizes before/after balance, SemDeDup's clusters; from the manifest's stage stats),
+instruction data (instruction_section.py; only for a run on conversations), a gallery of rejected
+samples per reason and their paged listing (reject_listing.py), and the timing per stage.
 """
 
 from __future__ import annotations
