@@ -704,6 +704,10 @@ def _section_rejects(data: RunData) -> str:
     for stage in order:
         for reason, n in reasons.get(stage, {}).items():
             rows = thumbs.get((stage, reason), [])[:MAX_TILES_PER_REASON]
+            # every reason is listed below the cards when the rejects log is there (reject_listing)
+            listed = (
+                f'<a href="#{reject_listing_id(stage, reason)}">listed below</a>' if data.rejects is not None else ""
+            )
             if rows:
                 tiles = "".join(
                     _tile(
@@ -717,16 +721,14 @@ def _section_rejects(data: RunData) -> str:
                 )
                 body = f'<div class="tiles">{tiles}</div>'
                 if n > len(rows):
-                    listed = (
-                        f' · <a href="#{reject_listing_id(stage, reason)}">listed below</a>'
-                        if data.rejects is not None
-                        else ""
-                    )
-                    body += f'<p class="note">showing {len(rows):,} of {n:,} (the first by key){listed}</p>'
-            elif kinds.get(stage) == "global":
-                body = empty("see the duplicate groups above for pictures of what this stage removed")
+                    more = f" · {listed}" if listed else ""
+                    body += f'<p class="note">showing {len(rows):,} of {n:,} (the first by key){more}</p>'
             else:
-                body = empty("no thumbnails were collected for this reason")
+                if kinds.get(stage) == "global":
+                    body = empty("see the duplicate groups above for pictures of what this stage removed")
+                else:
+                    body = empty("no thumbnails were collected for this reason")
+                body += f'<p class="note">{listed}</p>' if listed else ""
             cards.append(
                 f'<div class="card reason" data-stage="{e(stage)}" data-reason="{e(reason)}" data-count="{n}">'
                 f'<h3><span class="stage">{e(stage)}</span> · {e(reason)} <span class="count">{n:,}</span>'

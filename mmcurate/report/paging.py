@@ -18,7 +18,7 @@ __all__ = ["PAGING_CSS", "anchor_id", "evenly_spaced", "paged"]
 PAGING_CSS = """
 .pages>.page{display:none}.pages>.page:target{display:block}
 .pages:not(:has(>.page:target))>.page:first-child{display:block}
-.page{scroll-margin-top:56px}
+.page,.anchor{scroll-margin-top:96px}  /* the block's title stays visible under the sticky nav */
 .pager{display:flex;flex-wrap:wrap;gap:4px;align-items:center;margin:4px 0 8px;font-size:12.5px;color:var(--muted)}
 .pager a{padding:1px 8px;border:1px solid var(--line);border-radius:5px;text-decoration:none;color:var(--accent)}
 .pager a.cur{background:var(--accent);border-color:var(--accent);color:#fff}

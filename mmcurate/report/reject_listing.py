@@ -30,6 +30,8 @@ REJECT_LISTING_CSS = """
 .listing table{margin:0 0 6px}
 .listing td.key{font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;font-size:12.5px;word-break:break-all}
 .listing td.detail{color:#495057;word-break:break-word}
+.listing table.rejects-list th:first-child,.listing table.dup-list th:first-child{width:90px}
+.listing table.rejects-list th:nth-child(2){width:36%}
 .listing summary .count{color:var(--bad);font-weight:650;margin-left:6px}
 a.file{font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;font-size:12.5px}
 """
