@@ -700,14 +700,13 @@ def _section_rejects(data: RunData) -> str:
     details = _details_for(data, [row["key"] for rows in thumbs.values() for row in rows])
     kinds = {str(s.get("name")): s.get("kind") for s in data.stages}
     order = [str(s.get("name")) for s in data.stages] + sorted(set(reasons) - set(kinds))
+    has_log = data.rejects is not None and data.rejects.num_rows > 0  # else the counts come from the manifest
     cards = []
     for stage in order:
         for reason, n in reasons.get(stage, {}).items():
             rows = thumbs.get((stage, reason), [])[:MAX_TILES_PER_REASON]
             # every reason is listed below the cards when the rejects log is there (reject_listing)
-            listed = (
-                f'<a href="#{reject_listing_id(stage, reason)}">listed below</a>' if data.rejects is not None else ""
-            )
+            listed = f'<a href="#{reject_listing_id(stage, reason)}">listed below</a>' if has_log else ""
             if rows:
                 tiles = "".join(
                     _tile(
