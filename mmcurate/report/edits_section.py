@@ -256,7 +256,8 @@ def _pii_card(data: RunData, samples: pa.Table | None) -> str:
     table = html_table(headers, rows, "pii")
     summary = (
         f'<p data-samples-with-pii="{n_any}"><b>{n_any:,}</b> of {n_kept:,} kept samples had personal data '
-        f"redacted (caption, caption_original, meta and conversation turns counted once).</p>"
+        f"redacted. Values are counted where pii_redact found them: the caption, each string of meta, each "
+        f"conversation turn (caption_original and a conversation's caption, its copies, not again).</p>"
     )
     return (
         f'<div class="card edits" data-stage="{PII_REDACT}">{head}{summary}{table}'
