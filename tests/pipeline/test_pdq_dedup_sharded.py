@@ -19,6 +19,10 @@ from mmcurate.pipeline.global_sharded import ShardedGlobalContext, make_ids
 from mmcurate.pipeline.stage import SAMPLE_ID, registry
 
 
+#: identity codes only, no template labels: the columns the synthetic tables here have
+PLAIN = {"hash": "pdq", "dihedral": False, "templates": "off"}
+
+
 def _flip(words: np.ndarray, bits: int, rng, width: int) -> np.ndarray:
     out = words.copy()
     for b in rng.choice(width, bits, replace=False):
@@ -120,7 +124,7 @@ def test_sharded_pdq_dedup_equals_memory_and_brute_force(tmp_path, linkage, keep
     for i, t in enumerate(shards):
         pq.write_table(t, work / "meta" / f"{i:05d}.parquet")
     ctx = ShardedGlobalContext(work, len(shards), map_fn=map_fn, parallelism=3)
-    stage = registry.create("phash_dedup", {"hash": "pdq", "keep": keep, "linkage": linkage})
+    stage = registry.create("phash_dedup", {**PLAIN, "keep": keep, "linkage": linkage})
     table = _memory_table(shards, list(stage.requires))
     mem = stage.run(MemoryGlobalContext.from_table(table))
     sh = stage.run(ctx)
@@ -135,7 +139,7 @@ def test_sharded_pdq_dedup_equals_memory_and_brute_force(tmp_path, linkage, keep
     assert {r["kind"] for r in sh.duplicates.to_pylist()} == {"pdq"}
     assert set(sh.rejected.column("reason").to_pylist()) == {"duplicate_pdq"}
     # verification mattered: without it, more pairs link
-    loose = registry.create("phash_dedup", {"hash": "pdq", "keep": keep, "linkage": linkage, "verify_phash": None})
+    loose = registry.create("phash_dedup", {**PLAIN, "keep": keep, "linkage": linkage, "verify_phash": None})
     assert loose.run(MemoryGlobalContext.from_table(table)).rejected.num_rows > mem.rejected.num_rows
     # quality 0 samples are never linked, on either side
     q0 = set(table.filter(pc.equal(table.column("pdq_quality"), 0)).column("key").to_pylist())
@@ -185,7 +189,8 @@ def test_recipe_pdq_sharded_equals_memory(demo_input, tmp_path):
     dups = pq.read_table(sh / "duplicates.parquet").to_pylist()
     pdq = [d for d in dups if d["kind"] == "pdq"]
     assert pdq and all(d["distance"] <= 22 and d["verify_distance"] <= 12 for d in pdq)
-    assert all(d["verify_distance"] is None for d in dups if d["kind"] != "pdq")
+    assert all(d["verify_distance"] is None for d in dups if d["kind"] not in ("pdq", "template"))
+    assert all(d["transform"] is not None for d in dups if d["kind"] in ("pdq", "template"))  # dihedral matching
     samples = pq.read_table(sh / "samples.parquet")
     assert samples.schema.field("pdq").type == pa.binary(32) and "pdq_phash" in samples.column_names
     with tarfile.open(sorted((sh / "shards").rglob("*.tar"))[0]) as tar:
