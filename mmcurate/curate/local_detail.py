@@ -6,7 +6,7 @@ variant should go is a curation policy, so the pair is labelled instead of silen
 
 The signal: a grid of ``GRID x GRID`` cells over the image (fractions of its width and height, so resizes keep the
 cells), each cell's luma mean and standard deviation (``uint8[2 * GRID * GRID]``: 512 bytes per sample, from the
-decode that hashed the image). For a pair linked under a dihedral transform, the first image's grid is transformed
+decode that hashed the image; cells are exact area averages, so resizes keep them). For a pair linked under a dihedral transform, the first image's grid is transformed
 the same way (a cell grid over normalised coordinates maps onto itself). The second image's means are fitted to the
 first's by an affine map (brightness and contrast shifts), refitted on the cells that agree; a cell *changed* when
 its mean or its deviation (scaled by the fit) moves by more than ``CHANGE`` luma levels.
@@ -33,25 +33,34 @@ _FIT_ROUNDS = 3
 _LUMA = np.array([0.299, 0.587, 0.114], np.float32)  # Pillow's "L" weights
 
 
+def _cell_means(y: np.ndarray, axis: int) -> np.ndarray:
+    """Exact area averages of y over GRID equal cells along ``axis`` (a pixel a cell boundary cuts counts by its
+    covered fraction): the integral of the pixels at each cell edge, from a cumulative sum (no BLAS: its threads
+    would fight the map stage's native pool)."""
+    y = np.moveaxis(y, axis, 0)
+    n = y.shape[0]
+    edges = np.arange(GRID + 1) * (n / GRID)
+    whole = np.floor(edges).astype(np.int64)
+    frac = (edges - whole).reshape(-1, *([1] * (y.ndim - 1)))
+    cum = np.concatenate([np.zeros((1, *y.shape[1:])), np.cumsum(y, axis=0)])
+    integral = cum[whole] + frac * y[np.minimum(whole, n - 1)]
+    return np.moveaxis(np.diff(integral, axis=0) / (n / GRID), 0, axis)
+
+
 def detail_grid(image: np.ndarray) -> np.ndarray:
     """The grid of one decoded image (HxW or HxWxC uint8; RGB(A) or gray): uint8[DETAIL_BYTES], the GRID x GRID
-    cell means (row-major) then the cell standard deviations, rounded. Images smaller than the grid repeat pixels
-    (each cell has at least one)."""
+    cell means (row-major) then the cell standard deviations, rounded. Cells are exact area averages (a pixel a
+    cell boundary cuts counts by its covered fraction), so a resized copy has the same cells and a transposed or
+    rotated one the transformed grid."""
     a = np.asarray(image)
-    y = a.astype(np.float32) if a.ndim == 2 else (a[..., :3].astype(np.float32) @ _LUMA if a.shape[2] >= 3 else a[..., 0])
-    y = y.astype(np.float64)
-    h, w = y.shape
-    rows = np.minimum((np.arange(h) * GRID) // max(h, 1), GRID - 1) if h >= GRID else None
-    if rows is None or w < GRID:  # tiny images: sample a GRID x GRID nearest-neighbour grid first
-        y = y[(np.arange(max(h, GRID)) * h) // max(h, GRID)][:, (np.arange(max(w, GRID)) * w) // max(w, GRID)]
-        h, w = y.shape
-    rb = (np.arange(GRID) * h + GRID - 1) // GRID  # first row of each cell
-    cb = (np.arange(GRID) * w + GRID - 1) // GRID
-    s = np.add.reduceat(np.add.reduceat(y, rb, 0), cb, 1)
-    s2 = np.add.reduceat(np.add.reduceat(y * y, rb, 0), cb, 1)
-    count = np.outer(np.diff(np.append(rb, h)), np.diff(np.append(cb, w)))
-    mean = s / count
-    std = np.sqrt(np.maximum(s2 / count - mean * mean, 0.0))
+    if a.ndim == 3 and a.shape[2] >= 3:
+        y = a[..., 0] * _LUMA[0] + a[..., 1] * _LUMA[1] + a[..., 2] * _LUMA[2]  # float32, no uint8 matmul
+    else:
+        y = a[..., 0] if a.ndim == 3 else a
+    y = np.asarray(y, np.float64)
+    both = _cell_means(_cell_means(np.stack([y, y * y], axis=-1), 0), 1)
+    mean = both[..., 0]
+    std = np.sqrt(np.maximum(both[..., 1] - mean * mean, 0.0))
     return np.concatenate([mean.ravel(), std.ravel()]).round().clip(0, 255).astype(np.uint8)
 
 
