@@ -24,7 +24,6 @@ import time
 from collections import Counter
 from pathlib import Path
 
-import numpy as np
 import pyarrow as pa
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -100,7 +99,9 @@ def _metrics(recs, dups: pa.Table, rejected: pa.Table) -> dict:
     groups = Counter(r["group"] for r in recs)
     dup_pairs = sum(c * (c - 1) // 2 for c in groups.values())
     tl = Counter(pair_label(recs, idx[lk["key"]], idx[lk["duplicate_of"]]) for lk in links if lk["kind"] == "template")
-    pdq_links = Counter(pair_label(recs, idx[lk["key"]], idx[lk["duplicate_of"]]) for lk in links if lk["kind"] == "pdq")
+    pdq_links = Counter(
+        pair_label(recs, idx[lk["key"]], idx[lk["duplicate_of"]]) for lk in links if lk["kind"] == "pdq"
+    )
     transforms = Counter(lk["transform"] for lk in links if lk["transform"])
     tp, fp = grouped["duplicate"], grouped["negative"]
     return {

@@ -4,6 +4,7 @@
 #include "mmcurate/pdq.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <stdexcept>
 #include <vector>
@@ -206,9 +207,99 @@ void pdq_batch(const std::vector<ImageViewU8>& images, bool dihedral, uint8_t* c
                [&](int64_t i) { quality[i] = pdq_image(images[i], dihedral, codes + i * stride); });
 }
 
+namespace {
+
+// Transform k (mmcurate.reference.TRANSFORMS: identity, rot90, rot180, rot270 as np.rot90; flip x = rows reversed,
+// flip y = columns reversed, transpose, anti-transpose) of `im` as a packed copy in `buf`: output pixel (y, x) is
+// input pixel (y0 + y * yy + x * yx, x0 + y * xy + x * xx).
+ImageViewU8 transformed_copy(const ImageViewU8& im, int k, std::vector<uint8_t>& buf) {
+  const int h = im.height, w = im.width, c = im.channels;
+  const bool swap = k == 1 || k == 3 || k == 6 || k == 7;
+  const int oh = swap ? w : h, ow = swap ? h : w;
+  int y0 = 0, x0 = 0, yy = 0, yx = 0, xy = 0, xx = 0;
+  switch (k) {
+    case 1: x0 = w - 1, xy = -1, yx = 1; break;                        // out[y, x] = in[x, w-1-y]
+    case 2: y0 = h - 1, x0 = w - 1, yy = -1, xx = -1; break;          // in[h-1-y, w-1-x]
+    case 3: y0 = h - 1, yx = -1, xy = 1; break;                        // in[h-1-x, y]
+    case 4: y0 = h - 1, yy = -1, xx = 1; break;                        // in[h-1-y, x]
+    case 5: x0 = w - 1, yy = 1, xx = -1; break;                        // in[y, w-1-x]
+    case 6: yx = 1, xy = 1; break;                                     // in[x, y]
+    case 7: y0 = h - 1, x0 = w - 1, yx = -1, xy = -1; break;          // in[h-1-x, w-1-y]
+    default: yy = 1, xx = 1;
+  }
+  uint8_t* out = cpu::grow(buf, size_t(oh) * ow * c);
+  for (int y = 0; y < oh; ++y) {
+    uint8_t* o = out + int64_t(y) * ow * c;
+    for (int x = 0; x < ow; ++x) {
+      const uint8_t* p = im.row(y0 + y * yy + x * yx) + int64_t(x0 + y * xy + x * xx) * im.pixel_stride;
+      for (int ch = 0; ch < c; ++ch) o[x * c + ch] = p[ch];
+    }
+  }
+  return ImageViewU8{out, oh, ow, c, int64_t(ow) * c, int64_t(c)};
+}
+
+// Exact area weights of `n` unit pixels in kDetailGrid equal cells: pixel p covers [p, p + 1) and cell g
+// [g n / G, (g + 1) n / G); its share of the cell is the overlap / (n / G). A pixel meets at most
+// ceil(G / n) + 1 cells; (cell, pixel, weight) triples in pixel order.
+struct CellWeight {
+  int cell, pixel;
+  double weight;
+};
+
+void area_weights(int n, std::vector<CellWeight>& out) {
+  out.clear();
+  const double size = double(n) / kDetailGrid;
+  for (int g = 0; g < kDetailGrid; ++g) {
+    const double lo = g * size, hi = (g + 1) * size;
+    for (int p = int(lo); p < n && p < hi; ++p) {
+      const double overlap = std::min(hi, double(p + 1)) - std::max(lo, double(p));
+      if (overlap > 0) out.push_back(CellWeight{g, p, overlap / size});
+    }
+  }
+}
+
+}  // namespace
+
+void detail_grid(const ImageViewU8& im, uint8_t* out) {
+  constexpr int G = kDetailGrid;
+  std::vector<CellWeight> rows, cols;
+  area_weights(im.height, rows);
+  area_weights(im.width, cols);
+  std::vector<float> luma(size_t(im.width));
+  std::vector<double> r1(size_t(G) * im.width, 0.0), r2(size_t(G) * im.width, 0.0);  // rows reduced to cells
+  int last = -1;
+  for (const auto& rw : rows) {
+    if (rw.pixel != last) {
+      luma_row(im, rw.pixel, luma.data());
+      last = rw.pixel;
+    }
+    double* a = r1.data() + int64_t(rw.cell) * im.width;
+    double* b = r2.data() + int64_t(rw.cell) * im.width;
+    for (int x = 0; x < im.width; ++x) {
+      const double v = luma[x];
+      a[x] += rw.weight * v;
+      b[x] += rw.weight * (v * v);
+    }
+  }
+  for (int g = 0; g < G; ++g) {
+    double mean[G] = {}, sq[G] = {};
+    for (const auto& cw : cols) {
+      mean[cw.cell] += cw.weight * r1[int64_t(g) * im.width + cw.pixel];
+      sq[cw.cell] += cw.weight * r2[int64_t(g) * im.width + cw.pixel];
+    }
+    for (int c = 0; c < G; ++c) {
+      const double sd = std::sqrt(std::max(sq[c] - mean[c] * mean[c], 0.0));
+      out[g * G + c] = uint8_t(std::clamp(std::nearbyint(mean[c]), 0.0, 255.0));
+      out[G * G + g * G + c] = uint8_t(std::clamp(std::nearbyint(sd), 0.0, 255.0));
+    }
+  }
+}
+
 PdqBytesResult pdq_bytes(const std::vector<ByteSpan>& blobs, bool exact, bool dihedral, bool exif, int num_threads,
-                         int fast_min_side, int64_t max_pixels, bool with_phash) {
+                         int fast_min_side, int64_t max_pixels, bool with_phash, bool pixel_variants,
+                         bool with_detail) {
   if (fast_min_side < kPdqSide) throw std::invalid_argument("pdq_bytes: fast_min_side must be >= 64");
+  if (pixel_variants && !dihedral) throw std::invalid_argument("pdq_bytes: pixel_variants needs dihedral");
   DecodeOptions full;  // Pillow-exact RGB, as pdqhash sees the image
   full.mode = ColorMode::rgb;
   full.apply_exif_orientation = exif;
@@ -221,7 +312,9 @@ PdqBytesResult pdq_bytes(const std::vector<ByteSpan>& blobs, bool exact, bool di
   PdqBytesResult r;
   r.codes.assign(n * stride, 0);
   r.quality.assign(n, 0);
-  if (with_phash) r.phash.assign(n, 0);
+  const int hashes = pixel_variants ? kPdqVariants : 1;
+  if (with_phash) r.phash.assign(n * hashes, 0);
+  if (with_detail) r.detail.assign(n * kDetailBytes, 0);
   r.status.assign(n, Status::ok);
   r.errors.assign(n, std::string());
   parallel_for(int64_t(n), num_threads, [&](int64_t i) {
@@ -234,8 +327,19 @@ PdqBytesResult pdq_bytes(const std::vector<ByteSpan>& blobs, bool exact, bool di
       return;
     }
     const ImageViewU8 view = view_of(d.image);
-    r.quality[i] = pdq_image(view, dihedral, r.codes.data() + i * stride);
-    if (with_phash) r.phash[i] = hash_image(view, HashKind::phash);
+    if (with_detail) detail_grid(view, r.detail.data() + i * kDetailBytes);
+    if (!pixel_variants) {
+      r.quality[i] = pdq_image(view, dihedral, r.codes.data() + i * stride);
+      if (with_phash) r.phash[i] = hash_image(view, HashKind::phash);
+      return;
+    }
+    thread_local std::vector<uint8_t> buf;
+    for (int k = 0; k < kPdqVariants; ++k) {  // each transform hashed as pdqhash.compute / imagehash.phash would
+      const ImageViewU8 v = k ? transformed_copy(view, k, buf) : view;
+      const int q = pdq_image(v, false, r.codes.data() + i * stride + size_t(k) * kPdqBytes);
+      if (k == 0) r.quality[i] = q;
+      if (with_phash) r.phash[i * hashes + k] = hash_image(v, HashKind::phash);
+    }
   });
   return r;
 }

@@ -212,7 +212,8 @@ def verified_near_groups(
     verify codes of the same transforms) link a pair when a transform of one lies within ``max_distance`` of the
     other (ops.hamming_range), verified under that transform; the grouping's ``distance`` and ``transform`` are then
     those of the closest of the 16 comparisons between a sample and its representative. ``accept(a, b, transform)``
-    (sample indices, the transform mapping a onto b) may refuse verified pairs (bool mask): they are not linked."""
+    (sample indices, the transform mapping a onto b) may refuse verified pairs (bool mask): they are not linked; it
+    sees each distinct tuple's best-ranked member for all of the tuple's samples."""
     from mmcurate.ops.hamming import as_code_rows, hamming_pairs
 
     if linkage not in LINKAGES:
@@ -261,7 +262,7 @@ def verified_near_groups(
     else:
         representative = best_member[_star(m, pairs, rank[best_member])][inv]
     if dihedral is not None:
-        distance, transform, verify_d = dihedral_match(*dihedral, np.arange(n), representative)
+        distance, transform, verify_d = dihedral_match(dihedral[0], dihedral[1], np.arange(n), representative)
         return Grouping(representative, distance, n_pairs, transform), verify_d
     distance = np.bitwise_count(rows ^ rows[representative]).sum(axis=1).astype(np.int32)
     verify_d = np.bitwise_count(verify ^ verify[representative]).astype(np.int32)

@@ -223,7 +223,7 @@ def partition_pairs(part_dir, max_distance: int) -> tuple[np.ndarray, np.ndarray
     if not files:
         return np.empty((0, 2), np.int64), np.empty(0, np.uint8)
     entries = np.concatenate([np.load(f) for f in files])
-    if "variant" in entries.dtype.names:
+    if "variant" in (entries.dtype.names or ()):
         raise ValueError("dihedral codes list no pairs here; partitioned_linked_ids links them")
     return _join_entries(entries, int(max_distance), chunk_layout(max_distance, 64 * _words(entries["code"])))
 
@@ -254,7 +254,7 @@ def partition_linked(part_dir, max_distance: int) -> np.ndarray:
     starts = np.flatnonzero(new)
     sizes = np.diff(np.append(starts, e.size))
     links = [np.zeros((0, 2), np.int64)]
-    dihedral = "variant" in e.dtype.names
+    dihedral = "variant" in (e.dtype.names or ())
     for s in np.unique(sizes[(sizes >= 2) & (sizes <= SMALL_GROUP)]):  # small buckets: brute force
         st = starts[sizes == s]
         ia, ib = np.triu_indices(int(s), 1)

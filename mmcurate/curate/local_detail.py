@@ -4,11 +4,13 @@ Web data is full of templates: the same T-shirt, mug or phone-case mockup with a
 layout and other text. A global perceptual hash (PDQ, pHash) sees the shared layout and links them. Whether such a
 variant should go is a curation policy, so the pair is labelled instead of silently deleted.
 
-The signal: a grid of ``GRID x GRID`` cells over the image (fractions of its width and height, so resizes keep the
-cells), each cell's luma mean and standard deviation (``uint8[2 * GRID * GRID]``: 512 bytes per sample, from the
-decode that hashed the image; cells are exact area averages, so resizes keep them). For a pair linked under a dihedral transform, the first image's grid is transformed
-the same way (a cell grid over normalised coordinates maps onto itself). The second image's means are fitted to the
-first's by an affine map (brightness and contrast shifts), refitted on the cells that agree; a cell *changed* when
+The signal: a grid of ``GRID x GRID`` cells over the image (fractions of its width and height, exact area
+averages, so a resized copy has the same cells), each cell's luma mean and standard deviation
+(``uint8[2 * GRID * GRID]``: 512 bytes per sample, of PDQ's luma, from the decode that hashed the image: the
+native ``ops.pdq_bytes(detail=True)``, for which this module is the oracle). For a pair linked under
+a dihedral transform, the first image's grid is transformed the same way (the grid of a rotated or flipped image is
+the rotated or flipped grid). The second image's means are fitted to the first's by an affine map (brightness and
+contrast shifts), refitted on the cells that agree; a cell *changed* when
 its mean or its deviation (scaled by the fit) moves by more than ``CHANGE`` luma levels.
 
 A **template** pair is one where each image has local detail the other lacks: among the changed cells, at least
@@ -29,8 +31,6 @@ CHANGE = 8.0
 #: the share of changed cells that must go each way for a template
 TWO_SIDED = 0.2
 _FIT_ROUNDS = 3
-
-_LUMA = np.array([0.299, 0.587, 0.114], np.float32)  # Pillow's "L" weights
 
 
 def _cell_means(y: np.ndarray, axis: int) -> np.ndarray:
@@ -53,11 +53,13 @@ def detail_grid(image: np.ndarray) -> np.ndarray:
     cell boundary cuts counts by its covered fraction), so a resized copy has the same cells and a transposed or
     rotated one the transformed grid."""
     a = np.asarray(image)
-    if a.ndim == 3 and a.shape[2] >= 3:
-        y = a[..., 0] * _LUMA[0] + a[..., 1] * _LUMA[1] + a[..., 2] * _LUMA[2]  # float32, no uint8 matmul
-    else:
-        y = a[..., 0] if a.ndim == 3 else a
-    y = np.asarray(y, np.float64)
+    rgb = (
+        (a[..., 0], a[..., 1], a[..., 2])
+        if a.ndim == 3 and a.shape[2] >= 3
+        else ((a[..., 0] if a.ndim == 3 else a),) * 3
+    )
+    # PDQ's luma (kernels/pdq.h): (R * 0.299 + G * 0.587) + B * 0.114 in float64, rounded to float32
+    y = ((rgb[0] * 0.299 + rgb[1] * 0.587) + rgb[2] * 0.114).astype(np.float32).astype(np.float64)
     both = _cell_means(_cell_means(np.stack([y, y * y], axis=-1), 0), 1)
     mean = both[..., 0]
     std = np.sqrt(np.maximum(both[..., 1] - mean * mean, 0.0))

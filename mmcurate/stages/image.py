@@ -370,7 +370,9 @@ def duplicate_tables(
     if kind == "exact":
         details = [f"duplicate of {r}" for r in rep_keys]
     elif verify_distance is not None:
-        under = [""] * len(dup_keys) if transform is None else [f" under {t}" if t != "identity" else "" for t in transform]
+        under = (
+            [""] * len(dup_keys) if transform is None else [f" under {t}" if t != "identity" else "" for t in transform]
+        )
         details = [
             f"duplicate of {r} (pdq distance {int(d)}{u}, phash distance {int(v)})"
             for r, d, v, u in zip(rep_keys, distance, verify_distance, under)
@@ -614,13 +616,16 @@ PDQ_DIHEDRAL = fingerprint("pdq", exact=True, dihedral="transformed pixels")
 PHASH_DIHEDRAL = fingerprint("phash", exact=True, dihedral="transformed pixels")
 PDQ_DIHEDRAL_TYPE = pa.binary(7 * 32)
 PHASH_DIHEDRAL_TYPE = pa.binary(7 * 8)
-_DIHEDRAL_CHUNK = 32  # images decoded and transformed at once (8 full-size copies each)
 
 
 class PdqHash(MapStage):
-    """phash_dedup's map part with ``hash: pdq``: one exact decode per image (ops.pdq_bytes(exact=True,
-    phash=True)) adds ``pdq``, ``pdq_quality`` and ``pdq_phash``. Images it cannot decode are rejected with the
-    decoder's status (missing ones as missing_image); text-only rows keep null columns."""
+    """phash_dedup's map part with ``hash: pdq``: one exact decode per image adds ``pdq``, ``pdq_quality`` and
+    ``pdq_phash``; with ``dihedral`` also ``pdq_dihedral`` and ``pdq_dihedral_phash`` (PDQ and exact pHash of the
+    7 other rotations and flips of the decoded pixels), with ``detail`` ``pdq_detail`` (curate.local_detail's grid).
+    All from one native call, ops.pdq_bytes(exact=True, phash=True, dihedral="pixels", detail=True): pixels never
+    reach Python. Bytes per sample: 42 (pdq, quality, pHash), + 280 with dihedral, + 512 with detail. Images it
+    cannot decode are rejected with the decoder's status (missing ones as missing_image); text-only rows keep null
+    columns."""
 
     name = "phash_dedup"
     requires = ("key", "source", "image")
@@ -649,80 +654,41 @@ class PdqHash(MapStage):
         return fps
 
     def process(self, batch: pa.Table) -> StageResult:
+        from mmcurate.ops import pdq_bytes
+
         p = self.params
         text_only = text_only_rows(batch)
         blobs = blob_views(batch.column("image"))
         missing = np.array([b is None for b in blobs], dtype=bool) & ~text_only
-        items = [b"" if b is None else b for b in blobs]
         n = len(blobs)
-        if p.dihedral or p.detail:
-            status, errors, codes, quality, phashes, extra = self._hash_pixels(items)
-        else:
-            from mmcurate.ops import pdq_bytes
-
-            result = pdq_bytes(items, exact=True, phash=True, device="cpu", num_threads=p.num_threads)
-            status, errors, extra = np.asarray(result.status), result.errors, {}
-            codes = np.asarray(result.codes, np.uint8).reshape(n, 32)
-            quality, phashes = np.asarray(result.quality), np.asarray(result.phash, dtype=np.uint64)
-        rejected, reasons, details = decode_verdicts(status, errors, missing, text_only)
-        batch = with_column(batch, "pdq", _fixed_binary(codes, PDQ_TYPE, text_only))
-        batch = with_column(batch, "pdq_quality", masked(quality.astype(np.int16), text_only, pa.int16()))
-        batch = with_column(batch, "pdq_phash", masked(phashes, text_only, pa.uint64()))
-        for name, (values, type_) in extra.items():
-            batch = with_column(batch, name, _fixed_binary(values, type_, text_only))
-        return kept_and_rejected(batch, self.name, rejected, reasons, details)
-
-    def _hash_pixels(self, items: list):
-        """One exact decode per image (ops.decode_images: Pillow-exact RGB, as pdq_bytes(exact=True) decodes), then
-        PDQ and exact pHash of its 8 transformed pixel arrays (mmcurate.reference.TRANSFORMS; the identity alone
-        without dihedral) and its local-detail grid; a few images at a time, so a batch never holds more than
-        _DIHEDRAL_CHUNK full-size images and their 8 transforms."""
-        from mmcurate.ops import decode_images, pdq, phash
-
-        p = self.params
-        n = len(items)
-        k = 8 if p.dihedral else 1
-        codes = np.zeros((n, k, 32), np.uint8)
-        phashes = np.zeros((n, k), np.uint64)
-        quality = np.zeros(n, np.int32)
-        grids = np.zeros((n, local_detail.DETAIL_BYTES), np.uint8)
-        status = np.zeros(n, np.int8)
-        errors: list = [None] * n
-        for s in range(0, n, _DIHEDRAL_CHUNK):
-            dec = decode_images(items[s : s + _DIHEDRAL_CHUNK], mode="RGB", exif=True, num_threads=p.num_threads)
-            status[s : s + len(dec.status)] = dec.status
-            errors[s : s + len(dec.status)] = dec.errors
-            ok = np.flatnonzero(np.asarray(dec.status) == 0)
-            if not ok.size:
-                continue
-            rows = s + ok
-            variants = [v for i in ok for v in (_dihedral_rgbx(dec.images[i]) if p.dihedral else [dec.images[i]])]
-            hashed = pdq(variants, device="cpu", num_threads=p.num_threads)
-            codes[rows] = np.asarray(hashed.codes, np.uint8).reshape(len(rows), k, 32)
-            quality[rows] = np.asarray(hashed.quality).reshape(len(rows), k)[:, 0]
-            phashes[rows] = np.asarray(phash(variants, device="cpu", num_threads=p.num_threads)).reshape(len(rows), k)
-            if p.detail:
-                grids[rows] = [local_detail.detail_grid(dec.images[i]) for i in ok]
-        extra = {}
+        result = pdq_bytes(
+            [b"" if b is None else b for b in blobs],
+            exact=True,
+            dihedral="pixels" if p.dihedral else False,
+            phash=True,
+            detail=p.detail,
+            device="cpu",
+            num_threads=p.num_threads,
+        )
+        rejected, reasons, details = decode_verdicts(np.asarray(result.status), result.errors, missing, text_only)
+        codes = np.asarray(result.codes, np.uint8).reshape(n, -1, 32)
+        phashes = np.asarray(result.phash, np.uint64).reshape(n, -1)
+        quality = np.asarray(result.quality).astype(np.int16)
+        batch = with_column(batch, "pdq", _fixed_binary(codes[:, 0], PDQ_TYPE, text_only))
+        batch = with_column(batch, "pdq_quality", masked(quality, text_only, pa.int16()))
+        batch = with_column(batch, "pdq_phash", masked(phashes[:, 0], text_only, pa.uint64()))
         if p.dihedral:
-            extra["pdq_dihedral"] = (codes[:, 1:].reshape(n, -1), PDQ_DIHEDRAL_TYPE)
+            batch = with_column(
+                batch, "pdq_dihedral", _fixed_binary(codes[:, 1:].reshape(n, -1), PDQ_DIHEDRAL_TYPE, text_only)
+            )
             rest = np.ascontiguousarray(phashes[:, 1:].astype("<u8")).view(np.uint8).reshape(n, -1)
-            extra["pdq_dihedral_phash"] = (rest, PHASH_DIHEDRAL_TYPE)
+            batch = with_column(batch, "pdq_dihedral_phash", _fixed_binary(rest, PHASH_DIHEDRAL_TYPE, text_only))
         if p.detail:
-            extra["pdq_detail"] = (grids, pa.binary(local_detail.DETAIL_BYTES))
-        return status, errors, codes[:, 0], quality, phashes[:, 0], extra
-
-
-def _dihedral_rgbx(rgb: np.ndarray) -> list[np.ndarray]:
-    """mmcurate.reference.dihedral's 8 transforms of an HxWx3 image (same order, same pixels), as HxWx4 arrays with
-    an opaque alpha (PDQ and pHash ignore it): each pixel moves as one uint32, several times faster than
-    transposing three interleaved bytes."""
-    packed = np.empty(rgb.shape[:2] + (4,), np.uint8)
-    packed[..., :3] = rgb
-    packed[..., 3] = 255
-    p = packed.view(np.uint32)[..., 0]
-    views = (p, np.rot90(p, 1), np.rot90(p, 2), np.rot90(p, 3), p[::-1], p[:, ::-1], p.T, np.rot90(p, 2).T)
-    return [np.ascontiguousarray(v)[..., None].view(np.uint8) for v in views]
+            detail = np.asarray(result.detail, np.uint8)
+            batch = with_column(
+                batch, "pdq_detail", _fixed_binary(detail, pa.binary(local_detail.DETAIL_BYTES), text_only)
+            )
+        return kept_and_rejected(batch, self.name, rejected, reasons, details)
 
 
 def _fixed_binary(values: np.ndarray, type_: pa.DataType, null: np.ndarray) -> pa.Array:
@@ -832,7 +798,15 @@ class PhashDedup(GlobalStage):
     their exact pHashes lie within ``verify_phash`` bits (default 12; null: unverified), and images of PDQ
     quality below ``min_quality`` (default 1: solid colours) never. Same linkage and keep; links are kind
     ``pdq`` (reason ``duplicate_pdq``) with the PDQ distance in ``distance`` and the pHash one in
-    ``verify_distance``. ``max_distance`` and ``mode`` are pHash's and unused there; no dihedral matching yet.
+    ``verify_distance``. ``max_distance`` and ``mode`` are pHash's and unused there.
+
+    ``dihedral: true`` (the default with pdq): a pair links when any of the 8 rotations/flips of one image (PDQ of
+    the transformed pixels, stored by the map part) lies within ``pdq_threshold`` of the other, verified by the
+    exact pHash *under that transform*; duplicates.parquet's ``transform`` names the transform mapping the duplicate
+    onto the sample it is linked to (``identity``, ``rot90``, ``flip_y``, ...). ``templates`` (pdq): a verified link
+    whose images differ locally both ways (curate.local_detail: same layout, another print or text) is a template,
+    not a duplicate: ``keep`` (default) leaves both images, links the later-ranked one to its partner with kind
+    ``template``; ``drop`` rejects it (kind ``template``, reason ``duplicate_template``); ``off`` does not look.
 
     pHash is not flip-invariant and moves a lot under crops of more than a few %: those are semantic dedup's
     job. Rows exact_dedup removed earlier are not in the table (global stages run in recipe order)."""
@@ -1050,7 +1024,9 @@ class _PdqLinks:
             d, rep, g.distance[d], vd[d], transform, kind, np.ones(d.size, bool), g.n_groups, g.n_pairs or 0
         )
         if templates:
-            links = _with_kept_templates(links, np.concatenate(templates), g, rank, variants, verify_variants, codes, verify)
+            links = _with_kept_templates(
+                links, np.concatenate(templates), g, rank, variants, verify_variants, codes, verify
+            )
         return links
 
 

@@ -18,7 +18,6 @@ from mmcurate.pipeline.global_phase import MemoryGlobalContext
 from mmcurate.pipeline.global_sharded import ShardedGlobalContext, make_ids
 from mmcurate.pipeline.stage import SAMPLE_ID, registry
 
-
 #: identity codes only, no template labels: the columns the synthetic tables here have
 PLAIN = {"hash": "pdq", "dihedral": False, "templates": "off"}
 
