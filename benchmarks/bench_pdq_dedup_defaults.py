@@ -1,57 +1,171 @@
-"""phash_dedup {hash: pdq} defaults: exact PDQ candidates within t bits, quality >= 1, verified by the exact pHash
-of the same decode within v bits; pair precision and counts on the labelled set (benchmarks/README_near_dup.md,
-"PDQ in phash_dedup"). Usage: bench_pdq_dedup_defaults.py [N_BASES] [SEED]."""
+"""phash_dedup end to end on the labelled near-duplicate set (benchmarks/near_dup_set.py): the stage's own map part
+and global step (run_on_table, memory mode), pHash-64 at r = 6 / 8 / 10 against PDQ-256 with and without
+verification, dihedral matching and template labels (GitHub issue 16; benchmarks/README_near_dup.md, "phash_dedup
+end to end").
 
+Metrics over the groups the stage forms (a group: a kept sample and the samples rejected as its duplicates): P =
+duplicate pairs / (duplicate + negative pairs) grouped, template pairs apart; R classic / R dihedral = base-variant
+pairs of the 5 classic / 7 dihedral edits grouped; R all = every duplicate pair grouped. Template links (kind
+template): how many name a true template pair, how many a duplicate pair (a duplicate kept with templates: keep).
+Map-part cost: seconds per image of the PDQ map part with and without dihedral + detail, in the same run (the
+ratio is what to read: the machine is shared), and the stored bytes per sample.
+
+Usage: python benchmarks/bench_pdq_dedup_defaults.py [--bases 400] [--seeds 0 1 2]
+Writes benchmarks/results/pdq_dedup_defaults.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
+import pyarrow as pa
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import numpy as np
 
-from mmcurate import ops
-from near_dup_set import build_near_dup_set
+from mmcurate.pipeline.global_phase import run_on_table
+from mmcurate.pipeline.schema import INPUT_SCHEMA
+from mmcurate.pipeline.stage import registry
+from near_dup_set import CLASSIC_KINDS, DIHEDRAL_KINDS, build_near_dup_set, pair_label
 
-t0 = time.time()
-recs = build_near_dup_set(
-    n_bases=int(sys.argv[1]) if len(sys.argv) > 1 else 400, seed=int(sys.argv[2]) if len(sys.argv) > 2 else 0
-)
-print("built", len(recs), time.time() - t0, flush=True)
-r = ops.pdq_bytes([x["blob"] for x in recs], exact=True, phash=True)
-codes = np.asarray(r.codes)
-q = np.asarray(r.quality)
-ph = np.asarray(r.phash, np.uint64)
-print("hashed", time.time() - t0, flush=True)
-group = np.array([x["group"] for x in recs])
-fam = np.array([x["family"] for x in recs])
-kind = np.array([x["kind"] for x in recs])
-cat = np.array([x["category"] for x in recs])
-DIH = {"flip_h", "flip_v", "rot90", "rot180", "rot270", "transpose", "transverse"}
-CLASSIC = {"jpeg", "resize", "crop", "colour", "overlay"}
-# total duplicate pairs per class, for recall
-out = {}
-for t in (18, 22, 26, 31):
-    pairs, dist = ops.hamming_pairs(codes, t)
-    pairs = np.asarray(pairs).reshape(-1, 2)
-    dist = np.asarray(dist)
-    i, j = pairs[:, 0], pairs[:, 1]
-    okq = (q[i] >= 1) & (q[j] >= 1)
-    pd = np.bitwise_count(ph[i] ^ ph[j])
-    same = group[i] == group[j]
-    templ = (~same) & (fam[i] >= 0) & (fam[i] == fam[j])
-    for v in (6, 8, 10, 12, 14, 16, 64):
-        m = okq & (pd <= v)
-        tp = int((m & same).sum())
-        fp = int((m & ~same & ~templ).sum())
-        tl = int((m & templ).sum())
-        # classic recall: base-variant pairs of classic edits
-        bi = kind[i] == "base"
-        bj = kind[j] == "base"
-        cl = m & same & ((bi & np.isin(kind[j], list(CLASSIC))) | (bj & np.isin(kind[i], list(CLASSIC))))
-        flat_fp = int((m & ~same & ~templ & ((cat[i] == "flat") | (cat[j] == "flat"))).sum())
-        out[(t, v)] = (tp, fp, tl, int(cl.sum()), flat_fp)
-        p = tp / (tp + fp) if tp + fp else 1.0
-        print(f"t={t} v={v}: P={p:.4f} tp={tp} fp={fp} (flat {flat_fp}) templ={tl}", end=" ")
-        print(f"classic_tp={int(cl.sum())}", flush=True)
-n_classic = sum(1 for x in recs if x["kind"] in CLASSIC)
-print("classic base-variant pairs:", n_classic, "elapsed", time.time() - t0)
+PLAIN = {"hash": "pdq", "dihedral": False, "templates": "off"}
+CONFIGS = {
+    "phash fast r=6": {"max_distance": 6},
+    "phash fast r=8": {"max_distance": 8},
+    "phash fast r=10": {"max_distance": 10},
+    "pdq t=22 unverified": {**PLAIN, "verify_phash": None},
+    "pdq t=22 v=12": PLAIN,
+    "pdq t=22 v=12 dihedral": {**PLAIN, "dihedral": True},
+    "pdq t=22 unverified dihedral": {**PLAIN, "dihedral": True, "verify_phash": None},
+    "pdq t=18 v=12 dihedral": {**PLAIN, "dihedral": True, "pdq_threshold": 18},
+    "pdq t=26 v=12 dihedral": {**PLAIN, "dihedral": True, "pdq_threshold": 26},
+    "pdq t=22 v=8 dihedral": {**PLAIN, "dihedral": True, "verify_phash": 8},
+    "pdq defaults (t=22 v=12 dihedral templates keep)": {"hash": "pdq"},
+    "pdq t=22 v=12 dihedral templates drop": {"hash": "pdq", "templates": "drop"},
+}
+
+
+def _input(recs) -> pa.Table:
+    n = len(recs)
+    return pa.table(
+        {
+            "key": [r["id"] for r in recs],
+            "source": ["near_dup_set"] * n,
+            "image": [r["blob"] for r in recs],
+            "image_ext": ["jpg"] * n,
+            "caption": [None] * n,
+            "meta": ["{}"] * n,
+        },
+        schema=INPUT_SCHEMA,
+    )
+
+
+def _map(params, batch):
+    part = registry.create("phash_dedup", params).map_part
+    t0 = time.perf_counter()
+    res = part.process(batch)
+    return res.kept.drop_columns(["image"]), time.perf_counter() - t0
+
+
+def _metrics(recs, dups: pa.Table, rejected: pa.Table) -> dict:
+    idx = {r["id"]: i for i, r in enumerate(recs)}
+    links = dups.to_pylist()
+    gone = set(rejected.column("key").to_pylist())
+    removed = [lk for lk in links if lk["key"] in gone]  # a kept template variant's link removes nothing
+    members: dict[int, list[int]] = {}
+    for lk in removed:
+        members.setdefault(idx[lk["duplicate_of"]], []).append(idx[lk["key"]])
+    grouped = Counter()
+    together = set()
+    for rep, ms in members.items():
+        g = [rep, *ms]
+        for a in range(len(g)):
+            for b in range(a + 1, len(g)):
+                i, j = min(g[a], g[b]), max(g[a], g[b])
+                grouped[pair_label(recs, i, j)] += 1
+                together.add((i, j))
+    base = {r["group"]: i for i, r in enumerate(recs) if r["kind"] == "base"}
+
+    def recall(kinds):
+        want = [(min(base[r["group"]], i), max(base[r["group"]], i)) for i, r in enumerate(recs) if r["kind"] in kinds]
+        return sum(p in together for p in want) / max(1, len(want))
+
+    groups = Counter(r["group"] for r in recs)
+    dup_pairs = sum(c * (c - 1) // 2 for c in groups.values())
+    tl = Counter(pair_label(recs, idx[lk["key"]], idx[lk["duplicate_of"]]) for lk in links if lk["kind"] == "template")
+    pdq_links = Counter(
+        pair_label(recs, idx[lk["key"]], idx[lk["duplicate_of"]]) for lk in links if lk["kind"] == "pdq"
+    )
+    transforms = Counter(lk["transform"] for lk in links if lk["transform"])
+    tp, fp = grouped["duplicate"], grouped["negative"]
+    return {
+        "P": round(tp / max(1, tp + fp), 4),
+        "R_classic": round(recall(CLASSIC_KINDS), 4),
+        "R_dihedral": round(recall(DIHEDRAL_KINDS), 4),
+        "R_all": round(tp / dup_pairs, 4),
+        "grouped_pairs": dict(grouped),
+        "removed": len(removed),
+        "template_links": dict(tl),
+        "template_pairs_in_pdq_links": pdq_links.get("template", 0),
+        "transforms": dict(transforms),
+    }
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--bases", type=int, default=400)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "pdq_dedup_defaults.json"))
+    args = ap.parse_args()
+    out = {"machine": platform.platform(), "bases": args.bases, "seeds": {}}
+    for seed in args.seeds:
+        t0 = time.time()
+        recs = build_near_dup_set(n_bases=args.bases, seed=seed)
+        batch = _input(recs)
+        phash_meta, t_phash = _map({"max_distance": 10}, batch)
+        plain_meta, t_plain = _map(PLAIN, batch)
+        full_meta, t_full = _map({"hash": "pdq"}, batch)
+        n = batch.num_rows
+        cols = [c for c in full_meta.column_names if c.startswith("pdq")]
+        seed_out = {
+            "images": n,
+            "map_seconds_per_image": {
+                "phash fast": round(t_phash / n, 5),
+                "pdq identity (pdq_bytes)": round(t_plain / n, 5),
+                "pdq dihedral + detail": round(t_full / n, 5),
+            },
+            "map_ratio_dihedral_vs_identity": round(t_full / t_plain, 2),
+            "bytes_per_sample": {c: full_meta.column(c).nbytes / n for c in cols},
+            "configs": {},
+        }
+        for name, params in CONFIGS.items():
+            meta = phash_meta if params.get("hash") != "pdq" else full_meta
+            stage = registry.create("phash_dedup", params)
+            res = run_on_table(stage, meta.select(list(stage.requires)))
+            m = _metrics(recs, res.duplicates, res.rejected)
+            seed_out["configs"][name] = m
+            print(
+                f"seed {seed} {name:48s} P {m['P']:.4f} R classic {m['R_classic']:.3f} R dihedral "
+                f"{m['R_dihedral']:.3f} R all {m['R_all']:.3f} false {m['grouped_pairs'].get('negative', 0)} "
+                f"templ grouped {m['grouped_pairs'].get('template', 0)} template links {m['template_links']}",
+                flush=True,
+            )
+        print(
+            f"seed {seed}: map s/image {seed_out['map_seconds_per_image']}, ratio "
+            f"{seed_out['map_ratio_dihedral_vs_identity']}, bytes {seed_out['bytes_per_sample']} "
+            f"({time.time() - t0:.0f} s)",
+            flush=True,
+        )
+        out["seeds"][str(seed)] = seed_out
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(out, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -4,6 +4,7 @@
 #include "mmcurate/pdq.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <stdexcept>
 #include <vector>
@@ -12,6 +13,7 @@
 #include <immintrin.h>
 #endif
 
+#include "cpu/luma_simd.h"
 #include "cpu/resample_engine.h"
 #include "kernels/pdq.h"
 #include "mmcurate/hashes.h"
@@ -142,11 +144,12 @@ const float* box_row_block(const float* src, int lanes, int w, int window, PdqSc
 }
 
 // jaroszFilterFloat (rows, columns, rows, columns), then decimateFloat, into A (64 x 64). Luma is made
-// block by block inside the first row pass; the second row pass keeps only the 64 columns the decimation
-// reads, and the last column pass runs on those: every column's running sum is independent of the others.
-void downsample(const ImageViewU8& im, float* A) {
+// block by block inside the first row pass (luma_of(y, out) writes row y's w lumas); the second row pass keeps
+// only the 64 columns the decimation reads, and the last column pass runs on those: every column's running sum
+// is independent of the others.
+template <class LumaRow>
+void downsample(int h, int w, LumaRow&& luma_of, float* A) {
   auto& s = pdq_scratch();
-  const int h = im.height, w = im.width;
   const int wr = pdq_window(w), wc = pdq_window(h);
   float* b1 = cpu::grow(s.full1, size_t(h) * w);
   float* b2 = cpu::grow(s.full2, size_t(h) * w);
@@ -157,7 +160,7 @@ void downsample(const ImageViewU8& im, float* A) {
   for (int j = 0; j < kPdqSide; ++j) xs[j] = pdq_decimate_index(j, w);
   for (int r = 0; r < h; r += kRowLanes) {
     const int lanes = std::min(kRowLanes, h - r);
-    for (int l = 0; l < lanes; ++l) luma_row(im, r + l, luma + int64_t(l) * w);
+    for (int l = 0; l < lanes; ++l) luma_of(r + l, luma + int64_t(l) * w);
     transpose(box_row_block(luma, lanes, w, wr, s), kRowLanes, w, lanes, b1 + int64_t(r) * w, w);
   }
   pdq_box_lanes(b1, b2, h, w, w, 1, wc, cpu::grow(s.sums, size_t(w)));
@@ -183,20 +186,30 @@ const float* pdq_dct_matrix() {
   return D.data();
 }
 
-int pdq_image(const ImageViewU8& im, bool dihedral, uint8_t* codes) {
+namespace {
+
+// pdq_image over an h x w image given by its luma rows (luma_of(y, out)).
+template <class LumaRow>
+int pdq_of_rows(int h, int w, LumaRow&& luma_of, bool dihedral, uint8_t* codes) {
   const int variants = dihedral ? kPdqVariants : 1;
-  if (im.height < kPdqMinSide || im.width < kPdqMinSide) {
+  if (h < kPdqMinSide || w < kPdqMinSide) {
     std::memset(codes, 0, size_t(variants) * kPdqBytes);
     return 0;
   }
   float A[kPdqSide * kPdqSide], t[kPdqDct * kPdqSide], b[kPdqDct * kPdqDct], aux[kPdqDct * kPdqDct];
-  if (im.height == kPdqSide && im.width == kPdqSide && !dihedral) {
+  if (h == kPdqSide && w == kPdqSide && !dihedral) {
     // pdqhash.compute takes an exactly 64 x 64 image unfiltered (compute_dihedral filters it)
-    for (int y = 0; y < kPdqSide; ++y) luma_row(im, y, A + y * kPdqSide);
+    for (int y = 0; y < kPdqSide; ++y) luma_of(y, A + y * kPdqSide);
   } else {
-    downsample(im, A);
+    downsample(h, w, luma_of, A);
   }
   return pdq_finish(A, pdq_dct_matrix(), variants, t, b, aux, codes);
+}
+
+}  // namespace
+
+int pdq_image(const ImageViewU8& im, bool dihedral, uint8_t* codes) {
+  return pdq_of_rows(im.height, im.width, [&](int y, float* o) { luma_row(im, y, o); }, dihedral, codes);
 }
 
 void pdq_batch(const std::vector<ImageViewU8>& images, bool dihedral, uint8_t* codes, int32_t* quality,
@@ -206,9 +219,137 @@ void pdq_batch(const std::vector<ImageViewU8>& images, bool dihedral, uint8_t* c
                [&](int64_t i) { quality[i] = pdq_image(images[i], dihedral, codes + i * stride); });
 }
 
+namespace {
+
+// The 8 transforms of an image (mmcurate.reference.TRANSFORMS: identity, rot90, rot180, rot270 as np.rot90;
+// flip x = rows reversed, flip y = columns reversed, transpose, anti-transpose), hashed as pdqhash.compute and
+// imagehash.phash hash each transformed pixel array. Luma (PDQ's, float) and gray (Pillow's L, uint8) are per
+// pixel, so a transform's luma is the transformed luma: both planes are made once, with their transposes, and
+// every transform's row y is a row of the plane or of its transpose, read forwards or backwards:
+//   k  0 id: P[y]  1 rot90: T[w-1-y]  2 rot180: rev P[h-1-y]  3 rot270: rev T[y]  4 flip x: P[h-1-y]
+//      5 flip y: rev P[y]  6 transpose: T[y]  7 anti-transpose: rev T[w-1-y]
+struct TransformRows {
+  bool transposed, reverse_rows, reverse_x;
+};
+
+constexpr TransformRows kTransformRows[kPdqVariants] = {
+    {false, false, false}, {true, true, false},  {false, true, true},  {true, false, true},
+    {false, true, false},  {false, false, true}, {true, false, false}, {true, true, true}};
+
+struct VariantScratch {
+  std::vector<float> luma, luma_t;                 // h x w, w x h
+  std::vector<uint8_t> gray, gray_t, rev, rev_t;  // the same in L, and each row reversed
+};
+
+void hash_pixel_variants(const ImageViewU8& im, uint8_t* codes, int32_t* quality, uint64_t* phash) {
+  thread_local VariantScratch v;
+  const int h = im.height, w = im.width;
+  float* L = cpu::grow(v.luma, size_t(h) * w);
+  float* Lt = cpu::grow(v.luma_t, size_t(h) * w);
+  for (int y = 0; y < h; ++y) luma_row(im, y, L + int64_t(y) * w);
+  transpose(L, w, h, w, Lt, h);
+  for (int k = 0; k < kPdqVariants; ++k) {
+    const TransformRows t = kTransformRows[k];
+    const int oh = t.transposed ? w : h, ow = t.transposed ? h : w;
+    const float* plane = t.transposed ? Lt : L;
+    const int q = pdq_of_rows(
+        oh, ow,
+        [&](int y, float* o) {
+          const float* row = plane + int64_t(t.reverse_rows ? oh - 1 - y : y) * ow;
+          if (t.reverse_x)
+            std::reverse_copy(row, row + ow, o);
+          else
+            std::memcpy(o, row, size_t(ow) * sizeof(float));
+        },
+        false, codes + size_t(k) * kPdqBytes);
+    if (k == 0) *quality = q;
+  }
+  if (!phash) return;
+  uint8_t* G = cpu::grow(v.gray, size_t(h) * w);
+  uint8_t* Gt = cpu::grow(v.gray_t, size_t(h) * w);
+  uint8_t* R = cpu::grow(v.rev, size_t(h) * w);
+  uint8_t* Rt = cpu::grow(v.rev_t, size_t(h) * w);
+  for (int y = 0; y < h; ++y) cpu::gray_to_row(im.row(y), im.channels, im.pixel_stride, w, G + int64_t(y) * w);
+  for (int y = 0; y < h; ++y)
+    for (int x = 0; x < w; ++x) Gt[int64_t(x) * h + y] = G[int64_t(y) * w + x];
+  for (int y = 0; y < h; ++y) std::reverse_copy(G + int64_t(y) * w, G + int64_t(y + 1) * w, R + int64_t(y) * w);
+  for (int x = 0; x < w; ++x) std::reverse_copy(Gt + int64_t(x) * h, Gt + int64_t(x + 1) * h, Rt + int64_t(x) * h);
+  uint8_t px[32 * 32];
+  const ResizeWindow win{0, 0, 32, 32};
+  for (int k = 0; k < kPdqVariants; ++k) {
+    const TransformRows t = kTransformRows[k];
+    const int oh = t.transposed ? w : h, ow = t.transposed ? h : w;
+    const uint8_t* plane = t.transposed ? (t.reverse_x ? Rt : Gt) : (t.reverse_x ? R : G);
+    // hash_image's pHash of a 1-channel (L) image: the Pillow-exact LANCZOS resize to 32 x 32, then the DCT
+    cpu::resample_two_pass<1>(
+        oh, ow, 1, [&](int y) { return plane + int64_t(t.reverse_rows ? oh - 1 - y : y) * ow; }, 32, 32,
+        ResampleFilter::lanczos, win, px, cpu::thread_scratch());
+    phash[k] = phash_from_32x32(px);
+  }
+}
+
+// Exact area weights of `n` unit pixels in kDetailGrid equal cells: pixel p covers [p, p + 1) and cell g
+// [g n / G, (g + 1) n / G); its share of the cell is the overlap / (n / G). A pixel meets at most
+// ceil(G / n) + 1 cells; (cell, pixel, weight) triples in pixel order.
+struct CellWeight {
+  int cell, pixel;
+  double weight;
+};
+
+void area_weights(int n, std::vector<CellWeight>& out) {
+  out.clear();
+  const double size = double(n) / kDetailGrid;
+  for (int g = 0; g < kDetailGrid; ++g) {
+    const double lo = g * size, hi = (g + 1) * size;
+    for (int p = int(lo); p < n && p < hi; ++p) {
+      const double overlap = std::min(hi, double(p + 1)) - std::max(lo, double(p));
+      if (overlap > 0) out.push_back(CellWeight{g, p, overlap / size});
+    }
+  }
+}
+
+}  // namespace
+
+void detail_grid(const ImageViewU8& im, uint8_t* out) {
+  constexpr int G = kDetailGrid;
+  std::vector<CellWeight> rows, cols;
+  area_weights(im.height, rows);
+  area_weights(im.width, cols);
+  std::vector<float> luma(size_t(im.width));
+  std::vector<double> r1(size_t(G) * im.width, 0.0), r2(size_t(G) * im.width, 0.0);  // rows reduced to cells
+  int last = -1;
+  for (const auto& rw : rows) {
+    if (rw.pixel != last) {
+      luma_row(im, rw.pixel, luma.data());
+      last = rw.pixel;
+    }
+    double* a = r1.data() + int64_t(rw.cell) * im.width;
+    double* b = r2.data() + int64_t(rw.cell) * im.width;
+    for (int x = 0; x < im.width; ++x) {
+      const double v = luma[x];
+      a[x] += rw.weight * v;
+      b[x] += rw.weight * (v * v);
+    }
+  }
+  for (int g = 0; g < G; ++g) {
+    double mean[G] = {}, sq[G] = {};
+    for (const auto& cw : cols) {
+      mean[cw.cell] += cw.weight * r1[int64_t(g) * im.width + cw.pixel];
+      sq[cw.cell] += cw.weight * r2[int64_t(g) * im.width + cw.pixel];
+    }
+    for (int c = 0; c < G; ++c) {
+      const double sd = std::sqrt(std::max(sq[c] - mean[c] * mean[c], 0.0));
+      out[g * G + c] = uint8_t(std::clamp(std::nearbyint(mean[c]), 0.0, 255.0));
+      out[G * G + g * G + c] = uint8_t(std::clamp(std::nearbyint(sd), 0.0, 255.0));
+    }
+  }
+}
+
 PdqBytesResult pdq_bytes(const std::vector<ByteSpan>& blobs, bool exact, bool dihedral, bool exif, int num_threads,
-                         int fast_min_side, int64_t max_pixels, bool with_phash) {
+                         int fast_min_side, int64_t max_pixels, bool with_phash, bool pixel_variants,
+                         bool with_detail) {
   if (fast_min_side < kPdqSide) throw std::invalid_argument("pdq_bytes: fast_min_side must be >= 64");
+  if (pixel_variants && !dihedral) throw std::invalid_argument("pdq_bytes: pixel_variants needs dihedral");
   DecodeOptions full;  // Pillow-exact RGB, as pdqhash sees the image
   full.mode = ColorMode::rgb;
   full.apply_exif_orientation = exif;
@@ -221,7 +362,9 @@ PdqBytesResult pdq_bytes(const std::vector<ByteSpan>& blobs, bool exact, bool di
   PdqBytesResult r;
   r.codes.assign(n * stride, 0);
   r.quality.assign(n, 0);
-  if (with_phash) r.phash.assign(n, 0);
+  const int hashes = pixel_variants ? kPdqVariants : 1;
+  if (with_phash) r.phash.assign(n * hashes, 0);
+  if (with_detail) r.detail.assign(n * kDetailBytes, 0);
   r.status.assign(n, Status::ok);
   r.errors.assign(n, std::string());
   parallel_for(int64_t(n), num_threads, [&](int64_t i) {
@@ -234,8 +377,14 @@ PdqBytesResult pdq_bytes(const std::vector<ByteSpan>& blobs, bool exact, bool di
       return;
     }
     const ImageViewU8 view = view_of(d.image);
-    r.quality[i] = pdq_image(view, dihedral, r.codes.data() + i * stride);
-    if (with_phash) r.phash[i] = hash_image(view, HashKind::phash);
+    if (with_detail) detail_grid(view, r.detail.data() + i * kDetailBytes);
+    if (!pixel_variants) {
+      r.quality[i] = pdq_image(view, dihedral, r.codes.data() + i * stride);
+      if (with_phash) r.phash[i] = hash_image(view, HashKind::phash);
+      return;
+    }
+    hash_pixel_variants(view, r.codes.data() + i * stride, &r.quality[i],
+                        with_phash ? r.phash.data() + i * hashes : nullptr);
   });
   return r;
 }

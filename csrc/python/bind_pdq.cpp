@@ -44,7 +44,7 @@ MMCURATE_BINDING(pdq) {
   m.def(
       "pdq_bytes",
       [](py::sequence blobs, bool exact, bool dihedral, bool exif, int num_threads, int fast_min_side,
-         int64_t max_pixels, bool with_phash) {
+         int64_t max_pixels, bool with_phash, bool pixel_variants, bool with_detail) {
         // Blobs are bytes-like (mmcurate.ops._inputs.as_blob_list); hold buffer views across the GIL release.
         std::vector<py::buffer_info> buffers;
         std::vector<ByteSpan> spans;
@@ -57,7 +57,8 @@ MMCURATE_BINDING(pdq) {
         PdqBytesResult r;
         {
           py::gil_scoped_release release;
-          r = pdq_bytes(spans, exact, dihedral, exif, num_threads, fast_min_side, max_pixels, with_phash);
+          r = pdq_bytes(spans, exact, dihedral, exif, num_threads, fast_min_side, max_pixels, with_phash,
+                        pixel_variants, with_detail);
         }
         const auto n = py::ssize_t(spans.size());
         auto codes = codes_array(n, dihedral);
@@ -72,15 +73,22 @@ MMCURATE_BINDING(pdq) {
         }
         py::object phash = py::none();
         if (with_phash) {
-          py::array_t<uint64_t> p(n);
-          if (n) std::memcpy(p.mutable_data(), r.phash.data(), size_t(n) * sizeof(uint64_t));
+          const py::ssize_t k = pixel_variants ? kPdqDihedralVariants : 1;
+          py::array_t<uint64_t> p(pixel_variants ? std::vector<py::ssize_t>{n, k} : std::vector<py::ssize_t>{n});
+          if (n) std::memcpy(p.mutable_data(), r.phash.data(), size_t(n * k) * sizeof(uint64_t));
           phash = p;
         }
-        return py::make_tuple(codes, quality, status, errors, phash);
+        py::object detail = py::none();
+        if (with_detail) {
+          py::array_t<uint8_t> d({n, py::ssize_t(kDetailBytes)});
+          if (n) std::memcpy(d.mutable_data(), r.detail.data(), r.detail.size());
+          detail = d;
+        }
+        return py::make_tuple(codes, quality, status, errors, phash, detail);
       },
       py::arg("blobs"), py::arg("exact"), py::arg("dihedral"), py::arg("exif"), py::arg("num_threads") = 0,
       py::arg("fast_min_side") = int(kPdqFastMinSide), py::arg("max_pixels") = int64_t(kDefaultMaxPixels),
-      py::arg("with_phash") = false,
+      py::arg("with_phash") = false, py::arg("pixel_variants") = false, py::arg("with_detail") = false,
       "Decode + PDQ of bytes-like blobs: (codes uint8, quality int32, status int8, errors list, "
-      "pHash uint64 or None).");
+      "pHash uint64 [n] ([n, 8] with pixel_variants) or None, local-detail grid uint8[n, 512] or None).");
 }

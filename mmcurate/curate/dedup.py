@@ -31,6 +31,9 @@ class Grouping:
     representative: np.ndarray  # int64[n]
     distance: np.ndarray  # int32[n]
     n_pairs: int | None = None  # sample pairs within the radius, when near_groups was asked to count them
+    # dihedral matching (verified_near_groups with variants): the transform (0..7, mmcurate.reference.TRANSFORMS'
+    # order) mapping i onto its representative, 0 for representatives
+    transform: np.ndarray | None = None
 
     @property
     def is_duplicate(self) -> np.ndarray:
@@ -189,6 +192,9 @@ def verified_near_groups(
     linkage: str = "star",
     device: str = "auto",
     num_threads: int | None = None,
+    variants=None,
+    verify_variants=None,
+    accept=None,
 ) -> tuple[Grouping, np.ndarray]:
     """Group 64- or 256-bit ``codes`` (as ``ops.hamming`` takes them: PDQ as ``uint64[n, 4]``) within
     ``max_distance`` bits, a pair linked only when its ``verify`` codes (uint64[n], e.g. the exact pHash) also
@@ -199,7 +205,15 @@ def verified_near_groups(
     Works on the distinct (code, verify) tuples: samples sharing one are linked at distance 0 on both and
     have the same neighbours, so star and connected linkage over tuples ranked by their best member give the
     same groups as over samples. The pairs of distinct tuples are listed (``ops.hamming_pairs``), so memory
-    grows with the square of a cluster of distinct near-copies (not of exact copies)."""
+    grows with the square of a cluster of distinct near-copies (not of exact copies).
+
+    Dihedral matching: ``variants`` (uint64[n, 8, W], each sample's codes of its 8 transformed pixel arrays in
+    mmcurate.reference.TRANSFORMS' order, ``[:, 0]`` equal to ``codes``) and ``verify_variants`` (uint64[n, 8], the
+    verify codes of the same transforms) link a pair when a transform of one lies within ``max_distance`` of the
+    other (ops.hamming_range), verified under that transform; the grouping's ``distance`` and ``transform`` are then
+    those of the closest of the 16 comparisons between a sample and its representative. ``accept(a, b, transform)``
+    (sample indices, the transform mapping a onto b) may refuse verified pairs (bool mask): they are not linked; it
+    sees each distinct tuple's best-ranked member for all of the tuple's samples."""
     from mmcurate.ops.hamming import as_code_rows, hamming_pairs
 
     if linkage not in LINKAGES:
@@ -213,32 +227,106 @@ def verified_near_groups(
     rank = _check_rank(rank, n)
     if n == 0:
         return Grouping(np.zeros(0, np.int64), np.zeros(0, np.int32), 0), np.zeros(0, np.int32)
+    dihedral = _dihedral_inputs(variants, verify_variants, rows, verify)
+    extra = [] if dihedral is None else [dihedral[0].reshape(n, -1), dihedral[1]]
     tuples, inv, counts = np.unique(
-        np.concatenate([rows, verify[:, None]], axis=1), axis=0, return_inverse=True, return_counts=True
+        np.concatenate([rows, verify[:, None], *extra], axis=1), axis=0, return_inverse=True, return_counts=True
     )
     inv = inv.reshape(-1)
     m = len(tuples)
-    ucodes = np.ascontiguousarray(tuples[:, :-1])
+    w = rows.shape[1]
+    ucodes = np.ascontiguousarray(tuples[:, :w])
     if ucodes.shape[1] == 1:
         ucodes = ucodes.reshape(-1)
-    uverify = tuples[:, -1]
+    uverify = tuples[:, w]
+    order = np.lexsort((rank, inv))
+    best_member = order[np.concatenate([[0], np.cumsum(counts)[:-1]])]
     pairs = np.zeros((0, 2), np.int64)
-    if m > 1:
+    if m > 1 and dihedral is not None:
+        pairs, ptransform = _dihedral_pairs(
+            tuples[:, w + 1 : w + 1 + 8 * w].reshape(m, 8, w), tuples[:, w + 1 + 8 * w :], max_distance,
+            verify_distance, num_threads,
+        )  # fmt: skip
+    elif m > 1:
         found, _ = hamming_pairs(ucodes, max_distance, device=device, num_threads=num_threads)
         pairs = np.asarray(found, np.int64).reshape(-1, 2)
         if verify_distance is not None and pairs.size:
             vd = np.bitwise_count(uverify[pairs[:, 0]] ^ uverify[pairs[:, 1]])
             pairs = pairs[vd <= verify_distance]
+        ptransform = np.zeros(len(pairs), np.int64)
+    if accept is not None and pairs.size:
+        pairs = pairs[np.asarray(accept(best_member[pairs[:, 0]], best_member[pairs[:, 1]], ptransform), bool)]
     n_pairs = int((counts[pairs[:, 0]] * counts[pairs[:, 1]]).sum() + (counts * (counts - 1) // 2).sum())
-    order = np.lexsort((rank, inv))
-    best_member = order[np.concatenate([[0], np.cumsum(counts)[:-1]])]
     if linkage == "connected":
         representative = _best_of_groups(connected_components(m, pairs)[inv], rank)
     else:
         representative = best_member[_star(m, pairs, rank[best_member])][inv]
+    if dihedral is not None:
+        distance, transform, verify_d = dihedral_match(dihedral[0], dihedral[1], np.arange(n), representative)
+        return Grouping(representative, distance, n_pairs, transform), verify_d
     distance = np.bitwise_count(rows ^ rows[representative]).sum(axis=1).astype(np.int32)
     verify_d = np.bitwise_count(verify ^ verify[representative]).astype(np.int32)
     return Grouping(representative, distance, n_pairs), verify_d
+
+
+#: The inverse of each dihedral transform (mmcurate.reference.TRANSFORMS' order): rot90 <-> rot270, the rest
+#: undo themselves.
+DIHEDRAL_INVERSE = np.array([0, 3, 2, 1, 4, 5, 6, 7], np.int64)
+
+
+def _dihedral_inputs(variants, verify_variants, rows: np.ndarray, verify: np.ndarray):
+    """(uint64[n, 8, W] codes, uint64[n, 8] verify codes) of dihedral matching, checked; None without variants."""
+    if variants is None and verify_variants is None:
+        return None
+    if variants is None or verify_variants is None:
+        raise ValueError("dihedral matching needs both variants and verify_variants")
+    n, w = len(rows), rows.reshape(len(rows), -1).shape[1]
+    v = np.ascontiguousarray(variants)
+    v = v.view("<u8") if v.dtype == np.uint8 and v.shape[-1:] == (8 * w,) else v  # packed bytes, as ops.hamming
+    v = v.view(np.uint64) if v.dtype == np.int64 else v
+    vv = np.asarray(verify_variants, np.uint64)
+    if v.dtype != np.uint64 or v.shape != (n, 8, w) or vv.shape != (n, 8):
+        raise ValueError(f"variants must be [{n}, 8, {w}] codes and verify_variants [{n}, 8]")
+    if not (np.array_equal(v[:, 0], rows.reshape(n, w)) and np.array_equal(vv[:, 0], verify)):
+        raise ValueError("variants[:, 0] and verify_variants[:, 0] must be the codes and verify codes themselves")
+    return v, vv
+
+
+def dihedral_match(variants, verify_variants, a, b) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For sample pairs (a[i], b[i]) (index arrays into ``variants`` uint64[n, 8, W] / ``verify_variants``
+    uint64[n, 8]): the smallest code distance over the 16 comparisons (a's transform k against b's identity code,
+    b's transform k against a's), the transform mapping a onto b that gave it (ties: a's side, then the lower k) and
+    the verify distance under it. int32, int64, int32 arrays."""
+    a, b = np.asarray(a, np.int64), np.asarray(b, np.int64)
+    fwd = np.bitwise_count(variants[a] ^ variants[b, 0][:, None, :]).sum(axis=2)  # T_k(a) vs b
+    back = np.bitwise_count(variants[b] ^ variants[a, 0][:, None, :]).sum(axis=2)  # T_k(b) vs a
+    d = np.concatenate([fwd, back], axis=1)
+    best = d.argmin(axis=1)
+    k = best % 8
+    forward = best < 8
+    idx = np.arange(len(a))
+    vd = np.where(
+        forward,
+        np.bitwise_count(verify_variants[a, k] ^ verify_variants[b, 0]),
+        np.bitwise_count(verify_variants[b, k] ^ verify_variants[a, 0]),
+    )
+    return d[idx, best].astype(np.int32), np.where(forward, k, DIHEDRAL_INVERSE[k]), vd.astype(np.int32)
+
+
+def _dihedral_pairs(variants, verify_variants, max_distance: int, verify_distance, num_threads):
+    """Pairs (i < j) of distinct tuples where a transform of one lies within max_distance of the other
+    (ops.hamming_range of every transform against the identity codes), verified under the closest transform (the
+    transform mapping i onto j): (int64[p, 2], int64[p])."""
+    from mmcurate.ops.hamming import hamming_range
+
+    found, _ = hamming_range(np.ascontiguousarray(variants[:, 0]), variants, max_distance, num_threads=num_threads)
+    found = np.asarray(found, np.int64).reshape(-1, 2)
+    found = np.unique(np.sort(found[found[:, 0] != found[:, 1]], axis=1), axis=0)
+    if not found.size:
+        return found, np.zeros(0, np.int64)
+    _, transform, vd = dihedral_match(variants, verify_variants, found[:, 0], found[:, 1])
+    keep = np.ones(len(found), bool) if verify_distance is None else vd <= verify_distance
+    return found[keep], transform[keep]
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -10,6 +10,12 @@ buckets by vectorised brute force, large ones by the native multi-index-hashing 
 
 Result: the same pairs (by sample id) as ``ops.hamming_pairs`` on all codes at once.
 
+Dihedral codes (``uint64[n, 8, W]``: each sample's codes of its 8 transformed pixel arrays, identity first, as
+phash_dedup's PDQ path stores them): every transform is an entry of its own, tagged with its transform, and a pair
+of samples is linked when a transform of one lies within the radius of the other's identity code (what
+``ops.hamming_range`` with dihedral queries finds), never a sample with itself. Only the linked-ids join
+(``partitioned_linked_ids``) takes them; it costs 8 times the entries.
+
 Codes are those of ``ops.hamming`` (``as_code_rows``): 64-bit ``uint64[n]`` or 256-bit ``uint64[n, 4]``; entries
 then carry a 32-byte code. For PDQ at r = 31 a chunk has 8 bits, so buckets are large and go to the native join.
 
@@ -53,9 +59,9 @@ __all__ = [
 SMALL_GROUP = 48
 
 
-def _entry_dtype(words: int) -> np.dtype:
+def _entry_dtype(words: int, dihedral: bool = False) -> np.dtype:
     code = ("code", "<u8") if words == 1 else ("code", "<u8", (words,))
-    return np.dtype([code, ("id", "<i8"), ("chunk", "u1")])
+    return np.dtype([code, ("id", "<i8"), ("chunk", "u1"), *([("variant", "u1")] if dihedral else [])])
 
 
 def _words(codes: np.ndarray) -> int:
@@ -102,30 +108,43 @@ def _route(chunk: int, values: np.ndarray, n_partitions: int) -> np.ndarray:
     return (x % np.uint64(n_partitions)).astype(np.int64)
 
 
-def _as_codes_ids(ids, codes) -> tuple[np.ndarray, np.ndarray]:
-    from mmcurate.ops.hamming import as_code_rows
+def _as_codes_ids(ids, codes) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """(ids, codes, variant): dihedral codes [n, 8, W] come flattened to 8n codes, each id repeated, with the
+    transform of each (None for plain codes)."""
+    from mmcurate.ops.hamming import DIHEDRAL, as_code_rows
 
-    codes = as_code_rows(codes)
+    raw = np.asarray(codes)
+    dihedral = raw.ndim == 3
+    if dihedral and raw.shape[1] != DIHEDRAL:
+        raise ValueError(f"dihedral codes must have shape (n, 8, words), got {raw.shape}")
+    codes = as_code_rows(raw.reshape(-1, raw.shape[2]) if dihedral else raw)
     ids = np.asarray(ids)
-    if ids.shape != codes.shape[:1] or not np.issubdtype(ids.dtype, np.integer):
-        raise ValueError(f"ids must be integers, one per code {codes.shape[:1]}, got {ids.dtype} {ids.shape}")
-    return ids.astype(np.int64, copy=False), codes
+    n = raw.shape[0] if raw.ndim else 0
+    if ids.shape != (n,) or not np.issubdtype(ids.dtype, np.integer):
+        raise ValueError(f"ids must be integers, one per code ({n},), got {ids.dtype} {ids.shape}")
+    ids = ids.astype(np.int64, copy=False)
+    if not dihedral:
+        return ids, codes, None
+    return np.repeat(ids, DIHEDRAL), codes, np.tile(np.arange(DIHEDRAL, dtype=np.uint8), n)
 
 
 def partition_codes(ids, codes, max_distance: int, n_partitions: int, out_dir, name: str) -> list[int]:
     """Pass 1 for one shard: write its m entries per code to ``out_dir/p{P:05d}/{name}.npy`` (one file per
     partition that receives entries). Returns the entry count per partition. Files are written atomically,
     so a retried task overwrites the same names."""
-    ids, codes = _as_codes_ids(ids, codes)
+    ids, codes, variant = _as_codes_ids(ids, codes)
     out_dir = Path(out_dir)
     layout = chunk_layout(max_distance, 64 * _words(codes))
+    dtype = _entry_dtype(_words(codes), variant is not None)
     parts, routes = [], []
     for j, (off, w) in enumerate(layout):
-        e = np.empty(len(codes), _entry_dtype(_words(codes)))
+        e = np.empty(len(codes), dtype)
         e["code"], e["id"], e["chunk"] = codes, ids, j
+        if variant is not None:
+            e["variant"] = variant
         parts.append(e)
         routes.append(_route(j, _chunk_values(codes, off, w), n_partitions))
-    entries = np.concatenate(parts) if parts else np.empty(0, _entry_dtype(_words(codes)))
+    entries = np.concatenate(parts) if parts else np.empty(0, dtype)
     route = np.concatenate(routes) if routes else np.empty(0, np.int64)
     order = np.argsort(route, kind="stable")
     entries, route = entries[order], route[order]
@@ -204,6 +223,8 @@ def partition_pairs(part_dir, max_distance: int) -> tuple[np.ndarray, np.ndarray
     if not files:
         return np.empty((0, 2), np.int64), np.empty(0, np.uint8)
     entries = np.concatenate([np.load(f) for f in files])
+    if "variant" in (entries.dtype.names or ()):
+        raise ValueError("dihedral codes list no pairs here; partitioned_linked_ids links them")
     return _join_entries(entries, int(max_distance), chunk_layout(max_distance, 64 * _words(entries["code"])))
 
 
@@ -233,15 +254,21 @@ def partition_linked(part_dir, max_distance: int) -> np.ndarray:
     starts = np.flatnonzero(new)
     sizes = np.diff(np.append(starts, e.size))
     links = [np.zeros((0, 2), np.int64)]
+    dihedral = "variant" in (e.dtype.names or ())
     for s in np.unique(sizes[(sizes >= 2) & (sizes <= SMALL_GROUP)]):  # small buckets: brute force
         st = starts[sizes == s]
         ia, ib = np.triu_indices(int(s), 1)
         a, b = (st[:, None] + ia[None, :]).ravel(), (st[:, None] + ib[None, :]).ravel()
         d = np.bitwise_count(e["code"][a] ^ e["code"][b])
         keep = (d if words == 1 else d.sum(axis=1)) <= max_distance
+        if dihedral:
+            keep &= _dihedral_link(e[a], e[b])
         a, b = a[keep], b[keep]
         links.append(np.stack([e["id"][a], e["id"][b]], axis=1))
     for st, s in zip(starts[sizes > SMALL_GROUP], sizes[sizes > SMALL_GROUP]):
+        if dihedral:
+            links.append(_dihedral_bucket_links(e[st : st + s], max_distance))
+            continue
         codes = e["code"][st : st + s]
         labels = (
             near_components(codes, max_distance, device="cpu")[0]
@@ -254,6 +281,29 @@ def partition_linked(part_dir, max_distance: int) -> np.ndarray:
         on = cnt[inv] > 1
         links.append(np.stack([ids[on], ids[first[inv[on]]]], axis=1))
     return np.concatenate(links)
+
+
+def _dihedral_link(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Entry pairs that may link two samples under dihedral matching: two samples, one side an identity code."""
+    return (a["id"] != b["id"]) & ((a["variant"] == 0) | (b["variant"] == 0))
+
+
+def _dihedral_bucket_links(e: np.ndarray, max_distance: int) -> np.ndarray:
+    """Links of a large bucket of dihedral entries: its linkable pairs within the radius (ops.hamming_pairs over
+    the bucket's codes), each sample of a component of two or more joined to the component's first."""
+    from mmcurate.curate.dedup import connected_components
+    from mmcurate.ops.hamming import hamming_pairs
+
+    found, _ = hamming_pairs(np.ascontiguousarray(e["code"]), max_distance, device="cpu")
+    found = np.asarray(found, np.int64).reshape(-1, 2)
+    found = found[_dihedral_link(e[found[:, 0]], e[found[:, 1]])]
+    ids, pos = np.unique(e["id"], return_inverse=True)
+    pos = pos.reshape(-1)
+    labels = connected_components(ids.size, pos[found])
+    _, first, inv, cnt = np.unique(labels, return_index=True, return_inverse=True, return_counts=True)
+    inv = inv.reshape(-1)
+    on = cnt[inv] > 1
+    return np.stack([ids[on], ids[first[inv[on]]]], axis=1)
 
 
 def _components_wide(codes: np.ndarray, max_distance: int) -> np.ndarray:
@@ -349,11 +399,12 @@ class PartitionedPairs:
 def _pass1(task):
     i, shard, r, n_partitions, spill = task
     ids, codes = shard() if callable(shard) else shard
-    ids, codes = _as_codes_ids(ids, codes)
+    ids, codes = np.asarray(ids), np.asarray(codes)
     if np.unique(ids).size != ids.size:
         raise ValueError(f"shard {i}: sample ids repeat; they must be unique")
+    _, rows, _ = _as_codes_ids(ids, codes)
     counts = partition_codes(ids, codes, r, n_partitions, spill, f"s{i:06d}")
-    return counts, len(codes), 64 * _words(codes)
+    return counts, len(ids), 64 * _words(rows)
 
 
 def _pass2(task):

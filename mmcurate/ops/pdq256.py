@@ -67,13 +67,19 @@ class PdqBytesResult:
     quality  int32[n], 0 where decoding failed
     status   int8[n] of :class:`mmcurate.ops.Status` values
     errors   the reason for each failure, None where ok
-    phash    uint64[n] pHash of the same decoded pixels with phash=True (0 where decoding failed), else None
+    phash    uint64[n] pHash of the same decoded pixels with phash=True (0 where decoding failed), uint64[n, 8]
+             (one per transform) with dihedral="pixels", else None
+    detail   uint8[n, 512] local-detail grid of the same decode with detail=True (mmcurate.curate.local_detail),
+             else None
     """
 
-    __slots__ = ("codes", "quality", "status", "errors", "phash")
+    __slots__ = ("codes", "quality", "status", "errors", "phash", "detail")
 
-    def __init__(self, codes: np.ndarray, quality: np.ndarray, status: np.ndarray, errors: list, phash=None):
-        self.codes, self.quality, self.status, self.errors, self.phash = codes, quality, status, errors, phash
+    def __init__(
+        self, codes: np.ndarray, quality: np.ndarray, status: np.ndarray, errors: list, phash=None, detail=None
+    ):
+        self.codes, self.quality, self.status, self.errors = codes, quality, status, errors
+        self.phash, self.detail = phash, detail
 
     def __iter__(self):
         return iter((self.codes, self.quality, self.status))
@@ -99,13 +105,14 @@ def pdq(images, dihedral: bool = False, device: str = "auto", num_threads=None) 
 def pdq_bytes(
     blobs,
     exact: bool = True,
-    dihedral: bool = False,
+    dihedral: bool | str = False,
     device: str = "cpu",
     exif: bool = True,
     num_threads=None,
     fast_min_side: int = PDQ_FAST_MIN_SIDE,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
     phash: bool = False,
+    detail: bool = False,
 ) -> PdqBytesResult:
     """Decode and PDQ-hash encoded images (JPEG, PNG, WebP) in one pass: one decode per image, pixels never
     reach Python. The statuses are those of a full decode (as phash_bytes'), so one call serves integrity
@@ -119,6 +126,12 @@ def pdq_bytes(
         formats as exact. Codes are then close to, not equal to, the exact ones (tests measure the distance).
     phash=True: also the 64-bit pHash of the same decoded pixels, so integrity, pHash and PDQ cost one decode;
         in exact mode it equals ``ops.phash_bytes(exact=True)`` (imagehash.phash of the image Pillow opens).
+    dihedral: True gives pdqhash.compute_dihedral's 8 codes (DCT sign flips of one hash); "pixels" the PDQ of the 8
+        transformed pixel arrays (``pdqhash.compute`` of each rotation and flip, mmcurate.reference.TRANSFORMS'
+        order, ``pdq(reference.dihedral(pixels))``): a flipped or rotated copy's own code lands ~2 bits from the
+        matching one, against 14-16 for the DCT variants. With phash=True, then, the pHash of each transform too.
+    detail=True: also the local-detail grid of the same decode (``mmcurate.curate.local_detail.detail_grid``, its
+        oracle, to within 1 of 255 where a cell's value rounds at .5).
     device: the fused path runs on the CPU ("auto" and "cpu"); decoded images can go to pdq(device="cuda").
     """
     if device not in ("auto", "cpu"):
@@ -127,10 +140,22 @@ def pdq_bytes(
     items = as_blob_list(blobs)
     limit = check_max_pixels(max_pixels)
     side = check_int(fast_min_side, "fast_min_side", 64, 2**31 - 1)
-    codes, quality, status, errors, phashes = call_native(
-        native().pdq_bytes, items, bool(exact), bool(dihedral), bool(exif), threads, side, limit, bool(phash)
+    if dihedral not in (False, True, "pixels"):
+        raise ValueError(f"dihedral must be False, True or 'pixels', got {dihedral!r}")
+    codes, quality, status, errors, phashes, grids = call_native(
+        native().pdq_bytes,
+        items,
+        bool(exact),
+        bool(dihedral),
+        bool(exif),
+        threads,
+        side,
+        limit,
+        bool(phash),
+        dihedral == "pixels",
+        bool(detail),
     )
-    return PdqBytesResult(codes, quality, status, errors, phashes)
+    return PdqBytesResult(codes, quality, status, errors, phashes, grids)
 
 
 def pdq_to_hex(codes) -> list[str]:

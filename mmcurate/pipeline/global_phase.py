@@ -126,7 +126,10 @@ def resolve_representatives(dups: pa.Table, gone_keys) -> pa.Table:
     """Point every duplicate at a kept sample: follow duplicate_of while the target was itself removed.
     representative_kept: the final target is not among ``gone_keys`` (the global rejects' keys; every target
     was a survivor when its step ran, so that is the same as being kept)."""
-    link = dict(zip(dups.column("key").to_pylist(), dups.column("duplicate_of").to_pylist()))
+    gone = set(gone_keys.to_pylist())
+    # only removed samples are followed: a kept template variant (kind template, templates: keep) names its
+    # partner without standing for it
+    link = {k: d for k, d in zip(dups.column("key").to_pylist(), dups.column("duplicate_of").to_pylist()) if k in gone}
 
     def final(k):
         seen = set()
@@ -144,6 +147,7 @@ def resolve_representatives(dups: pa.Table, gone_keys) -> pa.Table:
             "kind": dups.column("kind"),
             "distance": dups.column("distance"),
             "verify_distance": dups.column("verify_distance"),
+            "transform": dups.column("transform"),
             "via": pa.array([d if d != r else None for d, r in zip(direct, resolved.to_pylist())], pa.string()),
             "representative_kept": pc.invert(pc.is_in(resolved, value_set=gone_keys)),
         },

@@ -67,11 +67,17 @@ DUPLICATES_SCHEMA = pa.schema(
     [
         pa.field("key", pa.string(), nullable=False),
         pa.field("duplicate_of", pa.string(), nullable=False),  # the kept representative's key
-        pa.field("kind", pa.string(), nullable=False),  # "exact" | "phash" | "pdq" | "semantic" | ...
+        # "exact" | "phash" | "pdq" | "template" | "semantic" | ...; a "template" link (phash_dedup with hash: pdq)
+        # names a template variant of duplicate_of (same layout, another print or text), removed only with
+        # templates: drop
+        pa.field("kind", pa.string(), nullable=False),
         pa.field("distance", pa.float64()),  # 0 for exact, Hamming bits for phash/pdq (to `via`)
         # the second signal that verified the link: for kind "pdq" the exact-pHash Hamming distance between the
         # duplicate and the sample it was linked to; null for every other kind
         pa.field("verify_distance", pa.float64()),
+        # kind "pdq"/"template" with dihedral matching: the transform (mmcurate.reference.TRANSFORMS) mapping the
+        # duplicate onto the sample it was linked to ("identity", "flip_y", "rot90", ...); null for every other kind
+        pa.field("transform", pa.string()),
     ]
 )
 # duplicates.parquet adds the direct link where it differs from duplicate_of: a representative that a

@@ -34,7 +34,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from mmcurate.curate import dedup, image_rules
+from mmcurate.curate import dedup, image_rules, local_detail
 from mmcurate.ops.decode import DEFAULT_MAX_PIXELS
 from mmcurate.ops.status import status_name
 from mmcurate.pipeline.global_sharded import string_hash64
@@ -353,22 +353,29 @@ def rank_of(keys, primary: np.ndarray | None) -> np.ndarray:
 
 def duplicate_tables(
     stage: str,
-    kind: str,
-    reason: str,
+    kind: str | list,
+    reason: str | list,
     dup_keys: list,
     dup_sources: list,
     rep_keys: list,
     distance: np.ndarray,
     verify_distance: np.ndarray | None = None,
+    transform: list | None = None,
 ) -> tuple[pa.Table, pa.Table]:
-    """(rejects, duplicate links) of exact/phash/pdq duplicates, in the order given. ``verify_distance``: the
-    verifying signal's distance of each link (pdq: the exact pHash's), else null."""
+    """(rejects, duplicate links) of exact/phash/pdq duplicates, in the order given. ``kind`` and ``reason``: one
+    for all or one per link (pdq: "pdq" or "template"). ``verify_distance``: the verifying signal's distance of each
+    link (pdq: the exact pHash's), else null; ``transform``: the dihedral transform mapping each duplicate onto the
+    sample it names (pdq with dihedral matching), else null."""
+    kinds = [kind] * len(dup_keys) if isinstance(kind, str) else list(kind)
     if kind == "exact":
         details = [f"duplicate of {r}" for r in rep_keys]
     elif verify_distance is not None:
+        under = (
+            [""] * len(dup_keys) if transform is None else [f" under {t}" if t != "identity" else "" for t in transform]
+        )
         details = [
-            f"duplicate of {r} ({kind} distance {int(d)}, phash distance {int(v)})"
-            for r, d, v in zip(rep_keys, distance, verify_distance)
+            f"duplicate of {r} (pdq distance {int(d)}{u}, phash distance {int(v)})"
+            for r, d, v, u in zip(rep_keys, distance, verify_distance, under)
         ]
     else:
         details = [f"duplicate of {r} (distance {int(d)})" for r, d in zip(rep_keys, distance)]
@@ -377,13 +384,14 @@ def duplicate_tables(
         {
             "key": pa.array(dup_keys, pa.string()),
             "duplicate_of": pa.array(rep_keys, pa.string()),
-            "kind": pa.array([kind] * len(dup_keys), pa.string()),
+            "kind": pa.array(kinds, pa.string()),
             "distance": pa.array(np.asarray(distance).astype(np.float64)),
             "verify_distance": (
                 pa.nulls(len(dup_keys), pa.float64())
                 if verify_distance is None
                 else pa.array(np.asarray(verify_distance).astype(np.float64))
             ),
+            "transform": pa.array([None] * len(dup_keys) if transform is None else transform, pa.string()),
         },
         schema=DUPLICATES_SCHEMA,
     )
@@ -601,21 +609,36 @@ class PerceptualHash(MapStage):
 #: decode (imagehash.phash, so PHASH_EXACT; integrity's ``phash`` column is the fast one, a different function).
 PDQ_EXACT = fingerprint("pdq", exact=True)
 PDQ_TYPE = pa.binary(32)
+#: Dihedral matching's columns: ``pdq_dihedral``, the PDQ codes of the 7 other transforms of the decoded pixels
+#: (mmcurate.reference.TRANSFORMS' order, identity left out: it is ``pdq``), 7 x 32 bytes; ``pdq_dihedral_phash``,
+#: their exact pHashes (7 little-endian uint64). ``pdq_detail``: curate.local_detail's grid of the same decode.
+PDQ_DIHEDRAL = fingerprint("pdq", exact=True, dihedral="transformed pixels")
+PHASH_DIHEDRAL = fingerprint("phash", exact=True, dihedral="transformed pixels")
+PDQ_DIHEDRAL_TYPE = pa.binary(7 * 32)
+PHASH_DIHEDRAL_TYPE = pa.binary(7 * 8)
 
 
 class PdqHash(MapStage):
-    """phash_dedup's map part with ``hash: pdq``: one exact decode per image (ops.pdq_bytes(exact=True,
-    phash=True)) adds ``pdq``, ``pdq_quality`` and ``pdq_phash``. Images it cannot decode are rejected with the
-    decoder's status (missing ones as missing_image); text-only rows keep null columns."""
+    """phash_dedup's map part with ``hash: pdq``: one exact decode per image adds ``pdq``, ``pdq_quality`` and
+    ``pdq_phash``; with ``dihedral`` also ``pdq_dihedral`` and ``pdq_dihedral_phash`` (PDQ and exact pHash of the
+    7 other rotations and flips of the decoded pixels), with ``detail`` ``pdq_detail`` (curate.local_detail's grid).
+    All from one native call, ops.pdq_bytes(exact=True, phash=True, dihedral="pixels", detail=True): pixels never
+    reach Python. Bytes per sample: 42 (pdq, quality, pHash), + 280 with dihedral, + 512 with detail. Images it
+    cannot decode are rejected with the decoder's status (missing ones as missing_image); text-only rows keep null
+    columns."""
 
     name = "phash_dedup"
     requires = ("key", "source", "image")
 
     @dataclass
     class Params:
+        dihedral: bool = False
+        detail: bool = False
         num_threads: int | None = None
 
         def validate(self):
+            check_bool("dihedral", self.dihedral)
+            check_bool("detail", self.detail)
             check_threads(self.num_threads)
 
     def __init__(self, **params):
@@ -623,7 +646,12 @@ class PdqHash(MapStage):
         self.resources = cpu_resources(self.params.num_threads)
 
     def column_fingerprints(self) -> dict[str, dict]:
-        return {"pdq": PDQ_EXACT, "pdq_quality": PDQ_EXACT, "pdq_phash": PHASH_EXACT}
+        fps = {"pdq": PDQ_EXACT, "pdq_quality": PDQ_EXACT, "pdq_phash": PHASH_EXACT}
+        if self.params.dihedral:
+            fps |= {"pdq_dihedral": PDQ_DIHEDRAL, "pdq_dihedral_phash": PHASH_DIHEDRAL}
+        if self.params.detail:
+            fps["pdq_detail"] = fingerprint("local_detail", grid=local_detail.GRID, bytes=local_detail.DETAIL_BYTES)
+        return fps
 
     def process(self, batch: pa.Table) -> StageResult:
         from mmcurate.ops import pdq_bytes
@@ -632,22 +660,44 @@ class PdqHash(MapStage):
         text_only = text_only_rows(batch)
         blobs = blob_views(batch.column("image"))
         missing = np.array([b is None for b in blobs], dtype=bool) & ~text_only
+        n = len(blobs)
         result = pdq_bytes(
-            [b"" if b is None else b for b in blobs], exact=True, phash=True, device="cpu", num_threads=p.num_threads
+            [b"" if b is None else b for b in blobs],
+            exact=True,
+            dihedral="pixels" if p.dihedral else False,
+            phash=True,
+            detail=p.detail,
+            device="cpu",
+            num_threads=p.num_threads,
         )
         rejected, reasons, details = decode_verdicts(np.asarray(result.status), result.errors, missing, text_only)
-        n = len(blobs)
-        codes = np.ascontiguousarray(np.asarray(result.codes, np.uint8).reshape(n, 32))
-        validity = None if not text_only.any() else pa.array(~text_only).buffers()[1]
-        pdq = pa.FixedSizeBinaryArray.from_buffers(
-            PDQ_TYPE, n, [validity, pa.py_buffer(codes.tobytes())], null_count=int(text_only.sum())
-        )
+        codes = np.asarray(result.codes, np.uint8).reshape(n, -1, 32)
+        phashes = np.asarray(result.phash, np.uint64).reshape(n, -1)
         quality = np.asarray(result.quality).astype(np.int16)
-        phashes = np.asarray(result.phash, dtype=np.uint64)
-        batch = with_column(batch, "pdq", pdq)
+        batch = with_column(batch, "pdq", _fixed_binary(codes[:, 0], PDQ_TYPE, text_only))
         batch = with_column(batch, "pdq_quality", masked(quality, text_only, pa.int16()))
-        batch = with_column(batch, "pdq_phash", masked(phashes, text_only, pa.uint64()))
+        batch = with_column(batch, "pdq_phash", masked(phashes[:, 0], text_only, pa.uint64()))
+        if p.dihedral:
+            batch = with_column(
+                batch, "pdq_dihedral", _fixed_binary(codes[:, 1:].reshape(n, -1), PDQ_DIHEDRAL_TYPE, text_only)
+            )
+            rest = np.ascontiguousarray(phashes[:, 1:].astype("<u8")).view(np.uint8).reshape(n, -1)
+            batch = with_column(batch, "pdq_dihedral_phash", _fixed_binary(rest, PHASH_DIHEDRAL_TYPE, text_only))
+        if p.detail:
+            detail = np.asarray(result.detail, np.uint8)
+            batch = with_column(
+                batch, "pdq_detail", _fixed_binary(detail, pa.binary(local_detail.DETAIL_BYTES), text_only)
+            )
         return kept_and_rejected(batch, self.name, rejected, reasons, details)
+
+
+def _fixed_binary(values: np.ndarray, type_: pa.DataType, null: np.ndarray) -> pa.Array:
+    """uint8[n, width] rows as a fixed_size_binary(width) array, null where ``null``."""
+    values = np.ascontiguousarray(values, np.uint8)
+    validity = None if not null.any() else pa.array(~null).buffers()[1]
+    return pa.FixedSizeBinaryArray.from_buffers(
+        type_, len(values), [validity, pa.py_buffer(values.tobytes())], null_count=int(null.sum())
+    )
 
 
 def pdq_rows(column) -> np.ndarray:
@@ -659,25 +709,51 @@ def pdq_rows(column) -> np.ndarray:
     return np.ascontiguousarray(buf).view("<u8").reshape(-1, 4).astype(np.uint64, copy=False)
 
 
-def pdq_codes(view, min_quality: int = 0):
+def pdq_codes(view, min_quality: int = 0, dihedral: bool = False):
     """(ids, uint64[n, 4] PDQ codes) of one shard's samples with a PDQ of quality >= ``min_quality``: the
-    Hamming primitive's shard (a task). Lower-quality samples are never candidates."""
-    t = view.read(["pdq", "pdq_quality"])
+    Hamming primitive's shard (a task). Lower-quality samples are never candidates. dihedral: the codes of the 8
+    transforms, uint64[n, 8, 4] (identity first), so a transform of one within the radius of another links."""
+    t = view.read(["pdq", "pdq_quality", *(["pdq_dihedral"] if dihedral else [])])
     ok = pc.and_(t.column("pdq").is_valid(), pc.greater_equal(pc.fill_null(t.column("pdq_quality"), -1), min_quality))
     sub = t.filter(ok)
-    return sub.column(SAMPLE_ID).to_numpy().astype(np.int64), pdq_rows(sub.column("pdq"))
+    ids = sub.column(SAMPLE_ID).to_numpy().astype(np.int64)
+    return ids, pdq_variants(sub) if dihedral else pdq_rows(sub.column("pdq"))
 
 
-#: PDQ defaults, measured on the labelled set (benchmarks/README_near_dup.md, "PDQ in phash_dedup"; seeds
-#: 0/1/2, 400 bases): candidates within 22 bits of PDQ-256 (identity codes only; dihedral matching is a
-#: follow-up), pair precision 0.9997/0.9957/0.9956 (26 bits: 0.9991/0.9938/0.9913), verified by the exact
-#: pHash of the same decode within 12 bits (keeps 99.9 % of the pairs PDQ links, drops 10-15 % of template
-#: links; 8 bits costs 1 % of the pairs for at most 1 false link), never linking an image of PDQ quality < 1
-#: (solid colours and gradients have quality 0).
+def _fixed_rows(column, width: int) -> np.ndarray:
+    """A non-null fixed_size_binary(width) column as uint8[n, width]."""
+    arr = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    buf = np.frombuffer(arr.buffers()[1], np.uint8) if len(arr) else np.zeros(0, np.uint8)
+    return buf[arr.offset * width : (arr.offset + len(arr)) * width].reshape(-1, width)
+
+
+def pdq_variants(table: pa.Table) -> np.ndarray:
+    """uint64[n, 8, 4]: each row's PDQ codes of its 8 transforms (``pdq``, then ``pdq_dihedral``)."""
+    rows = np.concatenate([_fixed_rows(table.column("pdq"), 32), _fixed_rows(table.column("pdq_dihedral"), 7 * 32)], 1)
+    return np.ascontiguousarray(rows).view("<u8").reshape(-1, 8, 4).astype(np.uint64, copy=False)
+
+
+def phash_variants(table: pa.Table) -> np.ndarray:
+    """uint64[n, 8]: each row's exact pHash of its 8 transforms (``pdq_phash``, then ``pdq_dihedral_phash``)."""
+    own = pc.cast(table.column("pdq_phash"), pa.uint64()).to_numpy(zero_copy_only=False).astype(np.uint64)
+    rest = np.ascontiguousarray(_fixed_rows(table.column("pdq_dihedral_phash"), 7 * 8)).view("<u8")
+    return np.concatenate([own[:, None], rest.astype(np.uint64)], axis=1)
+
+
+#: PDQ defaults, measured on the labelled set (benchmarks/README_near_dup.md, "phash_dedup end to end"; seeds
+#: 0/1/2, 400 bases): candidates within 22 bits of PDQ-256 under any of the 8 rotations/flips (dihedral recall
+#: 0.985-0.988), verified by the exact pHash under the matched transform within 12 bits, never linking an image of
+#: PDQ quality < 1 (solid colours and gradients have quality 0), template pairs kept apart: group precision
+#: 1.0000/1.0000/0.9999 (without the template rule 0.993/0.991/0.990: distinct tiles that are near-rotations of
+#: each other; 26 bits: 0.988/0.977/0.978).
 DEFAULT_PDQ_THRESHOLD = 22
 DEFAULT_PDQ_VERIFY_PHASH = 12
 DEFAULT_PDQ_MIN_QUALITY = 1
 HASHES = ("phash", "pdq")
+#: hash: pdq, what a verified link between two template variants (same layout, another print or text; told apart
+#: by curate.local_detail) does: "keep" links them (kind template) without rejecting either, "drop" rejects them
+#: as duplicates (kind template, reason duplicate_template), "off" does not look (every link is kind pdq).
+TEMPLATE_POLICIES = ("keep", "drop", "off")
 
 
 #: Defaults chosen on the labelled near-duplicate benchmark (benchmarks/README_dedup.md): the largest radius
@@ -703,6 +779,8 @@ class PhashDedupStats(StepStats):
     max_distance_to_representative: int | None = None
     partitions: dict | None = None  # sharded: the pigeonhole join's figures and the pairs it linked
     linked: int | None = None  # sharded: samples with a neighbour within max_distance
+    dihedral: bool | None = None  # hash: pdq
+    templates: int | None = None  # hash: pdq, template links (kept or rejected by the policy)
 
 
 @registry.register
@@ -720,7 +798,15 @@ class PhashDedup(GlobalStage):
     their exact pHashes lie within ``verify_phash`` bits (default 12; null: unverified), and images of PDQ
     quality below ``min_quality`` (default 1: solid colours) never. Same linkage and keep; links are kind
     ``pdq`` (reason ``duplicate_pdq``) with the PDQ distance in ``distance`` and the pHash one in
-    ``verify_distance``. ``max_distance`` and ``mode`` are pHash's and unused there; no dihedral matching yet.
+    ``verify_distance``. ``max_distance`` and ``mode`` are pHash's and unused there.
+
+    ``dihedral: true`` (the default with pdq): a pair links when any of the 8 rotations/flips of one image (PDQ of
+    the transformed pixels, stored by the map part) lies within ``pdq_threshold`` of the other, verified by the
+    exact pHash *under that transform*; duplicates.parquet's ``transform`` names the transform mapping the duplicate
+    onto the sample it is linked to (``identity``, ``rot90``, ``flip_y``, ...). ``templates`` (pdq): a verified link
+    whose images differ locally both ways (curate.local_detail: same layout, another print or text) is a template,
+    not a duplicate: ``keep`` (default) leaves both images, links the later-ranked one to its partner with kind
+    ``template``; ``drop`` rejects it (kind ``template``, reason ``duplicate_template``); ``off`` does not look.
 
     pHash is not flip-invariant and moves a lot under crops of more than a few %: those are semantic dedup's
     job. Rows exact_dedup removed earlier are not in the table (global stages run in recipe order)."""
@@ -737,6 +823,8 @@ class PhashDedup(GlobalStage):
         pdq_threshold: int = DEFAULT_PDQ_THRESHOLD
         verify_phash: int | None = DEFAULT_PDQ_VERIFY_PHASH
         min_quality: int = DEFAULT_PDQ_MIN_QUALITY
+        dihedral: bool = True
+        templates: str = "keep"
         device: str = "auto"
         num_threads: int | None = None
 
@@ -750,6 +838,8 @@ class PhashDedup(GlobalStage):
             if self.verify_phash is not None:
                 check_int("verify_phash", self.verify_phash, 0, 64)
             check_int("min_quality", self.min_quality, 0, 100)
+            check_bool("dihedral", self.dihedral)
+            check_choice("templates", self.templates, TEMPLATE_POLICIES)
             check_device(self.device)
             parse_keep(self.keep)
             check_threads(self.num_threads)
@@ -758,132 +848,212 @@ class PhashDedup(GlobalStage):
         super().__init__(**params)
         p = self.params
         if p.hash == "pdq":
-            self.requires = _dedup_requires(("key", "source", "pdq", "pdq_quality", "pdq_phash"), p.keep)
-            self.map_part = PdqHash(num_threads=p.num_threads)
+            detail = p.templates != "off"
+            columns = ("pdq", "pdq_quality", "pdq_phash")
+            columns += ("pdq_dihedral", "pdq_dihedral_phash") if p.dihedral else ()
+            columns += ("pdq_detail",) if detail else ()
+            self.requires = _dedup_requires(("key", "source", *columns), p.keep)
+            self.map_part = PdqHash(dihedral=p.dihedral, detail=detail, num_threads=p.num_threads)
         else:
             self.requires = _dedup_requires(("key", "source", "phash"), p.keep)
             self.map_part = PerceptualHash(exact=p.mode == "exact", device=p.device, num_threads=p.num_threads)
 
     def run(self, ctx) -> GlobalResult:
-        """The candidates from the context's Hamming primitive (memory mode: every sample with a pHash; sharded:
-        the samples linked by the pigeonhole join, never listing pairs), then dedup.near_groups over them with
-        their keys, scores and pHashes fetched: the same groups as over all samples (an unlinked sample
-        represents itself), in memory linear in a group of copies."""
+        """The candidates from the context's Hamming primitive (memory mode: every sample with a code; sharded:
+        the samples linked by the pigeonhole join, never listing pairs), then the hash's grouping over them with
+        their keys, scores and codes fetched (:class:`_PhashLinks`, :class:`_PdqLinks`): the same groups as over all
+        samples (an unlinked sample represents itself), so memory and sharded mode agree."""
         missing = [c for c in self.requires if c not in ctx.column_names]
         if missing:
             raise StageError(f"stage '{self.name}': input lacks column(s) {', '.join(missing)}")
-        if self.params.hash == "pdq":
-            return self._run_pdq(ctx)
         p = self.params
+        links = _PdqLinks(p) if p.hash == "pdq" else _PhashLinks(p)
         t0 = time.perf_counter()
         n_in = ctx.n_alive
         linked, n_codes, figures = ctx.near_candidates(
-            self.name, [functools.partial(phash_codes, v) for v in ctx.views()], p.max_distance
+            self.name, [functools.partial(links.codes, v) for v in ctx.views()], links.radius
         )
         column, _ = parse_keep(p.keep)
-        dup_keys, dup_sources, rep_keys, dup_ids = [], [], [], np.zeros(0, np.int64)
-        distance = np.zeros(0, np.int32)
-        groups = n_pairs = 0
+        found = NearLinks.empty()
         if linked.size:
-            t = ctx.fetch(linked, ["key", "source", "phash", *([column] if column else [])])
-            rank = rank_of(t.column("key"), keep_primary(t, p.keep))
-            codes = pc.cast(t.column("phash"), pa.uint64()).to_numpy(zero_copy_only=False).astype(np.uint64)
-            g = dedup.near_groups(
-                codes,
-                p.max_distance,
-                rank,
-                linkage=p.linkage,
-                device=p.device,
-                num_threads=p.num_threads,
-                count_pairs=figures is not None,
-            )
-            rep, n_pairs = g.representative, g.n_pairs
-            d = np.flatnonzero(g.is_duplicate)
-            keys = t.column("key")
-            dup_keys = keys.take(pa.array(d)).to_pylist()
-            dup_sources = t.column("source").take(pa.array(d)).to_pylist()
-            rep_keys = keys.take(pa.array(rep[d])).to_pylist()
-            dup_ids, distance = linked[d], g.distance[d]
-            groups = g.n_groups
-        rejected, duplicates = duplicate_tables(
-            self.name, "phash", "duplicate_phash", dup_keys, dup_sources, rep_keys, distance
-        )
+            t = ctx.fetch(linked, ["key", "source", *links.columns, *([column] if column else [])])
+            found = links.group(t, rank_of(t.column("key"), keep_primary(t, p.keep)), count_pairs=figures is not None)
+            found.take(t, linked)
+        rejected, duplicates = found.tables(self.name, links.kind)
+        distance = found.distance[found.rejected]
         stats = PhashDedupStats(
-            max_distance=p.max_distance,
+            max_distance=links.radius,
             linkage=p.linkage,
-            mode=p.mode,
-            # unrelated codes within the radius by chance, per sample: ~0.01 at 1M with radius 10, ~9 at 1B
+            mode=p.mode if p.hash == "phash" else "pdq",
+            # unrelated codes within the radius by chance, per sample: pHash ~0.01 at 1M with radius 10, ~9 at 1B
             # (docs/scaling.md: lower the radius as n grows)
-            expected_chance_links_per_sample=float(f"{n_codes * dedup.chance_link_probability(p.max_distance):.3g}"),
-            samples=int(n_in),
-            duplicates=int(distance.size),
-            groups=groups,
-            without_hash=int(n_in - n_codes),
-            max_distance_to_representative=int(distance.max()) if distance.size else None,
-            partitions=None if figures is None else {**figures, "pairs": int(n_pairs)},
-            linked=None if figures is None else int(linked.size),
-            seconds=round(time.perf_counter() - t0, 6),
-        )
-        return GlobalResult(rejected=with_sample_ids(rejected, dup_ids), duplicates=duplicates, stats=stats)
-
-    def _run_pdq(self, ctx) -> GlobalResult:
-        """hash: pdq. Candidates: the samples of PDQ quality >= min_quality with another within pdq_threshold
-        bits (the context's Hamming primitive over 256-bit codes; memory mode: all of them), then
-        dedup.verified_near_groups over their PDQ codes, linking a pair only if its exact pHashes lie within
-        verify_phash bits too. The groups depend only on the verified pairs and the ranks, so memory and sharded
-        mode agree."""
-        p = self.params
-        t0 = time.perf_counter()
-        n_in = ctx.n_alive
-        linked, n_codes, figures = ctx.near_candidates(
-            self.name, [functools.partial(pdq_codes, v, p.min_quality) for v in ctx.views()], p.pdq_threshold
-        )
-        column, _ = parse_keep(p.keep)
-        dup_keys, dup_sources, rep_keys, dup_ids = [], [], [], np.zeros(0, np.int64)
-        distance, verify_d = np.zeros(0, np.int32), np.zeros(0, np.int32)
-        groups = n_pairs = 0
-        if linked.size:
-            t = ctx.fetch(linked, ["key", "source", "pdq", "pdq_phash", *([column] if column else [])])
-            rank = rank_of(t.column("key"), keep_primary(t, p.keep))
-            verify = pc.cast(t.column("pdq_phash"), pa.uint64()).to_numpy(zero_copy_only=False).astype(np.uint64)
-            g, vd = dedup.verified_near_groups(
-                pdq_rows(t.column("pdq")),
-                verify,
-                p.pdq_threshold,
-                p.verify_phash,
-                rank,
-                linkage=p.linkage,
-                device=p.device,
-                num_threads=p.num_threads,
-            )
-            n_pairs = g.n_pairs
-            d = np.flatnonzero(g.is_duplicate)
-            keys = t.column("key")
-            dup_keys = keys.take(pa.array(d)).to_pylist()
-            dup_sources = t.column("source").take(pa.array(d)).to_pylist()
-            rep_keys = keys.take(pa.array(g.representative[d])).to_pylist()
-            dup_ids, distance, verify_d = linked[d], g.distance[d], vd[d]
-            groups = g.n_groups
-        rejected, duplicates = duplicate_tables(
-            self.name, "pdq", "duplicate_pdq", dup_keys, dup_sources, rep_keys, distance, verify_d
-        )
-        stats = PhashDedupStats(
-            max_distance=p.pdq_threshold,
-            linkage=p.linkage,
-            mode="pdq",
             expected_chance_links_per_sample=float(
-                f"{n_codes * dedup.chance_link_probability(p.pdq_threshold, bits=256):.3g}"
+                f"{n_codes * dedup.chance_link_probability(links.radius, bits=links.bits):.3g}"
             ),
             samples=int(n_in),
             duplicates=int(distance.size),
-            groups=groups,
+            groups=found.groups,
             without_hash=int(n_in - n_codes),
             max_distance_to_representative=int(distance.max()) if distance.size else None,
-            partitions=None if figures is None else {**figures, "pairs": int(n_pairs)},
+            partitions=None if figures is None else {**figures, "pairs": int(found.pairs)},
             linked=None if figures is None else int(linked.size),
+            dihedral=p.dihedral if p.hash == "pdq" else None,
+            templates=int(np.count_nonzero(found.kind == "template")) if p.hash == "pdq" else None,
             seconds=round(time.perf_counter() - t0, 6),
         )
-        return GlobalResult(rejected=with_sample_ids(rejected, dup_ids), duplicates=duplicates, stats=stats)
+        return GlobalResult(
+            rejected=with_sample_ids(rejected, found.ids[found.rejected]), duplicates=duplicates, stats=stats
+        )
+
+
+@dataclass
+class NearLinks:
+    """The links one near-duplicate grouping found, over the fetched candidates' rows: ``dup[i]`` linked to
+    ``rep[i]`` with its distances, matched transform (dihedral PDQ, else None) and kind; ``rejected[i]`` false for a
+    link that names without removing (a kept template). Then ``take`` resolves rows to keys, sources and ids."""
+
+    dup: np.ndarray
+    rep: np.ndarray
+    distance: np.ndarray
+    verify: np.ndarray | None
+    transform: np.ndarray | None
+    kind: np.ndarray  # str per link
+    rejected: np.ndarray  # bool per link
+    groups: int = 0
+    pairs: int = 0
+    keys: list | None = None
+    rep_keys: list | None = None
+    sources: list | None = None
+    ids: np.ndarray | None = None
+
+    @classmethod
+    def empty(cls) -> NearLinks:
+        z = np.zeros(0, np.int64)
+        return cls(z, z, z, None, None, np.zeros(0, object), np.zeros(0, bool), 0, 0, [], [], [], z)
+
+    def take(self, t: pa.Table, linked: np.ndarray) -> None:
+        order = np.lexsort((self.dup, ~self.rejected))  # rejected links first, each part by row (= sample id)
+        for name in ("dup", "rep", "distance", "verify", "transform", "kind", "rejected"):
+            v = getattr(self, name)
+            setattr(self, name, None if v is None else v[order])
+        keys = t.column("key")
+        self.keys = keys.take(pa.array(self.dup)).to_pylist()
+        self.rep_keys = keys.take(pa.array(self.rep)).to_pylist()
+        self.sources = t.column("source").take(pa.array(self.dup)).to_pylist()
+        self.ids = linked[self.dup]
+
+    def tables(self, stage: str, kind: str) -> tuple[pa.Table, pa.Table]:
+        """(rejects of the rejected links, every link) as duplicate_tables makes them."""
+        reasons = ["duplicate_template" if k == "template" else f"duplicate_{kind}" for k in self.kind]
+        names = None if self.transform is None else [_transform_name(k) for k in self.transform]
+        rejected, duplicates = duplicate_tables(
+            stage, list(self.kind), reasons, self.keys, self.sources, self.rep_keys, self.distance, self.verify, names
+        )
+        return rejected.filter(pa.array(self.rejected)), duplicates
+
+
+def _transform_name(k) -> str:
+    from mmcurate.reference import TRANSFORMS
+
+    return TRANSFORMS[int(k)]
+
+
+class _PhashLinks:
+    """pHash-64: candidates within max_distance, dedup.near_groups (dense copy clusters kept implicit)."""
+
+    kind, bits, columns = "phash", 64, ("phash",)
+
+    def __init__(self, p):
+        self.p, self.radius, self.codes = p, p.max_distance, phash_codes
+
+    def group(self, t: pa.Table, rank: np.ndarray, count_pairs: bool) -> NearLinks:
+        p = self.p
+        codes = pc.cast(t.column("phash"), pa.uint64()).to_numpy(zero_copy_only=False).astype(np.uint64)
+        g = dedup.near_groups(
+            codes, p.max_distance, rank, linkage=p.linkage, device=p.device, num_threads=p.num_threads,
+            count_pairs=count_pairs,
+        )  # fmt: skip
+        d = np.flatnonzero(g.is_duplicate)
+        kind = np.full(d.size, "phash", object)
+        return NearLinks(
+            d, g.representative[d], g.distance[d], None, None, kind, np.ones(d.size, bool), g.n_groups, g.n_pairs or 0
+        )
+
+
+class _PdqLinks:
+    """PDQ-256 (issue 16): candidates within pdq_threshold of quality >= min_quality (with dihedral, any transform
+    of one within the threshold of the other), dedup.verified_near_groups linking a pair only if its exact pHashes
+    (under the transform that matched) lie within verify_phash bits, and, unless templates is "off", telling template
+    variants apart by curate.local_detail: "keep" leaves them out of the grouping and links each kept one to the
+    first-ranked kept template partner ranked before it, "drop" groups them as duplicates of kind template."""
+
+    kind, bits = "pdq", 256
+
+    def __init__(self, p):
+        self.p, self.radius = p, p.pdq_threshold
+        self.codes = functools.partial(pdq_codes, min_quality=p.min_quality, dihedral=p.dihedral)
+        self.columns = ("pdq", "pdq_phash")
+        self.columns += ("pdq_dihedral", "pdq_dihedral_phash") if p.dihedral else ()
+        self.columns += ("pdq_detail",) if p.templates != "off" else ()
+
+    def group(self, t: pa.Table, rank: np.ndarray, count_pairs: bool) -> NearLinks:
+        p = self.p
+        codes = pdq_rows(t.column("pdq"))
+        verify = pc.cast(t.column("pdq_phash"), pa.uint64()).to_numpy(zero_copy_only=False).astype(np.uint64)
+        variants = pdq_variants(t) if p.dihedral else None
+        verify_variants = phash_variants(t) if p.dihedral else None
+        grids = _fixed_rows(t.column("pdq_detail"), local_detail.DETAIL_BYTES) if p.templates != "off" else None
+        templates: list = []
+
+        def not_template(a, b, transform):
+            tpl = local_detail.template_pairs(grids[a], grids[b], transform)
+            templates.append(np.stack([a[tpl], b[tpl]], axis=1))
+            return ~tpl
+
+        g, vd = dedup.verified_near_groups(
+            codes, verify, p.pdq_threshold, p.verify_phash, rank, linkage=p.linkage, device=p.device,
+            num_threads=p.num_threads, variants=variants, verify_variants=verify_variants,
+            accept=not_template if p.templates == "keep" else None,
+        )  # fmt: skip
+        d = np.flatnonzero(g.is_duplicate)
+        rep, kind = g.representative[d], np.full(d.size, "pdq", object)
+        transform = None if g.transform is None else g.transform[d]
+        if p.templates == "drop":
+            kind[local_detail.template_pairs(grids[d], grids[rep], 0 if transform is None else transform)] = "template"
+        links = NearLinks(
+            d, rep, g.distance[d], vd[d], transform, kind, np.ones(d.size, bool), g.n_groups, g.n_pairs or 0
+        )
+        if templates:
+            links = _with_kept_templates(
+                links, np.concatenate(templates), g, rank, variants, verify_variants, codes, verify
+            )
+        return links
+
+
+def _with_kept_templates(links: NearLinks, pairs, g, rank, variants, verify_variants, codes, verify) -> NearLinks:
+    """templates: keep. Each kept sample with a template pair to another kept sample ranked before it is linked
+    (kind template, not rejected) to the first-ranked such partner."""
+    kept = ~g.is_duplicate
+    pairs = pairs[kept[pairs[:, 0]] & kept[pairs[:, 1]]]
+    if not pairs.size:
+        return links
+    pairs = np.concatenate([pairs, pairs[:, ::-1]])
+    pairs = pairs[rank[pairs[:, 1]] < rank[pairs[:, 0]]]  # (member, partner ranked before it)
+    pairs = pairs[np.lexsort((rank[pairs[:, 1]], pairs[:, 0]))]
+    first = np.ones(len(pairs), bool)
+    first[1:] = pairs[1:, 0] != pairs[:-1, 0]
+    a, b = pairs[first, 0], pairs[first, 1]
+    if variants is not None:
+        distance, transform, vd = dedup.dihedral_match(variants, verify_variants, a, b)
+    else:
+        distance = np.bitwise_count(codes[a] ^ codes[b]).sum(axis=1).astype(np.int32)
+        vd, transform = np.bitwise_count(verify[a] ^ verify[b]).astype(np.int32), None
+    tr = None if links.transform is None else np.concatenate([links.transform, transform])
+    return NearLinks(
+        np.concatenate([links.dup, a]), np.concatenate([links.rep, b]), np.concatenate([links.distance, distance]),
+        np.concatenate([links.verify, vd]), tr, np.concatenate([links.kind, np.full(a.size, "template", object)]),
+        np.concatenate([links.rejected, np.zeros(a.size, bool)]), links.groups, links.pairs,
+    )  # fmt: skip
 
 
 def phash_codes(view):

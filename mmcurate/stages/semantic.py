@@ -241,6 +241,7 @@ def semantic_duplicate_tables(stage: str, dup_keys: list, dup_sources: list, rep
             "kind": pa.array(["semantic"] * len(dup_keys), pa.string()),
             "distance": pa.array(np.clip(1.0 - np.asarray(cos), 0.0, 2.0), pa.float64()),
             "verify_distance": pa.nulls(len(dup_keys), pa.float64()),
+            "transform": pa.nulls(len(dup_keys), pa.string()),
         },
         schema=DUPLICATES_SCHEMA,
     )

@@ -68,3 +68,40 @@ def test_linked_takes_256_bit_codes(tmp_path):
     pairs, _ = partition_pairs(tmp_path / "p00000", 8)
     assert np.array_equal(np.unique(links), np.unique(pairs)) and np.unique(links).size == 40
     assert (np.bitwise_count(codes[links[:, 0]] ^ codes[links[:, 1]]).sum(axis=1) <= 8).all()
+
+
+@pytest.mark.parametrize("r", [10, 22])
+def test_linked_dihedral_codes_equal_the_single_node_range_search(r):
+    """Dihedral shards (uint64[n, 8, 4]: each sample's 8 transform codes, identity first): the linked ids and
+    components are those of ops.hamming_range's pairs of a transform of one sample against another's identity code
+    (never a sample with itself), small buckets and a dense cluster's large ones alike; pair listing refuses them."""
+    from mmcurate.curate.dedup import connected_components
+    from mmcurate.curate.hamming_partition import SMALL_GROUP, partitioned_linked_ids
+    from mmcurate.ops import hamming_range
+
+    rng = np.random.default_rng(r)
+    n = 400
+    v = rng.integers(0, 2**63, size=(n, 8, 4), dtype=np.uint64)
+    flip = _codes(2 * n, seed=r + 1)  # random bit patterns to xor in
+    for i in range(1, n):
+        if rng.random() < 0.3:  # a copy of a transform of an earlier sample
+            j, k = int(rng.integers(i)), int(rng.integers(8))
+            mask = np.zeros(4, np.uint64)
+            for b in rng.choice(256, int(rng.integers(0, 2 * r)), replace=False):
+                mask[b // 64] |= np.uint64(1) << np.uint64(b % 64)
+            v[i, 0] = v[j, k] ^ mask
+    v[300 : 300 + SMALL_GROUP + 20, 0] = v[299, 3]  # a dense cluster: a bucket above SMALL_GROUP
+    v[300 : 300 + SMALL_GROUP + 20, 0, 0] ^= flip[: SMALL_GROUP + 20, 0] & np.uint64(0x7)
+    v[5, 3] = v[5, 0]  # a symmetric image: its own transform equals its code, which links nothing
+    ids = np.arange(n, dtype=np.int64) * 3 + 1
+    pairs, _ = hamming_range(np.ascontiguousarray(v[:, 0]), v, r)
+    pairs = np.asarray(pairs)
+    pairs = pairs[pairs[:, 0] != pairs[:, 1]]
+    found = partitioned_linked_ids([(ids[a:b], v[a:b]) for a, b in ((0, 150), (150, 151), (151, n))], r, 5)
+    np.testing.assert_array_equal(found.ids, np.unique(ids[pairs]))
+    assert found.stats["n_codes"] == n
+    got = connected_components(n, (found.links - 1) // 3)
+    want = connected_components(n, pairs)
+    np.testing.assert_array_equal(np.unique(got, return_inverse=True)[1], np.unique(want, return_inverse=True)[1])
+    with pytest.raises(ValueError, match="dihedral"):
+        partitioned_hamming_pairs([(ids, v)], r, n_partitions=2)

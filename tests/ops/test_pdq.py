@@ -208,6 +208,40 @@ def test_one_decode_gives_phash_and_pdq(photos_rgb):
     assert both.status[-1] != Status.ok and both.phash[-1] == 0
 
 
+@pytest.mark.filterwarnings("ignore:Palette images with Transparency")
+def test_pdq_bytes_pixel_variants_and_detail_equal_their_oracles(photos_rgb):
+    """dihedral="pixels": the 8 codes and pHashes are pdq / phash of the 8 transformed pixel arrays
+    (reference.dihedral of the decode: what decontamination's index holds), the identity ones equal the plain
+    call's; detail=True: local_detail.detail_grid of the decode, to within 1 (a cell rounding at .5). Odd sizes,
+    gray, RGBA, 64 x 64 (the reference quirk, per transform) and tiny images included."""
+    from mmcurate.curate.local_detail import detail_grid
+    from mmcurate.ops import decode_images, phash
+    from mmcurate.reference import dihedral
+
+    rgb = g.photo_like(121, 87, seed=2)
+    blobs = [g.save(Image.fromarray(photos_rgb[0][:211, :157]), "JPEG", quality=90)]
+    blobs += [g.save(Image.fromarray(rgb).convert("L"), "PNG"), g.save(Image.fromarray(rgb).convert("RGBA"), "PNG")]
+    blobs += [g.save(Image.fromarray(rgb[:64, :64]), "PNG"), g.save(Image.fromarray(rgb[:9, :4]), "PNG"), b"broken"]
+    got = pdq_bytes(blobs, dihedral="pixels", phash=True, detail=True, device="cpu")
+    plain = pdq_bytes(blobs, phash=True, device="cpu")
+    assert got.codes.shape == (len(blobs), 8, 32) and got.phash.shape == (len(blobs), 8)
+    assert got.detail.shape == (len(blobs), 512) and got.detail.dtype == np.uint8
+    np.testing.assert_array_equal(got.codes[:, 0], plain.codes)
+    np.testing.assert_array_equal(got.phash[:, 0], plain.phash)
+    np.testing.assert_array_equal(got.quality, plain.quality)
+    decoded = decode_images(blobs, mode="RGB", device="cpu")
+    for i, pixels in enumerate(decoded.images[:-1]):
+        variants = dihedral(pixels)
+        np.testing.assert_array_equal(got.codes[i], pdq(variants, device="cpu").codes, err_msg=f"blob {i}")
+        np.testing.assert_array_equal(got.phash[i], phash(variants, device="cpu"), err_msg=f"blob {i}")
+        diff = np.abs(got.detail[i].astype(int) - detail_grid(pixels))
+        assert diff.max() <= 1 and np.count_nonzero(diff) <= 4, f"blob {i}"
+    assert got.status[-1] != Status.ok and not got.codes[-1].any() and not got.detail[-1].any()
+    assert pdq_bytes(blobs, detail=True, device="cpu").phash is None
+    with pytest.raises(ValueError, match="dihedral"):
+        pdq_bytes(blobs, dihedral="dct")
+
+
 def test_pdq_bytes_applies_exif_orientation_like_exif_transpose(photos_rgb):
     rgb = np.ascontiguousarray(photos_rgb[0][:200, :160])
     blobs = [g.with_orientation(rgb, "JPEG", k, quality=90) for k in range(1, 9)]

@@ -18,6 +18,9 @@ from mmcurate.pipeline.global_phase import MemoryGlobalContext
 from mmcurate.pipeline.global_sharded import ShardedGlobalContext, make_ids
 from mmcurate.pipeline.stage import SAMPLE_ID, registry
 
+#: identity codes only, no template labels: the columns the synthetic tables here have
+PLAIN = {"hash": "pdq", "dihedral": False, "templates": "off"}
+
 
 def _flip(words: np.ndarray, bits: int, rng, width: int) -> np.ndarray:
     out = words.copy()
@@ -120,7 +123,7 @@ def test_sharded_pdq_dedup_equals_memory_and_brute_force(tmp_path, linkage, keep
     for i, t in enumerate(shards):
         pq.write_table(t, work / "meta" / f"{i:05d}.parquet")
     ctx = ShardedGlobalContext(work, len(shards), map_fn=map_fn, parallelism=3)
-    stage = registry.create("phash_dedup", {"hash": "pdq", "keep": keep, "linkage": linkage})
+    stage = registry.create("phash_dedup", {**PLAIN, "keep": keep, "linkage": linkage})
     table = _memory_table(shards, list(stage.requires))
     mem = stage.run(MemoryGlobalContext.from_table(table))
     sh = stage.run(ctx)
@@ -135,7 +138,7 @@ def test_sharded_pdq_dedup_equals_memory_and_brute_force(tmp_path, linkage, keep
     assert {r["kind"] for r in sh.duplicates.to_pylist()} == {"pdq"}
     assert set(sh.rejected.column("reason").to_pylist()) == {"duplicate_pdq"}
     # verification mattered: without it, more pairs link
-    loose = registry.create("phash_dedup", {"hash": "pdq", "keep": keep, "linkage": linkage, "verify_phash": None})
+    loose = registry.create("phash_dedup", {**PLAIN, "keep": keep, "linkage": linkage, "verify_phash": None})
     assert loose.run(MemoryGlobalContext.from_table(table)).rejected.num_rows > mem.rejected.num_rows
     # quality 0 samples are never linked, on either side
     q0 = set(table.filter(pc.equal(table.column("pdq_quality"), 0)).column("key").to_pylist())
@@ -185,7 +188,8 @@ def test_recipe_pdq_sharded_equals_memory(demo_input, tmp_path):
     dups = pq.read_table(sh / "duplicates.parquet").to_pylist()
     pdq = [d for d in dups if d["kind"] == "pdq"]
     assert pdq and all(d["distance"] <= 22 and d["verify_distance"] <= 12 for d in pdq)
-    assert all(d["verify_distance"] is None for d in dups if d["kind"] != "pdq")
+    assert all(d["verify_distance"] is None for d in dups if d["kind"] not in ("pdq", "template"))
+    assert all(d["transform"] is not None for d in dups if d["kind"] in ("pdq", "template"))  # dihedral matching
     samples = pq.read_table(sh / "samples.parquet")
     assert samples.schema.field("pdq").type == pa.binary(32) and "pdq_phash" in samples.column_names
     with tarfile.open(sorted((sh / "shards").rglob("*.tar"))[0]) as tar:
@@ -222,3 +226,81 @@ def test_stored_pdq_columns_are_reused(demo_input, tmp_path):
         assert a.column(c).equals(b.column(c)), c
     da, db = (pq.read_table(tmp_path / d / "duplicates.parquet") for d in ("reused", "computed"))
     assert da.equals(db)
+
+
+def _dihedral_survivors(n=400, n_shards=4, seed=5):
+    """Random codes for each sample's 8 transforms, with planted copies whose identity code lies near a transform
+    of an earlier sample (any of the 8) and whose pHash agrees or not under that transform; cut into shards."""
+    rng = np.random.default_rng(seed)
+    pdq = rng.integers(0, 2**63, size=(n, 8, 4), dtype=np.uint64) * np.uint64(2)
+    ph = rng.integers(0, 2**63, size=(n, 8), dtype=np.uint64) * np.uint64(2)
+    for i in range(1, n):
+        if rng.random() < 0.35:
+            j, k = int(rng.integers(i)), int(rng.integers(8))
+            pdq[i, 0] = _flip(pdq[j, k], int(rng.integers(0, 27)), rng, 256)
+            agree = rng.random() < 0.8
+            ph[i, 0] = _flip(ph[j, k : k + 1], int(rng.integers(0, 9) if agree else rng.integers(30, 40)), rng, 64)[0]
+    quality = rng.integers(1, 100, n).astype(np.int16)
+    quality[rng.choice(n, 20, replace=False)] = 0
+    table = pa.table(
+        {
+            "key": [f"d{int(v):05d}" for v in rng.permutation(10 * n)[:n]],
+            "source": ["s"] * n,
+            "pdq": pa.array([c.astype("<u8").tobytes() for c in pdq[:, 0]], pa.binary(32)),
+            "pdq_quality": pa.array(quality, pa.int16()),
+            "pdq_phash": pa.array(ph[:, 0], pa.uint64()),
+            "pdq_dihedral": pa.array([c.astype("<u8").tobytes() for c in pdq[:, 1:]], pa.binary(7 * 32)),
+            "pdq_dihedral_phash": pa.array([c.astype("<u8").tobytes() for c in ph[:, 1:]], pa.binary(7 * 8)),
+        }
+    )
+    cuts = np.sort(rng.choice(np.arange(1, n), n_shards - 1, replace=False))
+    bounds = [0, *cuts.tolist(), n]
+    return [table.slice(a, b - a) for a, b in zip(bounds[:-1], bounds[1:])], pdq, ph, quality
+
+
+@pytest.mark.parametrize("linkage", ["star", "connected"])
+def test_sharded_dihedral_pdq_dedup_equals_memory_and_brute_force(tmp_path, linkage):
+    """Dihedral matching: the pigeonhole join with each sample's 8 transform codes finds memory mode's candidates
+    (any transform of one within the threshold of the other's identity code), and both modes give the groups of
+    every pair verified under its closest transform, computed here over all 16 comparisons of every pair."""
+    from mmcurate.reference import TRANSFORMS
+
+    shards, pdq, ph, quality = _dihedral_survivors()
+    work = tmp_path / "_work"
+    (work / "meta").mkdir(parents=True)
+    for i, t in enumerate(shards):
+        pq.write_table(t, work / "meta" / f"{i:05d}.parquet")
+    stage = registry.create("phash_dedup", {"hash": "pdq", "templates": "off", "linkage": linkage})
+    table = _memory_table(shards, list(stage.requires))
+    mem = stage.run(MemoryGlobalContext.from_table(table))
+    sh = stage.run(ShardedGlobalContext(work, len(shards), map_fn=_reversed_map, parallelism=3))
+    assert sh.rejected.equals(mem.rejected) and sh.duplicates.equals(mem.duplicates)
+    assert sh.stats.linked < table.num_rows
+    # brute force over every pair: T_k(a) against b and T_k(b) against a; the transform maps a onto b
+    keys = np.array(table.column("key").to_pylist())
+    ok = np.flatnonzero(quality >= 1)
+    a, b = (ok[x] for x in np.triu_indices(ok.size, 1))
+    fwd = np.bitwise_count(pdq[a] ^ pdq[b, 0][:, None]).sum(-1)
+    back = np.bitwise_count(pdq[b] ^ pdq[a, 0][:, None]).sum(-1)
+    d = np.concatenate([fwd, back], axis=1)
+    best = d.argmin(axis=1)
+    k = best % 8
+    vd = np.where(best < 8, np.bitwise_count(ph[a, k] ^ ph[b, 0]), np.bitwise_count(ph[b, k] ^ ph[a, 0]))
+    linked = (d.min(axis=1) <= 22) & (vd <= 12)
+    inverse = {0: 0, 1: 3, 2: 2, 3: 1, 4: 4, 5: 5, 6: 6, 7: 7}
+    pair = {}
+    for x, y, dist, kk, fw, v in zip(a, b, d.min(axis=1), k, best < 8, vd):
+        t = int(kk) if fw else inverse[int(kk)]
+        pair[(x, y)] = (float(dist), float(v), TRANSFORMS[t])
+        pair[(y, x)] = (float(dist), float(v), TRANSFORMS[inverse[t]])
+    rank = dedup.preference_rank(keys)
+    rep = dedup.link_groups(len(keys), np.stack([a[linked], b[linked]], axis=1), rank, linkage=linkage)
+    want = {keys[i]: (keys[rep[i]], *pair[(i, rep[i])]) for i in np.flatnonzero(rep != np.arange(len(keys)))}
+    got = {
+        r["key"]: (r["duplicate_of"], r["distance"], r["verify_distance"], r["transform"])
+        for r in sh.duplicates.to_pylist()
+    }
+    assert got == want and len(got) >= 40
+    assert {v[3] for v in got.values()} - {"identity"}  # links under other transforms
+    plain = registry.create("phash_dedup", {"hash": "pdq", "templates": "off", "dihedral": False, "linkage": linkage})
+    assert plain.run(MemoryGlobalContext.from_table(table)).rejected.num_rows < mem.rejected.num_rows

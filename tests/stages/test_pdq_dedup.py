@@ -64,10 +64,15 @@ def images():
     return _input(rows)
 
 
+#: identity codes only, no template labels: the columns the synthetic tables here have
+PLAIN = {"hash": "pdq", "dihedral": False, "templates": "off"}
+
+
 def _meta(stage, batch):
-    assert isinstance(stage.map_part, MapStage) and stage.map_part.name == stage.name
-    result = stage.map_part.process(batch)
-    assert_accounted(batch, result, stage.name)
+    part = stage if isinstance(stage, MapStage) else stage.map_part
+    assert isinstance(part, MapStage) and part.name == "phash_dedup"
+    result = part.process(batch)
+    assert_accounted(batch, result, part.name)
     return result.kept.drop_columns(["image"]), result
 
 
@@ -94,7 +99,10 @@ def test_pdq_map_part_columns(images):
     assert all(q[k] == 0 for k in keys if k.startswith("flat"))
     assert all(q[k] >= 50 for k in keys if k.startswith("p"))
     fps = stage.map_part.column_fingerprints()
-    assert set(fps) == {"pdq", "pdq_quality", "pdq_phash"}
+    assert set(fps) == {"pdq", "pdq_quality", "pdq_phash", "pdq_dihedral", "pdq_dihedral_phash", "pdq_detail"}
+    plain = registry.create("phash_dedup", PLAIN).map_part
+    assert set(plain.column_fingerprints()) == {"pdq", "pdq_quality", "pdq_phash"}
+    assert _meta(plain, images)[0].equals(meta.select(_meta(plain, images)[0].column_names))
     assert fps["pdq_phash"] == registry.create("phash_dedup", {"mode": "exact"}).map_part.column_fingerprints()["phash"]
 
 
@@ -143,14 +151,14 @@ def test_verification_drops_a_pair_pdq_alone_links():
     base = (1 << 255) | 12345
     near = base ^ ((1 << 20) - 1)  # 20 bits away: within the PDQ threshold
     meta = _pdq_meta([base, near, near ^ (1 << 100)], [0, 2**64 - 1, 0b111])  # k1's pHash disagrees (64 bits)
-    verified = run_on_table(registry.create("phash_dedup", {"hash": "pdq"}), meta)
+    verified = run_on_table(registry.create("phash_dedup", PLAIN), meta)
     got = {d["key"]: (d["duplicate_of"], d["distance"], d["verify_distance"]) for d in verified.duplicates.to_pylist()}
     assert got == {"k2": ("k0", 21.0, 3.0)}
-    unverified = run_on_table(registry.create("phash_dedup", {"hash": "pdq", "verify_phash": None}), meta)
+    unverified = run_on_table(registry.create("phash_dedup", {**PLAIN, "verify_phash": None}), meta)
     assert set(unverified.duplicates.column("key").to_pylist()) == {"k1", "k2"}
-    strict = run_on_table(registry.create("phash_dedup", {"hash": "pdq", "pdq_threshold": 19}), meta)
+    strict = run_on_table(registry.create("phash_dedup", {**PLAIN, "pdq_threshold": 19}), meta)
     assert strict.duplicates.num_rows == 0
-    low = run_on_table(registry.create("phash_dedup", {"hash": "pdq"}), _pdq_meta([base, base], [0, 0], [80, 0]))
+    low = run_on_table(registry.create("phash_dedup", PLAIN), _pdq_meta([base, base], [0, 0], [80, 0]))
     assert low.duplicates.num_rows == 0 and low.stats.without_hash == 1
 
 
@@ -160,6 +168,8 @@ def test_pdq_params_errors():
         ({"hash": "pdq", "pdq_threshold": 200}, "pdq_threshold"),
         ({"hash": "pdq", "verify_phash": 65}, "verify_phash"),
         ({"hash": "pdq", "min_quality": -1}, "min_quality"),
+        ({"hash": "pdq", "templates": "delete"}, "templates"),
+        ({"hash": "pdq", "dihedral": "yes"}, "dihedral"),
     ):
         with pytest.raises(StageError, match=pattern):
             registry.create("phash_dedup", params)

@@ -35,17 +35,29 @@ void pdq_batch(const std::vector<ImageViewU8>& images, bool dihedral, uint8_t* c
 // A failed sample gets zero codes, quality 0, its decode status and the decoder's error message.
 constexpr int kPdqFastMinSide = 128;
 
+// pixel_variants (with dihedral): the 8 codes are the PDQ of the 8 transformed pixel arrays (pdqhash.compute of
+// each rotation / flip, mmcurate.reference.TRANSFORMS' order), not compute_dihedral's DCT sign flips, which land
+// 14-16 bits from a flipped copy's own code; with_phash then gives the pHash of each transform too (n x 8).
+// with_detail: the local-detail grid of the same decode (detail_grid).
 struct PdqBytesResult {
   std::vector<uint8_t> codes;  // n x (8 x) 32
   std::vector<int32_t> quality;
-  std::vector<uint64_t> phash;  // n when with_phash, else empty
+  std::vector<uint64_t> phash;  // n (n x 8 with pixel variants) when with_phash, else empty
+  std::vector<uint8_t> detail;  // n x kDetailBytes when with_detail, else empty
   std::vector<Status> status;
   std::vector<std::string> errors;  // empty where ok
 };
 
 PdqBytesResult pdq_bytes(const std::vector<ByteSpan>& blobs, bool exact, bool dihedral, bool exif, int num_threads = 0,
                          int fast_min_side = kPdqFastMinSide, int64_t max_pixels = kDefaultMaxPixels,
-                         bool with_phash = false);
+                         bool with_phash = false, bool pixel_variants = false, bool with_detail = false);
+
+// The local-detail grid (mmcurate.curate.local_detail, its oracle): kDetailGrid x kDetailGrid cells, each the
+// exact area average (a pixel a cell boundary cuts counts by its covered fraction) of PDQ's luma, in double; the
+// cell means (row-major), then the cell standard deviations, rounded to uint8.
+constexpr int kDetailGrid = 16;
+constexpr int kDetailBytes = 2 * kDetailGrid * kDetailGrid;
+void detail_grid(const ImageViewU8& image, uint8_t* out);
 
 // The reference's 16 x 64 DCT matrix, built once on the host; a GPU twin copies this table.
 const float* pdq_dct_matrix();

@@ -1,0 +1,124 @@
+"""Local detail: tell a template variant from a near-duplicate among image pairs a global hash links.
+
+Web data is full of templates: the same T-shirt, mug or phone-case mockup with another print, banners with one
+layout and other text. A global perceptual hash (PDQ, pHash) sees the shared layout and links them. Whether such a
+variant should go is a curation policy, so the pair is labelled instead of silently deleted.
+
+The signal: a grid of ``GRID x GRID`` cells over the image (fractions of its width and height, exact area
+averages, so a resized copy has the same cells), each cell's luma mean and standard deviation
+(``uint8[2 * GRID * GRID]``: 512 bytes per sample, of PDQ's luma, from the decode that hashed the image: the
+native ``ops.pdq_bytes(detail=True)``, for which this module is the oracle). For a pair linked under
+a dihedral transform, the first image's grid is transformed the same way (the grid of a rotated or flipped image is
+the rotated or flipped grid). The second image's means are fitted to the first's by an affine map (brightness and
+contrast shifts), refitted on the cells that agree; a cell *changed* when
+its mean or its deviation (scaled by the fit) moves by more than ``CHANGE`` luma levels.
+
+A **template** pair is one where each image has local detail the other lacks: among the changed cells, at least
+``TWO_SIDED`` of them (and at least one) go each way, i.e. one image is brighter / more textured in some changed
+cells and the other in others. A different print or text replaces content (changes both ways); an overlay
+(watermark, logo) or a crop adds or moves content mostly one way, and re-encodes, resizes and colour shifts change
+no cell. Measured on the labelled set (benchmarks/README_near_dup.md, "Templates").
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+GRID = 16
+DETAIL_BYTES = 2 * GRID * GRID
+#: luma levels (of 255) a cell's mean or deviation must move by to count as changed
+CHANGE = 8.0
+#: the share of changed cells that must go each way for a template
+TWO_SIDED = 0.2
+_FIT_ROUNDS = 3
+
+
+def _cell_means(y: np.ndarray, axis: int) -> np.ndarray:
+    """Exact area averages of y over GRID equal cells along ``axis`` (a pixel a cell boundary cuts counts by its
+    covered fraction): the integral of the pixels at each cell edge, from a cumulative sum (no BLAS: its threads
+    would fight the map stage's native pool)."""
+    y = np.moveaxis(y, axis, 0)
+    n = y.shape[0]
+    edges = np.arange(GRID + 1) * (n / GRID)
+    whole = np.floor(edges).astype(np.int64)
+    frac = (edges - whole).reshape(-1, *([1] * (y.ndim - 1)))
+    cum = np.concatenate([np.zeros((1, *y.shape[1:])), np.cumsum(y, axis=0)])
+    integral = cum[whole] + frac * y[np.minimum(whole, n - 1)]
+    return np.moveaxis(np.diff(integral, axis=0) / (n / GRID), 0, axis)
+
+
+def detail_grid(image: np.ndarray) -> np.ndarray:
+    """The grid of one decoded image (HxW or HxWxC uint8; RGB(A) or gray): uint8[DETAIL_BYTES], the GRID x GRID
+    cell means (row-major) then the cell standard deviations, rounded. Cells are exact area averages (a pixel a
+    cell boundary cuts counts by its covered fraction), so a resized copy has the same cells and a transposed or
+    rotated one the transformed grid."""
+    a = np.asarray(image)
+    rgb = (
+        (a[..., 0], a[..., 1], a[..., 2])
+        if a.ndim == 3 and a.shape[2] >= 3
+        else ((a[..., 0] if a.ndim == 3 else a),) * 3
+    )
+    # PDQ's luma (kernels/pdq.h): (R * 0.299 + G * 0.587) + B * 0.114 in float64, rounded to float32
+    y = ((rgb[0] * 0.299 + rgb[1] * 0.587) + rgb[2] * 0.114).astype(np.float32).astype(np.float64)
+    both = _cell_means(_cell_means(np.stack([y, y * y], axis=-1), 0), 1)
+    mean = both[..., 0]
+    std = np.sqrt(np.maximum(both[..., 1] - mean * mean, 0.0))
+    return np.concatenate([mean.ravel(), std.ravel()]).round().clip(0, 255).astype(np.uint8)
+
+
+def _transform(cells: np.ndarray, k: int) -> np.ndarray:
+    """Dihedral transform k (mmcurate.reference.TRANSFORMS' order) of [..., GRID, GRID] cell arrays."""
+    ax = (-2, -1)
+    if k < 4:
+        return np.rot90(cells, k, axes=ax)
+    if k == 4:
+        return cells[..., ::-1, :]
+    if k == 5:
+        return cells[..., :, ::-1]
+    if k == 6:
+        return cells.swapaxes(-2, -1)
+    return np.rot90(cells, 2, axes=ax).swapaxes(-2, -1)
+
+
+def transformed(grids: np.ndarray, transform) -> np.ndarray:
+    """Grids (uint8[m, DETAIL_BYTES]) of the images transformed by ``transform[i]`` (0..7), as float64[m, 2, G, G]."""
+    g = np.asarray(grids, np.float64).reshape(-1, 2, GRID, GRID)
+    t = np.broadcast_to(np.asarray(transform, np.int64), (len(g),))
+    out = g.copy()
+    for k in np.unique(t):
+        if k:
+            sel = t == k
+            out[sel] = _transform(g[sel], int(k))
+    return out
+
+
+def template_pairs(grids_a, grids_b, transform=0) -> np.ndarray:
+    """bool[m]: pair i is a template pair (module docstring), image a seen under ``transform[i]`` (the dihedral
+    transform mapping a onto b; 0 = identity). Vectorised over the pairs."""
+    a = transformed(grids_a, transform)
+    b = np.asarray(grids_b, np.float64).reshape(-1, 2, GRID, GRID)
+    if len(a) != len(b):
+        raise ValueError(f"grids_a and grids_b must pair up, got {len(a)} and {len(b)}")
+    if not len(a):
+        return np.zeros(0, bool)
+    x, y = a[:, 0].reshape(len(a), -1), b[:, 0].reshape(len(b), -1)
+    sx, sy = a[:, 1].reshape(len(a), -1), b[:, 1].reshape(len(b), -1)
+    w = np.ones_like(x)
+    for _ in range(_FIT_ROUNDS):  # weighted least squares y ~ alpha x + beta, then drop the cells that disagree
+        n = w.sum(1)
+        mx, my = (w * x).sum(1) / n, (w * y).sum(1) / n
+        vx = (w * (x - mx[:, None]) ** 2).sum(1)
+        alpha = np.where(vx > 1e-9, (w * (x - mx[:, None]) * (y - my[:, None])).sum(1) / np.maximum(vx, 1e-9), 1.0)
+        beta = my - alpha * mx
+        res = y - (alpha[:, None] * x + beta[:, None])
+        r = np.abs(res)
+        w = (r <= np.maximum(3 * np.median(r, axis=1), 4.0)[:, None]).astype(np.float64)
+    dev = sy - np.abs(alpha)[:, None] * sx
+    gain_b = (res > CHANGE) | (dev > CHANGE)
+    gain_a = (res < -CHANGE) | (dev < -CHANGE)
+    changed = (gain_a | gain_b).sum(1)
+    each_way = np.minimum(gain_a.sum(1), gain_b.sum(1))
+    return (each_way >= 1) & (each_way >= TWO_SIDED * changed)
+
+
+__all__ = ["GRID", "DETAIL_BYTES", "CHANGE", "TWO_SIDED", "detail_grid", "transformed", "template_pairs"]
