@@ -13,7 +13,6 @@ conversations), a gallery of rejected samples per reason, and the timing per sta
 
 from __future__ import annotations
 
-import base64
 import datetime as _dt
 import json
 import os
@@ -37,9 +36,13 @@ from mmcurate.report.charts import (
     rank_size_svg,
 )
 from mmcurate.report.html_parts import as_float, e, empty, fixed, html_table, num
+from mmcurate.report.html_parts import tile as _tile
+from mmcurate.report.clip_section import CLIP_SECTION, clip_section
 from mmcurate.report.instruction_section import INSTRUCTION_CSS, INSTRUCTION_SECTION, instruction_section
+from mmcurate.report.provenance_header import PROVENANCE_CSS, provenance_header
+from mmcurate.report.quality_section import QUALITY_SECTION, quality_section
+from mmcurate.report.splits_section import SPLITS_SECTION, splits_section
 from mmcurate.report.run_data import RunData, load_run
-from mmcurate.report.thumbnails import display_text
 from mmcurate.stages.semantic import BalanceStats, SemanticDedupStats
 
 __all__ = ["write_report", "render_report", "REPORT_NAME"]
@@ -89,14 +92,25 @@ def render_report(data: RunData) -> str:
     """The report as one HTML string."""
     title = f"mmcurate report · {data.out_dir.resolve().name}"
     instruction = instruction_section(data)  # "" for a run without instruction data
+    # Optional sections: "" when the run lacks what they show; each is listed in the nav before `before`.
+    optional = [
+        (QUALITY_SECTION, quality_section(data), "duplicates"),
+        (CLIP_SECTION, clip_section(data), "rejects"),
+        (SPLITS_SECTION, splits_section(data), "rejects"),
+    ]
+    shown = [(sid, before) for sid, html, before in optional if html]
+    html_of = {sid[0]: html for sid, html, _ in optional}
     body = [
         _header(data),
-        _nav(with_instruction=bool(instruction)),
+        _nav(with_instruction=bool(instruction), optional=shown),
         _section_run(data),
         _section_funnel(data),
         _section_distributions(data),
+        html_of[QUALITY_SECTION[0]],
         _section_duplicates(data),
         _section_clusters(data),
+        html_of[CLIP_SECTION[0]],
+        html_of[SPLITS_SECTION[0]],
         instruction,
         _section_rejects(data),
         _section_timing(data),
@@ -108,7 +122,7 @@ def render_report(data: RunData) -> str:
         # Nothing may be fetched: the policy makes the browser refuse it, should a resource slip in.
         '<meta http-equiv="Content-Security-Policy" content="default-src \'none\'; '
         "img-src data:; style-src 'unsafe-inline'\">"
-        f"<title>{e(title)}</title><style>{_CSS}{INSTRUCTION_CSS}</style></head>\n<body><main>\n"
+        f"<title>{e(title)}</title><style>{_CSS}{INSTRUCTION_CSS}{PROVENANCE_CSS}</style></head>\n<body><main>\n"
         + "\n".join(body)
         + "\n</main></body></html>\n"
     )
@@ -156,10 +170,6 @@ def _rate(n: float, seconds: float | None) -> str:
     return f"{format_number(n / seconds)}/s" if seconds and seconds > 0 else "–"
 
 
-def _data_uri(jpeg: bytes) -> str:
-    return "data:image/jpeg;base64," + base64.b64encode(jpeg).decode("ascii")
-
-
 def _section(sid: str, title: str, intro: str, content: str) -> str:
     intro_html = f'<p class="intro">{e(intro)}</p>' if intro else ""
     return f'<section id="{sid}"><h2>{e(title)}</h2>{intro_html}{content}</section>'
@@ -202,7 +212,8 @@ def _header(data: RunData) -> str:
     return (
         f'<header><div class="title"><h1>Curation report</h1>'
         f'<div class="subtitle"><code>{e(data.out_dir.resolve())}</code> · {e(started)} → {e(finished)}</div>'
-        f'</div><div class="kpis">{cards}</div><div class="check">{check}</div>{_random_weights_banner(data)}</header>'
+        f'</div>{provenance_header(data)}<div class="kpis">{cards}</div><div class="check">{check}</div>'
+        f"{_random_weights_banner(data)}</header>"
     )
 
 
@@ -220,8 +231,10 @@ def _random_weights_banner(data: RunData) -> str:
     )
 
 
-def _nav(with_instruction: bool = False) -> str:
+def _nav(with_instruction: bool = False, optional=()) -> str:
     sections = list(SECTIONS)
+    for section, before in optional:
+        sections.insert([sid for sid, _ in sections].index(before), section)
     if with_instruction:
         sections.insert(sections.index(("rejects", "Rejects")), INSTRUCTION_SECTION)
     links = "".join(f'<a href="#{sid}">{e(title)}</a>' for sid, title in sections)
@@ -552,31 +565,6 @@ def _near_distances(data: RunData, link_kind: str) -> np.ndarray | None:
 
 # ---------------------------------------------------------------------------------------------------
 # thumbnails and galleries
-
-
-def _tile(
-    jpeg: bytes | None,
-    key: str,
-    lines: list[tuple[str, str]],
-    badge: str = "",
-    badge_cls: str = "",
-    decoded: bool = True,
-    caption: str | None = None,
-    cls: str = "",
-) -> str:
-    img = f'<img src="{_data_uri(jpeg)}" alt="{e(key)}">' if jpeg else '<span class="noimg">no thumbnail</span>'
-    badge_html = f'<span class="badge-tile {e(badge_cls)}">{e(badge)}</span>' if badge else ""
-    # Text of samples passes the PII redactor again: thumbs.parquet / rejects.parquet of an older run
-    # may hold it in clear.
-    lines = [(c, display_text(t, 1000)) for c, t in lines]
-    caption = display_text(caption)
-    meta = "".join(f'<div class="{e(c)}" title="{e(t)}">{e(t)}</div>' for c, t in lines if t)
-    cap = f'<div class="caption" title="{e(caption)}">{e(caption)}</div>' if caption else ""
-    return (
-        f'<figure class="tile {e(cls)}{"" if decoded else " placeholder"}" data-key="{e(key)}">'
-        f'<div class="frame">{img}{badge_html}</div><figcaption>'
-        f'<div class="key" title="{e(key)}">{e(key)}</div>{meta}{cap}</figcaption></figure>'
-    )
 
 
 def _thumb_rows(data: RunData, kind: str) -> list[dict]:

@@ -14,7 +14,18 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-__all__ = ["RunData", "load_run", "MANIFEST", "SAMPLES", "REJECTS", "DUPLICATES", "THUMBS"]
+__all__ = [
+    "RunData",
+    "load_run",
+    "read_samples",
+    "samples_columns",
+    "read_samples_strided",
+    "MANIFEST",
+    "SAMPLES",
+    "REJECTS",
+    "DUPLICATES",
+    "THUMBS",
+]
 
 MANIFEST = "manifest.json"
 SAMPLES = "samples.parquet"
@@ -54,6 +65,16 @@ class RunData:
         do), in recipe order."""
         return [s for s in self.stages if s.get("name") == name and isinstance(s.get("stats"), dict)]
 
+    def recipe_params(self, name: str) -> dict | None:
+        """The parameters the recipe (as the manifest records it) gave the first stage called `name` ({} when it
+        gave none), or None when the recipe has no such stage."""
+        recipe = self.run.get("recipe")
+        steps = recipe.get("stages") if isinstance(recipe, dict) else None
+        for step in steps if isinstance(steps, list) else []:
+            if isinstance(step, dict) and name in step:
+                return step[name] if isinstance(step[name], dict) else {}
+        return None
+
 
 def _dict(v) -> dict:
     return v if isinstance(v, dict) else {}
@@ -65,6 +86,43 @@ def _read(path: Path, wanted: tuple[str, ...], missing: list[str]) -> pa.Table |
         return None
     names = set(pq.read_schema(path).names)
     return pq.read_table(path, columns=[c for c in wanted if c in names])
+
+
+def samples_columns(data: RunData) -> list[str]:
+    """The column names of samples.parquet ([] without the file): what a section checks before it reads."""
+    path = data.out_dir / SAMPLES
+    return pq.read_schema(path).names if path.exists() else []
+
+
+def read_samples(data: RunData, columns) -> pa.Table | None:
+    """The `columns` of samples.parquet that it has (a section reads its own columns, and only them), or None
+    without the file or without any of them."""
+    path = data.out_dir / SAMPLES
+    if not path.exists():
+        return None
+    names = set(pq.read_schema(path).names)
+    present = [c for c in dict.fromkeys(columns) if c in names]
+    return pq.read_table(path, columns=present) if present else None
+
+
+def read_samples_strided(data: RunData, columns, max_rows: int) -> pa.Table | None:
+    """At most `max_rows` rows of samples.parquet's `columns`, every k-th row (deterministic, spread over the
+    whole file), read batch by batch so that wide columns (embeddings) never sit whole in memory."""
+    path = data.out_dir / SAMPLES
+    if not path.exists() or max_rows <= 0:
+        return None
+    f = pq.ParquetFile(path)
+    present = [c for c in dict.fromkeys(columns) if c in f.schema_arrow.names]
+    if not present:
+        return None
+    n = f.metadata.num_rows
+    step = max(1, -(-n // max_rows))
+    parts, seen = [], 0
+    for batch in f.iter_batches(batch_size=65536, columns=present):
+        first = (-seen) % step  # the batch's first row whose run-wide index is a multiple of step
+        parts.append(pa.Table.from_batches([batch]).take(list(range(first, batch.num_rows, step))))
+        seen += batch.num_rows
+    return pa.concat_tables(parts) if parts else None
 
 
 def load_run(out_dir) -> RunData:
