@@ -516,9 +516,7 @@ def scatter_svg(
     xy[:, 0] = left + pad + (pw - 2 * pad) * (pts[:, 0] - lo[0]) / span[0]
     xy[:, 1] = top + ph - pad - (ph - 2 * pad) * (pts[:, 1] - lo[1]) / span[1]
     parts = [_svg_open(width, height, title)]
-    parts.append(
-        f'<rect x="{left}" y="{top}" width="{pw}" height="{ph}" fill="none" stroke="{PALETTE["grid"]}"/>'
-    )
+    parts.append(f'<rect x="{left}" y="{top}" width="{pw}" height="{ph}" fill="none" stroke="{PALETTE["grid"]}"/>')
     for g in range(len(colors)):
         sel = xy[grp == g]
         if not sel.size:

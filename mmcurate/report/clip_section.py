@@ -25,7 +25,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from mmcurate.report.charts import PALETTE, Histogram, Marker, format_number, histogram_svg, scatter_svg
-from mmcurate.report.html_parts import as_float, e, empty, fixed, html_table, num, tile
+from mmcurate.report.html_parts import as_float, e, empty, fixed, html_table, num, section, tile
 from mmcurate.report.kept_images import kept_thumbnails
 from mmcurate.report.run_data import RunData, read_samples, read_samples_strided, samples_columns
 
@@ -35,7 +35,7 @@ CLIP_SECTION = ("clip", "CLIP")
 CLIP_FILTER_STAGE = "clip_score_filter"
 CLUSTER_COLUMNS = ("balance_cluster", "semantic_cluster")  # the first present is drawn
 EMBEDDING_COLUMN = "image_embedding"
-MAX_EXAMPLES = 8
+MAX_EXAMPLES = 7  # one row at the report's full width
 MAP_POINTS = 1500
 MAP_COLOURED = 10
 GRID_LARGEST, GRID_SMALLEST, GRID_RANDOM = 2, 2, 4
@@ -260,7 +260,9 @@ def _grid_card(data: RunData, table: pa.Table, column: str) -> str:
     out = []
     for cid, size, why in chosen:
         tiles = "".join(
-            tile(thumbs[r["key"]].jpeg, r["key"], [], decoded=thumbs[r["key"]].decoded, caption=thumbs[r["key"]].caption)
+            tile(
+                thumbs[r["key"]].jpeg, r["key"], [], decoded=thumbs[r["key"]].decoded, caption=thumbs[r["key"]].caption
+            )
             for r in rows_by_cluster[cid]
         )
         more = f'<div class="more">+{size - len(rows_by_cluster[cid]):,} more</div>' if size > GRID_TILES else ""
@@ -299,9 +301,7 @@ def _map_card(data: RunData, column: str | None) -> str:
         rank = {int(c): i + 1 for i, c in enumerate(top)}
         groups = np.array([rank.get(int(c), 0) for c in cl], dtype=np.int64)
         others = ids.size - top.size
-        labels = [f"{others:,} other clusters"] + [
-            f"cluster {int(c)} ({int(counts[ids == c][0]):,})" for c in top
-        ]
+        labels = [f"{others:,} other clusters"] + [f"cluster {int(c)} ({int(counts[ids == c][0]):,})" for c in top]
         colours = [PALETTE["muted"], *_CLUSTER_COLOURS[: top.size]]
     else:
         groups = np.zeros(proj.shape[0], dtype=np.int64)
@@ -350,4 +350,4 @@ def clip_section(data: RunData) -> str:
     cards.append(_map_card(data, cluster_column))
     intro = "CLIP scores around the filter's cut, what the semantic clusters hold, and a 2-D map of the embeddings."
     body = "".join(c for c in cards if c) or empty("nothing to show")
-    return f'<section id="{CLIP_SECTION[0]}"><h2>{e(CLIP_SECTION[1])}</h2><p class="intro">{e(intro)}</p>{body}</section>'
+    return section(*CLIP_SECTION, intro, body)

@@ -43,6 +43,12 @@ def html_table(headers: list[str], rows: Iterable[str], cls: str = "") -> str:
     return f'<table class="{e(cls)}"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
 
 
+def section(sid: str, title: str, intro: str, content: str) -> str:
+    """A report section: its anchor id (the nav links to it), heading, optional intro line and content."""
+    intro_html = f'<p class="intro">{e(intro)}</p>' if intro else ""
+    return f'<section id="{sid}"><h2>{e(title)}</h2>{intro_html}{content}</section>'
+
+
 def empty(text: str) -> str:
     return f'<p class="empty">{e(text)}</p>'
 

@@ -35,14 +35,15 @@ from mmcurate.report.charts import (
     histogram_svg,
     rank_size_svg,
 )
-from mmcurate.report.html_parts import as_float, e, empty, fixed, html_table, num
-from mmcurate.report.html_parts import tile as _tile
 from mmcurate.report.clip_section import CLIP_SECTION, clip_section
+from mmcurate.report.html_parts import as_float, e, empty, fixed, html_table, num
+from mmcurate.report.html_parts import section as _section
+from mmcurate.report.html_parts import tile as _tile
 from mmcurate.report.instruction_section import INSTRUCTION_CSS, INSTRUCTION_SECTION, instruction_section
 from mmcurate.report.provenance_header import PROVENANCE_CSS, provenance_header
 from mmcurate.report.quality_section import QUALITY_SECTION, quality_section
-from mmcurate.report.splits_section import SPLITS_SECTION, splits_section
 from mmcurate.report.run_data import RunData, load_run
+from mmcurate.report.splits_section import SPLITS_SECTION, splits_section
 from mmcurate.stages.semantic import BalanceStats, SemanticDedupStats
 
 __all__ = ["write_report", "render_report", "REPORT_NAME"]
@@ -168,11 +169,6 @@ def _pct(part: float, whole: float) -> str:
 
 def _rate(n: float, seconds: float | None) -> str:
     return f"{format_number(n / seconds)}/s" if seconds and seconds > 0 else "–"
-
-
-def _section(sid: str, title: str, intro: str, content: str) -> str:
-    intro_html = f'<p class="intro">{e(intro)}</p>' if intro else ""
-    return f'<section id="{sid}"><h2>{e(title)}</h2>{intro_html}{content}</section>'
 
 
 def _kind_chip(kind) -> str:

@@ -45,7 +45,12 @@ def _models(data: RunData, recorded) -> list[dict]:
             if isinstance(params, dict) and ("weights" in params or "model" in params):
                 weights = params.get("weights")
                 out.append(
-                    {"stage": name, "model": params.get("model"), "weights": weights, "weights_sha256": RANDOM if weights == RANDOM else None}
+                    {
+                        "stage": name,
+                        "model": params.get("model"),
+                        "weights": weights,
+                        "weights_sha256": RANDOM if weights == RANDOM else None,
+                    }
                 )
     return out
 

@@ -17,8 +17,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from mmcurate.report.charts import PALETTE, Histogram, Marker, format_number, histogram_svg
-from mmcurate.report.html_parts import as_float, e, empty, tile
+from mmcurate.report.charts import Histogram, Marker, format_number, histogram_svg
+from mmcurate.report.html_parts import as_float, e, empty, section, tile
 from mmcurate.report.kept_images import kept_thumbnails
 from mmcurate.report.run_data import RunData, read_samples
 
@@ -26,7 +26,7 @@ __all__ = ["QUALITY_SECTION", "QUALITY_STAGE", "QUALITY_SIGNALS", "quality_secti
 
 QUALITY_SECTION = ("quality", "Image quality")
 QUALITY_STAGE = "image_quality"
-MAX_TILES = 8
+MAX_TILES = 7  # one row at the report's full width
 
 #: column -> (title, x-axis label); the order of the cards.
 QUALITY_SIGNALS = {
@@ -191,7 +191,9 @@ def quality_section(data: RunData) -> str:
             wanted.append(
                 ("low_information", "Low information", order_by, "low_information", True, pc.field(LOW_INFORMATION))
             )
-    galleries = [(g, title, col, reason, _extreme_rows(table, col, asc, where)) for g, title, col, reason, asc, where in wanted]
+    galleries = [
+        (g, title, col, reason, _extreme_rows(table, col, asc, where)) for g, title, col, reason, asc, where in wanted
+    ]
     thumbs = kept_thumbnails(data.out_dir, [r for *_, rows in galleries for r in rows])
     gallery_html = "".join(
         _gallery(data, g, title, rows, col, reason, rejected.get(reason, 0), thumbs)
@@ -212,4 +214,4 @@ def quality_section(data: RunData) -> str:
     )
     head = f'<p class="note">rejected by {QUALITY_STAGE}: {chips}</p>' if chips else ""
     content = head + f'<div class="grid">{"".join(cards)}</div>' + flag_line + gallery_html
-    return f'<section id="{QUALITY_SECTION[0]}"><h2>{e(QUALITY_SECTION[1])}</h2><p class="intro">{e(intro)}</p>{content}</section>'
+    return section(*QUALITY_SECTION, intro, content)

@@ -22,7 +22,7 @@ import dataclasses
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from mmcurate.report.html_parts import as_float, e, empty, fixed, html_table, num
+from mmcurate.report.html_parts import as_float, e, empty, fixed, html_table, num, section
 from mmcurate.report.run_data import RunData, read_samples
 
 __all__ = ["SPLITS_SECTION", "splits_section", "leakage_check"]
@@ -68,7 +68,9 @@ def _split_names(stats, table: pa.Table | None) -> list[str]:
     counts = stats.counts if isinstance(stats.counts, dict) else {}
     names += [str(k) for k in counts if str(k) not in names]
     if table is not None and SPLIT_COLUMN in table.column_names:
-        names += [str(v) for v in pc.unique(table.column(SPLIT_COLUMN)).to_pylist() if v is not None and str(v) not in names]
+        names += [
+            str(v) for v in pc.unique(table.column(SPLIT_COLUMN)).to_pylist() if v is not None and str(v) not in names
+        ]
     return names
 
 
@@ -107,7 +109,9 @@ def _facts(stats, params: dict) -> str:
         "pHash radius": num(stats.phash_radius) if stats.phash_radius is not None else "– (no pHash grouping)",
         "pHash links": num(stats.phash_links),
         "expected chance links per sample": num(stats.expected_chance_links_per_sample),
-        "group columns": ", ".join(map(str, group_columns)) if isinstance(group_columns, list) and group_columns else "–",
+        "group columns": ", ".join(map(str, group_columns))
+        if isinstance(group_columns, list) and group_columns
+        else "–",
         "stratified by": str(params.get("stratify_by") or "–"),
         "seed": num(params.get("seed", 0)),
     }
@@ -135,7 +139,9 @@ def _strata_card(table: pa.Table, column: str, names: list[str]) -> str:
             f'<td class="num">{counts.get(s, 0):,} <span class="muted">({counts.get(s, 0) / total:.0%})</span></td>'
             for s in names
         )
-        rows.append(f'<tr data-stratum="{e(value)}"><td class="name">{e(value)}</td><td class="num">{total:,}</td>{cells}</tr>')
+        rows.append(
+            f'<tr data-stratum="{e(value)}"><td class="name">{e(value)}</td><td class="num">{total:,}</td>{cells}</tr>'
+        )
     more = (
         f'<p class="note">… and {len(order) - MAX_STRATA:,} smaller strata (every sample\'s {e(column)} and split are '
         f"in samples.parquet)</p>"
@@ -183,9 +189,7 @@ def _leakage_card(results: list[dict]) -> str:
 
 def splits_section(data: RunData) -> str:
     """The section's HTML, or "" when the run made no split."""
-    from mmcurate.stages.split import SplitStats
-
-    from mmcurate.stages.split import Split
+    from mmcurate.stages.split import Split, SplitStats
 
     entries = data.stages_with_stats(SPLIT_STAGE)
     # What the recipe left out ran with the stage's defaults.
@@ -208,7 +212,4 @@ def splits_section(data: RunData) -> str:
         "Train/val/test assignment by the split stage: near-duplicates and groups go whole into one split, "
         "stratified when the recipe asks; the leakage check looks at the written samples."
     )
-    return (
-        f'<section id="{SPLITS_SECTION[0]}"><h2>{e(SPLITS_SECTION[1])}</h2><p class="intro">{e(intro)}</p>'
-        f'{"".join(cards)}</section>'
-    )
+    return section(*SPLITS_SECTION, intro, "".join(cards))

@@ -997,14 +997,19 @@ class DevTools:
                 return reply.get("result", {})
             self.events.append(reply)
 
-    def wait_for(self, method: str) -> dict:
+    def wait_for(self, method: str, session: str | None = None) -> dict:
+        """The first event `method` (of `session`, when given: pages opened one after another each fire theirs)."""
+
+        def match(ev: dict) -> bool:
+            return ev.get("method") == method and (session is None or ev.get("sessionId") == session)
+
         for ev in self.events:
-            if ev.get("method") == method:
+            if match(ev):
                 return ev
         while True:
             ev = self._read_message()
             self.events.append(ev)
-            if ev.get("method") == method:
+            if match(ev):
                 return ev
 
     def close(self):
@@ -1038,47 +1043,62 @@ _DOM_FACTS = """JSON.stringify({
 def _open_in_chromium(chromium: str, report: Path, tmp_path: Path) -> tuple[dict, list, list[str], bytes, bytes]:
     """Load `report` in headless chromium: (DOM facts, errors logged, URLs requested, viewport PNG,
     full-page PNG at half scale)."""
+    return _open_pages_in_chromium(chromium, [report], tmp_path)[0]
+
+
+def _open_pages_in_chromium(chromium: str, reports: list[Path], tmp_path: Path) -> list[tuple]:
+    """_open_in_chromium's tuple for each of `reports`, each in its own tab of one browser (one launch)."""
+    import base64
+
     browser = DevTools(chromium, tmp_path / "profile", tmp_path / "chromium.log")
+    pages = []
     try:
-        target = browser.call("Target.createTarget", url="about:blank")["targetId"]
-        session = browser.call("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
-        for domain in ("Page", "Runtime", "Log", "Network"):
-            browser.call(f"{domain}.enable", session)
-        browser.call(
-            "Emulation.setDeviceMetricsOverride", session, width=1280, height=2000, deviceScaleFactor=1, mobile=False
-        )
-        browser.call("Page.navigate", session, url=report.as_uri())
-        browser.wait_for("Page.loadEventFired")
-        facts = json.loads(
-            browser.call("Runtime.evaluate", session, expression=_DOM_FACTS, returnByValue=True)["result"]["value"]
-        )
-        shot = browser.call("Page.captureScreenshot", session, format="png")["data"]
-        full = browser.call(
-            "Page.captureScreenshot",
-            session,
-            format="png",
-            captureBeyondViewport=True,
-            clip={"x": 0, "y": 0, "width": 1280, "height": min(facts["height"], 12000), "scale": 0.5},
-        )["data"]
-        browser.call("Runtime.evaluate", session, expression="1")  # drains late console/log events
+        for report in reports:
+            target = browser.call("Target.createTarget", url="about:blank")["targetId"]
+            session = browser.call("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
+            for domain in ("Page", "Runtime", "Log", "Network"):
+                browser.call(f"{domain}.enable", session)
+            browser.call(
+                "Emulation.setDeviceMetricsOverride",
+                session,
+                width=1280,
+                height=2000,
+                deviceScaleFactor=1,
+                mobile=False,
+            )
+            browser.call("Page.navigate", session, url=report.as_uri())
+            browser.wait_for("Page.loadEventFired", session)
+            facts = json.loads(
+                browser.call("Runtime.evaluate", session, expression=_DOM_FACTS, returnByValue=True)["result"]["value"]
+            )
+            shot = browser.call("Page.captureScreenshot", session, format="png")["data"]
+            full = browser.call(
+                "Page.captureScreenshot",
+                session,
+                format="png",
+                captureBeyondViewport=True,
+                clip={"x": 0, "y": 0, "width": 1280, "height": min(facts["height"], 12000), "scale": 0.5},
+            )["data"]
+            browser.call("Runtime.evaluate", session, expression="1")  # drains late console/log events
+            pages.append((session, facts, shot, full))
     finally:
         browser.close()
 
-    import base64
-
-    errors = []
-    for ev in browser.events:
-        method, params = ev.get("method"), ev.get("params", {})
-        if method == "Runtime.exceptionThrown":
-            errors.append(params["exceptionDetails"].get("text"))
-        elif method == "Runtime.consoleAPICalled" and params.get("type") in ("error", "assert", "warning"):
-            errors.append(params.get("args"))
-        elif method == "Log.entryAdded" and params["entry"].get("level") in ("error", "warning"):
-            errors.append(params["entry"].get("text"))
-    requested = [
-        ev["params"]["request"]["url"] for ev in browser.events if ev.get("method") == "Network.requestWillBeSent"
-    ]
-    return facts, errors, requested, base64.b64decode(shot), base64.b64decode(full)
+    out = []
+    for session, facts, shot, full in pages:
+        events = [ev for ev in browser.events if ev.get("sessionId") == session]
+        errors = []
+        for ev in events:
+            method, params = ev.get("method"), ev.get("params", {})
+            if method == "Runtime.exceptionThrown":
+                errors.append(params["exceptionDetails"].get("text"))
+            elif method == "Runtime.consoleAPICalled" and params.get("type") in ("error", "assert", "warning"):
+                errors.append(params.get("args"))
+            elif method == "Log.entryAdded" and params["entry"].get("level") in ("error", "warning"):
+                errors.append(params["entry"].get("text"))
+        requested = [ev["params"]["request"]["url"] for ev in events if ev.get("method") == "Network.requestWillBeSent"]
+        out.append((facts, errors, requested, base64.b64decode(shot), base64.b64decode(full)))
+    return out
 
 
 @pytest.mark.browser
@@ -1115,7 +1135,9 @@ def test_report_renders_in_headless_chromium_without_errors(run_dir, tmp_path):
 
 
 @pytest.mark.browser
-def test_cluster_section_renders_in_headless_chromium(tmp_path, semantic_stage_entries):
+def test_cluster_and_view_sections_render_in_headless_chromium(tmp_path, semantic_stage_entries, quality_run):
+    """The cluster section of a manifest-only run, and the quality, CLIP, splits and provenance views of a real
+    run (conftest's quality_run), each in a tab of one browser."""
     chromium = _chromium()
     if chromium is None:
         pytest.skip("chromium not installed (scripts/install_browser.sh installs Debian's chromium)")
@@ -1123,13 +1145,24 @@ def test_cluster_section_renders_in_headless_chromium(tmp_path, semantic_stage_e
     out.mkdir()
     (out / "manifest.json").write_text(json.dumps(_semantic_manifest(semantic_stage_entries)))
     report = write_report(out).resolve()
-    facts, errors, requested, _, full = _open_in_chromium(chromium, report, tmp_path)
+    views_report = write_report(quality_run, tmp_path / "views" / "report.html").resolve()
+    clusters, views = _open_pages_in_chromium(chromium, [report, views_report], tmp_path)
+    facts, errors, requested, _, full = clusters
     if os.environ.get("MMCURATE_SCREENSHOT_DIR"):
         (Path(os.environ["MMCURATE_SCREENSHOT_DIR"]) / "report_clusters_full.png").write_bytes(full)
+        (Path(os.environ["MMCURATE_SCREENSHOT_DIR"]) / "report_views_full.png").write_bytes(views[4])
     assert errors == [], errors
     assert requested and all(u == report.as_uri() or u.startswith("data:") for u in requested), requested
     assert "clusters" in facts["sections"]
     assert facts["svgs"] >= 3 and facts["svgsRendered"] == facts["svgs"]  # funnel, rank-size, timing
+    assert facts["scripts"] == 0
+
+    facts, errors, requested, _, _ = views
+    assert errors == [], errors
+    assert requested and all(u == views_report.as_uri() or u.startswith("data:") for u in requested), requested
+    assert {"quality", "clip", "splits"} <= set(facts["sections"])
+    assert facts["images"] >= 40 and facts["imagesBroken"] == 0  # galleries read back from the output shards
+    assert facts["svgs"] >= 12 and facts["svgsRendered"] == facts["svgs"]  # 7 signals, scores, map, ...
     assert facts["scripts"] == 0
 
 
