@@ -8,7 +8,10 @@ Sections: run facts, the funnel (samples in/out per stage with reasons), distrib
 samples (width, height, aspect ratio, caption length) and of pHash distances between duplicates, a
 gallery of duplicate groups, semantic clusters (cluster sizes before/after balance, SemDeDup's
 clusters; from the manifest's stage stats), instruction data (instruction_section.py; only for a run on
-conversations), a gallery of rejected samples per reason, and the timing per stage.
+conversations), a gallery of rejected samples per reason, and the timing per stage. Only when the run has
+what they show: image quality (quality_section.py), CLIP scores, cluster samples and the embedding map
+(clip_section.py), splits and their leakage check (splits_section.py). The header carries the provenance
+(provenance_header.py). docs/report.md describes them for users.
 """
 
 from __future__ import annotations

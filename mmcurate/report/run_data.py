@@ -19,7 +19,7 @@ __all__ = [
     "load_run",
     "read_samples",
     "samples_columns",
-    "read_samples_strided",
+    "read_samples_spread",
     "MANIFEST",
     "SAMPLES",
     "REJECTS",
@@ -105,24 +105,32 @@ def read_samples(data: RunData, columns) -> pa.Table | None:
     return pq.read_table(path, columns=present) if present else None
 
 
-def read_samples_strided(data: RunData, columns, max_rows: int) -> pa.Table | None:
-    """At most `max_rows` rows of samples.parquet's `columns`, every k-th row (deterministic, spread over the
-    whole file), read batch by batch so that wide columns (embeddings) never sit whole in memory."""
+#: read_samples_spread decodes at most this many times the rows it returns (plus one row group).
+SPREAD_DECODE_FACTOR = 4
+
+
+def read_samples_spread(data: RunData, columns, max_rows: int) -> pa.Table | None:
+    """At most `max_rows` rows of samples.parquet's `columns`, spread over the file and deterministic: whole row
+    groups evenly spaced through the file (a row group is a run of consecutive samples), about
+    SPREAD_DECODE_FACTOR x max_rows rows of them, then every k-th of those rows. Wide columns (embeddings:
+    1 kB a sample at d = 512) are decoded only for the chosen row groups, whatever the run's size."""
     path = data.out_dir / SAMPLES
     if not path.exists() or max_rows <= 0:
         return None
     f = pq.ParquetFile(path)
     present = [c for c in dict.fromkeys(columns) if c in f.schema_arrow.names]
-    if not present:
+    if not present or f.metadata.num_rows == 0:
         return None
-    n = f.metadata.num_rows
-    step = max(1, -(-n // max_rows))
-    parts, seen = [], 0
-    for batch in f.iter_batches(batch_size=65536, columns=present):
-        first = (-seen) % step  # the batch's first row whose run-wide index is a multiple of step
-        parts.append(pa.Table.from_batches([batch]).take(list(range(first, batch.num_rows, step))))
-        seen += batch.num_rows
-    return pa.concat_tables(parts) if parts else None
+    sizes = [f.metadata.row_group(i).num_rows for i in range(f.metadata.num_row_groups)]
+    budget = SPREAD_DECODE_FACTOR * max_rows
+    if sum(sizes) <= budget:
+        groups = list(range(len(sizes)))
+    else:
+        m = max(1, min(len(sizes), -(-budget * len(sizes) // sum(sizes))))
+        groups = sorted({round(i * (len(sizes) - 1) / max(1, m - 1)) for i in range(m)})
+    table = f.read_row_groups(groups, columns=present)
+    step = max(1, -(-table.num_rows // max_rows))
+    return table.take(pa.array(range(0, table.num_rows, step)))
 
 
 def load_run(out_dir) -> RunData:

@@ -338,3 +338,36 @@ def test_views_reference_nothing_outside_the_page(quality_run, view):
             if attr in n.attrs:
                 assert n.attrs[attr].startswith(("#", "data:image/jpeg;base64,")), (view, n.tag, n.attrs[attr][:60])
     assert "http://" not in html and "https://" not in html
+
+
+def test_kept_thumbnails_are_read_back_by_key_and_only_from_the_shards(tmp_path):
+    """Long, non-ASCII and dotted keys (pax headers, escaped member names) are found; a shard that is missing or
+    outside the output directory gives a placeholder."""
+    from PIL import Image
+
+    from mmcurate.io import ShardWriter
+    from mmcurate.report.kept_images import kept_thumbnails
+
+    keys = ["plain", "x" * 150, "café/ünï", "dir/sub/a.b.c"]
+    colours = [(200, 30, 30), (30, 200, 30), (30, 30, 200), (220, 220, 40)]
+    blobs = []
+    for c in colours:
+        buf = io.BytesIO()
+        Image.new("RGB", (40, 30), c).save(buf, "JPEG", quality=90)
+        blobs.append(buf.getvalue())
+    w = ShardWriter(tmp_path, 100, subdir="shards")
+    w.write(pa.table({"key": keys, "image": blobs, "image_ext": ["jpg"] * 4, "caption": ["c"] * 4, "meta": ["{}"] * 4}))
+    w.close()
+    outside = tmp_path / "elsewhere.tar"
+    shutil.copy(tmp_path / "shards" / "00000.tar", outside)
+    rows = [{"key": k, "shard": "00000.tar", "image_ext": "jpg", "caption": f"caption of {k}"} for k in reversed(keys)]
+    rows.append({"key": "gone", "shard": "00001.tar", "image_ext": "jpg"})
+    thumbs = kept_thumbnails(tmp_path, rows)
+    assert list(thumbs) == [r["key"] for r in rows]
+    for key, colour in zip(keys, colours):
+        t = thumbs[key]
+        assert t.decoded and t.caption == f"caption of {key}"
+        assert np.abs(_mean_rgb(t.jpeg) - colour).max() < 10
+    assert not thumbs["gone"].decoded
+    for shard in ("../elsewhere.tar", str(outside)):  # samples.parquet is data: it names no path outside shards/
+        assert not kept_thumbnails(tmp_path, [{"key": "plain", "shard": shard, "image_ext": "jpg"}])["plain"].decoded
