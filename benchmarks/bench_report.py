@@ -131,8 +131,9 @@ def write_samples(out: Path, kept_ids: np.ndarray, dim: int, shard_size: int, bl
         emb = centroids[cluster_of[sl]] + rng.normal(0, 0.6, (m, dim)).astype(np.float32)
         emb /= np.linalg.norm(emb, axis=1, keepdims=True)
         caps = captions(rng, m)
-        sharp = rng.lognormal(6.5, 1.0, m).astype(np.float32)
-        bright = np.clip(rng.normal(115, 40, m), 0, 255).astype(np.float32)
+        # kept samples passed image_quality's thresholds (min_sharpness 100, min_brightness 30)
+        sharp = np.maximum(rng.lognormal(6.5, 1.0, m), 100 + rng.uniform(0, 50, m)).astype(np.float32)
+        bright = np.clip(rng.normal(115, 40, m), 30 + rng.uniform(0, 10, m), 255).astype(np.float32)
         entropy = np.clip(rng.normal(7.0, 0.6, m), 0, 8).astype(np.float32)
         flat = rng.beta(1, 8, m).astype(np.float32)
         table = pa.table(

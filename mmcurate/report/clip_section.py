@@ -54,7 +54,7 @@ _CLUSTER_COLOURS = (
     "#e377c2",
     "#17becf",
     "#bcbd22",
-    "#7f7f7f",
+    "#393b79",
 )
 
 

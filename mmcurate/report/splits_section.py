@@ -92,10 +92,15 @@ def _sizes_table(stats, params: dict, table: pa.Table | None) -> str:
         if got is None and n is not None and total:
             got = n / total
         want = as_float(target.get(name))
-        diff = f"{(got - want) * 100:+.1f} pt" if got is not None and want is not None else "–"
+        diff = "–"
+        if got is not None and want is not None:
+            points = round((got - want) * 100, 1)
+            diff = "0.0 pt" if points == 0 else f"{points:+.1f} pt"
+        count = f"{int(n):,}" if n is not None and n.is_integer() else num(n)  # exact: sizes are compared
         rows.append(
-            f'<tr data-split="{e(name)}" data-count="{e(num(n))}"><td class="name">{e(name)}</td>'
-            f'<td class="num">{e(num(n))}</td><td class="num">{e(fixed(got, 4))}</td>'
+            f'<tr data-split="{e(name)}" data-count="{e(int(n) if n is not None else "")}"><td class="name">'
+            f"{e(name)}</td>"
+            f'<td class="num">{e(count)}</td><td class="num">{e(fixed(got, 4))}</td>'
             f'<td class="num">{e(fixed(want, 4))}</td><td class="num">{e(diff)}</td></tr>'
         )
     return html_table(["split", "samples", "achieved ratio", "target ratio", "difference"], rows, "splits")

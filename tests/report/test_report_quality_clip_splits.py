@@ -371,3 +371,15 @@ def test_kept_thumbnails_are_read_back_by_key_and_only_from_the_shards(tmp_path)
     assert not thumbs["gone"].decoded
     for shard in ("../elsewhere.tar", str(outside)):  # samples.parquet is data: it names no path outside shards/
         assert not kept_thumbnails(tmp_path, [{"key": "plain", "shard": shard, "image_ext": "jpg"}])["plain"].decoded
+
+
+def test_footer_states_the_pages_size_and_build_time(quality_run, tmp_path):
+    from mmcurate.report.html_report import write_report
+
+    path = write_report(quality_run, tmp_path / "report.html")
+    dom = parse(path.read_text(encoding="utf-8")).root
+    [note] = _with(dom, "data-built-bytes")
+    size = int(note.attrs["data-built-bytes"])
+    assert 0 < path.stat().st_size - size < 2000  # all but the footer itself
+    assert 0 < float(note.attrs["data-built-seconds"]) < 120
+    assert f"{size / 1e6:.2f} MB" in note.all_text() and "bounded" in note.all_text()
