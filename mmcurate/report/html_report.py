@@ -5,11 +5,13 @@ no scripts and no fonts or anything else fetched. Every string that comes from t
 captions, reasons, decoder messages, recipe values, paths) goes through :func:`html.escape`.
 
 Sections: run facts, the funnel (samples in/out per stage with reasons), distributions of the kept
-samples (width, height, aspect ratio, caption length) and of pHash distances between duplicates, a
-gallery of duplicate groups, semantic clusters (cluster sizes before/after balance, SemDeDup's
-clusters; from the manifest's stage stats), instruction data (instruction_section.py; only for a run on
-conversations), a gallery of rejected samples per reason, and the timing per stage. Only when the run has
-what they show: image quality (quality_section.py), CLIP scores, cluster samples and the embedding map
+samples (width, height, aspect ratio, caption length) and of pHash distances between duplicates, the
+kept captions (captions_section.py), what caption_clean and pii_redact changed (edits_section.py; only
+when they ran), a gallery of duplicate groups and their paged listing (duplicate_listing.py), semantic
+clusters (cluster sizes before/after balance, SemDeDup's clusters; from the manifest's stage stats),
+instruction data (instruction_section.py; only for a run on conversations), a gallery of rejected
+samples per reason and their paged listing (reject_listing.py), and the timing per stage. Only when the run
+has what they show: image quality (quality_section.py), CLIP scores, cluster samples and the embedding map
 (clip_section.py), splits and their leakage check (splits_section.py). The header carries the provenance
 (provenance_header.py). docs/report.md describes them for users.
 """
@@ -28,6 +30,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from mmcurate.curate.balance import MAX_LISTED_CLUSTER_SIZES
+from mmcurate.report.captions_section import CAPTIONS_CSS, CAPTIONS_SECTION, captions_section
 from mmcurate.report.charts import (
     PALETTE,
     BarRow,
@@ -40,12 +43,16 @@ from mmcurate.report.charts import (
     rank_size_svg,
 )
 from mmcurate.report.clip_section import CLIP_SECTION, clip_section
+from mmcurate.report.duplicate_listing import DUPLICATE_LISTING_CSS, DuplicateListing
+from mmcurate.report.edits_section import EDITS_CSS, EDITS_SECTION, edits_section
 from mmcurate.report.html_parts import as_float, e, empty, fixed, html_table, num
 from mmcurate.report.html_parts import section as _section
 from mmcurate.report.html_parts import tile as _tile
 from mmcurate.report.instruction_section import INSTRUCTION_CSS, INSTRUCTION_SECTION, instruction_section
+from mmcurate.report.paging import PAGING_CSS
 from mmcurate.report.provenance_header import PROVENANCE_CSS, provenance_header
 from mmcurate.report.quality_section import QUALITY_SECTION, quality_section
+from mmcurate.report.reject_listing import REJECT_LISTING_CSS, reject_listing, reject_listing_id
 from mmcurate.report.run_data import RunData, load_run
 from mmcurate.report.splits_section import SPLITS_SECTION, splits_section
 from mmcurate.stages.semantic import BalanceStats, SemanticDedupStats
@@ -98,6 +105,8 @@ def render_report(data: RunData) -> str:
     t0 = time.perf_counter()
     title = f"mmcurate report · {data.out_dir.resolve().name}"
     instruction = instruction_section(data)  # "" for a run without instruction data
+    captions = captions_section(data)  # "" without captions
+    edits = edits_section(data)  # "" for a run without caption_clean / pii_redact
     # Optional sections: "" when the run lacks what they show; each is listed in the nav before `before`.
     optional = [
         (QUALITY_SECTION, quality_section(data), "duplicates"),
@@ -108,10 +117,12 @@ def render_report(data: RunData) -> str:
     html_of = {sid[0]: html for sid, html, _ in optional}
     body = [
         _header(data),
-        _nav(with_instruction=bool(instruction), optional=shown),
+        _nav(with_instruction=bool(instruction), with_captions=bool(captions), with_edits=bool(edits), optional=shown),
         _section_run(data),
         _section_funnel(data),
         _section_distributions(data),
+        captions,
+        edits,
         html_of[QUALITY_SECTION[0]],
         _section_duplicates(data),
         _section_clusters(data),
@@ -127,8 +138,8 @@ def render_report(data: RunData) -> str:
         # Nothing may be fetched: the policy makes the browser refuse it, should a resource slip in.
         '<meta http-equiv="Content-Security-Policy" content="default-src \'none\'; '
         "img-src data:; style-src 'unsafe-inline'\">"
-        f"<title>{e(title)}</title><style>{_CSS}{INSTRUCTION_CSS}{PROVENANCE_CSS}</style></head>\n<body><main>\n"
-        + "\n".join(body)
+        f"<title>{e(title)}</title><style>{_CSS}{INSTRUCTION_CSS}{PAGING_CSS}{CAPTIONS_CSS}{EDITS_CSS}"
+        f"{REJECT_LISTING_CSS}{DUPLICATE_LISTING_CSS}{PROVENANCE_CSS}</style></head>\n<body><main>\n" + "\n".join(body)
     )
     built = (len(page.encode("utf-8")), time.perf_counter() - t0)  # the footer adds a few hundred bytes
     return page + "\n" + _footer(data, built) + "\n</main></body></html>\n"
@@ -232,8 +243,11 @@ def _random_weights_banner(data: RunData) -> str:
     )
 
 
-def _nav(with_instruction: bool = False, optional=()) -> str:
+def _nav(with_instruction: bool = False, with_captions: bool = False, with_edits: bool = False, optional=()) -> str:
     sections = list(SECTIONS)
+    for present, section in ((with_captions, CAPTIONS_SECTION), (with_edits, EDITS_SECTION)):
+        if present:
+            sections.insert(sections.index(("duplicates", "Duplicates")), section)
     for section, before in optional:
         sections.insert([sid for sid, _ in sections].index(before), section)
     if with_instruction:
@@ -606,16 +620,17 @@ def _section_duplicates(data: RunData) -> str:
     group_size = {
         (k, r): n for k, r, n in zip(*(sizes.column(c).to_pylist() for c in ("kind", "duplicate_of", "count_all")))
     }
+    listing = DuplicateListing.from_run(data)
     return _section(
         "duplicates",
         "Duplicates",
         "Each group keeps one representative (green) and drops its duplicates; the distance is in "
         "pHash bits (0 for byte-identical copies). Members with the largest distance are shown first.",
-        summary + _duplicate_gallery(data, group_size),
+        summary + _duplicate_gallery(data, group_size, listing) + listing.html(),
     )
 
 
-def _duplicate_gallery(data: RunData, group_size: dict) -> str:
+def _duplicate_gallery(data: RunData, group_size: dict, listing: DuplicateListing) -> str:
     groups: dict[tuple[str, str], list[dict]] = {}
     for row in _thumb_rows(data, "duplicate"):
         gid = (row.get("reason") or "", row.get("group") or "")
@@ -651,7 +666,10 @@ def _duplicate_gallery(data: RunData, group_size: dict) -> str:
             )
             shown += 0 if is_rep else 1
         total = group_size.get((kind, rep), shown)
-        more = f'<div class="more">+{total - shown:,} more</div>' if total > shown else ""
+        href = listing.href(kind, rep)
+        more_text = f"+{total - shown:,} more" + (" · listed below" if href else " in duplicates.parquet")
+        more_html = f'<a href="{href}">{e(more_text)}</a>' if href else e(more_text)
+        more = f'<div class="more">{more_html}</div>' if total > shown else ""
         out.append(
             f'<div class="group" data-group="{e(rep)}" data-kind="{e(kind)}" data-size="{total + 1}">'
             f'<div class="group-head"><span class="kind">{e(kind)}</span> group of {total + 1:,} · '
@@ -680,10 +698,13 @@ def _section_rejects(data: RunData) -> str:
     details = _details_for(data, [row["key"] for rows in thumbs.values() for row in rows])
     kinds = {str(s.get("name")): s.get("kind") for s in data.stages}
     order = [str(s.get("name")) for s in data.stages] + sorted(set(reasons) - set(kinds))
+    has_log = data.rejects is not None and data.rejects.num_rows > 0  # else the counts come from the manifest
     cards = []
     for stage in order:
         for reason, n in reasons.get(stage, {}).items():
             rows = thumbs.get((stage, reason), [])[:MAX_TILES_PER_REASON]
+            # every reason is listed below the cards when the rejects log is there (reject_listing)
+            listed = f'<a href="#{reject_listing_id(stage, reason)}">listed below</a>' if has_log else ""
             if rows:
                 tiles = "".join(
                     _tile(
@@ -697,11 +718,14 @@ def _section_rejects(data: RunData) -> str:
                 )
                 body = f'<div class="tiles">{tiles}</div>'
                 if n > len(rows):
-                    body += f'<p class="note">showing {len(rows):,} of {n:,} (the first by key)</p>'
-            elif kinds.get(stage) == "global":
-                body = empty("see the duplicate groups above for pictures of what this stage removed")
+                    more = f" · {listed}" if listed else ""
+                    body += f'<p class="note">showing {len(rows):,} of {n:,} (the first by key){more}</p>'
             else:
-                body = empty("no thumbnails were collected for this reason")
+                if kinds.get(stage) == "global":
+                    body = empty("see the duplicate groups above for pictures of what this stage removed")
+                else:
+                    body = empty("no thumbnails were collected for this reason")
+                body += f'<p class="note">{listed}</p>' if listed else ""
             cards.append(
                 f'<div class="card reason" data-stage="{e(stage)}" data-reason="{e(reason)}" data-count="{n}">'
                 f'<h3><span class="stage">{e(stage)}</span> · {e(reason)} <span class="count">{n:,}</span>'
@@ -711,7 +735,8 @@ def _section_rejects(data: RunData) -> str:
         "rejects",
         "Rejects",
         "Rejected samples per stage and reason, with the stage's detail.",
-        f'<div class="reasons">{"".join(cards)}</div>',
+        f'<div class="reasons">{"".join(cards)}</div>'
+        + reject_listing(data, [(stage, reason) for stage in order for reason in reasons.get(stage, {})]),
     )
 
 

@@ -50,7 +50,7 @@ MAX_CAPTION_CHARS = 300
 KIND_REJECT = "reject"
 KIND_DUPLICATE = "duplicate"
 # Near duplicates are what a person should look at when tuning a threshold; exact copies are obvious.
-_DUPLICATE_KIND_ORDER = {"phash": 0, "pdq": 1, "semantic": 2, "exact": 3}
+DUPLICATE_KIND_ORDER = {"phash": 0, "pdq": 1, "semantic": 2, "exact": 3}
 
 
 @dataclass(frozen=True)
@@ -300,7 +300,7 @@ class ThumbnailCollector:
             by_kind.setdefault(group_id[0], []).append(group_id)
         for ids in by_kind.values():
             ids.sort(key=lambda g: (-len(members[g]), g[1]))
-        kind_order = sorted(by_kind, key=lambda k: (_DUPLICATE_KIND_ORDER.get(k, len(_DUPLICATE_KIND_ORDER)), k))
+        kind_order = sorted(by_kind, key=lambda k: (DUPLICATE_KIND_ORDER.get(k, len(DUPLICATE_KIND_ORDER)), k))
         chosen: list[tuple[str, str]] = []
         rank = 0
         while len(chosen) < self.max_groups and any(rank < len(by_kind[k]) for k in kind_order):

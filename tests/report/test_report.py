@@ -42,6 +42,7 @@ HOSTILE_RECIPE_VALUE = "</pre><script>alert('recipe')</script>"
 MIN_SIDE = 200
 MIN_WORDS = 3
 PHASH_MAX_DISTANCE = 10
+OWN_TABLES = {"rejects.parquet", "duplicates.parquet"}  # the report links them (relative): they list everything
 
 
 # ------------------------------------------------------------------------------------------------
@@ -520,7 +521,8 @@ def test_report_shows_the_run(run_dir):
     dom = parse(html).root
     manifest = truth["manifest"]
     sections = [n.attrs["id"] for n in dom.find_all("section")]
-    assert sections == ["run", "funnel", "distributions", "duplicates", "clusters", "rejects", "timing"]
+    # captions: the kept samples have some; no modifying stage ran (no "edits" section)
+    assert sections == ["run", "funnel", "distributions", "captions", "duplicates", "clusters", "rejects", "timing"]
     # KPIs and the accounting check
     kpi = {
         n.attrs["data-kpi"]: n.find_all("div", **{"class": "kpi-value"})[0].all_text()
@@ -607,7 +609,9 @@ def test_report_references_nothing_outside_itself(run_dir):
     ]
     assert refs, "expected in-page links and data: images"
     for tag, attr, value in refs:
-        assert value.startswith("#") or value.startswith("data:image/"), (tag, attr, value[:80])
+        # in-page links, embedded images, and links (never loaded) to the run's own tables beside the report
+        assert value.startswith("#") or value.startswith("data:image/") or value in OWN_TABLES, (tag, attr, value[:80])
+    assert {v for _, _, v in refs if v in OWN_TABLES} == OWN_TABLES
     assert "http://" not in html and "https://" not in html
     assert not {"script", "link", "iframe", "object", "embed", "base"} & set(parsed.tags)
     assert "url(" not in html and "@import" not in html and "@font-face" not in html
@@ -629,7 +633,7 @@ def test_report_escapes_hostile_keys_captions_and_details(run_dir):
     # the hostile strings are shown, as text
     assert HOSTILE_KEY in text and HOSTILE_DETAIL in text and HOSTILE_RECIPE_VALUE in text
     assert HOSTILE_CAPTION in text  # chelsea's caption, under its duplicate-group tile
-    hostile_tiles = [n for n in parsed.root.iter() if n.attrs.get("data-key") == HOSTILE_KEY]
+    hostile_tiles = [n for n in parsed.root.iter() if n.tag == "figure" and n.attrs.get("data-key") == HOSTILE_KEY]
     assert len(hostile_tiles) == 1
     # only our own images: no <img src=x> smuggled in through a caption
     assert all(n.attrs["src"].startswith("data:image/jpeg;base64,") for n in parsed.root.iter() if n.tag == "img")
@@ -997,19 +1001,14 @@ class DevTools:
                 return reply.get("result", {})
             self.events.append(reply)
 
-    def wait_for(self, method: str, session: str | None = None) -> dict:
-        """The first event `method` (of `session`, when given: pages opened one after another each fire theirs)."""
-
-        def match(ev: dict) -> bool:
-            return ev.get("method") == method and (session is None or ev.get("sessionId") == session)
-
+    def wait_for(self, method: str) -> dict:
         for ev in self.events:
-            if match(ev):
+            if ev.get("method") == method:
                 return ev
         while True:
             ev = self._read_message()
             self.events.append(ev)
-            if match(ev):
+            if ev.get("method") == method:
                 return ev
 
     def close(self):
@@ -1040,65 +1039,87 @@ _DOM_FACTS = """JSON.stringify({
 })"""
 
 
-def _open_in_chromium(chromium: str, report: Path, tmp_path: Path) -> tuple[dict, list, list[str], bytes, bytes]:
+def _open_in_chromium(
+    chromium: str, report: Path, tmp_path: Path, visits: tuple[str, ...] = ()
+) -> tuple[dict, list, list[str], bytes, bytes]:
     """Load `report` in headless chromium: (DOM facts, errors logged, URLs requested, viewport PNG,
-    full-page PNG at half scale)."""
-    return _open_pages_in_chromium(chromium, [report], tmp_path)[0]
-
-
-def _open_pages_in_chromium(chromium: str, reports: list[Path], tmp_path: Path) -> list[tuple]:
-    """_open_in_chromium's tuple for each of `reports`, each in its own tab of one browser (one launch)."""
-    import base64
-
+    full-page PNG at half scale). Then, in the same browser, each URL of `visits` (another report, or an anchor
+    of one, as a reader's click goes there): facts["visits"] holds, per URL, the :target element, the <details>
+    that are open and the pages of paged listings that are shown."""
     browser = DevTools(chromium, tmp_path / "profile", tmp_path / "chromium.log")
-    pages = []
     try:
-        for report in reports:
-            target = browser.call("Target.createTarget", url="about:blank")["targetId"]
-            session = browser.call("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
-            for domain in ("Page", "Runtime", "Log", "Network"):
-                browser.call(f"{domain}.enable", session)
-            browser.call(
-                "Emulation.setDeviceMetricsOverride",
-                session,
-                width=1280,
-                height=2000,
-                deviceScaleFactor=1,
-                mobile=False,
-            )
-            browser.call("Page.navigate", session, url=report.as_uri())
-            browser.wait_for("Page.loadEventFired", session)
-            facts = json.loads(
-                browser.call("Runtime.evaluate", session, expression=_DOM_FACTS, returnByValue=True)["result"]["value"]
-            )
-            shot = browser.call("Page.captureScreenshot", session, format="png")["data"]
-            full = browser.call(
-                "Page.captureScreenshot",
-                session,
-                format="png",
-                captureBeyondViewport=True,
-                clip={"x": 0, "y": 0, "width": 1280, "height": min(facts["height"], 12000), "scale": 0.5},
-            )["data"]
-            browser.call("Runtime.evaluate", session, expression="1")  # drains late console/log events
-            pages.append((session, facts, shot, full))
+        target = browser.call("Target.createTarget", url="about:blank")["targetId"]
+        session = browser.call("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
+        for domain in ("Page", "Runtime", "Log", "Network"):
+            browser.call(f"{domain}.enable", session)
+        browser.call(
+            "Emulation.setDeviceMetricsOverride", session, width=1280, height=2000, deviceScaleFactor=1, mobile=False
+        )
+        browser.call("Page.navigate", session, url=report.as_uri())
+        browser.wait_for("Page.loadEventFired")
+        facts = json.loads(
+            browser.call("Runtime.evaluate", session, expression=_DOM_FACTS, returnByValue=True)["result"]["value"]
+        )
+        shot = browser.call("Page.captureScreenshot", session, format="png")["data"]
+        full = browser.call(
+            "Page.captureScreenshot",
+            session,
+            format="png",
+            captureBeyondViewport=True,
+            clip={"x": 0, "y": 0, "width": 1280, "height": min(facts["height"], 12000), "scale": 0.5},
+        )["data"]
+        facts["visits"] = [_visit(browser, session, url) for url in visits]
+        browser.call("Runtime.evaluate", session, expression="1")  # drains late console/log events
     finally:
         browser.close()
 
-    out = []
-    for session, facts, shot, full in pages:
-        events = [ev for ev in browser.events if ev.get("sessionId") == session]
-        errors = []
-        for ev in events:
-            method, params = ev.get("method"), ev.get("params", {})
-            if method == "Runtime.exceptionThrown":
-                errors.append(params["exceptionDetails"].get("text"))
-            elif method == "Runtime.consoleAPICalled" and params.get("type") in ("error", "assert", "warning"):
-                errors.append(params.get("args"))
-            elif method == "Log.entryAdded" and params["entry"].get("level") in ("error", "warning"):
-                errors.append(params["entry"].get("text"))
-        requested = [ev["params"]["request"]["url"] for ev in events if ev.get("method") == "Network.requestWillBeSent"]
-        out.append((facts, errors, requested, base64.b64decode(shot), base64.b64decode(full)))
-    return out
+    import base64
+
+    errors = []
+    for ev in browser.events:
+        method, params = ev.get("method"), ev.get("params", {})
+        if method == "Runtime.exceptionThrown":
+            errors.append(params["exceptionDetails"].get("text"))
+        elif method == "Runtime.consoleAPICalled" and params.get("type") in ("error", "assert", "warning"):
+            errors.append(params.get("args"))
+        elif method == "Log.entryAdded" and params["entry"].get("level") in ("error", "warning"):
+            errors.append(params["entry"].get("text"))
+    requested = [
+        ev["params"]["request"]["url"] for ev in browser.events if ev.get("method") == "Network.requestWillBeSent"
+    ]
+    return facts, errors, requested, base64.b64decode(shot), base64.b64decode(full)
+
+
+_VISIT_FACTS = """JSON.stringify({
+  href: location.href,
+  target: (document.querySelector(':target') || {}).id || null,
+  openDetails: Array.from(document.querySelectorAll('details[open]')).length,
+  shownPages: Array.from(document.querySelectorAll('.pages > .page'))
+    .filter(p => getComputedStyle(p).display !== 'none').map(p => p.id),
+  targetVisible: !!document.querySelector(':target') && document.querySelector(':target').getClientRects().length > 0,
+  sections: Array.from(document.querySelectorAll('section')).map(s => s.id),
+  images: document.images.length,
+  imagesBroken: Array.from(document.images).filter(i => !(i.complete && i.naturalWidth > 0)).length,
+  svgs: document.querySelectorAll('svg').length,
+  svgsRendered: Array.from(document.querySelectorAll('svg')).filter(s => s.getBoundingClientRect().width > 100).length,
+  scripts: document.scripts.length,
+})"""
+
+
+def _visit(browser, session: str, url: str) -> dict:
+    """Go to `url` (a fragment of the loaded page scrolls; another page loads) and return _VISIT_FACTS."""
+    browser.call("Page.navigate", session, url=url)
+    deadline = time.monotonic() + 20
+    while True:
+        ready = browser.call(
+            "Runtime.evaluate", session, expression="document.readyState + ' ' + location.href", returnByValue=True
+        )["result"]["value"]
+        if ready == f"complete {url}" or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    return json.loads(
+        browser.call("Runtime.evaluate", session, expression=_VISIT_FACTS, returnByValue=True)["result"]["value"]
+    )
 
 
 @pytest.mark.browser
@@ -1107,10 +1128,24 @@ def test_report_renders_in_headless_chromium_without_errors(run_dir, tmp_path):
     if chromium is None:
         pytest.skip("chromium not installed (scripts/install_browser.sh installs Debian's chromium)")
     from PIL import Image
+    from test_report_views import write_listing_run
+
+    from mmcurate.report.duplicate_listing import DuplicateListing
+    from mmcurate.report.reject_listing import reject_listing_id
 
     out, truth = run_dir
     report = (out / "report.html").resolve()
-    facts, errors, requested, shot, full = _open_in_chromium(chromium, report, tmp_path)
+    # a second report whose listings page: its anchors are visited in the same browser
+    write_listing_run(tmp_path / "listing")
+    paged_report = write_report(tmp_path / "listing").resolve()
+    listing = DuplicateListing.from_run(load_run(tmp_path / "listing"))
+    reject_anchor = reject_listing_id("image_filter", "min_side")
+    visits = (
+        f"{paged_report.as_uri()}#{reject_anchor}",  # "listed below": opens the closed block, page 1 shown
+        f"{paged_report.as_uri()}#{reject_anchor}-t-p3",  # a pager link: page 3 instead of page 1
+        paged_report.as_uri() + listing.href("phash", "rep0030"),  # a gallery "+N more": the group's page
+    )
+    facts, errors, requested, shot, full = _open_in_chromium(chromium, report, tmp_path, visits)
 
     png = tmp_path / "report.png"
     png.write_bytes(shot)
@@ -1120,9 +1155,26 @@ def test_report_renders_in_headless_chromium_without_errors(run_dir, tmp_path):
             shutil.copy(tmp_path / name, Path(os.environ["MMCURATE_SCREENSHOT_DIR"]) / name)
 
     assert errors == [], errors
-    assert requested and all(u == report.as_uri() or u.startswith("data:") for u in requested), requested
+    pages = {report.as_uri(), paged_report.as_uri()}
+    assert requested and all(u in pages or u.startswith("data:") for u in requested), requested
 
-    assert facts["sections"] == ["run", "funnel", "distributions", "duplicates", "clusters", "rejects", "timing"]
+    assert facts["sections"] == [
+        "run",
+        "funnel",
+        "distributions",
+        "captions",
+        "duplicates",
+        "clusters",
+        "rejects",
+        "timing",
+    ]
+    listed, page3, group = facts["visits"]
+    assert listed["target"] == reject_anchor and listed["targetVisible"] and listed["openDetails"] == 1
+    assert f"{reject_anchor}-t-p1" in listed["shownPages"]
+    assert page3["target"] == f"{reject_anchor}-t-p3" and page3["targetVisible"]
+    shown = [p for p in page3["shownPages"] if p.startswith(reject_anchor)]
+    assert shown == [f"{reject_anchor}-t-p3"]  # one page of a listing at a time
+    assert group["target"] == listing.href("phash", "rep0030")[1:] and group["targetVisible"]
     assert facts["kpiRead"] == f"{truth['manifest']['counts']['read']:,}"
     assert facts["images"] >= 10 and facts["imagesBroken"] == 0  # every data: thumbnail decoded
     assert facts["svgs"] >= 8 and facts["svgsRendered"] == facts["svgs"]
@@ -1136,8 +1188,8 @@ def test_report_renders_in_headless_chromium_without_errors(run_dir, tmp_path):
 
 @pytest.mark.browser
 def test_cluster_and_view_sections_render_in_headless_chromium(tmp_path, semantic_stage_entries, quality_run):
-    """The cluster section of a manifest-only run, and the quality, CLIP, splits and provenance views of a real
-    run (conftest's quality_run), each in a tab of one browser."""
+    """The cluster section of a manifest-only run; then, in the same browser, the quality, CLIP, splits and
+    provenance views of a real run (conftest's quality_run)."""
     chromium = _chromium()
     if chromium is None:
         pytest.skip("chromium not installed (scripts/install_browser.sh installs Debian's chromium)")
@@ -1146,24 +1198,20 @@ def test_cluster_and_view_sections_render_in_headless_chromium(tmp_path, semanti
     (out / "manifest.json").write_text(json.dumps(_semantic_manifest(semantic_stage_entries)))
     report = write_report(out).resolve()
     views_report = write_report(quality_run, tmp_path / "views" / "report.html").resolve()
-    clusters, views = _open_pages_in_chromium(chromium, [report, views_report], tmp_path)
-    facts, errors, requested, _, full = clusters
+    facts, errors, requested, _, full = _open_in_chromium(chromium, report, tmp_path, (views_report.as_uri(),))
     if os.environ.get("MMCURATE_SCREENSHOT_DIR"):
         (Path(os.environ["MMCURATE_SCREENSHOT_DIR"]) / "report_clusters_full.png").write_bytes(full)
-        (Path(os.environ["MMCURATE_SCREENSHOT_DIR"]) / "report_views_full.png").write_bytes(views[4])
-    assert errors == [], errors
-    assert requested and all(u == report.as_uri() or u.startswith("data:") for u in requested), requested
+    assert errors == [], errors  # of both pages
+    pages = {report.as_uri(), views_report.as_uri()}
+    assert requested and all(u in pages or u.startswith("data:") for u in requested), requested
     assert "clusters" in facts["sections"]
     assert facts["svgs"] >= 3 and facts["svgsRendered"] == facts["svgs"]  # funnel, rank-size, timing
     assert facts["scripts"] == 0
-
-    facts, errors, requested, _, _ = views
-    assert errors == [], errors
-    assert requested and all(u == views_report.as_uri() or u.startswith("data:") for u in requested), requested
-    assert {"quality", "clip", "splits"} <= set(facts["sections"])
-    assert facts["images"] >= 40 and facts["imagesBroken"] == 0  # galleries read back from the output shards
-    assert facts["svgs"] >= 12 and facts["svgsRendered"] == facts["svgs"]  # 7 signals, scores, map, ...
-    assert facts["scripts"] == 0
+    [views] = facts["visits"]
+    assert {"quality", "clip", "splits"} <= set(views["sections"])
+    assert views["images"] >= 40 and views["imagesBroken"] == 0  # galleries read back from the output shards
+    assert views["svgs"] >= 12 and views["svgsRendered"] == views["svgs"]  # 7 signals, scores, map, ...
+    assert views["scripts"] == 0
 
 
 def test_pdq_links_get_their_own_distance_histogram(demo_input, tmp_path):
