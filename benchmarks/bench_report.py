@@ -350,6 +350,8 @@ from mmcurate.report.quality_section import quality_section
 from mmcurate.report.clip_section import clip_section
 from mmcurate.report.splits_section import splits_section
 from mmcurate.report.provenance_header import provenance_header
+from mmcurate.report.captions_section import captions_section
+from mmcurate.report.edits_section import edits_section
 t_import = time.perf_counter() - t0
 t = time.perf_counter()
 path = write_report(sys.argv[1])
@@ -359,7 +361,9 @@ data = load_run(sys.argv[1])
 views = {"load_run": [time.perf_counter() - t, 0]}
 for name, fn in [("header (provenance)", provenance_header), ("quality", quality_section), ("clip", clip_section),
                  ("splits", splits_section), ("distributions", hr._section_distributions),
-                 ("duplicates", hr._section_duplicates), ("rejects", hr._section_rejects)]:
+                 ("captions", captions_section), ("edits", edits_section),
+                 ("duplicates (gallery + listing)", hr._section_duplicates),
+                 ("rejects (cards + listing)", hr._section_rejects)]:
     t = time.perf_counter()
     html = fn(data)
     views[name] = [time.perf_counter() - t, len(html.encode("utf-8"))]

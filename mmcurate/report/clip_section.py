@@ -42,7 +42,6 @@ MAP_COLOURED = 10
 GRID_LARGEST, GRID_SMALLEST, GRID_RANDOM = 2, 2, 4
 GRID_TILES = 6
 PCA_BLOCK, PCA_ITERATIONS = 8, 30
-_TILE_COLUMNS = ("key", "shard", "image_ext", "caption")
 # Colours of the largest clusters on the map (distinct at a glance, colour-blind safe first); the rest grey.
 _CLUSTER_COLOURS = (
     "#1f77b4",
@@ -192,7 +191,7 @@ def _examples_card(data: RunData, table: pa.Table, cut: float | None) -> str:
             sort_keys=[("clip_score", "ascending"), ("key", "ascending")],
         )
         above = scored.take(idx).to_pylist()
-    thumbs = kept_thumbnails(data.out_dir, above)
+    thumbs = kept_thumbnails(data, [r["key"] for r in above])
     above_tiles = "".join(
         tile(
             thumbs[r["key"]].jpeg,
@@ -275,7 +274,7 @@ def _grid_card(data: RunData, table: pa.Table, column: str) -> str:
         members = t.filter(pc.equal(t.column(column), cid))
         pick = _key_order(members.column("key"))[:GRID_TILES]
         rows_by_cluster[cid] = members.take(pa.array(pick)).to_pylist()
-    thumbs = kept_thumbnails(data.out_dir, [r for rows in rows_by_cluster.values() for r in rows])
+    thumbs = kept_thumbnails(data, [r["key"] for rows in rows_by_cluster.values() for r in rows])
     out = []
     for cid, size, why in chosen:
         tiles = "".join(
@@ -346,7 +345,7 @@ def _map_card(data: RunData, column: str | None) -> str:
 
 def clip_section(data: RunData) -> str:
     """The section's HTML, or "" when the run has neither CLIP scores, clusters nor embeddings."""
-    table = read_samples(data, [*_TILE_COLUMNS, "clip_score", *CLUSTER_COLUMNS])
+    table = read_samples(data, ["key", "clip_score", *CLUSTER_COLUMNS])
     names = set(table.column_names) if table is not None else set()
     stats = _filter_stats(data)
     cluster_column = next((c for c in CLUSTER_COLUMNS if c in names), None)
@@ -364,7 +363,7 @@ def clip_section(data: RunData) -> str:
         cards.append(_scores_card(data, kept, rejected, stats, cut))
         if "clip_score" in names:
             cards.append(_examples_card(data, table, cut))
-    if cluster_column is not None and {"key", "shard"} <= names:
+    if cluster_column is not None and "key" in names:
         cards.append(_grid_card(data, table, cluster_column))
     cards.append(_map_card(data, cluster_column))
     intro = "CLIP scores around the filter's cut, what the semantic clusters hold, and a 2-D map of the embeddings."

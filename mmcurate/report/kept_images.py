@@ -18,6 +18,7 @@ from pathlib import Path
 from mmcurate.io.base import DEFAULT_MAX_IMAGE_BYTES
 from mmcurate.io.keys import key_to_member_base
 from mmcurate.io.paths import is_inside
+from mmcurate.report.run_data import RunData, read_sample_rows
 from mmcurate.report.thumbnails import Thumbnail, make_thumbnails, placeholder_tile
 
 __all__ = ["kept_thumbnails", "SHARDS_DIR"]
@@ -92,14 +93,17 @@ def _read_members(tar_path: Path, wanted: dict[str, str]) -> dict[str, bytes]:
     return found
 
 
-def kept_thumbnails(out_dir, rows: list[dict], size: int = 128) -> dict[str, Thumbnail]:
-    """key -> thumbnail for `rows` (dicts with ``key``, ``shard``, ``image_ext`` and optionally ``caption``, as
-    samples.parquet has them), the images read from the output shards under ``out_dir/shards``."""
-    root = os.path.realpath(Path(out_dir) / SHARDS_DIR)
+def kept_thumbnails(data: RunData, keys: list[str], size: int = 128) -> dict[str, Thumbnail]:
+    """key -> thumbnail (its caption attached) of kept samples, the images read from the output shards under
+    ``out_dir/shards``: where samples.parquet says each key's image is (``shard``, ``image_ext``)."""
+    keys = list(dict.fromkeys(k for k in keys if isinstance(k, str)))
+    rows = read_sample_rows(data, keys, ("shard", "image_ext", "caption"))
+    root = os.path.realpath(Path(data.out_dir) / SHARDS_DIR)
     by_shard: dict[str, dict[str, str]] = {}
-    for row in rows:
-        key, shard, ext = row.get("key"), row.get("shard"), row.get("image_ext")
-        if key and shard and ext:
+    for key in keys:
+        row = rows.get(key, {})
+        shard, ext = row.get("shard"), row.get("image_ext")
+        if shard and ext:
             by_shard.setdefault(shard, {})[f"{key_to_member_base(key)}.{ext}"] = key
     blobs: dict[str, bytes] = {}
     for shard, wanted in sorted(by_shard.items()):
@@ -108,12 +112,7 @@ def kept_thumbnails(out_dir, rows: list[dict], size: int = 128) -> dict[str, Thu
             continue
         for member, blob in _read_members(Path(path), wanted).items():
             blobs[wanted[member]] = blob
-    keys = [k for k in dict.fromkeys(r.get("key") for r in rows) if k in blobs]
-    thumbs = dict(zip(keys, make_thumbnails([blobs[k] for k in keys], size)))
+    found = [k for k in keys if k in blobs]
+    thumbs = dict(zip(found, make_thumbnails([blobs[k] for k in found], size)))
     missing = Thumbnail(placeholder_tile(size, "not in the shards", title="no image"), False, "no image")
-    captions = {r.get("key"): r.get("caption") for r in rows}
-    return {
-        r["key"]: thumbs.get(r["key"], missing).with_caption(captions.get(r["key"]))
-        for r in rows
-        if r.get("key") is not None
-    }
+    return {k: thumbs.get(k, missing).with_caption(rows.get(k, {}).get("caption")) for k in keys}

@@ -39,7 +39,6 @@ QUALITY_SIGNALS = {
     "entropy": ("Entropy", "bits of the luma histogram, 0–8"),
 }
 LOW_INFORMATION = "low_information"
-_TILE_COLUMNS = ("key", "shard", "image_ext", "caption")
 
 
 def _markers(column: str, params: dict) -> list[Marker]:
@@ -161,7 +160,7 @@ def _gallery(
 
 def quality_section(data: RunData) -> str:
     """The section's HTML, or "" when samples.parquet has no quality signal (the stage did not run)."""
-    table = read_samples(data, [*_TILE_COLUMNS, *QUALITY_SIGNALS, LOW_INFORMATION])
+    table = read_samples(data, ["key", *QUALITY_SIGNALS, LOW_INFORMATION])
     signals = [c for c in QUALITY_SIGNALS if table is not None and c in table.column_names]
     has_flag = table is not None and LOW_INFORMATION in table.column_names
     if not signals and not has_flag:
@@ -194,7 +193,7 @@ def quality_section(data: RunData) -> str:
     galleries = [
         (g, title, col, reason, _extreme_rows(table, col, asc, where)) for g, title, col, reason, asc, where in wanted
     ]
-    thumbs = kept_thumbnails(data.out_dir, [r for *_, rows in galleries for r in rows])
+    thumbs = kept_thumbnails(data, [r["key"] for *_, rows in galleries for r in rows])
     gallery_html = "".join(
         _gallery(data, g, title, rows, col, reason, rejected.get(reason, 0), thumbs)
         for g, title, col, reason, rows in galleries

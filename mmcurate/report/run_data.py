@@ -18,6 +18,7 @@ __all__ = [
     "RunData",
     "load_run",
     "read_samples",
+    "read_sample_rows",
     "samples_columns",
     "read_samples_spread",
     "MANIFEST",
@@ -103,6 +104,21 @@ def read_samples(data: RunData, columns) -> pa.Table | None:
     names = set(pq.read_schema(path).names)
     present = [c for c in dict.fromkeys(columns) if c in names]
     return pq.read_table(path, columns=present) if present else None
+
+
+def read_sample_rows(data: RunData, keys, columns) -> dict[str, dict]:
+    """key -> {column: value} of samples.parquet for the given keys (a gallery's few), filtered while reading:
+    wide columns (captions) are read only for them, not for the whole run."""
+    path = data.out_dir / SAMPLES
+    keys = sorted({k for k in keys if isinstance(k, str)})
+    if not path.exists() or not keys:
+        return {}
+    names = set(pq.read_schema(path).names)
+    if "key" not in names:
+        return {}
+    present = [c for c in dict.fromkeys(columns) if c in names and c != "key"]
+    table = pq.read_table(path, columns=["key", *present], filters=[("key", "in", keys)])
+    return {row["key"]: row for row in table.to_pylist()}
 
 
 #: read_samples_spread decodes at most this many times the rows it returns (plus one row group).

@@ -43,9 +43,9 @@ def leakage_check(table: pa.Table, columns: list[str]) -> list[dict]:
     for col in columns:
         if col not in table.column_names or col == SPLIT_COLUMN:
             continue
-        t = table.select([col, SPLIT_COLUMN]).filter(
-            pc.and_(pc.is_valid(table.column(col)), pc.is_valid(table.column(SPLIT_COLUMN)))
-        )
+        t = table.select([col, SPLIT_COLUMN])
+        if t.column(col).null_count or t.column(SPLIT_COLUMN).null_count:  # no copy when nothing is null
+            t = t.filter(pc.and_(pc.is_valid(t.column(col)), pc.is_valid(t.column(SPLIT_COLUMN))))
         g = t.group_by(col).aggregate([(SPLIT_COLUMN, "count_distinct"), ([], "count_all")])
         shared = g.filter(pc.greater(g.column(f"{SPLIT_COLUMN}_count_distinct"), 1))
         examples = pc.sort_indices(shared, sort_keys=[(col, "ascending")])[:MAX_LEAK_EXAMPLES]
@@ -201,8 +201,7 @@ def splits_section(data: RunData) -> str:
     params = {**dataclasses.asdict(Split.Params()), **(data.recipe_params(SPLIT_STAGE) or {})}
     group_columns = [c for c in params.get("group_columns") or [] if isinstance(c, str)]
     stratify = params.get("stratify_by") if isinstance(params.get("stratify_by"), str) else None
-    wanted = [SPLIT_COLUMN, *LEAK_SIGNALS, *group_columns, *([stratify] if stratify else [])]
-    table = read_samples(data, wanted)
+    table = read_samples(data, [SPLIT_COLUMN, *([stratify] if stratify else [])])
     has_column = table is not None and SPLIT_COLUMN in table.column_names
     if not entries and not has_column:
         return ""
@@ -212,7 +211,11 @@ def splits_section(data: RunData) -> str:
         names = _split_names(stats, table)
         if stratify and stratify in table.column_names:
             cards.append(_strata_card(table, stratify, names))
-        cards.append(_leakage_card(leakage_check(table, [*LEAK_SIGNALS, *group_columns])))
+        results = []
+        for col in dict.fromkeys([*LEAK_SIGNALS, *group_columns]):  # one signal's column in memory at a time
+            signal = read_samples(data, [SPLIT_COLUMN, col])
+            results += leakage_check(signal, [col]) if signal is not None else []
+        cards.append(_leakage_card(results))
     intro = (
         "Train/val/test assignment by the split stage: near-duplicates and groups go whole into one split, "
         "stratified when the recipe asks; the leakage check looks at the written samples."

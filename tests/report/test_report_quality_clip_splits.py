@@ -25,7 +25,7 @@ from mmcurate.pipeline.provenance import input_fingerprint, model_provenance, re
 from mmcurate.report.clip_section import MAP_POINTS, pca_2d
 from mmcurate.report.html_report import render_report
 from mmcurate.report.quality_section import MAX_TILES, QUALITY_SIGNALS
-from mmcurate.report.run_data import load_run
+from mmcurate.report.run_data import RunData, load_run
 from mmcurate.stages.clip import reject_scores
 
 HOSTILE = "<img src=x onerror=alert('v')></td><script>alert(1)</script>"
@@ -360,17 +360,24 @@ def test_kept_thumbnails_are_read_back_by_key_and_only_from_the_shards(tmp_path)
     w.close()
     outside = tmp_path / "elsewhere.tar"
     shutil.copy(tmp_path / "shards" / "00000.tar", outside)
-    rows = [{"key": k, "shard": "00000.tar", "image_ext": "jpg", "caption": f"caption of {k}"} for k in reversed(keys)]
-    rows.append({"key": "gone", "shard": "00001.tar", "image_ext": "jpg"})
-    thumbs = kept_thumbnails(tmp_path, rows)
-    assert list(thumbs) == [r["key"] for r in rows]
+
+    def thumbnails(rows: list[dict], ask: list[str]) -> dict:
+        pq.write_table(pa.Table.from_pylist(rows), tmp_path / "samples.parquet")
+        return kept_thumbnails(RunData(tmp_path, {}), ask)
+
+    rows = [{"key": k, "shard": "00000.tar", "image_ext": "jpg", "caption": f"caption of {k}"} for k in keys]
+    rows.append({"key": "gone", "shard": "00001.tar", "image_ext": "jpg", "caption": None})
+    ask = [*reversed(keys), "gone", "not in samples.parquet"]
+    thumbs = thumbnails(rows, ask)
+    assert list(thumbs) == ask
     for key, colour in zip(keys, colours):
         t = thumbs[key]
         assert t.decoded and t.caption == f"caption of {key}"
         assert np.abs(_mean_rgb(t.jpeg) - colour).max() < 10
-    assert not thumbs["gone"].decoded
+    assert not thumbs["gone"].decoded and not thumbs["not in samples.parquet"].decoded
     for shard in ("../elsewhere.tar", str(outside)):  # samples.parquet is data: it names no path outside shards/
-        assert not kept_thumbnails(tmp_path, [{"key": "plain", "shard": shard, "image_ext": "jpg"}])["plain"].decoded
+        row = {"key": "plain", "shard": shard, "image_ext": "jpg", "caption": None}
+        assert not thumbnails([row], ["plain"])["plain"].decoded
 
 
 def test_footer_states_the_pages_size_and_build_time(quality_run, tmp_path):
