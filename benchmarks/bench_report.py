@@ -392,7 +392,7 @@ def main():
         if not (run_dir / "manifest.json").exists():
             built = build_run(run_dir, args.n, args.dim, args.shard_size)
             print(f"run directory of {args.n:,} samples written in {built:.1f} s: {run_dir}", flush=True)
-        sizes = {p.name: p.stat().st_size for p in run_dir.iterdir() if p.is_file()}
+        sizes = {p.name: p.stat().st_size for p in run_dir.iterdir() if p.is_file() and p.name != "report.html"}
         runs = []
         for i in range(args.repeat):
             proc = subprocess.run(
