@@ -2,7 +2,8 @@
 
     manifest_version, run (times, versions, recipe, build, peak memory, the executor's own fields),
     counts (read = kept + rejected, or the run fails), stages (per map and global step: in, kept,
-    rejected, reasons, seconds), timings_s (per phase), inputs and outputs (sha256), shard_errors, warnings
+    rejected, reasons, seconds), timings_s (per phase), inputs and outputs (sha256), provenance (recipe hash,
+    input fingerprint, each model's weights hash: pipeline.provenance), shard_errors, warnings
 
 Also the JSON writing every run record shares (done records, run.json, the manifest).
 """
@@ -20,6 +21,7 @@ from pathlib import Path
 import mmcurate
 from mmcurate.pipeline.diagnosis import run_warnings
 from mmcurate.pipeline.global_phase import GlobalPhaseResult, new_stat
+from mmcurate.pipeline.provenance import PROVENANCE, provenance
 from mmcurate.pipeline.recipe import Recipe
 from mmcurate.pipeline.reuse import MANIFEST_COLUMNS
 
@@ -82,6 +84,7 @@ def build_manifest(
         ],
         "shard_errors": [e for r in records for e in r.get("shard_errors", [])],
     }
+    manifest[PROVENANCE] = provenance(recipe, manifest["inputs"])
     if reuse is not None:  # pipeline.reuse: what the next run from this output may reuse, and what this one did
         import pyarrow.parquet as pq
 

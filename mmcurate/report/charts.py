@@ -21,6 +21,8 @@ __all__ = [
     "BarRow",
     "Series",
     "histogram_svg",
+    "Marker",
+    "scatter_svg",
     "bar_chart_svg",
     "rank_size_svg",
     "nice_step",
@@ -186,13 +188,38 @@ def _y_ticks(vmax: float, n: int = 4) -> list[float]:
     return [step * i for i in range(int(math.floor(vmax / step + 1e-9)) + 1)]
 
 
+@dataclass
+class Marker:
+    """A vertical line across a histogram at `value` (in the histogram's units, not log2), e.g. a threshold."""
+
+    value: float
+    label: str
+    color: str = PALETTE["rejected"]
+
+
+def _marker_x(hist: Histogram, value: float, left: float, pw: float) -> tuple[float, bool]:
+    """x of `value` on the histogram's axis, clamped to it, and whether it had to be clamped."""
+    v = math.log2(value) if hist.log2 and value > 0 else value
+    lo, hi = float(hist.edges[0]), float(hist.edges[-1])
+    frac = (v - lo) / (hi - lo) if hi > lo else 0.5
+    inside = 0.0 <= frac <= 1.0
+    return left + pw * min(1.0, max(0.0, frac)), not inside
+
+
 def histogram_svg(
-    hist: Histogram, title: str, x_label: str, color: str = PALETTE["primary"], width: int = 400, height: int = 210
+    hist: Histogram,
+    title: str,
+    x_label: str,
+    color: str = PALETTE["primary"],
+    width: int = 400,
+    height: int = 210,
+    markers: Sequence[Marker] = (),
 ) -> str:
-    """A vertical-bar histogram: y = count, x = the binned value, a tooltip per bar."""
+    """A vertical-bar histogram: y = count, x = the binned value, a tooltip per bar; `markers` draw dashed
+    vertical lines (thresholds) with their label, a marker off the axis at its end (its label says so)."""
     if hist.total == 0:
         return _svg_open(width, 60, title) + _text(width / 2, 34, "no data", "middle", PALETTE["axis"]) + "</svg>"
-    left, right, top, bottom = 44, 14, 10, 40
+    left, right, top, bottom = 44, 14, 10 + (14 if markers else 0), 40
     pw, ph = width - left - right, height - top - bottom
     n = len(hist.counts)
     ymax = max(1, int(hist.counts.max()))
@@ -215,6 +242,16 @@ def histogram_svg(
     parts.append(f'<line x1="{left}" x2="{left + pw}" y1="{top + ph}" y2="{top + ph}" stroke="{PALETTE["axis"]}"/>')
     parts.extend(_x_labels(hist, left, top + ph, bw))
     parts.append(_text(left + pw / 2, height - 6, x_label, "middle", PALETTE["axis"]))
+    for m in markers:
+        x, clamped = _marker_x(hist, m.value, left, pw)
+        label = m.label + (" (off the axis)" if clamped else "")
+        anchor = "end" if x > left + pw * 0.6 else "start"
+        parts.append(
+            f'<g data-marker="{escape(m.label)}"><line x1="{x:.1f}" x2="{x:.1f}" y1="{top - 4}" y2="{top + ph}" '
+            f'stroke="{m.color}" stroke-width="1.5" stroke-dasharray="4 3"><title>{escape(label)}</title></line>'
+            + _text(x + (-3 if anchor == "end" else 3), top - 6, label, anchor, m.color)
+            + "</g>"
+        )
     parts.append("</svg>")
     return "".join(parts)
 
@@ -443,5 +480,61 @@ def rank_size_svg(
         parts.append(_text(legend_x + 24, top - 10, label))
         parts.append("</g>")
         legend_x += 24 + 7 * len(label) + 22
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def scatter_svg(
+    points: np.ndarray,
+    groups: np.ndarray,
+    colors: Sequence[str],
+    labels: Sequence[str],
+    title: str,
+    x_label: str = "",
+    y_label: str = "",
+    width: int = 760,
+    height: int = 420,
+    radius: float = 2.2,
+) -> str:
+    """A scatter plot of `points` (n x 2) coloured by `groups` (n ints indexing `colors` and `labels`), one
+    ``<g>`` per group (drawn in group order: put the background group first) and a legend. Coordinates are
+    rounded to 0.1 px and points carry no tooltips: the size stays about 40 bytes a point."""
+    pts = np.asarray(points, dtype=np.float64).reshape(-1, 2)
+    grp = np.asarray(groups, dtype=np.int64).reshape(-1)
+    ok = np.isfinite(pts).all(axis=1)
+    pts, grp = pts[ok], grp[ok]
+    if pts.shape[0] == 0:
+        return _svg_open(width, 60, title) + _text(width / 2, 34, "no data", "middle", PALETTE["axis"]) + "</svg>"
+    shown = [g for g in range(len(colors)) if (grp == g).any()]  # the legend lists the groups drawn
+    legend_h = 18 * math.ceil(len(shown) / 4)
+    left, right, top, bottom = 16, 16, 10 + legend_h, 26
+    pw, ph = width - left - right, height - top - bottom
+    lo, hi = pts.min(axis=0), pts.max(axis=0)
+    span = np.where(hi > lo, hi - lo, 1.0)
+    xy = np.empty_like(pts)
+    pad = 3 * radius  # dots at the extremes stay inside the frame
+    xy[:, 0] = left + pad + (pw - 2 * pad) * (pts[:, 0] - lo[0]) / span[0]
+    xy[:, 1] = top + ph - pad - (ph - 2 * pad) * (pts[:, 1] - lo[1]) / span[1]
+    parts = [_svg_open(width, height, title)]
+    parts.append(f'<rect x="{left}" y="{top}" width="{pw}" height="{ph}" fill="none" stroke="{PALETTE["grid"]}"/>')
+    for g in range(len(colors)):
+        sel = xy[grp == g]
+        if not sel.size:
+            continue
+        dots = "".join(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="{radius}"/>' for x, y in sel)
+        parts.append(
+            f'<g data-group="{escape(str(labels[g]))}" data-n="{sel.shape[0]}" fill="{colors[g]}" '
+            f'fill-opacity="0.75">{dots}</g>'
+        )
+    for i, g in enumerate(shown):
+        lx, ly = left + (i % 4) * (pw / 4), 14 + 18 * (i // 4)
+        label = labels[g] if len(labels[g]) <= 30 else labels[g][:29] + "…"
+        parts.append(f'<rect x="{lx:.1f}" y="{ly - 9}" width="10" height="10" rx="2" fill="{colors[g]}"/>')
+        parts.append(_text(lx + 15, ly, label))
+    if x_label:
+        parts.append(_text(left + pw / 2, height - 8, x_label, "middle", PALETTE["axis"]))
+    if y_label:
+        y0 = top + ph / 2
+        parts.append(_text(10, y0, y_label, "middle", PALETTE["axis"], f'transform="rotate(-90 10 {y0:.1f})"'))
     parts.append("</svg>")
     return "".join(parts)

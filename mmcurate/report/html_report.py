@@ -10,16 +10,19 @@ kept captions (captions_section.py), what caption_clean and pii_redact changed (
 when they ran), a gallery of duplicate groups and their paged listing (duplicate_listing.py), semantic
 clusters (cluster sizes before/after balance, SemDeDup's clusters; from the manifest's stage stats),
 instruction data (instruction_section.py; only for a run on conversations), a gallery of rejected
-samples per reason and their paged listing (reject_listing.py), and the timing per stage.
+samples per reason and their paged listing (reject_listing.py), and the timing per stage. Only when the run
+has what they show: image quality (quality_section.py), CLIP scores, cluster samples and the embedding map
+(clip_section.py), splits and their leakage check (splits_section.py). The header carries the provenance
+(provenance_header.py). docs/report.md describes them for users.
 """
 
 from __future__ import annotations
 
-import base64
 import datetime as _dt
 import json
 import os
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -39,14 +42,19 @@ from mmcurate.report.charts import (
     histogram_svg,
     rank_size_svg,
 )
+from mmcurate.report.clip_section import CLIP_SECTION, clip_section
 from mmcurate.report.duplicate_listing import DUPLICATE_LISTING_CSS, DuplicateListing
 from mmcurate.report.edits_section import EDITS_CSS, EDITS_SECTION, edits_section
 from mmcurate.report.html_parts import as_float, e, empty, fixed, html_table, num
+from mmcurate.report.html_parts import section as _section
+from mmcurate.report.html_parts import tile as _tile
 from mmcurate.report.instruction_section import INSTRUCTION_CSS, INSTRUCTION_SECTION, instruction_section
 from mmcurate.report.paging import PAGING_CSS
+from mmcurate.report.provenance_header import PROVENANCE_CSS, provenance_header
+from mmcurate.report.quality_section import QUALITY_SECTION, quality_section
 from mmcurate.report.reject_listing import REJECT_LISTING_CSS, reject_listing, reject_listing_id
 from mmcurate.report.run_data import RunData, load_run
-from mmcurate.report.thumbnails import display_text
+from mmcurate.report.splits_section import SPLITS_SECTION, splits_section
 from mmcurate.stages.semantic import BalanceStats, SemanticDedupStats
 
 __all__ = ["write_report", "render_report", "REPORT_NAME"]
@@ -94,36 +102,47 @@ def write_report(out_dir, path=None) -> Path:
 
 def render_report(data: RunData) -> str:
     """The report as one HTML string."""
+    t0 = time.perf_counter()
     title = f"mmcurate report · {data.out_dir.resolve().name}"
     instruction = instruction_section(data)  # "" for a run without instruction data
     captions = captions_section(data)  # "" without captions
     edits = edits_section(data)  # "" for a run without caption_clean / pii_redact
+    # Optional sections: "" when the run lacks what they show; each is listed in the nav before `before`.
+    optional = [
+        (QUALITY_SECTION, quality_section(data), "duplicates"),
+        (CLIP_SECTION, clip_section(data), "rejects"),
+        (SPLITS_SECTION, splits_section(data), "rejects"),
+    ]
+    shown = [(sid, before) for sid, html, before in optional if html]
+    html_of = {sid[0]: html for sid, html, _ in optional}
     body = [
         _header(data),
-        _nav(with_instruction=bool(instruction), with_captions=bool(captions), with_edits=bool(edits)),
+        _nav(with_instruction=bool(instruction), with_captions=bool(captions), with_edits=bool(edits), optional=shown),
         _section_run(data),
         _section_funnel(data),
         _section_distributions(data),
         captions,
         edits,
+        html_of[QUALITY_SECTION[0]],
         _section_duplicates(data),
         _section_clusters(data),
+        html_of[CLIP_SECTION[0]],
+        html_of[SPLITS_SECTION[0]],
         instruction,
         _section_rejects(data),
         _section_timing(data),
-        _footer(data),
     ]
-    return (
+    page = (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         # Nothing may be fetched: the policy makes the browser refuse it, should a resource slip in.
         '<meta http-equiv="Content-Security-Policy" content="default-src \'none\'; '
         "img-src data:; style-src 'unsafe-inline'\">"
         f"<title>{e(title)}</title><style>{_CSS}{INSTRUCTION_CSS}{PAGING_CSS}{CAPTIONS_CSS}{EDITS_CSS}"
-        f"{REJECT_LISTING_CSS}{DUPLICATE_LISTING_CSS}</style></head>\n<body><main>\n"
-        + "\n".join(body)
-        + "\n</main></body></html>\n"
+        f"{REJECT_LISTING_CSS}{DUPLICATE_LISTING_CSS}{PROVENANCE_CSS}</style></head>\n<body><main>\n" + "\n".join(body)
     )
+    built = (len(page.encode("utf-8")), time.perf_counter() - t0)  # the footer adds a few hundred bytes
+    return page + "\n" + _footer(data, built) + "\n</main></body></html>\n"
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -168,15 +187,6 @@ def _rate(n: float, seconds: float | None) -> str:
     return f"{format_number(n / seconds)}/s" if seconds and seconds > 0 else "–"
 
 
-def _data_uri(jpeg: bytes) -> str:
-    return "data:image/jpeg;base64," + base64.b64encode(jpeg).decode("ascii")
-
-
-def _section(sid: str, title: str, intro: str, content: str) -> str:
-    intro_html = f'<p class="intro">{e(intro)}</p>' if intro else ""
-    return f'<section id="{sid}"><h2>{e(title)}</h2>{intro_html}{content}</section>'
-
-
 def _kind_chip(kind) -> str:
     return f'<span class="kind">{e(kind)}</span>' if kind else ""
 
@@ -214,7 +224,8 @@ def _header(data: RunData) -> str:
     return (
         f'<header><div class="title"><h1>Curation report</h1>'
         f'<div class="subtitle"><code>{e(data.out_dir.resolve())}</code> · {e(started)} → {e(finished)}</div>'
-        f'</div><div class="kpis">{cards}</div><div class="check">{check}</div>{_random_weights_banner(data)}</header>'
+        f'</div>{provenance_header(data)}<div class="kpis">{cards}</div><div class="check">{check}</div>'
+        f"{_random_weights_banner(data)}</header>"
     )
 
 
@@ -232,24 +243,36 @@ def _random_weights_banner(data: RunData) -> str:
     )
 
 
-def _nav(with_instruction: bool = False, with_captions: bool = False, with_edits: bool = False) -> str:
+def _nav(with_instruction: bool = False, with_captions: bool = False, with_edits: bool = False, optional=()) -> str:
     sections = list(SECTIONS)
     for present, section in ((with_captions, CAPTIONS_SECTION), (with_edits, EDITS_SECTION)):
         if present:
             sections.insert(sections.index(("duplicates", "Duplicates")), section)
+    for section, before in optional:
+        sections.insert([sid for sid, _ in sections].index(before), section)
     if with_instruction:
         sections.insert(sections.index(("rejects", "Rejects")), INSTRUCTION_SECTION)
     links = "".join(f'<a href="#{sid}">{e(title)}</a>' for sid, title in sections)
     return f'<nav aria-label="sections">{links}</nav>'
 
 
-def _footer(data: RunData) -> str:
+def _footer(data: RunData, built: tuple[int, float] | None = None) -> str:
     version = data.run.get("mmcurate_version") or "?"
     missing = f" Not in this output directory: {', '.join(e(m) for m in data.missing)}." if data.missing else ""
+    bound = ""
+    if built is not None:
+        size, seconds = built
+        bound = (
+            f' <span data-built-bytes="{size}" data-built-seconds="{seconds:.3f}">This page: '
+            f"{size / 1e6:.2f} MB, rendered in {_duration(seconds)}. Its size and build time stay bounded whatever "
+            "the run's size: histograms are binned, galleries, the embedding map and long tables sampled or capped "
+            "(with what is left out counted and the Parquet file that has it all named); docs/report.md gives the "
+            "figures at 1M samples.</span>"
+        )
     return (
         f"<footer>Generated by mmcurate {e(version)} on "
         f"{e(_dt.datetime.now(_dt.timezone.utc).strftime('%Y-%m-%d %H:%M UTC'))} from "
-        f"<code>{e(data.out_dir.resolve())}</code>.{missing} This page is self-contained and works offline."
+        f"<code>{e(data.out_dir.resolve())}</code>.{missing} This page is self-contained and works offline.{bound}"
         f"</footer>"
     )
 
@@ -567,31 +590,6 @@ def _near_distances(data: RunData, link_kind: str) -> np.ndarray | None:
 
 # ---------------------------------------------------------------------------------------------------
 # thumbnails and galleries
-
-
-def _tile(
-    jpeg: bytes | None,
-    key: str,
-    lines: list[tuple[str, str]],
-    badge: str = "",
-    badge_cls: str = "",
-    decoded: bool = True,
-    caption: str | None = None,
-    cls: str = "",
-) -> str:
-    img = f'<img src="{_data_uri(jpeg)}" alt="{e(key)}">' if jpeg else '<span class="noimg">no thumbnail</span>'
-    badge_html = f'<span class="badge-tile {e(badge_cls)}">{e(badge)}</span>' if badge else ""
-    # Text of samples passes the PII redactor again: thumbs.parquet / rejects.parquet of an older run
-    # may hold it in clear.
-    lines = [(c, display_text(t, 1000)) for c, t in lines]
-    caption = display_text(caption)
-    meta = "".join(f'<div class="{e(c)}" title="{e(t)}">{e(t)}</div>' for c, t in lines if t)
-    cap = f'<div class="caption" title="{e(caption)}">{e(caption)}</div>' if caption else ""
-    return (
-        f'<figure class="tile {e(cls)}{"" if decoded else " placeholder"}" data-key="{e(key)}">'
-        f'<div class="frame">{img}{badge_html}</div><figcaption>'
-        f'<div class="key" title="{e(key)}">{e(key)}</div>{meta}{cap}</figcaption></figure>'
-    )
 
 
 def _thumb_rows(data: RunData, kind: str) -> list[dict]:

@@ -14,7 +14,19 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-__all__ = ["RunData", "load_run", "MANIFEST", "SAMPLES", "REJECTS", "DUPLICATES", "THUMBS"]
+__all__ = [
+    "RunData",
+    "load_run",
+    "read_samples",
+    "read_sample_rows",
+    "samples_columns",
+    "read_samples_spread",
+    "MANIFEST",
+    "SAMPLES",
+    "REJECTS",
+    "DUPLICATES",
+    "THUMBS",
+]
 
 MANIFEST = "manifest.json"
 SAMPLES = "samples.parquet"
@@ -54,6 +66,16 @@ class RunData:
         do), in recipe order."""
         return [s for s in self.stages if s.get("name") == name and isinstance(s.get("stats"), dict)]
 
+    def recipe_params(self, name: str) -> dict | None:
+        """The parameters the recipe (as the manifest records it) gave the first stage called `name` ({} when it
+        gave none), or None when the recipe has no such stage."""
+        recipe = self.run.get("recipe")
+        steps = recipe.get("stages") if isinstance(recipe, dict) else None
+        for step in steps if isinstance(steps, list) else []:
+            if isinstance(step, dict) and name in step:
+                return step[name] if isinstance(step[name], dict) else {}
+        return None
+
 
 def _dict(v) -> dict:
     return v if isinstance(v, dict) else {}
@@ -65,6 +87,66 @@ def _read(path: Path, wanted: tuple[str, ...], missing: list[str]) -> pa.Table |
         return None
     names = set(pq.read_schema(path).names)
     return pq.read_table(path, columns=[c for c in wanted if c in names])
+
+
+def samples_columns(data: RunData) -> list[str]:
+    """The column names of samples.parquet ([] without the file): what a section checks before it reads."""
+    path = data.out_dir / SAMPLES
+    return pq.read_schema(path).names if path.exists() else []
+
+
+def read_samples(data: RunData, columns) -> pa.Table | None:
+    """The `columns` of samples.parquet that it has (a section reads its own columns, and only them), or None
+    without the file or without any of them."""
+    path = data.out_dir / SAMPLES
+    if not path.exists():
+        return None
+    names = set(pq.read_schema(path).names)
+    present = [c for c in dict.fromkeys(columns) if c in names]
+    return pq.read_table(path, columns=present) if present else None
+
+
+def read_sample_rows(data: RunData, keys, columns) -> dict[str, dict]:
+    """key -> {column: value} of samples.parquet for the given keys (a gallery's few), filtered while reading:
+    wide columns (captions) are read only for them, not for the whole run."""
+    path = data.out_dir / SAMPLES
+    keys = sorted({k for k in keys if isinstance(k, str)})
+    if not path.exists() or not keys:
+        return {}
+    names = set(pq.read_schema(path).names)
+    if "key" not in names:
+        return {}
+    present = [c for c in dict.fromkeys(columns) if c in names and c != "key"]
+    table = pq.read_table(path, columns=["key", *present], filters=[("key", "in", keys)])
+    return {row["key"]: row for row in table.to_pylist()}
+
+
+#: read_samples_spread decodes at most this many times the rows it returns (plus one row group).
+SPREAD_DECODE_FACTOR = 4
+
+
+def read_samples_spread(data: RunData, columns, max_rows: int) -> pa.Table | None:
+    """At most `max_rows` rows of samples.parquet's `columns`, spread over the file and deterministic: whole row
+    groups evenly spaced through the file (a row group is a run of consecutive samples), about
+    SPREAD_DECODE_FACTOR x max_rows rows of them, then every k-th of those rows. Wide columns (embeddings:
+    1 kB a sample at d = 512) are decoded only for the chosen row groups, whatever the run's size."""
+    path = data.out_dir / SAMPLES
+    if not path.exists() or max_rows <= 0:
+        return None
+    f = pq.ParquetFile(path)
+    present = [c for c in dict.fromkeys(columns) if c in f.schema_arrow.names]
+    if not present or f.metadata.num_rows == 0:
+        return None
+    sizes = [f.metadata.row_group(i).num_rows for i in range(f.metadata.num_row_groups)]
+    budget = SPREAD_DECODE_FACTOR * max_rows
+    if sum(sizes) <= budget:
+        groups = list(range(len(sizes)))
+    else:
+        m = max(1, min(len(sizes), -(-budget * len(sizes) // sum(sizes))))
+        groups = sorted({round(i * (len(sizes) - 1) / max(1, m - 1)) for i in range(m)})
+    table = f.read_row_groups(groups, columns=present)
+    step = max(1, -(-table.num_rows // max_rows))
+    return table.take(pa.array(range(0, table.num_rows, step)))
 
 
 def load_run(out_dir) -> RunData:

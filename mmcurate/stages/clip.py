@@ -613,3 +613,17 @@ def clip_score_rejects(stage_name: str, keys, sources, scores: np.ndarray, cut, 
     keys = keys.to_pylist() if hasattr(keys, "to_pylist") else list(keys)
     sources = sources.to_pylist() if hasattr(sources, "to_pylist") else list(sources)
     return rejects_table(keys, sources, stage_name, reasons, details)
+
+
+#: The score at the start of a ``clip_score`` reject's detail, as clip_score_rejects writes it ("0.213 < 0.280").
+REJECT_SCORE_PATTERN = r"^(?P<score>-?\d+\.\d+)"
+
+
+def reject_scores(details) -> np.ndarray:
+    """The scores (float64, 3 decimals; NaN where absent) that clip_score_rejects wrote into the details of its
+    ``clip_score`` rejects: what is left of a rejected sample's score once the run is over (the report charts it)."""
+    arr = details.combine_chunks() if isinstance(details, pa.ChunkedArray) else pa.array(details, pa.string())
+    if len(arr) == 0:
+        return np.zeros(0, np.float64)
+    scores = pc.struct_field(pc.extract_regex(arr, REJECT_SCORE_PATTERN), [0])
+    return np.asarray(pc.cast(scores, pa.float64()).to_numpy(zero_copy_only=False), np.float64)

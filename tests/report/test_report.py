@@ -1097,6 +1097,12 @@ _VISIT_FACTS = """JSON.stringify({
   shownPages: Array.from(document.querySelectorAll('.pages > .page'))
     .filter(p => getComputedStyle(p).display !== 'none').map(p => p.id),
   targetVisible: !!document.querySelector(':target') && document.querySelector(':target').getClientRects().length > 0,
+  sections: Array.from(document.querySelectorAll('section')).map(s => s.id),
+  images: document.images.length,
+  imagesBroken: Array.from(document.images).filter(i => !(i.complete && i.naturalWidth > 0)).length,
+  svgs: document.querySelectorAll('svg').length,
+  svgsRendered: Array.from(document.querySelectorAll('svg')).filter(s => s.getBoundingClientRect().width > 100).length,
+  scripts: document.scripts.length,
 })"""
 
 
@@ -1181,7 +1187,9 @@ def test_report_renders_in_headless_chromium_without_errors(run_dir, tmp_path):
 
 
 @pytest.mark.browser
-def test_cluster_section_renders_in_headless_chromium(tmp_path, semantic_stage_entries):
+def test_cluster_and_view_sections_render_in_headless_chromium(tmp_path, semantic_stage_entries, quality_run):
+    """The cluster section of a manifest-only run; then, in the same browser, the quality, CLIP, splits and
+    provenance views of a real run (conftest's quality_run)."""
     chromium = _chromium()
     if chromium is None:
         pytest.skip("chromium not installed (scripts/install_browser.sh installs Debian's chromium)")
@@ -1189,14 +1197,21 @@ def test_cluster_section_renders_in_headless_chromium(tmp_path, semantic_stage_e
     out.mkdir()
     (out / "manifest.json").write_text(json.dumps(_semantic_manifest(semantic_stage_entries)))
     report = write_report(out).resolve()
-    facts, errors, requested, _, full = _open_in_chromium(chromium, report, tmp_path)
+    views_report = write_report(quality_run, tmp_path / "views" / "report.html").resolve()
+    facts, errors, requested, _, full = _open_in_chromium(chromium, report, tmp_path, (views_report.as_uri(),))
     if os.environ.get("MMCURATE_SCREENSHOT_DIR"):
         (Path(os.environ["MMCURATE_SCREENSHOT_DIR"]) / "report_clusters_full.png").write_bytes(full)
-    assert errors == [], errors
-    assert requested and all(u == report.as_uri() or u.startswith("data:") for u in requested), requested
+    assert errors == [], errors  # of both pages
+    pages = {report.as_uri(), views_report.as_uri()}
+    assert requested and all(u in pages or u.startswith("data:") for u in requested), requested
     assert "clusters" in facts["sections"]
     assert facts["svgs"] >= 3 and facts["svgsRendered"] == facts["svgs"]  # funnel, rank-size, timing
     assert facts["scripts"] == 0
+    [views] = facts["visits"]
+    assert {"quality", "clip", "splits"} <= set(views["sections"])
+    assert views["images"] >= 40 and views["imagesBroken"] == 0  # galleries read back from the output shards
+    assert views["svgs"] >= 12 and views["svgsRendered"] == views["svgs"]  # 7 signals, scores, map, ...
+    assert views["scripts"] == 0
 
 
 def test_pdq_links_get_their_own_distance_histogram(demo_input, tmp_path):
