@@ -96,3 +96,7 @@ def encode(arr: np.ndarray, fmt: str = "JPEG", **kw) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(arr).save(buf, format=fmt, **kw)
     return buf.getvalue()
+
+
+# The report views' real run (one per session: the chromium check and the views' tests share it).
+from report_runs import quality_run, semantic_run  # noqa: E402, F401

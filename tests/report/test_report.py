@@ -1189,7 +1189,7 @@ def test_report_renders_in_headless_chromium_without_errors(run_dir, tmp_path):
 @pytest.mark.browser
 def test_cluster_and_view_sections_render_in_headless_chromium(tmp_path, semantic_stage_entries, quality_run):
     """The cluster section of a manifest-only run; then, in the same browser, the quality, CLIP, splits and
-    provenance views of a real run (conftest's quality_run)."""
+    provenance views of a real run (tests/report_runs.py's quality_run)."""
     chromium = _chromium()
     if chromium is None:
         pytest.skip("chromium not installed (scripts/install_browser.sh installs Debian's chromium)")

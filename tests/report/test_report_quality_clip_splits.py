@@ -1,4 +1,5 @@
-"""The report's image-quality, CLIP, splits and provenance views, on a real run (conftest: semantic_run, quality_run).
+"""The report's image-quality, CLIP, splits and provenance views, on a real run
+(tests/report_runs.py: semantic_run, quality_run).
 
 Each view is checked against the run's own files: what it shows is what samples.parquet, rejects.parquet,
 thumbs.parquet and the manifest hold. Absent for a run without the stage; hostile values escaped; PII masked.
@@ -20,13 +21,13 @@ import pyarrow.parquet as pq
 import pytest
 from test_report import Node, parse
 
-from conftest import MIN_BRIGHTNESS, N_BLURRY, kept_images  # tests/report/conftest.py
 from mmcurate.pipeline.provenance import input_fingerprint, model_provenance, recipe_sha256
 from mmcurate.report.clip_section import MAP_POINTS, pca_2d
 from mmcurate.report.html_report import render_report
 from mmcurate.report.quality_section import MAX_TILES, QUALITY_SIGNALS
 from mmcurate.report.run_data import RunData, load_run
 from mmcurate.stages.clip import reject_scores
+from report_runs import MIN_BRIGHTNESS, N_BLURRY, kept_images
 
 HOSTILE = "<img src=x onerror=alert('v')></td><script>alert(1)</script>"
 

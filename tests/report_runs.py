@@ -1,4 +1,5 @@
-"""Run directories for the report's views of CLIP, semantic clusters, splits, provenance and image quality.
+"""Run directories for the report's views of CLIP, semantic clusters, splits, provenance and image quality:
+session fixtures, registered by tests/conftest.py.
 
 ``semantic_run``: a real run of the demo dataset (clip_embed with the tiny model and random weights,
 clip_score_filter, exact/pHash dedup, semantic_dedup, split stratified by the semantic clusters), with the
