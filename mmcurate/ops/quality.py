@@ -37,13 +37,19 @@ from mmcurate.ops._inputs import as_image_list, call_native, check_threads, nati
 __all__ = ["image_quality", "ImageQuality", "QUALITY_SIGNALS", "QUALITY_COLUMNS", "CANONICAL_SIDE"]
 
 #: The float signals, in the native result's column order.
-QUALITY_SIGNALS = ("sharpness", "brightness", "contrast", "colourfulness", "border_fraction", "flat_fraction", "entropy")
+QUALITY_SIGNALS = (
+    "sharpness",
+    "brightness",
+    "contrast",
+    "colourfulness",
+    "border_fraction",
+    "flat_fraction",
+    "entropy",
+)
 #: The signals and the flag: the columns the image_quality stage adds.
 QUALITY_COLUMNS = QUALITY_SIGNALS + ("low_information",)
 #: Side of the canonical image the signals are measured on (csrc kQualitySide).
 CANONICAL_SIDE = 64
-#: The low-information rule's thresholds (csrc kLowInfo*), for documentation and the stage's details.
-LOW_INFORMATION_RULE = {"entropy_below": 3.0, "flat_fraction_above": 0.8, "contrast_below": 8.0, "border_fraction_above": 0.6}
 
 
 class ImageQuality:

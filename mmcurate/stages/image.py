@@ -36,6 +36,7 @@ import pyarrow.compute as pc
 
 from mmcurate.curate import dedup, image_rules
 from mmcurate.ops.decode import DEFAULT_MAX_PIXELS
+from mmcurate.ops.quality import QUALITY_COLUMNS
 from mmcurate.ops.status import status_name
 from mmcurate.pipeline.global_sharded import string_hash64
 from mmcurate.pipeline.params import check_bool, check_choice, check_device, check_int, check_threads
@@ -63,6 +64,7 @@ from mmcurate.stages.batch import (
     text_only_rows,
     with_column,
 )
+from mmcurate.stages.quality import QUALITY_FAST, has_quality_columns, quality_columns
 
 _SWAPS_SIDES = (5, 6, 7, 8)  # EXIF orientations that transpose the image
 
@@ -97,7 +99,12 @@ class Integrity(MapStage):
     decoded (that is where truncation and corruption show). The fast pHash it yields, a pure function of the
     bytes, is kept in the ``phash`` column, so ``phash_dedup`` (fast mode) does not decode the same bytes a
     second time. ``full_decode: false`` reads headers only (much faster; a file truncated after its header
-    passes)."""
+    passes).
+
+    ``quality: true`` (the default, with full_decode) also stores the image-quality columns of the same decode
+    (``sharpness`` ... ``low_information``, mmcurate.ops.quality): the ``image_quality`` stage and phash_dedup's
+    low-information rule then read them without decoding again (about 5 % more time per image than
+    integrity without them: benchmarks/README.md, "Image quality")."""
 
     name = "integrity"
     requires = ("key", "source", "image")
@@ -106,11 +113,13 @@ class Integrity(MapStage):
     class Params:
         max_pixels: int | None = DEFAULT_MAX_PIXELS
         full_decode: bool = True
+        quality: bool = True
         num_threads: int | None = None
 
         def validate(self):
             from mmcurate.ops._inputs import INT64_MAX
 
+            check_bool("quality", self.quality)
             # The decoder's limit is an int64: a larger value would fail mid-run, inside the native call.
             check_int("max_pixels", self.max_pixels, 0, INT64_MAX, optional=True)
             check_bool("full_decode", self.full_decode)
@@ -126,6 +135,8 @@ class Integrity(MapStage):
         fps = {c: fingerprint("image_probe") for c in ("width", "height", "format", "file_size")}
         if self.params.full_decode:
             fps["phash"] = PHASH_FAST
+            if self.params.quality:
+                fps.update(dict.fromkeys(QUALITY_COLUMNS, QUALITY_FAST))
         return fps
 
     def reuse(self, batch: pa.Table) -> StageResult:
@@ -151,12 +162,19 @@ class Integrity(MapStage):
         items = [b"" if b is None else b for b in blobs]
         max_pixels = self.params.max_pixels or 0
         header_status, formats, sizes, orientation = probe_images(items)
-        codes = None
+        codes = quality = None
         if self.params.full_decode:
             result = phash_bytes(
-                items, exact=False, device="cpu", exif=True, max_pixels=max_pixels, num_threads=self.params.num_threads
+                items,
+                exact=False,
+                device="cpu",
+                exif=True,
+                max_pixels=max_pixels,
+                num_threads=self.params.num_threads,
+                quality=self.params.quality,
             )
             status, errors, codes = np.asarray(result.status), result.errors, np.asarray(result.codes)
+            quality = result.quality
         else:
             status = header_status.copy()
             area = sizes[:, 0].astype(np.int64) * sizes[:, 1]
@@ -178,6 +196,8 @@ class Integrity(MapStage):
         batch = with_column(batch, "file_size", pc.cast(file_size, pa.int64()))
         if codes is not None:
             batch = with_column(batch, "phash", codes if isinstance(codes, pa.Array) else codes.astype(np.uint64))
+        if quality is not None:
+            batch = quality_columns(batch, quality, text_only)
         return kept_and_rejected(batch, self.name, rejected, reasons, details)
 
 
@@ -551,8 +571,9 @@ def _exact_group_task(task):
 
 
 class PerceptualHash(MapStage):
-    """phash_dedup's map part: adds `phash` (uint64) by the fused native decode -> pHash. Images it cannot
-    decode are rejected with the decoder's status (missing ones as missing_image)."""
+    """phash_dedup's map part: adds `phash` (uint64) by the fused native decode -> pHash, and with ``quality``
+    the image-quality columns of the same decode (the low-information rule reads ``low_information``). Images it
+    cannot decode are rejected with the decoder's status (missing ones as missing_image)."""
 
     name = "phash_dedup"
     requires = ("key", "source", "image")
@@ -561,6 +582,7 @@ class PerceptualHash(MapStage):
     class Params:
         exact: bool = False
         device: str = "auto"
+        quality: bool = False
         num_threads: int | None = None
 
         def validate(self):
@@ -571,7 +593,11 @@ class PerceptualHash(MapStage):
         self.resources = cpu_resources(self.params.num_threads)
 
     def column_fingerprints(self) -> dict[str, dict]:
-        return {"phash": PHASH_EXACT if self.params.exact else PHASH_FAST}
+        fps = {"phash": PHASH_EXACT if self.params.exact else PHASH_FAST}
+        if self.params.quality:
+            q = QUALITY_FAST if not self.params.exact else fingerprint("image_quality", exact=True, canonical_side=64)
+            fps.update(dict.fromkeys(QUALITY_COLUMNS, q))
+        return fps
 
     def process(self, batch: pa.Table) -> StageResult:
         from mmcurate.ops import phash_bytes
@@ -582,17 +608,24 @@ class PerceptualHash(MapStage):
             not p.exact
             and "phash" in batch.column_names
             and np.array_equal(pc.is_null(batch.column("phash")).to_numpy(zero_copy_only=False), text_only)
+            and (not p.quality or has_quality_columns(batch, text_only))
         ):
             # integrity already ran the same fast decode -> pHash on these bytes; do not decode them again
             return StageResult(batch)
         blobs = blob_views(batch.column("image"))
         missing = np.array([b is None for b in blobs], dtype=bool) & ~text_only
         result = phash_bytes(
-            [b"" if b is None else b for b in blobs], exact=p.exact, device=p.device, num_threads=p.num_threads
+            [b"" if b is None else b for b in blobs],
+            exact=p.exact,
+            device="cpu" if p.quality else p.device,  # the quality signals are measured in the CPU's fused decode
+            num_threads=p.num_threads,
+            quality=p.quality,
         )
         rejected, reasons, details = decode_verdicts(np.asarray(result.status), result.errors, missing, text_only)
         codes = np.asarray(result.codes, dtype=np.uint64)
         batch = with_column(batch, "phash", masked(codes, text_only, pa.uint64()) if text_only.any() else codes)
+        if result.quality is not None:
+            batch = quality_columns(batch, result.quality, text_only)
         return kept_and_rejected(batch, self.name, rejected, reasons, details)
 
 
@@ -722,6 +755,12 @@ class PhashDedup(GlobalStage):
     ``pdq`` (reason ``duplicate_pdq``) with the PDQ distance in ``distance`` and the pHash one in
     ``verify_distance``. ``max_distance`` and ``mode`` are pHash's and unused there; no dihedral matching yet.
 
+    ``skip_low_information`` (default true, pHash only): images flagged ``low_information`` (blank, flat,
+    placeholder or mostly padding: mmcurate.ops.quality) are never linked by pHash, whose codes of such images
+    match unrelated ones (a star on black and a parking lot at distance 6; letterboxed images at radius 10);
+    exact_dedup still removes their byte copies. The flag comes from integrity's decode, else from the map part's
+    (one decode either way); such images count in ``without_hash``. Measured: benchmarks/README.md, "Image quality".
+
     pHash is not flip-invariant and moves a lot under crops of more than a few %: those are semantic dedup's
     job. Rows exact_dedup removed earlier are not in the table (global stages run in recipe order)."""
 
@@ -737,6 +776,7 @@ class PhashDedup(GlobalStage):
         pdq_threshold: int = DEFAULT_PDQ_THRESHOLD
         verify_phash: int | None = DEFAULT_PDQ_VERIFY_PHASH
         min_quality: int = DEFAULT_PDQ_MIN_QUALITY
+        skip_low_information: bool = True
         device: str = "auto"
         num_threads: int | None = None
 
@@ -750,6 +790,7 @@ class PhashDedup(GlobalStage):
             if self.verify_phash is not None:
                 check_int("verify_phash", self.verify_phash, 0, 64)
             check_int("min_quality", self.min_quality, 0, 100)
+            check_bool("skip_low_information", self.skip_low_information)
             check_device(self.device)
             parse_keep(self.keep)
             check_threads(self.num_threads)
@@ -762,7 +803,11 @@ class PhashDedup(GlobalStage):
             self.map_part = PdqHash(num_threads=p.num_threads)
         else:
             self.requires = _dedup_requires(("key", "source", "phash"), p.keep)
-            self.map_part = PerceptualHash(exact=p.mode == "exact", device=p.device, num_threads=p.num_threads)
+            # the map part adds the flag; a table from elsewhere without it is linked as before
+            self.reads_if_present = ("low_information",) if p.skip_low_information else ()
+            self.map_part = PerceptualHash(
+                exact=p.mode == "exact", device=p.device, quality=p.skip_low_information, num_threads=p.num_threads
+            )
 
     def run(self, ctx) -> GlobalResult:
         """The candidates from the context's Hamming primitive (memory mode: every sample with a pHash; sharded:
@@ -777,8 +822,11 @@ class PhashDedup(GlobalStage):
         p = self.params
         t0 = time.perf_counter()
         n_in = ctx.n_alive
+        skip_low = p.skip_low_information and "low_information" in ctx.column_names
         linked, n_codes, figures = ctx.near_candidates(
-            self.name, [functools.partial(phash_codes, v) for v in ctx.views()], p.max_distance
+            self.name,
+            [functools.partial(phash_codes, v, skip_low) for v in ctx.views()],
+            p.max_distance,
         )
         column, _ = parse_keep(p.keep)
         dup_keys, dup_sources, rep_keys, dup_ids = [], [], [], np.zeros(0, np.int64)
@@ -886,10 +934,13 @@ class PhashDedup(GlobalStage):
         return GlobalResult(rejected=with_sample_ids(rejected, dup_ids), duplicates=duplicates, stats=stats)
 
 
-def phash_codes(view):
-    """(ids, uint64 codes) of one shard's samples with a pHash: the Hamming primitive's shard (a task)."""
-    t = view.read(["phash"])
+def phash_codes(view, skip_low_information: bool = False):
+    """(ids, uint64 codes) of one shard's samples with a pHash (and, with skip_low_information, not flagged
+    low_information): the Hamming primitive's shard (a task)."""
+    t = view.read(["phash", *(["low_information"] if skip_low_information else [])])
     valid = t.column("phash").is_valid().to_numpy(zero_copy_only=False)
+    if skip_low_information:
+        valid &= ~pc.fill_null(t.column("low_information"), False).to_numpy(zero_copy_only=False)
     sub = t.filter(pa.array(valid)) if not valid.all() else t
     codes = pc.cast(sub.column("phash"), pa.uint64()).to_numpy(zero_copy_only=False).astype(np.uint64)
     return sub.column(SAMPLE_ID).to_numpy().astype(np.int64), codes
