@@ -12,6 +12,7 @@ namespace {
 struct QualityScratch {
   float planes[3 * kernels::kQualityCells];
   int hist[256];
+  float binned[kernels::kQualityCells / 4];
 };
 
 QualityScratch& quality_scratch() {
@@ -56,7 +57,7 @@ QualitySignals image_quality(const ImageViewU8& im, bool ycbcr) {
       RG[i] = v[1];
       YB[i] = v[2];
     }
-  return to_signals(quality_stats(L, RG, YB, s.hist));
+  return to_signals(quality_stats(L, RG, YB, s.hist, s.binned));
 }
 
 std::vector<QualitySignals> quality_batch(const std::vector<ImageViewU8>& images, int num_threads) {

@@ -11,15 +11,16 @@ and a PNG decoded at full size give close values for the same picture (aspect ra
 the image's area).
 
 ==================  =========================================================================================
-sharpness           variance of the 4-neighbour Laplacian over the 62 x 62 interior (blur lowers it)
+sharpness           variance of the 4-neighbour Laplacian of the luma binned to 32 x 32 (2 x 2 cell means;
+                    blur lowers it)
 brightness          mean luma, 0..255
 contrast            luma standard deviation
 colourfulness       Hasler & Süsstrunk's M: sqrt(var rg + var yb) + 0.3 sqrt(mean rg^2 + mean yb^2)
 border_fraction     share of the area in uniform bars along the edges (letterbox / pillarbox padding), 0..1
 flat_fraction       share of cells whose 3 x 3 neighbourhood spans <= 2 luma levels, 0..1
 entropy             bits of the 256-bin histogram of the rounded luma, 0..8
-low_information     entropy < 3 or flat_fraction > 0.8 or contrast < 8 or border_fraction > 0.6: blank, flat,
-                    placeholder or mostly padding (thresholds measured: benchmarks/README.md, "Image quality")
+low_information     entropy < 2 or flat_fraction > 0.9 or border_fraction > 0.75: blank, flat, placeholder or
+                    mostly padding (thresholds measured: benchmarks/README.md, "Image quality")
 ==================  =========================================================================================
 
 Values are float32 (low_information bool). The CUDA twin (device="cuda") computes the canonical planes bit for bit

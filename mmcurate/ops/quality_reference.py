@@ -14,7 +14,7 @@ import numpy as np
 SIDE = 64
 FLAT_RANGE = 2.0
 BAR_RANGE = 3.0
-LOW_INFO = {"entropy": 3.0, "flat": 0.8, "contrast": 8.0, "border": 0.6}
+LOW_INFO = {"entropy": 2.0, "flat": 0.9, "border": 0.75}
 
 
 def _planes(image: np.ndarray, ycbcr: bool = False):
@@ -57,9 +57,7 @@ def _bars(planes, rows: bool) -> int:
     lines = [p if rows else p.T for p in planes]
 
     def is_bar(k: int, edge: int) -> bool:
-        return all(
-            np.ptp(q[k]) <= BAR_RANGE and abs(q[k].mean() - q[edge].mean()) <= BAR_RANGE for q in lines
-        )
+        return all(np.ptp(q[k]) <= BAR_RANGE and abs(q[k].mean() - q[edge].mean()) <= BAR_RANGE for q in lines)
 
     first = 0
     while first < SIDE and is_bar(first, 0):
@@ -75,7 +73,8 @@ def _bars(planes, rows: bool) -> int:
 def image_quality_reference(image: np.ndarray, ycbcr: bool = False) -> dict:
     """Every signal of one decoded image, as a dict of Python floats (low_information a bool)."""
     lum, rg, yb = canonical(image, ycbcr)
-    lap = lum[:-2, 1:-1] + lum[2:, 1:-1] + lum[1:-1, :-2] + lum[1:-1, 2:] - 4 * lum[1:-1, 1:-1]
+    b = lum.reshape(SIDE // 2, 2, SIDE // 2, 2).mean(axis=(1, 3))
+    lap = b[:-2, 1:-1] + b[2:, 1:-1] + b[1:-1, :-2] + b[1:-1, 2:] - 4 * b[1:-1, 1:-1]
     hist = np.bincount(np.clip(np.floor(lum + 0.5), 0, 255).astype(np.int64).ravel(), minlength=256)
     p = hist[hist > 0] / lum.size
     padded = np.pad(lum, 1, mode="edge")  # edge padding leaves a clipped 3 x 3 window's max and min unchanged
@@ -94,7 +93,6 @@ def image_quality_reference(image: np.ndarray, ycbcr: bool = False) -> dict:
     out["low_information"] = bool(
         out["entropy"] < LOW_INFO["entropy"]
         or out["flat_fraction"] > LOW_INFO["flat"]
-        or out["contrast"] < LOW_INFO["contrast"]
         or out["border_fraction"] > LOW_INFO["border"]
     )
     return out
