@@ -25,12 +25,11 @@ __global__ void quality_kernel(const DeviceImageRef* __restrict__ images, Qualit
   const DeviceImageRef im = images[blockIdx.x];
   const int64_t row_stride = int64_t(im.width) * im.channels;
   for (int cell = threadIdx.x; cell < kQualityCells; cell += blockDim.x) {
-    float v[3];
-    quality_cell(im.data, row_stride, im.channels, im.height, im.width, im.channels, false, cell / kQualitySide,
-                 cell % kQualitySide, v);
-    planes[cell] = v[0];
-    planes[kQualityCells + cell] = v[1];
-    planes[2 * kQualityCells + cell] = v[2];
+    float m[3];
+    quality_cell(im.data, row_stride, im.channels, im.height, im.width, im.channels, cell / kQualitySide,
+                 cell % kQualitySide, m);
+    quality_convert(m, im.channels, false, planes + cell, planes + kQualityCells + cell,
+                    planes + 2 * kQualityCells + cell);
   }
   __syncthreads();
   if (threadIdx.x == 0) {

@@ -5,8 +5,9 @@
 // Canonical image: whatever the decoded size (a JPEG at a reduced DCT scale, a PNG at full size), every
 // signal is computed on a 64 x 64 grid made by area averaging (each cell the exact mean of the source pixels
 // it covers, fractional pixels weighted by their overlap), so the values are comparable across formats and
-// sizes. Three planes: luma (the decoder's JPEG Y, or Pillow's L of RGB: both BT.601, 0..255) and the
-// Hasler-Süsstrunk opponent channels rg = R - G, yb = (R + G) / 2 - B (zero for gray sources).
+// sizes. The decoded channels (R, G, B; or the JPEG decoder's Y, Cb, Cr; or gray) are averaged, then turned into
+// three planes: BT.601 luma (0..255) and the Hasler-Süsstrunk opponent channels rg = R - G, yb = (R + G) / 2 - B
+// (zero for gray sources): quality_convert.
 //
 //   brightness      mean luma (0..255)
 //   contrast        luma standard deviation (population)
@@ -15,22 +16,21 @@
 //   entropy         bits of the 256-bin histogram of the rounded luma (0..8)
 //   flat_fraction   share of cells whose 3 x 3 neighbourhood (clipped at the edges) spans <= kFlatRange levels
 //   border_fraction share of the area in uniform bars along the four edges (letterbox / pillarbox): rows
-//                   (columns) from each edge whose luma and opponent channels span <= kBarRange and stay
-//                   within kBarRange of the edge row's mean
+//                   (columns) from each edge whose luma spans <= kBarRange and stays within kBarRange of the
+//                   edge row's mean
 //   low_information the rule at the end of this file (blank, flat, placeholder or mostly padding)
 #pragma once
 #include <math.h>
 #include <stdint.h>
 
 #include "kernels/hd.h"
-#include "kernels/luma.h"
 
 namespace mmcurate::kernels {
 
 constexpr int kQualitySide = 64;
 constexpr int kQualityCells = kQualitySide * kQualitySide;
 constexpr float kFlatRange = 2.0f;  // luma levels: a 3 x 3 neighbourhood this narrow is "flat"
-constexpr float kBarRange = 3.0f;   // luma / opponent levels: a row or column this narrow is a bar
+constexpr float kBarRange = 3.0f;   // luma levels: a row or column this narrow is a bar
 
 // The low-information rule (measured in benchmarks/bench_image_quality.py, README "Image quality": it removes
 // the flat-flat false pHash links of the labelled set while flagging ~1.5 % of real photo tiles, all sky or
@@ -45,58 +45,78 @@ struct QualityValues {
   uint8_t low_information;
 };
 
-MMCURATE_HD inline float quality_clamp255(float v) { return v < 0.0f ? 0.0f : (v > 255.0f ? 255.0f : v); }
+// Source column / row footprint of output cell o (0..63) on an axis of n samples: [o n / 64, (o + 1) n / 64). The
+// bounds are exact in float (integers over a power of two, n * 64 < 2^24), so are the overlaps.
+struct QualitySpan {
+  float lo, hi;
+  int first, end;  // source samples first .. end - 1 overlap it
+};
 
-// One decoded pixel -> (luma, rg, yb). channels 1 (L) / 2 (LA): gray, opponent channels 0. channels 3/4:
-// RGB(A), luma Pillow's L; or, with ycbcr, the JPEG decoder's Y, Cb, Cr (JFIF), RGB recovered as libjpeg does
-// (before rounding) for the opponent channels.
-MMCURATE_HD inline void quality_pixel(const uint8_t* p, int channels, bool ycbcr, float* l, float* rg, float* yb) {
-  if (channels < 3) {
-    *l = float(p[0]);
-    *rg = *yb = 0.0f;
-    return;
-  }
-  float r, g, b;
-  if (ycbcr) {
-    const float y = float(p[0]), cb = float(p[1]) - 128.0f, cr = float(p[2]) - 128.0f;
-    r = quality_clamp255(y + 1.402f * cr);
-    g = quality_clamp255(y - 0.344136f * cb - 0.714136f * cr);
-    b = quality_clamp255(y + 1.772f * cb);
-    *l = y;
-  } else {
-    r = float(p[0]), g = float(p[1]), b = float(p[2]);
-    *l = float(luma_l24(p[0], p[1], p[2]));
-  }
-  *rg = r - g;
-  *yb = 0.5f * (r + g) - b;
+MMCURATE_HD inline QualitySpan quality_span(int o, int n) {
+  QualitySpan s;
+  s.lo = float(o * n) / float(kQualitySide);
+  s.hi = float((o + 1) * n) / float(kQualitySide);
+  s.first = int(s.lo);
+  const int end = int(ceilf(s.hi));
+  s.end = end < n ? end : n;
+  return s;
 }
 
-// Cell (oy, ox) of the canonical planes: the area mean over source rows [oy h / 64, (oy + 1) h / 64) and
-// columns likewise. The bounds are exact in float (integers over a power of two, h * 64 < 2^24), so are the
-// overlaps; sums in row-major order. out: luma, rg, yb.
-MMCURATE_HD inline void quality_cell(const uint8_t* data, int64_t row_stride, int64_t pixel_stride, int h, int w,
-                                     int channels, bool ycbcr, int oy, int ox, float* out) {
-  const float y0 = float(oy * h) / float(kQualitySide), y1 = float((oy + 1) * h) / float(kQualitySide);
-  const float x0 = float(ox * w) / float(kQualitySide), x1 = float((ox + 1) * w) / float(kQualitySide);
-  const int sy0 = int(y0), sx0 = int(x0);
-  const int sy1 = int(ceilf(y1)) < h ? int(ceilf(y1)) : h, sx1 = int(ceilf(x1)) < w ? int(ceilf(x1)) : w;
-  float acc[3] = {0.0f, 0.0f, 0.0f};
-  for (int sy = sy0; sy < sy1; ++sy) {
-    const float top = float(sy) > y0 ? float(sy) : y0, bottom = float(sy + 1) < y1 ? float(sy + 1) : y1;
-    const float wy = bottom - top;
-    const uint8_t* row = data + sy * row_stride;
-    float racc[3] = {0.0f, 0.0f, 0.0f};
-    for (int sx = sx0; sx < sx1; ++sx) {
-      const float left = float(sx) > x0 ? float(sx) : x0, right = float(sx + 1) < x1 ? float(sx + 1) : x1;
-      const float wx = right - left;
-      float v[3];
-      quality_pixel(row + sx * pixel_stride, channels, ycbcr, v, v + 1, v + 2);
-      for (int c = 0; c < 3; ++c) racc[c] += wx * v[c];
-    }
-    for (int c = 0; c < 3; ++c) acc[c] += wy * racc[c];
+// Overlap of source sample k with a span.
+MMCURATE_HD inline float quality_overlap(const QualitySpan& s, int k) {
+  const float a = float(k) > s.lo ? float(k) : s.lo, b = float(k + 1) < s.hi ? float(k + 1) : s.hi;
+  return b - a;
+}
+
+// The horizontal part of a cell: sum over the span's source pixels of one row of overlap * channel, for the
+// first min(channels, 3) channels (alpha ignored), in column order. out: 3 floats (unused channels 0).
+MMCURATE_HD inline void quality_row_sum(const uint8_t* row, int64_t pixel_stride, int channels, const QualitySpan& sx,
+                                        float* out) {
+  const int c3 = channels >= 3 ? 3 : 1;
+  out[0] = out[1] = out[2] = 0.0f;
+  for (int x = sx.first; x < sx.end; ++x) {
+    const float wx = quality_overlap(sx, x);
+    const uint8_t* p = row + x * pixel_stride;
+    for (int c = 0; c < c3; ++c) out[c] += wx * float(p[c]);
   }
-  const float area = (y1 - y0) * (x1 - x0);
+}
+
+// Cell (oy, ox): the area mean of the decoded channels (rows summed in row order of their quality_row_sum, each
+// weighted by its overlap). The CPU computes each row's sums once and reuses them for the cells above and below
+// (the same operations in the same order); the GPU calls this per cell. out: 3 channel means.
+MMCURATE_HD inline void quality_cell(const uint8_t* data, int64_t row_stride, int64_t pixel_stride, int h, int w,
+                                     int channels, int oy, int ox, float* out) {
+  const QualitySpan sy = quality_span(oy, h), sx = quality_span(ox, w);
+  float acc[3] = {0.0f, 0.0f, 0.0f};
+  for (int y = sy.first; y < sy.end; ++y) {
+    float r[3];
+    quality_row_sum(data + y * row_stride, pixel_stride, channels, sx, r);
+    const float wy = quality_overlap(sy, y);
+    for (int c = 0; c < 3; ++c) acc[c] += wy * r[c];
+  }
+  const float area = (sy.hi - sy.lo) * (sx.hi - sx.lo);
   for (int c = 0; c < 3; ++c) out[c] = acc[c] / area;
+}
+
+// Channel means of a cell -> (luma, rg, yb). 1 or 2 channels: gray, no colour. RGB: BT.601 luma
+// 0.299 R + 0.587 G + 0.114 B. YCbCr (the JPEG decoder's planes, JFIF): luma Y; the opponent channels are linear
+// in RGB, so in Cb, Cr (Y cancels): rg = 0.344136 Cb' + 2.116136 Cr', yb = 0.343932 Cr' - 1.944068 Cb'
+// (Cb' = Cb - 128), i.e. R, G, B before libjpeg's clamping (out-of-gamut colours differ from the RGB decode).
+// Averaging before converting is exact for these linear maps, and 64 x 64 conversions cost nothing.
+MMCURATE_HD inline void quality_convert(const float* m, int channels, bool ycbcr, float* l, float* rg, float* yb) {
+  if (channels < 3) {
+    *l = m[0];
+    *rg = *yb = 0.0f;
+  } else if (ycbcr) {
+    const float cb = m[1] - 128.0f, cr = m[2] - 128.0f;
+    *l = m[0];
+    *rg = 0.344136f * cb + 2.116136f * cr;
+    *yb = 0.343932f * cr - 1.944068f * cb;
+  } else {
+    *l = 0.299f * m[0] + 0.587f * m[1] + 0.114f * m[2];
+    *rg = m[0] - m[1];
+    *yb = 0.5f * (m[0] + m[1]) - m[2];
+  }
 }
 
 // Mean and population variance of n floats, two passes in double.
@@ -110,33 +130,29 @@ MMCURATE_HD inline void quality_moments(const float* v, int n, double* mean, dou
   *var = q / double(n);
 }
 
-// Is line k (a row when rows, else a column) of the canonical planes a bar of the colour of line `edge`?
-MMCURATE_HD inline bool quality_bar_line(const float* L, const float* RG, const float* YB, bool rows, int k,
-                                         int edge) {
-  const float* planes[3] = {L, RG, YB};
-  for (int c = 0; c < 3; ++c) {
-    float mn = 1e30f, mx = -1e30f, s = 0.0f, se = 0.0f;
-    for (int t = 0; t < kQualitySide; ++t) {
-      const float v = planes[c][rows ? k * kQualitySide + t : t * kQualitySide + k];
-      mn = v < mn ? v : mn;
-      mx = v > mx ? v : mx;
-      s += v;
-      se += planes[c][rows ? edge * kQualitySide + t : t * kQualitySide + edge];
-    }
-    if (mx - mn > kBarRange || fabsf(s - se) > kBarRange * float(kQualitySide)) return false;
+// Is line k (a row when rows, else a column) of the luma a bar of the level of line `edge`: spanning at most
+// kBarRange levels, its mean within kBarRange of the edge line's? Luma only: a JPEG's chroma rings near the edge of
+// the content, out of gamut in black or white bars.
+MMCURATE_HD inline bool quality_bar_line(const float* L, bool rows, int k, int edge) {
+  float mn = 1e30f, mx = -1e30f, s = 0.0f, se = 0.0f;
+  for (int t = 0; t < kQualitySide; ++t) {
+    const float v = L[rows ? k * kQualitySide + t : t * kQualitySide + k];
+    mn = v < mn ? v : mn;
+    mx = v > mx ? v : mx;
+    s += v;
+    se += L[rows ? edge * kQualitySide + t : t * kQualitySide + edge];
   }
-  return true;
+  return mx - mn <= kBarRange && fabsf(s - se) <= kBarRange * float(kQualitySide);
 }
 
 // Bars from both ends of one axis: lines from the first (then the last) edge while quality_bar_line holds.
 // A uniform image is all bar (kQualitySide lines).
-MMCURATE_HD inline int quality_bars(const float* L, const float* RG, const float* YB, bool rows) {
+MMCURATE_HD inline int quality_bars(const float* L, bool rows) {
   int first = 0;
-  while (first < kQualitySide && quality_bar_line(L, RG, YB, rows, first, 0)) ++first;
+  while (first < kQualitySide && quality_bar_line(L, rows, first, 0)) ++first;
   if (first == kQualitySide) return kQualitySide;
   int last = 0;
-  while (last < kQualitySide - first && quality_bar_line(L, RG, YB, rows, kQualitySide - 1 - last, kQualitySide - 1))
-    ++last;
+  while (last < kQualitySide - first && quality_bar_line(L, rows, kQualitySide - 1 - last, kQualitySide - 1)) ++last;
   return first + last;
 }
 
@@ -214,7 +230,7 @@ MMCURATE_HD inline QualityValues quality_stats(const float* L, const float* RG, 
     }
   q.flat_fraction = float(flat) / float(N);
 
-  const int rows = quality_bars(L, RG, YB, true), cols = quality_bars(L, RG, YB, false);
+  const int rows = quality_bars(L, true), cols = quality_bars(L, false);
   q.border_fraction = 1.0f - float((S - rows) * (S - cols)) / float(N);
 
   q.low_information =

@@ -5,8 +5,9 @@ They come out of the fused decode (``phash_bytes(..., quality=True)``: the decod
 image also measures it, no second decode) or from decoded pixels (:func:`image_quality`). The definitions are
 csrc/kernels/quality.h's; :mod:`mmcurate.ops.quality_reference` restates them in NumPy (the tests' oracle).
 
-Canonical image: every signal is measured on the luma (JPEG Y, or Pillow's L of RGB) and the opponent colour
-channels rg = R - G, yb = (R + G) / 2 - B, each area-averaged to 64 x 64, so a JPEG decoded at a reduced DCT scale
+Canonical image: the decoded channels (R, G, B, or a JPEG's Y, Cb, Cr) are area-averaged to 64 x 64 and turned
+into BT.601 luma (JPEG: Y itself) and the opponent colour channels rg = R - G, yb = (R + G) / 2 - B (for a JPEG,
+from Cb and Cr, linearly: before the decoder's clamping to 0..255); every signal is measured there, so a JPEG decoded at a reduced DCT scale
 and a PNG decoded at full size give close values for the same picture (aspect ratio is not kept: fractions are of
 the image's area).
 

@@ -17,26 +17,6 @@ BAR_RANGE = 3.0
 LOW_INFO = {"entropy": 2.0, "flat": 0.9, "border": 0.75}
 
 
-def _planes(image: np.ndarray, ycbcr: bool = False):
-    """(luma, rg, yb) float64 planes of a decoded uint8 image (H, W[, C])."""
-    a = image if image.ndim == 3 else image[:, :, None]
-    if a.shape[2] < 3:
-        lum = a[:, :, 0].astype(np.float64)
-        return lum, np.zeros_like(lum), np.zeros_like(lum)
-    p = a[:, :, :3].astype(np.float64)
-    if ycbcr:
-        y, cb, cr = p[:, :, 0], p[:, :, 1] - 128.0, p[:, :, 2] - 128.0
-        r = np.clip(y + 1.402 * cr, 0, 255)
-        g = np.clip(y - 0.344136 * cb - 0.714136 * cr, 0, 255)
-        b = np.clip(y + 1.772 * cb, 0, 255)
-        lum = y
-    else:
-        r, g, b = p[:, :, 0], p[:, :, 1], p[:, :, 2]
-        u = a[:, :, :3].astype(np.uint32)
-        lum = ((u[:, :, 0] * 19595 + u[:, :, 1] * 38470 + u[:, :, 2] * 7471 + 0x8000) >> 16).astype(np.float64)
-    return lum, r - g, 0.5 * (r + g) - b
-
-
 def area_weights(n: int, side: int = SIDE) -> np.ndarray:
     """(side, n) matrix: row o averages source samples [o n / side, (o + 1) n / side) by their overlap."""
     edges = np.arange(side + 1) * n / side
@@ -47,17 +27,26 @@ def area_weights(n: int, side: int = SIDE) -> np.ndarray:
 
 
 def canonical(image: np.ndarray, ycbcr: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The three 64 x 64 canonical planes (luma, rg, yb)."""
-    h, w = image.shape[:2]
+    """The three 64 x 64 canonical planes (luma, rg, yb): the decoded channels area-averaged, then converted (the
+    conversions are linear, so averaging first changes nothing but the cost)."""
+    a = image if image.ndim == 3 else image[:, :, None]
+    h, w = a.shape[:2]
     wy, wx = area_weights(h), area_weights(w)
-    return tuple(wy @ p @ wx.T for p in _planes(image, ycbcr))
+    m = [wy @ a[:, :, c].astype(np.float64) @ wx.T for c in range(min(a.shape[2], 3) if a.shape[2] >= 3 else 1)]
+    if len(m) == 1:
+        return m[0], np.zeros_like(m[0]), np.zeros_like(m[0])
+    if ycbcr:
+        cb, cr = m[1] - 128.0, m[2] - 128.0
+        return m[0], 0.344136 * cb + 2.116136 * cr, 0.343932 * cr - 1.944068 * cb
+    r, g, b = m
+    return 0.299 * r + 0.587 * g + 0.114 * b, r - g, 0.5 * (r + g) - b
 
 
-def _bars(planes, rows: bool) -> int:
-    lines = [p if rows else p.T for p in planes]
+def _bars(lum: np.ndarray, rows: bool) -> int:
+    lines = lum if rows else lum.T
 
     def is_bar(k: int, edge: int) -> bool:
-        return all(np.ptp(q[k]) <= BAR_RANGE and abs(q[k].mean() - q[edge].mean()) <= BAR_RANGE for q in lines)
+        return np.ptp(lines[k]) <= BAR_RANGE and abs(lines[k].mean() - lines[edge].mean()) <= BAR_RANGE
 
     first = 0
     while first < SIDE and is_bar(first, 0):
@@ -80,7 +69,7 @@ def image_quality_reference(image: np.ndarray, ycbcr: bool = False) -> dict:
     padded = np.pad(lum, 1, mode="edge")  # edge padding leaves a clipped 3 x 3 window's max and min unchanged
     win = np.stack([padded[dy : dy + SIDE, dx : dx + SIDE] for dy in range(3) for dx in range(3)])
     flat = float(np.mean(win.max(0) - win.min(0) <= FLAT_RANGE))
-    rows, cols = _bars((lum, rg, yb), True), _bars((lum, rg, yb), False)
+    rows, cols = _bars(lum, True), _bars(lum, False)
     out = {
         "sharpness": float(lap.var()),
         "brightness": float(lum.mean()),
