@@ -119,15 +119,49 @@ MMCURATE_HD inline void quality_convert(const float* m, int channels, bool ycbcr
   }
 }
 
-// Mean and population variance of n floats, two passes in double.
+// Mean and population variance of n floats (n a multiple of 8), two passes in double. Eight partial sums (element
+// i into sum i % 8, summed in order at the end): the same result on every device, without one long chain of
+// dependent additions.
 MMCURATE_HD inline void quality_moments(const float* v, int n, double* mean, double* var) {
+  double p[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  for (int i = 0; i < n; i += 8)
+    for (int l = 0; l < 8; ++l) p[l] += double(v[i + l]);
   double s = 0.0;
-  for (int i = 0; i < n; ++i) s += double(v[i]);
+  for (int l = 0; l < 8; ++l) s += p[l];
   const double m = s / double(n);
+  for (int l = 0; l < 8; ++l) p[l] = 0.0;
+  for (int i = 0; i < n; i += 8)
+    for (int l = 0; l < 8; ++l) {
+      const double d = double(v[i + l]) - m;
+      p[l] += d * d;
+    }
   double q = 0.0;
-  for (int i = 0; i < n; ++i) q += (double(v[i]) - m) * (double(v[i]) - m);
+  for (int l = 0; l < 8; ++l) q += p[l];
   *mean = m;
   *var = q / double(n);
+}
+
+// Share of cells whose 3 x 3 neighbourhood (clipped at the edges: the clamped index repeats an edge cell, which
+// leaves the window's min and max unchanged) spans <= kFlatRange.
+MMCURATE_HD inline float quality_flat_fraction(const float* L) {
+  constexpr int S = kQualitySide;
+  int flat = 0;
+  for (int y = 0; y < S; ++y) {
+    const float* rows[3] = {L + (y > 0 ? y - 1 : 0) * S, L + y * S, L + (y < S - 1 ? y + 1 : S - 1) * S};
+    for (int x = 0; x < S; ++x) {
+      const int xl = x > 0 ? x - 1 : 0, xr = x < S - 1 ? x + 1 : S - 1;
+      float mn = rows[0][x], mx = rows[0][x];
+      for (int r = 0; r < 3; ++r) {
+        const float v[3] = {rows[r][xl], rows[r][x], rows[r][xr]};
+        for (int k = 0; k < 3; ++k) {  // comparisons, not fminf/fmaxf: those are libm calls without fast-math
+          mn = v[k] < mn ? v[k] : mn;
+          mx = v[k] > mx ? v[k] : mx;
+        }
+      }
+      flat += (mx - mn <= kFlatRange) ? 1 : 0;
+    }
+  }
+  return float(flat) / float(S * S);
 }
 
 // Is line k (a row when rows, else a column) of the luma a bar of the level of line `edge`: spanning at most
@@ -214,21 +248,7 @@ MMCURATE_HD inline QualityValues quality_stats(const float* L, const float* RG, 
     }
   q.entropy = float(e);
 
-  int flat = 0;
-  for (int y = 0; y < S; ++y)
-    for (int x = 0; x < S; ++x) {
-      float mn = 1e30f, mx = -1e30f;
-      for (int dy = -1; dy <= 1; ++dy)
-        for (int dx = -1; dx <= 1; ++dx) {
-          const int yy = y + dy, xx = x + dx;
-          if (yy < 0 || yy >= S || xx < 0 || xx >= S) continue;
-          const float v = L[yy * S + xx];
-          mn = v < mn ? v : mn;
-          mx = v > mx ? v : mx;
-        }
-      flat += (mx - mn <= kFlatRange) ? 1 : 0;
-    }
-  q.flat_fraction = float(flat) / float(N);
+  q.flat_fraction = quality_flat_fraction(L);
 
   const int rows = quality_bars(L, true), cols = quality_bars(L, false);
   q.border_fraction = 1.0f - float((S - rows) * (S - cols)) / float(N);
