@@ -103,8 +103,8 @@ class Integrity(MapStage):
 
     ``quality: true`` (the default, with full_decode) also stores the image-quality columns of the same decode
     (``sharpness`` ... ``low_information``, mmcurate.ops.quality): the ``image_quality`` stage and phash_dedup's
-    low-information rule then read them without decoding again (about 5 % more time per image than
-    integrity without them: benchmarks/README.md, "Image quality")."""
+    low-information rule then read them without decoding again (the chroma IDCT and the signals cost about 30 %
+    of the fast decode on ~500 px JPEGs: benchmarks/README.md, "Image quality"; ``quality: false`` skips them)."""
 
     name = "integrity"
     requires = ("key", "source", "image")

@@ -56,9 +56,12 @@ class ImageQuality(MapStage):
     ``min_sharpness`` (reason ``blurry``), ``min_brightness`` (``too_dark``), ``max_brightness`` (``too_bright``),
     ``reject_low_information`` (``low_information``: blank, flat, placeholder or mostly padding). The detail gives
     the value and the threshold; a row failing several rules gets the first of low_information, too_dark,
-    too_bright, blurry. Values to start from (benchmarks/README.md, "Image quality", measured on real photos vs
-    generated blank / letterboxed / placeholder images): min_sharpness 30 (photos blurred by a Gaussian of
-    sigma >= 4 px at 512 px fall below it), min_brightness 30, max_brightness 225.
+    too_bright, blurry. Values to start from (benchmarks/README.md, "Image quality": 20 real photos at 512 px vs
+    blurred, darkened, brightened copies and generated blank / letterboxed / placeholder images):
+    ``min_sharpness: 50`` (passes all 20 sharp photos, the flattest a colour chart at 54; flags half of them
+    blurred by a Gaussian of sigma 16 px and 90 % at 24 px: at the 1/8-scale decode only strong blur shows),
+    ``min_brightness: 15`` (the darkest real photo, a deep-field sky, measures 19; 90 % of photos darkened to 10 %
+    fall below), ``max_brightness: 240`` (none of the photos; 30-50 % of them brightened 2.5-4x).
 
     The columns come from integrity's fused decode when it ran (full_decode); otherwise this stage decodes the
     images itself, once, rejecting those it cannot decode with the decoder's status. Text-only rows (instruction
