@@ -39,6 +39,7 @@ from mmcurate.ops.quality_reference import image_quality_reference
 from near_dup_set import SOURCE_PHOTOS, build_near_dup_set
 
 RADIUS = 10
+STRICT_RADII = (0, 2, 4)
 #: The stage's suggested thresholds (docstring of mmcurate.stages.quality.ImageQuality), checked here.
 SUGGESTED = {"min_sharpness": 50.0, "min_brightness": 15.0, "max_brightness": 240.0}
 #: (entropy <, flat_fraction >, border_fraction >): the rule (csrc kLowInfo*) and variants around it.
@@ -161,15 +162,18 @@ def dedup_effect(seeds) -> dict:
         r = phash_bytes([x["blob"] for x in recs], exact=False, quality=True, device="cpu")
         q = r.quality
         truth = Truth(recs)
-        pairs, _ = hamming_pairs(r.codes, RADIUS)
+        pairs, dist = hamming_pairs(r.codes, RADIUS)
         cat = np.array([x["category"] for x in recs])
         rows = {}
-        variants = {"none": np.zeros(len(recs), bool)}
+        variants = {"none": (np.zeros(len(recs), bool), -1)}
         for name, (e, f, b) in RULES.items():
-            variants[name] = (q.entropy < e) | (q.flat_fraction > f) | (q.border_fraction > b)
-        assert np.array_equal(variants["rule"], q.low_information), "RULES['rule'] is the kernel's rule"
-        for name, low in variants.items():
-            keep = ~low[pairs[:, 0]] & ~low[pairs[:, 1]]
+            variants[name] = ((q.entropy < e) | (q.flat_fraction > f) | (q.border_fraction > b), -1)
+        assert np.array_equal(variants["rule"][0], q.low_information), "RULES['rule'] is the kernel's rule"
+        # the alternative the issue names: a stricter radius for pairs with a low-information image
+        for r_low in STRICT_RADII:
+            variants[f"rule, low-information pairs within {r_low} bits"] = (q.low_information, r_low)
+        for name, (low, r_low) in variants.items():
+            keep = (~low[pairs[:, 0]] & ~low[pairs[:, 1]]) | (dist <= r_low)
             s = truth.score(pairs[keep], detail=True)
             p = s["pairs"]
             rows[name] = {
