@@ -7,9 +7,9 @@ csrc/kernels/quality.h's; :mod:`mmcurate.ops.quality_reference` restates them in
 
 Canonical image: the decoded channels (R, G, B, or a JPEG's Y, Cb, Cr) are area-averaged to 64 x 64 and turned
 into BT.601 luma (JPEG: Y itself) and the opponent colour channels rg = R - G, yb = (R + G) / 2 - B (for a JPEG,
-from Cb and Cr, linearly: before the decoder's clamping to 0..255); every signal is measured there, so a JPEG decoded at a reduced DCT scale
-and a PNG decoded at full size give close values for the same picture (aspect ratio is not kept: fractions are of
-the image's area).
+from Cb and Cr, linearly: before the decoder's clamping to 0..255). Every signal is measured there, so a JPEG
+decoded at a reduced DCT scale and a PNG decoded at full size give close values for the same picture (aspect ratio
+is not kept: fractions are of the image's area).
 
 ==================  =========================================================================================
 sharpness           variance of the 4-neighbour Laplacian of the luma binned to 32 x 32 (2 x 2 cell means;

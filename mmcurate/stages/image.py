@@ -64,7 +64,7 @@ from mmcurate.stages.batch import (
     text_only_rows,
     with_column,
 )
-from mmcurate.stages.quality import QUALITY_FAST, has_quality_columns, quality_columns
+from mmcurate.stages.quality_columns import QUALITY_FAST, has_quality_columns, quality_columns
 
 _SWAPS_SIDES = (5, 6, 7, 8)  # EXIF orientations that transpose the image
 

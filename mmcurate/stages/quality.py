@@ -16,35 +16,13 @@ import pyarrow.compute as pc
 
 from mmcurate.ops.quality import QUALITY_COLUMNS, QUALITY_SIGNALS
 from mmcurate.pipeline.params import check_bool, check_threads
-from mmcurate.pipeline.reuse import fingerprint
 from mmcurate.pipeline.stage import MapStage, StageResult, registry
-from mmcurate.stages.batch import blob_views, cpu_resources, kept_and_rejected, masked, text_only_rows, with_column
-
-#: The quality columns' fingerprint (pipeline.reuse): measured on integrity's fast decode (phash_bytes
-#: exact=False), whichever stage ran it.
-QUALITY_FAST = fingerprint("image_quality", exact=False, canonical_side=64)
+from mmcurate.stages.batch import blob_views, cpu_resources, kept_and_rejected, require_columns, text_only_rows
+from mmcurate.stages.image import decode_verdicts
+from mmcurate.stages.quality_columns import QUALITY_FAST, has_quality_columns, quality_columns
 
 #: Reasons, in the order a row is checked.
 REASONS = ("low_information", "too_dark", "too_bright", "blurry")
-
-
-def quality_columns(batch: pa.Table, quality, text_only: np.ndarray) -> pa.Table:
-    """``batch`` with the columns of an ops.quality.ImageQuality (null on text-only rows)."""
-    for name, values in quality.columns().items():
-        type_ = pa.bool_() if name == "low_information" else pa.float32()
-        batch = with_column(
-            batch, name, masked(values, text_only, type_) if text_only.any() else pa.array(values, type_)
-        )
-    return batch
-
-
-def has_quality_columns(batch: pa.Table, text_only: np.ndarray) -> bool:
-    """Whether every quality column is there, null exactly on the text-only rows (a stored measurement)."""
-    return all(
-        c in batch.column_names
-        and np.array_equal(pc.is_null(batch.column(c)).to_numpy(zero_copy_only=False), text_only)
-        for c in QUALITY_COLUMNS
-    )
 
 
 @registry.register
@@ -111,8 +89,6 @@ class ImageQuality(MapStage):
     def _measure(self, batch: pa.Table, text_only: np.ndarray):
         """The columns from this stage's own decode (integrity's fast decode, quality included)."""
         from mmcurate.ops import phash_bytes
-        from mmcurate.stages.batch import require_columns
-        from mmcurate.stages.image import decode_verdicts
 
         require_columns(batch, self.name, ["image"])
         blobs = blob_views(batch.column("image"))
