@@ -582,10 +582,12 @@ class PerceptualHash(MapStage):
     class Params:
         exact: bool = False
         device: str = "auto"
-        quality: bool = False
+        quality: bool = False  # fast mode only: the columns are integrity's fast-decode measurement
         num_threads: int | None = None
 
         def validate(self):
+            if self.quality and self.exact:
+                raise ValueError("quality needs exact false (the quality columns are the fast decode's)")
             check_threads(self.num_threads)
 
     def __init__(self, **params):
@@ -595,8 +597,7 @@ class PerceptualHash(MapStage):
     def column_fingerprints(self) -> dict[str, dict]:
         fps = {"phash": PHASH_EXACT if self.params.exact else PHASH_FAST}
         if self.params.quality:
-            q = QUALITY_FAST if not self.params.exact else fingerprint("image_quality", exact=True, canonical_side=64)
-            fps.update(dict.fromkeys(QUALITY_COLUMNS, q))
+            fps.update(dict.fromkeys(QUALITY_COLUMNS, QUALITY_FAST))
         return fps
 
     def process(self, batch: pa.Table) -> StageResult:
@@ -758,8 +759,9 @@ class PhashDedup(GlobalStage):
     ``skip_low_information`` (default true, pHash only): images flagged ``low_information`` (blank, flat,
     placeholder or mostly padding: mmcurate.ops.quality) are never linked by pHash, whose codes of such images
     match unrelated ones (a star on black and a parking lot at distance 6; letterboxed images at radius 10);
-    exact_dedup still removes their byte copies. The flag comes from integrity's decode, else from the map part's
-    (one decode either way); such images count in ``without_hash``. Measured: benchmarks/README.md, "Image quality".
+    exact_dedup still removes their byte copies. The flag comes from integrity's decode, else (``mode: fast``) from
+    the map part's, one decode either way; ``mode: exact`` uses integrity's flag when it is there. Such images count
+    in ``without_hash``. Measured: benchmarks/README.md, "Image quality".
 
     pHash is not flip-invariant and moves a lot under crops of more than a few %: those are semantic dedup's
     job. Rows exact_dedup removed earlier are not in the table (global stages run in recipe order)."""
@@ -805,8 +807,13 @@ class PhashDedup(GlobalStage):
             self.requires = _dedup_requires(("key", "source", "phash"), p.keep)
             # the map part adds the flag; a table from elsewhere without it is linked as before
             self.reads_if_present = ("low_information",) if p.skip_low_information else ()
+            # fast mode measures the flag in its decode when integrity did not; exact mode reads integrity's (a
+            # second set of columns from another decode would contradict the stored ones)
             self.map_part = PerceptualHash(
-                exact=p.mode == "exact", device=p.device, quality=p.skip_low_information, num_threads=p.num_threads
+                exact=p.mode == "exact",
+                device=p.device,
+                quality=p.skip_low_information and p.mode == "fast",
+                num_threads=p.num_threads,
             )
 
     def run(self, ctx) -> GlobalResult:

@@ -144,6 +144,10 @@ def test_phash_dedup_never_links_low_information_images():
     # the map part measures the flag itself when integrity did not (one decode)
     part = registry.create("phash_dedup", {}).map_part.process(input_table(rows)).kept
     assert part.column("low_information").to_pylist() == [True, True, False, False]
+    # exact mode reads integrity's flag and adds no second set of quality columns
+    exact = registry.create("phash_dedup", {"mode": "exact"})
+    assert set(run_on_table(exact, meta).rejected.column("key").to_pylist()) == {"photo_q70"}
+    assert "low_information" not in exact.map_part.process(input_table(rows)).kept.column_names
     # a table without the flag (an older run) is linked as before
     legacy = run_on_table(registry.create("phash_dedup", {}), meta.drop_columns(list(QUALITY_COLUMNS)))
     assert set(legacy.rejected.column("key").to_pylist()) == {"card_q75", "photo_q70"}
