@@ -78,6 +78,9 @@ def test_kernel_matches_the_numpy_reference(photos):
         *photos.values(),
         photos["astronaut"][13:110, 5:208],  # odd sizes: fractional cell footprints
         rng.integers(0, 256, (40, 23, 3), dtype=np.uint8),  # smaller than the canonical grid: upsampled cells
+        rng.integers(0, 256, (1, 1, 3), dtype=np.uint8),  # degenerate sizes: every cell one pixel's fraction
+        rng.integers(0, 256, (1, 300), dtype=np.uint8),
+        rng.integers(0, 256, (700, 3, 4), dtype=np.uint8),
         rgba,
         la,
         np.full((90, 70), 200, np.uint8),
