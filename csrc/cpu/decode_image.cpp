@@ -35,6 +35,8 @@ void validate(const DecodeOptions& opts) {
     throw std::invalid_argument("DecodeOptions.mode must be rgb, gray or gray_luma");
   if (opts.min_width < 0 || opts.min_height < 0)
     throw std::invalid_argument("DecodeOptions.min_width/min_height must be >= 0");
+  if (opts.keep_chroma && opts.mode != ColorMode::gray_luma)
+    throw std::invalid_argument("DecodeOptions.keep_chroma needs mode gray_luma");
 }
 
 }  // namespace
@@ -79,11 +81,13 @@ DecodeResult run_format(const uint8_t* data, size_t size, Fn&& fn) {
 
 DecodeResult decode_image(const uint8_t* data, size_t size, const DecodeOptions& opts) {
   validate(opts);
+  DecodeOptions colour = opts;  // keep_chroma outside JPEG: RGB, whose Pillow L is what gray would give
+  if (opts.keep_chroma) colour.mode = ColorMode::rgb;
   DecodeResult out = run_format(data, size, [&](DecodeResult& r) {
     switch (r.format) {
       case ImageFormat::jpeg: detail::decode_jpeg(data, size, opts, r); break;
-      case ImageFormat::png: detail::decode_png(data, size, opts, r); break;
-      case ImageFormat::webp: detail::decode_webp(data, size, opts, r); break;
+      case ImageFormat::png: detail::decode_png(data, size, colour, r); break;
+      case ImageFormat::webp: detail::decode_webp(data, size, colour, r); break;
       case ImageFormat::unknown: break;
     }
     if (r.status == Status::ok && opts.apply_exif_orientation)

@@ -196,7 +196,9 @@ void decode_steps(JpegSession& s, const uint8_t* data, size_t size, const Decode
   jpeg_decompress_struct& ci = s.cinfo;
   if (!check_pixel_limit(ci.image_width, ci.image_height, opts, out)) return;
 
-  const int out_channels = mode_channels(opts.mode);
+  // keep_chroma: colour sources keep 3 channels (YCbCr as the decoder holds it, others RGB); gray stays 1.
+  const bool chroma = opts.keep_chroma && ci.jpeg_color_space != JCS_GRAYSCALE;
+  const int out_channels = chroma ? 3 : mode_channels(opts.mode);
   Conversion conversion = Conversion::none;
   switch (ci.jpeg_color_space) {
     case JCS_GRAYSCALE:
@@ -204,7 +206,10 @@ void decode_steps(JpegSession& s, const uint8_t* data, size_t size, const Decode
       break;
     case JCS_YCbCr:
     case JCS_RGB:
-      if (out_channels == 3) {
+      if (chroma && ci.jpeg_color_space == JCS_YCbCr) {
+        ci.out_color_space = JCS_YCbCr;  // Y exactly as gray_luma's plane; Cb, Cr IDCT'd at the same scale
+        out.ycbcr = true;
+      } else if (out_channels == 3) {
         ci.out_color_space = JCS_RGB;
       } else if (opts.mode == ColorMode::gray_luma) {
         ci.out_color_space = JCS_GRAYSCALE;  // the Y plane: chroma is entropy-decoded but never IDCT'd

@@ -48,6 +48,7 @@ void resize_batch(const std::vector<DeviceImageRef>&, ResizeMode, int, int, Resa
 }
 void hash_batch(const std::vector<DeviceImageRef>&, HashKind, uint64_t*, StreamHandle) { not_built(); }
 void pdq_batch(const std::vector<DeviceImageRef>&, bool, uint8_t*, int32_t*, StreamHandle) { not_built(); }
+void quality_batch(const std::vector<DeviceImageRef>&, QualitySignals*, StreamHandle) { not_built(); }
 
 NvjpegInfo nvjpeg_load(const std::vector<std::string>&) {
   NvjpegInfo info;

@@ -20,7 +20,9 @@
 
 #include "mmcurate/cuda_api.h"
 #include "mmcurate/pdq.h"
+#include "mmcurate/quality.h"
 #include "python/dlpack_abi.h"
+#include "python/quality_arrays.h"
 #include "python/registry.h"
 
 namespace mmcurate::py_bridge {
@@ -549,6 +551,19 @@ py::tuple pdq_images(py::object images, bool dihedral, OptStream stream) {
   return py::make_tuple(to_numpy(std::move(codes), shape), to_numpy(std::move(quality), {n}));
 }
 
+// Returns (float32[n, 7] signals, bool[n] low_information), as the CPU binding.
+py::tuple image_quality(py::object images, OptStream stream) {
+  DeviceScope device(device_of_images(images));
+  cuda::StreamScope scope(stream.has_value(), stream.value_or(0));
+  ImageSet set = gather_images(images, scope);
+  std::vector<QualitySignals> q(set.refs.size());
+  {
+    py::gil_scoped_release nogil;
+    cuda::quality_batch(set.refs, q.data(), scope.get());
+  }
+  return quality_arrays(q);
+}
+
 // ------------------------------------------------------------------ decode
 struct BlobList {
   std::vector<py::buffer_info> views;  // keep the Python buffers pinned while the GIL is released
@@ -728,6 +743,8 @@ MMCURATE_BINDING(cuda) {
         "imagehash-exact phash/dhash/ahash/whash on the GPU; images as for cuda_resize_images. Returns uint64[n].");
   m.def("cuda_pdq_images", &pdq_images, py::arg("images"), py::arg("dihedral") = false, py::arg("stream") = py::none(),
         "pdqhash-exact PDQ on the GPU; images as for cuda_resize_images. Returns (codes uint8, quality int32).");
+  m.def("cuda_image_quality", &image_quality, py::arg("images"), py::arg("stream") = py::none(),
+        "Image-quality signals on the GPU; images as for cuda_resize_images. Returns (float32[n, 7], bool[n]).");
   m.def("cuda_phash_bytes", &phash_bytes, py::arg("blobs"), py::arg("exact"), py::arg("exif") = true,
         py::arg("stream") = py::none(), py::arg("num_threads") = 0,
         "GPU decode + pHash of encoded images. Returns (codes uint64[n], status int8[n], errors).");

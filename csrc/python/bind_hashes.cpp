@@ -6,6 +6,7 @@
 
 #include "mmcurate/hashes.h"
 #include "python/image_views.h"
+#include "python/quality_arrays.h"
 #include "python/registry.h"
 
 namespace py = pybind11;
@@ -31,7 +32,8 @@ MMCURATE_BINDING(hashes) {
 
   m.def(
       "phash_bytes",
-      [](py::sequence blobs, bool exact, bool exif, int num_threads, int fast_min_side, int64_t max_pixels) {
+      [](py::sequence blobs, bool exact, bool exif, int num_threads, int fast_min_side, int64_t max_pixels,
+         bool quality) {
         // Blobs are bytes-like (mmcurate.ops._inputs.as_blob_list); hold buffer views across the GIL release.
         std::vector<py::buffer_info> buffers;
         std::vector<ByteSpan> spans;
@@ -44,7 +46,7 @@ MMCURATE_BINDING(hashes) {
         HashBytesResult r;
         {
           py::gil_scoped_release release;
-          r = phash_bytes(spans, exact, exif, num_threads, fast_min_side, max_pixels);
+          r = phash_bytes(spans, exact, exif, num_threads, fast_min_side, max_pixels, quality);
         }
         const auto n = py::ssize_t(spans.size());
         py::array_t<uint64_t> codes(n);
@@ -55,11 +57,14 @@ MMCURATE_BINDING(hashes) {
           status.mutable_at(i) = int8_t(r.status[i]);
           errors.append(r.errors[i].empty() ? py::object(py::none()) : py::object(py::str(r.errors[i])));
         }
-        return py::make_tuple(codes, status, errors);
+        if (!quality) return py::tuple(py::make_tuple(codes, status, errors));
+        return py::tuple(py::make_tuple(codes, status, errors, py_bridge::quality_arrays(r.quality)));
       },
       py::arg("blobs"), py::arg("exact"), py::arg("exif"), py::arg("num_threads") = 0,
       py::arg("fast_min_side") = int(kPhashFastMinSide), py::arg("max_pixels") = int64_t(kDefaultMaxPixels),
-      "Decode + pHash of bytes-like blobs: (uint64 codes, int8 statuses, errors list).");
+      py::arg("quality") = false,
+      "Decode + pHash of bytes-like blobs: (uint64 codes, int8 statuses, errors list[, (float32[n, 7], bool[n]) "
+      "quality signals with quality=True]).");
 
   m.def(
       "hash_gray_small",

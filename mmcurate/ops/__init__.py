@@ -27,6 +27,9 @@ _EXPORTS = {
     "pdq": "mmcurate.ops.pdq256",
     "pdq_bytes": "mmcurate.ops.pdq256",
     "pdq_to_hex": "mmcurate.ops.pdq256",
+    # image quality
+    "image_quality": "mmcurate.ops.quality",
+    "ImageQuality": "mmcurate.ops.quality",
     # Hamming search
     "hamming_pairs": "mmcurate.ops.hamming",
     "hamming_knn": "mmcurate.ops.hamming",

@@ -192,6 +192,13 @@ def pdq_images(images, dihedral: bool = False, *, stream: int | None = None):
     return native().cuda_pdq_images(images, bool(dihedral), stream)
 
 
+def image_quality(images, *, stream: int | None = None):
+    """GPU twin of ops.image_quality: (float32[n, 7] signals, bool[n] low_information), as the CPU's."""
+    if isinstance(images, (list, tuple)) and len(images) == 0:
+        return np.zeros((0, 7), dtype=np.float32), np.zeros(0, dtype=bool)
+    return native().cuda_image_quality(images, stream)
+
+
 def phash_bytes(
     blobs,
     exact: bool = True,

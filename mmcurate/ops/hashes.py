@@ -67,12 +67,13 @@ class PhashBytesResult:
     codes   uint64[n], 0 where decoding failed
     status  int8[n] of :class:`mmcurate.ops.Status` values
     errors  the reason for each failure, None where ok
+    quality :class:`mmcurate.ops.quality.ImageQuality` of the same decode with quality=True, else None
     """
 
-    __slots__ = ("codes", "status", "errors")
+    __slots__ = ("codes", "status", "errors", "quality")
 
-    def __init__(self, codes: np.ndarray, status: np.ndarray, errors: list):
-        self.codes, self.status, self.errors = codes, status, errors
+    def __init__(self, codes: np.ndarray, status: np.ndarray, errors: list, quality=None):
+        self.codes, self.status, self.errors, self.quality = codes, status, errors, quality
 
     def __iter__(self):
         return iter((self.codes, self.status))
@@ -88,6 +89,7 @@ def phash_bytes(
     exif: bool = True,
     num_threads=None,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    quality: bool = False,
 ) -> PhashBytesResult:
     """Decode and pHash encoded images (JPEG, PNG, WebP) in one pass; pixels never reach Python.
 
@@ -100,12 +102,25 @@ def phash_bytes(
     max_pixels: images declaring more pixels in their header are rejected (too_large) before any pixel
         allocation; None or 0: no limit. Because the decode is complete (every entropy-coded coefficient),
         the statuses are those of a full decode: the pipeline's integrity stage validates through this call.
+    quality: also measure the image-quality signals (:mod:`mmcurate.ops.quality`) in the same decode, returned
+        as ``result.quality``; the codes are unchanged. Fast mode keeps the JPEG chroma at the same reduced DCT
+        scale (its IDCT is the extra cost) and decodes other formats as RGB; exact mode decodes RGB and hashes
+        its Pillow L. CPU only (device "auto" or "cpu"): on the GPU, decode and call image_quality(device="cuda").
     """
     from mmcurate.ops._inputs import as_blob_list, call_native, check_max_pixels
 
     threads = check_threads(num_threads)
     items = as_blob_list(blobs)
     limit = check_max_pixels(max_pixels)
+    if quality:
+        from mmcurate.ops.quality import ImageQuality
+
+        if device not in ("auto", "cpu"):
+            raise ValueError(f"phash_bytes(quality=True) runs on the CPU (device='cpu' or 'auto'), got {device!r}")
+        codes, status, errors, (values, low) = call_native(
+            native().phash_bytes, items, bool(exact), bool(exif), threads, max_pixels=limit, quality=True
+        )
+        return PhashBytesResult(codes, status, [e if e else None for e in errors], ImageQuality(values, low))
     if resolve_device(device) == "cuda":
         from mmcurate.ops import _cuda
 

@@ -45,6 +45,8 @@ run:
   on_shard_error: warn     # a truncated/unreadable shard: curate the samples before the damage and warn; fail: stop
 stages:
   - integrity: {}                         # full decode; corrupt/truncated/unsupported/too-large rejected
+  # integrity also stores sharpness, brightness, ... low_information (the report shows them); to reject on them:
+  # - image_quality: {min_sharpness: 50, min_brightness: 15, max_brightness: 240, reject_low_information: true}
   - image_filter: {preset: datacomp}      # min side 200, aspect ratio <= 3 (preset cogvlm: 1/6..6)
   - caption_clean: {}                     # HTML, entities, mojibake, control characters, whitespace
   - caption_filter: {min_words: 3, min_chars: 6}

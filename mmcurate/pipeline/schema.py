@@ -47,6 +47,15 @@ DERIVED_FIELDS = {
     "pdq": pa.binary(32),  # phash_dedup with hash: pdq (PDQ-256 code, Meta's byte order)
     "pdq_quality": pa.int16(),
     "pdq_phash": pa.uint64(),  # the exact pHash of the decode PDQ hashed (integrity's `phash` is the fast one)
+    # image_quality's signals (mmcurate.ops.quality), measured in integrity's fused decode
+    "sharpness": pa.float32(),
+    "brightness": pa.float32(),
+    "contrast": pa.float32(),
+    "colourfulness": pa.float32(),
+    "border_fraction": pa.float32(),
+    "flat_fraction": pa.float32(),
+    "entropy": pa.float32(),
+    "low_information": pa.bool_(),
     "caption_original": pa.string(),  # caption_clean
     "pii_redactions": pa.string(),  # pii_redact: JSON {kind: count}
     "language": pa.string(),

@@ -1,6 +1,7 @@
 """Built-in stages, registered with mmcurate.pipeline.registry on import.
 
 image: integrity, image_filter, exact_dedup, phash_dedup
+quality: image_quality (sharpness, brightness, ... from integrity's decode; optional rejects)
 text:  caption_clean, caption_filter, pii_redact
 conversation: conversation_check, conversation_clean (instruction data read by the LLaVA reader)
 instruction: instruction_dedup, answer_balance, option_order, template_stats, task_mix (instruction data)
@@ -16,6 +17,7 @@ import importlib
 
 for _module in (
     "image",
+    "quality",
     "text",
     "conversation",
     "instruction",

@@ -36,6 +36,7 @@ import pyarrow.compute as pc
 
 from mmcurate.curate import dedup, image_rules, local_detail
 from mmcurate.ops.decode import DEFAULT_MAX_PIXELS
+from mmcurate.ops.quality import QUALITY_COLUMNS
 from mmcurate.ops.status import status_name
 from mmcurate.pipeline.global_sharded import string_hash64
 from mmcurate.pipeline.params import check_bool, check_choice, check_device, check_int, check_threads
@@ -63,6 +64,7 @@ from mmcurate.stages.batch import (
     text_only_rows,
     with_column,
 )
+from mmcurate.stages.quality_columns import QUALITY_FAST, has_quality_columns, quality_columns
 
 _SWAPS_SIDES = (5, 6, 7, 8)  # EXIF orientations that transpose the image
 
@@ -97,7 +99,12 @@ class Integrity(MapStage):
     decoded (that is where truncation and corruption show). The fast pHash it yields, a pure function of the
     bytes, is kept in the ``phash`` column, so ``phash_dedup`` (fast mode) does not decode the same bytes a
     second time. ``full_decode: false`` reads headers only (much faster; a file truncated after its header
-    passes)."""
+    passes).
+
+    ``quality: true`` (the default, with full_decode) also stores the image-quality columns of the same decode
+    (``sharpness`` ... ``low_information``, mmcurate.ops.quality): the ``image_quality`` stage and phash_dedup's
+    low-information rule then read them without decoding again (the chroma IDCT and the signals cost about 30 %
+    of the fast decode on ~500 px JPEGs: benchmarks/README.md, "Image quality"; ``quality: false`` skips them)."""
 
     name = "integrity"
     requires = ("key", "source", "image")
@@ -106,11 +113,13 @@ class Integrity(MapStage):
     class Params:
         max_pixels: int | None = DEFAULT_MAX_PIXELS
         full_decode: bool = True
+        quality: bool = True
         num_threads: int | None = None
 
         def validate(self):
             from mmcurate.ops._inputs import INT64_MAX
 
+            check_bool("quality", self.quality)
             # The decoder's limit is an int64: a larger value would fail mid-run, inside the native call.
             check_int("max_pixels", self.max_pixels, 0, INT64_MAX, optional=True)
             check_bool("full_decode", self.full_decode)
@@ -126,6 +135,8 @@ class Integrity(MapStage):
         fps = {c: fingerprint("image_probe") for c in ("width", "height", "format", "file_size")}
         if self.params.full_decode:
             fps["phash"] = PHASH_FAST
+            if self.params.quality:
+                fps.update(dict.fromkeys(QUALITY_COLUMNS, QUALITY_FAST))
         return fps
 
     def reuse(self, batch: pa.Table) -> StageResult:
@@ -151,12 +162,19 @@ class Integrity(MapStage):
         items = [b"" if b is None else b for b in blobs]
         max_pixels = self.params.max_pixels or 0
         header_status, formats, sizes, orientation = probe_images(items)
-        codes = None
+        codes = quality = None
         if self.params.full_decode:
             result = phash_bytes(
-                items, exact=False, device="cpu", exif=True, max_pixels=max_pixels, num_threads=self.params.num_threads
+                items,
+                exact=False,
+                device="cpu",
+                exif=True,
+                max_pixels=max_pixels,
+                num_threads=self.params.num_threads,
+                quality=self.params.quality,
             )
             status, errors, codes = np.asarray(result.status), result.errors, np.asarray(result.codes)
+            quality = result.quality
         else:
             status = header_status.copy()
             area = sizes[:, 0].astype(np.int64) * sizes[:, 1]
@@ -178,6 +196,8 @@ class Integrity(MapStage):
         batch = with_column(batch, "file_size", pc.cast(file_size, pa.int64()))
         if codes is not None:
             batch = with_column(batch, "phash", codes if isinstance(codes, pa.Array) else codes.astype(np.uint64))
+        if quality is not None:
+            batch = quality_columns(batch, quality, text_only)
         return kept_and_rejected(batch, self.name, rejected, reasons, details)
 
 
@@ -559,8 +579,9 @@ def _exact_group_task(task):
 
 
 class PerceptualHash(MapStage):
-    """phash_dedup's map part: adds `phash` (uint64) by the fused native decode -> pHash. Images it cannot
-    decode are rejected with the decoder's status (missing ones as missing_image)."""
+    """phash_dedup's map part: adds `phash` (uint64) by the fused native decode -> pHash, and with ``quality``
+    the image-quality columns of the same decode (the low-information rule reads ``low_information``). Images it
+    cannot decode are rejected with the decoder's status (missing ones as missing_image)."""
 
     name = "phash_dedup"
     requires = ("key", "source", "image")
@@ -569,9 +590,12 @@ class PerceptualHash(MapStage):
     class Params:
         exact: bool = False
         device: str = "auto"
+        quality: bool = False  # fast mode only: the columns are integrity's fast-decode measurement
         num_threads: int | None = None
 
         def validate(self):
+            if self.quality and self.exact:
+                raise ValueError("quality needs exact false (the quality columns are the fast decode's)")
             check_threads(self.num_threads)
 
     def __init__(self, **params):
@@ -579,7 +603,10 @@ class PerceptualHash(MapStage):
         self.resources = cpu_resources(self.params.num_threads)
 
     def column_fingerprints(self) -> dict[str, dict]:
-        return {"phash": PHASH_EXACT if self.params.exact else PHASH_FAST}
+        fps = {"phash": PHASH_EXACT if self.params.exact else PHASH_FAST}
+        if self.params.quality:
+            fps.update(dict.fromkeys(QUALITY_COLUMNS, QUALITY_FAST))
+        return fps
 
     def process(self, batch: pa.Table) -> StageResult:
         from mmcurate.ops import phash_bytes
@@ -590,17 +617,24 @@ class PerceptualHash(MapStage):
             not p.exact
             and "phash" in batch.column_names
             and np.array_equal(pc.is_null(batch.column("phash")).to_numpy(zero_copy_only=False), text_only)
+            and (not p.quality or has_quality_columns(batch, text_only))
         ):
             # integrity already ran the same fast decode -> pHash on these bytes; do not decode them again
             return StageResult(batch)
         blobs = blob_views(batch.column("image"))
         missing = np.array([b is None for b in blobs], dtype=bool) & ~text_only
         result = phash_bytes(
-            [b"" if b is None else b for b in blobs], exact=p.exact, device=p.device, num_threads=p.num_threads
+            [b"" if b is None else b for b in blobs],
+            exact=p.exact,
+            device="cpu" if p.quality else p.device,  # the quality signals are measured in the CPU's fused decode
+            num_threads=p.num_threads,
+            quality=p.quality,
         )
         rejected, reasons, details = decode_verdicts(np.asarray(result.status), result.errors, missing, text_only)
         codes = np.asarray(result.codes, dtype=np.uint64)
         batch = with_column(batch, "phash", masked(codes, text_only, pa.uint64()) if text_only.any() else codes)
+        if result.quality is not None:
+            batch = quality_columns(batch, result.quality, text_only)
         return kept_and_rejected(batch, self.name, rejected, reasons, details)
 
 
@@ -808,6 +842,13 @@ class PhashDedup(GlobalStage):
     not a duplicate: ``keep`` (default) leaves both images, links the later-ranked one to its partner with kind
     ``template``; ``drop`` rejects it (kind ``template``, reason ``duplicate_template``); ``off`` does not look.
 
+    ``skip_low_information`` (default true, pHash only): images flagged ``low_information`` (blank, flat,
+    placeholder or mostly padding: mmcurate.ops.quality) are never linked by pHash, whose codes of such images
+    match unrelated ones (a star on black and a parking lot at distance 6; letterboxed images at radius 10);
+    exact_dedup still removes their byte copies. The flag comes from integrity's decode, else (``mode: fast``) from
+    the map part's, one decode either way; ``mode: exact`` uses integrity's flag when it is there. Such images count
+    in ``without_hash``. Measured: benchmarks/README.md, "Image quality".
+
     pHash is not flip-invariant and moves a lot under crops of more than a few %: those are semantic dedup's
     job. Rows exact_dedup removed earlier are not in the table (global stages run in recipe order)."""
 
@@ -825,6 +866,7 @@ class PhashDedup(GlobalStage):
         min_quality: int = DEFAULT_PDQ_MIN_QUALITY
         dihedral: bool = True
         templates: str = "keep"
+        skip_low_information: bool = True
         device: str = "auto"
         num_threads: int | None = None
 
@@ -840,6 +882,7 @@ class PhashDedup(GlobalStage):
             check_int("min_quality", self.min_quality, 0, 100)
             check_bool("dihedral", self.dihedral)
             check_choice("templates", self.templates, TEMPLATE_POLICIES)
+            check_bool("skip_low_information", self.skip_low_information)
             check_device(self.device)
             parse_keep(self.keep)
             check_threads(self.num_threads)
@@ -856,7 +899,16 @@ class PhashDedup(GlobalStage):
             self.map_part = PdqHash(dihedral=p.dihedral, detail=detail, num_threads=p.num_threads)
         else:
             self.requires = _dedup_requires(("key", "source", "phash"), p.keep)
-            self.map_part = PerceptualHash(exact=p.mode == "exact", device=p.device, num_threads=p.num_threads)
+            # the map part adds the flag; a table from elsewhere without it is linked as before
+            self.reads_if_present = ("low_information",) if p.skip_low_information else ()
+            # fast mode measures the flag in its decode when integrity did not; exact mode reads integrity's (a
+            # second set of columns from another decode would contradict the stored ones)
+            self.map_part = PerceptualHash(
+                exact=p.mode == "exact",
+                device=p.device,
+                quality=p.skip_low_information and p.mode == "fast",
+                num_threads=p.num_threads,
+            )
 
     def run(self, ctx) -> GlobalResult:
         """The candidates from the context's Hamming primitive (memory mode: every sample with a code; sharded:
@@ -870,8 +922,11 @@ class PhashDedup(GlobalStage):
         links = _PdqLinks(p) if p.hash == "pdq" else _PhashLinks(p)
         t0 = time.perf_counter()
         n_in = ctx.n_alive
+        # pHash only: PDQ has its own quality floor (min_quality)
+        skip_low = p.hash == "phash" and p.skip_low_information and "low_information" in ctx.column_names
+        shard_codes = functools.partial(links.codes, skip_low_information=True) if skip_low else links.codes
         linked, n_codes, figures = ctx.near_candidates(
-            self.name, [functools.partial(links.codes, v) for v in ctx.views()], links.radius
+            self.name, [functools.partial(shard_codes, v) for v in ctx.views()], links.radius
         )
         column, _ = parse_keep(p.keep)
         found = NearLinks.empty()
@@ -1056,10 +1111,13 @@ def _with_kept_templates(links: NearLinks, pairs, g, rank, variants, verify_vari
     )  # fmt: skip
 
 
-def phash_codes(view):
-    """(ids, uint64 codes) of one shard's samples with a pHash: the Hamming primitive's shard (a task)."""
-    t = view.read(["phash"])
+def phash_codes(view, skip_low_information: bool = False):
+    """(ids, uint64 codes) of one shard's samples with a pHash (and, with skip_low_information, not flagged
+    low_information): the Hamming primitive's shard (a task)."""
+    t = view.read(["phash", *(["low_information"] if skip_low_information else [])])
     valid = t.column("phash").is_valid().to_numpy(zero_copy_only=False)
+    if skip_low_information:
+        valid &= ~pc.fill_null(t.column("low_information"), False).to_numpy(zero_copy_only=False)
     sub = t.filter(pa.array(valid)) if not valid.all() else t
     codes = pc.cast(sub.column("phash"), pa.uint64()).to_numpy(zero_copy_only=False).astype(np.uint64)
     return sub.column(SAMPLE_ID).to_numpy().astype(np.int64), codes

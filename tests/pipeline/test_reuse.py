@@ -48,7 +48,8 @@ def _samples(out: Path):
 def test_a_run_records_the_fingerprints_of_its_stored_columns(first_run):
     m = json.loads((first_run / "manifest.json").read_text())
     cols = m["columns"]
-    assert set(cols) == {"width", "height", "format", "file_size", "phash", "sha256"}
+    quality = {"sharpness", "brightness", "contrast", "colourfulness", "border_fraction", "flat_fraction", "entropy"}
+    assert set(cols) == {"width", "height", "format", "file_size", "phash", "sha256", "low_information", *quality}
     assert cols["phash"] == {"fingerprint": {"fn": "phash", "exact": False}, "from": "integrity"}
     assert cols["sha256"]["from"] == "exact_dedup.map"
     assert not any(s.get("reused") for s in m["stages"])  # nothing came from an earlier run

@@ -14,6 +14,7 @@
 
 #include "mmcurate/decode.h"
 #include "mmcurate/hashes.h"
+#include "mmcurate/quality.h"
 #include "mmcurate/resize.h"
 #include "mmcurate/status.h"
 
@@ -123,6 +124,10 @@ void hash_batch(const std::vector<DeviceImageRef>& images, HashKind kind, uint64
 // n x (8 x) 32 bytes, quality: host array of n (synchronises).
 void pdq_batch(const std::vector<DeviceImageRef>& images, bool dihedral, uint8_t* codes, int32_t* quality,
                StreamHandle stream);
+
+// Image-quality signals, as mmcurate::quality_batch (canonical planes equal to the CPU twin's by construction,
+// statistics within the device's log2 / sqrt rounding). out: host array of n (synchronises).
+void quality_batch(const std::vector<DeviceImageRef>& images, QualitySignals* out, StreamHandle stream);
 
 // ---------------------------------------------------------------- decode (nvJPEG with CPU fallback)
 // An image in device memory, HWC uint8, rows packed.

@@ -38,6 +38,10 @@ struct DecodeOptions {
   // JPEG only: JDCT_IFAST and plain (non-fancy) chroma upsampling. Faster, no longer Pillow-exact;
   // used by the throughput ("fast") hashing path.
   bool fast_dct = false;
+  // gray_luma only: keep the colour too, for the quality signals. A YCbCr JPEG then decodes to 3 channels
+  // holding the decoder's Y, Cb, Cr at the same DCT scale (DecodeResult::ycbcr; Y is the plane gray_luma
+  // gives, the chroma costs its IDCT); every other source decodes as mode rgb (its Pillow L is gray's).
+  bool keep_chroma = false;
 };
 
 struct DecodeResult {
@@ -48,6 +52,7 @@ struct DecodeResult {
   int source_height = 0;
   int exif_orientation = 1;  // 1..8, 1 when absent (reported whether or not it was applied)
   int dct_scale = 8;  // JPEG decoded at dct_scale/8 of the source size (8: full size)
+  bool ycbcr = false;  // keep_chroma: the 3 channels are Y, Cb, Cr (not R, G, B)
   ImageU8 image;  // empty unless status == ok
 };
 

@@ -16,6 +16,7 @@
 
 #include "mmcurate/decode.h"
 #include "mmcurate/image.h"
+#include "mmcurate/quality.h"
 #include "mmcurate/status.h"
 
 namespace mmcurate {
@@ -43,11 +44,15 @@ struct HashBytesResult {
   std::vector<uint64_t> codes;
   std::vector<Status> status;
   std::vector<std::string> errors;  // empty where ok
+  std::vector<QualitySignals> quality;  // n with quality (zeros where decoding failed), else empty
 };
 
 // max_pixels as in DecodeOptions (checked from the header before any allocation; <= 0: no limit).
+// quality: also the quality signals of the same decode (mmcurate/quality.h), codes unchanged: fast mode keeps
+// the JPEG chroma at the same DCT scale (DecodeOptions::keep_chroma), exact mode decodes RGB and hashes its L.
 HashBytesResult phash_bytes(const std::vector<ByteSpan>& blobs, bool exact, bool exif, int num_threads = 0,
-                            int fast_min_side = kPhashFastMinSide, int64_t max_pixels = kDefaultMaxPixels);
+                            int fast_min_side = kPhashFastMinSide, int64_t max_pixels = kDefaultMaxPixels,
+                            bool quality = false);
 
 // The hash step alone, on an already resized L image (row-major, packed):
 uint64_t phash_from_32x32(const uint8_t* px);          // 32 x 32

@@ -1,5 +1,6 @@
 // Owning HWC uint8 image; row-major, rows packed (stride == width * channels).
 #pragma once
+#include <cstddef>
 #include <cstdint>
 #include <vector>
 
