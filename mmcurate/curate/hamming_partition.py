@@ -242,29 +242,13 @@ def partition_linked(part_dir, max_distance: int) -> np.ndarray:
         a, b = a[keep], b[keep]
         links.append(np.stack([e["id"][a], e["id"][b]], axis=1))
     for st, s in zip(starts[sizes > SMALL_GROUP], sizes[sizes > SMALL_GROUP]):
-        codes = e["code"][st : st + s]
-        labels = (
-            near_components(codes, max_distance, device="cpu")[0]
-            if words == 1
-            else _components_wide(codes, max_distance)
-        )
+        labels = near_components(e["code"][st : st + s], max_distance, device="cpu")[0]
         _, first, inv, cnt = np.unique(labels, return_index=True, return_inverse=True, return_counts=True)
         inv = inv.reshape(-1)
         ids = e["id"][st : st + s]
         on = cnt[inv] > 1
         links.append(np.stack([ids[on], ids[first[inv[on]]]], axis=1))
     return np.concatenate(links)
-
-
-def _components_wide(codes: np.ndarray, max_distance: int) -> np.ndarray:
-    """Connected-component labels of 256-bit codes within max_distance: copies collapsed, then the pairs of
-    distinct codes (ops.hamming_pairs; no dense-cluster balls as dedup.code_graph has for 64-bit codes)."""
-    from mmcurate.curate.dedup import connected_components
-    from mmcurate.ops.hamming import hamming_pairs
-
-    ucodes, inv = np.unique(codes, axis=0, return_inverse=True)
-    pairs, _ = hamming_pairs(np.ascontiguousarray(ucodes), max_distance, device="cpu")
-    return connected_components(len(ucodes), np.asarray(pairs, np.int64).reshape(-1, 2))[inv.reshape(-1)]
 
 
 @dataclass
