@@ -268,3 +268,26 @@ def test_split_keeps_a_big_group_in_one_split(tmp_path, dense_balls):
     for s in range(0, pc_codes.size, 1000):
         n_pairs += int((np.bitwise_count(pc_codes[s : s + 1000, None] ^ pc_codes[None, :]) <= 10).sum())
     assert mem.stats.phash_links == (n_pairs - pc_codes.size) // 2
+
+
+def test_split_by_pdq_keeps_a_big_cluster_in_one_split_in_both_modes(tmp_path, dense_balls):
+    """A cluster of distinct PDQ near-copies (an implicit ball at these sampling constants) is one group, and
+    memory and sharded mode give the same split and link count as the pairwise definition."""
+    codes, phashes = cluster_pdq_codes(200, 1500, 800)
+    u, c = np.unique(codes, axis=0, return_counts=True)
+    assert len(dedup.code_graph(u, c, 31).pivots) > 0
+    shards = write_survivors(tmp_path / "_work", codes, 4, phashes)
+    mem, sh = run_both(tmp_path / "_work", shards, "split", {"ratios": [0.8, 0.1, 0.1]})
+    assert mem.stats.near_hash == "pdq" and mem.stats.largest_group == 1700
+    table = memory_table(shards, ["key", "pdq"])
+    from mmcurate.stages.image import pdq_rows
+
+    rows = pdq_rows(table.column("pdq"))
+    d = np.bitwise_count(rows[:, None, :] ^ rows[None, :, :]).sum(axis=2)
+    split = np.array(mem.columns.column("split").to_pylist())
+    i, j = np.nonzero(np.triu(d <= 31, 1))
+    assert (split[i] == split[j]).all() and mem.stats.pdq_links == len(i)
+    by_id = dict(zip(sh.columns.column(SAMPLE_ID).to_pylist(), sh.columns.column("split").to_pylist()))
+    assert [by_id[k] for k in table.column(SAMPLE_ID).to_pylist()] == split.tolist()
+    strip = lambda s: {k: v for k, v in s.to_dict().items() if k != "seconds"}  # noqa: E731
+    assert strip(sh.stats) == strip(mem.stats)
