@@ -107,12 +107,12 @@ def _vm_hwm_mb() -> float:
 
 def run_one(work: Path, mode: str, stage: str) -> dict:
     """In the child process: one global step over the survivors."""
+    import pyarrow.parquet as pq
+
     import mmcurate
     from mmcurate.pipeline.executor import StagePlan
     from mmcurate.pipeline.global_phase import run_memory_global_phase, run_sharded_global_phase
     from mmcurate.pipeline.stage import registry
-
-    import pyarrow.parquet as pq
 
     pdq = "pdq" in pq.read_schema(work / "meta" / "00000.parquet").names
     params = {"keep": {"max": "clip_score"}, **({"hash": "pdq"} if pdq else {})} if stage == "phash_dedup" else {}

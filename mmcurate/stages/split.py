@@ -56,7 +56,6 @@ from mmcurate.pipeline.stage import (
 )
 from mmcurate.stages.image import DEFAULT_PDQ_MIN_QUALITY, pdq_codes, phash_codes
 
-
 NEAR_HASHES = ("auto", "phash", "pdq", None)
 NEAR_HASH_COLUMNS = {"phash": ("phash",), "pdq": ("pdq", "pdq_quality")}
 #: PDQ-256 bits within which split links near-duplicates: fixed, since unrelated codes fall within it with
@@ -283,7 +282,8 @@ def _split_scan_task(task):
     ``p.near_hash`` is resolved), the distinct stratify values, and its (value, id) rows of every group column
     routed by value hash to the partitions of store.sub("g<j>")."""
     view, p, n_part, store = task
-    t = view.read([*p.group_columns, *([p.stratify_by] if p.stratify_by else []), *(["phash"] * (p.near_hash == "phash"))])
+    phash = ["phash"] if p.near_hash == "phash" else []
+    t = view.read([*p.group_columns, *([p.stratify_by] if p.stratify_by else []), *phash])
     ids = t.column(SAMPLE_ID)
     n_codes = 0
     if p.near_hash == "phash":
