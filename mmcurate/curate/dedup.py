@@ -358,15 +358,15 @@ def _within(g: CodeGraph, a: np.ndarray, b: np.ndarray, radii) -> np.ndarray:
     """For code rows ``a`` and ``b`` (``[..., W]``, broadcast against each other): True where every segment of
     ``a ^ b`` has at most its radius bits set. Word by word: popcounts summed over a short last axis are ~6x
     slower in numpy."""
-    ok = None
+    ok: np.ndarray | bool = True
     for (lo, hi), r in zip(g.segments, radii):
         d = np.bitwise_count(a[..., lo] ^ b[..., lo])
         if hi - lo > 1:
             d = d.astype(np.uint16)  # up to 256 bits
             for w in range(lo + 1, hi):
                 d += np.bitwise_count(a[..., w] ^ b[..., w])
-        ok = d <= r if ok is None else ok & (d <= r)
-    return ok
+        ok = ok & (d <= r)
+    return np.asarray(ok)
 
 
 def _linked_pairs(g: CodeGraph, rows: np.ndarray, device: str = "cpu", num_threads: int | None = None) -> np.ndarray:
