@@ -218,6 +218,28 @@ def chance_links(r: int) -> dict:
     }
 
 
+def _result(rows: list[dict], args) -> dict:
+    latest = {(r["kind"], r["n"]): r for r in rows}  # a re-measured row replaces the earlier one
+    rows = sorted(latest.values(), key=lambda r: (KINDS.index(r["kind"]), r["n"]))
+    return {
+        "benchmark": "pdq_scale",
+        "codes": "bench_hamming256.pdq_like_codes (photo-like clusters, 40% re-encodes), 256-bit",
+        "r": args.r,
+        "machine": {
+            "platform": platform.platform(),
+            "cpus": os.cpu_count(),
+            "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
+        },
+        "note": "each measurement in its own process; peak_rss_mb = VmHWM over the join (reset after loading the "
+        "codes; rss_before_join_mb: the baseline with the codes loaded). partitioned: tasks run serially in one "
+        "process (the single-core work); extrapolated rows joined only some partitions. Shared 2-core machine: "
+        "timings carry the other jobs' load.",
+        "results": rows,
+        "fit": {kind: fit([r for r in rows if r.get("kind") == kind], 10**9) for kind in KINDS},
+        "chance_links": chance_links(args.r),
+    }
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
@@ -229,6 +251,9 @@ def main(argv=None):
     ap.add_argument("--timeout", type=int, default=900, help="seconds per measurement")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--codes-dir", default="/tmp/mmcurate_bench_pdq_scale")
+    ap.add_argument(
+        "--keep-previous", action="store_true", help="keep --out's measured rows, measure only the missing ones"
+    )
     ap.add_argument("--one", nargs=6, help=argparse.SUPPRESS)
     ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / "pdq_scale.json"))
     args = ap.parse_args(argv)
@@ -237,36 +262,24 @@ def main(argv=None):
         print(json.dumps(run_one(kind, path, int(r), int(partitions), int(sampled), int(seed))))
         return
 
+    out = Path(args.out)
     rows = []
+    if args.keep_previous and out.exists():
+        rows = [r for r in json.loads(out.read_text())["results"] if "failed" not in r]
+    done = {(r["kind"], r["n"]) for r in rows}
     for n in sorted({*args.sizes, *args.sampled_sizes}):
         for kind in args.kinds:
             if n in args.sampled_sizes and kind != "partitioned" and n not in args.sizes:
                 continue  # memory mode is measured up to the sizes that fit the budget
+            if (kind, n) in done:
+                continue
             row = _child(kind, n, args)
             print(json.dumps(row), flush=True)
             rows.append(row)
-    result = {
-        "benchmark": "pdq_scale",
-        "codes": "bench_hamming256.pdq_like_codes (photo-like clusters, 40% re-encodes), 256-bit",
-        "r": args.r,
-        "machine": {
-            "platform": platform.platform(),
-            "cpus": os.cpu_count(),
-            "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
-        },
-        "note": "each measurement in its own process; peak_rss_mb = VmHWM over the join (reset after loading the "
-        "codes; rss_before_join_mb: the baseline with the codes loaded). partitioned: tasks run serially in one process "
-        "(the single-core work); extrapolated rows joined only some partitions. Shared 2-core machine: "
-        "timings carry the other jobs' load.",
-        "results": rows,
-        "fit": {
-            kind: fit([r for r in rows if r.get("kind") == kind], 10**9)
-            for kind in args.kinds
-        },
-        "chance_links": chance_links(args.r),
-    }
-    result["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
-    out = Path(args.out)
+            result = _result(rows, args)
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(json.dumps(result, indent=2) + "\n")  # after every row: a long run can be stopped
+    result = _result(rows, args)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps({"fit": result["fit"], "chance_links": result["chance_links"]}, indent=2))
