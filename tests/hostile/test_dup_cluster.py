@@ -97,7 +97,7 @@ def memory_table(shards, columns) -> pa.Table:
     """Memory mode's table of the given columns (those the shards have, as the executor reads them)."""
     return pa.concat_tables(
         [
-            t.select([c for c in columns if c in t.schema.names]).append_column(
+            t.select([c for c in dict.fromkeys(columns) if c in t.schema.names]).append_column(
                 SAMPLE_ID, pa.array(make_ids(i, np.arange(t.num_rows)))
             )
             for i, t in enumerate(shards)

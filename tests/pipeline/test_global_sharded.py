@@ -111,7 +111,7 @@ def _memory_table(shards, columns, removed_ids=(), missing_shard=None):
     for i, t in enumerate(shards):
         if i == missing_shard:
             continue
-        present = [c for c in columns if c in t.schema.names]  # as the executor: reads_if_present may be absent
+        present = [c for c in dict.fromkeys(columns) if c in t.schema.names]  # as the executor reads them
         parts.append(t.select(present).append_column(SAMPLE_ID, pa.array(make_ids(i, np.arange(t.num_rows)))))
     table = pa.concat_tables(parts)
     if len(removed_ids):
