@@ -126,7 +126,7 @@ class Split(GlobalStage):
         return None if near == "phash" and p.phash_radius is None else near
 
     def run(self, ctx) -> GlobalResult:
-        """Links (pHash pairs from the context's Hamming primitive, equal group-column values from a shuffle of
+        """Links (pHash or PDQ pairs from the context's Hamming primitive, equal group-column values from a shuffle of
         (value, id)), connected components over their union (int arrays per sample), groups renumbered by their
         smallest key's rank (the context's key ranks: one sort, or a distributed sort), strata from the distinct
         values, then assign_splits. Memory mode is the same with one partition in process."""
@@ -232,7 +232,7 @@ class Split(GlobalStage):
 class SplitStats(StepStats):
     counts: dict | None = None  # samples per split
     ratios_achieved: dict | None = None
-    groups: int | None = None  # groups kept together (pHash neighbours, group_columns)
+    groups: int | None = None  # groups kept together (near-duplicates, group_columns)
     largest_group: int | None = None
     near_hash: str | None = None  # the hash near-duplicates were linked by: phash, pdq or None
     phash_links: int | None = None
