@@ -1,6 +1,6 @@
 """One huge duplicate cluster through phash_dedup and split, in both global modes: wall time and peak RSS.
 
-  python benchmarks/bench_dup_cluster.py [--n 100000] [--distinct 100000] [--cases same near3 near5]
+  python benchmarks/bench_dup_cluster.py [--n 100000 ...] [--distinct 100000] [--cases same near3 near5 ...]
                                          [--stages phash_dedup split] [--before COMMIT --before-n 10000]
                                          [--out benchmarks/results/dup_cluster.json]
 
@@ -9,7 +9,11 @@ phase leaves them (_work/meta/NNNNN.parquet: key, source, pHash, clip_score; 20 
 ``n`` samples and ``distinct`` unrelated codes, shuffled over the shards:
 
 - ``same``: n copies of one pHash (byte copies of one image),
-- ``near3`` / ``near5``: n re-encodings of it, each 0..3 / 0..5 bits away from it.
+- ``near3`` / ``near5``: n re-encodings of it, each 0..3 / 0..5 bits away from it;
+- ``pdq_same`` / ``pdq_near8``: the same with PDQ-256 (``pdq``, ``pdq_quality`` 80, ``pdq_phash``): n copies,
+  or n re-encodings 0..8 of 256 bits away (nearly all distinct codes) whose exact pHashes are 0..3 bits from
+  the original's; phash_dedup runs with ``hash: pdq`` (verified links) and split links by PDQ
+  (``near_hash: auto``).
 
 Each (case, mode, stage) runs in its own process under an address-space limit (a run that would take the
 machine down fails instead); reported: wall time of the global phase, the process's VmHWM (ru_maxrss would
@@ -33,36 +37,57 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-CASES = {"same": 0, "near3": 3, "near5": 5}
+CASES = {"same": (64, 0), "near3": (64, 3), "near5": (64, 5), "pdq_same": (256, 0), "pdq_near8": (256, 8)}
 N_SHARDS = 20
 ADDRESS_SPACE = 10 << 30
 
 
-def cluster_codes(n: int, n_distinct: int, max_flips: int, seed: int = 0) -> np.ndarray:
+def cluster_codes(n: int, n_distinct: int, max_flips: int, seed: int = 0, bits: int = 64):
+    """(codes, verify pHashes or None): n codes of one image, each 0..max_flips distinct bits from it, and
+    n_distinct unrelated ones, shuffled. 64-bit codes are uint64[n], 256-bit ones uint64[n, 4] (PDQ) with
+    their exact pHashes, 0..3 bits from the image's for the cluster."""
     rng = np.random.default_rng(seed)
-    head = rng.integers(0, 2**64, dtype=np.uint64)
-    codes = np.full(n, head)
+    words = bits // 64
+    head = rng.integers(0, 2**64, words, dtype=np.uint64)
+    codes = np.tile(head, (n, 1))
     if max_flips:
         n_flips = rng.integers(0, max_flips + 1, n)
         for k in range(1, max_flips + 1):  # distinct bits: a re-encoding k flips away is k bits away
             sel = np.flatnonzero(n_flips >= k)
-            bit = (rng.integers(0, 64 - k + 1, sel.size) + k - 1).astype(np.uint64)
-            codes[sel] ^= np.uint64(1) << bit
-    codes = np.concatenate([codes, rng.integers(0, 2**64, n_distinct, dtype=np.uint64)])
-    return codes[rng.permutation(codes.size)]
+            bit = rng.integers(0, bits - k + 1, sel.size) + k - 1
+            codes[sel, bit // 64] ^= np.uint64(1) << (bit % 64).astype(np.uint64)
+    codes = np.concatenate([codes, rng.integers(0, 2**64, (n_distinct, words), dtype=np.uint64)])
+    order = rng.permutation(len(codes))
+    if bits == 64:
+        return codes.reshape(-1)[order], None
+    verify = np.full(n, rng.integers(0, 2**64, dtype=np.uint64))
+    for _ in range(3):
+        sel = rng.random(n) < 0.5
+        verify[sel] ^= np.uint64(1) << rng.integers(0, 64, int(sel.sum())).astype(np.uint64)
+    verify = np.concatenate([verify, rng.integers(0, 2**64, n_distinct, dtype=np.uint64)])
+    return codes[order], verify[order]
 
 
-def build(work: Path, codes: np.ndarray) -> None:
+def build(work: Path, codes: np.ndarray, verify: np.ndarray | None) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     rng = np.random.default_rng(1)
-    n = codes.size
+    n = len(codes)
+    if codes.ndim == 1:
+        hashes = {"phash": pa.array(codes, pa.uint64())}
+    else:
+        raw = pa.py_buffer(np.ascontiguousarray(codes, "<u8").tobytes())
+        hashes = {
+            "pdq": pa.FixedSizeBinaryArray.from_buffers(pa.binary(32), n, [None, raw]),
+            "pdq_quality": pa.array(np.full(n, 80, np.int16)),
+            "pdq_phash": pa.array(verify, pa.uint64()),
+        }
     table = pa.table(
         {
             "key": pa.array([f"{i:010d}" for i in range(n)]),
             "source": pa.array([f"shard{i * N_SHARDS // n:05d}" for i in range(n)]),
-            "phash": pa.array(codes, pa.uint64()),
+            **hashes,
             "clip_score": pa.array(rng.random(n).astype(np.float32)),
         }
     )
@@ -82,12 +107,15 @@ def _vm_hwm_mb() -> float:
 
 def run_one(work: Path, mode: str, stage: str) -> dict:
     """In the child process: one global step over the survivors."""
+    import pyarrow.parquet as pq
+
     import mmcurate
     from mmcurate.pipeline.executor import StagePlan
     from mmcurate.pipeline.global_phase import run_memory_global_phase, run_sharded_global_phase
     from mmcurate.pipeline.stage import registry
 
-    params = {"keep": {"max": "clip_score"}} if stage == "phash_dedup" else {}
+    pdq = "pdq" in pq.read_schema(work / "meta" / "00000.parquet").names
+    params = {"keep": {"max": "clip_score"}, **({"hash": "pdq"} if pdq else {})} if stage == "phash_dedup" else {}
     plan = StagePlan.from_stages([registry.create(stage, params)])
     t = time.perf_counter()
     if mode == "memory":
@@ -106,6 +134,7 @@ def run_one(work: Path, mode: str, stage: str) -> dict:
         "duplicates": inner.get("duplicates"),
         "largest_group": inner.get("largest_group"),
         "rejected": step.get("rejected"),
+        "near_hash": inner.get("near_hash", "pdq" if pdq else "phash"),
         "code_path": str(Path(mmcurate.__file__).parent.parent),
     }
 
@@ -136,13 +165,13 @@ def _child(code_dir: Path, work: Path, mode: str, stage: str) -> dict:
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--n", type=int, default=100_000)
+    ap.add_argument("--n", type=int, nargs="+", default=[100_000], help="cluster sizes")
     ap.add_argument("--distinct", type=int, default=100_000)
     ap.add_argument("--cases", nargs="+", choices=sorted(CASES), default=["same", "near3", "near5"])
     ap.add_argument("--stages", nargs="+", choices=["phash_dedup", "split"], default=["phash_dedup", "split"])
     ap.add_argument("--modes", nargs="+", choices=["memory", "sharded"], default=["memory", "sharded"])
     ap.add_argument("--before", help="also run this commit's code (git worktree) at --before-n")
-    ap.add_argument("--before-n", type=int, default=10_000)
+    ap.add_argument("--before-n", type=int, nargs="+", default=[10_000])
     ap.add_argument("--dir", default="/tmp/mmcurate_bench_dup_cluster")
     ap.add_argument("--one", nargs=3, help=argparse.SUPPRESS)
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "dup_cluster.json"))
@@ -155,7 +184,8 @@ def main():
         work = Path(args.dir) / f"{case}_n{n}_d{args.distinct}" / "_work"
         if not (work / "meta").exists():
             shutil.rmtree(work.parent, ignore_errors=True)
-            build(work, cluster_codes(n, args.distinct, CASES[case]))
+            bits, flips = CASES[case]
+            build(work, *cluster_codes(n, args.distinct, flips, bits=bits))
         return work
 
     def clean(work: Path) -> None:  # what a global run leaves (partitions, rejects) goes; the survivors stay
@@ -164,7 +194,7 @@ def main():
                 shutil.rmtree(p) if p.is_dir() else p.unlink()
 
     rows = []
-    runs = [("after", ROOT, args.n)]
+    runs = [("after", ROOT, n) for n in args.n]
     if args.before:
         old = Path(args.dir) / f"code_{args.before[:12]}"
         if not old.exists():
@@ -175,7 +205,7 @@ def main():
             )
             for so in (ROOT / "mmcurate").glob("_C*.so"):
                 shutil.copy2(so, old / "mmcurate" / so.name)
-        runs.insert(0, ("before", old, args.before_n))
+        runs = [("before", old, n) for n in args.before_n] + runs
     for code, code_dir, n in runs:
         for case in args.cases:
             work = work_for(case, n)
@@ -187,11 +217,12 @@ def main():
                         "case": case,
                         "cluster": n,
                         "distinct": args.distinct,
+                        "bits": CASES[case][0],
                         **_child(code_dir, work, mode, stage),
                     }
                     print(json.dumps(row), flush=True)
                     rows.append(row)
-    after = [r for r in rows if r["code"] == "after" and r["case"] == "same"]
+    after = [r for r in rows if r["code"] == "after" and r["case"] == "same" and r["cluster"] == 100_000]
     result = {
         "benchmark": "dup_cluster",
         "target": "100k copies + 100k distinct: < 1500 MB peak RSS and < 60 s, both global modes",

@@ -1,4 +1,4 @@
-"""Duplicate grouping over arrays: exact (by digest) and perceptual (by Hamming distance of 64-bit codes).
+"""Duplicate grouping over arrays: exact (by digest) and perceptual (by Hamming distance of 64- or 256-bit codes).
 
 No pipeline knowledge: inputs are numpy arrays indexed 0..n-1, outputs are a :class:`Grouping` that says,
 for every sample, which sample represents it. Which member of a group is kept is decided by a *rank*
@@ -135,52 +135,42 @@ def near_groups(
     num_threads: int | None = None,
     count_pairs: bool = False,
 ) -> Grouping:
-    """Group 64-bit codes (uint64) within ``max_distance`` Hamming bits; see the module docstring for
-    ``linkage``. ``distance[i]`` is the Hamming distance from i's code to its representative's.
+    """Group 64- or 256-bit codes (as ``ops.hamming`` takes them: pHash ``uint64[n]``, PDQ ``uint64[n, 4]``)
+    within ``max_distance`` Hamming bits; see the module docstring for ``linkage``. ``distance[i]`` is the
+    Hamming distance from i's code to its representative's.
 
     Works on the distinct codes (:func:`code_graph`), so memory does not grow with the square of a group of
     copies or near-copies; the result is the same as linking every pair of samples within the radius.
     ``count_pairs`` also counts those pairs (``Grouping.n_pairs``) without listing them."""
-    from mmcurate.ops.hamming import as_codes
+    from mmcurate.ops.hamming import as_code_rows
 
     if linkage not in LINKAGES:
         raise ValueError(f"linkage must be one of {LINKAGES}, got {linkage!r}")
-    codes = as_codes(codes)
-    n = codes.size
-    rank = _check_rank(rank, n)
-    if n == 0:
+    codes = as_code_rows(codes)
+    rank = _check_rank(rank, len(codes))
+    if len(codes) == 0:
         return Grouping(np.zeros(0, np.int64), np.zeros(0, np.int32), 0 if count_pairs else None)
-    ucodes, inv, counts = np.unique(codes, return_inverse=True, return_counts=True)
-    inv = inv.reshape(-1)
+    ucodes, inv, counts = distinct_codes(codes)
     graph = code_graph(ucodes, counts, max_distance, device=device, num_threads=num_threads)
-    links, n_pairs = spanning_links(graph) if (count_pairs or linkage == "connected") else (None, None)
-    if linkage == "connected":
-        representative = _best_of_groups(connected_components(ucodes.size, links)[inv], rank)
-    else:
-        # Star over samples == star over distinct codes ranked by their best member: that member is reached
-        # first, so it is a centre exactly when its code is, and then takes every copy at distance 0.
-        order = np.lexsort((rank, inv))
-        best_member = order[np.concatenate([[0], np.cumsum(counts)[:-1]])]
-        representative = best_member[_star_codes(graph, rank[best_member])][inv]
-    distance = np.bitwise_count(codes ^ codes[representative]).astype(np.int32)
-    return Grouping(representative, distance, n_pairs if count_pairs else None)
+    representative, n_pairs = _group_samples(graph, inv, rank, linkage, count_pairs)
+    return Grouping(representative, _code_distance(codes, codes[representative]), n_pairs)
 
 
 def near_components(
     codes, max_distance: int, device: str = "auto", num_threads: int | None = None
 ) -> tuple[np.ndarray, int]:
-    """Connected components of the samples whose codes lie within ``max_distance`` bits (labels: any int per
-    component) and the number of linked sample pairs, computed on the distinct codes (:func:`code_graph`)
-    without listing the pairs."""
-    from mmcurate.ops.hamming import as_codes
+    """Connected components of the samples whose 64- or 256-bit codes lie within ``max_distance`` bits (labels:
+    any int per component) and the number of linked sample pairs, computed on the distinct codes
+    (:func:`code_graph`) without listing the pairs."""
+    from mmcurate.ops.hamming import as_code_rows
 
-    codes = as_codes(codes)
-    if codes.size == 0:
+    codes = as_code_rows(codes)
+    if len(codes) == 0:
         return np.zeros(0, np.int64), 0
-    ucodes, inv, counts = np.unique(codes, return_inverse=True, return_counts=True)
+    ucodes, inv, counts = distinct_codes(codes)
     graph = code_graph(ucodes, counts, max_distance, device=device, num_threads=num_threads)
     links, n_pairs = spanning_links(graph)
-    return connected_components(ucodes.size, links)[inv.reshape(-1)], n_pairs
+    return connected_components(len(ucodes), links)[inv], n_pairs
 
 
 def verified_near_groups(
@@ -204,8 +194,13 @@ def verified_near_groups(
 
     Works on the distinct (code, verify) tuples: samples sharing one are linked at distance 0 on both and
     have the same neighbours, so star and connected linkage over tuples ranked by their best member give the
-    same groups as over samples. The pairs of distinct tuples are listed (``ops.hamming_pairs``), so memory
-    grows with the square of a cluster of distinct near-copies (not of exact copies).
+    same groups as over samples.
+
+    Without dihedral matching and ``accept``, the tuples' graph is :func:`code_graph`'s with the verify code as a
+    second segment: a dense cluster of distinct near-copies becomes an implicit ball (within half of both radii of
+    its pivot, so every pair in it passes verification), and memory stays linear in the cluster's size. With
+    either, the pairs of distinct tuples are listed (``ops.hamming_range`` / ``ops.hamming_pairs``), so memory grows
+    with the square of a cluster of distinct near-copies (not of exact copies).
 
     Dihedral matching: ``variants`` (uint64[n, 8, W], each sample's codes of its 8 transformed pixel arrays in
     mmcurate.reference.TRANSFORMS' order, ``[:, 0]`` equal to ``codes``) and ``verify_variants`` (uint64[n, 8], the
@@ -228,6 +223,22 @@ def verified_near_groups(
     if n == 0:
         return Grouping(np.zeros(0, np.int64), np.zeros(0, np.int32), 0), np.zeros(0, np.int32)
     dihedral = _dihedral_inputs(variants, verify_variants, rows, verify)
+    if dihedral is None and accept is None:
+        tuples, inv, counts = distinct_codes(np.concatenate([rows, verify[:, None]], axis=1))
+        ucodes = tuples[:, :-1].reshape(len(tuples)) if rows.shape[1] == 1 else np.ascontiguousarray(tuples[:, :-1])
+        graph = code_graph(
+            ucodes,
+            counts,
+            max_distance,
+            device=device,
+            num_threads=num_threads,
+            verify=None if verify_distance is None else tuples[:, -1],
+            verify_distance=verify_distance,
+        )
+        representative, n_pairs = _group_samples(graph, inv, rank, linkage, True)
+        distance = _code_distance(codes, codes[representative])
+        verify_d = np.bitwise_count(verify ^ verify[representative]).astype(np.int32)
+        return Grouping(representative, distance, n_pairs), verify_d
     extra = [] if dihedral is None else [dihedral[0].reshape(n, -1), dihedral[1]]
     tuples, inv, counts = np.unique(
         np.concatenate([rows, verify[:, None], *extra], axis=1), axis=0, return_inverse=True, return_counts=True
@@ -329,6 +340,35 @@ def _dihedral_pairs(variants, verify_variants, max_distance: int, verify_distanc
     return found[keep], transform[keep]
 
 
+def distinct_codes(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(distinct codes, each sample's index into them, samples per distinct code) of ``uint64[n]`` codes or
+    ``uint64[n, W]`` rows."""
+    if codes.ndim == 1:
+        u, inv, counts = np.unique(codes, return_inverse=True, return_counts=True)
+    else:
+        u, inv, counts = np.unique(codes, axis=0, return_inverse=True, return_counts=True)
+    return u, inv.reshape(-1), counts
+
+
+def _code_distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Hamming distance (int32) of code arrays of one layout, per code."""
+    d = np.bitwise_count(a ^ b)
+    return (d if d.ndim == 1 else d.sum(axis=1)).astype(np.int32)
+
+
+def _group_samples(graph: CodeGraph, inv: np.ndarray, rank: np.ndarray, linkage: str, count_pairs: bool):
+    """(each sample's representative, the linked sample pairs or None) from the graph of its distinct codes
+    (``inv``: each sample's code). Star over samples == star over distinct codes ranked by their best member:
+    that member is reached first, so it is a centre exactly when its code is, and then takes every copy at
+    distance 0."""
+    links, n_pairs = spanning_links(graph) if (count_pairs or linkage == "connected") else (None, None)
+    if linkage == "connected":
+        return _best_of_groups(connected_components(len(graph.codes), links)[inv], rank), n_pairs
+    order = np.lexsort((rank, inv))
+    best_member = order[np.concatenate([[0], np.cumsum(graph.counts)[:-1]])]
+    return best_member[_star_codes(graph, rank[best_member])][inv], n_pairs
+
+
 # ---------------------------------------------------------------------------------------------------------
 # the radius graph over distinct codes, with dense near-copy clusters kept implicit
 
@@ -340,132 +380,203 @@ DENSE_SAMPLE = 2048
 DENSE_MIN_DEGREE = 4
 DENSE_MAX_PIVOTS = 64
 DENSE_ROUNDS = 4
-_CROSS_TILE = 1 << 22  # code comparisons per tile when two balls are compared
+_CROSS_TILE = 1 << 22  # code words compared per tile when two balls are compared
 
 
 @dataclass
 class CodeGraph:
-    """The radius-``radius`` graph over distinct ``codes`` (ascending, ``counts`` samples each).
+    """The link graph over distinct codes (``counts`` samples each). A code is a row of words cut into
+    *segments* (the searched code, e.g. 1 word for pHash or 4 for PDQ, then optionally a verify code); two
+    codes are linked when every segment lies within its radius (``radii``).
 
-    Codes in a *ball* (all within ``radius // 2`` of the ball's pivot, so pairwise within ``radius``: a clique)
-    are never joined pairwise; every other pair of codes within the radius is in ``pairs``. A code outside the
-    balls can only be linked to a ball's member if it is within ``radius + radius // 2`` of the pivot
-    (``ball_cands`` rows (ball, code)), two balls only if their pivots are within ``radius + 2 * (radius // 2)``
-    (``ball_near`` rows (ball i, ball j), i < j). Balls exist only where the sampled join found dense
-    clusters of near-copies (re-encodings of one image): memory is then O(distinct codes + pairs among the
-    codes outside balls), not the square of a cluster's size."""
+    Codes in a *ball* (every segment within half its radius of the ball's pivot, so pairwise linked: a clique)
+    are never joined pairwise; every other linked pair of codes is in ``pairs``. A code outside the balls can
+    only be linked to a ball's member if each segment is within ``r + r // 2`` of the pivot (``ball_cands``
+    rows (ball, code)), two balls only if their pivots are within ``r + 2 * (r // 2)`` (``ball_near`` rows
+    (ball i, ball j), i < j), by the triangle inequality per segment. Balls exist only where the sampled join
+    found dense clusters of near-copies (re-encodings of one image): memory is then O(distinct codes + pairs
+    among the codes outside balls), not the square of a cluster's size. One implementation for every code
+    width: only ``segments`` differ."""
 
-    codes: np.ndarray  # uint64[m]
+    codes: np.ndarray  # uint64[m, W], the segments' words side by side
     counts: np.ndarray  # int64[m]
-    radius: int
+    segments: tuple  # ((first word, end word), ...): the searched code first
+    radii: tuple  # one radius per segment
     pairs: np.ndarray  # int64[p, 2], i < j, codes outside balls
     ball: np.ndarray  # int64[m], -1 outside every ball
-    pivots: np.ndarray  # uint64[b]
+    pivots: np.ndarray  # uint64[b, W]
     ball_cands: np.ndarray  # int64[c, 2]
     ball_near: np.ndarray  # int64[d, 2]
 
+    @property
+    def radius(self) -> int:
+        """The searched code's radius."""
+        return self.radii[0]
+
 
 def code_graph(
-    ucodes, counts, max_distance: int, device: str = "auto", num_threads: int | None = None, seed: int = 0
+    ucodes,
+    counts,
+    max_distance: int,
+    device: str = "auto",
+    num_threads: int | None = None,
+    seed: int = 0,
+    verify=None,
+    verify_distance: int | None = None,
 ) -> CodeGraph:
-    """The :class:`CodeGraph` of distinct codes. ``seed`` only steers the sampling that looks for dense
-    clusters: the graph it describes (and every grouping from it) does not depend on it."""
+    """The :class:`CodeGraph` of distinct 64- or 256-bit codes (as ``ops.hamming`` takes them), linked within
+    ``max_distance`` bits and, with ``verify`` (uint64[m], a second code per distinct code), only where the
+    verify codes also lie within ``verify_distance`` bits. ``seed`` only steers the sampling that looks for
+    dense clusters: the graph it describes (and every grouping from it) does not depend on it."""
     from mmcurate.ops._inputs import check_int
+    from mmcurate.ops.hamming import as_code_rows
+
+    ucodes = as_code_rows(ucodes)
+    words = 1 if ucodes.ndim == 1 else ucodes.shape[1]
+    m = len(ucodes)
+    rows, segments = ucodes.reshape(m, words), [(0, words)]
+    radii = [check_int(max_distance, "max_distance", 0, 64 if words == 1 else 255)]
+    if verify is not None:
+        if verify_distance is None:
+            raise ValueError("verify needs a verify_distance")
+        verify = np.asarray(verify, np.uint64).reshape(-1)
+        if verify.size != m:
+            raise ValueError(f"verify must have {m} codes, got {verify.size}")
+        rows = np.concatenate([rows, verify[:, None]], axis=1)
+        segments.append((words, words + 1))
+        radii.append(check_int(verify_distance, "verify_distance", 0, 64))
+    g = CodeGraph(
+        rows,
+        np.asarray(counts, np.int64),
+        tuple(segments),
+        tuple(radii),
+        np.zeros((0, 2), np.int64),
+        np.full(m, -1, np.int64),
+        np.zeros((0, rows.shape[1]), np.uint64),
+        np.zeros((0, 2), np.int64),
+        np.zeros((0, 2), np.int64),
+    )
+    g.pivots = _find_balls(g, np.random.default_rng(seed))
+    rest = np.flatnonzero(g.ball < 0)
+    if rest.size > 1:
+        g.pairs = rest[_linked_pairs(g, rows[rest], device=device, num_threads=num_threads)]
+    if len(g.pivots):
+        half = [r // 2 for r in radii]
+        rows_c = []
+        for b, p in enumerate(g.pivots):
+            close = rest[_within(g, rows[rest], p, [r + t for r, t in zip(radii, half)])]
+            rows_c.append(np.stack([np.full(close.size, b), close], axis=1))
+        g.ball_cands = np.concatenate(rows_c)
+        near = _within(g, g.pivots[:, None], g.pivots[None, :], [r + 2 * t for r, t in zip(radii, half)])
+        i, j = np.nonzero(np.triu(near, 1))
+        g.ball_near = np.stack([i, j], axis=1).astype(np.int64)
+    return g
+
+
+def _within(g: CodeGraph, a: np.ndarray, b: np.ndarray, radii) -> np.ndarray:
+    """For code rows ``a`` and ``b`` (``[..., W]``, broadcast against each other): True where every segment of
+    ``a ^ b`` has at most its radius bits set. Word by word: popcounts summed over a short last axis are ~6x
+    slower in numpy."""
+    ok: np.ndarray | bool = True
+    for (lo, hi), r in zip(g.segments, radii):
+        d = np.bitwise_count(a[..., lo] ^ b[..., lo])
+        if hi - lo > 1:
+            d = d.astype(np.uint16)  # up to 256 bits
+            for w in range(lo + 1, hi):
+                d += np.bitwise_count(a[..., w] ^ b[..., w])
+        ok = ok & (d <= r)
+    return np.asarray(ok)
+
+
+def _linked_pairs(g: CodeGraph, rows: np.ndarray, device: str = "cpu", num_threads: int | None = None) -> np.ndarray:
+    """Linked pairs (int64[p, 2], i < j) among ``rows``: the searched code's radius join (ops.hamming_pairs),
+    filtered by the other segments."""
     from mmcurate.ops.hamming import hamming_pairs
 
-    r = check_int(max_distance, "max_distance", 0, 64)
-    ucodes = np.asarray(ucodes, np.uint64)
-    counts = np.asarray(counts, np.int64)
-    m = ucodes.size
-    ball = np.full(m, -1, np.int64)
-    pivots = _find_balls(ucodes, r, ball, np.random.default_rng(seed))
-    rest = np.flatnonzero(ball < 0)
-    pairs = np.zeros((0, 2), np.int64)
-    if rest.size > 1:
-        found, _ = hamming_pairs(ucodes[rest], r, device=device, num_threads=num_threads)
-        pairs = rest[np.asarray(found, np.int64).reshape(-1, 2)]
-    cands, near = np.zeros((0, 2), np.int64), np.zeros((0, 2), np.int64)
-    if pivots.size:
-        t = r // 2
-        rows = []
-        for b, p in enumerate(pivots):
-            close = rest[np.bitwise_count(ucodes[rest] ^ p) <= r + t]
-            rows.append(np.stack([np.full(close.size, b), close], axis=1))
-        cands = np.concatenate(rows)
-        pd = np.bitwise_count(pivots[:, None] ^ pivots[None, :])
-        i, j = np.nonzero(np.triu(pd <= r + 2 * t, 1))
-        near = np.stack([i, j], axis=1).astype(np.int64)
-    return CodeGraph(ucodes, counts, r, pairs, ball, pivots, cands, near)
+    a, b = g.segments[0]
+    found, _ = hamming_pairs(np.ascontiguousarray(rows[:, a:b]), g.radii[0], device=device, num_threads=num_threads)
+    pairs = np.asarray(found, np.int64).reshape(-1, 2)
+    if len(g.segments) > 1 and pairs.size:
+        pairs = pairs[_within(g, rows[pairs[:, 0]], rows[pairs[:, 1]], g.radii)]
+    return pairs
 
 
-def _find_balls(ucodes: np.ndarray, r: int, ball: np.ndarray, rng) -> np.ndarray:
+def _find_balls(g: CodeGraph, rng) -> np.ndarray:
     """Estimate the plain join's pairs from a sample of the codes not yet in a ball (pairs scale with the
     square of the sampled fraction); while over DENSE_PAIR_BUDGET, take the best-connected sampled codes as
-    pivots (pairwise beyond r // 2) and put every free code within r // 2 of one into its first one's ball.
-    Fills ``ball`` in place, returns the pivots."""
-    from mmcurate.ops.hamming import hamming_pairs
-
-    t = r // 2
+    pivots (none within half the radii of another) and put every free code within half the radii of one into
+    its first one's ball. Fills ``g.ball`` in place, returns the pivots."""
+    half = [r // 2 for r in g.radii]
     pivots: list = []
-    if t == 0:
-        return np.zeros(0, np.uint64)  # balls of radius 0 are single codes: nothing to gain
+    if min(half) == 0:
+        return np.zeros((0, g.codes.shape[1]), np.uint64)  # balls of radius 0 are single codes: nothing to gain
     for _ in range(DENSE_ROUNDS):
-        free = np.flatnonzero(ball < 0)
+        free = np.flatnonzero(g.ball < 0)
         if free.size <= DENSE_SAMPLE:
             break
         sample = np.sort(rng.choice(free, DENSE_SAMPLE, replace=False))
-        found, _ = hamming_pairs(ucodes[sample], r, device="cpu")
-        found = np.asarray(found, np.int64).reshape(-1, 2)
-        if found.shape[0] * (free.size / DENSE_SAMPLE) ** 2 <= DENSE_PAIR_BUDGET:
+        adj = _adjacency(g, g.codes[sample])
+        if adj.sum() // 2 * (free.size / DENSE_SAMPLE) ** 2 <= DENSE_PAIR_BUDGET:
             break
-        degree = np.bincount(found.ravel(), minlength=DENSE_SAMPLE)
-        src = np.concatenate([found[:, 0], found[:, 1]])
-        dst = np.concatenate([found[:, 1], found[:, 0]])
-        order = np.argsort(src, kind="stable")
-        src, dst = src[order], dst[order]
-        start = np.searchsorted(src, np.arange(DENSE_SAMPLE + 1))
+        degree = adj.sum(axis=1)
         new: list = []
+        covered = np.zeros(DENSE_SAMPLE, bool)  # sampled codes inside a pivot's ball: not worth a pivot of their own
         for k in np.argsort(-degree, kind="stable"):
             if degree[k] < DENSE_MIN_DEGREE or len(new) == DENSE_MAX_PIVOTS:
                 break
+            if covered[k]:
+                continue
             # the pivot is the bitwise majority of the code and its sampled neighbours: near the cluster's
             # centre, so its ball takes most of the cluster (a pivot need not be a code of the input)
-            c = _majority(ucodes[sample[np.append(dst[start[k] : start[k + 1]], k)]])
-            taken = np.asarray(pivots + new, np.uint64)
-            if taken.size and np.bitwise_count(taken ^ c).min() <= t:
+            c = _majority(g.codes[sample[adj[k] | (np.arange(DENSE_SAMPLE) == k)]])
+            taken = np.asarray(pivots + new, np.uint64).reshape(-1, g.codes.shape[1])
+            if len(taken) and _within(g, taken, c, half).any():
                 continue
             new.append(c)
+            covered |= _within(g, g.codes[sample], c, half)
         if not new:
             break
         for c in new:
-            free = np.flatnonzero(ball < 0)
-            ball[free[np.bitwise_count(ucodes[free] ^ c) <= t]] = len(pivots)
+            free = np.flatnonzero(g.ball < 0)
+            g.ball[free[_within(g, g.codes[free], c, half)]] = len(pivots)
             pivots.append(c)
-    return np.asarray(pivots, np.uint64)
+    return np.asarray(pivots, np.uint64).reshape(-1, g.codes.shape[1])
 
 
-def _majority(codes: np.ndarray) -> np.uint64:
-    """The code whose every bit is the majority bit of ``codes`` (ties: 0)."""
-    bits = np.unpackbits(codes.astype("<u8").view(np.uint8).reshape(-1, 8), axis=1, bitorder="little")
-    return (np.packbits(bits.sum(axis=0) * 2 > codes.size, bitorder="little").view("<u8")[0]).astype(np.uint64)
+def _adjacency(g: CodeGraph, rows: np.ndarray) -> np.ndarray:
+    """bool[k, k]: which of ``rows`` are linked (the diagonal False), compared all against all in tiles. For the
+    sample that looks for dense clusters: it is small, and where it holds a dense cluster a radius join would
+    list millions of pairs (multi-index hashing finding each in many tables) only to count them."""
+    k = len(rows)
+    adj = np.zeros((k, k), bool)
+    step = max(1, _CROSS_TILE // max(1, k * rows.shape[1]))
+    for s in range(0, k, step):
+        adj[s : s + step] = _within(g, rows[s : s + step, None], rows[None, :], g.radii)
+    np.fill_diagonal(adj, False)
+    return adj
+
+
+def _majority(rows: np.ndarray) -> np.ndarray:
+    """The code row (uint64[W]) whose every bit is the majority bit of ``rows`` (uint64[k, W]; ties: 0)."""
+    k, w = rows.shape
+    bits = np.unpackbits(rows.astype("<u8").view(np.uint8).reshape(k, 8 * w), axis=1, bitorder="little")
+    return np.packbits(bits.sum(axis=0) * 2 > k, bitorder="little").view("<u8").astype(np.uint64)
 
 
 def _ball_members(g: CodeGraph) -> list:
     order = np.argsort(g.ball, kind="stable")
-    bounds = np.searchsorted(g.ball[order], np.arange(g.pivots.size + 1))
-    return [order[bounds[b] : bounds[b + 1]] for b in range(g.pivots.size)]
+    bounds = np.searchsorted(g.ball[order], np.arange(len(g.pivots) + 1))
+    return [order[bounds[b] : bounds[b + 1]] for b in range(len(g.pivots))]
 
 
 def _cross(g: CodeGraph, a: np.ndarray, b: np.ndarray):
-    """Sample pairs within the radius between code sets a and b (weighted by counts) and links
-    (int64[k, 2]: each code of a within the radius of some code of b, to the first such), tile by tile so
-    memory stays bounded."""
+    """Sample pairs linked between code sets a and b (weighted by counts) and links (int64[k, 2]: each code
+    of a linked to some code of b, to the first such), tile by tile so memory stays bounded."""
     ca, cb, wb = g.codes[a], g.codes[b], g.counts[b]
-    step = max(1, _CROSS_TILE // max(1, b.size))
+    step = max(1, _CROSS_TILE // max(1, b.size * g.codes.shape[1]))
     total, links = 0, [np.zeros((0, 2), np.int64)]
     for s in range(0, a.size, step):
-        x = ca[s : s + step, None] ^ cb[None, :]
-        within = np.bitwise_count(x) <= g.radius
+        within = _within(g, ca[s : s + step, None], cb[None, :], g.radii)
         rows = np.flatnonzero(within.any(axis=1))
         if rows.size:
             links.append(np.stack([a[s + rows], b[np.argmax(within[rows], axis=1)]], axis=1))
@@ -475,8 +586,8 @@ def _cross(g: CodeGraph, a: np.ndarray, b: np.ndarray):
 
 def spanning_links(g: CodeGraph) -> tuple[np.ndarray, int]:
     """Links over code indices whose connected components are the graph's (the explicit pairs, each ball's
-    members to its first, one link per linked (ball, code) and (ball, ball)), and the number of sample pairs
-    within the radius (copies of one code included): a ball's pairs in closed form, since all are linked."""
+    members to its first, one link per linked (ball, code) and (ball, ball)), and the number of linked sample
+    pairs (copies of one code included): a ball's pairs in closed form, since all are linked."""
     c = g.counts
     n_pairs = int((c * (c - 1) // 2).sum())
     if g.pairs.size:
@@ -488,8 +599,8 @@ def spanning_links(g: CodeGraph) -> tuple[np.ndarray, int]:
         w = c[mem]
         n_pairs += int((w.sum() ** 2 - (w * w).sum()) // 2)
     cands = g.ball_cands[np.argsort(g.ball_cands[:, 0], kind="stable")]
-    bounds = np.searchsorted(cands[:, 0], np.arange(g.pivots.size + 1))
-    for b in range(g.pivots.size):
+    bounds = np.searchsorted(cands[:, 0], np.arange(len(g.pivots) + 1))
+    for b in range(len(g.pivots)):
         total, found = _cross(g, cands[bounds[b] : bounds[b + 1], 1], members[b])
         n_pairs += total
         links.append(found)
@@ -503,16 +614,28 @@ def spanning_links(g: CodeGraph) -> tuple[np.ndarray, int]:
 
 def code_components(g: CodeGraph) -> np.ndarray:
     """Connected component label of each distinct code."""
-    return connected_components(g.codes.size, spanning_links(g)[0])
+    return connected_components(len(g.codes), spanning_links(g)[0])
+
+
+def _segment_ints(g: CodeGraph) -> list[list[int]]:
+    """Each segment of every code as one Python int (any width), for the star loop's single comparisons."""
+    out = []
+    for a, b in g.segments:
+        seg = np.ascontiguousarray(g.codes[:, a:b]).astype("<u8")
+        if b - a == 1:
+            out.append(seg.reshape(-1).tolist())
+        else:
+            out.append([int.from_bytes(v, "little") for v in seg.view(f"V{8 * (b - a)}").reshape(-1).tolist()])
+    return out
 
 
 def _star_codes(g: CodeGraph, crank: np.ndarray) -> np.ndarray:
     """Greedy star clustering of the distinct codes in ``crank`` order (see the module docstring): each code's
     representative code. Explicit pairs are handled as in _star (a centre claims its free neighbours). Codes
-    in or near a ball instead look, when reached, for the best centre among those that can be within the
-    radius: its ball's centre (a ball has at most one: it is within the radius of all its members), the
-    centres near its ball, or the centres of the balls it is a candidate of; whichever ranks first wins."""
-    m = g.codes.size
+    in or near a ball instead look, when reached, for the best centre among those that can be linked to it:
+    its ball's centre (a ball has at most one: it is linked to all its members), the centres near its ball,
+    or the centres of the balls it is a candidate of; whichever ranks first wins."""
+    m = len(g.codes)
     representative = np.arange(m, dtype=np.int64)
     involved = g.ball >= 0
     involved[g.ball_cands[:, 1]] = True
@@ -525,7 +648,7 @@ def _star_codes(g: CodeGraph, crank: np.ndarray) -> np.ndarray:
     order = np.argsort(src, kind="stable")
     src, dst = src[order], dst[order]
     start = np.searchsorted(src, np.arange(m + 1))
-    n_balls = g.pivots.size
+    n_balls = len(g.pivots)
     cand_balls: dict = {}
     for b, s in g.ball_cands.tolist():
         cand_balls.setdefault(s, []).append(b)
@@ -535,26 +658,26 @@ def _star_codes(g: CodeGraph, crank: np.ndarray) -> np.ndarray:
         near[j].append(i)
     ball_centre = [-1] * n_balls
     cand_centres: list[list[int]] = [[] for _ in range(n_balls)]
-    code, ball, cr, inv_l = g.codes.tolist(), g.ball.tolist(), crank.tolist(), involved.tolist()
-    r = g.radius
+    ball, cr, inv_l = g.ball.tolist(), crank.tolist(), involved.tolist()
+    segs = list(zip(_segment_ints(g), g.radii))
+
+    def is_linked(u: int, c: int) -> bool:
+        return all((v[u] ^ v[c]).bit_count() <= r for v, r in segs)
+
     assigned = np.zeros(m, dtype=bool)
     nodes = np.flatnonzero(linked)
     for u in nodes[np.argsort(crank[nodes], kind="stable")].tolist():
         if inv_l[u]:
             best = int(representative[u]) if assigned[u] else -1
-            cu, b = code[u], ball[u]
+            b = ball[u]
             if b >= 0:
-                found = [ball_centre[b]] + [c for c in cand_centres[b] if (cu ^ code[c]).bit_count() <= r]
-                found += [
-                    ball_centre[o]
-                    for o in near[b]
-                    if ball_centre[o] >= 0 and (cu ^ code[ball_centre[o]]).bit_count() <= r
-                ]
+                found = [ball_centre[b]] + [c for c in cand_centres[b] if is_linked(u, c)]
+                found += [ball_centre[o] for o in near[b] if ball_centre[o] >= 0 and is_linked(u, ball_centre[o])]
             else:
                 found = [
                     ball_centre[o]
                     for o in cand_balls.get(u, ())
-                    if ball_centre[o] >= 0 and (cu ^ code[ball_centre[o]]).bit_count() <= r
+                    if ball_centre[o] >= 0 and is_linked(u, ball_centre[o])
                 ]
             for c in found:
                 if c >= 0 and (best < 0 or cr[c] < cr[best]):

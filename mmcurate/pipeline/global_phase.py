@@ -272,8 +272,8 @@ class MemoryGlobalContext:
 
     def near_links(self, step: str, shards, max_distance: int):
         """Hamming search primitive for grouping: (links int64[m, 2] of sample ids with the connected components
-        of all pairs within ``max_distance``, the number of those pairs), computed once over all codes on the
-        distinct codes (dedup.near_components), never listing a group's pairs."""
+        of all pairs within ``max_distance``, the number of those pairs), computed once over all codes (64- or
+        256-bit) on the distinct codes (dedup.near_components), never listing a group's pairs."""
         from mmcurate.curate.dedup import near_components
 
         parts = [shard() for shard in shards]

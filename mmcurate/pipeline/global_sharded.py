@@ -260,12 +260,16 @@ def links_to_first(ids: np.ndarray, labels: np.ndarray) -> np.ndarray:
 
 
 def _codes_by_component_task(task):
-    """One shard's linked samples' codes, routed by their component to partitions (every pair lies inside one)."""
+    """One shard's linked samples' codes (one uint64 column per word: 64- or 256-bit), routed by their component
+    to partitions (every pair lies inside one)."""
+    from mmcurate.ops.hamming import as_code_rows
+
     shard, linked, comp, n_part, store, i = task
     ids, codes = shard()
     pos = np.minimum(np.searchsorted(linked, ids), max(linked.size - 1, 0))
     on = linked[pos] == ids
-    out = pa.table({"code": pa.array(np.asarray(codes, np.uint64)[on], pa.uint64())})
+    rows = as_code_rows(codes).reshape(len(ids), -1)[on]
+    out = pa.table({f"w{k}": pa.array(rows[:, k], pa.uint64()) for k in range(rows.shape[1])})
     part = mix64(comp[pos[on]].astype(np.uint64) + np.uint64(GOLDEN)) % np.uint64(n_part)
     return store.write(out, part.astype(np.int64), n_part, f"s{i:06d}")
 
@@ -274,8 +278,9 @@ def _component_pairs_task(task):
     from mmcurate.curate.dedup import near_components
 
     store, q, radius = task
-    codes = store.read(q).column("code").to_numpy(zero_copy_only=False).astype(np.uint64)
-    return near_components(codes, radius, device="cpu")[1]
+    t = store.read(q)
+    rows = np.stack([t.column(c).to_numpy(zero_copy_only=False) for c in t.column_names], axis=1).astype(np.uint64)
+    return near_components(rows.reshape(-1) if rows.shape[1] == 1 else rows, radius, device="cpu")[1]
 
 
 KEY_SAMPLE_PER_PARTITION = 256  # keys sampled per range partition, for the key sort's boundaries
@@ -418,17 +423,29 @@ class ShardedGlobalContext:
         d.mkdir(parents=True)
         return d
 
+    def _all_linked(self, shards, max_distance: int):
+        """The ids of every sample with a code (ascending) when ``max_distance`` links every pair (64-bit codes
+        at 64 bits or more: no pigeonhole is possible there), else None."""
+        if max_distance <= 63:
+            return None
+        from mmcurate.ops.hamming import as_code_rows
+
+        parts = list(self.map_fn(_call, shards))
+        if any(as_code_rows(c).ndim > 1 for _, c in parts):
+            return None  # 256-bit codes: the pigeonhole join takes any radius below 256
+        return np.sort(np.concatenate([i for i, _ in parts])) if parts else np.zeros(0, np.int64)
+
     def near_candidates(self, step: str, shards, max_distance: int):
         """Hamming search primitive: (ascending ids of the samples with a code within ``max_distance`` bits of
         another one, the number of codes, the partitioning's figures). ``shards``: picklable callables, each
-        returning one shard's (ids, uint64 codes). The pigeonhole join (curate.partitioned_linked_ids) in
-        per-shard and per-partition tasks, never listing pairs; at 64 bits every pair is linked."""
+        returning one shard's (ids, 64- or 256-bit codes). The pigeonhole join (curate.partitioned_linked_ids)
+        in per-shard and per-partition tasks, never listing pairs (at 64 bits of 64-bit codes every pair is
+        linked)."""
         from mmcurate.curate.hamming_partition import partitioned_linked_ids
 
-        if max_distance > 63:
-            parts = list(self.map_fn(_call, shards))
-            ids = np.sort(np.concatenate([i for i, _ in parts])) if parts else np.zeros(0, np.int64)
-            return ids, int(ids.size), None
+        every = self._all_linked(shards, max_distance)
+        if every is not None:
+            return every, int(every.size), None
         n_part = self.n_partitions(max(1, HAMMING_ENTRIES_PER_PARTITION // (max_distance + 1)))
         found = partitioned_linked_ids(
             shards, max_distance, n_partitions=n_part, spill_dir=str(self.spill_dir(step, "near")), map_fn=self.map_fn
@@ -440,14 +457,14 @@ class ShardedGlobalContext:
         """Hamming search primitive for grouping: (links int64[m, 2] of sample ids with the connected components
         of all pairs within ``max_distance``, the number of those pairs). The pigeonhole join's links
         (curate.partitioned_linked_ids), then the pairs counted per component in per-partition tasks
-        (dedup.near_components counts a group of copies in closed form); at 64 bits every pair is linked."""
+        (dedup.near_components counts a group of copies and a dense cluster of near-copies in closed form); 64- or
+        256-bit codes (at 64 bits of 64 every pair is linked)."""
         from mmcurate.curate.dedup import connected_components
         from mmcurate.curate.hamming_partition import partitioned_linked_ids
 
-        if max_distance > 63:
-            parts = list(self.map_fn(_call, shards))
-            ids = np.sort(np.concatenate([i for i, _ in parts])) if parts else np.zeros(0, np.int64)
-            return links_to_first(ids, np.zeros(ids.size, np.int64)), ids.size * (ids.size - 1) // 2
+        every = self._all_linked(shards, max_distance)
+        if every is not None:
+            return links_to_first(every, np.zeros(every.size, np.int64)), every.size * (every.size - 1) // 2
         n_part = self.n_partitions(max(1, HAMMING_ENTRIES_PER_PARTITION // (max_distance + 1)))
         spill = self.spill_dir(step, "links")
         found = partitioned_linked_ids(

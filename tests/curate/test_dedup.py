@@ -200,3 +200,68 @@ def test_dense_clusters_as_balls_equal_brute_force(seed, r, monkeypatch):
         np.testing.assert_array_equal(got.representative, rep, err_msg=linkage)
         np.testing.assert_array_equal(got.distance, dist, err_msg=linkage)
         assert got.n_pairs == int(((dense_distances(codes) <= r).sum() - len(codes)) // 2)
+
+
+def _flip_rows(rng, heads: np.ndarray, k: int, bits: int) -> np.ndarray:
+    """Each row of ``heads`` (uint64[n, W]) with k distinct random bits of ``bits`` flipped."""
+    out = heads.copy()
+    for row in out:
+        for b in rng.choice(bits, k, replace=False):
+            row[b // 64] ^= np.uint64(1) << np.uint64(b % 64)
+    return out
+
+
+def reference_verified(codes, verify, r, v, rank, linkage):
+    """The pairwise definition: a pair is linked when its codes are within r and its verify codes within v."""
+    d = np.bitwise_count(codes[:, None, :] ^ codes[None, :, :]).sum(axis=2)
+    dv = np.bitwise_count(verify[:, None] ^ verify[None, :])
+    adj = (d <= r) & (dv <= v)
+    n = len(codes)
+    if linkage == "connected":
+        labels = reference_components(adj)
+        rep = np.array([min(np.flatnonzero(labels == labels[i]), key=lambda j: rank[j]) for i in range(n)])
+    else:
+        rep = np.full(n, -1)
+        for node in np.argsort(rank):
+            if rep[node] < 0:
+                rep[node] = node
+                rep[(rep < 0) & adj[node]] = node
+    return rep, d[np.arange(n), rep], dv[np.arange(n), rep], int((adj.sum() - n) // 2)
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("linkage", ["star", "connected"])
+def test_dense_256_bit_clusters_with_verification_equal_brute_force(seed, linkage, monkeypatch):
+    """PDQ-like 256-bit clusters of distinct near-copies become implicit balls (over both the code and the
+    verify code), and verified_near_groups still gives the pairwise answer: representatives, both distances
+    and the linked pair count, with some near-copies whose verify code disagrees (pairs PDQ alone links)."""
+    monkeypatch.setattr(dedup, "DENSE_SAMPLE", 64)
+    monkeypatch.setattr(dedup, "DENSE_PAIR_BUDGET", 10)
+    rng = np.random.default_rng(seed)
+    heads = rng.integers(0, 2**64, (3, 4), dtype=np.uint64)
+    heads[1] = _flip_rows(rng, heads[:1], 30, 256)[0]  # a second cluster within reach of the first
+    vheads = rng.integers(0, 2**64, 3, dtype=np.uint64)
+    vheads[1] = vheads[0] ^ np.uint64(0b1111)
+    which = rng.integers(0, 3, 500)
+    codes = np.concatenate([_flip_rows(rng, heads[w : w + 1], int(rng.integers(0, 14)), 256) for w in which])
+    vflips = np.where(rng.random(500) < 0.9, rng.integers(0, 5, 500), rng.integers(10, 30, 500))
+    verify = np.array([_flip_rows(rng, vheads[w : w + 1, None], k, 64)[0, 0] for w, k in zip(which, vflips)])
+    extra = rng.integers(0, 500, 60)  # exact copies (same code and verify) and copies whose verify differs
+    codes = np.concatenate([codes, codes[extra], rng.integers(0, 2**64, (100, 4), dtype=np.uint64)])
+    verify = np.concatenate([verify, verify[extra] ^ (rng.random(60) < 0.5), rng.integers(0, 2**64, 100, np.uint64)])
+    rank = rng.permutation(len(codes))
+    u, inv, c = dedup.distinct_codes(np.concatenate([codes, verify[:, None]], axis=1))
+    graph = dedup.code_graph(np.ascontiguousarray(u[:, :4]), c, 22, verify=u[:, 4], verify_distance=12)
+    assert len(graph.pivots) > 0  # the clusters went the implicit way
+    got, got_v = dedup.verified_near_groups(codes, verify, 22, 12, rank, linkage=linkage, device="cpu")
+    rep, dist, vdist, n_pairs = reference_verified(codes, verify, 22, 12, rank, linkage)
+    np.testing.assert_array_equal(got.representative, rep)
+    np.testing.assert_array_equal(got.distance, dist)
+    np.testing.assert_array_equal(got_v, vdist)
+    assert got.n_pairs == n_pairs
+    # unverified: the plain 256-bit grouping (near_groups) is the same algorithm
+    plain = dedup.near_groups(codes, 22, rank, linkage=linkage, device="cpu", count_pairs=True)
+    rep, dist, _, n_pairs = reference_verified(codes, np.zeros(len(codes), np.uint64), 22, 0, rank, linkage)
+    np.testing.assert_array_equal(plain.representative, rep)
+    np.testing.assert_array_equal(plain.distance, dist)
+    assert plain.n_pairs == n_pairs

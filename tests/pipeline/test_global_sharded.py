@@ -111,7 +111,8 @@ def _memory_table(shards, columns, removed_ids=(), missing_shard=None):
     for i, t in enumerate(shards):
         if i == missing_shard:
             continue
-        parts.append(t.select(columns).append_column(SAMPLE_ID, pa.array(make_ids(i, np.arange(t.num_rows)))))
+        present = [c for c in dict.fromkeys(columns) if c in t.schema.names]  # as the executor reads them
+        parts.append(t.select(present).append_column(SAMPLE_ID, pa.array(make_ids(i, np.arange(t.num_rows)))))
     table = pa.concat_tables(parts)
     if len(removed_ids):
         table = table.filter(pc.invert(pc.is_in(table.column(SAMPLE_ID), pa.array(list(removed_ids), pa.int64()))))
@@ -746,7 +747,7 @@ def test_keep_fraction_cut_fetches_only_tied_keys():
 def test_sharded_split_equals_memory(tmp_path, params, map_fn):
     shards, ctx, removed = _setup(tmp_path, map_fn, missing_shard=3)
     stage = registry.create("split", params)
-    table = _memory_table(shards, list(stage.requires), removed, missing_shard=3)
+    table = _memory_table(shards, [*stage.requires, *stage.reads_if_present], removed, missing_shard=3)
     mem = stage.run(MemoryGlobalContext.from_table(table))  # one partition, in process
     ctx.load = ctx.fetch = _no_whole_columns  # the driver never gathers keys (or any column) of samples
     res = stage.run(ctx)
@@ -761,7 +762,7 @@ def test_split_phash_radius_64_links_every_sample(tmp_path):
     shards, ctx, _ = _setup(tmp_path, map, remove=False)
     stage = registry.create("split", {"phash_radius": 64})
     res = stage.run(ctx)
-    mem = stage.run(MemoryGlobalContext.from_table(_memory_table(shards, list(stage.requires))))
+    mem = stage.run(MemoryGlobalContext.from_table(_memory_table(shards, [*stage.requires, *stage.reads_if_present])))
     assert res.columns.equals(mem.columns) and res.stats.phash_links == mem.stats.phash_links
 
 

@@ -102,3 +102,67 @@ def test_auto_radius_keeps_chance_links_below_percolation():
     keys = t.column("key").to_pylist()
     for i in range(1, 60000, 10):  # the planted 1-3 bit near-duplicates still share a split
         assert s[keys[i]] == s[keys[i - 1]]
+
+
+def _pdq_table(n=2000, seed=0):
+    """Unrelated PDQ-256 codes with planted near-copies (every 10th sample 1..30 bits from the previous one:
+    beyond phash_dedup's 22 too), unrelated pHashes (pHash links none of them), and one planted pair whose copy
+    has PDQ quality 0 (never linked)."""
+    rng = np.random.default_rng(seed)
+    codes = rng.integers(0, 2**64, (n, 4), dtype=np.uint64)
+    for i in range(1, n, 10):
+        codes[i] = codes[i - 1]
+        for b in rng.choice(256, int(rng.integers(1, 31)), replace=False):
+            codes[i, b // 64] ^= np.uint64(1) << np.uint64(b % 64)
+    quality = np.full(n, 80, np.int16)
+    quality[11] = 0
+    raw = pa.py_buffer(np.ascontiguousarray(codes, "<u8").tobytes())
+    return pa.table(
+        {
+            "key": [f"k{i:05d}" for i in range(n)],
+            "source": ["s"] * n,
+            "phash": pa.array(rng.integers(0, 2**64, n, dtype=np.uint64), pa.uint64()),
+            "pdq": pa.FixedSizeBinaryArray.from_buffers(pa.binary(32), n, [None, raw]),
+            "pdq_quality": pa.array(quality),
+        }
+    ), codes
+
+
+def test_pdq_near_copies_never_straddle_splits():
+    t, codes = _pdq_table()
+    res = run_on_table(registry.create("split", {}), t)  # near_hash auto: the run has PDQ columns
+    assert res.stats.near_hash == "pdq" and res.stats.pdq_threshold == 31 and res.stats.phash_links is None
+    split = _splits(res, t)
+    keys = t.column("key").to_pylist()
+    good = t.column("pdq_quality").to_numpy() >= 1
+    d = np.bitwise_count(codes[:, None, :] ^ codes[None, :, :]).sum(axis=2)
+    linked = np.triu((d <= 31) & good[:, None] & good[None, :], 1)
+    i, j = np.nonzero(linked)
+    assert len(i) >= 190  # the planted pairs (but the quality-0 one)
+    assert all(split[keys[a]] == split[keys[b]] for a, b in zip(i, j))
+    assert res.stats.pdq_links == len(i) and not linked[10, 11]
+    assert 0 < res.stats.expected_chance_links_per_sample < 1e-30
+    # linked by pHash instead (unrelated codes here), the planted near-copies scatter over the splits
+    by_phash = _splits(run_on_table(registry.create("split", {"near_hash": "phash"}), t), t)
+    assert any(by_phash[keys[a]] != by_phash[keys[b]] for a, b in zip(i, j))
+    off = run_on_table(registry.create("split", {"near_hash": None}), t)
+    assert off.stats.near_hash is None and off.stats.groups == t.num_rows
+
+
+def test_pdq_threshold_stays_far_below_percolation_at_any_n():
+    from mmcurate.stages.split import CHANCE_LINK_BUDGET, SPLIT_PDQ_THRESHOLD, chance_link_probability
+
+    # 10^12 samples, each compared with 8 dihedral variants of every other: still ~1e-25 chance links per sample
+    assert 8 * 10**12 * chance_link_probability(SPLIT_PDQ_THRESHOLD, bits=256) < 1e-20 * CHANCE_LINK_BUDGET
+
+
+def test_near_hash_params_are_checked():
+    with pytest.raises(StageError, match="near_hash"):
+        registry.create("split", {"near_hash": "dhash"})
+    with pytest.raises(StageError, match="pdq_threshold"):
+        registry.create("split", {"pdq_threshold": 300})
+    assert {"pdq", "pdq_quality"} <= set(registry.create("split", {"near_hash": "pdq"}).requires)
+    assert "phash" not in registry.create("split", {"near_hash": "pdq"}).requires
+    t, _ = _pdq_table(n=50)
+    with pytest.raises(StageError, match="lacks column.*pdq"):
+        run_on_table(registry.create("split", {"near_hash": "pdq"}), t.drop_columns(["pdq", "pdq_quality"]))
