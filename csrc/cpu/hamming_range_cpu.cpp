@@ -1,7 +1,10 @@
 // Query-vs-database Hamming radius search, with optional dihedral variants per query: a tiled brute force,
-// or multi-index hashing over the database (hamming_plan_cpu.cpp picks). Both gather (q, j) keys per query
-// tile; one sort + unique per tile dedups the candidates found through several substrings or variants and
-// restores (q, j) order, and the distance is the minimum over the query's variants, recomputed once.
+// or multi-index hashing over the database (hamming_plan_cpu.cpp picks). HammingRangeIndex builds the
+// substring buckets once (ids only: a persistent index of millions of codes must not copy them per
+// substring) and serves any number of searches; hamming_range_cpu is one build and one search. Both methods
+// gather (q, j) keys per query tile; one sort + unique per tile dedups the candidates found through several
+// substrings or variants and restores (q, j) order, and the distance is the minimum over the query's
+// variants, recomputed once.
 #include <algorithm>
 #include <stdexcept>
 #include <vector>
@@ -33,46 +36,66 @@ void brute_force(const uint64_t* database, int64_t n, const uint64_t* queries, i
   });
 }
 
+template <int W>
+HammingRangeIndex::Substring build_substring(const uint64_t* code, int64_t n, int offset, int width) {
+  HammingRangeIndex::Substring s;
+  s.begin.assign((size_t(1) << width) + 1, 0);
+  for (int64_t u = 0; u < n; ++u) ++s.begin[kernels::bit_field(&code[u * W], offset, width) + 1];
+  for (size_t b = 0; b + 1 < s.begin.size(); ++b) s.begin[b + 1] += s.begin[b];
+  std::vector<uint32_t> fill(s.begin.begin(), s.begin.end() - 1);
+  s.id.resize(size_t(n));
+  for (int64_t u = 0; u < n; ++u) s.id[fill[kernels::bit_field(&code[u * W], offset, width)]++] = uint32_t(u);
+  return s;
+}
+
 // Each variant probes, per substring, the buckets within the substring's radius of its own key: a code within
 // r of the variant agrees with it within radius[t] on some substring t (pigeonhole), so it is found.
 template <int W, int V>
-void multi_index(const uint64_t* database, int64_t n, const uint64_t* queries, int64_t nq, int64_t tile_size,
-                 const HammingJoinPlan& plan, int r, int num_threads, TileKeys& found) {
+void multi_index(const uint64_t* database, const std::vector<HammingRangeIndex::Substring>& substrings,
+                 const uint64_t* queries, int64_t nq, int64_t tile_size, const HammingJoinPlan& plan, int r,
+                 int num_threads, TileKeys& found) {
+  std::vector<std::vector<uint32_t>> masks(plan.width.size());
   for (size_t t = 0; t < plan.width.size(); ++t) {
-    const int width = plan.width[t], offset = plan.offset[t], radius = plan.radius[t];
-    if (radius < 0) continue;
-    const cpu::SubstringIndex ix = cpu::build_index<W>(database, size_t(n), offset, width);
-    std::vector<uint32_t> masks = cpu::neighbour_masks(width, radius);
-    masks.insert(masks.begin(), 0u);  // the query's own bucket
-    parallel_for(int64_t(found.size()), num_threads, [&](int64_t tile) {
-      const int64_t q0 = tile * tile_size, q1 = std::min(nq, q0 + tile_size);
-      auto& out = found[tile];
+    if (plan.radius[t] < 0) continue;
+    masks[t] = cpu::neighbour_masks(plan.width[t], plan.radius[t]);
+    masks[t].insert(masks[t].begin(), 0u);  // the query's own bucket
+  }
+  parallel_for(int64_t(found.size()), num_threads, [&](int64_t tile) {
+    const int64_t q0 = tile * tile_size, q1 = std::min(nq, q0 + tile_size);
+    auto& out = found[tile];
+    for (size_t t = 0; t < plan.width.size(); ++t) {
+      if (plan.radius[t] < 0) continue;
+      const auto& s = substrings[t];
       for (int64_t q = q0; q < q1; ++q)
         for (int v = 0; v < V; ++v) {
           const uint64_t* query = queries + (q * V + v) * W;
-          const uint64_t key = kernels::bit_field(query, offset, width);
-          for (uint32_t mask : masks) {
+          const uint64_t key = kernels::bit_field(query, plan.offset[t], plan.width[t]);
+          for (uint32_t mask : masks[t]) {
             const uint64_t bucket = key ^ mask;
-            cpu::scan_below<W>(
-                ix.code.data(), ix.begin[bucket], ix.begin[bucket + 1], query, [r] { return r + 1; },
-                [&](int64_t p, int) { out.push_back(uint64_t(q - q0) << 32 | ix.id[p]); });
+            const uint32_t* id = s.id.data();
+            for (uint32_t p = s.begin[bucket], end = s.begin[bucket + 1]; p < end; ++p) {
+              if (p + 4 < end) __builtin_prefetch(database + size_t(id[p + 4]) * W);  // candidates are random rows
+              if (kernels::hamming<W>(query, database + size_t(id[p]) * W) <= r)
+                out.push_back(uint64_t(q - q0) << 32 | id[p]);
+            }
           }
         }
-    });
-  }
+    }
+  });
 }
 
 template <int W, int V>
-HammingRangeResult range_search(const uint64_t* database, int64_t n, const uint64_t* queries, int64_t nq, int r,
-                                int num_threads, HammingPairsMethod method) {
+HammingRangeResult range_search(const uint64_t* database, const std::vector<HammingRangeIndex::Substring>& substrings,
+                                int64_t n, const uint64_t* queries, int64_t nq, const HammingJoinPlan& plan, int r,
+                                int num_threads) {
   HammingRangeResult result;
-  result.plan = plan_hamming_range(n, nq * V, r, method, W);
-  const bool mih = result.plan.method == HammingPairsMethod::kMultiIndex;
+  result.plan = plan;
+  const bool mih = plan.method == HammingPairsMethod::kMultiIndex;
   const int64_t tile_size = mih ? 256 : 16;  // brute force: 16 queries share an L1 database tile
   const int64_t tiles = (nq + tile_size - 1) / tile_size;
   TileKeys found(tiles);
   if (mih)
-    multi_index<W, V>(database, n, queries, nq, tile_size, result.plan, r, num_threads, found);
+    multi_index<W, V>(database, substrings, queries, nq, tile_size, plan, r, num_threads, found);
   else
     brute_force<W, V>(database, n, queries, nq, tile_size, r, num_threads, found);
 
@@ -98,16 +121,47 @@ HammingRangeResult range_search(const uint64_t* database, int64_t n, const uint6
 
 }  // namespace
 
+HammingRangeIndex::HammingRangeIndex(const uint64_t* database, int64_t n, int words, int max_distance,
+                                     int num_threads, HammingPairsMethod method, int64_t query_codes)
+    : database_(database), n_(n), words_(words), max_distance_(max_distance) {
+  check_hamming_args(words, max_distance);
+  if (n < 0) throw std::invalid_argument("sizes must be >= 0");
+  if (n >= (int64_t(1) << 32)) throw std::invalid_argument("hamming_range supports fewer than 2**32 codes");
+  plan_ = plan_hamming_range(n, query_codes, max_distance, method, words);
+  if (plan_.method != HammingPairsMethod::kMultiIndex) return;
+  substrings_.resize(plan_.width.size());
+  parallel_for(int64_t(substrings_.size()), num_threads, [&](int64_t t) {
+    if (plan_.radius[t] < 0) return;
+    substrings_[t] = words == 1 ? build_substring<1>(database, n, plan_.offset[t], plan_.width[t])
+                                : build_substring<4>(database, n, plan_.offset[t], plan_.width[t]);
+  });
+}
+
+HammingRangeResult HammingRangeIndex::search(const uint64_t* queries, int64_t nq, int variants,
+                                             int num_threads) const {
+  if (nq < 0) throw std::invalid_argument("sizes must be >= 0");
+  if (variants != 1 && variants != 8) throw std::invalid_argument("a query has 1 or 8 (dihedral) variants");
+  auto run = [&](auto search) {
+    return search(database_, substrings_, n_, queries, nq, plan_, max_distance_, num_threads);
+  };
+  if (words_ == 1) return variants == 1 ? run(range_search<1, 1>) : run(range_search<1, 8>);
+  return variants == 1 ? run(range_search<4, 1>) : run(range_search<4, 8>);
+}
+
+int64_t HammingRangeIndex::memory_bytes() const {
+  int64_t bytes = 0;
+  for (const auto& s : substrings_) bytes += int64_t(4 * (s.begin.size() + s.id.size()));
+  return bytes;
+}
+
 HammingRangeResult hamming_range_cpu(const uint64_t* database, int64_t n, const uint64_t* queries, int64_t nq,
                                      int words, int variants, int max_distance, int num_threads,
                                      HammingPairsMethod method) {
   check_hamming_args(words, max_distance);
-  if (n < 0 || nq < 0) throw std::invalid_argument("sizes must be >= 0");
-  if (n >= (int64_t(1) << 32)) throw std::invalid_argument("hamming_range supports fewer than 2**32 codes");
   if (variants != 1 && variants != 8) throw std::invalid_argument("a query has 1 or 8 (dihedral) variants");
-  auto run = [&](auto search) { return search(database, n, queries, nq, max_distance, num_threads, method); };
-  if (words == 1) return variants == 1 ? run(range_search<1, 1>) : run(range_search<1, 8>);
-  return variants == 1 ? run(range_search<4, 1>) : run(range_search<4, 8>);
+  const HammingRangeIndex index(database, n, words, max_distance, num_threads, method,
+                                std::max<int64_t>(nq * variants, 1));
+  return index.search(queries, nq, variants, num_threads);
 }
 
 }  // namespace mmcurate
