@@ -17,8 +17,11 @@ Matching a sample (ReferenceIndex.match), the first kind that matches is reporte
   the sample's pHash within that many bits of the same transform's pHash;
 - perceptual: the fast pHash within `max_distance` bits;
 - semantic: a CLIP cosine >= `min_cosine` (only when the index and the run embed with the same model).
-The nearest codes are found by exact Hamming search (mmcurate.ops.hamming_knn; for pHash about 0.15 s per 256
-samples against 1M references on 2 cores).
+Candidates are found by exact Hamming radius search (mmcurate.ops.HammingRangeIndex: multi-index hashing, built
+once per process on the first batch and kept), and the best one is reported: the smallest (distance, row) among
+the candidates within the radius, for pdq among those that pass the pHash verification (so a nearer transform
+that fails it does not hide a farther one that passes). Against 1M references on 2 cores this is about a
+quarter of a second per 256 samples (benchmarks/README.md, bench_decontaminate_scale.py).
 
 The sources are read with the run's readers (io.open_reader: tar shards, folders, list files, HF Parquet, COCO...),
 so anything a run can curate can be a reference set.
@@ -84,29 +87,33 @@ class PdqQuery:
 
 
 class ReferenceIndex:
-    """A loaded index (module docstring)."""
+    """A loaded index (module docstring). Held per reference: its codes (PDQ of the 8 transforms 256 B, their
+    exact pHash 64 B, the fast pHash 8 B, quality 2 B), the digest 32 B + 16 B of sorted lookup keys, its set and
+    id as Arrow strings, and the Hamming search indexes built on first use (ops.HammingRangeIndex: about 520 B
+    for the PDQ transforms and 40 B for a pHash at 1M references; benchmarks/README.md)."""
 
     def __init__(self, path, info: dict, table):
+        import pyarrow as pa
+
         self.path = Path(path)
         self.info = info
-        self.set_names = table.column("set").to_pylist()
-        self.ids = table.column("id").to_pylist()
-        digests = table.column("sha256").to_pylist()
-        self._by_sha = {}
-        for row, d in enumerate(digests):
-            self._by_sha.setdefault(d, row)
-        self.phash = np.asarray(table.column("phash").to_numpy(zero_copy_only=False), dtype=np.uint64)
-        n = len(self.ids)
+        n = table.num_rows
+        self._set = table.column("set").combine_chunks().dictionary_encode()
+        self._id = table.column("id").combine_chunks()
+        self._sha = _hex_digests(table.column("sha256"))
+        self._sha_key = self._sha[:, :8].copy().view(">u8").reshape(-1)  # the digest's first 8 bytes, sorted:
+        self._sha_order = np.argsort(self._sha_key, kind="stable")  # equal digests keep their row order
+        self._sha_key = self._sha_key[self._sha_order]
+        self.phash = _column_array(table.column("phash"), np.uint64)
         # PDQ of the 8 transforms, as one database of 8n codes (row r's transform k at 8r + k); pHash likewise.
-        self.pdq = np.frombuffer(b"".join(table.column("pdq").to_pylist()), np.uint8).reshape(8 * n, 32)
-        self.pdq_quality = np.asarray(table.column("pdq_quality").to_numpy(zero_copy_only=False), dtype=np.int16)
-        self._pdq_db: tuple | None = None  # (min_quality, rows, codes): _pdq_database's cache
-        self.pdq_phash = np.asarray(
-            np.frombuffer(b"".join(table.column("pdq_phash").to_pylist()), np.uint64), dtype=np.uint64
-        )
+        self.pdq = _fixed_width(table.column("pdq"), 8 * 32).reshape(8 * n, 32)
+        self.pdq_quality = _column_array(table.column("pdq_quality"), np.int16)
+        self.pdq_phash = _fixed_width(table.column("pdq_phash"), 8 * 8).view("<u8").reshape(8 * n)
         self.phash_exact = np.ascontiguousarray(self.pdq_phash[0::8])  # each image's own exact pHash
+        self._pdq_db: tuple | None = None  # (min_quality, rows, codes): _pdq_database's cache
+        self._searches: dict = {}  # (what, radius) -> ops.HammingRangeIndex, built once per process
         self.embeddings = None
-        if "embedding" in table.column_names:
+        if "embedding" in table.column_names and pa.types.is_list(table.column("embedding").type):
             from mmcurate.stages.embeddings import embedding_matrix
 
             x, ok, _ = embedding_matrix(table.column("embedding"), name="embedding")
@@ -123,23 +130,31 @@ class ReferenceIndex:
             self._pdq_db = (min_quality, rows, codes)
         return self._pdq_db[1], self._pdq_db[2]
 
-    def _match_pdq(self, out: list, q: PdqQuery, num_threads) -> None:
-        from mmcurate.ops import hamming_knn
+    def _search(self, what, codes: np.ndarray, radius: int, num_threads):
+        """The radius search over `codes` (named by `what`), built on first use and kept: its multi-index costs
+        seconds at millions of references, a batch's search milliseconds."""
+        from mmcurate.ops import HammingRangeIndex
 
+        key = (what, radius)
+        if key not in self._searches:
+            self._searches[key] = HammingRangeIndex(codes, radius, num_threads=num_threads)
+        return self._searches[key]
+
+    def _match_pdq(self, out: list, q: PdqQuery, num_threads) -> None:
         todo = np.flatnonzero(np.array([m is None for m in out]) & q.valid & (q.quality >= q.min_quality))
         rows, codes = self._pdq_database(q.min_quality)
         if not len(todo) or not len(rows):
             return
-        dist, idx = hamming_knn(codes, 1, queries=q.codes[todo], device="cpu", num_threads=num_threads)
-        for i, d, j in zip(todo.tolist(), dist[:, 0].tolist(), idx[:, 0].tolist()):
-            if not 0 <= d <= q.threshold:
-                continue
-            variant = int(rows[j])
-            if q.verify_phash is not None:
-                agree = int(np.bitwise_count(np.uint64(q.phash[i]) ^ self.pdq_phash[variant]))
-                if agree > q.verify_phash:
-                    continue
-            out[i] = Match(variant // 8, "pdq", float(d), transform=TRANSFORMS[variant % 8])
+        search = self._search(("pdq", q.min_quality), codes, q.threshold, num_threads)
+        pairs, dist = search.search(q.codes[todo], num_threads=num_threads)
+        variant = rows[pairs[:, 1]]
+        if q.verify_phash is not None:  # every candidate within the threshold is verified, not the nearest only
+            agree = np.bitwise_count(q.phash[todo[pairs[:, 0]]] ^ self.pdq_phash[variant]) <= q.verify_phash
+            pairs, dist, variant = pairs[agree], dist[agree], variant[agree]
+        for k in _nearest(pairs[:, 0], dist, variant):
+            out[int(todo[pairs[k, 0]])] = Match(
+                int(variant[k]) // 8, "pdq", float(dist[k]), transform=TRANSFORMS[variant[k] % 8]
+            )
 
     @staticmethod
     def read_info(path) -> dict:
@@ -156,22 +171,45 @@ class ReferenceIndex:
         return info
 
     @classmethod
-    def load(cls, path) -> ReferenceIndex:
+    def load(cls, path, embeddings: bool = True) -> ReferenceIndex:
+        """The index at `path`; embeddings=False leaves the CLIP column unread (no semantic matching)."""
         import pyarrow.parquet as pq
 
         info = cls.read_info(path)
         p = Path(os.path.expanduser(str(path)))
-        return cls(p, info, pq.read_table(p / CODES_FILE))
+        columns = [c for c in pq.read_schema(p / CODES_FILE).names if embeddings or c != "embedding"]
+        return cls(p, info, pq.read_table(p / CODES_FILE, columns=columns))
 
     def __len__(self) -> int:
-        return len(self.ids)
+        return len(self._id)
 
     @property
     def embedding_model(self):
         return self.info.get("embedding_model")
 
+    def set_name(self, row: int) -> str:
+        return self._set[row].as_py()
+
+    def id(self, row: int) -> str:
+        return self._id[row].as_py()
+
     def label(self, row: int) -> str:
-        return f"{self.set_names[row]}:{self.ids[row]}"
+        return f"{self.set_name(row)}:{self.id(row)}"
+
+    def _row_of_digest(self, digest: str | None) -> int | None:
+        """The first reference row whose sha256 is `digest` (hex), or None."""
+        if not isinstance(digest, str) or len(digest) != 64:
+            return None
+        try:
+            want = np.frombuffer(bytes.fromhex(digest), np.uint8)
+        except ValueError:
+            return None
+        key = want[:8].view(">u8")[0]
+        lo, hi = np.searchsorted(self._sha_key, key, "left"), np.searchsorted(self._sha_key, key, "right")
+        for row in self._sha_order[lo:hi]:  # ascending rows
+            if np.array_equal(self._sha[row], want):
+                return int(row)
+        return None
 
     def match(
         self,
@@ -192,7 +230,7 @@ class ReferenceIndex:
         n = len(sha256)
         out: list[Match | None] = [None] * n
         for i, d in enumerate(sha256):
-            row = self._by_sha.get(d) if d is not None else None
+            row = self._row_of_digest(d)
             if row is not None:
                 out[i] = Match(row, "exact", 0.0)
         if len(self) and pdq is not None:
@@ -200,18 +238,11 @@ class ReferenceIndex:
         if len(self) and phash is not None and max_distance is not None:
             todo = np.flatnonzero(np.array([m is None for m in out]) & phash_valid)
             if len(todo):
-                from mmcurate.ops import hamming_knn
-
-                dist, idx = hamming_knn(
-                    self.phash_exact if phash_exact else self.phash,
-                    1,
-                    queries=phash[todo],
-                    device="cpu",
-                    num_threads=num_threads,
-                )
-                for i, d, r in zip(todo.tolist(), dist[:, 0].tolist(), idx[:, 0].tolist()):
-                    if 0 <= d <= max_distance:
-                        out[i] = Match(int(r), "perceptual", float(d))
+                codes = self.phash_exact if phash_exact else self.phash
+                search = self._search("phash_exact" if phash_exact else "phash", codes, max_distance, num_threads)
+                pairs, dist = search.search(phash[todo], num_threads=num_threads)
+                for k in _nearest(pairs[:, 0], dist, pairs[:, 1]):
+                    out[int(todo[pairs[k, 0]])] = Match(int(pairs[k, 1]), "perceptual", float(dist[k]))
         if len(self) and embeddings is not None and self.embeddings is not None and min_cosine is not None:
             todo = np.flatnonzero(np.array([m is None for m in out]) & (np.abs(embeddings).sum(axis=1) > 0))
             if len(todo):
@@ -222,6 +253,50 @@ class ReferenceIndex:
                     if c >= min_cosine:
                         out[i] = Match(int(r), "semantic", round(c, 4))
         return out
+
+
+def _nearest(query: np.ndarray, dist: np.ndarray, row: np.ndarray) -> np.ndarray:
+    """Positions of each query's best candidate: the smallest (distance, row), as hamming_knn's ties go."""
+    if not len(query):
+        return np.zeros(0, np.int64)
+    order = np.lexsort((row, dist, query))
+    first = np.ones(len(order), bool)
+    first[1:] = query[order[1:]] != query[order[:-1]]
+    return order[first]
+
+
+def _fixed_width(column, width: int) -> np.ndarray:
+    """uint8[n * width]: the values of a fixed_size_binary(width) column, without a Python object per row."""
+    import pyarrow as pa
+
+    arr = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    if not pa.types.is_fixed_size_binary(arr.type) or arr.type.byte_width != width or arr.null_count:
+        raise ValueError(f"reference index: column of {arr.type} with {arr.null_count} nulls; rebuild the index")
+    if not len(arr):
+        return np.zeros(0, np.uint8)
+    data = np.frombuffer(arr.buffers()[1], np.uint8)
+    return data[arr.offset * width : (arr.offset + len(arr)) * width]
+
+
+def _column_array(column, dtype) -> np.ndarray:
+    return np.asarray(column.to_numpy(), dtype=dtype)
+
+
+def _hex_digests(column) -> np.ndarray:
+    """uint8[n, 32]: the sha256 hex strings as bytes, parsed in numpy (no Python string per row)."""
+    import pyarrow.compute as pc
+
+    arr = pc.utf8_lower(column.combine_chunks())
+    n = len(arr)
+    if not n:
+        return np.zeros((0, 32), np.uint8)
+    offsets = np.frombuffer(arr.buffers()[1], np.int32)[arr.offset : arr.offset + n + 1]
+    chars = np.frombuffer(arr.buffers()[2], np.uint8)[offsets[0] : offsets[-1]]
+    digit, letter = (chars >= ord("0")) & (chars <= ord("9")), (chars >= ord("a")) & (chars <= ord("f"))
+    if arr.null_count or np.any(np.diff(offsets) != 64) or not np.all(digit | letter):
+        raise ValueError("reference index: a sha256 that is not 64 hex digits; rebuild the index")
+    nibble = np.where(letter, chars - (ord("a") - 10), chars - ord("0")).astype(np.uint8).reshape(n, 64)
+    return (nibble[:, 0::2] << 4) | nibble[:, 1::2]
 
 
 def build_reference(

@@ -100,7 +100,9 @@ class ReferenceMatch(MapStage):
         if self._indexes is None:
             from mmcurate.reference import ReferenceIndex
 
-            self._indexes = [ReferenceIndex.load(r) for r in self.params.references]
+            # Loaded once per worker; each index's Hamming search structures are built on the first batch and kept.
+            semantic = self.params.min_cosine is not None
+            self._indexes = [ReferenceIndex.load(r, embeddings=semantic) for r in self.params.references]
 
     def process(self, batch: pa.Table) -> StageResult:
         from mmcurate.ops import phash_bytes
@@ -139,7 +141,7 @@ class ReferenceMatch(MapStage):
                     if m.transform is not None:
                         value["transform"] = m.transform
                     matches[i] = json.dumps(
-                        {"set": index.set_names[m.row], "id": index.ids[m.row], "kind": m.via, **value},
+                        {"set": index.set_name(m.row), "id": index.id(m.row), "kind": m.via, **value},
                         sort_keys=True,
                     )
         return StageResult(with_column(batch, MATCH_COLUMN, pa.array(matches, pa.string())))
