@@ -33,6 +33,7 @@ import hashlib
 import json
 import os
 import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -299,6 +300,37 @@ def _hex_digests(column) -> np.ndarray:
     return (nibble[:, 0::2] << 4) | nibble[:, 1::2]
 
 
+#: Reference rows per Parquet row group: the build holds at most this many rows of codes in memory.
+ROW_GROUP_ROWS = 16_384
+#: Bytes of transformed pixels hashed in one call (8 copies of each decoded image): bounds the build's memory.
+TRANSFORM_BYTES = 256 << 20
+
+
+def hash_transforms(images: list[np.ndarray], num_threads: int | None = None):
+    """(PDQ uint8[n, 8 * 32], PDQ quality int16[n], exact pHash uint64[n, 8]) of each image's 8 transforms
+    (TRANSFORMS' order), hashed in calls of at most TRANSFORM_BYTES of pixels: batched for the threads, bounded
+    for memory. The transforms are copied: strided views hash correctly but read memory across rows, slower."""
+    from mmcurate.ops import pdq, phash
+
+    n = len(images)
+    codes = np.zeros((n, 8 * 32), np.uint8)
+    quality = np.zeros(n, np.int16)
+    phashes = np.zeros((n, 8), np.uint64)
+    start = 0
+    while start < n:
+        end, size = start, 0
+        while end < n and (end == start or size + 8 * images[end].nbytes <= TRANSFORM_BYTES):
+            size += 8 * images[end].nbytes
+            end += 1
+        variants = [t for img in images[start:end] for t in dihedral(img)]
+        hashed = pdq(variants, device="cpu", num_threads=num_threads)
+        codes[start:end] = np.asarray(hashed.codes, np.uint8).reshape(end - start, 8 * 32)
+        quality[start:end] = np.asarray(hashed.quality)[0::8]
+        phashes[start:end] = np.asarray(phash(variants, device="cpu", num_threads=num_threads)).reshape(-1, 8)
+        start = end
+    return codes, quality, phashes
+
+
 def build_reference(
     out,
     sets: dict[str, str],
@@ -307,17 +339,22 @@ def build_reference(
     batch_size: int = 256,
     overwrite: bool = False,
     log=print,
+    progress_seconds: float = 30.0,
 ) -> dict:
     """Index the images of `sets` (name -> input path, read with io.open_reader's format detection) into `out`.
     clip: clip_embed's parameters ({model, weights, device, ...}) to store image embeddings too. Returns the
-    reference.json written. Unreadable or image-less samples are counted per set, never indexed."""
+    reference.json written. Unreadable or image-less samples are counted per set, never indexed.
+
+    Streamed: rows are written as Parquet row groups as the sources are read (memory bounded by ROW_GROUP_ROWS
+    rows and TRANSFORM_BYTES of pixels, at any number of images), with a progress line every
+    `progress_seconds`. Each image is decoded once in full (its pixels give the 8 transforms, their PDQ and exact
+    pHash) and once at a reduced DCT scale for the fast pHash, which a run's samples carry (integrity's
+    ops.phash_bytes(exact=False): a different decode, so it cannot come from the full pixels)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     from mmcurate.io import open_reader
-    from mmcurate.ops import decode_images, pdq, phash, phash_bytes
     from mmcurate.pipeline.reuse import fingerprint
-    from mmcurate.stages.embeddings import embedding_matrix
 
     out = Path(out)
     if out.exists() and any(out.iterdir()):
@@ -325,7 +362,6 @@ def build_reference(
             raise FileExistsError(f"{str(out)!r} is not empty; pass --overwrite to rebuild the index there")
         if not (out / REFERENCE_FILE).is_file():
             raise ValueError(f"{str(out)!r} holds files that are not a reference index; choose an empty directory")
-        shutil.rmtree(out)
     if not sets:
         raise ValueError("give at least one reference set (NAME=PATH)")
     embed = None
@@ -334,76 +370,95 @@ def build_reference(
 
         embed = registry.create("clip_embed", {**clip, "text": False})
         embed.setup()
-    cols: dict[str, list] = {
-        k: [] for k in ("set", "id", "sha256", "phash", "pdq", "pdq_quality", "pdq_phash", "embedding")
-    }
-    info_sets = {}
-    for name, path in sets.items():
-        reader = open_reader(path)
-        n_ok = n_bad = 0
-        for shard in reader.shards():
-            for batch in reader.read(shard, batch_size=batch_size):
-                images = batch.column("image").to_pylist()
-                codes = phash_bytes([b or b"" for b in images], exact=False)
-                status = np.asarray(codes.status)
-                ok = np.array([b is not None for b in images]) & (status == 0)
-                if "read_reason" in batch.column_names:
-                    ok &= np.asarray(batch.column("read_reason").is_null().to_numpy(zero_copy_only=False))
-                emb = None
-                if embed is not None and ok.any():
-                    res = embed.process(batch.filter(pa.array(ok)))
-                    vectors, usable, _ = embedding_matrix(res.kept.column("image_embedding"))
-                    emb_keys = [k for k, u in zip(res.kept.column("key").to_pylist(), usable) if u]
-                    emb = dict(zip(emb_keys, vectors))
-                keys = batch.column("key").to_pylist()
-                decoded = decode_images([images[i] for i in np.flatnonzero(ok)], mode="RGB") if ok.any() else None
-                pixels = dict(zip(np.flatnonzero(ok).tolist(), decoded.images)) if decoded is not None else {}
-                for i in np.flatnonzero(ok).tolist():
-                    if (emb is not None and keys[i] not in emb) or pixels.get(i) is None:
-                        n_bad += 1
-                        continue
-                    variants = dihedral(pixels[i])
-                    hashed = pdq(variants)
-                    cols["pdq"].append(np.asarray(hashed.codes, np.uint8).tobytes())
-                    cols["pdq_quality"].append(int(np.asarray(hashed.quality)[0]))
-                    cols["pdq_phash"].append(np.asarray(phash(variants), np.uint64).tobytes())
-                    cols["set"].append(name)
-                    cols["id"].append(keys[i])
-                    cols["sha256"].append(hashlib.sha256(images[i]).hexdigest())
-                    cols["phash"].append(int(np.asarray(codes.codes)[i]))
-                    cols["embedding"].append(emb[keys[i]].tolist() if emb is not None else None)
-                    n_ok += 1
-                n_bad += int((~ok).sum())
-        info_sets[name] = {"source": os.fspath(path), "images": n_ok, "unreadable": n_bad}
-        log(f"reference set {name}: {n_ok:,} images indexed, {n_bad:,} unreadable or without an image")
-    table = {
-        "set": pa.array(cols["set"], pa.string()),
-        "id": pa.array(cols["id"], pa.string()),
-        "sha256": pa.array(cols["sha256"], pa.string()),
-        "phash": pa.array(cols["phash"], pa.uint64()),
-        "pdq": pa.array(cols["pdq"], pa.binary(8 * 32)),
-        "pdq_quality": pa.array(cols["pdq_quality"], pa.int16()),
-        "pdq_phash": pa.array(cols["pdq_phash"], pa.binary(8 * 8)),
-    }
-    if embed is not None:
-        table["embedding"] = pa.array(cols["embedding"], pa.list_(pa.float32()))
-    info = {
-        "version": INDEX_VERSION,
-        "sets": info_sets,
-        "columns": {
-            "sha256": fingerprint("sha256"),
-            "phash": fingerprint("phash", exact=False),
-            "pdq": fingerprint("pdq", exact=True, dihedral="transformed pixels"),
-            "pdq_phash": fingerprint("phash", exact=True),
-        },
-        "embedding_model": embed.column_fingerprints()["image_embedding"] if embed is not None else None,
-    }
+    fields = [
+        ("set", pa.string()),
+        ("id", pa.string()),
+        ("sha256", pa.string()),
+        ("phash", pa.uint64()),
+        ("pdq", pa.binary(8 * 32)),
+        ("pdq_quality", pa.int16()),
+        ("pdq_phash", pa.binary(8 * 8)),
+    ] + ([("embedding", pa.list_(pa.float32()))] if embed is not None else [])
+    schema = pa.schema(fields)
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    pq.write_table(pa.table(table), tmp / CODES_FILE)
-    (tmp / REFERENCE_FILE).write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
+    info_sets = {}
+    try:
+        with pq.ParquetWriter(tmp / CODES_FILE, schema) as writer:
+            pending: list = []
+            for name, path in sets.items():
+                reader = open_reader(path)
+                n_ok = n_bad = 0
+                t0 = last = time.monotonic()
+                for shard in reader.shards():
+                    for batch in reader.read(shard, batch_size=batch_size):
+                        rows, bad = _reference_rows(batch, name, embed, schema)
+                        n_ok, n_bad = n_ok + rows.num_rows, n_bad + bad
+                        pending.append(rows)
+                        if sum(t.num_rows for t in pending) >= ROW_GROUP_ROWS:
+                            writer.write_table(pa.concat_tables(pending), row_group_size=ROW_GROUP_ROWS)
+                            pending = []
+                        if time.monotonic() - last >= progress_seconds:
+                            last = time.monotonic()
+                            log(f"reference set {name}: {n_ok:,} images indexed ({n_ok / (last - t0):,.0f}/s)")
+                info_sets[name] = {"source": os.fspath(path), "images": n_ok, "unreadable": n_bad}
+                log(f"reference set {name}: {n_ok:,} images indexed, {n_bad:,} unreadable or without an image")
+            if pending:
+                writer.write_table(pa.concat_tables(pending))
+        info = {
+            "version": INDEX_VERSION,
+            "sets": info_sets,
+            "columns": {
+                "sha256": fingerprint("sha256"),
+                "phash": fingerprint("phash", exact=False),
+                "pdq": fingerprint("pdq", exact=True, dihedral="transformed pixels"),
+                "pdq_phash": fingerprint("phash", exact=True),
+            },
+            "embedding_model": embed.column_fingerprints()["image_embedding"] if embed is not None else None,
+        }
+        (tmp / REFERENCE_FILE).write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     if out.exists():
-        out.rmdir()
+        shutil.rmtree(out)  # checked above: empty, or an index that --overwrite replaces
     tmp.rename(out)
     return info
+
+
+def _reference_rows(batch, name: str, embed, schema):
+    """(the index rows of a reader batch's readable images, how many samples were not indexed)."""
+    import pyarrow as pa
+
+    from mmcurate.ops import decode_images, phash_bytes
+    from mmcurate.stages.embeddings import embedding_matrix
+
+    images = batch.column("image").to_pylist()
+    keys = batch.column("key").to_pylist()
+    fast = phash_bytes([b or b"" for b in images], exact=False)  # integrity's pHash (and the decode statuses)
+    ok = np.array([b is not None for b in images], bool) & (np.asarray(fast.status) == 0)
+    if "read_reason" in batch.column_names:
+        ok &= np.asarray(batch.column("read_reason").is_null().to_numpy(zero_copy_only=False))
+    emb = None
+    if embed is not None and ok.any():
+        res = embed.process(batch.filter(pa.array(ok)))
+        vectors, usable, _ = embedding_matrix(res.kept.column("image_embedding"))
+        emb = dict(zip((k for k, u in zip(res.kept.column("key").to_pylist(), usable) if u), vectors))
+    todo = np.flatnonzero(ok).tolist()
+    pixels = decode_images([images[i] for i in todo], mode="RGB").images if todo else []
+    usable = [(i, px) for i, px in zip(todo, pixels) if px is not None and (emb is None or keys[i] in emb)]
+    keep = [i for i, _ in usable]
+    codes, quality, phashes = hash_transforms([px for _, px in usable])
+    columns = {
+        "set": [name] * len(keep),
+        "id": [keys[i] for i in keep],
+        "sha256": [hashlib.sha256(images[i]).hexdigest() for i in keep],
+        "phash": np.asarray(fast.codes, np.uint64)[keep],
+        "pdq": [r.tobytes() for r in codes],
+        "pdq_quality": quality,
+        "pdq_phash": [r.astype("<u8").tobytes() for r in phashes],
+    }
+    if embed is not None:
+        columns["embedding"] = [emb[keys[i]].tolist() for i in keep]
+    return pa.table(columns, schema=schema), len(images) - len(keep)

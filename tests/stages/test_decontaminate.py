@@ -268,3 +268,32 @@ def test_range_search_matches_are_the_brute_force_nearest():
     assert [(m.row, m.value) if m else None for m in got] == [
         (int(j), float(d)) if d <= 4 else None for d, j in zip(dist[:, 0], idx[:, 0])
     ]
+
+
+def test_build_streams_row_groups_with_progress_and_hashes_each_transform(tmp_path, monkeypatch):
+    """The build writes row groups as it reads (memory bounded at any size), logs progress, counts a corrupt file
+    as unreadable, and each row holds the PDQ and exact pHash of its image's 8 transformed pixel arrays."""
+    from mmcurate import reference
+    from mmcurate.ops import decode_images, pdq, phash
+
+    monkeypatch.setattr(reference, "ROW_GROUP_ROWS", 2)
+    monkeypatch.setattr(reference, "TRANSFORM_BYTES", 1)  # one image per hashing call
+    (tmp_path / "refs").mkdir()
+    blobs = {f"im{i}": _jpeg(img) for i, img in enumerate(_tiles(5))}
+    for k, b in blobs.items():
+        (tmp_path / "refs" / f"{k}.jpg").write_bytes(b)
+    (tmp_path / "refs" / "broken.jpg").write_bytes(blobs["im0"][:200])
+    lines: list[str] = []
+    info = reference.build_reference(tmp_path / "index", {"b": str(tmp_path / "refs")}, batch_size=2, log=lines.append,
+                                     progress_seconds=0)
+    assert info["sets"]["b"]["images"] == 5 and info["sets"]["b"]["unreadable"] == 1
+    assert any("images indexed (" in x for x in lines) and "5 images indexed, 1 unreadable" in lines[-1]
+    meta = pq.ParquetFile(tmp_path / "index" / "codes.parquet").metadata
+    assert meta.num_rows == 5 and meta.num_row_groups >= 3
+    index = reference.ReferenceIndex.load(tmp_path / "index")
+    for row in range(len(index)):
+        pixels = decode_images([blobs[index.id(row)]], mode="RGB").images[0]
+        variants = reference.dihedral(pixels)
+        np.testing.assert_array_equal(index.pdq[8 * row : 8 * row + 8], np.asarray(pdq(variants).codes, np.uint8))
+        np.testing.assert_array_equal(index.pdq_phash[8 * row : 8 * row + 8], np.asarray(phash(variants), np.uint64))
+        assert index.label(row) == f"b:{index.id(row)}"
