@@ -49,7 +49,8 @@ TRANSFORMS = ("identity", "rot90", "rot180", "rot270", "flip_x", "flip_y", "tran
 
 
 def dihedral(img: np.ndarray) -> list[np.ndarray]:
-    """The 8 transforms of an HxWxC image (TRANSFORMS' order; flip_x mirrors about the x axis, as PDQ names it)."""
+    """The 8 transforms of an HxW[xC] image (TRANSFORMS' order; flip_x mirrors about the x axis, as PDQ names it),
+    each a contiguous copy."""
     return [
         np.ascontiguousarray(t)
         for t in (
@@ -59,10 +60,21 @@ def dihedral(img: np.ndarray) -> list[np.ndarray]:
             np.rot90(img, 3),
             img[::-1],
             img[:, ::-1],
-            img.transpose(1, 0, 2),
-            np.rot90(img, 2).transpose(1, 0, 2),
+            np.swapaxes(img, 0, 1),
+            np.swapaxes(np.rot90(img, 2), 0, 1),
         )
     ]
+
+
+def dihedral_rgba(img: np.ndarray) -> list[np.ndarray]:
+    """dihedral() of an HxWx3 image as opaque HxWx4 RGBA arrays: the pixels are moved as 4-byte words, which numpy
+    copies several times faster than 3-byte ones (the transposes most), and ops.pdq / ops.phash hash an opaque
+    RGBA image exactly as its RGB pixels."""
+    h, w, _ = img.shape
+    rgba = np.empty((h, w, 4), np.uint8)
+    rgba[..., :3] = img
+    rgba[..., 3] = 255
+    return [t.view(np.uint8).reshape(*t.shape, 4) for t in dihedral(rgba.view(np.uint32).reshape(h, w))]
 
 
 @dataclass
@@ -111,7 +123,6 @@ class ReferenceIndex:
         self.pdq_quality = _column_array(table.column("pdq_quality"), np.int16)
         self.pdq_phash = _fixed_width(table.column("pdq_phash"), 8 * 8).view("<u8").reshape(8 * n)
         self.phash_exact = np.ascontiguousarray(self.pdq_phash[0::8])  # each image's own exact pHash
-        self._pdq_db: tuple | None = None  # (min_quality, rows, codes): _pdq_database's cache
         self._searches: dict = {}  # (what, radius) -> ops.HammingRangeIndex, built once per process
         self.embeddings = None
         if "embedding" in table.column_names and pa.types.is_list(table.column("embedding").type):
@@ -121,15 +132,6 @@ class ReferenceIndex:
             if not ok.all():
                 raise ValueError(f"reference index {str(path)!r}: unusable embeddings; rebuild it")
             self.embeddings = x
-
-    def _pdq_database(self, min_quality: int) -> tuple[np.ndarray, np.ndarray]:
-        """(rows into the 8n transform codes, their codes) of the references at or above min_quality: selected
-        once per quality floor, not per batch (a copy of 256 MB per batch at 1M references)."""
-        if self._pdq_db is None or self._pdq_db[0] != min_quality:
-            rows = np.flatnonzero(np.repeat(self.pdq_quality >= min_quality, 8))
-            codes = self.pdq if len(rows) == len(self.pdq) else np.ascontiguousarray(self.pdq[rows])
-            self._pdq_db = (min_quality, rows, codes)
-        return self._pdq_db[1], self._pdq_db[2]
 
     def _search(self, what, codes: np.ndarray, radius: int, num_threads):
         """The radius search over `codes` (named by `what`), built on first use and kept: its multi-index costs
@@ -143,15 +145,17 @@ class ReferenceIndex:
 
     def _match_pdq(self, out: list, q: PdqQuery, num_threads) -> None:
         todo = np.flatnonzero(np.array([m is None for m in out]) & q.valid & (q.quality >= q.min_quality))
-        rows, codes = self._pdq_database(q.min_quality)
-        if not len(todo) or not len(rows):
+        if not len(todo):
             return
-        search = self._search(("pdq", q.min_quality), codes, q.threshold, num_threads)
+        # One search structure over all 8n transform codes, whatever the quality floor: candidates of references
+        # below it are dropped here (no 256 B per reference copy of the codes that pass).
+        search = self._search("pdq", self.pdq, q.threshold, num_threads)
         pairs, dist = search.search(q.codes[todo], num_threads=num_threads)
-        variant = rows[pairs[:, 1]]
+        variant = pairs[:, 1]
+        keep = self.pdq_quality[variant // 8] >= q.min_quality
         if q.verify_phash is not None:  # every candidate within the threshold is verified, not the nearest only
-            agree = np.bitwise_count(q.phash[todo[pairs[:, 0]]] ^ self.pdq_phash[variant]) <= q.verify_phash
-            pairs, dist, variant = pairs[agree], dist[agree], variant[agree]
+            keep &= np.bitwise_count(q.phash[todo[pairs[:, 0]]] ^ self.pdq_phash[variant]) <= q.verify_phash
+        pairs, dist, variant = pairs[keep], dist[keep], variant[keep]
         for k in _nearest(pairs[:, 0], dist, variant):
             out[int(todo[pairs[k, 0]])] = Match(
                 int(variant[k]) // 8, "pdq", float(dist[k]), transform=TRANSFORMS[variant[k] % 8]
@@ -267,16 +271,20 @@ def _nearest(query: np.ndarray, dist: np.ndarray, row: np.ndarray) -> np.ndarray
 
 
 def _fixed_width(column, width: int) -> np.ndarray:
-    """uint8[n * width]: the values of a fixed_size_binary(width) column, without a Python object per row."""
+    """uint8[n * width]: the values of a fixed_size_binary(width) column, without a Python object per row (and
+    without a copy when it is one chunk)."""
     import pyarrow as pa
 
-    arr = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
-    if not pa.types.is_fixed_size_binary(arr.type) or arr.type.byte_width != width or arr.null_count:
-        raise ValueError(f"reference index: column of {arr.type} with {arr.null_count} nulls; rebuild the index")
-    if not len(arr):
-        return np.zeros(0, np.uint8)
-    data = np.frombuffer(arr.buffers()[1], np.uint8)
-    return data[arr.offset * width : (arr.offset + len(arr)) * width]
+    parts = []
+    for arr in column.chunks if isinstance(column, pa.ChunkedArray) else [column]:
+        if not pa.types.is_fixed_size_binary(arr.type) or arr.type.byte_width != width or arr.null_count:
+            raise ValueError(f"reference index: column of {arr.type} with {arr.null_count} nulls; rebuild the index")
+        if len(arr):
+            data = np.frombuffer(arr.buffers()[1], np.uint8)
+            parts.append(data[arr.offset * width : (arr.offset + len(arr)) * width])
+    if len(parts) == 1:
+        return parts[0]
+    return np.concatenate(parts) if parts else np.zeros(0, np.uint8)
 
 
 def _column_array(column, dtype) -> np.ndarray:
@@ -309,7 +317,8 @@ TRANSFORM_BYTES = 256 << 20
 def hash_transforms(images: list[np.ndarray], num_threads: int | None = None):
     """(PDQ uint8[n, 8 * 32], PDQ quality int16[n], exact pHash uint64[n, 8]) of each image's 8 transforms
     (TRANSFORMS' order), hashed in calls of at most TRANSFORM_BYTES of pixels: batched for the threads, bounded
-    for memory. The transforms are copied: strided views hash correctly but read memory across rows, slower."""
+    for memory. The transforms are copied (dihedral_rgba): strided views hash the same but read memory across
+    rows, and the kernels are slower on them than numpy's copy of 4-byte pixels."""
     from mmcurate.ops import pdq, phash
 
     n = len(images)
@@ -319,10 +328,10 @@ def hash_transforms(images: list[np.ndarray], num_threads: int | None = None):
     start = 0
     while start < n:
         end, size = start, 0
-        while end < n and (end == start or size + 8 * images[end].nbytes <= TRANSFORM_BYTES):
-            size += 8 * images[end].nbytes
+        while end < n and (end == start or size + 32 * images[end].shape[0] * images[end].shape[1] <= TRANSFORM_BYTES):
+            size += 32 * images[end].shape[0] * images[end].shape[1]  # 8 RGBA copies
             end += 1
-        variants = [t for img in images[start:end] for t in dihedral(img)]
+        variants = [t for img in images[start:end] for t in dihedral_rgba(img)]
         hashed = pdq(variants, device="cpu", num_threads=num_threads)
         codes[start:end] = np.asarray(hashed.codes, np.uint8).reshape(end - start, 8 * 32)
         quality[start:end] = np.asarray(hashed.quality)[0::8]
