@@ -193,8 +193,7 @@ class BruteForce:
     def match(self, s, lo, hi, threshold, verify):
         ix = self.index
         out = [None] * (hi - lo)
-        for i, d in enumerate(s["sha"][lo:hi]):
-            row = ix._row_of_digest(d)
+        for i, row in enumerate(ix._rows_of_digests(s["sha"][lo:hi])):  # the same lookup: not what is compared
             if row is not None:
                 out[i] = ("exact", row, 0)
         todo = [i for i in range(hi - lo) if out[i] is None]

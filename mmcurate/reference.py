@@ -114,9 +114,11 @@ class ReferenceIndex:
         self._set = table.column("set").combine_chunks().dictionary_encode()
         self._id = table.column("id").combine_chunks()
         self._sha = _hex_digests(table.column("sha256"))
-        self._sha_key = self._sha[:, :8].copy().view(">u8").reshape(-1)  # the digest's first 8 bytes, sorted:
-        self._sha_order = np.argsort(self._sha_key, kind="stable")  # equal digests keep their row order
-        self._sha_key = self._sha_key[self._sha_order]
+        # the digests' first 8 bytes as native integers (a byte-swapped array would be converted per search),
+        # sorted stably: equal digests keep their row order
+        key = self._sha[:, :8].copy().view(">u8").reshape(-1).astype(np.uint64)
+        self._sha_order = np.argsort(key, kind="stable")
+        self._sha_key = key[self._sha_order]
         self.phash = _column_array(table.column("phash"), np.uint64)
         # PDQ of the 8 transforms, as one database of 8n codes (row r's transform k at 8r + k); pHash likewise.
         self.pdq = _fixed_width(table.column("pdq"), 8 * 32).reshape(8 * n, 32)
@@ -201,20 +203,25 @@ class ReferenceIndex:
     def label(self, row: int) -> str:
         return f"{self.set_name(row)}:{self.id(row)}"
 
-    def _row_of_digest(self, digest: str | None) -> int | None:
-        """The first reference row whose sha256 is `digest` (hex), or None."""
-        if not isinstance(digest, str) or len(digest) != 64:
-            return None
-        try:
-            want = np.frombuffer(bytes.fromhex(digest), np.uint8)
-        except ValueError:
-            return None
-        key = want[:8].view(">u8")[0]
-        lo, hi = np.searchsorted(self._sha_key, key, "left"), np.searchsorted(self._sha_key, key, "right")
-        for row in self._sha_order[lo:hi]:  # ascending rows
-            if np.array_equal(self._sha[row], want):
-                return int(row)
-        return None
+    def _rows_of_digests(self, digests: list) -> list[int | None]:
+        """Per sha256 (hex, or None), the first reference row with that digest, or None: one sorted-key search for
+        the batch, the full digest compared only where the first 8 bytes agree."""
+        want = np.zeros((len(digests), 32), np.uint8)
+        for i, d in enumerate(digests):
+            if isinstance(d, str) and len(d) == 64:
+                try:
+                    want[i] = np.frombuffer(bytes.fromhex(d), np.uint8)
+                except ValueError:
+                    pass  # not hex: no reference has it
+        keys = want[:, :8].copy().view(">u8").reshape(-1).astype(np.uint64)
+        lo, hi = np.searchsorted(self._sha_key, keys, "left"), np.searchsorted(self._sha_key, keys, "right")
+        out: list[int | None] = [None] * len(digests)
+        for i in np.flatnonzero(hi > lo).tolist():
+            for row in self._sha_order[lo[i] : hi[i]].tolist():  # ascending rows
+                if np.array_equal(self._sha[row], want[i]):
+                    out[i] = int(row)
+                    break
+        return out
 
     def match(
         self,
@@ -234,8 +241,7 @@ class ReferenceIndex:
         ops.pdq_bytes(phash=True) gives), matched against the references' exact pHash; else integrity's fast ones."""
         n = len(sha256)
         out: list[Match | None] = [None] * n
-        for i, d in enumerate(sha256):
-            row = self._row_of_digest(d)
+        for i, row in enumerate(self._rows_of_digests(sha256)):
             if row is not None:
                 out[i] = Match(row, "exact", 0.0)
         if len(self) and pdq is not None:
