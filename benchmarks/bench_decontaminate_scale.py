@@ -176,8 +176,13 @@ def query(s, lo: int, hi: int, threshold: int, verify):
 
 def match_new(index, s, lo, hi, threshold, verify):
     return index.match(
-        s["sha"][lo:hi], s["fast_phash"][lo:hi], np.ones(hi - lo, bool), None, 4, None, pdq=query(s, lo, hi, threshold,
-                                                                                                   verify)
+        s["sha"][lo:hi],
+        s["fast_phash"][lo:hi],
+        np.ones(hi - lo, bool),
+        None,
+        4,
+        None,
+        pdq=query(s, lo, hi, threshold, verify),
     )
 
 
@@ -290,7 +295,9 @@ def bench_matching(n: int, gen: Generator, args, faiss) -> dict:
     print(json.dumps(row), flush=True)
 
     row["brute_force"]["same_matches"] = old == [ours[i] for i in picks]
-    row["speedup_vs_brute_force"] = round(row["new"]["samples_per_second"] / row["brute_force"]["samples_per_second"], 1)
+    row["speedup_vs_brute_force"] = round(
+        row["new"]["samples_per_second"] / row["brute_force"]["samples_per_second"], 1
+    )
     print(json.dumps(row["brute_force"]), flush=True)
 
     if faiss is not None and n <= args.faiss_max:
@@ -304,8 +311,9 @@ def bench_matching(n: int, gen: Generator, args, faiss) -> dict:
         fm = faiss_match_pdq(mh, index, codes, thr)
         fs = time.perf_counter() - t
         # ours, PDQ alone on the same codes (the search structure is already built)
-        q = PdqQuery(codes, np.full(len(codes), 60), samples["exact_phash"][fpicks], np.ones(len(codes), bool), thr, 1,
-                     None)
+        q = PdqQuery(
+            codes, np.full(len(codes), 60), samples["exact_phash"][fpicks], np.ones(len(codes), bool), thr, 1, None
+        )
         t = time.perf_counter()
         mine: list = [None] * len(codes)
         for lo in range(0, len(codes), BATCH):
@@ -371,8 +379,10 @@ def photo_jpegs(n: int, seed: int) -> list[bytes]:
     from skimage import data
 
     rng = np.random.default_rng(seed)
-    photos = [Image.fromarray(getattr(data, k)()).convert("RGB") for k in ("astronaut", "coffee", "chelsea",
-                                                                           "rocket", "immunohistochemistry")]
+    photos = [
+        Image.fromarray(getattr(data, k)()).convert("RGB")
+        for k in ("astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry")
+    ]
     out = []
     for _ in range(n):
         img = photos[rng.integers(len(photos))]
@@ -381,7 +391,9 @@ def photo_jpegs(n: int, seed: int) -> list[bytes]:
         x, y = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
         side = int(rng.integers(256, 641))
         buf = io.BytesIO()
-        img.crop((x, y, x + cw, y + ch)).resize((side, side * ch // cw)).save(buf, "JPEG", quality=int(rng.integers(85, 96)))
+        img.crop((x, y, x + cw, y + ch)).resize((side, side * ch // cw)).save(
+            buf, "JPEG", quality=int(rng.integers(85, 96))
+        )
         out.append(buf.getvalue())
     return out
 

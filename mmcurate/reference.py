@@ -106,8 +106,6 @@ class ReferenceIndex:
     for the PDQ transforms and 40 B for a pHash at 1M references; benchmarks/README.md)."""
 
     def __init__(self, path, info: dict, table):
-        import pyarrow as pa
-
         self.path = Path(path)
         self.info = info
         n = table.num_rows
@@ -127,7 +125,7 @@ class ReferenceIndex:
         self.phash_exact = np.ascontiguousarray(self.pdq_phash[0::8])  # each image's own exact pHash
         self._searches: dict = {}  # (what, radius) -> ops.HammingRangeIndex, built once per process
         self.embeddings = None
-        if "embedding" in table.column_names and pa.types.is_list(table.column("embedding").type):
+        if "embedding" in table.column_names:
             from mmcurate.stages.embeddings import embedding_matrix
 
             x, ok, _ = embedding_matrix(table.column("embedding"), name="embedding")

@@ -121,8 +121,8 @@ HammingRangeResult range_search(const uint64_t* database, const std::vector<Hamm
 
 }  // namespace
 
-HammingRangeIndex::HammingRangeIndex(const uint64_t* database, int64_t n, int words, int max_distance,
-                                     int num_threads, HammingPairsMethod method, int64_t query_codes)
+HammingRangeIndex::HammingRangeIndex(const uint64_t* database, int64_t n, int words, int max_distance, int num_threads,
+                                     HammingPairsMethod method, int64_t query_codes)
     : database_(database), n_(n), words_(words), max_distance_(max_distance) {
   check_hamming_args(words, max_distance);
   if (n < 0) throw std::invalid_argument("sizes must be >= 0");
@@ -137,8 +137,7 @@ HammingRangeIndex::HammingRangeIndex(const uint64_t* database, int64_t n, int wo
   });
 }
 
-HammingRangeResult HammingRangeIndex::search(const uint64_t* queries, int64_t nq, int variants,
-                                             int num_threads) const {
+HammingRangeResult HammingRangeIndex::search(const uint64_t* queries, int64_t nq, int variants, int num_threads) const {
   if (nq < 0) throw std::invalid_argument("sizes must be >= 0");
   if (variants != 1 && variants != 8) throw std::invalid_argument("a query has 1 or 8 (dihedral) variants");
   auto run = [&](auto search) {

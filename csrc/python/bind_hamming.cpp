@@ -103,7 +103,6 @@ MMCURATE_BINDING(hamming) {
       .def_property_readonly("memory_bytes", [](const RangeIndexHandle& h) { return h.index->memory_bytes(); })
       .def("__len__", [](const RangeIndexHandle& h) { return h.index->size(); });
 
-
   m.def(
       "hamming_pairs",
       [](Codes codes, int max_distance, int num_threads, const std::string& method) {

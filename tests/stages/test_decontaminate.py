@@ -284,8 +284,9 @@ def test_build_streams_row_groups_with_progress_and_hashes_each_transform(tmp_pa
         (tmp_path / "refs" / f"{k}.jpg").write_bytes(b)
     (tmp_path / "refs" / "broken.jpg").write_bytes(blobs["im0"][:200])
     lines: list[str] = []
-    info = reference.build_reference(tmp_path / "index", {"b": str(tmp_path / "refs")}, batch_size=2, log=lines.append,
-                                     progress_seconds=0)
+    info = reference.build_reference(
+        tmp_path / "index", {"b": str(tmp_path / "refs")}, batch_size=2, log=lines.append, progress_seconds=0
+    )
     assert info["sets"]["b"]["images"] == 5 and info["sets"]["b"]["unreadable"] == 1
     assert any("images indexed (" in x for x in lines) and "5 images indexed, 1 unreadable" in lines[-1]
     meta = pq.ParquetFile(tmp_path / "index" / "codes.parquet").metadata
