@@ -91,7 +91,9 @@ HammingRangeResult range_search(const uint64_t* database, const std::vector<Hamm
   HammingRangeResult result;
   result.plan = plan;
   const bool mih = plan.method == HammingPairsMethod::kMultiIndex;
-  const int64_t tile_size = mih ? 256 : 16;  // brute force: 16 queries share an L1 database tile
+  // Brute force: 16 queries share an L1 database tile. Multi-index: no shared tile, so tiles only need to be
+  // many enough for the threads (a batch of 256 queries in one tile would run on one core), at most 256.
+  const int64_t tile_size = mih ? std::clamp<int64_t>(nq / 64, 1, 256) : 16;
   const int64_t tiles = (nq + tile_size - 1) / tile_size;
   TileKeys found(tiles);
   if (mih)
