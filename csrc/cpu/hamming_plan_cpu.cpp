@@ -173,7 +173,8 @@ HammingJoinPlan plan_hamming_range(int64_t n, int64_t query_codes, int max_dista
   int width = max_substring_width(n);
   while (persistent && width > 16 && (int64_t(1) << width) > n) --width;
   const SearchShape shape{double(std::max<int64_t>(n, 0)), double(std::max<int64_t>(query_codes, 1)), !persistent};
-  return plan_search(shape, width, max_distance, method, words, kGatherPair[words == 1 ? 0 : 1]);
+  const int w = words == 1 ? 0 : 1;  // a kept index verifies through ids, a one-search one scans bucket copies
+  return plan_search(shape, width, max_distance, method, words, persistent ? kGatherPair[w] : kCosts[w].verify_pair);
 }
 
 }  // namespace mmcurate

@@ -67,7 +67,9 @@ HammingJoinPlan plan_hamming_range(int64_t n, int64_t query_codes, int max_dista
 // A database indexed once for many radius searches within max_distance (hamming_range_cpu is one build and one
 // search): the substring buckets of multi-index hashing hold database ids only (4 bytes per code per substring,
 // plus 4 bytes per bucket), and candidates are verified against the database rows, which the caller keeps
-// alive and unchanged. search() is const and thread-safe; its results are hamming_range_cpu's.
+// alive and unchanged. Built for one search (query_codes > 0), it indexes one substring at a time during the
+// search, with the codes copied in bucket order for contiguous scans (faster, and memory for one substring).
+// search() is const and thread-safe; its results are hamming_range_cpu's.
 class HammingRangeIndex {
  public:
   // query_codes: codes per search when the index serves one search (its build then counts in the plan), 0 when
@@ -85,6 +87,7 @@ class HammingRangeIndex {
   struct Substring {
     std::vector<uint32_t> begin;  // bucket b holds id[begin[b] .. begin[b + 1])
     std::vector<uint32_t> id;     // database ids in bucket order
+    std::vector<uint64_t> code;   // their codes in bucket order: only while a one-search index probes it
   };
 
  private:
@@ -92,7 +95,8 @@ class HammingRangeIndex {
   int64_t n_;
   int words_, max_distance_;
   HammingJoinPlan plan_;
-  std::vector<Substring> substrings_;  // one per plan substring (empty where its radius is -1); none: brute force
+  // One per plan substring (empty where its radius is -1) when kept; none for brute force or one search.
+  std::vector<Substring> substrings_;
 };
 
 // Top-k of each query (`variants` codes in a row, as above) over `database`. With exclude_self, query q is
