@@ -356,17 +356,21 @@ def bench_load(n: int, gen: Generator, args) -> dict:
         index = ReferenceIndex.load(d, embeddings=False)
         load = time.perf_counter() - t
         rss1 = _rss()
+        held1 = index.memory_bytes
         t = time.perf_counter()
         match_new(index, samples, 0, BATCH, args.pdq_threshold, None)
         first = time.perf_counter() - t
         rss2 = _rss()
+        held2 = index.memory_bytes
         row = {
             "references": n,
             "file_mib": round(os.path.getsize(Path(d) / CODES_FILE) / 2**20, 1),
             "load_seconds": round(load, 2),
-            "loaded_bytes_per_reference": round((rss1 - rss0) / n, 1),
+            "loaded_bytes_per_reference": round((rss1 - rss0) / n, 1),  # resident
+            "loaded_held_bytes_per_reference": round(held1 / n, 1),  # the index's arrays
             "first_batch_seconds": round(first, 2),
             "search_bytes_per_reference": round((rss2 - rss1) / n, 1),
+            "search_held_bytes_per_reference": round((held2 - held1) / n, 1),
             "total_gib": round((rss2 - rss0) / 2**30, 3),
         }
     print(json.dumps(row), flush=True)

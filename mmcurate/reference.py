@@ -20,8 +20,8 @@ Matching a sample (ReferenceIndex.match), the first kind that matches is reporte
 Candidates are found by exact Hamming radius search (mmcurate.ops.HammingRangeIndex: multi-index hashing, built
 once per process on the first batch and kept), and the best one is reported: the smallest (distance, row) among
 the candidates within the radius, for pdq among those that pass the pHash verification (so a nearer transform
-that fails it does not hide a farther one that passes). Against 1M references on 2 cores this is about a
-quarter of a second per 256 samples (benchmarks/README.md, bench_decontaminate_scale.py).
+that fails it does not hide a farther one that passes). Against 1M references on 2 shared cores this matches
+about 1,000 samples/s, 25x the brute force (benchmarks/README.md, bench_decontaminate_scale.py).
 
 The sources are read with the run's readers (io.open_reader: tar shards, folders, list files, HF Parquet, COCO...),
 so anything a run can curate can be a reference set.
@@ -102,8 +102,8 @@ class PdqQuery:
 class ReferenceIndex:
     """A loaded index (module docstring). Held per reference: its codes (PDQ of the 8 transforms 256 B, their
     exact pHash 64 B, the fast pHash 8 B, quality 2 B), the digest 32 B + 16 B of sorted lookup keys, its set and
-    id as Arrow strings, and the Hamming search indexes built on first use (ops.HammingRangeIndex: about 520 B
-    for the PDQ transforms and 40 B for a pHash at 1M references; benchmarks/README.md)."""
+    id as Arrow strings (~400 B in all, memory_bytes), and the Hamming search indexes built on first use
+    (ops.HammingRangeIndex: about 520 B for the PDQ transforms and 20 B for a pHash at 1M references)."""
 
     def __init__(self, path, info: dict, table):
         self.path = Path(path)
@@ -178,15 +178,27 @@ class ReferenceIndex:
     @classmethod
     def load(cls, path, embeddings: bool = True) -> ReferenceIndex:
         """The index at `path`; embeddings=False leaves the CLIP column unread (no semantic matching)."""
+        import pyarrow as pa
         import pyarrow.parquet as pq
 
         info = cls.read_info(path)
         p = Path(os.path.expanduser(str(path)))
         columns = [c for c in pq.read_schema(p / CODES_FILE).names if embeddings or c != "embedding"]
-        return cls(p, info, pq.read_table(p / CODES_FILE, columns=columns))
+        index = cls(p, info, pq.read_table(p / CODES_FILE, columns=columns))
+        pa.default_memory_pool().release_unused()  # the file's decoded row groups, now copied into the index
+        return index
 
     def __len__(self) -> int:
         return len(self._id)
+
+    @property
+    def memory_bytes(self) -> int:
+        """Bytes the index holds: its codes, digests, names and the search structures built so far (not counting
+        memory an allocator keeps after a load)."""
+        arrays = (self._sha, self._sha_key, self._sha_order, self.phash, self.pdq, self.pdq_quality, self.pdq_phash)
+        held = sum(a.nbytes for a in arrays) + self.phash_exact.nbytes + self._set.nbytes + self._id.nbytes
+        held += 0 if self.embeddings is None else self.embeddings.nbytes
+        return held + sum(s.memory_bytes for s in self._searches.values())
 
     @property
     def embedding_model(self):
