@@ -22,6 +22,9 @@ constexpr Costs kCosts[2] = {{0.28e-9, 0.55e-9}, {1.2e-9, 1.1e-9}};
 constexpr double kProbe = 10.0e-9;      // one neighbouring-bucket lookup (a random offsets read)
 constexpr double kIndexCode = 10.0e-9;  // counting-sort one code into a substring's CSR index
 constexpr double kIndexBucket = 1.0e-9;  // clearing/scanning one bucket offset
+// One candidate of the query search, verified through its id against the database row (a random read): 64-
+// and 256-bit codes.
+constexpr double kGatherPair[2] = {3.0e-9, 4.0e-9};
 
 // Offsets arrays are 4 bytes per bucket; keep them O(n) (and at most 64 MiB) so memory stays O(n + output).
 int max_substring_width(int64_t n_unique) {
@@ -42,6 +45,7 @@ double ball_size(int width, int radius) {  // sum_{t=0..radius} C(width, t)
 // What is searched: n indexed codes, probed either by themselves (the self-join) or by `queries` codes.
 struct SearchShape {
   double n = 0, queries = 0;  // queries 0: the self-join
+  bool build = true;          // the index build counts (false: a persistent index, built once for many searches)
   double pairs() const { return queries > 0 ? n * queries : n * (n - 1) / 2.0; }
   // Bucket lookups per unit of ball: each occupied bucket probes its neighbours, each unordered bucket
   // pair once (self-join), or every query probes its own ball.
@@ -55,7 +59,8 @@ double substring_cost(const SearchShape& shape, int width, int radius, double ve
   const double ball = ball_size(width, radius);
   const double probes = shape.probing(buckets) * ball;
   const double candidates = shape.pairs() * ball / buckets;  // uniform codes: a ball/buckets share of all pairs
-  return kIndexCode * shape.n + kIndexBucket * buckets + kProbe * probes + verify_pair * candidates;
+  const double build = shape.build ? kIndexCode * shape.n + kIndexBucket * buckets : 0.0;
+  return build + kProbe * probes + verify_pair * candidates;
 }
 
 // Best radius allocation for fixed widths: minimise the summed cost subject to sum(radius + 1) == r + 1
@@ -95,8 +100,8 @@ bool allocate_radii(const SearchShape& shape, const std::vector<int>& widths, in
   return true;
 }
 
-HammingJoinPlan plan_search(const SearchShape& shape, int64_t n_index, int max_distance, HammingPairsMethod method,
-                            int words) {
+HammingJoinPlan plan_search(const SearchShape& shape, int max_width, int max_distance, HammingPairsMethod method,
+                            int words, double verify_pair) {
   check_hamming_args(words, max_distance);
   const Costs& costs = kCosts[words == 1 ? 0 : 1];
   const int bits = 64 * words;
@@ -107,14 +112,13 @@ HammingJoinPlan plan_search(const SearchShape& shape, int64_t n_index, int max_d
 
   HammingJoinPlan best;
   best.estimated_seconds = std::numeric_limits<double>::infinity();
-  const int max_width = max_substring_width(n_index);
   for (int m = 2; m <= bits / 4; ++m) {  // substrings of at least 4 bits
     std::vector<int> widths(m, bits / m);
     for (int t = 0; t < bits % m; ++t) widths[t] += 1;  // unequal widths when m does not divide the bits
     if (widths[0] > max_width) continue;
     std::vector<int> radii;
     double cost;
-    if (!allocate_radii(shape, widths, max_distance, costs.verify_pair, radii, cost) || cost >= best.estimated_seconds)
+    if (!allocate_radii(shape, widths, max_distance, verify_pair, radii, cost) || cost >= best.estimated_seconds)
       continue;
     best.method = HammingPairsMethod::kMultiIndex;
     best.width = widths;
@@ -158,13 +162,19 @@ void check_hamming_args(int words, int max_distance) {
 
 HammingJoinPlan plan_hamming_join(int64_t n_unique, int max_distance, HammingPairsMethod method, int words) {
   const double n = double(std::max<int64_t>(n_unique, 0));
-  return plan_search({n, 0.0}, n_unique, max_distance, method, words);
+  return plan_search({n, 0.0}, max_substring_width(n_unique), max_distance, method, words,
+                     kCosts[words == 1 ? 0 : 1].verify_pair);
 }
 
 HammingJoinPlan plan_hamming_range(int64_t n, int64_t query_codes, int max_distance, HammingPairsMethod method,
                                    int words) {
-  return plan_search({double(std::max<int64_t>(n, 0)), double(std::max<int64_t>(query_codes, 1))}, n, max_distance,
-                     method, words);
+  const bool persistent = query_codes <= 0;
+  // A persistent index keeps every substring at once: at most n buckets each (4 bytes per code for the offsets).
+  int width = max_substring_width(n);
+  while (persistent && width > 16 && (int64_t(1) << width) > n) --width;
+  const SearchShape shape{double(std::max<int64_t>(n, 0)), double(std::max<int64_t>(query_codes, 1)), !persistent};
+  const int w = words == 1 ? 0 : 1;  // a kept index verifies through ids, a one-search one scans bucket copies
+  return plan_search(shape, width, max_distance, method, words, persistent ? kGatherPair[w] : kCosts[w].verify_pair);
 }
 
 }  // namespace mmcurate

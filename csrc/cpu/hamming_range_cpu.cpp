@@ -1,7 +1,10 @@
 // Query-vs-database Hamming radius search, with optional dihedral variants per query: a tiled brute force,
-// or multi-index hashing over the database (hamming_plan_cpu.cpp picks). Both gather (q, j) keys per query
-// tile; one sort + unique per tile dedups the candidates found through several substrings or variants and
-// restores (q, j) order, and the distance is the minimum over the query's variants, recomputed once.
+// or multi-index hashing over the database (hamming_plan_cpu.cpp picks). HammingRangeIndex builds the
+// substring buckets once (ids only: a persistent index of millions of codes must not copy them per
+// substring) and serves any number of searches; hamming_range_cpu is one build and one search. Both methods
+// gather (q, j) keys per query tile; one sort + unique per tile dedups the candidates found through several
+// substrings or variants and restores (q, j) order, and the distance is the minimum over the query's
+// variants, recomputed once.
 #include <algorithm>
 #include <stdexcept>
 #include <vector>
@@ -33,48 +36,86 @@ void brute_force(const uint64_t* database, int64_t n, const uint64_t* queries, i
   });
 }
 
-// Each variant probes, per substring, the buckets within the substring's radius of its own key: a code within
-// r of the variant agrees with it within radius[t] on some substring t (pigeonhole), so it is found.
+// with_codes: also the codes in bucket order, so that a bucket is scanned contiguously (AVX2) instead of read
+// row by row through the ids: 8 * W bytes per code more, worth it for one search, not for an index kept.
+template <int W>
+HammingRangeIndex::Substring build_substring(const uint64_t* code, int64_t n, int offset, int width, bool with_codes) {
+  HammingRangeIndex::Substring s;
+  s.begin.assign((size_t(1) << width) + 1, 0);
+  for (int64_t u = 0; u < n; ++u) ++s.begin[kernels::bit_field(&code[u * W], offset, width) + 1];
+  for (size_t b = 0; b + 1 < s.begin.size(); ++b) s.begin[b + 1] += s.begin[b];
+  std::vector<uint32_t> fill(s.begin.begin(), s.begin.end() - 1);
+  s.id.resize(size_t(n));
+  if (with_codes) s.code.resize(size_t(n) * W);
+  for (int64_t u = 0; u < n; ++u) {
+    const uint32_t slot = fill[kernels::bit_field(&code[u * W], offset, width)]++;
+    s.id[slot] = uint32_t(u);
+    if (with_codes) std::copy_n(&code[u * W], W, &s.code[size_t(slot) * W]);
+  }
+  return s;
+}
+
+// Each variant probes the buckets of substring t within its radius of the variant's own key: a code within r of
+// the variant agrees with it within radius[t] on some substring t (pigeonhole), so some substring finds it.
 template <int W, int V>
-void multi_index(const uint64_t* database, int64_t n, const uint64_t* queries, int64_t nq, int64_t tile_size,
-                 const HammingJoinPlan& plan, int r, int num_threads, TileKeys& found) {
-  for (size_t t = 0; t < plan.width.size(); ++t) {
-    const int width = plan.width[t], offset = plan.offset[t], radius = plan.radius[t];
-    if (radius < 0) continue;
-    const cpu::SubstringIndex ix = cpu::build_index<W>(database, size_t(n), offset, width);
-    std::vector<uint32_t> masks = cpu::neighbour_masks(width, radius);
-    masks.insert(masks.begin(), 0u);  // the query's own bucket
-    parallel_for(int64_t(found.size()), num_threads, [&](int64_t tile) {
-      const int64_t q0 = tile * tile_size, q1 = std::min(nq, q0 + tile_size);
-      auto& out = found[tile];
-      for (int64_t q = q0; q < q1; ++q)
-        for (int v = 0; v < V; ++v) {
-          const uint64_t* query = queries + (q * V + v) * W;
-          const uint64_t key = kernels::bit_field(query, offset, width);
-          for (uint32_t mask : masks) {
-            const uint64_t bucket = key ^ mask;
+void probe_substring(const uint64_t* database, const HammingRangeIndex::Substring& s, const HammingJoinPlan& plan,
+                     size_t t, const uint64_t* queries, int64_t nq, int64_t tile_size, int r, int num_threads,
+                     TileKeys& found) {
+  const int width = plan.width[t], offset = plan.offset[t];
+  std::vector<uint32_t> masks = cpu::neighbour_masks(width, plan.radius[t]);
+  masks.insert(masks.begin(), 0u);  // the query's own bucket
+  parallel_for(int64_t(found.size()), num_threads, [&](int64_t tile) {
+    const int64_t q0 = tile * tile_size, q1 = std::min(nq, q0 + tile_size);
+    auto& out = found[tile];
+    const uint32_t* id = s.id.data();
+    for (int64_t q = q0; q < q1; ++q)
+      for (int v = 0; v < V; ++v) {
+        const uint64_t* query = queries + (q * V + v) * W;
+        const uint64_t key = kernels::bit_field(query, offset, width);
+        for (uint32_t mask : masks) {
+          const uint32_t begin = s.begin[key ^ mask], end = s.begin[(key ^ mask) + 1];
+          if (!s.code.empty()) {
             cpu::scan_below<W>(
-                ix.code.data(), ix.begin[bucket], ix.begin[bucket + 1], query, [r] { return r + 1; },
-                [&](int64_t p, int) { out.push_back(uint64_t(q - q0) << 32 | ix.id[p]); });
+                s.code.data(), begin, end, query, [r] { return r + 1; },
+                [&](int64_t p, int) { out.push_back(uint64_t(q - q0) << 32 | id[p]); });
+            continue;
+          }
+          for (uint32_t p = begin; p < end; ++p) {
+            if (p + 4 < end) __builtin_prefetch(database + size_t(id[p + 4]) * W);  // candidates are random rows
+            if (kernels::hamming<W>(query, database + size_t(id[p]) * W) <= r)
+              out.push_back(uint64_t(q - q0) << 32 | id[p]);
           }
         }
-    });
-  }
+      }
+  });
 }
 
 template <int W, int V>
-HammingRangeResult range_search(const uint64_t* database, int64_t n, const uint64_t* queries, int64_t nq, int r,
-                                int num_threads, HammingPairsMethod method) {
+HammingRangeResult range_search(const uint64_t* database, const std::vector<HammingRangeIndex::Substring>& substrings,
+                                int64_t n, const uint64_t* queries, int64_t nq, const HammingJoinPlan& plan, int r,
+                                int num_threads) {
   HammingRangeResult result;
-  result.plan = plan_hamming_range(n, nq * V, r, method, W);
-  const bool mih = result.plan.method == HammingPairsMethod::kMultiIndex;
-  const int64_t tile_size = mih ? 256 : 16;  // brute force: 16 queries share an L1 database tile
+  result.plan = plan;
+  const bool mih = plan.method == HammingPairsMethod::kMultiIndex;
+  // Brute force: 16 queries share an L1 database tile. Multi-index: no shared tile, so tiles only need to be
+  // many enough for the threads (a batch of 256 queries in one tile would run on one core), at most 256.
+  const int64_t tile_size = mih ? std::clamp<int64_t>(nq / 64, 1, 256) : 16;
   const int64_t tiles = (nq + tile_size - 1) / tile_size;
   TileKeys found(tiles);
-  if (mih)
-    multi_index<W, V>(database, n, queries, nq, tile_size, result.plan, r, num_threads, found);
-  else
+  if (!mih) {
     brute_force<W, V>(database, n, queries, nq, tile_size, r, num_threads, found);
+  } else {
+    for (size_t t = 0; t < plan.width.size(); ++t) {
+      if (plan.radius[t] < 0) continue;
+      if (!substrings.empty()) {  // a kept index
+        probe_substring<W, V>(database, substrings[t], plan, t, queries, nq, tile_size, r, num_threads, found);
+        continue;
+      }
+      // one search: one substring at a time, with its codes in bucket order (memory: one substring's worth)
+      const auto s = build_substring<W>(database, n, plan.offset[t], plan.width[t], true);
+      probe_substring<W, V>(database, s, plan, t, queries, nq, tile_size, r, num_threads, found);
+    }
+  }
 
   parallel_for(tiles, num_threads, [&](int64_t t) {
     std::sort(found[t].begin(), found[t].end());
@@ -98,16 +139,47 @@ HammingRangeResult range_search(const uint64_t* database, int64_t n, const uint6
 
 }  // namespace
 
+HammingRangeIndex::HammingRangeIndex(const uint64_t* database, int64_t n, int words, int max_distance, int num_threads,
+                                     HammingPairsMethod method, int64_t query_codes)
+    : database_(database), n_(n), words_(words), max_distance_(max_distance) {
+  check_hamming_args(words, max_distance);
+  if (n < 0) throw std::invalid_argument("sizes must be >= 0");
+  if (n >= (int64_t(1) << 32)) throw std::invalid_argument("hamming_range supports fewer than 2**32 codes");
+  plan_ = plan_hamming_range(n, query_codes, max_distance, method, words);
+  // Served once (query_codes > 0): search() builds each substring in turn, with its codes. Kept: all now, ids only.
+  if (plan_.method != HammingPairsMethod::kMultiIndex || query_codes > 0) return;
+  substrings_.resize(plan_.width.size());
+  parallel_for(int64_t(substrings_.size()), num_threads, [&](int64_t t) {
+    if (plan_.radius[t] < 0) return;
+    substrings_[t] = words == 1 ? build_substring<1>(database, n, plan_.offset[t], plan_.width[t], false)
+                                : build_substring<4>(database, n, plan_.offset[t], plan_.width[t], false);
+  });
+}
+
+HammingRangeResult HammingRangeIndex::search(const uint64_t* queries, int64_t nq, int variants, int num_threads) const {
+  if (nq < 0) throw std::invalid_argument("sizes must be >= 0");
+  if (variants != 1 && variants != 8) throw std::invalid_argument("a query has 1 or 8 (dihedral) variants");
+  auto run = [&](auto search) {
+    return search(database_, substrings_, n_, queries, nq, plan_, max_distance_, num_threads);
+  };
+  if (words_ == 1) return variants == 1 ? run(range_search<1, 1>) : run(range_search<1, 8>);
+  return variants == 1 ? run(range_search<4, 1>) : run(range_search<4, 8>);
+}
+
+int64_t HammingRangeIndex::memory_bytes() const {
+  int64_t bytes = 0;
+  for (const auto& s : substrings_) bytes += int64_t(4 * (s.begin.size() + s.id.size()) + 8 * s.code.size());
+  return bytes;
+}
+
 HammingRangeResult hamming_range_cpu(const uint64_t* database, int64_t n, const uint64_t* queries, int64_t nq,
                                      int words, int variants, int max_distance, int num_threads,
                                      HammingPairsMethod method) {
   check_hamming_args(words, max_distance);
-  if (n < 0 || nq < 0) throw std::invalid_argument("sizes must be >= 0");
-  if (n >= (int64_t(1) << 32)) throw std::invalid_argument("hamming_range supports fewer than 2**32 codes");
   if (variants != 1 && variants != 8) throw std::invalid_argument("a query has 1 or 8 (dihedral) variants");
-  auto run = [&](auto search) { return search(database, n, queries, nq, max_distance, num_threads, method); };
-  if (words == 1) return variants == 1 ? run(range_search<1, 1>) : run(range_search<1, 8>);
-  return variants == 1 ? run(range_search<4, 1>) : run(range_search<4, 8>);
+  const HammingRangeIndex index(database, n, words, max_distance, num_threads, method,
+                                std::max<int64_t>(nq * variants, 1));
+  return index.search(queries, nq, variants, num_threads);
 }
 
 }  // namespace mmcurate

@@ -60,9 +60,49 @@ int variants_of(const Codes& queries, int words) {
   throw std::invalid_argument("queries must have the codes' words per row, as (nq, words) or (nq, variants, words)");
 }
 
+// A HammingRangeIndex that holds its database array (the index reads the rows in place).
+struct RangeIndexHandle {
+  Codes database;
+  std::unique_ptr<mmcurate::HammingRangeIndex> index;
+};
+
+py::tuple range_result(mmcurate::HammingRangeResult&& r) {
+  const py::ssize_t m = py::ssize_t(r.distances.size());
+  return py::make_tuple(adopt(std::move(r.pairs), {m, 2}), adopt(std::move(r.distances), {m}), plan_dict(r.plan));
+}
+
 }  // namespace
 
 MMCURATE_BINDING(hamming) {
+  py::class_<RangeIndexHandle>(m, "HammingRangeIndex")
+      .def(py::init([](Codes database, int max_distance, int num_threads, const std::string& method) {
+             const int words = words_of(database, "codes");
+             const HammingPairsMethod how = parse_method(method);
+             auto h = std::make_unique<RangeIndexHandle>();
+             h->database = database;
+             py::gil_scoped_release release;
+             h->index = std::make_unique<mmcurate::HammingRangeIndex>(h->database.data(), h->database.shape(0), words,
+                                                                      max_distance, num_threads, how);
+             return h;
+           }),
+           py::arg("codes"), py::arg("max_distance"), py::arg("num_threads") = 0, py::arg("method") = "auto")
+      .def(
+          "search",
+          [](const RangeIndexHandle& h, Codes queries, int num_threads) {
+            const int variants = variants_of(queries, h.index->words());
+            mmcurate::HammingRangeResult r;
+            {
+              py::gil_scoped_release release;
+              r = h.index->search(queries.data(), queries.shape(0), variants, num_threads);
+            }
+            return range_result(std::move(r));
+          },
+          py::arg("queries"), py::arg("num_threads") = 0,
+          "Pairs (q, j) with min-over-variants distance <= max_distance, sorted: (pairs, distances, plan info).")
+      .def_property_readonly("plan", [](const RangeIndexHandle& h) { return plan_dict(h.index->plan()); })
+      .def_property_readonly("memory_bytes", [](const RangeIndexHandle& h) { return h.index->memory_bytes(); })
+      .def("__len__", [](const RangeIndexHandle& h) { return h.index->size(); });
+
   m.def(
       "hamming_pairs",
       [](Codes codes, int max_distance, int num_threads, const std::string& method) {
@@ -123,8 +163,7 @@ MMCURATE_BINDING(hamming) {
           r = mmcurate::hamming_range_cpu(database.data(), database.shape(0), queries.data(), queries.shape(0), words,
                                           variants, max_distance, num_threads, how);
         }
-        const py::ssize_t m = py::ssize_t(r.distances.size());
-        return py::make_tuple(adopt(std::move(r.pairs), {m, 2}), adopt(std::move(r.distances), {m}), plan_dict(r.plan));
+        return range_result(std::move(r));
       },
       py::arg("codes"), py::arg("queries"), py::arg("max_distance"), py::arg("num_threads") = 0,
       py::arg("method") = "auto",

@@ -36,6 +36,7 @@ _EXPORTS = {
     "hamming_distance": "mmcurate.ops.hamming",
     "hamming_join_plan": "mmcurate.ops.hamming",
     "hamming_range": "mmcurate.ops.hamming",
+    "HammingRangeIndex": "mmcurate.ops.hamming",
     # device
     "resolve_device": "mmcurate.ops._device",
 }

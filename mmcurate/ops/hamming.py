@@ -189,6 +189,45 @@ def hamming_range(
     return pairs, distances
 
 
+class HammingRangeIndex:
+    """Exact radius search of many query batches against one database of 64- or 256-bit codes: the multi-index
+    (or the brute-force plan, for small databases) is built once, here, and every :meth:`search` returns what
+    :func:`hamming_range` of the same codes and queries would. The index keeps ``codes`` (the normalised array;
+    no copy for ``uint64`` input) and reads its rows in place.
+
+    Memory: the database plus, per multi-index substring, 4 bytes per code and 4 bytes per bucket (at most one
+    bucket per code); :attr:`memory_bytes` says what the index adds, :attr:`plan` how it splits the bits.
+    ``method``: "auto" (the cost model, with the build not counted: it is paid once), "mih" or "brute_force".
+    """
+
+    def __init__(self, codes, max_distance: int, num_threads: int | None = None, method: str = "auto"):
+        self.codes = as_code_rows(codes)
+        self.words = _words(self.codes)
+        self.max_distance = _check_radius(max_distance, self.words)
+        if method not in _PAIR_METHODS:
+            raise ValueError(f"method must be one of {_PAIR_METHODS}, got {method!r}")
+        self._index = native().HammingRangeIndex(self.codes, self.max_distance, check_threads(num_threads), method)
+
+    def search(self, queries, num_threads: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """``(pairs np.int64[m, 2] sorted by (q, j), distances np.uint8[m])``: every (query q, code j) within the
+        index's radius; ``queries`` as for :func:`hamming_range` (plain or dihedral)."""
+        q, _variants = _as_queries(queries, self.words)
+        pairs, distances, _plan = self._index.search(q, check_threads(num_threads))
+        return pairs, distances
+
+    @property
+    def plan(self) -> dict:
+        return dict(self._index.plan)
+
+    @property
+    def memory_bytes(self) -> int:
+        """Bytes the index adds to its codes (the substrings' bucket offsets and ids)."""
+        return int(self._index.memory_bytes)
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+
 def hamming_knn(
     codes, k: int, queries=None, device: str = "auto", num_threads: int | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -223,6 +262,7 @@ __all__ = [
     "hamming_pairs",
     "hamming_knn",
     "hamming_range",
+    "HammingRangeIndex",
     "hamming_distance",
     "hamming_join_plan",
     "as_codes",

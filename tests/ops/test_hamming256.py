@@ -7,7 +7,14 @@ import numpy as np
 import pytest
 
 from conftest import cpu_and_cuda
-from mmcurate.ops.hamming import DIHEDRAL, hamming_join_plan, hamming_knn, hamming_pairs, hamming_range
+from mmcurate.ops.hamming import (
+    DIHEDRAL,
+    HammingRangeIndex,
+    hamming_join_plan,
+    hamming_knn,
+    hamming_pairs,
+    hamming_range,
+)
 
 METHODS = ["auto", "mih", "brute_force"]
 
@@ -254,6 +261,42 @@ def test_range_plan_uses_multi_index_for_a_large_database():
     assert plan["method"] == "mih" and sum(r + 1 for r in plan["radii"]) == 32
 
 
+@pytest.mark.parametrize("method", METHODS)
+def test_range_index_serves_many_searches_as_hamming_range(method):
+    """An index built once answers every batch (dihedral, plain, 64-bit) as the one-shot search does."""
+    db = clustered_codes(600, seeds=10, max_flips=30, seed=31)
+    index = HammingRangeIndex(db, 22, method=method)
+    assert len(index) == 600 and index.plan["method"] in ("mih", "brute_force")
+    for seed in (32, 33):
+        queries = dihedral_variants(clustered_codes(70, seeds=10, max_flips=30, seed=seed), seed=seed + 10)
+        d = dihedral_distances(queries, db)
+        pairs, dist = index.search(queries)
+        np.testing.assert_array_equal(pairs, np.argwhere(d <= 22))
+        np.testing.assert_array_equal(dist, d[d <= 22])
+        np.testing.assert_array_equal(index.search(queries[:, 0])[0], hamming_range(db, queries[:, 0], 22)[0])
+    assert index.search(np.zeros((0, 4), np.uint64))[0].shape == (0, 2)
+    rng = np.random.default_rng(34)
+    db64 = rng.integers(0, 2**64, 500, dtype=np.uint64)
+    q64 = db64[:50] ^ np.uint64(0b101)
+    d64 = np.bitwise_count(q64[:, None] ^ db64[None, :])
+    np.testing.assert_array_equal(HammingRangeIndex(db64, 4, method=method).search(q64)[0], np.argwhere(d64 <= 4))
+
+
+def test_range_index_of_a_large_database_is_multi_index_with_bounded_memory():
+    """At 200k codes the persistent plan is multi-index hashing; each substring holds at most one bucket per code,
+    so the index adds at most 8 bytes per code per substring."""
+    db = random_codes(200_000, seed=35)
+    index = HammingRangeIndex(db, 31)
+    plan = index.plan
+    assert plan["method"] == "mih" and sum(r + 1 for r in plan["radii"]) == 32
+    assert all(2**w <= len(db) for w in plan["widths"])
+    probed = sum(r >= 0 for r in plan["radii"])
+    assert 0 < index.memory_bytes <= probed * 8 * len(db) + probed * 4
+    queries = db[::1000] ^ np.array([0b111, 0, 0, 1 << 63], np.uint64)  # 4 bits off their source
+    pairs, dist = index.search(queries)
+    assert [tuple(p) for p in pairs[dist == 4]] == [(q, 1000 * q) for q in range(len(queries))]
+
+
 # ---------------------------------------------------------------- GPU twin
 @cpu_and_cuda()
 def test_device_parity(device):
@@ -282,5 +325,9 @@ def test_misuse_raises():
         hamming_range(RANDOM, RANDOM[:, 0], 3)
     with pytest.raises(ValueError):
         hamming_range(RANDOM, np.zeros((2, 4, 4), np.uint64), 3)
+    with pytest.raises(ValueError, match="256-bit"):
+        HammingRangeIndex(RANDOM, 3).search(RANDOM[:, 0])
+    with pytest.raises(ValueError, match="0..64"):
+        HammingRangeIndex(RANDOM[:, 0], 65)
     with pytest.raises(ValueError, match="bits"):
         hamming_join_plan(10, 3, bits=128)

@@ -4,6 +4,7 @@ reason benchmark_overlap and the matched set and id; nothing else is; the refere
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 
@@ -154,7 +155,7 @@ def test_semantic_matching_uses_the_cosine():
         {
             "set": ["s"] * 5,
             "id": [f"r{i}" for i in range(5)],
-            "sha256": [f"h{i}" for i in range(5)],
+            "sha256": [hashlib.sha256(b"h%d" % i).hexdigest() for i in range(5)],
             "phash": pa.array([0] * 5, pa.uint64()),
             "pdq": pa.array([bytes(256)] * 5, pa.binary(256)),
             "pdq_quality": pa.array([0] * 5, pa.int16()),
@@ -164,7 +165,7 @@ def test_semantic_matching_uses_the_cosine():
     )
     index = ReferenceIndex("mem", {"sets": {}}, table)
     q = np.stack([refs[3], -refs[0], np.zeros(8, np.float32)])
-    out = index.match(["x", "y", "h1"], None, None, q, None, 0.99)
+    out = index.match(["x", "y", hashlib.sha256(b"h1").hexdigest()], None, None, q, None, 0.99)
     assert out[0].via == "semantic" and out[0].row == 3 and out[0].value >= 0.99
     assert out[1] is None  # opposite direction
     assert out[2].via == "exact" and out[2].row == 1  # exact first; a zero row is never a semantic match
@@ -183,3 +184,117 @@ def test_without_integrity_the_phash_comes_from_the_pdq_decode(planted, tmp_path
     via_phash = [k for k in ("reenc2", "reenc3", "resize4", "resize5") if "(pHash distance" in kinds[k]]
     assert via_phash and all(f"bench:bench{k[-1]}" in kinds[k] for k in via_phash)  # resizes: PDQ > 0 bits
     assert not any(k.startswith("other") for k in kinds)
+
+
+def _synthetic_index(pdq: np.ndarray, pdq_phash: np.ndarray, phash: np.ndarray, quality=None):
+    """A ReferenceIndex over given codes: pdq uint8[n, 8, 32], pdq_phash uint64[n, 8], phash uint64[n]."""
+    import pyarrow as pa
+
+    from mmcurate.reference import ReferenceIndex
+
+    n = len(pdq)
+    table = pa.table(
+        {
+            "set": ["s"] * n,
+            "id": [f"r{i}" for i in range(n)],
+            "sha256": [hashlib.sha256(b"%d" % i).hexdigest() for i in range(n)],
+            "phash": pa.array(phash, pa.uint64()),
+            "pdq": pa.array([r.tobytes() for r in pdq], pa.binary(256)),
+            "pdq_quality": pa.array(np.full(n, 50) if quality is None else quality, pa.int16()),
+            "pdq_phash": pa.array([r.astype("<u8").tobytes() for r in pdq_phash], pa.binary(64)),
+        }
+    )
+    return ReferenceIndex("mem", {"sets": {}}, table)
+
+
+def _flip(code: np.ndarray, bits) -> np.ndarray:
+    out = np.unpackbits(code)
+    out[list(bits)] ^= 1
+    return np.packbits(out)
+
+
+def test_pdq_reports_the_best_candidate_that_passes_verification():
+    """The nearest transform fails the pHash check, a farther one within the threshold passes: the farther one is
+    the match (brute-force nearest-then-verify would miss the copy); without verification the nearest wins."""
+    from mmcurate.reference import PdqQuery
+
+    rng = np.random.default_rng(5)
+    pdq = rng.integers(0, 256, (3, 8, 32), dtype=np.uint8)
+    pdq_phash = rng.integers(0, 2**64, (3, 8), dtype=np.uint64)
+    sample = rng.integers(0, 256, 32, dtype=np.uint8)
+    sample_phash = np.uint64(0x0123456789ABCDEF)
+    pdq[0, 2] = _flip(sample, range(3))  # nearest, unrelated pHash
+    pdq[1, 5] = _flip(sample, range(40, 50))  # farther, same pHash
+    pdq_phash[1, 5] = sample_phash ^ np.uint64(1)
+    index = _synthetic_index(pdq, pdq_phash, rng.integers(0, 2**64, 3, dtype=np.uint64))
+
+    def query(verify):
+        q = PdqQuery(sample[None], np.array([50]), np.array([sample_phash]), np.array([True]), 31, 1, verify)
+        return index.match([None], None, None, None, None, None, pdq=q)[0]
+
+    m = query(4)
+    assert (m.row, m.via, m.value, m.transform) == (1, "pdq", 10.0, "flip_y")
+    m = query(None)
+    assert (m.row, m.value, m.transform) == (0, 3.0, "rot180")
+    assert query(0) is None  # row 1's pHash is 1 bit off
+
+
+def test_range_search_matches_are_the_brute_force_nearest():
+    """Without verification, the PDQ and pHash matches are hamming_knn(k=1)'s nearest within the radius (ties to
+    the smaller row), over clustered codes with many candidates per sample; low-quality references never match."""
+    from mmcurate.ops import hamming_knn
+    from mmcurate.reference import PdqQuery
+
+    rng = np.random.default_rng(6)
+    seeds = rng.integers(0, 256, (6, 32), dtype=np.uint8)
+    n = 150
+    pdq = np.stack([_flip(seeds[rng.integers(0, 6)], rng.choice(256, rng.integers(0, 30))) for _ in range(8 * n)])
+    pdq = pdq.reshape(n, 8, 32)
+    pdq[7] = pdq[3]  # ties between rows
+    phash = rng.integers(0, 2**64, n, dtype=np.uint64) & np.uint64(0xFFFF00000000FFFF)  # near 64-bit codes
+    quality = np.where(np.arange(n) % 10 == 0, 0, 60)
+    index = _synthetic_index(pdq, rng.integers(0, 2**64, (n, 8), dtype=np.uint64), phash, quality)
+    codes = np.stack([_flip(seeds[rng.integers(0, 6)], rng.choice(256, rng.integers(0, 30))) for _ in range(80)])
+    q = PdqQuery(codes, np.full(80, 60), np.zeros(80, np.uint64), np.ones(80, bool), 22, 1, None)
+    got = index.match([None] * 80, None, None, None, None, None, pdq=q)
+    rows = np.flatnonzero(np.repeat(quality >= 1, 8))
+    dist, idx = hamming_knn(pdq.reshape(-1, 32)[rows], 1, queries=codes, device="cpu")
+    want = [(rows[j] // 8, float(d)) if d <= 22 else None for d, j in zip(dist[:, 0], idx[:, 0])]
+    assert [(m.row, m.value) if m else None for m in got] == want
+    assert sum(w is not None for w in want) > 40 and sum(w is None for w in want) > 0
+    sample_phash = phash[rng.integers(0, n, 60)] ^ rng.integers(0, 2**64, 60, dtype=np.uint64) & np.uint64(0x1F00)
+    got = index.match([None] * 60, sample_phash, np.ones(60, bool), None, 4, None)
+    dist, idx = hamming_knn(phash, 1, queries=sample_phash, device="cpu")
+    assert [(m.row, m.value) if m else None for m in got] == [
+        (int(j), float(d)) if d <= 4 else None for d, j in zip(dist[:, 0], idx[:, 0])
+    ]
+
+
+def test_build_streams_row_groups_with_progress_and_hashes_each_transform(tmp_path, monkeypatch):
+    """The build writes row groups as it reads (memory bounded at any size), logs progress, counts a corrupt file
+    as unreadable, and each row holds the PDQ and exact pHash of its image's 8 transformed pixel arrays."""
+    from mmcurate import reference
+    from mmcurate.ops import decode_images, pdq, phash
+
+    monkeypatch.setattr(reference, "ROW_GROUP_ROWS", 2)
+    monkeypatch.setattr(reference, "TRANSFORM_BYTES", 1)  # one image per hashing call
+    (tmp_path / "refs").mkdir()
+    blobs = {f"im{i}": _jpeg(img) for i, img in enumerate(_tiles(5))}
+    for k, b in blobs.items():
+        (tmp_path / "refs" / f"{k}.jpg").write_bytes(b)
+    (tmp_path / "refs" / "broken.jpg").write_bytes(blobs["im0"][:200])
+    lines: list[str] = []
+    info = reference.build_reference(
+        tmp_path / "index", {"b": str(tmp_path / "refs")}, batch_size=2, log=lines.append, progress_seconds=0
+    )
+    assert info["sets"]["b"]["images"] == 5 and info["sets"]["b"]["unreadable"] == 1
+    assert any("images indexed (" in x for x in lines) and "5 images indexed, 1 unreadable" in lines[-1]
+    meta = pq.ParquetFile(tmp_path / "index" / "codes.parquet").metadata
+    assert meta.num_rows == 5 and meta.num_row_groups >= 3
+    index = reference.ReferenceIndex.load(tmp_path / "index")
+    for row in range(len(index)):
+        pixels = decode_images([blobs[index.id(row)]], mode="RGB").images[0]
+        variants = reference.dihedral(pixels)
+        np.testing.assert_array_equal(index.pdq[8 * row : 8 * row + 8], np.asarray(pdq(variants).codes, np.uint8))
+        np.testing.assert_array_equal(index.pdq_phash[8 * row : 8 * row + 8], np.asarray(phash(variants), np.uint64))
+        assert index.label(row) == f"b:{index.id(row)}"

@@ -59,8 +59,45 @@ HammingRangeResult hamming_range_cpu(const uint64_t* database, int64_t n, const 
                                      HammingPairsMethod method = HammingPairsMethod::kAuto);
 
 // The plan hamming_range_cpu would use for n database codes searched by query_codes codes (nq * variants).
+// query_codes 0: a HammingRangeIndex searched many times, whose build is not costed (it is paid once) and whose
+// substrings are narrower (at most n buckets each), so that its memory stays O(n) per substring.
 HammingJoinPlan plan_hamming_range(int64_t n, int64_t query_codes, int max_distance,
                                    HammingPairsMethod method = HammingPairsMethod::kAuto, int words = 1);
+
+// A database indexed once for many radius searches within max_distance (hamming_range_cpu is one build and one
+// search): the substring buckets of multi-index hashing hold database ids only (4 bytes per code per substring,
+// plus 4 bytes per bucket), and candidates are verified against the database rows, which the caller keeps
+// alive and unchanged. Built for one search (query_codes > 0), it indexes one substring at a time during the
+// search, with the codes copied in bucket order for contiguous scans (faster, and memory for one substring).
+// search() is const and thread-safe; its results are hamming_range_cpu's.
+class HammingRangeIndex {
+ public:
+  // query_codes: codes per search when the index serves one search (its build then counts in the plan), 0 when
+  // it serves many.
+  HammingRangeIndex(const uint64_t* database, int64_t n, int words, int max_distance, int num_threads,
+                    HammingPairsMethod method = HammingPairsMethod::kAuto, int64_t query_codes = 0);
+  HammingRangeResult search(const uint64_t* queries, int64_t nq, int variants, int num_threads) const;
+
+  const HammingJoinPlan& plan() const { return plan_; }
+  int64_t size() const { return n_; }
+  int words() const { return words_; }
+  int max_distance() const { return max_distance_; }
+  int64_t memory_bytes() const;  // what the index adds to the database
+
+  struct Substring {
+    std::vector<uint32_t> begin;  // bucket b holds id[begin[b] .. begin[b + 1])
+    std::vector<uint32_t> id;     // database ids in bucket order
+    std::vector<uint64_t> code;   // their codes in bucket order: only while a one-search index probes it
+  };
+
+ private:
+  const uint64_t* database_;
+  int64_t n_;
+  int words_, max_distance_;
+  HammingJoinPlan plan_;
+  // One per plan substring (empty where its radius is -1) when kept; none for brute force or one search.
+  std::vector<Substring> substrings_;
+};
 
 // Top-k of each query (`variants` codes in a row, as above) over `database`. With exclude_self, query q is
 // database entry q (queries == database, nq == n, variants == 1) and never its own neighbour. Writes
