@@ -113,6 +113,24 @@ def output_digests(out: Path, work: bool = False) -> dict[str, str]:
 # stages
 
 
+def input_table(rows, has_image=None) -> pa.Table:
+    """rows: (key, image bytes or None) pairs -> a table following INPUT_SCHEMA; ``has_image`` (instruction data's
+    text-only flag), when given, is appended as a column."""
+    keys = [k for k, _ in rows]
+    t = pa.table(
+        {
+            "key": keys,
+            "source": ["shard-0.tar"] * len(rows),
+            "image": [b for _, b in rows],
+            "image_ext": ["jpg"] * len(rows),
+            "caption": [f"caption of {k}" for k in keys],
+            "meta": ["{}"] * len(rows),
+        },
+        schema=INPUT_SCHEMA,
+    )
+    return t if has_image is None else t.append_column("has_image", pa.array(has_image))
+
+
 def run_stage(name: str, batch: pa.Table, **params):
     """A new `name` stage with params, set up and run over batch: (the stage, its result)."""
     stage = registry.create(name, params)

@@ -11,27 +11,11 @@ import pyarrow as pa
 import pytest
 from PIL import Image
 
-from helpers import assert_accounted
+from helpers import assert_accounted, input_table
 from mmcurate.pipeline.global_phase import run_on_table
-from mmcurate.pipeline.schema import DUPLICATES_SCHEMA, INPUT_SCHEMA, REJECTS_SCHEMA
+from mmcurate.pipeline.schema import DUPLICATES_SCHEMA, REJECTS_SCHEMA
 from mmcurate.pipeline.stage import SAMPLE_ID, GlobalStage, MapStage, StageError, registry
 from mmcurate.sample_data import build_sample
-
-
-def input_table(rows) -> pa.Table:
-    """rows: (key, image bytes or None) pairs -> a table following INPUT_SCHEMA."""
-    keys = [k for k, _ in rows]
-    return pa.table(
-        {
-            "key": keys,
-            "source": ["shard-0.tar"] * len(rows),
-            "image": [b for _, b in rows],
-            "image_ext": ["jpg"] * len(rows),
-            "caption": [f"caption of {k}" for k in keys],
-            "meta": ["{}"] * len(rows),
-        },
-        schema=INPUT_SCHEMA,
-    )
 
 
 def jpeg(w: int, h: int, seed: int = 0, quality: int = 90) -> bytes:

@@ -10,25 +10,10 @@ import pyarrow as pa
 import pytest
 from PIL import Image
 
-from helpers import assert_accounted
+from helpers import assert_accounted, input_table
 from mmcurate.pipeline.global_phase import run_on_table
-from mmcurate.pipeline.schema import DUPLICATES_SCHEMA, INPUT_SCHEMA
+from mmcurate.pipeline.schema import DUPLICATES_SCHEMA
 from mmcurate.pipeline.stage import MapStage, StageError, registry
-
-
-def _input(rows) -> pa.Table:
-    keys = [k for k, _ in rows]
-    return pa.table(
-        {
-            "key": keys,
-            "source": ["shard-0.tar"] * len(rows),
-            "image": [b for _, b in rows],
-            "image_ext": ["jpg"] * len(rows),
-            "caption": [f"caption of {k}" for k in keys],
-            "meta": ["{}"] * len(rows),
-        },
-        schema=INPUT_SCHEMA,
-    )
 
 
 def _photo(seed: int, side: int = 256) -> Image.Image:
@@ -61,7 +46,7 @@ def images():
     grad = np.tile(np.linspace(0, 255, 256, dtype=np.uint8)[None, :, None], (256, 1, 3))
     rows += [("grad", _encode(Image.fromarray(grad), quality=90)), ("grad_copy", _encode(Image.fromarray(grad), "PNG"))]
     rows += [("broken", b"\xff\xd8\xff\xe0 not a jpeg"), ("missing", None)]
-    return _input(rows)
+    return input_table(rows)
 
 
 #: identity codes only, no template labels: the columns the synthetic tables here have

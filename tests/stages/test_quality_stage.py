@@ -11,10 +11,9 @@ import pytest
 from PIL import Image, ImageDraw, ImageFilter
 from skimage import data
 
-from helpers import assert_accounted
+from helpers import assert_accounted, input_table
 from mmcurate.ops.quality import QUALITY_COLUMNS
 from mmcurate.pipeline.global_phase import run_on_table
-from mmcurate.pipeline.schema import INPUT_SCHEMA
 from mmcurate.pipeline.stage import registry
 
 
@@ -22,22 +21,6 @@ def jpeg(a: np.ndarray, quality: int = 90) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(a).save(buf, format="JPEG", quality=quality)
     return buf.getvalue()
-
-
-def input_table(rows, has_image=None) -> pa.Table:
-    keys = [k for k, _ in rows]
-    t = pa.table(
-        {
-            "key": keys,
-            "source": ["shard-0.tar"] * len(rows),
-            "image": [b for _, b in rows],
-            "image_ext": ["jpg"] * len(rows),
-            "caption": [f"caption of {k}" for k in keys],
-            "meta": ["{}"] * len(rows),
-        },
-        schema=INPUT_SCHEMA,
-    )
-    return t if has_image is None else t.append_column("has_image", pa.array(has_image))
 
 
 @pytest.fixture(scope="module")
