@@ -63,8 +63,8 @@ struct AxisTaps {
 // The cell sums in integers, when that is exact for quality_cell's float arithmetic. Every overlap is a multiple
 // of 1/64, so each product, row sum, weighted row and running total of quality_cell is an integer over 64 or 4096;
 // all of them are at most 255 * width * height / 4096, so with 255 * width * height <= 2^24 (about 256 x 256
-// pixels: a JPEG at its reduced DCT scale,
-// unless its aspect ratio is extreme) float holds every one exactly, whatever the order of the additions.
+// pixels: a JPEG at its reduced DCT scale, unless its aspect ratio is extreme) float holds every one exactly,
+// whatever the order of the additions.
 // The integer sums below are then the float sums times 4096, and the cell means agree bit for bit.
 bool integer_sums_exact(const ImageViewU8& im) {
   return im.pixel_stride == im.channels && int64_t(255) * im.width * im.height <= (int64_t(1) << 24);
