@@ -142,22 +142,29 @@ MMCURATE_HD inline void quality_moments(const float* v, int n, double* mean, dou
 }
 
 // Share of cells whose 3 x 3 neighbourhood (clipped at the edges: the clamped index repeats an edge cell, which
-// leaves the window's min and max unchanged) spans <= kFlatRange.
-MMCURATE_HD inline float quality_flat_fraction(const float* L) {
+// leaves the window's min and max unchanged) spans <= kFlatRange. Separable: each row's column mins and maxes over
+// the three rows first, then over three columns (min and max are exact, so the order does not matter).
+// scratch: 2 x 64 floats.
+MMCURATE_HD inline float quality_flat_fraction(const float* L, float* scratch) {
   constexpr int S = kQualitySide;
+  float* cmn = scratch;
+  float* cmx = scratch + S;
   int flat = 0;
   for (int y = 0; y < S; ++y) {
-    const float* rows[3] = {L + (y > 0 ? y - 1 : 0) * S, L + y * S, L + (y < S - 1 ? y + 1 : S - 1) * S};
+    const float* r0 = L + (y > 0 ? y - 1 : 0) * S;
+    const float* r1 = L + y * S;
+    const float* r2 = L + (y < S - 1 ? y + 1 : S - 1) * S;
+    for (int x = 0; x < S; ++x) {  // comparisons, not fminf/fmaxf: those are libm calls without fast-math
+      const float a = r0[x], b = r1[x], c = r2[x];
+      const float mn = a < b ? a : b, mx = a > b ? a : b;
+      cmn[x] = c < mn ? c : mn;
+      cmx[x] = c > mx ? c : mx;
+    }
     for (int x = 0; x < S; ++x) {
       const int xl = x > 0 ? x - 1 : 0, xr = x < S - 1 ? x + 1 : S - 1;
-      float mn = rows[0][x], mx = rows[0][x];
-      for (int r = 0; r < 3; ++r) {
-        const float v[3] = {rows[r][xl], rows[r][x], rows[r][xr]};
-        for (int k = 0; k < 3; ++k) {  // comparisons, not fminf/fmaxf: those are libm calls without fast-math
-          mn = v[k] < mn ? v[k] : mn;
-          mx = v[k] > mx ? v[k] : mx;
-        }
-      }
+      float mn = cmn[xl] < cmn[x] ? cmn[xl] : cmn[x], mx = cmx[xl] > cmx[x] ? cmx[xl] : cmx[x];
+      mn = cmn[xr] < mn ? cmn[xr] : mn;
+      mx = cmx[xr] > mx ? cmx[xr] : mx;
       flat += (mx - mn <= kFlatRange) ? 1 : 0;
     }
   }
@@ -248,7 +255,7 @@ MMCURATE_HD inline QualityValues quality_stats(const float* L, const float* RG, 
     }
   q.entropy = float(e);
 
-  q.flat_fraction = quality_flat_fraction(L);
+  q.flat_fraction = quality_flat_fraction(L, scratch);  // scratch is free again after quality_sharpness
 
   const int rows = quality_bars(L, true), cols = quality_bars(L, false);
   q.border_fraction = 1.0f - float((S - rows) * (S - cols)) / float(N);
