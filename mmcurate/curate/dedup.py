@@ -257,6 +257,10 @@ def verified_near_groups(
     return Grouping(representative, distance, n_pairs), verify_d
 
 
+#: Pairs handed to verified_near_groups' ``accept`` per call.
+ACCEPT_CHUNK = 8192
+
+
 class _LinkCheck:
     """What dihedral matching and ``accept`` add to verified_near_groups' graph of distinct tuples (code_graph over
     the identity code and the verify code), so that it stays linear in a cluster of distinct near-copies.
@@ -290,9 +294,11 @@ class _LinkCheck:
         if vd is not None and self.verify_distance is not None:
             ok &= vd <= self.verify_distance
         if self.accept is not None and ok.any():
-            s = np.flatnonzero(ok)
             bm = self.best_member
-            ok[s] = np.asarray(self.accept(bm[a[s]], bm[b[s]], transform[s]), bool)
+            on = np.flatnonzero(ok)
+            for c in range(0, on.size, ACCEPT_CHUNK):  # the callback's memory per pair can be large (detail grids)
+                s = on[c : c + ACCEPT_CHUNK]
+                ok[s] = np.asarray(self.accept(bm[a[s]], bm[b[s]], transform[s]), dtype=bool)
         return ok
 
     def __call__(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -58,6 +58,8 @@ __all__ = [
 
 #: Groups up to this size are joined by vectorised brute force (s * (s - 1) / 2 pairs), larger ones natively.
 SMALL_GROUP = 48
+#: Dihedral buckets up to this many entries list their pairs in one join; larger ones keep dense clusters implicit.
+DIHEDRAL_PAIR_BUCKET = 2048
 #: Threads of a bucket's native join: a partition is already one of many parallel tasks, and starting a thread
 #: pool costs more than joining a bucket (300 PDQ codes: 6-10 ms on all cores against 0.8 ms on one).
 TASK_THREADS = 1
@@ -305,13 +307,18 @@ def _dihedral_bucket_links(e: np.ndarray, max_distance: int) -> np.ndarray:
     clusters kept implicit), and the other transforms against the identity codes by ops.hamming_range (few
     pairs, unless an image is near-symmetric under a transform)."""
     from mmcurate.curate.dedup import connected_components, near_components
-    from mmcurate.ops.hamming import hamming_range
+    from mmcurate.ops.hamming import hamming_pairs, hamming_range
 
     ids, pos = np.unique(e["id"], return_inverse=True)
     pos = pos.reshape(-1)
-    ident = np.flatnonzero(e["variant"] == 0)
-    other = np.flatnonzero(e["variant"] != 0)
     links = [np.zeros((0, 2), np.int64)]
+    if e.size <= DIHEDRAL_PAIR_BUCKET:  # at most ~DIHEDRAL_PAIR_BUCKET^2 / 2 pairs: one join, less overhead
+        found, _ = hamming_pairs(np.ascontiguousarray(e["code"]), max_distance, device="cpu")
+        found = np.asarray(found, np.int64).reshape(-1, 2)
+        found = found[_dihedral_link(e[found[:, 0]], e[found[:, 1]])]
+        links.append(pos[found])
+    ident = np.flatnonzero(e["variant"] == 0) if e.size > DIHEDRAL_PAIR_BUCKET else np.zeros(0, np.int64)
+    other = np.flatnonzero(e["variant"] != 0)
     if ident.size > 1:
         labels = near_components(e["code"][ident], max_distance, device="cpu", num_threads=TASK_THREADS)[0]
         _, first, inv = np.unique(labels, return_index=True, return_inverse=True)
