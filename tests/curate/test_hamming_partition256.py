@@ -98,7 +98,7 @@ def test_linked_dihedral_codes_equal_the_single_node_range_search(r, bounded, mo
                 mask[b // 64] |= np.uint64(1) << np.uint64(b % 64)
             v[i, 0] = v[j, k] ^ mask
     v[300 : 300 + SMALL_GROUP + 20, 0] = v[299, 3]  # a dense cluster: a bucket above SMALL_GROUP
-    v[300 : 300 + SMALL_GROUP + 20, 0, 0] ^= flip[: SMALL_GROUP + 20, 0] & np.uint64(0x7)
+    v[300 : 300 + SMALL_GROUP + 20, 0, 0] ^= flip[: SMALL_GROUP + 20, 0] & np.uint64(0x3F)
     v[5, 3] = v[5, 0]  # a symmetric image: its own transform equals its code, which links nothing
     ids = np.arange(n, dtype=np.int64) * 3 + 1
     pairs, _ = hamming_range(np.ascontiguousarray(v[:, 0]), v, r)
