@@ -1,7 +1,7 @@
 """One huge duplicate cluster through phash_dedup and split, in both global modes: wall time and peak RSS.
 
   python benchmarks/bench_dup_cluster.py [--n 100000 ...] [--distinct 100000] [--cases same near3 near5 ...]
-                                         [--stages phash_dedup split] [--before COMMIT --before-n 10000]
+                                         [--stages phash_dedup split] [--before COMMIT --before-n 10000] [--limit-gb 10]
                                          [--out benchmarks/results/dup_cluster.json]
 
 Web crawls hold placeholder images repeated tens of thousands of times. The survivors are written as the map
@@ -13,7 +13,11 @@ phase leaves them (_work/meta/NNNNN.parquet: key, source, pHash, clip_score; 20 
 - ``pdq_same`` / ``pdq_near8``: the same with PDQ-256 (``pdq``, ``pdq_quality`` 80, ``pdq_phash``): n copies,
   or n re-encodings 0..8 of 256 bits away (nearly all distinct codes) whose exact pHashes are 0..3 bits from
   the original's; phash_dedup runs with ``hash: pdq`` (verified links) and split links by PDQ
-  (``near_hash: auto``).
+  (``near_hash: auto``). These survivors have no dihedral or detail columns, so phash_dedup runs with
+  ``dihedral: false, templates: off``;
+- ``pdq_near8_defaults``: pdq_near8 plus ``pdq_dihedral`` / ``pdq_dihedral_phash`` (each other transform's code:
+  the identity code XOR a fixed random mask per transform, as for an asymmetric image) and ``pdq_detail`` (one
+  grid for all), so phash_dedup runs with the default PDQ config (``dihedral: true, templates: keep``).
 
 Each (case, mode, stage) runs in its own process under an address-space limit (a run that would take the
 machine down fails instead); reported: wall time of the global phase, the process's VmHWM (ru_maxrss would
@@ -37,9 +41,16 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-CASES = {"same": (64, 0), "near3": (64, 3), "near5": (64, 5), "pdq_same": (256, 0), "pdq_near8": (256, 8)}
+CASES = {
+    "same": (64, 0),
+    "near3": (64, 3),
+    "near5": (64, 5),
+    "pdq_same": (256, 0),
+    "pdq_near8": (256, 8),
+    "pdq_near8_defaults": (256, 8),
+}
 N_SHARDS = 20
-ADDRESS_SPACE = 10 << 30
+ADDRESS_SPACE = 10 << 30  # --limit-gb
 
 
 def cluster_codes(n: int, n_distinct: int, max_flips: int, seed: int = 0, bits: int = 64):
@@ -68,7 +79,7 @@ def cluster_codes(n: int, n_distinct: int, max_flips: int, seed: int = 0, bits: 
     return codes[order], verify[order]
 
 
-def build(work: Path, codes: np.ndarray, verify: np.ndarray | None) -> None:
+def build(work: Path, codes: np.ndarray, verify: np.ndarray | None, dihedral: bool = False) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -83,6 +94,19 @@ def build(work: Path, codes: np.ndarray, verify: np.ndarray | None) -> None:
             "pdq_quality": pa.array(np.full(n, 80, np.int16)),
             "pdq_phash": pa.array(verify, pa.uint64()),
         }
+        if dihedral:
+            from mmcurate.curate import local_detail
+
+            mrng = np.random.default_rng(7)
+            masks, pmasks = mrng.integers(0, 2**64, (7, 4), np.uint64), mrng.integers(0, 2**64, 7, np.uint64)
+            grid = np.tile(mrng.integers(0, 256, local_detail.DETAIL_BYTES, np.uint8), n)
+            for name, a, w in (
+                ("pdq_dihedral", codes[:, None, :] ^ masks[None], 7 * 32),
+                ("pdq_dihedral_phash", verify[:, None] ^ pmasks[None], 7 * 8),
+                ("pdq_detail", grid, local_detail.DETAIL_BYTES),
+            ):
+                buf = pa.py_buffer(np.ascontiguousarray(a, "<u8" if a.dtype != np.uint8 else np.uint8).tobytes())
+                hashes[name] = pa.FixedSizeBinaryArray.from_buffers(pa.binary(w), n, [None, buf])
     table = pa.table(
         {
             "key": pa.array([f"{i:010d}" for i in range(n)]),
@@ -114,8 +138,11 @@ def run_one(work: Path, mode: str, stage: str) -> dict:
     from mmcurate.pipeline.global_phase import run_memory_global_phase, run_sharded_global_phase
     from mmcurate.pipeline.stage import registry
 
-    pdq = "pdq" in pq.read_schema(work / "meta" / "00000.parquet").names
-    params = {"keep": {"max": "clip_score"}, **({"hash": "pdq"} if pdq else {})} if stage == "phash_dedup" else {}
+    names = pq.read_schema(work / "meta" / "00000.parquet").names
+    pdq = "pdq" in names
+    # the default pdq config (dihedral: true, templates: keep) where the survivors have its columns
+    pdq_params = {"hash": "pdq"} if "pdq_dihedral" in names else {"hash": "pdq", "dihedral": False, "templates": "off"}
+    params = {"keep": {"max": "clip_score"}, **(pdq_params if pdq else {})} if stage == "phash_dedup" else {}
     plan = StagePlan.from_stages([registry.create(stage, params)])
     t = time.perf_counter()
     if mode == "memory":
@@ -173,9 +200,12 @@ def main():
     ap.add_argument("--before", help="also run this commit's code (git worktree) at --before-n")
     ap.add_argument("--before-n", type=int, nargs="+", default=[10_000])
     ap.add_argument("--dir", default="/tmp/mmcurate_bench_dup_cluster")
+    ap.add_argument("--limit-gb", type=int, default=10, help="each run's address-space limit")
     ap.add_argument("--one", nargs=3, help=argparse.SUPPRESS)
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "dup_cluster.json"))
     args = ap.parse_args()
+    global ADDRESS_SPACE
+    ADDRESS_SPACE = args.limit_gb << 30
     if args.one:
         print(json.dumps(run_one(Path(args.one[0]), args.one[1], args.one[2])))
         return
@@ -185,7 +215,7 @@ def main():
         if not (work / "meta").exists():
             shutil.rmtree(work.parent, ignore_errors=True)
             bits, flips = CASES[case]
-            build(work, *cluster_codes(n, args.distinct, flips, bits=bits))
+            build(work, *cluster_codes(n, args.distinct, flips, bits=bits), dihedral=case.endswith("_defaults"))
         return work
 
     def clean(work: Path) -> None:  # what a global run leaves (partitions, rejects) goes; the survivors stay

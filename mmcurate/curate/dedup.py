@@ -196,11 +196,13 @@ def verified_near_groups(
     have the same neighbours, so star and connected linkage over tuples ranked by their best member give the
     same groups as over samples.
 
-    Without dihedral matching and ``accept``, the tuples' graph is :func:`code_graph`'s with the verify code as a
-    second segment: a dense cluster of distinct near-copies becomes an implicit ball (within half of both radii of
-    its pivot, so every pair in it passes verification), and memory stays linear in the cluster's size. With
-    either, the pairs of distinct tuples are listed (``ops.hamming_range`` / ``ops.hamming_pairs``), so memory grows
-    with the square of a cluster of distinct near-copies (not of exact copies).
+    The tuples' graph is :func:`code_graph`'s with the verify code as a second segment: a dense cluster of distinct
+    near-copies becomes an implicit ball (within half of both radii of its pivot, so every pair in it passes
+    verification), and memory stays linear in the cluster's size. Dihedral matching and ``accept`` keep that bound
+    (:class:`_LinkCheck`): pairs matched only under another transform are explicit edges (few, unless the image is
+    near-symmetric under a transform), ``accept`` sees the explicit edges and each ball member against the ball's
+    anchor member (refused members leave the ball). The result equals the pairwise definition wherever no ball
+    forms and, in a ball, wherever ``accept`` agrees with every member exactly when it agrees with the anchor.
 
     Dihedral matching: ``variants`` (uint64[n, 8, W], each sample's codes of its 8 transformed pixel arrays in
     mmcurate.reference.TRANSFORMS' order, ``[:, 0]`` equal to ``codes``) and ``verify_variants`` (uint64[n, 8], the
@@ -209,7 +211,7 @@ def verified_near_groups(
     those of the closest of the 16 comparisons between a sample and its representative. ``accept(a, b, transform)``
     (sample indices, the transform mapping a onto b) may refuse verified pairs (bool mask): they are not linked; it
     sees each distinct tuple's best-ranked member for all of the tuple's samples."""
-    from mmcurate.ops.hamming import as_code_rows, hamming_pairs
+    from mmcurate.ops.hamming import as_code_rows
 
     if linkage not in LINKAGES:
         raise ValueError(f"linkage must be one of {LINKAGES}, got {linkage!r}")
@@ -223,61 +225,124 @@ def verified_near_groups(
     if n == 0:
         return Grouping(np.zeros(0, np.int64), np.zeros(0, np.int32), 0), np.zeros(0, np.int32)
     dihedral = _dihedral_inputs(variants, verify_variants, rows, verify)
-    if dihedral is None and accept is None:
-        tuples, inv, counts = distinct_codes(np.concatenate([rows, verify[:, None]], axis=1))
-        ucodes = tuples[:, :-1].reshape(len(tuples)) if rows.shape[1] == 1 else np.ascontiguousarray(tuples[:, :-1])
-        graph = code_graph(
-            ucodes,
-            counts,
-            max_distance,
-            device=device,
-            num_threads=num_threads,
-            verify=None if verify_distance is None else tuples[:, -1],
-            verify_distance=verify_distance,
-        )
-        representative, n_pairs = _group_samples(graph, inv, rank, linkage, True)
-        distance = _code_distance(codes, codes[representative])
-        verify_d = np.bitwise_count(verify ^ verify[representative]).astype(np.int32)
-        return Grouping(representative, distance, n_pairs), verify_d
     extra = [] if dihedral is None else [dihedral[0].reshape(n, -1), dihedral[1]]
-    tuples, inv, counts = np.unique(
-        np.concatenate([rows, verify[:, None], *extra], axis=1), axis=0, return_inverse=True, return_counts=True
+    tuples, inv, counts = distinct_codes(np.concatenate([rows, verify[:, None], *extra], axis=1))
+    m, w = len(tuples), rows.shape[1]
+    ucodes = tuples[:, 0] if w == 1 else np.ascontiguousarray(tuples[:, :w])
+    tvariants = None if dihedral is None else tuples[:, w + 1 : w + 1 + 8 * w].reshape(m, 8, w)
+    tverify_variants = None if dihedral is None else tuples[:, w + 1 + 8 * w :]
+    check = None
+    if dihedral is not None or accept is not None:
+        order = np.lexsort((rank, inv))
+        best_member = order[np.concatenate([[0], np.cumsum(counts)[:-1]])]
+        check = _LinkCheck(tvariants, tverify_variants, verify_distance, accept, best_member)
+    graph = code_graph(
+        ucodes,
+        counts,
+        max_distance,
+        device=device,
+        num_threads=num_threads,
+        verify=None if verify_distance is None else tuples[:, w],
+        verify_distance=verify_distance,
+        link_check=check,
     )
-    inv = inv.reshape(-1)
-    m = len(tuples)
-    w = rows.shape[1]
-    ucodes = np.ascontiguousarray(tuples[:, :w])
-    if ucodes.shape[1] == 1:
-        ucodes = ucodes.reshape(-1)
-    uverify = tuples[:, w]
-    order = np.lexsort((rank, inv))
-    best_member = order[np.concatenate([[0], np.cumsum(counts)[:-1]])]
-    pairs = np.zeros((0, 2), np.int64)
-    if m > 1 and dihedral is not None:
-        pairs, ptransform = _dihedral_pairs(
-            tuples[:, w + 1 : w + 1 + 8 * w].reshape(m, 8, w), tuples[:, w + 1 + 8 * w :], max_distance,
-            verify_distance, num_threads,
-        )  # fmt: skip
-    elif m > 1:
-        found, _ = hamming_pairs(ucodes, max_distance, device=device, num_threads=num_threads)
-        pairs = np.asarray(found, np.int64).reshape(-1, 2)
-        if verify_distance is not None and pairs.size:
-            vd = np.bitwise_count(uverify[pairs[:, 0]] ^ uverify[pairs[:, 1]])
-            pairs = pairs[vd <= verify_distance]
-        ptransform = np.zeros(len(pairs), np.int64)
-    if accept is not None and pairs.size:
-        pairs = pairs[np.asarray(accept(best_member[pairs[:, 0]], best_member[pairs[:, 1]], ptransform), bool)]
-    n_pairs = int((counts[pairs[:, 0]] * counts[pairs[:, 1]]).sum() + (counts * (counts - 1) // 2).sum())
-    if linkage == "connected":
-        representative = _best_of_groups(connected_components(m, pairs)[inv], rank)
-    else:
-        representative = best_member[_star(m, pairs, rank[best_member])][inv]
+    if check is not None:
+        graph.pairs = check.explicit_pairs(graph, max_distance, num_threads)
+    representative, n_pairs = _group_samples(graph, inv, rank, linkage, True)
     if dihedral is not None:
         distance, transform, verify_d = dihedral_match(dihedral[0], dihedral[1], np.arange(n), representative)
         return Grouping(representative, distance, n_pairs, transform), verify_d
-    distance = np.bitwise_count(rows ^ rows[representative]).sum(axis=1).astype(np.int32)
+    distance = _code_distance(codes, codes[representative])
     verify_d = np.bitwise_count(verify ^ verify[representative]).astype(np.int32)
     return Grouping(representative, distance, n_pairs), verify_d
+
+
+#: Pairs handed to verified_near_groups' ``accept`` per call.
+ACCEPT_CHUNK = 8192
+
+
+class _LinkCheck:
+    """What dihedral matching and ``accept`` add to verified_near_groups' graph of distinct tuples (code_graph over
+    the identity code and the verify code), so that it stays linear in a cluster of distinct near-copies.
+
+    The pairwise definition links distinct tuples i, j when the closest of the 16 comparisons (dihedral_match) is
+    within the radius, the verify codes under that transform within verify_distance, and ``accept`` agrees. The
+    graph's identity links are those pairs whose closest transform is the identity (or a tie with it); the rest is:
+
+      * explicit pairs (codes outside balls): kept when verified under their closest transform and accepted;
+      * dihedral-only pairs (a non-identity transform within the radius: ops.hamming_range with the 7 other
+        variants as queries; few in a cluster of one asymmetric image) whose closest transform is not the identity
+        and is verified, not already identity-linked: added as explicit edges (ends may be ball members), accepted;
+      * balls (pairs not listed): each member is checked against the ball's anchor (its member nearest the pivot):
+        a refused one (accept, or a closer non-identity transform that fails verification) leaves the ball and is
+        an ordinary code with explicit edges; a ball candidate or a near ball links to the ball only if accepted
+        against its anchor. So template variants are never swallowed by a ball; within a ball, agreement with the
+        anchor stands for agreement between members (the approximation that keeps a ball O(members))."""
+
+    def __init__(self, variants, verify_variants, verify_distance, accept, best_member):
+        self.variants, self.verify_variants = variants, verify_variants
+        self.verify_distance, self.accept, self.best_member = verify_distance, accept, best_member
+
+    def _match(self, a: np.ndarray, b: np.ndarray):
+        """(closest distance, transform a -> b, verify distance under it); transform 0 without variants."""
+        if self.variants is None:
+            return None, np.zeros(len(a), np.int64), None
+        return dihedral_match(self.variants, self.verify_variants, a, b)
+
+    def _ok(self, a: np.ndarray, b: np.ndarray, transform, vd) -> np.ndarray:
+        ok = np.ones(len(a), bool)
+        if vd is not None and self.verify_distance is not None:
+            ok &= vd <= self.verify_distance
+        if self.accept is not None and ok.any():
+            bm = self.best_member
+            on = np.flatnonzero(ok)
+            for c in range(0, on.size, ACCEPT_CHUNK):  # the callback's memory per pair can be large (detail grids)
+                s = on[c : c + ACCEPT_CHUNK]
+                ok[s] = np.asarray(self.accept(bm[a[s]], bm[b[s]], transform[s]), dtype=bool)
+        return ok
+
+    def __call__(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """Whether code pairs (a[i], b[i]) near each other by identity (a ball's member or candidate and its
+        anchor) may be linked: a closer non-identity transform must verify, and accept must agree."""
+        a, b = np.asarray(a, np.int64), np.asarray(b, np.int64)
+        if a.size == 0:
+            return np.ones(0, bool)
+        _, transform, vd = self._match(a, b)
+        if vd is not None:
+            vd = np.where(transform == 0, 0, vd)  # identity-closest: verified by the graph already
+        return self._ok(a, b, transform, vd)
+
+    def explicit_pairs(self, g: CodeGraph, max_distance: int, num_threads) -> np.ndarray:
+        """The graph's explicit pairs under the pairwise definition, with the dihedral-only pairs added."""
+        pairs = g.pairs
+        _, transform, vd = self._match(pairs[:, 0], pairs[:, 1])
+        keep = [pairs]
+        transforms = [transform]
+        vds = [vd]
+        if self.variants is not None and len(g.codes) > 1:
+            from mmcurate.ops.hamming import hamming_range
+
+            m, w = self.variants.shape[0], self.variants.shape[2]
+            queries = np.ascontiguousarray(self.variants[:, 1:].reshape(m * 7, w))
+            found, _ = hamming_range(
+                np.ascontiguousarray(self.variants[:, 0]), queries, max_distance, num_threads=num_threads
+            )
+            found = np.asarray(found, np.int64).reshape(-1, 2)
+            found = np.stack([found[:, 0] // 7, found[:, 1]], axis=1)
+            found = found[found[:, 0] != found[:, 1]]
+            found = np.unique(np.sort(found, axis=1), axis=0)
+            if found.size:
+                # identity-linked pairs are in the graph already (explicitly, or implicitly through a ball)
+                found = found[~_within(g, g.codes[found[:, 0]], g.codes[found[:, 1]], g.radii)]
+            if found.size:
+                _, t2, vd2 = self._match(found[:, 0], found[:, 1])
+                other = t2 != 0  # identity-closest pairs not identity-linked fail the pairwise definition too
+                keep.append(found[other])
+                transforms.append(t2[other])
+                vds.append(vd2[other])
+        pairs = np.concatenate(keep)
+        ok = self._ok(pairs[:, 0], pairs[:, 1], np.concatenate(transforms), None if vd is None else np.concatenate(vds))
+        return pairs[ok]
 
 
 #: The inverse of each dihedral transform (mmcurate.reference.TRANSFORMS' order): rot90 <-> rot270, the rest
@@ -322,22 +387,6 @@ def dihedral_match(variants, verify_variants, a, b) -> tuple[np.ndarray, np.ndar
         np.bitwise_count(verify_variants[b, k] ^ verify_variants[a, 0]),
     )
     return d[idx, best].astype(np.int32), np.where(forward, k, DIHEDRAL_INVERSE[k]), vd.astype(np.int32)
-
-
-def _dihedral_pairs(variants, verify_variants, max_distance: int, verify_distance, num_threads):
-    """Pairs (i < j) of distinct tuples where a transform of one lies within max_distance of the other
-    (ops.hamming_range of every transform against the identity codes), verified under the closest transform (the
-    transform mapping i onto j): (int64[p, 2], int64[p])."""
-    from mmcurate.ops.hamming import hamming_range
-
-    found, _ = hamming_range(np.ascontiguousarray(variants[:, 0]), variants, max_distance, num_threads=num_threads)
-    found = np.asarray(found, np.int64).reshape(-1, 2)
-    found = np.unique(np.sort(found[found[:, 0] != found[:, 1]], axis=1), axis=0)
-    if not found.size:
-        return found, np.zeros(0, np.int64)
-    _, transform, vd = dihedral_match(variants, verify_variants, found[:, 0], found[:, 1])
-    keep = np.ones(len(found), bool) if verify_distance is None else vd <= verify_distance
-    return found[keep], transform[keep]
 
 
 def distinct_codes(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -423,11 +472,19 @@ def code_graph(
     seed: int = 0,
     verify=None,
     verify_distance: int | None = None,
+    link_check=None,
 ) -> CodeGraph:
     """The :class:`CodeGraph` of distinct 64- or 256-bit codes (as ``ops.hamming`` takes them), linked within
     ``max_distance`` bits and, with ``verify`` (uint64[m], a second code per distinct code), only where the
     verify codes also lie within ``verify_distance`` bits. ``seed`` only steers the sampling that looks for
-    dense clusters: the graph it describes (and every grouping from it) does not depend on it."""
+    dense clusters: the graph it describes (and every grouping from it) does not depend on it.
+
+    ``link_check(a, b)`` (code index arrays -> bool mask) may refuse links the radii allow; it is asked about each
+    ball member, ball candidate and near ball against the ball's *anchor* (its member nearest the pivot; for near
+    balls, anchor against anchor): refused members leave the ball (ordinary codes, joined pairwise), refused
+    candidates and near balls are not linked to the ball. The explicit ``pairs`` are not checked (the caller
+    filters them). With a check, the graph can depend on ``seed`` where the check is not consistent across a
+    ball (agreement with the anchor stands for agreement between its members)."""
     from mmcurate.ops._inputs import check_int
     from mmcurate.ops.hamming import as_code_rows
 
@@ -457,6 +514,12 @@ def code_graph(
         np.zeros((0, 2), np.int64),
     )
     g.pivots = _find_balls(g, np.random.default_rng(seed))
+    anchors = np.zeros(0, np.int64)
+    if link_check is not None and len(g.pivots):
+        anchors = _ball_anchors(g)
+        inside = np.flatnonzero(g.ball >= 0)
+        refused = inside[~np.asarray(link_check(inside, anchors[g.ball[inside]]), bool)]
+        g.ball[refused[refused != anchors[g.ball[refused]]]] = -1
     rest = np.flatnonzero(g.ball < 0)
     if rest.size > 1:
         g.pairs = rest[_linked_pairs(g, rows[rest], device=device, num_threads=num_threads)]
@@ -470,7 +533,20 @@ def code_graph(
         near = _within(g, g.pivots[:, None], g.pivots[None, :], [r + 2 * t for r, t in zip(radii, half)])
         i, j = np.nonzero(np.triu(near, 1))
         g.ball_near = np.stack([i, j], axis=1).astype(np.int64)
+        if link_check is not None:
+            cands, nb = g.ball_cands, g.ball_near
+            g.ball_cands = cands[np.asarray(link_check(cands[:, 1], anchors[cands[:, 0]]), dtype=bool)]
+            g.ball_near = nb[np.asarray(link_check(anchors[nb[:, 0]], anchors[nb[:, 1]]), dtype=bool)]
     return g
+
+
+def _ball_anchors(g: CodeGraph) -> np.ndarray:
+    """Each ball's member nearest its pivot (summed over the segments; ties: the lowest index)."""
+    out = np.zeros(len(g.pivots), np.int64)
+    for b, mem in enumerate(_ball_members(g)):
+        d = np.bitwise_count(g.codes[mem] ^ g.pivots[b]).sum(axis=1)
+        out[b] = mem[np.argmin(d)]
+    return out
 
 
 def _within(g: CodeGraph, a: np.ndarray, b: np.ndarray, radii) -> np.ndarray:

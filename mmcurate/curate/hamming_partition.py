@@ -58,6 +58,8 @@ __all__ = [
 
 #: Groups up to this size are joined by vectorised brute force (s * (s - 1) / 2 pairs), larger ones natively.
 SMALL_GROUP = 48
+#: Dihedral buckets up to this many entries list their pairs in one join; larger ones keep dense clusters implicit.
+DIHEDRAL_PAIR_BUCKET = 2048
 #: Threads of a bucket's native join: a partition is already one of many parallel tasks, and starting a thread
 #: pool costs more than joining a bucket (300 PDQ codes: 6-10 ms on all cores against 0.8 ms on one).
 TASK_THREADS = 1
@@ -264,7 +266,7 @@ def _dihedral_partition_links(e: np.ndarray, max_distance: int) -> np.ndarray:
     """partition_linked over dihedral entries (a sample's 8 transform codes, variant 0 its identity): bucket by
     bucket, since a pair links only between an identity code and another sample's code, which grouping the
     partition's samples by one code each cannot see. Small buckets: brute force over their linkable entry pairs;
-    large ones: _dihedral_bucket_links (which lists a bucket's pairs: a dense near-copy cluster costs its pairs)."""
+    large ones: _dihedral_bucket_links (linear in a dense near-copy cluster)."""
     words = _words(e["code"])
     layout = chunk_layout(max_distance, 64 * words)
     chunk = e["chunk"].astype(np.int64)
@@ -299,17 +301,38 @@ def _dihedral_link(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def _dihedral_bucket_links(e: np.ndarray, max_distance: int) -> np.ndarray:
-    """Links of a large bucket of dihedral entries: its linkable pairs within the radius (ops.hamming_pairs over
-    the bucket's codes), each sample of a component of two or more joined to the component's first."""
-    from mmcurate.curate.dedup import connected_components
-    from mmcurate.ops.hamming import hamming_pairs
+    """Links of a large bucket of dihedral entries: the connected components of its linkable pairs within the
+    radius, each sample of a component of two or more joined to the component's first. Without listing a dense
+    near-copy cluster's pairs: identity against identity by dedup.near_components (copies collapsed, dense
+    clusters kept implicit), and the other transforms against the identity codes by ops.hamming_range (few
+    pairs, unless an image is near-symmetric under a transform)."""
+    from mmcurate.curate.dedup import connected_components, near_components
+    from mmcurate.ops.hamming import hamming_pairs, hamming_range
 
-    found, _ = hamming_pairs(np.ascontiguousarray(e["code"]), max_distance, device="cpu")
-    found = np.asarray(found, np.int64).reshape(-1, 2)
-    found = found[_dihedral_link(e[found[:, 0]], e[found[:, 1]])]
     ids, pos = np.unique(e["id"], return_inverse=True)
     pos = pos.reshape(-1)
-    labels = connected_components(ids.size, pos[found])
+    links = [np.zeros((0, 2), np.int64)]
+    if e.size <= DIHEDRAL_PAIR_BUCKET:  # at most ~DIHEDRAL_PAIR_BUCKET^2 / 2 pairs: one join, less overhead
+        found, _ = hamming_pairs(np.ascontiguousarray(e["code"]), max_distance, device="cpu")
+        found = np.asarray(found, np.int64).reshape(-1, 2)
+        found = found[_dihedral_link(e[found[:, 0]], e[found[:, 1]])]
+        links.append(pos[found])
+    ident = np.flatnonzero(e["variant"] == 0) if e.size > DIHEDRAL_PAIR_BUCKET else np.zeros(0, np.int64)
+    other = np.flatnonzero(e["variant"] != 0)
+    if ident.size > 1:
+        labels = near_components(e["code"][ident], max_distance, device="cpu", num_threads=TASK_THREADS)[0]
+        _, first, inv = np.unique(labels, return_index=True, return_inverse=True)
+        links.append(np.stack([pos[ident], pos[ident[first[inv.reshape(-1)]]]], axis=1))
+    if ident.size and other.size:
+        found, _ = hamming_range(
+            np.ascontiguousarray(e["code"][ident]), np.ascontiguousarray(e["code"][other]), max_distance,
+            num_threads=TASK_THREADS,
+        )  # fmt: skip
+        found = np.asarray(found, np.int64).reshape(-1, 2)
+        q, j = other[found[:, 0]], ident[found[:, 1]]
+        keep = e["id"][q] != e["id"][j]
+        links.append(np.stack([pos[q[keep]], pos[j[keep]]], axis=1))
+    labels = connected_components(ids.size, np.concatenate(links))
     _, first, inv, cnt = np.unique(labels, return_index=True, return_inverse=True, return_counts=True)
     inv = inv.reshape(-1)
     on = cnt[inv] > 1

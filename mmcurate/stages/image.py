@@ -841,8 +841,10 @@ class PhashDedup(GlobalStage):
     whose images differ locally both ways (curate.local_detail: same layout, another print or text) is a template,
     not a duplicate: ``keep`` (default) leaves both images, links the later-ranked one to its partner with kind
     ``template``; ``drop`` rejects it (kind ``template``, reason ``duplicate_template``); ``off`` does not look.
-    Both list the verified pairs of distinct codes, so a huge cluster of distinct near-copies costs memory
-    quadratic in its size; ``dihedral: false, templates: off`` keeps it linear (docs/scaling.md).
+    Both keep a huge cluster of distinct near-copies linear in memory (docs/scaling.md): transform-only pairs are
+    explicit edges beside the cluster's implicit ball, and the template check sees each ball member against the
+    ball's anchor (a refused member leaves the ball); an image nearly symmetric under a transform still costs its
+    cluster's pairs.
 
     ``skip_low_information`` (default true, pHash only): images flagged ``low_information`` (blank, flat,
     placeholder or mostly padding: mmcurate.ops.quality) are never linked by pHash, whose codes of such images

@@ -265,3 +265,86 @@ def test_dense_256_bit_clusters_with_verification_equal_brute_force(seed, linkag
     np.testing.assert_array_equal(plain.representative, rep)
     np.testing.assert_array_equal(plain.distance, dist)
     assert plain.n_pairs == n_pairs
+
+
+def _dihedral_composition() -> np.ndarray:
+    """c[k, t]: the transform T_k o T_t (mmcurate.reference.TRANSFORMS' order)."""
+    from mmcurate.reference import dihedral
+
+    img = np.arange(12).reshape(3, 4)
+    forms = dihedral(img)
+    out = np.zeros((8, 8), np.int64)
+    for t in range(8):
+        for k, tk in enumerate(dihedral(forms[t])):
+            out[k, t] = next(i for i, f in enumerate(forms) if f.shape == tk.shape and np.array_equal(f, tk))
+    return out
+
+
+@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("linkage", ["star", "connected"])
+def test_dense_dihedral_cluster_with_accept_equals_pairwise(seed, linkage, monkeypatch):
+    """The default PDQ config (dihedral matching + an accept callback, as templates: keep) on dense clusters of
+    distinct near-copies (implicit balls at these sampling constants), some rotated or flipped, some verify codes
+    off, some template variants (accept refuses pairs of different labels): the pairwise definition's
+    representatives, distances, transforms, verify distances and pair count."""
+    monkeypatch.setattr(dedup, "DENSE_SAMPLE", 64)
+    monkeypatch.setattr(dedup, "DENSE_PAIR_BUDGET", 10)
+    rng = np.random.default_rng(seed)
+    comp = _dihedral_composition()
+    heads = rng.integers(0, 2**64, (2, 8, 4), dtype=np.uint64)  # two images, the codes of their 8 transforms
+    pheads = rng.integers(0, 2**64, (2, 8), dtype=np.uint64)
+    n0 = 500
+    which = rng.integers(0, 2, n0)
+    t = np.where(rng.random(n0) < 0.15, rng.integers(1, 8, n0), 0)  # rotated / flipped near-copies
+    variants = np.stack(
+        [_flip_rows(rng, heads[w, comp[:, tt]], int(rng.integers(0, 12)), 256) for w, tt in zip(which, t)]
+    )
+    vflips = np.where(rng.random(n0) < 0.9, rng.integers(0, 5, n0), rng.integers(10, 30, n0))
+    vv = np.stack([_flip_rows(rng, pheads[w, comp[:, tt], None], k, 64)[:, 0] for w, tt, k in zip(which, t, vflips)])
+    label = np.where(rng.random(n0) < 0.08, rng.integers(1, 4, n0), 0)  # template variants
+    extra = rng.integers(0, n0, 60)  # exact copies
+    others = rng.integers(0, 2**64, (80, 8, 4), dtype=np.uint64)
+    variants = np.concatenate([variants, variants[extra], others])
+    vv = np.concatenate([vv, vv[extra], rng.integers(0, 2**64, (80, 8), dtype=np.uint64)])
+    label = np.concatenate([label, label[extra], np.zeros(80, np.int64)])
+    codes, verify = np.ascontiguousarray(variants[:, 0]), vv[:, 0].copy()
+    n = len(codes)
+    rank = rng.permutation(n)
+    u, c = np.unique(codes, axis=0, return_counts=True)
+    assert len(dedup.code_graph(u, c, 22).pivots) > 0  # the clusters went the implicit way
+
+    def accept(a, b, transform):
+        return label[a] == label[b]
+
+    got, got_v = dedup.verified_near_groups(
+        codes, verify, 22, 12, rank, linkage=linkage, device="cpu", variants=variants, verify_variants=vv,
+        accept=accept,
+    )  # fmt: skip
+    i, j = np.triu_indices(n, 1)
+    # a pair is matched from its first distinct tuple (the order of np.unique over code, verify and variants) to
+    # the other, as the pairwise implementation did: ties between comparisons are broken on that side
+    _, tup = np.unique(
+        np.concatenate([codes, verify[:, None], variants.reshape(n, -1), vv], axis=1), axis=0, return_inverse=True
+    )
+    tup = tup.reshape(-1)
+    i, j = np.where(tup[i] <= tup[j], i, j), np.where(tup[i] <= tup[j], j, i)
+    d, _, vd = dedup.dihedral_match(variants, vv, i, j)
+    linked = (d <= 22) & (vd <= 12) & (label[i] == label[j])
+    adj = np.zeros((n, n), bool)
+    adj[i[linked], j[linked]] = adj[j[linked], i[linked]] = True
+    if linkage == "connected":
+        labels = reference_components(adj)
+        rep = np.array([min(np.flatnonzero(labels == labels[k]), key=lambda x: rank[x]) for k in range(n)])
+    else:
+        rep = np.full(n, -1)
+        for node in np.argsort(rank):
+            if rep[node] < 0:
+                rep[node] = node
+                rep[(rep < 0) & adj[node]] = node
+    dist, transform, vdist = dedup.dihedral_match(variants, vv, np.arange(n), rep)
+    assert (rep != np.arange(n)).sum() > 300 and (transform != 0).any()
+    np.testing.assert_array_equal(got.representative, rep)
+    np.testing.assert_array_equal(got.distance, dist)
+    np.testing.assert_array_equal(got.transform, transform)
+    np.testing.assert_array_equal(got_v, vdist)
+    assert got.n_pairs == int(linked.sum())

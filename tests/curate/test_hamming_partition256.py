@@ -70,8 +70,9 @@ def test_linked_takes_256_bit_codes(tmp_path):
     assert (np.bitwise_count(codes[links[:, 0]] ^ codes[links[:, 1]]).sum(axis=1) <= 8).all()
 
 
+@pytest.mark.parametrize("bounded", [False, True])
 @pytest.mark.parametrize("r", [10, 22])
-def test_linked_dihedral_codes_equal_the_single_node_range_search(r):
+def test_linked_dihedral_codes_equal_the_single_node_range_search(r, bounded, monkeypatch):
     """Dihedral shards (uint64[n, 8, 4]: each sample's 8 transform codes, identity first): the linked ids and
     components are those of ops.hamming_range's pairs of a transform of one sample against another's identity code
     (never a sample with itself), small buckets and a dense cluster's large ones alike; pair listing refuses them."""
@@ -79,6 +80,12 @@ def test_linked_dihedral_codes_equal_the_single_node_range_search(r):
     from mmcurate.curate.hamming_partition import SMALL_GROUP, partitioned_linked_ids
     from mmcurate.ops import hamming_range
 
+    if bounded:  # large buckets take the path that keeps a dense cluster implicit (balls at these constants)
+        from mmcurate.curate import dedup, hamming_partition
+
+        monkeypatch.setattr(hamming_partition, "DIHEDRAL_PAIR_BUCKET", 0)
+        monkeypatch.setattr(dedup, "DENSE_SAMPLE", 16)
+        monkeypatch.setattr(dedup, "DENSE_PAIR_BUDGET", 5)
     rng = np.random.default_rng(r)
     n = 400
     v = rng.integers(0, 2**63, size=(n, 8, 4), dtype=np.uint64)
@@ -91,7 +98,7 @@ def test_linked_dihedral_codes_equal_the_single_node_range_search(r):
                 mask[b // 64] |= np.uint64(1) << np.uint64(b % 64)
             v[i, 0] = v[j, k] ^ mask
     v[300 : 300 + SMALL_GROUP + 20, 0] = v[299, 3]  # a dense cluster: a bucket above SMALL_GROUP
-    v[300 : 300 + SMALL_GROUP + 20, 0, 0] ^= flip[: SMALL_GROUP + 20, 0] & np.uint64(0x7)
+    v[300 : 300 + SMALL_GROUP + 20, 0, 0] ^= flip[: SMALL_GROUP + 20, 0] & np.uint64(0x3F)
     v[5, 3] = v[5, 0]  # a symmetric image: its own transform equals its code, which links nothing
     ids = np.arange(n, dtype=np.int64) * 3 + 1
     pairs, _ = hamming_range(np.ascontiguousarray(v[:, 0]), v, r)

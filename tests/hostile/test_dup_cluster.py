@@ -63,6 +63,27 @@ def cluster_pdq_codes(n_same: int, n_near: int, n_distinct: int, max_flips: int 
     return codes[order], phashes[order]
 
 
+def dihedral_columns(codes: np.ndarray, phashes: np.ndarray) -> dict:
+    """The default PDQ config's columns for 256-bit codes: ``pdq_dihedral`` / ``pdq_dihedral_phash`` (each other
+    transform's code: the identity code XOR a fixed random mask per transform, so a near-copy's transforms are
+    near-copies of the image's and ~128 bits from every identity code, as for an asymmetric image) and
+    ``pdq_detail`` (one grid for all: no template variants)."""
+    from mmcurate.curate import local_detail
+
+    n = len(codes)
+    rng = np.random.default_rng(7)
+    masks, pmasks = rng.integers(0, 2**64, (7, 4), np.uint64), rng.integers(0, 2**64, 7, np.uint64)
+    dih = np.ascontiguousarray(codes[:, None, :] ^ masks[None], "<u8")
+    pdih = np.ascontiguousarray(phashes[:, None] ^ pmasks[None], "<u8")
+    grid = np.tile(rng.integers(0, 256, local_detail.DETAIL_BYTES, np.uint8), n)
+    fixed = lambda a, w: pa.FixedSizeBinaryArray.from_buffers(pa.binary(w), n, [None, pa.py_buffer(a.tobytes())])  # noqa: E731
+    return {
+        "pdq_dihedral": fixed(dih, 7 * 32),
+        "pdq_dihedral_phash": fixed(pdih, 7 * 8),
+        "pdq_detail": fixed(grid, local_detail.DETAIL_BYTES),
+    }
+
+
 def write_survivors(work: Path, codes: np.ndarray, n_shards: int, pdq_phash=None) -> list[pa.Table]:
     """The map phase's metadata shards (key, source, clip_score and the codes: ``phash`` for 64-bit codes, or
     ``pdq``, ``pdq_quality`` and ``pdq_phash`` for 256-bit ones) under work/meta/."""
@@ -77,6 +98,7 @@ def write_survivors(work: Path, codes: np.ndarray, n_shards: int, pdq_phash=None
             "pdq": pa.FixedSizeBinaryArray.from_buffers(pa.binary(32), n, [None, raw]),
             "pdq_quality": pa.array(np.full(n, 80, np.int16)),
             "pdq_phash": pa.array(pdq_phash, pa.uint64()),
+            **dihedral_columns(codes, pdq_phash),
         }
     table = pa.table(
         {
@@ -134,9 +156,8 @@ if bits == 64:
 else:
     codes, phashes = cluster_pdq_codes(n // 10, n, n // 2)
     shards = write_survivors(work, codes, 4, phashes)
-    # the bound holds without dihedral matching and template checks (they list a cluster's pairs: the default
-    # pdq config is quadratic in a cluster of distinct near-copies; docs/scaling.md)
-    params = {"hash": "pdq", "dihedral": False, "templates": "off"} if stage == "phash_dedup" else {}
+    # the default pdq config: dihedral matching and template checks (templates: keep)
+    params = {"hash": "pdq"} if stage == "phash_dedup" else {}
 from mmcurate.pipeline.stage import registry
 st = registry.create(stage, params)
 if mode == "memory":
