@@ -228,7 +228,7 @@ class CaptionFilter(MapStage):
 @registry.register
 class PiiRedact(MapStage):
     """Replaces personal data with tokens in every text that reaches the output, and counts it per kind
-    in `pii_redactions` (JSON {kind: count}, "{}" when nothing was found; the manifest sums the column).
+    in `pii_redactions` (JSON {kind: count}, "{}" when nothing was found; the report sums the column by kind).
 
     Redacted by default: `caption`; `caption_original` (the raw caption caption_clean keeps; its finds
     are not counted twice); and every string value of the `meta` JSON at any depth: LLaVA conversation
