@@ -204,7 +204,8 @@ def quality_section(data: RunData) -> str:
         if as_float(params.get(k)) is not None
     )
     intro = (
-        "Signals of the kept samples (samples.parquet) computed by image_quality; dashed lines mark its thresholds"
+        "Signals of the kept samples (samples.parquet), measured in integrity's decode (or image_quality's); dashed "
+        "lines mark image_quality's thresholds"
         + (f" ({thresholds})" if thresholds else " (none set: report only)")
         + ". Galleries: the kept samples at the extremes, beside what the stage rejected for that reason."
     )
