@@ -40,6 +40,9 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _timing import proc_status_mb
+
 ROOT = Path(__file__).resolve().parents[1]
 CASES = {
     "same": (64, 0),
@@ -121,14 +124,6 @@ def build(work: Path, codes: np.ndarray, verify: np.ndarray | None, dihedral: bo
         pq.write_table(table.slice(a, b - a), work / "meta" / f"{i:05d}.parquet")
 
 
-def _vm_hwm_mb() -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return round(int(line.split()[1]) / 1024, 1)
-    return float("nan")
-
-
 def run_one(work: Path, mode: str, stage: str) -> dict:
     """In the child process: one global step over the survivors."""
     import pyarrow.parquet as pq
@@ -156,7 +151,7 @@ def run_one(work: Path, mode: str, stage: str) -> dict:
         "mode": mode,
         "stage": stage,
         "wall_s": round(wall, 2),
-        "peak_rss_mb": _vm_hwm_mb(),
+        "peak_rss_mb": proc_status_mb("VmHWM"),
         "kept": n_kept,
         "duplicates": inner.get("duplicates"),
         "largest_group": inner.get("largest_group"),

@@ -33,6 +33,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from _timing import proc_status_mb
+
 STEP_SETS = {
     "dedup": [
         ("exact_dedup", {"keep": {"max": "clip_score"}}),
@@ -75,16 +77,6 @@ def build(work: Path, n: int, n_shards: int, dim: int) -> None:
         pq.write_table(table.slice(a, b - a), work / "meta" / f"{i:05d}.parquet")
 
 
-def _vm_hwm_mb() -> float:
-    """This process's peak RSS. Not getrusage: Linux carries ru_maxrss over fork + exec, so a child would
-    report its parent's peak (the parent builds the input)."""
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return round(int(line.split()[1]) / 1024, 1)
-    return float("nan")
-
-
 def run_one(work: Path, n_shards: int, mode: str, workers: int) -> dict:
     from mmcurate.pipeline.executor import StagePlan
     from mmcurate.pipeline.global_phase import run_memory_global_phase, run_sharded_global_phase
@@ -116,7 +108,7 @@ def run_one(work: Path, n_shards: int, mode: str, workers: int) -> dict:
             for k, v in stats.items()
         },
         "semantic_stream_seconds": stats.get("semantic_dedup", {}).get("stats", {}).get("sharded", {}).get("seconds"),
-        "driver_peak_rss_mb": _vm_hwm_mb(),
+        "driver_peak_rss_mb": proc_status_mb("VmHWM"),
         "largest_worker_peak_rss_mb": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1),
         "results_sha256": digest.hexdigest()[:16],
     }

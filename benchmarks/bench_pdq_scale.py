@@ -46,24 +46,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from _timing import proc_status_mb
+
 N_SHARDS = 20
 KINDS = ("hamming_pairs", "near_groups", "partitioned")
-
-
-def _vm_hwm_mb() -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return round(int(line.split()[1]) / 1024, 1)
-    return float("nan")
-
-
-def _vm_rss_mb() -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return round(int(line.split()[1]) / 1024, 1)
-    return float("nan")
 
 
 def codes_file(codes_dir: str, n: int, seed: int) -> Path:
@@ -87,7 +73,7 @@ def run_one(kind: str, path: str, r: int, partitions: int, sampled: int, seed: i
     codes = np.load(path)
     n = len(codes)
     row = {"kind": kind, "n": n, "r": r, "codes_mb": round(codes.nbytes / 2**20, 1)}
-    rss_codes = _vm_rss_mb()
+    rss_codes = proc_status_mb("VmRSS")
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")  # resets VmHWM to the current RSS: the peak below is the join's
     if kind == "hamming_pairs":
@@ -106,7 +92,7 @@ def run_one(kind: str, path: str, r: int, partitions: int, sampled: int, seed: i
         row |= {"seconds": time.perf_counter() - t, "pairs": int(g.n_pairs), "duplicates": g.n_duplicates}
     else:
         row |= _partitioned(codes, r, partitions, sampled)
-    row["peak_rss_mb"] = _vm_hwm_mb()
+    row["peak_rss_mb"] = proc_status_mb("VmHWM")
     row["rss_before_join_mb"] = rss_codes
     row["seconds"] = round(row["seconds"], 3)
     return row
