@@ -7,7 +7,7 @@ clip_score_filter stage in the manifest.
 - **Scores**: a histogram of the CLIP scores of the kept samples (samples.parquet) and of those clip_score_filter
   rejected below its cut (their score is in the reject's detail: stages.clip.reject_scores), the cut drawn; the
   stage's own percentiles over every scored sample; the kept samples just above the cut and the rejected ones
-  just below it (those the run kept thumbnails of: thumbs.parquet holds the first keys per reason).
+  just below it (the report observer keeps the thumbnails of the rejects scored highest: observer.nearest_the_cut).
 - **Clusters**: a grid of sample images per cluster (of the kept samples): the largest and smallest clusters and
   a few drawn at random (seeded), each row showing members chosen by a hash of their key.
 - **Map**: the embeddings of at most :data:`MAP_POINTS` kept samples (run_data.read_samples_spread: rows of row
@@ -227,7 +227,7 @@ def _examples_card(data: RunData, table: pa.Table, cut: float | None) -> str:
     return (
         f'<div class="card gallery" data-gallery="clip_cut"><h3>Around the cut ({cut:.3f})</h3>'
         f'<div class="note">kept with the lowest scores, just above the cut</div>{above_html}'
-        '<div class="note">rejected below the cut, highest score first (among the thumbnails the run kept)</div>'
+        '<div class="note">rejected just below the cut, highest score first</div>'
         + (f'<div class="tiles" data-side="below">{below_tiles}</div>' if below else empty("no rejected thumbnails"))
         + "</div>"
     )

@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -37,7 +38,7 @@ class ReportObserver(RunObserver):
     def on_global_phase(self, result: GlobalPhaseResult) -> None:
         self.collector = ThumbnailCollector(**self.collector_options)  # a new write phase starts from nothing
         self._wanted_dup_keys = self.collector.wanted_keys(result.duplicates)
-        rejects = result.rejects
+        rejects = nearest_the_cut(result.rejects, self.collector.max_per_reason)
         self._global_rejects_by_source = {
             src: rejects.filter(pc.equal(rejects.column("source"), src))
             for src in set(rejects.column("source").to_pylist())
@@ -84,3 +85,18 @@ class ReportObserver(RunObserver):
         t = time.perf_counter()
         html_report.write_report(out_dir)
         return {"report": time.perf_counter() - t}
+
+
+def nearest_the_cut(rejects: pa.Table, k: int) -> pa.Table:
+    """The global rejects with clip_score_filter's (reason ``clip_score``) narrowed to the ``k`` scored highest:
+    the collector keeps the smallest keys of what it is offered, and the report's CLIP view shows the rejects just
+    below the cut, so those are the ones whose thumbnails are worth keeping. Other rejects pass as they are."""
+    from mmcurate.stages.clip import reject_scores
+
+    clip = pc.fill_null(pc.equal(rejects.column("reason"), "clip_score"), False).to_numpy(zero_copy_only=False)
+    if not clip.any():
+        return rejects
+    at = np.flatnonzero(clip)
+    scores = reject_scores(rejects.column("detail").take(pa.array(at)))
+    nearest = at[np.argsort(-np.nan_to_num(scores, nan=-np.inf), kind="stable")[:k]]
+    return rejects.take(pa.array(np.sort(np.concatenate([np.flatnonzero(~clip), nearest]))))

@@ -145,6 +145,8 @@ def test_clip_section_charts_the_scores_around_the_cut(semantic_run):
     scores = dict(zip(below["key"].to_pylist(), reject_scores(below["detail"]).tolist()))
     assert shown_below and all(k in scores for k in shown_below)
     assert [scores[k] for k in shown_below] == sorted((scores[k] for k in shown_below), reverse=True)
+    # the rejects nearest the cut: the highest scores among all of clip_score_filter's rejects
+    assert [scores[k] for k in shown_below] == sorted(scores.values(), reverse=True)[: len(shown_below)]
     assert max(scores[k] for k in shown_below) < stats["stats"]["cut"] <= lowest[0]["clip_score"] + 1e-6
 
 
