@@ -33,8 +33,6 @@ struct AxisTaps {
   float area_side[kernels::kQualitySide];  // hi - lo
   std::vector<float> taps;
   std::vector<int32_t> itaps;
-  std::vector<int32_t> itaps4;  // itaps padded with zeros to 4 per output index (when max_count <= 4)
-  int max_count = 0;
 
   void build(int length) {
     using namespace kernels;
@@ -42,8 +40,6 @@ struct AxisTaps {
     n = length;
     taps.clear();
     itaps.clear();
-    itaps4.assign(4 * kQualitySide, 0);
-    max_count = 0;
     for (int o = 0; o < kQualitySide; ++o) {
       const QualitySpan s = quality_span(o, n);
       first[o] = s.first;
@@ -53,9 +49,7 @@ struct AxisTaps {
       for (int k = s.first; k < s.end; ++k) {
         taps.push_back(quality_overlap(s, k));
         itaps.push_back(int32_t(quality_overlap(s, k) * float(kQualitySide)));
-        if (k - s.first < 4) itaps4[4 * o + k - s.first] = itaps.back();
       }
-      max_count = count[o] > max_count ? count[o] : max_count;
     }
   }
 };
@@ -93,23 +87,36 @@ void row_sums(const uint8_t* row, int64_t ps, const AxisTaps& tx, float* out) {
 
 struct QualityScratch {
   float planes[3 * kernels::kQualityCells];
-  int hist[256];
+  int hist[kernels::kQualityHistSize];
   float binned[kernels::kQualityCells / 4];
   AxisTaps tx, ty;
   std::vector<float> row_sums;  // height x 64 x 3
-  std::vector<int32_t> column_sums;  // width x channels: one cell row's weighted sum of source rows
+  std::vector<int32_t> column_sums;  // (width + 1) x channels: one cell row's weighted sum of source rows
+  std::vector<int32_t> prefix;  // (width + 1) x channels: their running sums along the row
   float means[3 * kernels::kQualityCells];  // cell means, 64 x 64 x 3 (the integer path)
 };
 
-// Cell means through integer sums (integer_sums_exact): the weighted rows of each cell row first (contiguous, so
-// vectorised), then the weighted columns of that sum. means: 64 x 64 x 3.
+// Cell means through integer sums (integer_sums_exact). Per cell row: the weighted sum of its source rows
+// (contiguous, so vectorised), then the cells along it as differences of that sum's integral: with P the running
+// sum of the columns, the integral up to x = k + f / 64 is 64 P[k] + f v[k] (in 64ths), and a cell from lo to hi
+// is I(hi) - I(lo), the same integer as its weighted columns (the span bounds are b * width / 64). means: 64 x 64 x 3.
 template <int C>
 void cell_means_integer(const ImageViewU8& im, QualityScratch& s, float* means) {
   using namespace kernels;
   const int w = im.width, row_len = w * C;
-  s.column_sums.assign(size_t(row_len + 4 * C), 0);  // 4 pixels of zeros past the end for the 4-tap reads
+  s.column_sums.assign(size_t(row_len + C), 0);  // one pixel of zeros past the end: the last boundary reads it
+  s.prefix.resize(size_t(row_len + C));
   int32_t* v = s.column_sums.data();
+  int32_t* P = s.prefix.data();
   constexpr int c3 = C >= 3 ? 3 : 1;
+  int bound_k[kQualitySide + 1], bound_f[kQualitySide + 1];  // boundary b at b * w / 64 = k + f / 64
+  for (int b = 0; b <= kQualitySide; ++b) {
+    bound_k[b] = (b * w) / kQualitySide;
+    bound_f[b] = (b * w) % kQualitySide;
+  }
+  float area_x[kQualitySide * 3];
+  for (int ox = 0; ox < kQualitySide; ++ox)
+    for (int c = 0; c < 3; ++c) area_x[3 * ox + c] = s.tx.area_side[ox];
   for (int oy = 0; oy < kQualitySide; ++oy) {
     const int32_t* wy = s.ty.itaps.data() + s.ty.offset[oy];
     {
@@ -122,29 +129,42 @@ void cell_means_integer(const ImageViewU8& im, QualityScratch& s, float* means) 
       const int32_t b = wy[j];
       for (int i = 0; i < row_len; ++i) v[i] += b * int32_t(r[i]);
     }
-    int32_t acc[kQualitySide * 3];
-    float area[kQualitySide * 3];
+    {  // running sums in registers: a loop over P[i - C] would stall on store-to-load forwarding
+      int32_t run[C] = {};
+      for (int i = 0; i < row_len + C; i += C)
+        for (int c = 0; c < C; ++c) {
+          P[i + c] = run[c];
+          run[c] += v[i + c];
+        }
+    }
+    // Each cell's integer sum, divided by 4096 (exact in float): the cell's numerator, in place in means. Scalar, the
+    // previous boundary's integral in registers (a vectorised version reads back its own fresh stores and stalls).
+    float* m = means + oy * kQualitySide * 3;
+    int32_t prev[3] = {0, 0, 0};  // the integral at boundary 0
     for (int ox = 0; ox < kQualitySide; ++ox) {
-      const int32_t* p = v + s.tx.first[ox] * C;
-      int32_t a[3] = {0, 0, 0};
-      if (s.tx.max_count <= 4) {  // the usual case (a side under 4 x 64): 4 taps, zero-weighted past the span
-        const int32_t* wx = s.tx.itaps4.data() + 4 * ox;
-        for (int j = 0; j < 4; ++j)
-          for (int c = 0; c < c3; ++c) a[c] += wx[j] * p[j * C + c];
-      } else {
-        const int32_t* wx = s.tx.itaps.data() + s.tx.offset[ox];
-        for (int j = 0; j < s.tx.count[ox]; ++j, p += C)
-          for (int c = 0; c < c3; ++c) a[c] += wx[j] * p[c];
-      }
+      const int at = bound_k[ox + 1] * C, f = bound_f[ox + 1];  // bound_k == w only with f == 0 (v's zero pixel)
       for (int c = 0; c < 3; ++c) {
-        acc[3 * ox + c] = a[c];
-        area[3 * ox + c] = s.ty.area_side[oy] * s.tx.area_side[ox];
+        const int32_t integral = c < c3 ? kQualitySide * P[at + c] + f * v[at + c] : 0;
+        m[3 * ox + c] = float(integral - prev[c]) * (1.0f / 4096.0f);
+        prev[c] = integral;
       }
     }
-    // quality_cell's acc / area, a whole cell row at a time (vectorised divisions, each correctly rounded)
-    float* m = means + oy * kQualitySide * 3;
-    for (int i = 0; i < kQualitySide * 3; ++i) m[i] = (float(acc[i]) * (1.0f / 4096.0f)) / area[i];
   }
+  // quality_cell's acc / area for every cell (vectorised divisions, each correctly rounded), after all the
+  // numerators are stored
+  for (int oy = 0; oy < kQualitySide; ++oy) {
+    float* m = means + oy * kQualitySide * 3;
+    const float area_y = s.ty.area_side[oy];
+    for (int i = 0; i < kQualitySide * 3; ++i) m[i] = m[i] / (area_y * area_x[i]);
+  }
+}
+
+// quality_convert of every cell, the source kind fixed at compile time (the same operations, without a branch per
+// cell).
+template <int Channels, bool YCbCr>
+void convert_cells(const float* means, float* L, float* RG, float* YB) {
+  for (int i = 0; i < kernels::kQualityCells; ++i)
+    kernels::quality_convert(means + 3 * i, Channels, YCbCr, L + i, RG + i, YB + i);
 }
 
 QualityScratch& quality_scratch() {
@@ -176,7 +196,12 @@ QualitySignals image_quality(const ImageViewU8& im, bool ycbcr) {
       case 3: cell_means_integer<3>(im, s, s.means); break;
       default: cell_means_integer<4>(im, s, s.means); break;
     }
-    for (int i = 0; i < kQualityCells; ++i) quality_convert(s.means + 3 * i, im.channels, ycbcr, L + i, RG + i, YB + i);
+    if (im.channels < 3)
+      convert_cells<1, false>(s.means, L, RG, YB);
+    else if (ycbcr)
+      convert_cells<3, true>(s.means, L, RG, YB);
+    else
+      convert_cells<3, false>(s.means, L, RG, YB);
     return to_signals(quality_stats(L, RG, YB, s.hist, s.binned));
   }
   // Larger images: quality_cell, with each source row's horizontal sums computed once for the cells above and below

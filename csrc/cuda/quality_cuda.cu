@@ -33,7 +33,7 @@ __global__ void quality_kernel(const DeviceImageRef* __restrict__ images, Qualit
   }
   __syncthreads();
   if (threadIdx.x == 0) {
-    int hist[256];
+    int hist[kQualityHistSize];
     float binned[kQualityCells / 4];
     out[blockIdx.x] = quality_stats(planes, planes + kQualityCells, planes + 2 * kQualityCells, hist, binned);
   }

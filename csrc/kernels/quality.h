@@ -31,6 +31,7 @@ constexpr int kQualitySide = 64;
 constexpr int kQualityCells = kQualitySide * kQualitySide;
 constexpr float kFlatRange = 2.0f;  // luma levels: a 3 x 3 neighbourhood this narrow is "flat"
 constexpr float kBarRange = 3.0f;   // luma levels: a row or column this narrow is a bar
+constexpr int kQualityHistSize = 4 * 256;  // quality_stats' histogram scratch (ints)
 
 // The low-information rule (measured in benchmarks/bench_image_quality.py, README "Image quality": it removes
 // the flat-flat false pHash links of the labelled set while flagging ~1.5 % of real photo tiles, all sky or
@@ -225,7 +226,7 @@ MMCURATE_HD inline float quality_sharpness(const float* L, float* binned) {
   return float(v / double((B - 2) * (B - 2)));
 }
 
-// Every signal from the three canonical planes (64 x 64 each). hist: 256 ints, scratch: 1024 floats.
+// Every signal from the three canonical planes (64 x 64 each). hist: kQualityHistSize ints, scratch: 1024 floats.
 MMCURATE_HD inline QualityValues quality_stats(const float* L, const float* RG, const float* YB, int* hist,
                                                float* scratch) {
   constexpr int S = kQualitySide, N = kQualityCells;
@@ -242,17 +243,21 @@ MMCURATE_HD inline QualityValues quality_stats(const float* L, const float* RG, 
   quality_moments(YB, N, &myb, &vyb);
   q.colourfulness = float(sqrt(vrg + vyb) + 0.3 * sqrt(mrg * mrg + myb * myb));
 
-  for (int b = 0; b < 256; ++b) hist[b] = 0;
+  // Four interleaved histograms (cell i into copy i % 4), summed per bin: neighbouring cells usually share a bin,
+  // and one histogram would serialise their increments on the same counter.
+  for (int b = 0; b < kQualityHistSize; ++b) hist[b] = 0;
   for (int i = 0; i < N; ++i) {
     const int b = int(L[i] + 0.5f);
-    ++hist[b < 0 ? 0 : (b > 255 ? 255 : b)];
+    ++hist[(i & 3) * 256 + (b < 0 ? 0 : (b > 255 ? 255 : b))];
   }
   double e = 0.0;
-  for (int b = 0; b < 256; ++b)
-    if (hist[b]) {
-      const double p = double(hist[b]) / double(N);
+  for (int b = 0; b < 256; ++b) {
+    const int count = hist[b] + hist[256 + b] + hist[512 + b] + hist[768 + b];
+    if (count) {
+      const double p = double(count) / double(N);
       e -= p * log2(p);
     }
+  }
   q.entropy = float(e);
 
   q.flat_fraction = quality_flat_fraction(L, scratch);  // scratch is free again after quality_sharpness

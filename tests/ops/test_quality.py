@@ -96,6 +96,26 @@ def test_kernel_matches_the_numpy_reference(photos):
         assert_matches_reference(q, i, image_quality_reference(im))
 
 
+def test_integer_cell_sums_equal_the_float_cells(photos):
+    """Small contiguous images take the integer cell sums, others quality_cell's float sums (the CUDA twin's
+    arithmetic): the same cell means, so the same signals, bit for bit. A channel view of an RGBA array (pixel
+    stride 4) forces the float path on the same pixels."""
+    rng = np.random.default_rng(3)
+    images = [
+        np.asarray(Image.fromarray(photos["astronaut"]).resize((125, 94), Image.BILINEAR)),
+        np.asarray(Image.fromarray(photos["coffee"]).resize((63, 47), Image.BILINEAR)),
+        rng.integers(0, 256, (200, 256, 3), dtype=np.uint8),  # > 4 taps per cell on neither axis, 3 on both
+        rng.integers(0, 256, (40, 23, 3), dtype=np.uint8),
+        rng.integers(0, 256, (3, 250, 3), dtype=np.uint8),
+        np.full((77, 91, 3), 200, np.uint8),
+    ]
+    for im in images:
+        rgba = np.concatenate([im, np.full(im.shape[:2] + (1,), 255, np.uint8)], axis=2)
+        fast, slow = image_quality([im], device="cpu"), image_quality([rgba[:, :, :3]], device="cpu")
+        for name in QUALITY_SIGNALS:
+            assert getattr(fast, name)[0] == getattr(slow, name)[0], (im.shape, name)
+
+
 def test_reference_definitions_on_known_images():
     """The reference itself, on images whose signals are known in closed form."""
     flat = np.full((128, 96, 3), (10, 200, 30), np.uint8)
