@@ -140,7 +140,7 @@ def _partitioned(codes: np.ndarray, r: int, partitions: int, sampled: int) -> di
     finally:
         shutil.rmtree(spill, ignore_errors=True)
     layout = hp.chunk_layout(r, 256)
-    entry_bytes = hp._entry_dtype(4).itemsize
+    entry_bytes = hp.entry_dtype(4).itemsize
     return {
         "seconds": pass1 + pass2,
         "pass1_seconds": round(pass1, 3),

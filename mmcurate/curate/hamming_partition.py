@@ -65,7 +65,9 @@ DIHEDRAL_PAIR_BUCKET = 2048
 TASK_THREADS = 1
 
 
-def _entry_dtype(words: int, dihedral: bool = False) -> np.dtype:
+def entry_dtype(words: int, dihedral: bool = False) -> np.dtype:
+    """One spilled entry of the pigeonhole join: a code of ``words`` uint64, its sample id, the chunk it is filed
+    under (and, with dihedral variants, which of the 8 transforms it is): 17 bytes at 64 bits, 41 at 256."""
     code = ("code", "<u8") if words == 1 else ("code", "<u8", (words,))
     return np.dtype([code, ("id", "<i8"), ("chunk", "u1"), *([("variant", "u1")] if dihedral else [])])
 
@@ -141,7 +143,7 @@ def partition_codes(ids, codes, max_distance: int, n_partitions: int, out_dir, n
     ids, codes, variant = _as_codes_ids(ids, codes)
     out_dir = Path(out_dir)
     layout = chunk_layout(max_distance, 64 * _words(codes))
-    dtype = _entry_dtype(_words(codes), variant is not None)
+    dtype = entry_dtype(_words(codes), variant is not None)
     parts, routes = [], []
     for j, (off, w) in enumerate(layout):
         e = np.empty(len(codes), dtype)

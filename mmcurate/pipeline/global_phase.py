@@ -262,18 +262,19 @@ class MemoryGlobalContext:
         """One partition: every sample meets every other in one task."""
         return 1
 
-    def near_candidates(self, step: str, shards, max_distance: int):
+    def near_candidates(self, step: str, shards, max_distance: int, code_shape: tuple[int, int] = (1, 1)):
         """Hamming search primitive: every sample with a code is a candidate (a superset of the linked ones is
         all the grouping needs, and on one node it finds the pairs itself, once): (ascending ids, the number of
-        codes, None: no partitioning)."""
+        codes, None: no partitioning). ``code_shape`` sizes the sharded context's join tasks; unused here."""
         parts = [shard() for shard in shards]
         ids = np.concatenate([i for i, _ in parts]) if parts else np.zeros(0, np.int64)
         return ids, int(ids.size), None
 
-    def near_links(self, step: str, shards, max_distance: int):
+    def near_links(self, step: str, shards, max_distance: int, code_shape: tuple[int, int] = (1, 1)):
         """Hamming search primitive for grouping: (links int64[m, 2] of sample ids with the connected components
         of all pairs within ``max_distance``, the number of those pairs), computed once over all codes (64- or
-        256-bit) on the distinct codes (dedup.near_components), never listing a group's pairs."""
+        256-bit) on the distinct codes (dedup.near_components), never listing a group's pairs. ``code_shape``:
+        unused here (near_candidates)."""
         from mmcurate.curate.dedup import near_components
 
         parts = [shard() for shard in shards]

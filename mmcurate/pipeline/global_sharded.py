@@ -43,7 +43,9 @@ from mmcurate.pipeline.stage import SAMPLE_ID, SHARD_SHIFT, AccountingError, Sta
 GLOBAL_DIR = "global"
 ROW = "_row"  # row in the shard's metadata file, in added-column files
 KEY_ROWS_PER_PARTITION = 1 << 22  # unique-key check: keys per partition task
-HAMMING_ENTRIES_PER_PARTITION = 1 << 23  # 17-byte entries per pigeonhole join task
+# Pigeonhole join tasks are sized in entry bytes: 8.4M of the 17-byte entries of 64-bit codes (143 MB), so PDQ's
+# 41-byte entries, and 8 per code chunk with dihedral variants, make more and smaller tasks, not bigger ones.
+HAMMING_ENTRY_BYTES_PER_PARTITION = (1 << 23) * 17
 MAX_PARTITIONS = 1 << 14
 MAX_SHARD_ROWS = (1 << SHARD_SHIFT) - 1  # rows a survivor shard may have: the row part of a sample id
 
@@ -435,37 +437,47 @@ class ShardedGlobalContext:
             return None  # 256-bit codes: the pigeonhole join takes any radius below 256
         return np.sort(np.concatenate([i for i, _ in parts])) if parts else np.zeros(0, np.int64)
 
-    def near_candidates(self, step: str, shards, max_distance: int):
+    def _join_partitions(self, max_distance: int, code_shape: tuple[int, int]) -> int:
+        """Partitions of a pigeonhole join whose tasks hold ~HAMMING_ENTRY_BYTES_PER_PARTITION of entries: a code
+        of ``code_shape`` = (64-bit words, codes per sample: 8 with dihedral variants) spills one entry per chunk
+        (curate.hamming_partition.chunk_layout) and per variant."""
+        from mmcurate.curate.hamming_partition import chunk_layout, entry_dtype
+
+        words, variants = (int(v) for v in code_shape)
+        per_sample = len(chunk_layout(max_distance, 64 * words)) * variants * entry_dtype(words, variants > 1).itemsize
+        return self.n_partitions(max(1, HAMMING_ENTRY_BYTES_PER_PARTITION // per_sample))
+
+    def near_candidates(self, step: str, shards, max_distance: int, code_shape: tuple[int, int] = (1, 1)):
         """Hamming search primitive: (ascending ids of the samples with a code within ``max_distance`` bits of
         another one, the number of codes, the partitioning's figures). ``shards``: picklable callables, each
-        returning one shard's (ids, 64- or 256-bit codes). The pigeonhole join (curate.partitioned_linked_ids)
-        in per-shard and per-partition tasks, never listing pairs (at 64 bits of 64-bit codes every pair is
-        linked)."""
+        returning one shard's (ids, 64- or 256-bit codes); ``code_shape``: (64-bit words per code, codes per
+        sample), which sizes the join's tasks. The pigeonhole join (curate.partitioned_linked_ids) in per-shard
+        and per-partition tasks, never listing pairs (at 64 bits of 64-bit codes every pair is linked)."""
         from mmcurate.curate.hamming_partition import partitioned_linked_ids
 
         every = self._all_linked(shards, max_distance)
         if every is not None:
             return every, int(every.size), None
-        n_part = self.n_partitions(max(1, HAMMING_ENTRIES_PER_PARTITION // (max_distance + 1)))
+        n_part = self._join_partitions(max_distance, code_shape)
         found = partitioned_linked_ids(
             shards, max_distance, n_partitions=n_part, spill_dir=str(self.spill_dir(step, "near")), map_fn=self.map_fn
         )
         figures = {k: found.stats[k] for k in ("n_partitions", "entries", "max_entries_per_partition")}
         return found.ids, int(found.stats["n_codes"]), figures
 
-    def near_links(self, step: str, shards, max_distance: int):
+    def near_links(self, step: str, shards, max_distance: int, code_shape: tuple[int, int] = (1, 1)):
         """Hamming search primitive for grouping: (links int64[m, 2] of sample ids with the connected components
         of all pairs within ``max_distance``, the number of those pairs). The pigeonhole join's links
         (curate.partitioned_linked_ids), then the pairs counted per component in per-partition tasks
         (dedup.near_components counts a group of copies and a dense cluster of near-copies in closed form); 64- or
-        256-bit codes (at 64 bits of 64 every pair is linked)."""
+        256-bit codes (at 64 bits of 64 every pair is linked); ``code_shape`` as for near_candidates."""
         from mmcurate.curate.dedup import connected_components
         from mmcurate.curate.hamming_partition import partitioned_linked_ids
 
         every = self._all_linked(shards, max_distance)
         if every is not None:
             return links_to_first(every, np.zeros(every.size, np.int64)), every.size * (every.size - 1) // 2
-        n_part = self.n_partitions(max(1, HAMMING_ENTRIES_PER_PARTITION // (max_distance + 1)))
+        n_part = self._join_partitions(max_distance, code_shape)
         spill = self.spill_dir(step, "links")
         found = partitioned_linked_ids(
             shards, max_distance, n_partitions=n_part, spill_dir=str(spill / "join"), map_fn=self.map_fn
@@ -474,7 +486,10 @@ class ShardedGlobalContext:
             return found.links, 0
         comp = connected_components(found.ids.size, np.searchsorted(found.ids, found.links))
         store = DiskPartitions(spill / "count")
-        n_count = self.n_partitions(HAMMING_ENTRIES_PER_PARTITION)
+        from mmcurate.curate.hamming_partition import entry_dtype
+
+        # one code per linked sample
+        n_count = self.n_partitions(HAMMING_ENTRY_BYTES_PER_PARTITION // entry_dtype(int(code_shape[0])).itemsize)
         counts = np.zeros(n_count, np.int64)
         for c in self.map_fn(
             _codes_by_component_task, [(shard, found.ids, comp, n_count, store, i) for i, shard in enumerate(shards)]

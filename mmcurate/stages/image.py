@@ -930,7 +930,7 @@ class PhashDedup(GlobalStage):
         skip_low = p.hash == "phash" and p.skip_low_information and "low_information" in ctx.column_names
         shard_codes = functools.partial(links.codes, skip_low_information=True) if skip_low else links.codes
         linked, n_codes, figures = ctx.near_candidates(
-            self.name, [functools.partial(shard_codes, v) for v in ctx.views()], links.radius
+            self.name, [functools.partial(shard_codes, v) for v in ctx.views()], links.radius, links.code_shape
         )
         column, _ = parse_keep(p.keep)
         found = NearLinks.empty()
@@ -1021,6 +1021,7 @@ class _PhashLinks:
     """pHash-64: candidates within max_distance, dedup.near_groups (dense copy clusters kept implicit)."""
 
     kind, bits, columns = "phash", 64, ("phash",)
+    code_shape = (1, 1)  # one 64-bit word per sample (the join's task size)
 
     def __init__(self, p):
         self.p, self.radius, self.codes = p, p.max_distance, phash_codes
@@ -1050,6 +1051,7 @@ class _PdqLinks:
 
     def __init__(self, p):
         self.p, self.radius = p, p.pdq_threshold
+        self.code_shape = (4, 8 if p.dihedral else 1)  # 256-bit codes, the 8 transforms' with dihedral matching
         self.codes = functools.partial(pdq_codes, min_quality=p.min_quality, dihedral=p.dihedral)
         self.columns = ("pdq", "pdq_phash")
         self.columns += ("pdq_dihedral", "pdq_dihedral_phash") if p.dihedral else ()

@@ -149,16 +149,16 @@ class Split(GlobalStage):
         ids = np.concatenate([s[0] for s in scans]) if scans else np.zeros(0, np.int64)
         n = ids.size
         links = [np.zeros((0, 2), np.int64)]
-        radius, n_near_links = None, 0
+        radius, n_near_links, code_shape = None, 0, (1, 1)
         n_codes = sum(s[1] for s in scans)
         if near == "phash" and n_codes:
             radius = auto_phash_radius(n_codes) if p.phash_radius == "auto" else int(p.phash_radius)
             shards = [functools.partial(phash_codes, v) for v in views]
         elif near == "pdq" and n_codes:
-            radius = p.pdq_threshold
+            radius, code_shape = p.pdq_threshold, (4, 1)
             shards = [functools.partial(pdq_codes, v, p.min_quality) for v in views]
         if radius is not None:
-            near_links, n_near_links = ctx.near_links(self.name, shards, radius)
+            near_links, n_near_links = ctx.near_links(self.name, shards, radius, code_shape)
             links.append(near_links)
         for j in range(len(p.group_columns)):
             counts = sum(s[3][j] for s in scans)

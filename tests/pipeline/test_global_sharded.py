@@ -805,3 +805,21 @@ def test_memory_context_from_a_table_in_any_row_order(tmp_path):
     assert a.rejected.num_rows >= 100 and b.rejected.equals(a.rejected) and b.duplicates.equals(a.duplicates)
     with pytest.raises(StageError, match="repeat"):
         MemoryGlobalContext.from_table(pa.concat_tables([table.slice(0, 2), table.slice(0, 1)]))
+
+
+def test_join_tasks_are_sized_in_entry_bytes():
+    """The pigeonhole join's partitions hold a fixed budget of entry *bytes*: a PDQ code's 41-byte entries, and 8 per
+    chunk with dihedral variants, mean fewer samples per task than a pHash's 17-byte ones (the same 8.4M entries
+    per task at 64 bits as before)."""
+    from types import SimpleNamespace
+
+    from mmcurate.pipeline.global_sharded import HAMMING_ENTRY_BYTES_PER_PARTITION
+
+    ctx = SimpleNamespace(n_partitions=lambda rows_per_partition: rows_per_partition)  # report the rows asked for
+    rows = {
+        shape: ShardedGlobalContext._join_partitions(ctx, r, shape)
+        for shape, r in (((1, 1), 10), ((4, 1), 22), ((4, 8), 22))
+    }
+    assert rows[(1, 1)] == HAMMING_ENTRY_BYTES_PER_PARTITION // (11 * 17) == (1 << 23) // 11
+    assert rows[(4, 1)] == HAMMING_ENTRY_BYTES_PER_PARTITION // (23 * 41)
+    assert rows[(4, 8)] == HAMMING_ENTRY_BYTES_PER_PARTITION // (23 * 8 * 42)
