@@ -26,6 +26,11 @@ constexpr double kIndexBucket = 1.0e-9;  // clearing/scanning one bucket offset
 // and 256-bit codes.
 constexpr double kGatherPair[2] = {3.0e-9, 4.0e-9};
 
+// What choosing a multi-index plan costs (the widths x radii search below, ~0.5 ms at 256 bits): a brute force
+// estimated below it is taken without searching, since no plan can save more than the brute force's whole cost
+// (a join of many small buckets, as the sharded pigeonhole join makes, would otherwise be all planning).
+constexpr double kPlanningSeconds = 2.0e-4;
+
 // Offsets arrays are 4 bytes per bucket; keep them O(n) (and at most 64 MiB) so memory stays O(n + output).
 int max_substring_width(int64_t n_unique) {
   int w = 16;
@@ -109,6 +114,7 @@ HammingJoinPlan plan_search(const SearchShape& shape, int max_width, int max_dis
   brute.method = HammingPairsMethod::kBruteForce;
   brute.estimated_seconds = costs.brute_force_pair * shape.pairs();
   if (method == HammingPairsMethod::kBruteForce) return brute;
+  if (method != HammingPairsMethod::kMultiIndex && brute.estimated_seconds <= kPlanningSeconds) return brute;
 
   HammingJoinPlan best;
   best.estimated_seconds = std::numeric_limits<double>::infinity();

@@ -175,6 +175,15 @@ def test_join_plan_uses_multi_index_for_large_small_radius_and_brute_force_other
     assert forced["method"] == "mih" and sum(s + 1 for s in forced["radii"]) == 65
 
 
+def test_join_plan_skips_the_search_where_brute_force_costs_less_than_planning():
+    """A join whose brute force is estimated below the plan search's own cost (~0.2 ms) is brute force without a
+    search: the sharded pigeonhole join calls it on tens of thousands of ~80-code buckets. Larger joins still plan."""
+    small = hamming_join_plan(300, 22, bits=256)
+    assert small["method"] == "brute_force" and small["estimated_seconds"] <= 2e-4
+    assert hamming_join_plan(100_000, 22, bits=256)["method"] == "mih"
+    assert hamming_join_plan(300, 22, method="mih", bits=256)["method"] == "mih"  # forced still searches
+
+
 @cpu_and_cuda()
 def test_pairs_device_parity(device):
     codes = clustered_codes(2000, seeds=10, max_flips=6, seed=1)
