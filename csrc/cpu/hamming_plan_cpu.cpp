@@ -26,9 +26,10 @@ constexpr double kIndexBucket = 1.0e-9;  // clearing/scanning one bucket offset
 // and 256-bit codes.
 constexpr double kGatherPair[2] = {3.0e-9, 4.0e-9};
 
-// What choosing a multi-index plan costs (the widths x radii search below, ~0.5 ms at 256 bits): a brute force
-// estimated below it is taken without searching, since no plan can save more than the brute force's whole cost
-// (a join of many small buckets, as the sharded pigeonhole join makes, would otherwise be all planning).
+// What choosing a multi-index plan costs (the widths x radii search below, ~0.5 ms at 256 bits): a one-off join
+// or search whose brute force is estimated below it is taken without searching, since no plan can save more than
+// the brute force's whole cost (a join of many small buckets, as the sharded pigeonhole join makes, would
+// otherwise be all planning). A persistent index is planned as before: it is searched many times.
 constexpr double kPlanningSeconds = 2.0e-4;
 
 // Offsets arrays are 4 bytes per bucket; keep them O(n) (and at most 64 MiB) so memory stays O(n + output).
@@ -114,7 +115,9 @@ HammingJoinPlan plan_search(const SearchShape& shape, int max_width, int max_dis
   brute.method = HammingPairsMethod::kBruteForce;
   brute.estimated_seconds = costs.brute_force_pair * shape.pairs();
   if (method == HammingPairsMethod::kBruteForce) return brute;
-  if (method != HammingPairsMethod::kMultiIndex && brute.estimated_seconds <= kPlanningSeconds) return brute;
+  // Not for a persistent index (build false): its estimate is per query, and it serves many.
+  if (method != HammingPairsMethod::kMultiIndex && shape.build && brute.estimated_seconds <= kPlanningSeconds)
+    return brute;
 
   HammingJoinPlan best;
   best.estimated_seconds = std::numeric_limits<double>::infinity();

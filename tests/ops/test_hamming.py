@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from conftest import cpu_and_cuda
-from mmcurate.ops.hamming import hamming_distance, hamming_join_plan, hamming_knn, hamming_pairs
+from mmcurate.ops.hamming import HammingRangeIndex, hamming_distance, hamming_join_plan, hamming_knn, hamming_pairs
 
 METHODS = ["auto", "mih", "brute_force"]
 
@@ -182,6 +182,9 @@ def test_join_plan_skips_the_search_where_brute_force_costs_less_than_planning()
     assert small["method"] == "brute_force" and small["estimated_seconds"] <= 2e-4
     assert hamming_join_plan(100_000, 22, bits=256)["method"] == "mih"
     assert hamming_join_plan(300, 22, method="mih", bits=256)["method"] == "mih"  # forced still searches
+    # a persistent index is planned per query and searched many times: never short-cut to brute force
+    db = np.random.default_rng(0).integers(0, 2**63, (20_000, 4), dtype=np.uint64)
+    assert HammingRangeIndex(db, 22).plan["method"] == "mih"
 
 
 @cpu_and_cuda()
