@@ -36,6 +36,7 @@ from mmcurate.ops import decode_images, image_quality, phash_bytes
 from mmcurate.ops.hamming import hamming_pairs
 from mmcurate.ops.quality import QUALITY_SIGNALS
 from mmcurate.ops.quality_reference import image_quality_reference
+from mmcurate.stages.image import DEFAULT_LOW_INFORMATION_RADIUS, LOW_INFORMATION_STATS, LOW_INFORMATION_TOLERANCE
 from near_dup_set import SOURCE_PHOTOS, build_near_dup_set
 
 RADIUS = 10
@@ -165,15 +166,32 @@ def dedup_effect(seeds) -> dict:
         pairs, dist = hamming_pairs(r.codes, RADIUS)
         cat = np.array([x["category"] for x in recs])
         rows = {}
-        variants = {"none": (np.zeros(len(recs), bool), -1)}
+        # (flag, radius for pairs with a flagged image, whether flagged images link only to each other, whether their
+        # brightness / contrast / colourfulness must agree)
+        variants = {"none": (np.zeros(len(recs), bool), -1, False, False)}
         for name, (e, f, b) in RULES.items():
-            variants[name] = ((q.entropy < e) | (q.flat_fraction > f) | (q.border_fraction > b), -1)
+            variants[name] = ((q.entropy < e) | (q.flat_fraction > f) | (q.border_fraction > b), -1, False, False)
         assert np.array_equal(variants["rule"][0], q.low_information), "RULES['rule'] is the kernel's rule"
-        # the alternative the issue names: a stricter radius for pairs with a low-information image
+        # the alternative the issue names: a stricter radius for pairs with a low-information image; then flagged
+        # images linked only to each other; then also only when they look alike: what phash_dedup ships
+        # (low_information_radius, LOW_INFORMATION_TOLERANCE)
         for r_low in STRICT_RADII:
-            variants[f"rule, low-information pairs within {r_low} bits"] = (q.low_information, r_low)
-        for name, (low, r_low) in variants.items():
-            keep = (~low[pairs[:, 0]] & ~low[pairs[:, 1]]) | (dist <= r_low)
+            variants[f"rule, low-information pairs within {r_low} bits"] = (q.low_information, r_low, False, False)
+            variants[f"rule, low-information images with each other within {r_low} bits"] = (
+                q.low_information,
+                r_low,
+                True,
+                False,
+            )
+        variants[
+            f"rule, low-information images with each other within {DEFAULT_LOW_INFORMATION_RADIUS} bits and "
+            f"{LOW_INFORMATION_TOLERANCE:g} levels (phash_dedup's default)"
+        ] = (q.low_information, DEFAULT_LOW_INFORMATION_RADIUS, True, True)
+        stats = np.stack([getattr(q, c) for c in LOW_INFORMATION_STATS], axis=1).astype(np.float64)
+        look = (np.abs(stats[pairs[:, 0]] - stats[pairs[:, 1]]) <= LOW_INFORMATION_TOLERANCE).all(axis=1)
+        for name, (low, r_low, among, alike) in variants.items():
+            la, lb = low[pairs[:, 0]], low[pairs[:, 1]]
+            keep = (~la & ~lb) | ((dist <= r_low) & ((la & lb) if among else True) & (look if alike else True))
             s = truth.score(pairs[keep], detail=True)
             p = s["pairs"]
             rows[name] = {

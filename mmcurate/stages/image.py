@@ -797,6 +797,13 @@ TEMPLATE_POLICIES = ("keep", "drop", "off")
 #: of exact mode's, 3x faster.
 DEFAULT_PHASH_MAX_DISTANCE = 10
 DEFAULT_PHASH_LINKAGE = "star"
+#: Low-information images (skip_low_information) link only to each other, within this many pHash bits and with
+#: brightness, contrast and colourfulness each within LOW_INFORMATION_TOLERANCE levels: a flat graphic's identity is
+#: its global statistics (solid colours all share one pHash). Measured on the labelled set (benchmarks/README.md,
+#: "Image quality"): re-encoded copies of flat graphics linked 0.80-0.86 (0.54-0.57 with no link), precision as high.
+DEFAULT_LOW_INFORMATION_RADIUS = 2
+LOW_INFORMATION_TOLERANCE = 4.0
+LOW_INFORMATION_STATS = ("brightness", "contrast", "colourfulness")
 PHASH_MODES = ("fast", "exact")
 
 
@@ -815,6 +822,7 @@ class PhashDedupStats(StepStats):
     linked: int | None = None  # sharded: samples with a neighbour within max_distance
     dihedral: bool | None = None  # hash: pdq
     templates: int | None = None  # hash: pdq, template links (kept or rejected by the policy)
+    low_information_duplicates: int | None = None  # pHash: low-information images linked to each other
 
 
 @registry.register
@@ -847,11 +855,13 @@ class PhashDedup(GlobalStage):
     cluster's pairs.
 
     ``skip_low_information`` (default true, pHash only): images flagged ``low_information`` (blank, flat,
-    placeholder or mostly padding: mmcurate.ops.quality) are never linked by pHash, whose codes of such images
-    match unrelated ones (a star on black and a parking lot at distance 6; letterboxed images at radius 10);
-    exact_dedup still removes their byte copies. The flag comes from integrity's decode, else (``mode: fast``) from
-    the map part's, one decode either way; ``mode: exact`` uses integrity's flag when it is there. Such images count
-    in ``without_hash``. Measured: benchmarks/README.md, "Image quality".
+    placeholder or mostly padding: mmcurate.ops.quality) are never linked by pHash to other images, whose codes of
+    such images match unrelated ones (a star on black and a parking lot at distance 6; letterboxed images at radius
+    10). They link only to each other: within ``low_information_radius`` bits (default 2; null: never) and with
+    brightness, contrast and colourfulness each within 4 levels (a re-encoded copy of a logo, not another solid
+    colour); exact_dedup still removes their byte copies. The flag and the statistics come from integrity's decode,
+    else (``mode: fast``) from the map part's, one decode either way; ``mode: exact`` uses integrity's when they are
+    there. Measured: benchmarks/README.md, "Image quality".
 
     pHash is not flip-invariant and moves a lot under crops of more than a few %: those are semantic dedup's
     job. Rows exact_dedup removed earlier are not in the table (global stages run in recipe order)."""
@@ -871,6 +881,7 @@ class PhashDedup(GlobalStage):
         dihedral: bool = True
         templates: str = "keep"
         skip_low_information: bool = True
+        low_information_radius: int | None = DEFAULT_LOW_INFORMATION_RADIUS
         device: str = "auto"
         num_threads: int | None = None
 
@@ -887,6 +898,8 @@ class PhashDedup(GlobalStage):
             check_bool("dihedral", self.dihedral)
             check_choice("templates", self.templates, TEMPLATE_POLICIES)
             check_bool("skip_low_information", self.skip_low_information)
+            if self.low_information_radius is not None:
+                check_int("low_information_radius", self.low_information_radius, 0, 64)
             check_device(self.device)
             parse_keep(self.keep)
             check_threads(self.num_threads)
@@ -904,7 +917,7 @@ class PhashDedup(GlobalStage):
         else:
             self.requires = _dedup_requires(("key", "source", "phash"), p.keep)
             # the map part adds the flag; a table from elsewhere without it is linked as before
-            self.reads_if_present = ("low_information",) if p.skip_low_information else ()
+            self.reads_if_present = ("low_information", *LOW_INFORMATION_STATS) if p.skip_low_information else ()
             # fast mode measures the flag in its decode when integrity did not; exact mode reads integrity's (a
             # second set of columns from another decode would contradict the stored ones)
             self.map_part = PerceptualHash(
@@ -929,17 +942,20 @@ class PhashDedup(GlobalStage):
         # pHash only: PDQ has its own quality floor (min_quality)
         skip_low = p.hash == "phash" and p.skip_low_information and "low_information" in ctx.column_names
         shard_codes = functools.partial(links.codes, skip_low_information=True) if skip_low else links.codes
-        linked, n_codes, figures = ctx.near_candidates(
-            self.name, [functools.partial(shard_codes, v) for v in ctx.views()], links.radius, links.code_shape
+        found, n_codes, figures, linked = _near_links(ctx, self.name, links, shard_codes, p.keep)
+        parts = [(found, linked)]
+        low = NearLinks.empty()
+        if skip_low and p.low_information_radius is not None and set(LOW_INFORMATION_STATS) <= set(ctx.column_names):
+            low_links = _LowInformationLinks(p)
+            low, n_low, _, low_linked = _near_links(ctx, self.name, low_links, low_links.codes, p.keep)
+            n_codes += n_low
+            parts.append((low, low_linked))
+        tables = [part.tables(self.name, links.kind) for part, _ in parts]
+        rejected = pa.concat_tables(
+            [with_sample_ids(rej, part.ids[part.rejected]) for (rej, _), (part, _) in zip(tables, parts)]
         )
-        column, _ = parse_keep(p.keep)
-        found = NearLinks.empty()
-        if linked.size:
-            t = ctx.fetch(linked, ["key", "source", *links.columns, *([column] if column else [])])
-            found = links.group(t, rank_of(t.column("key"), keep_primary(t, p.keep)), count_pairs=figures is not None)
-            found.take(t, linked)
-        rejected, duplicates = found.tables(self.name, links.kind)
-        distance = found.distance[found.rejected]
+        duplicates = pa.concat_tables([dups for _, dups in tables])
+        distance = np.concatenate([part.distance[part.rejected] for part, _ in parts])
         stats = PhashDedupStats(
             max_distance=links.radius,
             linkage=p.linkage,
@@ -951,18 +967,33 @@ class PhashDedup(GlobalStage):
             ),
             samples=int(n_in),
             duplicates=int(distance.size),
-            groups=found.groups,
+            groups=found.groups + low.groups,
             without_hash=int(n_in - n_codes),
             max_distance_to_representative=int(distance.max()) if distance.size else None,
             partitions=None if figures is None else {**figures, "pairs": int(found.pairs)},
             linked=None if figures is None else int(linked.size),
             dihedral=p.dihedral if p.hash == "pdq" else None,
             templates=int(np.count_nonzero(found.kind == "template")) if p.hash == "pdq" else None,
+            low_information_duplicates=int(np.count_nonzero(low.rejected)) if len(parts) > 1 else None,
             seconds=round(time.perf_counter() - t0, 6),
         )
-        return GlobalResult(
-            rejected=with_sample_ids(rejected, found.ids[found.rejected]), duplicates=duplicates, stats=stats
-        )
+        return GlobalResult(rejected=rejected, duplicates=duplicates, stats=stats)
+
+
+def _near_links(ctx, step: str, links, shard_codes, keep):
+    """One near-duplicate search: the candidates from the context's Hamming primitive over every shard's codes
+    (``shard_codes(view)``), then ``links.group`` over them with their keys, scores and columns fetched. Returns
+    (the NearLinks with keys resolved, the number of codes, the partitioning's figures, the candidates' ids)."""
+    linked, n_codes, figures = ctx.near_candidates(
+        step, [functools.partial(shard_codes, v) for v in ctx.views()], links.radius, links.code_shape
+    )
+    column, _ = parse_keep(keep)
+    found = NearLinks.empty()
+    if linked.size:
+        t = ctx.fetch(linked, ["key", "source", *links.columns, *([column] if column else [])])
+        found = links.group(t, rank_of(t.column("key"), keep_primary(t, keep)), count_pairs=figures is not None)
+        found.take(t, linked)
+    return found, n_codes, figures, linked
 
 
 @dataclass
@@ -1032,6 +1063,42 @@ class _PhashLinks:
         g = dedup.near_groups(
             codes, p.max_distance, rank, linkage=p.linkage, device=p.device, num_threads=p.num_threads,
             count_pairs=count_pairs,
+        )  # fmt: skip
+        d = np.flatnonzero(g.is_duplicate)
+        kind = np.full(d.size, "phash", object)
+        return NearLinks(
+            d, g.representative[d], g.distance[d], None, None, kind, np.ones(d.size, bool), g.n_groups, g.n_pairs or 0
+        )
+
+
+class _LowInformationLinks:
+    """pHash-64 among low-information images only: candidates within low_information_radius, linked by
+    dedup.verified_near_groups when brightness, contrast and colourfulness agree within LOW_INFORMATION_TOLERANCE
+    (the rounded statistics are the tuples' second segment, so samples sharing a code but not a look stay apart;
+    a dense cluster of near-copies stays implicit)."""
+
+    kind, bits, code_shape = "phash", 64, (1, 1)
+    columns = ("phash", *LOW_INFORMATION_STATS)
+
+    def __init__(self, p):
+        self.p, self.radius = p, p.low_information_radius
+        self.codes = functools.partial(phash_codes, only_low_information=True)
+
+    def group(self, t: pa.Table, rank: np.ndarray, count_pairs: bool) -> NearLinks:
+        p = self.p
+        codes = pc.cast(t.column("phash"), pa.uint64()).to_numpy(zero_copy_only=False).astype(np.uint64)
+        stats = np.stack(
+            [pc.fill_null(t.column(c), np.nan).to_numpy(zero_copy_only=False) for c in LOW_INFORMATION_STATS], axis=1
+        ).astype(np.float64)
+        rounded = np.clip(np.nan_to_num(np.rint(stats), nan=0.0), 0, 65535).astype(np.uint64)
+        signature = rounded[:, 0] | (rounded[:, 1] << np.uint64(16)) | (rounded[:, 2] << np.uint64(32))
+
+        def look_alike(a, b, transform):
+            return (np.abs(stats[a] - stats[b]) <= LOW_INFORMATION_TOLERANCE).all(axis=1)
+
+        g, _ = dedup.verified_near_groups(
+            codes, signature, self.radius, None, rank, linkage=p.linkage, device=p.device,
+            num_threads=p.num_threads, accept=look_alike,
         )  # fmt: skip
         d = np.flatnonzero(g.is_duplicate)
         kind = np.full(d.size, "phash", object)
@@ -1117,13 +1184,15 @@ def _with_kept_templates(links: NearLinks, pairs, g, rank, variants, verify_vari
     )  # fmt: skip
 
 
-def phash_codes(view, skip_low_information: bool = False):
-    """(ids, uint64 codes) of one shard's samples with a pHash (and, with skip_low_information, not flagged
-    low_information): the Hamming primitive's shard (a task)."""
-    t = view.read(["phash", *(["low_information"] if skip_low_information else [])])
+def phash_codes(view, skip_low_information: bool = False, only_low_information: bool = False):
+    """(ids, uint64 codes) of one shard's samples with a pHash (with skip_low_information, only those not flagged
+    low_information; with only_low_information, only the flagged ones): the Hamming primitive's shard (a task)."""
+    flag = skip_low_information or only_low_information
+    t = view.read(["phash", *(["low_information"] if flag else [])])
     valid = t.column("phash").is_valid().to_numpy(zero_copy_only=False)
-    if skip_low_information:
-        valid &= ~pc.fill_null(t.column("low_information"), False).to_numpy(zero_copy_only=False)
+    if flag:
+        low = pc.fill_null(t.column("low_information"), False).to_numpy(zero_copy_only=False)
+        valid &= low if only_low_information else ~low
     sub = t.filter(pa.array(valid)) if not valid.all() else t
     codes = pc.cast(sub.column("phash"), pa.uint64()).to_numpy(zero_copy_only=False).astype(np.uint64)
     return sub.column(SAMPLE_ID).to_numpy().astype(np.int64), codes

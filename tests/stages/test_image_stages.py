@@ -355,7 +355,7 @@ def test_phash_dedup_params_errors():
         ({"hash": "dhash"}, "hash must be 'phash'"),
         ({"device": "tpu"}, "device"),
         ({"keep": "newest"}, "keep must be"),
-        ({"threshold": 8}, "'threshold'.*valid: device, dihedral, hash, keep, linkage, max_distance"),
+        ({"threshold": 8}, "'threshold'.*valid: device, dihedral, hash, keep, linkage, low_information_radius, "),
     ):
         with pytest.raises(StageError, match=pattern):
             registry.create("phash_dedup", params)
