@@ -16,7 +16,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from mmcurate.report.html_parts import e, html_table
+from mmcurate.report.html_parts import e, file_link, html_table
 from mmcurate.report.paging import anchor_id, paged
 from mmcurate.report.run_data import DUPLICATES, RunData
 from mmcurate.report.thumbnails import DUPLICATE_KIND_ORDER
@@ -50,12 +50,13 @@ class DuplicateListing:
     groups: dict[str, list[_Group]]  # kind -> listed groups, largest first
     totals: dict[str, int]  # kind -> every group of that kind
     _hrefs: dict[tuple[str, str], str] = field(default_factory=dict)
+    files_href: str = ""  # RunData.files_href: where duplicates.parquet is, seen from the report
 
     @classmethod
     def from_run(cls, data: RunData) -> DuplicateListing:
         dup = data.duplicates
         if dup is None or dup.num_rows == 0 or not {"key", "duplicate_of", "kind"} <= set(dup.column_names):
-            return cls({}, {})
+            return cls({}, {}, files_href=data.files_href)
         sizes = dup.group_by(["kind", "duplicate_of"]).aggregate([([], "count_all")])
         groups: dict[str, list[_Group]] = {}
         totals: dict[str, int] = {}
@@ -67,7 +68,7 @@ class DuplicateListing:
             top = sorted(range(len(reps)), key=lambda i: (-int(counts[i]), reps[i]))[:MAX_LISTED_GROUPS]
             groups[kind] = [_Group(kind, reps[i], int(counts[i])) for i in top]
             _fill_members(dup, kind, groups[kind])
-        listing = cls(groups, totals)
+        listing = cls(groups, totals, files_href=data.files_href)
         for kind, listed in groups.items():
             for i, g in enumerate(listed):
                 page = i // GROUPS_PER_PAGE + 1
@@ -88,8 +89,8 @@ class DuplicateListing:
         return (
             f'<div class="listing" data-listing="duplicates"><h3>Duplicate groups, listed</h3>'
             f'<p class="note">The {MAX_LISTED_GROUPS:,} largest groups per kind with up to {MAX_MEMBERS_SHOWN:,} '
-            f"members each (largest distance first); {_file_link(DUPLICATES)} has every link (key, duplicate_of, "
-            f"kind, distance).</p>{''.join(blocks)}</div>"
+            f"members each (largest distance first); {file_link(DUPLICATES, self.files_href)} has every link "
+            f"(key, duplicate_of, kind, distance).</p>{''.join(blocks)}</div>"
         )
 
     def _kind_block(self, kind: str, listed: list[_Group]) -> str:
@@ -119,7 +120,7 @@ class DuplicateListing:
         total = self.totals[kind]
         more = (
             f'<p class="note" data-left-out="{total - len(listed)}">{total - len(listed):,} smaller groups not '
-            f"listed: every one is in {_file_link(DUPLICATES)}.</p>"
+            f"listed: every one is in {file_link(DUPLICATES, self.files_href)}.</p>"
             if total > len(listed)
             else ""
         )
@@ -132,10 +133,6 @@ class DuplicateListing:
 
 def _listing_id(kind: str) -> str:
     return anchor_id("dupgroups", kind)
-
-
-def _file_link(name: str) -> str:
-    return f'<a class="file" href="{e(name)}" data-file="{e(name)}">{e(name)}</a>'
 
 
 def _distance(kind: str, d: float | None) -> str:

@@ -7,6 +7,7 @@ import base64
 import math
 from collections.abc import Iterable
 from html import escape
+from urllib.parse import quote
 
 from mmcurate.report.charts import format_number
 from mmcurate.report.thumbnails import display_text
@@ -47,6 +48,11 @@ def section(sid: str, title: str, intro: str, content: str) -> str:
     """A report section: its anchor id (the nav links to it), heading, optional intro line and content."""
     intro_html = f'<p class="intro">{e(intro)}</p>' if intro else ""
     return f'<section id="{sid}"><h2>{e(title)}</h2>{intro_html}{content}</section>'
+
+
+def file_link(name: str, base: str = "") -> str:
+    """A link (never loaded: no request) to one of the run's own tables; ``base``: RunData.files_href."""
+    return f'<a class="file" href="{e(base + quote(name))}" data-file="{e(name)}">{e(name)}</a>'
 
 
 def empty(text: str) -> str:

@@ -24,6 +24,7 @@ import os
 import tempfile
 import time
 from pathlib import Path
+from urllib.parse import quote
 
 import numpy as np
 import pyarrow as pa
@@ -86,9 +87,16 @@ def write_report(out_dir, path=None) -> Path:
 
     Returns the path written (``out_dir/report.html`` unless `path` is given)."""
     out_dir = Path(out_dir)
-    html = render_report(load_run(out_dir))
+    data = load_run(out_dir)
     target = Path(path) if path is not None else out_dir / REPORT_NAME
     target.parent.mkdir(parents=True, exist_ok=True)
+    # links to rejects.parquet / duplicates.parquet point at the run directory from wherever the report is
+    try:
+        rel = Path(os.path.relpath(out_dir.resolve(), target.parent.resolve())).as_posix()
+        data.files_href = "" if rel == "." else quote(rel) + "/"
+    except ValueError:  # another drive (Windows): no relative path
+        data.files_href = out_dir.resolve().as_uri() + "/"
+    html = render_report(data)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:

@@ -14,7 +14,7 @@ from collections.abc import Iterable
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from mmcurate.report.html_parts import e, html_table
+from mmcurate.report.html_parts import e, file_link, html_table
 from mmcurate.report.paging import anchor_id, evenly_spaced, paged
 from mmcurate.report.run_data import REJECTS, RunData
 from mmcurate.report.thumbnails import display_text
@@ -47,24 +47,19 @@ def reject_listing(data: RunData, reasons: Iterable[tuple[str, str]]) -> str:
     r = data.rejects
     if r is None or r.num_rows == 0 or not {"key", "stage", "reason"} <= set(r.column_names):
         return ""
-    blocks = [_reason_listing(r, stage, reason) for stage, reason in reasons]
+    blocks = [_reason_listing(r, stage, reason, data.files_href) for stage, reason in reasons]
     blocks = [b for b in blocks if b]
     if not blocks:
         return ""
     return (
         f'<div class="listing" data-listing="rejects"><h3>Rejects, listed by reason</h3>'
         f'<p class="note">Up to {MAX_LISTED_PER_REASON:,} rejected samples per reason, spread evenly over the '
-        f"reason's rejects in key order; {_file_link(REJECTS)} has every row (key, source, stage, reason, "
-        f"detail).</p>{''.join(blocks)}</div>"
+        f"reason's rejects in key order; {file_link(REJECTS, data.files_href)} has every row (key, source, stage, "
+        f"reason, detail).</p>{''.join(blocks)}</div>"
     )
 
 
-def _file_link(name: str) -> str:
-    # Relative: report.html is written beside the run's tables.
-    return f'<a class="file" href="{e(name)}" data-file="{e(name)}">{e(name)}</a>'
-
-
-def _reason_listing(r: pa.Table, stage: str, reason: str) -> str:
+def _reason_listing(r: pa.Table, stage: str, reason: str, files_href: str) -> str:
     mine = r.filter(pc.and_(pc.equal(r.column("stage"), stage), pc.equal(r.column("reason"), reason)))
     n = mine.num_rows
     if n == 0:
@@ -90,7 +85,7 @@ def _reason_listing(r: pa.Table, stage: str, reason: str) -> str:
     left_out = n - len(keys)
     more = (
         f'<p class="note" data-left-out="{left_out}">{left_out:,} more not listed: every one is in '
-        f"{_file_link(REJECTS)}.</p>"
+        f"{file_link(REJECTS, files_href)}.</p>"
         if left_out
         else ""
     )

@@ -48,6 +48,9 @@ class RunData:
     duplicates: pa.Table | None = None  # key, duplicate_of, kind, distance
     thumbs: pa.Table | None = None  # THUMBS_SCHEMA
     missing: list[str] = field(default_factory=list)  # optional files that were not there
+    # The run directory as seen from where the report is written, for its links to the run's tables: "" beside
+    # them (the default place), else a relative URL prefix ending in "/" (write_report sets it).
+    files_href: str = ""
 
     @property
     def run(self) -> dict:

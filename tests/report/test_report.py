@@ -621,6 +621,21 @@ def test_report_references_nothing_outside_itself(run_dir):
     assert size < 1_500_000, size
 
 
+def test_report_written_elsewhere_links_the_run_tables_where_they_are(run_dir, tmp_path):
+    """write_report(path=...) outside the run directory: the links to rejects.parquet / duplicates.parquet are
+    relative to the report's own place and resolve to the run's files (beside the run, they stay bare names)."""
+    from urllib.parse import unquote
+
+    out, _ = run_dir
+    target = tmp_path / "some where" / "report.html"
+    write_report(out, target)
+    hrefs = {
+        n.attrs["href"] for n in parse(target.read_text(encoding="utf-8")).root.iter() if n.attrs.get("class") == "file"
+    }
+    assert hrefs and all(not h.startswith(("/", "file:")) for h in hrefs)
+    assert {(target.parent / unquote(h)).resolve() for h in hrefs} == {(out / t).resolve() for t in OWN_TABLES}
+
+
 def test_report_escapes_hostile_keys_captions_and_details(run_dir):
     out, truth = run_dir
     html = (out / "report.html").read_text(encoding="utf-8")
