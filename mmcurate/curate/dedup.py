@@ -323,12 +323,18 @@ class _LinkCheck:
             from mmcurate.ops.hamming import hamming_range
 
             m, w = self.variants.shape[0], self.variants.shape[2]
-            queries = np.ascontiguousarray(self.variants[:, 1:].reshape(m * 7, w))
+            queries = self.variants[:, 1:].reshape(m * 7, w)
+            # not searched: a transform within the radius of its own sample's code (fold_symmetric_transforms)
+            own = np.repeat(self.variants[:, 0], 7, axis=0)
+            asked = np.flatnonzero(np.bitwise_count(queries ^ own).sum(axis=1) > max_distance)
             found, _ = hamming_range(
-                np.ascontiguousarray(self.variants[:, 0]), queries, max_distance, num_threads=num_threads
+                np.ascontiguousarray(self.variants[:, 0]),
+                np.ascontiguousarray(queries[asked]),
+                max_distance,
+                num_threads=num_threads,
             )
             found = np.asarray(found, np.int64).reshape(-1, 2)
-            found = np.stack([found[:, 0] // 7, found[:, 1]], axis=1)
+            found = np.stack([asked[found[:, 0]] // 7, found[:, 1]], axis=1)
             found = found[found[:, 0] != found[:, 1]]
             found = np.unique(np.sort(found, axis=1), axis=0)
             if found.size:
@@ -365,6 +371,28 @@ def _dihedral_inputs(variants, verify_variants, rows: np.ndarray, verify: np.nda
         raise ValueError(f"variants must be [{n}, 8, {w}] codes and verify_variants [{n}, 8]")
     if not (np.array_equal(v[:, 0], rows.reshape(n, w)) and np.array_equal(vv[:, 0], verify)):
         raise ValueError("variants[:, 0] and verify_variants[:, 0] must be the codes and verify codes themselves")
+    return v, vv
+
+
+def fold_symmetric_transforms(variants, verify_variants, max_distance: int):
+    """Dihedral codes with every transform that lies within ``max_distance`` bits of its own sample's identity code
+    replaced by the identity (code and verify code): (variants uint64[n, 8, W], verify_variants uint64[n, 8]), copies.
+
+    The rule for pair searches under transforms: an image (nearly) symmetric under a transform is, under it, (nearly)
+    itself; its flipped copies already match it by identity, and the transform adds only pairs just beyond the
+    radius. Searching pairs under it anyway lists every pair of a cluster of its copies (the transform lands inside
+    the cluster): 4,000 re-encodings of a symmetric logo ran out of memory at 4 GB. So such a transform is never
+    searched for pairs of its own: folded here for the sharded join (which writes no entries for a transform equal
+    to the identity), skipped by verified_near_groups' transform search. Pairs found otherwise are still matched,
+    verified and checked under their closest transform."""
+    v = np.array(variants, np.uint64, copy=True)
+    vv = np.array(verify_variants, np.uint64, copy=True)
+    own = v[:, :1]
+    near = np.bitwise_count(v ^ own).sum(axis=2) <= max_distance  # [n, 8]; column 0 always
+    near[:, 0] = False
+    if near.any():
+        v[near] = np.broadcast_to(own, v.shape)[near]
+        vv[near] = np.broadcast_to(vv[:, :1], vv.shape)[near]
     return v, vv
 
 

@@ -134,7 +134,12 @@ def _as_codes_ids(ids, codes) -> tuple[np.ndarray, np.ndarray, np.ndarray | None
     ids = ids.astype(np.int64, copy=False)
     if not dihedral:
         return ids, codes, None
-    return np.repeat(ids, DIHEDRAL), codes, np.tile(np.arange(DIHEDRAL, dtype=np.uint8), n)
+    variant = np.tile(np.arange(DIHEDRAL, dtype=np.uint8), n)
+    # a transform whose code equals its sample's identity code (dedup.fold_symmetric_transforms) links exactly what
+    # the identity links: no entries of its own
+    own = np.repeat(codes[::DIHEDRAL], DIHEDRAL, axis=0)
+    keep = (variant == 0) | (codes != own).reshape(len(codes), -1).any(axis=1)
+    return np.repeat(ids, DIHEDRAL)[keep], codes[keep], variant[keep]
 
 
 def partition_codes(ids, codes, max_distance: int, n_partitions: int, out_dir, name: str) -> list[int]:

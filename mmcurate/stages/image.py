@@ -743,15 +743,22 @@ def pdq_rows(column) -> np.ndarray:
     return np.ascontiguousarray(buf).view("<u8").reshape(-1, 4).astype(np.uint64, copy=False)
 
 
-def pdq_codes(view, min_quality: int = 0, dihedral: bool = False):
+def pdq_codes(view, min_quality: int = 0, dihedral: bool = False, fold_within: int | None = None):
     """(ids, uint64[n, 4] PDQ codes) of one shard's samples with a PDQ of quality >= ``min_quality``: the
     Hamming primitive's shard (a task). Lower-quality samples are never candidates. dihedral: the codes of the 8
-    transforms, uint64[n, 8, 4] (identity first), so a transform of one within the radius of another links."""
+    transforms, uint64[n, 8, 4] (identity first), so a transform of one within the radius of another links;
+    ``fold_within``: transforms within that many bits of their own identity code folded into it
+    (dedup.fold_symmetric_transforms)."""
     t = view.read(["pdq", "pdq_quality", *(["pdq_dihedral"] if dihedral else [])])
     ok = pc.and_(t.column("pdq").is_valid(), pc.greater_equal(pc.fill_null(t.column("pdq_quality"), -1), min_quality))
     sub = t.filter(ok)
     ids = sub.column(SAMPLE_ID).to_numpy().astype(np.int64)
-    return ids, pdq_variants(sub) if dihedral else pdq_rows(sub.column("pdq"))
+    if not dihedral:
+        return ids, pdq_rows(sub.column("pdq"))
+    variants = pdq_variants(sub)
+    if fold_within is not None:
+        variants, _ = dedup.fold_symmetric_transforms(variants, np.zeros(variants.shape[:2], np.uint64), fold_within)
+    return ids, variants
 
 
 def _fixed_rows(column, width: int) -> np.ndarray:
@@ -851,8 +858,10 @@ class PhashDedup(GlobalStage):
     ``template``; ``drop`` rejects it (kind ``template``, reason ``duplicate_template``); ``off`` does not look.
     Both keep a huge cluster of distinct near-copies linear in memory (docs/scaling.md): transform-only pairs are
     explicit edges beside the cluster's implicit ball, and the template check sees each ball member against the
-    ball's anchor (a refused member leaves the ball); an image nearly symmetric under a transform still costs its
-    cluster's pairs.
+    ball's anchor (a refused member leaves the ball). A transform whose code lies within ``pdq_threshold`` of the
+    image's own code (an image nearly symmetric under it) is not searched for pairs of its own: its flipped copies
+    match by identity already, and searching it would list every pair of a cluster of its copies (pairs found
+    are still matched, verified and checked under their closest transform).
 
     ``skip_low_information`` (default true, pHash only): images flagged ``low_information`` (blank, flat,
     placeholder or mostly padding: mmcurate.ops.quality) are never linked by pHash to other images, whose codes of
@@ -1119,7 +1128,9 @@ class _PdqLinks:
     def __init__(self, p):
         self.p, self.radius = p, p.pdq_threshold
         self.code_shape = (4, 8 if p.dihedral else 1)  # 256-bit codes, the 8 transforms' with dihedral matching
-        self.codes = functools.partial(pdq_codes, min_quality=p.min_quality, dihedral=p.dihedral)
+        self.codes = functools.partial(
+            pdq_codes, min_quality=p.min_quality, dihedral=p.dihedral, fold_within=p.pdq_threshold
+        )
         self.columns = ("pdq", "pdq_phash")
         self.columns += ("pdq_dihedral", "pdq_dihedral_phash") if p.dihedral else ()
         self.columns += ("pdq_detail",) if p.templates != "off" else ()
