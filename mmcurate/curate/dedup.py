@@ -324,9 +324,7 @@ class _LinkCheck:
 
             m, w = self.variants.shape[0], self.variants.shape[2]
             queries = self.variants[:, 1:].reshape(m * 7, w)
-            # not searched: a transform within the radius of its own sample's code (fold_symmetric_transforms)
-            own = np.repeat(self.variants[:, 0], 7, axis=0)
-            asked = np.flatnonzero(np.bitwise_count(queries ^ own).sum(axis=1) > max_distance)
+            asked = np.flatnonzero(~symmetric_transforms(self.variants, max_distance)[:, 1:].reshape(-1))
             found, _ = hamming_range(
                 np.ascontiguousarray(self.variants[:, 0]),
                 np.ascontiguousarray(queries[asked]),
@@ -374,26 +372,29 @@ def _dihedral_inputs(variants, verify_variants, rows: np.ndarray, verify: np.nda
     return v, vv
 
 
-def fold_symmetric_transforms(variants, verify_variants, max_distance: int):
-    """Dihedral codes with every transform that lies within ``max_distance`` bits of its own sample's identity code
-    replaced by the identity (code and verify code): (variants uint64[n, 8, W], verify_variants uint64[n, 8]), copies.
+def symmetric_transforms(variants, max_distance: int) -> np.ndarray:
+    """bool[n, 8]: which transforms of each sample (``variants`` uint64[n, 8, W]) lie within ``max_distance`` bits of
+    its own identity code (column 0 always False). Such transforms are never searched for pairs of their own.
 
-    The rule for pair searches under transforms: an image (nearly) symmetric under a transform is, under it, (nearly)
-    itself; its flipped copies already match it by identity, and the transform adds only pairs just beyond the
-    radius. Searching pairs under it anyway lists every pair of a cluster of its copies (the transform lands inside
-    the cluster): 4,000 re-encodings of a symmetric logo ran out of memory at 4 GB. So such a transform is never
-    searched for pairs of its own: folded here for the sharded join (which writes no entries for a transform equal
-    to the identity), skipped by verified_near_groups' transform search. Pairs found otherwise are still matched,
-    verified and checked under their closest transform."""
-    v = np.array(variants, np.uint64, copy=True)
-    vv = np.array(verify_variants, np.uint64, copy=True)
-    own = v[:, :1]
-    near = np.bitwise_count(v ^ own).sum(axis=2) <= max_distance  # [n, 8]; column 0 always
+    An image (nearly) symmetric under a transform is, under it, (nearly) itself: its flipped copies already match it
+    by identity, and the transform adds only pairs just beyond the radius. Searching pairs under it anyway lists
+    every pair of a cluster of its copies (the transform lands inside the cluster): 4,000 re-encodings of a symmetric
+    logo ran out of memory at 4 GB. verified_near_groups' transform search skips them; the sharded join gets them
+    folded into the identity (fold_symmetric_transforms). Pairs found otherwise are still matched, verified and
+    checked under their closest transform."""
+    v = np.asarray(variants, np.uint64)
+    near = np.bitwise_count(v ^ v[:, :1]).sum(axis=2) <= max_distance
     near[:, 0] = False
-    if near.any():
-        v[near] = np.broadcast_to(own, v.shape)[near]
-        vv[near] = np.broadcast_to(vv[:, :1], vv.shape)[near]
-    return v, vv
+    return near
+
+
+def fold_symmetric_transforms(variants, max_distance: int) -> np.ndarray:
+    """A copy of dihedral codes (uint64[n, 8, W]) with each symmetric_transforms one replaced by the sample's identity
+    code, for the sharded join (which writes no entries for a transform equal to the identity)."""
+    v = np.array(variants, np.uint64, copy=True)
+    near = symmetric_transforms(v, max_distance)
+    v[near] = np.broadcast_to(v[:, :1], v.shape)[near]
+    return v
 
 
 def dihedral_match(variants, verify_variants, a, b) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

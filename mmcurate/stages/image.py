@@ -757,7 +757,7 @@ def pdq_codes(view, min_quality: int = 0, dihedral: bool = False, fold_within: i
         return ids, pdq_rows(sub.column("pdq"))
     variants = pdq_variants(sub)
     if fold_within is not None:
-        variants, _ = dedup.fold_symmetric_transforms(variants, np.zeros(variants.shape[:2], np.uint64), fold_within)
+        variants = dedup.fold_symmetric_transforms(variants, fold_within)
     return ids, variants
 
 
@@ -805,9 +805,10 @@ TEMPLATE_POLICIES = ("keep", "drop", "off")
 DEFAULT_PHASH_MAX_DISTANCE = 10
 DEFAULT_PHASH_LINKAGE = "star"
 #: Low-information images (skip_low_information) link only to each other, within this many pHash bits and with
-#: brightness, contrast and colourfulness each within LOW_INFORMATION_TOLERANCE levels: a flat graphic's identity is
-#: its global statistics (solid colours all share one pHash). Measured on the labelled set (benchmarks/README.md,
-#: "Image quality"): re-encoded copies of flat graphics linked 0.80-0.86 (0.54-0.57 with no link), precision as high.
+#: brightness, contrast and colourfulness each within LOW_INFORMATION_TOLERANCE levels: a flat graphic's identity
+#: is its global statistics (distinct solid colours can share one pHash). Measured on the labelled set
+#: (benchmarks/README.md, "Image quality"): re-encoded copies of flat graphics linked 0.80-0.86 (0.54-0.57 with no
+#: link), precision as high.
 DEFAULT_LOW_INFORMATION_RADIUS = 2
 LOW_INFORMATION_TOLERANCE = 4.0
 LOW_INFORMATION_STATS = ("brightness", "contrast", "colourfulness")
