@@ -17,7 +17,10 @@ phase leaves them (_work/meta/NNNNN.parquet: key, source, pHash, clip_score; 20 
   ``dihedral: false, templates: off``;
 - ``pdq_near8_defaults``: pdq_near8 plus ``pdq_dihedral`` / ``pdq_dihedral_phash`` (each other transform's code:
   the identity code XOR a fixed random mask per transform, as for an asymmetric image) and ``pdq_detail`` (one
-  grid for all), so phash_dedup runs with the default PDQ config (``dihedral: true, templates: keep``).
+  grid for all), so phash_dedup runs with the default PDQ config (``dihedral: true, templates: keep``);
+- ``pdq_template_prints``: pdq_near8_defaults where the cluster is one mockup with TEMPLATE_PRINTS prints: each
+  sample's grid has a 6 x 6-cell print area of its print's own random means and deviations, so the template rule
+  refuses every pair of different prints (kept, kind template) and the copies of one print are its duplicates.
 
 Each (case, mode, stage) runs in its own process under an address-space limit (a run that would take the
 machine down fails instead); reported: wall time of the global phase, the process's VmHWM (ru_maxrss would
@@ -51,7 +54,10 @@ CASES = {
     "pdq_same": (256, 0),
     "pdq_near8": (256, 8),
     "pdq_near8_defaults": (256, 8),
+    "pdq_template_prints": (256, 8),
 }
+#: pdq_template_prints: how many prints the cluster's mockup carries
+TEMPLATE_PRINTS = 50
 N_SHARDS = 20
 ADDRESS_SPACE = 10 << 30  # --limit-gb
 
@@ -82,7 +88,7 @@ def cluster_codes(n: int, n_distinct: int, max_flips: int, seed: int = 0, bits: 
     return codes[order], verify[order]
 
 
-def build(work: Path, codes: np.ndarray, verify: np.ndarray | None, dihedral: bool = False) -> None:
+def build(work: Path, codes: np.ndarray, verify: np.ndarray | None, dihedral: bool = False, prints: int = 0) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -102,7 +108,12 @@ def build(work: Path, codes: np.ndarray, verify: np.ndarray | None, dihedral: bo
 
             mrng = np.random.default_rng(7)
             masks, pmasks = mrng.integers(0, 2**64, (7, 4), np.uint64), mrng.integers(0, 2**64, 7, np.uint64)
-            grid = np.tile(mrng.integers(0, 256, local_detail.DETAIL_BYTES, np.uint8), n)
+            grid = np.tile(mrng.integers(0, 256, local_detail.DETAIL_BYTES, np.uint8), (n, 1))
+            if prints:
+                g, area = local_detail.GRID, np.s_[:, :, 5:11, 5:11]
+                art = mrng.integers(0, 256, (prints, 2, g, g), np.uint8)
+                cells = grid.reshape(n, 2, g, g)
+                cells[area] = art[rng.integers(0, prints, n)][area]
             for name, a, w in (
                 ("pdq_dihedral", codes[:, None, :] ^ masks[None], 7 * 32),
                 ("pdq_dihedral_phash", verify[:, None] ^ pmasks[None], 7 * 8),
@@ -210,7 +221,12 @@ def main():
         if not (work / "meta").exists():
             shutil.rmtree(work.parent, ignore_errors=True)
             bits, flips = CASES[case]
-            build(work, *cluster_codes(n, args.distinct, flips, bits=bits), dihedral=case.endswith("_defaults"))
+            build(
+                work,
+                *cluster_codes(n, args.distinct, flips, bits=bits),
+                dihedral=case.startswith("pdq_") and case != "pdq_same" and case != "pdq_near8",
+                prints=TEMPLATE_PRINTS if case == "pdq_template_prints" else 0,
+            )
         return work
 
     def clean(work: Path) -> None:  # what a global run leaves (partitions, rejects) goes; the survivors stay

@@ -201,8 +201,9 @@ def verified_near_groups(
     verification), and memory stays linear in the cluster's size. Dihedral matching and ``accept`` keep that bound
     (:class:`_LinkCheck`): pairs matched only under another transform are explicit edges (few, unless the image is
     near-symmetric under a transform), ``accept`` sees the explicit edges and each ball member against the ball's
-    anchor member (refused members leave the ball). The result equals the pairwise definition wherever no ball
-    forms and, in a ball, wherever ``accept`` agrees with every member exactly when it agrees with the anchor.
+    anchor member (refused members leave the ball, regrouped under anchors of their own). The result equals the
+    pairwise definition wherever no ball forms and, in a ball, wherever ``accept`` agrees with every member exactly
+    when it agrees with the anchor.
 
     Dihedral matching: ``variants`` (uint64[n, 8, W], each sample's codes of its 8 transformed pixel arrays in
     mmcurate.reference.TRANSFORMS' order, ``[:, 0]`` equal to ``codes``) and ``verify_variants`` (uint64[n, 8], the
@@ -274,10 +275,12 @@ class _LinkCheck:
         variants as queries; few in a cluster of one asymmetric image) whose closest transform is not the identity
         and is verified, not already identity-linked: added as explicit edges (ends may be ball members), accepted;
       * balls (pairs not listed): each member is checked against the ball's anchor (its member nearest the pivot):
-        a refused one (accept, or a closer non-identity transform that fails verification) leaves the ball and is
-        an ordinary code with explicit edges; a ball candidate or a near ball links to the ball only if accepted
-        against its anchor. So template variants are never swallowed by a ball; within a ball, agreement with the
-        anchor stands for agreement between members (the approximation that keeps a ball O(members))."""
+        a refused one (accept, or a closer non-identity transform that fails verification) leaves the ball, for
+        a ball of its own with the refused members its new anchor accepts (code_graph's _reanchor) or, where too
+        few agree, as an ordinary code with explicit edges; a ball candidate or a near ball links to the ball only
+        if accepted against its anchor. So template variants are never swallowed by a ball; within a ball,
+        agreement with the anchor stands for agreement between members (the approximation that keeps a ball
+        O(members))."""
 
     def __init__(self, variants, verify_variants, verify_distance, accept, best_member):
         self.variants, self.verify_variants = variants, verify_variants
@@ -458,6 +461,8 @@ DENSE_SAMPLE = 2048
 DENSE_MIN_DEGREE = 4
 DENSE_MAX_PIVOTS = 64
 DENSE_ROUNDS = 4
+#: Balls formed anew, per ball, from the members its anchor refused (code_graph's _reanchor).
+REANCHOR_ROUNDS = 64
 _CROSS_TILE = 1 << 22  # code words compared per tile when two balls are compared
 
 
@@ -510,7 +515,8 @@ def code_graph(
 
     ``link_check(a, b)`` (code index arrays -> bool mask) may refuse links the radii allow; it is asked about each
     ball member, ball candidate and near ball against the ball's *anchor* (its member nearest the pivot; for near
-    balls, anchor against anchor): refused members leave the ball (ordinary codes, joined pairwise), refused
+    balls, anchor against anchor): refused members leave the ball (regrouped into balls under anchors of their own
+    where enough of them agree with one, :func:`_reanchor`; the rest ordinary codes, joined pairwise), refused
     candidates and near balls are not linked to the ball. The explicit ``pairs`` are not checked (the caller
     filters them). With a check, the graph can depend on ``seed`` where the check is not consistent across a
     ball (agreement with the anchor stands for agreement between its members)."""
@@ -548,7 +554,8 @@ def code_graph(
         anchors = _ball_anchors(g)
         inside = np.flatnonzero(g.ball >= 0)
         refused = inside[~np.asarray(link_check(inside, anchors[g.ball[inside]]), bool)]
-        g.ball[refused[refused != anchors[g.ball[refused]]]] = -1
+        refused = refused[refused != anchors[g.ball[refused]]]
+        g.pivots, anchors = _reanchor(g, refused, anchors, link_check)
     rest = np.flatnonzero(g.ball < 0)
     if rest.size > 1:
         g.pairs = rest[_linked_pairs(g, rows[rest], device=device, num_threads=num_threads)]
@@ -567,6 +574,37 @@ def code_graph(
             g.ball_cands = cands[np.asarray(link_check(cands[:, 1], anchors[cands[:, 0]]), dtype=bool)]
             g.ball_near = nb[np.asarray(link_check(anchors[nb[:, 0]], anchors[nb[:, 1]]), dtype=bool)]
     return g
+
+
+def _reanchor(g: CodeGraph, refused: np.ndarray, anchors: np.ndarray, link_check) -> tuple[np.ndarray, np.ndarray]:
+    """Members a ball's anchor refused (template variants of it), regrouped into balls of their own: the refused
+    member nearest the pivot anchors a new ball (same pivot, so still a clique by the radii) of the refused members
+    it accepts; repeated while such a ball holds at least DENSE_MIN_DEGREE codes, for at most REANCHOR_ROUNDS rounds
+    per ball. What no new anchor takes leaves the balls (``g.ball`` -1: ordinary codes, joined pairwise). Without
+    this, a cluster of many copies of a few template variants (one mockup, 50 prints, 80 copies each) was joined
+    pairwise: its pairs, and the checks, grew with the square of the cluster. Returns the pivots and anchors, one
+    per ball, the new balls appended."""
+    former = g.ball[refused]
+    g.ball[refused] = -1
+    pivots, anchors = list(g.pivots), list(anchors)
+    order = np.argsort(former, kind="stable")
+    bounds = np.searchsorted(former[order], np.arange(len(g.pivots) + 1))
+    for b in range(len(g.pivots)):
+        left = refused[order[bounds[b] : bounds[b + 1]]]
+        for _ in range(REANCHOR_ROUNDS):
+            if left.size < DENSE_MIN_DEGREE:
+                break
+            d = np.bitwise_count(g.codes[left] ^ g.pivots[b]).sum(axis=1)
+            k = int(np.argmin(d))
+            anchor, rest = left[k], np.delete(left, k)
+            ok = np.asarray(link_check(rest, np.full(rest.size, anchor)), bool)
+            if ok.sum() + 1 < DENSE_MIN_DEGREE:
+                break
+            g.ball[anchor] = g.ball[rest[ok]] = len(pivots)
+            pivots.append(g.pivots[b])
+            anchors.append(anchor)
+            left = rest[~ok]
+    return np.asarray(pivots, np.uint64).reshape(-1, g.codes.shape[1]), np.asarray(anchors, np.int64)
 
 
 def _ball_anchors(g: CodeGraph) -> np.ndarray:

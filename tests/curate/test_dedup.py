@@ -363,3 +363,32 @@ def test_fold_symmetric_transforms_makes_near_identity_transforms_the_identity()
     assert np.array_equal(v, before)
     assert np.array_equal(fv[0, 4], v[0, 0])
     assert np.argwhere((fv != v).any(axis=2)).tolist() == [[0, 4]]
+
+
+@pytest.mark.parametrize("linkage", ["star", "connected"])
+def test_template_variants_in_a_dense_cluster_form_balls_of_their_own(linkage, monkeypatch):
+    """One mockup, 12 prints, ~160 near-copies each, all within the radius of one another: accept refuses pairs
+    of different prints (templates: keep). The members the ball's anchor refuses are regrouped under anchors of
+    their own (balls, not pairwise joins): the groups equal the pairwise definition's, and accept is asked a
+    number of pairs linear in the cluster (pairwise: ~1.7M of them)."""
+    monkeypatch.setattr(dedup, "DENSE_SAMPLE", 256)
+    monkeypatch.setattr(dedup, "DENSE_PAIR_BUDGET", 1000)
+    rng = np.random.default_rng(3)
+    head = rng.integers(0, 2**64, (1, 4), dtype=np.uint64)
+    codes = np.concatenate([_flip_rows(rng, head, int(k), 256) for k in rng.integers(2, 7, 2000)])
+    codes = np.unique(codes, axis=0)  # (samples sharing a code and verify code are linked as one)
+    n = len(codes)
+    verify = np.full(n, rng.integers(0, 2**64, dtype=np.uint64))
+    label = rng.integers(0, 12, n)
+    rank = rng.permutation(n)
+    asked = []
+
+    def accept(a, b, transform):
+        asked.append(len(a))
+        return label[a] == label[b]
+
+    got, _ = dedup.verified_near_groups(codes, verify, 22, 12, rank, linkage=linkage, device="cpu", accept=accept)
+    assert sum(asked) < 40 * n
+    # every pair is within the radius: the pairwise definition groups each print apart, around its best-ranked copy
+    best = {lab: min(np.flatnonzero(label == lab), key=lambda x: rank[x]) for lab in np.unique(label)}
+    np.testing.assert_array_equal(got.representative, [best[lab] for lab in label])
