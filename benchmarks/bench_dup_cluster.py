@@ -56,7 +56,7 @@ CASES = {
     "pdq_near8_defaults": (256, 8),
     "pdq_template_prints": (256, 8),
 }
-#: pdq_template_prints: how many prints the cluster's mockup carries
+#: pdq_template_prints: how many prints the cluster's mockup carries (--prints)
 TEMPLATE_PRINTS = 50
 N_SHARDS = 20
 ADDRESS_SPACE = 10 << 30  # --limit-gb
@@ -207,6 +207,7 @@ def main():
     ap.add_argument("--before-n", type=int, nargs="+", default=[10_000])
     ap.add_argument("--dir", default="/tmp/mmcurate_bench_dup_cluster")
     ap.add_argument("--limit-gb", type=int, default=10, help="each run's address-space limit")
+    ap.add_argument("--prints", type=int, default=TEMPLATE_PRINTS, help="pdq_template_prints: prints in the cluster")
     ap.add_argument("--one", nargs=3, help=argparse.SUPPRESS)
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "dup_cluster.json"))
     args = ap.parse_args()
@@ -217,7 +218,8 @@ def main():
         return
 
     def work_for(case: str, n: int) -> Path:
-        work = Path(args.dir) / f"{case}_n{n}_d{args.distinct}" / "_work"
+        prints = f"_p{args.prints}" if case == "pdq_template_prints" else ""
+        work = Path(args.dir) / f"{case}{prints}_n{n}_d{args.distinct}" / "_work"
         if not (work / "meta").exists():
             shutil.rmtree(work.parent, ignore_errors=True)
             bits, flips = CASES[case]
@@ -225,7 +227,7 @@ def main():
                 work,
                 *cluster_codes(n, args.distinct, flips, bits=bits),
                 dihedral=case.startswith("pdq_") and case != "pdq_same" and case != "pdq_near8",
-                prints=TEMPLATE_PRINTS if case == "pdq_template_prints" else 0,
+                prints=args.prints if case == "pdq_template_prints" else 0,
             )
         return work
 
@@ -259,6 +261,7 @@ def main():
                         "cluster": n,
                         "distinct": args.distinct,
                         "bits": CASES[case][0],
+                        **({"prints": args.prints} if case == "pdq_template_prints" else {}),
                         **_child(code_dir, work, mode, stage),
                     }
                     print(json.dumps(row), flush=True)

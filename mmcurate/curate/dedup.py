@@ -260,6 +260,8 @@ def verified_near_groups(
 
 #: Pairs handed to verified_near_groups' ``accept`` per call.
 ACCEPT_CHUNK = 8192
+#: Explicit pairs matched under the dihedral transforms at a time (_LinkCheck.explicit_pairs).
+PAIR_CHUNK = 1 << 18
 
 
 class _LinkCheck:
@@ -316,12 +318,10 @@ class _LinkCheck:
         return self._ok(a, b, transform, vd)
 
     def explicit_pairs(self, g: CodeGraph, max_distance: int, num_threads) -> np.ndarray:
-        """The graph's explicit pairs under the pairwise definition, with the dihedral-only pairs added."""
-        pairs = g.pairs
-        _, transform, vd = self._match(pairs[:, 0], pairs[:, 1])
-        keep = [pairs]
-        transforms = [transform]
-        vds = [vd]
+        """The graph's explicit pairs under the pairwise definition, with the dihedral-only pairs added. Checked
+        PAIR_CHUNK pairs at a time: matching a pair under the 16 comparisons takes ~0.5 KB of temporaries, and a
+        cluster of mutually refused template variants lists millions of pairs (5k of them: 11M, 2.7 GB at once)."""
+        keep = [self._verified(g.pairs[s : s + PAIR_CHUNK]) for s in range(0, len(g.pairs), PAIR_CHUNK)]
         if self.variants is not None and len(g.codes) > 1:
             from mmcurate.ops.hamming import hamming_range
 
@@ -341,15 +341,19 @@ class _LinkCheck:
             if found.size:
                 # identity-linked pairs are in the graph already (explicitly, or implicitly through a ball)
                 found = found[~_within(g, g.codes[found[:, 0]], g.codes[found[:, 1]], g.radii)]
-            if found.size:
-                _, t2, vd2 = self._match(found[:, 0], found[:, 1])
-                other = t2 != 0  # identity-closest pairs not identity-linked fail the pairwise definition too
-                keep.append(found[other])
-                transforms.append(t2[other])
-                vds.append(vd2[other])
-        pairs = np.concatenate(keep)
-        ok = self._ok(pairs[:, 0], pairs[:, 1], np.concatenate(transforms), None if vd is None else np.concatenate(vds))
-        return pairs[ok]
+            for s in range(0, len(found), PAIR_CHUNK):
+                # identity-closest pairs not identity-linked fail the pairwise definition too
+                keep.append(self._verified(found[s : s + PAIR_CHUNK], identity_ok=False))
+        return np.concatenate([np.zeros((0, 2), np.int64), *keep])
+
+    def _verified(self, pairs: np.ndarray, identity_ok: bool = True) -> np.ndarray:
+        """The pairs verified under their closest transform and accepted (with identity_ok False, only those whose
+        closest transform is not the identity)."""
+        _, transform, vd = self._match(pairs[:, 0], pairs[:, 1])
+        if not identity_ok:
+            other = transform != 0
+            pairs, transform, vd = pairs[other], transform[other], None if vd is None else vd[other]
+        return pairs[self._ok(pairs[:, 0], pairs[:, 1], transform, vd)]
 
 
 #: The inverse of each dihedral transform (mmcurate.reference.TRANSFORMS' order): rot90 <-> rot270, the rest

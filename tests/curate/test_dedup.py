@@ -289,6 +289,7 @@ def test_dense_dihedral_cluster_with_accept_equals_pairwise(seed, linkage, monke
     representatives, distances, transforms, verify distances and pair count."""
     monkeypatch.setattr(dedup, "DENSE_SAMPLE", 64)
     monkeypatch.setattr(dedup, "DENSE_PAIR_BUDGET", 10)
+    monkeypatch.setattr(dedup, "PAIR_CHUNK", 16)  # explicit pairs checked in many chunks
     rng = np.random.default_rng(seed)
     comp = _dihedral_composition()
     heads = rng.integers(0, 2**64, (2, 8, 4), dtype=np.uint64)  # two images, the codes of their 8 transforms
