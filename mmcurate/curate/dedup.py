@@ -590,7 +590,7 @@ def _reanchor(g: CodeGraph, refused: np.ndarray, anchors: np.ndarray, link_check
     per ball, the new balls appended."""
     former = g.ball[refused]
     g.ball[refused] = -1
-    pivots, anchors = list(g.pivots), list(anchors)
+    pivots, anchor_of = list(g.pivots), list(anchors)
     order = np.argsort(former, kind="stable")
     bounds = np.searchsorted(former[order], np.arange(len(g.pivots) + 1))
     for b in range(len(g.pivots)):
@@ -606,9 +606,9 @@ def _reanchor(g: CodeGraph, refused: np.ndarray, anchors: np.ndarray, link_check
                 break
             g.ball[anchor] = g.ball[rest[ok]] = len(pivots)
             pivots.append(g.pivots[b])
-            anchors.append(anchor)
+            anchor_of.append(anchor)
             left = rest[~ok]
-    return np.asarray(pivots, np.uint64).reshape(-1, g.codes.shape[1]), np.asarray(anchors, np.int64)
+    return np.asarray(pivots, np.uint64).reshape(-1, g.codes.shape[1]), np.asarray(anchor_of, np.int64)
 
 
 def _ball_anchors(g: CodeGraph) -> np.ndarray:
