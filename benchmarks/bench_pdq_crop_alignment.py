@@ -110,13 +110,10 @@ def pixel_grids(recs, g: int) -> np.ndarray:
 
 
 def template_rule(pred: np.ndarray, target: np.ndarray, change: float, two_sided: float) -> np.ndarray:
+    """The template rule (NumPy oracle: float cells, any grid side) on aligned grids."""
     g = pred.shape[-1]
-    saved = local_detail.GRID, local_detail.CHANGE, local_detail.TWO_SIDED
-    local_detail.GRID, local_detail.CHANGE, local_detail.TWO_SIDED = g, change, two_sided
-    try:
-        return local_detail.template_pairs(pred.reshape(len(pred), -1), target.reshape(len(target), -1), 0)
-    finally:
-        local_detail.GRID, local_detail.CHANGE, local_detail.TWO_SIDED = saved
+    flat = (pred.reshape(len(pred), -1), target.reshape(len(target), -1))
+    return local_detail.template_pairs_reference(*flat, 0, change=change, two_sided=two_sided, grid=g)
 
 
 def measure(seed: int, bases: int) -> dict:

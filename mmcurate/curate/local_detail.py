@@ -18,9 +18,16 @@ A **template** pair is one where each image has local detail the other lacks: am
 cells and the other in others. A different print or text replaces content (changes both ways); an overlay
 (watermark, logo) or a crop adds or moves content mostly one way, and re-encodes, resizes and colour shifts change
 no cell. Measured on the labelled set (benchmarks/README_near_dup.md, "Templates").
+
+The rule runs for every verified PDQ link, and in a cluster of template variants for every pair its members form,
+so it is a native kernel (:func:`template_pairs`, csrc/cpu/local_detail_cpu.cpp, parallel over pairs); its NumPy
+statement (:func:`template_pairs_reference`) is the kernel's oracle (tests/curate/test_local_detail.py: the same
+decisions) and takes other grid sides and thresholds for experiments.
 """
 
 from __future__ import annotations
+
+import functools
 
 import numpy as np
 
@@ -67,7 +74,7 @@ def detail_grid(image: np.ndarray) -> np.ndarray:
 
 
 def _transform(cells: np.ndarray, k: int) -> np.ndarray:
-    """Dihedral transform k (mmcurate.reference.TRANSFORMS' order) of [..., GRID, GRID] cell arrays."""
+    """Dihedral transform k (mmcurate.reference.TRANSFORMS' order) of [..., G, G] cell arrays."""
     ax = (-2, -1)
     if k < 4:
         return np.rot90(cells, k, axes=ax)
@@ -80,9 +87,10 @@ def _transform(cells: np.ndarray, k: int) -> np.ndarray:
     return np.rot90(cells, 2, axes=ax).swapaxes(-2, -1)
 
 
-def transformed(grids: np.ndarray, transform) -> np.ndarray:
-    """Grids (uint8[m, DETAIL_BYTES]) of the images transformed by ``transform[i]`` (0..7), as float64[m, 2, G, G]."""
-    g = np.asarray(grids, np.float64).reshape(-1, 2, GRID, GRID)
+def transformed(grids: np.ndarray, transform, grid: int = GRID) -> np.ndarray:
+    """Grids (uint8[m, 2 * grid * grid]) of the images transformed by ``transform[i]`` (0..7), as
+    float64[m, 2, grid, grid]."""
+    g = np.asarray(grids, np.float64).reshape(-1, 2, grid, grid)
     t = np.broadcast_to(np.asarray(transform, np.int64), (len(g),))
     out = g.copy()
     for k in np.unique(t):
@@ -92,11 +100,36 @@ def transformed(grids: np.ndarray, transform) -> np.ndarray:
     return out
 
 
-def template_pairs(grids_a, grids_b, transform=0) -> np.ndarray:
+@functools.cache
+def _cell_perms() -> np.ndarray:
+    """int32[8, GRID * GRID]: the source cell of each cell of a grid under each transform (_transform's)."""
+    cells = np.arange(GRID * GRID).reshape(GRID, GRID)
+    return np.stack([_transform(cells, k).ravel() for k in range(8)]).astype(np.int32)
+
+
+def template_pairs(grids_a, grids_b, transform=0, num_threads=None) -> np.ndarray:
     """bool[m]: pair i is a template pair (module docstring), image a seen under ``transform[i]`` (the dihedral
-    transform mapping a onto b; 0 = identity). Vectorised over the pairs."""
-    a = transformed(grids_a, transform)
-    b = np.asarray(grids_b, np.float64).reshape(-1, 2, GRID, GRID)
+    transform mapping a onto b; 0 = identity). The native kernel (csrc/cpu/local_detail_cpu.cpp, ~1 us a pair,
+    parallel over pairs; :func:`template_pairs_reference` is its oracle) over uint8[m, DETAIL_BYTES] grids."""
+    from mmcurate._native import native
+    from mmcurate.ops._inputs import call_native, check_threads
+
+    a = np.ascontiguousarray(np.asarray(grids_a, np.uint8).reshape(-1, DETAIL_BYTES))
+    b = np.ascontiguousarray(np.asarray(grids_b, np.uint8).reshape(-1, DETAIL_BYTES))
+    if len(a) != len(b):
+        raise ValueError(f"grids_a and grids_b must pair up, got {len(a)} and {len(b)}")
+    t = np.ascontiguousarray(np.broadcast_to(np.asarray(transform, np.int64), (len(a),)))
+    fn = native().template_pairs
+    return call_native(fn, a, b, t, _cell_perms(), CHANGE, TWO_SIDED, _FIT_ROUNDS, check_threads(num_threads))
+
+
+def template_pairs_reference(
+    grids_a, grids_b, transform=0, change: float = CHANGE, two_sided: float = TWO_SIDED, grid: int = GRID
+) -> np.ndarray:
+    """The template rule in NumPy, vectorised over the pairs: :func:`template_pairs`' oracle, and the rule for
+    other grids (``grid`` cells a side, float cells allowed) and thresholds (benchmarks)."""
+    a = transformed(grids_a, transform, grid)
+    b = np.asarray(grids_b, np.float64).reshape(-1, 2, grid, grid)
     if len(a) != len(b):
         raise ValueError(f"grids_a and grids_b must pair up, got {len(a)} and {len(b)}")
     if not len(a):
@@ -114,11 +147,20 @@ def template_pairs(grids_a, grids_b, transform=0) -> np.ndarray:
         r = np.abs(res)
         w = (r <= np.maximum(3 * np.median(r, axis=1), 4.0)[:, None]).astype(np.float64)
     dev = sy - np.abs(alpha)[:, None] * sx
-    gain_b = (res > CHANGE) | (dev > CHANGE)
-    gain_a = (res < -CHANGE) | (dev < -CHANGE)
+    gain_b = (res > change) | (dev > change)
+    gain_a = (res < -change) | (dev < -change)
     changed = (gain_a | gain_b).sum(1)
     each_way = np.minimum(gain_a.sum(1), gain_b.sum(1))
-    return (each_way >= 1) & (each_way >= TWO_SIDED * changed)
+    return (each_way >= 1) & (each_way >= two_sided * changed)
 
 
-__all__ = ["GRID", "DETAIL_BYTES", "CHANGE", "TWO_SIDED", "detail_grid", "transformed", "template_pairs"]
+__all__ = [
+    "GRID",
+    "DETAIL_BYTES",
+    "CHANGE",
+    "TWO_SIDED",
+    "detail_grid",
+    "transformed",
+    "template_pairs",
+    "template_pairs_reference",
+]
