@@ -53,14 +53,14 @@ bool is_template(const uint8_t* a, const uint8_t* b, const int32_t* perm, int ce
     double median = sorted[mid];
     if (cells % 2 == 0) median = (median + *std::max_element(sorted, sorted + mid)) / 2;
     const double limit = std::max(3 * median, 4.0);
-    for (int c = 0; c < cells; ++c) w[c] = r[c] <= limit ? 1.0 : 0.0;
+    for (int c = 0; c < cells; ++c) w[c] = r[c] <= limit + rule.tie ? 1.0 : 0.0;
   }
-  const double scale = std::abs(alpha);
+  const double scale = std::abs(alpha), past = rule.change + rule.tie;
   int gain_a = 0, gain_b = 0, changed = 0;
   for (int c = 0; c < cells; ++c) {
     const double dev = double(b[cells + c]) - scale * double(a[cells + perm[c]]);
-    const bool gb = res[c] > rule.change || dev > rule.change;
-    const bool ga = res[c] < -rule.change || dev < -rule.change;
+    const bool gb = res[c] > past || dev > past;
+    const bool ga = res[c] < -past || dev < -past;
     gain_a += ga;
     gain_b += gb;
     changed += ga || gb;

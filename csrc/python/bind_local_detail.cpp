@@ -16,7 +16,8 @@ MMCURATE_BINDING(local_detail) {
       [](py::array_t<uint8_t, py::array::c_style> grids_a, py::array_t<uint8_t, py::array::c_style> grids_b,
          py::array_t<int64_t, py::array::c_style | py::array::forcecast> transform,
          py::array_t<int32_t, py::array::c_style | py::array::forcecast> perm, double change, double two_sided,
-         int fit_rounds, int num_threads) {
+         int fit_rounds, double tie, int num_threads) {
+        if (fit_rounds < 1) throw std::invalid_argument("template_pairs: fit_rounds must be >= 1");
         if (grids_a.ndim() != 2 || grids_b.ndim() != 2 || perm.ndim() != 2 || perm.shape(0) != 8)
           throw std::invalid_argument("template_pairs: grids must be uint8[m, 2 * cells], perm int32[8, cells]");
         const int64_t m = grids_a.shape(0), cells = perm.shape(1);
@@ -35,6 +36,7 @@ MMCURATE_BINDING(local_detail) {
         rule.change = change;
         rule.two_sided = two_sided;
         rule.fit_rounds = fit_rounds;
+        rule.tie = tie;
         {
           py::gil_scoped_release release;
           template_pairs(grids_a.data(), cells * 2, grids_b.data(), cells * 2, t, m, p, int(cells), rule,
@@ -43,6 +45,6 @@ MMCURATE_BINDING(local_detail) {
         return out;
       },
       py::arg("grids_a"), py::arg("grids_b"), py::arg("transform"), py::arg("perm"), py::arg("change"),
-      py::arg("two_sided"), py::arg("fit_rounds"), py::arg("num_threads") = 0,
+      py::arg("two_sided"), py::arg("fit_rounds"), py::arg("tie"), py::arg("num_threads") = 0,
       "bool[m]: pair i is a template pair (curate.local_detail's rule), a's cells read through perm[transform[i]].");
 }

@@ -465,8 +465,10 @@ DENSE_SAMPLE = 2048
 DENSE_MIN_DEGREE = 4
 DENSE_MAX_PIVOTS = 64
 DENSE_ROUNDS = 4
-#: Balls formed anew, per ball, from the members its anchor refused (code_graph's _reanchor).
+#: Anchors tried, per ball, for balls of the members its anchor refused (code_graph's _reanchor), and how many in
+#: a row may take too few members (fewer than DENSE_MIN_DEGREE codes) before the rest stay ordinary codes.
 REANCHOR_ROUNDS = 64
+REANCHOR_MISSES = 8
 _CROSS_TILE = 1 << 22  # code words compared per tile when two balls are compared
 
 
@@ -565,14 +567,23 @@ def code_graph(
         g.pairs = rest[_linked_pairs(g, rows[rest], device=device, num_threads=num_threads)]
     if len(g.pivots):
         half = [r // 2 for r in radii]
-        rows_c = []
-        for b, p in enumerate(g.pivots):
+        # balls regrouped from one ball share its pivot: candidates and nearness per distinct pivot, then per ball
+        upiv, of_pivot = np.unique(g.pivots, axis=0, return_inverse=True)
+        of_pivot = of_pivot.reshape(-1)
+        balls_of = [np.flatnonzero(of_pivot == u) for u in range(len(upiv))]
+        rows_c = [np.zeros((0, 2), np.int64)]
+        for u, p in enumerate(upiv):
             close = rest[_within(g, rows[rest], p, [r + t for r, t in zip(radii, half)])]
-            rows_c.append(np.stack([np.full(close.size, b), close], axis=1))
-        g.ball_cands = np.concatenate(rows_c)
-        near = _within(g, g.pivots[:, None], g.pivots[None, :], [r + 2 * t for r, t in zip(radii, half)])
-        i, j = np.nonzero(np.triu(near, 1))
-        g.ball_near = np.stack([i, j], axis=1).astype(np.int64)
+            rows_c += [np.stack([np.full(close.size, b), close], axis=1) for b in balls_of[u]]
+        g.ball_cands = np.concatenate(rows_c).astype(np.int64, copy=False)
+        near = _within(g, upiv[:, None], upiv[None, :], [r + 2 * t for r, t in zip(radii, half)])
+        pu, pv = np.nonzero(np.triu(near))  # u == v too: a pivot's own balls are near one another
+        rows_n = [np.zeros((0, 2), np.int64)]
+        for u, v in zip(pu.tolist(), pv.tolist()):
+            i, j = (x.ravel() for x in np.meshgrid(balls_of[u], balls_of[v], indexing="ij"))
+            keep = i != j
+            rows_n.append(np.stack([np.minimum(i, j)[keep], np.maximum(i, j)[keep]], axis=1))
+        g.ball_near = np.unique(np.concatenate(rows_n).astype(np.int64, copy=False), axis=0)
         if link_check is not None:
             cands, nb = g.ball_cands, g.ball_near
             g.ball_cands = cands[np.asarray(link_check(cands[:, 1], anchors[cands[:, 0]]), dtype=bool)]
@@ -583,8 +594,10 @@ def code_graph(
 def _reanchor(g: CodeGraph, refused: np.ndarray, anchors: np.ndarray, link_check) -> tuple[np.ndarray, np.ndarray]:
     """Members a ball's anchor refused (template variants of it), regrouped into balls of their own: the refused
     member nearest the pivot anchors a new ball (same pivot, so still a clique by the radii) of the refused members
-    it accepts; repeated while such a ball holds at least DENSE_MIN_DEGREE codes, for at most REANCHOR_ROUNDS rounds
-    per ball. What no new anchor takes leaves the balls (``g.ball`` -1: ordinary codes, joined pairwise). Without
+    it accepts, when they are at least DENSE_MIN_DEGREE codes (a rarer variant and its copies stay ordinary codes);
+    repeated for at most REANCHOR_ROUNDS anchors per ball, until REANCHOR_MISSES anchors in a row take too few. What
+    no new anchor takes leaves the balls (``g.ball`` -1: ordinary codes, joined pairwise: a ball of more than
+    REANCHOR_ROUNDS variants, or of variants that share nothing, stays quadratic in its leftovers). Without
     this, a cluster of many copies of a few template variants (one mockup, 50 prints, 80 copies each) was joined
     pairwise: its pairs, and the checks, grew with the square of the cluster. Returns the pivots and anchors, one
     per ball, the new balls appended."""
@@ -595,19 +608,22 @@ def _reanchor(g: CodeGraph, refused: np.ndarray, anchors: np.ndarray, link_check
     bounds = np.searchsorted(former[order], np.arange(len(g.pivots) + 1))
     for b in range(len(g.pivots)):
         left = refused[order[bounds[b] : bounds[b + 1]]]
+        misses = 0
         for _ in range(REANCHOR_ROUNDS):
-            if left.size < DENSE_MIN_DEGREE:
+            if left.size < DENSE_MIN_DEGREE or misses == REANCHOR_MISSES:
                 break
             d = np.bitwise_count(g.codes[left] ^ g.pivots[b]).sum(axis=1)
             k = int(np.argmin(d))
             anchor, rest = left[k], np.delete(left, k)
             ok = np.asarray(link_check(rest, np.full(rest.size, anchor)), bool)
-            if ok.sum() + 1 < DENSE_MIN_DEGREE:
-                break
+            left = rest[~ok]
+            if ok.sum() + 1 < DENSE_MIN_DEGREE:  # a rare variant: it and its copies stay ordinary codes
+                misses += 1
+                continue
+            misses = 0
             g.ball[anchor] = g.ball[rest[ok]] = len(pivots)
             pivots.append(g.pivots[b])
             anchor_of.append(anchor)
-            left = rest[~ok]
     return np.asarray(pivots, np.uint64).reshape(-1, g.codes.shape[1]), np.asarray(anchor_of, np.int64)
 
 

@@ -19,10 +19,11 @@ cells and the other in others. A different print or text replaces content (chang
 (watermark, logo) or a crop adds or moves content mostly one way, and re-encodes, resizes and colour shifts change
 no cell. Measured on the labelled set (benchmarks/README_near_dup.md, "Templates").
 
-The rule runs for every verified PDQ link, and in a cluster of template variants for every pair its members form,
-so it is a native kernel (:func:`template_pairs`, csrc/cpu/local_detail_cpu.cpp, parallel over pairs); its NumPy
-statement (:func:`template_pairs_reference`) is the kernel's oracle (tests/curate/test_local_detail.py: the same
-decisions) and takes other grid sides and thresholds for experiments.
+The rule runs for every verified PDQ link, and in a cluster of template variants for each member against an anchor
+(and for every pair of the members no anchor takes), so it is a native kernel (:func:`template_pairs`,
+csrc/cpu/local_detail_cpu.cpp, parallel over pairs); its NumPy statement (:func:`template_pairs_reference`) is the
+kernel's oracle (tests/curate/test_local_detail.py: the same decisions) and takes other grid sides and thresholds
+for experiments.
 """
 
 from __future__ import annotations
@@ -38,6 +39,10 @@ CHANGE = 8.0
 #: the share of changed cells that must go each way for a template
 TWO_SIDED = 0.2
 _FIT_ROUNDS = 3
+#: a residual counts past a threshold only by more than this: uint8 cells under an exact affine fit give integer
+#: residuals, and which side of a threshold they land on must not depend on the summation order (NumPy's pairwise
+#: sums, the kernel's sequential ones)
+_TIE = 1e-6
 
 
 def _cell_means(y: np.ndarray, axis: int) -> np.ndarray:
@@ -107,20 +112,38 @@ def _cell_perms() -> np.ndarray:
     return np.stack([_transform(cells, k).ravel() for k in range(8)]).astype(np.int32)
 
 
+def _grid_rows(grids, name: str) -> np.ndarray:
+    """uint8[m, DETAIL_BYTES] from uint8 (or integer 0..255) grids of shape (DETAIL_BYTES,), (m, DETAIL_BYTES) or
+    (m, 2, GRID, GRID)."""
+    a = np.asarray(grids)
+    if a.dtype != np.uint8:
+        if not np.issubdtype(a.dtype, np.integer) or (a.size and (a.min() < 0 or a.max() > 255)):
+            raise ValueError(f"{name} must hold uint8 grid cells (0..255), got {a.dtype}")
+        a = a.astype(np.uint8)
+    if a.shape[-1:] != (DETAIL_BYTES,) and a.shape[-3:] != (2, GRID, GRID):
+        shapes = f"(m, {DETAIL_BYTES}) or (m, 2, {GRID}, {GRID})"
+        raise ValueError(f"{name} must be grids of {DETAIL_BYTES} bytes, {shapes}, got shape {a.shape}")
+    return np.ascontiguousarray(a.reshape(-1, DETAIL_BYTES))
+
+
 def template_pairs(grids_a, grids_b, transform=0, num_threads=None) -> np.ndarray:
     """bool[m]: pair i is a template pair (module docstring), image a seen under ``transform[i]`` (the dihedral
-    transform mapping a onto b; 0 = identity). The native kernel (csrc/cpu/local_detail_cpu.cpp, ~1 us a pair,
-    parallel over pairs; :func:`template_pairs_reference` is its oracle) over uint8[m, DETAIL_BYTES] grids."""
+    transform mapping a onto b; 0 = identity). The native kernel (csrc/cpu/local_detail_cpu.cpp, parallel over
+    pairs; :func:`template_pairs_reference` is its oracle; benchmarks/results/template_rule.json) over uint8 grids
+    (DETAIL_BYTES each)."""
     from mmcurate._native import native
     from mmcurate.ops._inputs import call_native, check_threads
 
-    a = np.ascontiguousarray(np.asarray(grids_a, np.uint8).reshape(-1, DETAIL_BYTES))
-    b = np.ascontiguousarray(np.asarray(grids_b, np.uint8).reshape(-1, DETAIL_BYTES))
+    a, b = _grid_rows(grids_a, "grids_a"), _grid_rows(grids_b, "grids_b")
     if len(a) != len(b):
         raise ValueError(f"grids_a and grids_b must pair up, got {len(a)} and {len(b)}")
-    t = np.ascontiguousarray(np.broadcast_to(np.asarray(transform, np.int64), (len(a),)))
+    t = np.asarray(transform)
+    if not np.issubdtype(t.dtype, np.integer):
+        raise ValueError(f"transform must be integers 0..7, got {t.dtype}")
+    t = np.ascontiguousarray(np.broadcast_to(t.astype(np.int64), (len(a),)))
     fn = native().template_pairs
-    return call_native(fn, a, b, t, _cell_perms(), CHANGE, TWO_SIDED, _FIT_ROUNDS, check_threads(num_threads))
+    threads = check_threads(num_threads)
+    return call_native(fn, a, b, t, _cell_perms(), CHANGE, TWO_SIDED, _FIT_ROUNDS, _TIE, threads)
 
 
 def template_pairs_reference(
@@ -145,10 +168,11 @@ def template_pairs_reference(
         beta = my - alpha * mx
         res = y - (alpha[:, None] * x + beta[:, None])
         r = np.abs(res)
-        w = (r <= np.maximum(3 * np.median(r, axis=1), 4.0)[:, None]).astype(np.float64)
+        w = (r <= np.maximum(3 * np.median(r, axis=1), 4.0)[:, None] + _TIE).astype(np.float64)
     dev = sy - np.abs(alpha)[:, None] * sx
-    gain_b = (res > change) | (dev > change)
-    gain_a = (res < -change) | (dev < -change)
+    past = change + _TIE
+    gain_b = (res > past) | (dev > past)
+    gain_a = (res < -past) | (dev < -past)
     changed = (gain_a | gain_b).sum(1)
     each_way = np.minimum(gain_a.sum(1), gain_b.sum(1))
     return (each_way >= 1) & (each_way >= two_sided * changed)

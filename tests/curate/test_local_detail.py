@@ -60,3 +60,32 @@ def test_template_rule_scalars_shapes_and_errors():
         ld.template_pairs(a, b[:3])
     with pytest.raises(ValueError, match="0..7"):
         ld.template_pairs(a, b, 8)
+    with pytest.raises(ValueError, match="0..7"):
+        ld.template_pairs(a, b, 2.5)
+    with pytest.raises(ValueError, match="uint8"):
+        ld.template_pairs(a + 0.6, b)
+    with pytest.raises(ValueError, match="uint8"):
+        ld.template_pairs(a.astype(np.int64) + 256, b)
+    with pytest.raises(ValueError, match="shape"):
+        ld.template_pairs(a.reshape(-1, CELLS), b.reshape(-1, CELLS))
+    assert ld.template_pairs(a.astype(np.int64), b, t).tolist() == ld.template_pairs(a, b, t).tolist()
+    four_d = a.reshape(-1, 2, G, G)[:, :, ::-1][:, :, ::-1]  # (m, 2, G, G), not contiguous
+    assert ld.template_pairs(four_d, b, t).tolist() == ld.template_pairs(a, b, t).tolist()
+
+
+def test_residuals_on_a_threshold_are_decided_alike():
+    """Exact affine maps of uint8 grids (gains 0.5-2, integer offsets) give residuals on whole or half levels;
+    cells moved by exactly CHANGE must not be decided by the last bits of the fit's sums (NumPy's pairwise sums
+    against the kernel's)."""
+    rng = np.random.default_rng(0)
+    m = 4000
+    t = rng.integers(0, 8, m)
+    a = rng.integers(20, 100, (m, ld.DETAIL_BYTES)).astype(np.uint8)
+    ta = ld.transformed(a, t).reshape(m, 2, CELLS)
+    gain, offset = rng.choice([0.5, 1.0, 1.5, 2.0], m)[:, None], rng.integers(-10, 10, m)[:, None]
+    means = ta[:, 0] * gain + offset
+    moved = rng.random((m, CELLS)) < 0.15
+    means = np.where(moved, means + rng.choice([-8, 8, -8.5, 8.5, -16, 16], (m, CELLS)), means)
+    devs = ta[:, 1] * gain + np.where(rng.random((m, CELLS)) < 0.05, rng.choice([-8, 8], (m, CELLS)), 0)
+    b = np.concatenate([means, devs], 1).round().clip(0, 255).astype(np.uint8)
+    np.testing.assert_array_equal(ld.template_pairs(a, b, t), ld.template_pairs_reference(a, b, t))

@@ -209,3 +209,45 @@ def test_kept_template_is_not_followed_as_a_representative():
     assert out.column("duplicate_of").to_pylist() == ["r", "t", "t"]
     assert out.column("via").to_pylist() == [None, None, "d"]
     assert out.column("transform").to_pylist() == ["identity", None, "rot90"]
+
+
+def test_kept_templates_are_named_in_a_dense_cluster_of_prints(monkeypatch):
+    """One mockup, 6 prints x 100 near-copies, all within the PDQ threshold of one another, grouped as implicit
+    balls (the template rule sees members against anchors, not every pair): templates: keep still keeps one sample
+    per print and names each kept print a template of the first-ranked kept print ranked before it, as the
+    pairwise definition does (every kept pair is a template pair here)."""
+    from mmcurate.curate import dedup
+
+    monkeypatch.setattr(dedup, "DENSE_SAMPLE", 256)
+    monkeypatch.setattr(dedup, "DENSE_PAIR_BUDGET", 1000)
+    rng = np.random.default_rng(4)
+    n, prints = 600, 6
+    head = rng.integers(0, 256, 32, dtype=np.uint8)
+    codes = np.tile(head, (n, 1))
+    for row in codes:
+        for bit in rng.choice(256, int(rng.integers(3, 8)), replace=False):
+            row[bit // 8] ^= np.uint8(1 << (bit % 8))
+    assert len(np.unique(codes, axis=0)) == n  # (samples sharing a code and pHash are linked as one)
+    base = rng.integers(0, 256, (2, local_detail.GRID, local_detail.GRID), np.uint8)
+    art = rng.integers(0, 256, (prints, 2, 6, 6), np.uint8)
+    label = np.arange(n) % prints
+    grids = np.tile(base, (n, 1, 1, 1))
+    grids[:, :, 5:11, 5:11] = art[label]
+    meta = pa.table(
+        {
+            "key": [f"k{i:04d}" for i in range(n)],
+            "source": ["s"] * n,
+            "pdq": pa.array([c.tobytes() for c in codes], pa.binary(32)),
+            "pdq_quality": pa.array([90] * n, pa.int16()),
+            "pdq_phash": pa.array([7] * n, pa.uint64()),
+            "pdq_detail": pa.array([g.tobytes() for g in grids], pa.binary(local_detail.DETAIL_BYTES)),
+        }
+    )
+    res = run_on_table(registry.create("phash_dedup", {"hash": "pdq", "dihedral": False}), meta)
+    links = {d["key"]: (d["duplicate_of"], d["kind"]) for d in res.duplicates.to_pylist()}
+    rejected = set(res.rejected.column("key").to_pylist())
+    kept = [f"k{i:04d}" for i in range(n) if f"k{i:04d}" not in rejected]
+    assert sorted(int(k[1:]) % prints for k in kept) == list(range(prints))  # one sample per print
+    assert all(links[k][1] == "pdq" and int(links[k][0][1:]) % prints == int(k[1:]) % prints for k in rejected)
+    first = min(kept)  # ranked by key
+    assert {k: links.get(k) for k in kept} == {k: None if k == first else (first, "template") for k in kept}
