@@ -19,25 +19,20 @@ Writes benchmarks/results/pdq_crop_alignment.json.
 
 from __future__ import annotations
 
-import argparse
 import io
-import json
-import platform
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_pdq_dedup_defaults import _input, _map
+from _seed_sweep import run_seeds
+from bench_pdq_dedup_defaults import stored_pdq_columns
 from mmcurate.curate import local_detail
-from mmcurate.stages.image import _fixed_rows, pdq_rows
 from near_dup_set import CLASSIC_KINDS, build_near_dup_set, pair_label
 
 SCALES = np.arange(1.0, 0.88 - 1e-9, -0.01)
@@ -118,11 +113,7 @@ def template_rule(pred: np.ndarray, target: np.ndarray, change: float, two_sided
 
 def measure(seed: int, bases: int) -> dict:
     recs = build_near_dup_set(n_bases=bases, seed=seed)
-    meta, _ = _map({"hash": "pdq"}, _input(recs))
-    pdq = pdq_rows(meta.column("pdq"))
-    ph = pc.cast(meta.column("pdq_phash"), pa.uint64()).to_numpy(zero_copy_only=False).astype(np.uint64)
-    quality = meta.column("pdq_quality").to_numpy(zero_copy_only=False)
-    stored = _fixed_rows(meta.column("pdq_detail"), local_detail.DETAIL_BYTES)
+    pdq, ph, quality, stored = stored_pdq_columns(recs)
     n = len(recs)
     i, j = np.triu_indices(n, 1)
     dph = np.bitwise_count(ph[i] ^ ph[j]).astype(np.int32)
@@ -171,21 +162,5 @@ def measure(seed: int, bases: int) -> dict:
     return {"images": n, "rescue_candidates": int(rescue.sum()), "timing": timing, "rows": rows}
 
 
-def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--bases", type=int, default=400)
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "pdq_crop_alignment.json"))
-    args = ap.parse_args()
-    out = {"machine": platform.platform(), "bases": args.bases, "seeds": {}}
-    for seed in args.seeds:
-        res = measure(seed, args.bases)
-        out["seeds"][str(seed)] = res
-        for name, m in res["rows"].items():
-            print(f"seed {seed} {name:80s} {json.dumps(m)}", flush=True)
-    Path(args.out).write_text(json.dumps(out, indent=1) + "\n")
-    print(f"wrote {args.out}")
-
-
 if __name__ == "__main__":
-    main()
+    run_seeds(measure, "pdq_crop_alignment.json", 80)

@@ -73,6 +73,22 @@ def _map(params, batch):
     return res.kept.drop_columns(["image"]), time.perf_counter() - t0
 
 
+def stored_pdq_columns(recs) -> tuple:
+    """What the PDQ map part stores for the labelled set's images, as arrays: (PDQ uint8[n, 32], exact pHash
+    uint64[n], PDQ quality[n], detail grids uint8[n, DETAIL_BYTES]). For the pair-level benchmarks."""
+    import numpy as np
+    import pyarrow.compute as pc
+
+    from mmcurate.curate import local_detail
+    from mmcurate.stages.image import _fixed_rows, pdq_rows
+
+    meta, _ = _map({"hash": "pdq"}, _input(recs))
+    ph = pc.cast(meta.column("pdq_phash"), pa.uint64()).to_numpy(zero_copy_only=False).astype(np.uint64)
+    quality = meta.column("pdq_quality").to_numpy(zero_copy_only=False)
+    grids = _fixed_rows(meta.column("pdq_detail"), local_detail.DETAIL_BYTES)
+    return pdq_rows(meta.column("pdq")), ph, quality, grids
+
+
 def _metrics(recs, dups: pa.Table, rejected: pa.Table) -> dict:
     idx = {r["id"]: i for i, r in enumerate(recs)}
     links = dups.to_pylist()

@@ -16,22 +16,17 @@ Writes benchmarks/results/pdq_phash_rescue.json.
 
 from __future__ import annotations
 
-import argparse
-import json
-import platform
 import sys
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_pdq_dedup_defaults import _input, _map
+from _seed_sweep import run_seeds
+from bench_pdq_dedup_defaults import stored_pdq_columns
 from mmcurate.curate import local_detail
-from mmcurate.stages.image import _fixed_rows, pdq_rows
 from near_dup_set import CLASSIC_KINDS, build_near_dup_set, pair_label
 
 # (name, pHash radius, PDQ upper bound, NCC floor, template rule)
@@ -57,11 +52,7 @@ def grid_ncc(grids: np.ndarray, i: np.ndarray, j: np.ndarray) -> np.ndarray:
 
 def measure(seed: int, bases: int) -> dict:
     recs = build_near_dup_set(n_bases=bases, seed=seed)
-    meta, _ = _map({"hash": "pdq"}, _input(recs))
-    pdq = pdq_rows(meta.column("pdq"))
-    ph = pc.cast(meta.column("pdq_phash"), pa.uint64()).to_numpy(zero_copy_only=False).astype(np.uint64)
-    quality = meta.column("pdq_quality").to_numpy(zero_copy_only=False)
-    grids = _fixed_rows(meta.column("pdq_detail"), local_detail.DETAIL_BYTES)
+    pdq, ph, quality, grids = stored_pdq_columns(recs)
     n = len(recs)
     i, j = np.triu_indices(n, 1)
     dph = np.bitwise_count(ph[i] ^ ph[j]).astype(np.int32)
@@ -100,21 +91,5 @@ def measure(seed: int, bases: int) -> dict:
     return {"images": n, "pairs_within_12_phash_bits": int(i.size), "rows": rows}
 
 
-def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--bases", type=int, default=400)
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "pdq_phash_rescue.json"))
-    args = ap.parse_args()
-    out = {"machine": platform.platform(), "bases": args.bases, "seeds": {}}
-    for seed in args.seeds:
-        res = measure(seed, args.bases)
-        out["seeds"][str(seed)] = res
-        for name, m in res["rows"].items():
-            print(f"seed {seed} {name:55s} {json.dumps(m)}", flush=True)
-    Path(args.out).write_text(json.dumps(out, indent=1) + "\n")
-    print(f"wrote {args.out}")
-
-
 if __name__ == "__main__":
-    main()
+    run_seeds(measure, "pdq_phash_rescue.json", 55)

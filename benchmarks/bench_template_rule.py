@@ -22,15 +22,12 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_pdq_dedup_defaults import _input, _map
+from bench_pdq_dedup_defaults import stored_pdq_columns
 from mmcurate.curate import local_detail
-from mmcurate.stages.image import _fixed_rows, pdq_rows
 from near_dup_set import build_near_dup_set
 
 
@@ -50,10 +47,7 @@ def main():
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "template_rule.json"))
     args = ap.parse_args()
     recs = build_near_dup_set(n_bases=400, seed=0)
-    meta, _ = _map({"hash": "pdq"}, _input(recs))
-    grids = _fixed_rows(meta.column("pdq_detail"), local_detail.DETAIL_BYTES)
-    pdq = pdq_rows(meta.column("pdq"))
-    ph = pc.cast(meta.column("pdq_phash"), pa.uint64()).to_numpy(zero_copy_only=False).astype(np.uint64)
+    pdq, ph, _, grids = stored_pdq_columns(recs)
     n = len(recs)
     i, j = np.triu_indices(n, 1)
     near = (np.bitwise_count(pdq[i] ^ pdq[j]).sum(1) <= 22) | (np.bitwise_count(ph[i] ^ ph[j]) <= 10)

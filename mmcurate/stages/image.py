@@ -1176,24 +1176,27 @@ def _with_kept_templates(
     """templates: keep. Each kept sample with a template pair to another kept sample ranked before it is linked
     (kind template, not rejected) to the first-ranked such partner. ``pairs``: the pairs the template rule refused
     while grouping; in a dense cluster those are members against a ball's anchor (dedup's _reanchor), so each is
-    taken to the kept samples its ends are grouped under, and a pair of kept samples counts when it is a link the
-    rule refuses itself: within the threshold, verified, under its closest transform, a template."""
-    rep = g.representative
-    pairs = np.sort(rep[np.asarray(pairs, np.int64).reshape(-1, 2)], axis=1)
-    pairs = np.unique(pairs[pairs[:, 0] != pairs[:, 1]], axis=0)
-    if not pairs.size:
-        return links
-    a, b = pairs[:, 0], pairs[:, 1]
-    if variants is not None:
-        distance, transform, vd = dedup.dihedral_match(variants, verify_variants, a, b)
-    else:
-        distance = np.bitwise_count(codes[a] ^ codes[b]).sum(axis=1).astype(np.int32)
-        vd, transform = np.bitwise_count(verify[a] ^ verify[b]).astype(np.int32), np.zeros(a.size, np.int64)
-    ok = distance <= p.pdq_threshold
-    if p.verify_phash is not None:
-        ok &= vd <= p.verify_phash
-    ok[ok] = local_detail.template_pairs(grids[a[ok]], grids[b[ok]], transform[ok])
-    pairs = pairs[ok]
+    also taken to the kept samples its ends are grouped under, a pair of kept samples counting when it is a link the
+    rule refuses itself: within the threshold, verified, under its closest transform, a template (checked in
+    chunks: a cluster of variants that share nothing refuses every pair)."""
+    pairs = np.asarray(pairs, np.int64).reshape(-1, 2)
+    direct = (g.representative[pairs] == pairs).all(axis=1)  # refused pairs of kept samples: taken as they are
+    mapped = np.sort(g.representative[pairs[~direct]], axis=1)
+    mapped = np.unique(mapped[mapped[:, 0] != mapped[:, 1]], axis=0)
+    checked = [np.sort(pairs[direct], axis=1)]
+    for s in range(0, len(mapped), dedup.PAIR_CHUNK):  # a pair of kept samples a refused pair was grouped under
+        a, b = mapped[s : s + dedup.PAIR_CHUNK, 0], mapped[s : s + dedup.PAIR_CHUNK, 1]
+        if variants is not None:
+            distance, transform, vd = dedup.dihedral_match(variants, verify_variants, a, b)
+        else:
+            distance = np.bitwise_count(codes[a] ^ codes[b]).sum(axis=1).astype(np.int32)
+            vd, transform = np.bitwise_count(verify[a] ^ verify[b]).astype(np.int32), np.zeros(a.size, np.int64)
+        ok = distance <= p.pdq_threshold
+        if p.verify_phash is not None:
+            ok &= vd <= p.verify_phash
+        ok[ok] = local_detail.template_pairs(grids[a[ok]], grids[b[ok]], transform[ok])
+        checked.append(np.stack([a[ok], b[ok]], axis=1))
+    pairs = np.unique(np.concatenate(checked), axis=0)
     if not pairs.size:
         return links
     pairs = np.concatenate([pairs, pairs[:, ::-1]])
