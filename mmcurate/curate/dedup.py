@@ -659,8 +659,12 @@ def _linked_pairs(g: CodeGraph, rows: np.ndarray, device: str = "cpu", num_threa
     a, b = g.segments[0]
     found, _ = hamming_pairs(np.ascontiguousarray(rows[:, a:b]), g.radii[0], device=device, num_threads=num_threads)
     pairs = np.asarray(found, np.int64).reshape(-1, 2)
-    if len(g.segments) > 1 and pairs.size:
-        pairs = pairs[_within(g, rows[pairs[:, 0]], rows[pairs[:, 1]], g.radii)]
+    if len(g.segments) > 1 and pairs.size:  # in chunks: both ends' rows of millions of pairs take gigabytes
+        keep = np.zeros(len(pairs), bool)
+        for s in range(0, len(pairs), PAIR_CHUNK):
+            part = pairs[s : s + PAIR_CHUNK]
+            keep[s : s + PAIR_CHUNK] = _within(g, rows[part[:, 0]], rows[part[:, 1]], g.radii)
+        pairs = pairs[keep]
     return pairs
 
 

@@ -63,12 +63,13 @@ def cluster_pdq_codes(n_same: int, n_near: int, n_distinct: int, max_flips: int 
     return codes[order], phashes[order]
 
 
-def dihedral_columns(codes: np.ndarray, phashes: np.ndarray, symmetric: bool = False) -> dict:
+def dihedral_columns(codes: np.ndarray, phashes: np.ndarray, symmetric: bool = False, prints: int = 0) -> dict:
     """The default PDQ config's columns for 256-bit codes: ``pdq_dihedral`` / ``pdq_dihedral_phash`` (each other
     transform's code: the identity code XOR a fixed random mask per transform, so a near-copy's transforms are
     near-copies of the image's and ~128 bits from every identity code, as for an asymmetric image; ``symmetric``:
     masks of 2 bits, an image nearly symmetric under every transform, whose transforms land inside its own
-    cluster) and ``pdq_detail`` (one grid for all: no template variants)."""
+    cluster) and ``pdq_detail`` (one grid for all: no template variants; with ``prints``, a 6 x 6-cell print area
+    of one of that many random prints in each, so every pair of different prints is a template pair)."""
     from mmcurate.curate import local_detail
 
     n = len(codes)
@@ -80,7 +81,11 @@ def dihedral_columns(codes: np.ndarray, phashes: np.ndarray, symmetric: bool = F
         pmasks = np.full(7, 1, np.uint64)
     dih = np.ascontiguousarray(codes[:, None, :] ^ masks[None], "<u8")
     pdih = np.ascontiguousarray(phashes[:, None] ^ pmasks[None], "<u8")
-    grid = np.tile(rng.integers(0, 256, local_detail.DETAIL_BYTES, np.uint8), n)
+    grid = np.tile(rng.integers(0, 256, local_detail.DETAIL_BYTES, np.uint8), (n, 1))
+    if prints:
+        g, area = local_detail.GRID, np.s_[:, :, 5:11, 5:11]
+        art = rng.integers(0, 256, (prints, 2, g, g), np.uint8)
+        grid.reshape(n, 2, g, g)[area] = art[rng.integers(0, prints, n)][area]
     fixed = lambda a, w: pa.FixedSizeBinaryArray.from_buffers(pa.binary(w), n, [None, pa.py_buffer(a.tobytes())])  # noqa: E731
     return {
         "pdq_dihedral": fixed(dih, 7 * 32),
@@ -89,7 +94,9 @@ def dihedral_columns(codes: np.ndarray, phashes: np.ndarray, symmetric: bool = F
     }
 
 
-def write_survivors(work: Path, codes: np.ndarray, n_shards: int, pdq_phash=None, symmetric=False) -> list[pa.Table]:
+def write_survivors(
+    work: Path, codes: np.ndarray, n_shards: int, pdq_phash=None, symmetric=False, prints=0
+) -> list[pa.Table]:
     """The map phase's metadata shards (key, source, clip_score and the codes: ``phash`` for 64-bit codes, or
     ``pdq``, ``pdq_quality`` and ``pdq_phash`` for 256-bit ones) under work/meta/."""
     (work / "meta").mkdir(parents=True)
@@ -103,7 +110,7 @@ def write_survivors(work: Path, codes: np.ndarray, n_shards: int, pdq_phash=None
             "pdq": pa.FixedSizeBinaryArray.from_buffers(pa.binary(32), n, [None, raw]),
             "pdq_quality": pa.array(np.full(n, 80, np.int16)),
             "pdq_phash": pa.array(pdq_phash, pa.uint64()),
-            **dihedral_columns(codes, pdq_phash, symmetric),
+            **dihedral_columns(codes, pdq_phash, symmetric, prints),
         }
     table = pa.table(
         {
@@ -158,9 +165,10 @@ work = Path(sys.argv[6])
 if bits == "64":
     shards = write_survivors(work, cluster_codes(n, n, n // 2), 4)
     params = {"max_distance": 10} if stage == "phash_dedup" else {"phash_radius": 10}
-else:  # "256", or "256sym": an image nearly symmetric under every transform
+else:  # "256"; "256sym": an image nearly symmetric under every transform; "256prints": a mockup with 50 prints
     codes, phashes = cluster_pdq_codes(n // 10, n, n // 2)
-    shards = write_survivors(work, codes, 4, phashes, symmetric=bits == "256sym")
+    prints = 50 if bits == "256prints" else 0
+    shards = write_survivors(work, codes, 4, phashes, symmetric=bits == "256sym", prints=prints)
     # the default pdq config: dihedral matching and template checks (templates: keep)
     params = {"hash": "pdq"} if stage == "phash_dedup" else {}
 from mmcurate.pipeline.stage import registry
@@ -185,12 +193,21 @@ ADDRESS_SPACE = 6 << 30
 
 @pytest.mark.parametrize(
     "bits,stage",
-    [(64, "phash_dedup"), (64, "split"), (256, "phash_dedup"), (256, "split"), ("256sym", "phash_dedup")],
+    [
+        (64, "phash_dedup"),
+        (64, "split"),
+        (256, "phash_dedup"),
+        (256, "split"),
+        ("256sym", "phash_dedup"),
+        ("256prints", "phash_dedup"),
+    ],
 )
 @pytest.mark.parametrize("mode", ["memory", "sharded"])
 def test_big_group_peak_memory_is_bounded(tmp_path, mode, stage, bits):
     """256sym: the cluster of a nearly symmetric image, whose transforms' codes fall inside its own cluster (4,000
-    near-copies ran out of memory at 4 GB before such transforms were left out of the pair searches)."""
+    near-copies ran out of memory at 4 GB before such transforms were left out of the pair searches). 256prints:
+    the cluster is one mockup with 50 prints, each a template of the others (5,000 near-copies ran out of memory at
+    4 GB while the members a ball's anchor refused were joined pairwise); one sample per print is kept."""
     out = subprocess.run(
         [
             sys.executable,
@@ -214,8 +231,11 @@ def test_big_group_peak_memory_is_bounded(tmp_path, mode, stage, bits):
     assert got["hwm_mb"] < PEAK_LIMIT_MB, got
     group = 40_000 if bits == 64 else 22_000  # the copies and near-copies of the one image
     if stage == "phash_dedup":
-        # the group collapses to about one kept sample, the 10k others stay (a few chance links aside)
-        assert group - 10 <= got["stats"]["duplicates"] <= group + 10
+        # the group collapses to about one kept sample (one per print), the 10k others stay (a few chance links aside)
+        kept = 50 if bits == "256prints" else 0
+        assert group - kept - 10 <= got["stats"]["duplicates"] <= group - kept + 10
+        if bits == "256prints":
+            assert got["stats"]["templates"] >= 40
     else:
         assert got["stats"]["largest_group"] >= group
         assert got["stats"]["near_hash"] == ("phash" if bits == 64 else "pdq")
