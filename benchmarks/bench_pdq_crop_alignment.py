@@ -31,9 +31,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _seed_sweep import run_seeds
-from bench_pdq_dedup_defaults import stored_pdq_columns
+from bench_pdq_dedup_defaults import labelled_pairs
 from mmcurate.curate import local_detail
-from near_dup_set import CLASSIC_KINDS, build_near_dup_set, pair_label
+from near_dup_set import CLASSIC_KINDS, pair_label
 
 SCALES = np.arange(1.0, 0.88 - 1e-9, -0.01)
 OFFSET_STEP = 0.005
@@ -112,11 +112,8 @@ def template_rule(pred: np.ndarray, target: np.ndarray, change: float, two_sided
 
 
 def measure(seed: int, bases: int) -> dict:
-    recs = build_near_dup_set(n_bases=bases, seed=seed)
-    pdq, ph, quality, stored = stored_pdq_columns(recs)
+    recs, (pdq, ph, quality, stored), i, j, dph = labelled_pairs(seed, bases)
     n = len(recs)
-    i, j = np.triu_indices(n, 1)
-    dph = np.bitwise_count(ph[i] ^ ph[j]).astype(np.int32)
     dpdq = np.bitwise_count(pdq[i] ^ pdq[j]).sum(1)
     near = ((dph <= 10) | (dpdq <= 22)) & (quality[i] >= 1) & (quality[j] >= 1)
     i, j, dph, dpdq = i[near], j[near], dph[near], dpdq[near]

@@ -89,6 +89,17 @@ def stored_pdq_columns(recs) -> tuple:
     return pdq_rows(meta.column("pdq")), ph, quality, grids
 
 
+def labelled_pairs(seed: int, bases: int) -> tuple:
+    """The labelled set and every pair of its images with their exact-pHash distance: (records, stored columns as
+    stored_pdq_columns, i, j, pHash distances int32)."""
+    import numpy as np
+
+    recs = build_near_dup_set(n_bases=bases, seed=seed)
+    stored = stored_pdq_columns(recs)
+    i, j = np.triu_indices(len(recs), 1)
+    return recs, stored, i, j, np.bitwise_count(stored[1][i] ^ stored[1][j]).astype(np.int32)
+
+
 def _metrics(recs, dups: pa.Table, rejected: pa.Table) -> dict:
     idx = {r["id"]: i for i, r in enumerate(recs)}
     links = dups.to_pylist()

@@ -25,9 +25,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _seed_sweep import run_seeds
-from bench_pdq_dedup_defaults import stored_pdq_columns
+from bench_pdq_dedup_defaults import labelled_pairs
 from mmcurate.curate import local_detail
-from near_dup_set import CLASSIC_KINDS, build_near_dup_set, pair_label
+from near_dup_set import CLASSIC_KINDS, pair_label
 
 # (name, pHash radius, PDQ upper bound, NCC floor, template rule)
 RESCUES = [
@@ -51,11 +51,8 @@ def grid_ncc(grids: np.ndarray, i: np.ndarray, j: np.ndarray) -> np.ndarray:
 
 
 def measure(seed: int, bases: int) -> dict:
-    recs = build_near_dup_set(n_bases=bases, seed=seed)
-    pdq, ph, quality, grids = stored_pdq_columns(recs)
+    recs, (pdq, ph, quality, grids), i, j, dph = labelled_pairs(seed, bases)
     n = len(recs)
-    i, j = np.triu_indices(n, 1)
-    dph = np.bitwise_count(ph[i] ^ ph[j]).astype(np.int32)
     near = dph <= 12
     i, j, dph = i[near], j[near], dph[near]
     dpdq = np.bitwise_count(pdq[i] ^ pdq[j]).sum(1)
