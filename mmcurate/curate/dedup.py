@@ -466,8 +466,10 @@ DENSE_MIN_DEGREE = 4
 DENSE_MAX_PIVOTS = 64
 DENSE_ROUNDS = 4
 #: Anchors tried, per ball, for balls of the members its anchor refused (code_graph's _reanchor), and how many in
-#: a row may take too few members (fewer than DENSE_MIN_DEGREE codes) before the rest stay ordinary codes.
-REANCHOR_ROUNDS = 64
+#: a row may take too few members (fewer than DENSE_MIN_DEGREE codes) before the rest stay ordinary codes. Each
+#: check a round makes is a pair the pairwise join would check too, and never checked twice, so rounds cost at most
+#: what the join would: the bound only stops a loop, a mockup's prints may be thousands.
+REANCHOR_ROUNDS = 1 << 16
 REANCHOR_MISSES = 8
 _CROSS_TILE = 1 << 22  # code words compared per tile when two balls are compared
 
@@ -595,11 +597,11 @@ def _reanchor(g: CodeGraph, refused: np.ndarray, anchors: np.ndarray, link_check
     """Members a ball's anchor refused (template variants of it), regrouped into balls of their own: the refused
     member nearest the pivot anchors a new ball (same pivot, so still a clique by the radii) of the refused members
     it accepts, when they are at least DENSE_MIN_DEGREE codes (a rarer variant and its copies stay ordinary codes);
-    repeated for at most REANCHOR_ROUNDS anchors per ball, until REANCHOR_MISSES anchors in a row take too few. What
-    no new anchor takes leaves the balls (``g.ball`` -1: ordinary codes, joined pairwise: a ball of more than
-    REANCHOR_ROUNDS variants, or of variants that share nothing, stays quadratic in its leftovers). Without
-    this, a cluster of many copies of a few template variants (one mockup, 50 prints, 80 copies each) was joined
-    pairwise: its pairs, and the checks, grew with the square of the cluster. Returns the pivots and anchors, one
+    repeated until REANCHOR_MISSES anchors in a row take too few (or REANCHOR_ROUNDS anchors). What no new anchor
+    takes leaves the balls (``g.ball`` -1: ordinary codes, joined pairwise: variants that share nothing stay
+    quadratic). Without this, a cluster of many copies of a few template variants (one mockup, 50 prints, 100 copies
+    each) was joined pairwise: its pairs, and the checks, grew with the square of the cluster; now the checks grow
+    with members x variants. Returns the pivots and anchors, one
     per ball, the new balls appended."""
     former = g.ball[refused]
     g.ball[refused] = -1
