@@ -579,12 +579,12 @@ def code_graph(
             rows_c += [np.stack([np.full(close.size, b), close], axis=1) for b in balls_of[u]]
         g.ball_cands = np.concatenate(rows_c).astype(np.int64, copy=False)
         near = _within(g, upiv[:, None], upiv[None, :], [r + 2 * t for r, t in zip(radii, half)])
-        pu, pv = np.nonzero(np.triu(near))  # u == v too: a pivot's own balls are near one another
+        # balls of one pivot are not near pairs: each of their anchors was refused by the ones before it already
+        pu, pv = np.nonzero(np.triu(near, 1))
         rows_n = [np.zeros((0, 2), np.int64)]
         for u, v in zip(pu.tolist(), pv.tolist()):
             i, j = (x.ravel() for x in np.meshgrid(balls_of[u], balls_of[v], indexing="ij"))
-            keep = i != j
-            rows_n.append(np.stack([np.minimum(i, j)[keep], np.maximum(i, j)[keep]], axis=1))
+            rows_n.append(np.stack([np.minimum(i, j), np.maximum(i, j)], axis=1))
         g.ball_near = np.unique(np.concatenate(rows_n).astype(np.int64, copy=False), axis=0)
         if link_check is not None:
             cands, nb = g.ball_cands, g.ball_near
@@ -601,8 +601,8 @@ def _reanchor(g: CodeGraph, refused: np.ndarray, anchors: np.ndarray, link_check
     takes leaves the balls (``g.ball`` -1: ordinary codes, joined pairwise: variants that share nothing stay
     quadratic). Without this, a cluster of many copies of a few template variants (one mockup, 50 prints, 100 copies
     each) was joined pairwise: its pairs, and the checks, grew with the square of the cluster; now the checks grow
-    with members x variants. Returns the pivots and anchors, one
-    per ball, the new balls appended."""
+    with members x variants. Each new anchor was refused by the anchors before it, so balls of one pivot are never
+    linked to one another. Returns the pivots and anchors, one per ball, the new balls appended."""
     former = g.ball[refused]
     g.ball[refused] = -1
     pivots, anchor_of = list(g.pivots), list(anchors)

@@ -859,10 +859,10 @@ class PhashDedup(GlobalStage):
     ``template``; ``drop`` rejects it (kind ``template``, reason ``duplicate_template``); ``off`` does not look.
     Both keep a huge cluster of distinct near-copies linear in memory (docs/scaling.md): transform-only pairs are
     explicit edges beside the cluster's implicit ball, and the template check sees each ball member against the
-    ball's anchor (a refused member leaves the ball). A transform whose code lies within ``pdq_threshold`` of the
-    image's own code (an image nearly symmetric under it) is not searched for pairs of its own: its flipped copies
-    match by identity already, and searching it would list every pair of a cluster of its copies (pairs found
-    are still matched, verified and checked under their closest transform).
+    ball's anchor (a refused member leaves the ball, for a ball of its own variant). A transform whose code lies
+    within ``pdq_threshold`` of the image's own code (an image nearly symmetric under it) is not searched for pairs
+    of its own: its flipped copies match by identity already, and searching it would list every pair of a cluster
+    of its copies (pairs found are still matched, verified and checked under their closest transform).
 
     ``skip_low_information`` (default true, pHash only): images flagged ``low_information`` (blank, flat,
     placeholder or mostly padding: mmcurate.ops.quality) are never linked by pHash to other images, whose codes of
@@ -1179,6 +1179,13 @@ def _with_kept_templates(
     also taken to the kept samples its ends are grouped under, a pair of kept samples counting when it is a link the
     rule refuses itself: within the threshold, verified, under its closest transform, a template (checked in
     chunks: a cluster of variants that share nothing refuses every pair)."""
+
+    def match(a, b):  # (PDQ distance, transform a -> b, pHash distance under it) of sample pairs
+        if variants is not None:
+            return dedup.dihedral_match(variants, verify_variants, a, b)
+        distance = np.bitwise_count(codes[a] ^ codes[b]).sum(axis=1).astype(np.int32)
+        return distance, np.zeros(a.size, np.int64), np.bitwise_count(verify[a] ^ verify[b]).astype(np.int32)
+
     pairs = np.asarray(pairs, np.int64).reshape(-1, 2)
     direct = (g.representative[pairs] == pairs).all(axis=1)  # refused pairs of kept samples: taken as they are
     mapped = np.sort(g.representative[pairs[~direct]], axis=1)
@@ -1186,11 +1193,7 @@ def _with_kept_templates(
     checked = [np.sort(pairs[direct], axis=1)]
     for s in range(0, len(mapped), dedup.PAIR_CHUNK):  # a pair of kept samples a refused pair was grouped under
         a, b = mapped[s : s + dedup.PAIR_CHUNK, 0], mapped[s : s + dedup.PAIR_CHUNK, 1]
-        if variants is not None:
-            distance, transform, vd = dedup.dihedral_match(variants, verify_variants, a, b)
-        else:
-            distance = np.bitwise_count(codes[a] ^ codes[b]).sum(axis=1).astype(np.int32)
-            vd, transform = np.bitwise_count(verify[a] ^ verify[b]).astype(np.int32), np.zeros(a.size, np.int64)
+        distance, transform, vd = match(a, b)
         ok = distance <= p.pdq_threshold
         if p.verify_phash is not None:
             ok &= vd <= p.verify_phash
@@ -1205,11 +1208,7 @@ def _with_kept_templates(
     first = np.ones(len(pairs), bool)
     first[1:] = pairs[1:, 0] != pairs[:-1, 0]
     a, b = pairs[first, 0], pairs[first, 1]
-    if variants is not None:
-        distance, transform, vd = dedup.dihedral_match(variants, verify_variants, a, b)
-    else:
-        distance = np.bitwise_count(codes[a] ^ codes[b]).sum(axis=1).astype(np.int32)
-        vd, transform = np.bitwise_count(verify[a] ^ verify[b]).astype(np.int32), None
+    distance, transform, vd = match(a, b)
     tr = None if links.transform is None else np.concatenate([links.transform, transform])
     return NearLinks(
         np.concatenate([links.dup, a]), np.concatenate([links.rep, b]), np.concatenate([links.distance, distance]),
