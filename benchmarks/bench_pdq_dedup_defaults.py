@@ -7,8 +7,10 @@ Metrics over the groups the stage forms (a group: a kept sample and the samples 
 duplicate pairs / (duplicate + negative pairs) grouped, template pairs apart; R classic / R dihedral = base-variant
 pairs of the 5 classic / 7 dihedral edits grouped; R all = every duplicate pair grouped. Template links (kind
 template): how many name a true template pair, how many a duplicate pair (a duplicate kept with templates: keep).
-Map-part cost: seconds per image of the PDQ map part with and without dihedral + detail, in the same run (the
-ratio is what to read: the machine is shared), and the stored bytes per sample.
+Map-part cost: seconds per image of the PDQ map part with and without dihedral + detail, and with keypoints
+(curate.keypoints), in the same run (the ratios are what to read: the machine is shared), and the stored bytes per
+sample. The keypoint rows (keypoints: true) add the pass that links what PDQ kept when keypoints verify a pHash
+candidate (crops).
 
 Usage: python benchmarks/bench_pdq_dedup_defaults.py [--bases 400] [--seeds 0 1 2]
 Writes benchmarks/results/pdq_dedup_defaults.json.
@@ -48,6 +50,11 @@ CONFIGS = {
     "pdq t=22 v=8 dihedral": {**PLAIN, "dihedral": True, "verify_phash": 8},
     "pdq defaults (t=22 v=12 dihedral templates keep)": {"hash": "pdq"},
     "pdq t=22 v=12 dihedral templates drop": {"hash": "pdq", "templates": "drop"},
+    "pdq defaults + keypoints r=12": {"hash": "pdq", "keypoints": True, "keypoint_radius": 12},
+    "pdq defaults + keypoints r=14": {"hash": "pdq", "keypoints": True, "keypoint_radius": 14},
+    "pdq defaults + keypoints (r=16, 12 inliers)": {"hash": "pdq", "keypoints": True},
+    "pdq defaults + keypoints r=16, 16 inliers": {"hash": "pdq", "keypoints": True, "keypoint_inliers": 16},
+    "pdq defaults + keypoints r=16, templates off": {"hash": "pdq", "keypoints": True, "templates": "off"},
 }
 
 
@@ -158,6 +165,7 @@ def main():
         phash_meta, t_phash = _map({"max_distance": 10}, batch)
         plain_meta, t_plain = _map(PLAIN, batch)
         full_meta, t_full = _map({"hash": "pdq"}, batch)
+        kp_meta, t_kp = _map({"hash": "pdq", "keypoints": True}, batch)
         n = batch.num_rows
         cols = [c for c in full_meta.column_names if c.startswith("pdq")]
         seed_out = {
@@ -166,13 +174,15 @@ def main():
                 "phash fast": round(t_phash / n, 5),
                 "pdq identity (pdq_bytes)": round(t_plain / n, 5),
                 "pdq dihedral + detail": round(t_full / n, 5),
+                "pdq dihedral + detail + keypoints": round(t_kp / n, 5),
             },
             "map_ratio_dihedral_vs_identity": round(t_full / t_plain, 2),
-            "bytes_per_sample": {c: full_meta.column(c).nbytes / n for c in cols},
+            "map_ratio_keypoints_vs_dihedral": round(t_kp / t_full, 2),
+            "bytes_per_sample": {c: kp_meta.column(c).nbytes / n for c in [*cols, "pdq_keypoints"]},
             "configs": {},
         }
         for name, params in CONFIGS.items():
-            meta = phash_meta if params.get("hash") != "pdq" else full_meta
+            meta = phash_meta if params.get("hash") != "pdq" else kp_meta if params.get("keypoints") else full_meta
             stage = registry.create("phash_dedup", params)
             res = run_on_table(stage, meta.select(list(stage.requires)))
             m = _metrics(recs, res.duplicates, res.rejected)

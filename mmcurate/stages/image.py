@@ -34,7 +34,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from mmcurate.curate import dedup, image_rules, local_detail
+from mmcurate.curate import dedup, image_rules, keypoints, local_detail
 from mmcurate.ops.decode import DEFAULT_MAX_PIXELS
 from mmcurate.ops.quality import QUALITY_COLUMNS
 from mmcurate.ops.status import status_name
@@ -650,6 +650,10 @@ PDQ_DIHEDRAL = fingerprint("pdq", exact=True, dihedral="transformed pixels")
 PHASH_DIHEDRAL = fingerprint("phash", exact=True, dihedral="transformed pixels")
 PDQ_DIHEDRAL_TYPE = pa.binary(7 * 32)
 PHASH_DIHEDRAL_TYPE = pa.binary(7 * 8)
+#: ``pdq_keypoints``: curate.keypoints' packed ORB keypoints of the canonical luma (at most 4,616 bytes).
+PDQ_KEYPOINTS = fingerprint(
+    "orb_keypoints", version=keypoints.VERSION, side=keypoints.SIDE, features=keypoints.FEATURES, equalised=True
+)
 
 
 class PdqHash(MapStage):
@@ -659,7 +663,8 @@ class PdqHash(MapStage):
     All from one native call, ops.pdq_bytes(exact=True, phash=True, dihedral="pixels", detail=True): pixels never
     reach Python. Bytes per sample: 42 (pdq, quality, pHash), + 280 with dihedral, + 512 with detail. Images it
     cannot decode are rejected with the decoder's status (missing ones as missing_image); text-only rows keep null
-    columns."""
+    columns. With ``keypoints``, ``pdq_keypoints`` (curate.keypoints: ORB keypoints of the luma, from a second
+    decode at a reduced JPEG DCT scale with the same decoder; at most 4,616 bytes) for the images that decoded."""
 
     name = "phash_dedup"
     requires = ("key", "source", "image")
@@ -668,11 +673,13 @@ class PdqHash(MapStage):
     class Params:
         dihedral: bool = False
         detail: bool = False
+        keypoints: bool = False
         num_threads: int | None = None
 
         def validate(self):
             check_bool("dihedral", self.dihedral)
             check_bool("detail", self.detail)
+            check_bool("keypoints", self.keypoints)
             check_threads(self.num_threads)
 
     def __init__(self, **params):
@@ -685,6 +692,8 @@ class PdqHash(MapStage):
             fps |= {"pdq_dihedral": PDQ_DIHEDRAL, "pdq_dihedral_phash": PHASH_DIHEDRAL}
         if self.params.detail:
             fps["pdq_detail"] = fingerprint("local_detail", grid=local_detail.GRID, bytes=local_detail.DETAIL_BYTES)
+        if self.params.keypoints:
+            fps["pdq_keypoints"] = PDQ_KEYPOINTS
         return fps
 
     def process(self, batch: pa.Table) -> StageResult:
@@ -722,7 +731,27 @@ class PdqHash(MapStage):
             batch = with_column(
                 batch, "pdq_detail", _fixed_binary(detail, pa.binary(local_detail.DETAIL_BYTES), text_only)
             )
+        if p.keypoints:
+            batch = with_column(batch, "pdq_keypoints", _keypoint_column(blobs, ~rejected & ~text_only, p.num_threads))
         return kept_and_rejected(batch, self.name, rejected, reasons, details)
+
+
+def _keypoint_column(blobs: list, decoded: np.ndarray, num_threads) -> pa.Array:
+    """curate.keypoints' blobs of the images PDQ decoded (null elsewhere, and where the luma decode fails: the
+    keypoint pass then leaves that sample alone)."""
+    from mmcurate.ops import decode_images
+
+    at = np.flatnonzero(decoded)
+    out: list = [None] * len(blobs)
+    if at.size:
+        result = decode_images(
+            [blobs[i] for i in at], mode="L", target_size=keypoints.SIDE, device="cpu", num_threads=num_threads
+        )
+        ok = np.asarray(result.status) == 0
+        packed = keypoints.extract([img for img, good in zip(result.images, ok) if good])
+        for i, blob in zip(at[ok], packed):
+            out[i] = blob
+    return pa.array(out, pa.binary())
 
 
 def _fixed_binary(values: np.ndarray, type_: pa.DataType, null: np.ndarray) -> pa.Array:
@@ -761,6 +790,23 @@ def pdq_codes(view, min_quality: int = 0, dihedral: bool = False, fold_within: i
     return ids, variants
 
 
+def keypoint_codes(view, min_quality: int = 0, exclude=None):
+    """(ids, uint64 exact pHashes) of one shard's samples with keypoints and a PDQ of quality >= ``min_quality``,
+    less the sorted sample ids ``exclude`` (what the PDQ pass removed): the keypoint pass's shard (a task)."""
+    t = view.read(["pdq_phash", "pdq_quality", "pdq_keypoints"])
+    ok = pc.and_(
+        pc.and_(t.column("pdq_phash").is_valid(), t.column("pdq_keypoints").is_valid()),
+        pc.greater_equal(pc.fill_null(t.column("pdq_quality"), -1), min_quality),
+    )
+    sub = t.filter(ok)
+    ids = sub.column(SAMPLE_ID).to_numpy().astype(np.int64)
+    codes = pc.cast(sub.column("pdq_phash"), pa.uint64()).to_numpy(zero_copy_only=False).astype(np.uint64)
+    if exclude is not None and len(exclude):
+        keep = ~np.isin(ids, exclude, assume_unique=True)
+        ids, codes = ids[keep], codes[keep]
+    return ids, codes
+
+
 def _fixed_rows(column, width: int) -> np.ndarray:
     """A non-null fixed_size_binary(width) column as uint8[n, width]."""
     arr = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
@@ -790,6 +836,9 @@ def phash_variants(table: pa.Table) -> np.ndarray:
 DEFAULT_PDQ_THRESHOLD = 22
 DEFAULT_PDQ_VERIFY_PHASH = 12
 DEFAULT_PDQ_MIN_QUALITY = 1
+#: the keypoint pass's pHash radius and inliers (benchmarks/README_near_dup.md, "Keypoint verification")
+DEFAULT_KEYPOINT_RADIUS = 16
+DEFAULT_KEYPOINT_INLIERS = keypoints.DEFAULT_MIN_INLIERS
 HASHES = ("phash", "pdq")
 #: hash: pdq, what a verified link between two template variants (same layout, another print or text; told apart
 #: by curate.local_detail) does: "keep" links them (kind template) without rejecting either, "drop" rejects them
@@ -831,6 +880,7 @@ class PhashDedupStats(StepStats):
     dihedral: bool | None = None  # hash: pdq
     templates: int | None = None  # hash: pdq, template links (kept or rejected by the policy)
     low_information_duplicates: int | None = None  # pHash: low-information images linked to each other
+    keypoint_duplicates: int | None = None  # pdq with keypoints: crops and other copies the keypoint pass linked
 
 
 @registry.register
@@ -890,6 +940,9 @@ class PhashDedup(GlobalStage):
         min_quality: int = DEFAULT_PDQ_MIN_QUALITY
         dihedral: bool = True
         templates: str = "keep"
+        keypoints: bool = False
+        keypoint_radius: int = DEFAULT_KEYPOINT_RADIUS
+        keypoint_inliers: int = DEFAULT_KEYPOINT_INLIERS
         skip_low_information: bool = True
         low_information_radius: int | None = DEFAULT_LOW_INFORMATION_RADIUS
         device: str = "auto"
@@ -907,6 +960,11 @@ class PhashDedup(GlobalStage):
             check_int("min_quality", self.min_quality, 0, 100)
             check_bool("dihedral", self.dihedral)
             check_choice("templates", self.templates, TEMPLATE_POLICIES)
+            check_bool("keypoints", self.keypoints)
+            if self.keypoints and self.hash != "pdq":
+                raise ValueError("keypoints: true needs hash: pdq (the keypoint pass runs after the PDQ pass)")
+            check_int("keypoint_radius", self.keypoint_radius, 0, 64)
+            check_int("keypoint_inliers", self.keypoint_inliers, 4, keypoints.FEATURES)
             check_bool("skip_low_information", self.skip_low_information)
             if self.low_information_radius is not None:
                 check_int("low_information_radius", self.low_information_radius, 0, 64)
@@ -922,8 +980,11 @@ class PhashDedup(GlobalStage):
             columns = ("pdq", "pdq_quality", "pdq_phash")
             columns += ("pdq_dihedral", "pdq_dihedral_phash") if p.dihedral else ()
             columns += ("pdq_detail",) if detail else ()
+            columns += ("pdq_keypoints",) if p.keypoints else ()
             self.requires = _dedup_requires(("key", "source", *columns), p.keep)
-            self.map_part = PdqHash(dihedral=p.dihedral, detail=detail, num_threads=p.num_threads)
+            self.map_part = PdqHash(
+                dihedral=p.dihedral, detail=detail, keypoints=p.keypoints, num_threads=p.num_threads
+            )
         else:
             self.requires = _dedup_requires(("key", "source", "phash"), p.keep)
             # the map part adds the flag; a table from elsewhere without it is linked as before
@@ -953,14 +1014,20 @@ class PhashDedup(GlobalStage):
         skip_low = p.hash == "phash" and p.skip_low_information and "low_information" in ctx.column_names
         shard_codes = functools.partial(links.codes, skip_low_information=True) if skip_low else links.codes
         found, n_codes, figures, linked = _near_links(ctx, self.name, links, shard_codes, p.keep)
-        parts = [(found, linked)]
+        parts = [(found, links.kind)]
         low = NearLinks.empty()
         if skip_low and p.low_information_radius is not None and set(LOW_INFORMATION_STATS) <= set(ctx.column_names):
             low_links = _LowInformationLinks(p)
-            low, n_low, _, low_linked = _near_links(ctx, self.name, low_links, low_links.codes, p.keep)
+            low, n_low, _, _ = _near_links(ctx, self.name, low_links, low_links.codes, p.keep)
             n_codes += n_low
-            parts.append((low, low_linked))
-        tables = [part.tables(self.name, links.kind) for part, _ in parts]
+            parts.append((low, low_links.kind))
+        ran_low = len(parts) > 1
+        crops = NearLinks.empty()
+        if p.hash == "pdq" and p.keypoints:  # over what the PDQ pass kept
+            kp_links = _KeypointLinks(p, np.sort(found.ids[found.rejected]))
+            crops, _, _, _ = _near_links(ctx, self.name, kp_links, kp_links.codes, p.keep)
+            parts.append((crops, kp_links.kind))
+        tables = [part.tables(self.name, kind) for part, kind in parts]
         rejected = pa.concat_tables(
             [with_sample_ids(rej, part.ids[part.rejected]) for (rej, _), (part, _) in zip(tables, parts)]
         )
@@ -984,7 +1051,8 @@ class PhashDedup(GlobalStage):
             linked=None if figures is None else int(linked.size),
             dihedral=p.dihedral if p.hash == "pdq" else None,
             templates=int(np.count_nonzero(found.kind == "template")) if p.hash == "pdq" else None,
-            low_information_duplicates=int(np.count_nonzero(low.rejected)) if len(parts) > 1 else None,
+            low_information_duplicates=int(np.count_nonzero(low.rejected)) if ran_low else None,
+            keypoint_duplicates=int(np.count_nonzero(crops.rejected)) if p.hash == "pdq" and p.keypoints else None,
             seconds=round(time.perf_counter() - t0, 6),
         )
         return GlobalResult(rejected=rejected, duplicates=duplicates, stats=stats)
@@ -1215,6 +1283,47 @@ def _with_kept_templates(
         np.concatenate([links.verify, vd]), tr, np.concatenate([links.kind, np.full(a.size, "template", object)]),
         np.concatenate([links.rejected, np.zeros(a.size, bool)]), links.groups, links.pairs,
     )  # fmt: skip
+
+
+class _KeypointLinks:
+    """The keypoint pass (``keypoints: true``, after the PDQ pass, over what it kept): candidates whose exact
+    pHashes lie within keypoint_radius bits (crops move PDQ too far), linked by dedup.verified_near_groups when
+    curate.keypoints finds at least keypoint_inliers keypoints matching under one similarity transform. With
+    ``templates: keep``, a pair whose transform leaves the frame in place (a re-encode or resize, not a crop) and
+    whose local_detail grids the template rule calls a template is refused, as the PDQ pass refuses it. Links are
+    kind ``keypoints`` (reason duplicate_keypoints) with the pHash distance."""
+
+    kind, bits, code_shape = "keypoints", 64, (1, 1)
+
+    def __init__(self, p, exclude: np.ndarray):
+        self.p, self.radius = p, p.keypoint_radius
+        self.codes = functools.partial(keypoint_codes, min_quality=p.min_quality, exclude=exclude)
+        self.columns = ("pdq_phash", "pdq_keypoints", *(("pdq_detail",) if p.templates == "keep" else ()))
+
+    def group(self, t: pa.Table, rank: np.ndarray, count_pairs: bool) -> NearLinks:
+        p = self.p
+        codes = pc.cast(t.column("pdq_phash"), pa.uint64()).to_numpy(zero_copy_only=False).astype(np.uint64)
+        blobs = t.column("pdq_keypoints").to_pylist()
+        grids = _fixed_rows(t.column("pdq_detail"), local_detail.DETAIL_BYTES) if p.templates == "keep" else None
+
+        def verified(a, b, transform):
+            inliers, shift = keypoints.inlier_counts(blobs, a, b)
+            ok = inliers >= p.keypoint_inliers
+            if grids is not None:
+                aligned = ok & (shift <= keypoints.ALIGNED_SHIFT)
+                ok[aligned] = ~local_detail.template_pairs(grids[a[aligned]], grids[b[aligned]], 0)
+            return ok
+
+        # every sample its own tuple (the verify code), so samples sharing a pHash are matched too
+        g, _ = dedup.verified_near_groups(
+            codes, np.arange(len(codes), dtype=np.uint64), self.radius, None, rank, linkage=p.linkage,
+            device=p.device, num_threads=p.num_threads, accept=verified,
+        )  # fmt: skip
+        d = np.flatnonzero(g.is_duplicate)
+        kind = np.full(d.size, "keypoints", object)
+        return NearLinks(
+            d, g.representative[d], g.distance[d], None, None, kind, np.ones(d.size, bool), g.n_groups, g.n_pairs or 0
+        )
 
 
 def phash_codes(view, skip_low_information: bool = False, only_low_information: bool = False):
