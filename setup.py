@@ -61,6 +61,7 @@ def _requirements(name: str, _seen=None) -> list:
 def _extras() -> dict:
     semantic = _requirements("semantic")
     ray = _requirements("ray")
+    keypoints = _requirements("keypoints")
     return {
         # CLIP embeddings, semantic dedup and clustering on CPU (faiss-cpu).
         "semantic": semantic,
@@ -68,8 +69,10 @@ def _extras() -> dict:
         "gpu": _requirements("gpu"),
         # The Ray executor: mmcurate run --executor ray.
         "ray": ray,
-        # Everything that installs on any machine (faiss-cpu; a GPU node takes mmcurate[gpu,ray]).
-        "all": list(dict.fromkeys(semantic + ray)),
+        # phash_dedup's keypoint pass (hash: pdq, keypoints: true): OpenCV.
+        "keypoints": keypoints,
+        # Everything that installs on any machine (faiss-cpu; a GPU node takes mmcurate[gpu,keypoints,ray]).
+        "all": list(dict.fromkeys(semantic + ray + keypoints)),
         "dali": _requirements("dali"),
         "cuda": _requirements("cuda"),
         "test": _requirements("test"),

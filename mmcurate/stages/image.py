@@ -748,7 +748,17 @@ def _keypoint_column(blobs: list, decoded: np.ndarray, num_threads) -> pa.Array:
             [blobs[i] for i in at], mode="L", target_size=keypoints.SIDE, device="cpu", num_threads=num_threads
         )
         ok = np.asarray(result.status) == 0
-        packed = keypoints.extract([img for img, good in zip(result.images, ok) if good])
+        images = [img for img, good in zip(result.images, ok) if good]
+        threads = min(cpu_threads(num_threads), max(1, len(images) // 16))
+        if threads > 1:  # OpenCV releases the GIL; each thread its own detector
+            chunks = [images[k::threads] for k in range(threads)]
+            with ThreadPoolExecutor(threads) as pool:
+                parts = list(pool.map(keypoints.extract, chunks))
+            packed = [None] * len(images)
+            for k, part in enumerate(parts):
+                packed[k::threads] = part
+        else:
+            packed = keypoints.extract(images)
         for i, blob in zip(at[ok], packed):
             out[i] = blob
     return pa.array(out, pa.binary())
@@ -913,6 +923,17 @@ class PhashDedup(GlobalStage):
     within ``pdq_threshold`` of the image's own code (an image nearly symmetric under it) is not searched for pairs
     of its own: its flipped copies match by identity already, and searching it would list every pair of a cluster
     of its copies (pairs found are still matched, verified and checked under their closest transform).
+
+    ``keypoints: true`` (pdq only; needs OpenCV: ``pip install 'mmcurate[keypoints]'``): a second pass, over what
+    the PDQ pass kept, links the copies PDQ misses, crops above all (PDQ moves ~60 bits under a 2-8 % crop): pairs
+    whose exact pHashes lie within ``keypoint_radius`` bits (default 16) are linked when at least
+    ``keypoint_inliers`` (default 12) ORB keypoints of the two images match under one similarity transform
+    (curate.keypoints; the map part stores them as ``pdq_keypoints``, at most 4,616 bytes a sample). With
+    ``templates: keep`` a pair whose transform leaves the frame in place and whose local-detail grids the template
+    rule calls a template is refused. Links are kind ``keypoints`` (reason duplicate_keypoints, the pHash distance
+    in ``distance``). Each candidate costs a keypoint match (~0.5 ms), and unrelated 64-bit codes lie within 16 bits
+    with probability 3.9e-5: the pass suits runs up to ~10^5-10^6 images (lower ``keypoint_radius`` beyond:
+    docs/scaling.md). Measured: benchmarks/README_near_dup.md, "Keypoint verification".
 
     ``skip_low_information`` (default true, pHash only): images flagged ``low_information`` (blank, flat,
     placeholder or mostly padding: mmcurate.ops.quality) are never linked by pHash to other images, whose codes of
