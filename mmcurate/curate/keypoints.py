@@ -28,6 +28,8 @@ import numpy as np
 SIDE = 256
 #: ORB features kept per image
 FEATURES = 128
+#: canonical images with a shorter side below this get no keypoints (never linked by the keypoint pass)
+MIN_SIDE = 32
 #: Lowe's ratio test: a match must beat the second best by this factor
 RATIO = 0.8
 #: RANSAC reprojection threshold, canonical pixels
@@ -79,8 +81,10 @@ def extract(lumas) -> list[bytes]:
     out = []
     for luma in lumas:
         img = canonical(luma)
-        kp = sorted(orb.detect(img, None), key=lambda k: -k.response)[:FEATURES]  # ORB can return a few more
-        kp, des = orb.compute(img, kp)
+        kp, des = [], None
+        if min(img.shape) >= MIN_SIDE:  # ORB's pyramid needs room for its patches; a thumbnail has no keypoints
+            kp = sorted(orb.detect(img, None), key=lambda k: -k.response)[:FEATURES]  # ORB can return a few more
+            kp, des = orb.compute(img, kp)
         points = np.array([k.pt for k in kp], np.float64).reshape(-1, 2)
         out.append(pack(img.shape, points, des))
     return out

@@ -97,3 +97,11 @@ def test_the_answer_does_not_depend_on_the_pairs_order(blobs):
     for other in (backward, swapped):
         np.testing.assert_array_equal(forward[0], other[0])
         np.testing.assert_array_equal(forward[1], other[1])
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (20, 20), (31, 300), (4, 5000), (5000, 2), (64, 9000)])
+def test_tiny_and_extreme_images_get_no_keypoints_without_failing(shape):
+    luma = np.random.default_rng(0).integers(0, 256, shape).astype(np.uint8)
+    (h, w), points, _ = keypoints.unpack(keypoints.extract([luma])[0])
+    assert max(h, w) <= max(keypoints.SIDE, max(shape)) and min(h, w) >= 1
+    assert len(points) == 0

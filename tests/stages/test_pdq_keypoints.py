@@ -52,6 +52,10 @@ def batch():
             rows.append((f"{name}_crop", _jpeg(_crop(img, 0.05, 0.01, 0.02, 0.06))))  # 7 % wide, 7 % high
         if name == "rocket":
             rows.append(("rocket_small", _jpeg(img.resize((200, 200 * img.height // img.width)), 80)))
+    # images too small or too thin for keypoints pass through the map part (null-free, empty) and stay
+    rng = np.random.default_rng(0)
+    rows.append(("tiny", _jpeg(Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)))))
+    rows.append(("strip", _jpeg(Image.fromarray(rng.integers(0, 256, (4, 3000, 3), dtype=np.uint8)))))
     n = len(rows)
     return pa.table(
         {
@@ -84,7 +88,9 @@ def test_the_map_part_stores_keypoints_only_when_asked(batch):
     meta = _meta(registry.create("phash_dedup", {"hash": "pdq", "keypoints": True}), batch)
     blobs = meta.column("pdq_keypoints").to_pylist()
     assert all(b is not None and len(b) <= keypoints.MAX_BYTES for b in blobs)
-    assert all(len(keypoints.unpack(b)[1]) > 50 for b in blobs)
+    counts = dict(zip(meta.column("key").to_pylist(), (len(keypoints.unpack(b)[1]) for b in blobs)))
+    assert counts.pop("tiny") == counts.pop("strip") == 0
+    assert min(counts.values()) > 50
 
 
 def test_crops_pdq_misses_are_linked_by_the_keypoint_pass(batch, tmp_path):
