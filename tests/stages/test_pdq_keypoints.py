@@ -13,11 +13,10 @@ import pytest
 import skimage.data
 from PIL import Image
 
-from helpers import assert_accounted
+from helpers import assert_accounted, input_table
 from mmcurate.curate import keypoints
 from mmcurate.pipeline.global_phase import run_on_table
 from mmcurate.pipeline.global_sharded import SAMPLE_ID, ShardedGlobalContext, make_ids
-from mmcurate.pipeline.schema import INPUT_SCHEMA
 from mmcurate.pipeline.stage import registry
 
 pytest.importorskip("cv2")
@@ -56,18 +55,7 @@ def batch():
     rng = np.random.default_rng(0)
     rows.append(("tiny", _jpeg(Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)))))
     rows.append(("strip", _jpeg(Image.fromarray(rng.integers(0, 256, (4, 3000, 3), dtype=np.uint8)))))
-    n = len(rows)
-    return pa.table(
-        {
-            "key": [k for k, _ in rows],
-            "source": ["s"] * n,
-            "image": [b for _, b in rows],
-            "image_ext": ["jpg"] * n,
-            "caption": [None] * n,
-            "meta": ["{}"] * n,
-        },
-        schema=INPUT_SCHEMA,
-    )
+    return input_table(rows)
 
 
 def _meta(stage, batch) -> pa.Table:
