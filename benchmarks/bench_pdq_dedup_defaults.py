@@ -52,7 +52,8 @@ CONFIGS = {
     "pdq t=22 v=12 dihedral templates drop": {"hash": "pdq", "templates": "drop"},
     "pdq defaults + keypoints r=12": {"hash": "pdq", "keypoints": True, "keypoint_radius": 12},
     "pdq defaults + keypoints r=14": {"hash": "pdq", "keypoints": True, "keypoint_radius": 14},
-    "pdq defaults + keypoints (r=16, 12 inliers)": {"hash": "pdq", "keypoints": True},
+    "pdq defaults + keypoints (r=16, 10 inliers)": {"hash": "pdq", "keypoints": True},
+    "pdq defaults + keypoints r=16, 12 inliers": {"hash": "pdq", "keypoints": True, "keypoint_inliers": 12},
     "pdq defaults + keypoints r=16, 16 inliers": {"hash": "pdq", "keypoints": True, "keypoint_inliers": 16},
     "pdq defaults + keypoints r=16, templates off": {"hash": "pdq", "keypoints": True, "templates": "off"},
 }

@@ -652,7 +652,13 @@ PDQ_DIHEDRAL_TYPE = pa.binary(7 * 32)
 PHASH_DIHEDRAL_TYPE = pa.binary(7 * 8)
 #: ``pdq_keypoints``: curate.keypoints' packed ORB keypoints of the canonical luma (at most 4,616 bytes).
 PDQ_KEYPOINTS = fingerprint(
-    "orb_keypoints", version=keypoints.VERSION, side=keypoints.SIDE, features=keypoints.FEATURES, equalised=True
+    "orb_keypoints",
+    version=keypoints.VERSION,
+    side=keypoints.SIDE,
+    min_side=keypoints.MIN_SIDE,
+    features=keypoints.FEATURES,
+    equalised=True,
+    **keypoints.ORB_PARAMS,
 )
 
 
@@ -660,8 +666,8 @@ class PdqHash(MapStage):
     """phash_dedup's map part with ``hash: pdq``: one exact decode per image adds ``pdq``, ``pdq_quality`` and
     ``pdq_phash``; with ``dihedral`` also ``pdq_dihedral`` and ``pdq_dihedral_phash`` (PDQ and exact pHash of the
     7 other rotations and flips of the decoded pixels), with ``detail`` ``pdq_detail`` (curate.local_detail's grid).
-    All from one native call, ops.pdq_bytes(exact=True, phash=True, dihedral="pixels", detail=True): pixels never
-    reach Python. Bytes per sample: 42 (pdq, quality, pHash), + 280 with dihedral, + 512 with detail. Images it
+    All from one native call, ops.pdq_bytes(exact=True, phash=True, dihedral="pixels", detail=True): its pixels
+    never reach Python. Bytes per sample: 42 (pdq, quality, pHash), + 280 with dihedral, + 512 with detail. Images it
     cannot decode are rejected with the decoder's status (missing ones as missing_image); text-only rows keep null
     columns. With ``keypoints``, ``pdq_keypoints`` (curate.keypoints: ORB keypoints of the luma, from a second
     decode at a reduced JPEG DCT scale with the same decoder; at most 4,616 bytes) for the images that decoded."""
@@ -927,10 +933,11 @@ class PhashDedup(GlobalStage):
     ``keypoints: true`` (pdq only; needs OpenCV: ``pip install 'mmcurate[keypoints]'``): a second pass, over what
     the PDQ pass kept, links the copies PDQ misses, crops above all (PDQ moves ~60 bits under a 2-8 % crop): pairs
     whose exact pHashes lie within ``keypoint_radius`` bits (default 16) are linked when at least
-    ``keypoint_inliers`` (default 12) ORB keypoints of the two images match under one similarity transform
+    ``keypoint_inliers`` (default 10) ORB keypoints of the two images match under one similarity transform
     (curate.keypoints; the map part stores them as ``pdq_keypoints``, at most 4,616 bytes a sample). With
     ``templates: keep`` a pair whose transform leaves the frame in place and whose local-detail grids the template
-    rule calls a template is refused. Links are kind ``keypoints`` (reason duplicate_keypoints, the pHash distance
+    rule calls a template is refused, and no group holds a template pair (a crop of one print matches the other
+    print's mockup too: the print with fewer inliers leaves the group). Links are kind ``keypoints`` (reason duplicate_keypoints, the pHash distance
     in ``distance``). Each candidate costs a keypoint match (~0.5 ms), and unrelated 64-bit codes lie within 16 bits
     with probability 3.9e-5: the pass suits runs up to ~10^5-10^6 images (lower ``keypoint_radius`` beyond:
     docs/scaling.md). Measured: benchmarks/README_near_dup.md, "Keypoint verification".
@@ -1023,7 +1030,9 @@ class PhashDedup(GlobalStage):
         """The candidates from the context's Hamming primitive (memory mode: every sample with a code; sharded:
         the samples linked by the pigeonhole join, never listing pairs), then the hash's grouping over them with
         their keys, scores and codes fetched (:class:`_PhashLinks`, :class:`_PdqLinks`): the same groups as over all
-        samples (an unlinked sample represents itself), so memory and sharded mode agree."""
+        samples (an unlinked sample represents itself), so memory and sharded mode agree. Then, the same way, pHash's
+        pass among low-information images (:class:`_LowInformationLinks`) or PDQ's keypoint pass over what the PDQ
+        pass kept (:class:`_KeypointLinks`)."""
         missing = [c for c in self.requires if c not in ctx.column_names]
         if missing:
             raise StageError(f"stage '{self.name}': input lacks column(s) {', '.join(missing)}")
@@ -1045,7 +1054,10 @@ class PhashDedup(GlobalStage):
         ran_low = len(parts) > 1
         crops = NearLinks.empty()
         if p.hash == "pdq" and p.keypoints:  # over what the PDQ pass kept
-            kp_links = _KeypointLinks(p, np.sort(found.ids[found.rejected]))
+            template = found.kind == "template"
+            kp_links = _KeypointLinks(
+                p, np.sort(found.ids[found.rejected]), np.stack([found.ids[template], found.rep_ids[template]], axis=1)
+            )
             crops, _, _, _ = _near_links(ctx, self.name, kp_links, kp_links.codes, p.keep)
             parts.append((crops, kp_links.kind))
         tables = [part.tables(self.name, kind) for part, kind in parts]
@@ -1054,6 +1066,8 @@ class PhashDedup(GlobalStage):
         )
         duplicates = pa.concat_tables([dups for _, dups in tables])
         distance = np.concatenate([part.distance[part.rejected] for part, _ in parts])
+        # the hash's own distances (the keypoint pass's are 64-bit pHash ones)
+        own = np.concatenate([part.distance[part.rejected] for part, kind in parts if kind != _KeypointLinks.kind])
         stats = PhashDedupStats(
             max_distance=links.radius,
             linkage=p.linkage,
@@ -1065,9 +1079,9 @@ class PhashDedup(GlobalStage):
             ),
             samples=int(n_in),
             duplicates=int(distance.size),
-            groups=found.groups + low.groups,
+            groups=_groups_with_duplicates([part for part, _ in parts]),
             without_hash=int(n_in - n_codes),
-            max_distance_to_representative=int(distance.max()) if distance.size else None,
+            max_distance_to_representative=int(own.max()) if own.size else None,
             partitions=None if figures is None else {**figures, "pairs": int(found.pairs)},
             linked=None if figures is None else int(linked.size),
             dihedral=p.dihedral if p.hash == "pdq" else None,
@@ -1077,6 +1091,24 @@ class PhashDedup(GlobalStage):
             seconds=round(time.perf_counter() - t0, 6),
         )
         return GlobalResult(rejected=rejected, duplicates=duplicates, stats=stats)
+
+
+def _groups_with_duplicates(parts: list[NearLinks]) -> int:
+    """Groups with at least one duplicate once the passes' links are followed to a kept sample (a later pass can
+    reject an earlier pass's representative: its group joins the later one's)."""
+    dup = np.concatenate([part.ids[part.rejected] for part in parts])
+    rep = np.concatenate([part.rep_ids[part.rejected] for part in parts])
+    if not dup.size:
+        return 0
+    order = np.argsort(dup)
+    dup, target = dup[order], rep[order]
+    for _ in parts:  # each pass adds at most one step to a chain
+        pos = np.minimum(np.searchsorted(dup, rep), dup.size - 1)
+        hit = dup[pos] == rep
+        if not hit.any():
+            break
+        rep = np.where(hit, target[pos], rep)
+    return int(np.unique(rep).size)
 
 
 def _near_links(ctx, step: str, links, shard_codes, keep):
@@ -1114,11 +1146,12 @@ class NearLinks:
     rep_keys: list | None = None
     sources: list | None = None
     ids: np.ndarray | None = None
+    rep_ids: np.ndarray | None = None
 
     @classmethod
     def empty(cls) -> NearLinks:
         z = np.zeros(0, np.int64)
-        return cls(z, z, z, None, None, np.zeros(0, object), np.zeros(0, bool), 0, 0, [], [], [], z)
+        return cls(z, z, z, None, None, np.zeros(0, object), np.zeros(0, bool), 0, 0, [], [], [], z, z)
 
     def take(self, t: pa.Table, linked: np.ndarray) -> None:
         order = np.lexsort((self.dup, ~self.rejected))  # rejected links first, each part by row (= sample id)
@@ -1130,6 +1163,7 @@ class NearLinks:
         self.rep_keys = keys.take(pa.array(self.rep)).to_pylist()
         self.sources = t.column("source").take(pa.array(self.dup)).to_pylist()
         self.ids = linked[self.dup]
+        self.rep_ids = linked[self.rep]
 
     def tables(self, stage: str, kind: str) -> tuple[pa.Table, pa.Table]:
         """(rejects of the rejected links, every link) as duplicate_tables makes them."""
@@ -1309,15 +1343,23 @@ def _with_kept_templates(
 class _KeypointLinks:
     """The keypoint pass (``keypoints: true``, after the PDQ pass, over what it kept): candidates whose exact
     pHashes lie within keypoint_radius bits (crops move PDQ too far), linked by dedup.verified_near_groups when
-    curate.keypoints finds at least keypoint_inliers keypoints matching under one similarity transform. With
-    ``templates: keep``, a pair whose transform leaves the frame in place (a re-encode or resize, not a crop) and
-    whose local_detail grids the template rule calls a template is refused, as the PDQ pass refuses it. Links are
-    kind ``keypoints`` (reason duplicate_keypoints) with the pHash distance."""
+    curate.keypoints finds at least keypoint_inliers keypoints matching under one similarity transform.
+
+    With ``templates: keep``, template variants keep their standing. Keypoints see a mockup's layout, not its print,
+    so the template rule decides where it can: a pair whose transform leaves the frame in place (a re-encode or
+    resize, not a crop) and whose local_detail grids it calls a template is refused. Under a crop it cannot (the
+    cells no longer line up), and a crop of one print then matches the other print's mockup too: a group would
+    hold both prints. So a group may not hold a template pair (one the PDQ pass linked as templates, ``templates``,
+    or one this pass refused or finds among a group's members, checked pairwise in groups of up to
+    CONSISTENT_GROUP members): of the two, the member with fewer inliers to the representative leaves the group (the
+    other print; it stays kept). Links are kind ``keypoints`` (reason duplicate_keypoints) with the pHash distance."""
 
     kind, bits, code_shape = "keypoints", 64, (1, 1)
+    #: groups up to this size have every pair of members checked for a template pair (larger ones: known pairs)
+    CONSISTENT_GROUP = 64
 
-    def __init__(self, p, exclude: np.ndarray):
-        self.p, self.radius = p, p.keypoint_radius
+    def __init__(self, p, exclude: np.ndarray, templates: np.ndarray):
+        self.p, self.radius, self.templates = p, p.keypoint_radius, templates
         self.codes = functools.partial(keypoint_codes, min_quality=p.min_quality, exclude=exclude)
         self.columns = ("pdq_phash", "pdq_keypoints", *(("pdq_detail",) if p.templates == "keep" else ()))
 
@@ -1326,13 +1368,21 @@ class _KeypointLinks:
         codes = pc.cast(t.column("pdq_phash"), pa.uint64()).to_numpy(zero_copy_only=False).astype(np.uint64)
         blobs = t.column("pdq_keypoints").to_pylist()
         grids = _fixed_rows(t.column("pdq_detail"), local_detail.DETAIL_BYTES) if p.templates == "keep" else None
+        refused: list[np.ndarray] = []
+
+        def template(a, b, inliers, shift):  # verified pairs the template rule calls templates (frames in place)
+            at = np.flatnonzero((inliers >= p.keypoint_inliers) & (shift <= keypoints.ALIGNED_SHIFT))
+            tpl = np.zeros(len(a), bool)
+            tpl[at[local_detail.template_pairs(grids[a[at]], grids[b[at]], 0)]] = True
+            return tpl
 
         def verified(a, b, transform):
             inliers, shift = keypoints.inlier_counts(blobs, a, b)
             ok = inliers >= p.keypoint_inliers
             if grids is not None:
-                aligned = ok & (shift <= keypoints.ALIGNED_SHIFT)
-                ok[aligned] = ~local_detail.template_pairs(grids[a[aligned]], grids[b[aligned]], 0)
+                tpl = template(a, b, inliers, shift)
+                refused.append(np.stack([a[tpl], b[tpl]], axis=1))
+                ok &= ~tpl
             return ok
 
         # every sample its own tuple (the verify code), so samples sharing a pHash are matched too
@@ -1340,11 +1390,59 @@ class _KeypointLinks:
             codes, np.arange(len(codes), dtype=np.uint64), self.radius, None, rank, linkage=p.linkage,
             device=p.device, num_threads=p.num_threads, accept=verified,
         )  # fmt: skip
-        d = np.flatnonzero(g.is_duplicate)
+        representative = g.representative
+        if grids is not None:
+            known = [*refused, _rows_of(t, self.templates)]
+            representative = self._without_template_pairs(representative, known, blobs, template)
+        d = np.flatnonzero(representative != np.arange(len(representative)))
+        distance = np.bitwise_count(codes[d] ^ codes[representative[d]]).astype(np.int32)
         kind = np.full(d.size, "keypoints", object)
+        groups = int(np.unique(representative[d]).size)
         return NearLinks(
-            d, g.representative[d], g.distance[d], None, None, kind, np.ones(d.size, bool), g.n_groups, g.n_pairs or 0
+            d, representative[d], distance, None, None, kind, np.ones(d.size, bool), groups, g.n_pairs or 0
         )
+
+    def _without_template_pairs(self, representative: np.ndarray, known: list, blobs, template) -> np.ndarray:
+        """The grouping with no template pair inside a group (see the class): members of a known template pair in
+        one group, or of a pair the template rule calls one among a small group's members, leave it, the one with
+        fewer inliers to the representative (a member template of the representative leaves too)."""
+        representative = representative.copy()
+        members = np.flatnonzero(representative != np.arange(len(representative)))
+        if not members.size:
+            return representative
+        by_group = members[np.argsort(representative[members], kind="stable")]
+        bounds = np.flatnonzero(np.diff(representative[by_group])) + 1
+        pairs = [np.concatenate(known).reshape(-1, 2)]
+        for group in np.split(by_group, bounds):  # every pair of a small group's members
+            if 2 <= group.size <= self.CONSISTENT_GROUP:
+                i, j = np.triu_indices(group.size, 1)
+                a, b = group[i], group[j]
+                inliers, shift = keypoints.inlier_counts(blobs, a, b)
+                tpl = template(a, b, inliers, shift)
+                pairs.append(np.stack([a[tpl], b[tpl]], axis=1))
+        pairs = np.unique(np.sort(np.concatenate(pairs), axis=1), axis=0)
+        for a, b in pairs.tolist():
+            ra, rb = representative[a], representative[b]
+            if ra != rb and rb != a and ra != b:
+                continue  # not in one group
+            if rb == a or ra == b:  # a member and its representative: the member leaves
+                leave = b if rb == a else a
+            else:
+                inliers, _ = keypoints.inlier_counts(blobs, [a, b], [ra, rb])
+                leave = b if inliers[0] >= inliers[1] else a
+            representative[leave] = leave
+        return representative
+
+
+def _rows_of(t: pa.Table, id_pairs: np.ndarray) -> np.ndarray:
+    """int64[k, 2]: the rows of ``t`` (by SAMPLE_ID) of the sample-id pairs both of whose samples it holds."""
+    ids = t.column(SAMPLE_ID).to_numpy().astype(np.int64)
+    id_pairs = np.asarray(id_pairs, np.int64).reshape(-1, 2)
+    pos = np.minimum(np.searchsorted(ids, id_pairs), max(ids.size - 1, 0))
+    if not ids.size:
+        return np.zeros((0, 2), np.int64)
+    held = (ids[pos] == id_pairs).all(axis=1)
+    return pos[held]
 
 
 def phash_codes(view, skip_low_information: bool = False, only_low_information: bool = False):

@@ -27,6 +27,7 @@ def photos():
         "astronaut": astronaut,
         "crop": astronaut.crop((10, 6, w - 12, h - 16)),  # ~6 % of each side
         "resize": astronaut.resize((200, 200), Image.BICUBIC),
+        "coffee_small": coffee.resize((250, 167), Image.BICUBIC),  # 600 x 400 -> 250 x 167: its sides round
         "mirror": astronaut.transpose(Image.Transpose.FLIP_LEFT_RIGHT),
         "coffee": coffee,
         "flat": Image.new("RGB", (300, 200), (90, 120, 150)),
@@ -61,6 +62,8 @@ def test_pack_round_trips_and_refuses_other_blobs(blobs):
         keypoints.unpack(b"\x02\x00" + photo[2:])
     with pytest.raises(ValueError, match="header"):
         keypoints.unpack(b"\x01")
+    with pytest.raises(ValueError, match="empty image"):
+        keypoints.unpack(keypoints.pack((0, 5), np.zeros((0, 2)), None))
     with pytest.raises(ValueError, match="at most"):
         keypoints.pack((10, 10), np.zeros((3, 2)), np.zeros((2, 32), np.uint8))
 
@@ -72,6 +75,8 @@ def test_a_crop_and_a_resize_match_under_one_transform(blobs):
     assert resize_inliers >= 3 * keypoints.DEFAULT_MIN_INLIERS
     assert crop_shift > keypoints.ALIGNED_SHIFT  # a crop moves the frame: grids do not line up
     assert resize_shift <= keypoints.ALIGNED_SHIFT  # a resize does not
+    inliers, shift = _pair(blobs, "coffee", "coffee_small")
+    assert inliers >= 2 * keypoints.DEFAULT_MIN_INLIERS and shift <= keypoints.ALIGNED_SHIFT
 
 
 @pytest.mark.parametrize("other", ["coffee", "mirror", "flat"])

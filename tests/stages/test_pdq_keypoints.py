@@ -120,3 +120,33 @@ def test_keypoints_need_pdq():
         registry.create("phash_dedup", {"keypoints": True})
     with pytest.raises(ValueError, match="keypoint_inliers"):
         registry.create("phash_dedup", {"hash": "pdq", "keypoints": True, "keypoint_inliers": 2})
+
+
+@pytest.mark.parametrize("print_side", [40, 80])
+def test_a_crop_of_one_print_does_not_remove_the_other_print(print_side):
+    """Two prints on one mockup (template variants) and a crop of the second. Keypoints see the mockup in all three,
+    and the crop's frame does not line up with the grids, so the template rule cannot judge the crop's pairs: the crop
+    matches both prints. A group may not hold a template pair (with 40 px prints the PDQ pass names them templates;
+    with 80 px PDQ does not link them and the keypoint pass finds them among the group's members), so the print with
+    fewer inliers leaves the crop's group: the second print goes as a copy of its crop, the first stays."""
+    mockup = Image.fromarray(skimage.data.astronaut()).resize((320, 320), Image.BICUBIC)
+
+    def variant(pixels):
+        img = mockup.copy()
+        img.paste(Image.fromarray(pixels).resize((print_side, print_side)), (200, 200))
+        return img
+
+    a, b = variant(skimage.data.coffee()), variant(skimage.data.chelsea())
+    # the crop ranks first (keep: first, by key), so a link from it would reject both prints
+    rows = [("a_print", _jpeg(a)), ("b_print", _jpeg(b)), ("0_crop_of_b", _jpeg(_crop(b, 0.04, 0.01, 0.02, 0.06)))]
+    batch = input_table(rows)
+    stage = registry.create("phash_dedup", {"hash": "pdq", "keypoints": True})
+    table = _meta(stage, batch).select([*stage.requires, SAMPLE_ID])
+    res = run_on_table(stage, table)
+    assert {lk["key"]: lk["duplicate_of"] for lk in res.duplicates.to_pylist() if lk["kind"] == "keypoints"} == {
+        "b_print": "0_crop_of_b"
+    }
+    assert res.rejected.column("key").to_pylist() == ["b_print"]
+    # without the template policy the keypoint pass links all three: the case is one the policy must handle
+    off = registry.create("phash_dedup", {"hash": "pdq", "keypoints": True, "templates": "off"})
+    assert run_on_table(off, _meta(off, batch).select([*off.requires, SAMPLE_ID])).rejected.num_rows == 2
