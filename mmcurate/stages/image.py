@@ -940,7 +940,8 @@ class PhashDedup(GlobalStage):
     print's mockup too: the print with fewer inliers leaves the group). Links are kind ``keypoints`` (reason
     duplicate_keypoints, the pHash distance in ``distance``). Each candidate costs a keypoint match (~0.5 ms), and
     unrelated 64-bit codes lie within 16 bits with probability 3.9e-5: the pass suits runs up to ~10^5-10^6 images
-    (lower ``keypoint_radius`` beyond: docs/scaling.md). Measured: benchmarks/README_near_dup.md, "Keypoint verification".
+    (lower ``keypoint_radius`` beyond: docs/scaling.md). Measured: benchmarks/README_near_dup.md, "Keypoint
+    verification".
 
     ``skip_low_information`` (default true, pHash only): images flagged ``low_information`` (blank, flat,
     placeholder or mostly padding: mmcurate.ops.quality) are never linked by pHash to other images, whose codes of
