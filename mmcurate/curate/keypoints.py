@@ -182,7 +182,7 @@ def inlier_counts(blobs, a, b) -> tuple[np.ndarray, np.ndarray]:
     for k, (x, y) in enumerate(zip(a.tolist(), b.tolist())):
         if blobs[x] is None or blobs[y] is None:
             continue
-        if bytes(blobs[y]) < bytes(blobs[x]):
+        if bytes(blobs[y]) < bytes(blobs[x]):  # blobs: bytes or buffers (e.g. an Arrow column's, zero-copy)
             x, y = y, x
         inliers[k], shift[k] = match(load(x), load(y), matcher)
     return inliers, shift

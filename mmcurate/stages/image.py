@@ -1367,7 +1367,7 @@ class _KeypointLinks:
     def group(self, t: pa.Table, rank: np.ndarray, count_pairs: bool) -> NearLinks:
         p = self.p
         codes = pc.cast(t.column("pdq_phash"), pa.uint64()).to_numpy(zero_copy_only=False).astype(np.uint64)
-        blobs = t.column("pdq_keypoints").to_pylist()
+        blobs = _BlobColumn(t.column("pdq_keypoints"))
         grids = _fixed_rows(t.column("pdq_detail"), local_detail.DETAIL_BYTES) if p.templates == "keep" else None
         refused: list[np.ndarray] = []
 
@@ -1433,6 +1433,20 @@ class _KeypointLinks:
                 leave = b if inliers[0] >= inliers[1] else a
             representative[leave] = leave
         return representative
+
+
+class _BlobColumn:
+    """A binary column's values by row, as zero-copy Arrow buffers (None where null): the keypoint pass reads the
+    blobs of the pairs it matches, not every candidate's as Python bytes."""
+
+    def __init__(self, column):
+        self.array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+
+    def __len__(self) -> int:
+        return len(self.array)
+
+    def __getitem__(self, i: int):
+        return self.array[int(i)].as_buffer()
 
 
 def _rows_of(t: pa.Table, id_pairs: np.ndarray) -> np.ndarray:
