@@ -355,7 +355,9 @@ def test_phash_dedup_params_errors():
         ({"hash": "dhash"}, "hash must be 'phash'"),
         ({"device": "tpu"}, "device"),
         ({"keep": "newest"}, "keep must be"),
-        ({"threshold": 8}, "'threshold'.*valid: device, dihedral, hash, keep, linkage, low_information_radius, "),
+        ({"keypoints": True}, "keypoints: true needs hash: pdq"),
+        ({"hash": "pdq", "keypoint_radius": 65}, "keypoint_radius must be an integer in 0..64"),
+        ({"threshold": 8}, "'threshold'.*valid: device, dihedral, hash, keep, keypoint_inliers, keypoint_radius, "),
     ):
         with pytest.raises(StageError, match=pattern):
             registry.create("phash_dedup", params)
