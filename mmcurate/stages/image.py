@@ -992,6 +992,11 @@ class PhashDedup(GlobalStage):
             check_bool("keypoints", self.keypoints)
             if self.keypoints and self.hash != "pdq":
                 raise ValueError("keypoints: true needs hash: pdq (the keypoint pass runs after the PDQ pass)")
+            if self.keypoints:
+                try:  # before any work: the map part needs it
+                    keypoints.cv2()
+                except ImportError as e:
+                    raise ValueError(f"keypoints: true: {e}") from None
             check_int("keypoint_radius", self.keypoint_radius, 0, 64)
             check_int("keypoint_inliers", self.keypoint_inliers, 4, keypoints.FEATURES)
             check_bool("skip_low_information", self.skip_low_information)

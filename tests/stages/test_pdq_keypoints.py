@@ -150,3 +150,13 @@ def test_a_crop_of_one_print_does_not_remove_the_other_print(print_side):
     # without the template policy the keypoint pass links all three: the case is one the policy must handle
     off = registry.create("phash_dedup", {"hash": "pdq", "keypoints": True, "templates": "off"})
     assert run_on_table(off, _meta(off, batch).select([*off.requires, SAMPLE_ID])).rejected.num_rows == 2
+
+
+def test_without_opencv_the_recipe_fails_before_any_work(monkeypatch):
+    def missing():
+        raise ImportError("keypoint verification needs OpenCV: pip install 'mmcurate[keypoints]'")
+
+    monkeypatch.setattr(keypoints, "cv2", missing)
+    with pytest.raises(ValueError, match=r"keypoints: true: .*mmcurate\[keypoints\]"):
+        registry.create("phash_dedup", {"hash": "pdq", "keypoints": True})
+    registry.create("phash_dedup", {"hash": "pdq"})  # the option alone needs it
