@@ -288,18 +288,18 @@ void hash_pixel_variants(const ImageViewU8& im, uint8_t* codes, int32_t* quality
   }
 }
 
-// Exact area weights of `n` unit pixels in kDetailGrid equal cells: pixel p covers [p, p + 1) and cell g
+// Exact area weights of `n` unit pixels in `cells` equal cells: pixel p covers [p, p + 1) and cell g
 // [g n / G, (g + 1) n / G); its share of the cell is the overlap / (n / G). A pixel meets at most
-// ceil(G / n) + 1 cells; (cell, pixel, weight) triples in pixel order.
+// ceil(G / n) + 1 cells; (cell, pixel, weight) triples by cell, pixels ascending (so non-decreasing overall).
 struct CellWeight {
   int cell, pixel;
   double weight;
 };
 
-void area_weights(int n, std::vector<CellWeight>& out) {
+void area_weights(int n, int cells, std::vector<CellWeight>& out) {
   out.clear();
-  const double size = double(n) / kDetailGrid;
-  for (int g = 0; g < kDetailGrid; ++g) {
+  const double size = double(n) / cells;
+  for (int g = 0; g < cells; ++g) {
     const double lo = g * size, hi = (g + 1) * size;
     for (int p = int(lo); p < n && p < hi; ++p) {
       const double overlap = std::min(hi, double(p + 1)) - std::max(lo, double(p));
@@ -313,8 +313,8 @@ void area_weights(int n, std::vector<CellWeight>& out) {
 void detail_grid(const ImageViewU8& im, uint8_t* out) {
   constexpr int G = kDetailGrid;
   std::vector<CellWeight> rows, cols;
-  area_weights(im.height, rows);
-  area_weights(im.width, cols);
+  area_weights(im.height, G, rows);
+  area_weights(im.width, G, cols);
   std::vector<float> luma(size_t(im.width));
   std::vector<double> r1(size_t(G) * im.width, 0.0), r2(size_t(G) * im.width, 0.0);  // rows reduced to cells
   int last = -1;
@@ -345,9 +345,40 @@ void detail_grid(const ImageViewU8& im, uint8_t* out) {
   }
 }
 
+static void luma_thumbnail(const ImageViewU8& im, int side, std::vector<uint8_t>& out, int32_t& th, int32_t& tw) {
+  const double f = std::min(1.0, double(side) / std::max(im.height, im.width));
+  th = std::max(1, int(std::nearbyint(im.height * f)));  // half to even, as Python's round
+  tw = std::max(1, int(std::nearbyint(im.width * f)));
+  std::vector<CellWeight> rows, cols;
+  area_weights(im.height, th, rows);
+  area_weights(im.width, tw, cols);
+  std::vector<float> luma(size_t(im.width));
+  std::vector<double> acc(size_t(im.width), 0.0), cell(size_t(tw), 0.0);
+  out.assign(size_t(th) * tw, 0);
+  auto flush = [&](int g) {  // one output row: its source rows' weighted sum, reduced over the column cells
+    std::fill(cell.begin(), cell.end(), 0.0);
+    for (const auto& cw : cols) cell[cw.cell] += cw.weight * acc[cw.pixel];
+    for (int x = 0; x < tw; ++x) out[size_t(g) * tw + x] = uint8_t(std::clamp(std::nearbyint(cell[x]), 0.0, 255.0));
+    std::fill(acc.begin(), acc.end(), 0.0);
+  };
+  int last = -1, current = 0;
+  for (const auto& rw : rows) {  // by output row: one row of accumulators, not th of them
+    if (rw.cell != current) {
+      flush(current);
+      current = rw.cell;
+    }
+    if (rw.pixel != last) {
+      luma_row(im, rw.pixel, luma.data());
+      last = rw.pixel;
+    }
+    for (int x = 0; x < im.width; ++x) acc[x] += rw.weight * luma[x];
+  }
+  flush(current);
+}
+
 PdqBytesResult pdq_bytes(const std::vector<ByteSpan>& blobs, bool exact, bool dihedral, bool exif, int num_threads,
-                         int fast_min_side, int64_t max_pixels, bool with_phash, bool pixel_variants,
-                         bool with_detail) {
+                         int fast_min_side, int64_t max_pixels, bool with_phash, bool pixel_variants, bool with_detail,
+                         int luma_side) {
   if (fast_min_side < kPdqSide) throw std::invalid_argument("pdq_bytes: fast_min_side must be >= 64");
   if (pixel_variants && !dihedral) throw std::invalid_argument("pdq_bytes: pixel_variants needs dihedral");
   DecodeOptions full;  // Pillow-exact RGB, as pdqhash sees the image
@@ -365,6 +396,12 @@ PdqBytesResult pdq_bytes(const std::vector<ByteSpan>& blobs, bool exact, bool di
   const int hashes = pixel_variants ? kPdqVariants : 1;
   if (with_phash) r.phash.assign(n * hashes, 0);
   if (with_detail) r.detail.assign(n * kDetailBytes, 0);
+  if (luma_side < 0) throw std::invalid_argument("pdq_bytes: luma_side must be >= 0");
+  if (luma_side > 0) {
+    r.luma.assign(n, {});
+    r.luma_height.assign(n, 0);
+    r.luma_width.assign(n, 0);
+  }
   r.status.assign(n, Status::ok);
   r.errors.assign(n, std::string());
   parallel_for(int64_t(n), num_threads, [&](int64_t i) {
@@ -378,6 +415,7 @@ PdqBytesResult pdq_bytes(const std::vector<ByteSpan>& blobs, bool exact, bool di
     }
     const ImageViewU8 view = view_of(d.image);
     if (with_detail) detail_grid(view, r.detail.data() + i * kDetailBytes);
+    if (luma_side > 0) luma_thumbnail(view, luma_side, r.luma[i], r.luma_height[i], r.luma_width[i]);
     if (!pixel_variants) {
       r.quality[i] = pdq_image(view, dihedral, r.codes.data() + i * stride);
       if (with_phash) r.phash[i] = hash_image(view, HashKind::phash);

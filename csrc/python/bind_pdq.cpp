@@ -44,7 +44,7 @@ MMCURATE_BINDING(pdq) {
   m.def(
       "pdq_bytes",
       [](py::sequence blobs, bool exact, bool dihedral, bool exif, int num_threads, int fast_min_side,
-         int64_t max_pixels, bool with_phash, bool pixel_variants, bool with_detail) {
+         int64_t max_pixels, bool with_phash, bool pixel_variants, bool with_detail, int luma_side) {
         // Blobs are bytes-like (mmcurate.ops._inputs.as_blob_list); hold buffer views across the GIL release.
         std::vector<py::buffer_info> buffers;
         std::vector<ByteSpan> spans;
@@ -58,7 +58,7 @@ MMCURATE_BINDING(pdq) {
         {
           py::gil_scoped_release release;
           r = pdq_bytes(spans, exact, dihedral, exif, num_threads, fast_min_side, max_pixels, with_phash,
-                        pixel_variants, with_detail);
+                        pixel_variants, with_detail, luma_side);
         }
         const auto n = py::ssize_t(spans.size());
         auto codes = codes_array(n, dihedral);
@@ -84,11 +84,27 @@ MMCURATE_BINDING(pdq) {
           if (n) std::memcpy(d.mutable_data(), r.detail.data(), r.detail.size());
           detail = d;
         }
-        return py::make_tuple(codes, quality, status, errors, phash, detail);
+        py::object luma = py::none();
+        if (luma_side > 0) {
+          py::list thumbs;
+          for (py::ssize_t i = 0; i < n; ++i) {
+            if (r.luma[i].empty()) {
+              thumbs.append(py::none());
+              continue;
+            }
+            py::array_t<uint8_t> t({py::ssize_t(r.luma_height[i]), py::ssize_t(r.luma_width[i])});
+            std::memcpy(t.mutable_data(), r.luma[i].data(), r.luma[i].size());
+            thumbs.append(t);
+          }
+          luma = thumbs;
+        }
+        return py::make_tuple(codes, quality, status, errors, phash, detail, luma);
       },
       py::arg("blobs"), py::arg("exact"), py::arg("dihedral"), py::arg("exif"), py::arg("num_threads") = 0,
       py::arg("fast_min_side") = int(kPdqFastMinSide), py::arg("max_pixels") = int64_t(kDefaultMaxPixels),
       py::arg("with_phash") = false, py::arg("pixel_variants") = false, py::arg("with_detail") = false,
+      py::arg("luma_side") = 0,
       "Decode + PDQ of bytes-like blobs: (codes uint8, quality int32, status int8, errors list, "
-      "pHash uint64 [n] ([n, 8] with pixel_variants) or None, local-detail grid uint8[n, 512] or None).");
+      "pHash uint64 [n] ([n, 8] with pixel_variants) or None, local-detail grid uint8[n, 512] or None, "
+      "luma thumbnails (uint8[h, w] or None where decoding failed, longer side <= luma_side) or None).");
 }

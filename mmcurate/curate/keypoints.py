@@ -5,9 +5,9 @@ where unrelated images (same watermark, retina tiles, flat graphics) are candida
 geometry: a copy's local features match one-to-one under a single similarity transform (scale, shift, a small
 rotation) across the image; a look-alike's match by chance or only inside a shared logo.
 
-Per image (the map part, once): the luma decoded at the smallest JPEG DCT scale not below ``SIDE`` (mmcurate.ops,
-the hardened decoder), area-resized so its longer side is at most ``SIDE``, histogram-equalised (flat, low-contrast
-images still get features), then up to ``FEATURES`` ORB keypoints (OpenCV). Stored as one blob (:func:`pack`): a
+Per image (the map part, once): the luma of the decode that hashed the image, area-averaged so its longer side is
+at most ``SIDE`` (native, ``ops.pdq_bytes(luma_side=SIDE)``), histogram-equalised (flat, low-contrast images still
+get features), then up to ``FEATURES`` ORB keypoints (OpenCV). Stored as one blob (:func:`pack`): a
 header (version, canonical height and width, count), the points in 1/64 pixel, the 32-byte descriptors: at most
 4,616 bytes a sample.
 
@@ -62,15 +62,28 @@ def cv2():
     return _cv2
 
 
+def luma_thumbnail_reference(image: np.ndarray, side: int = SIDE) -> np.ndarray:
+    """uint8[h, w]: PDQ's luma of a decoded image (HxW or HxWxC uint8) area-averaged so its longer side is at most
+    ``side`` (never enlarged; sides rounded half to even, at least 1). The oracle of the native
+    ``ops.pdq_bytes(luma_side=SIDE)``, which the map part uses (no second decode)."""
+    from mmcurate.curate.local_detail import pdq_luma
+    from mmcurate.ops.quality_reference import area_weights
+
+    y = pdq_luma(image)
+    h, w = y.shape
+    f = min(1.0, side / max(h, w))
+    th, tw = max(1, round(h * f)), max(1, round(w * f))
+    return (area_weights(h, th) @ y @ area_weights(w, tw).T).round().clip(0, 255).astype(np.uint8)
+
+
 def canonical(luma: np.ndarray) -> np.ndarray:
-    """uint8[h, w] luma area-resized so the longer side is at most SIDE (never enlarged), then equalised."""
-    cv = cv2()
-    luma = np.ascontiguousarray(luma, np.uint8).reshape(luma.shape[0], luma.shape[1])
-    h, w = luma.shape
-    if max(h, w) > SIDE:
-        f = SIDE / max(h, w)
-        luma = cv.resize(luma, (max(1, round(w * f)), max(1, round(h * f))), interpolation=cv.INTER_AREA)
-    return cv.equalizeHist(luma)
+    """uint8[h, w] luma brought to the canonical size (:func:`luma_thumbnail_reference`; a thumbnail from
+    ``ops.pdq_bytes(luma_side=SIDE)`` already is), then equalised."""
+    luma = np.asarray(luma, np.uint8)
+    luma = luma.reshape(luma.shape[0], luma.shape[1])
+    if max(luma.shape) > SIDE:
+        luma = luma_thumbnail_reference(luma)
+    return cv2().equalizeHist(np.ascontiguousarray(luma))
 
 
 #: ORB's detector settings: a low FAST threshold (equalised images) and small patches (256 px images)

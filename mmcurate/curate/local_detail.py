@@ -59,19 +59,24 @@ def _cell_means(y: np.ndarray, axis: int) -> np.ndarray:
     return np.moveaxis(np.diff(integral, axis=0) / (n / GRID), 0, axis)
 
 
-def detail_grid(image: np.ndarray) -> np.ndarray:
-    """The grid of one decoded image (HxW or HxWxC uint8; RGB(A) or gray): uint8[DETAIL_BYTES], the GRID x GRID
-    cell means (row-major) then the cell standard deviations, rounded. Cells are exact area averages (a pixel a
-    cell boundary cuts counts by its covered fraction), so a resized copy has the same cells and a transposed or
-    rotated one the transformed grid."""
+def pdq_luma(image: np.ndarray) -> np.ndarray:
+    """float64[h, w]: PDQ's luma (kernels/pdq.h) of a decoded image (HxW or HxWxC uint8; RGB(A) or gray):
+    (R * 0.299 + G * 0.587) + B * 0.114 in float64, rounded to float32, as the native kernels compute it."""
     a = np.asarray(image)
     rgb = (
         (a[..., 0], a[..., 1], a[..., 2])
         if a.ndim == 3 and a.shape[2] >= 3
         else ((a[..., 0] if a.ndim == 3 else a),) * 3
     )
-    # PDQ's luma (kernels/pdq.h): (R * 0.299 + G * 0.587) + B * 0.114 in float64, rounded to float32
-    y = ((rgb[0] * 0.299 + rgb[1] * 0.587) + rgb[2] * 0.114).astype(np.float32).astype(np.float64)
+    return ((rgb[0] * 0.299 + rgb[1] * 0.587) + rgb[2] * 0.114).astype(np.float32).astype(np.float64)
+
+
+def detail_grid(image: np.ndarray) -> np.ndarray:
+    """The grid of one decoded image (HxW or HxWxC uint8; RGB(A) or gray): uint8[DETAIL_BYTES], the GRID x GRID
+    cell means (row-major) then the cell standard deviations, rounded. Cells are exact area averages (a pixel a
+    cell boundary cuts counts by its covered fraction), so a resized copy has the same cells and a transposed or
+    rotated one the transformed grid."""
+    y = pdq_luma(image)
     both = _cell_means(_cell_means(np.stack([y, y * y], axis=-1), 0), 1)
     mean = both[..., 0]
     std = np.sqrt(np.maximum(both[..., 1] - mean * mean, 0.0))

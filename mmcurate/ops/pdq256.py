@@ -71,15 +71,24 @@ class PdqBytesResult:
              (one per transform) with dihedral="pixels", else None
     detail   uint8[n, 512] local-detail grid of the same decode with detail=True (mmcurate.curate.local_detail),
              else None
+    luma     with luma_side > 0, per image the uint8[h, w] luma thumbnail of the same decode (None where decoding
+             failed), else None
     """
 
-    __slots__ = ("codes", "quality", "status", "errors", "phash", "detail")
+    __slots__ = ("codes", "quality", "status", "errors", "phash", "detail", "luma")
 
     def __init__(
-        self, codes: np.ndarray, quality: np.ndarray, status: np.ndarray, errors: list, phash=None, detail=None
+        self,
+        codes: np.ndarray,
+        quality: np.ndarray,
+        status: np.ndarray,
+        errors: list,
+        phash=None,
+        detail=None,
+        luma=None,
     ):
         self.codes, self.quality, self.status, self.errors = codes, quality, status, errors
-        self.phash, self.detail = phash, detail
+        self.phash, self.detail, self.luma = phash, detail, luma
 
     def __iter__(self):
         return iter((self.codes, self.quality, self.status))
@@ -113,6 +122,7 @@ def pdq_bytes(
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
     phash: bool = False,
     detail: bool = False,
+    luma_side: int = 0,
 ) -> PdqBytesResult:
     """Decode and PDQ-hash encoded images (JPEG, PNG, WebP) in one pass: one decode per image, pixels never
     reach Python. The statuses are those of a full decode (as phash_bytes'), so one call serves integrity
@@ -132,6 +142,9 @@ def pdq_bytes(
         matching one, against 14-16 for the DCT variants. With phash=True, then, the pHash of each transform too.
     detail=True: also the local-detail grid of the same decode (``mmcurate.curate.local_detail.detail_grid``, its
         oracle, to within 1 of 255 where a cell's value rounds at .5).
+    luma_side > 0: also each image's luma (PDQ's weights) area-averaged so its longer side is at most luma_side
+        (never enlarged; sides rounded half to even), uint8[h, w] per image: what curate.keypoints finds keypoints
+        on, from the same decode (``curate.keypoints.luma_thumbnail_reference`` is its oracle, to within 1).
     device: the fused path runs on the CPU ("auto" and "cpu"); decoded images can go to pdq(device="cuda").
     """
     if device not in ("auto", "cpu"):
@@ -140,9 +153,10 @@ def pdq_bytes(
     items = as_blob_list(blobs)
     limit = check_max_pixels(max_pixels)
     side = check_int(fast_min_side, "fast_min_side", 64, 2**31 - 1)
+    luma_side = check_int(luma_side, "luma_side", 0, 1 << 16)
     if dihedral not in (False, True, "pixels"):
         raise ValueError(f"dihedral must be False, True or 'pixels', got {dihedral!r}")
-    codes, quality, status, errors, phashes, grids = call_native(
+    codes, quality, status, errors, phashes, grids, luma = call_native(
         native().pdq_bytes,
         items,
         bool(exact),
@@ -154,8 +168,9 @@ def pdq_bytes(
         bool(phash),
         dihedral == "pixels",
         bool(detail),
+        luma_side,
     )
-    return PdqBytesResult(codes, quality, status, errors, phashes, grids)
+    return PdqBytesResult(codes, quality, status, errors, phashes, grids, luma)
 
 
 def pdq_to_hex(codes) -> list[str]:

@@ -656,6 +656,7 @@ PDQ_KEYPOINTS = fingerprint(
     version=keypoints.VERSION,
     side=keypoints.SIDE,
     min_side=keypoints.MIN_SIDE,
+    luma="pdq luma of the exact decode, area average",
     features=keypoints.FEATURES,
     equalised=True,
     **keypoints.ORB_PARAMS,
@@ -669,8 +670,8 @@ class PdqHash(MapStage):
     All from one native call, ops.pdq_bytes(exact=True, phash=True, dihedral="pixels", detail=True): its pixels
     never reach Python. Bytes per sample: 42 (pdq, quality, pHash), + 280 with dihedral, + 512 with detail. Images it
     cannot decode are rejected with the decoder's status (missing ones as missing_image); text-only rows keep null
-    columns. With ``keypoints``, ``pdq_keypoints`` (curate.keypoints: ORB keypoints of the luma, from a second
-    decode at a reduced JPEG DCT scale with the same decoder; at most 4,616 bytes) for the images that decoded."""
+    columns. With ``keypoints``, ``pdq_keypoints`` (curate.keypoints: ORB keypoints of the luma thumbnail the same
+    native call returns, ``luma_side``; at most 4,616 bytes) for the images that decoded."""
 
     name = "phash_dedup"
     requires = ("key", "source", "image")
@@ -716,6 +717,7 @@ class PdqHash(MapStage):
             dihedral="pixels" if p.dihedral else False,
             phash=True,
             detail=p.detail,
+            luma_side=keypoints.SIDE if p.keypoints else 0,
             device="cpu",
             num_threads=p.num_threads,
         )
@@ -738,35 +740,28 @@ class PdqHash(MapStage):
                 batch, "pdq_detail", _fixed_binary(detail, pa.binary(local_detail.DETAIL_BYTES), text_only)
             )
         if p.keypoints:
-            batch = with_column(batch, "pdq_keypoints", _keypoint_column(blobs, ~rejected & ~text_only, p.num_threads))
+            batch = with_column(batch, "pdq_keypoints", _keypoint_column(result.luma, p.num_threads))
         return kept_and_rejected(batch, self.name, rejected, reasons, details)
 
 
-def _keypoint_column(blobs: list, decoded: np.ndarray, num_threads) -> pa.Array:
-    """curate.keypoints' blobs of the images PDQ decoded (null elsewhere, and where the luma decode fails: the
-    keypoint pass then leaves that sample alone)."""
-    from mmcurate.ops import decode_images
-
-    at = np.flatnonzero(decoded)
-    out: list = [None] * len(blobs)
-    if at.size:
-        result = decode_images(
-            [blobs[i] for i in at], mode="L", target_size=keypoints.SIDE, device="cpu", num_threads=num_threads
-        )
-        ok = np.asarray(result.status) == 0
-        images = [img for img, good in zip(result.images, ok) if good]
-        threads = min(cpu_threads(num_threads), max(1, len(images) // 16))
-        if threads > 1:  # OpenCV releases the GIL; each thread its own detector
-            chunks = [images[k::threads] for k in range(threads)]
-            with ThreadPoolExecutor(threads) as pool:
-                parts = list(pool.map(keypoints.extract, chunks))
-            packed = [None] * len(images)
-            for k, part in enumerate(parts):
-                packed[k::threads] = part
-        else:
-            packed = keypoints.extract(images)
-        for i, blob in zip(at[ok], packed):
-            out[i] = blob
+def _keypoint_column(lumas: list, num_threads) -> pa.Array:
+    """curate.keypoints' blobs of the luma thumbnails pdq_bytes returned with the codes (null where it could not
+    decode the image: that sample is rejected, or text-only)."""
+    at = [i for i, luma in enumerate(lumas) if luma is not None]
+    images = [lumas[i] for i in at]
+    threads = min(cpu_threads(num_threads), max(1, len(images) // 16))
+    if threads > 1:  # OpenCV releases the GIL; each thread its own detector
+        chunks = [images[k::threads] for k in range(threads)]
+        with ThreadPoolExecutor(threads) as pool:
+            parts = list(pool.map(keypoints.extract, chunks))
+        packed: list = [None] * len(images)
+        for k, part in enumerate(parts):
+            packed[k::threads] = part
+    else:
+        packed = keypoints.extract(images)
+    out: list = [None] * len(lumas)
+    for i, blob in zip(at, packed):
+        out[i] = blob
     return pa.array(out, pa.binary())
 
 

@@ -242,6 +242,36 @@ def test_pdq_bytes_pixel_variants_and_detail_equal_their_oracles(photos_rgb):
         pdq_bytes(blobs, dihedral="dct")
 
 
+@pytest.mark.parametrize("side", [256, 40])
+def test_pdq_bytes_luma_thumbnail_equals_its_oracle(photos_rgb, side):
+    """luma_side: each decode's PDQ luma area-averaged to a longer side <= side (never enlarged), the keypoint pass's
+    input from the same decode: curate.keypoints.luma_thumbnail_reference of the decoded pixels, to within 1 (a
+    value rounding at .5); the same codes as without it; None where decoding failed; off by default."""
+    from mmcurate.curate.keypoints import luma_thumbnail_reference
+    from mmcurate.ops import decode_images
+
+    rgb = g.photo_like(121, 87, seed=2)
+    blobs = [g.save(Image.fromarray(photos_rgb[0]), "JPEG", quality=90), g.save(Image.fromarray(rgb), "PNG")]
+    blobs += [g.save(Image.fromarray(rgb).convert("L"), "PNG"), g.save(Image.fromarray(rgb).convert("RGBA"), "PNG")]
+    blobs += [g.save(Image.fromarray(photos_rgb[0][:3, :700]), "PNG"), g.save(Image.fromarray(rgb[:1, :1]), "PNG")]
+    blobs += [b"broken"]
+    got = pdq_bytes(blobs, phash=True, luma_side=side, device="cpu")
+    plain = pdq_bytes(blobs, phash=True, device="cpu")
+    assert plain.luma is None
+    np.testing.assert_array_equal(got.codes, plain.codes)
+    np.testing.assert_array_equal(got.phash, plain.phash)
+    decoded = decode_images(blobs, mode="RGB", device="cpu")
+    for i, pixels in enumerate(decoded.images[:-1]):
+        want = luma_thumbnail_reference(pixels, side)
+        assert got.luma[i].dtype == np.uint8 and got.luma[i].shape == want.shape, f"blob {i}"
+        assert max(want.shape) <= max(side, 1) and min(want.shape) >= 1
+        assert np.abs(got.luma[i].astype(int) - want).max() <= 1, f"blob {i}"
+    assert got.luma[-1] is None and got.status[-1] != Status.ok
+    assert got.luma[0].shape[1] == side  # a photo larger than side is brought down to it
+    with pytest.raises(ValueError, match="luma_side"):
+        pdq_bytes(blobs, luma_side=-1)
+
+
 def test_pdq_bytes_applies_exif_orientation_like_exif_transpose(photos_rgb):
     rgb = np.ascontiguousarray(photos_rgb[0][:200, :160])
     blobs = [g.with_orientation(rgb, "JPEG", k, quality=90) for k in range(1, 9)]

@@ -44,13 +44,19 @@ struct PdqBytesResult {
   std::vector<int32_t> quality;
   std::vector<uint64_t> phash;  // n (n x 8 with pixel variants) when with_phash, else empty
   std::vector<uint8_t> detail;  // n x kDetailBytes when with_detail, else empty
+  // with luma_side > 0: each image's luma (PDQ's weights) area-averaged so its longer side is at most luma_side
+  // (never enlarged; sides rounded half to even, at least 1), row-major, with its height and width; empty where
+  // decoding failed
+  std::vector<std::vector<uint8_t>> luma;
+  std::vector<int32_t> luma_height, luma_width;
   std::vector<Status> status;
   std::vector<std::string> errors;  // empty where ok
 };
 
 PdqBytesResult pdq_bytes(const std::vector<ByteSpan>& blobs, bool exact, bool dihedral, bool exif, int num_threads = 0,
                          int fast_min_side = kPdqFastMinSide, int64_t max_pixels = kDefaultMaxPixels,
-                         bool with_phash = false, bool pixel_variants = false, bool with_detail = false);
+                         bool with_phash = false, bool pixel_variants = false, bool with_detail = false,
+                         int luma_side = 0);
 
 // The local-detail grid (mmcurate.curate.local_detail, its oracle): kDetailGrid x kDetailGrid cells, each the
 // exact area average (a pixel a cell boundary cuts counts by its covered fraction) of PDQ's luma, in double; the
