@@ -185,17 +185,19 @@ def inlier_counts(blobs, a, b) -> tuple[np.ndarray, np.ndarray]:
     a, b = np.asarray(a, np.int64), np.asarray(b, np.int64)
     inliers = np.zeros(len(a), np.int32)
     shift = np.full(len(a), np.inf)
-    cache: dict[int, tuple] = {}
+    cache: dict[int, tuple | None] = {}
 
-    def load(i: int):
+    def load(i: int):  # (the blob's bytes, its unpacked keypoints), None without keypoints; once per row
         if i not in cache:
-            cache[i] = unpack(blobs[i])
+            blob = blobs[i]  # bytes or a buffer (an Arrow column's, zero-copy)
+            cache[i] = None if blob is None else (bytes(blob), unpack(blob))
         return cache[i]
 
     for k, (x, y) in enumerate(zip(a.tolist(), b.tolist())):
-        if blobs[x] is None or blobs[y] is None:
+        kx, ky = load(x), load(y)
+        if kx is None or ky is None:
             continue
-        if bytes(blobs[y]) < bytes(blobs[x]):  # blobs: bytes or buffers (e.g. an Arrow column's, zero-copy)
-            x, y = y, x
-        inliers[k], shift[k] = match(load(x), load(y), matcher)
+        if ky[0] < kx[0]:
+            kx, ky = ky, kx
+        inliers[k], shift[k] = match(kx[1], ky[1], matcher)
     return inliers, shift
